@@ -1,0 +1,30 @@
+//! Keel's engine: runs Ansible-syntax playbooks over multiplexed SSH.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//!  yaml ──► playbook (raw model ──► resolved plan) ──► executor ──► output
+//!                     inventory ──┘        │             │
+//!                     template ────────────┘        modules ──► transport
+//! ```
+//!
+//! - [`diag`]: source positions and user-facing diagnostics.
+//! - [`yaml`]: YAML 1.1 loading with positions (saphyr-parser events).
+//! - [`template`]: minijinja with Ansible's filters, tests, lookups, lazy vars.
+//! - [`inventory`]: static, dynamic and HTTP inventories; host patterns.
+//! - [`playbook`]: the language; resolves to a [`playbook::plan`].
+//! - [`transport`]: local and SSH (russh) connections, one per host.
+//! - [`modules`]: one file per module; query, then apply.
+//! - [`executor`]: strategies, forks, loops, handlers, results.
+//! - [`output`]: the human recap and JSON events.
+//!
+//! The engine never touches a database or serves HTTP: the panel calls it as a
+//! library.
+
+pub mod diag;
+pub mod inventory;
+pub mod modules;
+pub mod playbook;
+pub mod template;
+pub mod transport;
+pub mod yaml;

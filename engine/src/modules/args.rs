@@ -1,0 +1,1 @@
+//! Typed argument parsing for modules. (To be implemented.)

@@ -1,0 +1,172 @@
+//! Modules: the units of work a task names (`copy`, `file`, `command`...).
+//!
+//! Every module is native Rust and runs its remote side as plain `sh` over the
+//! host's [`Connection`]: no Python on the target. A module works in two
+//! phases: it first *queries* the host's state (batching every check it needs
+//! into one round trip), then, only if the state differs and check mode is
+//! off, *applies* the change. `changed` is reported from what was observed.
+//!
+//! Layout: one file per module, grouped by concept (`files/`, `commands/`,
+//! `utility/`, ...). [`registry`] maps names (short and fully qualified) to
+//! implementations. `args.rs` has the typed argument parsing helpers every
+//! module uses, with "did you mean" errors for unknown arguments.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use minijinja::Value;
+
+use crate::template::{Scope, Templar, TemplateOrigin, VarMap};
+use crate::transport::{Become, Command, Connection, Output, TransportError};
+
+pub mod args;
+pub mod commands;
+pub mod files;
+pub mod registry;
+pub mod utility;
+
+pub use registry::{canonical_name, lookup, module_names};
+
+/// Everything a module may use while it runs for one host.
+pub struct TaskContext<'a> {
+    /// `inventory_hostname`.
+    pub host: &'a str,
+    pub conn: &'a Connection,
+    pub templar: &'a Templar,
+    /// The host's variables at this task (for `template`'s rendering).
+    pub scope: &'a Scope,
+    pub origin: &'a TemplateOrigin,
+    pub check_mode: bool,
+    pub diff: bool,
+    pub become_: Option<Become>,
+    /// The task's `environment`, already templated.
+    pub env: Vec<(String, String)>,
+    /// Where relative `src` paths are looked up: role `files/` or
+    /// `templates/` first, then the role, then the playbook directory.
+    pub search_paths: &'a [PathBuf],
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl TaskContext<'_> {
+    /// Builds a [`Command`] carrying the task's become and environment.
+    pub fn command(&self, script: impl Into<String>) -> Command {
+        Command {
+            script: script.into(),
+            stdin: None,
+            become_: self.become_.clone(),
+            env: self.env.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Runs a script on the host.
+    pub async fn run(&self, script: impl Into<String>, stdin: Option<Vec<u8>>) -> Result<Output, ModuleError> {
+        let mut cmd = self.command(script);
+        cmd.stdin = stdin;
+        Ok(self.conn.exec(&cmd).await?)
+    }
+
+    /// Finds a controller-side file named by a relative `src` (e.g. `files/x` or
+    /// `templates/x.j2`), trying `subdir` of each search path first.
+    pub fn find_file(&self, subdir: &str, name: &str) -> Option<PathBuf> {
+        let p = PathBuf::from(name);
+        if p.is_absolute() {
+            return p.exists().then_some(p);
+        }
+        for base in self.search_paths {
+            for cand in [base.join(subdir).join(name), base.join(name)] {
+                if cand.exists() {
+                    return Some(cand);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A unified diff of one file (or a before/after pair of anything).
+#[derive(Debug, Clone, Default)]
+pub struct FileDiff {
+    pub before_header: String,
+    pub after_header: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// What a module reports. `data` holds the module's return values (`rc`,
+/// `stdout`, `stat`, `path`...), which `register` exposes next to `changed`,
+/// `failed`, `msg`.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleResult {
+    pub changed: bool,
+    pub failed: bool,
+    pub skipped: bool,
+    pub msg: Option<String>,
+    pub data: IndexMap<String, Value>,
+    pub diff: Vec<FileDiff>,
+    /// Facts to set on the host (`set_fact`, `setup`, `include_vars`).
+    pub facts: Option<VarMap>,
+    /// `set_fact` with `cacheable`: no different here, kept for the result.
+    pub facts_cacheable: bool,
+}
+
+impl ModuleResult {
+    pub fn ok() -> Self {
+        Self::default()
+    }
+    pub fn changed(changed: bool) -> Self {
+        ModuleResult { changed, ..Default::default() }
+    }
+    pub fn failed(msg: impl Into<String>) -> Self {
+        ModuleResult { failed: true, msg: Some(msg.into()), ..Default::default() }
+    }
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.data.insert(key.to_string(), value.into());
+        self
+    }
+    pub fn with_msg(mut self, msg: impl Into<String>) -> Self {
+        self.msg = Some(msg.into());
+        self
+    }
+}
+
+/// Why a module could not run: bad arguments (a task-level failure), or the
+/// host went away (the host becomes unreachable).
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("{0}")]
+    Args(String),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The module arguments after templating: a map of name to value.
+pub type Args = IndexMap<String, Value>;
+
+/// A module implementation.
+#[async_trait::async_trait]
+pub trait Module: Send + Sync {
+    /// Runs the module for one host. `args` are already templated (except for
+    /// what the module renders itself, such as a template file's body).
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError>;
+
+    /// Whether the module runs on the controller only (no connection needed):
+    /// `debug`, `set_fact`, `assert`, `fail`, `pause`...
+    fn controller_only(&self) -> bool {
+        false
+    }
+
+    /// Whether the old `key=value` string form puts leftover words into
+    /// `_raw_params` (`command`, `shell`, `raw`, `script`).
+    fn takes_free_form(&self) -> bool {
+        false
+    }
+}
+
+/// A shared handle to a module implementation.
+pub type ModuleRef = Arc<dyn Module>;

@@ -1,0 +1,252 @@
+//! The resolved plan: what the executor runs.
+//!
+//! Produced by [`super::resolve`] from the raw model. Roles are expanded,
+//! imports inlined (their `when`/`tags`/`vars`/`become` already copied onto
+//! each child), handlers indexed, and every task keeps its source span. Only
+//! dynamic includes (`include_tasks`, `include_role`) remain to be loaded at
+//! run time; they carry what they need to be resolved then.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use minijinja::Value;
+
+use crate::diag::Span;
+use crate::template::VarMap;
+
+/// A whole playbook file (with `import_playbook` inlined).
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub path: PathBuf,
+    pub plays: Vec<Play>,
+}
+
+/// `serial:` one batch size.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Serial {
+    Count(usize),
+    Percent(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    #[default]
+    Linear,
+    Free,
+}
+
+/// Privilege escalation settings; `None` means "inherit".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BecomeSettings {
+    pub become_: Option<bool>,
+    pub become_user: Option<String>,
+    pub become_method: Option<String>,
+    pub become_flags: Option<String>,
+}
+
+impl BecomeSettings {
+    /// `child` overrides `self` field by field.
+    pub fn merged(&self, child: &BecomeSettings) -> BecomeSettings {
+        BecomeSettings {
+            become_: child.become_.or(self.become_),
+            become_user: child.become_user.clone().or_else(|| self.become_user.clone()),
+            become_method: child.become_method.clone().or_else(|| self.become_method.clone()),
+            become_flags: child.become_flags.clone().or_else(|| self.become_flags.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Play {
+    pub name: String,
+    /// The `hosts:` pattern (may contain a template).
+    pub hosts: String,
+    pub span: Span,
+    pub gather_facts: bool,
+    pub become_: BecomeSettings,
+    /// Play `vars`, plus `vars_prompt` defaults.
+    pub vars: Arc<VarMap>,
+    /// `vars_files`, loaded at resolve time (one map per file, in order).
+    pub vars_files: Arc<VarMap>,
+    /// Sections in execution order; handlers are flushed after each.
+    pub sections: Vec<Section>,
+    pub handlers: Vec<Arc<Handler>>,
+    pub serial: Vec<Serial>,
+    pub strategy: Strategy,
+    pub any_errors_fatal: bool,
+    pub max_fail_percentage: Option<f64>,
+    pub ignore_unreachable: bool,
+    pub ignore_errors: bool,
+    pub force_handlers: bool,
+    pub check_mode: Option<bool>,
+    pub diff: Option<bool>,
+    pub no_log: Option<bool>,
+    pub run_once: bool,
+    /// Play-level `environment`, templated at run time.
+    pub environment: Vec<Value>,
+    /// `module_defaults`: module name (canonical short name) → default args.
+    pub module_defaults: Vec<(String, VarMap)>,
+    pub tags: Vec<String>,
+    pub playbook_dir: PathBuf,
+}
+
+/// `pre_tasks`, roles + `tasks`, `post_tasks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionKind {
+    PreTasks,
+    Tasks,
+    PostTasks,
+}
+
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub kind: SectionKind,
+    pub nodes: Vec<Node>,
+}
+
+/// A role as it appears in the plan, shared by all its tasks.
+#[derive(Debug)]
+pub struct RoleInstance {
+    pub name: String,
+    pub path: PathBuf,
+    /// `defaults/main.yml` (lowest precedence).
+    pub defaults: Arc<VarMap>,
+    /// `vars/main.yml` (or `vars_from`).
+    pub vars: Arc<VarMap>,
+    /// Parameters given where the role was listed (`- role: x, foo: 1`, or
+    /// `vars:` on it).
+    pub params: Arc<VarMap>,
+}
+
+/// A node of a task list.
+#[derive(Debug, Clone)]
+pub enum Node {
+    Task(Arc<Task>),
+    Block(Arc<Block>),
+    /// `include_tasks` / `include_role`: loaded at run time, per host, maybe
+    /// in a loop.
+    Include(Arc<Task>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub name: Option<String>,
+    pub span: Span,
+    pub block: Vec<Node>,
+    pub rescue: Vec<Node>,
+    pub always: Vec<Node>,
+    /// The block's own `when`, evaluated once when the block starts is NOT how
+    /// Ansible works: it is inherited by every child task instead (already
+    /// copied into them). Kept here for listing only.
+    pub when: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// How a task loops.
+#[derive(Debug, Clone)]
+pub struct LoopSpec {
+    /// `loop`, or the `with_<lookup>` name (`items`, `dict`, `nested`...).
+    pub kind: LoopKind,
+    /// The raw (untemplated) loop value.
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoopKind {
+    Loop,
+    /// `with_<name>`: the lookup plugin name.
+    With(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoopControl {
+    pub loop_var: Option<String>,
+    pub index_var: Option<String>,
+    pub label: Option<String>,
+    pub pause: Option<f64>,
+    pub extended: bool,
+}
+
+/// What a dynamic include loads.
+#[derive(Debug, Clone)]
+pub enum IncludeTarget {
+    /// `include_tasks: file` (templatable; relative to the including file).
+    Tasks { file: String, base_dir: PathBuf },
+    /// `include_role: name=... tasks_from=...`.
+    Role { name: String, tasks_from: Option<String>, vars_from: Option<String>, defaults_from: Option<String> },
+}
+
+/// One task, with everything inherited from blocks, imports and roles already
+/// applied.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Unique within the playbook; used in events.
+    pub id: usize,
+    pub name: Option<String>,
+    /// Canonical short module name (`copy`), or an executor action (`meta`,
+    /// `include_tasks`, `set_fact`...).
+    pub action: String,
+    /// The name as written (`ansible.builtin.copy`).
+    pub action_as_written: String,
+    /// Module arguments, raw (templated per host at run time). The old
+    /// `key=value` form is already split; free-form text is under
+    /// `_raw_params`.
+    pub args: VarMap,
+    pub span: Span,
+    /// All `when` conditions that apply, outermost first.
+    pub when: Vec<String>,
+    pub loop_: Option<LoopSpec>,
+    pub loop_control: LoopControl,
+    pub register: Option<String>,
+    pub notify: Vec<String>,
+    /// Effective tags (own plus inherited).
+    pub tags: Vec<String>,
+    pub changed_when: Option<Vec<String>>,
+    pub failed_when: Option<Vec<String>>,
+    pub ignore_errors: Option<bool>,
+    pub ignore_unreachable: Option<bool>,
+    pub until: Option<Vec<String>>,
+    pub retries: Option<Value>,
+    pub delay: Option<Value>,
+    pub become_: BecomeSettings,
+    /// `environment` entries, outermost first (each a map or a template).
+    pub environment: Vec<Value>,
+    pub no_log: Option<bool>,
+    pub check_mode: Option<bool>,
+    pub diff: Option<bool>,
+    pub delegate_to: Option<String>,
+    pub delegate_facts: bool,
+    pub run_once: bool,
+    pub throttle: Option<Value>,
+    pub timeout: Option<Value>,
+    pub any_errors_fatal: Option<bool>,
+    /// Block and task vars merged (block outermost, task last).
+    pub vars: Arc<VarMap>,
+    pub async_: Option<Value>,
+    pub poll: Option<Value>,
+    /// The role the task came from, if any.
+    pub role: Option<Arc<RoleInstance>>,
+    /// For `Node::Include`: what to load.
+    pub include: Option<IncludeTarget>,
+    /// Directory of the file the task was written in (relative includes).
+    pub file_dir: PathBuf,
+}
+
+impl Task {
+    /// `name`, or `module` if unnamed, as ansible-playbook prints it; with a
+    /// `role : ` prefix when the task came from a role.
+    pub fn display_name(&self) -> String {
+        let base = self.name.clone().unwrap_or_else(|| self.action_as_written.clone());
+        match &self.role {
+            Some(r) => format!("{} : {}", r.name, base),
+            None => base,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pub task: Arc<Task>,
+    /// The handler's name and its `listen` topics.
+    pub listen: Vec<String>,
+}

@@ -1,0 +1,3 @@
+//! One connection per host. (To be implemented.)
+#[derive(Default)]
+pub struct ConnectionPool {}
