@@ -1,0 +1,104 @@
+//! Dynamic includes (`include_tasks`, `include_role`): what each host
+//! includes, and loading it through the playbook resolver at run time.
+
+use std::path::PathBuf;
+
+use minijinja::Value;
+
+use crate::playbook::plan::{IncludeTarget, Node, Task};
+use crate::template::{Scope, TemplateOrigin, VarMap};
+
+use super::task::{loop_items, PlayCtx};
+
+/// The includes one host makes for this task: one per loop item (or one),
+/// none when its `when` is false. Each is (target key, parameters).
+pub(super) fn expand(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Vec<(String, VarMap)>, String> {
+    let templar = &ctx.shared.templar;
+    let items: Vec<Option<Value>> = match &task.loop_ {
+        Some(_) => loop_items(ctx, task, scope, origin)?.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let loop_var = task.loop_control.loop_var.clone().unwrap_or_else(|| "item".into());
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let mut params = VarMap::new();
+        for (k, v) in task.vars.iter() {
+            params.insert(k.clone(), v.clone());
+        }
+        let mut s = scope.clone();
+        if let Some(it) = &item {
+            params.insert(loop_var.clone(), it.clone());
+            if let Some(iv) = &task.loop_control.index_var {
+                params.insert(iv.clone(), Value::from(i));
+            }
+            let mut m = VarMap::new();
+            m.insert(loop_var.clone(), it.clone());
+            s.push(std::sync::Arc::new(m));
+        }
+        if !templar.eval_conditions(&task.when, &s, origin).map_err(|e| e.to_string())? {
+            continue;
+        }
+        let key = match task.include.as_ref() {
+            Some(IncludeTarget::Tasks { file, base_dir }) => {
+                let f = templar.render_str(file, &s, origin).map_err(|e| e.to_string())?.to_string();
+                let p = PathBuf::from(&f);
+                let resolved = if p.is_absolute() {
+                    p
+                } else {
+                    let mut cands = vec![base_dir.join(&f)];
+                    if let Some(r) = &task.role {
+                        cands.push(r.path.join("tasks").join(&f));
+                    }
+                    cands.push(ctx.play.playbook_dir.join(&f));
+                    cands.iter().find(|c| c.exists()).cloned().unwrap_or_else(|| base_dir.join(&f))
+                };
+                format!("tasks:{}", resolved.display())
+            }
+            Some(IncludeTarget::Role { name, tasks_from, vars_from, defaults_from }) => {
+                let r = |o: &Option<String>| -> Result<String, String> {
+                    match o {
+                        Some(x) => Ok(templar.render_str(x, &s, origin).map_err(|e| e.to_string())?.to_string()),
+                        None => Ok(String::new()),
+                    }
+                };
+                let n = templar.render_str(name, &s, origin).map_err(|e| e.to_string())?.to_string();
+                format!("role:{}\u{1f}{}\u{1f}{}\u{1f}{}", n, r(tasks_from)?, r(vars_from)?, r(defaults_from)?)
+            }
+            None => return Err("include task without a target".into()),
+        };
+        out.push((key, params));
+    }
+    Ok(out)
+}
+
+/// Loads an include target into plan nodes.
+pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Vec<Node>, String> {
+    let opts = crate::playbook::ResolveOptions {
+        roles_path: ctx.shared.opts.roles_path.clone(),
+        extra_vars: ctx.shared.opts.extra_vars.clone(),
+        ..Default::default()
+    };
+    if let Some(path) = key.strip_prefix("tasks:") {
+        crate::playbook::load_include_tasks(std::path::Path::new(path), task, &ctx.play, &opts).map_err(|e| e.to_string())
+    } else if let Some(rest) = key.strip_prefix("role:") {
+        let parts: Vec<&str> = rest.split('\u{1f}').collect();
+        let opt = |s: &str| if s.is_empty() { None } else { Some(s.to_string()) };
+        crate::playbook::load_include_role(
+            parts[0],
+            opt(parts.get(1).copied().unwrap_or("")),
+            opt(parts.get(2).copied().unwrap_or("")),
+            opt(parts.get(3).copied().unwrap_or("")),
+            task,
+            &ctx.play,
+            &opts,
+        )
+        .map_err(|e| e.to_string())
+    } else {
+        Err(format!("bad include target {key}"))
+    }
+}

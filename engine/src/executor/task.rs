@@ -1,0 +1,758 @@
+//! One task on one host: conditions, loops, the module call, retries,
+//! `changed_when`/`failed_when`, `register`, and the result events.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use minijinja::Value;
+use serde_json::Value as Json;
+
+use crate::modules::{self, Args, ModuleError, ModuleResult, TaskContext};
+use crate::output::{Event, HostResult, Status, CENSORED};
+use crate::playbook::plan::{LoopKind, Play, Task};
+use crate::template::{is_template, Scope, TemplateOrigin, VarMap};
+use crate::transport::{Become, BecomeMethod, ConnectSpec, Connection};
+
+use super::actions;
+use super::host::{scope_for, HostState, HostVars, Shared};
+
+/// Everything fixed for one play that tasks need.
+pub(crate) struct PlayCtx {
+    pub shared: Arc<Shared>,
+    pub play: Arc<Play>,
+    pub hostvars: Arc<HostVars>,
+}
+
+/// How a task ended on a host, for the play loop.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub status: Status,
+    pub ignored: bool,
+    /// The registered result.
+    pub result: Value,
+    /// Notify handlers (the task changed something).
+    pub notify: bool,
+    /// `meta` actions for the play loop to carry out.
+    pub meta: Option<String>,
+}
+
+impl Outcome {
+    fn skipped(result: Value) -> Outcome {
+        Outcome { status: Status::Skipped, ignored: false, result, notify: false, meta: None }
+    }
+}
+
+/// Task-level result before it becomes an [`Outcome`].
+pub(crate) struct SingleResult {
+    status: Status,
+    ignored: bool,
+    result: VarMap,
+    diff: Vec<String>,
+}
+
+type Single = SingleResult;
+pub(crate) type ExecFailure = ExecError;
+
+impl ExecError {
+    pub(crate) fn failed(msg: String) -> ExecError {
+        ExecError::Failed(msg)
+    }
+}
+
+impl SingleResult {
+    pub(crate) fn new(status: Status, result: VarMap) -> SingleResult {
+        SingleResult { status, ignored: false, result, diff: vec![] }
+    }
+}
+
+fn result_value(m: &VarMap) -> Value {
+    Value::from_serialize(m)
+}
+
+pub(crate) fn to_json(v: &Value) -> Json {
+    serde_json::to_value(v).unwrap_or(Json::Null)
+}
+
+fn origin_for(ctx: &PlayCtx, task: &Task, host: &str) -> TemplateOrigin {
+    TemplateOrigin {
+        span: Some(task.span.clone()),
+        label: Some(format!("task '{}'", task.display_name())),
+        host: Some(host.to_string()),
+        search_paths: search_paths(ctx, task),
+    }
+}
+
+fn search_paths(ctx: &PlayCtx, task: &Task) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(r) = &task.role {
+        v.push(r.path.clone());
+    }
+    v.push(task.file_dir.clone());
+    v.push(ctx.play.playbook_dir.clone());
+    v
+}
+
+/// Per-task magic variables (role name and path).
+fn task_magic(task: &Task) -> Option<Arc<VarMap>> {
+    let role = task.role.as_ref()?;
+    let mut m = VarMap::new();
+    m.insert("role_name".into(), Value::from(role.name.as_str()));
+    m.insert("ansible_role_name".into(), Value::from(role.name.as_str()));
+    m.insert("role_path".into(), Value::from(role.path.display().to_string()));
+    Some(Arc::new(m))
+}
+
+fn layer(scope: &Scope, m: VarMap) -> Scope {
+    let mut s = scope.clone();
+    s.push(Arc::new(m));
+    s
+}
+
+/// Runs `task` on one host and emits its result events.
+pub(crate) async fn run_task_on_host(
+    ctx: Arc<PlayCtx>,
+    task: Arc<Task>,
+    host: Arc<Mutex<HostState>>,
+    rescuing: bool,
+) -> Outcome {
+    let _permit = ctx.shared.forks.clone().acquire_owned().await.ok();
+    let (name, scope) = {
+        let h = host.lock().unwrap();
+        (h.name.clone(), scope_for(&ctx.shared, &ctx.play, Some(&task), &h, task_magic(&task)))
+    };
+    let origin = origin_for(&ctx, &task, &name);
+    let no_log = task.no_log.or(ctx.play.no_log).unwrap_or(false);
+
+    let outcome = match &task.loop_ {
+        None => {
+            let single = run_single(&ctx, &task, &host, &name, &scope, &origin, None).await;
+            let notify = single.status == Status::Changed;
+            let value = result_value(&single.result);
+            emit(&ctx, &task, &name, &single, None, false, no_log);
+            let meta = single.result.get("_keel_meta").and_then(|v| v.as_str().map(str::to_string));
+            Outcome { status: single.status, ignored: single.ignored, result: value, notify, meta }
+        }
+        Some(_) => run_loop(&ctx, &task, &host, &name, &scope, &origin, no_log).await,
+    };
+
+    if let Some(reg) = &task.register {
+        host.lock().unwrap().set_fact(reg.clone(), outcome.result.clone());
+    }
+    outcome
+}
+
+async fn run_loop(
+    ctx: &PlayCtx,
+    task: &Task,
+    host: &Arc<Mutex<HostState>>,
+    name: &str,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+    no_log: bool,
+) -> Outcome {
+    let items = match loop_items(ctx, task, scope, origin) {
+        Ok(items) => items,
+        Err(msg) => {
+            // Ansible checks `when` before reporting a loop that can't be
+            // templated: a skipped task doesn't need its loop.
+            if let Ok(false) = ctx.shared.templar.eval_conditions(&task.when, scope, origin) {
+                let s = skipped_single(task);
+                emit(ctx, task, name, &s, None, false, no_log);
+                return Outcome::skipped(result_value(&s.result));
+            }
+            let s = failed_single(msg);
+            emit(ctx, task, name, &s, None, false, no_log);
+            return Outcome { status: Status::Failed, ignored: false, result: result_value(&s.result), notify: false, meta: None };
+        }
+    };
+    let lc = &task.loop_control;
+    let loop_var = lc.loop_var.clone().unwrap_or_else(|| "item".to_string());
+    let mut results = Vec::with_capacity(items.len());
+    let mut any_changed = false;
+    let mut any_failed = false;
+    let mut all_skipped = !items.is_empty();
+    let mut ignored = false;
+    let n = items.len();
+    for (i, item) in items.into_iter().enumerate() {
+        let mut m = VarMap::new();
+        m.insert(loop_var.clone(), item.clone());
+        m.insert("ansible_loop_var".into(), Value::from(loop_var.as_str()));
+        if let Some(iv) = &lc.index_var {
+            m.insert(iv.clone(), Value::from(i));
+        }
+        if lc.extended {
+            let mut l = VarMap::new();
+            l.insert("index".into(), Value::from(i + 1));
+            l.insert("index0".into(), Value::from(i));
+            l.insert("revindex".into(), Value::from(n - i));
+            l.insert("revindex0".into(), Value::from(n - i - 1));
+            l.insert("first".into(), Value::from(i == 0));
+            l.insert("last".into(), Value::from(i + 1 == n));
+            l.insert("length".into(), Value::from(n));
+            m.insert("ansible_loop".into(), Value::from_serialize(&l));
+        }
+        let item_scope = layer(scope, m);
+        let label = match &lc.label {
+            Some(l) => ctx
+                .shared
+                .templar
+                .render_str(l, &item_scope, origin)
+                .map(|v| display_item(&v))
+                .unwrap_or_else(|_| l.clone()),
+            None => display_item(&item),
+        };
+        let mut single = run_single(ctx, task, host, name, &item_scope, origin, Some(&item)).await;
+        single.result.insert(loop_var.clone(), item.clone());
+        single.result.insert("ansible_loop_var".into(), Value::from(loop_var.as_str()));
+        if let Some(iv) = &lc.index_var {
+            single.result.insert(iv.clone(), Value::from(i));
+        }
+        emit(ctx, task, name, &single, Some(label), true, no_log);
+        any_changed |= single.status == Status::Changed;
+        if single.status == Status::Failed {
+            if single.ignored {
+                ignored = true;
+            }
+            any_failed = true;
+        }
+        if single.status == Status::Unreachable {
+            let s = single;
+            let value = result_value(&s.result);
+            return Outcome { status: Status::Unreachable, ignored: false, result: value, notify: false, meta: None };
+        }
+        all_skipped &= single.status == Status::Skipped;
+        results.push(result_value(&single.result));
+        if let Some(p) = lc.pause {
+            tokio::time::sleep(Duration::from_secs_f64(p)).await;
+        }
+    }
+    let mut summary = VarMap::new();
+    summary.insert("changed".into(), Value::from(any_changed));
+    summary.insert("msg".into(), Value::from(if any_failed { "One or more items failed" } else { "All items completed" }));
+    if any_failed {
+        summary.insert("failed".into(), Value::from(true));
+    }
+    if all_skipped {
+        summary.insert("skipped".into(), Value::from(true));
+    }
+    summary.insert("results".into(), Value::from(results));
+    let status = if any_failed && !ignored {
+        Status::Failed
+    } else if all_skipped {
+        Status::Skipped
+    } else if any_changed {
+        Status::Changed
+    } else {
+        Status::Ok
+    };
+    let s = SingleResult { status, ignored, result: summary, diff: vec![] };
+    if status == Status::Failed || status == Status::Skipped {
+        emit(ctx, task, name, &s, None, false, no_log);
+    }
+    Outcome { status, ignored, result: result_value(&s.result), notify: any_changed, meta: None }
+}
+
+/// How ansible-playbook shows a loop item: strings bare, the rest as Python
+/// literals would print.
+fn display_item(v: &Value) -> String {
+    if let Some(s) = v.as_str() {
+        return s.to_string();
+    }
+    python_repr(&to_json(v))
+}
+
+fn python_repr(j: &Json) -> String {
+    match j {
+        Json::Null => "None".into(),
+        Json::Bool(true) => "True".into(),
+        Json::Bool(false) => "False".into(),
+        Json::Number(n) => n.to_string(),
+        Json::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+        Json::Array(a) => format!("[{}]", a.iter().map(python_repr).collect::<Vec<_>>().join(", ")),
+        Json::Object(m) => format!(
+            "{{{}}}",
+            m.iter().map(|(k, v)| format!("'{}': {}", k, python_repr(v))).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+pub(crate) fn loop_items(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &TemplateOrigin) -> Result<Vec<Value>, String> {
+    let spec = task.loop_.as_ref().expect("loop");
+    let templar = &ctx.shared.templar;
+    let rendered = templar.render_value(&spec.value, scope, origin).map_err(|e| e.to_string())?;
+    match &spec.kind {
+        LoopKind::Loop => {
+            if rendered.as_str().is_some() {
+                return Err(format!(
+                    "Invalid data passed to 'loop', it requires a list, got this instead: {rendered}. Hint: If you passed a list/dict of just one element, try adding wantlist=True to your lookup invocation or use q/query instead of lookup."
+                ));
+            }
+            match rendered.try_iter() {
+                Ok(it) if rendered.kind() == minijinja::value::ValueKind::Seq => Ok(it.collect()),
+                _ => Err(format!("Invalid data passed to 'loop', it requires a list, got this instead: {rendered}")),
+            }
+        }
+        LoopKind::With(name) => actions::with_lookup(ctx, name, rendered, scope, origin),
+    }
+}
+
+fn skipped_single(task: &Task) -> SingleResult {
+    let mut r = VarMap::new();
+    r.insert("changed".into(), Value::from(false));
+    r.insert("skipped".into(), Value::from(true));
+    r.insert("skip_reason".into(), Value::from("Conditional result was False"));
+    if let Some(c) = task.when.last() {
+        r.insert("false_condition".into(), Value::from(c.as_str()));
+    }
+    SingleResult { status: Status::Skipped, ignored: false, result: r, diff: vec![] }
+}
+
+fn failed_single(msg: String) -> SingleResult {
+    let mut r = VarMap::new();
+    r.insert("changed".into(), Value::from(false));
+    r.insert("failed".into(), Value::from(true));
+    r.insert("msg".into(), Value::from(msg));
+    SingleResult { status: Status::Failed, ignored: false, result: r, diff: vec![] }
+}
+
+fn unreachable_single(msg: String) -> SingleResult {
+    let mut r = VarMap::new();
+    r.insert("changed".into(), Value::from(false));
+    r.insert("unreachable".into(), Value::from(true));
+    r.insert("msg".into(), Value::from(msg));
+    SingleResult { status: Status::Unreachable, ignored: false, result: r, diff: vec![] }
+}
+
+/// Runs the task once (one loop item, or the whole task without a loop).
+async fn run_single(
+    ctx: &PlayCtx,
+    task: &Task,
+    host: &Arc<Mutex<HostState>>,
+    name: &str,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+    _item: Option<&Value>,
+) -> SingleResult {
+    let templar = &ctx.shared.templar;
+    match templar.eval_conditions(&task.when, scope, origin) {
+        Ok(true) => {}
+        Ok(false) => return skipped_single(task),
+        Err(e) => return failed_single(e.to_string()),
+    }
+    let ignore_errors = match task.ignore_errors.or(Some(ctx.play.ignore_errors)) {
+        Some(b) => b,
+        None => false,
+    };
+
+    let mut single = match execute(ctx, task, host, name, scope, origin).await {
+        Ok(s) => s,
+        Err(ExecError::Unreachable(msg)) => {
+            let mut s = unreachable_single(msg);
+            if task.ignore_unreachable.unwrap_or(ctx.play.ignore_unreachable) {
+                s.ignored = true;
+            }
+            return s;
+        }
+        Err(ExecError::Failed(msg)) => failed_single(msg),
+    };
+
+    // changed_when / failed_when see the result under the register name.
+    if task.changed_when.is_some() || task.failed_when.is_some() {
+        let mut m = VarMap::new();
+        if let Some(reg) = &task.register {
+            m.insert(reg.clone(), result_value(&single.result));
+        }
+        let s2 = layer(scope, m);
+        if let Some(cw) = &task.changed_when {
+            match templar.eval_conditions(cw, &s2, origin) {
+                Ok(c) => {
+                    single.result.insert("changed".into(), Value::from(c));
+                    if single.status != Status::Failed {
+                        single.status = if c { Status::Changed } else { Status::Ok };
+                    }
+                }
+                Err(e) => single = failed_single(e.to_string()),
+            }
+        }
+        if let Some(fw) = &task.failed_when {
+            let mut m = VarMap::new();
+            if let Some(reg) = &task.register {
+                m.insert(reg.clone(), result_value(&single.result));
+            }
+            let s3 = layer(scope, m);
+            match templar.eval_conditions(fw, &s3, origin) {
+                Ok(f) => {
+                    single.result.insert("failed".into(), Value::from(f));
+                    if f {
+                        single.result.insert("failed_when_result".into(), Value::from(true));
+                        single.status = Status::Failed;
+                    } else if single.status == Status::Failed {
+                        let changed = single.result.get("changed").map(|v| v.is_true()).unwrap_or(false);
+                        single.status = if changed { Status::Changed } else { Status::Ok };
+                    }
+                }
+                Err(e) => single = failed_single(e.to_string()),
+            }
+        }
+    }
+    if single.status == Status::Failed && ignore_errors {
+        single.ignored = true;
+    }
+    single
+}
+
+pub(crate) enum ExecError {
+    Unreachable(String),
+    Failed(String),
+}
+
+impl From<ModuleError> for ExecError {
+    fn from(e: ModuleError) -> Self {
+        match e {
+            ModuleError::Transport(t) => ExecError::Unreachable(t.to_string()),
+            other => ExecError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Templating the args, finding the connection, running the module with
+/// `until` retries.
+async fn execute(
+    ctx: &PlayCtx,
+    task: &Task,
+    host: &Arc<Mutex<HostState>>,
+    name: &str,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Single, ExecError> {
+    let templar = &ctx.shared.templar;
+    // Actions the executor owns.
+    if let Some(s) = actions::run_action(ctx, task, host, scope, origin)? {
+        return Ok(s);
+    }
+    let module = modules::lookup(&task.action)
+        .ok_or_else(|| ExecError::Failed(format!("couldn't resolve module/action '{}'", task.action)))?;
+
+    let mut raw_args = VarMap::new();
+    for (m, defaults) in &ctx.play.module_defaults {
+        if modules::canonical_name(m) == task.action {
+            for (k, v) in defaults {
+                raw_args.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    for (k, v) in &task.args {
+        raw_args.insert(k.clone(), v.clone());
+    }
+    let args_value = templar
+        .render_value(&Value::from_serialize(&raw_args), scope, origin)
+        .map_err(|e| ExecError::Failed(e.to_string()))?;
+    let args: Args = super::host::value_to_map(&args_value).unwrap_or_default();
+
+    let delegate = match &task.delegate_to {
+        Some(d) => Some(
+            templar
+                .render_str(d, scope, origin)
+                .map_err(|e| ExecError::Failed(e.to_string()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let conn: Arc<Connection> = if module.controller_only() {
+        Arc::new(Connection::local())
+    } else {
+        connection_for(ctx, host, name, delegate.as_deref(), scope, origin).await?
+    };
+    let become_ = become_for(ctx, task, scope, origin)?;
+    let env = environment_for(ctx, task, scope, origin)?;
+    let check_mode = task.check_mode.or(ctx.play.check_mode).unwrap_or(ctx.shared.opts.check);
+    let diff = task.diff.or(ctx.play.diff).unwrap_or(ctx.shared.opts.diff);
+    let timeout = match &task.timeout {
+        Some(t) => render_u64(ctx, t, scope, origin)?.map(Duration::from_secs),
+        None => None,
+    };
+    let search_paths = search_paths(ctx, task);
+    let mctx = TaskContext {
+        host: name,
+        conn: &conn,
+        templar,
+        scope,
+        origin,
+        check_mode,
+        diff,
+        become_,
+        env,
+        search_paths: &search_paths,
+        timeout,
+    };
+
+    let (retries, delay) = match &task.until {
+        Some(_) => (
+            match &task.retries {
+                Some(r) => render_u64(ctx, r, scope, origin)?.unwrap_or(3),
+                None => 3,
+            },
+            match &task.delay {
+                Some(d) => render_u64(ctx, d, scope, origin)?.unwrap_or(5),
+                None => 5,
+            },
+        ),
+        None => (0, 0),
+    };
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let res = module.run(&args, &mctx).await;
+        let mr = match res {
+            Ok(mr) => mr,
+            Err(ModuleError::Transport(t)) => {
+                ctx.shared.pool.invalidate(name).await;
+                return Err(ExecError::Unreachable(t.to_string()));
+            }
+            Err(e) => ModuleResult::failed(e.to_string()),
+        };
+        let mut single = single_from(mr, &delegate);
+        if let Some(facts) = single.result.shift_remove("_keel_facts") {
+            if let Some(f) = super::host::value_to_map(&facts) {
+                host.lock().unwrap().add_facts(&f);
+            }
+        }
+        let Some(until) = &task.until else { return Ok(single) };
+        single.result.insert("attempts".into(), Value::from(attempt));
+        let mut m = VarMap::new();
+        if let Some(reg) = &task.register {
+            m.insert(reg.clone(), result_value(&single.result));
+        }
+        let s2 = layer(scope, m);
+        let done = templar.eval_conditions(until, &s2, origin).map_err(|e| ExecError::Failed(e.to_string()))?;
+        if done {
+            return Ok(single);
+        }
+        if attempt > retries {
+            single.status = Status::Failed;
+            single.result.insert("failed".into(), Value::from(true));
+            single.result.insert("msg".into(), Value::from("Retry limit exceeded"));
+            return Ok(single);
+        }
+        tokio::time::sleep(Duration::from_secs(delay)).await;
+    }
+}
+
+fn render_u64(ctx: &PlayCtx, v: &Value, scope: &Scope, origin: &TemplateOrigin) -> Result<Option<u64>, ExecError> {
+    let r = ctx.shared.templar.render_value(v, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?;
+    if r.is_none() || r.is_undefined() {
+        return Ok(None);
+    }
+    if let Ok(n) = u64::try_from(r.clone()) {
+        return Ok(Some(n));
+    }
+    r.as_str()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| ExecError::Failed(format!("expected a number, got '{r}'")))
+}
+
+fn single_from(mr: ModuleResult, delegate: &Option<String>) -> SingleResult {
+    let mut result = VarMap::new();
+    result.insert("changed".into(), Value::from(mr.changed));
+    if let Some(msg) = &mr.msg {
+        result.insert("msg".into(), Value::from(msg.as_str()));
+    }
+    for (k, v) in mr.data {
+        result.insert(k, v);
+    }
+    if let Some(facts) = &mr.facts {
+        result.insert("ansible_facts".into(), Value::from_serialize(facts));
+        result.insert("_keel_facts".into(), Value::from_serialize(facts));
+    }
+    if mr.skipped {
+        result.insert("skipped".into(), Value::from(true));
+    }
+    result.insert("failed".into(), Value::from(mr.failed));
+    let _ = delegate;
+    let status = if mr.failed {
+        Status::Failed
+    } else if mr.skipped {
+        Status::Skipped
+    } else if mr.changed {
+        Status::Changed
+    } else {
+        Status::Ok
+    };
+    let diff = mr.diff.iter().map(render_diff).collect();
+    SingleResult { status, ignored: false, result, diff }
+}
+
+fn render_diff(d: &crate::modules::FileDiff) -> String {
+    let text = similar::TextDiff::from_lines(&d.before, &d.after);
+    text.unified_diff()
+        .context_radius(3)
+        .header(&format!("before: {}", d.before_header), &format!("after: {}", d.after_header))
+        .to_string()
+}
+
+/// The connection of the host (or of the delegated host), opened on first use.
+async fn connection_for(
+    ctx: &PlayCtx,
+    host: &Arc<Mutex<HostState>>,
+    name: &str,
+    delegate: Option<&str>,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Arc<Connection>, ExecError> {
+    if let Some(d) = delegate {
+        if d != name {
+            return delegate_connection(ctx, d, origin).await;
+        }
+    }
+    if let Some(c) = host.lock().unwrap().conn.clone() {
+        return Ok(c);
+    }
+    let vars = connection_vars(ctx, scope, origin)?;
+    let spec = ConnectSpec::from_vars(name, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
+    match ctx.shared.pool.get(name, &spec).await {
+        Ok(c) => {
+            host.lock().unwrap().conn = Some(c.clone());
+            Ok(c)
+        }
+        Err(e) => Err(ExecError::Unreachable(e.to_string())),
+    }
+}
+
+async fn delegate_connection(ctx: &PlayCtx, target: &str, origin: &TemplateOrigin) -> Result<Arc<Connection>, ExecError> {
+    // The delegated host's own connection variables apply.
+    let (layers, known) = {
+        let inv = ctx.shared.inventory.read().unwrap();
+        (inv.host_layers(target), inv.hosts.contains_key(target))
+    };
+    let mut scope = Scope::new();
+    for l in layers {
+        scope.push(l);
+    }
+    if !known && (target == "localhost" || target == "127.0.0.1") {
+        let mut m = VarMap::new();
+        m.insert("ansible_connection".into(), Value::from("local"));
+        scope.push(Arc::new(m));
+    }
+    let vars = connection_vars(ctx, &scope, origin)?;
+    let spec = ConnectSpec::from_vars(target, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
+    ctx.shared.pool.get(target, &spec).await.map_err(|e| ExecError::Unreachable(e.to_string()))
+}
+
+/// The `ansible_*`/`keel_*` variables of a scope, templated.
+fn connection_vars(ctx: &PlayCtx, scope: &Scope, origin: &TemplateOrigin) -> Result<VarMap, ExecError> {
+    let mut out = VarMap::new();
+    for l in scope.layers() {
+        for (k, _) in l.iter() {
+            if (k.starts_with("ansible_") || k.starts_with("keel_")) && !k.starts_with("ansible_facts") && !out.contains_key(k) {
+                let raw = scope.get_raw(k).cloned().unwrap_or_default();
+                let v = if raw.as_str().is_some_and(is_template) || raw.kind() != minijinja::value::ValueKind::String {
+                    ctx.shared.templar.render_value(&raw, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?
+                } else {
+                    raw
+                };
+                out.insert(k.clone(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn var_string(ctx: &PlayCtx, scope: &Scope, origin: &TemplateOrigin, names: &[&str]) -> Result<Option<String>, ExecError> {
+    for n in names {
+        if let Some(raw) = scope.get_raw(n) {
+            let v = ctx.shared.templar.render_value(raw, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?;
+            if !v.is_none() && !v.is_undefined() {
+                return Ok(Some(v.to_string()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn become_for(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &TemplateOrigin) -> Result<Option<Become>, ExecError> {
+    let settings = ctx.play.become_.merged(&task.become_);
+    let enabled = match settings.become_ {
+        Some(b) => b,
+        None => match var_string(ctx, scope, origin, &["ansible_become"])? {
+            Some(s) => crate::template::to_bool(&Value::from(s)),
+            None => false,
+        },
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    let method = match settings.become_method.clone() {
+        Some(m) => Some(m),
+        None => var_string(ctx, scope, origin, &["ansible_become_method"])?,
+    }
+    .unwrap_or_else(|| "sudo".into());
+    let method = match method.as_str() {
+        "sudo" => BecomeMethod::Sudo,
+        "su" => BecomeMethod::Su,
+        other => return Err(ExecError::Failed(format!("become method '{other}' is not supported (use sudo or su)"))),
+    };
+    let user = match settings.become_user.clone() {
+        Some(u) => ctx.shared.templar.render_str(&u, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?.to_string(),
+        None => var_string(ctx, scope, origin, &["ansible_become_user"])?.unwrap_or_else(|| "root".into()),
+    };
+    let password = match &ctx.shared.opts.become_password {
+        Some(p) => Some(p.clone()),
+        None => var_string(ctx, scope, origin, &["ansible_become_password", "ansible_become_pass", "ansible_sudo_pass", "ansible_su_pass"])?,
+    };
+    let flags = match settings.become_flags.clone() {
+        Some(f) => Some(f),
+        None => var_string(ctx, scope, origin, &["ansible_become_flags"])?,
+    };
+    let exe = var_string(ctx, scope, origin, &["ansible_become_exe"])?;
+    Ok(Some(Become { method, user, password, flags, exe }))
+}
+
+fn environment_for(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &TemplateOrigin) -> Result<Vec<(String, String)>, ExecError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in ctx.play.environment.iter().chain(task.environment.iter()) {
+        let v = ctx.shared.templar.render_value(e, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?;
+        let Some(m) = super::host::value_to_map(&v) else {
+            return Err(ExecError::Failed(format!("environment must be a mapping, got {v}")));
+        };
+        for (k, val) in m {
+            let s = if val.is_none() { String::new() } else { val.to_string() };
+            env.retain(|(ek, _)| ek != &k);
+            env.push((k, s));
+        }
+    }
+    Ok(env)
+}
+
+/// Emits a host result event, censoring `no_log` results.
+fn emit(ctx: &PlayCtx, task: &Task, host: &str, s: &Single, item_label: Option<String>, is_item: bool, no_log: bool) {
+    let mut json = to_json(&result_value(&s.result));
+    if let Json::Object(m) = &mut json {
+        m.remove("_keel_meta");
+        m.remove("_keel_facts");
+    }
+    let (json, diff, label) = if no_log {
+        let changed = json.get("changed").cloned().unwrap_or(Json::Bool(false));
+        let mut m = serde_json::Map::new();
+        m.insert("censored".into(), Json::String(CENSORED.into()));
+        m.insert("changed".into(), changed);
+        if s.status == Status::Failed {
+            m.insert("failed".into(), Json::Bool(true));
+        }
+        (Json::Object(m), vec![], item_label.map(|_| "None".to_string()))
+    } else {
+        (json, if ctx.shared.opts.diff || task.diff == Some(true) { s.diff.clone() } else { vec![] }, item_label)
+    };
+    let delegated_to = task.delegate_to.clone();
+    ctx.shared.sink.emit(&Event::HostResult(HostResult {
+        host: host.to_string(),
+        delegated_to,
+        status: s.status,
+        ignored: s.ignored,
+        item_label: label,
+        result: json,
+        diff,
+        is_item,
+    }));
+}

@@ -1,0 +1,123 @@
+//! Output: what a run tells the outside world.
+//!
+//! The executor emits [`Event`]s; sinks turn them into ansible-playbook's human
+//! format (`human.rs`) or newline-delimited JSON (`events.rs`) for the panel.
+//! `no_log` results are censored before any sink sees them.
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+mod events;
+mod human;
+
+pub use events::JsonSink;
+pub use human::HumanSink;
+
+/// The counters ansible-playbook prints in its PLAY RECAP.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct HostStats {
+    pub ok: u32,
+    pub changed: u32,
+    pub unreachable: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub rescued: u32,
+    pub ignored: u32,
+}
+
+/// How one task ended on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Changed,
+    Failed,
+    Skipped,
+    Unreachable,
+}
+
+/// One host's result for one task (or one loop item).
+#[derive(Debug, Clone, Serialize)]
+pub struct HostResult {
+    pub host: String,
+    /// The delegated host, when `delegate_to` is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegated_to: Option<String>,
+    pub status: Status,
+    /// The failure was ignored (`ignore_errors`).
+    pub ignored: bool,
+    /// The loop item's label, for item results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item_label: Option<String>,
+    /// The full result (what `register` sees), already censored for `no_log`.
+    pub result: Json,
+    /// Unified diffs, when `--diff` is on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diff: Vec<String>,
+    /// This is one item of a loop; a summary result follows.
+    pub is_item: bool,
+}
+
+/// Everything a run reports, in order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    PlaybookStart { path: String },
+    PlayStart { name: String, hosts: Vec<String> },
+    NoHostsMatched { pattern: String },
+    TaskStart { id: usize, name: String, path: String, handler: bool },
+    HostResult(HostResult),
+    Warning { message: String },
+    /// A dynamic include was loaded for these hosts.
+    Included { file: String, hosts: Vec<String> },
+    /// Every host of the play has failed.
+    NoMoreHosts,
+    Recap { stats: Vec<(String, HostStats)> },
+}
+
+/// Receives events. Sinks must be cheap: they are called from the executor's
+/// hot path.
+pub trait Sink: Send + Sync {
+    fn emit(&self, event: &Event);
+}
+
+/// Sends each event to several sinks.
+#[derive(Default)]
+pub struct Fanout {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Fanout {
+    pub fn new() -> Fanout {
+        Fanout::default()
+    }
+    pub fn add(&mut self, sink: Box<dyn Sink>) {
+        self.sinks.push(sink);
+    }
+}
+
+impl Sink for Fanout {
+    fn emit(&self, event: &Event) {
+        for s in &self.sinks {
+            s.emit(event);
+        }
+    }
+}
+
+/// Collects events in memory (tests, and the panel's job log).
+#[derive(Default)]
+pub struct MemorySink {
+    pub events: Mutex<Vec<Event>>,
+}
+
+impl Sink for MemorySink {
+    fn emit(&self, event: &Event) {
+        self.events.lock().unwrap().push(event.clone());
+    }
+}
+
+/// The message Ansible puts in place of a `no_log` result.
+pub const CENSORED: &str =
+    "the output has been hidden due to the fact that 'no_log: true' was specified for this result";
