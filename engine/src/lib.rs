@@ -28,3 +28,5 @@ pub mod playbook;
 pub mod template;
 pub mod transport;
 pub mod yaml;
+pub mod executor;
+pub mod output;

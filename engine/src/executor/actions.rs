@@ -11,7 +11,7 @@ use crate::output::Status;
 use crate::playbook::plan::Task;
 use crate::template::{Scope, TemplateOrigin, VarMap};
 
-use super::host::{value_to_map, HostState};
+use super::host::{ser, value_to_map, HostState};
 use super::task::PlayCtx;
 
 type Single = super::task::SingleResult;
@@ -46,7 +46,7 @@ pub(super) fn run_action(
             }
             let mut r = VarMap::new();
             r.insert("changed".into(), Value::from(false));
-            r.insert("ansible_facts".into(), Value::from_serialize(&facts));
+            r.insert("ansible_facts".into(), ser(&facts));
             if cacheable {
                 r.insert("cacheable".into(), Value::from(true));
             }
@@ -55,7 +55,7 @@ pub(super) fn run_action(
         }
         "include_vars" => {
             let args = templar
-                .render_value(&Value::from_serialize(&task.args), scope, origin)
+                .render_value(&ser(&task.args), scope, origin)
                 .map_err(|e| fail(e.to_string()))?;
             let args = value_to_map(&args).unwrap_or_default();
             let file = args
@@ -107,7 +107,7 @@ pub(super) fn run_action(
             let loaded = match args.get("name") {
                 Some(n) => {
                     let mut m = VarMap::new();
-                    m.insert(n.to_string(), Value::from_serialize(&loaded));
+                    m.insert(n.to_string(), ser(&loaded));
                     m
                 }
                 None => loaded,
@@ -121,10 +121,10 @@ pub(super) fn run_action(
             }
             let mut r = VarMap::new();
             r.insert("changed".into(), Value::from(false));
-            r.insert("ansible_facts".into(), Value::from_serialize(&loaded));
+            r.insert("ansible_facts".into(), ser(&loaded));
             r.insert(
                 "ansible_included_var_files".into(),
-                Value::from_serialize(&files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()),
+                ser(&files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()),
             );
             r.insert("failed".into(), Value::from(false));
             Ok(Some(Single::new(Status::Ok, r)))
@@ -166,5 +166,5 @@ pub(super) fn with_lookup(
     scope: &Scope,
     origin: &TemplateOrigin,
 ) -> Result<Vec<Value>, String> {
-    ctx.shared.templar.loop_lookup(name, terms, scope, origin).map_err(|e| e.to_string())
+    ctx.shared.templar.run_lookup(name, terms, &VarMap::new(), scope, origin).map_err(|e| e.to_string())
 }

@@ -78,7 +78,6 @@ pub(crate) struct HostState {
     pub notified: Vec<usize>,
     pub stats: HostStats,
     pub conn: Option<Arc<Connection>>,
-    pub conn_error: Option<String>,
 }
 
 impl HostState {
@@ -108,7 +107,7 @@ impl HostState {
             let long = if k.starts_with("ansible_") { k.clone() } else { format!("ansible_{k}") };
             facts_map.insert(long, v.clone());
         }
-        facts_map.insert("ansible_facts".into(), Value::from_serialize(&nested));
+        facts_map.insert("ansible_facts".into(), ser(&nested));
     }
 
     pub fn clear_facts(&mut self) {
@@ -203,7 +202,7 @@ impl Object for HostVars {
                 merged.insert(k.to_string(), v.clone());
             }
         }
-        Some(Value::from_serialize(&merged))
+        Some(ser(&merged))
     }
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
@@ -211,4 +210,9 @@ impl Object for HostVars {
         keys.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
         minijinja::value::Enumerator::Values(keys)
     }
+}
+
+/// Any serialisable value as a template value.
+pub(crate) fn ser<T: serde::Serialize>(t: T) -> Value {
+    Value::from(minijinja::value::Serde(t))
 }

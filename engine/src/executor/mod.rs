@@ -9,7 +9,7 @@
 //! Layout: `host.rs` (per-host state and variable scopes), `task.rs` (one task
 //! on one host: loops, conditions, retries, results), `actions.rs` (the
 //! actions the executor handles itself: `set_fact`, `include_vars`, `meta`),
-//! `play.rs` (plays, batches, blocks, includes, handlers), `tags.rs`.
+//! `play.rs` (plays, batches, blocks, includes, handlers).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,9 +26,9 @@ mod host;
 mod include;
 mod play;
 mod task;
-pub mod tags;
 
-pub use tags::TagSelection;
+/// `--tags`/`--skip-tags`, by Ansible's rules (shared with the listings).
+pub use crate::playbook::TagFilter as TagSelection;
 
 /// Options of one run (the `keel play` flags).
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use crate::output::{Event, Status};
 use crate::playbook::plan::{Node, Play, Serial, Strategy, Task};
 use crate::template::{Scope, TemplateOrigin, VarMap};
 
-use super::host::{HostState, HostVars, Persistent, Shared};
+use super::host::{ser, HostState, HostVars, Persistent, Shared};
 use super::task::{run_task_on_host, Outcome, PlayCtx};
 use super::RunSummary;
 
@@ -94,7 +94,7 @@ pub(crate) async fn run_play(
     // Per-host state, with facts and set_facts carried over from earlier plays.
     let (groups_map, states): (Value, Vec<Host>) = {
         let inv = shared.inventory.read().unwrap();
-        let groups = Value::from_serialize(inv.groups_map());
+        let groups = ser(inv.groups_map());
         let states = selected
             .iter()
             .map(|h| {
@@ -105,13 +105,13 @@ pub(crate) async fn run_play(
                     "inventory_hostname_short".into(),
                     Value::from(h.split('.').next().unwrap_or(h)),
                 );
-                magic.insert("group_names".into(), Value::from_serialize(inv.group_names(h)));
+                magic.insert("group_names".into(), ser(inv.group_names(h)));
                 magic.insert("groups".into(), groups.clone());
                 magic.insert("playbook_dir".into(), Value::from(play.playbook_dir.display().to_string()));
-                magic.insert("ansible_play_hosts_all".into(), Value::from_serialize(&selected));
-                magic.insert("ansible_play_hosts".into(), Value::from_serialize(&selected));
-                magic.insert("play_hosts".into(), Value::from_serialize(&selected));
-                magic.insert("ansible_play_batch".into(), Value::from_serialize(&selected));
+                magic.insert("ansible_play_hosts_all".into(), ser(&selected));
+                magic.insert("ansible_play_hosts".into(), ser(&selected));
+                magic.insert("play_hosts".into(), ser(&selected));
+                magic.insert("ansible_play_batch".into(), ser(&selected));
                 magic.insert("ansible_check_mode".into(), Value::from(shared.opts.check));
                 magic.insert("ansible_diff_mode".into(), Value::from(shared.opts.diff));
                 magic.insert("ansible_verbosity".into(), Value::from(shared.opts.verbosity));
@@ -119,7 +119,7 @@ pub(crate) async fn run_play(
                 magic.insert("omit".into(), Value::from(crate::template::omit_token()));
                 magic.insert(
                     "ansible_version".into(),
-                    Value::from_serialize(serde_json::json!({"full": "2.17.0", "major": 2, "minor": 17, "revision": 0, "string": "2.17.0 (keel)"})),
+                    ser(serde_json::json!({"full": "2.17.0", "major": 2, "minor": 17, "revision": 0, "string": "2.17.0 (keel)"})),
                 );
                 Arc::new(Mutex::new(HostState {
                     name: h.clone(),
@@ -135,7 +135,6 @@ pub(crate) async fn run_play(
                     notified: Vec::new(),
                     stats: Default::default(),
                     conn: None,
-                    conn_error: None,
                 }))
             })
             .collect();
@@ -152,13 +151,13 @@ pub(crate) async fn run_play(
         Arc::make_mut(&mut st.magic).insert("hostvars".into(), hv_value.clone());
     }
 
-    let ctx = Arc::new(PlayCtx { shared: shared.clone(), play: play.clone(), hostvars });
+    let ctx = Arc::new(PlayCtx { shared: shared.clone(), play: play.clone() });
     let mut end = PlayEnd::Continue;
     for batch in batches(&play.serial, &states) {
         let names: Vec<String> = batch.iter().map(|h| h.lock().unwrap().name.clone()).collect();
         for h in &batch {
             let mut st = h.lock().unwrap();
-            Arc::make_mut(&mut st.magic).insert("ansible_play_batch".into(), Value::from_serialize(&names));
+            Arc::make_mut(&mut st.magic).insert("ansible_play_batch".into(), ser(&names));
         }
         let run = Arc::new(PlayRun {
             ctx: ctx.clone(),
@@ -349,92 +348,101 @@ fn run_nodes_linear(run: Arc<PlayRun>, nodes: Vec<Node>, hosts: Vec<Host>, rescu
 }
 
 /// Runs one task on hosts concurrently and applies the outcomes.
-async fn run_tasks(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescuing: bool, handler: bool) {
-    let shared = &run.ctx.shared;
-    if !handler && !shared.opts.tags.selects(&task.tags) {
-        return;
-    }
-    {
-        let mut w = run.waiting_for_start.lock().unwrap();
-        if let Some(start) = w.as_ref() {
-            if task.id == usize::MAX {
-                // Fact gathering still runs.
-            } else if task.display_name() == *start || task.name.as_deref() == Some(start.as_str()) {
-                *w = None;
-            } else {
-                return;
+fn run_tasks<'a>(
+    run: &'a Arc<PlayRun>,
+    task: &'a Arc<Task>,
+    hosts: &'a [Host],
+    rescuing: bool,
+    handler: bool,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let shared = &run.ctx.shared;
+        if !handler && !shared.opts.tags.selects(&task.tags) {
+            return;
+        }
+        {
+            let mut w = run.waiting_for_start.lock().unwrap();
+            if let Some(start) = w.as_ref() {
+                if task.id == usize::MAX {
+                    // Fact gathering still runs.
+                } else if task.display_name() == *start || task.name.as_deref() == Some(start.as_str()) {
+                    *w = None;
+                } else {
+                    return;
+                }
             }
         }
-    }
-    if task.action == "meta" {
-        return run_meta(run, task, hosts).await;
-    }
-    shared.sink.emit(&Event::TaskStart {
-        id: task.id,
-        name: task.display_name(),
-        path: format!("{}", task.span),
-        handler,
-    });
-    let targets: Vec<Host> = if task.run_once || run.ctx.play.run_once { hosts[..1.min(hosts.len())].to_vec() } else { hosts.to_vec() };
-    let throttle = match &task.throttle {
-        Some(t) => t.as_usize().or_else(|| t.as_str().and_then(|s| s.parse().ok())).filter(|n| *n > 0),
-        None => None,
-    };
-    let limiter = throttle.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
-    let mut handles = Vec::with_capacity(targets.len());
-    for h in &targets {
-        let ctx = run.ctx.clone();
-        let t = task.clone();
-        let h2 = h.clone();
-        let lim = limiter.clone();
-        handles.push(tokio::spawn(async move {
-            let _p = match &lim {
-                Some(l) => l.clone().acquire_owned().await.ok(),
-                None => None,
-            };
-            run_task_on_host(ctx, t, h2, rescuing).await
-        }));
-    }
-    let mut outcomes: Vec<(Host, Outcome)> = Vec::with_capacity(targets.len());
-    for (h, jh) in targets.iter().zip(handles) {
-        match jh.await {
-            Ok(o) => outcomes.push((h.clone(), o)),
-            Err(e) => {
-                let mut r = VarMap::new();
-                r.insert("failed".into(), Value::from(true));
-                r.insert("msg".into(), Value::from(format!("internal error: {e}")));
-                outcomes.push((h.clone(), Outcome { status: Status::Failed, ignored: false, result: Value::from_serialize(&r), notify: false, meta: None }));
+        if task.action == "meta" {
+            let fut: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(run_meta(run, task, hosts));
+            return fut.await;
+        }
+        shared.sink.emit(&Event::TaskStart {
+            id: task.id,
+            name: task.display_name(),
+            path: format!("{}", task.span),
+            handler,
+        });
+        let targets: Vec<Host> = if task.run_once || run.ctx.play.run_once { hosts[..1.min(hosts.len())].to_vec() } else { hosts.to_vec() };
+        let throttle = match &task.throttle {
+            Some(t) => t.as_usize().or_else(|| t.as_str().and_then(|s| s.parse().ok())).filter(|n| *n > 0),
+            None => None,
+        };
+        let limiter = throttle.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+        let mut handles = Vec::with_capacity(targets.len());
+        for h in &targets {
+            let ctx = run.ctx.clone();
+            let t = task.clone();
+            let h2 = h.clone();
+            let lim = limiter.clone();
+            handles.push(tokio::spawn(async move {
+                let _p = match &lim {
+                    Some(l) => l.clone().acquire_owned().await.ok(),
+                    None => None,
+                };
+                run_task_on_host(ctx, t, h2, rescuing).await
+            }));
+        }
+        let mut outcomes: Vec<(Host, Outcome)> = Vec::with_capacity(targets.len());
+        for (h, jh) in targets.iter().zip(handles) {
+            match jh.await {
+                Ok(o) => outcomes.push((h.clone(), o)),
+                Err(e) => {
+                    let mut r = VarMap::new();
+                    r.insert("failed".into(), Value::from(true));
+                    r.insert("msg".into(), Value::from(format!("internal error: {e}")));
+                    outcomes.push((h.clone(), Outcome { status: Status::Failed, ignored: false, result: ser(&r), notify: false }));
+                }
             }
         }
-    }
-    // run_once: every host sees the result.
-    if (task.run_once || run.ctx.play.run_once) && hosts.len() > 1 {
-        if let (Some(reg), Some((_, o))) = (&task.register, outcomes.first()) {
-            for h in &hosts[1..] {
-                h.lock().unwrap().set_fact(reg.clone(), o.result.clone());
+        // run_once: every host sees the result.
+        if (task.run_once || run.ctx.play.run_once) && hosts.len() > 1 {
+            if let (Some(reg), Some((_, o))) = (&task.register, outcomes.first()) {
+                for h in &hosts[1..] {
+                    h.lock().unwrap().set_fact(reg.clone(), o.result.clone());
+                }
             }
         }
-    }
-    let mut any_fatal = false;
-    for (h, o) in &outcomes {
-        let mut st = h.lock().unwrap();
-        apply_outcome(run, task, &mut st, o, rescuing);
-        if o.status == Status::Failed && !o.ignored {
-            any_fatal = true;
+        let mut any_fatal = false;
+        for (h, o) in &outcomes {
+            let mut st = h.lock().unwrap();
+            apply_outcome(run, task, &mut st, o, rescuing);
+            if o.status == Status::Failed && !o.ignored {
+                any_fatal = true;
+            }
         }
-    }
-    if any_fatal && (task.any_errors_fatal.unwrap_or(false) || run.ctx.play.any_errors_fatal) && !rescuing {
-        for h in hosts {
-            h.lock().unwrap().ended = true;
-        }
-        run.end();
-    }
-    if let Some(pct) = run.ctx.play.max_fail_percentage {
-        let failed = hosts.iter().filter(|h| { let s = h.lock().unwrap(); s.failed || s.unreachable }).count();
-        if run.batch_size > 0 && (failed as f64) * 100.0 / (run.batch_size as f64) > pct {
+        if any_fatal && (task.any_errors_fatal.unwrap_or(false) || run.ctx.play.any_errors_fatal) && !rescuing {
+            for h in hosts {
+                h.lock().unwrap().ended = true;
+            }
             run.end();
         }
-    }
+        if let Some(pct) = run.ctx.play.max_fail_percentage {
+            let failed = hosts.iter().filter(|h| { let s = h.lock().unwrap(); s.failed || s.unreachable }).count();
+            if run.batch_size > 0 && (failed as f64) * 100.0 / (run.batch_size as f64) > pct {
+                run.end();
+            }
+        }
+    })
 }
 
 fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, rescuing: bool) {
@@ -460,7 +468,7 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
                 let mut t = VarMap::new();
                 t.insert("name".into(), Value::from(task.display_name()));
                 t.insert("action".into(), Value::from(task.action.as_str()));
-                st.set_fact("ansible_failed_task".into(), Value::from_serialize(&t));
+                st.set_fact("ansible_failed_task".into(), ser(&t));
             } else {
                 st.stats.failed += 1;
             }
@@ -609,7 +617,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                 let mut r = VarMap::new();
                 r.insert("failed".into(), Value::from(true));
                 r.insert("msg".into(), Value::from(msg));
-                let o = Outcome { status: Status::Failed, ignored: false, result: Value::from_serialize(&r), notify: false, meta: None };
+                let o = Outcome { status: Status::Failed, ignored: false, result: ser(&r), notify: false };
                 shared.sink.emit(&Event::TaskStart { id: task.id, name: task.display_name(), path: task.span.to_string(), handler: false });
                 shared.sink.emit(&Event::HostResult(crate::output::HostResult {
                     host: h.lock().unwrap().name.clone(),
@@ -650,7 +658,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                         let mut r = VarMap::new();
                         r.insert("failed".into(), Value::from(true));
                         r.insert("msg".into(), Value::from(msg.clone()));
-                        let o = Outcome { status: Status::Failed, ignored: false, result: Value::from_serialize(&r), notify: false, meta: None };
+                        let o = Outcome { status: Status::Failed, ignored: false, result: ser(&r), notify: false };
                         let mut st = h.lock().unwrap();
                         apply_outcome(run, task, &mut st, &o, rescuing);
                     }

@@ -15,13 +15,12 @@ use crate::template::{is_template, Scope, TemplateOrigin, VarMap};
 use crate::transport::{Become, BecomeMethod, ConnectSpec, Connection};
 
 use super::actions;
-use super::host::{scope_for, HostState, HostVars, Shared};
+use super::host::{scope_for, ser, HostState, Shared};
 
 /// Everything fixed for one play that tasks need.
 pub(crate) struct PlayCtx {
     pub shared: Arc<Shared>,
     pub play: Arc<Play>,
-    pub hostvars: Arc<HostVars>,
 }
 
 /// How a task ended on a host, for the play loop.
@@ -33,13 +32,11 @@ pub(crate) struct Outcome {
     pub result: Value,
     /// Notify handlers (the task changed something).
     pub notify: bool,
-    /// `meta` actions for the play loop to carry out.
-    pub meta: Option<String>,
 }
 
 impl Outcome {
     fn skipped(result: Value) -> Outcome {
-        Outcome { status: Status::Skipped, ignored: false, result, notify: false, meta: None }
+        Outcome { status: Status::Skipped, ignored: false, result, notify: false }
     }
 }
 
@@ -67,7 +64,7 @@ impl SingleResult {
 }
 
 fn result_value(m: &VarMap) -> Value {
-    Value::from_serialize(m)
+    ser(m)
 }
 
 pub(crate) fn to_json(v: &Value) -> Json {
@@ -114,7 +111,7 @@ pub(crate) async fn run_task_on_host(
     ctx: Arc<PlayCtx>,
     task: Arc<Task>,
     host: Arc<Mutex<HostState>>,
-    rescuing: bool,
+    _rescuing: bool,
 ) -> Outcome {
     let _permit = ctx.shared.forks.clone().acquire_owned().await.ok();
     let (name, scope) = {
@@ -130,8 +127,7 @@ pub(crate) async fn run_task_on_host(
             let notify = single.status == Status::Changed;
             let value = result_value(&single.result);
             emit(&ctx, &task, &name, &single, None, false, no_log);
-            let meta = single.result.get("_keel_meta").and_then(|v| v.as_str().map(str::to_string));
-            Outcome { status: single.status, ignored: single.ignored, result: value, notify, meta }
+            Outcome { status: single.status, ignored: single.ignored, result: value, notify }
         }
         Some(_) => run_loop(&ctx, &task, &host, &name, &scope, &origin, no_log).await,
     };
@@ -163,7 +159,7 @@ async fn run_loop(
             }
             let s = failed_single(msg);
             emit(ctx, task, name, &s, None, false, no_log);
-            return Outcome { status: Status::Failed, ignored: false, result: result_value(&s.result), notify: false, meta: None };
+            return Outcome { status: Status::Failed, ignored: false, result: result_value(&s.result), notify: false };
         }
     };
     let lc = &task.loop_control;
@@ -190,7 +186,7 @@ async fn run_loop(
             l.insert("first".into(), Value::from(i == 0));
             l.insert("last".into(), Value::from(i + 1 == n));
             l.insert("length".into(), Value::from(n));
-            m.insert("ansible_loop".into(), Value::from_serialize(&l));
+            m.insert("ansible_loop".into(), ser(&l));
         }
         let item_scope = layer(scope, m);
         let label = match &lc.label {
@@ -219,7 +215,7 @@ async fn run_loop(
         if single.status == Status::Unreachable {
             let s = single;
             let value = result_value(&s.result);
-            return Outcome { status: Status::Unreachable, ignored: false, result: value, notify: false, meta: None };
+            return Outcome { status: Status::Unreachable, ignored: false, result: value, notify: false };
         }
         all_skipped &= single.status == Status::Skipped;
         results.push(result_value(&single.result));
@@ -250,7 +246,7 @@ async fn run_loop(
     if status == Status::Failed || status == Status::Skipped {
         emit(ctx, task, name, &s, None, false, no_log);
     }
-    Outcome { status, ignored, result: result_value(&s.result), notify: any_changed, meta: None }
+    Outcome { status, ignored, result: result_value(&s.result), notify: any_changed }
 }
 
 /// How ansible-playbook shows a loop item: strings bare, the rest as Python
@@ -446,7 +442,7 @@ async fn execute(
         raw_args.insert(k.clone(), v.clone());
     }
     let args_value = templar
-        .render_value(&Value::from_serialize(&raw_args), scope, origin)
+        .render_value(&ser(&raw_args), scope, origin)
         .map_err(|e| ExecError::Failed(e.to_string()))?;
     let args: Args = super::host::value_to_map(&args_value).unwrap_or_default();
 
@@ -563,8 +559,8 @@ fn single_from(mr: ModuleResult, delegate: &Option<String>) -> SingleResult {
         result.insert(k, v);
     }
     if let Some(facts) = &mr.facts {
-        result.insert("ansible_facts".into(), Value::from_serialize(facts));
-        result.insert("_keel_facts".into(), Value::from_serialize(facts));
+        result.insert("ansible_facts".into(), ser(facts));
+        result.insert("_keel_facts".into(), ser(facts));
     }
     if mr.skipped {
         result.insert("skipped".into(), Value::from(true));

@@ -6,17 +6,52 @@
 //! `host_vars/` next to each source (and next to the playbook, added with
 //! [`Inventory::add_vars_dir`]) are read too. Patterns (`hosts:`, `--limit`)
 //! are evaluated by `pattern.rs`.
+//!
+//! Layout: `ini.rs`, `yaml.rs`, `script.rs` (executables and the shared JSON
+//! format), `http.rs` parse one source each into the graph kept here;
+//! `address.rs` splits `host:port` and expands `web[01:09]` ranges;
+//! `literal.rs` reads INI values the way Python's `ast.literal_eval` does;
+//! `vars_dirs.rs` reads `group_vars/`/`host_vars/`; `cli.rs` renders
+//! `keel inventory --list/--graph/--host` exactly like `ansible-inventory`.
+//!
+//! Loading is synchronous (scripts are waited for, URLs are fetched on a private
+//! runtime thread). From async code, call [`Inventory::load_async`] or wrap
+//! [`Inventory::load`] in `tokio::task::spawn_blocking`.
 
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
+use minijinja::Value;
 
 use crate::diag::Diagnostic;
 use crate::template::VarMap;
 
+mod address;
+pub mod cli;
+mod http;
+mod ini;
+mod literal;
+pub mod pattern;
+mod script;
+mod vars_dirs;
+mod yaml;
+
+pub use address::{expand_host_pattern, parse_address};
+pub use literal::literal_eval;
+pub use pattern::Selection;
+
 /// An inventory error (a file problem, a script that failed, a bad pattern).
 pub type InventoryError = Diagnostic;
+
+/// Names Ansible treats as the controller itself. Naming one in a pattern when
+/// it is not in the inventory yields the implicit `localhost`.
+pub const LOCALHOST_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Environment variable holding a bearer token for `http(s)://` sources.
+pub const TOKEN_ENV: &str = "KEEL_INVENTORY_TOKEN";
 
 #[derive(Debug, Clone, Default)]
 pub struct Host {
@@ -25,6 +60,8 @@ pub struct Host {
     pub vars: VarMap,
     /// Direct groups, in the order first seen.
     pub groups: Vec<String>,
+    /// The source that first declared the host (`inventory_file`), if a path.
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -34,48 +71,665 @@ pub struct Group {
     pub children: Vec<String>,
     /// Hosts listed directly in this group.
     pub hosts: Vec<String>,
+    /// Direct parent groups (`all` for top-level groups).
+    pub parents: Vec<String>,
+    /// `ansible_group_priority` (default 1): among groups of the same depth,
+    /// higher priority vars win. Kept out of `vars`, as Ansible does.
+    pub priority: Option<i64>,
+}
+
+/// Knobs for loading. [`Default`] reads the token from [`TOKEN_ENV`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// How long a dynamic inventory script may run per invocation.
+    pub script_timeout: Duration,
+    /// Timeout for each HTTP request of a URL source.
+    pub http_timeout: Duration,
+    /// Bearer token sent to URL sources.
+    pub http_token: Option<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            script_timeout: Duration::from_secs(60),
+            http_timeout: Duration::from_secs(10),
+            http_token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        }
+    }
 }
 
 /// A loaded inventory. `all` and `ungrouped` always exist.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Inventory {
     pub hosts: IndexMap<String, Host>,
     pub groups: IndexMap<String, Group>,
+    /// Non-fatal problems found while loading (skipped keys, ignored files).
+    pub warnings: Vec<Diagnostic>,
+    /// `group_vars/`/`host_vars/` roots, inventory ones first, then playbook ones.
+    vars_dirs: Vec<vars_dirs::VarsDir>,
+}
+
+impl Default for Inventory {
+    fn default() -> Self {
+        let mut inv = Inventory {
+            hosts: IndexMap::new(),
+            groups: IndexMap::new(),
+            warnings: Vec::new(),
+            vars_dirs: Vec::new(),
+        };
+        inv.ensure_group("all");
+        inv.ensure_group("ungrouped");
+        inv.add_child("all", "ungrouped").expect("fresh inventory");
+        inv
+    }
 }
 
 impl Inventory {
     /// Loads and merges every source, in order. With no sources, the
     /// inventory holds only the implicit `localhost`.
-    pub fn load(_sources: &[String]) -> Result<Inventory, InventoryError> {
-        todo!()
+    pub fn load(sources: &[String]) -> Result<Inventory, InventoryError> {
+        Inventory::load_with(sources, &LoadOptions::default())
+    }
+
+    /// [`Inventory::load`] with explicit timeouts and token.
+    pub fn load_with(sources: &[String], opts: &LoadOptions) -> Result<Inventory, InventoryError> {
+        let mut inv = Inventory::default();
+        let mut seen_dirs = HashSet::new();
+        for source in sources {
+            inv.load_source(source, opts)?;
+            // `group_vars/` next to a file source, or inside a directory source.
+            if let Some(base) = vars_base(source) {
+                if seen_dirs.insert(base.clone()) {
+                    inv.vars_dirs.push(vars_dirs::VarsDir::new(base, false));
+                }
+            }
+        }
+        // Like Ansible, reconcile once after every source is read: a group
+        // hangs off `all` only if no source gave it a parent.
+        inv.reconcile();
+        inv.reload_vars_dirs()?;
+        Ok(inv)
+    }
+
+    /// Loads on a blocking thread, for callers inside a tokio runtime.
+    pub async fn load_async(
+        sources: Vec<String>,
+        opts: LoadOptions,
+    ) -> Result<Inventory, InventoryError> {
+        tokio::task::spawn_blocking(move || Inventory::load_with(&sources, &opts))
+            .await
+            .map_err(|e| Diagnostic::new(format!("inventory loading thread failed: {e}")))?
     }
 
     /// Reads `group_vars/` and `host_vars/` under `dir` (the playbook's
     /// directory), at higher precedence than the inventory's own.
-    pub fn add_vars_dir(&mut self, _dir: &Path) -> Result<(), InventoryError> {
-        todo!()
+    pub fn add_vars_dir(&mut self, dir: &Path) -> Result<(), InventoryError> {
+        let mut vd = vars_dirs::VarsDir::new(dir.to_path_buf(), true);
+        vd.load(self)?;
+        self.vars_dirs.push(vd);
+        Ok(())
     }
 
-    /// Hosts matching an Ansible host pattern, in inventory order.
-    pub fn select(&self, _pattern: &str) -> Result<Vec<String>, InventoryError> {
-        todo!()
+    /// Hosts matching an Ansible host pattern, in inventory order. Names that
+    /// match nothing are logged as warnings; see [`Inventory::select_detailed`].
+    pub fn select(&self, pattern: &str) -> Result<Vec<String>, InventoryError> {
+        let sel = self.select_detailed(pattern)?;
+        for w in &sel.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(sel.hosts)
+    }
+
+    /// Like [`Inventory::select`], returning the warnings instead of logging them.
+    pub fn select_detailed(&self, pattern: &str) -> Result<Selection, InventoryError> {
+        pattern::select(self, pattern)
     }
 
     /// The variable layers of one host, lowest precedence first: group vars
     /// (`all`, then parents before children, then `group_vars/` files), then
     /// host vars (inline, then `host_vars/` files).
-    pub fn host_layers(&self, _host: &str) -> Vec<Arc<VarMap>> {
-        todo!()
+    ///
+    /// Ansible's order: inventory group vars sorted by (depth, priority, name);
+    /// `group_vars/all` from inventory dirs, then playbook dirs; the other
+    /// groups' `group_vars/` from inventory dirs, then playbook dirs; the
+    /// host's inline vars; `host_vars/` from inventory dirs, then playbook dirs.
+    /// Empty layers are left out. Layers replace whole keys (no deep merge).
+    pub fn host_layers(&self, host: &str) -> Vec<Arc<VarMap>> {
+        let implicit = self.implicit_localhost(host);
+        let h = match (self.hosts.get(host), &implicit) {
+            (Some(h), _) => h,
+            (None, Some(h)) => h,
+            (None, None) => return Vec::new(),
+        };
+        let groups = if implicit.is_some() {
+            Vec::new()
+        } else {
+            self.sorted_groups_of(host)
+        };
+        let mut layers: Vec<VarMap> = Vec::new();
+
+        // Inventory-source group vars: `all` first (depth 0), then by depth.
+        let mut inv_groups = self.groups["all"].vars.clone();
+        for g in &groups {
+            extend(&mut inv_groups, &self.groups[g].vars);
+        }
+        layers.push(inv_groups);
+
+        let (inv_dirs, pb_dirs): (Vec<_>, Vec<_>) =
+            self.vars_dirs.iter().partition(|d| !d.playbook);
+        let gather = |dirs: &[&vars_dirs::VarsDir], names: &[&str], hosts: bool| {
+            let mut m = VarMap::new();
+            for d in dirs {
+                for n in names {
+                    let found = if hosts {
+                        d.hosts.get(*n)
+                    } else {
+                        d.groups.get(*n)
+                    };
+                    if let Some(vars) = found {
+                        extend(&mut m, vars);
+                    }
+                }
+            }
+            m
+        };
+        let group_names: Vec<&str> = groups.iter().map(String::as_str).collect();
+        layers.push(gather(&inv_dirs, &["all"], false));
+        layers.push(gather(&pb_dirs, &["all"], false));
+        layers.push(gather(&inv_dirs, &group_names, false));
+        layers.push(gather(&pb_dirs, &group_names, false));
+
+        let mut inline = VarMap::new();
+        if let Some(src) = &h.source {
+            inline.insert(
+                "inventory_file".into(),
+                Value::from(src.display().to_string()),
+            );
+            let dir = src
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            inline.insert("inventory_dir".into(), Value::from(dir));
+        }
+        extend(&mut inline, &h.vars);
+        layers.push(inline);
+        layers.push(gather(&inv_dirs, &[host], true));
+        layers.push(gather(&pb_dirs, &[host], true));
+
+        layers
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .map(Arc::new)
+            .collect()
+    }
+
+    /// The host's variables merged the way `ansible-inventory --host` shows
+    /// them (internal `inventory_file`/`inventory_dir` left out).
+    pub fn host_vars(&self, host: &str) -> VarMap {
+        let mut out = VarMap::new();
+        for layer in self.host_layers(host) {
+            extend(&mut out, &layer);
+        }
+        out.shift_remove("inventory_file");
+        out.shift_remove("inventory_dir");
+        out
+    }
+
+    /// One group's own variables: inline, then its `group_vars/` files from
+    /// inventory directories, then playbook ones (what `--graph --vars` shows).
+    pub fn group_vars(&self, group: &str) -> VarMap {
+        let mut out = self
+            .groups
+            .get(group)
+            .map(|g| g.vars.clone())
+            .unwrap_or_default();
+        if let Some(p) = self
+            .groups
+            .get(group)
+            .and_then(|g| g.priority)
+            .filter(|p| *p != 1)
+        {
+            out.insert("ansible_group_priority".into(), Value::from(p));
+        }
+        let (inv_dirs, pb_dirs): (Vec<_>, Vec<_>) =
+            self.vars_dirs.iter().partition(|d| !d.playbook);
+        for d in inv_dirs.into_iter().chain(pb_dirs) {
+            if let Some(vars) = d.groups.get(group) {
+                extend(&mut out, vars);
+            }
+        }
+        out
     }
 
     /// All groups the host is in (transitively), sorted, without `all`:
     /// the `group_names` magic variable.
-    pub fn group_names(&self, _host: &str) -> Vec<String> {
-        todo!()
+    pub fn group_names(&self, host: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .ancestors_of_host(host)
+            .into_iter()
+            .filter(|g| g != "all")
+            .collect();
+        names.sort();
+        names
     }
 
     /// The `groups` magic variable: group name → host names.
     pub fn groups_map(&self) -> IndexMap<String, Vec<String>> {
-        todo!()
+        self.groups
+            .keys()
+            .map(|g| (g.clone(), self.group_hosts(g)))
+            .collect()
     }
+
+    /// Hosts of a group and all its descendants, breadth-first as Ansible
+    /// walks them (own hosts, then children's, then grandchildren's...).
+    pub fn group_hosts(&self, group: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for g in self.descendants(group) {
+            for h in &self.groups[&g].hosts {
+                if seen.insert(h.as_str()) {
+                    out.push(h.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The implicit `localhost` Ansible creates when a pattern names it but the
+    /// inventory does not: local connection, not a member of `all`.
+    pub fn implicit_localhost(&self, name: &str) -> Option<Host> {
+        if self.hosts.contains_key(name) || !LOCALHOST_NAMES.contains(&name) {
+            return None;
+        }
+        let mut vars = VarMap::new();
+        vars.insert("ansible_connection".into(), Value::from("local"));
+        Some(Host {
+            name: name.to_string(),
+            vars,
+            groups: Vec::new(),
+            source: None,
+        })
+    }
+
+    // ----- building the graph (used by the source parsers) -----
+
+    pub(crate) fn ensure_group(&mut self, name: &str) {
+        if !self.groups.contains_key(name) {
+            self.groups.insert(
+                name.to_string(),
+                Group {
+                    name: name.to_string(),
+                    ..Group::default()
+                },
+            );
+        }
+    }
+
+    pub(crate) fn ensure_host(&mut self, name: &str, source: Option<&Path>) {
+        if !self.hosts.contains_key(name) {
+            self.hosts.insert(
+                name.to_string(),
+                Host {
+                    name: name.to_string(),
+                    source: source.map(Path::to_path_buf),
+                    ..Host::default()
+                },
+            );
+        }
+    }
+
+    /// Adds `host` (creating it) to `group` (which must exist).
+    pub(crate) fn add_host(&mut self, host: &str, group: &str, source: Option<&Path>) {
+        self.ensure_host(host, source);
+        self.ensure_group(group);
+        let g = self.groups.get_mut(group).expect("group exists");
+        if !g.hosts.iter().any(|h| h == host) {
+            g.hosts.push(host.to_string());
+        }
+        let h = self.hosts.get_mut(host).expect("host exists");
+        if !h.groups.iter().any(|x| x == group) {
+            h.groups.push(group.to_string());
+        }
+    }
+
+    pub(crate) fn set_host_var(&mut self, host: &str, key: &str, value: Value) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.vars.insert(key.to_string(), value);
+        }
+    }
+
+    pub(crate) fn set_group_var(&mut self, group: &str, key: &str, value: Value) {
+        self.ensure_group(group);
+        if key == "ansible_group_priority" {
+            let p = value
+                .as_i64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
+            if p.is_none() {
+                self.warnings.push(Diagnostic::new(format!(
+                    "ignoring ansible_group_priority of group '{group}': {value} is not an integer"
+                )));
+            }
+            self.groups[group].priority = p;
+            return;
+        }
+        self.groups[group].vars.insert(key.to_string(), value);
+    }
+
+    /// Makes `child` a child of `parent`; refuses cycles.
+    pub(crate) fn add_child(&mut self, parent: &str, child: &str) -> Result<(), String> {
+        if parent == child {
+            return Err(format!("group '{child}' cannot be a child of itself"));
+        }
+        self.ensure_group(parent);
+        self.ensure_group(child);
+        if self.groups[parent].children.iter().any(|c| c == child) {
+            return Ok(());
+        }
+        if self.group_ancestors(parent).contains(child) {
+            return Err(format!(
+                "adding group '{child}' as child to '{parent}' creates a recursive dependency loop"
+            ));
+        }
+        self.groups[parent].children.push(child.to_string());
+        self.groups[child].parents.push(parent.to_string());
+        Ok(())
+    }
+
+    /// Ansible's reconcile step, run once after all sources: parentless groups
+    /// hang off `all`, and `ungrouped` holds exactly the hosts in no other group.
+    fn reconcile(&mut self) {
+        let orphans: Vec<String> = self
+            .groups
+            .values()
+            .filter(|g| g.name != "all" && g.parents.is_empty())
+            .map(|g| g.name.clone())
+            .collect();
+        for g in orphans {
+            self.add_child("all", &g).expect("all cannot form a cycle");
+        }
+        let names: Vec<String> = self.hosts.keys().cloned().collect();
+        for name in names {
+            let h = &self.hosts[&name];
+            let in_other = h.groups.iter().any(|g| g != "all" && g != "ungrouped");
+            let in_ungrouped = h.groups.iter().any(|g| g == "ungrouped");
+            if in_other && in_ungrouped {
+                self.hosts[&name].groups.retain(|g| g != "ungrouped");
+                self.groups["ungrouped"].hosts.retain(|x| x != &name);
+            } else if !in_other && !in_ungrouped {
+                self.add_host(&name, "ungrouped", None);
+            }
+            if self.groups.contains_key(&name) {
+                self.warnings.push(Diagnostic::new(format!(
+                    "found both group and host with same name: {name}"
+                )));
+            }
+        }
+    }
+
+    // ----- graph queries -----
+
+    /// Every ancestor of a group (not including itself).
+    fn group_ancestors(&self, group: &str) -> HashSet<String> {
+        let mut out = HashSet::new();
+        let mut todo = vec![group.to_string()];
+        while let Some(g) = todo.pop() {
+            if let Some(grp) = self.groups.get(&g) {
+                for p in &grp.parents {
+                    if out.insert(p.clone()) {
+                        todo.push(p.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The group itself and its descendants, level by level.
+    fn descendants(&self, group: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.groups.contains_key(group) {
+            return out;
+        }
+        let mut seen = HashSet::new();
+        seen.insert(group.to_string());
+        out.push(group.to_string());
+        let mut i = 0;
+        while i < out.len() {
+            let children = self.groups[&out[i]].children.clone();
+            for c in children {
+                if seen.insert(c.clone()) {
+                    out.push(c);
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Direct groups of a host plus all their ancestors (includes `all`).
+    fn ancestors_of_host(&self, host: &str) -> HashSet<String> {
+        let mut out = HashSet::new();
+        if let Some(h) = self.hosts.get(host) {
+            for g in &h.groups {
+                out.insert(g.clone());
+                out.extend(self.group_ancestors(g));
+            }
+            out.insert("all".to_string());
+        }
+        out
+    }
+
+    /// Longest distance from `all` (Ansible's group depth).
+    fn depths(&self) -> HashMap<String, usize> {
+        let mut memo = HashMap::new();
+        fn depth(inv: &Inventory, g: &str, memo: &mut HashMap<String, usize>) -> usize {
+            if let Some(d) = memo.get(g) {
+                return *d;
+            }
+            let d = inv.groups[g]
+                .parents
+                .iter()
+                .map(|p| depth(inv, p, memo) + 1)
+                .max()
+                .unwrap_or(0);
+            memo.insert(g.to_string(), d);
+            d
+        }
+        for g in self.groups.keys() {
+            depth(self, g, &mut memo);
+        }
+        memo
+    }
+
+    /// The host's groups (transitively, without `all`) sorted as Ansible
+    /// merges their vars: by depth, then `ansible_group_priority`, then name.
+    fn sorted_groups_of(&self, host: &str) -> Vec<String> {
+        let depths = self.depths();
+        let mut groups: Vec<String> = self
+            .ancestors_of_host(host)
+            .into_iter()
+            .filter(|g| g != "all")
+            .collect();
+        groups.sort_by_key(|g| (depths[g], self.group_priority(g), g.clone()));
+        groups
+    }
+
+    fn group_priority(&self, group: &str) -> i64 {
+        self.groups[group].priority.unwrap_or(1)
+    }
+
+    // ----- sources -----
+
+    fn load_source(&mut self, source: &str, opts: &LoadOptions) -> Result<(), InventoryError> {
+        if source.starts_with("http://") || source.starts_with("https://") {
+            let data = http::fetch_inventory(source, opts)?;
+            let origin = format!("inventory URL '{source}'");
+            script::apply_json(self, data, &origin, None, &mut |_| {
+                Ok(serde_json::Value::Null)
+            })?;
+        } else {
+            let path = Path::new(source);
+            if path.exists() {
+                self.load_path(path, opts, true)?;
+            } else if source.contains(',') {
+                self.load_host_list(source)?;
+            } else {
+                return Err(Diagnostic::new(format!("inventory source '{source}' does not exist"))
+                    .hint("pass a file, a directory, an executable script, a URL, or a host list such as `web1,web2,`"));
+            }
+        }
+        Ok(())
+    }
+
+    fn load_path(
+        &mut self,
+        path: &Path,
+        opts: &LoadOptions,
+        top: bool,
+    ) -> Result<(), InventoryError> {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| io_error(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| !ignored_in_dir(p))
+                .collect();
+            entries.sort();
+            for entry in entries {
+                self.load_path(&entry, opts, false)?;
+            }
+            return Ok(());
+        }
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let static_ext = matches!(ext.as_str(), "ini" | "yml" | "yaml" | "json");
+        if !static_ext && is_executable(path) {
+            let data = script::run_list(path, opts)?;
+            let origin = format!("inventory script '{}'", path.display());
+            return script::apply_json(self, data, &origin, Some(path), &mut |h| {
+                script::run_host(path, h, opts)
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+        if matches!(ext.as_str(), "yml" | "yaml" | "json")
+            || (ext.is_empty() && looks_like_yaml(&text))
+        {
+            yaml::load(self, path)
+        } else if !top && !ext.is_empty() && ext != "ini" && !looks_like_ini(&text) {
+            // Inside a directory, files that are clearly not inventories are
+            // skipped with a warning, as Ansible does after trying every parser.
+            self.warnings.push(Diagnostic::new(format!(
+                "skipping '{}': not a recognised inventory file",
+                path.display()
+            )));
+            Ok(())
+        } else {
+            ini::load(self, path, text)
+        }
+    }
+
+    fn load_host_list(&mut self, list: &str) -> Result<(), InventoryError> {
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (host, port) = address::parse_address(item, false).map_err(|e| {
+                Diagnostic::new(format!("invalid host '{item}' in host list '{list}': {e}"))
+            })?;
+            self.add_host(&host, "ungrouped", None);
+            if let Some(port) = port {
+                self.set_host_var(&host, "ansible_port", Value::from(port));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the group/host vars files of every registered directory for the
+    /// groups and hosts now known.
+    fn reload_vars_dirs(&mut self) -> Result<(), InventoryError> {
+        let mut dirs = std::mem::take(&mut self.vars_dirs);
+        let result = dirs.iter_mut().try_for_each(|d| d.load(self));
+        self.vars_dirs = dirs;
+        result
+    }
+}
+
+/// Inserts every key of `src` into `dst`, replacing whole values.
+fn extend(dst: &mut VarMap, src: &VarMap) {
+    for (k, v) in src {
+        dst.insert(k.clone(), v.clone());
+    }
+}
+
+/// Where `group_vars/` for a source lives: the directory itself, or the
+/// file's parent. Host lists and URLs have none.
+fn vars_base(source: &str) -> Option<PathBuf> {
+    let path = Path::new(source);
+    if source.starts_with("http://") || source.starts_with("https://") || !path.exists() {
+        return None;
+    }
+    if path.is_dir() {
+        Some(path.to_path_buf())
+    } else {
+        Some(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+        )
+    }
+}
+
+/// Files in an inventory directory that are never sources (Ansible's
+/// `INVENTORY_IGNORE_EXTS` plus vars directories and hidden files).
+fn ignored_in_dir(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    const IGNORED_EXTS: [&str; 12] = [
+        ".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg",
+        ".retry",
+    ];
+    name.starts_with('.')
+        || name == "group_vars"
+        || name == "host_vars"
+        || name.starts_with("README")
+        || IGNORED_EXTS.iter().any(|e| name.ends_with(e))
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(not(unix))]
+fn is_executable(_path: &Path) -> bool {
+    false
+}
+
+/// A file without extension is read as YAML when its first meaningful line
+/// is a document start or a top-level `key:` with nothing after it.
+fn looks_like_yaml(text: &str) -> bool {
+    let first = text.lines().map(str::trim_end).find(|l| {
+        let t = l.trim_start();
+        !t.is_empty() && !t.starts_with('#') && !t.starts_with(';')
+    });
+    match first {
+        Some(l) => {
+            l.starts_with("---") || (l.ends_with(':') && !l.starts_with(' ') && !l.contains(' '))
+        }
+        None => false,
+    }
+}
+
+fn looks_like_ini(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .any(|l| l.starts_with('[') && l.ends_with(']'))
+}
+
+pub(crate) fn io_error(path: &Path, e: std::io::Error) -> Diagnostic {
+    Diagnostic::new(format!("cannot read inventory '{}': {e}", path.display()))
 }

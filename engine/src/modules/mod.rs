@@ -64,6 +64,7 @@ impl TaskContext<'_> {
     pub async fn run(&self, script: impl Into<String>, stdin: Option<Vec<u8>>) -> Result<Output, ModuleError> {
         let mut cmd = self.command(script);
         cmd.stdin = stdin;
+        ROUND_TRIPS.with(|c| c.set(c.get() + 1));
         Ok(self.conn.exec(&cmd).await?)
     }
 
@@ -83,6 +84,16 @@ impl TaskContext<'_> {
         }
         None
     }
+}
+
+thread_local! {
+    static ROUND_TRIPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many commands [`TaskContext::run`] has sent from this thread: lets
+/// tests (on a current-thread runtime) assert a module's round-trip count.
+pub fn round_trips_on_this_thread() -> u64 {
+    ROUND_TRIPS.with(|c| c.get())
 }
 
 /// A unified diff of one file (or a before/after pair of anything).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
-use crate::diag::Span;
+use crate::diag::{Diagnostic, Span};
 use crate::template::VarMap;
 
 /// A whole playbook file (with `import_playbook` inlined).
@@ -19,6 +19,9 @@ use crate::template::VarMap;
 pub struct Playbook {
     pub path: PathBuf,
     pub plays: Vec<Play>,
+    /// Ansible traps noticed while resolving (`when: "{{ x }}"`, a bare
+    /// variable in `with_items`, an unknown `become_method`...).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// `serial:` one batch size.

@@ -1,1 +1,1130 @@
-//! (To be implemented.)
+//! Ansible's filters, registered on top of minijinja's builtins.
+//!
+//! minijinja already provides `default`/`d` (with the boolean second
+//! argument), `length`/`count`, `first`, `last`, `min`, `max`, `sum` (with
+//! `start=`), `map`, `select(attr)`, `reject(attr)`, `sort`, `unique`, `zip`,
+//! `join`, `lower`, `upper`, `capitalize`, `trim`, `replace`, `split`, `list`,
+//! `string`, `urlencode`... with Jinja2's semantics, which are Ansible's. The
+//! ones here differ (`bool`, `int`, `float`) or are Ansible's own. Each is also
+//! reachable as `ansible.builtin.<name>`.
+use std::collections::BTreeMap;
+use std::path::{Component, PathBuf};
+
+use super::ValueMap;
+use base64::Engine as _;
+use minijinja::value::ValueKind;
+use minijinja::value::{Kwargs, Rest, ValueOrKwargs};
+use minijinja::{Environment, Error, ErrorKind, Value};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use regex::Regex;
+
+use super::native::{self, to_bool, value_from_json, value_to_json};
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+macro_rules! add {
+    ($env:expr, $name:literal, $f:expr) => {{
+        $env.add_filter($name, $f);
+        $env.add_filter(concat!("ansible.builtin.", $name), $f);
+    }};
+}
+
+pub(super) fn register(env: &mut Environment<'static>) {
+    add!(env, "bool", |v: &Value| to_bool(v));
+    add!(env, "int", int);
+    add!(env, "float", float);
+    add!(env, "ternary", ternary);
+    add!(env, "regex_replace", regex_replace);
+    add!(env, "regex_search", regex_search);
+    add!(env, "regex_findall", regex_findall);
+    add!(env, "regex_escape", |s: &str, _re_type: Option<&str>| {
+        py_re_escape(s)
+    });
+    add!(env, "combine", combine);
+    add!(env, "dict2items", dict2items);
+    add!(env, "items2dict", items2dict);
+    add!(env, "to_json", to_json);
+    add!(env, "to_nice_json", |v: &Value,
+                               kw: Kwargs|
+     -> Result<String, Error> {
+        let indent = kw.get::<Option<usize>>("indent")?.unwrap_or(4);
+        let _ = kw.get::<Option<bool>>("sort_keys")?;
+        kw.assert_all_used()?;
+        Ok(native::to_nice_json(v, indent))
+    });
+    add!(env, "to_yaml", |v: &Value, _kw: Kwargs| native::to_yaml(v));
+    add!(env, "to_nice_yaml", |v: &Value, _kw: Kwargs| {
+        native::to_nice_yaml(v)
+    });
+    add!(env, "from_json", |s: &str| -> Result<Value, Error> {
+        serde_json::from_str::<serde_json::Value>(s)
+            .map(|j| value_from_json(&j))
+            .map_err(|e| err(format!("from_json: {e}")))
+    });
+    add!(env, "from_yaml", |v: &Value| -> Result<Value, Error> {
+        match v.as_str() {
+            Some(s) => Ok(from_yaml(s)?.into_iter().next().unwrap_or(Value::from(()))),
+            None => Ok(v.clone()),
+        }
+    });
+    add!(env, "from_yaml_all", |s: &str| -> Result<Value, Error> {
+        Ok(Value::from(from_yaml(s)?))
+    });
+    add!(env, "b64encode", |s: &str| {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    });
+    add!(env, "b64decode", |s: &str| -> Result<String, Error> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| err(format!("b64decode: {e}")))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    add!(env, "basename", |s: &str| s
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string());
+    add!(env, "dirname", |s: &str| match s.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => s[..i].trim_end_matches('/').to_string(),
+        None => String::new(),
+    });
+    add!(env, "expanduser", |s: &str| expanduser(s));
+    add!(env, "realpath", |s: &str| realpath(s));
+    add!(env, "splitext", |s: &str| splitext(s));
+    add!(env, "path_join", |v: &Value| -> Result<String, Error> {
+        path_join(v)
+    });
+    add!(env, "quote", |v: &Value| crate::transport::quote(&text(v)));
+    add!(env, "flatten", flatten);
+    add!(env, "difference", |a: &Value,
+                             b: &Value|
+     -> Result<Value, Error> {
+        let b = seq(b)?;
+        Ok(Value::from(dedup(
+            seq(a)?.into_iter().filter(|x| !b.contains(x)),
+        )))
+    });
+    add!(env, "intersect", |a: &Value,
+                            b: &Value|
+     -> Result<Value, Error> {
+        let b = seq(b)?;
+        Ok(Value::from(dedup(
+            seq(a)?.into_iter().filter(|x| b.contains(x)),
+        )))
+    });
+    add!(env, "union", |a: &Value,
+                        b: &Value|
+     -> Result<Value, Error> {
+        Ok(Value::from(dedup(seq(a)?.into_iter().chain(seq(b)?))))
+    });
+    add!(env, "symmetric_difference", |a: &Value,
+                                       b: &Value|
+     -> Result<Value, Error> {
+        let (a, b) = (seq(a)?, seq(b)?);
+        let left = a.iter().filter(|x| !b.contains(x)).cloned();
+        let right = b.iter().filter(|x| !a.contains(x)).cloned();
+        Ok(Value::from(dedup(left.chain(right))))
+    });
+    add!(env, "mandatory", |v: &Value,
+                            msg: Option<&str>|
+     -> Result<Value, Error> {
+        if v.is_undefined() {
+            let detail = format!("{MANDATORY}{}", msg.unwrap_or_default());
+            return Err(Error::new(ErrorKind::UndefinedError, detail));
+        }
+        Ok(v.clone())
+    });
+    add!(env, "dict", |v: &Value| -> Result<Value, Error> {
+        if v.kind() == ValueKind::Map {
+            return Ok(v.clone());
+        }
+        let mut m = ValueMap::new();
+        for pair in seq(v)? {
+            let p = seq(&pair)?;
+            if p.len() != 2 {
+                return Err(err("dict: each item must be a [key, value] pair"));
+            }
+            m.insert(p[0].clone(), p[1].clone());
+        }
+        Ok(Value::from_object(m))
+    });
+    add!(env, "type_debug", |v: &Value| type_name(v));
+    add!(env, "random", random);
+    add!(env, "shuffle", |v: &Value,
+                          seed: Option<Value>|
+     -> Result<Value, Error> {
+        let mut items = seq(v)?;
+        items.shuffle(&mut rng_for(seed.as_ref()));
+        Ok(Value::from(items))
+    });
+    add!(env, "human_readable", human_readable);
+    add!(env, "human_to_bytes", |v: &Value| -> Result<i64, Error> {
+        human_to_bytes(&text(v))
+    });
+    add!(env, "extract", |item: &Value,
+                          container: &Value,
+                          morekeys: Option<Value>|
+     -> Result<Value, Error> {
+        let mut v = container.get_item(item).unwrap_or(Value::UNDEFINED);
+        if let Some(keys) = morekeys {
+            let keys = if keys.kind() == ValueKind::Seq {
+                seq(&keys)?
+            } else {
+                vec![keys]
+            };
+            for k in keys {
+                v = v.get_item(&k).unwrap_or(Value::UNDEFINED);
+            }
+        }
+        Ok(v)
+    });
+    add!(env, "subelements", |v: &Value,
+                              key: &str,
+                              kw: Kwargs|
+     -> Result<Value, Error> {
+        let skip = kw.get::<Option<bool>>("skip_missing")?.unwrap_or(false);
+        kw.assert_all_used()?;
+        Ok(Value::from(subelements(v, key, skip)?))
+    });
+    add!(env, "product", |a: &Value,
+                          rest: Rest<Value>|
+     -> Result<Value, Error> {
+        let mut lists = vec![seq(a)?];
+        for r in rest.iter() {
+            lists.push(seq(r)?);
+        }
+        Ok(Value::from(product(&lists)))
+    });
+    add!(env, "permutations", |v: &Value,
+                               r: Option<usize>|
+     -> Result<Value, Error> {
+        let items = seq(v)?;
+        let r = r.unwrap_or(items.len());
+        let mut out = Vec::new();
+        permute(
+            &items,
+            r,
+            &mut Vec::new(),
+            &mut vec![false; items.len()],
+            &mut out,
+        );
+        Ok(Value::from(out))
+    });
+    add!(env, "combinations", |v: &Value,
+                               r: usize|
+     -> Result<Value, Error> {
+        let items = seq(v)?;
+        let mut out = Vec::new();
+        combine_r(&items, r, 0, &mut Vec::new(), &mut out);
+        Ok(Value::from(out))
+    });
+    add!(env, "zip_longest", |a: &Value,
+                              rest: Rest<ValueOrKwargs>|
+     -> Result<Value, Error> {
+        let mut lists = vec![seq(a)?];
+        let mut fill = Value::from(());
+        for r in rest.iter() {
+            if r.is_kwargs() {
+                let kw = Kwargs::try_from((**r).clone())?;
+                fill = kw.get::<Option<Value>>("fillvalue")?.unwrap_or(fill);
+                kw.assert_all_used()?;
+            } else {
+                lists.push(seq(r)?);
+            }
+        }
+        let n = lists.iter().map(Vec::len).max().unwrap_or(0);
+        let rows = (0..n)
+            .map(|i| {
+                Value::from(
+                    lists
+                        .iter()
+                        .map(|l| l.get(i).cloned().unwrap_or(fill.clone()))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect::<Vec<_>>();
+        Ok(Value::from(rows))
+    });
+    add!(env, "hash", |v: &Value,
+                       algo: Option<&str>|
+     -> Result<String, Error> {
+        hash(&text(v), algo.unwrap_or("sha1"))
+    });
+    add!(env, "checksum", |v: &Value| -> Result<String, Error> {
+        hash(&text(v), "sha1")
+    });
+    add!(env, "sha1", |v: &Value| -> Result<String, Error> {
+        hash(&text(v), "sha1")
+    });
+    add!(env, "md5", |v: &Value| -> Result<String, Error> {
+        hash(&text(v), "md5")
+    });
+    add!(env, "password_hash", password_hash);
+    add!(env, "comment", comment);
+    add!(env, "to_uuid", |v: &Value,
+                          ns: Option<&str>|
+     -> Result<String, Error> {
+        to_uuid(&text(v), ns)
+    });
+    add!(env, "urldecode", |s: &str| urldecode(s));
+    add!(env, "log", |v: f64, base: Option<f64>| match base {
+        Some(b) => v.ln() / b.ln(),
+        None => v.ln(),
+    });
+    add!(env, "pow", |v: f64, e: f64| v.powf(e));
+    add!(env, "root", |v: f64, n: Option<f64>| v
+        .powf(1.0 / n.unwrap_or(2.0)));
+    add!(env, "strftime", |_fmt: &str| -> Result<String, Error> {
+        Err(err("the strftime filter is not supported by keel"))
+    });
+}
+
+/// Detail prefix the `mandatory` filter uses, so error reporting can word it
+/// like Ansible.
+pub(crate) const MANDATORY: &str = "mandatory variable not defined:";
+
+/// A value as text: strings as-is, everything else as printed.
+pub(crate) fn text(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => s.to_string(),
+        None if v.is_none() || v.is_undefined() => String::new(),
+        None => v.to_string(),
+    }
+}
+
+pub(crate) fn seq(v: &Value) -> Result<Vec<Value>, Error> {
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => Ok(Vec::new()),
+        ValueKind::String => Ok(vec![v.clone()]),
+        _ => Ok(v.try_iter()?.collect()),
+    }
+}
+
+fn dedup(it: impl Iterator<Item = Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for x in it {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+fn int(v: &Value, default: Option<Value>, kw: Kwargs) -> Result<Value, Error> {
+    let default = match default {
+        Some(d) => d,
+        None => kw
+            .get::<Option<Value>>("default")?
+            .unwrap_or(Value::from(0)),
+    };
+    let base = kw.get::<Option<u32>>("base")?.unwrap_or(10);
+    kw.assert_all_used()?;
+    Ok(match v.kind() {
+        ValueKind::Bool => Value::from(v.is_true() as i64),
+        ValueKind::Number => match v.as_i64() {
+            Some(i) => Value::from(i),
+            None => f64::try_from(v.clone())
+                .map(|f| Value::from(f.trunc() as i64))
+                .unwrap_or(default),
+        },
+        ValueKind::String => {
+            let s = v.as_str().unwrap_or_default().trim().replace('_', "");
+            let (neg, body) = match s.strip_prefix('-') {
+                Some(b) => (true, b.to_string()),
+                None => (false, s.trim_start_matches('+').to_string()),
+            };
+            let body = match base {
+                16 => body
+                    .trim_start_matches("0x")
+                    .trim_start_matches("0X")
+                    .to_string(),
+                8 => body
+                    .trim_start_matches("0o")
+                    .trim_start_matches("0O")
+                    .to_string(),
+                2 => body
+                    .trim_start_matches("0b")
+                    .trim_start_matches("0B")
+                    .to_string(),
+                _ => body,
+            };
+            match i64::from_str_radix(&body, base) {
+                Ok(i) => Value::from(if neg { -i } else { i }),
+                Err(_) => match s.parse::<f64>() {
+                    Ok(f) if base == 10 && f.is_finite() => Value::from(f.trunc() as i64),
+                    _ => default,
+                },
+            }
+        }
+        _ => default,
+    })
+}
+
+fn float(v: &Value, default: Option<Value>) -> Value {
+    let default = default.unwrap_or(Value::from(0.0));
+    match v.kind() {
+        ValueKind::Bool => Value::from(if v.is_true() { 1.0 } else { 0.0 }),
+        ValueKind::Number => f64::try_from(v.clone()).map(Value::from).unwrap_or(default),
+        ValueKind::String => v
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .parse::<f64>()
+            .map(Value::from)
+            .unwrap_or(default),
+        _ => default,
+    }
+}
+
+fn ternary(v: &Value, t: Value, f: Value, none_val: Option<Value>) -> Value {
+    match none_val {
+        Some(n) if v.is_none() => n,
+        _ => {
+            if v.is_true() {
+                t
+            } else {
+                f
+            }
+        }
+    }
+}
+
+pub(crate) fn build_regex(pat: &str, ignorecase: bool, multiline: bool) -> Result<Regex, Error> {
+    regex::RegexBuilder::new(pat)
+        .case_insensitive(ignorecase)
+        .multi_line(multiline)
+        .build()
+        .map_err(|e| err(format!("invalid regular expression {pat:?}: {e}")))
+}
+
+fn regex_flags(kw: &Kwargs) -> Result<(bool, bool), Error> {
+    let i = kw.get::<Option<bool>>("ignorecase")?.unwrap_or(false);
+    let m = kw.get::<Option<bool>>("multiline")?.unwrap_or(false);
+    Ok((i, m))
+}
+
+/// Python's replacement syntax (`\1`, `\g<1>`, `\g<name>`) in regex-crate form.
+fn py_replacement(rep: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = rep.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '$' {
+            out.push_str("$$");
+        } else if c == '\\' && i + 1 < chars.len() {
+            let n = chars[i + 1];
+            if n.is_ascii_digit() {
+                let mut j = i + 1;
+                let mut num = String::new();
+                while j < chars.len() && chars[j].is_ascii_digit() && num.len() < 2 {
+                    num.push(chars[j]);
+                    j += 1;
+                }
+                out.push_str(&format!("${{{num}}}"));
+                i = j;
+                continue;
+            } else if n == 'g' && chars.get(i + 2) == Some(&'<') {
+                if let Some(end) = chars[i + 3..].iter().position(|&x| x == '>') {
+                    let name: String = chars[i + 3..i + 3 + end].iter().collect();
+                    out.push_str(&format!("${{{name}}}"));
+                    i += 4 + end;
+                    continue;
+                }
+            } else {
+                match n {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    '\\' => out.push('\\'),
+                    other => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                }
+                i += 2;
+                continue;
+            }
+            out.push(c);
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn regex_replace(v: &Value, pat: &str, rep: Option<&str>, kw: Kwargs) -> Result<String, Error> {
+    let (i, m) = regex_flags(&kw)?;
+    let count = kw.get::<Option<usize>>("count")?.unwrap_or(0);
+    kw.assert_all_used()?;
+    let re = build_regex(pat, i, m)?;
+    let rep = py_replacement(rep.unwrap_or(""));
+    Ok(re.replacen(&text(v), count, rep.as_str()).into_owned())
+}
+
+fn regex_search(v: &Value, pat: &str, groups: Rest<String>, kw: Kwargs) -> Result<Value, Error> {
+    let (i, m) = regex_flags(&kw)?;
+    kw.assert_all_used()?;
+    let re = build_regex(pat, i, m)?;
+    let s = text(v);
+    let Some(caps) = re.captures(&s) else {
+        return Ok(Value::from(()));
+    };
+    if groups.is_empty() {
+        return Ok(Value::from(caps.get(0).map_or("", |m| m.as_str())));
+    }
+    let mut out = Vec::new();
+    for g in groups.iter() {
+        let m = if let Some(n) = g.strip_prefix("\\g<").and_then(|r| r.strip_suffix('>')) {
+            match n.parse::<usize>() {
+                Ok(idx) => caps.get(idx),
+                Err(_) => caps.name(n),
+            }
+        } else if let Some(n) = g.strip_prefix('\\') {
+            n.parse::<usize>().ok().and_then(|idx| caps.get(idx))
+        } else {
+            return Err(err(format!("regex_search: unknown group argument {g:?}")));
+        };
+        out.push(m.map_or(Value::from(()), |m| Value::from(m.as_str())));
+    }
+    Ok(Value::from(out))
+}
+
+fn regex_findall(v: &Value, pat: &str, kw: Kwargs) -> Result<Value, Error> {
+    let (i, m) = regex_flags(&kw)?;
+    kw.assert_all_used()?;
+    let re = build_regex(pat, i, m)?;
+    let s = text(v);
+    let groups = re.captures_len() - 1;
+    let out: Vec<Value> = re
+        .captures_iter(&s)
+        .map(|c| match groups {
+            0 => Value::from(c.get(0).map_or("", |m| m.as_str())),
+            1 => Value::from(c.get(1).map_or("", |m| m.as_str())),
+            n => Value::from(
+                (1..=n)
+                    .map(|g| Value::from(c.get(g).map_or("", |m| m.as_str())))
+                    .collect::<Vec<_>>(),
+            ),
+        })
+        .collect();
+    Ok(Value::from(out))
+}
+
+/// Python 3.7+ `re.escape`.
+fn py_re_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "()[]{}?*+-|^$\\.&~# \t\n\r\x0b\x0c".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn merge_maps(a: &Value, b: &Value, recursive: bool, list_merge: &str) -> Result<Value, Error> {
+    let mut out = ValueMap::new();
+    for k in a.try_iter()? {
+        out.insert(k.clone(), a.get_item(&k)?);
+    }
+    for k in b.try_iter()? {
+        let bv = b.get_item(&k)?;
+        let merged = match out.get(&k) {
+            Some(av) if recursive && av.kind() == ValueKind::Map && bv.kind() == ValueKind::Map => {
+                merge_maps(av, &bv, recursive, list_merge)?
+            }
+            Some(av) if av.kind() == ValueKind::Seq && bv.kind() == ValueKind::Seq => {
+                let (x, y) = (seq(av)?, seq(&bv)?);
+                match list_merge {
+                    "replace" => bv.clone(),
+                    "keep" => av.clone(),
+                    "append" => Value::from(x.into_iter().chain(y).collect::<Vec<_>>()),
+                    "prepend" => Value::from(y.into_iter().chain(x).collect::<Vec<_>>()),
+                    "append_rp" => {
+                        let keep: Vec<Value> = x.into_iter().filter(|i| !y.contains(i)).collect();
+                        Value::from(keep.into_iter().chain(y).collect::<Vec<_>>())
+                    }
+                    "prepend_rp" => {
+                        let keep: Vec<Value> = x.into_iter().filter(|i| !y.contains(i)).collect();
+                        Value::from(y.into_iter().chain(keep).collect::<Vec<_>>())
+                    }
+                    other => return Err(err(format!("combine: unknown list_merge {other:?}"))),
+                }
+            }
+            _ => bv,
+        };
+        out.insert(k, merged);
+    }
+    Ok(Value::from_object(out))
+}
+
+fn combine(v: &Value, rest: Rest<Value>, kw: Kwargs) -> Result<Value, Error> {
+    let recursive = kw.get::<Option<bool>>("recursive")?.unwrap_or(false);
+    let list_merge = kw
+        .get::<Option<String>>("list_merge")?
+        .unwrap_or_else(|| "replace".to_string());
+    kw.assert_all_used()?;
+    // `[a, b] | combine` merges the items of a list.
+    let mut dicts: Vec<Value> = if v.kind() == ValueKind::Seq {
+        seq(v)?
+    } else {
+        vec![v.clone()]
+    };
+    for r in rest.iter() {
+        if r.kind() == ValueKind::Seq {
+            dicts.extend(seq(r)?);
+        } else {
+            dicts.push(r.clone());
+        }
+    }
+    let mut acc = Value::from_object(ValueMap::new());
+    for d in dicts {
+        if d.kind() != ValueKind::Map {
+            return Err(err(format!(
+                "combine expects dictionaries, got {}",
+                type_name(&d)
+            )));
+        }
+        acc = merge_maps(&acc, &d, recursive, &list_merge)?;
+    }
+    Ok(acc)
+}
+
+fn dict2items(v: &Value, kw: Kwargs) -> Result<Value, Error> {
+    let kn = kw
+        .get::<Option<String>>("key_name")?
+        .unwrap_or_else(|| "key".into());
+    let vn = kw
+        .get::<Option<String>>("value_name")?
+        .unwrap_or_else(|| "value".into());
+    kw.assert_all_used()?;
+    if v.kind() != ValueKind::Map {
+        return Err(err(format!(
+            "dict2items requires a dictionary, got {}",
+            type_name(v)
+        )));
+    }
+    let mut out = Vec::new();
+    for k in v.try_iter()? {
+        let mut m = ValueMap::new();
+        m.insert(Value::from(kn.as_str()), k.clone());
+        m.insert(Value::from(vn.as_str()), v.get_item(&k)?);
+        out.push(Value::from_object(m));
+    }
+    Ok(Value::from(out))
+}
+
+fn items2dict(v: &Value, kw: Kwargs) -> Result<Value, Error> {
+    let kn = kw
+        .get::<Option<String>>("key_name")?
+        .unwrap_or_else(|| "key".into());
+    let vn = kw
+        .get::<Option<String>>("value_name")?
+        .unwrap_or_else(|| "value".into());
+    kw.assert_all_used()?;
+    let mut m = ValueMap::new();
+    for item in seq(v)? {
+        let k = item.get_attr(&kn).ok().filter(|x| !x.is_undefined());
+        let val = item.get_attr(&vn).ok().filter(|x| !x.is_undefined());
+        match (k, val) {
+            (Some(k), Some(val)) => {
+                m.insert(k, val);
+            }
+            _ => {
+                return Err(err(format!(
+                    "items2dict: each item needs '{kn}' and '{vn}' keys"
+                )))
+            }
+        }
+    }
+    Ok(Value::from_object(m))
+}
+
+fn to_json(v: &Value, kw: Kwargs) -> Result<String, Error> {
+    let indent = kw.get::<Option<usize>>("indent")?;
+    let sort = kw.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    let _ = kw.get::<Option<bool>>("ensure_ascii")?;
+    kw.assert_all_used()?;
+    Ok(match indent {
+        Some(n) => {
+            let s = native::to_nice_json(v, n);
+            if sort {
+                s
+            } else {
+                // Unsorted indented output: serde's pretty printer with the
+                // requested width.
+                let j = value_to_json(v);
+                let ind = " ".repeat(n);
+                let mut buf = Vec::new();
+                let fmt = serde_json::ser::PrettyFormatter::with_indent(ind.as_bytes());
+                let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+                serde::Serialize::serialize(&j, &mut ser).map_err(|e| err(e.to_string()))?;
+                String::from_utf8_lossy(&buf).into_owned()
+            }
+        }
+        None => native::to_json_compact(v, sort),
+    })
+}
+
+fn from_yaml(s: &str) -> Result<Vec<Value>, Error> {
+    let docs = crate::yaml::load_str("<from_yaml>", s, &crate::yaml::LoadOptions::default())
+        .map_err(|d| err(format!("from_yaml: {}", d.message)))?;
+    Ok(docs.iter().map(|n| n.to_value()).collect())
+}
+
+fn expanduser(s: &str) -> String {
+    if s == "~" || s.starts_with("~/") {
+        if let Some(home) = dirs::home_dir() {
+            return format!("{}{}", home.display(), &s[1..]);
+        }
+    }
+    s.to_string()
+}
+
+fn realpath(s: &str) -> String {
+    let p = PathBuf::from(expanduser(s));
+    if let Ok(c) = std::fs::canonicalize(&p) {
+        return c.display().to_string();
+    }
+    // Like os.path.realpath on a missing path: make absolute, normalise.
+    let abs = if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
+}
+
+fn splitext(s: &str) -> Value {
+    let base_start = s.rfind('/').map_or(0, |i| i + 1);
+    let base = &s[base_start..];
+    let stem_len = base.len() - base.trim_start_matches('.').len();
+    match base[stem_len..].rfind('.') {
+        Some(i) => {
+            let at = base_start + stem_len + i;
+            Value::from(vec![Value::from(&s[..at]), Value::from(&s[at..])])
+        }
+        None => Value::from(vec![Value::from(s), Value::from("")]),
+    }
+}
+
+fn path_join(v: &Value) -> Result<String, Error> {
+    let mut p = PathBuf::new();
+    for part in seq(v)? {
+        p.push(text(&part));
+    }
+    Ok(p.display().to_string())
+}
+
+fn flatten(v: &Value, levels: Option<Value>, kw: Kwargs) -> Result<Value, Error> {
+    let levels = match levels {
+        Some(l) => l.as_i64(),
+        None => kw.get::<Option<i64>>("levels")?,
+    };
+    let skip_nulls = kw.get::<Option<bool>>("skip_nulls")?.unwrap_or(true);
+    kw.assert_all_used()?;
+    fn walk(
+        v: &Value,
+        levels: Option<i64>,
+        skip_nulls: bool,
+        out: &mut Vec<Value>,
+    ) -> Result<(), Error> {
+        for item in seq(v)? {
+            if skip_nulls && (item.is_none() || item.as_str() == Some("None")) {
+                continue;
+            }
+            if item.kind() == ValueKind::Seq && levels != Some(0) {
+                walk(&item, levels.map(|l| l - 1), skip_nulls, out)?;
+            } else {
+                out.push(item);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(v, levels, skip_nulls, &mut out)?;
+    Ok(Value::from(out))
+}
+
+/// Python's type name, as `type_debug` shows it.
+pub(crate) fn type_name(v: &Value) -> &'static str {
+    match v.kind() {
+        ValueKind::Undefined => "AnsibleUndefined",
+        ValueKind::None => "NoneType",
+        ValueKind::Bool => "bool",
+        ValueKind::Number => {
+            if v.is_integer() {
+                "int"
+            } else {
+                "float"
+            }
+        }
+        ValueKind::String => "str",
+        ValueKind::Bytes => "bytes",
+        ValueKind::Seq | ValueKind::Iterable => "list",
+        ValueKind::Map => "dict",
+        _ => "object",
+    }
+}
+
+fn rng_for(seed: Option<&Value>) -> rand::rngs::StdRng {
+    match seed {
+        Some(s) if !s.is_none() && !s.is_undefined() => {
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(text(s).as_bytes());
+            let mut b = [0u8; 32];
+            b.copy_from_slice(&digest);
+            rand::rngs::StdRng::from_seed(b)
+        }
+        _ => rand::rngs::StdRng::from_entropy(),
+    }
+}
+
+fn random(v: &Value, start: Option<i64>, step: Option<i64>, kw: Kwargs) -> Result<Value, Error> {
+    let seed = kw.get::<Option<Value>>("seed")?;
+    let start = match start {
+        Some(s) => Some(s),
+        None => kw.get::<Option<i64>>("start")?,
+    };
+    let step = match step {
+        Some(s) => Some(s),
+        None => kw.get::<Option<i64>>("step")?,
+    };
+    kw.assert_all_used()?;
+    let mut rng = rng_for(seed.as_ref());
+    if let Some(end) = v.as_i64().filter(|_| v.kind() == ValueKind::Number) {
+        let (start, step) = (start.unwrap_or(0), step.unwrap_or(1).max(1));
+        if end <= start {
+            return Err(err(
+                "random: the end of the range must be greater than the start",
+            ));
+        }
+        let n = (end - start + step - 1) / step;
+        return Ok(Value::from(start + rng.gen_range(0..n) * step));
+    }
+    let items = seq(v)?;
+    items
+        .choose(&mut rng)
+        .cloned()
+        .ok_or_else(|| err("random: cannot choose from an empty sequence"))
+}
+
+fn human_readable(
+    v: &Value,
+    isbits: Option<bool>,
+    unit: Option<String>,
+    kw: Kwargs,
+) -> Result<String, Error> {
+    let n = f64::try_from(float(v, None)).unwrap_or(0.0);
+    let isbits = match isbits {
+        Some(b) => b,
+        None => kw.get::<Option<bool>>("isbits")?.unwrap_or(false),
+    };
+    let unit = match unit {
+        Some(u) => Some(u),
+        None => kw.get::<Option<String>>("unit")?,
+    };
+    kw.assert_all_used()?;
+    let unit = unit.as_deref();
+    let units = ["", "K", "M", "G", "T", "P", "E", "Z", "Y"];
+    let base = 1024f64;
+    let idx = match unit {
+        Some(u) => units
+            .iter()
+            .position(|x| x.eq_ignore_ascii_case(&u[..1.min(u.len())]) && !x.is_empty())
+            .unwrap_or(0),
+        None => {
+            let mut i = 0;
+            while i + 1 < units.len() && n.abs() >= base.powi(i as i32 + 1) {
+                i += 1;
+            }
+            i
+        }
+    };
+    let value = n / base.powi(idx as i32);
+    let suffix = match (idx, isbits) {
+        (0, false) => "Bytes".to_string(),
+        (0, true) => "bits".to_string(),
+        (i, false) => format!("{}B", units[i]),
+        (i, true) => format!("{}b", units[i]),
+    };
+    Ok(format!("{value:.2} {suffix}"))
+}
+
+fn human_to_bytes(s: &str) -> Result<i64, Error> {
+    let re = Regex::new(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTPEZY]?)(i?)(B|b|bytes?)?\s*$")
+        .expect("valid regex");
+    let c = re
+        .captures(s)
+        .ok_or_else(|| err(format!("human_to_bytes: cannot parse {s:?}")))?;
+    let n: f64 = c[1].parse().unwrap_or(0.0);
+    let exp = "KMGTPEZY".find(&c[2]).map_or(0, |i| i + 1);
+    let mut r = n * 1024f64.powi(exp as i32);
+    if c.get(4).is_some_and(|m| m.as_str() == "b") {
+        r /= 8.0;
+    }
+    Ok(r as i64)
+}
+
+fn subelements(v: &Value, key: &str, skip_missing: bool) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::new();
+    for item in seq(v)? {
+        let mut sub = item.clone();
+        for part in key.split('.') {
+            sub = sub.get_attr(part).unwrap_or(Value::UNDEFINED);
+        }
+        if sub.is_undefined() {
+            if skip_missing {
+                continue;
+            }
+            return Err(err(format!("could not find '{key}' key in iterated item")));
+        }
+        for s in seq(&sub)? {
+            out.push(Value::from(vec![item.clone(), s]));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn product(lists: &[Vec<Value>]) -> Vec<Value> {
+    let mut acc: Vec<Vec<Value>> = vec![Vec::new()];
+    for l in lists {
+        let mut next = Vec::new();
+        for prefix in &acc {
+            for x in l {
+                let mut p = prefix.clone();
+                p.push(x.clone());
+                next.push(p);
+            }
+        }
+        acc = next;
+    }
+    acc.into_iter().map(Value::from).collect()
+}
+
+fn permute(
+    items: &[Value],
+    r: usize,
+    cur: &mut Vec<Value>,
+    used: &mut Vec<bool>,
+    out: &mut Vec<Value>,
+) {
+    if cur.len() == r {
+        out.push(Value::from(cur.clone()));
+        return;
+    }
+    for i in 0..items.len() {
+        if !used[i] {
+            used[i] = true;
+            cur.push(items[i].clone());
+            permute(items, r, cur, used, out);
+            cur.pop();
+            used[i] = false;
+        }
+    }
+}
+
+fn combine_r(items: &[Value], r: usize, start: usize, cur: &mut Vec<Value>, out: &mut Vec<Value>) {
+    if cur.len() == r {
+        out.push(Value::from(cur.clone()));
+        return;
+    }
+    for i in start..items.len() {
+        cur.push(items[i].clone());
+        combine_r(items, r, i + 1, cur, out);
+        cur.pop();
+    }
+}
+
+fn hash(s: &str, algo: &str) -> Result<String, Error> {
+    use sha2::Digest;
+    Ok(match algo {
+        "sha1" => hex::encode(sha1::Sha1::digest(s.as_bytes())),
+        "md5" => hex::encode(md5::Md5::digest(s.as_bytes())),
+        "sha224" => hex::encode(sha2::Sha224::digest(s.as_bytes())),
+        "sha256" => hex::encode(sha2::Sha256::digest(s.as_bytes())),
+        "sha384" => hex::encode(sha2::Sha384::digest(s.as_bytes())),
+        "sha512" => hex::encode(sha2::Sha512::digest(s.as_bytes())),
+        other => return Err(err(format!("hash: unsupported algorithm {other:?}"))),
+    })
+}
+
+const CRYPT_CHARS: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn password_hash(
+    v: &Value,
+    hashtype: Option<&str>,
+    salt: Option<String>,
+    kw: Kwargs,
+) -> Result<String, Error> {
+    let salt = match salt {
+        Some(s) => Some(s),
+        None => kw.get::<Option<String>>("salt")?,
+    };
+    let rounds = kw.get::<Option<usize>>("rounds")?;
+    kw.assert_all_used()?;
+    let salt = salt.unwrap_or_else(|| {
+        let mut rng = rand::thread_rng();
+        (0..16)
+            .map(|_| CRYPT_CHARS[rng.gen_range(0..CRYPT_CHARS.len())] as char)
+            .collect()
+    });
+    let pw = text(v);
+    let rounds_prefix = |r: Option<usize>| r.map(|r| format!("rounds={r}$")).unwrap_or_default();
+    match hashtype.unwrap_or("sha512") {
+        "sha512" | "sha512_crypt" => {
+            let params = sha_crypt::Sha512Params::new(rounds.unwrap_or(5000))
+                .map_err(|_| err("password_hash: invalid rounds"))?;
+            let h = sha_crypt::sha512_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params)
+                .map_err(|_| err("password_hash: hashing failed"))?;
+            let salt: String = salt.chars().take(16).collect();
+            Ok(format!("$6${}{salt}${h}", rounds_prefix(rounds)))
+        }
+        "sha256" | "sha256_crypt" => {
+            let params = sha_crypt::Sha256Params::new(rounds.unwrap_or(5000))
+                .map_err(|_| err("password_hash: invalid rounds"))?;
+            let h = sha_crypt::sha256_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params)
+                .map_err(|_| err("password_hash: hashing failed"))?;
+            let salt: String = salt.chars().take(16).collect();
+            Ok(format!("$5${}{salt}${h}", rounds_prefix(rounds)))
+        }
+        other => Err(err(format!(
+            "password_hash: unsupported hash type {other:?} (use sha512 or sha256)"
+        ))),
+    }
+}
+
+/// Ansible's `comment` filter, parameter for parameter.
+fn comment(v: &Value, style: Option<&str>, kw: Kwargs) -> Result<String, Error> {
+    let text_in = text(v);
+    let style = style.unwrap_or("plain");
+    let (beginning, decoration, end) = match style {
+        "plain" => ("", "# ", ""),
+        "erlang" => ("", "% ", ""),
+        "c" => ("", "// ", ""),
+        "cblock" => ("/*", " * ", " */"),
+        "xml" => ("<!--", " - ", "-->"),
+        other => return Err(err(format!("comment: unknown style {other:?}"))),
+    };
+    let mut p: BTreeMap<&str, String> = BTreeMap::new();
+    let prepost = kw
+        .get::<Option<String>>("decoration")?
+        .unwrap_or_else(|| decoration.to_string());
+    p.insert("newline", "\n".into());
+    p.insert("beginning", String::new());
+    p.insert("prefix", prepost.trim_end().to_string());
+    p.insert("prefix_count", "1".into());
+    p.insert("decoration", String::new());
+    p.insert("postfix", prepost.trim_end().to_string());
+    p.insert("postfix_count", "1".into());
+    p.insert("end", String::new());
+    // The style's own parameters, then the caller's.
+    if !beginning.is_empty() {
+        p.insert("beginning", beginning.into());
+    }
+    p.insert("decoration", decoration.into());
+    if !end.is_empty() {
+        p.insert("end", end.into());
+    }
+    for key in [
+        "newline",
+        "beginning",
+        "prefix",
+        "prefix_count",
+        "decoration",
+        "postfix",
+        "postfix_count",
+        "end",
+    ] {
+        if let Some(val) = kw.get::<Option<Value>>(key)? {
+            p.insert(key, text(&val));
+        }
+    }
+    kw.assert_all_used()?;
+    let nl = p["newline"].clone();
+    let count = |k: &str| p[k].parse::<usize>().unwrap_or(1);
+    let mut out = String::new();
+    if !p["beginning"].is_empty() {
+        out.push_str(&format!("{}{nl}", p["beginning"]));
+    }
+    if !p["prefix"].is_empty() {
+        let unit = if p["prefix"] != nl {
+            format!("{}{nl}", p["prefix"])
+        } else {
+            nl.clone()
+        };
+        out.push_str(&unit.repeat(count("prefix_count")));
+    }
+    let deco = &p["decoration"];
+    let body = format!("{deco}{}", text_in.replace(&nl, &format!("{nl}{deco}")))
+        .replace(&format!("{deco}{nl}"), &format!("{}{nl}", deco.trim_end()));
+    out.push_str(&body);
+    for _ in 0..count("postfix_count") {
+        out.push_str(&nl);
+        out.push_str(&p["postfix"]);
+    }
+    if !p["end"].is_empty() {
+        out.push_str(&format!("{nl}{}", p["end"]));
+    }
+    Ok(out)
+}
+
+fn to_uuid(name: &str, ns: Option<&str>) -> Result<String, Error> {
+    use sha1::Digest;
+    let ns = ns.unwrap_or("361E6D51-FAEC-444A-9079-341386DA8E2E");
+    let ns_bytes = hex::decode(ns.replace('-', ""))
+        .map_err(|_| err(format!("to_uuid: invalid namespace {ns:?}")))?;
+    let mut h = sha1::Sha1::new();
+    h.update(&ns_bytes);
+    h.update(name.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = hex::encode(b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    ))
+}
+
+fn urldecode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,1 +1,755 @@
-//! (To be implemented.)
+//! Lookup plugins: `lookup('file', 'x')`, `query('fileglob', '*.conf')`, and
+//! the `with_<name>` loops the executor builds from the same code via
+//! [`super::Templar::run_lookup`].
+//!
+//! Every lookup returns a list. `query`/`q` hand that list back; `lookup`
+//! joins string results with `,` unless `wantlist=True` (a single non-string
+//! result comes back as itself), as in Ansible.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::ValueMap;
+use minijinja::value::ValueKind;
+use minijinja::value::{Kwargs, Rest};
+use minijinja::{Environment, Error, ErrorKind, State, Value};
+use rand::Rng;
+
+use super::filters::{product, seq, text};
+use super::scope::{RenderCtx, CTX_KEY};
+use super::{TemplateError, VarMap};
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+fn from_template_error(e: TemplateError) -> Error {
+    Error::new(ErrorKind::InvalidOperation, e.diag.message.clone()).with_source(e)
+}
+
+pub(super) fn register(env: &mut Environment<'static>) {
+    env.add_function(
+        "lookup",
+        |state: &State, name: &str, terms: Rest<Value>, kw: Kwargs| {
+            call(state, name, terms, kw, false)
+        },
+    );
+    env.add_function(
+        "query",
+        |state: &State, name: &str, terms: Rest<Value>, kw: Kwargs| {
+            call(state, name, terms, kw, true)
+        },
+    );
+    env.add_function(
+        "q",
+        |state: &State, name: &str, terms: Rest<Value>, kw: Kwargs| {
+            call(state, name, terms, kw, true)
+        },
+    );
+}
+
+fn call(
+    state: &State,
+    name: &str,
+    terms: Rest<Value>,
+    kw: Kwargs,
+    want_list: bool,
+) -> Result<Value, Error> {
+    let ctx_v = state
+        .lookup(CTX_KEY)
+        .ok_or_else(|| err("lookups need the keel template context"))?;
+    let ctx = ctx_v
+        .downcast_object::<RenderCtx>()
+        .ok_or_else(|| err("lookups need the keel template context"))?;
+    let mut kwargs = VarMap::new();
+    let mut want_list = want_list;
+    for key in kw.args() {
+        let v: Value = kw.get(key)?;
+        if key == "wantlist" {
+            want_list = want_list || v.is_true();
+        } else {
+            kwargs.insert(key.to_string(), v);
+        }
+    }
+    let name = name.strip_prefix("ansible.builtin.").unwrap_or(name);
+    let results = run(&ctx, name, terms.0, &kwargs)?;
+    if want_list {
+        return Ok(Value::from(results));
+    }
+    if results.iter().all(|v| v.kind() == ValueKind::String) {
+        let parts: Vec<&str> = results
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default())
+            .collect();
+        return Ok(Value::from(parts.join(",")));
+    }
+    Ok(if results.len() == 1 {
+        results.into_iter().next().unwrap_or_default()
+    } else {
+        Value::from(results)
+    })
+}
+
+/// Runs lookup `name` over already-templated `terms`.
+pub(super) fn run(
+    ctx: &Arc<RenderCtx>,
+    name: &str,
+    terms: Vec<Value>,
+    kw: &VarMap,
+) -> Result<Vec<Value>, Error> {
+    let kw_bool = |k: &str, d: bool| kw.get(k).map_or(d, super::native::to_bool);
+    match name {
+        "env" => Ok(terms
+            .iter()
+            .map(|t| match std::env::var(text(t)) {
+                Ok(v) => Value::from(v),
+                Err(_) => kw.get("default").cloned().unwrap_or(Value::from("")),
+            })
+            .collect()),
+        "file" => {
+            let (lstrip, rstrip) = (kw_bool("lstrip", false), kw_bool("rstrip", true));
+            let mut out = Vec::new();
+            for t in &terms {
+                let name = text(t);
+                let path = find_file(ctx, &name, "files")
+                    .ok_or_else(|| err(format!("could not locate file in lookup: {name}")))?;
+                let mut content = std::fs::read_to_string(&path)
+                    .map_err(|e| err(format!("could not read {}: {e}", path.display())))?;
+                if rstrip {
+                    content = content.trim_end().to_string();
+                }
+                if lstrip {
+                    content = content.trim_start().to_string();
+                }
+                out.push(Value::from(content));
+            }
+            Ok(out)
+        }
+        "template" => {
+            let mut out = Vec::new();
+            let extra = kw
+                .get("template_vars")
+                .filter(|v| v.kind() == ValueKind::Map)
+                .cloned();
+            for t in &terms {
+                let path = PathBuf::from(text(t));
+                let rendered = match &extra {
+                    Some(vars) => {
+                        let mut layer = VarMap::new();
+                        for k in vars.try_iter()? {
+                            layer.insert(text(&k), vars.get_item(&k)?);
+                        }
+                        let scope = ctx.scope.with_layer(Arc::new(layer));
+                        let sub = RenderCtx::new(ctx.inner.clone(), &scope, &ctx.origin);
+                        render_template_file(&sub, &path)
+                    }
+                    None => render_template_file(ctx, &path),
+                };
+                out.push(Value::from(rendered.map_err(from_template_error)?));
+            }
+            Ok(out)
+        }
+        "pipe" => {
+            let mut out = Vec::new();
+            for t in &terms {
+                let cmd = text(t);
+                let o = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .output()
+                    .map_err(|e| err(format!("lookup_plugin.pipe({cmd}): {e}")))?;
+                if !o.status.success() {
+                    return Err(err(format!(
+                        "lookup_plugin.pipe({cmd}) returned {}",
+                        o.status.code().unwrap_or(-1)
+                    )));
+                }
+                out.push(Value::from(
+                    String::from_utf8_lossy(&o.stdout).trim_end().to_string(),
+                ));
+            }
+            Ok(out)
+        }
+        "first_found" => first_found(ctx, &terms, kw),
+        "fileglob" => {
+            let mut out = Vec::new();
+            for t in &terms {
+                let pat = text(t);
+                let dirs: Vec<PathBuf> = if Path::new(&pat).is_absolute() {
+                    vec![PathBuf::new()]
+                } else {
+                    ctx.origin
+                        .search_paths
+                        .iter()
+                        .flat_map(|b| [b.join("files"), b.clone()])
+                        .chain(std::iter::once(PathBuf::from(".")))
+                        .collect()
+                };
+                for d in dirs {
+                    let full = d.join(&pat);
+                    let Ok(paths) = glob::glob(&full.to_string_lossy()) else {
+                        continue;
+                    };
+                    let found: Vec<Value> = paths
+                        .flatten()
+                        .filter(|p| p.is_file())
+                        .map(|p| Value::from(absolute(&p).display().to_string()))
+                        .collect();
+                    if !found.is_empty() {
+                        out.extend(found);
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        }
+        "password" => terms
+            .iter()
+            .map(|t| password(ctx, &text(t), kw).map(Value::from))
+            .collect(),
+        "items" => {
+            let mut out = Vec::new();
+            for t in terms {
+                if t.kind() == ValueKind::Seq {
+                    out.extend(seq(&t)?);
+                } else {
+                    out.push(t);
+                }
+            }
+            Ok(out)
+        }
+        "list" => Ok(terms),
+        "dict" => {
+            let mut out = Vec::new();
+            for t in &terms {
+                if t.kind() != ValueKind::Map {
+                    return Err(err("with_dict expects a dict"));
+                }
+                for k in t.try_iter()? {
+                    let mut m = ValueMap::new();
+                    m.insert(Value::from("key"), k.clone());
+                    m.insert(Value::from("value"), t.get_item(&k)?);
+                    out.push(Value::from_object(m));
+                }
+            }
+            Ok(out)
+        }
+        "indexed_items" => {
+            let items = run(ctx, "items", terms, kw)?;
+            Ok(items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Value::from(vec![Value::from(i), v]))
+                .collect())
+        }
+        "sequence" => {
+            let mut out = Vec::new();
+            if terms.is_empty() {
+                out.extend(sequence("", kw)?);
+            }
+            for t in &terms {
+                out.extend(sequence(&text(t), kw)?);
+            }
+            Ok(out)
+        }
+        "nested" | "cartesian" => {
+            let lists: Vec<Vec<Value>> = terms.iter().map(seq).collect::<Result<_, _>>()?;
+            if lists.is_empty() {
+                return Err(err(
+                    "with_nested requires at least one element in the nested list",
+                ));
+            }
+            Ok(product(&lists))
+        }
+        "together" => {
+            let lists: Vec<Vec<Value>> = terms.iter().map(seq).collect::<Result<_, _>>()?;
+            let n = lists.iter().map(Vec::len).max().unwrap_or(0);
+            Ok((0..n)
+                .map(|i| {
+                    Value::from(
+                        lists
+                            .iter()
+                            .map(|l| l.get(i).cloned().unwrap_or(Value::from(())))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect())
+        }
+        "subelements" => {
+            let list = terms.first().cloned().unwrap_or_default();
+            let key = terms.get(1).map(text).unwrap_or_default();
+            let skip = terms
+                .get(2)
+                .and_then(|f| f.get_attr("skip_missing").ok())
+                .map(|v| v.is_true())
+                .unwrap_or_else(|| kw_bool("skip_missing", false));
+            let mut out = Vec::new();
+            for item in seq(&list)? {
+                let mut sub = item.clone();
+                for part in key.split('.') {
+                    sub = sub.get_attr(part).unwrap_or(Value::UNDEFINED);
+                }
+                if sub.is_undefined() {
+                    if skip {
+                        continue;
+                    }
+                    return Err(err(format!("could not find '{key}' key in iterated item")));
+                }
+                for s in seq(&sub)? {
+                    out.push(Value::from(vec![item.clone(), s]));
+                }
+            }
+            Ok(out)
+        }
+        "vars" => {
+            let mut out = Vec::new();
+            for t in &terms {
+                let name = text(t);
+                match ctx.resolve(&name).map_err(from_template_error)? {
+                    Some(v) => out.push(v),
+                    None => match kw.get("default") {
+                        Some(d) => out.push(d.clone()),
+                        None => {
+                            return Err(Error::new(
+                                ErrorKind::UndefinedError,
+                                format!("No variable found with this name: {name}"),
+                            ))
+                        }
+                    },
+                }
+            }
+            Ok(out)
+        }
+        "varnames" => {
+            let names = ctx.scope.names();
+            let mut out = Vec::new();
+            for t in &terms {
+                let re = super::filters::build_regex(&text(t), false, false)?;
+                out.extend(
+                    names
+                        .iter()
+                        .filter(|n| re.is_match(n))
+                        .map(|n| Value::from(n.as_str())),
+                );
+            }
+            Ok(out)
+        }
+        "lines" => {
+            let mut out = Vec::new();
+            for t in &terms {
+                let v = run(ctx, "pipe", vec![t.clone()], kw)?;
+                for line in v
+                    .iter()
+                    .flat_map(|s| text(s).lines().map(str::to_string).collect::<Vec<_>>())
+                {
+                    out.push(Value::from(line));
+                }
+            }
+            Ok(out)
+        }
+        "random_choice" => {
+            let items = run(ctx, "items", terms, kw)?;
+            if items.is_empty() {
+                return Ok(items);
+            }
+            let i = rand::thread_rng().gen_range(0..items.len());
+            Ok(vec![items[i].clone()])
+        }
+        other => Err(err(format!("lookup plugin '{other}' not found"))),
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Finds `name` in the origin's search paths, trying `<dir>/<subdir>/name`
+/// before `<dir>/name`; absolute paths are taken as they are.
+pub(super) fn find_file(ctx: &RenderCtx, name: &str, subdir: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.exists().then(|| p.to_path_buf());
+    }
+    for base in &ctx.origin.search_paths {
+        for cand in [base.join(subdir).join(p), base.join(p)] {
+            if cand.exists() {
+                return Some(cand);
+            }
+        }
+    }
+    p.exists().then(|| absolute(p))
+}
+
+/// Reads and renders a template file with `ctx`'s variables plus Ansible's
+/// `template_*` variables.
+pub(super) fn render_template_file(
+    ctx: &Arc<RenderCtx>,
+    path: &Path,
+) -> Result<String, TemplateError> {
+    let name = path.to_string_lossy();
+    let found = find_file(ctx, &name, "templates").ok_or_else(|| {
+        super::error_msg(
+            &ctx.origin,
+            format!("could not find or access template '{name}'"),
+            None,
+        )
+    })?;
+    let src = std::fs::read_to_string(&found).map_err(|e| {
+        super::error_msg(
+            &ctx.origin,
+            format!("could not read template {}: {e}", found.display()),
+            None,
+        )
+    })?;
+    let full = absolute(&found);
+    let mut layer = VarMap::new();
+    layer.insert("template_path".into(), Value::from(name.as_ref()));
+    layer.insert(
+        "template_fullpath".into(),
+        Value::from(full.display().to_string()),
+    );
+    layer.insert(
+        "template_basename".into(),
+        Value::from(
+            full.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+    );
+    layer.insert(
+        "template_dir".into(),
+        Value::from(
+            full.parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+        ),
+    );
+    layer.insert("ansible_managed".into(), Value::from("Ansible managed"));
+    // Variables in the scope win over these defaults.
+    let mut scope = super::Scope::new();
+    scope.push(Arc::new(layer));
+    for l in ctx.scope.layers() {
+        scope.push(l.clone());
+    }
+    let mut origin = ctx.origin.clone();
+    origin.label = Some(match &ctx.origin.label {
+        Some(l) => format!("template {} for {l}", found.display()),
+        None => format!("template {}", found.display()),
+    });
+    let sub = RenderCtx::new(ctx.inner.clone(), &scope, &origin);
+    super::render_text_in(&sub, &src)
+}
+
+fn first_found(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<Vec<Value>, Error> {
+    let mut files: Vec<String> = Vec::new();
+    let mut paths: Vec<String> = Vec::new();
+    let mut skip = kw.get("skip").is_some_and(|v| v.is_true());
+    let split = |v: &Value| -> Result<Vec<String>, Error> {
+        Ok(seq(v)?
+            .iter()
+            .flat_map(|x| {
+                text(x)
+                    .split([',', ';'])
+                    .map(|s| s.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|s| !s.is_empty())
+            .collect())
+    };
+    if let Some(f) = kw.get("files") {
+        files.extend(split(f)?);
+    }
+    if let Some(p) = kw.get("paths") {
+        paths.extend(split(p)?);
+    }
+    let mut flat = Vec::new();
+    for t in terms {
+        if t.kind() == ValueKind::Seq {
+            flat.extend(seq(t)?);
+        } else {
+            flat.push(t.clone());
+        }
+    }
+    for t in flat {
+        if t.kind() == ValueKind::Map {
+            if let Ok(f) = t.get_attr("files") {
+                if !f.is_undefined() {
+                    files.extend(split(&f)?);
+                }
+            }
+            if let Ok(p) = t.get_attr("paths") {
+                if !p.is_undefined() {
+                    paths.extend(split(&p)?);
+                }
+            }
+            if t.get_attr("skip").is_ok_and(|s| s.is_true()) {
+                skip = true;
+            }
+        } else {
+            files.push(text(&t));
+        }
+    }
+    let candidates: Vec<String> = if paths.is_empty() {
+        files.clone()
+    } else {
+        paths
+            .iter()
+            .flat_map(|p| {
+                files
+                    .iter()
+                    .map(move |f| format!("{}/{f}", p.trim_end_matches('/')))
+            })
+            .collect()
+    };
+    for c in &candidates {
+        if let Some(p) = find_file(ctx, c, "files").or_else(|| find_file(ctx, c, "templates")) {
+            return Ok(vec![Value::from(absolute(&p).display().to_string())]);
+        }
+    }
+    if skip {
+        Ok(Vec::new())
+    } else {
+        Err(err(format!(
+            "No file was found when using first_found. Tried: {}",
+            candidates.join(", ")
+        )))
+    }
+}
+
+const LETTERS: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const DIGITS: &str = "0123456789";
+const PUNCT: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+/// Parses `key=value` words after the first word of a term.
+fn term_params(term: &str) -> (String, VarMap) {
+    let mut words = term.split_whitespace();
+    let first = words.next().unwrap_or_default().to_string();
+    let mut m = VarMap::new();
+    for w in words {
+        if let Some((k, v)) = w.split_once('=') {
+            m.insert(k.to_string(), Value::from(v));
+        }
+    }
+    (first, m)
+}
+
+fn password(ctx: &RenderCtx, term: &str, kw: &VarMap) -> Result<String, Error> {
+    let (path, mut params) = term_params(term);
+    for (k, v) in kw {
+        params.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let length = params
+        .get("length")
+        .map(text)
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(20);
+    let chars_spec = params.get("chars").map(|c| match c.kind() {
+        ValueKind::Seq => seq(c)
+            .unwrap_or_default()
+            .iter()
+            .map(text)
+            .collect::<Vec<_>>(),
+        _ => text(c).split(',').map(str::to_string).collect(),
+    });
+    let mut alphabet = String::new();
+    for c in
+        chars_spec.unwrap_or_else(|| vec!["ascii_letters".into(), "digits".into(), ".,:-_".into()])
+    {
+        match c.as_str() {
+            "ascii_letters" => alphabet.push_str(LETTERS),
+            "ascii_lowercase" => alphabet.push_str(&LETTERS[..26]),
+            "ascii_uppercase" => alphabet.push_str(&LETTERS[26..]),
+            "digits" => alphabet.push_str(DIGITS),
+            "hexdigits" => alphabet.push_str("0123456789abcdefABCDEF"),
+            "punctuation" => alphabet.push_str(PUNCT),
+            other => alphabet.push_str(other),
+        }
+    }
+    let alphabet: Vec<char> = alphabet.chars().collect();
+    if alphabet.is_empty() {
+        return Err(err("password lookup: empty character set"));
+    }
+    let generate = || -> String {
+        let mut rng = rand::thread_rng();
+        (0..length)
+            .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+            .collect()
+    };
+    if path == "/dev/null" {
+        return Ok(generate());
+    }
+    let p = Path::new(&path);
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        match ctx.origin.search_paths.last() {
+            Some(base) => base.join(p),
+            None => absolute(p),
+        }
+    };
+    if let Ok(content) = std::fs::read_to_string(&full) {
+        let line = content.lines().next().unwrap_or_default();
+        // Stored as `password salt=...` when a salt was used.
+        let pw = line.split(" salt=").next().unwrap_or_default().to_string();
+        return Ok(pw);
+    }
+    let pw = generate();
+    if let Some(dir) = full.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            err(format!(
+                "password lookup: cannot create {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    write_private(&full, &format!("{pw}\n")).map_err(|e| {
+        err(format!(
+            "password lookup: cannot write {}: {e}",
+            full.display()
+        ))
+    })?;
+    Ok(pw)
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+/// `with_sequence`: `start=1 end=5 stride=1 format=web%02d`, `count=`, or the
+/// shortcut `[start-]end[/stride][:format]`. Yields strings, like Ansible.
+fn sequence(term: &str, kw: &VarMap) -> Result<Vec<Value>, Error> {
+    let mut start: i64 = 1;
+    let mut end: Option<i64> = None;
+    let mut count: Option<i64> = None;
+    let mut stride: i64 = 1;
+    let mut format = "%d".to_string();
+    let num = |s: &str| -> Result<i64, Error> {
+        let s = s.trim();
+        let r = if let Some(h) = s.strip_prefix("0x") {
+            i64::from_str_radix(h, 16)
+        } else if let Some(o) = s.strip_prefix("0o") {
+            i64::from_str_radix(o, 8)
+        } else {
+            s.parse()
+        };
+        r.map_err(|_| err(format!("can't parse {s:?} as an integer in with_sequence")))
+    };
+    let term = term.trim();
+    let mut params = VarMap::new();
+    if term.contains('=') {
+        params = term_params(&format!("_ {term}")).1;
+    } else if !term.is_empty() {
+        let re = regex::Regex::new(
+            r"^(?:(-?[0-9a-fx]+)-)?(-?[0-9a-fx]+)(?:/(-?[0-9a-fx]+))?(?::(.+))?$",
+        )
+        .expect("valid regex");
+        let c = re
+            .captures(term)
+            .ok_or_else(|| err(format!("can't parse arg {term:?} of with_sequence")))?;
+        if let Some(s) = c.get(1) {
+            start = num(s.as_str())?;
+        }
+        end = Some(num(&c[2])?);
+        if let Some(s) = c.get(3) {
+            stride = num(s.as_str())?;
+        }
+        if let Some(f) = c.get(4) {
+            format = f.as_str().to_string();
+        }
+    }
+    for (k, v) in kw {
+        params.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    for (k, v) in &params {
+        let s = text(v);
+        match k.as_str() {
+            "start" => start = num(&s)?,
+            "end" => end = Some(num(&s)?),
+            "count" => count = Some(num(&s)?),
+            "stride" => stride = num(&s)?,
+            "format" => format = s,
+            other => {
+                return Err(err(format!(
+                    "unrecognized with_sequence parameter {other:?}"
+                )))
+            }
+        }
+    }
+    if let Some(c) = count {
+        if end.is_some() {
+            return Err(err("can't specify both count and end in with_sequence"));
+        }
+        end = Some(if c == 0 {
+            start - stride
+        } else {
+            start + (c - 1) * stride
+        });
+        if c == 0 {
+            return Ok(Vec::new());
+        }
+    }
+    let end = end.ok_or_else(|| err("must specify count or end in with_sequence"))?;
+    if stride == 0 {
+        return Ok(Vec::new());
+    }
+    if (stride > 0 && end < start) || (stride < 0 && end > start) {
+        return Err(err("to count backwards make stride negative"));
+    }
+    let mut out = Vec::new();
+    let mut i = start;
+    while (stride > 0 && i <= end) || (stride < 0 && i >= end) {
+        out.push(Value::from(printf_int(&format, i)?));
+        i += stride;
+    }
+    Ok(out)
+}
+
+/// Python `%`-formatting of one integer (`%d`, `%02d`, `%x`, `%o`...).
+fn printf_int(fmt: &str, n: i64) -> Result<String, Error> {
+    let re = regex::Regex::new(r"%(-?)(0?)(\d*)([dixXo])").expect("valid regex");
+    let mut out = String::new();
+    let mut last = 0;
+    let mut used = false;
+    for c in re.captures_iter(fmt) {
+        let m = c.get(0).expect("whole match");
+        out.push_str(&fmt[last..m.start()].replace("%%", "%"));
+        let width: usize = c[3].parse().unwrap_or(0);
+        let body = match &c[4] {
+            "x" => format!("{n:x}"),
+            "X" => format!("{n:X}"),
+            "o" => format!("{n:o}"),
+            _ => n.to_string(),
+        };
+        let s = if &c[1] == "-" {
+            format!("{body:<width$}")
+        } else if &c[2] == "0" {
+            let (sign, digits) = body
+                .strip_prefix('-')
+                .map_or(("", body.as_str()), |d| ("-", d));
+            format!("{sign}{digits:0>w$}", w = width.saturating_sub(sign.len()))
+        } else {
+            format!("{body:>width$}")
+        };
+        out.push_str(&s);
+        last = m.end();
+        used = true;
+    }
+    out.push_str(&fmt[last..].replace("%%", "%"));
+    if !used {
+        return Err(err(format!("bad formatting string: {fmt}")));
+    }
+    Ok(out)
+}

@@ -1,1 +1,643 @@
-//! (To be implemented.)
+//! Values in and out of templates: native types for single-expression
+//! templates, Python-style printing, truthiness, and JSON/YAML conversion.
+//!
+//! Ansible keeps the type of `"{{ expr }}"` (a list stays a list) but prints
+//! values inside larger strings the way Python does (`True`, `['a', 'b']`).
+//! The executor also uses the JSON helpers here for events and `register`.
+use std::fmt::Write as _;
+
+use super::ValueMap;
+use minijinja::value::ValueKind;
+use minijinja::{Error, ErrorKind, Output, State, Value};
+
+use super::scope::RenderCtx;
+
+/// The inner expression when `src` is exactly one `{{ expr }}` (whitespace
+/// control dashes allowed), nothing before or after.
+pub(crate) fn single_expression(src: &str) -> Option<&str> {
+    let body = src.strip_prefix("{{")?;
+    let end = expression_end(body)?;
+    // Only the closing braces may follow the expression.
+    if end + 2 != body.len() {
+        return None;
+    }
+    let s = &body[..end];
+    let s = s.strip_prefix('-').unwrap_or(s);
+    let s = s.strip_suffix('-').unwrap_or(s);
+    let t = s.trim();
+    (!t.is_empty()).then_some(t)
+}
+
+/// The offset of the `}}` that closes an expression starting at `body`,
+/// skipping string literals and nested brackets (`{{ {'a': {'b': 1}} }}`).
+fn expression_end(body: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'(' | b'[' | b'{' => depth += 1,
+                b'}' if depth == 0 && bytes.get(i + 1) == Some(&b'}') => return Some(i),
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Ansible (2.19) takes backslashes in Jinja string literals literally:
+/// `regex_replace('(\\d+)', '\\1')` passes `(\d+)` to the regex. minijinja
+/// would read them as escapes (and reject `\d`), so inside the literals of
+/// `{{ }}`/`{% %}` blocks each backslash is doubled, except before the
+/// literal's own quote character.
+pub(crate) fn literal_backslashes(src: &str) -> std::borrow::Cow<'_, str> {
+    if !src.contains('\\') {
+        return std::borrow::Cow::Borrowed(src);
+    }
+    let mut out = String::with_capacity(src.len() + 8);
+    let mut chars = src.chars().peekable();
+    // None: template text; Some(None): inside a block; Some(Some(q)): inside a
+    // string literal quoted with q.
+    let mut state: Option<Option<char>> = None;
+    while let Some(c) = chars.next() {
+        match state {
+            None => {
+                out.push(c);
+                if c == '{' && matches!(chars.peek(), Some('{') | Some('%')) {
+                    out.push(chars.next().unwrap_or_default());
+                    state = Some(None);
+                }
+            }
+            Some(None) => {
+                out.push(c);
+                match c {
+                    '\'' | '"' => state = Some(Some(c)),
+                    '}' | '%' if chars.peek() == Some(&'}') => {
+                        out.push(chars.next().unwrap_or_default());
+                        state = None;
+                    }
+                    _ => {}
+                }
+            }
+            Some(Some(q)) => {
+                if c == '\\' {
+                    if chars.peek() == Some(&q) {
+                        out.push(c);
+                        out.push(chars.next().unwrap_or_default());
+                    } else {
+                        out.push_str("\\\\");
+                    }
+                } else {
+                    out.push(c);
+                    if c == q {
+                        state = Some(None);
+                    }
+                }
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The operand left of the last `|` in `text` (`foo.bar` in `{{ foo.bar | f`).
+pub(crate) fn expression_before_pipe(text: &str) -> String {
+    let t = text.trim_end();
+    let t = t.strip_suffix('|').unwrap_or(t).trim_end();
+    let start = t
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '\'' | '"')))
+        .map(|(i, c)| i + c.len_utf8())
+        .unwrap_or(0);
+    t[start..].to_string()
+}
+
+/// The variable name an expression such as `foo.bar[0] | upper` starts with.
+pub(crate) fn root_name(expr: &str) -> &str {
+    let e = expr.trim();
+    let end = e
+        .char_indices()
+        .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+        .map(|(i, _)| i)
+        .unwrap_or(e.len());
+    &e[..end]
+}
+
+pub(crate) fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// A value leaving the template engine: our lazy context object (`vars`)
+/// becomes a plain map so callers see ordinary data.
+pub(crate) fn materialize(v: Value) -> Value {
+    if v.downcast_object_ref::<RenderCtx>().is_some() {
+        let mut map = ValueMap::new();
+        if let Ok(it) = v.try_iter() {
+            for k in it {
+                if let Ok(val) = v.get_item(&k) {
+                    if !val.is_undefined() {
+                        map.insert(k, val);
+                    }
+                }
+            }
+        }
+        return Value::from_object(map);
+    }
+    v
+}
+
+/// How `{{ value }}` prints inside a larger template (Ansible 2.19 rules:
+/// strings as-is, `None` as nothing, containers and bools as Python would).
+pub(crate) fn format_output(out: &mut Output, _state: &mut State, v: &Value) -> Result<(), Error> {
+    let r = match v.kind() {
+        ValueKind::Undefined => {
+            return Err(Error::new(
+                ErrorKind::UndefinedError,
+                "undefined value printed",
+            ));
+        }
+        ValueKind::None => Ok(()),
+        ValueKind::String => out.write_str(v.as_str().unwrap_or_default()),
+        ValueKind::Bool | ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
+            out.write_str(&python_repr(v))
+        }
+        _ => write!(out, "{v}"),
+    };
+    r.map_err(|_| Error::new(ErrorKind::WriteFailure, "failed to write output"))
+}
+
+/// Python's `repr()` of a value: `'text'`, `True`, `None`, `[1, 'a']`, `{'k': 1}`.
+pub fn python_repr(v: &Value) -> String {
+    let mut s = String::new();
+    repr_into(&mut s, v);
+    s
+}
+
+fn repr_into(out: &mut String, v: &Value) {
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("None"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "True" } else { "False" }),
+        ValueKind::String => py_str_repr(out, v.as_str().unwrap_or_default()),
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            if let Ok(it) = v.try_iter() {
+                for (i, item) in it.enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    repr_into(out, &item);
+                }
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            if let Ok(it) = v.try_iter() {
+                for (i, k) in it.enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    repr_into(out, &k);
+                    out.push_str(": ");
+                    repr_into(out, &v.get_item(&k).unwrap_or(Value::UNDEFINED));
+                }
+            }
+            out.push('}');
+        }
+        _ => {
+            let _ = write!(out, "{v}");
+        }
+    }
+}
+
+fn py_str_repr(out: &mut String, s: &str) {
+    let q = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(q);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == q => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(q);
+}
+
+/// Python truthiness: `None`, `False`, `0`, `""`, `[]`, `{}` are false.
+pub fn is_truthy(v: &Value) -> bool {
+    v.is_true()
+}
+
+/// Ansible's `bool` filter: `true`, `yes`, `on`, `1` (any case) and the
+/// number 1 are true, everything else false.
+pub fn to_bool(v: &Value) -> bool {
+    match v.kind() {
+        ValueKind::Bool => v.is_true(),
+        ValueKind::Number => v.as_i64() == Some(1) || f64::try_from(v.clone()).ok() == Some(1.0),
+        ValueKind::String => matches!(
+            v.as_str()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+                .as_str(),
+            "true" | "yes" | "on" | "1"
+        ),
+        _ => false,
+    }
+}
+
+/// Converts a runtime value to JSON. Undefined becomes `null`; map keys are
+/// printed as strings.
+pub fn value_to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None | ValueKind::Invalid => J::Null,
+        ValueKind::Bool => J::Bool(v.is_true()),
+        ValueKind::Number => {
+            if let Some(i) = v.as_i64().filter(|_| v.is_integer()) {
+                J::from(i)
+            } else if let Some(u) = u64::try_from(v.clone()).ok().filter(|_| v.is_integer()) {
+                J::from(u)
+            } else {
+                let f = f64::try_from(v.clone()).unwrap_or(f64::NAN);
+                serde_json::Number::from_f64(f)
+                    .map(J::Number)
+                    .unwrap_or(J::Null)
+            }
+        }
+        ValueKind::String => J::String(v.as_str().unwrap_or_default().to_string()),
+        ValueKind::Bytes => {
+            J::String(String::from_utf8_lossy(v.as_bytes().unwrap_or_default()).into_owned())
+        }
+        ValueKind::Seq | ValueKind::Iterable => J::Array(
+            v.try_iter()
+                .map(|it| it.map(|x| value_to_json(&x)).collect())
+                .unwrap_or_default(),
+        ),
+        ValueKind::Map => {
+            let mut m = serde_json::Map::new();
+            if let Ok(it) = v.try_iter() {
+                for k in it {
+                    let key = match k.as_str() {
+                        Some(s) => s.to_string(),
+                        None => k.to_string(),
+                    };
+                    m.insert(
+                        key,
+                        value_to_json(&v.get_item(&k).unwrap_or(Value::UNDEFINED)),
+                    );
+                }
+            }
+            J::Object(m)
+        }
+        _ => J::String(v.to_string()),
+    }
+}
+
+/// Converts JSON to a runtime value, keeping key order.
+pub fn value_from_json(j: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match j {
+        J::Null => Value::from(()),
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(a) => Value::from(a.iter().map(value_from_json).collect::<Vec<_>>()),
+        J::Object(o) => {
+            let mut m = ValueMap::new();
+            for (k, v) in o {
+                m.insert(Value::from(k.as_str()), value_from_json(v));
+            }
+            Value::from_object(m)
+        }
+    }
+}
+
+fn sort_json(j: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match j {
+        J::Object(o) => {
+            let mut entries: Vec<_> = o.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            J::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_json(v)))
+                    .collect(),
+            )
+        }
+        J::Array(a) => J::Array(a.into_iter().map(sort_json).collect()),
+        other => other,
+    }
+}
+
+/// JSON with Python's `json.dumps` spacing (`", "` and `": "`), keys in order.
+pub(crate) fn to_json_compact(v: &Value, sort_keys: bool) -> String {
+    let mut j = value_to_json(v);
+    if sort_keys {
+        j = sort_json(j);
+    }
+    let mut out = String::new();
+    write_py_json(&mut out, &j, None, 0);
+    out
+}
+
+/// `to_nice_json`: keys sorted, indented (4 by default), as Ansible prints it.
+pub fn to_nice_json(v: &Value, indent: usize) -> String {
+    let j = sort_json(value_to_json(v));
+    let mut out = String::new();
+    write_py_json(&mut out, &j, Some(indent), 0);
+    out
+}
+
+fn write_py_json(out: &mut String, j: &serde_json::Value, indent: Option<usize>, level: usize) {
+    use serde_json::Value as J;
+    let nl = |out: &mut String, lvl: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * lvl));
+        }
+    };
+    let item_sep = if indent.is_some() { "," } else { ", " };
+    match j {
+        J::Array(a) if !a.is_empty() => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                nl(out, level + 1);
+                write_py_json(out, x, indent, level + 1);
+            }
+            nl(out, level);
+            out.push(']');
+        }
+        J::Object(o) if !o.is_empty() => {
+            out.push('{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                nl(out, level + 1);
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push_str(": ");
+                write_py_json(out, x, indent, level + 1);
+            }
+            nl(out, level);
+            out.push('}');
+        }
+        J::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f.fract() == 0.0 && f.abs() < 1e16 {
+                let _ = write!(out, "{f:.1}");
+            } else {
+                let _ = write!(out, "{f}");
+            }
+        }
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+// ---- YAML output ----
+
+/// `to_yaml`: keys sorted; collections that hold no collections are written
+/// in flow style (PyYAML's `default_flow_style=None`), as Ansible does.
+pub fn to_yaml(v: &Value) -> String {
+    let j = sort_json(value_to_json(v));
+    let mut out = String::new();
+    yaml_node(&mut out, &j, 2, 0, true, Ctx::Top);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// `to_nice_yaml`: block style everywhere, keys sorted, indent 4.
+pub fn to_nice_yaml(v: &Value) -> String {
+    let j = sort_json(value_to_json(v));
+    let mut out = String::new();
+    yaml_node(&mut out, &j, 4, 0, false, Ctx::Top);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Ctx {
+    Top,
+    MapValue,
+    SeqItem,
+}
+
+fn is_leaf_collection(j: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match j {
+        J::Array(a) => a.iter().all(|x| !matches!(x, J::Array(_) | J::Object(_))),
+        J::Object(o) => o.values().all(|x| !matches!(x, J::Array(_) | J::Object(_))),
+        _ => false,
+    }
+}
+
+fn yaml_flow(out: &mut String, j: &serde_json::Value) {
+    use serde_json::Value as J;
+    match j {
+        J::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                yaml_flow(out, x);
+            }
+            out.push(']');
+        }
+        J::Object(o) => {
+            out.push('{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                yaml_scalar(out, &J::String(k.clone()), true);
+                out.push_str(": ");
+                yaml_flow(out, x);
+            }
+            out.push('}');
+        }
+        other => yaml_scalar(out, other, true),
+    }
+}
+
+/// Writes `j` whose first line continues the current line (after `key:` or
+/// `- `); `level` is the indentation of the enclosing block.
+fn yaml_node(
+    out: &mut String,
+    j: &serde_json::Value,
+    indent: usize,
+    level: usize,
+    flow_leaves: bool,
+    ctx: Ctx,
+) {
+    use serde_json::Value as J;
+    let empty =
+        matches!(j, J::Array(a) if a.is_empty()) || matches!(j, J::Object(o) if o.is_empty());
+    let is_coll = matches!(j, J::Array(_) | J::Object(_));
+    if !is_coll || empty || (flow_leaves && is_leaf_collection(j)) {
+        if ctx == Ctx::MapValue {
+            out.push(' ');
+        }
+        if is_coll {
+            yaml_flow(out, j);
+        } else {
+            yaml_scalar(out, j, false);
+        }
+        out.push('\n');
+        return;
+    }
+    match j {
+        J::Object(o) => {
+            // In a sequence item the first key shares the `- ` line.
+            let child_level = match ctx {
+                Ctx::Top => 0,
+                Ctx::MapValue => level + indent,
+                Ctx::SeqItem => level,
+            };
+            if ctx == Ctx::MapValue {
+                out.push('\n');
+            }
+            for (i, (k, x)) in o.iter().enumerate() {
+                if !(ctx == Ctx::SeqItem && i == 0) {
+                    out.push_str(&" ".repeat(child_level));
+                }
+                yaml_scalar(out, &J::String(k.clone()), false);
+                out.push(':');
+                yaml_node(out, x, indent, child_level, flow_leaves, Ctx::MapValue);
+            }
+        }
+        J::Array(a) => {
+            // PyYAML does not indent a sequence under a mapping key.
+            let seq_level = match ctx {
+                Ctx::Top | Ctx::MapValue => level,
+                Ctx::SeqItem => level,
+            };
+            if ctx == Ctx::MapValue {
+                out.push('\n');
+            }
+            for (i, x) in a.iter().enumerate() {
+                if !(ctx == Ctx::SeqItem && i == 0) {
+                    out.push_str(&" ".repeat(seq_level));
+                }
+                out.push('-');
+                // PyYAML pads to the indent only before a nested block.
+                let nested_block = match x {
+                    serde_json::Value::Object(o) => {
+                        !o.is_empty() && !(flow_leaves && is_leaf_collection(x))
+                    }
+                    serde_json::Value::Array(a) => {
+                        !a.is_empty() && !(flow_leaves && is_leaf_collection(x))
+                    }
+                    _ => false,
+                };
+                out.push_str(&" ".repeat(if nested_block { indent - 1 } else { 1 }));
+                yaml_node(
+                    out,
+                    x,
+                    indent,
+                    seq_level + indent,
+                    flow_leaves,
+                    Ctx::SeqItem,
+                );
+            }
+        }
+        _ => unreachable!("scalars handled above"),
+    }
+}
+
+fn yaml_scalar(out: &mut String, j: &serde_json::Value, in_flow: bool) {
+    use serde_json::Value as J;
+    match j {
+        J::Null => out.push_str("null"),
+        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        J::Number(_) => {
+            let mut s = String::new();
+            write_py_json(&mut s, j, None, 0);
+            out.push_str(&s);
+        }
+        J::String(s) => {
+            if s.contains('\n') || s.chars().any(|c| (c as u32) < 0x20 && c != '\t') {
+                out.push_str(&serde_json::to_string(s).unwrap_or_default());
+            } else if needs_quotes(s, in_flow) {
+                out.push('\'');
+                out.push_str(&s.replace('\'', "''"));
+                out.push('\'');
+            } else {
+                out.push_str(s);
+            }
+        }
+        other => yaml_flow(out, other),
+    }
+}
+
+fn needs_quotes(s: &str, in_flow: bool) -> bool {
+    if s.is_empty() || s != s.trim() {
+        return true;
+    }
+    let lower = s.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "null" | "~" | "true" | "false" | "yes" | "no" | "on" | "off"
+    ) {
+        return true;
+    }
+    if s.parse::<f64>().is_ok() || s.starts_with("0x") || s.starts_with("0o") {
+        return true;
+    }
+    let first = s.chars().next().unwrap_or(' ');
+    if "-?:,[]{}#&*!|>'\"%@`".contains(first) {
+        return true;
+    }
+    if s.contains(": ") || s.contains(" #") || s.ends_with(':') {
+        return true;
+    }
+    in_flow && s.contains(|c| ",[]{}".contains(c))
+}

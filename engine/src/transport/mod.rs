@@ -22,12 +22,15 @@ mod pool;
 mod spec;
 mod ssh;
 
+pub use local::LocalConnection;
 pub use pool::ConnectionPool;
-pub use spec::ConnectSpec;
+pub use spec::{ConnectSpec, ConnectionKind, JumpHop};
+pub use ssh::SshConnection;
 
 /// Privilege escalation for one command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum BecomeMethod {
+    #[default]
     Sudo,
     Su,
 }
@@ -89,17 +92,33 @@ impl Output {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("{host}: failed to connect to {addr}: {reason}")]
-    Connect { host: String, addr: String, reason: String },
+    Connect {
+        host: String,
+        addr: String,
+        reason: String,
+    },
     #[error("{host}: host key verification failed for {addr}: {reason}")]
-    HostKey { host: String, addr: String, reason: String },
+    HostKey {
+        host: String,
+        addr: String,
+        reason: String,
+    },
     #[error("{host}: authentication failed as {user}: {reason}")]
-    Auth { host: String, user: String, reason: String },
+    Auth {
+        host: String,
+        user: String,
+        reason: String,
+    },
     #[error("{host}: command timed out after {secs}s")]
     Timeout { host: String, secs: u64 },
     #[error("{host}: connection lost: {reason}")]
     Lost { host: String, reason: String },
     #[error("{host}: become ({method}) failed: {reason}")]
-    Become { host: String, method: String, reason: String },
+    Become {
+        host: String,
+        method: String,
+        reason: String,
+    },
     #[error("{host}: {reason}")]
     Other { host: String, reason: String },
 }
@@ -111,6 +130,11 @@ pub enum Connection {
 }
 
 impl Connection {
+    /// A connection to the controller itself (`connection: local`).
+    pub fn local() -> Connection {
+        Connection::Local(local::LocalConnection::default())
+    }
+
     /// Runs one command; waits for exit status and all output.
     pub async fn exec(&self, cmd: &Command) -> Result<Output, TransportError> {
         match self {
@@ -135,7 +159,8 @@ impl Connection {
 /// Quotes a string for POSIX `sh` so that it is passed as one literal word.
 pub fn quote(s: &str) -> String {
     if !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b))
     {
         return s.to_string();
     }

@@ -1,3 +1,127 @@
-//! One connection per host. (To be implemented.)
+//! One connection per host, shared by every task of a run.
+//!
+//! The executor asks [`ConnectionPool::get`] before running a task on a host.
+//! Concurrent callers for the same host share one connection attempt (a
+//! per-host `OnceCell`). A failed attempt is kept too: the host stays
+//! unreachable for the rest of the run instead of being re-dialled (and timing
+//! out again) by every task, which is what a play wants once a host is marked
+//! unreachable. [`ConnectionPool::invalidate`] forgets a host, e.g. after its
+//! connection was lost, so the next `get` dials again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+use super::local::LocalConnection;
+use super::spec::{ConnectSpec, ConnectionKind};
+use super::ssh::SshConnection;
+use super::{Connection, TransportError};
+
+type Slot = Arc<OnceCell<Result<Arc<Connection>, Arc<TransportError>>>>;
+
 #[derive(Default)]
-pub struct ConnectionPool {}
+pub struct ConnectionPool {
+    hosts: Mutex<HashMap<String, Slot>>,
+}
+
+impl ConnectionPool {
+    pub fn new() -> ConnectionPool {
+        ConnectionPool::default()
+    }
+
+    /// The connection to `host`, opened on first use.
+    pub async fn get(
+        &self,
+        host: &str,
+        spec: &ConnectSpec,
+    ) -> Result<Arc<Connection>, TransportError> {
+        let slot = self
+            .hosts
+            .lock()
+            .unwrap()
+            .entry(host.to_string())
+            .or_default()
+            .clone();
+        let r = slot
+            .get_or_init(|| async {
+                match spec.kind {
+                    ConnectionKind::Local => {
+                        Ok(Arc::new(Connection::Local(LocalConnection::new(host))))
+                    }
+                    ConnectionKind::Ssh => SshConnection::connect(host, spec)
+                        .await
+                        .map(|c| Arc::new(Connection::Ssh(c)))
+                        .map_err(Arc::new),
+                }
+            })
+            .await;
+        match r {
+            Ok(c) => Ok(c.clone()),
+            Err(e) => Err(clone_error(e)),
+        }
+    }
+
+    /// Forgets `host`: the next [`get`](Self::get) connects again. The old
+    /// connection is closed once its last user lets go of it.
+    pub async fn invalidate(&self, host: &str) {
+        let slot = self.hosts.lock().unwrap().remove(host);
+        if let Some(Ok(c)) = slot.as_ref().and_then(|s| s.get()) {
+            if Arc::strong_count(c) == 1 {
+                c.close().await;
+            }
+        }
+    }
+
+    /// Closes every open connection.
+    pub async fn close_all(&self) {
+        let slots: Vec<Slot> = self.hosts.lock().unwrap().drain().map(|(_, s)| s).collect();
+        for s in slots {
+            if let Some(Ok(c)) = s.get() {
+                c.close().await;
+            }
+        }
+    }
+}
+
+fn clone_error(e: &TransportError) -> TransportError {
+    use TransportError::*;
+    match e {
+        Connect { host, addr, reason } => Connect {
+            host: host.clone(),
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        HostKey { host, addr, reason } => HostKey {
+            host: host.clone(),
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        Auth { host, user, reason } => Auth {
+            host: host.clone(),
+            user: user.clone(),
+            reason: reason.clone(),
+        },
+        Timeout { host, secs } => Timeout {
+            host: host.clone(),
+            secs: *secs,
+        },
+        Lost { host, reason } => Lost {
+            host: host.clone(),
+            reason: reason.clone(),
+        },
+        Become {
+            host,
+            method,
+            reason,
+        } => Become {
+            host: host.clone(),
+            method: method.clone(),
+            reason: reason.clone(),
+        },
+        Other { host, reason } => Other {
+            host: host.clone(),
+            reason: reason.clone(),
+        },
+    }
+}

@@ -1,9 +1,590 @@
-//! SSH transport. (To be implemented.)
-use super::{Command, Output, TransportError};
-pub struct SshConnection;
-impl SshConnection {
-    pub async fn exec(&self, _cmd: &Command) -> Result<Output, TransportError> {
-        todo!()
+//! SSH transport: one russh session per host, commands on multiplexed
+//! channels.
+//!
+//! [`SshConnection::connect`] dials the host (through jump hosts if any,
+//! each hop a full SSH session tunnelled in a `direct-tcpip` channel of the
+//! previous one), checks every host key strictly against known_hosts, and
+//! authenticates: key files, then password, then the ssh-agent. Each
+//! [`Command`] then runs on its own session channel; a semaphore keeps the
+//! number of open channels below sshd's `MaxSessions`, and a guard closes
+//! every channel, since dropping a russh channel leaves it open on the server.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle, Msg};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, ChannelWriteHalf, Pty};
+use tokio::sync::Semaphore;
+
+use super::known_hosts::{self, Verdict};
+use super::r#become::{self, Wrapped};
+use super::spec::ConnectSpec;
+use super::{quote, Command, Output, TransportError};
+
+/// Verifies the server key of one hop and remembers why it was refused.
+struct HostKeyCheck {
+    files: Vec<PathBuf>,
+    host: String,
+    port: u16,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => {
+                *self.refusal.lock().unwrap() = Some(
+                    "the server offered a host certificate, which Keel does not support".into(),
+                );
+                return Ok(false);
+            }
+        };
+        let fp = known_hosts::fingerprint(key);
+        let name = known_hosts::host_name(&self.host, self.port);
+        let reason = match known_hosts::check(&self.files, &self.host, self.port, key) {
+            Verdict::Trusted => return Ok(true),
+            Verdict::Unknown => format!(
+                "{} key {fp} of {name} is not in {}; Keel never accepts unknown keys: \
+                 add it to a known_hosts file (check the fingerprint out of band), e.g. \
+                 `ssh-keyscan -p {} {} >> ~/.ssh/known_hosts`",
+                key.algorithm(),
+                known_hosts::describe(&self.files),
+                self.port,
+                self.host
+            ),
+            Verdict::Mismatch { file, line } => format!(
+                "REMOTE HOST KEY CHANGED: {name} presented {} key {fp}, which does not match \
+                 {}:{line}; this may be a man-in-the-middle attack, or the host was reinstalled",
+                key.algorithm(),
+                file.display()
+            ),
+            Verdict::Revoked { file, line } => format!(
+                "{} key {fp} of {name} is marked @revoked in {}:{line}",
+                key.algorithm(),
+                file.display()
+            ),
+        };
+        *self.refusal.lock().unwrap() = Some(reason);
+        Ok(false)
     }
-    pub async fn close(&self) {}
+}
+
+/// An open SSH connection to one host.
+pub struct SshConnection {
+    name: String,
+    handle: Handle<HostKeyCheck>,
+    /// Sessions of the jump hosts, kept open while the tunnel is in use.
+    _hops: Vec<Handle<HostKeyCheck>>,
+    channels: Arc<Semaphore>,
+}
+
+/// Closes its channel when dropped (on timeout or error paths), because a
+/// russh channel that is merely dropped stays open on the server and counts
+/// against `MaxSessions`.
+struct ChannelGuard {
+    writer: Option<Arc<ChannelWriteHalf<Msg>>>,
+}
+
+impl ChannelGuard {
+    async fn close(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.close().await;
+        }
+    }
+
+    /// Kills what still runs (the session would otherwise count against
+    /// `MaxSessions` until it exits), then closes.
+    async fn kill_and_close(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.signal(russh::Sig::KILL).await;
+            let _ = w.close().await;
+        }
+    }
+}
+
+impl Drop for ChannelGuard {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                // Only reached when the command was abandoned (timeout,
+                // cancelled task): stop it as well.
+                rt.spawn(async move {
+                    let _ = w.signal(russh::Sig::KILL).await;
+                    let _ = w.close().await;
+                });
+            }
+        }
+    }
+}
+
+fn config() -> Arc<client::Config> {
+    Arc::new(client::Config {
+        nodelay: true,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        inactivity_timeout: None,
+        ..Default::default()
+    })
+}
+
+impl SshConnection {
+    /// Connects and authenticates; every hop's host key is checked.
+    pub async fn connect(name: &str, spec: &ConnectSpec) -> Result<SshConnection, TransportError> {
+        let mut hops: Vec<Handle<HostKeyCheck>> = Vec::new();
+        let mut targets: Vec<(String, u16, String)> = spec
+            .jump
+            .iter()
+            .map(|h| {
+                (
+                    h.host.clone(),
+                    h.port,
+                    h.user.clone().unwrap_or_else(|| spec.user.clone()),
+                )
+            })
+            .collect();
+        targets.push((spec.address.clone(), spec.port, spec.user.clone()));
+        let last = targets.len() - 1;
+        for (i, (host, port, user)) in targets.into_iter().enumerate() {
+            let addr = format!("{host}:{port}");
+            let via = if i == 0 {
+                String::new()
+            } else {
+                format!(" (via jump host {})", i)
+            };
+            let conn_err = |reason: String| TransportError::Connect {
+                host: name.to_string(),
+                addr: addr.clone(),
+                reason: format!("{reason}{via}"),
+            };
+            let refusal = Arc::new(Mutex::new(None));
+            let handler = HostKeyCheck {
+                files: spec.known_hosts.clone(),
+                host: host.clone(),
+                port,
+                refusal: refusal.clone(),
+            };
+            let dial = async {
+                match hops.last() {
+                    None => {
+                        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+                            .await
+                            .map_err(|e| conn_err(e.to_string()))?;
+                        let _ = tcp.set_nodelay(true);
+                        client::connect_stream(config(), tcp, handler).await
+                    }
+                    Some(prev) => {
+                        let ch = prev
+                            .channel_open_direct_tcpip(host.clone(), port as u32, "127.0.0.1", 0)
+                            .await
+                            .map_err(|e| {
+                                conn_err(format!("jump host could not open a tunnel: {e}"))
+                            })?;
+                        client::connect_stream(config(), ch.into_stream(), handler).await
+                    }
+                }
+                .map_err(|e| match refusal.lock().unwrap().take() {
+                    Some(reason) => TransportError::HostKey {
+                        host: name.to_string(),
+                        addr: addr.clone(),
+                        reason,
+                    },
+                    None => conn_err(e.to_string()),
+                })
+            };
+            let mut handle = match tokio::time::timeout(spec.connect_timeout, dial).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(conn_err(format!(
+                        "timed out after {}s",
+                        spec.connect_timeout.as_secs_f64()
+                    )))
+                }
+            };
+            match tokio::time::timeout(spec.connect_timeout, authenticate(&mut handle, &user, spec))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    return Err(TransportError::Auth {
+                        host: name.to_string(),
+                        user: format!("{user}@{addr}"),
+                        reason,
+                    })
+                }
+                Err(_) => return Err(conn_err("authentication timed out".into())),
+            }
+            if i == last {
+                return Ok(SshConnection {
+                    name: name.to_string(),
+                    handle,
+                    _hops: hops,
+                    channels: Arc::new(Semaphore::new(spec.max_channels.max(1))),
+                });
+            }
+            hops.push(handle);
+        }
+        unreachable!("the target is always the last hop")
+    }
+
+    fn lost(&self, e: impl std::fmt::Display) -> TransportError {
+        TransportError::Lost {
+            host: self.name.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Runs one command on a new channel.
+    pub async fn exec(&self, cmd: &Command) -> Result<Output, TransportError> {
+        if self.handle.is_closed() {
+            return Err(self.lost("the SSH session is closed"));
+        }
+        let _permit = self.channels.acquire().await.map_err(|e| self.lost(e))?;
+        let run = self.run_on_channel(cmd);
+        match cmd.timeout {
+            Some(t) => tokio::time::timeout(t, run)
+                .await
+                .map_err(|_| TransportError::Timeout {
+                    host: self.name.clone(),
+                    secs: t.as_secs(),
+                })?,
+            None => run.await,
+        }
+    }
+
+    async fn run_on_channel(&self, cmd: &Command) -> Result<Output, TransportError> {
+        let script = r#become::with_env(&cmd.script, &cmd.env);
+        let wrapped = match &cmd.become_ {
+            Some(b) => r#become::wrap(&script, b),
+            None => Wrapped {
+                script,
+                stdin_prefix: None,
+                pty_password: None,
+            },
+        };
+        // sshd frees a session slot a little after both sides closed the
+        // channel, so a refusal right after another command finished is
+        // retried briefly before it counts as an error.
+        let mut attempt = 0;
+        let channel = loop {
+            match self.handle.channel_open_session().await {
+                Ok(c) => break c,
+                Err(e) if self.handle.is_closed() => return Err(self.lost(e)),
+                Err(russh::Error::ChannelOpenFailure(_)) if attempt < 40 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => {
+                    return Err(TransportError::Other {
+                        host: self.name.clone(),
+                        reason: format!("cannot open a channel: {e}"),
+                    })
+                }
+            }
+        };
+        let (mut reader, writer) = channel.split();
+        let writer = Arc::new(writer);
+        let guard = ChannelGuard {
+            writer: Some(writer.clone()),
+        };
+        let result = self.drive(&mut reader, &writer, &wrapped, cmd).await;
+        if result.is_ok() {
+            guard.close().await;
+        } else {
+            guard.kill_and_close().await;
+        }
+        let out = result?;
+        if cmd.become_.is_some()
+            && wrapped.pty_password.is_none()
+            && r#become::refused(out.rc, &out.stderr)
+        {
+            return Err(TransportError::Become {
+                host: self.name.clone(),
+                method: "sudo".into(),
+                reason: r#become::refusal_reason(&out.stderr),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn drive(
+        &self,
+        reader: &mut russh::ChannelReadHalf,
+        writer: &Arc<ChannelWriteHalf<Msg>>,
+        wrapped: &Wrapped,
+        cmd: &Command,
+    ) -> Result<Output, TransportError> {
+        let pty = wrapped.pty_password.is_some();
+        let mut line = format!("/bin/sh -c {}", quote(&wrapped.script));
+        // (Not under a PTY: `timeout` moves to a background process group,
+        // which may not read the terminal su prompts on.)
+        if let (Some(t), false) = (cmd.timeout, pty) {
+            // sshd ignores signal requests on root logins, so a command we
+            // stop waiting for would keep its session slot until it ends;
+            // coreutils' `timeout` kills its whole process group on the host.
+            line = format!("timeout -s KILL {:.3} {line}", t.as_secs_f64() + 0.05);
+        }
+        if pty {
+            writer
+                .request_pty(
+                    false,
+                    "dumb",
+                    200,
+                    24,
+                    0,
+                    0,
+                    &[(Pty::ECHO, 0), (Pty::ONLCR, 0)],
+                )
+                .await
+                .map_err(|e| self.lost(e))?;
+        }
+        writer.exec(true, line).await.map_err(|e| self.lost(e))?;
+
+        let mut stdin = wrapped.stdin_prefix.clone().unwrap_or_default();
+        if let Some(s) = &cmd.stdin {
+            stdin.extend_from_slice(s);
+        }
+        let feeder = if pty {
+            None
+        } else {
+            let w = writer.clone();
+            // Fed on its own task so a script that prints a lot before reading
+            // its stdin cannot deadlock against us.
+            Some(tokio::spawn(async move {
+                if !stdin.is_empty() {
+                    w.data(&stdin[..]).await?;
+                }
+                w.eof().await
+            }))
+        };
+
+        let mut out = Output {
+            rc: -1,
+            ..Default::default()
+        };
+        let mut got_status = false;
+        let mut prompt_answered = !pty;
+        let mut prompt_buf: Vec<u8> = Vec::new();
+        while let Some(msg) = reader.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if !prompt_answered {
+                        prompt_buf.extend_from_slice(&data);
+                        let text = String::from_utf8_lossy(&prompt_buf);
+                        if let Some(pos) = text.find("assword") {
+                            if let Some(colon) = text[pos..].find(':') {
+                                let pw = wrapped.pty_password.clone().unwrap_or_default();
+                                writer
+                                    .data(format!("{pw}\n").as_bytes())
+                                    .await
+                                    .map_err(|e| self.lost(e))?;
+                                if let Some(s) = &cmd.stdin {
+                                    writer.data(&s[..]).await.map_err(|e| self.lost(e))?;
+                                }
+                                writer.eof().await.map_err(|e| self.lost(e))?;
+                                prompt_answered = true;
+                                let rest = &text[pos + colon + 1..];
+                                out.stdout.extend_from_slice(
+                                    rest.trim_start_matches(['\r', '\n', ' ']).as_bytes(),
+                                );
+                            }
+                        }
+                    } else {
+                        out.stdout.extend_from_slice(&data);
+                    }
+                }
+                ChannelMsg::ExtendedData { data, ext } => {
+                    if ext == 1 {
+                        out.stderr.extend_from_slice(&data);
+                    }
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    out.rc = exit_status as i32;
+                    got_status = true;
+                }
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    out.rc = 128 + signal_number(&signal_name);
+                    got_status = true;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        if let Some(f) = feeder {
+            f.abort();
+        }
+        if !prompt_answered {
+            // su exited before asking: it failed for another reason.
+            out.stdout = prompt_buf;
+        }
+        if !got_status {
+            if self.handle.is_closed() {
+                return Err(self.lost("the connection closed while a command was running"));
+            }
+            return Err(TransportError::Other {
+                host: self.name.clone(),
+                reason: "the channel closed without an exit status".into(),
+            });
+        }
+        if pty && out.rc != 0 {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains("Authentication failure") || text.contains("incorrect password") {
+                return Err(TransportError::Become {
+                    host: self.name.clone(),
+                    method: "su".into(),
+                    reason: text.trim().to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Closes the session (and with it every channel and tunnel).
+    pub async fn close(&self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        for h in self._hops.iter().rev() {
+            let _ = h
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+    }
+
+    /// Opens an SFTP session on a new channel (counted against the cap).
+    pub async fn sftp(&self) -> Result<russh_sftp::client::SftpSession, TransportError> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.lost(e))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| self.lost(e))?;
+        russh_sftp::client::SftpSession::new(channel.into_stream())
+            .await
+            .map_err(|e| TransportError::Other {
+                host: self.name.clone(),
+                reason: format!("sftp: {e}"),
+            })
+    }
+}
+
+fn signal_number(sig: &russh::Sig) -> i32 {
+    use russh::Sig;
+    match sig {
+        Sig::HUP => 1,
+        Sig::INT => 2,
+        Sig::QUIT => 3,
+        Sig::ILL => 4,
+        Sig::ABRT => 6,
+        Sig::FPE => 8,
+        Sig::KILL => 9,
+        Sig::USR1 => 10,
+        Sig::SEGV => 11,
+        Sig::PIPE => 13,
+        Sig::ALRM => 14,
+        Sig::TERM => 15,
+        _ => 0,
+    }
+}
+
+/// Tries key files, then the password, then the agent. Returns why all failed.
+async fn authenticate(
+    handle: &mut Handle<HostKeyCheck>,
+    user: &str,
+    spec: &ConnectSpec,
+) -> Result<(), String> {
+    let mut tried: Vec<String> = Vec::new();
+    let mut files = spec.identity_files.clone();
+    if files.is_empty() && spec.password.is_none() {
+        if let Some(home) = dirs::home_dir() {
+            for k in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let p = home.join(".ssh").join(k);
+                if p.exists() {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let rsa_hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten();
+    for path in &files {
+        let key = match russh::keys::load_secret_key(path, spec.key_passphrase.as_deref()) {
+            Ok(k) => k,
+            Err(e) => {
+                let why = match e {
+                    russh::keys::Error::KeyIsEncrypted => {
+                        "encrypted and no passphrase given".to_string()
+                    }
+                    other => other.to_string(),
+                };
+                tried.push(format!("key {} unusable: {why}", path.display()));
+                continue;
+            }
+        };
+        let hash = if key.algorithm().is_rsa() {
+            rsa_hash
+        } else {
+            None
+        };
+        match handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+        {
+            Ok(r) if r.success() => return Ok(()),
+            Ok(_) => tried.push(format!("key {} refused", path.display())),
+            Err(e) => return Err(format!("while offering {}: {e}", path.display())),
+        }
+    }
+    if let Some(pw) = &spec.password {
+        match handle.authenticate_password(user, pw).await {
+            Ok(r) if r.success() => return Ok(()),
+            Ok(_) => tried.push("password refused".into()),
+            Err(e) => return Err(format!("while sending the password: {e}")),
+        }
+    }
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        match russh::keys::agent::client::AgentClient::connect_env().await {
+            Ok(mut agent) => match agent.request_identities().await {
+                Ok(ids) => {
+                    for id in ids {
+                        let key = id.public_key().into_owned();
+                        let hash = if key.algorithm().is_rsa() {
+                            rsa_hash
+                        } else {
+                            None
+                        };
+                        match handle
+                            .authenticate_publickey_with(user, key, hash, &mut agent)
+                            .await
+                        {
+                            Ok(r) if r.success() => return Ok(()),
+                            _ => {}
+                        }
+                    }
+                    tried.push("no ssh-agent key accepted".into());
+                }
+                Err(e) => tried.push(format!("ssh-agent: {e}")),
+            },
+            Err(e) => tried.push(format!("ssh-agent: {e}")),
+        }
+    }
+    if tried.is_empty() {
+        tried.push("no key file, password or ssh-agent to try".into());
+    }
+    Err(tried.join("; "))
 }

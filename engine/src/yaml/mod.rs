@@ -17,7 +17,10 @@ use crate::diag::{Diagnostic, Pos, Source, Span};
 mod load;
 mod resolve;
 
-pub use load::{load_file, load_str, LoadOptions};
+pub use load::{
+    load_file, load_file_with_warnings, load_source, load_str, load_str_with_warnings, LoadOptions,
+    Loaded,
+};
 pub use resolve::resolve_plain;
 
 /// How a string scalar was written. Plain scalars were resolved and stayed
@@ -51,6 +54,10 @@ pub enum NodeKind {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub kind: NodeKind,
+    /// The node's first character: the anchor or tag of a scalar or flow
+    /// collection when it has one; the first key (or `-`) of a block
+    /// collection; the first content line of a block scalar (so template line
+    /// numbers count from there); the `*alias` that produced a copied node.
     pub pos: Pos,
     pub source: Arc<Source>,
 }
@@ -127,14 +134,22 @@ impl Node {
 
 /// Loads a file that must hold exactly one document (empty files give `Null`).
 pub fn load_one(path: &Path) -> Result<Node, YamlError> {
-    let mut docs = load_file(path, &LoadOptions::default())?;
+    load_one_with_warnings(path).map(|(node, _)| node)
+}
+
+/// [`load_one`], also returning the loader's warnings (duplicate keys).
+pub fn load_one_with_warnings(path: &Path) -> Result<(Node, Vec<Diagnostic>), YamlError> {
+    let Loaded { mut docs, warnings } = load_file_with_warnings(path, &LoadOptions::default())?;
     match docs.len() {
-        0 => Ok(Node {
-            kind: NodeKind::Null,
-            pos: Pos { line: 1, col: 1 },
-            source: Source::new(path, String::new()),
-        }),
-        1 => Ok(docs.remove(0)),
+        0 => Ok((
+            Node {
+                kind: NodeKind::Null,
+                pos: Pos { line: 1, col: 1 },
+                source: Source::new(path, String::new()),
+            },
+            warnings,
+        )),
+        1 => Ok((docs.remove(0), warnings)),
         _ => Err(docs[1].error("expected a single YAML document, found several")),
     }
 }

@@ -1,6 +1,35 @@
-//! files modules.
+//! File modules: content, state and inspection of paths on the host.
+//!
+//! Each module is query-then-apply over the helpers in [`remote`]: one probe
+//! round trip, then at most one apply round trip. `edit` holds the
+//! read-modify-write path shared by the line editors.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::ModuleRef;
 
-pub(super) fn register(_m: &mut HashMap<&'static str, ModuleRef>) {}
+pub mod blockinfile;
+pub mod copy;
+mod edit;
+pub mod fetch;
+pub mod file;
+pub mod find;
+pub mod lineinfile;
+pub mod remote;
+pub mod replace;
+pub mod slurp;
+pub mod stat;
+pub mod template;
+
+pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
+    m.insert("copy", Arc::new(copy::Copy));
+    m.insert("file", Arc::new(file::File));
+    m.insert("template", Arc::new(template::Template));
+    m.insert("lineinfile", Arc::new(lineinfile::LineInFile));
+    m.insert("blockinfile", Arc::new(blockinfile::BlockInFile));
+    m.insert("replace", Arc::new(replace::Replace));
+    m.insert("stat", Arc::new(stat::Stat));
+    m.insert("slurp", Arc::new(slurp::Slurp));
+    m.insert("fetch", Arc::new(fetch::Fetch));
+    m.insert("find", Arc::new(find::Find));
+}

@@ -1,0 +1,199 @@
+//! Host names as written in inventories: `host:port` shorthands, bracketed
+//! IPv6 addresses, and `web[01:50].example.org` ranges (Ansible's
+//! `parse_address` and `expand_hostname_range`). Used by every static source.
+
+/// Splits `host:port`, `[v6addr]:port`, or a bare IPv6 address. Returns the
+/// host and the port, if one was given. With `allow_ranges`, brackets holding
+/// a range (`web[1:3]:22`) are kept in the host part for later expansion.
+pub fn parse_address(s: &str, allow_ranges: bool) -> Result<(String, Option<u16>), String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty host name".into());
+    }
+    // `[2001:db8::1]` or `[2001:db8::1]:22`
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some(close) = rest.find(']') {
+            let inside = &rest[..close];
+            if inside.matches(':').count() >= 2 {
+                let after = &rest[close + 1..];
+                if after.is_empty() {
+                    return Ok((inside.to_string(), None));
+                }
+                return match after.strip_prefix(':') {
+                    Some(p) => Ok((inside.to_string(), Some(parse_port(p)?))),
+                    None => Err(format!("unexpected text '{after}' after IPv6 address")),
+                };
+            }
+        }
+    }
+    // Colons outside brackets separate the port (or belong to an IPv6 address).
+    let mut depth = 0i32;
+    let mut colons = Vec::new();
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ':' if depth == 0 => colons.push(i),
+            _ => {}
+        }
+    }
+    if !allow_ranges && s.contains('[') {
+        return Err("host ranges are not allowed here".into());
+    }
+    match colons.len() {
+        0 => Ok((s.to_string(), None)),
+        1 => {
+            let (host, port) = (&s[..colons[0]], &s[colons[0] + 1..]);
+            if host.is_empty() {
+                return Err("missing host name before ':'".into());
+            }
+            if port.is_empty() {
+                return Err(
+                    "ending in ':' is not allowed, this character is reserved to provide a port"
+                        .into(),
+                );
+            }
+            Ok((host.to_string(), Some(parse_port(port)?)))
+        }
+        // More than one colon: an unbracketed IPv6 address, which has no port.
+        _ => Ok((s.to_string(), None)),
+    }
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    p.parse::<u16>().map_err(|_| format!("invalid port '{p}'"))
+}
+
+/// Expands the first `[beg:end]` or `[beg:end:step]` range in `pattern`, then
+/// the rest recursively. Numeric ranges with a leading zero are zero-padded to
+/// the width of `beg`; single letters give alphabetic ranges.
+pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
+    let (Some(open), Some(close)) = (pattern.find('['), pattern.find(']')) else {
+        return Ok(vec![pattern.to_string()]);
+    };
+    if close < open || !pattern[open..close].contains(':') {
+        return Ok(vec![pattern.to_string()]);
+    }
+    let (head, inside, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let parts: Vec<&str> = inside.split(':').collect();
+    let (beg, end, step) = match parts.as_slice() {
+        [b, e] => (*b, *e, "1"),
+        [b, e, s] => (*b, *e, *s),
+        _ => {
+            return Err(format!(
+                "host range '[{inside}]' must be [start:end] or [start:end:step]"
+            ))
+        }
+    };
+    let beg = if beg.is_empty() { "0" } else { beg };
+    if end.is_empty() {
+        return Err(format!("host range '[{inside}]' must specify an end value"));
+    }
+    let step: usize = match step.parse() {
+        Ok(s) if s > 0 => s,
+        _ => {
+            return Err(format!(
+                "host range step '{step}' must be a positive integer"
+            ))
+        }
+    };
+    let letters = |s: &str| s.len() == 1 && s.chars().all(|c| c.is_ascii_alphabetic());
+    let items: Vec<String> = if letters(beg) && letters(end) {
+        // Python's string.ascii_letters order: a-z then A-Z.
+        const ASCII: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let (b, e) = (ASCII.find(beg).unwrap(), ASCII.find(end).unwrap());
+        if b > e {
+            return Err(format!("host range '[{inside}]' must have begin <= end"));
+        }
+        ASCII[b..=e]
+            .chars()
+            .step_by(step)
+            .map(String::from)
+            .collect()
+    } else {
+        let width = if beg.len() > 1 && beg.starts_with('0') {
+            if beg.len() != end.len() {
+                return Err(format!(
+                    "host range '[{inside}]' must use equal-length begin and end when zero-padded"
+                ));
+            }
+            beg.len()
+        } else {
+            0
+        };
+        let (b, e) = match (beg.parse::<u64>(), end.parse::<u64>()) {
+            (Ok(b), Ok(e)) => (b, e),
+            _ => {
+                return Err(format!(
+                    "host range '[{inside}]' is neither numeric nor a single-letter range"
+                ))
+            }
+        };
+        if b > e {
+            return Err(format!("host range '[{inside}]' must have begin <= end"));
+        }
+        if (e - b) / step as u64 > 1_000_000 {
+            return Err(format!("host range '[{inside}]' is too large"));
+        }
+        (b..=e)
+            .step_by(step)
+            .map(|n| format!("{n:0width$}"))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for item in items {
+        out.extend(expand_host_pattern(&format!("{head}{item}{tail}"))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_ipv6() {
+        assert_eq!(
+            parse_address("db:2200", true).unwrap(),
+            ("db".into(), Some(2200))
+        );
+        assert_eq!(
+            parse_address("web[1:3]:22", true).unwrap(),
+            ("web[1:3]".into(), Some(22))
+        );
+        assert_eq!(
+            parse_address("fe80::1", true).unwrap(),
+            ("fe80::1".into(), None)
+        );
+        assert_eq!(
+            parse_address("[fe80::1]:2222", true).unwrap(),
+            ("fe80::1".into(), Some(2222))
+        );
+        assert!(parse_address("db:", true).is_err());
+        assert!(parse_address("db:http", true).is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            expand_host_pattern("w[08:10]").unwrap(),
+            ["w08", "w09", "w10"]
+        );
+        assert_eq!(expand_host_pattern("w[8:10]").unwrap(), ["w8", "w9", "w10"]);
+        assert_eq!(expand_host_pattern("[a:c]x").unwrap(), ["ax", "bx", "cx"]);
+        assert_eq!(
+            expand_host_pattern("s[1:10:4]").unwrap(),
+            ["s1", "s5", "s9"]
+        );
+        assert_eq!(
+            expand_host_pattern("r[1:2]c[a:b]").unwrap(),
+            ["r1ca", "r1cb", "r2ca", "r2cb"]
+        );
+        assert!(expand_host_pattern("w[3:1]").is_err());
+        assert!(expand_host_pattern("w[01:100]").is_err());
+    }
+}

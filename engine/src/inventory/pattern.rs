@@ -1,0 +1,316 @@
+//! Host patterns, as in a play's `hosts:` and `--limit`: `all`/`*`, names of
+//! groups and hosts, globs (`web*`), regexes (`~web0[12]`), unions (`a:b`,
+//! `a,b`), intersections (`&b`), exclusions (`!b`), subscripts (`g[0]`,
+//! `g[1:3]` inclusive, `g[-1]`, `g[1:]`) and `@file` (one pattern per line).
+//!
+//! Evaluation follows Ansible's `InventoryManager`: plain terms first, then
+//! `&` terms, then `!` terms; a group expands breadth-first to its hosts; a
+//! name matching nothing is a warning, not an error. IPv6 addresses are not
+//! split on their colons.
+
+use std::collections::HashSet;
+
+use regex::Regex;
+
+use super::{Inventory, LOCALHOST_NAMES};
+use crate::diag::Diagnostic;
+
+/// The hosts a pattern selected and the warnings it raised.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub hosts: Vec<String>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Evaluates `pattern` against `inv`.
+pub(super) fn select(inv: &Inventory, pattern: &str) -> Result<Selection, Diagnostic> {
+    let mut sel = Selection::default();
+    let mut terms = Vec::new();
+    for term in split_patterns(pattern) {
+        if let Some(file) = term.strip_prefix('@') {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Diagnostic::new(format!("cannot read limit file '{file}': {e}")))?;
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                terms.extend(split_patterns(line));
+            }
+        } else {
+            terms.push(term);
+        }
+    }
+    let terms = order_patterns(terms);
+    let mut hosts: Vec<String> = Vec::new();
+    for term in &terms {
+        if let Some(rest) = term.strip_prefix('!') {
+            let that: HashSet<String> = match_one(inv, rest, &mut sel.warnings)?
+                .into_iter()
+                .collect();
+            hosts.retain(|h| !that.contains(h));
+        } else if let Some(rest) = term.strip_prefix('&') {
+            let that: HashSet<String> = match_one(inv, rest, &mut sel.warnings)?
+                .into_iter()
+                .collect();
+            hosts.retain(|h| that.contains(h));
+        } else {
+            let mut existing: HashSet<String> = hosts.iter().cloned().collect();
+            for h in match_one(inv, term, &mut sel.warnings)? {
+                if existing.insert(h.clone()) {
+                    hosts.push(h);
+                }
+            }
+        }
+    }
+    sel.hosts = hosts;
+    Ok(sel)
+}
+
+/// Splits on commas, or else on colons that are not part of an IPv6
+/// address or a `[x:y]` subscript.
+pub fn split_patterns(pattern: &str) -> Vec<String> {
+    let parts: Vec<String> = if pattern.contains(',') {
+        pattern.split(',').map(String::from).collect()
+    } else if is_ipv6_like(pattern) {
+        vec![pattern.to_string()]
+    } else {
+        // Runs of anything but blanks, ':' and brackets, or whole `[...]` groups.
+        let re = Regex::new(r"(?:[^\s:\[\]]|\[[^\]]*\])+").expect("static regex");
+        re.find_iter(pattern)
+            .map(|m| m.as_str().to_string())
+            .collect()
+    };
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn is_ipv6_like(p: &str) -> bool {
+    let inner = match p.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((addr, port))
+                if port.is_empty() || port[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                addr
+            }
+            _ => return false,
+        },
+        None => p,
+    };
+    inner.matches(':').count() >= 2
+        && inner
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+}
+
+/// Plain terms, then `&` terms, then `!` terms; `all` first if no plain term.
+fn order_patterns(terms: Vec<String>) -> Vec<String> {
+    let (mut regular, mut inter, mut excl) = (Vec::new(), Vec::new(), Vec::new());
+    for t in terms {
+        if t.starts_with('!') {
+            excl.push(t);
+        } else if t.starts_with('&') {
+            inter.push(t);
+        } else {
+            regular.push(t);
+        }
+    }
+    if regular.is_empty() {
+        regular.push("all".to_string());
+    }
+    regular.extend(inter);
+    regular.extend(excl);
+    regular
+}
+
+/// A subscript after a pattern: one index, or an inclusive range.
+#[derive(Debug, Clone, Copy)]
+enum Subscript {
+    Index(i64),
+    Range(usize, Option<usize>),
+}
+
+fn parse_subscript(pattern: &str) -> (&str, Option<Subscript>) {
+    if pattern.starts_with('~') {
+        return (pattern, None);
+    }
+    let re = Regex::new(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$").expect("static regex");
+    let Some(c) = re.captures(pattern) else {
+        return (pattern, None);
+    };
+    let base = c.get(1).unwrap().as_str();
+    if let Some(i) = c.get(2) {
+        return match i.as_str().parse() {
+            Ok(i) => (base, Some(Subscript::Index(i))),
+            Err(_) => (pattern, None),
+        };
+    }
+    let start = c.get(3).unwrap().as_str().parse().unwrap_or(usize::MAX);
+    let end = c.get(5).unwrap().as_str();
+    let end = if end.is_empty() {
+        None
+    } else {
+        end.parse().ok()
+    };
+    (base, Some(Subscript::Range(start, end)))
+}
+
+fn apply_subscript(hosts: Vec<String>, sub: Subscript) -> Vec<String> {
+    let n = hosts.len();
+    match sub {
+        Subscript::Index(i) => {
+            let idx = if i < 0 { n as i64 + i } else { i };
+            if idx < 0 || idx as usize >= n {
+                Vec::new()
+            } else {
+                vec![hosts[idx as usize].clone()]
+            }
+        }
+        Subscript::Range(start, end) => {
+            let end = end.map(|e| e.saturating_add(1)).unwrap_or(n).min(n);
+            if start >= end {
+                Vec::new()
+            } else {
+                hosts[start..end].to_vec()
+            }
+        }
+    }
+}
+
+/// Hosts for one term (no `&`/`!` prefix), before de-duplication.
+fn match_one(
+    inv: &Inventory,
+    term: &str,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Vec<String>, Diagnostic> {
+    let (expr, sub) = parse_subscript(term);
+    let matcher = compile(expr)?;
+    let mut results = Vec::new();
+    let groups: Vec<&String> = if expr == "all" || expr == "*" {
+        vec![inv.groups.get_index(0).map(|(k, _)| k).expect("all exists")]
+    } else {
+        inv.groups.keys().filter(|g| matcher.is_match(g)).collect()
+    };
+    for g in &groups {
+        results.extend(inv.group_hosts(g));
+    }
+    let special = expr.starts_with('~') || expr.contains(['.', '?', '*', '[']);
+    if groups.is_empty() || special {
+        results.extend(inv.hosts.keys().filter(|h| matcher.is_match(h)).cloned());
+    }
+    if results.is_empty() && LOCALHOST_NAMES.contains(&expr) {
+        if let Some(h) = inv.implicit_localhost(expr) {
+            results.push(h.name);
+        }
+    }
+    if results.is_empty() && groups.is_empty() && expr != "all" {
+        warnings.push(Diagnostic::new(format!(
+            "could not match supplied host pattern, ignoring: {expr}"
+        )));
+    }
+    Ok(match sub {
+        Some(sub) => apply_subscript(results, sub),
+        None => results,
+    })
+}
+
+/// `~regex` (anchored at the start, like Python's `re.match`) or a glob.
+fn compile(expr: &str) -> Result<Regex, Diagnostic> {
+    let src = match expr.strip_prefix('~') {
+        Some(re) => format!("^(?:{re})"),
+        None => format!("^(?s:{})$", glob_to_regex(expr)),
+    };
+    Regex::new(&src).map_err(|e| {
+        Diagnostic::new(format!("invalid host pattern '{expr}'")).hint(
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        )
+    })
+}
+
+/// Python's `fnmatch.translate`: `*`, `?`, `[seq]`, `[!seq]`.
+fn glob_to_regex(glob: &str) -> String {
+    let chars: Vec<char> = glob.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            '[' => {
+                // Find the closing bracket; a `]` right after `[` or `[!` is literal.
+                let mut j = i;
+                if j < chars.len() && chars[j] == '!' {
+                    j += 1;
+                }
+                if j < chars.len() && chars[j] == ']' {
+                    j += 1;
+                }
+                while j < chars.len() && chars[j] != ']' {
+                    j += 1;
+                }
+                if j >= chars.len() {
+                    out.push_str("\\[");
+                } else {
+                    let body: String = chars[i..j].iter().collect();
+                    i = j + 1;
+                    let (neg, body) = match body.strip_prefix('!') {
+                        Some(b) => (true, b.to_string()),
+                        None => (false, body),
+                    };
+                    let escaped: String = body
+                        .chars()
+                        .map(|c| {
+                            if matches!(c, '\\' | '[' | ']' | '^' | '&' | '~') {
+                                format!("\\{c}")
+                            } else {
+                                c.to_string()
+                            }
+                        })
+                        .collect();
+                    out.push('[');
+                    if neg {
+                        out.push('^');
+                    }
+                    out.push_str(&escaped);
+                    out.push(']');
+                }
+            }
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitting() {
+        assert_eq!(split_patterns("web:db"), ["web", "db"]);
+        assert_eq!(split_patterns("web,!db"), ["web", "!db"]);
+        assert_eq!(
+            split_patterns("all:!web[0:1]:&x"),
+            ["all", "!web[0:1]", "&x"]
+        );
+        assert_eq!(split_patterns("fe80::1"), ["fe80::1"]);
+        assert_eq!(split_patterns("2001:db8::1,web"), ["2001:db8::1", "web"]);
+    }
+
+    #[test]
+    fn globs() {
+        let re = Regex::new(&format!("^{}$", glob_to_regex("web[!2]?.ex*"))).unwrap();
+        assert!(re.is_match("web13.example"));
+        assert!(!re.is_match("web23.example"));
+    }
+}

@@ -1,0 +1,131 @@
+//! `command`: runs a program with arguments, never through a shell's reading
+//! of the user's text: the words are split on the controller and each one is
+//! quoted into the script.
+
+use minijinja::Value;
+
+use super::{run_and_report, RunOpts};
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct CommandModule;
+
+#[async_trait::async_trait]
+impl Module for CommandModule {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("command", args);
+        let raw = a.string(&["_raw_params"])?;
+        let cmd = a.string(&["cmd"])?;
+        let argv = a.list_no_split(&["argv"])?;
+        let opts = RunOpts::parse(&mut a)?;
+        let executable = a.string(&["executable"])?;
+        let expand = a.bool(&["expand_argument_vars"], true)?;
+        a.ignore(&["_uses_shell", "warn"]);
+        a.finish()?;
+
+        let words: Vec<String> = match (raw.or(cmd), argv) {
+            (Some(_), Some(_)) => {
+                return Err(ModuleError::Args(
+                    "parameters are mutually exclusive: cmd|_raw_params, argv (module command)"
+                        .into(),
+                ))
+            }
+            (Some(s), None) => shell_words::split(&s)
+                .map_err(|e| ModuleError::Args(format!("cannot split command line {s:?}: {e}")))?,
+            (None, Some(v)) => v,
+            (None, None) => return Ok(ModuleResult::failed("no command given").with("rc", 256)),
+        };
+        if words.is_empty() {
+            return Ok(ModuleResult::failed("no command given").with("rc", 256));
+        }
+        let mut script = opts.prelude();
+        let mut argv: Vec<String> = Vec::with_capacity(words.len());
+        for (i, w) in words.iter().enumerate() {
+            let w = if i == 0 {
+                executable.as_deref().unwrap_or(w)
+            } else {
+                w
+            };
+            match expand.then(|| expand_word(i, w)).flatten() {
+                Some((pre, reference)) => {
+                    script.push_str(&pre);
+                    argv.push(reference);
+                }
+                None => argv.push(quote(w)),
+            }
+        }
+        script.push_str("exec ");
+        script.push_str(&argv.join(" "));
+        script.push('\n');
+        let cmd_value = Value::from(words.clone());
+        run_and_report(ctx, script, opts.stdin_bytes(), cmd_value, &opts).await
+    }
+
+    fn takes_free_form(&self) -> bool {
+        true
+    }
+}
+
+/// Ansible expands `$VAR`, `${VAR}` and a leading `~` in each argument
+/// (Python's `expandvars`/`expanduser`, never a shell). The same is done here
+/// on the host with shell *parameter* tests only: the word is assembled in a
+/// variable piece by piece, so nothing in it is ever evaluated. An unset
+/// variable stays literal, as in Python. Returns the assembling lines and
+/// the `"$var"` to use, or `None` when the word has nothing to expand.
+pub fn expand_word(index: usize, word: &str) -> Option<(String, String)> {
+    if !word.contains('$') && !word.starts_with('~') {
+        return None;
+    }
+    let var = format!("kw{index}");
+    let mut s = format!("{var}=\n");
+    let mut rest = word;
+    if rest == "~" || rest.starts_with("~/") {
+        s.push_str(&format!(
+            "if [ -n \"${{HOME+x}}\" ]; then {var}=\"$HOME\"; else {var}='~'; fi\n"
+        ));
+        rest = &rest[1..];
+    }
+    let mut literal = String::new();
+    let flush = |lit: &mut String, s: &mut String| {
+        if !lit.is_empty() {
+            s.push_str(&format!("{var}=\"${var}\"{}\n", quote(lit)));
+            lit.clear();
+        }
+    };
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && !n.as_bytes()[0].is_ascii_digit()
+            && n.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric())
+    };
+    while let Some(pos) = rest.find('$') {
+        literal.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        let (name, whole_len) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+                .unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        if !is_name(name) {
+            literal.push('$');
+            rest = after;
+            continue;
+        }
+        flush(&mut literal, &mut s);
+        let original = &rest[pos..pos + 1 + whole_len];
+        s.push_str(&format!(
+            "if [ -n \"${{{name}+x}}\" ]; then {var}=\"${var}${name}\"; else {var}=\"${var}\"{}; fi\n",
+            quote(original)
+        ));
+        rest = &after[whole_len..];
+    }
+    literal.push_str(rest);
+    flush(&mut literal, &mut s);
+    Some((s, format!("\"${var}\"")))
+}

@@ -1,0 +1,75 @@
+//! `script`: runs a controller-side script on the host. The body travels on
+//! stdin into a private temp file that is executed (honouring its `#!` line,
+//! or `executable`) and removed, all in one round trip.
+
+use minijinja::Value;
+
+use super::{run_and_report, RunOpts};
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct Script;
+
+#[async_trait::async_trait]
+impl Module for Script {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("script", args);
+        let raw = a.string(&["_raw_params"])?;
+        let cmd = a.string(&["cmd"])?;
+        let executable = a.string(&["executable"])?;
+        let chdir = a.string(&["chdir"])?;
+        let creates = a.string(&["creates"])?;
+        let removes = a.string(&["removes"])?;
+        a.ignore(&["decrypt"]);
+        a.finish()?;
+        let Some(line) = raw.or(cmd) else {
+            return Ok(ModuleResult::failed("no script given").with("rc", 256));
+        };
+        let words = shell_words::split(&line)
+            .map_err(|e| ModuleError::Args(format!("cannot split script line {line:?}: {e}")))?;
+        let Some((name, rest)) = words.split_first() else {
+            return Ok(ModuleResult::failed("no script given").with("rc", 256));
+        };
+        let Some(path) = ctx.find_file("files", name) else {
+            return Ok(ModuleResult::failed(format!(
+                "Could not find or access '{name}' on the controller"
+            )));
+        };
+        let body = std::fs::read(&path)
+            .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?;
+        let opts = RunOpts {
+            chdir,
+            creates,
+            removes,
+            strip_empty_ends: true,
+            ..Default::default()
+        };
+        let mut script = opts.prelude();
+        script.push_str("kt=$(mktemp) || exit 1\ncat > \"$kt\"\nchmod 700 \"$kt\"\n");
+        let mut run = String::new();
+        match &executable {
+            Some(exe) => {
+                run.push_str(&quote(exe));
+                run.push_str(" \"$kt\"");
+            }
+            None if body.starts_with(b"#!") => run.push_str("\"$kt\""),
+            None => run.push_str("/bin/sh \"$kt\""),
+        }
+        for w in rest {
+            run.push(' ');
+            run.push_str(&quote(w));
+        }
+        script.push_str(&format!(
+            "{run} </dev/null\nkrc=$?\nrm -f -- \"$kt\"\nexit $krc\n"
+        ));
+        let mut res =
+            run_and_report(ctx, script, Some(body), Value::from(line.clone()), &opts).await?;
+        res.data.shift_remove("cmd");
+        Ok(res)
+    }
+
+    fn takes_free_form(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,39 @@
+//! `shell`: runs the user's text through a shell (`/bin/sh` unless
+//! `executable` says otherwise). The text is passed as one quoted argument
+//! to that shell, so the prelude stays intact.
+
+use minijinja::Value;
+
+use super::{run_and_report, RunOpts};
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct Shell;
+
+#[async_trait::async_trait]
+impl Module for Shell {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("shell", args);
+        let raw = a.string(&["_raw_params"])?;
+        let cmd = a.string(&["cmd"])?;
+        let executable = a.string(&["executable"])?;
+        let opts = RunOpts::parse(&mut a)?;
+        a.ignore(&["_uses_shell", "warn", "expand_argument_vars"]);
+        a.finish()?;
+        let Some(text) = raw.or(cmd) else {
+            return Ok(ModuleResult::failed("no command given").with("rc", 256));
+        };
+        let mut script = opts.prelude();
+        script.push_str(&format!(
+            "exec {} -c {}\n",
+            quote(executable.as_deref().unwrap_or("/bin/sh")),
+            quote(&text)
+        ));
+        run_and_report(ctx, script, opts.stdin_bytes(), Value::from(text), &opts).await
+    }
+
+    fn takes_free_form(&self) -> bool {
+        true
+    }
+}

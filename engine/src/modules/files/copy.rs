@@ -1,0 +1,607 @@
+//! `copy`: puts content, a controller file or a controller directory on the
+//! host (or copies a file already there with `remote_src`).
+//!
+//! One probe learns the destination's checksum and attributes; the write (if
+//! any) is one more round trip with the bytes on stdin. [`put_content`] is the
+//! shared "make this path hold these bytes" path that `template` also uses.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::value::ValueKind;
+use minijinja::Value;
+
+use super::remote::{self, attr_commands, file_diff, FileWrite, Probe, RemoteStat, Source};
+use crate::modules::args::{ModeSpec, ModuleArgs};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct Copy;
+
+/// Attribute arguments common to the content-writing modules.
+#[derive(Debug, Clone, Default)]
+pub struct FileAttrs {
+    pub mode: Option<ModeSpec>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+impl FileAttrs {
+    pub fn parse(a: &mut ModuleArgs<'_>) -> Result<FileAttrs, ModuleError> {
+        a.ignore(&[
+            "seuser",
+            "serole",
+            "setype",
+            "selevel",
+            "attributes",
+            "attr",
+            "unsafe_writes",
+        ]);
+        Ok(FileAttrs {
+            mode: a.mode(&["mode"])?,
+            owner: a.string(&["owner"])?,
+            group: a.string(&["group"])?,
+        })
+    }
+}
+
+/// Everything [`put_content`] needs to place bytes at a path.
+pub struct Put<'a> {
+    pub dest: &'a str,
+    /// When `dest` is a directory (or ends in `/`), the file goes to
+    /// `dest/<basename>`.
+    pub basename: Option<&'a str>,
+    pub content: &'a [u8],
+    pub attrs: &'a FileAttrs,
+    /// The mode `preserve` stands for.
+    pub preserve_mode: Option<u32>,
+    pub backup: bool,
+    pub force: bool,
+    pub validate: Option<&'a str>,
+    pub follow: bool,
+    /// Extra return values (`src`...).
+    pub extra: Vec<(String, Value)>,
+}
+
+/// Makes `dest` hold `content` with the wanted attributes: one probe round
+/// trip, plus one apply round trip when something differs.
+pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResult, ModuleError> {
+    let mut probe = Probe::new();
+    let mut pre = format!("d={}\n", quote(p.dest));
+    if let Some(b) = p.basename {
+        pre.push_str(&format!(
+            "case \"$d\" in */) d=\"$d\"{} ;; *) if [ -d \"$d\" ]; then d=\"$d/\"{}; fi ;; esac\n",
+            quote(b),
+            quote(b)
+        ));
+    }
+    pre.push_str("echo \"D $d\"\n");
+    probe
+        .raw(&pre)
+        .stat_expr("dest", "\"$d\"", p.follow, Some("sha1sum"));
+    if ctx.diff {
+        probe.content_expr("\"$d\"");
+    }
+    let q = probe.run(ctx).await?;
+    let dest = q.line("D").unwrap_or(p.dest).to_string();
+    let st = q.stat("dest");
+    let new_sum = remote::sha1_hex(p.content);
+
+    if st.exists && st.is_dir() {
+        return Ok(ModuleResult::failed(format!(
+            "destination {dest} is a directory"
+        )));
+    }
+    let mode = resolve_mode(p.attrs, p.preserve_mode, &st)?;
+    let same_content = st.exists && st.checksum.as_deref() == Some(new_sum.as_str());
+    let mut res = ModuleResult::ok();
+    res.data.insert("dest".into(), dest.clone().into());
+    for (k, v) in &p.extra {
+        res.data.insert(k.clone(), v.clone());
+    }
+    res.data.insert("checksum".into(), new_sum.clone().into());
+
+    if st.exists && !same_content && !p.force {
+        // `force: no` never replaces an existing file.
+        fill_attrs(&mut res, &st);
+        return Ok(res);
+    }
+
+    if same_content {
+        let (cmds, changed) = attr_commands(
+            &st,
+            mode,
+            p.attrs.owner.as_deref(),
+            p.attrs.group.as_deref(),
+        );
+        res.changed = changed;
+        if changed && ctx.diff {
+            res.diff.push(remote::state_diff(
+                &dest,
+                &[
+                    ("mode", st.mode_str()),
+                    ("owner", st.owner.clone()),
+                    ("group", st.group.clone()),
+                ],
+                &[
+                    (
+                        "mode",
+                        mode.map(|m| format!("{m:04o}"))
+                            .unwrap_or_else(|| st.mode_str()),
+                    ),
+                    (
+                        "owner",
+                        p.attrs.owner.clone().unwrap_or_else(|| st.owner.clone()),
+                    ),
+                    (
+                        "group",
+                        p.attrs.group.clone().unwrap_or_else(|| st.group.clone()),
+                    ),
+                ],
+            ));
+        }
+        if changed && !ctx.check_mode {
+            let script = format!(
+                "p={}\nset -e\n{cmds}{}ks final \"$p\" 0 ''\n",
+                quote(&dest),
+                remote::STAT_FN
+            );
+            let out = ctx.run(script, None).await?;
+            if out.rc != 0 {
+                return Ok(ModuleResult::failed(format!(
+                    "failed to set attributes on {dest}: {}",
+                    out.stderr_str().trim()
+                )));
+            }
+            let after = remote::ProbeResult::parse(&out.stdout).stat("final");
+            fill_attrs(&mut res, &after);
+        } else {
+            let mut shown = st.clone();
+            if let Some(m) = mode {
+                shown.mode = m;
+            }
+            fill_attrs(&mut res, &shown);
+        }
+        return Ok(res);
+    }
+
+    // The content differs (or the file is new).
+    res.changed = true;
+    if ctx.diff {
+        let before = if st.exists {
+            q.content.clone().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut d = file_diff(&dest, &before, p.content);
+        if !st.exists {
+            d.before_header = "/dev/null".into();
+        }
+        res.diff.push(d);
+    }
+    if ctx.check_mode {
+        res.data
+            .insert("size".into(), (p.content.len() as u64).into());
+        if let Some(m) = mode {
+            res.data.insert("mode".into(), format!("{m:04o}").into());
+        }
+        res.data.insert("state".into(), "file".into());
+        return Ok(res);
+    }
+    let write = FileWrite {
+        dest: &dest,
+        source: Source::Bytes(p.content),
+        mode,
+        owner: p.attrs.owner.as_deref(),
+        group: p.attrs.group.as_deref(),
+        backup: p.backup,
+        validate: p.validate,
+        dest_exists: st.exists,
+        make_parents: p.dest.ends_with('/'),
+    };
+    match write.run(ctx).await? {
+        Ok(outcome) => {
+            if let Some(b) = outcome.backup_file {
+                res.data.insert("backup_file".into(), b.into());
+            }
+            fill_attrs(&mut res, &outcome.final_stat);
+            Ok(res)
+        }
+        Err(msg) => {
+            res.changed = false;
+            res.failed = true;
+            res.msg = Some(msg);
+            Ok(res)
+        }
+    }
+}
+
+/// The concrete permission bits wanted, if any.
+pub fn resolve_mode(
+    attrs: &FileAttrs,
+    preserve: Option<u32>,
+    st: &RemoteStat,
+) -> Result<Option<u32>, ModuleError> {
+    match &attrs.mode {
+        None => Ok(None),
+        Some(ModeSpec::Preserve) => Ok(preserve),
+        Some(m) => m.resolve(if st.exists { st.mode } else { 0o644 }, false),
+    }
+}
+
+fn fill_attrs(res: &mut ModuleResult, st: &RemoteStat) {
+    if !st.exists {
+        return;
+    }
+    for (k, v) in [
+        ("mode", Value::from(st.mode_str())),
+        ("owner", st.owner.clone().into()),
+        ("group", st.group.clone().into()),
+        ("uid", st.uid.into()),
+        ("gid", st.gid.into()),
+        ("size", st.size.into()),
+        ("state", "file".into()),
+    ] {
+        res.data.insert(k.into(), v);
+    }
+}
+
+/// `content:` as bytes: strings as-is, structures as JSON (as Ansible does).
+fn content_bytes(v: &Value) -> Result<Vec<u8>, ModuleError> {
+    match v.kind() {
+        ValueKind::String => Ok(v.as_str().unwrap_or_default().as_bytes().to_vec()),
+        ValueKind::Map | ValueKind::Seq => serde_json::to_vec(v)
+            .map_err(|e| ModuleError::Args(format!("cannot serialize content: {e}"))),
+        _ => Ok(v.to_string().into_bytes()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for Copy {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("copy", args);
+        let dest = a.req_string(&["dest"])?;
+        let src = a.string(&["src"])?;
+        let content = a.value(&["content"]);
+        let remote_src = a.bool(&["remote_src"], false)?;
+        let attrs = FileAttrs::parse(&mut a)?;
+        let backup = a.bool(&["backup"], false)?;
+        let force = a.bool(&["force", "thirsty"], true)?;
+        let validate = a.string(&["validate"])?;
+        let directory_mode = a.mode(&["directory_mode"])?;
+        let follow = a.bool(&["follow"], false)?;
+        a.bool(&["local_follow"], true)?;
+        a.ignore(&["decrypt", "checksum"]);
+        a.finish()?;
+
+        if src.is_some() && content.is_some() {
+            return Err(ModuleError::Args(
+                "parameters are mutually exclusive: src|content (module copy)".into(),
+            ));
+        }
+        if let Some(c) = content {
+            if dest.ends_with('/') {
+                return Ok(ModuleResult::failed(
+                    "can not use content with a dir as dest",
+                ));
+            }
+            let bytes = content_bytes(&c)?;
+            return put_content(
+                ctx,
+                Put {
+                    dest: &dest,
+                    basename: None,
+                    content: &bytes,
+                    attrs: &attrs,
+                    preserve_mode: None,
+                    backup,
+                    force,
+                    validate: validate.as_deref(),
+                    follow,
+                    extra: Vec::new(),
+                },
+            )
+            .await;
+        }
+        let Some(src) = src else {
+            return Err(ModuleError::Args(
+                "one of the following is required: src, content (module copy)".into(),
+            ));
+        };
+        if remote_src {
+            return copy_remote(ctx, &src, &dest, &attrs, backup, force, validate.as_deref()).await;
+        }
+        let Some(path) = ctx.find_file("files", &src) else {
+            return Ok(ModuleResult::failed(format!(
+                "Could not find or access '{src}' on the controller"
+            )));
+        };
+        if path.is_dir() {
+            return copy_dir(ctx, &src, &path, &dest, &attrs, directory_mode.as_ref()).await;
+        }
+        let bytes = std::fs::read(&path)
+            .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?;
+        let local_mode = local_mode(&path);
+        let base = path
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        put_content(
+            ctx,
+            Put {
+                dest: &dest,
+                basename: Some(&base),
+                content: &bytes,
+                attrs: &attrs,
+                preserve_mode: local_mode,
+                backup,
+                force,
+                validate: validate.as_deref(),
+                follow,
+                extra: vec![("src".into(), path.display().to_string().into())],
+            },
+        )
+        .await
+    }
+}
+
+fn local_mode(p: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+/// `remote_src: yes`: both files are on the host.
+async fn copy_remote(
+    ctx: &TaskContext<'_>,
+    src: &str,
+    dest: &str,
+    attrs: &FileAttrs,
+    backup: bool,
+    force: bool,
+    validate: Option<&str>,
+) -> Result<ModuleResult, ModuleError> {
+    let (_, base) = remote::split_path(src);
+    let mut probe = Probe::new();
+    probe
+        .raw(&format!(
+            "d={}\ncase \"$d\" in */) d=\"$d\"{b} ;; *) if [ -d \"$d\" ]; then d=\"$d/\"{b}; fi ;; esac\necho \"D $d\"\n",
+            quote(dest),
+            b = quote(base)
+        ))
+        .stat("src", src, true, Some("sha1sum"))
+        .stat_expr("dest", "\"$d\"", true, Some("sha1sum"));
+    let q = probe.run(ctx).await?;
+    let s = q.stat("src");
+    if !s.exists {
+        return Ok(ModuleResult::failed(format!("Source {src} not found")));
+    }
+    if s.is_dir() {
+        // A directory: `cp -a` into place, change detection by listing.
+        let script = format!(
+            "set -e\nd={}\nif [ -d \"$d\" ]; then n=$(cp -a -n -v -- {} \"$d\"/ | wc -l); else mkdir -p \"$d\"; n=$(cp -a -n -v -- {}/. \"$d\"/ | wc -l); fi\necho \"N $n\"\n",
+            quote(dest),
+            quote(src),
+            quote(src)
+        );
+        if ctx.check_mode {
+            return Ok(ModuleResult::changed(true)
+                .with("dest", dest)
+                .with("src", src));
+        }
+        let out = ctx.run(script, None).await?;
+        if out.rc != 0 {
+            return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
+        }
+        let n: u64 = remote::ProbeResult::parse(&out.stdout)
+            .line("N")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        return Ok(ModuleResult::changed(n > 0)
+            .with("dest", dest)
+            .with("src", src));
+    }
+    let resolved = q.line("D").unwrap_or(dest).to_string();
+    let d = q.stat("dest");
+    let mode = resolve_mode(attrs, Some(s.mode), &d)?;
+    let same = d.exists && d.checksum == s.checksum;
+    let mut res = ModuleResult::ok()
+        .with("dest", resolved.clone())
+        .with("src", src);
+    if let Some(c) = &s.checksum {
+        res.data.insert("checksum".into(), c.clone().into());
+    }
+    if d.exists && !same && !force {
+        fill_attrs(&mut res, &d);
+        return Ok(res);
+    }
+    if same {
+        let (cmds, changed) =
+            attr_commands(&d, mode, attrs.owner.as_deref(), attrs.group.as_deref());
+        res.changed = changed;
+        if changed && !ctx.check_mode {
+            let out = ctx
+                .run(format!("p={}\nset -e\n{cmds}", quote(&resolved)), None)
+                .await?;
+            if out.rc != 0 {
+                return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
+            }
+        }
+        fill_attrs(&mut res, &d);
+        return Ok(res);
+    }
+    res.changed = true;
+    if ctx.check_mode {
+        return Ok(res);
+    }
+    let write = FileWrite {
+        dest: &resolved,
+        source: Source::RemotePath(src),
+        mode,
+        owner: attrs.owner.as_deref(),
+        group: attrs.group.as_deref(),
+        backup,
+        validate,
+        dest_exists: d.exists,
+        make_parents: dest.ends_with('/'),
+    };
+    match write.run(ctx).await? {
+        Ok(o) => {
+            if let Some(b) = o.backup_file {
+                res.data.insert("backup_file".into(), b.into());
+            }
+            fill_attrs(&mut res, &o.final_stat);
+            Ok(res)
+        }
+        Err(msg) => Ok(ModuleResult::failed(msg)),
+    }
+}
+
+/// A controller directory, copied recursively. `src/` (trailing slash)
+/// copies the directory's contents; `src` copies the directory itself.
+async fn copy_dir(
+    ctx: &TaskContext<'_>,
+    src_arg: &str,
+    src: &Path,
+    dest: &str,
+    attrs: &FileAttrs,
+    directory_mode: Option<&ModeSpec>,
+) -> Result<ModuleResult, ModuleError> {
+    let root = if src_arg.ends_with('/') {
+        dest.trim_end_matches('/').to_string()
+    } else {
+        let base = src
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{}/{}", dest.trim_end_matches('/'), base)
+    };
+    let mut dirs: Vec<String> = vec![String::new()];
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    walk(src, "", &mut dirs, &mut files)?;
+    let join = |rel: &str| {
+        if rel.is_empty() {
+            root.clone()
+        } else {
+            format!("{root}/{rel}")
+        }
+    };
+
+    let mut probe = Probe::new();
+    for (i, d) in dirs.iter().enumerate() {
+        probe.stat(&format!("d{i}"), &join(d), true, None);
+    }
+    for (i, (rel, _)) in files.iter().enumerate() {
+        probe.stat(&format!("f{i}"), &join(rel), true, Some("sha1sum"));
+    }
+    let q = probe.run(ctx).await?;
+
+    let mut script = String::from("set -e\n");
+    let mut stdin = Vec::new();
+    let mut changed = false;
+    let dir_mode = match directory_mode {
+        Some(m) => m.resolve(0o755, true)?,
+        None => None,
+    };
+    for (i, d) in dirs.iter().enumerate() {
+        let st = q.stat(&format!("d{i}"));
+        let path = join(d);
+        if !st.exists {
+            changed = true;
+            script.push_str(&format!("mkdir -p -- {}\n", quote(&path)));
+            if let Some(m) = dir_mode {
+                script.push_str(&format!("chmod {m:04o} -- {}\n", quote(&path)));
+            }
+        } else if !st.is_dir() {
+            return Ok(ModuleResult::failed(format!(
+                "{path} exists and is not a directory"
+            )));
+        }
+    }
+    for (i, (rel, local)) in files.iter().enumerate() {
+        let st = q.stat(&format!("f{i}"));
+        let bytes = std::fs::read(local)
+            .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", local.display())))?;
+        let path = join(rel);
+        let mode = resolve_mode(attrs, local_mode(local), &st)?;
+        if st.exists && st.checksum.as_deref() == Some(remote::sha1_hex(&bytes).as_str()) {
+            let (cmds, c) =
+                attr_commands(&st, mode, attrs.owner.as_deref(), attrs.group.as_deref());
+            if c {
+                changed = true;
+                script.push_str(&format!("p={}\n{cmds}", quote(&path)));
+            }
+            continue;
+        }
+        changed = true;
+        // GNU `head -c` reads no more than it writes, so files can follow
+        // each other on one stdin.
+        let tmp = format!("{path}.keel{:08x}.tmp", rand::random::<u32>());
+        script.push_str(&format!(
+            "p={}\nt={}\n(umask 077; head -c {} > \"$t\")\n",
+            quote(&path),
+            quote(&tmp),
+            bytes.len()
+        ));
+        match mode {
+            Some(m) => script.push_str(&format!("chmod {m:04o} \"$t\"\n")),
+            None => script.push_str("chmod \"$(printf %o $((0666 & ~$(umask))))\" \"$t\"\n"),
+        }
+        if let Some(o) = &attrs.owner {
+            script.push_str(&format!("chown -- {} \"$t\"\n", quote(o)));
+        }
+        if let Some(g) = &attrs.group {
+            script.push_str(&format!("chgrp -- {} \"$t\"\n", quote(g)));
+        }
+        script.push_str("mv -f -- \"$t\" \"$p\"\n");
+        stdin.extend_from_slice(&bytes);
+    }
+    let res = ModuleResult::changed(changed)
+        .with("dest", root.clone())
+        .with("src", src.display().to_string());
+    if !changed || ctx.check_mode {
+        return Ok(res);
+    }
+    let out = ctx.run(script, Some(stdin)).await?;
+    if out.rc != 0 {
+        return Ok(ModuleResult::failed(format!(
+            "copying into {root} failed: {}",
+            out.stderr_str().trim()
+        )));
+    }
+    Ok(res)
+}
+
+fn walk(
+    base: &Path,
+    rel: &str,
+    dirs: &mut Vec<String>,
+    files: &mut Vec<(String, PathBuf)>,
+) -> Result<(), ModuleError> {
+    let dir = if rel.is_empty() {
+        base.to_path_buf()
+    } else {
+        base.join(rel)
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", dir.display())))?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let r = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let p = e.path();
+        if p.is_dir() {
+            dirs.push(r.clone());
+            walk(base, &r, dirs, files)?;
+        } else if p.is_file() {
+            files.push((r, p));
+        }
+    }
+    Ok(())
+}

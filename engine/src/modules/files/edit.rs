@@ -1,0 +1,118 @@
+//! The read-modify-write path of `lineinfile`, `blockinfile` and `replace`:
+//! the query round trip reads the file (stat + body); the edit itself runs on
+//! the controller; the apply round trip writes the result atomically.
+
+use super::copy::{resolve_mode, FileAttrs};
+use super::remote::{self, attr_commands, FileWrite, Probe, RemoteStat, Source};
+use crate::modules::{ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+/// The file as read in the query round trip.
+pub struct Current {
+    pub stat: RemoteStat,
+    pub content: Vec<u8>,
+}
+
+/// Reads `path` (following links) in one round trip.
+pub async fn read(ctx: &TaskContext<'_>, path: &str) -> Result<Current, ModuleError> {
+    let mut probe = Probe::new();
+    probe.stat("p", path, true, None).content_expr(&quote(path));
+    let q = probe.run(ctx).await?;
+    let stat = q.stat("p");
+    Ok(Current {
+        content: q.content.unwrap_or_default(),
+        stat,
+    })
+}
+
+/// Settings for writing the edited content back.
+pub struct WriteBack<'a> {
+    pub path: &'a str,
+    pub attrs: &'a FileAttrs,
+    pub backup: bool,
+    pub validate: Option<&'a str>,
+}
+
+/// Writes `after` if it differs from the current content, then fixes
+/// attributes; `msg` is the module's message for a content change.
+pub async fn write_back(
+    ctx: &TaskContext<'_>,
+    w: WriteBack<'_>,
+    cur: &Current,
+    after: &[u8],
+    msg: &str,
+) -> Result<ModuleResult, ModuleError> {
+    let st = &cur.stat;
+    let mode = resolve_mode(w.attrs, None, st)?;
+    let content_changed = !st.exists || cur.content != after;
+    let mut res = ModuleResult::ok();
+    if content_changed {
+        res.changed = true;
+        res.msg = Some(msg.to_string());
+        if ctx.diff {
+            let mut d =
+                remote::file_diff(w.path, if st.exists { &cur.content } else { b"" }, after);
+            if !st.exists {
+                d.before_header = "/dev/null".into();
+            }
+            res.diff.push(d);
+        }
+        if ctx.check_mode {
+            return Ok(res);
+        }
+        let write = FileWrite {
+            dest: w.path,
+            source: Source::Bytes(after),
+            mode,
+            owner: w.attrs.owner.as_deref(),
+            group: w.attrs.group.as_deref(),
+            backup: w.backup,
+            validate: w.validate,
+            dest_exists: st.exists,
+            make_parents: false,
+        };
+        return match write.run(ctx).await? {
+            Ok(o) => {
+                if let Some(b) = o.backup_file {
+                    res.data.insert("backup".into(), b.clone().into());
+                    res.data.insert("backup_file".into(), b.into());
+                }
+                Ok(res)
+            }
+            Err(m) => Ok(ModuleResult::failed(m)),
+        };
+    }
+    let (cmds, changed) =
+        attr_commands(st, mode, w.attrs.owner.as_deref(), w.attrs.group.as_deref());
+    if changed {
+        res.changed = true;
+        res.msg = Some(if msg.is_empty() {
+            "ownership, perms or SE linux context changed".into()
+        } else {
+            format!("{msg} and ownership, perms or SE linux context changed")
+        });
+        if !ctx.check_mode {
+            let out = ctx
+                .run(format!("p={}\nset -e\n{cmds}", quote(w.path)), None)
+                .await?;
+            if out.rc != 0 {
+                return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
+            }
+        }
+    }
+    Ok(res)
+}
+
+/// Splits content into lines, each keeping its line ending.
+pub fn lines_of(content: &str) -> Vec<String> {
+    content.split_inclusive('\n').map(str::to_string).collect()
+}
+
+/// The line break style of a file (Ansible keeps `\r\n` files as they are).
+pub fn linesep(content: &str) -> &'static str {
+    if content.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    }
+}

@@ -1,0 +1,91 @@
+//! `fetch`: copies a file from the host to the controller. One round trip:
+//! the probe sends the body only when its checksum differs from the local copy.
+
+use std::path::PathBuf;
+
+use super::remote::{sha1_hex, Probe};
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct Fetch;
+
+#[async_trait::async_trait]
+impl Module for Fetch {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("fetch", args);
+        let src = a.req_string(&["src"])?;
+        let dest = a.req_string(&["dest"])?;
+        let flat = a.bool(&["flat"], false)?;
+        let fail_on_missing = a.bool(&["fail_on_missing"], true)?;
+        let validate = a.bool(&["validate_checksum", "validate_md5"], true)?;
+        a.finish()?;
+
+        let (_, base) = super::remote::split_path(&src);
+        let local: PathBuf = if flat {
+            if dest.ends_with('/') {
+                PathBuf::from(&dest).join(base)
+            } else {
+                PathBuf::from(&dest)
+            }
+        } else {
+            PathBuf::from(&dest)
+                .join(ctx.host)
+                .join(src.trim_start_matches('/'))
+        };
+        let local_sum = std::fs::read(&local).ok().map(|b| sha1_hex(&b));
+        let q_src = quote(&src);
+        let mut probe = Probe::new();
+        probe.stat("p", &src, true, Some("sha1sum")).raw(&format!(
+            "if [ -f {q_src} ] && [ -r {q_src} ] && [ \"$(sha1sum < {q_src} | cut -c1-40)\" != {} ]; then printf '\\n@@KEEL-CONTENT@@\\n'; cat -- {q_src}; fi",
+            quote(local_sum.as_deref().unwrap_or("none"))
+        ));
+        let q = probe.run(ctx).await?;
+        let st = q.stat("p");
+        let mut res = ModuleResult::ok()
+            .with("file", src.clone())
+            .with("dest", local.display().to_string());
+        if !st.exists || st.is_dir() {
+            let msg = if st.is_dir() {
+                "remote file is a directory, fetch cannot work on directories"
+            } else {
+                "the remote file does not exist, not transferring"
+            };
+            if fail_on_missing || st.is_dir() {
+                res.failed = true;
+            }
+            res.msg = Some(msg.to_string());
+            return Ok(res);
+        }
+        let remote_sum = st.checksum.clone().unwrap_or_default();
+        res.data
+            .insert("remote_checksum".into(), remote_sum.clone().into());
+        res.data
+            .insert("checksum".into(), remote_sum.clone().into());
+        let Some(body) = q.content else {
+            if local_sum.as_deref() == Some(remote_sum.as_str()) {
+                return Ok(res);
+            }
+            res.failed = true;
+            res.msg = Some(format!("file is not readable: {src}"));
+            return Ok(res);
+        };
+        if validate && sha1_hex(&body) != remote_sum {
+            res.failed = true;
+            res.msg = Some("checksum mismatch: the file changed during transfer".into());
+            return Ok(res);
+        }
+        res.changed = true;
+        if ctx.check_mode {
+            return Ok(res);
+        }
+        if let Some(parent) = local.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                ModuleError::Failed(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        std::fs::write(&local, &body)
+            .map_err(|e| ModuleError::Failed(format!("cannot write {}: {e}", local.display())))?;
+        Ok(res)
+    }
+}

@@ -1,0 +1,41 @@
+//! `slurp`: reads a remote file into the result, base64-encoded.
+
+use base64::Engine;
+
+use super::remote::Probe;
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct Slurp;
+
+#[async_trait::async_trait]
+impl Module for Slurp {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("slurp", args);
+        let src = a.req_string(&["src", "path"])?;
+        a.finish()?;
+        let mut probe = Probe::new();
+        probe.stat("p", &src, true, None).content_expr(&quote(&src));
+        let q = probe.run(ctx).await?;
+        let st = q.stat("p");
+        if !st.exists {
+            return Ok(ModuleResult::failed(format!("file not found: {src}")));
+        }
+        if st.is_dir() {
+            return Ok(ModuleResult::failed(format!(
+                "source is a directory and must be a file: {src}"
+            )));
+        }
+        let Some(content) = q.content else {
+            return Ok(ModuleResult::failed(format!("file is not readable: {src}")));
+        };
+        Ok(ModuleResult::ok()
+            .with(
+                "content",
+                base64::engine::general_purpose::STANDARD.encode(&content),
+            )
+            .with("encoding", "base64")
+            .with("source", src))
+    }
+}

@@ -1,0 +1,46 @@
+//! `stat`: reports a path's status (one round trip, never changes anything).
+
+use super::remote::{checksum_tool, Probe};
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+
+pub struct Stat;
+
+#[async_trait::async_trait]
+impl Module for Stat {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("stat", args);
+        let path = a.req_string(&["path", "dest", "name"])?;
+        let follow = a.bool(&["follow"], false)?;
+        let get_checksum = a.bool(&["get_checksum"], true)?;
+        let algo = a
+            .choice(
+                &["checksum_algorithm", "checksum", "checksum_algo"],
+                &["md5", "sha1", "sha224", "sha256", "sha384", "sha512"],
+                Some("sha1"),
+            )?
+            .unwrap_or_else(|| "sha1".into());
+        a.ignore(&[
+            "get_md5",
+            "get_mime",
+            "mime",
+            "mime_type",
+            "mime-type",
+            "get_attributes",
+            "attr",
+            "attributes",
+        ]);
+        a.finish()?;
+
+        let tool = if get_checksum {
+            checksum_tool(&algo)
+        } else {
+            None
+        };
+        let mut probe = Probe::new();
+        probe.stat("p", &path, follow, tool);
+        let q = probe.run(ctx).await?;
+        let st = q.stat("p");
+        Ok(ModuleResult::ok().with("stat", st.to_value(&path, get_checksum)))
+    }
+}

@@ -1,0 +1,132 @@
+//! `template`: renders a controller-side Jinja file with the host's variables,
+//! then places the result like `copy` with `content` (same probe/apply path).
+
+use std::sync::Arc;
+
+use minijinja::Value;
+
+use super::copy::{put_content, FileAttrs, Put};
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::template::VarMap;
+
+pub struct Template;
+
+#[async_trait::async_trait]
+impl Module for Template {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("template", args);
+        let src = a.req_string(&["src"])?;
+        let dest = a.req_string(&["dest"])?;
+        let attrs = FileAttrs::parse(&mut a)?;
+        let backup = a.bool(&["backup"], false)?;
+        let force = a.bool(&["force"], true)?;
+        let validate = a.string(&["validate"])?;
+        let follow = a.bool(&["follow"], false)?;
+        let newline = a.choice(
+            &["newline_sequence"],
+            &["\\n", "\\r", "\\r\\n"],
+            Some("\\n"),
+        )?;
+        // The shared Templar always renders with Jinja's `trim_blocks`, which
+        // is the template module's default; `trim_blocks: no` is accepted but
+        // has no effect.
+        a.bool(&["trim_blocks"], true)?;
+        let lstrip_blocks = a.bool(&["lstrip_blocks"], false)?;
+        a.ignore(&[
+            "output_encoding",
+            "block_start_string",
+            "block_end_string",
+            "variable_start_string",
+            "variable_end_string",
+            "comment_start_string",
+            "comment_end_string",
+        ]);
+        a.finish()?;
+
+        let Some(path) = ctx.find_file("templates", &src) else {
+            return Ok(ModuleResult::failed(format!(
+                "Could not find or access '{src}' on the controller"
+            )));
+        };
+        let mut text = std::fs::read_to_string(&path).map_err(|e| {
+            ModuleError::Failed(format!("cannot read template {}: {e}", path.display()))
+        })?;
+        if lstrip_blocks {
+            text = lstrip_block_lines(&text);
+        }
+        // Ansible's template-only variables, on top of the host's scope.
+        let mut scope = ctx.scope.clone();
+        let mut layer = VarMap::new();
+        layer.insert("template_path".into(), Value::from(src.clone()));
+        layer.insert(
+            "template_fullpath".into(),
+            Value::from(path.display().to_string()),
+        );
+        layer.insert("template_destpath".into(), Value::from(dest.clone()));
+        layer.insert("template_host".into(), Value::from(controller_hostname()));
+        if ctx.scope.get_raw("ansible_managed").is_none() {
+            layer.insert("ansible_managed".into(), Value::from("Ansible managed"));
+        }
+        scope.push(Arc::new(layer));
+        let mut rendered = ctx.templar.render_text(&text, &scope, ctx.origin)?;
+        match newline.as_deref() {
+            Some("\\r\\n") => rendered = rendered.replace('\n', "\r\n"),
+            Some("\\r") => rendered = rendered.replace('\n', "\r"),
+            _ => {}
+        }
+        let base = path
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let base = base.strip_suffix(".j2").unwrap_or(&base).to_string();
+        put_content(
+            ctx,
+            Put {
+                dest: &dest,
+                basename: Some(&base),
+                content: rendered.as_bytes(),
+                attrs: &attrs,
+                preserve_mode: local_mode(&path),
+                backup,
+                force,
+                validate: validate.as_deref(),
+                follow,
+                extra: vec![("src".into(), path.display().to_string().into())],
+            },
+        )
+        .await
+    }
+}
+
+fn local_mode(p: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+/// Jinja's `lstrip_blocks`: whitespace before a block tag at line start goes.
+fn lstrip_block_lines(src: &str) -> String {
+    src.split_inclusive('\n')
+        .map(|line| {
+            let t = line.trim_start_matches([' ', '\t']);
+            if t.starts_with("{%") && !t.starts_with("{%+") {
+                t.to_string()
+            } else {
+                line.to_string()
+            }
+        })
+        .collect()
+}
+
+fn controller_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

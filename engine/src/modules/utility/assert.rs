@@ -1,0 +1,70 @@
+//! `assert`: checks conditions against the host's variables (controller only).
+
+use minijinja::Value;
+
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+
+pub struct Assert;
+
+#[async_trait::async_trait]
+impl Module for Assert {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("assert", args);
+        let that = match a.value(&["that"]) {
+            None => return Err(a.missing("that")),
+            Some(v) => match v.as_str() {
+                Some(s) => vec![s.to_string()],
+                None => v
+                    .try_iter()
+                    .map_err(|_| {
+                        ModuleError::Args("'that' must be a string or a list of conditions".into())
+                    })?
+                    .map(|c| {
+                        c.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| c.to_string())
+                    })
+                    .collect(),
+            },
+        };
+        let fail_msg = a.value(&["fail_msg", "msg"]);
+        let success_msg = a.value(&["success_msg"]);
+        let quiet = a.bool(&["quiet"], false)?;
+        a.finish()?;
+
+        for cond in &that {
+            if !ctx
+                .templar
+                .eval_conditions(std::slice::from_ref(cond), ctx.scope, ctx.origin)?
+            {
+                let mut r = ModuleResult::failed(
+                    fail_msg
+                        .as_ref()
+                        .and_then(|m| m.as_str().map(str::to_string))
+                        .unwrap_or_else(|| "Assertion failed".into()),
+                );
+                if let Some(m) = fail_msg.filter(|m| m.as_str().is_none()) {
+                    r.data.insert("msg".into(), m);
+                }
+                r.data.insert("assertion".into(), Value::from(cond.clone()));
+                r.data.insert("evaluated_to".into(), Value::from(false));
+                return Ok(r);
+            }
+        }
+        let mut r = ModuleResult::ok();
+        if !quiet {
+            r.msg = Some(
+                success_msg
+                    .as_ref()
+                    .and_then(|m| m.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "All assertions passed".into()),
+            );
+        }
+        Ok(r)
+    }
+
+    fn controller_only(&self) -> bool {
+        true
+    }
+}

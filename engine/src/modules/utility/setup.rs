@@ -1,0 +1,582 @@
+//! `setup` (and `gather_facts`): gathers host facts in ONE round trip. A
+//! single `sh` script prints `key=value` lines plus tagged address/route
+//! lines and, last, the environment; the controller assembles Ansible's fact
+//! names (without the `ansible_` prefix, which the executor adds).
+
+use minijinja::Value;
+
+use crate::modules::args::{dict, ModuleArgs};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::template::VarMap;
+
+pub struct Setup;
+
+const ENV_MARK: &str = "@@KEEL-ENV@@\n";
+
+/// The gathering script. Every command tolerates absence (minimal images).
+const SCRIPT: &str = r#"exec 2>/dev/null
+h=$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)
+echo "hostname=${h%%.*}"
+f=$(hostname -f 2>/dev/null); [ -n "$f" ] || f=$h
+echo "fqdn=$f"
+echo "nodename=$(uname -n)"
+echo "kernel=$(uname -r)"
+echo "kernel_version=$(uname -v)"
+echo "machine=$(uname -m)"
+echo "system=$(uname -s)"
+if [ -r /etc/os-release ]; then (. /etc/os-release; echo "os_id=$ID"; echo "os_name=$NAME"; echo "os_version_id=$VERSION_ID"; echo "os_codename=$VERSION_CODENAME"; echo "os_like=$ID_LIKE"; echo "os_pretty=$PRETTY_NAME"); fi
+[ -r /etc/debian_version ] && echo "debian_version=$(cat /etc/debian_version)"
+awk '/^MemTotal:/{print "memtotal_kb="$2} /^MemFree:/{print "memfree_kb="$2} /^MemAvailable:/{print "memavail_kb="$2} /^SwapTotal:/{print "swaptotal_kb="$2} /^SwapFree:/{print "swapfree_kb="$2} /^Buffers:/{print "buffers_kb="$2} /^Cached:/{print "cached_kb="$2}' /proc/meminfo
+echo "vcpus=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)"
+echo "sockets=$(grep '^physical id' /proc/cpuinfo | sort -u | wc -l)"
+echo "cores=$(grep -m1 '^cpu cores' /proc/cpuinfo | sed 's/.*: *//')"
+echo "siblings=$(grep -m1 '^siblings' /proc/cpuinfo | sed 's/.*: *//')"
+grep '^model name' /proc/cpuinfo | sed 's/.*: */CPU /'
+if [ -d /run/systemd/system ]; then echo service_mgr=systemd; else echo "service_mgr=$(cat /proc/1/comm)"; fi
+for m in apt-get dnf yum zypper apk pacman; do if command -v $m >/dev/null 2>&1; then echo "pkg_mgr=$m"; break; fi; done
+echo "user_id=$(id -un)"
+echo "user_uid=$(id -u)"
+echo "user_gid=$(id -g)"
+pw=$(getent passwd "$(id -un)")
+echo "user_gecos=$(echo "$pw" | cut -d: -f5)"
+echo "user_dir=$(echo "$pw" | cut -d: -f6)"
+echo "user_shell=$(echo "$pw" | cut -d: -f7)"
+echo "date=$(date '+%Y|%m|%d|%H|%M|%S|%s|%Z|%z|%A|%u|%j|%W|%b|%B|%y|%N')"
+echo "date_utc=$(date -u '+%Y-%m-%dT%H:%M:%SZ|%Y-%m-%dT%H:%M:%S')"
+[ -r /proc/uptime ] && echo "uptime=$(cut -d' ' -f1 /proc/uptime)"
+command -v systemd-detect-virt >/dev/null 2>&1 && echo "virt=$(systemd-detect-virt)"
+[ -d /sys/fs/selinux ] && echo selinux=1
+if command -v ip >/dev/null 2>&1; then
+  ip -o addr show | sed 's/^/ADDR /'
+  echo "ROUTE4 $(ip -o -4 route get 1.1.1.1 | head -n1)"
+  echo "ROUTE6 $(ip -o -6 route get 2606:4700:4700::1111 | head -n1)"
+fi
+for i in /sys/class/net/*; do n=${i##*/}; echo "IFACE $n $(cat $i/address) $(cat $i/mtu) $(cat $i/operstate) $(cat $i/type)"; done
+printf '@@KEEL-ENV@@\n'
+env
+"#;
+
+#[async_trait::async_trait]
+impl Module for Setup {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("setup", args);
+        let _subset = a.list(&["gather_subset"])?;
+        let filter = a.list(&["filter"])?.unwrap_or_default();
+        a.ignore(&["gather_timeout", "fact_path", "parallel"]);
+        a.finish()?;
+        let out = ctx.run(SCRIPT, None).await?;
+        let text = out.stdout_str();
+        let (main, env) = text.split_once(ENV_MARK).unwrap_or((&text, ""));
+        let mut facts = build_facts(main, env);
+        if !filter.is_empty() {
+            let pats: Vec<glob::Pattern> = filter
+                .iter()
+                .map(|f| glob::Pattern::new(f.strip_prefix("ansible_").unwrap_or(f)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ModuleError::Args(format!("invalid filter: {e}")))?;
+            facts.retain(|k, _| pats.iter().any(|p| p.matches(k)));
+        }
+        let prefixed: Vec<(String, Value)> = facts
+            .iter()
+            .map(|(k, v)| (format!("ansible_{k}"), v.clone()))
+            .collect();
+        let mut res = ModuleResult::ok();
+        res.data.insert("ansible_facts".into(), dict(prefixed));
+        res.facts = Some(facts);
+        Ok(res)
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::from(v.to_string())
+}
+
+/// Turns the script's output into fact values (pure, so it is unit-tested).
+pub fn build_facts(main: &str, env: &str) -> VarMap {
+    let mut kv: Vec<(&str, &str)> = Vec::new();
+    let mut cpus: Vec<String> = Vec::new();
+    let mut addrs: Vec<(String, String, String)> = Vec::new(); // iface, family, cidr
+    let mut route4 = "";
+    let mut route6 = "";
+    let mut ifaces: Vec<Vec<String>> = Vec::new();
+    for line in main.lines() {
+        if let Some(r) = line.strip_prefix("CPU ") {
+            cpus.push(r.to_string());
+        } else if let Some(r) = line.strip_prefix("ADDR ") {
+            // `2: eth0    inet 10.0.0.5/24 brd ... scope global eth0\ ...`
+            let w: Vec<&str> = r.split_whitespace().collect();
+            if w.len() >= 4 {
+                addrs.push((
+                    w[1].trim_end_matches(':').to_string(),
+                    w[2].to_string(),
+                    w[3].to_string(),
+                ));
+            }
+        } else if let Some(r) = line.strip_prefix("ROUTE4 ") {
+            route4 = r;
+        } else if let Some(r) = line.strip_prefix("ROUTE6 ") {
+            route6 = r;
+        } else if let Some(r) = line.strip_prefix("IFACE ") {
+            ifaces.push(r.split_whitespace().map(str::to_string).collect());
+        } else if let Some((k, v)) = line.split_once('=') {
+            kv.push((k, v));
+        }
+    }
+    let get = |k: &str| {
+        kv.iter()
+            .rev()
+            .find(|(kk, _)| *kk == k)
+            .map(|(_, v)| *v)
+            .unwrap_or("")
+    };
+    let num = |k: &str| get(k).trim().parse::<i64>().unwrap_or(0);
+    let mut f = VarMap::new();
+
+    let hostname = get("hostname");
+    let fqdn = get("fqdn");
+    f.insert("hostname".into(), s(hostname));
+    f.insert("nodename".into(), s(get("nodename")));
+    f.insert("fqdn".into(), s(fqdn));
+    f.insert(
+        "domain".into(),
+        s(fqdn.split_once('.').map(|(_, d)| d).unwrap_or("")),
+    );
+
+    // Distribution, the way Ansible names it.
+    let os_id = get("os_id");
+    let (dist, family) = match os_id {
+        "debian" => ("Debian", "Debian"),
+        "ubuntu" => ("Ubuntu", "Debian"),
+        "linuxmint" => ("Linux Mint", "Debian"),
+        "centos" => ("CentOS", "RedHat"),
+        "rhel" => ("RedHat", "RedHat"),
+        "rocky" => ("Rocky", "RedHat"),
+        "almalinux" => ("AlmaLinux", "RedHat"),
+        "fedora" => ("Fedora", "RedHat"),
+        "alpine" => ("Alpine", "Alpine"),
+        "arch" => ("Archlinux", "Archlinux"),
+        "opensuse-leap" | "opensuse-tumbleweed" | "sles" => ("openSUSE Leap", "Suse"),
+        "" => ("", ""),
+        _ => ("", ""),
+    };
+    let dist = if dist.is_empty() {
+        get("os_name")
+    } else {
+        dist
+    };
+    let family = if family.is_empty() {
+        if get("os_like").contains("debian") {
+            "Debian"
+        } else if get("os_like").contains("rhel") || get("os_like").contains("fedora") {
+            "RedHat"
+        } else {
+            dist
+        }
+    } else {
+        family
+    };
+    let mut version = get("os_version_id").to_string();
+    if os_id == "debian"
+        && !get("debian_version").is_empty()
+        && get("debian_version")
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    {
+        version = get("debian_version").to_string();
+    }
+    let major = version.split('.').next().unwrap_or("").to_string();
+    f.insert("distribution".into(), s(dist));
+    f.insert("os_family".into(), s(family));
+    f.insert("distribution_version".into(), s(&version));
+    f.insert("distribution_major_version".into(), s(&major));
+    f.insert("distribution_release".into(), s(get("os_codename")));
+    f.insert(
+        "lsb".into(),
+        dict([
+            ("id", s(dist)),
+            ("codename", s(get("os_codename"))),
+            ("release", s(&version)),
+            ("major_release", s(&major)),
+            ("description", s(get("os_pretty"))),
+        ]),
+    );
+
+    let machine = get("machine");
+    f.insert("architecture".into(), s(machine));
+    f.insert("machine".into(), s(machine));
+    f.insert("kernel".into(), s(get("kernel")));
+    f.insert("kernel_version".into(), s(get("kernel_version")));
+    f.insert("system".into(), s(get("system")));
+
+    let mb = |k: &str| num(k) / 1024;
+    f.insert("memtotal_mb".into(), mb("memtotal_kb").into());
+    f.insert("memfree_mb".into(), mb("memfree_kb").into());
+    f.insert("swaptotal_mb".into(), mb("swaptotal_kb").into());
+    f.insert("swapfree_mb".into(), mb("swapfree_kb").into());
+    f.insert(
+        "memory_mb".into(),
+        dict([
+            (
+                "real",
+                dict([
+                    ("total", mb("memtotal_kb").into()),
+                    ("free", mb("memfree_kb").into()),
+                    ("used", (mb("memtotal_kb") - mb("memfree_kb")).into()),
+                ]),
+            ),
+            (
+                "nocache",
+                dict([
+                    (
+                        "free",
+                        (mb("memfree_kb") + mb("buffers_kb") + mb("cached_kb")).into(),
+                    ),
+                    (
+                        "used",
+                        (mb("memtotal_kb") - mb("memfree_kb") - mb("buffers_kb") - mb("cached_kb"))
+                            .into(),
+                    ),
+                ]),
+            ),
+            (
+                "swap",
+                dict([
+                    ("total", mb("swaptotal_kb").into()),
+                    ("free", mb("swapfree_kb").into()),
+                    ("used", (mb("swaptotal_kb") - mb("swapfree_kb")).into()),
+                ]),
+            ),
+        ]),
+    );
+
+    let vcpus = num("vcpus").max(1);
+    let sockets = num("sockets").max(1);
+    let cores = if num("cores") > 0 {
+        num("cores")
+    } else {
+        vcpus / sockets
+    };
+    let threads = if num("siblings") > 0 && cores > 0 {
+        num("siblings") / cores
+    } else {
+        1
+    };
+    f.insert("processor_vcpus".into(), vcpus.into());
+    f.insert("processor_count".into(), sockets.into());
+    f.insert("processor_cores".into(), cores.into());
+    f.insert("processor_threads_per_core".into(), threads.max(1).into());
+    f.insert("processor_nproc".into(), vcpus.into());
+    let mut plist = Vec::new();
+    for (i, m) in cpus.iter().enumerate() {
+        plist.push(Value::from(i.to_string()));
+        plist.push(Value::from(m.clone()));
+    }
+    f.insert("processor".into(), Value::from(plist));
+
+    f.insert("service_mgr".into(), s(get("service_mgr")));
+    let pkg = match get("pkg_mgr") {
+        "apt-get" => "apt",
+        "" => "unknown",
+        other => other,
+    };
+    f.insert("pkg_mgr".into(), s(pkg));
+
+    f.insert("user_id".into(), s(get("user_id")));
+    f.insert("user_uid".into(), num("user_uid").into());
+    f.insert("user_gid".into(), num("user_gid").into());
+    f.insert("user_gecos".into(), s(get("user_gecos")));
+    f.insert("user_dir".into(), s(get("user_dir")));
+    f.insert("user_shell".into(), s(get("user_shell")));
+
+    let d: Vec<&str> = get("date").split('|').collect();
+    let u: Vec<&str> = get("date_utc").split('|').collect();
+    if d.len() >= 17 && u.len() >= 2 {
+        let micro = d[16].get(..6).unwrap_or("000000");
+        f.insert(
+            "date_time".into(),
+            dict([
+                ("year", s(d[0])),
+                ("month", s(d[1])),
+                ("day", s(d[2])),
+                ("hour", s(d[3])),
+                ("minute", s(d[4])),
+                ("second", s(d[5])),
+                ("epoch", s(d[6])),
+                ("epoch_int", s(d[6])),
+                ("date", s(&format!("{}-{}-{}", d[0], d[1], d[2]))),
+                ("time", s(&format!("{}:{}:{}", d[3], d[4], d[5]))),
+                ("iso8601", s(u[0])),
+                (
+                    "iso8601_basic",
+                    s(&format!(
+                        "{}{}{}T{}{}{}{}",
+                        d[0], d[1], d[2], d[3], d[4], d[5], micro
+                    )),
+                ),
+                (
+                    "iso8601_basic_short",
+                    s(&format!(
+                        "{}{}{}T{}{}{}",
+                        d[0], d[1], d[2], d[3], d[4], d[5]
+                    )),
+                ),
+                ("iso8601_micro", s(&format!("{}.{}Z", u[1], micro))),
+                ("tz", s(d[7])),
+                ("tz_offset", s(d[8])),
+                ("weekday", s(d[9])),
+                ("weekday_number", s(d[10])),
+                ("day_of_year", s(d[11])),
+                ("weeknumber", s(d[12])),
+                ("monthname", s(d[14])),
+            ]),
+        );
+    }
+    if let Ok(up) = get("uptime").parse::<f64>() {
+        f.insert("uptime_seconds".into(), (up as i64).into());
+    }
+    let virt = get("virt");
+    let (vtype, vrole) = match virt {
+        "" | "none" => ("", ""),
+        v => (v, "guest"),
+    };
+    f.insert("virtualization_type".into(), s(vtype));
+    f.insert("virtualization_role".into(), s(vrole));
+    f.insert(
+        "selinux".into(),
+        dict([(
+            "status",
+            s(if get("selinux") == "1" {
+                "enabled"
+            } else {
+                "disabled"
+            }),
+        )]),
+    );
+    f.insert("python".into(), Value::from(()));
+
+    // Networking.
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for (iface, fam, cidr) in &addrs {
+        let ip = cidr.split('/').next().unwrap_or("");
+        if fam == "inet" && !ip.starts_with("127.") {
+            v4.push(Value::from(ip.to_string()));
+        }
+        if fam == "inet6" && ip != "::1" && !ip.starts_with("fe80") {
+            v6.push(Value::from(ip.to_string()));
+        }
+        let _ = iface;
+    }
+    f.insert("all_ipv4_addresses".into(), Value::from(v4));
+    f.insert("all_ipv6_addresses".into(), Value::from(v6));
+    let mut names = Vec::new();
+    for i in &ifaces {
+        let Some(name) = i.first() else { continue };
+        names.push(Value::from(name.clone()));
+        let mut entry: Vec<(&str, Value)> = vec![
+            ("device", s(name)),
+            ("macaddress", s(i.get(1).map(String::as_str).unwrap_or(""))),
+            (
+                "mtu",
+                i.get(2)
+                    .and_then(|m| m.parse::<i64>().ok())
+                    .unwrap_or(0)
+                    .into(),
+            ),
+            (
+                "active",
+                (i.get(3).map(String::as_str) != Some("down")).into(),
+            ),
+            (
+                "type",
+                s(if i.get(4).map(String::as_str) == Some("772") {
+                    "loopback"
+                } else {
+                    "ether"
+                }),
+            ),
+        ];
+        if let Some((_, _, cidr)) = addrs.iter().find(|(n, fam, _)| n == name && fam == "inet") {
+            entry.push(("ipv4", ipv4_entry(cidr)));
+        }
+        let six: Vec<Value> = addrs
+            .iter()
+            .filter(|(n, fam, _)| n == name && fam == "inet6")
+            .map(|(_, _, c)| {
+                let (a, p) = c.split_once('/').unwrap_or((c, "128"));
+                dict([("address", s(a)), ("prefix", s(p))])
+            })
+            .collect();
+        if !six.is_empty() {
+            entry.push(("ipv6", Value::from(six)));
+        }
+        f.insert(name.replace(['-', ':', '.'], "_"), dict(entry));
+    }
+    f.insert("interfaces".into(), Value::from(names));
+    f.insert(
+        "default_ipv4".into(),
+        default_route(route4, &addrs, &ifaces, "inet"),
+    );
+    f.insert(
+        "default_ipv6".into(),
+        default_route(route6, &addrs, &ifaces, "inet6"),
+    );
+
+    let env_pairs: Vec<(String, Value)> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric()))
+        .map(|(k, v)| (k.to_string(), s(v)))
+        .collect();
+    f.insert("env".into(), dict(env_pairs));
+    f
+}
+
+fn prefix_to_mask(p: u32) -> String {
+    let m: u32 = if p == 0 {
+        0
+    } else {
+        u32::MAX << (32 - p.min(32))
+    };
+    format!(
+        "{}.{}.{}.{}",
+        m >> 24,
+        (m >> 16) & 255,
+        (m >> 8) & 255,
+        m & 255
+    )
+}
+
+fn ipv4_entry(cidr: &str) -> Value {
+    let (a, p) = cidr.split_once('/').unwrap_or((cidr, "32"));
+    let p: u32 = p.parse().unwrap_or(32);
+    let ip: Vec<u32> = a.split('.').filter_map(|o| o.parse().ok()).collect();
+    let ipn = if ip.len() == 4 {
+        ip[0] << 24 | ip[1] << 16 | ip[2] << 8 | ip[3]
+    } else {
+        0
+    };
+    let m: u32 = if p == 0 {
+        0
+    } else {
+        u32::MAX << (32 - p.min(32))
+    };
+    let net = ipn & m;
+    let network = format!(
+        "{}.{}.{}.{}",
+        net >> 24,
+        (net >> 16) & 255,
+        (net >> 8) & 255,
+        net & 255
+    );
+    let bc = net | !m;
+    let broadcast = format!(
+        "{}.{}.{}.{}",
+        bc >> 24,
+        (bc >> 16) & 255,
+        (bc >> 8) & 255,
+        bc & 255
+    );
+    dict([
+        ("address", s(a)),
+        ("netmask", s(&prefix_to_mask(p))),
+        ("network", s(&network)),
+        ("broadcast", s(&broadcast)),
+        ("prefix", s(&p.to_string())),
+    ])
+}
+
+/// `default_ipv4`/`default_ipv6` from `ip -o route get` output.
+fn default_route(
+    route: &str,
+    addrs: &[(String, String, String)],
+    ifaces: &[Vec<String>],
+    fam: &str,
+) -> Value {
+    let w: Vec<&str> = route.split_whitespace().collect();
+    let after = |k: &str| {
+        w.iter()
+            .position(|x| *x == k)
+            .and_then(|i| w.get(i + 1))
+            .map(|s| s.to_string())
+    };
+    let Some(dev) = after("dev") else {
+        return dict(Vec::<(String, Value)>::new());
+    };
+    let src = after("src").unwrap_or_default();
+    let gw = after("via").unwrap_or_default();
+    let iface = ifaces.iter().find(|i| i.first() == Some(&dev));
+    let mut entry: Vec<(String, Value)> = vec![
+        ("address".into(), s(&src)),
+        ("interface".into(), s(&dev)),
+        ("alias".into(), s(&dev)),
+        ("gateway".into(), s(&gw)),
+        (
+            "macaddress".into(),
+            s(iface
+                .and_then(|i| i.get(1))
+                .map(String::as_str)
+                .unwrap_or("")),
+        ),
+        (
+            "mtu".into(),
+            iface
+                .and_then(|i| i.get(2))
+                .and_then(|m| m.parse::<i64>().ok())
+                .unwrap_or(0)
+                .into(),
+        ),
+        ("type".into(), s("ether")),
+    ];
+    if let Some((_, _, cidr)) = addrs
+        .iter()
+        .find(|(n, f, c)| *n == dev && f == fam && c.split('/').next() == Some(src.as_str()))
+    {
+        if fam == "inet" {
+            let e = ipv4_entry(cidr);
+            for k in ["netmask", "network", "broadcast", "prefix"] {
+                if let Ok(v) = e.get_attr(k) {
+                    entry.push((k.into(), v));
+                }
+            }
+        } else if let Some((_, p)) = cidr.split_once('/') {
+            entry.push(("prefix".into(), s(p)));
+        }
+    }
+    dict(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build_facts;
+
+    #[test]
+    fn facts_from_sample_output() {
+        let main = "hostname=web1\nfqdn=web1.example.org\nos_id=debian\nos_codename=bookworm\nos_version_id=12\ndebian_version=12.5\nmachine=x86_64\nmemtotal_kb=2048000\nvcpus=4\nsockets=1\ncores=2\nsiblings=4\n\
+ADDR 2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0\\       valid_lft forever\n\
+ROUTE4 1.1.1.1 via 10.0.0.1 dev eth0 src 10.0.0.5 uid 0\n\
+IFACE eth0 52:54:00:12:34:56 1500 up 1\n\
+date=2024|05|06|07|08|09|1714979289|UTC|+0000|Monday|1|127|19|May|May|24|123456789\ndate_utc=2024-05-06T07:08:09Z|2024-05-06T07:08:09\n";
+        let f = build_facts(main, "HOME=/root\nPATH=/bin\n");
+        assert_eq!(f["distribution"].as_str(), Some("Debian"));
+        assert_eq!(f["os_family"].as_str(), Some("Debian"));
+        assert_eq!(f["distribution_version"].as_str(), Some("12.5"));
+        assert_eq!(f["distribution_major_version"].as_str(), Some("12"));
+        assert_eq!(f["domain"].as_str(), Some("example.org"));
+        assert_eq!(f["memtotal_mb"].as_i64(), Some(2000));
+        assert_eq!(f["processor_threads_per_core"].as_i64(), Some(2));
+        let d4 = &f["default_ipv4"];
+        assert_eq!(d4.get_attr("address").unwrap().as_str(), Some("10.0.0.5"));
+        assert_eq!(d4.get_attr("gateway").unwrap().as_str(), Some("10.0.0.1"));
+        assert_eq!(
+            d4.get_attr("netmask").unwrap().as_str(),
+            Some("255.255.255.0")
+        );
+        assert_eq!(f["env"].get_attr("HOME").unwrap().as_str(), Some("/root"));
+        assert_eq!(
+            f["date_time"].get_attr("date").unwrap().as_str(),
+            Some("2024-05-06")
+        );
+    }
+}

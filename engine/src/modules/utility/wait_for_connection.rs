@@ -1,0 +1,47 @@
+//! `wait_for_connection`: retries a trivial command until the host answers.
+
+use std::time::{Duration, Instant};
+
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::Command;
+
+pub struct WaitForConnection;
+
+#[async_trait::async_trait]
+impl Module for WaitForConnection {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("wait_for_connection", args);
+        let timeout = a.float(&["timeout"])?.unwrap_or(600.0);
+        let delay = a.float(&["delay"])?.unwrap_or(0.0);
+        let sleep = a.float(&["sleep"])?.unwrap_or(1.0);
+        let connect_timeout = a.float(&["connect_timeout"])?.unwrap_or(5.0);
+        a.finish()?;
+        let start = Instant::now();
+        if delay > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+        }
+        let deadline = start + Duration::from_secs_f64(timeout);
+        loop {
+            let cmd = Command {
+                script: "true".into(),
+                timeout: Some(Duration::from_secs_f64(connect_timeout)),
+                ..ctx.command("true")
+            };
+            let last_err = match ctx.conn.exec(&cmd).await {
+                Ok(o) if o.rc == 0 => {
+                    return Ok(ModuleResult::ok().with("elapsed", start.elapsed().as_secs()));
+                }
+                Ok(o) => format!("rc={} {}", o.rc, o.stderr_str().trim()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() + Duration::from_secs_f64(sleep) > deadline {
+                return Ok(ModuleResult::failed(format!(
+                    "timed out waiting for connection: {last_err}"
+                ))
+                .with("elapsed", start.elapsed().as_secs()));
+            }
+            tokio::time::sleep(Duration::from_secs_f64(sleep)).await;
+        }
+    }
+}

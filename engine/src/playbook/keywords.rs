@@ -1,0 +1,459 @@
+//! The playbook vocabulary: which keys are play, block, task and role-entry
+//! keywords, which module names Keel knows, and the old `key=value` argument
+//! syntax. `raw.rs` consults this table when it reads a task mapping.
+
+use minijinja::Value;
+
+use crate::modules::registry;
+use crate::template::VarMap;
+
+/// Every module and action name Keel ships or will ship (short form). Tasks
+/// naming one of these resolve even before its implementation lands in the
+/// module registry; [`registry::is_action`] is accepted as well.
+pub const KNOWN_MODULES: &[&str] = &[
+    "command",
+    "shell",
+    "raw",
+    "script",
+    "copy",
+    "template",
+    "file",
+    "lineinfile",
+    "blockinfile",
+    "replace",
+    "stat",
+    "slurp",
+    "fetch",
+    "find",
+    "debug",
+    "set_fact",
+    "assert",
+    "fail",
+    "pause",
+    "wait_for",
+    "wait_for_connection",
+    "ping",
+    "setup",
+    "apt",
+    "apt_repository",
+    "apt_key",
+    "package",
+    "dpkg_selections",
+    "debconf",
+    "service",
+    "systemd",
+    "systemd_service",
+    "user",
+    "group",
+    "authorized_key",
+    "cron",
+    "get_url",
+    "uri",
+    "unarchive",
+    "git",
+    "hostname",
+    "sysctl",
+    "mount",
+    "timezone",
+    "reboot",
+    "modprobe",
+    "mysql_db",
+    "mysql_user",
+    "pip",
+    "meta",
+    "include_tasks",
+    "import_tasks",
+    "include_role",
+    "import_role",
+    "import_playbook",
+    "include_vars",
+    "add_host",
+    "group_by",
+    "service_facts",
+    "package_facts",
+    "getent",
+    "tempfile",
+    "known_hosts",
+];
+
+/// Keywords a play accepts.
+pub const PLAY_KEYWORDS: &[&str] = &[
+    "hosts",
+    "name",
+    "gather_facts",
+    "gather_subset",
+    "gather_timeout",
+    "fact_path",
+    "become",
+    "become_user",
+    "become_method",
+    "become_flags",
+    "become_exe",
+    "vars",
+    "vars_files",
+    "vars_prompt",
+    "roles",
+    "pre_tasks",
+    "tasks",
+    "post_tasks",
+    "handlers",
+    "serial",
+    "strategy",
+    "any_errors_fatal",
+    "max_fail_percentage",
+    "ignore_unreachable",
+    "ignore_errors",
+    "force_handlers",
+    "check_mode",
+    "diff",
+    "no_log",
+    "run_once",
+    "environment",
+    "module_defaults",
+    "tags",
+    "collections",
+    "order",
+    "connection",
+    "remote_user",
+    "port",
+    "throttle",
+    "timeout",
+    "debugger",
+];
+
+/// Keywords a task accepts (besides `with_<lookup>` and its one module).
+pub const TASK_KEYWORDS: &[&str] = &[
+    "name",
+    "when",
+    "loop",
+    "loop_control",
+    "register",
+    "notify",
+    "listen",
+    "tags",
+    "changed_when",
+    "failed_when",
+    "ignore_errors",
+    "ignore_unreachable",
+    "until",
+    "retries",
+    "delay",
+    "become",
+    "become_user",
+    "become_method",
+    "become_flags",
+    "become_exe",
+    "environment",
+    "no_log",
+    "check_mode",
+    "diff",
+    "delegate_to",
+    "delegate_facts",
+    "run_once",
+    "throttle",
+    "timeout",
+    "vars",
+    "args",
+    "async",
+    "poll",
+    "any_errors_fatal",
+    "collections",
+    "debugger",
+    "connection",
+    "remote_user",
+    "port",
+    "action",
+    "local_action",
+    "module_defaults",
+];
+
+/// Keywords a block accepts (besides `block`/`rescue`/`always`).
+pub const BLOCK_KEYWORDS: &[&str] = &[
+    "block",
+    "rescue",
+    "always",
+    "name",
+    "when",
+    "tags",
+    "vars",
+    "environment",
+    "become",
+    "become_user",
+    "become_method",
+    "become_flags",
+    "become_exe",
+    "ignore_errors",
+    "ignore_unreachable",
+    "no_log",
+    "delegate_to",
+    "delegate_facts",
+    "run_once",
+    "check_mode",
+    "diff",
+    "any_errors_fatal",
+    "throttle",
+    "timeout",
+    "collections",
+    "debugger",
+    "connection",
+    "remote_user",
+    "port",
+    "module_defaults",
+    "notify",
+];
+
+/// Keys of a `roles:` entry (or a `dependencies:` entry) that are keywords
+/// rather than role parameters.
+pub const ROLE_ENTRY_KEYWORDS: &[&str] = &[
+    "role",
+    "name",
+    "vars",
+    "tags",
+    "when",
+    "become",
+    "become_user",
+    "become_method",
+    "become_flags",
+    "environment",
+    "ignore_errors",
+    "no_log",
+    "delegate_to",
+    "run_once",
+    "check_mode",
+    "diff",
+    "any_errors_fatal",
+    "collections",
+    "debugger",
+    "connection",
+    "remote_user",
+    "port",
+];
+
+/// `become_method` values we know of (Keel runs `sudo` and `su`).
+pub const BECOME_METHODS: &[&str] = &[
+    "sudo",
+    "su",
+    "doas",
+    "pbrun",
+    "pfexec",
+    "dzdo",
+    "ksu",
+    "runas",
+    "machinectl",
+    "sesu",
+];
+
+/// Modules whose arguments are free-form text (`command: ls -l chdir=/tmp`):
+/// only the keys in [`FREE_FORM_KEYS`] are split off as `key=value`.
+pub const FREE_FORM_MODULES: &[&str] = &["command", "shell", "raw", "script"];
+
+/// The `key=value` options the free-form modules understand.
+pub const FREE_FORM_KEYS: &[&str] = &[
+    "creates",
+    "removes",
+    "chdir",
+    "executable",
+    "warn",
+    "stdin",
+    "stdin_add_newline",
+    "strip_empty_ends",
+    "argv",
+    "cmd",
+];
+
+/// Actions that accept text which is not `key=value` (stored in `_raw_params`).
+pub const RAW_PARAM_ACTIONS: &[&str] = &[
+    "command",
+    "shell",
+    "raw",
+    "script",
+    "include_vars",
+    "include_tasks",
+    "import_tasks",
+    "include_role",
+    "import_role",
+    "import_playbook",
+    "add_host",
+    "group_by",
+    "set_fact",
+    "meta",
+];
+
+/// Whether `name` (short or fully qualified) names a module or action.
+pub fn is_module(name: &str) -> bool {
+    let short = registry::canonical_name(name);
+    // Only bare names and known collections count: `foo.bar.copy` is not `copy`.
+    if short.contains('.') {
+        return false;
+    }
+    KNOWN_MODULES.contains(&short) || registry::is_action(name)
+}
+
+/// Every known module name (short form), for suggestions.
+pub fn all_module_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = KNOWN_MODULES.to_vec();
+    v.extend(registry::module_names());
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The `n` candidates most similar to `word`, best first.
+pub fn nearest<'a>(word: &str, candidates: &[&'a str], n: usize) -> Vec<&'a str> {
+    let mut scored: Vec<(&str, f64)> = candidates
+        .iter()
+        .map(|c| (*c, strsim::jaro_winkler(word, c)))
+        .collect();
+    scored.sort_by(|a, b| {
+        b.1.partial_cmp(&a.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.0.cmp(b.0))
+    });
+    scored.into_iter().take(n).map(|(c, _)| c).collect()
+}
+
+/// Splits an argument string into words the way Ansible does: on whitespace,
+/// except inside quotes and inside `{{ }}`, `{% %}` and `{# #}`. Quotes are
+/// kept in the words; [`unquote`] strips them from values.
+pub fn split_args(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut depth = 0usize; // Jinja nesting
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if quote.is_none()
+            && matches!(
+                (c, next),
+                ('{', Some('{')) | ('{', Some('%')) | ('{', Some('#'))
+            )
+        {
+            depth += 1;
+            cur.push(c);
+            cur.push(next.unwrap_or_default());
+            i += 2;
+            continue;
+        }
+        if depth > 0
+            && matches!(
+                (c, next),
+                ('}', Some('}')) | ('%', Some('}')) | ('#', Some('}'))
+            )
+        {
+            depth -= 1;
+            cur.push(c);
+            cur.push('}');
+            i += 2;
+            continue;
+        }
+        if c == '\\' && quote.is_some() {
+            cur.push(c);
+            if let Some(n) = next {
+                cur.push(n);
+            }
+            i += 2;
+            continue;
+        }
+        match quote {
+            Some(q) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            None if depth == 0 && (c == '"' || c == '\'') => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            None if depth == 0 && c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+        i += 1;
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// Strips one level of matching surrounding quotes.
+pub fn unquote(s: &str) -> String {
+    let b = s.as_bytes();
+    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
+        let inner = &s[1..s.len() - 1];
+        return inner.replace(&format!("\\{}", b[0] as char), &(b[0] as char).to_string());
+    }
+    s.to_string()
+}
+
+/// Parses `key=value` argument text for `action`. Values stay strings, as in
+/// Ansible. Words that are not `key=value` (and, for the free-form modules,
+/// `key=value` words whose key is not one of [`FREE_FORM_KEYS`]) are joined
+/// back into `_raw_params`. Returns the args and whether raw text was found.
+pub fn parse_kv(action: &str, text: &str) -> (VarMap, bool) {
+    let free_form = FREE_FORM_MODULES.contains(&action);
+    let mut args = VarMap::new();
+    let mut raw: Vec<String> = Vec::new();
+    for word in split_args(text) {
+        let kv = word.find('=').and_then(|eq| {
+            let key = &word[..eq];
+            let valid = !key.is_empty()
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && (!free_form || FREE_FORM_KEYS.contains(&key));
+            valid.then(|| (key.to_string(), unquote(&word[eq + 1..])))
+        });
+        match kv {
+            Some((k, v)) => {
+                args.insert(k, Value::from(v));
+            }
+            None => raw.push(word),
+        }
+    }
+    let has_raw = !raw.is_empty();
+    if has_raw {
+        // Re-insert `_raw_params` first so it reads naturally in dumps.
+        let mut with_raw = VarMap::new();
+        with_raw.insert("_raw_params".into(), Value::from(raw.join(" ")));
+        with_raw.extend(args);
+        args = with_raw;
+    }
+    (args, has_raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_respects_quotes_and_jinja() {
+        assert_eq!(
+            split_args(r#"name={{ item | default('x y') }} msg="a b" c='d e'"#),
+            vec![
+                "name={{ item | default('x y') }}",
+                r#"msg="a b""#,
+                "c='d e'"
+            ]
+        );
+    }
+
+    #[test]
+    fn free_form_keeps_unknown_pairs_in_raw_params() {
+        let (args, raw) = parse_kv("command", "echo a=b chdir=/tmp");
+        assert!(raw);
+        assert_eq!(args["_raw_params"].as_str(), Some("echo a=b"));
+        assert_eq!(args["chdir"].as_str(), Some("/tmp"));
+    }
+
+    #[test]
+    fn kv_values_stay_strings() {
+        let (args, raw) = parse_kv("apt", "update_cache=yes name=\"a b\"");
+        assert!(!raw);
+        assert_eq!(args["update_cache"].as_str(), Some("yes"));
+        assert_eq!(args["name"].as_str(), Some("a b"));
+    }
+}

@@ -1,0 +1,1337 @@
+//! Raw model → resolved [`plan`]: plays read, roles expanded (dependencies
+//! first, deduplicated), static imports inlined with the import's keywords
+//! copied onto each child, block keywords inherited, handlers indexed, task
+//! ids assigned. Dynamic includes stay as [`plan::Node::Include`] and are
+//! loaded at run time through [`Resolver::load_include`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use minijinja::Value;
+
+use super::keywords::{self, PLAY_KEYWORDS};
+use super::plan::{
+    self, BecomeSettings, Block, Handler, IncludeTarget, Play, RoleInstance, Section, SectionKind,
+    Serial, Strategy, Task,
+};
+use super::raw::{self, Keywords, RawKind};
+use super::roles::{self, RoleEntry, RoleGraph};
+use super::ResolveOptions;
+use crate::diag::{suggest, Diagnostic};
+use crate::modules::registry;
+use crate::template::VarMap;
+use crate::yaml::{self, Node, NodeKind};
+
+/// How deep imports may nest before we call it a loop.
+const MAX_IMPORT_DEPTH: usize = 64;
+
+/// Keywords inherited from enclosing blocks, imports, roles and the play.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Inherit {
+    pub when: Vec<String>,
+    pub tags: Vec<String>,
+    pub vars: VarMap,
+    pub become_: BecomeSettings,
+    pub environment: Vec<Value>,
+    pub ignore_errors: Option<bool>,
+    pub ignore_unreachable: Option<bool>,
+    pub no_log: Option<bool>,
+    pub check_mode: Option<bool>,
+    pub diff: Option<bool>,
+    pub delegate_to: Option<String>,
+    pub delegate_facts: Option<bool>,
+    pub run_once: Option<bool>,
+    pub any_errors_fatal: Option<bool>,
+    pub throttle: Option<Value>,
+    pub timeout: Option<Value>,
+    pub notify: Vec<String>,
+    pub role: Option<Arc<RoleInstance>>,
+    /// Directory of the file being read (relative imports).
+    pub file_dir: PathBuf,
+}
+
+fn union(into: &mut Vec<String>, more: &[String]) {
+    for t in more {
+        if !into.contains(t) {
+            into.push(t.clone());
+        }
+    }
+}
+
+impl Inherit {
+    /// The context for the children of something carrying `kw`: conditions
+    /// prepended (outer first), tags unioned, vars merged (inner wins),
+    /// become merged, environment appended, the rest overridden.
+    pub fn child(&self, kw: &Keywords) -> Inherit {
+        let mut c = self.clone();
+        c.when.extend(kw.when.iter().cloned());
+        union(&mut c.tags, &kw.tags);
+        c.vars
+            .extend(kw.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        c.become_ = self.become_.merged(&kw.become_);
+        if let Some(e) = &kw.environment {
+            c.environment.push(e.clone());
+        }
+        macro_rules! over {
+            ($($f:ident),*) => { $( if kw.$f.is_some() { c.$f = kw.$f.clone(); } )* };
+        }
+        over!(
+            ignore_errors,
+            ignore_unreachable,
+            no_log,
+            check_mode,
+            diff,
+            delegate_to,
+            delegate_facts,
+            run_once,
+            any_errors_fatal,
+            throttle,
+            timeout
+        );
+        union(&mut c.notify, &kw.notify);
+        c
+    }
+}
+
+/// What an `import_playbook` passes down to the plays it brings in.
+#[derive(Debug, Clone, Default)]
+struct PlayImport {
+    vars: VarMap,
+    when: Vec<String>,
+    tags: Vec<String>,
+}
+
+/// Resolves one playbook; keeps the state shared by its plays.
+pub struct Resolver<'o> {
+    opts: &'o ResolveOptions,
+    ids: Arc<AtomicUsize>,
+    pub warnings: Vec<Diagnostic>,
+    // Per play:
+    playbook_dir: PathBuf,
+    role_search: Vec<PathBuf>,
+    /// Variables visible to static templating (play vars, vars_files, extra vars).
+    static_vars: VarMap,
+    role_handlers: Vec<Arc<Handler>>,
+    seen_roles: HashSet<(PathBuf, String)>,
+    graph: RoleGraph,
+    metas: HashMap<PathBuf, Arc<roles::RoleMeta>>,
+    depth: usize,
+}
+
+impl<'o> Resolver<'o> {
+    pub fn new(opts: &'o ResolveOptions, ids: Arc<AtomicUsize>) -> Resolver<'o> {
+        Resolver {
+            opts,
+            ids,
+            warnings: Vec::new(),
+            playbook_dir: PathBuf::new(),
+            role_search: Vec::new(),
+            static_vars: VarMap::new(),
+            role_handlers: Vec::new(),
+            seen_roles: HashSet::new(),
+            graph: RoleGraph::default(),
+            metas: HashMap::new(),
+            depth: 0,
+        }
+    }
+
+    fn next_id(&self) -> usize {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sets up the per-play state for a play read from `playbook_dir`.
+    pub(crate) fn start_play(&mut self, playbook_dir: &Path) {
+        self.playbook_dir = playbook_dir.to_path_buf();
+        let mut search = vec![playbook_dir.join("roles"), playbook_dir.to_path_buf()];
+        search.extend(self.opts.roles_path.iter().cloned());
+        for var in ["KEEL_ROLES_PATH", "ANSIBLE_ROLES_PATH"] {
+            if let Ok(v) = std::env::var(var) {
+                search.extend(v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+            }
+        }
+        // Keel's repository layout keeps `playbooks/` and `roles/` side by side.
+        if let Some(parent) = playbook_dir.parent() {
+            search.push(parent.join("roles"));
+        }
+        self.role_search = search;
+        self.static_vars = VarMap::new();
+        self.role_handlers.clear();
+        self.seen_roles.clear();
+        self.graph = RoleGraph::default();
+    }
+
+    // ---------------------------------------------------------------- plays
+
+    /// Reads a playbook file into plays, inlining `import_playbook`.
+    pub fn playbook_file(&mut self, path: &Path) -> Result<Vec<Play>, Diagnostic> {
+        self.playbook_file_with(path, &PlayImport::default())
+    }
+
+    fn playbook_file_with(
+        &mut self,
+        path: &Path,
+        import: &PlayImport,
+    ) -> Result<Vec<Play>, Diagnostic> {
+        self.depth += 1;
+        if self.depth > MAX_IMPORT_DEPTH {
+            return Err(Diagnostic::new(format!(
+                "import_playbook nests deeper than {MAX_IMPORT_DEPTH} levels at {}",
+                path.display()
+            ))
+            .hint("does a playbook import itself?"));
+        }
+        let root = yaml::load_one(path)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let items: &[Node] = match &root.kind {
+            NodeKind::Null => &[],
+            NodeKind::Seq(items) => items,
+            _ => {
+                return Err(root
+                    .error(format!(
+                        "a playbook must be a list of plays, found {}",
+                        root.type_name()
+                    ))
+                    .hint("start each play with `- hosts: ...`"))
+            }
+        };
+        let mut plays = Vec::new();
+        for item in items {
+            let Some(entries) = item.as_map() else {
+                return Err(item
+                    .error(format!(
+                        "a play must be a mapping, found {}",
+                        item.type_name()
+                    ))
+                    .hint("a play looks like `- hosts: all` followed by `tasks:`"));
+            };
+            let imp = item
+                .get("import_playbook")
+                .or_else(|| item.get("ansible.builtin.import_playbook"));
+            if let Some(target) = imp {
+                plays.extend(self.import_playbook(item, entries, target, &dir, import)?);
+            } else {
+                plays.push(self.play(item, &dir, import)?);
+            }
+        }
+        self.depth -= 1;
+        Ok(plays)
+    }
+
+    fn import_playbook(
+        &mut self,
+        item: &Node,
+        entries: &[(Node, Node)],
+        target: &Node,
+        dir: &Path,
+        outer: &PlayImport,
+    ) -> Result<Vec<Play>, Diagnostic> {
+        let mut imp = outer.clone();
+        for (k, v) in entries {
+            let key = raw::key_string(k)?;
+            match key.as_str() {
+                "import_playbook" | "ansible.builtin.import_playbook" | "name" => {}
+                "vars" => imp.vars.extend(raw::var_map(v, "vars")?),
+                "when" => imp.when.extend(raw::conditions(v, "when")?),
+                "tags" => union(&mut imp.tags, &raw::tags(v)?),
+                other => {
+                    let mut e = k.error(format!("`{other}` is not valid on `import_playbook`"));
+                    if let Some(s) = suggest(other, ["vars", "when", "tags"]) {
+                        e = e.hint(format!("did you mean `{s}`?"));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let file = raw::string(target, "import_playbook")?;
+        let mut vars = self.opts.extra_vars.clone();
+        for (k, v) in &imp.vars {
+            vars.entry(k.clone()).or_insert(v.clone());
+        }
+        let file = render_static(&file, &vars, target, "import_playbook")?;
+        let path = if Path::new(&file).is_absolute() {
+            PathBuf::from(&file)
+        } else {
+            dir.join(&file)
+        };
+        if !path.is_file() {
+            return Err(target.error(format!(
+                "the playbook '{file}' was not found at {}",
+                path.display()
+            )));
+        }
+        let _ = item;
+        self.playbook_file_with(&path, &imp)
+    }
+
+    fn play(&mut self, node: &Node, dir: &Path, import: &PlayImport) -> Result<Play, Diagnostic> {
+        self.start_play(dir);
+        let entries = node.as_map().expect("checked by caller");
+        for (k, _) in entries {
+            let key = raw::key_string(k)?;
+            if !PLAY_KEYWORDS.contains(&key.as_str()) {
+                let mut e = k.error(format!("`{key}` is not a valid play keyword"));
+                if let Some(s) = suggest(&key, PLAY_KEYWORDS.iter().copied()) {
+                    e = e.hint(format!("did you mean `{s}`?"));
+                } else if keywords::is_module(&key) {
+                    e = e.hint("modules go into tasks: put this under `tasks:`");
+                }
+                return Err(e);
+            }
+        }
+        let hosts_node = node.get("hosts").ok_or_else(|| {
+            node.error("this play has no `hosts`")
+                .hint("add `hosts: all` (or a group or host pattern)")
+        })?;
+        let hosts = match &hosts_node.kind {
+            NodeKind::Seq(items) => items
+                .iter()
+                .map(|n| raw::string(n, "hosts"))
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            _ => raw::string(hosts_node, "hosts")?,
+        };
+        let name = raw::opt_string(node.get("name"), "name")?.unwrap_or_else(|| hosts.clone());
+        let flag = |key: &str| raw::opt_bool(node.get(key), key);
+
+        let mut become_ = BecomeSettings {
+            become_: flag("become")?,
+            become_user: raw::opt_string(node.get("become_user"), "become_user")?,
+            become_method: None,
+            become_flags: raw::opt_string(node.get("become_flags"), "become_flags")?,
+        };
+        if let Some(m) = node.get("become_method") {
+            let mut kw = Keywords::default();
+            raw::read_keyword(&mut kw, "become_method", m, m, &mut self.warnings)?;
+            become_.become_method = kw.become_.become_method;
+        }
+
+        // Variables: import_playbook vars, then play vars, then prompts.
+        let mut vars = import.vars.clone();
+        if let Some(v) = node.get("vars") {
+            vars.extend(raw::var_map(v, "vars")?);
+        }
+        for key in ["connection", "remote_user", "port"] {
+            if let Some(v) = node.get(key) {
+                let var = match key {
+                    "connection" => "ansible_connection",
+                    "remote_user" => "ansible_user",
+                    _ => "ansible_port",
+                };
+                vars.insert(var.into(), v.to_value());
+            }
+        }
+        if let Some(p) = node.get("vars_prompt") {
+            self.vars_prompt(p, &mut vars)?;
+        }
+        self.static_vars = vars.clone();
+        let vars_files = match node.get("vars_files") {
+            Some(vf) => self.vars_files(vf, dir, &vars)?,
+            None => VarMap::new(),
+        };
+        self.static_vars
+            .extend(vars_files.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        let serial = match node.get("serial") {
+            Some(s) => serial(s)?,
+            None => vec![],
+        };
+        let strategy = match node.get("strategy") {
+            None => Strategy::Linear,
+            Some(s) => match raw::string(s, "strategy")?.as_str() {
+                "linear" => Strategy::Linear,
+                "free" => Strategy::Free,
+                other => {
+                    let mut e = s.error(format!(
+                        "unknown strategy `{other}`; Keel runs `linear` and `free`"
+                    ));
+                    if let Some(x) = suggest(other, ["linear", "free"]) {
+                        e = e.hint(format!("did you mean `{x}`?"));
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        let max_fail_percentage = match node.get("max_fail_percentage") {
+            None => None,
+            Some(n) => Some(match &n.kind {
+                NodeKind::Int(i) => *i as f64,
+                NodeKind::Float(f) => *f,
+                NodeKind::Str { value, .. } => {
+                    value.trim().trim_end_matches('%').parse().map_err(|_| {
+                        n.error(format!(
+                            "`max_fail_percentage` must be a number, found `{value}`"
+                        ))
+                    })?
+                }
+                _ => return Err(n.error("`max_fail_percentage` must be a number")),
+            }),
+        };
+        let environment = match node.get("environment") {
+            Some(e) if !e.is_null() => vec![e.to_value()],
+            _ => vec![],
+        };
+        let module_defaults = match node.get("module_defaults") {
+            Some(md) => module_defaults(md)?,
+            None => vec![],
+        };
+        let mut tags = import.tags.clone();
+        if let Some(t) = node.get("tags") {
+            union(&mut tags, &raw::tags(t)?);
+        }
+        for key in [
+            "gather_subset",
+            "gather_timeout",
+            "fact_path",
+            "order",
+            "throttle",
+            "timeout",
+        ] {
+            let _ = node.get(key); // accepted; the executor reads what it supports from facts
+        }
+
+        // Tasks inherit the play's tags and the import's conditions.
+        let base = Inherit {
+            when: import.when.clone(),
+            tags: tags.clone(),
+            file_dir: dir.to_path_buf(),
+            ..Inherit::default()
+        };
+
+        let pre = self.tasks(raw::task_list(node.get("pre_tasks"), "pre_tasks")?, &base)?;
+        let mut main = Vec::new();
+        if let Some(r) = node.get("roles") {
+            let list = match &r.kind {
+                NodeKind::Null => &[][..],
+                NodeKind::Seq(items) => items,
+                _ => {
+                    return Err(r.error(format!("`roles` must be a list, found {}", r.type_name())))
+                }
+            };
+            let entries: Vec<RoleEntry> = list
+                .iter()
+                .map(|n| roles::read_entry(n, &mut self.warnings))
+                .collect::<Result<_, _>>()?;
+            for e in &entries {
+                self.role(e, &base, &RoleFiles::default(), true, &mut main)?;
+            }
+        }
+        main.extend(self.tasks(raw::task_list(node.get("tasks"), "tasks")?, &base)?);
+        let post = self.tasks(raw::task_list(node.get("post_tasks"), "post_tasks")?, &base)?;
+        let play_handlers =
+            self.handlers(raw::task_list(node.get("handlers"), "handlers")?, &base)?;
+        let mut handlers = std::mem::take(&mut self.role_handlers);
+        handlers.extend(play_handlers);
+
+        self.check_notify(&[&pre, &main, &post], &handlers);
+        let mut sections = Vec::new();
+        for (kind, nodes) in [
+            (SectionKind::PreTasks, pre),
+            (SectionKind::Tasks, main),
+            (SectionKind::PostTasks, post),
+        ] {
+            sections.push(Section { kind, nodes });
+        }
+
+        Ok(Play {
+            name,
+            hosts,
+            span: node.span(),
+            gather_facts: flag("gather_facts")?.unwrap_or(true),
+            become_,
+            vars: Arc::new(vars),
+            vars_files: Arc::new(vars_files),
+            sections,
+            handlers,
+            serial,
+            strategy,
+            any_errors_fatal: flag("any_errors_fatal")?.unwrap_or(false),
+            max_fail_percentage,
+            ignore_unreachable: flag("ignore_unreachable")?.unwrap_or(false),
+            ignore_errors: flag("ignore_errors")?.unwrap_or(false),
+            force_handlers: flag("force_handlers")?.unwrap_or(false),
+            check_mode: flag("check_mode")?,
+            diff: flag("diff")?,
+            no_log: flag("no_log")?,
+            run_once: flag("run_once")?.unwrap_or(false),
+            environment,
+            module_defaults,
+            tags,
+            playbook_dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Warns about `notify` names no handler answers to. Skipped when the
+    /// play includes roles at run time (they may bring the handler).
+    fn check_notify(&mut self, lists: &[&Vec<plan::Node>], handlers: &[Arc<Handler>]) {
+        fn walk<'a>(nodes: &'a [plan::Node], out: &mut Vec<&'a Task>, dynamic: &mut bool) {
+            for n in nodes {
+                match n {
+                    plan::Node::Task(t) => out.push(t),
+                    plan::Node::Include(t) => {
+                        *dynamic |= matches!(t.include, Some(IncludeTarget::Role { .. }));
+                        out.push(t);
+                    }
+                    plan::Node::Block(b) => {
+                        for part in [&b.block, &b.rescue, &b.always] {
+                            walk(part, out, dynamic);
+                        }
+                    }
+                }
+            }
+        }
+        let mut tasks = Vec::new();
+        let mut dynamic = false;
+        for l in lists {
+            walk(l, &mut tasks, &mut dynamic);
+        }
+        if dynamic {
+            return;
+        }
+        for h in handlers {
+            tasks.push(&h.task);
+        }
+        for t in tasks {
+            for n in &t.notify {
+                if crate::template::is_template(n) || handlers.iter().any(|h| h.listen.contains(n))
+                {
+                    continue;
+                }
+                let names: Vec<&str> = handlers
+                    .iter()
+                    .flat_map(|h| h.listen.iter().map(String::as_str))
+                    .collect();
+                let mut w = Diagnostic::new(format!("no handler is named or listens to `{n}`"))
+                    .at(t.span.clone());
+                if let Some(s) = suggest(n, names.iter().copied()) {
+                    w = w.hint(format!("did you mean `{s}`?"));
+                }
+                self.warnings.push(w);
+            }
+        }
+    }
+
+    /// `vars_prompt` without a terminal: extra vars win, then `default`.
+    fn vars_prompt(&mut self, node: &Node, vars: &mut VarMap) -> Result<(), Diagnostic> {
+        let items = node.as_seq().ok_or_else(|| {
+            node.error(format!(
+                "`vars_prompt` must be a list, found {}",
+                node.type_name()
+            ))
+        })?;
+        for item in items {
+            raw::mapping(item, "a `vars_prompt` entry")?;
+            let name_node = item
+                .get("name")
+                .ok_or_else(|| item.error("a `vars_prompt` entry needs a `name`"))?;
+            let name = raw::string(name_node, "name")?;
+            if self.opts.extra_vars.contains_key(&name) {
+                continue;
+            }
+            match item.get("default") {
+                Some(d) => {
+                    vars.insert(name, d.to_value());
+                }
+                None => {
+                    return Err(item
+                        .error(format!("`vars_prompt` asks for `{name}`, which has no default"))
+                        .hint(format!("Keel never prompts: pass it with `-e {name}=...` or give the prompt a `default`")))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads `vars_files` in order; a nested list is "first one found".
+    fn vars_files(&mut self, node: &Node, dir: &Path, vars: &VarMap) -> Result<VarMap, Diagnostic> {
+        let items: Vec<&Node> = match &node.kind {
+            NodeKind::Null => vec![],
+            NodeKind::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let mut ctx = vars.clone();
+        ctx.extend(
+            self.opts
+                .extra_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let mut out = VarMap::new();
+        for item in items {
+            let candidates: Vec<&Node> = match &item.kind {
+                NodeKind::Seq(c) => c.iter().collect(),
+                _ => vec![item],
+            };
+            let mut found = None;
+            let mut tried = Vec::new();
+            for c in &candidates {
+                let file = raw::string(c, "vars_files")?;
+                let file = render_static(&file, &ctx, c, "vars_files")?;
+                let path = if Path::new(&file).is_absolute() {
+                    PathBuf::from(&file)
+                } else {
+                    dir.join(&file)
+                };
+                if path.is_file() {
+                    found = Some(path);
+                    break;
+                }
+                tried.push(path.display().to_string());
+            }
+            let Some(path) = found else {
+                return Err(item
+                    .error("vars file not found")
+                    .hint(format!("looked for: {}", tried.join(", "))));
+            };
+            let loaded = roles::load_vars_file(&path)?;
+            ctx.extend(loaded.iter().map(|(k, v)| (k.clone(), v.clone())));
+            out.extend(loaded);
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- tasks
+
+    /// Resolves a task list under `inh`.
+    pub(crate) fn tasks(
+        &mut self,
+        nodes: &[Node],
+        inh: &Inherit,
+    ) -> Result<Vec<plan::Node>, Diagnostic> {
+        let mut out = Vec::new();
+        for n in nodes {
+            self.task(n, inh, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn task(
+        &mut self,
+        node: &Node,
+        inh: &Inherit,
+        out: &mut Vec<plan::Node>,
+    ) -> Result<(), Diagnostic> {
+        let rt = raw::read_task(node, &mut self.warnings, false)?;
+        match rt.kind {
+            RawKind::Block { block, rescue, always } => {
+                let child = inh.child(&rt.kw);
+                let b = Block {
+                    name: rt.kw.name.clone(),
+                    span: node.span(),
+                    block: self.tasks(raw::task_list(Some(block), "block")?, &child)?,
+                    rescue: self.tasks(raw::task_list(rescue, "rescue")?, &child)?,
+                    always: self.tasks(raw::task_list(always, "always")?, &child)?,
+                    when: rt.kw.when.clone(),
+                    tags: rt.kw.tags.clone(),
+                };
+                out.push(plan::Node::Block(Arc::new(b)));
+            }
+            RawKind::Task { action, action_as_written, args, action_node, local } => match action.as_str() {
+                "import_tasks" => {
+                    no_loop(&rt.kw, action_node, "import_tasks", "include_tasks")?;
+                    let file = include_file(&args, action_node, "import_tasks")?;
+                    let path = self.import_path(&file, inh, &rt.kw, action_node)?;
+                    let children = load_task_file(&path)?;
+                    let mut child = inh.child(&rt.kw);
+                    child.file_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    for n in raw::task_list(Some(&children), "the imported file")? {
+                        self.task(n, &child, out)?;
+                    }
+                }
+                "import_role" => {
+                    no_loop(&rt.kw, action_node, "import_role", "include_role")?;
+                    let files = RoleFiles::from_args(&args, action_node)?;
+                    let name = files.name.clone().ok_or_else(|| action_node.error("`import_role` needs `name`"))?;
+                    let name = self.render_import(&name, inh, &rt.kw, action_node, "import_role")?;
+                    let entry = RoleEntry { name, span: action_node.span(), params: VarMap::new(), kw: Keywords::default() };
+                    let child = inh.child(&rt.kw);
+                    self.role(&entry, &child, &files, false, out)?;
+                }
+                "import_playbook" => {
+                    return Err(action_node
+                        .error("`import_playbook` is only valid at the top level of a playbook, next to plays")
+                        .hint("use `import_tasks` to pull tasks into a play"))
+                }
+                "include_tasks" | "include_role" => {
+                    let target = match action.as_str() {
+                        "include_tasks" => IncludeTarget::Tasks {
+                            file: include_file(&args, action_node, "include_tasks")?,
+                            base_dir: inh.file_dir.clone(),
+                        },
+                        _ => {
+                            let f = RoleFiles::from_args(&args, action_node)?;
+                            IncludeTarget::Role {
+                                name: f.name.ok_or_else(|| action_node.error("`include_role` needs `name`"))?,
+                                tasks_from: f.tasks_from,
+                                vars_from: f.vars_from,
+                                defaults_from: f.defaults_from,
+                            }
+                        }
+                    };
+                    let t = self.build_task(node, rt.kw, inh, action, action_as_written, args, local, Some(target));
+                    out.push(plan::Node::Include(Arc::new(t)));
+                }
+                _ => {
+                    let t = self.build_task(node, rt.kw, inh, action, action_as_written, args, local, None);
+                    out.push(plan::Node::Task(Arc::new(t)));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_task(
+        &mut self,
+        node: &Node,
+        kw: Keywords,
+        inh: &Inherit,
+        action: String,
+        action_as_written: String,
+        args: VarMap,
+        local: bool,
+        include: Option<IncludeTarget>,
+    ) -> Task {
+        let c = inh.child(&kw);
+        let mut delegate_to = c.delegate_to;
+        if local {
+            delegate_to = Some("localhost".into());
+        }
+        let retries = match (&kw.retries, &kw.until) {
+            (Some(r), _) => Some(r.clone()),
+            (None, Some(_)) => Some(Value::from(3)),
+            _ => None,
+        };
+        Task {
+            id: self.next_id(),
+            name: kw.name,
+            action,
+            action_as_written,
+            args,
+            span: node.span(),
+            when: c.when,
+            loop_: kw.loop_,
+            loop_control: kw.loop_control,
+            register: kw.register,
+            notify: c.notify,
+            tags: c.tags,
+            changed_when: kw.changed_when,
+            failed_when: kw.failed_when,
+            ignore_errors: c.ignore_errors,
+            ignore_unreachable: c.ignore_unreachable,
+            until: kw.until,
+            retries,
+            delay: kw.delay,
+            become_: c.become_,
+            environment: c.environment,
+            no_log: c.no_log,
+            check_mode: c.check_mode,
+            diff: c.diff,
+            delegate_to,
+            delegate_facts: c.delegate_facts.unwrap_or(false),
+            run_once: c.run_once.unwrap_or(false),
+            throttle: c.throttle,
+            timeout: c.timeout,
+            any_errors_fatal: c.any_errors_fatal,
+            vars: Arc::new(c.vars),
+            async_: kw.async_,
+            poll: kw.poll,
+            role: c.role,
+            include,
+            file_dir: c.file_dir,
+        }
+    }
+
+    /// Where a static `import_tasks` file is: next to the importing file,
+    /// then in the role's `tasks/`, then in the playbook directory.
+    fn import_path(
+        &self,
+        file: &str,
+        inh: &Inherit,
+        kw: &Keywords,
+        node: &Node,
+    ) -> Result<PathBuf, Diagnostic> {
+        let file = self.render_import(file, inh, kw, node, "import_tasks")?;
+        if Path::new(&file).is_absolute() {
+            return Ok(PathBuf::from(file));
+        }
+        let mut candidates = vec![inh.file_dir.join(&file)];
+        if let Some(r) = &inh.role {
+            candidates.push(r.path.join("tasks").join(&file));
+        }
+        candidates.push(self.playbook_dir.join(&file));
+        for c in &candidates {
+            if c.is_file() {
+                return Ok(c.clone());
+            }
+        }
+        let list: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        Err(node
+            .error(format!("the file '{file}' to import was not found"))
+            .hint(format!("looked in: {}", list.join(", "))))
+    }
+
+    /// Templates a static import argument with what is known at load time:
+    /// play vars, vars_files, enclosing vars and extra vars.
+    fn render_import(
+        &self,
+        s: &str,
+        inh: &Inherit,
+        kw: &Keywords,
+        node: &Node,
+        what: &str,
+    ) -> Result<String, Diagnostic> {
+        if !crate::template::is_template(s) {
+            return Ok(s.to_string());
+        }
+        let mut ctx = self.static_vars.clone();
+        if let Some(r) = &inh.role {
+            ctx.extend(r.defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
+            ctx.extend(r.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            ctx.extend(r.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        ctx.extend(inh.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        ctx.extend(kw.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        ctx.extend(
+            self.opts
+                .extra_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        render_static(s, &ctx, node, what)
+    }
+
+    /// Handlers: tasks whose names (and `listen` topics) can be notified.
+    /// Blocks and `import_tasks` in a handler list are flattened.
+    fn handlers(&mut self, nodes: &[Node], inh: &Inherit) -> Result<Vec<Arc<Handler>>, Diagnostic> {
+        let mut out = Vec::new();
+        for n in nodes {
+            self.handler(n, inh, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn handler(
+        &mut self,
+        node: &Node,
+        inh: &Inherit,
+        out: &mut Vec<Arc<Handler>>,
+    ) -> Result<(), Diagnostic> {
+        let rt = raw::read_task(node, &mut self.warnings, true)?;
+        match rt.kind {
+            RawKind::Block {
+                block,
+                rescue,
+                always,
+            } => {
+                let child = inh.child(&rt.kw);
+                for list in [Some(block), rescue, always] {
+                    for n in raw::task_list(list, "block")? {
+                        self.handler(n, &child, out)?;
+                    }
+                }
+            }
+            RawKind::Task {
+                action,
+                action_as_written,
+                args,
+                action_node,
+                local,
+            } => {
+                if action == "import_tasks" {
+                    let file = include_file(&args, action_node, "import_tasks")?;
+                    let path = self.import_path(&file, inh, &rt.kw, action_node)?;
+                    let children = load_task_file(&path)?;
+                    let mut child = inh.child(&rt.kw);
+                    child.file_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    for n in raw::task_list(Some(&children), "the imported file")? {
+                        self.handler(n, &child, out)?;
+                    }
+                    return Ok(());
+                }
+                let include = match action.as_str() {
+                    "include_tasks" => Some(IncludeTarget::Tasks {
+                        file: include_file(&args, action_node, "include_tasks")?,
+                        base_dir: inh.file_dir.clone(),
+                    }),
+                    _ => None,
+                };
+                let mut listen = Vec::new();
+                if let Some(n) = &rt.kw.name {
+                    listen.push(n.clone());
+                    if let Some(r) = &inh.role {
+                        listen.push(format!("{} : {n}", r.name));
+                    }
+                }
+                union(&mut listen, &rt.kw.listen);
+                if listen.is_empty() {
+                    self.warnings.push(
+                        node.error(
+                            "this handler has no `name` or `listen`, so nothing can notify it",
+                        ),
+                    );
+                }
+                let task = self.build_task(
+                    node,
+                    rt.kw,
+                    inh,
+                    action,
+                    action_as_written,
+                    args,
+                    local,
+                    include,
+                );
+                out.push(Arc::new(Handler {
+                    task: Arc::new(task),
+                    listen,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- roles
+
+    /// Expands one role (dependencies first) into `out`; its handlers go to
+    /// the play's role handlers. `dedup` applies Ansible's rule for `roles:`
+    /// and dependencies: the same role with the same parameters runs once
+    /// unless it allows duplicates.
+    pub(crate) fn role(
+        &mut self,
+        entry: &RoleEntry,
+        inh: &Inherit,
+        files: &RoleFiles,
+        dedup: bool,
+        out: &mut Vec<plan::Node>,
+    ) -> Result<Option<Arc<RoleInstance>>, Diagnostic> {
+        let base = self.playbook_dir.clone();
+        let path = roles::find_role(&entry.name, &self.role_search, &base, &entry.span)?;
+        let meta = self.meta(&path)?;
+
+        // Cycle check over the dependency graph, before recursing.
+        let first_visit = !self.graph.contains(&path);
+        let from = self.graph.node(&path, &entry.name);
+        if first_visit {
+            self.add_deps_to_graph(from, &path, &meta)?;
+            self.graph.check_acyclic(from)?;
+        }
+
+        // A role already expanded with the same parameters (and so its
+        // dependencies too) is not expanded again.
+        let key = (path.clone(), params_key(&entry.params, files));
+        if dedup && !meta.allow_duplicates && !self.seen_roles.insert(key) {
+            return Ok(None);
+        }
+
+        let kw_inh = inh.child(&entry.kw);
+        for dep in &meta.dependencies {
+            // Dependencies inherit the entry's keywords but are their own role.
+            let mut dep_inh = kw_inh.clone();
+            dep_inh.role = None;
+            self.role(dep, &dep_inh, &RoleFiles::default(), true, out)?;
+        }
+
+        let defaults = match roles::role_file(&path, "defaults", files.defaults_from.as_deref()) {
+            Some(f) => roles::load_vars_file(&f)?,
+            None => VarMap::new(),
+        };
+        let vars = match roles::role_file(&path, "vars", files.vars_from.as_deref()) {
+            Some(f) => roles::load_vars_file(&f)?,
+            None => VarMap::new(),
+        };
+        let name = Path::new(&entry.name)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| entry.name.clone());
+        let instance = Arc::new(RoleInstance {
+            name,
+            path: path.clone(),
+            defaults: Arc::new(defaults),
+            vars: Arc::new(vars),
+            params: Arc::new(entry.params.clone()),
+        });
+        let mut role_inh = kw_inh;
+        role_inh.role = Some(instance.clone());
+
+        match roles::role_file(&path, "tasks", files.tasks_from.as_deref()) {
+            Some(f) => {
+                let mut t_inh = role_inh.clone();
+                t_inh.file_dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
+                let node = load_task_file(&f)?;
+                out.extend(
+                    self.tasks(raw::task_list(Some(&node), "a role's tasks file")?, &t_inh)?,
+                );
+            }
+            None if files.tasks_from.is_some() => {
+                return Err(Diagnostic::new(format!(
+                    "role '{}' has no tasks file '{}' in {}",
+                    entry.name,
+                    files.tasks_from.as_deref().unwrap_or("main"),
+                    path.join("tasks").display()
+                ))
+                .at(entry.span.clone()))
+            }
+            None => {}
+        }
+        if let Some(f) = roles::role_file(&path, "handlers", files.handlers_from.as_deref()) {
+            let mut h_inh = role_inh.clone();
+            h_inh.file_dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
+            // Handlers are not filtered by the role entry's tags or conditions
+            // at notification time in Ansible; they inherit them anyway.
+            let node = load_task_file(&f)?;
+            let hs = self.handlers(
+                raw::task_list(Some(&node), "a role's handlers file")?,
+                &h_inh,
+            )?;
+            self.role_handlers.extend(hs);
+        }
+        Ok(Some(instance))
+    }
+
+    /// `meta/main.yml` of a role, read once per resolve.
+    fn meta(&mut self, path: &Path) -> Result<Arc<roles::RoleMeta>, Diagnostic> {
+        if let Some(m) = self.metas.get(path) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(roles::load_meta(path, &mut self.warnings)?);
+        self.metas.insert(path.to_path_buf(), m.clone());
+        Ok(m)
+    }
+
+    fn add_deps_to_graph(
+        &mut self,
+        from: usize,
+        path: &Path,
+        meta: &roles::RoleMeta,
+    ) -> Result<(), Diagnostic> {
+        let base = self.playbook_dir.clone();
+        for dep in &meta.dependencies {
+            let dep_path = roles::find_role(&dep.name, &self.role_search, &base, &dep.span)?;
+            let seen = self.graph.contains(&dep_path);
+            let to = self.graph.node(&dep_path, &dep.name);
+            self.graph.add_dependency(from, to, dep.span.clone());
+            if !seen {
+                let dep_meta = self.meta(&dep_path)?;
+                self.add_deps_to_graph(to, &dep_path, &dep_meta)?;
+            }
+        }
+        let _ = path;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- includes
+
+    /// Loads a dynamic include for the executor. `target` is the include
+    /// task's [`IncludeTarget`] with its strings already templated for the
+    /// host. Children inherit the include's vars, become, environment and
+    /// role, but not its `when` or `tags` (those were evaluated on the include
+    /// itself); `apply:` keywords are applied to every child.
+    pub fn load_include(
+        &mut self,
+        play: &Play,
+        include: &Task,
+        target: &IncludeTarget,
+    ) -> Result<super::Included, Diagnostic> {
+        self.start_play(&play.playbook_dir);
+        let mut vars = (*play.vars).clone();
+        vars.extend(play.vars_files.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.static_vars = vars;
+
+        let mut inh = Inherit {
+            vars: (*include.vars).clone(),
+            become_: include.become_.clone(),
+            environment: include.environment.clone(),
+            ignore_errors: include.ignore_errors,
+            ignore_unreachable: include.ignore_unreachable,
+            no_log: include.no_log,
+            check_mode: include.check_mode,
+            diff: include.diff,
+            delegate_to: include.delegate_to.clone(),
+            any_errors_fatal: include.any_errors_fatal,
+            role: include.role.clone(),
+            file_dir: include.file_dir.clone(),
+            ..Inherit::default()
+        };
+        if let Some(apply) = include.args.get("apply") {
+            inh = inh.child(&apply_keywords(apply, include)?);
+        }
+        let mut nodes = Vec::new();
+        match target {
+            IncludeTarget::Tasks { file, base_dir } => {
+                let mut candidates = vec![base_dir.join(file)];
+                if let Some(r) = &include.role {
+                    candidates.push(r.path.join("tasks").join(file));
+                }
+                candidates.push(play.playbook_dir.join(file));
+                let path = if Path::new(file).is_absolute() {
+                    PathBuf::from(file)
+                } else {
+                    candidates
+                        .iter()
+                        .find(|p| p.is_file())
+                        .cloned()
+                        .ok_or_else(|| {
+                            let list: Vec<String> =
+                                candidates.iter().map(|p| p.display().to_string()).collect();
+                            Diagnostic::new(format!("the file '{file}' to include was not found"))
+                                .at(include.span.clone())
+                                .hint(format!("looked in: {}", list.join(", ")))
+                        })?
+                };
+                let node = load_task_file(&path)?;
+                inh.file_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                nodes = self.tasks(raw::task_list(Some(&node), "the included file")?, &inh)?;
+                Ok(super::Included {
+                    nodes,
+                    role: None,
+                    handlers: vec![],
+                })
+            }
+            IncludeTarget::Role {
+                name,
+                tasks_from,
+                vars_from,
+                defaults_from,
+            } => {
+                let files = RoleFiles {
+                    name: Some(name.clone()),
+                    tasks_from: tasks_from.clone(),
+                    vars_from: vars_from.clone(),
+                    defaults_from: defaults_from.clone(),
+                    handlers_from: include
+                        .args
+                        .get("handlers_from")
+                        .and_then(|v| v.as_str().map(str::to_string)),
+                };
+                let entry = RoleEntry {
+                    name: name.clone(),
+                    span: include.span.clone(),
+                    params: VarMap::new(),
+                    kw: Keywords::default(),
+                };
+                inh.role = None;
+                let role = self.role(&entry, &inh, &files, false, &mut nodes)?;
+                let handlers = std::mem::take(&mut self.role_handlers);
+                Ok(super::Included {
+                    nodes,
+                    role,
+                    handlers,
+                })
+            }
+        }
+    }
+}
+
+/// `apply:` on an include: keywords applied to every included task.
+fn apply_keywords(apply: &Value, include: &Task) -> Result<Keywords, Diagnostic> {
+    let text = serde_json::to_string(apply).unwrap_or_default();
+    let node = yaml::load_str(
+        &include.span.path().display().to_string(),
+        &text,
+        &Default::default(),
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| Diagnostic::new("empty `apply`").at(include.span.clone()))?;
+    let mut kw = Keywords::default();
+    let mut warnings = Vec::new();
+    for (k, v) in raw::mapping(&node, "`apply`").map_err(|e| Diagnostic {
+        span: Some(include.span.clone()),
+        ..e
+    })? {
+        let key = raw::key_string(k)?;
+        if !keywords::BLOCK_KEYWORDS.contains(&key.as_str())
+            || !raw::read_keyword(&mut kw, &key, k, v, &mut warnings)?
+        {
+            return Err(Diagnostic::new(format!("`{key}` can't be used in `apply`"))
+                .at(include.span.clone()));
+        }
+    }
+    Ok(kw)
+}
+
+/// Which files of a role to use (`tasks_from` etc.), from import/include args.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RoleFiles {
+    pub name: Option<String>,
+    pub tasks_from: Option<String>,
+    pub vars_from: Option<String>,
+    pub defaults_from: Option<String>,
+    pub handlers_from: Option<String>,
+}
+
+impl RoleFiles {
+    fn from_args(args: &VarMap, node: &Node) -> Result<RoleFiles, Diagnostic> {
+        let mut f = RoleFiles::default();
+        for (k, v) in args {
+            let s = v.as_str().map(str::to_string);
+            match k.as_str() {
+                "name" | "role" => f.name = s,
+                "_raw_params" => f.name = f.name.take().or(s),
+                "tasks_from" => f.tasks_from = s,
+                "vars_from" => f.vars_from = s,
+                "defaults_from" => f.defaults_from = s,
+                "handlers_from" => f.handlers_from = s,
+                "apply" | "public" | "allow_duplicates" | "rolespec_validate" => {}
+                other => {
+                    const KEYS: &[&str] = &[
+                        "name",
+                        "tasks_from",
+                        "vars_from",
+                        "defaults_from",
+                        "handlers_from",
+                        "apply",
+                        "public",
+                        "allow_duplicates",
+                    ];
+                    let mut e = node.error(format!(
+                        "`{other}` is not an option of import_role/include_role"
+                    ));
+                    if let Some(s) = suggest(other, KEYS.iter().copied()) {
+                        e = e.hint(format!("did you mean `{s}`?"));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// The dedup key of a role use: its parameters and chosen files.
+fn params_key(params: &VarMap, files: &RoleFiles) -> String {
+    let p = serde_json::to_string(params).unwrap_or_default();
+    format!(
+        "{p}|{:?}|{:?}|{:?}",
+        files.tasks_from, files.vars_from, files.defaults_from
+    )
+}
+
+fn no_loop(kw: &Keywords, node: &Node, what: &str, instead: &str) -> Result<(), Diagnostic> {
+    if kw.loop_.is_some() {
+        return Err(node
+            .error(format!("`{what}` is static and can't loop"))
+            .hint(format!("use `{instead}`, which is loaded at run time")));
+    }
+    Ok(())
+}
+
+/// The file of an `import_tasks`/`include_tasks`: `file:` or free-form text.
+fn include_file(args: &VarMap, node: &Node, what: &str) -> Result<String, Diagnostic> {
+    args.get("file")
+        .or_else(|| args.get("_raw_params"))
+        .and_then(|v| v.as_str().map(str::to_string))
+        .ok_or_else(|| {
+            node.error(format!("`{what}` needs a file name"))
+                .hint(format!("write `{what}: other.yml`"))
+        })
+}
+
+/// Loads a tasks file (a list of tasks, or empty).
+pub(crate) fn load_task_file(path: &Path) -> Result<Node, Diagnostic> {
+    yaml::load_one(path)
+}
+
+/// Templates a static path. Undefined variables are an error: static imports
+/// are resolved before any host is known.
+pub(crate) fn render_static(
+    s: &str,
+    vars: &VarMap,
+    node: &Node,
+    what: &str,
+) -> Result<String, Diagnostic> {
+    if !crate::template::is_template(s) {
+        return Ok(s.to_string());
+    }
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let tmpl = env
+        .template_from_str(s)
+        .map_err(|e| node.error(format!("bad template in `{what}`: {e}")))?;
+    let mut missing: Vec<String> = tmpl
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|v| !vars.contains_key(v))
+        .collect();
+    missing.sort();
+    if !missing.is_empty() {
+        return Err(node
+            .error(format!("undefined variable `{}` in the `{what}` path `{s}`", missing.join("`, `")))
+            .hint(format!(
+                "`{what}` is resolved when the playbook is loaded, where only play vars, vars_files and extra vars \
+                 (-e) are known; pass it with -e, or use a dynamic include (`include_tasks`/`include_role`)"
+            )));
+    }
+    let ctx = Value::from_pairs(
+        vars.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let mut out = tmpl
+        .render(ctx.clone())
+        .map_err(|e| node.error(format!("can't template `{what}` path `{s}`: {e}")))?;
+    // A variable may hold another template (`a: "{{ b }}/x"`).
+    for _ in 0..5 {
+        if !crate::template::is_template(&out) {
+            break;
+        }
+        out = env
+            .render_str(&out, ctx.clone())
+            .map_err(|e| node.error(format!("can't template `{what}` path `{s}`: {e}")))?;
+    }
+    Ok(out)
+}
+
+/// `serial`: a count, a percentage, or a list of either.
+fn serial(node: &Node) -> Result<Vec<Serial>, Diagnostic> {
+    let one = |n: &Node| -> Result<Serial, Diagnostic> {
+        let bad = || {
+            n.error(format!("bad `serial` value `{}`", raw::written_text(n)))
+                .hint("use a number of hosts (`2`), a percentage (`30%`), or a list of them")
+        };
+        match &n.kind {
+            NodeKind::Int(i) if *i >= 0 => Ok(Serial::Count(*i as usize)),
+            NodeKind::Str { value, .. } => {
+                let v = value.trim();
+                if let Some(p) = v.strip_suffix('%') {
+                    let f: f64 = p.trim().parse().map_err(|_| bad())?;
+                    if !(0.0..=100.0).contains(&f) {
+                        return Err(bad());
+                    }
+                    Ok(Serial::Percent(f))
+                } else {
+                    v.parse::<usize>().map(Serial::Count).map_err(|_| bad())
+                }
+            }
+            _ => Err(bad()),
+        }
+    };
+    match &node.kind {
+        NodeKind::Null => Ok(vec![]),
+        NodeKind::Seq(items) => items.iter().map(one).collect(),
+        _ => Ok(vec![one(node)?]),
+    }
+}
+
+/// `module_defaults`: module → args (or a list of such mappings).
+fn module_defaults(node: &Node) -> Result<Vec<(String, VarMap)>, Diagnostic> {
+    let mut out: Vec<(String, VarMap)> = Vec::new();
+    let maps: Vec<&Node> = match &node.kind {
+        NodeKind::Null => vec![],
+        NodeKind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    for m in maps {
+        for (k, v) in raw::mapping(m, "`module_defaults`")? {
+            let key = raw::key_string(k)?;
+            let name = if key.starts_with("group/") {
+                key.clone()
+            } else {
+                registry::canonical_name(&key).to_string()
+            };
+            out.push((name, raw::var_map(v, &key)?));
+        }
+    }
+    Ok(out)
+}
