@@ -1,0 +1,234 @@
+//! SQLite backend: the embedded default. One file in WAL mode, a busy
+//! timeout, and a single writer connection (SQLite has one writer anyway;
+//! queueing writers in the pool beats spinning on SQLITE_BUSY). Claims are one
+//! atomic `UPDATE … RETURNING`. Wake-ups are in-process only.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::watch;
+
+use super::shared::{job_from_row, shared_impl};
+use super::{BackendKind, ClaimRequest, LeaseStatus, StoreBackend, StoreError, Tx, TxInner};
+use crate::clock::UnixMillis;
+use crate::queue::{
+    Actor, Attempt, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job, JobFilter,
+    JobSpec,
+};
+
+/// Picks at most one job per serialisation key among the claimable ones
+/// (queued and due, or running with an expired lease), respects the queue's
+/// concurrency limit, and takes them, all in one statement.
+const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+       lease_owner = $1, lease_token = $2, lease_until = $3, started_at = $4, \
+       reclaimed = CASE WHEN state = 'running' THEN 1 ELSE 0 END \
+     WHERE id IN ( \
+       SELECT id FROM ( \
+         SELECT id, priority, run_at, ROW_NUMBER() OVER ( \
+             PARTITION BY COALESCE(serial_key, 'job:' || id) ORDER BY priority DESC, run_at, id) AS rn \
+         FROM ( \
+           SELECT id, serial_key, priority, run_at FROM jobs \
+             WHERE queue = $5 AND state = 'running' AND lease_until < $4 \
+           UNION ALL \
+           SELECT * FROM ( \
+             SELECT id, serial_key, priority, run_at FROM jobs j \
+             WHERE queue = $5 AND state = 'queued' AND run_at <= $4 \
+               AND (serial_key IS NULL OR NOT EXISTS \
+                 (SELECT 1 FROM jobs r WHERE r.serial_key = j.serial_key AND r.state = 'running')) \
+             ORDER BY priority DESC, run_at, id LIMIT $6) \
+         )) \
+       WHERE rn = 1 ORDER BY priority DESC, run_at, id \
+       LIMIT (SELECT MAX(0, MIN($7, $8 - (SELECT COUNT(*) FROM jobs \
+                WHERE queue = $5 AND state = 'running' AND lease_until >= $4)))) \
+     ) RETURNING id, kind, queue, payload, priority, state, run_at, attempts, unique_key, serial_key, owner, lease_owner, lease_token, lease_until, cancel_requested, reclaimed, created_at, started_at, finished_at, last_error";
+
+/// The SQLite store.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    wake: watch::Sender<u64>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let (wake, _) = watch::channel(0);
+        Ok(Self {
+            writer,
+            reader,
+            wake,
+        })
+    }
+
+    /// The writer pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn write_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn read_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// `BEGIN IMMEDIATE` takes the write lock up front, so a transaction
+    /// never fails half-way when another process wrote meanwhile.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    fn poke_local(&self) {
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+shared_impl!(SqliteStore, sqlx::Sqlite);
+
+#[async_trait]
+impl StoreBackend for SqliteStore {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sqlite
+    }
+
+    fn as_sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        Some(&self.writer)
+    }
+
+    async fn begin_tx(&self) -> Result<TxInner, StoreError> {
+        Ok(TxInner::Sqlite(self.write_tx().await?))
+    }
+
+    async fn enqueue(
+        &self,
+        tx: &mut Tx,
+        spec: &JobSpec,
+        now: UnixMillis,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let conn = tx.as_sqlite().ok_or(StoreError::WrongBackend)?;
+        Self::enqueue_shared(conn, spec, now).await
+    }
+
+    async fn claim(&self, req: ClaimRequest<'_>) -> Result<Vec<Job>, StoreError> {
+        let max = i64::from(req.max);
+        let rows = sqlx::query(CLAIM)
+            .bind(req.worker)
+            .bind(req.lease_token)
+            .bind(req.lease_until)
+            .bind(req.now)
+            .bind(req.queue)
+            .bind(max * 4)
+            .bind(max)
+            .bind(req.queue_limit.map(i64::from).unwrap_or(i64::MAX))
+            .fetch_all(&self.writer)
+            .await?;
+        let mut jobs = rows
+            .iter()
+            .map(|r| job_from_row!(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
+        Ok(jobs)
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: &[(i64, i64)],
+        lease_until: UnixMillis,
+    ) -> Result<Vec<LeaseStatus>, StoreError> {
+        self.heartbeat_shared(leases, lease_until).await
+    }
+
+    async fn complete(&self, done: &[Completion]) -> Result<Vec<bool>, StoreError> {
+        self.complete_shared(done).await
+    }
+
+    async fn release(&self, job_id: i64, lease_token: i64) -> Result<bool, StoreError> {
+        self.release_shared(job_id, lease_token).await
+    }
+
+    async fn cancel(
+        &self,
+        job_id: i64,
+        actor: Actor,
+        now: UnixMillis,
+    ) -> Result<CancelOutcome, StoreError> {
+        self.cancel_shared(job_id, actor, now).await
+    }
+
+    async fn job(&self, job_id: i64) -> Result<Option<Job>, StoreError> {
+        self.job_shared(job_id).await
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        self.jobs_shared(filter).await
+    }
+
+    async fn attempts(&self, job_id: i64) -> Result<Vec<Attempt>, StoreError> {
+        self.attempts_shared(job_id).await
+    }
+
+    async fn record_lost_attempt(&self, job: &Job, now: UnixMillis) -> Result<(), StoreError> {
+        self.record_attempt_lost(job, now).await
+    }
+
+    async fn record_failure(&self, failure: &FailureRecord) -> Result<(), StoreError> {
+        self.record_failure_shared(failure).await
+    }
+
+    async fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
+        self.failures_shared().await
+    }
+
+    async fn prune(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        self.prune_shared(before).await
+    }
+
+    async fn next_run_at(&self, queue: &str) -> Result<Option<UnixMillis>, StoreError> {
+        self.next_run_at_shared(queue).await
+    }
+
+    async fn schedule_anchor(&self, name: &str, now: UnixMillis) -> Result<UnixMillis, StoreError> {
+        self.schedule_anchor_shared(name, now).await
+    }
+
+    async fn last_fire(&self, name: &str) -> Result<Option<UnixMillis>, StoreError> {
+        self.last_fire_shared(name).await
+    }
+
+    async fn claim_fire(
+        &self,
+        name: &str,
+        fire_at: UnixMillis,
+        spec: Option<&JobSpec>,
+        now: UnixMillis,
+    ) -> Result<Option<Option<i64>>, StoreError> {
+        self.claim_fire_shared(name, fire_at, spec, now).await
+    }
+
+    fn wake(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    fn poke(&self) {
+        self.poke_local();
+    }
+}
