@@ -677,7 +677,7 @@ fn stat_reports_ansible_fields() {
     assert!(!r.res.changed);
     let st = data(&r.res, "stat");
     let meta = std::fs::metadata(s.path("f")).unwrap();
-    assert_eq!(st.get_attr("exists").unwrap().is_true(), true);
+    assert!(st.get_attr("exists").unwrap().is_true());
     assert_eq!(st.get_attr("mode").unwrap().as_str(), Some("0640"));
     assert!(st.get_attr("isreg").unwrap().is_true());
     assert!(!st.get_attr("isdir").unwrap().is_true());

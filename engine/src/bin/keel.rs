@@ -260,13 +260,15 @@ fn ask_password(prompt: &str) -> Result<String> {
 }
 
 fn inventory(a: InventoryArgs) -> Result<i32> {
+    use keel::inventory::cli;
     let inv = load_inventory(&a.inventory)?;
     if let Some(h) = a.host {
-        println!("{}", serde_json::to_string_pretty(&keel::inventory::cli::host_json(&inv, &h))?);
+        let j = cli::try_host_json(&inv, &h).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{}", cli::to_ansible_json(&j));
     } else if let Some(g) = a.graph {
-        print!("{}", keel::inventory::cli::graph(&inv, Some(g.as_str()), a.vars));
+        print!("{}", cli::try_graph(&inv, Some(g.as_str()), a.vars).map_err(|e| anyhow::anyhow!("{e}"))?);
     } else {
-        println!("{}", serde_json::to_string_pretty(&keel::inventory::cli::list_json(&inv))?);
+        println!("{}", cli::to_ansible_json(&cli::list_json(&inv)));
     }
     Ok(0)
 }
