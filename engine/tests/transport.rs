@@ -537,3 +537,51 @@ async fn pool_shares_one_connection_and_keeps_failures() {
     assert!(pool.get("l", &local).await.unwrap().is_local());
     pool.close_all().await;
 }
+
+/// Commands share one long-lived shell per connection: a command that exits,
+/// fails to parse, changes directory or sets variables must not disturb the
+/// next one, and stdin passed inline must arrive byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_shell_isolates_commands() {
+    let th = TestHosts::start(1).unwrap();
+    let c = connect(&th, 0, &[]).await.unwrap();
+    let out = c
+        .exec(&cmd("cd /tmp; FOO=bar; echo partial; exit 3"))
+        .await
+        .unwrap();
+    assert_eq!((out.rc, out.stdout_str()), (3, "partial\n".to_string()));
+    let out = c.exec(&cmd("echo \"[$FOO]\"; pwd")).await.unwrap();
+    let text = out.stdout_str();
+    assert_eq!(
+        text.lines().next(),
+        Some("[]"),
+        "a variable leaked into the next command"
+    );
+    assert_ne!(
+        text.lines().nth(1),
+        Some("/tmp"),
+        "cd leaked into the next command"
+    );
+    // A script that does not parse reports an error, and the shell survives.
+    let out = c.exec(&cmd("if then 'unbalanced")).await.unwrap();
+    assert_ne!(out.rc, 0);
+    let out = c.exec(&cmd("echo alive")).await.unwrap();
+    assert_eq!((out.rc, out.stdout_str()), (0, "alive\n".to_string()));
+    // Output with no trailing newline, and stdin with quotes and markers.
+    let out = c.exec(&cmd("printf 'no newline'")).await.unwrap();
+    assert_eq!(out.stdout_str(), "no newline");
+    let payload = "it's \"quoted\" $(touch /tmp/pwned) `x` \u{1e}fake 0\u{1e}\n%s %d\n";
+    let mut s = cmd("cat");
+    s.stdin = Some(payload.as_bytes().to_vec());
+    let out = c.exec(&s).await.unwrap();
+    assert_eq!(out.stdout_str(), payload);
+    assert_eq!(
+        th.sh(0, "test -e /tmp/pwned && echo yes || echo no"),
+        "no\n"
+    );
+    let out = c.exec(&cmd("echo err >&2; echo out")).await.unwrap();
+    assert_eq!(
+        (out.stdout_str(), out.stderr_str()),
+        ("out\n".to_string(), "err\n".to_string())
+    );
+}

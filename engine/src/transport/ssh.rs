@@ -84,7 +84,32 @@ pub struct SshConnection {
     /// Sessions of the jump hosts, kept open while the tunnel is in use.
     _hops: Vec<Handle<HostKeyCheck>>,
     channels: Arc<Semaphore>,
+    /// Idle persistent shells (see [`Shell`]).
+    shells: Mutex<Vec<Shell>>,
+    /// Signalled when a shell goes back to the idle list.
+    shell_idle: tokio::sync::Notify,
+    /// Numbers the commands sent to persistent shells, for their end markers.
+    counter: std::sync::atomic::AtomicU64,
+    /// Random per connection, so a command's output cannot fake a marker.
+    nonce: u64,
 }
+
+/// A long-lived `/bin/sh` on its own channel, fed one command at a time.
+///
+/// Opening a session channel makes sshd fork, start the login shell and then
+/// `sh`: several milliseconds of the host's CPU for every command. A shell
+/// that stays open runs each command in a subshell (`( eval '...' )`, a fork
+/// but no exec) and ends it with a marker line carrying the exit status, on
+/// stdout and on stderr. The script arrives as one quoted word, so even a
+/// script with a syntax error cannot desynchronise the stream.
+struct Shell {
+    reader: russh::ChannelReadHalf,
+    writer: Arc<ChannelWriteHalf<Msg>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Largest stdin passed inline to a persistent shell (as a quoted word).
+const INLINE_STDIN_MAX: usize = 256 * 1024;
 
 /// Closes its channel when dropped (on timeout or error paths), because a
 /// russh channel that is merely dropped stays open on the server and counts
@@ -227,6 +252,10 @@ impl SshConnection {
                     handle,
                     _hops: hops,
                     channels: Arc::new(Semaphore::new(spec.max_channels.max(1))),
+                    shells: Mutex::new(Vec::new()),
+                    shell_idle: tokio::sync::Notify::new(),
+                    counter: std::sync::atomic::AtomicU64::new(0),
+                    nonce: rand::random::<u64>(),
                 });
             }
             hops.push(handle);
@@ -246,6 +275,9 @@ impl SshConnection {
         if self.handle.is_closed() {
             return Err(self.lost("the SSH session is closed"));
         }
+        if let Some(req) = self.shell_request(cmd) {
+            return self.run_in_shell(req).await;
+        }
         let _permit = self.channels.acquire().await.map_err(|e| self.lost(e))?;
         let run = self.run_on_channel(cmd);
         match cmd.timeout {
@@ -256,6 +288,168 @@ impl SshConnection {
                     secs: t.as_secs(),
                 })?,
             None => run.await,
+        }
+    }
+
+    /// The line a persistent shell runs for `cmd`, when `cmd` can use one:
+    /// no timeout, no become password, and stdin that is text small enough
+    /// to inline.
+    fn shell_request(&self, cmd: &Command) -> Option<(String, u64)> {
+        if cmd.timeout.is_some() {
+            return None;
+        }
+        let script = r#become::with_env(&cmd.script, &cmd.env);
+        let wrapped = match &cmd.become_ {
+            Some(b) => r#become::wrap(&script, b),
+            None => Wrapped {
+                script,
+                stdin_prefix: None,
+                pty_password: None,
+            },
+        };
+        // A become password goes through a fresh session every time: sudo
+        // caches credentials per parent process, and a long-lived shell would
+        // let a later command with a wrong password ride on that cache.
+        if wrapped.pty_password.is_some() || wrapped.stdin_prefix.is_some() {
+            return None;
+        }
+        let mut stdin = Vec::new();
+        if let Some(s) = &cmd.stdin {
+            stdin.extend_from_slice(s);
+        }
+        if stdin.len() > INLINE_STDIN_MAX || stdin.contains(&0) {
+            return None;
+        }
+        let stdin = String::from_utf8(stdin).ok()?;
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = format!("( eval {} )", quote(&wrapped.script));
+        let run = if stdin.is_empty() {
+            format!("{body} </dev/null")
+        } else {
+            format!("printf '%s' {} | {body}", quote(&stdin))
+        };
+        let tag = format!("{:016x}{:x}", self.nonce, n);
+        let line = format!(
+            "{run}; __keel_rc=$?; printf '\\036{tag} %d\\036\\n' \"$__keel_rc\"; printf '\\036{tag}\\036\\n' >&2\n"
+        );
+        Some((line, n))
+    }
+
+    /// An idle shell, or a new one when a channel slot is free; otherwise
+    /// waits for whichever comes first. Idle shells hold their slot, so
+    /// waiting on the semaphore alone could wait forever.
+    async fn take_shell(&self) -> Result<Shell, TransportError> {
+        let permit = loop {
+            let idle = self.shell_idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if let Some(sh) = self.shells.lock().unwrap().pop() {
+                return Ok(sh);
+            }
+            tokio::select! {
+                p = self.channels.clone().acquire_owned() => break p.map_err(|e| self.lost(e))?,
+                _ = &mut idle => continue,
+            }
+        };
+        let mut attempt = 0;
+        let channel = loop {
+            match self.handle.channel_open_session().await {
+                Ok(c) => break c,
+                Err(e) if self.handle.is_closed() => return Err(self.lost(e)),
+                Err(russh::Error::ChannelOpenFailure(_)) if attempt < 40 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => {
+                    return Err(TransportError::Other {
+                        host: self.name.clone(),
+                        reason: format!("cannot open a channel: {e}"),
+                    })
+                }
+            }
+        };
+        let (reader, writer) = channel.split();
+        let writer = Arc::new(writer);
+        writer
+            .exec(true, "exec /bin/sh")
+            .await
+            .map_err(|e| self.lost(e))?;
+        Ok(Shell {
+            reader,
+            writer,
+            _permit: permit,
+        })
+    }
+
+    async fn run_in_shell(&self, (line, n): (String, u64)) -> Result<Output, TransportError> {
+        if self.handle.is_closed() {
+            return Err(self.lost("the SSH session is closed"));
+        }
+        let mut sh = self.take_shell().await?;
+        let tag = format!("{:016x}{:x}", self.nonce, n);
+        let out_marker = format!("\x1e{tag} ");
+        let err_marker = format!("\x1e{tag}\x1e\n");
+        if let Err(e) = sh.writer.data(line.as_bytes()).await {
+            let _ = sh.writer.close().await;
+            return Err(self.lost(e));
+        }
+        let mut out = Output {
+            rc: -1,
+            ..Default::default()
+        };
+        let mut rc: Option<i32> = None;
+        let mut err_done = false;
+        let mut scanned_out = 0usize;
+        while rc.is_none() || !err_done {
+            let Some(msg) = sh.reader.wait().await else {
+                break;
+            };
+            match msg {
+                ChannelMsg::Data { data } => {
+                    out.stdout.extend_from_slice(&data);
+                    if let Some(pos) = find(
+                        &out.stdout,
+                        out_marker.as_bytes(),
+                        scanned_out.saturating_sub(out_marker.len()),
+                    ) {
+                        let rest = &out.stdout[pos + out_marker.len()..];
+                        if let Some(end) = rest.iter().position(|b| *b == 0x1e) {
+                            rc = std::str::from_utf8(&rest[..end])
+                                .ok()
+                                .and_then(|s| s.parse().ok());
+                            out.stdout.truncate(pos);
+                        }
+                    }
+                    scanned_out = out.stdout.len();
+                }
+                ChannelMsg::ExtendedData { data, ext } if ext == 1 => {
+                    out.stderr.extend_from_slice(&data);
+                    if out.stderr.ends_with(err_marker.as_bytes()) {
+                        let l = out.stderr.len() - err_marker.len();
+                        out.stderr.truncate(l);
+                        err_done = true;
+                    }
+                }
+                ChannelMsg::Eof
+                | ChannelMsg::Close
+                | ChannelMsg::ExitStatus { .. }
+                | ChannelMsg::ExitSignal { .. } => break,
+                _ => {}
+            }
+        }
+        match rc {
+            Some(code) if err_done => {
+                out.rc = code;
+                self.shells.lock().unwrap().push(sh);
+                self.shell_idle.notify_one();
+                Ok(out)
+            }
+            _ => {
+                let _ = sh.writer.close().await;
+                Err(self.lost("the remote shell exited in the middle of a command"))
+            }
         }
     }
 
@@ -448,6 +642,11 @@ impl SshConnection {
 
     /// Closes the session (and with it every channel and tunnel).
     pub async fn close(&self) {
+        let shells: Vec<Shell> = std::mem::take(&mut *self.shells.lock().unwrap());
+        for sh in shells {
+            let _ = sh.writer.eof().await;
+            let _ = sh.writer.close().await;
+        }
         let _ = self
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
@@ -587,4 +786,12 @@ async fn authenticate(
         tried.push("no key file, password or ssh-agent to try".into());
     }
     Err(tried.join("; "))
+}
+
+/// Position of `needle` in `hay`, searching from `from`.
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    (from..=hay.len() - needle.len()).find(|&i| &hay[i..i + needle.len()] == needle)
 }
