@@ -25,9 +25,13 @@
 //!       - {host: all, sh: "test -e /tmp/pwned", rc: 1}
 //! ```
 //!
-//! Text in `extra_inventory.ini`, `host_vars` and `setup` may use
-//! placeholders: `@ADDR_<host>@`, `@PORT_<host>@`, `@KEY@`, `@KNOWN_HOSTS@`,
-//! `@WRONG_KNOWN_HOSTS_<host>@`, `@REFUSED_ADDR@`, `@REFUSED_PORT@`.
+//! Text in `extra_inventory.ini`, `host_vars`, `setup`, state commands and
+//! expected stdout, and `events_contain` may use placeholders:
+//! `@ADDR_<host>@`, `@PORT_<host>@`, `@KEY@`, `@KNOWN_HOSTS@`,
+//! `@WRONG_KNOWN_HOSTS_<host>@`, `@FP_<host>@` (host key fingerprint),
+//! `@REFUSED_ADDR@`, `@REFUSED_PORT@`, `@CONTROLLER_HOSTNAME@`.
+//!
+//! Expected recaps were checked against ansible-core run on the same hosts.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -160,17 +164,49 @@ fn load_expect(dir: &Path) -> Expect {
 fn placeholders(th: &TestHosts) -> Vec<(String, String)> {
     let mut p = vec![
         ("@KEY@".to_string(), th.client_key.display().to_string()),
-        ("@KNOWN_HOSTS@".to_string(), th.known_hosts.display().to_string()),
+        (
+            "@KNOWN_HOSTS@".to_string(),
+            th.known_hosts.display().to_string(),
+        ),
         ("@REFUSED_ADDR@".to_string(), th.refused_addr().0),
-        ("@REFUSED_PORT@".to_string(), th.refused_addr().1.to_string()),
+        (
+            "@REFUSED_PORT@".to_string(),
+            th.refused_addr().1.to_string(),
+        ),
+        (
+            "@CONTROLLER_HOSTNAME@".to_string(),
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap()
+                .trim()
+                .to_string(),
+        ),
     ];
     for (i, h) in th.hosts.iter().enumerate() {
         p.push((format!("@ADDR_{}@", h.name), h.addr.clone()));
         p.push((format!("@PORT_{}@", h.name), h.port.to_string()));
         let wrong = th.wrong_known_hosts(i).expect("wrong known_hosts");
-        p.push((format!("@WRONG_KNOWN_HOSTS_{}@", h.name), wrong.display().to_string()));
+        p.push((
+            format!("@WRONG_KNOWN_HOSTS_{}@", h.name),
+            wrong.display().to_string(),
+        ));
+        p.push((format!("@FP_{}@", h.name), fingerprint(th, &h.host_key)));
     }
     p
+}
+
+/// The `SHA256:...` fingerprint of a public key line, by ssh-keygen.
+fn fingerprint(th: &TestHosts, key: &str) -> String {
+    let f = th.write_file("fp.pub", &format!("{key}\n")).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .expect("ssh-keygen -l output")
+        .to_string()
 }
 
 fn fill(text: &str, ph: &[(String, String)]) -> String {
@@ -178,7 +214,10 @@ fn fill(text: &str, ph: &[(String, String)]) -> String {
     for (k, v) in ph {
         s = s.replace(k, v);
     }
-    assert!(!s.contains("@ADDR_") && !s.contains("@PORT_"), "unknown placeholder in:\n{s}");
+    assert!(
+        !s.contains("@ADDR_") && !s.contains("@PORT_"),
+        "unknown placeholder in:\n{s}"
+    );
     s
 }
 
@@ -189,7 +228,12 @@ fn host_index(th: &TestHosts, name: &str) -> usize {
         .unwrap_or_else(|| panic!("no test host named {name}"))
 }
 
-fn check_state(th: &TestHosts, checks: &[StateCheck], ph: &[(String, String)], what: &str) -> Vec<String> {
+fn check_state(
+    th: &TestHosts,
+    checks: &[StateCheck],
+    ph: &[(String, String)],
+    what: &str,
+) -> Vec<String> {
     let mut errors = Vec::new();
     for c in checks {
         let targets: Vec<usize> = if c.host == "all" {
@@ -212,6 +256,7 @@ fn check_state(th: &TestHosts, checks: &[StateCheck], ph: &[(String, String)], w
                 continue;
             }
             if let Some(want) = &c.stdout {
+                let want = fill(want, ph);
                 if stdout.trim_end_matches('\n') != want.trim_end_matches('\n') {
                     errors.push(format!(
                         "{what}: `{cmd}` on {}: stdout {stdout:?}, expected {want:?}",
@@ -227,7 +272,10 @@ fn check_state(th: &TestHosts, checks: &[StateCheck], ph: &[(String, String)], w
 fn run_options(o: &Options) -> RunOptions {
     let mut extra = VarMap::new();
     for (k, v) in &o.extra_vars {
-        extra.insert(k.clone(), minijinja::Value::from_serialize(v));
+        extra.insert(
+            k.clone(),
+            minijinja::Value::from(minijinja::value::Serde(v)),
+        );
     }
     RunOptions {
         forks: 10,
@@ -283,9 +331,10 @@ fn trace(events: &[Event]) -> Vec<String> {
     for e in ordered(events) {
         match e {
             Event::PlayStart { name, .. } => lines.push(format!("PLAY {name}")),
-            Event::TaskStart { name, handler, .. } => {
-                lines.push(format!("{} {name}:", if handler { "HANDLER" } else { "TASK" }))
-            }
+            Event::TaskStart { name, handler, .. } => lines.push(format!(
+                "{} {name}:",
+                if handler { "HANDLER" } else { "TASK" }
+            )),
             Event::HostResult(r) => {
                 let mut word = status_word(r.status).to_string();
                 if r.ignored {
@@ -300,7 +349,10 @@ fn trace(events: &[Event]) -> Vec<String> {
                 }
             }
             Event::Included { file, hosts } => {
-                let base = Path::new(&file).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(file);
+                let base = Path::new(&file)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or(file);
                 lines.push(format!("INCLUDED {base} for {}", hosts.join(",")));
             }
             Event::NoMoreHosts => lines.push("NO MORE HOSTS".into()),
@@ -340,13 +392,20 @@ fn human(events: &[Event], case_dir: &Path, th: &TestHosts) -> String {
         (r"SHA256:[A-Za-z0-9+/=]+", "SHA256:<fingerprint>"),
         (r#""(delta|start|end)": "[^"]*""#, "\"$1\": \"<time>\""),
     ] {
-        text = regex::Regex::new(pat).unwrap().replace_all(&text, rep).into_owned();
+        text = regex::Regex::new(pat)
+            .unwrap()
+            .replace_all(&text, rep)
+            .into_owned();
     }
     text
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn run_case(case: &str) {
@@ -371,12 +430,19 @@ fn run_case(case: &str) {
     let inv_path = th.write_file("inventory.ini", &inv_text).unwrap();
 
     let setup_errors = check_state(&th, &expect.setup, &ph, "setup");
-    assert!(setup_errors.is_empty(), "{case}: {}", setup_errors.join("\n"));
+    assert!(
+        setup_errors.is_empty(),
+        "{case}: {}",
+        setup_errors.join("\n")
+    );
 
     let mut errors: Vec<String> = Vec::new();
     let playbook = load_playbook(
         &dir.join("site.yml"),
-        &ResolveOptions { roles_path: vec![repo_roles()], ..Default::default() },
+        &ResolveOptions {
+            roles_path: vec![repo_roles()],
+            ..Default::default()
+        },
     )
     .unwrap_or_else(|e| panic!("{case}: {e}"));
     let rt = rt();
@@ -384,23 +450,53 @@ fn run_case(case: &str) {
         let what = format!("{case} run {}", n + 1);
         let inventory = Inventory::load(&[inv_path.display().to_string()]).expect("inventory");
         let mem = Arc::new(MemorySink::default());
-        let summary = rt.block_on(run_playbook(&playbook, inventory, run_options(&want.options), mem.clone()));
+        let summary = rt.block_on(run_playbook(
+            &playbook,
+            inventory,
+            run_options(&want.options),
+            mem.clone(),
+        ));
         let events = mem.events.lock().unwrap().clone();
         let tr = trace(&events);
-        let json: Vec<String> = events.iter().map(|e| serde_json::to_string(e).unwrap()).collect();
-        let context = || format!("trace:\n  {}\nhuman output:\n{}", tr.join("\n  "), human(&events, &dir, &th));
+        let json: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        let context = || {
+            format!(
+                "trace:\n  {}\nhuman output:\n{}",
+                tr.join("\n  "),
+                human(&events, &dir, &th)
+            )
+        };
 
-        let got: BTreeMap<String, Counters> =
-            summary.stats.iter().map(|(h, s)| (h.clone(), Counters::from(*s))).collect();
+        let got: BTreeMap<String, Counters> = summary
+            .stats
+            .iter()
+            .map(|(h, s)| (h.clone(), Counters::from(*s)))
+            .collect();
         if got != want.recap {
-            errors.push(format!("{what}: recap\n  got:      {got:?}\n  expected: {:?}\n{}", want.recap, context()));
+            errors.push(format!(
+                "{what}: recap\n  got:      {got:?}\n  expected: {:?}\n{}",
+                want.recap,
+                context()
+            ));
         }
         if summary.exit_code() != want.exit {
-            errors.push(format!("{what}: exit code {} (expected {}); errors {:?}", summary.exit_code(), want.exit, summary.errors));
+            errors.push(format!(
+                "{what}: exit code {} (expected {}); errors {:?}",
+                summary.exit_code(),
+                want.exit,
+                summary.errors
+            ));
         }
         if let Some(t) = &want.trace {
             if &tr != t {
-                errors.push(format!("{what}: trace\n  got:\n    {}\n  expected:\n    {}", tr.join("\n    "), t.join("\n    ")));
+                errors.push(format!(
+                    "{what}: trace\n  got:\n    {}\n  expected:\n    {}",
+                    tr.join("\n    "),
+                    t.join("\n    ")
+                ));
             }
         }
         for s in &want.events_contain {
@@ -437,7 +533,26 @@ macro_rules! cases {
     };
 }
 
-cases!();
+cases!(
+    any_errors_fatal,
+    become_sudo,
+    become_wrong_password,
+    block_rescue,
+    check_diff,
+    delegation,
+    end_host,
+    handlers,
+    handlers_forced,
+    includes,
+    jump_host,
+    loops,
+    mwsclient,
+    quoting,
+    serial_batches,
+    tags,
+    unreachable_hostkey,
+    until_conditions,
+);
 
 /// Every fixture directory has a test (and every test a directory).
 #[test]

@@ -1,7 +1,16 @@
-//! Job queue benchmark: end-to-end jobs per second (enqueue, claim, run a
-//! no-op, complete) with 1, 4 and 16 workers on SQLite and PostgreSQL, plus
-//! p50/p99 pickup latency (enqueue to handler start). Prints a Markdown
-//! table. Run: `cargo bench -p keel-panel --bench queue`.
+//! Job queue benchmark, on SQLite and PostgreSQL with 1, 4 and 16 workers
+//! (each running up to 64 jobs at once):
+//!
+//! - throughput: enqueue `KEEL_BENCH_JOBS` no-op jobs (default 10,000) in
+//!   transactions of 100 while the workers run, and time until every job is
+//!   claimed, run and recorded. Pickup latency (enqueue to handler start) in
+//!   this mode is mostly time spent waiting behind the backlog.
+//! - idle latency: with the workers idle, enqueue one job at a time and time
+//!   enqueue to handler start (the wake-up path: in-process notification,
+//!   and LISTEN/NOTIFY on PostgreSQL).
+//!
+//! Prints a Markdown table. Run:
+//! `cargo bench -p keel-panel --bench queue --features testsupport --profile bench-fast`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +23,9 @@ use keel_panel::store::Store;
 use keel_panel::testsupport::PgServer;
 use tokio_util::sync::CancellationToken;
 
+/// Jobs enqueued one by one in the idle-latency run.
+const IDLE_JOBS: usize = 200;
+
 struct Noop {
     done: Arc<AtomicUsize>,
     latencies: Arc<Mutex<Vec<u64>>>,
@@ -25,15 +37,26 @@ impl JobHandler for Noop {
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
         let enq = ctx.job.payload["t"].as_u64().unwrap_or(0);
         let now = self.t0.elapsed().as_micros() as u64;
-        self.latencies.lock().unwrap().push(now.saturating_sub(enq));
-        self.done.fetch_add(1, Ordering::Relaxed);
+        self.latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(now.saturating_sub(enq));
+        self.done.fetch_add(1, Ordering::Release);
         Ok(())
     }
 }
 
-async fn run_case(store: Store, workers: usize, jobs: usize) -> (f64, u64, u64) {
+struct Pool {
+    done: Arc<AtomicUsize>,
+    latencies: Arc<Mutex<Vec<u64>>>,
+    t0: Instant,
+    shutdown: CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<Result<(), keel_panel::store::StoreError>>>,
+}
+
+fn start_workers(store: &Store, workers: usize) -> Pool {
     let done = Arc::new(AtomicUsize::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(jobs)));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
     let t0 = Instant::now();
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
@@ -54,58 +77,111 @@ async fn run_case(store: Store, workers: usize, jobs: usize) -> (f64, u64, u64) 
                 queues: vec![QueueConfig::new("default")],
                 concurrency: 64,
                 batch: 64,
-                poll_every: Duration::from_millis(200),
                 ..WorkerConfig::default()
             },
         ));
         handles.push(tokio::spawn(w.run(shutdown.clone())));
     }
-    let enqueuer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            for chunk in 0..jobs / 100 {
-                let mut tx = store.begin().await.unwrap();
-                for i in 0..100 {
-                    let t = t0.elapsed().as_micros() as u64;
-                    queue::enqueue(
-                        &mut tx,
-                        JobSpec::new("noop", serde_json::json!({"t": t, "i": chunk * 100 + i})),
-                    )
-                    .await
-                    .unwrap();
-                }
-                tx.commit().await.unwrap();
-            }
-        })
-    };
-    enqueuer.await.unwrap();
-    while done.load(Ordering::Relaxed) < jobs {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    Pool {
+        done,
+        latencies,
+        t0,
+        shutdown,
+        handles,
     }
-    // Wait until the last completions are recorded.
-    loop {
-        let left = store
-            .jobs(&keel_panel::queue::JobFilter {
-                state: Some(keel_panel::queue::JobState::Running),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .len();
-        if left == 0 {
-            break;
+}
+
+impl Pool {
+    async fn stop(self) -> Vec<u64> {
+        self.shutdown.cancel();
+        for h in self.handles {
+            h.await.expect("worker task").expect("worker");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut l = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        l.sort_unstable();
+        l
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[i] as f64 / 1000.0
+}
+
+async fn unfinished(store: &Store) -> i64 {
+    let sql = "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')";
+    if let Some(pool) = store.as_sqlite_pool() {
+        sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
+    } else {
+        let pool = store.as_postgres_pool().expect("a pool");
+        sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
+    }
+}
+
+/// Returns jobs/s and the sorted pickup latencies (µs).
+async fn throughput(store: &Store, workers: usize, jobs: usize) -> (f64, Vec<u64>) {
+    let pool = start_workers(store, workers);
+    let t0 = pool.t0;
+    for chunk in 0..jobs / 100 {
+        let mut tx = store.begin().await.expect("begin");
+        for i in 0..100 {
+            let t = t0.elapsed().as_micros() as u64;
+            queue::enqueue(
+                &mut tx,
+                JobSpec::new("noop", serde_json::json!({"t": t, "i": chunk * 100 + i})),
+            )
+            .await
+            .expect("enqueue");
+        }
+        tx.commit().await.expect("commit");
+    }
+    while pool.done.load(Ordering::Acquire) < jobs {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Handlers are done; wait until the last results are recorded.
+    while unfinished(store).await > 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    shutdown.cancel();
-    for h in handles {
-        let _ = h.await;
+    let lat = pool.stop().await;
+    (jobs as f64 / elapsed, lat)
+}
+
+/// Sorted pickup latencies (µs) of jobs enqueued one at a time to idle workers.
+async fn idle_latency(store: &Store, workers: usize) -> Vec<u64> {
+    let pool = start_workers(store, workers);
+    // Let every worker reach its wait.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..IDLE_JOBS {
+        let t = pool.t0.elapsed().as_micros() as u64;
+        queue::enqueue_now(
+            store,
+            JobSpec::new("noop", serde_json::json!({"t": t, "i": i})),
+        )
+        .await
+        .expect("enqueue");
+        while pool.done.load(Ordering::Acquire) <= i {
+            tokio::task::yield_now().await;
+        }
+        // Let the completion land so the next job meets idle workers.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut l = latencies.lock().unwrap().clone();
-    l.sort_unstable();
-    let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
-    (jobs as f64 / elapsed, pct(0.50), pct(0.99))
+    pool.stop().await
+}
+
+async fn open(backend: &str, pg: &PgServer, dir: &tempfile::TempDir) -> Store {
+    if backend == "sqlite" {
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        Store::connect(&url).await.expect("sqlite store")
+    } else {
+        Store::connect(&pg.fresh_database().await)
+            .await
+            .expect("postgres store")
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -114,23 +190,29 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
+    let only = std::env::var("KEEL_BENCH_BACKEND").ok();
     let pg = PgServer::start(true);
-    println!("| backend | workers | jobs | jobs/s | p50 pickup | p99 pickup |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| backend | workers | jobs | jobs/s | backlog p50 | backlog p99 | idle p50 | idle p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for backend in ["sqlite", "postgres"] {
+        if only.as_deref().is_some_and(|b| b != backend) {
+            continue;
+        }
         for workers in [1usize, 4, 16] {
-            let dir = tempfile::tempdir().unwrap();
-            let store = if backend == "sqlite" {
-                let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-                Store::connect(&url).await.unwrap()
-            } else {
-                Store::connect(&pg.fresh_database().await).await.unwrap()
-            };
-            let (rate, p50, p99) = run_case(store, workers, jobs).await;
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = open(backend, &pg, &dir).await;
+            let (rate, backlog) = throughput(&store, workers, jobs).await;
+            let dir2 = tempfile::tempdir().expect("temp dir");
+            let store = open(backend, &pg, &dir2).await;
+            let idle = idle_latency(&store, workers).await;
             println!(
-                "| {backend} | {workers} | {jobs} | {rate:.0} | {:.1} ms | {:.1} ms |",
-                p50 as f64 / 1000.0,
-                p99 as f64 / 1000.0
+                "| {backend} | {workers} | {jobs} | {rate:.0} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
+                pct(&backlog, 0.50),
+                pct(&backlog, 0.99),
+                pct(&idle, 0.50),
+                pct(&idle, 0.99),
             );
         }
     }

@@ -6,11 +6,26 @@
 //!   from the URL at startup.
 //! - `queue`: durable jobs: enqueue in the caller's transaction, leased
 //!   claims, retries, coalescing and serialisation keys, cron, cancellation.
+//! - `config`: panel configuration (defaults, TOML file, `KEEL_*` env).
+//! - `services`: the domain layer (sites, servers, keys) over a two-backend
+//!   query layer; `auth` accounts, sessions, tokens; `alloc` address pools
+//!   and quotas; `audit` the change log.
+//! - `http`, `api`, `ui`: the axum server, the JSON API under `/api/v1`,
+//!   the server-rendered HTML pages; `metrics` the Prometheus endpoint.
 //! - `testsupport` (feature `testsupport`): throw-away PostgreSQL servers
 //!   for tests and benchmarks.
 
+pub mod alloc;
+pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod clock;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod services;
 pub mod queue;
 pub mod store;
+pub mod ui;
 #[cfg(feature = "testsupport")]
 pub mod testsupport;

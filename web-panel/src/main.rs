@@ -1,12 +1,14 @@
 //! `keel-panel`: the panel's command line. It parses arguments and calls
-//! the `keel_panel` library: `serve` (workers for now; HTTP comes later),
-//! `worker` (workers only, for scale-out), `admin migrate`.
+//! the `keel_panel` library: `serve` (HTTP server plus job workers),
+//! `worker` (workers only, for scale-out), `admin migrate`,
+//! `admin create-user`, `admin reset-password`, `admin import-pool`.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
+use keel_panel::config::Config;
 use keel_panel::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -14,21 +16,28 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "keel-panel", version, about = "Keel's VM self-service panel")]
 struct Cli {
     /// sqlite:PATH (embedded, default) or postgres://… (several nodes).
-    #[arg(
-        long,
-        env = "KEEL_DATABASE_URL",
-        default_value = "sqlite://keel-panel.db",
-        global = true
-    )]
-    database_url: String,
+    /// Without it, `serve` and `admin` use the configured one (SQLite in
+    /// the data dir by default); `worker` uses sqlite://keel-panel.db.
+    #[arg(long, env = "KEEL_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Panel configuration file (TOML); `KEEL_*` variables override it.
+    #[arg(long, global = true)]
+    config: Option<std::path::PathBuf>,
+    /// Directory for the embedded database.
+    #[arg(long, global = true)]
+    data_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the panel (for now: its job workers).
-    Serve(WorkerArgs),
+    /// Run the panel: HTTP server and job workers.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Run job workers only.
     Worker(WorkerArgs),
     /// Administration.
@@ -42,6 +51,32 @@ enum Cmd {
 enum AdminCmd {
     /// Create or upgrade the database schema.
     Migrate,
+    /// Create a local user; the password is read from stdin or a file.
+    CreateUser {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+    },
+    /// Set a user's password (from stdin or a file).
+    ResetPassword {
+        name: String,
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+    },
+    /// Load an address pool from a YAML or CSV file.
+    ImportPool {
+        file: std::path::PathBuf,
+        /// Pool name (CSV files).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Pool type: public, private or v6only (CSV files).
+        #[arg(long = "type")]
+        pool_type: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -52,6 +87,10 @@ struct WorkerArgs {
     /// Queues to serve, as NAME or NAME=LIMIT (cluster-wide concurrency limit).
     #[arg(long = "queue", default_values_t = ["default".to_string(), "hypervisor=8".to_string()])]
     queues: Vec<String>,
+    /// Seconds running jobs get to finish after SIGTERM before their leases
+    /// are given back to other workers.
+    #[arg(long, default_value_t = 20)]
+    shutdown_grace: u64,
 }
 
 fn parse_queue(s: &str) -> anyhow::Result<QueueConfig> {
@@ -73,10 +112,11 @@ async fn run_workers(store: Store, args: WorkerArgs) -> anyhow::Result<()> {
             .iter()
             .map(|q| parse_queue(q))
             .collect::<anyhow::Result<_>>()?,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
         ..WorkerConfig::default()
     };
     // Handlers are registered by the panel as its features land.
-    let worker = Arc::new(Worker::new(store, Registry::new(), config));
+    let worker = Arc::new(Worker::new(store, Registry::with_builtins(), config));
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -92,25 +132,151 @@ async fn run_workers(store: Store, args: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(url) = &cli.database_url {
+        config.database_url = url.clone();
+    }
+    Ok(config)
+}
+
+async fn open_panel_db(config: &Config) -> anyhow::Result<keel_panel::services::Db> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    }
+    keel_panel::services::Db::open(&url)
+        .await
+        .context("opening the database")
+}
+
+fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        None => std::io::read_to_string(std::io::stdin()).context("reading the password from stdin")?,
+    };
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    use keel_panel::http::{self, AppState};
+    let db = open_panel_db(&config).await?;
+    let listen = config.listen;
+    let state = AppState::new(db.clone(), config.clone())?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        signal.cancel();
+    });
+    let workers = if config.workers.concurrency > 0 {
+        let mut registry = Registry::new();
+        keel_panel::services::servers::register(&mut registry, &db);
+        let wc = WorkerConfig {
+            concurrency: config.workers.concurrency,
+            queues: config
+                .workers
+                .queues
+                .iter()
+                .map(|q| parse_queue(q))
+                .collect::<anyhow::Result<_>>()?,
+            ..WorkerConfig::default()
+        };
+        let worker = Arc::new(Worker::new(db.store().clone(), registry, wc));
+        Some(tokio::spawn(worker.run(shutdown.clone())))
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    println!("keel-panel listening on http://{listen}");
+    http::serve(state, listener, shutdown.clone()).await?;
+    shutdown.cancel();
+    if let Some(w) = workers {
+        w.await??;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let cli = Cli::parse();
-    let store = Store::connect(&cli.database_url)
-        .await
-        .context("opening the database")?;
+    let config = load_config(&cli)?;
+    let system = keel_panel::services::Principal::system();
     match cli.command {
-        Cmd::Serve(args) => {
-            println!("panel HTTP not built yet; running job workers");
+        Cmd::Serve { listen } => {
+            let mut config = config;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            serve(config).await
+        }
+        Cmd::Worker(args) => {
+            let url = cli
+                .database_url
+                .clone()
+                .unwrap_or_else(|| "sqlite://keel-panel.db".to_string());
+            let store = Store::connect(&url).await.context("opening the database")?;
             run_workers(store, args).await
         }
-        Cmd::Worker(args) => run_workers(store, args).await,
         Cmd::Admin {
             command: AdminCmd::Migrate,
         } => {
+            open_panel_db(&config).await?;
             println!("database schema is up to date");
+            Ok(())
+        }
+        Cmd::Admin {
+            command:
+                AdminCmd::CreateUser {
+                    name,
+                    admin,
+                    email,
+                    password_file,
+                },
+        } => {
+            let password = read_password(password_file.as_deref())?;
+            let db = open_panel_db(&config).await?;
+            let pw = keel_panel::auth::Passwords::new(&config.auth)?;
+            let user = keel_panel::auth::create_user(&db, &pw, &system, &name, email.as_deref(), Some(password), admin).await?;
+            println!("created user {} (id {}){}", user.name, user.id, if admin { " as platform admin" } else { "" });
+            Ok(())
+        }
+        Cmd::Admin {
+            command: AdminCmd::ResetPassword { name, password_file },
+        } => {
+            let password = read_password(password_file.as_deref())?;
+            let db = open_panel_db(&config).await?;
+            let pw = keel_panel::auth::Passwords::new(&config.auth)?;
+            let user = keel_panel::auth::user_by_name(&db, &name)
+                .await?
+                .with_context(|| format!("no user named {name:?}"))?;
+            keel_panel::auth::set_password(&db, &pw, &system, user.id, password).await?;
+            println!("password of {name} reset; their sessions were ended");
+            Ok(())
+        }
+        Cmd::Admin {
+            command: AdminCmd::ImportPool { file, pool, pool_type },
+        } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let csv_pool = pool.as_deref().zip(pool_type.as_deref());
+            let parsed = keel_panel::alloc::parse_pool_file(&file.display().to_string(), &text, csv_pool)?;
+            let db = open_panel_db(&config).await?;
+            let n = keel_panel::alloc::import(&db, &system, &parsed, config.alloc.default_quarantine_secs).await?;
+            println!("imported {n} addresses into pool {}", parsed.pool);
             Ok(())
         }
     }

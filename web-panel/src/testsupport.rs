@@ -3,7 +3,8 @@
 //! runs as the `postgres` OS user (it refuses root) from a temp dir, on a
 //! loopback port with its socket in the same dir; a watchdog stops it and
 //! removes the dir when the test process exits. If PostgreSQL is missing it
-//! is installed with apt.
+//! is installed with apt. [`FileClock`] gives several processes one manual
+//! clock.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::clock::{millis, Clock, UnixMillis};
 use crate::store::{Store, StoreError};
 
 /// A running test server.
@@ -207,4 +209,44 @@ pub async fn sqlite_store() -> Result<(Store, tempfile::TempDir), StoreError> {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("panel.db").display());
     Ok((Store::connect(&url).await?, dir))
+}
+
+/// A manual clock shared by processes through a file holding Unix
+/// milliseconds: the test process moves it, worker processes read it on
+/// every `now()`. Writes replace the file atomically (write, then rename).
+#[derive(Debug)]
+pub struct FileClock {
+    path: PathBuf,
+}
+
+impl FileClock {
+    /// Creates the file at `start`.
+    pub fn create(path: impl Into<PathBuf>, start: UnixMillis) -> std::sync::Arc<Self> {
+        let clock = Self { path: path.into() };
+        clock.set(start);
+        std::sync::Arc::new(clock)
+    }
+
+    /// Reads a clock another process created.
+    pub fn open(path: impl Into<PathBuf>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self { path: path.into() })
+    }
+
+    pub fn set(&self, to: UnixMillis) {
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, to.to_string()).expect("write clock file");
+        std::fs::rename(&tmp, &self.path).expect("replace clock file");
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.set(self.now().saturating_add(millis(by)));
+    }
+}
+
+impl Clock for FileClock {
+    fn now(&self) -> UnixMillis {
+        // The rename is atomic, so a read sees the old or the new time.
+        let text = std::fs::read_to_string(&self.path).expect("read clock file");
+        text.trim().parse().expect("clock file holds Unix milliseconds")
+    }
 }

@@ -1,8 +1,14 @@
+//! Worker processes under signals, on SQLite and PostgreSQL.
+//!
 //! Crash test: worker processes are killed with SIGKILL mid-job, 20 times.
 //! Afterwards every job has completed, none was lost, and no two runs of
 //! jobs with the same serialisation key overlapped. Run intervals are
 //! recorded in the database by the handler itself. The worker processes
 //! are this test binary re-run in child mode (`crash_worker_child`).
+//!
+//! Graceful stop: the `keel-panel worker` binary, sent SIGTERM, lets a
+//! running job finish within the grace period, or gives its lease back so
+//! another worker takes the job at once.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -13,12 +19,24 @@ use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
 use keel_panel::queue::{
     self, JobContext, JobError, JobFilter, JobHandler, JobSpec, JobState, RetryPolicy,
 };
+use keel_panel::queue::worker::SLEEP_KIND;
 use keel_panel::store::Store;
 use tokio_util::sync::CancellationToken;
 
 const JOBS: usize = 60;
 const KEYS: usize = 6;
 const KILLS: usize = 20;
+
+/// Runs `$body` with `$p` bound to whichever pool the store has.
+macro_rules! on_pool {
+    ($store:expr, |$p:ident| $body:expr) => {
+        match ($store.as_sqlite_pool(), $store.as_postgres_pool()) {
+            (Some($p), _) => $body,
+            (_, Some($p)) => $body,
+            _ => unreachable!("a store has one pool"),
+        }
+    };
+}
 
 struct Recorder;
 
@@ -28,25 +46,25 @@ impl JobHandler for Recorder {
         RetryPolicy::fixed(Duration::from_millis(50)).max_attempts(1000)
     }
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
-        let pool = ctx.store.as_sqlite_pool().expect("sqlite");
         let key = ctx.job.serial_key.clone().unwrap_or_default();
         let started = now_micros();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (job_id, serial_key, started) VALUES ($1, $2, $3) RETURNING rowid",
+        let id: i64 = on_pool!(ctx.store, |p| sqlx::query_scalar(
+            "INSERT INTO runs (job_id, serial_key, started) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(ctx.job.id)
         .bind(&key)
         .bind(started)
-        .fetch_one(pool)
+        .fetch_one(p)
         .await
-        .map_err(JobError::retryable)?;
+        .map_err(JobError::retryable))?;
         tokio::time::sleep(Duration::from_millis(20 + fastrand::u64(..60))).await;
-        sqlx::query("UPDATE runs SET ended = $1 WHERE rowid = $2")
+        on_pool!(ctx.store, |p| sqlx::query("UPDATE runs SET ended = $1 WHERE id = $2")
             .bind(now_micros())
             .bind(id)
-            .execute(pool)
+            .execute(p)
             .await
-            .map_err(JobError::retryable)?;
+            .map(|_| ())
+            .map_err(JobError::retryable))?;
         Ok(())
     }
 }
@@ -95,18 +113,11 @@ fn spawn_child(url: &str) -> Child {
         .expect("spawn worker child")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_test_sigkill_workers_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("crash.db").display());
+async fn crash_story(url: String, create_runs: &'static str) {
     let store = Store::connect(&url).await.unwrap();
-    let pool = store.as_sqlite_pool().unwrap().clone();
-    sqlx::query(
-        "CREATE TABLE runs (job_id INTEGER, serial_key TEXT, started INTEGER, ended INTEGER)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    on_pool!(store, |p| {
+        sqlx::query(create_runs).execute(p).await.unwrap();
+    });
     for i in 0..JOBS {
         queue::enqueue_now(
             &store,
@@ -150,12 +161,12 @@ async fn crash_test_sigkill_workers_sqlite() {
         c.wait().unwrap();
     }
 
-    let runs: Vec<(i64, String, i64, Option<i64>)> = sqlx::query_as(
+    let runs: Vec<(i64, String, i64, Option<i64>)> = on_pool!(store, |p| sqlx::query_as(
         "SELECT job_id, serial_key, started, ended FROM runs ORDER BY serial_key, started",
     )
-    .fetch_all(&pool)
+    .fetch_all(p)
     .await
-    .unwrap();
+    .unwrap());
     let killed = runs.iter().filter(|r| r.3.is_none()).count();
     assert!(killed > 0, "the kills should interrupt some runs");
     // Completed runs of one key never overlap; an interrupted run (no end)
@@ -181,4 +192,153 @@ async fn crash_test_sigkill_workers_sqlite() {
         });
     assert_eq!(completed.len(), JOBS, "every job has a completed run");
     eprintln!("{} runs, {killed} interrupted by SIGKILL", runs.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_test_sigkill_workers_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crash.db").display());
+    crash_story(
+        url,
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY, job_id INTEGER, serial_key TEXT, \
+         started INTEGER, ended INTEGER)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_test_sigkill_workers_postgres() {
+    let url = keel_panel::testsupport::PgServer::shared()
+        .fresh_database()
+        .await;
+    crash_story(
+        url,
+        "CREATE TABLE runs (id BIGSERIAL PRIMARY KEY, job_id BIGINT, serial_key TEXT, \
+         started BIGINT, ended BIGINT)",
+    )
+    .await;
+}
+
+/// Starts `keel-panel worker` on `url` with the given shutdown grace.
+fn spawn_binary(url: &str, grace_secs: u64) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_keel-panel"))
+        .args(["--database-url", url, "worker", "--queue", "default"])
+        .args(["--shutdown-grace", &grace_secs.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn keel-panel worker")
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+}
+
+/// Waits for the process to exit; panics after `limit`.
+async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("keel-panel worker did not exit within {limit:?} of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_running(store: &Store, id: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.job(id).await.unwrap().unwrap().state != JobState::Running {
+        assert!(Instant::now() < deadline, "the worker never took the job");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn sigterm_lets_a_running_job_finish(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let id = queue::enqueue_now(&store, JobSpec::new(SLEEP_KIND, serde_json::json!({"ms": 1500})))
+        .await
+        .unwrap()
+        .job_id;
+    let mut child = spawn_binary(&url, 20);
+    wait_running(&store, id).await;
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(15)).await;
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+    let job = store.job(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    let attempts = store.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "succeeded");
+}
+
+async fn sigterm_gives_back_a_job_that_outlasts_the_grace(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let id = queue::enqueue_now(
+        &store,
+        JobSpec::new(SLEEP_KIND, serde_json::json!({"ms": 600_000})),
+    )
+    .await
+    .unwrap()
+    .job_id;
+    let mut child = spawn_binary(&url, 1);
+    wait_running(&store, id).await;
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(15)).await;
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+    let job = store.job(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Running, "{job:?}");
+    assert_eq!(job.lease_token, None, "lease given back: {job:?}");
+    assert_eq!(job.attempts, 0, "a released attempt is not counted");
+    assert!(
+        store.attempts(id).await.unwrap().is_empty(),
+        "the interrupted attempt left no result"
+    );
+    // Another worker takes it straight away, without waiting for a lease.
+    let mut reg = Registry::new();
+    reg.register(SLEEP_KIND, keel_panel::queue::worker::Sleep);
+    let other = Worker::new(store.clone(), reg, WorkerConfig::default());
+    let taken = other.claim(1).await.unwrap();
+    assert_eq!(taken.len(), 1, "released job is claimable at once");
+    assert_eq!(taken[0].id, id);
+    assert_eq!(taken[0].attempts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_job_finish_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("term.db").display());
+    sigterm_lets_a_running_job_finish(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_job_finish_postgres() {
+    let url = keel_panel::testsupport::PgServer::shared()
+        .fresh_database()
+        .await;
+    sigterm_lets_a_running_job_finish(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_back_a_job_that_outlasts_the_grace_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("term.db").display());
+    sigterm_gives_back_a_job_that_outlasts_the_grace(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_back_a_job_that_outlasts_the_grace_postgres() {
+    let url = keel_panel::testsupport::PgServer::shared()
+        .fresh_database()
+        .await;
+    sigterm_gives_back_a_job_that_outlasts_the_grace(url).await;
 }

@@ -645,6 +645,127 @@ async fn graceful_release_hands_the_job_over(store: Store) {
     assert_eq!(again.attempts, 1, "a released attempt is not counted");
 }
 
+/// Blocks until the test opens its gate, or until cancelled; tells the test
+/// when it started and whether it saw the cancellation.
+struct Gate {
+    started: Arc<tokio::sync::Notify>,
+    open: Arc<tokio::sync::Notify>,
+    saw_cancel: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl JobHandler for Gate {
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        self.started.notify_one();
+        tokio::select! {
+            _ = self.open.notified() => Ok(()),
+            _ = ctx.cancel.cancelled() => {
+                self.saw_cancel.fetch_add(1, Ordering::SeqCst);
+                Err(JobError::Cancelled)
+            }
+        }
+    }
+}
+
+fn gate() -> (Gate, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>, Arc<AtomicUsize>) {
+    let g = Gate {
+        started: Arc::new(tokio::sync::Notify::new()),
+        open: Arc::new(tokio::sync::Notify::new()),
+        saw_cancel: Arc::new(AtomicUsize::new(0)),
+    };
+    let (s, o, c) = (g.started.clone(), g.open.clone(), g.saw_cancel.clone());
+    (g, s, o, c)
+}
+
+fn shutdown_worker(store: &Store, registry: Registry, grace: Duration) -> Arc<Worker> {
+    Arc::new(Worker::new(
+        store.clone(),
+        registry,
+        WorkerConfig {
+            queues: vec![QueueConfig::new("default")],
+            concurrency: 1,
+            lease: LEASE,
+            shutdown_grace: grace,
+            ..WorkerConfig::default()
+        },
+    ))
+}
+
+async fn shutdown_lets_running_jobs_finish_and_claims_nothing_more(store: Store) {
+    let (store, _clock) = setup(store);
+    let (g, started, open, saw_cancel) = gate();
+    let mut reg = Registry::new();
+    reg.register("gate", g);
+    let first = queue::enqueue_now(&store, JobSpec::new("gate", json!({"n": 1})))
+        .await
+        .unwrap()
+        .job_id;
+    let second = queue::enqueue_now(&store, JobSpec::new("gate", json!({"n": 2})))
+        .await
+        .unwrap()
+        .job_id;
+    let w = shutdown_worker(&store, reg, Duration::from_secs(60));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(w.clone().run(shutdown.clone()));
+    started.notified().await;
+    shutdown.cancel();
+    // The job is still running when the shutdown starts; it may finish.
+    assert_eq!(state_of(&store, first).await, JobState::Running);
+    open.notify_one();
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("run returns once the job is done")
+        .unwrap()
+        .unwrap();
+    assert_eq!(state_of(&store, first).await, JobState::Succeeded);
+    assert_eq!(saw_cancel.load(Ordering::SeqCst), 0);
+    let history = store.attempts(first).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].outcome, "succeeded");
+    assert_eq!(
+        state_of(&store, second).await,
+        JobState::Queued,
+        "nothing is claimed after the shutdown signal"
+    );
+    assert!(w.running_jobs().is_empty());
+}
+
+async fn shutdown_gives_back_jobs_that_outlast_the_grace(store: Store) {
+    let (store, _clock) = setup(store);
+    let (g, started, _open, saw_cancel) = gate();
+    let mut reg = Registry::new();
+    reg.register("gate", g);
+    let id = queue::enqueue_now(&store, JobSpec::new("gate", json!({})))
+        .await
+        .unwrap()
+        .job_id;
+    let w = shutdown_worker(&store, reg.clone(), Duration::from_millis(50));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(w.run(shutdown.clone()));
+    started.notified().await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("run returns after the grace period")
+        .unwrap()
+        .unwrap();
+    assert_eq!(saw_cancel.load(Ordering::SeqCst), 1, "the handler was told to stop");
+    let job = store.job(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.lease_token, None, "lease given back");
+    assert_eq!(job.attempts, 0, "the given-back attempt is not counted");
+    assert!(
+        store.attempts(id).await.unwrap().is_empty(),
+        "the stopped attempt's result was dropped"
+    );
+    // Same instant on the clock: no lease has to expire first.
+    let next = default_worker(&store, reg);
+    let again = next.claim(1).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, id);
+    assert!(!again[0].reclaimed, "a given-back job is not a lost one");
+}
+
 macro_rules! stories {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -683,4 +804,6 @@ stories!(
     three_schedulers_fire_each_time_once,
     missed_fires_skip_or_run_once,
     graceful_release_hands_the_job_over,
+    shutdown_lets_running_jobs_finish_and_claims_nothing_more,
+    shutdown_gives_back_jobs_that_outlast_the_grace,
 );

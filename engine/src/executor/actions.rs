@@ -166,5 +166,11 @@ pub(super) fn with_lookup(
     scope: &Scope,
     origin: &TemplateOrigin,
 ) -> Result<Vec<Value>, String> {
+    // `{{ a + b }}` on two lists is a lazy iterable: make it a list first.
+    let terms = if terms.kind() == minijinja::value::ValueKind::Iterable {
+        Value::from(terms.try_iter().map(|i| i.collect::<Vec<_>>()).unwrap_or_default())
+    } else {
+        terms
+    };
     ctx.shared.templar.run_lookup(name, terms, &VarMap::new(), scope, origin).map_err(|e| e.to_string())
 }

@@ -85,7 +85,7 @@ pub(crate) async fn run_play(
         hosts
     };
     let name = if play.name.is_empty() { pattern.clone() } else { play.name.clone() };
-    shared.sink.emit(&Event::PlayStart { name, hosts: selected.clone() });
+    shared.sink.emit(&Event::PlayStart { name: name.clone(), hosts: selected.clone() });
     if selected.is_empty() {
         shared.sink.emit(&Event::NoHostsMatched { pattern });
         return PlayEnd::Continue;
@@ -153,8 +153,12 @@ pub(crate) async fn run_play(
 
     let ctx = Arc::new(PlayCtx { shared: shared.clone(), play: play.clone() });
     let mut end = PlayEnd::Continue;
-    for batch in batches(&play.serial, &states) {
+    for (batch_no, batch) in batches(&play.serial, &states).into_iter().enumerate() {
         let names: Vec<String> = batch.iter().map(|h| h.lock().unwrap().name.clone()).collect();
+        if batch_no > 0 {
+            // ansible-playbook starts each `serial` batch with its own banner.
+            shared.sink.emit(&Event::PlayStart { name: name.clone(), hosts: selected.clone() });
+        }
         for h in &batch {
             let mut st = h.lock().unwrap();
             Arc::make_mut(&mut st.magic).insert("ansible_play_batch".into(), ser(&names));

@@ -285,7 +285,15 @@ pub(crate) fn loop_items(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &Tem
                 ));
             }
             match rendered.try_iter() {
-                Ok(it) if rendered.kind() == minijinja::value::ValueKind::Seq => Ok(it.collect()),
+                // `a + b` on lists gives a lazy iterable, not a sequence.
+                Ok(it)
+                    if matches!(
+                        rendered.kind(),
+                        minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Iterable
+                    ) =>
+                {
+                    Ok(it.collect())
+                }
                 _ => Err(format!("Invalid data passed to 'loop', it requires a list, got this instead: {rendered}")),
             }
         }
@@ -502,6 +510,16 @@ async fn execute(
         let res = module.run(&args, &mctx).await;
         let mr = match res {
             Ok(mr) => mr,
+            // A refused become (wrong sudo password) fails the task, as in
+            // Ansible: the host itself is reachable.
+            Err(ModuleError::Transport(t @ crate::transport::TransportError::Become { .. })) => {
+                ModuleResult::failed(t.to_string())
+            }
+            // A task `timeout` fails the task; the host is still there.
+            Err(ModuleError::Transport(crate::transport::TransportError::Timeout { secs, .. })) => ModuleResult::failed(format!(
+                "The {} action failed to execute in the expected time frame ({secs}) and was terminated",
+                task.action
+            )),
             Err(ModuleError::Transport(t)) => {
                 ctx.shared.pool.invalidate(name).await;
                 return Err(ExecError::Unreachable(t.to_string()));

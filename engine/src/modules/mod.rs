@@ -23,7 +23,11 @@ use crate::transport::{Become, Command, Connection, Output, TransportError};
 pub mod args;
 pub mod commands;
 pub mod files;
+pub mod net;
+pub mod packages;
 pub mod registry;
+pub mod source;
+pub mod system;
 pub mod utility;
 
 pub use registry::{canonical_name, lookup, module_names};

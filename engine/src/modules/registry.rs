@@ -22,6 +22,10 @@ fn table() -> &'static HashMap<&'static str, ModuleRef> {
         super::commands::register(&mut m);
         super::files::register(&mut m);
         super::utility::register(&mut m);
+        super::system::register(&mut m);
+        super::packages::register(&mut m);
+        super::net::register(&mut m);
+        super::source::register(&mut m);
         m
     })
 }

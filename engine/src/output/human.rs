@@ -173,7 +173,10 @@ impl Sink for HumanSink {
             Event::NoMoreHosts => banner("NO MORE HOSTS LEFT"),
             Event::Recap { stats } => {
                 let mut s = banner("PLAY RECAP");
-                for (h, st) in stats {
+                // ansible-playbook lists hosts sorted by name.
+                let mut sorted: Vec<&(String, HostStats)> = stats.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                for (h, st) in sorted {
                     s.push('\n');
                     s.push_str(&recap_line(h, st));
                 }

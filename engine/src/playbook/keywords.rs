@@ -391,6 +391,78 @@ pub fn unquote(s: &str) -> String {
     s.to_string()
 }
 
+/// Decodes Python string escapes (`\\n`, `\\t`, `\\x41`, `\\u00e9`, octal...) in a
+/// `key=value` word, as Ansible's `parse_kv` does before unquoting, so that
+/// `content="a\\n"` holds a newline. Unknown escapes stay as written.
+pub fn decode_escapes(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let hex = |from: usize, n: usize| -> Option<char> {
+        let digits: String = chars.get(from..from + n)?.iter().collect();
+        if digits.chars().all(|c| c.is_ascii_hexdigit()) {
+            char::from_u32(u32::from_str_radix(&digits, 16).ok()?)
+        } else {
+            None
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c != '\\' || i + 1 >= chars.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let n = chars[i + 1];
+        let simple = match n {
+            '\\' => Some('\\'),
+            '\'' => Some('\''),
+            '"' => Some('"'),
+            'a' => Some('\u{7}'),
+            'b' => Some('\u{8}'),
+            'f' => Some('\u{c}'),
+            'n' => Some('\n'),
+            'r' => Some('\r'),
+            't' => Some('\t'),
+            'v' => Some('\u{b}'),
+            _ => None,
+        };
+        if let Some(d) = simple {
+            out.push(d);
+            i += 2;
+            continue;
+        }
+        let (width, radix_hex) = match n {
+            'x' => (2, true),
+            'u' => (4, true),
+            'U' => (8, true),
+            _ => (0, false),
+        };
+        if radix_hex {
+            if let Some(d) = hex(i + 2, width) {
+                out.push(d);
+                i += 2 + width;
+                continue;
+            }
+        } else if n.is_digit(8) {
+            let mut j = i + 1;
+            let mut v = 0u32;
+            while j < chars.len() && j < i + 4 && chars[j].is_digit(8) {
+                v = v * 8 + chars[j].to_digit(8).unwrap_or(0);
+                j += 1;
+            }
+            if let Some(d) = char::from_u32(v) {
+                out.push(d);
+                i = j;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
 /// Parses `key=value` argument text for `action`. Values stay strings, as in
 /// Ansible. Words that are not `key=value` (and, for the free-form modules,
 /// `key=value` words whose key is not one of [`FREE_FORM_KEYS`]) are joined
@@ -405,7 +477,7 @@ pub fn parse_kv(action: &str, text: &str) -> (VarMap, bool) {
             let valid = !key.is_empty()
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && (!free_form || FREE_FORM_KEYS.contains(&key));
-            valid.then(|| (key.to_string(), unquote(&word[eq + 1..])))
+            valid.then(|| (key.to_string(), unquote(&decode_escapes(&word[eq + 1..]))))
         });
         match kv {
             Some((k, v)) => {
@@ -447,6 +519,14 @@ mod tests {
         assert!(raw);
         assert_eq!(args["_raw_params"].as_str(), Some("echo a=b"));
         assert_eq!(args["chdir"].as_str(), Some("/tmp"));
+    }
+
+    #[test]
+    fn kv_values_decode_python_escapes() {
+        let (args, _) = parse_kv("copy", r#"content="a\nb\t\x41\\n" dest=/x"#);
+        assert_eq!(args["content"].as_str(), Some("a\nb\tA\\n"));
+        let (args, _) = parse_kv("command", r#"echo a\nb chdir=/tmp"#);
+        assert_eq!(args["_raw_params"].as_str(), Some(r"echo a\nb"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::cron::Scheduler;
@@ -114,6 +114,38 @@ impl Registry {
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn JobHandler>> {
         self.handlers.get(kind)
     }
+
+    /// A registry holding the queue's own job kinds: [`SLEEP_KIND`], which
+    /// operators (and the shutdown tests) use to check that workers pick
+    /// jobs up and stop cleanly.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::new();
+        r.register(SLEEP_KIND, Sleep);
+        r
+    }
+}
+
+/// Job kind of the built-in [`Sleep`] handler.
+pub const SLEEP_KIND: &str = "keel.sleep";
+
+/// Waits `{"ms": N}` milliseconds, or until told to stop. Does nothing else,
+/// so it is safe to run any number of times.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sleep;
+
+#[async_trait]
+impl JobHandler for Sleep {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::once()
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let ms = ctx.payload()["ms"].as_u64().unwrap_or(0);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
+            _ = ctx.cancel.cancelled() => Err(JobError::Cancelled),
+        }
+    }
 }
 
 /// A named queue a worker serves, with its cluster-wide concurrency limit.
@@ -189,6 +221,9 @@ pub struct Worker {
     config: WorkerConfig,
     running: Mutex<HashMap<i64, RunningJob>>,
     scheduler: Option<Scheduler>,
+    /// Wakes this worker's loop when a job of its own finishes, without
+    /// waking every other worker of the process.
+    slot_freed: Notify,
 }
 
 impl fmt::Debug for Worker {
@@ -207,6 +242,7 @@ impl Worker {
             config,
             running: Mutex::new(HashMap::new()),
             scheduler: None,
+            slot_freed: Notify::new(),
         }
     }
 
@@ -373,7 +409,22 @@ impl Worker {
             }
         }
         let held = result?;
-        self.store.poke();
+        // Other workers only care when a finished job may unblock work
+        // they cannot claim now: a serialisation key, a slot in a limited
+        // queue, or a retry. This worker claims again anyway.
+        let unblocks = done.iter().any(|f| {
+            f.job.serial_key.is_some()
+                || matches!(f.completion.outcome, AttemptOutcome::Retry { .. })
+                || self
+                    .config
+                    .queues
+                    .iter()
+                    .any(|q| q.limit.is_some() && q.name == f.job.queue)
+        });
+        if unblocks {
+            self.store.poke();
+        }
+        self.slot_freed.notify_one();
         for (f, held) in done.iter().zip(held) {
             if !held {
                 tracing::warn!(
@@ -469,9 +520,13 @@ impl Worker {
             })
         };
 
+        // Heartbeats go on through the shutdown grace period, so a job that
+        // is finishing keeps its lease; they stop once the jobs are done or
+        // given back.
+        let stop_heartbeats = CancellationToken::new();
         let heartbeats = {
             let this = self.clone();
-            let stop = shutdown.clone();
+            let stop = stop_heartbeats.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(this.config.heartbeat_every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -526,6 +581,7 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = wake.changed() => {}
+                _ = self.slot_freed.notified() => {}
                 _ = tokio::time::sleep(self.config.poll_every) => {}
             }
         }
@@ -541,15 +597,19 @@ impl Worker {
                 .iter()
                 .map(|(id, r)| (*id, r.token, r.cancel.clone()))
                 .collect();
+            stop_heartbeats.cancel();
+            let _ = heartbeats.await;
             for (id, token, cancel) in leftovers {
-                if let Err(e) = self.store.release(id, token).await {
-                    tracing::warn!(job_id = id, error = %e, "cannot release lease");
+                match self.store.release(id, token).await {
+                    Ok(true) => tracing::info!(job_id = id, "lease given back at shutdown"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(job_id = id, error = %e, "cannot release lease"),
                 }
                 cancel.cancel();
             }
         }
+        stop_heartbeats.cancel();
         drop(done_tx);
-        heartbeats.abort();
         let _ = tokio::time::timeout(Duration::from_secs(5), completer).await;
         Ok(())
     }

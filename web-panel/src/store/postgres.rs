@@ -4,6 +4,7 @@
 //! LISTEN/NOTIFY, so a job enqueued on one node wakes workers on all.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,34 +19,73 @@ use super::{
 };
 use crate::clock::UnixMillis;
 use crate::queue::{
-    Actor, Attempt, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job, JobFilter,
+    Actor, Attempt, AttemptOutcome, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job, JobFilter,
     JobSpec,
 };
 
 const CHANNEL: &str = "keel_jobs";
 
-const SELECT_EXPIRED: &str = "SELECT id, serial_key FROM jobs \
-     WHERE queue = $1 AND state = 'running' AND lease_until < $2 \
-     ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED";
-
-const SELECT_DUE: &str = "SELECT id, serial_key FROM jobs j \
-     WHERE queue = $1 AND state = 'queued' AND run_at <= $2 \
-       AND (serial_key IS NULL OR NOT EXISTS \
-         (SELECT 1 FROM jobs r WHERE r.serial_key = j.serial_key AND r.state = 'running')) \
-     ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED";
-
 const COUNT_RUNNING: &str = "SELECT COUNT(*) FROM jobs \
      WHERE queue = $1 AND state = 'running' AND lease_until >= $2";
 
-const TAKE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
-       lease_owner = $1, lease_token = $2, lease_until = $3, started_at = $4, \
-       reclaimed = CASE WHEN state = 'running' THEN 1 ELSE 0 END \
-     WHERE id = ANY($5) \
-     RETURNING id, kind, queue, payload, priority, state, run_at, attempts, unique_key, serial_key, owner, lease_owner, lease_token, lease_until, cancel_requested, reclaimed, created_at, started_at, finished_at, last_error";
+/// Claims up to `$3` jobs of queue `$1` in one statement: expired leases
+/// first, then due queued jobs whose serialisation key is free, at most one
+/// per key. `SKIP LOCKED` lets concurrent claimers pass each other's
+/// candidates; `$4` over-fetches due jobs so that duplicates of a key do not
+/// starve the batch.
+const CLAIM: &str = "WITH expired AS ( \
+       SELECT id, serial_key, priority, run_at, 0 AS grp FROM jobs \
+       WHERE queue = $1 AND state = 'running' AND lease_until < $2 \
+       ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+     due AS ( \
+       SELECT id, serial_key, priority, run_at, 1 AS grp FROM jobs j \
+       WHERE queue = $1 AND state = 'queued' AND run_at <= $2 \
+         AND (serial_key IS NULL OR NOT EXISTS \
+           (SELECT 1 FROM jobs r WHERE r.serial_key = j.serial_key AND r.state = 'running')) \
+       ORDER BY priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+     pick AS ( \
+       SELECT id FROM ( \
+         SELECT id, grp, priority, run_at, ROW_NUMBER() OVER ( \
+           PARTITION BY COALESCE(serial_key, 'job:' || id) ORDER BY grp, priority DESC, run_at, id) AS rn \
+         FROM (SELECT * FROM expired UNION ALL SELECT * FROM due) c) ranked \
+       WHERE rn = 1 ORDER BY grp, priority DESC, run_at, id LIMIT $3) \
+     UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+       lease_owner = $5, lease_token = $6, lease_until = $7, started_at = $2, \
+       reclaimed = CASE WHEN jobs.state = 'running' AND jobs.lease_owner IS NOT NULL THEN 1 ELSE 0 END \
+     FROM pick WHERE jobs.id = pick.id \
+     RETURNING jobs.id, kind, queue, payload, priority, state, run_at, attempts, unique_key, serial_key, owner, lease_owner, lease_token, lease_until, cancel_requested, reclaimed, created_at, started_at, finished_at, last_error";
+
+/// Records a batch of final outcomes (succeeded, dead, cancelled) and their
+/// history rows in one statement. Rows whose lease token no longer matches
+/// are left alone and not returned.
+const FINISH_BATCH: &str = "WITH input AS ( \
+       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], \
+                            $6::bigint[], $7::text[], $8::bigint[], $9::text[]) \
+         AS t(job_id, lease_token, next_state, finished_at, error, attempt, worker, started_at, output_ref)), \
+     done AS ( \
+       UPDATE jobs SET state = input.next_state, finished_at = input.finished_at, \
+         last_error = input.error, lease_owner = NULL, lease_token = NULL, lease_until = NULL \
+       FROM input \
+       WHERE jobs.id = input.job_id AND jobs.lease_token = input.lease_token AND jobs.state = 'running' \
+       RETURNING jobs.id, jobs.serial_key, jobs.queue), \
+     history AS ( \
+       INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, output_ref) \
+       SELECT i.job_id, i.attempt, i.worker, i.started_at, i.finished_at, i.next_state, i.error, i.output_ref \
+       FROM input i JOIN done d ON d.id = i.job_id \
+       ON CONFLICT (job_id, attempt) DO NOTHING) \
+     SELECT id, serial_key, queue FROM done";
+
+/// Extends a batch of leases; jobs not returned have lost theirs.
+const HEARTBEAT_BATCH: &str = "UPDATE jobs SET lease_until = $1 \
+     FROM unnest($2::bigint[], $3::bigint[]) AS l(id, token) \
+     WHERE jobs.id = l.id AND jobs.lease_token = l.token AND jobs.state = 'running' \
+     RETURNING jobs.id, jobs.cancel_requested";
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: PgPool,
+    /// Queues claimed with a cluster-wide limit by this node.
+    limited_queues: Mutex<HashSet<String>>,
     wake: watch::Sender<u64>,
     listener: JoinHandle<()>,
 }
@@ -68,6 +108,7 @@ impl PgStore {
         let listener = tokio::spawn(listen(pool.clone(), wake.clone()));
         Ok(Self {
             pool,
+            limited_queues: Mutex::new(HashSet::new()),
             wake,
             listener,
         })
@@ -95,63 +136,35 @@ impl PgStore {
     }
 
     async fn try_claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let mut room = i64::from(req.max);
-        if let Some(limit) = req.queue_limit {
-            // Serialises claimers of this queue so the count below stays true
-            // until we commit.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                .bind(format!("keel-queue:{}", req.queue))
-                .execute(&mut *tx)
-                .await?;
-            let running: i64 = sqlx::query_scalar(COUNT_RUNNING)
-                .bind(req.queue)
-                .bind(req.now)
-                .fetch_one(&mut *tx)
-                .await?;
-            room = room.min(i64::from(limit) - running);
-        }
-        if room <= 0 {
-            tx.rollback().await?;
-            return Ok(Vec::new());
-        }
-        let mut candidates: Vec<(i64, Option<String>)> = sqlx::query_as(SELECT_EXPIRED)
-            .bind(req.queue)
-            .bind(req.now)
-            .bind(room)
-            .fetch_all(&mut *tx)
-            .await?;
-        if (candidates.len() as i64) < room {
-            let due: Vec<(i64, Option<String>)> = sqlx::query_as(SELECT_DUE)
-                .bind(req.queue)
-                .bind(req.now)
-                .bind(room * 4)
-                .fetch_all(&mut *tx)
-                .await?;
-            candidates.extend(due);
-        }
-        // One job per serialisation key; the expired (already running) ones
-        // come first, so a queued sibling never overtakes them.
-        let mut keys = HashSet::new();
-        let ids: Vec<i64> = candidates
-            .into_iter()
-            .filter(|(_, key)| key.as_ref().is_none_or(|k| keys.insert(k.clone())))
-            .map(|(id, _)| id)
-            .take(room as usize)
-            .collect();
-        if ids.is_empty() {
-            tx.rollback().await?;
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(TAKE)
-            .bind(req.worker)
-            .bind(req.lease_token)
-            .bind(req.lease_until)
-            .bind(req.now)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let room = i64::from(req.max);
+        let rows = match req.queue_limit {
+            None => self.claim_rows(&self.pool, req, room).await?,
+            Some(limit) => {
+                // Remember the limited queue: a completion in it frees a
+                // slot that other nodes must hear about.
+                self.lock_limited().insert(req.queue.to_string());
+                let mut tx = self.pool.begin().await?;
+                // Serialises claimers of this queue so the count below stays
+                // true until we commit.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("keel-queue:{}", req.queue))
+                    .execute(&mut *tx)
+                    .await?;
+                let running: i64 = sqlx::query_scalar(COUNT_RUNNING)
+                    .bind(req.queue)
+                    .bind(req.now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let room = room.min(i64::from(limit) - running);
+                if room <= 0 {
+                    tx.rollback().await?;
+                    return Ok(Vec::new());
+                }
+                let rows = self.claim_rows(&mut *tx, req, room).await?;
+                tx.commit().await?;
+                rows
+            }
+        };
         let mut jobs = Vec::with_capacity(rows.len());
         for r in &rows {
             match job_from_row!(r) {
@@ -162,6 +175,92 @@ impl PgStore {
         }
         jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
         Ok(jobs)
+    }
+
+    async fn claim_rows<'e>(
+        &self,
+        conn: impl sqlx::PgExecutor<'e>,
+        req: &ClaimRequest<'_>,
+        room: i64,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+        sqlx::query(CLAIM)
+            .bind(req.queue)
+            .bind(req.now)
+            .bind(room)
+            .bind(room * 4)
+            .bind(req.worker)
+            .bind(req.lease_token)
+            .bind(req.lease_until)
+            .fetch_all(conn)
+            .await
+    }
+
+    fn lock_limited(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.limited_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records final outcomes in one statement. Returns, per completion,
+    /// whether the lease was still held, and whether other nodes should be
+    /// told (a serialisation key or a limited queue was freed).
+    async fn finish_batch(&self, done: &[&Completion]) -> Result<(Vec<bool>, bool), StoreError> {
+        use sqlx::Row as _;
+        let mut ids = Vec::with_capacity(done.len());
+        let mut tokens = Vec::with_capacity(done.len());
+        let mut states = Vec::with_capacity(done.len());
+        let mut finished = Vec::with_capacity(done.len());
+        let mut errors = Vec::with_capacity(done.len());
+        let mut attempts = Vec::with_capacity(done.len());
+        let mut workers = Vec::with_capacity(done.len());
+        let mut started = Vec::with_capacity(done.len());
+        let mut outputs = Vec::with_capacity(done.len());
+        for c in done {
+            ids.push(c.job_id);
+            tokens.push(c.lease_token);
+            states.push(c.outcome.label());
+            finished.push(c.finished_at);
+            errors.push(c.error.as_deref());
+            attempts.push(i64::from(c.attempt));
+            workers.push(c.worker.as_str());
+            started.push(c.started_at);
+            outputs.push(c.output_ref.as_deref());
+        }
+        let rows = sqlx::query(FINISH_BATCH)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&states)
+            .bind(&finished)
+            .bind(&errors)
+            .bind(&attempts)
+            .bind(&workers)
+            .bind(&started)
+            .bind(&outputs)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut held = HashSet::with_capacity(rows.len());
+        let mut tell_others = false;
+        {
+            let limited = self.lock_limited();
+            for r in &rows {
+                held.insert(r.try_get::<i64, _>("id")?);
+                let serial: Option<String> = r.try_get("serial_key")?;
+                let queue: String = r.try_get("queue")?;
+                tell_others |= serial.is_some() || limited.contains(&queue);
+            }
+        }
+        Ok((
+            done.iter().map(|c| held.contains(&c.job_id)).collect(),
+            tell_others,
+        ))
+    }
+
+    async fn notify_nodes(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -240,16 +339,54 @@ impl StoreBackend for PgStore {
         leases: &[(i64, i64)],
         lease_until: UnixMillis,
     ) -> Result<Vec<LeaseStatus>, StoreError> {
-        self.heartbeat_shared(leases, lease_until).await
+        let ids: Vec<i64> = leases.iter().map(|l| l.0).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.1).collect();
+        let rows: Vec<(i64, i64)> = sqlx::query_as(HEARTBEAT_BATCH)
+            .bind(lease_until)
+            .bind(&ids)
+            .bind(&tokens)
+            .fetch_all(&self.pool)
+            .await?;
+        let held: std::collections::HashMap<i64, i64> = rows.into_iter().collect();
+        Ok(ids
+            .into_iter()
+            .map(|job_id| LeaseStatus {
+                job_id,
+                lost: !held.contains_key(&job_id),
+                cancel_requested: held.get(&job_id).is_some_and(|f| *f != 0),
+            })
+            .collect())
     }
 
     async fn complete(&self, done: &[Completion]) -> Result<Vec<bool>, StoreError> {
-        let held = self.complete_shared(done).await?;
-        // A finished job may unblock its serialisation key on other nodes.
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&self.pool)
-            .await?;
+        // Final outcomes go in one statement; retries, rare and subject to
+        // coalescing with queued siblings, one by one.
+        let (retries, finals): (Vec<(usize, &Completion)>, Vec<(usize, &Completion)>) = done
+            .iter()
+            .enumerate()
+            .partition(|(_, c)| matches!(c.outcome, AttemptOutcome::Retry { .. }));
+        let mut held = vec![false; done.len()];
+        let mut tell_others = false;
+        if !finals.is_empty() {
+            let batch: Vec<&Completion> = finals.iter().map(|(_, c)| *c).collect();
+            let (ok, tell) = self.finish_batch(&batch).await?;
+            for ((i, _), ok) in finals.iter().zip(ok) {
+                held[*i] = ok;
+            }
+            tell_others |= tell;
+        }
+        if !retries.is_empty() {
+            let batch: Vec<Completion> = retries.iter().map(|(_, c)| (*c).clone()).collect();
+            let ok = self.complete_shared(&batch).await?;
+            for ((i, _), ok) in retries.iter().zip(ok) {
+                held[*i] = ok;
+            }
+            // A retry may be due at once, on any node.
+            tell_others = true;
+        }
+        if tell_others {
+            self.notify_nodes().await?;
+        }
         Ok(held)
     }
 

@@ -30,9 +30,10 @@ pub(crate) const FINISH_ATTEMPT: &str = "UPDATE jobs SET \
 pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, output_ref) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, attempt) DO NOTHING";
 
-/// Gives the lease back: expired now, attempt not counted.
+/// Gives the lease back: expired now, attempt not counted. No lease owner
+/// marks it as given back, so the next claim does not report a lost attempt.
 pub(crate) const RELEASE: &str =
-    "UPDATE jobs SET lease_until = 0, lease_token = NULL, attempts = attempts - 1 \
+    "UPDATE jobs SET lease_until = 0, lease_token = NULL, lease_owner = NULL, attempts = attempts - 1 \
      WHERE id = $1 AND lease_token = $2 AND state = 'running'";
 
 pub(crate) const CANCEL_QUEUED: &str =
@@ -183,6 +184,8 @@ macro_rules! shared_impl {
                 }
             }
 
+            // PostgreSQL extends a batch of leases in one statement instead.
+            #[allow(dead_code)]
             async fn heartbeat_shared(
                 &self,
                 leases: &[(i64, i64)],

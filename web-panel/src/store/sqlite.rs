@@ -22,10 +22,11 @@ use crate::queue::{
 
 /// Picks at most one job per serialisation key among the claimable ones
 /// (queued and due, or running with an expired lease), respects the queue's
-/// concurrency limit, and takes them, all in one statement.
+/// concurrency limit (counted only when there is one), and takes them, all
+/// in one statement.
 const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
        lease_owner = $1, lease_token = $2, lease_until = $3, started_at = $4, \
-       reclaimed = CASE WHEN state = 'running' THEN 1 ELSE 0 END \
+       reclaimed = CASE WHEN state = 'running' AND lease_owner IS NOT NULL THEN 1 ELSE 0 END \
      WHERE id IN ( \
        SELECT id FROM ( \
          SELECT id, priority, run_at, ROW_NUMBER() OVER ( \
@@ -42,8 +43,8 @@ const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1,
              ORDER BY priority DESC, run_at, id LIMIT $6) \
          )) \
        WHERE rn = 1 ORDER BY priority DESC, run_at, id \
-       LIMIT (SELECT MAX(0, MIN($7, $8 - (SELECT COUNT(*) FROM jobs \
-                WHERE queue = $5 AND state = 'running' AND lease_until >= $4)))) \
+       LIMIT (CASE WHEN $8 IS NULL THEN $7 ELSE MAX(0, MIN($7, $8 - (SELECT COUNT(*) FROM jobs \
+                WHERE queue = $5 AND state = 'running' AND lease_until >= $4))) END) \
      ) RETURNING id, kind, queue, payload, priority, state, run_at, attempts, unique_key, serial_key, owner, lease_owner, lease_token, lease_until, cancel_requested, reclaimed, created_at, started_at, finished_at, last_error";
 
 /// The SQLite store.
@@ -138,7 +139,7 @@ impl StoreBackend for SqliteStore {
             .bind(req.queue)
             .bind(max * 4)
             .bind(max)
-            .bind(req.queue_limit.map(i64::from).unwrap_or(i64::MAX))
+            .bind(req.queue_limit.map(i64::from))
             .fetch_all(&self.writer)
             .await?;
         let mut jobs = rows

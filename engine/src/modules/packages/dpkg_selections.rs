@@ -1,0 +1,60 @@
+//! `dpkg_selections`: a package's dpkg selection (`install`, `hold`,
+//! `deinstall`, `purge`), read with `dpkg --get-selections` and set with
+//! `dpkg --set-selections`.
+
+use crate::modules::args::ModuleArgs;
+use crate::modules::system::hostio::{apply, state_diff, Query};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct DpkgSelections;
+
+#[async_trait::async_trait]
+impl Module for DpkgSelections {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("dpkg_selections", args);
+        let name = a.req_string(&["name"])?;
+        let selection = a
+            .choice(
+                &["selection"],
+                &["install", "hold", "deinstall", "purge"],
+                None,
+            )?
+            .ok_or_else(|| a.missing("selection"))?;
+        a.finish()?;
+        let mut q = Query::new();
+        q.section("sel", &format!("dpkg --get-selections {}", quote(&name)));
+        let ans = q.run(ctx).await?;
+        let current = ans
+            .text("sel")
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                let n = w.next()?;
+                (n == name || n.split(':').next() == Some(name.as_str()))
+                    .then(|| w.next().unwrap_or("").to_string())
+            })
+            .unwrap_or_else(|| "not present".into());
+        let mut res = ModuleResult::changed(current != selection)
+            .with("before", current.clone())
+            .with("after", selection.clone());
+        if !res.changed {
+            return Ok(res);
+        }
+        if ctx.diff {
+            res.diff.push(state_diff(
+                &name,
+                &[("selection", current)],
+                &[("selection", selection.clone())],
+            ));
+        }
+        if ctx.check_mode {
+            return Ok(res);
+        }
+        let stdin = format!("{name} {selection}\n").into_bytes();
+        if let Err(e) = apply(ctx, "dpkg --set-selections\n", Some(stdin)).await? {
+            return Ok(ModuleResult::failed(e));
+        }
+        Ok(res)
+    }
+}

@@ -1,0 +1,21 @@
+//! Package modules: Debian packages, their selections and debconf answers.
+//!
+//! Each one queries `dpkg`'s database (one round trip), decides on the
+//! controller, then runs `apt-get`/`dpkg` once, reporting `changed` from the
+//! package state read back after the run.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::ModuleRef;
+
+pub mod apt;
+pub mod debconf;
+pub mod dpkg_selections;
+pub mod package;
+
+pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
+    m.insert("apt", Arc::new(apt::Apt));
+    m.insert("package", Arc::new(package::Package));
+    m.insert("dpkg_selections", Arc::new(dpkg_selections::DpkgSelections));
+    m.insert("debconf", Arc::new(debconf::Debconf));
+}

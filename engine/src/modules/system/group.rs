@@ -1,0 +1,137 @@
+//! `group`: a local group, through `getent`, `groupadd`, `groupmod` and
+//! `groupdel`. One query round trip, at most one apply round trip.
+
+use super::hostio::{apply, state_diff, Query};
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct Group;
+
+/// One `/etc/group`-style entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+impl GroupEntry {
+    pub fn parse(line: &str) -> Option<GroupEntry> {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 {
+            return None;
+        }
+        Some(GroupEntry {
+            name: f[0].to_string(),
+            gid: f[2].parse().ok()?,
+            members: f[3]
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for Group {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("group", args);
+        let name = a.req_string(&["name"])?;
+        let gid = a.int(&["gid"])?;
+        let system = a.bool(&["system"], false)?;
+        let state = a
+            .choice(&["state"], &["present", "absent"], Some("present"))?
+            .unwrap();
+        let force = a.bool(&["force"], false)?;
+        let non_unique = a.bool(&["non_unique"], false)?;
+        a.ignore(&["local", "gid_min", "gid_max"]);
+        a.finish()?;
+
+        let mut q = Query::new();
+        q.section("g", &format!("getent group {}", quote(&name)));
+        let ans = q.run(ctx).await?;
+        let cur = GroupEntry::parse(ans.trimmed("g"));
+        let mut res = ModuleResult::ok()
+            .with("name", name.clone())
+            .with("state", state.clone())
+            .with("system", system);
+        let before = describe(cur.as_ref());
+
+        let script = match (&state[..], &cur) {
+            ("absent", None) => return Ok(res),
+            ("absent", Some(_)) => {
+                format!(
+                    "groupdel {}{}\n",
+                    if force { "-f " } else { "" },
+                    quote(&name)
+                )
+            }
+            (_, None) => {
+                let mut c = String::from("groupadd");
+                if let Some(g) = gid {
+                    c.push_str(&format!(" -g {g}"));
+                    if non_unique {
+                        c.push_str(" -o");
+                    }
+                }
+                if system {
+                    c.push_str(" -r");
+                }
+                format!("{c} {}\n", quote(&name))
+            }
+            (_, Some(g)) => match gid {
+                Some(want) if want != i64::from(g.gid) => format!(
+                    "groupmod -g {want}{} {}\n",
+                    if non_unique { " -o" } else { "" },
+                    quote(&name)
+                ),
+                _ => {
+                    res.data.insert("gid".into(), g.gid.into());
+                    return Ok(res);
+                }
+            },
+        };
+        res.changed = true;
+        if ctx.diff {
+            let after = if state == "absent" {
+                Vec::new()
+            } else {
+                vec![
+                    ("name", name.clone()),
+                    (
+                        "gid",
+                        gid.map(|g| g.to_string())
+                            .unwrap_or_else(|| "(next free)".into()),
+                    ),
+                ]
+            };
+            res.diff
+                .push(state_diff(&format!("group {name}"), &before, &after));
+        }
+        if let Some(g) = gid {
+            res.data.insert("gid".into(), g.into());
+        }
+        if ctx.check_mode {
+            return Ok(res);
+        }
+        let full = format!("{script}getent group {} | cut -d: -f3\n", quote(&name));
+        match apply(ctx, &full, None).await? {
+            Ok(out) => {
+                if let Ok(g) = out.stdout_str().trim().parse::<u32>() {
+                    res.data.insert("gid".into(), g.into());
+                }
+                Ok(res)
+            }
+            Err(e) => Ok(ModuleResult::failed(e).with("name", name)),
+        }
+    }
+}
+
+fn describe(g: Option<&GroupEntry>) -> Vec<(&'static str, String)> {
+    match g {
+        None => Vec::new(),
+        Some(g) => vec![("name", g.name.clone()), ("gid", g.gid.to_string())],
+    }
+}

@@ -1,0 +1,103 @@
+//! `hostname`: the host's name, in `/etc/hostname` and in the running
+//! kernel. One query reads both (and whether systemd runs); apply writes
+//! the file atomically and calls `hostnamectl` (systemd) or `hostname`.
+
+use super::hostio::{apply, state_diff, write_file, FileOwner, Query};
+use crate::modules::args::ModuleArgs;
+use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
+
+pub struct Hostname;
+
+#[async_trait::async_trait]
+impl Module for Hostname {
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        let mut a = ModuleArgs::new("hostname", args);
+        let name = a.req_string(&["name"])?;
+        let use_ = a.choice(
+            &["use"],
+            &[
+                "alpine", "debian", "freebsd", "generic", "macos", "macosx", "darwin", "openbsd",
+                "openrc", "redhat", "sles", "solaris", "systemd",
+            ],
+            None,
+        )?;
+        a.finish()?;
+        let mut q = Query::new();
+        q.section("kernel", "hostname")
+            .file("file", "/etc/hostname")
+            .test(
+                "systemd",
+                "[ -d /run/systemd/system ] && command -v hostnamectl >/dev/null",
+            );
+        let ans = q.run(ctx).await?;
+        let kernel = ans.trimmed("kernel").to_string();
+        let file = ans.file("file").map(|f| f.trim().to_string());
+        let use_systemd = match use_.as_deref() {
+            Some("systemd") => true,
+            Some(_) => false,
+            None => ans.yes("systemd"),
+        };
+        let short = name.split('.').next().unwrap_or(&name).to_string();
+        let domain = name
+            .split_once('.')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        let mut res = ModuleResult::ok().with("name", name.clone());
+        res.facts = Some(
+            [
+                ("ansible_hostname".to_string(), short.clone().into()),
+                ("ansible_nodename".to_string(), name.clone().into()),
+                ("ansible_fqdn".to_string(), name.clone().into()),
+                ("ansible_domain".to_string(), domain.into()),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let file_ok = file.as_deref() == Some(name.as_str());
+        let kernel_ok = kernel == name;
+        if file_ok && kernel_ok {
+            return Ok(res);
+        }
+        res.changed = true;
+        if ctx.diff {
+            res.diff.push(state_diff(
+                "hostname",
+                &[
+                    ("hostname", kernel.clone()),
+                    ("/etc/hostname", file.clone().unwrap_or_default()),
+                ],
+                &[("hostname", name.clone()), ("/etc/hostname", name.clone())],
+            ));
+        }
+        if ctx.check_mode {
+            return Ok(res);
+        }
+        if !file_ok {
+            let body = format!("{name}\n");
+            if let Err(e) = write_file(
+                ctx,
+                "/etc/hostname",
+                body.as_bytes(),
+                FileOwner::default(),
+                file.is_some(),
+                false,
+            )
+            .await?
+            {
+                return Ok(ModuleResult::failed(e));
+            }
+        }
+        if !kernel_ok {
+            let cmd = if use_systemd {
+                format!("hostnamectl set-hostname {}\n", quote(&name))
+            } else {
+                format!("hostname {}\n", quote(&name))
+            };
+            if let Err(e) = apply(ctx, &cmd, None).await? {
+                return Ok(ModuleResult::failed(format!("Command failed: {e}")));
+            }
+        }
+        Ok(res)
+    }
+}

@@ -1,0 +1,37 @@
+//! System modules: accounts, SSH keys, cron, hostname, kernel settings,
+//! mounts, time zone and services on the host.
+//!
+//! Each module is query-then-apply over [`hostio`]: one query round trip
+//! reads every file and command output the comparison needs, the wanted
+//! state is computed on the controller, and at most one apply round trip
+//! makes the change. Check mode stops after the comparison.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::ModuleRef;
+
+pub mod authorized_key;
+pub mod cron;
+pub mod group;
+pub mod hostio;
+pub mod hostname;
+pub mod mount;
+pub mod service;
+pub mod sysctl;
+pub mod systemd;
+pub mod timezone;
+pub mod user;
+
+pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
+    m.insert("user", Arc::new(user::User));
+    m.insert("group", Arc::new(group::Group));
+    m.insert("authorized_key", Arc::new(authorized_key::AuthorizedKey));
+    m.insert("cron", Arc::new(cron::Cron));
+    m.insert("service", Arc::new(service::Service));
+    m.insert("systemd", Arc::new(systemd::Systemd));
+    m.insert("systemd_service", Arc::new(systemd::Systemd));
+    m.insert("hostname", Arc::new(hostname::Hostname));
+    m.insert("sysctl", Arc::new(sysctl::Sysctl));
+    m.insert("mount", Arc::new(mount::Mount));
+    m.insert("timezone", Arc::new(timezone::Timezone));
+}

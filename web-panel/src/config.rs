@@ -1,0 +1,342 @@
+//! Panel configuration: built-in defaults, then an optional TOML file
+//! (`--config FILE`), then `KEEL_*` environment variables, then command-line
+//! flags. With nothing given, `keel-panel serve` keeps SQLite in
+//! `./keel-panel-data/panel.db` and listens on 127.0.0.1:8080. Every key and
+//! its default is listed in `docs/panel.md`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Errors loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration. Unknown keys in the file are errors, so a typo
+/// is not silently ignored.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Directory for the embedded database (and later job output).
+    pub data_dir: PathBuf,
+    /// `sqlite:PATH` or `postgres://…`; empty means SQLite in `data_dir`.
+    pub database_url: String,
+    /// The URL users reach the panel at; `https://…` marks cookies `Secure`.
+    pub public_url: String,
+    pub auth: AuthConfig,
+    pub sso: SsoConfig,
+    pub workers: WorkersConfig,
+    pub alloc: AllocConfig,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The database URL may carry a password.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("public_url", &self.public_url)
+            .field("auth", &self.auth)
+            .field("sso", &self.sso)
+            .field("workers", &self.workers)
+            .field("alloc", &self.alloc)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Failed logins (per account and per source address) before blocking.
+    pub login_max_failures: i64,
+    /// How long a block lasts, in seconds.
+    pub login_block_secs: i64,
+    pub session_ttl_secs: i64,
+    /// Longest lifetime a new API token may ask for.
+    pub token_max_days: i64,
+    /// argon2id cost. The defaults are OWASP's (19 MiB, 2 passes).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SsoConfig {
+    /// Trust a user-name header set by a reverse proxy. Off by default.
+    pub enabled: bool,
+    pub header: String,
+    /// Only requests from these peer addresses may carry the header.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Job workers started inside `serve`; 0 runs none (a separate
+    /// `keel-panel worker` process does the work).
+    pub concurrency: usize,
+    /// Queues as `NAME` or `NAME=LIMIT`.
+    pub queues: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AllocConfig {
+    /// Quarantine for pools created without one, in seconds.
+    pub default_quarantine_secs: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("keel-panel-data"),
+            database_url: String::new(),
+            public_url: String::new(),
+            auth: AuthConfig::default(),
+            sso: SsoConfig::default(),
+            workers: WorkersConfig::default(),
+            alloc: AllocConfig::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            login_max_failures: 3,
+            login_block_secs: 120,
+            session_ttl_secs: 12 * 3600,
+            token_max_days: 365,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+impl Default for SsoConfig {
+    fn default() -> Self {
+        SsoConfig {
+            enabled: false,
+            header: "X-Remote-User".to_string(),
+            trusted_proxies: vec![],
+        }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            concurrency: 8,
+            queues: vec!["default".to_string(), "hypervisor=8".to_string()],
+        }
+    }
+}
+
+impl Default for AllocConfig {
+    fn default() -> Self {
+        AllocConfig {
+            default_quarantine_secs: 86400,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `KEEL_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: file.map(Path::to_path_buf).unwrap_or_else(|| "environment".into()),
+                source: Box::new(e),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth.login_max_failures < 1 {
+            return Err(ConfigError::Invalid("auth.login_max_failures must be at least 1".into()));
+        }
+        if self.sso.enabled && self.sso.trusted_proxies.is_empty() {
+            return Err(ConfigError::Invalid(
+                "sso.enabled needs sso.trusted_proxies: the header is only trusted from them".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL: the configured one, or SQLite in `data_dir`.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("panel.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// Cookies get `Secure` when users reach the panel over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
+/// Maps `KEEL_LISTEN` to `listen`, `KEEL_AUTH_LOGIN_MAX_FAILURES` to
+/// `auth.login_max_failures`, and so on, for every key the config has.
+/// Values parse as TOML (numbers, booleans, arrays) and fall back to strings.
+/// `KEEL_*` variables the panel does not know (say, `KEEL_LOG`) are ignored.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let defaults = toml::Table::try_from(Config::default())
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix("KEEL_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        // Strings stay strings when the key is a string key (a URL is not TOML).
+        let fix = |default: &toml::Value| match default {
+            toml::Value::String(_) => toml::Value::String(raw.clone()),
+            _ => value.clone(),
+        };
+        if let Some(default) = defaults.get(&rest) {
+            if !default.is_table() {
+                table.insert(rest, fix(default));
+                continue;
+            }
+        }
+        for (section, keys) in defaults.iter().filter_map(|(k, v)| Some((k, v.as_table()?))) {
+            let Some(key) = rest.strip_prefix(&format!("{section}_")) else {
+                continue;
+            };
+            if let Some(default) = keys.get(key) {
+                let entry = table
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(sub) = entry.as_table_mut() else {
+                    return Err(ConfigError::Env {
+                        var,
+                        message: format!("{section} is not a table in the config file"),
+                    });
+                };
+                sub.insert(key.to_string(), fix(default));
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hides the password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url(), "sqlite://keel-panel-data/panel.db");
+        assert_eq!(c.auth.login_max_failures, 3);
+        assert_eq!(c.auth.login_block_secs, 120);
+        assert!(!c.sso.enabled);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("panel.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\n[auth]\nlogin_max_failures = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("KEEL_AUTH_LOGIN_BLOCK_SECS", "30"),
+                ("KEEL_DATABASE_URL", "postgres://u:secret@db/panel"),
+                ("KEEL_UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.auth.login_max_failures, 5);
+        assert_eq!(c.auth.login_block_secs, 30);
+        assert_eq!(c.database_url(), "postgres://u:secret@db/panel");
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("panel.toml");
+        std::fs::write(&path, "[auth]\nlogin_max_failure = 5\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("login_max_failure"), "{err}");
+    }
+
+    #[test]
+    fn sso_needs_trusted_proxies() {
+        let err = Config::load(None, env(&[("KEEL_SSO_ENABLED", "true")])).unwrap_err();
+        assert!(err.to_string().contains("trusted_proxies"), "{err}");
+    }
+}

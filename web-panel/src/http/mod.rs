@@ -1,0 +1,258 @@
+//! The HTTP server: shared state, the authentication middleware (bearer
+//! token, session cookie with CSRF, or the trusted SSO header), request
+//! metrics, and the router that mounts the JSON API (`api`), the HTML pages
+//! (`ui`) and `/metrics`. Only this layer (with `api` and `ui`) knows HTTP.
+
+pub mod error;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::auth::{self, Passwords};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::services::{Db, PanelError, Principal};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "keel_session";
+/// Header that carries the CSRF token on cookie-authenticated API calls.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub passwords: Passwords,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(db: Db, config: Config) -> Result<AppState, PanelError> {
+        let passwords = Passwords::new(&config.auth)?;
+        Ok(AppState {
+            db,
+            config: Arc::new(config),
+            passwords,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// A `Set-Cookie` value for a session secret (empty to clear it).
+    pub fn session_cookie(&self, secret: &str) -> String {
+        let secure = if self.config.secure_cookies() { "; Secure" } else { "" };
+        let max_age = if secret.is_empty() { 0 } else { self.config.auth.session_ttl_secs };
+        format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+    }
+}
+
+/// How the request was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    Token,
+    /// A session cookie; carries the session's CSRF token.
+    Session { csrf: String },
+}
+
+/// The authenticated caller, put in request extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub principal: Principal,
+    pub via: Via,
+}
+
+impl Auth {
+    /// The CSRF token to embed in forms (sessions only).
+    pub fn csrf(&self) -> &str {
+        match &self.via {
+            Via::Session { csrf } => csrf,
+            Via::Token => "",
+        }
+    }
+}
+
+/// The caller's source address: the TCP peer.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Auth>()
+            .cloned()
+            .ok_or_else(|| PanelError::Unauthenticated.into())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer_of(parts)))
+    }
+}
+
+fn peer_of(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// Reads one cookie from the request headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Resolves the caller. A bearer token wins; otherwise the session cookie
+/// (and, for state-changing API calls, the CSRF header must match its
+/// token); otherwise the SSO header, trusted only from configured proxy
+/// addresses, which starts a session. HTML form posts check the CSRF form
+/// field in their handlers.
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let mut set_cookie = None;
+    let auth = match resolve(&state, &parts, &mut set_cookie).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(a) = &auth {
+        if let Via::Session { csrf } = &a.via {
+            let is_api = parts.uri.path().starts_with("/api/");
+            if is_api && is_unsafe(&parts.method) {
+                let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+                if !sent.is_some_and(|s| constant_eq(s, csrf)) {
+                    return ApiError::csrf().into_response();
+                }
+            }
+        }
+        parts.extensions.insert(a.clone());
+    }
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// Compares secrets without an early exit.
+pub fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn resolve(
+    state: &AppState,
+    parts: &Parts,
+    set_cookie: &mut Option<String>,
+) -> Result<Option<Auth>, ApiError> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "use Authorization: Bearer TOKEN"))?;
+        let principal = auth::authenticate_token(&state.db, token.trim())
+            .await?
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "unknown or expired token"))?;
+        return Ok(Some(Auth {
+            principal,
+            via: Via::Token,
+        }));
+    }
+    if let Some(secret) = cookie(&parts.headers, SESSION_COOKIE).filter(|s| !s.is_empty()) {
+        if let Some((principal, csrf)) = auth::session(&state.db, &secret).await? {
+            return Ok(Some(Auth {
+                principal,
+                via: Via::Session { csrf },
+            }));
+        }
+    }
+    let sso = &state.config.sso;
+    if sso.enabled {
+        let peer = peer_of(parts);
+        if let Some(name) = parts.headers.get(sso.header.as_str()).and_then(|v| v.to_str().ok()) {
+            if !sso.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+                tracing::warn!(%peer, "SSO header from an untrusted address ignored");
+                return Ok(None);
+            }
+            let principal = auth::sso_user(&state.db, name.trim()).await?;
+            let session = auth::create_session(&state.db, &state.config.auth, principal.user_id).await?;
+            *set_cookie = Some(state.session_cookie(&session.secret));
+            return Ok(Some(Auth {
+                principal,
+                via: Via::Session { csrf: session.csrf },
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Counts requests and their latency per matched route.
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .observe(&method, &route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.metrics.render(&state.db).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", crate::api::router())
+        .merge(crate::ui::router())
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` fires.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,183 @@
+//! Row types shared by the domain layer, the API (as JSON) and the UI (as
+//! template context). Times are Unix milliseconds.
+
+use serde::{Deserialize, Serialize};
+
+/// A panel account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: Option<String>,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// Lifecycle of a site.
+pub const SITE_STATES: &[&str] = &["active", "suspended", "cancelled"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Site {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub owner_email: String,
+    pub state: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A member of a site: `admin` manages it, `ssh` only logs in to its servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct SiteMember {
+    pub user_id: i64,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct LookupGroup {
+    pub group_name: String,
+    pub role: String,
+}
+
+/// A site with its members, as the detail views show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiteDetail {
+    #[serde(flatten)]
+    pub site: Site,
+    pub members: Vec<SiteMember>,
+    pub lookup_groups: Vec<LookupGroup>,
+}
+
+/// Where a service is in its life. `failed` keeps a reason and can be
+/// retried; `deleted` is final.
+pub const SERVICE_STATUSES: &[&str] = &[
+    "requested",
+    "allocating",
+    "creating_vm",
+    "installing_os",
+    "configuring",
+    "ready",
+    "failed",
+    "deleting",
+    "deleted",
+];
+
+pub const SERVICE_KINDS: &[&str] = &["production", "test"];
+
+/// A service (one server of a site) joined with its network allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Service {
+    pub id: i64,
+    pub site_id: i64,
+    pub site_name: String,
+    pub kind: String,
+    pub server_type: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub cpus: i64,
+    pub ram_mb: i64,
+    pub disk_gb: i64,
+    pub created_by: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub hostname: Option<String>,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+}
+
+/// The virtual machine behind a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Vm {
+    pub hypervisor: String,
+    pub vm_ref: String,
+    pub cpus: i64,
+    pub ram_mb: i64,
+    pub disk_gb: i64,
+    pub power_state: String,
+    pub updated_at: i64,
+}
+
+/// A network identity claimed from a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Allocation {
+    pub id: i64,
+    pub pool: String,
+    pub pool_type: String,
+    pub hostname: String,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    pub gateway4: Option<String>,
+    pub netmask4: Option<String>,
+    pub gateway6: Option<String>,
+}
+
+/// One run of a job for a service, as the job log shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+    pub attempts: u32,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// A service with everything its detail page shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceDetail {
+    #[serde(flatten)]
+    pub service: Service,
+    pub vm: Option<Vm>,
+    pub network: Option<Allocation>,
+    pub jobs: Vec<JobView>,
+    pub vhosts: Vec<Vhost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ServerType {
+    pub id: i64,
+    pub name: String,
+    pub cpus: i64,
+    pub ram_mb: i64,
+    pub disk_gb: i64,
+    pub os_image: String,
+    /// Comma-separated role names applied when configuring.
+    pub roles: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct SshKey {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub public_key: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Vhost {
+    pub id: i64,
+    pub service_id: i64,
+    pub name: String,
+    /// Comma-separated aliases (data only for now).
+    pub aliases: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    pub actor_id: Option<i64>,
+    pub actor_name: String,
+    pub action: String,
+    pub object_type: String,
+    pub object_id: Option<i64>,
+    pub before_json: Option<String>,
+    pub after_json: Option<String>,
+}

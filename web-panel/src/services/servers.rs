@@ -1,0 +1,520 @@
+//! Services (servers): create, list, show, retry, delete, and the job
+//! handlers that carry them through their lifecycle.
+//!
+//! Creating a server is one transaction: idempotency key, site check,
+//! quota check, service row, address claim, audit row and the `provision`
+//! job all commit together or not at all. The job log of a service is the
+//! queue's history for the serialisation key `service:ID`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::alloc::{self, Resources, POOL_TYPES};
+use crate::audit::{self, Change};
+use crate::queue::{self, JobContext, JobError, JobFilter, JobHandler, JobSpec, RetryPolicy};
+use crate::services::db::{tx_conn, Conn};
+use crate::services::model::{JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS, SERVICE_STATUSES};
+use crate::services::sites::{require_admin, ADMIN_SITES};
+use crate::services::{catalog, Db, Page, PanelError, Paged, Principal};
+use crate::store::Store;
+use crate::{execute, fetch_all, fetch_opt, scalar};
+
+const SELECT: &str = "SELECT s.id, s.site_id, si.name AS site_name, s.kind, t.name AS server_type, s.status, \
+     s.failure_reason, s.cpus, s.ram_mb, s.disk_gb, s.created_by, s.created_at, s.updated_at, \
+     a.hostname, a.ipv4, a.ipv6 \
+     FROM services s JOIN sites si ON si.id = s.site_id JOIN server_types t ON t.id = s.server_type_id \
+     LEFT JOIN pool_addresses a ON a.service_id = s.id";
+
+/// A request for a new server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServer {
+    pub site_id: i64,
+    /// `production` or `test`.
+    #[serde(default = "CreateServer::default_kind")]
+    pub kind: String,
+    /// Name of a server type.
+    pub server_type: String,
+    /// `public` (default), `private` or `v6only`.
+    #[serde(default = "CreateServer::default_pool")]
+    pub pool_type: String,
+}
+
+impl CreateServer {
+    fn default_kind() -> String {
+        "production".to_string()
+    }
+    fn default_pool() -> String {
+        "public".to_string()
+    }
+}
+
+/// What a create returns (and what an idempotent replay returns again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub service: Service,
+    pub job_id: i64,
+}
+
+/// The outcome of [`create`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOutcome {
+    pub created: Created,
+    /// An earlier request with the same idempotency key made this server.
+    pub replayed: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct IdemRow {
+    request_hash: String,
+    response_body: Option<String>,
+}
+
+/// Serialisation key of every job about one service.
+pub fn service_key(id: i64) -> String {
+    format!("service:{id}")
+}
+
+fn provision_spec(service_id: i64, owner: &Principal) -> JobSpec {
+    let mut spec = JobSpec::new("provision", serde_json::json!({ "service_id": service_id }))
+        .queue("hypervisor")
+        .unique_key(format!("provision:{service_id}"))
+        .serial_key(service_key(service_id));
+    if let Some(id) = owner.actor_id() {
+        spec = spec.owner(id);
+    }
+    spec
+}
+
+/// Creates a server for a site: see the module docs.
+pub async fn create(
+    db: &Db,
+    who: &Principal,
+    req: &CreateServer,
+    idempotency_key: Option<&str>,
+) -> Result<CreateOutcome, PanelError> {
+    if !SERVICE_KINDS.contains(&req.kind.as_str()) {
+        return Err(PanelError::invalid("kind", format!("kind is one of {SERVICE_KINDS:?}")));
+    }
+    if !POOL_TYPES.contains(&req.pool_type.as_str()) {
+        return Err(PanelError::invalid("pool_type", format!("pool_type is one of {POOL_TYPES:?}")));
+    }
+    if let Some(k) = idempotency_key {
+        if k.is_empty() || k.len() > 200 {
+            return Err(PanelError::invalid("Idempotency-Key", "idempotency keys have 1-200 characters"));
+        }
+    }
+    let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(req).unwrap_or_default()));
+    let now = db.now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+
+    if let Some(key) = idempotency_key {
+        let fresh = scalar!(
+            &mut conn,
+            i64,
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, key) DO NOTHING RETURNING user_id",
+            who.user_id,
+            key,
+            request_hash.as_str(),
+            now
+        )?;
+        if fresh.is_none() {
+            let row = fetch_opt!(
+                &mut conn,
+                IdemRow,
+                "SELECT request_hash, response_body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                who.user_id,
+                key
+            )?;
+            drop(conn);
+            tx.rollback().await?;
+            return replay(row, &request_hash);
+        }
+    }
+
+    let site_state = scalar!(&mut conn, String, "SELECT state FROM sites WHERE id = $1", req.site_id)?;
+    require_admin(&mut conn, who, req.site_id).await?;
+    match site_state.as_deref() {
+        Some("active") => {}
+        Some(other) => return Err(PanelError::Conflict(format!("the site is {other}; it cannot get new servers"))),
+        None => return Err(PanelError::NotFound("site")),
+    }
+    let stype = catalog::by_name(&mut conn, &req.server_type)
+        .await?
+        .ok_or_else(|| PanelError::invalid("server_type", format!("no server type named {:?}", req.server_type)))?;
+    alloc::check_quota(
+        &mut conn,
+        who.user_id,
+        Resources {
+            vms: 1,
+            vcpus: stype.cpus,
+            ram_mb: stype.ram_mb,
+            disk_gb: stype.disk_gb,
+        },
+    )
+    .await?;
+    let service_id = scalar!(
+        &mut conn,
+        i64,
+        "INSERT INTO services (site_id, kind, server_type_id, status, cpus, ram_mb, disk_gb, created_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, 'requested', $4, $5, $6, $7, $8, $8) RETURNING id",
+        req.site_id,
+        req.kind.as_str(),
+        stype.id,
+        stype.cpus,
+        stype.ram_mb,
+        stype.disk_gb,
+        who.user_id,
+        now
+    )?
+    .ok_or_else(|| PanelError::Internal("service insert returned nothing".into()))?;
+    if alloc::claim(&mut conn, &req.pool_type, service_id, now).await?.is_none() {
+        return Err(PanelError::PoolExhausted(format!(
+            "no free addresses left in the {} pools",
+            req.pool_type
+        )));
+    }
+    let service = load(&mut conn, service_id).await?;
+    audit::record(&mut conn, now, who, Change::new("service.create", "service", service_id).after(&service))
+        .await?;
+    drop(conn);
+    let job = queue::enqueue(&mut tx, provision_spec(service_id, who)).await?;
+    let created = Created {
+        service,
+        job_id: job.job_id,
+    };
+    if let Some(key) = idempotency_key {
+        let body = serde_json::to_string(&created).map_err(|e| PanelError::Internal(e.to_string()))?;
+        execute!(
+            &mut tx_conn(&mut tx),
+            "UPDATE idempotency_keys SET response_status = 201, response_body = $3 WHERE user_id = $1 AND key = $2",
+            who.user_id,
+            key,
+            body
+        )?;
+    }
+    tx.commit().await?;
+    Ok(CreateOutcome {
+        created,
+        replayed: false,
+    })
+}
+
+fn replay(row: Option<IdemRow>, request_hash: &str) -> Result<CreateOutcome, PanelError> {
+    let row = row.ok_or_else(|| PanelError::Internal("idempotency row vanished".into()))?;
+    if row.request_hash != request_hash {
+        return Err(PanelError::invalid(
+            "Idempotency-Key",
+            "this idempotency key was used with a different request",
+        ));
+    }
+    let body = row
+        .response_body
+        .ok_or_else(|| PanelError::Conflict("a request with this idempotency key is still in progress".into()))?;
+    let created: Created = serde_json::from_str(&body).map_err(|e| PanelError::Internal(e.to_string()))?;
+    Ok(CreateOutcome {
+        created,
+        replayed: true,
+    })
+}
+
+async fn load(conn: &mut Conn<'_>, id: i64) -> Result<Service, PanelError> {
+    fetch_opt!(conn, Service, sqlx::AssertSqlSafe(format!("{SELECT} WHERE s.id = $1")), id)?
+        .ok_or(PanelError::NotFound("service"))
+}
+
+/// Loads a service `who` may manage. Platform admins and site admins may;
+/// SSH-only users are refused; anyone else is told it does not exist.
+pub async fn load_managed(conn: &mut Conn<'_>, who: &Principal, id: i64) -> Result<Service, PanelError> {
+    let service = load(conn, id).await?;
+    match require_admin(conn, who, service.site_id).await {
+        Ok(()) => Ok(service),
+        Err(PanelError::NotFound(_)) => Err(PanelError::NotFound("service")),
+        Err(PanelError::Forbidden(_)) => Err(PanelError::Forbidden(
+            "SSH-only users cannot manage this service in the panel".into(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Filters for the service list. Deleted services are left out unless
+/// asked for by status.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServiceFilter {
+    pub status: Option<String>,
+    pub site_id: Option<i64>,
+    /// Substring of the hostname.
+    pub q: Option<String>,
+}
+
+pub async fn list(
+    db: &Db,
+    who: &Principal,
+    filter: &ServiceFilter,
+    page: Page,
+) -> Result<Paged<Service>, PanelError> {
+    let page = page.checked()?;
+    if let Some(s) = &filter.status {
+        if !SERVICE_STATUSES.contains(&s.as_str()) {
+            return Err(PanelError::invalid("status", format!("status is one of {SERVICE_STATUSES:?}")));
+        }
+    }
+    let where_ = format!(
+        "WHERE ($1 OR s.site_id IN {ADMIN_SITES}) \
+         AND (($3 IS NULL AND s.status <> 'deleted') OR s.status = $3) \
+         AND ($4 IS NULL OR s.site_id = $4) AND ($5 IS NULL OR a.hostname LIKE $5)"
+    );
+    let like = filter.q.as_ref().map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+    let mut rc = db.read().await?;
+    let mut conn = rc.conn();
+    let total = scalar!(
+        &mut conn,
+        i64,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM services s LEFT JOIN pool_addresses a ON a.service_id = s.id {where_}"
+        )),
+        who.is_admin,
+        who.user_id,
+        filter.status.clone(),
+        filter.site_id,
+        like.clone()
+    )?
+    .unwrap_or(0);
+    let items = fetch_all!(
+        &mut conn,
+        Service,
+        sqlx::AssertSqlSafe(format!("{SELECT} {where_} ORDER BY s.id DESC LIMIT $6 OFFSET $7")),
+        who.is_admin,
+        who.user_id,
+        filter.status.clone(),
+        filter.site_id,
+        like,
+        page.limit,
+        page.offset
+    )?;
+    Ok(Paged {
+        items,
+        total,
+        limit: page.limit,
+        offset: page.offset,
+    })
+}
+
+/// A service with its VM, network, vhosts and job log.
+pub async fn get(db: &Db, who: &Principal, id: i64) -> Result<ServiceDetail, PanelError> {
+    let service = {
+        let mut rc = db.read().await?;
+        load_managed(&mut rc.conn(), who, id).await?
+    };
+    let mut rc = db.read().await?;
+    let mut conn = rc.conn();
+    let vm = fetch_opt!(
+        &mut conn,
+        Vm,
+        "SELECT hypervisor, vm_ref, cpus, ram_mb, disk_gb, power_state, updated_at FROM vms WHERE service_id = $1",
+        id
+    )?;
+    let network = alloc::allocation_of(&mut conn, id).await?;
+    let agg = if conn.is_pg() {
+        "string_agg(d.domain, ',')"
+    } else {
+        "group_concat(d.domain, ',')"
+    };
+    let vhosts = fetch_all!(
+        &mut conn,
+        Vhost,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT v.id, v.service_id, v.name, \
+               COALESCE((SELECT {agg} FROM domain_aliases d WHERE d.vhost_id = v.id), '') AS aliases \
+             FROM vhosts v WHERE v.service_id = $1 ORDER BY v.name"
+        )),
+        id
+    )?;
+    drop(conn);
+    let jobs = job_log(db.store(), id).await?;
+    Ok(ServiceDetail {
+        service,
+        vm,
+        network,
+        jobs,
+        vhosts,
+    })
+}
+
+/// The jobs run for a service, newest first.
+pub async fn job_log(store: &Store, service_id: i64) -> Result<Vec<JobView>, PanelError> {
+    let jobs = store
+        .jobs(&JobFilter {
+            serial_key: Some(service_key(service_id)),
+            limit: Some(50),
+            ..JobFilter::default()
+        })
+        .await?;
+    let mut out: Vec<JobView> = jobs
+        .into_iter()
+        .map(|j| JobView {
+            id: j.id,
+            kind: j.kind,
+            state: j.state.as_str().to_string(),
+            attempts: j.attempts,
+            created_at: j.created_at,
+            finished_at: j.finished_at,
+            last_error: j.last_error,
+        })
+        .collect();
+    out.sort_by(|a, b| b.id.cmp(&a.id));
+    Ok(out)
+}
+
+/// Sets a service's status (and failure reason) with an audit row.
+pub async fn set_status(
+    conn: &mut Conn<'_>,
+    now: i64,
+    who: &Principal,
+    id: i64,
+    status: &str,
+    reason: Option<&str>,
+) -> Result<(), PanelError> {
+    let before = load(conn, id).await?;
+    execute!(
+        conn,
+        "UPDATE services SET status = $1, failure_reason = $2, updated_at = $3 WHERE id = $4",
+        status,
+        reason,
+        now,
+        id
+    )?;
+    let mut change = Change::new("service.status", "service", id);
+    change.before = Some(serde_json::json!({ "status": before.status, "failure_reason": before.failure_reason }));
+    change.after = Some(serde_json::json!({ "status": status, "failure_reason": reason }));
+    audit::record(conn, now, who, change).await
+}
+
+/// Retries a failed service: back to `requested`, with a new provision job.
+pub async fn retry(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError> {
+    let now = db.now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let service = load_managed(&mut conn, who, id).await?;
+    if service.status != "failed" {
+        return Err(PanelError::Conflict(format!(
+            "only failed services can be retried; this one is {}",
+            service.status
+        )));
+    }
+    set_status(&mut conn, now, who, id, "requested", None).await?;
+    drop(conn);
+    let job = queue::enqueue(&mut tx, provision_spec(id, who)).await?;
+    tx.commit().await?;
+    Ok(job.job_id)
+}
+
+/// Starts deleting a service: `deleting`, and a `deprovision` job that
+/// removes the VM and releases the address into quarantine.
+pub async fn delete(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError> {
+    let now = db.now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let service = load_managed(&mut conn, who, id).await?;
+    if matches!(service.status.as_str(), "deleting" | "deleted") {
+        return Err(PanelError::Conflict(format!("the service is already {}", service.status)));
+    }
+    set_status(&mut conn, now, who, id, "deleting", None).await?;
+    drop(conn);
+    let mut spec = JobSpec::new("deprovision", serde_json::json!({ "service_id": id }))
+        .queue("hypervisor")
+        .unique_key(format!("deprovision:{id}"))
+        .serial_key(service_key(id));
+    if let Some(uid) = who.actor_id() {
+        spec = spec.owner(uid);
+    }
+    let job = queue::enqueue(&mut tx, spec).await?;
+    tx.commit().await?;
+    Ok(job.job_id)
+}
+
+fn service_id_of(ctx: &JobContext) -> Result<i64, JobError> {
+    ctx.payload()
+        .get("service_id")
+        .and_then(|v| v.as_i64())
+        .ok_or_else(|| JobError::permanent("payload has no service_id"))
+}
+
+/// `provision`: builds the server. No hypervisor driver is wired in yet,
+/// so it records that and fails the service with a reason an admin can act
+/// on (and retry later).
+#[derive(Debug, Clone)]
+pub struct ProvisionHandler {
+    pub db: Db,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ProvisionHandler {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::exponential(std::time::Duration::from_secs(10), std::time::Duration::from_secs(600))
+            .max_attempts(5)
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let id = service_id_of(&ctx)?;
+        let system = Principal::system();
+        let mut tx = self.db.begin().await.map_err(JobError::retryable)?;
+        let mut conn = tx_conn(&mut tx);
+        let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)
+            .map_err(JobError::retryable)?;
+        if status.as_deref() != Some("requested") {
+            // Deleted or already past this step: nothing to do (idempotent).
+            return Ok(());
+        }
+        set_status(
+            &mut conn,
+            self.db.now(),
+            &system,
+            id,
+            "failed",
+            Some("no hypervisor driver is configured"),
+        )
+        .await
+        .map_err(JobError::retryable)?;
+        drop(conn);
+        tx.commit().await.map_err(JobError::retryable)?;
+        Ok(())
+    }
+}
+
+/// `deprovision`: removes the VM record and releases the address.
+#[derive(Debug, Clone)]
+pub struct DeprovisionHandler {
+    pub db: Db,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for DeprovisionHandler {
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let id = service_id_of(&ctx)?;
+        let now = self.db.now();
+        let mut tx = self.db.begin().await.map_err(JobError::retryable)?;
+        let mut conn = tx_conn(&mut tx);
+        let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)
+            .map_err(JobError::retryable)?;
+        if status.as_deref() != Some("deleting") {
+            return Ok(());
+        }
+        execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id).map_err(JobError::retryable)?;
+        alloc::release(&mut conn, id, now).await.map_err(JobError::retryable)?;
+        set_status(&mut conn, now, &Principal::system(), id, "deleted", None)
+            .await
+            .map_err(JobError::retryable)?;
+        drop(conn);
+        tx.commit().await.map_err(JobError::retryable)?;
+        Ok(())
+    }
+}
+
+/// Registers the service job handlers.
+pub fn register(registry: &mut queue::Registry, db: &Db) {
+    registry.register("provision", ProvisionHandler { db: db.clone() });
+    registry.register("deprovision", DeprovisionHandler { db: db.clone() });
+}
