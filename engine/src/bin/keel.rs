@@ -231,6 +231,7 @@ fn play(a: PlayArgs) -> Result<i32> {
         verbosity: a.verbose,
         become_password,
         roles_path,
+        inventory_sources: a.inventory.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut code = 0;

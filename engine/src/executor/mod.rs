@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub become_password: Option<String>,
     /// Extra role search paths (also passed to dynamic include_role).
     pub roles_path: Vec<PathBuf>,
+    /// Where the inventory came from, for `meta: refresh_inventory`.
+    pub inventory_sources: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -62,6 +64,7 @@ impl Default for RunOptions {
             verbosity: 0,
             become_password: None,
             roles_path: Vec::new(),
+            inventory_sources: Vec::new(),
         }
     }
 }

@@ -562,7 +562,19 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                 run.end();
             }
         }
-        "refresh_inventory" => {}
+        "refresh_inventory" => {
+            // Re-read the sources; hosts added there join from the next play.
+            let shared = &run.ctx.shared;
+            if !shared.opts.inventory_sources.is_empty() {
+                match crate::inventory::Inventory::load(&shared.opts.inventory_sources) {
+                    Ok(mut inv) => {
+                        let _ = inv.add_vars_dir(&run.ctx.play.playbook_dir);
+                        *shared.inventory.write().unwrap() = inv
+                    }
+                    Err(e) => shared.sink.emit(&Event::Warning { message: format!("refresh_inventory: {e}") }),
+                }
+            }
+        }
         "noop" | "reset_connection" => {}
         "end_host" | "clear_facts" | "clear_host_errors" => {
             for h in hosts {

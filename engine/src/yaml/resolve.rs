@@ -3,8 +3,9 @@
 //! Ansible reads YAML through PyYAML, whose implicit resolvers implement YAML
 //! 1.1. This file mirrors those resolvers rule for rule, so `yes` is a boolean,
 //! `0644` is octal 420, `1:30` is 90, `1e3` stays a string (PyYAML's float
-//! pattern needs a dot) and `0o17` stays a string (YAML 1.2 syntax, unknown to
-//! 1.1). Timestamps stay strings. The loader (`load.rs`) calls [`resolve_plain`]
+//! pattern needs a dot). One deliberate extension: `0o17` is octal 15 (YAML
+//! 1.2 syntax, which PyYAML leaves a string), because admins write modes that
+//! way and our spec asks for it. Timestamps stay strings. The loader (`load.rs`) calls [`resolve_plain`]
 //! for every untagged plain scalar, and the `construct_*` helpers for the
 //! explicit `!!int`/`!!float`/`!!bool` tags.
 
@@ -17,7 +18,7 @@ use super::{NodeKind, ScalarStyle};
 /// PyYAML's `tag:yaml.org,2002:int` pattern.
 static INT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$",
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0o[0-7_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$",
     )
     .expect("int pattern")
 });
@@ -103,6 +104,8 @@ pub(crate) fn construct_int(s: &str) -> Option<i64> {
         i128::from_str_radix(bin, 2).ok()?
     } else if let Some(hex) = digits.strip_prefix("0x") {
         i128::from_str_radix(hex, 16).ok()?
+    } else if let Some(oct) = digits.strip_prefix("0o") {
+        i128::from_str_radix(oct, 8).ok()?
     } else if digits.starts_with('0') {
         i128::from_str_radix(digits, 8).ok()?
     } else if digits.contains(':') {
@@ -170,7 +173,7 @@ mod tests {
             ("1.0e+3", "float 1000.0"),
             ("1_0", "int 10"),
             ("0b101", "int 5"),
-            ("0o17", "str 0o17"),
+            ("0o17", "int 15"),
             ("0x1F", "int 31"),
             ("1:30", "int 90"),
             ("-1:30:00", "int -5400"),

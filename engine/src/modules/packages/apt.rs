@@ -117,7 +117,7 @@ pub fn apt_did_something(out: &str) -> bool {
                 .split(|c: char| !c.is_ascii_digit())
                 .filter_map(|n| n.parse().ok())
                 .collect();
-            return nums.iter().take(4).any(|n| *n > 0);
+            return nums.iter().take(3).any(|n| *n > 0);
         }
     }
     false

@@ -1,0 +1,269 @@
+//! Executor behaviour that needs no remote host: several inventory hosts on
+//! the local transport. Covers `no_log`, the free strategy, `throttle`,
+//! `max_fail_percentage`, `--start-at-task` and `meta: refresh_inventory`.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use keel::executor::{run_playbook, RunOptions, RunSummary};
+use keel::inventory::Inventory;
+use keel::output::{Event, HumanSink, JsonSink, MemorySink, Sink, Status};
+use keel::playbook::{load_playbook, ResolveOptions};
+
+struct Run {
+    summary: RunSummary,
+    events: Vec<Event>,
+    json: String,
+    human: String,
+}
+
+/// A `Write` that appends into shared memory.
+#[derive(Clone, Default)]
+struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+impl std::io::Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Tee(Vec<Arc<dyn Sink>>);
+impl Sink for Tee {
+    fn emit(&self, e: &Event) {
+        for s in &self.0 {
+            s.emit(e);
+        }
+    }
+}
+
+async fn run(dir: &Path, hosts: usize, playbook: &str, opts: RunOptions) -> Run {
+    let inv_path = dir.join("hosts.ini");
+    let mut ini = String::from("[all]\n");
+    for i in 1..=hosts {
+        ini.push_str(&format!("h{i} ansible_connection=local\n"));
+    }
+    fs::write(&inv_path, ini).unwrap();
+    fs::write(dir.join("site.yml"), playbook).unwrap();
+    let pb = load_playbook(&dir.join("site.yml"), &ResolveOptions::default()).unwrap();
+    let sources = vec![inv_path.display().to_string()];
+    let inv = Inventory::load(&sources).unwrap();
+    let mem = Arc::new(MemorySink::default());
+    let json = Buf::default();
+    let human = Buf::default();
+    let sink: Arc<dyn Sink> = Arc::new(Tee(vec![
+        mem.clone(),
+        Arc::new(JsonSink::new(Box::new(json.clone()))),
+        Arc::new(HumanSink::new(Box::new(human.clone()), 1)),
+    ]));
+    let opts = RunOptions {
+        inventory_sources: sources,
+        ..opts
+    };
+    let summary = run_playbook(&pb, inv, opts, sink).await;
+    let events = mem.events.lock().unwrap().clone();
+    let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+    let human = String::from_utf8(human.0.lock().unwrap().clone()).unwrap();
+    Run {
+        summary,
+        events,
+        json,
+        human,
+    }
+}
+
+fn stats<'a>(r: &'a Run, host: &str) -> &'a keel::output::HostStats {
+    &r.summary.stats.iter().find(|(h, _)| h == host).unwrap().1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_hides_values_in_every_output() {
+    let d = tempfile::tempdir().unwrap();
+    let pb = r#"
+- hosts: all
+  gather_facts: false
+  vars:
+    secret: "s3cr3t-value"
+  tasks:
+    - name: uses the secret
+      command: "echo {{ secret }}"
+      no_log: true
+      register: out
+    - name: loop with the secret
+      debug:
+        msg: "{{ item }}"
+      loop: ["{{ secret }}"]
+      no_log: true
+    - name: failing with the secret
+      command: "sh -c 'echo {{ secret }} >&2; exit 3'"
+      no_log: true
+      ignore_errors: true
+"#;
+    let r = run(d.path(), 1, pb, RunOptions::default()).await;
+    assert_eq!(r.summary.exit_code(), 0);
+    assert!(
+        !r.json.contains("s3cr3t"),
+        "secret in JSON events: {}",
+        r.json
+    );
+    assert!(
+        !r.human.contains("s3cr3t"),
+        "secret in human output: {}",
+        r.human
+    );
+    assert!(r.json.contains("no_log: true"), "censored marker missing");
+    assert_eq!(stats(&r, "h1").ignored, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_strategy_lets_hosts_run_ahead() {
+    let d = tempfile::tempdir().unwrap();
+    // h1 sleeps in its first task; under `free`, h2 finishes both tasks
+    // before h1 finishes its first.
+    let pb = r#"
+- hosts: all
+  gather_facts: false
+  strategy: free
+  tasks:
+    - name: first
+      command: "sleep {{ 1 if inventory_hostname == 'h1' else 0 }}"
+    - name: second
+      command: "true"
+"#;
+    let r = run(d.path(), 2, pb, RunOptions::default()).await;
+    assert_eq!(r.summary.exit_code(), 0);
+    let order: Vec<String> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::HostResult(h) => Some(h.host.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec!["h2", "h2", "h1", "h1"],
+        "free strategy order: {order:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_limits_hosts_running_a_task() {
+    let d = tempfile::tempdir().unwrap();
+    let marker = d.path().join("running");
+    fs::create_dir_all(&marker).unwrap();
+    // Each host records how many others are inside the task with it.
+    let pb = format!(
+        r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: throttled
+      shell: "touch {m}/{{{{ inventory_hostname }}}}; sleep 0.3; ls {m} | wc -l; rm {m}/{{{{ inventory_hostname }}}}"
+      throttle: 1
+      register: seen
+"#,
+        m = marker.display()
+    );
+    let r = run(d.path(), 3, &pb, RunOptions::default()).await;
+    assert_eq!(r.summary.exit_code(), 0);
+    for e in &r.events {
+        if let Event::HostResult(h) = e {
+            let n = h
+                .result
+                .get("stdout")
+                .and_then(|s| s.as_str())
+                .unwrap_or("");
+            assert_eq!(
+                n.trim(),
+                "1",
+                "{} saw {n} hosts in the throttled task",
+                h.host
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_fail_percentage_stops_the_play() {
+    let d = tempfile::tempdir().unwrap();
+    let pb = r#"
+- hosts: all
+  gather_facts: false
+  max_fail_percentage: 30
+  tasks:
+    - name: half fail
+      command: "{{ 'false' if inventory_hostname in ['h1', 'h2'] else 'true' }}"
+    - name: never reached
+      command: "true"
+"#;
+    let r = run(d.path(), 4, pb, RunOptions::default()).await;
+    assert_eq!(r.summary.exit_code(), 2);
+    let reached = r
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TaskStart { name, .. } if name == "never reached"));
+    assert!(!reached, "the play went on past max_fail_percentage");
+    assert_eq!(stats(&r, "h3").ok, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_at_task_skips_earlier_tasks() {
+    let d = tempfile::tempdir().unwrap();
+    let pb = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: one
+      command: "true"
+    - name: two
+      command: "true"
+    - name: three
+      command: "true"
+"#;
+    let opts = RunOptions {
+        start_at_task: Some("two".into()),
+        ..Default::default()
+    };
+    let r = run(d.path(), 1, pb, opts).await;
+    let started: Vec<String> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskStart { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec!["two", "three"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_inventory_brings_new_hosts_to_later_plays() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = d.path().join("hosts.ini");
+    let pb = format!(
+        r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: add a host to the inventory file
+      shell: "printf 'h9 ansible_connection=local\n' >> {inv}"
+    - meta: refresh_inventory
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: everyone
+      command: "true"
+"#,
+        inv = inv.display()
+    );
+    let r = run(d.path(), 1, &pb, RunOptions::default()).await;
+    assert_eq!(r.summary.exit_code(), 0);
+    let h9 = r.events.iter().any(
+        |e| matches!(e, Event::HostResult(h) if h.host == "h9" && h.status == Status::Changed),
+    );
+    assert!(h9, "h9 did not run in the second play");
+}
