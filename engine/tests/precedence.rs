@@ -165,7 +165,7 @@ async fn every_level_beats_the_ones_below() {
                 .map(str::to_string),
             _ => None,
         })
-        .last()
+        .next_back()
         .expect("the check task reported a message");
     let got: Vec<&str> = msg.split('|').collect();
     for (k, level) in LEVELS.iter().enumerate() {

@@ -722,7 +722,7 @@ fn apt_with_a_local_repository_installs_pins_and_upgrades() {
         json!({"name": "keelrepo", "update_cache": true}),
         probe,
     );
-    assert_eq!(data(&r, "cache_updated").is_true(), true);
+    assert!(data(&r, "cache_updated").is_true());
     assert_eq!(dpkg_status(&h, "keelrepo"), "install ok installed 1.0");
 
     // A fresh cache is not updated again within cache_valid_time.
@@ -732,7 +732,7 @@ fn apt_with_a_local_repository_installs_pins_and_upgrades() {
         NORMAL,
     );
     assert!(!r.changed, "cache is fresh");
-    assert_eq!(data(&r, "cache_updated").is_true(), false);
+    assert!(!data(&r, "cache_updated").is_true());
 
     // A newer version in the repo: present keeps 1.0, latest upgrades.
     build_deb(&h, "keelrepo", "2.0");

@@ -414,8 +414,7 @@ async fn password_login_and_sudo_with_password() {
     let err = c
         .exec(&bad)
         .await
-        .err()
-        .expect("wrong sudo password accepted");
+        .expect_err("wrong sudo password accepted");
     assert!(matches!(err, TransportError::Become { .. }), "{err}");
     assert!(
         !err.to_string().contains("wrong"),
@@ -461,7 +460,7 @@ async fn su_with_password_over_a_pty() {
     assert_eq!((out.rc, out.stdout_str().trim()), (0, "0"), "{out:?}");
     assert_eq!(th.sh(0, "cat /root/made-by-su"), "done\n");
     s.become_ = Some(su("wrong"));
-    let err = c.exec(&s).await.err().expect("wrong su password accepted");
+    let err = c.exec(&s).await.expect_err("wrong su password accepted");
     assert!(matches!(err, TransportError::Become { .. }), "{err}");
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::services::db::Conn;
 use crate::services::model::AuditEntry;
-use crate::services::{Db, Page, PanelError, Paged, Principal};
+use crate::services::{Db, Page, Paged, PanelError, Principal};
 use crate::{execute, fetch_all, scalar};
 
 /// What changed, for [`record`].
@@ -82,7 +82,9 @@ pub async fn list(
     page: Page,
 ) -> Result<Paged<AuditEntry>, PanelError> {
     if !who.is_admin {
-        return Err(PanelError::Forbidden("the audit log is for platform admins".into()));
+        return Err(PanelError::Forbidden(
+            "the audit log is for platform admins".into(),
+        ));
     }
     let page = page.checked()?;
     let mut rc = db.read().await?;

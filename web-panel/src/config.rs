@@ -182,23 +182,29 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                path: file.map(Path::to_path_buf).unwrap_or_else(|| "environment".into()),
-                source: Box::new(e),
-            })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: file
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| "environment".into()),
+                    source: Box::new(e),
+                })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.auth.login_max_failures < 1 {
-            return Err(ConfigError::Invalid("auth.login_max_failures must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "auth.login_max_failures must be at least 1".into(),
+            ));
         }
         if self.sso.enabled && self.sso.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid(
-                "sso.enabled needs sso.trusted_proxies: the header is only trusted from them".into(),
+                "sso.enabled needs sso.trusted_proxies: the header is only trusted from them"
+                    .into(),
             ));
         }
         Ok(())
@@ -249,7 +255,10 @@ fn apply_env(
                 continue;
             }
         }
-        for (section, keys) in defaults.iter().filter_map(|(k, v)| Some((k, v.as_table()?))) {
+        for (section, keys) in defaults
+            .iter()
+            .filter_map(|(k, v)| Some((k, v.as_table()?)))
+        {
             let Some(key) = rest.strip_prefix(&format!("{section}_")) else {
                 continue;
             };

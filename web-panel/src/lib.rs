@@ -23,9 +23,9 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod metrics;
-pub mod services;
 pub mod queue;
+pub mod services;
 pub mod store;
-pub mod ui;
 #[cfg(feature = "testsupport")]
 pub mod testsupport;
+pub mod ui;

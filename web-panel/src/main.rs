@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
 use keel_panel::config::Config;
+use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
 use keel_panel::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -156,8 +156,12 @@ async fn open_panel_db(config: &Config) -> anyhow::Result<keel_panel::services::
 
 fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     let text = match file {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-        None => std::io::read_to_string(std::io::stdin()).context("reading the password from stdin")?,
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => {
+            std::io::read_to_string(std::io::stdin()).context("reading the password from stdin")?
+        }
     };
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
@@ -251,12 +255,30 @@ async fn main() -> anyhow::Result<()> {
             let password = read_password(password_file.as_deref())?;
             let db = open_panel_db(&config).await?;
             let pw = keel_panel::auth::Passwords::new(&config.auth)?;
-            let user = keel_panel::auth::create_user(&db, &pw, &system, &name, email.as_deref(), Some(password), admin).await?;
-            println!("created user {} (id {}){}", user.name, user.id, if admin { " as platform admin" } else { "" });
+            let user = keel_panel::auth::create_user(
+                &db,
+                &pw,
+                &system,
+                &name,
+                email.as_deref(),
+                Some(password),
+                admin,
+            )
+            .await?;
+            println!(
+                "created user {} (id {}){}",
+                user.name,
+                user.id,
+                if admin { " as platform admin" } else { "" }
+            );
             Ok(())
         }
         Cmd::Admin {
-            command: AdminCmd::ResetPassword { name, password_file },
+            command:
+                AdminCmd::ResetPassword {
+                    name,
+                    password_file,
+                },
         } => {
             let password = read_password(password_file.as_deref())?;
             let db = open_panel_db(&config).await?;
@@ -269,13 +291,26 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Admin {
-            command: AdminCmd::ImportPool { file, pool, pool_type },
+            command:
+                AdminCmd::ImportPool {
+                    file,
+                    pool,
+                    pool_type,
+                },
         } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let csv_pool = pool.as_deref().zip(pool_type.as_deref());
-            let parsed = keel_panel::alloc::parse_pool_file(&file.display().to_string(), &text, csv_pool)?;
+            let parsed =
+                keel_panel::alloc::parse_pool_file(&file.display().to_string(), &text, csv_pool)?;
             let db = open_panel_db(&config).await?;
-            let n = keel_panel::alloc::import(&db, &system, &parsed, config.alloc.default_quarantine_secs).await?;
+            let n = keel_panel::alloc::import(
+                &db,
+                &system,
+                &parsed,
+                config.alloc.default_quarantine_secs,
+            )
+            .await?;
             println!("imported {n} addresses into pool {}", parsed.pool);
             Ok(())
         }

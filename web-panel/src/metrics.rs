@@ -45,7 +45,9 @@ impl Metrics {
             .entry((method.to_string(), route.to_string(), status))
             .or_default() += 1;
         let mut lat = self.latency.lock().expect("metrics lock");
-        let s = lat.entry((method.to_string(), route.to_string())).or_default();
+        let s = lat
+            .entry((method.to_string(), route.to_string()))
+            .or_default();
         s.count += 1;
         s.sum += secs;
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -61,18 +63,38 @@ impl Metrics {
         out.push_str("# HELP keel_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE keel_http_requests_total counter\n");
         for ((m, r, s), n) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "keel_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {n}", esc(r));
+            let _ = writeln!(
+                out,
+                "keel_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {n}",
+                esc(r)
+            );
         }
         out.push_str("# HELP keel_http_request_duration_seconds HTTP request latency.\n");
         out.push_str("# TYPE keel_http_request_duration_seconds histogram\n");
         for ((m, r), s) in self.latency.lock().expect("metrics lock").iter() {
             let labels = format!("method=\"{m}\",route=\"{}\"", esc(r));
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "keel_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}", s.buckets[i]);
+                let _ = writeln!(
+                    out,
+                    "keel_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    s.buckets[i]
+                );
             }
-            let _ = writeln!(out, "keel_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "keel_http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
-            let _ = writeln!(out, "keel_http_request_duration_seconds_count{{{labels}}} {}", s.count);
+            let _ = writeln!(
+                out,
+                "keel_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "keel_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "keel_http_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
         }
         let mut rc = db.read().await?;
         let mut conn = rc.conn();
@@ -81,20 +103,32 @@ impl Metrics {
             (String, String, i64),
             "SELECT queue, state, COUNT(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY queue, state"
         )?;
-        out.push_str("# HELP keel_jobs Jobs waiting or running, by queue.\n# TYPE keel_jobs gauge\n");
+        out.push_str(
+            "# HELP keel_jobs Jobs waiting or running, by queue.\n# TYPE keel_jobs gauge\n",
+        );
         for (q, s, n) in states {
             let _ = writeln!(out, "keel_jobs{{queue=\"{}\",state=\"{s}\"}} {n}", esc(&q));
         }
         let dead = scalar!(&mut conn, i64, "SELECT COUNT(*) FROM job_failures")?.unwrap_or(0);
         out.push_str("# HELP keel_job_failures_total Jobs that exhausted their retries.\n");
-        let _ = writeln!(out, "# TYPE keel_job_failures_total counter\nkeel_job_failures_total {dead}");
-        drop(conn);
+        let _ = writeln!(
+            out,
+            "# TYPE keel_job_failures_total counter\nkeel_job_failures_total {dead}"
+        );
         drop(rc);
         out.push_str("# HELP keel_pool_addresses Addresses per pool and state.\n# TYPE keel_pool_addresses gauge\n");
         for p in alloc::pool_use(db).await? {
             let name = esc(&p.name);
-            for (state, n) in [("free", p.free), ("quarantined", p.quarantined), ("allocated", p.allocated)] {
-                let _ = writeln!(out, "keel_pool_addresses{{pool=\"{name}\",type=\"{}\",state=\"{state}\"}} {n}", p.pool_type);
+            for (state, n) in [
+                ("free", p.free),
+                ("quarantined", p.quarantined),
+                ("allocated", p.allocated),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "keel_pool_addresses{{pool=\"{name}\",type=\"{}\",state=\"{state}\"}} {n}",
+                    p.pool_type
+                );
             }
         }
         Ok(out)
@@ -102,5 +136,7 @@ impl Metrics {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -233,7 +233,9 @@ impl FileClock {
     }
 
     pub fn set(&self, to: UnixMillis) {
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, to.to_string()).expect("write clock file");
         std::fs::rename(&tmp, &self.path).expect("replace clock file");
     }
@@ -247,6 +249,8 @@ impl Clock for FileClock {
     fn now(&self) -> UnixMillis {
         // The rename is atomic, so a read sees the old or the new time.
         let text = std::fs::read_to_string(&self.path).expect("read clock file");
-        text.trim().parse().expect("clock file holds Unix milliseconds")
+        text.trim()
+            .parse()
+            .expect("clock file holds Unix milliseconds")
     }
 }

@@ -17,7 +17,12 @@ async fn thousand_creates_for_eight_hundred_addresses(b: Backend) {
     let (_, token) = p.user("alice", false).await;
     let cred = Cred::Bearer(token);
     let site = p
-        .call("POST", "/api/v1/sites", &cred, Some(json!({"name": "big", "owner_email": "a@example.org"})))
+        .call(
+            "POST",
+            "/api/v1/sites",
+            &cred,
+            Some(json!({"name": "big", "owner_email": "a@example.org"})),
+        )
         .await
         .json["id"]
         .as_i64()
@@ -53,7 +58,10 @@ async fn thousand_creates_for_eight_hundred_addresses(b: Backend) {
             }
             StatusCode::CONFLICT => {
                 assert_eq!(body["error"], "pool_exhausted", "{body}");
-                assert_eq!(body["message"], "no free addresses left in the public pools");
+                assert_eq!(
+                    body["message"],
+                    "no free addresses left in the public pools"
+                );
                 exhausted += 1;
             }
             other => panic!("unexpected {other}: {body}"),
@@ -64,11 +72,23 @@ async fn thousand_creates_for_eight_hundred_addresses(b: Backend) {
     let list = p.call("GET", "/api/v1/services?limit=1", &cred, None).await;
     assert_eq!(list.json["total"], 800);
     let (_, admin) = p.user("root", true).await;
-    let pools = p.call("GET", "/api/v1/admin/pools", &Cred::Bearer(admin.clone()), None).await;
+    let pools = p
+        .call(
+            "GET",
+            "/api/v1/admin/pools",
+            &Cred::Bearer(admin.clone()),
+            None,
+        )
+        .await;
     assert_eq!(pools.json[0]["allocated"], 800);
     assert_eq!(pools.json[0]["free"], 0);
     let jobs = p
-        .call("GET", "/api/v1/admin/jobs?kind=provision&state=queued&limit=500", &Cred::Bearer(admin), None)
+        .call(
+            "GET",
+            "/api/v1/admin/jobs?kind=provision&state=queued&limit=500",
+            &Cred::Bearer(admin),
+            None,
+        )
         .await;
     assert_eq!(jobs.json.as_array().unwrap().len(), 500);
 }

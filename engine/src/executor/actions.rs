@@ -124,7 +124,7 @@ pub(super) fn run_action(
             r.insert("ansible_facts".into(), ser(&loaded));
             r.insert(
                 "ansible_included_var_files".into(),
-                ser(&files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()),
+                ser(files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()),
             );
             r.insert("failed".into(), Value::from(false));
             Ok(Some(Single::new(Status::Ok, r)))

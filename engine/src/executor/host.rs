@@ -99,7 +99,7 @@ impl HostState {
         let facts_map = Arc::make_mut(&mut self.facts);
         let mut nested: VarMap = facts_map
             .get("ansible_facts")
-            .and_then(|v| value_to_map(v))
+            .and_then(value_to_map)
             .unwrap_or_default();
         for (k, v) in facts {
             let short = k.strip_prefix("ansible_").unwrap_or(k);

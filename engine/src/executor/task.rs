@@ -344,10 +344,7 @@ async fn run_single(
         Ok(false) => return skipped_single(task),
         Err(e) => return failed_single(e.to_string()),
     }
-    let ignore_errors = match task.ignore_errors.or(Some(ctx.play.ignore_errors)) {
-        Some(b) => b,
-        None => false,
-    };
+    let ignore_errors = task.ignore_errors.or(Some(ctx.play.ignore_errors)).unwrap_or_default();
 
     let mut single = match execute(ctx, task, host, name, scope, origin).await {
         Ok(s) => s,

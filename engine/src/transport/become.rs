@@ -52,7 +52,7 @@ fn wrap_sudo(script: &str, b: &Become) -> Wrapped {
         .split_whitespace()
         .filter(|f| *f != "-S" && *f != "-n")
         .collect();
-    let mut run = format!("{exe}");
+    let mut run = exe.to_string();
     for f in &flags {
         run.push(' ');
         run.push_str(f);

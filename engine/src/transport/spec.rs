@@ -298,14 +298,13 @@ impl ConnectSpec {
                                 global_known =
                                     Some(v.split_whitespace().map(expand_tilde).collect())
                             }
-                            "stricthostkeychecking" => {
-                                if !v.eq_ignore_ascii_case("yes") {
+                            "stricthostkeychecking"
+                                if !v.eq_ignore_ascii_case("yes") => {
                                     spec.warnings.push(format!(
                                         "StrictHostKeyChecking={v} is ignored: Keel never accepts \
                                          unknown host keys; add them to a known_hosts file"
                                     ));
                                 }
-                            }
                             "proxyjump" => spec.jump = parse_jumps(name, var, &v)?,
                             "identityfile" => args_identities.push(expand_tilde(&v)),
                             "port" => args_port = Some(v),

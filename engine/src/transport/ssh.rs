@@ -594,11 +594,10 @@ impl SshConnection {
                         out.stdout.extend_from_slice(&data);
                     }
                 }
-                ChannelMsg::ExtendedData { data, ext } => {
-                    if ext == 1 {
+                ChannelMsg::ExtendedData { data, ext }
+                    if ext == 1 => {
                         out.stderr.extend_from_slice(&data);
                     }
-                }
                 ChannelMsg::ExitStatus { exit_status } => {
                     out.rc = exit_status as i32;
                     got_status = true;

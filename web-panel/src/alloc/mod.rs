@@ -81,14 +81,25 @@ pub fn parse_pool_file(
 }
 
 fn parse_csv(text: &str) -> Result<Vec<AddressRecord>, PanelError> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines
         .next()
         .ok_or_else(|| PanelError::invalid("file", "the CSV file is empty"))?;
-    let cols: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
-    let known = ["hostname", "ipv4", "ipv6", "gateway4", "netmask4", "gateway6"];
+    let cols: Vec<String> = header
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    let known = [
+        "hostname", "ipv4", "ipv6", "gateway4", "netmask4", "gateway6",
+    ];
     if let Some(bad) = cols.iter().find(|c| !known.contains(&c.as_str())) {
-        return Err(PanelError::invalid("file", format!("unknown CSV column {bad:?}")));
+        return Err(PanelError::invalid(
+            "file",
+            format!("unknown CSV column {bad:?}"),
+        ));
     }
     let mut out = Vec::new();
     for (n, line) in lines {
@@ -96,7 +107,12 @@ fn parse_csv(text: &str) -> Result<Vec<AddressRecord>, PanelError> {
         if cells.len() != cols.len() {
             return Err(PanelError::invalid(
                 "file",
-                format!("line {}: {} cells, the header has {}", n + 1, cells.len(), cols.len()),
+                format!(
+                    "line {}: {} cells, the header has {}",
+                    n + 1,
+                    cells.len(),
+                    cols.len()
+                ),
             ));
         }
         let get = |name: &str| {
@@ -122,11 +138,20 @@ fn parse_csv(text: &str) -> Result<Vec<AddressRecord>, PanelError> {
 
 fn validate_pool(file: &PoolFile) -> Result<(), PanelError> {
     if !POOL_TYPES.contains(&file.pool_type.as_str()) {
-        return Err(PanelError::invalid("type", format!("pool type must be one of {POOL_TYPES:?}")));
+        return Err(PanelError::invalid(
+            "type",
+            format!("pool type must be one of {POOL_TYPES:?}"),
+        ));
     }
     for a in &file.addresses {
-        let bad = |field: &str, v: &str| PanelError::invalid(field, format!("{}: {v:?} is not an address", a.hostname));
-        for (field, v) in [("ipv4", &a.ipv4), ("gateway4", &a.gateway4), ("netmask4", &a.netmask4)] {
+        let bad = |field: &str, v: &str| {
+            PanelError::invalid(field, format!("{}: {v:?} is not an address", a.hostname))
+        };
+        for (field, v) in [
+            ("ipv4", &a.ipv4),
+            ("gateway4", &a.gateway4),
+            ("netmask4", &a.netmask4),
+        ] {
             if let Some(v) = v {
                 v.parse::<Ipv4Addr>().map_err(|_| bad(field, v))?;
             }
@@ -137,14 +162,23 @@ fn validate_pool(file: &PoolFile) -> Result<(), PanelError> {
             }
         }
         if a.hostname.is_empty() || a.hostname.contains(char::is_whitespace) {
-            return Err(PanelError::invalid("hostname", format!("{:?} is not a hostname", a.hostname)));
+            return Err(PanelError::invalid(
+                "hostname",
+                format!("{:?} is not a hostname", a.hostname),
+            ));
         }
         let needs_v4 = file.pool_type != "v6only";
         if needs_v4 && a.ipv4.is_none() {
-            return Err(PanelError::invalid("ipv4", format!("{}: a {} pool needs IPv4", a.hostname, file.pool_type)));
+            return Err(PanelError::invalid(
+                "ipv4",
+                format!("{}: a {} pool needs IPv4", a.hostname, file.pool_type),
+            ));
         }
         if !needs_v4 && a.ipv6.is_none() {
-            return Err(PanelError::invalid("ipv6", format!("{}: a v6only pool needs IPv6", a.hostname)));
+            return Err(PanelError::invalid(
+                "ipv6",
+                format!("{}: a v6only pool needs IPv6", a.hostname),
+            ));
         }
     }
     Ok(())
@@ -153,9 +187,9 @@ fn validate_pool(file: &PoolFile) -> Result<(), PanelError> {
 /// Expands a hostname pattern: `{n}` is the number, `{n:05}` the number
 /// zero-padded to five digits.
 pub fn hostname_for(pattern: &str, n: u64) -> Result<String, PanelError> {
-    let start = pattern
-        .find("{n")
-        .ok_or_else(|| PanelError::invalid("pattern", "the hostname pattern needs {n} or {n:05}"))?;
+    let start = pattern.find("{n").ok_or_else(|| {
+        PanelError::invalid("pattern", "the hostname pattern needs {n} or {n:05}")
+    })?;
     let end = start
         + pattern[start..]
             .find('}')
@@ -166,9 +200,19 @@ pub fn hostname_for(pattern: &str, n: u64) -> Result<String, PanelError> {
         Some(w) if w.starts_with('0') && w[1..].parse::<usize>().is_ok() => {
             format!("{n:0width$}", width = w[1..].parse::<usize>().unwrap_or(0))
         }
-        _ => return Err(PanelError::invalid("pattern", format!("unsupported format {{n{spec}}}"))),
+        _ => {
+            return Err(PanelError::invalid(
+                "pattern",
+                format!("unsupported format {{n{spec}}}"),
+            ))
+        }
     };
-    Ok(format!("{}{}{}", &pattern[..start], num, &pattern[end + 1..]))
+    Ok(format!(
+        "{}{}{}",
+        &pattern[..start],
+        num,
+        &pattern[end + 1..]
+    ))
 }
 
 /// Builds a pool from CIDRs: the first host of each network is its
@@ -189,7 +233,10 @@ pub fn generate(
     for n in 1..=count {
         let ipv4 = match hosts4.as_mut() {
             Some(h) => Some(h.next().ok_or_else(|| {
-                PanelError::invalid("cidr4", format!("the IPv4 network has fewer than {count} free hosts"))
+                PanelError::invalid(
+                    "cidr4",
+                    format!("the IPv4 network has fewer than {count} free hosts"),
+                )
             })?),
             None => None,
         };
@@ -197,7 +244,10 @@ pub fn generate(
             (Some(c), Some(g)) => {
                 let a = Ipv6Addr::from(g + u128::from(n));
                 if !c.contains(&a) {
-                    return Err(PanelError::invalid("cidr6", "the IPv6 network is too small"));
+                    return Err(PanelError::invalid(
+                        "cidr6",
+                        "the IPv6 network is too small",
+                    ));
                 }
                 Some(a)
             }
@@ -231,7 +281,9 @@ pub async fn import(
     default_quarantine_secs: i64,
 ) -> Result<u64, PanelError> {
     if !who.is_admin {
-        return Err(PanelError::Forbidden("only platform admins manage pools".into()));
+        return Err(PanelError::Forbidden(
+            "only platform admins manage pools".into(),
+        ));
     }
     validate_pool(file)?;
     let now = db.now();
@@ -283,13 +335,16 @@ pub async fn import(
         }
     }
     let mut change = Change::new("pool.import", "pool", pool_id);
-    change.after = Some(serde_json::json!({"pool": file.pool, "type": file.pool_type, "added": file.addresses.len()}));
+    change.after = Some(
+        serde_json::json!({"pool": file.pool, "type": file.pool_type, "added": file.addresses.len()}),
+    );
     audit::record(&mut conn, now, who, change).await?;
     tx.commit().await?;
     Ok(file.addresses.len() as u64)
 }
 
-const ALLOCATION_SELECT: &str = "SELECT a.id, p.name AS pool, p.pool_type, a.hostname, a.ipv4, a.ipv6, \
+const ALLOCATION_SELECT: &str =
+    "SELECT a.id, p.name AS pool, p.pool_type, a.hostname, a.ipv4, a.ipv6, \
      a.gateway4, a.netmask4, a.gateway6 FROM pool_addresses a JOIN pools p ON p.id = a.pool_id";
 
 /// Claims one free address of a pool of `pool_type` for `service_id`, in
@@ -323,7 +378,10 @@ pub async fn claim(
 }
 
 /// The allocation of a service, if it has one.
-pub async fn allocation_of(conn: &mut Conn<'_>, service_id: i64) -> Result<Option<Allocation>, PanelError> {
+pub async fn allocation_of(
+    conn: &mut Conn<'_>,
+    service_id: i64,
+) -> Result<Option<Allocation>, PanelError> {
     Ok(fetch_opt!(
         conn,
         Allocation,
@@ -397,10 +455,15 @@ pub struct Quota {
 /// Sets (or replaces) a quota. Platform admins only.
 pub async fn set_quota(db: &Db, who: &Principal, q: &Quota) -> Result<(), PanelError> {
     if !who.is_admin {
-        return Err(PanelError::Forbidden("only platform admins set quotas".into()));
+        return Err(PanelError::Forbidden(
+            "only platform admins set quotas".into(),
+        ));
     }
     if !["user", "group"].contains(&q.subject_kind.as_str()) {
-        return Err(PanelError::invalid("subject_kind", "subject_kind is user or group"));
+        return Err(PanelError::invalid(
+            "subject_kind",
+            "subject_kind is user or group",
+        ));
     }
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
@@ -426,7 +489,11 @@ pub async fn set_quota(db: &Db, who: &Principal, q: &Quota) -> Result<(), PanelE
 /// Checks, in the caller's transaction, that `user_id` may take `want` more
 /// under every quota on them and their groups. On PostgreSQL the user and
 /// group rows are locked first, so two creates cannot both fit the last slot.
-pub async fn check_quota(conn: &mut Conn<'_>, user_id: i64, want: Resources) -> Result<(), PanelError> {
+pub async fn check_quota(
+    conn: &mut Conn<'_>,
+    user_id: i64,
+    want: Resources,
+) -> Result<(), PanelError> {
     let quotas = fetch_all!(
         conn,
         Quota,
@@ -440,9 +507,17 @@ pub async fn check_quota(conn: &mut Conn<'_>, user_id: i64, want: Resources) -> 
         return Ok(());
     }
     if conn.is_pg() {
-        execute!(conn, "SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id)?;
+        execute!(
+            conn,
+            "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+            user_id
+        )?;
         for q in quotas.iter().filter(|q| q.subject_kind == "group") {
-            execute!(conn, "SELECT id FROM user_groups WHERE id = $1 FOR UPDATE", q.subject_id)?;
+            execute!(
+                conn,
+                "SELECT id FROM user_groups WHERE id = $1 FOR UPDATE",
+                q.subject_id
+            )?;
         }
     }
     for q in &quotas {
@@ -486,7 +561,10 @@ mod tests {
 
     #[test]
     fn hostname_patterns() {
-        assert_eq!(hostname_for("mws-{n:05}.example.org", 42).unwrap(), "mws-00042.example.org");
+        assert_eq!(
+            hostname_for("mws-{n:05}.example.org", 42).unwrap(),
+            "mws-00042.example.org"
+        );
         assert_eq!(hostname_for("h{n}", 7).unwrap(), "h7");
         assert!(hostname_for("no-number", 1).is_err());
         assert!(hostname_for("h{n:x}", 1).is_err());
@@ -512,7 +590,15 @@ mod tests {
         assert_eq!(first.ipv6.as_deref(), Some("2001:db8::2"));
         assert_eq!(first.gateway6.as_deref(), Some("2001:db8::1"));
         // A /29 has 6 hosts: one gateway and five addresses; a sixth does not fit.
-        assert!(generate("pub", "public", Some("192.0.2.0/29".parse().unwrap()), None, "h{n}", 6).is_err());
+        assert!(generate(
+            "pub",
+            "public",
+            Some("192.0.2.0/29".parse().unwrap()),
+            None,
+            "h{n}",
+            6
+        )
+        .is_err());
     }
 
     #[test]

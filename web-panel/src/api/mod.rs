@@ -38,40 +38,185 @@ pub enum Access {
 pub type Route = (&'static str, &'static str, Access, &'static str);
 
 pub const ROUTES: &[Route] = &[
-    ("POST", "/auth/login", Access::Public, "Log in with a user name and password; sets the session cookie"),
-    ("POST", "/auth/logout", Access::User, "End the current session"),
+    (
+        "POST",
+        "/auth/login",
+        Access::Public,
+        "Log in with a user name and password; sets the session cookie",
+    ),
+    (
+        "POST",
+        "/auth/logout",
+        Access::User,
+        "End the current session",
+    ),
     ("GET", "/me", Access::User, "The signed-in user"),
     ("GET", "/me/tokens", Access::User, "List my API tokens"),
-    ("POST", "/me/tokens", Access::User, "Create an API token (the secret is shown once)"),
-    ("DELETE", "/me/tokens/{id}", Access::User, "Revoke one of my API tokens"),
-    ("GET", "/me/ssh-keys", Access::User, "List my SSH public keys"),
-    ("POST", "/me/ssh-keys", Access::User, "Add an SSH public key"),
-    ("DELETE", "/me/ssh-keys/{id}", Access::User, "Remove one of my SSH keys"),
+    (
+        "POST",
+        "/me/tokens",
+        Access::User,
+        "Create an API token (the secret is shown once)",
+    ),
+    (
+        "DELETE",
+        "/me/tokens/{id}",
+        Access::User,
+        "Revoke one of my API tokens",
+    ),
+    (
+        "GET",
+        "/me/ssh-keys",
+        Access::User,
+        "List my SSH public keys",
+    ),
+    (
+        "POST",
+        "/me/ssh-keys",
+        Access::User,
+        "Add an SSH public key",
+    ),
+    (
+        "DELETE",
+        "/me/ssh-keys/{id}",
+        Access::User,
+        "Remove one of my SSH keys",
+    ),
     ("GET", "/server-types", Access::User, "List server types"),
-    ("POST", "/server-types", Access::PlatformAdmin, "Define a server type"),
-    ("GET", "/sites", Access::User, "List the sites I administer (all, for platform admins)"),
-    ("POST", "/sites", Access::User, "Create a site; the creator becomes its admin"),
-    ("GET", "/sites/{id}", Access::SiteAdmin, "A site with its members"),
+    (
+        "POST",
+        "/server-types",
+        Access::PlatformAdmin,
+        "Define a server type",
+    ),
+    (
+        "GET",
+        "/sites",
+        Access::User,
+        "List the sites I administer (all, for platform admins)",
+    ),
+    (
+        "POST",
+        "/sites",
+        Access::User,
+        "Create a site; the creator becomes its admin",
+    ),
+    (
+        "GET",
+        "/sites/{id}",
+        Access::SiteAdmin,
+        "A site with its members",
+    ),
     ("PATCH", "/sites/{id}", Access::SiteAdmin, "Edit a site"),
-    ("PUT", "/sites/{id}/members", Access::SiteAdmin, "Add a member or change their role"),
-    ("DELETE", "/sites/{id}/members/{user_id}", Access::SiteAdmin, "Remove a member"),
-    ("GET", "/services", Access::User, "List services I administer; filters: status, site_id, q"),
-    ("POST", "/services", Access::SiteAdmin, "Create a server (honours Idempotency-Key)"),
-    ("GET", "/services/{id}", Access::SiteAdmin, "A service with its VM, network and job log"),
-    ("DELETE", "/services/{id}", Access::SiteAdmin, "Delete a service"),
-    ("POST", "/services/{id}/retry", Access::SiteAdmin, "Retry a failed service"),
-    ("GET", "/services/{id}/jobs", Access::SiteAdmin, "The job log of a service"),
-    ("GET", "/services/{id}/events", Access::SiteAdmin, "Live job output (not implemented yet: 501)"),
+    (
+        "PUT",
+        "/sites/{id}/members",
+        Access::SiteAdmin,
+        "Add a member or change their role",
+    ),
+    (
+        "DELETE",
+        "/sites/{id}/members/{user_id}",
+        Access::SiteAdmin,
+        "Remove a member",
+    ),
+    (
+        "GET",
+        "/services",
+        Access::User,
+        "List services I administer; filters: status, site_id, q",
+    ),
+    (
+        "POST",
+        "/services",
+        Access::SiteAdmin,
+        "Create a server (honours Idempotency-Key)",
+    ),
+    (
+        "GET",
+        "/services/{id}",
+        Access::SiteAdmin,
+        "A service with its VM, network and job log",
+    ),
+    (
+        "DELETE",
+        "/services/{id}",
+        Access::SiteAdmin,
+        "Delete a service",
+    ),
+    (
+        "POST",
+        "/services/{id}/retry",
+        Access::SiteAdmin,
+        "Retry a failed service",
+    ),
+    (
+        "GET",
+        "/services/{id}/jobs",
+        Access::SiteAdmin,
+        "The job log of a service",
+    ),
+    (
+        "GET",
+        "/services/{id}/events",
+        Access::SiteAdmin,
+        "Live job output (not implemented yet: 501)",
+    ),
     ("GET", "/admin/users", Access::PlatformAdmin, "List users"),
-    ("POST", "/admin/users", Access::PlatformAdmin, "Create a user"),
-    ("PUT", "/admin/users/{id}/password", Access::PlatformAdmin, "Reset a user's password"),
-    ("GET", "/admin/pools", Access::PlatformAdmin, "Address pools and their use"),
-    ("POST", "/admin/pools", Access::PlatformAdmin, "Generate a pool from CIDRs and a hostname pattern"),
-    ("PUT", "/admin/quotas", Access::PlatformAdmin, "Set a user or group quota"),
-    ("GET", "/admin/jobs", Access::PlatformAdmin, "Jobs, filtered by state and kind"),
-    ("GET", "/admin/job-failures", Access::PlatformAdmin, "Jobs that exhausted their retries"),
-    ("GET", "/admin/audit", Access::PlatformAdmin, "The audit log"),
-    ("GET", "/openapi.json", Access::Public, "This API as OpenAPI 3.1"),
+    (
+        "POST",
+        "/admin/users",
+        Access::PlatformAdmin,
+        "Create a user",
+    ),
+    (
+        "PUT",
+        "/admin/users/{id}/password",
+        Access::PlatformAdmin,
+        "Reset a user's password",
+    ),
+    (
+        "GET",
+        "/admin/pools",
+        Access::PlatformAdmin,
+        "Address pools and their use",
+    ),
+    (
+        "POST",
+        "/admin/pools",
+        Access::PlatformAdmin,
+        "Generate a pool from CIDRs and a hostname pattern",
+    ),
+    (
+        "PUT",
+        "/admin/quotas",
+        Access::PlatformAdmin,
+        "Set a user or group quota",
+    ),
+    (
+        "GET",
+        "/admin/jobs",
+        Access::PlatformAdmin,
+        "Jobs, filtered by state and kind",
+    ),
+    (
+        "GET",
+        "/admin/job-failures",
+        Access::PlatformAdmin,
+        "Jobs that exhausted their retries",
+    ),
+    (
+        "GET",
+        "/admin/audit",
+        Access::PlatformAdmin,
+        "The audit log",
+    ),
+    (
+        "GET",
+        "/openapi.json",
+        Access::Public,
+        "This API as OpenAPI 3.1",
+    ),
 ];
 
 pub fn router() -> Router<AppState> {
@@ -132,7 +277,15 @@ struct LoginBody {
 }
 
 async fn login(State(st): State<AppState>, Peer(ip): Peer, Json(b): Json<LoginBody>) -> ApiResult {
-    let p = auth::login(&st.db, &st.config.auth, &st.passwords, &b.name, b.password, ip).await?;
+    let p = auth::login(
+        &st.db,
+        &st.config.auth,
+        &st.passwords,
+        &b.name,
+        b.password,
+        ip,
+    )
+    .await?;
     let session = auth::create_session(&st.db, &st.config.auth, p.user_id).await?;
     Ok((
         [(header::SET_COOKIE, st.session_cookie(&session.secret))],
@@ -142,10 +295,17 @@ async fn login(State(st): State<AppState>, Peer(ip): Peer, Json(b): Json<LoginBo
 }
 
 async fn logout(State(st): State<AppState>, a: Auth, headers: HeaderMap) -> ApiResult {
-    if let (Via::Session { .. }, Some(secret)) = (&a.via, crate::http::cookie(&headers, crate::http::SESSION_COOKIE)) {
+    if let (Via::Session { .. }, Some(secret)) = (
+        &a.via,
+        crate::http::cookie(&headers, crate::http::SESSION_COOKIE),
+    ) {
         auth::end_session(&st.db, &secret).await?;
     }
-    Ok(([(header::SET_COOKIE, st.session_cookie(""))], StatusCode::NO_CONTENT).into_response())
+    Ok((
+        [(header::SET_COOKIE, st.session_cookie(""))],
+        StatusCode::NO_CONTENT,
+    )
+        .into_response())
 }
 
 async fn me(a: Auth) -> ApiResult {
@@ -173,7 +333,14 @@ async fn list_tokens(State(st): State<AppState>, a: Auth) -> ApiResult {
 }
 
 async fn create_token(State(st): State<AppState>, a: Auth, Json(b): Json<NewToken>) -> ApiResult {
-    let (token, secret) = auth::create_token(&st.db, &st.config.auth, &a.principal, &b.name, b.expires_in_days).await?;
+    let (token, secret) = auth::create_token(
+        &st.db,
+        &st.config.auth,
+        &a.principal,
+        &b.name,
+        b.expires_in_days,
+    )
+    .await?;
     created(json!({ "token": token, "secret": secret }))
 }
 
@@ -206,7 +373,11 @@ async fn list_types(State(st): State<AppState>, _a: Auth) -> ApiResult {
     ok(catalog::list(&st.db).await?)
 }
 
-async fn create_type(State(st): State<AppState>, a: Auth, Json(b): Json<NewServerType>) -> ApiResult {
+async fn create_type(
+    State(st): State<AppState>,
+    a: Auth,
+    Json(b): Json<NewServerType>,
+) -> ApiResult {
     created(catalog::create(&st.db, &a.principal, &b).await?)
 }
 
@@ -222,7 +393,12 @@ async fn get_site(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> A
     ok(sites::get(&st.db, &a.principal, id).await?)
 }
 
-async fn update_site(State(st): State<AppState>, a: Auth, Path(id): Path<i64>, Json(b): Json<SitePatch>) -> ApiResult {
+async fn update_site(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<SitePatch>,
+) -> ApiResult {
     ok(sites::update(&st.db, &a.principal, id, &b).await?)
 }
 
@@ -232,45 +408,55 @@ struct MemberBody {
     role: String,
 }
 
-async fn set_member(State(st): State<AppState>, a: Auth, Path(id): Path<i64>, Json(b): Json<MemberBody>) -> ApiResult {
+async fn set_member(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<MemberBody>,
+) -> ApiResult {
     ok(sites::set_member(&st.db, &a.principal, id, &b.user, &b.role).await?)
 }
 
-async fn remove_member(State(st): State<AppState>, a: Auth, Path((id, user_id)): Path<(i64, i64)>) -> ApiResult {
+async fn remove_member(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> ApiResult {
     sites::remove_member(&st.db, &a.principal, id, user_id).await?;
     no_content()
 }
 
 #[derive(Deserialize)]
 struct ListQuery {
-    #[serde(flatten)]
-    filter: ServiceFilterQuery,
+    status: Option<String>,
+    site_id: Option<String>,
+    q: Option<String>,
     #[serde(default = "default_limit")]
     limit: i64,
     #[serde(default)]
     offset: i64,
 }
 
-#[derive(Deserialize)]
-struct ServiceFilterQuery {
-    status: Option<String>,
-    site_id: Option<String>,
-    q: Option<String>,
-}
-
 fn default_limit() -> i64 {
     50
 }
 
-async fn list_services(State(st): State<AppState>, a: Auth, Query(q): Query<ListQuery>) -> ApiResult {
-    let site_id = match q.filter.site_id.as_deref() {
+async fn list_services(
+    State(st): State<AppState>,
+    a: Auth,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    let site_id = match q.site_id.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(s.parse::<i64>().map_err(|_| PanelError::invalid("site_id", "site_id is a number"))?),
+        Some(s) => Some(
+            s.parse::<i64>()
+                .map_err(|_| PanelError::invalid("site_id", "site_id is a number"))?,
+        ),
     };
     let filter = ServiceFilter {
-        status: q.filter.status.filter(|s| !s.is_empty()),
+        status: q.status.filter(|s| !s.is_empty()),
         site_id,
-        q: q.filter.q.filter(|s| !s.is_empty()),
+        q: q.q.filter(|s| !s.is_empty()),
     };
     let page = Page {
         limit: q.limit,
@@ -279,10 +465,19 @@ async fn list_services(State(st): State<AppState>, a: Auth, Query(q): Query<List
     ok(servers::list(&st.db, &a.principal, &filter, page).await?)
 }
 
-async fn create_service(State(st): State<AppState>, a: Auth, headers: HeaderMap, Json(b): Json<CreateServer>) -> ApiResult {
+async fn create_service(
+    State(st): State<AppState>,
+    a: Auth,
+    headers: HeaderMap,
+    Json(b): Json<CreateServer>,
+) -> ApiResult {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     let out = servers::create(&st.db, &a.principal, &b, key).await?;
-    let status = if out.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if out.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(out.created)).into_response())
 }
 
@@ -337,7 +532,18 @@ struct NewUser {
 }
 
 async fn create_user(State(st): State<AppState>, a: Auth, Json(b): Json<NewUser>) -> ApiResult {
-    created(auth::create_user(&st.db, &st.passwords, &a.principal, &b.name, b.email.as_deref(), b.password, b.is_admin).await?)
+    created(
+        auth::create_user(
+            &st.db,
+            &st.passwords,
+            &a.principal,
+            &b.name,
+            b.email.as_deref(),
+            b.password,
+            b.is_admin,
+        )
+        .await?,
+    )
 }
 
 #[derive(Deserialize)]
@@ -345,7 +551,12 @@ struct PasswordBody {
     password: String,
 }
 
-async fn reset_password(State(st): State<AppState>, a: Auth, Path(id): Path<i64>, Json(b): Json<PasswordBody>) -> ApiResult {
+async fn reset_password(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<PasswordBody>,
+) -> ApiResult {
     require_admin(&a.principal)?;
     auth::set_password(&st.db, &st.passwords, &a.principal, id, b.password).await?;
     no_content()
@@ -368,14 +579,31 @@ struct GeneratePool {
     quarantine_secs: Option<i64>,
 }
 
-async fn generate_pool(State(st): State<AppState>, a: Auth, Json(b): Json<GeneratePool>) -> ApiResult {
+async fn generate_pool(
+    State(st): State<AppState>,
+    a: Auth,
+    Json(b): Json<GeneratePool>,
+) -> ApiResult {
     require_admin(&a.principal)?;
     if b.count > 100_000 {
         return Err(PanelError::invalid("count", "at most 100000 addresses at once").into());
     }
-    let mut file = alloc::generate(&b.name, &b.pool_type, b.cidr4, b.cidr6, &b.hostname_pattern, b.count)?;
+    let mut file = alloc::generate(
+        &b.name,
+        &b.pool_type,
+        b.cidr4,
+        b.cidr6,
+        &b.hostname_pattern,
+        b.count,
+    )?;
     file.quarantine_secs = b.quarantine_secs;
-    let added = alloc::import(&st.db, &a.principal, &file, st.config.alloc.default_quarantine_secs).await?;
+    let added = alloc::import(
+        &st.db,
+        &a.principal,
+        &file,
+        st.config.alloc.default_quarantine_secs,
+    )
+    .await?;
     created(json!({ "pool": b.name, "added": added }))
 }
 
@@ -396,7 +624,10 @@ async fn list_jobs(State(st): State<AppState>, a: Auth, Query(q): Query<JobQuery
     require_admin(&a.principal)?;
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(JobState::parse(s).ok_or_else(|| PanelError::invalid("state", format!("unknown job state {s:?}")))?),
+        Some(s) => Some(
+            JobState::parse(s)
+                .ok_or_else(|| PanelError::invalid("state", format!("unknown job state {s:?}")))?,
+        ),
     };
     let jobs = st
         .db
@@ -435,10 +666,13 @@ async fn list_failures(State(st): State<AppState>, a: Auth) -> ApiResult {
     ok(items)
 }
 
+// No `#[serde(flatten)]`: query strings hold only strings, and flattened
+// fields lose the number parsing.
 #[derive(Deserialize)]
 struct AuditQuery {
-    #[serde(flatten)]
-    filter: AuditFilter,
+    object_type: Option<String>,
+    object_id: Option<i64>,
+    actor_id: Option<i64>,
     #[serde(default = "default_limit")]
     limit: i64,
     #[serde(default)]
@@ -450,7 +684,12 @@ async fn list_audit(State(st): State<AppState>, a: Auth, Query(q): Query<AuditQu
         limit: q.limit,
         offset: q.offset,
     };
-    ok(audit::list(&st.db, &a.principal, &q.filter, page).await?)
+    let filter = AuditFilter {
+        object_type: q.object_type,
+        object_id: q.object_id,
+        actor_id: q.actor_id,
+    };
+    ok(audit::list(&st.db, &a.principal, &filter, page).await?)
 }
 
 /// The OpenAPI document, built from [`ROUTES`].

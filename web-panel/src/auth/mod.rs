@@ -17,7 +17,7 @@ use crate::audit::{self, Change};
 use crate::config::AuthConfig;
 use crate::services::db::{tx_conn, Conn};
 use crate::services::model::User;
-use crate::services::{Db, Page, PanelError, Paged, Principal};
+use crate::services::{Db, Page, Paged, PanelError, Principal};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 /// Password hashing with the configured argon2id cost.
@@ -60,7 +60,11 @@ impl Passwords {
         let hash = hash.unwrap_or_else(|| self.dummy.clone());
         let ok = tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash).ok()?;
-            Some(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            Some(
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok(),
+            )
         })
         .await
         .map_err(|e| PanelError::Internal(format!("hashing task: {e}")))?;
@@ -107,7 +111,10 @@ fn validate_user_name(name: &str) -> Result<(), PanelError> {
 
 fn validate_password(password: &str) -> Result<(), PanelError> {
     if password.chars().count() < 8 {
-        return Err(PanelError::invalid("password", "passwords need at least 8 characters"));
+        return Err(PanelError::invalid(
+            "password",
+            "passwords need at least 8 characters",
+        ));
     }
     Ok(())
 }
@@ -134,7 +141,9 @@ pub async fn create_user(
     is_admin: bool,
 ) -> Result<User, PanelError> {
     if !who.is_admin {
-        return Err(PanelError::Forbidden("only platform admins create users".into()));
+        return Err(PanelError::Forbidden(
+            "only platform admins create users".into(),
+        ));
     }
     validate_user_name(name)?;
     let hash = match password {
@@ -145,7 +154,16 @@ pub async fn create_user(
         None => None,
     };
     let mut tx = db.begin().await?;
-    let user = insert_user(&mut tx_conn(&mut tx), db.now(), who, name, email, hash, is_admin).await?;
+    let user = insert_user(
+        &mut tx_conn(&mut tx),
+        db.now(),
+        who,
+        name,
+        email,
+        hash,
+        is_admin,
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -171,7 +189,13 @@ async fn insert_user(
         now
     )?
     .ok_or_else(|| PanelError::Conflict(format!("user {name:?} already exists")))?;
-    audit::record(conn, now, who, Change::new("user.create", "user", user.id).after(&user)).await?;
+    audit::record(
+        conn,
+        now,
+        who,
+        Change::new("user.create", "user", user.id).after(&user),
+    )
+    .await?;
     Ok(user)
 }
 
@@ -184,19 +208,36 @@ pub async fn set_password(
     password: String,
 ) -> Result<(), PanelError> {
     if !who.is_admin && who.user_id != user_id {
-        return Err(PanelError::Forbidden("only platform admins reset other users' passwords".into()));
+        return Err(PanelError::Forbidden(
+            "only platform admins reset other users' passwords".into(),
+        ));
     }
     validate_password(&password)?;
     let hash = passwords.hash(password).await?;
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
-    let n = execute!(&mut conn, "UPDATE users SET password_hash = $1 WHERE id = $2", hash, user_id)?;
+    let n = execute!(
+        &mut conn,
+        "UPDATE users SET password_hash = $1 WHERE id = $2",
+        hash,
+        user_id
+    )?;
     if n == 0 {
         return Err(PanelError::NotFound("user"));
     }
     // A new password ends every session of the account.
-    execute!(&mut conn, "DELETE FROM sessions WHERE user_id = $1", user_id)?;
-    audit::record(&mut conn, db.now(), who, Change::new("user.password_reset", "user", user_id)).await?;
+    execute!(
+        &mut conn,
+        "DELETE FROM sessions WHERE user_id = $1",
+        user_id
+    )?;
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new("user.password_reset", "user", user_id),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -213,7 +254,9 @@ pub async fn user_by_name(db: &Db, name: &str) -> Result<Option<User>, PanelErro
 
 pub async fn list_users(db: &Db, who: &Principal, page: Page) -> Result<Paged<User>, PanelError> {
     if !who.is_admin {
-        return Err(PanelError::Forbidden("only platform admins list users".into()));
+        return Err(PanelError::Forbidden(
+            "only platform admins list users".into(),
+        ));
     }
     let page = page.checked()?;
     let mut rc = db.read().await?;
@@ -222,7 +265,9 @@ pub async fn list_users(db: &Db, who: &Principal, page: Page) -> Result<Paged<Us
     let items = fetch_all!(
         &mut conn,
         User,
-        sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users ORDER BY id LIMIT $1 OFFSET $2")),
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLS} FROM users ORDER BY id LIMIT $1 OFFSET $2"
+        )),
         page.limit,
         page.offset
     )?;
@@ -351,7 +396,10 @@ pub async fn create_token(
         ));
     }
     if name.trim().is_empty() || name.len() > 100 {
-        return Err(PanelError::invalid("name", "give the token a name of 1-100 characters"));
+        return Err(PanelError::invalid(
+            "name",
+            "give the token a name of 1-100 characters",
+        ));
     }
     let secret = format!("keel_{}", random_secret());
     let now = db.now();
@@ -369,8 +417,13 @@ pub async fn create_token(
         now + days * 86_400_000
     )?
     .ok_or_else(|| PanelError::Internal("token insert returned nothing".into()))?;
-    audit::record(&mut conn, now, who, Change::new("token.create", "api_token", token.id).after(&token))
-        .await?;
+    audit::record(
+        &mut conn,
+        now,
+        who,
+        Change::new("token.create", "api_token", token.id).after(&token),
+    )
+    .await?;
     tx.commit().await?;
     Ok((token, secret))
 }
@@ -399,7 +452,13 @@ pub async fn revoke_token(db: &Db, who: &Principal, token_id: i64) -> Result<(),
     if n == 0 {
         return Err(PanelError::NotFound("token"));
     }
-    audit::record(&mut conn, db.now(), who, Change::new("token.revoke", "api_token", token_id)).await?;
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new("token.revoke", "api_token", token_id),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -437,14 +496,22 @@ pub struct NewSession {
     pub csrf: String,
 }
 
-pub async fn create_session(db: &Db, cfg: &AuthConfig, user_id: i64) -> Result<NewSession, PanelError> {
+pub async fn create_session(
+    db: &Db,
+    cfg: &AuthConfig,
+    user_id: i64,
+) -> Result<NewSession, PanelError> {
     let secret = random_secret();
     let csrf = random_secret();
     let now = db.now();
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     // Expired rows of anyone go when a session starts, keeping the table small.
-    execute!(&mut conn, "DELETE FROM sessions WHERE expires_at <= $1", now)?;
+    execute!(
+        &mut conn,
+        "DELETE FROM sessions WHERE expires_at <= $1",
+        now
+    )?;
     execute!(
         &mut conn,
         "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -492,7 +559,11 @@ pub async fn session(db: &Db, secret: &str) -> Result<Option<(Principal, String)
 /// Logout: the session row goes, so the cookie is worthless even if kept.
 pub async fn end_session(db: &Db, secret: &str) -> Result<(), PanelError> {
     let mut tx = db.begin().await?;
-    execute!(&mut tx_conn(&mut tx), "DELETE FROM sessions WHERE token_hash = $1", secret_hash(secret))?;
+    execute!(
+        &mut tx_conn(&mut tx),
+        "DELETE FROM sessions WHERE token_hash = $1",
+        secret_hash(secret)
+    )?;
     tx.commit().await?;
     Ok(())
 }
@@ -516,7 +587,16 @@ pub async fn sso_user(db: &Db, name: &str) -> Result<Principal, PanelError> {
         name: "sso".to_string(),
         is_admin: true,
     };
-    let created = insert_user(&mut tx_conn(&mut tx), db.now(), &sso, name, None, None, false).await;
+    let created = insert_user(
+        &mut tx_conn(&mut tx),
+        db.now(),
+        &sso,
+        name,
+        None,
+        None,
+        false,
+    )
+    .await;
     match created {
         Ok(u) => {
             tx.commit().await?;
@@ -529,7 +609,9 @@ pub async fn sso_user(db: &Db, name: &str) -> Result<Principal, PanelError> {
         // Two first requests raced; the other one created the account.
         Err(PanelError::Conflict(_)) => {
             tx.rollback().await?;
-            let u = user_by_name(db, name).await?.ok_or(PanelError::NotFound("user"))?;
+            let u = user_by_name(db, name)
+                .await?
+                .ok_or(PanelError::NotFound("user"))?;
             Ok(Principal {
                 user_id: u.id,
                 name: u.name,

@@ -62,7 +62,11 @@ impl From<PanelError> for ApiError {
             _ if e.is_unique_violation() => (StatusCode::CONFLICT, "conflict"),
             _ => {
                 tracing::error!(error = %e, "internal error");
-                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal server error",
+                );
             }
         };
         let message = if e.is_unique_violation() {

@@ -51,9 +51,19 @@ impl AppState {
 
     /// A `Set-Cookie` value for a session secret (empty to clear it).
     pub fn session_cookie(&self, secret: &str) -> String {
-        let secure = if self.config.secure_cookies() { "; Secure" } else { "" };
-        let max_age = if secret.is_empty() { 0 } else { self.config.auth.session_ttl_secs };
-        format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+        let secure = if self.config.secure_cookies() {
+            "; Secure"
+        } else {
+            ""
+        };
+        let max_age = if secret.is_empty() {
+            0
+        } else {
+            self.config.auth.session_ttl_secs
+        };
+        format!(
+            "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        )
     }
 }
 
@@ -62,7 +72,9 @@ impl AppState {
 pub enum Via {
     Token,
     /// A session cookie; carries the session's CSRF token.
-    Session { csrf: String },
+    Session {
+        csrf: String,
+    },
 }
 
 /// The authenticated caller, put in request extensions by [`authenticate`].
@@ -95,6 +107,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
             .get::<Auth>()
             .cloned()
             .ok_or_else(|| PanelError::Unauthenticated.into())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Auth {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Auth>().cloned())
     }
 }
 
@@ -163,7 +183,11 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
 
 /// Compares secrets without an early exit.
 pub fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 async fn resolve(
@@ -176,10 +200,22 @@ async fn resolve(
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "use Authorization: Bearer TOKEN"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "use Authorization: Bearer TOKEN",
+                )
+            })?;
         let principal = auth::authenticate_token(&state.db, token.trim())
             .await?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "unknown or expired token"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "unknown or expired token",
+                )
+            })?;
         return Ok(Some(Auth {
             principal,
             via: Via::Token,
@@ -196,13 +232,18 @@ async fn resolve(
     let sso = &state.config.sso;
     if sso.enabled {
         let peer = peer_of(parts);
-        if let Some(name) = parts.headers.get(sso.header.as_str()).and_then(|v| v.to_str().ok()) {
+        if let Some(name) = parts
+            .headers
+            .get(sso.header.as_str())
+            .and_then(|v| v.to_str().ok())
+        {
             if !sso.trusted_proxies.iter().any(|net| net.contains(&peer)) {
                 tracing::warn!(%peer, "SSO header from an untrusted address ignored");
                 return Ok(None);
             }
             let principal = auth::sso_user(&state.db, name.trim()).await?;
-            let session = auth::create_session(&state.db, &state.config.auth, principal.user_id).await?;
+            let session =
+                auth::create_session(&state.db, &state.config.auth, principal.user_id).await?;
             *set_cookie = Some(state.session_cookie(&session.secret));
             return Ok(Some(Auth {
                 principal,

@@ -44,14 +44,23 @@ pub async fn by_name(conn: &mut Conn<'_>, name: &str) -> Result<Option<ServerTyp
 
 pub async fn create(db: &Db, who: &Principal, t: &NewServerType) -> Result<ServerType, PanelError> {
     if !who.is_admin {
-        return Err(PanelError::Forbidden("only platform admins define server types".into()));
+        return Err(PanelError::Forbidden(
+            "only platform admins define server types".into(),
+        ));
     }
     if t.name.trim().is_empty() {
         return Err(PanelError::invalid("name", "a server type needs a name"));
     }
-    for (field, v) in [("cpus", t.cpus), ("ram_mb", t.ram_mb), ("disk_gb", t.disk_gb)] {
+    for (field, v) in [
+        ("cpus", t.cpus),
+        ("ram_mb", t.ram_mb),
+        ("disk_gb", t.disk_gb),
+    ] {
         if v <= 0 {
-            return Err(PanelError::invalid(field, format!("{field} must be positive")));
+            return Err(PanelError::invalid(
+                field,
+                format!("{field} must be positive"),
+            ));
         }
     }
     let mut tx = db.begin().await?;
@@ -71,8 +80,13 @@ pub async fn create(db: &Db, who: &Principal, t: &NewServerType) -> Result<Serve
         t.roles.join(",")
     )?
     .ok_or_else(|| PanelError::Conflict(format!("server type {:?} already exists", t.name)))?;
-    audit::record(&mut conn, db.now(), who, Change::new("server_type.create", "server_type", row.id).after(&row))
-        .await?;
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new("server_type.create", "server_type", row.id).after(&row),
+    )
+    .await?;
     tx.commit().await?;
     Ok(row)
 }

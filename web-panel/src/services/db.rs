@@ -48,8 +48,8 @@ pub enum ReadConn {
 impl ReadConn {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            ReadConn::Sqlite(c) => Conn::Sqlite(&mut **c),
-            ReadConn::Pg(c) => Conn::Pg(&mut **c),
+            ReadConn::Sqlite(c) => Conn::Sqlite(c),
+            ReadConn::Pg(c) => Conn::Pg(c),
         }
     }
 }

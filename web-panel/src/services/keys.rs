@@ -15,8 +15,9 @@ const COLS: &str = "id, user_id, name, public_key, fingerprint, created_at";
 /// Parses an OpenSSH public key line and returns it normalised (algorithm
 /// and key, with the comment) and its fingerprint.
 pub fn parse_public_key(line: &str) -> Result<(String, String), PanelError> {
-    let key = PublicKey::from_openssh(line.trim())
-        .map_err(|e| PanelError::invalid("public_key", format!("not an OpenSSH public key: {e}")))?;
+    let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
+        PanelError::invalid("public_key", format!("not an OpenSSH public key: {e}"))
+    })?;
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     let text = key
         .to_openssh()
@@ -29,7 +30,9 @@ pub async fn list(db: &Db, who: &Principal) -> Result<Vec<SshKey>, PanelError> {
     Ok(fetch_all!(
         &mut rc.conn(),
         SshKey,
-        sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM ssh_keys WHERE user_id = $1 ORDER BY id")),
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM ssh_keys WHERE user_id = $1 ORDER BY id"
+        )),
         who.user_id
     )?)
 }
@@ -59,7 +62,13 @@ pub async fn add(db: &Db, who: &Principal, name: &str, line: &str) -> Result<Ssh
         db.now()
     )?
     .ok_or_else(|| PanelError::Conflict(format!("you already have the key {fingerprint}")))?;
-    audit::record(&mut conn, db.now(), who, Change::new("ssh_key.add", "ssh_key", key.id).after(&key)).await?;
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new("ssh_key.add", "ssh_key", key.id).after(&key),
+    )
+    .await?;
     tx.commit().await?;
     Ok(key)
 }
@@ -70,14 +79,21 @@ pub async fn remove(db: &Db, who: &Principal, key_id: i64) -> Result<(), PanelEr
     let before = fetch_opt!(
         &mut conn,
         SshKey,
-        sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM ssh_keys WHERE id = $1 AND user_id = $2")),
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM ssh_keys WHERE id = $1 AND user_id = $2"
+        )),
         key_id,
         who.user_id
     )?
     .ok_or(PanelError::NotFound("ssh key"))?;
     execute!(&mut conn, "DELETE FROM ssh_keys WHERE id = $1", key_id)?;
-    audit::record(&mut conn, db.now(), who, Change::new("ssh_key.remove", "ssh_key", key_id).before(&before))
-        .await?;
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new("ssh_key.remove", "ssh_key", key_id).before(&before),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -122,7 +122,10 @@ impl Page {
     /// Checks the bounds: 1..=500 rows from a non-negative offset.
     pub fn checked(self) -> Result<Page, PanelError> {
         if !(1..=Self::MAX_LIMIT).contains(&self.limit) {
-            return Err(PanelError::invalid("limit", "limit must be between 1 and 500"));
+            return Err(PanelError::invalid(
+                "limit",
+                "limit must be between 1 and 500",
+            ));
         }
         if self.offset < 0 {
             return Err(PanelError::invalid("offset", "offset must not be negative"));

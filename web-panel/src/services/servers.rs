@@ -13,9 +13,11 @@ use crate::alloc::{self, Resources, POOL_TYPES};
 use crate::audit::{self, Change};
 use crate::queue::{self, JobContext, JobError, JobFilter, JobHandler, JobSpec, RetryPolicy};
 use crate::services::db::{tx_conn, Conn};
-use crate::services::model::{JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS, SERVICE_STATUSES};
+use crate::services::model::{
+    JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS, SERVICE_STATUSES,
+};
 use crate::services::sites::{require_admin, ADMIN_SITES};
-use crate::services::{catalog, Db, Page, PanelError, Paged, Principal};
+use crate::services::{catalog, Db, Page, Paged, PanelError, Principal};
 use crate::store::Store;
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
@@ -94,14 +96,23 @@ pub async fn create(
     idempotency_key: Option<&str>,
 ) -> Result<CreateOutcome, PanelError> {
     if !SERVICE_KINDS.contains(&req.kind.as_str()) {
-        return Err(PanelError::invalid("kind", format!("kind is one of {SERVICE_KINDS:?}")));
+        return Err(PanelError::invalid(
+            "kind",
+            format!("kind is one of {SERVICE_KINDS:?}"),
+        ));
     }
     if !POOL_TYPES.contains(&req.pool_type.as_str()) {
-        return Err(PanelError::invalid("pool_type", format!("pool_type is one of {POOL_TYPES:?}")));
+        return Err(PanelError::invalid(
+            "pool_type",
+            format!("pool_type is one of {POOL_TYPES:?}"),
+        ));
     }
     if let Some(k) = idempotency_key {
         if k.is_empty() || k.len() > 200 {
-            return Err(PanelError::invalid("Idempotency-Key", "idempotency keys have 1-200 characters"));
+            return Err(PanelError::invalid(
+                "Idempotency-Key",
+                "idempotency keys have 1-200 characters",
+            ));
         }
     }
     let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(req).unwrap_or_default()));
@@ -128,22 +139,35 @@ pub async fn create(
                 who.user_id,
                 key
             )?;
-            drop(conn);
             tx.rollback().await?;
             return replay(row, &request_hash);
         }
     }
 
-    let site_state = scalar!(&mut conn, String, "SELECT state FROM sites WHERE id = $1", req.site_id)?;
+    let site_state = scalar!(
+        &mut conn,
+        String,
+        "SELECT state FROM sites WHERE id = $1",
+        req.site_id
+    )?;
     require_admin(&mut conn, who, req.site_id).await?;
     match site_state.as_deref() {
         Some("active") => {}
-        Some(other) => return Err(PanelError::Conflict(format!("the site is {other}; it cannot get new servers"))),
+        Some(other) => {
+            return Err(PanelError::Conflict(format!(
+                "the site is {other}; it cannot get new servers"
+            )))
+        }
         None => return Err(PanelError::NotFound("site")),
     }
     let stype = catalog::by_name(&mut conn, &req.server_type)
         .await?
-        .ok_or_else(|| PanelError::invalid("server_type", format!("no server type named {:?}", req.server_type)))?;
+        .ok_or_else(|| {
+            PanelError::invalid(
+                "server_type",
+                format!("no server type named {:?}", req.server_type),
+            )
+        })?;
     alloc::check_quota(
         &mut conn,
         who.user_id,
@@ -170,23 +194,31 @@ pub async fn create(
         now
     )?
     .ok_or_else(|| PanelError::Internal("service insert returned nothing".into()))?;
-    if alloc::claim(&mut conn, &req.pool_type, service_id, now).await?.is_none() {
+    if alloc::claim(&mut conn, &req.pool_type, service_id, now)
+        .await?
+        .is_none()
+    {
         return Err(PanelError::PoolExhausted(format!(
             "no free addresses left in the {} pools",
             req.pool_type
         )));
     }
     let service = load(&mut conn, service_id).await?;
-    audit::record(&mut conn, now, who, Change::new("service.create", "service", service_id).after(&service))
-        .await?;
-    drop(conn);
+    audit::record(
+        &mut conn,
+        now,
+        who,
+        Change::new("service.create", "service", service_id).after(&service),
+    )
+    .await?;
     let job = queue::enqueue(&mut tx, provision_spec(service_id, who)).await?;
     let created = Created {
         service,
         job_id: job.job_id,
     };
     if let Some(key) = idempotency_key {
-        let body = serde_json::to_string(&created).map_err(|e| PanelError::Internal(e.to_string()))?;
+        let body =
+            serde_json::to_string(&created).map_err(|e| PanelError::Internal(e.to_string()))?;
         execute!(
             &mut tx_conn(&mut tx),
             "UPDATE idempotency_keys SET response_status = 201, response_body = $3 WHERE user_id = $1 AND key = $2",
@@ -210,10 +242,11 @@ fn replay(row: Option<IdemRow>, request_hash: &str) -> Result<CreateOutcome, Pan
             "this idempotency key was used with a different request",
         ));
     }
-    let body = row
-        .response_body
-        .ok_or_else(|| PanelError::Conflict("a request with this idempotency key is still in progress".into()))?;
-    let created: Created = serde_json::from_str(&body).map_err(|e| PanelError::Internal(e.to_string()))?;
+    let body = row.response_body.ok_or_else(|| {
+        PanelError::Conflict("a request with this idempotency key is still in progress".into())
+    })?;
+    let created: Created =
+        serde_json::from_str(&body).map_err(|e| PanelError::Internal(e.to_string()))?;
     Ok(CreateOutcome {
         created,
         replayed: true,
@@ -221,13 +254,22 @@ fn replay(row: Option<IdemRow>, request_hash: &str) -> Result<CreateOutcome, Pan
 }
 
 async fn load(conn: &mut Conn<'_>, id: i64) -> Result<Service, PanelError> {
-    fetch_opt!(conn, Service, sqlx::AssertSqlSafe(format!("{SELECT} WHERE s.id = $1")), id)?
-        .ok_or(PanelError::NotFound("service"))
+    fetch_opt!(
+        conn,
+        Service,
+        sqlx::AssertSqlSafe(format!("{SELECT} WHERE s.id = $1")),
+        id
+    )?
+    .ok_or(PanelError::NotFound("service"))
 }
 
 /// Loads a service `who` may manage. Platform admins and site admins may;
 /// SSH-only users are refused; anyone else is told it does not exist.
-pub async fn load_managed(conn: &mut Conn<'_>, who: &Principal, id: i64) -> Result<Service, PanelError> {
+pub async fn load_managed(
+    conn: &mut Conn<'_>,
+    who: &Principal,
+    id: i64,
+) -> Result<Service, PanelError> {
     let service = load(conn, id).await?;
     match require_admin(conn, who, service.site_id).await {
         Ok(()) => Ok(service),
@@ -258,7 +300,10 @@ pub async fn list(
     let page = page.checked()?;
     if let Some(s) = &filter.status {
         if !SERVICE_STATUSES.contains(&s.as_str()) {
-            return Err(PanelError::invalid("status", format!("status is one of {SERVICE_STATUSES:?}")));
+            return Err(PanelError::invalid(
+                "status",
+                format!("status is one of {SERVICE_STATUSES:?}"),
+            ));
         }
     }
     let where_ = format!(
@@ -266,7 +311,10 @@ pub async fn list(
          AND (($3 IS NULL AND s.status <> 'deleted') OR s.status = $3) \
          AND ($4 IS NULL OR s.site_id = $4) AND ($5 IS NULL OR a.hostname LIKE $5)"
     );
-    let like = filter.q.as_ref().map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+    let like = filter
+        .q
+        .as_ref()
+        .map(|q| format!("%{}%", q.replace(['%', '_'], "")));
     let mut rc = db.read().await?;
     let mut conn = rc.conn();
     let total = scalar!(
@@ -285,7 +333,9 @@ pub async fn list(
     let items = fetch_all!(
         &mut conn,
         Service,
-        sqlx::AssertSqlSafe(format!("{SELECT} {where_} ORDER BY s.id DESC LIMIT $6 OFFSET $7")),
+        sqlx::AssertSqlSafe(format!(
+            "{SELECT} {where_} ORDER BY s.id DESC LIMIT $6 OFFSET $7"
+        )),
         who.is_admin,
         who.user_id,
         filter.status.clone(),
@@ -332,7 +382,6 @@ pub async fn get(db: &Db, who: &Principal, id: i64) -> Result<ServiceDetail, Pan
         )),
         id
     )?;
-    drop(conn);
     let jobs = job_log(db.store(), id).await?;
     Ok(ServiceDetail {
         service,
@@ -364,7 +413,7 @@ pub async fn job_log(store: &Store, service_id: i64) -> Result<Vec<JobView>, Pan
             last_error: j.last_error,
         })
         .collect();
-    out.sort_by(|a, b| b.id.cmp(&a.id));
+    out.sort_by_key(|j| std::cmp::Reverse(j.id));
     Ok(out)
 }
 
@@ -387,7 +436,9 @@ pub async fn set_status(
         id
     )?;
     let mut change = Change::new("service.status", "service", id);
-    change.before = Some(serde_json::json!({ "status": before.status, "failure_reason": before.failure_reason }));
+    change.before = Some(
+        serde_json::json!({ "status": before.status, "failure_reason": before.failure_reason }),
+    );
     change.after = Some(serde_json::json!({ "status": status, "failure_reason": reason }));
     audit::record(conn, now, who, change).await
 }
@@ -405,7 +456,6 @@ pub async fn retry(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError>
         )));
     }
     set_status(&mut conn, now, who, id, "requested", None).await?;
-    drop(conn);
     let job = queue::enqueue(&mut tx, provision_spec(id, who)).await?;
     tx.commit().await?;
     Ok(job.job_id)
@@ -419,10 +469,12 @@ pub async fn delete(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError
     let mut conn = tx_conn(&mut tx);
     let service = load_managed(&mut conn, who, id).await?;
     if matches!(service.status.as_str(), "deleting" | "deleted") {
-        return Err(PanelError::Conflict(format!("the service is already {}", service.status)));
+        return Err(PanelError::Conflict(format!(
+            "the service is already {}",
+            service.status
+        )));
     }
     set_status(&mut conn, now, who, id, "deleting", None).await?;
-    drop(conn);
     let mut spec = JobSpec::new("deprovision", serde_json::json!({ "service_id": id }))
         .queue("hypervisor")
         .unique_key(format!("deprovision:{id}"))
@@ -453,8 +505,11 @@ pub struct ProvisionHandler {
 #[async_trait::async_trait]
 impl JobHandler for ProvisionHandler {
     fn policy(&self) -> RetryPolicy {
-        RetryPolicy::exponential(std::time::Duration::from_secs(10), std::time::Duration::from_secs(600))
-            .max_attempts(5)
+        RetryPolicy::exponential(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(600),
+        )
+        .max_attempts(5)
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
@@ -462,8 +517,13 @@ impl JobHandler for ProvisionHandler {
         let system = Principal::system();
         let mut tx = self.db.begin().await.map_err(JobError::retryable)?;
         let mut conn = tx_conn(&mut tx);
-        let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)
-            .map_err(JobError::retryable)?;
+        let status = scalar!(
+            &mut conn,
+            String,
+            "SELECT status FROM services WHERE id = $1",
+            id
+        )
+        .map_err(JobError::retryable)?;
         if status.as_deref() != Some("requested") {
             // Deleted or already past this step: nothing to do (idempotent).
             return Ok(());
@@ -478,7 +538,6 @@ impl JobHandler for ProvisionHandler {
         )
         .await
         .map_err(JobError::retryable)?;
-        drop(conn);
         tx.commit().await.map_err(JobError::retryable)?;
         Ok(())
     }
@@ -497,17 +556,24 @@ impl JobHandler for DeprovisionHandler {
         let now = self.db.now();
         let mut tx = self.db.begin().await.map_err(JobError::retryable)?;
         let mut conn = tx_conn(&mut tx);
-        let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)
-            .map_err(JobError::retryable)?;
+        let status = scalar!(
+            &mut conn,
+            String,
+            "SELECT status FROM services WHERE id = $1",
+            id
+        )
+        .map_err(JobError::retryable)?;
         if status.as_deref() != Some("deleting") {
             return Ok(());
         }
-        execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id).map_err(JobError::retryable)?;
-        alloc::release(&mut conn, id, now).await.map_err(JobError::retryable)?;
+        execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)
+            .map_err(JobError::retryable)?;
+        alloc::release(&mut conn, id, now)
+            .await
+            .map_err(JobError::retryable)?;
         set_status(&mut conn, now, &Principal::system(), id, "deleted", None)
             .await
             .map_err(JobError::retryable)?;
-        drop(conn);
         tx.commit().await.map_err(JobError::retryable)?;
         Ok(())
     }

@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{self, Change};
 use crate::services::db::{tx_conn, Conn};
 use crate::services::model::{LookupGroup, Site, SiteDetail, SiteMember, SITE_STATES};
-use crate::services::{Db, Page, PanelError, Paged, Principal};
+use crate::services::{Db, Page, Paged, PanelError, Principal};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 const COLS: &str = "id, name, description, owner_email, state, created_at, updated_at";
 
 /// Sites on which `$2` (a user id) is an admin, directly or through a
 /// lookup group. `$1` is true for platform admins, who match every site.
-pub(crate) const ADMIN_SITES: &str = "(SELECT site_id FROM site_members WHERE user_id = $2 AND role = 'admin' \
+pub(crate) const ADMIN_SITES: &str =
+    "(SELECT site_id FROM site_members WHERE user_id = $2 AND role = 'admin' \
      UNION SELECT l.site_id FROM site_lookup_groups l JOIN user_groups g ON g.name = l.group_name \
        JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $2 AND l.role = 'admin')";
 
@@ -46,7 +47,11 @@ pub enum SiteRole {
 }
 
 /// The best role `who` has on `site_id`.
-pub async fn site_role(conn: &mut Conn<'_>, who: &Principal, site_id: i64) -> Result<SiteRole, PanelError> {
+pub async fn site_role(
+    conn: &mut Conn<'_>,
+    who: &Principal,
+    site_id: i64,
+) -> Result<SiteRole, PanelError> {
     if who.is_admin {
         return Ok(SiteRole::PlatformAdmin);
     }
@@ -71,7 +76,11 @@ pub async fn site_role(conn: &mut Conn<'_>, who: &Principal, site_id: i64) -> Re
 /// Checks that `who` may manage `site_id` in the panel. Users with no role
 /// get "not found", so the panel does not reveal which sites exist;
 /// SSH-only users are told they cannot manage it.
-pub async fn require_admin(conn: &mut Conn<'_>, who: &Principal, site_id: i64) -> Result<(), PanelError> {
+pub async fn require_admin(
+    conn: &mut Conn<'_>,
+    who: &Principal,
+    site_id: i64,
+) -> Result<(), PanelError> {
     match site_role(conn, who, site_id).await? {
         SiteRole::PlatformAdmin | SiteRole::Admin => Ok(()),
         SiteRole::SshOnly => Err(PanelError::Forbidden(
@@ -82,12 +91,17 @@ pub async fn require_admin(conn: &mut Conn<'_>, who: &Principal, site_id: i64) -
 }
 
 fn validate_email(field: &str, email: &str) -> Result<(), PanelError> {
-    let ok = email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+    let ok = email
+        .split_once('@')
+        .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
         && !email.contains(char::is_whitespace);
     if ok {
         Ok(())
     } else {
-        Err(PanelError::invalid(field, format!("{email:?} is not an email address")))
+        Err(PanelError::invalid(
+            field,
+            format!("{email:?} is not an email address"),
+        ))
     }
 }
 
@@ -95,7 +109,10 @@ fn validate_email(field: &str, email: &str) -> Result<(), PanelError> {
 pub async fn create(db: &Db, who: &Principal, new: &NewSite) -> Result<Site, PanelError> {
     let name = new.name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err(PanelError::invalid("name", "a site name has 1-100 characters"));
+        return Err(PanelError::invalid(
+            "name",
+            "a site name has 1-100 characters",
+        ));
     }
     validate_email("owner_email", &new.owner_email)?;
     let now = db.now();
@@ -122,7 +139,13 @@ pub async fn create(db: &Db, who: &Principal, new: &NewSite) -> Result<Site, Pan
             who.user_id
         )?;
     }
-    audit::record(&mut conn, now, who, Change::new("site.create", "site", site.id).after(&site)).await?;
+    audit::record(
+        &mut conn,
+        now,
+        who,
+        Change::new("site.create", "site", site.id).after(&site),
+    )
+    .await?;
     tx.commit().await?;
     Ok(site)
 }
@@ -143,7 +166,9 @@ pub async fn list(db: &Db, who: &Principal, page: Page) -> Result<Paged<Site>, P
     let items = fetch_all!(
         &mut conn,
         Site,
-        sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM sites {filter} ORDER BY id LIMIT $3 OFFSET $4")),
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM sites {filter} ORDER BY id LIMIT $3 OFFSET $4"
+        )),
         who.is_admin,
         who.user_id,
         page.limit,
@@ -194,7 +219,12 @@ pub async fn get(db: &Db, who: &Principal, site_id: i64) -> Result<SiteDetail, P
 
 /// Edits a site. Site admins may change the description and owner and
 /// cancel it; suspending or reactivating is for platform admins.
-pub async fn update(db: &Db, who: &Principal, site_id: i64, patch: &SitePatch) -> Result<Site, PanelError> {
+pub async fn update(
+    db: &Db,
+    who: &Principal,
+    site_id: i64,
+    patch: &SitePatch,
+) -> Result<Site, PanelError> {
     let now = db.now();
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
@@ -210,10 +240,15 @@ pub async fn update(db: &Db, who: &Principal, site_id: i64, patch: &SitePatch) -
     }
     if let Some(s) = &patch.state {
         if !SITE_STATES.contains(&s.as_str()) {
-            return Err(PanelError::invalid("state", format!("state is one of {SITE_STATES:?}")));
+            return Err(PanelError::invalid(
+                "state",
+                format!("state is one of {SITE_STATES:?}"),
+            ));
         }
         if s != "cancelled" && !who.is_admin && *s != before.state {
-            return Err(PanelError::Forbidden("only platform admins suspend or reactivate sites".into()));
+            return Err(PanelError::Forbidden(
+                "only platform admins suspend or reactivate sites".into(),
+            ));
         }
         after.state = s.clone();
     }
@@ -227,8 +262,15 @@ pub async fn update(db: &Db, who: &Principal, site_id: i64, patch: &SitePatch) -
         now,
         site_id
     )?;
-    audit::record(&mut conn, now, who, Change::new("site.update", "site", site_id).before(&before).after(&after))
-        .await?;
+    audit::record(
+        &mut conn,
+        now,
+        who,
+        Change::new("site.update", "site", site_id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(after)
 }
@@ -247,8 +289,13 @@ pub async fn set_member(
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     require_admin(&mut conn, who, site_id).await?;
-    let user_id = scalar!(&mut conn, i64, "SELECT id FROM users WHERE name = $1", user_name)?
-        .ok_or_else(|| PanelError::invalid("user", format!("no user named {user_name:?}")))?;
+    let user_id = scalar!(
+        &mut conn,
+        i64,
+        "SELECT id FROM users WHERE name = $1",
+        user_name
+    )?
+    .ok_or_else(|| PanelError::invalid("user", format!("no user named {user_name:?}")))?;
     execute!(
         &mut conn,
         "INSERT INTO site_members (site_id, user_id, role) VALUES ($1, $2, $3) \
@@ -262,13 +309,23 @@ pub async fn set_member(
         name: user_name.to_string(),
         role: role.to_string(),
     };
-    audit::record(&mut conn, db.now(), who, Change::new("site.member_set", "site", site_id).after(&member))
-        .await?;
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new("site.member_set", "site", site_id).after(&member),
+    )
+    .await?;
     tx.commit().await?;
     Ok(member)
 }
 
-pub async fn remove_member(db: &Db, who: &Principal, site_id: i64, user_id: i64) -> Result<(), PanelError> {
+pub async fn remove_member(
+    db: &Db,
+    who: &Principal,
+    site_id: i64,
+    user_id: i64,
+) -> Result<(), PanelError> {
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     require_admin(&mut conn, who, site_id).await?;

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::clock::UnixMillis;
 use crate::queue::{
-    Actor, Attempt, AttemptOutcome, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job, JobFilter,
-    JobSpec,
+    Actor, Attempt, AttemptOutcome, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job,
+    JobFilter, JobSpec,
 };
 
 const CHANNEL: &str = "keel_jobs";

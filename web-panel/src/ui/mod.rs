@@ -1,5 +1,544 @@
-//! placeholder
-use axum::Router;
-pub fn router() -> Router<crate::http::AppState> {
+//! The HTML pages, rendered on the server with minijinja (templates in
+//! `web-panel/templates/`, auto-escaping on because every template name
+//! ends in `.html`). No JavaScript. Every form posts a `csrf` field that
+//! must match the session's token. Pages call the same domain functions
+//! as the API, so authorisation is the same.
+
+use std::sync::OnceLock;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use minijinja::value::Serde;
+use minijinja::{context, Environment, Value};
+use serde::Deserialize;
+
+use crate::alloc;
+use crate::audit::{self, AuditFilter};
+use crate::auth;
+use crate::http::{constant_eq, AppState, Auth, Peer, Via};
+use crate::queue::{JobFilter, JobState};
+use crate::services::model::SERVICE_STATUSES;
+use crate::services::servers::{self, CreateServer, ServiceFilter};
+use crate::services::sites::{self, NewSite};
+use crate::services::{catalog, keys, Page, PanelError};
+
+fn templates() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        for (name, src) in [
+            ("base.html", include_str!("../../templates/base.html")),
+            ("login.html", include_str!("../../templates/login.html")),
+            ("servers.html", include_str!("../../templates/servers.html")),
+            ("server.html", include_str!("../../templates/server.html")),
+            (
+                "new_server.html",
+                include_str!("../../templates/new_server.html"),
+            ),
+            ("keys.html", include_str!("../../templates/keys.html")),
+            (
+                "admin_jobs.html",
+                include_str!("../../templates/admin_jobs.html"),
+            ),
+            (
+                "admin_pools.html",
+                include_str!("../../templates/admin_pools.html"),
+            ),
+            (
+                "admin_audit.html",
+                include_str!("../../templates/admin_audit.html"),
+            ),
+            ("error.html", include_str!("../../templates/error.html")),
+        ] {
+            env.add_template(name, src)
+                .expect("built-in template parses");
+        }
+        env.add_filter("ts", |ms: Option<i64>| -> String {
+            ms.and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default()
+        });
+        env
+    })
+}
+
+/// An error page (or a redirect to the login page).
+pub struct UiError(PanelError);
+
+impl From<PanelError> for UiError {
+    fn from(e: PanelError) -> Self {
+        UiError(e)
+    }
+}
+
+impl From<crate::store::StoreError> for UiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        UiError(e.into())
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        if matches!(self.0, PanelError::Unauthenticated) {
+            return Redirect::to("/login").into_response();
+        }
+        let api = crate::http::ApiError::from(self.0);
+        let page = render(
+            "error.html",
+            context! { error => api.message, status => api.status.as_u16() },
+        )
+        .unwrap_or_else(|_| Html("error".to_string()));
+        (api.status, page).into_response()
+    }
+}
+
+type UiResult = Result<Response, UiError>;
+
+fn render(name: &str, ctx: Value) -> Result<Html<String>, PanelError> {
+    templates()
+        .get_template(name)
+        .and_then(|t| t.render(ctx))
+        .map(Html)
+        .map_err(|e| PanelError::Internal(format!("rendering {name}: {e:#}")))
+}
+
+/// Renders a page for a signed-in user.
+fn page(a: &Auth, name: &str, ctx: Value) -> UiResult {
+    let base = context! {
+        user => context! { name => a.principal.name.clone(), is_admin => a.principal.is_admin },
+        csrf => a.csrf(),
+    };
+    Ok(render(name, context! { ..ctx, ..base })?.into_response())
+}
+
+/// Form posts must carry the session's CSRF token.
+fn check_csrf(a: &Auth, sent: &str) -> Result<(), UiError> {
+    match &a.via {
+        Via::Session { csrf } if constant_eq(csrf, sent) => Ok(()),
+        Via::Session { .. } => Err(UiError(PanelError::Forbidden(
+            "the form's CSRF token is missing or stale; reload the page".into(),
+        ))),
+        Via::Token => Ok(()),
+    }
+}
+
+/// Signed-in users only; anonymous visitors go to the login page.
+fn signed_in(a: Option<Auth>) -> Result<Auth, UiError> {
+    a.ok_or(UiError(PanelError::Unauthenticated))
+}
+
+pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(|| async { Redirect::to("/servers") }))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/servers", get(my_servers).post(create_server))
+        .route("/servers/new", get(new_server))
+        .route("/servers/{id}", get(server))
+        .route("/servers/{id}/retry", post(retry))
+        .route("/servers/{id}/delete", post(delete))
+        .route("/sites", post(create_site))
+        .route("/keys", get(my_keys).post(add_key))
+        .route("/keys/{id}/delete", post(remove_key))
+        .route("/admin/services", get(admin_services))
+        .route("/admin/jobs", get(admin_jobs))
+        .route("/admin/pools", get(admin_pools))
+        .route("/admin/audit", get(admin_audit))
+}
+
+async fn login_form() -> UiResult {
+    Ok(render("login.html", context! { name => "" })?.into_response())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+}
+
+async fn login(State(st): State<AppState>, Peer(ip): Peer, Form(f): Form<LoginForm>) -> UiResult {
+    match auth::login(
+        &st.db,
+        &st.config.auth,
+        &st.passwords,
+        &f.name,
+        f.password,
+        ip,
+    )
+    .await
+    {
+        Ok(p) => {
+            let s = auth::create_session(&st.db, &st.config.auth, p.user_id).await?;
+            Ok((
+                [(header::SET_COOKIE, st.session_cookie(&s.secret))],
+                Redirect::to("/servers"),
+            )
+                .into_response())
+        }
+        Err(e @ (PanelError::BadCredentials | PanelError::Throttled { .. })) => {
+            let status = crate::http::ApiError::from(PanelError::BadCredentials).status;
+            let status = if matches!(e, PanelError::Throttled { .. }) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                status
+            };
+            let html = render(
+                "login.html",
+                context! { name => f.name, error => e.to_string() },
+            )?;
+            Ok((status, html).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    if let Some(secret) = crate::http::cookie(&headers, crate::http::SESSION_COOKIE) {
+        auth::end_session(&st.db, &secret).await?;
+    }
+    Ok((
+        [(header::SET_COOKIE, st.session_cookie(""))],
+        Redirect::to("/login"),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct ListForm {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    offset: i64,
+}
+
+async fn list_page(st: &AppState, a: &Auth, f: ListForm, heading: &str) -> UiResult {
+    let filter = ServiceFilter {
+        status: Some(f.status.clone()).filter(|s| !s.is_empty()),
+        site_id: None,
+        q: Some(f.q.clone()).filter(|s| !s.is_empty()),
+    };
+    let page_data = servers::list(
+        &st.db,
+        &a.principal,
+        &filter,
+        Page {
+            limit: 50,
+            offset: f.offset.max(0),
+        },
+    )
+    .await?;
+    page(
+        a,
+        "servers.html",
+        context! { heading, page => Value::from(Serde(&page_data)), statuses => SERVICE_STATUSES.to_vec(), status => f.status, q => f.q },
+    )
+}
+
+async fn my_servers(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Query(f): Query<ListForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    list_page(&st, &a, f, "My servers").await
+}
+
+async fn admin_services(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Query(f): Query<ListForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    admin_only(&a)?;
+    list_page(&st, &a, f, "All services").await
+}
+
+fn admin_only(a: &Auth) -> Result<(), UiError> {
+    if a.principal.is_admin {
+        Ok(())
+    } else {
+        Err(UiError(PanelError::Forbidden(
+            "platform admins only".into(),
+        )))
+    }
+}
+
+async fn new_server(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    let my_sites = sites::list(
+        &st.db,
+        &a.principal,
+        Page {
+            limit: 500,
+            offset: 0,
+        },
+    )
+    .await?;
+    let active: Vec<_> = my_sites
+        .items
+        .into_iter()
+        .filter(|s| s.state == "active")
+        .collect();
+    let types = catalog::list(&st.db).await?;
+    page(
+        &a,
+        "new_server.html",
+        context! {
+            sites => Value::from(Serde(&active)),
+            types => Value::from(Serde(&types)),
+            idempotency_key => auth::random_secret(),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct CreateForm {
+    csrf: String,
+    site_id: i64,
+    server_type: String,
+    kind: String,
+    pool_type: String,
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+async fn create_server(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Form(f): Form<CreateForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let req = CreateServer {
+        site_id: f.site_id,
+        kind: f.kind,
+        server_type: f.server_type,
+        pool_type: f.pool_type,
+    };
+    // The form carries a key made when it was shown, so a double submit
+    // creates one server.
+    let key = Some(f.idempotency_key.as_str()).filter(|k| !k.is_empty());
+    let out = servers::create(&st.db, &a.principal, &req, key).await?;
+    Ok(Redirect::to(&format!("/servers/{}", out.created.service.id)).into_response())
+}
+
+#[derive(Deserialize)]
+struct SiteForm {
+    csrf: String,
+    name: String,
+    owner_email: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_site(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Form(f): Form<SiteForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    sites::create(
+        &st.db,
+        &a.principal,
+        &NewSite {
+            name: f.name,
+            description: f.description,
+            owner_email: f.owner_email,
+        },
+    )
+    .await?;
+    Ok(Redirect::to("/servers/new").into_response())
+}
+
+async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) -> UiResult {
+    let a = signed_in(a)?;
+    let detail = servers::get(&st.db, &a.principal, id).await?;
+    page(
+        &a,
+        "server.html",
+        context! { s => Value::from(Serde(&detail)) },
+    )
+}
+
+async fn retry(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    servers::retry(&st.db, &a.principal, id).await?;
+    Ok(Redirect::to(&format!("/servers/{id}")).into_response())
+}
+
+async fn delete(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    servers::delete(&st.db, &a.principal, id).await?;
+    Ok(Redirect::to(&format!("/servers/{id}")).into_response())
+}
+
+async fn my_keys(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    let list = keys::list(&st.db, &a.principal).await?;
+    page(
+        &a,
+        "keys.html",
+        context! { keys => Value::from(Serde(&list)) },
+    )
+}
+
+#[derive(Deserialize)]
+struct KeyForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    public_key: String,
+}
+
+async fn add_key(State(st): State<AppState>, a: Option<Auth>, Form(f): Form<KeyForm>) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    match keys::add(&st.db, &a.principal, &f.name, &f.public_key).await {
+        Ok(_) => Ok(Redirect::to("/keys").into_response()),
+        Err(e @ (PanelError::Invalid { .. } | PanelError::Conflict(_))) => {
+            let list = keys::list(&st.db, &a.principal).await?;
+            let mut resp = page(
+                &a,
+                "keys.html",
+                context! { keys => Value::from(Serde(&list)), error => e.to_string() },
+            )?;
+            *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(resp)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn remove_key(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    keys::remove(&st.db, &a.principal, id).await?;
+    Ok(Redirect::to("/keys").into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct JobsForm {
+    #[serde(default)]
+    state: String,
+}
+
+async fn admin_jobs(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Query(f): Query<JobsForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    admin_only(&a)?;
+    let jobs = st
+        .db
+        .store()
+        .jobs(&JobFilter {
+            state: JobState::parse(&f.state),
+            limit: Some(200),
+            ..JobFilter::default()
+        })
+        .await?;
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            context! { id => j.id, kind => j.kind, queue => j.queue, state => j.state.as_str(), attempts => j.attempts, run_at => j.run_at, last_error => j.last_error }
+        })
+        .collect();
+    let failures: Vec<_> = st
+        .db
+        .store()
+        .failures()
+        .await?
+        .into_iter()
+        .map(|f| context! { job_id => f.job_id, kind => f.kind, attempts => f.attempts, failed_at => f.failed_at, error => f.error })
+        .collect();
+    let states = [
+        "queued",
+        "running",
+        "succeeded",
+        "dead",
+        "cancelled",
+        "superseded",
+    ];
+    page(
+        &a,
+        "admin_jobs.html",
+        context! { jobs, failures, states, state => f.state },
+    )
+}
+
+async fn admin_pools(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    admin_only(&a)?;
+    let pools = alloc::pool_use(&st.db).await?;
+    page(
+        &a,
+        "admin_pools.html",
+        context! { pools => Value::from(Serde(&pools)) },
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct AuditForm {
+    #[serde(default)]
+    offset: i64,
+}
+
+async fn admin_audit(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Query(f): Query<AuditForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    let data = audit::list(
+        &st.db,
+        &a.principal,
+        &AuditFilter::default(),
+        Page {
+            limit: 100,
+            offset: f.offset.max(0),
+        },
+    )
+    .await?;
+    page(
+        &a,
+        "admin_audit.html",
+        context! { page => Value::from(Serde(&data)) },
+    )
 }

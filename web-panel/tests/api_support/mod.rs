@@ -75,7 +75,10 @@ pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Panel {
         Backend::Postgres => (PgServer::shared().fresh_database().await, None),
     };
     let clock = ManualClock::new(START);
-    let store = Store::connect(&url).await.unwrap().with_clock(clock.clone());
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
     let db = Db::from_store(store, &url).await.unwrap();
     let mut config = test_config();
     tweak(&mut config);
@@ -103,7 +106,10 @@ pub enum Cred {
     #[default]
     Anonymous,
     Bearer(String),
-    Session { cookie: String, csrf: String },
+    Session {
+        cookie: String,
+        csrf: String,
+    },
 }
 
 pub struct Reply {
@@ -238,5 +244,7 @@ pub async fn catalog_and_pool(p: &Panel, n: u64) {
         n,
     )
     .unwrap();
-    keel_panel::alloc::import(p.db(), &admin, &file, 3600).await.unwrap();
+    keel_panel::alloc::import(p.db(), &admin, &file, 3600)
+        .await
+        .unwrap();
 }

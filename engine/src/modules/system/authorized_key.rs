@@ -340,11 +340,14 @@ mod tests {
     fn edits_keep_comments_and_order() {
         let existing = format!("# managed\n{K2}\n");
         let k1 = KeyLine::parse(K1).unwrap();
-        let after = edit_keys(&existing, &[k1.clone()], true, false);
+        let after = edit_keys(&existing, std::slice::from_ref(&k1), true, false);
         assert_eq!(after, format!("# managed\n{K2}\n{K1}\n"));
-        assert_eq!(edit_keys(&after, &[k1.clone()], true, false), after);
         assert_eq!(
-            edit_keys(&after, &[k1.clone()], true, true),
+            edit_keys(&after, std::slice::from_ref(&k1), true, false),
+            after
+        );
+        assert_eq!(
+            edit_keys(&after, std::slice::from_ref(&k1), true, true),
             format!("# managed\n{K1}\n")
         );
         assert_eq!(edit_keys(&after, &[k1], false, false), existing);

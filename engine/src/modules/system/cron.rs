@@ -242,7 +242,7 @@ impl Module for Cron {
                 "Insertafter and insertbefore parameters are valid only with env=yes",
             ));
         }
-        if name.is_none() && !(cron_file.is_some() && !present) {
+        if name.is_none() && (cron_file.is_none() || present) {
             return Ok(ModuleResult::failed(
                 "missing required arguments: name (module cron)",
             ));

@@ -102,9 +102,7 @@ impl Module for User {
             gen_key: a.bool(&["generate_ssh_key"], false)?,
             key_type: a.string(&["ssh_key_type"])?.unwrap_or_else(|| "rsa".into()),
             key_bits: a.int(&["ssh_key_bits"])?.unwrap_or(0),
-            key_file: a
-                .string(&["ssh_key_file"])?
-                .unwrap_or_else(|| String::new()),
+            key_file: a.string(&["ssh_key_file"])?.unwrap_or_default(),
             key_comment: a
                 .string(&["ssh_key_comment"])?
                 .unwrap_or_else(|| format!("ansible-generated on {}", ctx.host)),
@@ -225,7 +223,7 @@ impl Module for User {
         }
         let cur_groups: BTreeSet<String> = groups
             .iter()
-            .filter(|g| g.members.iter().any(|m| *m == name))
+            .filter(|g| g.members.contains(&name))
             .map(|g| g.name.clone())
             .collect();
 
