@@ -17,7 +17,10 @@ pub struct Source {
 
 impl Source {
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Arc<Source> {
-        Arc::new(Source { path: path.into(), text: text.into() })
+        Arc::new(Source {
+            path: path.into(),
+            text: text.into(),
+        })
     }
 
     /// The text of 1-based line `line`, without its newline.
@@ -51,13 +54,25 @@ impl Span {
 
 impl fmt::Debug for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.source.path.display(), self.pos.line, self.pos.col)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.source.path.display(),
+            self.pos.line,
+            self.pos.col
+        )
     }
 }
 
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.source.path.display(), self.pos.line, self.pos.col)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.source.path.display(),
+            self.pos.line,
+            self.pos.col
+        )
     }
 }
 
@@ -71,7 +86,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>) -> Diagnostic {
-        Diagnostic { message: message.into(), span: None, hint: None }
+        Diagnostic {
+            message: message.into(),
+            span: None,
+            hint: None,
+        }
     }
     pub fn at(mut self, span: Span) -> Diagnostic {
         self.span = Some(span);

@@ -22,11 +22,11 @@
 //! library.
 
 pub mod diag;
+pub mod executor;
 pub mod inventory;
 pub mod modules;
+pub mod output;
 pub mod playbook;
 pub mod template;
 pub mod transport;
 pub mod yaml;
-pub mod executor;
-pub mod output;

@@ -76,7 +76,7 @@ impl Host {
         let spec = ConnectSpec::from_vars(&h.name, &v).unwrap();
         let conn = rt
             .block_on(SshConnection::connect(&h.name, &spec))
-            .map(Connection::Ssh)
+            .map(|c| Connection::Ssh(Box::new(c)))
             .expect("connecting to the test host");
         let mut layer = VarMap::new();
         for (k, val) in vars.as_object().unwrap() {

@@ -155,7 +155,7 @@ async fn connect(
     let spec = spec_for(th, idx, extra);
     SshConnection::connect(&th.hosts[idx].name, &spec)
         .await
-        .map(Connection::Ssh)
+        .map(|c| Connection::Ssh(Box::new(c)))
 }
 
 fn fingerprint_of(host_key: &str) -> String {

@@ -105,8 +105,12 @@ struct InventoryArgs {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Play(a) => play(a),
@@ -122,7 +126,11 @@ fn main() -> ExitCode {
 }
 
 fn split_list(v: &[String]) -> Vec<String> {
-    v.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    v.iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// `-e` in its three forms.
@@ -131,10 +139,12 @@ fn parse_extra_vars(items: &[String]) -> Result<VarMap> {
     for item in items {
         let item = item.trim();
         if let Some(path) = item.strip_prefix('@') {
-            let node = keel::yaml::load_one(std::path::Path::new(path)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let node = keel::yaml::load_one(std::path::Path::new(path))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             merge_map(&mut out, &node.to_value(), path)?;
         } else if item.starts_with('{') || item.starts_with('[') {
-            let docs = keel::yaml::load_str("<extra vars>", item, &Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let docs = keel::yaml::load_str("<extra vars>", item, &Default::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             for d in docs {
                 merge_map(&mut out, &d.to_value(), "-e")?;
             }
@@ -166,8 +176,18 @@ fn load_inventory(sources: &[String]) -> Result<Inventory> {
 
 fn play(a: PlayArgs) -> Result<i32> {
     let extra_vars = parse_extra_vars(&a.extra_vars)?;
-    let roles_path: Vec<PathBuf> = a.roles_path.as_deref().unwrap_or("").split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
-    let ropts = ResolveOptions { roles_path: roles_path.clone(), extra_vars: extra_vars.clone(), ..Default::default() };
+    let roles_path: Vec<PathBuf> = a
+        .roles_path
+        .as_deref()
+        .unwrap_or("")
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    let ropts = ResolveOptions {
+        roles_path: roles_path.clone(),
+        extra_vars: extra_vars.clone(),
+    };
     let mut books = Vec::new();
     for p in &a.playbooks {
         // Nothing is contacted when a playbook fails to resolve.
@@ -178,7 +198,10 @@ fn play(a: PlayArgs) -> Result<i32> {
             eprintln!("[WARNING]: {w}");
         }
     }
-    let tags = TagSelection { only: split_list(&a.tags), skip: split_list(&a.skip_tags) };
+    let tags = TagSelection {
+        only: split_list(&a.tags),
+        skip: split_list(&a.skip_tags),
+    };
     if a.syntax_check {
         for p in &a.playbooks {
             println!("\nplaybook: {}", p.display());
@@ -191,7 +214,18 @@ fn play(a: PlayArgs) -> Result<i32> {
     }
     if a.list_hosts || a.list_tasks || a.list_tags {
         for b in &books {
-            print!("{}", keel::playbook::listing(b, &inv, a.limit.as_deref(), &tags, a.list_hosts, a.list_tasks, a.list_tags));
+            print!(
+                "{}",
+                keel::playbook::listing(
+                    b,
+                    &inv,
+                    a.limit.as_deref(),
+                    &tags,
+                    a.list_hosts,
+                    a.list_tasks,
+                    a.list_tags
+                )
+            );
         }
         return Ok(0);
     }
@@ -203,7 +237,10 @@ fn play(a: PlayArgs) -> Result<i32> {
     let mut fan = Fanout::new();
     let human_to_stdout = !(a.events.is_some() && a.events_to == "-");
     if human_to_stdout {
-        fan.add(Box::new(HumanSink::new(Box::new(std::io::stdout()), a.verbose)));
+        fan.add(Box::new(HumanSink::new(
+            Box::new(std::io::stdout()),
+            a.verbose,
+        )));
     }
     if a.events.is_some() {
         let w: Box<dyn std::io::Write + Send> = if a.events_to == "-" {
@@ -214,7 +251,10 @@ fn play(a: PlayArgs) -> Result<i32> {
             // SAFETY: the caller handed us this descriptor for events.
             Box::new(unsafe { std::fs::File::from_raw_fd(fd) })
         } else {
-            Box::new(std::fs::File::create(&a.events_to).with_context(|| format!("creating {}", a.events_to))?)
+            Box::new(
+                std::fs::File::create(&a.events_to)
+                    .with_context(|| format!("creating {}", a.events_to))?,
+            )
         };
         fan.add(Box::new(JsonSink::new(w)));
     }
@@ -233,7 +273,9 @@ fn play(a: PlayArgs) -> Result<i32> {
         roles_path,
         inventory_sources: a.inventory.clone(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut code = 0;
     for b in &books {
         let summary = rt.block_on(run_playbook(b, inv.clone(), opts.clone(), sink.clone()));
@@ -267,7 +309,10 @@ fn inventory(a: InventoryArgs) -> Result<i32> {
         let j = cli::try_host_json(&inv, &h).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("{}", cli::to_ansible_json(&j));
     } else if let Some(g) = a.graph {
-        print!("{}", cli::try_graph(&inv, Some(g.as_str()), a.vars).map_err(|e| anyhow::anyhow!("{e}"))?);
+        print!(
+            "{}",
+            cli::try_graph(&inv, Some(g.as_str()), a.vars).map_err(|e| anyhow::anyhow!("{e}"))?
+        );
     } else {
         println!("{}", cli::to_ansible_json(&cli::list_json(&inv)));
     }

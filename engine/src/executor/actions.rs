@@ -35,7 +35,9 @@ pub(super) fn run_action(
                     cacheable = crate::template::to_bool(v);
                     continue;
                 }
-                let r = templar.render_value(v, scope, origin).map_err(|e| fail(e.to_string()))?;
+                let r = templar
+                    .render_value(v, scope, origin)
+                    .map_err(|e| fail(e.to_string()))?;
                 facts.insert(k.clone(), r);
             }
             {
@@ -83,9 +85,19 @@ pub(super) fn run_action(
             } else if let Some(d) = dir {
                 let d = find(&d, "vars");
                 let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
-                    .map_err(|e| fail(format!("include_vars: cannot read directory {}: {e}", d.display())))?
+                    .map_err(|e| {
+                        fail(format!(
+                            "include_vars: cannot read directory {}: {e}",
+                            d.display()
+                        ))
+                    })?
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml" | "json")))
+                    .filter(|p| {
+                        matches!(
+                            p.extension().and_then(|e| e.to_str()),
+                            Some("yml" | "yaml" | "json")
+                        )
+                    })
                     .collect();
                 entries.sort();
                 files = entries;
@@ -100,7 +112,10 @@ pub(super) fn run_action(
                     if node.is_null() {
                         continue;
                     }
-                    return Err(fail(format!("{}: vars file must hold a mapping", f.display())));
+                    return Err(fail(format!(
+                        "{}: vars file must hold a mapping",
+                        f.display()
+                    )));
                 };
                 loaded.extend(m);
             }
@@ -124,7 +139,10 @@ pub(super) fn run_action(
             r.insert("ansible_facts".into(), ser(&loaded));
             r.insert(
                 "ansible_included_var_files".into(),
-                ser(files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()),
+                ser(files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()),
             );
             r.insert("failed".into(), Value::from(false));
             Ok(Some(Single::new(Status::Ok, r)))
@@ -137,7 +155,8 @@ pub(super) fn run_action(
             match action.as_str() {
                 "clear_facts" => host.lock().unwrap().clear_facts(),
                 "clear_host_errors" => host.lock().unwrap().failed = false,
-                "noop" | "flush_handlers" | "end_play" | "end_host" | "end_batch" | "refresh_inventory" | "reset_connection" => {}
+                "noop" | "flush_handlers" | "end_play" | "end_host" | "end_batch"
+                | "refresh_inventory" | "reset_connection" => {}
                 other => return Err(fail(format!("invalid meta action requested: {other}"))),
             }
             r.insert("_keel_meta".into(), Value::from(action));
@@ -168,9 +187,17 @@ pub(super) fn with_lookup(
 ) -> Result<Vec<Value>, String> {
     // `{{ a + b }}` on two lists is a lazy iterable: make it a list first.
     let terms = if terms.kind() == minijinja::value::ValueKind::Iterable {
-        Value::from(terms.try_iter().map(|i| i.collect::<Vec<_>>()).unwrap_or_default())
+        Value::from(
+            terms
+                .try_iter()
+                .map(|i| i.collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
     } else {
         terms
     };
-    ctx.shared.templar.run_lookup(name, terms, &VarMap::new(), scope, origin).map_err(|e| e.to_string())
+    ctx.shared
+        .templar
+        .run_lookup(name, terms, &VarMap::new(), scope, origin)
+        .map_err(|e| e.to_string())
 }

@@ -86,7 +86,10 @@ impl HostState {
     }
 
     pub fn persistent(&self) -> Persistent {
-        Persistent { facts: self.facts.clone(), set_facts: self.set_facts.clone() }
+        Persistent {
+            facts: self.facts.clone(),
+            set_facts: self.set_facts.clone(),
+        }
     }
 
     pub fn set_fact(&mut self, key: String, value: Value) {
@@ -104,7 +107,11 @@ impl HostState {
         for (k, v) in facts {
             let short = k.strip_prefix("ansible_").unwrap_or(k);
             nested.insert(short.to_string(), v.clone());
-            let long = if k.starts_with("ansible_") { k.clone() } else { format!("ansible_{k}") };
+            let long = if k.starts_with("ansible_") {
+                k.clone()
+            } else {
+                format!("ansible_{k}")
+            };
             facts_map.insert(long, v.clone());
         }
         facts_map.insert("ansible_facts".into(), ser(&nested));
@@ -177,7 +184,9 @@ pub(crate) struct HostVars {
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostState").field("name", &self.name).finish()
+        f.debug_struct("HostState")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -197,7 +206,11 @@ impl Object for HostVars {
                 merged.insert(k.clone(), v.clone());
             }
         }
-        for k in ["inventory_hostname", "inventory_hostname_short", "group_names"] {
+        for k in [
+            "inventory_hostname",
+            "inventory_hostname_short",
+            "group_names",
+        ] {
             if let Some(v) = h.magic.get(k) {
                 merged.insert(k.to_string(), v.clone());
             }

@@ -20,10 +20,17 @@ pub(super) fn expand(
 ) -> Result<Vec<(String, VarMap)>, String> {
     let templar = &ctx.shared.templar;
     let items: Vec<Option<Value>> = match &task.loop_ {
-        Some(_) => loop_items(ctx, task, scope, origin)?.into_iter().map(Some).collect(),
+        Some(_) => loop_items(ctx, task, scope, origin)?
+            .into_iter()
+            .map(Some)
+            .collect(),
         None => vec![None],
     };
-    let loop_var = task.loop_control.loop_var.clone().unwrap_or_else(|| "item".into());
+    let loop_var = task
+        .loop_control
+        .loop_var
+        .clone()
+        .unwrap_or_else(|| "item".into());
     let mut out = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let mut params = VarMap::new();
@@ -40,12 +47,18 @@ pub(super) fn expand(
             m.insert(loop_var.clone(), it.clone());
             s.push(std::sync::Arc::new(m));
         }
-        if !templar.eval_conditions(&task.when, &s, origin).map_err(|e| e.to_string())? {
+        if !templar
+            .eval_conditions(&task.when, &s, origin)
+            .map_err(|e| e.to_string())?
+        {
             continue;
         }
         let key = match task.include.as_ref() {
             Some(IncludeTarget::Tasks { file, base_dir }) => {
-                let f = templar.render_str(file, &s, origin).map_err(|e| e.to_string())?.to_string();
+                let f = templar
+                    .render_str(file, &s, origin)
+                    .map_err(|e| e.to_string())?
+                    .to_string();
                 let p = PathBuf::from(&f);
                 let resolved = if p.is_absolute() {
                     p
@@ -55,19 +68,40 @@ pub(super) fn expand(
                         cands.push(r.path.join("tasks").join(&f));
                     }
                     cands.push(ctx.play.playbook_dir.join(&f));
-                    cands.iter().find(|c| c.exists()).cloned().unwrap_or_else(|| base_dir.join(&f))
+                    cands
+                        .iter()
+                        .find(|c| c.exists())
+                        .cloned()
+                        .unwrap_or_else(|| base_dir.join(&f))
                 };
                 format!("tasks:{}", resolved.display())
             }
-            Some(IncludeTarget::Role { name, tasks_from, vars_from, defaults_from }) => {
+            Some(IncludeTarget::Role {
+                name,
+                tasks_from,
+                vars_from,
+                defaults_from,
+            }) => {
                 let r = |o: &Option<String>| -> Result<String, String> {
                     match o {
-                        Some(x) => Ok(templar.render_str(x, &s, origin).map_err(|e| e.to_string())?.to_string()),
+                        Some(x) => Ok(templar
+                            .render_str(x, &s, origin)
+                            .map_err(|e| e.to_string())?
+                            .to_string()),
                         None => Ok(String::new()),
                     }
                 };
-                let n = templar.render_str(name, &s, origin).map_err(|e| e.to_string())?.to_string();
-                format!("role:{}\u{1f}{}\u{1f}{}\u{1f}{}", n, r(tasks_from)?, r(vars_from)?, r(defaults_from)?)
+                let n = templar
+                    .render_str(name, &s, origin)
+                    .map_err(|e| e.to_string())?
+                    .to_string();
+                format!(
+                    "role:{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                    n,
+                    r(tasks_from)?,
+                    r(vars_from)?,
+                    r(defaults_from)?
+                )
             }
             None => return Err("include task without a target".into()),
         };
@@ -81,13 +115,19 @@ pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Vec<Node>, S
     let opts = crate::playbook::ResolveOptions {
         roles_path: ctx.shared.opts.roles_path.clone(),
         extra_vars: ctx.shared.opts.extra_vars.clone(),
-        ..Default::default()
     };
     if let Some(path) = key.strip_prefix("tasks:") {
-        crate::playbook::load_include_tasks(std::path::Path::new(path), task, &ctx.play, &opts).map_err(|e| e.to_string())
+        crate::playbook::load_include_tasks(std::path::Path::new(path), task, &ctx.play, &opts)
+            .map_err(|e| e.to_string())
     } else if let Some(rest) = key.strip_prefix("role:") {
         let parts: Vec<&str> = rest.split('\u{1f}').collect();
-        let opt = |s: &str| if s.is_empty() { None } else { Some(s.to_string()) };
+        let opt = |s: &str| {
+            if s.is_empty() {
+                None
+            } else {
+                Some(s.to_string())
+            }
+        };
         crate::playbook::load_include_role(
             parts[0],
             opt(parts.get(1).copied().unwrap_or("")),

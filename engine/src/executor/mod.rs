@@ -113,11 +113,19 @@ pub async fn run_playbook(
 ) -> RunSummary {
     let templar = Templar::new();
     let pool = Arc::new(ConnectionPool::new());
-    let shared = Arc::new(host::Shared::new(inventory, opts, templar, pool.clone(), sink.clone()));
+    let shared = Arc::new(host::Shared::new(
+        inventory,
+        opts,
+        templar,
+        pool.clone(),
+        sink.clone(),
+    ));
     let mut summary = RunSummary::default();
     // Facts and set_fact values persist across plays of one run.
     let mut persistent: HashMap<String, host::Persistent> = HashMap::new();
-    sink.emit(&crate::output::Event::PlaybookStart { path: playbook.path.display().to_string() });
+    sink.emit(&crate::output::Event::PlaybookStart {
+        path: playbook.path.display().to_string(),
+    });
     for p in &playbook.plays {
         let end = play::run_play(&shared, p, &mut persistent, &mut summary).await;
         if end == play::PlayEnd::AbortRun {
@@ -125,6 +133,8 @@ pub async fn run_playbook(
         }
     }
     pool.close_all().await;
-    sink.emit(&crate::output::Event::Recap { stats: summary.stats.clone() });
+    sink.emit(&crate::output::Event::Recap {
+        stats: summary.stats.clone(),
+    });
     summary
 }

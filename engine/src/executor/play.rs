@@ -54,12 +54,18 @@ pub(crate) async fn run_play(
     let mut pscope = Scope::new();
     pscope.push(play.vars.clone());
     pscope.push(shared.extra_vars.clone());
-    let origin = TemplateOrigin { span: Some(play.span.clone()), label: Some("play hosts".into()), ..Default::default() };
+    let origin = TemplateOrigin {
+        span: Some(play.span.clone()),
+        label: Some("play hosts".into()),
+        ..Default::default()
+    };
     let pattern = match shared.templar.render_str(&play.hosts, &pscope, &origin) {
         Ok(v) => v.to_string(),
         Err(e) => {
             summary.errors.push(e.to_string());
-            shared.sink.emit(&Event::Warning { message: e.to_string() });
+            shared.sink.emit(&Event::Warning {
+                message: e.to_string(),
+            });
             return PlayEnd::AbortRun;
         }
     };
@@ -69,7 +75,9 @@ pub(crate) async fn run_play(
             Ok(h) => h,
             Err(e) => {
                 summary.errors.push(e.to_string());
-                shared.sink.emit(&Event::Warning { message: e.to_string() });
+                shared.sink.emit(&Event::Warning {
+                    message: e.to_string(),
+                });
                 return PlayEnd::AbortRun;
             }
         };
@@ -84,8 +92,15 @@ pub(crate) async fn run_play(
         }
         hosts
     };
-    let name = if play.name.is_empty() { pattern.clone() } else { play.name.clone() };
-    shared.sink.emit(&Event::PlayStart { name: name.clone(), hosts: selected.clone() });
+    let name = if play.name.is_empty() {
+        pattern.clone()
+    } else {
+        play.name.clone()
+    };
+    shared.sink.emit(&Event::PlayStart {
+        name: name.clone(),
+        hosts: selected.clone(),
+    });
     if selected.is_empty() {
         shared.sink.emit(&Event::NoHostsMatched { pattern });
         return PlayEnd::Continue;
@@ -142,7 +157,11 @@ pub(crate) async fn run_play(
     };
     let _ = groups_map;
     let hostvars = Arc::new(HostVars {
-        hosts: selected.iter().cloned().zip(states.iter().cloned()).collect(),
+        hosts: selected
+            .iter()
+            .cloned()
+            .zip(states.iter().cloned())
+            .collect(),
         extra: shared.extra_vars.clone(),
     });
     let hv_value = Value::from_dyn_object(hostvars.clone());
@@ -151,13 +170,22 @@ pub(crate) async fn run_play(
         Arc::make_mut(&mut st.magic).insert("hostvars".into(), hv_value.clone());
     }
 
-    let ctx = Arc::new(PlayCtx { shared: shared.clone(), play: play.clone() });
+    let ctx = Arc::new(PlayCtx {
+        shared: shared.clone(),
+        play: play.clone(),
+    });
     let mut end = PlayEnd::Continue;
     for (batch_no, batch) in batches(&play.serial, &states).into_iter().enumerate() {
-        let names: Vec<String> = batch.iter().map(|h| h.lock().unwrap().name.clone()).collect();
+        let names: Vec<String> = batch
+            .iter()
+            .map(|h| h.lock().unwrap().name.clone())
+            .collect();
         if batch_no > 0 {
             // ansible-playbook starts each `serial` batch with its own banner.
-            shared.sink.emit(&Event::PlayStart { name: name.clone(), hosts: selected.clone() });
+            shared.sink.emit(&Event::PlayStart {
+                name: name.clone(),
+                hosts: selected.clone(),
+            });
         }
         for h in &batch {
             let mut st = h.lock().unwrap();
@@ -270,7 +298,11 @@ pub(crate) fn synthetic_task(play: &Play, action: &str, name: &str) -> Task {
 }
 
 fn active(hosts: &[Host]) -> Vec<Host> {
-    hosts.iter().filter(|h| h.lock().unwrap().active()).cloned().collect()
+    hosts
+        .iter()
+        .filter(|h| h.lock().unwrap().active())
+        .cloned()
+        .collect()
 }
 
 type BoxFut = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -283,7 +315,14 @@ fn run_nodes(run: Arc<PlayRun>, nodes: Vec<Node>, hosts: Vec<Host>, rescuing: bo
             // Each host runs ahead on its own.
             let futs: Vec<_> = hosts
                 .iter()
-                .map(|h| tokio::spawn(run_nodes_linear(run.clone(), nodes.clone(), vec![h.clone()], rescuing)))
+                .map(|h| {
+                    tokio::spawn(run_nodes_linear(
+                        run.clone(),
+                        nodes.clone(),
+                        vec![h.clone()],
+                        rescuing,
+                    ))
+                })
                 .collect();
             for f in futs {
                 let _ = f.await;
@@ -294,7 +333,12 @@ fn run_nodes(run: Arc<PlayRun>, nodes: Vec<Node>, hosts: Vec<Host>, rescuing: bo
     })
 }
 
-fn run_nodes_linear(run: Arc<PlayRun>, nodes: Vec<Node>, hosts: Vec<Host>, rescuing: bool) -> BoxFut {
+fn run_nodes_linear(
+    run: Arc<PlayRun>,
+    nodes: Vec<Node>,
+    hosts: Vec<Host>,
+    rescuing: bool,
+) -> BoxFut {
     Box::pin(async move {
         for node in nodes {
             if run.ended() {
@@ -314,29 +358,59 @@ fn run_nodes_linear(run: Arc<PlayRun>, nodes: Vec<Node>, hosts: Vec<Host>, rescu
                 }
                 Node::Block(b) => {
                     let has_rescue = !b.rescue.is_empty();
-                    let before_failed: Vec<bool> = act.iter().map(|h| h.lock().unwrap().failed).collect();
-                    run_nodes_linear(run.clone(), b.block.clone(), act.clone(), rescuing || has_rescue).await;
+                    let before_failed: Vec<bool> =
+                        act.iter().map(|h| h.lock().unwrap().failed).collect();
+                    run_nodes_linear(
+                        run.clone(),
+                        b.block.clone(),
+                        act.clone(),
+                        rescuing || has_rescue,
+                    )
+                    .await;
                     let failed_in_block: Vec<Host> = act
                         .iter()
                         .zip(&before_failed)
-                        .filter(|(h, was)| !**was && { let s = h.lock().unwrap(); s.failed && !s.unreachable })
+                        .filter(|(h, was)| {
+                            !**was && {
+                                let s = h.lock().unwrap();
+                                s.failed && !s.unreachable
+                            }
+                        })
                         .map(|(h, _)| h.clone())
                         .collect();
                     if has_rescue && !failed_in_block.is_empty() {
                         for h in &failed_in_block {
                             h.lock().unwrap().failed = false;
                         }
-                        run_nodes_linear(run.clone(), b.rescue.clone(), failed_in_block.clone(), rescuing).await;
+                        run_nodes_linear(
+                            run.clone(),
+                            b.rescue.clone(),
+                            failed_in_block.clone(),
+                            rescuing,
+                        )
+                        .await;
                     }
                     if !b.always.is_empty() {
                         // `always` runs for hosts that failed too; they stay failed.
-                        let still_failed: Vec<Host> =
-                            act.iter().filter(|h| { let s = h.lock().unwrap(); s.failed && !s.unreachable }).cloned().collect();
+                        let still_failed: Vec<Host> = act
+                            .iter()
+                            .filter(|h| {
+                                let s = h.lock().unwrap();
+                                s.failed && !s.unreachable
+                            })
+                            .cloned()
+                            .collect();
                         for h in &still_failed {
                             h.lock().unwrap().failed = false;
                         }
-                        let targets: Vec<Host> =
-                            act.iter().filter(|h| { let s = h.lock().unwrap(); !s.unreachable && !s.ended }).cloned().collect();
+                        let targets: Vec<Host> = act
+                            .iter()
+                            .filter(|h| {
+                                let s = h.lock().unwrap();
+                                !s.unreachable && !s.ended
+                            })
+                            .cloned()
+                            .collect();
                         run_nodes_linear(run.clone(), b.always.clone(), targets, rescuing).await;
                         for h in &still_failed {
                             h.lock().unwrap().failed = true;
@@ -369,7 +443,9 @@ fn run_tasks<'a>(
             if let Some(start) = w.as_ref() {
                 if task.id == usize::MAX {
                     // Fact gathering still runs.
-                } else if task.display_name() == *start || task.name.as_deref() == Some(start.as_str()) {
+                } else if task.display_name() == *start
+                    || task.name.as_deref() == Some(start.as_str())
+                {
                     *w = None;
                 } else {
                     return;
@@ -377,7 +453,8 @@ fn run_tasks<'a>(
             }
         }
         if task.action == "meta" {
-            let fut: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(run_meta(run, task, hosts));
+            let fut: Pin<Box<dyn Future<Output = ()> + Send + '_>> =
+                Box::pin(run_meta(run, task, hosts));
             return fut.await;
         }
         shared.sink.emit(&Event::TaskStart {
@@ -386,9 +463,16 @@ fn run_tasks<'a>(
             path: format!("{}", task.span),
             handler,
         });
-        let targets: Vec<Host> = if task.run_once || run.ctx.play.run_once { hosts[..1.min(hosts.len())].to_vec() } else { hosts.to_vec() };
+        let targets: Vec<Host> = if task.run_once || run.ctx.play.run_once {
+            hosts[..1.min(hosts.len())].to_vec()
+        } else {
+            hosts.to_vec()
+        };
         let throttle = match &task.throttle {
-            Some(t) => t.as_usize().or_else(|| t.as_str().and_then(|s| s.parse().ok())).filter(|n| *n > 0),
+            Some(t) => t
+                .as_usize()
+                .or_else(|| t.as_str().and_then(|s| s.parse().ok()))
+                .filter(|n| *n > 0),
             None => None,
         };
         let limiter = throttle.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
@@ -414,7 +498,15 @@ fn run_tasks<'a>(
                     let mut r = VarMap::new();
                     r.insert("failed".into(), Value::from(true));
                     r.insert("msg".into(), Value::from(format!("internal error: {e}")));
-                    outcomes.push((h.clone(), Outcome { status: Status::Failed, ignored: false, result: ser(&r), notify: false }));
+                    outcomes.push((
+                        h.clone(),
+                        Outcome {
+                            status: Status::Failed,
+                            ignored: false,
+                            result: ser(&r),
+                            notify: false,
+                        },
+                    ));
                 }
             }
         }
@@ -434,14 +526,23 @@ fn run_tasks<'a>(
                 any_fatal = true;
             }
         }
-        if any_fatal && (task.any_errors_fatal.unwrap_or(false) || run.ctx.play.any_errors_fatal) && !rescuing {
+        if any_fatal
+            && (task.any_errors_fatal.unwrap_or(false) || run.ctx.play.any_errors_fatal)
+            && !rescuing
+        {
             for h in hosts {
                 h.lock().unwrap().ended = true;
             }
             run.end();
         }
         if let Some(pct) = run.ctx.play.max_fail_percentage {
-            let failed = hosts.iter().filter(|h| { let s = h.lock().unwrap(); s.failed || s.unreachable }).count();
+            let failed = hosts
+                .iter()
+                .filter(|h| {
+                    let s = h.lock().unwrap();
+                    s.failed || s.unreachable
+                })
+                .count();
             if run.batch_size > 0 && (failed as f64) * 100.0 / (run.batch_size as f64) > pct {
                 run.end();
             }
@@ -460,7 +561,11 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
         Status::Failed if o.ignored => {
             st.stats.ok += 1;
             st.stats.ignored += 1;
-            if o.result.get_attr("changed").map(|v| v.is_true()).unwrap_or(false) {
+            if o.result
+                .get_attr("changed")
+                .map(|v| v.is_true())
+                .unwrap_or(false)
+            {
                 st.stats.changed += 1;
             }
         }
@@ -490,7 +595,10 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
         for n in &task.notify {
             let mut found = false;
             for (i, h) in run.ctx.play.handlers.iter().enumerate() {
-                let role_name = h.task.role.as_ref().map(|r| format!("{} : {}", r.name, h.task.name.clone().unwrap_or_default()));
+                let role_name =
+                    h.task.role.as_ref().map(|r| {
+                        format!("{} : {}", r.name, h.task.name.clone().unwrap_or_default())
+                    });
                 if h.listen.iter().any(|l| l == n) || role_name.as_deref() == Some(n.as_str()) {
                     found = true;
                     if !st.notified.contains(&i) {
@@ -571,7 +679,9 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                         let _ = inv.add_vars_dir(&run.ctx.play.playbook_dir);
                         *shared.inventory.write().unwrap() = inv
                     }
-                    Err(e) => shared.sink.emit(&Event::Warning { message: format!("refresh_inventory: {e}") }),
+                    Err(e) => shared.sink.emit(&Event::Warning {
+                        message: format!("refresh_inventory: {e}"),
+                    }),
                 }
             }
         }
@@ -582,8 +692,17 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                     let s = h.lock().unwrap();
                     super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), &s, None)
                 };
-                let origin = TemplateOrigin { span: Some(task.span.clone()), ..Default::default() };
-                if !run.ctx.shared.templar.eval_conditions(&task.when, &scope, &origin).unwrap_or(false) {
+                let origin = TemplateOrigin {
+                    span: Some(task.span.clone()),
+                    ..Default::default()
+                };
+                if !run
+                    .ctx
+                    .shared
+                    .templar
+                    .eval_conditions(&task.when, &scope, &origin)
+                    .unwrap_or(false)
+                {
                     continue;
                 }
                 let mut s = h.lock().unwrap();
@@ -594,7 +713,9 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                 }
             }
         }
-        other => run.ctx.shared.sink.emit(&Event::Warning { message: format!("invalid meta action requested: {other}") }),
+        other => run.ctx.shared.sink.emit(&Event::Warning {
+            message: format!("invalid meta action requested: {other}"),
+        }),
     }
 }
 
@@ -607,8 +728,15 @@ fn when_any(run: &Arc<PlayRun>, task: &Task, hosts: &[Host]) -> bool {
             let s = h.lock().unwrap();
             super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), &s, None)
         };
-        let origin = TemplateOrigin { span: Some(task.span.clone()), ..Default::default() };
-        run.ctx.shared.templar.eval_conditions(&task.when, &scope, &origin).unwrap_or(false)
+        let origin = TemplateOrigin {
+            span: Some(task.span.clone()),
+            ..Default::default()
+        };
+        run.ctx
+            .shared
+            .templar
+            .eval_conditions(&task.when, &scope, &origin)
+            .unwrap_or(false)
     })
 }
 
@@ -624,27 +752,47 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
     for h in hosts {
         let (scope, name) = {
             let s = h.lock().unwrap();
-            (super::host::scope_for(shared, &run.ctx.play, Some(task), &s, None), s.name.clone())
+            (
+                super::host::scope_for(shared, &run.ctx.play, Some(task), &s, None),
+                s.name.clone(),
+            )
         };
-        let origin = TemplateOrigin { span: Some(task.span.clone()), label: Some(format!("task '{}'", task.display_name())), host: Some(name), search_paths: vec![] };
+        let origin = TemplateOrigin {
+            span: Some(task.span.clone()),
+            label: Some(format!("task '{}'", task.display_name())),
+            host: Some(name),
+            search_paths: vec![],
+        };
         match super::include::expand(&run.ctx, task, &scope, &origin) {
             Ok(list) => plan.push((h.clone(), list)),
             Err(msg) => {
                 let mut r = VarMap::new();
                 r.insert("failed".into(), Value::from(true));
                 r.insert("msg".into(), Value::from(msg));
-                let o = Outcome { status: Status::Failed, ignored: false, result: ser(&r), notify: false };
-                shared.sink.emit(&Event::TaskStart { id: task.id, name: task.display_name(), path: task.span.to_string(), handler: false });
-                shared.sink.emit(&Event::HostResult(crate::output::HostResult {
-                    host: h.lock().unwrap().name.clone(),
-                    delegated_to: None,
+                let o = Outcome {
                     status: Status::Failed,
                     ignored: false,
-                    item_label: None,
-                    result: super::task::to_json(&o.result),
-                    diff: vec![],
-                    is_item: false,
-                }));
+                    result: ser(&r),
+                    notify: false,
+                };
+                shared.sink.emit(&Event::TaskStart {
+                    id: task.id,
+                    name: task.display_name(),
+                    path: task.span.to_string(),
+                    handler: false,
+                });
+                shared
+                    .sink
+                    .emit(&Event::HostResult(crate::output::HostResult {
+                        host: h.lock().unwrap().name.clone(),
+                        delegated_to: None,
+                        status: Status::Failed,
+                        ignored: false,
+                        item_label: None,
+                        result: super::task::to_json(&o.result),
+                        diff: vec![],
+                        is_item: false,
+                    }));
                 let mut st = h.lock().unwrap();
                 apply_outcome(run, task, &mut st, &o, rescuing);
             }
@@ -669,20 +817,33 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
             let nodes = match super::include::load(&run.ctx, task, &target) {
                 Ok(n) => n,
                 Err(msg) => {
-                    shared.sink.emit(&Event::Warning { message: msg.clone() });
+                    shared.sink.emit(&Event::Warning {
+                        message: msg.clone(),
+                    });
                     for (h, _) in &members {
                         let mut r = VarMap::new();
                         r.insert("failed".into(), Value::from(true));
                         r.insert("msg".into(), Value::from(msg.clone()));
-                        let o = Outcome { status: Status::Failed, ignored: false, result: ser(&r), notify: false };
+                        let o = Outcome {
+                            status: Status::Failed,
+                            ignored: false,
+                            result: ser(&r),
+                            notify: false,
+                        };
                         let mut st = h.lock().unwrap();
                         apply_outcome(run, task, &mut st, &o, rescuing);
                     }
                     continue;
                 }
             };
-            let names: Vec<String> = members.iter().map(|(h, _)| h.lock().unwrap().name.clone()).collect();
-            shared.sink.emit(&Event::Included { file: target.clone(), hosts: names });
+            let names: Vec<String> = members
+                .iter()
+                .map(|(h, _)| h.lock().unwrap().name.clone())
+                .collect();
+            shared.sink.emit(&Event::Included {
+                file: target.clone(),
+                hosts: names,
+            });
             let group_hosts: Vec<Host> = members.iter().map(|(h, _)| h.clone()).collect();
             for (h, params) in &members {
                 let mut st = h.lock().unwrap();

@@ -36,7 +36,12 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     fn skipped(result: Value) -> Outcome {
-        Outcome { status: Status::Skipped, ignored: false, result, notify: false }
+        Outcome {
+            status: Status::Skipped,
+            ignored: false,
+            result,
+            notify: false,
+        }
     }
 }
 
@@ -59,7 +64,12 @@ impl ExecError {
 
 impl SingleResult {
     pub(crate) fn new(status: Status, result: VarMap) -> SingleResult {
-        SingleResult { status, ignored: false, result, diff: vec![] }
+        SingleResult {
+            status,
+            ignored: false,
+            result,
+            diff: vec![],
+        }
     }
 }
 
@@ -96,7 +106,10 @@ fn task_magic(task: &Task) -> Option<Arc<VarMap>> {
     let mut m = VarMap::new();
     m.insert("role_name".into(), Value::from(role.name.as_str()));
     m.insert("ansible_role_name".into(), Value::from(role.name.as_str()));
-    m.insert("role_path".into(), Value::from(role.path.display().to_string()));
+    m.insert(
+        "role_path".into(),
+        Value::from(role.path.display().to_string()),
+    );
     Some(Arc::new(m))
 }
 
@@ -116,7 +129,10 @@ pub(crate) async fn run_task_on_host(
     let _permit = ctx.shared.forks.clone().acquire_owned().await.ok();
     let (name, scope) = {
         let h = host.lock().unwrap();
-        (h.name.clone(), scope_for(&ctx.shared, &ctx.play, Some(&task), &h, task_magic(&task)))
+        (
+            h.name.clone(),
+            scope_for(&ctx.shared, &ctx.play, Some(&task), &h, task_magic(&task)),
+        )
     };
     let origin = origin_for(&ctx, &task, &name);
     let no_log = task.no_log.or(ctx.play.no_log).unwrap_or(false);
@@ -127,13 +143,20 @@ pub(crate) async fn run_task_on_host(
             let notify = single.status == Status::Changed;
             let value = result_value(&single.result);
             emit(&ctx, &task, &name, &single, None, false, no_log);
-            Outcome { status: single.status, ignored: single.ignored, result: value, notify }
+            Outcome {
+                status: single.status,
+                ignored: single.ignored,
+                result: value,
+                notify,
+            }
         }
         Some(_) => run_loop(&ctx, &task, &host, &name, &scope, &origin, no_log).await,
     };
 
     if let Some(reg) = &task.register {
-        host.lock().unwrap().set_fact(reg.clone(), outcome.result.clone());
+        host.lock()
+            .unwrap()
+            .set_fact(reg.clone(), outcome.result.clone());
     }
     outcome
 }
@@ -152,14 +175,23 @@ async fn run_loop(
         Err(msg) => {
             // Ansible checks `when` before reporting a loop that can't be
             // templated: a skipped task doesn't need its loop.
-            if let Ok(false) = ctx.shared.templar.eval_conditions(&task.when, scope, origin) {
+            if let Ok(false) = ctx
+                .shared
+                .templar
+                .eval_conditions(&task.when, scope, origin)
+            {
                 let s = skipped_single(task);
                 emit(ctx, task, name, &s, None, false, no_log);
                 return Outcome::skipped(result_value(&s.result));
             }
             let s = failed_single(msg);
             emit(ctx, task, name, &s, None, false, no_log);
-            return Outcome { status: Status::Failed, ignored: false, result: result_value(&s.result), notify: false };
+            return Outcome {
+                status: Status::Failed,
+                ignored: false,
+                result: result_value(&s.result),
+                notify: false,
+            };
         }
     };
     let lc = &task.loop_control;
@@ -200,7 +232,9 @@ async fn run_loop(
         };
         let mut single = run_single(ctx, task, host, name, &item_scope, origin, Some(&item)).await;
         single.result.insert(loop_var.clone(), item.clone());
-        single.result.insert("ansible_loop_var".into(), Value::from(loop_var.as_str()));
+        single
+            .result
+            .insert("ansible_loop_var".into(), Value::from(loop_var.as_str()));
         if let Some(iv) = &lc.index_var {
             single.result.insert(iv.clone(), Value::from(i));
         }
@@ -215,7 +249,12 @@ async fn run_loop(
         if single.status == Status::Unreachable {
             let s = single;
             let value = result_value(&s.result);
-            return Outcome { status: Status::Unreachable, ignored: false, result: value, notify: false };
+            return Outcome {
+                status: Status::Unreachable,
+                ignored: false,
+                result: value,
+                notify: false,
+            };
         }
         all_skipped &= single.status == Status::Skipped;
         results.push(result_value(&single.result));
@@ -225,7 +264,14 @@ async fn run_loop(
     }
     let mut summary = VarMap::new();
     summary.insert("changed".into(), Value::from(any_changed));
-    summary.insert("msg".into(), Value::from(if any_failed { "One or more items failed" } else { "All items completed" }));
+    summary.insert(
+        "msg".into(),
+        Value::from(if any_failed {
+            "One or more items failed"
+        } else {
+            "All items completed"
+        }),
+    );
     if any_failed {
         summary.insert("failed".into(), Value::from(true));
     }
@@ -242,11 +288,21 @@ async fn run_loop(
     } else {
         Status::Ok
     };
-    let s = SingleResult { status, ignored, result: summary, diff: vec![] };
+    let s = SingleResult {
+        status,
+        ignored,
+        result: summary,
+        diff: vec![],
+    };
     if status == Status::Failed || status == Status::Skipped {
         emit(ctx, task, name, &s, None, false, no_log);
     }
-    Outcome { status, ignored, result: result_value(&s.result), notify: any_changed }
+    Outcome {
+        status,
+        ignored,
+        result: result_value(&s.result),
+        notify: any_changed,
+    }
 }
 
 /// How ansible-playbook shows a loop item: strings bare, the rest as Python
@@ -265,18 +321,31 @@ fn python_repr(j: &Json) -> String {
         Json::Bool(false) => "False".into(),
         Json::Number(n) => n.to_string(),
         Json::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
-        Json::Array(a) => format!("[{}]", a.iter().map(python_repr).collect::<Vec<_>>().join(", ")),
+        Json::Array(a) => format!(
+            "[{}]",
+            a.iter().map(python_repr).collect::<Vec<_>>().join(", ")
+        ),
         Json::Object(m) => format!(
             "{{{}}}",
-            m.iter().map(|(k, v)| format!("'{}': {}", k, python_repr(v))).collect::<Vec<_>>().join(", ")
+            m.iter()
+                .map(|(k, v)| format!("'{}': {}", k, python_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
 
-pub(crate) fn loop_items(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &TemplateOrigin) -> Result<Vec<Value>, String> {
+pub(crate) fn loop_items(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Vec<Value>, String> {
     let spec = task.loop_.as_ref().expect("loop");
     let templar = &ctx.shared.templar;
-    let rendered = templar.render_value(&spec.value, scope, origin).map_err(|e| e.to_string())?;
+    let rendered = templar
+        .render_value(&spec.value, scope, origin)
+        .map_err(|e| e.to_string())?;
     match &spec.kind {
         LoopKind::Loop => {
             if rendered.as_str().is_some() {
@@ -305,11 +374,19 @@ fn skipped_single(task: &Task) -> SingleResult {
     let mut r = VarMap::new();
     r.insert("changed".into(), Value::from(false));
     r.insert("skipped".into(), Value::from(true));
-    r.insert("skip_reason".into(), Value::from("Conditional result was False"));
+    r.insert(
+        "skip_reason".into(),
+        Value::from("Conditional result was False"),
+    );
     if let Some(c) = task.when.last() {
         r.insert("false_condition".into(), Value::from(c.as_str()));
     }
-    SingleResult { status: Status::Skipped, ignored: false, result: r, diff: vec![] }
+    SingleResult {
+        status: Status::Skipped,
+        ignored: false,
+        result: r,
+        diff: vec![],
+    }
 }
 
 fn failed_single(msg: String) -> SingleResult {
@@ -317,7 +394,12 @@ fn failed_single(msg: String) -> SingleResult {
     r.insert("changed".into(), Value::from(false));
     r.insert("failed".into(), Value::from(true));
     r.insert("msg".into(), Value::from(msg));
-    SingleResult { status: Status::Failed, ignored: false, result: r, diff: vec![] }
+    SingleResult {
+        status: Status::Failed,
+        ignored: false,
+        result: r,
+        diff: vec![],
+    }
 }
 
 fn unreachable_single(msg: String) -> SingleResult {
@@ -325,7 +407,12 @@ fn unreachable_single(msg: String) -> SingleResult {
     r.insert("changed".into(), Value::from(false));
     r.insert("unreachable".into(), Value::from(true));
     r.insert("msg".into(), Value::from(msg));
-    SingleResult { status: Status::Unreachable, ignored: false, result: r, diff: vec![] }
+    SingleResult {
+        status: Status::Unreachable,
+        ignored: false,
+        result: r,
+        diff: vec![],
+    }
 }
 
 /// Runs the task once (one loop item, or the whole task without a loop).
@@ -344,13 +431,19 @@ async fn run_single(
         Ok(false) => return skipped_single(task),
         Err(e) => return failed_single(e.to_string()),
     }
-    let ignore_errors = task.ignore_errors.or(Some(ctx.play.ignore_errors)).unwrap_or_default();
+    let ignore_errors = task
+        .ignore_errors
+        .or(Some(ctx.play.ignore_errors))
+        .unwrap_or_default();
 
     let mut single = match execute(ctx, task, host, name, scope, origin).await {
         Ok(s) => s,
         Err(ExecError::Unreachable(msg)) => {
             let mut s = unreachable_single(msg);
-            if task.ignore_unreachable.unwrap_or(ctx.play.ignore_unreachable) {
+            if task
+                .ignore_unreachable
+                .unwrap_or(ctx.play.ignore_unreachable)
+            {
                 s.ignored = true;
             }
             return s;
@@ -386,10 +479,16 @@ async fn run_single(
                 Ok(f) => {
                     single.result.insert("failed".into(), Value::from(f));
                     if f {
-                        single.result.insert("failed_when_result".into(), Value::from(true));
+                        single
+                            .result
+                            .insert("failed_when_result".into(), Value::from(true));
                         single.status = Status::Failed;
                     } else if single.status == Status::Failed {
-                        let changed = single.result.get("changed").map(|v| v.is_true()).unwrap_or(false);
+                        let changed = single
+                            .result
+                            .get("changed")
+                            .map(|v| v.is_true())
+                            .unwrap_or(false);
                         single.status = if changed { Status::Changed } else { Status::Ok };
                     }
                 }
@@ -432,8 +531,9 @@ async fn execute(
     if let Some(s) = actions::run_action(ctx, task, host, scope, origin)? {
         return Ok(s);
     }
-    let module = modules::lookup(&task.action)
-        .ok_or_else(|| ExecError::Failed(format!("couldn't resolve module/action '{}'", task.action)))?;
+    let module = modules::lookup(&task.action).ok_or_else(|| {
+        ExecError::Failed(format!("couldn't resolve module/action '{}'", task.action))
+    })?;
 
     let mut raw_args = VarMap::new();
     for (m, defaults) in &ctx.play.module_defaults {
@@ -467,7 +567,10 @@ async fn execute(
     };
     let become_ = become_for(ctx, task, scope, origin)?;
     let env = environment_for(ctx, task, scope, origin)?;
-    let check_mode = task.check_mode.or(ctx.play.check_mode).unwrap_or(ctx.shared.opts.check);
+    let check_mode = task
+        .check_mode
+        .or(ctx.play.check_mode)
+        .unwrap_or(ctx.shared.opts.check);
     let diff = task.diff.or(ctx.play.diff).unwrap_or(ctx.shared.opts.diff);
     let timeout = match &task.timeout {
         Some(t) => render_u64(ctx, t, scope, origin)?.map(Duration::from_secs),
@@ -529,29 +632,46 @@ async fn execute(
                 host.lock().unwrap().add_facts(&f);
             }
         }
-        let Some(until) = &task.until else { return Ok(single) };
-        single.result.insert("attempts".into(), Value::from(attempt));
+        let Some(until) = &task.until else {
+            return Ok(single);
+        };
+        single
+            .result
+            .insert("attempts".into(), Value::from(attempt));
         let mut m = VarMap::new();
         if let Some(reg) = &task.register {
             m.insert(reg.clone(), result_value(&single.result));
         }
         let s2 = layer(scope, m);
-        let done = templar.eval_conditions(until, &s2, origin).map_err(|e| ExecError::Failed(e.to_string()))?;
+        let done = templar
+            .eval_conditions(until, &s2, origin)
+            .map_err(|e| ExecError::Failed(e.to_string()))?;
         if done {
             return Ok(single);
         }
         if attempt > retries {
             single.status = Status::Failed;
             single.result.insert("failed".into(), Value::from(true));
-            single.result.insert("msg".into(), Value::from("Retry limit exceeded"));
+            single
+                .result
+                .insert("msg".into(), Value::from("Retry limit exceeded"));
             return Ok(single);
         }
         tokio::time::sleep(Duration::from_secs(delay)).await;
     }
 }
 
-fn render_u64(ctx: &PlayCtx, v: &Value, scope: &Scope, origin: &TemplateOrigin) -> Result<Option<u64>, ExecError> {
-    let r = ctx.shared.templar.render_value(v, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?;
+fn render_u64(
+    ctx: &PlayCtx,
+    v: &Value,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Option<u64>, ExecError> {
+    let r = ctx
+        .shared
+        .templar
+        .render_value(v, scope, origin)
+        .map_err(|e| ExecError::Failed(e.to_string()))?;
     if r.is_none() || r.is_undefined() {
         return Ok(None);
     }
@@ -592,14 +712,22 @@ fn single_from(mr: ModuleResult, delegate: &Option<String>) -> SingleResult {
         Status::Ok
     };
     let diff = mr.diff.iter().map(render_diff).collect();
-    SingleResult { status, ignored: false, result, diff }
+    SingleResult {
+        status,
+        ignored: false,
+        result,
+        diff,
+    }
 }
 
 fn render_diff(d: &crate::modules::FileDiff) -> String {
     let text = similar::TextDiff::from_lines(&d.before, &d.after);
     text.unified_diff()
         .context_radius(3)
-        .header(&format!("before: {}", d.before_header), &format!("after: {}", d.after_header))
+        .header(
+            &format!("before: {}", d.before_header),
+            &format!("after: {}", d.after_header),
+        )
         .to_string()
 }
 
@@ -631,7 +759,11 @@ async fn connection_for(
     }
 }
 
-async fn delegate_connection(ctx: &PlayCtx, target: &str, origin: &TemplateOrigin) -> Result<Arc<Connection>, ExecError> {
+async fn delegate_connection(
+    ctx: &PlayCtx,
+    target: &str,
+    origin: &TemplateOrigin,
+) -> Result<Arc<Connection>, ExecError> {
     // The delegated host's own connection variables apply.
     let (layers, known) = {
         let inv = ctx.shared.inventory.read().unwrap();
@@ -647,19 +779,36 @@ async fn delegate_connection(ctx: &PlayCtx, target: &str, origin: &TemplateOrigi
         scope.push(Arc::new(m));
     }
     let vars = connection_vars(ctx, &scope, origin)?;
-    let spec = ConnectSpec::from_vars(target, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
-    ctx.shared.pool.get(target, &spec).await.map_err(|e| ExecError::Unreachable(e.to_string()))
+    let spec =
+        ConnectSpec::from_vars(target, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
+    ctx.shared
+        .pool
+        .get(target, &spec)
+        .await
+        .map_err(|e| ExecError::Unreachable(e.to_string()))
 }
 
 /// The `ansible_*`/`keel_*` variables of a scope, templated.
-fn connection_vars(ctx: &PlayCtx, scope: &Scope, origin: &TemplateOrigin) -> Result<VarMap, ExecError> {
+fn connection_vars(
+    ctx: &PlayCtx,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<VarMap, ExecError> {
     let mut out = VarMap::new();
     for l in scope.layers() {
         for (k, _) in l.iter() {
-            if (k.starts_with("ansible_") || k.starts_with("keel_")) && !k.starts_with("ansible_facts") && !out.contains_key(k) {
+            if (k.starts_with("ansible_") || k.starts_with("keel_"))
+                && !k.starts_with("ansible_facts")
+                && !out.contains_key(k)
+            {
                 let raw = scope.get_raw(k).cloned().unwrap_or_default();
-                let v = if raw.as_str().is_some_and(is_template) || raw.kind() != minijinja::value::ValueKind::String {
-                    ctx.shared.templar.render_value(&raw, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?
+                let v = if raw.as_str().is_some_and(is_template)
+                    || raw.kind() != minijinja::value::ValueKind::String
+                {
+                    ctx.shared
+                        .templar
+                        .render_value(&raw, scope, origin)
+                        .map_err(|e| ExecError::Failed(e.to_string()))?
                 } else {
                     raw
                 };
@@ -670,10 +819,19 @@ fn connection_vars(ctx: &PlayCtx, scope: &Scope, origin: &TemplateOrigin) -> Res
     Ok(out)
 }
 
-fn var_string(ctx: &PlayCtx, scope: &Scope, origin: &TemplateOrigin, names: &[&str]) -> Result<Option<String>, ExecError> {
+fn var_string(
+    ctx: &PlayCtx,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+    names: &[&str],
+) -> Result<Option<String>, ExecError> {
     for n in names {
         if let Some(raw) = scope.get_raw(n) {
-            let v = ctx.shared.templar.render_value(raw, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?;
+            let v = ctx
+                .shared
+                .templar
+                .render_value(raw, scope, origin)
+                .map_err(|e| ExecError::Failed(e.to_string()))?;
             if !v.is_none() && !v.is_undefined() {
                 return Ok(Some(v.to_string()));
             }
@@ -682,7 +840,12 @@ fn var_string(ctx: &PlayCtx, scope: &Scope, origin: &TemplateOrigin, names: &[&s
     Ok(None)
 }
 
-fn become_for(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &TemplateOrigin) -> Result<Option<Become>, ExecError> {
+fn become_for(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Option<Become>, ExecError> {
     let settings = ctx.play.become_.merged(&task.become_);
     let enabled = match settings.become_ {
         Some(b) => b,
@@ -702,33 +865,74 @@ fn become_for(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &TemplateOrigin
     let method = match method.as_str() {
         "sudo" => BecomeMethod::Sudo,
         "su" => BecomeMethod::Su,
-        other => return Err(ExecError::Failed(format!("become method '{other}' is not supported (use sudo or su)"))),
+        other => {
+            return Err(ExecError::Failed(format!(
+                "become method '{other}' is not supported (use sudo or su)"
+            )))
+        }
     };
     let user = match settings.become_user.clone() {
-        Some(u) => ctx.shared.templar.render_str(&u, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?.to_string(),
-        None => var_string(ctx, scope, origin, &["ansible_become_user"])?.unwrap_or_else(|| "root".into()),
+        Some(u) => ctx
+            .shared
+            .templar
+            .render_str(&u, scope, origin)
+            .map_err(|e| ExecError::Failed(e.to_string()))?
+            .to_string(),
+        None => var_string(ctx, scope, origin, &["ansible_become_user"])?
+            .unwrap_or_else(|| "root".into()),
     };
     let password = match &ctx.shared.opts.become_password {
         Some(p) => Some(p.clone()),
-        None => var_string(ctx, scope, origin, &["ansible_become_password", "ansible_become_pass", "ansible_sudo_pass", "ansible_su_pass"])?,
+        None => var_string(
+            ctx,
+            scope,
+            origin,
+            &[
+                "ansible_become_password",
+                "ansible_become_pass",
+                "ansible_sudo_pass",
+                "ansible_su_pass",
+            ],
+        )?,
     };
     let flags = match settings.become_flags.clone() {
         Some(f) => Some(f),
         None => var_string(ctx, scope, origin, &["ansible_become_flags"])?,
     };
     let exe = var_string(ctx, scope, origin, &["ansible_become_exe"])?;
-    Ok(Some(Become { method, user, password, flags, exe }))
+    Ok(Some(Become {
+        method,
+        user,
+        password,
+        flags,
+        exe,
+    }))
 }
 
-fn environment_for(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &TemplateOrigin) -> Result<Vec<(String, String)>, ExecError> {
+fn environment_for(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Vec<(String, String)>, ExecError> {
     let mut env: Vec<(String, String)> = Vec::new();
     for e in ctx.play.environment.iter().chain(task.environment.iter()) {
-        let v = ctx.shared.templar.render_value(e, scope, origin).map_err(|e| ExecError::Failed(e.to_string()))?;
+        let v = ctx
+            .shared
+            .templar
+            .render_value(e, scope, origin)
+            .map_err(|e| ExecError::Failed(e.to_string()))?;
         let Some(m) = super::host::value_to_map(&v) else {
-            return Err(ExecError::Failed(format!("environment must be a mapping, got {v}")));
+            return Err(ExecError::Failed(format!(
+                "environment must be a mapping, got {v}"
+            )));
         };
         for (k, val) in m {
-            let s = if val.is_none() { String::new() } else { val.to_string() };
+            let s = if val.is_none() {
+                String::new()
+            } else {
+                val.to_string()
+            };
             env.retain(|(ek, _)| ek != &k);
             env.push((k, s));
         }
@@ -737,7 +941,15 @@ fn environment_for(ctx: &PlayCtx, task: &Task, scope: &Scope, origin: &TemplateO
 }
 
 /// Emits a host result event, censoring `no_log` results.
-fn emit(ctx: &PlayCtx, task: &Task, host: &str, s: &Single, item_label: Option<String>, is_item: bool, no_log: bool) {
+fn emit(
+    ctx: &PlayCtx,
+    task: &Task,
+    host: &str,
+    s: &Single,
+    item_label: Option<String>,
+    is_item: bool,
+    no_log: bool,
+) {
     let mut json = to_json(&result_value(&s.result));
     if let Json::Object(m) = &mut json {
         m.remove("_keel_meta");
@@ -751,9 +963,21 @@ fn emit(ctx: &PlayCtx, task: &Task, host: &str, s: &Single, item_label: Option<S
         if s.status == Status::Failed {
             m.insert("failed".into(), Json::Bool(true));
         }
-        (Json::Object(m), vec![], item_label.map(|_| "None".to_string()))
+        (
+            Json::Object(m),
+            vec![],
+            item_label.map(|_| "None".to_string()),
+        )
     } else {
-        (json, if ctx.shared.opts.diff || task.diff == Some(true) { s.diff.clone() } else { vec![] }, item_label)
+        (
+            json,
+            if ctx.shared.opts.diff || task.diff == Some(true) {
+                s.diff.clone()
+            } else {
+                vec![]
+            },
+            item_label,
+        )
     };
     let delegated_to = task.delegate_to.clone();
     ctx.shared.sink.emit(&Event::HostResult(HostResult {

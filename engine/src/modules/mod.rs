@@ -65,7 +65,11 @@ impl TaskContext<'_> {
     }
 
     /// Runs a script on the host.
-    pub async fn run(&self, script: impl Into<String>, stdin: Option<Vec<u8>>) -> Result<Output, ModuleError> {
+    pub async fn run(
+        &self,
+        script: impl Into<String>,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<Output, ModuleError> {
         let mut cmd = self.command(script);
         cmd.stdin = stdin;
         ROUND_TRIPS.with(|c| c.set(c.get() + 1));
@@ -131,10 +135,17 @@ impl ModuleResult {
         Self::default()
     }
     pub fn changed(changed: bool) -> Self {
-        ModuleResult { changed, ..Default::default() }
+        ModuleResult {
+            changed,
+            ..Default::default()
+        }
     }
     pub fn failed(msg: impl Into<String>) -> Self {
-        ModuleResult { failed: true, msg: Some(msg.into()), ..Default::default() }
+        ModuleResult {
+            failed: true,
+            msg: Some(msg.into()),
+            ..Default::default()
+        }
     }
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.data.insert(key.to_string(), value.into());

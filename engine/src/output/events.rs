@@ -10,7 +10,9 @@ pub struct JsonSink {
 
 impl JsonSink {
     pub fn new(out: Box<dyn Write + Send>) -> JsonSink {
-        JsonSink { out: Mutex::new(out) }
+        JsonSink {
+            out: Mutex::new(out),
+        }
     }
 }
 

@@ -13,7 +13,10 @@ pub struct HumanSink {
 
 impl HumanSink {
     pub fn new(out: Box<dyn Write + Send>, verbosity: u8) -> HumanSink {
-        HumanSink { out: Mutex::new(out), verbosity }
+        HumanSink {
+            out: Mutex::new(out),
+            verbosity,
+        }
     }
 }
 
@@ -80,7 +83,16 @@ fn python_separators(compact: &str) -> String {
 fn abridged(result: &Json) -> Json {
     let mut r = result.clone();
     if let Json::Object(m) = &mut r {
-        for k in ["invocation", "_ansible_no_log", "_ansible_verbose_always", "diff", "results", "_ansible_item_label", "ansible_loop_var", "item"] {
+        for k in [
+            "invocation",
+            "_ansible_no_log",
+            "_ansible_verbose_always",
+            "diff",
+            "results",
+            "_ansible_item_label",
+            "ansible_loop_var",
+            "item",
+        ] {
             m.remove(k);
         }
         m.retain(|k, _| !k.starts_with("_ansible"));
@@ -94,11 +106,19 @@ impl HumanSink {
             Some(d) if d != &r.host => format!("[{} -> {}]", r.host, d),
             _ => format!("[{}]", r.host),
         };
-        let item = r.item_label.as_ref().map(|l| format!(" => (item={l})")).unwrap_or_default();
+        let item = r
+            .item_label
+            .as_ref()
+            .map(|l| format!(" => (item={l})"))
+            .unwrap_or_default();
         let verbose = self.verbosity > 0 || r.result.get("_ansible_verbose_always").is_some();
         match r.status {
             Status::Ok | Status::Changed => {
-                let word = if r.status == Status::Changed { "changed" } else { "ok" };
+                let word = if r.status == Status::Changed {
+                    "changed"
+                } else {
+                    "ok"
+                };
                 if r.is_item {
                     if verbose {
                         format!("{word}: {host}{item} => {}", dump(&abridged(&r.result)))
@@ -134,7 +154,10 @@ impl HumanSink {
                 }
                 s
             }
-            Status::Unreachable => format!("fatal: {host}: UNREACHABLE! => {}", dump(&abridged(&r.result))),
+            Status::Unreachable => format!(
+                "fatal: {host}: UNREACHABLE! => {}",
+                dump(&abridged(&r.result))
+            ),
         }
     }
 }
@@ -169,7 +192,9 @@ impl Sink for HumanSink {
                 s
             }
             Event::Warning { message } => format!("[WARNING]: {message}"),
-            Event::Included { file, hosts } => format!("included: {} for {}", file, hosts.join(", ")),
+            Event::Included { file, hosts } => {
+                format!("included: {} for {}", file, hosts.join(", "))
+            }
             Event::NoMoreHosts => banner("NO MORE HOSTS LEFT"),
             Event::Recap { stats } => {
                 let mut s = banner("PLAY RECAP");

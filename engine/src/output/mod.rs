@@ -64,17 +64,36 @@ pub struct HostResult {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    PlaybookStart { path: String },
-    PlayStart { name: String, hosts: Vec<String> },
-    NoHostsMatched { pattern: String },
-    TaskStart { id: usize, name: String, path: String, handler: bool },
+    PlaybookStart {
+        path: String,
+    },
+    PlayStart {
+        name: String,
+        hosts: Vec<String>,
+    },
+    NoHostsMatched {
+        pattern: String,
+    },
+    TaskStart {
+        id: usize,
+        name: String,
+        path: String,
+        handler: bool,
+    },
     HostResult(HostResult),
-    Warning { message: String },
+    Warning {
+        message: String,
+    },
     /// A dynamic include was loaded for these hosts.
-    Included { file: String, hosts: Vec<String> },
+    Included {
+        file: String,
+        hosts: Vec<String>,
+    },
     /// Every host of the play has failed.
     NoMoreHosts,
-    Recap { stats: Vec<(String, HostStats)> },
+    Recap {
+        stats: Vec<(String, HostStats)>,
+    },
 }
 
 /// Receives events. Sinks must be cheap: they are called from the executor's

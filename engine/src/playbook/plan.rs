@@ -52,9 +52,18 @@ impl BecomeSettings {
     pub fn merged(&self, child: &BecomeSettings) -> BecomeSettings {
         BecomeSettings {
             become_: child.become_.or(self.become_),
-            become_user: child.become_user.clone().or_else(|| self.become_user.clone()),
-            become_method: child.become_method.clone().or_else(|| self.become_method.clone()),
-            become_flags: child.become_flags.clone().or_else(|| self.become_flags.clone()),
+            become_user: child
+                .become_user
+                .clone()
+                .or_else(|| self.become_user.clone()),
+            become_method: child
+                .become_method
+                .clone()
+                .or_else(|| self.become_method.clone()),
+            become_flags: child
+                .become_flags
+                .clone()
+                .or_else(|| self.become_flags.clone()),
         }
     }
 }
@@ -176,7 +185,12 @@ pub enum IncludeTarget {
     /// `include_tasks: file` (templatable; relative to the including file).
     Tasks { file: String, base_dir: PathBuf },
     /// `include_role: name=... tasks_from=...`.
-    Role { name: String, tasks_from: Option<String>, vars_from: Option<String>, defaults_from: Option<String> },
+    Role {
+        name: String,
+        tasks_from: Option<String>,
+        vars_from: Option<String>,
+        defaults_from: Option<String>,
+    },
 }
 
 /// One task, with everything inherited from blocks, imports and roles already
@@ -239,7 +253,10 @@ impl Task {
     /// `name`, or `module` if unnamed, as ansible-playbook prints it; with a
     /// `role : ` prefix when the task came from a role.
     pub fn display_name(&self) -> String {
-        let base = self.name.clone().unwrap_or_else(|| self.action_as_written.clone());
+        let base = self
+            .name
+            .clone()
+            .unwrap_or_else(|| self.action_as_written.clone());
         match &self.role {
             Some(r) => format!("{} : {}", r.name, base),
             None => base,

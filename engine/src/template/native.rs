@@ -571,10 +571,10 @@ fn yaml_node(
                 // PyYAML pads to the indent only before a nested block.
                 let nested_block = match x {
                     serde_json::Value::Object(o) => {
-                        !o.is_empty() && !(flow_leaves && is_leaf_collection(x))
+                        !(o.is_empty() || flow_leaves && is_leaf_collection(x))
                     }
                     serde_json::Value::Array(a) => {
-                        !a.is_empty() && !(flow_leaves && is_leaf_collection(x))
+                        !(a.is_empty() || flow_leaves && is_leaf_collection(x))
                     }
                     _ => false,
                 };

@@ -126,7 +126,7 @@ pub enum TransportError {
 /// An open connection to one host.
 pub enum Connection {
     Local(local::LocalConnection),
-    Ssh(ssh::SshConnection),
+    Ssh(Box<ssh::SshConnection>),
 }
 
 impl Connection {

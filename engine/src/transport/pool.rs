@@ -51,7 +51,7 @@ impl ConnectionPool {
                     }
                     ConnectionKind::Ssh => SshConnection::connect(host, spec)
                         .await
-                        .map(|c| Arc::new(Connection::Ssh(c)))
+                        .map(|c| Arc::new(Connection::Ssh(Box::new(c))))
                         .map_err(Arc::new),
                 }
             })

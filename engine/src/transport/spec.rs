@@ -189,7 +189,7 @@ fn duration_secs(name: &str, var: &str, s: &str) -> Result<Duration, Diagnostic>
             format!("{var} must be a number of seconds, got `{s}`"),
         )
     })?;
-    if !(secs > 0.0) {
+    if secs.is_nan() || secs <= 0.0 {
         return Err(bad(name, format!("{var} must be positive, got `{s}`")));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -298,13 +298,12 @@ impl ConnectSpec {
                                 global_known =
                                     Some(v.split_whitespace().map(expand_tilde).collect())
                             }
-                            "stricthostkeychecking"
-                                if !v.eq_ignore_ascii_case("yes") => {
-                                    spec.warnings.push(format!(
-                                        "StrictHostKeyChecking={v} is ignored: Keel never accepts \
+                            "stricthostkeychecking" if !v.eq_ignore_ascii_case("yes") => {
+                                spec.warnings.push(format!(
+                                    "StrictHostKeyChecking={v} is ignored: Keel never accepts \
                                          unknown host keys; add them to a known_hosts file"
-                                    ));
-                                }
+                                ));
+                            }
                             "proxyjump" => spec.jump = parse_jumps(name, var, &v)?,
                             "identityfile" => args_identities.push(expand_tilde(&v)),
                             "port" => args_port = Some(v),

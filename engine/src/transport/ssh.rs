@@ -424,7 +424,7 @@ impl SshConnection {
                     }
                     scanned_out = out.stdout.len();
                 }
-                ChannelMsg::ExtendedData { data, ext } if ext == 1 => {
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
                     out.stderr.extend_from_slice(&data);
                     if out.stderr.ends_with(err_marker.as_bytes()) {
                         let l = out.stderr.len() - err_marker.len();
@@ -594,10 +594,9 @@ impl SshConnection {
                         out.stdout.extend_from_slice(&data);
                     }
                 }
-                ChannelMsg::ExtendedData { data, ext }
-                    if ext == 1 => {
-                        out.stderr.extend_from_slice(&data);
-                    }
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    out.stderr.extend_from_slice(&data);
+                }
                 ChannelMsg::ExitStatus { exit_status } => {
                     out.rc = exit_status as i32;
                     got_status = true;
