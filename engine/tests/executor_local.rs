@@ -267,3 +267,78 @@ async fn refresh_inventory_brings_new_hosts_to_later_plays() {
     );
     assert!(h9, "h9 did not run in the second play");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn included_role_handlers_run_when_notified() {
+    let d = tempfile::tempdir().unwrap();
+    let role = d.path().join("roles/web");
+    fs::create_dir_all(role.join("tasks")).unwrap();
+    fs::create_dir_all(role.join("handlers")).unwrap();
+    let out = d.path().join("handler-ran");
+    fs::write(
+        role.join("tasks/main.yml"),
+        "- name: change something\n  command: \"true\"\n  notify: restart web\n",
+    )
+    .unwrap();
+    fs::write(
+        role.join("handlers/main.yml"),
+        format!(
+            "- name: restart web\n  command: \"touch {}\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let pb = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - include_role:
+        name: web
+"#;
+    let r = run(d.path(), 1, pb, RunOptions::default()).await;
+    assert_eq!(r.summary.exit_code(), 0, "{}", r.human);
+    assert!(
+        out.exists(),
+        "the included role's handler did not run:\n{}",
+        r.human
+    );
+    assert!(
+        r.human.contains("RUNNING HANDLER [web : restart web]"),
+        "{}",
+        r.human
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegate_facts_go_to_the_delegated_host() {
+    let d = tempfile::tempdir().unwrap();
+    let pb = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: gather h2's facts from h1
+      setup:
+      delegate_to: h2
+      delegate_facts: true
+      when: inventory_hostname == 'h1'
+    - name: who has facts
+      debug:
+        msg: "{{ inventory_hostname }}={{ ansible_facts.hostname is defined }}"
+"#;
+    let r = run(d.path(), 2, pb, RunOptions::default()).await;
+    assert_eq!(r.summary.exit_code(), 0, "{}", r.human);
+    let msgs: Vec<String> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::HostResult(h) => h
+                .result
+                .get("msg")
+                .and_then(|m| m.as_str())
+                .map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert!(msgs.contains(&"h1=False".to_string()), "{msgs:?}");
+    assert!(msgs.contains(&"h2=True".to_string()), "{msgs:?}");
+}

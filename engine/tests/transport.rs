@@ -584,3 +584,49 @@ async fn persistent_shell_isolates_commands() {
         ("out\n".to_string(), "err\n".to_string())
     );
 }
+
+/// With no usable key file, the key held by a real ssh-agent logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_agent_key_logs_in() {
+    let th = TestHosts::start(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client) is installed");
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Without the key in the agent, login must fail: the test can fail.
+    std::env::set_var("SSH_AUTH_SOCK", &sock);
+    let no_key = [("ansible_ssh_private_key_file", "/nonexistent")];
+    assert!(
+        connect(&th, 0, &no_key).await.is_err(),
+        "logged in with an empty agent"
+    );
+    let added = std::process::Command::new("ssh-add")
+        .arg(&th.client_key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let c = connect(&th, 0, &no_key).await.expect("agent login");
+    assert_eq!(
+        c.exec(&cmd("echo via-agent")).await.unwrap().stdout_str(),
+        "via-agent\n"
+    );
+    c.close().await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

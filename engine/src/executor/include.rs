@@ -111,33 +111,38 @@ pub(super) fn expand(
 }
 
 /// Loads an include target into plan nodes.
-pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Vec<Node>, String> {
+/// Nodes to run, and handlers an included role brings.
+pub(super) type Loaded = (
+    Vec<Node>,
+    Vec<std::sync::Arc<crate::playbook::plan::Handler>>,
+);
+
+pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> {
     let opts = crate::playbook::ResolveOptions {
         roles_path: ctx.shared.opts.roles_path.clone(),
         extra_vars: ctx.shared.opts.extra_vars.clone(),
     };
     if let Some(path) = key.strip_prefix("tasks:") {
         crate::playbook::load_include_tasks(std::path::Path::new(path), task, &ctx.play, &opts)
+            .map(|nodes| (nodes, Vec::new()))
             .map_err(|e| e.to_string())
     } else if let Some(rest) = key.strip_prefix("role:") {
         let parts: Vec<&str> = rest.split('\u{1f}').collect();
-        let opt = |s: &str| {
-            if s.is_empty() {
-                None
-            } else {
-                Some(s.to_string())
-            }
+        let opt = |i: usize| {
+            parts
+                .get(i)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_string())
         };
-        crate::playbook::load_include_role(
-            parts[0],
-            opt(parts.get(1).copied().unwrap_or("")),
-            opt(parts.get(2).copied().unwrap_or("")),
-            opt(parts.get(3).copied().unwrap_or("")),
-            task,
-            &ctx.play,
-            &opts,
-        )
-        .map_err(|e| e.to_string())
+        let target = IncludeTarget::Role {
+            name: parts[0].to_string(),
+            tasks_from: opt(1),
+            vars_from: opt(2),
+            defaults_from: opt(3),
+        };
+        crate::playbook::load_include(&ctx.play, task, &target, &opts)
+            .map(|inc| (inc.nodes, inc.handlers))
+            .map_err(|e| e.to_string())
     } else {
         Err(format!("bad include target {key}"))
     }

@@ -32,6 +32,18 @@ struct PlayRun {
     /// `meta: end_play`, `any_errors_fatal` or `max_fail_percentage` hit.
     ended: Mutex<bool>,
     batch_size: usize,
+    /// Handlers brought in by `include_role`, notifiable for the rest of the
+    /// play; indexed after the play's own.
+    extra_handlers: Mutex<Vec<Arc<crate::playbook::plan::Handler>>>,
+}
+
+impl PlayRun {
+    /// The play's handlers followed by those included roles added.
+    fn handlers(&self) -> Vec<Arc<crate::playbook::plan::Handler>> {
+        let mut v = self.ctx.play.handlers.clone();
+        v.extend(self.extra_handlers.lock().unwrap().iter().cloned());
+        v
+    }
 }
 
 impl PlayRun {
@@ -173,6 +185,11 @@ pub(crate) async fn run_play(
     let ctx = Arc::new(PlayCtx {
         shared: shared.clone(),
         play: play.clone(),
+        hosts: selected
+            .iter()
+            .cloned()
+            .zip(states.iter().cloned())
+            .collect(),
     });
     let mut end = PlayEnd::Continue;
     for (batch_no, batch) in batches(&play.serial, &states).into_iter().enumerate() {
@@ -196,6 +213,7 @@ pub(crate) async fn run_play(
             waiting_for_start: Mutex::new(shared.opts.start_at_task.clone()),
             ended: Mutex::new(false),
             batch_size: batch.len(),
+            extra_handlers: Mutex::new(Vec::new()),
         });
         if play.gather_facts {
             let t = Arc::new(synthetic_task(&play, "setup", "Gathering Facts"));
@@ -594,7 +612,7 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
     if o.notify && !task.notify.is_empty() {
         for n in &task.notify {
             let mut found = false;
-            for (i, h) in run.ctx.play.handlers.iter().enumerate() {
+            for (i, h) in run.handlers().iter().enumerate() {
                 let role_name =
                     h.task.role.as_ref().map(|r| {
                         format!("{} : {}", r.name, h.task.name.clone().unwrap_or_default())
@@ -620,7 +638,7 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
 /// Runs notified handlers, in definition order.
 async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
     let force = run.ctx.shared.opts.force_handlers || run.ctx.play.force_handlers;
-    let handlers = run.ctx.play.handlers.clone();
+    let handlers = run.handlers();
     for (i, h) in handlers.iter().enumerate() {
         let targets: Vec<Host> = hosts
             .iter()
@@ -815,7 +833,17 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
         }
         for (target, members) in groups {
             let nodes = match super::include::load(&run.ctx, task, &target) {
-                Ok(n) => n,
+                Ok((n, handlers)) => {
+                    let mut extra = run.extra_handlers.lock().unwrap();
+                    for h in handlers {
+                        if !extra.iter().any(|x| {
+                            Arc::ptr_eq(x, &h) || x.task.span.to_string() == h.task.span.to_string()
+                        }) {
+                            extra.push(h);
+                        }
+                    }
+                    n
+                }
                 Err(msg) => {
                     shared.sink.emit(&Event::Warning {
                         message: msg.clone(),

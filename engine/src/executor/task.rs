@@ -21,6 +21,8 @@ use super::host::{scope_for, ser, HostState, Shared};
 pub(crate) struct PlayCtx {
     pub shared: Arc<Shared>,
     pub play: Arc<Play>,
+    /// Every host of the play, by name (for `delegate_facts`).
+    pub hosts: std::collections::HashMap<String, Arc<Mutex<HostState>>>,
 }
 
 /// How a task ended on a host, for the play loop.
@@ -629,7 +631,16 @@ async fn execute(
         let mut single = single_from(mr, &delegate);
         if let Some(facts) = single.result.shift_remove("_keel_facts") {
             if let Some(f) = super::host::value_to_map(&facts) {
-                host.lock().unwrap().add_facts(&f);
+                // `delegate_facts` gives the facts to the delegated host.
+                let target = match (&delegate, task.delegate_facts) {
+                    (Some(d), true) => ctx.hosts.get(d).cloned(),
+                    _ => None,
+                };
+                match target {
+                    Some(t) => t.lock().unwrap().add_facts(&f),
+                    None if task.delegate_facts && delegate.is_some() => {}
+                    None => host.lock().unwrap().add_facts(&f),
+                }
             }
         }
         let Some(until) = &task.until else {

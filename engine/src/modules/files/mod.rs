@@ -20,6 +20,7 @@ pub mod replace;
 pub mod slurp;
 pub mod stat;
 pub mod template;
+pub mod unarchive;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("copy", Arc::new(copy::Copy));
@@ -32,4 +33,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("slurp", Arc::new(slurp::Slurp));
     m.insert("fetch", Arc::new(fetch::Fetch));
     m.insert("find", Arc::new(find::Find));
+    m.insert("unarchive", Arc::new(unarchive::Unarchive));
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::ModuleRef;
 
 pub mod get_url;
+pub mod uri;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("get_url", Arc::new(get_url::GetUrl));
+    m.insert("uri", Arc::new(uri::Uri));
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use super::ModuleRef;
 
 pub mod apt;
+pub mod apt_key;
+pub mod apt_repository;
 pub mod debconf;
 pub mod dpkg_selections;
 pub mod package;
@@ -18,4 +20,10 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("package", Arc::new(package::Package));
     m.insert("dpkg_selections", Arc::new(dpkg_selections::DpkgSelections));
     m.insert("debconf", Arc::new(debconf::Debconf));
+    m.insert("apt_repository", Arc::new(apt_repository::AptRepository));
+    m.insert(
+        "deb822_repository",
+        Arc::new(apt_repository::Deb822Repository),
+    );
+    m.insert("apt_key", Arc::new(apt_key::AptKey));
 }
