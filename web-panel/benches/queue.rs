@@ -9,6 +9,10 @@
 //!   enqueue to handler start (the wake-up path: in-process notification,
 //!   and LISTEN/NOTIFY on PostgreSQL).
 //!
+//! CPU time is counted too (this process, plus the PostgreSQL server's
+//! processes), as CPU ms per 1,000 jobs: on a shared machine the wall-clock
+//! rate depends on what else runs, the CPU cost much less.
+//!
 //! Prints a Markdown table. Run:
 //! `cargo bench -p keel-panel --bench queue --features testsupport --profile bench-fast`.
 
@@ -115,11 +119,65 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 async fn unfinished(store: &Store) -> i64 {
     let sql = "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')";
     if let Some(pool) = store.as_sqlite_pool() {
-        sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
+        sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await
+            .expect("count")
     } else {
         let pool = store.as_postgres_pool().expect("a pool");
-        sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
+        sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await
+            .expect("count")
     }
+}
+
+/// CPU time (user + system, in clock ticks) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 here.
+    get(11) + get(12)
+}
+
+/// CPU ticks of the PostgreSQL server: the postmaster and its children.
+fn pg_cpu_ticks(pg: &PgServer) -> u64 {
+    let Some(master) = std::fs::read_to_string(pg.dir.join("data/postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    else {
+        return 0;
+    };
+    let mut total = cpu_ticks(master);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(master) {
+            total += cpu_ticks(pid);
+        }
+    }
+    total
+}
+
+/// CPU milliseconds used so far by this process and the PostgreSQL server.
+fn cpu_ms(pg: &PgServer) -> f64 {
+    // Clock ticks are 1/100 s on Linux.
+    (cpu_ticks(std::process::id()) + pg_cpu_ticks(pg)) as f64 * 10.0
 }
 
 /// Returns jobs/s and the sorted pickup latencies (µs).
@@ -193,9 +251,9 @@ async fn main() {
     let only = std::env::var("KEEL_BENCH_BACKEND").ok();
     let pg = PgServer::start(true);
     println!(
-        "| backend | workers | jobs | jobs/s | backlog p50 | backlog p99 | idle p50 | idle p99 |"
+        "| backend | workers | jobs | jobs/s | CPU ms / 1k jobs | backlog p50 | backlog p99 | idle p50 | idle p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for backend in ["sqlite", "postgres"] {
         if only.as_deref().is_some_and(|b| b != backend) {
             continue;
@@ -203,12 +261,14 @@ async fn main() {
         for workers in [1usize, 4, 16] {
             let dir = tempfile::tempdir().expect("temp dir");
             let store = open(backend, &pg, &dir).await;
+            let cpu0 = cpu_ms(&pg);
             let (rate, backlog) = throughput(&store, workers, jobs).await;
+            let cpu = (cpu_ms(&pg) - cpu0) / jobs as f64 * 1000.0;
             let dir2 = tempfile::tempdir().expect("temp dir");
             let store = open(backend, &pg, &dir2).await;
             let idle = idle_latency(&store, workers).await;
             println!(
-                "| {backend} | {workers} | {jobs} | {rate:.0} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
+                "| {backend} | {workers} | {jobs} | {rate:.0} | {cpu:.0} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
                 pct(&backlog, 0.50),
                 pct(&backlog, 0.99),
                 pct(&idle, 0.50),

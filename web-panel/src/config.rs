@@ -47,6 +47,7 @@ pub struct Config {
     pub sso: SsoConfig,
     pub workers: WorkersConfig,
     pub alloc: AllocConfig,
+    pub tls: TlsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -61,6 +62,7 @@ impl fmt::Debug for Config {
             .field("sso", &self.sso)
             .field("workers", &self.workers)
             .field("alloc", &self.alloc)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -107,6 +109,23 @@ pub struct AllocConfig {
     pub default_quarantine_secs: i64,
 }
 
+/// TLS served by the panel itself. Both files empty (the default) means
+/// plain HTTP, for use behind a TLS-terminating proxy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty() || !self.key_file.is_empty()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -118,6 +137,7 @@ impl Default for Config {
             sso: SsoConfig::default(),
             workers: WorkersConfig::default(),
             alloc: AllocConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -201,6 +221,11 @@ impl Config {
                 "auth.login_max_failures must be at least 1".into(),
             ));
         }
+        if self.tls.enabled() && (self.tls.cert_file.is_empty() || self.tls.key_file.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "tls needs both cert_file and key_file".into(),
+            ));
+        }
         if self.sso.enabled && self.sso.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid(
                 "sso.enabled needs sso.trusted_proxies: the header is only trusted from them"
@@ -219,9 +244,10 @@ impl Config {
         }
     }
 
-    /// Cookies get `Secure` when users reach the panel over https.
+    /// Cookies get `Secure` when users reach the panel over https: the
+    /// panel serves TLS itself, or its public URL is https (a TLS proxy).
     pub fn secure_cookies(&self) -> bool {
-        self.public_url.starts_with("https://")
+        self.tls.enabled() || self.public_url.starts_with("https://")
     }
 }
 

@@ -200,11 +200,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    println!("keel-panel listening on http://{listen}");
-    http::serve(state, listener, shutdown.clone()).await?;
+    if config.tls.enabled() {
+        let tls = http::tls_config(&config.tls.cert_file, &config.tls.key_file)?;
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("listening on {listen}"))?;
+        println!("keel-panel listening on https://{listen}");
+        http::serve_tls(state, listener, tls, shutdown.clone()).await?;
+    } else {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        println!("keel-panel listening on http://{listen}");
+        http::serve(state, listener, shutdown.clone()).await?;
+    }
     shutdown.cancel();
     if let Some(w) = workers {
         w.await??;

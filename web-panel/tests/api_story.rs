@@ -174,6 +174,30 @@ async fn sso_header_only_from_trusted_proxies(b: Backend) {
         )
         .await;
     assert_eq!(r.json["name"], "carol");
+    // The session it started works on its own; a header naming someone
+    // else wins over a session cookie for carol.
+    let cookie = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let carol = Cred::Session {
+        cookie: cookie["keel_session=".len()..].to_string(),
+        csrf: r.json["csrf_token"].as_str().unwrap().to_string(),
+    };
+    let me = trusted.call("GET", "/api/v1/me", &carol, None).await;
+    assert_eq!(me.json["name"], "carol");
+    let r = trusted
+        .call_with(
+            "GET",
+            "/api/v1/me",
+            &carol,
+            None,
+            &[("x-remote-user", "dave")],
+        )
+        .await;
+    assert_eq!(r.json["name"], "dave");
 
     let untrusted = start(b, |c| {
         c.sso.enabled = true;
@@ -365,6 +389,35 @@ async fn server_lifecycle(b: Backend) {
     let api = p
         .call("GET", "/api/v1/openapi.json", &Cred::Anonymous, None)
         .await;
+    let schemas = &api.json["components"]["schemas"];
+    assert!(
+        schemas["CreateServer"]["properties"]["site_id"].is_object(),
+        "{schemas}"
+    );
+    assert_eq!(
+        api.json["paths"]["/services"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/CreateServer"
+    );
+    // Every schema reference resolves.
+    fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(|r| r.as_str()) {
+                    out.push(r.trim_start_matches("#/components/schemas/").to_string());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&api.json, &mut all);
+    assert!(all.len() > 20);
+    for r in all {
+        assert!(schemas[&r].is_object(), "dangling schema reference {r}");
+    }
     for (method, path, _, _) in keel_panel::api::ROUTES {
         assert!(
             api.json["paths"][path][method.to_ascii_lowercase()].is_object(),
@@ -480,3 +533,99 @@ async fn ssh_keys(b: Backend) {
     assert_eq!(list.json.as_array().unwrap().len(), 1);
 }
 both_backends!(ssh_keys_, ssh_keys);
+
+async fn groups_share_quotas_and_grant_roles(b: Backend) {
+    let p = start(b, |_| {}).await;
+    catalog_and_pool(&p, 10).await;
+    let (_, admin) = p.user("root", true).await;
+    let admin = Cred::Bearer(admin);
+    let (_, ann) = p.user("ann", false).await;
+    let (_, ben) = p.user("ben", false).await;
+    let (ann, ben) = (Cred::Bearer(ann), Cred::Bearer(ben));
+    let g = p
+        .call(
+            "POST",
+            "/api/v1/admin/groups",
+            &admin,
+            Some(json!({"name": "staff"})),
+        )
+        .await;
+    assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.json);
+    let gid = g.json["id"].as_i64().unwrap();
+    for user in ["ann", "ben"] {
+        let r = p
+            .call(
+                "PUT",
+                &format!("/api/v1/admin/groups/{gid}/members"),
+                &admin,
+                Some(json!({"user": user})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+    }
+    let groups = p.call("GET", "/api/v1/admin/groups", &admin, None).await;
+    assert_eq!(groups.json[0]["members"], "ann,ben");
+    // One server for the whole group.
+    let quota = json!({"subject_kind": "group", "subject_id": gid, "max_vms": 1, "max_vcpus": 100, "max_ram_mb": 100000, "max_disk_gb": 1000});
+    p.call("PUT", "/api/v1/admin/quotas", &admin, Some(quota))
+        .await;
+
+    let site = p
+        .call(
+            "POST",
+            "/api/v1/sites",
+            &ann,
+            Some(json!({"name": "shared", "owner_email": "a@example.org"})),
+        )
+        .await
+        .json["id"]
+        .as_i64()
+        .unwrap();
+    // Ben cannot see the site until the group is granted admin on it.
+    assert_eq!(
+        p.call("GET", &format!("/api/v1/sites/{site}"), &ben, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = p
+        .call(
+            "PUT",
+            &format!("/api/v1/sites/{site}/lookup-groups"),
+            &ann,
+            Some(json!({"group": "staff", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(
+        p.call("GET", &format!("/api/v1/sites/{site}"), &ben, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let body = json!({"site_id": site, "server_type": "small"});
+    assert_eq!(
+        p.call("POST", "/api/v1/services", &ann, Some(body.clone()))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let r = p.call("POST", "/api/v1/services", &ben, Some(body)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json["error"], "quota_exceeded");
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("group quota exceeded: 1 servers in use"),
+        "{:?}",
+        r.json
+    );
+    // Ben sees the group's server as a site admin through the group.
+    assert_eq!(
+        p.call("GET", "/api/v1/services", &ben, None).await.json["total"],
+        1
+    );
+}
+both_backends!(groups_, groups_share_quotas_and_grant_roles);

@@ -28,6 +28,7 @@ struct World {
     ssh: Principal,
     target_token: i64,
     target_key: i64,
+    group: i64,
 }
 
 fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
@@ -56,6 +57,9 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
         "/admin/pools" => {
             json!({"name": format!("p{}", fastrand::u32(..)), "type": "v6only", "cidr6": format!("2001:db8:{:x}::/64", fastrand::u16(1..)), "hostname_pattern": format!("v{}-{{n}}", fastrand::u32(..)), "count": 2})
         }
+        "/sites/{id}/lookup-groups" => json!({"group": "staff", "role": "ssh"}),
+        "/admin/groups" => json!({"name": format!("g{}", fastrand::u32(..))}),
+        "/admin/groups/{id}/members" => json!({"user": "other"}),
         "/admin/quotas" => {
             json!({"subject_kind": "group", "subject_id": 999, "max_vms": 1, "max_vcpus": 1, "max_ram_mb": 1, "max_disk_gb": 1})
         }
@@ -72,6 +76,8 @@ fn concrete(path: &str, w: &World) -> String {
         w.target_token
     } else if path.starts_with("/me/ssh-keys/") {
         w.target_key
+    } else if path.starts_with("/admin/groups/") {
+        w.group
     } else {
         w.owner.user_id
     };
@@ -160,7 +166,12 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
         .json["id"]
         .as_i64()
         .unwrap();
+    let group = keel_panel::services::groups::create(p.db(), &Principal::system(), "staff")
+        .await
+        .unwrap()
+        .id;
     let world = World {
+        group,
         site,
         service,
         owner,

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use keel_panel::queue::worker::SLEEP_KIND;
 use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
 use keel_panel::queue::{
     self, JobContext, JobError, JobFilter, JobHandler, JobSpec, JobState, RetryPolicy,
 };
-use keel_panel::queue::worker::SLEEP_KIND;
 use keel_panel::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -58,13 +58,15 @@ impl JobHandler for Recorder {
         .await
         .map_err(JobError::retryable))?;
         tokio::time::sleep(Duration::from_millis(20 + fastrand::u64(..60))).await;
-        on_pool!(ctx.store, |p| sqlx::query("UPDATE runs SET ended = $1 WHERE id = $2")
-            .bind(now_micros())
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|_| ())
-            .map_err(JobError::retryable))?;
+        on_pool!(ctx.store, |p| sqlx::query(
+            "UPDATE runs SET ended = $1 WHERE id = $2"
+        )
+        .bind(now_micros())
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|_| ())
+        .map_err(JobError::retryable))?;
         Ok(())
     }
 }
@@ -265,10 +267,13 @@ async fn wait_running(store: &Store, id: i64) {
 
 async fn sigterm_lets_a_running_job_finish(url: String) {
     let store = Store::connect(&url).await.unwrap();
-    let id = queue::enqueue_now(&store, JobSpec::new(SLEEP_KIND, serde_json::json!({"ms": 1500})))
-        .await
-        .unwrap()
-        .job_id;
+    let id = queue::enqueue_now(
+        &store,
+        JobSpec::new(SLEEP_KIND, serde_json::json!({"ms": 1500})),
+    )
+    .await
+    .unwrap()
+    .job_id;
     let mut child = spawn_binary(&url, 20);
     wait_running(&store, id).await;
     sigterm(&child);

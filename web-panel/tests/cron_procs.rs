@@ -157,11 +157,7 @@ async fn three_worker_processes_fire_each_time_once(url: String) {
             sqlx::query(sql).execute(p).await.expect(sql);
         });
     }
-    let _children = Children(
-        (0..NODES)
-            .map(|_| spawn_child(&url, &clock_path))
-            .collect(),
-    );
+    let _children = Children((0..NODES).map(|_| spawn_child(&url, &clock_path)).collect());
     let deadline = Instant::now() + Duration::from_secs(25);
     wait_for(
         &store,
@@ -225,7 +221,11 @@ async fn three_worker_processes_fire_each_time_once(url: String) {
         "each fire's job ran exactly once"
     );
     assert_eq!(
-        count(&store, "SELECT COUNT(*) FROM jobs WHERE kind = 'cron_probe'").await,
+        count(
+            &store,
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'cron_probe'"
+        )
+        .await,
         FIRES,
         "no job besides the fires' own"
     );

@@ -667,7 +667,12 @@ impl JobHandler for Gate {
     }
 }
 
-fn gate() -> (Gate, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>, Arc<AtomicUsize>) {
+fn gate() -> (
+    Gate,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+    Arc<AtomicUsize>,
+) {
     let g = Gate {
         started: Arc::new(tokio::sync::Notify::new()),
         open: Arc::new(tokio::sync::Notify::new()),
@@ -749,7 +754,11 @@ async fn shutdown_gives_back_jobs_that_outlast_the_grace(store: Store) {
         .expect("run returns after the grace period")
         .unwrap()
         .unwrap();
-    assert_eq!(saw_cancel.load(Ordering::SeqCst), 1, "the handler was told to stop");
+    assert_eq!(
+        saw_cancel.load(Ordering::SeqCst),
+        1,
+        "the handler was told to stop"
+    );
     let job = store.job(id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Running);
     assert_eq!(job.lease_token, None, "lease given back");

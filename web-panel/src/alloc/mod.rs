@@ -405,7 +405,7 @@ pub async fn release(conn: &mut Conn<'_>, service_id: i64, now: i64) -> Result<u
 }
 
 /// Use of one pool, for the admin pages and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PoolUse {
     pub id: i64,
     pub name: String,
@@ -441,7 +441,7 @@ pub struct Resources {
 }
 
 /// A limit on a user or a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Quota {
     /// `user` or `group`.
     pub subject_kind: String,

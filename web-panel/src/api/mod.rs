@@ -20,7 +20,7 @@ use crate::queue::{JobFilter, JobState};
 use crate::services::catalog::{self, NewServerType};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite, SitePatch};
-use crate::services::{keys, Page, PanelError, Principal};
+use crate::services::{groups, keys, Page, PanelError, Principal};
 
 /// Who may call a route, for the docs and the authorisation matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +233,7 @@ pub fn router() -> Router<AppState> {
         .route("/sites/{id}", get(get_site).patch(update_site))
         .route("/sites/{id}/members", put(set_member))
         .route("/sites/{id}/members/{user_id}", delete(remove_member))
+        .route("/sites/{id}/lookup-groups", put(set_lookup_group))
         .route("/services", get(list_services).post(create_service))
         .route("/services/{id}", get(get_service).delete(delete_service))
         .route("/services/{id}/retry", post(retry_service))
@@ -242,6 +243,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{id}/password", put(reset_password))
         .route("/admin/pools", get(list_pools).post(generate_pool))
         .route("/admin/quotas", put(set_quota))
+        .route("/admin/groups", get(list_groups).post(create_group))
+        .route("/admin/groups/{id}/members", put(add_group_member))
         .route("/admin/jobs", get(list_jobs))
         .route("/admin/job-failures", get(list_failures))
         .route("/admin/audit", get(list_audit))
@@ -270,7 +273,7 @@ fn require_admin(p: &Principal) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginBody {
     name: String,
     password: String,
@@ -317,7 +320,7 @@ async fn me(a: Auth) -> ApiResult {
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewToken {
     name: String,
     #[serde(default = "default_days")]
@@ -349,7 +352,7 @@ async fn revoke_token(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) 
     no_content()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewKey {
     #[serde(default)]
     name: String,
@@ -402,7 +405,7 @@ async fn update_site(
     ok(sites::update(&st.db, &a.principal, id, &b).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct MemberBody {
     user: String,
     role: String,
@@ -518,11 +521,54 @@ async fn service_events(State(st): State<AppState>, a: Auth, Path(id): Path<i64>
     ))
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+struct LookupGroupBody {
+    group: String,
+    role: String,
+}
+
+async fn set_lookup_group(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<LookupGroupBody>,
+) -> ApiResult {
+    ok(sites::set_lookup_group(&st.db, &a.principal, id, &b.group, &b.role).await?)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+struct GroupBody {
+    name: String,
+}
+
+async fn list_groups(State(st): State<AppState>, a: Auth) -> ApiResult {
+    ok(groups::list(&st.db, &a.principal).await?)
+}
+
+async fn create_group(State(st): State<AppState>, a: Auth, Json(b): Json<GroupBody>) -> ApiResult {
+    created(groups::create(&st.db, &a.principal, &b.name).await?)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+struct GroupMemberBody {
+    user: String,
+}
+
+async fn add_group_member(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<GroupMemberBody>,
+) -> ApiResult {
+    groups::add_member(&st.db, &a.principal, id, &b.user).await?;
+    no_content()
+}
+
 async fn list_users(State(st): State<AppState>, a: Auth, Query(page): Query<Page>) -> ApiResult {
     ok(auth::list_users(&st.db, &a.principal, page).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewUser {
     name: String,
     email: Option<String>,
@@ -546,7 +592,7 @@ async fn create_user(State(st): State<AppState>, a: Auth, Json(b): Json<NewUser>
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordBody {
     password: String,
 }
@@ -567,12 +613,14 @@ async fn list_pools(State(st): State<AppState>, a: Auth) -> ApiResult {
     ok(alloc::pool_use(&st.db).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct GeneratePool {
     name: String,
     #[serde(rename = "type")]
     pool_type: String,
+    #[schema(value_type = Option<String>, example = "192.0.2.0/24")]
     cidr4: Option<ipnet::Ipv4Net>,
+    #[schema(value_type = Option<String>, example = "2001:db8::/64")]
     cidr6: Option<ipnet::Ipv6Net>,
     hostname_pattern: String,
     count: u64,
@@ -692,7 +740,118 @@ async fn list_audit(State(st): State<AppState>, a: Auth, Query(q): Query<AuditQu
     ok(audit::list(&st.db, &a.principal, &filter, page).await?)
 }
 
-/// The OpenAPI document, built from [`ROUTES`].
+/// Request and response body schemas per route: (method, path, request
+/// schema, response schema), names of `utoipa::ToSchema` types registered
+/// in [`schemas`]. Routes not listed take no body or answer a small ad-hoc
+/// object described in their summary.
+pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+    ("POST", "/auth/login", Some("LoginBody"), None),
+    ("GET", "/me/tokens", None, Some("ApiToken")),
+    ("POST", "/me/tokens", Some("NewToken"), None),
+    ("GET", "/me/ssh-keys", None, Some("SshKey")),
+    ("POST", "/me/ssh-keys", Some("NewKey"), Some("SshKey")),
+    ("GET", "/server-types", None, Some("ServerType")),
+    (
+        "POST",
+        "/server-types",
+        Some("NewServerType"),
+        Some("ServerType"),
+    ),
+    ("GET", "/sites", None, Some("Site")),
+    ("POST", "/sites", Some("NewSite"), Some("Site")),
+    ("GET", "/sites/{id}", None, Some("SiteDetail")),
+    ("PATCH", "/sites/{id}", Some("SitePatch"), Some("Site")),
+    (
+        "PUT",
+        "/sites/{id}/members",
+        Some("MemberBody"),
+        Some("SiteMember"),
+    ),
+    (
+        "PUT",
+        "/sites/{id}/lookup-groups",
+        Some("LookupGroupBody"),
+        Some("LookupGroup"),
+    ),
+    ("GET", "/services", None, Some("Service")),
+    ("POST", "/services", Some("CreateServer"), Some("Created")),
+    ("GET", "/services/{id}", None, Some("ServiceDetail")),
+    ("GET", "/services/{id}/jobs", None, Some("JobView")),
+    ("GET", "/admin/users", None, Some("User")),
+    ("POST", "/admin/users", Some("NewUser"), Some("User")),
+    (
+        "PUT",
+        "/admin/users/{id}/password",
+        Some("PasswordBody"),
+        None,
+    ),
+    ("GET", "/admin/pools", None, Some("PoolUse")),
+    ("POST", "/admin/pools", Some("GeneratePool"), None),
+    ("PUT", "/admin/quotas", Some("Quota"), Some("Quota")),
+    ("GET", "/admin/groups", None, Some("Group")),
+    ("POST", "/admin/groups", Some("GroupBody"), Some("Group")),
+    (
+        "PUT",
+        "/admin/groups/{id}/members",
+        Some("GroupMemberBody"),
+        None,
+    ),
+    ("GET", "/admin/audit", None, Some("AuditEntry")),
+];
+
+/// Routes whose GET answers one page (`{items, total, limit, offset}`).
+const PAGED: &[&str] = &["/sites", "/services", "/admin/users", "/admin/audit"];
+
+/// The component schemas, derived with utoipa from the Rust types.
+pub fn schemas() -> utoipa::openapi::Components {
+    use crate::alloc::PoolUse;
+    use crate::auth::ApiToken;
+    use crate::services::groups::Group;
+    use crate::services::model::*;
+    use crate::services::servers::Created;
+    utoipa::openapi::ComponentsBuilder::new()
+        .schema_from::<User>()
+        .schema_from::<Site>()
+        .schema_from::<SiteMember>()
+        .schema_from::<LookupGroup>()
+        .schema_from::<SiteDetail>()
+        .schema_from::<Service>()
+        .schema_from::<Vm>()
+        .schema_from::<Allocation>()
+        .schema_from::<JobView>()
+        .schema_from::<Vhost>()
+        .schema_from::<ServiceDetail>()
+        .schema_from::<ServerType>()
+        .schema_from::<SshKey>()
+        .schema_from::<AuditEntry>()
+        .schema_from::<CreateServer>()
+        .schema_from::<Created>()
+        .schema_from::<NewSite>()
+        .schema_from::<SitePatch>()
+        .schema_from::<NewServerType>()
+        .schema_from::<Group>()
+        .schema_from::<Quota>()
+        .schema_from::<PoolUse>()
+        .schema_from::<ApiToken>()
+        .schema_from::<LoginBody>()
+        .schema_from::<NewToken>()
+        .schema_from::<NewKey>()
+        .schema_from::<MemberBody>()
+        .schema_from::<NewUser>()
+        .schema_from::<PasswordBody>()
+        .schema_from::<GeneratePool>()
+        .schema_from::<LookupGroupBody>()
+        .schema_from::<GroupBody>()
+        .schema_from::<GroupMemberBody>()
+        .build()
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// The OpenAPI document: paths from [`ROUTES`] and [`BODIES`], schemas
+/// from [`schemas`].
 pub fn openapi_document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, access, summary) in ROUTES {
@@ -706,32 +865,56 @@ pub fn openapi_document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "integer"}}))
             .collect();
+        let body = BODIES.iter().find(|(m, p, _, _)| m == method && p == path);
+        let request = body.and_then(|b| b.2).map(|name| {
+            json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}})
+        });
+        let response = body.and_then(|b| b.3).map(|name| {
+            let schema = if *method == "GET" && PAGED.contains(path) {
+                json!({"type": "object", "properties": {
+                    "items": {"type": "array", "items": schema_ref(name)},
+                    "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}
+                }})
+            } else if *method == "GET" && !path.contains('{') {
+                json!({"type": "array", "items": schema_ref(name)})
+            } else {
+                schema_ref(name)
+            };
+            json!({"description": "success", "content": {"application/json": {"schema": schema}}})
+        });
         let security = if *access == Access::Public {
             json!([])
         } else {
             json!([{"bearer": []}, {"session": []}])
         };
-        entry.insert(
-            method.to_ascii_lowercase(),
-            json!({
-                "summary": summary,
-                "x-access": format!("{access:?}"),
-                "parameters": params,
-                "security": security,
-                "responses": {
-                    "default": {"description": "JSON; errors are {error, message, field?}"}
-                }
-            }),
-        );
+        let mut op = json!({
+            "summary": summary,
+            "x-access": format!("{access:?}"),
+            "parameters": params,
+            "security": security,
+            "responses": {
+                "default": {"description": "JSON; errors are {error, message, field?}"}
+            }
+        });
+        if let Some(r) = request {
+            op["requestBody"] = r;
+        }
+        if let Some(r) = response {
+            op["responses"]["2XX"] = r;
+        }
+        entry.insert(method.to_ascii_lowercase(), op);
     }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Keel panel API", "version": "1"},
         "servers": [{"url": "/api/v1"}],
-        "components": {"securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"},
-            "session": {"type": "apiKey", "in": "cookie", "name": crate::http::SESSION_COOKIE}
-        }},
+        "components": {
+            "schemas": serde_json::to_value(schemas().schemas).unwrap_or_default(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": crate::http::SESSION_COOKIE}
+            }
+        },
         "paths": paths,
     })
 }

@@ -370,7 +370,7 @@ pub async fn login(
 }
 
 /// An API token as listed (the secret itself is shown only once).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiToken {
     pub id: i64,
     pub user_id: i64,

@@ -221,15 +221,10 @@ async fn resolve(
             via: Via::Token,
         }));
     }
-    if let Some(secret) = cookie(&parts.headers, SESSION_COOKIE).filter(|s| !s.is_empty()) {
-        if let Some((principal, csrf)) = auth::session(&state.db, &secret).await? {
-            return Ok(Some(Auth {
-                principal,
-                via: Via::Session { csrf },
-            }));
-        }
-    }
+    // The SSO header counts only from a trusted proxy; there it names the
+    // user, and a session cookie for someone else is ignored.
     let sso = &state.config.sso;
+    let mut sso_name = None;
     if sso.enabled {
         let peer = peer_of(parts);
         if let Some(name) = parts
@@ -237,19 +232,32 @@ async fn resolve(
             .get(sso.header.as_str())
             .and_then(|v| v.to_str().ok())
         {
-            if !sso.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+            if sso.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+                sso_name = Some(name.trim().to_string());
+            } else {
                 tracing::warn!(%peer, "SSO header from an untrusted address ignored");
-                return Ok(None);
             }
-            let principal = auth::sso_user(&state.db, name.trim()).await?;
-            let session =
-                auth::create_session(&state.db, &state.config.auth, principal.user_id).await?;
-            *set_cookie = Some(state.session_cookie(&session.secret));
-            return Ok(Some(Auth {
-                principal,
-                via: Via::Session { csrf: session.csrf },
-            }));
         }
+    }
+    if let Some(secret) = cookie(&parts.headers, SESSION_COOKIE).filter(|s| !s.is_empty()) {
+        if let Some((principal, csrf)) = auth::session(&state.db, &secret).await? {
+            if sso_name.as_ref().is_none_or(|n| *n == principal.name) {
+                return Ok(Some(Auth {
+                    principal,
+                    via: Via::Session { csrf },
+                }));
+            }
+        }
+    }
+    if let Some(name) = sso_name {
+        let principal = auth::sso_user(&state.db, &name).await?;
+        let session =
+            auth::create_session(&state.db, &state.config.auth, principal.user_id).await?;
+        *set_cookie = Some(state.session_cookie(&session.secret));
+        return Ok(Some(Auth {
+            principal,
+            via: Via::Session { csrf: session.csrf },
+        }));
     }
     Ok(None)
 }
@@ -284,6 +292,71 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
+}
+
+/// Errors setting up TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Pem {
+        path: String,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{0} holds no certificate")]
+    NoCertificate(String),
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A rustls server configuration (ring provider) from PEM files.
+pub fn tls_config(cert_file: &str, key_file: &str) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    fn pem(path: &str) -> impl Fn(rustls_pki_types::pem::Error) -> TlsError + '_ {
+        move |source| TlsError::Pem {
+            path: path.to_string(),
+            source,
+        }
+    }
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .map_err(pem(cert_file))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem(cert_file))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(cert_file.to_string()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(pem(key_file))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+/// Serves `router(state)` over TLS on `listener` until `shutdown` fires.
+pub async fn serve_tls(
+    state: AppState,
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .handle(handle)
+    .serve(app)
+    .await
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` fires.

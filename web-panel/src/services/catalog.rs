@@ -12,7 +12,7 @@ use crate::services::{Db, PanelError, Principal};
 
 const COLS: &str = "id, name, cpus, ram_mb, disk_gb, os_image, roles";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewServerType {
     pub name: String,

@@ -6,10 +6,12 @@
 //!
 //! Layout: `db.rs` the two-backend query layer, `model.rs` row types,
 //! `sites.rs`, `servers.rs` (create/list/delete servers, the provision
-//! job), `keys.rs` (SSH public keys), `catalog.rs` (server types).
+//! job), `keys.rs` (SSH public keys), `catalog.rs` (server types),
+//! `groups.rs` (user groups for quotas and lookup groups).
 
 pub mod catalog;
 pub mod db;
+pub mod groups;
 pub mod keys;
 pub mod model;
 pub mod servers;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A panel account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub name: String,
@@ -17,7 +17,7 @@ pub struct User {
 /// Lifecycle of a site.
 pub const SITE_STATES: &[&str] = &["active", "suspended", "cancelled"];
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Site {
     pub id: i64,
     pub name: String,
@@ -29,21 +29,21 @@ pub struct Site {
 }
 
 /// A member of a site: `admin` manages it, `ssh` only logs in to its servers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SiteMember {
     pub user_id: i64,
     pub name: String,
     pub role: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LookupGroup {
     pub group_name: String,
     pub role: String,
 }
 
 /// A site with its members, as the detail views show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SiteDetail {
     #[serde(flatten)]
     pub site: Site,
@@ -68,7 +68,7 @@ pub const SERVICE_STATUSES: &[&str] = &[
 pub const SERVICE_KINDS: &[&str] = &["production", "test"];
 
 /// A service (one server of a site) joined with its network allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Service {
     pub id: i64,
     pub site_id: i64,
@@ -89,7 +89,7 @@ pub struct Service {
 }
 
 /// The virtual machine behind a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Vm {
     pub hypervisor: String,
     pub vm_ref: String,
@@ -101,7 +101,7 @@ pub struct Vm {
 }
 
 /// A network identity claimed from a pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Allocation {
     pub id: i64,
     pub pool: String,
@@ -115,7 +115,7 @@ pub struct Allocation {
 }
 
 /// One run of a job for a service, as the job log shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: i64,
     pub kind: String,
@@ -127,7 +127,7 @@ pub struct JobView {
 }
 
 /// A service with everything its detail page shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ServiceDetail {
     #[serde(flatten)]
     pub service: Service,
@@ -137,7 +137,7 @@ pub struct ServiceDetail {
     pub vhosts: Vec<Vhost>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ServerType {
     pub id: i64,
     pub name: String,
@@ -149,7 +149,7 @@ pub struct ServerType {
     pub roles: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SshKey {
     pub id: i64,
     pub user_id: i64,
@@ -160,7 +160,7 @@ pub struct SshKey {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Vhost {
     pub id: i64,
     pub service_id: i64,
@@ -169,7 +169,7 @@ pub struct Vhost {
     pub aliases: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,

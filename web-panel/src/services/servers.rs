@@ -28,7 +28,7 @@ const SELECT: &str = "SELECT s.id, s.site_id, si.name AS site_name, s.kind, t.na
      LEFT JOIN pool_addresses a ON a.service_id = s.id";
 
 /// A request for a new server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServer {
     pub site_id: i64,
@@ -52,7 +52,7 @@ impl CreateServer {
 }
 
 /// What a create returns (and what an idempotent replay returns again).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     pub service: Service,
     pub job_id: i64,

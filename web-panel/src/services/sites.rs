@@ -20,7 +20,7 @@ pub(crate) const ADMIN_SITES: &str =
      UNION SELECT l.site_id FROM site_lookup_groups l JOIN user_groups g ON g.name = l.group_name \
        JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $2 AND l.role = 'admin')";
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
     pub name: String,
@@ -29,7 +29,7 @@ pub struct NewSite {
     pub owner_email: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SitePatch {
     pub description: Option<String>,
@@ -343,4 +343,45 @@ pub async fn remove_member(
     audit::record(&mut conn, db.now(), who, change).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Grants `role` on the site to every member of the group `group_name`
+/// (a lookup group). The group need not exist yet.
+pub async fn set_lookup_group(
+    db: &Db,
+    who: &Principal,
+    site_id: i64,
+    group_name: &str,
+    role: &str,
+) -> Result<LookupGroup, PanelError> {
+    if !["admin", "ssh"].contains(&role) {
+        return Err(PanelError::invalid("role", "role is admin or ssh"));
+    }
+    if group_name.trim().is_empty() {
+        return Err(PanelError::invalid("group", "name a group"));
+    }
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    require_admin(&mut conn, who, site_id).await?;
+    execute!(
+        &mut conn,
+        "INSERT INTO site_lookup_groups (site_id, group_name, role) VALUES ($1, $2, $3) \
+         ON CONFLICT (site_id, group_name) DO UPDATE SET role = $3",
+        site_id,
+        group_name,
+        role
+    )?;
+    let lg = LookupGroup {
+        group_name: group_name.to_string(),
+        role: role.to_string(),
+    };
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new("site.lookup_group_set", "site", site_id).after(&lg),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(lg)
 }

@@ -16,8 +16,8 @@ use super::shared::{job_from_row, shared_impl};
 use super::{BackendKind, ClaimRequest, LeaseStatus, StoreBackend, StoreError, Tx, TxInner};
 use crate::clock::UnixMillis;
 use crate::queue::{
-    Actor, Attempt, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job, JobFilter,
-    JobSpec,
+    Actor, Attempt, AttemptOutcome, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job,
+    JobFilter, JobSpec,
 };
 
 /// Picks at most one job per serialisation key among the claimable ones
@@ -46,6 +46,27 @@ const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1,
        LIMIT (CASE WHEN $8 IS NULL THEN $7 ELSE MAX(0, MIN($7, $8 - (SELECT COUNT(*) FROM jobs \
                 WHERE queue = $5 AND state = 'running' AND lease_until >= $4))) END) \
      ) RETURNING id, kind, queue, payload, priority, state, run_at, attempts, unique_key, serial_key, owner, lease_owner, lease_token, lease_until, cancel_requested, reclaimed, created_at, started_at, finished_at, last_error";
+
+/// Records a batch of final outcomes (succeeded, dead, cancelled), given as
+/// a JSON array of `[job_id, lease_token, state, finished_at, error]`, in one
+/// statement. Rows whose lease token no longer matches are left alone and
+/// not returned.
+const FINISH_BATCH: &str = "UPDATE jobs SET state = i.next_state, finished_at = i.finished_at, \
+       last_error = i.error, lease_owner = NULL, lease_token = NULL, lease_until = NULL \
+     FROM (SELECT json_extract(value, '$[0]') AS job_id, json_extract(value, '$[1]') AS lease_token, \
+             json_extract(value, '$[2]') AS next_state, json_extract(value, '$[3]') AS finished_at, \
+             json_extract(value, '$[4]') AS error FROM json_each($1)) AS i \
+     WHERE jobs.id = i.job_id AND jobs.lease_token = i.lease_token AND jobs.state = 'running' \
+     RETURNING jobs.id";
+
+/// History rows for a batch, given as a JSON array of
+/// `[job_id, attempt, worker, started_at, finished_at, outcome, error, output_ref]`.
+const INSERT_ATTEMPTS_BATCH: &str = "INSERT INTO job_attempts \
+       (job_id, attempt, worker, started_at, finished_at, outcome, error, output_ref) \
+     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
+       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), \
+       json_extract(value, '$[6]'), json_extract(value, '$[7]') \
+     FROM json_each($1) WHERE true ON CONFLICT (job_id, attempt) DO NOTHING";
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -100,6 +121,55 @@ impl SqliteStore {
 
     fn poke_local(&self) {
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records final outcomes with two statements in one transaction.
+    /// Returns, per completion, whether the lease was still held.
+    async fn finish_batch(&self, done: &[&Completion]) -> Result<Vec<bool>, StoreError> {
+        use serde_json::json;
+        let outcomes: Vec<serde_json::Value> = done
+            .iter()
+            .map(|c| {
+                json!([
+                    c.job_id,
+                    c.lease_token,
+                    c.outcome.label(),
+                    c.finished_at,
+                    c.error
+                ])
+            })
+            .collect();
+        let mut tx = self.write_tx().await?;
+        let held: std::collections::HashSet<i64> = sqlx::query_scalar(FINISH_BATCH)
+            .bind(serde_json::Value::Array(outcomes).to_string())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        let history: Vec<serde_json::Value> = done
+            .iter()
+            .filter(|c| held.contains(&c.job_id))
+            .map(|c| {
+                json!([
+                    c.job_id,
+                    c.attempt,
+                    c.worker,
+                    c.started_at,
+                    c.finished_at,
+                    c.outcome.label(),
+                    c.error,
+                    c.output_ref
+                ])
+            })
+            .collect();
+        if !history.is_empty() {
+            sqlx::query(INSERT_ATTEMPTS_BATCH)
+                .bind(serde_json::Value::Array(history).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(done.iter().map(|c| held.contains(&c.job_id)).collect())
     }
 }
 
@@ -159,7 +229,26 @@ impl StoreBackend for SqliteStore {
     }
 
     async fn complete(&self, done: &[Completion]) -> Result<Vec<bool>, StoreError> {
-        self.complete_shared(done).await
+        // Final outcomes go in one batch; retries, rare and subject to
+        // coalescing with queued siblings, one by one.
+        let (retries, finals): (Vec<(usize, &Completion)>, Vec<(usize, &Completion)>) = done
+            .iter()
+            .enumerate()
+            .partition(|(_, c)| matches!(c.outcome, AttemptOutcome::Retry { .. }));
+        let mut held = vec![false; done.len()];
+        if !finals.is_empty() {
+            let batch: Vec<&Completion> = finals.iter().map(|(_, c)| *c).collect();
+            for ((i, _), ok) in finals.iter().zip(self.finish_batch(&batch).await?) {
+                held[*i] = ok;
+            }
+        }
+        if !retries.is_empty() {
+            let batch: Vec<Completion> = retries.iter().map(|(_, c)| (*c).clone()).collect();
+            for ((i, _), ok) in retries.iter().zip(self.complete_shared(&batch).await?) {
+                held[*i] = ok;
+            }
+        }
+        Ok(held)
     }
 
     async fn release(&self, job_id: i64, lease_token: i64) -> Result<bool, StoreError> {

@@ -1,0 +1,198 @@
+//! A real browser against the panel: headless Debian chromium driven over
+//! the W3C WebDriver protocol by chromedriver (a few JSON calls, so no
+//! WebDriver crate). Logs in, creates a site and a server through the
+//! forms, sees the server queued, and finds the audit entry.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages
+//! `chromium` and `chromium-driver`); the test installs them with apt when
+//! they are missing.
+
+mod api_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use api_support::{catalog_and_pool, start, Backend};
+use serde_json::{json, Value};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn ensure_browser() {
+    if std::path::Path::new("/usr/bin/chromedriver").exists()
+        && std::path::Path::new("/usr/bin/chromium").exists()
+    {
+        return;
+    }
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver",
+        ])
+        .status()
+        .expect("run apt-get");
+    assert!(
+        status.success(),
+        "installing chromium and chromium-driver with apt failed"
+    );
+}
+
+/// chromedriver, stopped when dropped.
+struct Driver {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    session: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        ensure_browser();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let mut d = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            session: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d
+            .http
+            .get(format!("{}/status", d.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+            }
+        }}});
+        let r = d.cmd("POST", "/session", Some(caps)).await;
+        d.session = r["sessionId"].as_str().expect("a session id").to_string();
+        d
+    }
+
+    async fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = if path == "/session" {
+            format!("{}/session", self.base)
+        } else {
+            format!("{}/session/{}{}", self.base, self.session, path)
+        };
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(
+            v["value"]["error"].is_null(),
+            "webdriver {method} {path}: {v}"
+        );
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url }))).await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT].as_str().unwrap().to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
+            .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        self.cmd("GET", &format!("/element/{e}/text"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn url(&self) -> String {
+        self.cmd("GET", "/url", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_create_a_server_and_see_it_audited() {
+    let p = start(Backend::Sqlite, |_| {}).await;
+    catalog_and_pool(&p, 3).await;
+    p.user("root", true).await;
+    let d = Driver::start().await;
+
+    d.goto(&format!("{}/servers", p.base)).await;
+    assert!(
+        d.url().await.ends_with("/login"),
+        "anonymous visitors go to the login page"
+    );
+    d.type_into("#name", "root").await;
+    d.type_into("#password", "root-password").await;
+    d.click("#login").await;
+    assert!(d.url().await.ends_with("/servers"));
+
+    d.goto(&format!("{}/servers/new", p.base)).await;
+    d.type_into("#site_name", "browser-site").await;
+    d.type_into("#owner_email", "root@example.org").await;
+    d.click("#create-site-button").await;
+    assert!(d.url().await.ends_with("/servers/new"));
+    d.click("#create").await;
+
+    assert!(d.url().await.contains("/servers/"), "on the server page");
+    assert_eq!(d.text("#hostname").await, "mws-00001.example.org");
+    assert_eq!(d.text("#status").await, "requested");
+    assert_eq!(d.text("#jobs .job-state").await, "queued");
+
+    d.goto(&format!("{}/admin/audit", p.base)).await;
+    let actions = d.text("#audit").await;
+    assert!(actions.contains("service.create"), "{actions}");
+    assert!(actions.contains("site.create"), "{actions}");
+    d.cmd("DELETE", "", None).await;
+}
