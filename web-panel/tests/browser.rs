@@ -137,10 +137,44 @@ impl Driver {
         .await;
     }
 
+    /// Clicks a button that submits a form, then waits for the next page:
+    /// until the clicked element is gone (stale) and the new document has
+    /// loaded. Without this, the next lookup can race the navigation.
     async fn click(&self, css: &str) {
         let e = self.find(css).await;
         self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
             .await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let url = format!("{}/session/{}/element/{e}/name", self.base, self.session);
+            let v: Value = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let stale = !v["value"]["error"].is_null();
+            if stale {
+                let ready = self
+                    .cmd(
+                        "POST",
+                        "/execute/sync",
+                        Some(json!({"script": "return document.readyState", "args": []})),
+                    )
+                    .await;
+                if ready == "complete" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no page load after clicking {css}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn text(&self, css: &str) -> String {
