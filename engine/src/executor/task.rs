@@ -80,7 +80,7 @@ fn result_value(m: &VarMap) -> Value {
 }
 
 pub(crate) fn to_json(v: &Value) -> Json {
-    serde_json::to_value(v).unwrap_or(Json::Null)
+    crate::template::value_to_json(v)
 }
 
 fn origin_for(ctx: &PlayCtx, task: &Task, host: &str) -> TemplateOrigin {
@@ -313,28 +313,7 @@ fn display_item(v: &Value) -> String {
     if let Some(s) = v.as_str() {
         return s.to_string();
     }
-    python_repr(&to_json(v))
-}
-
-fn python_repr(j: &Json) -> String {
-    match j {
-        Json::Null => "None".into(),
-        Json::Bool(true) => "True".into(),
-        Json::Bool(false) => "False".into(),
-        Json::Number(n) => n.to_string(),
-        Json::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
-        Json::Array(a) => format!(
-            "[{}]",
-            a.iter().map(python_repr).collect::<Vec<_>>().join(", ")
-        ),
-        Json::Object(m) => format!(
-            "{{{}}}",
-            m.iter()
-                .map(|(k, v)| format!("'{}': {}", k, python_repr(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+    crate::template::python_repr(v)
 }
 
 pub(crate) fn loop_items(
