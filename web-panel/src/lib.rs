@@ -22,6 +22,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod hypervisor;
 pub mod metrics;
 pub mod queue;
 pub mod services;

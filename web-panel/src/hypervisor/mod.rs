@@ -1,0 +1,188 @@
+//! Hypervisor drivers: the only code in the panel that talks to a hypervisor.
+//!
+//! One [`Driver`] trait covers what the provisioning flow needs (create by
+//! name, power, status, delete, snapshots, clone). Drivers:
+//! - `libvirt`: KVM/QEMU (or TCG when `/dev/kvm` cannot boot a guest) and
+//!   Xen through libvirt; a VM is a domain on a qcow2 overlay of the base
+//!   image, installed by a cloud-init NoCloud seed ISO.
+//! - `nspawn`: containers booted with `systemd-nspawn --boot` from the same
+//!   base rootfs and the same seed, each in its own network namespace.
+//! - `faulty`: a wrapper that makes a share of calls fail, for fault tests.
+//!
+//! Every operation is idempotent where the flow retries it: `create` of a
+//! name that exists returns the existing VM, `delete` of a missing VM is
+//! `Ok`. Errors say whether a retry can help ([`DriverError::is_retryable`]).
+
+pub mod seed;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// What a driver needs to create one VM. Everything is decided by the panel
+/// before the driver is called, so a retried `create` builds the same VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// Unique, stable name (the panel uses `keel-<service id>`); the
+    /// idempotency key of `create`.
+    pub name: String,
+    pub cpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    /// Name of the OS image (a server type's `os_image`, e.g. `debian-bookworm`).
+    pub image: String,
+    /// The cloud-init NoCloud seed this VM boots with.
+    pub seed: SeedData,
+}
+
+/// A cloud-init NoCloud seed: the three documents, already rendered.
+/// Drivers write them to an ISO (libvirt) or a directory (nspawn).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedData {
+    pub meta_data: String,
+    pub user_data: String,
+    pub network_config: String,
+}
+
+/// The network identity a VM is built with (from its pool allocation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetIdentity {
+    pub hostname: String,
+    pub ipv4: Option<Ipv4Addr>,
+    /// Prefix length of `ipv4`'s network.
+    pub prefix4: u8,
+    pub gateway4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+/// Power state as the hypervisor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    Running,
+    Stopped,
+    Paused,
+    /// Crashed, or a state the driver cannot map.
+    Other,
+}
+
+impl PowerState {
+    /// The value stored in `vms.power_state`.
+    pub fn as_db(self) -> &'static str {
+        match self {
+            PowerState::Running => "running",
+            PowerState::Stopped => "stopped",
+            PowerState::Paused | PowerState::Other => "unknown",
+        }
+    }
+}
+
+/// A VM as the driver sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub name: String,
+    /// The hypervisor's own id for it (libvirt UUID, machine name, vSphere moref).
+    pub vm_ref: String,
+    pub power: PowerState,
+    /// Where the panel reaches the VM's sshd, when the driver forwards it
+    /// (user-mode networking); `None` means "at its allocated address".
+    pub ssh_endpoint: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    /// Unix seconds, as the hypervisor reports it.
+    pub created_at: i64,
+}
+
+/// Why a driver call failed, classified for the retry policy.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The VM (or snapshot) does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Connection refused, timeout, hypervisor busy: a retry may succeed.
+    #[error("hypervisor unavailable: {0}")]
+    Unavailable(String),
+    /// Bad spec, missing image, not supported: retrying will not help.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl DriverError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DriverError::Unavailable(_))
+    }
+}
+
+pub type DriverResult<T> = Result<T, DriverError>;
+
+/// A hypervisor. Implementations are cheap to share (`Arc<dyn Driver>`);
+/// blocking client libraries run their calls on `spawn_blocking`.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Short name stored in `vms.hypervisor` (`libvirt`, `nspawn`, …).
+    fn kind(&self) -> &'static str;
+
+    /// Creates the VM and its disk/seed, not started. Creating a name that
+    /// exists returns the existing VM unchanged (the flow retries this).
+    async fn create(&self, spec: &VmSpec) -> DriverResult<VmInfo>;
+    /// Starts (boots) the VM; starting a running VM is `Ok`.
+    async fn start(&self, name: &str) -> DriverResult<()>;
+    /// Asks the guest OS to shut down (ACPI); returns without waiting.
+    async fn shutdown(&self, name: &str) -> DriverResult<()>;
+    /// Cuts the power; powering off a stopped VM is `Ok`.
+    async fn power_off(&self, name: &str) -> DriverResult<()>;
+    /// Hard reset of a running VM.
+    async fn reset(&self, name: &str) -> DriverResult<()>;
+    /// The VM's state; `NotFound` when it does not exist.
+    async fn status(&self, name: &str) -> DriverResult<VmInfo>;
+    /// Powers off and removes the VM with its disks, seed and snapshots.
+    /// Deleting a missing VM is `Ok`.
+    async fn delete(&self, name: &str) -> DriverResult<()>;
+    /// Every VM this driver manages (names with the panel's prefix), for
+    /// the reconciliation job.
+    async fn list(&self) -> DriverResult<Vec<VmInfo>>;
+
+    async fn snapshot_create(&self, name: &str, snapshot: &str) -> DriverResult<()>;
+    async fn snapshot_list(&self, name: &str) -> DriverResult<Vec<SnapshotInfo>>;
+    async fn snapshot_revert(&self, name: &str, snapshot: &str) -> DriverResult<()>;
+    async fn snapshot_delete(&self, name: &str, snapshot: &str) -> DriverResult<()>;
+    /// Copies a (stopped or running) VM's disk into a new VM `target` that
+    /// boots with `seed` (its own identity). Idempotent by `target`.
+    async fn clone_vm(&self, name: &str, target: &str, seed: &SeedData) -> DriverResult<VmInfo>;
+}
+
+/// Where drivers find base images: `<dir>/<image>/{disk.qcow2,vmlinuz,initrd.img,rootfs/}`
+/// as `images/build-debian` writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageStore {
+    pub dir: PathBuf,
+}
+
+impl ImageStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ImageStore { dir: dir.into() }
+    }
+
+    /// The directory of one image, checked to be complete (`BUILT` exists).
+    pub fn image_dir(&self, image: &str) -> DriverResult<PathBuf> {
+        if image.is_empty() || image.contains('/') || image.starts_with('.') {
+            return Err(DriverError::Permanent(format!(
+                "invalid image name {image:?}"
+            )));
+        }
+        let dir = self.dir.join(image);
+        if !dir.join("BUILT").is_file() {
+            return Err(DriverError::Permanent(format!(
+                "image {image} is not built in {} (run images/build-debian)",
+                self.dir.display()
+            )));
+        }
+        Ok(dir)
+    }
+}
