@@ -25,6 +25,7 @@ pub mod http;
 pub mod hypervisor;
 pub mod metrics;
 pub mod queue;
+pub mod reconcile;
 pub mod services;
 pub mod store;
 #[cfg(feature = "testsupport")]

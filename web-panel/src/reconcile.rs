@@ -1,0 +1,184 @@
+//! Reconciliation: compares what the hypervisor runs with what the store
+//! says should exist, so nothing leaks when a flow dies half-way.
+//!
+//! Runs as the `reconcile` job (a cron schedule in `serve`/`worker`). Two
+//! kinds of drift are found:
+//! - **orphans**: a VM named `<prefix><service id>` whose service does not
+//!   exist, is `deleted`, or is `failed` without a VM row (compensation
+//!   deleted the row but not the VM). They are powered off and deleted.
+//! - **missing VMs**: a service that should have a VM (its `vms` row says
+//!   so and it is not being deleted) but the hypervisor has none. These are
+//!   only reported (`power_state = absent`, an audit row, an error log):
+//!   re-creating a user's server silently would hide data loss.
+//!
+//! VMs whose name does not follow the pattern (say, an admin's own test VM
+//! under the same prefix) are reported as unknown and left alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::audit::{self, Change};
+use crate::hypervisor::Driver;
+use crate::queue::{JobContext, JobError, JobHandler, RetryPolicy};
+use crate::services::db::tx_conn;
+use crate::services::{Db, PanelError, Principal};
+use crate::{execute, fetch_all};
+
+/// What one reconciliation pass found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// VMs deleted because no live service owns them.
+    pub orphans_deleted: Vec<String>,
+    /// Orphans whose deletion failed (retried on the next pass).
+    pub orphans_failed: Vec<String>,
+    /// Services whose VM the hypervisor does not have.
+    pub missing: Vec<i64>,
+    /// VMs under the prefix whose name is not `<prefix><number>`.
+    pub unknown: Vec<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ServiceRow {
+    id: i64,
+    status: String,
+    has_vm: bool,
+    power_state: Option<String>,
+}
+
+/// The service id a VM name stands for, when it is `<prefix><digits>`.
+pub fn service_id_of(name: &str, prefix: &str) -> Option<i64> {
+    let rest = name.strip_prefix(prefix)?;
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok()
+}
+
+/// One pass; see the module docs.
+pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Report, PanelError> {
+    let vms = driver
+        .list()
+        .await
+        .map_err(|e| PanelError::Internal(format!("listing VMs: {e}")))?;
+    let mut rc = db.read().await?;
+    let rows = fetch_all!(
+        &mut rc.conn(),
+        ServiceRow,
+        "SELECT s.id, s.status, (v.id IS NOT NULL) AS has_vm, v.power_state \
+         FROM services s LEFT JOIN vms v ON v.service_id = s.id"
+    )?;
+    drop(rc);
+    let services: HashMap<i64, &ServiceRow> = rows.iter().map(|r| (r.id, r)).collect();
+
+    let mut report = Report::default();
+    let mut seen = std::collections::HashSet::new();
+    for vm in &vms {
+        let Some(id) = service_id_of(&vm.name, prefix) else {
+            report.unknown.push(vm.name.clone());
+            continue;
+        };
+        seen.insert(id);
+        let orphan = match services.get(&id) {
+            None => true,
+            Some(s) => s.status == "deleted" || (s.status == "failed" && !s.has_vm),
+        };
+        if !orphan {
+            continue;
+        }
+        match driver.delete(&vm.name).await {
+            Ok(()) => {
+                tracing::warn!(vm = %vm.name, "reconcile: deleted an orphaned VM");
+                note(db, id, "reconcile.orphan_deleted", &vm.name).await?;
+                report.orphans_deleted.push(vm.name.clone());
+            }
+            Err(e) => {
+                tracing::error!(vm = %vm.name, error = %e, "reconcile: could not delete an orphaned VM");
+                report.orphans_failed.push(vm.name.clone());
+            }
+        }
+    }
+
+    for s in &rows {
+        let should_exist = s.has_vm && !matches!(s.status.as_str(), "deleting" | "deleted");
+        if should_exist && !seen.contains(&s.id) {
+            report.missing.push(s.id);
+            if s.power_state.as_deref() != Some("absent") {
+                tracing::error!(
+                    service = s.id,
+                    "reconcile: the hypervisor has no VM for this service"
+                );
+                let now = db.now();
+                let mut tx = db.begin().await?;
+                let mut conn = tx_conn(&mut tx);
+                execute!(
+                    &mut conn,
+                    "UPDATE vms SET power_state = 'absent', updated_at = $1 WHERE service_id = $2",
+                    now,
+                    s.id
+                )?;
+                let change = Change::new("reconcile.vm_missing", "service", s.id)
+                    .before(&serde_json::json!({ "power_state": s.power_state }))
+                    .after(&serde_json::json!({ "power_state": "absent" }));
+                audit::record(&mut conn, now, &Principal::system(), change).await?;
+                tx.commit().await?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn note(db: &Db, id: i64, action: &str, vm: &str) -> Result<(), PanelError> {
+    let now = db.now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let change = Change::new(action, "service", id).before(&serde_json::json!({ "vm": vm }));
+    audit::record(&mut conn, now, &Principal::system(), change).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The `reconcile` job.
+#[derive(Clone)]
+pub struct ReconcileHandler {
+    pub db: Db,
+    pub driver: Arc<dyn Driver>,
+    pub prefix: String,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ReconcileHandler {
+    fn policy(&self) -> RetryPolicy {
+        // The next scheduled pass is the real retry.
+        RetryPolicy::default().max_attempts(1)
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let report = reconcile(&self.db, self.driver.as_ref(), &self.prefix)
+            .await
+            .map_err(JobError::retryable)?;
+        ctx.set_output_ref(serde_json::to_string(&report).unwrap_or_default());
+        if !report.orphans_failed.is_empty() {
+            return Err(JobError::retryable(format!(
+                "could not delete orphaned VMs: {}",
+                report.orphans_failed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_id_of;
+
+    #[test]
+    fn names_map_to_service_ids() {
+        assert_eq!(service_id_of("keel-42", "keel-"), Some(42));
+        assert_eq!(service_id_of("keel-", "keel-"), None);
+        assert_eq!(service_id_of("keel-42-clone", "keel-"), None);
+        assert_eq!(service_id_of("other-42", "keel-"), None);
+        assert_eq!(service_id_of("keel-+4", "keel-"), None);
+    }
+}
