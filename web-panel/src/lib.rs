@@ -21,6 +21,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod hypervisor;
 pub mod metrics;
