@@ -35,6 +35,10 @@ pub struct VmSpec {
     pub image: String,
     /// The cloud-init NoCloud seed this VM boots with.
     pub seed: SeedData,
+    /// The allocated network identity (also inside the seed). Drivers that
+    /// build the VM's network themselves (user-mode forwards, veth pairs)
+    /// read the addresses from here rather than parsing the seed.
+    pub net: NetIdentity,
 }
 
 /// A cloud-init NoCloud seed: the three documents, already rendered.
