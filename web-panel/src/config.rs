@@ -48,6 +48,7 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub alloc: AllocConfig,
     pub tls: TlsConfig,
+    pub hypervisor: HypervisorConfig,
 }
 
 impl fmt::Debug for Config {
@@ -63,6 +64,7 @@ impl fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("alloc", &self.alloc)
             .field("tls", &self.tls)
+            .field("hypervisor", &self.hypervisor)
             .finish()
     }
 }
@@ -120,6 +122,102 @@ pub struct TlsConfig {
     pub key_file: String,
 }
 
+/// The hypervisor and the provisioning flow (`web-panel/src/provision/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HypervisorConfig {
+    /// `none` (servers fail with a reason an admin can act on), `libvirt`
+    /// or `nspawn`.
+    pub driver: String,
+    /// libvirt connection URI.
+    pub uri: String,
+    /// Base images, as `images/build-debian` writes them.
+    pub image_dir: PathBuf,
+    /// Per-VM disks, seeds and machine state; empty means `<data_dir>/vms`.
+    pub state_dir: PathBuf,
+    /// Base URL VMs call back to (`…/api/v1/callback/vm-ready` is added).
+    /// Empty: `http://<the VM's IPv4 gateway>:<port of callback_listen, or
+    /// of listen>`, which is the host under user-mode networking (libvirt)
+    /// and on the host veth (nspawn).
+    pub callback_url: String,
+    /// An extra listener that serves only the callback route, so VM
+    /// networks never reach the UI. Empty: none.
+    pub callback_listen: String,
+    /// Accept a callback only from the VM's allocated IPv4/IPv6. Off for
+    /// user-mode networking, where every guest connects from the host.
+    pub callback_check_source: bool,
+    /// VM names are `<vm_prefix><service id>`; drivers manage only names
+    /// with this prefix.
+    pub vm_prefix: String,
+    /// The playbook the role run applies to each new server.
+    pub playbook: PathBuf,
+    /// The account the panel logs in as on its VMs (created by the seed).
+    pub admin_user: String,
+    /// Hypervisor API calls: retry delay and attempts (every 5 min for 24 h).
+    pub api_retry_secs: u64,
+    pub api_retry_attempts: u32,
+    /// How long a VM may take from start to its callback before a power cycle.
+    pub os_ready_timeout_secs: u64,
+    /// Power cycles before the OS-ready wait gives up.
+    pub os_ready_resets: u32,
+    /// How long the host-key check waits for the VM's SSH banner.
+    pub ssh_wait_secs: u64,
+    /// Role run: attempts and the delay between them.
+    pub configure_attempts: u32,
+    pub configure_retry_secs: u64,
+}
+
+impl Default for HypervisorConfig {
+    fn default() -> Self {
+        HypervisorConfig {
+            driver: "none".to_string(),
+            uri: "qemu:///system".to_string(),
+            image_dir: PathBuf::from("/var/cache/keel/images"),
+            state_dir: PathBuf::new(),
+            callback_url: String::new(),
+            callback_listen: String::new(),
+            callback_check_source: false,
+            vm_prefix: "keel-".to_string(),
+            playbook: PathBuf::from("playbooks/site.yml"),
+            admin_user: "keeladmin".to_string(),
+            api_retry_secs: 300,
+            api_retry_attempts: 288,
+            os_ready_timeout_secs: 300,
+            os_ready_resets: 2,
+            ssh_wait_secs: 120,
+            configure_attempts: 3,
+            configure_retry_secs: 30,
+        }
+    }
+}
+
+impl HypervisorConfig {
+    /// Drivers `driver` may name.
+    pub const DRIVERS: &'static [&'static str] = &["none", "libvirt", "nspawn"];
+
+    /// Where per-VM state lives.
+    pub fn state_dir(&self, data_dir: &Path) -> PathBuf {
+        if self.state_dir.as_os_str().is_empty() {
+            data_dir.join("vms")
+        } else {
+            self.state_dir.clone()
+        }
+    }
+
+    /// The callback-only listener, when configured.
+    pub fn callback_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.callback_listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.callback_listen.trim().parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "hypervisor.callback_listen {:?} is not an address:port",
+                self.callback_listen
+            ))
+        })
+    }
+}
+
 impl TlsConfig {
     pub fn enabled(&self) -> bool {
         !self.cert_file.is_empty() || !self.key_file.is_empty()
@@ -138,6 +236,7 @@ impl Default for Config {
             workers: WorkersConfig::default(),
             alloc: AllocConfig::default(),
             tls: TlsConfig::default(),
+            hypervisor: HypervisorConfig::default(),
         }
     }
 }
@@ -226,6 +325,14 @@ impl Config {
                 "tls needs both cert_file and key_file".into(),
             ));
         }
+        if !HypervisorConfig::DRIVERS.contains(&self.hypervisor.driver.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "hypervisor.driver is one of {:?}, not {:?}",
+                HypervisorConfig::DRIVERS,
+                self.hypervisor.driver
+            )));
+        }
+        self.hypervisor.callback_listen()?;
         if self.sso.enabled && self.sso.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid(
                 "sso.enabled needs sso.trusted_proxies: the header is only trusted from them"

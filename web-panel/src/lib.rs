@@ -12,6 +12,8 @@
 //!   and quotas; `audit` the change log.
 //! - `http`, `api`, `ui`: the axum server, the JSON API under `/api/v1`,
 //!   the server-rendered HTML pages; `metrics` the Prometheus endpoint.
+//! - `provision`: the provisioning flow as jobs (VM create, callback,
+//!   host-key check, role run), its compensation, the dynamic inventory.
 //! - `testsupport` (feature `testsupport`): throw-away PostgreSQL servers
 //!   for tests and benchmarks.
 
@@ -24,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod hypervisor;
+pub mod provision;
 pub mod metrics;
 pub mod queue;
 pub mod reconcile;

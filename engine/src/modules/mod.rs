@@ -22,6 +22,7 @@ use crate::transport::{Become, Command, Connection, Output, TransportError};
 
 pub mod args;
 pub mod commands;
+pub mod database;
 pub mod files;
 pub mod net;
 pub mod packages;

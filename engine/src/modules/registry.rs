@@ -26,6 +26,7 @@ fn table() -> &'static HashMap<&'static str, ModuleRef> {
         super::packages::register(&mut m);
         super::net::register(&mut m);
         super::source::register(&mut m);
+        super::database::register(&mut m);
         m
     })
 }

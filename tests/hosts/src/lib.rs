@@ -23,6 +23,8 @@
 //! [`TestHosts::start_jump_chain`] builds hosts that can only be reached
 //! through the first one; see its doc and README.md.
 
+pub mod full;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -13,6 +13,9 @@
 //! name that exists returns the existing VM, `delete` of a missing VM is
 //! `Ok`. Errors say whether a retry can help ([`DriverError::is_retryable`]).
 
+pub mod faulty;
+pub mod libvirt;
+pub mod nspawn;
 pub mod seed;
 
 use std::net::{Ipv4Addr, Ipv6Addr};

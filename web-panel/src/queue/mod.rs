@@ -15,6 +15,7 @@
 //! cut off from the database.
 
 pub mod cron;
+pub mod log;
 pub mod policy;
 pub mod worker;
 

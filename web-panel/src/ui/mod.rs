@@ -1,6 +1,8 @@
 //! The HTML pages, rendered on the server with minijinja (templates in
 //! `web-panel/templates/`, auto-escaping on because every template name
-//! ends in `.html`). No JavaScript. Every form posts a `csrf` field that
+//! ends in `.html`). No JavaScript, except a small script on the server
+//! page that follows the live job output (the page works without it).
+//! Every form posts a `csrf` field that
 //! must match the session's token. Pages call the same domain functions
 //! as the API, so authorisation is the same.
 
@@ -369,13 +371,41 @@ async fn create_site(
     Ok(Redirect::to("/servers/new").into_response())
 }
 
+/// Job output lines the server page renders before its script takes over.
+const PAGE_LOG_LINES: u32 = 200;
+
 async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) -> UiResult {
     let a = signed_in(a)?;
     let detail = servers::get(&st.db, &a.principal, id).await?;
+    // The newest job's last lines; the page's script follows the stream
+    // from the last one (`after`), so nothing is shown twice.
+    let (log, after) = match detail.jobs.first() {
+        Some(job) => {
+            let mut rc = st.db.read().await?;
+            let lines = crate::queue::log::tail_on(&mut rc.conn(), job.id, PAGE_LOG_LINES).await?;
+            let after = format!("{}:{}", job.id, lines.last().map_or(0, |l| l.seq));
+            let log: Vec<serde_json::Value> = lines
+                .iter()
+                .map(|l| {
+                    serde_json::json!({
+                        "job_id": l.job_id,
+                        "seq": l.seq,
+                        "text": crate::queue::log::summary(&l.line),
+                    })
+                })
+                .collect();
+            (log, Some(after))
+        }
+        None => (Vec::new(), None),
+    };
     page(
         &a,
         "server.html",
-        context! { s => Value::from(Serde(&detail)) },
+        context! {
+            s => Value::from(Serde(&detail)),
+            log => Value::from(Serde(&log)),
+            log_after => after,
+        },
     )
 }
 

@@ -1,0 +1,22 @@
+//! Database modules: MySQL/MariaDB databases and accounts, driven through
+//! the `mariadb`/`mysql` client on the target (no Python, no driver on the
+//! controller).
+//!
+//! Each module follows the query-then-apply shape of the other modules:
+//! one SQL batch reads the server's state, the comparison runs on the
+//! controller, and at most one more batch makes the change. Check mode
+//! stops after the comparison. [`mysql_common`] holds the login arguments,
+//! SQL quoting and the batch runner.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::ModuleRef;
+
+pub mod mysql_common;
+pub mod mysql_db;
+pub mod mysql_user;
+
+pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
+    m.insert("mysql_db", Arc::new(mysql_db::MysqlDb));
+    m.insert("mysql_user", Arc::new(mysql_user::MysqlUser));
+}

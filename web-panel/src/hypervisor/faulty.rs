@@ -1,0 +1,159 @@
+//! A [`Driver`] wrapper that makes a share of calls fail, for fault tests of
+//! the provisioning flow and the job queue's retries.
+//!
+//! Half of the injected faults fail *before* the inner driver is called (the
+//! hypervisor never saw the request); the other half fail *after* the inner
+//! call succeeded, so the operation happened but the caller sees
+//! `Unavailable` and retries it. The second kind is what exposes a flow that
+//! is not idempotent. The random source is seeded, so a failing run can be
+//! replayed.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{Driver, DriverError, DriverResult, SeedData, SnapshotInfo, VmInfo, VmSpec};
+
+/// Where an injected fault struck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// The inner driver was not called.
+    Before,
+    /// The inner driver succeeded; its result was dropped.
+    After,
+}
+
+/// Wraps `D` and fails about `fraction` of calls with [`DriverError::Unavailable`].
+#[derive(Debug)]
+pub struct FaultyDriver<D> {
+    inner: D,
+    fraction: f64,
+    rng: Mutex<fastrand::Rng>,
+    injected_before: AtomicU64,
+    injected_after: AtomicU64,
+}
+
+impl<D: Driver> FaultyDriver<D> {
+    /// `fraction` is clamped to `0.0..=1.0`; `seed` makes the sequence of
+    /// faults reproducible for a given sequence of calls.
+    pub fn new(inner: D, fraction: f64, seed: u64) -> Self {
+        FaultyDriver {
+            inner,
+            fraction: fraction.clamp(0.0, 1.0),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            injected_before: AtomicU64::new(0),
+            injected_after: AtomicU64::new(0),
+        }
+    }
+
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    /// Faults injected so far: (before the call, after a successful call).
+    pub fn injected(&self) -> (u64, u64) {
+        (
+            self.injected_before.load(Ordering::Relaxed),
+            self.injected_after.load(Ordering::Relaxed),
+        )
+    }
+
+    fn draw(&self) -> Option<FaultPoint> {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        if rng.f64() >= self.fraction {
+            return None;
+        }
+        Some(if rng.bool() {
+            FaultPoint::Before
+        } else {
+            FaultPoint::After
+        })
+    }
+
+    async fn call<T, F>(&self, op: &str, f: F) -> DriverResult<T>
+    where
+        F: Future<Output = DriverResult<T>>,
+    {
+        match self.draw() {
+            None => f.await,
+            Some(FaultPoint::Before) => {
+                self.injected_before.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(op, "injected fault before the call");
+                Err(DriverError::Unavailable(format!(
+                    "injected fault before {op}"
+                )))
+            }
+            Some(FaultPoint::After) => {
+                let result = f.await?;
+                drop(result);
+                self.injected_after.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(op, "injected fault after a successful call");
+                Err(DriverError::Unavailable(format!(
+                    "injected fault after {op}"
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<D: Driver> Driver for FaultyDriver<D> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn create(&self, spec: &VmSpec) -> DriverResult<VmInfo> {
+        self.call("create", self.inner.create(spec)).await
+    }
+    async fn start(&self, name: &str) -> DriverResult<()> {
+        self.call("start", self.inner.start(name)).await
+    }
+    async fn shutdown(&self, name: &str) -> DriverResult<()> {
+        self.call("shutdown", self.inner.shutdown(name)).await
+    }
+    async fn power_off(&self, name: &str) -> DriverResult<()> {
+        self.call("power_off", self.inner.power_off(name)).await
+    }
+    async fn reset(&self, name: &str) -> DriverResult<()> {
+        self.call("reset", self.inner.reset(name)).await
+    }
+    async fn status(&self, name: &str) -> DriverResult<VmInfo> {
+        self.call("status", self.inner.status(name)).await
+    }
+    async fn delete(&self, name: &str) -> DriverResult<()> {
+        self.call("delete", self.inner.delete(name)).await
+    }
+    async fn list(&self) -> DriverResult<Vec<VmInfo>> {
+        self.call("list", self.inner.list()).await
+    }
+    async fn snapshot_create(&self, name: &str, snapshot: &str) -> DriverResult<()> {
+        self.call(
+            "snapshot_create",
+            self.inner.snapshot_create(name, snapshot),
+        )
+        .await
+    }
+    async fn snapshot_list(&self, name: &str) -> DriverResult<Vec<SnapshotInfo>> {
+        self.call("snapshot_list", self.inner.snapshot_list(name))
+            .await
+    }
+    async fn snapshot_revert(&self, name: &str, snapshot: &str) -> DriverResult<()> {
+        self.call(
+            "snapshot_revert",
+            self.inner.snapshot_revert(name, snapshot),
+        )
+        .await
+    }
+    async fn snapshot_delete(&self, name: &str, snapshot: &str) -> DriverResult<()> {
+        self.call(
+            "snapshot_delete",
+            self.inner.snapshot_delete(name, snapshot),
+        )
+        .await
+    }
+    async fn clone_vm(&self, name: &str, target: &str, seed: &SeedData) -> DriverResult<VmInfo> {
+        self.call("clone_vm", self.inner.clone_vm(name, target, seed))
+            .await
+    }
+}

@@ -1,0 +1,815 @@
+//! The provisioning steps as queue jobs. Every job carries `service_id`,
+//! runs under the serialisation key `service:ID` (one step of a service at
+//! a time) and is idempotent: it reads the service's status and its
+//! `vm_provisioning` row, does what is still missing, and moves the status
+//! on in the same transaction that enqueues the next step.
+//!
+//! | job | status it acts on | policy | on permanent failure |
+//! | --- | --- | --- | --- |
+//! | `provision` | requested, allocating, creating_vm | hypervisor API (every 5 min, 24 h) | failed; VM deleted, address released |
+//! | `vm_os_ready` | installing_os, callback missing | hypervisor API; a reset per timeout, N times | failed; VM deleted, address released |
+//! | `configure` | configuring, ready (re-converge) | 3 attempts | failed; VM kept for inspection |
+//! | `deprovision` | deleting | hypervisor API | recorded for admins (status stays deleting) |
+//!
+//! `retry` (in `services::servers`) puts a failed service back to
+//! `requested` with a new `provision` job; `provision` resumes from the
+//! failed step: the role run when the VM is still there, otherwise a new VM
+//! (a new seed generation, new host keys, the address re-claimed if it was
+//! released).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{callback, hostkey, inventory, ProvisionError, Provisioner, HOST_KEY_MISMATCH};
+use crate::alloc;
+use crate::audit::{self, Change};
+use crate::hypervisor::seed::{self, HostKeys, SeedParams};
+use crate::hypervisor::{DriverError, NetIdentity, PowerState, VmSpec};
+use crate::queue::worker::record_failure;
+use crate::queue::{
+    self, Job, JobContext, JobError, JobHandler, JobSpec, Registry, RetryPolicy, RunAt,
+};
+use crate::services::db::{tx_conn, Conn};
+use crate::services::servers::{service_key, set_status};
+use crate::services::{Db, PanelError, Principal};
+use crate::store::{Store, StoreError};
+use crate::{execute, fetch_opt, scalar};
+
+pub const PROVISION: &str = "provision";
+pub const OS_READY: &str = "vm_os_ready";
+pub const CONFIGURE: &str = "configure";
+pub const DEPROVISION: &str = "deprovision";
+
+/// Step names stored in `vm_provisioning.failed_step`.
+pub const STEP_CREATE_VM: &str = "create_vm";
+pub const STEP_OS_READY: &str = "os_ready";
+pub const STEP_HOST_KEY: &str = "host_key";
+pub const STEP_CONFIGURE: &str = "configure";
+
+/// The `configure` job of a service. Its coalescing key makes a request
+/// during a run give exactly one more run (see docs/queue.md).
+pub fn configure_spec(service_id: i64, owner: Option<i64>) -> JobSpec {
+    let mut spec = JobSpec::new(CONFIGURE, json!({ "service_id": service_id }))
+        .unique_key(format!("configure:{service_id}"))
+        .serial_key(service_key(service_id));
+    if let Some(o) = owner {
+        spec = spec.owner(o);
+    }
+    spec
+}
+
+fn os_ready_spec(service_id: i64, generation: i64, resets: i64, after: Duration) -> JobSpec {
+    JobSpec::new(
+        OS_READY,
+        json!({ "service_id": service_id, "generation": generation, "resets": resets }),
+    )
+    .queue("hypervisor")
+    .unique_key(format!("os_ready:{service_id}:{generation}:{resets}"))
+    .serial_key(service_key(service_id))
+    .run_at(RunAt::After(after))
+}
+
+/// Registers the flow's handlers (`provision`, `vm_os_ready`, `configure`,
+/// `deprovision`), replacing the placeholders of `services::servers`.
+pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
+    registry.register(PROVISION, ProvisionStep(p.clone()));
+    registry.register(OS_READY, OsReadyStep(p.clone()));
+    registry.register(CONFIGURE, ConfigureStep(p.clone()));
+    registry.register(DEPROVISION, DeprovisionStep(p));
+}
+
+/// Asks for one more role run of a ready (or configuring) server. While a
+/// run is in progress, any number of requests give exactly one more run.
+pub async fn reconverge(db: &Db, who: &Principal, service_id: i64) -> Result<i64, PanelError> {
+    let now = db.now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let service = crate::services::servers::load_managed(&mut conn, who, service_id).await?;
+    if !matches!(service.status.as_str(), "ready" | "configuring") {
+        return Err(PanelError::Conflict(format!(
+            "only ready servers can be re-converged; this one is {}",
+            service.status
+        )));
+    }
+    audit::record(
+        &mut conn,
+        now,
+        who,
+        Change::new("service.converge", "service", service_id),
+    )
+    .await?;
+    let job = queue::enqueue(&mut tx, configure_spec(service_id, who.actor_id())).await?;
+    tx.commit().await?;
+    Ok(job.job_id)
+}
+
+fn service_id_of(payload: &serde_json::Value) -> Result<i64, JobError> {
+    payload
+        .get("service_id")
+        .and_then(|v| v.as_i64())
+        .ok_or_else(|| JobError::permanent("payload has no service_id"))
+}
+
+fn hypervisor_policy(p: &Provisioner) -> RetryPolicy {
+    RetryPolicy::fixed(Duration::from_secs(p.config.api_retry_secs))
+        .max_attempts(p.config.api_retry_attempts)
+}
+
+#[derive(sqlx::FromRow)]
+struct ServiceFacts {
+    status: String,
+    cpus: i64,
+    ram_mb: i64,
+    disk_gb: i64,
+    os_image: String,
+}
+
+#[derive(sqlx::FromRow, Clone)]
+struct ProvRow {
+    vm_name: String,
+    pool_type: String,
+    callback_secret: String,
+    host_key_public: String,
+    host_key_private: Option<String>,
+    generation: i64,
+    resets: i64,
+    callback_at: Option<i64>,
+    failed_step: Option<String>,
+    ssh_endpoint: Option<String>,
+}
+
+const PROV_SELECT: &str = "SELECT vm_name, pool_type, callback_secret, host_key_public, host_key_private, \
+     generation, resets, callback_at, failed_step, ssh_endpoint FROM vm_provisioning WHERE service_id = $1";
+
+async fn facts(conn: &mut Conn<'_>, id: i64) -> Result<Option<ServiceFacts>, sqlx::Error> {
+    fetch_opt!(
+        conn,
+        ServiceFacts,
+        "SELECT s.status, s.cpus, s.ram_mb, s.disk_gb, t.os_image FROM services s \
+         JOIN server_types t ON t.id = s.server_type_id WHERE s.id = $1",
+        id
+    )
+}
+
+async fn prov(conn: &mut Conn<'_>, id: i64) -> Result<Option<ProvRow>, sqlx::Error> {
+    fetch_opt!(conn, ProvRow, PROV_SELECT, id)
+}
+
+async fn read_state(
+    db: &Db,
+    id: i64,
+) -> Result<(Option<ServiceFacts>, Option<ProvRow>), ProvisionError> {
+    let mut rc = db.read().await?;
+    let mut conn = rc.conn();
+    Ok((facts(&mut conn, id).await?, prov(&mut conn, id).await?))
+}
+
+/// Whether the VM exists on the hypervisor.
+async fn vm_exists(p: &Provisioner, name: &str) -> Result<bool, ProvisionError> {
+    let Some(driver) = &p.driver else {
+        return Ok(false);
+    };
+    match driver.status(name).await {
+        Ok(_) => Ok(true),
+        Err(DriverError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn net_identity(a: &crate::services::model::Allocation) -> Result<NetIdentity, ProvisionError> {
+    let bad = |what: &str, v: &str| ProvisionError::Missing(format!("address {what} {v:?} is invalid"));
+    let ipv4 = a
+        .ipv4
+        .as_deref()
+        .map(|v| v.parse().map_err(|_| bad("ipv4", v)))
+        .transpose()?;
+    let prefix4 = match a.netmask4.as_deref() {
+        Some(m) => {
+            let mask: std::net::Ipv4Addr = m.parse().map_err(|_| bad("netmask4", m))?;
+            u32::from(mask).count_ones() as u8
+        }
+        None => 24,
+    };
+    Ok(NetIdentity {
+        hostname: a.hostname.clone(),
+        ipv4,
+        prefix4,
+        gateway4: a
+            .gateway4
+            .as_deref()
+            .map(|v| v.parse().map_err(|_| bad("gateway4", v)))
+            .transpose()?,
+        ipv6: a
+            .ipv6
+            .as_deref()
+            .map(|v| v.parse().map_err(|_| bad("ipv6", v)))
+            .transpose()?,
+        gateway6: a
+            .gateway6
+            .as_deref()
+            .map(|v| v.parse().map_err(|_| bad("gateway6", v)))
+            .transpose()?,
+    })
+}
+
+// ---------------------------------------------------------------- provision
+
+/// `provision`: allocation, seed, VM create and start.
+pub struct ProvisionStep(pub Arc<Provisioner>);
+
+#[async_trait::async_trait]
+impl JobHandler for ProvisionStep {
+    fn policy(&self) -> RetryPolicy {
+        hypervisor_policy(&self.0)
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let id = service_id_of(ctx.payload())?;
+        provision(&self.0, id)
+            .await
+            .map_err(ProvisionError::into_job_error)
+    }
+
+    async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
+        let Ok(id) = service_id_of(&job.payload) else {
+            return record_failure(store, job, error).await;
+        };
+        fail(&self.0, id, STEP_CREATE_VM, error, true).await;
+        record_failure(store, job, error).await
+    }
+}
+
+async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
+    let system = Principal::system();
+    let (Some(svc), existing) = read_state(&p.db, id).await? else {
+        return Ok(());
+    };
+    if !matches!(svc.status.as_str(), "requested" | "allocating" | "creating_vm") {
+        return Ok(());
+    }
+    let Some(driver) = p.driver.clone() else {
+        let now = p.db.now();
+        let mut tx = p.db.begin().await?;
+        let mut conn = tx_conn(&mut tx);
+        set_status(
+            &mut conn,
+            now,
+            &system,
+            id,
+            "failed",
+            Some("no hypervisor driver is configured"),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    let name = p.vm_name(id);
+    let exists = vm_exists(p, &name).await?;
+
+    // A retry after a failed role run: the VM is still there, run the roles again.
+    if svc.status == "requested" && exists {
+        if let Some(row) = existing.as_ref().filter(|r| {
+            r.callback_at.is_some()
+                && matches!(r.failed_step.as_deref(), Some(STEP_CONFIGURE | STEP_HOST_KEY))
+        }) {
+            let _ = row;
+            let now = p.db.now();
+            let mut tx = p.db.begin().await?;
+            let mut conn = tx_conn(&mut tx);
+            execute!(
+                &mut conn,
+                "UPDATE vm_provisioning SET failed_step = NULL, updated_at = $2 WHERE service_id = $1",
+                id,
+                now
+            )?;
+            set_status(&mut conn, now, &system, id, "configuring", None).await?;
+            queue::enqueue(&mut tx, configure_spec(id, None)).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+    }
+
+    // A VM left over from a failed attempt whose seed is spent cannot be
+    // trusted to call back with the current generation: start afresh.
+    let seed_spent = existing
+        .as_ref()
+        .is_some_and(|r| r.host_key_private.is_none());
+    if seed_spent && exists {
+        driver.delete(&name).await?;
+    }
+
+    // allocating -> creating_vm: address, provisioning row, (new) seed identity.
+    let now = p.db.now();
+    let mut tx = p.db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
+    if !matches!(status.as_deref(), Some("requested" | "allocating" | "creating_vm")) {
+        return Ok(());
+    }
+    if status.as_deref() == Some("requested") {
+        set_status(&mut conn, now, &system, id, "allocating", None).await?;
+    }
+    let current = prov(&mut conn, id).await?;
+    let allocation = match alloc::allocation_of(&mut conn, id).await? {
+        Some(a) => a,
+        None => {
+            let pool_type = current
+                .as_ref()
+                .map(|r| r.pool_type.clone())
+                .unwrap_or_else(|| "public".to_string());
+            alloc::claim(&mut conn, &pool_type, id, now)
+                .await?
+                .ok_or_else(|| {
+                    ProvisionError::Missing(format!(
+                        "no free address left in the {pool_type} pools"
+                    ))
+                })?
+        }
+    };
+    match &current {
+        None => {
+            let keys = HostKeys::generate(&name)?;
+            execute!(
+                &mut conn,
+                "INSERT INTO vm_provisioning (service_id, vm_name, pool_type, callback_secret, \
+                   host_key_public, host_key_private, generation, resets, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, 0, $7, $7)",
+                id,
+                name.as_str(),
+                allocation.pool_type.as_str(),
+                callback::new_secret()?,
+                keys.ed25519_public.as_str(),
+                keys.ed25519_private.as_str(),
+                now
+            )?;
+        }
+        Some(r) if r.host_key_private.is_none() => {
+            let keys = HostKeys::generate(&name)?;
+            execute!(
+                &mut conn,
+                "UPDATE vm_provisioning SET callback_secret = $2, host_key_public = $3, \
+                   host_key_private = $4, generation = generation + 1, resets = 0, \
+                   callback_at = NULL, callback_generation = NULL, failed_step = NULL, \
+                   ssh_endpoint = NULL, updated_at = $5 WHERE service_id = $1",
+                id,
+                callback::new_secret()?,
+                keys.ed25519_public.as_str(),
+                keys.ed25519_private.as_str(),
+                now
+            )?;
+        }
+        Some(_) => {}
+    }
+    if status.as_deref() != Some("creating_vm") {
+        set_status(&mut conn, now, &system, id, "creating_vm", None).await?;
+    }
+    let row = prov(&mut conn, id)
+        .await?
+        .ok_or_else(|| ProvisionError::Missing("provisioning row vanished".into()))?;
+    tx.commit().await?;
+
+    // creating_vm: the driver builds the VM from the seed (idempotent by name).
+    let private = row
+        .host_key_private
+        .clone()
+        .ok_or_else(|| ProvisionError::Missing("host keys are gone before the seed".into()))?;
+    let host_keys = HostKeys {
+        ed25519_private: private,
+        ed25519_public: row.host_key_public.clone(),
+        fingerprint: String::new(),
+    };
+    let net = net_identity(&allocation)?;
+    let spec_net = net.clone();
+    let base = p.callback_base(allocation.gateway4.as_deref())?;
+    let mut params = SeedParams::new(format!("{name}-g{}", row.generation), net, host_keys);
+    params.admin_user = p.config.admin_user.clone();
+    params.authorized_keys = vec![p.key.public_line.clone()];
+    params.phone_home_url = Some(callback::callback_url(
+        &base,
+        &row.callback_secret,
+        &name,
+        row.generation,
+    ));
+    let spec = VmSpec {
+        name: name.clone(),
+        cpus: svc.cpus.max(1) as u32,
+        ram_mb: svc.ram_mb.max(1) as u64,
+        disk_gb: svc.disk_gb.max(1) as u64,
+        image: svc.os_image.clone(),
+        seed: seed::render(&params)?,
+        net: spec_net,
+    };
+    let info = driver.create(&spec).await?;
+    driver.start(&name).await?;
+
+    // installing_os: record the VM, forget the private host key, arm the timeout.
+    let now = p.db.now();
+    let mut tx = p.db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
+    if status.as_deref() != Some("creating_vm") {
+        // Deleted meanwhile: `deprovision` removes the VM.
+        return Ok(());
+    }
+    execute!(
+        &mut conn,
+        "INSERT INTO vms (service_id, hypervisor, vm_ref, cpus, ram_mb, disk_gb, power_state, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (service_id) DO UPDATE SET hypervisor = excluded.hypervisor, vm_ref = excluded.vm_ref, \
+           cpus = excluded.cpus, ram_mb = excluded.ram_mb, disk_gb = excluded.disk_gb, \
+           power_state = excluded.power_state, updated_at = excluded.updated_at",
+        id,
+        driver.kind(),
+        info.vm_ref.as_str(),
+        svc.cpus,
+        svc.ram_mb,
+        svc.disk_gb,
+        PowerState::Running.as_db(),
+        now
+    )?;
+    execute!(
+        &mut conn,
+        "UPDATE vm_provisioning SET host_key_private = NULL, ssh_endpoint = $2, failed_step = NULL, \
+         updated_at = $3 WHERE service_id = $1",
+        id,
+        info.ssh_endpoint.map(|a| a.to_string()),
+        now
+    )?;
+    set_status(&mut conn, now, &system, id, "installing_os", None).await?;
+    queue::enqueue(
+        &mut tx,
+        os_ready_spec(
+            id,
+            row.generation,
+            0,
+            Duration::from_secs(p.config.os_ready_timeout_secs),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(service_id = id, vm = %name, "VM created and started; waiting for its callback");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- OS ready
+
+/// `vm_os_ready`: fires when the OS-ready wait times out. If the callback
+/// has not come, power-cycle the VM and wait again; give up after
+/// `os_ready_resets` cycles.
+pub struct OsReadyStep(pub Arc<Provisioner>);
+
+#[async_trait::async_trait]
+impl JobHandler for OsReadyStep {
+    fn policy(&self) -> RetryPolicy {
+        hypervisor_policy(&self.0)
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let id = service_id_of(ctx.payload())?;
+        let generation = ctx.payload().get("generation").and_then(|v| v.as_i64());
+        let resets = ctx.payload().get("resets").and_then(|v| v.as_i64());
+        os_ready(&self.0, id, generation, resets)
+            .await
+            .map_err(ProvisionError::into_job_error)
+    }
+
+    async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
+        if let Ok(id) = service_id_of(&job.payload) {
+            fail(&self.0, id, STEP_OS_READY, error, true).await;
+        }
+        record_failure(store, job, error).await
+    }
+}
+
+async fn os_ready(
+    p: &Provisioner,
+    id: i64,
+    generation: Option<i64>,
+    resets: Option<i64>,
+) -> Result<(), ProvisionError> {
+    let (Some(svc), Some(row)) = read_state(&p.db, id).await? else {
+        return Ok(());
+    };
+    let stale = svc.status != "installing_os"
+        || row.callback_at.is_some()
+        || Some(row.generation) != generation
+        || Some(row.resets) != resets;
+    if stale {
+        return Ok(());
+    }
+    if row.resets >= i64::from(p.config.os_ready_resets) {
+        return Err(ProvisionError::Missing(format!(
+            "the VM did not call back within {} s, {} power cycle(s) included",
+            p.config.os_ready_timeout_secs, row.resets
+        )));
+    }
+    let driver = p
+        .driver
+        .as_ref()
+        .ok_or_else(|| ProvisionError::Missing("no hypervisor driver is configured".into()))?;
+    match driver.reset(&row.vm_name).await {
+        Ok(()) => {}
+        // A stopped VM cannot be reset; start it instead.
+        Err(DriverError::Permanent(_)) => driver.start(&row.vm_name).await?,
+        Err(e) => return Err(e.into()),
+    }
+    let now = p.db.now();
+    let mut tx = p.db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let bumped = execute!(
+        &mut conn,
+        "UPDATE vm_provisioning SET resets = resets + 1, updated_at = $3 \
+         WHERE service_id = $1 AND resets = $2 AND callback_at IS NULL",
+        id,
+        row.resets,
+        now
+    )?;
+    if bumped == 1 {
+        audit::record(
+            &mut conn,
+            now,
+            &Principal::system(),
+            Change {
+                action: "service.vm_reset",
+                object_type: "service",
+                object_id: Some(id),
+                before: None,
+                after: Some(json!({ "vm": row.vm_name, "resets": row.resets + 1 })),
+            },
+        )
+        .await?;
+        queue::enqueue(
+            &mut tx,
+            os_ready_spec(
+                id,
+                row.generation,
+                row.resets + 1,
+                Duration::from_secs(p.config.os_ready_timeout_secs),
+            ),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::warn!(service_id = id, vm = %row.vm_name, resets = row.resets + 1, "no callback in time: VM power-cycled");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- configure
+
+/// `configure`: host-key check, then `playbook` against this one host.
+pub struct ConfigureStep(pub Arc<Provisioner>);
+
+#[async_trait::async_trait]
+impl JobHandler for ConfigureStep {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::fixed(Duration::from_secs(self.0.config.configure_retry_secs))
+            .max_attempts(self.0.config.configure_attempts)
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let id = service_id_of(ctx.payload())?;
+        configure(&self.0, id, &ctx)
+            .await
+            .map_err(ProvisionError::into_job_error)
+    }
+
+    async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
+        if let Ok(id) = service_id_of(&job.payload) {
+            if error.starts_with(HOST_KEY_MISMATCH) {
+                tracing::error!(service_id = id, error, "ALARM: a VM presented an unexpected SSH host key; provisioning stopped");
+                fail(&self.0, id, STEP_HOST_KEY, HOST_KEY_MISMATCH, false).await;
+            } else {
+                fail(&self.0, id, STEP_CONFIGURE, error, false).await;
+            }
+        }
+        record_failure(store, job, error).await
+    }
+}
+
+async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), ProvisionError> {
+    let (Some(svc), Some(row)) = read_state(&p.db, id).await? else {
+        return Ok(());
+    };
+    if !matches!(svc.status.as_str(), "configuring" | "ready") || row.callback_at.is_none() {
+        return Ok(());
+    }
+    let driver = p
+        .driver
+        .as_ref()
+        .ok_or_else(|| ProvisionError::Missing("no hypervisor driver is configured".into()))?;
+    let info = driver.status(&row.vm_name).await?;
+    let host = inventory::hosts(&p.db, &p.config.admin_user, Some(id))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProvisionError::Missing("the service has no address".into()))?;
+    let addr: SocketAddr = match info.ssh_endpoint {
+        Some(a) => a,
+        None => {
+            let h = host.vars.get("ansible_host").and_then(|v| v.as_str()).unwrap_or_default();
+            let ip = h
+                .parse()
+                .map_err(|_| ProvisionError::Missing(format!("no IP address to reach {h:?}")))?;
+            SocketAddr::new(ip, 22)
+        }
+    };
+    let log = crate::queue::log::JobLog::open(ctx).await.map_err(PanelError::from)?;
+    log.message(format!("waiting for sshd of {} at {addr}", row.vm_name));
+    hostkey::wait_for_banner(addr, Duration::from_secs(p.config.ssh_wait_secs)).await?;
+    if let Err(e) = hostkey::verify(addr, &row.host_key_public).await {
+        log.message(e.to_string());
+        let _ = log.close().await;
+        if let ProvisionError::HostKeyMismatch { expected, seen } = &e {
+            audit_alarm(&p.db, id, expected, seen).await;
+        }
+        return Err(e);
+    }
+    let known = p.known_hosts_path(&row.vm_name);
+    hostkey::write_known_hosts(&known, &addr.ip().to_string(), addr.port(), &row.host_key_public)?;
+    log.message(format!("host key of {} verified", row.vm_name));
+
+    // The role run: the panel's inventory for this one host, its key, its known_hosts.
+    let inv_path = p.inventory_path(&row.vm_name);
+    if let Some(dir) = inv_path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ProvisionError::io(format!("creating {}", dir.display()), e))?;
+    }
+    let inv = inventory::for_role_run(
+        &host,
+        &p.key.private_path.display().to_string(),
+        &known.display().to_string(),
+    );
+    std::fs::write(&inv_path, serde_json::to_vec_pretty(&inv).unwrap_or_default())
+        .map_err(|e| ProvisionError::io(format!("writing {}", inv_path.display()), e))?;
+    let playbook_path = p.config.playbook.clone();
+    let playbook = tokio::task::spawn_blocking(move || {
+        keel::playbook::load_playbook(&playbook_path, &Default::default())
+    })
+    .await
+    .map_err(|e| ProvisionError::Playbook(e.to_string()))?
+    .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
+    let inventory = keel::inventory::Inventory::load_async(
+        vec![inv_path.display().to_string()],
+        keel::inventory::LoadOptions {
+            http_token: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
+    let opts = keel::executor::RunOptions {
+        forks: 1,
+        limit: Some(host.name.clone()),
+        ..Default::default()
+    };
+    let summary = keel::executor::run_playbook(&playbook, inventory, opts, log.engine_sink()).await;
+    let _ = log.close().await;
+    if summary.exit_code() != 0 {
+        let stats = summary
+            .stats
+            .iter()
+            .map(|(h, s)| format!("{h}: {s:?}"))
+            .chain(summary.errors.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ProvisionError::RoleRun(format!(
+            "exit code {} ({stats})",
+            summary.exit_code()
+        )));
+    }
+
+    let now = p.db.now();
+    let mut tx = p.db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
+    if status.as_deref() == Some("configuring") {
+        set_status(&mut conn, now, &Principal::system(), id, "ready", None).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(service_id = id, vm = %row.vm_name, "roles applied; service ready");
+    Ok(())
+}
+
+async fn audit_alarm(db: &Db, id: i64, expected: &str, seen: &str) {
+    let result: Result<(), PanelError> = async {
+        let now = db.now();
+        let mut tx = db.begin().await?;
+        let mut conn = tx_conn(&mut tx);
+        audit::record(
+            &mut conn,
+            now,
+            &Principal::system(),
+            Change {
+                action: "service.host_key_mismatch",
+                object_type: "service",
+                object_id: Some(id),
+                before: Some(json!({ "expected": expected })),
+                after: Some(json!({ "seen": seen })),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(service_id = id, error = %e, "could not record the host-key alarm");
+    }
+}
+
+// ---------------------------------------------------------------- failure
+
+/// A step failed for good: `failed` with the reason and the step, and for
+/// steps before the OS is up, the VM deleted and the address released
+/// (into quarantine). Best effort on the hypervisor: an orphan is left for
+/// the reconciliation job rather than blocking the status change.
+async fn fail(p: &Provisioner, id: i64, step: &str, reason: &str, delete_vm: bool) {
+    if delete_vm {
+        if let Some(driver) = &p.driver {
+            if let Err(e) = driver.delete(&p.vm_name(id)).await {
+                tracing::error!(service_id = id, error = %e, "compensation: could not delete the VM");
+            }
+        }
+    }
+    let result: Result<(), PanelError> = async {
+        let now = p.db.now();
+        let mut tx = p.db.begin().await?;
+        let mut conn = tx_conn(&mut tx);
+        let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
+        if matches!(status.as_deref(), None | Some("deleting" | "deleted" | "failed")) {
+            return Ok(());
+        }
+        if delete_vm {
+            execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)?;
+            alloc::release(&mut conn, id, now).await?;
+        }
+        execute!(
+            &mut conn,
+            "UPDATE vm_provisioning SET failed_step = $2, updated_at = $3 WHERE service_id = $1",
+            id,
+            step,
+            now
+        )?;
+        set_status(&mut conn, now, &Principal::system(), id, "failed", Some(reason)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(service_id = id, error = %e, "could not mark the service failed");
+    }
+}
+
+// ---------------------------------------------------------------- deprovision
+
+/// `deprovision`: power off and delete the VM, forget its host key,
+/// release the address, `deleted`.
+pub struct DeprovisionStep(pub Arc<Provisioner>);
+
+#[async_trait::async_trait]
+impl JobHandler for DeprovisionStep {
+    fn policy(&self) -> RetryPolicy {
+        hypervisor_policy(&self.0)
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let id = service_id_of(ctx.payload())?;
+        deprovision(&self.0, id)
+            .await
+            .map_err(ProvisionError::into_job_error)
+    }
+}
+
+async fn deprovision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
+    let (Some(svc), _) = read_state(&p.db, id).await? else {
+        return Ok(());
+    };
+    if svc.status != "deleting" {
+        return Ok(());
+    }
+    let name = p.vm_name(id);
+    if let Some(driver) = &p.driver {
+        match driver.power_off(&name).await {
+            Ok(()) | Err(DriverError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        driver.delete(&name).await?;
+    }
+    hostkey::remove_known_hosts(&p.known_hosts_path(&name))?;
+    let _ = std::fs::remove_file(p.inventory_path(&name));
+    let now = p.db.now();
+    let mut tx = p.db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
+    if status.as_deref() != Some("deleting") {
+        return Ok(());
+    }
+    execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)?;
+    alloc::release(&mut conn, id, now).await?;
+    set_status(&mut conn, now, &Principal::system(), id, "deleted", None).await?;
+    tx.commit().await?;
+    Ok(())
+}

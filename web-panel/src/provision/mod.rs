@@ -1,0 +1,282 @@
+//! The provisioning flow: from "Create server" to a configured, running VM.
+//!
+//! `services::servers::create` claims the address and enqueues `provision`;
+//! from there every step is a durable, idempotent job (`jobs.rs`):
+//!
+//! ```text
+//! requested ─► allocating ─► creating_vm ─► installing_os ─► configuring ─► ready
+//!   provision job: address, seed,            │ vm_os_ready job:   │ configure job:
+//!   driver create + start                    │ timeout, reset, N× │ host key, roles
+//!                                            └─ POST /callback/vm-ready (HMAC) ─┘
+//! any step, for good ─► failed (reason, failed step; compensation) ─► retry ─► requested
+//! delete ─► deleting ─► deprovision job ─► deleted
+//! ```
+//!
+//! Layout: `jobs.rs` the step handlers and their compensation, `callback.rs`
+//! the VM-ready callback (HMAC, replay safety), `hostkey.rs` the SSH banner
+//! wait, host-key check and known_hosts files, `inventory.rs` the dynamic
+//! inventory (served to consumers and used by the role run).
+//!
+//! Only the hypervisor drivers talk to the hypervisor; this module decides
+//! what to ask them and records what they answered.
+
+pub mod callback;
+pub mod hostkey;
+pub mod inventory;
+pub mod jobs;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Config, HypervisorConfig};
+use crate::hypervisor::seed::{HostKeys, SeedError};
+use crate::hypervisor::{Driver, DriverError};
+use crate::queue::JobError;
+use crate::services::{Db, PanelError};
+
+pub use jobs::{reconverge, register};
+
+
+/// Why a step failed. [`ProvisionError::into_job_error`] classifies it for
+/// the step's retry policy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error(transparent)]
+    Panel(#[from] PanelError),
+    #[error("seed: {0}")]
+    Seed(#[from] SeedError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VM presented another host key than the one the panel generated.
+    #[error("{HOST_KEY_MISMATCH}: expected {expected}, the VM presented {seen}")]
+    HostKeyMismatch { expected: String, seen: String },
+    /// sshd not up yet, connection refused, handshake cut: try again.
+    #[error("ssh: {0}")]
+    Ssh(String),
+    /// The playbook does not load: no retry will help.
+    #[error("playbook: {0}")]
+    Playbook(String),
+    /// The role run failed or a host was unreachable.
+    #[error("role run failed: {0}")]
+    RoleRun(String),
+    /// A fact the flow needs is missing (no address, no state row).
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// The failure reason a host-key mismatch leaves on the service.
+pub const HOST_KEY_MISMATCH: &str = "host key mismatch";
+
+impl ProvisionError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ProvisionError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn into_job_error(self) -> JobError {
+        match &self {
+            ProvisionError::Driver(e) if e.is_retryable() => JobError::retryable(self),
+            ProvisionError::Driver(_)
+            | ProvisionError::Seed(_)
+            | ProvisionError::HostKeyMismatch { .. }
+            | ProvisionError::Playbook(_)
+            | ProvisionError::Missing(_) => JobError::permanent(self),
+            ProvisionError::Panel(_)
+            | ProvisionError::Io { .. }
+            | ProvisionError::Ssh(_)
+            | ProvisionError::RoleRun(_) => JobError::retryable(self),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ProvisionError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ProvisionError::Panel(PanelError::Store(e))
+    }
+}
+
+impl From<sqlx::Error> for ProvisionError {
+    fn from(e: sqlx::Error) -> Self {
+        ProvisionError::Panel(PanelError::Database(e))
+    }
+}
+
+/// The panel's own SSH key pair, the admin key every VM is seeded with and
+/// the identity of the role run. Generated once into the data directory.
+#[derive(Debug, Clone)]
+pub struct PanelKey {
+    /// OpenSSH private key file (mode 0600).
+    pub private_path: PathBuf,
+    /// `ssh-ed25519 AAAA… keel-panel`.
+    pub public_line: String,
+}
+
+impl PanelKey {
+    /// Loads `<dir>/id_ed25519(.pub)`, generating the pair the first time.
+    pub fn load_or_create(dir: &Path) -> Result<PanelKey, ProvisionError> {
+        let private_path = dir.join("id_ed25519");
+        let public_path = dir.join("id_ed25519.pub");
+        if private_path.is_file() && public_path.is_file() {
+            let public_line = std::fs::read_to_string(&public_path)
+                .map_err(|e| ProvisionError::io(format!("reading {}", public_path.display()), e))?
+                .trim()
+                .to_string();
+            return Ok(PanelKey {
+                private_path,
+                public_line,
+            });
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ProvisionError::io(format!("creating {}", dir.display()), e))?;
+        let keys = HostKeys::generate("keel-panel")?;
+        write_private(&private_path, keys.ed25519_private.as_bytes())?;
+        std::fs::write(&public_path, format!("{}\n", keys.ed25519_public.trim()))
+            .map_err(|e| ProvisionError::io(format!("writing {}", public_path.display()), e))?;
+        Ok(PanelKey {
+            private_path,
+            public_line: keys.ed25519_public.trim().to_string(),
+        })
+    }
+}
+
+/// Writes a secret file readable by its owner only, atomically.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProvisionError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| ProvisionError::io(format!("creating {}", tmp.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| ProvisionError::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| ProvisionError::io(format!("renaming to {}", path.display()), e))
+}
+
+/// The driver `hypervisor.driver` names; `None` for `none`.
+pub fn driver_from_config(config: &Config) -> Result<Option<Arc<dyn Driver>>, ProvisionError> {
+    use crate::hypervisor::{libvirt, nspawn, ImageStore};
+    let h = &config.hypervisor;
+    let images = ImageStore::new(&h.image_dir);
+    let state_dir = h.state_dir(&config.data_dir);
+    Ok(match h.driver.as_str() {
+        "none" => None,
+        "libvirt" => {
+            let mut cfg = libvirt::LibvirtConfig::new(&h.uri, images, state_dir);
+            cfg.prefix = h.vm_prefix.clone();
+            Some(Arc::new(libvirt::LibvirtDriver::new(cfg)))
+        }
+        "nspawn" => {
+            let mut cfg = nspawn::NspawnConfig::new(images);
+            cfg.state_dir = state_dir;
+            cfg.prefix = h.vm_prefix.clone();
+            Some(Arc::new(nspawn::NspawnDriver::new(cfg)))
+        }
+        other => {
+            return Err(ProvisionError::Missing(format!(
+                "unknown hypervisor driver {other:?}"
+            )))
+        }
+    })
+}
+
+/// What the step handlers share: the database, the driver (none when
+/// `hypervisor.driver = "none"`), the flow's configuration and the panel's
+/// files (SSH key, known_hosts, per-VM inventories).
+#[derive(Clone)]
+pub struct Provisioner {
+    pub db: Db,
+    pub driver: Option<Arc<dyn Driver>>,
+    pub config: HypervisorConfig,
+    pub data_dir: PathBuf,
+    /// Port VMs call back on when `callback_url` is empty.
+    pub callback_port: u16,
+    pub key: PanelKey,
+}
+
+impl std::fmt::Debug for Provisioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioner")
+            .field("driver", &self.driver.as_ref().map(|d| d.kind()))
+            .field("data_dir", &self.data_dir)
+            .field("callback_port", &self.callback_port)
+            .finish()
+    }
+}
+
+impl Provisioner {
+    /// Builds the flow's context from the panel configuration; generates
+    /// the panel's SSH key on first use.
+    pub fn new(
+        db: Db,
+        driver: Option<Arc<dyn Driver>>,
+        config: &Config,
+    ) -> Result<Provisioner, ProvisionError> {
+        let callback_port = match config.hypervisor.callback_listen() {
+            Ok(Some(addr)) => addr.port(),
+            _ => config.listen.port(),
+        };
+        let key = PanelKey::load_or_create(&config.data_dir.join("ssh"))?;
+        Ok(Provisioner {
+            db,
+            driver,
+            config: config.hypervisor.clone(),
+            data_dir: config.data_dir.clone(),
+            callback_port,
+            key,
+        })
+    }
+
+    /// The name of a service's VM (`<vm_prefix><id>`, `keel-<id>` by
+    /// default): stable, so a retried `create` finds it.
+    pub fn vm_name(&self, service_id: i64) -> String {
+        format!("{}{service_id}", self.config.vm_prefix)
+    }
+
+    /// The known_hosts file of one VM (the role run trusts only this).
+    pub fn known_hosts_path(&self, vm: &str) -> PathBuf {
+        self.data_dir.join("known_hosts.d").join(vm)
+    }
+
+    /// The inventory file the role run of one VM reads.
+    pub fn inventory_path(&self, vm: &str) -> PathBuf {
+        self.data_dir.join("inventory").join(format!("{vm}.yml"))
+    }
+
+    /// The base of the callback URL for a VM whose IPv4 gateway is `gateway4`.
+    pub fn callback_base(&self, gateway4: Option<&str>) -> Result<String, ProvisionError> {
+        let base = self.config.callback_url.trim().trim_end_matches('/');
+        if !base.is_empty() {
+            return Ok(base.to_string());
+        }
+        let gw = gateway4.ok_or_else(|| {
+            ProvisionError::Missing(
+                "hypervisor.callback_url is empty and the address has no IPv4 gateway to derive it from"
+                    .into(),
+            )
+        })?;
+        Ok(format!(
+            "http://{}",
+            SocketAddr::new(
+                gw.parse().map_err(|_| ProvisionError::Missing(format!(
+                    "gateway {gw:?} is not an IP address"
+                )))?,
+                self.callback_port
+            )
+        ))
+    }
+}
