@@ -154,7 +154,6 @@ impl Login {
     }
 
     fn push_target(&self, s: &mut String) {
-        s.push_str(&format!("connect-timeout={}\n", self.connect_timeout));
         if let Some(sock) = &self.unix_socket {
             s.push_str(&format!(
                 "host=localhost\nsocket={}\nprotocol=socket\n",
@@ -164,6 +163,12 @@ impl Login {
             s.push_str(&format!("host={}\n", option_value(&self.host)));
             s.push_str(&format!("port={}\n", self.port));
         }
+        // Only the `mysql` client knows this option; `mysqldump` would
+        // reject it under `[client]`.
+        s.push_str(&format!(
+            "[mysql]\nconnect-timeout={}\n",
+            self.connect_timeout
+        ));
     }
 
     /// The `config_file` as a shell word (`~/` expands to `$HOME`).
@@ -227,8 +232,15 @@ const CONNECT_ERRORS: &[&str] = &[
     "ERROR 1044",
 ];
 
-/// The fixed script that runs a batch; see the module docs for its stdin.
-fn client_script(login: &Login) -> String {
+/// How a batch runs the client: the SQL file on stdin, rows out.
+const BATCH_RUN: &str =
+    r#""$cli" --defaults-file="$f" --batch --skip-column-names --raw < "$d/batch.sql""#;
+
+/// The fixed script around `run`, a shell fragment that may use `$cli`
+/// (the client), `$f` (the option file to log in with) and `$d` (the
+/// private temporary directory, which holds `batch.sql`). See the module
+/// docs for its stdin.
+fn client_script(login: &Login, run: &str) -> String {
     let cfg = login.config_word();
     format!(
         r#"umask 077
@@ -251,11 +263,55 @@ if [ -n "$a" ]; then
     f="$d/admin.cnf"
   fi
 fi
-"$cli" --defaults-file="$f" --batch --skip-column-names --raw < "$d/batch.sql"
+{run}
 rc=$?
 exit $rc
 "#
     )
+}
+
+/// Runs `run` (see [`client_script`]) with `sql` as `$d/batch.sql`; the
+/// client's stdout on success. `secrets` are blanked out of error text.
+pub async fn run_client(
+    ctx: &TaskContext<'_>,
+    login: &Login,
+    run: &str,
+    sql: &[u8],
+    secrets: &[&str],
+) -> Result<String, SqlError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let admin = if login.check_implicit_admin {
+        b64.encode(login.implicit_admin_option_file())
+    } else {
+        String::new()
+    };
+    let mut stdin = format!("{admin}\n{}\n", b64.encode(login.option_file())).into_bytes();
+    stdin.extend_from_slice(sql);
+    let out = ctx.run(client_script(login, run), Some(stdin)).await?;
+    let stderr = out.stderr_str();
+    if out.rc == 0 {
+        return Ok(out.stdout_str());
+    }
+    if stderr.contains("KEEL-NO-MYSQL-CLIENT") {
+        return Err(SqlError::NoClient);
+    }
+    let mut reason = stderr.trim().to_string();
+    if reason.is_empty() {
+        reason = format!("rc={}: {}", out.rc, out.stdout_str().trim());
+    }
+    let mut all_secrets: Vec<&str> = secrets.to_vec();
+    if let Some(p) = &login.password {
+        all_secrets.push(p);
+    }
+    let reason = redact(&reason, &all_secrets);
+    if CONNECT_ERRORS.iter().any(|c| reason.starts_with(c)) {
+        return Err(SqlError::Connect {
+            config: login.config_file.clone(),
+            who: login.describe(),
+            reason,
+        });
+    }
+    Err(SqlError::Query(reason))
 }
 
 /// The rows each section of a batch printed, by section name.
@@ -347,39 +403,8 @@ impl Batch {
         login: &Login,
         secrets: &[&str],
     ) -> Result<Sections, SqlError> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let admin = if login.check_implicit_admin {
-            b64.encode(login.implicit_admin_option_file())
-        } else {
-            String::new()
-        };
-        let mut stdin = format!("{admin}\n{}\n", b64.encode(login.option_file())).into_bytes();
-        stdin.extend_from_slice(self.sql.as_bytes());
-        let out = ctx.run(client_script(login), Some(stdin)).await?;
-        let stderr = out.stderr_str();
-        if out.rc == 0 {
-            return Ok(Sections::parse(&self.token, &out.stdout_str()));
-        }
-        if stderr.contains("KEEL-NO-MYSQL-CLIENT") {
-            return Err(SqlError::NoClient);
-        }
-        let mut reason = stderr.trim().to_string();
-        if reason.is_empty() {
-            reason = format!("rc={}: {}", out.rc, out.stdout_str().trim());
-        }
-        let mut all_secrets: Vec<&str> = secrets.to_vec();
-        if let Some(p) = &login.password {
-            all_secrets.push(p);
-        }
-        let reason = redact(&reason, &all_secrets);
-        if CONNECT_ERRORS.iter().any(|c| reason.starts_with(c)) {
-            return Err(SqlError::Connect {
-                config: login.config_file.clone(),
-                who: login.describe(),
-                reason,
-            });
-        }
-        Err(SqlError::Query(reason))
+        let out = run_client(ctx, login, BATCH_RUN, self.sql.as_bytes(), secrets).await?;
+        Ok(Sections::parse(&self.token, &out))
     }
 }
 
@@ -472,7 +497,7 @@ mod tests {
             port: 3306,
             ..Default::default()
         };
-        let script = client_script(&l);
+        let script = client_script(&l, BATCH_RUN);
         for secret in ["hunter2", "dbowner", "db.example"] {
             assert!(!script.contains(secret), "{secret} in the script");
         }

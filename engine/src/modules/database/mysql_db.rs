@@ -5,17 +5,140 @@
 //! `information_schema.SCHEMATA`. Like community.mysql, an existing database
 //! is left as it is (its encoding and collation are not altered); missing
 //! ones are created, and `absent` drops the ones that exist. The apply batch
-//! runs only those statements; check mode stops before it. `dump` and
-//! `import` are not implemented yet and fail with a message saying so.
+//! runs only those statements; check mode stops before it.
+//!
+//! `dump` runs `mariadb-dump`/`mysqldump` into `target` and `import` feeds
+//! `target` to the client (creating the database first when missing), both
+//! compressed or not by the file's extension (`.gz`, `.bz2`, `.xz`, `.zst`),
+//! with the same temporary option file for credentials. Both always report
+//! a change, as community.mysql does. A dump file is created with mode 0600.
 
 use minijinja::Value;
 
-use super::mysql_common::{sql_ident, sql_string, Batch, Login};
+use super::mysql_common::{run_client, sql_ident, sql_string, Batch, Login};
 use crate::modules::args::ModuleArgs;
 use crate::modules::system::hostio::state_diff;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::transport::quote;
 
 pub struct MysqlDb;
+
+/// The `mysqldump` switches `state=dump` takes.
+#[derive(Debug, Clone, Default)]
+pub struct DumpOpts {
+    pub single_transaction: bool,
+    pub quick: bool,
+    pub ignore_tables: Vec<String>,
+    pub hex_blob: bool,
+    pub force: bool,
+    pub master_data: i64,
+    pub skip_lock_tables: bool,
+    pub extra: Vec<String>,
+}
+
+/// The program that (de)compresses `target`, by its extension.
+fn compressor(target: &str) -> Option<&'static str> {
+    match target.rsplit_once('.').map(|(_, e)| e) {
+        Some("gz") => Some("gzip"),
+        Some("bz2") => Some("bzip2"),
+        Some("xz") => Some("xz"),
+        Some("zst") => Some("zstd"),
+        _ => None,
+    }
+}
+
+/// The shell fragment (for [`run_client`]) that dumps `names` to
+/// `target`, and the command as the result shows it (no credentials).
+/// One database is dumped bare, several with `--databases`, `all` with
+/// `--all-databases`, as community.mysql does.
+pub fn dump_fragment(names: &[String], all: bool, target: &str, o: &DumpOpts) -> (String, String) {
+    let mut args: Vec<String> = Vec::new();
+    if o.single_transaction {
+        args.push("--single-transaction".into());
+    }
+    if o.quick {
+        args.push("--quick".into());
+    }
+    if o.hex_blob {
+        args.push("--hex-blob".into());
+    }
+    if o.force {
+        args.push("--force".into());
+    }
+    if o.skip_lock_tables {
+        args.push("--skip-lock-tables".into());
+    }
+    if o.master_data > 0 {
+        args.push(format!("--master-data={}", o.master_data));
+    }
+    for t in &o.ignore_tables {
+        args.push(format!("--ignore-table={t}"));
+    }
+    args.extend(o.extra.iter().cloned());
+    if all {
+        args.push("--all-databases".into());
+    } else {
+        if names.len() > 1 {
+            args.push("--databases".into());
+        }
+        args.push("--".into());
+        args.extend(names.iter().cloned());
+    }
+    let argv = args.iter().map(|x| quote(x)).collect::<Vec<_>>().join(" ");
+    let t = quote(target);
+    let find = "dump=$(command -v mariadb-dump || command -v mysqldump) || \
+                { echo 'neither mariadb-dump nor mysqldump is installed on the host' >&2; exit 127; }\n";
+    let (frag, shown) = match compressor(target) {
+        Some(z) => (
+            format!(
+                "{find}{{ \"$dump\" --defaults-file=\"$f\" {argv}; echo $? > \"$d/rc\"; }} | {z} > {t} || exit 1\n\
+                 exit \"$(cat \"$d/rc\")\""
+            ),
+            format!("mysqldump {argv} | {z} > {t}"),
+        ),
+        None => (
+            format!("{find}\"$dump\" --defaults-file=\"$f\" {argv} > {t}"),
+            format!("mysqldump {argv} > {t}"),
+        ),
+    };
+    (frag, shown)
+}
+
+/// The shell fragment that feeds `target` to the client (into `db`, or
+/// as a whole-server dump), and the command as the result shows it.
+pub fn import_fragment(db: Option<&str>, target: &str, force: bool) -> (String, String) {
+    let t = quote(target);
+    let mut argv = String::new();
+    if force {
+        argv.push_str(" --force");
+    }
+    if let Some(db) = db {
+        argv.push_str(&format!(" -- {}", quote(db)));
+    }
+    let check = format!("[ -r {t} ] || {{ echo \"target {target} not found\" >&2; exit 1; }}\n");
+    match compressor(target) {
+        Some(z) => (
+            format!(
+                "{check}{{ {z} -dc {t}; echo $? > \"$d/rc\"; }} | \"$cli\" --defaults-file=\"$f\"{argv} || exit $?\n\
+                 exit \"$(cat \"$d/rc\")\""
+            ),
+            format!("{z} -dc {t} | mysql{argv}"),
+        ),
+        None => (
+            format!("{check}\"$cli\" --defaults-file=\"$f\"{argv} < {t}"),
+            format!("mysql{argv} < {t}"),
+        ),
+    }
+}
+
+fn string_list(items: &[String]) -> Value {
+    Value::from(
+        items
+            .iter()
+            .map(|n| Value::from(n.as_str()))
+            .collect::<Vec<_>>(),
+    )
+}
 
 /// The `CREATE DATABASE` statement for `name`.
 pub fn create_statement(name: &str, encoding: &str, collation: &str) -> String {
@@ -47,16 +170,23 @@ impl Module for MysqlDb {
             .unwrap();
         let encoding = a.string(&["encoding"])?.unwrap_or_default();
         let collation = a.string(&["collation"])?.unwrap_or_default();
+        let target = a.string(&["target"])?;
+        let opts = DumpOpts {
+            single_transaction: a.bool(&["single_transaction"], false)?,
+            quick: a.bool(&["quick"], true)?,
+            ignore_tables: a.list(&["ignore_tables"])?.unwrap_or_default(),
+            hex_blob: a.bool(&["hex_blob"], false)?,
+            force: a.bool(&["force"], false)?,
+            master_data: a.int(&["master_data"])?.unwrap_or(0),
+            skip_lock_tables: a.bool(&["skip_lock_tables"], false)?,
+            extra: match a.string(&["dump_extra_args"])? {
+                Some(x) => shell_words::split(&x).map_err(|e| {
+                    ModuleError::Args(format!("dump_extra_args: {e} (module mysql_db)"))
+                })?,
+                None => Vec::new(),
+            },
+        };
         a.ignore(&[
-            "target",
-            "single_transaction",
-            "quick",
-            "ignore_tables",
-            "hex_blob",
-            "force",
-            "master_data",
-            "skip_lock_tables",
-            "dump_extra_args",
             "use_shell",
             "unsafe_login_password",
             "restrict_config_file",
@@ -66,10 +196,49 @@ impl Module for MysqlDb {
             "sql_log_bin",
         ]);
         a.finish()?;
+        let all = names.len() == 1 && names[0] == "all";
         if state == "dump" || state == "import" {
-            return Ok(ModuleResult::failed(format!(
-                "mysql_db state={state} is not supported by Keel yet"
-            )));
+            let Some(target) = target else {
+                return Ok(ModuleResult::failed(format!(
+                    "with state={state}, target is required"
+                )));
+            };
+            if state == "import" && names.len() > 1 {
+                return Ok(ModuleResult::failed(
+                    "with state=import, name must be one database or 'all'",
+                ));
+            }
+            let res = ModuleResult::changed(true)
+                .with("db", names.join(" "))
+                .with("db_list", string_list(&names));
+            if ctx.check_mode {
+                return Ok(res.with("executed_commands", string_list(&[])));
+            }
+            let mut executed = Vec::new();
+            let (fragment, shown) = if state == "dump" {
+                dump_fragment(&names, all, &target, &opts)
+            } else {
+                if !all {
+                    // Importing creates the database first when missing.
+                    let mut b = Batch::new();
+                    b.stmt(
+                        &create_statement(&names[0], &encoding, &collation).replacen(
+                            "CREATE DATABASE ",
+                            "CREATE DATABASE IF NOT EXISTS ",
+                            1,
+                        ),
+                    );
+                    if let Err(e) = b.run(ctx, &login, &[]).await {
+                        return e.into_result();
+                    }
+                }
+                import_fragment((!all).then(|| names[0].as_str()), &target, opts.force)
+            };
+            if let Err(e) = run_client(ctx, &login, &fragment, b"", &[]).await {
+                return e.into_result();
+            }
+            executed.push(shown);
+            return Ok(res.with("executed_commands", string_list(&executed)));
         }
 
         let mut q = Batch::new();
@@ -164,6 +333,34 @@ impl Module for MysqlDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dump_and_import_commands_follow_the_target() {
+        let names = vec!["a".to_string(), "b c".to_string()];
+        let o = DumpOpts {
+            quick: true,
+            ignore_tables: vec!["a.t1".into()],
+            extra: vec!["--routines".into()],
+            ..Default::default()
+        };
+        let (frag, shown) = dump_fragment(&names, false, "/srv/x.sql.gz", &o);
+        assert_eq!(
+            shown,
+            "mysqldump --quick --ignore-table=a.t1 --routines --databases -- a 'b c' \
+             | gzip > /srv/x.sql.gz"
+        );
+        assert!(frag.contains("--defaults-file=\"$f\""), "{frag}");
+        let (_, shown) = dump_fragment(&names[..1], false, "/srv/x.sql", &o);
+        assert!(shown.ends_with("--routines -- a > /srv/x.sql"), "{shown}");
+        let (_, shown) = dump_fragment(&[], true, "/srv/all.sql", &DumpOpts::default());
+        assert_eq!(shown, "mysqldump --all-databases > /srv/all.sql");
+        let (frag, shown) = import_fragment(Some("we'ird"), "/srv/x.sql.xz", true);
+        assert_eq!(
+            shown,
+            "xz -dc /srv/x.sql.xz | mysql --force -- 'we'\\''ird'"
+        );
+        assert!(frag.starts_with("[ -r /srv/x.sql.xz ]"), "{frag}");
+    }
 
     #[test]
     fn create_quotes_name_encoding_and_collation() {
