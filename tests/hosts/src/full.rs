@@ -90,6 +90,8 @@ pub struct FullHost {
     pub pid: u32,
     /// The container's console output (systemd's boot messages).
     pub console_log: PathBuf,
+    /// The host's network namespace (`/run/netns/<netns>`).
+    pub netns: String,
     /// From spawning `systemd-nspawn` until systemd reported the boot done
     /// and sshd answered.
     pub boot_time: Duration,
@@ -478,45 +480,104 @@ fn nsenter(pid: u32, cmd: &str) -> Command {
     c
 }
 
-/// Removes what a killed earlier run of this slot left: containers, network
-/// namespaces, state.
-fn clean_slot(slot: u32, dir: &Path) {
-    if let Ok(rd) = fs::read_dir(dir) {
+/// Processes whose network namespace is the named one under /run/netns.
+fn processes_in_netns(name: &str) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(format!("/run/netns/{name}")) else {
+        return Vec::new();
+    };
+    let want = format!("net:[{}]", meta.ino());
+    let mut pids = Vec::new();
+    if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
-            for f in ["init.pid", "nspawn.pid"] {
-                let Ok(pid) = fs::read_to_string(e.path().join(f)) else {
-                    continue;
-                };
-                let Ok(pid) = pid.trim().parse::<i32>() else {
-                    continue;
-                };
-                // Only kill a process that still is what we recorded.
-                let cmd = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if cmd.contains("systemd") || cmd.contains("init") {
-                    // SAFETY: plain syscall.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let ns = fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            if ns.as_deref().and_then(|p| p.to_str()) == Some(want.as_str()) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Removes what a killed earlier run of `slot` left: every process inside
+/// its hosts' network namespaces (so the containers, whose overlays live in
+/// nspawn's private mount namespace), the namespaces, the state directory.
+/// Only called with the slot's lock held, so no live run owns these.
+fn clean_slot(slot: u32, dir: &Path) {
+    let prefix = format!("keelf-{slot}-");
+    let names: Vec<String> = fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &names {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = processes_in_netns(name);
+            if pids.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: plain syscall.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
                 }
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
     }
-    let prefix = format!("keelf-{slot}-");
+    if dir.exists() {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+/// Cleans every slot that has leftovers but no live owner (its lock is free).
+fn sweep_stale(locks: &Path) {
+    let base = base_dir();
+    let mut stale: Vec<u32> = Vec::new();
     if let Ok(rd) = fs::read_dir("/run/netns") {
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with(&prefix) {
-                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            let n = e.file_name().to_string_lossy().to_string();
+            if let Some(slot) = n
+                .strip_prefix("keelf-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                stale.push(slot);
             }
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let _ = fs::remove_dir_all(dir);
+    if let Ok(rd) = fs::read_dir(&base) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if let Some(slot) = n.strip_prefix("full-slot-").and_then(|s| s.parse().ok()) {
+                stale.push(slot);
+            }
+        }
+    }
+    stale.sort_unstable();
+    stale.dedup();
+    for slot in stale {
+        if let Ok(Some(_l)) = lock(&locks.join(format!("full-slot-{slot}.lock")), false) {
+            clean_slot(slot, &base.join(format!("full-slot-{slot}")));
+        }
+    }
 }
 
 fn take_slot() -> Result<(u32, File)> {
     let locks = base_dir().join("locks");
     fs::create_dir_all(&locks)?;
+    sweep_stale(&locks);
     let start = std::process::id() % SLOTS;
     for i in 0..SLOTS {
         let slot = (start + i) % SLOTS;
@@ -619,7 +680,7 @@ impl FullHosts {
             pending.push(spawned.plan);
         }
         for (i, p) in pending.into_iter().enumerate() {
-            let h = wait_booted(&dir, p, fh.running[i].nspawn.id())
+            let h = wait_booted(p, fh.running[i].nspawn.id())
                 .context("waiting for a full host to boot")?;
             fh.hosts.push(h);
         }
@@ -740,6 +801,7 @@ impl Drop for FullHosts {
 
 struct HostPlan {
     name: String,
+    netns: String,
     addr: String,
     host_key: String,
     hdir: PathBuf,
@@ -855,9 +917,10 @@ fn spawn_host(
     let host_key: Vec<&str> = pubkey.split_whitespace().take(2).collect();
     Ok(Spawned {
         child,
-        netns,
+        netns: netns.clone(),
         plan: HostPlan {
             name: name.to_string(),
+            netns: netns.clone(),
             addr: inside,
             host_key: host_key.join(" "),
             hdir,
@@ -869,7 +932,7 @@ fn spawn_host(
 
 /// Waits until systemd in the host reports the boot finished (running or
 /// degraded) and sshd answers with its banner.
-fn wait_booted(_dir: &Path, p: HostPlan, nspawn_pid: u32) -> Result<FullHost> {
+fn wait_booted(p: HostPlan, nspawn_pid: u32) -> Result<FullHost> {
     let deadline = p.started + BOOT_TIMEOUT;
     let fail = |what: &str| -> anyhow::Error {
         let log = fs::read_to_string(&p.console_log).unwrap_or_default();
@@ -900,9 +963,7 @@ fn wait_booted(_dir: &Path, p: HostPlan, nspawn_pid: u32) -> Result<FullHost> {
         if state == "running" || state == "degraded" {
             break state;
         }
-        if matches!(state.as_str(), "maintenance" | "stopping")
-            || Instant::now() > deadline
-        {
+        if matches!(state.as_str(), "maintenance" | "stopping") || Instant::now() > deadline {
             return Err(fail(&format!("systemd reports {state:?}")));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -939,6 +1000,7 @@ fn wait_booted(_dir: &Path, p: HostPlan, nspawn_pid: u32) -> Result<FullHost> {
         root: PathBuf::from(format!("/proc/{pid}/root")),
         pid,
         console_log: p.console_log,
+        netns: p.netns,
         boot_time: p.started.elapsed(),
     })
 }
