@@ -360,7 +360,7 @@ impl NspawnDriver {
                     tail(&log_path, 800).await
                 )));
             }
-            if !children_of(pid).is_empty() && netns_pids(name).len() > 0 {
+            if !children_of(pid).is_empty() && !netns_pids(name).is_empty() {
                 break;
             }
             if Instant::now() > deadline {
@@ -954,7 +954,13 @@ async fn teardown_network(name: &str, veth: Option<&str>) -> DriverResult<()> {
     // Deleting the netns destroys the pair; this covers a veth whose peer
     // never made it into the netns.
     if Path::new("/sys/class/net").join(&veth).exists() {
-        run("ip", &["link", "del", &veth]).await?;
+        match run("ip", &["link", "del", &veth]).await {
+            // The pair went away with the netns in the meantime.
+            Err(_) if !Path::new("/sys/class/net").join(&veth).exists() => {}
+            other => {
+                other?;
+            }
+        }
     }
     Ok(())
 }
