@@ -588,7 +588,10 @@ async fn execute(
     let mut attempt = 0u64;
     loop {
         attempt += 1;
-        let res = module.run(&args, &mctx).await;
+        let res = match reconnect_handle(ctx, &*module, host, name, &delegate, scope, origin)? {
+            Some(h) => modules::RECONNECT.scope(h, module.run(&args, &mctx)).await,
+            None => module.run(&args, &mctx).await,
+        };
         let mr = match res {
             Ok(mr) => mr,
             // A refused become (wrong sudo password) fails the task, as in
@@ -719,6 +722,64 @@ fn render_diff(d: &crate::modules::FileDiff) -> String {
             &format!("after: {}", d.after_header),
         )
         .to_string()
+}
+
+/// Dials the host anew for a module that reconnects (`reboot`), and makes
+/// the new connection the one later tasks use.
+struct HostReconnect {
+    shared: Arc<Shared>,
+    host: Arc<Mutex<HostState>>,
+    name: String,
+    spec: ConnectSpec,
+}
+
+#[async_trait::async_trait]
+impl modules::Reconnect for HostReconnect {
+    async fn reconnect(
+        &self,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Arc<Connection>, crate::transport::TransportError> {
+        self.host.lock().unwrap().conn = None;
+        self.shared.pool.invalidate(&self.name).await;
+        let mut spec = self.spec.clone();
+        if let Some(t) = connect_timeout {
+            spec.connect_timeout = t;
+        }
+        match self.shared.pool.get(&self.name, &spec).await {
+            Ok(c) => {
+                self.host.lock().unwrap().conn = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                // The pool keeps failures; the next attempt must dial again.
+                self.shared.pool.invalidate(&self.name).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A [`HostReconnect`] for modules that ask for one (not when delegated).
+fn reconnect_handle(
+    ctx: &PlayCtx,
+    module: &dyn modules::Module,
+    host: &Arc<Mutex<HostState>>,
+    name: &str,
+    delegate: &Option<String>,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Option<Arc<dyn modules::Reconnect>>, ExecError> {
+    if !module.reconnects() || delegate.as_deref().is_some_and(|d| d != name) {
+        return Ok(None);
+    }
+    let vars = connection_vars(ctx, scope, origin)?;
+    let spec = ConnectSpec::from_vars(name, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
+    Ok(Some(Arc::new(HostReconnect {
+        shared: ctx.shared.clone(),
+        host: host.clone(),
+        name: name.to_string(),
+        spec,
+    })))
 }
 
 /// The connection of the host (or of the delegated host), opened on first use.

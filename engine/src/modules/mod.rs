@@ -193,6 +193,39 @@ pub trait Module: Send + Sync {
     fn takes_free_form(&self) -> bool {
         false
     }
+
+    /// Whether the module drops the host's connection and dials it again
+    /// (`reboot`): the executor then gives it a [`Reconnect`] handle,
+    /// reachable through [`TaskContext::reconnect`].
+    fn reconnects(&self) -> bool {
+        false
+    }
+}
+
+/// Replaces the host's connection with a fresh one, which the rest of the
+/// run then uses (the old one is dead after a reboot).
+#[async_trait::async_trait]
+pub trait Reconnect: Send + Sync {
+    /// Forgets the host's current connection and dials again, with
+    /// `connect_timeout` instead of the host's own when given.
+    async fn reconnect(
+        &self,
+        connect_timeout: Option<std::time::Duration>,
+    ) -> Result<Arc<Connection>, TransportError>;
+}
+
+tokio::task_local! {
+    /// Set by the executor around [`Module::run`] for modules that
+    /// [`reconnect`](Module::reconnects); a task-local so `TaskContext`'s
+    /// shape (built by tests too) stays as it is.
+    pub static RECONNECT: Arc<dyn Reconnect>;
+}
+
+impl TaskContext<'_> {
+    /// The executor's handle to reconnect this host, when it gave one.
+    pub fn reconnect_handle(&self) -> Option<Arc<dyn Reconnect>> {
+        RECONNECT.try_with(Arc::clone).ok()
+    }
 }
 
 /// A shared handle to a module implementation.

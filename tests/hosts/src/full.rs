@@ -716,9 +716,19 @@ impl FullHosts {
     /// Runs `cmd` with `/bin/sh -c` as root inside host `idx` (all the
     /// namespaces of its PID 1), to prepare or check real state.
     pub fn exec(&self, idx: usize, cmd: &str) -> Output {
-        nsenter(self.hosts[idx].pid, cmd)
+        nsenter(self.init_pid(idx), cmd)
             .output()
             .expect("running nsenter")
+    }
+
+    /// PID of host `idx`'s current systemd: a reboot inside the host starts
+    /// a new container (see `spawn_host`), so [`FullHost::pid`] may be stale.
+    pub fn init_pid(&self, idx: usize) -> u32 {
+        self.running
+            .iter()
+            .find(|r| r.name == self.hosts[idx].name)
+            .and_then(|r| find_init(r.nspawn.id()))
+            .unwrap_or(self.hosts[idx].pid)
     }
 
     /// Like [`FullHosts::exec`], but returns stdout and panics on failure.
@@ -762,12 +772,7 @@ impl Drop for FullHosts {
         // nspawn exits and its private mount namespace (the overlay) goes.
         // A host that failed to boot is not in `hosts`: find its init anew.
         for r in &self.running {
-            let init = self
-                .hosts
-                .iter()
-                .find(|h| h.name == r.name)
-                .map(|h| h.pid)
-                .or_else(|| find_init(r.nspawn.id()));
+            let init = find_init(r.nspawn.id());
             if let Some(pid) = init {
                 // SAFETY: plain syscall.
                 unsafe {
@@ -785,7 +790,16 @@ impl Drop for FullHosts {
                         let _ = r.nspawn.wait();
                         break;
                     }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) => {
+                        // A host caught rebooting has a new init by now.
+                        if let Some(pid) = find_init(r.nspawn.id()) {
+                            // SAFETY: plain syscall.
+                            unsafe {
+                                libc::kill(pid as i32, libc::SIGKILL);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
                 }
             }
             let _ = Command::new("ip")
@@ -892,9 +906,14 @@ fn spawn_host(
     let script = format!(
         "set -e\n\
          mount -t overlay overlay -o lowerdir={l},upperdir={u},workdir={w} {m}\n\
-         exec systemd-nspawn -q -D {m} -b --register=no --keep-unit -M {netns} \
+         set +e\n\
+         # A reboot inside the container makes nspawn exit 133: boot it again.\n\
+         while :; do\n\
+         systemd-nspawn -q -D {m} -b --register=no --keep-unit -M {netns} \
          --hostname={name} --network-namespace-path=/run/netns/{netns} \
-         --bind-ro={repo}:{REPO_MOUNT} --console=read-only\n",
+         --bind-ro={repo}:{REPO_MOUNT} --console=read-only\n\
+         rc=$?; [ $rc -eq 133 ] || exit $rc\n\
+         done\n",
         l = lowerdir.join(":"),
         u = upper.display(),
         w = work.display(),

@@ -15,7 +15,9 @@ pub mod cron;
 pub mod group;
 pub mod hostio;
 pub mod hostname;
+pub mod modprobe;
 pub mod mount;
+pub mod reboot;
 pub mod service;
 pub mod sysctl;
 pub mod systemd;
@@ -34,4 +36,6 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("sysctl", Arc::new(sysctl::Sysctl));
     m.insert("mount", Arc::new(mount::Mount));
     m.insert("timezone", Arc::new(timezone::Timezone));
+    m.insert("reboot", Arc::new(reboot::Reboot));
+    m.insert("modprobe", Arc::new(modprobe::Modprobe));
 }
