@@ -157,3 +157,102 @@ impl<D: Driver> Driver for FaultyDriver<D> {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts the calls that reached it; every call succeeds.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Counting {
+        fn hit(&self) -> DriverResult<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Driver for Counting {
+        fn kind(&self) -> &'static str {
+            "counting"
+        }
+        async fn create(&self, _: &VmSpec) -> DriverResult<VmInfo> {
+            unimplemented!()
+        }
+        async fn start(&self, _: &str) -> DriverResult<()> {
+            self.hit()
+        }
+        async fn shutdown(&self, _: &str) -> DriverResult<()> {
+            self.hit()
+        }
+        async fn power_off(&self, _: &str) -> DriverResult<()> {
+            self.hit()
+        }
+        async fn reset(&self, _: &str) -> DriverResult<()> {
+            self.hit()
+        }
+        async fn status(&self, name: &str) -> DriverResult<VmInfo> {
+            Err(DriverError::NotFound(name.into()))
+        }
+        async fn delete(&self, _: &str) -> DriverResult<()> {
+            self.hit()
+        }
+        async fn list(&self) -> DriverResult<Vec<VmInfo>> {
+            Ok(vec![])
+        }
+        async fn snapshot_create(&self, _: &str, _: &str) -> DriverResult<()> {
+            self.hit()
+        }
+        async fn snapshot_list(&self, _: &str) -> DriverResult<Vec<SnapshotInfo>> {
+            Ok(vec![])
+        }
+        async fn snapshot_revert(&self, _: &str, _: &str) -> DriverResult<()> {
+            self.hit()
+        }
+        async fn snapshot_delete(&self, _: &str, _: &str) -> DriverResult<()> {
+            self.hit()
+        }
+        async fn clone_vm(&self, _: &str, _: &str, _: &SeedData) -> DriverResult<VmInfo> {
+            unimplemented!()
+        }
+    }
+
+    async fn run(fraction: f64, seed: u64, calls: usize) -> (Vec<bool>, usize, (u64, u64)) {
+        let d = FaultyDriver::new(Counting::default(), fraction, seed);
+        let mut ok = Vec::new();
+        for _ in 0..calls {
+            ok.push(d.start("vm").await.is_ok());
+        }
+        (ok, d.inner().0.load(Ordering::SeqCst), d.injected())
+    }
+
+    #[tokio::test]
+    async fn faults_split_before_and_after_and_replay_by_seed() {
+        let (ok, reached, (before, after)) = run(0.5, 42, 400).await;
+        let failed = ok.iter().filter(|o| !**o).count() as u64;
+        assert_eq!(failed, before + after);
+        assert!(
+            (120..=280).contains(&failed),
+            "{failed} of 400 failed at 0.5"
+        );
+        assert!(before > 40 && after > 40, "before={before} after={after}");
+        // Calls failed "after" did reach the inner driver.
+        assert_eq!(reached as u64, 400 - before);
+        assert_eq!(run(0.5, 42, 400).await.0, ok, "same seed, same faults");
+        assert_ne!(run(0.5, 43, 400).await.0, ok);
+    }
+
+    #[tokio::test]
+    async fn fraction_bounds() {
+        let (ok, reached, injected) = run(0.0, 1, 50).await;
+        assert!(ok.iter().all(|o| *o) && reached == 50 && injected == (0, 0));
+        let (ok, _, (before, after)) = run(1.0, 1, 50).await;
+        assert!(ok.iter().all(|o| !*o) && before + after == 50);
+        // Errors from the inner driver pass through untouched.
+        let d = FaultyDriver::new(Counting::default(), 0.0, 1);
+        assert!(matches!(d.status("x").await, Err(DriverError::NotFound(_))));
+    }
+}

@@ -1,0 +1,314 @@
+//! The libvirt driver for real: a Debian VM on `qemu:///system` (TCG when
+//! KVM is unusable) booted from the base image with a cloud-init seed. It
+//! must phone home to a listener on the host's loopback (reached through the
+//! user-mode network's gateway), start sshd on the forwarded port and present
+//! exactly the host key the panel generated; delete must leave nothing.
+//!
+//! Needs root, a running libvirtd (`scripts/libvirt-up`) and the image
+//! (`images/build-debian`); skips with a message when the image is missing.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keel_panel::hypervisor::libvirt::{LibvirtConfig, LibvirtDriver};
+use keel_panel::hypervisor::seed::{self, HostKeys, SeedParams};
+use keel_panel::hypervisor::{Driver, DriverError, ImageStore, NetIdentity, PowerState, VmSpec};
+use russh::keys::PublicKeyOrCertificate;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const IMAGES: &str = "/var/cache/keel/images";
+const IMAGE: &str = "debian-bookworm";
+
+/// Destroys and undefines the domain if the test dies half-way.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for args in [
+            vec!["destroy", &self.0],
+            vec!["undefine", "--snapshots-metadata", &self.0],
+        ] {
+            let _ = std::process::Command::new("virsh")
+                .args(["-q", "-c", "qemu:///system"])
+                .args(args)
+                .output();
+        }
+    }
+}
+
+/// One HTTP request as the listener saw it.
+#[derive(Debug)]
+struct Request {
+    line: String,
+    body: String,
+}
+
+/// A minimal HTTP/1.0 endpoint: answers 200 to everything and reports what
+/// it received.
+async fn phone_home_listener() -> (u16, mpsc::UnboundedReceiver<Request>) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).await.unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0u8; len.min(65536)];
+                let _ = reader.read_exact(&mut body).await;
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                let _ = tx.send(Request {
+                    line: line.trim().to_string(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// Reads the first line sshd sends; `None` until sshd answers (user-mode
+/// forwards accept a TCP connection before anything listens in the guest).
+async fn ssh_banner(addr: std::net::SocketAddr) -> Option<String> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+        .await
+        .ok()?
+        .ok()?;
+    line.starts_with("SSH-").then(|| line.trim().to_string())
+}
+
+/// Records the host key the server presents.
+struct KeyRecorder(Arc<Mutex<Option<String>>>);
+
+impl russh::client::Handler for KeyRecorder {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        if let PublicKeyOrCertificate::PublicKey { key, .. } = key {
+            *self.0.lock().unwrap() = key.to_openssh().ok();
+        }
+        Ok(true)
+    }
+}
+
+fn key_body(openssh: &str) -> String {
+    openssh
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn console_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debian_vm_phones_home_and_presents_its_host_key() {
+    if !Path::new(IMAGES).join(IMAGE).join("BUILT").is_file() {
+        eprintln!("SKIP: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian");
+        return;
+    }
+    std::fs::create_dir_all("/var/lib/keel").unwrap();
+    let state = tempfile::Builder::new()
+        .prefix("libvirt-test-")
+        .tempdir_in("/var/lib/keel")
+        .unwrap();
+    let driver = LibvirtDriver::new(LibvirtConfig::new(
+        "qemu:///system",
+        ImageStore::new(IMAGES),
+        state.path(),
+    ));
+    eprintln!("domain type: {:?}", driver.domain_type());
+
+    let name = format!("keel-vmtest-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let (http_port, mut requests) = phone_home_listener().await;
+    let gateway = Ipv4Addr::new(10, 77, 0, 1);
+    let net = NetIdentity {
+        hostname: format!("{name}.test"),
+        ipv4: Some(Ipv4Addr::new(10, 77, 0, 10)),
+        prefix4: 24,
+        gateway4: Some(gateway),
+        ipv6: None,
+        gateway6: None,
+    };
+    let host_keys = HostKeys::generate(&name).unwrap();
+    let admin = HostKeys::generate("admin@test").unwrap();
+    let mut params = SeedParams::new(&name, net.clone(), host_keys.clone());
+    params.authorized_keys = vec![admin.ed25519_public.clone()];
+    // The guest reaches the host's loopback at the user-mode gateway.
+    params.phone_home_url = Some(format!(
+        "http://{gateway}:{http_port}/phone-home?vm={name}&sig=deadbeef"
+    ));
+    let spec = VmSpec {
+        name: name.clone(),
+        cpus: 1,
+        ram_mb: 1024,
+        disk_gb: 4,
+        image: IMAGE.into(),
+        seed: seed::render(&params).unwrap(),
+        net,
+    };
+
+    let t0 = Instant::now();
+    let info = driver.create(&spec).await.unwrap();
+    let defined = t0.elapsed();
+    driver.start(&name).await.unwrap();
+    let started = Instant::now();
+    let endpoint = info
+        .ssh_endpoint
+        .expect("user-mode networking forwards sshd");
+    assert_eq!(
+        driver.status(&name).await.unwrap().power,
+        PowerState::Running
+    );
+    let console = driver.vm_dir(&name).join("console.log");
+
+    let req = match tokio::time::timeout(Duration::from_secs(300), requests.recv()).await {
+        Ok(Some(req)) => req,
+        _ => panic!(
+            "no phone-home within 300 s; console tail:\n{}",
+            console_tail(&console)
+        ),
+    };
+    let callback = started.elapsed();
+    assert!(
+        req.line.starts_with("POST /phone-home?vm=") && req.line.contains("&sig=deadbeef"),
+        "{req:?}"
+    );
+    assert!(req.body.contains(&format!("instance_id={name}")), "{req:?}");
+    assert!(req.body.contains(&format!("hostname={name}")), "{req:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let banner = loop {
+        if let Some(b) = ssh_banner(endpoint).await {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sshd never answered on {endpoint}; console tail:\n{}",
+            console_tail(&console)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let banner_at = started.elapsed();
+
+    let seen = Arc::new(Mutex::new(None));
+    let handle = russh::client::connect(
+        Arc::new(russh::client::Config::default()),
+        endpoint,
+        KeyRecorder(seen.clone()),
+    )
+    .await
+    .expect("SSH handshake");
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
+    let presented = seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("server presented a key");
+    assert_eq!(
+        key_body(&presented),
+        key_body(&host_keys.ed25519_public),
+        "the VM must present the host key the panel generated"
+    );
+
+    // Internal snapshots of a running VM (memory included), and a clone
+    // of its running disk.
+    let t = Instant::now();
+    driver.snapshot_create(&name, "booted").await.unwrap();
+    let snap_took = t.elapsed();
+    let snaps = driver.snapshot_list(&name).await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].name, "booted");
+    let t = Instant::now();
+    driver.snapshot_revert(&name, "booted").await.unwrap();
+    let revert_took = t.elapsed();
+    assert_eq!(
+        driver.status(&name).await.unwrap().power,
+        PowerState::Running
+    );
+    driver.snapshot_delete(&name, "booted").await.unwrap();
+    assert!(driver.snapshot_list(&name).await.unwrap().is_empty());
+
+    let clone_name = format!("{name}-c");
+    let _cleanup_clone = Cleanup(clone_name.clone());
+    let mut clone_params = params.clone();
+    clone_params.instance_id = clone_name.clone();
+    clone_params.net.hostname = format!("{clone_name}.test");
+    clone_params.net.ipv4 = Some(Ipv4Addr::new(10, 77, 0, 11));
+    clone_params.host_keys = HostKeys::generate(&clone_name).unwrap();
+    let t = Instant::now();
+    let clone = driver
+        .clone_vm(&name, &clone_name, &seed::render(&clone_params).unwrap())
+        .await
+        .unwrap();
+    let clone_took = t.elapsed();
+    assert_eq!(clone.power, PowerState::Stopped);
+    assert_ne!(clone.ssh_endpoint, Some(endpoint));
+    driver.delete(&clone_name).await.unwrap();
+    assert!(!driver.vm_dir(&clone_name).exists());
+
+    eprintln!(
+        "running VM: snapshot {:.1} s, revert {:.1} s, clone {:.1} s",
+        snap_took.as_secs_f64(),
+        revert_took.as_secs_f64(),
+        clone_took.as_secs_f64()
+    );
+    eprintln!(
+        "timings: define {:.1} s, start to phone-home {:.1} s, start to SSH banner {:.1} s ({banner})",
+        defined.as_secs_f64(),
+        callback.as_secs_f64(),
+        banner_at.as_secs_f64()
+    );
+
+    driver.delete(&name).await.unwrap();
+    assert!(matches!(
+        driver.status(&name).await,
+        Err(DriverError::NotFound(_))
+    ));
+    assert!(!driver.vm_dir(&name).exists(), "VM files must be gone");
+    let listed = driver.list().await.unwrap();
+    assert!(listed.iter().all(|v| v.name != name));
+    driver.delete(&name).await.unwrap();
+}
