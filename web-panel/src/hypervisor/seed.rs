@@ -208,6 +208,20 @@ pub fn render(p: &SeedParams) -> Result<SeedData, SeedError> {
     if p.net.hostname.contains('.') {
         user["fqdn"] = json!(p.net.hostname);
     }
+    // Debian's ifupdown ignores `dns-nameservers` without resolvconf, which
+    // the image does not carry, so the resolver file is written directly.
+    if !p.nameservers.is_empty() {
+        let text: String = p
+            .nameservers
+            .iter()
+            .map(|a| format!("nameserver {a}\n"))
+            .collect();
+        user["write_files"] = json!([{
+            "path": "/etc/resolv.conf",
+            "content": text,
+            "permissions": "0644",
+        }]);
+    }
     if let Some(url) = &p.phone_home_url {
         user["phone_home"] = json!({
             "url": url,
@@ -472,6 +486,12 @@ mod tests {
         assert_eq!(iface["subnets"][0]["address"], "10.20.0.7/24");
         assert_eq!(iface["subnets"][0]["gateway"], "10.20.0.1");
         assert_eq!(iface["subnets"][0]["dns_nameservers"], json!(["10.20.0.3"]));
+        let user = yaml(&seed.user_data);
+        assert_eq!(user["write_files"][0]["path"], json!("/etc/resolv.conf"));
+        assert_eq!(
+            user["write_files"][0]["content"],
+            json!("nameserver 10.20.0.3\n")
+        );
         assert_eq!(iface["subnets"][1]["type"], "static6");
         assert_eq!(iface["subnets"][1]["address"], "fd00:20::7/64");
         assert_eq!(
