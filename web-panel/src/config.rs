@@ -477,6 +477,31 @@ mod tests {
     }
 
     #[test]
+    fn hypervisor_section_is_checked() {
+        let err = Config::load(None, env(&[("KEEL_HYPERVISOR_DRIVER", "vmware")])).unwrap_err();
+        assert!(err.to_string().contains("hypervisor.driver"), "{err}");
+        let err =
+            Config::load(None, env(&[("KEEL_HYPERVISOR_CALLBACK_LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("callback_listen"), "{err}");
+        let c = Config::load(
+            None,
+            env(&[
+                ("KEEL_HYPERVISOR_DRIVER", "nspawn"),
+                ("KEEL_HYPERVISOR_CALLBACK_LISTEN", "0.0.0.0:8081"),
+                ("KEEL_HYPERVISOR_OS_READY_RESETS", "4"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.hypervisor.driver, "nspawn");
+        assert_eq!(c.hypervisor.os_ready_resets, 4);
+        assert_eq!(
+            c.hypervisor.callback_listen().unwrap(),
+            Some("0.0.0.0:8081".parse().unwrap())
+        );
+        assert_eq!(c.hypervisor.state_dir(Path::new("/d")), Path::new("/d/vms"));
+    }
+
+    #[test]
     fn sso_needs_trusted_proxies() {
         let err = Config::load(None, env(&[("KEEL_SSO_ENABLED", "true")])).unwrap_err();
         assert!(err.to_string().contains("trusted_proxies"), "{err}");

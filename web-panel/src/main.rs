@@ -104,7 +104,29 @@ fn parse_queue(s: &str) -> anyhow::Result<QueueConfig> {
     })
 }
 
-async fn run_workers(store: Store, args: WorkerArgs) -> anyhow::Result<()> {
+/// The panel's job handlers: the service lifecycle, and with a hypervisor
+/// driver configured, the provisioning flow in its place.
+fn panel_handlers(
+    registry: &mut Registry,
+    db: &keel_panel::services::Db,
+    config: &Config,
+) -> anyhow::Result<()> {
+    keel_panel::services::servers::register(registry, db);
+    let driver = keel_panel::provision::driver_from_config(config)?;
+    if driver.is_some() {
+        let p = keel_panel::provision::Provisioner::new(db.clone(), driver, config)
+            .context("setting up the provisioning flow")?;
+        keel_panel::provision::register(registry, Arc::new(p));
+    }
+    Ok(())
+}
+
+async fn run_workers(
+    store: Store,
+    url: &str,
+    panel: &Config,
+    args: WorkerArgs,
+) -> anyhow::Result<()> {
     let config = WorkerConfig {
         concurrency: args.concurrency,
         queues: args
@@ -115,8 +137,10 @@ async fn run_workers(store: Store, args: WorkerArgs) -> anyhow::Result<()> {
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
         ..WorkerConfig::default()
     };
-    // Handlers are registered by the panel as its features land.
-    let worker = Arc::new(Worker::new(store, Registry::with_builtins(), config));
+    let mut registry = Registry::with_builtins();
+    let db = keel_panel::services::Db::from_store(store.clone(), url).await?;
+    panel_handlers(&mut registry, &db, panel)?;
+    let worker = Arc::new(Worker::new(store, registry, config));
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -181,10 +205,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
         signal.cancel();
+        keel_panel::api::stop_live_streams();
     });
     let workers = if config.workers.concurrency > 0 {
         let mut registry = Registry::new();
-        keel_panel::services::servers::register(&mut registry, &db);
+        panel_handlers(&mut registry, &db, &config)?;
         let wc = WorkerConfig {
             concurrency: config.workers.concurrency,
             queues: config
@@ -200,6 +225,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let callback = match config.hypervisor.callback_listen()? {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for VM callbacks on {addr}"))?;
+            println!("keel-panel VM callbacks on http://{addr}");
+            let app = keel_panel::api::callback_router(state.clone())
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
     if config.tls.enabled() {
         let tls = http::tls_config(&config.tls.cert_file, &config.tls.key_file)?;
         let listener = std::net::TcpListener::bind(listen)
@@ -214,6 +256,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         http::serve(state, listener, shutdown.clone()).await?;
     }
     shutdown.cancel();
+    if let Some(c) = callback {
+        c.await??;
+    }
     if let Some(w) = workers {
         w.await??;
     }
@@ -242,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| "sqlite://keel-panel.db".to_string());
             let store = Store::connect(&url).await.context("opening the database")?;
-            run_workers(store, args).await
+            run_workers(store, &url, &config, args).await
         }
         Cmd::Admin {
             command: AdminCmd::Migrate,

@@ -188,7 +188,11 @@ pub async fn vm_ready(
     .await?;
     let job = queue::enqueue(&mut tx, super::jobs::configure_spec(t.service_id, None)).await?;
     tx.commit().await?;
-    tracing::info!(vm, service_id = t.service_id, "VM called back; configure queued");
+    tracing::info!(
+        vm,
+        service_id = t.service_id,
+        "VM called back; configure queued"
+    );
     Ok(CallbackOutcome::Accepted {
         service_id: t.service_id,
         job_id: job.job_id,

@@ -99,8 +99,12 @@ pub async fn presented_key(addr: SocketAddr) -> Result<String, ProvisionError> {
     let key = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
     match (key, result) {
         (Some(k), _) => Ok(k),
-        (None, Err(_)) => Err(ProvisionError::Ssh(format!("key exchange with {addr} timed out"))),
-        (None, Ok(Err(e))) => Err(ProvisionError::Ssh(format!("key exchange with {addr}: {e}"))),
+        (None, Err(_)) => Err(ProvisionError::Ssh(format!(
+            "key exchange with {addr} timed out"
+        ))),
+        (None, Ok(Err(e))) => Err(ProvisionError::Ssh(format!(
+            "key exchange with {addr}: {e}"
+        ))),
         (None, Ok(Ok(_))) => Err(ProvisionError::Ssh(format!(
             "{addr} completed a handshake without showing a host key"
         ))),
@@ -109,7 +113,10 @@ pub async fn presented_key(addr: SocketAddr) -> Result<String, ProvisionError> {
 
 /// `algorithm base64` of an OpenSSH public key line (the comment dropped).
 pub fn key_material(line: &str) -> String {
-    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Checks that the VM at `addr` presents exactly `expected` (an OpenSSH
@@ -158,6 +165,9 @@ pub fn remove_known_hosts(path: &Path) -> Result<(), ProvisionError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ProvisionError::io(format!("removing {}", path.display()), e)),
+        Err(e) => Err(ProvisionError::io(
+            format!("removing {}", path.display()),
+            e,
+        )),
     }
 }

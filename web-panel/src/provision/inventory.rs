@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value as Json};
 
-use crate::services::{Db, PanelError, Principal};
 use crate::fetch_all;
+use crate::services::{Db, PanelError, Principal};
 
 /// First UID handed to panel users on servers.
 pub const UID_BASE: i64 = 10_000;
@@ -41,7 +41,13 @@ pub fn site_group(name: &str) -> String {
     let clean: String = name
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("site_{clean}")
 }
@@ -211,7 +217,10 @@ pub fn dynamic_json(hosts: &[InventoryHost]) -> Json {
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut hostvars = Map::new();
     for h in hosts {
-        groups.entry(h.group.clone()).or_default().push(h.name.clone());
+        groups
+            .entry(h.group.clone())
+            .or_default()
+            .push(h.name.clone());
         hostvars.insert(h.name.clone(), Json::Object(h.vars.clone()));
     }
     let mut out = Map::new();

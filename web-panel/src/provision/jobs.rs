@@ -138,11 +138,11 @@ struct ProvRow {
     resets: i64,
     callback_at: Option<i64>,
     failed_step: Option<String>,
-    ssh_endpoint: Option<String>,
 }
 
-const PROV_SELECT: &str = "SELECT vm_name, pool_type, callback_secret, host_key_public, host_key_private, \
-     generation, resets, callback_at, failed_step, ssh_endpoint FROM vm_provisioning WHERE service_id = $1";
+const PROV_SELECT: &str =
+    "SELECT vm_name, pool_type, callback_secret, host_key_public, host_key_private, \
+     generation, resets, callback_at, failed_step FROM vm_provisioning WHERE service_id = $1";
 
 async fn facts(conn: &mut Conn<'_>, id: i64) -> Result<Option<ServiceFacts>, sqlx::Error> {
     fetch_opt!(
@@ -180,7 +180,8 @@ async fn vm_exists(p: &Provisioner, name: &str) -> Result<bool, ProvisionError> 
 }
 
 fn net_identity(a: &crate::services::model::Allocation) -> Result<NetIdentity, ProvisionError> {
-    let bad = |what: &str, v: &str| ProvisionError::Missing(format!("address {what} {v:?} is invalid"));
+    let bad =
+        |what: &str, v: &str| ProvisionError::Missing(format!("address {what} {v:?} is invalid"));
     let ipv4 = a
         .ipv4
         .as_deref()
@@ -247,7 +248,10 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     let (Some(svc), existing) = read_state(&p.db, id).await? else {
         return Ok(());
     };
-    if !matches!(svc.status.as_str(), "requested" | "allocating" | "creating_vm") {
+    if !matches!(
+        svc.status.as_str(),
+        "requested" | "allocating" | "creating_vm"
+    ) {
         return Ok(());
     }
     let Some(driver) = p.driver.clone() else {
@@ -271,11 +275,14 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
 
     // A retry after a failed role run: the VM is still there, run the roles again.
     if svc.status == "requested" && exists {
-        if let Some(row) = existing.as_ref().filter(|r| {
+        let resume_configure = existing.as_ref().is_some_and(|r| {
             r.callback_at.is_some()
-                && matches!(r.failed_step.as_deref(), Some(STEP_CONFIGURE | STEP_HOST_KEY))
-        }) {
-            let _ = row;
+                && matches!(
+                    r.failed_step.as_deref(),
+                    Some(STEP_CONFIGURE | STEP_HOST_KEY)
+                )
+        });
+        if resume_configure {
             let now = p.db.now();
             let mut tx = p.db.begin().await?;
             let mut conn = tx_conn(&mut tx);
@@ -305,8 +312,16 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
     let mut conn = tx_conn(&mut tx);
-    let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
-    if !matches!(status.as_deref(), Some("requested" | "allocating" | "creating_vm")) {
+    let status = scalar!(
+        &mut conn,
+        String,
+        "SELECT status FROM services WHERE id = $1",
+        id
+    )?;
+    if !matches!(
+        status.as_deref(),
+        Some("requested" | "allocating" | "creating_vm")
+    ) {
         return Ok(());
     }
     if status.as_deref() == Some("requested") {
@@ -409,7 +424,12 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
     let mut conn = tx_conn(&mut tx);
-    let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
+    let status = scalar!(
+        &mut conn,
+        String,
+        "SELECT status FROM services WHERE id = $1",
+        id
+    )?;
     if status.as_deref() != Some("creating_vm") {
         // Deleted meanwhile: `deprovision` removes the VM.
         return Ok(());
@@ -579,7 +599,11 @@ impl JobHandler for ConfigureStep {
     async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
         if let Ok(id) = service_id_of(&job.payload) {
             if error.starts_with(HOST_KEY_MISMATCH) {
-                tracing::error!(service_id = id, error, "ALARM: a VM presented an unexpected SSH host key; provisioning stopped");
+                tracing::error!(
+                    service_id = id,
+                    error,
+                    "ALARM: a VM presented an unexpected SSH host key; provisioning stopped"
+                );
                 fail(&self.0, id, STEP_HOST_KEY, HOST_KEY_MISMATCH, false).await;
             } else {
                 fail(&self.0, id, STEP_CONFIGURE, error, false).await;
@@ -609,14 +633,20 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     let addr: SocketAddr = match info.ssh_endpoint {
         Some(a) => a,
         None => {
-            let h = host.vars.get("ansible_host").and_then(|v| v.as_str()).unwrap_or_default();
+            let h = host
+                .vars
+                .get("ansible_host")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let ip = h
                 .parse()
                 .map_err(|_| ProvisionError::Missing(format!("no IP address to reach {h:?}")))?;
             SocketAddr::new(ip, 22)
         }
     };
-    let log = crate::queue::log::JobLog::open(ctx).await.map_err(PanelError::from)?;
+    let log = crate::queue::log::JobLog::open(ctx)
+        .await
+        .map_err(PanelError::from)?;
     log.message(format!("waiting for sshd of {} at {addr}", row.vm_name));
     hostkey::wait_for_banner(addr, Duration::from_secs(p.config.ssh_wait_secs)).await?;
     if let Err(e) = hostkey::verify(addr, &row.host_key_public).await {
@@ -628,7 +658,12 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
         return Err(e);
     }
     let known = p.known_hosts_path(&row.vm_name);
-    hostkey::write_known_hosts(&known, &addr.ip().to_string(), addr.port(), &row.host_key_public)?;
+    hostkey::write_known_hosts(
+        &known,
+        &addr.ip().to_string(),
+        addr.port(),
+        &row.host_key_public,
+    )?;
     log.message(format!("host key of {} verified", row.vm_name));
 
     // The role run: the panel's inventory for this one host, its key, its known_hosts.
@@ -642,8 +677,11 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
         &p.key.private_path.display().to_string(),
         &known.display().to_string(),
     );
-    std::fs::write(&inv_path, serde_json::to_vec_pretty(&inv).unwrap_or_default())
-        .map_err(|e| ProvisionError::io(format!("writing {}", inv_path.display()), e))?;
+    std::fs::write(
+        &inv_path,
+        serde_json::to_vec_pretty(&inv).unwrap_or_default(),
+    )
+    .map_err(|e| ProvisionError::io(format!("writing {}", inv_path.display()), e))?;
     let playbook_path = p.config.playbook.clone();
     let playbook = tokio::task::spawn_blocking(move || {
         keel::playbook::load_playbook(&playbook_path, &Default::default())
@@ -684,7 +722,12 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
     let mut conn = tx_conn(&mut tx);
-    let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
+    let status = scalar!(
+        &mut conn,
+        String,
+        "SELECT status FROM services WHERE id = $1",
+        id
+    )?;
     if status.as_deref() == Some("configuring") {
         set_status(&mut conn, now, &Principal::system(), id, "ready", None).await?;
     }
@@ -738,8 +781,16 @@ async fn fail(p: &Provisioner, id: i64, step: &str, reason: &str, delete_vm: boo
         let now = p.db.now();
         let mut tx = p.db.begin().await?;
         let mut conn = tx_conn(&mut tx);
-        let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
-        if matches!(status.as_deref(), None | Some("deleting" | "deleted" | "failed")) {
+        let status = scalar!(
+            &mut conn,
+            String,
+            "SELECT status FROM services WHERE id = $1",
+            id
+        )?;
+        if matches!(
+            status.as_deref(),
+            None | Some("deleting" | "deleted" | "failed")
+        ) {
             return Ok(());
         }
         if delete_vm {
@@ -753,7 +804,15 @@ async fn fail(p: &Provisioner, id: i64, step: &str, reason: &str, delete_vm: boo
             step,
             now
         )?;
-        set_status(&mut conn, now, &Principal::system(), id, "failed", Some(reason)).await?;
+        set_status(
+            &mut conn,
+            now,
+            &Principal::system(),
+            id,
+            "failed",
+            Some(reason),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -803,7 +862,12 @@ async fn deprovision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
     let mut conn = tx_conn(&mut tx);
-    let status = scalar!(&mut conn, String, "SELECT status FROM services WHERE id = $1", id)?;
+    let status = scalar!(
+        &mut conn,
+        String,
+        "SELECT status FROM services WHERE id = $1",
+        id
+    )?;
     if status.as_deref() != Some("deleting") {
         return Ok(());
     }

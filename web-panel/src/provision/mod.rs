@@ -37,7 +37,6 @@ use crate::services::{Db, PanelError};
 
 pub use jobs::{reconverge, register};
 
-
 /// Why a step failed. [`ProvisionError::into_job_error`] classifies it for
 /// the step's retry policy.
 #[derive(Debug, thiserror::Error)]

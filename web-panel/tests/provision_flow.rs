@@ -1,0 +1,816 @@
+//! The provisioning flow end to end on the real container driver
+//! (`systemd-nspawn` machines booted from the base image): create through
+//! the API, VM created, cloud-init's phone_home reaches the callback, the
+//! host key is checked, the role run writes a file, `ready`; and the
+//! failure paths: wrong HMAC, replayed callback, host-key mismatch, delete,
+//! coalesced re-converge. Needs root and the built image; skips otherwise.
+//!
+//! [`FlowPanel`] (a panel with a driver, a worker on chosen queues and the
+//! callback-only listener) is meant to be reused by further flow tests.
+
+mod api_support;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_support::{start, Backend, Cred, Panel};
+use keel_panel::alloc::{self, AddressRecord, PoolFile};
+use keel_panel::hypervisor::nspawn::{NspawnConfig, NspawnDriver};
+use keel_panel::hypervisor::{Driver, DriverError, ImageStore};
+use keel_panel::provision::{self, callback, Provisioner};
+use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
+use keel_panel::queue::JobFilter;
+use keel_panel::services::{catalog, servers, sites, Principal};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const IMAGES: &str = "/var/cache/keel/images";
+const IMAGE: &str = "debian-bookworm";
+const WAIT: Duration = Duration::from_secs(240);
+
+fn can_run() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    let ok = root
+        && Path::new(IMAGES).join(IMAGE).join("BUILT").is_file()
+        && Path::new("/usr/bin/systemd-nspawn").exists();
+    if !ok {
+        eprintln!("SKIP: needs root, systemd-nspawn and {IMAGES}/{IMAGE} (images/build-debian)");
+    }
+    ok
+}
+
+/// A panel with the provisioning flow on a real driver.
+pub struct FlowPanel {
+    pub panel: Panel,
+    pub driver: Arc<NspawnDriver>,
+    pub prov: Arc<Provisioner>,
+    pub owner: Cred,
+    pub admin_token: String,
+    pub site: i64,
+    workers: Vec<CancellationToken>,
+    _dir: tempfile::TempDir,
+}
+
+impl FlowPanel {
+    /// `subnet`: the third octet of this test's 10.233.X.0/24 pool, so
+    /// tests running at once never share addresses; `addresses`: pool size.
+    pub async fn start(subnet: u8, addresses: u8) -> FlowPanel {
+        let dir = tempfile::Builder::new()
+            .prefix("keel-flow-test-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let data_dir = dir.path().join("data");
+        let prefix = format!("kf{subnet}x{}-", fastrand::u16(..));
+        let playbook =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/provision_flow_data/site.yml");
+        let dd = data_dir.clone();
+        let pf = prefix.clone();
+        let panel = start(Backend::Sqlite, move |c| {
+            c.data_dir = dd;
+            c.hypervisor.driver = "nspawn".into();
+            c.hypervisor.vm_prefix = pf;
+            c.hypervisor.playbook = playbook;
+            c.hypervisor.configure_retry_secs = 1;
+            c.hypervisor.api_retry_secs = 1;
+        })
+        .await;
+        let mut cfg = NspawnConfig::new(ImageStore::new(IMAGES));
+        cfg.state_dir = dir.path().join("state");
+        cfg.prefix = prefix;
+        let driver = Arc::new(NspawnDriver::new(cfg));
+        let dyn_driver: Arc<dyn Driver> = driver.clone();
+        let mut prov =
+            Provisioner::new(panel.db().clone(), Some(dyn_driver), &panel.state.config).unwrap();
+        // The callback-only listener, on every address: containers reach it
+        // at their gateway (the host side of their veth).
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        prov.callback_port = listener.local_addr().unwrap().port();
+        let app = keel_panel::api::callback_router(panel.state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let system = Principal::system();
+        catalog::create(
+            panel.db(),
+            &system,
+            &catalog::NewServerType {
+                name: "small".into(),
+                cpus: 1,
+                ram_mb: 512,
+                disk_gb: 4,
+                os_image: IMAGE.into(),
+                roles: vec![],
+            },
+        )
+        .await
+        .unwrap();
+        let pool = PoolFile {
+            pool: format!("flow-{subnet}"),
+            pool_type: "public".into(),
+            quarantine_secs: Some(3600),
+            addresses: (0..addresses)
+                .map(|i| AddressRecord {
+                    hostname: format!("flow{subnet}-{i}.example.org"),
+                    ipv4: Some(Ipv4Addr::new(10, 233, subnet, 10 + i).to_string()),
+                    ipv6: None,
+                    gateway4: Some(Ipv4Addr::new(10, 233, subnet, 1).to_string()),
+                    netmask4: Some("255.255.255.0".into()),
+                    gateway6: None,
+                })
+                .collect(),
+        };
+        alloc::import(panel.db(), &system, &pool, 3600)
+            .await
+            .unwrap();
+        let (_, owner_t) = panel.user("owner", false).await;
+        let (_, admin_t) = panel.user("root", true).await;
+        let owner = Cred::Bearer(owner_t);
+        let site = panel
+            .call(
+                "POST",
+                "/api/v1/sites",
+                &owner,
+                Some(json!({"name": "Main Site", "owner_email": "o@example.org"})),
+            )
+            .await
+            .json["id"]
+            .as_i64()
+            .unwrap();
+        FlowPanel {
+            panel,
+            driver,
+            prov: Arc::new(prov),
+            owner,
+            admin_token: admin_t,
+            site,
+            workers: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts a worker on `queues` with the flow's handlers.
+    pub fn worker(&mut self, queues: &[&str]) {
+        let mut registry = Registry::new();
+        servers::register(&mut registry, self.panel.db());
+        provision::register(&mut registry, self.prov.clone());
+        let cfg = WorkerConfig {
+            concurrency: 4,
+            queues: queues.iter().map(|q| QueueConfig::new(*q)).collect(),
+            poll_every: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        };
+        let w = Arc::new(Worker::new(self.panel.db().store().clone(), registry, cfg));
+        let stop = CancellationToken::new();
+        tokio::spawn(w.run(stop.clone()));
+        self.workers.push(stop);
+    }
+
+    pub async fn create(&self) -> i64 {
+        let r = self
+            .panel
+            .call(
+                "POST",
+                "/api/v1/services",
+                &self.owner,
+                Some(json!({"site_id": self.site, "server_type": "small"})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        r.json["service"]["id"].as_i64().unwrap()
+    }
+
+    pub async fn service(&self, id: i64) -> Value {
+        self.panel
+            .call("GET", &format!("/api/v1/services/{id}"), &self.owner, None)
+            .await
+            .json
+    }
+
+    pub async fn wait_status(&self, id: i64, want: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.service(id).await;
+            let status = s["status"].as_str().unwrap_or_default().to_string();
+            if status == want {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service {id} is {status}, not {want}, after {WAIT:?}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The statuses the audit log recorded for a service, in order.
+    pub async fn status_history(&self, id: i64) -> Vec<String> {
+        let r = self
+            .panel
+            .call(
+                "GET",
+                &format!("/api/v1/admin/audit?object_type=service&object_id={id}&limit=200"),
+                &Cred::Bearer(self.admin_token.clone()),
+                None,
+            )
+            .await;
+        let items = r.json["items"].as_array().cloned().unwrap_or_default();
+        let mut out: Vec<(i64, String)> = items
+            .iter()
+            .filter(|e| e["action"] == "service.status")
+            .filter_map(|e| {
+                let after: Value = serde_json::from_str(e["after_json"].as_str()?).ok()?;
+                Some((e["id"].as_i64()?, after["status"].as_str()?.to_string()))
+            })
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, s)| s).collect()
+    }
+
+    pub async fn jobs_of_kind(&self, id: i64, kind: &str) -> usize {
+        self.panel
+            .db()
+            .store()
+            .jobs(&JobFilter {
+                serial_key: Some(servers::service_key(id)),
+                kind: Some(kind.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    }
+
+    pub fn role_file(&self, id: i64) -> std::path::PathBuf {
+        self.driver
+            .root_dir(&self.prov.vm_name(id))
+            .join("etc/keel-provisioned")
+    }
+
+    /// The current generation and secret of a VM, as stored.
+    pub async fn callback_params(&self, id: i64) -> (String, i64, String) {
+        let mut rc = self.panel.db().read().await.unwrap();
+        let mut conn = rc.conn();
+        let (name, gen, secret) = keel_panel::fetch_opt!(
+            &mut conn,
+            (String, i64, String),
+            "SELECT vm_name, generation, callback_secret FROM vm_provisioning WHERE service_id = $1",
+            id
+        )
+        .unwrap()
+        .unwrap();
+        (name, gen, secret)
+    }
+
+    pub async fn post_callback(&self, vm: &str, gen: i64, sig: &str) -> api_support::Reply {
+        self.panel
+            .call(
+                "POST",
+                &format!("/api/v1/callback/vm-ready?vm={vm}&gen={gen}&sig={sig}"),
+                &Cred::Anonymous,
+                None,
+            )
+            .await
+    }
+}
+
+impl Drop for FlowPanel {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.cancel();
+        }
+        let driver = self.driver.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            if let Ok(vms) = rt.block_on(driver.list()) {
+                for vm in vms {
+                    let _ = rt.block_on(driver.delete(&vm.name));
+                }
+            }
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_reaches_ready_then_delete_returns_the_address() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(11, 1).await;
+    f.worker(&["hypervisor", "default"]);
+    let id = f.create().await;
+    let detail = f.wait_status(id, "ready").await;
+    assert_eq!(
+        f.status_history(id).await,
+        [
+            "allocating",
+            "creating_vm",
+            "installing_os",
+            "configuring",
+            "ready"
+        ]
+    );
+    let written = std::fs::read_to_string(f.role_file(id)).unwrap();
+    assert_eq!(written, "flow11-0.example.org small keeladmin\n");
+    for kind in ["provision", "configure"] {
+        assert_eq!(f.jobs_of_kind(id, kind).await, 1, "{kind}");
+    }
+    let kinds: Vec<&str> = detail["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"provision") && kinds.contains(&"configure"),
+        "{kinds:?}"
+    );
+    assert_eq!(detail["vm"]["hypervisor"], "nspawn");
+    // The role run streamed the engine's events into the configure job's log.
+    let configure_id = detail["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "configure")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let lines = keel_panel::queue::log::read(f.panel.db().store(), configure_id, 0, 1000)
+        .await
+        .unwrap();
+    let text: Vec<String> = lines.iter().map(|l| l.line.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|l| l.contains("record what the panel told us")),
+        "{text:?}"
+    );
+    assert!(text.iter().any(|l| l.contains("host key of")), "{text:?}");
+    let vm = f.prov.vm_name(id);
+    let known = std::fs::read_to_string(f.prov.known_hosts_path(&vm)).unwrap();
+    assert!(known.starts_with("10.233.11.10 ssh-ed25519 "), "{known}");
+
+    // The inventory the consumers pull shows the host with its vars.
+    let inv = f
+        .panel
+        .call(
+            "GET",
+            "/api/v1/inventory",
+            &Cred::Bearer(f.admin_token.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(inv.status, 200);
+    assert_eq!(
+        inv.json["site_main_site"]["hosts"],
+        json!(["flow11-0.example.org"])
+    );
+    let hv = &inv.json["_meta"]["hostvars"]["flow11-0.example.org"];
+    assert_eq!(hv["ansible_host"], "10.233.11.10");
+    assert_eq!(hv["keel_users"][0]["name"], "owner");
+
+    // A second server cannot get an address: the pool has one.
+    let r = f
+        .panel
+        .call(
+            "POST",
+            "/api/v1/services",
+            &f.owner,
+            Some(json!({"site_id": f.site, "server_type": "small"})),
+        )
+        .await;
+    assert_eq!(r.json["error"], "pool_exhausted", "{}", r.json);
+
+    let r = f
+        .panel
+        .call("DELETE", &format!("/api/v1/services/{id}"), &f.owner, None)
+        .await;
+    assert!(r.status.is_success(), "{}", r.json);
+    f.wait_status(id, "deleted").await;
+    assert!(matches!(
+        f.driver.status(&vm).await,
+        Err(DriverError::NotFound(_))
+    ));
+    assert!(!f.prov.known_hosts_path(&vm).exists());
+    // The address is in quarantine, then claimable again.
+    let r = f
+        .panel
+        .call(
+            "POST",
+            "/api/v1/services",
+            &f.owner,
+            Some(json!({"site_id": f.site, "server_type": "small"})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "still in quarantine: {}", r.json);
+    f.panel.clock.advance(Duration::from_secs(3601));
+    let r = f
+        .panel
+        .call(
+            "POST",
+            "/api/v1/services",
+            &f.owner,
+            Some(json!({"site_id": f.site, "server_type": "small"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["service"]["hostname"], "flow11-0.example.org");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_hmac_is_rejected_replay_is_a_noop_and_reconverge_coalesces() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(12, 2).await;
+    // Only the hypervisor queue: the callback queues `configure`, which
+    // then waits, so the test sees the state between the two.
+    f.worker(&["hypervisor"]);
+    let id = f.create().await;
+    f.wait_status(id, "configuring").await;
+    let (vm, gen, secret) = f.callback_params(id).await;
+    assert_eq!(f.jobs_of_kind(id, "configure").await, 1);
+
+    // Wrong signature: 403, nothing changes.
+    let bad = callback::sign(&"ab".repeat(32), &vm, gen);
+    let r = f.post_callback(&vm, gen, &bad).await;
+    assert_eq!(r.status, 403, "{}", r.json);
+    assert_eq!(r.json["error"], "forbidden");
+    assert!(r.json["message"].is_string());
+    // Unknown VM: the same answer.
+    let r = f.post_callback("nope-1", gen, &bad).await;
+    assert_eq!(r.status, 403);
+    // With the source check on, even a valid signature from an address
+    // other than the VM's is refused.
+    let mut strict = (*f.panel.state.config).clone();
+    strict.hypervisor.callback_check_source = true;
+    let mut state = f.panel.state.clone();
+    state.config = Arc::new(strict);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let strict_addr = listener.local_addr().unwrap();
+    let app = keel_panel::api::callback_router(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = f
+        .panel
+        .client
+        .post(format!(
+            "http://{strict_addr}/api/v1/callback/vm-ready?vm={vm}&gen={gen}&sig={}",
+            callback::sign(&secret, &vm, gen)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The callback-only listener serves nothing else.
+    let r = f
+        .panel
+        .client
+        .get(format!("http://{strict_addr}/api/v1/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Replay of the real callback: answered, no second configure.
+    let good = callback::sign(&secret, &vm, gen);
+    let r = f.post_callback(&vm, gen, &good).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["status"], "duplicate");
+    // A callback for another generation is refused.
+    let r = f
+        .post_callback(&vm, gen + 1, &callback::sign(&secret, &vm, gen + 1))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.json);
+    assert_eq!(f.jobs_of_kind(id, "configure").await, 1);
+    assert_eq!(f.service(id).await["status"], "configuring");
+
+    // Coalescing: claim the queued configure (it is now running), then ask
+    // for re-converges: exactly one follow-up run.
+    let claimer = Worker::new(
+        f.panel.db().store().clone(),
+        Registry::new(),
+        WorkerConfig {
+            queues: vec![QueueConfig::new("default")],
+            ..WorkerConfig::default()
+        },
+    );
+    let running = claimer.claim(1).await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].kind, "configure");
+    let sys = Principal::system();
+    let first = provision::reconverge(f.panel.db(), &sys, id).await.unwrap();
+    let second = provision::reconverge(f.panel.db(), &sys, id).await.unwrap();
+    let third = provision::reconverge(f.panel.db(), &sys, id).await.unwrap();
+    assert_ne!(first, running[0].id);
+    assert_eq!(first, second);
+    assert_eq!(second, third);
+    assert_eq!(f.jobs_of_kind(id, "configure").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_key_mismatch_stops_the_flow() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(13, 1).await;
+    f.worker(&["hypervisor"]);
+    let id = f.create().await;
+    f.wait_status(id, "configuring").await;
+    // The panel now expects another key than the one the VM was seeded with.
+    let other = keel_panel::hypervisor::seed::HostKeys::generate("impostor").unwrap();
+    {
+        let mut tx = f.panel.db().begin().await.unwrap();
+        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        keel_panel::execute!(
+            &mut conn,
+            "UPDATE vm_provisioning SET host_key_public = $1 WHERE service_id = $2",
+            other.ed25519_public.as_str(),
+            id
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    f.worker(&["default"]);
+    let s = f.wait_status(id, "failed").await;
+    assert_eq!(s["failure_reason"], "host key mismatch");
+    // No role ran, nothing was trusted, the VM is kept for inspection.
+    assert!(!f.role_file(id).exists());
+    let vm = f.prov.vm_name(id);
+    assert!(!f.prov.known_hosts_path(&vm).exists());
+    assert!(f.driver.status(&vm).await.is_ok());
+    assert_eq!(f.jobs_of_kind(id, "configure").await, 1);
+    let failures = f
+        .panel
+        .call(
+            "GET",
+            "/api/v1/admin/audit?object_type=service&limit=200",
+            &Cred::Bearer(f.admin_token.clone()),
+            None,
+        )
+        .await;
+    assert!(
+        failures.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "service.host_key_mismatch"),
+        "{}",
+        failures.json
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_http_inventory_loader_reads_the_endpoint_sqlite() {
+    inventory_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_http_inventory_loader_reads_the_endpoint_postgres() {
+    inventory_story(Backend::Postgres).await;
+}
+
+async fn inventory_story(backend: Backend) {
+    // No VM needed: a service with its address is already in the inventory.
+    let p = start(backend, |_| {}).await;
+    api_support::catalog_and_pool(&p, 3).await;
+    let (_, owner_t) = p.user("owner", false).await;
+    let (_, admin_t) = p.user("root", true).await;
+    let owner = Cred::Bearer(owner_t.clone());
+    let site = p
+        .call(
+            "POST",
+            "/api/v1/sites",
+            &owner,
+            Some(json!({"name": "web-shop", "owner_email": "o@example.org"})),
+        )
+        .await
+        .json["id"]
+        .as_i64()
+        .unwrap();
+    let (ssh_user, _) = p.user("deploy", false).await;
+    sites::set_member(p.db(), &Principal::system(), site, "deploy", "ssh")
+        .await
+        .unwrap();
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH deploy@laptop";
+    keel_panel::services::keys::add(p.db(), &ssh_user, "laptop", key)
+        .await
+        .unwrap();
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/services",
+            &owner,
+            Some(json!({"site_id": site, "server_type": "small"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let host = r.json["service"]["hostname"].as_str().unwrap().to_string();
+    // Non-admins are refused.
+    let r = p.call("GET", "/api/v1/inventory", &owner, None).await;
+    assert_eq!(r.status, 403);
+
+    let url = format!("{}/api/v1/inventory", p.base);
+    let opts = keel::inventory::LoadOptions {
+        http_token: Some(admin_t.clone()),
+        ..Default::default()
+    };
+    let inv = keel::inventory::Inventory::load_async(vec![url.clone()], opts)
+        .await
+        .unwrap();
+    assert_eq!(inv.group_hosts("site_web_shop"), vec![host.clone()]);
+    let vars = inv.host_vars(&host);
+    assert_eq!(vars["keel_hostname"].as_str(), Some(host.as_str()));
+    assert_eq!(vars["keel_server_type"].as_str(), Some("small"));
+    assert_eq!(vars["ansible_port"].as_i64(), Some(22));
+    // ?host= gives one host's vars.
+    let one = p
+        .call(
+            "GET",
+            &format!("/api/v1/inventory?host={host}"),
+            &Cred::Bearer(admin_t.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(one.json["keel_hostname"], host.as_str());
+    let users = one.json["keel_users"].as_array().unwrap();
+    let by_name = |n: &str| users.iter().find(|u| u["name"] == n).cloned().unwrap();
+    assert_eq!(by_name("owner")["role"], "admin");
+    let deploy = by_name("deploy");
+    assert_eq!(deploy["role"], "ssh");
+    assert_eq!(deploy["uid"], 10_000 + ssh_user.user_id);
+    assert_eq!(deploy["ssh_keys"], json!([key]));
+    // An unknown host has no vars.
+    let none = p
+        .call(
+            "GET",
+            "/api/v1/inventory?host=nope.example.org",
+            &Cred::Bearer(admin_t.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(none.json, json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_callback_power_cycles_then_fails_compensates_and_retry_recreates() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(14, 2).await;
+    // Callbacks go to a port nothing listens on yet.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    {
+        let p = Arc::get_mut(&mut f.prov).unwrap();
+        p.callback_port = port;
+        p.config.os_ready_resets = 1;
+    }
+    f.worker(&["hypervisor", "default"]);
+    let id = f.create().await;
+    f.wait_status(id, "installing_os").await;
+    let vm = f.prov.vm_name(id);
+    let resets = |f: &FlowPanel| {
+        let db = f.panel.db().clone();
+        async move {
+            let mut rc = db.read().await.unwrap();
+            let mut conn = rc.conn();
+            keel_panel::scalar!(
+                &mut conn,
+                i64,
+                "SELECT resets FROM vm_provisioning WHERE service_id = $1",
+                id
+            )
+            .unwrap()
+            .unwrap()
+        }
+    };
+    // First timeout: a power cycle, and the wait is armed again.
+    f.panel.clock.advance(Duration::from_secs(301));
+    let deadline = Instant::now() + WAIT;
+    while resets(&f).await == 0 {
+        assert!(Instant::now() < deadline, "no power cycle");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(f.service(id).await["status"], "installing_os");
+    // Second timeout: out of power cycles, failed, compensated.
+    f.panel.clock.advance(Duration::from_secs(301));
+    let s = f.wait_status(id, "failed").await;
+    assert!(
+        s["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not call back"),
+        "{s}"
+    );
+    assert!(s["network"].is_null(), "address released: {s}");
+    assert!(s["vm"].is_null(), "{s}");
+    assert!(matches!(
+        f.driver.status(&vm).await,
+        Err(DriverError::NotFound(_))
+    ));
+
+    // The callback listener comes up; a retry builds a new VM (new seed
+    // generation) on a new address (the old one is in quarantine).
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .unwrap();
+    let app = keel_panel::api::callback_router(f.panel.state.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = f
+        .panel
+        .call(
+            "POST",
+            &format!("/api/v1/services/{id}/retry"),
+            &f.owner,
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.json);
+    let s = f.wait_status(id, "ready").await;
+    assert_eq!(s["hostname"], "flow14-1.example.org");
+    let (_, gen, _) = f.callback_params(id).await;
+    assert_eq!(gen, 2);
+    assert_eq!(
+        std::fs::read_to_string(f.role_file(id)).unwrap(),
+        "flow14-1.example.org small keeladmin\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_role_run_keeps_the_vm_and_retry_resumes_at_configure() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(15, 1).await;
+    f.worker(&["hypervisor"]);
+    let id = f.create().await;
+    f.wait_status(id, "configuring").await;
+    let vm = f.prov.vm_name(id);
+    let switch = f.driver.root_dir(&vm).join("etc/keel-fail");
+    std::fs::write(&switch, "").unwrap();
+    f.worker(&["default"]);
+    // Three attempts, a (manual) second apart.
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = f.service(id).await;
+        if s["status"] == "failed" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not failed: {s}");
+        f.panel.clock.advance(Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        s["failure_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("role run failed"),
+        "{s}"
+    );
+    let configure = f
+        .panel
+        .db()
+        .store()
+        .jobs(&JobFilter {
+            kind: Some("configure".into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(configure.len(), 1);
+    assert_eq!(configure[0].attempts, 3);
+    // The VM and the address stay for an admin to look at.
+    assert!(f.driver.status(&vm).await.is_ok());
+    assert_eq!(s["hostname"], "flow15-0.example.org");
+
+    std::fs::remove_file(&switch).unwrap();
+    let r = f
+        .panel
+        .call(
+            "POST",
+            &format!("/api/v1/services/{id}/retry"),
+            &f.owner,
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.json);
+    f.wait_status(id, "ready").await;
+    // Resumed at the role run: same VM, same seed generation.
+    let (_, gen, _) = f.callback_params(id).await;
+    assert_eq!(gen, 1);
+    assert_eq!(f.jobs_of_kind(id, "configure").await, 2);
+    assert!(f.role_file(id).exists());
+}
