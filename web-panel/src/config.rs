@@ -153,6 +153,11 @@ pub struct HypervisorConfig {
     pub playbook: PathBuf,
     /// The account the panel logs in as on its VMs (created by the seed).
     pub admin_user: String,
+    /// DNS servers written into each VM's resolv.conf. Empty: for libvirt
+    /// (QEMU user-mode networking) the built-in resolver at the fourth
+    /// address of the VM's network (`10.77.0.3` in `10.77.0.0/24`); none
+    /// otherwise.
+    pub nameservers: Vec<std::net::IpAddr>,
     /// Hypervisor API calls: retry delay and attempts (every 5 min for 24 h).
     pub api_retry_secs: u64,
     pub api_retry_attempts: u32,
@@ -180,6 +185,7 @@ impl Default for HypervisorConfig {
             vm_prefix: "keel-".to_string(),
             playbook: PathBuf::from("playbooks/site.yml"),
             admin_user: "keeladmin".to_string(),
+            nameservers: Vec::new(),
             api_retry_secs: 300,
             api_retry_attempts: 288,
             os_ready_timeout_secs: 300,

@@ -402,6 +402,7 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     let mut params = SeedParams::new(format!("{name}-g{}", row.generation), net, host_keys);
     params.admin_user = p.config.admin_user.clone();
     params.authorized_keys = vec![p.key.public_line.clone()];
+    params.nameservers = p.nameservers(&spec_net);
     params.phone_home_url = Some(callback::callback_url(
         &base,
         &row.callback_secret,

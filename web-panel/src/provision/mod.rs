@@ -256,6 +256,24 @@ impl Provisioner {
         self.data_dir.join("inventory").join(format!("{vm}.yml"))
     }
 
+    /// The resolvers a VM gets: the configured ones, else QEMU user-mode's
+    /// built-in one (network address + 3) under libvirt.
+    pub fn nameservers(&self, net: &crate::hypervisor::NetIdentity) -> Vec<std::net::IpAddr> {
+        if !self.config.nameservers.is_empty() {
+            return self.config.nameservers.clone();
+        }
+        match (self.driver.as_ref().map(|d| d.kind()), net.ipv4) {
+            (Some("libvirt"), Some(ip)) => {
+                let Ok(network) = ipnet::Ipv4Net::new(ip, net.prefix4) else {
+                    return Vec::new();
+                };
+                let dns = u32::from(network.network()).saturating_add(3);
+                vec![std::net::IpAddr::V4(std::net::Ipv4Addr::from(dns))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The base of the callback URL for a VM whose IPv4 gateway is `gateway4`.
     pub fn callback_base(&self, gateway4: Option<&str>) -> Result<String, ProvisionError> {
         let base = self.config.callback_url.trim().trim_end_matches('/');
