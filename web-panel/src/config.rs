@@ -170,6 +170,9 @@ pub struct HypervisorConfig {
     /// Role run: attempts and the delay between them.
     pub configure_attempts: u32,
     pub configure_retry_secs: u64,
+    /// How often the reconciliation job compares the hypervisor's VMs with
+    /// the store (0: never).
+    pub reconcile_every_secs: u64,
 }
 
 impl Default for HypervisorConfig {
@@ -193,6 +196,7 @@ impl Default for HypervisorConfig {
             ssh_wait_secs: 120,
             configure_attempts: 3,
             configure_retry_secs: 30,
+            reconcile_every_secs: 600,
         }
     }
 }

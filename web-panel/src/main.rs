@@ -1,6 +1,7 @@
 //! `keel-panel`: the panel's command line. It parses arguments and calls
 //! the `keel_panel` library: `serve` (HTTP server plus job workers),
-//! `worker` (workers only, for scale-out), `admin migrate`,
+//! `worker` (workers only, for scale-out), `demo` (seeded data + libvirt),
+//! `admin migrate`,
 //! `admin create-user`, `admin reset-password`, `admin import-pool`.
 
 use std::sync::Arc;
@@ -8,7 +9,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use keel_panel::config::Config;
+use keel_panel::queue::cron::{Schedule, Scheduler};
 use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
+use keel_panel::queue::JobSpec;
 use keel_panel::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +43,17 @@ enum Cmd {
     },
     /// Run job workers only.
     Worker(WorkerArgs),
+    /// The demo: seed an admin account (new random password), a site, a
+    /// server type and an address pool, then serve with the libvirt driver
+    /// so "Create server" boots a real VM on this machine.
+    Demo {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// The base image VMs boot (built by images/build-debian).
+        #[arg(long, default_value = "debian-bookworm")]
+        image: String,
+    },
     /// Administration.
     Admin {
         #[command(subcommand)]
@@ -105,20 +119,41 @@ fn parse_queue(s: &str) -> anyhow::Result<QueueConfig> {
 }
 
 /// The panel's job handlers: the service lifecycle, and with a hypervisor
-/// driver configured, the provisioning flow in its place.
+/// driver configured, the provisioning flow in its place and the
+/// reconciliation job. Returns the cron schedules those handlers need.
 fn panel_handlers(
     registry: &mut Registry,
     db: &keel_panel::services::Db,
     config: &Config,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Schedule>> {
     keel_panel::services::servers::register(registry, db);
+    let mut schedules = Vec::new();
     let driver = keel_panel::provision::driver_from_config(config)?;
-    if driver.is_some() {
-        let p = keel_panel::provision::Provisioner::new(db.clone(), driver, config)
+    if let Some(driver) = driver {
+        let p = keel_panel::provision::Provisioner::new(db.clone(), Some(driver.clone()), config)
             .context("setting up the provisioning flow")?;
         keel_panel::provision::register(registry, Arc::new(p));
+        registry.register(
+            "reconcile",
+            keel_panel::reconcile::ReconcileHandler {
+                db: db.clone(),
+                driver,
+                prefix: config.hypervisor.vm_prefix.clone(),
+            },
+        );
+        let every = config.hypervisor.reconcile_every_secs;
+        if every > 0 {
+            let job = JobSpec::new("reconcile", serde_json::json!({}))
+                .queue("hypervisor")
+                .unique_key("reconcile");
+            schedules.push(Schedule::interval(
+                "reconcile",
+                std::time::Duration::from_secs(every),
+                job,
+            ));
+        }
     }
-    Ok(())
+    Ok(schedules)
 }
 
 async fn run_workers(
@@ -139,8 +174,12 @@ async fn run_workers(
     };
     let mut registry = Registry::with_builtins();
     let db = keel_panel::services::Db::from_store(store.clone(), url).await?;
-    panel_handlers(&mut registry, &db, panel)?;
-    let worker = Arc::new(Worker::new(store, registry, config));
+    let schedules = panel_handlers(&mut registry, &db, panel)?;
+    let mut worker = Worker::new(store.clone(), registry, config);
+    if !schedules.is_empty() {
+        worker = worker.with_scheduler(Scheduler::new(store, schedules));
+    }
+    let worker = Arc::new(worker);
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -209,7 +248,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let workers = if config.workers.concurrency > 0 {
         let mut registry = Registry::new();
-        panel_handlers(&mut registry, &db, &config)?;
+        let schedules = panel_handlers(&mut registry, &db, &config)?;
         let wc = WorkerConfig {
             concurrency: config.workers.concurrency,
             queues: config
@@ -220,7 +259,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?,
             ..WorkerConfig::default()
         };
-        let worker = Arc::new(Worker::new(db.store().clone(), registry, wc));
+        let mut worker = Worker::new(db.store().clone(), registry, wc);
+        if !schedules.is_empty() {
+            worker = worker.with_scheduler(Scheduler::new(db.store().clone(), schedules));
+        }
+        let worker = Arc::new(worker);
         Some(tokio::spawn(worker.run(shutdown.clone())))
     } else {
         None
@@ -279,6 +322,32 @@ async fn main() -> anyhow::Result<()> {
             if let Some(l) = listen {
                 config.listen = l;
             }
+            serve(config).await
+        }
+        Cmd::Demo { listen, image } => {
+            let mut config = config;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if config.hypervisor.driver == "none" {
+                config.hypervisor.driver = "libvirt".to_string();
+            }
+            let db = open_panel_db(&config).await?;
+            let passwords = keel_panel::auth::Passwords::new(&config.auth)?;
+            let creds = keel_panel::demo::seed(&db, &passwords, &image)
+                .await
+                .context("seeding the demo data")?;
+            drop(db);
+            println!("Keel demo: open http://{} and log in", config.listen);
+            println!("  user:     {}", creds.user);
+            println!("  password: {}", creds.password);
+            println!(
+                "then Servers → Create server (site {}, type {}); VMs boot under {} from {}",
+                keel_panel::demo::DEMO_SITE,
+                keel_panel::demo::DEMO_SERVER_TYPE,
+                config.hypervisor.uri,
+                config.hypervisor.image_dir.join(&image).display()
+            );
             serve(config).await
         }
         Cmd::Worker(args) => {
