@@ -67,7 +67,7 @@ pub async fn seed(
         db,
         &system,
         Page {
-            limit: 1000,
+            limit: Page::MAX_LIMIT,
             offset: 0,
         },
     )
@@ -79,7 +79,7 @@ pub async fn seed(
             &NewSite {
                 name: DEMO_SITE.to_string(),
                 description: "Servers made by the demo".to_string(),
-                owner_email: "demo@localhost".to_string(),
+                owner_email: "demo@keel.test".to_string(),
             },
         )
         .await?;
