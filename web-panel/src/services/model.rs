@@ -135,6 +135,29 @@ pub struct ServiceDetail {
     pub network: Option<Allocation>,
     pub jobs: Vec<JobView>,
     pub vhosts: Vec<Vhost>,
+    /// The SSH host keys the panel generated for the VM (what users should
+    /// see on first login).
+    pub host_keys: Vec<HostKeyView>,
+}
+
+/// An SSH host key as users compare it: algorithm and SHA-256 fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct HostKeyView {
+    pub algorithm: String,
+    pub fingerprint: String,
+    pub public_key: String,
+}
+
+impl HostKeyView {
+    /// From an OpenSSH public key line; `None` when it does not parse.
+    pub fn from_line(line: &str) -> Option<HostKeyView> {
+        let key = ssh_key::PublicKey::from_openssh(line.trim()).ok()?;
+        Some(HostKeyView {
+            algorithm: key.algorithm().as_str().to_string(),
+            fingerprint: key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+            public_key: line.trim().to_string(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -14,7 +14,7 @@ use crate::audit::{self, Change};
 use crate::queue::{self, JobContext, JobError, JobFilter, JobHandler, JobSpec, RetryPolicy};
 use crate::services::db::{tx_conn, Conn};
 use crate::services::model::{
-    JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS, SERVICE_STATUSES,
+    HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS, SERVICE_STATUSES,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
 use crate::services::{catalog, Db, Page, Paged, PanelError, Principal};
@@ -382,6 +382,16 @@ pub async fn get(db: &Db, who: &Principal, id: i64) -> Result<ServiceDetail, Pan
         )),
         id
     )?;
+    let host_key = scalar!(
+        &mut conn,
+        String,
+        "SELECT host_key_public FROM vm_provisioning WHERE service_id = $1",
+        id
+    )?;
+    let host_keys = host_key
+        .iter()
+        .filter_map(|line| HostKeyView::from_line(line))
+        .collect();
     let jobs = job_log(db.store(), id).await?;
     Ok(ServiceDetail {
         service,
@@ -389,6 +399,7 @@ pub async fn get(db: &Db, who: &Principal, id: i64) -> Result<ServiceDetail, Pan
         network,
         jobs,
         vhosts,
+        host_keys,
     })
 }
 
