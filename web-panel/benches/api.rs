@@ -1,11 +1,15 @@
-//! API benchmark (not a test): creates N services over HTTP (default
-//! 10,000) with a few concurrent clients and reports create latency
-//! (p50/p99), then hammers `GET /api/v1/services` for a few seconds and
-//! reports requests per second and latency. SQLite by default; set
-//! `KEEL_BENCH_PG=1` to also run on a throw-away PostgreSQL.
+//! API benchmark (not a test). Seeds N services (default 10,000) straight
+//! into the database, then, over HTTP on loopback with a few concurrent
+//! clients: creates M more servers through the API (create p50/p99), and
+//! hammers `GET /api/v1/services` for a few seconds per query shape (the
+//! default page, a status filter, a hostname search, a deep page),
+//! reporting requests per second and p50/p99 latency. Runs on SQLite and
+//! on a throw-away PostgreSQL (`KEEL_BENCH_PG=0` skips PostgreSQL).
 //!
-//! `cargo bench -p keel-panel --bench api` (release), or quickly in debug:
-//! `KEEL_BENCH_SERVICES=500 cargo test -p keel-panel --bench api`.
+//! `cargo bench -p keel-panel --bench api --features testsupport --profile bench-fast`;
+//! knobs: `KEEL_BENCH_SERVICES`, `KEEL_BENCH_CREATES`, `KEEL_BENCH_CLIENTS`,
+//! `KEEL_BENCH_SECS`. Quick check in debug:
+//! `KEEL_BENCH_SERVICES=500 KEEL_BENCH_CREATES=50 KEEL_BENCH_SECS=1 cargo test -p keel-panel --features testsupport --bench api`.
 
 #[path = "../tests/api_support/mod.rs"]
 mod api_support;
@@ -13,7 +17,8 @@ mod api_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api_support::{catalog_and_pool, start, Backend, Cred};
+use api_support::{start, Backend, Cred, Panel};
+use keel_panel::services::db::tx_conn;
 use serde_json::json;
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -31,13 +36,125 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The server type `small` and one public pool of `n` addresses (a /16,
+/// larger than the test harness's pool).
+async fn catalog_and_big_pool(p: &Panel, n: u64) {
+    let admin = keel_panel::services::Principal::system();
+    keel_panel::services::catalog::create(
+        p.db(),
+        &admin,
+        &keel_panel::services::catalog::NewServerType {
+            name: "small".into(),
+            cpus: 2,
+            ram_mb: 2048,
+            disk_gb: 20,
+            os_image: "debian-12".into(),
+            roles: vec!["web".into()],
+        },
+    )
+    .await
+    .unwrap();
+    let file = keel_panel::alloc::generate(
+        "public-a",
+        "public",
+        Some("10.0.0.0/16".parse().unwrap()),
+        Some("2001:db8::/64".parse().unwrap()),
+        "mws-{n:05}.example.org",
+        n,
+    )
+    .unwrap();
+    keel_panel::alloc::import(p.db(), &admin, &file, 3600)
+        .await
+        .unwrap();
+}
+
+/// Statuses the seeded services cycle through, so filters select a share.
+const SEED_STATUSES: &[&str] = &["ready", "requested", "failed", "configuring"];
+
+/// Inserts `n` services of `site` (made by `user`), each holding one
+/// address of the pool, in one transaction. Service and address ids both
+/// start at 1 in a fresh database.
+async fn seed(p: &Panel, site: i64, user: i64, n: usize) {
+    let now = p.db().now();
+    let mut tx = p.db().begin().await.unwrap();
+    let mut conn = tx_conn(&mut tx);
+    let statuses = SEED_STATUSES
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("WHEN {i} THEN '{s}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let k = SEED_STATUSES.len();
+    let sql = format!(
+        "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {n}) \
+         INSERT INTO services (site_id, kind, server_type_id, status, cpus, ram_mb, disk_gb, \
+           created_by, created_at, updated_at) \
+         SELECT {site}, 'production', (SELECT id FROM server_types WHERE name = 'small'), \
+           CASE i % {k} {statuses} END, 2, 2048, 20, {user}, {now}, {now} FROM seq"
+    );
+    keel_panel::execute!(&mut conn, sqlx::AssertSqlSafe(sql)).unwrap();
+    let sql = format!(
+        "UPDATE pool_addresses SET state = 'allocated', service_id = id, allocated_at = {now} \
+         WHERE id <= {n}"
+    );
+    let claimed = keel_panel::execute!(&mut conn, sqlx::AssertSqlSafe(sql)).unwrap();
+    assert_eq!(claimed as usize, n);
+    tx.commit().await.unwrap();
+    if p.db().is_pg() {
+        let pool = p.db().store().as_postgres_pool().unwrap();
+        sqlx::query("ANALYZE").execute(pool).await.unwrap();
+    } else {
+        let pool = p.db().store().as_sqlite_pool().unwrap();
+        sqlx::query("ANALYZE").execute(pool).await.unwrap();
+    }
+}
+
+/// `clients` loops calling GET `path` for `secs` seconds; returns the
+/// sorted latencies.
+async fn hammer(
+    p: &Arc<Panel>,
+    cred: &Cred,
+    path: &str,
+    clients: usize,
+    secs: u64,
+    check: fn(&serde_json::Value),
+) -> Vec<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (p, cred, path) = (p.clone(), cred.clone(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = p.call("GET", &path, &cred, None).await;
+                lat.push(t.elapsed());
+                assert_eq!(r.status, 200, "{path}: {:?}", r.json);
+                check(&r.json);
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    lat.sort();
+    lat
+}
+
 async fn run(backend: Backend) {
     let n = env_num("KEEL_BENCH_SERVICES", 10_000);
+    let creates = env_num("KEEL_BENCH_CREATES", 1_000);
     let clients = env_num("KEEL_BENCH_CLIENTS", 8);
     let secs = env_num("KEEL_BENCH_SECS", 5) as u64;
     let p = Arc::new(start(backend, |_| {}).await);
-    catalog_and_pool(&p, n as u64).await;
-    let (_, token) = p.user("bench", false).await;
+    catalog_and_big_pool(&p, (n + creates) as u64).await;
+    let (user, token) = p.user("bench", false).await;
     let cred = Cred::Bearer(token);
     let site = p
         .call(
@@ -51,7 +168,15 @@ async fn run(backend: Backend) {
         .as_i64()
         .unwrap();
 
-    // Creates.
+    let t = Instant::now();
+    seed(&p, site, user.user_id, n).await;
+    println!(
+        "{backend:?}: seeded {n} services in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Creates through the API: allocation, quota check, audit and the
+    // provision job, each in one transaction.
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -59,7 +184,7 @@ async fn run(backend: Backend) {
         let (p, cred, next) = (p.clone(), cred.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < creates {
                 let t = Instant::now();
                 let r = p
                     .call(
@@ -69,8 +194,8 @@ async fn run(backend: Backend) {
                         Some(json!({"site_id": site, "server_type": "small"})),
                     )
                     .await;
-                assert_eq!(r.status, 201, "{:?}", r.json);
                 lat.push(t.elapsed());
+                assert_eq!(r.status, 201, "{:?}", r.json);
             }
             lat
         }));
@@ -82,43 +207,52 @@ async fn run(backend: Backend) {
     lat.sort();
     let took = started.elapsed();
     println!(
-        "{backend:?}: create x{n} with {clients} clients: {:.0}/s, p50 {:?}, p99 {:?}, max {:?}",
-        n as f64 / took.as_secs_f64(),
-        pct(&lat, 0.50),
-        pct(&lat, 0.99),
-        lat.last().copied().unwrap_or_default()
+        "{backend:?}: POST /api/v1/services x{creates} on top of {n}, {clients} clients: {:.0}/s, p50 {}, p99 {}, max {}",
+        creates as f64 / took.as_secs_f64(),
+        ms(pct(&lat, 0.50)),
+        ms(pct(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default())
     );
 
-    // Lists.
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (p, cred) = (p.clone(), cred.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = p
-                    .call("GET", "/api/v1/services?limit=50", &cred, None)
-                    .await;
-                assert_eq!(r.status, 200);
-                assert_eq!(r.json["total"], n);
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
+    let total = n + creates;
+    let failed = (1..=n).filter(|i| i % SEED_STATUSES.len() == 2).count();
+    let shapes: [(&str, String); 4] = [
+        ("default page", "/api/v1/services".to_string()),
+        (
+            "status=failed",
+            "/api/v1/services?status=failed".to_string(),
+        ),
+        // Ten seeded hostnames share this prefix.
+        (
+            "q=hostname",
+            format!("/api/v1/services?q=mws-{:04}", (n / 20).max(1)),
+        ),
+        (
+            "deep page",
+            format!("/api/v1/services?limit=50&offset={}", total / 2),
+        ),
+    ];
+    for (label, path) in shapes {
+        let check: fn(&serde_json::Value) = match label {
+            "default page" | "deep page" => |j| assert!(j["total"].as_u64().unwrap() >= 10),
+            _ => |j| assert!(j["items"].is_array()),
+        };
+        let lat = hammer(&p, &cred, &path, clients, secs, check).await;
+        let probe = p.call("GET", &path, &cred, None).await.json;
+        match label {
+            "default page" | "deep page" => assert_eq!(probe["total"], total),
+            "status=failed" => assert_eq!(probe["total"], failed),
+            _ => assert!(probe["total"].as_u64().unwrap() >= 1),
+        }
+        println!(
+            "{backend:?}: GET {path} ({label}, {} of {total} match) x{} with {clients} clients: {:.0} req/s, p50 {}, p99 {}",
+            probe["total"],
+            lat.len(),
+            lat.len() as f64 / secs as f64,
+            ms(pct(&lat, 0.50)),
+            ms(pct(&lat, 0.99))
+        );
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
-    }
-    lat.sort();
-    println!(
-        "{backend:?}: GET /api/v1/services?limit=50 over {n} services, {clients} clients: {:.0} req/s, p50 {:?}, p99 {:?}",
-        lat.len() as f64 / secs as f64,
-        pct(&lat, 0.50),
-        pct(&lat, 0.99)
-    );
 }
 
 fn main() {
@@ -128,7 +262,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(run(Backend::Sqlite));
-    if std::env::var("KEEL_BENCH_PG").is_ok_and(|v| v == "1") {
+    if !std::env::var("KEEL_BENCH_PG").is_ok_and(|v| v == "0") {
         rt.block_on(run(Backend::Postgres));
     }
 }

@@ -28,6 +28,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::http::{ApiError, AppState, Auth};
 use crate::queue::log::{self, Flushed, LogLine};
@@ -42,6 +43,18 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// Most lines read per job per poll; a longer backlog is sent over several
 /// polls without waiting in between.
 const LINES_PER_READ: u32 = 500;
+
+fn stop_token() -> &'static CancellationToken {
+    static STOP: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    STOP.get_or_init(CancellationToken::new)
+}
+
+/// Ends every live stream of this process. A server calls it when it
+/// starts shutting down: open event streams would otherwise hold its
+/// graceful shutdown open forever. Clients reconnect with `Last-Event-ID`.
+pub fn stop_live_streams() {
+    stop_token().cancel();
+}
 
 /// A resume point: the last line a client has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +181,7 @@ impl Follower {
             if let Some(e) = self.queue.pop_front() {
                 return Some(e);
             }
-            if self.done {
+            if self.done || stop_token().is_cancelled() {
                 return None;
             }
             if self.start.is_none() && !self.more {
@@ -198,6 +211,7 @@ impl Follower {
         loop {
             tokio::select! {
                 _ = &mut sleep => return,
+                _ = stop_token().cancelled() => return,
                 r = self.wake.recv() => match r {
                     Ok(f) if self.jobs.contains_key(&f.job_id) => return,
                     Ok(_) => {}

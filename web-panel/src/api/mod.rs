@@ -6,6 +6,8 @@
 
 mod events;
 
+pub use events::stop_live_streams;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -220,6 +222,24 @@ pub const ROUTES: &[Route] = &[
         "The audit log",
     ),
     (
+        "POST",
+        "/services/{id}/converge",
+        Access::SiteAdmin,
+        "Run the server's roles again (coalesced: one more run at most)",
+    ),
+    (
+        "POST",
+        "/callback/vm-ready",
+        Access::Public,
+        "A new VM reports its first boot (authenticated by its HMAC, not a session)",
+    ),
+    (
+        "GET",
+        "/inventory",
+        Access::PlatformAdmin,
+        "Ansible dynamic inventory of all servers (`?host=NAME`: one host's vars)",
+    ),
+    (
         "GET",
         "/openapi.json",
         Access::Public,
@@ -257,7 +277,59 @@ pub fn router() -> Router<AppState> {
         .route("/admin/jobs", get(list_jobs))
         .route("/admin/job-failures", get(list_failures))
         .route("/admin/audit", get(list_audit))
+        .route("/services/{id}/converge", post(converge_service))
+        .route("/callback/vm-ready", post(vm_ready_callback))
+        .route("/inventory", get(inventory))
         .route("/openapi.json", get(openapi))
+}
+
+/// Only the VM-ready callback, for the extra listener VM networks reach
+/// (`hypervisor.callback_listen`): no UI, no other API.
+pub fn callback_router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/callback/vm-ready", post(vm_ready_callback))
+        .with_state(state)
+}
+
+async fn converge_service(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    let job = crate::provision::reconverge(&st.db, &a.principal, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
+}
+
+/// cloud-init's phone_home posts a form body; only the query string counts.
+async fn vm_ready_callback(
+    State(st): State<AppState>,
+    Peer(ip): Peer,
+    Query(q): Query<crate::provision::callback::CallbackQuery>,
+) -> ApiResult {
+    let outcome = crate::provision::callback::vm_ready(
+        &st.db,
+        &q,
+        ip,
+        st.config.hypervisor.callback_check_source,
+    )
+    .await?;
+    ok(outcome)
+}
+
+#[derive(Deserialize)]
+struct InventoryQuery {
+    host: Option<String>,
+}
+
+async fn inventory(
+    State(st): State<AppState>,
+    a: Auth,
+    Query(q): Query<InventoryQuery>,
+) -> ApiResult {
+    let inv = crate::provision::inventory::for_consumer(
+        &st.db,
+        &a.principal,
+        &st.config.hypervisor.admin_user,
+        q.host.as_deref(),
+    )
+    .await?;
+    ok(inv)
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -815,6 +887,7 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<Allocation>()
         .schema_from::<JobView>()
         .schema_from::<Vhost>()
+        .schema_from::<HostKeyView>()
         .schema_from::<ServiceDetail>()
         .schema_from::<ServerType>()
         .schema_from::<SshKey>()

@@ -337,9 +337,24 @@ async fn write_pending(shared: &Shared) -> Result<(), StoreError> {
             Ok(())
         }
         Err(e) => {
+            // Another writer took some of our numbers (a second worker
+            // running this job after a lost lease): number on after its
+            // lines instead of failing forever.
+            let base = match &e {
+                StoreError::Database(db) if crate::store::is_unique_violation(db) => {
+                    last_seq(&shared.store, shared.job_id).await.ok()
+                }
+                _ => None,
+            };
             let mut p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
             let newer = std::mem::replace(&mut p.lines, lines);
             p.lines.extend(newer);
+            if let Some(last) = base {
+                for (i, l) in p.lines.iter_mut().enumerate() {
+                    l.seq = last + 1 + i as i64;
+                }
+                p.next_seq = last + 1 + p.lines.len() as i64;
+            }
             Err(e)
         }
     }
@@ -674,6 +689,41 @@ mod tests {
             "PLAY RECAP web1 ok=2 changed=1 unreachable=0 failed=0 skipped=0"
         );
         assert_eq!(summary(&serde_json::json!({"x": 1})), r#"{"x":1}"#);
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_of_the_same_job_numbers_on_after_the_first() {
+        let (store, _dir) = sqlite().await;
+        let job = enqueue_now(&store, JobSpec::new("t", serde_json::json!({})))
+            .await
+            .unwrap()
+            .job_id;
+        let slow = JobLogConfig {
+            flush_every: Duration::from_secs(3600),
+            batch_lines: 1000,
+        };
+        // Both open before either writes, so both start at seq 1.
+        let a = JobLog::open_with(&store, job, 1, slow).await.unwrap();
+        let b = JobLog::open_with(&store, job, 2, slow).await.unwrap();
+        a.message("a1");
+        a.flush().await.unwrap();
+        b.message("b1");
+        b.message("b2");
+        assert!(b.flush().await.is_err(), "seq 1 is taken");
+        b.flush().await.unwrap();
+        let all = read(&store, job, 0, 10).await.unwrap();
+        let got: Vec<_> = all
+            .iter()
+            .map(|l| (l.seq, l.line["message"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "a1".to_string()),
+                (2, "b1".to_string()),
+                (3, "b2".to_string())
+            ]
+        );
     }
 
     #[tokio::test]
