@@ -358,6 +358,14 @@ async fn create_reaches_ready_then_delete_returns_the_address() {
     let vm = f.prov.vm_name(id);
     let known = std::fs::read_to_string(f.prov.known_hosts_path(&vm)).unwrap();
     assert!(known.starts_with("10.233.11.10 ssh-ed25519 "), "{known}");
+    // The detail shows the fingerprint of exactly the key the VM proved it has.
+    let key_line = known.split_once(' ').unwrap().1.trim();
+    let want = ssh_key::PublicKey::from_openssh(key_line)
+        .unwrap()
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string();
+    assert_eq!(detail["host_keys"][0]["algorithm"], "ssh-ed25519");
+    assert_eq!(detail["host_keys"][0]["fingerprint"], want.as_str());
 
     // The inventory the consumers pull shows the host with its vars.
     let inv = f
