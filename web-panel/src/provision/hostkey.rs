@@ -111,6 +111,99 @@ pub async fn presented_key(addr: SocketAddr) -> Result<String, ProvisionError> {
     }
 }
 
+/// Accepts exactly one host key (the VM's, already verified).
+struct Pinned {
+    expected: String,
+}
+
+impl client::Handler for Pinned {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key
+                .to_openssh()
+                .map(|line| key_material(&line) == key_material(&self.expected))
+                .unwrap_or(false),
+            _ => false,
+        })
+    }
+}
+
+/// Waits until `user` can log in to `addr` with the panel's key, talking
+/// only to the host that holds `expected`. Right after the callback a
+/// Debian guest still refuses logins for a moment (`/run/nologin` until
+/// `systemd-user-sessions` has run), which is not a reason to spend one of
+/// the role run's attempts.
+pub async fn wait_for_login(
+    addr: SocketAddr,
+    expected: &str,
+    user: &str,
+    private_key: &Path,
+    wait: Duration,
+) -> Result<(), ProvisionError> {
+    let key = russh::keys::load_secret_key(private_key, None)
+        .map_err(|e| ProvisionError::Ssh(format!("loading {}: {e}", private_key.display())))?;
+    let key = Arc::new(key);
+    let deadline = Instant::now() + wait;
+    loop {
+        let last = match try_login(addr, expected, user, key.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(ProvisionError::Ssh(format!(
+                "{user}@{addr} could not log in within {} s ({last})",
+                wait.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn try_login(
+    addr: SocketAddr,
+    expected: &str,
+    user: &str,
+    key: Arc<russh::keys::PrivateKey>,
+) -> Result<(), String> {
+    let config = Arc::new(client::Config {
+        preferred: russh::Preferred {
+            key: std::borrow::Cow::Borrowed(&[russh::keys::Algorithm::Ed25519]),
+            ..Default::default()
+        },
+        nodelay: true,
+        ..Default::default()
+    });
+    let handler = Pinned {
+        expected: expected.to_string(),
+    };
+    let attempt = async {
+        let mut handle = client::connect(config, addr, handler)
+            .await
+            .map_err(|e| e.to_string())?;
+        let auth = handle
+            .authenticate_publickey(user, russh::keys::PrivateKeyWithHashAlg::new(key, None))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ok = auth.success();
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        if ok {
+            Ok(())
+        } else {
+            Err("the key was refused".to_string())
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), attempt)
+        .await
+        .map_err(|_| "login timed out".to_string())?
+}
+
 /// `algorithm base64` of an OpenSSH public key line (the comment dropped).
 pub fn key_material(line: &str) -> String {
     line.split_whitespace()

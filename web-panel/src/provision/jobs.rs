@@ -138,11 +138,14 @@ struct ProvRow {
     resets: i64,
     callback_at: Option<i64>,
     failed_step: Option<String>,
+    /// Where the driver said sshd is reached (user-mode forwards); `None`
+    /// means the allocated address.
+    ssh_endpoint: Option<String>,
 }
 
 const PROV_SELECT: &str =
     "SELECT vm_name, pool_type, callback_secret, host_key_public, host_key_private, \
-     generation, resets, callback_at, failed_step FROM vm_provisioning WHERE service_id = $1";
+     generation, resets, callback_at, failed_step, ssh_endpoint FROM vm_provisioning WHERE service_id = $1";
 
 async fn facts(conn: &mut Conn<'_>, id: i64) -> Result<Option<ServiceFacts>, sqlx::Error> {
     fetch_opt!(
@@ -621,17 +624,15 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     if !matches!(svc.status.as_str(), "configuring" | "ready") || row.callback_at.is_none() {
         return Ok(());
     }
-    let driver = p
-        .driver
-        .as_ref()
-        .ok_or_else(|| ProvisionError::Missing("no hypervisor driver is configured".into()))?;
-    let info = driver.status(&row.vm_name).await?;
+    // The endpoint recorded when the VM was created: asking the hypervisor
+    // again here would let a transient API error use up a role-run attempt.
+    let stored: Option<SocketAddr> = row.ssh_endpoint.as_deref().and_then(|e| e.parse().ok());
     let host = inventory::hosts(&p.db, &p.config.admin_user, Some(id))
         .await?
         .into_iter()
         .next()
         .ok_or_else(|| ProvisionError::Missing("the service has no address".into()))?;
-    let addr: SocketAddr = match info.ssh_endpoint {
+    let addr: SocketAddr = match stored {
         Some(a) => a,
         None => {
             let h = host
@@ -666,6 +667,14 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
         &row.host_key_public,
     )?;
     log.message(format!("host key of {} verified", row.vm_name));
+    hostkey::wait_for_login(
+        addr,
+        &row.host_key_public,
+        &p.config.admin_user,
+        &p.key.private_path,
+        Duration::from_secs(p.config.ssh_wait_secs),
+    )
+    .await?;
 
     // The role run: the panel's inventory for this one host, its key, its known_hosts.
     let inv_path = p.inventory_path(&row.vm_name);
