@@ -80,11 +80,12 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
             continue;
         };
         seen.insert(id);
-        let orphan = match services.get(&id) {
-            None => true,
-            Some(s) => s.status == "deleted" || (s.status == "failed" && !s.has_vm),
-        };
-        if !orphan {
+        if !services.get(&id).is_none_or(|s| is_orphan(s)) {
+            continue;
+        }
+        // The snapshot above may be seconds old (deletes are slow): a retry
+        // may have re-created this VM for its service since. Look again.
+        if !still_orphan(db, id).await? {
             continue;
         }
         match driver.delete(&vm.name).await {
@@ -127,6 +128,22 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
         }
     }
     Ok(report)
+}
+
+fn is_orphan(s: &ServiceRow) -> bool {
+    s.status == "deleted" || (s.status == "failed" && !s.has_vm)
+}
+
+async fn still_orphan(db: &Db, id: i64) -> Result<bool, PanelError> {
+    let mut rc = db.read().await?;
+    let row = crate::fetch_opt!(
+        &mut rc.conn(),
+        ServiceRow,
+        "SELECT s.id, s.status, (v.id IS NOT NULL) AS has_vm, v.power_state \
+         FROM services s LEFT JOIN vms v ON v.service_id = s.id WHERE s.id = $1",
+        id
+    )?;
+    Ok(row.as_ref().is_none_or(is_orphan))
 }
 
 async fn note(db: &Db, id: i64, action: &str, vm: &str) -> Result<(), PanelError> {

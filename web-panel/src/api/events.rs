@@ -239,7 +239,13 @@ impl Follower {
             self.status = Some(status);
         }
 
+        // job_log takes its own connection; on PostgreSQL both come from one
+        // pool, so never hold one while waiting for the other.
+        drop(conn);
+        drop(rc);
         let mut jobs: Vec<JobView> = servers::job_log(self.db.store(), self.service_id).await?;
+        let mut rc = self.db.read().await?;
+        let mut conn = rc.conn();
         if let Some(only) = self.only_job {
             jobs.retain(|j| j.id == only);
         }

@@ -17,6 +17,7 @@
 //!   during the final stage; any per-VM authentication rides in the URL.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -366,6 +367,10 @@ pub async fn write_iso(seed: &SeedData, iso: &Path) -> Result<(), SeedError> {
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
+        // Private before it gets its well-known name.
+        tokio::fs::set_permissions(&tmp_iso, std::fs::Permissions::from_mode(0o600))
+            .await
+            .map_err(io("chmod seed".to_string()))?;
         tokio::fs::rename(&tmp_iso, iso)
             .await
             .map_err(io(format!("move seed to {}", iso.display())))
@@ -381,7 +386,10 @@ async fn tempfile_dir(parent: &Path) -> std::io::Result<std::path::PathBuf> {
     tokio::fs::create_dir_all(parent).await?;
     loop {
         let dir = parent.join(format!(".seed-{:016x}", fastrand::u64(..)));
-        match tokio::fs::create_dir(&dir).await {
+        // 0700 from the start: the seed holds the VM's private host key.
+        let mut builder = tokio::fs::DirBuilder::new();
+        builder.mode(0o700);
+        match builder.create(&dir).await {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),

@@ -213,7 +213,10 @@ impl JobLog {
 
     /// Appends one line. It is stored within `flush_every`, or sooner when
     /// a batch fills up.
-    pub fn append(&self, line: Value) {
+    pub fn append(&self, mut line: Value) {
+        // PostgreSQL's jsonb cannot hold U+0000, which command output can
+        // carry (`find -print0`); both backends store U+FFFD instead.
+        replace_nul(&mut line);
         let s = &self.shared;
         let full = {
             let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -357,6 +360,25 @@ async fn write_pending(shared: &Shared) -> Result<(), StoreError> {
             }
             Err(e)
         }
+    }
+}
+
+fn replace_nul(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let old = std::mem::take(map);
+                for (k, mut v) in old {
+                    replace_nul(&mut v);
+                    map.insert(k.replace('\0', "\u{FFFD}"), v);
+                }
+            } else {
+                map.values_mut().for_each(replace_nul);
+            }
+        }
+        _ => {}
     }
 }
 
