@@ -87,10 +87,12 @@ impl InProcess {
         let url = format!("sqlite://{}", data_dir.join("panel.db").display());
         let db = support::open_db(&url).await;
         let fixture = support::seed_fixture(&db, subnet, addresses, 3600).await;
-        let mut config = Config::default();
-        config.data_dir = data_dir;
-        config.database_url = url;
-        config.auth = support::test_auth();
+        let mut config = Config {
+            data_dir,
+            database_url: url,
+            auth: support::test_auth(),
+            ..Default::default()
+        };
         config.hypervisor.driver = "nspawn".into();
         config.hypervisor.vm_prefix = prefix.to_string();
         config.hypervisor.playbook = support::write_file_playbook(scratch.path());
@@ -479,10 +481,14 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
     let report = reconcile::reconcile(&p.db, driver.as_ref(), &prefix)
         .await
         .unwrap();
-    assert_eq!(report.orphans_deleted, [orphan.clone()], "{report:?}");
+    assert_eq!(
+        report.orphans_deleted,
+        std::slice::from_ref(&orphan),
+        "{report:?}"
+    );
     assert!(report.orphans_failed.is_empty(), "{report:?}");
     assert_eq!(report.missing, [vanished], "{report:?}");
-    assert_eq!(report.unknown, [stray.clone()], "{report:?}");
+    assert_eq!(report.unknown, std::slice::from_ref(&stray), "{report:?}");
     assert!(matches!(
         driver.status(&orphan).await,
         Err(DriverError::NotFound(_))

@@ -241,7 +241,6 @@ impl Follower {
 
         // job_log takes its own connection; on PostgreSQL both come from one
         // pool, so never hold one while waiting for the other.
-        drop(conn);
         drop(rc);
         let mut jobs: Vec<JobView> = servers::job_log(self.db.store(), self.service_id).await?;
         let mut rc = self.db.read().await?;
