@@ -38,6 +38,10 @@ fn can_run() -> bool {
     let image = Path::new(IMAGES).join(IMAGE).join("BUILT").is_file();
     let nspawn = Path::new("/usr/bin/systemd-nspawn").exists();
     if !(root && image && nspawn) {
+        assert!(
+            std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+            "KEEL_REQUIRE_REAL is set, so this test may not skip: needs root, systemd-nspawn and {IMAGES}/{IMAGE} (images/build-debian)"
+        );
         eprintln!("SKIP: needs root, systemd-nspawn and {IMAGES}/{IMAGE} (images/build-debian)");
     }
     root && image && nspawn

@@ -53,6 +53,10 @@ pub fn image_built() -> bool {
 pub fn can_run_nspawn() -> bool {
     let ok = is_root() && image_built() && Path::new("/usr/bin/systemd-nspawn").exists();
     if !ok {
+        assert!(
+            std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+            "KEEL_REQUIRE_REAL is set, so this test may not skip: needs root, systemd-nspawn and {IMAGES}/{IMAGE} (images/build-debian)"
+        );
         eprintln!("SKIP: needs root, systemd-nspawn and {IMAGES}/{IMAGE} (images/build-debian)");
     }
     ok
@@ -68,6 +72,10 @@ pub fn can_run_libvirt() -> bool {
         .is_ok_and(|s| s.success());
     let ok = is_root() && image_built() && virsh_ok;
     if !ok {
+        assert!(
+            std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+            "KEEL_REQUIRE_REAL is set, so this test may not skip: needs root, a running libvirtd (scripts/libvirt-up) and {IMAGES}/{IMAGE}"
+        );
         eprintln!("SKIP: needs root, a running libvirtd (scripts/libvirt-up) and {IMAGES}/{IMAGE}");
     }
     ok
