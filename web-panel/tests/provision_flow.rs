@@ -4,6 +4,10 @@
 //! host key is checked, the role run writes a file, `ready`; and the
 //! failure paths: wrong HMAC, replayed callback, host-key mismatch, delete,
 //! coalesced re-converge. Needs root and the built image; skips otherwise.
+//! The `regression_*` tests pin races a review found: forged callbacks
+//! holding the write lock, a callback arriving before `installing_os`
+//! commits, an OS-ready failure losing to a callback, compensation whose VM
+//! delete fails, a panel key whose public half went missing.
 //!
 //! [`FlowPanel`] (a panel with a driver, a worker on chosen queues and the
 //! callback-only listener) is meant to be reused by further flow tests.
@@ -722,7 +726,18 @@ async fn no_callback_power_cycles_then_fails_compensates_and_retry_recreates() {
             .contains("did not call back"),
         "{s}"
     );
-    assert!(s["network"].is_null(), "address released: {s}");
+    // The compensation runs after the status change commits: the VM goes,
+    // then the address.
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = f.service(id).await;
+        if s["network"].is_null() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "address not released: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(s["status"], "failed");
     assert!(s["vm"].is_null(), "{s}");
     assert!(matches!(
         f.driver.status(&vm).await,
@@ -821,4 +836,334 @@ async fn failed_role_run_keeps_the_vm_and_retry_resumes_at_configure() {
     assert_eq!(gen, 1);
     assert_eq!(f.jobs_of_kind(id, "configure").await, 2);
     assert!(f.role_file(id).exists());
+}
+
+/// The nspawn driver with hooks the race tests need: `start` can hold its
+/// answer until the VM has called back (the provision step is slow to
+/// commit after starting the VM), and `delete` can fail (compensation
+/// meets a hypervisor that does not answer).
+struct HookedDriver {
+    inner: Arc<NspawnDriver>,
+    db: keel_panel::services::Db,
+    hold_start: std::sync::atomic::AtomicBool,
+    fail_delete: std::sync::atomic::AtomicBool,
+    /// The service status seen when the held `start` saw the callback.
+    status_at_callback: std::sync::Mutex<Option<String>>,
+}
+
+impl HookedDriver {
+    fn new(f: &FlowPanel) -> Arc<HookedDriver> {
+        Arc::new(HookedDriver {
+            inner: f.driver.clone(),
+            db: f.panel.db().clone(),
+            hold_start: Default::default(),
+            fail_delete: Default::default(),
+            status_at_callback: Default::default(),
+        })
+    }
+
+    /// Waits (up to two minutes) until the VM's callback is recorded.
+    async fn wait_for_callback(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let mut rc = self.db.read().await.unwrap();
+            let mut conn = rc.conn();
+            let seen = keel_panel::fetch_opt!(
+                &mut conn,
+                (Option<i64>, String),
+                "SELECT p.callback_at, s.status FROM vm_provisioning p \
+                 JOIN services s ON s.id = p.service_id WHERE p.vm_name = $1",
+                name
+            )
+            .unwrap();
+            if let Some((Some(_), status)) = seen {
+                *self.status_at_callback.lock().unwrap() = Some(status);
+                return;
+            }
+            drop(conn);
+            drop(rc);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for HookedDriver {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn create(
+        &self,
+        spec: &keel_panel::hypervisor::VmSpec,
+    ) -> Result<keel_panel::hypervisor::VmInfo, DriverError> {
+        self.inner.create(spec).await
+    }
+    async fn start(&self, name: &str) -> Result<(), DriverError> {
+        self.inner.start(name).await?;
+        if self.hold_start.load(std::sync::atomic::Ordering::SeqCst) {
+            self.wait_for_callback(name).await;
+        }
+        Ok(())
+    }
+    async fn shutdown(&self, name: &str) -> Result<(), DriverError> {
+        self.inner.shutdown(name).await
+    }
+    async fn power_off(&self, name: &str) -> Result<(), DriverError> {
+        self.inner.power_off(name).await
+    }
+    async fn reset(&self, name: &str) -> Result<(), DriverError> {
+        self.inner.reset(name).await
+    }
+    async fn status(&self, name: &str) -> Result<keel_panel::hypervisor::VmInfo, DriverError> {
+        self.inner.status(name).await
+    }
+    async fn delete(&self, name: &str) -> Result<(), DriverError> {
+        if self.fail_delete.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DriverError::Unavailable(
+                "injected: hypervisor API down".into(),
+            ));
+        }
+        self.inner.delete(name).await
+    }
+    async fn list(&self) -> Result<Vec<keel_panel::hypervisor::VmInfo>, DriverError> {
+        self.inner.list().await
+    }
+    async fn snapshot_create(&self, name: &str, snapshot: &str) -> Result<(), DriverError> {
+        self.inner.snapshot_create(name, snapshot).await
+    }
+    async fn snapshot_list(
+        &self,
+        name: &str,
+    ) -> Result<Vec<keel_panel::hypervisor::SnapshotInfo>, DriverError> {
+        self.inner.snapshot_list(name).await
+    }
+    async fn snapshot_revert(&self, name: &str, snapshot: &str) -> Result<(), DriverError> {
+        self.inner.snapshot_revert(name, snapshot).await
+    }
+    async fn snapshot_delete(&self, name: &str, snapshot: &str) -> Result<(), DriverError> {
+        self.inner.snapshot_delete(name, snapshot).await
+    }
+    async fn clone_vm(
+        &self,
+        name: &str,
+        target: &str,
+        seed: &keel_panel::hypervisor::SeedData,
+    ) -> Result<keel_panel::hypervisor::VmInfo, DriverError> {
+        self.inner.clone_vm(name, target, seed).await
+    }
+}
+
+/// Puts `driver` under the flow (before any worker starts).
+fn use_driver(f: &mut FlowPanel, driver: Arc<HookedDriver>) {
+    let d: Arc<dyn Driver> = driver;
+    Arc::get_mut(&mut f.prov).unwrap().driver = Some(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_bad_callback_does_not_wait_for_the_write_lock() {
+    // The signature used to be checked inside the write transaction, so
+    // every unauthenticated POST queued behind (and then held) the single
+    // SQLite writer. Hold the writer and post: the refusal must not wait.
+    let p = start(Backend::Sqlite, |_| {}).await;
+    let held = p.db().begin().await.unwrap();
+    let sig = callback::sign(&"ab".repeat(32), "keel-1", 1);
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        p.call(
+            "POST",
+            &format!("/api/v1/callback/vm-ready?vm=keel-1&gen=1&sig={sig}"),
+            &Cred::Anonymous,
+            None,
+        ),
+    )
+    .await
+    .expect("a forged callback waited for the write lock");
+    assert_eq!(r.status, 403, "{}", r.json);
+    assert_eq!(r.json["error"], "forbidden");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_callback_before_installing_os_commits_is_not_lost() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(16, 1).await;
+    // The provision step starts the VM and then does not commit until the
+    // VM has phoned home: the callback meets a service in `creating_vm`.
+    let hooked = HookedDriver::new(&f);
+    hooked
+        .hold_start
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    use_driver(&mut f, hooked.clone());
+    f.worker(&["hypervisor", "default"]);
+    let id = f.create().await;
+    f.wait_status(id, "ready").await;
+    assert_eq!(
+        hooked.status_at_callback.lock().unwrap().as_deref(),
+        Some("creating_vm")
+    );
+    assert_eq!(
+        f.status_history(id).await,
+        [
+            "allocating",
+            "creating_vm",
+            "installing_os",
+            "configuring",
+            "ready"
+        ]
+    );
+    // No OS-ready wait was armed, and one role run did the work.
+    assert_eq!(f.jobs_of_kind(id, "vm_os_ready").await, 0);
+    assert_eq!(f.jobs_of_kind(id, "configure").await, 1);
+    assert!(f.role_file(id).exists());
+    // The callback was recorded once: a replay now is a duplicate.
+    let (vm, gen, secret) = f.callback_params(id).await;
+    let r = f
+        .post_callback(&vm, gen, &callback::sign(&secret, &vm, gen))
+        .await;
+    assert_eq!(r.json["status"], "duplicate", "{}", r.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_os_ready_failure_after_a_callback_keeps_the_vm() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(17, 1).await;
+    // Only the hypervisor queue: the service stays in `configuring`.
+    f.worker(&["hypervisor"]);
+    let id = f.create().await;
+    f.wait_status(id, "configuring").await;
+    let vm = f.prov.vm_name(id);
+    // The last OS-ready attempt decided "no callback" just before the
+    // callback committed, and now gives up: it must change nothing.
+    let os_ready = f
+        .panel
+        .db()
+        .store()
+        .jobs(&JobFilter {
+            kind: Some("vm_os_ready".into()),
+            serial_key: Some(servers::service_key(id)),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(os_ready.len(), 1);
+    let step = provision::jobs::OsReadyStep(f.prov.clone());
+    keel_panel::queue::JobHandler::on_failure(
+        &step,
+        f.panel.db().store(),
+        &os_ready[0],
+        "the VM did not call back within 300 s, 2 power cycle(s) included",
+    )
+    .await
+    .unwrap();
+    let s = f.service(id).await;
+    assert_eq!(s["status"], "configuring", "{s}");
+    assert_eq!(s["hostname"], "flow17-0.example.org", "{s}");
+    assert!(!s["vm"].is_null(), "{s}");
+    assert!(f.driver.status(&vm).await.is_ok());
+    // And the flow goes on to `ready`.
+    f.worker(&["default"]);
+    f.wait_status(id, "ready").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_failed_compensation_delete_keeps_the_address_and_retry_replaces_the_vm() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(18, 1).await;
+    // Callbacks go to a port nothing listens on yet; no power cycles.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    {
+        let p = Arc::get_mut(&mut f.prov).unwrap();
+        p.callback_port = port;
+        p.config.os_ready_resets = 0;
+    }
+    let hooked = HookedDriver::new(&f);
+    hooked
+        .fail_delete
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    use_driver(&mut f, hooked.clone());
+    f.worker(&["hypervisor", "default"]);
+    let id = f.create().await;
+    f.wait_status(id, "installing_os").await;
+    let vm = f.prov.vm_name(id);
+    f.panel.clock.advance(Duration::from_secs(301));
+    let s = f.wait_status(id, "failed").await;
+    // The VM could not be deleted: it, its record and its address stay.
+    assert!(f.driver.status(&vm).await.is_ok());
+    assert!(!s["vm"].is_null(), "{s}");
+    assert_eq!(s["hostname"], "flow18-0.example.org", "{s}");
+    let mut rc = f.panel.db().read().await.unwrap();
+    let mut conn = rc.conn();
+    let step = keel_panel::scalar!(
+        &mut conn,
+        String,
+        "SELECT failed_step FROM vm_provisioning WHERE service_id = $1",
+        id
+    )
+    .unwrap();
+    assert_eq!(step.as_deref(), Some("os_ready"));
+    drop(conn);
+    drop(rc);
+    let old_root = f.driver.root_dir(&vm);
+    let marker = old_root.join("etc/keel-old-vm");
+    std::fs::write(&marker, "").unwrap();
+
+    // The hypervisor answers again; a retry removes the stale VM and builds
+    // a new one (new seed generation) on the address it kept.
+    hooked
+        .fail_delete
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .unwrap();
+    let app = keel_panel::api::callback_router(f.panel.state.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = f
+        .panel
+        .call(
+            "POST",
+            &format!("/api/v1/services/{id}/retry"),
+            &f.owner,
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.json);
+    let s = f.wait_status(id, "ready").await;
+    assert_eq!(s["hostname"], "flow18-0.example.org");
+    let (_, gen, _) = f.callback_params(id).await;
+    assert_eq!(gen, 2);
+    assert!(!f.driver.root_dir(&vm).join("etc/keel-old-vm").exists());
+    assert_eq!(
+        std::fs::read_to_string(f.role_file(id)).unwrap(),
+        "flow18-0.example.org small keeladmin\n"
+    );
+}
+
+#[test]
+fn regression_panel_key_survives_a_missing_public_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = provision::PanelKey::load_or_create(dir.path()).unwrap();
+    let private = std::fs::read(&first.private_path).unwrap();
+    std::fs::remove_file(dir.path().join("id_ed25519.pub")).unwrap();
+    let again = provision::PanelKey::load_or_create(dir.path()).unwrap();
+    assert_eq!(std::fs::read(&again.private_path).unwrap(), private);
+    let key_of = |line: &str| {
+        ssh_key::PublicKey::from_openssh(line)
+            .unwrap()
+            .key_data()
+            .clone()
+    };
+    assert_eq!(key_of(&again.public_line), key_of(&first.public_line));
+    let written = std::fs::read_to_string(dir.path().join("id_ed25519.pub")).unwrap();
+    assert_eq!(written.trim(), again.public_line);
 }

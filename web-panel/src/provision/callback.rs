@@ -9,8 +9,14 @@
 //!   (the URL of a VM that was since deleted and re-created), a second one
 //!   for the current generation, and one for a service that is no longer
 //!   waiting, change nothing.
+//! - The signature is checked on a read connection; only an authentic
+//!   callback opens a write transaction, which decides again on what it
+//!   sees (a conditional UPDATE on the generation and `callback_at`).
 //! - The accepted callback marks itself received and enqueues `configure`
-//!   in one transaction.
+//!   in one transaction. One that arrives while the service is still
+//!   `creating_vm` (the VM booted before the provision step committed) is
+//!   recorded only; that step then queues `configure` itself, because
+//!   cloud-init phones home once per instance and would not call again.
 //!
 //! The HTTP shell lives in `api/`; this file knows no HTTP.
 
@@ -43,6 +49,9 @@ pub enum CallbackOutcome {
     Accepted { service_id: i64, job_id: i64 },
     /// Already received for this generation: nothing changed.
     Duplicate { service_id: i64 },
+    /// First callback, received while the VM is still being created: it is
+    /// recorded, and the provision step queues `configure` when it commits.
+    Early { service_id: i64 },
 }
 
 /// A fresh per-VM secret (32 random bytes, hex).
@@ -112,17 +121,21 @@ pub async fn vm_ready(
             "the callback needs vm, gen and sig query parameters",
         ));
     };
-    let now = db.now();
-    let mut tx = db.begin().await?;
-    let mut conn = tx_conn(&mut tx);
-    let target = fetch_opt!(
-        &mut conn,
-        Target,
-        "SELECT p.service_id, p.callback_secret, p.generation, p.callback_at, s.status, a.ipv4, a.ipv6 \
-         FROM vm_provisioning p JOIN services s ON s.id = p.service_id \
-         LEFT JOIN pool_addresses a ON a.service_id = p.service_id WHERE p.vm_name = $1",
-        vm
-    )?;
+    // Authenticate on a read connection: the write transaction (on SQLite
+    // the single writer, BEGIN IMMEDIATE) is taken only for a callback whose
+    // MAC checks out, so unauthenticated POSTs cannot hold the write lock.
+    let target = {
+        let mut rc = db.read().await?;
+        let mut conn = rc.conn();
+        fetch_opt!(
+            &mut conn,
+            Target,
+            "SELECT p.service_id, p.callback_secret, p.generation, p.callback_at, s.status, a.ipv4, a.ipv6 \
+             FROM vm_provisioning p JOIN services s ON s.id = p.service_id \
+             LEFT JOIN pool_addresses a ON a.service_id = p.service_id WHERE p.vm_name = $1",
+            vm
+        )?
+    };
     // Verify against a throw-away secret when the VM is unknown, so both
     // cases cost the same.
     let secret = target
@@ -147,23 +160,30 @@ pub async fn vm_ready(
             ));
         }
     }
-    if generation != t.generation {
-        return Err(PanelError::Conflict(format!(
-            "callback for generation {generation}; the VM is at generation {}",
-            t.generation
-        )));
-    }
+    check_waiting(t.generation, t.callback_at, &t.status, generation)?;
     if t.callback_at.is_some() {
         return Ok(CallbackOutcome::Duplicate {
             service_id: t.service_id,
         });
     }
-    if t.status != "installing_os" {
-        return Err(PanelError::Conflict(format!(
-            "the service is {}; it is not waiting for a callback",
-            t.status
-        )));
-    }
+
+    // Authentic: now take the write transaction and decide again on what it
+    // sees, since the read above may already be stale (a re-created VM, a
+    // second callback, the provision step committing `installing_os`).
+    let now = db.now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let Some((cur_generation, cur_callback_at, cur_status)) = fetch_opt!(
+        &mut conn,
+        (i64, Option<i64>, String),
+        "SELECT p.generation, p.callback_at, s.status \
+         FROM vm_provisioning p JOIN services s ON s.id = p.service_id WHERE p.service_id = $1",
+        t.service_id
+    )?
+    else {
+        return Err(forbidden());
+    };
+    check_waiting(cur_generation, cur_callback_at, &cur_status, generation)?;
     let marked = execute!(
         &mut conn,
         "UPDATE vm_provisioning SET callback_at = $1, callback_generation = $2, updated_at = $1 \
@@ -174,6 +194,20 @@ pub async fn vm_ready(
     )?;
     if marked != 1 {
         return Ok(CallbackOutcome::Duplicate {
+            service_id: t.service_id,
+        });
+    }
+    if cur_status == "creating_vm" {
+        // The VM booted before the provision step recorded it: remember the
+        // callback (cloud-init phones home once per instance); that step's
+        // final commit sees it and queues `configure` itself.
+        tx.commit().await?;
+        tracing::info!(
+            vm,
+            service_id = t.service_id,
+            "VM called back before the provision step finished; recorded"
+        );
+        return Ok(CallbackOutcome::Early {
             service_id: t.service_id,
         });
     }
@@ -197,6 +231,28 @@ pub async fn vm_ready(
         service_id: t.service_id,
         job_id: job.job_id,
     })
+}
+
+/// Whether an authentic callback for `generation` is one the service waits
+/// for: the current generation, while the VM is being created or its OS
+/// installs. A callback already recorded passes (it is a duplicate).
+fn check_waiting(
+    current: i64,
+    callback_at: Option<i64>,
+    status: &str,
+    generation: i64,
+) -> Result<(), PanelError> {
+    if generation != current {
+        return Err(PanelError::Conflict(format!(
+            "callback for generation {generation}; the VM is at generation {current}"
+        )));
+    }
+    if callback_at.is_none() && !matches!(status, "creating_vm" | "installing_os") {
+        return Err(PanelError::Conflict(format!(
+            "the service is {status}; it is not waiting for a callback"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,22 +6,31 @@
 //!
 //! | job | status it acts on | policy | on permanent failure |
 //! | --- | --- | --- | --- |
-//! | `provision` | requested, allocating, creating_vm | hypervisor API (every 5 min, 24 h) | failed; VM deleted, address released |
-//! | `vm_os_ready` | installing_os, callback missing | hypervisor API; a reset per timeout, N times | failed; VM deleted, address released |
+//! | `provision` | requested, allocating, creating_vm | hypervisor API (every 5 min, 24 h) | failed; VM deleted, then address released |
+//! | `vm_os_ready` | installing_os, callback missing | hypervisor API; a reset per timeout, N times | failed (unless the callback won); VM deleted, then address released |
 //! | `configure` | configuring, ready (re-converge) | 3 attempts | failed; VM kept for inspection |
 //! | `deprovision` | deleting | hypervisor API | recorded for admins (status stays deleting) |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
 //! failed step: the role run when the VM is still there, otherwise a new VM
-//! (a new seed generation, new host keys, the address re-claimed if it was
-//! released).
+//! (any leftover VM deleted first, a new seed generation, new host keys, the
+//! address kept, or re-claimed if it was released).
+//!
+//! A callback can arrive before `provision` commits `installing_os` (the VM
+//! boots fast, or the step is cut off after `start`); it is recorded, and
+//! `provision` then queues `configure` itself instead of arming the
+//! OS-ready wait. The address is released only after the driver confirmed
+//! the VM's deletion. Steps check `ctx.cancel` between hypervisor calls and
+//! race the role run against it, so an attempt whose lease was lost stops
+//! instead of running beside its successor.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::{callback, hostkey, inventory, ProvisionError, Provisioner, HOST_KEY_MISMATCH};
 use crate::alloc;
@@ -232,7 +241,7 @@ impl JobHandler for ProvisionStep {
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
         let id = service_id_of(ctx.payload())?;
-        provision(&self.0, id)
+        provision(&self.0, id, &ctx.cancel)
             .await
             .map_err(ProvisionError::into_job_error)
     }
@@ -246,7 +255,20 @@ impl JobHandler for ProvisionStep {
     }
 }
 
-async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
+/// Stops a step between two actions once its job is no longer its own.
+fn check_cancel(cancel: &CancellationToken) -> Result<(), ProvisionError> {
+    if cancel.is_cancelled() {
+        Err(ProvisionError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+async fn provision(
+    p: &Provisioner,
+    id: i64,
+    cancel: &CancellationToken,
+) -> Result<(), ProvisionError> {
     let system = Principal::system();
     let (Some(svc), existing) = read_state(&p.db, id).await? else {
         return Ok(());
@@ -275,9 +297,12 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     };
     let name = p.vm_name(id);
     let exists = vm_exists(p, &name).await?;
+    // `requested` with a provisioning row: a retry of a failed service (a
+    // first run has no row yet, and a resumed one is past `requested`).
+    let retrying = svc.status == "requested" && existing.is_some();
 
     // A retry after a failed role run: the VM is still there, run the roles again.
-    if svc.status == "requested" && exists {
+    if retrying && exists {
         let resume_configure = existing.as_ref().is_some_and(|r| {
             r.callback_at.is_some()
                 && matches!(
@@ -302,12 +327,16 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
         }
     }
 
-    // A VM left over from a failed attempt whose seed is spent cannot be
-    // trusted to call back with the current generation: start afresh.
-    let seed_spent = existing
-        .as_ref()
-        .is_some_and(|r| r.host_key_private.is_none());
-    if seed_spent && exists {
+    // Any other retry starts afresh: a VM left over from the failed attempt
+    // (its compensation could not delete it) was built for that attempt's
+    // seed and maybe another address, and one whose seed is spent cannot be
+    // trusted to call back with the current generation. It goes first; the
+    // address is kept or re-claimed below, and the seed is new.
+    let fresh_seed = retrying
+        || existing
+            .as_ref()
+            .is_some_and(|r| r.host_key_private.is_none());
+    if fresh_seed && exists {
         driver.delete(&name).await?;
     }
 
@@ -364,7 +393,7 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
                 now
             )?;
         }
-        Some(r) if r.host_key_private.is_none() => {
+        Some(r) if fresh_seed || r.host_key_private.is_none() => {
             let keys = HostKeys::generate(&name)?;
             execute!(
                 &mut conn,
@@ -421,7 +450,9 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
         seed: seed::render(&params)?,
         net: spec_net,
     };
+    check_cancel(cancel)?;
     let info = driver.create(&spec).await?;
+    check_cancel(cancel)?;
     driver.start(&name).await?;
 
     // installing_os: record the VM, forget the private host key, arm the timeout.
@@ -462,7 +493,29 @@ async fn provision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
         info.ssh_endpoint.map(|a| a.to_string()),
         now
     )?;
+    // The VM may have called back already (it boots while this step is
+    // still between `start` and this commit, or this step was cut off and
+    // re-run). cloud-init phones home once per instance, so waiting for a
+    // callback now would time out a healthy VM: go on to `configure`.
+    let called_back = scalar!(
+        &mut conn,
+        i64,
+        "SELECT callback_at FROM vm_provisioning \
+         WHERE service_id = $1 AND generation = $2 AND callback_at IS NOT NULL",
+        id,
+        row.generation
+    )?
+    .is_some();
     set_status(&mut conn, now, &system, id, "installing_os", None).await?;
+    if called_back {
+        // Both statuses in one transaction: the history still shows that
+        // the OS installed, and nothing ever waits in `installing_os`.
+        set_status(&mut conn, now, &system, id, "configuring", None).await?;
+        queue::enqueue(&mut tx, configure_spec(id, None)).await?;
+        tx.commit().await?;
+        tracing::info!(service_id = id, vm = %name, "VM created and already called back; configure queued");
+        return Ok(());
+    }
     queue::enqueue(
         &mut tx,
         os_ready_spec(
@@ -495,7 +548,7 @@ impl JobHandler for OsReadyStep {
         let id = service_id_of(ctx.payload())?;
         let generation = ctx.payload().get("generation").and_then(|v| v.as_i64());
         let resets = ctx.payload().get("resets").and_then(|v| v.as_i64());
-        os_ready(&self.0, id, generation, resets)
+        os_ready(&self.0, id, generation, resets, &ctx.cancel)
             .await
             .map_err(ProvisionError::into_job_error)
     }
@@ -513,23 +566,40 @@ async fn os_ready(
     id: i64,
     generation: Option<i64>,
     resets: Option<i64>,
+    cancel: &CancellationToken,
 ) -> Result<(), ProvisionError> {
     let (Some(svc), Some(row)) = read_state(&p.db, id).await? else {
         return Ok(());
     };
-    let stale = svc.status != "installing_os"
-        || row.callback_at.is_some()
-        || Some(row.generation) != generation
-        || Some(row.resets) != resets;
-    if stale {
+    let (Some(generation), Some(resets)) = (generation, resets) else {
+        return Ok(());
+    };
+    let waiting =
+        svc.status == "installing_os" && row.callback_at.is_none() && row.generation == generation;
+    if !waiting {
         return Ok(());
     }
-    if row.resets >= i64::from(p.config.os_ready_resets) {
-        return Err(ProvisionError::Missing(format!(
-            "the VM did not call back within {} s, {} power cycle(s) included",
-            p.config.os_ready_timeout_secs, row.resets
-        )));
+    if row.resets == resets {
+        if row.resets >= i64::from(p.config.os_ready_resets) {
+            return Err(ProvisionError::Missing(format!(
+                "the VM did not call back within {} s, {} power cycle(s) included",
+                p.config.os_ready_timeout_secs, row.resets
+            )));
+        }
+        check_cancel(cancel)?;
+        // Claim the power cycle before doing it, under the same conditions
+        // the callback's UPDATE tests: a VM that has called back by now is
+        // never reset, and the next wait is armed in the same transaction.
+        if !claim_reset(p, id, &row).await? {
+            return Ok(());
+        }
+    } else if row.resets != resets + 1 {
+        // Neither this job's wait nor its claimed reset: stale.
+        return Ok(());
     }
+    // Claimed (now, or by an earlier attempt of this job whose driver call
+    // failed): the VM still has not called back, so power-cycle it.
+    check_cancel(cancel)?;
     let driver = p
         .driver
         .as_ref()
@@ -540,45 +610,55 @@ async fn os_ready(
         Err(DriverError::Permanent(_)) => driver.start(&row.vm_name).await?,
         Err(e) => return Err(e.into()),
     }
+    tracing::warn!(service_id = id, vm = %row.vm_name, resets = resets + 1, "no callback in time: VM power-cycled");
+    Ok(())
+}
+
+/// Counts one power cycle of a VM that is still waiting for its callback
+/// and arms the next wait; false when the callback (or another attempt)
+/// got there first.
+async fn claim_reset(p: &Provisioner, id: i64, row: &ProvRow) -> Result<bool, ProvisionError> {
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     let bumped = execute!(
         &mut conn,
-        "UPDATE vm_provisioning SET resets = resets + 1, updated_at = $3 \
-         WHERE service_id = $1 AND resets = $2 AND callback_at IS NULL",
+        "UPDATE vm_provisioning SET resets = resets + 1, updated_at = $4 \
+         WHERE service_id = $1 AND resets = $2 AND generation = $3 AND callback_at IS NULL \
+           AND EXISTS (SELECT 1 FROM services s WHERE s.id = $1 AND s.status = 'installing_os')",
         id,
         row.resets,
+        row.generation,
         now
     )?;
-    if bumped == 1 {
-        audit::record(
-            &mut conn,
-            now,
-            &Principal::system(),
-            Change {
-                action: "service.vm_reset",
-                object_type: "service",
-                object_id: Some(id),
-                before: None,
-                after: Some(json!({ "vm": row.vm_name, "resets": row.resets + 1 })),
-            },
-        )
-        .await?;
-        queue::enqueue(
-            &mut tx,
-            os_ready_spec(
-                id,
-                row.generation,
-                row.resets + 1,
-                Duration::from_secs(p.config.os_ready_timeout_secs),
-            ),
-        )
-        .await?;
+    if bumped != 1 {
+        return Ok(false);
     }
+    audit::record(
+        &mut conn,
+        now,
+        &Principal::system(),
+        Change {
+            action: "service.vm_reset",
+            object_type: "service",
+            object_id: Some(id),
+            before: None,
+            after: Some(json!({ "vm": row.vm_name, "resets": row.resets + 1 })),
+        },
+    )
+    .await?;
+    queue::enqueue(
+        &mut tx,
+        os_ready_spec(
+            id,
+            row.generation,
+            row.resets + 1,
+            Duration::from_secs(p.config.os_ready_timeout_secs),
+        ),
+    )
+    .await?;
     tx.commit().await?;
-    tracing::warn!(service_id = id, vm = %row.vm_name, resets = row.resets + 1, "no callback in time: VM power-cycled");
-    Ok(())
+    Ok(true)
 }
 
 // ---------------------------------------------------------------- configure
@@ -713,7 +793,21 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
         limit: Some(host.name.clone()),
         ..Default::default()
     };
-    let summary = keel::executor::run_playbook(&playbook, inventory, opts, log.engine_sink()).await;
+    if let Err(e) = check_cancel(&ctx.cancel) {
+        let _ = log.close().await;
+        return Err(e);
+    }
+    // Raced against the job's token: after a lost lease another worker
+    // runs the roles, and two runs must not converge the host at once.
+    let run = keel::executor::run_playbook(&playbook, inventory, opts, log.engine_sink());
+    let summary = tokio::select! {
+        summary = run => summary,
+        () = ctx.cancel.cancelled() => {
+            log.message("role run stopped: the job was cancelled or its lease lost".to_string());
+            let _ = log.close().await;
+            return Err(ProvisionError::Cancelled);
+        }
+    };
     let _ = log.close().await;
     if summary.exit_code() != 0 {
         let stats = summary
@@ -775,61 +869,113 @@ async fn audit_alarm(db: &Db, id: i64, expected: &str, seen: &str) {
 
 // ---------------------------------------------------------------- failure
 
-/// A step failed for good: `failed` with the reason and the step, and for
-/// steps before the OS is up, the VM deleted and the address released
-/// (into quarantine). Best effort on the hypervisor: an orphan is left for
-/// the reconciliation job rather than blocking the status change.
+/// A step failed for good: `failed` with the reason and the step; for
+/// steps before the OS is up, the VM is deleted and the address released
+/// (into quarantine).
+///
+/// The status changes first, and only if the step still owns the service:
+/// `vm_os_ready` fails only a service still in `installing_os` with no
+/// callback (a callback that won the race keeps its `configuring`), and
+/// `provision` only one it has not handed on. The VM is deleted after that
+/// commit, and the address is released only once the driver confirmed the
+/// delete: a VM that could not be deleted keeps its `vms` row and its
+/// address, and a retry deletes it before building a new one.
 async fn fail(p: &Provisioner, id: i64, step: &str, reason: &str, delete_vm: bool) {
-    if delete_vm {
-        if let Some(driver) = &p.driver {
-            if let Err(e) = driver.delete(&p.vm_name(id)).await {
-                tracing::error!(service_id = id, error = %e, "compensation: could not delete the VM");
-            }
+    let marked = mark_failed(p, id, step, reason).await;
+    match marked {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(service_id = id, error = %e, "could not mark the service failed");
+            return;
         }
     }
-    let result: Result<(), PanelError> = async {
-        let now = p.db.now();
-        let mut tx = p.db.begin().await?;
-        let mut conn = tx_conn(&mut tx);
-        let status = scalar!(
-            &mut conn,
-            String,
-            "SELECT status FROM services WHERE id = $1",
-            id
-        )?;
-        if matches!(
-            status.as_deref(),
-            None | Some("deleting" | "deleted" | "failed")
-        ) {
-            return Ok(());
-        }
-        if delete_vm {
-            execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)?;
-            alloc::release(&mut conn, id, now).await?;
-        }
-        execute!(
-            &mut conn,
-            "UPDATE vm_provisioning SET failed_step = $2, updated_at = $3 WHERE service_id = $1",
-            id,
-            step,
-            now
-        )?;
-        set_status(
-            &mut conn,
-            now,
-            &Principal::system(),
-            id,
-            "failed",
-            Some(reason),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+    if !delete_vm {
+        return;
     }
-    .await;
-    if let Err(e) = result {
-        tracing::error!(service_id = id, error = %e, "could not mark the service failed");
+    if let Some(driver) = &p.driver {
+        if let Err(e) = driver.delete(&p.vm_name(id)).await {
+            tracing::error!(
+                service_id = id,
+                error = %e,
+                "compensation: could not delete the VM; its address stays allocated until a retry or delete removes it"
+            );
+            return;
+        }
     }
+    if let Err(e) = release_after_delete(p, id).await {
+        tracing::error!(service_id = id, error = %e, "compensation: could not release the address");
+    }
+}
+
+/// `failed` for `step`, if the step still owns the service; false when it
+/// does not (the service moved on, or is already failed or going away).
+async fn mark_failed(
+    p: &Provisioner,
+    id: i64,
+    step: &str,
+    reason: &str,
+) -> Result<bool, PanelError> {
+    let now = p.db.now();
+    let mut tx = p.db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let Some((status, callback_at)) = fetch_opt!(
+        &mut conn,
+        (String, Option<i64>),
+        "SELECT s.status, p.callback_at FROM services s \
+         LEFT JOIN vm_provisioning p ON p.service_id = s.id WHERE s.id = $1",
+        id
+    )?
+    else {
+        return Ok(false);
+    };
+    let owned = match step {
+        STEP_OS_READY => status == "installing_os" && callback_at.is_none(),
+        STEP_CREATE_VM => matches!(status.as_str(), "requested" | "allocating" | "creating_vm"),
+        _ => !matches!(status.as_str(), "deleting" | "deleted" | "failed"),
+    };
+    if !owned {
+        return Ok(false);
+    }
+    execute!(
+        &mut conn,
+        "UPDATE vm_provisioning SET failed_step = $2, updated_at = $3 WHERE service_id = $1",
+        id,
+        step,
+        now
+    )?;
+    set_status(
+        &mut conn,
+        now,
+        &Principal::system(),
+        id,
+        "failed",
+        Some(reason),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// After a confirmed VM delete: forget the VM and release the address,
+/// unless the service left `failed` meanwhile (a retry now owns both).
+async fn release_after_delete(p: &Provisioner, id: i64) -> Result<(), PanelError> {
+    let now = p.db.now();
+    let mut tx = p.db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let status = scalar!(
+        &mut conn,
+        String,
+        "SELECT status FROM services WHERE id = $1",
+        id
+    )?;
+    if status.as_deref() != Some("failed") {
+        return Ok(());
+    }
+    execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)?;
+    alloc::release(&mut conn, id, now).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- deprovision

@@ -68,6 +68,11 @@ pub enum ProvisionError {
     /// A fact the flow needs is missing (no address, no state row).
     #[error("{0}")]
     Missing(String),
+    /// The job's lease was lost, it was cancelled or the worker is
+    /// stopping: the step stops between two actions. Retryable, so a lost
+    /// lease leaves the work to whichever worker owns the job now.
+    #[error("stopped: the job was cancelled or its lease lost")]
+    Cancelled,
 }
 
 /// The failure reason a host-key mismatch leaves on the service.
@@ -92,7 +97,8 @@ impl ProvisionError {
             ProvisionError::Panel(_)
             | ProvisionError::Io { .. }
             | ProvisionError::Ssh(_)
-            | ProvisionError::RoleRun(_) => JobError::retryable(self),
+            | ProvisionError::RoleRun(_)
+            | ProvisionError::Cancelled => JobError::retryable(self),
         }
     }
 }
@@ -121,14 +127,32 @@ pub struct PanelKey {
 
 impl PanelKey {
     /// Loads `<dir>/id_ed25519(.pub)`, generating the pair the first time.
+    ///
+    /// An existing private key is never replaced: every VM trusts it, so a
+    /// new one would lock the panel out of all of them. The public line is
+    /// derived from it (and the `.pub` file rewritten when it is missing).
     pub fn load_or_create(dir: &Path) -> Result<PanelKey, ProvisionError> {
         let private_path = dir.join("id_ed25519");
         let public_path = dir.join("id_ed25519.pub");
-        if private_path.is_file() && public_path.is_file() {
-            let public_line = std::fs::read_to_string(&public_path)
-                .map_err(|e| ProvisionError::io(format!("reading {}", public_path.display()), e))?
+        if private_path.exists() {
+            let invalid = |e: ssh_key::Error| {
+                ProvisionError::io(
+                    format!("reading {}", private_path.display()),
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                )
+            };
+            let key = ssh_key::PrivateKey::read_openssh_file(&private_path).map_err(invalid)?;
+            let public_line = key
+                .public_key()
+                .to_openssh()
+                .map_err(invalid)?
                 .trim()
                 .to_string();
+            if !public_path.is_file() {
+                std::fs::write(&public_path, format!("{public_line}\n")).map_err(|e| {
+                    ProvisionError::io(format!("writing {}", public_path.display()), e)
+                })?;
+            }
             return Ok(PanelKey {
                 private_path,
                 public_line,
