@@ -438,9 +438,31 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
 
     let healthy = p.api.create_server(p.fixture.site, "small").await;
     let vanished = p.api.create_server(p.fixture.site, "small").await;
-    for id in [healthy, vanished] {
+    let stuck = p.api.create_server(p.fixture.site, "small").await;
+    for id in [healthy, vanished, stuck] {
         p.api.wait_status(id, "ready", READY_WAIT).await;
     }
+    // A compensation cut short: the service failed before its OS was up
+    // and the delete of its VM did not go through, so the VM and the
+    // address are still held.
+    {
+        let mut tx = p.db.begin().await.unwrap();
+        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        keel_panel::execute!(
+            &mut conn,
+            "UPDATE services SET status = 'failed', failure_reason = 'no callback' WHERE id = $1",
+            stuck
+        )
+        .unwrap();
+        keel_panel::execute!(
+            &mut conn,
+            "UPDATE vm_provisioning SET failed_step = 'os_ready' WHERE service_id = $1",
+            stuck
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let allocated_before = p.api.pool("e2e3").await["allocated"].as_i64().unwrap();
     // Behind the panel's back: a container for a service that never
     // existed, one whose name is not the panel's pattern, and a service's
     // container deleted.
@@ -512,6 +534,20 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
             .any(|e| e["action"].as_str().unwrap().starts_with("reconcile.")),
         "healthy service touched"
     );
+    // The cut-short compensation is finished: VM gone, row gone, address
+    // released into quarantine.
+    assert_eq!(report.compensated, [stuck], "{report:?}");
+    assert!(matches!(
+        driver.status(&p.prov.vm_name(stuck)).await,
+        Err(DriverError::NotFound(_))
+    ));
+    let st = p.api.service(stuck).await;
+    assert_eq!(st["status"], "failed", "{st}");
+    assert!(st["vm"].is_null(), "{st}");
+    assert_eq!(
+        p.api.pool("e2e3").await["allocated"].as_i64().unwrap(),
+        allocated_before - 1
+    );
     // The vanished VM is reported, not re-created.
     let v = p.api.service(vanished).await;
     assert_eq!(v["vm"]["power_state"], "absent", "{v}");
@@ -534,6 +570,7 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
         .await
         .unwrap();
     assert!(again.orphans_deleted.is_empty(), "{again:?}");
+    assert!(again.compensated.is_empty(), "{again:?}");
     assert_eq!(again.missing, [vanished], "{again:?}");
     assert_eq!(missing_rows(&p.api.audit(vanished).await), 1);
 }

@@ -4,8 +4,12 @@
 //! Runs as the `reconcile` job (a cron schedule in `serve`/`worker`). Two
 //! kinds of drift are found:
 //! - **orphans**: a VM named `<prefix><service id>` whose service does not
-//!   exist, is `deleted`, or is `failed` without a VM row (compensation
-//!   deleted the row but not the VM). They are powered off and deleted.
+//!   exist, is `deleted`, or is `failed` without a VM row. They are powered
+//!   off and deleted.
+//! - **unfinished compensation**: a service that failed before its OS came
+//!   up (`failed_step` `create_vm` or `os_ready`) keeps its VM and address
+//!   when the compensating delete failed; the pass deletes the VM again and,
+//!   once that succeeded, releases the address into quarantine.
 //! - **missing VMs**: a service that should have a VM (its `vms` row says
 //!   so and it is not being deleted) but the hypervisor has none. These are
 //!   only reported (`power_state = absent`, an audit row, an error log):
@@ -35,6 +39,9 @@ pub struct Report {
     pub orphans_failed: Vec<String>,
     /// Services whose VM the hypervisor does not have.
     pub missing: Vec<i64>,
+    /// Failed services whose compensation (VM delete, address release) this
+    /// pass finished.
+    pub compensated: Vec<i64>,
     /// VMs under the prefix whose name is not `<prefix><number>`.
     pub unknown: Vec<String>,
 }
@@ -45,6 +52,19 @@ struct ServiceRow {
     status: String,
     has_vm: bool,
     power_state: Option<String>,
+    failed_step: Option<String>,
+}
+
+const ROWS: &str =
+    "SELECT s.id, s.status, (v.id IS NOT NULL) AS has_vm, v.power_state, p.failed_step \
+     FROM services s LEFT JOIN vms v ON v.service_id = s.id \
+     LEFT JOIN vm_provisioning p ON p.service_id = s.id";
+
+/// Failed before the OS came up: compensation deletes the VM.
+fn compensates(s: &ServiceRow) -> bool {
+    s.status == "failed"
+        && s.has_vm
+        && matches!(s.failed_step.as_deref(), Some("create_vm" | "os_ready"))
 }
 
 /// The service id a VM name stands for, when it is `<prefix><digits>`.
@@ -63,12 +83,7 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
         .await
         .map_err(|e| PanelError::Internal(format!("listing VMs: {e}")))?;
     let mut rc = db.read().await?;
-    let rows = fetch_all!(
-        &mut rc.conn(),
-        ServiceRow,
-        "SELECT s.id, s.status, (v.id IS NOT NULL) AS has_vm, v.power_state \
-         FROM services s LEFT JOIN vms v ON v.service_id = s.id"
-    )?;
+    let rows = fetch_all!(&mut rc.conn(), ServiceRow, ROWS)?;
     drop(rc);
     let services: HashMap<i64, &ServiceRow> = rows.iter().map(|r| (r.id, r)).collect();
 
@@ -80,6 +95,25 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
             continue;
         };
         seen.insert(id);
+        if services.get(&id).is_some_and(|s| compensates(s)) {
+            // Looked at again: a retry may have taken the service back.
+            if !fresh(db, id).await?.as_ref().is_some_and(compensates) {
+                continue;
+            }
+            match driver.delete(&vm.name).await {
+                Ok(()) => {
+                    crate::provision::jobs::release_after_delete(db, id).await?;
+                    tracing::warn!(vm = %vm.name, "reconcile: finished the compensation of a failed service");
+                    note(db, id, "reconcile.compensated", &vm.name).await?;
+                    report.compensated.push(id);
+                }
+                Err(e) => {
+                    tracing::error!(vm = %vm.name, error = %e, "reconcile: could not delete a failed service's VM");
+                    report.orphans_failed.push(vm.name.clone());
+                }
+            }
+            continue;
+        }
         if !services.get(&id).is_none_or(|s| is_orphan(s)) {
             continue;
         }
@@ -102,7 +136,17 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
     }
 
     for s in &rows {
-        let should_exist = s.has_vm && !matches!(s.status.as_str(), "deleting" | "deleted");
+        if compensates(s) && !seen.contains(&s.id) {
+            // The VM is gone already; only the release is missing.
+            if fresh(db, s.id).await?.as_ref().is_some_and(compensates) {
+                crate::provision::jobs::release_after_delete(db, s.id).await?;
+                note(db, s.id, "reconcile.compensated", "(already deleted)").await?;
+                report.compensated.push(s.id);
+            }
+            continue;
+        }
+        let should_exist =
+            s.has_vm && !matches!(s.status.as_str(), "deleting" | "deleted") && !compensates(s);
         if should_exist && !seen.contains(&s.id) {
             report.missing.push(s.id);
             if s.power_state.as_deref() != Some("absent") {
@@ -134,16 +178,18 @@ fn is_orphan(s: &ServiceRow) -> bool {
     s.status == "deleted" || (s.status == "failed" && !s.has_vm)
 }
 
-async fn still_orphan(db: &Db, id: i64) -> Result<bool, PanelError> {
+async fn fresh(db: &Db, id: i64) -> Result<Option<ServiceRow>, PanelError> {
     let mut rc = db.read().await?;
-    let row = crate::fetch_opt!(
+    Ok(crate::fetch_opt!(
         &mut rc.conn(),
         ServiceRow,
-        "SELECT s.id, s.status, (v.id IS NOT NULL) AS has_vm, v.power_state \
-         FROM services s LEFT JOIN vms v ON v.service_id = s.id WHERE s.id = $1",
+        sqlx::AssertSqlSafe(format!("{ROWS} WHERE s.id = $1")),
         id
-    )?;
-    Ok(row.as_ref().is_none_or(is_orphan))
+    )?)
+}
+
+async fn still_orphan(db: &Db, id: i64) -> Result<bool, PanelError> {
+    Ok(fresh(db, id).await?.as_ref().is_none_or(is_orphan))
 }
 
 async fn note(db: &Db, id: i64, action: &str, vm: &str) -> Result<(), PanelError> {

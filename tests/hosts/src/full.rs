@@ -907,6 +907,11 @@ fn spawn_host(
         "set -e\n\
          mount -t overlay overlay -o lowerdir={l},upperdir={u},workdir={w} {m}\n\
          set +e\n\
+         # A cgroup of its own in each hierarchy: containers sharing one\n\
+         # fail each other's units (status=219/CGROUP).\n\
+         for cg in /sys/fs/cgroup /sys/fs/cgroup/systemd /sys/fs/cgroup/unified; do\n\
+         [ -e $cg/cgroup.procs ] && mkdir -p $cg/keel/{netns} && echo $$ > $cg/keel/{netns}/cgroup.procs\n\
+         done 2>/dev/null\n\
          # A reboot inside the container makes nspawn exit 133: boot it again.\n\
          while :; do\n\
          systemd-nspawn -q -D {m} -b --register=no --keep-unit -M {netns} \

@@ -319,7 +319,21 @@ impl NspawnDriver {
             .map_err(|e| io_err(&log_path, e))?;
         let log2 = log.try_clone().map_err(|e| io_err(&log_path, e))?;
         let merged = dir.join("merged");
-        let mut cmd = tokio::process::Command::new("systemd-nspawn");
+        // nspawn runs in a cgroup of its own (see `cgroups_for`), entered by
+        // a shell that then execs it; the arguments pass through as "$@".
+        let cgroups = cgroups_for(name).await;
+        let mut enter = String::new();
+        for (i, _) in cgroups.iter().enumerate() {
+            enter.push_str(&format!(
+                "echo $$ 2>/dev/null > \"$KEEL_CG{i}\"/cgroup.procs || :; "
+            ));
+        }
+        enter.push_str("exec systemd-nspawn \"$@\"");
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(&enter).arg("systemd-nspawn");
+        for (i, cg) in cgroups.iter().enumerate() {
+            cmd.env(format!("KEEL_CG{i}"), cg);
+        }
         cmd.arg("--boot")
             .arg("--register=no")
             .arg("--keep-unit")
@@ -461,6 +475,7 @@ impl NspawnDriver {
             self.unmount(name).await?;
         }
         teardown_network(name, meta.as_ref().map(|m| m.net.veth.as_str())).await?;
+        remove_cgroups(name).await;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -944,6 +959,61 @@ async fn setup_network(name: &str, net: &ContainerNet) -> DriverResult<()> {
     }
     run("ip", &["-n", name, "link", "set", "lo", "up"]).await?;
     Ok(())
+}
+
+/// The cgroups a container's nspawn runs in: `keel/<name>` in each
+/// hierarchy systemd uses (the named `systemd` one and the unified one of a
+/// hybrid host, or the single cgroup2 tree). Without them every container
+/// started by one process shares that process's cgroup, and the containers'
+/// systemds create the same unit cgroups in it and fail each other's units
+/// (`status=219/CGROUP`).
+async fn cgroups_for(name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for root in cgroup_roots() {
+        let dir = root.join("keel").join(name);
+        match tokio::fs::create_dir_all(&dir).await {
+            Ok(()) => out.push(dir),
+            // Not ours to manage (say, a delegated systemd subtree): nspawn
+            // then shares its parent's cgroup, as it did before.
+            Err(e) => {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "no cgroup of its own for the container")
+            }
+        }
+    }
+    out
+}
+
+fn cgroup_roots() -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.procs").exists() {
+        // cgroup2 only.
+        return vec![base.to_path_buf()];
+    }
+    ["systemd", "unified"]
+        .iter()
+        .map(|h| base.join(h))
+        .filter(|p| p.join("cgroup.procs").exists())
+        .collect()
+}
+
+/// Removes a container's cgroups (depth first: its systemd leaves its own
+/// unit cgroups behind). Best effort: a cgroup still in use stays.
+async fn remove_cgroups(name: &str) {
+    for root in cgroup_roots() {
+        let dir = root.join("keel").join(name);
+        let _ = tokio::task::spawn_blocking(move || rmdir_tree(&dir)).await;
+    }
+}
+
+fn rmdir_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 async fn teardown_network(name: &str, veth: Option<&str>) -> DriverResult<()> {

@@ -903,7 +903,7 @@ async fn fail(p: &Provisioner, id: i64, step: &str, reason: &str, delete_vm: boo
             return;
         }
     }
-    if let Err(e) = release_after_delete(p, id).await {
+    if let Err(e) = release_after_delete(&p.db, id).await {
         tracing::error!(service_id = id, error = %e, "compensation: could not release the address");
     }
 }
@@ -959,9 +959,13 @@ async fn mark_failed(
 
 /// After a confirmed VM delete: forget the VM and release the address,
 /// unless the service left `failed` meanwhile (a retry now owns both).
-async fn release_after_delete(p: &Provisioner, id: i64) -> Result<(), PanelError> {
-    let now = p.db.now();
-    let mut tx = p.db.begin().await?;
+/// The second half of compensation, once the VM is confirmed gone: drop
+/// the VM row and release the address (into quarantine), if the service is
+/// still `failed`. Also used by reconciliation to finish a compensation
+/// whose delete failed earlier.
+pub(crate) async fn release_after_delete(db: &Db, id: i64) -> Result<(), PanelError> {
+    let now = db.now();
+    let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     let status = scalar!(
         &mut conn,
