@@ -806,6 +806,13 @@ impl Drop for FullHosts {
                 .args(["netns", "del", &r.netns])
                 .stderr(Stdio::null())
                 .status();
+            for root in [
+                "/sys/fs/cgroup",
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/unified",
+            ] {
+                rmdir_tree(&Path::new(root).join("keel").join(&r.netns));
+            }
         }
         if std::env::var_os("KEEL_FULLHOSTS_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
@@ -1027,4 +1034,17 @@ fn wait_booted(p: HostPlan, nspawn_pid: u32) -> Result<FullHost> {
         netns: p.netns,
         boot_time: p.started.elapsed(),
     })
+}
+
+/// Removes a cgroup directory and the ones the container's systemd left in
+/// it, deepest first (cgroup directories go with rmdir, not unlink).
+fn rmdir_tree(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&entry.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
