@@ -158,41 +158,26 @@ impl NspawnDriver {
         }
     }
 
-    /// Power state from the pid file and `/proc`, never from memory.
-    fn power(&self, name: &str) -> PowerState {
-        if self.running_pid(name).is_some() {
-            return PowerState::Running;
-        }
-        // nspawn is gone but something still lives in the netns: a crash
-        // the next power_off cleans up.
-        if !netns_pids(name).is_empty() {
-            return PowerState::Other;
-        }
-        PowerState::Stopped
+    /// Power state from the pid file and `/proc`, never from memory. The
+    /// `/proc` reads (a full scan for a stopped container) run off the
+    /// async runtime.
+    async fn power(&self, name: &str) -> PowerState {
+        let dir = self.container_dir(name);
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || power_at(&dir, &name))
+            .await
+            .unwrap_or(PowerState::Other)
     }
 
     /// nspawn's pid when the pid file names a live nspawn process.
     fn running_pid(&self, name: &str) -> Option<u32> {
-        let text = std::fs::read_to_string(self.container_dir(name).join("pid")).ok()?;
-        let mut it = text.split_whitespace();
-        let pid: u32 = it.next()?.parse().ok()?;
-        let start: u64 = it.next()?.parse().ok()?;
-        let stat = ProcStat::read(pid)?;
-        if stat.state == 'Z' || stat.state == 'X' || stat.start_time != start {
-            return None;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let ours = cmdline
-            .split(|b| *b == 0)
-            .next()
-            .is_some_and(|argv0| argv0.ends_with(b"systemd-nspawn"));
-        ours.then_some(pid)
+        running_pid_at(&self.container_dir(name))
     }
 
     async fn create_locked(&self, spec: &VmSpec) -> DriverResult<VmInfo> {
         check_name(&spec.name)?;
         if self.load(&spec.name).await.is_ok() {
-            return Ok(self.info(&spec.name, self.power(&spec.name)));
+            return Ok(self.info(&spec.name, self.power(&spec.name).await));
         }
         let image = self.cfg.images.image_dir(&spec.image)?;
         let lower = image.join("rootfs");
@@ -374,7 +359,13 @@ impl NspawnDriver {
                     tail(&log_path, 800).await
                 )));
             }
-            if !children_of(pid).is_empty() && !netns_pids(name).is_empty() {
+            let probe = name.to_string();
+            let up = tokio::task::spawn_blocking(move || {
+                !children_of(pid).is_empty() && !netns_pids(&probe).is_empty()
+            })
+            .await
+            .unwrap_or(false);
+            if up {
                 break;
             }
             if Instant::now() > deadline {
@@ -423,7 +414,10 @@ impl NspawnDriver {
         if let Some(pid) = self.running_pid(name) {
             // Killing nspawn alone leaves the container's init running;
             // kill the init (which ends its pid namespace) and nspawn.
-            for child in children_of(pid) {
+            let children = tokio::task::spawn_blocking(move || children_of(pid))
+                .await
+                .unwrap_or_default();
+            for child in children {
                 signal(child, "KILL").await;
             }
             kill_netns_processes(name).await;
@@ -569,7 +563,7 @@ impl NspawnDriver {
         check_name(name)?;
         check_name(target)?;
         if self.load(target).await.is_ok() {
-            return Ok(self.info(target, self.power(target)));
+            return Ok(self.info(target, self.power(target).await));
         }
         let src = self.load(name).await?;
         let net = container_net(target, seed)?;
@@ -665,7 +659,7 @@ impl Driver for NspawnDriver {
     async fn status(&self, name: &str) -> DriverResult<VmInfo> {
         check_name(name)?;
         self.load(name).await?;
-        Ok(self.info(name, self.power(name)))
+        Ok(self.info(name, self.power(name).await))
     }
 
     async fn delete(&self, name: &str) -> DriverResult<()> {
@@ -691,7 +685,7 @@ impl Driver for NspawnDriver {
                 continue;
             }
             if self.load(&name).await.is_ok() {
-                out.push(self.info(&name, self.power(&name)));
+                out.push(self.info(&name, self.power(&name).await));
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1066,6 +1060,37 @@ async fn signal(pid: u32, sig: &str) {
         .await;
 }
 
+/// See [`NspawnDriver::power`].
+fn power_at(dir: &Path, name: &str) -> PowerState {
+    if running_pid_at(dir).is_some() {
+        return PowerState::Running;
+    }
+    // nspawn is gone but something still lives in the netns: a crash the
+    // next power_off cleans up.
+    if !netns_pids(name).is_empty() {
+        return PowerState::Other;
+    }
+    PowerState::Stopped
+}
+
+/// nspawn's pid when `<dir>/pid` names a live nspawn process.
+fn running_pid_at(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("pid")).ok()?;
+    let mut it = text.split_whitespace();
+    let pid: u32 = it.next()?.parse().ok()?;
+    let start: u64 = it.next()?.parse().ok()?;
+    let stat = ProcStat::read(pid)?;
+    if stat.state == 'Z' || stat.state == 'X' || stat.start_time != start {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = cmdline
+        .split(|b| *b == 0)
+        .next()
+        .is_some_and(|argv0| argv0.ends_with(b"systemd-nspawn"));
+    ours.then_some(pid)
+}
+
 /// Processes in the container's network namespace (its whole process tree:
 /// nspawn itself stays in the host's).
 fn netns_pids(name: &str) -> Vec<u32> {
@@ -1089,7 +1114,10 @@ fn netns_pids(name: &str) -> Vec<u32> {
 
 async fn kill_netns_processes(name: &str) {
     for _ in 0..20 {
-        let pids = netns_pids(name);
+        let probe = name.to_string();
+        let pids = tokio::task::spawn_blocking(move || netns_pids(&probe))
+            .await
+            .unwrap_or_default();
         if pids.is_empty() {
             return;
         }
