@@ -574,3 +574,111 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
     assert_eq!(again.missing, [vanished], "{again:?}");
     assert_eq!(missing_rows(&p.api.audit(vanished).await), 1);
 }
+
+/// Regression: a step's compensation runs after its job turned `dead`, so a
+/// crash in between left the service in a transitional status with no job,
+/// and nothing ever moved it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_resumes_a_flow_whose_job_was_lost() {
+    if !support::can_run_nspawn() {
+        return;
+    }
+    let scratch = Scratch::new("resume");
+    let prefix = support::unique_prefix("rs");
+    let driver = Arc::new(nspawn_driver(&scratch.sub("vms"), &prefix));
+    let _sweeper = Sweeper::new(driver.clone());
+    let p = InProcess::start(&scratch, 4, 4, driver.clone(), &prefix).await;
+
+    let lost = p.api.create_server(p.fixture.site, "small").await;
+    let live = p.api.create_server(p.fixture.site, "small").await;
+    let recent = p.api.create_server(p.fixture.site, "small").await;
+    for id in [lost, live, recent] {
+        p.api.wait_status(id, "ready", READY_WAIT).await;
+    }
+    // All three back in `configuring` with no job, as a crash between a
+    // dead `configure` and its compensation leaves them. `lost` and `live`
+    // changed (and last ran a job) longer ago than the grace; `recent` just
+    // now. `live` gets a queued step job, due later.
+    let stale = 2 * reconcile::RESUME_GRACE_MS;
+    {
+        let mut tx = p.db.begin().await.unwrap();
+        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        for id in [lost, live, recent] {
+            let back = if id == recent { 0 } else { stale };
+            keel_panel::execute!(
+                &mut conn,
+                "UPDATE services SET status = 'configuring', updated_at = updated_at - $2 WHERE id = $1",
+                id,
+                back
+            )
+            .unwrap();
+            // The OS-ready wait armed at boot is still queued (due after
+            // the timeout); it would find the callback and do nothing. It
+            // counts as live until then, so let it have fired.
+            keel_panel::execute!(
+                &mut conn,
+                "UPDATE jobs SET state = 'succeeded', finished_at = $2 \
+                 WHERE serial_key = $1 AND kind = 'vm_os_ready' AND state = 'queued'",
+                servers::service_key(id),
+                p.db.now()
+            )
+            .unwrap();
+            keel_panel::execute!(
+                &mut conn,
+                "UPDATE jobs SET finished_at = finished_at - $2, created_at = created_at - $2 \
+                 WHERE serial_key = $1",
+                servers::service_key(id),
+                back
+            )
+            .unwrap();
+        }
+        let spec = provision::jobs::configure_spec(live, None)
+            .run_at(keel_panel::queue::RunAt::After(Duration::from_secs(3600)));
+        keel_panel::queue::enqueue(&mut tx, spec).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let configure_jobs = |id: i64| {
+        let db = p.db.clone();
+        async move {
+            db.store()
+                .jobs(&keel_panel::queue::JobFilter {
+                    serial_key: Some(servers::service_key(id)),
+                    kind: Some("configure".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let live_jobs = configure_jobs(live).await;
+    let recent_jobs = configure_jobs(recent).await;
+
+    let report = reconcile::reconcile(&p.db, driver.as_ref(), &prefix)
+        .await
+        .unwrap();
+    assert_eq!(report.resumed, [lost], "{report:?}");
+    assert!(report.missing.is_empty(), "{report:?}");
+    let resumed_rows = |audit: &[Value]| {
+        audit
+            .iter()
+            .filter(|e| e["action"] == "reconcile.resumed")
+            .count()
+    };
+    assert_eq!(resumed_rows(&p.api.audit(lost).await), 1);
+    // The resumed `configure` runs the roles again and the flow finishes.
+    p.api.wait_status(lost, "ready", READY_WAIT).await;
+    // A service with a live job, or changed within the grace, is left alone.
+    for (id, jobs) in [(live, live_jobs), (recent, recent_jobs)] {
+        assert_eq!(resumed_rows(&p.api.audit(id).await), 0);
+        assert_eq!(configure_jobs(id).await, jobs);
+        assert_eq!(p.api.service(id).await["status"], "configuring");
+    }
+
+    // Nothing is stalled any more: a second pass resumes nothing.
+    let again = reconcile::reconcile(&p.db, driver.as_ref(), &prefix)
+        .await
+        .unwrap();
+    assert!(again.resumed.is_empty(), "{again:?}");
+    assert_eq!(resumed_rows(&p.api.audit(lost).await), 1);
+}

@@ -15,6 +15,20 @@
 //!   only reported (`power_state = absent`, an audit row, an error log):
 //!   re-creating a user's server silently would hide data loss.
 //!
+//! - **stalled flows**: a service in a transitional status (`requested`
+//!   … `configuring`, `deleting`) with no queued or running job under its
+//!   serialisation key `service:ID`. A step's compensation (`on_failure`)
+//!   runs after its job is already `dead`, so a crash or a database error
+//!   in between leaves the service with no job at all. The pass enqueues
+//!   the step for the status again (steps are idempotent and resume), with
+//!   a `reconcile.resumed` audit row. It waits [`RESUME_GRACE_MS`] after the
+//!   service's last change and after the last job of the key finished, so
+//!   a compensation still in flight wins. A cancelled step job counts as
+//!   lost too: deleting the server is how a flow is stopped.
+//!   Any queued job of the key counts as live, even an OS-ready wait that
+//!   will find nothing to do: such a service is resumed on the first pass
+//!   after that wait has fired.
+//!
 //! VMs whose name does not follow the pattern (say, an admin's own test VM
 //! under the same prefix) are reported as unknown and left alone.
 
@@ -25,7 +39,8 @@ use serde::Serialize;
 
 use crate::audit::{self, Change};
 use crate::hypervisor::Driver;
-use crate::queue::{JobContext, JobError, JobHandler, RetryPolicy};
+use crate::provision::jobs;
+use crate::queue::{self, JobContext, JobError, JobHandler, JobSpec, RetryPolicy};
 use crate::services::db::tx_conn;
 use crate::services::{Db, PanelError, Principal};
 use crate::{execute, fetch_all};
@@ -44,7 +59,37 @@ pub struct Report {
     pub compensated: Vec<i64>,
     /// VMs under the prefix whose name is not `<prefix><number>`.
     pub unknown: Vec<String>,
+    /// Services in a transitional status that had no live job, whose step
+    /// this pass enqueued again.
+    pub resumed: Vec<i64>,
 }
+
+/// How long a stalled-looking service is left alone: twice the worker's
+/// default lease (30 s). A step job's compensation runs right after the job
+/// turns `dead`, and a lease-expired attempt is reclaimed within a lease;
+/// both are done well within this.
+pub const RESUME_GRACE_MS: i64 = 60_000;
+
+#[derive(sqlx::FromRow)]
+struct StalledRow {
+    id: i64,
+    status: String,
+    updated_at: i64,
+    generation: Option<i64>,
+    resets: Option<i64>,
+}
+
+/// Transitional services with no live job under `service:ID` and nothing
+/// about them changed or finished since `$1`. The key is spelt as in
+/// `servers::service_key`.
+const STALLED: &str = "SELECT s.id, s.status, s.updated_at, p.generation, p.resets \
+     FROM services s LEFT JOIN vm_provisioning p ON p.service_id = s.id \
+     WHERE s.status IN ('requested', 'allocating', 'creating_vm', 'installing_os', \
+                        'configuring', 'deleting') \
+       AND s.updated_at < $1 \
+       AND NOT EXISTS (SELECT 1 FROM jobs j \
+                       WHERE j.serial_key = 'service:' || CAST(s.id AS TEXT) \
+                         AND (j.state IN ('queued', 'running') OR j.finished_at >= $1))";
 
 #[derive(sqlx::FromRow)]
 struct ServiceRow {
@@ -171,7 +216,69 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
             }
         }
     }
+    report.resumed = resume_stalled(db).await?;
     Ok(report)
+}
+
+/// The step job that takes a service on from `status`.
+fn step_for(s: &StalledRow) -> Option<JobSpec> {
+    let id = s.id;
+    Some(match s.status.as_str() {
+        "requested" | "allocating" | "creating_vm" => {
+            crate::services::servers::provision_spec(id, &Principal::system())
+        }
+        // The wait that was lost expired long ago (the service sat past the
+        // grace with no job), so the check runs at once: a power cycle, or
+        // the give-up that was never recorded.
+        "installing_os" => {
+            jobs::os_ready_spec(id, s.generation?, s.resets?, std::time::Duration::ZERO)
+        }
+        "configuring" => jobs::configure_spec(id, None),
+        "deleting" => jobs::deprovision_spec(id, None),
+        _ => return None,
+    })
+}
+
+/// Enqueues the step of every stalled flow (see the module docs).
+pub async fn resume_stalled(db: &Db) -> Result<Vec<i64>, PanelError> {
+    let cutoff = db.now() - RESUME_GRACE_MS;
+    let mut rc = db.read().await?;
+    let rows = fetch_all!(&mut rc.conn(), StalledRow, STALLED, cutoff)?;
+    drop(rc);
+    let mut resumed = Vec::new();
+    for s in rows {
+        let now = db.now();
+        let mut tx = db.begin().await?;
+        let mut conn = tx_conn(&mut tx);
+        // Looked at again in the writing transaction, with the snapshot's
+        // `updated_at`: a flow that moved on meanwhile is left alone. (On
+        // PostgreSQL a step may still commit concurrently; the extra job
+        // it meets finds nothing to do, because steps check the status.)
+        let again = crate::fetch_opt!(
+            &mut conn,
+            StalledRow,
+            sqlx::AssertSqlSafe(format!("{STALLED} AND s.id = $2 AND s.updated_at = $3")),
+            now - RESUME_GRACE_MS,
+            s.id,
+            s.updated_at
+        )?;
+        let Some(spec) = again.as_ref().and_then(step_for) else {
+            if again.is_some() {
+                tracing::error!(service = s.id, status = %s.status, "reconcile: a stalled service has no step to resume");
+            }
+            continue;
+        };
+        let job = queue::enqueue(&mut tx, spec).await?;
+        let mut conn = tx_conn(&mut tx);
+        let change = Change::new("reconcile.resumed", "service", s.id)
+            .before(&serde_json::json!({ "status": s.status }))
+            .after(&serde_json::json!({ "job_id": job.job_id }));
+        audit::record(&mut conn, now, &Principal::system(), change).await?;
+        tx.commit().await?;
+        tracing::warn!(service = s.id, status = %s.status, job = job.job_id, "reconcile: resumed a flow that had no live job");
+        resumed.push(s.id);
+    }
+    Ok(resumed)
 }
 
 fn is_orphan(s: &ServiceRow) -> bool {

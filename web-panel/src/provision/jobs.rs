@@ -70,7 +70,26 @@ pub fn configure_spec(service_id: i64, owner: Option<i64>) -> JobSpec {
     spec
 }
 
-fn os_ready_spec(service_id: i64, generation: i64, resets: i64, after: Duration) -> JobSpec {
+/// The `deprovision` job of a service (the same keys `servers::delete`
+/// gives it, so a resumed one coalesces with a requested one).
+pub(crate) fn deprovision_spec(service_id: i64, owner: Option<i64>) -> JobSpec {
+    let mut spec = JobSpec::new(DEPROVISION, json!({ "service_id": service_id }))
+        .queue("hypervisor")
+        .unique_key(format!("deprovision:{service_id}"))
+        .serial_key(service_key(service_id));
+    if let Some(o) = owner {
+        spec = spec.owner(o);
+    }
+    spec
+}
+
+/// The OS-ready wait of one seed generation after `resets` power cycles.
+pub(crate) fn os_ready_spec(
+    service_id: i64,
+    generation: i64,
+    resets: i64,
+    after: Duration,
+) -> JobSpec {
     JobSpec::new(
         OS_READY,
         json!({ "service_id": service_id, "generation": generation, "resets": resets }),
@@ -250,7 +269,8 @@ impl JobHandler for ProvisionStep {
         let Ok(id) = service_id_of(&job.payload) else {
             return record_failure(store, job, error).await;
         };
-        fail(&self.0, id, STEP_CREATE_VM, error, true).await;
+        let reason = public_reason(&self.0, STEP_CREATE_VM, error);
+        fail(&self.0, id, STEP_CREATE_VM, &reason, true).await;
         record_failure(store, job, error).await
     }
 }
@@ -555,7 +575,8 @@ impl JobHandler for OsReadyStep {
 
     async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
         if let Ok(id) = service_id_of(&job.payload) {
-            fail(&self.0, id, STEP_OS_READY, error, true).await;
+            let reason = public_reason(&self.0, STEP_OS_READY, error);
+            fail(&self.0, id, STEP_OS_READY, &reason, true).await;
         }
         record_failure(store, job, error).await
     }
@@ -582,7 +603,7 @@ async fn os_ready(
     if row.resets == resets {
         if row.resets >= i64::from(p.config.os_ready_resets) {
             return Err(ProvisionError::Missing(format!(
-                "the VM did not call back within {} s, {} power cycle(s) included",
+                "{NO_CALLBACK} within {} s, {} power cycle(s) included",
                 p.config.os_ready_timeout_secs, row.resets
             )));
         }
@@ -690,7 +711,8 @@ impl JobHandler for ConfigureStep {
                 );
                 fail(&self.0, id, STEP_HOST_KEY, HOST_KEY_MISMATCH, false).await;
             } else {
-                fail(&self.0, id, STEP_CONFIGURE, error, false).await;
+                let reason = public_reason(&self.0, STEP_CONFIGURE, error);
+                fail(&self.0, id, STEP_CONFIGURE, &reason, false).await;
             }
         }
         record_failure(store, job, error).await
@@ -799,7 +821,8 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     }
     // Raced against the job's token: after a lost lease another worker
     // runs the roles, and two runs must not converge the host at once.
-    let run = keel::executor::run_playbook(&playbook, inventory, opts, log.engine_sink());
+    let failed_task = Arc::new(FailedTask::new(log.engine_sink()));
+    let run = keel::executor::run_playbook(&playbook, inventory, opts, failed_task.clone());
     let summary = tokio::select! {
         summary = run => summary,
         () = ctx.cancel.cancelled() => {
@@ -817,10 +840,16 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
             .chain(summary.errors.iter().cloned())
             .collect::<Vec<_>>()
             .join("; ");
-        return Err(ProvisionError::RoleRun(format!(
-            "exit code {} ({stats})",
-            summary.exit_code()
-        )));
+        let task = failed_task.name();
+        return Err(ProvisionError::RoleRun(match task {
+            // JSON-quoted, so `public_reason` can read the name back whatever it holds.
+            Some(t) => format!(
+                "{FAILED_TASK}{} exit code {} ({stats})",
+                serde_json::Value::String(t),
+                summary.exit_code()
+            ),
+            None => format!("exit code {} ({stats})", summary.exit_code()),
+        }));
     }
 
     let now = p.db.now();
@@ -838,6 +867,44 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     tx.commit().await?;
     tracing::info!(service_id = id, vm = %row.vm_name, "roles applied; service ready");
     Ok(())
+}
+
+/// Forwards the role run's events to the job log and remembers the last
+/// task that failed a host, whose name is what the tenant is told.
+struct FailedTask {
+    inner: Arc<dyn keel::output::Sink>,
+    current: std::sync::Mutex<(Option<String>, Option<String>)>,
+}
+
+impl FailedTask {
+    fn new(inner: Arc<dyn keel::output::Sink>) -> Self {
+        Self {
+            inner,
+            current: std::sync::Mutex::new((None, None)),
+        }
+    }
+
+    fn name(&self) -> Option<String> {
+        self.current.lock().ok().and_then(|c| c.1.clone())
+    }
+}
+
+impl keel::output::Sink for FailedTask {
+    fn emit(&self, event: &keel::output::Event) {
+        use keel::output::{Event, Status};
+        if let Ok(mut c) = self.current.lock() {
+            match event {
+                Event::TaskStart { name, .. } => c.0 = Some(name.clone()),
+                Event::HostResult(r)
+                    if !r.ignored && matches!(r.status, Status::Failed | Status::Unreachable) =>
+                {
+                    c.1 = c.0.clone();
+                }
+                _ => {}
+            }
+        }
+        self.inner.emit(event);
+    }
 }
 
 async fn audit_alarm(db: &Db, id: i64, expected: &str, seen: &str) {
@@ -868,6 +935,49 @@ async fn audit_alarm(db: &Db, id: i64, expected: &str, seen: &str) {
 }
 
 // ---------------------------------------------------------------- failure
+
+/// How `os_ready`'s give-up error starts.
+const NO_CALLBACK: &str = "the VM did not call back";
+/// How a role run's error starts when the engine named the failing task.
+const FAILED_TASK: &str = "task failed: ";
+
+/// The reason a step's permanent failure leaves on the service, which site
+/// admins see (API, SSE, audit). The job's own error keeps libvirt URIs,
+/// host paths and tool output; it stays in the job history (`last_error`,
+/// `job_failures`: platform admins only) and in the logs.
+fn public_reason(p: &Provisioner, step: &str, error: &str) -> String {
+    match step {
+        STEP_CREATE_VM if error.starts_with("no free address left") => {
+            "no free address is left in the pool".to_string()
+        }
+        STEP_CREATE_VM => "the hypervisor could not create the VM".to_string(),
+        STEP_OS_READY if error.starts_with(NO_CALLBACK) => format!(
+            "{NO_CALLBACK} after {} power cycle(s)",
+            p.config.os_ready_resets
+        ),
+        STEP_OS_READY => "the hypervisor could not power-cycle the VM".to_string(),
+        STEP_HOST_KEY => HOST_KEY_MISMATCH.to_string(),
+        _ => {
+            let task = error
+                .strip_prefix("role run failed: ")
+                .and_then(|rest| rest.strip_prefix(FAILED_TASK))
+                .and_then(|quoted| {
+                    serde_json::Deserializer::from_str(quoted)
+                        .into_iter::<String>()
+                        .next()
+                        .and_then(Result::ok)
+                });
+            match task {
+                Some(t) => format!("the configuration run failed: {t}"),
+                None if error.starts_with("ssh: ") => {
+                    "the configuration run failed: the VM's SSH server could not be reached"
+                        .to_string()
+                }
+                None => "the configuration run failed".to_string(),
+            }
+        }
+    }
+}
 
 /// A step failed for good: `failed` with the reason and the step; for
 /// steps before the OS is up, the VM is deleted and the address released

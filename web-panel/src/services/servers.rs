@@ -77,7 +77,7 @@ pub fn service_key(id: i64) -> String {
     format!("service:{id}")
 }
 
-fn provision_spec(service_id: i64, owner: &Principal) -> JobSpec {
+pub(crate) fn provision_spec(service_id: i64, owner: &Principal) -> JobSpec {
     let mut spec = JobSpec::new("provision", serde_json::json!({ "service_id": service_id }))
         .queue("hypervisor")
         .unique_key(format!("provision:{service_id}"))
