@@ -1,7 +1,8 @@
 //! A real browser against the panel: headless Debian chromium driven over
 //! the W3C WebDriver protocol by chromedriver (a few JSON calls, so no
 //! WebDriver crate). Logs in, creates a site and a server through the
-//! forms, sees the server queued, and finds the audit entry.
+//! forms, sees the server queued, watches job output and a status change
+//! arrive live on the server page (EventSource), and finds the audit entry.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages
 //! `chromium` and `chromium-driver`); the test installs them with apt when
@@ -127,6 +128,18 @@ impl Driver {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// How many elements match `css`.
+    async fn count(&self, css: &str) -> usize {
+        self.cmd(
+            "POST",
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .await
+        .as_array()
+        .map_or(0, |a| a.len())
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css).await;
         self.cmd(
@@ -224,9 +237,72 @@ async fn log_in_create_a_server_and_see_it_audited() {
     assert_eq!(d.text("#status").await, "requested");
     assert_eq!(d.text("#jobs .job-state").await, "queued");
 
+    // Live: output written to the server's job and a status change reach
+    // the open page through its EventSource, without a reload.
+    let service_id: i64 = d.url().await.rsplit('/').next().unwrap().parse().unwrap();
+    wait_for_text(&d, "#joblog-note", "Live.").await;
+    let job = p
+        .db()
+        .store()
+        .jobs(&keel_panel::queue::JobFilter {
+            serial_key: Some(format!("service:{service_id}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .id;
+    let log = keel_panel::queue::log::JobLog::open_with(
+        p.db().store(),
+        job,
+        1,
+        keel_panel::queue::log::JobLogConfig::default(),
+    )
+    .await
+    .unwrap();
+    log.message("TASK [common : install <b>packages</b>]");
+    log.flush().await.unwrap();
+    wait_for_text(&d, "#joblog", "TASK [common : install <b>packages</b>]").await;
+    assert_eq!(
+        d.count("#joblog b").await,
+        0,
+        "markup in a log line is text, not HTML"
+    );
+    {
+        let mut tx = p.db().begin().await.unwrap();
+        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        keel_panel::services::servers::set_status(
+            &mut conn,
+            p.db().now(),
+            &keel_panel::services::Principal::system(),
+            service_id,
+            "creating_vm",
+            None,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    wait_for_text(&d, "#status", "creating_vm").await;
+
     d.goto(&format!("{}/admin/audit", p.base)).await;
     let actions = d.text("#audit").await;
     assert!(actions.contains("service.create"), "{actions}");
     assert!(actions.contains("site.create"), "{actions}");
     d.cmd("DELETE", "", None).await;
+}
+
+/// Waits (up to 15 s) until the element's text contains `want`.
+async fn wait_for_text(d: &Driver, css: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = d.text(css).await;
+        if text.contains(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {want:?}; it shows {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
