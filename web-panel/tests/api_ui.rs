@@ -150,6 +150,19 @@ async fn pages(b: Backend) {
         page.contains("<td>provision</td><td class=\"job-state\">queued</td>"),
         "{page}"
     );
+    // Power buttons only show on a ready server; the form needs the CSRF
+    // token, and the domain layer refuses a server that is not ready.
+    assert!(!page.contains("id=\"power\""), "{page}");
+    let power = format!("{location}/power");
+    let (s, _, _) = br
+        .post(&power, &[("csrf", "forged"), ("action", "start")])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, body, _) = br
+        .post(&power, &[("csrf", csrf.as_str()), ("action", "start")])
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("power actions need a ready server"), "{body}");
 
     let (_, list, _) = br.get("/servers").await;
     assert!(

@@ -52,6 +52,7 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
         "/sites/{id}" => json!({"description": "edited"}),
         "/sites/{id}/members" => json!({"user": w.ssh.name, "role": "ssh"}),
         "/services" => json!({"site_id": w.site, "server_type": "small"}),
+        "/services/{id}/power" => json!({"action": "start"}),
         "/admin/users" => {
             json!({"name": format!("u{}", fastrand::u32(..)), "password": "long-enough"})
         }

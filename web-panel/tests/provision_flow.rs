@@ -1164,3 +1164,133 @@ fn regression_panel_key_survives_a_missing_public_half() {
     let written = std::fs::read_to_string(dir.path().join("id_ed25519.pub")).unwrap();
     assert_eq!(written.trim(), again.public_line);
 }
+
+/// Polls a job until it leaves `queued`/`running`; returns its final state.
+async fn wait_job(f: &FlowPanel, id: i64, job: i64) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = f.service(id).await;
+        let state = s["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| j["id"] == job))
+            .and_then(|j| j["state"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        if !matches!(state.as_str(), "" | "queued" | "running") {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "job {job} still {state}: {s}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_off_and_start_a_ready_server_through_jobs() {
+    if !can_run() {
+        return;
+    }
+    let mut f = FlowPanel::start(19, 1).await;
+    f.worker(&["hypervisor", "default"]);
+    let id = f.create().await;
+    f.wait_status(id, "ready").await;
+    let vm = f.prov.vm_name(id);
+    let url = format!("/api/v1/services/{id}/power");
+
+    // SSH-only members of the site may not power the server.
+    let (_, ssh_t) = f.panel.user("sshonly", false).await;
+    sites::set_member(f.panel.db(), &Principal::system(), f.site, "sshonly", "ssh")
+        .await
+        .unwrap();
+    let r = f
+        .panel
+        .call(
+            "POST",
+            &url,
+            &Cred::Bearer(ssh_t),
+            Some(json!({"action": "power_off"})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.json);
+    let r = f
+        .panel
+        .call("POST", &url, &f.owner, Some(json!({"action": "hibernate"})))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.json);
+    assert_eq!(r.json["field"], "action", "{}", r.json);
+    assert_eq!(f.jobs_of_kind(id, "power").await, 0);
+
+    let r = f
+        .panel
+        .call("POST", &url, &f.owner, Some(json!({"action": "power_off"})))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json);
+    let job = r.json["job_id"].as_i64().unwrap();
+    assert_eq!(wait_job(&f, id, job).await, "succeeded");
+    assert_eq!(
+        f.driver.status(&vm).await.unwrap().power,
+        keel_panel::hypervisor::PowerState::Stopped
+    );
+    assert_eq!(f.service(id).await["vm"]["power_state"], "stopped");
+
+    let r = f
+        .panel
+        .call("POST", &url, &f.owner, Some(json!({"action": "start"})))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json);
+    let job = r.json["job_id"].as_i64().unwrap();
+    assert_eq!(wait_job(&f, id, job).await, "succeeded");
+    assert_eq!(
+        f.driver.status(&vm).await.unwrap().power,
+        keel_panel::hypervisor::PowerState::Running
+    );
+    assert_eq!(f.service(id).await["vm"]["power_state"], "running");
+    assert_eq!(f.jobs_of_kind(id, "power").await, 2);
+
+    // Each request left an audit row naming its action.
+    let audit = f
+        .panel
+        .call(
+            "GET",
+            &format!("/api/v1/admin/audit?object_type=service&object_id={id}&limit=200"),
+            &Cred::Bearer(f.admin_token.clone()),
+            None,
+        )
+        .await;
+    let actions: Vec<String> = audit.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "service.power")
+        .filter_map(|e| {
+            let after: Value = serde_json::from_str(e["after_json"].as_str()?).ok()?;
+            Some(after["action"].as_str()?.to_string())
+        })
+        .collect();
+    assert_eq!(actions.len(), 2, "{}", audit.json);
+    assert!(
+        actions.contains(&"power_off".to_string()) && actions.contains(&"start".to_string()),
+        "{actions:?}"
+    );
+
+    // Once the server is going away, power requests are refused.
+    let r = f
+        .panel
+        .call("DELETE", &format!("/api/v1/services/{id}"), &f.owner, None)
+        .await;
+    assert!(r.status.is_success(), "{}", r.json);
+    let r = f
+        .panel
+        .call("POST", &url, &f.owner, Some(json!({"action": "start"})))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.json);
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ready"),
+        "{}",
+        r.json
+    );
+    f.wait_status(id, "deleted").await;
+    assert_eq!(f.jobs_of_kind(id, "power").await, 2);
+}

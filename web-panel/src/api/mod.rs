@@ -22,6 +22,7 @@ use crate::auth;
 use crate::http::{ApiError, AppState, Auth, Peer, Via};
 use crate::queue::{JobFilter, JobState};
 use crate::services::catalog::{self, NewServerType};
+use crate::services::power::{self, PowerRequest};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite, SitePatch};
 use crate::services::{groups, keys, Page, PanelError, Principal};
@@ -155,6 +156,12 @@ pub const ROUTES: &[Route] = &[
         "Retry a failed service",
     ),
     (
+        "POST",
+        "/services/{id}/power",
+        Access::SiteAdmin,
+        "Power a ready server on or off, or reset it (a `power` job); body: {action}",
+    ),
+    (
         "GET",
         "/services/{id}/jobs",
         Access::SiteAdmin,
@@ -265,6 +272,7 @@ pub fn router() -> Router<AppState> {
         .route("/services", get(list_services).post(create_service))
         .route("/services/{id}", get(get_service).delete(delete_service))
         .route("/services/{id}/retry", post(retry_service))
+        .route("/services/{id}/power", post(power_service))
         .route("/services/{id}/jobs", get(service_jobs))
         .route("/services/{id}/events", get(events::service_events))
         .route("/jobs/{id}/log", get(events::job_log))
@@ -579,6 +587,16 @@ async fn retry_service(State(st): State<AppState>, a: Auth, Path(id): Path<i64>)
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
 }
 
+async fn power_service(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<PowerRequest>,
+) -> ApiResult {
+    let job = power::request(&st.db, &a.principal, id, &b.action).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
+}
+
 async fn service_jobs(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
     // Authorise first: the job log is the service's.
     {
@@ -844,6 +862,7 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ("POST", "/services", Some("CreateServer"), Some("Created")),
     ("GET", "/services/{id}", None, Some("ServiceDetail")),
     ("GET", "/services/{id}/jobs", None, Some("JobView")),
+    ("POST", "/services/{id}/power", Some("PowerRequest"), None),
     ("GET", "/admin/users", None, Some("User")),
     ("POST", "/admin/users", Some("NewUser"), Some("User")),
     (
@@ -893,6 +912,7 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<SshKey>()
         .schema_from::<AuditEntry>()
         .schema_from::<CreateServer>()
+        .schema_from::<PowerRequest>()
         .schema_from::<Created>()
         .schema_from::<NewSite>()
         .schema_from::<SitePatch>()

@@ -10,6 +10,7 @@
 //! | `vm_os_ready` | installing_os, callback missing | hypervisor API; a reset per timeout, N times | failed (unless the callback won); VM deleted, then address released |
 //! | `configure` | configuring, ready (re-converge) | 3 attempts | failed; VM kept for inspection |
 //! | `deprovision` | deleting | hypervisor API | recorded for admins (status stays deleting) |
+//! | `power` (`services::power`) | ready | hypervisor API | recorded for admins (status stays ready) |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -101,11 +102,15 @@ pub(crate) fn os_ready_spec(
 }
 
 /// Registers the flow's handlers (`provision`, `vm_os_ready`, `configure`,
-/// `deprovision`), replacing the placeholders of `services::servers`.
+/// `deprovision`, and `power` from `services::power`), replacing the placeholders of `services::servers`.
 pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
     registry.register(PROVISION, ProvisionStep(p.clone()));
     registry.register(OS_READY, OsReadyStep(p.clone()));
     registry.register(CONFIGURE, ConfigureStep(p.clone()));
+    registry.register(
+        crate::services::power::POWER,
+        crate::services::power::PowerStep(p.clone()),
+    );
     registry.register(DEPROVISION, DeprovisionStep(p));
 }
 

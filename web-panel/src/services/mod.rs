@@ -6,7 +6,8 @@
 //!
 //! Layout: `db.rs` the two-backend query layer, `model.rs` row types,
 //! `sites.rs`, `servers.rs` (create/list/delete servers, the provision
-//! job), `keys.rs` (SSH public keys), `catalog.rs` (server types),
+//! job), `power.rs` (power actions on ready servers, the `power` job),
+//! `keys.rs` (SSH public keys), `catalog.rs` (server types),
 //! `groups.rs` (user groups for quotas and lookup groups).
 
 pub mod catalog;
@@ -14,6 +15,7 @@ pub mod db;
 pub mod groups;
 pub mod keys;
 pub mod model;
+pub mod power;
 pub mod servers;
 pub mod sites;
 

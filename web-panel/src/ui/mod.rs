@@ -142,6 +142,7 @@ pub fn router() -> Router<AppState> {
         .route("/servers/{id}", get(server))
         .route("/servers/{id}/retry", post(retry))
         .route("/servers/{id}/delete", post(delete))
+        .route("/servers/{id}/power", post(power))
         .route("/sites", post(create_site))
         .route("/keys", get(my_keys).post(add_key))
         .route("/keys/{id}/delete", post(remove_key))
@@ -430,6 +431,27 @@ async fn delete(
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
     servers::delete(&st.db, &a.principal, id).await?;
+    Ok(Redirect::to(&format!("/servers/{id}")).into_response())
+}
+
+#[derive(Deserialize)]
+struct PowerForm {
+    #[serde(default)]
+    csrf: String,
+    /// Which button was pressed; an unknown one is refused by the domain layer.
+    #[serde(default)]
+    action: String,
+}
+
+async fn power(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<PowerForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    crate::services::power::request(&st.db, &a.principal, id, &f.action).await?;
     Ok(Redirect::to(&format!("/servers/{id}")).into_response())
 }
 
