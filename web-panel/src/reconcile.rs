@@ -234,7 +234,7 @@ fn step_for(s: &StalledRow) -> Option<JobSpec> {
             jobs::os_ready_spec(id, s.generation?, s.resets?, std::time::Duration::ZERO)
         }
         "configuring" => jobs::configure_spec(id, None),
-        "deleting" => jobs::deprovision_spec(id, None),
+        "deleting" => crate::services::servers::deprovision_spec(id, None),
         _ => return None,
     })
 }

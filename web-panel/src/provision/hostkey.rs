@@ -79,17 +79,23 @@ impl client::Handler for Recorder {
     }
 }
 
-/// The host key `addr` presents in a key exchange, as an OpenSSH line.
-pub async fn presented_key(addr: SocketAddr) -> Result<String, ProvisionError> {
-    let seen = Arc::new(Mutex::new(None));
-    let config = Arc::new(client::Config {
-        // Only the key the panel generated counts; ask for that type.
+/// Client settings for talking to a new VM: only the key type the panel
+/// generated counts, so ask for that one.
+fn client_config() -> Arc<client::Config> {
+    Arc::new(client::Config {
         preferred: russh::Preferred {
             key: std::borrow::Cow::Borrowed(&[russh::keys::Algorithm::Ed25519]),
             ..Default::default()
         },
+        nodelay: true,
         ..Default::default()
-    });
+    })
+}
+
+/// The host key `addr` presents in a key exchange, as an OpenSSH line.
+pub async fn presented_key(addr: SocketAddr) -> Result<String, ProvisionError> {
+    let seen = Arc::new(Mutex::new(None));
+    let config = client_config();
     let handler = Recorder { seen: seen.clone() };
     let result = tokio::time::timeout(
         Duration::from_secs(30),
@@ -170,14 +176,7 @@ async fn try_login(
     user: &str,
     key: Arc<russh::keys::PrivateKey>,
 ) -> Result<(), String> {
-    let config = Arc::new(client::Config {
-        preferred: russh::Preferred {
-            key: std::borrow::Cow::Borrowed(&[russh::keys::Algorithm::Ed25519]),
-            ..Default::default()
-        },
-        nodelay: true,
-        ..Default::default()
-    });
+    let config = client_config();
     let handler = Pinned {
         expected: expected.to_string(),
     };

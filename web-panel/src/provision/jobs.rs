@@ -71,19 +71,6 @@ pub fn configure_spec(service_id: i64, owner: Option<i64>) -> JobSpec {
     spec
 }
 
-/// The `deprovision` job of a service (the same keys `servers::delete`
-/// gives it, so a resumed one coalesces with a requested one).
-pub(crate) fn deprovision_spec(service_id: i64, owner: Option<i64>) -> JobSpec {
-    let mut spec = JobSpec::new(DEPROVISION, json!({ "service_id": service_id }))
-        .queue("hypervisor")
-        .unique_key(format!("deprovision:{service_id}"))
-        .serial_key(service_key(service_id));
-    if let Some(o) = owner {
-        spec = spec.owner(o);
-    }
-    spec
-}
-
 /// The OS-ready wait of one seed generation after `resets` power cycles.
 pub(crate) fn os_ready_spec(
     service_id: i64,

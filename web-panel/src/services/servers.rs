@@ -88,6 +88,21 @@ pub(crate) fn provision_spec(service_id: i64, owner: &Principal) -> JobSpec {
     spec
 }
 
+/// The `deprovision` job of a service (also re-enqueued by reconciliation).
+pub(crate) fn deprovision_spec(service_id: i64, owner: Option<i64>) -> JobSpec {
+    let mut spec = JobSpec::new(
+        "deprovision",
+        serde_json::json!({ "service_id": service_id }),
+    )
+    .queue("hypervisor")
+    .unique_key(format!("deprovision:{service_id}"))
+    .serial_key(service_key(service_id));
+    if let Some(o) = owner {
+        spec = spec.owner(o);
+    }
+    spec
+}
+
 /// Creates a server for a site: see the module docs.
 pub async fn create(
     db: &Db,
@@ -486,14 +501,7 @@ pub async fn delete(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError
         )));
     }
     set_status(&mut conn, now, who, id, "deleting", None).await?;
-    let mut spec = JobSpec::new("deprovision", serde_json::json!({ "service_id": id }))
-        .queue("hypervisor")
-        .unique_key(format!("deprovision:{id}"))
-        .serial_key(service_key(id));
-    if let Some(uid) = who.actor_id() {
-        spec = spec.owner(uid);
-    }
-    let job = queue::enqueue(&mut tx, spec).await?;
+    let job = queue::enqueue(&mut tx, deprovision_spec(id, who.actor_id())).await?;
     tx.commit().await?;
     Ok(job.job_id)
 }
