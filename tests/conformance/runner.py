@@ -447,7 +447,7 @@ def first_failure(text: str) -> tuple[str, str]:
         pick = ("(script)" if trace else "(playbook)",
                 f"last command: {trace}" if trace else "no failing task in the output")
     task, msg = pick
-    msg = " ".join(msg.split())
+    msg = " ".join(shorten(msg).split())
     return task, (msg[:300] + "…") if len(msg) > 300 else msg
 
 
@@ -487,8 +487,13 @@ def counted(results: dict[str, dict], names: list[str]) -> tuple[int, int]:
     return len(ok), len(ref)
 
 
+def shorten(msg: str) -> str:
+    """Scratch paths differ on every run; keep the part under the targets folder."""
+    return re.sub(r"/\S*?" + re.escape(UNICODE_SUFFIX) + r"/test/integration/(targets/)?", "", msg)
+
+
 def escape(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+    return shorten(s).replace("|", "\\|").replace("\n", " ")
 
 
 def table(results: dict[str, dict], names: list[str]) -> str:
@@ -613,6 +618,8 @@ def main() -> int:
                     help="where to write the compatibility page")
     ap.add_argument("--no-doc", action="store_true", help="do not write the compatibility page")
     ap.add_argument("--notes", type=Path, help="also copy the table to this file")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: rewrite the page (and --notes) from results.json")
     args = ap.parse_args()
 
     root = ensure_sdist()
@@ -641,6 +648,9 @@ def main() -> int:
         return 2
 
     stored = {} if args.subset else load_results()
+    if args.report:
+        write_outputs(stored, known, args)
+        return 0
     scratch_root = Path(tempfile.mkdtemp(prefix="keel-conformance-"))
     bins = {e: make_bin_dir(scratch_root, e, keel) for e in ENGINES}
     lock = threading.Lock()
@@ -689,8 +699,13 @@ def main() -> int:
 
     merged = dict(stored)
     merged.update(results)
+    save_results(merged, keel_revision())
+    write_outputs(merged, known, args)
+    return 0
+
+
+def write_outputs(merged: dict[str, dict], known: dict[str, Target], args: argparse.Namespace) -> None:
     rev = keel_revision()
-    save_results(merged, rev)
     if not args.no_doc:
         write_doc(merged, known, rev, load_reasons(), args.doc)
         log(f"wrote {args.doc}")
@@ -702,7 +717,6 @@ def main() -> int:
                               f"(reference passes). Logs: {LOGS}/<engine>/<target>.log; "
                               f"JSON: {RESULTS}\n\n{table(merged, names_all)}\n")
         log(f"wrote {args.notes}")
-    return 0
 
 
 if __name__ == "__main__":
