@@ -24,6 +24,7 @@ pub mod args;
 pub mod commands;
 pub mod database;
 pub mod files;
+pub mod kit;
 pub mod net;
 pub mod packages;
 pub mod registry;

@@ -4,8 +4,8 @@
 
 use minijinja::Value;
 
-use super::{run_and_report, RunOpts};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::command::{run_and_report, RunOpts};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

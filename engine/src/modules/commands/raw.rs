@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use minijinja::Value;
 
-use super::command_result;
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::command::command_result;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

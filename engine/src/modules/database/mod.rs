@@ -5,14 +5,13 @@
 //! Each module follows the query-then-apply shape of the other modules:
 //! one SQL batch reads the server's state, the comparison runs on the
 //! controller, and at most one more batch makes the change. Check mode
-//! stops after the comparison. [`mysql_common`] holds the login arguments,
+//! stops after the comparison. [`kit::mysql`](super::kit::mysql) holds the login arguments,
 //! SQL quoting and the batch runner.
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::ModuleRef;
 
-pub mod mysql_common;
 pub mod mysql_db;
 pub mod mysql_user;
 

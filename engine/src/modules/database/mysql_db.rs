@@ -15,9 +15,9 @@
 
 use minijinja::Value;
 
-use super::mysql_common::{run_client, sql_ident, sql_string, Batch, Login};
 use crate::modules::args::ModuleArgs;
-use crate::modules::system::hostio::state_diff;
+use crate::modules::kit::mysql::{run_client, sql_ident, sql_string, Batch, Login};
+use crate::modules::kit::state_diff;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use minijinja::value::ValueKind;
 use sha1::{Digest, Sha1};
 
-use super::mysql_common::{account, sql_ident, sql_string, Batch, Flavor, Login};
 use crate::modules::args::{scalar_string, ModuleArgs};
-use crate::modules::system::hostio::state_diff;
+use crate::modules::kit::mysql::{account, sql_ident, sql_string, Batch, Flavor, Login};
+use crate::modules::kit::state_diff;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 
 pub struct MysqlUser;

@@ -1,10 +1,10 @@
 //! `blockinfile`: keeps a marked block of lines in a file (inserted, updated
 //! or removed), computed on the controller like `lineinfile`.
 
-use super::copy::FileAttrs;
-use super::edit::{self, lines_of, linesep, WriteBack};
-use super::lineinfile::compile;
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::edit::compile;
+use crate::modules::kit::edit::{self, lines_of, linesep, WriteBack};
+use crate::modules::kit::FileAttrs;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 
 pub struct BlockInFile;

@@ -10,240 +10,15 @@ use std::path::{Path, PathBuf};
 use minijinja::value::ValueKind;
 use minijinja::Value;
 
-use super::remote::{self, attr_commands, file_diff, FileWrite, Probe, RemoteStat, Source};
 use crate::modules::args::{ModeSpec, ModuleArgs};
+use crate::modules::kit::{
+    self, attr_commands, fill_attrs, put_content, resolve_mode, FileAttrs, FileWrite, Put, Query,
+    Source,
+};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
 pub struct Copy;
-
-/// Attribute arguments common to the content-writing modules.
-#[derive(Debug, Clone, Default)]
-pub struct FileAttrs {
-    pub mode: Option<ModeSpec>,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-}
-
-impl FileAttrs {
-    pub fn parse(a: &mut ModuleArgs<'_>) -> Result<FileAttrs, ModuleError> {
-        a.ignore(&[
-            "seuser",
-            "serole",
-            "setype",
-            "selevel",
-            "attributes",
-            "attr",
-            "unsafe_writes",
-        ]);
-        Ok(FileAttrs {
-            mode: a.mode(&["mode"])?,
-            owner: a.string(&["owner"])?,
-            group: a.string(&["group"])?,
-        })
-    }
-}
-
-/// Everything [`put_content`] needs to place bytes at a path.
-pub struct Put<'a> {
-    pub dest: &'a str,
-    /// When `dest` is a directory (or ends in `/`), the file goes to
-    /// `dest/<basename>`.
-    pub basename: Option<&'a str>,
-    pub content: &'a [u8],
-    pub attrs: &'a FileAttrs,
-    /// The mode `preserve` stands for.
-    pub preserve_mode: Option<u32>,
-    pub backup: bool,
-    pub force: bool,
-    pub validate: Option<&'a str>,
-    pub follow: bool,
-    /// Extra return values (`src`...).
-    pub extra: Vec<(String, Value)>,
-}
-
-/// Makes `dest` hold `content` with the wanted attributes: one probe round
-/// trip, plus one apply round trip when something differs.
-pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResult, ModuleError> {
-    let mut probe = Probe::new();
-    let mut pre = format!("d={}\n", quote(p.dest));
-    if let Some(b) = p.basename {
-        pre.push_str(&format!(
-            "case \"$d\" in */) d=\"$d\"{} ;; *) if [ -d \"$d\" ]; then d=\"$d/\"{}; fi ;; esac\n",
-            quote(b),
-            quote(b)
-        ));
-    }
-    pre.push_str("echo \"D $d\"\n");
-    probe
-        .raw(&pre)
-        .stat_expr("dest", "\"$d\"", p.follow, Some("sha1sum"));
-    if ctx.diff {
-        probe.content_expr("\"$d\"");
-    }
-    let q = probe.run(ctx).await?;
-    let dest = q.line("D").unwrap_or(p.dest).to_string();
-    let st = q.stat("dest");
-    let new_sum = remote::sha1_hex(p.content);
-
-    if st.exists && st.is_dir() {
-        return Ok(ModuleResult::failed(format!(
-            "destination {dest} is a directory"
-        )));
-    }
-    let mode = resolve_mode(p.attrs, p.preserve_mode, &st)?;
-    let same_content = st.exists && st.checksum.as_deref() == Some(new_sum.as_str());
-    let mut res = ModuleResult::ok();
-    res.data.insert("dest".into(), dest.clone().into());
-    for (k, v) in &p.extra {
-        res.data.insert(k.clone(), v.clone());
-    }
-    res.data.insert("checksum".into(), new_sum.clone().into());
-
-    if st.exists && !same_content && !p.force {
-        // `force: no` never replaces an existing file.
-        fill_attrs(&mut res, &st);
-        return Ok(res);
-    }
-
-    if same_content {
-        let (cmds, changed) = attr_commands(
-            &st,
-            mode,
-            p.attrs.owner.as_deref(),
-            p.attrs.group.as_deref(),
-        );
-        res.changed = changed;
-        if changed && ctx.diff {
-            res.diff.push(remote::state_diff(
-                &dest,
-                &[
-                    ("mode", st.mode_str()),
-                    ("owner", st.owner.clone()),
-                    ("group", st.group.clone()),
-                ],
-                &[
-                    (
-                        "mode",
-                        mode.map(|m| format!("{m:04o}"))
-                            .unwrap_or_else(|| st.mode_str()),
-                    ),
-                    (
-                        "owner",
-                        p.attrs.owner.clone().unwrap_or_else(|| st.owner.clone()),
-                    ),
-                    (
-                        "group",
-                        p.attrs.group.clone().unwrap_or_else(|| st.group.clone()),
-                    ),
-                ],
-            ));
-        }
-        if changed && !ctx.check_mode {
-            let script = format!(
-                "p={}\nset -e\n{cmds}{}ks final \"$p\" 0 ''\n",
-                quote(&dest),
-                remote::STAT_FN
-            );
-            let out = ctx.run(script, None).await?;
-            if out.rc != 0 {
-                return Ok(ModuleResult::failed(format!(
-                    "failed to set attributes on {dest}: {}",
-                    out.stderr_str().trim()
-                )));
-            }
-            let after = remote::ProbeResult::parse(&out.stdout).stat("final");
-            fill_attrs(&mut res, &after);
-        } else {
-            let mut shown = st.clone();
-            if let Some(m) = mode {
-                shown.mode = m;
-            }
-            fill_attrs(&mut res, &shown);
-        }
-        return Ok(res);
-    }
-
-    // The content differs (or the file is new).
-    res.changed = true;
-    if ctx.diff {
-        let before = if st.exists {
-            q.content.clone().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let mut d = file_diff(&dest, &before, p.content);
-        if !st.exists {
-            d.before_header = "/dev/null".into();
-        }
-        res.diff.push(d);
-    }
-    if ctx.check_mode {
-        res.data
-            .insert("size".into(), (p.content.len() as u64).into());
-        if let Some(m) = mode {
-            res.data.insert("mode".into(), format!("{m:04o}").into());
-        }
-        res.data.insert("state".into(), "file".into());
-        return Ok(res);
-    }
-    let write = FileWrite {
-        dest: &dest,
-        source: Source::Bytes(p.content),
-        mode,
-        owner: p.attrs.owner.as_deref(),
-        group: p.attrs.group.as_deref(),
-        backup: p.backup,
-        validate: p.validate,
-        dest_exists: st.exists,
-        make_parents: p.dest.ends_with('/'),
-    };
-    match write.run(ctx).await? {
-        Ok(outcome) => {
-            if let Some(b) = outcome.backup_file {
-                res.data.insert("backup_file".into(), b.into());
-            }
-            fill_attrs(&mut res, &outcome.final_stat);
-            Ok(res)
-        }
-        Err(msg) => {
-            res.changed = false;
-            res.failed = true;
-            res.msg = Some(msg);
-            Ok(res)
-        }
-    }
-}
-
-/// The concrete permission bits wanted, if any.
-pub fn resolve_mode(
-    attrs: &FileAttrs,
-    preserve: Option<u32>,
-    st: &RemoteStat,
-) -> Result<Option<u32>, ModuleError> {
-    match &attrs.mode {
-        None => Ok(None),
-        Some(ModeSpec::Preserve) => Ok(preserve),
-        Some(m) => m.resolve(if st.exists { st.mode } else { 0o644 }, false),
-    }
-}
-
-fn fill_attrs(res: &mut ModuleResult, st: &RemoteStat) {
-    if !st.exists {
-        return;
-    }
-    for (k, v) in [
-        ("mode", Value::from(st.mode_str())),
-        ("owner", st.owner.clone().into()),
-        ("group", st.group.clone().into()),
-        ("uid", st.uid.into()),
-        ("gid", st.gid.into()),
-        ("size", st.size.into()),
-        ("state", "file".into()),
-    ] {
-        res.data.insert(k.into(), v);
-    }
-}
 
 /// `content:` as bytes: strings as-is, structures as JSON (as Ansible does).
 fn content_bytes(v: &Value) -> Result<Vec<u8>, ModuleError> {
@@ -361,8 +136,8 @@ async fn copy_remote(
     force: bool,
     validate: Option<&str>,
 ) -> Result<ModuleResult, ModuleError> {
-    let (_, base) = remote::split_path(src);
-    let mut probe = Probe::new();
+    let (_, base) = kit::split_path(src);
+    let mut probe = Query::new();
     probe
         .raw(&format!(
             "d={}\ncase \"$d\" in */) d=\"$d\"{b} ;; *) if [ -d \"$d\" ]; then d=\"$d/\"{b}; fi ;; esac\necho \"D $d\"\n",
@@ -371,7 +146,7 @@ async fn copy_remote(
         ))
         .stat("src", src, true, Some("sha1sum"))
         .stat_expr("dest", "\"$d\"", true, Some("sha1sum"));
-    let q = probe.run(ctx).await?;
+    let q = probe.run_checked(ctx).await?;
     let s = q.stat("src");
     if !s.exists {
         return Ok(ModuleResult::failed(format!("Source {src} not found")));
@@ -393,7 +168,7 @@ async fn copy_remote(
         if out.rc != 0 {
             return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
         }
-        let n: u64 = remote::ProbeResult::parse(&out.stdout)
+        let n: u64 = kit::StatReport::parse(&out.stdout)
             .line("N")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
@@ -487,14 +262,14 @@ async fn copy_dir(
         }
     };
 
-    let mut probe = Probe::new();
+    let mut probe = Query::new();
     for (i, d) in dirs.iter().enumerate() {
         probe.stat(&format!("d{i}"), &join(d), true, None);
     }
     for (i, (rel, _)) in files.iter().enumerate() {
         probe.stat(&format!("f{i}"), &join(rel), true, Some("sha1sum"));
     }
-    let q = probe.run(ctx).await?;
+    let q = probe.run_checked(ctx).await?;
 
     let mut script = String::from("set -e\n");
     let mut stdin = Vec::new();
@@ -524,7 +299,7 @@ async fn copy_dir(
             .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", local.display())))?;
         let path = join(rel);
         let mode = resolve_mode(attrs, local_mode(local), &st)?;
-        if st.exists && st.checksum.as_deref() == Some(remote::sha1_hex(&bytes).as_str()) {
+        if st.exists && st.checksum.as_deref() == Some(kit::sha1_hex(&bytes).as_str()) {
             let (cmds, c) =
                 attr_commands(&st, mode, attrs.owner.as_deref(), attrs.group.as_deref());
             if c {

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::remote::{sha1_hex, Probe};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{self, sha1_hex, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -21,7 +21,7 @@ impl Module for Fetch {
         let validate = a.bool(&["validate_checksum", "validate_md5"], true)?;
         a.finish()?;
 
-        let (_, base) = super::remote::split_path(&src);
+        let (_, base) = kit::split_path(&src);
         let local: PathBuf = if flat {
             if dest.ends_with('/') {
                 PathBuf::from(&dest).join(base)
@@ -35,12 +35,16 @@ impl Module for Fetch {
         };
         let local_sum = std::fs::read(&local).ok().map(|b| sha1_hex(&b));
         let q_src = quote(&src);
-        let mut probe = Probe::new();
-        probe.stat("p", &src, true, Some("sha1sum")).raw(&format!(
-            "if [ -f {q_src} ] && [ -r {q_src} ] && [ \"$(sha1sum < {q_src} | cut -c1-40)\" != {} ]; then printf '\\n@@KEEL-CONTENT@@\\n'; cat -- {q_src}; fi",
-            quote(local_sum.as_deref().unwrap_or("none"))
-        ));
-        let q = probe.run(ctx).await?;
+        let mut probe = Query::new();
+        // The body comes back only when it differs from the local copy.
+        probe.stat("p", &src, true, Some("sha1sum")).section(
+            "content",
+            &format!(
+                "if [ -f {q_src} ] && [ -r {q_src} ] && [ \"$(sha1sum < {q_src} | cut -c1-40)\" != {} ]; then echo 1; cat -- {q_src}; else echo 0; fi",
+                quote(local_sum.as_deref().unwrap_or("none"))
+            ),
+        );
+        let q = probe.run_checked(ctx).await?;
         let st = q.stat("p");
         let mut res = ModuleResult::ok()
             .with("file", src.clone())
@@ -62,7 +66,7 @@ impl Module for Fetch {
             .insert("remote_checksum".into(), remote_sum.clone().into());
         res.data
             .insert("checksum".into(), remote_sum.clone().into());
-        let Some(body) = q.content else {
+        let Some(body) = q.content() else {
             if local_sum.as_deref() == Some(remote_sum.as_str()) {
                 return Ok(res);
             }

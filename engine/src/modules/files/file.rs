@@ -7,9 +7,9 @@
 
 use minijinja::Value;
 
-use super::copy::FileAttrs;
-use super::remote::{self, attr_commands, state_diff, Probe, RemoteStat};
 use crate::modules::args::{ModeSpec, ModuleArgs};
+use crate::modules::kit::FileAttrs;
+use crate::modules::kit::{self, attr_commands, path_state_diff, Query, RemoteStat};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -59,7 +59,7 @@ impl Module for File {
         };
 
         // Query.
-        let mut probe = Probe::new();
+        let mut probe = Query::new();
         probe.stat(
             "p",
             &path,
@@ -70,7 +70,7 @@ impl Module for File {
             None,
         );
         if let Some(s) = &src {
-            let (dir, _) = remote::split_path(&path);
+            let (dir, _) = kit::split_path(&path);
             let dir = if dir.is_empty() { "." } else { dir };
             // Relative link sources are relative to the link's directory.
             let src_expr = if s.starts_with('/') {
@@ -108,12 +108,12 @@ impl Module for File {
                 ));
             }
         }
-        let q = probe.run(ctx).await?;
+        let q = probe.run_checked(ctx).await?;
         let st = q.stat("p");
         let src_st = q.stat("src");
-        let mut recurse_dirty = q.lines.iter().any(|(k, _)| k == "DIRTY");
+        let mut recurse_dirty = q.lines().any(|(k, _)| k == "DIRTY");
         if let Some(ModeSpec::Symbolic(spec)) = &attrs.mode {
-            for (_, v) in q.lines.iter().filter(|(k, _)| k == "RM") {
+            for (_, v) in q.lines().filter(|(k, _)| *k == "RM") {
                 let (kind, m) = v.split_once(' ').unwrap_or(("f", "0"));
                 let cur = u32::from_str_radix(m, 8).unwrap_or(0);
                 if crate::modules::args::apply_symbolic(spec, cur, kind == "d")? != cur {
@@ -334,7 +334,7 @@ impl Module for File {
 
         res.changed = changed;
         if changed && ctx.diff {
-            res.diff.push(state_diff(
+            res.diff.push(path_state_diff(
                 &path,
                 &[("state", before_state.to_string())],
                 &[("state", state.clone())],
@@ -343,7 +343,7 @@ impl Module for File {
         let mut after = st.clone();
         if changed && !ctx.check_mode {
             script.push_str("set +e\n");
-            script.push_str(remote::STAT_FN);
+            script.push_str(kit::STAT_FN);
             script.push_str("ks final \"$p\" 0 ''\n");
             let out = ctx.run(script, None).await?;
             if out.rc != 0 {
@@ -352,7 +352,7 @@ impl Module for File {
                         .with("path", path.clone()),
                 );
             }
-            let parsed = remote::ProbeResult::parse(&out.stdout);
+            let parsed = kit::StatReport::parse(&out.stdout);
             if recurse && !parsed.lines.iter().any(|(k, _)| k == "CHG") && st.exists {
                 // Only the recursive pass could change anything, and it
                 // reported no change.
@@ -371,7 +371,7 @@ impl Module for File {
             }
             after = parsed.stat("final");
         }
-        for (k, v) in remote::file_result_values("path", &path, &after) {
+        for (k, v) in kit::file_result_values("path", &path, &after) {
             res.data.insert(k, v);
         }
         if ctx.check_mode && changed {

@@ -6,8 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::Value;
 
-use super::remote::{FileKind, RemoteStat};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{FileKind, RemoteStat};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -2,68 +2,12 @@
 //! computed on the controller, following Ansible's matching rules exactly
 //! (last match wins unless `firstmatch`, `backrefs`, insertion anchors).
 
-use regex::Regex;
-
-use super::copy::FileAttrs;
-use super::edit::{self, lines_of, linesep, WriteBack};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::edit::{self, compile, lines_of, linesep, python_repl, WriteBack};
+use crate::modules::kit::FileAttrs;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 
 pub struct LineInFile;
-
-/// Python's `\1` / `\g<name>` replacement syntax in Rust regex's `${1}` form.
-pub fn python_repl(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '$' => out.push_str("$$"),
-            '\\' => match it.peek().copied() {
-                Some(d) if d.is_ascii_digit() => {
-                    let mut n = String::new();
-                    while let Some(d) = it.peek().copied().filter(char::is_ascii_digit) {
-                        n.push(d);
-                        it.next();
-                    }
-                    out.push_str(&format!("${{{n}}}"));
-                }
-                Some('g') => {
-                    it.next();
-                    if it.peek() == Some(&'<') {
-                        it.next();
-                        let name: String = it.by_ref().take_while(|c| *c != '>').collect();
-                        out.push_str(&format!("${{{name}}}"));
-                    } else {
-                        out.push_str("\\g");
-                    }
-                }
-                Some('n') => {
-                    it.next();
-                    out.push('\n');
-                }
-                Some('t') => {
-                    it.next();
-                    out.push('\t');
-                }
-                Some('\\') => {
-                    it.next();
-                    out.push('\\');
-                }
-                _ => out.push('\\'),
-            },
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-pub fn compile(name: &str, pat: &str) -> Result<Regex, ModuleError> {
-    Regex::new(pat).map_err(|e| {
-        ModuleError::Args(format!(
-            "invalid regular expression in {name} ({pat:?}): {e}"
-        ))
-    })
-}
 
 #[async_trait::async_trait]
 impl Module for LineInFile {

@@ -10,12 +10,10 @@ use super::ModuleRef;
 
 pub mod blockinfile;
 pub mod copy;
-mod edit;
 pub mod fetch;
 pub mod file;
 pub mod find;
 pub mod lineinfile;
-pub mod remote;
 pub mod replace;
 pub mod slurp;
 pub mod stat;

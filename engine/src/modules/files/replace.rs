@@ -1,10 +1,10 @@
 //! `replace`: substitutes every match of a regular expression in a file
 //! (optionally only between `after` and `before`), computed on the controller.
 
-use super::copy::FileAttrs;
-use super::edit::{self, WriteBack};
-use super::lineinfile::{compile, python_repl};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::edit::{self, WriteBack};
+use crate::modules::kit::edit::{compile, python_repl};
+use crate::modules::kit::FileAttrs;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 
 pub struct Replace;

@@ -2,8 +2,8 @@
 
 use base64::Engine;
 
-use super::remote::Probe;
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::Query;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -15,9 +15,9 @@ impl Module for Slurp {
         let mut a = ModuleArgs::new("slurp", args);
         let src = a.req_string(&["src", "path"])?;
         a.finish()?;
-        let mut probe = Probe::new();
+        let mut probe = Query::new();
         probe.stat("p", &src, true, None).content_expr(&quote(&src));
-        let q = probe.run(ctx).await?;
+        let q = probe.run_checked(ctx).await?;
         let st = q.stat("p");
         if !st.exists {
             return Ok(ModuleResult::failed(format!("file not found: {src}")));
@@ -27,7 +27,7 @@ impl Module for Slurp {
                 "source is a directory and must be a file: {src}"
             )));
         }
-        let Some(content) = q.content else {
+        let Some(content) = q.content() else {
             return Ok(ModuleResult::failed(format!("file is not readable: {src}")));
         };
         Ok(ModuleResult::ok()

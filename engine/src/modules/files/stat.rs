@@ -1,7 +1,7 @@
 //! `stat`: reports a path's status (one round trip, never changes anything).
 
-use super::remote::{checksum_tool, Probe};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{checksum_tool, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 
 pub struct Stat;
@@ -37,9 +37,9 @@ impl Module for Stat {
         } else {
             None
         };
-        let mut probe = Probe::new();
+        let mut probe = Query::new();
         probe.stat("p", &path, follow, tool);
-        let q = probe.run(ctx).await?;
+        let q = probe.run_checked(ctx).await?;
         let st = q.stat("p");
         Ok(ModuleResult::ok().with("stat", st.to_value(&path, get_checksum)))
     }

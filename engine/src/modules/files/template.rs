@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
-use super::copy::{put_content, FileAttrs, Put};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{put_content, FileAttrs, Put};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::template::VarMap;
 

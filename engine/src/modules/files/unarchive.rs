@@ -10,7 +10,7 @@
 //! difference, so re-running with the same archive is a no-op.
 
 use crate::modules::args::{ModeSpec, ModuleArgs};
-use crate::modules::system::hostio::{failure_text, state_diff, Answers};
+use crate::modules::kit::{failure_text, state_diff, Answers};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -199,7 +199,7 @@ impl Module for Unarchive {
             }
             _ => return fail(failure_text(&out)),
         }
-        let ans = Answers::parse(&token, &out.stdout_str());
+        let ans = Answers::parse(&token, &out.stdout);
         if ans.yes("skip") {
             let mut r = ModuleResult::ok().with_msg(format!(
                 "skipped, since {} exists",

@@ -7,9 +7,9 @@
 //! neither tool get a clear error rather than a silent controller-side fetch,
 //! since the controller may not reach the same network.
 
-use super::super::files::remote::checksum_tool;
 use crate::modules::args::ModuleArgs;
-use crate::modules::system::hostio::Query;
+use crate::modules::kit::checksum_tool;
+use crate::modules::kit::Query;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -202,9 +202,9 @@ impl Module for GetUrl {
                 )))
             }
             _ => {
-                return Ok(ModuleResult::failed(
-                    crate::modules::system::hostio::failure_text(&out),
-                ))
+                return Ok(ModuleResult::failed(crate::modules::kit::failure_text(
+                    &out,
+                )))
             }
         }
         res.changed = text.lines().any(|l| l == "CHANGED");

@@ -12,7 +12,7 @@ use minijinja::value::ValueKind;
 use minijinja::Value;
 
 use crate::modules::args::{scalar_string, ModuleArgs};
-use crate::modules::system::hostio::Answers;
+use crate::modules::kit::Answers;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -293,12 +293,11 @@ impl Module for Uri {
                 "curl is not installed on the host; the uri module needs it to make requests",
             ));
         }
-        let stdout = out.stdout_str();
-        let ans = Answers::parse(&token, &stdout);
+        let ans = Answers::parse(&token, &out.stdout);
         if out.rc != 0 {
-            return Ok(ModuleResult::failed(
-                crate::modules::system::hostio::failure_text(&out),
-            ));
+            return Ok(ModuleResult::failed(crate::modules::kit::failure_text(
+                &out,
+            )));
         }
         match ans.trimmed("skip") {
             "creates" => {

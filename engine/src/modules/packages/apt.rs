@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::system::hostio::{failure_text, state_diff, Query};
+use crate::modules::kit::{failure_text, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

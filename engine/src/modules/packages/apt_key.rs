@@ -14,9 +14,7 @@
 use base64::Engine as _;
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::system::hostio::{
-    apply, failed, failure_text, text_diff, write_file, Answers, FileOwner,
-};
+use crate::modules::kit::{apply, failure_text, text_diff, write_file, Answers, FileOwner};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -71,8 +69,8 @@ impl Module for AptKey {
         let validate_certs = a.bool(&["validate_certs"], true)?;
         a.finish()?;
         if keyserver.is_some() {
-            return Ok(failed(
-                "keyserver is not supported: give the key with data, file or url".into(),
+            return Ok(ModuleResult::failed(
+                "keyserver is not supported: give the key with data, file or url",
             ));
         }
         let sources = [&url, &file, &data].iter().filter(|s| s.is_some()).count();
@@ -133,28 +131,27 @@ impl Module for AptKey {
         match out.rc {
             0 => {}
             NO_FILE => {
-                return Ok(failed(format!(
+                return Ok(ModuleResult::failed(format!(
                     "Unable to read key file {}: {}",
                     file.unwrap_or_default(),
                     failure_text(&out)
                 )))
             }
             FETCH_FAILED => {
-                return Ok(failed(format!(
+                return Ok(ModuleResult::failed(format!(
                     "Failed to download key at {}: {}",
                     url.unwrap_or_default(),
                     failure_text(&out)
                 )))
             }
             NO_CURL => {
-                return Ok(failed(
-                    "curl is not installed on the host; it is needed to fetch a key from url"
-                        .into(),
+                return Ok(ModuleResult::failed(
+                    "curl is not installed on the host; it is needed to fetch a key from url",
                 ))
             }
-            _ => return Ok(failed(failure_text(&out))),
+            _ => return Ok(ModuleResult::failed(failure_text(&out))),
         }
-        let ans = Answers::parse(&token, &out.stdout_str());
+        let ans = Answers::parse(&token, &out.stdout);
         let have_gpg = ans.yes("gpg");
         let key: Vec<u8> = base64::engine::general_purpose::STANDARD
             .decode(ans.text("key").split_whitespace().collect::<String>())
@@ -234,23 +231,23 @@ impl Module for AptKey {
                     .collect::<Vec<_>>()
                     .join("\n");
                 if let Err(e) = apply(ctx, &cmd, None).await? {
-                    return Ok(failed(e));
+                    return Ok(ModuleResult::failed(e));
                 }
             }
             return Ok(res);
         }
 
         if key.is_empty() {
-            return Ok(failed("the key is empty".into()));
+            return Ok(ModuleResult::failed("the key is empty"));
         }
         if have_gpg && key_fprs.is_empty() {
-            return Ok(failed(
-                "the data is not a valid OpenPGP key (gpg found no key in it)".into(),
+            return Ok(ModuleResult::failed(
+                "the data is not a valid OpenPGP key (gpg found no key in it)",
             ));
         }
         if let Some(i) = &id {
             if have_gpg && !key_fprs.iter().any(|f| id_matches(f, i)) {
-                return Ok(failed(format!(
+                return Ok(ModuleResult::failed(format!(
                     "key id {i} does not match the key given (fingerprints: {})",
                     key_fprs.join(", ")
                 )));
@@ -266,10 +263,10 @@ impl Module for AptKey {
                         .first()
                         .map(|f| f[f.len().saturating_sub(16)..].to_string())
                 })
-                .unwrap_or_else(|| crate::modules::files::remote::sha1_hex(&key)[..16].to_string());
+                .unwrap_or_else(|| crate::modules::kit::sha1_hex(&key)[..16].to_string());
             format!("{TRUSTED_D}/{stem}.{}", if armored { "asc" } else { "gpg" })
         });
-        let sum = crate::modules::files::remote::sha1_hex(&key);
+        let sum = crate::modules::kit::sha1_hex(&key);
         let already = if keyring.is_some() {
             trusted.iter().any(|(p, _, s)| *p == dest && *s == sum)
         } else if have_gpg {
@@ -321,7 +318,7 @@ impl Module for AptKey {
         )
         .await?
         {
-            return Ok(failed(e));
+            return Ok(ModuleResult::failed(e));
         }
         Ok(res)
     }

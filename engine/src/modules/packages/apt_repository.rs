@@ -17,7 +17,7 @@ use minijinja::value::ValueKind;
 use minijinja::Value;
 
 use crate::modules::args::{scalar_string, to_bool, ModeSpec, ModuleArgs};
-use crate::modules::system::hostio::{apply, failed, text_diff, write_file, FileOwner, Query};
+use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -239,7 +239,9 @@ impl Module for AptRepository {
                 )
                 .await?
                 {
-                    return Ok(failed(format!("Failed to update apt cache: {e}")));
+                    return Ok(ModuleResult::failed(format!(
+                        "Failed to update apt cache: {e}"
+                    )));
                 }
             }
             r.data.insert(
@@ -253,12 +255,14 @@ impl Module for AptRepository {
             .trim()
             .to_string();
         if repo.starts_with("ppa:") {
-            return Ok(failed(
-                "PPA repositories are not supported; give the full 'deb ...' line".into(),
+            return Ok(ModuleResult::failed(
+                "PPA repositories are not supported; give the full 'deb ...' line",
             ));
         }
         let Some(want) = SourceLine::parse(&repo) else {
-            return Ok(failed(format!("Invalid repository string: {repo}")));
+            return Ok(ModuleResult::failed(format!(
+                "Invalid repository string: {repo}"
+            )));
         };
 
         let mut q = Query::new();
@@ -369,7 +373,7 @@ impl Module for AptRepository {
         if !ctx.check_mode && !changes.is_empty() {
             match commit(ctx, &changes, mode, update_cache).await? {
                 Ok(u) => cache_updated = u,
-                Err(e) => return Ok(failed(e)),
+                Err(e) => return Ok(ModuleResult::failed(e)),
             }
         }
         res.data
@@ -534,7 +538,7 @@ impl Module for Deb822Repository {
             .with("state", state);
         if !ctx.check_mode && !changes.is_empty() {
             if let Err(e) = commit(ctx, &changes, mode, false).await? {
-                return Ok(failed(e));
+                return Ok(ModuleResult::failed(e));
             }
         }
         Ok(finish(ctx, res, &changes))

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use minijinja::Value;
 
 use crate::modules::args::{scalar_string, to_bool, ModuleArgs};
-use crate::modules::system::hostio::{apply, state_diff, Query};
+use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -3,7 +3,7 @@
 //! `dpkg --set-selections`.
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::system::hostio::{apply, state_diff, Query};
+use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -4,8 +4,7 @@
 
 use minijinja::Value;
 
-use super::apt::Apt;
-use crate::modules::system::hostio::Query;
+use crate::modules::kit::Query;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 
 pub struct Package;
@@ -45,7 +44,10 @@ impl Module for Package {
         let mut rest = args.clone();
         rest.shift_remove("use");
         match mgr.as_str() {
-            "apt" | "apt-get" => Apt.run(&rest, ctx).await,
+            "apt" | "apt-get" => {
+                let apt = crate::modules::lookup("apt").expect("apt is registered");
+                apt.run(&rest, ctx).await
+            }
             "" => Ok(ModuleResult::failed(
                 "Could not find a package manager on the host (looked for apt-get, dnf, yum, zypper, apk, pacman)",
             )),

@@ -9,7 +9,7 @@
 use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::system::hostio::{state_diff, Query};
+use crate::modules::kit::{state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

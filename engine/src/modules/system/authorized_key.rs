@@ -7,9 +7,9 @@
 //! owned by the user). A key given as an `https://` URL is fetched by the
 //! controller.
 
-use super::hostio::{apply, text_diff, write_file, FileOwner, Query};
-use super::user::Passwd;
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::accounts::Passwd;
+use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -10,8 +10,8 @@
 
 use minijinja::Value;
 
-use super::hostio::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -1,8 +1,8 @@
 //! `group`: a local group, through `getent`, `groupadd`, `groupmod` and
 //! `groupdel`. One query round trip, at most one apply round trip.
 
-use super::hostio::{apply, state_diff, Query};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -2,8 +2,8 @@
 //! kernel. One query reads both (and whether systemd runs); apply writes
 //! the file atomically and calls `hostnamectl` (systemd) or `hostname`.
 
-use super::hostio::{apply, state_diff, write_file, FileOwner, Query};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{apply, state_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -1,7 +1,7 @@
 //! System modules: accounts, SSH keys, cron, hostname, kernel settings,
 //! mounts, time zone and services on the host.
 //!
-//! Each module is query-then-apply over [`hostio`]: one query round trip
+//! Each module is query-then-apply over the [`kit`](super::kit): one query round trip
 //! reads every file and command output the comparison needs, the wanted
 //! state is computed on the controller, and at most one apply round trip
 //! makes the change. Check mode stops after the comparison.
@@ -13,7 +13,6 @@ use super::ModuleRef;
 pub mod authorized_key;
 pub mod cron;
 pub mod group;
-pub mod hostio;
 pub mod hostname;
 pub mod modprobe;
 pub mod mount;

@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use super::hostio::{apply, failed, state_diff, text_diff, write_file, FileOwner, Query};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{apply, state_diff, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -218,7 +218,7 @@ impl Module for Modprobe {
             };
             if let Err(e) = apply(ctx, &cmd, None).await? {
                 let what = if state == "present" { "load" } else { "unload" };
-                let mut r = failed(format!(
+                let mut r = ModuleResult::failed(format!(
                     "Failed to {what} kernel module {name}: {e}{}",
                     no_modules_hint()
                 ));
@@ -237,7 +237,7 @@ impl Module for Modprobe {
             if let Err(e) =
                 write_file(ctx, p, body.as_bytes(), attrs, files.contains_key(p), true).await?
             {
-                let mut r = failed(format!("Failed to write {p}: {e}"));
+                let mut r = ModuleResult::failed(format!("Failed to write {p}: {e}"));
                 r.data = res.data;
                 return Ok(r);
             }

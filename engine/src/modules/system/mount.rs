@@ -4,8 +4,8 @@
 //! runs on the controller (the path's line replaced in place); apply writes
 //! it atomically and runs `mount`/`umount`.
 
-use super::hostio::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

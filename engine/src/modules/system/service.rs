@@ -4,9 +4,8 @@
 //! `pattern` matched with `pgrep -f`) and `update-rc.d` for enablement.
 //! One query round trip decides which, and reads the SysV state too.
 
-use super::hostio::{apply, state_diff, Query};
-use super::systemd::{run_systemd, systemctl, UnitWant};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -62,20 +61,18 @@ impl Module for Service {
             _ => ans.yes("systemd"),
         };
         if systemd {
-            let want = UnitWant {
-                state,
-                enabled,
-                masked: None,
-            };
-            return run_systemd(
-                ctx,
-                Some(name),
-                want,
-                false,
-                false,
-                &systemctl("system", false),
-            )
-            .await;
+            // On systemd the task is the `systemd` module's, with the same
+            // name and wanted state.
+            let mut unit = Args::new();
+            unit.insert("name".into(), name.clone().into());
+            if let Some(s) = state {
+                unit.insert("state".into(), s.into());
+            }
+            if let Some(e) = enabled {
+                unit.insert("enabled".into(), e.into());
+            }
+            let systemd = crate::modules::lookup("systemd").expect("systemd is registered");
+            return systemd.run(&unit, ctx).await;
         }
         if !ans.yes("script") {
             return Ok(ModuleResult::failed(format!(

@@ -4,8 +4,8 @@
 //! else appended as `key=value`); apply writes it atomically, then
 //! `sysctl -p <file>` (`reload`) and/or `sysctl -w` (`sysctl_set`).
 
-use super::hostio::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use minijinja::Value;
 
-use super::hostio::{apply, state_diff, Query};
 use crate::modules::args::{dict, ModuleArgs};
+use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

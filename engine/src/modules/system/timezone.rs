@@ -2,8 +2,8 @@
 //! `/usr/share/zoneinfo`) and `/etc/timezone`, the Debian way. One query
 //! reads both and checks the zone exists; apply relinks and rewrites.
 
-use super::hostio::{apply, state_diff, Query};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -8,9 +8,9 @@
 
 use std::collections::BTreeSet;
 
-use super::group::GroupEntry;
-use super::hostio::{apply, state_diff, Query};
 use crate::modules::args::ModuleArgs;
+use crate::modules::kit::accounts::GroupEntry;
+use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::commands::timestamp;
+use crate::modules::kit::time::timestamp;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 
 pub struct Pause;

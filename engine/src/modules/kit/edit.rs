@@ -1,9 +1,16 @@
-//! The read-modify-write path of `lineinfile`, `blockinfile` and `replace`:
-//! the query round trip reads the file (stat + body); the edit itself runs on
-//! the controller; the apply round trip writes the result atomically.
+//! The read-modify-write path of text-editing modules (`lineinfile`,
+//! `blockinfile`, `replace`): the query round trip reads the file (stat +
+//! body); the edit itself runs on the controller; the apply round trip
+//! writes the result atomically. Also the text helpers those edits share:
+//! line splitting, Python-style regex replacement strings.
 
-use super::copy::{resolve_mode, FileAttrs};
-use super::remote::{self, attr_commands, FileWrite, Probe, RemoteStat, Source};
+use regex::Regex;
+
+use super::attrs::{attr_commands, resolve_mode, FileAttrs};
+use super::diff::file_diff;
+use super::query::Query;
+use super::stat::RemoteStat;
+use super::write::{FileWrite, Source};
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -15,12 +22,12 @@ pub struct Current {
 
 /// Reads `path` (following links) in one round trip.
 pub async fn read(ctx: &TaskContext<'_>, path: &str) -> Result<Current, ModuleError> {
-    let mut probe = Probe::new();
+    let mut probe = Query::new();
     probe.stat("p", path, true, None).content_expr(&quote(path));
-    let q = probe.run(ctx).await?;
+    let q = probe.run_checked(ctx).await?;
     let stat = q.stat("p");
     Ok(Current {
-        content: q.content.unwrap_or_default(),
+        content: q.content().unwrap_or_default(),
         stat,
     })
 }
@@ -50,8 +57,7 @@ pub async fn write_back(
         res.changed = true;
         res.msg = Some(msg.to_string());
         if ctx.diff {
-            let mut d =
-                remote::file_diff(w.path, if st.exists { &cur.content } else { b"" }, after);
+            let mut d = file_diff(w.path, if st.exists { &cur.content } else { b"" }, after);
             if !st.exists {
                 d.before_header = "/dev/null".into();
             }
@@ -115,4 +121,59 @@ pub fn linesep(content: &str) -> &'static str {
     } else {
         "\n"
     }
+}
+
+/// Python's `\1` / `\g<name>` replacement syntax in Rust regex's `${1}` form.
+pub fn python_repl(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' => match it.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
+                    let mut n = String::new();
+                    while let Some(d) = it.peek().copied().filter(char::is_ascii_digit) {
+                        n.push(d);
+                        it.next();
+                    }
+                    out.push_str(&format!("${{{n}}}"));
+                }
+                Some('g') => {
+                    it.next();
+                    if it.peek() == Some(&'<') {
+                        it.next();
+                        let name: String = it.by_ref().take_while(|c| *c != '>').collect();
+                        out.push_str(&format!("${{{name}}}"));
+                    } else {
+                        out.push_str("\\g");
+                    }
+                }
+                Some('n') => {
+                    it.next();
+                    out.push('\n');
+                }
+                Some('t') => {
+                    it.next();
+                    out.push('\t');
+                }
+                Some('\\') => {
+                    it.next();
+                    out.push('\\');
+                }
+                _ => out.push('\\'),
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Compiles a module's regular expression argument `name`.
+pub fn compile(name: &str, pat: &str) -> Result<Regex, ModuleError> {
+    Regex::new(pat).map_err(|e| {
+        ModuleError::Args(format!(
+            "invalid regular expression in {name} ({pat:?}): {e}"
+        ))
+    })
 }
