@@ -342,3 +342,152 @@ async fn delegate_facts_go_to_the_delegated_host() {
     assert!(msgs.contains(&"h1=False".to_string()), "{msgs:?}");
     assert!(msgs.contains(&"h2=True".to_string()), "{msgs:?}");
 }
+
+/// One case of `fixtures/exec_local/`: a playbook checked against what
+/// ansible-core 2.19.14 did with it (its recap, its exit code, lines of its
+/// output). The playbooks assert their own registered values, so a passing
+/// recap also means the values matched the reference's.
+///
+/// `expect.yml`: `recap` (host → counters, missing ones 0), optional `exit`
+/// (default 0 or 2 from the recap), `extra_vars`, `verbosity` (human output,
+/// default 1), `human_contains` and `human_lacks`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseExpect {
+    recap: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+    #[serde(default)]
+    exit: Option<i32>,
+    #[serde(default)]
+    extra_vars: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    verbosity: Option<u8>,
+    #[serde(default)]
+    human_contains: Vec<String>,
+    #[serde(default)]
+    human_lacks: Vec<String>,
+}
+
+async fn run_case(case: &Path) -> Result<(), String> {
+    let node = keel::yaml::load_one(&case.join("expect.yml")).map_err(|e| e.to_string())?;
+    let json = serde_json::to_value(node.to_value()).map_err(|e| e.to_string())?;
+    let expect: CaseExpect = serde_json::from_value(json).map_err(|e| e.to_string())?;
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(case, work.path());
+    let dir = work.path();
+    let inv_path = dir.join("inventory.ini");
+    if !inv_path.exists() {
+        fs::write(&inv_path, "[all]\nh1 ansible_connection=local\n").unwrap();
+    }
+    let mut extra = keel::template::VarMap::new();
+    for (k, v) in &expect.extra_vars {
+        extra.insert(
+            k.clone(),
+            minijinja::Value::from(minijinja::value::Serde(v.clone())),
+        );
+    }
+    let ropts = ResolveOptions {
+        extra_vars: extra.clone(),
+        ..ResolveOptions::default()
+    };
+    let pb = load_playbook(&dir.join("site.yml"), &ropts).map_err(|e| e.to_string())?;
+    let sources = vec![inv_path.display().to_string()];
+    let mut inv = Inventory::load(&sources).map_err(|e| e.to_string())?;
+    inv.add_vars_dir(dir).map_err(|e| e.to_string())?;
+    let mem = Arc::new(MemorySink::default());
+    let human = Buf::default();
+    let sink: Arc<dyn Sink> = Arc::new(Tee(vec![
+        mem.clone(),
+        Arc::new(HumanSink::new(
+            Box::new(human.clone()),
+            expect.verbosity.unwrap_or(1),
+        )),
+    ]));
+    let opts = RunOptions {
+        inventory_sources: sources,
+        extra_vars: extra,
+        forks: 5,
+        ..RunOptions::default()
+    };
+    let summary = run_playbook(&pb, inv, opts, sink).await;
+    let human = String::from_utf8(human.0.lock().unwrap().clone()).unwrap();
+    let mut problems = Vec::new();
+    for (host, counters) in &expect.recap {
+        let Some((_, got)) = summary.stats.iter().find(|(h, _)| h == host) else {
+            problems.push(format!("no recap for {host}"));
+            continue;
+        };
+        let want = |k: &str| counters.get(k).copied().unwrap_or(0);
+        let pairs = [
+            ("ok", got.ok),
+            ("changed", got.changed),
+            ("unreachable", got.unreachable),
+            ("failed", got.failed),
+            ("skipped", got.skipped),
+            ("rescued", got.rescued),
+            ("ignored", got.ignored),
+        ];
+        for (k, v) in pairs {
+            if want(k) != v {
+                problems.push(format!("{host}: {k}={v}, expected {}", want(k)));
+            }
+        }
+    }
+    let failed_hosts = expect
+        .recap
+        .values()
+        .any(|c| c.get("failed").copied().unwrap_or(0) > 0);
+    let exit = expect.exit.unwrap_or(if failed_hosts { 2 } else { 0 });
+    if summary.exit_code() != exit {
+        problems.push(format!("exit {}, expected {exit}", summary.exit_code()));
+    }
+    for s in &expect.human_contains {
+        if !human.contains(s.as_str()) {
+            problems.push(format!("output lacks {s:?}"));
+        }
+    }
+    for s in &expect.human_lacks {
+        if human.contains(s.as_str()) {
+            problems.push(format!("output has {s:?}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}\n--- output ---\n{human}", problems.join("\n")))
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+            copy_dir(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_local_cases_match_ansible_core() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exec_local");
+    let mut cases: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expect.yml").exists())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    let mut failures = Vec::new();
+    for case in &cases {
+        if let Err(e) = run_case(case).await {
+            failures.push(format!(
+                "== {}\n{e}",
+                case.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -30,15 +30,37 @@ pub(super) fn run_action(
         "set_fact" => {
             let mut facts = VarMap::new();
             let mut cacheable = false;
+            if task.args.keys().all(|k| k == "cacheable") {
+                return Err(fail(
+                    "No key/value pairs provided, at least one is required for this action to succeed"
+                        .into(),
+                ));
+            }
             for (k, v) in &task.args {
                 if k == "cacheable" {
-                    cacheable = crate::template::to_bool(v);
+                    let c = templar
+                        .render_value(v, scope, origin)
+                        .map_err(|e| fail(e.to_string()))?;
+                    cacheable = crate::template::to_bool(&c);
                     continue;
+                }
+                // set_fact is the one action whose keys are templated
+                // (`set_fact: "{{ name }}=value"`), as in Ansible.
+                let key = if crate::template::is_template(k) {
+                    templar
+                        .render_str(k, scope, origin)
+                        .map_err(|e| fail(e.to_string()))?
+                        .to_string()
+                } else {
+                    k.clone()
+                };
+                if !is_identifier(&key) {
+                    return Err(fail(format!("Invalid variable name '{key}'.")));
                 }
                 let r = templar
                     .render_value(v, scope, origin)
                     .map_err(|e| fail(e.to_string()))?;
-                facts.insert(k.clone(), r);
+                facts.insert(key, r);
             }
             {
                 let mut h = host.lock().unwrap();
@@ -162,9 +184,19 @@ pub(super) fn run_action(
             r.insert("_keel_meta".into(), Value::from(action));
             Ok(Some(Single::new(Status::Ok, r)))
         }
-        "add_host" | "group_by" => Err(fail(format!("'{}' is not supported yet", task.action))),
+        "add_host" => add_host(ctx, task, scope, origin).map(Some),
+        "group_by" => group_by(ctx, task, host, scope, origin).map(Some),
         _ => Ok(None),
     }
+}
+
+/// A valid variable name: a letter or `_`, then letters, digits or `_`.
+pub(crate) fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The meta action a task names (`meta: flush_handlers`).
@@ -200,4 +232,268 @@ pub(super) fn with_lookup(
         .templar
         .run_lookup(name, terms, &VarMap::new(), scope, origin)
         .map_err(|e| e.to_string())
+}
+
+/// The task's arguments, templated.
+fn rendered_args(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<VarMap, super::task::ExecFailure> {
+    let v = ctx
+        .shared
+        .templar
+        .render_value(&ser(&task.args), scope, origin)
+        .map_err(|e| super::task::ExecFailure::failed(e.to_string()))?;
+    let mut args = value_to_map(&v).unwrap_or_default();
+    // `add_host: "{{ a_dict }}"`: the whole argument text is a template
+    // giving the mapping.
+    if args.len() == 1 {
+        if let Some(m) = args.get("_raw_params").and_then(value_to_map) {
+            args = m;
+        }
+    }
+    Ok(args)
+}
+
+/// A list argument given as a list or as comma-separated text.
+fn name_list(v: &Value) -> Vec<String> {
+    if let Some(s) = v.as_str() {
+        return s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect();
+    }
+    match v.try_iter() {
+        Ok(it) => it.map(|x| x.to_string()).collect(),
+        Err(_) => vec![v.to_string()],
+    }
+}
+
+/// `add_host`: adds a host (and its groups and variables) to the run's
+/// inventory. Like Ansible, `changed` says whether the inventory changed.
+fn add_host(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Single, super::task::ExecFailure> {
+    let fail = super::task::ExecFailure::failed;
+    let mut args = rendered_args(ctx, task, scope, origin)?;
+    if args.contains_key("_raw_params") {
+        return Err(fail(
+            "add_host takes key=value arguments or a mapping; free text is not one".into(),
+        ));
+    }
+    let name = ["name", "host", "hostname"]
+        .iter()
+        .find_map(|k| args.shift_remove(*k))
+        .map(|v| v.to_string())
+        .ok_or_else(|| fail("name, host or hostname needs to be provided".into()))?;
+    let mut groups = Vec::new();
+    for k in ["groups", "group", "groupname"] {
+        if let Some(v) = args.shift_remove(k) {
+            for g in name_list(&v) {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+        }
+    }
+    // `name:port` gives the port as a host variable.
+    let (host_name, port) = split_host_port(&name);
+    let mut host_vars = args;
+    if let Some(p) = port {
+        host_vars.insert("ansible_ssh_port".into(), Value::from(p));
+    }
+    let changed = {
+        let mut inv = ctx.shared.inventory.write().unwrap();
+        let mut changed = false;
+        if !inv.hosts.contains_key(&host_name) {
+            inv.add_host(&host_name, "all", None);
+            changed = true;
+        }
+        for (k, v) in &host_vars {
+            let same = inv
+                .hosts
+                .get(&host_name)
+                .and_then(|h| h.vars.get(k))
+                .is_some_and(|old| old == v);
+            if !same {
+                inv.set_host_var(&host_name, k, v.clone());
+                changed = true;
+            }
+        }
+        for g in &groups {
+            let in_group = inv
+                .groups
+                .get(g)
+                .is_some_and(|grp| grp.hosts.iter().any(|h| h == &host_name));
+            if !in_group {
+                inv.add_host(&host_name, g, None);
+                changed = true;
+            }
+        }
+        if changed {
+            inv.reconcile_runtime();
+        }
+        changed
+    };
+    if changed {
+        ctx.shared
+            .dynamic_hosts
+            .lock()
+            .unwrap()
+            .push(super::host::InventoryChange::Host(
+                host_name.clone(),
+                groups.clone(),
+                host_vars.clone(),
+            ));
+        super::host::refresh_inventory_view(ctx);
+    }
+    let mut info = VarMap::new();
+    info.insert("host_name".into(), Value::from(host_name));
+    info.insert("groups".into(), ser(&groups));
+    info.insert("host_vars".into(), ser(&host_vars));
+    let mut r = VarMap::new();
+    r.insert("add_host".into(), ser(&info));
+    r.insert("changed".into(), Value::from(changed));
+    r.insert("failed".into(), Value::from(false));
+    let status = if changed { Status::Changed } else { Status::Ok };
+    Ok(Single::new(status, r))
+}
+
+/// `host:port` (not an IPv6 address without brackets) split in two.
+fn split_host_port(name: &str) -> (String, Option<u16>) {
+    if let Some(rest) = name.strip_prefix('[') {
+        if let Some((h, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (h.to_string(), port);
+        }
+    }
+    match name.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h.to_string(), Some(port)),
+            Err(_) => (name.to_string(), None),
+        },
+        _ => (name.to_string(), None),
+    }
+}
+
+/// `group_by`: puts the current host in a group named by `key` (spaces
+/// become dashes), under `parents` (default `all`).
+fn group_by(
+    ctx: &PlayCtx,
+    task: &Task,
+    host: &Arc<Mutex<HostState>>,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Single, super::task::ExecFailure> {
+    let fail = super::task::ExecFailure::failed;
+    let args = rendered_args(ctx, task, scope, origin)?;
+    let Some(key) = args.get("key") else {
+        return Err(fail(
+            "the 'key' param is required when using group_by".into(),
+        ));
+    };
+    let group = key.to_string().replace(' ', "-");
+    let parents: Vec<String> = match args.get("parents") {
+        Some(p) => match p.as_str() {
+            Some(s) => vec![s.to_string()],
+            None => name_list(p),
+        },
+        None => vec!["all".into()],
+    }
+    .into_iter()
+    .map(|p| p.replace(' ', "-"))
+    .collect();
+    let host_name = host.lock().unwrap().name.clone();
+    let changed = {
+        let mut inv = ctx.shared.inventory.write().unwrap();
+        let mut changed = false;
+        inv.ensure_group(&group);
+        for p in &parents {
+            if !inv.groups.contains_key(p) {
+                inv.ensure_group(p);
+                changed = true;
+            }
+        }
+        for p in &parents {
+            let linked = inv.groups[p.as_str()].children.iter().any(|c| c == &group);
+            if !linked && p != &group {
+                inv.add_child(p, &group).map_err(fail)?;
+                changed = true;
+            }
+        }
+        let in_group = inv.groups[group.as_str()]
+            .hosts
+            .iter()
+            .any(|h| h == &host_name);
+        if !in_group && inv.hosts.contains_key(&host_name) {
+            inv.add_host(&host_name, &group, None);
+            changed = true;
+        }
+        if changed {
+            inv.reconcile_runtime();
+        }
+        changed
+    };
+    if changed {
+        ctx.shared
+            .dynamic_hosts
+            .lock()
+            .unwrap()
+            .push(super::host::InventoryChange::Group(
+                host_name.clone(),
+                group.clone(),
+                parents.clone(),
+            ));
+        super::host::refresh_inventory_view(ctx);
+    }
+    let mut r = VarMap::new();
+    r.insert("add_group".into(), Value::from(group));
+    r.insert("parent_groups".into(), ser(&parents));
+    r.insert("changed".into(), Value::from(changed));
+    r.insert("failed".into(), Value::from(false));
+    let status = if changed { Status::Changed } else { Status::Ok };
+    Ok(Single::new(status, r))
+}
+
+/// Adds again the hosts `add_host` made, after the inventory was re-read.
+pub(super) fn replay_dynamic_hosts(ctx: &PlayCtx) {
+    let dynamic = ctx.shared.dynamic_hosts.lock().unwrap().clone();
+    if dynamic.is_empty() {
+        return;
+    }
+    let mut inv = ctx.shared.inventory.write().unwrap();
+    for change in dynamic {
+        match change {
+            super::host::InventoryChange::Host(host, groups, vars) => {
+                if !inv.hosts.contains_key(&host) {
+                    inv.add_host(&host, "all", None);
+                }
+                for (k, v) in &vars {
+                    inv.set_host_var(&host, k, v.clone());
+                }
+                for g in &groups {
+                    inv.add_host(&host, g, None);
+                }
+            }
+            super::host::InventoryChange::Group(host, group, parents) => {
+                inv.ensure_group(&group);
+                for p in &parents {
+                    if p != &group {
+                        let _ = inv.add_child(p, &group);
+                    }
+                }
+                // A host the new sources dropped stays out.
+                if inv.hosts.contains_key(&host) {
+                    inv.add_host(&host, &group, None);
+                }
+            }
+        }
+    }
+    inv.reconcile_runtime();
 }

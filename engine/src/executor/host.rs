@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     pub sink: Arc<dyn Sink>,
     pub extra_vars: Arc<VarMap>,
     pub forks: Arc<tokio::sync::Semaphore>,
+    /// What `add_host` and `group_by` changed in the inventory:
+    /// `meta: refresh_inventory` keeps it, as Ansible does.
+    pub dynamic_hosts: Mutex<Vec<InventoryChange>>,
 }
 
 impl Shared {
@@ -48,8 +51,18 @@ impl Shared {
             pool,
             sink,
             forks,
+            dynamic_hosts: Mutex::new(Vec::new()),
         }
     }
+}
+
+/// A run-time change to the inventory, replayed after a refresh.
+#[derive(Clone)]
+pub(crate) enum InventoryChange {
+    /// `add_host`: the host, its groups and variables.
+    Host(String, Vec<String>, VarMap),
+    /// `group_by`: the host, its new group, and the group's parents.
+    Group(String, String, Vec<String>),
 }
 
 /// Facts and set_fact values: they outlive a play.
@@ -57,6 +70,8 @@ impl Shared {
 pub(crate) struct Persistent {
     pub facts: Arc<VarMap>,
     pub set_facts: Arc<VarMap>,
+    /// Failed or unreachable: later plays leave the host out.
+    pub failed: bool,
 }
 
 /// One host's state within a play.
@@ -66,14 +81,23 @@ pub(crate) struct HostState {
     pub facts: Arc<VarMap>,
     pub set_facts: Arc<VarMap>,
     pub include_vars: Arc<VarMap>,
+    /// This host's `vars_files`, when some of them depend on its variables
+    /// (otherwise the play's).
+    pub vars_files: Option<Arc<VarMap>>,
     /// Loop and include parameters of dynamic includes being run.
     pub include_params: Vec<Arc<VarMap>>,
     /// Magic variables fixed for the play (inventory_hostname, groups...).
     pub magic: Arc<VarMap>,
     pub failed: bool,
     pub unreachable: bool,
+    /// Failed (not rescued) or unreachable in this play, and not cleared by
+    /// `meta: clear_host_errors`: the run's list of failed hosts.
+    pub run_failed: bool,
     /// `meta: end_host`, or removed by `any_errors_fatal`.
     pub ended: bool,
+    /// `meta: end_role`: the role (by address) whose remaining tasks this
+    /// host skips.
+    pub ended_role: Option<usize>,
     /// Handler indexes notified and not yet run.
     pub notified: Vec<usize>,
     pub stats: HostStats,
@@ -89,6 +113,7 @@ impl HostState {
         Persistent {
             facts: self.facts.clone(),
             set_facts: self.set_facts.clone(),
+            failed: self.run_failed,
         }
     }
 
@@ -152,7 +177,11 @@ pub(crate) fn scope_for(
     }
     s.push(host.facts.clone());
     s.push(play.vars.clone());
-    s.push(play.vars_files.clone());
+    s.push(
+        host.vars_files
+            .clone()
+            .unwrap_or_else(|| play.vars_files.clone()),
+    );
     if let Some(role) = task.and_then(|t| t.role.as_ref()) {
         s.push(role.vars.clone());
     }
@@ -175,11 +204,63 @@ pub(crate) fn scope_for(
     s
 }
 
-/// `hostvars`: every host's variables, looked up on demand.
-#[derive(Debug)]
+/// After `add_host`/`group_by`: every host of the play sees the new
+/// `groups`, its own `group_names`, and the variables of groups it joined.
+pub(crate) fn refresh_inventory_view(ctx: &super::task::PlayCtx) {
+    let inv = ctx.shared.inventory.read().unwrap();
+    let groups = ser(inv.groups_map());
+    for (name, h) in &ctx.hosts {
+        let layers = inv.host_layers(name);
+        let names = ser(inv.group_names(name));
+        let mut st = h.lock().unwrap();
+        st.inventory_layers = layers;
+        let magic = Arc::make_mut(&mut st.magic);
+        magic.insert("groups".into(), groups.clone());
+        magic.insert("group_names".into(), names);
+    }
+}
+
+/// `hostvars`: every host's variables, looked up on demand. Hosts of the
+/// play come from their state; other inventory hosts (those `add_host`
+/// created, or outside the play's pattern) from the inventory.
 pub(crate) struct HostVars {
     pub hosts: HashMap<String, Arc<Mutex<HostState>>>,
     pub extra: Arc<VarMap>,
+    pub shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HostVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostVars")
+            .field("hosts", &self.hosts.len())
+            .finish()
+    }
+}
+
+impl HostVars {
+    /// The variables of an inventory host that has no state in this play.
+    fn inventory_host(&self, name: &str) -> Option<Value> {
+        let inv = self.shared.inventory.read().ok()?;
+        if !inv.hosts.contains_key(name) {
+            return None;
+        }
+        let mut merged = VarMap::new();
+        for l in inv.host_layers(name) {
+            for (k, v) in l.iter() {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in self.extra.iter() {
+            merged.insert(k.clone(), v.clone());
+        }
+        merged.insert("inventory_hostname".into(), Value::from(name));
+        merged.insert(
+            "inventory_hostname_short".into(),
+            Value::from(name.split('.').next().unwrap_or(name)),
+        );
+        merged.insert("group_names".into(), ser(inv.group_names(name)));
+        Some(ser(&merged))
+    }
 }
 
 impl std::fmt::Debug for HostState {
@@ -193,7 +274,9 @@ impl std::fmt::Debug for HostState {
 impl Object for HostVars {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let name = key.as_str()?;
-        let host = self.hosts.get(name)?;
+        let Some(host) = self.hosts.get(name) else {
+            return self.inventory_host(name);
+        };
         let h = host.lock().ok()?;
         let mut merged = VarMap::new();
         for l in &h.inventory_layers {
@@ -219,7 +302,16 @@ impl Object for HostVars {
     }
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
-        let mut keys: Vec<Value> = self.hosts.keys().map(|k| Value::from(k.as_str())).collect();
+        let mut names: Vec<String> = self.hosts.keys().cloned().collect();
+        if let Ok(inv) = self.shared.inventory.read() {
+            names.extend(
+                inv.hosts
+                    .keys()
+                    .filter(|h| !self.hosts.contains_key(*h))
+                    .cloned(),
+            );
+        }
+        let mut keys: Vec<Value> = names.iter().map(|k| Value::from(k.as_str())).collect();
         keys.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
         minijinja::value::Enumerator::Values(keys)
     }

@@ -19,11 +19,13 @@ pub(super) fn expand(
     origin: &TemplateOrigin,
 ) -> Result<Vec<(String, VarMap)>, String> {
     let templar = &ctx.shared.templar;
+    let looped: Vec<Value> = match &task.loop_ {
+        Some(_) => loop_items(ctx, task, scope, origin)?,
+        None => Vec::new(),
+    };
+    let all_items = Value::from(looped.clone());
     let items: Vec<Option<Value>> = match &task.loop_ {
-        Some(_) => loop_items(ctx, task, scope, origin)?
-            .into_iter()
-            .map(Some)
-            .collect(),
+        Some(_) => looped.iter().cloned().map(Some).collect(),
         None => vec![None],
     };
     let loop_var = task
@@ -38,13 +40,9 @@ pub(super) fn expand(
             params.insert(k.clone(), v.clone());
         }
         let mut s = scope.clone();
-        if let Some(it) = &item {
-            params.insert(loop_var.clone(), it.clone());
-            if let Some(iv) = &task.loop_control.index_var {
-                params.insert(iv.clone(), Value::from(i));
-            }
-            let mut m = VarMap::new();
-            m.insert(loop_var.clone(), it.clone());
+        if item.is_some() {
+            let m = super::task::loop_vars(&task.loop_control, &loop_var, &looped, &all_items, i);
+            params.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
             s.push(std::sync::Arc::new(m));
         }
         if !templar

@@ -35,6 +35,8 @@ struct PlayRun {
     /// Handlers brought in by `include_role`, notifiable for the rest of the
     /// play; indexed after the play's own.
     extra_handlers: Mutex<Vec<Arc<crate::playbook::plan::Handler>>>,
+    /// `meta: end_play`: no further batch runs either.
+    play_ended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PlayRun {
@@ -53,6 +55,10 @@ impl PlayRun {
     fn end(&self) {
         *self.ended.lock().unwrap() = true;
     }
+    fn end_play(&self) {
+        self.play_ended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 pub(crate) async fn run_play(
@@ -61,11 +67,18 @@ pub(crate) async fn run_play(
     persistent: &mut HashMap<String, Persistent>,
     summary: &mut RunSummary,
 ) -> PlayEnd {
-    let play = Arc::new(play.clone());
-    // `hosts:` may use extra vars and play vars.
+    // `hosts:` and templated keywords may use extra vars and play vars.
     let mut pscope = Scope::new();
     pscope.push(play.vars.clone());
+    pscope.push(play.vars_files.clone());
     pscope.push(shared.extra_vars.clone());
+    let mut play = play.clone();
+    if let Err(msg) = apply_late_keywords(shared, &mut play, &pscope) {
+        summary.errors.push(msg.clone());
+        shared.sink.emit(&Event::Warning { message: msg });
+        return PlayEnd::AbortRun;
+    }
+    let play = Arc::new(play);
     let origin = TemplateOrigin {
         span: Some(play.span.clone()),
         label: Some("play hosts".into()),
@@ -102,7 +115,9 @@ pub(crate) async fn run_play(
                 }
             }
         }
-        hosts
+        // Hosts that failed (or were unreachable) in earlier plays are out.
+        hosts.retain(|h| !persistent.get(h).is_some_and(|p| p.failed));
+        order_hosts(hosts, play.order)
     };
     let name = if play.name.is_empty() {
         pattern.clone()
@@ -144,6 +159,9 @@ pub(crate) async fn run_play(
                 magic.insert("ansible_verbosity".into(), Value::from(shared.opts.verbosity));
                 magic.insert("ansible_play_name".into(), Value::from(play.name.as_str()));
                 magic.insert("omit".into(), Value::from(crate::template::omit_token()));
+                // Inventories point interpreters at it; Keel runs no Python,
+                // so it names the controller's python3.
+                magic.insert("ansible_playbook_python".into(), Value::from(playbook_python()));
                 magic.insert(
                     "ansible_version".into(),
                     ser(serde_json::json!({"full": "2.17.0", "major": 2, "minor": 17, "revision": 0, "string": "2.17.0 (keel)"})),
@@ -158,7 +176,10 @@ pub(crate) async fn run_play(
                     magic: Arc::new(magic),
                     failed: false,
                     unreachable: false,
+                    vars_files: None,
+                    run_failed: false,
                     ended: false,
+                    ended_role: None,
                     notified: Vec::new(),
                     stats: Default::default(),
                     conn: None,
@@ -168,6 +189,19 @@ pub(crate) async fn run_play(
         (groups, states)
     };
     let _ = groups_map;
+    if !play.vars_files_layers.is_empty() {
+        for h in &states {
+            let mut st = h.lock().unwrap();
+            match host_vars_files(shared, &play, &st) {
+                Ok(m) => st.vars_files = Some(Arc::new(m)),
+                Err(msg) => {
+                    summary.errors.push(msg.clone());
+                    shared.sink.emit(&Event::Warning { message: msg });
+                    return PlayEnd::AbortRun;
+                }
+            }
+        }
+    }
     let hostvars = Arc::new(HostVars {
         hosts: selected
             .iter()
@@ -175,6 +209,7 @@ pub(crate) async fn run_play(
             .zip(states.iter().cloned())
             .collect(),
         extra: shared.extra_vars.clone(),
+        shared: shared.clone(),
     });
     let hv_value = Value::from_dyn_object(hostvars.clone());
     for h in &states {
@@ -192,7 +227,11 @@ pub(crate) async fn run_play(
             .collect(),
     });
     let mut end = PlayEnd::Continue;
+    let play_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for (batch_no, batch) in batches(&play.serial, &states).into_iter().enumerate() {
+        if play_ended.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
         let names: Vec<String> = batch
             .iter()
             .map(|h| h.lock().unwrap().name.clone())
@@ -214,6 +253,7 @@ pub(crate) async fn run_play(
             ended: Mutex::new(false),
             batch_size: batch.len(),
             extra_handlers: Mutex::new(Vec::new()),
+            play_ended: play_ended.clone(),
         });
         if play.gather_facts {
             let t = Arc::new(synthetic_task(&play, "setup", "Gathering Facts"));
@@ -226,11 +266,11 @@ pub(crate) async fn run_play(
             run_nodes(run.clone(), section.nodes.clone(), batch.clone(), false).await;
             flush_handlers(&run, &batch).await;
         }
-        let failed_all = batch.iter().all(|h| !h.lock().unwrap().active());
-        if run.ended() && batch.iter().any(|h| h.lock().unwrap().failed) && play.any_errors_fatal {
-            end = PlayEnd::Continue;
-        }
-        if failed_all && !play.serial.is_empty() {
+        // Every host of the batch failed: ansible-playbook stops here, this
+        // play and the ones after it.
+        let failed_all = batch.iter().all(|h| h.lock().unwrap().run_failed);
+        if failed_all {
+            end = PlayEnd::AbortRun;
             break;
         }
     }
@@ -248,6 +288,180 @@ pub(crate) async fn run_play(
         s.ignored += add.ignored;
     }
     end
+}
+
+/// The play's `vars_files` for one host, resolving the entries that need
+/// its variables: the first candidate that templates and exists wins.
+fn host_vars_files(shared: &Shared, play: &Play, st: &HostState) -> Result<VarMap, String> {
+    use crate::playbook::plan::VarsFileLayer;
+    let mut acc = VarMap::new();
+    for layer in &play.vars_files_layers {
+        match layer {
+            VarsFileLayer::Loaded(m) => acc.extend(m.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            VarsFileLayer::Deferred { candidates, span } => {
+                let mut scope = Scope::new();
+                for l in &st.inventory_layers {
+                    scope.push(l.clone());
+                }
+                scope.push(st.facts.clone());
+                scope.push(play.vars.clone());
+                scope.push(Arc::new(acc.clone()));
+                scope.push(shared.extra_vars.clone());
+                scope.push(st.magic.clone());
+                let origin = TemplateOrigin {
+                    span: Some(span.clone()),
+                    label: Some("vars_files".into()),
+                    host: Some(st.name.clone()),
+                    search_paths: vec![play.playbook_dir.clone()],
+                };
+                let mut found = None;
+                let mut tried = Vec::new();
+                for c in candidates {
+                    let Ok(name) = shared.templar.render_str(c, &scope, &origin) else {
+                        tried.push(c.clone());
+                        continue;
+                    };
+                    let name = name.to_string();
+                    let path = play.playbook_dir.join(&name);
+                    if path.is_file() {
+                        found = Some(path);
+                        break;
+                    }
+                    tried.push(name);
+                }
+                let path = found.ok_or_else(|| {
+                    format!(
+                        "{span}: no vars file found for host {} (tried: {})",
+                        st.name,
+                        tried.join(", ")
+                    )
+                })?;
+                let loaded =
+                    crate::playbook::roles::load_vars_file(&path).map_err(|e| e.to_string())?;
+                acc.extend(loaded);
+            }
+        }
+    }
+    Ok(acc)
+}
+
+/// Templates the play keywords written as templates and sets them on the
+/// play. An `omit` leaves the keyword at its default.
+fn apply_late_keywords(shared: &Shared, play: &mut Play, scope: &Scope) -> Result<(), String> {
+    use crate::playbook::plan::HostOrder;
+    let late = std::mem::take(&mut play.late_keywords);
+    for (key, raw) in &late {
+        let origin = TemplateOrigin {
+            span: Some(play.span.clone()),
+            label: Some(format!("play keyword '{key}'")),
+            ..Default::default()
+        };
+        let v = shared
+            .templar
+            .render_value(raw, scope, &origin)
+            .map_err(|e| e.to_string())?;
+        if v.as_str() == Some(crate::template::omit_token()) || v.is_none() {
+            continue;
+        }
+        let text = v.to_string();
+        let flag = crate::template::to_bool(&v);
+        match key.as_str() {
+            "strategy" => {
+                play.strategy = match text.trim() {
+                    "linear" | "ansible.builtin.linear" => Strategy::Linear,
+                    "free" | "ansible.builtin.free" => Strategy::Free,
+                    other => {
+                        return Err(format!(
+                            "unknown strategy '{other}'; Keel runs linear and free"
+                        ))
+                    }
+                }
+            }
+            "serial" => play.serial = serial_from_value(&v)?,
+            "order" => {
+                play.order = HostOrder::parse(&text).ok_or_else(|| {
+                    format!("invalid 'order' value '{text}': use inventory, reverse_inventory, sorted, reverse_sorted or shuffle")
+                })?
+            }
+            "max_fail_percentage" => {
+                play.max_fail_percentage = Some(
+                    text.trim()
+                        .trim_end_matches('%')
+                        .parse()
+                        .map_err(|_| format!("max_fail_percentage must be a number, got '{text}'"))?,
+                )
+            }
+            "any_errors_fatal" => play.any_errors_fatal = flag,
+            "gather_facts" => play.gather_facts = flag,
+            "ignore_errors" => play.ignore_errors = flag,
+            "ignore_unreachable" => play.ignore_unreachable = flag,
+            "force_handlers" => play.force_handlers = flag,
+            "run_once" => play.run_once = flag,
+            "check_mode" => play.check_mode = Some(flag),
+            "diff" => play.diff = Some(flag),
+            "no_log" => play.no_log = Some(flag),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `serial` from a templated value: a count, a percentage, or a list.
+fn serial_from_value(v: &Value) -> Result<Vec<Serial>, String> {
+    let one = |x: &Value| -> Result<Serial, String> {
+        let t = x.to_string();
+        let t = t.trim();
+        match t.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse()
+                .map(Serial::Percent)
+                .map_err(|_| format!("bad serial value '{t}'")),
+            None => t
+                .parse()
+                .map(Serial::Count)
+                .map_err(|_| format!("bad serial value '{t}'")),
+        }
+    };
+    if v.kind() == minijinja::value::ValueKind::Seq {
+        v.try_iter()
+            .map_err(|e| e.to_string())?
+            .map(|x| one(&x))
+            .collect()
+    } else {
+        Ok(vec![one(v)?])
+    }
+}
+
+/// The play's hosts in the order its `order` keyword asks for.
+fn order_hosts(mut hosts: Vec<String>, order: crate::playbook::plan::HostOrder) -> Vec<String> {
+    use crate::playbook::plan::HostOrder;
+    match order {
+        HostOrder::Inventory => {}
+        HostOrder::ReverseInventory => hosts.reverse(),
+        HostOrder::Sorted => hosts.sort(),
+        HostOrder::ReverseSorted => {
+            hosts.sort();
+            hosts.reverse();
+        }
+        HostOrder::Shuffle => {
+            use rand::seq::SliceRandom;
+            hosts.shuffle(&mut rand::thread_rng());
+        }
+    }
+    hosts
+}
+
+/// `ansible_playbook_python`: the first `python3` on `PATH`.
+fn playbook_python() -> String {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("python3"))
+                .find(|c| c.is_file())
+        })
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/usr/bin/python3".into())
 }
 
 /// Splits hosts into `serial` batches (the last size repeats).
@@ -368,6 +582,19 @@ fn run_nodes_linear(
             }
             match node {
                 Node::Task(t) => {
+                    // `meta: end_role` skips the rest of that role for a host.
+                    let role = t.role.as_ref().map(|r| Arc::as_ptr(r) as usize);
+                    let act: Vec<Host> = act
+                        .into_iter()
+                        .filter(|h| {
+                            let mut s = h.lock().unwrap();
+                            if s.ended_role.is_some() && s.ended_role == role {
+                                return false;
+                            }
+                            s.ended_role = None;
+                            true
+                        })
+                        .collect();
                     run_tasks(&run, &t, &act, rescuing, false).await;
                     if active(&hosts).is_empty() && !rescuing && !run.ended() {
                         run.ctx.shared.sink.emit(&Event::NoMoreHosts);
@@ -481,7 +708,10 @@ fn run_tasks<'a>(
             path: format!("{}", task.span),
             handler,
         });
-        let targets: Vec<Host> = if task.run_once || run.ctx.play.run_once {
+        // `add_host` bypasses the host loop as in Ansible: it runs once, for
+        // the first host, and its result counts for all of them.
+        let once = task.run_once || run.ctx.play.run_once || task.action == "add_host";
+        let targets: Vec<Host> = if once {
             hosts[..1.min(hosts.len())].to_vec()
         } else {
             hosts.to_vec()
@@ -499,12 +729,15 @@ fn run_tasks<'a>(
             let ctx = run.ctx.clone();
             let t = task.clone();
             let h2 = h.clone();
-            let lim = limiter.clone();
+            // Slots are taken here, in host order, so that with `--forks 1`
+            // (or `throttle: 1`) hosts run in the play's order, as in Ansible.
+            let throttle_slot = match &limiter {
+                Some(l) => l.clone().acquire_owned().await.ok(),
+                None => None,
+            };
+            let fork_slot = shared.forks.clone().acquire_owned().await.ok();
             handles.push(tokio::spawn(async move {
-                let _p = match &lim {
-                    Some(l) => l.clone().acquire_owned().await.ok(),
-                    None => None,
-                };
+                let _slots = (throttle_slot, fork_slot);
                 run_task_on_host(ctx, t, h2, rescuing).await
             }));
         }
@@ -529,6 +762,7 @@ fn run_tasks<'a>(
             }
         }
         // run_once: every host sees the result.
+        // (`add_host`'s result stays with the host it ran for.)
         if (task.run_once || run.ctx.play.run_once) && hosts.len() > 1 {
             if let (Some(reg), Some((_, o))) = (&task.register, outcomes.first()) {
                 for h in &hosts[1..] {
@@ -548,8 +782,11 @@ fn run_tasks<'a>(
             && (task.any_errors_fatal.unwrap_or(false) || run.ctx.play.any_errors_fatal)
             && !rescuing
         {
+            // Every host counts as failed: the playbook stops after this.
             for h in hosts {
-                h.lock().unwrap().ended = true;
+                let mut s = h.lock().unwrap();
+                s.ended = true;
+                s.run_failed = true;
             }
             run.end();
         }
@@ -589,6 +826,7 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
         }
         Status::Failed => {
             st.failed = true;
+            st.run_failed |= !rescuing;
             if rescuing {
                 st.stats.rescued += 1;
                 st.set_fact("ansible_failed_result".into(), o.result.clone());
@@ -605,6 +843,7 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
                 st.stats.skipped += 1;
             } else {
                 st.unreachable = true;
+                st.run_failed = true;
                 st.stats.unreachable += 1;
             }
         }
@@ -670,92 +909,230 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
     }
 }
 
+/// `meta` tasks, with Ansible's semantics: under the linear strategy the
+/// play-wide actions (`end_play`, `end_batch`, `clear_facts`,
+/// `clear_host_errors`, `refresh_inventory`) run once, their `when` judged
+/// on the first host; the others run per host. A false `when` shows the
+/// task as skipped (not counted in the recap).
 async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
+    let shared = &run.ctx.shared;
     let action = super::actions::meta_name(task);
-    // A meta task's `when` applies per host (for the host-level actions).
-    match action.as_str() {
-        "flush_handlers" => flush_handlers(run, hosts).await,
-        "end_play" => {
-            if when_any(run, task, hosts) {
-                for h in hosts {
-                    h.lock().unwrap().ended = true;
+    let banner = || {
+        shared.sink.emit(&Event::TaskStart {
+            id: task.id,
+            name: task.display_name(),
+            path: format!("{}", task.span),
+            handler: false,
+        })
+    };
+    let per_host = matches!(
+        action.as_str(),
+        "noop" | "reset_connection" | "end_host" | "role_complete" | "flush_handlers" | "end_role"
+    );
+    if matches!(
+        action.as_str(),
+        "noop" | "refresh_inventory" | "reset_connection"
+    ) && !task.when.is_empty()
+    {
+        shared.sink.emit(&Event::Warning {
+            message: format!("{action} task does not support when conditional"),
+        });
+    }
+    // ansible-playbook announces a per-host meta task once per host.
+    let targets: Vec<Host> = if per_host {
+        hosts.to_vec()
+    } else {
+        banner();
+        hosts.iter().take(1).cloned().collect()
+    };
+    let verbose = |message: String| {
+        shared.sink.emit(&Event::Verbose {
+            level: 2,
+            message: format!("META: {message}"),
+        })
+    };
+    let mut flush_for: Vec<Host> = Vec::new();
+    for h in &targets {
+        if per_host {
+            banner();
+        }
+        let name = h.lock().unwrap().name.clone();
+        let holds = match action.as_str() {
+            "noop" | "refresh_inventory" | "reset_connection" => true,
+            _ => meta_when(run, task, h),
+        };
+        // (message when done, skip reason when the condition is false)
+        let (msg, skip): (String, String) = match action.as_str() {
+            "noop" => ("noop".into(), String::new()),
+            "flush_handlers" => (
+                format!("triggered running handlers for {name}"),
+                format!("not running handlers for {name}"),
+            ),
+            "refresh_inventory" => ("inventory successfully refreshed".into(), String::new()),
+            "clear_facts" => (
+                "facts cleared".into(),
+                format!("not clearing facts and fact cache for {name}"),
+            ),
+            "clear_host_errors" => (
+                "cleared host errors".into(),
+                format!("not clearing host error state for {name}"),
+            ),
+            "end_batch" => ("ending batch".into(), "continuing current batch".into()),
+            "end_play" => ("ending play".into(), "continuing play".into()),
+            "end_host" => (
+                format!("ending play for {name}"),
+                format!("continuing execution for {name}"),
+            ),
+            "end_role" => {
+                let role = task
+                    .role
+                    .as_ref()
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default();
+                (
+                    format!("ending role {role} for {name}"),
+                    format!("continuing role {role} for {name}"),
+                )
+            }
+            "reset_connection" => ("reset connection".into(), String::new()),
+            other => {
+                let mut r = VarMap::new();
+                r.insert("failed".into(), Value::from(true));
+                r.insert(
+                    "msg".into(),
+                    Value::from(format!("invalid meta action requested: {other}")),
+                );
+                shared
+                    .sink
+                    .emit(&Event::HostResult(crate::output::HostResult {
+                        host: name,
+                        delegated_to: None,
+                        status: Status::Failed,
+                        ignored: false,
+                        item_label: None,
+                        result: super::task::to_json(&ser(&r)),
+                        diff: vec![],
+                        is_item: false,
+                    }));
+                let o = Outcome {
+                    status: Status::Failed,
+                    ignored: false,
+                    result: ser(&r),
+                    notify: false,
+                };
+                let mut st = h.lock().unwrap();
+                apply_outcome(run, task, &mut st, &o, false);
+                continue;
+            }
+        };
+        if !holds {
+            let reason = format!("{action} conditional evaluated to False, {skip}");
+            verbose(reason.clone());
+            let shown = if action == "end_host" {
+                format!("end_host conditional evaluated to false, {skip}")
+            } else {
+                action.clone()
+            };
+            shared
+                .sink
+                .emit(&Event::HostResult(crate::output::HostResult {
+                    host: name,
+                    delegated_to: None,
+                    status: Status::Skipped,
+                    ignored: false,
+                    item_label: None,
+                    result: serde_json::json!({"msg": shown, "skip_reason": reason}),
+                    diff: vec![],
+                    is_item: false,
+                }));
+            continue;
+        }
+        verbose(msg);
+        let all = || run.ctx.hosts.values().cloned().collect::<Vec<Host>>();
+        match action.as_str() {
+            "flush_handlers" => flush_for.push(h.clone()),
+            "refresh_inventory" => refresh_inventory(run),
+            "clear_facts" => {
+                for x in all() {
+                    x.lock().unwrap().clear_facts();
                 }
-                run.end();
             }
-        }
-        "end_batch" => {
-            if when_any(run, task, hosts) {
-                run.end();
+            // The hosts stay out of this play, as in Ansible, but later
+            // plays take them again.
+            "clear_host_errors" => {
+                for x in all() {
+                    let mut s = x.lock().unwrap();
+                    s.run_failed = false;
+                }
             }
-        }
-        "refresh_inventory" => {
-            // Re-read the sources; hosts added there join from the next play.
-            let shared = &run.ctx.shared;
-            if !shared.opts.inventory_sources.is_empty() {
-                match crate::inventory::Inventory::load(&shared.opts.inventory_sources) {
-                    Ok(mut inv) => {
-                        let _ = inv.add_vars_dir(&run.ctx.play.playbook_dir);
-                        *shared.inventory.write().unwrap() = inv
+            "end_batch" | "end_play" => {
+                for x in hosts {
+                    let mut s = x.lock().unwrap();
+                    if !s.unreachable {
+                        s.ended = true;
                     }
-                    Err(e) => shared.sink.emit(&Event::Warning {
-                        message: format!("refresh_inventory: {e}"),
-                    }),
+                }
+                if action == "end_play" {
+                    run.end_play();
+                }
+                run.end();
+            }
+            "end_host" => h.lock().unwrap().ended = true,
+            "end_role" => {
+                if let Some(r) = &task.role {
+                    h.lock().unwrap().ended_role = Some(Arc::as_ptr(r) as usize);
                 }
             }
-        }
-        "noop" | "reset_connection" => {}
-        "end_host" | "clear_facts" | "clear_host_errors" => {
-            for h in hosts {
-                let scope = {
-                    let s = h.lock().unwrap();
-                    super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), &s, None)
-                };
-                let origin = TemplateOrigin {
-                    span: Some(task.span.clone()),
-                    ..Default::default()
-                };
-                if !run
-                    .ctx
-                    .shared
-                    .templar
-                    .eval_conditions(&task.when, &scope, &origin)
-                    .unwrap_or(false)
-                {
-                    continue;
-                }
-                let mut s = h.lock().unwrap();
-                match action.as_str() {
-                    "end_host" => s.ended = true,
-                    "clear_facts" => s.clear_facts(),
-                    _ => s.failed = false,
-                }
+            "reset_connection" => {
+                h.lock().unwrap().conn = None;
+                shared.pool.invalidate(&name).await;
             }
+            _ => {}
         }
-        other => run.ctx.shared.sink.emit(&Event::Warning {
-            message: format!("invalid meta action requested: {other}"),
+    }
+    if !flush_for.is_empty() {
+        flush_handlers(run, &flush_for).await;
+    }
+}
+
+/// `meta: refresh_inventory`: re-reads the sources; the play's hosts see
+/// the new groups and variables.
+fn refresh_inventory(run: &Arc<PlayRun>) {
+    let shared = &run.ctx.shared;
+    if shared.opts.inventory_sources.is_empty() {
+        return;
+    }
+    match crate::inventory::Inventory::load(&shared.opts.inventory_sources) {
+        Ok(mut inv) => {
+            let _ = inv.add_vars_dir(&run.ctx.play.playbook_dir);
+            *shared.inventory.write().unwrap() = inv;
+            super::actions::replay_dynamic_hosts(&run.ctx);
+            super::host::refresh_inventory_view(&run.ctx);
+        }
+        Err(e) => shared.sink.emit(&Event::Warning {
+            message: format!("refresh_inventory: {e}"),
         }),
     }
 }
 
-fn when_any(run: &Arc<PlayRun>, task: &Task, hosts: &[Host]) -> bool {
+/// A meta task's `when`, for one host.
+fn meta_when(run: &Arc<PlayRun>, task: &Task, h: &Host) -> bool {
     if task.when.is_empty() {
         return true;
     }
-    hosts.iter().any(|h| {
-        let scope = {
-            let s = h.lock().unwrap();
-            super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), &s, None)
-        };
-        let origin = TemplateOrigin {
-            span: Some(task.span.clone()),
-            ..Default::default()
-        };
-        run.ctx
-            .shared
-            .templar
-            .eval_conditions(&task.when, &scope, &origin)
-            .unwrap_or(false)
-    })
+    let scope = {
+        let s = h.lock().unwrap();
+        super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), &s, None)
+    };
+    let origin = TemplateOrigin {
+        span: Some(task.span.clone()),
+        ..Default::default()
+    };
+    run.ctx
+        .shared
+        .templar
+        .eval_conditions(&task.when, &scope, &origin)
+        .unwrap_or(false)
 }
 
 /// A dynamic `include_tasks`/`include_role`: evaluated per host (its `when`

@@ -121,14 +121,14 @@ fn layer(scope: &Scope, m: VarMap) -> Scope {
     s
 }
 
-/// Runs `task` on one host and emits its result events.
+/// Runs `task` on one host and emits its result events. The caller holds
+/// the host's forks slot.
 pub(crate) async fn run_task_on_host(
     ctx: Arc<PlayCtx>,
     task: Arc<Task>,
     host: Arc<Mutex<HostState>>,
     _rescuing: bool,
 ) -> Outcome {
-    let _permit = ctx.shared.forks.clone().acquire_owned().await.ok();
     let (name, scope) = {
         let h = host.lock().unwrap();
         (
@@ -186,66 +186,95 @@ async fn run_loop(
                 emit(ctx, task, name, &s, None, false, no_log);
                 return Outcome::skipped(result_value(&s.result));
             }
-            let s = failed_single(msg);
+            let mut s = failed_single(msg);
+            s.ignored = ignore_errors_of(ctx, task);
             emit(ctx, task, name, &s, None, false, no_log);
             return Outcome {
                 status: Status::Failed,
-                ignored: false,
+                ignored: s.ignored,
                 result: result_value(&s.result),
                 notify: false,
             };
         }
     };
+    if items.is_empty() {
+        // Ansible's shape for a loop over nothing: skipped, no items.
+        let mut r = VarMap::new();
+        r.insert("changed".into(), Value::from(false));
+        r.insert("skipped".into(), Value::from(true));
+        r.insert("skipped_reason".into(), Value::from("No items in the list"));
+        r.insert("results".into(), Value::from(Vec::<Value>::new()));
+        let s = SingleResult::new(Status::Skipped, r);
+        emit(ctx, task, name, &s, None, false, no_log);
+        return Outcome::skipped(result_value(&s.result));
+    }
     let lc = &task.loop_control;
     let loop_var = lc.loop_var.clone().unwrap_or_else(|| "item".to_string());
     let mut results = Vec::with_capacity(items.len());
     let mut any_changed = false;
     let mut any_failed = false;
-    let mut all_skipped = !items.is_empty();
+    let mut all_skipped = true;
     let mut ignored = false;
-    let n = items.len();
-    for (i, item) in items.into_iter().enumerate() {
+    let all_items = Value::from(items.clone());
+    // Each item's result is visible to the next items under the register
+    // name, as Ansible updates its task vars per iteration.
+    let mut last_registered: Option<Value> = None;
+    for (i, item) in items.iter().enumerate() {
         let mut m = VarMap::new();
-        m.insert(loop_var.clone(), item.clone());
-        m.insert("ansible_loop_var".into(), Value::from(loop_var.as_str()));
-        if let Some(iv) = &lc.index_var {
-            m.insert(iv.clone(), Value::from(i));
+        if let (Some(reg), Some(prev)) = (&task.register, &last_registered) {
+            m.insert(reg.clone(), prev.clone());
         }
-        if lc.extended {
-            let mut l = VarMap::new();
-            l.insert("index".into(), Value::from(i + 1));
-            l.insert("index0".into(), Value::from(i));
-            l.insert("revindex".into(), Value::from(n - i));
-            l.insert("revindex0".into(), Value::from(n - i - 1));
-            l.insert("first".into(), Value::from(i == 0));
-            l.insert("last".into(), Value::from(i + 1 == n));
-            l.insert("length".into(), Value::from(n));
-            m.insert("ansible_loop".into(), ser(&l));
-        }
+        let per_item = loop_vars(lc, &loop_var, &items, &all_items, i);
+        let extended = per_item.get("ansible_loop").cloned();
+        m.extend(per_item);
         let item_scope = layer(scope, m);
-        let label = match &lc.label {
-            Some(l) => ctx
-                .shared
-                .templar
-                .render_str(l, &item_scope, origin)
-                .map(|v| display_item(&v))
-                .unwrap_or_else(|_| l.clone()),
-            None => display_item(&item),
-        };
-        let mut single = run_single(ctx, task, host, name, &item_scope, origin, Some(&item)).await;
+        // Ansible pauses between items, not after the last one.
+        if i > 0 {
+            if let Some(p) = lc.pause {
+                tokio::time::sleep(Duration::from_secs_f64(p)).await;
+            }
+        }
+        let mut single = run_single(ctx, task, host, name, &item_scope, origin, Some(item)).await;
         single.result.insert(loop_var.clone(), item.clone());
         single
             .result
             .insert("ansible_loop_var".into(), Value::from(loop_var.as_str()));
         if let Some(iv) = &lc.index_var {
             single.result.insert(iv.clone(), Value::from(i));
+            single
+                .result
+                .insert("ansible_index_var".into(), Value::from(iv.as_str()));
         }
-        emit(ctx, task, name, &single, Some(label), true, no_log);
-        any_changed |= single.status == Status::Changed;
-        if single.status == Status::Failed {
-            if single.ignored {
-                ignored = true;
+        if let Some(l) = &extended {
+            single.result.insert("ansible_loop".into(), l.clone());
+        }
+        // The label sees this item's registered result too.
+        let label_scope = match &task.register {
+            Some(reg) => {
+                let mut m = VarMap::new();
+                m.insert(reg.clone(), result_value(&single.result));
+                layer(&item_scope, m)
             }
+            None => item_scope.clone(),
+        };
+        let label = match &lc.label {
+            Some(l) => ctx
+                .shared
+                .templar
+                .render_str(l, &label_scope, origin)
+                .map(|v| display_item(&v))
+                .unwrap_or_else(|_| l.clone()),
+            None => display_item(item),
+        };
+        emit(ctx, task, name, &single, Some(label), true, no_log);
+        any_changed |= single.result.get("changed").is_some_and(|v| v.is_true());
+        if single.status == Status::Failed {
+            // One failed item that is not ignored makes the task fatal.
+            ignored = if any_failed {
+                ignored && single.ignored
+            } else {
+                single.ignored
+            };
             any_failed = true;
         }
         if single.status == Status::Unreachable {
@@ -253,35 +282,58 @@ async fn run_loop(
             let value = result_value(&s.result);
             return Outcome {
                 status: Status::Unreachable,
-                ignored: false,
+                ignored: s.ignored,
                 result: value,
                 notify: false,
             };
         }
         all_skipped &= single.status == Status::Skipped;
-        results.push(result_value(&single.result));
-        if let Some(p) = lc.pause {
-            tokio::time::sleep(Duration::from_secs_f64(p)).await;
+        let value = result_value(&single.result);
+        last_registered = Some(value.clone());
+        results.push(value);
+        if let Some(bw) = &lc.break_when {
+            let mut m = VarMap::new();
+            if let Some(reg) = &task.register {
+                m.insert(reg.clone(), results.last().cloned().unwrap_or_default());
+            }
+            let s2 = layer(&item_scope, m);
+            match ctx.shared.templar.eval_conditions(bw, &s2, origin) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    let mut s = failed_single(e.to_string());
+                    s.ignored = ignore_errors_of(ctx, task);
+                    emit(ctx, task, name, &s, None, false, no_log);
+                    return Outcome {
+                        status: Status::Failed,
+                        ignored: s.ignored,
+                        result: result_value(&s.result),
+                        notify: false,
+                    };
+                }
+            }
         }
     }
+    // The summary's shape follows Ansible's: `changed`, `msg`, `results`,
+    // `skipped` always; `failed` only when an item failed.
     let mut summary = VarMap::new();
     summary.insert("changed".into(), Value::from(any_changed));
+    if any_failed {
+        summary.insert("failed".into(), Value::from(true));
+    }
     summary.insert(
         "msg".into(),
         Value::from(if any_failed {
             "One or more items failed"
+        } else if all_skipped {
+            "All items skipped"
         } else {
             "All items completed"
         }),
     );
-    if any_failed {
-        summary.insert("failed".into(), Value::from(true));
-    }
-    if all_skipped {
-        summary.insert("skipped".into(), Value::from(true));
-    }
     summary.insert("results".into(), Value::from(results));
-    let status = if any_failed && !ignored {
+    summary.insert("skipped".into(), Value::from(all_skipped));
+    let status = if any_failed {
         Status::Failed
     } else if all_skipped {
         Status::Skipped
@@ -292,7 +344,7 @@ async fn run_loop(
     };
     let s = SingleResult {
         status,
-        ignored,
+        ignored: any_failed && ignored,
         result: summary,
         diff: vec![],
     };
@@ -301,10 +353,51 @@ async fn run_loop(
     }
     Outcome {
         status,
-        ignored,
+        ignored: s.ignored,
         result: result_value(&s.result),
         notify: any_changed,
     }
+}
+
+/// The variables one loop item brings: the loop variable, `ansible_loop_var`,
+/// the `index_var` and `ansible_index_var`, and `ansible_loop` when
+/// `extended` (with `allitems`, `nextitem`, `previtem` as Ansible gives them).
+pub(crate) fn loop_vars(
+    lc: &crate::playbook::plan::LoopControl,
+    loop_var: &str,
+    items: &[Value],
+    all_items: &Value,
+    i: usize,
+) -> VarMap {
+    let n = items.len();
+    let mut m = VarMap::new();
+    m.insert(loop_var.to_string(), items[i].clone());
+    m.insert("ansible_loop_var".into(), Value::from(loop_var));
+    if let Some(iv) = &lc.index_var {
+        m.insert(iv.clone(), Value::from(i));
+        m.insert("ansible_index_var".into(), Value::from(iv.as_str()));
+    }
+    if lc.extended {
+        let mut l = VarMap::new();
+        l.insert("index".into(), Value::from(i + 1));
+        l.insert("index0".into(), Value::from(i));
+        l.insert("first".into(), Value::from(i == 0));
+        l.insert("last".into(), Value::from(i + 1 == n));
+        l.insert("length".into(), Value::from(n));
+        l.insert("revindex".into(), Value::from(n - i));
+        l.insert("revindex0".into(), Value::from(n - i - 1));
+        if lc.extended_allitems {
+            l.insert("allitems".into(), all_items.clone());
+        }
+        if let Some(next) = items.get(i + 1) {
+            l.insert("nextitem".into(), next.clone());
+        }
+        if i > 0 {
+            l.insert("previtem".into(), items[i - 1].clone());
+        }
+        m.insert("ansible_loop".into(), ser(&l));
+    }
+    m
 }
 
 /// How ansible-playbook shows a loop item: strings bare, the rest as Python
@@ -375,6 +468,7 @@ fn failed_single(msg: String) -> SingleResult {
     r.insert("changed".into(), Value::from(false));
     r.insert("failed".into(), Value::from(true));
     r.insert("msg".into(), Value::from(msg));
+    r.insert("exception".into(), Value::from(NO_TRACEBACK));
     SingleResult {
         status: Status::Failed,
         ignored: false,
@@ -396,6 +490,14 @@ fn unreachable_single(msg: String) -> SingleResult {
     }
 }
 
+/// Whether a failure of `task` is ignored (`ignore_errors`, task or play).
+fn ignore_errors_of(ctx: &PlayCtx, task: &Task) -> bool {
+    task.ignore_errors.unwrap_or(ctx.play.ignore_errors)
+}
+
+/// What Ansible puts under `exception` when no traceback is known.
+const NO_TRACEBACK: &str = "(traceback unavailable)";
+
 /// Runs the task once (one loop item, or the whole task without a loop).
 async fn run_single(
     ctx: &PlayCtx,
@@ -407,80 +509,110 @@ async fn run_single(
     _item: Option<&Value>,
 ) -> SingleResult {
     let templar = &ctx.shared.templar;
-    match templar.eval_conditions(&task.when, scope, origin) {
-        Ok(true) => {}
-        Ok(false) => return skipped_single(task),
-        Err(e) => return failed_single(e.to_string()),
-    }
-    let ignore_errors = task
-        .ignore_errors
-        .or(Some(ctx.play.ignore_errors))
-        .unwrap_or_default();
-
-    let mut single = match execute(ctx, task, host, name, scope, origin).await {
-        Ok(s) => s,
-        Err(ExecError::Unreachable(msg)) => {
-            let mut s = unreachable_single(msg);
-            if task
-                .ignore_unreachable
-                .unwrap_or(ctx.play.ignore_unreachable)
-            {
-                s.ignored = true;
+    let mut single = match templar.eval_conditions(&task.when, scope, origin) {
+        Ok(true) => match execute(ctx, task, host, name, scope, origin).await {
+            Ok(s) => s,
+            Err(ExecError::Unreachable(msg)) => {
+                let mut s = unreachable_single(msg);
+                if task
+                    .ignore_unreachable
+                    .unwrap_or(ctx.play.ignore_unreachable)
+                {
+                    s.ignored = true;
+                }
+                return s;
             }
-            return s;
-        }
-        Err(ExecError::Failed(msg)) => failed_single(msg),
+            // Templating the arguments (or anything before the module ran)
+            // failed: still a result, registered like any other.
+            Err(ExecError::Failed(msg)) => failed_single(msg),
+        },
+        Ok(false) => return skipped_single(task),
+        Err(e) => failed_single(e.to_string()),
     };
+    if single.status == Status::Failed {
+        if !single.result.contains_key("exception") {
+            single
+                .result
+                .insert("exception".into(), Value::from(NO_TRACEBACK));
+        }
+        single.ignored = ignore_errors_of(ctx, task);
+    }
+    single
+}
 
-    // changed_when / failed_when see the result under the register name.
-    if task.changed_when.is_some() || task.failed_when.is_some() {
+/// `changed_when` and `failed_when`, evaluated after each attempt with the
+/// result under the register name, and the result fields Ansible records
+/// for them (`failed_when_result`, `changed_when_result` on error,
+/// `failed_when_suppressed_exception`).
+fn apply_result_conditions(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+    single: &mut SingleResult,
+) {
+    if single.result.contains_key("skipped") {
+        return;
+    }
+    let cw = task.changed_when.as_ref().filter(|c| !c.is_empty());
+    let fw = task.failed_when.as_ref().filter(|c| !c.is_empty());
+    if cw.is_none() && fw.is_none() {
+        return;
+    }
+    let templar = &ctx.shared.templar;
+    let registered = |single: &SingleResult| {
         let mut m = VarMap::new();
         if let Some(reg) = &task.register {
             m.insert(reg.clone(), result_value(&single.result));
         }
-        let s2 = layer(scope, m);
-        if let Some(cw) = &task.changed_when {
-            match templar.eval_conditions(cw, &s2, origin) {
-                Ok(c) => {
-                    single.result.insert("changed".into(), Value::from(c));
-                    if single.status != Status::Failed {
-                        single.status = if c { Status::Changed } else { Status::Ok };
-                    }
-                }
-                Err(e) => single = failed_single(e.to_string()),
+        layer(scope, m)
+    };
+    let mut error: Option<(&str, String)> = None;
+    if let Some(cw) = cw {
+        match templar.eval_conditions(cw, &registered(single), origin) {
+            Ok(c) => {
+                single.result.insert("changed".into(), Value::from(c));
             }
+            Err(e) => error = Some(("changed_when_result", e.to_string())),
         }
-        if let Some(fw) = &task.failed_when {
-            let mut m = VarMap::new();
-            if let Some(reg) = &task.register {
-                m.insert(reg.clone(), result_value(&single.result));
-            }
-            let s3 = layer(scope, m);
-            match templar.eval_conditions(fw, &s3, origin) {
-                Ok(f) => {
-                    single.result.insert("failed".into(), Value::from(f));
-                    if f {
+    }
+    if let (None, Some(fw)) = (&error, fw) {
+        match templar.eval_conditions(fw, &registered(single), origin) {
+            Ok(f) => {
+                single
+                    .result
+                    .insert("failed_when_result".into(), Value::from(f));
+                single.result.insert("failed".into(), Value::from(f));
+                if !f {
+                    if let Some(ex) = single.result.shift_remove("exception") {
                         single
                             .result
-                            .insert("failed_when_result".into(), Value::from(true));
-                        single.status = Status::Failed;
-                    } else if single.status == Status::Failed {
-                        let changed = single
-                            .result
-                            .get("changed")
-                            .map(|v| v.is_true())
-                            .unwrap_or(false);
-                        single.status = if changed { Status::Changed } else { Status::Ok };
+                            .insert("failed_when_suppressed_exception".into(), ex);
                     }
                 }
-                Err(e) => single = failed_single(e.to_string()),
             }
+            Err(e) => error = Some(("failed_when_result", e.to_string())),
         }
     }
-    if single.status == Status::Failed && ignore_errors {
-        single.ignored = true;
+    if let Some((key, msg)) = error {
+        single.result.insert("failed".into(), Value::from(true));
+        single.result.insert(key.into(), Value::from(msg));
     }
-    single
+    single.status = status_of(&single.result);
+}
+
+/// The status a result map stands for.
+fn status_of(r: &VarMap) -> Status {
+    let flag = |k: &str| r.get(k).is_some_and(|v| v.is_true());
+    if flag("failed") {
+        Status::Failed
+    } else if flag("skipped") {
+        Status::Skipped
+    } else if flag("changed") {
+        Status::Changed
+    } else {
+        Status::Ok
+    }
 }
 
 pub(crate) enum ExecError {
@@ -508,10 +640,102 @@ async fn execute(
     origin: &TemplateOrigin,
 ) -> Result<Single, ExecError> {
     let templar = &ctx.shared.templar;
-    // Actions the executor owns.
-    if let Some(s) = actions::run_action(ctx, task, host, scope, origin)? {
-        return Ok(s);
+    // Ansible's attempt count: `retries` given → 1 + retries runs (with or
+    // without `until`; without it, until "not failed"); `until` alone → 4.
+    let total = match &task.retries {
+        Some(r) => 1 + render_u64(ctx, r, scope, origin)?.unwrap_or(3),
+        None if task.until.is_some() => 4,
+        None => 1,
+    };
+    let delay = match &task.delay {
+        Some(d) => render_secs(ctx, d, scope, origin)?.unwrap_or(5.0),
+        None => 5.0,
+    };
+    let mut prepared: Option<Prepared> = None;
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        // Actions the executor owns, else the module.
+        let mut single = match actions::run_action(ctx, task, host, scope, origin)? {
+            Some(s) => s,
+            None => {
+                if prepared.is_none() {
+                    prepared = Some(prepare(ctx, task, host, name, scope, origin).await?);
+                }
+                let p = prepared.as_ref().expect("prepared above");
+                run_module(ctx, task, host, name, scope, origin, p).await?
+            }
+        };
+        if total > 1 {
+            single
+                .result
+                .insert("attempts".into(), Value::from(attempt));
+        }
+        apply_result_conditions(ctx, task, scope, origin, &mut single);
+        if total <= 1 {
+            return Ok(single);
+        }
+        let done = match &task.until {
+            Some(until) => {
+                let mut m = VarMap::new();
+                if let Some(reg) = &task.register {
+                    m.insert(reg.clone(), result_value(&single.result));
+                }
+                templar
+                    .eval_conditions(until, &layer(scope, m), origin)
+                    .map_err(|e| ExecError::Failed(e.to_string()))?
+            }
+            None => single.status != Status::Failed,
+        };
+        if done {
+            return Ok(single);
+        }
+        if attempt >= total {
+            // Ansible reports one attempt fewer than it ran here.
+            single
+                .result
+                .insert("attempts".into(), Value::from(total - 1));
+            single.result.insert("failed".into(), Value::from(true));
+            single.status = Status::Failed;
+            return Ok(single);
+        }
+        ctx.shared.sink.emit(&Event::Verbose {
+            level: 0,
+            message: format!(
+                "FAILED - RETRYING: [{name}]: {} ({} retries left).",
+                task.display_name(),
+                total - attempt
+            ),
+        });
+        tokio::time::sleep(Duration::from_secs_f64(delay)).await;
     }
+}
+
+/// A module call made ready once per task run: templated args, connection,
+/// become and environment. Retries reuse it, as Ansible templates the task
+/// once before its attempts.
+struct Prepared {
+    module: modules::ModuleRef,
+    args: Args,
+    delegate: Option<String>,
+    conn: Arc<Connection>,
+    become_: Option<Become>,
+    env: Vec<(String, String)>,
+    check_mode: bool,
+    diff: bool,
+    timeout: Option<Duration>,
+    search_paths: Vec<PathBuf>,
+}
+
+async fn prepare(
+    ctx: &PlayCtx,
+    task: &Task,
+    host: &Arc<Mutex<HostState>>,
+    name: &str,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Prepared, ExecError> {
+    let templar = &ctx.shared.templar;
     let module = modules::lookup(&task.action).ok_or_else(|| {
         ExecError::Failed(format!("couldn't resolve module/action '{}'", task.action))
     })?;
@@ -557,101 +781,108 @@ async fn execute(
         Some(t) => render_u64(ctx, t, scope, origin)?.map(Duration::from_secs),
         None => None,
     };
-    let search_paths = search_paths(ctx, task);
-    let mctx = TaskContext {
-        host: name,
-        conn: &conn,
-        templar,
-        scope,
-        origin,
-        check_mode,
-        diff,
+    Ok(Prepared {
+        module,
+        args,
+        delegate,
+        conn,
         become_,
         env,
-        search_paths: &search_paths,
+        check_mode,
+        diff,
         timeout,
-    };
+        search_paths: search_paths(ctx, task),
+    })
+}
 
-    let (retries, delay) = match &task.until {
-        Some(_) => (
-            match &task.retries {
-                Some(r) => render_u64(ctx, r, scope, origin)?.unwrap_or(3),
-                None => 3,
-            },
-            match &task.delay {
-                Some(d) => render_u64(ctx, d, scope, origin)?.unwrap_or(5),
-                None => 5,
-            },
-        ),
-        None => (0, 0),
+/// One attempt of the module.
+async fn run_module(
+    ctx: &PlayCtx,
+    task: &Task,
+    host: &Arc<Mutex<HostState>>,
+    name: &str,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+    p: &Prepared,
+) -> Result<Single, ExecError> {
+    let mctx = TaskContext {
+        host: name,
+        conn: &p.conn,
+        templar: &ctx.shared.templar,
+        scope,
+        origin,
+        check_mode: p.check_mode,
+        diff: p.diff,
+        become_: p.become_.clone(),
+        env: p.env.clone(),
+        search_paths: &p.search_paths,
+        timeout: p.timeout,
     };
-    let mut attempt = 0u64;
-    loop {
-        attempt += 1;
-        let res = match reconnect_handle(ctx, &*module, host, name, &delegate, scope, origin)? {
-            Some(h) => modules::RECONNECT.scope(h, module.run(&args, &mctx)).await,
-            None => module.run(&args, &mctx).await,
-        };
-        let mr = match res {
-            Ok(mr) => mr,
-            // A refused become (wrong sudo password) fails the task, as in
-            // Ansible: the host itself is reachable.
-            Err(ModuleError::Transport(t @ crate::transport::TransportError::Become { .. })) => {
-                ModuleResult::failed(t.to_string())
+    let module = &p.module;
+    let delegate = &p.delegate;
+    let args = &p.args;
+    let res = match reconnect_handle(ctx, &**module, host, name, delegate, scope, origin)? {
+        Some(h) => modules::RECONNECT.scope(h, module.run(args, &mctx)).await,
+        None => module.run(args, &mctx).await,
+    };
+    let mr = match res {
+        Ok(mr) => mr,
+        // A refused become (wrong sudo password) fails the task, as in
+        // Ansible: the host itself is reachable.
+        Err(ModuleError::Transport(t @ crate::transport::TransportError::Become { .. })) => {
+            ModuleResult::failed(t.to_string())
+        }
+        // A task `timeout` fails the task; the host is still there.
+        Err(ModuleError::Transport(crate::transport::TransportError::Timeout { secs, .. })) => ModuleResult::failed(format!(
+            "The {} action failed to execute in the expected time frame ({secs}) and was terminated",
+            task.action
+        )),
+        Err(ModuleError::Transport(t)) => {
+            ctx.shared.pool.invalidate(name).await;
+            return Err(ExecError::Unreachable(t.to_string()));
+        }
+        Err(e) => ModuleResult::failed(e.to_string()),
+    };
+    let mut single = single_from(mr, delegate);
+    if let Some(facts) = single.result.shift_remove("_keel_facts") {
+        if let Some(f) = super::host::value_to_map(&facts) {
+            // `delegate_facts` gives the facts to the delegated host.
+            let target = match (delegate, task.delegate_facts) {
+                (Some(d), true) => ctx.hosts.get(d).cloned(),
+                _ => None,
+            };
+            match target {
+                Some(t) => t.lock().unwrap().add_facts(&f),
+                None if task.delegate_facts && delegate.is_some() => {}
+                None => host.lock().unwrap().add_facts(&f),
             }
-            // A task `timeout` fails the task; the host is still there.
-            Err(ModuleError::Transport(crate::transport::TransportError::Timeout { secs, .. })) => ModuleResult::failed(format!(
-                "The {} action failed to execute in the expected time frame ({secs}) and was terminated",
-                task.action
-            )),
-            Err(ModuleError::Transport(t)) => {
-                ctx.shared.pool.invalidate(name).await;
-                return Err(ExecError::Unreachable(t.to_string()));
-            }
-            Err(e) => ModuleResult::failed(e.to_string()),
-        };
-        let mut single = single_from(mr, &delegate);
-        if let Some(facts) = single.result.shift_remove("_keel_facts") {
-            if let Some(f) = super::host::value_to_map(&facts) {
-                // `delegate_facts` gives the facts to the delegated host.
-                let target = match (&delegate, task.delegate_facts) {
-                    (Some(d), true) => ctx.hosts.get(d).cloned(),
-                    _ => None,
-                };
-                match target {
-                    Some(t) => t.lock().unwrap().add_facts(&f),
-                    None if task.delegate_facts && delegate.is_some() => {}
-                    None => host.lock().unwrap().add_facts(&f),
-                }
-            }
         }
-        let Some(until) = &task.until else {
-            return Ok(single);
-        };
-        single
-            .result
-            .insert("attempts".into(), Value::from(attempt));
-        let mut m = VarMap::new();
-        if let Some(reg) = &task.register {
-            m.insert(reg.clone(), result_value(&single.result));
-        }
-        let s2 = layer(scope, m);
-        let done = templar
-            .eval_conditions(until, &s2, origin)
-            .map_err(|e| ExecError::Failed(e.to_string()))?;
-        if done {
-            return Ok(single);
-        }
-        if attempt > retries {
-            single.status = Status::Failed;
-            single.result.insert("failed".into(), Value::from(true));
-            single
-                .result
-                .insert("msg".into(), Value::from("Retry limit exceeded"));
-            return Ok(single);
-        }
-        tokio::time::sleep(Duration::from_secs(delay)).await;
     }
+    Ok(single)
+}
+
+/// A number of seconds (`delay`), possibly fractional or templated.
+fn render_secs(
+    ctx: &PlayCtx,
+    v: &Value,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Option<f64>, ExecError> {
+    let r = ctx
+        .shared
+        .templar
+        .render_value(v, scope, origin)
+        .map_err(|e| ExecError::Failed(e.to_string()))?;
+    if r.is_none() || r.is_undefined() {
+        return Ok(None);
+    }
+    if let Ok(n) = f64::try_from(r.clone()) {
+        return Ok(Some(n.max(0.0)));
+    }
+    r.as_str()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .map(|n| Some(n.max(0.0)))
+        .ok_or_else(|| ExecError::Failed(format!("expected a number of seconds, got '{r}'")))
 }
 
 fn render_u64(
@@ -694,6 +925,9 @@ fn single_from(mr: ModuleResult, delegate: &Option<String>) -> SingleResult {
         result.insert("skipped".into(), Value::from(true));
     }
     result.insert("failed".into(), Value::from(mr.failed));
+    if mr.failed && !result.contains_key("exception") {
+        result.insert("exception".into(), Value::from(NO_TRACEBACK));
+    }
     let _ = delegate;
     let status = if mr.failed {
         Status::Failed

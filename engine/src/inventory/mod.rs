@@ -437,6 +437,16 @@ impl Inventory {
         Ok(())
     }
 
+    /// After `add_host`/`group_by` changed the graph at run time: Ansible's
+    /// reconcile step again, and the `group_vars/`/`host_vars/` files of the
+    /// new groups and hosts.
+    pub(crate) fn reconcile_runtime(&mut self) {
+        self.reconcile();
+        if let Err(e) = self.reload_vars_dirs() {
+            self.warnings.push(e);
+        }
+    }
+
     /// Ansible's reconcile step, run once after all sources: parentless groups
     /// hang off `all`, and `ungrouped` holds exactly the hosts in no other group.
     fn reconcile(&mut self) {

@@ -85,6 +85,7 @@ fn abridged(result: &Json) -> Json {
     if let Json::Object(m) = &mut r {
         for k in [
             "invocation",
+            "exception",
             "_ansible_no_log",
             "_ansible_verbose_always",
             "diff",
@@ -134,11 +135,20 @@ impl HumanSink {
                     format!("{word}: {host}")
                 }
             }
+            // From -v on, ansible-playbook shows why (`skip_reason`...).
             Status::Skipped => {
                 if r.is_item {
-                    format!("skipping: {host}{item}")
-                } else if r.result.get("results").is_some() {
+                    if verbose {
+                        format!("skipping: {host}{item} => {}", dump(&abridged(&r.result)))
+                    } else {
+                        format!("skipping: {host}{item}")
+                    }
+                } else if r.result.get("results").is_some()
+                    && r.result.get("skipped_reason").is_none()
+                {
                     String::new()
+                } else if verbose {
+                    format!("skipping: {host} => {}", dump(&abridged(&r.result)))
                 } else {
                     format!("skipping: {host}")
                 }
@@ -196,6 +206,12 @@ impl Sink for HumanSink {
                 format!("included: {} for {}", file, hosts.join(", "))
             }
             Event::NoMoreHosts => banner("NO MORE HOSTS LEFT"),
+            Event::Verbose { level, message } => {
+                if self.verbosity < *level {
+                    return;
+                }
+                message.clone()
+            }
             Event::Recap { stats } => {
                 let mut s = banner("PLAY RECAP");
                 // ansible-playbook lists hosts sorted by name.

@@ -91,6 +91,12 @@ pub enum Event {
     },
     /// Every host of the play has failed.
     NoMoreHosts,
+    /// A message ansible-playbook shows only from `-v` × `level` on
+    /// (`META: ending play` at `-vv`).
+    Verbose {
+        level: u8,
+        message: String,
+    },
     Recap {
         stats: Vec<(String, HostStats)>,
     },

@@ -474,8 +474,10 @@ pub fn parse_kv(action: &str, text: &str) -> (VarMap, bool) {
     for word in split_args(text) {
         let kv = word.find('=').and_then(|eq| {
             let key = &word[..eq];
+            // Keys may be templates (`set_fact: "{{ name }}=value"`).
             let valid = !key.is_empty()
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && (key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || (key.contains("{{") && key.trim_end().ends_with("}}")))
                 && (!free_form || FREE_FORM_KEYS.contains(&key));
             valid.then(|| (key.to_string(), unquote(&decode_escapes(&word[eq + 1..]))))
         });

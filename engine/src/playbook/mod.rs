@@ -25,7 +25,7 @@ mod listing;
 pub mod plan;
 mod raw;
 mod resolve;
-mod roles;
+pub(crate) mod roles;
 
 pub use dump::dump_plan;
 pub use listing::{list_tags, list_tasks, listing, TagFilter, TagLists};

@@ -80,6 +80,10 @@ pub struct Play {
     pub vars: Arc<VarMap>,
     /// `vars_files`, loaded at resolve time (one map per file, in order).
     pub vars_files: Arc<VarMap>,
+    /// When some `vars_files` entry needs host variables (facts, inventory
+    /// vars, lookups): every entry in order, for the executor to resolve per
+    /// host. Empty otherwise (`vars_files` is then complete).
+    pub vars_files_layers: Vec<VarsFileLayer>,
     /// Sections in execution order; handlers are flushed after each.
     pub sections: Vec<Section>,
     pub handlers: Vec<Arc<Handler>>,
@@ -100,6 +104,64 @@ pub struct Play {
     pub module_defaults: Vec<(String, VarMap)>,
     pub tags: Vec<String>,
     pub playbook_dir: PathBuf,
+    /// `order`: how the selected hosts are ordered.
+    pub order: HostOrder,
+    /// Keywords written as templates (`strategy: "{{ s }}"`), raw: the
+    /// executor templates them when the play starts and they override the
+    /// fields above.
+    pub late_keywords: Vec<(String, Value)>,
+}
+
+/// One `vars_files` entry.
+#[derive(Debug, Clone)]
+pub enum VarsFileLayer {
+    Loaded(Arc<VarMap>),
+    /// File names (first found wins) templated per host at play start.
+    Deferred {
+        candidates: Vec<String>,
+        span: Span,
+    },
+}
+
+/// The play keywords that may be templates resolved at play start.
+pub const LATE_PLAY_KEYWORDS: &[&str] = &[
+    "strategy",
+    "serial",
+    "order",
+    "any_errors_fatal",
+    "gather_facts",
+    "ignore_errors",
+    "ignore_unreachable",
+    "force_handlers",
+    "run_once",
+    "check_mode",
+    "diff",
+    "no_log",
+    "max_fail_percentage",
+];
+
+/// The play keyword `order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostOrder {
+    #[default]
+    Inventory,
+    ReverseInventory,
+    Sorted,
+    ReverseSorted,
+    Shuffle,
+}
+
+impl HostOrder {
+    pub fn parse(s: &str) -> Option<HostOrder> {
+        Some(match s.trim() {
+            "inventory" => HostOrder::Inventory,
+            "reverse_inventory" => HostOrder::ReverseInventory,
+            "sorted" => HostOrder::Sorted,
+            "reverse_sorted" => HostOrder::ReverseSorted,
+            "shuffle" => HostOrder::Shuffle,
+            _ => return None,
+        })
+    }
 }
 
 /// `pre_tasks`, roles + `tasks`, `post_tasks`.
@@ -170,13 +232,31 @@ pub enum LoopKind {
     With(String),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoopControl {
     pub loop_var: Option<String>,
     pub index_var: Option<String>,
     pub label: Option<String>,
     pub pause: Option<f64>,
     pub extended: bool,
+    /// `ansible_loop.allitems` is given with `extended` (Ansible's default).
+    pub extended_allitems: bool,
+    /// `break_when`: conditions checked after each item.
+    pub break_when: Option<Vec<String>>,
+}
+
+impl Default for LoopControl {
+    fn default() -> Self {
+        LoopControl {
+            loop_var: None,
+            index_var: None,
+            label: None,
+            pause: None,
+            extended: false,
+            extended_allitems: true,
+            break_when: None,
+        }
+    }
 }
 
 /// What a dynamic include loads.

@@ -311,7 +311,21 @@ pub fn read_keyword(
         }
         "loop" => set_loop(kw, LoopKind::Loop, key_node, v, warnings)?,
         "loop_control" => kw.loop_control = loop_control(v)?,
-        "register" => kw.register = opt_string(Some(v), "register")?,
+        "register" => {
+            kw.register = opt_string(Some(v), "register")?;
+            if let Some(r) = &kw.register {
+                let mut chars = r.chars();
+                let valid = chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(v
+                        .error(format!("Invalid 'register' specified: Invalid variable name '{r}'"))
+                        .hint("a variable name starts with a letter or `_` and holds only letters, digits and `_`"));
+                }
+            }
+        }
         "notify" => kw.notify = string_list(v, "notify")?,
         "listen" => kw.listen = string_list(v, "listen")?,
         "changed_when" => kw.changed_when = Some(conditions(v, "changed_when")?),
@@ -406,7 +420,8 @@ fn loop_control(node: &Node) -> Result<LoopControl, Diagnostic> {
                 }
             }
             "extended" => lc.extended = boolean(v, "extended")?,
-            "extended_allitems" | "break_when" => {}
+            "extended_allitems" => lc.extended_allitems = boolean(v, "extended_allitems")?,
+            "break_when" => lc.break_when = Some(conditions(v, "break_when")?),
             other => {
                 const KEYS: &[&str] = &[
                     "loop_var",
@@ -415,6 +430,7 @@ fn loop_control(node: &Node) -> Result<LoopControl, Diagnostic> {
                     "pause",
                     "extended",
                     "extended_allitems",
+                    "break_when",
                 ];
                 let mut e = k.error(format!("unknown `loop_control` option `{other}`"));
                 if let Some(s) = suggest(other, KEYS.iter().copied()) {

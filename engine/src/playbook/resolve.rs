@@ -270,6 +270,19 @@ impl<'o> Resolver<'o> {
         let entries = node.as_map().expect("checked by caller");
         for (k, _) in entries {
             let key = raw::key_string(k)?;
+            if key == "user" {
+                // Deprecated alias ansible-core 2.19 still accepts.
+                if node.get("remote_user").is_none() {
+                    self.warnings.push(
+                        Diagnostic::new(
+                            "the play keyword `user` is a deprecated alias of `remote_user`",
+                        )
+                        .at(k.span())
+                        .hint("write `remote_user:` instead"),
+                    );
+                }
+                continue;
+            }
             if !PLAY_KEYWORDS.contains(&key.as_str()) {
                 let mut e = k.error(format!("`{key}` is not a valid play keyword"));
                 if let Some(s) = suggest(&key, PLAY_KEYWORDS.iter().copied()) {
@@ -293,7 +306,19 @@ impl<'o> Resolver<'o> {
             _ => raw::string(hosts_node, "hosts")?,
         };
         let name = raw::opt_string(node.get("name"), "name")?.unwrap_or_else(|| hosts.clone());
-        let flag = |key: &str| raw::opt_bool(node.get(key), key);
+        // Keywords given as templates are resolved when the play starts, with
+        // the play's vars and the extra vars, as Ansible does.
+        let templated = |key: &str| {
+            node.get(key).filter(|n| {
+                matches!(&n.kind, NodeKind::Str { value, .. } if crate::template::is_template(value))
+            })
+        };
+        let late_keywords: Vec<(String, minijinja::Value)> = plan::LATE_PLAY_KEYWORDS
+            .iter()
+            .filter_map(|k| templated(k).map(|n| (k.to_string(), n.to_value())))
+            .collect();
+        let plain = |key: &str| node.get(key).filter(|_| templated(key).is_none());
+        let flag = |key: &str| raw::opt_bool(plain(key), key);
 
         let mut become_ = BecomeSettings {
             become_: flag("become")?,
@@ -312,11 +337,11 @@ impl<'o> Resolver<'o> {
         if let Some(v) = node.get("vars") {
             vars.extend(raw::var_map(v, "vars")?);
         }
-        for key in ["connection", "remote_user", "port"] {
+        for key in ["connection", "user", "remote_user", "port"] {
             if let Some(v) = node.get(key) {
                 let var = match key {
                     "connection" => "ansible_connection",
-                    "remote_user" => "ansible_user",
+                    "remote_user" | "user" => "ansible_user",
                     _ => "ansible_port",
                 };
                 vars.insert(var.into(), v.to_value());
@@ -326,18 +351,18 @@ impl<'o> Resolver<'o> {
             self.vars_prompt(p, &mut vars)?;
         }
         self.static_vars = vars.clone();
-        let vars_files = match node.get("vars_files") {
+        let (vars_files, vars_files_layers) = match node.get("vars_files") {
             Some(vf) => self.vars_files(vf, dir, &vars)?,
-            None => VarMap::new(),
+            None => (VarMap::new(), Vec::new()),
         };
         self.static_vars
             .extend(vars_files.iter().map(|(k, v)| (k.clone(), v.clone())));
 
-        let serial = match node.get("serial") {
+        let serial = match plain("serial") {
             Some(s) => serial(s)?,
             None => vec![],
         };
-        let strategy = match node.get("strategy") {
+        let strategy = match plain("strategy") {
             None => Strategy::Linear,
             Some(s) => match raw::string(s, "strategy")?.as_str() {
                 "linear" => Strategy::Linear,
@@ -353,7 +378,7 @@ impl<'o> Resolver<'o> {
                 }
             },
         };
-        let max_fail_percentage = match node.get("max_fail_percentage") {
+        let max_fail_percentage = match plain("max_fail_percentage") {
             None => None,
             Some(n) => Some(match &n.kind {
                 NodeKind::Int(i) => *i as f64,
@@ -384,7 +409,6 @@ impl<'o> Resolver<'o> {
             "gather_subset",
             "gather_timeout",
             "fact_path",
-            "order",
             "throttle",
             "timeout",
         ] {
@@ -442,6 +466,7 @@ impl<'o> Resolver<'o> {
             become_,
             vars: Arc::new(vars),
             vars_files: Arc::new(vars_files),
+            vars_files_layers,
             sections,
             handlers,
             serial,
@@ -459,6 +484,12 @@ impl<'o> Resolver<'o> {
             module_defaults,
             tags,
             playbook_dir: dir.to_path_buf(),
+            order: match plain("order") {
+                Some(o) => plan::HostOrder::parse(&raw::string(o, "order")?)
+                    .ok_or_else(|| o.error("`order` must be one of inventory, reverse_inventory, sorted, reverse_sorted, shuffle"))?,
+                None => plan::HostOrder::Inventory,
+            },
+            late_keywords,
         })
     }
 
@@ -534,9 +565,16 @@ impl<'o> Resolver<'o> {
                     vars.insert(name, d.to_value());
                 }
                 None => {
-                    return Err(item
-                        .error(format!("`vars_prompt` asks for `{name}`, which has no default"))
-                        .hint(format!("Keel never prompts: pass it with `-e {name}=...` or give the prompt a `default`")))
+                    // ansible-playbook without a terminal to ask sets the
+                    // string "None" (a trap): do the same, and say so.
+                    self.warnings.push(
+                        Diagnostic::new(format!(
+                            "`vars_prompt` asks for `{name}`, which has no default: with nothing to answer it, it is the string \"None\", as in ansible-playbook"
+                        ))
+                        .at(item.span())
+                        .hint(format!("Keel never prompts: pass it with `-e {name}=...` or give the prompt a `default`")),
+                    );
+                    vars.insert(name, minijinja::Value::from("None"));
                 }
             }
         }
@@ -544,7 +582,12 @@ impl<'o> Resolver<'o> {
     }
 
     /// Loads `vars_files` in order; a nested list is "first one found".
-    fn vars_files(&mut self, node: &Node, dir: &Path, vars: &VarMap) -> Result<VarMap, Diagnostic> {
+    fn vars_files(
+        &mut self,
+        node: &Node,
+        dir: &Path,
+        vars: &VarMap,
+    ) -> Result<(VarMap, Vec<plan::VarsFileLayer>), Diagnostic> {
         let items: Vec<&Node> = match &node.kind {
             NodeKind::Null => vec![],
             NodeKind::Seq(items) => items.iter().collect(),
@@ -558,7 +601,10 @@ impl<'o> Resolver<'o> {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         let mut out = VarMap::new();
-        for item in items {
+        // In file order; only used when some entry needs host variables.
+        let mut layers: Vec<plan::VarsFileLayer> = Vec::new();
+        let mut deferred = false;
+        'items: for item in items {
             let candidates: Vec<&Node> = match &item.kind {
                 NodeKind::Seq(c) => c.iter().collect(),
                 _ => vec![item],
@@ -567,7 +613,23 @@ impl<'o> Resolver<'o> {
             let mut tried = Vec::new();
             for c in &candidates {
                 let file = raw::string(c, "vars_files")?;
-                let file = render_static(&file, &ctx, c, "vars_files")?;
+                let file = match render_static(&file, &ctx, c, "vars_files") {
+                    Ok(f) => f,
+                    // Names that need facts, inventory vars or lookups are
+                    // resolved per host when the play starts, as in Ansible.
+                    Err(_) => {
+                        let names = candidates
+                            .iter()
+                            .map(|c| raw::string(c, "vars_files"))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        layers.push(plan::VarsFileLayer::Deferred {
+                            candidates: names,
+                            span: item.span(),
+                        });
+                        deferred = true;
+                        continue 'items;
+                    }
+                };
                 let path = if Path::new(&file).is_absolute() {
                     PathBuf::from(&file)
                 } else {
@@ -586,9 +648,13 @@ impl<'o> Resolver<'o> {
             };
             let loaded = roles::load_vars_file(&path)?;
             ctx.extend(loaded.iter().map(|(k, v)| (k.clone(), v.clone())));
+            layers.push(plan::VarsFileLayer::Loaded(Arc::new(loaded.clone())));
             out.extend(loaded);
         }
-        Ok(out)
+        if !deferred {
+            layers.clear();
+        }
+        Ok((out, layers))
     }
 
     // ---------------------------------------------------------------- tasks
