@@ -47,10 +47,16 @@ pub(super) fn run_action(
                 // set_fact is the one action whose keys are templated
                 // (`set_fact: "{{ name }}=value"`), as in Ansible.
                 let key = if crate::template::is_template(k) {
-                    templar
-                        .render_str(k, scope, origin)
-                        .map_err(|e| fail(e.to_string()))?
-                        .to_string()
+                    let v = templar
+                        .render_value(&Value::from(k.as_str()), scope, origin)
+                        .map_err(|e| fail(e.to_string()))?;
+                    if v.as_str().is_none() {
+                        return Err(fail(format!(
+                            "Invalid variable name '{v}' of type '{}'.",
+                            python_type(&v)
+                        )));
+                    }
+                    v.to_string()
                 } else {
                     k.clone()
                 };
@@ -190,13 +196,36 @@ pub(super) fn run_action(
     }
 }
 
-/// A valid variable name: a letter or `_`, then letters, digits or `_`.
+/// The Python type name of a value, for messages.
+fn python_type(v: &Value) -> &'static str {
+    use minijinja::value::ValueKind;
+    match v.kind() {
+        ValueKind::None => "NoneType",
+        ValueKind::Bool => "bool",
+        ValueKind::Number if v.is_integer() => "int",
+        ValueKind::Number => "float",
+        ValueKind::String => "str",
+        ValueKind::Seq | ValueKind::Iterable => "list",
+        ValueKind::Map => "dict",
+        _ => "object",
+    }
+}
+
+/// A valid variable name, as ansible-core checks it: a letter or `_`, then
+/// letters, digits or `_`, and not a Python or Jinja keyword.
 pub(crate) fn is_identifier(name: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
+        "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global",
+        "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return",
+        "try", "while", "with", "yield", "true", "false", "none",
+    ];
     let mut chars = name.chars();
     chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !KEYWORDS.contains(&name)
 }
 
 /// The meta action a task names (`meta: flush_handlers`).

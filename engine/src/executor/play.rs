@@ -37,6 +37,12 @@ struct PlayRun {
     extra_handlers: Mutex<Vec<Arc<crate::playbook::plan::Handler>>>,
     /// `meta: end_play`: no further batch runs either.
     play_ended: Arc<std::sync::atomic::AtomicBool>,
+    /// Per task (by id), the `throttle` slots: shared by every host, also
+    /// under the free strategy where hosts reach the task separately.
+    throttles: Mutex<HashMap<usize, Arc<tokio::sync::Semaphore>>>,
+    /// An error that stops the whole run (a bad `throttle`), as
+    /// ansible-playbook's fatal errors do.
+    fatal: Arc<Mutex<Option<String>>>,
 }
 
 impl PlayRun {
@@ -228,6 +234,7 @@ pub(crate) async fn run_play(
     });
     let mut end = PlayEnd::Continue;
     let play_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fatal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     for (batch_no, batch) in batches(&play.serial, &states).into_iter().enumerate() {
         if play_ended.load(std::sync::atomic::Ordering::SeqCst) {
             break;
@@ -254,6 +261,8 @@ pub(crate) async fn run_play(
             batch_size: batch.len(),
             extra_handlers: Mutex::new(Vec::new()),
             play_ended: play_ended.clone(),
+            throttles: Mutex::new(HashMap::new()),
+            fatal: fatal.clone(),
         });
         if play.gather_facts {
             let t = Arc::new(synthetic_task(&play, "setup", "Gathering Facts"));
@@ -265,6 +274,11 @@ pub(crate) async fn run_play(
             }
             run_nodes(run.clone(), section.nodes.clone(), batch.clone(), false).await;
             flush_handlers(&run, &batch).await;
+        }
+        if let Some(msg) = fatal.lock().unwrap().clone() {
+            summary.errors.push(msg);
+            end = PlayEnd::AbortRun;
+            break;
         }
         // Every host of the batch failed: ansible-playbook stops here, this
         // play and the ones after it.
@@ -526,6 +540,7 @@ pub(crate) fn synthetic_task(play: &Play, action: &str, name: &str) -> Task {
         role: None,
         include: None,
         file_dir: play.playbook_dir.clone(),
+        late: Vec::new(),
     }
 }
 
@@ -710,20 +725,58 @@ fn run_tasks<'a>(
         });
         // `add_host` bypasses the host loop as in Ansible: it runs once, for
         // the first host, and its result counts for all of them.
-        let once = task.run_once || run.ctx.play.run_once || task.action == "add_host";
+        // A templated `run_once` is judged on the first host, as Ansible does.
+        let templated_once = task.late.iter().any(|(k, _)| k == "run_once")
+            && hosts.first().is_some_and(|h| {
+                let (scope, name) = {
+                    let s = h.lock().unwrap();
+                    (
+                        super::host::scope_for(shared, &run.ctx.play, Some(task), &s, None),
+                        s.name.clone(),
+                    )
+                };
+                let origin = TemplateOrigin {
+                    span: Some(task.span.clone()),
+                    host: Some(name),
+                    ..Default::default()
+                };
+                super::task::resolve_late_keywords(&run.ctx, task, &scope, &origin)
+                    .is_ok_and(|t| t.run_once)
+            });
+        let once =
+            task.run_once || templated_once || run.ctx.play.run_once || task.action == "add_host";
         let targets: Vec<Host> = if once {
             hosts[..1.min(hosts.len())].to_vec()
         } else {
             hosts.to_vec()
         };
         let throttle = match &task.throttle {
-            Some(t) => t
-                .as_usize()
-                .or_else(|| t.as_str().and_then(|s| s.parse().ok()))
-                .filter(|n| *n > 0),
+            Some(t) => match throttle_value(run, task, hosts, t) {
+                Ok(n) => n,
+                Err(msg) => {
+                    // ansible-playbook stops the run on a bad throttle.
+                    shared.sink.emit(&Event::Warning {
+                        message: msg.clone(),
+                    });
+                    *run.fatal.lock().unwrap() = Some(msg);
+                    for h in hosts {
+                        h.lock().unwrap().ended = true;
+                    }
+                    run.end();
+                    run.end_play();
+                    return;
+                }
+            },
             None => None,
         };
-        let limiter = throttle.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+        let limiter = throttle.map(|n| {
+            run.throttles
+                .lock()
+                .unwrap()
+                .entry(task.id)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(n)))
+                .clone()
+        });
         let mut handles = Vec::with_capacity(targets.len());
         for h in &targets {
             let ctx = run.ctx.clone();
@@ -763,7 +816,7 @@ fn run_tasks<'a>(
         }
         // run_once: every host sees the result.
         // (`add_host`'s result stays with the host it ran for.)
-        if (task.run_once || run.ctx.play.run_once) && hosts.len() > 1 {
+        if (task.run_once || templated_once || run.ctx.play.run_once) && hosts.len() > 1 {
             if let (Some(reg), Some((_, o))) = (&task.register, outcomes.first()) {
                 for h in &hosts[1..] {
                     h.lock().unwrap().set_fact(reg.clone(), o.result.clone());
@@ -803,6 +856,51 @@ fn run_tasks<'a>(
             }
         }
     })
+}
+
+/// `throttle`, templated with the first host's variables.
+fn throttle_value(
+    run: &Arc<PlayRun>,
+    task: &Task,
+    hosts: &[Host],
+    raw: &Value,
+) -> Result<Option<usize>, String> {
+    let prefix = "Failed to convert the throttle value to an integer";
+    let v = if raw.as_str().is_some_and(crate::template::is_template) {
+        let Some(h) = hosts.first() else {
+            return Ok(None);
+        };
+        let scope = {
+            let s = h.lock().unwrap();
+            super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), &s, None)
+        };
+        let origin = TemplateOrigin {
+            span: Some(task.span.clone()),
+            ..Default::default()
+        };
+        match run.ctx.shared.templar.render_value(raw, &scope, &origin) {
+            Ok(v) => v,
+            Err(e) => {
+                let why = match &e.undefined {
+                    Some(name) => format!("'{name}' is undefined"),
+                    None => e.to_string(),
+                };
+                return Err(format!("{prefix}: {why}"));
+            }
+        }
+    } else {
+        raw.clone()
+    };
+    let n = match v.as_i64() {
+        Some(n) => n,
+        None => {
+            let text = v.to_string();
+            text.trim().parse::<i64>().map_err(|_| {
+                format!("{prefix}: invalid literal for int() with base 10: '{text}'")
+            })?
+        }
+    };
+    Ok(usize::try_from(n).ok().filter(|n| *n > 0))
 }
 
 fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, rescuing: bool) {

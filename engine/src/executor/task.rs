@@ -137,6 +137,24 @@ pub(crate) async fn run_task_on_host(
         )
     };
     let origin = origin_for(&ctx, &task, &name);
+    let task = if task.late.is_empty() {
+        task
+    } else {
+        match resolve_late_keywords(&ctx, &task, &scope, &origin) {
+            Ok(t) => Arc::new(t),
+            Err(msg) => {
+                let mut s = failed_single(msg);
+                s.ignored = ignore_errors_of(&ctx, &task);
+                emit(&ctx, &task, &name, &s, None, false, false);
+                return Outcome {
+                    status: Status::Failed,
+                    ignored: s.ignored,
+                    result: result_value(&s.result),
+                    notify: false,
+                };
+            }
+        }
+    };
     let no_log = task.no_log.or(ctx.play.no_log).unwrap_or(false);
 
     let outcome = match &task.loop_ {
@@ -161,6 +179,42 @@ pub(crate) async fn run_task_on_host(
             .set_fact(reg.clone(), outcome.result.clone());
     }
     outcome
+}
+
+/// The task with its templated boolean keywords resolved for this host. An
+/// `omit` leaves the inherited value.
+pub(crate) fn resolve_late_keywords(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<Task, String> {
+    let mut t = task.clone();
+    t.late.clear();
+    for (key, raw) in &task.late {
+        let v = ctx
+            .shared
+            .templar
+            .render_value(raw, scope, origin)
+            .map_err(|e| e.to_string())?;
+        if v.as_str() == Some(crate::template::omit_token()) {
+            continue;
+        }
+        let b = crate::template::to_bool(&v);
+        match key.as_str() {
+            "become" => t.become_.become_ = Some(b),
+            "ignore_errors" => t.ignore_errors = Some(b),
+            "ignore_unreachable" => t.ignore_unreachable = Some(b),
+            "no_log" => t.no_log = Some(b),
+            "check_mode" => t.check_mode = Some(b),
+            "diff" => t.diff = Some(b),
+            "delegate_facts" => t.delegate_facts = b,
+            "run_once" => t.run_once = b,
+            "any_errors_fatal" => t.any_errors_fatal = Some(b),
+            _ => {}
+        }
+    }
+    Ok(t)
 }
 
 async fn run_loop(
@@ -219,11 +273,17 @@ async fn run_loop(
     // Each item's result is visible to the next items under the register
     // name, as Ansible updates its task vars per iteration.
     let mut last_registered: Option<Value> = None;
+    let mut loop_facts = VarMap::new();
+    let sets_facts = matches!(task.action.as_str(), "set_fact" | "include_vars");
     for (i, item) in items.iter().enumerate() {
         let mut m = VarMap::new();
         if let (Some(reg), Some(prev)) = (&task.register, &last_registered) {
             m.insert(reg.clone(), prev.clone());
         }
+        // Facts an earlier item set (set_fact, include_vars) win over the
+        // task's own vars for the next items, as Ansible updates its task
+        // vars in place.
+        m.extend(loop_facts.iter().map(|(k, v)| (k.clone(), v.clone())));
         let per_item = loop_vars(lc, &loop_var, &items, &all_items, i);
         let extended = per_item.get("ansible_loop").cloned();
         m.extend(per_item);
@@ -288,6 +348,15 @@ async fn run_loop(
             };
         }
         all_skipped &= single.status == Status::Skipped;
+        if sets_facts {
+            if let Some(f) = single
+                .result
+                .get("ansible_facts")
+                .and_then(super::host::value_to_map)
+            {
+                loop_facts.extend(f);
+            }
+        }
         let value = result_value(&single.result);
         last_registered = Some(value.clone());
         results.push(value);

@@ -327,6 +327,10 @@ pub struct Task {
     pub include: Option<IncludeTarget>,
     /// Directory of the file the task was written in (relative includes).
     pub file_dir: PathBuf,
+    /// Boolean keywords written as templates (own or inherited), raw: the
+    /// executor templates them per host and they override the fields above
+    /// (an `omit` keeps the inherited value).
+    pub late: Vec<(String, Value)>,
 }
 
 impl Task {

@@ -241,7 +241,23 @@ pub struct Keywords {
     pub poll: Option<Value>,
     /// Where the `when:` key was, for warnings.
     pub when_span: Option<Span>,
+    /// Boolean keywords written as templates (`ignore_errors: "{{ x }}"`),
+    /// raw: templated per host when the task runs.
+    pub late: Vec<(String, Value)>,
 }
+
+/// Boolean task keywords that may be templates resolved at run time.
+pub const LATE_TASK_KEYWORDS: &[&str] = &[
+    "become",
+    "ignore_errors",
+    "ignore_unreachable",
+    "no_log",
+    "check_mode",
+    "diff",
+    "delegate_facts",
+    "run_once",
+    "any_errors_fatal",
+];
 
 /// Reads one keyword into `kw`. Returns false if `key` is not a keyword this
 /// reader handles (the caller decides whether it is a module).
@@ -252,6 +268,15 @@ pub fn read_keyword(
     v: &Node,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<bool, Diagnostic> {
+    if LATE_TASK_KEYWORDS.contains(&key) {
+        if let NodeKind::Str { value, .. } = &v.kind {
+            if crate::template::is_template(value) {
+                kw.late.retain(|(k, _)| k != key);
+                kw.late.push((key.to_string(), v.to_value()));
+                return Ok(true);
+            }
+        }
+    }
     match key {
         "name" => kw.name = opt_string(Some(v), "name")?,
         "when" => {

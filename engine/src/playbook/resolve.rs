@@ -50,6 +50,8 @@ pub(crate) struct Inherit {
     pub role: Option<Arc<RoleInstance>>,
     /// Directory of the file being read (relative imports).
     pub file_dir: PathBuf,
+    /// Templated boolean keywords, resolved per host at run time.
+    pub late: Vec<(String, Value)>,
 }
 
 fn union(into: &mut Vec<String>, more: &[String]) {
@@ -90,6 +92,23 @@ impl Inherit {
             throttle,
             timeout
         );
+        // A keyword set here, plainly or as a template, replaces an
+        // inherited template.
+        let plain_set = |k: &str| match k {
+            "become" => kw.become_.become_.is_some(),
+            "ignore_errors" => kw.ignore_errors.is_some(),
+            "ignore_unreachable" => kw.ignore_unreachable.is_some(),
+            "no_log" => kw.no_log.is_some(),
+            "check_mode" => kw.check_mode.is_some(),
+            "diff" => kw.diff.is_some(),
+            "delegate_facts" => kw.delegate_facts.is_some(),
+            "run_once" => kw.run_once.is_some(),
+            "any_errors_fatal" => kw.any_errors_fatal.is_some(),
+            _ => false,
+        };
+        c.late
+            .retain(|(k, _)| !plain_set(k) && !kw.late.iter().any(|(l, _)| l == k));
+        c.late.extend(kw.late.iter().cloned());
         union(&mut c.notify, &kw.notify);
         c
     }
@@ -806,6 +825,7 @@ impl<'o> Resolver<'o> {
             role: c.role,
             include,
             file_dir: c.file_dir,
+            late: c.late,
         }
     }
 
@@ -1117,6 +1137,7 @@ impl<'o> Resolver<'o> {
             any_errors_fatal: include.any_errors_fatal,
             role: include.role.clone(),
             file_dir: include.file_dir.clone(),
+            late: include.late.clone(),
             ..Inherit::default()
         };
         if let Some(apply) = include.args.get("apply") {
