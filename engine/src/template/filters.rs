@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use regex::Regex;
 
 use super::native::{self, to_bool, value_from_json, value_to_json};
+use super::pyre;
 
 fn err(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg.into())
@@ -271,6 +272,8 @@ pub(super) fn register(env: &mut Environment<'static>) {
         to_uuid(&text(v), ns)
     });
     add!(env, "urldecode", |s: &str| urldecode(s));
+    add!(env, "urlsplit", urlsplit);
+    add!(env, "urlencode", urlencode);
     add!(env, "log", |v: f64, base: Option<f64>| match base {
         Some(b) => v.ln() / b.ln(),
         None => v.ln(),
@@ -278,9 +281,6 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "pow", |v: f64, e: f64| v.powf(e));
     add!(env, "root", |v: f64, n: Option<f64>| v
         .powf(1.0 / n.unwrap_or(2.0)));
-    add!(env, "strftime", |_fmt: &str| -> Result<String, Error> {
-        Err(err("the strftime filter is not supported by keel"))
-    });
 }
 
 /// Detail prefix the `mandatory` filter uses, so error reporting can word it
@@ -393,85 +393,37 @@ fn ternary(v: &Value, t: Value, f: Value, none_val: Option<Value>) -> Value {
     }
 }
 
-pub(crate) fn build_regex(pat: &str, ignorecase: bool, multiline: bool) -> Result<Regex, Error> {
-    regex::RegexBuilder::new(pat)
-        .case_insensitive(ignorecase)
-        .multi_line(multiline)
-        .build()
-        .map_err(|e| err(format!("invalid regular expression {pat:?}: {e}")))
-}
-
 fn regex_flags(kw: &Kwargs) -> Result<(bool, bool), Error> {
     let i = kw.get::<Option<bool>>("ignorecase")?.unwrap_or(false);
     let m = kw.get::<Option<bool>>("multiline")?.unwrap_or(false);
     Ok((i, m))
 }
 
-/// Python's replacement syntax (`\1`, `\g<1>`, `\g<name>`) in regex-crate form.
-fn py_replacement(rep: &str) -> String {
-    let mut out = String::new();
-    let chars: Vec<char> = rep.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '$' {
-            out.push_str("$$");
-        } else if c == '\\' && i + 1 < chars.len() {
-            let n = chars[i + 1];
-            if n.is_ascii_digit() {
-                let mut j = i + 1;
-                let mut num = String::new();
-                while j < chars.len() && chars[j].is_ascii_digit() && num.len() < 2 {
-                    num.push(chars[j]);
-                    j += 1;
-                }
-                out.push_str(&format!("${{{num}}}"));
-                i = j;
-                continue;
-            } else if n == 'g' && chars.get(i + 2) == Some(&'<') {
-                if let Some(end) = chars[i + 3..].iter().position(|&x| x == '>') {
-                    let name: String = chars[i + 3..i + 3 + end].iter().collect();
-                    out.push_str(&format!("${{{name}}}"));
-                    i += 4 + end;
-                    continue;
-                }
-            } else {
-                match n {
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    '\\' => out.push('\\'),
-                    other => {
-                        out.push('\\');
-                        out.push(other);
-                    }
-                }
-                i += 2;
-                continue;
-            }
-            out.push(c);
-        } else {
-            out.push(c);
-        }
-        i += 1;
-    }
-    out
-}
-
+/// `regex_replace`: Python's `re.sub`, with `count` and `mandatory_count`.
 fn regex_replace(v: &Value, pat: &str, rep: Option<&str>, kw: Kwargs) -> Result<String, Error> {
     let (i, m) = regex_flags(&kw)?;
     let count = kw.get::<Option<usize>>("count")?.unwrap_or(0);
+    let mandatory = kw.get::<Option<usize>>("mandatory_count")?.unwrap_or(0);
     kw.assert_all_used()?;
-    let re = build_regex(pat, i, m)?;
-    let rep = py_replacement(rep.unwrap_or(""));
-    Ok(re.replacen(&text(v), count, rep.as_str()).into_owned())
+    let re = pyre::compile(pat, i, m)?;
+    let (out, n) = pyre::sub(&re, rep.unwrap_or(""), &text(v), count)?;
+    if mandatory > 0 && n != mandatory {
+        return Err(err(format!(
+            "'{pat}' should match {mandatory} times, but matches {n} times in '{}'",
+            text(v)
+        )));
+    }
+    Ok(out)
 }
 
+/// `regex_search`: the first match, or the listed groups (`'\\1'`,
+/// `'\\g<name>'`) of it; None when nothing matches.
 fn regex_search(v: &Value, pat: &str, groups: Rest<String>, kw: Kwargs) -> Result<Value, Error> {
     let (i, m) = regex_flags(&kw)?;
     kw.assert_all_used()?;
-    let re = build_regex(pat, i, m)?;
+    let re = pyre::compile(pat, i, m)?;
     let s = text(v);
-    let Some(caps) = re.captures(&s) else {
+    let Some(caps) = pyre::captures(&re, &s)? else {
         return Ok(Value::from(()));
     };
     if groups.is_empty() {
@@ -487,21 +439,23 @@ fn regex_search(v: &Value, pat: &str, groups: Rest<String>, kw: Kwargs) -> Resul
         } else if let Some(n) = g.strip_prefix('\\') {
             n.parse::<usize>().ok().and_then(|idx| caps.get(idx))
         } else {
-            return Err(err(format!("regex_search: unknown group argument {g:?}")));
+            return Err(err(format!("Unknown argument {g:?}")));
         };
         out.push(m.map_or(Value::from(()), |m| Value::from(m.as_str())));
     }
     Ok(Value::from(out))
 }
 
+/// `regex_findall`: Python's `re.findall` (whole matches, the one group, or a
+/// list per match of every group).
 fn regex_findall(v: &Value, pat: &str, kw: Kwargs) -> Result<Value, Error> {
     let (i, m) = regex_flags(&kw)?;
     kw.assert_all_used()?;
-    let re = build_regex(pat, i, m)?;
+    let re = pyre::compile(pat, i, m)?;
     let s = text(v);
     let groups = re.captures_len() - 1;
-    let out: Vec<Value> = re
-        .captures_iter(&s)
+    let out: Vec<Value> = pyre::all_captures(&re, &s)?
+        .iter()
         .map(|c| match groups {
             0 => Value::from(c.get(0).map_or("", |m| m.as_str())),
             1 => Value::from(c.get(1).map_or("", |m| m.as_str())),
@@ -1105,6 +1059,146 @@ fn to_uuid(name: &str, ns: Option<&str>) -> Result<String, Error> {
         &x[16..20],
         &x[20..]
     ))
+}
+
+/// Python's `urllib.parse.urlsplit` as a dict of its attributes (in the
+/// alphabetical order Ansible lists them), or one attribute of it.
+fn urlsplit(v: &str, query: Option<&str>) -> Result<Value, Error> {
+    let parts = split_url(v)?;
+    match query.filter(|q| !q.is_empty()) {
+        None => Ok(Value::from_object(parts)),
+        Some(q) => parts
+            .get(&Value::from(q))
+            .cloned()
+            .ok_or_else(|| err(format!("urlsplit: unknown URL component: {q}"))),
+    }
+}
+
+fn split_url(url: &str) -> Result<ValueMap, Error> {
+    // Python strips leading C0 controls and spaces, and drops tabs and newlines.
+    let url: String = url
+        .trim_start_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\r' | '\n'))
+        .collect();
+    let mut rest = url.as_str();
+    let mut scheme = String::new();
+    if let Some(i) = rest.find(':') {
+        let cand = &rest[..i];
+        if i > 0
+            && cand.starts_with(|c: char| c.is_ascii_alphabetic())
+            && cand
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            scheme = cand.to_ascii_lowercase();
+            rest = &rest[i + 1..];
+        }
+    }
+    let mut netloc = "";
+    if let Some(after) = rest.strip_prefix("//") {
+        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        netloc = &after[..end];
+        rest = &after[end..];
+        if netloc.contains('[') != netloc.contains(']') {
+            return Err(err("Invalid IPv6 URL"));
+        }
+    }
+    let (rest, fragment) = rest.split_once('#').unwrap_or((rest, ""));
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (userinfo, hostinfo) = match netloc.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, netloc),
+    };
+    let (username, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((n, p)) => (Value::from(n), Value::from(p)),
+            None => (Value::from(u), Value::from(())),
+        },
+        None => (Value::from(()), Value::from(())),
+    };
+    let (host, port) = if hostinfo.contains('[') {
+        let inner = hostinfo.split_once('[').map_or("", |x| x.1);
+        let (h, after) = inner.split_once(']').unwrap_or((inner, ""));
+        (h, after.split_once(':').map_or("", |x| x.1))
+    } else {
+        hostinfo.split_once(':').unwrap_or((hostinfo, ""))
+    };
+    let hostname = if host.is_empty() {
+        Value::from(())
+    } else {
+        Value::from(host.to_lowercase())
+    };
+    let port = if port.is_empty() {
+        Value::from(())
+    } else if port.chars().all(|c| c.is_ascii_digit()) {
+        match port.parse::<u32>() {
+            Ok(p) if p <= 65535 => Value::from(p),
+            _ => return Err(err("Port out of range 0-65535")),
+        }
+    } else {
+        return Err(err(format!(
+            "Port could not be cast to integer value as '{port}'"
+        )));
+    };
+    let mut out = ValueMap::new();
+    out.insert(Value::from("fragment"), Value::from(fragment));
+    out.insert(Value::from("hostname"), hostname);
+    out.insert(Value::from("netloc"), Value::from(netloc));
+    out.insert(Value::from("password"), password);
+    out.insert(Value::from("path"), Value::from(path));
+    out.insert(Value::from("port"), port);
+    out.insert(Value::from("query"), Value::from(query));
+    out.insert(Value::from("scheme"), Value::from(scheme));
+    out.insert(Value::from("username"), username);
+    Ok(out)
+}
+
+/// Jinja's `urlencode`: a string (or scalar) percent-quoted with `/` kept;
+/// a dict or a list of pairs as a query string.
+fn urlencode(v: &Value) -> Result<String, Error> {
+    fn quote(v: &Value, for_qs: bool) -> String {
+        let s = match v.as_str() {
+            Some(s) => s.to_string(),
+            None => native::python_repr(v),
+        };
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) || (!for_qs && b == b'/') {
+                out.push(b as char);
+            } else if for_qs && b == b' ' {
+                out.push('+');
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+    let pairs: Vec<(Value, Value)> = match v.kind() {
+        ValueKind::Map => v
+            .try_iter()?
+            .map(|k| {
+                let val = v.get_item(&k).unwrap_or_default();
+                (k, val)
+            })
+            .collect(),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let mut out = Vec::new();
+            for pair in v.try_iter()? {
+                let mut it = pair.try_iter()?;
+                let k = it.next().unwrap_or_default();
+                let val = it.next().unwrap_or_default();
+                out.push((k, val));
+            }
+            out
+        }
+        _ => return Ok(quote(v, false)),
+    };
+    Ok(pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", quote(k, true), quote(v, true)))
+        .collect::<Vec<_>>()
+        .join("&"))
 }
 
 fn urldecode(s: &str) -> String {

@@ -62,18 +62,44 @@ fn call(
         .ok_or_else(|| err("lookups need the keel template context"))?;
     let mut kwargs = VarMap::new();
     let mut want_list = want_list;
+    let mut errors = String::from("strict");
     for key in kw.args() {
         let v: Value = kw.get(key)?;
-        if key == "wantlist" {
-            want_list = want_list || v.is_true();
-        } else {
-            kwargs.insert(key.to_string(), v);
+        match key {
+            "wantlist" => want_list = want_list || v.is_true(),
+            "errors" => errors = text(&v),
+            _ => {
+                kwargs.insert(key.to_string(), v);
+            }
         }
     }
     let name = name.strip_prefix("ansible.builtin.").unwrap_or(name);
-    let results = run(&ctx, name, terms.0, &kwargs)?;
-    if want_list {
+    // For backwards compatibility Ansible still templates constant terms that
+    // hold Jinja (`lookup('list', ['{{ 1 }}'])`); `!unsafe` ones stay as they are.
+    let terms = terms
+        .0
+        .iter()
+        .map(|t| super::render_value_in(&ctx, t).map_err(from_template_error))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = match run(&ctx, name, terms, &kwargs) {
+        Ok(r) => r,
+        Err(e) if errors == "warn" || errors == "ignore" => {
+            if errors == "warn" {
+                tracing::warn!("An error occurred while running the lookup plugin '{name}': {e}");
+            }
+            return Ok(if want_list {
+                Value::from(Vec::<Value>::new())
+            } else {
+                Value::from(())
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    if want_list || results.is_empty() {
         return Ok(Value::from(results));
+    }
+    if results.len() == 1 {
+        return Ok(results.into_iter().next().unwrap_or_default());
     }
     if results.iter().all(|v| v.kind() == ValueKind::String) {
         let parts: Vec<&str> = results
@@ -82,11 +108,7 @@ fn call(
             .collect();
         return Ok(Value::from(parts.join(",")));
     }
-    Ok(if results.len() == 1 {
-        results.into_iter().next().unwrap_or_default()
-    } else {
-        Value::from(results)
-    })
+    Ok(Value::from(results))
 }
 
 /// Runs lookup `name` over already-templated `terms`.
@@ -309,10 +331,9 @@ pub(super) fn run(
                     None => match kw.get("default") {
                         Some(d) => out.push(d.clone()),
                         None => {
-                            return Err(Error::new(
-                                ErrorKind::UndefinedError,
-                                format!("No variable found with this name: {name}"),
-                            ))
+                            return Err(err(format!(
+                                "No variable named '{name}' was found."
+                            )))
                         }
                     },
                 }
@@ -323,13 +344,12 @@ pub(super) fn run(
             let names = ctx.scope.names();
             let mut out = Vec::new();
             for t in &terms {
-                let re = super::filters::build_regex(&text(t), false, false)?;
-                out.extend(
-                    names
-                        .iter()
-                        .filter(|n| re.is_match(n))
-                        .map(|n| Value::from(n.as_str())),
-                );
+                let re = super::pyre::compile(&text(t), false, false)?;
+                for n in &names {
+                    if super::pyre::is_match(&re, n)? {
+                        out.push(Value::from(n.as_str()));
+                    }
+                }
             }
             Ok(out)
         }
@@ -354,6 +374,8 @@ pub(super) fn run(
             let i = rand::thread_rng().gen_range(0..items.len());
             Ok(vec![items[i].clone()])
         }
+        "csvfile" => csvfile(ctx, &terms, kw),
+        "inventory_hostnames" => inventory_hostnames(ctx, &terms),
         other => Err(err(format!("lookup plugin '{other}' not found"))),
     }
 }
@@ -383,6 +405,41 @@ pub(super) fn find_file(ctx: &RenderCtx, name: &str, subdir: &str) -> Option<Pat
         }
     }
     p.exists().then(|| absolute(p))
+}
+
+thread_local! {
+    /// The directories `{% include %}` searches, innermost template file last.
+    /// Rendering is synchronous, so the template file being rendered on this
+    /// thread is the one whose includes are being resolved.
+    static INCLUDE_DIRS: std::cell::RefCell<Vec<Vec<PathBuf>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks a template name that is a resolved file path (see `build_env`).
+const INCLUDED: &str = "\u{0}keel-include:";
+
+/// Resolves an included template's name to a marked absolute path, searching
+/// the including file's directory, then the role/playbook `templates/` dirs.
+pub(super) fn join_include(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.starts_with(INCLUDED) {
+        return name.into();
+    }
+    let found = INCLUDE_DIRS.with(|d| {
+        let dirs = d.borrow();
+        let p = Path::new(name);
+        if p.is_absolute() {
+            return p.is_file().then(|| p.to_path_buf());
+        }
+        dirs.last()?.iter().map(|d| d.join(p)).find(|c| c.is_file())
+    });
+    match found {
+        Some(p) => format!("{INCLUDED}{}", absolute(&p).display()).into(),
+        None => name.into(),
+    }
+}
+
+/// The file path of a name made by [`join_include`].
+pub(super) fn included_path(name: &str) -> Option<&str> {
+    name.strip_prefix(INCLUDED)
 }
 
 /// Reads and renders a template file with `ctx`'s variables plus Ansible's
@@ -442,7 +499,15 @@ pub(super) fn render_template_file(
         None => format!("template {}", found.display()),
     });
     let sub = RenderCtx::new(ctx.inner.clone(), &scope, &origin);
-    super::render_text_in(&sub, &src)
+    let mut dirs: Vec<PathBuf> = full.parent().map(Path::to_path_buf).into_iter().collect();
+    for base in &ctx.origin.search_paths {
+        dirs.push(base.join("templates"));
+        dirs.push(base.clone());
+    }
+    INCLUDE_DIRS.with(|d| d.borrow_mut().push(dirs));
+    let out = super::render_text_in(&sub, &src);
+    INCLUDE_DIRS.with(|d| d.borrow_mut().pop());
+    out
 }
 
 fn first_found(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<Vec<Value>, Error> {
@@ -519,6 +584,167 @@ fn first_found(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<Vec
             candidates.join(", ")
         )))
     }
+}
+
+/// The `csvfile` lookup: for each search key, the `col` column of the first
+/// row whose `keycol` column equals it. Options come as keyword arguments or
+/// (deprecated) as `key=value` words after the search key.
+fn csvfile(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<Vec<Value>, Error> {
+    const OPTIONS: [&str; 6] = ["col", "keycol", "default", "delimiter", "file", "encoding"];
+    for k in kw.keys() {
+        if !OPTIONS.contains(&k.as_str()) {
+            return Err(err(format!("'{k}' is not a valid option")));
+        }
+    }
+    if terms.is_empty() {
+        return Err(err("Search key is required but was not found"));
+    }
+    let mut opts = kw.clone();
+    let mut out = Vec::new();
+    for t in terms {
+        let (mut kv, has_raw) = crate::playbook::keywords::parse_kv("csvfile", &text(t));
+        if !has_raw {
+            return Err(err("Search key is required but was not found"));
+        }
+        let key = text(&kv.shift_remove("_raw_params").unwrap_or_default());
+        for (k, v) in kv {
+            if !OPTIONS.contains(&k.as_str()) {
+                return Err(err(format!("'{k}' is not a valid option")));
+            }
+            opts.insert(k, v);
+        }
+        let int_opt = |name: &str, d: i64| -> Result<i64, Error> {
+            match opts.get(name) {
+                None => Ok(d),
+                Some(v) => match v.as_i64() {
+                    Some(i) => Ok(i),
+                    None => text(v).trim().parse::<i64>().map_err(|_| {
+                        err(format!(
+                            "Invalid type for configuration option '{name}': the option '{name}' has an invalid value {:?}",
+                            text(v)
+                        ))
+                    }),
+                },
+            }
+        };
+        let col = int_opt("col", 1)?;
+        let keycol = int_opt("keycol", 0)?;
+        let mut delim = opts.get("delimiter").map_or("TAB".to_string(), text);
+        if delim == "TAB" {
+            delim = "\t".to_string();
+        }
+        let delim = match delim.chars().collect::<Vec<_>>().as_slice() {
+            [c] => *c,
+            _ => return Err(err(format!("\"delimiter\" must be a 1-character string, not {delim:?}"))),
+        };
+        let file = opts.get("file").map_or("ansible.csv".to_string(), text);
+        let path = find_file(ctx, &file, "files").unwrap_or_else(|| PathBuf::from(&file));
+        let content = std::fs::read(&path).map_err(|e| {
+            err(format!("csvfile: {}: {e}", path.display()))
+        })?;
+        let content = String::from_utf8_lossy(&content);
+        let pick = |row: &[String], i: i64| -> Option<String> {
+            let i = if i < 0 { row.len() as i64 + i } else { i };
+            usize::try_from(i).ok().and_then(|i| row.get(i).cloned())
+        };
+        let mut found = None;
+        for row in parse_csv(&content, delim) {
+            if !row.is_empty() && pick(&row, keycol).as_deref() == Some(key.as_str()) {
+                found = Some(pick(&row, col).ok_or_else(|| {
+                    err(format!("csvfile: list index out of range (column {col})"))
+                })?);
+                break;
+            }
+        }
+        match found {
+            Some(v) => out.push(Value::from(v)),
+            None => match opts.get("default") {
+                Some(d) if d.kind() == ValueKind::Seq => out.extend(d.try_iter()?),
+                Some(d) if !d.is_none() => out.push(d.clone()),
+                _ => {}
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// The `inventory_hostnames` lookup: the hosts matching a host pattern, in an
+/// inventory rebuilt from the `groups` variable (as Ansible does). A pattern
+/// that fails to parse gives no hosts.
+fn inventory_hostnames(ctx: &Arc<RenderCtx>, terms: &[Value]) -> Result<Vec<Value>, Error> {
+    let groups = ctx
+        .resolve("groups")
+        .map_err(from_template_error)?
+        .unwrap_or_default();
+    let mut inv = crate::inventory::Inventory::default();
+    if groups.kind() == ValueKind::Map {
+        for g in groups.try_iter()? {
+            let group = text(&g);
+            for h in seq(&groups.get_item(&g)?)? {
+                inv.add_host(&text(&h), &group, None);
+            }
+        }
+    }
+    let pattern = terms.iter().map(text).collect::<Vec<_>>().join(",");
+    Ok(inv
+        .select_detailed(&pattern)
+        .map(|sel| sel.hosts.into_iter().map(Value::from).collect())
+        .unwrap_or_default())
+}
+
+/// Rows of a CSV text as Python's `csv.reader` (excel dialect) reads them:
+/// `"` quotes fields, `""` is a quote inside them, CR LF and LF end rows.
+fn parse_csv(text: &str, delim: char) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row: Vec<String> = Vec::new();
+    let mut field = String::new();
+    let mut in_quotes = false;
+    let mut at_field_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    field.push('"');
+                    chars.next();
+                } else {
+                    in_quotes = false;
+                }
+            } else {
+                field.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' if at_field_start => {
+                in_quotes = true;
+                at_field_start = false;
+            }
+            c if c == delim => {
+                row.push(std::mem::take(&mut field));
+                at_field_start = true;
+            }
+            '\r' | '\n' => {
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                if !row.is_empty() || !field.is_empty() {
+                    row.push(std::mem::take(&mut field));
+                }
+                rows.push(std::mem::take(&mut row));
+                at_field_start = true;
+            }
+            c => {
+                field.push(c);
+                at_field_start = false;
+            }
+        }
+    }
+    if !row.is_empty() || !field.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
 }
 
 const LETTERS: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";

@@ -30,9 +30,11 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
 use crate::diag::{Diagnostic, Span};
 
+mod datetime;
 mod filters;
 mod lookups;
 mod native;
+mod pyre;
 mod scope;
 mod tests;
 
@@ -111,8 +113,20 @@ const RESULT_VAR: &str = "__keel_result";
 fn build_env(strict: bool) -> Environment<'static> {
     let mut env = Environment::new();
     // A template's "name" is its source text: the loader hands it back and
-    // minijinja compiles it once and caches it.
-    env.set_loader(|name| Ok(Some(name.to_string())));
+    // minijinja compiles it once and caches it. `{% include %}`, `{% import %}`
+    // and `{% extends %}` inside a template file name other files: the path
+    // join resolves those against the file's search directories and marks
+    // the result, and the loader reads the file.
+    env.set_loader(|name| match lookups::included_path(name) {
+        Some(path) => std::fs::read_to_string(path).map(Some).map_err(|e| {
+            Error::new(
+                ErrorKind::TemplateNotFound,
+                format!("could not read template {path}: {e}"),
+            )
+        }),
+        None => Ok(Some(name.to_string())),
+    });
+    env.set_path_join_callback(|name, _parent| lookups::join_include(name));
     env.set_auto_reload(false);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_debug(true);
@@ -134,7 +148,10 @@ fn build_env(strict: bool) -> Environment<'static> {
     env.add_global("True", Value::from(true));
     env.add_global("False", Value::from(false));
     env.add_global("None", Value::from(()));
+    // `undef(hint)`: an undefined value, for a default that must be overridden.
+    env.add_function("undef", |_hint: Option<Value>| Value::UNDEFINED);
     filters::register(&mut env);
+    datetime::register(&mut env);
     tests::register(&mut env);
     lookups::register(&mut env);
     env
@@ -215,7 +232,7 @@ impl Templar {
         scope: &Scope,
         origin: &TemplateOrigin,
     ) -> Result<Value, TemplateError> {
-        eval_in(&self.ctx(scope, origin), expr)
+        eval_bare_in(&self.ctx(scope, origin), expr)
     }
 
     /// Evaluates a list of bare conditions, all of which must hold. A bool
@@ -234,7 +251,8 @@ impl Templar {
                 "false" | "False" | "no" => false,
                 _ => {
                     let ctx = ctx.get_or_insert_with(|| self.ctx(scope, origin));
-                    let expr = if is_template(c) {
+                    let templated = is_template(c);
+                    let expr = if templated {
                         tracing::warn!(
                             "conditional statements should not include jinja2 templating delimiters such as {{{{ }}}} or {{% %}}. Found: {c}"
                         );
@@ -245,7 +263,12 @@ impl Templar {
                     } else {
                         c.to_string()
                     };
-                    is_truthy(&eval_in(ctx, &expr)?)
+                    let v = if templated {
+                        eval_in(ctx, &expr)?
+                    } else {
+                        eval_bare_in(ctx, &expr)?
+                    };
+                    is_truthy(&v)
                 }
             };
             if !held {
@@ -323,9 +346,17 @@ fn render_raw(ctx: &Arc<RenderCtx>, src: &str) -> Result<String, TemplateError> 
 }
 
 /// Evaluates a bare expression to a value.
-fn eval_raw(ctx: &Arc<RenderCtx>, expr: &str) -> Result<Value, TemplateError> {
-    let wrapper = format!("{{% set {RESULT_VAR} = ({expr}) %}}");
-    let wrapper = &*native::literal_backslashes(&wrapper);
+/// Evaluates an expression to a value. `bare`: the expression is Jinja code
+/// of its own (a conditional), whose string literals take Python's escapes;
+/// otherwise it came from inside `{{ }}`, where backslashes are literal.
+fn eval_raw(ctx: &Arc<RenderCtx>, expr: &str, bare: bool) -> Result<Value, TemplateError> {
+    let wrapper = if bare {
+        format!("{{% set {RESULT_VAR} = ({}) %}}", native::python_escapes(expr))
+    } else {
+        let w = format!("{{% set {RESULT_VAR} = ({expr}) %}}");
+        native::literal_backslashes(&w).into_owned()
+    };
+    let wrapper = wrapper.as_str();
     let v = ctx_value(ctx);
     let run = |env: &Environment<'static>| -> Result<Value, Error> {
         let t = env.get_template(wrapper)?;
@@ -357,7 +388,13 @@ fn eval_raw(ctx: &Arc<RenderCtx>, expr: &str) -> Result<Value, TemplateError> {
 }
 
 pub(crate) fn eval_in(ctx: &Arc<RenderCtx>, expr: &str) -> Result<Value, TemplateError> {
-    let v = eval_raw(ctx, expr)?;
+    let v = eval_raw(ctx, expr, false)?;
+    Ok(native::materialize(v))
+}
+
+/// [`eval_in`] for a bare expression (see [`eval_raw`]).
+pub(crate) fn eval_bare_in(ctx: &Arc<RenderCtx>, expr: &str) -> Result<Value, TemplateError> {
+    let v = eval_raw(ctx, expr, true)?;
     Ok(native::materialize(v))
 }
 

@@ -112,6 +112,109 @@ pub(crate) fn literal_backslashes(src: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A bare expression (`when`, `that`, `failed_when`...) is not a template:
+/// Ansible compiles it as Jinja code, whose string literals follow Python's
+/// escape rules (`'\t'` is a tab, `'\d'` stays backslash-d, `'\x41'` is
+/// `A`). minijinja knows fewer escapes and rejects unknown ones, so each
+/// literal is decoded the Python way here and written back with only `\\`
+/// and the quote escaped.
+pub(crate) fn python_escapes(src: &str) -> std::borrow::Cow<'_, str> {
+    if !src.contains('\\') {
+        return std::borrow::Cow::Borrowed(src);
+    }
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len() + 8);
+    let mut i = 0;
+    while i < chars.len() {
+        let q = chars[i];
+        if q != '\'' && q != '"' {
+            out.push(q);
+            i += 1;
+            continue;
+        }
+        // A string literal: decode it up to its closing quote.
+        let mut decoded = String::new();
+        let mut j = i + 1;
+        let mut closed = false;
+        while j < chars.len() {
+            let c = chars[j];
+            if c == q {
+                closed = true;
+                break;
+            }
+            if c != '\\' || j + 1 == chars.len() {
+                decoded.push(c);
+                j += 1;
+                continue;
+            }
+            let n = chars[j + 1];
+            j += 2;
+            let hex = |from: usize, len: usize| -> Option<char> {
+                let h: String = chars.get(from..from + len)?.iter().collect();
+                u32::from_str_radix(&h, 16).ok().and_then(char::from_u32)
+            };
+            match n {
+                '\n' => {} // a line continuation
+                '\\' | '\'' | '"' => decoded.push(n),
+                'n' => decoded.push('\n'),
+                't' => decoded.push('\t'),
+                'r' => decoded.push('\r'),
+                'a' => decoded.push('\x07'),
+                'b' => decoded.push('\x08'),
+                'f' => decoded.push('\x0c'),
+                'v' => decoded.push('\x0b'),
+                'x' | 'u' | 'U' => {
+                    let len = match n {
+                        'x' => 2,
+                        'u' => 4,
+                        _ => 8,
+                    };
+                    match hex(j, len) {
+                        Some(ch) => {
+                            decoded.push(ch);
+                            j += len;
+                        }
+                        None => {
+                            decoded.push('\\');
+                            decoded.push(n);
+                        }
+                    }
+                }
+                '0'..='7' => {
+                    let mut code = n.to_digit(8).unwrap_or(0);
+                    let mut k = 0;
+                    while k < 2 && chars.get(j).is_some_and(|c| ('0'..='7').contains(c)) {
+                        code = code * 8 + chars[j].to_digit(8).unwrap_or(0);
+                        j += 1;
+                        k += 1;
+                    }
+                    decoded.push(char::from_u32(code).unwrap_or('\0'));
+                }
+                // Python keeps unknown escapes as they are.
+                other => {
+                    decoded.push('\\');
+                    decoded.push(other);
+                }
+            }
+        }
+        if !closed {
+            // Unterminated: leave the rest for the parser to report.
+            out.extend(&chars[i..]);
+            break;
+        }
+        out.push(q);
+        for c in decoded.chars() {
+            if c == '\\' || c == q {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push(q);
+        i = j + 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The operand left of the last `|` in `text` (`foo.bar` in `{{ foo.bar | f`).
 pub(crate) fn expression_before_pipe(text: &str) -> String {
     let t = text.trim_end();
@@ -322,7 +425,10 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
             }
             J::Object(m)
         }
-        _ => J::String(v.to_string()),
+        _ => match super::datetime::as_datetime(v) {
+            Some(d) => J::String(d.isoformat()),
+            None => J::String(v.to_string()),
+        },
     }
 }
 

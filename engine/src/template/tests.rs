@@ -8,8 +8,8 @@ use minijinja::value::Kwargs;
 use minijinja::value::ValueKind;
 use minijinja::{Environment, Error, ErrorKind, Value};
 
-use super::filters::build_regex;
-use super::native::to_bool;
+use super::pyre;
+use super::native::{is_truthy, to_bool};
 
 pub(super) fn register(env: &mut Environment<'static>) {
     env.add_test("succeeded", succeeded);
@@ -44,29 +44,46 @@ pub(super) fn register(env: &mut Environment<'static>) {
         truthy(v, kw).map(|b| !b)
     });
     env.add_test("contains", |seq: &Value, item: &Value| contains(seq, item));
-    env.add_test("subset", |a: &Value, b: &Value| -> Result<bool, Error> {
-        let a = items(a)?;
-        let b = items(b)?;
-        Ok(a.iter().all(|x| b.contains(x)))
+    for name in ["subset", "issubset"] {
+        env.add_test(name, |a: &Value, b: &Value| -> Result<bool, Error> {
+            let a = items(a)?;
+            let b = items(b)?;
+            Ok(a.iter().all(|x| b.contains(x)))
+        });
+    }
+    for name in ["superset", "issuperset"] {
+        env.add_test(name, |a: &Value, b: &Value| -> Result<bool, Error> {
+            let a = items(a)?;
+            let b = items(b)?;
+            Ok(b.iter().all(|x| a.contains(x)))
+        });
+    }
+    // Path tests run on the controller, relative paths from its working
+    // directory, as Python's `os.path` functions do.
+    for name in ["file", "is_file"] {
+        env.add_test(name, |p: &str| Path::new(p).is_file());
+    }
+    for name in ["directory", "is_dir"] {
+        env.add_test(name, |p: &str| Path::new(p).is_dir());
+    }
+    for name in ["link", "is_link"] {
+        env.add_test(name, |p: &str| Path::new(p).is_symlink());
+    }
+    // `exists` follows links (a dangling link does not exist);
+    // `link_exists` does not.
+    env.add_test("exists", |p: &str| Path::new(p).exists());
+    env.add_test("link_exists", |p: &str| {
+        std::fs::symlink_metadata(p).is_ok()
     });
-    env.add_test("superset", |a: &Value, b: &Value| -> Result<bool, Error> {
-        let a = items(a)?;
-        let b = items(b)?;
-        Ok(b.iter().all(|x| a.contains(x)))
-    });
-    env.add_test("file", |p: &str| Path::new(p).is_file());
-    env.add_test("directory", |p: &str| Path::new(p).is_dir());
-    env.add_test("link", |p: &str| Path::new(p).is_symlink());
-    env.add_test("exists", |p: &str| {
-        Path::new(p).exists() || Path::new(p).is_symlink()
-    });
-    env.add_test("abs", |p: &str| Path::new(p).is_absolute());
-    env.add_test("same_file", |a: &str, b: &str| {
-        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => false,
-        }
-    });
+    for name in ["abs", "is_abs"] {
+        env.add_test(name, |p: &str| Path::new(p).is_absolute());
+    }
+    for name in ["same_file", "is_same_file"] {
+        env.add_test(name, same_file);
+    }
+    for name in ["mount", "is_mount"] {
+        env.add_test(name, |p: &str| is_mount(p));
+    }
     env.add_test("any", |v: &Value| -> Result<bool, Error> {
         Ok(items(v)?.iter().any(Value::is_true))
     });
@@ -86,9 +103,26 @@ pub(super) fn register(env: &mut Environment<'static>) {
             ValueKind::String | ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
         )
     });
-    env.add_test("nan", |v: &Value| {
-        f64::try_from(v.clone()).is_ok_and(f64::is_nan)
+    for name in ["nan", "isnan"] {
+        env.add_test(name, |v: &Value| {
+            v.kind() == ValueKind::Number && f64::try_from(v.clone()).is_ok_and(f64::is_nan)
+        });
+    }
+    env.add_test("reachable", |v: &Value| -> Result<bool, Error> {
+        Ok(!result_flag(v, "unreachable", "unreachable")?.unwrap_or(false))
     });
+    env.add_test("unreachable", |v: &Value| -> Result<bool, Error> {
+        Ok(result_flag(v, "unreachable", "unreachable")?.unwrap_or(false))
+    });
+    env.add_test("timedout", |v: &Value| -> Result<bool, Error> {
+        result_flag(v, "timedout", "timedout")?;
+        let t = v.get_attr("timedout").unwrap_or(Value::UNDEFINED);
+        Ok(t.is_true()
+            && t.get_attr("period")
+                .is_ok_and(|p| !p.is_undefined() && p.is_true()))
+    });
+    env.add_test("started", |v: &Value| async_flag(v, "started"));
+    env.add_test("finished", |v: &Value| async_flag(v, "finished"));
 }
 
 fn items(v: &Value) -> Result<Vec<Value>, Error> {
@@ -120,8 +154,69 @@ fn failed(v: &Value) -> Result<bool, Error> {
 fn succeeded(v: &Value) -> Result<bool, Error> {
     failed(v).map(|f| !f)
 }
+/// `changed`: the result's own flag or, for a loop's result without one,
+/// whether any item changed.
 fn changed(v: &Value) -> Result<bool, Error> {
-    Ok(result_flag(v, "changed", "changed")?.unwrap_or(false))
+    if let Some(c) = result_flag(v, "changed", "changed")? {
+        return Ok(c);
+    }
+    let results = v.get_attr("results").unwrap_or(Value::UNDEFINED);
+    if results.kind() != ValueKind::Seq {
+        return Ok(false);
+    }
+    let items: Vec<Value> = results.try_iter()?.collect();
+    if items.first().is_none_or(|f| f.kind() != ValueKind::Map) {
+        return Ok(false);
+    }
+    Ok(items
+        .iter()
+        .any(|r| r.get_attr("changed").is_ok_and(|c| is_truthy(&c))))
+}
+
+/// `started`/`finished` of an async result; a non-async result counts as
+/// both, with Ansible's warning.
+fn async_flag(v: &Value, key: &str) -> Result<bool, Error> {
+    match result_flag(v, key, key)? {
+        Some(b) => Ok(b),
+        None => {
+            tracing::warn!(
+                "The '{key}' test expects an async task, but a non-async task was tested"
+            );
+            Ok(true)
+        }
+    }
+}
+
+/// `same_file`: both paths name the same file (Python's `os.path.samefile`,
+/// which fails when either is missing).
+fn same_file(a: &str, b: &str) -> Result<bool, Error> {
+    let meta = |p: &str| {
+        std::fs::metadata(p).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("same_file: cannot stat '{p}': {e}"),
+            )
+        })
+    };
+    use std::os::unix::fs::MetadataExt;
+    let (x, y) = (meta(a)?, meta(b)?);
+    Ok(x.dev() == y.dev() && x.ino() == y.ino())
+}
+
+/// Python's `os.path.ismount`: not a link, and on another device than its
+/// parent or the same inode as it (the root).
+fn is_mount(p: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return false;
+    };
+    if m.file_type().is_symlink() {
+        return false;
+    }
+    let Ok(parent) = std::fs::metadata(Path::new(p).join("..")) else {
+        return false;
+    };
+    m.dev() != parent.dev() || m.ino() == parent.ino()
 }
 fn skipped(v: &Value) -> Result<bool, Error> {
     Ok(result_flag(v, "skipped", "skipped")?.unwrap_or(false))
@@ -172,47 +267,133 @@ fn regex_test(v: &Value, pat: &str, kw: Kwargs, mode: Mode) -> Result<bool, Erro
     let s = v.to_string();
     let pat = match mode {
         Mode::Match => format!(r"\A(?:{pat})"),
-        Mode::Full => format!(r"\A(?:{pat})\z"),
+        Mode::Full => format!(r"\A(?:{pat})\Z"),
         Mode::Search => pat.to_string(),
     };
-    let re = build_regex(&pat, ignorecase, multiline)?;
-    Ok(re.is_match(&s))
+    let re = pyre::compile(&pat, ignorecase, multiline)?;
+    pyre::is_match(&re, &s)
 }
 
-fn version_test(v: &Value, other: &Value, op: Option<&str>, kw: Kwargs) -> Result<bool, Error> {
+fn version_err(msg: String) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg)
+}
+
+/// `version`/`version_compare`, with Ansible's argument checks and messages.
+fn version_test(
+    v: &Value,
+    other: &Value,
+    op: Option<&str>,
+    strict: Option<Value>,
+    kw: Kwargs,
+) -> Result<bool, Error> {
     let op = match op {
         Some(op) => Some(op.to_string()),
         None => kw.get::<Option<String>>("operator")?,
     }
     .unwrap_or_else(|| "eq".to_string());
-    let strict = kw.get::<Option<bool>>("strict")?.unwrap_or(false);
+    let strict = match strict {
+        Some(s) => Some(s),
+        None => kw.get::<Option<Value>>("strict")?,
+    }
+    .filter(|s| !s.is_none());
     let vtype = kw.get::<Option<String>>("version_type")?;
     kw.assert_all_used()?;
-    let (a, b) = (v.to_string(), other.to_string());
-    let strict = strict || vtype.as_deref() == Some("strict");
-    let ord = if vtype.as_deref() == Some("semver") || vtype.as_deref() == Some("semantic") {
-        compare_semver(&a, &b)?
+    if strict.is_some() && vtype.is_some() {
+        return Err(version_err(
+            "Cannot specify both 'strict' and 'version_type'".into(),
+        ));
+    }
+    if !v.is_true() {
+        return Err(version_err("Input version value cannot be empty".into()));
+    }
+    if !other.is_true() {
+        return Err(version_err(
+            "Version parameter to compare against cannot be empty".into(),
+        ));
+    }
+    let kind = if strict.as_ref().is_some_and(Value::is_true) {
+        "strict"
     } else {
-        if strict {
-            check_strict(&a)?;
-            check_strict(&b)?;
+        match vtype.as_deref() {
+            None | Some("loose") => "loose",
+            Some(t @ ("strict" | "semver" | "semantic" | "pep440")) => t,
+            Some(t) => {
+                return Err(version_err(format!(
+                    "Invalid version type ({t}). Must be one of 'loose', 'strict', 'semver', 'semantic', 'pep440'"
+                )))
+            }
         }
-        compare_loose(&a, &b)
     };
-    Ok(match op.as_str() {
-        "<" | "lt" => ord == Ordering::Less,
-        "<=" | "le" => ord != Ordering::Greater,
-        ">" | "gt" => ord == Ordering::Greater,
-        ">=" | "ge" => ord != Ordering::Less,
-        "==" | "=" | "eq" => ord == Ordering::Equal,
-        "!=" | "<>" | "ne" => ord != Ordering::Equal,
+    let op = match op.as_str() {
+        "==" | "=" | "eq" => "eq",
+        "<" | "lt" => "lt",
+        "<=" | "le" => "le",
+        ">" | "gt" => "gt",
+        ">=" | "ge" => "ge",
+        "!=" | "<>" | "ne" => "ne",
         other => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("invalid version comparison operator '{other}'"),
-            ))
+            return Err(version_err(format!(
+                "Invalid operator type ({other}). Must be one of '==', '=', 'eq', '<', 'lt', '<=', 'le', '>', 'gt', '>=', 'ge', '!=', '<>', 'ne'"
+            )))
         }
+    };
+    let (a, b) = (v.to_string(), other.to_string());
+    let failed = |e: Error| version_err(format!("Version comparison failed: {}", e.detail().unwrap_or_default()));
+    let ord = match kind {
+        "semver" | "semantic" => compare_semver(&a, &b).map_err(failed)?,
+        "pep440" => compare_pep440(&a, &b).map_err(failed)?,
+        "strict" => {
+            check_strict(&a).map_err(failed)?;
+            check_strict(&b).map_err(failed)?;
+            compare_loose(&a, &b)
+        }
+        _ => compare_loose(&a, &b),
+    };
+    Ok(match op {
+        "lt" => ord == Ordering::Less,
+        "le" => ord != Ordering::Greater,
+        "gt" => ord == Ordering::Greater,
+        "ge" => ord != Ordering::Less,
+        "eq" => ord == Ordering::Equal,
+        _ => ord != Ordering::Equal,
     })
+}
+
+/// A PEP 440 comparison of the common forms: release numbers, then a
+/// pre-release (`a`, `b`, `rc`) before the final release, `.postN` after it
+/// and `.devN` before everything else of the same release.
+fn compare_pep440(a: &str, b: &str) -> Result<Ordering, Error> {
+    let re = regex::Regex::new(
+        r"(?i)^\s*v?(\d+(?:\.\d+)*)(?:[-_.]?(a|alpha|b|beta|c|rc|pre|preview)[-_.]?(\d*))?(?:[-_.]?(?:post|rev|r)[-_.]?(\d*))?(?:[-_.]?dev[-_.]?(\d*))?(?:\+[a-z0-9.]+)?\s*$",
+    )
+    .expect("valid regex");
+    let key = |s: &str| -> Result<(Vec<u64>, (i64, u64), i64, i64), Error> {
+        let c = re
+            .captures(s)
+            .ok_or_else(|| version_err(format!("Invalid version: '{s}'")))?;
+        let mut rel: Vec<u64> = c[1].split('.').filter_map(|x| x.parse().ok()).collect();
+        while rel.len() > 1 && rel.last() == Some(&0) {
+            rel.pop();
+        }
+        let num = |i: usize| c.get(i).map(|m| m.as_str().parse::<u64>().unwrap_or(0));
+        let pre = match c.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
+            Some(p) => {
+                let rank = match p.as_str() {
+                    "a" | "alpha" => 0,
+                    "b" | "beta" => 1,
+                    _ => 2,
+                };
+                (rank, num(3).unwrap_or(0))
+            }
+            // A dev release without a pre-release sorts before all of them.
+            None if c.get(5).is_some() && c.get(4).is_none() => (-1, 0),
+            None => (3, 0),
+        };
+        let post = num(4).map_or(-1, |n| n as i64);
+        let dev = num(5).map_or(i64::MAX, |n| n as i64);
+        Ok((rel, pre, post, dev))
+    };
+    Ok(key(a)?.cmp(&key(b)?))
 }
 
 fn check_strict(s: &str) -> Result<(), Error> {

@@ -1,0 +1,242 @@
+//! Python `re` semantics for every filter and test that takes a pattern
+//! (`regex_search`, `regex_findall`, `regex_replace`, `match`, `search`,
+//! `regex`), on top of `fancy-regex` (lookaround, backreferences,
+//! `(?P<name>…)`, `(?P=name)`).
+//!
+//! fancy-regex reads most of Python's syntax as is; the few places where the
+//! two dialects disagree are rewritten before compiling:
+//! - Python's `\Z` is the very end of the text (fancy-regex's `\Z`, like
+//!   Oniguruma's, also matches before a final newline): it becomes `\z`;
+//! - Python's `$` without MULTILINE matches at the end and also before a final
+//!   newline, where Rust's `$` only matches at the very end.
+//!
+//! Replacement strings use Python's template syntax (`\1`, `\g<1>`,
+//! `\g<name>`, `\n`...), expanded here by [`expand`] rather than translated
+//! into the `$1` syntax of the Rust crates.
+use fancy_regex::{Captures, Regex, RegexBuilder};
+use minijinja::{Error, ErrorKind};
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+/// Rewrites a Python pattern into fancy-regex syntax (see the module docs).
+pub(crate) fn translate(pat: &str) -> String {
+    let mut out = String::with_capacity(pat.len() + 8);
+    let mut chars = pat.chars().peekable();
+    // Inside `[...]`: `$` and `\Z` mean something else there.
+    let mut in_class = false;
+    // Just after `[` or `[^`, where a `]` is a literal.
+    let mut class_start = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(n) = chars.next() else {
+                    out.push('\\');
+                    break;
+                };
+                if n == 'Z' && !in_class {
+                    out.push_str(r"\z");
+                } else {
+                    out.push('\\');
+                    out.push(n);
+                }
+            }
+            '[' if !in_class => {
+                in_class = true;
+                class_start = true;
+                out.push('[');
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                continue;
+            }
+            ']' if in_class && !class_start => {
+                in_class = false;
+                out.push(']');
+            }
+            '$' if !in_class => out.push_str(r"(?:$|(?=\n\z))"),
+            _ => out.push(c),
+        }
+        class_start = false;
+    }
+    out
+}
+
+/// Compiles a Python pattern with Ansible's `ignorecase`/`multiline` flags.
+pub(crate) fn compile(pat: &str, ignorecase: bool, multiline: bool) -> Result<Regex, Error> {
+    let mut flags = String::new();
+    if ignorecase {
+        flags.push('i');
+    }
+    if multiline {
+        flags.push('m');
+    }
+    let translated = translate(pat);
+    let full = if flags.is_empty() {
+        translated
+    } else {
+        format!("(?{flags}){translated}")
+    };
+    RegexBuilder::new(&full)
+        .build()
+        .map_err(|e| err(format!("invalid regular expression {pat:?}: {e}")))
+}
+
+fn run_err(e: fancy_regex::Error) -> Error {
+    err(format!("regular expression failed: {e}"))
+}
+
+/// `re.search`: true when the pattern matches anywhere.
+pub(crate) fn is_match(re: &Regex, s: &str) -> Result<bool, Error> {
+    re.is_match(s).map_err(run_err)
+}
+
+/// The captures of the first match, if any.
+pub(crate) fn captures<'t>(re: &Regex, s: &'t str) -> Result<Option<Captures<'t, str>>, Error> {
+    re.captures(s).map_err(run_err)
+}
+
+/// The captures of every non-overlapping match, like `re.finditer`.
+pub(crate) fn all_captures<'t>(re: &Regex, s: &'t str) -> Result<Vec<Captures<'t, str>>, Error> {
+    re.captures_iter(s)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(run_err)
+}
+
+/// Looks a group up by number or name, as `\g<…>` does.
+fn group<'t>(re: &Regex, caps: &Captures<'t, str>, name: &str) -> Result<Option<&'t str>, Error> {
+    if let Ok(n) = name.parse::<usize>() {
+        if n >= re.captures_len() {
+            return Err(err(format!("invalid group reference {n}")));
+        }
+        return Ok(caps.get(n).map(|m| m.as_str()));
+    }
+    if !re.capture_names().any(|x| x == Some(name)) {
+        return Err(err(format!("unknown group name '{name}'")));
+    }
+    Ok(caps.name(name).map(|m| m.as_str()))
+}
+
+/// Expands a Python replacement template (`re.sub`'s `repl`) for one match.
+/// An unmatched group expands to nothing, as in Python 3.5+.
+pub(crate) fn expand(re: &Regex, caps: &Captures<'_, str>, rep: &str) -> Result<String, Error> {
+    let mut out = String::with_capacity(rep.len());
+    let chars: Vec<char> = rep.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c != '\\' || i + 1 == chars.len() {
+            if c == '\\' {
+                return Err(err("bad escape (end of pattern) in replacement"));
+            }
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let n = chars[i + 1];
+        i += 2;
+        match n {
+            'g' => {
+                if chars.get(i) != Some(&'<') {
+                    return Err(err("missing < in \\g<...> group reference"));
+                }
+                let Some(end) = chars[i + 1..].iter().position(|&x| x == '>') else {
+                    return Err(err("missing > in \\g<...> group reference"));
+                };
+                let name: String = chars[i + 1..i + 1 + end].iter().collect();
+                out.push_str(group(re, caps, &name)?.unwrap_or(""));
+                i += end + 2;
+            }
+            '0' => {
+                // An octal escape, up to three digits.
+                let mut code = 0u32;
+                let mut len = 0;
+                while len < 2 && chars.get(i).is_some_and(|c| ('0'..='7').contains(c)) {
+                    code = code * 8 + chars[i].to_digit(8).unwrap_or(0);
+                    i += 1;
+                    len += 1;
+                }
+                out.push(char::from_u32(code).unwrap_or('\0'));
+            }
+            '1'..='9' => {
+                let mut num = n.to_string();
+                if chars.get(i).is_some_and(char::is_ascii_digit) {
+                    num.push(chars[i]);
+                    i += 1;
+                }
+                out.push_str(group(re, caps, &num)?.unwrap_or(""));
+            }
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            'f' => out.push('\x0c'),
+            'v' => out.push('\x0b'),
+            'a' => out.push('\x07'),
+            'b' => out.push('\x08'),
+            '\\' => out.push('\\'),
+            c if c.is_ascii_alphabetic() => {
+                return Err(err(format!("bad escape \\{c} in replacement")));
+            }
+            // Python keeps unknown non-letter escapes as they are.
+            c => {
+                out.push('\\');
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `re.sub(pattern, repl, s, count)`; `count == 0` replaces every match.
+/// Returns the new text and the number of replacements made.
+pub(crate) fn sub(re: &Regex, rep: &str, s: &str, count: usize) -> Result<(String, usize), Error> {
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    let mut n = 0;
+    for caps in re.captures_iter(s) {
+        let caps = caps.map_err(run_err)?;
+        let Some(m) = caps.get(0) else { continue };
+        out.push_str(&s[last..m.start()]);
+        out.push_str(&expand(re, &caps, rep)?);
+        last = m.end();
+        n += 1;
+        if count > 0 && n == count {
+            break;
+        }
+    }
+    out.push_str(&s[last..]);
+    Ok((out, n))
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn translates_python_only_syntax() {
+        assert_eq!(translate(r"a\Z"), r"a\z");
+        assert_eq!(translate(r"[$\Z]"), r"[$\Z]");
+        assert_eq!(translate(r"[]$]x$"), r"[]$]x(?:$|(?=\n\z))");
+        assert_eq!(translate(r"\$"), r"\$");
+    }
+
+    #[test]
+    fn dollar_matches_before_a_final_newline_like_python() {
+        let re = compile("b$", false, false).unwrap();
+        assert!(is_match(&re, "ab\n").unwrap());
+        assert!(!is_match(&re, "ab\n\n").unwrap());
+        let z = compile(r"b\Z", false, false).unwrap();
+        assert!(!is_match(&z, "ab\n").unwrap());
+    }
+
+    #[test]
+    fn sub_expands_python_templates() {
+        let re = compile(r"(?P<w>\w+)@(\w+)", false, false).unwrap();
+        let (s, n) = sub(&re, r"\2 at \g<w>\n", "me@host", 0).unwrap();
+        assert_eq!((s.as_str(), n), ("host at me\n", 1));
+        assert!(sub(&re, r"\q", "me@host", 0).is_err());
+        assert!(sub(&re, r"\g<nope>", "me@host", 0).is_err());
+    }
+}
