@@ -173,8 +173,7 @@ pub(crate) fn py_strftime(dt: &NaiveDateTime, fmt: &str, zone: Option<(i32, &str
             | 'I' | 'j' | 'k' | 'l' | 'm' | 'M' | 'n' | 'p' | 'P' | 'r' | 'R' | 'S' | 't' | 'T'
             | 'u' | 'U' | 'V' | 'w' | 'W' | 'x' | 'X' | 'y' | 'Y' => {
                 // chrono knows the `-`, `_` and `0` padding flags only.
-                let chrono_spec = if flags.chars().all(|f| "-_0".contains(f)) && flags.len() <= 1
-                {
+                let chrono_spec = if flags.chars().all(|f| "-_0".contains(f)) && flags.len() <= 1 {
                     spec.to_string()
                 } else {
                     format!("%{code}")
@@ -208,7 +207,8 @@ pub(crate) fn py_strptime(s: &str, fmt: &str) -> Result<NaiveDateTime, Error> {
     {
         p.set_year(1900).map_err(|_| fail())?;
     }
-    let dated_by_week = p.week_from_mon.is_some() || p.week_from_sun.is_some() || p.isoweek.is_some();
+    let dated_by_week =
+        p.week_from_mon.is_some() || p.week_from_sun.is_some() || p.isoweek.is_some();
     if p.ordinal.is_none() && !dated_by_week {
         if p.month.is_none() {
             p.set_month(1).map_err(|_| fail())?;
@@ -301,7 +301,10 @@ fn to_datetime(s: &Value, fmt: Option<&str>, kw: Kwargs) -> Result<Value, Error>
         .or(fmt.map(str::to_string))
         .unwrap_or_else(|| "%Y-%m-%d %H:%M:%S".to_string());
     kw.assert_all_used()?;
-    let text = s.as_str().map(str::to_string).unwrap_or_else(|| s.to_string());
+    let text = s
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| s.to_string());
     Ok(Value::from_object(PyDateTime(py_strptime(&text, &fmt)?)))
 }
 
@@ -324,17 +327,32 @@ mod unit {
     #[test]
     fn strftime_follows_python_codes() {
         let d = dt("2020-03-06 01:02:03.000450");
-        assert_eq!(py_strftime(&d, "%Y-%m-%d %H:%M:%S.%f", None), "2020-03-06 01:02:03.000450");
+        assert_eq!(
+            py_strftime(&d, "%Y-%m-%d %H:%M:%S.%f", None),
+            "2020-03-06 01:02:03.000450"
+        );
         assert_eq!(py_strftime(&d, "%j|%z|%Z|%-d|%%|%q", None), "066|||6|%|%q");
         assert_eq!(py_strftime(&d, "%z %Z", Some((-5400, "X"))), "-0130 X");
-        assert_eq!(py_strftime(&d, "%^a %s", Some((0, "UTC"))), "FRI 1583456523");
+        assert_eq!(
+            py_strftime(&d, "%^a %s", Some((0, "UTC"))),
+            "FRI 1583456523"
+        );
     }
 
     #[test]
     fn strptime_fills_missing_fields_like_python() {
-        assert_eq!(py_strptime("2016", "%Y").unwrap(), dt("2016-01-01 00:00:00"));
-        assert_eq!(py_strptime("10:11", "%H:%M").unwrap(), dt("1900-01-01 10:11:00"));
-        assert_eq!(py_strptime("2020-02-03 04:05:06.7", "%Y-%m-%d %H:%M:%S.%f").unwrap(), dt("2020-02-03 04:05:06.7"));
+        assert_eq!(
+            py_strptime("2016", "%Y").unwrap(),
+            dt("2016-01-01 00:00:00")
+        );
+        assert_eq!(
+            py_strptime("10:11", "%H:%M").unwrap(),
+            dt("1900-01-01 10:11:00")
+        );
+        assert_eq!(
+            py_strptime("2020-02-03 04:05:06.7", "%Y-%m-%d %H:%M:%S.%f").unwrap(),
+            dt("2020-02-03 04:05:06.7")
+        );
         assert!(py_strptime("2020-13-01", "%Y-%m-%d").is_err());
     }
 }

@@ -152,21 +152,33 @@ pub(super) fn run(
                 .get("template_vars")
                 .filter(|v| v.kind() == ValueKind::Map)
                 .cloned();
+            let mut syntax = super::SyntaxOverrides::default();
+            let opt = |k: &str, d: &str| kw.get(k).map_or(d.to_string(), text);
+            syntax.variable = (
+                opt("variable_start_string", "{{"),
+                opt("variable_end_string", "}}"),
+            );
+            syntax.comment = (
+                opt("comment_start_string", "{#"),
+                opt("comment_end_string", "#}"),
+            );
+            syntax.trim_blocks = kw_bool("trim_blocks", true);
+            let custom = (syntax != super::SyntaxOverrides::default()).then_some(&syntax);
+            let sub = match &extra {
+                Some(vars) => {
+                    let mut layer = VarMap::new();
+                    for k in vars.try_iter()? {
+                        layer.insert(text(&k), vars.get_item(&k)?);
+                    }
+                    let scope = ctx.scope.with_layer(Arc::new(layer));
+                    RenderCtx::new(ctx.inner.clone(), &scope, &ctx.origin)
+                }
+                None => ctx.clone(),
+            };
             for t in &terms {
                 let path = PathBuf::from(text(t));
-                let rendered = match &extra {
-                    Some(vars) => {
-                        let mut layer = VarMap::new();
-                        for k in vars.try_iter()? {
-                            layer.insert(text(&k), vars.get_item(&k)?);
-                        }
-                        let scope = ctx.scope.with_layer(Arc::new(layer));
-                        let sub = RenderCtx::new(ctx.inner.clone(), &scope, &ctx.origin);
-                        render_template_file(&sub, &path)
-                    }
-                    None => render_template_file(ctx, &path),
-                };
-                out.push(Value::from(rendered.map_err(from_template_error)?));
+                let rendered = render_template_file_as(&sub, &path, custom, true);
+                out.push(rendered.map_err(from_template_error)?);
             }
             Ok(out)
         }
@@ -330,11 +342,7 @@ pub(super) fn run(
                     Some(v) => out.push(v),
                     None => match kw.get("default") {
                         Some(d) => out.push(d.clone()),
-                        None => {
-                            return Err(err(format!(
-                                "No variable named '{name}' was found."
-                            )))
-                        }
+                        None => return Err(err(format!("No variable named '{name}' was found."))),
                     },
                 }
             }
@@ -448,6 +456,18 @@ pub(super) fn render_template_file(
     ctx: &Arc<RenderCtx>,
     path: &Path,
 ) -> Result<String, TemplateError> {
+    render_template_file_as(ctx, path, None, false).map(|v| text(&v))
+}
+
+/// [`render_template_file`] with the `template` lookup's choices: other
+/// syntax, and `native` (the lookup's result keeps the type of a file that is
+/// one `{{ expression }}`, and a file with no content gives None).
+pub(super) fn render_template_file_as(
+    ctx: &Arc<RenderCtx>,
+    path: &Path,
+    syntax: Option<&super::SyntaxOverrides>,
+    native: bool,
+) -> Result<Value, TemplateError> {
     let name = path.to_string_lossy();
     let found = find_file(ctx, &name, "templates").ok_or_else(|| {
         super::error_msg(
@@ -498,16 +518,59 @@ pub(super) fn render_template_file(
         Some(l) => format!("template {} for {l}", found.display()),
         None => format!("template {}", found.display()),
     });
-    let sub = RenderCtx::new(ctx.inner.clone(), &scope, &origin);
+    let inner = match syntax {
+        Some(o) => Arc::new(super::Inner::with_syntax(o).map_err(|e| {
+            super::error_msg(
+                &ctx.origin,
+                format!("invalid template syntax options: {e}"),
+                None,
+            )
+        })?),
+        None => ctx.inner.clone(),
+    };
+    let sub = RenderCtx::new(inner, &scope, &origin);
     let mut dirs: Vec<PathBuf> = full.parent().map(Path::to_path_buf).into_iter().collect();
     for base in &ctx.origin.search_paths {
         dirs.push(base.join("templates"));
         dirs.push(base.clone());
     }
     INCLUDE_DIRS.with(|d| d.borrow_mut().push(dirs));
-    let out = super::render_text_in(&sub, &src);
+    let out = render_file_source(&sub, &src, syntax.is_none(), native);
     INCLUDE_DIRS.with(|d| d.borrow_mut().pop());
     out
+}
+
+fn render_file_source(
+    sub: &Arc<RenderCtx>,
+    src: &str,
+    default_syntax: bool,
+    native: bool,
+) -> Result<Value, TemplateError> {
+    if !native {
+        return super::render_file_text_in(sub, src, default_syntax).map(Value::from);
+    }
+    // Jinja drops one trailing newline before rendering; Ansible puts it
+    // back on text results.
+    let (body, newline) = match src.strip_suffix('\n') {
+        Some(b) => (b.strip_suffix('\r').unwrap_or(b), true),
+        None => (src, false),
+    };
+    if default_syntax {
+        if let Some(expr) = super::native::single_expression(body) {
+            let v = super::eval_bare_in(sub, expr)?;
+            return Ok(match v.as_str() {
+                Some(s) if newline => Value::from(format!("{s}\n")),
+                _ => v,
+            });
+        }
+    }
+    let out = super::render_file_text_in(sub, body, default_syntax)?;
+    // A file with no output at all (only comments, say) gives None.
+    let no_content = out.is_empty() && default_syntax && !body.contains("{{");
+    if no_content {
+        return Ok(Value::from(()));
+    }
+    Ok(Value::from(if newline { format!("{out}\n") } else { out }))
 }
 
 fn first_found(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<Vec<Value>, Error> {
@@ -635,13 +698,16 @@ fn csvfile(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<Vec<Val
         }
         let delim = match delim.chars().collect::<Vec<_>>().as_slice() {
             [c] => *c,
-            _ => return Err(err(format!("\"delimiter\" must be a 1-character string, not {delim:?}"))),
+            _ => {
+                return Err(err(format!(
+                    "\"delimiter\" must be a 1-character string, not {delim:?}"
+                )))
+            }
         };
         let file = opts.get("file").map_or("ansible.csv".to_string(), text);
         let path = find_file(ctx, &file, "files").unwrap_or_else(|| PathBuf::from(&file));
-        let content = std::fs::read(&path).map_err(|e| {
-            err(format!("csvfile: {}: {e}", path.display()))
-        })?;
+        let content =
+            std::fs::read(&path).map_err(|e| err(format!("csvfile: {}: {e}", path.display())))?;
         let content = String::from_utf8_lossy(&content);
         let pick = |row: &[String], i: i64| -> Option<String> {
             let i = if i < 0 { row.len() as i64 + i } else { i };

@@ -110,20 +110,64 @@ pub struct Templar {
 /// The local variable the expression wrapper stores its result in.
 const RESULT_VAR: &str = "__keel_result";
 
+/// Syntax a `template` lookup may override (its `variable_start_string`,
+/// `comment_start_string`... and `trim_blocks` options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SyntaxOverrides {
+    pub variable: (String, String),
+    pub comment: (String, String),
+    pub trim_blocks: bool,
+}
+
+impl Default for SyntaxOverrides {
+    fn default() -> Self {
+        SyntaxOverrides {
+            variable: ("{{".into(), "}}".into()),
+            comment: ("{#".into(), "#}".into()),
+            trim_blocks: true,
+        }
+    }
+}
+
+impl Inner {
+    /// Environments with other syntax, for a `template` lookup that asks for
+    /// it. Built per call: such lookups are rare.
+    pub(crate) fn with_syntax(o: &SyntaxOverrides) -> Result<Inner, Error> {
+        Ok(Inner {
+            strict: build_env_with(true, o)?,
+            chain: build_env_with(false, o)?,
+        })
+    }
+}
+
 fn build_env(strict: bool) -> Environment<'static> {
+    build_env_with(strict, &SyntaxOverrides::default()).expect("default delimiters are valid")
+}
+
+fn build_env_with(strict: bool, o: &SyntaxOverrides) -> Result<Environment<'static>, Error> {
     let mut env = Environment::new();
     // A template's "name" is its source text: the loader hands it back and
     // minijinja compiles it once and caches it. `{% include %}`, `{% import %}`
     // and `{% extends %}` inside a template file name other files: the path
     // join resolves those against the file's search directories and marks
     // the result, and the loader reads the file.
+    // Like Jinja's default (which Ansible keeps for included files), an
+    // included file loses one trailing newline.
     env.set_loader(|name| match lookups::included_path(name) {
-        Some(path) => std::fs::read_to_string(path).map(Some).map_err(|e| {
-            Error::new(
-                ErrorKind::TemplateNotFound,
-                format!("could not read template {path}: {e}"),
-            )
-        }),
+        Some(path) => {
+            let mut src = std::fs::read_to_string(path).map_err(|e| {
+                Error::new(
+                    ErrorKind::TemplateNotFound,
+                    format!("could not read template {path}: {e}"),
+                )
+            })?;
+            if src.ends_with("\r\n") {
+                src.truncate(src.len() - 2);
+            } else if src.ends_with(['\n', '\r']) {
+                src.pop();
+            }
+            Ok(Some(src))
+        }
         None => Ok(Some(name.to_string())),
     });
     env.set_path_join_callback(|name, _parent| lookups::join_include(name));
@@ -136,10 +180,11 @@ fn build_env(strict: bool) -> Environment<'static> {
         UndefinedBehavior::Chainable
     });
     let syntax = minijinja::syntax::SyntaxConfig::builder()
-        .trim_blocks(true)
+        .trim_blocks(o.trim_blocks)
         .keep_trailing_newline(true)
-        .build()
-        .expect("default delimiters are valid");
+        .variable_delimiters(o.variable.0.clone(), o.variable.1.clone())
+        .comment_delimiters(o.comment.0.clone(), o.comment.1.clone())
+        .build()?;
     env.set_syntax(syntax);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     minijinja_contrib::add_to_environment(&mut env);
@@ -154,7 +199,7 @@ fn build_env(strict: bool) -> Environment<'static> {
     datetime::register(&mut env);
     tests::register(&mut env);
     lookups::register(&mut env);
-    env
+    Ok(env)
 }
 
 impl Templar {
@@ -326,7 +371,26 @@ fn may_chain(src: &str, err: &Error) -> bool {
 /// Renders `src` to text with the given context, retrying in chainable mode as
 /// described in the module docs.
 fn render_raw(ctx: &Arc<RenderCtx>, src: &str) -> Result<String, TemplateError> {
-    let src = &*native::literal_backslashes(src);
+    render_escaped(ctx, &native::literal_backslashes(src))
+}
+
+/// Renders a template file's text: unlike templates in task arguments, a
+/// file's string literals take Python's escapes (Ansible renders files with
+/// `escape_backslashes=False`).
+pub(crate) fn render_file_text_in(
+    ctx: &Arc<RenderCtx>,
+    src: &str,
+    python_escapes: bool,
+) -> Result<String, TemplateError> {
+    if python_escapes {
+        render_escaped(ctx, &native::python_escapes_in_blocks(src))
+    } else {
+        render_escaped(ctx, src)
+    }
+}
+
+/// [`render_raw`] of a source whose backslashes are already dealt with.
+fn render_escaped(ctx: &Arc<RenderCtx>, src: &str) -> Result<String, TemplateError> {
     let v = ctx_value(ctx);
     let first = ctx
         .inner
@@ -351,7 +415,10 @@ fn render_raw(ctx: &Arc<RenderCtx>, src: &str) -> Result<String, TemplateError> 
 /// otherwise it came from inside `{{ }}`, where backslashes are literal.
 fn eval_raw(ctx: &Arc<RenderCtx>, expr: &str, bare: bool) -> Result<Value, TemplateError> {
     let wrapper = if bare {
-        format!("{{% set {RESULT_VAR} = ({}) %}}", native::python_escapes(expr))
+        format!(
+            "{{% set {RESULT_VAR} = ({}) %}}",
+            native::python_escapes(expr)
+        )
     } else {
         let w = format!("{{% set {RESULT_VAR} = ({expr}) %}}");
         native::literal_backslashes(&w).into_owned()

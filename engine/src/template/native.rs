@@ -132,87 +132,141 @@ pub(crate) fn python_escapes(src: &str) -> std::borrow::Cow<'_, str> {
             i += 1;
             continue;
         }
-        // A string literal: decode it up to its closing quote.
-        let mut decoded = String::new();
-        let mut j = i + 1;
-        let mut closed = false;
-        while j < chars.len() {
-            let c = chars[j];
-            if c == q {
-                closed = true;
+        match rewrite_literal(&chars, i, &mut out) {
+            Some(next) => i = next,
+            None => {
+                // Unterminated: leave the rest for the parser to report.
+                out.extend(&chars[i..]);
                 break;
             }
-            if c != '\\' || j + 1 == chars.len() {
-                decoded.push(c);
-                j += 1;
-                continue;
-            }
-            let n = chars[j + 1];
-            j += 2;
-            let hex = |from: usize, len: usize| -> Option<char> {
-                let h: String = chars.get(from..from + len)?.iter().collect();
-                u32::from_str_radix(&h, 16).ok().and_then(char::from_u32)
-            };
-            match n {
-                '\n' => {} // a line continuation
-                '\\' | '\'' | '"' => decoded.push(n),
-                'n' => decoded.push('\n'),
-                't' => decoded.push('\t'),
-                'r' => decoded.push('\r'),
-                'a' => decoded.push('\x07'),
-                'b' => decoded.push('\x08'),
-                'f' => decoded.push('\x0c'),
-                'v' => decoded.push('\x0b'),
-                'x' | 'u' | 'U' => {
-                    let len = match n {
-                        'x' => 2,
-                        'u' => 4,
-                        _ => 8,
-                    };
-                    match hex(j, len) {
-                        Some(ch) => {
-                            decoded.push(ch);
-                            j += len;
-                        }
-                        None => {
-                            decoded.push('\\');
-                            decoded.push(n);
-                        }
-                    }
-                }
-                '0'..='7' => {
-                    let mut code = n.to_digit(8).unwrap_or(0);
-                    let mut k = 0;
-                    while k < 2 && chars.get(j).is_some_and(|c| ('0'..='7').contains(c)) {
-                        code = code * 8 + chars[j].to_digit(8).unwrap_or(0);
-                        j += 1;
-                        k += 1;
-                    }
-                    decoded.push(char::from_u32(code).unwrap_or('\0'));
-                }
-                // Python keeps unknown escapes as they are.
-                other => {
-                    decoded.push('\\');
-                    decoded.push(other);
-                }
-            }
         }
-        if !closed {
-            // Unterminated: leave the rest for the parser to report.
-            out.extend(&chars[i..]);
-            break;
-        }
-        out.push(q);
-        for c in decoded.chars() {
-            if c == '\\' || c == q {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push(q);
-        i = j + 1;
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// [`python_escapes`] for the string literals inside the `{{ }}` and `{% %}`
+/// blocks of a template text (template files).
+pub(crate) fn python_escapes_in_blocks(src: &str) -> std::borrow::Cow<'_, str> {
+    if !src.contains('\\') {
+        return std::borrow::Cow::Borrowed(src);
+    }
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len() + 8);
+    let mut in_block = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if !in_block {
+            out.push(c);
+            if c == '{' && matches!(next, Some('{') | Some('%')) {
+                out.push(chars[i + 1]);
+                in_block = true;
+                i += 2;
+                continue;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            '\'' | '"' => match rewrite_literal(&chars, i, &mut out) {
+                Some(n) => i = n,
+                None => {
+                    out.extend(&chars[i..]);
+                    break;
+                }
+            },
+            '}' | '%' if next == Some('}') => {
+                out.push(c);
+                out.push('}');
+                in_block = false;
+                i += 2;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Decodes the literal opening at `chars[start]` with Python's escapes and
+/// writes it back with only `\\` and its quote escaped. Returns the index
+/// after the closing quote, or None when the literal is not closed.
+fn rewrite_literal(chars: &[char], start: usize, out: &mut String) -> Option<usize> {
+    let q = chars[start];
+    let mut decoded = String::new();
+    let mut j = start + 1;
+    loop {
+        let c = *chars.get(j)?;
+        if c == q {
+            break;
+        }
+        if c != '\\' || j + 1 == chars.len() {
+            decoded.push(c);
+            j += 1;
+            continue;
+        }
+        let n = chars[j + 1];
+        j += 2;
+        let hex = |from: usize, len: usize| -> Option<char> {
+            let h: String = chars.get(from..from + len)?.iter().collect();
+            u32::from_str_radix(&h, 16).ok().and_then(char::from_u32)
+        };
+        match n {
+            '\n' => {} // a line continuation
+            '\\' | '\'' | '"' => decoded.push(n),
+            'n' => decoded.push('\n'),
+            't' => decoded.push('\t'),
+            'r' => decoded.push('\r'),
+            'a' => decoded.push('\x07'),
+            'b' => decoded.push('\x08'),
+            'f' => decoded.push('\x0c'),
+            'v' => decoded.push('\x0b'),
+            'x' | 'u' | 'U' => {
+                let len = match n {
+                    'x' => 2,
+                    'u' => 4,
+                    _ => 8,
+                };
+                match hex(j, len) {
+                    Some(ch) => {
+                        decoded.push(ch);
+                        j += len;
+                    }
+                    None => {
+                        decoded.push('\\');
+                        decoded.push(n);
+                    }
+                }
+            }
+            '0'..='7' => {
+                let mut code = n.to_digit(8).unwrap_or(0);
+                let mut k = 0;
+                while k < 2 && chars.get(j).is_some_and(|c| ('0'..='7').contains(c)) {
+                    code = code * 8 + chars[j].to_digit(8).unwrap_or(0);
+                    j += 1;
+                    k += 1;
+                }
+                decoded.push(char::from_u32(code).unwrap_or('\0'));
+            }
+            // Python keeps unknown escapes as they are.
+            other => {
+                decoded.push('\\');
+                decoded.push(other);
+            }
+        }
+    }
+    out.push(q);
+    for c in decoded.chars() {
+        if c == '\\' || c == q {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push(q);
+    Some(j + 1)
 }
 
 /// The operand left of the last `|` in `text` (`foo.bar` in `{{ foo.bar | f`).

@@ -8,8 +8,8 @@ use minijinja::value::Kwargs;
 use minijinja::value::ValueKind;
 use minijinja::{Environment, Error, ErrorKind, Value};
 
-use super::pyre;
 use super::native::{is_truthy, to_bool};
+use super::pyre;
 
 pub(super) fn register(env: &mut Environment<'static>) {
     env.add_test("succeeded", succeeded);
@@ -338,7 +338,12 @@ fn version_test(
         }
     };
     let (a, b) = (v.to_string(), other.to_string());
-    let failed = |e: Error| version_err(format!("Version comparison failed: {}", e.detail().unwrap_or_default()));
+    let failed = |e: Error| {
+        version_err(format!(
+            "Version comparison failed: {}",
+            e.detail().unwrap_or_default()
+        ))
+    };
     let ord = match kind {
         "semver" | "semantic" => compare_semver(&a, &b).map_err(failed)?,
         "pep440" => compare_pep440(&a, &b).map_err(failed)?,

@@ -15,6 +15,10 @@ impl Module for Assert {
             None => return Err(a.missing("that")),
             Some(v) => match v.as_str() {
                 Some(s) => vec![s.to_string()],
+                // A templated `that` ("{{ x is none }}") arrives as a bool.
+                None if v.kind() == minijinja::value::ValueKind::Bool => {
+                    vec![if v.is_true() { "True" } else { "False" }.to_string()]
+                }
                 None => v
                     .try_iter()
                     .map_err(|_| {
