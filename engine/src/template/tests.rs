@@ -372,7 +372,9 @@ fn compare_pep440(a: &str, b: &str) -> Result<Ordering, Error> {
         r"(?i)^\s*v?(\d+(?:\.\d+)*)(?:[-_.]?(a|alpha|b|beta|c|rc|pre|preview)[-_.]?(\d*))?(?:[-_.]?(?:post|rev|r)[-_.]?(\d*))?(?:[-_.]?dev[-_.]?(\d*))?(?:\+[a-z0-9.]+)?\s*$",
     )
     .expect("valid regex");
-    let key = |s: &str| -> Result<(Vec<u64>, (i64, u64), i64, i64), Error> {
+    // Release numbers, (pre-release rank, number), post number, dev number.
+    type Key = (Vec<u64>, (i64, u64), i64, i64);
+    let key = |s: &str| -> Result<Key, Error> {
         let c = re
             .captures(s)
             .ok_or_else(|| version_err(format!("Invalid version: '{s}'")))?;
