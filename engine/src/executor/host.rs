@@ -95,6 +95,8 @@ pub(crate) struct HostState {
     pub run_failed: bool,
     /// `meta: end_host`, or removed by `any_errors_fatal`.
     pub ended: bool,
+    /// Ended by `any_errors_fatal` (`always` sections still run for it).
+    pub fatal_ended: bool,
     /// `meta: end_role`: the role (by address) whose remaining tasks this
     /// host skips.
     pub ended_role: Option<usize>,

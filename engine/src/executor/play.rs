@@ -40,6 +40,8 @@ struct PlayRun {
     /// Per task (by id), the `throttle` slots: shared by every host, also
     /// under the free strategy where hosts reach the task separately.
     throttles: Mutex<HashMap<usize, Arc<tokio::sync::Semaphore>>>,
+    /// `any_errors_fatal` stopped the play (its `always` sections still run).
+    fatal_stop: std::sync::atomic::AtomicBool,
     /// An error that stops the whole run (a bad `throttle`), as
     /// ansible-playbook's fatal errors do.
     fatal: Arc<Mutex<Option<String>>>,
@@ -184,6 +186,7 @@ pub(crate) async fn run_play(
                     unreachable: false,
                     vars_files: None,
                     run_failed: false,
+                    fatal_ended: false,
                     ended: false,
                     ended_role: None,
                     notified: Vec::new(),
@@ -262,6 +265,7 @@ pub(crate) async fn run_play(
             extra_handlers: Mutex::new(Vec::new()),
             play_ended: play_ended.clone(),
             throttles: Mutex::new(HashMap::new()),
+            fatal_stop: std::sync::atomic::AtomicBool::new(false),
             fatal: fatal.clone(),
         });
         if play.gather_facts {
@@ -651,6 +655,17 @@ fn run_nodes_linear(
                         .await;
                     }
                     if !b.always.is_empty() {
+                        // `any_errors_fatal` still lets `always` run (Ansible).
+                        let fatal = run.fatal_stop.load(std::sync::atomic::Ordering::SeqCst);
+                        if fatal {
+                            *run.ended.lock().unwrap() = false;
+                            for h in &act {
+                                let mut s = h.lock().unwrap();
+                                if s.fatal_ended {
+                                    s.ended = false;
+                                }
+                            }
+                        }
                         // `always` runs for hosts that failed too; they stay failed.
                         let still_failed: Vec<Host> = act
                             .iter()
@@ -674,6 +689,15 @@ fn run_nodes_linear(
                         run_nodes_linear(run.clone(), b.always.clone(), targets, rescuing).await;
                         for h in &still_failed {
                             h.lock().unwrap().failed = true;
+                        }
+                        if fatal {
+                            for h in &act {
+                                let mut s = h.lock().unwrap();
+                                if s.fatal_ended {
+                                    s.ended = true;
+                                }
+                            }
+                            run.end();
                         }
                     }
                 }
@@ -831,17 +855,16 @@ fn run_tasks<'a>(
                 any_fatal = true;
             }
         }
-        if any_fatal
-            && (task.any_errors_fatal.unwrap_or(false) || run.ctx.play.any_errors_fatal)
-            && !rescuing
-        {
-            // Every host counts as failed: the playbook stops after this.
-            for h in hosts {
-                let mut s = h.lock().unwrap();
-                s.ended = true;
-                s.run_failed = true;
+        if any_fatal && fatal_task(run, task) {
+            if rescuing {
+                // Inside a block with `rescue`, every host of the block goes
+                // to the rescue, as in Ansible.
+                for h in hosts {
+                    h.lock().unwrap().failed = true;
+                }
+            } else {
+                stop_fatally(run, hosts);
             }
-            run.end();
         }
         if let Some(pct) = run.ctx.play.max_fail_percentage {
             let failed = hosts
@@ -856,6 +879,20 @@ fn run_tasks<'a>(
             }
         }
     })
+}
+
+/// `any_errors_fatal` was hit: every host counts as failed and the playbook
+/// stops after this, once the `always` sections around the task have run.
+fn stop_fatally(run: &PlayRun, hosts: &[Host]) {
+    for h in hosts {
+        let mut s = h.lock().unwrap();
+        s.ended = true;
+        s.fatal_ended = true;
+        s.run_failed = true;
+    }
+    run.fatal_stop
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    run.end();
 }
 
 /// `throttle`, templated with the first host's variables.
@@ -981,7 +1018,11 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
             .iter()
             .filter(|x| {
                 let s = x.lock().unwrap();
-                s.notified.contains(&i) && !s.unreachable && (s.active() || (force && !s.ended))
+                // Forced handlers run for failed hosts and for those
+                // any_errors_fatal stopped, not for hosts that ended.
+                s.notified.contains(&i)
+                    && !s.unreachable
+                    && (s.active() || (force && (!s.ended || s.fatal_ended)))
             })
             .cloned()
             .collect();
@@ -1235,6 +1276,11 @@ fn meta_when(run: &Arc<PlayRun>, task: &Task, h: &Host) -> bool {
 
 /// A dynamic `include_tasks`/`include_role`: evaluated per host (its `when`
 /// and loop), loaded, and run for the hosts that included the same thing.
+/// Whether a failure of `task` ends the play for every host.
+fn fatal_task(run: &PlayRun, task: &Task) -> bool {
+    task.any_errors_fatal.unwrap_or(false) || run.ctx.play.any_errors_fatal
+}
+
 async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescuing: bool) {
     let shared = &run.ctx.shared;
     if !shared.opts.tags.selects(&task.tags) {
@@ -1291,6 +1337,10 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
             }
         }
     }
+    if plan.len() < hosts.len() && fatal_task(run, task) && !rescuing {
+        stop_fatally(run, hosts);
+        return;
+    }
     let rounds = plan.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
     for i in 0..rounds {
         // Group the hosts that include the same target in this round.
@@ -1335,6 +1385,10 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                         };
                         let mut st = h.lock().unwrap();
                         apply_outcome(run, task, &mut st, &o, rescuing);
+                    }
+                    if fatal_task(run, task) && !rescuing {
+                        stop_fatally(run, hosts);
+                        return;
                     }
                     continue;
                 }

@@ -1308,6 +1308,14 @@ fn emit(
     if let Json::Object(m) = &mut json {
         m.remove("_keel_meta");
         m.remove("_keel_facts");
+        // ansible-playbook shows what `debug` and `assert` return at any
+        // verbosity (and leaves `changed` out of debug's).
+        if matches!(task.action.as_str(), "debug" | "assert") && s.status != Status::Skipped {
+            m.insert("_ansible_verbose_always".into(), Json::Bool(true));
+            if task.action == "debug" {
+                m.remove("changed");
+            }
+        }
     }
     let (json, diff, label) = if no_log {
         let changed = json.get("changed").cloned().unwrap_or(Json::Bool(false));

@@ -56,6 +56,20 @@ fn dump(v: &Json) -> String {
     python_separators(&s)
 }
 
+/// Sorted JSON indented by four, how results flagged to show at every
+/// verbosity (`debug`, `assert`) are dumped.
+fn dump_indented(v: &Json) -> String {
+    use serde::Serialize;
+    let compact: Json = serde_json::from_str(&dump(v)).unwrap_or_else(|_| v.clone());
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    if compact.serialize(&mut ser).is_err() {
+        return dump(v);
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
 fn python_separators(compact: &str) -> String {
     let mut out = String::with_capacity(compact.len() + compact.len() / 8);
     let mut in_str = false;
@@ -97,6 +111,10 @@ fn abridged(result: &Json) -> Json {
             m.remove(k);
         }
         m.retain(|k, _| !k.starts_with("_ansible"));
+        // The default callback leaves out `failed` when it is false.
+        if m.get("failed") == Some(&Json::Bool(false)) {
+            m.remove("failed");
+        }
     }
     r
 }
@@ -112,7 +130,15 @@ impl HumanSink {
             .as_ref()
             .map(|l| format!(" => (item={l})"))
             .unwrap_or_default();
-        let verbose = self.verbosity > 0 || r.result.get("_ansible_verbose_always").is_some();
+        let always = r.result.get("_ansible_verbose_always").is_some();
+        let verbose = self.verbosity > 0 || always;
+        let shown = |v: &Json| {
+            if always {
+                dump_indented(&abridged(v))
+            } else {
+                dump(&abridged(v))
+            }
+        };
         match r.status {
             Status::Ok | Status::Changed => {
                 let word = if r.status == Status::Changed {
@@ -122,7 +148,7 @@ impl HumanSink {
                 };
                 if r.is_item {
                     if verbose {
-                        format!("{word}: {host}{item} => {}", dump(&abridged(&r.result)))
+                        format!("{word}: {host}{item} => {}", shown(&r.result))
                     } else {
                         format!("{word}: {host}{item}")
                     }
@@ -130,7 +156,7 @@ impl HumanSink {
                     // The loop summary line is not printed for ok/changed.
                     String::new()
                 } else if verbose {
-                    format!("{word}: {host} => {}", dump(&abridged(&r.result)))
+                    format!("{word}: {host} => {}", shown(&r.result))
                 } else {
                     format!("{word}: {host}")
                 }
@@ -155,9 +181,9 @@ impl HumanSink {
             }
             Status::Failed => {
                 let mut s = if r.is_item {
-                    format!("failed: {host}{item} => {}", dump(&abridged(&r.result)))
+                    format!("failed: {host}{item} => {}", shown(&r.result))
                 } else {
-                    format!("fatal: {host}: FAILED! => {}", dump(&abridged(&r.result)))
+                    format!("fatal: {host}: FAILED! => {}", shown(&r.result))
                 };
                 if r.ignored {
                     s.push_str("\n...ignoring");
