@@ -125,6 +125,9 @@ impl Registry {
     }
 }
 
+/// How often (clock time) the worker loop ticks its schedules.
+const CRON_EVERY_MS: i64 = 1000;
+
 /// Job kind of the built-in [`Sleep`] handler.
 pub const SLEEP_KIND: &str = "keel.sleep";
 
@@ -547,11 +550,20 @@ impl Worker {
         let mut next_cron = self.store.now();
         while !shutdown.is_cancelled() {
             if let Some(s) = &self.scheduler {
-                if self.store.now() >= next_cron {
+                // The next tick is due a second after the time read *before*
+                // this tick, never after the time it finished: a tick only
+                // sees fires up to the moment it read the clock, so time
+                // that passes while it runs must be looked at by the next
+                // one. Timing the next tick from a later reading lost the
+                // fire for good when the clock moved during a tick and then
+                // stood still (a manual clock), and on the real clock
+                // delayed every tick by the previous tick's duration.
+                let now = self.store.now();
+                if now >= next_cron {
                     if let Err(e) = s.tick().await {
                         tracing::warn!(error = %e, "schedule tick failed");
                     }
-                    next_cron = self.store.now() + 1000;
+                    next_cron = now + CRON_EVERY_MS;
                 }
             }
             let free = slots.available_permits();
