@@ -32,6 +32,7 @@ pub mod source;
 pub mod system;
 pub mod utility;
 
+pub use kit::Plan;
 pub use registry::{canonical_name, lookup, module_names};
 
 /// Everything a module may use while it runs for one host.
@@ -177,11 +178,30 @@ pub enum ModuleError {
 pub type Args = IndexMap<String, Value>;
 
 /// A module implementation.
+///
+/// A module implements [`Module::plan`]: it queries the host and decides,
+/// returning a [`Plan`] whose change step runs only when the driver
+/// ([`kit::drive`], behind [`Module::run`]) says so. See [`kit`] for how to
+/// write one.
 #[async_trait::async_trait]
 pub trait Module: Send + Sync {
-    /// Runs the module for one host. `args` are already templated (except for
-    /// what the module renders itself, such as a template file's body).
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError>;
+    /// Queries the host and decides what to change, changing nothing.
+    /// `args` are already templated (except for what the module renders
+    /// itself, such as a template file's body).
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
+        let _ = (args, ctx);
+        Err(ModuleError::Failed("this module has no plan".into()))
+    }
+
+    /// Runs the module for one host: [`Module::plan`], then the change
+    /// unless the task is in check mode. Modules do not override this.
+    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+        kit::drive(self, args, ctx).await
+    }
 
     /// Whether the module runs on the controller only (no connection needed):
     /// `debug`, `set_fact`, `assert`, `fail`, `pause`...

@@ -5,13 +5,17 @@ use crate::modules::args::ModuleArgs;
 use crate::modules::kit::edit::compile;
 use crate::modules::kit::edit::{self, lines_of, linesep, WriteBack};
 use crate::modules::kit::FileAttrs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct BlockInFile;
 
 #[async_trait::async_trait]
 impl Module for BlockInFile {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("blockinfile", args);
         let path = a.req_string(&["path", "dest", "destfile", "name"])?;
         let state = a
@@ -44,17 +48,17 @@ impl Module for BlockInFile {
 
         let cur = edit::read(ctx, &path).await?;
         if cur.stat.exists && cur.stat.is_dir() {
-            return Ok(
+            return Ok(Plan::done(
                 ModuleResult::failed(format!("Path {path} is a directory !")).with("rc", 256),
-            );
+            ));
         }
         if !cur.stat.exists && !create {
             if state == "absent" {
-                return Ok(ModuleResult::ok().with_msg(""));
+                return Ok(Plan::done(ModuleResult::ok().with_msg("")));
             }
-            return Ok(
+            return Ok(Plan::done(
                 ModuleResult::failed(format!("Path {path} does not exist !")).with("rc", 257),
-            );
+            ));
         }
         let text = String::from_utf8_lossy(&cur.content).into_owned();
         let sep = linesep(&text);
@@ -128,18 +132,19 @@ impl Module for BlockInFile {
             "Block inserted"
         };
         if state == "absent" && !cur.stat.exists {
-            return Ok(ModuleResult::ok().with_msg(""));
+            return Ok(Plan::done(ModuleResult::ok().with_msg("")));
         }
         let wb = WriteBack {
-            path: &path,
-            attrs: &attrs,
+            path: path.clone(),
+            attrs: attrs.clone(),
             backup,
-            validate: validate.as_deref(),
+            validate: validate.clone(),
         };
-        let mut res = edit::write_back(ctx, wb, &cur, after.as_bytes(), msg).await?;
-        if res.msg.is_none() {
-            res.msg = Some(String::new());
-        }
-        Ok(res)
+        let plan = edit::write_back(ctx, wb, &cur, after.into_bytes(), msg).await?;
+        Ok(plan.map(|r| {
+            if r.msg.is_none() {
+                r.msg = Some(String::new());
+            }
+        }))
     }
 }

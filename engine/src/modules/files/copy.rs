@@ -15,7 +15,7 @@ use crate::modules::kit::{
     self, attr_commands, fill_attrs, put_content, resolve_mode, FileAttrs, FileWrite, Put, Query,
     Source,
 };
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Copy;
@@ -32,7 +32,11 @@ fn content_bytes(v: &Value) -> Result<Vec<u8>, ModuleError> {
 
 #[async_trait::async_trait]
 impl Module for Copy {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("copy", args);
         let dest = a.req_string(&["dest"])?;
         let src = a.string(&["src"])?;
@@ -55,22 +59,22 @@ impl Module for Copy {
         }
         if let Some(c) = content {
             if dest.ends_with('/') {
-                return Ok(ModuleResult::failed(
+                return Ok(Plan::done(ModuleResult::failed(
                     "can not use content with a dir as dest",
-                ));
+                )));
             }
             let bytes = content_bytes(&c)?;
             return put_content(
                 ctx,
                 Put {
-                    dest: &dest,
+                    dest,
                     basename: None,
-                    content: &bytes,
-                    attrs: &attrs,
+                    content: bytes,
+                    attrs,
                     preserve_mode: None,
                     backup,
                     force,
-                    validate: validate.as_deref(),
+                    validate,
                     follow,
                     extra: Vec::new(),
                 },
@@ -83,15 +87,15 @@ impl Module for Copy {
             ));
         };
         if remote_src {
-            return copy_remote(ctx, &src, &dest, &attrs, backup, force, validate.as_deref()).await;
+            return copy_remote(ctx, src, dest, attrs, backup, force, validate).await;
         }
         let Some(path) = ctx.find_file("files", &src) else {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "Could not find or access '{src}' on the controller"
-            )));
+            ))));
         };
         if path.is_dir() {
-            return copy_dir(ctx, &src, &path, &dest, &attrs, directory_mode.as_ref()).await;
+            return copy_dir(ctx, &src, &path, dest, &attrs, directory_mode.as_ref()).await;
         }
         let bytes = std::fs::read(&path)
             .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?;
@@ -103,14 +107,14 @@ impl Module for Copy {
         put_content(
             ctx,
             Put {
-                dest: &dest,
-                basename: Some(&base),
-                content: &bytes,
-                attrs: &attrs,
+                dest,
+                basename: Some(base),
+                content: bytes,
+                attrs,
                 preserve_mode: local_mode,
                 backup,
                 force,
-                validate: validate.as_deref(),
+                validate,
                 follow,
                 extra: vec![("src".into(), path.display().to_string().into())],
             },
@@ -127,121 +131,125 @@ fn local_mode(p: &Path) -> Option<u32> {
 }
 
 /// `remote_src: yes`: both files are on the host.
-async fn copy_remote(
-    ctx: &TaskContext<'_>,
-    src: &str,
-    dest: &str,
-    attrs: &FileAttrs,
+async fn copy_remote<'a>(
+    ctx: &'a TaskContext<'a>,
+    src: String,
+    dest: String,
+    attrs: FileAttrs,
     backup: bool,
     force: bool,
-    validate: Option<&str>,
-) -> Result<ModuleResult, ModuleError> {
-    let (_, base) = kit::split_path(src);
+    validate: Option<String>,
+) -> Result<Plan<'a>, ModuleError> {
+    let (_, base) = kit::split_path(&src);
     let mut probe = Query::new();
     probe
         .raw(&format!(
             "d={}\ncase \"$d\" in */) d=\"$d\"{b} ;; *) if [ -d \"$d\" ]; then d=\"$d/\"{b}; fi ;; esac\necho \"D $d\"\n",
-            quote(dest),
+            quote(&dest),
             b = quote(base)
         ))
-        .stat("src", src, true, Some("sha1sum"))
+        .stat("src", &src, true, Some("sha1sum"))
         .stat_expr("dest", "\"$d\"", true, Some("sha1sum"));
     let q = probe.run_checked(ctx).await?;
     let s = q.stat("src");
     if !s.exists {
-        return Ok(ModuleResult::failed(format!("Source {src} not found")));
+        return Ok(Plan::done(ModuleResult::failed(format!(
+            "Source {src} not found"
+        ))));
     }
     if s.is_dir() {
         // A directory: `cp -a` into place, change detection by listing.
         let script = format!(
             "set -e\nd={}\nif [ -d \"$d\" ]; then n=$(cp -a -n -v -- {} \"$d\"/ | wc -l); else mkdir -p \"$d\"; n=$(cp -a -n -v -- {}/. \"$d\"/ | wc -l); fi\necho \"N $n\"\n",
-            quote(dest),
-            quote(src),
-            quote(src)
+            quote(&dest),
+            quote(&src),
+            quote(&src)
         );
-        if ctx.check_mode {
-            return Ok(ModuleResult::changed(true)
+        let planned = ModuleResult::changed(true)
+            .with("dest", dest.clone())
+            .with("src", src.clone());
+        return Ok(Plan::change(planned, async move {
+            let out = ctx.run(script, None).await?;
+            if out.rc != 0 {
+                return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
+            }
+            let n: u64 = kit::StatReport::parse(&out.stdout)
+                .line("N")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            Ok(ModuleResult::changed(n > 0)
                 .with("dest", dest)
-                .with("src", src));
-        }
-        let out = ctx.run(script, None).await?;
-        if out.rc != 0 {
-            return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
-        }
-        let n: u64 = kit::StatReport::parse(&out.stdout)
-            .line("N")
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        return Ok(ModuleResult::changed(n > 0)
-            .with("dest", dest)
-            .with("src", src));
+                .with("src", src))
+        }));
     }
-    let resolved = q.line("D").unwrap_or(dest).to_string();
+    let resolved = q.line("D").unwrap_or(&dest).to_string();
     let d = q.stat("dest");
-    let mode = resolve_mode(attrs, Some(s.mode), &d)?;
+    let mode = resolve_mode(&attrs, Some(s.mode), &d)?;
     let same = d.exists && d.checksum == s.checksum;
     let mut res = ModuleResult::ok()
         .with("dest", resolved.clone())
-        .with("src", src);
+        .with("src", src.clone());
     if let Some(c) = &s.checksum {
         res.data.insert("checksum".into(), c.clone().into());
     }
     if d.exists && !same && !force {
         fill_attrs(&mut res, &d);
-        return Ok(res);
+        return Ok(Plan::done(res));
     }
     if same {
         let (cmds, changed) =
             attr_commands(&d, mode, attrs.owner.as_deref(), attrs.group.as_deref());
         res.changed = changed;
-        if changed && !ctx.check_mode {
+        fill_attrs(&mut res, &d);
+        if !changed {
+            return Ok(Plan::done(res));
+        }
+        return Ok(Plan::change(res.clone(), async move {
             let out = ctx
                 .run(format!("p={}\nset -e\n{cmds}", quote(&resolved)), None)
                 .await?;
             if out.rc != 0 {
                 return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
             }
-        }
-        fill_attrs(&mut res, &d);
-        return Ok(res);
+            Ok(res)
+        }));
     }
     res.changed = true;
-    if ctx.check_mode {
-        return Ok(res);
-    }
-    let write = FileWrite {
-        dest: &resolved,
-        source: Source::RemotePath(src),
-        mode,
-        owner: attrs.owner.as_deref(),
-        group: attrs.group.as_deref(),
-        backup,
-        validate,
-        dest_exists: d.exists,
-        make_parents: dest.ends_with('/'),
-    };
-    match write.run(ctx).await? {
-        Ok(o) => {
-            if let Some(b) = o.backup_file {
-                res.data.insert("backup_file".into(), b.into());
+    Ok(Plan::change(res.clone(), async move {
+        let write = FileWrite {
+            dest: &resolved,
+            source: Source::RemotePath(&src),
+            mode,
+            owner: attrs.owner.as_deref(),
+            group: attrs.group.as_deref(),
+            backup,
+            validate: validate.as_deref(),
+            dest_exists: d.exists,
+            make_parents: dest.ends_with('/'),
+        };
+        match write.run(ctx).await? {
+            Ok(o) => {
+                if let Some(b) = o.backup_file {
+                    res.data.insert("backup_file".into(), b.into());
+                }
+                fill_attrs(&mut res, &o.final_stat);
+                Ok(res)
             }
-            fill_attrs(&mut res, &o.final_stat);
-            Ok(res)
+            Err(msg) => Ok(ModuleResult::failed(msg)),
         }
-        Err(msg) => Ok(ModuleResult::failed(msg)),
-    }
+    }))
 }
 
 /// A controller directory, copied recursively. `src/` (trailing slash)
 /// copies the directory's contents; `src` copies the directory itself.
-async fn copy_dir(
-    ctx: &TaskContext<'_>,
+async fn copy_dir<'a>(
+    ctx: &'a TaskContext<'a>,
     src_arg: &str,
     src: &Path,
-    dest: &str,
+    dest: String,
     attrs: &FileAttrs,
     directory_mode: Option<&ModeSpec>,
-) -> Result<ModuleResult, ModuleError> {
+) -> Result<Plan<'a>, ModuleError> {
     let root = if src_arg.ends_with('/') {
         dest.trim_end_matches('/').to_string()
     } else {
@@ -288,9 +296,9 @@ async fn copy_dir(
                 script.push_str(&format!("chmod {m:04o} -- {}\n", quote(&path)));
             }
         } else if !st.is_dir() {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "{path} exists and is not a directory"
-            )));
+            ))));
         }
     }
     for (i, (rel, local)) in files.iter().enumerate() {
@@ -334,17 +342,19 @@ async fn copy_dir(
     let res = ModuleResult::changed(changed)
         .with("dest", root.clone())
         .with("src", src.display().to_string());
-    if !changed || ctx.check_mode {
-        return Ok(res);
+    if !changed {
+        return Ok(Plan::done(res));
     }
-    let out = ctx.run(script, Some(stdin)).await?;
-    if out.rc != 0 {
-        return Ok(ModuleResult::failed(format!(
-            "copying into {root} failed: {}",
-            out.stderr_str().trim()
-        )));
-    }
-    Ok(res)
+    Ok(Plan::change(res.clone(), async move {
+        let out = ctx.run(script, Some(stdin)).await?;
+        if out.rc != 0 {
+            return Ok(ModuleResult::failed(format!(
+                "copying into {root} failed: {}",
+                out.stderr_str().trim()
+            )));
+        }
+        Ok(res)
+    }))
 }
 
 fn walk(

@@ -5,14 +5,18 @@ use std::path::PathBuf;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{self, sha1_hex, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Fetch;
 
 #[async_trait::async_trait]
 impl Module for Fetch {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("fetch", args);
         let src = a.req_string(&["src"])?;
         let dest = a.req_string(&["dest"])?;
@@ -59,7 +63,7 @@ impl Module for Fetch {
                 res.failed = true;
             }
             res.msg = Some(msg.to_string());
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         let remote_sum = st.checksum.clone().unwrap_or_default();
         res.data
@@ -68,28 +72,29 @@ impl Module for Fetch {
             .insert("checksum".into(), remote_sum.clone().into());
         let Some(body) = q.content() else {
             if local_sum.as_deref() == Some(remote_sum.as_str()) {
-                return Ok(res);
+                return Ok(Plan::done(res));
             }
             res.failed = true;
             res.msg = Some(format!("file is not readable: {src}"));
-            return Ok(res);
+            return Ok(Plan::done(res));
         };
         if validate && sha1_hex(&body) != remote_sum {
             res.failed = true;
             res.msg = Some("checksum mismatch: the file changed during transfer".into());
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         res.changed = true;
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        if let Some(parent) = local.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                ModuleError::Failed(format!("cannot create {}: {e}", parent.display()))
+        // The change is on the controller: the local copy.
+        Ok(Plan::change(res.clone(), async move {
+            if let Some(parent) = local.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    ModuleError::Failed(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            std::fs::write(&local, &body).map_err(|e| {
+                ModuleError::Failed(format!("cannot write {}: {e}", local.display()))
             })?;
-        }
-        std::fs::write(&local, &body)
-            .map_err(|e| ModuleError::Failed(format!("cannot write {}: {e}", local.display())))?;
-        Ok(res)
+            Ok(res)
+        }))
     }
 }

@@ -10,7 +10,7 @@ use minijinja::Value;
 use crate::modules::args::{ModeSpec, ModuleArgs};
 use crate::modules::kit::FileAttrs;
 use crate::modules::kit::{self, attr_commands, path_state_diff, Query, RemoteStat};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct File;
@@ -19,7 +19,11 @@ const STATES: &[&str] = &["file", "directory", "link", "hard", "touch", "absent"
 
 #[async_trait::async_trait]
 impl Module for File {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("file", args);
         let path = a.req_string(&["path", "dest", "name"])?;
         let state = a.choice(&["state"], STATES, None)?;
@@ -149,11 +153,13 @@ impl Module for File {
             }
             "directory" => {
                 if st.exists && !st.is_dir() {
-                    return Ok(ModuleResult::failed(format!(
-                        "{path} already exists as a {}",
-                        st.kind.map(|k| k.state_name()).unwrap_or("file")
-                    ))
-                    .with("path", path.clone()));
+                    return Ok(Plan::done(
+                        ModuleResult::failed(format!(
+                            "{path} already exists as a {}",
+                            st.kind.map(|k| k.state_name()).unwrap_or("file")
+                        ))
+                        .with("path", path.clone()),
+                    ));
                 }
                 if !st.exists {
                     changed = true;
@@ -202,17 +208,17 @@ impl Module for File {
             }
             "file" => {
                 if !st.exists {
-                    return Ok(ModuleResult::failed(format!(
-                        "file ({path}) is absent, cannot continue"
-                    ))
-                    .with("path", path.clone())
-                    .with("state", "absent"));
+                    return Ok(Plan::done(
+                        ModuleResult::failed(format!("file ({path}) is absent, cannot continue"))
+                            .with("path", path.clone())
+                            .with("state", "absent"),
+                    ));
                 }
                 if st.is_dir() && !recurse {
-                    return Ok(
+                    return Ok(Plan::done(
                         ModuleResult::failed(format!("{path} is a directory, not a file"))
                             .with("path", path.clone()),
-                    );
+                    ));
                 }
                 let mode = resolve(&attrs, &st, st.is_dir())?;
                 let (cmds, c) =
@@ -263,11 +269,11 @@ impl Module for File {
                 };
                 let hard = state == "hard";
                 if !src_st.exists && (hard || !force) {
-                    return Ok(ModuleResult::failed(format!(
+                    return Ok(Plan::done(ModuleResult::failed(format!(
                         "src file does not exist, use \"force=yes\" if you really want to create the link: {src}"
                     ))
                     .with("path", path.clone())
-                    .with("src", src.clone()));
+                    .with("src", src.clone())));
                 }
                 let same = if hard {
                     st.exists && src_st.exists && st.inode == src_st.inode && st.dev == src_st.dev
@@ -281,25 +287,27 @@ impl Module for File {
                         } else {
                             "file"
                         };
-                        return Ok(ModuleResult::failed(format!(
-                            "Cannot link, {what} exists at destination"
-                        ))
-                        .with("dest", path.clone())
-                        .with("src", src.clone()));
+                        return Ok(Plan::done(
+                            ModuleResult::failed(format!(
+                                "Cannot link, {what} exists at destination"
+                            ))
+                            .with("dest", path.clone())
+                            .with("src", src.clone()),
+                        ));
                     }
                     if st.exists && !st.is_link() && !hard {
                         if st.is_dir() {
                             if !force {
-                                return Ok(ModuleResult::failed(format!(
+                                return Ok(Plan::done(ModuleResult::failed(format!(
                                     "refusing to convert from directory to symlink for {path}"
-                                )));
+                                ))));
                             }
                             script.push_str("rmdir -- \"$p\"\n");
                         } else if !force {
-                            return Ok(ModuleResult::failed(format!(
+                            return Ok(Plan::done(ModuleResult::failed(format!(
                                 "refusing to convert from {} to symlink for {path}",
                                 st.kind.map(|k| k.state_name()).unwrap_or("file")
-                            )));
+                            ))));
                         }
                     }
                     changed = true;
@@ -340,47 +348,64 @@ impl Module for File {
                 &[("state", state.clone())],
             ));
         }
-        let mut after = st.clone();
-        if changed && !ctx.check_mode {
+        let wanted_path = path.clone();
+        let wanted_state = state.clone();
+        // When only a recursive pass ran, whether the top path itself changed.
+        let top_changed = if recurse {
+            let target = dir_stat(&st);
+            let mode = resolve(&attrs, &target, true)?;
+            attr_commands(
+                &target,
+                mode,
+                attrs.owner.as_deref(),
+                attrs.group.as_deref(),
+            )
+            .1
+        } else {
+            false
+        };
+        // Values shared by every outcome; the file's own come from the query,
+        // or from the stat taken after the change.
+        let fill = move |res: &mut ModuleResult, after: &RemoteStat| {
+            for (k, v) in kit::file_result_values("path", &path, after) {
+                res.data.insert(k, v);
+            }
+            if state == "absent" {
+                res.data.insert("state".into(), "absent".into());
+            }
+        };
+        if !changed {
+            let mut res = res;
+            fill(&mut res, &st);
+            return Ok(Plan::done(res));
+        }
+        let mut planned = res.clone();
+        fill(&mut planned, &st);
+        planned
+            .data
+            .insert("state".into(), Value::from(wanted_state.clone()));
+        Ok(Plan::change(planned, async move {
+            let mut res = res;
             script.push_str("set +e\n");
             script.push_str(kit::STAT_FN);
             script.push_str("ks final \"$p\" 0 ''\n");
             let out = ctx.run(script, None).await?;
             if out.rc != 0 {
-                return Ok(
-                    ModuleResult::failed(format!("{path}: {}", out.stderr_str().trim()))
-                        .with("path", path.clone()),
-                );
+                return Ok(ModuleResult::failed(format!(
+                    "{wanted_path}: {}",
+                    out.stderr_str().trim()
+                ))
+                .with("path", wanted_path.clone()));
             }
             let parsed = kit::StatReport::parse(&out.stdout);
             if recurse && !parsed.lines.iter().any(|(k, _)| k == "CHG") && st.exists {
                 // Only the recursive pass could change anything, and it
                 // reported no change.
-                let top_changed = {
-                    let target = dir_stat(&st);
-                    let mode = resolve(&attrs, &target, true)?;
-                    attr_commands(
-                        &target,
-                        mode,
-                        attrs.owner.as_deref(),
-                        attrs.group.as_deref(),
-                    )
-                    .1
-                };
                 res.changed = top_changed;
             }
-            after = parsed.stat("final");
-        }
-        for (k, v) in kit::file_result_values("path", &path, &after) {
-            res.data.insert(k, v);
-        }
-        if ctx.check_mode && changed {
-            res.data.insert("state".into(), Value::from(state.clone()));
-        }
-        if !ctx.check_mode && state == "absent" {
-            res.data.insert("state".into(), "absent".into());
-        }
-        Ok(res)
+            fill(&mut res, &parsed.stat("final"));
+            Ok(res)
+        }))
     }
 }
 

@@ -8,7 +8,7 @@ use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{FileKind, RemoteStat};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Find;
@@ -92,7 +92,11 @@ fn parse_age(s: &str) -> Option<(i64, bool)> {
 
 #[async_trait::async_trait]
 impl Module for Find {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("find", args);
         let paths = a
             .list(&["paths", "name", "path"])?
@@ -257,11 +261,13 @@ impl Module for Find {
             files.push(st.to_value(path, false));
         }
         let matched = files.len();
-        Ok(ModuleResult::ok()
-            .with("files", Value::from(files))
-            .with("matched", matched)
-            .with("examined", examined)
-            .with("skipped_paths", crate::modules::args::dict(skipped))
-            .with("msg", "All paths examined"))
+        Ok(Plan::done(
+            ModuleResult::ok()
+                .with("files", Value::from(files))
+                .with("matched", matched)
+                .with("examined", examined)
+                .with("skipped_paths", crate::modules::args::dict(skipped))
+                .with("msg", "All paths examined"),
+        ))
     }
 }

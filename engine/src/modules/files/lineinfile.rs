@@ -5,13 +5,17 @@
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::edit::{self, compile, lines_of, linesep, python_repl, WriteBack};
 use crate::modules::kit::FileAttrs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct LineInFile;
 
 #[async_trait::async_trait]
 impl Module for LineInFile {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("lineinfile", args);
         let path = a.req_string(&["path", "dest", "destfile", "name"])?;
         let state = a
@@ -49,26 +53,28 @@ impl Module for LineInFile {
             .transpose()?;
         let cur = edit::read(ctx, &path).await?;
         if cur.stat.exists && cur.stat.is_dir() {
-            return Ok(
+            return Ok(Plan::done(
                 ModuleResult::failed(format!("Path {path} is a directory !")).with("rc", 256),
-            );
+            ));
         }
         let text = String::from_utf8_lossy(&cur.content).into_owned();
         let mut lines = lines_of(&text);
         let sep = linesep(&text);
         let stripped = |l: &str| l.trim_end_matches(['\r', '\n']).to_string();
         let wb = WriteBack {
-            path: &path,
-            attrs: &attrs,
+            path: path.clone(),
+            attrs: attrs.clone(),
             backup,
-            validate: validate.as_deref(),
+            validate: validate.clone(),
         };
 
         if state == "absent" {
             if !cur.stat.exists {
-                return Ok(ModuleResult::ok()
-                    .with("found", 0)
-                    .with_msg("file not present"));
+                return Ok(Plan::done(
+                    ModuleResult::ok()
+                        .with("found", 0)
+                        .with_msg("file not present"),
+                ));
             }
             if re.is_none() && search_string.is_none() && line.is_none() {
                 return Err(ModuleError::Args(
@@ -94,9 +100,10 @@ impl Module for LineInFile {
                 String::new()
             };
             let after: String = lines.concat();
-            let mut res = edit::write_back(ctx, wb, &cur, after.as_bytes(), &msg).await?;
-            res.data.insert("found".into(), found.into());
-            return Ok(res);
+            let plan = edit::write_back(ctx, wb, &cur, after.into_bytes(), &msg).await?;
+            return Ok(plan.map(move |r| {
+                r.data.insert("found".into(), found.into());
+            }));
         }
 
         let Some(line) = line else {
@@ -105,10 +112,10 @@ impl Module for LineInFile {
             ));
         };
         if !cur.stat.exists && !create {
-            return Ok(
+            return Ok(Plan::done(
                 ModuleResult::failed(format!("Destination {path} does not exist !"))
                     .with("rc", 257),
-            );
+            ));
         }
         if backrefs && re.is_none() {
             return Err(ModuleError::Args(
@@ -216,11 +223,12 @@ impl Module for LineInFile {
         if !cur.stat.exists {
             msg = "line added".into();
         }
-        let mut res = edit::write_back(ctx, wb, &cur, after.as_bytes(), &msg).await?;
-        if res.msg.is_none() {
-            res.msg = Some(String::new());
-        }
-        Ok(res)
+        let plan = edit::write_back(ctx, wb, &cur, after.into_bytes(), &msg).await?;
+        Ok(plan.map(|r| {
+            if r.msg.is_none() {
+                r.msg = Some(String::new());
+            }
+        }))
     }
 }
 

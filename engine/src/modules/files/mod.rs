@@ -1,8 +1,8 @@
 //! File modules: content, state and inspection of paths on the host.
 //!
-//! Each module is query-then-apply over the helpers in [`remote`]: one probe
-//! round trip, then at most one apply round trip. `edit` holds the
-//! read-modify-write path shared by the line editors.
+//! Each module is query, decide, apply over the [`kit`](super::kit): one
+//! query round trip, then at most one apply round trip. The kit's `put` and
+//! `edit` hold the content and read-modify-write paths these modules share.
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -5,13 +5,17 @@ use crate::modules::args::ModuleArgs;
 use crate::modules::kit::edit::{self, WriteBack};
 use crate::modules::kit::edit::{compile, python_repl};
 use crate::modules::kit::FileAttrs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Replace;
 
 #[async_trait::async_trait]
 impl Module for Replace {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("replace", args);
         let path = a.req_string(&["path", "dest", "destfile", "name"])?;
         let regexp = a.req_string(&["regexp"])?;
@@ -28,14 +32,14 @@ impl Module for Replace {
         let re = compile("regexp", &format!("(?m){regexp}"))?;
         let cur = edit::read(ctx, &path).await?;
         if !cur.stat.exists {
-            return Ok(
+            return Ok(Plan::done(
                 ModuleResult::failed(format!("Path {path} does not exist !")).with("rc", 257),
-            );
+            ));
         }
         if cur.stat.is_dir() {
-            return Ok(
+            return Ok(Plan::done(
                 ModuleResult::failed(format!("Path {path} is a directory !")).with("rc", 256),
-            );
+            ));
         }
         let text = String::from_utf8_lossy(&cur.content).into_owned();
         // The section to work on: after the first `after` match, before the
@@ -47,8 +51,9 @@ impl Module for Replace {
             match r.find(&text) {
                 Some(m) => start = m.end(),
                 None => {
-                    return Ok(ModuleResult::ok()
-                        .with_msg("Pattern for before/after params did not match the given file"))
+                    return Ok(Plan::done(ModuleResult::ok().with_msg(
+                        "Pattern for before/after params did not match the given file",
+                    )))
                 }
             }
         }
@@ -57,8 +62,9 @@ impl Module for Replace {
             match r.find(&text[start..]) {
                 Some(m) => end = start + m.start(),
                 None => {
-                    return Ok(ModuleResult::ok()
-                        .with_msg("Pattern for before/after params did not match the given file"))
+                    return Ok(Plan::done(ModuleResult::ok().with_msg(
+                        "Pattern for before/after params did not match the given file",
+                    )))
                 }
             }
         }
@@ -72,16 +78,17 @@ impl Module for Replace {
             String::new()
         };
         let wb = WriteBack {
-            path: &path,
-            attrs: &attrs,
+            path: path.clone(),
+            attrs: attrs.clone(),
             backup,
-            validate: validate.as_deref(),
+            validate: validate.clone(),
         };
-        let mut res = edit::write_back(ctx, wb, &cur, result.as_bytes(), &msg).await?;
-        if res.msg.is_none() {
-            res.msg = Some(String::new());
-        }
-        res.data.insert("rc".into(), 0.into());
-        Ok(res)
+        let plan = edit::write_back(ctx, wb, &cur, result.into_bytes(), &msg).await?;
+        Ok(plan.map(|r| {
+            if r.msg.is_none() {
+                r.msg = Some(String::new());
+            }
+            r.data.insert("rc".into(), 0.into());
+        }))
     }
 }

@@ -4,14 +4,18 @@ use base64::Engine;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::Query;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Slurp;
 
 #[async_trait::async_trait]
 impl Module for Slurp {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("slurp", args);
         let src = a.req_string(&["src", "path"])?;
         a.finish()?;
@@ -20,22 +24,28 @@ impl Module for Slurp {
         let q = probe.run_checked(ctx).await?;
         let st = q.stat("p");
         if !st.exists {
-            return Ok(ModuleResult::failed(format!("file not found: {src}")));
+            return Ok(Plan::done(ModuleResult::failed(format!(
+                "file not found: {src}"
+            ))));
         }
         if st.is_dir() {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "source is a directory and must be a file: {src}"
-            )));
+            ))));
         }
         let Some(content) = q.content() else {
-            return Ok(ModuleResult::failed(format!("file is not readable: {src}")));
+            return Ok(Plan::done(ModuleResult::failed(format!(
+                "file is not readable: {src}"
+            ))));
         };
-        Ok(ModuleResult::ok()
-            .with(
-                "content",
-                base64::engine::general_purpose::STANDARD.encode(&content),
-            )
-            .with("encoding", "base64")
-            .with("source", src))
+        Ok(Plan::done(
+            ModuleResult::ok()
+                .with(
+                    "content",
+                    base64::engine::general_purpose::STANDARD.encode(&content),
+                )
+                .with("encoding", "base64")
+                .with("source", src),
+        ))
     }
 }

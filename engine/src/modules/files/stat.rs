@@ -2,13 +2,17 @@
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{checksum_tool, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Stat;
 
 #[async_trait::async_trait]
 impl Module for Stat {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("stat", args);
         let path = a.req_string(&["path", "dest", "name"])?;
         let follow = a.bool(&["follow"], false)?;
@@ -41,6 +45,8 @@ impl Module for Stat {
         probe.stat("p", &path, follow, tool);
         let q = probe.run_checked(ctx).await?;
         let st = q.stat("p");
-        Ok(ModuleResult::ok().with("stat", st.to_value(&path, get_checksum)))
+        Ok(Plan::done(
+            ModuleResult::ok().with("stat", st.to_value(&path, get_checksum)),
+        ))
     }
 }

@@ -7,14 +7,18 @@ use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{put_content, FileAttrs, Put};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::template::VarMap;
 
 pub struct Template;
 
 #[async_trait::async_trait]
 impl Module for Template {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("template", args);
         let src = a.req_string(&["src"])?;
         let dest = a.req_string(&["dest"])?;
@@ -45,9 +49,9 @@ impl Module for Template {
         a.finish()?;
 
         let Some(path) = ctx.find_file("templates", &src) else {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "Could not find or access '{src}' on the controller"
-            )));
+            ))));
         };
         let mut text = std::fs::read_to_string(&path).map_err(|e| {
             ModuleError::Failed(format!("cannot read template {}: {e}", path.display()))
@@ -83,14 +87,14 @@ impl Module for Template {
         put_content(
             ctx,
             Put {
-                dest: &dest,
-                basename: Some(&base),
-                content: rendered.as_bytes(),
-                attrs: &attrs,
+                dest,
+                basename: Some(base),
+                content: rendered.into_bytes(),
+                attrs,
                 preserve_mode: local_mode(&path),
                 backup,
                 force,
-                validate: validate.as_deref(),
+                validate,
                 follow,
                 extra: vec![("src".into(), path.display().to_string().into())],
             },

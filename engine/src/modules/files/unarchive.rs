@@ -11,7 +11,7 @@
 
 use crate::modules::args::{ModeSpec, ModuleArgs};
 use crate::modules::kit::{failure_text, state_diff, Answers};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Unarchive;
@@ -24,7 +24,11 @@ const EXTRACT_FAILED: i32 = 83;
 
 #[async_trait::async_trait]
 impl Module for Unarchive {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("unarchive", args);
         let src = a.req_string(&["src"])?;
         let dest = a.req_string(&["dest"])?;
@@ -58,9 +62,9 @@ impl Module for Unarchive {
                 None
             } else {
                 let Some(p) = ctx.find_file("files", &src) else {
-                    return Ok(ModuleResult::failed(format!(
+                    return Ok(Plan::done(ModuleResult::failed(format!(
                         "Could not find or access '{src}' on the Ansible Controller."
-                    )));
+                    ))));
                 };
                 Some(std::fs::read(&p).map_err(|e| {
                     ModuleError::Failed(format!("could not read {}: {e}", p.display()))
@@ -145,7 +149,9 @@ impl Module for Unarchive {
                 ""
             },
         ));
-        if !ctx.check_mode {
+        // Check mode runs the script up to here: it only learns what differs.
+        let preview = s.clone();
+        {
             s.push_str("if [ -s \"$t/differ\" ]; then cp -a \"$t/x/.\" \"$d/\" || exit 1; fi\n");
             // Ownership and mode apply to every unpacked path; a difference
             // counts as a change.
@@ -175,6 +181,46 @@ impl Module for Unarchive {
                 ));
             }
         }
+        let out_of = Outcome {
+            token,
+            src,
+            dest,
+            creates,
+            list_files,
+        };
+        let stdin2 = stdin.clone();
+        let out_of2 = out_of.clone();
+        Ok(Plan::fused(
+            out_of2.run(ctx, preview, stdin2),
+            out_of.run(ctx, s, stdin),
+        ))
+    }
+}
+
+/// How one run of the unarchive script becomes the module's result.
+#[derive(Clone)]
+struct Outcome {
+    token: String,
+    src: String,
+    dest: String,
+    creates: Option<String>,
+    list_files: bool,
+}
+
+impl Outcome {
+    async fn run(
+        self,
+        ctx: &TaskContext<'_>,
+        s: String,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<ModuleResult, ModuleError> {
+        let Outcome {
+            token,
+            src,
+            dest,
+            creates,
+            list_files,
+        } = self;
         let out = ctx.run(s, stdin).await?;
         let fail = |m: String| {
             Ok(ModuleResult::failed(m)

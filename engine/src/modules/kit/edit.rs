@@ -8,6 +8,7 @@ use regex::Regex;
 
 use super::attrs::{attr_commands, resolve_mode, FileAttrs};
 use super::diff::file_diff;
+use super::plan::Plan;
 use super::query::Query;
 use super::stat::RemoteStat;
 use super::write::{FileWrite, Source};
@@ -33,80 +34,84 @@ pub async fn read(ctx: &TaskContext<'_>, path: &str) -> Result<Current, ModuleEr
 }
 
 /// Settings for writing the edited content back.
-pub struct WriteBack<'a> {
-    pub path: &'a str,
-    pub attrs: &'a FileAttrs,
+pub struct WriteBack {
+    pub path: String,
+    pub attrs: FileAttrs,
     pub backup: bool,
-    pub validate: Option<&'a str>,
+    pub validate: Option<String>,
 }
 
-/// Writes `after` if it differs from the current content, then fixes
-/// attributes; `msg` is the module's message for a content change.
-pub async fn write_back(
-    ctx: &TaskContext<'_>,
-    w: WriteBack<'_>,
+/// Plans writing `after` if it differs from the current content, then
+/// fixing attributes; `msg` is the module's message for a content change.
+pub async fn write_back<'a>(
+    ctx: &'a TaskContext<'a>,
+    w: WriteBack,
     cur: &Current,
-    after: &[u8],
+    after: Vec<u8>,
     msg: &str,
-) -> Result<ModuleResult, ModuleError> {
-    let st = &cur.stat;
-    let mode = resolve_mode(w.attrs, None, st)?;
+) -> Result<Plan<'a>, ModuleError> {
+    let st = cur.stat.clone();
+    let mode = resolve_mode(&w.attrs, None, &st)?;
     let content_changed = !st.exists || cur.content != after;
     let mut res = ModuleResult::ok();
     if content_changed {
         res.changed = true;
         res.msg = Some(msg.to_string());
         if ctx.diff {
-            let mut d = file_diff(w.path, if st.exists { &cur.content } else { b"" }, after);
+            let mut d = file_diff(&w.path, if st.exists { &cur.content } else { b"" }, &after);
             if !st.exists {
                 d.before_header = "/dev/null".into();
             }
             res.diff.push(d);
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let write = FileWrite {
-            dest: w.path,
-            source: Source::Bytes(after),
-            mode,
-            owner: w.attrs.owner.as_deref(),
-            group: w.attrs.group.as_deref(),
-            backup: w.backup,
-            validate: w.validate,
-            dest_exists: st.exists,
-            make_parents: false,
-        };
-        return match write.run(ctx).await? {
-            Ok(o) => {
-                if let Some(b) = o.backup_file {
-                    res.data.insert("backup".into(), b.clone().into());
-                    res.data.insert("backup_file".into(), b.into());
+        return Ok(Plan::change(res.clone(), async move {
+            let write = FileWrite {
+                dest: &w.path,
+                source: Source::Bytes(&after),
+                mode,
+                owner: w.attrs.owner.as_deref(),
+                group: w.attrs.group.as_deref(),
+                backup: w.backup,
+                validate: w.validate.as_deref(),
+                dest_exists: st.exists,
+                make_parents: false,
+            };
+            match write.run(ctx).await? {
+                Ok(o) => {
+                    if let Some(b) = o.backup_file {
+                        res.data.insert("backup".into(), b.clone().into());
+                        res.data.insert("backup_file".into(), b.into());
+                    }
+                    Ok(res)
                 }
-                Ok(res)
+                Err(m) => Ok(ModuleResult::failed(m)),
             }
-            Err(m) => Ok(ModuleResult::failed(m)),
-        };
+        }));
     }
-    let (cmds, changed) =
-        attr_commands(st, mode, w.attrs.owner.as_deref(), w.attrs.group.as_deref());
-    if changed {
-        res.changed = true;
-        res.msg = Some(if msg.is_empty() {
-            "ownership, perms or SE linux context changed".into()
-        } else {
-            format!("{msg} and ownership, perms or SE linux context changed")
-        });
-        if !ctx.check_mode {
-            let out = ctx
-                .run(format!("p={}\nset -e\n{cmds}", quote(w.path)), None)
-                .await?;
-            if out.rc != 0 {
-                return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
-            }
+    let (cmds, changed) = attr_commands(
+        &st,
+        mode,
+        w.attrs.owner.as_deref(),
+        w.attrs.group.as_deref(),
+    );
+    if !changed {
+        return Ok(Plan::done(res));
+    }
+    res.changed = true;
+    res.msg = Some(if msg.is_empty() {
+        "ownership, perms or SE linux context changed".into()
+    } else {
+        format!("{msg} and ownership, perms or SE linux context changed")
+    });
+    Ok(Plan::change(res.clone(), async move {
+        let out = ctx
+            .run(format!("p={}\nset -e\n{cmds}", quote(&w.path)), None)
+            .await?;
+        if out.rc != 0 {
+            return Ok(ModuleResult::failed(out.stderr_str().trim().to_string()));
         }
-    }
-    Ok(res)
+        Ok(res)
+    }))
 }
 
 /// Splits content into lines, each keeping its line ending.

@@ -7,36 +7,38 @@ use minijinja::Value;
 
 use super::attrs::{attr_commands, fill_attrs, resolve_mode, FileAttrs};
 use super::diff::{file_diff, path_state_diff};
+use super::plan::Plan;
 use super::query::Query;
 use super::stat::{sha1_hex, StatReport, STAT_FN};
 use super::write::{FileWrite, Source};
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
-/// Everything [`put_content`] needs to place bytes at a path.
-pub struct Put<'a> {
-    pub dest: &'a str,
+/// Everything [`put_content`] needs to place bytes at a path. It owns its
+/// data, because the apply step outlives the module's own locals.
+pub struct Put {
+    pub dest: String,
     /// When `dest` is a directory (or ends in `/`), the file goes to
     /// `dest/<basename>`.
-    pub basename: Option<&'a str>,
-    pub content: &'a [u8],
-    pub attrs: &'a FileAttrs,
+    pub basename: Option<String>,
+    pub content: Vec<u8>,
+    pub attrs: FileAttrs,
     /// The mode `preserve` stands for.
     pub preserve_mode: Option<u32>,
     pub backup: bool,
     pub force: bool,
-    pub validate: Option<&'a str>,
+    pub validate: Option<String>,
     pub follow: bool,
     /// Extra return values (`src`...).
     pub extra: Vec<(String, Value)>,
 }
 
-/// Makes `dest` hold `content` with the wanted attributes: one probe round
-/// trip, plus one apply round trip when something differs.
-pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResult, ModuleError> {
+/// Plans making `dest` hold `content` with the wanted attributes: one query
+/// round trip now, one apply round trip if something differs.
+pub async fn put_content<'a>(ctx: &'a TaskContext<'a>, p: Put) -> Result<Plan<'a>, ModuleError> {
     let mut probe = Query::new();
-    let mut pre = format!("d={}\n", quote(p.dest));
-    if let Some(b) = p.basename {
+    let mut pre = format!("d={}\n", quote(&p.dest));
+    if let Some(b) = &p.basename {
         pre.push_str(&format!(
             "case \"$d\" in */) d=\"$d\"{} ;; *) if [ -d \"$d\" ]; then d=\"$d/\"{}; fi ;; esac\n",
             quote(b),
@@ -51,16 +53,16 @@ pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResu
         probe.content_expr("\"$d\"");
     }
     let q = probe.run_checked(ctx).await?;
-    let dest = q.line("D").unwrap_or(p.dest).to_string();
+    let dest = q.line("D").unwrap_or(&p.dest).to_string();
     let st = q.stat("dest");
-    let new_sum = sha1_hex(p.content);
+    let new_sum = sha1_hex(&p.content);
 
     if st.exists && st.is_dir() {
-        return Ok(ModuleResult::failed(format!(
+        return Ok(Plan::done(ModuleResult::failed(format!(
             "destination {dest} is a directory"
-        )));
+        ))));
     }
-    let mode = resolve_mode(p.attrs, p.preserve_mode, &st)?;
+    let mode = resolve_mode(&p.attrs, p.preserve_mode, &st)?;
     let same_content = st.exists && st.checksum.as_deref() == Some(new_sum.as_str());
     let mut res = ModuleResult::ok();
     res.data.insert("dest".into(), dest.clone().into());
@@ -72,7 +74,7 @@ pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResu
     if st.exists && !same_content && !p.force {
         // `force: no` never replaces an existing file.
         fill_attrs(&mut res, &st);
-        return Ok(res);
+        return Ok(Plan::done(res));
     }
 
     if same_content {
@@ -82,8 +84,17 @@ pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResu
             p.attrs.owner.as_deref(),
             p.attrs.group.as_deref(),
         );
-        res.changed = changed;
-        if changed && ctx.diff {
+        // What the attributes are (or will be) as far as the query knows.
+        let mut shown = st.clone();
+        if let Some(m) = mode {
+            shown.mode = m;
+        }
+        if !changed {
+            fill_attrs(&mut res, &shown);
+            return Ok(Plan::done(res));
+        }
+        res.changed = true;
+        if ctx.diff {
             res.diff.push(path_state_diff(
                 &dest,
                 &[
@@ -108,7 +119,9 @@ pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResu
                 ],
             ));
         }
-        if changed && !ctx.check_mode {
+        let mut planned = res.clone();
+        fill_attrs(&mut planned, &shown);
+        return Ok(Plan::change(planned, async move {
             let script = format!(
                 "p={}\nset -e\n{cmds}{}ks final \"$p\" 0 ''\n",
                 quote(&dest),
@@ -123,14 +136,8 @@ pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResu
             }
             let after = StatReport::parse(&out.stdout).stat("final");
             fill_attrs(&mut res, &after);
-        } else {
-            let mut shown = st.clone();
-            if let Some(m) = mode {
-                shown.mode = m;
-            }
-            fill_attrs(&mut res, &shown);
-        }
-        return Ok(res);
+            Ok(res)
+        }));
     }
 
     // The content differs (or the file is new).
@@ -141,45 +148,48 @@ pub async fn put_content(ctx: &TaskContext<'_>, p: Put<'_>) -> Result<ModuleResu
         } else {
             Vec::new()
         };
-        let mut d = file_diff(&dest, &before, p.content);
+        let mut d = file_diff(&dest, &before, &p.content);
         if !st.exists {
             d.before_header = "/dev/null".into();
         }
         res.diff.push(d);
     }
-    if ctx.check_mode {
-        res.data
-            .insert("size".into(), (p.content.len() as u64).into());
-        if let Some(m) = mode {
-            res.data.insert("mode".into(), format!("{m:04o}").into());
-        }
-        res.data.insert("state".into(), "file".into());
-        return Ok(res);
+    let mut planned = res.clone();
+    planned
+        .data
+        .insert("size".into(), (p.content.len() as u64).into());
+    if let Some(m) = mode {
+        planned
+            .data
+            .insert("mode".into(), format!("{m:04o}").into());
     }
-    let write = FileWrite {
-        dest: &dest,
-        source: Source::Bytes(p.content),
-        mode,
-        owner: p.attrs.owner.as_deref(),
-        group: p.attrs.group.as_deref(),
-        backup: p.backup,
-        validate: p.validate,
-        dest_exists: st.exists,
-        make_parents: p.dest.ends_with('/'),
-    };
-    match write.run(ctx).await? {
-        Ok(outcome) => {
-            if let Some(b) = outcome.backup_file {
-                res.data.insert("backup_file".into(), b.into());
+    planned.data.insert("state".into(), "file".into());
+    Ok(Plan::change(planned, async move {
+        let write = FileWrite {
+            dest: &dest,
+            source: Source::Bytes(&p.content),
+            mode,
+            owner: p.attrs.owner.as_deref(),
+            group: p.attrs.group.as_deref(),
+            backup: p.backup,
+            validate: p.validate.as_deref(),
+            dest_exists: st.exists,
+            make_parents: p.dest.ends_with('/'),
+        };
+        match write.run(ctx).await? {
+            Ok(outcome) => {
+                if let Some(b) = outcome.backup_file {
+                    res.data.insert("backup_file".into(), b.into());
+                }
+                fill_attrs(&mut res, &outcome.final_stat);
+                Ok(res)
             }
-            fill_attrs(&mut res, &outcome.final_stat);
-            Ok(res)
+            Err(msg) => {
+                res.changed = false;
+                res.failed = true;
+                res.msg = Some(msg);
+                Ok(res)
+            }
         }
-        Err(msg) => {
-            res.changed = false;
-            res.failed = true;
-            res.msg = Some(msg);
-            Ok(res)
-        }
-    }
+    }))
 }
