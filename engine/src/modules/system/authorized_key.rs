@@ -10,7 +10,7 @@
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::accounts::Passwd;
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct AuthorizedKey;
@@ -152,7 +152,11 @@ pub fn edit_keys(existing: &str, wanted: &[KeyLine], present: bool, exclusive: b
 
 #[async_trait::async_trait]
 impl Module for AuthorizedKey {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("authorized_key", args);
         let user = a.req_string(&["user"])?;
         let key_arg = a.req_string(&["key"])?;
@@ -172,9 +176,9 @@ impl Module for AuthorizedKey {
             match fetch_keys(&key_arg, validate_certs).await {
                 Ok(t) => t,
                 Err(e) => {
-                    return Ok(ModuleResult::failed(format!(
+                    return Ok(Plan::done(ModuleResult::failed(format!(
                         "Error getting key from: {key_arg}: {e}"
-                    )))
+                    ))))
                 }
             }
         } else {
@@ -186,7 +190,9 @@ impl Module for AuthorizedKey {
             .filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
         {
             let Some(mut k) = KeyLine::parse(l) else {
-                return Ok(ModuleResult::failed(format!("invalid key specified: {l}")));
+                return Ok(Plan::done(ModuleResult::failed(format!(
+                    "invalid key specified: {l}"
+                ))));
             };
             if let Some(o) = &key_options {
                 k.options = Some(o.clone());
@@ -213,9 +219,9 @@ impl Module for AuthorizedKey {
         .file_expr("keys", "\"$p\"");
         let ans = q.run(ctx).await?;
         let Some(pw) = Passwd::parse(ans.trimmed("pw")) else {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "Failed to lookup user {user}: user does not exist"
-            )));
+            ))));
         };
         let path = ans.text("path").to_string();
         let existing = ans.file("keys");
@@ -253,55 +259,47 @@ impl Module for AuthorizedKey {
             None => state == "present" && !after.is_empty(),
         };
         if !need_write {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         res.changed = true;
         if ctx.diff {
             res.diff.push(text_diff(&path, existing, Some(&after)));
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let dir = path
-            .rsplit_once('/')
-            .map(|(d, _)| d)
-            .filter(|d| !d.is_empty())
-            .unwrap_or("/");
-        if !ans.yes("dir") {
-            if !manage_dir {
-                return Ok(ModuleResult::failed(format!(
-                    "directory {dir} does not exist and manage_dir is off"
-                )));
+        let existed = existing.is_some();
+        let dir_exists = ans.yes("dir");
+        Ok(Plan::change(res.clone(), async move {
+            let dir = path
+                .rsplit_once('/')
+                .map(|(d, _)| d)
+                .filter(|d| !d.is_empty())
+                .unwrap_or("/");
+            if !dir_exists {
+                if !manage_dir {
+                    return Ok(ModuleResult::failed(format!(
+                        "directory {dir} does not exist and manage_dir is off"
+                    )));
+                }
+                let mk = format!(
+                    "mkdir -p -- {d}\nchmod 0700 -- {d}\nchown {}:{} -- {d}\n",
+                    pw.uid,
+                    pw.gid,
+                    d = quote(dir)
+                );
+                if let Err(e) = apply(ctx, &mk, None).await? {
+                    return Ok(ModuleResult::failed(e));
+                }
             }
-            let mk = format!(
-                "mkdir -p -- {d}\nchmod 0700 -- {d}\nchown {}:{} -- {d}\n",
-                pw.uid,
-                pw.gid,
-                d = quote(dir)
-            );
-            if let Err(e) = apply(ctx, &mk, None).await? {
+            let (uid, gid) = (pw.uid.to_string(), pw.gid.to_string());
+            let owner = FileOwner {
+                mode: Some(0o600),
+                owner: manage_dir.then_some(uid.as_str()),
+                group: manage_dir.then_some(gid.as_str()),
+            };
+            if let Err(e) = write_file(ctx, &path, after.as_bytes(), owner, existed, false).await? {
                 return Ok(ModuleResult::failed(e));
             }
-        }
-        let (uid, gid) = (pw.uid.to_string(), pw.gid.to_string());
-        let owner = FileOwner {
-            mode: Some(0o600),
-            owner: manage_dir.then_some(uid.as_str()),
-            group: manage_dir.then_some(gid.as_str()),
-        };
-        if let Err(e) = write_file(
-            ctx,
-            &path,
-            after.as_bytes(),
-            owner,
-            existing.is_some(),
-            false,
-        )
-        .await?
-        {
-            return Ok(ModuleResult::failed(e));
-        }
-        Ok(res)
+            Ok(res)
+        }))
     }
 }
 

@@ -12,7 +12,7 @@ use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Cron;
@@ -178,7 +178,11 @@ pub fn job_line(
 
 #[async_trait::async_trait]
 impl Module for Cron {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("cron", args);
         let name = a.string(&["name"])?;
         let user = a.string(&["user"])?;
@@ -218,34 +222,34 @@ impl Module for Cron {
             special = Some("reboot".into());
         }
         if special.is_some() && times.iter().any(|t| *t != "*") {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "You must specify time and date fields or special time.",
-            ));
+            )));
         }
         if cron_file.is_some() && present && user.is_none() {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "To use cron_file=... parameter you must specify user=... as well",
-            ));
+            )));
         }
         if job.is_none() && present {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "You must specify 'job' to install a new cron job or variable",
-            ));
+            )));
         }
         if insertafter.is_some() && insertbefore.is_some() {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "parameters are mutually exclusive: insertafter|insertbefore",
-            ));
+            )));
         }
         if (insertafter.is_some() || insertbefore.is_some()) && !env && present {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "Insertafter and insertbefore parameters are valid only with env=yes",
-            ));
+            )));
         }
         if name.is_none() && (cron_file.is_none() || present) {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "missing required arguments: name (module cron)",
-            ));
+            )));
         }
 
         // Where the crontab lives.
@@ -288,15 +292,15 @@ impl Module for Cron {
             Some(_) => ans.file("tab").map(str::to_string),
             None => {
                 if !ans.yes("user") {
-                    return Ok(ModuleResult::failed(format!(
+                    return Ok(Plan::done(ModuleResult::failed(format!(
                         "user {spool_user} does not exist"
-                    )));
+                    ))));
                 }
                 if !ans.yes("has_crontab") && !ans.yes("has_spool") {
-                    return Ok(ModuleResult::failed(format!(
+                    return Ok(Plan::done(ModuleResult::failed(format!(
                         "cannot manage the crontab of {spool_user}: neither the `crontab` command nor {SPOOL} \
                          exists on the host (install the `cron` package)"
-                    )));
+                    ))));
                 }
                 Some(ans.text("tab").to_string())
             }
@@ -316,21 +320,24 @@ impl Module for Cron {
             if res.changed && ctx.diff {
                 res.diff.push(text_diff(&path, existing.as_deref(), None));
             }
-            if res.changed && !ctx.check_mode {
+            if !res.changed {
+                return Ok(Plan::done(res));
+            }
+            return Ok(Plan::change(res.clone(), async move {
                 if let Err(e) = apply(ctx, &format!("rm -f -- {}\n", quote(&path)), None).await? {
                     return Ok(ModuleResult::failed(e));
                 }
-            }
-            return Ok(res);
+                Ok(res)
+            }));
         }
         let name = name.unwrap();
 
         let mut tab = CronTab::parse(&before_text);
         let mut changed = if env {
             if name.contains(' ') {
-                return Ok(ModuleResult::failed(
+                return Ok(Plan::done(ModuleResult::failed(
                     "Invalid name for environment variable",
-                ));
+                )));
             }
             if present {
                 let decl = format!("{name}=\"{}\"", job.as_deref().unwrap_or(""));
@@ -341,7 +348,7 @@ impl Module for Cron {
                     insertbefore.as_deref(),
                 ) {
                     Ok(c) => c,
-                    Err(e) => return Ok(ModuleResult::failed(e)),
+                    Err(e) => return Ok(Plan::done(ModuleResult::failed(e))),
                 }
             } else {
                 tab.remove_env(&name)
@@ -368,7 +375,7 @@ impl Module for Cron {
         res.data
             .insert("warnings".into(), Value::from(Vec::<String>::new()));
         if !changed {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         res.changed = true;
         let after = tab.render();
@@ -377,67 +384,66 @@ impl Module for Cron {
             d.before_header = header.clone();
             res.diff.push(d);
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let outcome = match &file_path {
-            Some(p) => {
-                let owner = FileOwner {
-                    mode: Some(0o644),
-                    owner: None,
-                    group: None,
-                };
-                write_file(ctx, p, after.as_bytes(), owner, existing.is_some(), false).await?
-            }
-            None if ans.yes("has_crontab") => apply(
-                ctx,
-                &format!("crontab -u {} -\n", quote(&spool_user)),
-                Some(after.into_bytes()),
-            )
-            .await?
-            .map(|_| ()),
-            None => {
-                // The spool file as `crontab` itself would leave it.
-                let p = format!("{SPOOL}/{spool_user}");
-                let owner = FileOwner {
-                    mode: Some(0o600),
-                    owner: Some(&spool_user),
-                    group: Some("crontab"),
-                };
-                match write_file(
+        Ok(Plan::change(res.clone(), async move {
+            let outcome = match &file_path {
+                Some(p) => {
+                    let owner = FileOwner {
+                        mode: Some(0o644),
+                        owner: None,
+                        group: None,
+                    };
+                    write_file(ctx, p, after.as_bytes(), owner, existing.is_some(), false).await?
+                }
+                None if ans.yes("has_crontab") => apply(
                     ctx,
-                    &p,
-                    after.as_bytes(),
-                    owner,
-                    !before_text.is_empty(),
-                    false,
+                    &format!("crontab -u {} -\n", quote(&spool_user)),
+                    Some(after.into_bytes()),
                 )
                 .await?
-                {
-                    Err(_) => {
-                        let owner = FileOwner {
-                            mode: Some(0o600),
-                            owner: Some(&spool_user),
-                            group: None,
-                        };
-                        write_file(
-                            ctx,
-                            &p,
-                            after.as_bytes(),
-                            owner,
-                            !before_text.is_empty(),
-                            false,
-                        )
-                        .await?
+                .map(|_| ()),
+                None => {
+                    // The spool file as `crontab` itself would leave it.
+                    let p = format!("{SPOOL}/{spool_user}");
+                    let owner = FileOwner {
+                        mode: Some(0o600),
+                        owner: Some(&spool_user),
+                        group: Some("crontab"),
+                    };
+                    match write_file(
+                        ctx,
+                        &p,
+                        after.as_bytes(),
+                        owner,
+                        !before_text.is_empty(),
+                        false,
+                    )
+                    .await?
+                    {
+                        Err(_) => {
+                            let owner = FileOwner {
+                                mode: Some(0o600),
+                                owner: Some(&spool_user),
+                                group: None,
+                            };
+                            write_file(
+                                ctx,
+                                &p,
+                                after.as_bytes(),
+                                owner,
+                                !before_text.is_empty(),
+                                false,
+                            )
+                            .await?
+                        }
+                        ok => ok,
                     }
-                    ok => ok,
                 }
-            }
-        };
-        Ok(match outcome {
-            Ok(()) => res,
-            Err(e) => ModuleResult::failed(e),
-        })
+            };
+            Ok(match outcome {
+                Ok(()) => res,
+                Err(e) => ModuleResult::failed(e),
+            })
+        }))
     }
 }
 

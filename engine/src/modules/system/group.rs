@@ -3,7 +3,7 @@
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Group;
@@ -36,7 +36,11 @@ impl GroupEntry {
 
 #[async_trait::async_trait]
 impl Module for Group {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("group", args);
         let name = a.req_string(&["name"])?;
         let gid = a.int(&["gid"])?;
@@ -60,7 +64,7 @@ impl Module for Group {
         let before = describe(cur.as_ref());
 
         let script = match (&state[..], &cur) {
-            ("absent", None) => return Ok(res),
+            ("absent", None) => return Ok(Plan::done(res)),
             ("absent", Some(_)) => {
                 format!(
                     "groupdel {}{}\n",
@@ -89,7 +93,7 @@ impl Module for Group {
                 ),
                 _ => {
                     res.data.insert("gid".into(), g.gid.into());
-                    return Ok(res);
+                    return Ok(Plan::done(res));
                 }
             },
         };
@@ -113,19 +117,19 @@ impl Module for Group {
         if let Some(g) = gid {
             res.data.insert("gid".into(), g.into());
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let full = format!("{script}getent group {} | cut -d: -f3\n", quote(&name));
-        match apply(ctx, &full, None).await? {
-            Ok(out) => {
-                if let Ok(g) = out.stdout_str().trim().parse::<u32>() {
-                    res.data.insert("gid".into(), g.into());
+        Ok(Plan::change(res.clone(), async move {
+            let mut res = res;
+            let full = format!("{script}getent group {} | cut -d: -f3\n", quote(&name));
+            match apply(ctx, &full, None).await? {
+                Ok(out) => {
+                    if let Ok(g) = out.stdout_str().trim().parse::<u32>() {
+                        res.data.insert("gid".into(), g.into());
+                    }
+                    Ok(res)
                 }
-                Ok(res)
+                Err(e) => Ok(ModuleResult::failed(e).with("name", name)),
             }
-            Err(e) => Ok(ModuleResult::failed(e).with("name", name)),
-        }
+        }))
     }
 }
 

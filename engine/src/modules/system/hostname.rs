@@ -4,14 +4,18 @@
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, state_diff, write_file, FileOwner, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Hostname;
 
 #[async_trait::async_trait]
 impl Module for Hostname {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("hostname", args);
         let name = a.req_string(&["name"])?;
         let use_ = a.choice(
@@ -57,7 +61,7 @@ impl Module for Hostname {
         let file_ok = file.as_deref() == Some(name.as_str());
         let kernel_ok = kernel == name;
         if file_ok && kernel_ok {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         res.changed = true;
         if ctx.diff {
@@ -70,34 +74,33 @@ impl Module for Hostname {
                 &[("hostname", name.clone()), ("/etc/hostname", name.clone())],
             ));
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        if !file_ok {
-            let body = format!("{name}\n");
-            if let Err(e) = write_file(
-                ctx,
-                "/etc/hostname",
-                body.as_bytes(),
-                FileOwner::default(),
-                file.is_some(),
-                false,
-            )
-            .await?
-            {
-                return Ok(ModuleResult::failed(e));
+        Ok(Plan::change(res.clone(), async move {
+            if !file_ok {
+                let body = format!("{name}\n");
+                if let Err(e) = write_file(
+                    ctx,
+                    "/etc/hostname",
+                    body.as_bytes(),
+                    FileOwner::default(),
+                    file.is_some(),
+                    false,
+                )
+                .await?
+                {
+                    return Ok(ModuleResult::failed(e));
+                }
             }
-        }
-        if !kernel_ok {
-            let cmd = if use_systemd {
-                format!("hostnamectl set-hostname {}\n", quote(&name))
-            } else {
-                format!("hostname {}\n", quote(&name))
-            };
-            if let Err(e) = apply(ctx, &cmd, None).await? {
-                return Ok(ModuleResult::failed(format!("Command failed: {e}")));
+            if !kernel_ok {
+                let cmd = if use_systemd {
+                    format!("hostnamectl set-hostname {}\n", quote(&name))
+                } else {
+                    format!("hostname {}\n", quote(&name))
+                };
+                if let Err(e) = apply(ctx, &cmd, None).await? {
+                    return Ok(ModuleResult::failed(format!("Command failed: {e}")));
+                }
             }
-        }
-        Ok(res)
+            Ok(res)
+        }))
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, state_diff, text_diff, write_file, FileOwner, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Modprobe;
@@ -120,7 +120,11 @@ fn parse_dump(dump: &str) -> BTreeMap<String, String> {
 
 #[async_trait::async_trait]
 impl Module for Modprobe {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("modprobe", args);
         let name = a.req_string(&["name"])?;
         let state = a
@@ -136,9 +140,9 @@ impl Module for Modprobe {
             .unwrap();
         a.finish()?;
         if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "'{name}' is not a kernel module name"
-            )));
+            ))));
         }
         let kname = kernel_name(&name);
         let mut q = Query::new();
@@ -198,20 +202,67 @@ impl Module for Modprobe {
                     .push(text_diff(p, files.get(p).map(String::as_str), Some(body)));
             }
         }
-        let no_modules_hint = || {
-            if ans.yes("has_modules") {
-                String::new()
-            } else {
-                format!(
-                    " (this host has no modules for its running kernel {}: \
-                     in a container, the machine hosting it must load them)",
-                    ans.trimmed("kernel")
-                )
-            }
+        if runtime.is_none() && writes.is_empty() {
+            return Ok(Plan::done(res));
+        }
+        let hint = if ans.yes("has_modules") {
+            String::new()
+        } else {
+            format!(
+                " (this host has no modules for its running kernel {}: \
+                 in a container, the machine hosting it must load them)",
+                ans.trimmed("kernel")
+            )
         };
+        let step = Step {
+            runtime,
+            writes,
+            files,
+            res,
+            name,
+            state,
+            hint,
+        };
+        if step.runtime.is_some() {
+            // A dry run (`modprobe -n`) in check mode still tells whether
+            // the module exists.
+            return Ok(Plan::fused(
+                step.clone().run(ctx, true),
+                step.run(ctx, false),
+            ));
+        }
+        Ok(Plan::change(step.res.clone(), step.run(ctx, false)))
+    }
+}
+
+/// The change: load or unload now, then the files that make it persist.
+#[derive(Clone)]
+struct Step {
+    runtime: Option<String>,
+    writes: BTreeMap<String, String>,
+    files: BTreeMap<String, String>,
+    res: ModuleResult,
+    name: String,
+    state: String,
+    /// What to add to a load failure on a host without kernel modules.
+    hint: String,
+}
+
+impl Step {
+    /// Runs the change; `dry` runs only `modprobe -n` (the check-mode
+    /// preview) and writes nothing.
+    async fn run(self, ctx: &TaskContext<'_>, dry: bool) -> Result<ModuleResult, ModuleError> {
+        let Step {
+            runtime,
+            writes,
+            files,
+            res,
+            name,
+            state,
+            hint,
+        } = self;
         if let Some(cmd) = &runtime {
-            // A dry run in check mode still tells whether the module exists.
-            let cmd = if ctx.check_mode {
+            let cmd = if dry {
                 cmd.replacen("modprobe", "modprobe -n", 1)
             } else {
                 cmd.clone()
@@ -219,14 +270,13 @@ impl Module for Modprobe {
             if let Err(e) = apply(ctx, &cmd, None).await? {
                 let what = if state == "present" { "load" } else { "unload" };
                 let mut r = ModuleResult::failed(format!(
-                    "Failed to {what} kernel module {name}: {e}{}",
-                    no_modules_hint()
+                    "Failed to {what} kernel module {name}: {e}{hint}"
                 ));
                 r.data = res.data;
                 return Ok(r);
             }
         }
-        if ctx.check_mode {
+        if dry {
             return Ok(res);
         }
         for (p, body) in &writes {

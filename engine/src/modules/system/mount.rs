@@ -6,7 +6,7 @@
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Mount;
@@ -67,7 +67,11 @@ fn current_entry(text: &str, path: &str) -> Option<Vec<String>> {
 
 #[async_trait::async_trait]
 impl Module for Mount {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("mount", args);
         let path = a.req_string(&["path", "name"])?;
         let src = a.string(&["src"])?;
@@ -101,9 +105,9 @@ impl Module for Mount {
         };
         let wants_entry = matches!(state.as_str(), "present" | "mounted");
         if wants_entry && (src.is_none() || fstype.is_none()) {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "state is {state} but all of the following are missing: src, fstype"
-            )));
+            ))));
         }
         let qp = quote(&path);
         let mut q = Query::new();
@@ -182,53 +186,42 @@ impl Module for Mount {
             res.data.insert("fstype".into(), t.clone().into());
         }
         if !res.changed {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         if ctx.diff && fstab_changes {
             res.diff.push(text_diff(&fstab, existing, Some(&after)));
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        if fstab_changes {
-            if backup && existing.is_some() {
-                let b = format!(
-                    "cp -p -- {f} {f}.$(date +%Y-%m-%d@%H:%M:%S)~\n",
-                    f = quote(&fstab)
-                );
-                if let Err(e) = apply(ctx, &b, None).await? {
+        let existed = existing.is_some();
+        Ok(Plan::change(res.clone(), async move {
+            if fstab_changes {
+                if backup && existed {
+                    let b = format!(
+                        "cp -p -- {f} {f}.$(date +%Y-%m-%d@%H:%M:%S)~\n",
+                        f = quote(&fstab)
+                    );
+                    if let Err(e) = apply(ctx, &b, None).await? {
+                        return Ok(ModuleResult::failed(e));
+                    }
+                }
+                let owner = FileOwner {
+                    mode: if existed { None } else { Some(0o644) },
+                    ..Default::default()
+                };
+                if let Err(e) =
+                    write_file(ctx, &fstab, after.as_bytes(), owner, existed, false).await?
+                {
                     return Ok(ModuleResult::failed(e));
                 }
             }
-            let owner = FileOwner {
-                mode: if existing.is_some() {
-                    None
-                } else {
-                    Some(0o644)
-                },
-                ..Default::default()
-            };
-            if let Err(e) = write_file(
-                ctx,
-                &fstab,
-                after.as_bytes(),
-                owner,
-                existing.is_some(),
-                false,
-            )
-            .await?
-            {
-                return Ok(ModuleResult::failed(e));
+            if !cmds.is_empty() {
+                if let Err(e) = apply(ctx, &cmds, None).await? {
+                    let mut r = ModuleResult::failed(format!("Error mounting {path}: {e}"));
+                    r.data = res.data;
+                    return Ok(r);
+                }
             }
-        }
-        if !cmds.is_empty() {
-            if let Err(e) = apply(ctx, &cmds, None).await? {
-                let mut r = ModuleResult::failed(format!("Error mounting {path}: {e}"));
-                r.data = res.data;
-                return Ok(r);
-            }
-        }
-        Ok(res)
+            Ok(res)
+        }))
     }
 }
 

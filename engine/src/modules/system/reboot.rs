@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, Reconnect, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, Reconnect, TaskContext};
 use crate::transport::{quote, Command, Connection, TransportError};
 
 pub struct Reboot;
@@ -124,85 +124,91 @@ enum NotYet {
 
 #[async_trait::async_trait]
 impl Module for Reboot {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let a = RebootArgs::parse(args)?;
         if ctx.conn.is_local() {
-            return Ok(ModuleResult::failed(
-                "Running reboot with local connection would reboot the control node.",
-            )
-            .with("rebooted", false)
-            .with("elapsed", 0));
-        }
-        if ctx.check_mode {
-            return Ok(ModuleResult::changed(true)
-                .with("rebooted", true)
-                .with("elapsed", 0));
-        }
-        let Some(reconnect) = ctx.reconnect_handle() else {
-            return Ok(ModuleResult::failed(
-                "reboot needs to reconnect to the host, which this runner cannot do",
+            return Ok(Plan::done(
+                ModuleResult::failed(
+                    "Running reboot with local connection would reboot the control node.",
+                )
+                .with("rebooted", false)
+                .with("elapsed", 0),
             ));
-        };
-        let cmd_timeout =
-            a.connect_timeout.unwrap_or(Duration::from_secs(10)) + Duration::from_secs(20);
-        let before = run_on(ctx, ctx.conn, &a.boot_time_command, cmd_timeout).await?;
-        let boot_before = before.stdout_str().trim().to_string();
-        if before.rc != 0 || boot_before.is_empty() {
-            return Ok(ModuleResult::failed(format!(
-                "failed to read the boot time with '{}': rc={} {}",
-                a.boot_time_command,
-                before.rc,
-                before.stderr_str().trim()
-            )));
         }
-
-        let start = Instant::now();
-        let reboot_cmd = a.command();
-        match run_on(ctx, ctx.conn, &reboot_cmd, Duration::from_secs(30)).await {
-            Ok(o) if o.rc != 0 => {
-                return Ok(ModuleResult::failed(format!(
-                    "Reboot command failed. Error was: '{}, {}'",
-                    o.stdout_str().trim(),
-                    o.stderr_str().trim()
-                ))
-                .with("rebooted", false));
-            }
-            // The host may well drop the connection under the command.
-            Ok(_) | Err(_) => {}
-        }
-        if a.pre_reboot_delay >= 60 {
-            tokio::time::sleep(Duration::from_secs(a.pre_reboot_delay / 60 * 60)).await;
-        }
-        if !a.post_reboot_delay.is_zero() {
-            tokio::time::sleep(a.post_reboot_delay).await;
-        }
-
-        // `reboot_timeout` counts from the moment the reboot is due.
-        let deadline = Instant::now() + a.reboot_timeout;
-        let mut wait = FIRST_POLL_WAIT;
-        loop {
-            let Err(last) = poll(ctx, &reconnect, &a, &boot_before, cmd_timeout).await else {
-                break;
-            };
-            if Instant::now() + wait > deadline {
-                let what = match &last {
-                    NotYet::Unreachable(e) => format!("the host to come back ({e})"),
-                    NotYet::SameBoot => "the boot id to change".into(),
-                    NotYet::TestFailed(e) => format!("the test command: {e}"),
-                };
-                return Ok(ModuleResult::failed(format!(
-                    "Timed out after {}s waiting for {what}",
-                    a.reboot_timeout.as_secs()
-                ))
-                .with("rebooted", true)
-                .with("elapsed", start.elapsed().as_secs()));
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(MAX_POLL_WAIT);
-        }
-        Ok(ModuleResult::changed(true)
+        let planned = ModuleResult::changed(true)
             .with("rebooted", true)
-            .with("elapsed", start.elapsed().as_secs()))
+            .with("elapsed", 0);
+        Ok(Plan::change(planned, async move {
+            let Some(reconnect) = ctx.reconnect_handle() else {
+                return Ok(ModuleResult::failed(
+                    "reboot needs to reconnect to the host, which this runner cannot do",
+                ));
+            };
+            let cmd_timeout =
+                a.connect_timeout.unwrap_or(Duration::from_secs(10)) + Duration::from_secs(20);
+            let before = run_on(ctx, ctx.conn, &a.boot_time_command, cmd_timeout).await?;
+            let boot_before = before.stdout_str().trim().to_string();
+            if before.rc != 0 || boot_before.is_empty() {
+                return Ok(ModuleResult::failed(format!(
+                    "failed to read the boot time with '{}': rc={} {}",
+                    a.boot_time_command,
+                    before.rc,
+                    before.stderr_str().trim()
+                )));
+            }
+
+            let start = Instant::now();
+            let reboot_cmd = a.command();
+            match run_on(ctx, ctx.conn, &reboot_cmd, Duration::from_secs(30)).await {
+                Ok(o) if o.rc != 0 => {
+                    return Ok(ModuleResult::failed(format!(
+                        "Reboot command failed. Error was: '{}, {}'",
+                        o.stdout_str().trim(),
+                        o.stderr_str().trim()
+                    ))
+                    .with("rebooted", false));
+                }
+                // The host may well drop the connection under the command.
+                Ok(_) | Err(_) => {}
+            }
+            if a.pre_reboot_delay >= 60 {
+                tokio::time::sleep(Duration::from_secs(a.pre_reboot_delay / 60 * 60)).await;
+            }
+            if !a.post_reboot_delay.is_zero() {
+                tokio::time::sleep(a.post_reboot_delay).await;
+            }
+
+            // `reboot_timeout` counts from the moment the reboot is due.
+            let deadline = Instant::now() + a.reboot_timeout;
+            let mut wait = FIRST_POLL_WAIT;
+            loop {
+                let Err(last) = poll(ctx, &reconnect, &a, &boot_before, cmd_timeout).await else {
+                    break;
+                };
+                if Instant::now() + wait > deadline {
+                    let what = match &last {
+                        NotYet::Unreachable(e) => format!("the host to come back ({e})"),
+                        NotYet::SameBoot => "the boot id to change".into(),
+                        NotYet::TestFailed(e) => format!("the test command: {e}"),
+                    };
+                    return Ok(ModuleResult::failed(format!(
+                        "Timed out after {}s waiting for {what}",
+                        a.reboot_timeout.as_secs()
+                    ))
+                    .with("rebooted", true)
+                    .with("elapsed", start.elapsed().as_secs()));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_POLL_WAIT);
+            }
+            Ok(ModuleResult::changed(true)
+                .with("rebooted", true)
+                .with("elapsed", start.elapsed().as_secs()))
+        }))
     }
 
     fn reconnects(&self) -> bool {

@@ -5,15 +5,19 @@
 //! One query round trip decides which, and reads the SysV state too.
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::kit::{apply, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::kit::{apply, delegate, state_diff, Query};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Service;
 
 #[async_trait::async_trait]
 impl Module for Service {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("service", args);
         let name = a.req_string(&["name"])?;
         let state = a.choice(
@@ -29,9 +33,9 @@ impl Module for Service {
         a.ignore(&["runlevel"]);
         a.finish()?;
         if state.is_none() && enabled.is_none() {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "one of the following is required: state, enabled",
-            ));
+            )));
         }
 
         let script = format!("/etc/init.d/{name}");
@@ -72,12 +76,12 @@ impl Module for Service {
                 unit.insert("enabled".into(), e.into());
             }
             let systemd = crate::modules::lookup("systemd").expect("systemd is registered");
-            return systemd.run(&unit, ctx).await;
+            return Ok(delegate(systemd, unit, ctx));
         }
         if !ans.yes("script") {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "Could not find the requested service {name}: no systemd and no {script}"
-            )));
+            ))));
         }
         let running = ans.yes("running");
         let is_enabled = ans.yes("enabled");
@@ -85,9 +89,9 @@ impl Module for Service {
         if let Some(e) = enabled {
             if e != is_enabled {
                 if !ans.yes("update_rc") {
-                    return Ok(ModuleResult::failed(
+                    return Ok(Plan::done(ModuleResult::failed(
                         "cannot change boot enablement: update-rc.d is not installed",
-                    ));
+                    )));
                 }
                 let n = quote(&name);
                 cmds.push(if e {
@@ -129,7 +133,7 @@ impl Module for Service {
             res.data.insert("enabled".into(), e.into());
         }
         if cmds.is_empty() {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         if ctx.diff {
             res.diff.push(state_diff(
@@ -150,19 +154,18 @@ impl Module for Service {
                 ],
             ));
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let mut s = cmds.join("\n");
-        s.push('\n');
-        if let Err(e) = apply(ctx, &s, None).await? {
-            let mut r = ModuleResult::failed(format!(
-                "Unable to {} service {name}: {e}",
-                action.unwrap_or("change")
-            ));
-            r.data = res.data;
-            return Ok(r);
-        }
-        Ok(res)
+        Ok(Plan::change(res.clone(), async move {
+            let mut s = cmds.join("\n");
+            s.push('\n');
+            if let Err(e) = apply(ctx, &s, None).await? {
+                let mut r = ModuleResult::failed(format!(
+                    "Unable to {} service {name}: {e}",
+                    action.unwrap_or("change")
+                ));
+                r.data = res.data;
+                return Ok(r);
+            }
+            Ok(res)
+        }))
     }
 }

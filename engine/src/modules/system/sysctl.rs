@@ -6,7 +6,7 @@
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Sysctl;
@@ -59,7 +59,11 @@ pub fn file_value(text: &str, key: &str) -> Option<String> {
 
 #[async_trait::async_trait]
 impl Module for Sysctl {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("sysctl", args);
         let name = a.req_string(&["name", "key"])?;
         let value = a.string(&["value", "val"])?;
@@ -75,9 +79,9 @@ impl Module for Sysctl {
         a.finish()?;
         let present = state == "present";
         if present && value.is_none() {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "value cannot be None when state is present",
-            ));
+            )));
         }
         let mut q = Query::new();
         q.file("file", &file)
@@ -96,47 +100,48 @@ impl Module for Sysctl {
         let kernel_changes = present && sysctl_set && Some(&kernel) != want.as_ref();
         let mut res = ModuleResult::changed(file_changes || kernel_changes);
         if !res.changed {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         let after = edit_sysctl(text, &name, if present { want.as_deref() } else { None });
         if ctx.diff && file_changes {
             res.diff.push(text_diff(&file, existing, Some(&after)));
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        if file_changes {
-            if let Err(e) = write_file(
-                ctx,
-                &file,
-                after.as_bytes(),
-                FileOwner::default(),
-                existing.is_some(),
-                true,
-            )
-            .await?
-            {
-                return Ok(ModuleResult::failed(e));
+        let existed = existing.is_some();
+        Ok(Plan::change(res.clone(), async move {
+            let mut res = res;
+            if file_changes {
+                if let Err(e) = write_file(
+                    ctx,
+                    &file,
+                    after.as_bytes(),
+                    FileOwner::default(),
+                    existed,
+                    true,
+                )
+                .await?
+                {
+                    return Ok(ModuleResult::failed(e));
+                }
             }
-        }
-        let e = if ignoreerrors { " -e" } else { "" };
-        let mut cmd = String::new();
-        if kernel_changes {
-            cmd.push_str(&format!(
-                "sysctl{e} -w {}={} >/dev/null\n",
-                quote(&name),
-                quote(want.as_deref().unwrap_or(""))
-            ));
-        }
-        if reload && file_changes {
-            cmd.push_str(&format!("sysctl{e} -p {} >/dev/null\n", quote(&file)));
-        }
-        if !cmd.is_empty() {
-            if let Err(err) = apply(ctx, &cmd, None).await? {
-                res = ModuleResult::failed(format!("Failed to reload sysctl: {err}"));
+            let e = if ignoreerrors { " -e" } else { "" };
+            let mut cmd = String::new();
+            if kernel_changes {
+                cmd.push_str(&format!(
+                    "sysctl{e} -w {}={} >/dev/null\n",
+                    quote(&name),
+                    quote(want.as_deref().unwrap_or(""))
+                ));
             }
-        }
-        Ok(res)
+            if reload && file_changes {
+                cmd.push_str(&format!("sysctl{e} -p {} >/dev/null\n", quote(&file)));
+            }
+            if !cmd.is_empty() {
+                if let Err(err) = apply(ctx, &cmd, None).await? {
+                    res = ModuleResult::failed(format!("Failed to reload sysctl: {err}"));
+                }
+            }
+            Ok(res)
+        }))
     }
 }
 

@@ -12,7 +12,7 @@ use minijinja::Value;
 
 use crate::modules::args::{dict, ModuleArgs};
 use crate::modules::kit::{apply, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Systemd;
@@ -92,7 +92,11 @@ pub fn systemctl(scope: &str, no_block: bool) -> String {
 
 #[async_trait::async_trait]
 impl Module for Systemd {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("systemd", args);
         let name = a.string(&["name", "service", "unit"])?;
         let want = UnitWant {
@@ -113,38 +117,56 @@ impl Module for Systemd {
         a.ignore(&["force"]);
         a.finish()?;
         let sc = systemctl(&scope, no_block);
-        run_systemd(ctx, name, want, daemon_reload, daemon_reexec, &sc).await
+        let mut pre = String::new();
+        if daemon_reload {
+            pre.push_str(&format!("{sc} daemon-reload\n"));
+        }
+        if daemon_reexec {
+            pre.push_str(&format!("{sc} daemon-reexec\n"));
+        }
+        if pre.is_empty() {
+            return plan_unit(ctx, name, want, sc, String::new()).await;
+        }
+        // A reload belongs in the same round trip as the query, so the query
+        // sees the reloaded units; check mode plans without it.
+        let (name2, want2, sc2) = (name.clone(), want.clone(), sc.clone());
+        Ok(Plan::fused(
+            async move {
+                plan_unit(ctx, name2, want2, sc2, String::new())
+                    .await?
+                    .planned()
+                    .await
+            },
+            async move { plan_unit(ctx, name, want, sc, pre).await?.applied().await },
+        ))
     }
 }
 
-/// The shared body of `systemd` and of `service` on a systemd host.
-pub async fn run_systemd(
-    ctx: &TaskContext<'_>,
+/// Queries the unit (after running `pre`, the daemon reload, in the same
+/// round trip) and plans the `systemctl` verbs that bring it to `want`.
+async fn plan_unit<'a>(
+    ctx: &'a TaskContext<'a>,
     name: Option<String>,
     want: UnitWant,
-    daemon_reload: bool,
-    daemon_reexec: bool,
-    sc: &str,
-) -> Result<ModuleResult, ModuleError> {
-    let mut pre = String::new();
-    if daemon_reload && !ctx.check_mode {
-        pre.push_str(&format!("{sc} daemon-reload\n"));
-    }
-    if daemon_reexec && !ctx.check_mode {
-        pre.push_str(&format!("{sc} daemon-reexec\n"));
-    }
+    sc: String,
+    pre: String,
+) -> Result<Plan<'a>, ModuleError> {
     let Some(name) = name else {
         if want != UnitWant::default() {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "missing required arguments: name (module systemd)",
-            ));
+            )));
         }
-        if !pre.is_empty() {
+        if pre.is_empty() {
+            return Ok(Plan::done(ModuleResult::ok()));
+        }
+        // A reload alone never counts as a change.
+        return Ok(Plan::change(ModuleResult::ok(), async move {
             if let Err(e) = apply(ctx, &pre, None).await? {
                 return Ok(ModuleResult::failed(e));
             }
-        }
-        return Ok(ModuleResult::ok());
+            Ok(ModuleResult::ok())
+        }));
     };
     let unit = quote(&name);
     let mut q = Query::new();
@@ -169,14 +191,14 @@ pub async fn run_systemd(
     }
     if !seen.found() && want != UnitWant::default() {
         if !ans.yes("systemd") {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "Service is in unknown state: systemd is not running on {} (try the service module)",
                 ctx.host
-            )));
+            ))));
         }
-        return Ok(ModuleResult::failed(format!(
+        return Ok(Plan::done(ModuleResult::failed(format!(
             "Could not find the requested service {name}: host"
-        )));
+        ))));
     }
     let verbs = plan(&want, &seen);
     let status = dict(
@@ -194,7 +216,7 @@ pub async fn run_systemd(
         res.data.insert("enabled".into(), e.into());
     }
     if verbs.is_empty() {
-        return Ok(res);
+        return Ok(Plan::done(res));
     }
     if ctx.diff {
         let before = vec![
@@ -204,17 +226,16 @@ pub async fn run_systemd(
         res.diff
             .push(state_diff(&name, &before, &[("actions", verbs.join(", "))]));
     }
-    if ctx.check_mode {
-        return Ok(res);
-    }
-    let script: String = verbs.iter().map(|v| format!("{sc} {v} {unit}\n")).collect();
-    if let Err(e) = apply(ctx, &script, None).await? {
-        let mut r =
-            ModuleResult::failed(format!("Unable to {} service {name}: {e}", verbs.join("/")));
-        r.data = res.data;
-        return Ok(r);
-    }
-    Ok(res)
+    Ok(Plan::change(res.clone(), async move {
+        let script: String = verbs.iter().map(|v| format!("{sc} {v} {unit}\n")).collect();
+        if let Err(e) = apply(ctx, &script, None).await? {
+            let mut r =
+                ModuleResult::failed(format!("Unable to {} service {name}: {e}", verbs.join("/")));
+            r.data = res.data;
+            return Ok(r);
+        }
+        Ok(res)
+    }))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Timezone;
@@ -13,20 +13,24 @@ const ZONEINFO: &str = "/usr/share/zoneinfo/";
 
 #[async_trait::async_trait]
 impl Module for Timezone {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("timezone", args);
         let name = a.string(&["name"])?;
         let hwclock = a.choice(&["hwclock"], &["local", "UTC"], None)?;
         a.finish()?;
         let Some(name) = name else {
             if hwclock.is_some() {
-                return Ok(ModuleResult::failed(
+                return Ok(Plan::done(ModuleResult::failed(
                     "hwclock is not supported by keel's timezone module",
-                ));
+                )));
             }
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "one of the following is required: name, hwclock",
-            ));
+            )));
         };
         let zone = format!("{ZONEINFO}{name}");
         let mut q = Query::new();
@@ -44,9 +48,9 @@ impl Module for Timezone {
             .map(|f| f.trim().to_string())
             .unwrap_or_default();
         if !ans.yes("exists") {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "given timezone \"{name}\" is not available"
-            )));
+            ))));
         }
         let mut res = ModuleResult::ok();
         let before = if file.is_empty() {
@@ -55,7 +59,7 @@ impl Module for Timezone {
             file.clone()
         };
         if current_link == name && file == name {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         res.changed = true;
         if ctx.diff {
@@ -65,19 +69,19 @@ impl Module for Timezone {
                 &[("name", name.clone())],
             ));
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let script = format!(
-            "ln -sfn {} /etc/localtime\nprintf '%s\\n' {} > /etc/timezone\n\
-             if [ -d /run/systemd/system ] && command -v timedatectl >/dev/null; then timedatectl set-timezone {} || true; fi\n",
-            quote(&zone),
-            quote(&name),
-            quote(&name)
-        );
-        if let Err(e) = apply(ctx, &script, None).await? {
-            res = ModuleResult::failed(e);
-        }
-        Ok(res)
+        Ok(Plan::change(res.clone(), async move {
+            let mut res = res;
+            let script = format!(
+                "ln -sfn {} /etc/localtime\nprintf '%s\\n' {} > /etc/timezone\n\
+                 if [ -d /run/systemd/system ] && command -v timedatectl >/dev/null; then timedatectl set-timezone {} || true; fi\n",
+                quote(&zone),
+                quote(&name),
+                quote(&name)
+            );
+            if let Err(e) = apply(ctx, &script, None).await? {
+                res = ModuleResult::failed(e);
+            }
+            Ok(res)
+        }))
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::accounts::GroupEntry;
 use crate::modules::kit::{apply, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct User;
@@ -69,7 +69,11 @@ struct Want {
 
 #[async_trait::async_trait]
 impl Module for User {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("user", args);
         let name = a.req_string(&["name", "user"])?;
         let state = a
@@ -167,24 +171,25 @@ impl Module for User {
         if state == "absent" {
             res.data.insert("force".into(), force.into());
             res.data.insert("remove".into(), remove.into());
-            let Some(p) = cur else { return Ok(res) };
+            let Some(p) = cur else {
+                return Ok(Plan::done(res));
+            };
             res.changed = true;
             if ctx.diff {
                 res.diff
                     .push(state_diff(&format!("user {name}"), &describe(&p), &[]));
-            }
-            if ctx.check_mode {
-                return Ok(res);
             }
             let cmd = format!(
                 "userdel{}{} {qn}\n",
                 if remove { " -r" } else { "" },
                 if force { " -f" } else { "" }
             );
-            return Ok(match apply(ctx, &cmd, None).await? {
-                Ok(_) => res,
-                Err(e) => ModuleResult::failed(e).with("name", name),
-            });
+            return Ok(Plan::change(res.clone(), async move {
+                Ok(match apply(ctx, &cmd, None).await? {
+                    Ok(_) => res,
+                    Err(e) => ModuleResult::failed(e).with("name", name),
+                })
+            }));
         }
 
         // Resolve the wanted primary group and supplementary groups.
@@ -199,8 +204,10 @@ impl Module for User {
             Some(g) => match find_group(g) {
                 Some(e) => Some(e.gid),
                 None => {
-                    return Ok(ModuleResult::failed(format!("Group {g} does not exist"))
-                        .with("name", name))
+                    return Ok(Plan::done(
+                        ModuleResult::failed(format!("Group {g} does not exist"))
+                            .with("name", name),
+                    ))
                 }
             },
             None => None,
@@ -214,8 +221,10 @@ impl Module for User {
                         set.insert(e.name.clone());
                     }
                     None => {
-                        return Ok(ModuleResult::failed(format!("Group {g} does not exist"))
-                            .with("name", name))
+                        return Ok(Plan::done(
+                            ModuleResult::failed(format!("Group {g} does not exist"))
+                                .with("name", name),
+                        ))
                     }
                 }
             }
@@ -409,7 +418,7 @@ impl Module for User {
             res.diff
                 .push(state_diff(&format!("user {name}"), &before, &after));
         }
-        let final_pw = if res.changed && !ctx.check_mode {
+        if res.changed {
             cmd.push_str(&format!(
                 "echo \"PW $(getent passwd {qn})\"\necho \"GR $(id -Gn {qn})\"\n"
             ));
@@ -426,56 +435,64 @@ impl Module for User {
                     "k={kf}; echo \"KF $k\"; echo \"PK $(cat \"$k.pub\")\"; echo \"FP $(ssh-keygen -lf \"$k.pub\")\"\n"
                 ));
             }
+        }
+        // The account as the result reports it: from the apply step's own
+        // `getent`/`id` lines when it ran, else as queried.
+        let report = move |mut res: ModuleResult, final_pw: Option<String>| -> ModuleResult {
+            let line = |key: &str| {
+                final_pw.as_deref().and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix(key).map(str::to_string))
+                })
+            };
+            let now = line("PW ").and_then(|l| Passwd::parse(&l)).or(cur.clone());
+            if let Some(p) = &now {
+                res.data.insert("uid".into(), p.uid.into());
+                res.data.insert("group".into(), p.gid.into());
+                res.data.insert("comment".into(), p.comment.clone().into());
+                res.data.insert("home".into(), p.home.clone().into());
+                res.data.insert("shell".into(), p.shell.clone().into());
+            }
+            if let Some(gs) = line("GR ") {
+                let list: Vec<&str> = gs.split_whitespace().skip(1).collect();
+                res.data.insert("groups".into(), list.join(",").into());
+            } else if want_groups.is_some() || !cur_groups.is_empty() {
+                res.data.insert("groups".into(), join(&cur_groups).into());
+            }
+            res.data.insert("system".into(), w.system.into());
+            res.data.insert("append".into(), w.append.into());
+            res.data.insert("move_home".into(), w.move_home.into());
+            if cur.is_none() {
+                res.data.insert("create_home".into(), w.create_home.into());
+            }
+            if w.password.is_some() {
+                res.data
+                    .insert("password".into(), "NOT_LOGGING_PASSWORD".into());
+            }
+            if w.gen_key {
+                res.data.insert(
+                    "ssh_key_file".into(),
+                    line("KF ").unwrap_or_else(|| key_file.clone()).into(),
+                );
+                if let Some(pk) = line("PK ") {
+                    res.data.insert("ssh_public_key".into(), pk.into());
+                }
+                if let Some(fp) = line("FP ") {
+                    res.data.insert("ssh_fingerprint".into(), fp.into());
+                }
+            }
+            res
+        };
+        if !res.changed {
+            return Ok(Plan::done(report(res, None)));
+        }
+        let planned = report(res.clone(), None);
+        Ok(Plan::change(planned, async move {
             match apply(ctx, &cmd, stdin).await? {
-                Ok(out) => Some(out.stdout_str()),
-                Err(e) => return Ok(ModuleResult::failed(e).with("name", name)),
+                Ok(out) => Ok(report(res, Some(out.stdout_str()))),
+                Err(e) => Ok(ModuleResult::failed(e).with("name", name)),
             }
-        } else {
-            None
-        };
-        let line = |key: &str| {
-            final_pw.as_deref().and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix(key).map(str::to_string))
-            })
-        };
-        let now = line("PW ").and_then(|l| Passwd::parse(&l)).or(cur.clone());
-        if let Some(p) = &now {
-            res.data.insert("uid".into(), p.uid.into());
-            res.data.insert("group".into(), p.gid.into());
-            res.data.insert("comment".into(), p.comment.clone().into());
-            res.data.insert("home".into(), p.home.clone().into());
-            res.data.insert("shell".into(), p.shell.clone().into());
-        }
-        if let Some(gs) = line("GR ") {
-            let list: Vec<&str> = gs.split_whitespace().skip(1).collect();
-            res.data.insert("groups".into(), list.join(",").into());
-        } else if want_groups.is_some() || !cur_groups.is_empty() {
-            res.data.insert("groups".into(), join(&cur_groups).into());
-        }
-        res.data.insert("system".into(), w.system.into());
-        res.data.insert("append".into(), w.append.into());
-        res.data.insert("move_home".into(), w.move_home.into());
-        if cur.is_none() {
-            res.data.insert("create_home".into(), w.create_home.into());
-        }
-        if w.password.is_some() {
-            res.data
-                .insert("password".into(), "NOT_LOGGING_PASSWORD".into());
-        }
-        if w.gen_key {
-            res.data.insert(
-                "ssh_key_file".into(),
-                line("KF ").unwrap_or(key_file).into(),
-            );
-            if let Some(pk) = line("PK ") {
-                res.data.insert("ssh_public_key".into(), pk.into());
-            }
-            if let Some(fp) = line("FP ") {
-                res.data.insert("ssh_fingerprint".into(), fp.into());
-            }
-        }
-        Ok(res)
+        }))
     }
 }
 
