@@ -18,7 +18,7 @@ use minijinja::Value;
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::mysql::{run_client, sql_ident, sql_string, Batch, Login};
 use crate::modules::kit::state_diff;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct MysqlDb;
@@ -154,7 +154,11 @@ pub fn create_statement(name: &str, encoding: &str, collation: &str) -> String {
 
 #[async_trait::async_trait]
 impl Module for MysqlDb {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("mysql_db", args);
         let login = Login::parse(&mut a)?;
         let names = a.list(&["name", "db"])?.unwrap_or_default();
@@ -199,46 +203,46 @@ impl Module for MysqlDb {
         let all = names.len() == 1 && names[0] == "all";
         if state == "dump" || state == "import" {
             let Some(target) = target else {
-                return Ok(ModuleResult::failed(format!(
+                return Ok(Plan::done(ModuleResult::failed(format!(
                     "with state={state}, target is required"
-                )));
+                ))));
             };
             if state == "import" && names.len() > 1 {
-                return Ok(ModuleResult::failed(
+                return Ok(Plan::done(ModuleResult::failed(
                     "with state=import, name must be one database or 'all'",
-                ));
+                )));
             }
             let res = ModuleResult::changed(true)
                 .with("db", names.join(" "))
                 .with("db_list", string_list(&names));
-            if ctx.check_mode {
-                return Ok(res.with("executed_commands", string_list(&[])));
-            }
-            let mut executed = Vec::new();
-            let (fragment, shown) = if state == "dump" {
-                dump_fragment(&names, all, &target, &opts)
-            } else {
-                if !all {
-                    // Importing creates the database first when missing.
-                    let mut b = Batch::new();
-                    b.stmt(
-                        &create_statement(&names[0], &encoding, &collation).replacen(
-                            "CREATE DATABASE ",
-                            "CREATE DATABASE IF NOT EXISTS ",
-                            1,
-                        ),
-                    );
-                    if let Err(e) = b.run(ctx, &login, &[]).await {
-                        return e.into_result();
+            let planned = res.clone().with("executed_commands", string_list(&[]));
+            return Ok(Plan::change(planned, async move {
+                let mut executed = Vec::new();
+                let (fragment, shown) = if state == "dump" {
+                    dump_fragment(&names, all, &target, &opts)
+                } else {
+                    if !all {
+                        // Importing creates the database first when missing.
+                        let mut b = Batch::new();
+                        b.stmt(
+                            &create_statement(&names[0], &encoding, &collation).replacen(
+                                "CREATE DATABASE ",
+                                "CREATE DATABASE IF NOT EXISTS ",
+                                1,
+                            ),
+                        );
+                        if let Err(e) = b.run(ctx, &login, &[]).await {
+                            return e.into_result();
+                        }
                     }
+                    import_fragment((!all).then(|| names[0].as_str()), &target, opts.force)
+                };
+                if let Err(e) = run_client(ctx, &login, &fragment, b"", &[]).await {
+                    return e.into_result();
                 }
-                import_fragment((!all).then(|| names[0].as_str()), &target, opts.force)
-            };
-            if let Err(e) = run_client(ctx, &login, &fragment, b"", &[]).await {
-                return e.into_result();
-            }
-            executed.push(shown);
-            return Ok(res.with("executed_commands", string_list(&executed)));
+                executed.push(shown);
+                Ok(res.with("executed_commands", string_list(&executed)))
+            }));
         }
 
         let mut q = Batch::new();
@@ -253,7 +257,7 @@ impl Module for MysqlDb {
         ));
         let ans = match q.run(ctx, &login, &[]).await {
             Ok(a) => a,
-            Err(e) => return e.into_result(),
+            Err(e) => return e.into_result().map(Plan::done),
         };
         // information_schema may compare names without regard to case;
         // database names are case-sensitive here, so match exactly.
@@ -311,7 +315,16 @@ impl Module for MysqlDb {
         if ctx.diff {
             res.diff = diffs;
         }
-        let executed = if changed && !ctx.check_mode {
+        let report = |res: ModuleResult, executed: Vec<String>| {
+            res.with(
+                "executed_commands",
+                Value::from(executed.into_iter().map(Value::from).collect::<Vec<_>>()),
+            )
+        };
+        if !changed {
+            return Ok(Plan::done(report(res, Vec::new())));
+        }
+        Ok(Plan::change(report(res.clone(), Vec::new()), async move {
             let mut apply = Batch::new();
             for s in &stmts {
                 apply.stmt(s);
@@ -319,14 +332,8 @@ impl Module for MysqlDb {
             if let Err(e) = apply.run(ctx, &login, &[]).await {
                 return e.into_result();
             }
-            stmts
-        } else {
-            Vec::new()
-        };
-        Ok(res.with(
-            "executed_commands",
-            Value::from(executed.into_iter().map(Value::from).collect::<Vec<_>>()),
-        ))
+            Ok(report(res, stmts))
+        }))
     }
 }
 

@@ -24,7 +24,7 @@ use sha1::{Digest, Sha1};
 use crate::modules::args::{scalar_string, ModuleArgs};
 use crate::modules::kit::mysql::{account, sql_ident, sql_string, Batch, Flavor, Login};
 use crate::modules::kit::state_diff;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct MysqlUser;
 
@@ -631,7 +631,11 @@ struct Found {
 
 #[async_trait::async_trait]
 impl Module for MysqlUser {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("mysql_user", args);
         let login = Login::parse(&mut a)?;
         let user = a.req_string(&["name", "user"])?;
@@ -656,9 +660,9 @@ impl Module for MysqlUser {
         a.ignore(&["column_case_sensitive", "force_context"]);
         a.finish()?;
         if append && subtract {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "append_privs and subtract_privs are mutually exclusive",
-            ));
+            )));
         }
         let hash = match &password {
             Some(p) if encrypted => {
@@ -667,9 +671,9 @@ impl Module for MysqlUser {
                         && p.starts_with('*')
                         && p[1..].bytes().all(|b| b.is_ascii_hexdigit()));
                 if !ok {
-                    return Ok(ModuleResult::failed(
+                    return Ok(Plan::done(ModuleResult::failed(
                         "encrypted password is not a mysql_native_password hash (*<40 hex digits>)",
-                    ));
+                    )));
                 }
                 Some(p.to_ascii_uppercase())
             }
@@ -693,7 +697,7 @@ impl Module for MysqlUser {
         ));
         let ans = match q.run(ctx, &login, &secrets).await {
             Ok(a) => a,
-            Err(e) => return e.into_result(),
+            Err(e) => return e.into_result().map(Plan::done),
         };
         let flavor = Flavor::from_version(ans.scalar("version").unwrap_or(""));
         let all_hosts: Vec<String> = ans
@@ -707,9 +711,9 @@ impl Module for MysqlUser {
             vec![host.clone()]
         };
         if host_all && all_hosts.is_empty() && state == "present" {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "host_all cannot be used when creating users: '{user}' does not exist"
-            )));
+            ))));
         }
         let existing: Vec<&String> = targets.iter().filter(|h| all_hosts.contains(h)).collect();
         // For on_new_username, an account of the same name elsewhere lends
@@ -737,7 +741,7 @@ impl Module for MysqlUser {
             }
             let ans = match q.run(ctx, &login, &secrets).await {
                 Ok(a) => a,
-                Err(e) => return e.into_result(),
+                Err(e) => return e.into_result().map(Plan::done),
             };
             for (i, h) in look.iter().enumerate() {
                 let cu = ans.scalar(&format!("cu{i}")).unwrap_or("");
@@ -887,20 +891,24 @@ impl Module for MysqlUser {
         if ctx.diff {
             res.diff = diffs;
         }
-        if !changed || ctx.check_mode {
-            return Ok(res);
+        if !changed {
+            return Ok(Plan::done(res));
         }
-        let mut apply = Batch::new();
-        if !sql_log_bin {
-            apply.stmt("SET SQL_LOG_BIN = 0");
-        }
-        for s in &stmts {
-            apply.stmt(s);
-        }
-        if let Err(e) = apply.run(ctx, &login, &secrets).await {
-            return e.into_result();
-        }
-        Ok(res)
+        let owned_secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        Ok(Plan::change(res.clone(), async move {
+            let secrets: Vec<&str> = owned_secrets.iter().map(String::as_str).collect();
+            let mut apply = Batch::new();
+            if !sql_log_bin {
+                apply.stmt("SET SQL_LOG_BIN = 0");
+            }
+            for s in &stmts {
+                apply.stmt(s);
+            }
+            if let Err(e) = apply.run(ctx, &login, &secrets).await {
+                return e.into_result();
+            }
+            Ok(res)
+        }))
     }
 }
 

@@ -13,7 +13,7 @@ use minijinja::Value;
 
 use crate::modules::args::{scalar_string, ModuleArgs};
 use crate::modules::kit::Answers;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Uri;
@@ -74,7 +74,11 @@ pub fn result_key(name: &str) -> String {
 
 #[async_trait::async_trait]
 impl Module for Uri {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("uri", args);
         let url = a.req_string(&["url"])?;
         let method = a
@@ -142,247 +146,247 @@ impl Module for Uri {
         }
         // Like Ansible's uri, which does not support check mode: a request
         // may have side effects the module cannot predict.
-        if ctx.check_mode {
-            let mut r =
-                ModuleResult::ok().with_msg("remote module (uri) does not support check mode");
-            r.skipped = true;
-            return Ok(r);
-        }
-
-        let mut hdrs: Vec<(String, String)> = headers
-            .as_ref()
-            .and_then(pairs)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, scalar_string(&v).unwrap_or_else(|| v.to_string())))
-            .collect();
-        let has_ct = hdrs
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
-        let payload: Option<Vec<u8>> = match &body {
-            None => None,
-            Some(b) => Some(match body_format.as_str() {
-                "json" => {
-                    if !has_ct {
-                        hdrs.push(("Content-Type".into(), "application/json".into()));
-                    }
-                    match b.as_str() {
-                        Some(s) if b.kind() == ValueKind::String => s.as_bytes().to_vec(),
-                        _ => serde_json::to_vec(b).map_err(|e| {
-                            ModuleError::Args(format!("failed to encode body as JSON: {e}"))
-                        })?,
-                    }
-                }
-                "form-urlencoded" => {
-                    if !has_ct {
-                        hdrs.push((
-                            "Content-Type".into(),
-                            "application/x-www-form-urlencoded".into(),
-                        ));
-                    }
-                    match pairs(b) {
-                        Some(ps) => ps
-                            .iter()
-                            .map(|(k, v)| {
-                                format!(
-                                    "{}={}",
-                                    form_encode(k),
-                                    form_encode(&scalar_string(v).unwrap_or_else(|| v.to_string()))
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("&")
-                            .into_bytes(),
-                        None => scalar_string(b).unwrap_or_default().into_bytes(),
-                    }
-                }
-                _ => scalar_string(b)
-                    .unwrap_or_else(|| b.to_string())
-                    .into_bytes(),
-            }),
-        };
-
-        let mut curl = format!(
-            "curl -sS {} --max-time {timeout} -D \"$h\" -o \"$b\" -w '%{{http_code}} %{{num_redirects}} %{{time_total}} %{{url_effective}}'",
-            if method == "HEAD" {
-                "-I".to_string()
-            } else {
-                format!("-X {}", quote(&method))
-            }
-        );
-        if !validate_certs {
-            curl.push_str(" -k");
-        }
-        let follows = match follow.as_str() {
-            "all" | "yes" | "true" | "urllib2" => true,
-            "safe" => method == "GET" || method == "HEAD",
-            _ => false,
-        };
-        if follows {
-            curl.push_str(" -L");
-        }
-        for (k, v) in &hdrs {
-            curl.push_str(&format!(" -H {}", quote(&format!("{k}: {v}"))));
-        }
-        if let Some(u) = &user {
-            curl.push_str(&format!(
-                " -u {}",
-                quote(&format!("{u}:{}", password.as_deref().unwrap_or("")))
-            ));
-            if force_basic_auth {
-                curl.push_str(" --basic");
-            }
-        }
-        if payload.is_some() {
-            curl.push_str(" --data-binary @-");
-        }
-        curl.push_str(&format!(" {}", quote(&url)));
-
-        let token = format!("@@KEEL-URI-{:016x}@@", rand::random::<u64>());
-        let sec = |name: &str| format!("printf '\\n%s %s\\n' '{token}' '{name}'\n");
-        let mut script = String::new();
-        if let Some(c) = &creates {
-            script.push_str(&format!(
-                "if [ -e {} ]; then {}echo creates; exit 0; fi\n",
-                quote(c),
-                sec("skip")
-            ));
-        }
-        if let Some(r) = &removes {
-            script.push_str(&format!(
-                "if [ ! -e {} ]; then {}echo removes; exit 0; fi\n",
-                quote(r),
-                sec("skip")
-            ));
-        }
-        script.push_str(&format!(
-            "command -v curl >/dev/null 2>&1 || exit {NO_CURL}\n\
-             h=$(mktemp) && b=$(mktemp) || exit 1\ntrap 'rm -f \"$h\" \"$b\"' EXIT\n\
-             w=$({curl} 2>\"$h.err\"); rc=$?\n\
-             {}echo $rc\n{}printf '%s' \"$w\"\n{}cat \"$h.err\"; rm -f \"$h.err\"\n{}cat \"$h\"\n",
-            sec("rc"),
-            sec("w"),
-            sec("err"),
-            sec("headers"),
-        ));
-        if let Some(d) = &dest {
-            let name = url
-                .split(['?', '#'])
-                .next()
-                .unwrap_or("")
-                .rsplit('/')
-                .next()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("index.html");
-            script.push_str(&format!(
-                "d={}; [ -d \"$d\" ] && d=\"${{d%/}}/\"{}\n\
-                 if [ $rc -eq 0 ]; then {}printf '%s' \"$d\"\n\
-                 if ! [ -f \"$d\" ] || ! cmp -s \"$b\" \"$d\"; then cp \"$b\" \"$d\" && {}echo 1; fi; fi\n",
-                quote(d),
-                quote(name),
-                sec("dest"),
-                sec("dest_changed"),
-            ));
-        }
-        if return_content || dest.is_none() {
-            script.push_str(&format!("{}cat \"$b\"\n", sec("body")));
-        }
-        let out = ctx.run(script, payload).await?;
-        if out.rc == NO_CURL {
-            return Ok(ModuleResult::failed(
-                "curl is not installed on the host; the uri module needs it to make requests",
-            ));
-        }
-        let ans = Answers::parse(&token, &out.stdout);
-        if out.rc != 0 {
-            return Ok(ModuleResult::failed(crate::modules::kit::failure_text(
-                &out,
-            )));
-        }
-        match ans.trimmed("skip") {
-            "creates" => {
-                let c = creates.unwrap_or_default();
-                return Ok(ModuleResult::ok()
-                    .with("stdout", format!("skipped, since '{c}' exists"))
-                    .with_msg(format!("skipped, since '{c}' exists")));
-            }
-            "removes" => {
-                let r = removes.unwrap_or_default();
-                return Ok(ModuleResult::ok()
-                    .with("stdout", format!("skipped, since '{r}' does not exist"))
-                    .with_msg(format!("skipped, since '{r}' does not exist")));
-            }
-            _ => {}
-        }
-
-        let rc: i32 = ans.trimmed("rc").parse().unwrap_or(-1);
-        let mut res = ModuleResult::ok();
-        let w = ans.text("w");
-        let mut parts = w.splitn(4, ' ');
-        let code: i64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        let redirects: i64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        let elapsed: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
-        let effective = parts.next().unwrap_or(&url).to_string();
-        // curl failing without a response (refused, DNS, timeout) is
-        // Ansible's status -1.
-        let status = if rc != 0 && code == 0 { -1 } else { code };
-        let headers = parse_headers(ans.text("headers"));
-        let header = |name: &str| {
-            headers
+        let mut planned =
+            ModuleResult::ok().with_msg("remote module (uri) does not support check mode");
+        planned.skipped = true;
+        Ok(Plan::change(planned, async move {
+            let mut hdrs: Vec<(String, String)> = headers
+                .as_ref()
+                .and_then(pairs)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, scalar_string(&v).unwrap_or_else(|| v.to_string())))
+                .collect();
+            let has_ct = hdrs
                 .iter()
-                .rev()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        for (k, v) in &headers {
-            res.data.insert(result_key(k), v.clone().into());
-        }
-        res.data.insert("url".into(), effective.into());
-        res.data.insert("status".into(), status.into());
-        res.data.insert("redirected".into(), (redirects > 0).into());
-        res.data
-            .insert("elapsed".into(), (elapsed.round() as i64).into());
-        res.data
-            .insert("cookies".into(), crate::modules::args::dict::<String>([]));
-        let content = ans.text("body").to_string();
-        let ctype = header("Content-Type").unwrap_or_default().to_lowercase();
-        if ctype.contains("json") {
-            if let Ok(j) = serde_json::from_str::<serde_json::Value>(&content) {
-                res.data
-                    .insert("json".into(), crate::template::value_from_json(&j));
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+            let payload: Option<Vec<u8>> = match &body {
+                None => None,
+                Some(b) => Some(match body_format.as_str() {
+                    "json" => {
+                        if !has_ct {
+                            hdrs.push(("Content-Type".into(), "application/json".into()));
+                        }
+                        match b.as_str() {
+                            Some(s) if b.kind() == ValueKind::String => s.as_bytes().to_vec(),
+                            _ => serde_json::to_vec(b).map_err(|e| {
+                                ModuleError::Args(format!("failed to encode body as JSON: {e}"))
+                            })?,
+                        }
+                    }
+                    "form-urlencoded" => {
+                        if !has_ct {
+                            hdrs.push((
+                                "Content-Type".into(),
+                                "application/x-www-form-urlencoded".into(),
+                            ));
+                        }
+                        match pairs(b) {
+                            Some(ps) => ps
+                                .iter()
+                                .map(|(k, v)| {
+                                    format!(
+                                        "{}={}",
+                                        form_encode(k),
+                                        form_encode(
+                                            &scalar_string(v).unwrap_or_else(|| v.to_string())
+                                        )
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join("&")
+                                .into_bytes(),
+                            None => scalar_string(b).unwrap_or_default().into_bytes(),
+                        }
+                    }
+                    _ => scalar_string(b)
+                        .unwrap_or_else(|| b.to_string())
+                        .into_bytes(),
+                }),
+            };
+
+            let mut curl = format!(
+                "curl -sS {} --max-time {timeout} -D \"$h\" -o \"$b\" -w '%{{http_code}} %{{num_redirects}} %{{time_total}} %{{url_effective}}'",
+                if method == "HEAD" {
+                    "-I".to_string()
+                } else {
+                    format!("-X {}", quote(&method))
+                }
+            );
+            if !validate_certs {
+                curl.push_str(" -k");
             }
-        }
-        if return_content {
-            res.data.insert("content".into(), content.into());
-        }
-        if let Some(d) = ans.text("dest").lines().next().filter(|_| dest.is_some()) {
-            res.data.insert("path".into(), d.to_string().into());
-            res.changed = ans.yes("dest_changed");
-        }
-        let msg = if status == -1 {
-            format!("Request failed: {}", ans.trimmed("err"))
-        } else if status >= 400 {
-            format!("HTTP Error {status}")
-        } else {
-            format!(
-                "OK ({} bytes)",
-                header("Content-Length").unwrap_or_else(|| "unknown".into())
-            )
-        };
-        if !wanted.contains(&status) {
-            res.failed = true;
-            res.msg = Some(format!(
-                "Status code was {status} and not [{}]: {msg}",
-                wanted
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let follows = match follow.as_str() {
+                "all" | "yes" | "true" | "urllib2" => true,
+                "safe" => method == "GET" || method == "HEAD",
+                _ => false,
+            };
+            if follows {
+                curl.push_str(" -L");
+            }
+            for (k, v) in &hdrs {
+                curl.push_str(&format!(" -H {}", quote(&format!("{k}: {v}"))));
+            }
+            if let Some(u) = &user {
+                curl.push_str(&format!(
+                    " -u {}",
+                    quote(&format!("{u}:{}", password.as_deref().unwrap_or("")))
+                ));
+                if force_basic_auth {
+                    curl.push_str(" --basic");
+                }
+            }
+            if payload.is_some() {
+                curl.push_str(" --data-binary @-");
+            }
+            curl.push_str(&format!(" {}", quote(&url)));
+
+            let token = format!("@@KEEL-URI-{:016x}@@", rand::random::<u64>());
+            let sec = |name: &str| format!("printf '\\n%s %s\\n' '{token}' '{name}'\n");
+            let mut script = String::new();
+            if let Some(c) = &creates {
+                script.push_str(&format!(
+                    "if [ -e {} ]; then {}echo creates; exit 0; fi\n",
+                    quote(c),
+                    sec("skip")
+                ));
+            }
+            if let Some(r) = &removes {
+                script.push_str(&format!(
+                    "if [ ! -e {} ]; then {}echo removes; exit 0; fi\n",
+                    quote(r),
+                    sec("skip")
+                ));
+            }
+            script.push_str(&format!(
+                "command -v curl >/dev/null 2>&1 || exit {NO_CURL}\n\
+                 h=$(mktemp) && b=$(mktemp) || exit 1\ntrap 'rm -f \"$h\" \"$b\"' EXIT\n\
+                 w=$({curl} 2>\"$h.err\"); rc=$?\n\
+                 {}echo $rc\n{}printf '%s' \"$w\"\n{}cat \"$h.err\"; rm -f \"$h.err\"\n{}cat \"$h\"\n",
+                sec("rc"),
+                sec("w"),
+                sec("err"),
+                sec("headers"),
             ));
-        } else {
-            res.msg = Some(msg);
-        }
-        Ok(res)
+            if let Some(d) = &dest {
+                let name = url
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or("")
+                    .rsplit('/')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("index.html");
+                script.push_str(&format!(
+                    "d={}; [ -d \"$d\" ] && d=\"${{d%/}}/\"{}\n\
+                     if [ $rc -eq 0 ]; then {}printf '%s' \"$d\"\n\
+                     if ! [ -f \"$d\" ] || ! cmp -s \"$b\" \"$d\"; then cp \"$b\" \"$d\" && {}echo 1; fi; fi\n",
+                    quote(d),
+                    quote(name),
+                    sec("dest"),
+                    sec("dest_changed"),
+                ));
+            }
+            if return_content || dest.is_none() {
+                script.push_str(&format!("{}cat \"$b\"\n", sec("body")));
+            }
+            let out = ctx.run(script, payload).await?;
+            if out.rc == NO_CURL {
+                return Ok(ModuleResult::failed(
+                    "curl is not installed on the host; the uri module needs it to make requests",
+                ));
+            }
+            let ans = Answers::parse(&token, &out.stdout);
+            if out.rc != 0 {
+                return Ok(ModuleResult::failed(crate::modules::kit::failure_text(
+                    &out,
+                )));
+            }
+            match ans.trimmed("skip") {
+                "creates" => {
+                    let c = creates.unwrap_or_default();
+                    return Ok(ModuleResult::ok()
+                        .with("stdout", format!("skipped, since '{c}' exists"))
+                        .with_msg(format!("skipped, since '{c}' exists")));
+                }
+                "removes" => {
+                    let r = removes.unwrap_or_default();
+                    return Ok(ModuleResult::ok()
+                        .with("stdout", format!("skipped, since '{r}' does not exist"))
+                        .with_msg(format!("skipped, since '{r}' does not exist")));
+                }
+                _ => {}
+            }
+
+            let rc: i32 = ans.trimmed("rc").parse().unwrap_or(-1);
+            let mut res = ModuleResult::ok();
+            let w = ans.text("w");
+            let mut parts = w.splitn(4, ' ');
+            let code: i64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let redirects: i64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let elapsed: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            let effective = parts.next().unwrap_or(&url).to_string();
+            // curl failing without a response (refused, DNS, timeout) is
+            // Ansible's status -1.
+            let status = if rc != 0 && code == 0 { -1 } else { code };
+            let headers = parse_headers(ans.text("headers"));
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
+            for (k, v) in &headers {
+                res.data.insert(result_key(k), v.clone().into());
+            }
+            res.data.insert("url".into(), effective.into());
+            res.data.insert("status".into(), status.into());
+            res.data.insert("redirected".into(), (redirects > 0).into());
+            res.data
+                .insert("elapsed".into(), (elapsed.round() as i64).into());
+            res.data
+                .insert("cookies".into(), crate::modules::args::dict::<String>([]));
+            let content = ans.text("body").to_string();
+            let ctype = header("Content-Type").unwrap_or_default().to_lowercase();
+            if ctype.contains("json") {
+                if let Ok(j) = serde_json::from_str::<serde_json::Value>(&content) {
+                    res.data
+                        .insert("json".into(), crate::template::value_from_json(&j));
+                }
+            }
+            if return_content {
+                res.data.insert("content".into(), content.into());
+            }
+            if let Some(d) = ans.text("dest").lines().next().filter(|_| dest.is_some()) {
+                res.data.insert("path".into(), d.to_string().into());
+                res.changed = ans.yes("dest_changed");
+            }
+            let msg = if status == -1 {
+                format!("Request failed: {}", ans.trimmed("err"))
+            } else if status >= 400 {
+                format!("HTTP Error {status}")
+            } else {
+                format!(
+                    "OK ({} bytes)",
+                    header("Content-Length").unwrap_or_else(|| "unknown".into())
+                )
+            };
+            if !wanted.contains(&status) {
+                res.failed = true;
+                res.msg = Some(format!(
+                    "Status code was {status} and not [{}]: {msg}",
+                    wanted
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            } else {
+                res.msg = Some(msg);
+            }
+            Ok(res)
+        }))
     }
 }
 

@@ -14,7 +14,7 @@ use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{failure_text, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Apt;
@@ -125,7 +125,11 @@ pub fn apt_did_something(out: &str) -> bool {
 
 #[async_trait::async_trait]
 impl Module for Apt {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("apt", args);
         let names = a.list(&["name", "package", "pkg"])?.unwrap_or_default();
         let state = a
@@ -324,9 +328,9 @@ impl Module for Apt {
         }
         if let Some(d) = &deb {
             if !ans.yes("deb_exists") {
-                return Ok(ModuleResult::failed(format!(
+                return Ok(Plan::done(ModuleResult::failed(format!(
                     "Unable to install package: {d} does not exist on the host"
-                )));
+                ))));
             }
             // `dpkg-deb -f` with several fields prints `Field: value` lines.
             let field = |k: &str| {
@@ -370,85 +374,94 @@ impl Module for Apt {
         // Upgrades and autoremove can only be judged by apt itself; in check
         // mode it simulates them.
         let needs_sim = upgrade_cmd.is_some() || autoremove;
-        if ctx.check_mode {
-            res.data.insert("cache_updated".into(), false.into());
-            res.changed = !planned.is_empty()
-                || wants_update && specs.is_empty() && deb.is_none() && upgrade_cmd.is_none();
-            if needs_sim && planned.is_empty() {
-                let mut sim = String::from(env);
-                if let Some(u) = upgrade_cmd {
-                    sim.push_str(&format!("apt-get -s {opts}{extra} {u}\n"));
-                }
-                if autoremove {
-                    sim.push_str(&format!("apt-get -s {opts} autoremove\n"));
-                }
-                let out = ctx.run(sim, None).await?;
-                res.changed = apt_did_something(&out.stdout_str());
-            }
-            if ctx.diff && !planned.is_empty() {
-                res.diff.push(plan_diff(&state, &planned));
-            }
-            return Ok(res);
-        }
-        if wants_update {
-            script.push_str(&format!(
-                "apt-get -q -o DPkg::Lock::Timeout={lock_timeout} update >&2 || exit 97\necho CACHE_UPDATED\n"
-            ));
-        }
         if actions.is_empty() && !wants_update {
             res.data.insert("cache_updated".into(), false.into());
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
-        script.push_str("set -e\n");
-        script.push_str(&actions);
-        script.push_str("set +e\n");
-        if !queried.is_empty() {
-            script.push_str(&format!(
-                "printf '@@DPKG@@\\n'\ndpkg-query -W -f '{DPKG_FORMAT}' {} 2>/dev/null\n",
-                queried
-                    .iter()
-                    .map(|n| quote(n))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
+        // Check mode reports the plan; upgrades and autoremove, which only apt
+        // itself can judge, it asks apt to simulate (read-only).
+        let mut preview = res.clone();
+        preview.data.insert("cache_updated".into(), false.into());
+        preview.changed = !planned.is_empty()
+            || wants_update && specs.is_empty() && deb.is_none() && upgrade_cmd.is_none();
+        if ctx.diff && !planned.is_empty() {
+            preview.diff.push(plan_diff(&state, &planned));
         }
-        script.push_str("exit 0\n");
-        let out = ctx.run(script, None).await?;
-        let stdout = out.stdout_str();
-        let (log, after) = stdout.split_once("@@DPKG@@\n").unwrap_or((&stdout, ""));
-        let cache_updated = log.lines().any(|l| l == "CACHE_UPDATED");
-        res.data
-            .insert("cache_updated".into(), cache_updated.into());
-        if cache_updated {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            res.data.insert("cache_update_time".into(), now.into());
-        }
-        res.data
-            .insert("stdout".into(), log.replace("CACHE_UPDATED\n", "").into());
-        res.data.insert("stderr".into(), out.stderr_str().into());
-        if out.rc != 0 {
-            let mut r = ModuleResult::failed(if out.rc == 97 {
-                format!("Failed to update apt cache: {}", failure_text(&out))
-            } else {
-                format!("apt-get failed: {}", failure_text(&out))
-            });
-            r.data = res.data;
-            return Ok(r);
-        }
-        let after_state = parse_dpkg(after);
-        let pkg_changed = queried
-            .iter()
-            .any(|n| installed.get(n) != after_state.get(n));
-        res.changed = pkg_changed
-            || ((upgrade_cmd.is_some() || autoremove) && apt_did_something(log))
-            || (cache_updated && specs.is_empty() && deb.is_none() && upgrade_cmd.is_none());
-        if ctx.diff && pkg_changed {
-            res.diff.push(plan_diff(&state, &planned));
-        }
-        Ok(res)
+        let simulate = (needs_sim && planned.is_empty()).then(|| {
+            let mut sim = String::from(env);
+            if let Some(u) = upgrade_cmd {
+                sim.push_str(&format!("apt-get -s {opts}{extra} {u}\n"));
+            }
+            if autoremove {
+                sim.push_str(&format!("apt-get -s {opts} autoremove\n"));
+            }
+            sim
+        });
+        let preview = async move {
+            if let Some(sim) = simulate {
+                let out = ctx.run(sim, None).await?;
+                preview.changed = apt_did_something(&out.stdout_str());
+            }
+            Ok(preview)
+        };
+        let apply = async move {
+            if wants_update {
+                script.push_str(&format!(
+                    "apt-get -q -o DPkg::Lock::Timeout={lock_timeout} update >&2 || exit 97\necho CACHE_UPDATED\n"
+                ));
+            }
+            script.push_str("set -e\n");
+            script.push_str(&actions);
+            script.push_str("set +e\n");
+            if !queried.is_empty() {
+                script.push_str(&format!(
+                    "printf '@@DPKG@@\\n'\ndpkg-query -W -f '{DPKG_FORMAT}' {} 2>/dev/null\n",
+                    queried
+                        .iter()
+                        .map(|n| quote(n))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+            }
+            script.push_str("exit 0\n");
+            let out = ctx.run(script, None).await?;
+            let stdout = out.stdout_str();
+            let (log, after) = stdout.split_once("@@DPKG@@\n").unwrap_or((&stdout, ""));
+            let cache_updated = log.lines().any(|l| l == "CACHE_UPDATED");
+            res.data
+                .insert("cache_updated".into(), cache_updated.into());
+            if cache_updated {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                res.data.insert("cache_update_time".into(), now.into());
+            }
+            res.data
+                .insert("stdout".into(), log.replace("CACHE_UPDATED\n", "").into());
+            res.data.insert("stderr".into(), out.stderr_str().into());
+            if out.rc != 0 {
+                let mut r = ModuleResult::failed(if out.rc == 97 {
+                    format!("Failed to update apt cache: {}", failure_text(&out))
+                } else {
+                    format!("apt-get failed: {}", failure_text(&out))
+                });
+                r.data = res.data;
+                return Ok(r);
+            }
+            let after_state = parse_dpkg(after);
+            let pkg_changed = queried
+                .iter()
+                .any(|n| installed.get(n) != after_state.get(n));
+            res.changed = pkg_changed
+                || ((upgrade_cmd.is_some() || autoremove) && apt_did_something(log))
+                || (cache_updated && specs.is_empty() && deb.is_none() && upgrade_cmd.is_none());
+            if ctx.diff && pkg_changed {
+                res.diff.push(plan_diff(&state, &planned));
+            }
+            Ok(res)
+        };
+        Ok(Plan::fused(preview, apply))
     }
 }
 

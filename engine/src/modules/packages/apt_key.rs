@@ -15,7 +15,7 @@ use base64::Engine as _;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, failure_text, text_diff, write_file, Answers, FileOwner};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct AptKey;
@@ -55,7 +55,11 @@ pub fn id_matches(fpr: &str, id: &str) -> bool {
 
 #[async_trait::async_trait]
 impl Module for AptKey {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("apt_key", args);
         let id = a.string(&["id"])?;
         let url = a.string(&["url"])?;
@@ -69,9 +73,9 @@ impl Module for AptKey {
         let validate_certs = a.bool(&["validate_certs"], true)?;
         a.finish()?;
         if keyserver.is_some() {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "keyserver is not supported: give the key with data, file or url",
-            ));
+            )));
         }
         let sources = [&url, &file, &data].iter().filter(|s| s.is_some()).count();
         if sources > 1 {
@@ -131,25 +135,25 @@ impl Module for AptKey {
         match out.rc {
             0 => {}
             NO_FILE => {
-                return Ok(ModuleResult::failed(format!(
+                return Ok(Plan::done(ModuleResult::failed(format!(
                     "Unable to read key file {}: {}",
                     file.unwrap_or_default(),
                     failure_text(&out)
-                )))
+                ))))
             }
             FETCH_FAILED => {
-                return Ok(ModuleResult::failed(format!(
+                return Ok(Plan::done(ModuleResult::failed(format!(
                     "Failed to download key at {}: {}",
                     url.unwrap_or_default(),
                     failure_text(&out)
-                )))
+                ))))
             }
             NO_CURL => {
-                return Ok(ModuleResult::failed(
+                return Ok(Plan::done(ModuleResult::failed(
                     "curl is not installed on the host; it is needed to fetch a key from url",
-                ))
+                )))
             }
-            _ => return Ok(ModuleResult::failed(failure_text(&out))),
+            _ => return Ok(Plan::done(ModuleResult::failed(failure_text(&out)))),
         }
         let ans = Answers::parse(&token, &out.stdout);
         let have_gpg = ans.yes("gpg");
@@ -224,33 +228,36 @@ impl Module for AptKey {
                     .collect::<Vec<_>>()
                     .into(),
             );
-            if !ctx.check_mode && !victims.is_empty() {
-                let cmd = victims
-                    .iter()
-                    .map(|v| format!("rm -f -- {}", quote(v)))
-                    .collect::<Vec<_>>()
-                    .join("\n");
+            if victims.is_empty() {
+                return Ok(Plan::done(res));
+            }
+            let cmd = victims
+                .iter()
+                .map(|v| format!("rm -f -- {}", quote(v)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Ok(Plan::change(res.clone(), async move {
                 if let Err(e) = apply(ctx, &cmd, None).await? {
                     return Ok(ModuleResult::failed(e));
                 }
-            }
-            return Ok(res);
+                Ok(res)
+            }));
         }
 
         if key.is_empty() {
-            return Ok(ModuleResult::failed("the key is empty"));
+            return Ok(Plan::done(ModuleResult::failed("the key is empty")));
         }
         if have_gpg && key_fprs.is_empty() {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "the data is not a valid OpenPGP key (gpg found no key in it)",
-            ));
+            )));
         }
         if let Some(i) = &id {
             if have_gpg && !key_fprs.iter().any(|f| id_matches(f, i)) {
-                return Ok(ModuleResult::failed(format!(
+                return Ok(Plan::done(ModuleResult::failed(format!(
                     "key id {i} does not match the key given (fingerprints: {})",
                     key_fprs.join(", ")
-                )));
+                ))));
             }
         }
         let armored = key.starts_with(b"-----BEGIN PGP");
@@ -285,7 +292,7 @@ impl Module for AptKey {
                 .into(),
         );
         if already {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         res.changed = true;
         if ctx.diff {
@@ -300,27 +307,26 @@ impl Module for AptKey {
             ));
         }
         res.data.insert("path".into(), dest.clone().into());
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let exists = trusted.iter().any(|(p, _, _)| *p == dest);
-        if let Err(e) = write_file(
-            ctx,
-            &dest,
-            &key,
-            FileOwner {
-                mode: Some(0o644),
-                owner: None,
-                group: None,
-            },
-            exists,
-            true,
-        )
-        .await?
-        {
-            return Ok(ModuleResult::failed(e));
-        }
-        Ok(res)
+        Ok(Plan::change(res.clone(), async move {
+            let exists = trusted.iter().any(|(p, _, _)| *p == dest);
+            if let Err(e) = write_file(
+                ctx,
+                &dest,
+                &key,
+                FileOwner {
+                    mode: Some(0o644),
+                    owner: None,
+                    group: None,
+                },
+                exists,
+                true,
+            )
+            .await?
+            {
+                return Ok(ModuleResult::failed(e));
+            }
+            Ok(res)
+        }))
     }
 }
 

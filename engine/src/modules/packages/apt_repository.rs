@@ -18,7 +18,7 @@ use minijinja::Value;
 
 use crate::modules::args::{scalar_string, to_bool, ModeSpec, ModuleArgs};
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct AptRepository;
@@ -191,7 +191,11 @@ fn finish(
 
 #[async_trait::async_trait]
 impl Module for AptRepository {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("apt_repository", args);
         let repo_v = a.value(&["repo"]);
         let state = a
@@ -230,39 +234,50 @@ impl Module for AptRepository {
             }
             m.insert("state".into(), Value::from(state.clone()));
             m.insert("mode".into(), Value::from(format!("{mode:04o}")));
-            let mut r = Deb822Repository.run(&m, ctx).await?;
-            if r.changed && update_cache && !ctx.check_mode && !r.failed {
-                if let Err(e) = apply(
-                    ctx,
-                    "DEBIAN_FRONTEND=noninteractive apt-get -q update >&2",
-                    None,
-                )
-                .await?
-                {
-                    return Ok(ModuleResult::failed(format!(
-                        "Failed to update apt cache: {e}"
-                    )));
+            // A mapping is a deb822 repository: that module's plan, then the
+            // cache update this module owes when it changed something.
+            let m2 = m.clone();
+            let preview = async move {
+                let mut r = Deb822Repository.plan(&m, ctx).await?.planned().await?;
+                r.data.insert("cache_updated".into(), Value::from(false));
+                Ok(r)
+            };
+            let apply_it = async move {
+                let mut r = Deb822Repository.plan(&m2, ctx).await?.applied().await?;
+                if r.changed && update_cache && !r.failed {
+                    if let Err(e) = apply(
+                        ctx,
+                        "DEBIAN_FRONTEND=noninteractive apt-get -q update >&2",
+                        None,
+                    )
+                    .await?
+                    {
+                        return Ok(ModuleResult::failed(format!(
+                            "Failed to update apt cache: {e}"
+                        )));
+                    }
                 }
-            }
-            r.data.insert(
-                "cache_updated".into(),
-                Value::from(r.changed && update_cache && !ctx.check_mode),
-            );
-            return Ok(r);
+                r.data.insert(
+                    "cache_updated".into(),
+                    Value::from(r.changed && update_cache),
+                );
+                Ok(r)
+            };
+            return Ok(Plan::fused(preview, apply_it));
         }
         let repo = scalar_string(&repo_v)
             .unwrap_or_default()
             .trim()
             .to_string();
         if repo.starts_with("ppa:") {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "PPA repositories are not supported; give the full 'deb ...' line",
-            ));
+            )));
         }
         let Some(want) = SourceLine::parse(&repo) else {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "Invalid repository string: {repo}"
-            )));
+            ))));
         };
 
         let mut q = Query::new();
@@ -369,16 +384,19 @@ impl Module for AptRepository {
                     removed.clone()
                 },
             );
-        let mut cache_updated = false;
-        if !ctx.check_mode && !changes.is_empty() {
-            match commit(ctx, &changes, mode, update_cache).await? {
-                Ok(u) => cache_updated = u,
-                Err(e) => return Ok(ModuleResult::failed(e)),
-            }
+        res.data.insert("cache_updated".into(), false.into());
+        let res = finish(ctx, res, &changes);
+        if changes.is_empty() {
+            return Ok(Plan::done(res));
         }
-        res.data
-            .insert("cache_updated".into(), cache_updated.into());
-        Ok(finish(ctx, res, &changes))
+        Ok(Plan::change(res.clone(), async move {
+            let mut res = res;
+            match commit(ctx, &changes, mode, update_cache).await? {
+                Ok(u) => res.data.insert("cache_updated".into(), u.into()),
+                Err(e) => return Ok(ModuleResult::failed(e)),
+            };
+            Ok(res)
+        }))
     }
 }
 
@@ -426,7 +444,11 @@ fn fold(v: &str) -> String {
 
 #[async_trait::async_trait]
 impl Module for Deb822Repository {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("deb822_repository", args);
         let name = a.req_string(&["name"])?;
         let state = a
@@ -536,12 +558,16 @@ impl Module for Deb822Repository {
                 },
             )
             .with("state", state);
-        if !ctx.check_mode && !changes.is_empty() {
+        let res = finish(ctx, res, &changes);
+        if changes.is_empty() {
+            return Ok(Plan::done(res));
+        }
+        Ok(Plan::change(res.clone(), async move {
             if let Err(e) = commit(ctx, &changes, mode, false).await? {
                 return Ok(ModuleResult::failed(e));
             }
-        }
-        Ok(finish(ctx, res, &changes))
+            Ok(res)
+        }))
     }
 }
 

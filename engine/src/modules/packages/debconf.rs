@@ -8,7 +8,7 @@ use minijinja::Value;
 
 use crate::modules::args::{scalar_string, to_bool, ModuleArgs};
 use crate::modules::kit::{apply, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Debconf;
@@ -26,7 +26,11 @@ pub fn parse_show(out: &str) -> BTreeMap<String, String> {
 
 #[async_trait::async_trait]
 impl Module for Debconf {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("debconf", args);
         let name = a.req_string(&["name", "pkg"])?;
         let question = a.string(&["question", "selection", "setting"])?;
@@ -61,25 +65,25 @@ impl Module for Debconf {
         );
         let mut res = ModuleResult::ok().with("current", current_value);
         let Some(question) = question else {
-            return Ok(res);
+            return Ok(Plan::done(res));
         };
         let Some(vtype) = vtype else {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "parameters are required together: question, vtype",
-            ));
+            )));
         };
         let Some(raw_value) = raw_value else {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "parameters are required together: question, vtype, value",
-            ));
+            )));
         };
         let value = if vtype == "boolean" {
             match to_bool(&raw_value) {
                 Some(b) => b.to_string(),
                 None => {
-                    return Ok(ModuleResult::failed(format!(
+                    return Ok(Plan::done(ModuleResult::failed(format!(
                         "invalid boolean value for {question}"
-                    )))
+                    ))))
                 }
             }
         } else if let Ok(items) = raw_value.try_iter() {
@@ -98,7 +102,7 @@ impl Module for Debconf {
         // debconf-show hides passwords, so a password is always set.
         let differs = vtype == "password" || have.map(String::as_str) != Some(value.as_str());
         if !differs && !unseen {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         res.changed = differs || unseen;
         if ctx.diff {
@@ -116,17 +120,16 @@ impl Module for Debconf {
             ));
         }
         res.msg = Some(String::new());
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let stdin = format!("{name} {question} {vtype} {value}\n").into_bytes();
-        let cmd = format!(
-            "debconf-set-selections{}\n",
-            if unseen { " -u" } else { "" }
-        );
-        if let Err(e) = apply(ctx, &cmd, Some(stdin)).await? {
-            return Ok(ModuleResult::failed(e));
-        }
-        Ok(res)
+        Ok(Plan::change(res.clone(), async move {
+            let stdin = format!("{name} {question} {vtype} {value}\n").into_bytes();
+            let cmd = format!(
+                "debconf-set-selections{}\n",
+                if unseen { " -u" } else { "" }
+            );
+            if let Err(e) = apply(ctx, &cmd, Some(stdin)).await? {
+                return Ok(ModuleResult::failed(e));
+            }
+            Ok(res)
+        }))
     }
 }

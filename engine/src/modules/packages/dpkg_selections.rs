@@ -4,14 +4,18 @@
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{apply, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct DpkgSelections;
 
 #[async_trait::async_trait]
 impl Module for DpkgSelections {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("dpkg_selections", args);
         let name = a.req_string(&["name"])?;
         let selection = a
@@ -39,7 +43,7 @@ impl Module for DpkgSelections {
             .with("before", current.clone())
             .with("after", selection.clone());
         if !res.changed {
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         if ctx.diff {
             res.diff.push(state_diff(
@@ -48,13 +52,12 @@ impl Module for DpkgSelections {
                 &[("selection", selection.clone())],
             ));
         }
-        if ctx.check_mode {
-            return Ok(res);
-        }
-        let stdin = format!("{name} {selection}\n").into_bytes();
-        if let Err(e) = apply(ctx, "dpkg --set-selections\n", Some(stdin)).await? {
-            return Ok(ModuleResult::failed(e));
-        }
-        Ok(res)
+        Ok(Plan::change(res.clone(), async move {
+            let stdin = format!("{name} {selection}\n").into_bytes();
+            if let Err(e) = apply(ctx, "dpkg --set-selections\n", Some(stdin)).await? {
+                return Ok(ModuleResult::failed(e));
+            }
+            Ok(res)
+        }))
     }
 }

@@ -4,8 +4,8 @@
 
 use minijinja::Value;
 
-use crate::modules::kit::Query;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::kit::{delegate, Query};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Package;
 
@@ -23,7 +23,11 @@ fn fact_pkg_mgr(ctx: &TaskContext<'_>) -> Option<String> {
 
 #[async_trait::async_trait]
 impl Module for Package {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let chosen = args
             .get("use")
             .and_then(Value::as_str)
@@ -46,14 +50,14 @@ impl Module for Package {
         match mgr.as_str() {
             "apt" | "apt-get" => {
                 let apt = crate::modules::lookup("apt").expect("apt is registered");
-                apt.run(&rest, ctx).await
+                Ok(delegate(apt, rest, ctx))
             }
-            "" => Ok(ModuleResult::failed(
+            "" => Ok(Plan::done(ModuleResult::failed(
                 "Could not find a package manager on the host (looked for apt-get, dnf, yum, zypper, apk, pacman)",
-            )),
-            other => Ok(ModuleResult::failed(format!(
-                "package manager '{other}' is not supported by keel's package module (only apt)"
             ))),
+            other => Ok(Plan::done(ModuleResult::failed(format!(
+                "package manager '{other}' is not supported by keel's package module (only apt)"
+            )))),
         }
     }
 }

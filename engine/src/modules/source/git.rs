@@ -10,14 +10,18 @@ use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::{state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Git;
 
 #[async_trait::async_trait]
 impl Module for Git {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("git", args);
         let repo = a.req_string(&["repo", "name"])?;
         let dest = a.req_string(&["dest"])?;
@@ -68,7 +72,9 @@ impl Module for Git {
             );
         let ans = q.run(ctx).await?;
         if !ans.yes("have_git") {
-            return Ok(ModuleResult::failed("git is not installed on the host"));
+            return Ok(Plan::done(ModuleResult::failed(
+                "git is not installed on the host",
+            )));
         }
         let exists = ans.yes("checkout");
         let before = exists.then(|| ans.trimmed("head").to_string());
@@ -97,12 +103,14 @@ impl Module for Git {
             .with("remote_url_changed", exists && ans.trimmed("url") != repo);
         let dirty = exists && !ans.trimmed("dirty").is_empty();
         if dirty && !force && update {
-            return Ok(ModuleResult::failed(
-                "Local modifications exist in the destination: ".to_string()
-                    + &dest
-                    + " (force=yes to discard them)",
-            )
-            .with("before", before.unwrap_or_default()));
+            return Ok(Plan::done(
+                ModuleResult::failed(
+                    "Local modifications exist in the destination: ".to_string()
+                        + &dest
+                        + " (force=yes to discard them)",
+                )
+                .with("before", before.unwrap_or_default()),
+            ));
         }
         let up_to_date = match (&before, &target) {
             (Some(b), Some(t)) => b.starts_with(t.as_str()) || t.starts_with(b.as_str()),
@@ -118,7 +126,7 @@ impl Module for Git {
                 "after".into(),
                 before.clone().map(Value::from).unwrap_or(Value::from(())),
             );
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         res.changed = true;
         if ctx.diff {
@@ -128,84 +136,84 @@ impl Module for Git {
                 &[("commit", target.clone().unwrap_or_else(|| version.clone()))],
             ));
         }
-        if ctx.check_mode {
-            res.data.insert(
-                "after".into(),
-                target.clone().map(Value::from).unwrap_or(Value::from(())),
-            );
-            return Ok(res);
-        }
-        let env = if accept_hostkey {
-            "export GIT_SSH_COMMAND='ssh -o StrictHostKeyChecking=no'\n"
-        } else {
-            ""
-        };
-        let depth_arg = depth.map(|d| format!(" --depth {d}")).unwrap_or_default();
-        let qv = quote(&version);
-        let mut s = format!("set -e\n{env}");
-        if !exists {
-            let branch = if version != "HEAD" && !is_sha {
-                format!(" --branch {qv}")
-            } else {
-                String::new()
-            };
-            let sb = if single_branch {
-                " --single-branch"
+        let mut planned = res.clone();
+        planned.data.insert(
+            "after".into(),
+            target.clone().map(Value::from).unwrap_or(Value::from(())),
+        );
+        Ok(Plan::change(planned, async move {
+            let env = if accept_hostkey {
+                "export GIT_SSH_COMMAND='ssh -o StrictHostKeyChecking=no'\n"
             } else {
                 ""
             };
-            s.push_str(&format!(
-                "{git} clone{depth_arg}{branch}{sb} --origin {} {} {qd}\n",
-                quote(&remote),
-                quote(&repo)
-            ));
-            if is_sha {
-                s.push_str(&format!("{git} -C {qd} checkout --force {qv}\n"));
-            }
-        } else {
-            s.push_str(&format!(
-                "{git} -C {qd} remote set-url {} {}\n",
-                quote(&remote),
-                quote(&repo)
-            ));
-            s.push_str(&format!(
-                "{git} -C {qd} fetch{depth_arg} --tags {} \n",
-                quote(&remote)
-            ));
-            if version == "HEAD" {
+            let depth_arg = depth.map(|d| format!(" --depth {d}")).unwrap_or_default();
+            let qv = quote(&version);
+            let mut s = format!("set -e\n{env}");
+            if !exists {
+                let branch = if version != "HEAD" && !is_sha {
+                    format!(" --branch {qv}")
+                } else {
+                    String::new()
+                };
+                let sb = if single_branch {
+                    " --single-branch"
+                } else {
+                    ""
+                };
                 s.push_str(&format!(
-                    "{git} -C {qd} reset --hard {}/HEAD\n",
+                    "{git} clone{depth_arg}{branch}{sb} --origin {} {} {qd}\n",
+                    quote(&remote),
+                    quote(&repo)
+                ));
+                if is_sha {
+                    s.push_str(&format!("{git} -C {qd} checkout --force {qv}\n"));
+                }
+            } else {
+                s.push_str(&format!(
+                    "{git} -C {qd} remote set-url {} {}\n",
+                    quote(&remote),
+                    quote(&repo)
+                ));
+                s.push_str(&format!(
+                    "{git} -C {qd} fetch{depth_arg} --tags {} \n",
                     quote(&remote)
                 ));
-            } else if remote_rev.is_some() && !is_sha {
-                s.push_str(&format!(
-                    "if {git} -C {qd} show-ref --verify --quiet refs/remotes/{r}/{v}; then {git} -C {qd} checkout --force -B {qv} {r}/{qv}; else {git} -C {qd} checkout --force {qv}; fi\n",
-                    r = quote(&remote),
-                    v = version
-                ));
-            } else {
-                s.push_str(&format!("{git} -C {qd} checkout --force {qv}\n"));
+                if version == "HEAD" {
+                    s.push_str(&format!(
+                        "{git} -C {qd} reset --hard {}/HEAD\n",
+                        quote(&remote)
+                    ));
+                } else if remote_rev.is_some() && !is_sha {
+                    s.push_str(&format!(
+                        "if {git} -C {qd} show-ref --verify --quiet refs/remotes/{r}/{v}; then {git} -C {qd} checkout --force -B {qv} {r}/{qv}; else {git} -C {qd} checkout --force {qv}; fi\n",
+                        r = quote(&remote),
+                        v = version
+                    ));
+                } else {
+                    s.push_str(&format!("{git} -C {qd} checkout --force {qv}\n"));
+                }
             }
-        }
-        s.push_str(&format!("echo \"AFTER $(git -C {qd} rev-parse HEAD)\"\n"));
-        let out = ctx.run(s, None).await?;
-        if out.rc != 0 {
-            let mut r = ModuleResult::failed(format!(
-                "Failed to check out {repo} at {version}: {}",
-                out.stderr_str().trim()
-            ));
-            r.data = res.data;
-            return Ok(r);
-        }
-        let after = out
-            .stdout_str()
-            .lines()
-            .find_map(|l| l.strip_prefix("AFTER ").map(str::to_string));
-        res.changed = after != before;
-        res.data.insert(
-            "after".into(),
-            after.map(Value::from).unwrap_or(Value::from(())),
-        );
-        Ok(res)
+            s.push_str(&format!("echo \"AFTER $(git -C {qd} rev-parse HEAD)\"\n"));
+            let out = ctx.run(s, None).await?;
+            if out.rc != 0 {
+                let mut r = ModuleResult::failed(format!(
+                    "Failed to check out {repo} at {version}: {}",
+                    out.stderr_str().trim()
+                ));
+                r.data = res.data;
+                return Ok(r);
+            }
+            let after = out
+                .stdout_str()
+                .lines()
+                .find_map(|l| l.strip_prefix("AFTER ").map(str::to_string));
+            res.changed = after != before;
+            res.data.insert(
+                "after".into(),
+                after.map(Value::from).unwrap_or(Value::from(())),
+            );
+            Ok(res)
+        }))
     }
 }
