@@ -1,13 +1,15 @@
 //! Modules: the units of work a task names (`copy`, `file`, `command`...).
 //!
 //! Every module is native Rust and runs its remote side as plain `sh` over the
-//! host's [`Connection`]: no Python on the target. A module works in two
-//! phases: it first *queries* the host's state (batching every check it needs
-//! into one round trip), then, only if the state differs and check mode is
-//! off, *applies* the change. `changed` is reported from what was observed.
+//! host's [`Connection`]: no Python on the target. A module is query →
+//! decide → apply: [`Module::plan`] *queries* the host's state (batching every
+//! check it needs into one round trip) and decides, changing nothing; the
+//! driver behind [`Module::run`] *applies* the planned change only outside
+//! check mode. `changed` is reported from what was observed.
 //!
 //! Layout: one file per module, grouped by concept (`files/`, `commands/`,
-//! `utility/`, ...). [`registry`] maps names (short and fully qualified) to
+//! `system/`, `utility/`, ...); [`kit`] holds what modules share and shows
+//! how to write one. [`registry`] maps names (short and fully qualified) to
 //! implementations. `args.rs` has the typed argument parsing helpers every
 //! module uses, with "did you mean" errors for unknown arguments.
 
@@ -44,6 +46,7 @@ pub struct TaskContext<'a> {
     /// The host's variables at this task (for `template`'s rendering).
     pub scope: &'a Scope,
     pub origin: &'a TemplateOrigin,
+    /// Read only by the driver ([`kit::drive`]); modules plan instead.
     pub check_mode: bool,
     pub diff: bool,
     pub become_: Option<Become>,
@@ -192,13 +195,11 @@ pub trait Module: Send + Sync {
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
-    ) -> Result<Plan<'a>, ModuleError> {
-        let _ = (args, ctx);
-        Err(ModuleError::Failed("this module has no plan".into()))
-    }
+    ) -> Result<Plan<'a>, ModuleError>;
 
     /// Runs the module for one host: [`Module::plan`], then the change
-    /// unless the task is in check mode. Modules do not override this.
+    /// unless the task is in check mode. Modules do not override this: it
+    /// is the only place that reads `check_mode`.
     async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
         kit::drive(self, args, ctx).await
     }

@@ -5,15 +5,19 @@
 use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::kit::command::{run_and_report, RunOpts};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::kit::command::{plan_run, RunOpts};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct CommandModule;
 
 #[async_trait::async_trait]
 impl Module for CommandModule {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("command", args);
         let raw = a.string(&["_raw_params"])?;
         let cmd = a.string(&["cmd"])?;
@@ -34,10 +38,16 @@ impl Module for CommandModule {
             (Some(s), None) => shell_words::split(&s)
                 .map_err(|e| ModuleError::Args(format!("cannot split command line {s:?}: {e}")))?,
             (None, Some(v)) => v,
-            (None, None) => return Ok(ModuleResult::failed("no command given").with("rc", 256)),
+            (None, None) => {
+                return Ok(Plan::done(
+                    ModuleResult::failed("no command given").with("rc", 256),
+                ))
+            }
         };
         if words.is_empty() {
-            return Ok(ModuleResult::failed("no command given").with("rc", 256));
+            return Ok(Plan::done(
+                ModuleResult::failed("no command given").with("rc", 256),
+            ));
         }
         let mut script = opts.prelude();
         let mut argv: Vec<String> = Vec::with_capacity(words.len());
@@ -59,7 +69,8 @@ impl Module for CommandModule {
         script.push_str(&argv.join(" "));
         script.push('\n');
         let cmd_value = Value::from(words.clone());
-        run_and_report(ctx, script, opts.stdin_bytes(), cmd_value, &opts).await
+        let stdin = opts.stdin_bytes();
+        Ok(plan_run(ctx, script, stdin, cmd_value, opts))
     }
 
     fn takes_free_form(&self) -> bool {

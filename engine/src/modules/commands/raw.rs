@@ -7,44 +7,53 @@ use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::command::command_result;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Raw;
 
 #[async_trait::async_trait]
 impl Module for Raw {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("raw", args);
         let text = a.string(&["_raw_params", "cmd"])?;
         let executable = a.string(&["executable"])?;
         a.finish()?;
         let Some(text) = text else {
-            return Ok(ModuleResult::failed("no command given").with("rc", 256));
+            return Ok(Plan::done(
+                ModuleResult::failed("no command given").with("rc", 256),
+            ));
         };
-        if ctx.check_mode {
-            let mut r = ModuleResult::ok().with_msg("skipped in check mode");
-            r.skipped = true;
-            return Ok(r);
-        }
         let script = match &executable {
             Some(exe) => format!("exec {} -c {}", quote(exe), quote(&text)),
             None => text.clone(),
         };
-        let start = SystemTime::now();
-        let out = ctx.run(script, None).await?;
-        let end = SystemTime::now();
-        // raw keeps output as is (no stripping), like Ansible.
-        let r = command_result(
-            out.rc,
-            out.stdout_str(),
-            out.stderr_str(),
-            Value::from(text),
-            start,
-            end,
-            false,
-        );
-        Ok(r)
+        // raw has no `creates`: check mode never runs it.
+        let preview = async {
+            let mut r = ModuleResult::ok().with_msg("skipped in check mode");
+            r.skipped = true;
+            Ok(r)
+        };
+        let apply = async move {
+            let start = SystemTime::now();
+            let out = ctx.run(script, None).await?;
+            let end = SystemTime::now();
+            // raw keeps output as is (no stripping), like Ansible.
+            Ok(command_result(
+                out.rc,
+                out.stdout_str(),
+                out.stderr_str(),
+                Value::from(text),
+                start,
+                end,
+                false,
+            ))
+        };
+        Ok(Plan::fused(preview, apply))
     }
 
     fn takes_free_form(&self) -> bool {

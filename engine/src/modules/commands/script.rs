@@ -5,15 +5,19 @@
 use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::kit::command::{run_and_report, RunOpts};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::kit::command::{plan_run, RunOpts};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Script;
 
 #[async_trait::async_trait]
 impl Module for Script {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("script", args);
         let raw = a.string(&["_raw_params"])?;
         let cmd = a.string(&["cmd"])?;
@@ -24,17 +28,21 @@ impl Module for Script {
         a.ignore(&["decrypt"]);
         a.finish()?;
         let Some(line) = raw.or(cmd) else {
-            return Ok(ModuleResult::failed("no script given").with("rc", 256));
+            return Ok(Plan::done(
+                ModuleResult::failed("no script given").with("rc", 256),
+            ));
         };
         let words = shell_words::split(&line)
             .map_err(|e| ModuleError::Args(format!("cannot split script line {line:?}: {e}")))?;
         let Some((name, rest)) = words.split_first() else {
-            return Ok(ModuleResult::failed("no script given").with("rc", 256));
+            return Ok(Plan::done(
+                ModuleResult::failed("no script given").with("rc", 256),
+            ));
         };
         let Some(path) = ctx.find_file("files", name) else {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "Could not find or access '{name}' on the controller"
-            )));
+            ))));
         };
         let body = std::fs::read(&path)
             .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?;
@@ -63,10 +71,10 @@ impl Module for Script {
         script.push_str(&format!(
             "{run} </dev/null\nkrc=$?\nrm -f -- \"$kt\"\nexit $krc\n"
         ));
-        let mut res =
-            run_and_report(ctx, script, Some(body), Value::from(line.clone()), &opts).await?;
-        res.data.shift_remove("cmd");
-        Ok(res)
+        let plan = plan_run(ctx, script, Some(body), Value::from(line.clone()), opts);
+        Ok(plan.map(|r| {
+            r.data.shift_remove("cmd");
+        }))
     }
 
     fn takes_free_form(&self) -> bool {

@@ -5,15 +5,19 @@
 use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::kit::command::{run_and_report, RunOpts};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::kit::command::{plan_run, RunOpts};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Shell;
 
 #[async_trait::async_trait]
 impl Module for Shell {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("shell", args);
         let raw = a.string(&["_raw_params"])?;
         let cmd = a.string(&["cmd"])?;
@@ -22,7 +26,9 @@ impl Module for Shell {
         a.ignore(&["_uses_shell", "warn", "expand_argument_vars"]);
         a.finish()?;
         let Some(text) = raw.or(cmd) else {
-            return Ok(ModuleResult::failed("no command given").with("rc", 256));
+            return Ok(Plan::done(
+                ModuleResult::failed("no command given").with("rc", 256),
+            ));
         };
         let mut script = opts.prelude();
         script.push_str(&format!(
@@ -30,7 +36,8 @@ impl Module for Shell {
             quote(executable.as_deref().unwrap_or("/bin/sh")),
             quote(&text)
         ));
-        run_and_report(ctx, script, opts.stdin_bytes(), Value::from(text), &opts).await
+        let stdin = opts.stdin_bytes();
+        Ok(plan_run(ctx, script, stdin, Value::from(text), opts))
     }
 
     fn takes_free_form(&self) -> bool {

@@ -6,16 +6,17 @@ use std::time::SystemTime;
 
 use minijinja::Value;
 
+use super::plan::Plan;
 use super::time::timestamp;
 use crate::modules::args::ModuleArgs;
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
-use crate::transport::quote;
+use crate::transport::{quote, Output};
 
 /// Printed (alone) when `creates`/`removes` says the command need not run.
 const SKIP_MARK: &str = "\u{1e}keel-skip\u{1e}";
 
 /// The options every command-like module shares.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOpts {
     pub chdir: Option<String>,
     pub creates: Option<String>,
@@ -70,38 +71,68 @@ impl RunOpts {
     }
 }
 
-/// Runs `script` (prelude included) and shapes Ansible's command result.
-pub async fn run_and_report(
-    ctx: &TaskContext<'_>,
+/// Plans running `script` (prelude included). A command cannot know what
+/// it would change without running, so check mode runs only a preview:
+/// without `creates`/`removes` the task is skipped, as in Ansible; with them,
+/// the prelude's test alone decides between "would have run" and "did not
+/// run". Outside check mode the whole script runs, in one round trip.
+pub fn plan_run<'a>(
+    ctx: &'a TaskContext<'a>,
     script: String,
     stdin: Option<Vec<u8>>,
     cmd_value: Value,
-    opts: &RunOpts,
-) -> Result<ModuleResult, ModuleError> {
-    if ctx.check_mode && opts.creates.is_none() && opts.removes.is_none() {
-        // Like Ansible: without creates/removes a command cannot know what
-        // it would do, so it is skipped in check mode.
-        let mut r = ModuleResult::ok().with_msg("Command would have run if not in check mode");
-        r.skipped = true;
-        return Ok(r);
-    }
-    let start = SystemTime::now();
-    let out = if ctx.check_mode {
-        // Only the creates/removes checks run in check mode.
-        ctx.run(format!("{}exit 0\n", opts.prelude()), None).await?
-    } else {
-        ctx.run(script, stdin).await?
+    opts: RunOpts,
+) -> Plan<'a> {
+    let preview = {
+        let (cmd_value, opts) = (cmd_value.clone(), opts.clone());
+        async move {
+            if opts.creates.is_none() && opts.removes.is_none() {
+                let mut r =
+                    ModuleResult::ok().with_msg("Command would have run if not in check mode");
+                r.skipped = true;
+                return Ok(r);
+            }
+            let out = ctx.run(format!("{}exit 0\n", opts.prelude()), None).await?;
+            if let Some(r) = not_run(&out, cmd_value, &opts) {
+                return Ok(r);
+            }
+            Ok(ModuleResult::changed(true).with_msg("Command would have run if not in check mode"))
+        }
     };
-    let end = SystemTime::now();
-    let stdout_raw = out.stdout_str();
-    if stdout_raw == SKIP_MARK {
-        let (what, path) = match (&opts.creates, &opts.removes) {
-            (Some(c), _) if out.rc == 0 => ("exists", c.clone()),
-            (_, Some(r)) => ("does not exist", r.clone()),
-            (Some(c), None) => ("exists", c.clone()),
-            (None, None) => ("", String::new()),
-        };
-        return Ok(ModuleResult::ok()
+    let apply = async move {
+        let start = SystemTime::now();
+        let out = ctx.run(script, stdin).await?;
+        let end = SystemTime::now();
+        if let Some(r) = not_run(&out, cmd_value.clone(), &opts) {
+            return Ok(r);
+        }
+        Ok(command_result(
+            out.rc,
+            out.stdout_str(),
+            out.stderr_str(),
+            cmd_value,
+            start,
+            end,
+            opts.strip_empty_ends,
+        ))
+    };
+    Plan::fused(preview, apply)
+}
+
+/// The result when the prelude's `creates`/`removes` test stopped the
+/// command.
+fn not_run(out: &Output, cmd_value: Value, opts: &RunOpts) -> Option<ModuleResult> {
+    if out.stdout_str() != SKIP_MARK {
+        return None;
+    }
+    let (what, path) = match (&opts.creates, &opts.removes) {
+        (Some(c), _) if out.rc == 0 => ("exists", c.clone()),
+        (_, Some(r)) => ("does not exist", r.clone()),
+        (Some(c), None) => ("exists", c.clone()),
+        (None, None) => ("", String::new()),
+    };
+    Some(
+        ModuleResult::ok()
             .with_msg(format!("Did not run command since '{path}' {what}"))
             .with("cmd", cmd_value)
             .with("rc", 0)
@@ -111,22 +142,8 @@ pub async fn run_and_report(
                 Value::from(vec![format!("skipped, since {path} {what}")]),
             )
             .with("stderr", "")
-            .with("stderr_lines", Value::from(Vec::<String>::new())));
-    }
-    if ctx.check_mode {
-        return Ok(
-            ModuleResult::changed(true).with_msg("Command would have run if not in check mode")
-        );
-    }
-    Ok(command_result(
-        out.rc,
-        stdout_raw,
-        out.stderr_str(),
-        cmd_value,
-        start,
-        end,
-        opts.strip_empty_ends,
-    ))
+            .with("stderr_lines", Value::from(Vec::<String>::new())),
+    )
 }
 
 /// Ansible's return values for a finished command.

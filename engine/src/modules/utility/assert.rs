@@ -3,13 +3,17 @@
 use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Assert;
 
 #[async_trait::async_trait]
 impl Module for Assert {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("assert", args);
         let that = match a.value(&["that"]) {
             None => return Err(a.missing("that")),
@@ -53,7 +57,7 @@ impl Module for Assert {
                 }
                 r.data.insert("assertion".into(), Value::from(cond.clone()));
                 r.data.insert("evaluated_to".into(), Value::from(false));
-                return Ok(r);
+                return Ok(Plan::done(r));
             }
         }
         let mut r = ModuleResult::ok();
@@ -65,7 +69,7 @@ impl Module for Assert {
                     .unwrap_or_else(|| "All assertions passed".into()),
             );
         }
-        Ok(r)
+        Ok(Plan::done(r))
     }
 
     fn controller_only(&self) -> bool {

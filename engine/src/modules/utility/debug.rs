@@ -3,7 +3,7 @@
 use minijinja::Value;
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Debug;
 
@@ -12,7 +12,11 @@ pub const NOT_DEFINED: &str = "VARIABLE IS NOT DEFINED!";
 
 #[async_trait::async_trait]
 impl Module for Debug {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("debug", args);
         let msg = a.value(&["msg"]);
         let var = a.string(&["var"])?;
@@ -28,7 +32,7 @@ impl Module for Debug {
             // the default as not reached, which is what a plain run shows.
             let mut r = ModuleResult::ok().with_msg("verbosity threshold not met");
             r.skipped = true;
-            return Ok(r);
+            return Ok(Plan::done(r));
         }
         let mut res = ModuleResult::ok();
         if let Some(var) = var {
@@ -39,14 +43,14 @@ impl Module for Debug {
                 Err(e) => return Err(e.into()),
             };
             res.data.insert(var, value);
-            return Ok(res);
+            return Ok(Plan::done(res));
         }
         let msg = msg.unwrap_or_else(|| Value::from("Hello world!"));
         if let Some(s) = msg.as_str() {
             res.msg = Some(s.to_string());
         }
         res.data.insert("msg".into(), msg);
-        Ok(res)
+        Ok(Plan::done(res))
     }
 
     fn controller_only(&self) -> bool {

@@ -1,13 +1,17 @@
 //! `fail`: fails the task with a message (controller only).
 
 use crate::modules::args::{scalar_string, ModuleArgs};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Fail;
 
 #[async_trait::async_trait]
 impl Module for Fail {
-    async fn run(&self, args: &Args, _ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        _ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("fail", args);
         let msg = a.value(&["msg"]);
         a.finish()?;
@@ -15,7 +19,7 @@ impl Module for Fail {
             None => "Failed as requested from task".to_string(),
             Some(v) => scalar_string(v).unwrap_or_else(|| v.to_string()),
         };
-        Ok(ModuleResult::failed(text))
+        Ok(Plan::done(ModuleResult::failed(text)))
     }
 
     fn controller_only(&self) -> bool {

@@ -5,13 +5,17 @@ use std::time::{Duration, Instant};
 
 use crate::modules::args::ModuleArgs;
 use crate::modules::kit::time::timestamp;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Pause;
 
 #[async_trait::async_trait]
 impl Module for Pause {
-    async fn run(&self, args: &Args, _ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        _ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("pause", args);
         let seconds = a.float(&["seconds"])?;
         let minutes = a.float(&["minutes"])?;
@@ -65,7 +69,7 @@ impl Module for Pause {
                 "seconds"
             }
         ));
-        Ok(res)
+        Ok(Plan::done(res))
     }
 
     fn controller_only(&self) -> bool {

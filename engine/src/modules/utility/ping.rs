@@ -1,27 +1,31 @@
 //! `ping`: proves the host runs commands (one `echo` round trip).
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Ping;
 
 #[async_trait::async_trait]
 impl Module for Ping {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("ping", args);
         let data = a.string(&["data"])?.unwrap_or_else(|| "pong".into());
         a.finish()?;
         if data == "crash" {
-            return Ok(ModuleResult::failed("boom"));
+            return Ok(Plan::done(ModuleResult::failed("boom")));
         }
         let out = ctx.run("echo pong", None).await?;
         if out.rc != 0 || out.stdout_str().trim() != "pong" {
-            return Ok(ModuleResult::failed(format!(
+            return Ok(Plan::done(ModuleResult::failed(format!(
                 "the host did not answer as expected (rc={}): {}",
                 out.rc,
                 out.stderr_str().trim()
-            )));
+            ))));
         }
-        Ok(ModuleResult::ok().with("ping", data))
+        Ok(Plan::done(ModuleResult::ok().with("ping", data)))
     }
 }

@@ -3,14 +3,18 @@
 //! through the registry.
 
 use crate::modules::args::to_bool;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::template::VarMap;
 
 pub struct SetFact;
 
 #[async_trait::async_trait]
 impl Module for SetFact {
-    async fn run(&self, args: &Args, _ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        _ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut facts = VarMap::new();
         let mut cacheable = false;
         for (k, v) in args {
@@ -32,9 +36,9 @@ impl Module for SetFact {
             facts.insert(k.clone(), v.clone());
         }
         if facts.is_empty() {
-            return Ok(ModuleResult::failed(
+            return Ok(Plan::done(ModuleResult::failed(
                 "No key/value pairs provided, at least one is required for this action to succeed",
-            ));
+            )));
         }
         let mut r = ModuleResult::ok();
         r.data.insert(
@@ -43,7 +47,7 @@ impl Module for SetFact {
         );
         r.facts = Some(facts);
         r.facts_cacheable = cacheable;
-        Ok(r)
+        Ok(Plan::done(r))
     }
 
     fn controller_only(&self) -> bool {

@@ -6,7 +6,7 @@
 use minijinja::Value;
 
 use crate::modules::args::{dict, ModuleArgs};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::template::VarMap;
 
 pub struct Setup;
@@ -58,7 +58,11 @@ env
 
 #[async_trait::async_trait]
 impl Module for Setup {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("setup", args);
         let _subset = a.list(&["gather_subset"])?;
         let filter = a.list(&["filter"])?.unwrap_or_default();
@@ -83,7 +87,7 @@ impl Module for Setup {
         let mut res = ModuleResult::ok();
         res.data.insert("ansible_facts".into(), dict(prefixed));
         res.facts = Some(facts);
-        Ok(res)
+        Ok(Plan::done(res))
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct WaitFor;
@@ -25,7 +25,11 @@ timeout "$kct" bash -c 'exec 3<>"/dev/tcp/$0/$1"; timeout 1 cat <&3' "$khost" "$
 
 #[async_trait::async_trait]
 impl Module for WaitFor {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("wait_for", args);
         let host = a.string(&["host"])?.unwrap_or_else(|| "127.0.0.1".into());
         let port = a.int(&["port"])?;
@@ -80,48 +84,48 @@ impl Module for WaitFor {
             quote(search_regex.as_deref().unwrap_or("")),
             if plain_sleep { 0 } else { TIMEOUT_RC },
         );
-        if ctx.check_mode {
-            return Ok(ModuleResult::ok().with_msg("wait_for is not run in check mode"));
-        }
-        let start = Instant::now();
-        let mut cmd = ctx.command(script);
-        cmd.timeout = Some(Duration::from_secs(
-            (timeout + delay + connect_timeout + 30) as u64,
-        ));
-        let out = ctx.conn.exec(&cmd).await?;
-        let elapsed = start.elapsed().as_secs();
-        let mut res = ModuleResult::ok()
-            .with("elapsed", elapsed)
-            .with("state", state.clone());
-        if let Some(p) = port {
-            res.data.insert("port".into(), p.into());
-        }
-        if let Some(p) = &path {
-            res.data.insert("path".into(), p.clone().into());
-        }
-        if let Some(r) = &search_regex {
-            res.data.insert("search_regex".into(), r.clone().into());
-        }
-        if out.rc == 0 {
-            return Ok(res);
-        }
-        res.failed = true;
-        res.msg = Some(match (msg, port, &path) {
-            (Some(m), _, _) => m,
-            (None, Some(p), _) => format!("Timeout when waiting for {host}:{p}"),
-            (None, None, Some(p)) if search_regex.is_some() => {
-                format!(
-                    "Timeout when waiting for search string {} in {p}",
-                    search_regex.unwrap_or_default()
-                )
+        let planned = ModuleResult::ok().with_msg("wait_for is not run in check mode");
+        Ok(Plan::change(planned, async move {
+            let start = Instant::now();
+            let mut cmd = ctx.command(script);
+            cmd.timeout = Some(Duration::from_secs(
+                (timeout + delay + connect_timeout + 30) as u64,
+            ));
+            let out = ctx.conn.exec(&cmd).await?;
+            let elapsed = start.elapsed().as_secs();
+            let mut res = ModuleResult::ok()
+                .with("elapsed", elapsed)
+                .with("state", state.clone());
+            if let Some(p) = port {
+                res.data.insert("port".into(), p.into());
             }
-            (None, None, Some(p)) => format!("Timeout when waiting for file {p}"),
-            _ => format!(
-                "wait_for failed (rc={}): {}",
-                out.rc,
-                out.stderr_str().trim()
-            ),
-        });
-        Ok(res)
+            if let Some(p) = &path {
+                res.data.insert("path".into(), p.clone().into());
+            }
+            if let Some(r) = &search_regex {
+                res.data.insert("search_regex".into(), r.clone().into());
+            }
+            if out.rc == 0 {
+                return Ok(res);
+            }
+            res.failed = true;
+            res.msg = Some(match (msg, port, &path) {
+                (Some(m), _, _) => m,
+                (None, Some(p), _) => format!("Timeout when waiting for {host}:{p}"),
+                (None, None, Some(p)) if search_regex.is_some() => {
+                    format!(
+                        "Timeout when waiting for search string {} in {p}",
+                        search_regex.unwrap_or_default()
+                    )
+                }
+                (None, None, Some(p)) => format!("Timeout when waiting for file {p}"),
+                _ => format!(
+                    "wait_for failed (rc={}): {}",
+                    out.rc,
+                    out.stderr_str().trim()
+                ),
+            });
+            Ok(res)
+        }))
     }
 }

@@ -3,14 +3,18 @@
 use std::time::{Duration, Instant};
 
 use crate::modules::args::ModuleArgs;
-use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
+use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::Command;
 
 pub struct WaitForConnection;
 
 #[async_trait::async_trait]
 impl Module for WaitForConnection {
-    async fn run(&self, args: &Args, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
+    async fn plan<'a>(
+        &'a self,
+        args: &'a Args,
+        ctx: &'a TaskContext<'a>,
+    ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new("wait_for_connection", args);
         let timeout = a.float(&["timeout"])?.unwrap_or(600.0);
         let delay = a.float(&["delay"])?.unwrap_or(0.0);
@@ -30,16 +34,18 @@ impl Module for WaitForConnection {
             };
             let last_err = match ctx.conn.exec(&cmd).await {
                 Ok(o) if o.rc == 0 => {
-                    return Ok(ModuleResult::ok().with("elapsed", start.elapsed().as_secs()));
+                    return Ok(Plan::done(
+                        ModuleResult::ok().with("elapsed", start.elapsed().as_secs()),
+                    ));
                 }
                 Ok(o) => format!("rc={} {}", o.rc, o.stderr_str().trim()),
                 Err(e) => e.to_string(),
             };
             if Instant::now() + Duration::from_secs_f64(sleep) > deadline {
-                return Ok(ModuleResult::failed(format!(
-                    "timed out waiting for connection: {last_err}"
-                ))
-                .with("elapsed", start.elapsed().as_secs()));
+                return Ok(Plan::done(
+                    ModuleResult::failed(format!("timed out waiting for connection: {last_err}"))
+                        .with("elapsed", start.elapsed().as_secs()),
+                ));
             }
             tokio::time::sleep(Duration::from_secs_f64(sleep)).await;
         }
