@@ -97,6 +97,9 @@ pub(crate) struct HostState {
     pub ended: bool,
     /// Ended by `any_errors_fatal` (`always` sections still run for it).
     pub fatal_ended: bool,
+    /// `meta: clear_host_errors` ran while the host was in an `always`
+    /// section after failing: it goes on with the play.
+    pub errors_cleared: bool,
     /// `meta: end_role`: the role (by address) whose remaining tasks this
     /// host skips.
     pub ended_role: Option<usize>,

@@ -126,6 +126,14 @@ pub async fn run_playbook(
     sink.emit(&crate::output::Event::PlaybookStart {
         path: playbook.path.display().to_string(),
     });
+    sink.emit(&crate::output::Event::Verbose {
+        level: 2,
+        message: format!(
+            "{} plays in {}",
+            playbook.plays.len(),
+            playbook.path.display()
+        ),
+    });
     for p in &playbook.plays {
         let end = play::run_play(&shared, p, &mut persistent, &mut summary).await;
         if end == play::PlayEnd::AbortRun {

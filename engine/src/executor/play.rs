@@ -187,6 +187,7 @@ pub(crate) async fn run_play(
                     vars_files: None,
                     run_failed: false,
                     fatal_ended: false,
+                    errors_cleared: false,
                     ended: false,
                     ended_role: None,
                     notified: Vec::new(),
@@ -387,7 +388,10 @@ fn apply_late_keywords(shared: &Shared, play: &mut Play, scope: &Scope) -> Resul
             "strategy" => {
                 play.strategy = match text.trim() {
                     "linear" | "ansible.builtin.linear" => Strategy::Linear,
-                    "free" | "ansible.builtin.free" => Strategy::Free,
+                    // host_pinned is free with hosts kept on their forks:
+                    // the same order of work for Keel.
+                    "free" | "ansible.builtin.free" | "host_pinned"
+                    | "ansible.builtin.host_pinned" => Strategy::Free,
                     other => {
                         return Err(format!(
                             "unknown strategy '{other}'; Keel runs linear and free"
@@ -687,10 +691,25 @@ fn run_nodes_linear(
                             .cloned()
                             .collect();
                         run_nodes_linear(run.clone(), b.always.clone(), targets, rescuing).await;
+                        // `meta: clear_host_errors` in the always section
+                        // lets the hosts go on, as in Ansible.
+                        let cleared = act.iter().all(|h| h.lock().unwrap().errors_cleared);
                         for h in &still_failed {
-                            h.lock().unwrap().failed = true;
+                            let mut s = h.lock().unwrap();
+                            if !s.errors_cleared {
+                                s.failed = true;
+                            }
                         }
-                        if fatal {
+                        for h in &act {
+                            h.lock().unwrap().errors_cleared = false;
+                        }
+                        if fatal && cleared {
+                            run.fatal_stop
+                                .store(false, std::sync::atomic::Ordering::SeqCst);
+                            for h in &act {
+                                h.lock().unwrap().fatal_ended = false;
+                            }
+                        } else if fatal {
                             for h in &act {
                                 let mut s = h.lock().unwrap();
                                 if s.fatal_ended {
@@ -1202,6 +1221,7 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                 for x in all() {
                     let mut s = x.lock().unwrap();
                     s.run_failed = false;
+                    s.errors_cleared = true;
                 }
             }
             "end_batch" | "end_play" => {

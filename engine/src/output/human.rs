@@ -202,7 +202,17 @@ impl Sink for HumanSink {
     fn emit(&self, event: &Event) {
         let mut out = self.out.lock().unwrap();
         let text = match event {
-            Event::PlaybookStart { .. } => return,
+            // From -vv on, ansible-playbook names the playbook first.
+            Event::PlaybookStart { path } => {
+                if self.verbosity < 2 {
+                    return;
+                }
+                let base = std::path::Path::new(path)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.clone());
+                banner(&format!("PLAYBOOK: {base}"))
+            }
             Event::PlayStart { name, .. } => banner(&format!("PLAY [{name}]")),
             Event::NoHostsMatched { .. } => "skipping: no hosts matched".to_string(),
             Event::TaskStart { name, handler, .. } => {

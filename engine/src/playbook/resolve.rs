@@ -385,7 +385,7 @@ impl<'o> Resolver<'o> {
             None => Strategy::Linear,
             Some(s) => match raw::string(s, "strategy")?.as_str() {
                 "linear" => Strategy::Linear,
-                "free" => Strategy::Free,
+                "free" | "host_pinned" => Strategy::Free,
                 other => {
                     let mut e = s.error(format!(
                         "unknown strategy `{other}`; Keel runs `linear` and `free`"
