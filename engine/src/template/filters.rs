@@ -163,8 +163,21 @@ pub(super) fn register(env: &mut Environment<'static>) {
         Ok(Value::from(items))
     });
     add!(env, "human_readable", human_readable);
-    add!(env, "human_to_bytes", |v: &Value| -> Result<i64, Error> {
-        human_to_bytes(&text(v))
+    add!(env, "human_to_bytes", |v: &Value,
+                                 default_unit: Option<String>,
+                                 isbits: Option<bool>,
+                                 kw: Kwargs|
+     -> Result<i64, Error> {
+        let unit = match default_unit {
+            Some(u) => Some(u),
+            None => kw.get::<Option<String>>("default_unit")?,
+        };
+        let isbits = match isbits {
+            Some(b) => b,
+            None => kw.get::<Option<bool>>("isbits")?.unwrap_or(false),
+        };
+        kw.assert_all_used()?;
+        human_to_bytes(&text(v), unit.as_deref(), isbits)
     });
     add!(env, "extract", |item: &Value,
                           container: &Value,
@@ -274,13 +287,87 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "urldecode", |s: &str| urldecode(s));
     add!(env, "urlsplit", urlsplit);
     add!(env, "urlencode", urlencode);
-    add!(env, "log", |v: f64, base: Option<f64>| match base {
-        Some(b) => v.ln() / b.ln(),
-        None => v.ln(),
+    add!(env, "log", |v: &Value,
+                      base: Option<Value>|
+     -> Result<f64, Error> {
+        let x = number(v, "log")?;
+        Ok(match base {
+            None => x.ln(),
+            Some(b) => match number(&b, "log")? {
+                10.0 => x.log10(),
+                b => x.ln() / b.ln(),
+            },
+        })
     });
-    add!(env, "pow", |v: f64, e: f64| v.powf(e));
-    add!(env, "root", |v: f64, n: Option<f64>| v
-        .powf(1.0 / n.unwrap_or(2.0)));
+    add!(env, "pow", |v: &Value, e: &Value| -> Result<f64, Error> {
+        Ok(number(v, "pow")?.powf(number(e, "pow")?))
+    });
+    add!(env, "root", |v: &Value,
+                       n: Option<Value>|
+     -> Result<f64, Error> {
+        let x = number(v, "root")?;
+        match n {
+            None => Ok(x.sqrt()),
+            Some(n) => Ok(x.powf(1.0 / number(&n, "root")?)),
+        }
+    });
+    add!(env, "rekey_on_member", rekey_on_member);
+}
+
+/// A math filter's operand: Python's `math` functions take numbers (and
+/// bools) only, not numeric strings.
+fn number(v: &Value, filter: &str) -> Result<f64, Error> {
+    match v.kind() {
+        ValueKind::Number => f64::try_from(v.clone())
+            .map_err(|_| err(format!("{filter}() can only be used on numbers"))),
+        ValueKind::Bool => Ok(if v.is_true() { 1.0 } else { 0.0 }),
+        _ => Err(err(format!("{filter}() can only be used on numbers"))),
+    }
+}
+
+/// `rekey_on_member`: a dict of the given dicts (a list of them, or a dict's
+/// values) keyed on one of their members.
+fn rekey_on_member(data: &Value, key: &Value, kw: Kwargs) -> Result<Value, Error> {
+    let duplicates = kw
+        .get::<Option<String>>("duplicates")?
+        .unwrap_or_else(|| "error".into());
+    kw.assert_all_used()?;
+    if duplicates != "error" && duplicates != "overwrite" {
+        return Err(err(format!(
+            "duplicates parameter to rekey_on_member has unknown value '{duplicates}'"
+        )));
+    }
+    let items: Vec<Value> = match data.kind() {
+        ValueKind::Map => data
+            .try_iter()?
+            .map(|k| data.get_item(&k).unwrap_or_default())
+            .collect(),
+        ValueKind::Seq | ValueKind::Iterable => data.try_iter()?.collect(),
+        _ => return Err(err("Type is not a valid list, set, or dict")),
+    };
+    let mut out = ValueMap::new();
+    for item in items {
+        if item.kind() != ValueKind::Map {
+            return Err(err("List item is not a valid dict"));
+        }
+        let k = item.get_item(key).unwrap_or(Value::UNDEFINED);
+        if k.is_undefined() {
+            return Err(err(format!(
+                "Key {} was not found.",
+                native::python_repr(key)
+            )));
+        }
+        if out.get(&k).is_some_and(Value::is_true) {
+            if duplicates == "error" {
+                return Err(err(format!(
+                    "Key {} is not unique, cannot convert to dict.",
+                    native::python_repr(&k)
+                )));
+            }
+        }
+        out.insert(k, item);
+    }
+    Ok(Value::from_object(out))
 }
 
 /// Detail prefix the `mandatory` filter uses, so error reporting can word it
@@ -783,6 +870,9 @@ fn human_readable(
     unit: Option<String>,
     kw: Kwargs,
 ) -> Result<String, Error> {
+    if !matches!(v.kind(), ValueKind::Number | ValueKind::Bool) {
+        return Err(err("human_readable() failed on bad input"));
+    }
     let n = f64::try_from(float(v, None)).unwrap_or(0.0);
     let isbits = match isbits {
         Some(b) => b,
@@ -819,19 +909,69 @@ fn human_readable(
     Ok(format!("{value:.2} {suffix}"))
 }
 
-fn human_to_bytes(s: &str) -> Result<i64, Error> {
-    let re = Regex::new(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTPEZY]?)(i?)(B|b|bytes?)?\s*$")
-        .expect("valid regex");
-    let c = re
-        .captures(s)
-        .ok_or_else(|| err(format!("human_to_bytes: cannot parse {s:?}")))?;
-    let n: f64 = c[1].parse().unwrap_or(0.0);
-    let exp = "KMGTPEZY".find(&c[2]).map_or(0, |i| i + 1);
-    let mut r = n * 1024f64.powi(exp as i32);
-    if c.get(4).is_some_and(|m| m.as_str() == "b") {
-        r /= 8.0;
+/// `human_to_bytes`: Ansible's `formatters.human_to_bytes`.
+fn human_to_bytes(s: &str, default_unit: Option<&str>, isbits: bool) -> Result<i64, Error> {
+    let re = Regex::new(r"^([0-9]*\.?[0-9]+)(?:\s*([A-Za-z]+))?\s*$").expect("valid regex");
+    let c = re.captures(s).ok_or_else(|| {
+        err(format!(
+            "human_to_bytes() can't interpret following string: {s}"
+        ))
+    })?;
+    let num: f64 = c[1].parse().map_err(|_| {
+        err(format!(
+            "human_to_bytes() can't interpret following number: {}",
+            &c[1]
+        ))
+    })?;
+    let Some(unit) = c.get(2).map(|m| m.as_str()).or(default_unit) else {
+        return Ok(py_round(num) as i64);
+    };
+    let range_key = unit[..1].to_ascii_uppercase();
+    let Some(power) = "BKMGTPEZY".find(&range_key) else {
+        return Err(err(format!(
+            "human_to_bytes() failed to convert {s} (unit = {unit}). The suffix must be one of Y, Z, E, P, T, G, M, K, B"
+        )));
+    };
+    if unit.len() > 1 {
+        let names = [
+            ("byte", "bit"),
+            ("kilobyte", "kilobit"),
+            ("megabyte", "megabit"),
+            ("gigabyte", "gigabit"),
+            ("terabyte", "terabit"),
+            ("petabyte", "petabit"),
+            ("exabyte", "exabit"),
+            ("zetabyte", "zetabit"),
+            ("yottabyte", "yottabit"),
+        ][power];
+        let (name, class) = if isbits {
+            (names.1, 'b')
+        } else {
+            (names.0, 'B')
+        };
+        let short = if power == 0 {
+            class.to_string()
+        } else {
+            format!("{range_key}{class}")
+        };
+        if unit.to_lowercase() != name && unit != short {
+            return Err(err(format!(
+                "human_to_bytes() failed to convert {s}. Value is not a valid string (expect {short} or {})",
+                if power == 0 { name.to_string() } else { range_key.clone() }
+            )));
+        }
     }
-    Ok(r as i64)
+    Ok(py_round(num * 1024f64.powi(power as i32)) as i64)
+}
+
+/// Python's `round()`: halves go to the even neighbour.
+fn py_round(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
 }
 
 fn subelements(v: &Value, key: &str, skip_missing: bool) -> Result<Vec<Value>, Error> {
