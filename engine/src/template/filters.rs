@@ -357,13 +357,11 @@ fn rekey_on_member(data: &Value, key: &Value, kw: Kwargs) -> Result<Value, Error
                 native::python_repr(key)
             )));
         }
-        if out.get(&k).is_some_and(Value::is_true) {
-            if duplicates == "error" {
-                return Err(err(format!(
-                    "Key {} is not unique, cannot convert to dict.",
-                    native::python_repr(&k)
-                )));
-            }
+        if out.get(&k).is_some_and(Value::is_true) && duplicates == "error" {
+            return Err(err(format!(
+                "Key {} is not unique, cannot convert to dict.",
+                native::python_repr(&k)
+            )));
         }
         out.insert(k, item);
     }
