@@ -7,7 +7,9 @@
 //!
 //! Layout: `scope.rs` (layered variables and the lazy lookup object),
 //! `filters.rs`, `tests.rs` (Jinja tests), `lookups.rs`, `native.rs` (keeping a
-//! single-expression template's type, Python-style printing, value helpers).
+//! single-expression template's type, Python-style printing and escapes, value
+//! helpers), `pyre.rs` (Python `re` semantics), `datetime.rs` (`now()`,
+//! `strftime`, `to_datetime`).
 //!
 //! Undefined variables follow Ansible: printing, iterating or testing the truth
 //! of an undefined value fails and names it, while `x.y is defined` and
