@@ -342,6 +342,12 @@ impl Config {
                 self.hypervisor.driver
             )));
         }
+        if self.hypervisor.driver == "libvirt" && !crate::hypervisor::LIBVIRT_BUILT {
+            return Err(ConfigError::Invalid(format!(
+                "hypervisor.driver = \"libvirt\": {}",
+                crate::hypervisor::LIBVIRT_NOT_BUILT
+            )));
+        }
         self.hypervisor.callback_listen()?;
         if self.sso.enabled && self.sso.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid(
@@ -509,6 +515,22 @@ mod tests {
             Some("0.0.0.0:8081".parse().unwrap())
         );
         assert_eq!(c.hypervisor.state_dir(Path::new("/d")), Path::new("/d/vms"));
+    }
+
+    /// A build without the `libvirt` feature refuses a config that selects
+    /// the driver, at load, and says how to get it; a build with it accepts.
+    #[test]
+    fn libvirt_driver_is_refused_by_a_build_without_it() {
+        let loaded = Config::load(None, env(&[("KEEL_HYPERVISOR_DRIVER", "libvirt")]));
+        if cfg!(feature = "libvirt") {
+            assert_eq!(loaded.unwrap().hypervisor.driver, "libvirt");
+        } else {
+            let err = loaded.unwrap_err().to_string();
+            assert!(
+                err.contains("without the libvirt driver") && err.contains("libvirt-dev"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

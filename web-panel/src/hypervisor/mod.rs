@@ -4,7 +4,9 @@
 //! name, power, status, delete, snapshots, clone). Drivers:
 //! - `libvirt`: KVM/QEMU (or TCG when `/dev/kvm` cannot boot a guest) and
 //!   Xen through libvirt; a VM is a domain on a qcow2 overlay of the base
-//!   image, installed by a cloud-init NoCloud seed ISO.
+//!   image, installed by a cloud-init NoCloud seed ISO. Built only with the
+//!   cargo feature `libvirt` (on by default), as it links the system libvirt;
+//!   [`LIBVIRT_BUILT`] tells the config and the driver factory.
 //! - `nspawn`: containers booted with `systemd-nspawn --boot` from the same
 //!   base rootfs and the same seed, each in its own network namespace.
 //! - `faulty`: a wrapper that makes a share of calls fail, for fault tests.
@@ -14,6 +16,7 @@
 //! `Ok`. Errors say whether a retry can help ([`DriverError::is_retryable`]).
 
 pub mod faulty;
+#[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod nspawn;
 pub mod seed;
@@ -23,6 +26,15 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+/// Whether this build has the libvirt driver (cargo feature `libvirt`).
+pub const LIBVIRT_BUILT: bool = cfg!(feature = "libvirt");
+
+/// What to do about a config that names `libvirt` in a build without it.
+pub const LIBVIRT_NOT_BUILT: &str = "this keel-panel was built without the libvirt driver \
+     (cargo feature `libvirt`): rebuild it with the default features, which needs \
+     libvirt's development files (apt install libvirt-dev pkg-config), or choose \
+     hypervisor.driver = \"nspawn\" or \"none\"";
 
 /// What a driver needs to create one VM. Everything is decided by the panel
 /// before the driver is called, so a retried `create` builds the same VM.

@@ -192,16 +192,27 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProvisionEr
 
 /// The driver `hypervisor.driver` names; `None` for `none`.
 pub fn driver_from_config(config: &Config) -> Result<Option<Arc<dyn Driver>>, ProvisionError> {
-    use crate::hypervisor::{libvirt, nspawn, ImageStore};
+    use crate::hypervisor::{nspawn, ImageStore};
     let h = &config.hypervisor;
     let images = ImageStore::new(&h.image_dir);
     let state_dir = h.state_dir(&config.data_dir);
     Ok(match h.driver.as_str() {
         "none" => None,
+        #[cfg(feature = "libvirt")]
         "libvirt" => {
+            use crate::hypervisor::libvirt;
             let mut cfg = libvirt::LibvirtConfig::new(&h.uri, images, state_dir);
             cfg.prefix = h.vm_prefix.clone();
             Some(Arc::new(libvirt::LibvirtDriver::new(cfg)))
+        }
+        // The config check refuses this already; `keel-panel demo` picks
+        // the driver after that check.
+        #[cfg(not(feature = "libvirt"))]
+        "libvirt" => {
+            return Err(ProvisionError::Missing(format!(
+                "hypervisor driver \"libvirt\": {}",
+                crate::hypervisor::LIBVIRT_NOT_BUILT
+            )))
         }
         "nspawn" => {
             let mut cfg = nspawn::NspawnConfig::new(images);
