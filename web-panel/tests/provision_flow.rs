@@ -3,7 +3,8 @@
 //! the API, VM created, cloud-init's phone_home reaches the callback, the
 //! host key is checked, the role run writes a file, `ready`; and the
 //! failure paths: wrong HMAC, replayed callback, host-key mismatch, delete,
-//! coalesced re-converge. Needs root and the built image; skips otherwise.
+//! coalesced re-converge. Needs root and the built image; skips otherwise,
+//! or fails when `KEEL_REQUIRE_REAL` is set.
 //! The `regression_*` tests pin races a review found: forged callbacks
 //! holding the write lock, a callback arriving before `installing_os`
 //! commits, an OS-ready failure losing to a callback, compensation whose VM
@@ -13,6 +14,8 @@
 //! callback-only listener) is meant to be reused by further flow tests.
 
 mod api_support;
+#[path = "../../tests/e2e/support/mod.rs"]
+mod e2e_support;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_support::{start, Backend, Cred, Panel};
+use e2e_support::{IMAGE, IMAGES};
 use keel_panel::alloc::{self, AddressRecord, PoolFile};
 use keel_panel::hypervisor::nspawn::{NspawnConfig, NspawnDriver};
 use keel_panel::hypervisor::{Driver, DriverError, ImageStore};
@@ -30,24 +34,13 @@ use keel_panel::services::{catalog, servers, sites, Principal};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-const IMAGES: &str = "/var/cache/keel/images";
-const IMAGE: &str = "debian-bookworm";
 const WAIT: Duration = Duration::from_secs(240);
 
+/// Whether the nspawn driver can run here. The e2e tests' check: it skips
+/// with a message, or fails when `KEEL_REQUIRE_REAL` is set (scripts/test),
+/// so a broken setup cannot pass as nine skipped tests.
 fn can_run() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let ok = root
-        && Path::new(IMAGES).join(IMAGE).join("BUILT").is_file()
-        && Path::new("/usr/bin/systemd-nspawn").exists();
-    if !ok {
-        eprintln!("SKIP: needs root, systemd-nspawn and {IMAGES}/{IMAGE} (images/build-debian)");
-    }
-    ok
+    e2e_support::can_run_nspawn()
 }
 
 /// A panel with the provisioning flow on a real driver.
