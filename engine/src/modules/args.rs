@@ -146,17 +146,30 @@ pub fn scalar_string(v: &Value) -> Option<String> {
 /// Typed access to one task's module arguments.
 pub struct ModuleArgs<'a> {
     module: &'static str,
+    params: &'static Params,
     args: &'a Args,
     known: Vec<&'static str>,
 }
 
 impl<'a> ModuleArgs<'a> {
-    pub fn new(module: &'static str, args: &'a Args) -> ModuleArgs<'a> {
+    /// Arguments checked against the module's declared [`Params`].
+    pub fn new(params: &'static Params, args: &'a Args) -> ModuleArgs<'a> {
         ModuleArgs {
-            module,
+            module: params.module,
+            params,
             args,
             known: Vec::new(),
         }
+    }
+
+    /// A getter asked for a name the module's [`Params`] does not declare:
+    /// the declaration is what the resolver checks, so it must be complete.
+    fn declared(&self, names: &[&'static str]) {
+        debug_assert!(
+            names.iter().all(|n| self.params.accepts(n)),
+            "module {} reads {names:?}, which its Params do not declare",
+            self.module
+        );
     }
 
     /// The module name used in messages.
@@ -170,6 +183,7 @@ impl<'a> ModuleArgs<'a> {
 
     /// The raw value of the first of `names` that is set (not null/undefined).
     pub fn value(&mut self, names: &[&'static str]) -> Option<Value> {
+        self.declared(names);
         self.known.extend_from_slice(names);
         names
             .iter()
@@ -413,20 +427,23 @@ impl<'a> ModuleArgs<'a> {
 
     /// Declares names the module accepts but ignores (Ansible-only knobs).
     pub fn ignore(&mut self, names: &[&'static str]) {
+        self.declared(names);
         self.known.extend_from_slice(names);
     }
 
-    /// Rejects any argument no getter asked for.
+    /// Rejects any argument the module does not declare. The resolver has
+    /// checked the names it could see; this catches what templating or
+    /// `module_defaults` brought in.
     pub fn finish(self) -> Result<(), ModuleError> {
         for key in self.args.keys() {
-            if self.known.contains(&key.as_str()) {
+            if self.known.contains(&key.as_str()) || self.params.accepts(key) {
                 continue;
             }
             let mut msg = format!("unsupported parameter '{key}' for module {}", self.module);
-            if let Some(s) = crate::diag::suggest(key, self.known.iter().copied()) {
+            if let Some(s) = self.params.suggest(key) {
                 msg.push_str(&format!("; did you mean '{s}'?"));
             } else {
-                let mut k = self.known.clone();
+                let mut k: Vec<&str> = self.params.names().collect();
                 k.sort_unstable();
                 k.dedup();
                 msg.push_str(&format!(" (supported: {})", k.join(", ")));
@@ -434,6 +451,78 @@ impl<'a> ModuleArgs<'a> {
             return Err(ModuleError::Args(msg));
         }
         Ok(())
+    }
+}
+
+/// One accepted argument: its name, then its aliases.
+pub type Param = &'static [&'static str];
+
+/// The arguments a module accepts, declared once in the module's file.
+///
+/// The resolver checks a task's argument names against it before any
+/// connection opens ([`Params::unsupported`]); [`ModuleArgs::finish`] checks
+/// again at run time, for what only templating reveals (a whole-argument
+/// template, `module_defaults`). `sets` lets a module add a kit's shared
+/// arguments (`FILE_ATTR_PARAMS`, `RUN_OPT_PARAMS`) to its own.
+#[derive(Debug)]
+pub struct Params {
+    pub module: &'static str,
+    pub sets: &'static [&'static [Param]],
+}
+
+impl Params {
+    /// Every accepted name, aliases included.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sets
+            .iter()
+            .flat_map(|s| s.iter())
+            .flat_map(|p| p.iter())
+            .copied()
+    }
+
+    pub fn accepts(&self, name: &str) -> bool {
+        self.names().any(|n| n == name)
+    }
+
+    /// The names among `keys` this module does not accept, sorted.
+    pub fn unsupported<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Vec<&'k str> {
+        let mut v: Vec<&str> = keys.into_iter().filter(|k| !self.accepts(k)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The accepted name closest to a misspelt `key`, if any is close.
+    pub fn suggest(&self, key: &str) -> Option<&'static str> {
+        crate::diag::suggest(key, self.names())
+    }
+
+    /// ansible-core's wording: `Unsupported parameters for (copy) module:
+    /// bogus. Supported parameters include: backup, ... (aliases).`
+    pub fn unsupported_message(&self, unknown: &[&str]) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        let mut aliases: Vec<&str> = Vec::new();
+        for p in self.sets.iter().flat_map(|s| s.iter()) {
+            if let Some((first, rest)) = p.split_first() {
+                names.push(first);
+                aliases.extend(rest);
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        aliases.sort_unstable();
+        aliases.dedup();
+        let mut msg = format!(
+            "Unsupported parameters for ({}) module: {}. Supported parameters include: {}",
+            self.module,
+            unknown.join(", "),
+            names.join(", ")
+        );
+        if !aliases.is_empty() {
+            msg.push_str(&format!(" ({})", aliases.join(", ")));
+        }
+        msg.push('.');
+        msg
     }
 }
 

@@ -204,6 +204,14 @@ pub trait Module: Send + Sync {
         kit::drive(self, args, ctx).await
     }
 
+    /// The arguments the module accepts, declared once in its file; the
+    /// resolver rejects any other name before a connection opens. `None`
+    /// means any names (`set_fact`), or that the module hands its arguments
+    /// to another that checks them (`package`).
+    fn params(&self) -> Option<&'static args::Params> {
+        None
+    }
+
     /// Whether the module runs on the controller only (no connection needed):
     /// `debug`, `set_fact`, `assert`, `fail`, `pause`...
     fn controller_only(&self) -> bool {

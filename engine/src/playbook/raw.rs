@@ -653,6 +653,7 @@ pub fn read_task<'a>(
                 ActionArgs::Map(m) => m,
             };
             merge_args(&mut args, args_node, &action)?;
+            check_arg_names(&action, &args, av, args_node)?;
             return Ok(RawTask {
                 kind: RawKind::Task {
                     action,
@@ -690,6 +691,7 @@ pub fn read_task<'a>(
         }
     };
     merge_args(&mut args, args_node, &action)?;
+    check_arg_names(&action, &args, value_node, args_node)?;
     Ok(RawTask {
         kind: RawKind::Task {
             action,
@@ -747,6 +749,33 @@ fn kv_args(action: &str, text: &str, node: &Node) -> Result<VarMap, Diagnostic> 
             )));
     }
     Ok(args)
+}
+
+/// Argument names the module does not declare fail here, before anything
+/// connects, pointing at the key itself when the arguments are a mapping.
+/// (A whole-argument template, known only at run time, is checked there.)
+fn check_arg_names(
+    action: &str,
+    args: &VarMap,
+    at: &Node,
+    args_node: Option<&Node>,
+) -> Result<(), Diagnostic> {
+    let Some(bad) = registry::check_arg_names(action, args.keys().map(String::as_str)) else {
+        return Ok(());
+    };
+    let node = [Some(at), args_node]
+        .into_iter()
+        .flatten()
+        .filter_map(Node::as_map)
+        .flat_map(|m| m.iter())
+        .find(|(k, _)| k.as_str().is_some_and(|k| bad.names.iter().any(|n| n == k)))
+        .map(|(k, _)| k)
+        .unwrap_or(at);
+    let mut e = node.error(bad.message);
+    if let Some(s) = bad.suggestion {
+        e = e.hint(format!("did you mean `{s}`?"));
+    }
+    Err(e)
 }
 
 /// `args:` merges under the module's own arguments (the module's win).

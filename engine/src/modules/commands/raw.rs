@@ -5,21 +5,31 @@ use std::time::SystemTime;
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::command::command_result;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Raw;
 
+/// The arguments `raw` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "raw",
+    sets: &[&[&["_raw_params", "cmd"], &["executable"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for Raw {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("raw", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let text = a.string(&["_raw_params", "cmd"])?;
         let executable = a.string(&["executable"])?;
         a.finish()?;

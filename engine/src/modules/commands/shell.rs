@@ -4,21 +4,42 @@
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
+use crate::modules::kit::command::RUN_OPT_PARAMS;
 use crate::modules::kit::command::{plan_run, RunOpts};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Shell;
 
+/// The arguments `shell` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "shell",
+    sets: &[
+        &[
+            &["_raw_params"],
+            &["cmd"],
+            &["executable"],
+            &["_uses_shell"],
+            &["warn"],
+            &["expand_argument_vars"],
+        ],
+        RUN_OPT_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for Shell {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("shell", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let raw = a.string(&["_raw_params"])?;
         let cmd = a.string(&["cmd"])?;
         let executable = a.string(&["executable"])?;

@@ -15,7 +15,8 @@
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
+use crate::modules::kit::mysql::LOGIN_PARAMS;
 use crate::modules::kit::mysql::{run_client, sql_ident, sql_string, Batch, Login};
 use crate::modules::kit::state_diff;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
@@ -152,14 +153,48 @@ pub fn create_statement(name: &str, encoding: &str, collation: &str) -> String {
     s
 }
 
+/// The arguments `mysql_db` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "mysql_db",
+    sets: &[
+        &[
+            &["name", "db"],
+            &["state"],
+            &["encoding"],
+            &["collation"],
+            &["target"],
+            &["single_transaction"],
+            &["quick"],
+            &["ignore_tables"],
+            &["hex_blob"],
+            &["force"],
+            &["master_data"],
+            &["skip_lock_tables"],
+            &["dump_extra_args"],
+            &["use_shell"],
+            &["unsafe_login_password"],
+            &["restrict_config_file"],
+            &["config_overrides_defaults"],
+            &["chdir"],
+            &["pipefail"],
+            &["sql_log_bin"],
+        ],
+        LOGIN_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for MysqlDb {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("mysql_db", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let login = Login::parse(&mut a)?;
         let names = a.list(&["name", "db"])?.unwrap_or_default();
         if names.is_empty() {

@@ -21,7 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use minijinja::value::ValueKind;
 use sha1::{Digest, Sha1};
 
-use crate::modules::args::{scalar_string, ModuleArgs};
+use crate::modules::args::{scalar_string, ModuleArgs, Params};
+use crate::modules::kit::mysql::LOGIN_PARAMS;
 use crate::modules::kit::mysql::{account, sql_ident, sql_string, Batch, Flavor, Login};
 use crate::modules::kit::state_diff;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
@@ -629,14 +630,41 @@ struct Found {
     grants: Privileges,
 }
 
+/// The arguments `mysql_user` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "mysql_user",
+    sets: &[
+        &[
+            &["name", "user"],
+            &["priv"],
+            &["host"],
+            &["password"],
+            &["encrypted"],
+            &["update_password"],
+            &["append_privs"],
+            &["subtract_privs"],
+            &["state"],
+            &["host_all"],
+            &["sql_log_bin"],
+            &["column_case_sensitive"],
+            &["force_context"],
+        ],
+        LOGIN_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for MysqlUser {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("mysql_user", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let login = Login::parse(&mut a)?;
         let user = a.req_string(&["name", "user"])?;
         let host = a.string(&["host"])?.unwrap_or_else(|| "localhost".into());

@@ -1,7 +1,8 @@
 //! `blockinfile`: keeps a marked block of lines in a file (inserted, updated
 //! or removed), computed on the controller like `lineinfile`.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
+use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::edit::compile;
 use crate::modules::kit::edit::{self, lines_of, linesep, WriteBack};
 use crate::modules::kit::FileAttrs;
@@ -9,14 +10,44 @@ use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext}
 
 pub struct BlockInFile;
 
+/// The arguments `blockinfile` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "blockinfile",
+    sets: &[
+        &[
+            &["path", "dest", "destfile", "name"],
+            &["state"],
+            &["block", "content"],
+            &["marker"],
+            &["marker_begin"],
+            &["marker_end"],
+            &["insertafter"],
+            &["insertbefore"],
+            &["create"],
+            &["backup"],
+            &["validate"],
+            &["append_newline"],
+            &["prepend_newline"],
+            &["follow"],
+            &["others"],
+            &["encoding"],
+        ],
+        FILE_ATTR_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for BlockInFile {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("blockinfile", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let path = a.req_string(&["path", "dest", "destfile", "name"])?;
         let state = a
             .choice(&["state"], &["present", "absent"], Some("present"))?

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use minijinja::value::ValueKind;
 use minijinja::Value;
 
-use crate::modules::args::{ModeSpec, ModuleArgs};
+use crate::modules::args::{ModeSpec, ModuleArgs, Params};
+use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::{
     self, attr_commands, fill_attrs, put_content, resolve_mode, FileAttrs, FileWrite, Put, Query,
     Source,
@@ -30,14 +31,40 @@ fn content_bytes(v: &Value) -> Result<Vec<u8>, ModuleError> {
     }
 }
 
+/// The arguments `copy` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "copy",
+    sets: &[
+        &[
+            &["dest"],
+            &["src"],
+            &["content"],
+            &["remote_src"],
+            &["backup"],
+            &["force", "thirsty"],
+            &["validate"],
+            &["directory_mode"],
+            &["follow"],
+            &["local_follow"],
+            &["decrypt"],
+            &["checksum"],
+        ],
+        FILE_ATTR_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for Copy {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("copy", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let dest = a.req_string(&["dest"])?;
         let src = a.string(&["src"])?;
         let content = a.value(&["content"]);

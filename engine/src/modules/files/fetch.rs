@@ -3,21 +3,37 @@
 
 use std::path::PathBuf;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{self, sha1_hex, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Fetch;
 
+/// The arguments `fetch` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "fetch",
+    sets: &[&[
+        &["src"],
+        &["dest"],
+        &["flat"],
+        &["fail_on_missing"],
+        &["validate_checksum", "validate_md5"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Fetch {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("fetch", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let src = a.req_string(&["src"])?;
         let dest = a.req_string(&["dest"])?;
         let flat = a.bool(&["flat"], false)?;

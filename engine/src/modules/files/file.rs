@@ -7,7 +7,8 @@
 
 use minijinja::Value;
 
-use crate::modules::args::{ModeSpec, ModuleArgs};
+use crate::modules::args::{ModeSpec, ModuleArgs, Params};
+use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::FileAttrs;
 use crate::modules::kit::{self, attr_commands, path_state_diff, Query, RemoteStat};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
@@ -17,14 +18,47 @@ pub struct File;
 
 const STATES: &[&str] = &["file", "directory", "link", "hard", "touch", "absent"];
 
+/// The arguments `file` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "file",
+    sets: &[
+        &[
+            &["path", "dest", "name"],
+            &["state"],
+            &["src"],
+            &["recurse"],
+            &["force"],
+            &["follow"],
+            &["modification_time"],
+            &["access_time"],
+            &["modification_time_format"],
+            &["access_time_format"],
+            &["_original_basename"],
+            &["_diff_peek"],
+            &["content"],
+            &["backup"],
+            &["validate"],
+            &["remote_src"],
+            &["directory_mode"],
+            &["delimiter"],
+            &["regexp"],
+        ],
+        FILE_ATTR_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for File {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("file", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let path = a.req_string(&["path", "dest", "name"])?;
         let state = a.choice(&["state"], STATES, None)?;
         let src = a.string(&["src"])?;

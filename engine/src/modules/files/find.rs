@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{FileKind, RemoteStat};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -90,14 +90,45 @@ fn parse_age(s: &str) -> Option<(i64, bool)> {
     Some((num.parse::<i64>().ok()? * mult, neg))
 }
 
+/// The arguments `find` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "find",
+    sets: &[&[
+        &["paths", "name", "path"],
+        &["patterns", "pattern"],
+        &["excludes", "exclude"],
+        &["file_type"],
+        &["recurse"],
+        &["hidden"],
+        &["follow"],
+        &["use_regex"],
+        &["age"],
+        &["age_stamp"],
+        &["size"],
+        &["contains"],
+        &["depth"],
+        &["get_checksum"],
+        &["checksum_algorithm"],
+        &["read_whole_file"],
+        &["encoding"],
+        &["limit"],
+        &["exact_mode"],
+        &["mode"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Find {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("find", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let paths = a
             .list(&["paths", "name", "path"])?
             .ok_or_else(|| a.missing("paths"))?;

@@ -2,21 +2,50 @@
 //! computed on the controller, following Ansible's matching rules exactly
 //! (last match wins unless `firstmatch`, `backrefs`, insertion anchors).
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
+use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::edit::{self, compile, lines_of, linesep, python_repl, WriteBack};
 use crate::modules::kit::FileAttrs;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct LineInFile;
 
+/// The arguments `lineinfile` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "lineinfile",
+    sets: &[
+        &[
+            &["path", "dest", "destfile", "name"],
+            &["state"],
+            &["regexp", "regex"],
+            &["search_string"],
+            &["line", "value"],
+            &["insertafter"],
+            &["insertbefore"],
+            &["create"],
+            &["backrefs"],
+            &["firstmatch"],
+            &["backup"],
+            &["validate"],
+            &["others"],
+            &["follow"],
+        ],
+        FILE_ATTR_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for LineInFile {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("lineinfile", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let path = a.req_string(&["path", "dest", "destfile", "name"])?;
         let state = a
             .choice(&["state"], &["present", "absent"], Some("present"))?

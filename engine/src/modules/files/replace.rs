@@ -1,7 +1,8 @@
 //! `replace`: substitutes every match of a regular expression in a file
 //! (optionally only between `after` and `before`), computed on the controller.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
+use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::edit::{self, WriteBack};
 use crate::modules::kit::edit::{compile, python_repl};
 use crate::modules::kit::FileAttrs;
@@ -9,14 +10,38 @@ use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext}
 
 pub struct Replace;
 
+/// The arguments `replace` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "replace",
+    sets: &[
+        &[
+            &["path", "dest", "destfile", "name"],
+            &["regexp"],
+            &["replace"],
+            &["after"],
+            &["before"],
+            &["backup"],
+            &["validate"],
+            &["others"],
+            &["encoding"],
+            &["follow"],
+        ],
+        FILE_ATTR_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for Replace {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("replace", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let path = a.req_string(&["path", "dest", "destfile", "name"])?;
         let regexp = a.req_string(&["regexp"])?;
         let replace = a.string(&["replace"])?.unwrap_or_default();

@@ -2,21 +2,31 @@
 
 use base64::Engine;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::Query;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Slurp;
 
+/// The arguments `slurp` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "slurp",
+    sets: &[&[&["src", "path"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for Slurp {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("slurp", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let src = a.req_string(&["src", "path"])?;
         a.finish()?;
         let mut probe = Query::new();

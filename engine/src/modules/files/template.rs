@@ -5,21 +5,52 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
+use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::{put_content, FileAttrs, Put};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::template::VarMap;
 
 pub struct Template;
 
+/// The arguments `template` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "template",
+    sets: &[
+        &[
+            &["src"],
+            &["dest"],
+            &["backup"],
+            &["force"],
+            &["validate"],
+            &["follow"],
+            &["newline_sequence"],
+            &["trim_blocks"],
+            &["lstrip_blocks"],
+            &["output_encoding"],
+            &["block_start_string"],
+            &["block_end_string"],
+            &["variable_start_string"],
+            &["variable_end_string"],
+            &["comment_start_string"],
+            &["comment_end_string"],
+        ],
+        FILE_ATTR_PARAMS,
+    ],
+};
+
 #[async_trait::async_trait]
 impl Module for Template {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("template", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let src = a.req_string(&["src"])?;
         let dest = a.req_string(&["dest"])?;
         let attrs = FileAttrs::parse(&mut a)?;

@@ -9,7 +9,7 @@
 //! `dest` only when something differs. `changed` is that observed
 //! difference, so re-running with the same archive is a no-op.
 
-use crate::modules::args::{ModeSpec, ModuleArgs};
+use crate::modules::args::{ModeSpec, ModuleArgs, Params};
 use crate::modules::kit::{failure_text, state_diff, Answers};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -22,14 +22,47 @@ const NO_SRC: i32 = 81;
 const NO_UNZIP: i32 = 82;
 const EXTRACT_FAILED: i32 = 83;
 
+/// The arguments `unarchive` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "unarchive",
+    sets: &[&[
+        &["src"],
+        &["dest"],
+        &["copy"],
+        &["remote_src"],
+        &["creates"],
+        &["list_files"],
+        &["exclude"],
+        &["include"],
+        &["extra_opts"],
+        &["mode"],
+        &["owner"],
+        &["group"],
+        &["keep_newer"],
+        &["validate_certs"],
+        &["decrypt"],
+        &["io_buffer_size"],
+        &["attributes"],
+        &["unsafe_writes"],
+        &["seuser"],
+        &["serole"],
+        &["setype"],
+        &["selevel"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Unarchive {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("unarchive", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let src = a.req_string(&["src"])?;
         let dest = a.req_string(&["dest"])?;
         // `copy: no` is the old spelling of `remote_src: yes`.

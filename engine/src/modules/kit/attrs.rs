@@ -4,7 +4,7 @@
 use minijinja::Value;
 
 use super::stat::{FileKind, RemoteStat};
-use crate::modules::args::{ModeSpec, ModuleArgs};
+use crate::modules::args::{ModeSpec, ModuleArgs, Param};
 use crate::modules::{ModuleError, ModuleResult};
 use crate::transport::quote;
 
@@ -16,19 +16,18 @@ pub struct FileAttrs {
     pub group: Option<String>,
 }
 
-/// The argument names [`FileAttrs::parse`] takes, for a module's
-/// [`Params`](super::Params) list.
-pub const FILE_ATTR_PARAMS: &[&str] = &[
-    "mode",
-    "owner",
-    "group",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "attributes",
-    "attr",
-    "unsafe_writes",
+/// The arguments [`FileAttrs::parse`] reads, for a module's
+/// [`Params`](crate::modules::args::Params).
+pub const FILE_ATTR_PARAMS: &[Param] = &[
+    &["mode"],
+    &["owner"],
+    &["group"],
+    &["seuser"],
+    &["serole"],
+    &["setype"],
+    &["selevel"],
+    &["attributes", "attr"],
+    &["unsafe_writes"],
 ];
 
 impl FileAttrs {

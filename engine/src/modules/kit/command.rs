@@ -8,12 +8,23 @@ use minijinja::Value;
 
 use super::plan::Plan;
 use super::time::timestamp;
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Param};
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
 use crate::transport::{quote, Output};
 
 /// Printed (alone) when `creates`/`removes` says the command need not run.
 const SKIP_MARK: &str = "\u{1e}keel-skip\u{1e}";
+
+/// The arguments [`RunOpts::parse`] reads, for a module's
+/// [`Params`](crate::modules::args::Params).
+pub const RUN_OPT_PARAMS: &[Param] = &[
+    &["chdir"],
+    &["creates"],
+    &["removes"],
+    &["stdin"],
+    &["stdin_add_newline"],
+    &["strip_empty_ends"],
+];
 
 /// The options every command-like module shares.
 #[derive(Debug, Clone, Default)]

@@ -9,19 +9,23 @@
 //! So a module never reads `check_mode`, and cannot forget to.
 //!
 //! ```ignore
-//! use crate::modules::args::ModuleArgs;
+//! use crate::modules::args::{ModuleArgs, Params};
 //! use crate::modules::kit::{apply, state_diff, Plan, Query};
 //! use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
 //! use crate::transport::quote;
 //!
 //! pub struct Timezone;
 //!
+//! /// Every accepted argument, once (name, then aliases): the resolver
+//! /// rejects any other name before a connection opens.
+//! static PARAMS: Params = Params { module: "timezone", sets: &[&[&["name"]]] };
+//!
 //! #[async_trait::async_trait]
 //! impl Module for Timezone {
 //!     async fn plan<'a>(&'a self, args: &'a Args, ctx: &'a TaskContext<'a>)
 //!         -> Result<Plan<'a>, ModuleError> {
 //!         // 1. Arguments: typed getters, then `finish` (unknown names fail).
-//!         let mut a = ModuleArgs::new("timezone", args);
+//!         let mut a = ModuleArgs::new(&PARAMS, args);
 //!         let name = a.req_string(&["name"])?;
 //!         a.finish()?;
 //!         // 2. Query: one round trip learns everything the decision needs.
@@ -45,6 +49,10 @@
 //!             }
 //!             Ok(res)
 //!         }))
+//!     }
+//!
+//!     fn params(&self) -> Option<&'static Params> {
+//!         Some(&PARAMS)
 //!     }
 //! }
 //! ```

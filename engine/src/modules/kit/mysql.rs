@@ -21,7 +21,7 @@ use std::fmt;
 
 use base64::Engine as _;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Param};
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
 use crate::transport::quote;
 
@@ -110,6 +110,23 @@ impl fmt::Debug for Login {
             .finish()
     }
 }
+
+/// The arguments [`Login::parse`] reads, for a module's
+/// [`Params`](crate::modules::args::Params).
+pub const LOGIN_PARAMS: &[Param] = &[
+    &["login_user"],
+    &["login_password"],
+    &["login_host"],
+    &["login_port"],
+    &["login_unix_socket"],
+    &["check_implicit_admin"],
+    &["config_file"],
+    &["connect_timeout"],
+    &["client_cert"],
+    &["client_key"],
+    &["ca_cert"],
+    &["check_hostname"],
+];
 
 impl Login {
     /// Reads the `login_*` arguments (and the TLS ones we accept but leave

@@ -7,7 +7,7 @@
 //! neither tool get a clear error rather than a silent controller-side fetch,
 //! since the controller may not reach the same network.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::checksum_tool;
 use crate::modules::kit::Query;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
@@ -15,14 +15,55 @@ use crate::transport::quote;
 
 pub struct GetUrl;
 
+/// The arguments `get_url` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "get_url",
+    sets: &[&[
+        &["url"],
+        &["dest"],
+        &["checksum"],
+        &["force"],
+        &["mode"],
+        &["owner"],
+        &["group"],
+        &["timeout"],
+        &["validate_certs"],
+        &["headers"],
+        &["url_username", "username"],
+        &["url_password", "password"],
+        &["backup"],
+        &["tmp_dest"],
+        &["use_proxy"],
+        &["force_basic_auth"],
+        &["http_agent"],
+        &["attributes"],
+        &["unsafe_writes"],
+        &["seuser"],
+        &["serole"],
+        &["setype"],
+        &["selevel"],
+        &["decompress"],
+        &["use_gssapi"],
+        &["use_netrc"],
+        &["ciphers"],
+        &["unredirected_headers"],
+        &["client_cert"],
+        &["client_key"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for GetUrl {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("get_url", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let url = a.req_string(&["url"])?;
         let dest = a.req_string(&["dest"])?;
         let checksum = a.string(&["checksum"])?;

@@ -11,7 +11,7 @@
 use minijinja::value::ValueKind;
 use minijinja::Value;
 
-use crate::modules::args::{scalar_string, ModuleArgs};
+use crate::modules::args::{scalar_string, ModuleArgs, Params};
 use crate::modules::kit::Answers;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -72,14 +72,61 @@ pub fn result_key(name: &str) -> String {
     name.to_lowercase().replace('-', "_")
 }
 
+/// The arguments `uri` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "uri",
+    sets: &[&[
+        &["url"],
+        &["method"],
+        &["body"],
+        &["body_format"],
+        &["status_code"],
+        &["return_content"],
+        &["headers"],
+        &["validate_certs"],
+        &["creates"],
+        &["removes"],
+        &["timeout"],
+        &["dest"],
+        &["follow_redirects"],
+        &["url_username", "user"],
+        &["url_password", "password"],
+        &["force_basic_auth"],
+        &["use_proxy"],
+        &["http_agent"],
+        &["unix_socket"],
+        &["ca_path"],
+        &["ciphers"],
+        &["client_cert"],
+        &["client_key"],
+        &["decompress"],
+        &["use_gssapi"],
+        &["use_netrc"],
+        &["unredirected_headers"],
+        &["unsafe_writes"],
+        &["attributes"],
+        &["mode"],
+        &["owner"],
+        &["group"],
+        &["seuser"],
+        &["serole"],
+        &["setype"],
+        &["selevel"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Uri {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("uri", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let url = a.req_string(&["url"])?;
         let method = a
             .string(&["method"])?

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{failure_text, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -123,14 +123,54 @@ pub fn apt_did_something(out: &str) -> bool {
     false
 }
 
+/// The arguments `apt` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "apt",
+    sets: &[&[
+        &["name", "package", "pkg"],
+        &["state"],
+        &["update_cache", "update-cache"],
+        &["cache_valid_time"],
+        &["upgrade"],
+        &["deb"],
+        &["install_recommends", "install-recommends"],
+        &["autoremove"],
+        &["autoclean"],
+        &["purge"],
+        &[
+            "allow_downgrade",
+            "allow-downgrade",
+            "allow_downgrades",
+            "allow-downgrades",
+        ],
+        &["default_release", "default-release"],
+        &["force"],
+        &["only_upgrade"],
+        &["lock_timeout"],
+        &["dpkg_options"],
+        &["allow_unauthenticated", "allow-unauthenticated"],
+        &["force_apt_get"],
+        &["policy_rc_d"],
+        &["fail_on_autoremove"],
+        &["allow_change_held_packages"],
+        &["clean"],
+        &["update_cache_retries"],
+        &["update_cache_retry_max_delay"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Apt {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("apt", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let names = a.list(&["name", "package", "pkg"])?.unwrap_or_default();
         let state = a
             .choice(

@@ -13,7 +13,7 @@
 
 use base64::Engine as _;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, failure_text, text_diff, write_file, Answers, FileOwner};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -53,14 +53,33 @@ pub fn id_matches(fpr: &str, id: &str) -> bool {
     !id.is_empty() && fpr.to_uppercase().ends_with(&id.to_uppercase())
 }
 
+/// The arguments `apt_key` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "apt_key",
+    sets: &[&[
+        &["id"],
+        &["url"],
+        &["file"],
+        &["data"],
+        &["keyring"],
+        &["keyserver"],
+        &["state"],
+        &["validate_certs"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for AptKey {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("apt_key", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let id = a.string(&["id"])?;
         let url = a.string(&["url"])?;
         let file = a.string(&["file"])?;

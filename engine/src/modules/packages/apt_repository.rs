@@ -16,7 +16,7 @@
 use minijinja::value::ValueKind;
 use minijinja::Value;
 
-use crate::modules::args::{scalar_string, to_bool, ModeSpec, ModuleArgs};
+use crate::modules::args::{scalar_string, to_bool, ModeSpec, ModuleArgs, Params};
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -189,14 +189,35 @@ fn finish(
     res
 }
 
+/// The arguments `apt_repository` accepts (each: the name, then its aliases).
+static APT_REPOSITORY_PARAMS: Params = Params {
+    module: "apt_repository",
+    sets: &[&[
+        &["repo"],
+        &["state"],
+        &["filename"],
+        &["update_cache", "update-cache"],
+        &["mode"],
+        &["codename"],
+        &["validate_certs"],
+        &["install_python_apt"],
+        &["update_cache_retries"],
+        &["update_cache_retry_max_delay"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for AptRepository {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&APT_REPOSITORY_PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("apt_repository", args);
+        let mut a = ModuleArgs::new(&APT_REPOSITORY_PARAMS, args);
         let repo_v = a.value(&["repo"]);
         let state = a
             .choice(&["state"], &["absent", "present"], Some("present"))?
@@ -442,14 +463,49 @@ fn fold(v: &str) -> String {
     out
 }
 
+/// The arguments `deb822_repository` accepts (each: the name, then its aliases).
+static DEB822_REPOSITORY_PARAMS: Params = Params {
+    module: "deb822_repository",
+    sets: &[&[
+        &["name"],
+        &["state"],
+        &["mode"],
+        &["types"],
+        &["uris"],
+        &["suites"],
+        &["components"],
+        &["architectures"],
+        &["languages"],
+        &["targets"],
+        &["pdiffs"],
+        &["by_hash"],
+        &["allow_insecure"],
+        &["allow_weak"],
+        &["allow_downgrade_to_insecure"],
+        &["check_valid_until"],
+        &["check_date"],
+        &["date_max_future"],
+        &["inrelease_path"],
+        &["trusted"],
+        &["signed_by"],
+        &["enabled"],
+        &["install_python_debian"],
+        &["repolib"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Deb822Repository {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&DEB822_REPOSITORY_PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("deb822_repository", args);
+        let mut a = ModuleArgs::new(&DEB822_REPOSITORY_PARAMS, args);
         let name = a.req_string(&["name"])?;
         let state = a
             .choice(&["state"], &["absent", "present"], Some("present"))?

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use minijinja::Value;
 
-use crate::modules::args::{scalar_string, to_bool, ModuleArgs};
+use crate::modules::args::{scalar_string, to_bool, ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -24,14 +24,30 @@ pub fn parse_show(out: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The arguments `debconf` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "debconf",
+    sets: &[&[
+        &["name", "pkg"],
+        &["question", "selection", "setting"],
+        &["vtype"],
+        &["value", "answer"],
+        &["unseen"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Debconf {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("debconf", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.req_string(&["name", "pkg"])?;
         let question = a.string(&["question", "selection", "setting"])?;
         let vtype = a.choice(

@@ -2,21 +2,31 @@
 //! `deinstall`, `purge`), read with `dpkg --get-selections` and set with
 //! `dpkg --set-selections`.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct DpkgSelections;
 
+/// The arguments `dpkg_selections` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "dpkg_selections",
+    sets: &[&[&["name"], &["selection"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for DpkgSelections {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("dpkg_selections", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.req_string(&["name"])?;
         let selection = a
             .choice(

@@ -8,21 +8,58 @@
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Git;
 
+/// The arguments `git` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "git",
+    sets: &[&[
+        &["repo", "name"],
+        &["dest"],
+        &["version"],
+        &["force"],
+        &["depth"],
+        &["update"],
+        &["clone"],
+        &["remote"],
+        &["accept_hostkey"],
+        &["single_branch"],
+        &["executable"],
+        &["key_file"],
+        &["ssh_opts"],
+        &["reference"],
+        &["refspec"],
+        &["recursive"],
+        &["track_submodules"],
+        &["bare"],
+        &["umask"],
+        &["verify_commit"],
+        &["archive"],
+        &["archive_prefix"],
+        &["separate_git_dir"],
+        &["gpg_whitelist"],
+        &["gpg_allowlist"],
+        &["accept_newhostkey"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Git {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("git", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let repo = a.req_string(&["repo", "name"])?;
         let dest = a.req_string(&["dest"])?;
         let version = a.string(&["version"])?.unwrap_or_else(|| "HEAD".into());

@@ -7,7 +7,7 @@
 //! owned by the user). A key given as an `https://` URL is fetched by the
 //! controller.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::accounts::Passwd;
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
@@ -150,14 +150,35 @@ pub fn edit_keys(existing: &str, wanted: &[KeyLine], present: bool, exclusive: b
     s
 }
 
+/// The arguments `authorized_key` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "authorized_key",
+    sets: &[&[
+        &["user"],
+        &["key"],
+        &["path"],
+        &["manage_dir"],
+        &["state"],
+        &["exclusive"],
+        &["key_options"],
+        &["comment"],
+        &["validate_certs"],
+        &["follow"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for AuthorizedKey {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("authorized_key", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let user = a.req_string(&["user"])?;
         let key_arg = a.req_string(&["key"])?;
         let path_arg = a.string(&["path"])?;

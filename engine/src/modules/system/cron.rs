@@ -10,7 +10,7 @@
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -176,14 +176,42 @@ pub fn job_line(
     s
 }
 
+/// The arguments `cron` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "cron",
+    sets: &[&[
+        &["name"],
+        &["user"],
+        &["job", "value"],
+        &["cron_file"],
+        &["state"],
+        &["minute"],
+        &["hour"],
+        &["day", "dom"],
+        &["month"],
+        &["weekday", "dow"],
+        &["reboot"],
+        &["special_time"],
+        &["disabled"],
+        &["env"],
+        &["insertafter"],
+        &["insertbefore"],
+        &["backup"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Cron {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("cron", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.string(&["name"])?;
         let user = a.string(&["user"])?;
         let job = a.string(&["job", "value"])?;

@@ -1,7 +1,7 @@
 //! `group`: a local group, through `getent`, `groupadd`, `groupmod` and
 //! `groupdel`. One query round trip, at most one apply round trip.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -34,14 +34,34 @@ impl GroupEntry {
     }
 }
 
+/// The arguments `group` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "group",
+    sets: &[&[
+        &["name"],
+        &["gid"],
+        &["system"],
+        &["state"],
+        &["force"],
+        &["non_unique"],
+        &["local"],
+        &["gid_min"],
+        &["gid_max"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Group {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("group", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.req_string(&["name"])?;
         let gid = a.int(&["gid"])?;
         let system = a.bool(&["system"], false)?;

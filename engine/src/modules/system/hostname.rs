@@ -2,21 +2,31 @@
 //! kernel. One query reads both (and whether systemd runs); apply writes
 //! the file atomically and calls `hostnamectl` (systemd) or `hostname`.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Hostname;
 
+/// The arguments `hostname` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "hostname",
+    sets: &[&[&["name"], &["use"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for Hostname {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("hostname", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.req_string(&["name"])?;
         let use_ = a.choice(
             &["use"],

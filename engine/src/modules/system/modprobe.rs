@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -118,14 +118,24 @@ fn parse_dump(dump: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// The arguments `modprobe` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "modprobe",
+    sets: &[&[&["name"], &["state"], &["params"], &["persistent"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for Modprobe {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("modprobe", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.req_string(&["name"])?;
         let state = a
             .choice(&["state"], &["present", "absent"], Some("present"))?

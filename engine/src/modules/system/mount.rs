@@ -4,7 +4,7 @@
 //! runs on the controller (the path's line replaced in place); apply writes
 //! it atomically and runs `mount`/`umount`.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -65,14 +65,36 @@ fn current_entry(text: &str, path: &str) -> Option<Vec<String>> {
     })
 }
 
+/// The arguments `mount` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "mount",
+    sets: &[&[
+        &["path", "name"],
+        &["src"],
+        &["fstype"],
+        &["opts"],
+        &["dump"],
+        &["passno"],
+        &["state"],
+        &["fstab"],
+        &["backup"],
+        &["boot"],
+        &["opts_no_log"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Mount {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("mount", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let path = a.req_string(&["path", "name"])?;
         let src = a.string(&["src"])?;
         let fstype = a.string(&["fstype"])?;

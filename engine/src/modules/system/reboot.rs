@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, Reconnect, TaskContext};
 use crate::transport::{quote, Command, Connection, TransportError};
 
@@ -40,7 +40,7 @@ pub struct RebootArgs {
 
 impl RebootArgs {
     pub fn parse(args: &Args) -> Result<RebootArgs, ModuleError> {
-        let mut a = ModuleArgs::new("reboot", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let secs = |v: Option<f64>, name: &str| -> Result<Option<Duration>, ModuleError> {
             match v {
                 Some(f) if f < 0.0 || !f.is_finite() => Err(ModuleError::Args(format!(
@@ -122,8 +122,28 @@ enum NotYet {
     TestFailed(String),
 }
 
+/// The arguments `reboot` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "reboot",
+    sets: &[&[
+        &["reboot_timeout", "reboot_timeout_sec"],
+        &["connect_timeout", "connect_timeout_sec"],
+        &["pre_reboot_delay", "pre_reboot_delay_sec"],
+        &["post_reboot_delay", "post_reboot_delay_sec"],
+        &["test_command"],
+        &["msg"],
+        &["reboot_command"],
+        &["boot_time_command"],
+        &["search_paths"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Reboot {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,

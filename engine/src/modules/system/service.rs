@@ -4,21 +4,40 @@
 //! `pattern` matched with `pgrep -f`) and `update-rc.d` for enablement.
 //! One query round trip decides which, and reads the SysV state too.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, delegate, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Service;
 
+/// The arguments `service` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "service",
+    sets: &[&[
+        &["name"],
+        &["state"],
+        &["enabled"],
+        &["pattern"],
+        &["arguments", "args"],
+        &["sleep"],
+        &["use"],
+        &["runlevel"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Service {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("service", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.req_string(&["name"])?;
         let state = a.choice(
             &["state"],

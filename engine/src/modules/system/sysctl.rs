@@ -4,7 +4,7 @@
 //! else appended as `key=value`); apply writes it atomically, then
 //! `sysctl -p <file>` (`reload`) and/or `sysctl -w` (`sysctl_set`).
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -57,14 +57,32 @@ pub fn file_value(text: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The arguments `sysctl` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "sysctl",
+    sets: &[&[
+        &["name", "key"],
+        &["value", "val"],
+        &["state"],
+        &["reload"],
+        &["sysctl_file"],
+        &["sysctl_set"],
+        &["ignoreerrors"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Sysctl {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("sysctl", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.req_string(&["name", "key"])?;
         let value = a.string(&["value", "val"])?;
         let state = a

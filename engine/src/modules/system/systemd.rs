@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use minijinja::Value;
 
-use crate::modules::args::{dict, ModuleArgs};
+use crate::modules::args::{dict, ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -90,14 +90,34 @@ pub fn systemctl(scope: &str, no_block: bool) -> String {
     s
 }
 
+/// The arguments `systemd` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "systemd",
+    sets: &[&[
+        &["name", "service", "unit"],
+        &["state"],
+        &["enabled"],
+        &["masked"],
+        &["daemon_reload", "daemon-reload"],
+        &["daemon_reexec", "daemon-reexec"],
+        &["scope"],
+        &["no_block"],
+        &["force"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Systemd {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("systemd", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.string(&["name", "service", "unit"])?;
         let want = UnitWant {
             state: a.choice(

@@ -2,7 +2,7 @@
 //! `/usr/share/zoneinfo`) and `/etc/timezone`, the Debian way. One query
 //! reads both and checks the zone exists; apply relinks and rewrites.
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
@@ -11,14 +11,24 @@ pub struct Timezone;
 
 const ZONEINFO: &str = "/usr/share/zoneinfo/";
 
+/// The arguments `timezone` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "timezone",
+    sets: &[&[&["name"], &["hwclock"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for Timezone {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("timezone", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.string(&["name"])?;
         let hwclock = a.choice(&["hwclock"], &["local", "UTC"], None)?;
         a.finish()?;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::accounts::GroupEntry;
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
@@ -67,14 +67,64 @@ struct Want {
     key_passphrase: Option<String>,
 }
 
+/// The arguments `user` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "user",
+    sets: &[&[
+        &["name", "user"],
+        &["state"],
+        &["remove"],
+        &["force"],
+        &["uid"],
+        &["group"],
+        &["groups"],
+        &["append"],
+        &["shell"],
+        &["home"],
+        &["create_home", "createhome"],
+        &["move_home"],
+        &["comment"],
+        &["password"],
+        &["update_password"],
+        &["system"],
+        &["expires"],
+        &["non_unique"],
+        &["generate_ssh_key"],
+        &["ssh_key_type"],
+        &["ssh_key_bits"],
+        &["ssh_key_file"],
+        &["ssh_key_comment"],
+        &["ssh_key_passphrase"],
+        &["local"],
+        &["seuser"],
+        &["skeleton"],
+        &["umask"],
+        &["password_lock"],
+        &["hidden"],
+        &["login_class"],
+        &["profile"],
+        &["authorization"],
+        &["role"],
+        &["password_expire_max"],
+        &["password_expire_min"],
+        &["password_expire_warn"],
+        &["uid_min"],
+        &["uid_max"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for User {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("user", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let name = a.req_string(&["name", "user"])?;
         let state = a
             .choice(&["state"], &["present", "absent"], Some("present"))?

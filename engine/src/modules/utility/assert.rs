@@ -2,19 +2,34 @@
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Assert;
 
+/// The arguments `assert` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "assert",
+    sets: &[&[
+        &["that"],
+        &["fail_msg", "msg"],
+        &["success_msg"],
+        &["quiet"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Assert {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("assert", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let that = match a.value(&["that"]) {
             None => return Err(a.missing("that")),
             Some(v) => match v.as_str() {

@@ -2,7 +2,7 @@
 
 use minijinja::Value;
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Debug;
@@ -10,14 +10,24 @@ pub struct Debug;
 /// What Ansible prints for a variable that does not exist.
 pub const NOT_DEFINED: &str = "VARIABLE IS NOT DEFINED!";
 
+/// The arguments `debug` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "debug",
+    sets: &[&[&["msg"], &["var"], &["verbosity"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for Debug {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("debug", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let msg = a.value(&["msg"]);
         let var = a.string(&["var"])?;
         let verbosity = a.int(&["verbosity"])?.unwrap_or(0);

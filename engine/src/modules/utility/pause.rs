@@ -3,20 +3,30 @@
 
 use std::time::{Duration, Instant};
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::time::timestamp;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Pause;
 
+/// The arguments `pause` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "pause",
+    sets: &[&[&["seconds"], &["minutes"], &["prompt"], &["echo"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for Pause {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         _ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("pause", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let seconds = a.float(&["seconds"])?;
         let minutes = a.float(&["minutes"])?;
         let prompt = a.string(&["prompt"])?;

@@ -1,18 +1,28 @@
 //! `ping`: proves the host runs commands (one `echo` round trip).
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Ping;
 
+/// The arguments `ping` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "ping",
+    sets: &[&[&["data"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for Ping {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("ping", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let data = a.string(&["data"])?.unwrap_or_else(|| "pong".into());
         a.finish()?;
         if data == "crash" {

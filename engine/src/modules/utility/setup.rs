@@ -5,7 +5,7 @@
 
 use minijinja::Value;
 
-use crate::modules::args::{dict, ModuleArgs};
+use crate::modules::args::{dict, ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::template::VarMap;
 
@@ -56,14 +56,30 @@ printf '@@KEEL-ENV@@\n'
 env
 "#;
 
+/// The arguments `setup` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "setup",
+    sets: &[&[
+        &["gather_subset"],
+        &["filter"],
+        &["gather_timeout"],
+        &["fact_path"],
+        &["parallel"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for Setup {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("setup", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let _subset = a.list(&["gather_subset"])?;
         let filter = a.list(&["filter"])?.unwrap_or_default();
         a.ignore(&["gather_timeout", "fact_path", "parallel"]);

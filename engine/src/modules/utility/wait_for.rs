@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
@@ -23,14 +23,37 @@ timeout "$kct" bash -c 'exec 3<>"/dev/tcp/$0/$1"; timeout 1 cat <&3' "$khost" "$
 }
 "#;
 
+/// The arguments `wait_for` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "wait_for",
+    sets: &[&[
+        &["host"],
+        &["port"],
+        &["path"],
+        &["state"],
+        &["search_regex"],
+        &["timeout"],
+        &["delay"],
+        &["sleep"],
+        &["connect_timeout"],
+        &["msg"],
+        &["exclude_hosts"],
+        &["active_connection_states"],
+    ]],
+};
+
 #[async_trait::async_trait]
 impl Module for WaitFor {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("wait_for", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let host = a.string(&["host"])?.unwrap_or_else(|| "127.0.0.1".into());
         let port = a.int(&["port"])?;
         let path = a.string(&["path"])?;

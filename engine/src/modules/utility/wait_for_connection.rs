@@ -2,20 +2,30 @@
 
 use std::time::{Duration, Instant};
 
-use crate::modules::args::ModuleArgs;
+use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::Command;
 
 pub struct WaitForConnection;
 
+/// The arguments `wait_for_connection` accepts (each: the name, then its aliases).
+static PARAMS: Params = Params {
+    module: "wait_for_connection",
+    sets: &[&[&["timeout"], &["delay"], &["sleep"], &["connect_timeout"]]],
+};
+
 #[async_trait::async_trait]
 impl Module for WaitForConnection {
+    fn params(&self) -> Option<&'static Params> {
+        Some(&PARAMS)
+    }
+
     async fn plan<'a>(
         &'a self,
         args: &'a Args,
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
-        let mut a = ModuleArgs::new("wait_for_connection", args);
+        let mut a = ModuleArgs::new(&PARAMS, args);
         let timeout = a.float(&["timeout"])?.unwrap_or(600.0);
         let delay = a.float(&["delay"])?.unwrap_or(0.0);
         let sleep = a.float(&["sleep"])?.unwrap_or(1.0);
