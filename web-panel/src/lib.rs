@@ -12,6 +12,8 @@
 //!   and quotas; `audit` the change log.
 //! - `http`, `api`, `ui`: the axum server, the JSON API under `/api/v1`,
 //!   the server-rendered HTML pages; `metrics` the Prometheus endpoint.
+//! - `lifecycle`: a service's status and the flow step that owns it,
+//!   and the one compare-and-set that changes it (with its audit row).
 //! - `provision`: the provisioning flow as jobs (VM create, callback,
 //!   host-key check, role run), its compensation, the dynamic inventory.
 //! - `testsupport` (feature `testsupport`): throw-away PostgreSQL servers
@@ -26,6 +28,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod hypervisor;
+pub mod lifecycle;
 pub mod metrics;
 pub mod provision;
 pub mod queue;

@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use crate::audit::{self, Change};
 use crate::hypervisor::Driver;
+use crate::lifecycle::{Status, Step};
 use crate::provision::jobs;
 use crate::queue::{self, JobContext, JobError, JobHandler, JobSpec, RetryPolicy};
 use crate::services::db::tx_conn;
@@ -73,31 +74,35 @@ pub const RESUME_GRACE_MS: i64 = 60_000;
 #[derive(sqlx::FromRow)]
 struct StalledRow {
     id: i64,
-    status: String,
+    status: Status,
     updated_at: i64,
     generation: Option<i64>,
     resets: Option<i64>,
 }
 
-/// Transitional services with no live job under `service:ID` and nothing
-/// about them changed or finished since `$1`. The key is spelt as in
-/// `servers::service_key`.
-const STALLED: &str = "SELECT s.id, s.status, s.updated_at, p.generation, p.resets \
-     FROM services s LEFT JOIN vm_provisioning p ON p.service_id = s.id \
-     WHERE s.status IN ('requested', 'allocating', 'creating_vm', 'installing_os', \
-                        'configuring', 'deleting') \
-       AND s.updated_at < $1 \
-       AND NOT EXISTS (SELECT 1 FROM jobs j \
-                       WHERE j.serial_key = 'service:' || CAST(s.id AS TEXT) \
-                         AND (j.state IN ('queued', 'running') OR j.finished_at >= $1))";
+/// Services in a status some step owns, with no live job under
+/// `service:ID` and nothing about them changed or finished since `$1`. The
+/// key is spelt as in `servers::service_key`.
+fn stalled_sql() -> String {
+    format!(
+        "SELECT s.id, s.status, s.updated_at, p.generation, p.resets \
+         FROM services s LEFT JOIN vm_provisioning p ON p.service_id = s.id \
+         WHERE s.status IN ({}) \
+           AND s.updated_at < $1 \
+           AND NOT EXISTS (SELECT 1 FROM jobs j \
+                           WHERE j.serial_key = 'service:' || CAST(s.id AS TEXT) \
+                             AND (j.state IN ('queued', 'running') OR j.finished_at >= $1))",
+        Status::sql_list(&Status::all_where(|r| r.owner.is_some()))
+    )
+}
 
 #[derive(sqlx::FromRow)]
 struct ServiceRow {
     id: i64,
-    status: String,
+    status: Status,
     has_vm: bool,
     power_state: Option<String>,
-    failed_step: Option<String>,
+    failed_step: Option<Step>,
 }
 
 const ROWS: &str =
@@ -107,9 +112,7 @@ const ROWS: &str =
 
 /// Failed before the OS came up: compensation deletes the VM.
 fn compensates(s: &ServiceRow) -> bool {
-    s.status == "failed"
-        && s.has_vm
-        && matches!(s.failed_step.as_deref(), Some("create_vm" | "os_ready"))
+    s.status == Status::Failed && s.has_vm && s.failed_step.is_some_and(Step::deletes_vm_on_failure)
 }
 
 /// The service id a VM name stands for, when it is `<prefix><digits>`.
@@ -190,8 +193,7 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
             }
             continue;
         }
-        let should_exist =
-            s.has_vm && !matches!(s.status.as_str(), "deleting" | "deleted") && !compensates(s);
+        let should_exist = s.has_vm && !s.status.rules().leaving && !compensates(s);
         if should_exist && !seen.contains(&s.id) {
             report.missing.push(s.id);
             if s.power_state.as_deref() != Some("absent") {
@@ -223,19 +225,16 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
 /// The step job that takes a service on from `status`.
 fn step_for(s: &StalledRow) -> Option<JobSpec> {
     let id = s.id;
-    Some(match s.status.as_str() {
-        "requested" | "allocating" | "creating_vm" => {
-            crate::services::servers::provision_spec(id, &Principal::system())
-        }
+    Some(match s.status.owner()? {
+        Step::CreateVm => crate::services::servers::provision_spec(id, &Principal::system()),
         // The wait that was lost expired long ago (the service sat past the
         // grace with no job), so the check runs at once: a power cycle, or
         // the give-up that was never recorded.
-        "installing_os" => {
+        Step::OsReady => {
             jobs::os_ready_spec(id, s.generation?, s.resets?, std::time::Duration::ZERO)
         }
-        "configuring" => jobs::configure_spec(id, None),
-        "deleting" => crate::services::servers::deprovision_spec(id, None),
-        _ => return None,
+        Step::HostKey | Step::Configure => jobs::configure_spec(id, None),
+        Step::Deprovision => crate::services::servers::deprovision_spec(id, None),
     })
 }
 
@@ -243,7 +242,13 @@ fn step_for(s: &StalledRow) -> Option<JobSpec> {
 pub async fn resume_stalled(db: &Db) -> Result<Vec<i64>, PanelError> {
     let cutoff = db.now() - RESUME_GRACE_MS;
     let mut rc = db.read().await?;
-    let rows = fetch_all!(&mut rc.conn(), StalledRow, STALLED, cutoff)?;
+    let stalled = stalled_sql();
+    let rows = fetch_all!(
+        &mut rc.conn(),
+        StalledRow,
+        sqlx::AssertSqlSafe(stalled.as_str()),
+        cutoff
+    )?;
     drop(rc);
     let mut resumed = Vec::new();
     for s in rows {
@@ -257,7 +262,7 @@ pub async fn resume_stalled(db: &Db) -> Result<Vec<i64>, PanelError> {
         let again = crate::fetch_opt!(
             &mut conn,
             StalledRow,
-            sqlx::AssertSqlSafe(format!("{STALLED} AND s.id = $2 AND s.updated_at = $3")),
+            sqlx::AssertSqlSafe(format!("{stalled} AND s.id = $2 AND s.updated_at = $3")),
             now - RESUME_GRACE_MS,
             s.id,
             s.updated_at
@@ -281,8 +286,9 @@ pub async fn resume_stalled(db: &Db) -> Result<Vec<i64>, PanelError> {
     Ok(resumed)
 }
 
+/// Deleted, or failed with its VM already given up: nothing should run.
 fn is_orphan(s: &ServiceRow) -> bool {
-    s.status == "deleted" || (s.status == "failed" && !s.has_vm)
+    s.status == Status::Deleted || (s.status == Status::Failed && !s.has_vm)
 }
 
 async fn fresh(db: &Db, id: i64) -> Result<Option<ServiceRow>, PanelError> {

@@ -288,16 +288,19 @@ async fn streams_resumes_and_tails_the_table(b: Backend) {
     {
         let mut tx = p.db().begin().await.unwrap();
         let mut conn = keel_panel::services::db::tx_conn(&mut tx);
-        keel_panel::services::servers::set_status(
+        use keel_panel::lifecycle::Status;
+        let moved = keel_panel::lifecycle::transition::transition(
             &mut conn,
             p.db().now(),
             &Principal::system(),
             w.service,
-            "allocating",
+            &[Status::Requested],
+            Status::Allocating,
             None,
         )
         .await
         .unwrap();
+        assert!(moved);
         tx.commit().await.unwrap();
     }
     sse.until("status", |d| d["status"] == "allocating").await;

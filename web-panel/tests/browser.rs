@@ -270,16 +270,19 @@ async fn log_in_create_a_server_and_see_it_audited() {
     {
         let mut tx = p.db().begin().await.unwrap();
         let mut conn = keel_panel::services::db::tx_conn(&mut tx);
-        keel_panel::services::servers::set_status(
+        use keel_panel::lifecycle::Status;
+        let moved = keel_panel::lifecycle::transition::transition(
             &mut conn,
             p.db().now(),
             &keel_panel::services::Principal::system(),
             service_id,
-            "creating_vm",
+            &[Status::Requested],
+            Status::CreatingVm,
             None,
         )
         .await
         .unwrap();
+        assert!(moved);
         tx.commit().await.unwrap();
     }
     wait_for_text(&d, "#status", "creating_vm").await;

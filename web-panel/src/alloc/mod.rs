@@ -17,6 +17,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Change};
+use crate::lifecycle::Status;
 use crate::services::db::{tx_conn, Conn};
 use crate::services::model::Allocation;
 use crate::services::{Db, PanelError, Principal};
@@ -524,19 +525,20 @@ pub async fn check_quota(
         let sql = if q.subject_kind == "user" {
             "SELECT COUNT(*) AS vms, CAST(COALESCE(SUM(cpus), 0) AS BIGINT) AS vcpus, \
              CAST(COALESCE(SUM(ram_mb), 0) AS BIGINT) AS ram_mb, CAST(COALESCE(SUM(disk_gb), 0) AS BIGINT) AS disk_gb \
-             FROM services WHERE created_by = $1 AND status <> 'deleted'"
+             FROM services WHERE created_by = $1 AND status <> $2"
         } else {
             "SELECT COUNT(*) AS vms, CAST(COALESCE(SUM(cpus), 0) AS BIGINT) AS vcpus, \
              CAST(COALESCE(SUM(ram_mb), 0) AS BIGINT) AS ram_mb, CAST(COALESCE(SUM(disk_gb), 0) AS BIGINT) AS disk_gb \
-             FROM services WHERE status <> 'deleted' \
+             FROM services WHERE status <> $2 \
                AND created_by IN (SELECT user_id FROM group_members WHERE group_id = $1)"
         };
-        let used = fetch_opt!(conn, Resources, sql, q.subject_id)?.unwrap_or(Resources {
-            vms: 0,
-            vcpus: 0,
-            ram_mb: 0,
-            disk_gb: 0,
-        });
+        let used =
+            fetch_opt!(conn, Resources, sql, q.subject_id, Status::Deleted)?.unwrap_or(Resources {
+                vms: 0,
+                vcpus: 0,
+                ram_mb: 0,
+                disk_gb: 0,
+            });
         let over = [
             ("servers", used.vms, want.vms, q.max_vms),
             ("vCPUs", used.vcpus, want.vcpus, q.max_vcpus),

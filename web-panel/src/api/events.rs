@@ -142,7 +142,7 @@ struct Follower {
     /// not read again.
     quiet: HashMap<i64, u8>,
     drained: HashSet<i64>,
-    status: Option<(String, Option<String>)>,
+    status: Option<(crate::lifecycle::Status, Option<String>)>,
     queue: VecDeque<Event>,
     wake: broadcast::Receiver<Flushed>,
     /// A read hit its limit: poll again without waiting.
@@ -230,7 +230,7 @@ impl Follower {
         let mut rc = self.db.read().await?;
         let mut conn = rc.conn();
         let service = servers::load_managed(&mut conn, &self.who, self.service_id).await?;
-        let status = (service.status.clone(), service.failure_reason.clone());
+        let status = (service.status, service.failure_reason.clone());
         if self.status.as_ref() != Some(&status) {
             self.queue.push_back(json_event(
                 "status",

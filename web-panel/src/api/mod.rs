@@ -902,6 +902,7 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<LookupGroup>()
         .schema_from::<SiteDetail>()
         .schema_from::<Service>()
+        .schema_from::<crate::lifecycle::Status>()
         .schema_from::<Vm>()
         .schema_from::<Allocation>()
         .schema_from::<JobView>()

@@ -25,9 +25,9 @@ use std::net::IpAddr;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::{transition, Status, Step};
 use crate::queue;
 use crate::services::db::tx_conn;
-use crate::services::servers::set_status;
 use crate::services::{Db, PanelError, Principal};
 use crate::{execute, fetch_opt};
 
@@ -98,7 +98,7 @@ struct Target {
     callback_secret: String,
     generation: i64,
     callback_at: Option<i64>,
-    status: String,
+    status: Status,
     ipv4: Option<String>,
     ipv6: Option<String>,
 }
@@ -160,7 +160,7 @@ pub async fn vm_ready(
             ));
         }
     }
-    check_waiting(t.generation, t.callback_at, &t.status, generation)?;
+    check_waiting(t.generation, t.callback_at, t.status, generation)?;
     if t.callback_at.is_some() {
         return Ok(CallbackOutcome::Duplicate {
             service_id: t.service_id,
@@ -175,7 +175,7 @@ pub async fn vm_ready(
     let mut conn = tx_conn(&mut tx);
     let Some((cur_generation, cur_callback_at, cur_status)) = fetch_opt!(
         &mut conn,
-        (i64, Option<i64>, String),
+        (i64, Option<i64>, Status),
         "SELECT p.generation, p.callback_at, s.status \
          FROM vm_provisioning p JOIN services s ON s.id = p.service_id WHERE p.service_id = $1",
         t.service_id
@@ -183,7 +183,7 @@ pub async fn vm_ready(
     else {
         return Err(forbidden());
     };
-    check_waiting(cur_generation, cur_callback_at, &cur_status, generation)?;
+    check_waiting(cur_generation, cur_callback_at, cur_status, generation)?;
     let marked = execute!(
         &mut conn,
         "UPDATE vm_provisioning SET callback_at = $1, callback_generation = $2, updated_at = $1 \
@@ -197,7 +197,7 @@ pub async fn vm_ready(
             service_id: t.service_id,
         });
     }
-    if cur_status == "creating_vm" {
+    if cur_status == Status::CreatingVm {
         // The VM booted before the provision step recorded it: remember the
         // callback (cloud-init phones home once per instance); that step's
         // final commit sees it and queues `configure` itself.
@@ -211,15 +211,23 @@ pub async fn vm_ready(
             service_id: t.service_id,
         });
     }
-    set_status(
+    // The OS-ready wait owned the service until now; from here the
+    // configure step does.
+    if !transition(
         &mut conn,
         now,
         &Principal::system(),
         t.service_id,
-        "configuring",
+        &Status::owned_by(Step::OsReady),
+        Status::Configuring,
         None,
     )
-    .await?;
+    .await?
+    {
+        return Err(PanelError::Conflict(format!(
+            "the service is {cur_status}; it is not waiting for a callback"
+        )));
+    }
     let job = queue::enqueue(&mut tx, super::jobs::configure_spec(t.service_id, None)).await?;
     tx.commit().await?;
     tracing::info!(
@@ -239,7 +247,7 @@ pub async fn vm_ready(
 fn check_waiting(
     current: i64,
     callback_at: Option<i64>,
-    status: &str,
+    status: Status,
     generation: i64,
 ) -> Result<(), PanelError> {
     if generation != current {
@@ -247,7 +255,7 @@ fn check_waiting(
             "callback for generation {generation}; the VM is at generation {current}"
         )));
     }
-    if callback_at.is_none() && !matches!(status, "creating_vm" | "installing_os") {
+    if callback_at.is_none() && !status.rules().awaits_callback {
         return Err(PanelError::Conflict(format!(
             "the service is {status}; it is not waiting for a callback"
         )));

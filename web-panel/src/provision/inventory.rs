@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value as Json};
 
 use crate::fetch_all;
+use crate::lifecycle::Status;
 use crate::services::{Db, PanelError, Principal};
 
 /// First UID handed to panel users on servers.
@@ -58,7 +59,7 @@ struct HostRow {
     site_id: i64,
     site_name: String,
     server_type: String,
-    status: String,
+    status: Status,
     hostname: String,
     ipv4: Option<String>,
     ipv6: Option<String>,
@@ -94,12 +95,16 @@ pub async fn hosts(
     let rows = fetch_all!(
         &mut conn,
         HostRow,
-        "SELECT s.id AS service_id, s.site_id, si.name AS site_name, t.name AS server_type, s.status, \
-           a.hostname, a.ipv4, a.ipv6, p.ssh_endpoint \
-         FROM services s JOIN sites si ON si.id = s.site_id JOIN server_types t ON t.id = s.server_type_id \
-         JOIN pool_addresses a ON a.service_id = s.id \
-         LEFT JOIN vm_provisioning p ON p.service_id = s.id \
-         WHERE s.status NOT IN ('deleting', 'deleted') AND ($1 IS NULL OR s.id = $1) ORDER BY s.id",
+        // Services on their way out are no hosts any more.
+        sqlx::AssertSqlSafe(format!(
+            "SELECT s.id AS service_id, s.site_id, si.name AS site_name, t.name AS server_type, s.status, \
+               a.hostname, a.ipv4, a.ipv6, p.ssh_endpoint \
+             FROM services s JOIN sites si ON si.id = s.site_id JOIN server_types t ON t.id = s.server_type_id \
+             JOIN pool_addresses a ON a.service_id = s.id \
+             LEFT JOIN vm_provisioning p ON p.service_id = s.id \
+             WHERE s.status NOT IN ({}) AND ($1 IS NULL OR s.id = $1) ORDER BY s.id",
+            Status::sql_list(&Status::all_where(|r| r.leaving))
+        )),
         service_id
     )?;
     let members = fetch_all!(

@@ -38,12 +38,13 @@ use crate::alloc;
 use crate::audit::{self, Change};
 use crate::hypervisor::seed::{self, HostKeys, SeedParams};
 use crate::hypervisor::{DriverError, NetIdentity, PowerState, VmSpec};
+use crate::lifecycle::{transition, Status, Step};
 use crate::queue::worker::record_failure;
 use crate::queue::{
     self, Job, JobContext, JobError, JobHandler, JobSpec, Registry, RetryPolicy, RunAt,
 };
 use crate::services::db::{tx_conn, Conn};
-use crate::services::servers::{service_key, set_status};
+use crate::services::servers::service_key;
 use crate::services::{Db, PanelError, Principal};
 use crate::store::{Store, StoreError};
 use crate::{execute, fetch_opt, scalar};
@@ -52,12 +53,6 @@ pub const PROVISION: &str = "provision";
 pub const OS_READY: &str = "vm_os_ready";
 pub const CONFIGURE: &str = "configure";
 pub const DEPROVISION: &str = "deprovision";
-
-/// Step names stored in `vm_provisioning.failed_step`.
-pub const STEP_CREATE_VM: &str = "create_vm";
-pub const STEP_OS_READY: &str = "os_ready";
-pub const STEP_HOST_KEY: &str = "host_key";
-pub const STEP_CONFIGURE: &str = "configure";
 
 /// The `configure` job of a service. Its coalescing key makes a request
 /// during a run give exactly one more run (see docs/queue.md).
@@ -108,7 +103,7 @@ pub async fn reconverge(db: &Db, who: &Principal, service_id: i64) -> Result<i64
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     let service = crate::services::servers::load_managed(&mut conn, who, service_id).await?;
-    if !matches!(service.status.as_str(), "ready" | "configuring") {
+    if !service.status.rules().convergeable {
         return Err(PanelError::Conflict(format!(
             "only ready servers can be re-converged; this one is {}",
             service.status
@@ -140,7 +135,7 @@ fn hypervisor_policy(p: &Provisioner) -> RetryPolicy {
 
 #[derive(sqlx::FromRow)]
 struct ServiceFacts {
-    status: String,
+    status: Status,
     cpus: i64,
     ram_mb: i64,
     disk_gb: i64,
@@ -157,7 +152,7 @@ struct ProvRow {
     generation: i64,
     resets: i64,
     callback_at: Option<i64>,
-    failed_step: Option<String>,
+    failed_step: Option<Step>,
     /// Where the driver said sshd is reached (user-mode forwards); `None`
     /// means the allocated address.
     ssh_endpoint: Option<String>,
@@ -261,8 +256,8 @@ impl JobHandler for ProvisionStep {
         let Ok(id) = service_id_of(&job.payload) else {
             return record_failure(store, job, error).await;
         };
-        let reason = public_reason(&self.0, STEP_CREATE_VM, error);
-        fail(&self.0, id, STEP_CREATE_VM, &reason, true).await;
+        let reason = public_reason(&self.0, Step::CreateVm, error);
+        fail(&self.0, id, Step::CreateVm, &reason).await;
         record_failure(store, job, error).await
     }
 }
@@ -285,22 +280,21 @@ async fn provision(
     let (Some(svc), existing) = read_state(&p.db, id).await? else {
         return Ok(());
     };
-    if !matches!(
-        svc.status.as_str(),
-        "requested" | "allocating" | "creating_vm"
-    ) {
+    let owned = Status::owned_by(Step::CreateVm);
+    if !owned.contains(&svc.status) {
         return Ok(());
     }
     let Some(driver) = p.driver.clone() else {
         let now = p.db.now();
         let mut tx = p.db.begin().await?;
         let mut conn = tx_conn(&mut tx);
-        set_status(
+        transition(
             &mut conn,
             now,
             &system,
             id,
-            "failed",
+            &owned,
+            Status::Failed,
             Some("no hypervisor driver is configured"),
         )
         .await?;
@@ -311,16 +305,13 @@ async fn provision(
     let exists = vm_exists(p, &name).await?;
     // `requested` with a provisioning row: a retry of a failed service (a
     // first run has no row yet, and a resumed one is past `requested`).
-    let retrying = svc.status == "requested" && existing.is_some();
+    let retrying = svc.status == Status::Requested && existing.is_some();
 
     // A retry after a failed role run: the VM is still there, run the roles again.
     if retrying && exists {
         let resume_configure = existing.as_ref().is_some_and(|r| {
             r.callback_at.is_some()
-                && matches!(
-                    r.failed_step.as_deref(),
-                    Some(STEP_CONFIGURE | STEP_HOST_KEY)
-                )
+                && matches!(r.failed_step, Some(Step::Configure | Step::HostKey))
         });
         if resume_configure {
             let now = p.db.now();
@@ -332,7 +323,20 @@ async fn provision(
                 id,
                 now
             )?;
-            set_status(&mut conn, now, &system, id, "configuring", None).await?;
+            if !transition(
+                &mut conn,
+                now,
+                &system,
+                id,
+                &[Status::Requested],
+                Status::Configuring,
+                None,
+            )
+            .await?
+            {
+                // Deleted meanwhile.
+                return Ok(());
+            }
             queue::enqueue(&mut tx, configure_spec(id, None)).await?;
             tx.commit().await?;
             return Ok(());
@@ -358,19 +362,23 @@ async fn provision(
     let mut conn = tx_conn(&mut tx);
     let status = scalar!(
         &mut conn,
-        String,
+        Status,
         "SELECT status FROM services WHERE id = $1",
         id
     )?;
-    if !matches!(
-        status.as_deref(),
-        Some("requested" | "allocating" | "creating_vm")
-    ) {
+    if !status.is_some_and(|s| owned.contains(&s)) {
         return Ok(());
     }
-    if status.as_deref() == Some("requested") {
-        set_status(&mut conn, now, &system, id, "allocating", None).await?;
-    }
+    transition(
+        &mut conn,
+        now,
+        &system,
+        id,
+        &[Status::Requested],
+        Status::Allocating,
+        None,
+    )
+    .await?;
     let current = prov(&mut conn, id).await?;
     let allocation = match alloc::allocation_of(&mut conn, id).await? {
         Some(a) => a,
@@ -422,9 +430,16 @@ async fn provision(
         }
         Some(_) => {}
     }
-    if status.as_deref() != Some("creating_vm") {
-        set_status(&mut conn, now, &system, id, "creating_vm", None).await?;
-    }
+    transition(
+        &mut conn,
+        now,
+        &system,
+        id,
+        &[Status::Allocating],
+        Status::CreatingVm,
+        None,
+    )
+    .await?;
     let row = prov(&mut conn, id)
         .await?
         .ok_or_else(|| ProvisionError::Missing("provisioning row vanished".into()))?;
@@ -473,11 +488,11 @@ async fn provision(
     let mut conn = tx_conn(&mut tx);
     let status = scalar!(
         &mut conn,
-        String,
+        Status,
         "SELECT status FROM services WHERE id = $1",
         id
     )?;
-    if status.as_deref() != Some("creating_vm") {
+    if status != Some(Status::CreatingVm) {
         // Deleted meanwhile: `deprovision` removes the VM.
         return Ok(());
     }
@@ -518,11 +533,29 @@ async fn provision(
         row.generation
     )?
     .is_some();
-    set_status(&mut conn, now, &system, id, "installing_os", None).await?;
+    transition(
+        &mut conn,
+        now,
+        &system,
+        id,
+        &[Status::CreatingVm],
+        Status::InstallingOs,
+        None,
+    )
+    .await?;
     if called_back {
         // Both statuses in one transaction: the history still shows that
         // the OS installed, and nothing ever waits in `installing_os`.
-        set_status(&mut conn, now, &system, id, "configuring", None).await?;
+        transition(
+            &mut conn,
+            now,
+            &system,
+            id,
+            &[Status::InstallingOs],
+            Status::Configuring,
+            None,
+        )
+        .await?;
         queue::enqueue(&mut tx, configure_spec(id, None)).await?;
         tx.commit().await?;
         tracing::info!(service_id = id, vm = %name, "VM created and already called back; configure queued");
@@ -567,8 +600,8 @@ impl JobHandler for OsReadyStep {
 
     async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
         if let Ok(id) = service_id_of(&job.payload) {
-            let reason = public_reason(&self.0, STEP_OS_READY, error);
-            fail(&self.0, id, STEP_OS_READY, &reason, true).await;
+            let reason = public_reason(&self.0, Step::OsReady, error);
+            fail(&self.0, id, Step::OsReady, &reason).await;
         }
         record_failure(store, job, error).await
     }
@@ -587,8 +620,9 @@ async fn os_ready(
     let (Some(generation), Some(resets)) = (generation, resets) else {
         return Ok(());
     };
-    let waiting =
-        svc.status == "installing_os" && row.callback_at.is_none() && row.generation == generation;
+    let waiting = svc.status.owner() == Some(Step::OsReady)
+        && row.callback_at.is_none()
+        && row.generation == generation;
     if !waiting {
         return Ok(());
     }
@@ -638,11 +672,12 @@ async fn claim_reset(p: &Provisioner, id: i64, row: &ProvRow) -> Result<bool, Pr
         &mut conn,
         "UPDATE vm_provisioning SET resets = resets + 1, updated_at = $4 \
          WHERE service_id = $1 AND resets = $2 AND generation = $3 AND callback_at IS NULL \
-           AND EXISTS (SELECT 1 FROM services s WHERE s.id = $1 AND s.status = 'installing_os')",
+           AND EXISTS (SELECT 1 FROM services s WHERE s.id = $1 AND s.status = $5)",
         id,
         row.resets,
         row.generation,
-        now
+        now,
+        Status::InstallingOs
     )?;
     if bumped != 1 {
         return Ok(false);
@@ -701,10 +736,10 @@ impl JobHandler for ConfigureStep {
                     error,
                     "ALARM: a VM presented an unexpected SSH host key; provisioning stopped"
                 );
-                fail(&self.0, id, STEP_HOST_KEY, HOST_KEY_MISMATCH, false).await;
+                fail(&self.0, id, Step::HostKey, HOST_KEY_MISMATCH).await;
             } else {
-                let reason = public_reason(&self.0, STEP_CONFIGURE, error);
-                fail(&self.0, id, STEP_CONFIGURE, &reason, false).await;
+                let reason = public_reason(&self.0, Step::Configure, error);
+                fail(&self.0, id, Step::Configure, &reason).await;
             }
         }
         record_failure(store, job, error).await
@@ -715,7 +750,7 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     let (Some(svc), Some(row)) = read_state(&p.db, id).await? else {
         return Ok(());
     };
-    if !matches!(svc.status.as_str(), "configuring" | "ready") || row.callback_at.is_none() {
+    if !svc.status.rules().convergeable || row.callback_at.is_none() {
         return Ok(());
     }
     // The endpoint recorded when the VM was created: asking the hypervisor
@@ -847,15 +882,16 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
     let mut conn = tx_conn(&mut tx);
-    let status = scalar!(
+    transition(
         &mut conn,
-        String,
-        "SELECT status FROM services WHERE id = $1",
-        id
-    )?;
-    if status.as_deref() == Some("configuring") {
-        set_status(&mut conn, now, &Principal::system(), id, "ready", None).await?;
-    }
+        now,
+        &Principal::system(),
+        id,
+        &Status::owned_by(Step::Configure),
+        Status::Ready,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(service_id = id, vm = %row.vm_name, "roles applied; service ready");
     Ok(())
@@ -937,19 +973,19 @@ const FAILED_TASK: &str = "task failed: ";
 /// admins see (API, SSE, audit). The job's own error keeps libvirt URIs,
 /// host paths and tool output; it stays in the job history (`last_error`,
 /// `job_failures`: platform admins only) and in the logs.
-fn public_reason(p: &Provisioner, step: &str, error: &str) -> String {
+fn public_reason(p: &Provisioner, step: Step, error: &str) -> String {
     match step {
-        STEP_CREATE_VM if error.starts_with("no free address left") => {
+        Step::CreateVm if error.starts_with("no free address left") => {
             "no free address is left in the pool".to_string()
         }
-        STEP_CREATE_VM => "the hypervisor could not create the VM".to_string(),
-        STEP_OS_READY if error.starts_with(NO_CALLBACK) => format!(
+        Step::CreateVm => "the hypervisor could not create the VM".to_string(),
+        Step::OsReady if error.starts_with(NO_CALLBACK) => format!(
             "{NO_CALLBACK} after {} power cycle(s)",
             p.config.os_ready_resets
         ),
-        STEP_OS_READY => "the hypervisor could not power-cycle the VM".to_string(),
-        STEP_HOST_KEY => HOST_KEY_MISMATCH.to_string(),
-        _ => {
+        Step::OsReady => "the hypervisor could not power-cycle the VM".to_string(),
+        Step::HostKey => HOST_KEY_MISMATCH.to_string(),
+        Step::Configure | Step::Deprovision => {
             let task = error
                 .strip_prefix("role run failed: ")
                 .and_then(|rest| rest.strip_prefix(FAILED_TASK))
@@ -982,7 +1018,7 @@ fn public_reason(p: &Provisioner, step: &str, error: &str) -> String {
 /// commit, and the address is released only once the driver confirmed the
 /// delete: a VM that could not be deleted keeps its `vms` row and its
 /// address, and a retry deletes it before building a new one.
-async fn fail(p: &Provisioner, id: i64, step: &str, reason: &str, delete_vm: bool) {
+async fn fail(p: &Provisioner, id: i64, step: Step, reason: &str) {
     let marked = mark_failed(p, id, step, reason).await;
     match marked {
         Ok(true) => {}
@@ -992,7 +1028,7 @@ async fn fail(p: &Provisioner, id: i64, step: &str, reason: &str, delete_vm: boo
             return;
         }
     }
-    if !delete_vm {
+    if !step.deletes_vm_on_failure() {
         return;
     }
     if let Some(driver) = &p.driver {
@@ -1015,28 +1051,34 @@ async fn fail(p: &Provisioner, id: i64, step: &str, reason: &str, delete_vm: boo
 async fn mark_failed(
     p: &Provisioner,
     id: i64,
-    step: &str,
+    step: Step,
     reason: &str,
 ) -> Result<bool, PanelError> {
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
     let mut conn = tx_conn(&mut tx);
-    let Some((status, callback_at)) = fetch_opt!(
+    let Some(callback_at) = scalar!(
         &mut conn,
-        (String, Option<i64>),
-        "SELECT s.status, p.callback_at FROM services s \
+        Option<i64>,
+        "SELECT p.callback_at FROM services s \
          LEFT JOIN vm_provisioning p ON p.service_id = s.id WHERE s.id = $1",
         id
     )?
     else {
         return Ok(false);
     };
-    let owned = match step {
-        STEP_OS_READY => status == "installing_os" && callback_at.is_none(),
-        STEP_CREATE_VM => matches!(status.as_str(), "requested" | "allocating" | "creating_vm"),
-        _ => !matches!(status.as_str(), "deleting" | "deleted" | "failed"),
-    };
-    if !owned {
+    let from = step.failable(callback_at.is_some());
+    if !transition(
+        &mut conn,
+        now,
+        &Principal::system(),
+        id,
+        &from,
+        Status::Failed,
+        Some(reason),
+    )
+    .await?
+    {
         return Ok(false);
     }
     execute!(
@@ -1046,15 +1088,6 @@ async fn mark_failed(
         step,
         now
     )?;
-    set_status(
-        &mut conn,
-        now,
-        &Principal::system(),
-        id,
-        "failed",
-        Some(reason),
-    )
-    .await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -1071,11 +1104,11 @@ pub(crate) async fn release_after_delete(db: &Db, id: i64) -> Result<(), PanelEr
     let mut conn = tx_conn(&mut tx);
     let status = scalar!(
         &mut conn,
-        String,
+        Status,
         "SELECT status FROM services WHERE id = $1",
         id
     )?;
-    if status.as_deref() != Some("failed") {
+    if status != Some(Status::Failed) {
         return Ok(());
     }
     execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)?;
@@ -1108,7 +1141,7 @@ async fn deprovision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     let (Some(svc), _) = read_state(&p.db, id).await? else {
         return Ok(());
     };
-    if svc.status != "deleting" {
+    if svc.status.owner() != Some(Step::Deprovision) {
         return Ok(());
     }
     let name = p.vm_name(id);
@@ -1126,16 +1159,25 @@ async fn deprovision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     let mut conn = tx_conn(&mut tx);
     let status = scalar!(
         &mut conn,
-        String,
+        Status,
         "SELECT status FROM services WHERE id = $1",
         id
     )?;
-    if status.as_deref() != Some("deleting") {
+    if status.and_then(Status::owner) != Some(Step::Deprovision) {
         return Ok(());
     }
     execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)?;
     alloc::release(&mut conn, id, now).await?;
-    set_status(&mut conn, now, &Principal::system(), id, "deleted", None).await?;
+    transition(
+        &mut conn,
+        now,
+        &Principal::system(),
+        id,
+        &Status::owned_by(Step::Deprovision),
+        Status::Deleted,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

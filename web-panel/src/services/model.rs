@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::Status;
+
 /// A panel account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
@@ -51,20 +53,6 @@ pub struct SiteDetail {
     pub lookup_groups: Vec<LookupGroup>,
 }
 
-/// Where a service is in its life. `failed` keeps a reason and can be
-/// retried; `deleted` is final.
-pub const SERVICE_STATUSES: &[&str] = &[
-    "requested",
-    "allocating",
-    "creating_vm",
-    "installing_os",
-    "configuring",
-    "ready",
-    "failed",
-    "deleting",
-    "deleted",
-];
-
 pub const SERVICE_KINDS: &[&str] = &["production", "test"];
 
 /// A service (one server of a site) joined with its network allocation.
@@ -75,7 +63,7 @@ pub struct Service {
     pub site_name: String,
     pub kind: String,
     pub server_type: String,
-    pub status: String,
+    pub status: Status,
     pub failure_reason: Option<String>,
     pub cpus: i64,
     pub ram_mb: i64,

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::audit::{self, Change};
 use crate::hypervisor::{DriverError, PowerState};
+use crate::lifecycle::Status;
 use crate::provision::{ProvisionError, Provisioner};
 use crate::queue::{self, JobContext, JobError, JobHandler, JobSpec, RetryPolicy};
 use crate::services::db::tx_conn;
@@ -91,7 +92,7 @@ pub async fn request(
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     let service = load_managed(&mut conn, who, service_id).await?;
-    if service.status != "ready" {
+    if !service.status.rules().powerable {
         return Err(PanelError::Conflict(format!(
             "power actions need a ready server; this one is {}",
             service.status
@@ -201,13 +202,15 @@ async fn power(
     Ok(())
 }
 
+/// Whether the service still takes power actions (it may have been
+/// deleted or failed since the request).
 async fn is_ready(db: &Db, id: i64) -> Result<bool, ProvisionError> {
     let mut rc = db.read().await?;
     let status = scalar!(
         &mut rc.conn(),
-        String,
+        Status,
         "SELECT status FROM services WHERE id = $1",
         id
     )?;
-    Ok(status.as_deref() == Some("ready"))
+    Ok(status.is_some_and(|s| s.rules().powerable))
 }

@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 
 use crate::alloc::{self, Resources, POOL_TYPES};
 use crate::audit::{self, Change};
+use crate::lifecycle::{transition, Status};
 use crate::queue::{self, JobContext, JobError, JobFilter, JobHandler, JobSpec, RetryPolicy};
 use crate::services::db::{tx_conn, Conn};
 use crate::services::model::{
-    HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS, SERVICE_STATUSES,
+    HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
 use crate::services::{catalog, Db, Page, Paged, PanelError, Principal};
@@ -198,10 +199,11 @@ pub async fn create(
         &mut conn,
         i64,
         "INSERT INTO services (site_id, kind, server_type_id, status, cpus, ram_mb, disk_gb, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'requested', $4, $5, $6, $7, $8, $8) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
         req.site_id,
         req.kind.as_str(),
         stype.id,
+        Status::Requested,
         stype.cpus,
         stype.ram_mb,
         stype.disk_gb,
@@ -313,18 +315,19 @@ pub async fn list(
     page: Page,
 ) -> Result<Paged<Service>, PanelError> {
     let page = page.checked()?;
-    if let Some(s) = &filter.status {
-        if !SERVICE_STATUSES.contains(&s.as_str()) {
-            return Err(PanelError::invalid(
-                "status",
-                format!("status is one of {SERVICE_STATUSES:?}"),
-            ));
-        }
-    }
+    let status = filter
+        .status
+        .as_deref()
+        .map(str::parse::<Status>)
+        .transpose()
+        .map_err(|_| {
+            PanelError::invalid("status", format!("status is one of {:?}", Status::names()))
+        })?;
     let where_ = format!(
         "WHERE ($1 OR s.site_id IN {ADMIN_SITES}) \
-         AND (($3 IS NULL AND s.status <> 'deleted') OR s.status = $3) \
-         AND ($4 IS NULL OR s.site_id = $4) AND ($5 IS NULL OR a.hostname LIKE $5)"
+         AND (($3 IS NULL AND s.status <> '{deleted}') OR s.status = $3) \
+         AND ($4 IS NULL OR s.site_id = $4) AND ($5 IS NULL OR a.hostname LIKE $5)",
+        deleted = Status::Deleted
     );
     let like = filter
         .q
@@ -340,7 +343,7 @@ pub async fn list(
         )),
         who.is_admin,
         who.user_id,
-        filter.status.clone(),
+        status,
         filter.site_id,
         like.clone()
     )?
@@ -353,7 +356,7 @@ pub async fn list(
         )),
         who.is_admin,
         who.user_id,
-        filter.status.clone(),
+        status,
         filter.site_id,
         like,
         page.limit,
@@ -443,45 +446,19 @@ pub async fn job_log(store: &Store, service_id: i64) -> Result<Vec<JobView>, Pan
     Ok(out)
 }
 
-/// Sets a service's status (and failure reason) with an audit row.
-pub async fn set_status(
-    conn: &mut Conn<'_>,
-    now: i64,
-    who: &Principal,
-    id: i64,
-    status: &str,
-    reason: Option<&str>,
-) -> Result<(), PanelError> {
-    let before = load(conn, id).await?;
-    execute!(
-        conn,
-        "UPDATE services SET status = $1, failure_reason = $2, updated_at = $3 WHERE id = $4",
-        status,
-        reason,
-        now,
-        id
-    )?;
-    let mut change = Change::new("service.status", "service", id);
-    change.before = Some(
-        serde_json::json!({ "status": before.status, "failure_reason": before.failure_reason }),
-    );
-    change.after = Some(serde_json::json!({ "status": status, "failure_reason": reason }));
-    audit::record(conn, now, who, change).await
-}
-
 /// Retries a failed service: back to `requested`, with a new provision job.
 pub async fn retry(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError> {
     let now = db.now();
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     let service = load_managed(&mut conn, who, id).await?;
-    if service.status != "failed" {
+    let retryable = Status::all_where(|r| r.retryable);
+    if !transition(&mut conn, now, who, id, &retryable, Status::Requested, None).await? {
         return Err(PanelError::Conflict(format!(
             "only failed services can be retried; this one is {}",
             service.status
         )));
     }
-    set_status(&mut conn, now, who, id, "requested", None).await?;
     let job = queue::enqueue(&mut tx, provision_spec(id, who)).await?;
     tx.commit().await?;
     Ok(job.job_id)
@@ -494,13 +471,13 @@ pub async fn delete(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     let service = load_managed(&mut conn, who, id).await?;
-    if matches!(service.status.as_str(), "deleting" | "deleted") {
+    let deletable = Status::all_where(|r| !r.leaving);
+    if !transition(&mut conn, now, who, id, &deletable, Status::Deleting, None).await? {
         return Err(PanelError::Conflict(format!(
             "the service is already {}",
             service.status
         )));
     }
-    set_status(&mut conn, now, who, id, "deleting", None).await?;
     let job = queue::enqueue(&mut tx, deprovision_spec(id, who.actor_id())).await?;
     tx.commit().await?;
     Ok(job.job_id)
@@ -536,23 +513,14 @@ impl JobHandler for ProvisionHandler {
         let system = Principal::system();
         let mut tx = self.db.begin().await.map_err(JobError::retryable)?;
         let mut conn = tx_conn(&mut tx);
-        let status = scalar!(
-            &mut conn,
-            String,
-            "SELECT status FROM services WHERE id = $1",
-            id
-        )
-        .map_err(JobError::retryable)?;
-        if status.as_deref() != Some("requested") {
-            // Deleted or already past this step: nothing to do (idempotent).
-            return Ok(());
-        }
-        set_status(
+        // Deleted or already past this step: nothing to do (idempotent).
+        transition(
             &mut conn,
             self.db.now(),
             &system,
             id,
-            "failed",
+            &[Status::Requested],
+            Status::Failed,
             Some("no hypervisor driver is configured"),
         )
         .await
@@ -577,12 +545,12 @@ impl JobHandler for DeprovisionHandler {
         let mut conn = tx_conn(&mut tx);
         let status = scalar!(
             &mut conn,
-            String,
+            Status,
             "SELECT status FROM services WHERE id = $1",
             id
         )
         .map_err(JobError::retryable)?;
-        if status.as_deref() != Some("deleting") {
+        if status != Some(Status::Deleting) {
             return Ok(());
         }
         execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)
@@ -590,9 +558,17 @@ impl JobHandler for DeprovisionHandler {
         alloc::release(&mut conn, id, now)
             .await
             .map_err(JobError::retryable)?;
-        set_status(&mut conn, now, &Principal::system(), id, "deleted", None)
-            .await
-            .map_err(JobError::retryable)?;
+        transition(
+            &mut conn,
+            now,
+            &Principal::system(),
+            id,
+            &[Status::Deleting],
+            Status::Deleted,
+            None,
+        )
+        .await
+        .map_err(JobError::retryable)?;
         tx.commit().await.map_err(JobError::retryable)?;
         Ok(())
     }

@@ -21,8 +21,8 @@ use crate::alloc;
 use crate::audit::{self, AuditFilter};
 use crate::auth;
 use crate::http::{constant_eq, AppState, Auth, Peer, Via};
+use crate::lifecycle::Status;
 use crate::queue::{JobFilter, JobState};
-use crate::services::model::SERVICE_STATUSES;
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite};
 use crate::services::{catalog, keys, Page, PanelError};
@@ -251,7 +251,7 @@ async fn list_page(st: &AppState, a: &Auth, f: ListForm, heading: &str) -> UiRes
     page(
         a,
         "servers.html",
-        context! { heading, page => Value::from(Serde(&page_data)), statuses => SERVICE_STATUSES.to_vec(), status => f.status, q => f.q },
+        context! { heading, page => Value::from(Serde(&page_data)), statuses => Status::names(), status => f.status, q => f.q },
     )
 }
 
