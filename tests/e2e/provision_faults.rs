@@ -118,7 +118,6 @@ impl InProcess {
         });
         let prov = Arc::new(prov);
         let mut registry = Registry::new();
-        servers::register(&mut registry, &db);
         provision::register(&mut registry, prov.clone());
         let worker = Arc::new(Worker::new(
             db.store().clone(),
@@ -632,7 +631,8 @@ async fn reconcile_resumes_a_flow_whose_job_was_lost() {
             )
             .unwrap();
         }
-        let spec = provision::jobs::configure_spec(live, None)
+        let spec = keel_panel::lifecycle::jobs::ConfigureJob { service_id: live }
+            .spec(None)
             .run_at(keel_panel::queue::RunAt::After(Duration::from_secs(3600)));
         keel_panel::queue::enqueue(&mut tx, spec).await.unwrap();
         tx.commit().await.unwrap();

@@ -118,21 +118,21 @@ fn parse_queue(s: &str) -> anyhow::Result<QueueConfig> {
     })
 }
 
-/// The panel's job handlers: the service lifecycle, and with a hypervisor
-/// driver configured, the provisioning flow in its place and the
-/// reconciliation job. Returns the cron schedules those handlers need.
+/// The panel's job handlers: the provisioning flow (which, without a
+/// hypervisor driver, fails new servers with a reason and still deletes),
+/// and with a driver the reconciliation job. Returns the cron schedules
+/// those handlers need.
 fn panel_handlers(
     registry: &mut Registry,
     db: &keel_panel::services::Db,
     config: &Config,
 ) -> anyhow::Result<Vec<Schedule>> {
-    keel_panel::services::servers::register(registry, db);
     let mut schedules = Vec::new();
     let driver = keel_panel::provision::driver_from_config(config)?;
+    let p = keel_panel::provision::Provisioner::new(db.clone(), driver.clone(), config)
+        .context("setting up the provisioning flow")?;
+    keel_panel::provision::register(registry, Arc::new(p));
     if let Some(driver) = driver {
-        let p = keel_panel::provision::Provisioner::new(db.clone(), Some(driver.clone()), config)
-            .context("setting up the provisioning flow")?;
-        keel_panel::provision::register(registry, Arc::new(p));
         registry.register(
             "reconcile",
             keel_panel::reconcile::ReconcileHandler {

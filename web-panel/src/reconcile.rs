@@ -39,8 +39,8 @@ use serde::Serialize;
 
 use crate::audit::{self, Change};
 use crate::hypervisor::Driver;
+use crate::lifecycle::jobs::{ConfigureJob, DeprovisionJob, OsReadyJob, ProvisionJob};
 use crate::lifecycle::{Status, Step};
-use crate::provision::jobs;
 use crate::queue::{self, JobContext, JobError, JobHandler, JobSpec, RetryPolicy};
 use crate::services::db::tx_conn;
 use crate::services::{Db, PanelError, Principal};
@@ -226,15 +226,18 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
 fn step_for(s: &StalledRow) -> Option<JobSpec> {
     let id = s.id;
     Some(match s.status.owner()? {
-        Step::CreateVm => crate::services::servers::provision_spec(id, &Principal::system()),
+        Step::CreateVm => ProvisionJob { service_id: id }.spec(None),
         // The wait that was lost expired long ago (the service sat past the
         // grace with no job), so the check runs at once: a power cycle, or
         // the give-up that was never recorded.
-        Step::OsReady => {
-            jobs::os_ready_spec(id, s.generation?, s.resets?, std::time::Duration::ZERO)
+        Step::OsReady => OsReadyJob {
+            service_id: id,
+            generation: s.generation?,
+            resets: s.resets?,
         }
-        Step::HostKey | Step::Configure => jobs::configure_spec(id, None),
-        Step::Deprovision => crate::services::servers::deprovision_spec(id, None),
+        .spec(std::time::Duration::ZERO),
+        Step::HostKey | Step::Configure => ConfigureJob { service_id: id }.spec(None),
+        Step::Deprovision => DeprovisionJob { service_id: id }.spec(None),
     })
 }
 

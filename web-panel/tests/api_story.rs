@@ -294,7 +294,11 @@ async fn server_lifecycle(b: Backend) {
 
     // A worker runs it; without a hypervisor driver the service fails with a reason.
     let mut registry = Registry::new();
-    keel_panel::services::servers::register(&mut registry, p.db());
+    let data = tempfile::tempdir().unwrap();
+    let mut config = p.state.config.as_ref().clone();
+    config.data_dir = data.path().to_path_buf();
+    let flow = keel_panel::provision::Provisioner::new(p.db().clone(), None, &config).unwrap();
+    keel_panel::provision::register(&mut registry, std::sync::Arc::new(flow));
     let worker = Worker::new(
         p.db().store().clone(),
         registry,

@@ -155,7 +155,6 @@ impl FlowPanel {
     /// Starts a worker on `queues` with the flow's handlers.
     pub fn worker(&mut self, queues: &[&str]) {
         let mut registry = Registry::new();
-        servers::register(&mut registry, self.panel.db());
         provision::register(&mut registry, self.prov.clone());
         let cfg = WorkerConfig {
             concurrency: 4,

@@ -12,8 +12,10 @@
 //!
 //! Layout: `status.rs` the two enums, their database and JSON spelling and
 //! the table of what each status means; `transition.rs` the compare-and-set
-//! status change with its audit row.
+//! status change with its audit row; `jobs.rs` the flow's job kinds, each a
+//! typed payload with the one constructor of its spec.
 
+pub mod jobs;
 pub mod status;
 pub mod transition;
 

@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::jobs::ConfigureJob;
 use crate::lifecycle::{transition, Status, Step};
 use crate::queue;
 use crate::services::db::tx_conn;
@@ -228,7 +229,10 @@ pub async fn vm_ready(
             "the service is {cur_status}; it is not waiting for a callback"
         )));
     }
-    let job = queue::enqueue(&mut tx, super::jobs::configure_spec(t.service_id, None)).await?;
+    let configure = ConfigureJob {
+        service_id: t.service_id,
+    };
+    let job = queue::enqueue(&mut tx, configure.spec(None)).await?;
     tx.commit().await?;
     tracing::info!(
         vm,

@@ -1,8 +1,10 @@
-//! The provisioning steps as queue jobs. Every job carries `service_id`,
-//! runs under the serialisation key `service:ID` (one step of a service at
-//! a time) and is idempotent: it reads the service's status and its
-//! `vm_provisioning` row, does what is still missing, and moves the status
-//! on in the same transaction that enqueues the next step.
+//! The provisioning steps as queue jobs. Every job's payload is a struct
+//! of `lifecycle::jobs` carrying `service_id`; each runs under the
+//! serialisation key `service:ID` (one step of a service at a time) and is
+//! idempotent: it reads the service's status and its `vm_provisioning`
+//! row, does what is still missing, and moves the status on (through
+//! `lifecycle::transition`, only from the statuses the lifecycle table
+//! gives the step) in the same transaction that enqueues the next step.
 //!
 //! | job | status it acts on | policy | on permanent failure |
 //! | --- | --- | --- | --- |
@@ -10,7 +12,7 @@
 //! | `vm_os_ready` | installing_os, callback missing | hypervisor API; a reset per timeout, N times | failed (unless the callback won); VM deleted, then address released |
 //! | `configure` | configuring, ready (re-converge) | 3 attempts | failed; VM kept for inspection |
 //! | `deprovision` | deleting | hypervisor API | recorded for admins (status stays deleting) |
-//! | `power` (`services::power`) | ready | hypervisor API | recorded for admins (status stays ready) |
+//! | `power` (`power.rs`) | ready | hypervisor API | recorded for admins (status stays ready) |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -38,62 +40,27 @@ use crate::alloc;
 use crate::audit::{self, Change};
 use crate::hypervisor::seed::{self, HostKeys, SeedParams};
 use crate::hypervisor::{DriverError, NetIdentity, PowerState, VmSpec};
+use crate::lifecycle::jobs::{
+    ConfigureJob, DeprovisionJob, FlowJob, OsReadyJob, PowerJob, ProvisionJob,
+};
 use crate::lifecycle::{transition, Status, Step};
 use crate::queue::worker::record_failure;
-use crate::queue::{
-    self, Job, JobContext, JobError, JobHandler, JobSpec, Registry, RetryPolicy, RunAt,
-};
+use crate::queue::{self, Job, JobContext, JobError, JobHandler, Registry, RetryPolicy};
 use crate::services::db::{tx_conn, Conn};
-use crate::services::servers::service_key;
 use crate::services::{Db, PanelError, Principal};
 use crate::store::{Store, StoreError};
 use crate::{execute, fetch_opt, scalar};
 
-pub const PROVISION: &str = "provision";
-pub const OS_READY: &str = "vm_os_ready";
-pub const CONFIGURE: &str = "configure";
-pub const DEPROVISION: &str = "deprovision";
-
-/// The `configure` job of a service. Its coalescing key makes a request
-/// during a run give exactly one more run (see docs/queue.md).
-pub fn configure_spec(service_id: i64, owner: Option<i64>) -> JobSpec {
-    let mut spec = JobSpec::new(CONFIGURE, json!({ "service_id": service_id }))
-        .unique_key(format!("configure:{service_id}"))
-        .serial_key(service_key(service_id));
-    if let Some(o) = owner {
-        spec = spec.owner(o);
-    }
-    spec
-}
-
-/// The OS-ready wait of one seed generation after `resets` power cycles.
-pub(crate) fn os_ready_spec(
-    service_id: i64,
-    generation: i64,
-    resets: i64,
-    after: Duration,
-) -> JobSpec {
-    JobSpec::new(
-        OS_READY,
-        json!({ "service_id": service_id, "generation": generation, "resets": resets }),
-    )
-    .queue("hypervisor")
-    .unique_key(format!("os_ready:{service_id}:{generation}:{resets}"))
-    .serial_key(service_key(service_id))
-    .run_at(RunAt::After(after))
-}
-
-/// Registers the flow's handlers (`provision`, `vm_os_ready`, `configure`,
-/// `deprovision`, and `power` from `services::power`), replacing the placeholders of `services::servers`.
+/// Registers the flow's handlers, one per job kind of `lifecycle::jobs`:
+/// `provision`, `vm_os_ready`, `configure`, `deprovision` and `power`.
+/// Without a hypervisor driver they still run, and fail the service with
+/// a reason an admin can act on (or delete it, when asked to).
 pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
-    registry.register(PROVISION, ProvisionStep(p.clone()));
-    registry.register(OS_READY, OsReadyStep(p.clone()));
-    registry.register(CONFIGURE, ConfigureStep(p.clone()));
-    registry.register(
-        crate::services::power::POWER,
-        crate::services::power::PowerStep(p.clone()),
-    );
-    registry.register(DEPROVISION, DeprovisionStep(p));
+    registry.register(ProvisionJob::KIND, ProvisionStep(p.clone()));
+    registry.register(OsReadyJob::KIND, OsReadyStep(p.clone()));
+    registry.register(ConfigureJob::KIND, ConfigureStep(p.clone()));
+    registry.register(PowerJob::KIND, super::power::PowerStep(p.clone()));
+    registry.register(DeprovisionJob::KIND, DeprovisionStep(p));
 }
 
 /// Asks for one more role run of a ready (or configuring) server. While a
@@ -116,16 +83,9 @@ pub async fn reconverge(db: &Db, who: &Principal, service_id: i64) -> Result<i64
         Change::new("service.converge", "service", service_id),
     )
     .await?;
-    let job = queue::enqueue(&mut tx, configure_spec(service_id, who.actor_id())).await?;
+    let job = queue::enqueue(&mut tx, ConfigureJob { service_id }.spec(who.actor_id())).await?;
     tx.commit().await?;
     Ok(job.job_id)
-}
-
-fn service_id_of(payload: &serde_json::Value) -> Result<i64, JobError> {
-    payload
-        .get("service_id")
-        .and_then(|v| v.as_i64())
-        .ok_or_else(|| JobError::permanent("payload has no service_id"))
 }
 
 fn hypervisor_policy(p: &Provisioner) -> RetryPolicy {
@@ -246,14 +206,14 @@ impl JobHandler for ProvisionStep {
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
-        let id = service_id_of(ctx.payload())?;
+        let id = ProvisionJob::decode(ctx.payload())?.service_id;
         provision(&self.0, id, &ctx.cancel)
             .await
             .map_err(ProvisionError::into_job_error)
     }
 
     async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
-        let Ok(id) = service_id_of(&job.payload) else {
+        let Ok(ProvisionJob { service_id: id }) = ProvisionJob::decode(&job.payload) else {
             return record_failure(store, job, error).await;
         };
         let reason = public_reason(&self.0, Step::CreateVm, error);
@@ -337,7 +297,7 @@ async fn provision(
                 // Deleted meanwhile.
                 return Ok(());
             }
-            queue::enqueue(&mut tx, configure_spec(id, None)).await?;
+            queue::enqueue(&mut tx, ConfigureJob { service_id: id }.spec(None)).await?;
             tx.commit().await?;
             return Ok(());
         }
@@ -460,7 +420,7 @@ async fn provision(
     let base = p.callback_base(allocation.gateway4.as_deref())?;
     let mut params = SeedParams::new(format!("{name}-g{}", row.generation), net, host_keys);
     params.admin_user = p.config.admin_user.clone();
-    params.authorized_keys = vec![p.key.public_line.clone()];
+    params.authorized_keys = vec![p.panel_key()?.public_line.clone()];
     params.nameservers = p.nameservers(&spec_net);
     params.phone_home_url = Some(callback::callback_url(
         &base,
@@ -556,19 +516,19 @@ async fn provision(
             None,
         )
         .await?;
-        queue::enqueue(&mut tx, configure_spec(id, None)).await?;
+        queue::enqueue(&mut tx, ConfigureJob { service_id: id }.spec(None)).await?;
         tx.commit().await?;
         tracing::info!(service_id = id, vm = %name, "VM created and already called back; configure queued");
         return Ok(());
     }
+    let wait = OsReadyJob {
+        service_id: id,
+        generation: row.generation,
+        resets: 0,
+    };
     queue::enqueue(
         &mut tx,
-        os_ready_spec(
-            id,
-            row.generation,
-            0,
-            Duration::from_secs(p.config.os_ready_timeout_secs),
-        ),
+        wait.spec(Duration::from_secs(p.config.os_ready_timeout_secs)),
     )
     .await?;
     tx.commit().await?;
@@ -590,16 +550,14 @@ impl JobHandler for OsReadyStep {
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
-        let id = service_id_of(ctx.payload())?;
-        let generation = ctx.payload().get("generation").and_then(|v| v.as_i64());
-        let resets = ctx.payload().get("resets").and_then(|v| v.as_i64());
-        os_ready(&self.0, id, generation, resets, &ctx.cancel)
+        let job = OsReadyJob::decode(ctx.payload())?;
+        os_ready(&self.0, job, &ctx.cancel)
             .await
             .map_err(ProvisionError::into_job_error)
     }
 
     async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
-        if let Ok(id) = service_id_of(&job.payload) {
+        if let Ok(OsReadyJob { service_id: id, .. }) = OsReadyJob::decode(&job.payload) {
             let reason = public_reason(&self.0, Step::OsReady, error);
             fail(&self.0, id, Step::OsReady, &reason).await;
         }
@@ -609,15 +567,15 @@ impl JobHandler for OsReadyStep {
 
 async fn os_ready(
     p: &Provisioner,
-    id: i64,
-    generation: Option<i64>,
-    resets: Option<i64>,
+    job: OsReadyJob,
     cancel: &CancellationToken,
 ) -> Result<(), ProvisionError> {
+    let OsReadyJob {
+        service_id: id,
+        generation,
+        resets,
+    } = job;
     let (Some(svc), Some(row)) = read_state(&p.db, id).await? else {
-        return Ok(());
-    };
-    let (Some(generation), Some(resets)) = (generation, resets) else {
         return Ok(());
     };
     let waiting = svc.status.owner() == Some(Step::OsReady)
@@ -695,14 +653,14 @@ async fn claim_reset(p: &Provisioner, id: i64, row: &ProvRow) -> Result<bool, Pr
         },
     )
     .await?;
+    let next = OsReadyJob {
+        service_id: id,
+        generation: row.generation,
+        resets: row.resets + 1,
+    };
     queue::enqueue(
         &mut tx,
-        os_ready_spec(
-            id,
-            row.generation,
-            row.resets + 1,
-            Duration::from_secs(p.config.os_ready_timeout_secs),
-        ),
+        next.spec(Duration::from_secs(p.config.os_ready_timeout_secs)),
     )
     .await?;
     tx.commit().await?;
@@ -722,14 +680,14 @@ impl JobHandler for ConfigureStep {
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
-        let id = service_id_of(ctx.payload())?;
+        let id = ConfigureJob::decode(ctx.payload())?.service_id;
         configure(&self.0, id, &ctx)
             .await
             .map_err(ProvisionError::into_job_error)
     }
 
     async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
-        if let Ok(id) = service_id_of(&job.payload) {
+        if let Ok(ConfigureJob { service_id: id }) = ConfigureJob::decode(&job.payload) {
             if error.starts_with(HOST_KEY_MISMATCH) {
                 tracing::error!(
                     service_id = id,
@@ -800,7 +758,7 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
         addr,
         &row.host_key_public,
         &p.config.admin_user,
-        &p.key.private_path,
+        &p.panel_key()?.private_path,
         Duration::from_secs(p.config.ssh_wait_secs),
     )
     .await?;
@@ -813,7 +771,7 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     }
     let inv = inventory::for_role_run(
         &host,
-        &p.key.private_path.display().to_string(),
+        &p.panel_key()?.private_path.display().to_string(),
         &known.display().to_string(),
     );
     std::fs::write(
@@ -1130,7 +1088,7 @@ impl JobHandler for DeprovisionStep {
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
-        let id = service_id_of(ctx.payload())?;
+        let id = DeprovisionJob::decode(ctx.payload())?.service_id;
         deprovision(&self.0, id)
             .await
             .map_err(ProvisionError::into_job_error)

@@ -24,6 +24,7 @@ pub mod callback;
 pub mod hostkey;
 pub mod inventory;
 pub mod jobs;
+pub mod power;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -239,7 +240,9 @@ pub struct Provisioner {
     pub data_dir: PathBuf,
     /// Port VMs call back on when `callback_url` is empty.
     pub callback_port: u16,
-    pub key: PanelKey,
+    /// `None` without a hypervisor driver: no VM will ever need it, and a
+    /// panel without one leaves no key behind.
+    pub key: Option<PanelKey>,
 }
 
 impl std::fmt::Debug for Provisioner {
@@ -253,8 +256,8 @@ impl std::fmt::Debug for Provisioner {
 }
 
 impl Provisioner {
-    /// Builds the flow's context from the panel configuration; generates
-    /// the panel's SSH key on first use.
+    /// Builds the flow's context from the panel configuration; with a
+    /// driver, generates the panel's SSH key on first use.
     pub fn new(
         db: Db,
         driver: Option<Arc<dyn Driver>>,
@@ -264,7 +267,10 @@ impl Provisioner {
             Ok(Some(addr)) => addr.port(),
             _ => config.listen.port(),
         };
-        let key = PanelKey::load_or_create(&config.data_dir.join("ssh"))?;
+        let key = match driver {
+            Some(_) => Some(PanelKey::load_or_create(&config.data_dir.join("ssh"))?),
+            None => None,
+        };
         Ok(Provisioner {
             db,
             driver,
@@ -272,6 +278,15 @@ impl Provisioner {
             data_dir: config.data_dir.clone(),
             callback_port,
             key,
+        })
+    }
+
+    /// The panel's SSH key, which seeds and role runs need.
+    pub fn panel_key(&self) -> Result<&PanelKey, ProvisionError> {
+        self.key.as_ref().ok_or_else(|| {
+            ProvisionError::Missing(
+                "no hypervisor driver is configured, so no panel SSH key".into(),
+            )
         })
     }
 

@@ -1,5 +1,5 @@
-//! Services (servers): create, list, show, retry, delete, and the job
-//! handlers that carry them through their lifecycle.
+//! Services (servers): create, list, show, retry, delete. Their jobs are
+//! the flow's (`lifecycle::jobs`), run by the handlers in `provision/`.
 //!
 //! Creating a server is one transaction: idempotency key, site check,
 //! quota check, service row, address claim, audit row and the `provision`
@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::alloc::{self, Resources, POOL_TYPES};
 use crate::audit::{self, Change};
+use crate::lifecycle::jobs::{DeprovisionJob, ProvisionJob};
 use crate::lifecycle::{transition, Status};
-use crate::queue::{self, JobContext, JobError, JobFilter, JobHandler, JobSpec, RetryPolicy};
+use crate::queue::{self, JobFilter};
 use crate::services::db::{tx_conn, Conn};
 use crate::services::model::{
     HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS,
@@ -73,36 +74,7 @@ struct IdemRow {
     response_body: Option<String>,
 }
 
-/// Serialisation key of every job about one service.
-pub fn service_key(id: i64) -> String {
-    format!("service:{id}")
-}
-
-pub(crate) fn provision_spec(service_id: i64, owner: &Principal) -> JobSpec {
-    let mut spec = JobSpec::new("provision", serde_json::json!({ "service_id": service_id }))
-        .queue("hypervisor")
-        .unique_key(format!("provision:{service_id}"))
-        .serial_key(service_key(service_id));
-    if let Some(id) = owner.actor_id() {
-        spec = spec.owner(id);
-    }
-    spec
-}
-
-/// The `deprovision` job of a service (also re-enqueued by reconciliation).
-pub(crate) fn deprovision_spec(service_id: i64, owner: Option<i64>) -> JobSpec {
-    let mut spec = JobSpec::new(
-        "deprovision",
-        serde_json::json!({ "service_id": service_id }),
-    )
-    .queue("hypervisor")
-    .unique_key(format!("deprovision:{service_id}"))
-    .serial_key(service_key(service_id));
-    if let Some(o) = owner {
-        spec = spec.owner(o);
-    }
-    spec
-}
+pub use crate::lifecycle::jobs::service_key;
 
 /// Creates a server for a site: see the module docs.
 pub async fn create(
@@ -228,7 +200,7 @@ pub async fn create(
         Change::new("service.create", "service", service_id).after(&service),
     )
     .await?;
-    let job = queue::enqueue(&mut tx, provision_spec(service_id, who)).await?;
+    let job = queue::enqueue(&mut tx, ProvisionJob { service_id }.spec(who.actor_id())).await?;
     let created = Created {
         service,
         job_id: job.job_id,
@@ -459,7 +431,11 @@ pub async fn retry(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError>
             service.status
         )));
     }
-    let job = queue::enqueue(&mut tx, provision_spec(id, who)).await?;
+    let job = queue::enqueue(
+        &mut tx,
+        ProvisionJob { service_id: id }.spec(who.actor_id()),
+    )
+    .await?;
     tx.commit().await?;
     Ok(job.job_id)
 }
@@ -478,104 +454,11 @@ pub async fn delete(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError
             service.status
         )));
     }
-    let job = queue::enqueue(&mut tx, deprovision_spec(id, who.actor_id())).await?;
+    let job = queue::enqueue(
+        &mut tx,
+        DeprovisionJob { service_id: id }.spec(who.actor_id()),
+    )
+    .await?;
     tx.commit().await?;
     Ok(job.job_id)
-}
-
-fn service_id_of(ctx: &JobContext) -> Result<i64, JobError> {
-    ctx.payload()
-        .get("service_id")
-        .and_then(|v| v.as_i64())
-        .ok_or_else(|| JobError::permanent("payload has no service_id"))
-}
-
-/// `provision`: builds the server. No hypervisor driver is wired in yet,
-/// so it records that and fails the service with a reason an admin can act
-/// on (and retry later).
-#[derive(Debug, Clone)]
-pub struct ProvisionHandler {
-    pub db: Db,
-}
-
-#[async_trait::async_trait]
-impl JobHandler for ProvisionHandler {
-    fn policy(&self) -> RetryPolicy {
-        RetryPolicy::exponential(
-            std::time::Duration::from_secs(10),
-            std::time::Duration::from_secs(600),
-        )
-        .max_attempts(5)
-    }
-
-    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
-        let id = service_id_of(&ctx)?;
-        let system = Principal::system();
-        let mut tx = self.db.begin().await.map_err(JobError::retryable)?;
-        let mut conn = tx_conn(&mut tx);
-        // Deleted or already past this step: nothing to do (idempotent).
-        transition(
-            &mut conn,
-            self.db.now(),
-            &system,
-            id,
-            &[Status::Requested],
-            Status::Failed,
-            Some("no hypervisor driver is configured"),
-        )
-        .await
-        .map_err(JobError::retryable)?;
-        tx.commit().await.map_err(JobError::retryable)?;
-        Ok(())
-    }
-}
-
-/// `deprovision`: removes the VM record and releases the address.
-#[derive(Debug, Clone)]
-pub struct DeprovisionHandler {
-    pub db: Db,
-}
-
-#[async_trait::async_trait]
-impl JobHandler for DeprovisionHandler {
-    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
-        let id = service_id_of(&ctx)?;
-        let now = self.db.now();
-        let mut tx = self.db.begin().await.map_err(JobError::retryable)?;
-        let mut conn = tx_conn(&mut tx);
-        let status = scalar!(
-            &mut conn,
-            Status,
-            "SELECT status FROM services WHERE id = $1",
-            id
-        )
-        .map_err(JobError::retryable)?;
-        if status != Some(Status::Deleting) {
-            return Ok(());
-        }
-        execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)
-            .map_err(JobError::retryable)?;
-        alloc::release(&mut conn, id, now)
-            .await
-            .map_err(JobError::retryable)?;
-        transition(
-            &mut conn,
-            now,
-            &Principal::system(),
-            id,
-            &[Status::Deleting],
-            Status::Deleted,
-            None,
-        )
-        .await
-        .map_err(JobError::retryable)?;
-        tx.commit().await.map_err(JobError::retryable)?;
-        Ok(())
-    }
-}
-
-/// Registers the service job handlers.
-pub fn register(registry: &mut queue::Registry, db: &Db) {
-    registry.register("provision", ProvisionHandler { db: db.clone() });
-    registry.register("deprovision", DeprovisionHandler { db: db.clone() });
 }

@@ -1,0 +1,257 @@
+//! The flow's job kinds: one serde struct per kind for its payload, and
+//! one constructor per kind that builds its spec (kind, queue, keys,
+//! timing). Requests (`services::servers`, `services::power`), steps
+//! (`provision/`) and reconciliation enqueue only through these, and
+//! handlers read their payload back only through [`FlowJob::decode`].
+//!
+//! Field names are the ones the payloads have always had, so jobs already
+//! queued in an existing database still decode. A job's retry policy
+//! belongs to its handler (`JobHandler::policy`), which knows the
+//! configuration.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{JobError, JobSpec, RunAt};
+
+/// The queue of jobs that mostly wait on the hypervisor's API.
+pub const HYPERVISOR_QUEUE: &str = "hypervisor";
+
+/// Serialisation key of every job about one service: one step of a
+/// service runs at a time.
+pub fn service_key(id: i64) -> String {
+    format!("service:{id}")
+}
+
+/// A job kind of the flow and its payload.
+pub trait FlowJob: Serialize + DeserializeOwned {
+    /// The kind that selects the handler.
+    const KIND: &'static str;
+
+    /// The payload as the job row stores it.
+    fn payload(&self) -> serde_json::Value {
+        // Plain structs of integers and unit enums: serialising cannot fail.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A job's payload read back. A payload that does not decode can never
+    /// run, so it is a permanent error.
+    fn decode(payload: &serde_json::Value) -> Result<Self, JobError> {
+        Self::deserialize(payload)
+            .map_err(|e| JobError::permanent(format!("bad {} payload: {e}", Self::KIND)))
+    }
+}
+
+fn owned(spec: JobSpec, owner: Option<i64>) -> JobSpec {
+    match owner {
+        Some(o) => spec.owner(o),
+        None => spec,
+    }
+}
+
+/// `provision`: address, seed, VM create and start (also a retry's resume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for ProvisionJob {
+    const KIND: &'static str = "provision";
+}
+
+impl ProvisionJob {
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND, self.payload())
+            .queue(HYPERVISOR_QUEUE)
+            .unique_key(format!("provision:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
+/// `vm_os_ready`: the OS-ready wait of one seed generation after `resets`
+/// power cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsReadyJob {
+    pub service_id: i64,
+    pub generation: i64,
+    pub resets: i64,
+}
+
+impl FlowJob for OsReadyJob {
+    const KIND: &'static str = "vm_os_ready";
+}
+
+impl OsReadyJob {
+    /// Fires `after` the wait started (at once when resumed).
+    pub fn spec(self, after: Duration) -> JobSpec {
+        JobSpec::new(Self::KIND, self.payload())
+            .queue(HYPERVISOR_QUEUE)
+            .unique_key(format!(
+                "os_ready:{}:{}:{}",
+                self.service_id, self.generation, self.resets
+            ))
+            .serial_key(service_key(self.service_id))
+            .run_at(RunAt::After(after))
+    }
+}
+
+/// `configure`: the host-key check and the role run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigureJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for ConfigureJob {
+    const KIND: &'static str = "configure";
+}
+
+impl ConfigureJob {
+    /// Its coalescing key makes a request during a run give exactly one
+    /// more run (see docs/queue.md).
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND, self.payload())
+            .unique_key(format!("configure:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
+/// `deprovision`: VM delete, host key forgotten, address released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeprovisionJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for DeprovisionJob {
+    const KIND: &'static str = "deprovision";
+}
+
+impl DeprovisionJob {
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND, self.payload())
+            .queue(HYPERVISOR_QUEUE)
+            .unique_key(format!("deprovision:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
+/// What a power request does to the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    Start,
+    /// ACPI shutdown: the guest powers itself off.
+    Shutdown,
+    /// Pull the plug.
+    PowerOff,
+    /// Hard reset, without a shutdown.
+    Reset,
+}
+
+impl PowerAction {
+    pub const ALL: [PowerAction; 4] = [
+        PowerAction::Start,
+        PowerAction::Shutdown,
+        PowerAction::PowerOff,
+        PowerAction::Reset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Start => "start",
+            PowerAction::Shutdown => "shutdown",
+            PowerAction::PowerOff => "power_off",
+            PowerAction::Reset => "reset",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PowerAction> {
+        PowerAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// `power`: one power action on a ready server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerJob {
+    pub service_id: i64,
+    pub action: PowerAction,
+}
+
+impl FlowJob for PowerJob {
+    const KIND: &'static str = "power";
+}
+
+impl PowerJob {
+    /// No coalescing key: each request is one action.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND, self.payload())
+            .queue(HYPERVISOR_QUEUE)
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Payloads exactly as earlier panels wrote them (`json!` by hand)
+    /// still decode, and what is written now is the same JSON.
+    #[test]
+    fn payloads_of_existing_rows_decode() {
+        let p = json!({ "service_id": 7 });
+        assert_eq!(ProvisionJob::decode(&p).unwrap().service_id, 7);
+        assert_eq!(ConfigureJob::decode(&p).unwrap().payload(), p);
+        assert_eq!(DeprovisionJob::decode(&p).unwrap().payload(), p);
+        let w = json!({ "service_id": 7, "generation": 2, "resets": 1 });
+        assert_eq!(
+            OsReadyJob::decode(&w).unwrap(),
+            OsReadyJob {
+                service_id: 7,
+                generation: 2,
+                resets: 1
+            }
+        );
+        let pw = json!({ "service_id": 7, "action": "power_off" });
+        let job = PowerJob::decode(&pw).unwrap();
+        assert_eq!(job.action, PowerAction::PowerOff);
+        assert_eq!(job.payload(), pw);
+    }
+
+    #[test]
+    fn bad_payloads_are_permanent_errors() {
+        let e = PowerJob::decode(&json!({ "service_id": 7, "action": "explode" })).unwrap_err();
+        assert!(matches!(e, JobError::Permanent(_)), "{e:?}");
+        assert!(ProvisionJob::decode(&json!({})).is_err());
+    }
+
+    #[test]
+    fn specs_keep_their_kinds_and_keys() {
+        let s = ProvisionJob { service_id: 3 }.spec(Some(9));
+        assert_eq!(
+            (s.kind.as_str(), s.queue.as_str()),
+            ("provision", "hypervisor")
+        );
+        assert_eq!(s.unique_key.as_deref(), Some("provision:3"));
+        assert_eq!(s.serial_key.as_deref(), Some("service:3"));
+        assert_eq!(s.owner, Some(9));
+        let s = ConfigureJob { service_id: 3 }.spec(None);
+        assert_eq!(
+            (s.kind.as_str(), s.queue.as_str()),
+            ("configure", "default")
+        );
+        let s = OsReadyJob {
+            service_id: 3,
+            generation: 1,
+            resets: 0,
+        }
+        .spec(Duration::from_secs(5));
+        assert_eq!(s.unique_key.as_deref(), Some("os_ready:3:1:0"));
+        assert_eq!(s.run_at, RunAt::After(Duration::from_secs(5)));
+    }
+}
