@@ -1045,7 +1045,9 @@ async fn regression_os_ready_failure_after_a_callback_keeps_the_vm() {
         &step,
         f.panel.db().store(),
         &os_ready[0],
-        "the VM did not call back within 300 s, 2 power cycle(s) included",
+        keel_panel::queue::Failure::text(
+            "the VM did not call back within 300 s, 2 power cycle(s) included",
+        ),
     )
     .await
     .unwrap();

@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn bad_payloads_are_permanent_errors() {
         let e = PowerJob::decode(&json!({ "service_id": 7, "action": "explode" })).unwrap_err();
-        assert!(matches!(e, JobError::Permanent(_)), "{e:?}");
+        assert!(e.is_permanent(), "{e:?}");
         assert!(ProvisionJob::decode(&json!({})).is_err());
     }
 

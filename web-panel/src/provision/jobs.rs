@@ -35,7 +35,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{callback, hostkey, inventory, ProvisionError, Provisioner, HOST_KEY_MISMATCH};
+use super::{callback, hostkey, inventory, FailureReason, ProvisionError, Provisioner};
 use crate::alloc;
 use crate::audit::{self, Change};
 use crate::hypervisor::seed::{self, HostKeys, SeedParams};
@@ -45,7 +45,7 @@ use crate::lifecycle::jobs::{
 };
 use crate::lifecycle::{transition, Status, Step};
 use crate::queue::worker::record_failure;
-use crate::queue::{self, Job, JobContext, JobError, JobHandler, Registry, RetryPolicy};
+use crate::queue::{self, Failure, Job, JobContext, JobError, JobHandler, Registry, RetryPolicy};
 use crate::services::db::{tx_conn, Conn};
 use crate::services::{Db, PanelError, Principal};
 use crate::store::{Store, StoreError};
@@ -209,16 +209,20 @@ impl JobHandler for ProvisionStep {
         let id = ProvisionJob::decode(ctx.payload())?.service_id;
         provision(&self.0, id, &ctx.cancel)
             .await
-            .map_err(ProvisionError::into_job_error)
+            .map_err(|e| step_error(&self.0, Step::CreateVm, e))
     }
 
-    async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
-        let Ok(ProvisionJob { service_id: id }) = ProvisionJob::decode(&job.payload) else {
-            return record_failure(store, job, error).await;
-        };
-        let reason = public_reason(&self.0, Step::CreateVm, error);
-        fail(&self.0, id, Step::CreateVm, &reason).await;
-        record_failure(store, job, error).await
+    async fn on_failure(
+        &self,
+        store: &Store,
+        job: &Job,
+        failure: Failure<'_>,
+    ) -> Result<(), StoreError> {
+        if let Ok(ProvisionJob { service_id: id }) = ProvisionJob::decode(&job.payload) {
+            let reason = FailureReason::from_detail(Step::CreateVm, failure.detail);
+            fail(&self.0, id, &reason).await;
+        }
+        record_failure(store, job, failure.error).await
     }
 }
 
@@ -349,11 +353,7 @@ async fn provision(
                 .unwrap_or_else(|| "public".to_string());
             alloc::claim(&mut conn, &pool_type, id, now)
                 .await?
-                .ok_or_else(|| {
-                    ProvisionError::Missing(format!(
-                        "no free address left in the {pool_type} pools"
-                    ))
-                })?
+                .ok_or(ProvisionError::PoolExhausted { pool_type })?
         }
     };
     match &current {
@@ -553,15 +553,20 @@ impl JobHandler for OsReadyStep {
         let job = OsReadyJob::decode(ctx.payload())?;
         os_ready(&self.0, job, &ctx.cancel)
             .await
-            .map_err(ProvisionError::into_job_error)
+            .map_err(|e| step_error(&self.0, Step::OsReady, e))
     }
 
-    async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
+    async fn on_failure(
+        &self,
+        store: &Store,
+        job: &Job,
+        failure: Failure<'_>,
+    ) -> Result<(), StoreError> {
         if let Ok(OsReadyJob { service_id: id, .. }) = OsReadyJob::decode(&job.payload) {
-            let reason = public_reason(&self.0, Step::OsReady, error);
-            fail(&self.0, id, Step::OsReady, &reason).await;
+            let reason = FailureReason::from_detail(Step::OsReady, failure.detail);
+            fail(&self.0, id, &reason).await;
         }
-        record_failure(store, job, error).await
+        record_failure(store, job, failure.error).await
     }
 }
 
@@ -586,10 +591,10 @@ async fn os_ready(
     }
     if row.resets == resets {
         if row.resets >= i64::from(p.config.os_ready_resets) {
-            return Err(ProvisionError::Missing(format!(
-                "{NO_CALLBACK} within {} s, {} power cycle(s) included",
-                p.config.os_ready_timeout_secs, row.resets
-            )));
+            return Err(ProvisionError::NoCallback {
+                timeout_secs: p.config.os_ready_timeout_secs,
+                resets: row.resets,
+            });
         }
         check_cancel(cancel)?;
         // Claim the power cycle before doing it, under the same conditions
@@ -683,24 +688,27 @@ impl JobHandler for ConfigureStep {
         let id = ConfigureJob::decode(ctx.payload())?.service_id;
         configure(&self.0, id, &ctx)
             .await
-            .map_err(ProvisionError::into_job_error)
+            .map_err(|e| step_error(&self.0, Step::Configure, e))
     }
 
-    async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
+    async fn on_failure(
+        &self,
+        store: &Store,
+        job: &Job,
+        failure: Failure<'_>,
+    ) -> Result<(), StoreError> {
         if let Ok(ConfigureJob { service_id: id }) = ConfigureJob::decode(&job.payload) {
-            if error.starts_with(HOST_KEY_MISMATCH) {
+            let reason = FailureReason::from_detail(Step::Configure, failure.detail);
+            if reason == FailureReason::HostKeyMismatch {
                 tracing::error!(
                     service_id = id,
-                    error,
+                    error = failure.error,
                     "ALARM: a VM presented an unexpected SSH host key; provisioning stopped"
                 );
-                fail(&self.0, id, Step::HostKey, HOST_KEY_MISMATCH).await;
-            } else {
-                let reason = public_reason(&self.0, Step::Configure, error);
-                fail(&self.0, id, Step::Configure, &reason).await;
             }
+            fail(&self.0, id, &reason).await;
         }
-        record_failure(store, job, error).await
+        record_failure(store, job, failure.error).await
     }
 }
 
@@ -826,15 +834,14 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
             .collect::<Vec<_>>()
             .join("; ");
         let task = failed_task.name();
-        return Err(ProvisionError::RoleRun(match task {
-            // JSON-quoted, so `public_reason` can read the name back whatever it holds.
+        let detail = match &task {
             Some(t) => format!(
-                "{FAILED_TASK}{} exit code {} ({stats})",
-                serde_json::Value::String(t),
+                "task failed: {t:?} exit code {} ({stats})",
                 summary.exit_code()
             ),
             None => format!("exit code {} ({stats})", summary.exit_code()),
-        }));
+        };
+        return Err(ProvisionError::RoleRun { task, detail });
     }
 
     let now = p.db.now();
@@ -922,47 +929,10 @@ async fn audit_alarm(db: &Db, id: i64, expected: &str, seen: &str) {
 
 // ---------------------------------------------------------------- failure
 
-/// How `os_ready`'s give-up error starts.
-const NO_CALLBACK: &str = "the VM did not call back";
-/// How a role run's error starts when the engine named the failing task.
-const FAILED_TASK: &str = "task failed: ";
-
-/// The reason a step's permanent failure leaves on the service, which site
-/// admins see (API, SSE, audit). The job's own error keeps libvirt URIs,
-/// host paths and tool output; it stays in the job history (`last_error`,
-/// `job_failures`: platform admins only) and in the logs.
-fn public_reason(p: &Provisioner, step: Step, error: &str) -> String {
-    match step {
-        Step::CreateVm if error.starts_with("no free address left") => {
-            "no free address is left in the pool".to_string()
-        }
-        Step::CreateVm => "the hypervisor could not create the VM".to_string(),
-        Step::OsReady if error.starts_with(NO_CALLBACK) => format!(
-            "{NO_CALLBACK} after {} power cycle(s)",
-            p.config.os_ready_resets
-        ),
-        Step::OsReady => "the hypervisor could not power-cycle the VM".to_string(),
-        Step::HostKey => HOST_KEY_MISMATCH.to_string(),
-        Step::Configure | Step::Deprovision => {
-            let task = error
-                .strip_prefix("role run failed: ")
-                .and_then(|rest| rest.strip_prefix(FAILED_TASK))
-                .and_then(|quoted| {
-                    serde_json::Deserializer::from_str(quoted)
-                        .into_iter::<String>()
-                        .next()
-                        .and_then(Result::ok)
-                });
-            match task {
-                Some(t) => format!("the configuration run failed: {t}"),
-                None if error.starts_with("ssh: ") => {
-                    "the configuration run failed: the VM's SSH server could not be reached"
-                        .to_string()
-                }
-                None => "the configuration run failed".to_string(),
-            }
-        }
-    }
+/// A step's error for the queue, with the tenant's reason attached for
+/// its `on_failure` (see `reason.rs`).
+fn step_error(p: &Provisioner, step: Step, e: ProvisionError) -> JobError {
+    e.into_step_error(step, p.config.os_ready_resets)
 }
 
 /// A step failed for good: `failed` with the reason and the step; for
@@ -976,8 +946,9 @@ fn public_reason(p: &Provisioner, step: Step, error: &str) -> String {
 /// commit, and the address is released only once the driver confirmed the
 /// delete: a VM that could not be deleted keeps its `vms` row and its
 /// address, and a retry deletes it before building a new one.
-async fn fail(p: &Provisioner, id: i64, step: Step, reason: &str) {
-    let marked = mark_failed(p, id, step, reason).await;
+async fn fail(p: &Provisioner, id: i64, reason: &FailureReason) {
+    let step = reason.step();
+    let marked = mark_failed(p, id, step, &reason.to_string()).await;
     match marked {
         Ok(true) => {}
         Ok(false) => return,

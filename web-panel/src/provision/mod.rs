@@ -25,6 +25,7 @@ pub mod hostkey;
 pub mod inventory;
 pub mod jobs;
 pub mod power;
+pub mod reason;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,10 +34,12 @@ use std::sync::Arc;
 use crate::config::{Config, HypervisorConfig};
 use crate::hypervisor::seed::{HostKeys, SeedError};
 use crate::hypervisor::{Driver, DriverError};
+use crate::lifecycle::Step;
 use crate::queue::JobError;
 use crate::services::{Db, PanelError};
 
 pub use jobs::{reconverge, register};
+pub use reason::FailureReason;
 
 /// Why a step failed. [`ProvisionError::into_job_error`] classifies it for
 /// the step's retry policy.
@@ -55,17 +58,27 @@ pub enum ProvisionError {
         source: std::io::Error,
     },
     /// The VM presented another host key than the one the panel generated.
-    #[error("{HOST_KEY_MISMATCH}: expected {expected}, the VM presented {seen}")]
+    #[error("host key mismatch: expected {expected}, the VM presented {seen}")]
     HostKeyMismatch { expected: String, seen: String },
+    /// The pools of the service's type have no free address left.
+    #[error("no free address left in the {pool_type} pools")]
+    PoolExhausted { pool_type: String },
+    /// The OS-ready wait gives up: no callback, power cycles included.
+    #[error("the VM did not call back within {timeout_secs} s, {resets} power cycle(s) included")]
+    NoCallback { timeout_secs: u64, resets: i64 },
     /// sshd not up yet, connection refused, handshake cut: try again.
     #[error("ssh: {0}")]
     Ssh(String),
     /// The playbook does not load: no retry will help.
     #[error("playbook: {0}")]
     Playbook(String),
-    /// The role run failed or a host was unreachable.
-    #[error("role run failed: {0}")]
-    RoleRun(String),
+    /// The role run failed or a host was unreachable; `task` is the last
+    /// task that failed a host, when the engine got that far.
+    #[error("role run failed: {detail}")]
+    RoleRun {
+        task: Option<String>,
+        detail: String,
+    },
     /// A fact the flow needs is missing (no address, no state row).
     #[error("{0}")]
     Missing(String),
@@ -75,9 +88,6 @@ pub enum ProvisionError {
     #[error("stopped: the job was cancelled or its lease lost")]
     Cancelled,
 }
-
-/// The failure reason a host-key mismatch leaves on the service.
-pub const HOST_KEY_MISMATCH: &str = "host key mismatch";
 
 impl ProvisionError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
@@ -93,14 +103,24 @@ impl ProvisionError {
             ProvisionError::Driver(_)
             | ProvisionError::Seed(_)
             | ProvisionError::HostKeyMismatch { .. }
+            | ProvisionError::PoolExhausted { .. }
+            | ProvisionError::NoCallback { .. }
             | ProvisionError::Playbook(_)
             | ProvisionError::Missing(_) => JobError::permanent(self),
             ProvisionError::Panel(_)
             | ProvisionError::Io { .. }
             | ProvisionError::Ssh(_)
-            | ProvisionError::RoleRun(_)
+            | ProvisionError::RoleRun { .. }
             | ProvisionError::Cancelled => JobError::retryable(self),
         }
+    }
+
+    /// [`Self::into_job_error`] for a step of the flow, carrying the
+    /// tenant's reason (from this error's variant) to the step's
+    /// `on_failure`, should this error kill the job.
+    pub fn into_step_error(self, step: Step, os_ready_resets: u32) -> JobError {
+        let reason = FailureReason::of(step, &self, os_ready_resets);
+        self.into_job_error().with_detail(reason.to_detail())
     }
 }
 

@@ -27,7 +27,7 @@ use crate::clock::{millis, UnixMillis};
 use crate::store::{Store, StoreError, Tx};
 
 pub use policy::{Backoff, RetryPolicy};
-pub use worker::{JobContext, JobError, JobHandler, Registry, Worker, WorkerConfig};
+pub use worker::{Failure, JobContext, JobError, JobHandler, Registry, Worker, WorkerConfig};
 
 /// The queue used when a spec names none.
 pub const DEFAULT_QUEUE: &str = "default";

@@ -18,15 +18,24 @@ use super::{AttemptOutcome, Completion, FailureRecord, Job, RetryPolicy, DEFAULT
 use crate::clock::millis;
 use crate::store::{ClaimRequest, Store, StoreError};
 
-/// How a handler failed.
+/// How a handler failed. The text is what the job history keeps; the
+/// optional `detail` is data the handler's own [`JobHandler::on_failure`]
+/// reads back when this error kills the job, so the hook never has to
+/// parse the text.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// Worth another attempt (network blip, host not up yet).
-    #[error("{0}")]
-    Retryable(String),
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        detail: Option<serde_json::Value>,
+    },
     /// Retrying cannot help (bad input, resource gone).
-    #[error("{0}")]
-    Permanent(String),
+    #[error("{message}")]
+    Permanent {
+        message: String,
+        detail: Option<serde_json::Value>,
+    },
     /// The handler stopped because it was asked to.
     #[error("cancelled")]
     Cancelled,
@@ -34,10 +43,56 @@ pub enum JobError {
 
 impl JobError {
     pub fn retryable(e: impl fmt::Display) -> Self {
-        JobError::Retryable(e.to_string())
+        JobError::Retryable {
+            message: e.to_string(),
+            detail: None,
+        }
     }
     pub fn permanent(e: impl fmt::Display) -> Self {
-        JobError::Permanent(e.to_string())
+        JobError::Permanent {
+            message: e.to_string(),
+            detail: None,
+        }
+    }
+
+    /// Attaches data for `on_failure` (see [`Failure::detail`]).
+    pub fn with_detail(self, value: serde_json::Value) -> Self {
+        match self {
+            JobError::Retryable { message, .. } => JobError::Retryable {
+                message,
+                detail: Some(value),
+            },
+            JobError::Permanent { message, .. } => JobError::Permanent {
+                message,
+                detail: Some(value),
+            },
+            JobError::Cancelled => JobError::Cancelled,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, JobError::Permanent { .. })
+    }
+}
+
+/// Why a job died, as its `on_failure` hook gets it.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    /// The last error's text (kept in the job history for admins).
+    pub error: &'a str,
+    /// What the handler attached to the error that killed the job
+    /// ([`JobError::with_detail`]); `None` when the job died without an
+    /// error of its own (out of attempts at claim, no handler, a panic).
+    pub detail: Option<&'a serde_json::Value>,
+}
+
+impl<'a> Failure<'a> {
+    /// A failure with text only.
+    pub fn text(error: &'a str) -> Self {
+        Failure {
+            error,
+            detail: None,
+        }
     }
 }
 
@@ -74,8 +129,13 @@ pub trait JobHandler: Send + Sync + 'static {
 
     /// Called once when the job is dead (last attempt failed, or a
     /// permanent error). The default logs and records it for admins.
-    async fn on_failure(&self, store: &Store, job: &Job, error: &str) -> Result<(), StoreError> {
-        record_failure(store, job, error).await
+    async fn on_failure(
+        &self,
+        store: &Store,
+        job: &Job,
+        failure: Failure<'_>,
+    ) -> Result<(), StoreError> {
+        record_failure(store, job, failure.error).await
     }
 }
 
@@ -215,6 +275,9 @@ struct RunningJob {
 pub struct Finished {
     pub job: Job,
     pub completion: Completion,
+    /// The handler's detail on the error of this attempt (in memory only:
+    /// `on_failure` runs right after the attempt is recorded).
+    pub detail: Option<serde_json::Value>,
 }
 
 /// Claims and runs jobs.
@@ -324,6 +387,7 @@ impl Worker {
         }
         let output_ref = Arc::new(Mutex::new(None));
         let handler = self.registry.get(&job.kind).cloned();
+        let mut detail = None;
         let (outcome, error) = match handler {
             None => (
                 AttemptOutcome::Dead,
@@ -362,11 +426,15 @@ impl Worker {
                     Ok(Err(_)) if cancel.is_cancelled() => {
                         (AttemptOutcome::Cancelled, Some("cancelled".to_string()))
                     }
-                    Ok(Err(JobError::Permanent(e))) => (AttemptOutcome::Dead, Some(e)),
-                    Ok(Err(JobError::Retryable(e))) => {
+                    Ok(Err(JobError::Permanent { message, detail: d })) => {
+                        detail = d;
+                        (AttemptOutcome::Dead, Some(message))
+                    }
+                    Ok(Err(JobError::Retryable { message, detail: d })) => {
+                        detail = d;
                         match policy.next_run(job.attempts, job.created_at, now) {
-                            Some(run_at) => (AttemptOutcome::Retry { run_at }, Some(e)),
-                            None => (AttemptOutcome::Dead, Some(e)),
+                            Some(run_at) => (AttemptOutcome::Retry { run_at }, Some(message)),
+                            None => (AttemptOutcome::Dead, Some(message)),
                         }
                     }
                     Err(join) => {
@@ -393,6 +461,7 @@ impl Worker {
                 output_ref,
             },
             job,
+            detail,
         }
     }
 
@@ -438,8 +507,12 @@ impl Worker {
             }
             if f.completion.outcome == AttemptOutcome::Dead {
                 let error = f.completion.error.as_deref().unwrap_or("unknown error");
+                let failure = Failure {
+                    error,
+                    detail: f.detail.as_ref(),
+                };
                 let res = match self.registry.get(&f.job.kind) {
-                    Some(h) => h.on_failure(&self.store, &f.job, error).await,
+                    Some(h) => h.on_failure(&self.store, &f.job, failure).await,
                     None => record_failure(&self.store, &f.job, error).await,
                 };
                 if let Err(e) = res {
