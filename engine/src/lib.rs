@@ -13,6 +13,7 @@
 //! - [`template`]: minijinja with Ansible's filters, tests, lookups, lazy vars.
 //! - [`inventory`]: static, dynamic and HTTP inventories; host patterns.
 //! - [`playbook`]: the language; resolves to a [`playbook::plan`].
+//! - [`search`]: where relative file names are found (Ansible's search stack).
 //! - [`transport`]: local and SSH (russh) connections, one per host.
 //! - [`modules`]: one file per module; query, then apply.
 //! - [`executor`]: strategies, forks, loops, handlers, results.
@@ -27,6 +28,7 @@ pub mod inventory;
 pub mod modules;
 pub mod output;
 pub mod playbook;
+pub mod search;
 pub mod template;
 pub mod transport;
 pub mod yaml;

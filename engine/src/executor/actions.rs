@@ -1,8 +1,8 @@
 //! Actions the executor carries out itself, because they change the run's
-//! own state rather than a host: `set_fact`, `include_vars`, `meta`, and the
+//! own state rather than a host: `set_fact`, `include_vars` (in
+//! `include_vars.rs`), `meta`, and the
 //! `with_<lookup>` loop sources.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use minijinja::Value;
@@ -11,7 +11,7 @@ use crate::output::Status;
 use crate::playbook::plan::Task;
 use crate::template::{Scope, TemplateOrigin, VarMap};
 
-use super::host::{ser, value_to_map, HostState};
+use super::host::{ser, HostState};
 use super::task::PlayCtx;
 
 type Single = super::task::SingleResult;
@@ -83,98 +83,7 @@ pub(super) fn run_action(
             r.insert("failed".into(), Value::from(false));
             Ok(Some(Single::new(Status::Ok, r)))
         }
-        "include_vars" => {
-            let args = templar
-                .render_value(&ser(&task.args), scope, origin)
-                .map_err(|e| fail(e.to_string()))?;
-            let args = value_to_map(&args).unwrap_or_default();
-            let file = args
-                .get("file")
-                .or_else(|| args.get("_raw_params"))
-                .map(|v| v.to_string());
-            let dir = args.get("dir").map(|v| v.to_string());
-            let mut files: Vec<PathBuf> = Vec::new();
-            let find = |name: &str, sub: &str| -> PathBuf {
-                let p = PathBuf::from(name);
-                if p.is_absolute() {
-                    return p;
-                }
-                for base in &origin.search_paths {
-                    for c in [base.join(sub).join(name), base.join(name)] {
-                        if c.exists() {
-                            return c;
-                        }
-                    }
-                }
-                task.file_dir.join(name)
-            };
-            if let Some(f) = file {
-                files.push(find(&f, "vars"));
-            } else if let Some(d) = dir {
-                let d = find(&d, "vars");
-                let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
-                    .map_err(|e| {
-                        fail(format!(
-                            "include_vars: cannot read directory {}: {e}",
-                            d.display()
-                        ))
-                    })?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        matches!(
-                            p.extension().and_then(|e| e.to_str()),
-                            Some("yml" | "yaml" | "json")
-                        )
-                    })
-                    .collect();
-                entries.sort();
-                files = entries;
-            } else {
-                return Err(fail("include_vars needs 'file' or 'dir'".into()));
-            }
-            let mut loaded = VarMap::new();
-            for f in &files {
-                let node = crate::yaml::load_one(f).map_err(|e| fail(e.to_string()))?;
-                let v = node.to_value();
-                let Some(m) = value_to_map(&v) else {
-                    if node.is_null() {
-                        continue;
-                    }
-                    return Err(fail(format!(
-                        "{}: vars file must hold a mapping",
-                        f.display()
-                    )));
-                };
-                loaded.extend(m);
-            }
-            let loaded = match args.get("name") {
-                Some(n) => {
-                    let mut m = VarMap::new();
-                    m.insert(n.to_string(), ser(&loaded));
-                    m
-                }
-                None => loaded,
-            };
-            {
-                let mut h = host.lock().unwrap();
-                let iv = Arc::make_mut(&mut h.include_vars);
-                for (k, v) in &loaded {
-                    iv.insert(k.clone(), v.clone());
-                }
-            }
-            let mut r = VarMap::new();
-            r.insert("changed".into(), Value::from(false));
-            r.insert("ansible_facts".into(), ser(&loaded));
-            r.insert(
-                "ansible_included_var_files".into(),
-                ser(files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()),
-            );
-            r.insert("failed".into(), Value::from(false));
-            Ok(Some(Single::new(Status::Ok, r)))
-        }
+        "include_vars" => super::include_vars::run(ctx, task, host, scope, origin).map(Some),
         "meta" => {
             let action = meta_name(task);
             let mut r = VarMap::new();

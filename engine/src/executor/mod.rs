@@ -24,6 +24,7 @@ use crate::transport::ConnectionPool;
 mod actions;
 mod host;
 mod include;
+mod include_vars;
 mod play;
 mod task;
 

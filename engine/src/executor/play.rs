@@ -1320,7 +1320,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
             span: Some(task.span.clone()),
             label: Some(format!("task '{}'", task.display_name())),
             host: Some(name),
-            search_paths: vec![],
+            search_paths: super::task::search_paths(&run.ctx, task),
         };
         match super::include::expand(&run.ctx, task, &scope, &origin) {
             Ok(list) => plan.push((h.clone(), list)),

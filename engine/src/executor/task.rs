@@ -92,14 +92,14 @@ fn origin_for(ctx: &PlayCtx, task: &Task, host: &str) -> TemplateOrigin {
     }
 }
 
-fn search_paths(ctx: &PlayCtx, task: &Task) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    if let Some(r) = &task.role {
-        v.push(r.path.clone());
-    }
-    v.push(task.file_dir.clone());
-    v.push(ctx.play.playbook_dir.clone());
-    v
+/// The task's search stack (`ansible_search_path`): its role and the roles
+/// that brought that role in, its file's directory, the playbook directory.
+pub(super) fn search_paths(ctx: &PlayCtx, task: &Task) -> Vec<PathBuf> {
+    crate::search::task_stack(
+        task.role.iter().flat_map(|r| r.search_roles()),
+        &task.file_dir,
+        &ctx.play.playbook_dir,
+    )
 }
 
 /// Per-task magic variables (role name and path).

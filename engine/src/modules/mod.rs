@@ -85,18 +85,7 @@ impl TaskContext<'_> {
     /// Finds a controller-side file named by a relative `src` (e.g. `files/x` or
     /// `templates/x.j2`), trying `subdir` of each search path first.
     pub fn find_file(&self, subdir: &str, name: &str) -> Option<PathBuf> {
-        let p = PathBuf::from(name);
-        if p.is_absolute() {
-            return p.exists().then_some(p);
-        }
-        for base in self.search_paths {
-            for cand in [base.join(subdir).join(name), base.join(name)] {
-                if cand.exists() {
-                    return Some(cand);
-                }
-            }
-        }
-        None
+        crate::search::find(self.search_paths, Some(subdir), name).ok()
     }
 }
 

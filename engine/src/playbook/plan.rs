@@ -190,6 +190,24 @@ pub struct RoleInstance {
     /// Parameters given where the role was listed (`- role: x, foo: 1`, or
     /// `vars:` on it).
     pub params: Arc<VarMap>,
+    /// The roles that brought this one in (as a dependency, or through
+    /// `include_role`/`import_role` in their tasks), outermost first: Ansible's
+    /// dependency chain, searched after this role for relative files.
+    pub parents: Vec<PathBuf>,
+}
+
+impl RoleInstance {
+    /// This role's dependency chain, outermost first, ending with itself.
+    pub fn chain(&self) -> Vec<PathBuf> {
+        let mut c = self.parents.clone();
+        c.push(self.path.clone());
+        c
+    }
+
+    /// The role directories a task of this role searches, innermost first.
+    pub fn search_roles(&self) -> impl Iterator<Item = &std::path::Path> {
+        std::iter::once(self.path.as_path()).chain(self.parents.iter().rev().map(PathBuf::as_path))
+    }
 }
 
 /// A node of a task list.

@@ -48,6 +48,9 @@ pub(crate) struct Inherit {
     pub timeout: Option<Value>,
     pub notify: Vec<String>,
     pub role: Option<Arc<RoleInstance>>,
+    /// When `role` is unset because a role's dependency or included role is
+    /// being expanded: the chain of roles that brought it in.
+    pub role_parents: Vec<PathBuf>,
     /// Directory of the file being read (relative imports).
     pub file_dir: PathBuf,
     /// Templated boolean keywords, resolved per host at run time.
@@ -872,7 +875,13 @@ impl<'o> Resolver<'o> {
             return Ok(s.to_string());
         }
         let mut ctx = self.static_vars.clone();
+        // The magic variables that exist before any host does.
+        let dir = |p: &Path| Value::from(p.display().to_string());
+        ctx.insert("playbook_dir".into(), dir(&self.playbook_dir));
         if let Some(r) = &inh.role {
+            ctx.insert("role_path".into(), dir(&r.path));
+            ctx.insert("role_name".into(), Value::from(r.name.as_str()));
+            ctx.insert("ansible_role_name".into(), Value::from(r.name.as_str()));
             ctx.extend(r.defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
             ctx.extend(r.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
             ctx.extend(r.params.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -1010,11 +1019,17 @@ impl<'o> Resolver<'o> {
             return Ok(None);
         }
 
+        // The roles that bring this one in, outermost first.
+        let parents = match &inh.role {
+            Some(r) => r.chain(),
+            None => inh.role_parents.clone(),
+        };
         let kw_inh = inh.child(&entry.kw);
         for dep in &meta.dependencies {
             // Dependencies inherit the entry's keywords but are their own role.
             let mut dep_inh = kw_inh.clone();
             dep_inh.role = None;
+            dep_inh.role_parents = parents.iter().cloned().chain([path.clone()]).collect();
             self.role(dep, &dep_inh, &RoleFiles::default(), true, out)?;
         }
 
@@ -1036,6 +1051,7 @@ impl<'o> Resolver<'o> {
             defaults: Arc::new(defaults),
             vars: Arc::new(vars),
             params: Arc::new(entry.params.clone()),
+            parents,
         });
         let mut role_inh = kw_inh;
         role_inh.role = Some(instance.clone());
@@ -1197,6 +1213,7 @@ impl<'o> Resolver<'o> {
                     params: VarMap::new(),
                     kw: Keywords::default(),
                 };
+                inh.role_parents = include.role.as_ref().map(|r| r.chain()).unwrap_or_default();
                 inh.role = None;
                 let role = self.role(&entry, &inh, &files, false, &mut nodes)?;
                 let handlers = std::mem::take(&mut self.role_handlers);

@@ -398,21 +398,15 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// Finds `name` in the origin's search paths, trying `<dir>/<subdir>/name`
-/// before `<dir>/name`; absolute paths are taken as they are.
+/// Finds `name` up the origin's search stack (see [`crate::search`]), trying
+/// `<dir>/<subdir>/name` before `<dir>/name`; absolute paths are taken as
+/// they are. Without a stack (a bare render), relative to the working dir.
 pub(super) fn find_file(ctx: &RenderCtx, name: &str, subdir: &str) -> Option<PathBuf> {
+    if let Ok(found) = crate::search::find(&ctx.origin.search_paths, Some(subdir), name) {
+        return Some(found);
+    }
     let p = Path::new(name);
-    if p.is_absolute() {
-        return p.exists().then(|| p.to_path_buf());
-    }
-    for base in &ctx.origin.search_paths {
-        for cand in [base.join(subdir).join(p), base.join(p)] {
-            if cand.exists() {
-                return Some(cand);
-            }
-        }
-    }
-    p.exists().then(|| absolute(p))
+    (!p.is_absolute() && p.exists()).then(|| absolute(p))
 }
 
 thread_local! {
