@@ -397,6 +397,8 @@ def _msg_of(payload: str) -> str:
     except ValueError:
         return payload
     if isinstance(data, dict):
+        if data.get("assertion"):
+            return f"{data.get('msg', 'Assertion failed')}: {data['assertion']}"
         for key in ("msg", "message", "stderr"):
             if data.get(key):
                 return str(data[key])
@@ -419,6 +421,7 @@ def first_failure(text: str) -> tuple[str, str]:
     task = ""
     found: tuple[str, str] | None = None
     error: tuple[str, str] | None = None
+    warning: tuple[str, str] | None = None
     trace = ""
     for i, line in enumerate(lines):
         m = _TASK_RE.match(line)
@@ -427,9 +430,14 @@ def first_failure(text: str) -> tuple[str, str]:
             continue
         m = _FATAL_RE.match(line)
         if m:
-            nxt = next((x for x in lines[i + 1:i + 3] if x.strip()), "")
+            payload, end = m.group(4), i
+            if payload.strip() == "{":
+                # Indented JSON (`_ansible_verbose_always` results): up to the closing brace.
+                end = next((j for j in range(i + 1, len(lines)) if lines[j] == "}"), i)
+                payload = "\n".join([payload] + lines[i + 1:end + 1])
+            nxt = next((x for x in lines[end + 1:end + 3] if x.strip()), "")
             if "...ignoring" not in nxt:
-                found = (task, _msg_of(m.group(4)))
+                found = (task, _msg_of(payload))
             continue
         m = _ERROR_RE.match(line)
         if m and error is None:
@@ -440,9 +448,12 @@ def first_failure(text: str) -> tuple[str, str]:
                 j += 1
             error = ("(load)", msg)
             continue
+        if line.startswith("[WARNING]: ") and "couldn't resolve module" in line and warning is None:
+            warning = ("(module lookup)", line[len("[WARNING]: "):])
+            continue
         if line.startswith("+ ") or line.startswith("++ "):
             trace = line
-    pick = found or error
+    pick = found or error or warning
     if pick is None:
         pick = ("(script)" if trace else "(playbook)",
                 f"last command: {trace}" if trace else "no failing task in the output")

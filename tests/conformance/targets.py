@@ -40,11 +40,13 @@ SCRIPT_TARGETS = [
 DEFAULT_TARGETS = list(dict.fromkeys(ROLE_TARGETS + SCRIPT_TARGETS))
 
 # Ten representative targets Keel passes, run by `scripts/test` (`scripts/conformance --subset`).
-# Chosen to be fast and to touch different parts of the engine: modules, loops, conditions,
-# lookups, filters, search paths and a script target through the shim.
+# Chosen to be fast and to touch different parts of the engine: setup_remote_tmp_dir (search
+# paths, handler includes, the tempfile module), role_path imports, loops and lookups, Jinja
+# tests, variable precedence, and script targets through the shim (register, loop_control,
+# group_by, check mode).
 SUBSET = [
-    "lookup_dict", "lookup_file", "lookup_fileglob", "lookup_pipe", "lookup_random_choice", "var_inheritance",
-    "check_mode", "play_iterator", "special_vars_hosts",
+    "tempfile", "include_import_tasks_nested", "lookup_items", "lookup_file", "test_files", "var_inheritance",
+    "register", "loop_control", "group_by", "check_mode",
 ]
 
 # Targets not run, by a reason that applies to a whole family. The order matters: first match wins.

@@ -188,8 +188,16 @@ fn play(a: PlayArgs) -> Result<i32> {
         roles_path: roles_path.clone(),
         extra_vars: extra_vars.clone(),
     };
+    // ansible-playbook works with absolute playbook paths: `playbook_dir`
+    // and every relative lookup hang off the playbook's directory, not the
+    // working directory.
+    let playbooks: Vec<PathBuf> = a
+        .playbooks
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
     let mut books = Vec::new();
-    for p in &a.playbooks {
+    for p in &playbooks {
         // Nothing is contacted when a playbook fails to resolve.
         books.push(load_playbook(p, &ropts).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
@@ -209,7 +217,10 @@ fn play(a: PlayArgs) -> Result<i32> {
         return Ok(0);
     }
     let mut inv = load_inventory(&a.inventory)?;
-    if let Some(dir) = a.playbooks.first().and_then(|p| p.parent()) {
+    for w in &inv.warnings {
+        eprintln!("[WARNING]: {}", w.message);
+    }
+    if let Some(dir) = playbooks.first().and_then(|p| p.parent()) {
         inv.add_vars_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     if a.list_hosts || a.list_tasks || a.list_tags {

@@ -11,7 +11,7 @@ use crate::output::Status;
 use crate::playbook::plan::Task;
 use crate::template::{Scope, TemplateOrigin, VarMap};
 
-use super::host::{ser, HostState};
+use super::host::{ser, value_to_map, HostState};
 use super::task::PlayCtx;
 
 type Single = super::task::SingleResult;

@@ -114,7 +114,7 @@ pub(super) fn run(
     if let Err(message) = outcome {
         r.insert("failed".into(), Value::from(true));
         r.insert("message".into(), Value::from(message));
-        r.insert("ansible_facts".into(), ser(&VarMap::new()));
+        r.insert("ansible_facts".into(), ser(VarMap::new()));
         r.insert(
             "ansible_included_var_files".into(),
             ser(Vec::<String>::new()),

@@ -1058,7 +1058,13 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
                 x.lock().unwrap().failed = false;
             }
         }
-        run_tasks(run, &h.task, &targets, false, true).await;
+        if h.task.include.is_some() {
+            // A handler may be an `include_tasks` (setup_remote_tmp_dir's
+            // cleanup): its tasks run now, for the notified hosts.
+            run_include(run, &h.task, &targets, false).await;
+        } else {
+            run_tasks(run, &h.task, &targets, false, true).await;
+        }
         for (x, was) in targets.iter().zip(was_failed) {
             if was {
                 x.lock().unwrap().failed = true;

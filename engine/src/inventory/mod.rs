@@ -136,8 +136,12 @@ impl Inventory {
     pub fn load_with(sources: &[String], opts: &LoadOptions) -> Result<Inventory, InventoryError> {
         let mut inv = Inventory::default();
         let mut seen_dirs = HashSet::new();
+        let mut parsed = 0;
         for source in sources {
-            inv.load_source(source, opts)?;
+            if !inv.load_source(source, opts)? {
+                continue;
+            }
+            parsed += 1;
             // `group_vars/` next to a file source, or inside a directory source.
             if let Some(base) = vars_base(source) {
                 if seen_dirs.insert(base.clone()) {
@@ -149,6 +153,11 @@ impl Inventory {
         // hangs off `all` only if no source gave it a parent.
         inv.reconcile();
         inv.reload_vars_dirs()?;
+        if parsed == 0 && !sources.is_empty() {
+            inv.warnings.push(Diagnostic::new(
+                "No inventory was parsed, only implicit localhost is available",
+            ));
+        }
         Ok(inv)
     }
 
@@ -572,7 +581,9 @@ impl Inventory {
 
     // ----- sources -----
 
-    fn load_source(&mut self, source: &str, opts: &LoadOptions) -> Result<(), InventoryError> {
+    /// Reads one source; `false` when there was nothing to read (a warning
+    /// says so).
+    fn load_source(&mut self, source: &str, opts: &LoadOptions) -> Result<bool, InventoryError> {
         if source.starts_with("http://") || source.starts_with("https://") {
             let data = http::fetch_inventory(source, opts)?;
             let origin = format!("inventory URL '{source}'");
@@ -586,11 +597,20 @@ impl Inventory {
             } else if source.contains(',') {
                 self.load_host_list(source)?;
             } else {
-                return Err(Diagnostic::new(format!("inventory source '{source}' does not exist"))
-                    .hint("pass a file, a directory, an executable script, a URL, or a host list such as `web1,web2,`"));
+                // ansible-playbook warns and goes on (with the implicit
+                // localhost when nothing else parsed); so do we.
+                let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+                self.warnings.push(
+                    Diagnostic::new(format!(
+                        "Unable to parse {} as an inventory source",
+                        abs.display()
+                    ))
+                    .hint("pass a file, a directory, an executable script, a URL, or a host list such as `web1,web2,`"),
+                );
+                return Ok(false);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn load_path(

@@ -1141,6 +1141,9 @@ impl<'o> Resolver<'o> {
         self.static_vars = vars;
 
         let mut inh = Inherit {
+            // The play's tags reach included tasks (through Ansible's parent
+            // chain); the include's own tags do not.
+            tags: play.tags.clone(),
             vars: (*include.vars).clone(),
             become_: include.become_.clone(),
             environment: include.environment.clone(),

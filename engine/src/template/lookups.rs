@@ -523,13 +523,29 @@ pub(super) fn render_template_file_as(
         None => ctx.inner.clone(),
     };
     let sub = RenderCtx::new(inner, &scope, &origin);
-    let mut dirs: Vec<PathBuf> = full.parent().map(Path::to_path_buf).into_iter().collect();
-    for base in &ctx.origin.search_paths {
+    let dirs = include_dirs(&full, &ctx.origin.search_paths);
+    with_include_dirs(dirs, || {
+        render_file_source(&sub, &src, syntax.is_none(), native)
+    })
+}
+
+/// Where a template file's `{% include %}`s are found: its own directory,
+/// then each search-stack directory's `templates/` and the directory itself
+/// (ansible-core's template lookup and module both build this).
+pub(super) fn include_dirs(file: &Path, search_paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = file.parent().map(Path::to_path_buf).into_iter().collect();
+    for base in search_paths {
         dirs.push(base.join("templates"));
         dirs.push(base.clone());
     }
+    dirs
+}
+
+/// Runs `render` with `dirs` as the include search path of this thread's
+/// renders (renders are synchronous; nested template lookups stack).
+pub(super) fn with_include_dirs<R>(dirs: Vec<PathBuf>, render: impl FnOnce() -> R) -> R {
     INCLUDE_DIRS.with(|d| d.borrow_mut().push(dirs));
-    let out = render_file_source(&sub, &src, syntax.is_none(), native);
+    let out = render();
     INCLUDE_DIRS.with(|d| d.borrow_mut().pop());
     out
 }

@@ -258,6 +258,20 @@ impl Templar {
         lookups::render_template_file(&ctx, path)
     }
 
+    /// Renders the text of the template file `file` (the `template` module),
+    /// with `{% include %}` searching the file's directory, then the origin's
+    /// search stack (each directory's `templates/`, then itself).
+    pub fn render_template_text(
+        &self,
+        text: &str,
+        file: &Path,
+        scope: &Scope,
+        origin: &TemplateOrigin,
+    ) -> Result<String, TemplateError> {
+        let dirs = lookups::include_dirs(file, &origin.search_paths);
+        lookups::with_include_dirs(dirs, || self.render_text(text, scope, origin))
+    }
+
     /// Recursively renders every string inside a value (task args, loop lists).
     /// `!unsafe` strings are left alone; `omit` removes map entries.
     pub fn render_value(

@@ -17,6 +17,7 @@ pub mod lineinfile;
 pub mod replace;
 pub mod slurp;
 pub mod stat;
+pub mod tempfile;
 pub mod template;
 pub mod unarchive;
 
@@ -32,4 +33,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("fetch", Arc::new(fetch::Fetch));
     m.insert("find", Arc::new(find::Find));
     m.insert("unarchive", Arc::new(unarchive::Unarchive));
+    m.insert("tempfile", Arc::new(tempfile::TempFile));
 }

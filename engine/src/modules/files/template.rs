@@ -104,7 +104,9 @@ impl Module for Template {
             layer.insert("ansible_managed".into(), Value::from("Ansible managed"));
         }
         scope.push(Arc::new(layer));
-        let mut rendered = ctx.templar.render_text(&text, &scope, ctx.origin)?;
+        let mut rendered = ctx
+            .templar
+            .render_template_text(&text, &path, &scope, ctx.origin)?;
         match newline.as_deref() {
             Some("\\r\\n") => rendered = rendered.replace('\n', "\r\n"),
             Some("\\r") => rendered = rendered.replace('\n', "\r"),
