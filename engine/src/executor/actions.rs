@@ -280,16 +280,14 @@ fn add_host(
         changed
     };
     if changed {
-        ctx.shared
-            .dynamic_hosts
-            .lock()
-            .unwrap()
-            .push(super::host::InventoryChange::Host(
+        super::host::record_inventory_change(
+            ctx,
+            super::host::InventoryChange::Host(
                 host_name.clone(),
                 groups.clone(),
                 host_vars.clone(),
-            ));
-        super::host::refresh_inventory_view(ctx);
+            ),
+        );
     }
     let mut info = VarMap::new();
     info.insert("host_name".into(), Value::from(host_name));
@@ -379,16 +377,10 @@ fn group_by(
         changed
     };
     if changed {
-        ctx.shared
-            .dynamic_hosts
-            .lock()
-            .unwrap()
-            .push(super::host::InventoryChange::Group(
-                host_name.clone(),
-                group.clone(),
-                parents.clone(),
-            ));
-        super::host::refresh_inventory_view(ctx);
+        super::host::record_inventory_change(
+            ctx,
+            super::host::InventoryChange::Group(host_name.clone(), group.clone(), parents.clone()),
+        );
     }
     let mut r = VarMap::new();
     r.insert("add_group".into(), Value::from(group));

@@ -209,6 +209,13 @@ pub(crate) fn scope_for(
     s
 }
 
+/// Records an `add_host`/`group_by` change, so later plays replay it, and
+/// refreshes what the play's hosts see of the inventory.
+pub(crate) fn record_inventory_change(ctx: &super::task::PlayCtx, change: InventoryChange) {
+    ctx.shared.dynamic_hosts.lock().unwrap().push(change);
+    refresh_inventory_view(ctx);
+}
+
 /// After `add_host`/`group_by`: every host of the play sees the new
 /// `groups`, its own `group_names`, and the variables of groups it joined.
 pub(crate) fn refresh_inventory_view(ctx: &super::task::PlayCtx) {
