@@ -2,37 +2,12 @@
 //! `groupdel`. One query round trip, at most one apply round trip.
 
 use crate::modules::args::{ModuleArgs, Params};
+use crate::modules::kit::accounts::GroupEntry;
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct Group;
-
-/// One `/etc/group`-style entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupEntry {
-    pub name: String,
-    pub gid: u32,
-    pub members: Vec<String>,
-}
-
-impl GroupEntry {
-    pub fn parse(line: &str) -> Option<GroupEntry> {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 4 {
-            return None;
-        }
-        Some(GroupEntry {
-            name: f[0].to_string(),
-            gid: f[2].parse().ok()?,
-            members: f[3]
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(str::to_string)
-                .collect(),
-        })
-    }
-}
 
 /// The arguments `group` accepts (each: the name, then its aliases).
 static PARAMS: Params = Params {

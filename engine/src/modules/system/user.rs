@@ -9,40 +9,12 @@
 use std::collections::BTreeSet;
 
 use crate::modules::args::{ModuleArgs, Params};
-use crate::modules::kit::accounts::GroupEntry;
+use crate::modules::kit::accounts::{GroupEntry, Passwd};
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::transport::quote;
 
 pub struct User;
-
-/// One passwd entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passwd {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub comment: String,
-    pub home: String,
-    pub shell: String,
-}
-
-impl Passwd {
-    pub fn parse(line: &str) -> Option<Passwd> {
-        let f: Vec<&str> = line.trim_end().split(':').collect();
-        if f.len() < 7 {
-            return None;
-        }
-        Some(Passwd {
-            name: f[0].into(),
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
-            comment: f[4].into(),
-            home: f[5].into(),
-            shell: f[6].into(),
-        })
-    }
-}
 
 struct Want {
     uid: Option<i64>,
