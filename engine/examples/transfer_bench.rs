@@ -4,12 +4,12 @@
 //!
 //! `cargo run -p keel-engine --example transfer_bench [ITERATIONS]`
 
-use std::time::Instant;
-
-use keel::template::VarMap;
-use keel::transport::{quote, Command, ConnectSpec, SshConnection};
+use keel::shell::quote;
+use keel::transport::{Command, ConnectSpec, SshConnection};
+use keel::vars::VarMap;
 use keel_testhosts::TestHosts;
 use minijinja::Value;
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,8 @@ pub mod modules;
 pub mod output;
 pub mod playbook;
 pub mod search;
+pub mod shell;
 pub mod template;
 pub mod transport;
+pub mod vars;
 pub mod yaml;

@@ -42,7 +42,7 @@ use keel::executor::{run_playbook, RunOptions, TagSelection};
 use keel::inventory::Inventory;
 use keel::output::{Event, HostStats, HumanSink, MemorySink, Sink, Status};
 use keel::playbook::{load_playbook, ResolveOptions};
-use keel::template::VarMap;
+use keel::vars::VarMap;
 use keel_testhosts::TestHosts;
 use serde::Deserialize;
 

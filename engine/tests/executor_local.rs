@@ -378,7 +378,7 @@ async fn run_case(case: &Path) -> Result<(), String> {
     if !inv_path.exists() {
         fs::write(&inv_path, "[all]\nh1 ansible_connection=local\n").unwrap();
     }
-    let mut extra = keel::template::VarMap::new();
+    let mut extra = keel::vars::VarMap::new();
     for (k, v) in &expect.extra_vars {
         extra.insert(
             k.clone(),

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use keel::modules::{
     self, round_trips_on_this_thread, Args, ModuleError, ModuleResult, TaskContext,
 };
-use keel::template::{value_from_json, value_to_json, Scope, Templar, TemplateOrigin, VarMap};
+use keel::template::{value_from_json, value_to_json, Scope, Templar, TemplateOrigin};
 use keel::transport::Connection;
+use keel::vars::VarMap;
 use minijinja::Value;
 use serde_json::json;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use keel::playbook::plan::{IncludeTarget, Node, Playbook};
 use keel::playbook::{self, dump_plan, load_playbook, ResolveOptions, TagFilter};
-use keel::template::VarMap;
+use keel::vars::VarMap;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/playbook")

@@ -139,7 +139,7 @@ async fn every_level_beats_the_ones_below() {
         ),
     );
 
-    let mut extra = keel::template::VarMap::new();
+    let mut extra = keel::vars::VarMap::new();
     for k in idx("extra_vars")..LEVELS.len() {
         extra.insert(format!("v{k}"), minijinja::Value::from("extra_vars"));
     }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::diag::{Pos, Source, Span};
-use keel::template::{
-    unsafe_string, value_from_json, value_to_json, Scope, Templar, TemplateOrigin, VarMap,
-};
+use keel::template::{value_from_json, value_to_json, Scope, Templar, TemplateOrigin};
+use keel::vars::unsafe_string;
+use keel::vars::VarMap;
 use minijinja::Value;
 
 fn fixtures() -> PathBuf {

@@ -1,9 +1,9 @@
 //! Transport tests: local exec, and SSH against real sshd test hosts
 //! (`keel-testhosts`).
 
+use keel::shell::quote;
+use keel::transport::{Become, BecomeMethod, Command, Connection, TransportError};
 use std::time::{Duration, Instant};
-
-use keel::transport::{quote, Become, BecomeMethod, Command, Connection, TransportError};
 
 fn cmd(script: &str) -> Command {
     Command {
@@ -114,8 +114,8 @@ fn sudo_as(user: &str, pw: Option<&str>) -> Become {
 
 // ---------------------------------------------------------------- SSH ----
 
-use keel::template::VarMap;
 use keel::transport::{ConnectSpec, ConnectionPool, SshConnection};
+use keel::vars::VarMap;
 use keel_testhosts::{TestHosts, KEELTEST_PASSWORD, KEY_PASSPHRASE, ROOT_PASSWORD};
 use minijinja::Value;
 

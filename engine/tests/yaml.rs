@@ -292,13 +292,13 @@ fn to_value_marks_unsafe_strings() {
     let a = docs[0].get("a").unwrap().to_value();
     assert_eq!(
         format!("{a:?}"),
-        format!("{:?}", keel::template::unsafe_string("{{ x }}"))
+        format!("{:?}", keel::vars::unsafe_string("{{ x }}"))
     );
     let b = docs[0].get("b").unwrap().to_value();
     let item = b.get_item(&minijinja::Value::from(0)).unwrap();
     assert_eq!(
         format!("{item:?}"),
-        format!("{:?}", keel::template::unsafe_string("{{ y }}"))
+        format!("{:?}", keel::vars::unsafe_string("{{ y }}"))
     );
 }
 

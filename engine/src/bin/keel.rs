@@ -14,7 +14,7 @@ use keel::executor::{run_playbook, RunOptions, TagSelection};
 use keel::inventory::Inventory;
 use keel::output::{Fanout, HumanSink, JsonSink, Sink};
 use keel::playbook::{load_playbook, ResolveOptions};
-use keel::template::VarMap;
+use keel::vars::VarMap;
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "Run Ansible-syntax playbooks, fast")]

@@ -9,12 +9,13 @@ use minijinja::Value;
 
 use crate::output::Status;
 use crate::playbook::plan::Task;
-use crate::template::{Scope, TemplateOrigin, VarMap};
+use crate::template::{Scope, TemplateOrigin};
+use crate::vars::VarMap;
 
-use super::host::{ser, value_to_map, HostState};
-use super::task::PlayCtx;
+use super::host::{ser, value_to_map, HostState, PlayCtx};
+use super::result::{ExecError, SingleResult};
 
-type Single = super::task::SingleResult;
+type Single = SingleResult;
 
 /// Runs `task` if it is an executor action; `None` means "not mine".
 pub(super) fn run_action(
@@ -23,9 +24,9 @@ pub(super) fn run_action(
     host: &Arc<Mutex<HostState>>,
     scope: &Scope,
     origin: &TemplateOrigin,
-) -> Result<Option<Single>, super::task::ExecFailure> {
+) -> Result<Option<Single>, ExecError> {
     let templar = &ctx.shared.templar;
-    let fail = |e: String| super::task::ExecFailure::failed(e);
+    let fail = |e: String| ExecError::failed(e);
     match task.action.as_str() {
         "set_fact" => {
             let mut facts = VarMap::new();
@@ -178,12 +179,12 @@ fn rendered_args(
     task: &Task,
     scope: &Scope,
     origin: &TemplateOrigin,
-) -> Result<VarMap, super::task::ExecFailure> {
+) -> Result<VarMap, ExecError> {
     let v = ctx
         .shared
         .templar
         .render_value(&ser(&task.args), scope, origin)
-        .map_err(|e| super::task::ExecFailure::failed(e.to_string()))?;
+        .map_err(|e| ExecError::failed(e.to_string()))?;
     let mut args = value_to_map(&v).unwrap_or_default();
     // `add_host: "{{ a_dict }}"`: the whole argument text is a template
     // giving the mapping.
@@ -217,8 +218,8 @@ fn add_host(
     task: &Task,
     scope: &Scope,
     origin: &TemplateOrigin,
-) -> Result<Single, super::task::ExecFailure> {
-    let fail = super::task::ExecFailure::failed;
+) -> Result<Single, ExecError> {
+    let fail = ExecError::failed;
     let mut args = rendered_args(ctx, task, scope, origin)?;
     if args.contains_key("_raw_params") {
         return Err(fail(
@@ -326,8 +327,8 @@ fn group_by(
     host: &Arc<Mutex<HostState>>,
     scope: &Scope,
     origin: &TemplateOrigin,
-) -> Result<Single, super::task::ExecFailure> {
-    let fail = super::task::ExecFailure::failed;
+) -> Result<Single, ExecError> {
+    let fail = ExecError::failed;
     let args = rendered_args(ctx, task, scope, origin)?;
     let Some(key) = args.get("key") else {
         return Err(fail(

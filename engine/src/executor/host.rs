@@ -1,4 +1,5 @@
-//! Per-host state during a run, and the variable scope of a host at a task.
+//! Per-host state during a run, what a run and a play share, and the variable
+//! scope of a host at a task.
 //!
 //! The scope is built from shared layers (`Arc<VarMap>`), lowest precedence
 //! first, following Ansible's documented order: role defaults, inventory
@@ -15,8 +16,9 @@ use minijinja::value::{Object, Value};
 use crate::inventory::Inventory;
 use crate::output::{HostStats, Sink};
 use crate::playbook::plan::{Play, Task};
-use crate::template::{Scope, Templar, VarMap};
+use crate::template::{Scope, Templar};
 use crate::transport::{Connection, ConnectionPool};
+use crate::vars::VarMap;
 
 use super::RunOptions;
 
@@ -63,6 +65,14 @@ pub(crate) enum InventoryChange {
     Host(String, Vec<String>, VarMap),
     /// `group_by`: the host, its new group, and the group's parents.
     Group(String, String, Vec<String>),
+}
+
+/// Everything fixed for one play that tasks need.
+pub(crate) struct PlayCtx {
+    pub shared: Arc<Shared>,
+    pub play: Arc<Play>,
+    /// Every host of the play, by name (for `delegate_facts`).
+    pub hosts: std::collections::HashMap<String, Arc<Mutex<HostState>>>,
 }
 
 /// Facts and set_fact values: they outlive a play.
@@ -211,14 +221,14 @@ pub(crate) fn scope_for(
 
 /// Records an `add_host`/`group_by` change, so later plays replay it, and
 /// refreshes what the play's hosts see of the inventory.
-pub(crate) fn record_inventory_change(ctx: &super::task::PlayCtx, change: InventoryChange) {
+pub(crate) fn record_inventory_change(ctx: &PlayCtx, change: InventoryChange) {
     ctx.shared.dynamic_hosts.lock().unwrap().push(change);
     refresh_inventory_view(ctx);
 }
 
 /// After `add_host`/`group_by`: every host of the play sees the new
 /// `groups`, its own `group_names`, and the variables of groups it joined.
-pub(crate) fn refresh_inventory_view(ctx: &super::task::PlayCtx) {
+pub(crate) fn refresh_inventory_view(ctx: &PlayCtx) {
     let inv = ctx.shared.inventory.read().unwrap();
     let groups = ser(inv.groups_map());
     for (name, h) in &ctx.hosts {

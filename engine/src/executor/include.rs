@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use minijinja::Value;
 
 use crate::playbook::plan::{IncludeTarget, Node, Task};
-use crate::template::{Scope, TemplateOrigin, VarMap};
+use crate::template::{Scope, TemplateOrigin};
+use crate::vars::VarMap;
 
-use super::task::{loop_items, PlayCtx};
+use super::host::PlayCtx;
+use super::task::loop_items;
 
 /// The includes one host makes for this task: one per loop item (or one),
 /// none when its `when` is false. Each is (target key, parameters).

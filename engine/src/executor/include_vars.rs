@@ -13,10 +13,12 @@ use minijinja::Value;
 
 use crate::output::Status;
 use crate::playbook::plan::Task;
-use crate::template::{Scope, TemplateOrigin, VarMap};
+use crate::template::{Scope, TemplateOrigin};
+use crate::vars::VarMap;
 
 use super::host::{ser, value_to_map, HostState};
-use super::task::{ExecFailure, PlayCtx, SingleResult};
+use super::host::PlayCtx;
+use super::result::{ExecError, SingleResult};
 
 const DEFAULT_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 const DIR_ARGS: [&str; 6] = [
@@ -53,9 +55,9 @@ pub(super) fn run(
     host: &Arc<Mutex<HostState>>,
     scope: &Scope,
     origin: &TemplateOrigin,
-) -> Result<SingleResult, ExecFailure> {
+) -> Result<SingleResult, ExecError> {
     let templar = &ctx.shared.templar;
-    let fail = ExecFailure::failed;
+    let fail = ExecError::failed;
     let args = templar
         .render_value(&ser(&task.args), scope, origin)
         .map_err(|e| fail(e.to_string()))?;

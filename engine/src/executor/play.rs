@@ -10,10 +10,11 @@ use minijinja::Value;
 
 use crate::output::{Event, Status};
 use crate::playbook::plan::{Node, Play, Serial, Strategy, Task};
-use crate::template::{Scope, TemplateOrigin, VarMap};
+use crate::template::{Scope, TemplateOrigin};
+use crate::vars::VarMap;
 
-use super::host::{ser, HostState, HostVars, Persistent, Shared};
-use super::task::{run_task_on_host, Outcome, PlayCtx};
+use super::host::{ser, HostState, HostVars, Persistent, PlayCtx, Shared};
+use super::task::{run_task_on_host, Outcome};
 use super::RunSummary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,20 +10,16 @@ use serde_json::Value as Json;
 
 use crate::modules::{self, Args, ModuleError, ModuleResult, TaskContext};
 use crate::output::{Event, HostResult, Status, CENSORED};
-use crate::playbook::plan::{LoopKind, Play, Task};
-use crate::template::{is_template, Scope, TemplateOrigin, VarMap};
+use crate::playbook::plan::{LoopKind, Task};
+use crate::template::{is_template, Scope, TemplateOrigin};
 use crate::transport::{Become, BecomeMethod, ConnectSpec, Connection};
+use crate::vars::VarMap;
 
 use super::actions;
-use super::host::{scope_for, ser, HostState, Shared};
+use super::host::{scope_for, ser, HostState, PlayCtx, Shared};
+use super::result::{ExecError, SingleResult};
 
-/// Everything fixed for one play that tasks need.
-pub(crate) struct PlayCtx {
-    pub shared: Arc<Shared>,
-    pub play: Arc<Play>,
-    /// Every host of the play, by name (for `delegate_facts`).
-    pub hosts: std::collections::HashMap<String, Arc<Mutex<HostState>>>,
-}
+type Single = SingleResult;
 
 /// How a task ended on a host, for the play loop.
 #[derive(Debug, Clone)]
@@ -43,34 +39,6 @@ impl Outcome {
             ignored: false,
             result,
             notify: false,
-        }
-    }
-}
-
-/// Task-level result before it becomes an [`Outcome`].
-pub(crate) struct SingleResult {
-    status: Status,
-    ignored: bool,
-    result: VarMap,
-    diff: Vec<String>,
-}
-
-type Single = SingleResult;
-pub(crate) type ExecFailure = ExecError;
-
-impl ExecError {
-    pub(crate) fn failed(msg: String) -> ExecError {
-        ExecError::Failed(msg)
-    }
-}
-
-impl SingleResult {
-    pub(crate) fn new(status: Status, result: VarMap) -> SingleResult {
-        SingleResult {
-            status,
-            ignored: false,
-            result,
-            diff: vec![],
         }
     }
 }
@@ -681,20 +649,6 @@ fn status_of(r: &VarMap) -> Status {
         Status::Changed
     } else {
         Status::Ok
-    }
-}
-
-pub(crate) enum ExecError {
-    Unreachable(String),
-    Failed(String),
-}
-
-impl From<ModuleError> for ExecError {
-    fn from(e: ModuleError) -> Self {
-        match e {
-            ModuleError::Transport(t) => ExecError::Unreachable(t.to_string()),
-            other => ExecError::Failed(other.to_string()),
-        }
     }
 }
 

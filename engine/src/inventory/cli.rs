@@ -10,7 +10,7 @@ use serde_json::{Map, Value as Json};
 
 use super::{Inventory, InventoryError};
 use crate::diag::Diagnostic;
-use crate::template::VarMap;
+use crate::vars::VarMap;
 
 /// The `--list` document for the whole inventory.
 pub fn list_json(inv: &Inventory) -> Json {

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use regex::Regex;
 
-use super::{Inventory, LOCALHOST_NAMES};
+use super::{Inventory, InventoryError, LOCALHOST_NAMES};
 use crate::diag::Diagnostic;
 
 /// The hosts a pattern selected and the warnings it raised.
@@ -23,7 +23,24 @@ pub struct Selection {
 }
 
 /// Evaluates `pattern` against `inv`.
-pub(super) fn select(inv: &Inventory, pattern: &str) -> Result<Selection, Diagnostic> {
+impl Inventory {
+    /// Hosts matching an Ansible host pattern, in inventory order. Names that
+    /// match nothing are logged as warnings; see [`Inventory::select_detailed`].
+    pub fn select(&self, pattern: &str) -> Result<Vec<String>, InventoryError> {
+        let sel = self.select_detailed(pattern)?;
+        for w in &sel.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(sel.hosts)
+    }
+
+    /// Like [`Inventory::select`], returning the warnings instead of logging them.
+    pub fn select_detailed(&self, pattern: &str) -> Result<Selection, InventoryError> {
+        select(self, pattern)
+    }
+}
+
+fn select(inv: &Inventory, pattern: &str) -> Result<Selection, Diagnostic> {
     let mut sel = Selection::default();
     let mut terms = Vec::new();
     for term in split_patterns(pattern) {

@@ -10,9 +10,8 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
-use super::{Inventory, LOCALHOST_NAMES};
 use crate::diag::{Diagnostic, Pos, Source, Span};
-use crate::template::VarMap;
+use crate::vars::VarMap;
 use crate::yaml::{self, NodeKind};
 
 const EXTENSIONS: [&str; 4] = ["", ".yml", ".yaml", ".json"];
@@ -37,14 +36,15 @@ impl VarsDir {
         }
     }
 
-    /// Reads the files for every group and host `inv` knows (plus the
-    /// localhost names, for the implicit localhost).
-    pub fn load(&mut self, inv: &Inventory) -> Result<(), Diagnostic> {
+    /// Reads the files for the given groups and hosts (the inventory passes
+    /// every name it knows, plus the localhost names for the implicit
+    /// localhost).
+    pub fn load(&mut self, groups: &[String], hosts: &[String]) -> Result<(), Diagnostic> {
         self.groups.clear();
         self.hosts.clear();
         let gdir = self.base.join("group_vars");
         if gdir.is_dir() {
-            for g in inv.groups.keys() {
+            for g in groups {
                 if let Some(vars) = read_entity(&gdir, g)? {
                     self.groups.insert(g.clone(), Arc::new(vars));
                 }
@@ -52,8 +52,7 @@ impl VarsDir {
         }
         let hdir = self.base.join("host_vars");
         if hdir.is_dir() {
-            let names = inv.hosts.keys().map(String::as_str).chain(LOCALHOST_NAMES);
-            for h in names {
+            for h in hosts.iter().map(String::as_str) {
                 if self.hosts.contains_key(h) {
                     continue;
                 }
@@ -127,7 +126,7 @@ fn dir_files(dir: &Path, found: &mut Vec<PathBuf>) {
 /// Reads one vars file: a mapping (or nothing) in YAML or JSON.
 pub(crate) fn read_vars_file(path: &Path) -> Result<Vec<(String, Value)>, Diagnostic> {
     if path.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(path).map_err(|e| super::io_error(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             let pos = Pos {
                 line: e.line() as u32,
@@ -175,4 +174,10 @@ pub(crate) fn read_vars_file(path: &Path) -> Result<Vec<(String, Value)>, Diagno
             ))
             .hint("write `name: value` pairs at the top level")),
     }
+}
+
+/// A file or directory of an inventory (or of its vars) could not be read.
+/// Also used by `load.rs`, which sits above this file.
+pub(super) fn io_error(path: &Path, e: std::io::Error) -> Diagnostic {
+    Diagnostic::new(format!("cannot read inventory '{}': {e}", path.display()))
 }

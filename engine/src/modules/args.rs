@@ -113,7 +113,7 @@ pub fn dict<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Value)>) -> Val
     Value::from(m)
 }
 
-/// Converts a [`VarMap`](crate::template::VarMap)-like map into a value.
+/// Converts a [`VarMap`](crate::vars::VarMap)-like map into a value.
 pub fn map_value(m: &IndexMap<String, Value>) -> Value {
     dict(m.iter().map(|(k, v)| (k.clone(), v.clone())))
 }

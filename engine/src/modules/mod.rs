@@ -19,8 +19,9 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use minijinja::Value;
 
-use crate::template::{Scope, Templar, TemplateOrigin, VarMap};
+use crate::template::{Scope, Templar, TemplateOrigin};
 use crate::transport::{Become, Command, Connection, Output, TransportError};
+use crate::vars::VarMap;
 
 pub mod args;
 pub mod commands;

@@ -8,7 +8,7 @@ use std::path::Path;
 use minijinja::Value;
 
 use super::plan::{LoopKind, Node, Playbook, Section, SectionKind, Serial, Task};
-use crate::template::VarMap;
+use crate::vars::VarMap;
 
 fn json(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| v.to_string())

@@ -5,7 +5,7 @@
 use minijinja::Value;
 
 use crate::modules::registry;
-use crate::template::VarMap;
+use crate::vars::VarMap;
 
 /// Every module and action name Keel ships or will ship (short form). Tasks
 /// naming one of these resolve even before its implementation lands in the

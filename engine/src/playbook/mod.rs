@@ -12,12 +12,11 @@
 //! `remote_user`, `port`) are stored as the variables `ansible_connection`,
 //! `ansible_user` and `ansible_port` in the matching `vars`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::diag::Diagnostic;
-use crate::template::VarMap;
 
 mod dump;
 pub mod keywords;
@@ -29,18 +28,8 @@ pub(crate) mod roles;
 
 pub use dump::dump_plan;
 pub use listing::{list_tags, list_tasks, listing, TagFilter, TagLists};
-
-/// What resolving needs besides the playbook itself.
-#[derive(Debug, Clone, Default)]
-pub struct ResolveOptions {
-    /// Extra role directories, searched after `roles/` next to the playbook
-    /// and the playbook's own directory. `KEEL_ROLES_PATH` and
-    /// `ANSIBLE_ROLES_PATH` (colon-separated) are searched after these.
-    pub roles_path: Vec<PathBuf>,
-    /// `-e` variables: they win when templating static paths (`vars_files`,
-    /// `import_tasks`, `import_playbook`) and answer `vars_prompt`.
-    pub extra_vars: VarMap,
-}
+pub use plan::Included;
+pub use resolve::ResolveOptions;
 
 /// Loads and resolves a playbook. Every syntax or reference error (unknown
 /// keyword or module, missing role or file, role cycle...) is reported here,
@@ -53,17 +42,6 @@ pub fn load_playbook(path: &Path, opts: &ResolveOptions) -> Result<plan::Playboo
         plays,
         warnings: r.warnings,
     })
-}
-
-/// What a dynamic include brought in.
-#[derive(Debug, Clone)]
-pub struct Included {
-    pub nodes: Vec<plan::Node>,
-    /// For `include_role`: the role's instance (its vars for the executor).
-    pub role: Option<Arc<plan::RoleInstance>>,
-    /// For `include_role`: the role's handlers (and its dependencies'), to be
-    /// made notifiable for the rest of the play.
-    pub handlers: Vec<Arc<plan::Handler>>,
 }
 
 /// Task ids of dynamically included tasks come from one counter per process,

@@ -4,7 +4,8 @@
 //! imports inlined (their `when`/`tags`/`vars`/`become` already copied onto
 //! each child), handlers indexed, and every task keeps its source span. Only
 //! dynamic includes (`include_tasks`, `include_role`) remain to be loaded at
-//! run time; they carry what they need to be resolved then.
+//! run time; they carry what they need to be resolved then, and [`Included`]
+//! is what loading one brings in.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use minijinja::Value;
 
 use crate::diag::{Diagnostic, Span};
-use crate::template::VarMap;
+use crate::vars::VarMap;
 
 /// A whole playbook file (with `import_playbook` inlined).
 #[derive(Debug, Clone)]
@@ -371,4 +372,15 @@ pub struct Handler {
     pub task: Arc<Task>,
     /// The handler's name and its `listen` topics.
     pub listen: Vec<String>,
+}
+
+/// What a dynamic include brought in.
+#[derive(Debug, Clone)]
+pub struct Included {
+    pub nodes: Vec<Node>,
+    /// For `include_role`: the role's instance (its vars for the executor).
+    pub role: Option<Arc<RoleInstance>>,
+    /// For `include_role`: the role's handlers (and its dependencies'), to be
+    /// made notifiable for the rest of the play.
+    pub handlers: Vec<Arc<Handler>>,
 }

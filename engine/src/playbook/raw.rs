@@ -9,7 +9,7 @@ use super::keywords::{self, BLOCK_KEYWORDS, RAW_PARAM_ACTIONS, TASK_KEYWORDS};
 use super::plan::{BecomeSettings, LoopControl, LoopKind, LoopSpec};
 use crate::diag::{suggest, Diagnostic, Span};
 use crate::modules::registry;
-use crate::template::VarMap;
+use crate::vars::VarMap;
 use crate::yaml::{Node, NodeKind};
 
 /// The text a scalar was written as, read back from the source line (for

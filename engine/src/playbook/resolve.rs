@@ -13,18 +13,29 @@ use minijinja::Value;
 
 use super::keywords::{self, PLAY_KEYWORDS};
 use super::plan::{
-    self, BecomeSettings, Block, Handler, IncludeTarget, Play, RoleInstance, Section, SectionKind,
-    Serial, Strategy, Task,
+    self, BecomeSettings, Block, Handler, IncludeTarget, Included, Play, RoleInstance, Section,
+    SectionKind, Serial, Strategy, Task,
 };
 use super::raw::{self, Keywords, RawKind};
 use super::roles::{self, RoleEntry, RoleGraph};
-use super::ResolveOptions;
 use crate::diag::{suggest, Diagnostic};
 use crate::modules::registry;
-use crate::template::VarMap;
+use crate::vars::VarMap;
 use crate::yaml::{self, Node, NodeKind};
 
 /// How deep imports may nest before we call it a loop.
+/// What resolving needs besides the playbook itself.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveOptions {
+    /// Extra role directories, searched after `roles/` next to the playbook
+    /// and the playbook's own directory. `KEEL_ROLES_PATH` and
+    /// `ANSIBLE_ROLES_PATH` (colon-separated) are searched after these.
+    pub roles_path: Vec<PathBuf>,
+    /// `-e` variables: they win when templating static paths (`vars_files`,
+    /// `import_tasks`, `import_playbook`) and answer `vars_prompt`.
+    pub extra_vars: VarMap,
+}
+
 const MAX_IMPORT_DEPTH: usize = 64;
 
 /// Keywords inherited from enclosing blocks, imports, roles and the play.
@@ -1134,7 +1145,7 @@ impl<'o> Resolver<'o> {
         play: &Play,
         include: &Task,
         target: &IncludeTarget,
-    ) -> Result<super::Included, Diagnostic> {
+    ) -> Result<Included, Diagnostic> {
         self.start_play(&play.playbook_dir);
         let mut vars = (*play.vars).clone();
         vars.extend(play.vars_files.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -1188,7 +1199,7 @@ impl<'o> Resolver<'o> {
                 let node = load_task_file(&path)?;
                 inh.file_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 nodes = self.tasks(raw::task_list(Some(&node), "the included file")?, &inh)?;
-                Ok(super::Included {
+                Ok(Included {
                     nodes,
                     role: None,
                     handlers: vec![],
@@ -1220,7 +1231,7 @@ impl<'o> Resolver<'o> {
                 inh.role = None;
                 let role = self.role(&entry, &inh, &files, false, &mut nodes)?;
                 let handlers = std::mem::take(&mut self.role_handlers);
-                Ok(super::Included {
+                Ok(Included {
                     nodes,
                     role,
                     handlers,

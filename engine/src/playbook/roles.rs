@@ -11,7 +11,7 @@ use petgraph::graphmap::DiGraphMap;
 use super::keywords::ROLE_ENTRY_KEYWORDS;
 use super::raw::{self, Keywords};
 use crate::diag::{Diagnostic, Span};
-use crate::template::VarMap;
+use crate::vars::VarMap;
 use crate::yaml::{self, Node, NodeKind};
 
 /// One `roles:` or `dependencies:` entry, read but not yet found on disk.

@@ -99,7 +99,7 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "path_join", |v: &Value| -> Result<String, Error> {
         path_join(v)
     });
-    add!(env, "quote", |v: &Value| crate::transport::quote(&text(v)));
+    add!(env, "quote", |v: &Value| crate::shell::quote(&text(v)));
     add!(env, "flatten", flatten);
     add!(env, "difference", |a: &Value,
                              b: &Value|

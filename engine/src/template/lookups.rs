@@ -16,7 +16,8 @@ use rand::Rng;
 
 use super::filters::{product, seq, text};
 use super::scope::{RenderCtx, CTX_KEY};
-use super::{TemplateError, VarMap};
+use super::TemplateError;
+use crate::vars::VarMap;
 
 fn err(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg.into())

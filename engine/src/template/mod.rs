@@ -31,6 +31,7 @@ use minijinja::value::ValueKind;
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
 use crate::diag::{Diagnostic, Span};
+use crate::vars::VarMap;
 
 mod datetime;
 mod filters;
@@ -47,9 +48,6 @@ pub use native::{
 pub use scope::Scope;
 
 use scope::RenderCtx;
-
-/// A map of variables at one precedence level.
-pub type VarMap = IndexMap<String, Value>;
 
 /// A map with arbitrary keys, the shape of a Jinja dict.
 pub(crate) type ValueMap = IndexMap<Value, Value>;
@@ -75,17 +73,6 @@ pub struct TemplateOrigin {
     /// Directories searched by `lookup('file')`, `template` etc., in order
     /// (role `files/`/`templates/`, role dir, playbook dir).
     pub search_paths: Vec<PathBuf>,
-}
-
-/// Marks a string as `!unsafe`: it is never templated, however many times it is
-/// passed around.
-pub fn unsafe_string(s: &str) -> Value {
-    scope::unsafe_string(s)
-}
-
-/// True for a string made by [`unsafe_string`].
-pub fn is_unsafe(v: &Value) -> bool {
-    v.kind() == ValueKind::String && v.is_safe()
 }
 
 /// True when `s` contains Jinja syntax and needs rendering.

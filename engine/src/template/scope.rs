@@ -13,7 +13,8 @@ use minijinja::value::ValueKind;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{Error, ErrorKind, Value};
 
-use super::{Inner, TemplateError, TemplateOrigin, VarMap};
+use super::{Inner, TemplateError, TemplateOrigin};
+use crate::vars::VarMap;
 
 /// The variables visible to one host at one point: layers from lowest to highest
 /// precedence, each shared (`Arc`) so building a scope per task is cheap.
@@ -62,10 +63,6 @@ impl Scope {
         }
         out
     }
-}
-
-pub(super) fn unsafe_string(s: &str) -> Value {
-    Value::from_safe_string(s.to_string())
 }
 
 /// True when a value holds (possibly deep inside) a string that needs rendering.

@@ -1,4 +1,5 @@
-//! Privilege escalation: wraps a command's script in `sudo` or `su`.
+//! Privilege escalation: a command's [`Become`] settings, and wrapping its
+//! script in `sudo` or `su`.
 //!
 //! Sits between a [`Command`](super::Command) and the connection that runs it:
 //! both the local and the SSH transport call [`wrap`] and run what it returns.
@@ -16,10 +17,39 @@
 //! a terminal, so `su` with a password asks the transport for a PTY and
 //! answers the prompt there.
 
-use super::{quote, Become, BecomeMethod};
+use crate::shell::quote;
+
+/// Privilege escalation for one command.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BecomeMethod {
+    #[default]
+    Sudo,
+    Su,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Become {
+    pub method: BecomeMethod,
+    pub user: String,
+    /// Never printed: `Debug` redacts it.
+    pub password: Option<String>,
+    pub flags: Option<String>,
+    pub exe: Option<String>,
+}
+
+impl std::fmt::Debug for Become {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Become")
+            .field("method", &self.method)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
 
 /// Printed on stderr by the sudo prelude when the password was refused; the
-/// transports turn it into [`TransportError::Become`](super::TransportError).
+/// transports turn it into [`TransportError::Become`](super::TransportError::Become).
 pub(crate) const FAILED_MARKER: &str = "KEEL-BECOME-FAILED";
 
 /// Exit status the prelude uses together with [`FAILED_MARKER`].

@@ -211,6 +211,16 @@ pub(crate) fn describe(files: &[PathBuf]) -> String {
     shown.join(", ")
 }
 
+/// Default locations consulted when no known_hosts file is configured.
+pub fn default_known_hosts() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(home) = dirs::home_dir() {
+        v.push(home.join(".ssh/known_hosts"));
+    }
+    v.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

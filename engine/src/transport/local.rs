@@ -7,8 +7,8 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
+use super::command::{Command, Output, TransportError};
 use super::r#become::{self, Wrapped};
-use super::{Command, Output, TransportError};
 
 pub struct LocalConnection {
     host: String,

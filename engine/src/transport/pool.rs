@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
+use super::command::TransportError;
 use super::local::LocalConnection;
 use super::spec::{ConnectSpec, ConnectionKind};
 use super::ssh::SshConnection;
-use super::{Connection, TransportError};
+use super::Connection;
 
 type Slot = Arc<OnceCell<Result<Arc<Connection>, Arc<TransportError>>>>;
 

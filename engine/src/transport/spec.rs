@@ -11,9 +11,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{default_known_hosts, Become, BecomeMethod};
+use super::known_hosts::default_known_hosts;
+use super::r#become::{Become, BecomeMethod};
 use crate::diag::Diagnostic;
-use crate::template::VarMap;
+use crate::vars::VarMap;
 
 /// Which transport a host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

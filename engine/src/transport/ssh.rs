@@ -18,10 +18,11 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelWriteHalf, Pty};
 use tokio::sync::Semaphore;
 
+use super::command::{Command, Output, TransportError};
 use super::known_hosts::{self, Verdict};
 use super::r#become::{self, Wrapped};
 use super::spec::ConnectSpec;
-use super::{quote, Command, Output, TransportError};
+use crate::shell::quote;
 
 /// Verifies the server key of one hop and remembers why it was refused.
 struct HostKeyCheck {

@@ -17,8 +17,8 @@ use saphyr_parser::{
     Event, Marker, Parser, ScalarStyle as EventStyle, ScanError, Span as EventSpan, StrInput, Tag,
 };
 
+use super::node::{Node, NodeKind, ScalarStyle, YamlError};
 use super::resolve::{construct_bool, construct_float, construct_int, resolve_plain};
-use super::{Node, NodeKind, ScalarStyle, YamlError};
 use crate::diag::{Diagnostic, Pos, Source, Span};
 
 /// Nesting deeper than this is refused: no real playbook comes close, and the
@@ -108,36 +108,6 @@ pub fn load_source(source: Arc<Source>, opts: &LoadOptions) -> Result<Loaded, Ya
     }
     Err(Diagnostic::new("too many tabs after `:`; use spaces")
         .at(Span::new(source, Pos { line: 1, col: 1 })))
-}
-
-/// Converts a loaded node to the engine's runtime value.
-pub(crate) fn to_value(node: &Node) -> minijinja::Value {
-    use minijinja::Value;
-    match &node.kind {
-        NodeKind::Null => Value::from(()),
-        NodeKind::Bool(b) => Value::from(*b),
-        NodeKind::Int(i) => Value::from(*i),
-        NodeKind::Float(f) => Value::from(*f),
-        NodeKind::Str {
-            value,
-            unsafe_: true,
-            ..
-        } => crate::template::unsafe_string(value),
-        NodeKind::Str { value, .. } => Value::from(value.as_str()),
-        NodeKind::Seq(items) => Value::from(items.iter().map(to_value).collect::<Vec<_>>()),
-        // Keys keep their YAML type (`1:` stays an integer key, as in Ansible).
-        // They are plain values even under `!unsafe`: keys are never templated.
-        NodeKind::Map(entries) => {
-            Value::from_pairs(entries.iter().map(|(k, v)| (key_value(k), to_value(v))))
-        }
-    }
-}
-
-fn key_value(node: &Node) -> minijinja::Value {
-    match &node.kind {
-        NodeKind::Str { value, .. } => minijinja::Value::from(value.as_str()),
-        _ => to_value(node),
-    }
 }
 
 /// Why building stopped: a parser error still to be explained, or a finished

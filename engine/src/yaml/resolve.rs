@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{NodeKind, ScalarStyle};
+use super::node::{NodeKind, ScalarStyle};
 
 /// PyYAML's `tag:yaml.org,2002:int` pattern.
 static INT: LazyLock<Regex> = LazyLock::new(|| {

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::modules::{self, Args, ModuleError, ModuleResult, TaskContext};
-use keel::template::{value_from_json, Scope, Templar, TemplateOrigin, VarMap};
+use keel::template::{value_from_json, Scope, Templar, TemplateOrigin};
 use keel::transport::{ConnectSpec, Connection, SshConnection};
+use keel::vars::VarMap;
 use keel_testhosts::TestHosts;
 use minijinja::Value;
 use serde_json::json;

@@ -8,7 +8,7 @@ use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::command::RUN_OPT_PARAMS;
 use crate::modules::kit::command::{plan_run, RunOpts};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct CommandModule;
 

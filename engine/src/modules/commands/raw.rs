@@ -8,7 +8,7 @@ use minijinja::Value;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::command::command_result;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Raw;
 

@@ -7,7 +7,7 @@ use minijinja::Value;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::command::{plan_run, RunOpts};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Script;
 

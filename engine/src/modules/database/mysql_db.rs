@@ -20,7 +20,7 @@ use crate::modules::kit::mysql::LOGIN_PARAMS;
 use crate::modules::kit::mysql::{run_client, sql_ident, sql_string, Batch, Login};
 use crate::modules::kit::state_diff;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct MysqlDb;
 

@@ -17,7 +17,7 @@ use crate::modules::kit::{
     Source,
 };
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Copy;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{self, sha1_hex, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Fetch;
 

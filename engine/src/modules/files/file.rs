@@ -12,7 +12,7 @@ use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::FileAttrs;
 use crate::modules::kit::{self, attr_commands, path_state_diff, Query, RemoteStat};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct File;
 

@@ -9,7 +9,7 @@ use minijinja::Value;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{FileKind, RemoteStat};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Find;
 

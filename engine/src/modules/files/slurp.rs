@@ -5,7 +5,7 @@ use base64::Engine;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::Query;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Slurp;
 

@@ -5,7 +5,7 @@
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{file_result_values, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct TempFile;
 

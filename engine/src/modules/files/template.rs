@@ -9,7 +9,7 @@ use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::{put_content, FileAttrs, Put};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::template::VarMap;
+use crate::vars::VarMap;
 
 pub struct Template;
 

@@ -12,7 +12,7 @@
 use crate::modules::args::{ModeSpec, ModuleArgs, Params};
 use crate::modules::kit::{failure_text, state_diff, Answers};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Unarchive;
 

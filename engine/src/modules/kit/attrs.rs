@@ -6,7 +6,7 @@ use minijinja::Value;
 use super::stat::{FileKind, RemoteStat};
 use crate::modules::args::{ModeSpec, ModuleArgs, Param};
 use crate::modules::{ModuleError, ModuleResult};
-use crate::transport::quote;
+use crate::shell::quote;
 
 /// Attribute arguments common to the content-writing modules.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,8 @@ use super::plan::Plan;
 use super::time::timestamp;
 use crate::modules::args::{ModuleArgs, Param};
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
-use crate::transport::{quote, Output};
+use crate::shell::quote;
+use crate::transport::Output;
 
 /// Printed (alone) when `creates`/`removes` says the command need not run.
 const SKIP_MARK: &str = "\u{1e}keel-skip\u{1e}";

@@ -13,7 +13,7 @@ use super::query::Query;
 use super::stat::RemoteStat;
 use super::write::{FileWrite, Source};
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 /// The file as read in the query round trip.
 pub struct Current {

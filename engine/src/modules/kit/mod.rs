@@ -12,7 +12,7 @@
 //! use crate::modules::args::{ModuleArgs, Params};
 //! use crate::modules::kit::{apply, state_diff, Plan, Query};
 //! use crate::modules::{Args, Module, ModuleError, ModuleResult, TaskContext};
-//! use crate::transport::quote;
+//! use crate::shell::quote;
 //!
 //! pub struct Timezone;
 //!

@@ -23,7 +23,7 @@ use base64::Engine as _;
 
 use crate::modules::args::{ModuleArgs, Param};
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 /// Quotes a value as a SQL string literal: `it's` → `'it\'s'`.
 ///

@@ -12,7 +12,7 @@ use super::query::Query;
 use super::stat::{sha1_hex, StatReport, STAT_FN};
 use super::write::{FileWrite, Source};
 use crate::modules::{ModuleError, ModuleResult, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 /// Everything [`put_content`] needs to place bytes at a path. It owns its
 /// data, because the apply step outlives the module's own locals.

@@ -6,14 +6,14 @@
 //! with a random token line, so file bodies come back byte for byte and no
 //! output of one section can be mistaken for another. [`Answers`] reads them
 //! back by name. Every user value must reach the script through
-//! [`quote`](crate::transport::quote); the helpers here quote literal paths
+//! [`quote`](crate::shell::quote); the helpers here quote literal paths
 //! themselves.
 
 use std::collections::HashMap;
 
 use super::stat::{RemoteStat, StatReport, STAT_FN};
 use crate::modules::{ModuleError, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 /// A query script under construction.
 pub struct Query {

@@ -8,7 +8,8 @@
 
 use super::stat::{RemoteStat, StatReport, STAT_FN};
 use crate::modules::{ModuleError, TaskContext};
-use crate::transport::{quote, Output};
+use crate::shell::quote;
+use crate::transport::Output;
 
 /// Runs an apply script under `set -e`; a non-zero exit is returned as the
 /// failure message (stderr, else stdout).

@@ -11,7 +11,7 @@ use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::checksum_tool;
 use crate::modules::kit::Query;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct GetUrl;
 

@@ -14,7 +14,7 @@ use minijinja::Value;
 use crate::modules::args::{scalar_string, ModuleArgs, Params};
 use crate::modules::kit::Answers;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Uri;
 

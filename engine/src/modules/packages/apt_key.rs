@@ -16,7 +16,7 @@ use base64::Engine as _;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, failure_text, text_diff, write_file, Answers, FileOwner};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct AptKey;
 

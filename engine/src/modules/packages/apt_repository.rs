@@ -19,7 +19,7 @@ use minijinja::Value;
 use crate::modules::args::{scalar_string, to_bool, ModeSpec, ModuleArgs, Params};
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct AptRepository;
 pub struct Deb822Repository;

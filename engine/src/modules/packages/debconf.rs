@@ -9,7 +9,7 @@ use minijinja::Value;
 use crate::modules::args::{scalar_string, to_bool, ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Debconf;
 

@@ -11,7 +11,7 @@ use minijinja::Value;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Git;
 

@@ -11,7 +11,7 @@ use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::accounts::Passwd;
 use crate::modules::kit::{apply, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct AuthorizedKey;
 

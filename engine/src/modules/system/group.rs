@@ -5,7 +5,7 @@ use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::accounts::GroupEntry;
 use crate::modules::kit::{apply, state_diff, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Group;
 

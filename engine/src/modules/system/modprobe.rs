@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{apply, state_diff, text_diff, write_file, FileOwner, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct Modprobe;
 

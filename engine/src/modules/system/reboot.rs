@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, Reconnect, TaskContext};
-use crate::transport::{quote, Command, Connection, TransportError};
+use crate::shell::quote;
+use crate::transport::{Command, Connection, TransportError};
 
 pub struct Reboot;
 

@@ -4,7 +4,7 @@
 
 use crate::modules::args::to_bool;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::template::VarMap;
+use crate::vars::VarMap;
 
 pub struct SetFact;
 

@@ -7,7 +7,7 @@ use minijinja::Value;
 
 use crate::modules::args::{dict, ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::template::VarMap;
+use crate::vars::VarMap;
 
 pub struct Setup;
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::transport::quote;
+use crate::shell::quote;
 
 pub struct WaitFor;
 

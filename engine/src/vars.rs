@@ -1,0 +1,30 @@
+//! Variable values shared by every layer: the variable map and the `!unsafe`
+//! string marker.
+//!
+//! The YAML loader makes unsafe strings, inventories and playbooks carry
+//! `VarMap`s, transport specs read connection variables from them and the
+//! templating engine renders them. This module sits below all of those and
+//! imports none of them, so that none of them has to import another just for
+//! a value type.
+
+use indexmap::IndexMap;
+use minijinja::value::ValueKind;
+use minijinja::Value;
+
+/// A map of variables at one precedence level.
+pub type VarMap = IndexMap<String, Value>;
+
+/// Marks a string as `!unsafe`: it is never templated, however many times it is
+/// passed around.
+///
+/// The mark is minijinja's "safe string" flag: Keel renders with autoescape
+/// off, so the flag means nothing else and travels with the value through
+/// copies, lists and maps.
+pub fn unsafe_string(s: &str) -> Value {
+    Value::from_safe_string(s.to_string())
+}
+
+/// True for a string made by [`unsafe_string`].
+pub fn is_unsafe(v: &Value) -> bool {
+    v.kind() == ValueKind::String && v.is_safe()
+}
