@@ -25,6 +25,7 @@
 pub mod diag;
 pub mod executor;
 pub mod inventory;
+pub mod kv;
 pub mod modules;
 pub mod output;
 pub mod playbook;

@@ -733,7 +733,7 @@ fn action_form(v: &Node) -> Result<(String, ActionArgs), Diagnostic> {
 }
 
 fn kv_args(action: &str, text: &str, node: &Node) -> Result<VarMap, Diagnostic> {
-    let (args, has_raw) = keywords::parse_kv(action, text);
+    let (args, has_raw) = crate::kv::parse_kv(action, text);
     if has_raw && !RAW_PARAM_ACTIONS.contains(&action) {
         let raw = args
             .get("_raw_params")
@@ -745,7 +745,7 @@ fn kv_args(action: &str, text: &str, node: &Node) -> Result<VarMap, Diagnostic> 
             ))
             .hint(format!(
                 "only {} accept free-form text",
-                keywords::FREE_FORM_MODULES.join(", ")
+                crate::kv::FREE_FORM_MODULES.join(", ")
             )));
     }
     Ok(args)

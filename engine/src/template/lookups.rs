@@ -676,7 +676,7 @@ fn csvfile(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<Vec<Val
     let mut opts = kw.clone();
     let mut out = Vec::new();
     for t in terms {
-        let (mut kv, has_raw) = crate::playbook::keywords::parse_kv("csvfile", &text(t));
+        let (mut kv, has_raw) = crate::kv::parse_kv("csvfile", &text(t));
         if !has_raw {
             return Err(err("Search key is required but was not found"));
         }
