@@ -16,8 +16,8 @@ use crate::playbook::plan::Task;
 use crate::template::{Scope, TemplateOrigin};
 use crate::vars::VarMap;
 
-use super::host::{ser, value_to_map, HostState};
 use super::host::PlayCtx;
+use super::host::{ser, value_to_map, HostState};
 use super::result::{ExecError, SingleResult};
 
 const DEFAULT_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
