@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_panel::config::Config;
+use keel_panel::db::Db;
 use keel_panel::http::{self, AppState};
 use keel_panel::hypervisor::faulty::FaultyDriver;
 use keel_panel::hypervisor::nspawn::{self, NspawnConfig, NspawnDriver};
@@ -31,7 +32,7 @@ use keel_panel::hypervisor::{Driver, DriverError, ImageStore, NetIdentity, Power
 use keel_panel::provision::{self, Provisioner};
 use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
 use keel_panel::reconcile;
-use keel_panel::services::{servers, Db};
+use keel_panel::services::servers;
 use serde_json::Value;
 use support::{Api, Fixture, PanelProcess, Scratch, ServeConfig, Sweeper, IMAGES};
 use tokio_util::sync::CancellationToken;
@@ -446,7 +447,7 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
     // address are still held.
     {
         let mut tx = p.db.begin().await.unwrap();
-        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
         keel_panel::execute!(
             &mut conn,
             "UPDATE services SET status = 'failed', failure_reason = 'no callback' WHERE id = $1",
@@ -601,7 +602,7 @@ async fn reconcile_resumes_a_flow_whose_job_was_lost() {
     let stale = 2 * reconcile::RESUME_GRACE_MS;
     {
         let mut tx = p.db.begin().await.unwrap();
-        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
         for id in [lost, live, recent] {
             let back = if id == recent { 0 } else { stale };
             keel_panel::execute!(

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 use keel_panel::alloc;
 use keel_panel::auth::Passwords;
 use keel_panel::demo;
+use keel_panel::domain::{Page, Principal};
 use keel_panel::hypervisor::libvirt::{LibvirtConfig, LibvirtDriver};
 use keel_panel::hypervisor::{Driver, DriverError, ImageStore};
-use keel_panel::services::{sites, Page, Principal};
+use keel_panel::services::sites;
 use serde_json::Value;
 use support::{Api, PanelProcess, Scratch, ServeConfig, Sweeper, IMAGE, IMAGES};
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_support::{start, Backend, Cred, Panel};
-use keel_panel::services::db::tx_conn;
+use keel_panel::db::tx_conn;
 use serde_json::json;
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -43,7 +43,7 @@ fn ms(d: Duration) -> String {
 /// The server type `small` and one public pool of `n` addresses (a /16,
 /// larger than the test harness's pool).
 async fn catalog_and_big_pool(p: &Panel, n: u64) {
-    let admin = keel_panel::services::Principal::system();
+    let admin = keel_panel::domain::Principal::system();
     keel_panel::services::catalog::create(
         p.db(),
         &admin,

@@ -4,10 +4,23 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::services::db::Conn;
-use crate::services::model::AuditEntry;
-use crate::services::{Db, Page, Paged, PanelError, Principal};
+use crate::db::{Conn, Db};
+use crate::domain::{Page, Paged, PanelError, Principal};
 use crate::{execute, fetch_all, scalar};
+
+/// One row of the audit log, as admins page through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    pub actor_id: Option<i64>,
+    pub actor_name: String,
+    pub action: String,
+    pub object_type: String,
+    pub object_id: Option<i64>,
+    pub before_json: Option<String>,
+    pub after_json: Option<String>,
+}
 
 /// What changed, for [`record`].
 pub struct Change<'a> {

@@ -17,9 +17,10 @@ use ipnet::Ipv4Net;
 
 use crate::alloc;
 use crate::auth::{self, Passwords};
+use crate::db::Db;
+use crate::domain::{Page, PanelError, Principal};
 use crate::services::catalog::{self, NewServerType};
 use crate::services::sites::{self, NewSite};
-use crate::services::{Db, Page, PanelError, Principal};
 
 /// The demo network: every VM's user-mode network is this one.
 pub const DEMO_CIDR: &str = "10.77.0.0/24";

@@ -7,9 +7,13 @@
 //! - `queue`: durable jobs: enqueue in the caller's transaction, leased
 //!   claims, retries, coalescing and serialisation keys, cron, cancellation.
 //! - `config`: panel configuration (defaults, TOML file, `KEEL_*` env).
-//! - `services`: the domain layer (sites, servers, keys) over a two-backend
-//!   query layer; `auth` accounts, sessions, tokens; `alloc` address pools
-//!   and quotas; `audit` the change log.
+//! - `domain`: what the domain layer's functions share: `Principal`,
+//!   `PanelError`, `Page`.
+//! - `db`: the two-backend query layer (`Db`, `Conn`, `fetch_all!`…) over the
+//!   store, below every module that writes SQL.
+//! - `services`: the domain layer (sites, servers, keys); `auth` accounts,
+//!   sessions, tokens; `alloc` address pools and quotas; `audit` the change
+//!   log.
 //! - `http`, `api`, `ui`: the axum server, the JSON API under `/api/v1`,
 //!   the server-rendered HTML pages; `metrics` the Prometheus endpoint.
 //! - `lifecycle`: a service's status and the flow step that owns it,
@@ -25,7 +29,9 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod db;
 pub mod demo;
+pub mod domain;
 pub mod http;
 pub mod hypervisor;
 pub mod lifecycle;

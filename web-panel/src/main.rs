@@ -124,7 +124,7 @@ fn parse_queue(s: &str) -> anyhow::Result<QueueConfig> {
 /// those handlers need.
 fn panel_handlers(
     registry: &mut Registry,
-    db: &keel_panel::services::Db,
+    db: &keel_panel::db::Db,
     config: &Config,
 ) -> anyhow::Result<Vec<Schedule>> {
     let mut schedules = Vec::new();
@@ -173,7 +173,7 @@ async fn run_workers(
         ..WorkerConfig::default()
     };
     let mut registry = Registry::with_builtins();
-    let db = keel_panel::services::Db::from_store(store.clone(), url).await?;
+    let db = keel_panel::db::Db::from_store(store.clone(), url).await?;
     let schedules = panel_handlers(&mut registry, &db, panel)?;
     let mut worker = Worker::new(store.clone(), registry, config);
     if !schedules.is_empty() {
@@ -206,13 +206,13 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn open_panel_db(config: &Config) -> anyhow::Result<keel_panel::services::Db> {
+async fn open_panel_db(config: &Config) -> anyhow::Result<keel_panel::db::Db> {
     let url = config.database_url();
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
     }
-    keel_panel::services::Db::open(&url)
+    keel_panel::db::Db::open(&url)
         .await
         .context("opening the database")
 }
@@ -315,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = load_config(&cli)?;
-    let system = keel_panel::services::Principal::system();
+    let system = keel_panel::domain::Principal::system();
     match cli.command {
         Cmd::Serve { listen } => {
             let mut config = config;

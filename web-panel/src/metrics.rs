@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::services::{Db, PanelError};
+use crate::db::Db;
+use crate::domain::PanelError;
 use crate::{alloc, fetch_all, scalar};
 
 /// Latency buckets, in seconds.

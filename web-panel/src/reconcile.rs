@@ -38,12 +38,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::audit::{self, Change};
+use crate::db::{tx_conn, Db};
+use crate::domain::{PanelError, Principal};
 use crate::hypervisor::Driver;
 use crate::lifecycle::jobs::{ConfigureJob, DeprovisionJob, OsReadyJob, ProvisionJob};
 use crate::lifecycle::{Status, Step};
 use crate::queue::{self, JobContext, JobError, JobHandler, JobSpec, RetryPolicy};
-use crate::services::db::tx_conn;
-use crate::services::{Db, PanelError, Principal};
 use crate::{execute, fetch_all};
 
 /// What one reconciliation pass found and did.

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use api_support::{catalog_and_pool, start, Backend, Cred, Panel};
 use async_trait::async_trait;
+use keel_panel::domain::Principal;
 use keel_panel::queue::log::{JobLog, JobLogConfig};
 use keel_panel::queue::worker::QueueConfig;
 use keel_panel::queue::{
     JobContext, JobError, JobHandler, JobSpec, Registry, RetryPolicy, Worker, WorkerConfig,
 };
-use keel_panel::services::servers::service_key;
-use keel_panel::services::{sites, Principal};
+use keel_panel::services::{servers::service_key, sites};
 use keel_panel::store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -287,7 +287,7 @@ async fn streams_resumes_and_tails_the_table(b: Backend) {
     // A status change reaches the open stream.
     {
         let mut tx = p.db().begin().await.unwrap();
-        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
         use keel_panel::lifecycle::Status;
         let moved = keel_panel::lifecycle::transition::transition(
             &mut conn,

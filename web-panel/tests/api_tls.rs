@@ -6,8 +6,9 @@ use std::process::Command;
 
 use keel_panel::auth;
 use keel_panel::config::Config;
+use keel_panel::db::Db;
+use keel_panel::domain::Principal;
 use keel_panel::http::{self, AppState};
-use keel_panel::services::{Db, Principal};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

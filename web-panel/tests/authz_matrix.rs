@@ -8,7 +8,8 @@ mod api_support;
 
 use api_support::{catalog_and_pool, start, Backend, Cred, Panel};
 use keel_panel::api::{Access, ROUTES};
-use keel_panel::services::{sites, Principal};
+use keel_panel::domain::Principal;
+use keel_panel::services::sites;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

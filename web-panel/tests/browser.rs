@@ -269,12 +269,12 @@ async fn log_in_create_a_server_and_see_it_audited() {
     );
     {
         let mut tx = p.db().begin().await.unwrap();
-        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
         use keel_panel::lifecycle::Status;
         let moved = keel_panel::lifecycle::transition::transition(
             &mut conn,
             p.db().now(),
-            &keel_panel::services::Principal::system(),
+            &keel_panel::domain::Principal::system(),
             service_id,
             &[Status::Requested],
             Status::CreatingVm,

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 use api_support::{start, Backend, Cred, Panel};
 use e2e_support::{IMAGE, IMAGES};
 use keel_panel::alloc::{self, AddressRecord, PoolFile};
+use keel_panel::domain::Principal;
 use keel_panel::hypervisor::nspawn::{NspawnConfig, NspawnDriver};
 use keel_panel::hypervisor::{Driver, DriverError, ImageStore};
 use keel_panel::provision::{self, callback, Provisioner};
 use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
 use keel_panel::queue::JobFilter;
-use keel_panel::services::{catalog, servers, sites, Principal};
+use keel_panel::services::{catalog, servers, sites};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -533,7 +534,7 @@ async fn host_key_mismatch_stops_the_flow() {
     let other = keel_panel::hypervisor::seed::HostKeys::generate("impostor").unwrap();
     {
         let mut tx = f.panel.db().begin().await.unwrap();
-        let mut conn = keel_panel::services::db::tx_conn(&mut tx);
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
         keel_panel::execute!(
             &mut conn,
             "UPDATE vm_provisioning SET host_key_public = $1 WHERE service_id = $2",
@@ -835,7 +836,7 @@ async fn failed_role_run_keeps_the_vm_and_retry_resumes_at_configure() {
 /// meets a hypervisor that does not answer).
 struct HookedDriver {
     inner: Arc<NspawnDriver>,
-    db: keel_panel::services::Db,
+    db: keel_panel::db::Db,
     hold_start: std::sync::atomic::AtomicBool,
     fail_delete: std::sync::atomic::AtomicBool,
     /// The service status seen when the held `start` saw the callback.

@@ -6,8 +6,8 @@
 mod api_support;
 
 use api_support::{catalog_and_pool, start, Backend, Cred};
+use keel_panel::db::tx_conn;
 use keel_panel::reconcile::{resume_stalled, RESUME_GRACE_MS};
-use keel_panel::services::db::tx_conn;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -82,13 +82,13 @@ async fn lost_job_is_resumed_once(b: Backend) {
     assert!(resume_stalled(p.db()).await.unwrap().is_empty());
     let audit = keel_panel::audit::list(
         p.db(),
-        &keel_panel::services::Principal::system(),
+        &keel_panel::domain::Principal::system(),
         &keel_panel::audit::AuditFilter {
             object_type: Some("service".into()),
             object_id: Some(id),
             actor_id: None,
         },
-        keel_panel::services::Page {
+        keel_panel::domain::Page {
             limit: 100,
             offset: 0,
         },

@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 use keel_panel::alloc;
 use keel_panel::auth::{self, Passwords};
 use keel_panel::config::AuthConfig;
+use keel_panel::db::Db;
+use keel_panel::domain::Principal;
 use keel_panel::hypervisor::Driver;
 use keel_panel::services::catalog::{self, NewServerType};
 use keel_panel::services::sites::{self, NewSite};
-use keel_panel::services::{Db, Principal};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -17,14 +17,27 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Change};
+use crate::db::{tx_conn, Conn, Db};
+use crate::domain::{PanelError, Principal};
 use crate::lifecycle::Status;
-use crate::services::db::{tx_conn, Conn};
-use crate::services::model::Allocation;
-use crate::services::{Db, PanelError, Principal};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 /// Kinds of pool: public or private IPv4 (with IPv6), or IPv6 only.
 pub const POOL_TYPES: &[&str] = &["public", "private", "v6only"];
+
+/// A network identity claimed from a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Allocation {
+    pub id: i64,
+    pub pool: String,
+    pub pool_type: String,
+    pub hostname: String,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    pub gateway4: Option<String>,
+    pub netmask4: Option<String>,
+    pub gateway6: Option<String>,
+}
 
 /// One address record before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

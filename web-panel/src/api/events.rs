@@ -30,11 +30,11 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::Db;
+use crate::domain::{PanelError, Principal};
 use crate::http::{ApiError, AppState, Auth};
 use crate::queue::log::{self, Flushed, LogLine};
-use crate::services::model::JobView;
-use crate::services::servers;
-use crate::services::{Db, PanelError, Principal};
+use crate::services::{model::JobView, servers};
 
 /// How often a follower re-reads the table when nothing wakes it.
 pub const POLL_EVERY: Duration = Duration::from_millis(400);

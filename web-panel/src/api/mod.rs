@@ -19,13 +19,14 @@ use serde_json::{json, Value};
 use crate::alloc::{self, Quota};
 use crate::audit::{self, AuditFilter};
 use crate::auth;
+use crate::domain::{Page, PanelError, Principal};
 use crate::http::{ApiError, AppState, Auth, Peer, Via};
 use crate::queue::{JobFilter, JobState};
 use crate::services::catalog::{self, NewServerType};
 use crate::services::power::{self, PowerRequest};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite, SitePatch};
-use crate::services::{groups, keys, Page, PanelError, Principal};
+use crate::services::{groups, keys};
 
 /// Who may call a route, for the docs and the authorisation matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -890,7 +891,8 @@ const PAGED: &[&str] = &["/sites", "/services", "/admin/users", "/admin/audit"];
 
 /// The component schemas, derived with utoipa from the Rust types.
 pub fn schemas() -> utoipa::openapi::Components {
-    use crate::alloc::PoolUse;
+    use crate::alloc::{Allocation, PoolUse};
+    use crate::audit::AuditEntry;
     use crate::auth::ApiToken;
     use crate::services::groups::Group;
     use crate::services::model::*;

@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{self, Change};
 use crate::config::AuthConfig;
-use crate::services::db::{tx_conn, Conn};
+use crate::db::{tx_conn, Conn, Db};
+use crate::domain::{Page, Paged, PanelError, Principal};
 use crate::services::model::User;
-use crate::services::{Db, Page, Paged, PanelError, Principal};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 /// Password hashing with the configured argon2id cost.

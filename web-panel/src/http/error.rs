@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::services::PanelError;
+use crate::domain::PanelError;
 
 #[derive(Debug)]
 pub struct ApiError {

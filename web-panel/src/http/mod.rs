@@ -21,8 +21,9 @@ pub use error::ApiError;
 
 use crate::auth::{self, Passwords};
 use crate::config::Config;
+use crate::db::Db;
+use crate::domain::{PanelError, Principal};
 use crate::metrics::Metrics;
-use crate::services::{Db, PanelError, Principal};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "keel_session";

@@ -10,8 +10,8 @@
 
 use super::status::Status;
 use crate::audit::{self, Change};
-use crate::services::db::Conn;
-use crate::services::{PanelError, Principal};
+use crate::db::Conn;
+use crate::domain::{PanelError, Principal};
 use crate::{execute, fetch_opt};
 
 /// Moves service `id` from one of `from` to `to` (with the failure reason

@@ -25,11 +25,11 @@ use std::net::IpAddr;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
+use crate::db::{tx_conn, Db};
+use crate::domain::{PanelError, Principal};
 use crate::lifecycle::jobs::ConfigureJob;
 use crate::lifecycle::{transition, Status, Step};
 use crate::queue;
-use crate::services::db::tx_conn;
-use crate::services::{Db, PanelError, Principal};
 use crate::{execute, fetch_opt};
 
 type HmacSha256 = hmac::Hmac<sha2_11::Sha256>;

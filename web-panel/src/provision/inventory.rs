@@ -25,9 +25,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value as Json};
 
+use crate::db::Db;
+use crate::domain::{PanelError, Principal};
 use crate::fetch_all;
 use crate::lifecycle::Status;
-use crate::services::{Db, PanelError, Principal};
 
 /// First UID handed to panel users on servers.
 pub const UID_BASE: i64 = 10_000;

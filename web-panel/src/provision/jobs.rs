@@ -38,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 use super::{callback, hostkey, inventory, FailureReason, ProvisionError, Provisioner};
 use crate::alloc;
 use crate::audit::{self, Change};
+use crate::db::{tx_conn, Conn, Db};
+use crate::domain::{PanelError, Principal};
 use crate::hypervisor::seed::{self, HostKeys, SeedParams};
 use crate::hypervisor::{DriverError, NetIdentity, PowerState, VmSpec};
 use crate::lifecycle::jobs::{
@@ -46,8 +48,6 @@ use crate::lifecycle::jobs::{
 use crate::lifecycle::{transition, Status, Step};
 use crate::queue::worker::record_failure;
 use crate::queue::{self, Failure, Job, JobContext, JobError, JobHandler, Registry, RetryPolicy};
-use crate::services::db::{tx_conn, Conn};
-use crate::services::{Db, PanelError, Principal};
 use crate::store::{Store, StoreError};
 use crate::{execute, fetch_opt, scalar};
 
@@ -157,7 +157,7 @@ async fn vm_exists(p: &Provisioner, name: &str) -> Result<bool, ProvisionError> 
     }
 }
 
-fn net_identity(a: &crate::services::model::Allocation) -> Result<NetIdentity, ProvisionError> {
+fn net_identity(a: &crate::alloc::Allocation) -> Result<NetIdentity, ProvisionError> {
     let bad =
         |what: &str, v: &str| ProvisionError::Missing(format!("address {what} {v:?} is invalid"));
     let ipv4 = a

@@ -32,11 +32,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, HypervisorConfig};
+use crate::db::Db;
+use crate::domain::PanelError;
 use crate::hypervisor::seed::{HostKeys, SeedError};
 use crate::hypervisor::{Driver, DriverError};
 use crate::lifecycle::Step;
 use crate::queue::JobError;
-use crate::services::{Db, PanelError};
 
 pub use jobs::{reconverge, register};
 pub use reason::FailureReason;

@@ -9,12 +9,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{ProvisionError, Provisioner};
+use crate::db::{tx_conn, Db};
 use crate::hypervisor::{DriverError, PowerState};
 use crate::lifecycle::jobs::{FlowJob, PowerAction, PowerJob};
 use crate::lifecycle::Status;
 use crate::queue::{JobContext, JobError, JobHandler, RetryPolicy};
-use crate::services::db::tx_conn;
-use crate::services::Db;
 use crate::{execute, scalar};
 
 /// How long a `shutdown` job waits for the guest to stop before it

@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, Notify};
 
 use super::worker::JobContext;
 use crate::clock::UnixMillis;
-use crate::services::db::Conn;
+use crate::db::Conn;
 use crate::store::{Store, StoreError};
 
 /// Most rows one INSERT statement carries (SQLite caps bound parameters).

@@ -4,11 +4,11 @@
 use serde::Deserialize;
 
 use crate::audit::{self, Change};
+use crate::db::{tx_conn, Conn, Db};
+use crate::domain::{PanelError, Principal};
 use crate::fetch_all;
 use crate::fetch_opt;
-use crate::services::db::{tx_conn, Conn};
 use crate::services::model::ServerType;
-use crate::services::{Db, PanelError, Principal};
 
 const COLS: &str = "id, name, cpus, ram_mb, disk_gb, os_image, roles";
 

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::audit::{self, Change};
-use crate::services::db::tx_conn;
-use crate::services::{Db, PanelError, Principal};
+use crate::db::{tx_conn, Db};
+use crate::domain::{PanelError, Principal};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -5,9 +5,9 @@
 use ssh_key::{HashAlg, PublicKey};
 
 use crate::audit::{self, Change};
-use crate::services::db::tx_conn;
+use crate::db::{tx_conn, Db};
+use crate::domain::{PanelError, Principal};
 use crate::services::model::SshKey;
-use crate::services::{Db, PanelError, Principal};
 use crate::{execute, fetch_all, fetch_opt};
 
 const COLS: &str = "id, user_id, name, public_key, fingerprint, created_at";

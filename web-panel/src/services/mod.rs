@@ -1,148 +1,20 @@
 //! The panel's domain layer: sites, services (servers), SSH keys, server
 //! types, vhosts. HTTP handlers (`api`, `ui`) parse requests and call these
-//! functions with an authenticated [`Principal`]; every function checks
+//! functions with an authenticated [`Principal`](crate::domain::Principal); every function checks
 //! authorisation itself and writes its audit row in the same transaction as
-//! the change. Nothing here knows HTTP.
+//! the change. Nothing here knows HTTP. The words these functions share
+//! (`Principal`, `PanelError`, `Page`) live in `domain`, and their SQL goes
+//! through the query layer in `db`, both below this module.
 //!
-//! Layout: `db.rs` the two-backend query layer, `model.rs` row types,
-//! `sites.rs`, `servers.rs` (create/list/delete servers, the provision
+//! Layout: `model.rs` row types, `sites.rs`, `servers.rs` (create/list/delete servers, the provision
 //! job), `power.rs` (power actions on ready servers, the `power` job),
 //! `keys.rs` (SSH public keys), `catalog.rs` (server types),
 //! `groups.rs` (user groups for quotas and lookup groups).
 
 pub mod catalog;
-pub mod db;
 pub mod groups;
 pub mod keys;
 pub mod model;
 pub mod power;
 pub mod servers;
 pub mod sites;
-
-use serde::Deserialize;
-
-use crate::store::StoreError;
-
-pub use db::Db;
-
-/// Errors from the domain layer. The HTTP layer maps each variant to one
-/// status code; `Database`/`Store`/`Internal` are never shown to clients.
-#[derive(Debug, thiserror::Error)]
-pub enum PanelError {
-    #[error("authentication required")]
-    Unauthenticated,
-    #[error("invalid user name or password")]
-    BadCredentials,
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("{message}")]
-    Invalid { field: String, message: String },
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    PoolExhausted(String),
-    #[error("{0}")]
-    QuotaExceeded(String),
-    #[error("too many failed logins; try again in {retry_after_secs} s")]
-    Throttled { retry_after_secs: i64 },
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl PanelError {
-    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        PanelError::Invalid {
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-
-    /// Whether the underlying database error is a unique-constraint violation.
-    pub fn is_unique_violation(&self) -> bool {
-        let e = match self {
-            PanelError::Database(e) | PanelError::Store(StoreError::Database(e)) => e,
-            _ => return false,
-        };
-        matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-    }
-}
-
-/// Who is acting. Built by the HTTP layer from a token, a session or the
-/// SSO header; the CLI uses [`Principal::system`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub user_id: i64,
-    pub name: String,
-    pub is_admin: bool,
-}
-
-impl Principal {
-    /// The command line acting as a platform admin.
-    pub fn system() -> Principal {
-        Principal {
-            user_id: 0,
-            name: "system".to_string(),
-            is_admin: true,
-        }
-    }
-
-    /// `Some(user_id)` for audit rows; the system actor has none.
-    pub fn actor_id(&self) -> Option<i64> {
-        (self.user_id != 0).then_some(self.user_id)
-    }
-}
-
-/// Paging for list endpoints: `?limit=&offset=`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct Page {
-    #[serde(default = "Page::default_limit")]
-    pub limit: i64,
-    #[serde(default)]
-    pub offset: i64,
-}
-
-impl Default for Page {
-    fn default() -> Self {
-        Page {
-            limit: Page::default_limit(),
-            offset: 0,
-        }
-    }
-}
-
-impl Page {
-    pub const MAX_LIMIT: i64 = 500;
-
-    fn default_limit() -> i64 {
-        50
-    }
-
-    /// Checks the bounds: 1..=500 rows from a non-negative offset.
-    pub fn checked(self) -> Result<Page, PanelError> {
-        if !(1..=Self::MAX_LIMIT).contains(&self.limit) {
-            return Err(PanelError::invalid(
-                "limit",
-                "limit must be between 1 and 500",
-            ));
-        }
-        if self.offset < 0 {
-            return Err(PanelError::invalid("offset", "offset must not be negative"));
-        }
-        Ok(self)
-    }
-}
-
-/// One page of a list, with the total count for the filter.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Paged<T> {
-    pub items: Vec<T>,
-    pub total: i64,
-    pub limit: i64,
-    pub offset: i64,
-}

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alloc::Allocation;
 use crate::lifecycle::Status;
 
 /// A panel account.
@@ -88,20 +89,6 @@ pub struct Vm {
     pub updated_at: i64,
 }
 
-/// A network identity claimed from a pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Allocation {
-    pub id: i64,
-    pub pool: String,
-    pub pool_type: String,
-    pub hostname: String,
-    pub ipv4: Option<String>,
-    pub ipv6: Option<String>,
-    pub gateway4: Option<String>,
-    pub netmask4: Option<String>,
-    pub gateway6: Option<String>,
-}
-
 /// One run of a job for a service, as the job log shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobView {
@@ -178,17 +165,4 @@ pub struct Vhost {
     pub name: String,
     /// Comma-separated aliases (data only for now).
     pub aliases: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub at: i64,
-    pub actor_id: Option<i64>,
-    pub actor_name: String,
-    pub action: String,
-    pub object_type: String,
-    pub object_id: Option<i64>,
-    pub before_json: Option<String>,
-    pub after_json: Option<String>,
 }

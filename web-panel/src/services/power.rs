@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::{self, Change};
+use crate::db::{tx_conn, Db};
+use crate::domain::{PanelError, Principal};
 use crate::lifecycle::jobs::PowerJob;
 use crate::queue;
-use crate::services::db::tx_conn;
 use crate::services::servers::load_managed;
-use crate::services::{Db, PanelError, Principal};
 
 pub use crate::lifecycle::jobs::PowerAction;
 

@@ -11,15 +11,16 @@ use sha2::{Digest, Sha256};
 
 use crate::alloc::{self, Resources, POOL_TYPES};
 use crate::audit::{self, Change};
+use crate::db::{tx_conn, Conn, Db};
+use crate::domain::{Page, Paged, PanelError, Principal};
 use crate::lifecycle::jobs::{DeprovisionJob, ProvisionJob};
 use crate::lifecycle::{transition, Status};
 use crate::queue::{self, JobFilter};
-use crate::services::db::{tx_conn, Conn};
+use crate::services::catalog;
 use crate::services::model::{
     HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
-use crate::services::{catalog, Db, Page, Paged, PanelError, Principal};
 use crate::store::Store;
 use crate::{execute, fetch_all, fetch_opt, scalar};
 

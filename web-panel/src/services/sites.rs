@@ -6,9 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Change};
-use crate::services::db::{tx_conn, Conn};
+use crate::db::{tx_conn, Conn, Db};
+use crate::domain::{Page, Paged, PanelError, Principal};
 use crate::services::model::{LookupGroup, Site, SiteDetail, SiteMember, SITE_STATES};
-use crate::services::{Db, Page, Paged, PanelError, Principal};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 const COLS: &str = "id, name, description, owner_email, state, created_at, updated_at";

@@ -20,12 +20,13 @@ use serde::Deserialize;
 use crate::alloc;
 use crate::audit::{self, AuditFilter};
 use crate::auth;
+use crate::domain::{Page, PanelError};
 use crate::http::{constant_eq, AppState, Auth, Peer, Via};
 use crate::lifecycle::Status;
 use crate::queue::{JobFilter, JobState};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite};
-use crate::services::{catalog, keys, Page, PanelError};
+use crate::services::{catalog, keys};
 
 fn templates() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();

@@ -6,6 +6,10 @@
 //! their text from [`Conn::is_pg`]. Rows decode through `sqlx::FromRow`
 //! structs whose fields are `i64`, `bool`, `String` and options of those,
 //! which both drivers decode.
+//!
+//! Ground level of the panel's SQL: it knows only the store below it and
+//! the domain's error type; `audit`, `alloc`, `auth`, `lifecycle`,
+//! `queue::log`, `services` and the flow all build their statements on it.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection};
 
 use crate::store::{BackendKind, Store, StoreError, Tx};
 
-use super::PanelError;
+use crate::domain::PanelError;
 
 /// Database handle for the panel. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -127,10 +131,10 @@ impl Db {
 macro_rules! fetch_all {
     ($conn:expr, $ty:ty, $sql:expr $(, $arg:expr)* $(,)?) => {
         match &mut *$conn {
-            $crate::services::db::Conn::Sqlite(c) => {
+            $crate::db::Conn::Sqlite(c) => {
                 sqlx::query_as::<sqlx::Sqlite, $ty>($sql)$(.bind($arg))*.fetch_all(&mut **c).await
             }
-            $crate::services::db::Conn::Pg(c) => {
+            $crate::db::Conn::Pg(c) => {
                 sqlx::query_as::<sqlx::Postgres, $ty>($sql)$(.bind($arg))*.fetch_all(&mut **c).await
             }
         }
@@ -143,10 +147,10 @@ macro_rules! fetch_all {
 macro_rules! fetch_opt {
     ($conn:expr, $ty:ty, $sql:expr $(, $arg:expr)* $(,)?) => {
         match &mut *$conn {
-            $crate::services::db::Conn::Sqlite(c) => {
+            $crate::db::Conn::Sqlite(c) => {
                 sqlx::query_as::<sqlx::Sqlite, $ty>($sql)$(.bind($arg))*.fetch_optional(&mut **c).await
             }
-            $crate::services::db::Conn::Pg(c) => {
+            $crate::db::Conn::Pg(c) => {
                 sqlx::query_as::<sqlx::Postgres, $ty>($sql)$(.bind($arg))*.fetch_optional(&mut **c).await
             }
         }
@@ -159,10 +163,10 @@ macro_rules! fetch_opt {
 macro_rules! scalar {
     ($conn:expr, $ty:ty, $sql:expr $(, $arg:expr)* $(,)?) => {
         match &mut *$conn {
-            $crate::services::db::Conn::Sqlite(c) => {
+            $crate::db::Conn::Sqlite(c) => {
                 sqlx::query_scalar::<sqlx::Sqlite, $ty>($sql)$(.bind($arg))*.fetch_optional(&mut **c).await
             }
-            $crate::services::db::Conn::Pg(c) => {
+            $crate::db::Conn::Pg(c) => {
                 sqlx::query_scalar::<sqlx::Postgres, $ty>($sql)$(.bind($arg))*.fetch_optional(&mut **c).await
             }
         }
@@ -175,12 +179,12 @@ macro_rules! scalar {
 macro_rules! execute {
     ($conn:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
         match &mut *$conn {
-            $crate::services::db::Conn::Sqlite(c) => sqlx::query::<sqlx::Sqlite>($sql)
+            $crate::db::Conn::Sqlite(c) => sqlx::query::<sqlx::Sqlite>($sql)
                 $(.bind($arg))*
                 .execute(&mut **c)
                 .await
                 .map(|r| r.rows_affected()),
-            $crate::services::db::Conn::Pg(c) => sqlx::query::<sqlx::Postgres>($sql)
+            $crate::db::Conn::Pg(c) => sqlx::query::<sqlx::Postgres>($sql)
                 $(.bind($arg))*
                 .execute(&mut **c)
                 .await
