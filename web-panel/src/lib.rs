@@ -4,6 +4,8 @@
 //! - `clock`: where queue logic reads the time (system or manual).
 //! - `store`: the database behind the panel, SQLite or PostgreSQL, chosen
 //!   from the URL at startup.
+//! - `job`: what a job is (spec, row, state, attempt outcome): plain data
+//!   the store persists and the queue runs.
 //! - `queue`: durable jobs: enqueue in the caller's transaction, leased
 //!   claims, retries, coalescing and serialisation keys, cron, cancellation.
 //! - `config`: panel configuration (defaults, TOML file, `KEEL_*` env).
@@ -34,6 +36,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod hypervisor;
+pub mod job;
 pub mod lifecycle;
 pub mod metrics;
 pub mod provision;

@@ -18,7 +18,7 @@ use super::{
     TxInner,
 };
 use crate::clock::UnixMillis;
-use crate::queue::{
+use crate::job::{
     Actor, Attempt, AttemptOutcome, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job,
     JobFilter, JobSpec,
 };

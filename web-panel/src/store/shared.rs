@@ -92,26 +92,26 @@ pub(crate) const SELECT_JOBS_FILTERED: &str = "SELECT id, kind, queue, payload, 
 pub(crate) const SELECT_JOB: &str = "SELECT id, kind, queue, payload, priority, state, run_at, attempts, unique_key, serial_key, owner, lease_owner, lease_token, lease_until, cancel_requested, reclaimed, created_at, started_at, finished_at, last_error \
      FROM jobs WHERE id = $1";
 
-/// Maps a `jobs` row (all columns) to a [`crate::queue::Job`].
+/// Maps a `jobs` row (all columns) to a [`crate::job::Job`].
 macro_rules! job_from_row {
     ($row:expr) => {{
         use sqlx::Row as _;
         let row = $row;
-        (|| -> Result<crate::queue::Job, crate::store::StoreError> {
+        (|| -> Result<crate::job::Job, crate::store::StoreError> {
             let state: String = row.try_get("state")?;
             let payload: String = row.try_get("payload")?;
             let corrupt = |detail: String| crate::store::StoreError::Corrupt {
                 table: "jobs",
                 detail,
             };
-            let job = crate::queue::Job {
+            let job = crate::job::Job {
                 id: row.try_get("id")?,
                 kind: row.try_get("kind")?,
                 queue: row.try_get("queue")?,
                 payload: serde_json::from_str(&payload)
                     .map_err(|e| corrupt(format!("payload is not JSON: {e}")))?,
                 priority: row.try_get::<i64, _>("priority")? as i32,
-                state: crate::queue::JobState::parse(&state)
+                state: crate::job::JobState::parse(&state)
                     .ok_or_else(|| corrupt(format!("unknown state {state:?}")))?,
                 run_at: row.try_get("run_at")?,
                 attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
@@ -143,9 +143,9 @@ macro_rules! shared_impl {
         impl $store {
             async fn enqueue_shared(
                 conn: &mut <$db as sqlx::Database>::Connection,
-                spec: &crate::queue::JobSpec,
+                spec: &crate::job::JobSpec,
                 now: crate::clock::UnixMillis,
-            ) -> Result<crate::queue::EnqueueOutcome, crate::store::StoreError> {
+            ) -> Result<crate::job::EnqueueOutcome, crate::store::StoreError> {
                 use crate::store::shared::*;
                 let payload = spec.payload.to_string();
                 let run_at = spec.first_run(now);
@@ -166,7 +166,7 @@ macro_rules! shared_impl {
                         .fetch_optional(&mut *conn)
                         .await?;
                     if let Some(job_id) = inserted {
-                        return Ok(crate::queue::EnqueueOutcome {
+                        return Ok(crate::job::EnqueueOutcome {
                             job_id,
                             coalesced: false,
                         });
@@ -176,7 +176,7 @@ macro_rules! shared_impl {
                         .fetch_optional(&mut *conn)
                         .await?;
                     if let Some(job_id) = existing {
-                        return Ok(crate::queue::EnqueueOutcome {
+                        return Ok(crate::job::EnqueueOutcome {
                             job_id,
                             coalesced: true,
                         });
@@ -213,9 +213,9 @@ macro_rules! shared_impl {
 
             async fn complete_shared(
                 &self,
-                done: &[crate::queue::Completion],
+                done: &[crate::job::Completion],
             ) -> Result<Vec<bool>, crate::store::StoreError> {
-                use crate::queue::AttemptOutcome;
+                use crate::job::AttemptOutcome;
                 use crate::store::shared::*;
                 use sqlx::Row as _;
                 let mut tx = self.write_tx().await?;
@@ -279,10 +279,10 @@ macro_rules! shared_impl {
             async fn cancel_shared(
                 &self,
                 job_id: i64,
-                actor: crate::queue::Actor,
+                actor: crate::job::Actor,
                 now: crate::clock::UnixMillis,
-            ) -> Result<crate::queue::CancelOutcome, crate::store::StoreError> {
-                use crate::queue::CancelOutcome;
+            ) -> Result<crate::job::CancelOutcome, crate::store::StoreError> {
+                use crate::job::CancelOutcome;
                 use crate::store::shared::*;
                 use sqlx::Row as _;
                 let mut tx = self.write_tx().await?;
@@ -324,7 +324,7 @@ macro_rules! shared_impl {
             async fn job_shared(
                 &self,
                 job_id: i64,
-            ) -> Result<Option<crate::queue::Job>, crate::store::StoreError> {
+            ) -> Result<Option<crate::job::Job>, crate::store::StoreError> {
                 let row = sqlx::query(crate::store::shared::SELECT_JOB)
                     .bind(job_id)
                     .fetch_optional(self.read_pool())
@@ -337,8 +337,8 @@ macro_rules! shared_impl {
 
             async fn jobs_shared(
                 &self,
-                f: &crate::queue::JobFilter,
-            ) -> Result<Vec<crate::queue::Job>, crate::store::StoreError> {
+                f: &crate::job::JobFilter,
+            ) -> Result<Vec<crate::job::Job>, crate::store::StoreError> {
                 let rows = sqlx::query(crate::store::shared::SELECT_JOBS_FILTERED)
                     .bind(f.state.map(|s| s.as_str()))
                     .bind(f.unique_key.as_deref())
@@ -355,7 +355,7 @@ macro_rules! shared_impl {
             async fn attempts_shared(
                 &self,
                 job_id: i64,
-            ) -> Result<Vec<crate::queue::Attempt>, crate::store::StoreError> {
+            ) -> Result<Vec<crate::job::Attempt>, crate::store::StoreError> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(crate::store::shared::SELECT_ATTEMPTS)
                     .bind(job_id)
@@ -363,7 +363,7 @@ macro_rules! shared_impl {
                     .await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
-                    out.push(crate::queue::Attempt {
+                    out.push(crate::job::Attempt {
                         job_id: r.try_get("job_id")?,
                         attempt: r.try_get::<i64, _>("attempt")?.max(0) as u32,
                         worker: r.try_get("worker")?,
@@ -379,7 +379,7 @@ macro_rules! shared_impl {
 
             async fn record_attempt_lost(
                 &self,
-                job: &crate::queue::Job,
+                job: &crate::job::Job,
                 now: crate::clock::UnixMillis,
             ) -> Result<(), crate::store::StoreError> {
                 sqlx::query(crate::store::shared::INSERT_ATTEMPT)
@@ -398,7 +398,7 @@ macro_rules! shared_impl {
 
             async fn record_failure_shared(
                 &self,
-                f: &crate::queue::FailureRecord,
+                f: &crate::job::FailureRecord,
             ) -> Result<(), crate::store::StoreError> {
                 sqlx::query(crate::store::shared::INSERT_FAILURE)
                     .bind(f.job_id)
@@ -414,14 +414,14 @@ macro_rules! shared_impl {
 
             async fn failures_shared(
                 &self,
-            ) -> Result<Vec<crate::queue::FailureRecord>, crate::store::StoreError> {
+            ) -> Result<Vec<crate::job::FailureRecord>, crate::store::StoreError> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(crate::store::shared::SELECT_FAILURES)
                     .fetch_all(self.read_pool())
                     .await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
-                    out.push(crate::queue::FailureRecord {
+                    out.push(crate::job::FailureRecord {
                         job_id: r.try_get("job_id")?,
                         kind: r.try_get("kind")?,
                         owner: r.try_get("owner")?,
@@ -491,7 +491,7 @@ macro_rules! shared_impl {
                 &self,
                 name: &str,
                 fire_at: crate::clock::UnixMillis,
-                spec: Option<&crate::queue::JobSpec>,
+                spec: Option<&crate::job::JobSpec>,
                 now: crate::clock::UnixMillis,
             ) -> Result<Option<Option<i64>>, crate::store::StoreError> {
                 use crate::store::shared::*;

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::shared::{job_from_row, shared_impl};
 use super::{BackendKind, ClaimRequest, LeaseStatus, StoreBackend, StoreError, Tx, TxInner};
 use crate::clock::UnixMillis;
-use crate::queue::{
+use crate::job::{
     Actor, Attempt, AttemptOutcome, CancelOutcome, Completion, EnqueueOutcome, FailureRecord, Job,
     JobFilter, JobSpec,
 };
