@@ -61,7 +61,7 @@
 //! Modules that cannot know what they would change without doing it
 //! (`command`) return [`Plan::Fused`]: check mode runs a read-only preview
 //! instead of the step. A module that hands the task to another (`package`
-//! to `apt`) returns [`delegate`].
+//! to `apt`) returns [`delegate`](crate::modules::delegate).
 //!
 //! # What is here
 //!
@@ -95,7 +95,7 @@ pub mod write;
 
 pub use attrs::{attr_commands, file_result_values, fill_attrs, resolve_mode, FileAttrs};
 pub use diff::{file_diff, path_state_diff, state_diff, text_diff};
-pub use plan::{delegate, drive, Apply, Plan};
+pub use plan::{drive, Apply, Plan};
 pub use put::{put_content, Put};
 pub use query::{Answers, Query};
 pub use stat::{checksum_tool, sha1_hex, FileKind, RemoteStat, StatReport, STAT_FN};

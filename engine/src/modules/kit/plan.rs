@@ -1,7 +1,7 @@
 //! Check mode by construction: the one place that decides whether a planned
 //! change is made.
 //!
-//! A module's [`Module::plan`] queries the host and decides; it never
+//! A module's [`Module::plan`](crate::modules::Module::plan) queries the host and decides; it never
 //! changes anything. What it returns is a [`Plan`]: either nothing to do
 //! ([`Plan::Done`]), or a change ([`Plan::Change`]) made of the result check
 //! mode reports (`changed`, the diff, the values the change will produce)
@@ -12,7 +12,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::modules::{Args, Module, ModuleError, ModuleRef, ModuleResult, TaskContext};
+use crate::modules::context::TaskContext;
+use crate::modules::result::{ModuleError, ModuleResult};
 
 /// The change step of a [`Plan`]: nothing in it runs until it is awaited.
 pub type Apply<'a> = Pin<Box<dyn Future<Output = Result<ModuleResult, ModuleError>> + Send + 'a>>;
@@ -123,31 +124,16 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// Hands a task to another module (`package` to `apt`, `service` to
-/// `systemd`): its plan, whichever way the driver settles it.
-pub fn delegate<'a>(module: ModuleRef, args: Args, ctx: &'a TaskContext<'a>) -> Plan<'a> {
-    let (m2, args2) = (module.clone(), args.clone());
-    Plan::fused(
-        async move { module.plan(&args, ctx).await?.planned().await },
-        async move { m2.plan(&args2, ctx).await?.applied().await },
-    )
-}
-
 impl From<ModuleResult> for Plan<'_> {
     fn from(r: ModuleResult) -> Self {
         Plan::Done(r)
     }
 }
 
-/// Runs a module for one host: plan, then apply unless the task is in check
-/// mode. This is what [`Module::run`] does; nothing else reads
-/// `TaskContext::check_mode`.
-pub async fn drive<M: Module + ?Sized>(
-    module: &M,
-    args: &Args,
-    ctx: &TaskContext<'_>,
-) -> Result<ModuleResult, ModuleError> {
-    let plan = module.plan(args, ctx).await?;
+/// Settles a module's plan for one host: applies it unless the task is in
+/// check mode. [`Module::run`](crate::modules::Module::run) hands every plan
+/// here; nothing else reads `TaskContext::check_mode`.
+pub async fn drive(plan: Plan<'_>, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
     if ctx.check_mode {
         plan.planned().await
     } else {

@@ -16,8 +16,9 @@ pub mod dpkg_selections;
 pub mod package;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
-    m.insert("apt", Arc::new(apt::Apt));
-    m.insert("package", Arc::new(package::Package));
+    let apt: ModuleRef = Arc::new(apt::Apt);
+    m.insert("apt", apt.clone());
+    m.insert("package", Arc::new(package::Package { apt }));
     m.insert("dpkg_selections", Arc::new(dpkg_selections::DpkgSelections));
     m.insert("debconf", Arc::new(debconf::Debconf));
     m.insert("apt_repository", Arc::new(apt_repository::AptRepository));

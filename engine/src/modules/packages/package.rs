@@ -4,10 +4,16 @@
 
 use minijinja::Value;
 
-use crate::modules::kit::{delegate, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
+use crate::modules::kit::Query;
+use crate::modules::{
+    delegate, Args, Module, ModuleError, ModuleRef, ModuleResult, Plan, TaskContext,
+};
 
-pub struct Package;
+/// `package`, holding the module it hands Debian hosts to: registration
+/// passes `apt` in, so this file needs neither the registry nor its sibling.
+pub struct Package {
+    pub apt: ModuleRef,
+}
 
 /// The package manager named by the facts in scope, if any.
 fn fact_pkg_mgr(ctx: &TaskContext<'_>) -> Option<String> {
@@ -48,10 +54,7 @@ impl Module for Package {
         let mut rest = args.clone();
         rest.shift_remove("use");
         match mgr.as_str() {
-            "apt" | "apt-get" => {
-                let apt = crate::modules::lookup("apt").expect("apt is registered");
-                Ok(delegate(apt, rest, ctx))
-            }
+            "apt" | "apt-get" => Ok(delegate(self.apt.clone(), rest, ctx)),
             "" => Ok(Plan::done(ModuleResult::failed(
                 "Could not find a package manager on the host (looked for apt-get, dnf, yum, zypper, apk, pacman)",
             ))),

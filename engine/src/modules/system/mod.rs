@@ -28,9 +28,15 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("group", Arc::new(group::Group));
     m.insert("authorized_key", Arc::new(authorized_key::AuthorizedKey));
     m.insert("cron", Arc::new(cron::Cron));
-    m.insert("service", Arc::new(service::Service));
-    m.insert("systemd", Arc::new(systemd::Systemd));
-    m.insert("systemd_service", Arc::new(systemd::Systemd));
+    let systemd: ModuleRef = Arc::new(systemd::Systemd);
+    m.insert(
+        "service",
+        Arc::new(service::Service {
+            systemd: systemd.clone(),
+        }),
+    );
+    m.insert("systemd", systemd.clone());
+    m.insert("systemd_service", systemd);
     m.insert("hostname", Arc::new(hostname::Hostname));
     m.insert("sysctl", Arc::new(sysctl::Sysctl));
     m.insert("mount", Arc::new(mount::Mount));

@@ -5,11 +5,18 @@
 //! One query round trip decides which, and reads the SysV state too.
 
 use crate::modules::args::{ModuleArgs, Params};
-use crate::modules::kit::{apply, delegate, state_diff, Query};
-use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
+use crate::modules::kit::{apply, state_diff, Query};
+use crate::modules::{
+    delegate, Args, Module, ModuleError, ModuleRef, ModuleResult, Plan, TaskContext,
+};
 use crate::shell::quote;
 
-pub struct Service;
+/// `service`, holding the module it hands systemd hosts to: registration
+/// passes `systemd` in, so this file needs neither the registry nor its
+/// sibling.
+pub struct Service {
+    pub systemd: ModuleRef,
+}
 
 /// The arguments `service` accepts (each: the name, then its aliases).
 static PARAMS: Params = Params {
@@ -94,8 +101,7 @@ impl Module for Service {
             if let Some(e) = enabled {
                 unit.insert("enabled".into(), e.into());
             }
-            let systemd = crate::modules::lookup("systemd").expect("systemd is registered");
-            return Ok(delegate(systemd, unit, ctx));
+            return Ok(delegate(self.systemd.clone(), unit, ctx));
         }
         if !ans.yes("script") {
             return Ok(Plan::done(ModuleResult::failed(format!(
