@@ -456,7 +456,7 @@ fn run_case(case: &str) {
             run_options(&want.options),
             mem.clone(),
         ));
-        let events = mem.events.lock().unwrap().clone();
+        let events = mem.events.lock().clone();
         let tr = trace(&events);
         let json: Vec<String> = events
             .iter()

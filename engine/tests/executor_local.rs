@@ -64,7 +64,7 @@ async fn run(dir: &Path, hosts: usize, playbook: &str, opts: RunOptions) -> Run 
         ..opts
     };
     let summary = run_playbook(&pb, inv, opts, sink).await;
-    let events = mem.events.lock().unwrap().clone();
+    let events = mem.events.lock().clone();
     let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
     let human = String::from_utf8(human.0.lock().unwrap().clone()).unwrap();
     Run {

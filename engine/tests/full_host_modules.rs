@@ -101,7 +101,7 @@ impl Lab {
         let summary = self
             .rt
             .block_on(run_playbook(&pb, inv, opts, sink.clone() as Arc<dyn Sink>));
-        let events = sink.events.lock().unwrap().clone();
+        let events = sink.events.lock().clone();
         let recap = summary
             .stats
             .first()
@@ -456,7 +456,7 @@ fn reboot_refuses_a_local_connection() {
         sink.clone() as Arc<dyn Sink>,
     ));
     let run = PlayRun {
-        events: sink.events.lock().unwrap().clone(),
+        events: sink.events.lock().clone(),
         recap: summary.stats[0].1,
     };
     let (st, res) = run.result("reboot");

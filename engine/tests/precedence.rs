@@ -152,9 +152,9 @@ async fn every_level_beats_the_ones_below() {
         ..Default::default()
     };
     let summary = run_playbook(&playbook, inventory, opts, sink.clone()).await;
-    assert_eq!(summary.exit_code(), 0, "{:?}", sink.events.lock().unwrap());
+    assert_eq!(summary.exit_code(), 0, "{:?}", sink.events.lock());
 
-    let events = sink.events.lock().unwrap();
+    let events = sink.events.lock();
     let msg = events
         .iter()
         .filter_map(|e| match e {

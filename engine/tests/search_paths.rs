@@ -27,7 +27,7 @@ async fn failures(root: &Path) -> Vec<String> {
     let mem = Arc::new(MemorySink::default());
     let sink: Arc<dyn Sink> = mem.clone();
     run_playbook(&pb, inv, RunOptions::default(), sink).await;
-    let events = mem.events.lock().unwrap();
+    let events = mem.events.lock();
     events
         .iter()
         .filter_map(|e| match e {

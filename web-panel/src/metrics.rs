@@ -3,9 +3,9 @@
 //! pool. Request metrics live in memory; the rest is read from the
 //! database at scrape time, so every node reports the cluster's view.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::db::Db;
@@ -42,10 +42,9 @@ impl Metrics {
         *self
             .requests
             .lock()
-            .expect("metrics lock")
             .entry((method.to_string(), route.to_string(), status))
             .or_default() += 1;
-        let mut lat = self.latency.lock().expect("metrics lock");
+        let mut lat = self.latency.lock();
         let s = lat
             .entry((method.to_string(), route.to_string()))
             .or_default();
@@ -63,7 +62,7 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP keel_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE keel_http_requests_total counter\n");
-        for ((m, r, s), n) in self.requests.lock().expect("metrics lock").iter() {
+        for ((m, r, s), n) in self.requests.lock().iter() {
             let _ = writeln!(
                 out,
                 "keel_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {n}",
@@ -72,7 +71,7 @@ impl Metrics {
         }
         out.push_str("# HELP keel_http_request_duration_seconds HTTP request latency.\n");
         out.push_str("# TYPE keel_http_request_duration_seconds histogram\n");
-        for ((m, r), s) in self.latency.lock().expect("metrics lock").iter() {
+        for ((m, r), s) in self.latency.lock().iter() {
             let labels = format!("method=\"{m}\",route=\"{}\"", esc(r));
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(

@@ -3,7 +3,9 @@
 //! `include_vars.rs`), `meta`, and the
 //! `with_<lookup>` loop sources.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use minijinja::Value;
 
@@ -70,7 +72,7 @@ pub(super) fn run_action(
                 facts.insert(key, r);
             }
             {
-                let mut h = host.lock().unwrap();
+                let mut h = host.lock();
                 for (k, v) in &facts {
                     h.set_fact(k.clone(), v.clone());
                 }
@@ -91,8 +93,8 @@ pub(super) fn run_action(
             r.insert("changed".into(), Value::from(false));
             r.insert("failed".into(), Value::from(false));
             match action.as_str() {
-                "clear_facts" => host.lock().unwrap().clear_facts(),
-                "clear_host_errors" => host.lock().unwrap().failed = false,
+                "clear_facts" => host.lock().clear_facts(),
+                "clear_host_errors" => host.lock().failed = false,
                 "noop" | "flush_handlers" | "end_play" | "end_host" | "end_batch"
                 | "refresh_inventory" | "reset_connection" => {}
                 other => return Err(fail(format!("invalid meta action requested: {other}"))),
@@ -248,7 +250,7 @@ fn add_host(
         host_vars.insert("ansible_ssh_port".into(), Value::from(p));
     }
     let changed = {
-        let mut inv = ctx.shared.inventory.write().unwrap();
+        let mut inv = ctx.shared.inventory.write();
         let mut changed = false;
         if !inv.hosts.contains_key(&host_name) {
             inv.add_host(&host_name, "all", None);
@@ -346,9 +348,9 @@ fn group_by(
     .into_iter()
     .map(|p| p.replace(' ', "-"))
     .collect();
-    let host_name = host.lock().unwrap().name.clone();
+    let host_name = host.lock().name.clone();
     let changed = {
-        let mut inv = ctx.shared.inventory.write().unwrap();
+        let mut inv = ctx.shared.inventory.write();
         let mut changed = false;
         inv.ensure_group(&group);
         for p in &parents {
@@ -394,11 +396,11 @@ fn group_by(
 
 /// Adds again the hosts `add_host` made, after the inventory was re-read.
 pub(super) fn replay_dynamic_hosts(ctx: &PlayCtx) {
-    let dynamic = ctx.shared.dynamic_hosts.lock().unwrap().clone();
+    let dynamic = ctx.shared.dynamic_hosts.lock().clone();
     if dynamic.is_empty() {
         return;
     }
-    let mut inv = ctx.shared.inventory.write().unwrap();
+    let mut inv = ctx.shared.inventory.write();
     for change in dynamic {
         match change {
             super::host::InventoryChange::Host(host, groups, vars) => {

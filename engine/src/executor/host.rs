@@ -9,7 +9,9 @@
 //! variables. Building one is a handful of `Arc` clones.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use minijinja::value::{Object, Value};
 
@@ -24,7 +26,7 @@ use super::RunOptions;
 
 /// What the whole run shares.
 pub(crate) struct Shared {
-    pub inventory: std::sync::RwLock<Inventory>,
+    pub inventory: parking_lot::RwLock<Inventory>,
     pub opts: RunOptions,
     pub templar: Arc<Templar>,
     pub pool: Arc<ConnectionPool>,
@@ -46,7 +48,7 @@ impl Shared {
     ) -> Shared {
         let forks = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
         Shared {
-            inventory: std::sync::RwLock::new(inventory),
+            inventory: parking_lot::RwLock::new(inventory),
             extra_vars: Arc::new(opts.extra_vars.clone()),
             opts,
             templar,
@@ -222,19 +224,19 @@ pub(crate) fn scope_for(
 /// Records an `add_host`/`group_by` change, so later plays replay it, and
 /// refreshes what the play's hosts see of the inventory.
 pub(crate) fn record_inventory_change(ctx: &PlayCtx, change: InventoryChange) {
-    ctx.shared.dynamic_hosts.lock().unwrap().push(change);
+    ctx.shared.dynamic_hosts.lock().push(change);
     refresh_inventory_view(ctx);
 }
 
 /// After `add_host`/`group_by`: every host of the play sees the new
 /// `groups`, its own `group_names`, and the variables of groups it joined.
 pub(crate) fn refresh_inventory_view(ctx: &PlayCtx) {
-    let inv = ctx.shared.inventory.read().unwrap();
+    let inv = ctx.shared.inventory.read();
     let groups = ser(inv.groups_map());
     for (name, h) in &ctx.hosts {
         let layers = inv.host_layers(name);
         let names = ser(inv.group_names(name));
-        let mut st = h.lock().unwrap();
+        let mut st = h.lock();
         st.inventory_layers = layers;
         let magic = Arc::make_mut(&mut st.magic);
         magic.insert("groups".into(), groups.clone());
@@ -262,7 +264,7 @@ impl std::fmt::Debug for HostVars {
 impl HostVars {
     /// The variables of an inventory host that has no state in this play.
     fn inventory_host(&self, name: &str) -> Option<Value> {
-        let inv = self.shared.inventory.read().ok()?;
+        let inv = self.shared.inventory.read();
         if !inv.hosts.contains_key(name) {
             return None;
         }
@@ -299,7 +301,7 @@ impl Object for HostVars {
         let Some(host) = self.hosts.get(name) else {
             return self.inventory_host(name);
         };
-        let h = host.lock().ok()?;
+        let h = host.lock();
         let mut merged = VarMap::new();
         for l in &h.inventory_layers {
             for (k, v) in l.iter() {
@@ -325,7 +327,8 @@ impl Object for HostVars {
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
         let mut names: Vec<String> = self.hosts.keys().cloned().collect();
-        if let Ok(inv) = self.shared.inventory.read() {
+        {
+            let inv = self.shared.inventory.read();
             names.extend(
                 inv.hosts
                     .keys()

@@ -6,7 +6,9 @@
 //! the result can be nested under `name` and merged with `hash_behaviour`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use minijinja::value::ValueKind;
 use minijinja::Value;
@@ -140,7 +142,7 @@ pub(super) fn run(
         }
     }
     {
-        let mut h = host.lock().unwrap();
+        let mut h = host.lock();
         let iv = Arc::make_mut(&mut h.include_vars);
         for (k, v) in &vars {
             iv.insert(k.clone(), v.clone());

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use minijinja::Value;
 
@@ -52,17 +54,17 @@ impl PlayRun {
     /// The play's handlers followed by those included roles added.
     fn handlers(&self) -> Vec<Arc<crate::playbook::plan::Handler>> {
         let mut v = self.ctx.play.handlers.clone();
-        v.extend(self.extra_handlers.lock().unwrap().iter().cloned());
+        v.extend(self.extra_handlers.lock().iter().cloned());
         v
     }
 }
 
 impl PlayRun {
     fn ended(&self) -> bool {
-        *self.ended.lock().unwrap()
+        *self.ended.lock()
     }
     fn end(&self) {
-        *self.ended.lock().unwrap() = true;
+        *self.ended.lock() = true;
     }
     fn end_play(&self) {
         self.play_ended
@@ -104,7 +106,7 @@ pub(crate) async fn run_play(
         }
     };
     let selected = {
-        let inv = shared.inventory.read().unwrap();
+        let inv = shared.inventory.read();
         let mut hosts = match inv.select(&pattern) {
             Ok(h) => h,
             Err(e) => {
@@ -144,7 +146,7 @@ pub(crate) async fn run_play(
 
     // Per-host state, with facts and set_facts carried over from earlier plays.
     let (groups_map, states): (Value, Vec<Host>) = {
-        let inv = shared.inventory.read().unwrap();
+        let inv = shared.inventory.read();
         let groups = ser(inv.groups_map());
         let states = selected
             .iter()
@@ -202,7 +204,7 @@ pub(crate) async fn run_play(
     let _ = groups_map;
     if !play.vars_files_layers.is_empty() {
         for h in &states {
-            let mut st = h.lock().unwrap();
+            let mut st = h.lock();
             match host_vars_files(shared, &play, &st) {
                 Ok(m) => st.vars_files = Some(Arc::new(m)),
                 Err(msg) => {
@@ -224,7 +226,7 @@ pub(crate) async fn run_play(
     });
     let hv_value = Value::from_dyn_object(hostvars.clone());
     for h in &states {
-        let mut st = h.lock().unwrap();
+        let mut st = h.lock();
         Arc::make_mut(&mut st.magic).insert("hostvars".into(), hv_value.clone());
     }
 
@@ -244,10 +246,7 @@ pub(crate) async fn run_play(
         if play_ended.load(std::sync::atomic::Ordering::SeqCst) {
             break;
         }
-        let names: Vec<String> = batch
-            .iter()
-            .map(|h| h.lock().unwrap().name.clone())
-            .collect();
+        let names: Vec<String> = batch.iter().map(|h| h.lock().name.clone()).collect();
         if batch_no > 0 {
             // ansible-playbook starts each `serial` batch with its own banner.
             shared.sink.emit(&Event::PlayStart {
@@ -256,7 +255,7 @@ pub(crate) async fn run_play(
             });
         }
         for h in &batch {
-            let mut st = h.lock().unwrap();
+            let mut st = h.lock();
             Arc::make_mut(&mut st.magic).insert("ansible_play_batch".into(), ser(&names));
         }
         let run = Arc::new(PlayRun {
@@ -281,21 +280,21 @@ pub(crate) async fn run_play(
             run_nodes(run.clone(), section.nodes.clone(), batch.clone(), false).await;
             flush_handlers(&run, &batch).await;
         }
-        if let Some(msg) = fatal.lock().unwrap().clone() {
+        if let Some(msg) = fatal.lock().clone() {
             summary.errors.push(msg);
             end = PlayEnd::AbortRun;
             break;
         }
         // Every host of the batch failed: ansible-playbook stops here, this
         // play and the ones after it.
-        let failed_all = batch.iter().all(|h| h.lock().unwrap().run_failed);
+        let failed_all = batch.iter().all(|h| h.lock().run_failed);
         if failed_all {
             end = PlayEnd::AbortRun;
             break;
         }
     }
     for h in &states {
-        let st = h.lock().unwrap();
+        let st = h.lock();
         persistent.insert(st.name.clone(), st.persistent());
         let s = summary.stats_mut(&st.name);
         let add = st.stats;
@@ -556,7 +555,7 @@ pub(crate) fn synthetic_task(play: &Play, action: &str, name: &str) -> Task {
 fn active(hosts: &[Host]) -> Vec<Host> {
     hosts
         .iter()
-        .filter(|h| h.lock().unwrap().active())
+        .filter(|h| h.lock().active())
         .cloned()
         .collect()
 }
@@ -611,7 +610,7 @@ fn run_nodes_linear(
                     let act: Vec<Host> = act
                         .into_iter()
                         .filter(|h| {
-                            let mut s = h.lock().unwrap();
+                            let mut s = h.lock();
                             if s.ended_role.is_some() && s.ended_role == role {
                                 return false;
                             }
@@ -627,8 +626,7 @@ fn run_nodes_linear(
                 }
                 Node::Block(b) => {
                     let has_rescue = !b.rescue.is_empty();
-                    let before_failed: Vec<bool> =
-                        act.iter().map(|h| h.lock().unwrap().failed).collect();
+                    let before_failed: Vec<bool> = act.iter().map(|h| h.lock().failed).collect();
                     run_nodes_linear(
                         run.clone(),
                         b.block.clone(),
@@ -641,7 +639,7 @@ fn run_nodes_linear(
                         .zip(&before_failed)
                         .filter(|(h, was)| {
                             !**was && {
-                                let s = h.lock().unwrap();
+                                let s = h.lock();
                                 s.failed && !s.unreachable
                             }
                         })
@@ -649,7 +647,7 @@ fn run_nodes_linear(
                         .collect();
                     if has_rescue && !failed_in_block.is_empty() {
                         for h in &failed_in_block {
-                            h.lock().unwrap().failed = false;
+                            h.lock().failed = false;
                         }
                         run_nodes_linear(
                             run.clone(),
@@ -663,9 +661,9 @@ fn run_nodes_linear(
                         // `any_errors_fatal` still lets `always` run (Ansible).
                         let fatal = run.fatal_stop.load(std::sync::atomic::Ordering::SeqCst);
                         if fatal {
-                            *run.ended.lock().unwrap() = false;
+                            *run.ended.lock() = false;
                             for h in &act {
-                                let mut s = h.lock().unwrap();
+                                let mut s = h.lock();
                                 if s.fatal_ended {
                                     s.ended = false;
                                 }
@@ -675,18 +673,18 @@ fn run_nodes_linear(
                         let still_failed: Vec<Host> = act
                             .iter()
                             .filter(|h| {
-                                let s = h.lock().unwrap();
+                                let s = h.lock();
                                 s.failed && !s.unreachable
                             })
                             .cloned()
                             .collect();
                         for h in &still_failed {
-                            h.lock().unwrap().failed = false;
+                            h.lock().failed = false;
                         }
                         let targets: Vec<Host> = act
                             .iter()
                             .filter(|h| {
-                                let s = h.lock().unwrap();
+                                let s = h.lock();
                                 !s.unreachable && !s.ended
                             })
                             .cloned()
@@ -694,25 +692,25 @@ fn run_nodes_linear(
                         run_nodes_linear(run.clone(), b.always.clone(), targets, rescuing).await;
                         // `meta: clear_host_errors` in the always section
                         // lets the hosts go on, as in Ansible.
-                        let cleared = act.iter().all(|h| h.lock().unwrap().errors_cleared);
+                        let cleared = act.iter().all(|h| h.lock().errors_cleared);
                         for h in &still_failed {
-                            let mut s = h.lock().unwrap();
+                            let mut s = h.lock();
                             if !s.errors_cleared {
                                 s.failed = true;
                             }
                         }
                         for h in &act {
-                            h.lock().unwrap().errors_cleared = false;
+                            h.lock().errors_cleared = false;
                         }
                         if fatal && cleared {
                             run.fatal_stop
                                 .store(false, std::sync::atomic::Ordering::SeqCst);
                             for h in &act {
-                                h.lock().unwrap().fatal_ended = false;
+                                h.lock().fatal_ended = false;
                             }
                         } else if fatal {
                             for h in &act {
-                                let mut s = h.lock().unwrap();
+                                let mut s = h.lock();
                                 if s.fatal_ended {
                                     s.ended = true;
                                 }
@@ -743,7 +741,7 @@ fn run_tasks<'a>(
             return;
         }
         {
-            let mut w = run.waiting_for_start.lock().unwrap();
+            let mut w = run.waiting_for_start.lock();
             if let Some(start) = w.as_ref() {
                 if task.id == usize::MAX {
                     // Fact gathering still runs.
@@ -773,7 +771,7 @@ fn run_tasks<'a>(
         let templated_once = task.late.iter().any(|(k, _)| k == "run_once")
             && hosts.first().is_some_and(|h| {
                 let (scope, name) = {
-                    let s = h.lock().unwrap();
+                    let s = h.lock();
                     (
                         super::host::scope_for(shared, &run.ctx.play, Some(task), &s, None),
                         s.name.clone(),
@@ -802,9 +800,9 @@ fn run_tasks<'a>(
                     shared.sink.emit(&Event::Warning {
                         message: msg.clone(),
                     });
-                    *run.fatal.lock().unwrap() = Some(msg);
+                    *run.fatal.lock() = Some(msg);
                     for h in hosts {
-                        h.lock().unwrap().ended = true;
+                        h.lock().ended = true;
                     }
                     run.end();
                     run.end_play();
@@ -816,7 +814,6 @@ fn run_tasks<'a>(
         let limiter = throttle.map(|n| {
             run.throttles
                 .lock()
-                .unwrap()
                 .entry(task.id)
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(n)))
                 .clone()
@@ -863,13 +860,13 @@ fn run_tasks<'a>(
         if (task.run_once || templated_once || run.ctx.play.run_once) && hosts.len() > 1 {
             if let (Some(reg), Some((_, o))) = (&task.register, outcomes.first()) {
                 for h in &hosts[1..] {
-                    h.lock().unwrap().set_fact(reg.clone(), o.result.clone());
+                    h.lock().set_fact(reg.clone(), o.result.clone());
                 }
             }
         }
         let mut any_fatal = false;
         for (h, o) in &outcomes {
-            let mut st = h.lock().unwrap();
+            let mut st = h.lock();
             apply_outcome(run, task, &mut st, o, rescuing);
             if o.status == Status::Failed && !o.ignored {
                 any_fatal = true;
@@ -880,7 +877,7 @@ fn run_tasks<'a>(
                 // Inside a block with `rescue`, every host of the block goes
                 // to the rescue, as in Ansible.
                 for h in hosts {
-                    h.lock().unwrap().failed = true;
+                    h.lock().failed = true;
                 }
             } else {
                 stop_fatally(run, hosts);
@@ -890,7 +887,7 @@ fn run_tasks<'a>(
             let failed = hosts
                 .iter()
                 .filter(|h| {
-                    let s = h.lock().unwrap();
+                    let s = h.lock();
                     s.failed || s.unreachable
                 })
                 .count();
@@ -905,7 +902,7 @@ fn run_tasks<'a>(
 /// stops after this, once the `always` sections around the task have run.
 fn stop_fatally(run: &PlayRun, hosts: &[Host]) {
     for h in hosts {
-        let mut s = h.lock().unwrap();
+        let mut s = h.lock();
         s.ended = true;
         s.fatal_ended = true;
         s.run_failed = true;
@@ -928,7 +925,7 @@ fn throttle_value(
             return Ok(None);
         };
         let scope = {
-            let s = h.lock().unwrap();
+            let s = h.lock();
             super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), &s, None)
         };
         let origin = TemplateOrigin {
@@ -1037,7 +1034,7 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
         let targets: Vec<Host> = hosts
             .iter()
             .filter(|x| {
-                let s = x.lock().unwrap();
+                let s = x.lock();
                 // Forced handlers run for failed hosts and for those
                 // any_errors_fatal stopped, not for hosts that ended.
                 s.notified.contains(&i)
@@ -1047,16 +1044,16 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
             .cloned()
             .collect();
         for x in hosts {
-            x.lock().unwrap().notified.retain(|n| *n != i);
+            x.lock().notified.retain(|n| *n != i);
         }
         if targets.is_empty() {
             continue;
         }
         // A forced handler runs on failed hosts too.
-        let was_failed: Vec<bool> = targets.iter().map(|x| x.lock().unwrap().failed).collect();
+        let was_failed: Vec<bool> = targets.iter().map(|x| x.lock().failed).collect();
         if force {
             for x in &targets {
-                x.lock().unwrap().failed = false;
+                x.lock().failed = false;
             }
         }
         if h.task.include.is_some() {
@@ -1068,7 +1065,7 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
         }
         for (x, was) in targets.iter().zip(was_failed) {
             if was {
-                x.lock().unwrap().failed = true;
+                x.lock().failed = true;
             }
         }
     }
@@ -1121,7 +1118,7 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
         if per_host {
             banner();
         }
-        let name = h.lock().unwrap().name.clone();
+        let name = h.lock().name.clone();
         let holds = match action.as_str() {
             "noop" | "refresh_inventory" | "reset_connection" => true,
             _ => meta_when(run, task, h),
@@ -1185,7 +1182,7 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                     result: ser(&r),
                     notify: false,
                 };
-                let mut st = h.lock().unwrap();
+                let mut st = h.lock();
                 apply_outcome(run, task, &mut st, &o, false);
                 continue;
             }
@@ -1219,21 +1216,21 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
             "refresh_inventory" => refresh_inventory(run),
             "clear_facts" => {
                 for x in all() {
-                    x.lock().unwrap().clear_facts();
+                    x.lock().clear_facts();
                 }
             }
             // The hosts stay out of this play, as in Ansible, but later
             // plays take them again.
             "clear_host_errors" => {
                 for x in all() {
-                    let mut s = x.lock().unwrap();
+                    let mut s = x.lock();
                     s.run_failed = false;
                     s.errors_cleared = true;
                 }
             }
             "end_batch" | "end_play" => {
                 for x in hosts {
-                    let mut s = x.lock().unwrap();
+                    let mut s = x.lock();
                     if !s.unreachable {
                         s.ended = true;
                     }
@@ -1243,14 +1240,14 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                 }
                 run.end();
             }
-            "end_host" => h.lock().unwrap().ended = true,
+            "end_host" => h.lock().ended = true,
             "end_role" => {
                 if let Some(r) = &task.role {
-                    h.lock().unwrap().ended_role = Some(Arc::as_ptr(r) as usize);
+                    h.lock().ended_role = Some(Arc::as_ptr(r) as usize);
                 }
             }
             "reset_connection" => {
-                h.lock().unwrap().conn = None;
+                h.lock().conn = None;
                 shared.pool.invalidate(&name).await;
             }
             _ => {}
@@ -1271,7 +1268,7 @@ fn refresh_inventory(run: &Arc<PlayRun>) {
     match crate::inventory::Inventory::load(&shared.opts.inventory_sources) {
         Ok(mut inv) => {
             let _ = inv.add_vars_dir(&run.ctx.play.playbook_dir);
-            *shared.inventory.write().unwrap() = inv;
+            *shared.inventory.write() = inv;
             super::actions::replay_dynamic_hosts(&run.ctx);
             super::host::refresh_inventory_view(&run.ctx);
         }
@@ -1287,7 +1284,7 @@ fn meta_when(run: &Arc<PlayRun>, task: &Task, h: &Host) -> bool {
         return true;
     }
     let scope = {
-        let s = h.lock().unwrap();
+        let s = h.lock();
         super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), &s, None)
     };
     let origin = TemplateOrigin {
@@ -1317,7 +1314,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
     let mut plan: Vec<(Host, Vec<(String, VarMap)>)> = Vec::new();
     for h in hosts {
         let (scope, name) = {
-            let s = h.lock().unwrap();
+            let s = h.lock();
             (
                 super::host::scope_for(shared, &run.ctx.play, Some(task), &s, None),
                 s.name.clone(),
@@ -1350,7 +1347,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                 shared
                     .sink
                     .emit(&Event::HostResult(crate::output::HostResult {
-                        host: h.lock().unwrap().name.clone(),
+                        host: h.lock().name.clone(),
                         delegated_to: None,
                         status: Status::Failed,
                         ignored: false,
@@ -1359,7 +1356,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                         diff: vec![],
                         is_item: false,
                     }));
-                let mut st = h.lock().unwrap();
+                let mut st = h.lock();
                 apply_outcome(run, task, &mut st, &o, rescuing);
             }
         }
@@ -1374,7 +1371,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
         let mut groups: Vec<(String, Vec<(Host, VarMap)>)> = Vec::new();
         for (h, list) in &plan {
             if let Some((target, params)) = list.get(i) {
-                if !h.lock().unwrap().active() {
+                if !h.lock().active() {
                     continue;
                 }
                 match groups.iter_mut().find(|(t, _)| t == target) {
@@ -1386,7 +1383,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
         for (target, members) in groups {
             let nodes = match super::include::load(&run.ctx, task, &target) {
                 Ok((n, handlers)) => {
-                    let mut extra = run.extra_handlers.lock().unwrap();
+                    let mut extra = run.extra_handlers.lock();
                     for h in handlers {
                         if !extra.iter().any(|x| {
                             Arc::ptr_eq(x, &h) || x.task.span.to_string() == h.task.span.to_string()
@@ -1410,7 +1407,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                             result: ser(&r),
                             notify: false,
                         };
-                        let mut st = h.lock().unwrap();
+                        let mut st = h.lock();
                         apply_outcome(run, task, &mut st, &o, rescuing);
                     }
                     if fatal_task(run, task) && !rescuing {
@@ -1420,23 +1417,20 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                     continue;
                 }
             };
-            let names: Vec<String> = members
-                .iter()
-                .map(|(h, _)| h.lock().unwrap().name.clone())
-                .collect();
+            let names: Vec<String> = members.iter().map(|(h, _)| h.lock().name.clone()).collect();
             shared.sink.emit(&Event::Included {
                 file: target.clone(),
                 hosts: names,
             });
             let group_hosts: Vec<Host> = members.iter().map(|(h, _)| h.clone()).collect();
             for (h, params) in &members {
-                let mut st = h.lock().unwrap();
+                let mut st = h.lock();
                 st.include_params.push(Arc::new(params.clone()));
                 st.stats.ok += 1;
             }
             run_nodes(run.clone(), nodes, group_hosts.clone(), rescuing).await;
             for h in &group_hosts {
-                h.lock().unwrap().include_params.pop();
+                h.lock().include_params.pop();
             }
         }
     }

@@ -2,7 +2,9 @@
 //! `changed_when`/`failed_when`, `register`, and the result events.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use minijinja::Value;
@@ -98,7 +100,7 @@ pub(crate) async fn run_task_on_host(
     _rescuing: bool,
 ) -> Outcome {
     let (name, scope) = {
-        let h = host.lock().unwrap();
+        let h = host.lock();
         (
             h.name.clone(),
             scope_for(&ctx.shared, &ctx.play, Some(&task), &h, task_magic(&task)),
@@ -142,9 +144,7 @@ pub(crate) async fn run_task_on_host(
     };
 
     if let Some(reg) = &task.register {
-        host.lock()
-            .unwrap()
-            .set_fact(reg.clone(), outcome.result.clone());
+        host.lock().set_fact(reg.clone(), outcome.result.clone());
     }
     outcome
 }
@@ -875,9 +875,9 @@ async fn run_module(
                 _ => None,
             };
             match target {
-                Some(t) => t.lock().unwrap().add_facts(&f),
+                Some(t) => t.lock().add_facts(&f),
                 None if task.delegate_facts && delegate.is_some() => {}
-                None => host.lock().unwrap().add_facts(&f),
+                None => host.lock().add_facts(&f),
             }
         }
     }
@@ -996,7 +996,7 @@ impl modules::Reconnect for HostReconnect {
         &self,
         connect_timeout: Option<Duration>,
     ) -> Result<Arc<Connection>, crate::transport::TransportError> {
-        self.host.lock().unwrap().conn = None;
+        self.host.lock().conn = None;
         self.shared.pool.invalidate(&self.name).await;
         let mut spec = self.spec.clone();
         if let Some(t) = connect_timeout {
@@ -1004,7 +1004,7 @@ impl modules::Reconnect for HostReconnect {
         }
         match self.shared.pool.get(&self.name, &spec).await {
             Ok(c) => {
-                self.host.lock().unwrap().conn = Some(c.clone());
+                self.host.lock().conn = Some(c.clone());
                 Ok(c)
             }
             Err(e) => {
@@ -1053,14 +1053,14 @@ async fn connection_for(
             return delegate_connection(ctx, d, origin).await;
         }
     }
-    if let Some(c) = host.lock().unwrap().conn.clone() {
+    if let Some(c) = host.lock().conn.clone() {
         return Ok(c);
     }
     let vars = connection_vars(ctx, scope, origin)?;
     let spec = ConnectSpec::from_vars(name, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
     match ctx.shared.pool.get(name, &spec).await {
         Ok(c) => {
-            host.lock().unwrap().conn = Some(c.clone());
+            host.lock().conn = Some(c.clone());
             Ok(c)
         }
         Err(e) => Err(ExecError::Unreachable(e.to_string())),
@@ -1074,7 +1074,7 @@ async fn delegate_connection(
 ) -> Result<Arc<Connection>, ExecError> {
     // The delegated host's own connection variables apply.
     let (layers, known) = {
-        let inv = ctx.shared.inventory.read().unwrap();
+        let inv = ctx.shared.inventory.read();
         (inv.host_layers(target), inv.hosts.contains_key(target))
     };
     let mut scope = Scope::new();

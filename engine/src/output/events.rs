@@ -1,6 +1,6 @@
 //! Newline-delimited JSON events, for machines (the panel streams them).
+use parking_lot::Mutex;
 use std::io::Write;
-use std::sync::Mutex;
 
 use super::{Event, Sink};
 
@@ -18,7 +18,7 @@ impl JsonSink {
 
 impl Sink for JsonSink {
     fn emit(&self, event: &Event) {
-        let mut out = self.out.lock().unwrap();
+        let mut out = self.out.lock();
         if let Ok(line) = serde_json::to_string(event) {
             let _ = writeln!(out, "{line}");
             let _ = out.flush();

@@ -1,6 +1,6 @@
 //! ansible-playbook's default output format: banners, per-host lines, recap.
+use parking_lot::Mutex;
 use std::io::Write;
-use std::sync::Mutex;
 
 use serde_json::Value as Json;
 
@@ -200,7 +200,7 @@ impl HumanSink {
 
 impl Sink for HumanSink {
     fn emit(&self, event: &Event) {
-        let mut out = self.out.lock().unwrap();
+        let mut out = self.out.lock();
         let text = match event {
             // From -vv on, ansible-playbook names the playbook first.
             Event::PlaybookStart { path } => {

@@ -4,7 +4,7 @@
 //! format (`human.rs`) or newline-delimited JSON (`events.rs`) for the panel.
 //! `no_log` results are censored before any sink sees them.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -139,7 +139,7 @@ pub struct MemorySink {
 
 impl Sink for MemorySink {
     fn emit(&self, event: &Event) {
-        self.events.lock().unwrap().push(event.clone());
+        self.events.lock().push(event.clone());
     }
 }
 

@@ -9,7 +9,9 @@
 //! connection was lost, so the next `get` dials again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::sync::OnceCell;
 
@@ -40,7 +42,6 @@ impl ConnectionPool {
         let slot = self
             .hosts
             .lock()
-            .unwrap()
             .entry(host.to_string())
             .or_default()
             .clone();
@@ -66,7 +67,7 @@ impl ConnectionPool {
     /// Forgets `host`: the next [`get`](Self::get) connects again. The old
     /// connection is closed once its last user lets go of it.
     pub async fn invalidate(&self, host: &str) {
-        let slot = self.hosts.lock().unwrap().remove(host);
+        let slot = self.hosts.lock().remove(host);
         if let Some(Ok(c)) = slot.as_ref().and_then(|s| s.get()) {
             if Arc::strong_count(c) == 1 {
                 c.close().await;
@@ -76,7 +77,7 @@ impl ConnectionPool {
 
     /// Closes every open connection.
     pub async fn close_all(&self) {
-        let slots: Vec<Slot> = self.hosts.lock().unwrap().drain().map(|(_, s)| s).collect();
+        let slots: Vec<Slot> = self.hosts.lock().drain().map(|(_, s)| s).collect();
         for s in slots {
             if let Some(Ok(c)) = s.get() {
                 c.close().await;

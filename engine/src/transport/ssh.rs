@@ -10,7 +10,9 @@
 //! every channel, since dropping a russh channel leaves it open on the server.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use russh::client::{self, Handle, Msg};
@@ -42,7 +44,7 @@ impl client::Handler for HostKeyCheck {
         let key = match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => key,
             PublicKeyOrCertificate::Certificate(_) => {
-                *self.refusal.lock().unwrap() = Some(
+                *self.refusal.lock() = Some(
                     "the server offered a host certificate, which Keel does not support".into(),
                 );
                 return Ok(false);
@@ -73,7 +75,7 @@ impl client::Handler for HostKeyCheck {
                 file.display()
             ),
         };
-        *self.refusal.lock().unwrap() = Some(reason);
+        *self.refusal.lock() = Some(reason);
         Ok(false)
     }
 }
@@ -216,7 +218,7 @@ impl SshConnection {
                         client::connect_stream(config(), ch.into_stream(), handler).await
                     }
                 }
-                .map_err(|e| match refusal.lock().unwrap().take() {
+                .map_err(|e| match refusal.lock().take() {
                     Some(reason) => TransportError::HostKey {
                         host: name.to_string(),
                         addr: addr.clone(),
@@ -346,7 +348,7 @@ impl SshConnection {
             let idle = self.shell_idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
-            if let Some(sh) = self.shells.lock().unwrap().pop() {
+            if let Some(sh) = self.shells.lock().pop() {
                 return Ok(sh);
             }
             tokio::select! {
@@ -443,7 +445,7 @@ impl SshConnection {
         match rc {
             Some(code) if err_done => {
                 out.rc = code;
-                self.shells.lock().unwrap().push(sh);
+                self.shells.lock().push(sh);
                 self.shell_idle.notify_one();
                 Ok(out)
             }
@@ -641,7 +643,7 @@ impl SshConnection {
 
     /// Closes the session (and with it every channel and tunnel).
     pub async fn close(&self) {
-        let shells: Vec<Shell> = std::mem::take(&mut *self.shells.lock().unwrap());
+        let shells: Vec<Shell> = std::mem::take(&mut *self.shells.lock());
         for sh in shells {
             let _ = sh.writer.eof().await;
             let _ = sh.writer.close().await;
