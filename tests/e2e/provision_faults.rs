@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use keel_panel::config::Config;
 use keel_panel::db::Db;
-use keel_panel::http::{self, AppState};
+use keel_panel::http::AppState;
 use keel_panel::hypervisor::faulty::FaultyDriver;
 use keel_panel::hypervisor::nspawn::{self, NspawnConfig, NspawnDriver};
 use keel_panel::hypervisor::seed::{self, HostKeys, SeedParams};
@@ -32,6 +32,7 @@ use keel_panel::hypervisor::{Driver, DriverError, ImageStore, NetIdentity, Power
 use keel_panel::provision::{self, Provisioner};
 use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
 use keel_panel::reconcile;
+use keel_panel::server;
 use keel_panel::services::servers;
 use serde_json::Value;
 use support::{Api, Fixture, PanelProcess, Scratch, ServeConfig, Sweeper, IMAGES};
@@ -105,7 +106,7 @@ impl InProcess {
         let state = AppState::new(db.clone(), config.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(http::serve(state.clone(), listener, stop.clone()));
+        tokio::spawn(server::serve(state.clone(), listener, stop.clone()));
         let callbacks = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
         let mut prov = Provisioner::new(db.clone(), Some(driver), &config).unwrap();
         prov.callback_port = callbacks.local_addr().unwrap().port();

@@ -16,8 +16,11 @@
 //! - `services`: the domain layer (sites, servers, keys); `auth` accounts,
 //!   sessions, tokens; `alloc` address pools and quotas; `audit` the change
 //!   log.
-//! - `http`, `api`, `ui`: the axum server, the JSON API under `/api/v1`,
-//!   the server-rendered HTML pages; `metrics` the Prometheus endpoint.
+//! - `http`: what handlers share (state, error type, the authentication
+//!   middleware and extractors); `api` the JSON API under `/api/v1` and
+//!   `ui` the server-rendered HTML pages on top of it; `server` the router
+//!   that mounts both, and serving over TCP or TLS; `metrics` the
+//!   Prometheus counters.
 //! - `lifecycle`: a service's status and the flow step that owns it,
 //!   and the one compare-and-set that changes it (with its audit row).
 //! - `provision`: the provisioning flow as jobs (VM create, callback,
@@ -42,6 +45,7 @@ pub mod metrics;
 pub mod provision;
 pub mod queue;
 pub mod reconcile;
+pub mod server;
 pub mod services;
 pub mod store;
 #[cfg(feature = "testsupport")]

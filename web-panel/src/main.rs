@@ -230,7 +230,8 @@ fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    use keel_panel::http::{self, AppState};
+    use keel_panel::http::AppState;
+    use keel_panel::server;
     let db = open_panel_db(&config).await?;
     let listen = config.listen;
     let state = AppState::new(db.clone(), config.clone())?;
@@ -286,17 +287,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     if config.tls.enabled() {
-        let tls = http::tls_config(&config.tls.cert_file, &config.tls.key_file)?;
+        let tls = server::tls_config(&config.tls.cert_file, &config.tls.key_file)?;
         let listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("listening on {listen}"))?;
         println!("keel-panel listening on https://{listen}");
-        http::serve_tls(state, listener, tls, shutdown.clone()).await?;
+        server::serve_tls(state, listener, tls, shutdown.clone()).await?;
     } else {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         println!("keel-panel listening on http://{listen}");
-        http::serve(state, listener, shutdown.clone()).await?;
+        server::serve(state, listener, shutdown.clone()).await?;
     }
     shutdown.cancel();
     if let Some(c) = callback {

@@ -8,7 +8,8 @@ use keel_panel::auth;
 use keel_panel::config::Config;
 use keel_panel::db::Db;
 use keel_panel::domain::Principal;
-use keel_panel::http::{self, AppState};
+use keel_panel::http::AppState;
+use keel_panel::server;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,11 +59,11 @@ async fn https_login_sets_a_secure_cookie() {
     )
     .await
     .unwrap();
-    let tls = http::tls_config(&config.tls.cert_file, &config.tls.key_file).unwrap();
+    let tls = server::tls_config(&config.tls.cert_file, &config.tls.key_file).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let shutdown = CancellationToken::new();
-    tokio::spawn(http::serve_tls(state, listener, tls, shutdown.clone()));
+    tokio::spawn(server::serve_tls(state, listener, tls, shutdown.clone()));
 
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -84,6 +85,6 @@ async fn https_login_sets_a_secure_cookie() {
         .is_err());
     shutdown.cancel();
 
-    let err = http::tls_config("/nonexistent/cert.pem", &config.tls.key_file).unwrap_err();
+    let err = server::tls_config("/nonexistent/cert.pem", &config.tls.key_file).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
 }

@@ -11,7 +11,8 @@ use keel_panel::clock::ManualClock;
 use keel_panel::config::Config;
 use keel_panel::db::Db;
 use keel_panel::domain::Principal;
-use keel_panel::http::{self, AppState};
+use keel_panel::http::AppState;
+use keel_panel::server;
 use keel_panel::store::Store;
 use keel_panel::testsupport::PgServer;
 use reqwest::{Method, StatusCode};
@@ -89,7 +90,7 @@ pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Panel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(http::serve(state.clone(), listener, shutdown.clone()));
+    tokio::spawn(server::serve(state.clone(), listener, shutdown.clone()));
     Panel {
         base,
         url,

@@ -1,0 +1,215 @@
+//! Who is calling: the authentication middleware ([`authenticate`]: bearer
+//! token, session cookie with its CSRF header, or the trusted SSO header),
+//! the extractors handlers take ([`Auth`], [`Peer`]), and the helpers the
+//! pages' own CSRF check uses ([`cookie`], [`constant_eq`]).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth;
+use crate::domain::{PanelError, Principal};
+
+use super::error::ApiError;
+use super::state::{AppState, SESSION_COOKIE};
+
+/// Header that carries the CSRF token on cookie-authenticated API calls.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// How the request was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    Token,
+    /// A session cookie; carries the session's CSRF token.
+    Session {
+        csrf: String,
+    },
+}
+
+/// The authenticated caller, put in request extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub principal: Principal,
+    pub via: Via,
+}
+
+impl Auth {
+    /// The CSRF token to embed in forms (sessions only).
+    pub fn csrf(&self) -> &str {
+        match &self.via {
+            Via::Session { csrf } => csrf,
+            Via::Token => "",
+        }
+    }
+}
+
+/// The caller's source address: the TCP peer.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Auth>()
+            .cloned()
+            .ok_or_else(|| PanelError::Unauthenticated.into())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Auth {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Auth>().cloned())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer_of(parts)))
+    }
+}
+
+fn peer_of(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// Reads one cookie from the request headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Resolves the caller. A bearer token wins; otherwise the session cookie
+/// (and, for state-changing API calls, the CSRF header must match its
+/// token); otherwise the SSO header, trusted only from configured proxy
+/// addresses, which starts a session. HTML form posts check the CSRF form
+/// field in their handlers.
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let mut set_cookie = None;
+    let auth = match resolve(&state, &parts, &mut set_cookie).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(a) = &auth {
+        if let Via::Session { csrf } = &a.via {
+            let is_api = parts.uri.path().starts_with("/api/");
+            if is_api && is_unsafe(&parts.method) {
+                let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+                if !sent.is_some_and(|s| constant_eq(s, csrf)) {
+                    return ApiError::csrf().into_response();
+                }
+            }
+        }
+        parts.extensions.insert(a.clone());
+    }
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// Compares secrets without an early exit.
+pub fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn resolve(
+    state: &AppState,
+    parts: &Parts,
+    set_cookie: &mut Option<String>,
+) -> Result<Option<Auth>, ApiError> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "use Authorization: Bearer TOKEN",
+                )
+            })?;
+        let principal = auth::authenticate_token(&state.db, token.trim())
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "unknown or expired token",
+                )
+            })?;
+        return Ok(Some(Auth {
+            principal,
+            via: Via::Token,
+        }));
+    }
+    // The SSO header counts only from a trusted proxy; there it names the
+    // user, and a session cookie for someone else is ignored.
+    let sso = &state.config.sso;
+    let mut sso_name = None;
+    if sso.enabled {
+        let peer = peer_of(parts);
+        if let Some(name) = parts
+            .headers
+            .get(sso.header.as_str())
+            .and_then(|v| v.to_str().ok())
+        {
+            if sso.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+                sso_name = Some(name.trim().to_string());
+            } else {
+                tracing::warn!(%peer, "SSO header from an untrusted address ignored");
+            }
+        }
+    }
+    if let Some(secret) = cookie(&parts.headers, SESSION_COOKIE).filter(|s| !s.is_empty()) {
+        if let Some((principal, csrf)) = auth::session(&state.db, &secret).await? {
+            if sso_name.as_ref().is_none_or(|n| *n == principal.name) {
+                return Ok(Some(Auth {
+                    principal,
+                    via: Via::Session { csrf },
+                }));
+            }
+        }
+    }
+    if let Some(name) = sso_name {
+        let principal = auth::sso_user(&state.db, &name).await?;
+        let session =
+            auth::create_session(&state.db, &state.config.auth, principal.user_id).await?;
+        *set_cookie = Some(state.session_cookie(&session.secret));
+        return Ok(Some(Auth {
+            principal,
+            via: Via::Session { csrf: session.csrf },
+        }));
+    }
+    Ok(None)
+}
