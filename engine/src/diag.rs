@@ -13,6 +13,9 @@ use std::sync::Arc;
 pub struct Source {
     pub path: PathBuf,
     pub text: String,
+    /// The text was decrypted from a vault: diagnostics name the place but
+    /// never show the line (as ansible-core: "source not shown").
+    pub encrypted: bool,
 }
 
 impl Source {
@@ -20,6 +23,16 @@ impl Source {
         Arc::new(Source {
             path: path.into(),
             text: text.into(),
+            encrypted: false,
+        })
+    }
+
+    /// A source whose text came out of a vault.
+    pub fn decrypted(path: impl Into<PathBuf>, text: impl Into<String>) -> Arc<Source> {
+        Arc::new(Source {
+            path: path.into(),
+            text: text.into(),
+            encrypted: true,
         })
     }
 
@@ -113,7 +126,9 @@ impl fmt::Display for Diagnostic {
         match &self.span {
             Some(span) => {
                 writeln!(f, "{}: {}", span, self.message)?;
-                if let Some(text) = span.source.line(span.pos.line) {
+                if span.source.encrypted {
+                    write!(f, "(source not shown: content encrypted)")?;
+                } else if let Some(text) = span.source.line(span.pos.line) {
                     let num = span.pos.line.to_string();
                     let pad = " ".repeat(num.len());
                     writeln!(f, "{pad} |")?;

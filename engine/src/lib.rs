@@ -18,6 +18,7 @@
 //! - [`modules`]: one file per module; query, then apply.
 //! - [`executor`]: strategies, forks, loops, handlers, results.
 //! - [`output`]: the human recap and JSON events.
+//! - [`vault`]: Ansible Vault texts and the secrets that open them.
 //!
 //! The engine never touches a database or serves HTTP: the panel calls it as a
 //! library.
@@ -34,4 +35,5 @@ pub mod shell;
 pub mod template;
 pub mod transport;
 pub mod vars;
+pub mod vault;
 pub mod yaml;

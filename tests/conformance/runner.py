@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
+import fcntl
 import json
 import os
 import re
@@ -114,8 +115,9 @@ def write_exe(path: Path, text: str) -> None:
 def make_bin_dir(root: Path, engine: str, keel: Path | None) -> Path:
     """The directory put first on PATH: the engine's ansible-* commands plus `python`.
 
-    For Keel, `ansible-playbook` (and `ansible-inventory`) call Keel; every other ansible-* command
-    fails loudly, so a script can never pass by quietly falling back to the real Ansible.
+    For Keel, `ansible-playbook`, `ansible-inventory` and `ansible-vault` call Keel; every other
+    ansible-* command fails loudly, so a script can never pass by quietly falling back to the real
+    Ansible.
     """
     bindir = root / f"bin-{engine}"
     bindir.mkdir(parents=True, exist_ok=True)
@@ -135,6 +137,8 @@ def make_bin_dir(root: Path, engine: str, keel: Path | None) -> Path:
             write_exe(bindir / tool, f'#!/bin/sh\nexec "{keel}" play "$@"\n')
         elif tool == "ansible-inventory":
             write_exe(bindir / tool, f'#!/bin/sh\nexec "{keel}" inventory "$@"\n')
+        elif tool == "ansible-vault":
+            write_exe(bindir / tool, f'#!/bin/sh\nexec "{keel}" vault "$@"\n')
         else:
             write_exe(bindir / tool, f'#!/bin/sh\necho "conformance shim: Keel has no equivalent of {tool}" >&2\n'
                                      "exit 127\n")
@@ -618,7 +622,10 @@ def main() -> int:
     ap.add_argument("targets", nargs="*", help="targets to run (default: the listed set from issue 13)")
     ap.add_argument("-j", "--jobs", type=int, default=2, help="targets run at once (default 2)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per target per engine (default 600)")
-    ap.add_argument("--keel", type=Path, required=True, help="the keel binary")
+    ap.add_argument("--keel", type=Path, help="the keel binary (required unless --ensure-venv)")
+    ap.add_argument("--ensure-venv", action="store_true",
+                    help="run nothing: make sure the reference venv exists (from the cached sdist) and print "
+                         "its bin directory; Keel's own tests use it to reach the real ansible-* tools")
     ap.add_argument("--subset", action="store_true",
                     help="run the ten-target CI subset; fail unless Keel passes them all; no doc, no cache update")
     ap.add_argument("--all", action="store_true", help="every target not skipped")
@@ -633,8 +640,17 @@ def main() -> int:
                     help="run nothing: rewrite the page (and --notes) from results.json")
     args = ap.parse_args()
 
-    root = ensure_sdist()
-    ensure_venv()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # Keel's test binaries may ask for the venv at the same time: one builds it, the others wait.
+    with open(CACHE / ".setup.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        root = ensure_sdist()
+        ensure_venv()
+    if args.ensure_venv:
+        print(VENV / "bin")
+        return 0
+    if args.keel is None:
+        ap.error("--keel is required")
     global PYTHON_VERSION
     PYTHON_VERSION = subprocess.run([str(VENV / "bin" / "python"), "-c",
                                      "import sys; print('%d.%d' % sys.version_info[:2])"],

@@ -1,7 +1,7 @@
 //! `keel`: the command line. It parses arguments and calls the library.
 //!
 //! `keel play` behaves like ansible-playbook; `keel inventory` like
-//! ansible-inventory.
+//! ansible-inventory; `keel vault` like ansible-vault.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use keel::executor::{run_playbook, RunOptions, TagSelection};
 use keel::inventory::Inventory;
-use keel::output::{Fanout, HumanSink, JsonSink, Sink};
+use keel::output::{Fanout, HumanSink, JsonSink, Sink, VaultMask};
 use keel::playbook::{load_playbook, ResolveOptions};
 use keel::vars::VarMap;
 
@@ -29,6 +29,150 @@ enum Cmd {
     Play(PlayArgs),
     /// Show the inventory (like ansible-inventory).
     Inventory(InventoryArgs),
+    /// Encrypt and decrypt vault files and strings (like ansible-vault).
+    Vault(VaultArgs),
+}
+
+/// Where vault passwords come from (every subcommand that loads variables).
+#[derive(Args, Default, Clone)]
+struct VaultFlags {
+    /// A vault password file, or an executable that prints the password.
+    #[arg(long = "vault-password-file", visible_alias = "vault-pass-file", action = ArgAction::Append)]
+    vault_password_file: Vec<PathBuf>,
+    /// Ask for the vault password.
+    #[arg(
+        short = 'J',
+        long = "ask-vault-pass",
+        visible_alias = "ask-vault-password"
+    )]
+    ask_vault_pass: bool,
+    /// A vault identity: `label@source`, where the source is a file, `prompt` or a script.
+    #[arg(long = "vault-id", action = ArgAction::Append)]
+    vault_id: Vec<String>,
+}
+
+impl VaultFlags {
+    fn options(&self) -> keel::vault::SecretOptions {
+        keel::vault::SecretOptions {
+            vault_ids: self.vault_id.clone(),
+            password_files: self.vault_password_file.clone(),
+            ask_vault_pass: self.ask_vault_pass,
+        }
+    }
+
+    /// Reads the secrets. `auto_prompt`: ask when nothing names a password
+    /// (ansible-vault does, ansible-playbook does not).
+    fn keyring(&self, auto_prompt: bool, new_password: bool) -> Result<keel::vault::Keyring> {
+        for id in &self.vault_id {
+            if id.contains(';') {
+                bail!(
+                    "'{id}' is not a valid vault id. The character ';' is not allowed in vault ids"
+                );
+            }
+        }
+        let mut prompt = |p: &str| prompt_secret(p);
+        Ok(keel::vault::load_secrets(
+            &self.options(),
+            auto_prompt,
+            new_password,
+            &mut prompt,
+        )?)
+    }
+
+    /// Reads the secrets and makes them the ones every load decrypts with.
+    fn install(&self) -> Result<()> {
+        keel::vault::install(self.keyring(false, false)?);
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+struct VaultArgs {
+    #[command(subcommand)]
+    action: VaultAction,
+}
+
+#[derive(Subcommand)]
+enum VaultAction {
+    /// Create a new vault file in $EDITOR.
+    Create {
+        #[command(flatten)]
+        vault: VaultFlags,
+        #[arg(long = "encrypt-vault-id")]
+        encrypt_vault_id: Option<String>,
+        /// Open the editor even when stdout is not a terminal.
+        #[arg(long)]
+        skip_tty_check: bool,
+        file: String,
+    },
+    /// Encrypt files (or stdin).
+    Encrypt {
+        #[command(flatten)]
+        vault: VaultFlags,
+        #[arg(long = "encrypt-vault-id")]
+        encrypt_vault_id: Option<String>,
+        /// Write here instead of in place (`-` for stdout).
+        #[arg(long = "output")]
+        output: Option<String>,
+        files: Vec<String>,
+    },
+    /// Decrypt files (or stdin).
+    Decrypt {
+        #[command(flatten)]
+        vault: VaultFlags,
+        #[arg(long = "output")]
+        output: Option<String>,
+        files: Vec<String>,
+    },
+    /// Show the plaintext of vault files.
+    View {
+        #[command(flatten)]
+        vault: VaultFlags,
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Edit vault files in $EDITOR.
+    Edit {
+        #[command(flatten)]
+        vault: VaultFlags,
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Encrypt vault files again with a new password.
+    Rekey {
+        #[command(flatten)]
+        vault: VaultFlags,
+        #[arg(long = "encrypt-vault-id")]
+        encrypt_vault_id: Option<String>,
+        #[arg(long = "new-vault-password-file", conflicts_with = "new_vault_id")]
+        new_vault_password_file: Option<PathBuf>,
+        #[arg(long = "new-vault-id")]
+        new_vault_id: Option<String>,
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Encrypt strings into `!vault` YAML.
+    #[command(name = "encrypt_string", visible_alias = "encrypt-string")]
+    EncryptString {
+        #[command(flatten)]
+        vault: VaultFlags,
+        #[arg(long = "encrypt-vault-id")]
+        encrypt_vault_id: Option<String>,
+        #[arg(long = "output")]
+        output: Option<String>,
+        /// Variable names, one per string, in order.
+        #[arg(short = 'n', long = "name", action = ArgAction::Append)]
+        name: Vec<String>,
+        /// Variable name for the string read from stdin.
+        #[arg(long = "stdin-name")]
+        stdin_name: Option<String>,
+        /// Prompt for the string.
+        #[arg(short = 'p', long)]
+        prompt: bool,
+        #[arg(long)]
+        show_input: bool,
+        strings: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -87,6 +231,8 @@ struct PlayArgs {
     /// Extra role search paths (colon-separated).
     #[arg(long, env = "KEEL_ROLES_PATH")]
     roles_path: Option<String>,
+    #[command(flatten)]
+    vault: VaultFlags,
 }
 
 #[derive(Args)]
@@ -102,6 +248,8 @@ struct InventoryArgs {
     host: Option<String>,
     #[arg(long)]
     vars: bool,
+    #[command(flatten)]
+    vault: VaultFlags,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +263,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Play(a) => play(a),
         Cmd::Inventory(a) => inventory(a),
+        Cmd::Vault(a) => vault(a),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -175,6 +324,7 @@ fn load_inventory(sources: &[String]) -> Result<Inventory> {
 }
 
 fn play(a: PlayArgs) -> Result<i32> {
+    a.vault.install()?;
     let extra_vars = parse_extra_vars(&a.extra_vars)?;
     let roles_path: Vec<PathBuf> = a
         .roles_path
@@ -269,7 +419,7 @@ fn play(a: PlayArgs) -> Result<i32> {
         };
         fan.add(Box::new(JsonSink::new(w)));
     }
-    let sink: Arc<dyn Sink> = Arc::new(fan);
+    let sink: Arc<dyn Sink> = Arc::new(VaultMask(fan));
     let opts = RunOptions {
         forks: a.forks,
         check: a.check,
@@ -315,6 +465,7 @@ fn ask_password(prompt: &str) -> Result<String> {
 
 fn inventory(a: InventoryArgs) -> Result<i32> {
     use keel::inventory::cli;
+    a.vault.install()?;
     let inv = load_inventory(&a.inventory)?;
     if let Some(h) = a.host {
         let j = cli::try_host_json(&inv, &h).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -328,4 +479,284 @@ fn inventory(a: InventoryArgs) -> Result<i32> {
         println!("{}", cli::to_ansible_json(&cli::list_json(&inv)));
     }
     Ok(0)
+}
+
+/// Reads a secret from the terminal without echo; from stdin when there is no
+/// terminal (one line).
+fn prompt_secret(prompt: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    if let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    {
+        let mut w = &tty;
+        write!(w, "{prompt}")?;
+        w.flush()?;
+        let _ = std::process::Command::new("stty")
+            .arg("-echo")
+            .stdin(tty.try_clone()?)
+            .status();
+        let mut line = String::new();
+        let read = std::io::BufReader::new(&tty).read_line(&mut line);
+        let _ = std::process::Command::new("stty")
+            .arg("echo")
+            .stdin(tty.try_clone()?)
+            .status();
+        writeln!(w)?;
+        if read? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "EOF",
+            ));
+        }
+        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    eprint!("{prompt}");
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "EOF",
+        ));
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// The secret `create`, `encrypt` and `encrypt_string` seal with: the
+/// `--encrypt-vault-id` one, or the only one (several need the flag).
+fn encrypting_ring(vault: &VaultFlags, encrypt_id: Option<&str>) -> Result<keel::vault::Keyring> {
+    let ring = vault.keyring(true, true)?;
+    if ring.is_empty() {
+        bail!("A vault password is required to use Ansible's Vault");
+    }
+    if ring.secrets.len() > 1 && encrypt_id.is_none() {
+        let ids: Vec<&str> = ring.secrets.iter().map(|s| s.id.as_str()).collect();
+        bail!(
+            "The vault-ids {} are available to encrypt. Specify the vault-id to encrypt with --encrypt-vault-id",
+            ids.join(",")
+        );
+    }
+    let secret = ring.encrypting_secret(encrypt_id)?.clone();
+    Ok(keel::vault::Keyring {
+        secrets: vec![secret],
+    })
+}
+
+fn opening_ring(vault: &VaultFlags) -> Result<keel::vault::Keyring> {
+    let ring = vault.keyring(true, false)?;
+    if ring.is_empty() {
+        bail!("A vault password is required to use Ansible's Vault");
+    }
+    Ok(ring)
+}
+
+fn editor() -> String {
+    std::env::var("EDITOR")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_string())
+}
+
+fn vault(a: VaultArgs) -> Result<i32> {
+    use keel::vault::files;
+    // Files written here hold secrets or ciphertext: private by default, as
+    // ansible-vault sets its umask.
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
+    let tty_out = std::io::stdout().is_terminal();
+    match a.action {
+        VaultAction::Create {
+            vault,
+            encrypt_vault_id,
+            skip_tty_check,
+            file,
+        } => {
+            if !tty_out && !skip_tty_check {
+                bail!("not a tty, editor cannot be opened");
+            }
+            let ring = encrypting_ring(&vault, encrypt_vault_id.as_deref())?;
+            files::create_file(&file, &ring, None, &editor())?;
+        }
+        VaultAction::Encrypt {
+            vault,
+            encrypt_vault_id,
+            output,
+            files: names,
+        } => {
+            if output.is_some() && names.len() > 1 {
+                bail!("At most one input file may be used with the --output option");
+            }
+            let ring = encrypting_ring(&vault, encrypt_vault_id.as_deref())?;
+            let names = if names.is_empty() {
+                vec!["-".to_string()]
+            } else {
+                names
+            };
+            for f in &names {
+                files::encrypt_file(f, output.as_deref(), &ring, None)?;
+            }
+            if tty_out {
+                eprintln!("Encryption successful");
+            }
+        }
+        VaultAction::Decrypt {
+            vault,
+            output,
+            files: names,
+        } => {
+            if output.is_some() && names.len() > 1 {
+                bail!("At most one input file may be used with the --output option");
+            }
+            let ring = opening_ring(&vault)?;
+            let names = if names.is_empty() {
+                vec!["-".to_string()]
+            } else {
+                names
+            };
+            for f in &names {
+                files::decrypt_file(f, output.as_deref(), &ring)?;
+            }
+            if tty_out {
+                eprintln!("Decryption successful");
+            }
+        }
+        VaultAction::View {
+            vault,
+            files: names,
+        } => {
+            let ring = opening_ring(&vault)?;
+            for f in &names {
+                let plain = files::plaintext(f, &ring)?;
+                files::write_data("-", &plain)?;
+            }
+        }
+        VaultAction::Edit {
+            vault,
+            files: names,
+        } => {
+            let ring = opening_ring(&vault)?;
+            for f in &names {
+                files::edit_file(f, &ring, &editor())?;
+            }
+        }
+        VaultAction::Rekey {
+            vault,
+            encrypt_vault_id,
+            new_vault_password_file,
+            new_vault_id,
+            files: names,
+        } => {
+            let ring = opening_ring(&vault)?;
+            let new_flags = VaultFlags {
+                vault_password_file: new_vault_password_file.into_iter().collect(),
+                ask_vault_pass: false,
+                vault_id: new_vault_id.into_iter().collect(),
+            };
+            let new_ring = new_flags.keyring(true, true)?;
+            let new = new_ring
+                .encrypting_secret(encrypt_vault_id.as_deref())
+                .context("A new vault password is required to use Ansible's Vault rekey")?;
+            for f in &names {
+                files::rekey_file(f, &ring, new)?;
+            }
+            eprintln!("Rekey successful");
+        }
+        VaultAction::EncryptString {
+            vault,
+            encrypt_vault_id,
+            output,
+            name,
+            stdin_name,
+            prompt,
+            show_input,
+            strings,
+        } => {
+            let read_stdin = strings.iter().any(|s| s == "-")
+                || stdin_name.is_some()
+                || (strings.is_empty() && !prompt);
+            if prompt && read_stdin {
+                bail!("The --prompt option is not supported if also reading input from stdin");
+            }
+            let ring = encrypting_ring(&vault, encrypt_vault_id.as_deref())?;
+            // (plaintext, where it came from, its name)
+            let mut items: Vec<(zeroize::Zeroizing<String>, &str, Option<String>)> = Vec::new();
+            if prompt {
+                let var = prompt_line("Variable name (enter for no name): ")?;
+                let text = if show_input {
+                    prompt_line("String to encrypt:")?
+                } else {
+                    prompt_secret("String to encrypt (hidden): ")?
+                };
+                if text.is_empty() {
+                    bail!("The plaintext provided from the prompt was empty, not encrypting");
+                }
+                items.push((
+                    text.into(),
+                    "the interactive prompt",
+                    Some(var).filter(|v| !v.is_empty()),
+                ));
+            }
+            if read_stdin {
+                if tty_out {
+                    eprintln!("Reading plaintext input from stdin. (ctrl-d to end input, twice if your content does not already have a newline)");
+                }
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                if text.is_empty() {
+                    bail!("stdin was empty, not encrypting");
+                }
+                items.push((text.into(), "stdin", stdin_name.clone()));
+            }
+            let args: Vec<&String> = strings.iter().filter(|s| *s != "-").collect();
+            if !name.is_empty() && args.len() > name.len() {
+                eprintln!("The number of --name options do not match the number of args.");
+                eprintln!(
+                    "The last named variable will be \"{}\". The rest will not have names.",
+                    name[name.len() - 1]
+                );
+            }
+            for (i, text) in args.iter().enumerate() {
+                if text.is_empty() {
+                    bail!("The plaintext provided from the command line args was empty, not encrypting");
+                }
+                items.push((
+                    text.to_string().into(),
+                    "the command line args",
+                    name.get(i).cloned(),
+                ));
+            }
+            let several = items.len() > 1;
+            let mut outs = Vec::new();
+            for (i, (text, from, var)) in items.iter().enumerate() {
+                let sealed = ring.encrypt(text.as_bytes(), None)?;
+                if several {
+                    match var {
+                        Some(v) => eprintln!(
+                            "# The encrypted version of variable (\"{v}\", the string #{} from {from}).",
+                            i + 1
+                        ),
+                        None => eprintln!(
+                            "# The encrypted version of the string #{} from {from}.)",
+                            i + 1
+                        ),
+                    }
+                }
+                outs.push(files::format_yaml(&sealed, var.as_deref()));
+            }
+            outs.push(String::new());
+            files::write_data(output.as_deref().unwrap_or("-"), outs.join("\n").as_bytes())?;
+            if tty_out {
+                eprintln!("Encryption successful");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn prompt_line(prompt: &str) -> Result<String> {
+    eprint!("{prompt}");
+    let mut s = String::new();
+    std::io::stdin().read_line(&mut s)?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }

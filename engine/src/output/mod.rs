@@ -131,6 +131,30 @@ impl Sink for Fanout {
     }
 }
 
+/// Masks values decrypted from a vault in diffs before passing events on
+/// (`vault::mask`): a diff shows what a task wrote, not the secrets in it.
+/// Results are passed unchanged, so a task that shows a value on purpose
+/// (`debug: var=…`) still does.
+pub struct VaultMask<S: Sink>(pub S);
+
+impl<S: Sink> Sink for VaultMask<S> {
+    fn emit(&self, event: &Event) {
+        if let Event::HostResult(r) = event {
+            if r.diff
+                .iter()
+                .any(|d| matches!(crate::vault::mask(d), std::borrow::Cow::Owned(_)))
+            {
+                let mut r = r.clone();
+                for d in &mut r.diff {
+                    *d = crate::vault::mask(d).into_owned();
+                }
+                return self.0.emit(&Event::HostResult(r));
+            }
+        }
+        self.0.emit(event)
+    }
+}
+
 /// Collects events in memory (tests, and the panel's job log).
 #[derive(Default)]
 pub struct MemorySink {

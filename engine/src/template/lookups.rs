@@ -147,6 +147,18 @@ pub(super) fn run(
             }
             Ok(out)
         }
+        "unvault" => {
+            // Like `file`, but a vaulted file is decrypted (and nothing is stripped).
+            let mut out = Vec::new();
+            for t in &terms {
+                let name = text(t);
+                let path = find_file(ctx, &name, "files")
+                    .ok_or_else(|| err(format!("Unable to find '{name}' in expected paths.")))?;
+                let data = crate::vault::read_file(&path).map_err(|e| err(e.to_string()))?;
+                out.push(Value::from(String::from_utf8_lossy(&data).into_owned()));
+            }
+            Ok(out)
+        }
         "template" => {
             let mut out = Vec::new();
             let extra = kw

@@ -75,6 +75,18 @@ pub(super) fn register(env: &mut Environment<'static>) {
     env.add_test("link_exists", |p: &str| {
         std::fs::symlink_metadata(p).is_ok()
     });
+    // Vault tests; the vault module knows what a vaulted value is.
+    env.add_test("vault_encrypted", |v: &Value| {
+        crate::vault::is_vaulted_value(v)
+    });
+    env.add_test("vaulted_file", |p: &str| {
+        crate::vault::is_vaulted_file(Path::new(p)).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("Cannot test if the file '{p}' is a vault: {e}"),
+            )
+        })
+    });
     for name in ["abs", "is_abs"] {
         env.add_test(name, |p: &str| Path::new(p).is_absolute());
     }

@@ -57,6 +57,16 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Vec<Node>, YamlError
 pub fn load_file_with_warnings(path: &Path, opts: &LoadOptions) -> Result<Loaded, YamlError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostic::new(format!("cannot read {}: {e}", path.display())))?;
+    // A whole-file vault (vars files, group_vars, include_vars, playbooks…)
+    // is opened here, so every reader gets plain YAML.
+    if crate::vault::is_encrypted(text.as_bytes()) {
+        let plain = crate::vault::open_text(path, text).map_err(|e| {
+            Diagnostic::new(e.to_string()).hint(
+                "give the password with --vault-password-file, --vault-id or --ask-vault-pass",
+            )
+        })?;
+        return load_source(Source::decrypted(path, plain), opts);
+    }
     load_source(Source::new(path, text), opts)
 }
 
@@ -327,6 +337,9 @@ impl<'s> Builder<'s> {
                     at,
                 ))
             }
+            "!vault" | "!vault-encrypted" => {
+                return Ok(self.make(vault_scalar(value, our_style), at))
+            }
             "!!str" | "!!timestamp" | "!" => {
                 return Ok(self.make(
                     NodeKind::Str {
@@ -360,11 +373,9 @@ impl<'s> Builder<'s> {
 
     fn bad_tag(&self, name: &str, what: &str, at: &Marker) -> Diagnostic {
         let diag = match name {
-            "!vault" | "!vault-encrypted" => {
-                return Diagnostic::new("vault-encrypted values are not supported yet")
-                    .at(self.span(at))
-                    .hint("decrypt the value (ansible-vault decrypt_string) or pass it another way, e.g. --extra-vars")
-            }
+            "!vault" | "!vault-encrypted" => Diagnostic::new(format!(
+                "the {name} tag needs a vault-encrypted string, not {what}"
+            )),
             "!!map" | "!!seq" | "!!str" | "!!int" | "!!float" | "!!bool" | "!!null" => {
                 Diagnostic::new(format!("the {name} tag cannot be applied to {what}"))
             }
@@ -748,6 +759,30 @@ fn pos(m: &Marker) -> Pos {
 }
 
 /// How a tag is written in the source: `!!str`, `!unsafe`...
+/// An inline `!vault` scalar. Decrypted now when the installed secrets open
+/// it: the plaintext becomes an `!unsafe` string (ansible-core never templates
+/// a vaulted value) and is remembered with its ciphertext. Otherwise the node
+/// keeps the ciphertext, still `!unsafe`, and using the value fails later
+/// (`Node::to_value`), as in ansible-core, where a vault nobody reads needs no
+/// password.
+fn vault_scalar(ciphertext: String, style: ScalarStyle) -> NodeKind {
+    let plain = crate::vault::decrypt(&ciphertext)
+        .ok()
+        .and_then(|p| String::from_utf8(p).ok());
+    let value = match plain {
+        Some(plain) => {
+            crate::vault::remember_inline(&plain, &ciphertext);
+            plain
+        }
+        None => ciphertext,
+    };
+    NodeKind::Str {
+        value,
+        style,
+        unsafe_: true,
+    }
+}
+
 fn tag_name(tag: &Tag) -> String {
     const CORE: &str = "tag:yaml.org,2002:";
     if tag.handle == CORE {

@@ -127,13 +127,50 @@ fn to_value(node: &Node) -> minijinja::Value {
             value,
             unsafe_: true,
             ..
+        } if crate::vault::is_encrypted(value.as_bytes()) => undecrypted(node, value),
+        NodeKind::Str {
+            value,
+            unsafe_: true,
+            ..
         } => crate::vars::unsafe_string(value),
-        NodeKind::Str { value, .. } => Value::from(value.as_str()),
+        NodeKind::Str { value, .. } => {
+            if node.source.encrypted {
+                // Out of a whole vaulted file: diffs mask it (`vault::mask`).
+                crate::vault::remember_secret(value);
+            }
+            Value::from(value.as_str())
+        }
         NodeKind::Seq(items) => Value::from(items.iter().map(to_value).collect::<Vec<_>>()),
         // Keys keep their YAML type (`1:` stays an integer key, as in Ansible).
         // They are plain values even under `!unsafe`: keys are never templated.
         NodeKind::Map(entries) => {
             Value::from_pairs(entries.iter().map(|(k, v)| (key_value(k), to_value(v))))
+        }
+    }
+}
+
+/// An inline `!vault` the loader could not open (`vault_scalar` in
+/// `load.rs`). The secrets may have been installed since; otherwise the value
+/// is an invalid one, which fails whatever template uses it, naming where the
+/// vault was written.
+fn undecrypted(node: &Node, ciphertext: &str) -> minijinja::Value {
+    match crate::vault::decrypt(ciphertext).map(String::from_utf8) {
+        Ok(Ok(plain)) => {
+            crate::vault::remember_inline(&plain, ciphertext);
+            crate::vars::unsafe_string(&plain)
+        }
+        outcome => {
+            let why = match outcome {
+                Err(e) => e.to_string(),
+                _ => crate::vault::VaultError::NotText.to_string(),
+            };
+            minijinja::Value::from(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!(
+                    "Attempt to use undecryptable variable: {why} (vault at {:?})",
+                    node.span()
+                ),
+            ))
         }
     }
 }

@@ -1,0 +1,513 @@
+//! Ansible Vault through the `keel` binary, both ways with the real
+//! ansible-vault: files and inline `!vault` strings made by ansible-core
+//! 2.19.14 are read by `keel play`, files made by `keel vault` are read by
+//! ansible-vault and ansible-playbook, a wrong password names the file, and a
+//! run never shows a decrypted value unless a task prints it on purpose.
+//!
+//! The real tools come from the conformance runner's venv
+//! (`tests/conformance/runner.py --ensure-venv`, built from the cached
+//! ansible-core sdist). Where it cannot be built the tests that need it skip,
+//! unless `KEEL_REQUIRE_REAL` is set, when they fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PW: &str = "hunter2";
+const PROD_PW: &str = "prod-pass";
+
+/// The bin directory of a venv with ansible-core 2.19.14, or `None` (skip).
+fn reference_bin() -> Option<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new("python3")
+        .arg(repo.join("tests/conformance/runner.py"))
+        .arg("--ensure-venv")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let bin = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            if bin.join("ansible-vault").exists() {
+                return Some(bin);
+            }
+            panic_or_skip(&format!("no ansible-vault in {}", bin.display()))
+        }
+        Ok(o) => panic_or_skip(&format!(
+            "the reference venv could not be built: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )),
+        Err(e) => panic_or_skip(&format!("python3 is missing: {e}")),
+    }
+}
+
+fn panic_or_skip(why: &str) -> Option<PathBuf> {
+    assert!(
+        std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+        "KEEL_REQUIRE_REAL is set, so this test may not skip: {why}"
+    );
+    eprintln!("skipping: {why}");
+    None
+}
+
+/// A scratch directory with the two password files and a local inventory.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), format!("{PW}\n")).unwrap();
+    std::fs::write(dir.path().join("prod-pw"), PROD_PW).unwrap();
+    std::fs::write(dir.path().join("wrong-pw"), "not-it").unwrap();
+    std::fs::create_dir(dir.path().join("group_vars")).unwrap();
+    // The reference runs modules with its venv's python; Keel ignores it.
+    let python = reference_python();
+    std::fs::write(
+        dir.path().join("hosts"),
+        format!(
+            "[local]\nlocalhost ansible_connection=local ansible_python_interpreter={python}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn reference_python() -> String {
+    std::env::var("KEEL_TEST_PYTHON")
+        .unwrap_or_else(|_| "/var/cache/keel/conformance/venv/bin/python".to_string())
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("starting a command");
+    eprintln!(
+        "$ {cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(out.status.success(), "{cmd:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn keel(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+    c.current_dir(dir).env_remove("ANSIBLE_VAULT_PASSWORD_FILE");
+    c
+}
+
+fn tool(bin: &Path, name: &str, dir: &Path) -> Command {
+    let mut c = Command::new(bin.join(name));
+    c.current_dir(dir)
+        .env_remove("ANSIBLE_VAULT_PASSWORD_FILE")
+        .env("ANSIBLE_LOCAL_TEMP", dir.join(".ansible-tmp"))
+        .env("ANSIBLE_HOME", dir.join(".ansible-home"));
+    c
+}
+
+/// Indents a block (an `encrypt_string` result) to sit under a key.
+fn indent(text: &str, by: usize) -> String {
+    text.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(by)))
+        .collect()
+}
+
+/// The playbook both engines run: every way a vaulted value can arrive,
+/// checked by `assert`.
+const CHECKS: &str = "  tasks:
+    - name: every vaulted value arrived decrypted
+      assert:
+        that:
+          - gsecret == 'g-plain-text'
+          - isecret == 'inline-s3cr3t'
+          - fsecret == 'f-plain-text'
+          - pvar == 'play-s3cr3t'
+          - isecret is vault_encrypted
+          - pvar is vault_encrypted
+          - gsecret is not vault_encrypted
+          - \"'vars.yml' is vaulted_file\"
+          - \"'hosts' is not vaulted_file\"
+          - \"lookup('unvault', 'vars.yml') is search('fsecret: f-plain-text')\"
+";
+
+fn playbook(pvar_block: &str) -> String {
+    format!(
+        "- hosts: local\n  gather_facts: false\n  vars_files: [vars.yml]\n  vars:\n{}{CHECKS}",
+        indent(pvar_block, 4)
+    )
+}
+
+#[test]
+fn files_made_by_ansible_vault_open_in_keel() {
+    let Some(bin) = reference_bin() else { return };
+    let dir = workdir();
+    let d = dir.path();
+    // A whole vaulted group_vars file (1.1) and vars file (1.2, labelled).
+    std::fs::write(d.join("group_vars/all.yml"), "gsecret: g-plain-text\n").unwrap();
+    ok(tool(&bin, "ansible-vault", d).args([
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "group_vars/all.yml",
+    ]));
+    std::fs::write(d.join("vars.yml"), "fsecret: f-plain-text\n").unwrap();
+    ok(tool(&bin, "ansible-vault", d).args(["encrypt", "--vault-id", "prod@prod-pw", "vars.yml"]));
+    assert!(std::fs::read_to_string(d.join("vars.yml"))
+        .unwrap()
+        .starts_with("$ANSIBLE_VAULT;1.2;AES256;prod\n"));
+    // Inline values: in group_vars (1.2) and in the play's vars (1.1).
+    let inline = ok(tool(&bin, "ansible-vault", d).args([
+        "encrypt_string",
+        "--vault-id",
+        "prod@prod-pw",
+        "--name",
+        "isecret",
+        "inline-s3cr3t",
+    ]));
+    std::fs::write(d.join("group_vars/local.yml"), &inline).unwrap();
+    let pvar = ok(tool(&bin, "ansible-vault", d).args([
+        "encrypt_string",
+        "--vault-password-file",
+        "pw",
+        "--name",
+        "pvar",
+        "play-s3cr3t",
+    ]));
+    std::fs::write(d.join("pb.yml"), playbook(&pvar)).unwrap();
+
+    // The playbook is what ansible-core does with these files…
+    ok(tool(&bin, "ansible-playbook", d).args([
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-id",
+        "prod@prod-pw",
+        "--vault-password-file",
+        "pw",
+    ]));
+    // …and Keel does the same, with the ids in either order.
+    let out = ok(keel(d).args([
+        "play",
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-id",
+        "prod@prod-pw",
+        "--vault-password-file",
+        "pw",
+    ]));
+    assert!(out.contains("ok=1"), "{out}");
+    ok(keel(d).args([
+        "play",
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-password-file",
+        "pw",
+        "--vault-id",
+        "prod@prod-pw",
+    ]));
+    // `keel vault` opens them too.
+    let shown = ok(keel(d).args(["vault", "view", "--vault-id", "prod@prod-pw", "vars.yml"]));
+    assert_eq!(shown, "fsecret: f-plain-text\n");
+}
+
+#[test]
+fn files_made_by_keel_open_in_ansible_vault() {
+    let Some(bin) = reference_bin() else { return };
+    let dir = workdir();
+    let d = dir.path();
+    std::fs::write(d.join("group_vars/all.yml"), "gsecret: g-plain-text\n").unwrap();
+    ok(keel(d).args([
+        "vault",
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "group_vars/all.yml",
+    ]));
+    std::fs::write(d.join("vars.yml"), "fsecret: f-plain-text\n").unwrap();
+    ok(keel(d).args(["vault", "encrypt", "--vault-id", "prod@prod-pw", "vars.yml"]));
+    let text = std::fs::read_to_string(d.join("vars.yml")).unwrap();
+    assert!(
+        text.starts_with("$ANSIBLE_VAULT;1.2;AES256;prod\n"),
+        "{text}"
+    );
+    assert_eq!(
+        ok(tool(&bin, "ansible-vault", d).args(["view", "--vault-id", "prod@prod-pw", "vars.yml"])),
+        "fsecret: f-plain-text\n"
+    );
+    assert_eq!(
+        ok(tool(&bin, "ansible-vault", d).args([
+            "view",
+            "--vault-password-file",
+            "pw",
+            "group_vars/all.yml"
+        ])),
+        "gsecret: g-plain-text\n"
+    );
+    // encrypt_string: from an argument with --name, and from stdin.
+    let inline = ok(keel(d).args([
+        "vault",
+        "encrypt_string",
+        "--vault-id",
+        "prod@prod-pw",
+        "--encrypt-vault-id",
+        "prod",
+        "--name",
+        "isecret",
+        "inline-s3cr3t",
+    ]));
+    assert!(inline.starts_with("isecret: !vault |\n          $ANSIBLE_VAULT;1.2;AES256;prod\n"));
+    std::fs::write(d.join("group_vars/local.yml"), &inline).unwrap();
+    let mut child = keel(d)
+        .args([
+            "vault",
+            "encrypt_string",
+            "--vault-password-file",
+            "pw",
+            "--stdin-name",
+            "pvar",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"play-s3cr3t")
+        .unwrap();
+    let pvar = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    assert!(pvar.starts_with("pvar: !vault |\n"), "{pvar}");
+    std::fs::write(d.join("pb.yml"), playbook(&pvar)).unwrap();
+    // ansible-playbook reads all of Keel's vaults.
+    ok(tool(&bin, "ansible-playbook", d).args([
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-id",
+        "prod@prod-pw",
+        "--vault-password-file",
+        "pw",
+    ]));
+    // rekey by Keel, read by ansible-vault with the new password only.
+    ok(keel(d).args([
+        "vault",
+        "rekey",
+        "--vault-id",
+        "prod@prod-pw",
+        "--new-vault-password-file",
+        "wrong-pw",
+        "vars.yml",
+    ]));
+    assert_eq!(
+        ok(tool(&bin, "ansible-vault", d).args([
+            "view",
+            "--vault-password-file",
+            "wrong-pw",
+            "vars.yml"
+        ])),
+        "fsecret: f-plain-text\n"
+    );
+    // decrypt by Keel of a file ansible-vault wrote.
+    std::fs::write(d.join("theirs.txt"), "line 1\nline 2\n").unwrap();
+    ok(tool(&bin, "ansible-vault", d).args([
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "theirs.txt",
+    ]));
+    ok(keel(d).args([
+        "vault",
+        "decrypt",
+        "--vault-password-file",
+        "pw",
+        "theirs.txt",
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(d.join("theirs.txt")).unwrap(),
+        "line 1\nline 2\n"
+    );
+}
+
+/// The message ansible-core gives when no secret opens a vault.
+const NO_MATCH: &str = "Decryption failed (no vault secrets were found that could decrypt)";
+
+#[test]
+fn a_wrong_password_is_an_error_naming_the_file() {
+    let dir = workdir();
+    let d = dir.path();
+    std::fs::write(d.join("group_vars/all.yml"), "gsecret: g-plain-text\n").unwrap();
+    ok(keel(d).args([
+        "vault",
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "group_vars/all.yml",
+    ]));
+    std::fs::write(
+        d.join("pb.yml"),
+        "- hosts: local\n  gather_facts: false\n  tasks:\n    - debug: var=gsecret\n",
+    )
+    .unwrap();
+    let out = run(keel(d).args([
+        "play",
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-password-file",
+        "wrong-pw",
+    ]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{NO_MATCH} on ")), "{err}");
+    assert!(err.contains("group_vars/all.yml"), "{err}");
+    // No password at all: ansible-core's other message, the file named too.
+    let out = run(keel(d).args(["play", "-i", "hosts", "pb.yml"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Attempting to decrypt but no vault secrets found on ")
+            && err.contains("group_vars/all.yml"),
+        "{err}"
+    );
+    // `keel vault view` words it as ansible-vault does: "… for <file>".
+    let out = run(keel(d).args([
+        "vault",
+        "view",
+        "--vault-password-file",
+        "wrong-pw",
+        "group_vars/all.yml",
+    ]));
+    assert!(!out.status.success());
+    let ours = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        ours.contains(&format!("{NO_MATCH} for group_vars/all.yml")),
+        "{ours}"
+    );
+    if let Some(bin) = reference_bin() {
+        let theirs = run(tool(&bin, "ansible-vault", d).args([
+            "view",
+            "--vault-password-file",
+            "wrong-pw",
+            "group_vars/all.yml",
+        ]));
+        assert!(!theirs.status.success());
+        let theirs = String::from_utf8_lossy(&theirs.stderr);
+        assert!(
+            theirs.contains(&format!("{NO_MATCH}. for group_vars/all.yml")),
+            "{theirs}"
+        );
+    }
+}
+
+#[test]
+fn an_inline_vault_nobody_reads_needs_no_password_and_one_used_names_its_place() {
+    let dir = workdir();
+    let d = dir.path();
+    let inline = ok(keel(d).args([
+        "vault",
+        "encrypt_string",
+        "--vault-password-file",
+        "pw",
+        "--name",
+        "pvar",
+        "play-s3cr3t",
+    ]));
+    let pb = format!(
+        "- hosts: local\n  gather_facts: false\n  vars:\n{}  tasks:\n    - debug: msg=hello\n    - debug: var=pvar\n",
+        indent(&inline, 4)
+    );
+    std::fs::write(d.join("pb.yml"), pb).unwrap();
+    let out = run(keel(d).args(["play", "-i", "hosts", "pb.yml"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    // The first task ran; the second failed, pointing at the vault.
+    assert!(stdout.contains("\"msg\": \"hello\""), "{stdout}");
+    assert!(
+        stdout.contains("Attempt to use undecryptable variable")
+            && stdout.contains("no vault secrets found")
+            && stdout.contains("pb.yml:4:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok=1") && stdout.contains("failed=1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_run_shows_a_vaulted_value_only_where_a_task_prints_it() {
+    let dir = workdir();
+    let d = dir.path();
+    let secret = "inline-s3cr3t-value";
+    let inline = ok(keel(d).args([
+        "vault",
+        "encrypt_string",
+        "--vault-password-file",
+        "pw",
+        "--name",
+        "isecret",
+        secret,
+    ]));
+    std::fs::write(d.join("group_vars/local.yml"), &inline).unwrap();
+    std::fs::write(d.join("group_vars/all.yml"), "fsecret: whole-file-s3cr3t\n").unwrap();
+    ok(keel(d).args([
+        "vault",
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "group_vars/all.yml",
+    ]));
+    let out_file = d.join("written.txt");
+    let pb = format!(
+        "- hosts: local
+  gather_facts: false
+  tasks:
+    - assert:
+        that: isecret == '{secret}'
+    - name: write both secrets into a file
+      copy:
+        content: \"user=admin password={{{{ isecret }}}} token={{{{ fsecret }}}}\\n\"
+        dest: {}
+    - command: 'true'
+      when: isecret | length > 3
+    - name: print it on purpose
+      debug: var=isecret
+",
+        out_file.display()
+    );
+    std::fs::write(d.join("pb.yml"), pb).unwrap();
+    let out = ok(keel(d).args([
+        "play",
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-password-file",
+        "pw",
+        "-vvv",
+        "--diff",
+        "--events",
+        "json",
+        "--events-to",
+        "events.json",
+    ]));
+    // The task did write the secret…
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        format!("user=admin password={secret} token=whole-file-s3cr3t\n")
+    );
+    // …the diff shows the file with the secrets masked…
+    assert!(
+        out.contains("+user=admin password=******** token=********"),
+        "{out}"
+    );
+    // …and the only place the value appears is the debug task's result.
+    let printed: Vec<&str> = out.lines().filter(|l| l.contains(secret)).collect();
+    assert_eq!(printed, [format!("    \"isecret\": \"{secret}\"")], "{out}");
+    assert!(!out.contains("whole-file-s3cr3t"), "{out}");
+    let events = std::fs::read_to_string(d.join("events.json")).unwrap();
+    let with_secret: Vec<&str> = events.lines().filter(|l| l.contains(secret)).collect();
+    assert_eq!(with_secret.len(), 1, "{events}");
+    assert!(with_secret[0].contains("\"host_result\"") && with_secret[0].contains("\"isecret\":"));
+    assert!(!events.contains("whole-file-s3cr3t"), "{events}");
+}
