@@ -511,3 +511,70 @@ fn a_run_shows_a_vaulted_value_only_where_a_task_prints_it() {
     assert!(with_secret[0].contains("\"host_result\"") && with_secret[0].contains("\"isecret\":"));
     assert!(!events.contains("whole-file-s3cr3t"), "{events}");
 }
+
+#[test]
+fn copy_and_template_decrypt_a_vaulted_src_unless_told_not_to() {
+    let dir = workdir();
+    let d = dir.path();
+    std::fs::write(d.join("src.txt"), "token=abc123-secret\n").unwrap();
+    std::fs::write(d.join("tpl.j2"), "host={{ inventory_hostname }}\n").unwrap();
+    ok(keel(d).args([
+        "vault",
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "src.txt",
+        "tpl.j2",
+    ]));
+    let pb = format!(
+        "- hosts: local
+  gather_facts: false
+  tasks:
+    - copy: {{src: src.txt, dest: {d}/out1.txt}}
+    - template: {{src: tpl.j2, dest: {d}/out2.txt}}
+    - copy: {{src: src.txt, dest: {d}/out3.txt, decrypt: false}}
+",
+        d = d.display()
+    );
+    std::fs::write(d.join("pb.yml"), pb).unwrap();
+    let out = ok(keel(d).args([
+        "play",
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-password-file",
+        "pw",
+        "--diff",
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(d.join("out1.txt")).unwrap(),
+        "token=abc123-secret\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("out2.txt")).unwrap(),
+        "host=localhost\n"
+    );
+    assert_eq!(
+        std::fs::read(d.join("out3.txt")).unwrap(),
+        std::fs::read(d.join("src.txt")).unwrap()
+    );
+    // The decrypted file's lines are masked in the diff.
+    assert!(!out.contains("abc123-secret"), "{out}");
+    assert!(out.contains("+********"), "{out}");
+    // Without the password the copy fails, naming the file.
+    std::fs::remove_file(d.join("out1.txt")).unwrap();
+    let failed = run(keel(d).args([
+        "play",
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-password-file",
+        "wrong-pw",
+    ]));
+    assert!(!failed.status.success());
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        text.contains(NO_MATCH) && text.contains("src.txt"),
+        "{text}"
+    );
+}

@@ -157,7 +157,12 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, ReadError> {
         return Ok(data);
     }
     let text = String::from_utf8_lossy(&data);
-    decrypt(&text).map_err(|e| ReadError::Vault(e.in_file(path)))
+    let plain = decrypt(&text).map_err(|e| ReadError::Vault(e.in_file(path)))?;
+    // Diffs of what is written from it mask its lines.
+    if let Ok(text) = std::str::from_utf8(&plain) {
+        text.lines().for_each(remember_secret);
+    }
+    Ok(plain)
 }
 
 /// [`read_file`]'s error: the file could not be read, or not decrypted.

@@ -76,7 +76,9 @@ impl Module for Copy {
         let directory_mode = a.mode(&["directory_mode"])?;
         let follow = a.bool(&["follow"], false)?;
         a.bool(&["local_follow"], true)?;
-        a.ignore(&["decrypt", "checksum"]);
+        // A vaulted `src` is decrypted on the controller unless `decrypt: false`.
+        let decrypt = a.bool(&["decrypt"], true)?;
+        a.ignore(&["checksum"]);
         a.finish()?;
 
         if src.is_some() && content.is_some() {
@@ -122,10 +124,18 @@ impl Module for Copy {
             ))));
         };
         if path.is_dir() {
-            return copy_dir(ctx, &src, &path, dest, &attrs, directory_mode.as_ref()).await;
+            return copy_dir(
+                ctx,
+                &src,
+                &path,
+                dest,
+                &attrs,
+                directory_mode.as_ref(),
+                decrypt,
+            )
+            .await;
         }
-        let bytes = std::fs::read(&path)
-            .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?;
+        let bytes = read_src(&path, decrypt)?;
         let local_mode = local_mode(&path);
         let base = path
             .file_name()
@@ -269,6 +279,15 @@ async fn copy_remote<'a>(
 
 /// A controller directory, copied recursively. `src/` (trailing slash)
 /// copies the directory's contents; `src` copies the directory itself.
+/// A controller file's bytes; a vault is opened unless `decrypt` is off.
+fn read_src(path: &Path, decrypt: bool) -> Result<Vec<u8>, ModuleError> {
+    if decrypt {
+        return crate::vault::read_file(path).map_err(|e| ModuleError::Failed(e.to_string()));
+    }
+    std::fs::read(path)
+        .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))
+}
+
 async fn copy_dir<'a>(
     ctx: &'a TaskContext<'a>,
     src_arg: &str,
@@ -276,6 +295,7 @@ async fn copy_dir<'a>(
     dest: String,
     attrs: &FileAttrs,
     directory_mode: Option<&ModeSpec>,
+    decrypt: bool,
 ) -> Result<Plan<'a>, ModuleError> {
     let root = if src_arg.ends_with('/') {
         dest.trim_end_matches('/').to_string()
@@ -330,8 +350,7 @@ async fn copy_dir<'a>(
     }
     for (i, (rel, local)) in files.iter().enumerate() {
         let st = q.stat(&format!("f{i}"));
-        let bytes = std::fs::read(local)
-            .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", local.display())))?;
+        let bytes = read_src(local, decrypt)?;
         let path = join(rel);
         let mode = resolve_mode(attrs, local_mode(local), &st)?;
         if st.exists && st.checksum.as_deref() == Some(kit::sha1_hex(&bytes).as_str()) {

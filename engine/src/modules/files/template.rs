@@ -84,8 +84,14 @@ impl Module for Template {
                 "Could not find or access '{src}' on the controller"
             ))));
         };
-        let mut text = std::fs::read_to_string(&path).map_err(|e| {
-            ModuleError::Failed(format!("cannot read template {}: {e}", path.display()))
+        // A vaulted template is decrypted on the controller, as in Ansible.
+        let bytes = crate::vault::read_file(&path)
+            .map_err(|e| ModuleError::Failed(format!("cannot read template: {e}")))?;
+        let mut text = String::from_utf8(bytes).map_err(|_| {
+            ModuleError::Failed(format!(
+                "cannot read template {}: not UTF-8 text",
+                path.display()
+            ))
         })?;
         if lstrip_blocks {
             text = lstrip_block_lines(&text);
