@@ -578,3 +578,66 @@ fn copy_and_template_decrypt_a_vaulted_src_unless_told_not_to() {
         "{text}"
     );
 }
+
+#[test]
+fn keel_vault_exits_and_words_errors_like_ansible_vault() {
+    let dir = workdir();
+    let d = dir.path();
+    std::fs::write(d.join("f.txt"), "x\n").unwrap();
+    // Two secrets and no --encrypt-vault-id: an options error, exit 5.
+    let args = [
+        "encrypt",
+        "--vault-id",
+        "a@pw",
+        "--vault-id",
+        "b@prod-pw",
+        "f.txt",
+    ];
+    let ours = run(keel(d).arg("vault").args(args));
+    assert_eq!(ours.status.code(), Some(5));
+    let ours_err = String::from_utf8_lossy(&ours.stderr).into_owned();
+    let expected = "[ERROR]: The vault-ids a,b are available to encrypt. Specify the vault-id to encrypt with --encrypt-vault-id";
+    assert!(ours_err.contains(expected), "{ours_err}");
+    // A missing password file among others is a warning.
+    let ours = run(keel(d).args([
+        "vault",
+        "encrypt_string",
+        "--vault-id",
+        "gone@missing-file",
+        "--vault-id",
+        "here@pw",
+        "--encrypt-vault-id",
+        "gone",
+        "text",
+    ]));
+    assert_eq!(ours.status.code(), Some(1));
+    let ours_missing = String::from_utf8_lossy(&ours.stderr).into_owned();
+    for line in [
+        "[WARNING]: Error getting vault password file (gone)",
+        "[ERROR]: Did not find a match for --encrypt-vault-id=gone in the known vault-ids ['here']",
+    ] {
+        assert!(ours_missing.contains(line), "{ours_missing}");
+    }
+    let Some(bin) = reference_bin() else { return };
+    let theirs = run(tool(&bin, "ansible-vault", d).args(args));
+    assert_eq!(theirs.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&theirs.stderr).contains(expected));
+    let theirs = run(tool(&bin, "ansible-vault", d).args([
+        "encrypt_string",
+        "--vault-id",
+        "gone@missing-file",
+        "--vault-id",
+        "here@pw",
+        "--encrypt-vault-id",
+        "gone",
+        "text",
+    ]));
+    assert_eq!(theirs.status.code(), Some(1));
+    let theirs = String::from_utf8_lossy(&theirs.stderr);
+    for line in [
+        "[WARNING]: Error getting vault password file (gone)",
+        "[ERROR]: Did not find a match for --encrypt-vault-id=gone in the known vault-ids ['here']",
+    ] {
+        assert!(theirs.contains(line), "{theirs}");
+    }
+}

@@ -57,7 +57,9 @@ impl VaultFlags {
             vault_ids: self.vault_id.clone(),
             password_files: self.vault_password_file.clone(),
             ask_vault_pass: self.ask_vault_pass,
+            ..Default::default()
         }
+        .with_env()
     }
 
     /// Reads the secrets. `auto_prompt`: ask when nothing names a password
@@ -71,12 +73,12 @@ impl VaultFlags {
             }
         }
         let mut prompt = |p: &str| prompt_secret(p);
-        Ok(keel::vault::load_secrets(
-            &self.options(),
-            auto_prompt,
-            new_password,
-            &mut prompt,
-        )?)
+        let (ring, warnings) =
+            keel::vault::load_secrets(&self.options(), auto_prompt, new_password, &mut prompt)?;
+        for w in warnings {
+            eprintln!("[WARNING]: {w}");
+        }
+        Ok(ring)
     }
 
     /// Reads the secrets and makes them the ones every load decrypts with.
@@ -90,6 +92,9 @@ impl VaultFlags {
 struct VaultArgs {
     #[command(subcommand)]
     action: VaultAction,
+    /// Accepted for ansible-vault compatibility; vault commands print no more with it.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -527,26 +532,34 @@ fn prompt_secret(prompt: &str) -> std::io::Result<String> {
 /// `--encrypt-vault-id` one, or the only one (several need the flag).
 fn encrypting_ring(vault: &VaultFlags, encrypt_id: Option<&str>) -> Result<keel::vault::Keyring> {
     let ring = vault.keyring(true, true)?;
+    // `vault_encrypt_identity`, when --encrypt-vault-id is not given.
+    let configured = std::env::var("ANSIBLE_VAULT_ENCRYPT_IDENTITY")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let encrypt_id = encrypt_id.or(configured.as_deref());
     if ring.is_empty() {
-        bail!("A vault password is required to use Ansible's Vault");
+        return Err(
+            OptionsError("A vault password is required to use Ansible's Vault".into()).into(),
+        );
     }
     if ring.secrets.len() > 1 && encrypt_id.is_none() {
         let ids: Vec<&str> = ring.secrets.iter().map(|s| s.id.as_str()).collect();
-        bail!(
+        return Err(OptionsError(format!(
             "The vault-ids {} are available to encrypt. Specify the vault-id to encrypt with --encrypt-vault-id",
             ids.join(",")
-        );
+        ))
+        .into());
     }
     let secret = ring.encrypting_secret(encrypt_id)?.clone();
-    Ok(keel::vault::Keyring {
-        secrets: vec![secret],
-    })
+    Ok(ring.with_only(secret))
 }
 
 fn opening_ring(vault: &VaultFlags) -> Result<keel::vault::Keyring> {
     let ring = vault.keyring(true, false)?;
     if ring.is_empty() {
-        bail!("A vault password is required to use Ansible's Vault");
+        return Err(
+            OptionsError("A vault password is required to use Ansible's Vault".into()).into(),
+        );
     }
     Ok(ring)
 }
@@ -558,7 +571,22 @@ fn editor() -> String {
         .unwrap_or_else(|| "vi".to_string())
 }
 
+/// A command-line mistake: ansible-vault exits 5 for these, 1 for the rest.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct OptionsError(String);
+
 fn vault(a: VaultArgs) -> Result<i32> {
+    match vault_run(a) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("[ERROR]: {e:#}");
+            Ok(if e.is::<OptionsError>() { 5 } else { 1 })
+        }
+    }
+}
+
+fn vault_run(a: VaultArgs) -> Result<i32> {
     use keel::vault::files;
     // Files written here hold secrets or ciphertext: private by default, as
     // ansible-vault sets its umask.
@@ -573,7 +601,7 @@ fn vault(a: VaultArgs) -> Result<i32> {
             file,
         } => {
             if !tty_out && !skip_tty_check {
-                bail!("not a tty, editor cannot be opened");
+                return Err(OptionsError("not a tty, editor cannot be opened".into()).into());
             }
             let ring = encrypting_ring(&vault, encrypt_vault_id.as_deref())?;
             files::create_file(&file, &ring, None, &editor())?;
@@ -585,7 +613,10 @@ fn vault(a: VaultArgs) -> Result<i32> {
             files: names,
         } => {
             if output.is_some() && names.len() > 1 {
-                bail!("At most one input file may be used with the --output option");
+                return Err(OptionsError(
+                    "At most one input file may be used with the --output option".into(),
+                )
+                .into());
             }
             let ring = encrypting_ring(&vault, encrypt_vault_id.as_deref())?;
             let names = if names.is_empty() {
@@ -606,7 +637,10 @@ fn vault(a: VaultArgs) -> Result<i32> {
             files: names,
         } => {
             if output.is_some() && names.len() > 1 {
-                bail!("At most one input file may be used with the --output option");
+                return Err(OptionsError(
+                    "At most one input file may be used with the --output option".into(),
+                )
+                .into());
             }
             let ring = opening_ring(&vault)?;
             let names = if names.is_empty() {
@@ -676,7 +710,10 @@ fn vault(a: VaultArgs) -> Result<i32> {
                 || stdin_name.is_some()
                 || (strings.is_empty() && !prompt);
             if prompt && read_stdin {
-                bail!("The --prompt option is not supported if also reading input from stdin");
+                return Err(OptionsError(
+                    "The --prompt option is not supported if also reading input from stdin".into(),
+                )
+                .into());
             }
             let ring = encrypting_ring(&vault, encrypt_vault_id.as_deref())?;
             // (plaintext, where it came from, its name)
@@ -689,7 +726,10 @@ fn vault(a: VaultArgs) -> Result<i32> {
                     prompt_secret("String to encrypt (hidden): ")?
                 };
                 if text.is_empty() {
-                    bail!("The plaintext provided from the prompt was empty, not encrypting");
+                    return Err(OptionsError(
+                        "The plaintext provided from the prompt was empty, not encrypting".into(),
+                    )
+                    .into());
                 }
                 items.push((
                     text.into(),
@@ -704,7 +744,7 @@ fn vault(a: VaultArgs) -> Result<i32> {
                 let mut text = String::new();
                 std::io::stdin().read_to_string(&mut text)?;
                 if text.is_empty() {
-                    bail!("stdin was empty, not encrypting");
+                    return Err(OptionsError("stdin was empty, not encrypting".into()).into());
                 }
                 items.push((text.into(), "stdin", stdin_name.clone()));
             }
@@ -718,7 +758,7 @@ fn vault(a: VaultArgs) -> Result<i32> {
             }
             for (i, text) in args.iter().enumerate() {
                 if text.is_empty() {
-                    bail!("The plaintext provided from the command line args was empty, not encrypting");
+                    return Err(OptionsError("The plaintext provided from the command line args was empty, not encrypting".into()).into());
                 }
                 items.push((
                     text.to_string().into(),

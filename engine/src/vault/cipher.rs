@@ -71,18 +71,15 @@ impl Envelope {
             .map(|s| s.to_string())
             .filter(|s| !s.is_empty());
         let hexed: String = lines.collect();
-        let inner = hex::decode(hexed.as_bytes())
-            .map_err(|_| VaultError::Format("the payload is not hexadecimal"))?;
+        let inner = unhexlify(hexed.as_bytes())?;
         let mut parts = inner.splitn(3, |b| *b == b'\n');
-        let mut field = |what: &'static str| {
-            parts
-                .next()
-                .and_then(|p| hex::decode(p).ok())
-                .ok_or(VaultError::Format(what))
+        let mut field = |what: &'static str| match parts.next() {
+            Some(p) => unhexlify(p),
+            None => Err(VaultError::Format(what)),
         };
-        let salt = field("the salt is missing or not hexadecimal")?;
-        let hmac = field("the HMAC is missing or not hexadecimal")?;
-        let ciphertext = field("the ciphertext is missing or not hexadecimal")?;
+        let salt = field("the salt is missing")?;
+        let hmac = field("the HMAC is missing")?;
+        let ciphertext = field("the ciphertext is missing")?;
         Ok(Envelope {
             version: fields[1].to_string(),
             cipher: fields[2].to_string(),
@@ -161,6 +158,17 @@ pub fn seal_with_salt(
         out.push('\n');
     }
     out
+}
+
+/// Hex to bytes, failing with Python's binascii wording (what ansible-core
+/// reports, and what scripts grep for).
+fn unhexlify(hex_text: &[u8]) -> Result<Vec<u8>, VaultError> {
+    hex::decode(hex_text).map_err(|e| {
+        VaultError::Unhexlify(match e {
+            hex::FromHexError::OddLength => "Odd-length string",
+            _ => "Non-hexadecimal digit found",
+        })
+    })
 }
 
 /// The 80 derived bytes, wiped when dropped.
@@ -255,7 +263,10 @@ mod tests {
     fn a_damaged_payload_is_a_format_error() {
         let mut text = seal(b"abc", b"pw", None);
         text.push_str("zz\n");
-        assert!(matches!(Envelope::parse(&text), Err(VaultError::Format(_))));
+        assert!(matches!(
+            Envelope::parse(&text),
+            Err(VaultError::Unhexlify(_))
+        ));
         assert!(matches!(
             Envelope::parse("not a vault"),
             Err(VaultError::NotEncrypted)

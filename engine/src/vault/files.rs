@@ -130,9 +130,7 @@ pub fn plaintext(file: &str, ring: &Keyring) -> Result<Zeroizing<Vec<u8>>, FileE
 /// with `new`'s label.
 pub fn rekey_file(file: &str, ring: &Keyring, new: &VaultSecret) -> Result<(), FileError> {
     let plain = plaintext(file, ring)?;
-    let again = Keyring {
-        secrets: vec![new.clone()],
-    };
+    let again = ring.with_only(new.clone());
     let text = again.encrypt(&plain, None).map_err(vault_err(file))?;
     write_data(file, text.as_bytes())
 }
@@ -161,9 +159,7 @@ pub fn create_file(
     if edited.is_empty() {
         return Ok(());
     }
-    let one = Keyring {
-        secrets: vec![secret.clone()],
-    };
+    let one = ring.with_only(secret.clone());
     let text = one.encrypt(&edited, None).map_err(vault_err(file))?;
     write_data(file, text.as_bytes())
 }
@@ -187,10 +183,11 @@ pub fn edit_file(file: &str, ring: &Keyring, editor: &str) -> Result<(), FileErr
         .find(|s| s.id == used)
         .ok_or(VaultError::NoEncryptSecret)
         .map_err(vault_err(file))?;
-    let label = env.vault_id.unwrap_or_else(|| secret.id.clone());
-    let one = Keyring {
-        secrets: vec![secret.relabelled(label)],
-    };
+    // The envelope keeps its own label (and so its version): a 1.1 file stays 1.1.
+    let label = env
+        .vault_id
+        .unwrap_or_else(|| super::DEFAULT_ID.to_string());
+    let one = ring.with_only(secret.relabelled(label));
     let sealed = one.encrypt(&edited, None).map_err(vault_err(file))?;
     write_data(file, sealed.as_bytes())
 }
@@ -298,9 +295,7 @@ mod tests {
         let f = dir.path().join("v.yml");
         std::fs::write(&f, b"a: 1\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let ring = Keyring {
-            secrets: vec![VaultSecret::new("default", b"pw".to_vec())],
-        };
+        let ring = Keyring::of(vec![VaultSecret::new("default", b"pw".to_vec())]);
         let name = f.to_str().unwrap();
         encrypt_file(name, None, &ring, None).unwrap();
         let text = std::fs::read_to_string(&f).unwrap();
@@ -322,9 +317,7 @@ mod tests {
     fn edit_runs_the_editor_and_keeps_the_label() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("v.yml");
-        let ring = Keyring {
-            secrets: vec![VaultSecret::new("prod", b"pw".to_vec())],
-        };
+        let ring = Keyring::of(vec![VaultSecret::new("prod", b"pw".to_vec())]);
         std::fs::write(&f, ring.encrypt(b"old\n", None).unwrap()).unwrap();
         let editor = "sh -c 'echo new >> \"$0\"'";
         edit_file(f.to_str().unwrap(), &ring, editor).unwrap();

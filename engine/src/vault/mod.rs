@@ -52,6 +52,8 @@ pub enum VaultError {
     AlreadyEncrypted,
     #[error("Vault format error: {0}")]
     Format(&'static str),
+    #[error("Vault format unhexlify error: {0}")]
+    Unhexlify(&'static str),
     #[error("Cipher '{0}' could not be found")]
     UnknownCipher(String),
     /// One secret did not open an envelope (its HMAC did not match).
@@ -63,7 +65,10 @@ pub enum VaultError {
     NoMatch,
     #[error("A vault password must be specified to encrypt data")]
     NoEncryptSecret,
-    #[error("Did not find a match for --encrypt-vault-id={id} in the known vault-ids {known:?}")]
+    #[error(
+        "Did not find a match for --encrypt-vault-id={id} in the known vault-ids [{}]",
+        python_list(known)
+    )]
     NoEncryptId { id: String, known: Vec<String> },
     #[error("The vault password file {} was not found", .0.display())]
     PasswordFileMissing(PathBuf),
@@ -89,7 +94,26 @@ pub enum VaultError {
     },
 }
 
+/// A list of labels as Python prints one (`['a', 'b']` without brackets),
+/// which is how ansible-core's messages show it.
+fn python_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl VaultError {
+    /// No secret, or none that fits: the user should give (another) password.
+    pub fn wants_password(&self) -> bool {
+        match self {
+            VaultError::InFile { error, .. } => error.wants_password(),
+            VaultError::NoSecrets | VaultError::NoMatch => true,
+            _ => false,
+        }
+    }
+
     /// Names the file this error is about (once).
     pub fn in_file(self, path: &Path) -> VaultError {
         match self {

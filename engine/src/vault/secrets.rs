@@ -93,17 +93,52 @@ pub struct SecretOptions {
     pub password_files: Vec<PathBuf>,
     /// `--ask-vault-pass`.
     pub ask_vault_pass: bool,
+    /// `vault_identity_list` (`ANSIBLE_VAULT_IDENTITY_LIST`): ids tried
+    /// before the command line's.
+    pub identity_list: Vec<String>,
+    /// `vault_id_match` (`ANSIBLE_VAULT_ID_MATCH`): only a secret labelled
+    /// like the envelope may open it.
+    pub id_match: bool,
+    /// `vault_encrypt_salt` (`ANSIBLE_VAULT_ENCRYPT_SALT`): a fixed salt, so
+    /// encrypting the same text twice gives the same vault.
+    pub salt: Option<Vec<u8>>,
 }
 
 impl SecretOptions {
-    /// The `label@source` list ansible-core builds: `--vault-id`s first, then
+    /// The configuration ansible-core reads from the environment for these
+    /// (its `ansible.cfg` keys have the same meaning).
+    pub fn with_env(mut self) -> SecretOptions {
+        if let Ok(list) = std::env::var("ANSIBLE_VAULT_IDENTITY_LIST") {
+            self.identity_list = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(salt) = std::env::var_os("ANSIBLE_VAULT_ENCRYPT_SALT").filter(|s| !s.is_empty())
+        {
+            self.salt = Some(std::os::unix::ffi::OsStrExt::as_bytes(salt.as_os_str()).to_vec());
+        }
+        if let Ok(v) = std::env::var("ANSIBLE_VAULT_ID_MATCH") {
+            self.id_match = matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on" | "y" | "t"
+            );
+        }
+        self
+    }
+
+    /// The `label@source` list ansible-core builds: the configured identity
+    /// list, then `--vault-id`s, then
     /// the password files (the environment's last), then the prompt.
     /// `auto_prompt` adds a prompt when nothing else was given (what
     /// `ansible-vault` does; `ansible-playbook` does not).
     pub fn slugs(&self, auto_prompt: bool) -> Vec<VaultIdSpec> {
         let mut out: Vec<VaultIdSpec> = self
-            .vault_ids
+            .identity_list
             .iter()
+            .chain(&self.vault_ids)
             .map(|s| VaultIdSpec::parse(s))
             .collect();
         let mut files = self.password_files.clone();
@@ -131,24 +166,67 @@ impl SecretOptions {
 /// touches a TTY itself).
 pub type Prompter<'a> = &'a mut dyn FnMut(&str) -> std::io::Result<String>;
 
-/// Reads every secret `opts` names. `new_password` asks twice (create,
-/// encrypt, rekey's new password) with ansible-vault's "New" prompts.
+/// Reads every secret `opts` names, in ansible-core's order.
+/// `new_password` asks twice (create, encrypt, rekey's new password) with
+/// ansible-vault's "New" prompts.
+///
+/// As in ansible-core, a password file that is missing or fails to load is a
+/// warning (returned with the keyring) and the next source is tried; the last
+/// such error is returned only when no source gave a secret. A prompt that
+/// fails is an error at once.
 pub fn load_secrets(
     opts: &SecretOptions,
     auto_prompt: bool,
     new_password: bool,
     prompt: Prompter<'_>,
-) -> Result<Keyring, VaultError> {
-    let mut ring = Keyring::default();
+) -> Result<(Keyring, Vec<String>), VaultError> {
+    let mut ring = Keyring {
+        id_match: opts.id_match,
+        salt: opts.salt.clone(),
+        ..Keyring::default()
+    };
+    let mut warnings = Vec::new();
+    let mut last_error = None;
     for spec in opts.slugs(auto_prompt) {
-        let secret = if spec.is_prompt() {
-            ask(&spec, new_password, prompt)?
-        } else {
-            read_source(Path::new(&spec.source), spec.label.as_deref(), &ring)?
-        };
-        ring.secrets.push(VaultSecret::new(spec.label(), secret));
+        if spec.is_prompt() {
+            let secret = ask(&spec, new_password, prompt)?;
+            ring.secrets.push(VaultSecret::new(spec.label(), secret));
+            continue;
+        }
+        let shown_label = spec.label.as_deref().unwrap_or("None");
+        let path = Path::new(&spec.source);
+        if let Err(e) = check_source(path) {
+            warnings.push(format!(
+                "Error getting vault password file ({shown_label}): {e}"
+            ));
+            last_error = Some(e);
+            continue;
+        }
+        match read_source(path, spec.label.as_deref(), &ring) {
+            Ok(secret) => ring.secrets.push(VaultSecret::new(spec.label(), secret)),
+            Err(e) => {
+                warnings.push(format!(
+                    "Error in vault password file loading ({shown_label}): {e}"
+                ));
+                last_error = Some(e);
+            }
+        }
     }
-    Ok(ring)
+    match last_error {
+        Some(e) if ring.secrets.is_empty() => Err(e),
+        _ => Ok((ring, warnings)),
+    }
+}
+
+/// What ansible-core checks before reading a password source: it exists and
+/// is not a directory.
+fn check_source(path: &Path) -> Result<(), VaultError> {
+    let meta =
+        std::fs::metadata(path).map_err(|_| VaultError::PasswordFileMissing(path.to_path_buf()))?;
+    if meta.is_dir() {
+        return Err(VaultError::PasswordFileIsDir(path.to_path_buf()));
+    }
+    Ok(())
 }
 
 fn ask(
@@ -191,9 +269,6 @@ fn read_source(path: &Path, label: Option<&str>, earlier: &Keyring) -> Result<Ve
     let shown = path.display().to_string();
     let meta =
         std::fs::metadata(path).map_err(|_| VaultError::PasswordFileMissing(path.to_path_buf()))?;
-    if meta.is_dir() {
-        return Err(VaultError::PasswordFileIsDir(path.to_path_buf()));
-    }
     use std::os::unix::fs::PermissionsExt;
     if meta.permissions().mode() & 0o111 != 0 {
         let stem = path
@@ -201,7 +276,9 @@ fn read_source(path: &Path, label: Option<&str>, earlier: &Keyring) -> Result<Ve
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let client = stem.ends_with("-client");
-        let mut cmd = Command::new(path);
+        // Run by its full path: a bare name must not be looked up in PATH.
+        let exe = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut cmd = Command::new(&exe);
         if client {
             if let Some(label) = label {
                 cmd.args(["--vault-id", label]);
@@ -270,9 +347,29 @@ fn trim_newlines(b: &[u8]) -> &[u8] {
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
     pub secrets: Vec<VaultSecret>,
+    /// Only secrets labelled like the envelope are tried (`vault_id_match`).
+    pub id_match: bool,
+    /// A fixed salt for encrypting, instead of a random one.
+    pub salt: Option<Vec<u8>>,
 }
 
 impl Keyring {
+    /// A keyring of these secrets, tried in order.
+    pub fn of(secrets: Vec<VaultSecret>) -> Keyring {
+        Keyring {
+            secrets,
+            ..Keyring::default()
+        }
+    }
+
+    /// This keyring's settings (salt, id matching) with one secret only.
+    pub fn with_only(&self, secret: VaultSecret) -> Keyring {
+        Keyring {
+            secrets: vec![secret],
+            ..self.clone()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }
@@ -296,7 +393,7 @@ impl Keyring {
         let rest = self
             .secrets
             .iter()
-            .filter(|s| Some(s.id.as_str()) != wanted);
+            .filter(|s| !self.id_match && Some(s.id.as_str()) != wanted);
         for secret in first.chain(rest) {
             match env.open(&secret.password) {
                 Ok(plain) => return Ok((plain, secret.id.clone())),
@@ -335,7 +432,12 @@ impl Keyring {
             return Err(VaultError::AlreadyEncrypted);
         }
         let secret = self.encrypting_secret(encrypt_id)?;
-        Ok(cipher::seal(plaintext, &secret.password, Some(&secret.id)))
+        Ok(match &self.salt {
+            Some(salt) => {
+                cipher::seal_with_salt(plaintext, &secret.password, Some(&secret.id), salt)
+            }
+            None => cipher::seal(plaintext, &secret.password, Some(&secret.id)),
+        })
     }
 }
 
@@ -346,20 +448,16 @@ mod tests {
     #[test]
     fn the_labelled_secret_is_tried_first_then_the_others() {
         let text = cipher::seal(b"x", b"right", Some("prod"));
-        let ring = Keyring {
-            secrets: vec![
-                VaultSecret::new("dev", b"wrong".to_vec()),
-                VaultSecret::new("other", b"right".to_vec()),
-            ],
-        };
+        let ring = Keyring::of(vec![
+            VaultSecret::new("dev", b"wrong".to_vec()),
+            VaultSecret::new("other", b"right".to_vec()),
+        ]);
         // No secret is labelled `prod`: the others are still tried, in order.
         assert_eq!(
             ring.decrypt(&text).unwrap(),
             (b"x".to_vec(), "other".to_string())
         );
-        let ring = Keyring {
-            secrets: vec![VaultSecret::new("dev", b"wrong".to_vec())],
-        };
+        let ring = Keyring::of(vec![VaultSecret::new("dev", b"wrong".to_vec())]);
         assert!(matches!(ring.decrypt(&text), Err(VaultError::NoMatch)));
         assert!(matches!(
             Keyring::default().decrypt(&text),
@@ -373,6 +471,8 @@ mod tests {
             vault_ids: vec!["dev@a".into(), "b".into()],
             password_files: vec!["c".into()],
             ask_vault_pass: true,
+            identity_list: vec!["cfg@d".into()],
+            ..Default::default()
         };
         let got: Vec<(String, String)> = opts
             .slugs(false)
@@ -382,8 +482,9 @@ mod tests {
         // ANSIBLE_VAULT_PASSWORD_FILE, when the environment sets it, sits
         // between the files and the prompt.
         assert_eq!(
-            got[..3],
+            got[..4],
             [
+                ("cfg".to_string(), "d".to_string()),
                 ("dev".to_string(), "a".to_string()),
                 ("default".into(), "b".into()),
                 ("default".into(), "c".into()),
@@ -396,5 +497,67 @@ mod tests {
     fn a_debug_print_hides_the_password() {
         let s = format!("{:?}", VaultSecret::new("dev", b"topsecret".to_vec()));
         assert!(!s.contains("topsecret"), "{s}");
+    }
+
+    #[test]
+    fn id_match_tries_only_the_envelopes_label() {
+        let text = cipher::seal(b"x", b"pw", Some("prod"));
+        let mut ring = Keyring::of(vec![VaultSecret::new("default", b"pw".to_vec())]);
+        assert!(ring.decrypt(&text).is_ok());
+        ring.id_match = true;
+        assert!(matches!(ring.decrypt(&text), Err(VaultError::NoMatch)));
+    }
+
+    #[test]
+    fn a_fixed_salt_gives_the_same_vault_twice() {
+        let mut ring = Keyring::of(vec![VaultSecret::new("default", b"pw".to_vec())]);
+        assert_ne!(
+            ring.encrypt(b"x", None).unwrap(),
+            ring.encrypt(b"x", None).unwrap()
+        );
+        ring.salt = Some(b"salty".to_vec());
+        assert_eq!(
+            ring.encrypt(b"x", None).unwrap(),
+            ring.encrypt(b"x", None).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_missing_file_warns_when_another_source_works_and_fails_when_none_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, "pw\n").unwrap();
+        // A client script is asked for its label.
+        let client = dir.path().join("pass-client.sh");
+        std::fs::write(
+            &client,
+            "#!/bin/sh\n[ \"$1 $2\" = \"--vault-id prod\" ] && echo prodpw\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let opts = SecretOptions {
+            vault_ids: vec![
+                "a@/nonexistent/pw".into(),
+                format!("b@{}", good.display()),
+                format!("prod@{}", client.display()),
+            ],
+            ..Default::default()
+        };
+        let mut no_prompt = |_: &str| -> std::io::Result<String> { panic!("no prompt expected") };
+        let (ring, warnings) = load_secrets(&opts, false, false, &mut no_prompt).unwrap();
+        let ids: Vec<&str> = ring.secrets.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["b", "prod"]);
+        assert_eq!(ring.secrets[1].password.as_slice(), b"prodpw");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("Error getting vault password file (a): "));
+        let only_missing = SecretOptions {
+            vault_ids: vec!["a@/nonexistent/pw".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            load_secrets(&only_missing, false, false, &mut no_prompt),
+            Err(VaultError::PasswordFileMissing(_))
+        ));
     }
 }

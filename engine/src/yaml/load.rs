@@ -61,9 +61,14 @@ pub fn load_file_with_warnings(path: &Path, opts: &LoadOptions) -> Result<Loaded
     // is opened here, so every reader gets plain YAML.
     if crate::vault::is_encrypted(text.as_bytes()) {
         let plain = crate::vault::open_text(path, text).map_err(|e| {
-            Diagnostic::new(e.to_string()).hint(
-                "give the password with --vault-password-file, --vault-id or --ask-vault-pass",
-            )
+            let diag = Diagnostic::new(e.to_string());
+            if e.wants_password() {
+                diag.hint(
+                    "give the password with --vault-password-file, --vault-id or --ask-vault-pass",
+                )
+            } else {
+                diag
+            }
         })?;
         return load_source(Source::decrypted(path, plain), opts);
     }
