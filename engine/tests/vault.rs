@@ -641,3 +641,88 @@ fn keel_vault_exits_and_words_errors_like_ansible_vault() {
         assert!(theirs.contains(line), "{theirs}");
     }
 }
+
+#[test]
+fn include_vars_of_a_vaulted_file_hides_its_result_as_ansible_does() {
+    let dir = workdir();
+    let d = dir.path();
+    std::fs::create_dir(d.join("vars")).unwrap();
+    std::fs::write(d.join("vars/secret.yml"), "isecret: included-s3cr3t\n").unwrap();
+    ok(keel(d).args([
+        "vault",
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "vars/secret.yml",
+    ]));
+    std::fs::write(
+        d.join("pb.yml"),
+        "- hosts: local\n  gather_facts: false\n  tasks:\n    - include_vars: vars/secret.yml\n      register: r\n    - assert:\n        that: r.ansible_facts.isecret == 'included-s3cr3t'\n",
+    )
+    .unwrap();
+    let line = "ok: [localhost] => {\"censored\": \"the output has been hidden due to the fact that 'no_log: true' was specified for this result\", \"changed\": false}";
+    let ours = ok(keel(d).args([
+        "play",
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-password-file",
+        "pw",
+        "-v",
+    ]));
+    assert!(ours.contains(line), "{ours}");
+    assert!(!ours.contains("included-s3cr3t"), "{ours}");
+    let Some(bin) = reference_bin() else { return };
+    let theirs = ok(tool(&bin, "ansible-playbook", d).args([
+        "-i",
+        "hosts",
+        "pb.yml",
+        "--vault-password-file",
+        "pw",
+        "-v",
+    ]));
+    assert!(theirs.contains(line), "{theirs}");
+}
+
+#[test]
+fn the_inventory_listing_shows_inline_vaults_as_ciphertext() {
+    let dir = workdir();
+    let d = dir.path();
+    let inline = ok(keel(d).args([
+        "vault",
+        "encrypt_string",
+        "--vault-password-file",
+        "pw",
+        "--name",
+        "isecret",
+        "inline-s3cr3t",
+    ]));
+    std::fs::write(d.join("group_vars/local.yml"), &inline).unwrap();
+    let listing = |out: &str| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["_meta"]["hostvars"]["localhost"]["isecret"].clone()
+    };
+    let ours = listing(&ok(keel(d).args([
+        "inventory",
+        "-i",
+        "hosts",
+        "--list",
+        "--vault-password-file",
+        "pw",
+    ])));
+    let ciphertext = inline
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.trim()))
+        .collect::<String>();
+    assert_eq!(ours, serde_json::json!({ "__ansible_vault": ciphertext }));
+    let Some(bin) = reference_bin() else { return };
+    let theirs = listing(&ok(tool(&bin, "ansible-inventory", d).args([
+        "-i",
+        "hosts",
+        "--list",
+        "--vault-password-file",
+        "pw",
+    ])));
+    assert_eq!(ours, theirs);
+}

@@ -224,7 +224,8 @@ pub fn try_host_json(inv: &Inventory, host: &str) -> Result<Json, InventoryError
 fn vars_json(vars: &VarMap) -> Json {
     let mut m = Map::new();
     for (k, v) in vars {
-        m.insert(k.clone(), serde_json::to_value(v).unwrap_or(Json::Null));
+        // Inline vault values are listed as their ciphertext, as ansible-inventory does.
+        m.insert(k.clone(), crate::vault::to_listing_json(v));
     }
     Json::Object(m)
 }

@@ -131,15 +131,47 @@ impl Sink for Fanout {
     }
 }
 
-/// Masks values decrypted from a vault in diffs before passing events on
-/// (`vault::mask`): a diff shows what a task wrote, not the secrets in it.
-/// Results are passed unchanged, so a task that shows a value on purpose
+/// Keeps values decrypted from a vault out of what a run prints, where
+/// ansible-core would not print them or a task did not ask for them:
+/// - a diff shows what a task wrote, with the secrets in it masked
+///   (`vault::mask`; ansible-core shows them, Keel deliberately does not);
+/// - an `include_vars` result that loaded a vaulted file is censored like a
+///   `no_log` one, as ansible-core censors it (the registered value keeps it).
+///
+/// Other results pass unchanged, so a task that shows a value on purpose
 /// (`debug: var=…`) still does.
 pub struct VaultMask<S: Sink>(pub S);
 
 impl<S: Sink> Sink for VaultMask<S> {
     fn emit(&self, event: &Event) {
         if let Event::HostResult(r) = event {
+            let vaulted_include = r
+                .result
+                .get("ansible_included_var_files")
+                .and_then(Json::as_array)
+                .is_some_and(|files| {
+                    files.iter().filter_map(Json::as_str).any(|f| {
+                        crate::vault::is_vaulted_file(std::path::Path::new(f)).unwrap_or(false)
+                    })
+                });
+            if vaulted_include {
+                let mut r = r.clone();
+                let mut m = serde_json::Map::new();
+                m.insert("censored".into(), Json::String(CENSORED.into()));
+                m.insert(
+                    "changed".into(),
+                    r.result
+                        .get("changed")
+                        .cloned()
+                        .unwrap_or(Json::Bool(false)),
+                );
+                if r.status == Status::Failed {
+                    m.insert("failed".into(), Json::Bool(true));
+                }
+                r.result = Json::Object(m);
+                r.diff.clear();
+                return self.0.emit(&Event::HostResult(r));
+            }
             if r.diff
                 .iter()
                 .any(|d| matches!(crate::vault::mask(d), std::borrow::Cow::Owned(_)))

@@ -287,3 +287,47 @@ pub fn is_vaulted_file(path: &Path) -> std::io::Result<bool> {
     }
     Ok(is_encrypted(&head[..got]))
 }
+
+/// A value as JSON, with every inline vault value shown as ansible-inventory
+/// shows it: `{"__ansible_vault": "<ciphertext>"}` instead of its plaintext.
+pub fn to_listing_json(v: &minijinja::Value) -> serde_json::Value {
+    use minijinja::value::ValueKind;
+    use serde_json::Value as Json;
+    match v.kind() {
+        ValueKind::String if crate::vars::is_unsafe(v) => {
+            let text = v.as_str().unwrap_or_default();
+            let ciphertext = inline_ciphertext(text)
+                .map(|c| c.to_string())
+                .or_else(|| is_encrypted(text.as_bytes()).then(|| text.to_string()));
+            match ciphertext {
+                Some(c) => {
+                    let mut m = serde_json::Map::new();
+                    let c = if c.ends_with('\n') {
+                        c
+                    } else {
+                        format!("{c}\n")
+                    };
+                    m.insert("__ansible_vault".into(), Json::String(c));
+                    Json::Object(m)
+                }
+                None => Json::String(text.to_string()),
+            }
+        }
+        ValueKind::Map => {
+            let mut m = serde_json::Map::new();
+            if let Ok(keys) = v.try_iter() {
+                for k in keys {
+                    let item = v.get_item(&k).unwrap_or_default();
+                    m.insert(k.to_string(), to_listing_json(&item));
+                }
+            }
+            Json::Object(m)
+        }
+        ValueKind::Seq => Json::Array(
+            v.try_iter()
+                .map(|items| items.map(|i| to_listing_json(&i)).collect())
+                .unwrap_or_default(),
+        ),
+        _ => serde_json::to_value(v).unwrap_or(Json::Null),
+    }
+}
