@@ -572,6 +572,10 @@ def write_doc(results: dict[str, dict], known: dict[str, Target], keel_rev: str,
                 table(results, extra), ""]
     failing = [n for n in names if (results[n].get("reference") or {}).get("status") == "pass"
                and (results[n].get("keel") or {}).get("status") != "pass"]
+    features = Path(__file__).resolve().parent / "features.md"
+    if features.exists():
+        # Hand-written: what Keel supports beyond what the targets measure, and deliberate differences.
+        out += [features.read_text().rstrip(), ""]
     out += ["## Why the remaining failures fail", ""]
     if failing:
         for n in failing:
