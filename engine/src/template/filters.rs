@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::path::{Component, PathBuf};
 
-use super::ValueMap;
 use base64::Engine as _;
 use minijinja::value::ValueKind;
 use minijinja::value::{Kwargs, Rest, ValueOrKwargs};
@@ -19,7 +18,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use regex::Regex;
 
-use super::native::{self, to_bool, value_from_json, value_to_json};
+use super::error::MANDATORY;
+use super::native::{self, to_bool, value_from_json, value_to_json, ValueMap};
 use super::pyre;
 
 fn err(msg: impl Into<String>) -> Error {
@@ -367,10 +367,6 @@ fn rekey_on_member(data: &Value, key: &Value, kw: Kwargs) -> Result<Value, Error
     }
     Ok(Value::from_object(out))
 }
-
-/// Detail prefix the `mandatory` filter uses, so error reporting can word it
-/// like Ansible.
-pub(crate) const MANDATORY: &str = "mandatory variable not defined:";
 
 /// A value as text: strings as-is, everything else as printed.
 pub(crate) fn text(v: &Value) -> String {

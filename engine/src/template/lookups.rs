@@ -8,15 +8,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::ValueMap;
 use minijinja::value::ValueKind;
 use minijinja::value::{Kwargs, Rest};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
 use rand::Rng;
 
+use super::error::{error_msg, TemplateError};
 use super::filters::{product, seq, text};
-use super::scope::{RenderCtx, CTX_KEY};
-use super::TemplateError;
+use super::native::{self, ValueMap};
+use super::render::{
+    eval_bare_in, render_file_text_in, render_value_in, RenderCtx, SyntaxOverrides, CTX_KEY,
+};
+use super::scope::Scope;
 use crate::vars::VarMap;
 
 fn err(msg: impl Into<String>) -> Error {
@@ -80,7 +83,7 @@ fn call(
     let terms = terms
         .0
         .iter()
-        .map(|t| super::render_value_in(&ctx, t).map_err(from_template_error))
+        .map(|t| render_value_in(&ctx, t).map_err(from_template_error))
         .collect::<Result<Vec<_>, _>>()?;
     let results = match run(&ctx, name, terms, &kwargs) {
         Ok(r) => r,
@@ -119,7 +122,7 @@ pub(super) fn run(
     terms: Vec<Value>,
     kw: &VarMap,
 ) -> Result<Vec<Value>, Error> {
-    let kw_bool = |k: &str, d: bool| kw.get(k).map_or(d, super::native::to_bool);
+    let kw_bool = |k: &str, d: bool| kw.get(k).map_or(d, native::to_bool);
     match name {
         "env" => Ok(terms
             .iter()
@@ -165,7 +168,7 @@ pub(super) fn run(
                 .get("template_vars")
                 .filter(|v| v.kind() == ValueKind::Map)
                 .cloned();
-            let mut syntax = super::SyntaxOverrides::default();
+            let mut syntax = SyntaxOverrides::default();
             let opt = |k: &str, d: &str| kw.get(k).map_or(d.to_string(), text);
             syntax.variable = (
                 opt("variable_start_string", "{{"),
@@ -176,7 +179,7 @@ pub(super) fn run(
                 opt("comment_end_string", "#}"),
             );
             syntax.trim_blocks = kw_bool("trim_blocks", true);
-            let custom = (syntax != super::SyntaxOverrides::default()).then_some(&syntax);
+            let custom = (syntax != SyntaxOverrides::default()).then_some(&syntax);
             let sub = match &extra {
                 Some(vars) => {
                     let mut layer = VarMap::new();
@@ -472,19 +475,19 @@ pub(super) fn render_template_file(
 pub(super) fn render_template_file_as(
     ctx: &Arc<RenderCtx>,
     path: &Path,
-    syntax: Option<&super::SyntaxOverrides>,
+    syntax: Option<&SyntaxOverrides>,
     native: bool,
 ) -> Result<Value, TemplateError> {
     let name = path.to_string_lossy();
     let found = find_file(ctx, &name, "templates").ok_or_else(|| {
-        super::error_msg(
+        error_msg(
             &ctx.origin,
             format!("could not find or access template '{name}'"),
             None,
         )
     })?;
     let src = std::fs::read_to_string(&found).map_err(|e| {
-        super::error_msg(
+        error_msg(
             &ctx.origin,
             format!("could not read template {}: {e}", found.display()),
             None,
@@ -515,7 +518,7 @@ pub(super) fn render_template_file_as(
     );
     layer.insert("ansible_managed".into(), Value::from("Ansible managed"));
     // Variables in the scope win over these defaults.
-    let mut scope = super::Scope::new();
+    let mut scope = Scope::new();
     scope.push(Arc::new(layer));
     for l in ctx.scope.layers() {
         scope.push(l.clone());
@@ -526,8 +529,8 @@ pub(super) fn render_template_file_as(
         None => format!("template {}", found.display()),
     });
     let inner = match syntax {
-        Some(o) => Arc::new(super::Inner::with_syntax(o).map_err(|e| {
-            super::error_msg(
+        Some(o) => Arc::new(ctx.inner.with_syntax(o).map_err(|e| {
+            error_msg(
                 &ctx.origin,
                 format!("invalid template syntax options: {e}"),
                 None,
@@ -570,7 +573,7 @@ fn render_file_source(
     native: bool,
 ) -> Result<Value, TemplateError> {
     if !native {
-        return super::render_file_text_in(sub, src, default_syntax).map(Value::from);
+        return render_file_text_in(sub, src, default_syntax).map(Value::from);
     }
     // Jinja drops one trailing newline before rendering; Ansible puts it
     // back on text results.
@@ -579,15 +582,15 @@ fn render_file_source(
         None => (src, false),
     };
     if default_syntax {
-        if let Some(expr) = super::native::single_expression(body) {
-            let v = super::eval_bare_in(sub, expr)?;
+        if let Some(expr) = native::single_expression(body) {
+            let v = eval_bare_in(sub, expr)?;
             return Ok(match v.as_str() {
                 Some(s) if newline => Value::from(format!("{s}\n")),
                 _ => v,
             });
         }
     }
-    let out = super::render_file_text_in(sub, body, default_syntax)?;
+    let out = render_file_text_in(sub, body, default_syntax)?;
     // A file with no output at all (only comments, say) gives None.
     let no_content = out.is_empty() && default_syntax && !body.contains("{{");
     if no_content {

@@ -6,11 +6,12 @@
 //! The executor also uses the JSON helpers here for events and `register`.
 use std::fmt::Write as _;
 
-use super::ValueMap;
+use indexmap::IndexMap;
 use minijinja::value::ValueKind;
 use minijinja::{Error, ErrorKind, Output, State, Value};
 
-use super::scope::RenderCtx;
+/// A map with arbitrary keys, the shape of a Jinja dict.
+pub(crate) type ValueMap = IndexMap<Value, Value>;
 
 /// The inner expression when `src` is exactly one `{{ expr }}` (whitespace
 /// control dashes allowed), nothing before or after.
@@ -301,25 +302,6 @@ pub(crate) fn shorten(s: &str, max: usize) -> String {
         out.push('…');
         out
     }
-}
-
-/// A value leaving the template engine: our lazy context object (`vars`)
-/// becomes a plain map so callers see ordinary data.
-pub(crate) fn materialize(v: Value) -> Value {
-    if v.downcast_object_ref::<RenderCtx>().is_some() {
-        let mut map = ValueMap::new();
-        if let Ok(it) = v.try_iter() {
-            for k in it {
-                if let Ok(val) = v.get_item(&k) {
-                    if !val.is_undefined() {
-                        map.insert(k, val);
-                    }
-                }
-            }
-        }
-        return Value::from_object(map);
-    }
-    v
 }
 
 /// How `{{ value }}` prints inside a larger template (Ansible 2.19 rules:

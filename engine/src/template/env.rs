@@ -1,0 +1,70 @@
+//! The environment builder: minijinja configured as Ansible's Jinja, with
+//! Keel's filters, tests, lookups and `now()` registered. The top of
+//! `template/` below the [`Templar`](super::Templar): it imports the files
+//! it registers, and nothing imports it except the `Templar`, which hands
+//! [`build`] to the rendering core as its [`BuildEnv`](super::render::BuildEnv).
+
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
+
+use super::render::{omit_token, SyntaxOverrides};
+use super::{datetime, filters, lookups, native, tests};
+
+/// One environment: strict (`strict`) or chainable undefined values, with
+/// syntax `o`.
+pub(super) fn build(strict: bool, o: &SyntaxOverrides) -> Result<Environment<'static>, Error> {
+    let mut env = Environment::new();
+    // A template's "name" is its source text: the loader hands it back and
+    // minijinja compiles it once and caches it. `{% include %}`, `{% import %}`
+    // and `{% extends %}` inside a template file name other files: the path
+    // join resolves those against the file's search directories and marks
+    // the result, and the loader reads the file.
+    // Like Jinja's default (which Ansible keeps for included files), an
+    // included file loses one trailing newline.
+    env.set_loader(|name| match lookups::included_path(name) {
+        Some(path) => {
+            let mut src = std::fs::read_to_string(path).map_err(|e| {
+                Error::new(
+                    ErrorKind::TemplateNotFound,
+                    format!("could not read template {path}: {e}"),
+                )
+            })?;
+            if src.ends_with("\r\n") {
+                src.truncate(src.len() - 2);
+            } else if src.ends_with(['\n', '\r']) {
+                src.pop();
+            }
+            Ok(Some(src))
+        }
+        None => Ok(Some(name.to_string())),
+    });
+    env.set_path_join_callback(|name, _parent| lookups::join_include(name));
+    env.set_auto_reload(false);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_debug(true);
+    env.set_undefined_behavior(if strict {
+        UndefinedBehavior::Strict
+    } else {
+        UndefinedBehavior::Chainable
+    });
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(o.trim_blocks)
+        .keep_trailing_newline(true)
+        .variable_delimiters(o.variable.0.clone(), o.variable.1.clone())
+        .comment_delimiters(o.comment.0.clone(), o.comment.1.clone())
+        .build()?;
+    env.set_syntax(syntax);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_formatter(native::format_output);
+    env.add_global("omit", Value::from(omit_token()));
+    env.add_global("True", Value::from(true));
+    env.add_global("False", Value::from(false));
+    env.add_global("None", Value::from(()));
+    // `undef(hint)`: an undefined value, for a default that must be overridden.
+    env.add_function("undef", |_hint: Option<Value>| Value::UNDEFINED);
+    filters::register(&mut env);
+    datetime::register(&mut env);
+    tests::register(&mut env);
+    lookups::register(&mut env);
+    Ok(env)
+}
