@@ -150,7 +150,7 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
             }
             match driver.delete(&vm.name).await {
                 Ok(()) => {
-                    crate::provision::jobs::release_after_delete(db, id).await?;
+                    crate::provision::steps::release_after_delete(db, id).await?;
                     tracing::warn!(vm = %vm.name, "reconcile: finished the compensation of a failed service");
                     note(db, id, "reconcile.compensated", &vm.name).await?;
                     report.compensated.push(id);
@@ -187,7 +187,7 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
         if compensates(s) && !seen.contains(&s.id) {
             // The VM is gone already; only the release is missing.
             if fresh(db, s.id).await?.as_ref().is_some_and(compensates) {
-                crate::provision::jobs::release_after_delete(db, s.id).await?;
+                crate::provision::steps::release_after_delete(db, s.id).await?;
                 note(db, s.id, "reconcile.compensated", "(already deleted)").await?;
                 report.compensated.push(s.id);
             }

@@ -1041,7 +1041,7 @@ async fn regression_os_ready_failure_after_a_callback_keeps_the_vm() {
         .await
         .unwrap();
     assert_eq!(os_ready.len(), 1);
-    let step = provision::jobs::OsReadyStep(f.prov.clone());
+    let step = provision::steps::os_ready::OsReadyStep(f.prov.clone());
     keel_panel::queue::JobHandler::on_failure(
         &step,
         f.panel.db().store(),

@@ -3,6 +3,9 @@
 //! timing). Requests (`services::servers`, `services::power`), steps
 //! (`provision/`) and reconciliation enqueue only through these, and
 //! handlers read their payload back only through [`FlowJob::decode`].
+//! [`JobKind`] lists every kind: a new kind is a variant and a payload
+//! struct here, plus its step's own file under `provision/steps/` (which
+//! the compiler then asks `provision::steps::register` to name).
 //!
 //! Field names are the ones the payloads have always had, so jobs already
 //! queued in an existing database still decode. A job's retry policy
@@ -25,10 +28,53 @@ pub fn service_key(id: i64) -> String {
     format!("service:{id}")
 }
 
+/// Every job kind of the flow: the `kind` column of its jobs.
+/// `provision::steps::register` matches on it exhaustively, so a kind added
+/// here without a handler does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Provision,
+    OsReady,
+    Configure,
+    Deprovision,
+    Power,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Provision,
+        JobKind::OsReady,
+        JobKind::Configure,
+        JobKind::Deprovision,
+        JobKind::Power,
+    ];
+
+    /// The name stored in the job row, which selects the handler.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Provision => "provision",
+            JobKind::OsReady => "vm_os_ready",
+            JobKind::Configure => "configure",
+            JobKind::Deprovision => "deprovision",
+            JobKind::Power => "power",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A job kind of the flow and its payload.
 pub trait FlowJob: Serialize + DeserializeOwned {
     /// The kind that selects the handler.
-    const KIND: &'static str;
+    const KIND: JobKind;
 
     /// The payload as the job row stores it.
     fn payload(&self) -> serde_json::Value {
@@ -58,12 +104,12 @@ pub struct ProvisionJob {
 }
 
 impl FlowJob for ProvisionJob {
-    const KIND: &'static str = "provision";
+    const KIND: JobKind = JobKind::Provision;
 }
 
 impl ProvisionJob {
     pub fn spec(self, owner: Option<i64>) -> JobSpec {
-        let spec = JobSpec::new(Self::KIND, self.payload())
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
             .queue(HYPERVISOR_QUEUE)
             .unique_key(format!("provision:{}", self.service_id))
             .serial_key(service_key(self.service_id));
@@ -81,13 +127,13 @@ pub struct OsReadyJob {
 }
 
 impl FlowJob for OsReadyJob {
-    const KIND: &'static str = "vm_os_ready";
+    const KIND: JobKind = JobKind::OsReady;
 }
 
 impl OsReadyJob {
     /// Fires `after` the wait started (at once when resumed).
     pub fn spec(self, after: Duration) -> JobSpec {
-        JobSpec::new(Self::KIND, self.payload())
+        JobSpec::new(Self::KIND.as_str(), self.payload())
             .queue(HYPERVISOR_QUEUE)
             .unique_key(format!(
                 "os_ready:{}:{}:{}",
@@ -105,14 +151,14 @@ pub struct ConfigureJob {
 }
 
 impl FlowJob for ConfigureJob {
-    const KIND: &'static str = "configure";
+    const KIND: JobKind = JobKind::Configure;
 }
 
 impl ConfigureJob {
     /// Its coalescing key makes a request during a run give exactly one
     /// more run (see docs/queue.md).
     pub fn spec(self, owner: Option<i64>) -> JobSpec {
-        let spec = JobSpec::new(Self::KIND, self.payload())
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
             .unique_key(format!("configure:{}", self.service_id))
             .serial_key(service_key(self.service_id));
         owned(spec, owner)
@@ -126,12 +172,12 @@ pub struct DeprovisionJob {
 }
 
 impl FlowJob for DeprovisionJob {
-    const KIND: &'static str = "deprovision";
+    const KIND: JobKind = JobKind::Deprovision;
 }
 
 impl DeprovisionJob {
     pub fn spec(self, owner: Option<i64>) -> JobSpec {
-        let spec = JobSpec::new(Self::KIND, self.payload())
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
             .queue(HYPERVISOR_QUEUE)
             .unique_key(format!("deprovision:{}", self.service_id))
             .serial_key(service_key(self.service_id));
@@ -182,13 +228,13 @@ pub struct PowerJob {
 }
 
 impl FlowJob for PowerJob {
-    const KIND: &'static str = "power";
+    const KIND: JobKind = JobKind::Power;
 }
 
 impl PowerJob {
     /// No coalescing key: each request is one action.
     pub fn spec(self, owner: Option<i64>) -> JobSpec {
-        let spec = JobSpec::new(Self::KIND, self.payload())
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
             .queue(HYPERVISOR_QUEUE)
             .serial_key(service_key(self.service_id));
         owned(spec, owner)
@@ -221,6 +267,28 @@ mod tests {
         let job = PowerJob::decode(&pw).unwrap();
         assert_eq!(job.action, PowerAction::PowerOff);
         assert_eq!(job.payload(), pw);
+    }
+
+    /// Each payload struct names its own kind, and every kind's stored
+    /// name reads back as that kind.
+    #[test]
+    fn kinds_round_trip_and_belong_to_one_payload_each() {
+        let of_structs = [
+            ProvisionJob::KIND,
+            OsReadyJob::KIND,
+            ConfigureJob::KIND,
+            DeprovisionJob::KIND,
+            PowerJob::KIND,
+        ];
+        for kind in JobKind::ALL {
+            assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(
+                of_structs.iter().filter(|k| **k == kind).count(),
+                1,
+                "{kind}"
+            );
+        }
+        assert_eq!(JobKind::parse("explode"), None);
     }
 
     #[test]

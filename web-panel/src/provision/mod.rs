@@ -1,7 +1,8 @@
 //! The provisioning flow: from "Create server" to a configured, running VM.
 //!
 //! `services::servers::create` claims the address and enqueues `provision`;
-//! from there every step is a durable, idempotent job (`jobs.rs`):
+//! from there every step is a durable, idempotent job (`steps/`, one file
+//! per job kind):
 //!
 //! ```text
 //! requested ─► allocating ─► creating_vm ─► installing_os ─► configuring ─► ready
@@ -12,7 +13,7 @@
 //! delete ─► deleting ─► deprovision job ─► deleted
 //! ```
 //!
-//! Layout: `jobs.rs` the step handlers and their compensation, `callback.rs`
+//! Layout: `steps/` the step handlers and their compensation, `callback.rs`
 //! the VM-ready callback (HMAC, replay safety), `hostkey.rs` the SSH banner
 //! wait, host-key check and known_hosts files, `inventory.rs` the dynamic
 //! inventory (served to consumers and used by the role run).
@@ -23,9 +24,8 @@
 pub mod callback;
 pub mod hostkey;
 pub mod inventory;
-pub mod jobs;
-pub mod power;
 pub mod reason;
+pub mod steps;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,8 +39,8 @@ use crate::hypervisor::{Driver, DriverError};
 use crate::lifecycle::Step;
 use crate::queue::JobError;
 
-pub use jobs::{reconverge, register};
 pub use reason::FailureReason;
+pub use steps::{reconverge, register};
 
 /// Why a step failed. [`ProvisionError::into_job_error`] classifies it for
 /// the step's retry policy.

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{ProvisionError, Provisioner};
+use super::kit::hypervisor_policy;
 use crate::db::{tx_conn, Db};
 use crate::hypervisor::{DriverError, PowerState};
 use crate::lifecycle::jobs::{FlowJob, PowerAction, PowerJob};
 use crate::lifecycle::Status;
+use crate::provision::{ProvisionError, Provisioner};
 use crate::queue::{JobContext, JobError, JobHandler, RetryPolicy};
 use crate::{execute, scalar};
 
@@ -26,9 +27,7 @@ pub struct PowerStep(pub Arc<Provisioner>);
 #[async_trait::async_trait]
 impl JobHandler for PowerStep {
     fn policy(&self) -> RetryPolicy {
-        // The flow's hypervisor API policy.
-        RetryPolicy::fixed(Duration::from_secs(self.0.config.api_retry_secs))
-            .max_attempts(self.0.config.api_retry_attempts)
+        hypervisor_policy(&self.0)
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {

@@ -1,0 +1,73 @@
+//! The provisioning steps as queue jobs. Every job's payload is a struct
+//! of `lifecycle::jobs` carrying `service_id`; each runs under the
+//! serialisation key `service:ID` (one step of a service at a time) and is
+//! idempotent: it reads the service's status and its `vm_provisioning`
+//! row, does what is still missing, and moves the status on (through
+//! `lifecycle::transition`, only from the statuses the lifecycle table
+//! gives the step) in the same transaction that enqueues the next step.
+//!
+//! | job | status it acts on | policy | on permanent failure |
+//! | --- | --- | --- | --- |
+//! | `provision` | requested, allocating, creating_vm | hypervisor API (every 5 min, 24 h) | failed; VM deleted, then address released |
+//! | `vm_os_ready` | installing_os, callback missing | hypervisor API; a reset per timeout, N times | failed (unless the callback won); VM deleted, then address released |
+//! | `configure` | configuring, ready (re-converge) | 3 attempts | failed; VM kept for inspection |
+//! | `deprovision` | deleting | hypervisor API | recorded for admins (status stays deleting) |
+//! | `power` (`power.rs`) | ready | hypervisor API | recorded for admins (status stays ready) |
+//!
+//! `retry` (in `services::servers`) puts a failed service back to
+//! `requested` with a new `provision` job; `provision` resumes from the
+//! failed step: the role run when the VM is still there, otherwise a new VM
+//! (any leftover VM deleted first, a new seed generation, new host keys, the
+//! address kept, or re-claimed if it was released).
+//!
+//! A callback can arrive before `provision` commits `installing_os` (the VM
+//! boots fast, or the step is cut off after `start`); it is recorded, and
+//! `provision` then queues `configure` itself instead of arming the
+//! OS-ready wait. The address is released only after the driver confirmed
+//! the VM's deletion. Steps check `ctx.cancel` between hypervisor calls and
+//! race the role run against it, so an attempt whose lease was lost stops
+//! instead of running beside its successor.
+//!
+//! Layout: one file per job kind, each holding its handler (`JobHandler`)
+//! and the step's logic: `create_vm.rs` (`provision`), `os_ready.rs`
+//! (`vm_os_ready`), `configure.rs` (`configure`, and the re-converge
+//! request), `deprovision.rs`, `power.rs`. Below them, `kit.rs` (the rows
+//! steps read, the retry policy, cancellation) and `failure.rs` (failing a
+//! step for good and its compensation). This file only registers a handler
+//! for every kind of `lifecycle::jobs::JobKind`, by an exhaustive match, so
+//! a kind without a handler does not compile.
+
+pub mod configure;
+pub mod create_vm;
+pub mod deprovision;
+mod failure;
+mod kit;
+pub mod os_ready;
+pub mod power;
+
+use std::sync::Arc;
+
+use super::Provisioner;
+use crate::lifecycle::jobs::JobKind;
+use crate::queue::Registry;
+
+pub use configure::reconverge;
+pub(crate) use failure::release_after_delete;
+
+/// Registers the flow's handlers, one per job kind of `lifecycle::jobs`:
+/// `provision`, `vm_os_ready`, `configure`, `deprovision` and `power`.
+/// Without a hypervisor driver they still run, and fail the service with
+/// a reason an admin can act on (or delete it, when asked to).
+pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
+    for kind in JobKind::ALL {
+        let k = kind.as_str();
+        let p = p.clone();
+        match kind {
+            JobKind::Provision => registry.register(k, create_vm::ProvisionStep(p)),
+            JobKind::OsReady => registry.register(k, os_ready::OsReadyStep(p)),
+            JobKind::Configure => registry.register(k, configure::ConfigureStep(p)),
+            JobKind::Deprovision => registry.register(k, deprovision::DeprovisionStep(p)),
+            JobKind::Power => registry.register(k, power::PowerStep(p)),
+        };
+    }
+}
