@@ -100,6 +100,10 @@ pub(crate) struct HostState {
     pub include_params: Vec<Arc<VarMap>>,
     /// Magic variables fixed for the play (inventory_hostname, groups...).
     pub magic: Arc<VarMap>,
+    /// The connection's settings under their variable names
+    /// (`ansible_host`, `ansible_connection`...), below every other layer:
+    /// Ansible fills them in only where no variable says otherwise.
+    pub connection_defaults: Arc<VarMap>,
     pub failed: bool,
     pub unreachable: bool,
     /// Failed (not rescued) or unreachable in this play, and not cleared by
@@ -119,6 +123,26 @@ pub(crate) struct HostState {
     pub notified: Vec<usize>,
     pub stats: HostStats,
     pub conn: Option<Arc<Connection>>,
+}
+
+/// What ansible-core's `PlayContext.update_vars` adds to a task's
+/// variables for a host whose inventory does not set them: the address is
+/// the inventory name, the shell `/bin/sh`, the timeout 10 s.
+pub(crate) fn connection_defaults(name: &str, layers: &[Arc<VarMap>]) -> VarMap {
+    let connection = layers
+        .iter()
+        .rev()
+        .find_map(|l| l.get("ansible_connection"))
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "ssh".to_string());
+    let mut m = VarMap::new();
+    m.insert("ansible_host".into(), Value::from(name));
+    m.insert("ansible_ssh_host".into(), Value::from(name));
+    m.insert("ansible_connection".into(), Value::from(connection));
+    m.insert("ansible_timeout".into(), Value::from(10));
+    m.insert("ansible_shell_executable".into(), Value::from("/bin/sh"));
+    m.insert("ansible_pipelining".into(), Value::from(false));
+    m
 }
 
 impl HostState {
@@ -186,6 +210,7 @@ pub(crate) fn scope_for(
     task_magic: Option<Arc<VarMap>>,
 ) -> Scope {
     let mut s = Scope::new();
+    s.push(host.connection_defaults.clone());
     if let Some(role) = task.and_then(|t| t.role.as_ref()) {
         s.push(role.defaults.clone());
     }

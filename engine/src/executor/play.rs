@@ -177,9 +177,13 @@ pub(crate) async fn run_play(
                     "ansible_version".into(),
                     ser(serde_json::json!({"full": "2.17.0", "major": 2, "minor": 17, "revision": 0, "string": "2.17.0 (keel)"})),
                 );
+                let inventory_layers = inv.host_layers(h);
+                let connection_defaults =
+                    Arc::new(super::host::connection_defaults(h, &inventory_layers));
                 Arc::new(Mutex::new(HostState {
                     name: h.clone(),
-                    inventory_layers: inv.host_layers(h),
+                    inventory_layers,
+                    connection_defaults,
                     facts: p.facts,
                     set_facts: p.set_facts,
                     include_vars: Arc::new(VarMap::new()),
@@ -983,7 +987,12 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
                 st.stats.rescued += 1;
                 st.set_fact("ansible_failed_result".into(), o.result.clone());
                 let mut t = VarMap::new();
-                t.insert("name".into(), Value::from(task.display_name()));
+                // The task's own name (templated), without the role prefix
+                // ansible-playbook's banner adds; empty when unnamed.
+                t.insert(
+                    "name".into(),
+                    Value::from(task.name.clone().unwrap_or_default()),
+                );
                 t.insert("action".into(), Value::from(task.action.as_str()));
                 st.set_fact("ansible_failed_task".into(), ser(&t));
             } else {
@@ -1175,6 +1184,7 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                         result: super::task::to_json(&ser(&r)),
                         diff: vec![],
                         is_item: false,
+                        error: None,
                     }));
                 let o = Outcome {
                     status: Status::Failed,
@@ -1206,6 +1216,7 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                     result: serde_json::json!({"msg": shown, "skip_reason": reason}),
                     diff: vec![],
                     is_item: false,
+                    error: None,
                 }));
             continue;
         }
@@ -1355,6 +1366,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                         result: super::task::to_json(&o.result),
                         diff: vec![],
                         is_item: false,
+                        error: None,
                     }));
                 let mut st = h.lock();
                 apply_outcome(run, task, &mut st, &o, rescuing);

@@ -941,7 +941,11 @@ fn single_from(mr: ModuleResult, delegate: &Option<String>) -> SingleResult {
         result.insert(k, v);
     }
     if let Some(facts) = &mr.facts {
-        result.insert("ansible_facts".into(), ser(facts));
+        // A module that shapes its own `ansible_facts` (setup prefixes each
+        // name with `ansible_`, as the registered result shows) keeps it.
+        if !result.contains_key("ansible_facts") {
+            result.insert("ansible_facts".into(), ser(facts));
+        }
         result.insert("_keel_facts".into(), ser(facts));
     }
     if mr.skipped {
@@ -1267,7 +1271,29 @@ fn emit(
         if matches!(task.action.as_str(), "debug" | "assert") && s.status != Status::Skipped {
             m.insert("_ansible_verbose_always".into(), Json::Bool(true));
             if task.action == "debug" {
-                m.remove("changed");
+                // The default callback shows `msg` alone, or else the
+                // variable without the status and loop keys.
+                if m.contains_key("msg") {
+                    m.retain(|k, _| {
+                        matches!(
+                            k.as_str(),
+                            "msg" | "exception" | "warnings" | "deprecations"
+                        ) || k.starts_with('_')
+                    });
+                } else {
+                    for k in [
+                        "changed",
+                        "failed",
+                        "skipped",
+                        "invocation",
+                        "skip_reason",
+                        "ansible_loop_var",
+                        "ansible_index_var",
+                        "ansible_loop",
+                    ] {
+                        m.remove(k);
+                    }
+                }
             }
         }
     }
@@ -1295,6 +1321,7 @@ fn emit(
             item_label,
         )
     };
+    let error = (s.status == Status::Failed && !no_log).then(|| error_block(task, &json));
     let delegated_to = task.delegate_to.clone();
     ctx.shared.sink.emit(&Event::HostResult(HostResult {
         host: host.to_string(),
@@ -1305,5 +1332,65 @@ fn emit(
         result: json,
         diff,
         is_item,
+        error,
     }));
+}
+
+/// Actions ansible-core runs on the controller: their failures read
+/// "Action failed", a module's "Module failed".
+const CONTROLLER_ACTIONS: &[&str] = &[
+    "add_host",
+    "assert",
+    "debug",
+    "fail",
+    "fetch",
+    "group_by",
+    "include_vars",
+    "pause",
+    "reboot",
+    "set_fact",
+    "set_stats",
+    "wait_for_connection",
+];
+
+/// ansible-core 2.19's `[ERROR]` block for a failed task: the message, then
+/// the task's origin with the two source lines above it and a caret.
+fn error_block(task: &Task, result: &Json) -> String {
+    let msg = result
+        .get("msg")
+        .and_then(Json::as_str)
+        .unwrap_or("Task failed.")
+        .to_string();
+    let first = msg.lines().next().unwrap_or_default();
+    let summary = if task.span.path().as_os_str().is_empty()
+        || first.starts_with(&task.span.path().display().to_string())
+    {
+        // A message that already carries its own origin (a templating
+        // error) is shown as it is.
+        first.to_string()
+    } else if CONTROLLER_ACTIONS.contains(&task.action.as_str()) {
+        format!("Action failed: {first}")
+    } else {
+        format!("Module failed: {first}")
+    };
+    let pos = task.span.pos;
+    let mut out = format!(
+        "[ERROR]: Task failed: {summary}\nOrigin: {}:{}:{}",
+        task.span.path().display(),
+        pos.line,
+        pos.col
+    );
+    let lines: Vec<&str> = task.span.source.text.lines().collect();
+    let line = pos.line as usize;
+    if line >= 1 && line <= lines.len() {
+        let from = line.saturating_sub(2).max(1);
+        let width = line.to_string().len();
+        out.push_str("\n\n");
+        for n in from..=line {
+            out.push_str(&format!("{n:>width$} {}\n", lines[n - 1]));
+        }
+        let pad = width + pos.col as usize;
+        out.push_str(&format!("{:pad$}^ column {}", "", pos.col));
+    }
+    out
 }

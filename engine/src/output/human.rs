@@ -9,6 +9,9 @@ use super::{Event, HostResult, HostStats, Sink, Status};
 pub struct HumanSink {
     out: Mutex<Box<dyn Write + Send>>,
     verbosity: u8,
+    /// Hosts whose `[ERROR]` block the current task has printed: a loop
+    /// prints it once, before its first failed item.
+    errored: Mutex<std::collections::HashSet<String>>,
 }
 
 impl HumanSink {
@@ -16,6 +19,7 @@ impl HumanSink {
         HumanSink {
             out: Mutex::new(out),
             verbosity,
+            errored: Mutex::new(Default::default()),
         }
     }
 }
@@ -93,8 +97,10 @@ fn python_separators(compact: &str) -> String {
     out
 }
 
-/// Drops the keys the default callback hides from per-host output.
-fn abridged(result: &Json) -> Json {
+/// Drops the keys the default callback hides from per-host output. The
+/// status keys (`failed`, `skipped`) never show: the line's first word says
+/// it. An item's result keeps its loop variable (`ansible_loop_var`, `item`).
+fn abridged(result: &Json, is_item: bool) -> Json {
     let mut r = result.clone();
     if let Json::Object(m) = &mut r {
         for k in [
@@ -105,16 +111,16 @@ fn abridged(result: &Json) -> Json {
             "diff",
             "results",
             "_ansible_item_label",
-            "ansible_loop_var",
-            "item",
+            "failed",
+            "skipped",
         ] {
             m.remove(k);
         }
-        m.retain(|k, _| !k.starts_with("_ansible"));
-        // The default callback leaves out `failed` when it is false.
-        if m.get("failed") == Some(&Json::Bool(false)) {
-            m.remove("failed");
+        if !is_item {
+            m.remove("ansible_loop_var");
+            m.remove("item");
         }
+        m.retain(|k, _| !k.starts_with("_ansible"));
     }
     r
 }
@@ -125,6 +131,7 @@ impl HumanSink {
             Some(d) if d != &r.host => format!("[{} -> {}]", r.host, d),
             _ => format!("[{}]", r.host),
         };
+        let label = r.item_label.as_deref().unwrap_or_default();
         let item = r
             .item_label
             .as_ref()
@@ -134,9 +141,9 @@ impl HumanSink {
         let verbose = self.verbosity > 0 || always;
         let shown = |v: &Json| {
             if always {
-                dump_indented(&abridged(v))
+                dump_indented(&abridged(v, r.is_item))
             } else {
-                dump(&abridged(v))
+                dump(&abridged(v, r.is_item))
             }
         };
         match r.status {
@@ -163,36 +170,51 @@ impl HumanSink {
             }
             // From -v on, ansible-playbook shows why (`skip_reason`...).
             Status::Skipped => {
+                // ansible-playbook's skipped item line ends in a space
+                // (`(item=1) `), and its verbose form has two before `=>`.
                 if r.is_item {
                     if verbose {
-                        format!("skipping: {host}{item} => {}", dump(&abridged(&r.result)))
+                        format!(
+                            "skipping: {host}{item}  => {}",
+                            dump(&abridged(&r.result, true))
+                        )
                     } else {
-                        format!("skipping: {host}{item}")
+                        format!("skipping: {host}{item} ")
                     }
-                } else if r.result.get("results").is_some()
-                    && r.result.get("skipped_reason").is_none()
-                {
-                    String::new()
                 } else if verbose {
-                    format!("skipping: {host} => {}", dump(&abridged(&r.result)))
+                    let mut shown = abridged(&r.result, false);
+                    if let Json::Object(m) = &mut shown {
+                        if r.result.get("results").is_some() && !m.contains_key("msg") {
+                            m.insert("msg".into(), Json::String("All items skipped".into()));
+                        }
+                    }
+                    format!("skipping: {host} => {}", dump(&shown))
                 } else {
                     format!("skipping: {host}")
                 }
             }
             Status::Failed => {
-                let mut s = if r.is_item {
-                    format!("failed: {host}{item} => {}", shown(&r.result))
+                // A loop shows its failed items; its summary shows only
+                // whether the failure was ignored.
+                if r.is_item {
+                    format!("failed: {host} (item={label}) => {}", shown(&r.result))
+                } else if r.result.get("results").is_some() {
+                    if r.ignored {
+                        "...ignoring".to_string()
+                    } else {
+                        String::new()
+                    }
                 } else {
-                    format!("fatal: {host}: FAILED! => {}", shown(&r.result))
-                };
-                if r.ignored {
-                    s.push_str("\n...ignoring");
+                    let mut s = format!("fatal: {host}: FAILED! => {}", shown(&r.result));
+                    if r.ignored {
+                        s.push_str("\n...ignoring");
+                    }
+                    s
                 }
-                s
             }
             Status::Unreachable => format!(
                 "fatal: {host}: UNREACHABLE! => {}",
-                dump(&abridged(&r.result))
+                dump(&abridged(&r.result, false))
             ),
         }
     }
@@ -216,6 +238,7 @@ impl Sink for HumanSink {
             Event::PlayStart { name, .. } => banner(&format!("PLAY [{name}]")),
             Event::NoHostsMatched { .. } => "skipping: no hosts matched".to_string(),
             Event::TaskStart { name, handler, .. } => {
+                self.errored.lock().clear();
                 if *handler {
                     banner(&format!("RUNNING HANDLER [{name}]"))
                 } else {
@@ -233,6 +256,12 @@ impl Sink for HumanSink {
                 let line = self.host_line(r);
                 if line.is_empty() && s.is_empty() {
                     return;
+                }
+                if let Some(error) = &r.error {
+                    if self.errored.lock().insert(r.host.clone()) {
+                        s.push_str(error);
+                        s.push_str("\n\n");
+                    }
                 }
                 s.push_str(&line);
                 s

@@ -58,6 +58,10 @@ pub struct HostResult {
     pub diff: Vec<String>,
     /// This is one item of a loop; a summary result follows.
     pub is_item: bool,
+    /// For a failure: ansible-core's `[ERROR]: Task failed: …` block, with
+    /// the task's origin and the source lines above it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Everything a run reports, in order.

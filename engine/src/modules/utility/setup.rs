@@ -46,6 +46,7 @@ echo "date_utc=$(date -u '+%Y-%m-%dT%H:%M:%SZ|%Y-%m-%dT%H:%M:%S')"
 [ -r /proc/uptime ] && echo "uptime=$(cut -d' ' -f1 /proc/uptime)"
 command -v systemd-detect-virt >/dev/null 2>&1 && echo "virt=$(systemd-detect-virt)"
 [ -d /sys/fs/selinux ] && echo selinux=1
+for py in python3 python; do if command -v $py >/dev/null 2>&1; then $py -I -S -c 'import sys; v=sys.version_info; print("python=%s|%d|%d|%d|%s|%d|%s" % (sys.executable, v[0], v[1], v[2], v[3], v[4], sys.implementation.name))'; break; fi; done
 if command -v ip >/dev/null 2>&1; then
   ip -o addr show | sed 's/^/ADDR /'
   echo "ROUTE4 $(ip -o -4 route get 1.1.1.1 | head -n1)"
@@ -104,6 +105,16 @@ impl Module for Setup {
         res.data.insert("ansible_facts".into(), dict(prefixed));
         res.facts = Some(facts);
         Ok(Plan::done(res))
+    }
+}
+
+/// `cpython` → `CPython`, as Python's `platform.python_implementation()`
+/// spells it.
+fn capitalise(name: &str) -> String {
+    match name {
+        "cpython" => "CPython".into(),
+        "pypy" => "PyPy".into(),
+        other => other.to_string(),
     }
 }
 
@@ -373,7 +384,46 @@ pub fn build_facts(main: &str, env: &str) -> VarMap {
             }),
         )]),
     );
-    f.insert("python".into(), Value::from(()));
+    // The host's Python, as Ansible reports the interpreter that ran the
+    // module (Keel runs none; this is the first `python3` on PATH).
+    let py: Vec<&str> = get("python").split('|').collect();
+    if let [exe, major, minor, micro, level, serial, implementation] = py[..] {
+        let num = |x: &str| Value::from(x.parse::<i64>().unwrap_or(0));
+        f.insert(
+            "python".into(),
+            dict([
+                ("executable", s(exe)),
+                ("has_sslcontext", Value::from(true)),
+                ("type", s(&capitalise(implementation))),
+                (
+                    "version",
+                    dict([
+                        ("major", num(major)),
+                        ("minor", num(minor)),
+                        ("micro", num(micro)),
+                        ("releaselevel", s(level)),
+                        ("serial", num(serial)),
+                    ]),
+                ),
+                (
+                    "version_info",
+                    Value::from(vec![
+                        num(major),
+                        num(minor),
+                        num(micro),
+                        s(level),
+                        num(serial),
+                    ]),
+                ),
+            ]),
+        );
+        f.insert(
+            "python_version".into(),
+            s(&format!("{major}.{minor}.{micro}")),
+        );
+    } else {
+        f.insert("python".into(), Value::from(()));
+    }
 
     // Networking.
     let mut v4 = Vec::new();
