@@ -726,3 +726,35 @@ fn the_inventory_listing_shows_inline_vaults_as_ciphertext() {
     ])));
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn the_vault_and_unvault_filters_match_ansible_cores() {
+    let dir = workdir();
+    let d = dir.path();
+    // The expected text is ansible-core's own (its filter_encryption target):
+    // 'secret'|vault('test', salt=7).
+    std::fs::write(
+        d.join("pb.yml"),
+        "- hosts: local
+  gather_facts: false
+  vars:
+    fixed: |
+        $ANSIBLE_VAULT;1.2;AES256;filter_default
+        33370a34333734353636633035656232613935353432656132646533346233326431346232616261
+        6133383034376566366261316365633931356133633337396363370a376664386236313834326561
+        6338373864623763613165366636633031303739
+  tasks:
+    - assert:
+        that:
+          - \"'secret'|vault('test', salt=7) == fixed\"
+          - \"'foo: bar'|vault('pw', vault_id='x')|unvault('pw', vault_id='x') == 'foo: bar'\"
+          - \"'foo'|vault('pw') is search('^\\\\$ANSIBLE_VAULT;1.2;AES256;filter_default\\\\n')\"
+          - fixed|unvault('test') == 'secret'
+          - \"'plain'|unvault('x') == 'plain'\"
+",
+    )
+    .unwrap();
+    ok(keel(d).args(["play", "-i", "hosts", "pb.yml"]));
+    let Some(bin) = reference_bin() else { return };
+    ok(tool(&bin, "ansible-playbook", d).args(["-i", "hosts", "pb.yml"]));
+}

@@ -44,6 +44,34 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "regex_escape", |s: &str, _re_type: Option<&str>| {
         py_re_escape(s)
     });
+    // Vault filters; the vault module does the work.
+    add!(env, "vault", |data: &Value, secret: &Value, kw: Kwargs| {
+        let (Some(data), Some(secret)) = (data.as_str(), secret.as_str()) else {
+            return Err(err("vault: the data and the secret must be strings"));
+        };
+        let salt = kw.get::<Option<Value>>("salt")?.filter(|v| !v.is_none());
+        let vault_id = kw.get::<Option<String>>("vault_id")?;
+        let wrap_object = kw.get::<Option<bool>>("wrap_object")?.unwrap_or(false);
+        kw.assert_all_used()?;
+        let salt = salt.map(|s| text(&s));
+        let vault_id = vault_id.unwrap_or_else(|| crate::vault::FILTER_ID.to_string());
+        let sealed = crate::vault::filter_vault(data, secret, salt.as_deref(), &vault_id);
+        if wrap_object {
+            return Err(err("vault: wrap_object=True is not supported"));
+        }
+        Ok(Value::from(sealed))
+    });
+    add!(env, "unvault", |v: &Value, secret: &Value, kw: Kwargs| {
+        let (Some(v), Some(secret)) = (v.as_str(), secret.as_str()) else {
+            return Err(err("unvault: the vault and the secret must be strings"));
+        };
+        let vault_id = kw.get::<Option<String>>("vault_id")?;
+        kw.assert_all_used()?;
+        let vault_id = vault_id.unwrap_or_else(|| crate::vault::FILTER_ID.to_string());
+        crate::vault::filter_unvault(v, secret, &vault_id)
+            .map(Value::from)
+            .map_err(|e| err(format!("Unable to decrypt: {e}")))
+    });
     add!(env, "combine", combine);
     add!(env, "dict2items", dict2items);
     add!(env, "items2dict", items2dict);

@@ -331,3 +331,32 @@ pub fn to_listing_json(v: &minijinja::Value) -> serde_json::Value {
         _ => serde_json::to_value(v).unwrap_or(Json::Null),
     }
 }
+
+/// The label the `vault` and `unvault` filters use when given none.
+pub const FILTER_ID: &str = "filter_default";
+
+/// The `vault` filter: `data` sealed under `secret` (a 1.2 envelope labelled
+/// `vault_id`, as ansible-core's filter writes it), with a random salt unless
+/// one is given.
+pub fn filter_vault(data: &str, secret: &str, salt: Option<&str>, vault_id: &str) -> String {
+    match salt.filter(|s| !s.is_empty()) {
+        Some(salt) => seal_with_salt(
+            data.as_bytes(),
+            secret.as_bytes(),
+            Some(vault_id),
+            salt.as_bytes(),
+        ),
+        None => seal(data.as_bytes(), secret.as_bytes(), Some(vault_id)),
+    }
+}
+
+/// The `unvault` filter: a vault text opened with `secret`; any other string
+/// is returned as it is.
+pub fn filter_unvault(value: &str, secret: &str, vault_id: &str) -> Result<String, VaultError> {
+    if !is_encrypted(value.trim_start().as_bytes()) {
+        return Ok(value.to_string());
+    }
+    let ring = Keyring::of(vec![VaultSecret::new(vault_id, secret.as_bytes().to_vec())]);
+    let (plain, _) = ring.decrypt(value)?;
+    Ok(String::from_utf8_lossy(&plain).into_owned())
+}
