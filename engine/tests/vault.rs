@@ -758,3 +758,60 @@ fn the_vault_and_unvault_filters_match_ansible_cores() {
     let Some(bin) = reference_bin() else { return };
     ok(tool(&bin, "ansible-playbook", d).args(["-i", "hosts", "pb.yml"]));
 }
+
+#[test]
+fn a_vaulted_ini_inventory_is_read_and_its_errors_show_no_line() {
+    let dir = workdir();
+    let d = dir.path();
+    std::fs::write(
+        d.join("vaulted.inventory"),
+        "[secret_group]\nvaulted_host ansible_connection=local\n",
+    )
+    .unwrap();
+    ok(keel(d).args([
+        "vault",
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "vaulted.inventory",
+    ]));
+    std::fs::write(
+        d.join("pb.yml"),
+        "- hosts: secret_group\n  gather_facts: false\n  tasks:\n    - debug: msg=found\n",
+    )
+    .unwrap();
+    let out = ok(keel(d).args([
+        "play",
+        "-i",
+        "vaulted.inventory",
+        "pb.yml",
+        "--vault-password-file",
+        "pw",
+    ]));
+    assert!(out.contains("ok: [vaulted_host]"), "{out}");
+    // A syntax error inside names the place, not the decrypted line.
+    std::fs::write(d.join("bad.inventory"), "[grp:vars]\nnot-a-key-value\n").unwrap();
+    ok(keel(d).args([
+        "vault",
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "bad.inventory",
+    ]));
+    let out = run(keel(d).args([
+        "inventory",
+        "-i",
+        "bad.inventory",
+        "--list",
+        "--vault-password-file",
+        "pw",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad.inventory:2:") && err.contains("source not shown"),
+        "{err}"
+    );
+    // No quoted source line (`2 | …`) under the message.
+    assert!(!err.contains("2 |"), "{err}");
+}

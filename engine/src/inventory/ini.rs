@@ -31,7 +31,23 @@ struct Pending {
 
 /// Parses one INI file into `inv`.
 pub(super) fn load(inv: &mut Inventory, path: &Path, text: String) -> Result<(), Diagnostic> {
-    let source = Source::new(path, text);
+    load_source(inv, path, Source::new(path, text))
+}
+
+/// [`load`] for the text of a vaulted file: its errors show no source line.
+pub(super) fn load_decrypted(
+    inv: &mut Inventory,
+    path: &Path,
+    text: String,
+) -> Result<(), Diagnostic> {
+    load_source(inv, path, Source::decrypted(path, text))
+}
+
+fn load_source(
+    inv: &mut Inventory,
+    path: &Path,
+    source: std::sync::Arc<Source>,
+) -> Result<(), Diagnostic> {
     let mut parser = IniParser {
         inv,
         source: source.clone(),

@@ -124,6 +124,14 @@ impl Inventory {
             });
         }
         let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+        // A vaulted inventory file is opened here (YAML ones again by the YAML
+        // loader, which decrypts on its own).
+        let vaulted = crate::vault::is_encrypted(text.as_bytes());
+        let text =
+            crate::vault::open_text(path, text).map_err(|e| Diagnostic::new(e.to_string()))?;
+        if vaulted && !matches!(ext.as_str(), "yml" | "yaml" | "json") && !looks_like_yaml(&text) {
+            return ini::load_decrypted(self, path, text);
+        }
         if matches!(ext.as_str(), "yml" | "yaml" | "json")
             || (ext.is_empty() && looks_like_yaml(&text))
         {
