@@ -815,3 +815,86 @@ fn a_vaulted_ini_inventory_is_read_and_its_errors_show_no_line() {
     // No quoted source line (`2 | …`) under the message.
     assert!(!err.contains("2 |"), "{err}");
 }
+
+#[test]
+fn keel_vault_pipes_and_creates_like_ansible_vault() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = workdir();
+    let d = dir.path();
+    // encrypt stdin to stdout, then decrypt stdin to stdout.
+    let pipe = |args: &[&str], input: &[u8]| -> Vec<u8> {
+        let mut child = keel(d)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        out.stdout
+    };
+    let sealed = pipe(
+        &[
+            "vault",
+            "encrypt",
+            "--vault-password-file",
+            "pw",
+            "--output",
+            "-",
+        ],
+        b"piped\n",
+    );
+    assert!(sealed.starts_with(b"$ANSIBLE_VAULT;1.1;AES256\n"));
+    let opened = pipe(
+        &[
+            "vault",
+            "decrypt",
+            "--vault-password-file",
+            "pw",
+            "--output",
+            "-",
+        ],
+        &sealed,
+    );
+    assert_eq!(opened, b"piped\n");
+    // create: refused without a terminal, unless --skip-tty-check; the
+    // editor writes the content.
+    let out = run(keel(d).args(["vault", "create", "--vault-password-file", "pw", "new.yml"]));
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a tty, editor cannot be opened"));
+    ok(keel(d)
+        .env("EDITOR", "sh -c 'echo \"made: here\" > \"$0\"'")
+        .args([
+            "vault",
+            "create",
+            "--skip-tty-check",
+            "--vault-password-file",
+            "pw",
+            "sub/new.yml",
+        ]));
+    let text = std::fs::read_to_string(d.join("sub/new.yml")).unwrap();
+    assert!(text.starts_with("$ANSIBLE_VAULT;1.1;AES256\n"), "{text}");
+    assert_eq!(
+        ok(keel(d).args([
+            "vault",
+            "view",
+            "--vault-password-file",
+            "pw",
+            "sub/new.yml"
+        ])),
+        "made: here\n"
+    );
+    let again = run(keel(d).env("EDITOR", "true").args([
+        "vault",
+        "create",
+        "--skip-tty-check",
+        "--vault-password-file",
+        "pw",
+        "sub/new.yml",
+    ]));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr)
+        .contains("sub/new.yml exists, please use 'edit' instead"));
+}
