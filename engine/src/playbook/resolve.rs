@@ -188,6 +188,15 @@ impl<'o> Resolver<'o> {
         if let Some(parent) = playbook_dir.parent() {
             search.push(parent.join("roles"));
         }
+        // A relative roles path (`ANSIBLE_ROLES_PATH=../`) is taken from the
+        // working directory once, so `role_path` is absolute, as in Ansible.
+        for dir in &mut search {
+            if dir.is_relative() {
+                if let Ok(abs) = dir.canonicalize().or_else(|_| std::path::absolute(&*dir)) {
+                    *dir = abs;
+                }
+            }
+        }
         self.role_search = search;
         self.static_vars = VarMap::new();
         self.role_handlers.clear();

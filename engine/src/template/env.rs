@@ -53,7 +53,7 @@ pub(super) fn build(strict: bool, o: &SyntaxOverrides) -> Result<Environment<'st
         .comment_delimiters(o.comment.0.clone(), o.comment.1.clone())
         .build()?;
     env.set_syntax(syntax);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(python_method);
     minijinja_contrib::add_to_environment(&mut env);
     env.set_formatter(native::format_output);
     env.add_global("omit", Value::from(omit_token()));
@@ -67,4 +67,40 @@ pub(super) fn build(strict: bool, o: &SyntaxOverrides) -> Result<Environment<'st
     tests::register(&mut env);
     lookups::register(&mut env);
     Ok(env)
+}
+
+/// Python methods called on values (`items.index(x)`, `'a,b'.split(',')`):
+/// `index` on lists and strings here, the rest from minijinja-contrib's
+/// Python compatibility layer.
+fn python_method(
+    state: &mut minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    use minijinja::value::ValueKind;
+    let not_found = |what: String| Error::new(ErrorKind::InvalidOperation, what);
+    match (value.kind(), method, args) {
+        (ValueKind::Seq, "index", [what, rest @ ..]) if rest.len() <= 1 => {
+            let start = rest.first().and_then(Value::as_i64).unwrap_or(0).max(0) as usize;
+            for (i, item) in value.try_iter()?.enumerate().skip(start) {
+                if item == *what {
+                    return Ok(Value::from(i));
+                }
+            }
+            Err(not_found(format!(
+                "{} is not in list",
+                native::python_repr(what)
+            )))
+        }
+        (ValueKind::String, "index", [what]) => {
+            let hay = value.as_str().unwrap_or_default();
+            let needle = what.as_str().unwrap_or_default();
+            match hay.find(needle) {
+                Some(byte) => Ok(Value::from(hay[..byte].chars().count())),
+                None => Err(not_found("substring not found".into())),
+            }
+        }
+        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
+    }
 }

@@ -272,7 +272,22 @@ pub(super) fn run(
             let mut out = Vec::new();
             for t in &terms {
                 if t.kind() != ValueKind::Map {
-                    return Err(err("with_dict expects a dict"));
+                    let ty = match t.kind() {
+                        ValueKind::Seq => "list",
+                        ValueKind::String => "str",
+                        ValueKind::Bool => "bool",
+                        ValueKind::None | ValueKind::Undefined => "NoneType",
+                        ValueKind::Number if t.is_integer() => "int",
+                        ValueKind::Number => "float",
+                        _ => "object",
+                    };
+                    let shown = match t.as_str() {
+                        Some(s) => s.to_string(),
+                        None => super::native::python_repr(t),
+                    };
+                    return Err(err(&format!(
+                        "the 'dict' lookup plugin expects a dictionary, got '{shown}' of type <class '{ty}'>)"
+                    )));
                 }
                 for k in t.try_iter()? {
                     let mut m = ValueMap::new();

@@ -16,7 +16,9 @@
 //! a circle.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use indexmap::IndexMap;
 use minijinja::value::{Enumerator, Object, ObjectRepr, ValueKind};
@@ -164,18 +166,15 @@ impl RenderCtx {
             ValueKind::Seq | ValueKind::Map | ValueKind::String => {}
             _ => return Ok(Some(raw.clone())),
         }
-        if let Some(v) = self.resolved.lock().unwrap().get(name) {
+        if let Some(v) = self.resolved.lock().get(name) {
             return Ok(Some(v.clone()));
         }
         if !needs_render(raw) {
-            self.resolved
-                .lock()
-                .unwrap()
-                .insert(name.to_string(), raw.clone());
+            self.resolved.lock().insert(name.to_string(), raw.clone());
             return Ok(Some(raw.clone()));
         }
         {
-            let mut stack = self.resolving.lock().unwrap();
+            let mut stack = self.resolving.lock();
             if stack.iter().any(|n| n == name) {
                 let chain = stack.join(" -> ");
                 return Err(error_msg(
@@ -187,12 +186,9 @@ impl RenderCtx {
             stack.push(name.to_string());
         }
         let out = render_value_in(self, raw);
-        self.resolving.lock().unwrap().pop();
+        self.resolving.lock().pop();
         let v = out?;
-        self.resolved
-            .lock()
-            .unwrap()
-            .insert(name.to_string(), v.clone());
+        self.resolved.lock().insert(name.to_string(), v.clone());
         Ok(Some(v))
     }
 }
@@ -217,7 +213,7 @@ impl Object for RenderCtx {
                     // Like Ansible: an undefined inside a variable's value makes
                     // the variable undefined (so `is defined` and `default`
                     // work), and the reason is reported if it is then used.
-                    self.hints.lock().unwrap().insert(name.to_string(), e);
+                    self.hints.lock().insert(name.to_string(), e);
                     None
                 } else {
                     let kind = ErrorKind::InvalidOperation;
@@ -476,7 +472,7 @@ pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>)
             .unwrap_or_else(|| "value".to_string());
         let root = native::root_name(&name).to_string();
         // The variable exists but its value did not template: report why.
-        if let Some(inner) = ctx.hints.lock().unwrap().get(&root) {
+        if let Some(inner) = ctx.hints.lock().get(&root) {
             let mut e = inner.clone();
             let raw = ctx
                 .scope
