@@ -433,7 +433,7 @@ fn play(a: PlayArgs) -> Result<i32> {
         limit: a.limit.clone(),
         extra_vars,
         start_at_task: a.start_at_task.clone(),
-        force_handlers: a.force_handlers,
+        force_handlers: a.force_handlers || env_flag("ANSIBLE_FORCE_HANDLERS"),
         verbosity: a.verbose,
         become_password,
         roles_path,
@@ -799,4 +799,15 @@ fn prompt_line(prompt: &str) -> Result<String> {
     let mut s = String::new();
     std::io::stdin().read_line(&mut s)?;
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// An `ANSIBLE_*` boolean setting from the environment, read as
+/// ansible-core's config reads booleans (`yes`, `true`, `on`, `1`...).
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on" | "y" | "t"
+        )
+    })
 }

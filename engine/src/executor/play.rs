@@ -421,7 +421,7 @@ fn apply_late_keywords(shared: &Shared, play: &mut Play, scope: &Scope) -> Resul
             "gather_facts" => play.gather_facts = flag,
             "ignore_errors" => play.ignore_errors = flag,
             "ignore_unreachable" => play.ignore_unreachable = flag,
-            "force_handlers" => play.force_handlers = flag,
+            "force_handlers" => play.force_handlers = Some(flag),
             "run_once" => play.run_once = flag,
             "check_mode" => play.check_mode = Some(flag),
             "diff" => play.diff = Some(flag),
@@ -1037,7 +1037,12 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
 
 /// Runs notified handlers, in definition order.
 async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
-    let force = run.ctx.shared.opts.force_handlers || run.ctx.play.force_handlers;
+    // The play keyword, when given, wins over `--force-handlers`.
+    let force = run
+        .ctx
+        .play
+        .force_handlers
+        .unwrap_or(run.ctx.shared.opts.force_handlers);
     let handlers = run.handlers();
     for (i, h) in handlers.iter().enumerate() {
         let targets: Vec<Host> = hosts

@@ -53,7 +53,7 @@ pub fn dump_plan(pb: &Playbook) -> String {
             (play.any_errors_fatal, "any_errors_fatal"),
             (play.ignore_unreachable, "ignore_unreachable"),
             (play.ignore_errors, "ignore_errors"),
-            (play.force_handlers, "force_handlers"),
+            (play.force_handlers == Some(true), "force_handlers"),
             (play.run_once, "run_once"),
         ] {
             if flag {

@@ -94,7 +94,8 @@ pub struct Play {
     pub max_fail_percentage: Option<f64>,
     pub ignore_unreachable: bool,
     pub ignore_errors: bool,
-    pub force_handlers: bool,
+    /// `None` when the play does not say: the command line decides.
+    pub force_handlers: Option<bool>,
     pub check_mode: Option<bool>,
     pub diff: Option<bool>,
     pub no_log: Option<bool>,

@@ -517,7 +517,7 @@ impl<'o> Resolver<'o> {
             max_fail_percentage,
             ignore_unreachable: flag("ignore_unreachable")?.unwrap_or(false),
             ignore_errors: flag("ignore_errors")?.unwrap_or(false),
-            force_handlers: flag("force_handlers")?.unwrap_or(false),
+            force_handlers: flag("force_handlers")?,
             check_mode: flag("check_mode")?,
             diff: flag("diff")?,
             no_log: flag("no_log")?,

@@ -368,6 +368,10 @@ pub(super) fn run(
         "vars" => {
             let mut out = Vec::new();
             for t in &terms {
+                if t.as_str().is_none() {
+                    let ty = if t.is_integer() { "int" } else { "object" };
+                    return Err(err(format!("Variable name must be 'str' not '{ty}'")));
+                }
                 let name = text(t);
                 match ctx.resolve(&name).map_err(from_template_error)? {
                     Some(v) => out.push(v),
