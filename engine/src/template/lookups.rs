@@ -285,7 +285,7 @@ pub(super) fn run(
                         Some(s) => s.to_string(),
                         None => super::native::python_repr(t),
                     };
-                    return Err(err(&format!(
+                    return Err(err(format!(
                         "the 'dict' lookup plugin expects a dictionary, got '{shown}' of type <class '{ty}'>)"
                     )));
                 }
