@@ -180,6 +180,65 @@ fn script_invalid_json_is_reported() {
     insta::assert_snapshot!(load_err(&[&fx("script/badjson.sh")]));
 }
 
+// ----- in memory -----
+
+/// The JSON `script/meta.sh` prints, handed over in memory instead of
+/// through the script, gives what ansible-inventory showed for the script.
+#[test]
+fn json_in_memory_reads_like_the_same_json_from_a_script() {
+    ensure_executable("script/meta.sh");
+    let out = std::process::Command::new(fx("script/meta.sh"))
+        .arg("--list")
+        .output()
+        .unwrap();
+    let data: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inv = Inventory::from_json(data).unwrap();
+    assert_eq!(list(&inv), expected("script-meta.list.json"));
+    // Group vars under host vars, as for any source; no file to name.
+    let vars = inv.host_vars("web1");
+    assert_eq!(vars.get("weight"), Some(&Value::from(10)));
+    assert_eq!(vars.get("http_port"), Some(&Value::from(80)));
+    assert!(inv
+        .host_layers("web1")
+        .iter()
+        .all(|l| !l.contains_key("inventory_file")));
+    assert_eq!(inv.group_names("web3"), ["canary", "web"]);
+}
+
+/// A host in no group lands in `ungrouped`; a host without `_meta` vars
+/// has none (there is no script to ask `--host`).
+#[test]
+fn json_in_memory_is_reconciled() {
+    let inv = Inventory::from_json(serde_json::json!({
+        "all": {"hosts": ["lone"], "vars": {"site": "main"}},
+        "site_main": {"hosts": ["vm1"]},
+        "_meta": {"hostvars": {"vm1": {"ansible_port": 2222}}},
+    }))
+    .unwrap();
+    assert_eq!(inv.group_hosts("ungrouped"), ["lone"]);
+    assert_eq!(inv.group_names("vm1"), ["site_main"]);
+    assert_eq!(inv.groups["site_main"].parents, ["all"]);
+    let vm1 = inv.host_vars("vm1");
+    assert_eq!(vm1.get("ansible_port"), Some(&Value::from(2222)));
+    assert_eq!(vm1.get("site"), Some(&Value::from("main")));
+    assert_eq!(inv.host_vars("lone").get("ansible_port"), None);
+}
+
+#[test]
+fn json_in_memory_errors_name_the_group() {
+    let err = Inventory::from_json(serde_json::json!({"web": {"hosts": "web1"}}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("in-memory inventory: group 'web' has bad data for the host list"),
+        "{err}"
+    );
+    let err = Inventory::from_json(serde_json::json!(["web1"]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected a JSON object"), "{err}");
+}
+
 #[test]
 fn script_timeout_kills_the_script() {
     ensure_executable("script/slow.sh");

@@ -2,6 +2,7 @@
 //! recognised (URL, directory, executable, YAML, INI, host list) and handed to
 //! its parser (`http.rs`, `script.rs`, `yaml.rs`, `ini.rs`), then the graph is
 //! reconciled and `group_vars/`/`host_vars/` next to the sources are read.
+//! [`Inventory::from_json`] takes the same JSON a script prints, from memory.
 //! Above every parser; the model it fills is `mod.rs`.
 
 use std::collections::HashSet;
@@ -47,6 +48,24 @@ impl Inventory {
                 "No inventory was parsed, only implicit localhost is available",
             ));
         }
+        Ok(inv)
+    }
+
+    /// Builds an inventory from dynamic-inventory JSON already in memory:
+    /// the `--list` format (groups as host lists or `{hosts, vars,
+    /// children}`, host vars under `_meta.hostvars`), read exactly as a
+    /// script's output is. For programs that embed the engine and know their
+    /// hosts already (the panel hands over its role-run inventory this way,
+    /// instead of writing a file for [`Inventory::load`] to read back).
+    /// There is no script to ask `--host`, so a host missing from
+    /// `_meta.hostvars` has no vars of its own; no `group_vars/` directory
+    /// belongs to the data (add one with [`Inventory::add_vars_dir`]).
+    pub fn from_json(data: serde_json::Value) -> Result<Inventory, InventoryError> {
+        let mut inv = Inventory::default();
+        script::apply_json(&mut inv, data, "in-memory inventory", None, &mut |_| {
+            Ok(serde_json::Value::Null)
+        })?;
+        inv.reconcile();
         Ok(inv)
     }
 

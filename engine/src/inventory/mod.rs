@@ -5,7 +5,9 @@
 //! JSON, or a comma-separated host list (`web1,web2,`). `group_vars/` and
 //! `host_vars/` next to each source (and next to the playbook, added with
 //! [`Inventory::add_vars_dir`]) are read too. Patterns (`hosts:`, `--limit`)
-//! are evaluated by `pattern.rs`.
+//! are evaluated by `pattern.rs`. A program embedding the engine can hand
+//! it an inventory in memory instead, as dynamic-inventory JSON
+//! ([`Inventory::from_json`]).
 //!
 //! Layout: this file is the model (hosts, groups, variable layers) and every
 //! other file builds on it. `load.rs` recognises each source and hands it to

@@ -1,8 +1,9 @@
 //! The panel's dynamic inventory: every live server as Ansible's
 //! dynamic-inventory JSON (`GET /api/v1/inventory`, `?host=NAME`), the
 //! seed's central inventory that consumers pull (`keel play -i URL`). The
-//! role run of the provisioning flow reads the same data, written to a file
-//! with the panel's own connection settings added ([`for_role_run`]).
+//! role run of the provisioning flow gets the same data, with the panel's
+//! own connection settings added, handed to the engine in memory
+//! ([`for_role_run`]).
 //!
 //! Shape: one group per site, named `site_<name>` with every character
 //! outside `[a-z0-9_]` turned into `_`; hosts are allocated hostnames; host
@@ -265,20 +266,17 @@ pub async fn for_consumer(
     })
 }
 
-/// A YAML inventory (written as JSON, which YAML reads) for the role run of
-/// one host: the consumer's vars plus the panel's key and the VM's own
-/// known_hosts file.
+/// The inventory of the role run of one host, as dynamic-inventory JSON
+/// the engine reads in memory (`keel::inventory::Inventory::from_json`):
+/// the consumer's vars plus the panel's key and the VM's own known_hosts
+/// file.
 pub fn for_role_run(host: &InventoryHost, private_key: &str, known_hosts: &str) -> Json {
-    let mut vars = host.vars.clone();
-    vars.insert("ansible_ssh_private_key_file".into(), json!(private_key));
-    vars.insert("keel_known_hosts".into(), json!(known_hosts));
-    json!({
-        "all": {
-            "children": {
-                host.group.clone(): { "hosts": { host.name.clone(): Json::Object(vars) } }
-            }
-        }
-    })
+    let mut host = host.clone();
+    host.vars
+        .insert("ansible_ssh_private_key_file".into(), json!(private_key));
+    host.vars
+        .insert("keel_known_hosts".into(), json!(known_hosts));
+    dynamic_json(std::slice::from_ref(&host))
 }
 
 #[cfg(test)]
@@ -289,6 +287,41 @@ mod tests {
     fn site_groups_are_valid_group_names() {
         assert_eq!(site_group("Main Site-2"), "site_main_site_2");
         assert_eq!(site_group("2fast"), "site_2fast");
+    }
+
+    /// What the engine makes of the role run's inventory: the host in its
+    /// site group with the consumer's vars and the panel's connection vars.
+    #[test]
+    fn role_run_inventory_reads_in_the_engine() {
+        let mut vars = Map::new();
+        vars.insert("ansible_host".into(), json!("10.0.0.7"));
+        vars.insert("ansible_port".into(), json!(22));
+        vars.insert("keel_users".into(), json!([{"name": "ann", "uid": 10_001}]));
+        let host = InventoryHost {
+            name: "vm7.example".into(),
+            group: site_group("Main"),
+            service_id: 7,
+            vars,
+        };
+        let data = for_role_run(&host, "/data/ssh/id_ed25519", "/data/known_hosts.d/keel-7");
+        let inv = keel::inventory::Inventory::from_json(data).unwrap();
+        assert_eq!(inv.group_hosts("site_main"), ["vm7.example"]);
+        assert_eq!(inv.group_names("vm7.example"), ["site_main"]);
+        let got = inv.host_vars("vm7.example");
+        let text = |k: &str| got.get(k).map(|v| v.to_string());
+        assert_eq!(text("ansible_host").as_deref(), Some("10.0.0.7"));
+        assert_eq!(got.get("ansible_port").and_then(|v| v.as_i64()), Some(22));
+        assert_eq!(
+            text("ansible_ssh_private_key_file").as_deref(),
+            Some("/data/ssh/id_ed25519")
+        );
+        assert_eq!(
+            text("keel_known_hosts").as_deref(),
+            Some("/data/known_hosts.d/keel-7")
+        );
+        let users = got.get("keel_users").unwrap();
+        let ann = users.get_item_by_index(0).unwrap();
+        assert_eq!(ann.get_attr("uid").unwrap().as_i64(), Some(10_001));
     }
 
     #[test]

@@ -252,7 +252,7 @@ pub fn driver_from_config(config: &Config) -> Result<Option<Arc<dyn Driver>>, Pr
 
 /// What the step handlers share: the database, the driver (none when
 /// `hypervisor.driver = "none"`), the flow's configuration and the panel's
-/// files (SSH key, known_hosts, per-VM inventories).
+/// files (SSH key, known_hosts).
 #[derive(Clone)]
 pub struct Provisioner {
     pub db: Db,
@@ -320,11 +320,6 @@ impl Provisioner {
     /// The known_hosts file of one VM (the role run trusts only this).
     pub fn known_hosts_path(&self, vm: &str) -> PathBuf {
         self.data_dir.join("known_hosts.d").join(vm)
-    }
-
-    /// The inventory file the role run of one VM reads.
-    pub fn inventory_path(&self, vm: &str) -> PathBuf {
-        self.data_dir.join("inventory").join(format!("{vm}.yml"))
     }
 
     /// The resolvers a VM gets: the configured ones, else QEMU user-mode's

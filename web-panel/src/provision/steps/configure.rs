@@ -144,37 +144,20 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     )
     .await?;
 
-    // The role run: the panel's inventory for this one host, its key, its known_hosts.
-    let inv_path = p.inventory_path(&row.vm_name);
-    if let Some(dir) = inv_path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ProvisionError::io(format!("creating {}", dir.display()), e))?;
-    }
-    let inv = inventory::for_role_run(
+    // The role run: the panel's inventory for this one host, with its key
+    // and its known_hosts, handed to the engine in memory.
+    let inventory = keel::inventory::Inventory::from_json(inventory::for_role_run(
         &host,
         &p.panel_key()?.private_path.display().to_string(),
         &known.display().to_string(),
-    );
-    std::fs::write(
-        &inv_path,
-        serde_json::to_vec_pretty(&inv).unwrap_or_default(),
-    )
-    .map_err(|e| ProvisionError::io(format!("writing {}", inv_path.display()), e))?;
+    ))
+    .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
     let playbook_path = p.config.playbook.clone();
     let playbook = tokio::task::spawn_blocking(move || {
         keel::playbook::load_playbook(&playbook_path, &Default::default())
     })
     .await
     .map_err(|e| ProvisionError::Playbook(e.to_string()))?
-    .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
-    let inventory = keel::inventory::Inventory::load_async(
-        vec![inv_path.display().to_string()],
-        keel::inventory::LoadOptions {
-            http_token: None,
-            ..Default::default()
-        },
-    )
-    .await
     .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
     let opts = keel::executor::RunOptions {
         forks: 1,

@@ -48,7 +48,6 @@ async fn deprovision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
         driver.delete(&name).await?;
     }
     hostkey::remove_known_hosts(&p.known_hosts_path(&name))?;
-    let _ = std::fs::remove_file(p.inventory_path(&name));
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
     let mut conn = tx_conn(&mut tx);
