@@ -20,7 +20,9 @@
 //! templates a vaulted value. They are also remembered here with their
 //! ciphertext, so the `vault_encrypted` test can recognise them and
 //! `keel inventory` can print them the way ansible-inventory does
-//! (`{"__ansible_vault": …}`) instead of showing the plaintext.
+//! (`{"__ansible_vault": …}`) instead of showing the plaintext. Every
+//! decrypted string of some length is remembered for [`mask`], which
+//! `output::VaultMask` applies to diffs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -264,11 +266,9 @@ pub fn inline_ciphertext(plaintext: &str) -> Option<Arc<str>> {
 }
 
 /// The `vault_encrypted` test: a value decrypted from an inline `!vault` (an
-/// `!unsafe` string this run remembered), or one still undecryptable.
+/// `!unsafe` string this run remembered). An undecryptable one never gets
+/// here: using it in a template is already an error, as in ansible-core.
 pub fn is_vaulted_value(v: &minijinja::Value) -> bool {
-    if v.kind() == minijinja::value::ValueKind::Invalid {
-        return v.to_string().contains("undecryptable variable");
-    }
     crate::vars::is_unsafe(v)
         && v.as_str()
             .is_some_and(|s| inline_ciphertext(s).is_some() || is_encrypted(s.as_bytes()))
