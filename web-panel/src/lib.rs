@@ -1,30 +1,33 @@
 //! Keel's web panel as a library; `main.rs` is a thin CLI over it.
 //!
-//! Layout:
-//! - `clock`: where queue logic reads the time (system or manual).
-//! - `store`: the database behind the panel, SQLite or PostgreSQL, chosen
-//!   from the URL at startup.
+//! Layout, bottom up: each module imports only modules listed before it
+//! (`scripts/import-circles web-panel/src` finds no circle).
+//! - `clock`: where queue logic reads the time (system or manual);
+//!   `hypervisor` the `Driver` trait and its drivers; `config` panel
+//!   configuration (defaults, TOML file, `KEEL_*` env).
 //! - `job`: what a job is (spec, row, state, attempt outcome): plain data
 //!   the store persists and the queue runs.
-//! - `queue`: durable jobs: enqueue in the caller's transaction, leased
-//!   claims, retries, coalescing and serialisation keys, cron, cancellation.
-//! - `config`: panel configuration (defaults, TOML file, `KEEL_*` env).
+//! - `store`: the database behind the panel, SQLite or PostgreSQL, chosen
+//!   from the URL at startup.
 //! - `domain`: what the domain layer's functions share: `Principal`,
 //!   `PanelError`, `Page`.
 //! - `db`: the two-backend query layer (`Db`, `Conn`, `fetch_all!`…) over the
 //!   store, below every module that writes SQL.
+//! - `audit` the change log; `queue`: durable jobs: enqueue in the caller's
+//!   transaction, leased claims, retries, coalescing and serialisation keys,
+//!   cron, cancellation, the job log.
+//! - `lifecycle`: a service's status and the flow step that owns it, the
+//!   one compare-and-set that changes it (with its audit row), the job kinds.
+//! - `alloc` address pools and quotas; `metrics` the Prometheus counters.
 //! - `services`: the domain layer (sites, servers, keys); `auth` accounts,
-//!   sessions, tokens; `alloc` address pools and quotas; `audit` the change
-//!   log.
+//!   sessions, tokens.
+//! - `provision`: the provisioning flow as jobs (VM create, callback,
+//!   host-key check, role run), its compensation, the dynamic inventory;
+//!   `reconcile` the hypervisor compared with the store; `demo` seed data.
 //! - `http`: what handlers share (state, error type, the authentication
 //!   middleware and extractors); `api` the JSON API under `/api/v1` and
 //!   `ui` the server-rendered HTML pages on top of it; `server` the router
-//!   that mounts both, and serving over TCP or TLS; `metrics` the
-//!   Prometheus counters.
-//! - `lifecycle`: a service's status and the flow step that owns it,
-//!   and the one compare-and-set that changes it (with its audit row).
-//! - `provision`: the provisioning flow as jobs (VM create, callback,
-//!   host-key check, role run), its compensation, the dynamic inventory.
+//!   that mounts both, and serving over TCP or TLS.
 //! - `testsupport` (feature `testsupport`): throw-away PostgreSQL servers
 //!   for tests and benchmarks.
 
