@@ -71,12 +71,6 @@ pub async fn run_playbook(
         }
     }
     pool.close_all().await;
-    summary.failed_hosts = persistent
-        .iter()
-        .filter(|(_, p)| p.failed)
-        .map(|(h, _)| h.clone())
-        .collect();
-    summary.failed_hosts.sort();
     sink.emit(&crate::output::Event::Recap {
         stats: summary.stats.clone(),
     });

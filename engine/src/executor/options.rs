@@ -57,20 +57,13 @@ pub struct RunSummary {
     pub stats: Vec<(String, HostStats)>,
     /// A play could not run at all (bad pattern, template error in `hosts`).
     pub errors: Vec<String>,
-    /// Hosts still failed when the run ended: `meta: clear_host_errors`
-    /// takes a host off this list, though its recap keeps the failure.
-    pub failed_hosts: Vec<String>,
 }
 
 impl RunSummary {
     /// ansible-playbook's exit code: 2 for failed hosts, 4 for unreachable
     /// ones, 1 for other errors, 0 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if self
-            .stats
-            .iter()
-            .any(|(h, s)| s.failed > 0 && self.failed_hosts.contains(h))
-        {
+        if self.stats.iter().any(|(_, s)| s.failed > 0) {
             2
         } else if self.stats.iter().any(|(_, s)| s.unreachable > 0) {
             4
