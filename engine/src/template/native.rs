@@ -16,9 +16,6 @@ pub(crate) type ValueMap = IndexMap<Value, Value>;
 /// The inner expression when `src` is exactly one `{{ expr }}` (whitespace
 /// control dashes allowed), nothing before or after.
 pub(crate) fn single_expression(src: &str) -> Option<&str> {
-    // Jinja drops one trailing newline of a template (a folded `>` scalar
-    // ends in one), so `{{ expr }}\n` is still the expression alone.
-    let src = src.strip_suffix('\n').unwrap_or(src);
     let body = src.strip_prefix("{{")?;
     let end = expression_end(body)?;
     // Only the closing braces may follow the expression.

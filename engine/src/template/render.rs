@@ -369,8 +369,21 @@ pub(crate) fn render_str_in(ctx: &Arc<RenderCtx>, src: &str) -> Result<Value, Te
     if !is_template(src) {
         return Ok(Value::from(src));
     }
-    match native::single_expression(src) {
-        Some(expr) => eval_in(ctx, expr),
+    // Jinja drops one trailing newline of the source and Ansible puts it
+    // back on text results, so `{{ expr }}\n` (a folded `>` scalar) keeps
+    // the expression's type unless it is a string.
+    let (body, newline) = match src.strip_suffix('\n') {
+        Some(b) => (b, true),
+        None => (src, false),
+    };
+    match native::single_expression(body) {
+        Some(expr) => {
+            let v = eval_in(ctx, expr)?;
+            Ok(match v.as_str() {
+                Some(s) if newline => Value::from(format!("{s}\n")),
+                _ => v,
+            })
+        }
         None => render_raw(ctx, src).map(Value::from),
     }
 }
