@@ -25,73 +25,116 @@ pub const FREE_FORM_KEYS: &[&str] = &[
     "cmd",
 ];
 
-/// Splits an argument string into words the way Ansible does: on whitespace,
-/// except inside quotes and inside `{{ }}`, `{% %}` and `{# #}`. Quotes are
-/// kept in the words; [`unquote`] strips them from values.
-pub fn split_args(s: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut depth = 0usize; // Jinja nesting
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        if quote.is_none()
-            && matches!(
-                (c, next),
-                ('{', Some('{')) | ('{', Some('%')) | ('{', Some('#'))
-            )
-        {
-            depth += 1;
-            cur.push(c);
-            cur.push(next.unwrap_or_default());
-            i += 2;
-            continue;
-        }
-        if depth > 0
-            && matches!(
-                (c, next),
-                ('}', Some('}')) | ('%', Some('}')) | ('#', Some('}'))
-            )
-        {
-            depth -= 1;
-            cur.push(c);
-            cur.push('}');
-            i += 2;
-            continue;
-        }
-        if c == '\\' && quote.is_some() {
-            cur.push(c);
-            if let Some(n) = next {
-                cur.push(n);
+/// Splits an argument string into words the way ansible-core's
+/// `split_args` does: on spaces and newlines, except inside quotes and inside
+/// `{{ }}`, `{% %}` and `{# #}`. Quotes are kept in the words; [`unquote`]
+/// strips them from values. The text's layout survives for [`join_args`]: a
+/// run of spaces adds spaces to the word before it, a line's last word keeps
+/// its newline, and a lone `\` at a line's end joins it to the next line.
+/// Unbalanced quotes or blocks end the last word (ansible-core refuses them;
+/// the reader's callers still see the words).
+pub fn split_args(args: &str) -> Vec<String> {
+    let mut params: Vec<String> = Vec::new();
+    if args.is_empty() {
+        return params;
+    }
+    let items: Vec<&str> = args.split('\n').collect();
+    let mut quote_char: Option<char> = None;
+    let (mut print_depth, mut block_depth, mut comment_depth) = (0usize, 0usize, 0usize);
+    for (item_idx, item) in items.iter().enumerate() {
+        let mut line_continuation = false;
+        for (idx, token) in item.split(' ').enumerate() {
+            if token.is_empty() && idx != 0 {
+                match params.last_mut() {
+                    Some(p) => p.push(' '),
+                    None => params.push(" ".into()),
+                }
+                continue;
             }
-            i += 2;
-            continue;
-        }
-        match quote {
-            Some(q) if c == q => {
-                quote = None;
-                cur.push(c);
+            let was_inside_quotes = quote_char.is_some();
+            if token == "\\" && !was_inside_quotes {
+                line_continuation = true;
+                continue;
             }
-            None if depth == 0 && (c == '"' || c == '\'') => {
-                quote = Some(c);
-                cur.push(c);
+            quote_char = quote_state(token, quote_char);
+            let inside_quotes = quote_char.is_some();
+            let in_block = print_depth + block_depth + comment_depth > 0;
+            let mut appended = false;
+            if inside_quotes && !was_inside_quotes && !in_block {
+                params.push(token.to_string());
+                appended = true;
+            } else if in_block || inside_quotes || was_inside_quotes {
+                let last = last_param(&mut params);
+                // A word that continues on a new line joins without a space.
+                if idx > 0 {
+                    last.push(' ');
+                }
+                last.push_str(token);
+                appended = true;
             }
-            None if depth == 0 && c.is_whitespace() => {
-                if !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
+            for (depth, open, close) in [
+                (&mut print_depth, "{{", "}}"),
+                (&mut block_depth, "{%", "%}"),
+                (&mut comment_depth, "{#", "#}"),
+            ] {
+                let before = *depth;
+                let (opens, closes) = (token.matches(open).count(), token.matches(close).count());
+                if opens != closes {
+                    *depth = (*depth + opens).saturating_sub(closes);
+                }
+                if *depth != before && !appended {
+                    params.push(token.to_string());
+                    appended = true;
                 }
             }
-            _ => cur.push(c),
+            let in_block = print_depth + block_depth + comment_depth > 0;
+            if !in_block && quote_char.is_none() && !appended && !token.is_empty() {
+                params.push(token.to_string());
+            }
         }
-        i += 1;
+        if items.len() > 1 && item_idx != items.len() - 1 && !line_continuation {
+            last_param(&mut params).push('\n');
+        }
     }
-    if !cur.is_empty() {
-        words.push(cur);
+    params
+}
+
+/// The word being built, created empty when there is none yet.
+fn last_param(params: &mut Vec<String>) -> &mut String {
+    if params.is_empty() {
+        params.push(String::new());
     }
-    words
+    let n = params.len() - 1;
+    &mut params[n]
+}
+
+/// ansible-core's `_get_quote_state`: the quote still open after `token`.
+fn quote_state(token: &str, mut quote_char: Option<char>) -> Option<char> {
+    let mut prev: Option<char> = None;
+    for c in token.chars() {
+        if (c == '"' || c == '\'') && prev != Some('\\') {
+            match quote_char {
+                Some(q) if q == c => quote_char = None,
+                Some(_) => {}
+                None => quote_char = Some(c),
+            }
+        }
+        prev = Some(c);
+    }
+    quote_char
+}
+
+/// Joins words from [`split_args`] back into text, keeping their newlines
+/// and spaces (ansible-core's `join_args`).
+pub fn join_args(words: &[String]) -> String {
+    let mut out = String::new();
+    for w in words {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
 }
 
 /// Strips one level of matching surrounding quotes.
@@ -104,9 +147,11 @@ pub fn unquote(s: &str) -> String {
     s.to_string()
 }
 
-/// Decodes Python string escapes (`\\n`, `\\t`, `\\x41`, `\\u00e9`, octal...) in a
+/// Decodes Python string escapes (`\\n`, `\\t`, `\\x41`, `\\u00e9`...) in a
 /// `key=value` word, as Ansible's `parse_kv` does before unquoting, so that
-/// `content="a\\n"` holds a newline. Unknown escapes stay as written.
+/// `content="a\\n"` holds a newline. Unknown escapes stay as written, and so
+/// do octal ones: ansible-core's pattern has none, which keeps a regex
+/// back-reference such as `replace='"\\1"'` intact.
 pub fn decode_escapes(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
@@ -157,18 +202,6 @@ pub fn decode_escapes(s: &str) -> String {
                 i += 2 + width;
                 continue;
             }
-        } else if n.is_digit(8) {
-            let mut j = i + 1;
-            let mut v = 0u32;
-            while j < chars.len() && j < i + 4 && chars[j].is_digit(8) {
-                v = v * 8 + chars[j].to_digit(8).unwrap_or(0);
-                j += 1;
-            }
-            if let Some(d) = char::from_u32(v) {
-                out.push(d);
-                i = j;
-                continue;
-            }
         }
         out.push(c);
         i += 1;
@@ -192,7 +225,10 @@ pub fn parse_kv(action: &str, text: &str) -> (VarMap, bool) {
                 && (key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     || (key.contains("{{") && key.trim_end().ends_with("}}")))
                 && (!free_form || FREE_FORM_KEYS.contains(&key));
-            valid.then(|| (key.to_string(), unquote(&decode_escapes(&word[eq + 1..]))))
+            valid.then(|| {
+                let value = decode_escapes(&word[eq + 1..]);
+                (key.trim().to_string(), unquote(value.trim()))
+            })
         });
         match kv {
             Some((k, v)) => {
@@ -205,7 +241,7 @@ pub fn parse_kv(action: &str, text: &str) -> (VarMap, bool) {
     if has_raw {
         // Re-insert `_raw_params` first so it reads naturally in dumps.
         let mut with_raw = VarMap::new();
-        with_raw.insert("_raw_params".into(), Value::from(raw.join(" ")));
+        with_raw.insert("_raw_params".into(), Value::from(join_args(&raw)));
         with_raw.extend(args);
         args = with_raw;
     }
@@ -242,6 +278,29 @@ mod tests {
         assert_eq!(args["content"].as_str(), Some("a\nb\tA\\n"));
         let (args, _) = parse_kv("command", r#"echo a\nb chdir=/tmp"#);
         assert_eq!(args["_raw_params"].as_str(), Some(r"echo a\nb"));
+    }
+
+    /// The command_shell target: newlines, space runs and `\` continuations
+    /// survive into `_raw_params` as ansible-core keeps them.
+    #[test]
+    fn raw_params_keep_the_text_layout() {
+        let text = "executable=/bin/bash\ncreates=/x\necho \"test\"\n";
+        let (args, _) = parse_kv("shell", text);
+        assert_eq!(args["_raw_params"].as_str(), Some("echo \"test\"\n"));
+        assert_eq!(args["creates"].as_str(), Some("/x"));
+        let (args, _) = parse_kv("shell", "cat <<EOF\nOne\n  Two\nEOF\n");
+        assert_eq!(args["_raw_params"].as_str(), Some("cat <<EOF\nOne\n  Two\nEOF\n"));
+        let text = "echo a \\\n\"b c\" \"d\ne\" \\\n| x\n";
+        let (args, _) = parse_kv("shell", text);
+        assert_eq!(args["_raw_params"].as_str(), Some("echo a \"b c\" \"d\ne\" | x\n"));
+    }
+
+    /// The replace target: `replace='"\1"'` is a back-reference, not `\x01`.
+    #[test]
+    fn kv_values_keep_octal_like_escapes() {
+        let (args, _) = parse_kv("replace", r#"regexp='\\b(.+)\\b' replace='"\1"'"#);
+        assert_eq!(args["regexp"].as_str(), Some(r"\b(.+)\b"));
+        assert_eq!(args["replace"].as_str(), Some(r#""\1""#));
     }
 
     #[test]

@@ -1035,6 +1035,130 @@ fn raw_and_script() {
     assert!(r.res.failed);
 }
 
+/// ansible-core 2.19 (command_shell target): `executable` is ignored by
+/// `command` with a warning; a program that cannot be found fails before it
+/// starts, with empty output; a `chdir` that cannot be entered fails too.
+#[test]
+fn command_refusals_match_ansible_core() {
+    let s = Sandbox::new();
+    let r = s.run(
+        "command",
+        json!({"_raw_params": "echo hi", "executable": "/bogus"}),
+        NORMAL,
+    );
+    assert!(!r.res.failed, "{:?}", r.res.msg);
+    assert_eq!(data(&r.res, "stdout").as_str(), Some("hi"));
+    let warnings = value_to_json(data(&r.res, "warnings"));
+    assert!(warnings[0].as_str().unwrap().contains("no longer supported"));
+
+    let r = s.run(
+        "command",
+        json!({"_raw_params": "keel-no-such-program --flag"}),
+        NORMAL,
+    );
+    assert!(r.res.failed);
+    assert_eq!(r.res.msg.as_deref(), Some("Error executing command."));
+    assert_eq!(data(&r.res, "rc").as_i64(), Some(2));
+    assert_eq!(data(&r.res, "stdout").as_str(), Some(""));
+    assert_eq!(data(&r.res, "stderr").as_str(), Some(""));
+    assert_eq!(
+        data(&r.res, "cmd").as_str(),
+        Some("keel-no-such-program --flag")
+    );
+    std::fs::write(s.path("plain"), "x").unwrap();
+    let r = s.run("command", json!({"argv": [s.p("plain")]}), NORMAL);
+    assert_eq!(data(&r.res, "rc").as_i64(), Some(13));
+
+    let r = s.run(
+        "command",
+        json!({"_raw_params": "echo", "chdir": s.p("nope")}),
+        NORMAL,
+    );
+    assert!(r.res.failed);
+    assert_eq!(
+        r.res.msg.as_deref(),
+        Some("Unable to change directory before execution.")
+    );
+    let r = s.run("command", json!({"chdir": "/"}), NORMAL);
+    assert_eq!(
+        r.res.msg.as_deref(),
+        Some("one of the following is required: _raw_params, cmd, argv")
+    );
+}
+
+/// A process the command leaves in the background does not hold the task
+/// (ansible-core stops reading once its child has exited), and `chdir`
+/// enters the physical directory, as Python's `os.chdir` does.
+#[test]
+fn shell_returns_while_a_background_child_runs() {
+    let s = Sandbox::new();
+    let start = std::time::Instant::now();
+    let r = s.run(
+        "shell",
+        json!({"_raw_params": "sleep 30 & echo started"}),
+        NORMAL,
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(data(&r.res, "stdout").as_str(), Some("started"));
+    std::fs::create_dir_all(s.path("real/sub")).unwrap();
+    std::os::unix::fs::symlink(s.path("real"), s.path("link")).unwrap();
+    let r = s.run(
+        "shell",
+        json!({"_raw_params": "dirname \"$PWD\"", "chdir": s.p("link/sub")}),
+        NORMAL,
+    );
+    assert!(data(&r.res, "stdout").as_str().unwrap().ends_with("/real"));
+    let r = s.run(
+        "shell",
+        json!({"_raw_params": "echo", "expand_argument_vars": false}),
+        NORMAL,
+    );
+    assert_eq!(
+        r.res.msg.as_deref(),
+        Some("Unsupported parameters for (shell) module: expand_argument_vars")
+    );
+}
+
+/// The script action skips (it does not report ok) when `creates`/`removes`
+/// decide, and in check mode without them.
+#[test]
+fn script_skips_like_the_action_plugin() {
+    let s = Sandbox::new();
+    s.controller_file("files/touch.sh", "#!/bin/sh\ntouch \"$1\"\n");
+    let made = s.p("made");
+    let args = json!({"_raw_params": format!("touch.sh {made}"), "creates": made});
+    let r = s.run("script", args.clone(), CHECK);
+    assert!(r.res.changed && !r.res.skipped);
+    assert!(!s.path("made").exists());
+    assert!(s.run("script", args.clone(), NORMAL).res.changed);
+    let r = s.run("script", args, NORMAL);
+    assert!(r.res.skipped && !r.res.changed);
+    assert_eq!(
+        r.res.msg,
+        Some(format!("{made} exists, matching creates option"))
+    );
+    let r = s.run(
+        "script",
+        json!({"_raw_params": "touch.sh x", "removes": s.p("gone")}),
+        NORMAL,
+    );
+    assert_eq!(
+        r.res.msg,
+        Some(format!("{} does not exist, matching removes option", s.p("gone")))
+    );
+    let r = s.run("script", json!({"_raw_params": "touch.sh x"}), CHECK);
+    assert!(r.res.skipped);
+    assert_eq!(
+        r.res.msg.as_deref(),
+        Some("Check mode is not supported for this task.")
+    );
+    let r = s.run("script", json!({}), NORMAL);
+    assert_eq!(
+        r.res.msg.as_deref(),
+        Some("one of the following is required: _raw_params, cmd")
+    );
+}
+
 // ---------------------------------------------------------------- hostile values
 
 /// Strings that would run `touch <marker>` if any shell ever interpreted them.

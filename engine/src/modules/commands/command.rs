@@ -6,7 +6,7 @@ use minijinja::Value;
 
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::command::RUN_OPT_PARAMS;
-use crate::modules::kit::command::{plan_run, RunOpts};
+use crate::modules::kit::command::{exec_check, plan_run, run_last, RunOpts};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::shell::quote;
 
@@ -61,9 +61,9 @@ impl Module for CommandModule {
                 .map_err(|e| ModuleError::Args(format!("cannot split command line {s:?}: {e}")))?,
             (None, Some(v)) => v,
             (None, None) => {
-                return Ok(Plan::done(
-                    ModuleResult::failed("no command given").with("rc", 256),
-                ))
+                return Ok(Plan::done(ModuleResult::failed(
+                    "one of the following is required: _raw_params, cmd, argv",
+                )))
             }
         };
         if words.is_empty() {
@@ -74,11 +74,6 @@ impl Module for CommandModule {
         let mut script = opts.prelude();
         let mut argv: Vec<String> = Vec::with_capacity(words.len());
         for (i, w) in words.iter().enumerate() {
-            let w = if i == 0 {
-                executable.as_deref().unwrap_or(w)
-            } else {
-                w
-            };
             match expand.then(|| expand_word(i, w)).flatten() {
                 Some((pre, reference)) => {
                     script.push_str(&pre);
@@ -87,12 +82,22 @@ impl Module for CommandModule {
                 None => argv.push(quote(w)),
             }
         }
-        script.push_str("exec ");
-        script.push_str(&argv.join(" "));
-        script.push('\n');
+        script.push_str(&exec_check(&argv[0]));
+        script.push_str(&run_last(&argv.join(" ")));
         let cmd_value = Value::from(words.clone());
         let stdin = opts.stdin_bytes();
-        Ok(plan_run(ctx, script, stdin, cmd_value, opts))
+        let plan = plan_run(ctx, script, stdin, cmd_value, opts);
+        // ansible-core dropped `executable` for `command` in 2.4 but still
+        // accepts it: the command runs as written, with a warning.
+        Ok(match executable {
+            Some(exe) => plan.map(move |r| {
+                let w = format!(
+                    "As of Ansible 2.4, the parameter 'executable' is no longer supported with the 'command' module. Not using '{exe}'."
+                );
+                r.data.insert("warnings".into(), Value::from(vec![w]));
+            }),
+            None => plan,
+        })
     }
 
     fn takes_free_form(&self) -> bool {

@@ -5,7 +5,7 @@
 use minijinja::Value;
 
 use crate::modules::args::{ModuleArgs, Params};
-use crate::modules::kit::command::{plan_run, RunOpts};
+use crate::modules::kit::command::{plan_run, RunOpts, RunStyle};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::shell::quote;
 
@@ -45,10 +45,18 @@ impl Module for Script {
         let removes = a.string(&["removes"])?;
         a.ignore(&["decrypt"]);
         a.finish()?;
-        let Some(line) = raw.or(cmd) else {
-            return Ok(Plan::done(
-                ModuleResult::failed("no script given").with("rc", 256),
-            ));
+        let line = match (raw, cmd) {
+            (Some(_), Some(_)) => {
+                return Ok(Plan::done(ModuleResult::failed(
+                    "parameters are mutually exclusive: _raw_params|cmd",
+                )))
+            }
+            (Some(l), None) | (None, Some(l)) => l,
+            (None, None) => {
+                return Ok(Plan::done(ModuleResult::failed(
+                    "one of the following is required: _raw_params, cmd",
+                )))
+            }
         };
         let words = shell_words::split(&line)
             .map_err(|e| ModuleError::Args(format!("cannot split script line {line:?}: {e}")))?;
@@ -69,6 +77,7 @@ impl Module for Script {
             creates,
             removes,
             strip_empty_ends: true,
+            style: RunStyle::ScriptAction,
             ..Default::default()
         };
         let mut script = opts.prelude();

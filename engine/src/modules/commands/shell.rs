@@ -6,7 +6,7 @@ use minijinja::Value;
 
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::command::RUN_OPT_PARAMS;
-use crate::modules::kit::command::{plan_run, RunOpts};
+use crate::modules::kit::command::{plan_run, run_last, RunOpts};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::shell::quote;
 
@@ -44,19 +44,27 @@ impl Module for Shell {
         let cmd = a.string(&["cmd"])?;
         let executable = a.string(&["executable"])?;
         let opts = RunOpts::parse(&mut a)?;
+        // ansible-core's shell action refuses this `command` option at run
+        // time (not at load), with this exact message.
+        let expand_given = a.has("expand_argument_vars");
         a.ignore(&["_uses_shell", "warn", "expand_argument_vars"]);
         a.finish()?;
+        if expand_given {
+            return Ok(Plan::done(ModuleResult::failed(
+                "Unsupported parameters for (shell) module: expand_argument_vars",
+            )));
+        }
         let Some(text) = raw.or(cmd) else {
             return Ok(Plan::done(
                 ModuleResult::failed("no command given").with("rc", 256),
             ));
         };
         let mut script = opts.prelude();
-        script.push_str(&format!(
-            "exec {} -c {}\n",
+        script.push_str(&run_last(&format!(
+            "{} -c {}",
             quote(executable.as_deref().unwrap_or("/bin/sh")),
             quote(&text)
-        ));
+        )));
         let stdin = opts.stdin_bytes();
         Ok(plan_run(ctx, script, stdin, Value::from(text), opts))
     }

@@ -15,6 +15,11 @@ use crate::transport::Output;
 
 /// Printed (alone) when `creates`/`removes` says the command need not run.
 const SKIP_MARK: &str = "\u{1e}keel-skip\u{1e}";
+/// Printed (alone) when `chdir` could not be entered.
+const CHDIR_MARK: &str = "\u{1e}keel-chdir\u{1e}";
+/// Printed (alone, then the errno) when the program could not be executed,
+/// where Python's `subprocess` would have raised `OSError`.
+const EXEC_MARK: &str = "\u{1e}keel-exec\u{1e}";
 
 /// The arguments [`RunOpts::parse`] reads, for a module's
 /// [`Params`](crate::modules::args::Params).
@@ -27,6 +32,16 @@ pub const RUN_OPT_PARAMS: &[Param] = &[
     &["strip_empty_ends"],
 ];
 
+/// Who reports a command that `creates`/`removes` stopped, or that check
+/// mode cannot run: the `command` module (an ok result with `Did not run`/
+/// `Would not run` messages), or the `script` action, which skips the task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunStyle {
+    #[default]
+    Module,
+    ScriptAction,
+}
+
 /// The options every command-like module shares.
 #[derive(Debug, Clone, Default)]
 pub struct RunOpts {
@@ -36,6 +51,7 @@ pub struct RunOpts {
     pub stdin: Option<String>,
     pub stdin_add_newline: bool,
     pub strip_empty_ends: bool,
+    pub style: RunStyle,
 }
 
 impl RunOpts {
@@ -47,6 +63,7 @@ impl RunOpts {
             stdin: a.string(&["stdin"])?,
             stdin_add_newline: a.bool(&["stdin_add_newline"], true)?,
             strip_empty_ends: a.bool(&["strip_empty_ends"], true)?,
+            style: RunStyle::Module,
         })
     }
 
@@ -55,17 +72,20 @@ impl RunOpts {
     pub fn prelude(&self) -> String {
         let mut s = String::new();
         if let Some(d) = &self.chdir {
-            s.push_str(&format!("cd -- {} || exit 1\n", quote(d)));
+            s.push_str(&format!(
+                "cd -P -- {} 2>/dev/null || {{ printf '%s' '{CHDIR_MARK}'; exit 1; }}\n",
+                quote(d)
+            ));
         }
         if let Some(c) = &self.creates {
             s.push_str(&format!(
-                "kp={}\nIFS=\nfor kf in $kp; do if [ -e \"$kf\" ] || [ -L \"$kf\" ]; then printf '%s' '{SKIP_MARK}'; exit 0; fi; done\nunset IFS\n",
+                "kp={}\nIFS=\nfor kf in $kp; do if [ -e \"$kf\" ] || [ -L \"$kf\" ]; then printf '%s' '{SKIP_MARK}c'; exit 0; fi; done\nunset IFS\n",
                 quote(c)
             ));
         }
         if let Some(r) = &self.removes {
             s.push_str(&format!(
-                "kp={}\nkhit=\nIFS=\nfor kf in $kp; do if [ -e \"$kf\" ] || [ -L \"$kf\" ]; then khit=1; fi; done\nunset IFS\nif [ -z \"$khit\" ]; then printf '%s' '{SKIP_MARK}'; exit 0; fi\n",
+                "kp={}\nkhit=\nIFS=\nfor kf in $kp; do if [ -e \"$kf\" ] || [ -L \"$kf\" ]; then khit=1; fi; done\nunset IFS\nif [ -z \"$khit\" ]; then printf '%s' '{SKIP_MARK}r'; exit 0; fi\n",
                 quote(r)
             ));
         }
@@ -81,6 +101,39 @@ impl RunOpts {
             b
         })
     }
+}
+
+/// The lines that run `command` (a shell command line, already quoted) as
+/// the script's last step and exit with its status. Its output goes to
+/// files first, printed once it exits: a process it leaves in the
+/// background (`sleep 10 &`) keeps those files open, not the connection's
+/// pipes, so the task ends when the command does, as under ansible-core
+/// (whose `run_command` stops reading once its child has exited). Without a
+/// writable temp directory it runs directly.
+pub fn run_last(command: &str) -> String {
+    format!(
+        "if ko=$(mktemp -d 2>/dev/null); then\n\
+         {command} >\"$ko/o\" 2>\"$ko/e\"; krc=$?\n\
+         cat -- \"$ko/o\"; cat -- \"$ko/e\" >&2; rm -rf -- \"$ko\"; exit $krc\n\
+         fi\n\
+         exec {command}\n"
+    )
+}
+
+/// Shell lines that stop with [`EXEC_MARK`] and the errno Python's `exec`
+/// would raise (2: not found, 13: not executable) when `program` (a shell
+/// word, quoted or `"$var"`) cannot be run: looked up on `PATH` like
+/// `execvp` when it has no `/`. `command` checks this before its `exec`, so
+/// a missing program fails with ansible-core's message and empty output
+/// instead of the shell's complaint.
+pub fn exec_check(program: &str) -> String {
+    format!(
+        "kx={program}\nkerr=2\ncase \"$kx\" in\n\
+         */*) if [ -e \"$kx\" ]; then kerr=13; [ -f \"$kx\" ] && [ -x \"$kx\" ] && kerr=; fi ;;\n\
+         *) IFS=:; for kd in $PATH; do kc=\"${{kd:-.}}/$kx\"; if [ -f \"$kc\" ]; then if [ -x \"$kc\" ]; then kerr=; break; fi; kerr=13; fi; done; unset IFS ;;\n\
+         esac\n\
+         if [ -n \"$kerr\" ]; then printf '%s%s' '{EXEC_MARK}' \"$kerr\"; exit \"$kerr\"; fi\n"
+    )
 }
 
 /// Plans running `script` (prelude included). A command cannot know what
@@ -99,23 +152,33 @@ pub fn plan_run<'a>(
         let (cmd_value, opts) = (cmd_value.clone(), opts.clone());
         async move {
             if opts.creates.is_none() && opts.removes.is_none() {
-                let mut r =
-                    ModuleResult::ok().with_msg("Command would have run if not in check mode");
+                let mut r = ModuleResult::ok().with_msg(match opts.style {
+                    RunStyle::Module => "Command would have run if not in check mode",
+                    RunStyle::ScriptAction => "Check mode is not supported for this task.",
+                });
                 r.skipped = true;
                 return Ok(r);
             }
             let out = ctx.run(format!("{}exit 0\n", opts.prelude()), None).await?;
-            if let Some(r) = not_run(&out, cmd_value, &opts) {
+            if let Some(r) = not_run(&out, cmd_value, &opts, true) {
                 return Ok(r);
             }
-            Ok(ModuleResult::changed(true).with_msg("Command would have run if not in check mode"))
+            Ok(match opts.style {
+                RunStyle::Module => ModuleResult::changed(true)
+                    .with_msg("Command would have run if not in check mode")
+                    .with("rc", 0),
+                RunStyle::ScriptAction => ModuleResult::changed(true),
+            })
         }
     };
     let apply = async move {
         let start = SystemTime::now();
         let out = ctx.run(script, stdin).await?;
         let end = SystemTime::now();
-        if let Some(r) = not_run(&out, cmd_value.clone(), &opts) {
+        if let Some(r) = not_run(&out, cmd_value.clone(), &opts, false) {
+            return Ok(r);
+        }
+        if let Some(r) = not_started(&out, cmd_value.clone()) {
             return Ok(r);
         }
         Ok(command_result(
@@ -131,21 +194,71 @@ pub fn plan_run<'a>(
     Plan::fused(preview, apply)
 }
 
-/// The result when the prelude's `creates`/`removes` test stopped the
-/// command.
-fn not_run(out: &Output, cmd_value: Value, opts: &RunOpts) -> Option<ModuleResult> {
-    if out.stdout_str() != SKIP_MARK {
-        return None;
+/// ansible-core's failure when the command never started: `chdir` could
+/// not be entered, or the program could not be executed ([`exec_check`]).
+fn not_started(out: &Output, cmd_value: Value) -> Option<ModuleResult> {
+    let stdout = out.stdout_str();
+    let empty = || Value::from(Vec::<String>::new());
+    if stdout == CHDIR_MARK {
+        let mut r = ModuleResult::failed("Unable to change directory before execution.");
+        for k in ["rc", "start", "end", "delta"] {
+            r.data.insert(k.into(), Value::from(()));
+        }
+        r.data.insert("cmd".into(), cmd_value);
+        for k in ["stdout", "stderr"] {
+            r.data.insert(k.into(), "".into());
+        }
+        r.data.insert("stdout_lines".into(), empty());
+        r.data.insert("stderr_lines".into(), empty());
+        return Some(r);
     }
-    let (what, path) = match (&opts.creates, &opts.removes) {
-        (Some(c), _) if out.rc == 0 => ("exists", c.clone()),
-        (_, Some(r)) => ("does not exist", r.clone()),
-        (Some(c), None) => ("exists", c.clone()),
-        (None, None) => ("", String::new()),
+    let errno: i32 = stdout.strip_prefix(EXEC_MARK)?.trim().parse().ok()?;
+    // run_command reports the command line as one string.
+    let cmd = match cmd_value.as_str() {
+        Some(s) => s.to_string(),
+        None => {
+            let words: Vec<String> = cmd_value
+                .try_iter()
+                .map(|it| it.map(|v| v.to_string()).collect())
+                .unwrap_or_default();
+            shell_words::join(words)
+        }
     };
     Some(
+        ModuleResult::failed("Error executing command.")
+            .with("rc", errno)
+            .with("cmd", cmd)
+            .with("stdout", "")
+            .with("stderr", "")
+            .with("stdout_lines", empty())
+            .with("stderr_lines", empty()),
+    )
+}
+
+/// The result when the prelude's `creates`/`removes` test stopped the
+/// command.
+fn not_run(
+    out: &Output,
+    cmd_value: Value,
+    opts: &RunOpts,
+    check_mode: bool,
+) -> Option<ModuleResult> {
+    let stdout = out.stdout_str();
+    let which = stdout.strip_prefix(SKIP_MARK)?;
+    let (what, option, path) = match which {
+        "c" => ("exists", "creates", opts.creates.clone()?),
+        "r" => ("does not exist", "removes", opts.removes.clone()?),
+        _ => return None,
+    };
+    if opts.style == RunStyle::ScriptAction {
+        let mut r = ModuleResult::ok().with_msg(format!("{path} {what}, matching {option} option"));
+        r.skipped = true;
+        return Some(r);
+    }
+    let did = if check_mode { "Would" } else { "Did" };
+    Some(
         ModuleResult::ok()
-            .with_msg(format!("Did not run command since '{path}' {what}"))
+            .with_msg(format!("{did} not run command since '{path}' {what}"))
             .with("cmd", cmd_value)
             .with("rc", 0)
             .with("stdout", format!("skipped, since {path} {what}"))
