@@ -289,10 +289,16 @@ mod tests {
         assert_eq!(args["_raw_params"].as_str(), Some("echo \"test\"\n"));
         assert_eq!(args["creates"].as_str(), Some("/x"));
         let (args, _) = parse_kv("shell", "cat <<EOF\nOne\n  Two\nEOF\n");
-        assert_eq!(args["_raw_params"].as_str(), Some("cat <<EOF\nOne\n  Two\nEOF\n"));
+        assert_eq!(
+            args["_raw_params"].as_str(),
+            Some("cat <<EOF\nOne\n  Two\nEOF\n")
+        );
         let text = "echo a \\\n\"b c\" \"d\ne\" \\\n| x\n";
         let (args, _) = parse_kv("shell", text);
-        assert_eq!(args["_raw_params"].as_str(), Some("echo a \"b c\" \"d\ne\" | x\n"));
+        assert_eq!(
+            args["_raw_params"].as_str(),
+            Some("echo a \"b c\" \"d\ne\" | x\n")
+        );
     }
 
     /// The replace target: `replace='"\1"'` is a back-reference, not `\x01`.

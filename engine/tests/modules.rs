@@ -1049,7 +1049,10 @@ fn command_refusals_match_ansible_core() {
     assert!(!r.res.failed, "{:?}", r.res.msg);
     assert_eq!(data(&r.res, "stdout").as_str(), Some("hi"));
     let warnings = value_to_json(data(&r.res, "warnings"));
-    assert!(warnings[0].as_str().unwrap().contains("no longer supported"));
+    assert!(warnings[0]
+        .as_str()
+        .unwrap()
+        .contains("no longer supported"));
 
     let r = s.run(
         "command",
@@ -1144,7 +1147,10 @@ fn script_skips_like_the_action_plugin() {
     );
     assert_eq!(
         r.res.msg,
-        Some(format!("{} does not exist, matching removes option", s.p("gone")))
+        Some(format!(
+            "{} does not exist, matching removes option",
+            s.p("gone")
+        ))
     );
     let r = s.run("script", json!({"_raw_params": "touch.sh x"}), CHECK);
     assert!(r.res.skipped);
