@@ -1463,7 +1463,12 @@ fn setup_gathers_facts_in_one_round_trip() {
     let s = Sandbox::new();
     let r = s.run("setup", json!({}), NORMAL);
     assert_eq!(r.trips, 1);
-    let f = r.res.facts.as_ref().unwrap();
+    let facts = r.res.facts.as_ref().unwrap();
+    assert!(facts.keys().all(|k| k.starts_with("ansible_")));
+    let f: keel::vars::VarMap = facts
+        .iter()
+        .map(|(k, v)| (k["ansible_".len()..].to_string(), v.clone()))
+        .collect();
     let uname = |flag: &str| {
         String::from_utf8(
             std::process::Command::new("uname")
@@ -1522,11 +1527,11 @@ fn setup_gathers_facts_in_one_round_trip() {
     let r = s.run("setup", json!({"filter": "ansible_distribution*"}), NORMAL);
     let f = r.res.facts.as_ref().unwrap();
     assert!(
-        f.keys().all(|k| k.starts_with("distribution")),
+        f.keys().all(|k| k.starts_with("ansible_distribution")),
         "{:?}",
         f.keys().collect::<Vec<_>>()
     );
-    assert!(f.contains_key("distribution"));
+    assert!(f.contains_key("ansible_distribution"));
 }
 
 #[test]
@@ -1543,4 +1548,179 @@ fn registry_resolves_fully_qualified_names() {
     assert!(modules::lookup("command").unwrap().takes_free_form());
     assert!(modules::lookup("debug").unwrap().controller_only());
     assert!(!modules::lookup("copy").unwrap().controller_only());
+}
+
+// ---------------------------------------------------------------- conformance modules
+
+/// `getent` returns the database as the fact `getent_<database>`; a
+/// missing key fails with ansible-core's message unless `fail_key: false`.
+#[test]
+fn getent_returns_records_as_a_fact() {
+    let s = Sandbox::new();
+    let r = s.run(
+        "getent",
+        json!({"database": "passwd", "key": "root", "service": "files"}),
+        CHECK,
+    );
+    assert!(!r.res.failed && !r.res.changed, "{:?}", r.res.msg);
+    assert_eq!(r.trips, 1);
+    let facts = r.res.facts.as_ref().unwrap();
+    let root = facts["getent_passwd"].get_attr("root").unwrap();
+    assert_eq!(root.len(), Some(6));
+    assert_eq!(root.get_item_by_index(0).unwrap().as_str(), Some("x"));
+    let args = json!({"database": "passwd", "key": "keel-no-such-user"});
+    let r = s.run("getent", args, NORMAL);
+    assert!(r.res.failed);
+    assert_eq!(
+        r.res.msg.as_deref(),
+        Some("One or more supplied key could not be found in the database.")
+    );
+    let args = json!({"database": "passwd", "key": "keel-no-such-user", "fail_key": false});
+    let r = s.run("getent", args, NORMAL);
+    assert!(!r.res.failed);
+    let facts = r.res.facts.as_ref().unwrap();
+    assert!(facts["getent_passwd"]
+        .get_attr("keel-no-such-user")
+        .unwrap()
+        .is_none());
+}
+
+const KH_RSA: &str = "example.org ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAglyZmHHWskQ9wkh8LYbIqzvg99/oloneH7BaZ02ripJUy/2Zynv4tgUfm9fdXvAb1XXCEuTRnts9FBer87+voU0FPRgx3CfY9Sgr0FspUjnm4lqs53FIab1psddAaS7/F7lrnjl6VqBtPwMRQZG7qlml5uogGJwYJHxX0PGtsdoTJsM=\n";
+const KH_ED: &str = "example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIzlnSq5ESxLgW0avvPk3j7zLV59hcAPkxrMNdnZMKP2\n";
+
+/// `known_hosts` adds, keeps, hashes and removes a host's key; check mode
+/// and the diff it always returns match ansible-core's.
+#[test]
+fn known_hosts_adds_hashes_and_removes_keys() {
+    if std::process::Command::new("ssh-keygen")
+        .arg("-?")
+        .output()
+        .is_err()
+    {
+        eprintln!("ssh-keygen missing: skipped");
+        return;
+    }
+    let s = Sandbox::new();
+    let path = s.p("known_hosts");
+    std::fs::write(
+        s.path("known_hosts"),
+        "other.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n",
+    )
+    .unwrap();
+    let add = json!({"name": "example.org", "key": KH_RSA, "path": path});
+    let r = s.run("known_hosts", add.clone(), CHECK);
+    assert!(r.res.changed);
+    let diff = value_to_json(data(&r.res, "diff"));
+    assert_eq!(diff["before_header"], json!(path));
+    assert!(diff["after"].as_str().unwrap().ends_with(KH_RSA));
+    assert!(!read(&s.path("known_hosts")).contains("example.org"));
+    s.converge("known_hosts", add.clone());
+    assert!(read(&s.path("known_hosts")).ends_with(KH_RSA));
+
+    // Another key type for the same host is added beside it; removing a key
+    // the file lacks changes nothing.
+    let gone = json!({"name": "example.org", "key": KH_ED, "path": path, "state": "absent"});
+    assert!(!s.run("known_hosts", gone, NORMAL).res.changed);
+
+    // Hashed: the plain line is replaced by a `|1|` one, and stays.
+    let hashed = json!({"name": "example.org", "key": KH_RSA, "path": path, "hash_host": true});
+    s.converge("known_hosts", hashed);
+    let text = read(&s.path("known_hosts"));
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("|1|") && last.ends_with("GJwYJHxX0PGtsdoTJsM="));
+    assert!(!text.contains("example.org"));
+
+    // Removal finds the hashed line through ssh-keygen.
+    let remove = json!({"name": "example.org", "key": KH_RSA, "path": path, "state": "absent"});
+    s.converge("known_hosts", remove);
+    assert_eq!(
+        read(&s.path("known_hosts")),
+        "other.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n"
+    );
+    let r = s.run(
+        "known_hosts",
+        json!({"name": "a.example, b.example", "key": KH_RSA, "path": path}),
+        NORMAL,
+    );
+    assert!(r.res.msg.unwrap().starts_with("Comma separated list"));
+}
+
+/// `assemble` joins fragments in name order (regexp, delimiter, hidden
+/// files) from the host or the controller, and converges.
+#[test]
+fn assemble_joins_fragments_and_converges() {
+    let s = Sandbox::new();
+    std::fs::create_dir_all(s.path("frags")).unwrap();
+    for (n, body) in [
+        ("b", "two\n"),
+        ("a", "one"),
+        ("c", "three\n"),
+        (".h", "hidden\n"),
+    ] {
+        std::fs::write(s.path("frags").join(n), body).unwrap();
+    }
+    let dest = s.p("out");
+    let args = json!({"src": s.p("frags"), "dest": dest, "ignore_hidden": true});
+    let r = s.run("assemble", args.clone(), CHECK);
+    assert!(r.res.changed);
+    assert!(!s.path("out").exists());
+    let first = s.converge("assemble", args);
+    assert_eq!(read(&s.path("out")), "one\ntwo\nthree\n");
+    assert_eq!(data(&first.res, "state").as_str(), Some("file"));
+    let args =
+        json!({"src": s.p("frags"), "dest": dest, "regexp": "^[ab]$", "delimiter": "#--\\t--#"});
+    s.converge("assemble", args);
+    assert_eq!(read(&s.path("out")), "one\n#--\t--#\ntwo\n");
+    s.controller_file("files/parts/x1", "local\n");
+    s.controller_file("files/parts/x2", "parts\n");
+    let args = json!({"src": "parts", "dest": dest, "remote_src": false});
+    let r = s.run("assemble", args, DIFF);
+    assert_eq!(read(&s.path("out")), "local\nparts\n");
+    assert!(value_to_json(data(&r.res, "diff"))["after"]
+        .as_str()
+        .is_some());
+    let r = s.run(
+        "assemble",
+        json!({"src": s.p("nope"), "dest": dest}),
+        NORMAL,
+    );
+    assert_eq!(
+        r.res.msg,
+        Some(format!("Source ({}) does not exist", s.p("nope")))
+    );
+}
+
+/// `stat` reports the MIME type and charset as `file` names them.
+#[test]
+fn stat_reports_mime_type() {
+    let s = Sandbox::new();
+    std::fs::write(s.path("a:b.txt"), "hello world").unwrap();
+    let r = s.run("stat", json!({"path": s.p("a:b.txt")}), NORMAL);
+    let st = data(&r.res, "stat");
+    assert_eq!(
+        st.get_attr("mimetype").unwrap().as_str(),
+        Some("text/plain")
+    );
+    assert_eq!(st.get_attr("charset").unwrap().as_str(), Some("us-ascii"));
+    let r = s.run(
+        "stat",
+        json!({"path": s.p("a:b.txt"), "get_mime": false}),
+        NORMAL,
+    );
+    assert!(data(&r.res, "stat")
+        .get_attr("mimetype")
+        .unwrap()
+        .is_undefined());
+}
+
+/// `blockinfile` with `create` makes the missing directories too.
+#[test]
+fn blockinfile_create_makes_missing_directories() {
+    let s = Sandbox::new();
+    let path = s.p("new/dir/file.txt");
+    s.converge(
+        "blockinfile",
+        json!({"path": path, "block": "line 1\n", "create": true}),
+    );
+    assert!(read(&s.path("new/dir/file.txt")).contains("line 1"));
 }

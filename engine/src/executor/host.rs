@@ -173,12 +173,9 @@ impl HostState {
         for (k, v) in facts {
             let short = k.strip_prefix("ansible_").unwrap_or(k);
             nested.insert(short.to_string(), v.clone());
-            let long = if k.starts_with("ansible_") {
-                k.clone()
-            } else {
-                format!("ansible_{k}")
-            };
-            facts_map.insert(long, v.clone());
+            // Top-level under the module's own name (`ansible_kernel`,
+            // `getent_passwd`), as ansible-core injects facts as variables.
+            facts_map.insert(k.clone(), v.clone());
         }
         facts_map.insert("ansible_facts".into(), ser(&nested));
     }

@@ -326,6 +326,11 @@ pub(super) fn run(
             Ok(product(&lists))
         }
         "together" => {
+            if terms.is_empty() {
+                return Err(err(
+                    "with_together requires at least one element in each list",
+                ));
+            }
             let lists: Vec<Vec<Value>> = terms.iter().map(seq).collect::<Result<_, _>>()?;
             let n = lists.iter().map(Vec::len).max().unwrap_or(0);
             Ok((0..n)
@@ -339,32 +344,7 @@ pub(super) fn run(
                 })
                 .collect())
         }
-        "subelements" => {
-            let list = terms.first().cloned().unwrap_or_default();
-            let key = terms.get(1).map(text).unwrap_or_default();
-            let skip = terms
-                .get(2)
-                .and_then(|f| f.get_attr("skip_missing").ok())
-                .map(|v| v.is_true())
-                .unwrap_or_else(|| kw_bool("skip_missing", false));
-            let mut out = Vec::new();
-            for item in seq(&list)? {
-                let mut sub = item.clone();
-                for part in key.split('.') {
-                    sub = sub.get_attr(part).unwrap_or(Value::UNDEFINED);
-                }
-                if sub.is_undefined() {
-                    if skip {
-                        continue;
-                    }
-                    return Err(err(format!("could not find '{key}' key in iterated item")));
-                }
-                for s in seq(&sub)? {
-                    out.push(Value::from(vec![item.clone(), s]));
-                }
-            }
-            Ok(out)
-        }
+        "subelements" => subelements(&terms, kw_bool("skip_missing", false)),
         "vars" => {
             let mut out = Vec::new();
             for t in &terms {
@@ -387,7 +367,18 @@ pub(super) fn run(
             let names = ctx.scope.names();
             let mut out = Vec::new();
             for t in &terms {
-                let re = super::pyre::compile(&text(t), false, false)?;
+                if t.kind() != ValueKind::String {
+                    return Err(err(format!(
+                        "Invalid setting identifier, \"{t}\" is not a string, it is a <class '{}'>",
+                        super::filters::type_name(t)
+                    )));
+                }
+                let term = text(t);
+                let re = super::pyre::compile_python(&term).map_err(|e| {
+                    err(format!(
+                        "Unable to use \"{term}\" as a search parameter: {e}"
+                    ))
+                })?;
                 for n in &names {
                     if super::pyre::is_match(&re, n)? {
                         out.push(Value::from(n.as_str()));
@@ -418,6 +409,7 @@ pub(super) fn run(
             Ok(vec![items[i].clone()])
         }
         "csvfile" => csvfile(ctx, &terms, kw),
+        "ini" => super::lookup_ini::ini(ctx, &terms, kw),
         "inventory_hostnames" => inventory_hostnames(ctx, &terms),
         other => Err(err(format!("lookup plugin '{other}' not found"))),
     }
@@ -937,7 +929,7 @@ fn password(ctx: &RenderCtx, term: &str, kw: &VarMap) -> Result<String, Error> {
     }
     let pw = generate();
     if let Some(dir) = full.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        make_private_dir(dir).map_err(|e| {
             err(format!(
                 "password lookup: cannot create {}: {e}",
                 dir.display()
@@ -953,6 +945,23 @@ fn password(ctx: &RenderCtx, term: &str, kw: &VarMap) -> Result<String, Error> {
     Ok(pw)
 }
 
+/// Creates the password file's directory as ansible-core's `makedirs_safe(
+/// dir, 0o700)` does: the directory itself private, its missing parents
+/// with the default mode.
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -965,6 +974,98 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.write_all(content.as_bytes())
 }
 
+/// The `subelements` lookup, as ansible-core walks it: for each dict of a
+/// list (or of a dict's values), the list at the dotted `key`, paired with
+/// the dict. Items marked `skipped` are left out; `skip_missing` (keyword or
+/// third term) passes over missing keys instead of failing.
+fn subelements(terms: &[Value], skip_kw: bool) -> Result<Vec<Value>, Error> {
+    let terms_error = |msg: &str| {
+        err(format!(
+            "subelements lookup expects a list of two or three items, {msg}"
+        ))
+    };
+    if !(2..=3).contains(&terms.len()) {
+        return Err(terms_error(""));
+    }
+    let (list, key) = (&terms[0], &terms[1]);
+    if !matches!(list.kind(), ValueKind::Seq | ValueKind::Map) || key.kind() != ValueKind::String {
+        return Err(terms_error(
+            "first a dict or a list, second a string pointing to the subkey",
+        ));
+    }
+    let is_skipped = |v: &Value| {
+        v.get_attr("skipped")
+            .ok()
+            .is_some_and(|s| !s.is_undefined() && !(s.kind() == ValueKind::Bool && !s.is_true()))
+    };
+    let elements: Vec<Value> = if list.kind() == ValueKind::Map {
+        if is_skipped(list) {
+            return Ok(Vec::new());
+        }
+        list.try_iter()?
+            .map(|k| list.get_item(&k))
+            .collect::<Result<_, _>>()?
+    } else {
+        seq(list)?
+    };
+    let skip_missing = terms
+        .get(2)
+        .and_then(|f| f.get_attr("skip_missing").ok())
+        .filter(|v| !v.is_undefined())
+        .map_or(skip_kw, |v| super::native::to_bool(&v));
+    let parts: Vec<String> = text(key).split('.').map(str::to_string).collect();
+    let last = parts.len() - 1;
+    let mut out = Vec::new();
+    for item in elements {
+        if item.kind() != ValueKind::Map {
+            return Err(err(format!(
+                "subelements lookup expects a dictionary, got '{}'",
+                super::native::python_repr(&item)
+            )));
+        }
+        if is_skipped(&item) {
+            continue;
+        }
+        let mut sub = item.clone();
+        let mut sublist = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let child = sub.get_attr(part).unwrap_or(Value::UNDEFINED);
+            if child.is_undefined() {
+                if skip_missing {
+                    continue;
+                }
+                return Err(err(format!(
+                    "could not find '{part}' key in iterated item '{}'",
+                    super::native::python_repr(&sub)
+                )));
+            }
+            if i < last {
+                if child.kind() != ValueKind::Map {
+                    if skip_missing {
+                        continue;
+                    }
+                    return Err(err(format!(
+                        "the key {part} should point to a dictionary, got '{}'",
+                        super::native::python_repr(&child)
+                    )));
+                }
+                sub = child;
+            } else if child.kind() != ValueKind::Seq {
+                return Err(err(format!(
+                    "the key {part} should point to a list, got '{}'",
+                    super::native::python_repr(&child)
+                )));
+            } else {
+                sublist = seq(&child)?;
+            }
+        }
+        for s in sublist {
+            out.push(Value::from(vec![item.clone(), s]));
+        }
+    }
+    Ok(out)
+}
+
 /// `with_sequence`: `start=1 end=5 stride=1 format=web%02d`, `count=`, or the
 /// shortcut `[start-]end[/stride][:format]`. Yields strings, like Ansible.
 fn sequence(term: &str, kw: &VarMap) -> Result<Vec<Value>, Error> {
@@ -973,35 +1074,44 @@ fn sequence(term: &str, kw: &VarMap) -> Result<Vec<Value>, Error> {
     let mut count: Option<i64> = None;
     let mut stride: i64 = 1;
     let mut format = "%d".to_string();
-    let num = |s: &str| -> Result<i64, Error> {
-        let s = s.trim();
-        let r = if let Some(h) = s.strip_prefix("0x") {
-            i64::from_str_radix(h, 16)
-        } else if let Some(o) = s.strip_prefix("0o") {
-            i64::from_str_radix(o, 8)
-        } else {
-            s.parse()
-        };
-        r.map_err(|_| err(format!("can't parse {s:?} as an integer in with_sequence")))
+    // ansible-core's `integer` option type: a whole number, as Python's
+    // `Decimal` reads it (`3`, ` 3 `, `3.0`); no hex, no octal.
+    let num = |key: &str, s: &str| -> Result<i64, Error> {
+        let t = s.trim();
+        t.parse::<i64>()
+            .ok()
+            .or_else(|| {
+                t.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.fract() == 0.0 && f.is_finite())
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| {
+                err(format!(
+                    "Config '{key}' for 'sequence' lookup plugin from 'Direct' has an invalid value: Invalid value provided for 'integer': '{s}'"
+                ))
+            })
     };
     let term = term.trim();
     let mut params = VarMap::new();
     if term.contains('=') {
         params = term_params(&format!("_ {term}")).1;
     } else if !term.is_empty() {
+        // ansible-core's SHORTCUT pattern (case-insensitive hex-ish digits,
+        // which then fail as integers, as there).
         let re = regex::Regex::new(
-            r"^(?:(-?[0-9a-fx]+)-)?(-?[0-9a-fx]+)(?:/(-?[0-9a-fx]+))?(?::(.+))?$",
+            r"(?i)^(?:(0?x?[0-9a-f]+)-)?(0?x?[0-9a-f]+)(?:/(0?x?[0-9a-f]+))?(?::(.+))?$",
         )
         .expect("valid regex");
         let c = re
             .captures(term)
             .ok_or_else(|| err(format!("can't parse arg {term:?} of with_sequence")))?;
         if let Some(s) = c.get(1) {
-            start = num(s.as_str())?;
+            start = num("start", s.as_str())?;
         }
-        end = Some(num(&c[2])?);
+        end = Some(num("end", &c[2])?);
         if let Some(s) = c.get(3) {
-            stride = num(s.as_str())?;
+            stride = num("stride", s.as_str())?;
         }
         if let Some(f) = c.get(4) {
             format = f.as_str().to_string();
@@ -1010,40 +1120,49 @@ fn sequence(term: &str, kw: &VarMap) -> Result<Vec<Value>, Error> {
     for (k, v) in kw {
         params.entry(k.clone()).or_insert_with(|| v.clone());
     }
+    let unknown: Vec<String> = params
+        .keys()
+        .filter(|k| !["start", "end", "count", "stride", "format"].contains(&k.as_str()))
+        .map(|k| format!("'{k}'"))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(err(format!(
+            "unrecognized arguments to with_sequence: [{}]",
+            unknown.join(", ")
+        )));
+    }
     for (k, v) in &params {
         let s = text(v);
         match k.as_str() {
-            "start" => start = num(&s)?,
-            "end" => end = Some(num(&s)?),
-            "count" => count = Some(num(&s)?),
-            "stride" => stride = num(&s)?,
-            "format" => format = s,
-            other => {
-                return Err(err(format!(
-                    "unrecognized with_sequence parameter {other:?}"
-                )))
-            }
+            "start" => start = num(k, &s)?,
+            "end" => end = Some(num(k, &s)?),
+            "count" => count = Some(num(k, &s)?),
+            "stride" => stride = num(k, &s)?,
+            _ => format = s,
         }
     }
-    if let Some(c) = count {
-        if end.is_some() {
-            return Err(err("can't specify both count and end in with_sequence"));
-        }
-        end = Some(if c == 0 {
-            start - stride
-        } else {
-            start + (c - 1) * stride
-        });
-        if c == 0 {
-            return Ok(Vec::new());
-        }
+    // ansible-core's sanity_check, in its order (and its formula for
+    // `count`, which counts `count * stride` numbers past `start`).
+    if count.is_some() && end.is_some() {
+        return Err(err("can't specify both count and end in with_sequence"));
     }
-    let end = end.ok_or_else(|| err("must specify count or end in with_sequence"))?;
+    let end = match (count, end) {
+        (Some(0), _) => return Ok(Vec::new()),
+        (Some(c), _) => start + c * stride - 1,
+        (None, Some(e)) => e,
+        (None, None) => return Err(err("must specify count or end in with_sequence")),
+    };
+    if stride > 0 && end < start {
+        return Err(err("to count backwards make stride negative"));
+    }
+    if stride < 0 && end > start {
+        return Err(err("to count forward don't make stride negative"));
+    }
     if stride == 0 {
         return Ok(Vec::new());
     }
-    if (stride > 0 && end < start) || (stride < 0 && end > start) {
-        return Err(err("to count backwards make stride negative"));
+    if format.matches('%').count() != 1 {
+        return Err(err(format!("bad formatting string: {format}")));
     }
     let mut out = Vec::new();
     let mut i = start;

@@ -42,6 +42,7 @@ mod datetime;
 mod env;
 mod error;
 mod filters;
+mod lookup_ini;
 mod lookups;
 mod native;
 mod pyre;

@@ -84,6 +84,25 @@ pub(crate) fn compile(pat: &str, ignorecase: bool, multiline: bool) -> Result<Re
         .map_err(|e| err(format!("invalid regular expression {pat:?}: {e}")))
 }
 
+/// Compiles a Python pattern without flags; a bad pattern is described in
+/// Python's `re.error` words where the mistake has a Python name (a lookup
+/// that reports the error verbatim, such as `varnames`, then reads as
+/// ansible-core's).
+pub(crate) fn compile_python(pat: &str) -> Result<Regex, String> {
+    use fancy_regex::{Error as E, ParseError as P};
+    RegexBuilder::new(&translate(pat))
+        .build()
+        .map_err(|e| match e {
+            E::ParseError(pos, P::TargetNotRepeatable | P::InvalidRepeat) => {
+                format!("nothing to repeat at position {pos}")
+            }
+            E::ParseError(pos, P::UnclosedOpenParen) => {
+                format!("missing ), unterminated subpattern at position {pos}")
+            }
+            other => other.to_string(),
+        })
+}
+
 fn run_err(e: fancy_regex::Error) -> Error {
     err(format!("regular expression failed: {e}"))
 }

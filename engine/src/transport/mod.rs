@@ -15,7 +15,7 @@
 
 mod r#become;
 mod command;
-mod known_hosts;
+pub(crate) mod known_hosts;
 mod local;
 mod pool;
 mod spec;

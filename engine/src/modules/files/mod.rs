@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::ModuleRef;
 
+pub mod assemble;
 pub mod blockinfile;
 pub mod copy;
 pub mod fetch;
@@ -34,4 +35,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("find", Arc::new(find::Find));
     m.insert("unarchive", Arc::new(unarchive::Unarchive));
     m.insert("tempfile", Arc::new(tempfile::TempFile));
+    m.insert("assemble", Arc::new(assemble::Assemble));
 }

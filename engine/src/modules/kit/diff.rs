@@ -10,6 +10,9 @@
 //! which the tests and the human output already pin, and names the object in
 //! the header instead.
 
+use minijinja::Value;
+
+use crate::modules::args::dict;
 use crate::modules::FileDiff;
 
 /// A before/after diff of a file's text (`/dev/null` for a missing side).
@@ -85,4 +88,15 @@ mod tests {
             ("/x", "/x")
         );
     }
+}
+
+/// A diff as ansible-core returns it in a task's result (`result.diff`):
+/// `before`, `after` and their headers.
+pub fn diff_value(d: &FileDiff) -> Value {
+    dict([
+        ("before", Value::from(d.before.as_str())),
+        ("after", Value::from(d.after.as_str())),
+        ("before_header", Value::from(d.before_header.as_str())),
+        ("after_header", Value::from(d.after_header.as_str())),
+    ])
 }

@@ -74,7 +74,9 @@ pub async fn write_back<'a>(
                 backup: w.backup,
                 validate: w.validate.as_deref(),
                 dest_exists: st.exists,
-                make_parents: false,
+                // A file `create: yes` makes gets its missing directories
+                // too, as ansible-core's `lineinfile`/`blockinfile` do.
+                make_parents: !st.exists,
             };
             match write.run(ctx).await? {
                 Ok(o) => {

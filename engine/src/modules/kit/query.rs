@@ -225,6 +225,14 @@ impl Answers {
             .unwrap_or("")
     }
 
+    /// A section's bytes (empty when it printed nothing).
+    pub fn bytes(&self, name: &str) -> &[u8] {
+        self.sections
+            .get(name)
+            .map(|s| s.bytes.as_slice())
+            .unwrap_or(&[])
+    }
+
     /// A section's text without trailing whitespace.
     pub fn trimmed(&self, name: &str) -> &str {
         self.text(name).trim_end()

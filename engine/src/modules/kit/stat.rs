@@ -101,8 +101,14 @@ impl RemoteStat {
 
     /// The stat dictionary of Ansible's `stat` module.
     pub fn to_value(&self, path: &str, checksum_key: bool) -> Value {
+        dict(self.to_pairs(path, checksum_key))
+    }
+
+    /// The keys of [`RemoteStat::to_value`], for a module that adds its own
+    /// (`stat`'s `mimetype`).
+    pub fn to_pairs(&self, path: &str, checksum_key: bool) -> Vec<(&'static str, Value)> {
         if !self.exists {
-            return dict([("exists", Value::from(false))]);
+            return vec![("exists", Value::from(false))];
         }
         let m = self.mode;
         let k = self.kind.unwrap_or(FileKind::File);
@@ -154,7 +160,7 @@ impl RemoteStat {
                 v.push(("checksum", c.clone().into()));
             }
         }
-        dict(v)
+        v
     }
 }
 

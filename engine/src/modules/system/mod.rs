@@ -12,8 +12,10 @@ use super::ModuleRef;
 
 pub mod authorized_key;
 pub mod cron;
+pub mod getent;
 pub mod group;
 pub mod hostname;
+pub mod known_hosts;
 pub mod modprobe;
 pub mod mount;
 pub mod reboot;
@@ -43,4 +45,6 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("timezone", Arc::new(timezone::Timezone));
     m.insert("reboot", Arc::new(reboot::Reboot));
     m.insert("modprobe", Arc::new(modprobe::Modprobe));
+    m.insert("getent", Arc::new(getent::Getent));
+    m.insert("known_hosts", Arc::new(known_hosts::KnownHosts));
 }

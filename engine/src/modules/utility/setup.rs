@@ -1,7 +1,7 @@
 //! `setup` (and `gather_facts`): gathers host facts in ONE round trip. A
 //! single `sh` script prints `key=value` lines plus tagged address/route
 //! lines and, last, the environment; the controller assembles Ansible's fact
-//! names (without the `ansible_` prefix, which the executor adds).
+//! names (`ansible_` and the name, as the setup module returns them).
 
 use minijinja::Value;
 
@@ -97,13 +97,16 @@ impl Module for Setup {
                 .map_err(|e| ModuleError::Args(format!("invalid filter: {e}")))?;
             facts.retain(|k, _| pats.iter().any(|p| p.matches(k)));
         }
+        // Named as the setup module returns them (`ansible_` prefix); the
+        // executor strips the prefix under `ansible_facts`.
         let prefixed: Vec<(String, Value)> = facts
             .iter()
             .map(|(k, v)| (format!("ansible_{k}"), v.clone()))
             .collect();
         let mut res = ModuleResult::ok();
-        res.data.insert("ansible_facts".into(), dict(prefixed));
-        res.facts = Some(facts);
+        res.data
+            .insert("ansible_facts".into(), dict(prefixed.clone()));
+        res.facts = Some(prefixed.into_iter().collect());
         Ok(Plan::done(res))
     }
 }
