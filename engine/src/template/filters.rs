@@ -845,7 +845,7 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn rng_for(seed: Option<&Value>) -> rand::rngs::StdRng {
+pub(super) fn rng_for(seed: Option<&Value>) -> rand::rngs::StdRng {
     match seed {
         Some(s) if !s.is_none() && !s.is_undefined() => {
             let digest = <sha2::Sha256 as sha2::Digest>::digest(text(s).as_bytes());
@@ -1079,7 +1079,8 @@ fn hash(s: &str, algo: &str) -> Result<String, Error> {
     })
 }
 
-const CRYPT_CHARS: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(super) const CRYPT_CHARS: &[u8] =
+    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 fn password_hash(
     v: &Value,
@@ -1099,9 +1100,19 @@ fn password_hash(
             .map(|_| CRYPT_CHARS[rng.gen_range(0..CRYPT_CHARS.len())] as char)
             .collect()
     });
-    let pw = text(v);
+    crypt(&text(v), hashtype.unwrap_or("sha512"), &salt, rounds)
+}
+
+/// A crypt(3) hash of `pw` (`sha512_crypt`, `sha256_crypt`): what
+/// `password_hash` and the password lookup's `encrypt` produce.
+pub(super) fn crypt(
+    pw: &str,
+    hashtype: &str,
+    salt: &str,
+    rounds: Option<usize>,
+) -> Result<String, Error> {
     let rounds_prefix = |r: Option<usize>| r.map(|r| format!("rounds={r}$")).unwrap_or_default();
-    match hashtype.unwrap_or("sha512") {
+    match hashtype {
         "sha512" | "sha512_crypt" => {
             let params = sha_crypt::Sha512Params::new(rounds.unwrap_or(5000))
                 .map_err(|_| err("password_hash: invalid rounds"))?;

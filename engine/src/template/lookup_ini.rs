@@ -15,7 +15,7 @@ use minijinja::{Error, ErrorKind, Value};
 use super::filters::text;
 use super::lookups::find_file;
 use super::native::to_bool;
-use super::scope::RenderCtx;
+use super::render::RenderCtx;
 use crate::vars::VarMap;
 
 fn err(msg: impl Into<String>) -> Error {

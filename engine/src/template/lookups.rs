@@ -308,7 +308,8 @@ pub(super) fn run(
         }
         "sequence" => {
             let mut out = Vec::new();
-            if terms.is_empty() {
+            // Keywords alone still make one sequence; nothing at all, none.
+            if terms.is_empty() && !kw.is_empty() {
                 out.extend(sequence("", kw)?);
             }
             for t in &terms {
@@ -903,14 +904,32 @@ fn password(ctx: &RenderCtx, term: &str, kw: &VarMap) -> Result<String, Error> {
     if alphabet.is_empty() {
         return Err(err("password lookup: empty character set"));
     }
+    // `seed` makes the password repeatable (not Python's sequence, but the
+    // same one for the same seed, which is what the option promises).
+    let seed = params.get("seed").cloned();
     let generate = || -> String {
-        let mut rng = rand::thread_rng();
+        let mut rng = super::filters::rng_for(seed.as_ref());
         (0..length)
             .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
             .collect()
     };
+    let encrypt = params.get("encrypt").map(text).filter(|e| !e.is_empty());
+    let finish = |plain: String, salt: Option<String>| -> Result<String, Error> {
+        match (&encrypt, salt) {
+            (Some(e), Some(salt)) => super::filters::crypt(&plain, e, &salt, None),
+            _ => Ok(plain),
+        }
+    };
+    let new_salt = || -> String {
+        let mut rng = rand::thread_rng();
+        let chars = super::filters::CRYPT_CHARS;
+        (0..16)
+            .map(|_| chars[rng.gen_range(0..chars.len())] as char)
+            .collect()
+    };
     if path == "/dev/null" {
-        return Ok(generate());
+        let salt = encrypt.as_ref().map(|_| new_salt());
+        return finish(generate(), salt);
     }
     let p = Path::new(&path);
     let full = if p.is_absolute() {
@@ -921,13 +940,34 @@ fn password(ctx: &RenderCtx, term: &str, kw: &VarMap) -> Result<String, Error> {
             None => absolute(p),
         }
     };
-    if let Ok(content) = std::fs::read_to_string(&full) {
-        let line = content.lines().next().unwrap_or_default();
-        // Stored as `password salt=...` when a salt was used.
-        let pw = line.split(" salt=").next().unwrap_or_default().to_string();
-        return Ok(pw);
+    // The file holds `password`, or `password salt=SALT` once a hash was
+    // asked for (the salt is kept so the hash stays the same).
+    let stored = std::fs::read_to_string(&full)
+        .ok()
+        .map(|c| c.trim_end_matches(['\n', '\r']).to_string());
+    let (pw, salt, changed) = match stored {
+        Some(content) => {
+            let (pw, salt) = match content.rsplit_once(" salt=") {
+                Some((pw, rest)) => {
+                    let salt = rest.rsplit_once(" ident=").map_or(rest, |(s, _)| s);
+                    (pw.to_string(), Some(salt.to_string()))
+                }
+                None => (content, None),
+            };
+            match (&encrypt, salt) {
+                (Some(_), None) => (pw, Some(new_salt()), true),
+                (_, salt) => (pw, salt, false),
+            }
+        }
+        None => (generate(), encrypt.as_ref().map(|_| new_salt()), true),
+    };
+    if !changed {
+        return finish(pw, salt);
     }
-    let pw = generate();
+    let content = match &salt {
+        Some(s) => format!("{pw} salt={s}"),
+        None => pw.clone(),
+    };
     if let Some(dir) = full.parent() {
         make_private_dir(dir).map_err(|e| {
             err(format!(
@@ -936,13 +976,13 @@ fn password(ctx: &RenderCtx, term: &str, kw: &VarMap) -> Result<String, Error> {
             ))
         })?;
     }
-    write_private(&full, &format!("{pw}\n")).map_err(|e| {
+    write_private(&full, &format!("{content}\n")).map_err(|e| {
         err(format!(
             "password lookup: cannot write {}: {e}",
             full.display()
         ))
     })?;
-    Ok(pw)
+    finish(pw, salt)
 }
 
 /// Creates the password file's directory as ansible-core's `makedirs_safe(
@@ -1008,6 +1048,19 @@ fn subelements(terms: &[Value], skip_kw: bool) -> Result<Vec<Value>, Error> {
     } else {
         seq(list)?
     };
+    // ansible-core accepts a dict, or (by the letter of its check) anything
+    // whose items are all flag names.
+    if let Some(flags) = terms.get(2).filter(|f| f.kind() != ValueKind::Map) {
+        let all_flags = flags
+            .try_iter()
+            .map(|mut it| it.all(|k| k.as_str() == Some("skip_missing")))
+            .unwrap_or(false);
+        if !all_flags {
+            return Err(terms_error(
+                "the optional third item must be a dict with flags skip_missing",
+            ));
+        }
+    }
     let skip_missing = terms
         .get(2)
         .and_then(|f| f.get_attr("skip_missing").ok())

@@ -11,7 +11,6 @@ use md5::Digest as _;
 
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
-use crate::modules::kit::diff::diff_value;
 use crate::modules::kit::edit::compile;
 use crate::modules::kit::{put_content, FileAttrs, Put, Query};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
@@ -128,15 +127,7 @@ impl Module for Assemble {
                 ("msg".into(), "OK".into()),
             ],
         };
-        let diff = ctx.diff;
-        Ok(put_content(ctx, put).await?.map(move |r| {
-            // The registered result carries the diff too, as ansible-core's.
-            if diff {
-                if let Some(d) = r.diff.first() {
-                    r.data.insert("diff".into(), diff_value(d));
-                }
-            }
-        }))
+        put_content(ctx, put).await
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::edit::{self, WriteBack};
-use crate::modules::kit::edit::{compile, python_repl};
+use crate::modules::kit::edit::{check_python_repl, compile, python_repl};
 use crate::modules::kit::FileAttrs;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
@@ -94,6 +94,11 @@ impl Module for Replace {
             }
         }
         let section = &text[start..end];
+        if let Err(e) = check_python_repl(&replace) {
+            return Ok(Plan::done(ModuleResult::failed(format!(
+                "Unable to process replace due to error: {e}"
+            ))));
+        }
         let count = re.find_iter(section).count();
         let new_section = re.replace_all(section, python_repl(&replace).as_str());
         let result = format!("{}{}{}", &text[..start], new_section, &text[end..]);

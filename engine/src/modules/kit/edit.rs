@@ -130,6 +130,27 @@ pub fn linesep(content: &str) -> &'static str {
     }
 }
 
+/// Python's check of a replacement template (`re.sub` refuses it before
+/// substituting anything, even when nothing matches): a backslash before an
+/// ASCII letter that is no escape is an error, in Python's words.
+pub fn check_python_repl(s: &str) -> Result<(), String> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '\\' {
+            match chars.get(i + 1) {
+                Some(c) if c.is_ascii_alphabetic() && !"gntrvfab".contains(*c) => {
+                    return Err(format!("bad escape \\{c} at position {i}"));
+                }
+                Some(_) => i += 1,
+                None => return Err(format!("bad escape (end of pattern) at position {i}")),
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Python's `\1` / `\g<name>` replacement syntax in Rust regex's `${1}` form.
 pub fn python_repl(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

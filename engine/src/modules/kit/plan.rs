@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use super::diff::diff_value;
 use crate::modules::context::TaskContext;
 use crate::modules::result::{ModuleError, ModuleResult};
 
@@ -134,9 +135,19 @@ impl From<ModuleResult> for Plan<'_> {
 /// check mode. [`Module::run`](crate::modules::Module::run) hands every plan
 /// here; nothing else reads `TaskContext::check_mode`.
 pub async fn drive(plan: Plan<'_>, ctx: &TaskContext<'_>) -> Result<ModuleResult, ModuleError> {
-    if ctx.check_mode {
-        plan.planned().await
+    let mut r = if ctx.check_mode {
+        plan.planned().await?
     } else {
-        plan.applied().await
+        plan.applied().await?
+    };
+    // ansible-core's results carry their diff (`result.diff`, a list when
+    // there are several), which playbooks read after `register`.
+    if !r.diff.is_empty() && !r.data.contains_key("diff") {
+        let value = match r.diff.as_slice() {
+            [one] => diff_value(one),
+            many => minijinja::Value::from(many.iter().map(diff_value).collect::<Vec<_>>()),
+        };
+        r.data.insert("diff".into(), value);
     }
+    Ok(r)
 }
