@@ -1724,3 +1724,24 @@ fn blockinfile_create_makes_missing_directories() {
     );
     assert!(read(&s.path("new/dir/file.txt")).contains("line 1"));
 }
+
+/// `blockinfile` (blockinfile target): `append_newline` adds a blank line
+/// only once, and a `(?m)` pattern is searched across lines.
+#[test]
+fn blockinfile_blank_lines_and_multiline_anchors_converge() {
+    let s = Sandbox::new();
+    std::fs::write(s.path("f"), "line1\nline2\nline3\n").unwrap();
+    let args = json!({"path": s.p("f"), "append_newline": true, "insertafter": "line1", "block": "line1.5\n"});
+    s.converge("blockinfile", args);
+    assert_eq!(
+        read(&s.path("f")),
+        "line1\n# BEGIN ANSIBLE MANAGED BLOCK\nline1.5\n# END ANSIBLE MANAGED BLOCK\n\nline2\nline3\n"
+    );
+    std::fs::write(s.path("g"), "A =\n  (LIST =\n  x\nB =\n  (LIST =\n").unwrap();
+    let args = json!({"path": s.p("g"), "insertafter": "(?m)A =\\n.*\\(LIST =", "block": "new", "marker": "# {mark}"});
+    s.converge("blockinfile", args);
+    assert_eq!(
+        read(&s.path("g")),
+        "A =\n  (LIST =\n# BEGIN\nnew\n# END\n  x\nB =\n  (LIST =\n"
+    );
+}

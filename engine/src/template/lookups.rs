@@ -1036,7 +1036,7 @@ fn subelements(terms: &[Value], skip_kw: bool) -> Result<Vec<Value>, Error> {
     let is_skipped = |v: &Value| {
         v.get_attr("skipped")
             .ok()
-            .is_some_and(|s| !s.is_undefined() && !(s.kind() == ValueKind::Bool && !s.is_true()))
+            .is_some_and(|s| !s.is_undefined() && (s.kind() != ValueKind::Bool || s.is_true()))
     };
     let elements: Vec<Value> = if list.kind() == ValueKind::Map {
         if is_skipped(list) {

@@ -128,7 +128,23 @@ impl Module for BlockInFile {
                     (_, Some(p)) if p != "BOF" => Some((compile("insertbefore", p)?, false)),
                     _ => None,
                 };
+                let multiline = insertafter
+                    .as_deref()
+                    .filter(|p| *p != "EOF")
+                    .or(insertbefore.as_deref())
+                    .is_some_and(has_multiline_flag);
                 match anchor {
+                    // With `(?m)` the pattern searches the whole text (it
+                    // may span lines); the block goes after the line the
+                    // match ends on, or before the one it starts on.
+                    Some((re, after)) if multiline => {
+                        let text = lines.concat();
+                        match re.find(&text) {
+                            Some(m) if after => text[..m.end()].matches('\n').count() + 1,
+                            Some(m) => text[..m.start()].matches('\n').count(),
+                            None => lines.len(),
+                        }
+                    }
                     Some((re, after)) => match lines.iter().rposition(|l| re.is_match(&strip(l))) {
                         Some(i) if after => i + 1,
                         Some(i) => i,
@@ -144,10 +160,12 @@ impl Module for BlockInFile {
                 lines[at - 1].push_str(sep);
             }
             let mut ins: Vec<String> = block_lines.iter().map(|l| format!("{l}{sep}")).collect();
-            if prepend_newline && at > 0 {
+            // A blank line around the block, unless one is already there
+            // (so a second run changes nothing).
+            if prepend_newline && at > 0 && lines[at - 1] != sep {
                 ins.insert(0, sep.to_string());
             }
-            if append_newline && at < lines.len() {
+            if append_newline && at < lines.len() && lines[at] != sep {
                 ins.push(sep.to_string());
             }
             lines.splice(at..at, ins);
@@ -178,4 +196,14 @@ impl Module for BlockInFile {
             }
         }))
     }
+}
+
+/// Whether a Python pattern turns `re.MULTILINE` on with a leading inline
+/// flag group (`(?m)`, `(?im)`...), which is what makes ansible-core's
+/// `blockinfile` search the whole file instead of each line.
+fn has_multiline_flag(pattern: &str) -> bool {
+    pattern
+        .strip_prefix("(?")
+        .and_then(|rest| rest.split([')', ':']).next())
+        .is_some_and(|flags| flags.chars().all(|c| c.is_ascii_alphabetic()) && flags.contains('m'))
 }

@@ -74,6 +74,17 @@ pub fn path_state_diff(
     state_diff(path, &b, &a)
 }
 
+/// A diff as ansible-core returns it in a task's result (`result.diff`):
+/// `before`, `after` and their headers.
+pub fn diff_value(d: &FileDiff) -> Value {
+    dict([
+        ("before", Value::from(d.before.as_str())),
+        ("after", Value::from(d.after.as_str())),
+        ("before_header", Value::from(d.before_header.as_str())),
+        ("after_header", Value::from(d.after_header.as_str())),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,15 +99,4 @@ mod tests {
             ("/x", "/x")
         );
     }
-}
-
-/// A diff as ansible-core returns it in a task's result (`result.diff`):
-/// `before`, `after` and their headers.
-pub fn diff_value(d: &FileDiff) -> Value {
-    dict([
-        ("before", Value::from(d.before.as_str())),
-        ("after", Value::from(d.after.as_str())),
-        ("before_header", Value::from(d.before_header.as_str())),
-        ("after_header", Value::from(d.after_header.as_str())),
-    ])
 }
