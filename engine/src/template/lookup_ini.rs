@@ -1,21 +1,19 @@
 //! The `ini` lookup: reads a key from an INI file (or a Java `.properties`
-//! file) found on the controller's search path. It sits beside `lookups.rs`,
-//! which dispatches to it; the reading is Python's `configparser` as
+//! file) found on the controller's search path. It sits below `lookups.rs`,
+//! which dispatches to it and hands it the way to find a file; the reading is Python's `configparser` as
 //! ansible-core configures it (`=` and `:` delimiters, `#`/`;` full-line
 //! comments, indented continuation lines, strict duplicate checks, keys
 //! lower-cased unless `case_sensitive`, `%(name)s` interpolation), so a file
 //! means the same thing to Keel as to Ansible.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use indexmap::IndexMap;
 use minijinja::{Error, ErrorKind, Value};
 
 use super::filters::text;
-use super::lookups::find_file;
 use super::native::to_bool;
-use super::render::RenderCtx;
 use crate::vars::VarMap;
 
 fn err(msg: impl Into<String>) -> Error {
@@ -38,8 +36,13 @@ const OPTIONS: [&str; 11] = [
     "allow_none",
 ];
 
-/// Runs the `ini` lookup over its terms.
-pub(super) fn ini(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<Vec<Value>, Error> {
+/// Runs the `ini` lookup over its terms; `find` resolves a file name on the
+/// task's search path (`files/` first).
+pub(super) fn ini(
+    terms: &[Value],
+    kw: &VarMap,
+    find: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<Vec<Value>, Error> {
     for k in kw.keys() {
         if !OPTIONS.contains(&k.as_str()) {
             return Err(err(format!("'{k}' is not a valid option.")));
@@ -109,7 +112,7 @@ pub(super) fn ini(ctx: &Arc<RenderCtx>, terms: &[Value], kw: &VarMap) -> Result<
         } else {
             text(&opt("section"))
         };
-        let path = find_file(ctx, &file, "files")
+        let path = find(&file)
             .ok_or_else(|| err(format!("Unable to find '{file}' in expected paths.")))?;
         let bytes = std::fs::read(&path)
             .map_err(|e| err(format!("Could not read '{}': {e}", path.display())))?;

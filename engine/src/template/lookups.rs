@@ -410,7 +410,7 @@ pub(super) fn run(
             Ok(vec![items[i].clone()])
         }
         "csvfile" => csvfile(ctx, &terms, kw),
-        "ini" => super::lookup_ini::ini(ctx, &terms, kw),
+        "ini" => super::lookup_ini::ini(&terms, kw, |name| find_file(ctx, name, "files")),
         "inventory_hostnames" => inventory_hostnames(ctx, &terms),
         other => Err(err(format!("lookup plugin '{other}' not found"))),
     }
