@@ -75,11 +75,15 @@ pub fn path_state_diff(
 }
 
 /// A diff as ansible-core returns it in a task's result (`result.diff`):
-/// `before`, `after` and their headers.
+/// `before`, `after` and their headers. Decrypted vault values are masked,
+/// as in the printed diff, so the result carries no secret the diff hides.
 pub fn diff_value(d: &FileDiff) -> Value {
     dict([
-        ("before", Value::from(d.before.as_str())),
-        ("after", Value::from(d.after.as_str())),
+        (
+            "before",
+            Value::from(crate::vault::mask(&d.before).as_ref()),
+        ),
+        ("after", Value::from(crate::vault::mask(&d.after).as_ref())),
         ("before_header", Value::from(d.before_header.as_str())),
         ("after_header", Value::from(d.after_header.as_str())),
     ])
