@@ -1210,7 +1210,12 @@ fn hostile_strings_are_never_executed() {
                 "copy",
                 json!({"content": h, "dest": format!("{f}.2"), "validate": format!("test -n %s {}", shell_words_quote(&h))}),
             ),
-            ("copy", json!({"content": "x", "dest": h})),
+            // Inside the sandbox: a relative hostile name would be written
+            // into the crate directory the test runs from.
+            (
+                "copy",
+                json!({"content": "x", "dest": format!("{}/{h}", s.p("dir"))}),
+            ),
             ("file", json!({"path": f, "state": "touch", "group": h})),
             (
                 "file",
