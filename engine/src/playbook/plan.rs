@@ -125,23 +125,6 @@ pub enum VarsFileLayer {
     },
 }
 
-/// The play keywords that may be templates resolved at play start.
-pub const LATE_PLAY_KEYWORDS: &[&str] = &[
-    "strategy",
-    "serial",
-    "order",
-    "any_errors_fatal",
-    "gather_facts",
-    "ignore_errors",
-    "ignore_unreachable",
-    "force_handlers",
-    "run_once",
-    "check_mode",
-    "diff",
-    "no_log",
-    "max_fail_percentage",
-];
-
 /// The play keyword `order`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostOrder {

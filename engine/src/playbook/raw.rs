@@ -5,7 +5,7 @@
 
 use minijinja::Value;
 
-use super::keywords::{self, BLOCK_KEYWORDS, RAW_PARAM_ACTIONS, TASK_KEYWORDS};
+use super::keywords::{self, BLOCK, RAW_PARAM_ACTIONS, TASK};
 use super::plan::{BecomeSettings, LoopControl, LoopKind, LoopSpec};
 use crate::diag::{suggest, Diagnostic, Span};
 use crate::modules::registry;
@@ -246,18 +246,24 @@ pub struct Keywords {
     pub late: Vec<(String, Value)>,
 }
 
-/// Boolean task keywords that may be templates resolved at run time.
-pub const LATE_TASK_KEYWORDS: &[&str] = &[
-    "become",
-    "ignore_errors",
-    "ignore_unreachable",
-    "no_log",
-    "check_mode",
-    "diff",
-    "delegate_facts",
-    "run_once",
-    "any_errors_fatal",
-];
+impl Keywords {
+    /// Whether keyword `key`, one that may be a template, was set here
+    /// plainly: a plain value replaces a template inherited from above.
+    pub fn sets_plainly(&self, key: &str) -> bool {
+        match key {
+            "become" => self.become_.become_.is_some(),
+            "ignore_errors" => self.ignore_errors.is_some(),
+            "ignore_unreachable" => self.ignore_unreachable.is_some(),
+            "no_log" => self.no_log.is_some(),
+            "check_mode" => self.check_mode.is_some(),
+            "diff" => self.diff.is_some(),
+            "delegate_facts" => self.delegate_facts.is_some(),
+            "run_once" => self.run_once.is_some(),
+            "any_errors_fatal" => self.any_errors_fatal.is_some(),
+            _ => false,
+        }
+    }
+}
 
 /// Reads one keyword into `kw`. Returns false if `key` is not a keyword this
 /// reader handles (the caller decides whether it is a module).
@@ -268,7 +274,7 @@ pub fn read_keyword(
     v: &Node,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<bool, Diagnostic> {
-    if LATE_TASK_KEYWORDS.contains(&key) {
+    if keywords::late(TASK, key) {
         if let NodeKind::Str { value, .. } = &v.kind {
             if crate::template::is_template(value) {
                 kw.late.retain(|(k, _)| k != key);
@@ -325,14 +331,9 @@ pub fn read_keyword(
         "throttle" => kw.throttle = Some(v.to_value()),
         "timeout" => kw.timeout = Some(v.to_value()),
         // Connection settings become the matching connection variables.
-        "connection" => {
-            kw.vars.insert("ansible_connection".into(), v.to_value());
-        }
-        "remote_user" => {
-            kw.vars.insert("ansible_user".into(), v.to_value());
-        }
-        "port" => {
-            kw.vars.insert("ansible_port".into(), v.to_value());
+        "connection" | "remote_user" | "port" => {
+            let var = keywords::connection_variable(key).expect("a connection keyword");
+            kw.vars.insert(var.into(), v.to_value());
         }
         "loop" => set_loop(kw, LoopKind::Loop, key_node, v, warnings)?,
         "loop_control" => kw.loop_control = loop_control(v)?,
@@ -519,9 +520,9 @@ pub fn read_task<'a>(
             if matches!(key.as_str(), "block" | "rescue" | "always") {
                 continue;
             }
-            if !BLOCK_KEYWORDS.contains(&key.as_str()) {
+            if !keywords::accepts(BLOCK, &key) {
                 let mut e = k.error(format!("`{key}` is not a valid keyword for a block"));
-                if let Some(s) = suggest(&key, BLOCK_KEYWORDS.iter().copied()) {
+                if let Some(s) = suggest(&key, keywords::names(BLOCK)) {
                     e = e.hint(format!("did you mean `{s}`?"));
                 } else if keywords::is_module(&key) {
                     e = e.hint(
@@ -555,7 +556,7 @@ pub fn read_task<'a>(
             }
             _ => {}
         }
-        if TASK_KEYWORDS.contains(&key.as_str()) || key.starts_with("with_") {
+        if keywords::accepts(TASK, &key) || key.starts_with("with_") {
             read_keyword(&mut kw, &key, k, v, warnings)?;
             continue;
         }
@@ -587,7 +588,7 @@ pub fn read_task<'a>(
 
     // Unknown keys: a typo of a keyword, a typo of a module, or an unknown module.
     if let Some((k, key)) = unknown.first() {
-        if let Some(s) = suggest(key, TASK_KEYWORDS.iter().copied()) {
+        if let Some(s) = suggest(key, keywords::names(TASK)) {
             return Err(k
                 .error(format!("`{key}` is not a valid task keyword"))
                 .hint(format!("did you mean `{s}`?")));
@@ -791,4 +792,58 @@ fn merge_args(args: &mut VarMap, args_node: Option<&Node>, action: &str) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::playbook::keywords::{KEYWORDS, ROLE_ENTRY};
+
+    fn node(text: &str) -> Node {
+        crate::yaml::load_str("<test>", text, &Default::default())
+            .unwrap()
+            .remove(0)
+    }
+
+    /// The keyword table and this reader agree: every keyword of a task,
+    /// block or role entry is read by [`read_keyword`] (except the few the
+    /// task and block readers take themselves), and every one that may be a
+    /// template can also be told apart when set plainly.
+    #[test]
+    fn read_keyword_reads_every_keyword_below_play() {
+        let own = [
+            "block",
+            "rescue",
+            "always",
+            "role",
+            "action",
+            "local_action",
+            "args",
+        ];
+        let mut read = 0;
+        for k in KEYWORDS
+            .iter()
+            .filter(|k| k.on & (TASK | BLOCK | ROLE_ENTRY) != 0)
+        {
+            if own.contains(&k.name) {
+                continue;
+            }
+            let v = node("~");
+            let mut kw = Keywords::default();
+            let r = read_keyword(&mut kw, k.name, &v, &v, &mut Vec::new());
+            assert!(!matches!(r, Ok(false)), "read_keyword ignores `{}`", k.name);
+            read += 1;
+        }
+        assert!(read > 30, "only {read} keywords read");
+        for k in KEYWORDS.iter().filter(|k| k.late & TASK != 0) {
+            let (plain, templ) = (node("true"), node("'{{ x }}'"));
+            let mut kw = Keywords::default();
+            assert!(!kw.sets_plainly(k.name));
+            read_keyword(&mut kw, k.name, &templ, &templ, &mut Vec::new()).unwrap();
+            assert!(!kw.sets_plainly(k.name), "`{}` as a template", k.name);
+            assert_eq!(kw.late.len(), 1, "`{}` is not kept late", k.name);
+            read_keyword(&mut kw, k.name, &plain, &plain, &mut Vec::new()).unwrap();
+            assert!(kw.sets_plainly(k.name), "sets_plainly misses `{}`", k.name);
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
-use super::keywords::{self, PLAY_KEYWORDS};
+use super::keywords::{self, BLOCK, PLAY};
 use super::plan::{
     self, BecomeSettings, Block, Handler, IncludeTarget, Included, Play, RoleInstance, Section,
     SectionKind, Serial, Strategy, Task,
@@ -108,20 +108,8 @@ impl Inherit {
         );
         // A keyword set here, plainly or as a template, replaces an
         // inherited template.
-        let plain_set = |k: &str| match k {
-            "become" => kw.become_.become_.is_some(),
-            "ignore_errors" => kw.ignore_errors.is_some(),
-            "ignore_unreachable" => kw.ignore_unreachable.is_some(),
-            "no_log" => kw.no_log.is_some(),
-            "check_mode" => kw.check_mode.is_some(),
-            "diff" => kw.diff.is_some(),
-            "delegate_facts" => kw.delegate_facts.is_some(),
-            "run_once" => kw.run_once.is_some(),
-            "any_errors_fatal" => kw.any_errors_fatal.is_some(),
-            _ => false,
-        };
         c.late
-            .retain(|(k, _)| !plain_set(k) && !kw.late.iter().any(|(l, _)| l == k));
+            .retain(|(k, _)| !kw.sets_plainly(k) && !kw.late.iter().any(|(l, _)| l == k));
         c.late.extend(kw.late.iter().cloned());
         union(&mut c.notify, &kw.notify);
         c
@@ -325,9 +313,9 @@ impl<'o> Resolver<'o> {
                 }
                 continue;
             }
-            if !PLAY_KEYWORDS.contains(&key.as_str()) {
+            if !keywords::accepts(PLAY, &key) {
                 let mut e = k.error(format!("`{key}` is not a valid play keyword"));
-                if let Some(s) = suggest(&key, PLAY_KEYWORDS.iter().copied()) {
+                if let Some(s) = suggest(&key, keywords::names(PLAY)) {
                     e = e.hint(format!("did you mean `{s}`?"));
                 } else if keywords::is_module(&key) {
                     e = e.hint("modules go into tasks: put this under `tasks:`");
@@ -355,8 +343,7 @@ impl<'o> Resolver<'o> {
                 matches!(&n.kind, NodeKind::Str { value, .. } if crate::template::is_template(value))
             })
         };
-        let late_keywords: Vec<(String, minijinja::Value)> = plan::LATE_PLAY_KEYWORDS
-            .iter()
+        let late_keywords: Vec<(String, minijinja::Value)> = keywords::late_names(PLAY)
             .filter_map(|k| templated(k).map(|n| (k.to_string(), n.to_value())))
             .collect();
         let plain = |key: &str| node.get(key).filter(|_| templated(key).is_none());
@@ -381,11 +368,7 @@ impl<'o> Resolver<'o> {
         }
         for key in ["connection", "user", "remote_user", "port"] {
             if let Some(v) = node.get(key) {
-                let var = match key {
-                    "connection" => "ansible_connection",
-                    "remote_user" | "user" => "ansible_user",
-                    _ => "ansible_port",
-                };
+                let var = keywords::connection_variable(key).expect("a connection keyword");
                 vars.insert(var.into(), v.to_value());
             }
         }
@@ -447,15 +430,8 @@ impl<'o> Resolver<'o> {
         if let Some(t) = node.get("tags") {
             union(&mut tags, &raw::tags(t)?);
         }
-        for key in [
-            "gather_subset",
-            "gather_timeout",
-            "fact_path",
-            "throttle",
-            "timeout",
-        ] {
-            let _ = node.get(key); // accepted; the executor reads what it supports from facts
-        }
+        // `gather_subset`, `gather_timeout`, `fact_path`, `throttle` and
+        // `timeout` are accepted at play level and not read here.
 
         // Tasks inherit the play's tags and the import's conditions.
         let base = Inherit {
@@ -1268,7 +1244,7 @@ fn apply_keywords(apply: &Value, include: &Task) -> Result<Keywords, Diagnostic>
         ..e
     })? {
         let key = raw::key_string(k)?;
-        if !keywords::BLOCK_KEYWORDS.contains(&key.as_str())
+        if !keywords::accepts(BLOCK, &key)
             || !raw::read_keyword(&mut kw, &key, k, v, &mut warnings)?
         {
             return Err(Diagnostic::new(format!("`{key}` can't be used in `apply`"))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use petgraph::graphmap::DiGraphMap;
 
-use super::keywords::ROLE_ENTRY_KEYWORDS;
+use super::keywords::{self, ROLE_ENTRY};
 use super::raw::{self, Keywords};
 use crate::diag::{Diagnostic, Span};
 use crate::vars::VarMap;
@@ -51,7 +51,7 @@ pub fn read_entry(node: &Node, warnings: &mut Vec<Diagnostic>) -> Result<RoleEnt
                 match key.as_str() {
                     "role" | "name" => {}
                     "vars" => params.extend(raw::var_map(v, "vars")?),
-                    _ if ROLE_ENTRY_KEYWORDS.contains(&key.as_str()) => {
+                    _ if keywords::accepts(ROLE_ENTRY, &key) => {
                         raw::read_keyword(&mut kw, &key, k, v, warnings)?;
                     }
                     _ => {
