@@ -135,9 +135,15 @@ pub(crate) fn connection_defaults(name: &str, layers: &[Arc<VarMap>]) -> VarMap 
         .find_map(|l| l.get("ansible_connection"))
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "ssh".to_string());
+    // The address: either spelling the inventory gives (the legacy
+    // `ansible_ssh_host` too), else the inventory name.
+    let address = ["ansible_host", "ansible_ssh_host"]
+        .iter()
+        .find_map(|k| layers.iter().rev().find_map(|l| l.get(*k)).cloned())
+        .unwrap_or_else(|| Value::from(name));
     let mut m = VarMap::new();
-    m.insert("ansible_host".into(), Value::from(name));
-    m.insert("ansible_ssh_host".into(), Value::from(name));
+    m.insert("ansible_host".into(), address.clone());
+    m.insert("ansible_ssh_host".into(), address);
     m.insert("ansible_connection".into(), Value::from(connection));
     m.insert("ansible_timeout".into(), Value::from(10));
     m.insert("ansible_shell_executable".into(), Value::from("/bin/sh"));
