@@ -72,16 +72,23 @@ pub(super) fn search_paths(ctx: &PlayCtx, task: &Task) -> Vec<PathBuf> {
     )
 }
 
-/// Per-task magic variables (role name and path).
-fn task_magic(task: &Task) -> Option<Arc<VarMap>> {
-    let role = task.role.as_ref()?;
+/// Per-task magic variables: the directories relative file names are
+/// searched in (`ansible_search_path`), and the role's name and path.
+fn task_magic(ctx: &PlayCtx, task: &Task) -> Option<Arc<VarMap>> {
     let mut m = VarMap::new();
-    m.insert("role_name".into(), Value::from(role.name.as_str()));
-    m.insert("ansible_role_name".into(), Value::from(role.name.as_str()));
-    m.insert(
-        "role_path".into(),
-        Value::from(role.path.display().to_string()),
-    );
+    let search: Vec<Value> = search_paths(ctx, task)
+        .iter()
+        .map(|p| Value::from(p.display().to_string()))
+        .collect();
+    m.insert("ansible_search_path".into(), Value::from(search));
+    if let Some(role) = task.role.as_ref() {
+        m.insert("role_name".into(), Value::from(role.name.as_str()));
+        m.insert("ansible_role_name".into(), Value::from(role.name.as_str()));
+        m.insert(
+            "role_path".into(),
+            Value::from(role.path.display().to_string()),
+        );
+    }
     Some(Arc::new(m))
 }
 
@@ -103,7 +110,13 @@ pub(crate) async fn run_task_on_host(
         let h = host.lock();
         (
             h.name.clone(),
-            scope_for(&ctx.shared, &ctx.play, Some(&task), &h, task_magic(&task)),
+            scope_for(
+                &ctx.shared,
+                &ctx.play,
+                Some(&task),
+                &h,
+                task_magic(&ctx, &task),
+            ),
         )
     };
     let origin = origin_for(&ctx, &task, &name);
