@@ -612,18 +612,8 @@ fn vault_run(a: VaultArgs) -> Result<i32> {
             output,
             files: names,
         } => {
-            if output.is_some() && names.len() > 1 {
-                return Err(OptionsError(
-                    "At most one input file may be used with the --output option".into(),
-                )
-                .into());
-            }
+            let names = input_files(names, output.is_some())?;
             let ring = encrypting_ring(&vault, encrypt_vault_id.as_deref())?;
-            let names = if names.is_empty() {
-                vec!["-".to_string()]
-            } else {
-                names
-            };
             for f in &names {
                 files::encrypt_file(f, output.as_deref(), &ring, None)?;
             }
@@ -636,18 +626,8 @@ fn vault_run(a: VaultArgs) -> Result<i32> {
             output,
             files: names,
         } => {
-            if output.is_some() && names.len() > 1 {
-                return Err(OptionsError(
-                    "At most one input file may be used with the --output option".into(),
-                )
-                .into());
-            }
+            let names = input_files(names, output.is_some())?;
             let ring = opening_ring(&vault)?;
-            let names = if names.is_empty() {
-                vec!["-".to_string()]
-            } else {
-                names
-            };
             for f in &names {
                 files::decrypt_file(f, output.as_deref(), &ring)?;
             }
@@ -809,5 +789,21 @@ fn env_flag(name: &str) -> bool {
             v.trim().to_ascii_lowercase().as_str(),
             "1" | "true" | "yes" | "on" | "y" | "t"
         )
+    })
+}
+
+/// The files `keel vault encrypt|decrypt` read: standard input (`-`) when
+/// none is named, and only one when `--output` is given.
+fn input_files(names: Vec<String>, has_output: bool) -> anyhow::Result<Vec<String>> {
+    if has_output && names.len() > 1 {
+        return Err(OptionsError(
+            "At most one input file may be used with the --output option".into(),
+        )
+        .into());
+    }
+    Ok(if names.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        names
     })
 }
