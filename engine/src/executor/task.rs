@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use crate::modules::{self, Args, ModuleError, ModuleResult, TaskContext};
 use crate::output::{Event, HostResult, Status, CENSORED};
 use crate::playbook::plan::{LoopKind, Task};
-use crate::template::{is_template, Scope, TemplateOrigin};
+use crate::template::{is_template, Condition, Scope, TemplateOrigin};
 use crate::transport::{Become, BecomeMethod, ConnectSpec, Connection};
 use crate::vars::VarMap;
 
@@ -212,12 +212,12 @@ async fn run_loop(
         Err(msg) => {
             // Ansible checks `when` before reporting a loop that can't be
             // templated: a skipped task doesn't need its loop.
-            if let Ok(false) = ctx
+            if let Ok(Some(c)) = ctx
                 .shared
                 .templar
-                .eval_conditions(&task.when, scope, origin)
+                .first_false_condition(&task.when, scope, origin)
             {
-                let s = skipped_single(task);
+                let s = skipped_single(c);
                 emit(ctx, task, name, &s, None, false, no_log);
                 return Outcome::skipped(result_value(&s.result));
             }
@@ -494,7 +494,7 @@ pub(crate) fn loop_items(
     }
 }
 
-fn skipped_single(task: &Task) -> SingleResult {
+fn skipped_single(false_condition: &Condition) -> SingleResult {
     let mut r = VarMap::new();
     r.insert("changed".into(), Value::from(false));
     r.insert("skipped".into(), Value::from(true));
@@ -502,9 +502,7 @@ fn skipped_single(task: &Task) -> SingleResult {
         "skip_reason".into(),
         Value::from("Conditional result was False"),
     );
-    if let Some(c) = task.when.last() {
-        r.insert("false_condition".into(), Value::from(c.as_str()));
-    }
+    r.insert("false_condition".into(), false_condition.as_value());
     SingleResult {
         status: Status::Skipped,
         ignored: false,
@@ -559,8 +557,8 @@ async fn run_single(
     _item: Option<&Value>,
 ) -> SingleResult {
     let templar = &ctx.shared.templar;
-    let mut single = match templar.eval_conditions(&task.when, scope, origin) {
-        Ok(true) => match execute(ctx, task, host, name, scope, origin).await {
+    let mut single = match templar.first_false_condition(&task.when, scope, origin) {
+        Ok(None) => match execute(ctx, task, host, name, scope, origin).await {
             Ok(s) => s,
             Err(ExecError::Unreachable(msg)) => {
                 let mut s = unreachable_single(msg);
@@ -576,7 +574,7 @@ async fn run_single(
             // failed: still a result, registered like any other.
             Err(ExecError::Failed(msg)) => failed_single(msg),
         },
-        Ok(false) => return skipped_single(task),
+        Ok(Some(c)) => return skipped_single(c),
         Err(e) => failed_single(e.to_string()),
     };
     if single.status == Status::Failed {

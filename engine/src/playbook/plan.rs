@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
+use crate::template::Condition;
 use crate::diag::{Diagnostic, Span};
 use crate::vars::VarMap;
 
@@ -215,7 +216,7 @@ pub struct Block {
     /// The block's own `when`, evaluated once when the block starts is NOT how
     /// Ansible works: it is inherited by every child task instead (already
     /// copied into them). Kept here for listing only.
-    pub when: Vec<String>,
+    pub when: Vec<Condition>,
     pub tags: Vec<String>,
 }
 
@@ -245,7 +246,7 @@ pub struct LoopControl {
     /// `ansible_loop.allitems` is given with `extended` (Ansible's default).
     pub extended_allitems: bool,
     /// `break_when`: conditions checked after each item.
-    pub break_when: Option<Vec<String>>,
+    pub break_when: Option<Vec<Condition>>,
 }
 
 impl Default for LoopControl {
@@ -294,18 +295,18 @@ pub struct Task {
     pub args: VarMap,
     pub span: Span,
     /// All `when` conditions that apply, outermost first.
-    pub when: Vec<String>,
+    pub when: Vec<Condition>,
     pub loop_: Option<LoopSpec>,
     pub loop_control: LoopControl,
     pub register: Option<String>,
     pub notify: Vec<String>,
     /// Effective tags (own plus inherited).
     pub tags: Vec<String>,
-    pub changed_when: Option<Vec<String>>,
-    pub failed_when: Option<Vec<String>>,
+    pub changed_when: Option<Vec<Condition>>,
+    pub failed_when: Option<Vec<Condition>>,
     pub ignore_errors: Option<bool>,
     pub ignore_unreachable: Option<bool>,
-    pub until: Option<Vec<String>>,
+    pub until: Option<Vec<Condition>>,
     pub retries: Option<Value>,
     pub delay: Option<Value>,
     pub become_: BecomeSettings,

@@ -7,6 +7,7 @@ use minijinja::Value;
 
 use super::keywords::{self, BLOCK, RAW_PARAM_ACTIONS, TASK};
 use super::plan::{BecomeSettings, LoopControl, LoopKind, LoopSpec};
+use crate::template::Condition;
 use crate::diag::{suggest, Diagnostic, Span};
 use crate::modules::registry;
 use crate::vars::VarMap;
@@ -119,14 +120,14 @@ pub fn tags(node: &Node) -> Result<Vec<String>, Diagnostic> {
 }
 
 /// Conditions (`when`, `changed_when`, `failed_when`, `until`): a string, a
-/// boolean, or a list of those. Booleans become `True`/`False` expressions.
-pub fn conditions(node: &Node, what: &str) -> Result<Vec<String>, Diagnostic> {
-    let one = |n: &Node| -> Result<String, Diagnostic> {
+/// boolean, or a list of those. Booleans stay booleans (results quote them).
+pub fn conditions(node: &Node, what: &str) -> Result<Vec<Condition>, Diagnostic> {
+    let one = |n: &Node| -> Result<Condition, Diagnostic> {
         match &n.kind {
-            NodeKind::Bool(b) => Ok(if *b { "True" } else { "False" }.to_string()),
-            NodeKind::Int(i) => Ok(i.to_string()),
-            NodeKind::Float(f) => Ok(f.to_string()),
-            NodeKind::Str { value, .. } => Ok(value.clone()),
+            NodeKind::Bool(b) => Ok(Condition::literal(*b)),
+            NodeKind::Int(i) => Ok(Condition::expr(i.to_string())),
+            NodeKind::Float(f) => Ok(Condition::expr(f.to_string())),
+            NodeKind::Str { value, .. } => Ok(Condition::expr(value.clone())),
             _ => Err(n.error(format!(
                 "`{what}` must be a condition (a string), found {}",
                 n.type_name()
@@ -211,7 +212,7 @@ pub fn task_list<'a>(node: Option<&'a Node>, what: &str) -> Result<&'a [Node], D
 #[derive(Debug, Clone, Default)]
 pub struct Keywords {
     pub name: Option<String>,
-    pub when: Vec<String>,
+    pub when: Vec<Condition>,
     pub tags: Vec<String>,
     pub vars: VarMap,
     pub become_: BecomeSettings,
@@ -232,9 +233,9 @@ pub struct Keywords {
     pub register: Option<String>,
     pub notify: Vec<String>,
     pub listen: Vec<String>,
-    pub changed_when: Option<Vec<String>>,
-    pub failed_when: Option<Vec<String>>,
-    pub until: Option<Vec<String>>,
+    pub changed_when: Option<Vec<Condition>>,
+    pub failed_when: Option<Vec<Condition>>,
+    pub until: Option<Vec<Condition>>,
     pub retries: Option<Value>,
     pub delay: Option<Value>,
     pub async_: Option<Value>,
@@ -288,7 +289,7 @@ pub fn read_keyword(
         "when" => {
             kw.when = conditions(v, "when")?;
             kw.when_span = Some(v.span());
-            if kw.when.iter().any(|c| c.contains("{{") || c.contains("{%")) {
+            if kw.when.iter().any(|c| c.as_str().contains("{{") || c.as_str().contains("{%")) {
                 warnings.push(
                     v.error("`when` is already a Jinja expression; it should not contain `{{ }}`")
                         .hint("write `when: foo == 1`, not `when: \"{{ foo }} == 1\"`"),

@@ -18,6 +18,7 @@ use super::plan::{
 };
 use super::raw::{self, Keywords, RawKind};
 use super::roles::{self, RoleEntry, RoleGraph};
+use crate::template::Condition;
 use crate::diag::{suggest, Diagnostic};
 use crate::modules::registry;
 use crate::vars::VarMap;
@@ -41,7 +42,7 @@ const MAX_IMPORT_DEPTH: usize = 64;
 /// Keywords inherited from enclosing blocks, imports, roles and the play.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Inherit {
-    pub when: Vec<String>,
+    pub when: Vec<Condition>,
     pub tags: Vec<String>,
     pub vars: VarMap,
     pub become_: BecomeSettings,
@@ -120,7 +121,7 @@ impl Inherit {
 #[derive(Debug, Clone, Default)]
 struct PlayImport {
     vars: VarMap,
-    when: Vec<String>,
+    when: Vec<Condition>,
     tags: Vec<String>,
 }
 

@@ -38,6 +38,7 @@ use minijinja::Value;
 
 use crate::vars::VarMap;
 
+mod condition;
 mod datetime;
 mod env;
 mod error;
@@ -50,6 +51,7 @@ mod render;
 mod scope;
 mod tests;
 
+pub use condition::Condition;
 pub use error::{TemplateError, TemplateOrigin};
 pub use native::{
     is_truthy, python_repr, to_bool, to_nice_json, to_nice_yaml, to_yaml, value_from_json,
@@ -164,17 +166,28 @@ impl Templar {
     /// literal is accepted as-is. Truthiness follows Python, as Ansible's does.
     pub fn eval_conditions(
         &self,
-        conds: &[String],
+        conds: &[Condition],
         scope: &Scope,
         origin: &TemplateOrigin,
     ) -> Result<bool, TemplateError> {
+        Ok(self.first_false_condition(conds, scope, origin)?.is_none())
+    }
+
+    /// The first of `conds` that does not hold (conditions after it are not
+    /// evaluated, as in Ansible), or `None` when all hold.
+    pub fn first_false_condition<'c>(
+        &self,
+        conds: &'c [Condition],
+        scope: &Scope,
+        origin: &TemplateOrigin,
+    ) -> Result<Option<&'c Condition>, TemplateError> {
         let mut ctx = None;
         for cond in conds {
-            let c = cond.trim();
-            let held = match c {
-                "" | "true" | "True" | "yes" => true,
-                "false" | "False" | "no" => false,
-                _ => {
+            let c = cond.as_str().trim();
+            let held = match cond.as_literal() {
+                Some(b) => b,
+                None if c.is_empty() => true,
+                None => {
                     let ctx = ctx.get_or_insert_with(|| self.ctx(scope, origin));
                     let templated = is_template(c);
                     let expr = if templated {
@@ -197,10 +210,10 @@ impl Templar {
                 }
             };
             if !held {
-                return Ok(false);
+                return Ok(Some(cond));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 
     /// Runs a lookup plugin (`lookup('name', ...)`, `with_<name>` loops) and

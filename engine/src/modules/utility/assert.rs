@@ -3,6 +3,7 @@
 use minijinja::Value;
 
 use crate::modules::args::{ModuleArgs, Params};
+use crate::template::Condition;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 
 pub struct Assert;
@@ -30,26 +31,25 @@ impl Module for Assert {
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new(&PARAMS, args);
-        let that = match a.value(&["that"]) {
+        // Booleans stay booleans: a failed result quotes the condition as
+        // written (`assertion: false`). A templated `that` ("{{ x is none }}")
+        // arrives as a bool too.
+        let condition = |v: &Value| match v.kind() {
+            minijinja::value::ValueKind::Bool => Condition::literal(v.is_true()),
+            _ => Condition::expr(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())),
+        };
+        let that: Vec<Condition> = match a.value(&["that"]) {
             None => return Err(a.missing("that")),
-            Some(v) => match v.as_str() {
-                Some(s) => vec![s.to_string()],
-                // A templated `that` ("{{ x is none }}") arrives as a bool.
-                None if v.kind() == minijinja::value::ValueKind::Bool => {
-                    vec![if v.is_true() { "True" } else { "False" }.to_string()]
-                }
-                None => v
-                    .try_iter()
-                    .map_err(|_| {
-                        ModuleError::Args("'that' must be a string or a list of conditions".into())
-                    })?
-                    .map(|c| {
-                        c.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| c.to_string())
-                    })
-                    .collect(),
-            },
+            Some(v) if v.as_str().is_some() || v.kind() == minijinja::value::ValueKind::Bool => {
+                vec![condition(&v)]
+            }
+            Some(v) => v
+                .try_iter()
+                .map_err(|_| {
+                    ModuleError::Args("'that' must be a string or a list of conditions".into())
+                })?
+                .map(|c| condition(&c))
+                .collect(),
         };
         let fail_msg = a.value(&["fail_msg", "msg"]);
         let success_msg = a.value(&["success_msg"]);
@@ -70,7 +70,7 @@ impl Module for Assert {
                 if let Some(m) = fail_msg.filter(|m| m.as_str().is_none()) {
                     r.data.insert("msg".into(), m);
                 }
-                r.data.insert("assertion".into(), Value::from(cond.clone()));
+                r.data.insert("assertion".into(), cond.as_value());
                 r.data.insert("evaluated_to".into(), Value::from(false));
                 return Ok(Plan::done(r));
             }
