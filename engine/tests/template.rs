@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::diag::{Pos, Source, Span};
-use keel::template::{value_from_json, value_to_json, Scope, Templar, TemplateOrigin};
+use keel::template::{
+    value_from_json, value_to_json, Condition, Scope, Templar, TemplateOrigin,
+};
 use keel::vars::unsafe_string;
 use keel::vars::VarMap;
 use minijinja::Value;
@@ -183,7 +185,7 @@ fn conditions_follow_ansible() {
     let o = origin();
     let c = |v: &[&str]| {
         t.eval_conditions(
-            &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &v.iter().map(|s| Condition::expr(*s)).collect::<Vec<_>>(),
             &scope,
             &o,
         )
@@ -323,7 +325,7 @@ fn bench_small_template() {
     }
     let per = start.elapsed() / n;
     println!("render_str: {per:?} per render");
-    let cond = vec!["port > 80 and name == 'web'".to_string()];
+    let cond = vec![Condition::expr("port > 80 and name == 'web'")];
     let start = std::time::Instant::now();
     for _ in 0..n {
         std::hint::black_box(t.eval_conditions(&cond, &scope, &o).unwrap());

@@ -30,11 +30,8 @@ pub(super) fn expand(
         Some(_) => looped.iter().cloned().map(Some).collect(),
         None => vec![None],
     };
-    let loop_var = task
-        .loop_control
-        .loop_var
-        .clone()
-        .unwrap_or_else(|| "item".into());
+    let lc = super::task::resolved_loop_control(ctx, &task.loop_control, scope, origin)?;
+    let loop_var = lc.loop_var.clone().unwrap_or_else(|| "item".into());
     let mut out = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let mut params = VarMap::new();
@@ -43,7 +40,7 @@ pub(super) fn expand(
         }
         let mut s = scope.clone();
         if item.is_some() {
-            let m = super::task::loop_vars(&task.loop_control, &loop_var, &looped, &all_items, i);
+            let m = super::task::loop_vars(&lc, &loop_var, &looped, &all_items, i);
             params.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
             s.push(std::sync::Arc::new(m));
         }

@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 
 use crate::modules::{self, Args, ModuleError, ModuleResult, TaskContext};
 use crate::output::{Event, HostResult, Status, CENSORED};
-use crate::playbook::plan::{LoopKind, Task};
+use crate::playbook::plan::{LoopControl, LoopKind, Task};
 use crate::template::{is_template, Condition, Scope, TemplateOrigin};
 use crate::transport::{Become, BecomeMethod, ConnectSpec, Connection};
 use crate::vars::VarMap;
@@ -243,7 +243,21 @@ async fn run_loop(
         emit(ctx, task, name, &s, None, false, no_log);
         return Outcome::skipped(result_value(&s.result));
     }
-    let lc = &task.loop_control;
+    let lc = match resolved_loop_control(ctx, &task.loop_control, scope, origin) {
+        Ok(lc) => lc,
+        Err(msg) => {
+            let mut s = failed_single(msg);
+            s.ignored = ignore_errors_of(ctx, task);
+            emit(ctx, task, name, &s, None, false, no_log);
+            return Outcome {
+                status: Status::Failed,
+                ignored: s.ignored,
+                result: result_value(&s.result),
+                notify: false,
+            };
+        }
+    };
+    let lc = &*lc;
     let loop_var = lc.loop_var.clone().unwrap_or_else(|| "item".to_string());
     let mut results = Vec::with_capacity(items.len());
     let mut any_changed = false;
@@ -298,13 +312,31 @@ async fn run_loop(
             }
             None => item_scope.clone(),
         };
+        // A label that cannot be templated fails the item (Ansible keeps the
+        // rest of the item's result and shows the item itself). Its message
+        // names no task or host: the result already belongs to both.
+        let bare_origin = TemplateOrigin {
+            label: None,
+            host: None,
+            ..origin.clone()
+        };
         let label = match &lc.label {
-            Some(l) => ctx
-                .shared
-                .templar
-                .render_str(l, &label_scope, origin)
-                .map(|v| display_item(&v))
-                .unwrap_or_else(|_| l.clone()),
+            Some(l) => match ctx.shared.templar.render_str(l, &label_scope, &bare_origin) {
+                Ok(v) => display_item(&v),
+                Err(e) => {
+                    single.status = Status::Failed;
+                    single.ignored = ignore_errors_of(ctx, task);
+                    single.result.insert("failed".into(), Value::from(true));
+                    single.result.insert(
+                        "msg".into(),
+                        Value::from(format!(
+                            "Failed to template loop_control.label: {}",
+                            e.diag.message
+                        )),
+                    );
+                    display_item(item)
+                }
+            },
             None => display_item(item),
         };
         emit(ctx, task, name, &single, Some(label), true, no_log);
@@ -409,11 +441,37 @@ async fn run_loop(
     }
 }
 
+/// `loop_control` with the names it gives (`loop_var`, `index_var`)
+/// templated once, before the first item, as Ansible post-validates them.
+pub(crate) fn resolved_loop_control<'a>(
+    ctx: &PlayCtx,
+    lc: &'a LoopControl,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Result<std::borrow::Cow<'a, LoopControl>, String> {
+    let templated = |n: &Option<String>| n.as_deref().is_some_and(is_template);
+    if !templated(&lc.loop_var) && !templated(&lc.index_var) {
+        return Ok(std::borrow::Cow::Borrowed(lc));
+    }
+    let mut out = lc.clone();
+    for name in [&mut out.loop_var, &mut out.index_var] {
+        if let Some(n) = name.as_mut().filter(|n| is_template(n)) {
+            *n = ctx
+                .shared
+                .templar
+                .render_str(n, scope, origin)
+                .map_err(|e| e.to_string())?
+                .to_string();
+        }
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 /// The variables one loop item brings: the loop variable, `ansible_loop_var`,
 /// the `index_var` and `ansible_index_var`, and `ansible_loop` when
 /// `extended` (with `allitems`, `nextitem`, `previtem` as Ansible gives them).
 pub(crate) fn loop_vars(
-    lc: &crate::playbook::plan::LoopControl,
+    lc: &LoopControl,
     loop_var: &str,
     items: &[Value],
     all_items: &Value,

@@ -181,7 +181,7 @@ pub(super) fn register(env: &mut Environment<'static>) {
         }
         Ok(Value::from_object(m))
     });
-    add!(env, "type_debug", |v: &Value| type_name(v));
+    add!(env, "type_debug", |v: &Value| native::python_type_name(v));
     add!(env, "random", random);
     add!(env, "shuffle", |v: &Value,
                           seed: Option<Value>|
@@ -650,7 +650,7 @@ fn combine(v: &Value, rest: Rest<Value>, kw: Kwargs) -> Result<Value, Error> {
         if d.kind() != ValueKind::Map {
             return Err(err(format!(
                 "combine expects dictionaries, got {}",
-                type_name(&d)
+                native::python_type_name(&d)
             )));
         }
         acc = merge_maps(&acc, &d, recursive, &list_merge)?;
@@ -669,7 +669,7 @@ fn dict2items(v: &Value, kw: Kwargs) -> Result<Value, Error> {
     if v.kind() != ValueKind::Map {
         return Err(err(format!(
             "dict2items requires a dictionary, got {}",
-            type_name(v)
+            native::python_type_name(v)
         )));
     }
     let mut out = Vec::new();
@@ -822,27 +822,6 @@ fn flatten(v: &Value, levels: Option<Value>, kw: Kwargs) -> Result<Value, Error>
     let mut out = Vec::new();
     walk(v, levels, skip_nulls, &mut out)?;
     Ok(Value::from(out))
-}
-
-/// Python's type name, as `type_debug` shows it.
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v.kind() {
-        ValueKind::Undefined => "AnsibleUndefined",
-        ValueKind::None => "NoneType",
-        ValueKind::Bool => "bool",
-        ValueKind::Number => {
-            if v.is_integer() {
-                "int"
-            } else {
-                "float"
-            }
-        }
-        ValueKind::String => "str",
-        ValueKind::Bytes => "bytes",
-        ValueKind::Seq | ValueKind::Iterable => "list",
-        ValueKind::Map => "dict",
-        _ => "object",
-    }
 }
 
 pub(super) fn rng_for(seed: Option<&Value>) -> rand::rngs::StdRng {

@@ -371,7 +371,7 @@ pub(super) fn run(
                 if t.kind() != ValueKind::String {
                     return Err(err(format!(
                         "Invalid setting identifier, \"{t}\" is not a string, it is a <class '{}'>",
-                        super::filters::type_name(t)
+                        super::native::python_type_name(t)
                     )));
                 }
                 let term = text(t);

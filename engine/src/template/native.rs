@@ -783,3 +783,24 @@ fn needs_quotes(s: &str, in_flow: bool) -> bool {
     }
     in_flow && s.contains(|c| ",[]{}".contains(c))
 }
+
+/// Python's type name, as `type_debug` shows it.
+pub(crate) fn python_type_name(v: &Value) -> &'static str {
+    match v.kind() {
+        ValueKind::Undefined => "AnsibleUndefined",
+        ValueKind::None => "NoneType",
+        ValueKind::Bool => "bool",
+        ValueKind::Number => {
+            if v.is_integer() {
+                "int"
+            } else {
+                "float"
+            }
+        }
+        ValueKind::String => "str",
+        ValueKind::Bytes => "bytes",
+        ValueKind::Seq | ValueKind::Iterable => "list",
+        ValueKind::Map => "dict",
+        _ => "object",
+    }
+}

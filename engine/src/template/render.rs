@@ -502,7 +502,13 @@ pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>)
             }
         }
         undefined = Some(name.clone());
-        format!("'{name}' is undefined")
+        // A defined variable missing an attribute or item: Python's wording.
+        let path = if name.starts_with('(') {
+            fragment.as_deref().unwrap_or("")
+        } else {
+            name.as_str()
+        };
+        missing_attribute(ctx, path).unwrap_or_else(|| format!("'{name}' is undefined"))
     } else {
         detail
     };
@@ -519,4 +525,63 @@ pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>)
         (None, None) => None,
     };
     te
+}
+
+/// For `a.b['c'][0]` whose root `a` is defined: "object of type 'dict' has no
+/// attribute 'c'" for the first step that does not resolve, as Jinja words it
+/// under ansible-core. `None` when the path is not a plain variable path or
+/// every step resolves.
+fn missing_attribute(ctx: &Arc<RenderCtx>, path: &str) -> Option<String> {
+    let path = path.trim();
+    let root = native::root_name(path);
+    if root.is_empty() || ctx.scope.get_raw(root).is_none() {
+        return None;
+    }
+    let mut cur = ctx_value(ctx).get_attr(root).ok()?;
+    let mut rest = &path[root.len()..];
+    while !rest.is_empty() {
+        let (step, printed, after) = if let Some(r) = rest.strip_prefix('.') {
+            let name = native::root_name(r);
+            if name.is_empty() {
+                return None;
+            }
+            (Value::from(name), format!("'{name}'"), &r[name.len()..])
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let inner = r[..end].trim();
+            let step = if let Ok(i) = inner.parse::<i64>() {
+                Value::from(i)
+            } else {
+                let q = inner.chars().next()?;
+                if (q != '\'' && q != '"') || !inner.ends_with(q) || inner.len() < 2 {
+                    return None;
+                }
+                Value::from(&inner[1..inner.len() - 1])
+            };
+            let printed = match step.as_str() {
+                Some(s) => format!("'{s}'"),
+                None => step.to_string(),
+            };
+            (step, printed, &r[end + 1..])
+        } else {
+            return None;
+        };
+        let next = match step.as_str() {
+            Some(s) if cur.kind() == ValueKind::Map => cur.get_attr(s).ok(),
+            Some(s) => cur.get_attr(s).ok().filter(|v| !v.is_undefined()),
+            None => cur.get_item(&step).ok(),
+        }
+        .filter(|v| !v.is_undefined());
+        match next {
+            Some(v) => cur = v,
+            None => {
+                return Some(format!(
+                    "object of type '{}' has no attribute {printed}",
+                    native::python_type_name(&cur)
+                ))
+            }
+        }
+        rest = after;
+    }
+    None
 }
