@@ -34,6 +34,10 @@ pub struct TemplateOrigin {
 /// (`render.rs`) can word it like Ansible without knowing the filter.
 pub(crate) const MANDATORY: &str = "mandatory variable not defined:";
 
+/// Detail of the error printing a list or dict that holds an undefined value
+/// raises; error reporting (`render.rs`) swaps in why that value was undefined.
+pub(crate) const CONTAINED_UNDEFINED: &str = "a printed value holds an undefined value";
+
 /// Builds a [`TemplateError`] with the origin's place, label and host.
 pub(crate) fn error_msg(
     origin: &TemplateOrigin,

@@ -13,7 +13,7 @@ use std::path::{Component, PathBuf};
 use base64::Engine as _;
 use minijinja::value::ValueKind;
 use minijinja::value::{Kwargs, Rest, ValueOrKwargs};
-use minijinja::{Environment, Error, ErrorKind, Value};
+use minijinja::{Environment, Error, ErrorKind, State, Value};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use regex::Regex;
@@ -21,6 +21,7 @@ use regex::Regex;
 use super::error::MANDATORY;
 use super::native::{self, to_bool, value_from_json, value_to_json, ValueMap};
 use super::pyre;
+use super::render::{RenderCtx, CTX_KEY};
 
 fn err(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg.into())
@@ -34,6 +35,8 @@ macro_rules! add {
 }
 
 pub(super) fn register(env: &mut Environment<'static>) {
+    env.add_filter("map", map);
+    env.add_filter("map", map);
     add!(env, "bool", |v: &Value| to_bool(v));
     add!(env, "int", int);
     add!(env, "float", float);
@@ -1373,4 +1376,41 @@ fn urldecode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `map`, minijinja's, plus a record of why an item came out undefined:
+/// `items | map(attribute='name')` over an item without `name` keeps an
+/// undefined value (so `select('defined')` can drop it), and a result still
+/// holding it fails with "object of type 'dict' has no attribute 'name'".
+fn map(state: &mut State, value: Value, args: Rest<ValueOrKwargs>) -> Result<Vec<Value>, Error> {
+    let attribute = args
+        .iter()
+        .filter(|a| a.is_kwargs())
+        .filter_map(|a| Kwargs::try_from((**a).clone()).ok())
+        .find(|kw| kw.has("attribute") && !kw.has("default"))
+        .and_then(|kw| kw.peek::<Value>("attribute").ok());
+    let out = minijinja::filters::map(state, value.clone(), args)?;
+    if let Some(attr) = attribute {
+        if let Some(i) = out.iter().position(Value::is_undefined) {
+            let item = value
+                .try_iter()
+                .ok()
+                .and_then(|mut it| it.nth(i))
+                .unwrap_or_default();
+            let printed = match attr.as_str() {
+                Some(a) => format!("'{a}'"),
+                None => attr.to_string(),
+            };
+            if let Some(ctx) = state
+                .lookup(CTX_KEY)
+                .and_then(|c| c.downcast_object::<RenderCtx>())
+            {
+                ctx.note_undefined(format!(
+                    "object of type '{}' has no attribute {printed}",
+                    native::python_type_name(&item)
+                ));
+            }
+        }
+    }
+    Ok(out)
 }

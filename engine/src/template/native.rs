@@ -10,6 +10,8 @@ use indexmap::IndexMap;
 use minijinja::value::ValueKind;
 use minijinja::{Error, ErrorKind, Output, State, Value};
 
+use super::error::CONTAINED_UNDEFINED;
+
 /// A map with arbitrary keys, the shape of a Jinja dict.
 pub(crate) type ValueMap = IndexMap<Value, Value>;
 
@@ -316,6 +318,9 @@ pub(crate) fn format_output(out: &mut Output, _state: &mut State, v: &Value) -> 
         }
         ValueKind::None => Ok(()),
         ValueKind::String => out.write_str(v.as_str().unwrap_or_default()),
+        ValueKind::Seq | ValueKind::Map if contains_undefined(v) => {
+            return Err(Error::new(ErrorKind::UndefinedError, CONTAINED_UNDEFINED));
+        }
         ValueKind::Bool | ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
             out.write_str(&python_repr(v))
         }
@@ -803,4 +808,16 @@ pub(crate) fn python_type_name(v: &Value) -> &'static str {
         ValueKind::Map => "dict",
         _ => "object",
     }
+}
+
+/// True when an undefined value sits inside a plain list or dict made by the
+/// template (lazy objects such as `hostvars` are not walked).
+pub(crate) fn contains_undefined(v: &Value) -> bool {
+    if let Some(items) = v.downcast_object_ref::<Vec<Value>>() {
+        return items.iter().any(|i| i.is_undefined() || contains_undefined(i));
+    }
+    if let Some(map) = v.downcast_object_ref::<ValueMap>() {
+        return map.values().any(|i| i.is_undefined() || contains_undefined(i));
+    }
+    false
 }

@@ -24,7 +24,7 @@ use indexmap::IndexMap;
 use minijinja::value::{Enumerator, Object, ObjectRepr, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
 
-use super::error::{error_msg, TemplateError, TemplateOrigin, MANDATORY};
+use super::error::{error_msg, TemplateError, TemplateOrigin, CONTAINED_UNDEFINED, MANDATORY};
 use super::native::{self, ValueMap};
 use super::scope::Scope;
 
@@ -129,6 +129,11 @@ pub(crate) struct RenderCtx {
     /// Why a variable came out undefined although it exists: the error from
     /// templating its value. Reported if the undefined value is then used.
     pub(super) hints: Mutex<HashMap<String, TemplateError>>,
+    /// Why the latest undefined value came about (a missing variable, a
+    /// `map(attribute=)` item without it). An undefined value may travel
+    /// inside a list or dict until the result is finalized; this is the
+    /// message that result then fails with, as ansible-core's does.
+    undefined_reason: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RenderCtx {
@@ -149,7 +154,13 @@ impl RenderCtx {
             resolving: Mutex::new(Vec::new()),
             resolved: Mutex::new(HashMap::new()),
             hints: Mutex::new(HashMap::new()),
+            undefined_reason: Mutex::new(None),
         })
+    }
+
+    /// Records why an undefined value was made (see `undefined_reason`).
+    pub(super) fn note_undefined(&self, why: String) {
+        *self.undefined_reason.lock() = Some(why);
     }
 
     /// Looks up `name` and templates its value if needed. `Ok(None)`: no such
@@ -206,7 +217,10 @@ impl Object for RenderCtx {
                 CTX_KEY => Some(Value::from_dyn_object(self.clone())),
                 // `vars` is the whole scope, resolved lazily like everything else.
                 "vars" => Some(Value::from_dyn_object(self.clone())),
-                _ => None,
+                _ => {
+                    self.note_undefined(format!("'{name}' is undefined"));
+                    None
+                }
             },
             Err(e) => {
                 if e.undefined.is_some() && !e.diag.message.contains("recursive loop") {
@@ -352,8 +366,21 @@ fn eval_raw(ctx: &Arc<RenderCtx>, expr: &str, bare: bool) -> Result<Value, Templ
 
 pub(crate) fn eval_in(ctx: &Arc<RenderCtx>, expr: &str) -> Result<Value, TemplateError> {
     let v = eval_raw(ctx, expr, false)?;
-    Ok(materialize(v))
+    let v = materialize(v);
+    if native::contains_undefined(&v) {
+        // Finalizing the result meets an undefined value kept in a list or
+        // dict (`[1, nope]`, `items | map(attribute='missing')`): Ansible
+        // fails here with the reason the value was undefined.
+        let why = ctx
+            .undefined_reason
+            .lock()
+            .clone()
+            .unwrap_or_else(|| format!("'{}' is undefined", expr.trim()));
+        return Err(error_msg(&ctx.origin, why, Some(expr.trim().to_string())));
+    }
+    Ok(v)
 }
+
 
 /// [`eval_in`] for a bare expression (see [`eval_raw`]).
 pub(crate) fn eval_bare_in(ctx: &Arc<RenderCtx>, expr: &str) -> Result<Value, TemplateError> {
@@ -457,7 +484,13 @@ pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>)
     };
     let mut undefined = None;
     let mut hint = None;
-    let message = if let Some(custom) = detail.strip_prefix(MANDATORY) {
+    let message = if detail == CONTAINED_UNDEFINED {
+        let why = ctx.undefined_reason.lock().clone();
+        why.unwrap_or_else(|| match &fragment {
+            Some(f) => format!("'{}' holds an undefined value", f.trim()),
+            None => detail.clone(),
+        })
+    } else if let Some(custom) = detail.strip_prefix(MANDATORY) {
         // The filter only sees the value; the name is what precedes `|`.
         let name = match (err.template_source(), err.range()) {
             (Some(s), Some(r)) if r.start <= s.len() => {
