@@ -189,7 +189,10 @@ fn dynamic_includes_load_at_run_time() {
 
     // include_tasks with when + tags: children get neither.
     let inc = &includes[0];
-    assert_eq!(inc.when, vec![keel::template::Condition::expr("do_dynamic")]);
+    assert_eq!(
+        inc.when,
+        vec![keel::template::Condition::expr("do_dynamic")]
+    );
     let target = IncludeTarget::Tasks {
         file: "tasks/debian.yml".into(),
         base_dir: dir.clone(),

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::diag::{Pos, Source, Span};
-use keel::template::{
-    value_from_json, value_to_json, Condition, Scope, Templar, TemplateOrigin,
-};
+use keel::template::{value_from_json, value_to_json, Condition, Scope, Templar, TemplateOrigin};
 use keel::vars::unsafe_string;
 use keel::vars::VarMap;
 use minijinja::Value;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
-use crate::template::Condition;
 use crate::diag::{Diagnostic, Span};
+use crate::template::Condition;
 use crate::vars::VarMap;
 
 /// A whole playbook file (with `import_playbook` inlined).

@@ -7,9 +7,9 @@ use minijinja::Value;
 
 use super::keywords::{self, BLOCK, RAW_PARAM_ACTIONS, TASK};
 use super::plan::{BecomeSettings, LoopControl, LoopKind, LoopSpec};
-use crate::template::Condition;
 use crate::diag::{suggest, Diagnostic, Span};
 use crate::modules::registry;
+use crate::template::Condition;
 use crate::vars::VarMap;
 use crate::yaml::{Node, NodeKind};
 
@@ -289,7 +289,11 @@ pub fn read_keyword(
         "when" => {
             kw.when = conditions(v, "when")?;
             kw.when_span = Some(v.span());
-            if kw.when.iter().any(|c| c.as_str().contains("{{") || c.as_str().contains("{%")) {
+            if kw
+                .when
+                .iter()
+                .any(|c| c.as_str().contains("{{") || c.as_str().contains("{%"))
+            {
                 warnings.push(
                     v.error("`when` is already a Jinja expression; it should not contain `{{ }}`")
                         .hint("write `when: foo == 1`, not `when: \"{{ foo }} == 1\"`"),

@@ -18,9 +18,9 @@ use super::plan::{
 };
 use super::raw::{self, Keywords, RawKind};
 use super::roles::{self, RoleEntry, RoleGraph};
-use crate::template::Condition;
 use crate::diag::{suggest, Diagnostic};
 use crate::modules::registry;
+use crate::template::Condition;
 use crate::vars::VarMap;
 use crate::yaml::{self, Node, NodeKind};
 

@@ -814,10 +814,14 @@ pub(crate) fn python_type_name(v: &Value) -> &'static str {
 /// template (lazy objects such as `hostvars` are not walked).
 pub(crate) fn contains_undefined(v: &Value) -> bool {
     if let Some(items) = v.downcast_object_ref::<Vec<Value>>() {
-        return items.iter().any(|i| i.is_undefined() || contains_undefined(i));
+        return items
+            .iter()
+            .any(|i| i.is_undefined() || contains_undefined(i));
     }
     if let Some(map) = v.downcast_object_ref::<ValueMap>() {
-        return map.values().any(|i| i.is_undefined() || contains_undefined(i));
+        return map
+            .values()
+            .any(|i| i.is_undefined() || contains_undefined(i));
     }
     false
 }

@@ -381,7 +381,6 @@ pub(crate) fn eval_in(ctx: &Arc<RenderCtx>, expr: &str) -> Result<Value, Templat
     Ok(v)
 }
 
-
 /// [`eval_in`] for a bare expression (see [`eval_raw`]).
 pub(crate) fn eval_bare_in(ctx: &Arc<RenderCtx>, expr: &str) -> Result<Value, TemplateError> {
     let v = eval_raw(ctx, expr, true)?;

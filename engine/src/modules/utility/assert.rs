@@ -3,8 +3,8 @@
 use minijinja::Value;
 
 use crate::modules::args::{ModuleArgs, Params};
-use crate::template::Condition;
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
+use crate::template::Condition;
 
 pub struct Assert;
 
@@ -36,7 +36,11 @@ impl Module for Assert {
         // arrives as a bool too.
         let condition = |v: &Value| match v.kind() {
             minijinja::value::ValueKind::Bool => Condition::literal(v.is_true()),
-            _ => Condition::expr(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())),
+            _ => Condition::expr(
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            ),
         };
         let that: Vec<Condition> = match a.value(&["that"]) {
             None => return Err(a.missing("that")),
