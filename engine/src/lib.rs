@@ -19,10 +19,12 @@
 //! - [`executor`]: strategies, forks, loops, handlers, results.
 //! - [`output`]: the human recap and JSON events.
 //! - [`vault`]: Ansible Vault texts and the secrets that open them.
+//! - [`config`]: `ansible.cfg` and the `ANSIBLE_*` environment.
 //!
 //! The engine never touches a database or serves HTTP: the panel calls it as a
 //! library.
 
+pub mod config;
 pub mod diag;
 pub mod executor;
 pub mod inventory;

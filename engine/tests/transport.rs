@@ -284,12 +284,8 @@ async fn hostile_quoting_executes_nothing_on_the_host() {
 async fn unknown_host_key_is_refused_with_its_fingerprint() {
     let th = TestHosts::start(1).unwrap();
     let empty = th.write_file("empty_known_hosts", "").unwrap();
-    let args = format!(
-        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=no",
-        empty.display()
-    );
+    let args = format!("-o UserKnownHostsFile={}", empty.display());
     let spec = spec_for(&th, 0, &[("ansible_ssh_common_args", &args)]);
-    assert_eq!(spec.warnings.len(), 1, "StrictHostKeyChecking=no must warn");
     let err = SshConnection::connect("h1", &spec)
         .await
         .err()
@@ -302,6 +298,38 @@ async fn unknown_host_key_is_refused_with_its_fingerprint() {
         "{reason}"
     );
     assert!(reason.contains(&empty.display().to_string()), "{reason}");
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
+}
+
+/// `StrictHostKeyChecking=no` is read as `accept-new` (with a warning that
+/// says so): the unknown key is learned, a changed one is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_host_key_checking_no_learns_only_new_keys() {
+    let th = TestHosts::start(1).unwrap();
+    let empty = th.write_file("empty_known_hosts", "").unwrap();
+    let args = format!(
+        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=no",
+        empty.display()
+    );
+    let spec = spec_for(&th, 0, &[("ansible_ssh_common_args", &args)]);
+    assert_eq!(spec.warnings.len(), 1, "StrictHostKeyChecking=no must warn");
+    assert!(spec.warnings[0].contains("accept-new"), "{:?}", spec.warnings);
+    let c = SshConnection::connect("h1", &spec).await.unwrap();
+    let notices = c.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains(&fingerprint_of(&th.hosts[0].host_key)));
+    assert!(c.take_notices().is_empty(), "told once");
+    c.close().await;
+    let learned = std::fs::read_to_string(&empty).unwrap();
+    assert_eq!(learned.lines().count(), 1, "{learned}");
+    let wrong = th.wrong_known_hosts(0).unwrap();
+    let args = format!(
+        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=no",
+        wrong.display()
+    );
+    let spec = spec_for(&th, 0, &[("ansible_ssh_common_args", &args)]);
+    let err = SshConnection::connect("h1", &spec).await.err().unwrap();
+    assert!(err.to_string().contains("CHANGED"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! `keel`: the command line. It parses arguments and calls the library.
 //!
 //! `keel play` behaves like ansible-playbook; `keel inventory` like
-//! ansible-inventory; `keel vault` like ansible-vault.
+//! ansible-inventory; `keel vault` like ansible-vault; `keel config` like
+//! ansible-config. Settings come from the command line, then the
+//! `ANSIBLE_*` environment and `ansible.cfg` (`keel::config`), then defaults.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -10,7 +12,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
-use keel::executor::{run_playbook, RunOptions, TagSelection};
+use keel::config::{Config, Key};
+use keel::executor::{run_playbook, FactCache, Gathering, RunOptions, TagSelection};
 use keel::inventory::Inventory;
 use keel::output::{Fanout, HumanSink, JsonSink, Sink, VaultMask};
 use keel::playbook::{load_playbook, ResolveOptions};
@@ -26,11 +29,31 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run playbooks (like ansible-playbook).
-    Play(PlayArgs),
+    Play(Box<PlayArgs>),
     /// Show the inventory (like ansible-inventory).
     Inventory(InventoryArgs),
     /// Encrypt and decrypt vault files and strings (like ansible-vault).
     Vault(VaultArgs),
+    /// Show the configuration (like ansible-config).
+    Config(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    #[command(subcommand)]
+    action: ConfigAction,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Every setting Keel reads, with where its value came from.
+    Dump {
+        /// Only the settings not at their default.
+        #[arg(long)]
+        only_changed: bool,
+    },
+    /// The configuration file's text.
+    View,
 }
 
 /// Where vault passwords come from (every subcommand that loads variables).
@@ -53,13 +76,19 @@ struct VaultFlags {
 
 impl VaultFlags {
     fn options(&self) -> keel::vault::SecretOptions {
-        keel::vault::SecretOptions {
+        let cfg = config();
+        let mut o = keel::vault::SecretOptions {
             vault_ids: self.vault_id.clone(),
             password_files: self.vault_password_file.clone(),
             ask_vault_pass: self.ask_vault_pass,
             ..Default::default()
         }
-        .with_env()
+        .with_env();
+        // The configuration covers the environment variables too.
+        o.identity_list = cfg.list(Key::VaultIdentityList).to_vec();
+        o.id_match = cfg.bool(Key::VaultIdMatch);
+        o.configured_password_file = cfg.path(Key::VaultPasswordFile).map(PathBuf::from);
+        o
     }
 
     /// Reads the secrets. `auto_prompt`: ask when nothing names a password
@@ -215,9 +244,9 @@ struct PlayArgs {
     /// Show diffs of what changes.
     #[arg(short = 'D', long)]
     diff: bool,
-    /// Hosts to run at once.
-    #[arg(short = 'f', long, default_value_t = 50)]
-    forks: usize,
+    /// Hosts to run at once (default: `forks` from ansible.cfg, else 50).
+    #[arg(short = 'f', long)]
+    forks: Option<usize>,
     #[arg(short = 'v', action = ArgAction::Count)]
     verbose: u8,
     #[arg(long)]
@@ -227,6 +256,55 @@ struct PlayArgs {
     /// Ask for the become (sudo/su) password.
     #[arg(short = 'K', long = "ask-become-pass")]
     ask_become_pass: bool,
+    /// Read the become password from this file.
+    #[arg(long = "become-password-file", visible_alias = "become-pass-file")]
+    become_password_file: Option<PathBuf>,
+    /// Run tasks with become (sudo/su), where the play and task do not say.
+    #[arg(short = 'b', long = "become")]
+    become_: bool,
+    /// The user to become.
+    #[arg(long)]
+    become_user: Option<String>,
+    /// How to become: `sudo` or `su`.
+    #[arg(long)]
+    become_method: Option<String>,
+    /// Connect as this user, where the inventory does not say.
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Ask for the SSH password.
+    #[arg(short = 'k', long = "ask-pass")]
+    ask_pass: bool,
+    /// Read the SSH password from this file.
+    #[arg(long = "connection-password-file", visible_alias = "conn-pass-file")]
+    connection_password_file: Option<PathBuf>,
+    /// The SSH private key, where the inventory does not name one.
+    #[arg(long = "private-key", visible_alias = "key-file")]
+    private_key: Option<PathBuf>,
+    /// Connection timeout in seconds.
+    #[arg(short = 'T', long)]
+    timeout: Option<u64>,
+    /// Connection type: `ssh` (also for `paramiko`/`smart`) or `local`.
+    #[arg(short = 'c', long)]
+    connection: Option<String>,
+    /// Arguments for every ssh connection: `-o` options Keel understands
+    /// (ProxyJump, Port, User, IdentityFile, UserKnownHostsFile,
+    /// StrictHostKeyChecking, ConnectTimeout), `-J`, `-i`, `-p`, `-l`; the
+    /// rest are ignored.
+    #[arg(long, allow_hyphen_values = true)]
+    ssh_common_args: Option<String>,
+    /// Like --ssh-common-args (ansible-core passes these to `ssh` only).
+    #[arg(long, allow_hyphen_values = true)]
+    ssh_extra_args: Option<String>,
+    /// Accepted for ansible-playbook compatibility: Keel copies files over its
+    /// SSH connection, not with sftp.
+    #[arg(long, allow_hyphen_values = true, hide = true)]
+    sftp_extra_args: Option<String>,
+    /// Accepted for ansible-playbook compatibility: Keel never runs scp.
+    #[arg(long, allow_hyphen_values = true, hide = true)]
+    scp_extra_args: Option<String>,
+    /// Empty the fact cache of the inventory's hosts before running.
+    #[arg(long)]
+    flush_cache: bool,
     /// Machine-readable events: `json`.
     #[arg(long, value_parser = ["json"])]
     events: Option<String>,
@@ -265,11 +343,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.cmd {
-        Cmd::Play(a) => play(a),
+    let result = load_config().and_then(|()| match cli.cmd {
+        Cmd::Play(a) => play(*a),
         Cmd::Inventory(a) => inventory(a),
         Cmd::Vault(a) => vault(a),
-    };
+        Cmd::Config(a) => config_cmd(a),
+    });
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
@@ -277,6 +356,55 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
+/// Reads `ansible.cfg` and the environment once, and says what it could not
+/// use.
+fn load_config() -> Result<()> {
+    let cfg = Config::load()?;
+    for w in &cfg.warnings {
+        eprintln!("[WARNING]: {w}");
+    }
+    if let Some(w) = cfg.ignored_warning() {
+        eprintln!("[WARNING]: {w}");
+    }
+    let _ = CONFIG.set(cfg);
+    Ok(())
+}
+
+fn config() -> &'static Config {
+    CONFIG.get_or_init(Config::default)
+}
+
+fn config_cmd(a: ConfigArgs) -> Result<i32> {
+    let cfg = config();
+    match a.action {
+        ConfigAction::Dump { only_changed } => print!("{}", cfg.dump(only_changed)),
+        ConfigAction::View => match &cfg.file {
+            Some(f) => print!(
+                "{}",
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+            ),
+            None => bail!("No config file found"),
+        },
+    }
+    Ok(0)
+}
+
+/// `-i`, or else the configured inventory (its default only when it exists,
+/// as ansible-core then runs with an empty inventory).
+fn inventory_sources(flags: &[String]) -> Vec<String> {
+    if !flags.is_empty() {
+        return flags.to_vec();
+    }
+    let cfg = config();
+    cfg.paths(Key::Inventory)
+        .iter()
+        .filter(|p| cfg.is_set(Key::Inventory) || p.exists())
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 fn split_list(v: &[String]) -> Vec<String> {
@@ -329,9 +457,10 @@ fn load_inventory(sources: &[String]) -> Result<Inventory> {
 }
 
 fn play(a: PlayArgs) -> Result<i32> {
+    let cfg = config();
     a.vault.install()?;
     let extra_vars = parse_extra_vars(&a.extra_vars)?;
-    let roles_path: Vec<PathBuf> = a
+    let mut roles_path: Vec<PathBuf> = a
         .roles_path
         .as_deref()
         .unwrap_or("")
@@ -339,6 +468,8 @@ fn play(a: PlayArgs) -> Result<i32> {
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .collect();
+    roles_path.extend(cfg.paths(Key::RolesPath).iter().cloned());
+    let inventory_sources = inventory_sources(&a.inventory);
     let ropts = ResolveOptions {
         roles_path: roles_path.clone(),
         extra_vars: extra_vars.clone(),
@@ -371,7 +502,7 @@ fn play(a: PlayArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let mut inv = load_inventory(&a.inventory)?;
+    let mut inv = load_inventory(&inventory_sources)?;
     for w in &inv.warnings {
         eprintln!("[WARNING]: {}", w.message);
     }
@@ -395,11 +526,7 @@ fn play(a: PlayArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let become_password = if a.ask_become_pass {
-        Some(ask_password("BECOME password: ")?)
-    } else {
-        None
-    };
+    let run = run_settings(&a, &inv)?;
     let mut fan = Fanout::new();
     let human_to_stdout = !(a.events.is_some() && a.events_to == "-");
     if human_to_stdout {
@@ -426,18 +553,24 @@ fn play(a: PlayArgs) -> Result<i32> {
     }
     let sink: Arc<dyn Sink> = Arc::new(VaultMask(fan));
     let opts = RunOptions {
-        forks: a.forks,
+        forks: a.forks.or(run.forks).unwrap_or(50),
         check: a.check,
         diff: a.diff,
         tags,
         limit: a.limit.clone(),
         extra_vars,
         start_at_task: a.start_at_task.clone(),
-        force_handlers: a.force_handlers || env_flag("ANSIBLE_FORCE_HANDLERS"),
+        force_handlers: a.force_handlers || cfg.bool(Key::ForceHandlers),
         verbosity: a.verbose,
-        become_password,
+        become_password: run.become_password,
         roles_path,
-        inventory_sources: a.inventory.clone(),
+        inventory_sources,
+        connection_vars: run.connection_vars,
+        become_defaults: run.become_defaults,
+        connect: run.connect,
+        gathering: run.gathering,
+        fact_cache: run.fact_cache,
+        poll_interval: cfg.int(Key::PollInterval).unwrap_or(15).max(0) as u64,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -451,6 +584,199 @@ fn play(a: PlayArgs) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// What `keel play` takes from its connection and privilege flags and the
+/// configuration, flags first.
+struct RunSettings {
+    forks: Option<usize>,
+    become_password: Option<String>,
+    connection_vars: VarMap,
+    become_defaults: keel::playbook::plan::BecomeSettings,
+    connect: keel::transport::ConnectDefaults,
+    gathering: Gathering,
+    fact_cache: FactCache,
+}
+
+fn run_settings(a: &PlayArgs, inv: &Inventory) -> Result<RunSettings> {
+    use minijinja::Value;
+    let cfg = config();
+    let forks = match cfg.int(Key::Forks) {
+        // ansible-core's default is 5; Keel's own default stays unless
+        // the configuration names a number.
+        Some(n) if cfg.is_set(Key::Forks) => {
+            if n < 1 {
+                bail!("forks must be at least 1, got {n} (from the configuration)");
+            }
+            Some(n as usize)
+        }
+        _ => None,
+    };
+    // Shown to tasks as ansible-core's play context shows them: only what
+    // was set, below every inventory and play variable.
+    let mut vars = VarMap::new();
+    if let Some(u) = a
+        .user
+        .clone()
+        .or(cfg.str(Key::RemoteUser).map(String::from))
+    {
+        vars.insert("ansible_user".into(), Value::from(u));
+    }
+    if let Some(p) = cfg.int(Key::RemotePort) {
+        vars.insert("ansible_port".into(), Value::from(p));
+    }
+    if let Some(k) = a
+        .private_key
+        .clone()
+        .or(cfg.path(Key::PrivateKeyFile).map(PathBuf::from))
+    {
+        vars.insert(
+            "ansible_private_key_file".into(),
+            Value::from(k.display().to_string()),
+        );
+    }
+    let timeout = a.timeout.map(|t| t as i64).or(cfg.int(Key::SshTimeout));
+    if let Some(t) = timeout {
+        if t <= 0 {
+            bail!("the timeout must be a positive number of seconds, got {t}");
+        }
+        vars.insert("ansible_timeout".into(), Value::from(t));
+    }
+    let connection = a.connection.clone().or(cfg
+        .is_set(Key::Transport)
+        .then(|| cfg.str(Key::Transport).map(String::from))
+        .flatten());
+    if let Some(c) = connection {
+        if !matches!(c.as_str(), "ssh" | "paramiko" | "smart" | "local") {
+            bail!("unsupported connection type '{c}': Keel runs `ssh` (also for paramiko/smart) and `local`");
+        }
+        vars.insert("ansible_connection".into(), Value::from(c));
+    }
+    let become_method = a
+        .become_method
+        .clone()
+        .or(cfg.str(Key::BecomeMethod).map(String::from));
+    if let Some(m) = &become_method {
+        if !matches!(m.as_str(), "sudo" | "su") {
+            bail!("become method '{m}' is not supported: Keel runs `sudo` and `su`");
+        }
+    }
+    let become_defaults = keel::playbook::plan::BecomeSettings {
+        become_: Some(a.become_ || cfg.bool(Key::Become)),
+        become_user: a
+            .become_user
+            .clone()
+            .or(cfg.str(Key::BecomeUser).map(String::from)),
+        become_method,
+        become_flags: cfg
+            .str(Key::BecomeFlags)
+            .filter(|f| !f.is_empty())
+            .map(String::from),
+    };
+    // Passwords: the SSH one first, as ansible-playbook asks.
+    let password = if let Some(f) = &a.connection_password_file {
+        Some(read_password_file(f)?)
+    } else if a.ask_pass || cfg.bool(Key::AskPass) {
+        Some(ask_password("SSH password: ")?)
+    } else {
+        None
+    };
+    let become_password = if let Some(f) = &a.become_password_file {
+        Some(read_password_file(f)?)
+    } else if a.ask_become_pass || cfg.bool(Key::BecomeAskPass) {
+        let prompt = if password.is_some() {
+            "BECOME password[defaults to SSH password]: "
+        } else {
+            "BECOME password: "
+        };
+        let p = ask_password(prompt)?;
+        if p.is_empty() {
+            password.clone()
+        } else {
+            Some(p)
+        }
+    } else {
+        None
+    };
+    let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(String::from);
+    let connect = keel::transport::ConnectDefaults {
+        ssh_common_args: a
+            .ssh_common_args
+            .clone()
+            .or(non_empty(cfg.str(Key::SshCommonArgs))),
+        ssh_extra_args: a
+            .ssh_extra_args
+            .clone()
+            .or(non_empty(cfg.str(Key::SshExtraArgs))),
+        host_key_checking: cfg.bool(Key::SshHostKeyChecking),
+        password,
+    };
+    let gathering = cfg
+        .str(Key::Gathering)
+        .map(|g| {
+            Gathering::parse(g).with_context(|| {
+                format!("gathering must be implicit, explicit or smart, got '{g}'")
+            })
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let fact_cache = match cfg.str(Key::FactCaching).unwrap_or("memory") {
+        "memory" => FactCache::Memory,
+        "jsonfile" | "ansible.builtin.jsonfile" => {
+            let Some(dir) = cfg.str(Key::FactCachingConnection) else {
+                bail!("fact_caching = jsonfile needs fact_caching_connection (a directory)");
+            };
+            FactCache::JsonFile {
+                dir: expand_home(dir),
+                timeout: std::time::Duration::from_secs(
+                    cfg.int(Key::FactCachingTimeout).unwrap_or(86400).max(0) as u64,
+                ),
+                prefix: if cfg.is_set(Key::FactCachingPrefix) {
+                    cfg.str(Key::FactCachingPrefix)
+                        .unwrap_or_default()
+                        .to_string()
+                } else {
+                    String::new()
+                },
+            }
+        }
+        other => bail!("fact cache '{other}' is not supported: Keel has `memory` and `jsonfile`"),
+    };
+    if a.flush_cache {
+        for h in inv.hosts.keys() {
+            fact_cache.forget(h)?;
+        }
+    }
+    Ok(RunSettings {
+        forks,
+        become_password,
+        connection_vars: vars,
+        become_defaults,
+        connect,
+        gathering,
+        fact_cache,
+    })
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => dirs::home_dir()
+            .map(|h| h.join(rest))
+            .unwrap_or_else(|| p.into()),
+        None => PathBuf::from(p),
+    }
+}
+
+/// A password file's first line (as ansible-core reads `--*-password-file`).
+fn read_password_file(p: &std::path::Path) -> Result<String> {
+    let text = if p == std::path::Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+    };
+    Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
 fn ask_password(prompt: &str) -> Result<String> {
@@ -471,7 +797,7 @@ fn ask_password(prompt: &str) -> Result<String> {
 fn inventory(a: InventoryArgs) -> Result<i32> {
     use keel::inventory::cli;
     a.vault.install()?;
-    let inv = load_inventory(&a.inventory)?;
+    let inv = load_inventory(&inventory_sources(&a.inventory))?;
     if let Some(h) = a.host {
         let j = cli::try_host_json(&inv, &h).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("{}", cli::to_ansible_json(&j));
@@ -533,9 +859,10 @@ fn prompt_secret(prompt: &str) -> std::io::Result<String> {
 fn encrypting_ring(vault: &VaultFlags, encrypt_id: Option<&str>) -> Result<keel::vault::Keyring> {
     let ring = vault.keyring(true, true)?;
     // `vault_encrypt_identity`, when --encrypt-vault-id is not given.
-    let configured = std::env::var("ANSIBLE_VAULT_ENCRYPT_IDENTITY")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let configured = config()
+        .str(Key::VaultEncryptIdentity)
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     let encrypt_id = encrypt_id.or(configured.as_deref());
     if ring.is_empty() {
         return Err(
@@ -779,17 +1106,6 @@ fn prompt_line(prompt: &str) -> Result<String> {
     let mut s = String::new();
     std::io::stdin().read_line(&mut s)?;
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
-}
-
-/// An `ANSIBLE_*` boolean setting from the environment, read as
-/// ansible-core's config reads booleans (`yes`, `true`, `on`, `1`...).
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on" | "y" | "t"
-        )
-    })
 }
 
 /// The files `keel vault encrypt|decrypt` read: standard input (`-`) when

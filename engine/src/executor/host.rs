@@ -127,8 +127,10 @@ pub(crate) struct HostState {
 
 /// What ansible-core's `PlayContext.update_vars` adds to a task's
 /// variables for a host whose inventory does not set them: the address is
-/// the inventory name, the shell `/bin/sh`, the timeout 10 s.
-pub(crate) fn connection_defaults(name: &str, layers: &[Arc<VarMap>]) -> VarMap {
+/// the inventory name, the shell `/bin/sh`, the timeout 10 s; what the
+/// command line or `ansible.cfg` set (`run_vars`: `-u`, `-T`, `-c`...)
+/// replaces those defaults.
+pub(crate) fn connection_defaults(name: &str, layers: &[Arc<VarMap>], run_vars: &VarMap) -> VarMap {
     let connection = layers
         .iter()
         .rev()
@@ -148,6 +150,9 @@ pub(crate) fn connection_defaults(name: &str, layers: &[Arc<VarMap>]) -> VarMap 
     m.insert("ansible_timeout".into(), Value::from(10));
     m.insert("ansible_shell_executable".into(), Value::from("/bin/sh"));
     m.insert("ansible_pipelining".into(), Value::from(false));
+    for (k, v) in run_vars.iter() {
+        m.insert(k.clone(), v.clone());
+    }
     m
 }
 

@@ -21,6 +21,7 @@ use crate::template::Templar;
 use crate::transport::ConnectionPool;
 
 mod actions;
+mod fact_cache;
 mod host;
 mod include;
 mod include_vars;
@@ -31,7 +32,8 @@ mod task;
 
 /// `--tags`/`--skip-tags`, by Ansible's rules (shared with the listings).
 pub use crate::playbook::TagFilter as TagSelection;
-pub use options::{RunOptions, RunSummary};
+pub use fact_cache::{FactCache, FactCacheError};
+pub use options::{Gathering, RunOptions, RunSummary};
 
 /// Runs every play of a playbook, emitting events to `sink`, and returns the
 /// recap. Connections are closed before it returns.
@@ -71,6 +73,23 @@ pub async fn run_playbook(
         }
     }
     pool.close_all().await;
+    // The fact cache keeps what this run learned about each host.
+    for (host, p) in &persistent {
+        let facts: crate::vars::VarMap = p
+            .facts
+            .iter()
+            .filter(|(k, _)| k.as_str() != "ansible_facts")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if facts.is_empty() {
+            continue;
+        }
+        if let Err(e) = shared.opts.fact_cache.store(host, &facts) {
+            sink.emit(&crate::output::Event::Warning {
+                message: e.to_string(),
+            });
+        }
+    }
     sink.emit(&crate::output::Event::Recap {
         stats: summary.stats.clone(),
     });

@@ -7,9 +7,36 @@
 use std::path::PathBuf;
 
 use crate::output::HostStats;
+use crate::playbook::plan::BecomeSettings;
+use crate::transport::ConnectDefaults;
 use crate::vars::VarMap;
 
+use super::fact_cache::FactCache;
 use super::TagSelection;
+
+/// `gathering` (`ANSIBLE_GATHERING`): when plays gather facts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Gathering {
+    /// Unless the play says `gather_facts: false`.
+    #[default]
+    Implicit,
+    /// Only when the play says `gather_facts: true`.
+    Explicit,
+    /// As `implicit`, but not for hosts whose facts are already known (from
+    /// an earlier play or the fact cache).
+    Smart,
+}
+
+impl Gathering {
+    pub fn parse(s: &str) -> Option<Gathering> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "implicit" => Gathering::Implicit,
+            "explicit" => Gathering::Explicit,
+            "smart" => Gathering::Smart,
+            _ => return None,
+        })
+    }
+}
 
 /// Options of one run (the `keel play` flags).
 #[derive(Clone)]
@@ -29,6 +56,22 @@ pub struct RunOptions {
     pub roles_path: Vec<PathBuf>,
     /// Where the inventory came from, for `meta: refresh_inventory`.
     pub inventory_sources: Vec<String>,
+    /// Connection variables the command line or `ansible.cfg` set
+    /// (`ansible_user` from `-u`/`remote_user`, `ansible_timeout`,
+    /// `ansible_connection`...): below every inventory and play variable, as
+    /// ansible-core's play context fills them in.
+    pub connection_vars: VarMap,
+    /// `-b`, `--become-user`, `--become-method` and `[privilege_escalation]`:
+    /// used where neither keywords nor variables say.
+    pub become_defaults: BecomeSettings,
+    /// Connection settings that are not variables (`--ssh-common-args`,
+    /// `host_key_checking`, `-k`).
+    pub connect: ConnectDefaults,
+    pub gathering: Gathering,
+    pub fact_cache: FactCache,
+    /// `poll_interval`: seconds between checks of an `async` task with
+    /// no `poll`.
+    pub poll_interval: u64,
 }
 
 impl Default for RunOptions {
@@ -46,6 +89,12 @@ impl Default for RunOptions {
             become_password: None,
             roles_path: Vec::new(),
             inventory_sources: Vec::new(),
+            connection_vars: VarMap::new(),
+            become_defaults: BecomeSettings::default(),
+            connect: ConnectDefaults::default(),
+            gathering: Gathering::Implicit,
+            fact_cache: FactCache::Memory,
+            poll_interval: 15,
         }
     }
 }

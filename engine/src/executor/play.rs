@@ -17,7 +17,7 @@ use crate::vars::VarMap;
 
 use super::host::{ser, HostState, HostVars, Persistent, PlayCtx, Shared};
 use super::task::{run_task_on_host, Outcome};
-use super::RunSummary;
+use super::{Gathering, RunSummary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PlayEnd {
@@ -179,7 +179,11 @@ pub(crate) async fn run_play(
                 );
                 let inventory_layers = inv.host_layers(h);
                 let connection_defaults =
-                    Arc::new(super::host::connection_defaults(h, &inventory_layers));
+                    Arc::new(super::host::connection_defaults(
+                        h,
+                        &inventory_layers,
+                        &shared.opts.connection_vars,
+                    ));
                 Arc::new(Mutex::new(HostState {
                     name: h.clone(),
                     inventory_layers,
@@ -206,6 +210,20 @@ pub(crate) async fn run_play(
         (groups, states)
     };
     let _ = groups_map;
+    // Hosts first met in this run take their facts from the fact cache.
+    for h in &states {
+        let mut st = h.lock();
+        if persistent.contains_key(&st.name) {
+            continue;
+        }
+        match shared.opts.fact_cache.load(&st.name) {
+            Ok(Some(facts)) => st.add_facts(&facts),
+            Ok(None) => {}
+            Err(e) => shared.sink.emit(&Event::Warning {
+                message: e.to_string(),
+            }),
+        }
+    }
     if !play.vars_files_layers.is_empty() {
         for h in &states {
             let mut st = h.lock();
@@ -273,9 +291,20 @@ pub(crate) async fn run_play(
             fatal_stop: std::sync::atomic::AtomicBool::new(false),
             fatal: fatal.clone(),
         });
-        if play.gather_facts {
+        let gather: Vec<Host> = match (shared.opts.gathering, play.gather_facts) {
+            (_, Some(false)) | (Gathering::Explicit, None) => Vec::new(),
+            // `smart` gathers only where no facts are known, even when the
+            // play asks for them.
+            (Gathering::Smart, _) => batch
+                .iter()
+                .filter(|h| h.lock().facts.is_empty())
+                .cloned()
+                .collect(),
+            _ => batch.clone(),
+        };
+        if !gather.is_empty() {
             let t = Arc::new(synthetic_task(&play, "setup", "Gathering Facts"));
-            run_tasks(&run, &t, &batch, false, false).await;
+            run_tasks(&run, &t, &gather, false, false).await;
         }
         for section in &play.sections {
             if run.ended() {
@@ -418,7 +447,7 @@ fn apply_late_keywords(shared: &Shared, play: &mut Play, scope: &Scope) -> Resul
                 )
             }
             "any_errors_fatal" => play.any_errors_fatal = flag,
-            "gather_facts" => play.gather_facts = flag,
+            "gather_facts" => play.gather_facts = Some(flag),
             "ignore_errors" => play.ignore_errors = flag,
             "ignore_unreachable" => play.ignore_unreachable = flag,
             "force_handlers" => play.force_handlers = Some(flag),

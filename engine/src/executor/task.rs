@@ -1121,7 +1121,8 @@ fn reconnect_handle(
         return Ok(None);
     }
     let vars = connection_vars(ctx, scope, origin)?;
-    let spec = ConnectSpec::from_vars(name, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
+    let spec = ConnectSpec::from_vars_with(name, &vars, &ctx.shared.opts.connect)
+        .map_err(|d| ExecError::Failed(d.to_string()))?;
     Ok(Some(Arc::new(HostReconnect {
         shared: ctx.shared.clone(),
         host: host.clone(),
@@ -1148,13 +1149,23 @@ async fn connection_for(
         return Ok(c);
     }
     let vars = connection_vars(ctx, scope, origin)?;
-    let spec = ConnectSpec::from_vars(name, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
+    let spec = ConnectSpec::from_vars_with(name, &vars, &ctx.shared.opts.connect)
+        .map_err(|d| ExecError::Failed(d.to_string()))?;
     match ctx.shared.pool.get(name, &spec).await {
         Ok(c) => {
+            report_notices(ctx, &c);
             host.lock().conn = Some(c.clone());
             Ok(c)
         }
         Err(e) => Err(ExecError::Unreachable(e.to_string())),
+    }
+}
+
+/// Warns about what opening a connection did on the user's behalf (a host
+/// key learned because host key checking is off).
+fn report_notices(ctx: &PlayCtx, conn: &Connection) {
+    for message in conn.take_notices() {
+        ctx.shared.sink.emit(&Event::Warning { message });
     }
 }
 
@@ -1178,13 +1189,16 @@ async fn delegate_connection(
         scope.push(Arc::new(m));
     }
     let vars = connection_vars(ctx, &scope, origin)?;
-    let spec =
-        ConnectSpec::from_vars(target, &vars).map_err(|d| ExecError::Failed(d.to_string()))?;
-    ctx.shared
+    let spec = ConnectSpec::from_vars_with(target, &vars, &ctx.shared.opts.connect)
+        .map_err(|d| ExecError::Failed(d.to_string()))?;
+    let conn = ctx
+        .shared
         .pool
         .get(target, &spec)
         .await
-        .map_err(|e| ExecError::Unreachable(e.to_string()))
+        .map_err(|e| ExecError::Unreachable(e.to_string()))?;
+    report_notices(ctx, &conn);
+    Ok(conn)
 }
 
 /// The `ansible_*`/`keel_*` variables of a scope, templated.
@@ -1246,11 +1260,14 @@ fn become_for(
     origin: &TemplateOrigin,
 ) -> Result<Option<Become>, ExecError> {
     let settings = ctx.play.become_.merged(&task.become_);
+    // `-b`, `--become-user`, `--become-method` and `[privilege_escalation]`
+    // apply where neither keywords nor variables say.
+    let defaults = &ctx.shared.opts.become_defaults;
     let enabled = match settings.become_ {
         Some(b) => b,
         None => match var_string(ctx, scope, origin, &["ansible_become"])? {
             Some(s) => crate::template::to_bool(&Value::from(s)),
-            None => false,
+            None => defaults.become_.unwrap_or(false),
         },
     };
     if !enabled {
@@ -1260,6 +1277,7 @@ fn become_for(
         Some(m) => Some(m),
         None => var_string(ctx, scope, origin, &["ansible_become_method"])?,
     }
+    .or_else(|| defaults.become_method.clone())
     .unwrap_or_else(|| "sudo".into());
     let method = match method.as_str() {
         "sudo" => BecomeMethod::Sudo,
@@ -1278,6 +1296,7 @@ fn become_for(
             .map_err(|e| ExecError::Failed(e.to_string()))?
             .to_string(),
         None => var_string(ctx, scope, origin, &["ansible_become_user"])?
+            .or_else(|| defaults.become_user.clone())
             .unwrap_or_else(|| "root".into()),
     };
     let password = match &ctx.shared.opts.become_password {
@@ -1296,7 +1315,8 @@ fn become_for(
     };
     let flags = match settings.become_flags.clone() {
         Some(f) => Some(f),
-        None => var_string(ctx, scope, origin, &["ansible_become_flags"])?,
+        None => var_string(ctx, scope, origin, &["ansible_become_flags"])?
+            .or_else(|| defaults.become_flags.clone()),
     };
     let exe = var_string(ctx, scope, origin, &["ansible_become_exe"])?;
     Ok(Some(Become {

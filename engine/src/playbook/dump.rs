@@ -29,7 +29,7 @@ pub fn dump_plan(pb: &Playbook) -> String {
     let mut o = String::new();
     for (i, play) in pb.plays.iter().enumerate() {
         let _ = write!(o, "play #{} {:?} hosts={:?}", i + 1, play.name, play.hosts);
-        if !play.gather_facts {
+        if play.gather_facts == Some(false) {
             o.push_str(" gather_facts=false");
         }
         if play.become_ != Default::default() {

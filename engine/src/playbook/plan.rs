@@ -76,7 +76,8 @@ pub struct Play {
     /// The `hosts:` pattern (may contain a template).
     pub hosts: String,
     pub span: Span,
-    pub gather_facts: bool,
+    /// `gather_facts:` as written; `None` leaves it to `gathering`.
+    pub gather_facts: Option<bool>,
     pub become_: BecomeSettings,
     /// Play `vars`, plus `vars_prompt` defaults.
     pub vars: Arc<VarMap>,

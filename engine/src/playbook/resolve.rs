@@ -481,7 +481,7 @@ impl<'o> Resolver<'o> {
             name,
             hosts,
             span: node.span(),
-            gather_facts: flag("gather_facts")?.unwrap_or(true),
+            gather_facts: flag("gather_facts")?,
             become_,
             vars: Arc::new(vars),
             vars_files: Arc::new(vars_files),

@@ -1,8 +1,9 @@
 //! Strict host key checking against OpenSSH known_hosts files.
 //!
 //! Called by the SSH transport during every handshake (each jump hop too),
-//! before any credential is sent. Keel never adds a key to a file and never
-//! accepts an unknown key. Supported: plain and hashed (`|1|salt|hash`) host
+//! before any credential is sent. An unknown key is refused, unless host key
+//! checking is off: then [`learn`] appends it to the first file (OpenSSH's
+//! `accept-new`). A changed or revoked key is always refused. Supported: plain and hashed (`|1|salt|hash`) host
 //! names, `[host]:port` names for ports other than 22, `*`/`?` wildcards and
 //! `!` negation, `@revoked` lines, several keys (of several types) per host.
 //! `@cert-authority` lines are ignored (host certificates are not supported).
@@ -195,6 +196,39 @@ fn wildcard(pat: &str, s: &str) -> bool {
     go(pat.as_bytes(), s.as_bytes())
 }
 
+/// Appends `key` for `host:port` to `file` (creating it and its directory,
+/// private to the user, as ssh does): what `accept-new` does with a key no
+/// file knows.
+pub(crate) fn learn(file: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)?;
+    // Start on a new line even if the file does not end with one.
+    let needs_newline = std::fs::read(file)
+        .map(|b| !b.is_empty() && !b.ends_with(b"\n"))
+        .unwrap_or(false);
+    let line = format!(
+        "{}{} {} {}\n",
+        if needs_newline { "\n" } else { "" },
+        host_name(host, port),
+        key.algorithm(),
+        key.public_key_base64()
+    );
+    f.write_all(line.as_bytes())
+}
+
 /// A display list of files, for error messages.
 pub(crate) fn describe(files: &[PathBuf]) -> String {
     let shown: Vec<String> = files
@@ -286,6 +320,21 @@ mod tests {
             check(&f, "h", 22, &key(ED)),
             Verdict::Revoked { line: 2, .. }
         ));
+    }
+
+    #[test]
+    fn learned_keys_are_trusted_after() {
+        let d = tempfile::tempdir().unwrap();
+        let f = vec![d.path().join("sub/known_hosts")];
+        assert_eq!(check(&f, "h", 2222, &key(ED)), Verdict::Unknown);
+        learn(&f[0], "h", 2222, &key(ED)).unwrap();
+        assert_eq!(check(&f, "h", 2222, &key(ED)), Verdict::Trusted);
+        assert!(matches!(
+            check(&f, "h", 2222, &key(ED2)),
+            Verdict::Mismatch { line: 1, .. }
+        ));
+        let text = std::fs::read_to_string(&f[0]).unwrap();
+        assert!(text.starts_with("[h]:2222 ssh-ed25519 "), "{text}");
     }
 
     #[test]

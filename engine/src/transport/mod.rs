@@ -8,8 +8,8 @@
 //! extra round trip.
 //!
 //! Layout: `command.rs` (what to run, what came back, how it failed), `ssh.rs`
-//! (russh client, channel cap, jump hosts), `known_hosts.rs` (strict host key
-//! checking, hashed entries), `local.rs`, `become.rs` (wrapping a script in
+//! (russh client, channel cap, jump hosts), `known_hosts.rs` (host key
+//! checking, hashed entries, `accept-new` learning), `local.rs`, `become.rs` (wrapping a script in
 //! sudo/su), `spec.rs` (connection vars → [`ConnectSpec`]),
 //! `pool.rs` (one connection per host, opened concurrently).
 
@@ -26,7 +26,7 @@ pub use known_hosts::default_known_hosts;
 pub use local::LocalConnection;
 pub use pool::ConnectionPool;
 pub use r#become::{Become, BecomeMethod};
-pub use spec::{ConnectSpec, ConnectionKind, JumpHop};
+pub use spec::{ConnectDefaults, ConnectSpec, ConnectionKind, HostKeyPolicy, JumpHop};
 pub use ssh::SshConnection;
 
 /// An open connection to one host.
@@ -54,6 +54,15 @@ impl Connection {
         match self {
             Connection::Local(_) => {}
             Connection::Ssh(c) => c.close().await,
+        }
+    }
+
+    /// Warnings from opening the connection (host keys learned under
+    /// `accept-new`), each given out once.
+    pub fn take_notices(&self) -> Vec<String> {
+        match self {
+            Connection::Local(_) => Vec::new(),
+            Connection::Ssh(c) => c.take_notices(),
         }
     }
 

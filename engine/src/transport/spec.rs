@@ -63,6 +63,54 @@ impl JumpHop {
     }
 }
 
+/// What to do with a host key that no known_hosts file lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Refuse it (the host is unreachable).
+    #[default]
+    Strict,
+    /// `host_key_checking = False` or `StrictHostKeyChecking=accept-new`/`no`:
+    /// learn it into the first known_hosts file, with a warning. A changed
+    /// or revoked key is still refused, as OpenSSH's `accept-new` does.
+    AcceptNew,
+}
+
+/// Connection settings from the command line and `ansible.cfg` that are not
+/// variables: they apply where a host's variables do not say.
+#[derive(Clone)]
+pub struct ConnectDefaults {
+    /// `--ssh-common-args`, `[ssh_connection] ssh_common_args`.
+    pub ssh_common_args: Option<String>,
+    /// `--ssh-extra-args`, `[ssh_connection] ssh_extra_args`.
+    pub ssh_extra_args: Option<String>,
+    /// `host_key_checking` (`ANSIBLE_HOST_KEY_CHECKING`).
+    pub host_key_checking: bool,
+    /// `-k`/`--ask-pass`.
+    pub password: Option<String>,
+}
+
+impl Default for ConnectDefaults {
+    fn default() -> Self {
+        ConnectDefaults {
+            ssh_common_args: None,
+            ssh_extra_args: None,
+            host_key_checking: true,
+            password: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectDefaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectDefaults")
+            .field("ssh_common_args", &self.ssh_common_args)
+            .field("ssh_extra_args", &self.ssh_extra_args)
+            .field("host_key_checking", &self.host_key_checking)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// Everything needed to open a connection to one host, taken from its
 /// connection variables (`ansible_host`, `ansible_port`, `ansible_user`, ...).
 #[derive(Clone, Default)]
@@ -79,6 +127,8 @@ pub struct ConnectSpec {
     pub password: Option<String>,
     /// Host keys are checked against these only.
     pub known_hosts: Vec<PathBuf>,
+    /// Unknown host keys: refused, or learned into `known_hosts[0]`.
+    pub host_key_policy: HostKeyPolicy,
     /// Hops in order; the last one opens the connection to `address`.
     pub jump: Vec<JumpHop>,
     pub connect_timeout: Duration,
@@ -106,6 +156,7 @@ impl std::fmt::Debug for ConnectSpec {
             .field("key_passphrase", &redact(&self.key_passphrase))
             .field("password", &redact(&self.password))
             .field("known_hosts", &self.known_hosts)
+            .field("host_key_policy", &self.host_key_policy)
             .field("jump", &self.jump)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_channels", &self.max_channels)
@@ -199,6 +250,16 @@ fn duration_secs(name: &str, var: &str, s: &str) -> Result<Duration, Diagnostic>
 impl ConnectSpec {
     /// Reads the connection variables of `inventory_hostname`.
     pub fn from_vars(inventory_hostname: &str, vars: &VarMap) -> Result<ConnectSpec, Diagnostic> {
+        Self::from_vars_with(inventory_hostname, vars, &ConnectDefaults::default())
+    }
+
+    /// Reads the connection variables of `inventory_hostname`; `defaults`
+    /// fill in what the variables leave unset.
+    pub fn from_vars_with(
+        inventory_hostname: &str,
+        vars: &VarMap,
+        defaults: &ConnectDefaults,
+    ) -> Result<ConnectSpec, Diagnostic> {
         let name = inventory_hostname;
         let kind = match get(vars, &["ansible_connection"]).as_deref() {
             None | Some("ssh") | Some("paramiko") | Some("smart") => ConnectionKind::Ssh,
@@ -229,8 +290,12 @@ impl ConnectSpec {
         let mut args_user = None;
         let mut args_port = None;
         let mut args_identities = Vec::new();
-        for var in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
-            let Some(args) = get(vars, &[var]) else {
+        let mut strict_option: Option<HostKeyPolicy> = None;
+        for (var, fallback) in [
+            ("ansible_ssh_common_args", &defaults.ssh_common_args),
+            ("ansible_ssh_extra_args", &defaults.ssh_extra_args),
+        ] {
+            let Some(args) = get(vars, &[var]).or_else(|| fallback.clone()) else {
                 continue;
             };
             let words = shell_words::split(&args).map_err(|e| bad(name, format!("{var}: {e}")))?;
@@ -299,11 +364,19 @@ impl ConnectSpec {
                                 global_known =
                                     Some(v.split_whitespace().map(expand_tilde).collect())
                             }
-                            "stricthostkeychecking" if !v.eq_ignore_ascii_case("yes") => {
-                                spec.warnings.push(format!(
-                                    "StrictHostKeyChecking={v} is ignored: Keel never accepts \
-                                         unknown host keys; add them to a known_hosts file"
-                                ));
+                            "stricthostkeychecking" => {
+                                strict_option = Some(match v.to_ascii_lowercase().as_str() {
+                                    "accept-new" => HostKeyPolicy::AcceptNew,
+                                    "no" | "off" => {
+                                        spec.warnings.push(format!(
+                                            "StrictHostKeyChecking={v} is read as accept-new: \
+                                             Keel learns unknown host keys but still refuses \
+                                             a changed one"
+                                        ));
+                                        HostKeyPolicy::AcceptNew
+                                    }
+                                    _ => HostKeyPolicy::Strict,
+                                });
                             }
                             "proxyjump" => spec.jump = parse_jumps(name, var, &v)?,
                             "identityfile" => args_identities.push(expand_tilde(&v)),
@@ -353,7 +426,22 @@ impl ConnectSpec {
                 "ansible_password",
                 "ansible_ssh_password",
             ],
-        );
+        )
+        .or_else(|| defaults.password.clone());
+        // The variable wins over the `-o` option, which wins over the
+        // configuration.
+        spec.host_key_policy = match get(
+            vars,
+            &["ansible_host_key_checking", "ansible_ssh_host_key_checking"],
+        ) {
+            Some(v) if crate::config::truthy(&v) => HostKeyPolicy::Strict,
+            Some(_) => HostKeyPolicy::AcceptNew,
+            None => strict_option.unwrap_or(if defaults.host_key_checking {
+                HostKeyPolicy::Strict
+            } else {
+                HostKeyPolicy::AcceptNew
+            }),
+        };
         if let Some(j) = get(vars, &["keel_jump_host"]) {
             spec.jump = parse_jumps(name, "keel_jump_host", &j)?;
         }
@@ -490,6 +578,30 @@ mod tests {
         );
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
         assert_eq!(s.warnings.len(), 1);
+        assert_eq!(s.host_key_policy, HostKeyPolicy::AcceptNew);
+    }
+
+    #[test]
+    fn host_key_checking_precedence() {
+        let off = ConnectDefaults {
+            host_key_checking: false,
+            ..Default::default()
+        };
+        let s = ConnectSpec::from_vars_with("h", &VarMap::new(), &off).unwrap();
+        assert_eq!(s.host_key_policy, HostKeyPolicy::AcceptNew);
+        let s = ConnectSpec::from_vars("h", &VarMap::new()).unwrap();
+        assert_eq!(s.host_key_policy, HostKeyPolicy::Strict);
+        // The variable wins over the configuration...
+        let v = vars(&[("ansible_host_key_checking", Value::from(true))]);
+        let s = ConnectSpec::from_vars_with("h", &v, &off).unwrap();
+        assert_eq!(s.host_key_policy, HostKeyPolicy::Strict);
+        // ...and `-o StrictHostKeyChecking=yes` too.
+        let strict = ConnectDefaults {
+            ssh_common_args: Some("-o StrictHostKeyChecking=yes".into()),
+            ..off
+        };
+        let s = ConnectSpec::from_vars_with("h", &VarMap::new(), &strict).unwrap();
+        assert_eq!(s.host_key_policy, HostKeyPolicy::Strict);
     }
 
     #[test]

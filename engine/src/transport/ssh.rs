@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use super::command::{Command, Output, TransportError};
 use super::known_hosts::{self, Verdict};
 use super::r#become::{self, Wrapped};
-use super::spec::ConnectSpec;
+use super::spec::{ConnectSpec, HostKeyPolicy};
 use crate::shell::quote;
 
 /// Verifies the server key of one hop and remembers why it was refused.
@@ -31,7 +31,10 @@ struct HostKeyCheck {
     files: Vec<PathBuf>,
     host: String,
     port: u16,
+    policy: HostKeyPolicy,
     refusal: Arc<Mutex<Option<String>>>,
+    /// Keys learned under `accept-new`, as warnings for the user.
+    learned: Arc<Mutex<Vec<String>>>,
 }
 
 impl client::Handler for HostKeyCheck {
@@ -54,10 +57,40 @@ impl client::Handler for HostKeyCheck {
         let name = known_hosts::host_name(&self.host, self.port);
         let reason = match known_hosts::check(&self.files, &self.host, self.port, key) {
             Verdict::Trusted => return Ok(true),
+            Verdict::Unknown if self.policy == HostKeyPolicy::AcceptNew => {
+                let Some(file) = self.files.first() else {
+                    *self.refusal.lock() = Some(format!(
+                        "{} key {fp} of {name} is unknown and no known_hosts file is configured \
+                         to learn it into",
+                        key.algorithm()
+                    ));
+                    return Ok(false);
+                };
+                return match known_hosts::learn(file, &self.host, self.port, key) {
+                    Ok(()) => {
+                        self.learned.lock().push(format!(
+                            "host key checking is off: permanently added the {} key {fp} of \
+                             {name} to {} (a changed key is still refused)",
+                            key.algorithm(),
+                            file.display()
+                        ));
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        *self.refusal.lock() = Some(format!(
+                            "{} key {fp} of {name} is unknown and could not be added to {}: {e}",
+                            key.algorithm(),
+                            file.display()
+                        ));
+                        Ok(false)
+                    }
+                };
+            }
             Verdict::Unknown => format!(
-                "{} key {fp} of {name} is not in {}; Keel never accepts unknown keys: \
-                 add it to a known_hosts file (check the fingerprint out of band), e.g. \
-                 `ssh-keyscan -p {} {} >> ~/.ssh/known_hosts`",
+                "{} key {fp} of {name} is not in {}; with host key checking on, Keel \
+                 refuses unknown keys: add it to a known_hosts file (check the fingerprint \
+                 out of band), e.g. `ssh-keyscan -p {} {} >> ~/.ssh/known_hosts`, or set \
+                 host_key_checking = False to learn new keys (a changed key is still refused)",
                 key.algorithm(),
                 known_hosts::describe(&self.files),
                 self.port,
@@ -95,6 +128,8 @@ pub struct SshConnection {
     counter: std::sync::atomic::AtomicU64,
     /// Random per connection, so a command's output cannot fake a marker.
     nonce: u64,
+    /// Host keys learned while connecting (`accept-new`), not yet reported.
+    notices: Mutex<Vec<String>>,
 }
 
 /// A long-lived `/bin/sh` on its own channel, fed one command at a time.
@@ -180,6 +215,7 @@ impl SshConnection {
             .collect();
         targets.push((spec.address.clone(), spec.port, spec.user.clone()));
         let last = targets.len() - 1;
+        let learned = Arc::new(Mutex::new(Vec::new()));
         for (i, (host, port, user)) in targets.into_iter().enumerate() {
             let addr = format!("{host}:{port}");
             let via = if i == 0 {
@@ -197,7 +233,9 @@ impl SshConnection {
                 files: spec.known_hosts.clone(),
                 host: host.clone(),
                 port,
+                policy: spec.host_key_policy,
                 refusal: refusal.clone(),
+                learned: learned.clone(),
             };
             let dial = async {
                 match hops.last() {
@@ -259,11 +297,17 @@ impl SshConnection {
                     shell_idle: tokio::sync::Notify::new(),
                     counter: std::sync::atomic::AtomicU64::new(0),
                     nonce: rand::random::<u64>(),
+                    notices: Mutex::new(std::mem::take(&mut *learned.lock())),
                 });
             }
             hops.push(handle);
         }
         unreachable!("the target is always the last hop")
+    }
+
+    /// Warnings from connecting (host keys learned), each given out once.
+    pub fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notices.lock())
     }
 
     fn lost(&self, e: impl std::fmt::Display) -> TransportError {

@@ -102,6 +102,10 @@ pub struct SecretOptions {
     /// `vault_encrypt_salt` (`ANSIBLE_VAULT_ENCRYPT_SALT`): a fixed salt, so
     /// encrypting the same text twice gives the same vault.
     pub salt: Option<Vec<u8>>,
+    /// `vault_password_file` as the configuration resolved it (`ansible.cfg`
+    /// or `ANSIBLE_VAULT_PASSWORD_FILE`); when unset the environment variable
+    /// is read directly.
+    pub configured_password_file: Option<PathBuf>,
 }
 
 impl SecretOptions {
@@ -142,7 +146,10 @@ impl SecretOptions {
             .map(|s| VaultIdSpec::parse(s))
             .collect();
         let mut files = self.password_files.clone();
-        if let Some(env) = std::env::var_os("ANSIBLE_VAULT_PASSWORD_FILE").filter(|v| !v.is_empty())
+        if let Some(f) = &self.configured_password_file {
+            files.push(f.clone());
+        } else if let Some(env) =
+            std::env::var_os("ANSIBLE_VAULT_PASSWORD_FILE").filter(|v| !v.is_empty())
         {
             files.push(PathBuf::from(env));
         }
