@@ -313,7 +313,11 @@ async fn strict_host_key_checking_no_learns_only_new_keys() {
     );
     let spec = spec_for(&th, 0, &[("ansible_ssh_common_args", &args)]);
     assert_eq!(spec.warnings.len(), 1, "StrictHostKeyChecking=no must warn");
-    assert!(spec.warnings[0].contains("accept-new"), "{:?}", spec.warnings);
+    assert!(
+        spec.warnings[0].contains("accept-new"),
+        "{:?}",
+        spec.warnings
+    );
     let c = SshConnection::connect("h1", &spec).await.unwrap();
     let notices = c.take_notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
