@@ -1314,7 +1314,11 @@ fn template_diff_in_check_mode() {
 
 #[test]
 fn debug_msg_and_var() {
-    let s = Sandbox::with_vars(json!({"answer": 42, "nested": {"a": [1, 2]}}));
+    let s = Sandbox::with_vars(json!({
+        "answer": 42,
+        "nested": {"a": [1, 2]},
+        "two_errors": "{{ x }} and {{ answer }} {{ y }}",
+    }));
     let r = s.run("debug", json!({"msg": "hi"}), NORMAL);
     assert_eq!(r.res.msg.as_deref(), Some("hi"));
     assert_eq!(r.trips, 0);
@@ -1324,10 +1328,25 @@ fn debug_msg_and_var() {
     assert_eq!(data(&r.res, "answer").as_i64(), Some(42));
     let r = s.run("debug", json!({"var": "nested.a"}), NORMAL);
     assert_eq!(value_to_json(data(&r.res, "nested.a")), json!([1, 2]));
+    // ansible-core 2.19: template errors print in place and warn.
     let r = s.run("debug", json!({"var": "nope"}), NORMAL);
     assert_eq!(
         data(&r.res, "nope").as_str(),
-        Some("VARIABLE IS NOT DEFINED!")
+        Some("<< error 1 - 'nope' is undefined >>")
+    );
+    assert_eq!(
+        value_to_json(data(&r.res, "warnings")),
+        json!(["Encountered 1 template error.\nerror 1 - 'nope' is undefined"])
+    );
+    let r = s.run("debug", json!({"var": "two_errors"}), NORMAL);
+    assert_eq!(
+        data(&r.res, "two_errors").as_str(),
+        Some("<< error 1 - 'x' is undefined >> and 42 << error 2 - 'y' is undefined >>")
+    );
+    let r = s.run("debug", json!({"var": "nested.b"}), NORMAL);
+    assert_eq!(
+        data(&r.res, "nested.b").as_str(),
+        Some("<< error 1 - object of type 'dict' has no attribute 'b' >>")
     );
     let r = s.run("debug", json!({"msg": "hidden", "verbosity": 2}), NORMAL);
     assert!(r.res.skipped);

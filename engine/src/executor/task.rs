@@ -1373,6 +1373,17 @@ fn emit(
     if let Json::Object(m) = &mut json {
         m.remove("_keel_meta");
         m.remove("_keel_facts");
+        // The default callback shows a result's warnings as `[WARNING]`
+        // lines, not inside the result.
+        if !no_log {
+            if let Some(Json::Array(ws)) = m.remove("warnings") {
+                for w in ws.iter().filter_map(Json::as_str) {
+                    ctx.shared.sink.emit(&Event::Warning {
+                        message: w.to_string(),
+                    });
+                }
+            }
+        }
         // ansible-playbook shows what `debug` and `assert` return at any
         // verbosity (and leaves `changed` out of debug's).
         if matches!(task.action.as_str(), "debug" | "assert") && s.status != Status::Skipped {

@@ -162,6 +162,66 @@ impl Templar {
         eval_bare_in(&self.ctx(scope, origin), expr)
     }
 
+    /// [`Templar::eval`] as `debug: var=` uses it: a template error does not
+    /// fail, each failing `{{ }}` expression prints as `<< error N - why >>`
+    /// instead, and the errors come back as the lines of Ansible's warning.
+    /// A variable whose value is a template is marked expression by
+    /// expression; anything else is one marker.
+    pub fn eval_marking_errors(
+        &self,
+        expr: &str,
+        scope: &Scope,
+        origin: &TemplateOrigin,
+    ) -> (Value, Vec<String>) {
+        let first = match self.eval(expr, scope, origin) {
+            Ok(v) if !v.is_undefined() => return (v, Vec::new()),
+            Ok(_) => format!("'{}' is undefined", expr.trim()),
+            Err(e) => e.diag.message,
+        };
+        // The reasons name no task or host: the result carries both.
+        let bare = TemplateOrigin {
+            label: None,
+            host: None,
+            ..origin.clone()
+        };
+        let raw = scope
+            .get_raw(expr.trim())
+            .filter(|v| !v.is_safe())
+            .and_then(|v| v.as_str())
+            .and_then(native::expression_pieces);
+        let mut errors = Vec::new();
+        let Some(pieces) = raw else {
+            let why = match self.eval(expr, scope, &bare) {
+                Err(e) => e.diag.message,
+                Ok(_) => first,
+            };
+            errors.push(why);
+            return (
+                Value::from(format!("<< error 1 - {} >>", errors[0])),
+                errors,
+            );
+        };
+        let mut out = String::new();
+        for (is_expr, piece) in pieces {
+            if !is_expr {
+                out.push_str(piece);
+                continue;
+            }
+            match self.render_str(piece, scope, &bare) {
+                Ok(v) => out.push_str(&native::display_text(&v)),
+                Err(e) => {
+                    errors.push(e.diag.message);
+                    out.push_str(&format!(
+                        "<< error {} - {} >>",
+                        errors.len(),
+                        errors[errors.len() - 1]
+                    ));
+                }
+            }
+        }
+        (Value::from(out), errors)
+    }
+
     /// Evaluates a list of bare conditions, all of which must hold. A bool
     /// literal is accepted as-is. Truthiness follows Python, as Ansible's does.
     pub fn eval_conditions(

@@ -31,6 +31,30 @@ pub(crate) fn single_expression(src: &str) -> Option<&str> {
     (!t.is_empty()).then_some(t)
 }
 
+/// A template without `{% %}` blocks or comments cut into its pieces: text
+/// and `{{ }}` expressions (given with their braces), in order. `None` when
+/// it has blocks or comments, or an expression is not closed.
+pub(crate) fn expression_pieces(src: &str) -> Option<Vec<(bool, &str)>> {
+    if src.contains("{%") || src.contains("{#") {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut rest = src;
+    while let Some(start) = rest.find("{{") {
+        if start > 0 {
+            out.push((false, &rest[..start]));
+        }
+        let body = &rest[start + 2..];
+        let end = expression_end(body)?;
+        out.push((true, &rest[start..start + 2 + end + 2]));
+        rest = &body[end + 2..];
+    }
+    if !rest.is_empty() {
+        out.push((false, rest));
+    }
+    Some(out)
+}
+
 /// The offset of the `}}` that closes an expression starting at `body`,
 /// skipping string literals and nested brackets (`{{ {'a': {'b': 1}} }}`).
 fn expression_end(body: &str) -> Option<usize> {
@@ -327,6 +351,17 @@ pub(crate) fn format_output(out: &mut Output, _state: &mut State, v: &Value) -> 
         _ => write!(out, "{v}"),
     };
     r.map_err(|_| Error::new(ErrorKind::WriteFailure, "failed to write output"))
+}
+
+/// A value as `{{ value }}` prints it inside a larger template (the rules of
+/// [`format_output`]; an undefined value prints as nothing).
+pub(crate) fn display_text(v: &Value) -> String {
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => String::new(),
+        ValueKind::String => v.as_str().unwrap_or_default().to_string(),
+        ValueKind::Bool | ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => python_repr(v),
+        _ => v.to_string(),
+    }
 }
 
 /// Python's `repr()` of a value: `'text'`, `True`, `None`, `[1, 'a']`, `{'k': 1}`.

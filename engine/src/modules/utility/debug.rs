@@ -7,9 +7,6 @@ use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext}
 
 pub struct Debug;
 
-/// What Ansible prints for a variable that does not exist.
-pub const NOT_DEFINED: &str = "VARIABLE IS NOT DEFINED!";
-
 /// The arguments `debug` accepts (each: the name, then its aliases).
 static PARAMS: Params = Params {
     module: "debug",
@@ -46,12 +43,19 @@ impl Module for Debug {
         }
         let mut res = ModuleResult::ok();
         if let Some(var) = var {
-            let value = match ctx.templar.eval(&var, ctx.scope, ctx.origin) {
-                Ok(v) if v.is_undefined() => Value::from(NOT_DEFINED),
-                Ok(v) => v,
-                Err(e) if e.undefined.is_some() => Value::from(NOT_DEFINED),
-                Err(e) => return Err(e.into()),
-            };
+            // Ansible 2.19 shows template errors in place, and warns.
+            let (value, errors) = ctx.templar.eval_marking_errors(&var, ctx.scope, ctx.origin);
+            if !errors.is_empty() {
+                let n = errors.len();
+                let mut w = format!(
+                    "Encountered {n} template error{}.",
+                    if n == 1 { "" } else { "s" }
+                );
+                for (i, e) in errors.iter().enumerate() {
+                    w.push_str(&format!("\nerror {} - {e}", i + 1));
+                }
+                res.data.insert("warnings".into(), Value::from(vec![w]));
+            }
             res.data.insert(var, value);
             return Ok(Plan::done(res));
         }
