@@ -301,3 +301,25 @@ fn extra_vars_template_static_import_paths() {
     };
     assert_eq!(t.name.as_deref(), Some("from extra vars"));
 }
+
+/// Templated `tags` are templated with play vars and extra vars for listing
+/// and selection. Expected files: `ansible-playbook --list-tasks -e
+/// extra_tag=xt` (and `--tags tag4,xt`), ansible-core 2.19.14.
+#[test]
+fn templated_tags_list_like_ansible_playbook() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/listing/templated_tags");
+    let opts = ResolveOptions {
+        extra_vars: extra_vars(&dir),
+        ..Default::default()
+    };
+    let mut pb = load_playbook(&dir.join("site.yml"), &opts).unwrap();
+    pb.path = PathBuf::from("site.yml");
+    let expected = std::fs::read_to_string(dir.join("list_tasks.txt")).unwrap();
+    assert_eq!(
+        playbook::list_tasks(&pb, hosts, &TagFilter::default()),
+        expected
+    );
+    let expected = std::fs::read_to_string(dir.join("list_tasks_tag4_xt.txt")).unwrap();
+    let only = TagFilter::new(vec!["tag4".into(), "xt".into()], vec![]);
+    assert_eq!(playbook::list_tasks(&pb, hosts, &only), expected);
+}

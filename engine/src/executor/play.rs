@@ -168,6 +168,21 @@ pub(crate) async fn run_play(
                 magic.insert("ansible_check_mode".into(), Value::from(shared.opts.check));
                 magic.insert("ansible_diff_mode".into(), Value::from(shared.opts.diff));
                 magic.insert("ansible_verbosity".into(), Value::from(shared.opts.verbosity));
+                // `--tags` (`all` when none) and `--skip-tags`, each once.
+                let tag_set = |tags: &[String], default: &[&str]| {
+                    let mut out: Vec<String> = Vec::new();
+                    for t in tags.iter().flat_map(|t| t.split(',')).map(str::trim) {
+                        if !t.is_empty() && !out.iter().any(|o| o == t) {
+                            out.push(t.to_string());
+                        }
+                    }
+                    if out.is_empty() {
+                        out.extend(default.iter().map(|t| t.to_string()));
+                    }
+                    ser(&out)
+                };
+                magic.insert("ansible_run_tags".into(), tag_set(&shared.opts.tags.only, &["all"]));
+                magic.insert("ansible_skip_tags".into(), tag_set(&shared.opts.tags.skip, &[]));
                 magic.insert("ansible_play_name".into(), Value::from(play.name.as_str()));
                 magic.insert("omit".into(), Value::from(crate::template::omit_token()));
                 // Inventories point interpreters at it; Keel runs no Python,

@@ -783,6 +783,7 @@ impl<'o> Resolver<'o> {
         if local {
             delegate_to = Some("localhost".into());
         }
+        let tags = self.templated_tags(c.tags.clone(), inh, &kw);
         let retries = match (&kw.retries, &kw.until) {
             (Some(r), _) => Some(r.clone()),
             (None, Some(_)) => Some(Value::from(3)),
@@ -800,7 +801,7 @@ impl<'o> Resolver<'o> {
             loop_control: kw.loop_control,
             register: kw.register,
             notify: c.notify,
-            tags: c.tags,
+            tags,
             changed_when: kw.changed_when,
             failed_when: kw.failed_when,
             ignore_errors: c.ignore_errors,
@@ -871,6 +872,50 @@ impl<'o> Resolver<'o> {
         if !crate::template::is_template(s) {
             return Ok(s.to_string());
         }
+        render_static(s, &self.load_time_vars(inh, kw), node, what)
+    }
+
+    /// A task's tags with templated ones (`tags: "{{ the_tags }}"`)
+    /// templated with what is known at load time (play vars, vars_files,
+    /// enclosing vars, extra vars), as ansible-playbook does when it lists
+    /// and selects tasks. A template that needs more stays as written.
+    fn templated_tags(&self, tags: Vec<String>, inh: &Inherit, kw: &Keywords) -> Vec<String> {
+        if !tags.iter().any(|t| crate::template::is_template(t)) {
+            return tags;
+        }
+        let vars = self.load_time_vars(inh, kw);
+        let mut scope = crate::template::Scope::new();
+        scope.push(std::sync::Arc::new(vars));
+        let templar = crate::template::Templar::new();
+        let origin = crate::template::TemplateOrigin::default();
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |t: &str| {
+            for t in t.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if !out.iter().any(|o| o == t) {
+                    out.push(t.to_string());
+                }
+            }
+        };
+        for t in &tags {
+            if !crate::template::is_template(t) {
+                push(t);
+                continue;
+            }
+            match templar.render_str(t, &scope, &origin) {
+                Ok(v) if v.as_str().is_none() && v.try_iter().is_ok() => {
+                    for item in v.try_iter().into_iter().flatten() {
+                        push(&crate::template::display_text(&item));
+                    }
+                }
+                Ok(v) => push(&crate::template::display_text(&v)),
+                Err(_) => push(t),
+            }
+        }
+        out
+    }
+
+    /// What a template can see at load time (see [`Self::render_import`]).
+    fn load_time_vars(&self, inh: &Inherit, kw: &Keywords) -> VarMap {
         let mut ctx = self.static_vars.clone();
         // The magic variables that exist before any host does.
         let dir = |p: &Path| Value::from(p.display().to_string());
@@ -891,7 +936,7 @@ impl<'o> Resolver<'o> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
-        render_static(s, &ctx, node, what)
+        ctx
     }
 
     /// Handlers: tasks whose names (and `listen` topics) can be notified.

@@ -54,8 +54,8 @@ mod tests;
 pub use condition::Condition;
 pub use error::{TemplateError, TemplateOrigin};
 pub use native::{
-    is_truthy, python_repr, to_bool, to_nice_json, to_nice_yaml, to_yaml, value_from_json,
-    value_to_json,
+    display_text, is_truthy, python_repr, to_bool, to_nice_json, to_nice_yaml, to_yaml,
+    value_from_json, value_to_json,
 };
 pub use render::{is_template, omit_token};
 pub use scope::Scope;

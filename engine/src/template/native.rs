@@ -355,7 +355,7 @@ pub(crate) fn format_output(out: &mut Output, _state: &mut State, v: &Value) -> 
 
 /// A value as `{{ value }}` prints it inside a larger template (the rules of
 /// [`format_output`]; an undefined value prints as nothing).
-pub(crate) fn display_text(v: &Value) -> String {
+pub fn display_text(v: &Value) -> String {
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => String::new(),
         ValueKind::String => v.as_str().unwrap_or_default().to_string(),
