@@ -184,6 +184,20 @@ pub(crate) async fn run_play(
                 magic.insert("ansible_run_tags".into(), tag_set(&shared.opts.tags.only, &["all"]));
                 magic.insert("ansible_skip_tags".into(), tag_set(&shared.opts.tags.skip, &[]));
                 magic.insert("ansible_play_name".into(), Value::from(play.name.as_str()));
+                magic.insert("ansible_play_role_names".into(), ser(&play.play_role_names));
+                magic.insert("role_names".into(), ser(&play.play_role_names));
+                magic.insert(
+                    "ansible_dependent_role_names".into(),
+                    ser(&play.dependent_role_names),
+                );
+                // A set in ansible-core: each name once.
+                let mut all_roles: Vec<String> = Vec::new();
+                for r in play.play_role_names.iter().chain(&play.dependent_role_names) {
+                    if !all_roles.contains(r) {
+                        all_roles.push(r.clone());
+                    }
+                }
+                magic.insert("ansible_role_names".into(), ser(&all_roles));
                 magic.insert("omit".into(), Value::from(crate::template::omit_token()));
                 // Inventories point interpreters at it; Keel runs no Python,
                 // so it names the controller's python3.

@@ -88,6 +88,20 @@ fn task_magic(ctx: &PlayCtx, task: &Task) -> Option<Arc<VarMap>> {
             "role_path".into(),
             Value::from(role.path.display().to_string()),
         );
+        if !role.include_parents.is_empty() {
+            let (names, paths): (Vec<Value>, Vec<Value>) = role
+                .include_parents
+                .iter()
+                .map(|(n, p)| {
+                    (
+                        Value::from(n.as_str()),
+                        Value::from(p.display().to_string()),
+                    )
+                })
+                .unzip();
+            m.insert("ansible_parent_role_names".into(), Value::from(names));
+            m.insert("ansible_parent_role_paths".into(), Value::from(paths));
+        }
     }
     Some(Arc::new(m))
 }

@@ -114,6 +114,10 @@ pub struct Play {
     /// executor templates them when the play starts and they override the
     /// fields above.
     pub late_keywords: Vec<(String, Value)>,
+    /// Roles named in `roles:` or imported, and roles only brought in as
+    /// dependencies (`ansible_play_role_names`, `ansible_dependent_role_names`).
+    pub play_role_names: Vec<String>,
+    pub dependent_role_names: Vec<String>,
 }
 
 /// One `vars_files` entry.
@@ -177,6 +181,9 @@ pub struct RoleInstance {
     /// Parameters given where the role was listed (`- role: x, foo: 1`, or
     /// `vars:` on it).
     pub params: Arc<VarMap>,
+    /// The roles whose tasks imported or included this one
+    /// (`ansible_parent_role_names`/`_paths`), innermost first.
+    pub include_parents: Vec<(String, PathBuf)>,
     /// The roles that brought this one in (as a dependency, or through
     /// `include_role`/`import_role` in their tasks), outermost first: Ansible's
     /// dependency chain, searched after this role for relative files.

@@ -140,6 +140,23 @@ pub struct Resolver<'o> {
     graph: RoleGraph,
     metas: HashMap<PathBuf, Arc<roles::RoleMeta>>,
     depth: usize,
+    /// The play's roles named in `roles:` or `import_role`, and those only
+    /// brought in as dependencies, in first-seen order (the magic variables
+    /// `ansible_play_role_names` and `ansible_dependent_role_names`).
+    play_role_names: Vec<String>,
+    dependent_role_names: Vec<String>,
+}
+
+/// How a role comes into the play: it decides the role's magic variables.
+#[derive(Clone, Copy)]
+pub(crate) enum RoleVia<'a> {
+    /// Listed in the play's `roles:`.
+    Play,
+    /// A dependency in another role's `meta/main.yml`.
+    Dependency,
+    /// `import_role`/`include_role` in a task list; the role whose tasks
+    /// did so, if any (its name heads `ansible_parent_role_names`).
+    Task(Option<&'a Arc<RoleInstance>>),
 }
 
 impl<'o> Resolver<'o> {
@@ -156,6 +173,8 @@ impl<'o> Resolver<'o> {
             graph: RoleGraph::default(),
             metas: HashMap::new(),
             depth: 0,
+            play_role_names: Vec::new(),
+            dependent_role_names: Vec::new(),
         }
     }
 
@@ -191,6 +210,8 @@ impl<'o> Resolver<'o> {
         self.role_handlers.clear();
         self.seen_roles.clear();
         self.graph = RoleGraph::default();
+        self.play_role_names.clear();
+        self.dependent_role_names.clear();
     }
 
     // ---------------------------------------------------------------- plays
@@ -457,7 +478,14 @@ impl<'o> Resolver<'o> {
                 .map(|n| roles::read_entry(n, &mut self.warnings))
                 .collect::<Result<_, _>>()?;
             for e in &entries {
-                self.role(e, &base, &RoleFiles::default(), true, &mut main)?;
+                self.role(
+                    e,
+                    &base,
+                    &RoleFiles::default(),
+                    true,
+                    RoleVia::Play,
+                    &mut main,
+                )?;
             }
         }
         main.extend(self.tasks(raw::task_list(node.get("tasks"), "tasks")?, &base)?);
@@ -509,6 +537,8 @@ impl<'o> Resolver<'o> {
                 None => plan::HostOrder::Inventory,
             },
             late_keywords,
+            play_role_names: self.play_role_names.clone(),
+            dependent_role_names: self.dependent_role_names.clone(),
         })
     }
 
@@ -731,7 +761,7 @@ impl<'o> Resolver<'o> {
                     let name = self.render_import(&name, inh, &rt.kw, action_node, "import_role")?;
                     let entry = RoleEntry { name, span: action_node.span(), params: VarMap::new(), kw: Keywords::default() };
                     let child = inh.child(&rt.kw);
-                    self.role(&entry, &child, &files, false, out)?;
+                    self.role(&entry, &child, &files, false, RoleVia::Task(inh.role.as_ref()), out)?;
                 }
                 "import_playbook" => {
                     return Err(action_node
@@ -1040,6 +1070,7 @@ impl<'o> Resolver<'o> {
         inh: &Inherit,
         files: &RoleFiles,
         dedup: bool,
+        via: RoleVia<'_>,
         out: &mut Vec<plan::Node>,
     ) -> Result<Option<Arc<RoleInstance>>, Diagnostic> {
         let base = self.playbook_dir.clone();
@@ -1072,7 +1103,14 @@ impl<'o> Resolver<'o> {
             let mut dep_inh = kw_inh.clone();
             dep_inh.role = None;
             dep_inh.role_parents = parents.iter().cloned().chain([path.clone()]).collect();
-            self.role(dep, &dep_inh, &RoleFiles::default(), true, out)?;
+            self.role(
+                dep,
+                &dep_inh,
+                &RoleFiles::default(),
+                true,
+                RoleVia::Dependency,
+                out,
+            )?;
         }
 
         let defaults = match roles::role_file(&path, "defaults", files.defaults_from.as_deref()) {
@@ -1087,8 +1125,26 @@ impl<'o> Resolver<'o> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| entry.name.clone());
+        // ansible-core lists a play role each time it is brought in; a
+        // dependency once.
+        match via {
+            RoleVia::Dependency if !self.dependent_role_names.contains(&name) => {
+                self.dependent_role_names.push(name.clone())
+            }
+            RoleVia::Dependency => {}
+            _ => self.play_role_names.push(name.clone()),
+        }
+        // The roles whose tasks imported or included this one, innermost
+        // first (dependencies and play roles have none).
+        let include_parents = match via {
+            RoleVia::Task(Some(p)) => std::iter::once((p.name.clone(), p.path.clone()))
+                .chain(p.include_parents.iter().cloned())
+                .collect(),
+            _ => Vec::new(),
+        };
         let instance = Arc::new(RoleInstance {
             name,
+            include_parents,
             path: path.clone(),
             defaults: Arc::new(defaults),
             vars: Arc::new(vars),
@@ -1260,7 +1316,8 @@ impl<'o> Resolver<'o> {
                 };
                 inh.role_parents = include.role.as_ref().map(|r| r.chain()).unwrap_or_default();
                 inh.role = None;
-                let role = self.role(&entry, &inh, &files, false, &mut nodes)?;
+                let via = RoleVia::Task(include.role.as_ref());
+                let role = self.role(&entry, &inh, &files, false, via, &mut nodes)?;
                 let handlers = std::mem::take(&mut self.role_handlers);
                 Ok(Included {
                     nodes,

@@ -19,7 +19,6 @@ use super::native::{self, ValueMap};
 use super::render::{
     eval_bare_in, render_file_text_in, render_value_in, RenderCtx, SyntaxOverrides, CTX_KEY,
 };
-use super::scope::Scope;
 use crate::vars::VarMap;
 
 fn err(msg: impl Into<String>) -> Error {
@@ -506,35 +505,14 @@ pub(super) fn render_template_file_as(
         )
     })?;
     let full = absolute(&found);
-    let mut layer = VarMap::new();
-    layer.insert("template_path".into(), Value::from(name.as_ref()));
-    layer.insert(
-        "template_fullpath".into(),
-        Value::from(full.display().to_string()),
-    );
-    layer.insert(
-        "template_basename".into(),
-        Value::from(
-            full.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        ),
-    );
-    layer.insert(
-        "template_dir".into(),
-        Value::from(
-            full.parent()
-                .map(|d| d.display().to_string())
-                .unwrap_or_default(),
-        ),
-    );
-    layer.insert("ansible_managed".into(), Value::from("Ansible managed"));
-    // Variables in the scope win over these defaults.
-    let mut scope = Scope::new();
-    scope.push(Arc::new(layer));
-    for l in ctx.scope.layers() {
-        scope.push(l.clone());
+    // ansible-core puts these over the task's variables; `ansible_managed`
+    // only when the task has none.
+    let mut layer = super::file_vars::template_file_vars(name.as_ref(), &full, None);
+    if ctx.scope.get_raw("ansible_managed").is_none() {
+        layer.insert("ansible_managed".into(), Value::from("Ansible managed"));
     }
+    let mut scope = ctx.scope.clone();
+    scope.push(Arc::new(layer));
     let mut origin = ctx.origin.clone();
     origin.label = Some(match &ctx.origin.label {
         Some(l) => format!("template {} for {l}", found.display()),

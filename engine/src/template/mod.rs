@@ -42,6 +42,7 @@ mod condition;
 mod datetime;
 mod env;
 mod error;
+mod file_vars;
 mod filters;
 mod lookup_ini;
 mod lookups;
@@ -53,6 +54,7 @@ mod tests;
 
 pub use condition::Condition;
 pub use error::{TemplateError, TemplateOrigin};
+pub use file_vars::{hostname, template_file_vars};
 pub use native::{
     display_text, is_truthy, python_repr, to_bool, to_nice_json, to_nice_yaml, to_yaml,
     value_from_json, value_to_json,

@@ -9,7 +9,6 @@ use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::attrs::FILE_ATTR_PARAMS;
 use crate::modules::kit::{put_content, FileAttrs, Put};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
-use crate::vars::VarMap;
 
 pub struct Template;
 
@@ -98,14 +97,7 @@ impl Module for Template {
         }
         // Ansible's template-only variables, on top of the host's scope.
         let mut scope = ctx.scope.clone();
-        let mut layer = VarMap::new();
-        layer.insert("template_path".into(), Value::from(src.clone()));
-        layer.insert(
-            "template_fullpath".into(),
-            Value::from(path.display().to_string()),
-        );
-        layer.insert("template_destpath".into(), Value::from(dest.clone()));
-        layer.insert("template_host".into(), Value::from(controller_hostname()));
+        let mut layer = crate::template::template_file_vars(&src, &path, Some(&dest));
         if ctx.scope.get_raw("ansible_managed").is_none() {
             layer.insert("ansible_managed".into(), Value::from("Ansible managed"));
         }
@@ -161,15 +153,4 @@ fn lstrip_block_lines(src: &str) -> String {
             }
         })
         .collect()
-}
-
-fn controller_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
