@@ -49,6 +49,7 @@ pub struct Config {
     pub alloc: AllocConfig,
     pub tls: TlsConfig,
     pub hypervisor: HypervisorConfig,
+    pub access: AccessConfig,
 }
 
 impl fmt::Debug for Config {
@@ -65,6 +66,7 @@ impl fmt::Debug for Config {
             .field("alloc", &self.alloc)
             .field("tls", &self.tls)
             .field("hypervisor", &self.hypervisor)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -228,6 +230,53 @@ impl HypervisorConfig {
     }
 }
 
+/// The people on the servers (`services::access`, `roles/mwsusers`): where
+/// UIDs and GIDs come from and the playbook of an `access` job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// The range the panel allocates UIDs from for people without an LDAP
+    /// `uidNumber` (inclusive). A person's own group gets GID = UID.
+    pub uid_min: i64,
+    pub uid_max: i64,
+    /// The range of the GIDs of Unix groups site admins define (inclusive);
+    /// it must not overlap the UID range, since personal groups use UIDs.
+    pub gid_min: i64,
+    pub gid_max: i64,
+    /// The playbook an `access` job runs against one ready server.
+    pub playbook: PathBuf,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            uid_min: 10_000,
+            uid_max: 59_999,
+            gid_min: 60_000,
+            gid_max: 64_999,
+            playbook: PathBuf::from("playbooks/access.yml"),
+        }
+    }
+}
+
+impl AccessConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let a = &self;
+        if a.uid_min < 1000 || a.uid_min > a.uid_max || a.gid_min < 1000 || a.gid_min > a.gid_max {
+            return Err(ConfigError::Invalid(
+                "access: uid_min..uid_max and gid_min..gid_max must be ranges from 1000 up".into(),
+            ));
+        }
+        if a.uid_min <= a.gid_max && a.gid_min <= a.uid_max {
+            return Err(ConfigError::Invalid(
+                "access: the UID and GID ranges overlap; personal groups take their UID as GID"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl TlsConfig {
     pub fn enabled(&self) -> bool {
         !self.cert_file.is_empty() || !self.key_file.is_empty()
@@ -247,6 +296,7 @@ impl Default for Config {
             alloc: AllocConfig::default(),
             tls: TlsConfig::default(),
             hypervisor: HypervisorConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -349,6 +399,7 @@ impl Config {
             )));
         }
         self.hypervisor.callback_listen()?;
+        self.access.validate()?;
         if self.sso.enabled && self.sso.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid(
                 "sso.enabled needs sso.trusted_proxies: the header is only trusted from them"

@@ -9,7 +9,7 @@ mod api_support;
 use api_support::{catalog_and_pool, start, Backend, Cred, Panel};
 use keel_panel::api::{Access, ROUTES};
 use keel_panel::domain::Principal;
-use keel_panel::services::sites;
+use keel_panel::services::{sites, unix_groups};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -32,6 +32,8 @@ struct World {
     target_token: i64,
     target_key: i64,
     group: i64,
+    /// A Unix group of the site with the SSH-only user in it.
+    unix_group: i64,
 }
 
 fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
@@ -62,6 +64,8 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
             json!({"name": format!("p{}", fastrand::u32(..)), "type": "v6only", "cidr6": format!("2001:db8:{:x}::/64", fastrand::u16(1..)), "hostname_pattern": format!("v{}-{{n}}", fastrand::u32(..)), "count": 2})
         }
         "/sites/{id}/lookup-groups" => json!({"group": "staff", "role": "ssh"}),
+        "/sites/{id}/unix-groups" => json!({"name": format!("g{}", fastrand::u32(..))}),
+        "/sites/{id}/unix-groups/{group_id}/members" => json!({"user": w.ssh.name}),
         "/admin/groups" => json!({"name": format!("g{}", fastrand::u32(..))}),
         "/admin/groups/{id}/members" => json!({"user": "other"}),
         "/admin/quotas" => {
@@ -91,6 +95,8 @@ fn concrete(path: &str, w: &World) -> String {
         "/api/v1{}",
         path.replace("{id}", &id.to_string())
             .replace("{user_id}", &w.ssh.user_id.to_string())
+            .replace("{group_id}", &w.unix_group.to_string())
+            .replace("{name}", "staff")
     )
 }
 
@@ -111,6 +117,11 @@ fn check(access: Access, role: Role, method: &str, path: &str, status: StatusCod
         (Access::SiteAdmin, _) => assert!(!denied && status != StatusCode::NOT_FOUND, "{what}"),
         (Access::PlatformAdmin, Role::PlatformAdmin) => assert!(!denied, "{what}"),
         (Access::PlatformAdmin, _) => assert_eq!(status, StatusCode::FORBIDDEN, "{what}"),
+        // The world's job belongs to the site admin who created the server.
+        (Access::JobOwner, Role::SiteAdmin | Role::PlatformAdmin) => {
+            assert!(!denied, "{what}")
+        }
+        (Access::JobOwner, _) => assert_eq!(status, StatusCode::FORBIDDEN, "{what}"),
     }
 }
 
@@ -174,7 +185,12 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
         .await
         .unwrap()
         .id;
+    sites::set_lookup_group(p.db(), &Principal::system(), site, "staff", "ssh")
+        .await
+        .unwrap();
+    let unix_group = unix_group_with_ssh_user(p, site).await;
     let world = World {
+        unix_group,
         group,
         site,
         service,
@@ -194,9 +210,28 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
     (world, roles)
 }
 
+/// A Unix group of the site holding the SSH-only user.
+async fn unix_group_with_ssh_user(p: &Panel, site: i64) -> i64 {
+    let system = Principal::system();
+    let g = unix_groups::create(
+        p.db(),
+        &p.state.config.access,
+        "keeladmin",
+        &system,
+        site,
+        &format!("ug{}", fastrand::u32(..)),
+    )
+    .await
+    .unwrap();
+    unix_groups::add_member(p.db(), &system, site, g.id, "sshuser")
+        .await
+        .unwrap();
+    g.id
+}
+
 async fn every_route_for_every_role(b: Backend) {
     let p = start(b, |c| c.auth.login_max_failures = 1000).await;
-    let (w, roles) = setup(&p).await;
+    let (mut w, roles) = setup(&p).await;
 
     // Lists leak nothing to outsiders or SSH-only users.
     for (role, cred) in &roles[1..] {
@@ -223,9 +258,29 @@ async fn every_route_for_every_role(b: Backend) {
             check(*access, *role, method, path, r.status, &r.json);
             checked += 1;
             // Undo what a route may have changed that later checks rely on.
-            sites::set_member(p.db(), &Principal::system(), w.site, "sshuser", "ssh")
+            let system = Principal::system();
+            sites::set_member(p.db(), &system, w.site, "sshuser", "ssh")
                 .await
                 .unwrap();
+            sites::set_lookup_group(p.db(), &system, w.site, "staff", "ssh")
+                .await
+                .unwrap();
+            let groups = unix_groups::list(p.db(), &system, w.site).await.unwrap();
+            match groups.iter().find(|g| g.id == w.unix_group) {
+                Some(g) if g.members.iter().any(|m| m == "sshuser") => {}
+                Some(_) => {
+                    unix_groups::add_member(p.db(), &system, w.site, w.unix_group, "sshuser")
+                        .await
+                        .unwrap()
+                }
+                None => w.unix_group = unix_group_with_ssh_user(&p, w.site).await,
+            }
+            let site = sites::get(p.db(), &system, w.site).await.unwrap();
+            if site.site.state != "active" {
+                sites::set_suspended(p.db(), &system, w.site, false)
+                    .await
+                    .unwrap();
+            }
         }
     }
     assert_eq!(checked, ROUTES.len() * roles.len());

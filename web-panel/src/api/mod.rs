@@ -26,7 +26,7 @@ use crate::services::catalog::{self, NewServerType};
 use crate::services::power::{self, PowerRequest};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite, SitePatch};
-use crate::services::{groups, keys};
+use crate::services::{groups, jobs, keys, unix_groups};
 
 /// Who may call a route, for the docs and the authorisation matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub enum Access {
     /// Site admins of the object, and platform admins.
     SiteAdmin,
     PlatformAdmin,
+    /// The job's owner, and platform admins.
+    JobOwner,
 }
 
 /// One API route: method, path (axum syntax, relative to `/api/v1`),
@@ -127,6 +129,60 @@ pub const ROUTES: &[Route] = &[
         "Remove a member",
     ),
     (
+        "PUT",
+        "/sites/{id}/lookup-groups",
+        Access::SiteAdmin,
+        "Grant a role (admin or ssh) to every member of a group; queues access jobs",
+    ),
+    (
+        "DELETE",
+        "/sites/{id}/lookup-groups/{name}",
+        Access::SiteAdmin,
+        "Stop granting a role through a lookup group; queues access jobs",
+    ),
+    (
+        "GET",
+        "/sites/{id}/unix-groups",
+        Access::SiteAdmin,
+        "The site's Unix groups with their GIDs and members",
+    ),
+    (
+        "POST",
+        "/sites/{id}/unix-groups",
+        Access::SiteAdmin,
+        "Define a Unix group on the site's servers (GID allocated once); queues access jobs",
+    ),
+    (
+        "PUT",
+        "/sites/{id}/unix-groups/{group_id}/members",
+        Access::SiteAdmin,
+        "Put one of the site's people into a Unix group; queues access jobs",
+    ),
+    (
+        "DELETE",
+        "/sites/{id}/unix-groups/{group_id}/members/{user_id}",
+        Access::SiteAdmin,
+        "Take a person out of a Unix group; queues access jobs",
+    ),
+    (
+        "DELETE",
+        "/sites/{id}/unix-groups/{group_id}",
+        Access::SiteAdmin,
+        "Remove a Unix group from the site's servers; queues access jobs",
+    ),
+    (
+        "POST",
+        "/sites/{id}/suspend",
+        Access::PlatformAdmin,
+        "Suspend a site: logins blocked, then its servers shut down (audited)",
+    ),
+    (
+        "POST",
+        "/sites/{id}/unsuspend",
+        Access::PlatformAdmin,
+        "Unsuspend a site: its servers start, then logins are let in again (audited)",
+    ),
+    (
         "GET",
         "/services",
         Access::User,
@@ -173,6 +229,24 @@ pub const ROUTES: &[Route] = &[
         "/services/{id}/events",
         Access::SiteAdmin,
         "Live job output as server-sent events (log, status, job); resume with Last-Event-ID",
+    ),
+    (
+        "GET",
+        "/services/{id}/access",
+        Access::SiteAdmin,
+        "Who logs in to the server and how, its Unix groups, and the last access job",
+    ),
+    (
+        "POST",
+        "/services/{id}/access",
+        Access::SiteAdmin,
+        "Apply the site's people to the server again (an access job, coalesced)",
+    ),
+    (
+        "POST",
+        "/jobs/{id}/cancel",
+        Access::JobOwner,
+        "Cancel a job: a queued one at once, a running one at its next checkpoint (between role tasks)",
     ),
     (
         "GET",
@@ -270,6 +344,33 @@ pub fn router() -> Router<AppState> {
         .route("/sites/{id}/members", put(set_member))
         .route("/sites/{id}/members/{user_id}", delete(remove_member))
         .route("/sites/{id}/lookup-groups", put(set_lookup_group))
+        .route(
+            "/sites/{id}/lookup-groups/{name}",
+            delete(remove_lookup_group),
+        )
+        .route(
+            "/sites/{id}/unix-groups",
+            get(list_unix_groups).post(create_unix_group),
+        )
+        .route(
+            "/sites/{id}/unix-groups/{group_id}",
+            delete(delete_unix_group),
+        )
+        .route(
+            "/sites/{id}/unix-groups/{group_id}/members",
+            put(add_unix_group_member),
+        )
+        .route(
+            "/sites/{id}/unix-groups/{group_id}/members/{user_id}",
+            delete(remove_unix_group_member),
+        )
+        .route("/sites/{id}/suspend", post(suspend_site))
+        .route("/sites/{id}/unsuspend", post(unsuspend_site))
+        .route(
+            "/services/{id}/access",
+            get(service_access).post(sync_service_access),
+        )
+        .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/services", get(list_services).post(create_service))
         .route("/services/{id}", get(get_service).delete(delete_service))
         .route("/services/{id}/retry", post(retry_service))
@@ -334,6 +435,7 @@ async fn inventory(
     let inv = crate::provision::inventory::for_consumer(
         &st.db,
         &a.principal,
+        &st.config.access,
         &st.config.hypervisor.admin_user,
         q.host.as_deref(),
     )
@@ -575,7 +677,7 @@ async fn create_service(
 }
 
 async fn get_service(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
-    ok(servers::get(&st.db, &a.principal, id).await?)
+    ok(servers::get(&st.db, &a.principal, id, &st.config.hypervisor.admin_user).await?)
 }
 
 async fn delete_service(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
@@ -620,6 +722,99 @@ async fn set_lookup_group(
     Json(b): Json<LookupGroupBody>,
 ) -> ApiResult {
     ok(sites::set_lookup_group(&st.db, &a.principal, id, &b.group, &b.role).await?)
+}
+
+async fn remove_lookup_group(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, name)): Path<(i64, String)>,
+) -> ApiResult {
+    sites::remove_lookup_group(&st.db, &a.principal, id, &name).await?;
+    no_content()
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+struct UnixGroupBody {
+    /// A Unix group name no system group and no panel user has.
+    name: String,
+}
+
+async fn list_unix_groups(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    ok(unix_groups::list(&st.db, &a.principal, id).await?)
+}
+
+async fn create_unix_group(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<UnixGroupBody>,
+) -> ApiResult {
+    created(
+        unix_groups::create(
+            &st.db,
+            &st.config.access,
+            &st.config.hypervisor.admin_user,
+            &a.principal,
+            id,
+            &b.name,
+        )
+        .await?,
+    )
+}
+
+async fn delete_unix_group(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, group_id)): Path<(i64, i64)>,
+) -> ApiResult {
+    unix_groups::delete(&st.db, &a.principal, id, group_id).await?;
+    no_content()
+}
+
+async fn add_unix_group_member(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, group_id)): Path<(i64, i64)>,
+    Json(b): Json<GroupMemberBody>,
+) -> ApiResult {
+    unix_groups::add_member(&st.db, &a.principal, id, group_id, &b.user).await?;
+    no_content()
+}
+
+async fn remove_unix_group_member(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, group_id, user_id)): Path<(i64, i64, i64)>,
+) -> ApiResult {
+    unix_groups::remove_member(&st.db, &a.principal, id, group_id, user_id).await?;
+    no_content()
+}
+
+async fn suspend_site(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    ok(sites::set_suspended(&st.db, &a.principal, id, true).await?)
+}
+
+async fn unsuspend_site(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    ok(sites::set_suspended(&st.db, &a.principal, id, false).await?)
+}
+
+async fn service_access(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    let detail = servers::get(&st.db, &a.principal, id, &st.config.hypervisor.admin_user).await?;
+    ok(detail.access)
+}
+
+async fn sync_service_access(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let job = servers::sync_access(&st.db, &a.principal, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
+}
+
+async fn cancel_job(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    let outcome = jobs::cancel(&st.db, &a.principal, id).await?;
+    ok(json!({ "job_id": id, "outcome": outcome }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -859,6 +1054,22 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         Some("LookupGroupBody"),
         Some("LookupGroup"),
     ),
+    ("GET", "/sites/{id}/unix-groups", None, Some("UnixGroup")),
+    (
+        "POST",
+        "/sites/{id}/unix-groups",
+        Some("UnixGroupBody"),
+        Some("UnixGroup"),
+    ),
+    (
+        "PUT",
+        "/sites/{id}/unix-groups/{group_id}/members",
+        Some("GroupMemberBody"),
+        None,
+    ),
+    ("POST", "/sites/{id}/suspend", None, Some("Site")),
+    ("POST", "/sites/{id}/unsuspend", None, Some("Site")),
+    ("GET", "/services/{id}/access", None, Some("ServerAccess")),
     ("GET", "/services", None, Some("Service")),
     ("POST", "/services", Some("CreateServer"), Some("Created")),
     ("GET", "/services/{id}", None, Some("ServiceDetail")),
@@ -885,6 +1096,9 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ),
     ("GET", "/admin/audit", None, Some("AuditEntry")),
 ];
+
+/// Routes with a path parameter whose GET answers a JSON array.
+const ARRAYS: &[&str] = &["/sites/{id}/unix-groups", "/services/{id}/jobs"];
 
 /// Routes whose GET answers one page (`{items, total, limit, offset}`).
 const PAGED: &[&str] = &["/sites", "/services", "/admin/users", "/admin/audit"];
@@ -934,6 +1148,11 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<LookupGroupBody>()
         .schema_from::<GroupBody>()
         .schema_from::<GroupMemberBody>()
+        .schema_from::<UnixGroupBody>()
+        .schema_from::<UnixGroup>()
+        .schema_from::<ServerAccess>()
+        .schema_from::<Login>()
+        .schema_from::<AccessRole>()
         .build()
 }
 
@@ -954,7 +1173,11 @@ pub fn openapi_document() -> Value {
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "integer"}}))
+            .map(|name| {
+                // Ids are integers; a lookup group is named by its name.
+                let ty = if name == "name" { "string" } else { "integer" };
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": ty}})
+            })
             .collect();
         let body = BODIES.iter().find(|(m, p, _, _)| m == method && p == path);
         let request = body.and_then(|b| b.2).map(|name| {
@@ -966,7 +1189,7 @@ pub fn openapi_document() -> Value {
                     "items": {"type": "array", "items": schema_ref(name)},
                     "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}
                 }})
-            } else if *method == "GET" && !path.contains('{') {
+            } else if *method == "GET" && (!path.contains('{') || ARRAYS.contains(path)) {
                 json!({"type": "array", "items": schema_ref(name)})
             } else {
                 schema_ref(name)

@@ -38,15 +38,17 @@ pub enum JobKind {
     Configure,
     Deprovision,
     Power,
+    Access,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
         JobKind::Deprovision,
         JobKind::Power,
+        JobKind::Access,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -57,6 +59,7 @@ impl JobKind {
             JobKind::Configure => "configure",
             JobKind::Deprovision => "deprovision",
             JobKind::Power => "power",
+            JobKind::Access => "access",
         }
     }
 
@@ -241,6 +244,31 @@ impl PowerJob {
     }
 }
 
+/// `access`: the people of the server's site (accounts, keys, sudo, Unix
+/// groups) applied by a role run (`access.playbook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for AccessJob {
+    const KIND: JobKind = JobKind::Access;
+}
+
+impl AccessJob {
+    /// Coalesced per server: any number of changes while one run waits make
+    /// that one run, which reads the site's people when it starts; a change
+    /// during a run gives exactly one more. It runs under the service's
+    /// serialisation key, so never beside a provisioning step or a delete.
+    /// The default retry policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key(format!("access:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +307,7 @@ mod tests {
             ConfigureJob::KIND,
             DeprovisionJob::KIND,
             PowerJob::KIND,
+            AccessJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
@@ -321,5 +350,9 @@ mod tests {
         .spec(Duration::from_secs(5));
         assert_eq!(s.unique_key.as_deref(), Some("os_ready:3:1:0"));
         assert_eq!(s.run_at, RunAt::After(Duration::from_secs(5)));
+        let s = AccessJob { service_id: 3 }.spec(Some(4));
+        assert_eq!((s.kind.as_str(), s.queue.as_str()), ("access", "default"));
+        assert_eq!(s.unique_key.as_deref(), Some("access:3"));
+        assert_eq!(s.serial_key.as_deref(), Some("service:3"));
     }
 }

@@ -14,10 +14,15 @@
 //! - `keel_service_id`, `keel_hostname`, `keel_ipv4`, `keel_ipv6`,
 //!   `keel_site`, `keel_server_type`, `keel_status`;
 //! - `keel_users`: the site's admins and SSH-only members (direct or
-//!   through lookup groups; disabled accounts left out), each
-//!   `{name, uid, role, ssh_keys}`. **`uid` is `10000 + the panel's user
-//!   id`**: user ids are never reused, so the number is stable for the
-//!   life of the account and the same on every server;
+//!   through lookup groups), each `{name, uid, role, ssh_keys, groups}`:
+//!   `role` is `admin` (sudo) or `ssh`, `uid` the person's one UID
+//!   (`unix_ids`: LDAP's `uidNumber` or allocated once by the panel, the
+//!   same on every server), `groups` the site's Unix groups they are in.
+//!   Disabled accounts, people without a UID yet (an `access` job allocates
+//!   it before its run) and names a Unix account cannot have are left out;
+//! - `keel_groups`: the site's Unix groups, `{name, gid, members}`;
+//! - `keel_access_blocked`: true while the site is suspended (nobody the
+//!   panel manages may log in);
 //! - `keel_vhosts`: `[{name, aliases}]`.
 //!
 //! Only platform admins may read it (API tokens of admin accounts).
@@ -26,18 +31,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value as Json};
 
+use crate::config::AccessConfig;
 use crate::db::Db;
 use crate::domain::{PanelError, Principal};
 use crate::fetch_all;
 use crate::lifecycle::Status;
-
-/// First UID handed to panel users on servers.
-pub const UID_BASE: i64 = 10_000;
-
-/// The stable UID of a panel user on every server.
-pub fn uid_of(user_id: i64) -> i64 {
-    UID_BASE + user_id
-}
+use crate::services::access::{self, unix_name_problem};
 
 /// The inventory group of a site.
 pub fn site_group(name: &str) -> String {
@@ -60,21 +59,13 @@ struct HostRow {
     service_id: i64,
     site_id: i64,
     site_name: String,
+    site_state: String,
     server_type: String,
     status: Status,
     hostname: String,
     ipv4: Option<String>,
     ipv6: Option<String>,
     ssh_endpoint: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct MemberRow {
-    site_id: i64,
-    user_id: i64,
-    name: String,
-    role: String,
-    disabled: bool,
 }
 
 /// One host of the inventory.
@@ -99,7 +90,7 @@ pub async fn hosts(
         HostRow,
         // Services on their way out are no hosts any more.
         sqlx::AssertSqlSafe(format!(
-            "SELECT s.id AS service_id, s.site_id, si.name AS site_name, t.name AS server_type, s.status, \
+            "SELECT s.id AS service_id, s.site_id, si.name AS site_name, si.state AS site_state, t.name AS server_type, s.status, \
                a.hostname, a.ipv4, a.ipv6, p.ssh_endpoint \
              FROM services s JOIN sites si ON si.id = s.site_id JOIN server_types t ON t.id = s.server_type_id \
              JOIN pool_addresses a ON a.service_id = s.id \
@@ -109,15 +100,8 @@ pub async fn hosts(
         )),
         service_id
     )?;
-    let members = fetch_all!(
-        &mut conn,
-        MemberRow,
-        "SELECT m.site_id, u.id AS user_id, u.name, m.role, u.disabled FROM site_members m \
-           JOIN users u ON u.id = m.user_id \
-         UNION SELECT l.site_id, u.id AS user_id, u.name, l.role, u.disabled FROM site_lookup_groups l \
-           JOIN user_groups g ON g.name = l.group_name JOIN group_members gm ON gm.group_id = g.id \
-           JOIN users u ON u.id = gm.user_id"
-    )?;
+    let people = access::people(&mut conn, None).await?;
+    let groups = access::unix_groups(&mut conn, None).await?;
     let keys = fetch_all!(
         &mut conn,
         (i64, String),
@@ -134,18 +118,6 @@ pub async fn hosts(
     for (uid, key) in keys {
         keys_of.entry(uid).or_default().push(key.trim().to_string());
     }
-    // Per site: user id -> (name, best role).
-    let mut users_of: BTreeMap<i64, BTreeMap<i64, (String, String)>> = BTreeMap::new();
-    for m in members.into_iter().filter(|m| !m.disabled) {
-        let entry = users_of
-            .entry(m.site_id)
-            .or_default()
-            .entry(m.user_id)
-            .or_insert_with(|| (m.name.clone(), m.role.clone()));
-        if m.role == "admin" {
-            entry.1 = "admin".to_string();
-        }
-    }
     let mut vhosts_of: BTreeMap<i64, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for (sid, name, alias) in vhosts {
         let aliases = vhosts_of.entry(sid).or_default().entry(name).or_default();
@@ -155,17 +127,40 @@ pub async fn hosts(
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let (host, port) = endpoint(&r);
-        let users: Vec<Json> = users_of
+        let site_groups = groups
+            .get(&r.site_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let users: Vec<Json> = people
             .get(&r.site_id)
             .into_iter()
             .flatten()
-            .map(|(id, (name, role))| {
-                json!({
-                    "name": name,
-                    "uid": uid_of(*id),
-                    "role": role,
-                    "ssh_keys": keys_of.get(id).cloned().unwrap_or_default(),
-                })
+            .filter(|p| !p.disabled && unix_name_problem(&p.name, admin_user).is_none())
+            .filter_map(|p| {
+                Some(json!({
+                    "name": p.name,
+                    "uid": p.uid?,
+                    "role": p.role.as_str(),
+                    "ssh_keys": keys_of.get(&p.user_id).cloned().unwrap_or_default(),
+                    "groups": site_groups
+                        .iter()
+                        .filter(|g| g.members.contains(&p.name))
+                        .map(|g| g.name.as_str())
+                        .collect::<Vec<_>>(),
+                }))
+            })
+            .collect();
+        // Members who get no account are no members on the host either.
+        let names: Vec<&str> = users.iter().filter_map(|u| u["name"].as_str()).collect();
+        let unix_groups: Vec<Json> = site_groups
+            .iter()
+            .map(|g| {
+                let members: Vec<&String> = g
+                    .members
+                    .iter()
+                    .filter(|m| names.contains(&m.as_str()))
+                    .collect();
+                json!({"name": g.name, "gid": g.gid, "members": members})
             })
             .collect();
         let vh: Vec<Json> = vhosts_of
@@ -187,6 +182,8 @@ pub async fn hosts(
             "keel_server_type": r.server_type,
             "keel_status": r.status,
             "keel_users": users,
+            "keel_groups": unix_groups,
+            "keel_access_blocked": r.site_state == "suspended",
             "keel_vhosts": vh,
         });
         let Json::Object(vars) = vars else {
@@ -244,9 +241,12 @@ pub fn dynamic_json(hosts: &[InventoryHost]) -> Json {
 
 /// `GET /api/v1/inventory`: the whole inventory, or with `host` one host's
 /// vars (`{}` for an unknown host, as Ansible expects). Platform admins only.
+/// People who have no UID yet get theirs first (from `access`), so every
+/// person with a role is in `keel_users`.
 pub async fn for_consumer(
     db: &Db,
     who: &Principal,
+    access: &AccessConfig,
     admin_user: &str,
     host: Option<&str>,
 ) -> Result<Json, PanelError> {
@@ -255,6 +255,7 @@ pub async fn for_consumer(
             "the inventory is for platform admins' API tokens".into(),
         ));
     }
+    access::ensure_unix_ids(db, access, None).await?;
     let all = hosts(db, admin_user, None).await?;
     Ok(match host {
         Some(name) => all
@@ -322,11 +323,5 @@ mod tests {
         let users = got.get("keel_users").unwrap();
         let ann = users.get_item_by_index(0).unwrap();
         assert_eq!(ann.get_attr("uid").unwrap().as_i64(), Some(10_001));
-    }
-
-    #[test]
-    fn uids_are_offset_user_ids() {
-        assert_eq!(uid_of(1), 10_001);
-        assert_eq!(uid_of(42), 10_042);
     }
 }

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Config, HypervisorConfig};
+use crate::config::{AccessConfig, Config, HypervisorConfig};
 use crate::db::Db;
 use crate::domain::PanelError;
 use crate::hypervisor::seed::{HostKeys, SeedError};
@@ -83,6 +83,10 @@ pub enum ProvisionError {
     /// A fact the flow needs is missing (no address, no state row).
     #[error("{0}")]
     Missing(String),
+    /// The server is not ready for this job yet (an `access` job waiting
+    /// for `configure` to finish): try again later.
+    #[error("not ready yet: {0}")]
+    NotReady(String),
     /// The job's lease was lost, it was cancelled or the worker is
     /// stopping: the step stops between two actions. Retryable, so a lost
     /// lease leaves the work to whichever worker owns the job now.
@@ -112,6 +116,7 @@ impl ProvisionError {
             | ProvisionError::Io { .. }
             | ProvisionError::Ssh(_)
             | ProvisionError::RoleRun { .. }
+            | ProvisionError::NotReady(_)
             | ProvisionError::Cancelled => JobError::retryable(self),
         }
     }
@@ -258,6 +263,8 @@ pub struct Provisioner {
     pub db: Db,
     pub driver: Option<Arc<dyn Driver>>,
     pub config: HypervisorConfig,
+    /// UID and GID ranges and the playbook of `access` jobs.
+    pub access: AccessConfig,
     pub data_dir: PathBuf,
     /// Port VMs call back on when `callback_url` is empty.
     pub callback_port: u16,
@@ -296,6 +303,7 @@ impl Provisioner {
             db,
             driver,
             config: config.hypervisor.clone(),
+            access: config.access.clone(),
             data_dir: config.data_dir.clone(),
             callback_port,
             key,

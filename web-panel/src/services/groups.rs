@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::audit::{self, Change};
 use crate::db::{tx_conn, Db};
 use crate::domain::{PanelError, Principal};
+use crate::services::access;
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -89,6 +90,14 @@ pub async fn add_member(
     let mut change = Change::new("group.member_add", "group", group_id);
     change.after = Some(serde_json::json!({ "user": user }));
     audit::record(&mut conn, db.now(), who, change).await?;
+    let group_name = scalar!(
+        &mut conn,
+        String,
+        "SELECT name FROM user_groups WHERE id = $1",
+        group_id
+    )?
+    .unwrap_or_default();
+    access::sync_lookup_group(&mut tx, who, &group_name).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! Users' SSH public keys. A key is parsed with the `ssh-key` crate before
 //! it is stored, and shown with its SHA-256 fingerprint as `ssh-keygen -l`
-//! prints it.
+//! prints it. Adding or removing a key queues an `access` job for every
+//! server the user may log in to (`services::access`).
 
 use ssh_key::{HashAlg, PublicKey};
 
 use crate::audit::{self, Change};
 use crate::db::{tx_conn, Db};
 use crate::domain::{PanelError, Principal};
+use crate::services::access;
 use crate::services::model::SshKey;
 use crate::{execute, fetch_all, fetch_opt};
 
@@ -69,6 +71,7 @@ pub async fn add(db: &Db, who: &Principal, name: &str, line: &str) -> Result<Ssh
         Change::new("ssh_key.add", "ssh_key", key.id).after(&key),
     )
     .await?;
+    access::sync_user(&mut tx, who, who.user_id).await?;
     tx.commit().await?;
     Ok(key)
 }
@@ -94,6 +97,7 @@ pub async fn remove(db: &Db, who: &Principal, key_id: i64) -> Result<(), PanelEr
         Change::new("ssh_key.remove", "ssh_key", key_id).before(&before),
     )
     .await?;
+    access::sync_user(&mut tx, who, who.user_id).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -9,12 +9,17 @@
 //! Layout: `model.rs` row types, `sites.rs`, `servers.rs` (create/list/delete servers, the provision
 //! job), `power.rs` (power actions on ready servers, the `power` job),
 //! `keys.rs` (SSH public keys), `catalog.rs` (server types),
-//! `groups.rs` (user groups for quotas and lookup groups).
+//! `groups.rs` (user groups for quotas and lookup groups), `access.rs` (who
+//! logs in to a site's servers, UIDs, the `access` jobs every change to them
+//! queues), `unix_groups.rs` (the Unix groups site admins define).
 
+pub mod access;
 pub mod catalog;
 pub mod groups;
+pub mod jobs;
 pub mod keys;
 pub mod model;
 pub mod power;
 pub mod servers;
 pub mod sites;
+pub mod unix_groups;

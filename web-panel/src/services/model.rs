@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::alloc::Allocation;
+use crate::domain::PanelError;
 use crate::lifecycle::Status;
 
 /// A panel account.
@@ -101,6 +102,86 @@ pub struct JobView {
     pub last_error: Option<String>,
 }
 
+/// How a person stands on a site's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessRole {
+    /// Logs in, with sudo.
+    Admin,
+    /// Logs in, without sudo.
+    Ssh,
+}
+
+impl AccessRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessRole::Admin => "admin",
+            AccessRole::Ssh => "ssh",
+        }
+    }
+
+    /// The `role` column of `site_members` and `site_lookup_groups`.
+    pub fn parse(s: &str) -> Result<AccessRole, PanelError> {
+        match s {
+            "admin" => Ok(AccessRole::Admin),
+            "ssh" => Ok(AccessRole::Ssh),
+            other => Err(PanelError::Internal(format!("unknown site role {other:?}"))),
+        }
+    }
+}
+
+/// One person of a site, their best role and every way they got it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Person {
+    pub user_id: i64,
+    pub name: String,
+    pub role: AccessRole,
+    /// `member` for a direct membership, else the lookup groups that grant
+    /// a role, each as `lookup group NAME (admin|ssh)`.
+    pub via: Vec<String>,
+    pub uid: Option<i64>,
+    pub disabled: bool,
+}
+
+/// A site's Unix group as the inventory and the pages show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UnixGroup {
+    pub id: i64,
+    pub site_id: i64,
+    pub name: String,
+    pub gid: i64,
+    /// Member names, sorted.
+    pub members: Vec<String>,
+}
+
+/// Who may log in to a server, as its page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Login {
+    pub name: String,
+    pub uid: Option<i64>,
+    pub role: AccessRole,
+    /// How they got the role (see [`Person::via`]).
+    pub via: Vec<String>,
+    /// Their SSH keys (fingerprints).
+    pub keys: Vec<String>,
+    /// The site's Unix groups they are in.
+    pub groups: Vec<String>,
+    /// Why they get no account (disabled, a name the system uses...).
+    pub refused: Option<String>,
+}
+
+/// The access part of a server's page: who logs in and how, the site's
+/// Unix groups, and the last `access` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ServerAccess {
+    /// The site is suspended: nobody logs in.
+    pub blocked: bool,
+    pub logins: Vec<Login>,
+    pub groups: Vec<UnixGroup>,
+    /// The newest `access` job of the server.
+    pub last_run: Option<JobView>,
+}
+
 /// A service with everything its detail page shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ServiceDetail {
@@ -113,6 +194,8 @@ pub struct ServiceDetail {
     /// The SSH host keys the panel generated for the VM (what users should
     /// see on first login).
     pub host_keys: Vec<HostKeyView>,
+    /// Who logs in and how, and the last `access` job.
+    pub access: ServerAccess,
 }
 
 /// An SSH host key as users compare it: algorithm and SHA-256 fingerprint.

@@ -2,7 +2,7 @@
 //! off, reset), each a durable `power` job on the `hypervisor` queue.
 //!
 //! [`request`] authorises (site admins and platform admins, as for delete
-//! and retry), checks the service takes power actions (`ready`), and
+//! and retry; only platform admins while the site is suspended), checks the service takes power actions (`ready`), and
 //! writes the `service.power` audit row and the job in one transaction.
 //! The job runs under the service's serialisation key, so it never
 //! overlaps a provisioning step or a delete; its handler is
@@ -51,6 +51,18 @@ pub async fn request(
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     let service = load_managed(&mut conn, who, service_id).await?;
+    let site_state = crate::scalar!(
+        &mut conn,
+        String,
+        "SELECT state FROM sites WHERE id = $1",
+        service.site_id
+    )?;
+    if site_state.as_deref() == Some("suspended") && !who.is_admin {
+        return Err(PanelError::Conflict(
+            "the site is suspended; its servers stay off until a platform admin unsuspends it"
+                .into(),
+        ));
+    }
     if !service.status.rules().powerable {
         return Err(PanelError::Conflict(format!(
             "power actions need a ready server; this one is {}",

@@ -13,14 +13,14 @@ use crate::alloc::{self, Resources, POOL_TYPES};
 use crate::audit::{self, Change};
 use crate::db::{tx_conn, Conn, Db};
 use crate::domain::{Page, Paged, PanelError, Principal};
-use crate::lifecycle::jobs::{DeprovisionJob, ProvisionJob};
+use crate::lifecycle::jobs::{AccessJob, DeprovisionJob, JobKind, ProvisionJob};
 use crate::lifecycle::{transition, Status};
 use crate::queue::{self, JobFilter};
-use crate::services::catalog;
 use crate::services::model::{
     HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
+use crate::services::{access, catalog};
 use crate::store::Store;
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
@@ -343,8 +343,14 @@ pub async fn list(
     })
 }
 
-/// A service with its VM, network, vhosts and job log.
-pub async fn get(db: &Db, who: &Principal, id: i64) -> Result<ServiceDetail, PanelError> {
+/// A service with its VM, network, vhosts, job log and who logs in to it
+/// (`admin_user` is the panel's own account, which people cannot have).
+pub async fn get(
+    db: &Db,
+    who: &Principal,
+    id: i64,
+    admin_user: &str,
+) -> Result<ServiceDetail, PanelError> {
     let service = {
         let mut rc = db.read().await?;
         load_managed(&mut rc.conn(), who, id).await?
@@ -384,6 +390,11 @@ pub async fn get(db: &Db, who: &Principal, id: i64) -> Result<ServiceDetail, Pan
         .filter_map(|line| HostKeyView::from_line(line))
         .collect();
     let jobs = job_log(db.store(), id).await?;
+    let last_access = jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Access.as_str())
+        .cloned();
+    let access = access::server_access(&mut conn, service.site_id, admin_user, last_access).await?;
     Ok(ServiceDetail {
         service,
         vm,
@@ -391,6 +402,7 @@ pub async fn get(db: &Db, who: &Principal, id: i64) -> Result<ServiceDetail, Pan
         jobs,
         vhosts,
         host_keys,
+        access,
     })
 }
 
@@ -460,6 +472,31 @@ pub async fn delete(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError
         DeprovisionJob { service_id: id }.spec(who.actor_id()),
     )
     .await?;
+    tx.commit().await?;
+    Ok(job.job_id)
+}
+
+/// Asks for one more `access` run of a server (coalesced with any already
+/// waiting): site admins and platform admins.
+pub async fn sync_access(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError> {
+    let now = db.now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let service = load_managed(&mut conn, who, id).await?;
+    if !service.status.rules().convergeable {
+        return Err(PanelError::Conflict(format!(
+            "only ready servers take access runs; this one is {}",
+            service.status
+        )));
+    }
+    audit::record(
+        &mut conn,
+        now,
+        who,
+        Change::new("service.access_sync", "service", id),
+    )
+    .await?;
+    let job = queue::enqueue(&mut tx, AccessJob { service_id: id }.spec(who.actor_id())).await?;
     tx.commit().await?;
     Ok(job.job_id)
 }

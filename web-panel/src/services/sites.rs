@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{self, Change};
 use crate::db::{tx_conn, Conn, Db};
 use crate::domain::{Page, Paged, PanelError, Principal};
+use crate::services::access;
 use crate::services::model::{LookupGroup, Site, SiteDetail, SiteMember, SITE_STATES};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
@@ -253,6 +254,12 @@ pub async fn update(
         after.state = s.clone();
     }
     after.updated_at = now;
+    let suspension = match (before.state.as_str(), after.state.as_str()) {
+        (was, now) if was == now => None,
+        (_, "suspended") => Some(true),
+        ("suspended", _) => Some(false),
+        _ => None,
+    };
     execute!(
         &mut conn,
         "UPDATE sites SET description = $1, owner_email = $2, state = $3, updated_at = $4 WHERE id = $5",
@@ -271,8 +278,63 @@ pub async fn update(
             .after(&after),
     )
     .await?;
+    if let Some(suspended) = suspension {
+        let action = if suspended {
+            "site.suspend"
+        } else {
+            "site.unsuspend"
+        };
+        audit::record(&mut conn, now, who, Change::new(action, "site", site_id)).await?;
+        if suspended {
+            // Each server's access job blocks logins, then shuts it down.
+            access::sync_site_any_state(&mut tx, who, site_id).await?;
+        } else {
+            // Each server starts, and its start queues an access job that
+            // lets people in again.
+            access::start_servers(&mut tx, who, site_id).await?;
+        }
+    }
     tx.commit().await?;
     Ok(after)
+}
+
+/// Suspends a site (`true`) or lets it run again (`false`): platform
+/// admins only. Suspending shuts the site's servers down and blocks
+/// logins on them; unsuspending starts them and lets people in again. Both
+/// are audited (`site.suspend`, `site.unsuspend`).
+pub async fn set_suspended(
+    db: &Db,
+    who: &Principal,
+    site_id: i64,
+    suspended: bool,
+) -> Result<Site, PanelError> {
+    let state = if suspended { "suspended" } else { "active" };
+    if !who.is_admin {
+        return Err(PanelError::Forbidden(
+            "only platform admins suspend or unsuspend sites".into(),
+        ));
+    }
+    {
+        let mut rc = db.read().await?;
+        require_admin(&mut rc.conn(), who, site_id).await?;
+        let current = load(&mut rc.conn(), site_id).await?;
+        if current.state == "cancelled" {
+            return Err(PanelError::Conflict("the site is cancelled".into()));
+        }
+        if current.state == state {
+            return Err(PanelError::Conflict(format!("the site is {state} already")));
+        }
+    }
+    update(
+        db,
+        who,
+        site_id,
+        &SitePatch {
+            state: Some(state.to_string()),
+            ..SitePatch::default()
+        },
+    )
+    .await
 }
 
 /// Adds a member (or changes their role): `admin` or `ssh`.
@@ -316,6 +378,7 @@ pub async fn set_member(
         Change::new("site.member_set", "site", site_id).after(&member),
     )
     .await?;
+    access::sync_site(&mut tx, who, site_id).await?;
     tx.commit().await?;
     Ok(member)
 }
@@ -341,6 +404,7 @@ pub async fn remove_member(
     let mut change = Change::new("site.member_remove", "site", site_id);
     change.before = Some(serde_json::json!({ "user_id": user_id }));
     audit::record(&mut conn, db.now(), who, change).await?;
+    access::sync_site(&mut tx, who, site_id).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -382,6 +446,34 @@ pub async fn set_lookup_group(
         Change::new("site.lookup_group_set", "site", site_id).after(&lg),
     )
     .await?;
+    access::sync_site(&mut tx, who, site_id).await?;
     tx.commit().await?;
     Ok(lg)
+}
+
+/// Stops granting a role through the lookup group `group_name`.
+pub async fn remove_lookup_group(
+    db: &Db,
+    who: &Principal,
+    site_id: i64,
+    group_name: &str,
+) -> Result<(), PanelError> {
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    require_admin(&mut conn, who, site_id).await?;
+    let n = execute!(
+        &mut conn,
+        "DELETE FROM site_lookup_groups WHERE site_id = $1 AND group_name = $2",
+        site_id,
+        group_name
+    )?;
+    if n == 0 {
+        return Err(PanelError::NotFound("lookup group"));
+    }
+    let mut change = Change::new("site.lookup_group_remove", "site", site_id);
+    change.before = Some(serde_json::json!({ "group": group_name }));
+    audit::record(&mut conn, db.now(), who, change).await?;
+    access::sync_site(&mut tx, who, site_id).await?;
+    tx.commit().await?;
+    Ok(())
 }

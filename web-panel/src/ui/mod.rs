@@ -378,7 +378,7 @@ const PAGE_LOG_LINES: u32 = 200;
 
 async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) -> UiResult {
     let a = signed_in(a)?;
-    let detail = servers::get(&st.db, &a.principal, id).await?;
+    let detail = servers::get(&st.db, &a.principal, id, &st.config.hypervisor.admin_user).await?;
     // The newest job's last lines; the page's script follows the stream
     // from the last one (`after`), so nothing is shown twice.
     let (log, after) = match detail.jobs.first() {

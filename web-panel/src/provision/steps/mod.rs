@@ -13,6 +13,7 @@
 //! | `configure` | configuring, ready (re-converge) | 3 attempts | failed; VM kept for inspection |
 //! | `deprovision` | deleting | hypervisor API | recorded for admins (status stays deleting) |
 //! | `power` (`power.rs`) | ready | hypervisor API | recorded for admins (status stays ready) |
+//! | `access` (`access.rs`) | ready (waits while configuring) | default (10 attempts, 1 s to 10 min) | recorded for admins |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -31,12 +32,15 @@
 //! Layout: one file per job kind, each holding its handler (`JobHandler`)
 //! and the step's logic: `create_vm.rs` (`provision`), `os_ready.rs`
 //! (`vm_os_ready`), `configure.rs` (`configure`, and the re-converge
-//! request), `deprovision.rs`, `power.rs`. Below them, `kit.rs` (the rows
+//! request), `deprovision.rs`, `power.rs`, `access.rs` (the people of the
+//! site on the server). Below them, `role_run.rs` (the host-key check and
+//! role run `configure` and `access` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
 //! step for good and its compensation). This file only registers a handler
 //! for every kind of `lifecycle::jobs::JobKind`, by an exhaustive match, so
 //! a kind without a handler does not compile.
 
+pub mod access;
 pub mod configure;
 pub mod create_vm;
 pub mod deprovision;
@@ -44,6 +48,7 @@ mod failure;
 mod kit;
 pub mod os_ready;
 pub mod power;
+mod role_run;
 
 use std::sync::Arc;
 
@@ -55,7 +60,8 @@ pub use configure::reconverge;
 pub(crate) use failure::release_after_delete;
 
 /// Registers the flow's handlers, one per job kind of `lifecycle::jobs`:
-/// `provision`, `vm_os_ready`, `configure`, `deprovision` and `power`.
+/// `provision`, `vm_os_ready`, `configure`, `deprovision`, `power` and
+/// `access`.
 /// Without a hypervisor driver they still run, and fail the service with
 /// a reason an admin can act on (or delete it, when asked to).
 pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
@@ -68,6 +74,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::Configure => registry.register(k, configure::ConfigureStep(p)),
             JobKind::Deprovision => registry.register(k, deprovision::DeprovisionStep(p)),
             JobKind::Power => registry.register(k, power::PowerStep(p)),
+            JobKind::Access => registry.register(k, access::AccessStep(p)),
         };
     }
 }

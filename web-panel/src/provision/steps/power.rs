@@ -1,7 +1,9 @@
 //! The `power` job: one power action (`services::power::request` queued
 //! it) carried out through the driver, then the state the hypervisor
 //! reports stored in `vms.power_state`. A service that has stopped taking
-//! power actions meanwhile (deleted, failed) is left alone.
+//! power actions meanwhile (deleted, failed) is left alone. A `start`
+//! queues an `access` job, since a server that was off missed the access
+//! changes made meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::kit::hypervisor_policy;
 use crate::db::{tx_conn, Db};
 use crate::hypervisor::{DriverError, PowerState};
-use crate::lifecycle::jobs::{FlowJob, PowerAction, PowerJob};
+use crate::lifecycle::jobs::{AccessJob, FlowJob, PowerAction, PowerJob};
 use crate::lifecycle::Status;
 use crate::provision::{ProvisionError, Provisioner};
-use crate::queue::{JobContext, JobError, JobHandler, RetryPolicy};
+use crate::queue::{self, JobContext, JobError, JobHandler, RetryPolicy};
 use crate::{execute, scalar};
 
 /// How long a `shutdown` job waits for the guest to stop before it
@@ -87,6 +89,11 @@ async fn power(
         now,
         id
     )?;
+    if action == PowerAction::Start {
+        // A server that was off missed every access change meanwhile (and
+        // after an unsuspend, logins are still blocked on it).
+        queue::enqueue(&mut tx, AccessJob { service_id: id }.spec(None)).await?;
+    }
     tx.commit().await?;
     tracing::info!(service_id = id, vm = %name, action = action.as_str(), state, "power action done");
     Ok(())

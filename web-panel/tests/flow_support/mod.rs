@@ -1,0 +1,289 @@
+//! [`FlowPanel`]: a panel with the provisioning flow on the real container
+//! driver (`systemd-nspawn`), a worker on chosen queues and the
+//! callback-only listener, as the flow tests (`provision_flow.rs`,
+//! `access_flow.rs`) drive it through the REST API.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api_support::{self, start, Backend, Cred, Panel};
+use crate::e2e_support::{IMAGE, IMAGES};
+use keel_panel::alloc::{self, AddressRecord, PoolFile};
+use keel_panel::domain::Principal;
+use keel_panel::hypervisor::nspawn::{NspawnConfig, NspawnDriver};
+use keel_panel::hypervisor::{Driver, ImageStore};
+use keel_panel::provision::{self, Provisioner};
+use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
+use keel_panel::queue::JobFilter;
+use keel_panel::services::{catalog, servers};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(240);
+
+/// A panel with the provisioning flow on a real driver.
+pub struct FlowPanel {
+    pub panel: Panel,
+    pub driver: Arc<NspawnDriver>,
+    pub prov: Arc<Provisioner>,
+    pub owner: Cred,
+    pub admin_token: String,
+    pub site: i64,
+    workers: Vec<CancellationToken>,
+    _dir: tempfile::TempDir,
+}
+
+impl FlowPanel {
+    /// `subnet`: the third octet of this test's 10.233.X.0/24 pool, so
+    /// tests running at once never share addresses; `addresses`: pool size.
+    pub async fn start(subnet: u8, addresses: u8) -> FlowPanel {
+        Self::start_with(subnet, addresses, |_| {}).await
+    }
+
+    /// [`Self::start`] with more configuration (`tweak` runs last).
+    pub async fn start_with(
+        subnet: u8,
+        addresses: u8,
+        tweak: impl FnOnce(&mut keel_panel::config::Config) + Send + 'static,
+    ) -> FlowPanel {
+        let dir = tempfile::Builder::new()
+            .prefix("keel-flow-test-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let data_dir = dir.path().join("data");
+        let prefix = format!("kf{subnet}x{}-", fastrand::u16(..));
+        let playbook =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/provision_flow_data/site.yml");
+        let dd = data_dir.clone();
+        let pf = prefix.clone();
+        let panel = start(Backend::Sqlite, move |c| {
+            c.data_dir = dd;
+            c.hypervisor.driver = "nspawn".into();
+            c.hypervisor.vm_prefix = pf;
+            c.hypervisor.playbook = playbook;
+            c.hypervisor.configure_retry_secs = 1;
+            c.hypervisor.api_retry_secs = 1;
+            tweak(c);
+        })
+        .await;
+        let mut cfg = NspawnConfig::new(ImageStore::new(IMAGES));
+        cfg.state_dir = dir.path().join("state");
+        cfg.prefix = prefix;
+        let driver = Arc::new(NspawnDriver::new(cfg));
+        let dyn_driver: Arc<dyn Driver> = driver.clone();
+        let mut prov =
+            Provisioner::new(panel.db().clone(), Some(dyn_driver), &panel.state.config).unwrap();
+        // The callback-only listener, on every address: containers reach it
+        // at their gateway (the host side of their veth).
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        prov.callback_port = listener.local_addr().unwrap().port();
+        let app = keel_panel::api::callback_router(panel.state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let system = Principal::system();
+        catalog::create(
+            panel.db(),
+            &system,
+            &catalog::NewServerType {
+                name: "small".into(),
+                cpus: 1,
+                ram_mb: 512,
+                disk_gb: 4,
+                os_image: IMAGE.into(),
+                roles: vec![],
+            },
+        )
+        .await
+        .unwrap();
+        let pool = PoolFile {
+            pool: format!("flow-{subnet}"),
+            pool_type: "public".into(),
+            quarantine_secs: Some(3600),
+            addresses: (0..addresses)
+                .map(|i| AddressRecord {
+                    hostname: format!("flow{subnet}-{i}.example.org"),
+                    ipv4: Some(Ipv4Addr::new(10, 233, subnet, 10 + i).to_string()),
+                    ipv6: None,
+                    gateway4: Some(Ipv4Addr::new(10, 233, subnet, 1).to_string()),
+                    netmask4: Some("255.255.255.0".into()),
+                    gateway6: None,
+                })
+                .collect(),
+        };
+        alloc::import(panel.db(), &system, &pool, 3600)
+            .await
+            .unwrap();
+        let (_, owner_t) = panel.user("owner", false).await;
+        let (_, admin_t) = panel.user("root", true).await;
+        let owner = Cred::Bearer(owner_t);
+        let site = panel
+            .call(
+                "POST",
+                "/api/v1/sites",
+                &owner,
+                Some(json!({"name": "Main Site", "owner_email": "o@example.org"})),
+            )
+            .await
+            .json["id"]
+            .as_i64()
+            .unwrap();
+        FlowPanel {
+            panel,
+            driver,
+            prov: Arc::new(prov),
+            owner,
+            admin_token: admin_t,
+            site,
+            workers: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts a worker on `queues` with the flow's handlers.
+    pub fn worker(&mut self, queues: &[&str]) {
+        let mut registry = Registry::new();
+        provision::register(&mut registry, self.prov.clone());
+        let cfg = WorkerConfig {
+            concurrency: 4,
+            queues: queues.iter().map(|q| QueueConfig::new(*q)).collect(),
+            poll_every: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        };
+        let w = Arc::new(Worker::new(self.panel.db().store().clone(), registry, cfg));
+        let stop = CancellationToken::new();
+        tokio::spawn(w.run(stop.clone()));
+        self.workers.push(stop);
+    }
+
+    pub async fn create(&self) -> i64 {
+        let r = self
+            .panel
+            .call(
+                "POST",
+                "/api/v1/services",
+                &self.owner,
+                Some(json!({"site_id": self.site, "server_type": "small"})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        r.json["service"]["id"].as_i64().unwrap()
+    }
+
+    pub async fn service(&self, id: i64) -> Value {
+        self.panel
+            .call("GET", &format!("/api/v1/services/{id}"), &self.owner, None)
+            .await
+            .json
+    }
+
+    pub async fn wait_status(&self, id: i64, want: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.service(id).await;
+            let status = s["status"].as_str().unwrap_or_default().to_string();
+            if status == want {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service {id} is {status}, not {want}, after {WAIT:?}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The statuses the audit log recorded for a service, in order.
+    pub async fn status_history(&self, id: i64) -> Vec<String> {
+        let r = self
+            .panel
+            .call(
+                "GET",
+                &format!("/api/v1/admin/audit?object_type=service&object_id={id}&limit=200"),
+                &Cred::Bearer(self.admin_token.clone()),
+                None,
+            )
+            .await;
+        let items = r.json["items"].as_array().cloned().unwrap_or_default();
+        let mut out: Vec<(i64, String)> = items
+            .iter()
+            .filter(|e| e["action"] == "service.status")
+            .filter_map(|e| {
+                let after: Value = serde_json::from_str(e["after_json"].as_str()?).ok()?;
+                Some((e["id"].as_i64()?, after["status"].as_str()?.to_string()))
+            })
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, s)| s).collect()
+    }
+
+    pub async fn jobs_of_kind(&self, id: i64, kind: &str) -> usize {
+        self.panel
+            .db()
+            .store()
+            .jobs(&JobFilter {
+                serial_key: Some(servers::service_key(id)),
+                kind: Some(kind.into()),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    }
+
+    pub fn role_file(&self, id: i64) -> std::path::PathBuf {
+        self.driver
+            .root_dir(&self.prov.vm_name(id))
+            .join("etc/keel-provisioned")
+    }
+
+    /// The current generation and secret of a VM, as stored.
+    pub async fn callback_params(&self, id: i64) -> (String, i64, String) {
+        let mut rc = self.panel.db().read().await.unwrap();
+        let mut conn = rc.conn();
+        let (name, gen, secret) = keel_panel::fetch_opt!(
+            &mut conn,
+            (String, i64, String),
+            "SELECT vm_name, generation, callback_secret FROM vm_provisioning WHERE service_id = $1",
+            id
+        )
+        .unwrap()
+        .unwrap();
+        (name, gen, secret)
+    }
+
+    pub async fn post_callback(&self, vm: &str, gen: i64, sig: &str) -> api_support::Reply {
+        self.panel
+            .call(
+                "POST",
+                &format!("/api/v1/callback/vm-ready?vm={vm}&gen={gen}&sig={sig}"),
+                &Cred::Anonymous,
+                None,
+            )
+            .await
+    }
+}
+
+impl Drop for FlowPanel {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.cancel();
+        }
+        let driver = self.driver.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            if let Ok(vms) = rt.block_on(driver.list()) {
+                for vm in vms {
+                    let _ = rt.block_on(driver.delete(&vm.name));
+                }
+            }
+        })
+        .join();
+    }
+}
