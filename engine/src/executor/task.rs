@@ -860,13 +860,28 @@ async fn prepare(
     origin: &TemplateOrigin,
 ) -> Result<Prepared, ExecError> {
     let templar = &ctx.shared.templar;
-    let module = modules::lookup(&task.action).ok_or_else(|| {
-        ExecError::Failed(format!("couldn't resolve module/action '{}'", task.action))
-    })?;
+    // A templated action (`action: "{{ module_to_run }}"`) names its module
+    // for this host now.
+    let action: std::borrow::Cow<'_, str> = if is_template(&task.action) {
+        let v = templar
+            .render_str(&task.action, scope, origin)
+            .map_err(|e| ExecError::Failed(e.to_string()))?;
+        let name = crate::template::display_text(&v);
+        if modules::registry::EXECUTOR_ACTIONS.contains(&modules::canonical_name(&name)) {
+            return Err(ExecError::Failed(format!(
+                "the action '{name}' cannot be named by a template: only modules can"
+            )));
+        }
+        std::borrow::Cow::Owned(modules::canonical_name(&name).to_string())
+    } else {
+        std::borrow::Cow::Borrowed(task.action.as_str())
+    };
+    let module = modules::lookup(&action)
+        .ok_or_else(|| ExecError::Failed(format!("couldn't resolve module/action '{action}'")))?;
 
     let mut raw_args = VarMap::new();
     for (m, defaults) in &ctx.play.module_defaults {
-        if modules::canonical_name(m) == task.action {
+        if modules::canonical_name(m) == action {
             for (k, v) in defaults {
                 raw_args.insert(k.clone(), v.clone());
             }

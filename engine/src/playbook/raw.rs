@@ -644,7 +644,10 @@ pub fn read_task<'a>(
         (Some((k, v, name)), None) => (k, v, name, false),
         (None, Some((ak, av, local))) => {
             let (name, rest) = action_form(av)?;
-            if !keywords::is_module(&name) {
+            // `action: "{{ module_to_run }}"` names its module per host at
+            // run time; the executor templates and checks it then.
+            let templated = crate::template::is_template(&name);
+            if !templated && !keywords::is_module(&name) {
                 let modules = keywords::all_module_names();
                 let mut e = av.error(format!("couldn't resolve module/action '{name}'"));
                 if let Some(s) = suggest(registry::canonical_name(&name), modules.iter().copied()) {
@@ -653,13 +656,21 @@ pub fn read_task<'a>(
                 return Err(e);
             }
             let _ = ak;
-            let action = registry::canonical_name(&name).to_string();
+            let action = if templated {
+                name.clone()
+            } else {
+                registry::canonical_name(&name).to_string()
+            };
             let mut args = match rest {
+                // Free-form text is the module's business once it is known.
+                ActionArgs::Text(t) if templated => crate::kv::parse_kv(&action, &t).0,
                 ActionArgs::Text(t) => kv_args(&action, &t, av)?,
                 ActionArgs::Map(m) => m,
             };
             merge_args(&mut args, args_node, &action)?;
-            check_arg_names(&action, &args, av, args_node)?;
+            if !templated {
+                check_arg_names(&action, &args, av, args_node)?;
+            }
             return Ok(RawTask {
                 kind: RawKind::Task {
                     action,
@@ -720,7 +731,16 @@ fn action_form(v: &Node) -> Result<(String, ActionArgs), Diagnostic> {
     match &v.kind {
         NodeKind::Str { value, .. } => {
             let value = value.trim();
-            let (name, rest) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
+            // A templated name (`"{{ m }} args"`) may hold spaces: split as
+            // arguments are split, keeping `{{ }}` whole.
+            let first = crate::kv::split_args(value).into_iter().next();
+            let (name, rest) = match first
+                .as_deref()
+                .and_then(|f| Some((f, value.strip_prefix(f)?)))
+            {
+                Some((f, rest)) if f.contains("{{") => (f, rest),
+                _ => value.split_once(char::is_whitespace).unwrap_or((value, "")),
+            };
             Ok((name.to_string(), ActionArgs::Text(rest.trim().to_string())))
         }
         NodeKind::Map(_) => {
