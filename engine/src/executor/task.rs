@@ -1289,25 +1289,24 @@ fn become_for(
     origin: &TemplateOrigin,
 ) -> Result<Option<Become>, ExecError> {
     let settings = ctx.play.become_.merged(&task.become_);
-    // `-b`, `--become-user`, `--become-method` and `[privilege_escalation]`
-    // apply where neither keywords nor variables say.
+    // ansible-core's order (a known trap, matched): the connection variables
+    // (`ansible_become`, `ansible_become_user`... from inventory, vars or
+    // task vars) override the `become*` keywords; `-b`, `--become-user`,
+    // `--become-method` and `[privilege_escalation]` apply where neither says.
     let defaults = &ctx.shared.opts.become_defaults;
-    let enabled = match settings.become_ {
-        Some(b) => b,
-        None => match var_string(ctx, scope, origin, &["ansible_become"])? {
-            Some(s) => crate::template::to_bool(&Value::from(s)),
-            None => defaults.become_.unwrap_or(false),
-        },
+    let enabled = match var_string(ctx, scope, origin, &["ansible_become"])? {
+        Some(s) => crate::template::to_bool(&Value::from(s)),
+        None => settings
+            .become_
+            .unwrap_or(defaults.become_.unwrap_or(false)),
     };
     if !enabled {
         return Ok(None);
     }
-    let method = match settings.become_method.clone() {
-        Some(m) => Some(m),
-        None => var_string(ctx, scope, origin, &["ansible_become_method"])?,
-    }
-    .or_else(|| defaults.become_method.clone())
-    .unwrap_or_else(|| "sudo".into());
+    let method = var_string(ctx, scope, origin, &["ansible_become_method"])?
+        .or_else(|| settings.become_method.clone())
+        .or_else(|| defaults.become_method.clone())
+        .unwrap_or_else(|| "sudo".into());
     let method = match method.as_str() {
         "sudo" => BecomeMethod::Sudo,
         "su" => BecomeMethod::Su,
@@ -1317,16 +1316,20 @@ fn become_for(
             )))
         }
     };
-    let user = match settings.become_user.clone() {
-        Some(u) => ctx
-            .shared
-            .templar
-            .render_str(&u, scope, origin)
-            .map_err(|e| ExecError::Failed(e.to_string()))?
-            .to_string(),
-        None => var_string(ctx, scope, origin, &["ansible_become_user"])?
-            .or_else(|| defaults.become_user.clone())
-            .unwrap_or_else(|| "root".into()),
+    let user = match var_string(ctx, scope, origin, &["ansible_become_user"])? {
+        Some(u) => u,
+        None => match settings.become_user.clone() {
+            Some(u) => ctx
+                .shared
+                .templar
+                .render_str(&u, scope, origin)
+                .map_err(|e| ExecError::Failed(e.to_string()))?
+                .to_string(),
+            None => defaults
+                .become_user
+                .clone()
+                .unwrap_or_else(|| "root".into()),
+        },
     };
     let password = match &ctx.shared.opts.become_password {
         Some(p) => Some(p.clone()),
@@ -1342,11 +1345,9 @@ fn become_for(
             ],
         )?,
     };
-    let flags = match settings.become_flags.clone() {
-        Some(f) => Some(f),
-        None => var_string(ctx, scope, origin, &["ansible_become_flags"])?
-            .or_else(|| defaults.become_flags.clone()),
-    };
+    let flags = var_string(ctx, scope, origin, &["ansible_become_flags"])?
+        .or_else(|| settings.become_flags.clone())
+        .or_else(|| defaults.become_flags.clone());
     let exe = var_string(ctx, scope, origin, &["ansible_become_exe"])?;
     Ok(Some(Become {
         method,
