@@ -300,6 +300,12 @@ impl Inventory {
         }
         let mut vars = VarMap::new();
         vars.insert("ansible_connection".into(), Value::from("local"));
+        // ansible-core points it at the controller's own Python; the
+        // executor knows which that is (`ansible_playbook_python`).
+        vars.insert(
+            "ansible_python_interpreter".into(),
+            Value::from("{{ ansible_playbook_python }}"),
+        );
         Some(Host {
             name: name.to_string(),
             vars,

@@ -36,7 +36,9 @@ macro_rules! add {
 
 pub(super) fn register(env: &mut Environment<'static>) {
     env.add_filter("map", map);
+    add!(env, "unique", unique);
     env.add_filter("map", map);
+    add!(env, "unique", unique);
     add!(env, "bool", |v: &Value| to_bool(v));
     add!(env, "int", int);
     add!(env, "float", float);
@@ -1413,4 +1415,44 @@ fn map(state: &mut State, value: Value, args: Rest<ValueOrKwargs>) -> Result<Vec
         }
     }
     Ok(out)
+}
+
+/// `unique`: minijinja's, with ansible-core's two failures. Input that is
+/// not a collection fails as Python words it, and items that cannot be
+/// hashed (dicts, lists) fail when `case_sensitive` or `attribute` is given,
+/// because ansible-core then cannot fall back from Jinja's filter (which
+/// hashes) to its own (which compares).
+fn unique(state: &State, values: Value, kwargs: Kwargs) -> Result<Value, Error> {
+    if !matches!(
+        values.kind(),
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable | ValueKind::String
+    ) {
+        return Err(err(format!(
+            "'{}' object is not iterable",
+            native::python_type_name(&values)
+        )));
+    }
+    let attr = kwargs.peek::<Option<Value>>("attribute")?;
+    if kwargs.has("case_sensitive") || attr.is_some() {
+        let unhashable = values.try_iter()?.find_map(|item| {
+            let compared = match attr.as_ref().and_then(|a| a.as_str()) {
+                Some(path) => path
+                    .split('.')
+                    .fold(item, |v, part| match part.parse::<i64>() {
+                        Ok(i) => v.get_item(&Value::from(i)).unwrap_or_default(),
+                        Err(_) => v.get_attr(part).unwrap_or_default(),
+                    }),
+                None => item,
+            };
+            matches!(compared.kind(), ValueKind::Map | ValueKind::Seq).then_some(compared)
+        });
+        if let Some(v) = unhashable {
+            return Err(err(format!(
+                "Jinja2's unique filter failed and we cannot fall back to Ansible's version as it \
+                 does not support the parameters supplied: unhashable type: '{}'",
+                native::python_type_name(&v)
+            )));
+        }
+    }
+    minijinja::filters::unique(state, values, kwargs)
 }
