@@ -331,6 +331,9 @@ struct InventoryArgs {
     host: Option<String>,
     #[arg(long)]
     vars: bool,
+    /// More detail (accepted as ansible-inventory does; the listing is the same).
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    verbose: u8,
     #[command(flatten)]
     vault: VaultFlags,
 }

@@ -134,6 +134,11 @@ impl Parser<'_> {
                     "True" => Some(Value::from(true)),
                     "False" => Some(Value::from(false)),
                     "None" => Some(Value::from(())),
+                    // `set()`, the empty set (a list, as Ansible coerces sets).
+                    "set" if self.s[self.i..].starts_with(b"()") => {
+                        self.i += 2;
+                        Some(Value::from(Vec::<Value>::new()))
+                    }
                     _ if matches!(self.peek(), Some(b'"' | b'\''))
                         && matches!(
                             word.to_ascii_lowercase().as_str(),
@@ -350,6 +355,11 @@ impl Parser<'_> {
         if let Some(d) = lower.strip_prefix("0b") {
             return radix(d, 2);
         }
+        // An imaginary number: Ansible keeps complex values as their text.
+        if let Some(n) = lower.strip_suffix('j') {
+            let real = n.parse::<f64>().is_ok() && !n.starts_with('+');
+            return real.then(|| Value::from(text));
+        }
         if lower.bytes().all(|c| c.is_ascii_digit()) {
             // Python 3 forbids leading zeros in non-zero decimals (`0644`).
             if lower.len() > 1 && lower.starts_with('0') && lower.bytes().any(|c| c != b'0') {
@@ -397,6 +407,13 @@ mod tests {
         assert_eq!(show("(1)"), "1");
         assert_eq!(show("{'a': 1, 'b': [True]}"), "{\"a\":1,\"b\":[true]}");
         assert_eq!(show("1 # note"), "1");
+        // ansible-core 2.19's INI inventory (its inventory_ini target).
+        assert_eq!(show("set()"), "[]");
+        assert_eq!(show("1j"), "\"1j\"");
+        assert_eq!(
+            show("[..., 1j, set(), {1, 2}, b'x']"),
+            "[\"...\",\"1j\",[],[1,2],\"x\"]"
+        );
         for not_literal in [
             "0644", "yes", "true", "hello", "a b", "1.2.3", "[1", "'open", "f'x'", "-'a'",
         ] {
