@@ -135,6 +135,15 @@ impl YamlInventory<'_> {
                 }
                 _ => {
                     for (pattern, hk, hvars) in items {
+                        // ansible-core refuses numbers as host names here
+                        // rather than guess how the number was written.
+                        if matches!(hk.kind, NodeKind::Int(_) | NodeKind::Float(_)) {
+                            return Err(hk
+                                .error(format!(
+                                    "Host pattern {pattern} must be a string. Enclose integers/floats in quotation marks."
+                                ))
+                                .hint(format!("quote the name: `'{pattern}':`")));
+                        }
                         self.hosts(name, &pattern, hk, hvars)?;
                     }
                 }
