@@ -79,6 +79,53 @@ fn stats<'a>(r: &'a Run, host: &str) -> &'a keel::output::HostStats {
     &r.summary.stats.iter().find(|(h, _)| h == host).unwrap().1
 }
 
+/// `set_fact` with `cacheable: true` goes to the fact cache, so a later run
+/// sees it; a plain `set_fact` does not (ansible-core's set_fact target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cacheable_set_fact_reaches_the_next_run() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let opts = || RunOptions {
+        fact_cache: keel::executor::FactCache::JsonFile {
+            dir: cache.path().to_path_buf(),
+            timeout: std::time::Duration::from_secs(3600),
+            prefix: "prefix_".into(),
+        },
+        ..RunOptions::default()
+    };
+    let first = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - set_fact:
+        ansible_foobar: from_cacheable
+        cacheable: true
+    - set_fact:
+        not_cached: only_this_run
+"#;
+    let r = run(d.path(), 1, first, opts()).await;
+    assert_eq!(stats(&r, "h1").failed, 0, "{}", r.human);
+    let second = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - assert:
+        that:
+          - ansible_foobar == 'from_cacheable'
+          - not_cached is undefined
+"#;
+    let r = run(d.path(), 1, second, opts()).await;
+    assert_eq!(stats(&r, "h1").failed, 0, "{}", r.human);
+    let files: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.len() == 1 && files[0].starts_with("prefix_"),
+        "{files:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_log_hides_values_in_every_output() {
     let d = tempfile::tempdir().unwrap();

@@ -76,6 +76,11 @@ pub(super) fn run_action(
                 for (k, v) in &facts {
                     h.set_fact(k.clone(), v.clone());
                 }
+                // `cacheable`: host facts too, so the fact cache keeps them
+                // for later runs (ansible-core's set_host_facts).
+                if cacheable {
+                    h.add_facts(&facts);
+                }
             }
             let mut r = VarMap::new();
             r.insert("changed".into(), Value::from(false));

@@ -201,7 +201,7 @@ pub(crate) async fn run_play(
                 magic.insert("omit".into(), Value::from(crate::template::omit_token()));
                 // Inventories point interpreters at it; Keel runs no Python,
                 // so it names the controller's python3.
-                magic.insert("ansible_playbook_python".into(), Value::from(playbook_python()));
+                magic.insert("ansible_playbook_python".into(), Value::from(crate::inventory::controller_python()));
                 magic.insert(
                     "ansible_version".into(),
                     ser(serde_json::json!({"full": "2.17.0", "major": 2, "minor": 17, "revision": 0, "string": "2.17.0 (keel)"})),
@@ -534,18 +534,6 @@ fn order_hosts(mut hosts: Vec<String>, order: crate::playbook::plan::HostOrder) 
         }
     }
     hosts
-}
-
-/// `ansible_playbook_python`: the first `python3` on `PATH`.
-fn playbook_python() -> String {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("python3"))
-                .find(|c| c.is_file())
-        })
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "/usr/bin/python3".into())
 }
 
 /// Splits hosts into `serial` batches (the last size repeats).

@@ -300,11 +300,10 @@ impl Inventory {
         }
         let mut vars = VarMap::new();
         vars.insert("ansible_connection".into(), Value::from("local"));
-        // ansible-core points it at the controller's own Python; the
-        // executor knows which that is (`ansible_playbook_python`).
+        // ansible-core points it at the controller's own Python.
         vars.insert(
             "ansible_python_interpreter".into(),
-            Value::from("{{ ansible_playbook_python }}"),
+            Value::from(controller_python()),
         );
         Some(Host {
             name: name.to_string(),
@@ -558,4 +557,18 @@ fn extend(dst: &mut VarMap, src: &VarMap) {
     for (k, v) in src {
         dst.insert(k.clone(), v.clone());
     }
+}
+
+/// The controller's Python (`ansible_playbook_python`, and the implicit
+/// localhost's interpreter): the first `python3` on `PATH`. Keel runs no
+/// Python itself; inventories and playbooks still name it.
+pub fn controller_python() -> String {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("python3"))
+                .find(|c| c.is_file())
+        })
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/usr/bin/python3".into())
 }

@@ -668,6 +668,7 @@ pub fn read_task<'a>(
                 ActionArgs::Map(m) => m,
             };
             merge_args(&mut args, args_node, &action)?;
+            reserved_args(&name, &args, av)?;
             if !templated {
                 check_arg_names(&action, &args, av, args_node)?;
             }
@@ -708,6 +709,7 @@ pub fn read_task<'a>(
         }
     };
     merge_args(&mut args, args_node, &action)?;
+    reserved_args(&written, &args, value_node)?;
     check_arg_names(&action, &args, value_node, args_node)?;
     Ok(RawTask {
         kind: RawKind::Task {
@@ -805,6 +807,18 @@ fn check_arg_names(
 }
 
 /// `args:` merges under the module's own arguments (the module's win).
+/// Arguments named `_ansible_*` are ansible-core's own (it passes them to
+/// modules); a task may not set them.
+fn reserved_args(action: &str, args: &VarMap, at: &Node) -> Result<(), Diagnostic> {
+    match args.keys().find(|k| k.starts_with("_ansible_")) {
+        Some(k) => Err(at.error(format!(
+            "Invalid parameter specified beginning with keyword '_ansible_' for action '{action}': '{k}'. \
+             The prefix '_ansible_' is reserved for internal use only."
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn merge_args(args: &mut VarMap, args_node: Option<&Node>, action: &str) -> Result<(), Diagnostic> {
     let Some(n) = args_node else { return Ok(()) };
     let extra = match &n.kind {

@@ -12,6 +12,23 @@ use super::native::{is_truthy, to_bool};
 use super::pyre;
 
 pub(super) fn register(env: &mut Environment<'static>) {
+    // ansible-core's test plugin for the trust tag its own integration tests
+    // check. Keel's one trust mark is `!unsafe`: any other string may be
+    // templated, which is what `TrustedAsTemplate` says.
+    env.add_test(
+        "ansible._protomatter.tagged_with",
+        |v: &Value, tag: &str| -> Result<bool, Error> {
+            match tag {
+                "TrustedAsTemplate" => {
+                    Ok(v.kind() == ValueKind::String && !crate::vars::is_unsafe(v))
+                }
+                other => Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("Keel does not track the '{other}' tag"),
+                )),
+            }
+        },
+    );
     env.add_test("succeeded", succeeded);
     env.add_test("success", succeeded);
     env.add_test("successful", succeeded);
