@@ -120,6 +120,7 @@ impl Sandbox {
             origin: &self.origin,
             check_mode: mode.check,
             diff: mode.diff,
+            no_log: false,
             become_: None,
             env: Vec::new(),
             search_paths: &self.search,

@@ -111,6 +111,7 @@ impl Db {
             origin: &self.origin,
             check_mode: mode == Mode::Check,
             diff: mode != Mode::Normal,
+            no_log: false,
             become_: None,
             env: Vec::new(),
             search_paths: &self.search,

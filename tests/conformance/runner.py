@@ -326,6 +326,8 @@ def run_target(t: Target, engine: str, known: dict[str, Target], bindir: Path, s
             "ANSIBLE_RETRY_FILES_ENABLED": "false",
             "ANSIBLE_CONFIG": str(cfg),
             "ANSIBLE_LIBRARY": "/dev/null",
+            # Where Keel's Python fallback takes ansible-core's modules and module_utils from.
+            "KEEL_ANSIBLE_PYTHON": str(py),
             "ANSIBLE_DEVEL_WARNING": "false",
             "ANSIBLE_PYTHON_INTERPRETER": "/set/ansible_python_interpreter/in/inventory",
             "PAGER": "/bin/cat",

@@ -566,6 +566,7 @@ pub(crate) fn synthetic_task(play: &Play, action: &str, name: &str) -> Task {
         name: Some(name.to_string()),
         action: action.to_string(),
         action_as_written: action.to_string(),
+        python: None,
         args: VarMap::new(),
         span: play.span.clone(),
         when: vec![],

@@ -847,6 +847,7 @@ struct Prepared {
     env: Vec<(String, String)>,
     check_mode: bool,
     diff: bool,
+    no_log: bool,
     timeout: Option<Duration>,
     search_paths: Vec<PathBuf>,
 }
@@ -876,8 +877,14 @@ async fn prepare(
     } else {
         std::borrow::Cow::Borrowed(task.action.as_str())
     };
-    let module = modules::lookup(&action)
-        .ok_or_else(|| ExecError::Failed(format!("couldn't resolve module/action '{action}'")))?;
+    // A Python module the resolver found (in `library/`, a collection or
+    // ansible-core) runs through the fallback; everything else is native.
+    let module = match &task.python {
+        Some(p) => p.clone() as modules::ModuleRef,
+        None => modules::lookup(&action).ok_or_else(|| {
+            ExecError::Failed(format!("couldn't resolve module/action '{action}'"))
+        })?,
+    };
 
     let mut raw_args = VarMap::new();
     for (m, defaults) in &ctx.play.module_defaults {
@@ -916,6 +923,7 @@ async fn prepare(
         .or(ctx.play.check_mode)
         .unwrap_or(ctx.shared.opts.check);
     let diff = task.diff.or(ctx.play.diff).unwrap_or(ctx.shared.opts.diff);
+    let no_log = task.no_log.or(ctx.play.no_log).unwrap_or(false);
     let timeout = match &task.timeout {
         Some(t) => render_u64(ctx, t, scope, origin)?.map(Duration::from_secs),
         None => None,
@@ -929,6 +937,7 @@ async fn prepare(
         env,
         check_mode,
         diff,
+        no_log,
         timeout,
         search_paths: search_paths(ctx, task),
     })
@@ -952,6 +961,7 @@ async fn run_module(
         origin,
         check_mode: p.check_mode,
         diff: p.diff,
+        no_log: p.no_log,
         become_: p.become_.clone(),
         env: p.env.clone(),
         search_paths: &p.search_paths,
@@ -1091,12 +1101,21 @@ fn single_from(mr: ModuleResult, delegate: &Option<String>) -> SingleResult {
 }
 
 fn render_diff(d: &crate::modules::FileDiff) -> String {
+    let header = |side: &str, h: &str| {
+        if h.is_empty() {
+            side.to_string()
+        } else {
+            format!("{side}: {h}")
+        }
+    };
     let text = similar::TextDiff::from_lines(&d.before, &d.after);
     text.unified_diff()
         .context_radius(3)
+        // A diff without headers (a module's `{before, after}`) shows
+        // bare `before`/`after`, as ansible-core does.
         .header(
-            &format!("before: {}", d.before_header),
-            &format!("after: {}", d.after_header),
+            &header("before", &d.before_header),
+            &header("after", &d.after_header),
         )
         .to_string()
 }

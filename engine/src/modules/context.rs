@@ -22,6 +22,10 @@ pub struct TaskContext<'a> {
     /// Read only by the driver ([`drive`](super::kit::drive)); modules plan instead.
     pub check_mode: bool,
     pub diff: bool,
+    /// The task's `no_log`: the executor censors the result itself; this
+    /// is for modules that pass it on (the Python fallback tells the module,
+    /// which then keeps its arguments out of the host's log).
+    pub no_log: bool,
     pub become_: Option<Become>,
     /// The task's `environment`, already templated.
     pub env: Vec<(String, String)>,

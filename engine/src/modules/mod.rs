@@ -22,6 +22,7 @@ pub mod kit;
 pub mod module;
 pub mod net;
 pub mod packages;
+pub mod python;
 pub mod registry;
 pub mod result;
 pub mod source;

@@ -8,75 +8,6 @@
 
 use crate::modules::registry;
 
-/// Every module and action name Keel ships or will ship (short form). Tasks
-/// naming one of these resolve even before its implementation lands in the
-/// module registry; [`registry::is_action`] is accepted as well.
-pub const KNOWN_MODULES: &[&str] = &[
-    "command",
-    "shell",
-    "raw",
-    "script",
-    "copy",
-    "template",
-    "file",
-    "lineinfile",
-    "blockinfile",
-    "replace",
-    "stat",
-    "slurp",
-    "fetch",
-    "find",
-    "debug",
-    "set_fact",
-    "assert",
-    "fail",
-    "pause",
-    "wait_for",
-    "wait_for_connection",
-    "ping",
-    "setup",
-    "apt",
-    "apt_repository",
-    "apt_key",
-    "package",
-    "dpkg_selections",
-    "debconf",
-    "service",
-    "systemd",
-    "systemd_service",
-    "user",
-    "group",
-    "authorized_key",
-    "cron",
-    "get_url",
-    "uri",
-    "unarchive",
-    "git",
-    "hostname",
-    "sysctl",
-    "mount",
-    "timezone",
-    "reboot",
-    "modprobe",
-    "mysql_db",
-    "mysql_user",
-    "pip",
-    "meta",
-    "include_tasks",
-    "import_tasks",
-    "include_role",
-    "import_role",
-    "import_playbook",
-    "include_vars",
-    "add_host",
-    "group_by",
-    "service_facts",
-    "package_facts",
-    "getent",
-    "tempfile",
-    "known_hosts",
-];
-
 /// Where a keyword may be written (`on`), and where a template may stand
 /// for its value until run time (`late`): bits of [`PLAY`], [`TASK`],
 /// [`BLOCK`] and [`ROLE_ENTRY`].
@@ -256,23 +187,22 @@ pub const RAW_PARAM_ACTIONS: &[&str] = &[
     "meta",
 ];
 
-/// Whether `name` (short or fully qualified) names a module or action.
+/// Whether `name` (short or fully qualified) names a native module or an
+/// executor action. The module registry is the only list: a name is known
+/// only once it has an implementation. (Python modules found outside Keel
+/// are the resolver's [`ModuleSearch`](crate::modules::python::ModuleSearch).)
 pub fn is_module(name: &str) -> bool {
     let short = registry::canonical_name(name);
     // Only bare names and known collections count: `foo.bar.copy` is not `copy`.
     if short.contains('.') {
         return false;
     }
-    KNOWN_MODULES.contains(&short) || registry::is_action(name)
+    registry::is_action(name)
 }
 
 /// Every known module name (short form), for suggestions.
 pub fn all_module_names() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = KNOWN_MODULES.to_vec();
-    v.extend(registry::module_names());
-    v.sort_unstable();
-    v.dedup();
-    v
+    registry::module_names()
 }
 
 /// The `n` candidates most similar to `word`, best first.

@@ -297,6 +297,10 @@ pub struct Task {
     pub action: String,
     /// The name as written (`ansible.builtin.copy`).
     pub action_as_written: String,
+    /// The Python module to run instead of a native one: set when the name
+    /// was found only outside Keel (a `library/` dir, a collection,
+    /// ansible-core), already packed at resolve time.
+    pub python: Option<Arc<crate::modules::python::PyModule>>,
     /// Module arguments, raw (templated per host at run time). The old
     /// `key=value` form is already split; free-form text is under
     /// `_raw_params`.

@@ -8,6 +8,7 @@ use minijinja::Value;
 use super::keywords::{self, BLOCK, RAW_PARAM_ACTIONS, TASK};
 use super::plan::{BecomeSettings, LoopControl, LoopKind, LoopSpec};
 use crate::diag::{suggest, Diagnostic, Span};
+use crate::modules::python::ModuleSearch;
 use crate::modules::registry;
 use crate::template::Condition;
 use crate::vars::VarMap;
@@ -504,6 +505,7 @@ pub fn read_task<'a>(
     node: &'a Node,
     warnings: &mut Vec<Diagnostic>,
     handler: bool,
+    modules: &mut ModuleSearch,
 ) -> Result<RawTask<'a>, Diagnostic> {
     let entries = node.as_map().ok_or_else(|| {
         node.error(format!(
@@ -565,7 +567,7 @@ pub fn read_task<'a>(
             read_keyword(&mut kw, &key, k, v, warnings)?;
             continue;
         }
-        if keywords::is_module(&key) {
+        if keywords::is_module(&key) || modules.claims(&key) {
             if let Some((_, _, prev_name)) = &module {
                 return Err(k
                     .error(format!(
@@ -598,6 +600,7 @@ pub fn read_task<'a>(
                 .error(format!("`{key}` is not a valid task keyword"))
                 .hint(format!("did you mean `{s}`?")));
         }
+        let looked = modules.looked_in(key);
         let modules = keywords::all_module_names();
         let short = registry::canonical_name(key);
         if module.is_some() || action_kw.is_some() {
@@ -626,7 +629,7 @@ pub fn read_task<'a>(
         };
         return Err(k
             .error(format!("couldn't resolve module/action '{key}'"))
-            .hint(hint));
+            .hint(format!("{hint}; {looked}")));
     }
 
     let (key_node, value_node, written, local) = match (module, action_kw) {
@@ -647,12 +650,14 @@ pub fn read_task<'a>(
             // `action: "{{ module_to_run }}"` names its module per host at
             // run time; the executor templates and checks it then.
             let templated = crate::template::is_template(&name);
-            if !templated && !keywords::is_module(&name) {
+            if !templated && !keywords::is_module(&name) && !modules.claims(&name) {
+                let looked = modules.looked_in(&name);
                 let modules = keywords::all_module_names();
                 let mut e = av.error(format!("couldn't resolve module/action '{name}'"));
-                if let Some(s) = suggest(registry::canonical_name(&name), modules.iter().copied()) {
-                    e = e.hint(format!("did you mean `{s}`?"));
-                }
+                e = match suggest(registry::canonical_name(&name), modules.iter().copied()) {
+                    Some(s) => e.hint(format!("did you mean `{s}`? {looked}")),
+                    None => e.hint(looked),
+                };
                 return Err(e);
             }
             let _ = ak;

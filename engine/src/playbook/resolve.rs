@@ -19,6 +19,7 @@ use super::plan::{
 use super::raw::{self, Keywords, RawKind};
 use super::roles::{self, RoleEntry, RoleGraph};
 use crate::diag::{suggest, Diagnostic};
+use crate::modules::python::{ModuleSearch, PyModule, Resolution};
 use crate::modules::registry;
 use crate::template::Condition;
 use crate::vars::VarMap;
@@ -145,6 +146,10 @@ pub struct Resolver<'o> {
     /// `ansible_play_role_names` and `ansible_dependent_role_names`).
     play_role_names: Vec<String>,
     dependent_role_names: Vec<String>,
+    /// Where modules Keel has no native port of are found: the playbooks'
+    /// and roles' `library/` dirs seen so far (kept across plays, as
+    /// Ansible keeps them), collections, ansible-core.
+    modules: ModuleSearch,
 }
 
 /// How a role comes into the play: it decides the role's magic variables.
@@ -175,6 +180,7 @@ impl<'o> Resolver<'o> {
             depth: 0,
             play_role_names: Vec::new(),
             dependent_role_names: Vec::new(),
+            modules: ModuleSearch::new(),
         }
     }
 
@@ -185,6 +191,7 @@ impl<'o> Resolver<'o> {
     /// Sets up the per-play state for a play read from `playbook_dir`.
     pub(crate) fn start_play(&mut self, playbook_dir: &Path) {
         self.playbook_dir = playbook_dir.to_path_buf();
+        self.modules.add_base(playbook_dir);
         let mut search = vec![playbook_dir.join("roles"), playbook_dir.to_path_buf()];
         search.extend(self.opts.roles_path.iter().cloned());
         for var in ["KEEL_ROLES_PATH", "ANSIBLE_ROLES_PATH"] {
@@ -727,7 +734,7 @@ impl<'o> Resolver<'o> {
         inh: &Inherit,
         out: &mut Vec<plan::Node>,
     ) -> Result<(), Diagnostic> {
-        let rt = raw::read_task(node, &mut self.warnings, false)?;
+        let rt = raw::read_task(node, &mut self.warnings, false, &mut self.modules)?;
         match rt.kind {
             RawKind::Block { block, rescue, always } => {
                 let child = inh.child(&rt.kw);
@@ -784,11 +791,11 @@ impl<'o> Resolver<'o> {
                             }
                         }
                     };
-                    let t = self.build_task(node, rt.kw, inh, action, action_as_written, args, local, Some(target));
+                    let t = self.build_task(node, rt.kw, inh, action, action_as_written, args, local, Some(target))?;
                     out.push(plan::Node::Include(Arc::new(t)));
                 }
                 _ => {
-                    let t = self.build_task(node, rt.kw, inh, action, action_as_written, args, local, None);
+                    let t = self.build_task(node, rt.kw, inh, action, action_as_written, args, local, None)?;
                     out.push(plan::Node::Task(Arc::new(t)));
                 }
             },
@@ -807,8 +814,9 @@ impl<'o> Resolver<'o> {
         args: VarMap,
         local: bool,
         include: Option<IncludeTarget>,
-    ) -> Task {
+    ) -> Result<Task, Diagnostic> {
         let c = inh.child(&kw);
+        let python = self.python_module(&action_as_written, node)?;
         let mut delegate_to = c.delegate_to;
         if local {
             delegate_to = Some("localhost".into());
@@ -819,11 +827,12 @@ impl<'o> Resolver<'o> {
             (None, Some(_)) => Some(Value::from(3)),
             _ => None,
         };
-        Task {
+        Ok(Task {
             id: self.next_id(),
             name: kw.name,
             action,
             action_as_written,
+            python,
             args,
             span: node.span(),
             when: c.when,
@@ -857,6 +866,29 @@ impl<'o> Resolver<'o> {
             include,
             file_dir: c.file_dir,
             late: c.late,
+        })
+    }
+
+    /// The Python module a task runs when its name is not (or, from a
+    /// `library/` dir, shadows) a native module; a module that was found
+    /// but cannot run is an error here, before anything connects.
+    fn python_module(
+        &mut self,
+        written: &str,
+        node: &Node,
+    ) -> Result<Option<Arc<PyModule>>, Diagnostic> {
+        match self.modules.resolve(written) {
+            Resolution::Python(m) => Ok(Some(m)),
+            Resolution::Native | Resolution::NotFound(_) => Ok(None),
+            Resolution::Unusable(e) => Err(node
+                .error(format!("cannot run module '{written}': {e}"))
+                .hint("Keel runs a module it has no native port of with the host's Python, packed as Ansible packs it")),
+            Resolution::ActionPluginOnly(p) => Err(node
+                .error(format!("couldn't resolve module/action '{written}'"))
+                .hint(format!(
+                    "{} is an action plugin, controller-side Python that runs inside Ansible itself; Keel runs modules, not action plugins",
+                    p.display()
+                ))),
         }
     }
 
@@ -985,7 +1017,7 @@ impl<'o> Resolver<'o> {
         inh: &Inherit,
         out: &mut Vec<Arc<Handler>>,
     ) -> Result<(), Diagnostic> {
-        let rt = raw::read_task(node, &mut self.warnings, true)?;
+        let rt = raw::read_task(node, &mut self.warnings, true, &mut self.modules)?;
         match rt.kind {
             RawKind::Block {
                 block,
@@ -1048,7 +1080,7 @@ impl<'o> Resolver<'o> {
                     args,
                     local,
                     include,
-                );
+                )?;
                 out.push(Arc::new(Handler {
                     task: Arc::new(task),
                     listen,
@@ -1075,6 +1107,7 @@ impl<'o> Resolver<'o> {
     ) -> Result<Option<Arc<RoleInstance>>, Diagnostic> {
         let base = self.playbook_dir.clone();
         let path = roles::find_role(&entry.name, &self.role_search, &base, &entry.span)?;
+        self.modules.add_base(&path);
         let meta = self.meta(&path)?;
 
         // Cycle check over the dependency graph, before recursing.
@@ -1234,6 +1267,10 @@ impl<'o> Resolver<'o> {
         target: &IncludeTarget,
     ) -> Result<Included, Diagnostic> {
         self.start_play(&play.playbook_dir);
+        // The including task's role brought its `library/` in at load time.
+        if let Some(r) = &include.role {
+            self.modules.add_base(&r.path);
+        }
         let mut vars = (*play.vars).clone();
         vars.extend(play.vars_files.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.static_vars = vars;

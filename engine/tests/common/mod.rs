@@ -132,6 +132,7 @@ impl Host {
             origin: &self.origin,
             check_mode: mode.check,
             diff: mode.diff,
+            no_log: false,
             become_: None,
             env: self.env.borrow().clone(),
             search_paths: &self.search,

@@ -1,0 +1,337 @@
+//! Where a task's module name is found when Keel has no native port of it
+//! (or when a `library/` module shadows one): [`ModuleSearch`], owned by the
+//! resolver, and the controller's ansible-core installation
+//! ([`ansible_core`]), whose own modules and `module_utils` the fallback uses.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use super::payload::{PayloadError, PyModule};
+use crate::modules::registry;
+
+/// An ansible-core installation importable on the controller.
+#[derive(Debug, Clone)]
+pub struct AnsibleCore {
+    /// The Python that imports it.
+    pub python: PathBuf,
+    /// The `ansible` package directory (holds `modules/` and `module_utils/`).
+    pub package: PathBuf,
+    pub version: String,
+}
+
+impl AnsibleCore {
+    pub fn modules_dir(&self) -> PathBuf {
+        self.package.join("modules")
+    }
+    pub fn module_utils_dir(&self) -> PathBuf {
+        self.package.join("module_utils")
+    }
+}
+
+/// The Pythons tried, in order: `KEEL_ANSIBLE_PYTHON` alone when set (an
+/// explicit choice is not second-guessed); else `python3` on `PATH`, then
+/// the interpreter of the `ansible-playbook` (or `ansible`) script on `PATH`,
+/// which is how a venv or pipx install is usually reached.
+fn candidate_pythons() -> Vec<PathBuf> {
+    if let Some(p) = std::env::var_os("KEEL_ANSIBLE_PYTHON").filter(|p| !p.is_empty()) {
+        return vec![PathBuf::from(p)];
+    }
+    let mut out = vec![PathBuf::from("python3")];
+    for tool in ["ansible-playbook", "ansible"] {
+        let Some(exe) = on_path(tool) else { continue };
+        let Ok(text) = std::fs::read(&exe) else {
+            continue;
+        };
+        let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+        let Some(line) = std::str::from_utf8(first)
+            .ok()
+            .and_then(|l| l.strip_prefix("#!"))
+        else {
+            continue;
+        };
+        let mut words = line.split_whitespace();
+        let Some(interp) = words.next() else { continue };
+        let python = if interp.ends_with("/env") {
+            words.next().map(PathBuf::from)
+        } else {
+            Some(PathBuf::from(interp))
+        };
+        out.extend(python);
+    }
+    out.dedup();
+    out
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn probe(python: &Path) -> Option<AnsibleCore> {
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import os, ansible\nfrom ansible.release import __version__\nprint(os.path.dirname(ansible.__file__))\nprint(__version__)",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines();
+    let package = PathBuf::from(lines.next()?.trim());
+    let version = lines.next()?.trim().to_string();
+    package.join("module_utils").is_dir().then(|| AnsibleCore {
+        python: python.to_path_buf(),
+        package,
+        version,
+    })
+}
+
+/// The controller's ansible-core, looked for once per process (see
+/// [`candidate_pythons`] for where), or `None` when no Python imports one.
+pub fn ansible_core() -> Option<&'static AnsibleCore> {
+    static CORE: OnceLock<Option<AnsibleCore>> = OnceLock::new();
+    CORE.get_or_init(|| candidate_pythons().iter().find_map(|p| probe(p)))
+        .as_ref()
+}
+
+/// What a task's module name resolved to.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// A native module or an executor action.
+    Native,
+    /// A Python module, packed and ready to run.
+    Python(Arc<PyModule>),
+    /// Found nowhere: the places looked in, for the error.
+    NotFound(Vec<String>),
+    /// Found, but it cannot be packed (a missing `module_utils`, a binary...).
+    Unusable(PayloadError),
+    /// An action plugin with no module behind it: controller-side Python
+    /// Keel cannot run.
+    ActionPluginOnly(PathBuf),
+}
+
+/// The module search path of one playbook run: the directories a
+/// resolver has seen so far (the playbook's and each loaded role's
+/// `library/`, `module_utils/` and `action_plugins/`, in load order, as
+/// Ansible adds them) and packed modules by path, so each is read once.
+#[derive(Debug, Default)]
+pub struct ModuleSearch {
+    library: Vec<PathBuf>,
+    module_utils: Vec<PathBuf>,
+    action_plugins: Vec<PathBuf>,
+    collections: Vec<PathBuf>,
+    packed: HashMap<PathBuf, Result<Arc<PyModule>, PayloadError>>,
+}
+
+fn push_dir(list: &mut Vec<PathBuf>, dir: PathBuf) {
+    if dir.is_dir() && !list.contains(&dir) {
+        list.push(dir);
+    }
+}
+
+fn env_dirs(var: &str) -> Vec<PathBuf> {
+    std::env::var_os(var)
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl ModuleSearch {
+    pub fn new() -> ModuleSearch {
+        ModuleSearch::default()
+    }
+
+    /// Adds a playbook's or role's directory: its `library/`,
+    /// `module_utils/` and `action_plugins/` join the search (a playbook's
+    /// `collections/` too).
+    pub fn add_base(&mut self, dir: &Path) {
+        push_dir(&mut self.library, dir.join("library"));
+        push_dir(&mut self.module_utils, dir.join("module_utils"));
+        push_dir(&mut self.action_plugins, dir.join("action_plugins"));
+        push_dir(&mut self.collections, dir.join("collections"));
+    }
+
+    /// The module directories in search order: added ones, then
+    /// `ANSIBLE_LIBRARY`, then Ansible's defaults.
+    fn library_dirs(&self) -> Vec<PathBuf> {
+        let mut v = self.library.clone();
+        let configured = env_dirs("ANSIBLE_LIBRARY");
+        if configured.is_empty() {
+            if let Some(home) = dirs::home_dir() {
+                v.push(home.join(".ansible/plugins/modules"));
+            }
+            v.push(PathBuf::from("/usr/share/ansible/plugins/modules"));
+        } else {
+            v.extend(configured);
+        }
+        v
+    }
+
+    /// The `module_utils` directories in search order (ansible-core's last).
+    pub fn module_utils_dirs(&self) -> Vec<PathBuf> {
+        let mut v = self.module_utils.clone();
+        let configured = env_dirs("ANSIBLE_MODULE_UTILS");
+        if configured.is_empty() {
+            if let Some(home) = dirs::home_dir() {
+                v.push(home.join(".ansible/plugins/module_utils"));
+            }
+            v.push(PathBuf::from("/usr/share/ansible/plugins/module_utils"));
+        } else {
+            v.extend(configured);
+        }
+        v.retain(|d| d.is_dir());
+        v
+    }
+
+    /// Directories holding `ansible_collections/`.
+    pub fn collection_roots(&self) -> Vec<PathBuf> {
+        let mut v = self.collections.clone();
+        let mut configured = env_dirs("ANSIBLE_COLLECTIONS_PATH");
+        configured.extend(env_dirs("ANSIBLE_COLLECTIONS_PATHS"));
+        if configured.is_empty() {
+            if let Some(home) = dirs::home_dir() {
+                v.push(home.join(".ansible/collections"));
+            }
+            v.push(PathBuf::from("/usr/share/ansible/collections"));
+        } else {
+            v.extend(configured);
+        }
+        v.retain(|d| d.is_dir());
+        v
+    }
+
+    /// Resolves a module name as written in a task (`foo`,
+    /// `ansible.legacy.foo`, `ansible.builtin.foo`, `ns.coll.foo`).
+    ///
+    /// A bare (or `ansible.legacy.`) name is looked for in the `library/`
+    /// directories first, where it shadows a native module as it shadows
+    /// ansible-core's own in Ansible; executor actions and controller-side
+    /// modules (Ansible's action plugins) are never shadowed.
+    pub fn resolve(&mut self, written: &str) -> Resolution {
+        let parts: Vec<&str> = written.split('.').collect();
+        let native = registry::is_action(written);
+        let mut looked = Vec::new();
+        let (name, collection) = match parts.as_slice() {
+            [name] | ["ansible", "legacy", name] => (*name, None),
+            ["ansible", "builtin", name] => (*name, Some(("ansible", "builtin"))),
+            [ns, coll, name] => (*name, Some((*ns, *coll))),
+            _ => return Resolution::NotFound(vec!["(not a module name)".into()]),
+        };
+        if collection.is_none() {
+            let shadowable = registry::lookup(written).is_none_or(|m| !m.controller_only())
+                && !registry::EXECUTOR_ACTIONS.contains(&name);
+            if shadowable {
+                for dir in self.library_dirs().into_iter().filter(|d| d.is_dir()) {
+                    if let Some(path) = module_file(&dir, name) {
+                        return self.pack(name, &format!("ansible.legacy.{name}"), path);
+                    }
+                    looked.push(dir.display().to_string());
+                }
+                if looked.is_empty() {
+                    looked.push(
+                        "library/ (no playbook, role or ANSIBLE_LIBRARY directory exists)".into(),
+                    );
+                }
+            }
+        }
+        if native {
+            return Resolution::Native;
+        }
+        if let Some((ns, coll)) = collection.filter(|c| *c != ("ansible", "builtin")) {
+            for root in self.collection_roots() {
+                let dir = root.join(format!("ansible_collections/{ns}/{coll}/plugins/modules"));
+                if let Some(path) = module_file(&dir, name) {
+                    let fqn = format!("ansible_collections.{ns}.{coll}.plugins.modules.{name}");
+                    return self.pack(name, &fqn, path);
+                }
+                looked.push(dir.display().to_string());
+            }
+            if looked.is_empty() {
+                looked.push(format!(
+                    "the collection {ns}.{coll} (no collections directory exists)"
+                ));
+            }
+            return Resolution::NotFound(looked);
+        }
+        match ansible_core() {
+            Some(core) => {
+                let dir = core.modules_dir();
+                if let Some(path) = module_file(&dir, name) {
+                    // ansible-core keeps documentation stubs of its action
+                    // plugins here (`gather_facts`, `set_stats`...): no
+                    // module behind them.
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    if !text.contains("AnsibleModule") && !text.contains("def main") {
+                        return Resolution::ActionPluginOnly(path);
+                    }
+                    return self.pack(name, &format!("ansible.modules.{name}"), path);
+                }
+                looked.push(format!("{} (ansible-core {})", dir.display(), core.version));
+            }
+            None => looked.push(
+                "ansible-core's modules (no ansible-core is importable on the controller: \
+                 set KEEL_ANSIBLE_PYTHON to a Python that imports it)"
+                    .into(),
+            ),
+        }
+        if collection.is_none() {
+            for dir in &self.action_plugins {
+                let p = dir.join(format!("{name}.py"));
+                if p.is_file() {
+                    return Resolution::ActionPluginOnly(p);
+                }
+            }
+        }
+        Resolution::NotFound(looked)
+    }
+
+    /// Whether `written` names a module found outside the native set (so a
+    /// task key with that name is its module, even when it cannot run: the
+    /// resolver then says why).
+    pub fn claims(&mut self, written: &str) -> bool {
+        matches!(
+            self.resolve(written),
+            Resolution::Python(_) | Resolution::Unusable(_) | Resolution::ActionPluginOnly(_)
+        )
+    }
+
+    /// Where `written` was looked for, for a "couldn't resolve" error.
+    pub fn looked_in(&mut self, written: &str) -> String {
+        match self.resolve(written) {
+            Resolution::NotFound(places) => {
+                format!("looked for a Python module in: {}", places.join(", "))
+            }
+            _ => String::new(),
+        }
+    }
+
+    fn pack(&mut self, name: &str, fqn: &str, path: PathBuf) -> Resolution {
+        let utils = self.module_utils_dirs();
+        let roots = self.collection_roots();
+        let entry = self.packed.entry(path.clone()).or_insert_with(|| {
+            PyModule::load(name, fqn, &path, &utils, &roots, ansible_core()).map(Arc::new)
+        });
+        match entry {
+            Ok(m) => Resolution::Python(m.clone()),
+            Err(e) => Resolution::Unusable(e.clone()),
+        }
+    }
+}
+
+/// `dir/name.py`, or `dir/name` (a module in any language).
+fn module_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    [dir.join(format!("{name}.py")), dir.join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+}
