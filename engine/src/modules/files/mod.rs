@@ -14,6 +14,7 @@ pub mod copy;
 pub mod fetch;
 pub mod file;
 pub mod find;
+pub mod ini_file;
 pub mod lineinfile;
 pub mod replace;
 pub mod slurp;
@@ -36,4 +37,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("unarchive", Arc::new(unarchive::Unarchive));
     m.insert("tempfile", Arc::new(tempfile::TempFile));
     m.insert("assemble", Arc::new(assemble::Assemble));
+    m.insert("ini_file", Arc::new(ini_file::IniFile));
 }
