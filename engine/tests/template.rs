@@ -196,9 +196,15 @@ fn conditions_follow_ansible() {
     // Python truthiness: a non-empty string is true, an empty list false.
     assert!(c(&["s"]).unwrap());
     assert!(!c(&["empty"]).unwrap());
-    // Templated conditions are accepted (with a warning), as in Ansible.
+    // A whole `{{ expr }}` is accepted (with a warning); templates inside a
+    // larger expression are a syntax error, as in ansible-core 2.19.
     assert!(c(&["{{ x == 3 }}"]).unwrap());
-    assert!(!c(&["{{ x }} == 4"]).unwrap());
+    let err = c(&["{{ x }} == 4"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Template delimiters are not supported in expressions"),
+        "{err}"
+    );
     let err = c(&["missing_var"]).unwrap_err();
     assert_eq!(err.undefined.as_deref(), Some("missing_var"));
     assert!(c(&["missing_var is not defined"]).unwrap());

@@ -256,9 +256,20 @@ impl Templar {
                         tracing::warn!(
                             "conditional statements should not include jinja2 templating delimiters such as {{{{ }}}} or {{% %}}. Found: {c}"
                         );
+                        // Only a whole `{{ expr }}` is accepted: ansible-core
+                        // 2.19 no longer templates text into an expression
+                        // (its result could be data that runs lookups).
                         match native::single_expression(c) {
                             Some(inner) => inner.to_string(),
-                            None => render_text_in(ctx, c)?,
+                            None => {
+                                return Err(error::error_msg(
+                                    origin,
+                                    format!(
+                                        "Syntax error in expression. Template delimiters are not supported in expressions: {c}"
+                                    ),
+                                    None,
+                                ))
+                            }
                         }
                     } else {
                         c.to_string()
