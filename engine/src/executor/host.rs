@@ -219,6 +219,9 @@ pub(crate) fn scope_for(
 ) -> Scope {
     let mut s = Scope::new();
     s.push(host.connection_defaults.clone());
+    if !play.exported_role_defaults.is_empty() {
+        s.push(play.exported_role_defaults.clone());
+    }
     if let Some(role) = task.and_then(|t| t.role.as_ref()) {
         s.push(role.defaults.clone());
     }
@@ -232,6 +235,9 @@ pub(crate) fn scope_for(
             .clone()
             .unwrap_or_else(|| play.vars_files.clone()),
     );
+    if !play.exported_role_vars.is_empty() {
+        s.push(play.exported_role_vars.clone());
+    }
     if let Some(role) = task.and_then(|t| t.role.as_ref()) {
         s.push(role.vars.clone());
     }

@@ -118,6 +118,11 @@ pub struct Play {
     /// dependencies (`ansible_play_role_names`, `ansible_dependent_role_names`).
     pub play_role_names: Vec<String>,
     pub dependent_role_names: Vec<String>,
+    /// The defaults and vars of the roles the play brings in statically,
+    /// merged in order: ansible-core shows them to every task of the play
+    /// (a task's own role's still win).
+    pub exported_role_defaults: Arc<VarMap>,
+    pub exported_role_vars: Arc<VarMap>,
 }
 
 /// One `vars_files` entry.

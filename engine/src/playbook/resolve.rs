@@ -64,6 +64,10 @@ pub(crate) struct Inherit {
     /// When `role` is unset because a role's dependency or included role is
     /// being expanded: the chain of roles that brought it in.
     pub role_parents: Vec<PathBuf>,
+    /// When a role's dependency is being expanded: the parameters of the
+    /// roles that brought it in (ansible-core gives a dependency its dep
+    /// chain's role params, under its own).
+    pub parent_role_params: VarMap,
     /// Directory of the file being read (relative imports).
     pub file_dir: PathBuf,
     /// Templated boolean keywords, resolved per host at run time.
@@ -150,6 +154,11 @@ pub struct Resolver<'o> {
     /// and roles' `library/` dirs seen so far (kept across plays, as
     /// Ansible keeps them), collections, ansible-core.
     modules: ModuleSearch,
+    /// Defaults and vars of every role the play brings in statically, in
+    /// expansion order (later roles win): what ansible-core exports to the
+    /// play's other tasks.
+    exported_role_defaults: VarMap,
+    exported_role_vars: VarMap,
 }
 
 /// How a role comes into the play: it decides the role's magic variables.
@@ -181,6 +190,8 @@ impl<'o> Resolver<'o> {
             play_role_names: Vec::new(),
             dependent_role_names: Vec::new(),
             modules: ModuleSearch::new(),
+            exported_role_defaults: VarMap::new(),
+            exported_role_vars: VarMap::new(),
         }
     }
 
@@ -219,6 +230,8 @@ impl<'o> Resolver<'o> {
         self.graph = RoleGraph::default();
         self.play_role_names.clear();
         self.dependent_role_names.clear();
+        self.exported_role_defaults = VarMap::new();
+        self.exported_role_vars = VarMap::new();
     }
 
     // ---------------------------------------------------------------- plays
@@ -546,6 +559,8 @@ impl<'o> Resolver<'o> {
             late_keywords,
             play_role_names: self.play_role_names.clone(),
             dependent_role_names: self.dependent_role_names.clone(),
+            exported_role_defaults: Arc::new(std::mem::take(&mut self.exported_role_defaults)),
+            exported_role_vars: Arc::new(std::mem::take(&mut self.exported_role_vars)),
         })
     }
 
@@ -921,6 +936,17 @@ impl<'o> Resolver<'o> {
             .hint(format!("looked in: {}", list.join(", "))))
     }
 
+    /// A role's parameters as its tasks see them: its own, over those of the
+    /// roles it is a dependency of.
+    fn chain_params(&self, via: RoleVia<'_>, inh: &Inherit, entry: &RoleEntry) -> VarMap {
+        let mut params = match via {
+            RoleVia::Dependency => inh.parent_role_params.clone(),
+            _ => VarMap::new(),
+        };
+        params.extend(entry.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        params
+    }
+
     /// Templates a static import argument with what is known at load time:
     /// play vars, vars_files, enclosing vars and extra vars.
     fn render_import(
@@ -1136,6 +1162,7 @@ impl<'o> Resolver<'o> {
             let mut dep_inh = kw_inh.clone();
             dep_inh.role = None;
             dep_inh.role_parents = parents.iter().cloned().chain([path.clone()]).collect();
+            dep_inh.parent_role_params = self.chain_params(via, inh, entry);
             self.role(
                 dep,
                 &dep_inh,
@@ -1175,13 +1202,17 @@ impl<'o> Resolver<'o> {
                 .collect(),
             _ => Vec::new(),
         };
+        self.exported_role_defaults
+            .extend(defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.exported_role_vars
+            .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         let instance = Arc::new(RoleInstance {
             name,
             include_parents,
             path: path.clone(),
             defaults: Arc::new(defaults),
             vars: Arc::new(vars),
-            params: Arc::new(entry.params.clone()),
+            params: Arc::new(self.chain_params(via, inh, entry)),
             parents,
         });
         let mut role_inh = kw_inh;
