@@ -101,3 +101,20 @@ fn ini_file_edits_as_community_general_does() {
         assert_same("ini_file", mode, &got, &reference("ini_file", mode));
     }
 }
+
+#[test]
+fn service_facts_lists_services_as_ansible_core_does() {
+    let th = TestHosts::start(1).expect("starting a test host");
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let got = keel_run(&th, "service_facts", flags);
+        assert_same(
+            "service_facts",
+            mode,
+            &got,
+            &reference("service_facts", mode),
+        );
+    }
+}

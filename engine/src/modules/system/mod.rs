@@ -20,6 +20,7 @@ pub mod modprobe;
 pub mod mount;
 pub mod reboot;
 pub mod service;
+pub mod service_facts;
 pub mod sysctl;
 pub mod systemd;
 pub mod timezone;
@@ -47,4 +48,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("modprobe", Arc::new(modprobe::Modprobe));
     m.insert("getent", Arc::new(getent::Getent));
     m.insert("known_hosts", Arc::new(known_hosts::KnownHosts));
+    m.insert("service_facts", Arc::new(service_facts::ServiceFacts));
 }
