@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     /// What `add_host` and `group_by` changed in the inventory:
     /// `meta: refresh_inventory` keeps it, as Ansible does.
     pub dynamic_hosts: Mutex<Vec<InventoryChange>>,
+    /// `async` jobs the controller runs (modules that are not one host
+    /// command): the run waits for them before closing connections.
+    pub async_jobs: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -56,6 +59,7 @@ impl Shared {
             sink,
             forks,
             dynamic_hosts: Mutex::new(Vec::new()),
+            async_jobs: Mutex::new(Vec::new()),
         }
     }
 }

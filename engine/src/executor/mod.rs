@@ -21,6 +21,7 @@ use crate::template::Templar;
 use crate::transport::ConnectionPool;
 
 mod actions;
+mod async_task;
 mod fact_cache;
 mod host;
 mod include;
@@ -71,6 +72,21 @@ pub async fn run_playbook(
         if end == play::PlayEnd::AbortRun {
             break;
         }
+    }
+    // Jobs the controller runs for `async` tasks finish before their
+    // connections close (a job on the host runs on by itself).
+    let jobs: Vec<_> = std::mem::take(&mut *shared.async_jobs.lock());
+    if !jobs.is_empty() {
+        sink.emit(&crate::output::Event::Verbose {
+            level: 1,
+            message: format!(
+                "waiting for {} async job(s) Keel runs from the controller",
+                jobs.len()
+            ),
+        });
+    }
+    for j in jobs {
+        let _ = j.await;
     }
     pool.close_all().await;
     // The fact cache keeps what this run learned about each host.

@@ -46,6 +46,11 @@ impl Outcome {
 }
 
 fn result_value(m: &VarMap) -> Value {
+    if m.contains_key(BARE_ERROR) {
+        let mut m = m.clone();
+        m.shift_remove(BARE_ERROR);
+        return ser(&m);
+    }
     ser(m)
 }
 
@@ -615,6 +620,10 @@ fn ignore_errors_of(ctx: &PlayCtx, task: &Task) -> bool {
     task.ignore_errors.unwrap_or(ctx.play.ignore_errors)
 }
 
+/// Marks a failure the task reached before its action ran (shown without
+/// "Module failed:"/"Action failed:"); removed before any sink sees it.
+const BARE_ERROR: &str = "_keel_bare_error";
+
 /// What Ansible puts under `exception` when no traceback is known.
 const NO_TRACEBACK: &str = "(traceback unavailable)";
 
@@ -757,6 +766,16 @@ async fn execute(
         Some(d) => render_secs(ctx, d, scope, origin)?.unwrap_or(5.0),
         None => 5.0,
     };
+    let async_spec = super::async_task::spec(ctx, task, scope, origin)?;
+    if async_spec.is_some() {
+        if let Some(msg) = super::async_task::refusal(&task.action) {
+            // ansible-core raises this before the action runs: its message
+            // is shown bare, not as a module's or an action's failure.
+            let mut s = failed_single(msg);
+            s.result.insert(BARE_ERROR.into(), Value::from(true));
+            return Ok(s);
+        }
+    }
     let mut prepared: Option<Prepared> = None;
     let mut attempt = 0u64;
     loop {
@@ -769,7 +788,7 @@ async fn execute(
                     prepared = Some(prepare(ctx, task, host, name, scope, origin).await?);
                 }
                 let p = prepared.as_ref().expect("prepared above");
-                run_module(ctx, task, host, name, scope, origin, p).await?
+                run_module(ctx, task, host, name, scope, origin, p, async_spec).await?
             }
         };
         if total > 1 {
@@ -943,7 +962,8 @@ async fn prepare(
     })
 }
 
-/// One attempt of the module.
+/// One attempt of the module (as a background job when `async` is set).
+#[allow(clippy::too_many_arguments)]
 async fn run_module(
     ctx: &PlayCtx,
     task: &Task,
@@ -952,6 +972,7 @@ async fn run_module(
     scope: &Scope,
     origin: &TemplateOrigin,
     p: &Prepared,
+    async_spec: Option<super::async_task::AsyncSpec>,
 ) -> Result<Single, ExecError> {
     let mctx = TaskContext {
         host: name,
@@ -970,9 +991,25 @@ async fn run_module(
     let module = &p.module;
     let delegate = &p.delegate;
     let args = &p.args;
-    let res = match reconnect_handle(ctx, &**module, host, name, delegate, scope, origin)? {
-        Some(h) => modules::RECONNECT.scope(h, module.run(args, &mctx)).await,
-        None => module.run(args, &mctx).await,
+    let res = match async_spec {
+        Some(spec) => {
+            let call = super::async_task::OwnedCall {
+                module: module.clone(),
+                args: args.clone(),
+                conn: p.conn.clone(),
+                become_: p.become_.clone(),
+                env: p.env.clone(),
+                check_mode: p.check_mode,
+                diff: p.diff,
+                no_log: p.no_log,
+                search_paths: p.search_paths.clone(),
+            };
+            super::async_task::run(ctx, task, name, &mctx, call, spec, scope, origin).await
+        }
+        None => match reconnect_handle(ctx, &**module, host, name, delegate, scope, origin)? {
+            Some(h) => modules::RECONNECT.scope(h, module.run(args, &mctx)).await,
+            None => module.run(args, &mctx).await,
+        },
     };
     let mr = match res {
         Ok(mr) => mr,
@@ -1418,6 +1455,7 @@ fn emit(
     is_item: bool,
     no_log: bool,
 ) {
+    let bare = s.result.contains_key(BARE_ERROR);
     let mut json = to_json(&result_value(&s.result));
     if let Json::Object(m) = &mut json {
         m.remove("_keel_meta");
@@ -1435,7 +1473,10 @@ fn emit(
         }
         // ansible-playbook shows what `debug` and `assert` return at any
         // verbosity (and leaves `changed` out of debug's).
-        if matches!(task.action.as_str(), "debug" | "assert") && s.status != Status::Skipped {
+        if matches!(task.action.as_str(), "debug" | "assert")
+            && s.status != Status::Skipped
+            && !bare
+        {
             m.insert("_ansible_verbose_always".into(), Json::Bool(true));
             if task.action == "debug" {
                 // The default callback shows `msg` alone, or else the
@@ -1488,7 +1529,7 @@ fn emit(
             item_label,
         )
     };
-    let error = (s.status == Status::Failed && !no_log).then(|| error_block(task, &json));
+    let error = (s.status == Status::Failed && !no_log).then(|| error_block(task, &json, bare));
     let delegated_to = task.delegate_to.clone();
     ctx.shared.sink.emit(&Event::HostResult(HostResult {
         host: host.to_string(),
@@ -1522,14 +1563,15 @@ const CONTROLLER_ACTIONS: &[&str] = &[
 
 /// ansible-core 2.19's `[ERROR]` block for a failed task: the message, then
 /// the task's origin with the two source lines above it and a caret.
-fn error_block(task: &Task, result: &Json) -> String {
+fn error_block(task: &Task, result: &Json, bare: bool) -> String {
     let msg = result
         .get("msg")
         .and_then(Json::as_str)
         .unwrap_or("Task failed.")
         .to_string();
     let first = msg.lines().next().unwrap_or_default();
-    let summary = if task.span.path().as_os_str().is_empty()
+    let summary = if bare
+        || task.span.path().as_os_str().is_empty()
         || first.starts_with(&task.span.path().display().to_string())
     {
         // A message that already carries its own origin (a templating

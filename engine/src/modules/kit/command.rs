@@ -35,7 +35,7 @@ pub const RUN_OPT_PARAMS: &[Param] = &[
 /// Who reports a command that `creates`/`removes` stopped, or that check
 /// mode cannot run: the `command` module (an ok result with `Did not run`/
 /// `Would not run` messages), or the `script` action, which skips the task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RunStyle {
     #[default]
     Module,
@@ -43,7 +43,7 @@ pub enum RunStyle {
 }
 
 /// The options every command-like module shares.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunOpts {
     pub chdir: Option<String>,
     pub creates: Option<String>,
@@ -172,26 +172,72 @@ pub fn plan_run<'a>(
         }
     };
     let apply = async move {
+        // An `async` task: the script runs as a detached job on the host,
+        // and `finish_job` makes its result once it is done.
+        if let Some(job) = super::job::current() {
+            let meta = serde_json::json!({
+                "cmd": super::job::meta_value(&cmd_value),
+                "opts": serde_json::to_value(&opts).unwrap_or_default(),
+            });
+            return super::job::launch(ctx, &job, &script, stdin, &meta).await;
+        }
         let start = SystemTime::now();
         let out = ctx.run(script, stdin).await?;
         let end = SystemTime::now();
-        if let Some(r) = not_run(&out, cmd_value.clone(), &opts, false) {
-            return Ok(r);
-        }
-        if let Some(r) = not_started(&out, cmd_value.clone()) {
-            return Ok(r);
-        }
-        Ok(command_result(
-            out.rc,
-            out.stdout_str(),
-            out.stderr_str(),
-            cmd_value,
-            start,
-            end,
-            opts.strip_empty_ends,
-        ))
+        Ok(finish(&out, cmd_value, &opts, start, end))
     };
     Plan::fused(preview, apply)
+}
+
+/// The result of a command that ran (or was stopped by its prelude).
+fn finish(
+    out: &Output,
+    cmd_value: Value,
+    opts: &RunOpts,
+    start: SystemTime,
+    end: SystemTime,
+) -> ModuleResult {
+    if let Some(r) = not_run(out, cmd_value.clone(), opts, false) {
+        return r;
+    }
+    if let Some(r) = not_started(out, cmd_value.clone()) {
+        return r;
+    }
+    command_result(
+        out.rc,
+        out.stdout_str(),
+        out.stderr_str(),
+        cmd_value,
+        start,
+        end,
+        opts.strip_empty_ends,
+    )
+}
+
+/// The [`Finisher`](super::job::Finisher) of jobs launched by [`plan_run`]:
+/// the same result as a command run in the foreground.
+pub fn finish_job(
+    meta: &serde_json::Value,
+    rc: i32,
+    stdout: String,
+    stderr: String,
+    start: SystemTime,
+    end: SystemTime,
+) -> ModuleResult {
+    let cmd_value = meta
+        .get("cmd")
+        .map(crate::template::value_from_json)
+        .unwrap_or_default();
+    let opts: RunOpts = meta
+        .get("opts")
+        .and_then(|o| serde_json::from_value(o.clone()).ok())
+        .unwrap_or_default();
+    let out = Output {
+        rc,
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    };
+    finish(&out, cmd_value, &opts, start, end)
 }
 
 /// ansible-core's failure when the command never started: `chdir` could

@@ -85,6 +85,7 @@ pub mod attrs;
 pub mod command;
 pub mod diff;
 pub mod edit;
+pub mod job;
 pub mod mysql;
 pub mod plan;
 pub mod put;

@@ -1,12 +1,13 @@
 //! Utility modules: controller-side helpers (`debug`, `assert`, `fail`,
 //! `set_fact`, `pause`) and host checks (`ping`, `wait_for`,
-//! `wait_for_connection`, `setup`).
+//! `wait_for_connection`, `setup`), and `async_status` for background jobs.
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::ModuleRef;
 
 pub mod assert;
+pub mod async_status;
 pub mod debug;
 pub mod fail;
 pub mod pause;
@@ -18,6 +19,7 @@ pub mod wait_for_connection;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("debug", Arc::new(debug::Debug));
+    m.insert("async_status", Arc::new(async_status::AsyncStatus));
     m.insert("assert", Arc::new(assert::Assert));
     m.insert("fail", Arc::new(fail::Fail));
     m.insert("set_fact", Arc::new(set_fact::SetFact));
