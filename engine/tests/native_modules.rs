@@ -4,12 +4,16 @@
 //! playbook on the same kind of host.
 //!
 //! Each case is a directory under `fixtures/<module>/` holding `site.yml`
-//! (which writes its registered results to `out` on the controller),
-//! `setup.sh` (run on the host before each run) and `reference-<mode>.json`,
-//! the results ansible-playbook wrote (`diff`: a `--diff` run, `check`: a
-//! `--check --diff` run), recorded once with the reference and the
-//! collection the module comes from; the interpreter-discovery fact and
-//! warning, which a native module has no reason to produce, were taken out.
+//! (which writes its registered results to `out` on the controller) and
+//! `setup.sh` (run on the host before each run). A module of ansible-core
+//! is compared with ansible-playbook run live on the same host (the
+//! conformance runner's venv; skipped where it cannot be built, unless
+//! `KEEL_REQUIRE_REAL` is set). A collection's module, which that venv
+//! lacks, is compared with `reference-<mode>.json`: the results
+//! ansible-playbook wrote with the collection installed (`diff`: a
+//! `--diff` run, `check`: a `--check --diff` run). Either way the
+//! interpreter-discovery fact and warning, which a native module has no
+//! reason to produce, are taken out of the reference.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,6 +76,85 @@ fn keel_run(th: &TestHosts, case: &str, flags: &[&str]) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap()
 }
 
+/// The bin directory of a venv with ansible-core 2.19.14, or `None` (skip).
+fn reference_bin() -> Option<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let why = match Command::new("python3")
+        .arg(repo.join("tests/conformance/runner.py"))
+        .arg("--ensure-venv")
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let bin = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            if bin.join("ansible-playbook").exists() {
+                return Some(bin);
+            }
+            format!("no ansible-playbook in {}", bin.display())
+        }
+        Ok(o) => format!(
+            "the reference venv could not be built: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("python3 is missing: {e}"),
+    };
+    assert!(
+        std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+        "KEEL_REQUIRE_REAL is set, so this test may not skip: {why}"
+    );
+    eprintln!("skipping: {why}");
+    None
+}
+
+/// What ansible-playbook returns for the case, run now on the same host.
+fn ansible_run(th: &TestHosts, bin: &Path, case: &str, flags: &[&str]) -> Value {
+    let dir = case_dir(case);
+    let tmp = tempfile::tempdir().unwrap();
+    let inv = inventory(th, tmp.path());
+    th.sh(0, &std::fs::read_to_string(dir.join("setup.sh")).unwrap());
+    let out_file = tmp.path().join("results.json");
+    let out = Command::new(bin.join("ansible-playbook"))
+        .current_dir(&dir)
+        .arg("-i")
+        .arg(&inv)
+        .arg("-e")
+        .arg(format!("out={}", out_file.display()))
+        .args(flags)
+        .arg("site.yml")
+        .output()
+        .expect("running ansible-playbook");
+    assert!(
+        out.status.success(),
+        "ansible-playbook {case} {flags:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    without_discovery(&mut v);
+    v
+}
+
+/// Takes Python interpreter discovery's fact and warning out of results.
+fn without_discovery(v: &mut Value) {
+    for r in v.as_object_mut().unwrap().values_mut() {
+        let Some(r) = r.as_object_mut() else { continue };
+        if let Some(Value::Object(f)) = r.get_mut("ansible_facts") {
+            f.remove("discovered_interpreter_python");
+            if f.is_empty() {
+                r.remove("ansible_facts");
+            }
+        }
+        if let Some(Value::Array(w)) = r.get_mut("warnings") {
+            w.retain(|w| {
+                !w.as_str()
+                    .unwrap_or("")
+                    .contains("discovered Python interpreter")
+            });
+            if w.is_empty() {
+                r.remove("warnings");
+            }
+        }
+    }
+}
+
 fn reference(case: &str, mode: &str) -> Value {
     let p = case_dir(case).join(format!("reference-{mode}.json"));
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -102,19 +185,27 @@ fn ini_file_edits_as_community_general_does() {
     }
 }
 
-#[test]
-fn service_facts_lists_services_as_ansible_core_does() {
+/// Runs `case` under both engines in `--diff` and `--check --diff` and
+/// compares every result.
+fn compare_live(case: &str) {
+    let Some(bin) = reference_bin() else { return };
     let th = TestHosts::start(1).expect("starting a test host");
     for (mode, flags) in [
         ("diff", &["--diff"][..]),
         ("check", &["--check", "--diff"][..]),
     ] {
-        let got = keel_run(&th, "service_facts", flags);
-        assert_same(
-            "service_facts",
-            mode,
-            &got,
-            &reference("service_facts", mode),
-        );
+        let want = ansible_run(&th, &bin, case, flags);
+        let got = keel_run(&th, case, flags);
+        assert_same(case, mode, &got, &want);
     }
+}
+
+#[test]
+fn service_facts_lists_services_as_ansible_core_does() {
+    compare_live("service_facts");
+}
+
+#[test]
+fn package_facts_lists_apt_packages_as_ansible_core_does() {
+    compare_live("package_facts");
 }

@@ -14,6 +14,7 @@ pub mod apt_repository;
 pub mod debconf;
 pub mod dpkg_selections;
 pub mod package;
+pub mod package_facts;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     let apt: ModuleRef = Arc::new(apt::Apt);
@@ -27,4 +28,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
         Arc::new(apt_repository::Deb822Repository),
     );
     m.insert("apt_key", Arc::new(apt_key::AptKey));
+    m.insert("package_facts", Arc::new(package_facts::PackageFacts));
 }
