@@ -1,6 +1,6 @@
 //! The Python fallback end to end: a playbook whose modules Keel has no
-//! native port of (a `library/` module, an old-style module and
-//! ansible-core's `yum_repository`) runs under `keel play` and under
+//! native port of (a `library/` module, an old-style module, a collection's
+//! module with its own `module_utils`, and ansible-core's `yum_repository`) runs under `keel play` and under
 //! ansible-playbook 2.19.14 on the same real sshd test host, in check mode
 //! and for real, and the registered results must agree; a module found
 //! nowhere stops the run before any host is contacted.
@@ -163,6 +163,7 @@ fn fallback_modules_behave_as_under_ansible_playbook() {
     assert_eq!(keel["greet"]["greeting"], "hello world");
     assert_eq!(keel["repo"]["changed"], true);
     assert_eq!(keel["old"]["said"], "hi");
+    assert_eq!(keel["coll"]["said"], "HELLO!");
     // no_log reached the module; become ran it as the other user.
     assert_eq!(keel["quiet"]["saw_no_log"], true);
     let nopw_uid = text(th.exec(0, "id -u keelnopw"))
@@ -175,7 +176,7 @@ fn fallback_modules_behave_as_under_ansible_playbook() {
     let ansible = play("ansible", &bin, &inv, dir.path(), &[]);
     let keel = play("keel", &bin, &inv, dir.path(), &[]);
     assert_eq!(comparable(&keel), comparable(&ansible));
-    for task in ["greet", "quiet", "old", "repo"] {
+    for task in ["greet", "quiet", "old", "repo", "coll"] {
         assert_eq!(
             keel[task]["changed"], false,
             "{task} changed on the second run"
