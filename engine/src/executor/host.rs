@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use minijinja::value::{Object, Value};
+use minijinja::value::Value;
 
 use crate::inventory::Inventory;
 use crate::output::{HostStats, Sink};
@@ -326,7 +326,82 @@ impl HostVars {
             Value::from(name.split('.').next().unwrap_or(name)),
         );
         merged.insert("group_names".into(), ser(inv.group_names(name)));
-        Some(ser(&merged))
+        Some(self.host_value(name, merged, None))
+    }
+
+    /// One host's variables, templated when read, in that host's own
+    /// variables (and magic variables, when it is in the play).
+    fn host_value(&self, name: &str, vars: VarMap, magic: Option<Arc<VarMap>>) -> Value {
+        crate::template::LazyMap::value(Arc::new(HostVarsVars {
+            host: name.to_string(),
+            vars: Arc::new(vars),
+            magic,
+            shared: self.shared.clone(),
+        }))
+    }
+}
+
+/// `hostvars[host]`: see [`HostVars::host_value`].
+struct HostVarsVars {
+    host: String,
+    vars: Arc<VarMap>,
+    magic: Option<Arc<VarMap>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HostVarsVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "hostvars[{}]", self.host)
+    }
+}
+
+thread_local! {
+    /// How deep `hostvars` reads nest on this thread: a variable that reads
+    /// itself through `hostvars` would otherwise recurse without end.
+    static HOSTVARS_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+impl crate::template::LazySource for HostVarsVars {
+    fn get(&self, key: &str) -> Option<Value> {
+        let raw = self.vars.get(key)?;
+        let depth = HOSTVARS_DEPTH.with(|d| {
+            d.set(d.get() + 1);
+            d.get()
+        });
+        let out = if depth > 32 {
+            Value::from(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!(
+                    "recursive loop detected in template for variable {key} (through hostvars)"
+                ),
+            ))
+        } else {
+            let mut scope = crate::template::Scope::new();
+            scope.push(self.vars.clone());
+            if let Some(m) = &self.magic {
+                scope.push(m.clone());
+            }
+            let origin = crate::template::TemplateOrigin {
+                host: Some(self.host.clone()),
+                ..Default::default()
+            };
+            match self.shared.templar.render_value(raw, &scope, &origin) {
+                Ok(v) => v,
+                Err(e) => Value::from(
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        e.diag.message.clone(),
+                    )
+                    .with_source(e),
+                ),
+            }
+        };
+        HOSTVARS_DEPTH.with(|d| d.set(d.get() - 1));
+        Some(out)
+    }
+
+    fn keys(&self) -> Vec<Value> {
+        self.vars.keys().map(|k| Value::from(k.as_str())).collect()
     }
 }
 
@@ -338,9 +413,8 @@ impl std::fmt::Debug for HostState {
     }
 }
 
-impl Object for HostVars {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let name = key.as_str()?;
+impl crate::template::LazySource for HostVars {
+    fn get(&self, name: &str) -> Option<Value> {
         let Some(host) = self.hosts.get(name) else {
             return self.inventory_host(name);
         };
@@ -365,10 +439,12 @@ impl Object for HostVars {
                 merged.insert(k.to_string(), v.clone());
             }
         }
-        Some(ser(&merged))
+        let magic = h.magic.clone();
+        drop(h);
+        Some(self.host_value(name, merged, Some(magic)))
     }
 
-    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+    fn keys(&self) -> Vec<Value> {
         let mut names: Vec<String> = self.hosts.keys().cloned().collect();
         {
             let inv = self.shared.inventory.read();
@@ -381,7 +457,7 @@ impl Object for HostVars {
         }
         let mut keys: Vec<Value> = names.iter().map(|k| Value::from(k.as_str())).collect();
         keys.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-        minijinja::value::Enumerator::Values(keys)
+        keys
     }
 }
 

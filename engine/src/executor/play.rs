@@ -275,7 +275,7 @@ pub(crate) async fn run_play(
         extra: shared.extra_vars.clone(),
         shared: shared.clone(),
     });
-    let hv_value = Value::from_dyn_object(hostvars.clone());
+    let hv_value = crate::template::LazyMap::value(hostvars.clone());
     for h in &states {
         let mut st = h.lock();
         Arc::make_mut(&mut st.magic).insert("hostvars".into(), hv_value.clone());

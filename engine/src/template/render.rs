@@ -97,7 +97,9 @@ pub(super) fn needs_render(v: &Value) -> bool {
         ValueKind::String => !v.is_safe() && v.as_str().is_some_and(is_template),
         ValueKind::Seq | ValueKind::Map => {
             // Opaque objects (our own context, hostvars...) resolve themselves.
-            if v.downcast_object_ref::<RenderCtx>().is_some() {
+            if v.downcast_object_ref::<RenderCtx>().is_some()
+                || v.downcast_object_ref::<super::lazy::LazyMap>().is_some()
+            {
                 return false;
             }
             match v.kind() {
