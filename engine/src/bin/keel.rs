@@ -473,9 +473,15 @@ fn play(a: PlayArgs) -> Result<i32> {
         .collect();
     roles_path.extend(cfg.paths(Key::RolesPath).iter().cloned());
     let inventory_sources = inventory_sources(&a.inventory);
+    // ansible-playbook asks `vars_prompt` questions only when its
+    // standard input is a terminal.
+    let prompter = std::io::stdin()
+        .is_terminal()
+        .then(|| keel::playbook::Prompter(Arc::new(ask_var_prompt)));
     let ropts = ResolveOptions {
         roles_path: roles_path.clone(),
         extra_vars: extra_vars.clone(),
+        prompter,
     };
     // ansible-playbook works with absolute playbook paths: `playbook_dir`
     // and every relative lookup hang off the playbook's directory, not the
@@ -780,6 +786,45 @@ fn read_password_file(p: &std::path::Path) -> Result<String> {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
     };
     Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Asks one `vars_prompt` question on the terminal, as ansible-core does:
+/// without echo when `private`, twice when `confirm` (until both match).
+fn ask_var_prompt(q: &keel::playbook::VarPrompt) -> std::io::Result<String> {
+    let ask = |msg: &str| {
+        if q.private {
+            prompt_secret(msg)
+        } else {
+            prompt_visible(msg)
+        }
+    };
+    loop {
+        let first = ask(&q.message)?;
+        if !q.confirm {
+            return Ok(first);
+        }
+        let second = ask(&format!("confirm {}", q.message))?;
+        if first == second {
+            return Ok(first);
+        }
+        eprintln!("***** VALUES ENTERED DO NOT MATCH ****");
+    }
+}
+
+/// Reads one line from the terminal with echo on.
+fn prompt_visible(prompt: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    let mut err = std::io::stderr();
+    write!(err, "{prompt}")?;
+    err.flush()?;
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "EOF",
+        ));
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 fn ask_password(prompt: &str) -> Result<String> {

@@ -118,6 +118,7 @@ pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, Stri
     let opts = crate::playbook::ResolveOptions {
         roles_path: ctx.shared.opts.roles_path.clone(),
         extra_vars: ctx.shared.opts.extra_vars.clone(),
+        prompter: None,
     };
     if let Some(path) = key.strip_prefix("tasks:") {
         crate::playbook::load_include_tasks(std::path::Path::new(path), task, &ctx.play, &opts)

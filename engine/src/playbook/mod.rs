@@ -29,7 +29,7 @@ pub(crate) mod roles;
 pub use dump::dump_plan;
 pub use listing::{list_tags, list_tasks, listing, TagFilter, TagLists};
 pub use plan::Included;
-pub use resolve::ResolveOptions;
+pub use resolve::{Prompter, ResolveOptions, VarPrompt};
 
 /// Loads and resolves a playbook. Every syntax or reference error (unknown
 /// keyword or module, missing role or file, role cycle...) is reported here,

@@ -36,6 +36,35 @@ pub struct ResolveOptions {
     /// `-e` variables: they win when templating static paths (`vars_files`,
     /// `import_tasks`, `import_playbook`) and answer `vars_prompt`.
     pub extra_vars: VarMap,
+    /// Asks the user a `vars_prompt` question (the CLI gives one when its
+    /// standard input is a terminal); without it, defaults answer.
+    pub prompter: Option<Prompter>,
+}
+
+/// One `vars_prompt` question.
+#[derive(Debug, Clone)]
+pub struct VarPrompt {
+    pub name: String,
+    /// The line shown: ansible-core's `"{prompt} [{default}]: "`,
+    /// `"{prompt}: "` or `"input for {name}: "`.
+    pub message: String,
+    /// No echo while typing (the default).
+    pub private: bool,
+    /// Ask twice until both answers match.
+    pub confirm: bool,
+}
+
+/// The function behind a [`Prompter`].
+pub type AskFn = dyn Fn(&VarPrompt) -> std::io::Result<String> + Send + Sync;
+
+/// Reads the answer to a [`VarPrompt`] from the user.
+#[derive(Clone)]
+pub struct Prompter(pub Arc<AskFn>);
+
+impl std::fmt::Debug for Prompter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prompter")
+    }
 }
 
 const MAX_IMPORT_DEPTH: usize = 64;
@@ -614,7 +643,9 @@ impl<'o> Resolver<'o> {
         }
     }
 
-    /// `vars_prompt` without a terminal: extra vars win, then `default`.
+    /// `vars_prompt`: extra vars win; else the user is asked (when there is
+    /// a prompter), an empty answer or no prompter giving the `default`;
+    /// `encrypt` turns the answer into a crypt(3) hash.
     fn vars_prompt(&mut self, node: &Node, vars: &mut VarMap) -> Result<(), Diagnostic> {
         let items = node.as_seq().ok_or_else(|| {
             node.error(format!(
@@ -629,6 +660,58 @@ impl<'o> Resolver<'o> {
                 .ok_or_else(|| item.error("a `vars_prompt` entry needs a `name`"))?;
             let name = raw::string(name_node, "name")?;
             if self.opts.extra_vars.contains_key(&name) {
+                continue;
+            }
+            let text = |key: &str| -> Result<Option<String>, Diagnostic> {
+                item.get(key)
+                    .filter(|n| !matches!(n.kind, NodeKind::Null))
+                    .map(|n| match &n.kind {
+                        NodeKind::Str { value, .. } => Ok(value.clone()),
+                        _ => Ok(n.to_value().to_string()),
+                    })
+                    .transpose()
+            };
+            let flag = |key: &str, default: bool| match item.get(key).map(|n| &n.kind) {
+                Some(NodeKind::Bool(b)) => *b,
+                Some(NodeKind::Str { value, .. }) => crate::config::truthy(value),
+                _ => default,
+            };
+            let default = text("default")?;
+            let encrypt = text("encrypt")?;
+            let answer = match &self.opts.prompter {
+                Some(Prompter(ask)) => {
+                    let message = match (text("prompt")?, &default) {
+                        (Some(p), Some(d)) => format!("{p} [{d}]: "),
+                        (Some(p), None) => format!("{p}: "),
+                        (None, _) => format!("input for {name}: "),
+                    };
+                    let q = VarPrompt {
+                        name: name.clone(),
+                        message,
+                        private: flag("private", true),
+                        confirm: flag("confirm", false),
+                    };
+                    let a = ask(&q).map_err(|e| {
+                        item.error(format!("reading the answer to `vars_prompt` {name}: {e}"))
+                    })?;
+                    Some(a).filter(|a| !a.is_empty())
+                }
+                None => None,
+            };
+            let value = answer.or(default.clone());
+            if let (Some(algo), Some(v)) = (&encrypt, &value) {
+                let salt = text("salt")?;
+                let salt_size = text("salt_size")?.and_then(|s| s.trim().parse().ok());
+                let hashed = crate::template::crypt_hash(v, algo, salt.as_deref(), salt_size)
+                    .map_err(|e| {
+                        item.error(format!("`vars_prompt` {name}: {e}"))
+                            .hint("Keel hashes with sha512_crypt and sha256_crypt")
+                    })?;
+                vars.insert(name, minijinja::Value::from(hashed));
+                continue;
+            }
+            if let Some(v) = value.filter(|_| self.opts.prompter.is_some()) {
+                vars.insert(name, minijinja::Value::from(v));
                 continue;
             }
             match item.get("default") {

@@ -1119,6 +1119,27 @@ pub(super) fn crypt(
     }
 }
 
+/// A crypt(3) hash of `pw` with `salt` (random, of `salt_size` characters,
+/// when `None`), for `vars_prompt`'s `encrypt`; the error names what is
+/// unsupported.
+pub fn crypt_hash(
+    pw: &str,
+    hashtype: &str,
+    salt: Option<&str>,
+    salt_size: Option<usize>,
+) -> Result<String, Error> {
+    let salt = match salt {
+        Some(s) => s.to_string(),
+        None => {
+            let mut rng = rand::thread_rng();
+            (0..salt_size.unwrap_or(16))
+                .map(|_| CRYPT_CHARS[rng.gen_range(0..CRYPT_CHARS.len())] as char)
+                .collect()
+        }
+    };
+    crypt(pw, hashtype, &salt, None)
+}
+
 /// Ansible's `comment` filter, parameter for parameter.
 fn comment(v: &Value, style: Option<&str>, kw: Kwargs) -> Result<String, Error> {
     let text_in = text(v);

@@ -56,6 +56,7 @@ mod tests;
 pub use condition::Condition;
 pub use error::{TemplateError, TemplateOrigin};
 pub use file_vars::{hostname, template_file_vars};
+pub use filters::crypt_hash;
 pub use lazy::{LazyMap, LazySource};
 pub use native::{
     display_text, is_truthy, python_repr, to_bool, to_nice_json, to_nice_yaml, to_yaml,
