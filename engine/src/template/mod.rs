@@ -167,21 +167,23 @@ impl Templar {
         eval_bare_in(&self.ctx(scope, origin), expr)
     }
 
-    /// [`Templar::eval`] as `debug: var=` uses it: a template error does not
-    /// fail, each failing `{{ }}` expression prints as `<< error N - why >>`
-    /// instead, and the errors come back as the lines of Ansible's warning.
-    /// A variable whose value is a template is marked expression by
-    /// expression; anything else is one marker.
+    /// [`Templar::eval`] as `debug: var=` uses it: an undefined value does
+    /// not fail, each `{{ }}` expression that meets one prints as
+    /// `<< error N - why >>` instead, and the reasons come back as the lines
+    /// of Ansible's warning. A variable whose value is a template is marked
+    /// expression by expression; anything else is one marker. Other errors
+    /// (a filter's) fail, as in ansible-core.
     pub fn eval_marking_errors(
         &self,
         expr: &str,
         scope: &Scope,
         origin: &TemplateOrigin,
-    ) -> (Value, Vec<String>) {
+    ) -> Result<(Value, Vec<String>), TemplateError> {
         let first = match self.eval(expr, scope, origin) {
-            Ok(v) if !v.is_undefined() => return (v, Vec::new()),
+            Ok(v) if !v.is_undefined() => return Ok((v, Vec::new())),
             Ok(_) => format!("'{}' is undefined", expr.trim()),
-            Err(e) => e.diag.message,
+            Err(e) if e.undefined.is_some() => e.diag.message,
+            Err(e) => return Err(e),
         };
         // The reasons name no task or host: the result carries both.
         let bare = TemplateOrigin {
@@ -201,10 +203,8 @@ impl Templar {
                 Ok(_) => first,
             };
             errors.push(why);
-            return (
-                Value::from(format!("<< error 1 - {} >>", errors[0])),
-                errors,
-            );
+            let marker = format!("<< error 1 - {} >>", errors[0]);
+            return Ok((Value::from(marker), errors));
         };
         let mut out = String::new();
         for (is_expr, piece) in pieces {
@@ -214,17 +214,15 @@ impl Templar {
             }
             match self.render_str(piece, scope, &bare) {
                 Ok(v) => out.push_str(&native::display_text(&v)),
-                Err(e) => {
+                Err(e) if e.undefined.is_some() => {
                     errors.push(e.diag.message);
-                    out.push_str(&format!(
-                        "<< error {} - {} >>",
-                        errors.len(),
-                        errors[errors.len() - 1]
-                    ));
+                    let n = errors.len();
+                    out.push_str(&format!("<< error {n} - {} >>", errors[n - 1]));
                 }
+                Err(e) => return Err(e),
             }
         }
-        (Value::from(out), errors)
+        Ok((Value::from(out), errors))
     }
 
     /// Evaluates a list of bare conditions, all of which must hold. A bool

@@ -44,7 +44,9 @@ impl Module for Debug {
         let mut res = ModuleResult::ok();
         if let Some(var) = var {
             // Ansible 2.19 shows template errors in place, and warns.
-            let (value, errors) = ctx.templar.eval_marking_errors(&var, ctx.scope, ctx.origin);
+            let (value, errors) = ctx
+                .templar
+                .eval_marking_errors(&var, ctx.scope, ctx.origin)?;
             if !errors.is_empty() {
                 let n = errors.len();
                 let mut w = format!(
