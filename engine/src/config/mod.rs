@@ -24,9 +24,9 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use ini::IniError;
+pub(crate) use ini::IniFile;
 pub use table::{Key, Kind};
 
-use ini::IniFile;
 use table::{Def, Default as Dflt, Use, TABLE};
 
 /// Where a setting's value came from.

@@ -83,12 +83,23 @@ impl Module for Setup {
         let mut a = ModuleArgs::new(&PARAMS, args);
         let _subset = a.list(&["gather_subset"])?;
         let filter = a.list(&["filter"])?.unwrap_or_default();
-        a.ignore(&["gather_timeout", "fact_path", "parallel"]);
+        let fact_path = a
+            .string(&["fact_path"])?
+            .unwrap_or_else(|| "/etc/ansible/facts.d".into());
+        a.ignore(&["gather_timeout", "parallel"]);
         a.finish()?;
-        let out = ctx.run(SCRIPT, None).await?;
-        let text = out.stdout_str();
-        let (main, env) = text.split_once(ENV_MARK).unwrap_or((&text, ""));
+        // Local facts come in the same round trip, after a marker.
+        let script = format!(
+            "( {SCRIPT}\n)\nprintf '%s' '{LOCAL_MARK}'\n{}",
+            local_facts_script(&fact_path)
+        );
+        let out = ctx.run(script, None).await?;
+        let all = out.stdout_str();
+        let (text, local_out) = all.split_once(LOCAL_MARK).unwrap_or((&all, ""));
+        let (main, env) = text.split_once(ENV_MARK).unwrap_or((text, ""));
         let mut facts = build_facts(main, env);
+        let (local, warnings) = local_facts(local_out);
+        facts.insert("local".into(), local);
         if !filter.is_empty() {
             let pats: Vec<glob::Pattern> = filter
                 .iter()
@@ -104,11 +115,78 @@ impl Module for Setup {
             .map(|(k, v)| (format!("ansible_{k}"), v.clone()))
             .collect();
         let mut res = ModuleResult::ok();
+        if !warnings.is_empty() {
+            res.data.insert("warnings".into(), Value::from(warnings));
+        }
         res.data
             .insert("ansible_facts".into(), dict(prefixed.clone()));
         res.facts = Some(prefixed.into_iter().collect());
         Ok(Plan::done(res))
     }
+}
+
+/// Printed after the main facts, before the local ones.
+const LOCAL_MARK: &str = "\u{1e}keel-local\u{1e}";
+
+/// Separates the `.fact` files [`local_facts_script`] prints.
+const FACT_MARK: &str = "\u{1e}keel-fact\u{1e}";
+
+/// Prints every `*.fact` file of `dir` (sorted, as the shell's glob is):
+/// its name, then its text, or what it prints when executable.
+fn local_facts_script(dir: &str) -> String {
+    format!(
+        "d={}
+[ -d \"$d\" ] || exit 0
+for f in \"$d\"/*.fact; do
+         [ -e \"$f\" ] || continue
+printf '%s%s\\n' '{FACT_MARK}' \"$f\"
+         if [ -x \"$f\" ]; then \"$f\" 2>/dev/null; else cat -- \"$f\"; fi
+done
+",
+        crate::shell::quote(dir)
+    )
+}
+
+/// `ansible_local`: each file's JSON, else its INI sections, else
+/// ansible-core's error text (with a warning), under the file's name
+/// without `.fact`.
+pub fn local_facts(out: &str) -> (Value, Vec<String>) {
+    let mut local: Vec<(String, Value)> = Vec::new();
+    let mut warnings = Vec::new();
+    for record in out.split(FACT_MARK).skip(1) {
+        let (path, body) = record.split_once('\n').unwrap_or((record, ""));
+        let name = path
+            .rsplit('/')
+            .next()
+            .unwrap_or(path)
+            .trim_end_matches(".fact")
+            .to_string();
+        let value = if let Ok(j) = serde_json::from_str::<serde_json::Value>(body) {
+            crate::template::value_from_json(&j)
+        } else if let Some(ini) = crate::config::IniFile::parse(body)
+            .ok()
+            .filter(|i| !i.sections.is_empty())
+        {
+            dict(
+                ini.sections
+                    .iter()
+                    .map(|(s, keys)| {
+                        let keys: Vec<(String, Value)> = keys
+                            .iter()
+                            .map(|(k, (v, _))| (k.clone(), Value::from(v.clone())))
+                            .collect();
+                        (s.clone(), dict(keys))
+                    })
+                    .collect::<Vec<(String, Value)>>(),
+            )
+        } else {
+            let msg = format!("error loading facts as JSON or ini - please check content: {path}");
+            warnings.push(msg.clone());
+            Value::from(msg)
+        };
+        local.push((name, value));
+    }
+    (dict(local), warnings)
 }
 
 /// `cpython` → `CPython`, as Python's `platform.python_implementation()`
