@@ -209,3 +209,15 @@ fn service_facts_lists_services_as_ansible_core_does() {
 fn package_facts_lists_apt_packages_as_ansible_core_does() {
     compare_live("package_facts");
 }
+
+#[test]
+fn alternatives_installs_selects_and_removes_as_community_general_does() {
+    let th = TestHosts::start(1).expect("starting a test host");
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let got = keel_run(&th, "alternatives", flags);
+        assert_same("alternatives", mode, &got, &reference("alternatives", mode));
+    }
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::ModuleRef;
 
+pub mod alternatives;
 pub mod authorized_key;
 pub mod cron;
 pub mod getent;
@@ -49,4 +50,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("getent", Arc::new(getent::Getent));
     m.insert("known_hosts", Arc::new(known_hosts::KnownHosts));
     m.insert("service_facts", Arc::new(service_facts::ServiceFacts));
+    m.insert("alternatives", Arc::new(alternatives::Alternatives));
 }
