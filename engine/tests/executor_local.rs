@@ -1,6 +1,7 @@
 //! Executor behaviour that needs no remote host: several inventory hosts on
 //! the local transport. Covers `no_log`, the free strategy, `throttle`,
-//! `max_fail_percentage`, `--start-at-task` and `meta: refresh_inventory`.
+//! `max_fail_percentage`, `--start-at-task`, `meta: refresh_inventory` and a
+//! run stopped from outside between two tasks (`RunOptions::stop`).
 
 use std::fs;
 use std::path::Path;
@@ -285,6 +286,61 @@ async fn start_at_task_skips_earlier_tasks() {
         })
         .collect();
     assert_eq!(started, vec!["two", "three"]);
+}
+
+/// A stop raised while a task runs lets that task finish on every host;
+/// the next task never starts, and the summary says where the run stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_signal_ends_the_run_between_two_tasks() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let pb = format!(
+        r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: one
+      command: "true"
+    - name: two
+      shell: touch {dir}/{{{{ inventory_hostname }}}}-started && sleep 1 && touch {dir}/{{{{ inventory_hostname }}}}-two
+    - name: three
+      command: touch {dir}/three
+"#
+    );
+    let stop = keel::executor::StopSignal::default();
+    let watcher = {
+        let stop = stop.clone();
+        let started = d.path().join("h1-started");
+        tokio::spawn(async move {
+            while !started.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            stop.stop();
+        })
+    };
+    let opts = RunOptions {
+        stop,
+        ..Default::default()
+    };
+    let r = run(d.path(), 2, &pb, opts).await;
+    watcher.await.unwrap();
+    let started: Vec<String> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskStart { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec!["one", "two"]);
+    assert!(d.path().join("h1-two").exists() && d.path().join("h2-two").exists());
+    assert!(!d.path().join("three").exists());
+    assert_eq!(
+        r.summary.errors,
+        vec!["the run was stopped before task \"three\"".to_string()]
+    );
+    assert_eq!(r.summary.exit_code(), 1);
+    assert_eq!(stats(&r, "h1").changed, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

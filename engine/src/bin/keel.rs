@@ -580,6 +580,8 @@ fn play(a: PlayArgs) -> Result<i32> {
         gathering: run.gathering,
         fact_cache: run.fact_cache,
         poll_interval: cfg.int(Key::PollInterval).unwrap_or(15).max(0) as u64,
+        // Only library callers (the panel) stop a run; Ctrl-C ends the CLI.
+        stop: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -72,6 +72,25 @@ pub struct RunOptions {
     /// `poll_interval`: seconds between checks of an `async` task with
     /// no `poll`.
     pub poll_interval: u64,
+    /// Set from outside to stop the run between two tasks (the panel
+    /// cancelling a job): the task in progress finishes on every host, no
+    /// later task or handler starts, and the summary says where it stopped.
+    pub stop: StopSignal,
+}
+
+/// A flag the caller raises to stop a run before its next task. Cloning
+/// shares the flag.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Default for RunOptions {
@@ -95,6 +114,7 @@ impl Default for RunOptions {
             gathering: Gathering::Implicit,
             fact_cache: FactCache::Memory,
             poll_interval: 15,
+            stop: StopSignal::default(),
         }
     }
 }

@@ -805,6 +805,24 @@ fn run_tasks<'a>(
                 }
             }
         }
+        if shared.opts.stop.is_stopped() {
+            // Stopped from outside: end the run here, between two tasks,
+            // the way a fatal error does.
+            let mut fatal = run.fatal.lock();
+            if fatal.is_none() {
+                *fatal = Some(format!(
+                    "the run was stopped before task {:?}",
+                    task.display_name()
+                ));
+            }
+            drop(fatal);
+            for h in hosts {
+                h.lock().ended = true;
+            }
+            run.end();
+            run.end_play();
+            return;
+        }
         if task.action == "meta" {
             let fut: Pin<Box<dyn Future<Output = ()> + Send + '_>> =
                 Box::pin(run_meta(run, task, hosts));
