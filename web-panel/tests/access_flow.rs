@@ -362,3 +362,221 @@ async fn keys_added_in_the_panel_log_in_and_removed_keys_do_not() {
     assert!(root.join("home/ann").is_dir(), "ann's home is kept");
     assert!(!root.join("home/bob/.ssh/authorized_keys").exists());
 }
+
+/// The state of job `job` as the server's job list shows it.
+async fn job_state(f: &FlowPanel, id: i64, job: i64) -> String {
+    f.service(id).await["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == job)
+        .map(|j| j["state"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A running access job cancelled through the API: its role run finishes
+/// the task in progress, starts no other, and the job ends `cancelled`.
+/// Only its owner (or a platform admin) may cancel it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_role_run_stops_it_between_tasks() {
+    if !e2e_support::can_run_nspawn() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = dir.path().join("slow.yml");
+    std::fs::write(
+        &playbook,
+        "- hosts: all\n  gather_facts: false\n  tasks:\n\
+         \x20   - name: first\n      copy: {dest: /etc/keel-cancel-1, content: \"1\\n\"}\n\
+         \x20   - name: slow\n      command: sleep 4\n\
+         \x20   - name: last\n      copy: {dest: /etc/keel-cancel-3, content: \"3\\n\"}\n",
+    )
+    .unwrap();
+    let mut f = FlowPanel::start_with(32, 1, move |c| c.access.playbook = playbook).await;
+    f.worker(&["hypervisor", "default"]);
+    let id = f.create().await;
+    f.wait_status(id, "ready").await;
+    let root = f.driver.root_dir(&f.prov.vm_name(id));
+    let r = f
+        .panel
+        .call(
+            "POST",
+            &format!("/api/v1/services/{id}/access"),
+            &f.owner,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json);
+    let job = r.json["job_id"].as_i64().unwrap();
+    wait_for("the first task", async || {
+        root.join("etc/keel-cancel-1").exists()
+    })
+    .await;
+
+    // Someone else may not cancel it; its owner may.
+    let (_, other) = f.panel.user("mallory", false).await;
+    let cancel = format!("/api/v1/jobs/{job}/cancel");
+    let r = f
+        .panel
+        .call("POST", &cancel, &Cred::Bearer(other), None)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.json);
+    let r = f.panel.call("POST", &cancel, &f.owner, None).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["outcome"], "stopping", "{}", r.json);
+    wait_for("the job to end", async || {
+        !matches!(job_state(&f, id, job).await.as_str(), "running" | "queued")
+    })
+    .await;
+    assert_eq!(job_state(&f, id, job).await, "cancelled");
+    assert!(
+        !root.join("etc/keel-cancel-3").exists(),
+        "the task after the cancel ran"
+    );
+    // Cancelling a finished job is refused.
+    let r = f.panel.call("POST", &cancel, &f.owner, None).await;
+    assert_eq!(r.status, 409, "{}", r.json);
+}
+
+/// Suspending a site blocks logins on its servers, then shuts them down;
+/// unsuspending starts them and lets people in again. Both are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_blocks_logins_and_stops_servers_unsuspend_restores_both() {
+    if !e2e_support::can_run_nspawn() {
+        return;
+    }
+    let playbook = repo().join("playbooks/access.yml");
+    let mut f = FlowPanel::start_with(33, 1, move |c| c.access.playbook = playbook).await;
+    f.worker(&["hypervisor", "default"]);
+    let id = f.create().await;
+    let detail = f.wait_status(id, "ready").await;
+    let ip = detail["ipv4"].as_str().unwrap().to_string();
+    let vm = f.prov.vm_name(id);
+    let known = f.prov.known_hosts_path(&vm);
+    let root = f.driver.root_dir(&vm);
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(dir.path(), "owner");
+    let r = f
+        .panel
+        .call(
+            "POST",
+            "/api/v1/me/ssh-keys",
+            &f.owner,
+            Some(json!({"public_key": public})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    settle(&f, id).await;
+    assert!(ssh(&known, &key, "owner", &ip, "true").status.success());
+
+    let admin = Cred::Bearer(f.admin_token.clone());
+    let suspend = format!("/api/v1/sites/{}/suspend", f.site);
+    let r = f.panel.call("POST", &suspend, &f.owner, None).await;
+    assert_eq!(r.status, 403, "site admins may not suspend: {}", r.json);
+    let r = f.panel.call("POST", &suspend, &admin, None).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["state"], "suspended");
+    wait_for("the server to stop", async || {
+        f.service(id).await["vm"]["power_state"] == "stopped"
+    })
+    .await;
+    settle(&f, id).await;
+    assert!(!ssh(&known, &key, "owner", &ip, "true").status.success());
+    let r = f
+        .panel
+        .call(
+            "POST",
+            &format!("/api/v1/services/{id}/power"),
+            &f.owner,
+            Some(json!({"action": "start"})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "suspended servers stay off: {}", r.json);
+    let access = f
+        .panel
+        .call(
+            "GET",
+            &format!("/api/v1/services/{id}/access"),
+            &f.owner,
+            None,
+        )
+        .await
+        .json;
+    assert_eq!(access["blocked"], true, "{access}");
+
+    let r = f
+        .panel
+        .call(
+            "POST",
+            &format!("/api/v1/sites/{}/unsuspend", f.site),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    wait_for("the server to run", async || {
+        f.service(id).await["vm"]["power_state"] == "running"
+    })
+    .await;
+    // The start queued an access run, which lets people in again.
+    wait_for("logins", async || {
+        ssh(&known, &key, "owner", &ip, "true").status.success()
+    })
+    .await;
+    settle(&f, id).await;
+    let sshd =
+        std::fs::read_to_string(root.join("etc/ssh/sshd_config.d/00-keel-access.conf")).unwrap();
+    assert!(!sshd.contains("DenyGroups"), "{sshd}");
+    let audit = f
+        .panel
+        .call(
+            "GET",
+            &format!(
+                "/api/v1/admin/audit?object_type=site&object_id={}&limit=200",
+                f.site
+            ),
+            &admin,
+            None,
+        )
+        .await
+        .json;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in ["site.suspend", "site.unsuspend"] {
+        assert!(actions.contains(&a), "{a} not in {actions:?}");
+    }
+    // The run that blocked logins is on record.
+    let blocked = f
+        .panel
+        .call(
+            "GET",
+            &format!("/api/v1/admin/audit?object_type=service&object_id={id}&limit=200"),
+            &admin,
+            None,
+        )
+        .await
+        .json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "service.access_applied")
+        .any(|e| {
+            e["after_json"]
+                .as_str()
+                .unwrap_or("")
+                .contains("\"blocked\":true")
+        });
+    assert!(blocked, "no access run blocked logins");
+}

@@ -151,6 +151,8 @@ impl FlowPanel {
             concurrency: 4,
             queues: queues.iter().map(|q| QueueConfig::new(*q)).collect(),
             poll_every: Duration::from_millis(200),
+            // Cancellation reaches a running job at its next heartbeat.
+            heartbeat_every: Duration::from_millis(500),
             ..WorkerConfig::default()
         };
         let w = Arc::new(Worker::new(self.panel.db().store().clone(), registry, cfg));

@@ -3,7 +3,7 @@
 //! check, then `keel::executor::run_playbook` of one playbook against this
 //! one host, with the panel's key, the VM's own known_hosts and the panel's
 //! inventory handed over in memory, its events streamed to the job log.
-//! The run is raced against the job's cancellation token.
+//! The job's cancellation token stops the run between two tasks.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -112,20 +112,33 @@ async fn run(
     .await
     .map_err(|e| ProvisionError::Playbook(e.to_string()))?
     .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
+    let stop = keel::executor::StopSignal::default();
     let opts = keel::executor::RunOptions {
         forks: 1,
         limit: Some(host.name.clone()),
+        stop: stop.clone(),
         ..Default::default()
     };
     check_cancel(&ctx.cancel)?;
-    // Raced against the job's token: after a lost lease another worker
-    // runs the roles, and two runs must not converge the host at once.
-    let failed_task = Arc::new(FailedTask::new(log.engine_sink()));
-    let run = keel::executor::run_playbook(&playbook, inventory, opts, failed_task.clone());
-    let summary = tokio::select! {
-        summary = run => summary,
-        () = ctx.cancel.cancelled() => return Err(ProvisionError::Cancelled),
+    // The job's token stops the run between two tasks: when the job is
+    // cancelled, and after a lost lease, when another worker runs the
+    // roles and two runs must not converge the host at once. The task in
+    // progress finishes, so no module is cut off halfway.
+    let watcher = {
+        let (stop, cancel) = (stop.clone(), ctx.cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.stop();
+        })
     };
+    let failed_task = Arc::new(FailedTask::new(log.engine_sink()));
+    let summary =
+        keel::executor::run_playbook(&playbook, inventory, opts, failed_task.clone()).await;
+    watcher.abort();
+    if stop.is_stopped() {
+        log.message("role run stopped between two tasks: the job was cancelled or its lease lost");
+        return Err(ProvisionError::Cancelled);
+    }
     if summary.exit_code() != 0 {
         let stats = summary
             .stats
