@@ -250,11 +250,17 @@ fn mwsclients_playbook_configures_bare_hosts() {
             );
         }
         for unit in ["apache2", "mariadb", "prometheus-node-exporter", "ssh"] {
-            assert_eq!(
-                fh.sh(i, &format!("systemctl is-active {unit}")).trim(),
-                "active",
-                "{n} {unit}"
+            // `state: started` counts a unit that is still activating as
+            // started (ansible-core's systemd module does too), so on a
+            // loaded machine MariaDB may still be starting when the play
+            // ends. Wait for it to leave the transitional states, then
+            // require "active": a unit that failed to start shows as
+            // "failed" or "inactive" and still fails here.
+            let settle = format!(
+                "for _ in $(seq 180); do s=$(systemctl is-active {unit}); \
+                 case $s in activating|reloading) sleep 1;; *) break;; esac; done; echo $s"
             );
+            assert_eq!(fh.sh(i, &settle).trim(), "active", "{n} {unit}");
             assert_eq!(
                 fh.sh(i, &format!("systemctl is-enabled {unit}")).trim(),
                 "enabled",
