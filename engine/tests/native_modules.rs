@@ -21,6 +21,10 @@ use std::process::Command;
 use keel_testhosts::TestHosts;
 use serde_json::Value;
 
+#[path = "common/reference.rs"]
+mod reference;
+use reference::reference_bin;
+
 fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -74,35 +78,6 @@ fn keel_run(th: &TestHosts, case: &str, flags: &[&str]) -> Value {
     );
     assert!(out.status.success(), "keel play {case} {flags:?} failed");
     serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap()
-}
-
-/// The bin directory of a venv with ansible-core 2.19.14, or `None` (skip).
-fn reference_bin() -> Option<PathBuf> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let why = match Command::new("python3")
-        .arg(repo.join("tests/conformance/runner.py"))
-        .arg("--ensure-venv")
-        .output()
-    {
-        Ok(o) if o.status.success() => {
-            let bin = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-            if bin.join("ansible-playbook").exists() {
-                return Some(bin);
-            }
-            format!("no ansible-playbook in {}", bin.display())
-        }
-        Ok(o) => format!(
-            "the reference venv could not be built: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => format!("python3 is missing: {e}"),
-    };
-    assert!(
-        std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
-        "KEEL_REQUIRE_REAL is set, so this test may not skip: {why}"
-    );
-    eprintln!("skipping: {why}");
-    None
 }
 
 /// What ansible-playbook returns for the case, run now on the same host.

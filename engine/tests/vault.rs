@@ -12,40 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "common/reference.rs"]
+mod reference;
+use reference::reference_bin;
+
 const PW: &str = "hunter2";
 const PROD_PW: &str = "prod-pass";
-
-/// The bin directory of a venv with ansible-core 2.19.14, or `None` (skip).
-fn reference_bin() -> Option<PathBuf> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = Command::new("python3")
-        .arg(repo.join("tests/conformance/runner.py"))
-        .arg("--ensure-venv")
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let bin = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-            if bin.join("ansible-vault").exists() {
-                return Some(bin);
-            }
-            panic_or_skip(&format!("no ansible-vault in {}", bin.display()))
-        }
-        Ok(o) => panic_or_skip(&format!(
-            "the reference venv could not be built: {}",
-            String::from_utf8_lossy(&o.stderr)
-        )),
-        Err(e) => panic_or_skip(&format!("python3 is missing: {e}")),
-    }
-}
-
-fn panic_or_skip(why: &str) -> Option<PathBuf> {
-    assert!(
-        std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
-        "KEEL_REQUIRE_REAL is set, so this test may not skip: {why}"
-    );
-    eprintln!("skipping: {why}");
-    None
-}
 
 /// A scratch directory with the two password files and a local inventory.
 fn workdir() -> tempfile::TempDir {
