@@ -9,7 +9,7 @@
 //! ansible-core sdist). Where it cannot be built the tests that need it skip,
 //! unless `KEEL_REQUIRE_REAL` is set, when they fail.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 #[path = "common/reference.rs"]
