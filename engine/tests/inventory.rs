@@ -429,6 +429,36 @@ fn comma_host_lists() {
     );
 }
 
+/// A host named by a number is a trap ansible-core 2.19 answers with two
+/// warnings and an inventory without that file (`ansible-inventory --list`
+/// of this file prints no hosts and exits 0); Keel matches and warns, pointing
+/// at the key. The other sources still load.
+#[test]
+fn numeric_host_name_drops_the_yaml_file_with_a_warning() {
+    let inv = Inventory::load(&[fx("yaml/numeric_host.yml")]).unwrap();
+    let warnings: Vec<String> = inv.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings[0].contains("Failed to parse inventory with 'yaml' plugin: Host pattern 1234 must be a string. Enclose integers/floats in quotation marks."),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("numeric_host.yml:7:9"), "{warnings:?}");
+    assert!(
+        warnings[1].starts_with("Unable to parse /")
+            && warnings[1].ends_with("numeric_host.yml as an inventory source"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        warnings[2],
+        "No inventory was parsed, only implicit localhost is available"
+    );
+    assert!(inv.hosts.is_empty(), "{:?}", inv.hosts.keys());
+
+    let two = Inventory::load(&[fx("yaml/numeric_host.yml"), "web1,".to_string()]).unwrap();
+    assert_eq!(two.select("all").unwrap(), ["web1"]);
+    assert_eq!(two.warnings.len(), 2);
+}
+
 /// ansible-playbook 2.19 warns about a source it cannot parse and goes on
 /// with what else it has (the implicit localhost at least).
 #[test]

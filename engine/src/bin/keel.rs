@@ -513,7 +513,7 @@ fn play(a: PlayArgs) -> Result<i32> {
     }
     let mut inv = load_inventory(&inventory_sources)?;
     for w in &inv.warnings {
-        eprintln!("[WARNING]: {}", w.message);
+        eprintln!("[WARNING]: {w}");
     }
     if let Some(dir) = playbooks.first().and_then(|p| p.parent()) {
         inv.add_vars_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -848,6 +848,10 @@ fn inventory(a: InventoryArgs) -> Result<i32> {
     use keel::inventory::cli;
     a.vault.install()?;
     let inv = load_inventory(&inventory_sources(&a.inventory))?;
+    // On stderr, as ansible-inventory warns, so `--list` output stays JSON.
+    for w in &inv.warnings {
+        eprintln!("[WARNING]: {w}");
+    }
     if let Some(h) = a.host {
         let j = cli::try_host_json(&inv, &h).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("{}", cli::to_ansible_json(&j));

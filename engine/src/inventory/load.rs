@@ -91,7 +91,7 @@ impl Inventory {
         } else {
             let path = Path::new(source);
             if path.exists() {
-                self.load_path(path, opts, true)?;
+                return self.load_path(path, opts, true);
             } else if source.contains(',') {
                 self.load_host_list(source)?;
             } else {
@@ -111,12 +111,14 @@ impl Inventory {
         Ok(true)
     }
 
+    /// Reads a file, or every file of a directory; `false` when nothing was
+    /// parsed (each file given up on has its warnings).
     fn load_path(
         &mut self,
         path: &Path,
         opts: &LoadOptions,
         top: bool,
-    ) -> Result<(), InventoryError> {
+    ) -> Result<bool, InventoryError> {
         if path.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| io_error(path, e))?
@@ -124,10 +126,14 @@ impl Inventory {
                 .filter(|p| !ignored_in_dir(p))
                 .collect();
             entries.sort();
+            // Parsed unless every file in it was given up on (an empty
+            // directory is a source with no hosts, as before).
+            let mut parsed: Option<bool> = None;
             for entry in entries {
-                self.load_path(&entry, opts, false)?;
+                let one = self.load_path(&entry, opts, false)?;
+                parsed = Some(parsed.unwrap_or(false) || one);
             }
-            return Ok(());
+            return Ok(parsed.unwrap_or(true));
         }
         let ext = path
             .extension()
@@ -138,9 +144,10 @@ impl Inventory {
         if !static_ext && is_executable(path) {
             let data = script::run_list(path, opts)?;
             let origin = format!("inventory script '{}'", path.display());
-            return script::apply_json(self, data, &origin, Some(path), &mut |h| {
+            script::apply_json(self, data, &origin, Some(path), &mut |h| {
                 script::run_host(path, h, opts)
-            });
+            })?;
+            return Ok(true);
         }
         let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
         // A vaulted inventory file is opened here (YAML ones again by the YAML
@@ -149,12 +156,30 @@ impl Inventory {
         let text =
             crate::vault::open_text(path, text).map_err(|e| Diagnostic::new(e.to_string()))?;
         if vaulted && !matches!(ext.as_str(), "yml" | "yaml" | "json") && !looks_like_yaml(&text) {
-            return ini::load_decrypted(self, path, text);
+            ini::load_decrypted(self, path, text)?;
+            return Ok(true);
         }
         if matches!(ext.as_str(), "yml" | "yaml" | "json")
             || (ext.is_empty() && looks_like_yaml(&text))
         {
-            yaml::load(self, path)
+            match yaml::load(self, path)? {
+                yaml::Outcome::Parsed => Ok(true),
+                yaml::Outcome::Refused(why) => {
+                    // ansible-core's two warnings: why the `yaml` plugin
+                    // failed, then that the source was not parsed.
+                    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+                    let message = format!(
+                        "Failed to parse inventory with 'yaml' plugin: {}",
+                        why.message
+                    );
+                    self.warnings.push(Diagnostic { message, ..why });
+                    self.warnings.push(Diagnostic::new(format!(
+                        "Unable to parse {} as an inventory source",
+                        abs.display()
+                    )));
+                    Ok(false)
+                }
+            }
         } else if !top && !ext.is_empty() && ext != "ini" && !looks_like_ini(&text) {
             // Inside a directory, files that are clearly not inventories are
             // skipped with a warning, as Ansible does after trying every parser.
@@ -162,9 +187,10 @@ impl Inventory {
                 "skipping '{}': not a recognised inventory file",
                 path.display()
             )));
-            Ok(())
+            Ok(true)
         } else {
-            ini::load(self, path, text)
+            ini::load(self, path, text)?;
+            Ok(true)
         }
     }
 

@@ -11,7 +11,17 @@ use super::{address, Inventory};
 use crate::diag::Diagnostic;
 use crate::yaml::{self, Node, NodeKind};
 
-pub(super) fn load(inv: &mut Inventory, path: &Path) -> Result<(), Diagnostic> {
+/// How reading a YAML inventory file ended, short of an error.
+pub(super) enum Outcome {
+    /// The file's groups and hosts are in the inventory (or it was empty).
+    Parsed,
+    /// ansible-core's `yaml` plugin refuses the file as a whole, and
+    /// ansible-core then warns and goes on without it; the caller does the
+    /// same. Nothing from the file was added. The diagnostic says why.
+    Refused(Diagnostic),
+}
+
+pub(super) fn load(inv: &mut Inventory, path: &Path) -> Result<Outcome, Diagnostic> {
     let doc = yaml::load_one(path)?;
     match &doc.kind {
         NodeKind::Null => {
@@ -19,7 +29,7 @@ pub(super) fn load(inv: &mut Inventory, path: &Path) -> Result<(), Diagnostic> {
                 "skipping '{}': empty YAML inventory",
                 path.display()
             )));
-            Ok(())
+            Ok(Outcome::Parsed)
         }
         NodeKind::Map(entries) => {
             if doc.get("plugin").is_some() {
@@ -27,12 +37,29 @@ pub(super) fn load(inv: &mut Inventory, path: &Path) -> Result<(), Diagnostic> {
                     .error("inventory plugin configuration files are not supported")
                     .hint("use a static inventory, an executable script or an http(s) URL"));
             }
+            // A host named by a number (`1234:`) is a trap: ansible-core
+            // refuses the whole file, warns, and runs on with the other
+            // sources, often with an empty inventory and exit status 0. Keel
+            // matches that (the caller warns with this diagnostic, which
+            // points at the key), checked before anything is added so the
+            // file is dropped whole. (ansible-playbook itself keeps the hosts
+            // it read before the number and ansible-inventory lists none of
+            // them; Keel keeps none, as ansible-inventory shows.)
+            if let Some(k) = numeric_host(entries) {
+                let name = key_name(k)?;
+                return Ok(Outcome::Refused(
+                    k.error(format!(
+                        "Host pattern {name} must be a string. Enclose integers/floats in quotation marks."
+                    ))
+                    .hint(format!("quote the name: `'{name}':`")),
+                ));
+            }
             let mut loader = YamlInventory { inv, path };
             for (k, v) in entries {
                 let name = key_name(k)?;
                 loader.group(&name, k, v)?;
             }
-            Ok(())
+            Ok(Outcome::Parsed)
         }
         _ => Err(doc
             .error(format!(
@@ -41,6 +68,29 @@ pub(super) fn load(inv: &mut Inventory, path: &Path) -> Result<(), Diagnostic> {
             ))
             .hint("start with `all:` and put `hosts:`, `vars:` and `children:` under it")),
     }
+}
+
+/// The first host key written as a number, in document order, in the
+/// groups `entries` holds and their `children`, to any depth.
+fn numeric_host(entries: &[(Node, Node)]) -> Option<&Node> {
+    entries.iter().find_map(|(_, group)| {
+        let NodeKind::Map(sections) = &group.kind else {
+            return None;
+        };
+        sections.iter().find_map(|(k, v)| {
+            let NodeKind::Map(items) = &v.kind else {
+                return None;
+            };
+            match key_name(k).ok()?.as_str() {
+                "hosts" => items
+                    .iter()
+                    .map(|(hk, _)| hk)
+                    .find(|hk| matches!(hk.kind, NodeKind::Int(_) | NodeKind::Float(_))),
+                "children" => numeric_host(items),
+                _ => None,
+            }
+        })
+    })
 }
 
 fn key_name(k: &Node) -> Result<String, Diagnostic> {
@@ -134,16 +184,8 @@ impl YamlInventory<'_> {
                     }
                 }
                 _ => {
+                    // Numbers as host names were refused before (`numeric_host`).
                     for (pattern, hk, hvars) in items {
-                        // ansible-core refuses numbers as host names here
-                        // rather than guess how the number was written.
-                        if matches!(hk.kind, NodeKind::Int(_) | NodeKind::Float(_)) {
-                            return Err(hk
-                                .error(format!(
-                                    "Host pattern {pattern} must be a string. Enclose integers/floats in quotation marks."
-                                ))
-                                .hint(format!("quote the name: `'{pattern}':`")));
-                        }
                         self.hosts(name, &pattern, hk, hvars)?;
                     }
                 }
