@@ -1018,11 +1018,23 @@ async fn run_module(
         Err(ModuleError::Transport(t @ crate::transport::TransportError::Become { .. })) => {
             ModuleResult::failed(t.to_string())
         }
-        // A task `timeout` fails the task; the host is still there.
-        Err(ModuleError::Transport(crate::transport::TransportError::Timeout { secs, .. })) => ModuleResult::failed(format!(
-            "The {} action failed to execute in the expected time frame ({secs}) and was terminated",
-            task.action
-        )),
+        // A task `timeout` fails the task; the host is still there. The
+        // result is ansible-core 2.19's, `timedout.period` included, which
+        // the `timedout` test reads (`frame` is deprecated there, but still
+        // in every result).
+        Err(ModuleError::Transport(crate::transport::TransportError::Timeout { secs, .. })) => {
+            let mut timedout = VarMap::new();
+            timedout.insert(
+                "frame".into(),
+                Value::from("Configure `DISPLAY_TRACEBACK` to see a traceback on timeout errors."),
+            );
+            timedout.insert("period".into(), Value::from(secs));
+            // The executor, not the module, gave up: the message is shown
+            // as it is, not as the module's failure.
+            ModuleResult::failed(format!("Task failed: Timed out after {secs} second(s)."))
+                .with("timedout", ser(&timedout))
+                .with(BARE_ERROR, true)
+        }
         Err(ModuleError::Transport(t)) => {
             ctx.shared.pool.invalidate(name).await;
             return Err(ExecError::Unreachable(t.to_string()));
