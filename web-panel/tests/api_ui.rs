@@ -54,6 +54,7 @@ async fn pages(b: Backend) {
     let p = start(b, |_| {}).await;
     catalog_and_pool(&p, 3).await;
     p.user("alice", false).await;
+    p.user("bob", false).await;
     p.user("root", true).await;
     let mut br = Browser {
         p: &p,
@@ -164,6 +165,100 @@ async fn pages(b: Backend) {
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("power actions need a ready server"), "{body}");
 
+    // The site page: people, Unix groups; the server page shows who logs in.
+    let site_page = format!("/sites/{site_id}");
+    let (s, body, _) = br.get(&site_page).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, _, h) = br
+        .post(
+            &format!("{site_page}/members"),
+            &[("csrf", csrf.as_str()), ("user", "bob"), ("role", "ssh")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h["location"].to_str().unwrap(), site_page);
+    let (s, _, _) = br
+        .post(
+            &format!("{site_page}/unix-groups"),
+            &[("csrf", csrf.as_str()), ("name", "devs")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get(&site_page).await;
+    let group_id = body
+        .split(&format!("action=\"{site_page}/unix-groups/"))
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (s, _, _) = br
+        .post(
+            &format!("{site_page}/unix-groups/{group_id}/members"),
+            &[("csrf", csrf.as_str()), ("user", "bob")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get(&site_page).await;
+    assert!(body.contains("<td>devs</td><td>60000</td>"), "{body}");
+    assert!(body.contains("<td>bob</td><td>ssh</td>"), "{body}");
+    let (s, _, _) = br
+        .post(
+            &format!("{site_page}/lookup-groups"),
+            &[("csrf", csrf.as_str()), ("group", "ops"), ("role", "admin")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get(&site_page).await;
+    assert!(body.contains("<td>ops</td><td>admin</td>"), "{body}");
+    let (_, sites, _) = br.get("/sites").await;
+    assert!(
+        sites.contains(&format!("<a href=\"{site_page}\">")),
+        "{sites}"
+    );
+    // Suspending is for platform admins.
+    let (s, _, _) = br
+        .post(&format!("{site_page}/suspend"), &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, page, _) = br.get(&location).await;
+    assert!(
+        page.contains("<tr data-login=\"alice\"><td>alice</td><td>at the next run</td><td class=\"login-role\">admin (sudo)</td><td>member</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "<td class=\"login-role\">SSH only</td><td>member</td><td>no key</td><td>devs</td>"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("Last access run: none yet"), "{page}");
+
+    // The job view's cancel button: the queued provision job is cancelled,
+    // and the form can only send the browser back into the panel.
+    let job_id = page
+        .split("action=\"/jobs/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (s, _, h) = br
+        .post(
+            &format!("/jobs/{job_id}/cancel"),
+            &[("csrf", csrf.as_str()), ("back", "//evil.example/")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h["location"].to_str().unwrap(), "/servers");
+    let (_, page, _) = br.get(&location).await;
+    assert!(
+        page.contains("<td>provision</td><td class=\"job-state\">cancelled</td>"),
+        "{page}"
+    );
+
     let (_, list, _) = br.get("/servers").await;
     assert!(
         list.contains("&lt;script&gt;alert(1)&lt;"),
@@ -200,6 +295,34 @@ async fn pages(b: Backend) {
         let (s, body, _) = br.get(page).await;
         assert_eq!(s, StatusCode::OK, "{page}: {body}");
     }
+    // A platform admin suspends the site from its page: logins are blocked
+    // on the server page; unsuspending lets people in again.
+    let (_, body, _) = br.get(&site_page).await;
+    let csrf = csrf_of(&body);
+    let (s, _, h) = br
+        .post(&format!("{site_page}/suspend"), &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h["location"].to_str().unwrap(), site_page);
+    let (_, body, _) = br.get(&site_page).await;
+    assert!(
+        body.contains("<td id=\"site-state\">suspended</td>"),
+        "{body}"
+    );
+    assert!(body.contains("id=\"unsuspend\""), "{body}");
+    let (_, page, _) = br.get(&location).await;
+    assert!(page.contains("id=\"access-blocked\""), "{page}");
+    let (s, _, _) = br
+        .post(
+            &format!("{site_page}/unsuspend"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get(&site_page).await;
+    assert!(body.contains("<td id=\"site-state\">active</td>"), "{body}");
+    let (_, page, _) = br.get(&location).await;
+    assert!(!page.contains("id=\"access-blocked\""), "{page}");
     let (_, pools, _) = br.get("/admin/pools").await;
     assert!(
         pools.contains("<td>public-a</td><td>public</td><td>3</td><td>2</td><td>0</td><td>1</td>"),

@@ -26,7 +26,7 @@ use crate::lifecycle::Status;
 use crate::queue::{JobFilter, JobState};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite};
-use crate::services::{catalog, keys};
+use crate::services::{catalog, jobs, keys, unix_groups};
 
 fn templates() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -42,6 +42,8 @@ fn templates() -> &'static Environment<'static> {
                 include_str!("../../templates/new_server.html"),
             ),
             ("keys.html", include_str!("../../templates/keys.html")),
+            ("sites.html", include_str!("../../templates/sites.html")),
+            ("site.html", include_str!("../../templates/site.html")),
             (
                 "admin_jobs.html",
                 include_str!("../../templates/admin_jobs.html"),
@@ -144,7 +146,31 @@ pub fn router() -> Router<AppState> {
         .route("/servers/{id}/retry", post(retry))
         .route("/servers/{id}/delete", post(delete))
         .route("/servers/{id}/power", post(power))
-        .route("/sites", post(create_site))
+        .route("/sites", get(my_sites).post(create_site))
+        .route("/sites/{id}", get(site))
+        .route("/sites/{id}/members", post(site_member))
+        .route(
+            "/sites/{id}/members/{user_id}/delete",
+            post(site_member_remove),
+        )
+        .route("/sites/{id}/lookup-groups", post(site_lookup_group))
+        .route(
+            "/sites/{id}/lookup-groups/delete",
+            post(site_lookup_group_remove),
+        )
+        .route("/sites/{id}/unix-groups", post(unix_group_create))
+        .route(
+            "/sites/{id}/unix-groups/{group_id}/delete",
+            post(unix_group_delete),
+        )
+        .route(
+            "/sites/{id}/unix-groups/{group_id}/members",
+            post(unix_group_member),
+        )
+        .route("/sites/{id}/suspend", post(site_suspend))
+        .route("/sites/{id}/unsuspend", post(site_unsuspend))
+        .route("/servers/{id}/access", post(server_access_sync))
+        .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/keys", get(my_keys).post(add_key))
         .route("/keys/{id}/delete", post(remove_key))
         .route("/admin/services", get(admin_services))
@@ -594,4 +620,223 @@ async fn admin_audit(
         "admin_audit.html",
         context! { page => Value::from(Serde(&data)) },
     )
+}
+
+async fn my_sites(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    let data = sites::list(
+        &st.db,
+        &a.principal,
+        Page {
+            limit: 500,
+            offset: 0,
+        },
+    )
+    .await?;
+    page(
+        &a,
+        "sites.html",
+        context! { page => Value::from(Serde(&data)) },
+    )
+}
+
+async fn site(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) -> UiResult {
+    let a = signed_in(a)?;
+    let detail = sites::get(&st.db, &a.principal, id).await?;
+    let groups = unix_groups::list(&st.db, &a.principal, id).await?;
+    page(
+        &a,
+        "site.html",
+        context! { s => Value::from(Serde(&detail)), unix_groups => Value::from(Serde(&groups)) },
+    )
+}
+
+fn to_site(id: i64) -> UiResult {
+    Ok(Redirect::to(&format!("/sites/{id}")).into_response())
+}
+
+#[derive(Deserialize)]
+struct MemberForm {
+    #[serde(default)]
+    csrf: String,
+    user: String,
+    role: String,
+}
+
+async fn site_member(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<MemberForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    sites::set_member(&st.db, &a.principal, id, f.user.trim(), &f.role).await?;
+    to_site(id)
+}
+
+async fn site_member_remove(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path((id, user_id)): Path<(i64, i64)>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    sites::remove_member(&st.db, &a.principal, id, user_id).await?;
+    to_site(id)
+}
+
+#[derive(Deserialize)]
+struct LookupGroupForm {
+    #[serde(default)]
+    csrf: String,
+    group: String,
+    #[serde(default)]
+    role: String,
+}
+
+async fn site_lookup_group(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<LookupGroupForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    sites::set_lookup_group(&st.db, &a.principal, id, f.group.trim(), &f.role).await?;
+    to_site(id)
+}
+
+async fn site_lookup_group_remove(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<LookupGroupForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    sites::remove_lookup_group(&st.db, &a.principal, id, &f.group).await?;
+    to_site(id)
+}
+
+#[derive(Deserialize)]
+struct NameForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+}
+
+async fn unix_group_create(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<NameForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    unix_groups::create(
+        &st.db,
+        &st.config.access,
+        &st.config.hypervisor.admin_user,
+        &a.principal,
+        id,
+        &f.name,
+    )
+    .await?;
+    to_site(id)
+}
+
+async fn unix_group_delete(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path((id, group_id)): Path<(i64, i64)>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    unix_groups::delete(&st.db, &a.principal, id, group_id).await?;
+    to_site(id)
+}
+
+#[derive(Deserialize)]
+struct UserForm {
+    #[serde(default)]
+    csrf: String,
+    user: String,
+}
+
+async fn unix_group_member(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path((id, group_id)): Path<(i64, i64)>,
+    Form(f): Form<UserForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    unix_groups::add_member(&st.db, &a.principal, id, group_id, f.user.trim()).await?;
+    to_site(id)
+}
+
+async fn site_suspend(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    sites::set_suspended(&st.db, &a.principal, id, true).await?;
+    to_site(id)
+}
+
+async fn site_unsuspend(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    sites::set_suspended(&st.db, &a.principal, id, false).await?;
+    to_site(id)
+}
+
+async fn server_access_sync(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    servers::sync_access(&st.db, &a.principal, id).await?;
+    Ok(Redirect::to(&format!("/servers/{id}")).into_response())
+}
+
+#[derive(Deserialize)]
+struct CancelForm {
+    #[serde(default)]
+    csrf: String,
+    /// The page to go back to; only a path of this panel.
+    #[serde(default)]
+    back: String,
+}
+
+async fn cancel_job(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CancelForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    jobs::cancel(&st.db, &a.principal, id).await?;
+    // Never an absolute or protocol-relative URL: no open redirect.
+    let back = if f.back.starts_with('/') && !f.back.starts_with("//") && !f.back.contains('\\') {
+        f.back
+    } else {
+        "/servers".to_string()
+    };
+    Ok(Redirect::to(&back).into_response())
 }
