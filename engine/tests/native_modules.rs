@@ -1,4 +1,4 @@
-//! Native ports of modules real roles use (`ini_file`, `service_facts`,
+//! Native ports of modules real roles use (`ini_file`, `service_facts`, `pip`,
 //! `package_facts`...), run by `keel play` on a real sshd test host and
 //! compared with what ansible-playbook 2.19.14 returned for the same
 //! playbook on the same kind of host.
@@ -194,5 +194,39 @@ fn alternatives_installs_selects_and_removes_as_community_general_does() {
     ] {
         let got = keel_run(&th, "alternatives", flags);
         assert_same("alternatives", mode, &got, &reference("alternatives", mode));
+    }
+}
+
+/// `pip` into virtualenvs from wheels that `setup.sh` builds on the host
+/// (the task's environment points pip at them; no index is asked), compared
+/// with ansible-core live. Where the freeze list already satisfies a plain
+/// `present`/`absent`, Keel runs no pip, so those results have an empty
+/// `stdout`/`stderr` where ansible-core shows pip's "Requirement already
+/// satisfied" or "Skipping"; everything else must be the same.
+#[test]
+fn pip_installs_from_local_wheels_as_ansible_core_does() {
+    let Some(bin) = reference_bin() else { return };
+    let th = TestHosts::start(1).expect("starting a test host");
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let mut want = ansible_run(&th, &bin, "pip", flags);
+        let got = keel_run(&th, "pip", flags);
+        if mode == "diff" {
+            for name in ["p1", "p2", "p4", "p6", "p11"] {
+                let r = want[name].as_object_mut().unwrap();
+                assert_eq!(r["changed"], false, "{name} changed under ansible-core");
+                for (k, v) in [
+                    ("stdout", Value::from("")),
+                    ("stderr", Value::from("")),
+                    ("stdout_lines", Value::Array(vec![])),
+                    ("stderr_lines", Value::Array(vec![])),
+                ] {
+                    r.insert(k.into(), v);
+                }
+            }
+        }
+        assert_same("pip", mode, &got, &want);
     }
 }

@@ -1,4 +1,5 @@
-//! Package modules: Debian packages, their selections and debconf answers.
+//! Package modules: Debian packages, their selections and debconf answers,
+//! and Python packages (`pip`).
 //!
 //! Each one queries `dpkg`'s database (one round trip), decides on the
 //! controller, then runs `apt-get`/`dpkg` once, reporting `changed` from the
@@ -15,6 +16,7 @@ pub mod debconf;
 pub mod dpkg_selections;
 pub mod package;
 pub mod package_facts;
+pub mod pip;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     let apt: ModuleRef = Arc::new(apt::Apt);
@@ -29,4 +31,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     );
     m.insert("apt_key", Arc::new(apt_key::AptKey));
     m.insert("package_facts", Arc::new(package_facts::PackageFacts));
+    m.insert("pip", Arc::new(pip::Pip));
 }
