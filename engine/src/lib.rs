@@ -20,6 +20,7 @@
 //! - [`output`]: the human recap and JSON events.
 //! - [`vault`]: Ansible Vault texts and the secrets that open them.
 //! - [`config`]: `ansible.cfg` and the `ANSIBLE_*` environment.
+//! - [`galaxy`]: `keel galaxy install`: roles and collections from git, tarballs, directories.
 //!
 //! The engine never touches a database or serves HTTP: the panel calls it as a
 //! library.
@@ -27,6 +28,7 @@
 pub mod config;
 pub mod diag;
 pub mod executor;
+pub mod galaxy;
 pub mod inventory;
 pub mod kv;
 pub mod modules;

@@ -36,6 +36,67 @@ enum Cmd {
     Vault(VaultArgs),
     /// Show the configuration (like ansible-config).
     Config(ConfigArgs),
+    /// Install roles and collections (like ansible-galaxy).
+    Galaxy(GalaxyArgs),
+}
+
+#[derive(Args)]
+struct GalaxyArgs {
+    #[command(subcommand)]
+    action: GalaxyAction,
+}
+
+#[derive(Subcommand)]
+enum GalaxyAction {
+    /// Install roles, and with `-r` the file's collections too.
+    Install(GalaxyInstall),
+    /// Role commands.
+    Role {
+        #[command(subcommand)]
+        action: GalaxyTyped,
+    },
+    /// Collection commands.
+    Collection {
+        #[command(subcommand)]
+        action: GalaxyTyped,
+    },
+}
+
+#[derive(Subcommand)]
+enum GalaxyTyped {
+    /// Install from git URLs, tarballs and directories.
+    Install(GalaxyInstall),
+}
+
+#[derive(Args)]
+struct GalaxyInstall {
+    /// Roles (`src[,version[,name]]`) or collections (`ns.name[:version]`,
+    /// a path, a URL, `git+URL[#subdir][,ref]`).
+    names: Vec<String>,
+    /// A requirements file.
+    #[arg(short = 'r', long = "role-file", visible_alias = "requirements-file")]
+    requirements: Option<PathBuf>,
+    /// Where to install (instead of the first configured roles_path or
+    /// collections_path).
+    #[arg(
+        short = 'p',
+        long = "roles-path",
+        visible_alias = "collections-path",
+        visible_alias = "path"
+    )]
+    path: Option<PathBuf>,
+    /// Reinstall what is already installed.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Leave dependencies out.
+    #[arg(short = 'n', long)]
+    no_deps: bool,
+    /// Go on after a role fails.
+    #[arg(short = 'i', long)]
+    ignore_errors: bool,
+    /// Accepted for ansible-galaxy compatibility.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Args)]
@@ -351,6 +412,7 @@ fn main() -> ExitCode {
         Cmd::Inventory(a) => inventory(a),
         Cmd::Vault(a) => vault(a),
         Cmd::Config(a) => config_cmd(a),
+        Cmd::Galaxy(a) => galaxy(a),
     });
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -392,6 +454,160 @@ fn config_cmd(a: ConfigArgs) -> Result<i32> {
             ),
             None => bail!("No config file found"),
         },
+    }
+    Ok(0)
+}
+
+/// Prints an installer's lines as ansible-galaxy does: messages on
+/// standard output, warnings on standard error.
+fn galaxy_line(line: keel::galaxy::Line) {
+    use std::io::Write;
+    match line {
+        keel::galaxy::Line::Info(t) => {
+            println!("{t}");
+            let _ = std::io::stdout().flush();
+        }
+        keel::galaxy::Line::Warning(t) => eprintln!("[WARNING]: {t}"),
+    }
+}
+
+#[derive(PartialEq)]
+enum GalaxyKind {
+    Any,
+    Role,
+    Collection,
+}
+
+fn galaxy(a: GalaxyArgs) -> Result<i32> {
+    let (kind, i) = match a.action {
+        GalaxyAction::Install(i) => (GalaxyKind::Any, i),
+        GalaxyAction::Role {
+            action: GalaxyTyped::Install(i),
+        } => (GalaxyKind::Role, i),
+        GalaxyAction::Collection {
+            action: GalaxyTyped::Install(i),
+        } => (GalaxyKind::Collection, i),
+    };
+    galaxy_install(kind, i)
+}
+
+fn galaxy_install(kind: GalaxyKind, i: GalaxyInstall) -> Result<i32> {
+    use keel::galaxy::{self, GalaxyError, InstallOptions, Requirements};
+    let cfg = config();
+    let opts = InstallOptions {
+        force: i.force,
+        no_deps: i.no_deps,
+        ignore_errors: i.ignore_errors,
+    };
+    let home = |p: &std::path::Path| -> PathBuf {
+        match p.strip_prefix("~") {
+            Ok(rest) => dirs::home_dir()
+                .map(|h| h.join(rest))
+                .unwrap_or(p.to_path_buf()),
+            Err(_) => p.to_path_buf(),
+        }
+    };
+    let mut reqs = match &i.requirements {
+        Some(file) => galaxy::load_requirements(file).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Requirements::default(),
+    };
+    if i.requirements.is_some() && !i.names.is_empty() {
+        bail!("The positional collection_name arg and --requirements-file are mutually exclusive.");
+    }
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    for n in &i.names {
+        if kind == GalaxyKind::Collection {
+            reqs.collections
+                .push(galaxy::parse_collection_arg(n, &base));
+        } else {
+            reqs.roles.push(galaxy::parse_role_arg(n));
+        }
+    }
+    let configured_collections: Vec<PathBuf> = cfg
+        .paths(Key::CollectionsPath)
+        .iter()
+        .map(|p| home(p))
+        .collect();
+    let do_roles = kind != GalaxyKind::Collection;
+    let mut do_collections = kind != GalaxyKind::Role;
+    if kind == GalaxyKind::Any && i.path.is_some() && reqs.has_collections_key {
+        eprintln!(
+            "[WARNING]: The requirements file '{}' contains collections which will be ignored. \
+             To install these collections run 'keel galaxy collection install -r' or to install \
+             both at the same time run 'keel galaxy install -r' without a custom install path.",
+            i.requirements
+                .as_deref()
+                .map(|p| std::path::absolute(p).unwrap_or(p.to_path_buf()))
+                .unwrap_or_default()
+                .display()
+        );
+        do_collections = false;
+    }
+    let roles_to_do = do_roles && !reqs.roles.is_empty();
+    let collections_to_do = do_collections && !reqs.collections.is_empty();
+    if !roles_to_do && !collections_to_do {
+        println!("Skipping install, no requirements found");
+        return Ok(0);
+    }
+    let mut report = galaxy_line;
+    if roles_to_do {
+        let roles_path = match &i.path {
+            Some(p) => std::path::absolute(p).unwrap_or(p.clone()),
+            None => cfg
+                .paths(Key::RolesPath)
+                .first()
+                .map(|p| home(p))
+                .context("no roles_path is configured")?,
+        };
+        match galaxy::install_roles(&reqs.roles, &roles_path, &opts, &mut report) {
+            Ok(()) => {}
+            Err(GalaxyError::RolesFailed(_)) => {
+                eprintln!(
+                    "ERROR! - you can use --ignore-errors to skip failed roles and finish \
+                     processing the list."
+                );
+                return Ok(1);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if collections_to_do {
+        let install_root = match &i.path {
+            Some(p) => {
+                let p = std::path::absolute(p).unwrap_or(p.clone());
+                let outer = if p.ends_with("ansible_collections") {
+                    p.parent().map(|x| x.to_path_buf()).unwrap_or(p.clone())
+                } else {
+                    p.clone()
+                };
+                if !configured_collections.contains(&outer) {
+                    let list: Vec<String> = configured_collections
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect();
+                    eprintln!(
+                        "[WARNING]: The specified collections path '{}' is not part of the \
+                         configured Ansible collections paths '{}'. The installed collection \
+                         will not be picked up in an Ansible run, unless within a \
+                         playbook-adjacent collections directory.",
+                        p.display(),
+                        list.join(":")
+                    );
+                }
+                outer
+            }
+            None => configured_collections
+                .first()
+                .cloned()
+                .context("no collections_path is configured")?,
+        };
+        galaxy::install_collections(
+            &reqs.collections,
+            &install_root,
+            &configured_collections,
+            &opts,
+            &mut report,
+        )?;
     }
     Ok(0)
 }
