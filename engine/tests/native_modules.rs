@@ -21,6 +21,8 @@ use std::process::Command;
 use keel_testhosts::TestHosts;
 use serde_json::Value;
 
+#[path = "common/postgres.rs"]
+mod postgres;
 #[path = "common/reference.rs"]
 mod reference;
 use reference::reference_bin;
@@ -54,11 +56,23 @@ fn inventory(th: &TestHosts, dir: &Path) -> PathBuf {
 /// Runs the case's `site.yml` with `flags` after its `setup.sh`; returns the
 /// results it wrote.
 fn keel_run(th: &TestHosts, case: &str, flags: &[&str]) -> Value {
+    keel_run_with(th, case, flags, "", &[])
+}
+
+/// [`keel_run`] with `setup_env` (shell lines) before `setup.sh` and
+/// `extra` (`-e` arguments) for the play.
+fn keel_run_with(
+    th: &TestHosts,
+    case: &str,
+    flags: &[&str],
+    setup_env: &str,
+    extra: &[String],
+) -> Value {
     let dir = case_dir(case);
     let tmp = tempfile::tempdir().unwrap();
     let inv = inventory(th, tmp.path());
     let setup = std::fs::read_to_string(dir.join("setup.sh")).unwrap();
-    th.sh(0, &setup);
+    th.sh(0, &format!("{setup_env}\n{setup}"));
     let out_file = tmp.path().join("results.json");
     let out = Command::new(env!("CARGO_BIN_EXE_keel"))
         .current_dir(&dir)
@@ -67,6 +81,7 @@ fn keel_run(th: &TestHosts, case: &str, flags: &[&str]) -> Value {
         .arg(&inv)
         .arg("-e")
         .arg(format!("out={}", out_file.display()))
+        .args(extra.iter().flat_map(|e| ["-e", e.as_str()]))
         .args(flags)
         .arg("site.yml")
         .output()
@@ -229,4 +244,27 @@ fn pip_installs_from_local_wheels_as_ansible_core_does() {
         }
         assert_same("pip", mode, &got, &want);
     }
+}
+
+/// Runs a `postgresql_*` case against a server this test starts, in both
+/// modes, and compares with the recorded reference.
+fn compare_postgres(case: &str) {
+    let Some(pg) = postgres::PgServer::start() else {
+        return;
+    };
+    let th = TestHosts::start(1).expect("starting a test host");
+    let env = format!("export PGPORT={}", pg.port);
+    let extra = [format!("pg_port={}", pg.port)];
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let got = keel_run_with(&th, case, flags, &env, &extra);
+        assert_same(case, mode, &got, &reference(case, mode));
+    }
+}
+
+#[test]
+fn postgresql_db_creates_updates_and_drops_as_community_postgresql_does() {
+    compare_postgres("postgresql_db");
 }

@@ -13,6 +13,7 @@ const KNOWN_COLLECTIONS: &[&str] = &[
     "community.general.",
     "community.mysql.",
     "community.crypto.",
+    "community.postgresql.",
 ];
 
 fn table() -> &'static HashMap<&'static str, ModuleRef> {

@@ -1,6 +1,6 @@
-//! Database modules: MySQL/MariaDB databases and accounts, driven through
-//! the `mariadb`/`mysql` client on the target (no Python, no driver on the
-//! controller).
+//! Database modules: MySQL/MariaDB and PostgreSQL databases and accounts,
+//! driven through the `mariadb`/`mysql` or `psql` client on the target (no
+//! Python, no driver on the controller).
 //!
 //! Each module follows the query-then-apply shape of the other modules:
 //! one SQL batch reads the server's state, the comparison runs on the
@@ -14,8 +14,10 @@ use super::ModuleRef;
 
 pub mod mysql_db;
 pub mod mysql_user;
+pub mod postgresql_db;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("mysql_db", Arc::new(mysql_db::MysqlDb));
     m.insert("mysql_user", Arc::new(mysql_user::MysqlUser));
+    m.insert("postgresql_db", Arc::new(postgresql_db::PostgresqlDb));
 }

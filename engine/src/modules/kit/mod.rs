@@ -78,6 +78,7 @@
 //! | [`command`] | run something: `creates`/`removes`, Ansible's command result |
 //! | [`accounts`] | `getent` records (`Passwd`, `GroupEntry`) |
 //! | [`mysql`] | the MySQL client: login arguments, SQL quoting, batches |
+//! | [`postgres`] | `psql` on the target: community.postgresql's login arguments, SQL quoting, sectioned batches |
 //! | [`time`] | Ansible's `start`/`end` timestamps |
 
 pub mod accounts;
@@ -88,6 +89,7 @@ pub mod edit;
 pub mod job;
 pub mod mysql;
 pub mod plan;
+pub mod postgres;
 pub mod put;
 pub mod query;
 pub mod stat;
