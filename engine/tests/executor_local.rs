@@ -509,6 +509,7 @@ async fn run_case(case: &Path) -> Result<(), String> {
         inventory_sources: sources,
         extra_vars: extra,
         forks: 5,
+        verbosity: expect.verbosity.unwrap_or(1),
         ..RunOptions::default()
     };
     let summary = run_playbook(&pb, inv, opts, sink).await;

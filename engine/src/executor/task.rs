@@ -1006,10 +1006,33 @@ async fn run_module(
             };
             super::async_task::run(ctx, task, name, &mctx, call, spec, scope, origin).await
         }
-        None => match reconnect_handle(ctx, &**module, host, name, delegate, scope, origin)? {
-            Some(h) => modules::RECONNECT.scope(h, module.run(args, &mctx)).await,
-            None => module.run(args, &mctx).await,
-        },
+        None => {
+            let handle = reconnect_handle(ctx, &**module, host, name, delegate, scope, origin)?;
+            let run = async {
+                match handle {
+                    Some(h) => modules::RECONNECT.scope(h, module.run(args, &mctx)).await,
+                    None => module.run(args, &mctx).await,
+                }
+            };
+            // From -vvv, each command line the module runs is shown as
+            // ansible-core shows its connection's `EXEC` lines (never for
+            // `no_log`: the line holds the module's arguments).
+            if ctx.shared.opts.verbosity >= 3 && !p.no_log {
+                let sink = ctx.shared.sink.clone();
+                // ansible-core names the address; the host's inventory name
+                // (or the delegate's) is what Keel has at hand here.
+                let address = delegate.as_deref().unwrap_or(name).to_string();
+                let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |line: &str| {
+                    sink.emit(&Event::Verbose {
+                        level: 3,
+                        message: format!("<{address}> EXEC {line}"),
+                    })
+                });
+                crate::transport::EXEC_LOG.scope(log, run).await
+            } else {
+                run.await
+            }
+        }
     };
     let mr = match res {
         Ok(mr) => mr,

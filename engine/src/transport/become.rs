@@ -75,20 +75,21 @@ pub(crate) fn wrap(script: &str, b: &Become) -> Wrapped {
 
 fn wrap_sudo(script: &str, b: &Become) -> Wrapped {
     let exe = b.exe.as_deref().filter(|s| !s.is_empty()).unwrap_or("sudo");
-    // Ansible's default flags are `-H -S -n`. `-S` and `-p` are ours to set,
-    // so they are dropped from user flags; `-n` is always added.
+    // Ansible's default flags are `-H -S -n`, kept as written (`-S` is
+    // harmless beside `-n`, which never lets sudo read a password; the line
+    // then reads as ansible-core's does in `-vvv` output). `-n` is added
+    // when missing: the password, if any, was given to the prelude below.
     let user_flags = b.flags.as_deref().unwrap_or("-H -S -n");
-    let flags: Vec<&str> = user_flags
-        .split_whitespace()
-        .filter(|f| *f != "-S" && *f != "-n")
-        .collect();
     let mut run = exe.to_string();
-    for f in &flags {
+    for f in user_flags.split_whitespace() {
         run.push(' ');
         run.push_str(f);
     }
+    if !user_flags.split_whitespace().any(|f| f == "-n") {
+        run.push_str(" -n");
+    }
     run.push_str(&format!(
-        " -n -u {} -- /bin/sh -c {}",
+        " -u {} -- /bin/sh -c {}",
         quote(&b.user),
         quote(script)
     ));
@@ -181,7 +182,7 @@ mod tests {
     #[test]
     fn sudo_without_password_is_non_interactive() {
         let w = wrap("id -u", &sudo(None));
-        assert_eq!(w.script, "sudo -H -n -u root -- /bin/sh -c 'id -u'");
+        assert_eq!(w.script, "sudo -H -S -n -u root -- /bin/sh -c 'id -u'");
         assert!(w.stdin_prefix.is_none());
     }
 

@@ -29,6 +29,27 @@ pub use r#become::{Become, BecomeMethod};
 pub use spec::{ConnectDefaults, ConnectSpec, ConnectionKind, HostKeyPolicy, JumpHop};
 pub use ssh::SshConnection;
 
+tokio::task_local! {
+    /// Told the command line of every command [`Connection::exec`] runs, as
+    /// ansible-core's connection plugins print `EXEC` lines from `-vvv`
+    /// (what `sudo` line a become setting produced is the usual question).
+    /// The executor sets it around a module's run only at that verbosity
+    /// and never for a `no_log` task; the line never holds a become
+    /// password, which travels on stdin.
+    pub static EXEC_LOG: std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+}
+
+/// The command line a command runs as: `/bin/sh -c` and the script with its
+/// environment and become wrapping.
+fn shown(cmd: &Command) -> String {
+    let script = r#become::with_env(&cmd.script, &cmd.env);
+    let script = match &cmd.become_ {
+        Some(b) => r#become::wrap(&script, b).script,
+        None => script,
+    };
+    format!("/bin/sh -c {}", crate::shell::quote(&script))
+}
+
 /// An open connection to one host.
 pub enum Connection {
     Local(local::LocalConnection),
@@ -43,6 +64,7 @@ impl Connection {
 
     /// Runs one command; waits for exit status and all output.
     pub async fn exec(&self, cmd: &Command) -> Result<Output, TransportError> {
+        let _ = EXEC_LOG.try_with(|log| log(&shown(cmd)));
         match self {
             Connection::Local(c) => c.exec(cmd).await,
             Connection::Ssh(c) => c.exec(cmd).await,
