@@ -268,3 +268,8 @@ fn compare_postgres(case: &str) {
 fn postgresql_db_creates_updates_and_drops_as_community_postgresql_does() {
     compare_postgres("postgresql_db");
 }
+
+#[test]
+fn postgresql_user_creates_alters_and_drops_roles_as_community_postgresql_does() {
+    compare_postgres("postgresql_user");
+}

@@ -15,9 +15,11 @@ use super::ModuleRef;
 pub mod mysql_db;
 pub mod mysql_user;
 pub mod postgresql_db;
+pub mod postgresql_user;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("mysql_db", Arc::new(mysql_db::MysqlDb));
     m.insert("mysql_user", Arc::new(mysql_user::MysqlUser));
     m.insert("postgresql_db", Arc::new(postgresql_db::PostgresqlDb));
+    m.insert("postgresql_user", Arc::new(postgresql_user::PostgresqlUser));
 }

@@ -242,8 +242,12 @@ pub async fn run_sql(
 fn server_error(err: &str) -> String {
     let re = regex::Regex::new(r"(?m)^(?:psql:[^:]*:\d+: )?(?:ERROR|FATAL):  (.*)$")
         .expect("valid pattern");
+    // psycopg's text goes on with the DETAIL/HINT lines psql prints after.
     match re.captures(err) {
-        Some(m) => format!("{}\n", &m[1]),
+        Some(m) => {
+            let rest = err[m.get(0).map_or(err.len(), |a| a.end())..].trim_end();
+            format!("{}{rest}\n", &m[1])
+        }
         None => format!("{err}\n"),
     }
 }
@@ -264,6 +268,10 @@ mod tests {
         assert_eq!(
             server_error("psql:<stdin>:2: ERROR:  role \"x\" does not exist"),
             "role \"x\" does not exist\n"
+        );
+        assert_eq!(
+            server_error("ERROR:  cannot drop\nDETAIL:  owner of table t\n"),
+            "cannot drop\nDETAIL:  owner of table t\n"
         );
     }
 }
