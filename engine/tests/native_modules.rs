@@ -273,3 +273,29 @@ fn postgresql_db_creates_updates_and_drops_as_community_postgresql_does() {
 fn postgresql_user_creates_alters_and_drops_roles_as_community_postgresql_does() {
     compare_postgres("postgresql_user");
 }
+
+/// `locale_gen` on an sshd test host (Debian's `locales`, glibc mechanism).
+/// community.general reports `changed: false` in check mode even where the
+/// run builds locales (l2, l3 here); Keel reports the same, with a warning
+/// that says what the run would do, which is checked and then set aside.
+#[test]
+fn locale_gen_builds_and_removes_locales_as_community_general_does() {
+    let th = TestHosts::start(1).expect("starting a test host");
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let mut got = keel_run(&th, "locale_gen", flags);
+        if mode == "check" {
+            for name in ["l2", "l3"] {
+                let r = got[name].as_object_mut().unwrap();
+                let w = r.remove("warnings").expect("a warning in check mode");
+                assert!(
+                    w[0].as_str().unwrap().contains("would build de_CH.UTF-8"),
+                    "{w}"
+                );
+            }
+        }
+        assert_same("locale_gen", mode, &got, &reference("locale_gen", mode));
+    }
+}

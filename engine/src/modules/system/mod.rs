@@ -1,5 +1,5 @@
 //! System modules: accounts, SSH keys, cron, hostname, kernel settings,
-//! mounts, time zone and services on the host.
+//! mounts, time zone, locales and services on the host.
 //!
 //! Each module is query-then-apply over the [`kit`](super::kit): one query round trip
 //! reads every file and command output the comparison needs, the wanted
@@ -17,6 +17,7 @@ pub mod getent;
 pub mod group;
 pub mod hostname;
 pub mod known_hosts;
+pub mod locale_gen;
 pub mod modprobe;
 pub mod mount;
 pub mod reboot;
@@ -51,4 +52,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("known_hosts", Arc::new(known_hosts::KnownHosts));
     m.insert("service_facts", Arc::new(service_facts::ServiceFacts));
     m.insert("alternatives", Arc::new(alternatives::Alternatives));
+    m.insert("locale_gen", Arc::new(locale_gen::LocaleGen));
 }
