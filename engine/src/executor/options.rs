@@ -126,16 +126,26 @@ pub struct RunSummary {
     pub stats: Vec<(String, HostStats)>,
     /// A play could not run at all (bad pattern, template error in `hosts`).
     pub errors: Vec<String>,
+    /// Hosts still failed when the last play that ran ended: failed and not
+    /// rescued or cleared by `meta: clear_host_errors`, in that play or an
+    /// earlier one. What ansible-core's exit code is judged on, not the
+    /// recap's counters (a host whose errors were cleared counts failures
+    /// in the recap, yet the run exits 0).
+    pub failed_hosts: std::collections::BTreeSet<String>,
+    /// Hosts found unreachable in the last play that ran, or in an earlier
+    /// one.
+    pub unreachable_hosts: std::collections::BTreeSet<String>,
 }
 
 impl RunSummary {
-    /// ansible-playbook's exit code: 2 for failed hosts, 4 for unreachable
-    /// ones, 1 for other errors, 0 otherwise.
+    /// ansible-playbook's exit code, as its strategy returns it at the end
+    /// of the last play: 4 for unreachable hosts (before failed ones), 2 for
+    /// hosts still failed, 1 for other errors, 0 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if self.stats.iter().any(|(_, s)| s.failed > 0) {
-            2
-        } else if self.stats.iter().any(|(_, s)| s.unreachable > 0) {
+        if !self.unreachable_hosts.is_empty() {
             4
+        } else if !self.failed_hosts.is_empty() {
+            2
         } else if !self.errors.is_empty() {
             1
         } else {

@@ -48,6 +48,61 @@ struct PlayRun {
     /// An error that stops the whole run (a bad `throttle`), as
     /// ansible-playbook's fatal errors do.
     fatal: Arc<Mutex<Option<String>>>,
+    /// Who is still in the play, for `ansible_play_hosts`/`ansible_play_batch`.
+    play_hosts: PlayHosts,
+}
+
+/// ansible-core's `play._removed_hosts`: a host leaves the play's
+/// `ansible_play_hosts` and `ansible_play_batch` once it fails outside a
+/// block that rescues it, is unreachable, or ends (`meta: end_host`,
+/// `any_errors_fatal`), for the rest of the play (every batch), even if
+/// `meta: clear_host_errors` lets it go on. Hosts' `magic` is rewritten
+/// only when the list grew, checked before each task.
+struct PlayHosts {
+    /// The play's hosts, in order (`ansible_play_hosts_all`).
+    all: Vec<String>,
+    /// This batch's hosts, whose variables see the lists.
+    batch: Vec<Host>,
+    batch_names: Vec<String>,
+    /// Shared by the play's batches.
+    removed: Arc<Mutex<Vec<String>>>,
+    /// How many of `removed` the batch's variables show already.
+    shown: std::sync::atomic::AtomicUsize,
+}
+
+impl PlayHosts {
+    fn remove(&self, host: &str) {
+        let mut r = self.removed.lock();
+        if !r.iter().any(|h| h == host) {
+            r.push(host.to_string());
+        }
+    }
+
+    /// Brings the batch's `ansible_play_hosts`/`ansible_play_batch` up to
+    /// date. Called with no host locked.
+    fn refresh(&self) {
+        use std::sync::atomic::Ordering;
+        let removed = self.removed.lock().clone();
+        if removed.len() == self.shown.load(Ordering::SeqCst) {
+            return;
+        }
+        let keep = |names: &[String]| -> Value {
+            ser(names
+                .iter()
+                .filter(|n| !removed.contains(n))
+                .collect::<Vec<_>>())
+        };
+        let hosts = keep(&self.all);
+        let batch = keep(&self.batch_names);
+        for h in &self.batch {
+            let mut st = h.lock();
+            let magic = Arc::make_mut(&mut st.magic);
+            magic.insert("ansible_play_hosts".into(), hosts.clone());
+            magic.insert("ansible_play_batch".into(), batch.clone());
+            magic.insert("play_hosts".into(), batch.clone());
+        }
+        self.shown.store(removed.len(), Ordering::SeqCst);
+    }
 }
 
 impl PlayRun {
@@ -293,6 +348,7 @@ pub(crate) async fn run_play(
     let mut end = PlayEnd::Continue;
     let play_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fatal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let removed_hosts: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     for (batch_no, batch) in batches(&play.serial, &states).into_iter().enumerate() {
         if play_ended.load(std::sync::atomic::Ordering::SeqCst) {
             break;
@@ -319,7 +375,15 @@ pub(crate) async fn run_play(
             throttles: Mutex::new(HashMap::new()),
             fatal_stop: std::sync::atomic::AtomicBool::new(false),
             fatal: fatal.clone(),
+            play_hosts: PlayHosts {
+                all: selected.clone(),
+                batch: batch.clone(),
+                batch_names: names.clone(),
+                removed: removed_hosts.clone(),
+                shown: std::sync::atomic::AtomicUsize::new(0),
+            },
         });
+        run.play_hosts.refresh();
         let gather: Vec<Host> = match (shared.opts.gathering, play.gather_facts) {
             (_, Some(false)) | (Gathering::Explicit, None) => Vec::new(),
             // `smart` gathers only where no facts are known, even when the
@@ -358,6 +422,14 @@ pub(crate) async fn run_play(
     for h in &states {
         let st = h.lock();
         persistent.insert(st.name.clone(), st.persistent());
+        // Hosts left out of this play keep what an earlier play left them.
+        if st.unreachable {
+            summary.unreachable_hosts.insert(st.name.clone());
+        } else if st.run_failed {
+            summary.failed_hosts.insert(st.name.clone());
+        } else {
+            summary.failed_hosts.remove(&st.name);
+        }
         let s = summary.stats_mut(&st.name);
         let add = st.stats;
         s.ok += add.ok;
@@ -823,6 +895,7 @@ fn run_tasks<'a>(
             run.end_play();
             return;
         }
+        run.play_hosts.refresh();
         if task.action == "meta" {
             let fut: Pin<Box<dyn Future<Output = ()> + Send + '_>> =
                 Box::pin(run_meta(run, task, hosts));
@@ -975,6 +1048,7 @@ fn stop_fatally(run: &PlayRun, hosts: &[Host]) {
         s.ended = true;
         s.fatal_ended = true;
         s.run_failed = true;
+        run.play_hosts.remove(&s.name);
     }
     run.fatal_stop
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1048,6 +1122,9 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
         Status::Failed => {
             st.failed = true;
             st.run_failed |= !rescuing;
+            if !rescuing {
+                run.play_hosts.remove(&st.name);
+            }
             if rescuing {
                 st.stats.rescued += 1;
                 st.set_fact("ansible_failed_result".into(), o.result.clone());
@@ -1071,6 +1148,7 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
                 st.unreachable = true;
                 st.run_failed = true;
                 st.stats.unreachable += 1;
+                run.play_hosts.remove(&st.name);
             }
         }
     }
@@ -1321,7 +1399,11 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
                 }
                 run.end();
             }
-            "end_host" => h.lock().ended = true,
+            "end_host" => {
+                let mut s = h.lock();
+                s.ended = true;
+                run.play_hosts.remove(&s.name);
+            }
             "end_role" => {
                 if let Some(r) = &task.role {
                     h.lock().ended_role = Some(Arc::as_ptr(r) as usize);
