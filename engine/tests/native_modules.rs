@@ -299,3 +299,39 @@ fn locale_gen_builds_and_removes_locales_as_community_general_does() {
         assert_same("locale_gen", mode, &got, &reference("locale_gen", mode));
     }
 }
+
+/// `supervisorctl` against a supervisord that `setup.sh` starts on the host
+/// (Debian's supervisor package). In check mode community.general runs
+/// `supervisorctl update` for `state: restarted`, which adds `keeltwo` to
+/// supervisord although nothing should change; Keel does not, so its final
+/// status lacks that line, and everything else must be the same.
+#[test]
+fn supervisorctl_drives_programs_and_groups_as_community_general_does() {
+    if !Path::new("/usr/bin/supervisord").exists() {
+        assert!(
+            std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+            "KEEL_REQUIRE_REAL is set, but supervisor is not installed (scripts/test installs it)"
+        );
+        eprintln!("skipping: supervisor is not installed");
+        return;
+    }
+    let th = TestHosts::start(1).expect("starting a test host");
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let got = keel_run(&th, "supervisorctl", flags);
+        let mut want = reference("supervisorctl", mode);
+        if mode == "check" {
+            let status = want["status"].as_array_mut().unwrap();
+            let before = status.len();
+            status.retain(|l| l != "keeltwo STOPPED");
+            assert_eq!(
+                status.len(),
+                before - 1,
+                "the reference's update added keeltwo"
+            );
+        }
+        assert_same("supervisorctl", mode, &got, &want);
+    }
+}

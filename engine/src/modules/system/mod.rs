@@ -23,6 +23,7 @@ pub mod mount;
 pub mod reboot;
 pub mod service;
 pub mod service_facts;
+pub mod supervisorctl;
 pub mod sysctl;
 pub mod systemd;
 pub mod timezone;
@@ -53,4 +54,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("service_facts", Arc::new(service_facts::ServiceFacts));
     m.insert("alternatives", Arc::new(alternatives::Alternatives));
     m.insert("locale_gen", Arc::new(locale_gen::LocaleGen));
+    m.insert("supervisorctl", Arc::new(supervisorctl::Supervisorctl));
 }
