@@ -294,6 +294,143 @@ async fn log_in_create_a_server_and_see_it_audited() {
     d.cmd("DELETE", "", None).await;
 }
 
+/// The walk of issue #15: a site admin (not a platform admin) adds a user
+/// to their site and an SSH key of their own through the pages, sees both
+/// on the server page's "Who can log in", sees the `access` job those
+/// changes queued (one, coalesced) in the job log, watches its output
+/// arrive live, and cancels it with the job view's button. No worker runs
+/// here: the job's output is written to its log as a role run would
+/// (`access_flow.rs` runs the real thing on a container).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_admin_adds_a_user_and_a_key_and_watches_the_access_job() {
+    let p = start(Backend::Sqlite, |_| {}).await;
+    catalog_and_pool(&p, 3).await;
+    let (_, ann_token) = p.user("ann", false).await;
+    p.user("bob", false).await;
+    let ann = api_support::Cred::Bearer(ann_token);
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/sites",
+            &ann,
+            Some(json!({"name": "ann-site", "owner_email": "ann@example.org"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let site_id = r.json["id"].as_i64().unwrap();
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/services",
+            &ann,
+            Some(json!({"site_id": site_id, "server_type": "small"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let service_id = r.json["service"]["id"].as_i64().unwrap();
+    // The server is ready (the flow itself is other tests' business), so
+    // people changes queue access runs for it.
+    {
+        use keel_panel::lifecycle::Status;
+        let mut tx = p.db().begin().await.unwrap();
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
+        let moved = keel_panel::lifecycle::transition::transition(
+            &mut conn,
+            p.db().now(),
+            &keel_panel::domain::Principal::system(),
+            service_id,
+            &[Status::Requested],
+            Status::Ready,
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(moved);
+        tx.commit().await.unwrap();
+    }
+
+    let d = Driver::start().await;
+    d.goto(&format!("{}/login", p.base)).await;
+    d.type_into("#name", "ann").await;
+    d.type_into("#password", "ann-password").await;
+    d.click("#login").await;
+
+    // Sites → the site → add bob as an SSH-only user.
+    d.goto(&format!("{}/sites", p.base)).await;
+    d.click("#sites a").await;
+    assert_eq!(d.text("h1").await, "Site ann-site");
+    d.type_into("#member_user", "bob").await;
+    d.click("#add-member-button").await;
+    let members = words(&d.text("#members").await);
+    assert!(members.contains("bob ssh"), "{members}");
+
+    // My SSH keys → add one.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH ann@laptop";
+    d.goto(&format!("{}/keys", p.base)).await;
+    d.type_into("#key_name", "laptop").await;
+    d.type_into("#public_key", key).await;
+    d.click("#add-key").await;
+    let keys = words(&d.text("#keys").await);
+    assert!(keys.contains("laptop SHA256:"), "{keys}");
+
+    // The server page: both can log in, and one access job waits.
+    d.goto(&format!("{}/servers/{service_id}", p.base)).await;
+    let logins = d.text("#logins").await;
+    assert!(logins.contains("ann"), "{logins}");
+    assert!(logins.contains("admin (sudo)"), "{logins}");
+    assert!(logins.contains("bob"), "{logins}");
+    assert!(logins.contains("SSH only"), "{logins}");
+    assert!(logins.contains("SHA256:"), "ann's key is listed: {logins}");
+    assert_eq!(
+        d.count("#jobs tr[data-kind=access]").await,
+        1,
+        "two changes, one coalesced access job"
+    );
+    assert_eq!(
+        d.text("#jobs tr[data-kind=access] .job-state").await,
+        "queued"
+    );
+    let job = p
+        .db()
+        .store()
+        .jobs(&keel_panel::queue::JobFilter {
+            kind: Some("access".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .id;
+
+    // Its output arrives live on the open page.
+    wait_for_text(&d, "#joblog-note", "Live.").await;
+    let log = keel_panel::queue::log::JobLog::open_with(
+        p.db().store(),
+        job,
+        1,
+        keel_panel::queue::log::JobLogConfig::default(),
+    )
+    .await
+    .unwrap();
+    log.message("TASK [mwsusers : Accounts of the site's people]");
+    log.message("changed: [flow] => (item=bob)");
+    log.flush().await.unwrap();
+    wait_for_text(&d, "#joblog", "changed: [flow] => (item=bob)").await;
+
+    // The job view's cancel button.
+    d.click("#jobs tr[data-kind=access] .cancel-job").await;
+    assert!(d.url().await.ends_with(&format!("/servers/{service_id}")));
+    assert_eq!(
+        d.text("#jobs tr[data-kind=access] .job-state").await,
+        "cancelled"
+    );
+    d.cmd("DELETE", "", None).await;
+}
+
+/// Text with every run of whitespace (a table's cell separators) one space.
+fn words(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Waits (up to 15 s) until the element's text contains `want`.
 async fn wait_for_text(d: &Driver, css: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
