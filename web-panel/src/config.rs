@@ -50,6 +50,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub hypervisor: HypervisorConfig,
     pub access: AccessConfig,
+    pub ldap: LdapConfig,
 }
 
 impl fmt::Debug for Config {
@@ -67,6 +68,7 @@ impl fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("hypervisor", &self.hypervisor)
             .field("access", &self.access)
+            .field("ldap", &self.ldap)
             .finish()
     }
 }
@@ -277,6 +279,101 @@ impl AccessConfig {
     }
 }
 
+/// The LDAP directory behind lookup groups (`ldap.rs`,
+/// `services::lookup`). Off while `url` is empty: lookup groups are then
+/// only the panel's own groups. The password is never in this file (nor in
+/// its `Debug`): it is read from `bind_password_file` at each connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `starttls`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS (required for it).
+    pub starttls: bool,
+    /// PEM file of the CA certificates the server's certificate is checked
+    /// against; empty: the system's. The certificate is always verified.
+    pub ca_file: String,
+    pub bind_dn: String,
+    /// A file holding the bind password (trailing newline ignored).
+    pub bind_password_file: String,
+    /// Where groups and people are searched (subtree).
+    pub base_dn: String,
+    /// Which entries are groups; a lookup group `NAME` is
+    /// `(&GROUP_FILTER(cn=NAME))`.
+    pub group_filter: String,
+    /// Which entries are people, for `memberUid` lookups and `member` DNs.
+    pub user_filter: String,
+    /// How often the `lookup_refresh` job re-reads every site's lookup
+    /// groups (the queue's cron, once across all nodes); 0: never.
+    pub refresh_every_secs: u64,
+    /// Connect, bind and search timeout.
+    pub timeout_secs: u64,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            url: String::new(),
+            starttls: false,
+            ca_file: String::new(),
+            bind_dn: String::new(),
+            bind_password_file: String::new(),
+            base_dn: String::new(),
+            group_filter: "(|(objectClass=posixGroup)(objectClass=groupOfNames))".into(),
+            user_filter: "(objectClass=posixAccount)".into(),
+            refresh_every_secs: 86_400,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl LdapConfig {
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// Why this configuration cannot be used; the same check at load time
+    /// and before each connection.
+    pub fn check(&self) -> Result<(), String> {
+        let tls =
+            self.url.starts_with("ldaps://") || (self.url.starts_with("ldap://") && self.starttls);
+        if !tls {
+            return Err(format!(
+                "ldap.url {:?}: use ldaps://, or ldap:// with ldap.starttls = true (the directory is only read over TLS)",
+                self.url
+            ));
+        }
+        if self.starttls && self.url.starts_with("ldaps://") {
+            return Err("ldap.starttls is for ldap:// URLs; ldaps:// is TLS already".into());
+        }
+        for (key, value) in [
+            ("bind_dn", &self.bind_dn),
+            ("bind_password_file", &self.bind_password_file),
+            ("base_dn", &self.base_dn),
+            ("group_filter", &self.group_filter),
+            ("user_filter", &self.user_filter),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("ldap.{key} is needed when ldap.url is set"));
+            }
+        }
+        for (key, filter) in [
+            ("group_filter", &self.group_filter),
+            ("user_filter", &self.user_filter),
+        ] {
+            if !(filter.starts_with('(') && filter.ends_with(')')) {
+                return Err(format!(
+                    "ldap.{key} {filter:?} is not an LDAP filter in parentheses"
+                ));
+            }
+        }
+        if self.timeout_secs == 0 {
+            return Err("ldap.timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl TlsConfig {
     pub fn enabled(&self) -> bool {
         !self.cert_file.is_empty() || !self.key_file.is_empty()
@@ -297,6 +394,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             hypervisor: HypervisorConfig::default(),
             access: AccessConfig::default(),
+            ldap: LdapConfig::default(),
         }
     }
 }
@@ -400,6 +498,9 @@ impl Config {
         }
         self.hypervisor.callback_listen()?;
         self.access.validate()?;
+        if self.ldap.enabled() {
+            self.ldap.check().map_err(ConfigError::Invalid)?;
+        }
         if self.sso.enabled && self.sso.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid(
                 "sso.enabled needs sso.trusted_proxies: the header is only trusted from them"
@@ -507,6 +608,34 @@ mod tests {
         assert_eq!(c.auth.login_max_failures, 3);
         assert_eq!(c.auth.login_block_secs, 120);
         assert!(!c.sso.enabled);
+    }
+
+    #[test]
+    fn ldap_is_off_by_default_and_only_read_over_tls() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(!c.ldap.enabled());
+        let base = [
+            ("KEEL_LDAP_BIND_DN", "cn=panel,dc=example,dc=org"),
+            ("KEEL_LDAP_BIND_PASSWORD_FILE", "/etc/keel/ldap.pw"),
+            ("KEEL_LDAP_BASE_DN", "dc=example,dc=org"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            Config::load(None, env(&all))
+        };
+        let err = with(&[("KEEL_LDAP_URL", "ldap://ldap.example.org")]).unwrap_err();
+        assert!(err.to_string().contains("starttls"), "{err}");
+        let c = with(&[
+            ("KEEL_LDAP_URL", "ldap://ldap.example.org"),
+            ("KEEL_LDAP_STARTTLS", "true"),
+        ])
+        .unwrap();
+        assert!(c.ldap.enabled() && c.ldap.starttls);
+        assert!(with(&[("KEEL_LDAP_URL", "ldaps://ldap.example.org")]).is_ok());
+        let err =
+            Config::load(None, env(&[("KEEL_LDAP_URL", "ldaps://ldap.example.org")])).unwrap_err();
+        assert!(err.to_string().contains("ldap.bind_dn"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum PanelError {
     QuotaExceeded(String),
     #[error("too many failed logins; try again in {retry_after_secs} s")]
     Throttled { retry_after_secs: i64 },
+    /// A service the panel depends on (the LDAP directory) cannot be read
+    /// now; trying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]

@@ -4,7 +4,8 @@
 //! (`scripts/import-circles web-panel/src` finds no circle).
 //! - `clock`: where queue logic reads the time (system or manual);
 //!   `hypervisor` the `Driver` trait and its drivers; `config` panel
-//!   configuration (defaults, TOML file, `KEEL_*` env).
+//!   configuration (defaults, TOML file, `KEEL_*` env); `ldap` the
+//!   directory behind lookup groups (reads groups and members, nothing else).
 //! - `job`: what a job is (spec, row, state, attempt outcome): plain data
 //!   the store persists and the queue runs.
 //! - `store`: the database behind the panel, SQLite or PostgreSQL, chosen
@@ -43,6 +44,7 @@ pub mod domain;
 pub mod http;
 pub mod hypervisor;
 pub mod job;
+pub mod ldap;
 pub mod lifecycle;
 pub mod metrics;
 pub mod provision;

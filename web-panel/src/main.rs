@@ -120,7 +120,8 @@ fn parse_queue(s: &str) -> anyhow::Result<QueueConfig> {
 
 /// The panel's job handlers: the provisioning flow (which, without a
 /// hypervisor driver, fails new servers with a reason and still deletes),
-/// and with a driver the reconciliation job. Returns the cron schedules
+/// the daily LDAP lookup-group refresh when LDAP is configured, and with a
+/// driver the reconciliation job. Returns the cron schedules
 /// those handlers need.
 fn panel_handlers(
     registry: &mut Registry,
@@ -132,6 +133,7 @@ fn panel_handlers(
     let p = keel_panel::provision::Provisioner::new(db.clone(), driver.clone(), config)
         .context("setting up the provisioning flow")?;
     keel_panel::provision::register(registry, Arc::new(p));
+    schedules.extend(keel_panel::services::lookup::refresh_schedule(&config.ldap));
     if let Some(driver) = driver {
         registry.register(
             "reconcile",

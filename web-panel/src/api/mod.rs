@@ -26,7 +26,7 @@ use crate::services::catalog::{self, NewServerType};
 use crate::services::power::{self, PowerRequest};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite, SitePatch};
-use crate::services::{groups, jobs, keys, unix_groups};
+use crate::services::{groups, jobs, keys, lookup, unix_groups};
 
 /// Who may call a route, for the docs and the authorisation matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +139,24 @@ pub const ROUTES: &[Route] = &[
         "/sites/{id}/lookup-groups/{name}",
         Access::SiteAdmin,
         "Stop granting a role through a lookup group; queues access jobs",
+    ),
+    (
+        "GET",
+        "/sites/{id}/lookup-groups",
+        Access::SiteAdmin,
+        "The site's lookup groups: where each comes from (panel or LDAP), its members, its last refresh and error",
+    ),
+    (
+        "POST",
+        "/sites/{id}/lookup-refresh",
+        Access::SiteAdmin,
+        "Refresh now: queue a lookup_refresh job that re-reads the site's lookup groups from LDAP (409 when LDAP is off)",
+    ),
+    (
+        "GET",
+        "/sites/{id}/directory-groups",
+        Access::SiteAdmin,
+        "Group names from the LDAP directory starting with ?q=, for autocomplete (empty when LDAP is off; 503 when it cannot be read)",
     ),
     (
         "GET",
@@ -343,7 +361,12 @@ pub fn router() -> Router<AppState> {
         .route("/sites/{id}", get(get_site).patch(update_site))
         .route("/sites/{id}/members", put(set_member))
         .route("/sites/{id}/members/{user_id}", delete(remove_member))
-        .route("/sites/{id}/lookup-groups", put(set_lookup_group))
+        .route(
+            "/sites/{id}/lookup-groups",
+            get(lookup_group_states).put(set_lookup_group),
+        )
+        .route("/sites/{id}/lookup-refresh", post(refresh_lookup_groups))
+        .route("/sites/{id}/directory-groups", get(directory_groups))
         .route(
             "/sites/{id}/lookup-groups/{name}",
             delete(remove_lookup_group),
@@ -733,6 +756,38 @@ async fn remove_lookup_group(
     no_content()
 }
 
+async fn lookup_group_states(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    ok(lookup::states(&st.db, &a.principal, id).await?)
+}
+
+async fn refresh_lookup_groups(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let job = lookup::request_refresh(&st.db, &st.config.ldap, &a.principal, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct DirectoryQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn directory_groups(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Query(q): Query<DirectoryQuery>,
+) -> ApiResult {
+    ok(lookup::directory_groups(&st.db, &st.config.ldap, &a.principal, id, &q.q).await?)
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 struct UnixGroupBody {
     /// A Unix group name no system group and no panel user has.
@@ -1054,6 +1109,12 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         Some("LookupGroupBody"),
         Some("LookupGroup"),
     ),
+    (
+        "GET",
+        "/sites/{id}/lookup-groups",
+        None,
+        Some("LookupGroupState"),
+    ),
     ("GET", "/sites/{id}/unix-groups", None, Some("UnixGroup")),
     (
         "POST",
@@ -1098,7 +1159,11 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
 ];
 
 /// Routes with a path parameter whose GET answers a JSON array.
-const ARRAYS: &[&str] = &["/sites/{id}/unix-groups", "/services/{id}/jobs"];
+const ARRAYS: &[&str] = &[
+    "/sites/{id}/unix-groups",
+    "/sites/{id}/lookup-groups",
+    "/services/{id}/jobs",
+];
 
 /// Routes whose GET answers one page (`{items, total, limit, offset}`).
 const PAGED: &[&str] = &["/sites", "/services", "/admin/users", "/admin/audit"];
@@ -1153,6 +1218,7 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<ServerAccess>()
         .schema_from::<Login>()
         .schema_from::<AccessRole>()
+        .schema_from::<crate::services::lookup::LookupGroupState>()
         .build()
 }
 

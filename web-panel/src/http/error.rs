@@ -59,6 +59,7 @@ impl From<PanelError> for ApiError {
             PanelError::PoolExhausted(_) => (StatusCode::CONFLICT, "pool_exhausted"),
             PanelError::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
             PanelError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            PanelError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ if e.is_unique_violation() => (StatusCode::CONFLICT, "conflict"),
             _ => {
                 tracing::error!(error = %e, "internal error");

@@ -39,16 +39,18 @@ pub enum JobKind {
     Deprovision,
     Power,
     Access,
+    LookupRefresh,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
         JobKind::Deprovision,
         JobKind::Power,
         JobKind::Access,
+        JobKind::LookupRefresh,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -60,6 +62,7 @@ impl JobKind {
             JobKind::Deprovision => "deprovision",
             JobKind::Power => "power",
             JobKind::Access => "access",
+            JobKind::LookupRefresh => "lookup_refresh",
         }
     }
 
@@ -269,6 +272,35 @@ impl AccessJob {
     }
 }
 
+/// `lookup_refresh`: one site's lookup groups (`site_id`), or every
+/// site's (`None`, the daily cron), read from the LDAP directory and
+/// mirrored into the store (`services::lookup::refresh`), which queues
+/// access jobs only for the sites whose people changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupRefreshJob {
+    pub site_id: Option<i64>,
+}
+
+impl FlowJob for LookupRefreshJob {
+    const KIND: JobKind = JobKind::LookupRefresh;
+}
+
+impl LookupRefreshJob {
+    /// Coalesced per site (and once for the whole directory), so repeated
+    /// "Refresh now" clicks make one read of the directory; serialised as
+    /// one, so two refreshes never mirror at the same time.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let scope = match self.site_id {
+            Some(id) => id.to_string(),
+            None => "all".to_string(),
+        };
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key(format!("lookup_refresh:{scope}"))
+            .serial_key("lookup_refresh");
+        owned(spec, owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +340,7 @@ mod tests {
             DeprovisionJob::KIND,
             PowerJob::KIND,
             AccessJob::KIND,
+            LookupRefreshJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));

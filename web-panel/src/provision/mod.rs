@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{AccessConfig, Config, HypervisorConfig};
+use crate::config::{AccessConfig, Config, HypervisorConfig, LdapConfig};
 use crate::db::Db;
 use crate::domain::PanelError;
 use crate::hypervisor::seed::{HostKeys, SeedError};
@@ -265,6 +265,8 @@ pub struct Provisioner {
     pub config: HypervisorConfig,
     /// UID and GID ranges and the playbook of `access` jobs.
     pub access: AccessConfig,
+    /// The directory behind lookup groups (`lookup_refresh` jobs).
+    pub ldap: LdapConfig,
     pub data_dir: PathBuf,
     /// Port VMs call back on when `callback_url` is empty.
     pub callback_port: u16,
@@ -304,6 +306,7 @@ impl Provisioner {
             driver,
             config: config.hypervisor.clone(),
             access: config.access.clone(),
+            ldap: config.ldap.clone(),
             data_dir: config.data_dir.clone(),
             callback_port,
             key,

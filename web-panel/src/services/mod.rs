@@ -11,13 +11,15 @@
 //! `keys.rs` (SSH public keys), `catalog.rs` (server types),
 //! `groups.rs` (user groups for quotas and lookup groups), `access.rs` (who
 //! logs in to a site's servers, UIDs, the `access` jobs every change to them
-//! queues), `unix_groups.rs` (the Unix groups site admins define).
+//! queues), `unix_groups.rs` (the Unix groups site admins define),
+//! `lookup.rs` (lookup groups read from the LDAP directory and mirrored).
 
 pub mod access;
 pub mod catalog;
 pub mod groups;
 pub mod jobs;
 pub mod keys;
+pub mod lookup;
 pub mod model;
 pub mod power;
 pub mod servers;

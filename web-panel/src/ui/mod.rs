@@ -26,7 +26,7 @@ use crate::lifecycle::Status;
 use crate::queue::{JobFilter, JobState};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite};
-use crate::services::{catalog, jobs, keys, unix_groups};
+use crate::services::{catalog, jobs, keys, lookup, unix_groups};
 
 fn templates() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -167,6 +167,7 @@ pub fn router() -> Router<AppState> {
             "/sites/{id}/unix-groups/{group_id}/members",
             post(unix_group_member),
         )
+        .route("/sites/{id}/lookup-refresh", post(site_lookup_refresh))
         .route("/sites/{id}/suspend", post(site_suspend))
         .route("/sites/{id}/unsuspend", post(site_unsuspend))
         .route("/servers/{id}/access", post(server_access_sync))
@@ -644,11 +645,40 @@ async fn site(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) 
     let a = signed_in(a)?;
     let detail = sites::get(&st.db, &a.principal, id).await?;
     let groups = unix_groups::list(&st.db, &a.principal, id).await?;
+    let lookup_groups = lookup::states(&st.db, &a.principal, id).await?;
+    // The directory's group names feed the form's autocomplete (a
+    // datalist, so no script); a directory that cannot be read now only
+    // costs the suggestions.
+    let (directory, directory_error) =
+        match lookup::directory_groups(&st.db, &st.config.ldap, &a.principal, id, "").await {
+            Ok(names) => (names, None),
+            Err(PanelError::Unavailable(message)) => (Vec::new(), Some(message)),
+            Err(e) => return Err(e.into()),
+        };
     page(
         &a,
         "site.html",
-        context! { s => Value::from(Serde(&detail)), unix_groups => Value::from(Serde(&groups)) },
+        context! {
+            s => Value::from(Serde(&detail)),
+            unix_groups => Value::from(Serde(&groups)),
+            lookup_groups => Value::from(Serde(&lookup_groups)),
+            ldap => st.config.ldap.enabled(),
+            directory => directory,
+            directory_error => directory_error,
+        },
     )
+}
+
+async fn site_lookup_refresh(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    lookup::request_refresh(&st.db, &st.config.ldap, &a.principal, id).await?;
+    to_site(id)
 }
 
 fn to_site(id: i64) -> UiResult {

@@ -14,6 +14,7 @@
 //! | `deprovision` | deleting | hypervisor API | recorded for admins (status stays deleting) |
 //! | `power` (`power.rs`) | ready | hypervisor API | recorded for admins (status stays ready) |
 //! | `access` (`access.rs`) | ready (waits while configuring) | default (10 attempts, 1 s to 10 min) | recorded for admins |
+//! | `lookup_refresh` (`lookup_refresh.rs`) | — (a site's lookup groups, or all) | default | recorded for admins; the error stays on the groups |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -33,7 +34,7 @@
 //! and the step's logic: `create_vm.rs` (`provision`), `os_ready.rs`
 //! (`vm_os_ready`), `configure.rs` (`configure`, and the re-converge
 //! request), `deprovision.rs`, `power.rs`, `access.rs` (the people of the
-//! site on the server). Below them, `role_run.rs` (the host-key check and
+//! site on the server), `lookup_refresh.rs` (LDAP lookup groups mirrored). Below them, `role_run.rs` (the host-key check and
 //! role run `configure` and `access` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
 //! step for good and its compensation). This file only registers a handler
@@ -46,6 +47,7 @@ pub mod create_vm;
 pub mod deprovision;
 mod failure;
 mod kit;
+pub mod lookup_refresh;
 pub mod os_ready;
 pub mod power;
 mod role_run;
@@ -75,6 +77,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::Deprovision => registry.register(k, deprovision::DeprovisionStep(p)),
             JobKind::Power => registry.register(k, power::PowerStep(p)),
             JobKind::Access => registry.register(k, access::AccessStep(p)),
+            JobKind::LookupRefresh => registry.register(k, lookup_refresh::LookupRefreshStep(p)),
         };
     }
 }
