@@ -115,7 +115,7 @@ def write_exe(path: Path, text: str) -> None:
 def make_bin_dir(root: Path, engine: str, keel: Path | None) -> Path:
     """The directory put first on PATH: the engine's ansible-* commands plus `python`.
 
-    For Keel, `ansible-playbook`, `ansible-inventory` and `ansible-vault` call Keel; every other
+    For Keel, `ansible-playbook`, `ansible-inventory`, `ansible-vault` and `ansible` (ad hoc) call Keel; every other
     ansible-* command fails loudly, so a script can never pass by quietly falling back to the real
     Ansible.
     """
@@ -139,6 +139,8 @@ def make_bin_dir(root: Path, engine: str, keel: Path | None) -> Path:
             write_exe(bindir / tool, f'#!/bin/sh\nexec "{keel}" inventory "$@"\n')
         elif tool == "ansible-vault":
             write_exe(bindir / tool, f'#!/bin/sh\nexec "{keel}" vault "$@"\n')
+        elif tool == "ansible":
+            write_exe(bindir / tool, f'#!/bin/sh\nexec "{keel}" ansible "$@"\n')
         else:
             write_exe(bindir / tool, f'#!/bin/sh\necho "conformance shim: Keel has no equivalent of {tool}" >&2\n'
                                      "exit 127\n")

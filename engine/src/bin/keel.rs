@@ -38,6 +38,60 @@ enum Cmd {
     Config(ConfigArgs),
     /// Install roles and collections (like ansible-galaxy).
     Galaxy(GalaxyArgs),
+    /// Run one module on the hosts a pattern selects, ad hoc (like
+    /// `ansible`). The run is a one-task play, reported in
+    /// ansible-playbook's format.
+    Ansible(Box<AdhocArgs>),
+}
+
+#[derive(Args)]
+struct AdhocArgs {
+    /// Host pattern, as a play's `hosts:` (`all`, `web:&prod`, `h1,h2`).
+    pattern: String,
+    /// Inventory: a file, a directory, a script, a URL, or `host1,host2,`.
+    #[arg(short = 'i', long = "inventory", action = ArgAction::Append)]
+    inventory: Vec<String>,
+    /// The module to run.
+    #[arg(short = 'm', long = "module-name", default_value = "command")]
+    module_name: String,
+    /// The module's arguments: `k=v ...` or free-form text (JSON too).
+    #[arg(short = 'a', long = "args")]
+    args: Option<String>,
+    /// Further limit the selected hosts with a pattern.
+    #[arg(short = 'l', long)]
+    limit: Option<String>,
+    /// Extra variables: `k=v ...`, JSON/YAML, or `@file`.
+    #[arg(short = 'e', long = "extra-vars", action = ArgAction::Append)]
+    extra_vars: Vec<String>,
+    /// List the matching hosts and run nothing.
+    #[arg(long)]
+    list_hosts: bool,
+    #[arg(short = 'C', long)]
+    check: bool,
+    #[arg(short = 'D', long)]
+    diff: bool,
+    #[arg(short = 'f', long)]
+    forks: Option<usize>,
+    #[arg(short = 'v', action = ArgAction::Count)]
+    verbose: u8,
+    #[arg(short = 'b', long = "become")]
+    become_: bool,
+    #[arg(long)]
+    become_user: Option<String>,
+    #[arg(long)]
+    become_method: Option<String>,
+    #[arg(short = 'K', long = "ask-become-pass")]
+    ask_become_pass: bool,
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    #[arg(short = 'c', long)]
+    connection: Option<String>,
+    #[arg(short = 'T', long)]
+    timeout: Option<u64>,
+    #[arg(long = "private-key", visible_alias = "key-file")]
+    private_key: Option<PathBuf>,
+    #[command(flatten)]
+    vault: VaultFlags,
 }
 
 #[derive(Args)]
@@ -413,6 +467,7 @@ fn main() -> ExitCode {
         Cmd::Vault(a) => vault(a),
         Cmd::Config(a) => config_cmd(a),
         Cmd::Galaxy(a) => galaxy(a),
+        Cmd::Ansible(a) => adhoc(*a),
     });
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -420,6 +475,109 @@ fn main() -> ExitCode {
             eprintln!("ERROR! {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `keel ansible`: `--list-hosts` as `ansible` prints it, else a one-task
+/// play (`hosts:` the pattern, no fact gathering, the module with its
+/// arguments) written to a private temporary file and run by `keel play`
+/// with the same options.
+fn adhoc(a: AdhocArgs) -> Result<i32> {
+    if a.list_hosts {
+        a.vault.install()?;
+        let inv = load_inventory(&inventory_sources(&a.inventory))?;
+        for w in &inv.warnings {
+            eprintln!("[WARNING]: {w}");
+        }
+        let mut hosts = inv.select(&a.pattern).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(l) = &a.limit {
+            let allowed = inv.select(l).map_err(|e| anyhow::anyhow!("{e}"))?;
+            hosts.retain(|h| allowed.contains(h));
+        }
+        println!("  hosts ({}):", hosts.len());
+        for h in hosts {
+            println!("    {h}");
+        }
+        return Ok(0);
+    }
+    // A string keeps `k=v` and free-form arguments as the task would
+    // have them written; no arguments is an empty mapping.
+    let args = match &a.args {
+        Some(s) => serde_json::Value::String(s.clone()),
+        None => serde_json::json!({}),
+    };
+    let mut task = serde_json::Map::new();
+    task.insert(a.module_name.clone(), args);
+    let book_json = serde_json::json!([{
+        "name": "Ansible Ad-Hoc",
+        "hosts": a.pattern,
+        "gather_facts": false,
+        "tasks": [task],
+    }]);
+    let dir = tempfile::tempdir().context("creating a directory for the ad-hoc play")?;
+    let book = dir.path().join("adhoc.yml");
+    std::fs::write(&book, serde_json::to_string_pretty(&book_json)?)
+        .with_context(|| format!("writing {}", book.display()))?;
+    let mut argv: Vec<std::ffi::OsString> = vec!["keel".into(), "play".into(), book.into()];
+    let mut push = |flag: &str, v: &str| {
+        argv.push(flag.into());
+        argv.push(v.into());
+    };
+    for i in &a.inventory {
+        push("-i", i);
+    }
+    for e in &a.extra_vars {
+        push("-e", e);
+    }
+    if let Some(l) = &a.limit {
+        push("--limit", l);
+    }
+    if let Some(f) = a.forks {
+        push("--forks", &f.to_string());
+    }
+    if let Some(u) = &a.become_user {
+        push("--become-user", u);
+    }
+    if let Some(m) = &a.become_method {
+        push("--become-method", m);
+    }
+    if let Some(u) = &a.user {
+        push("--user", u);
+    }
+    if let Some(c) = &a.connection {
+        push("--connection", c);
+    }
+    if let Some(t) = a.timeout {
+        push("--timeout", &t.to_string());
+    }
+    if let Some(k) = &a.private_key {
+        push("--private-key", &k.display().to_string());
+    }
+    for f in &a.vault.vault_password_file {
+        push("--vault-password-file", &f.display().to_string());
+    }
+    for id in &a.vault.vault_id {
+        push("--vault-id", id);
+    }
+    for (on, flag) in [
+        (a.check, "--check"),
+        (a.diff, "--diff"),
+        (a.become_, "--become"),
+        (a.ask_become_pass, "--ask-become-pass"),
+    ] {
+        if on {
+            argv.push(flag.into());
+        }
+    }
+    for _ in 0..a.verbose {
+        argv.push("-v".into());
+    }
+    if a.vault.ask_vault_pass {
+        argv.push("--ask-vault-pass".into());
+    }
+    match Cli::try_parse_from(argv)?.cmd {
+        Cmd::Play(p) => play(*p),
+        _ => unreachable!("the ad-hoc play is parsed as `keel play`"),
     }
 }
 

@@ -307,9 +307,12 @@ impl<'o> Resolver<'o> {
                     ))
                     .hint("a play looks like `- hosts: all` followed by `tasks:`"));
             };
+            // ansible-core takes all three spellings (`ansible.legacy` is
+            // its name for "builtin or a local override").
             let imp = item
                 .get("import_playbook")
-                .or_else(|| item.get("ansible.builtin.import_playbook"));
+                .or_else(|| item.get("ansible.builtin.import_playbook"))
+                .or_else(|| item.get("ansible.legacy.import_playbook"));
             if let Some(target) = imp {
                 plays.extend(self.import_playbook(item, entries, target, &dir, import)?);
             } else {
@@ -332,7 +335,10 @@ impl<'o> Resolver<'o> {
         for (k, v) in entries {
             let key = raw::key_string(k)?;
             match key.as_str() {
-                "import_playbook" | "ansible.builtin.import_playbook" | "name" => {}
+                "import_playbook"
+                | "ansible.builtin.import_playbook"
+                | "ansible.legacy.import_playbook"
+                | "name" => {}
                 "vars" => imp.vars.extend(raw::var_map(v, "vars")?),
                 "when" => imp.when.extend(raw::conditions(v, "when")?),
                 "tags" => union(&mut imp.tags, &raw::tags(v)?),

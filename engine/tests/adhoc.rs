@@ -1,0 +1,111 @@
+//! `keel ansible`, the ad-hoc command, through the `keel` binary next to the
+//! reference `ansible`: `--list-hosts` with patterns and `--limit` (empty
+//! items between commas ignored, as ansible-core's pattern splitting does),
+//! and a one-module run whose exit status matches (0 when it worked, 2 when
+//! the module failed), `include_role` of a role on the roles path included.
+
+#[path = "common/reference.rs"]
+mod reference;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("starting a command");
+    eprintln!(
+        "$ {cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn keel(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+    c.current_dir(dir);
+    reference::scrub(&mut c, dir);
+    c.arg("ansible");
+    c
+}
+
+fn workdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("hosts.yml"),
+        "all:\n  hosts:\n    host1:\n    host2:\n    host3:\n  children:\n    web:\n      hosts:\n        host2:\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.path().join("roles/role1/tasks")).unwrap();
+    std::fs::write(
+        d.path().join("roles/role1/tasks/main.yml"),
+        "- debug:\n    msg: In role1\n",
+    )
+    .unwrap();
+    d
+}
+
+#[test]
+fn list_hosts_matches_ansible() {
+    let Some(bin) = reference::reference_bin() else {
+        return;
+    };
+    let d = workdir();
+    let cases: &[&[&str]] = &[
+        &["all"],
+        &[",,"],
+        &["all", "--limit", ",,host1"],
+        &["all", "--limit", "host1, ,    ,host3"],
+        &["host1,,host3"],
+        &["web"],
+        &["all:!web"],
+        &["all", "--limit", ""],
+    ];
+    for case in cases {
+        let mut k = keel(d.path());
+        k.args(["-i", "hosts.yml", "--list-hosts"]).args(*case);
+        let mut a = reference::tool(&bin, "ansible", d.path());
+        a.args(["-i", "hosts.yml", "--list-hosts"]).args(*case);
+        let (ko, ao) = (run(&mut k), run(&mut a));
+        assert_eq!(ko.status.code(), ao.status.code(), "{case:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&ko.stdout),
+            String::from_utf8_lossy(&ao.stdout),
+            "{case:?}"
+        );
+    }
+}
+
+#[test]
+fn a_module_run_exits_as_ansible_does() {
+    let Some(bin) = reference::reference_bin() else {
+        return;
+    };
+    let d = workdir();
+    let py = bin.join("python");
+    let cases: &[&[&str]] = &[
+        &["-m", "debug", "-a", "msg=hello"],
+        &["-m", "include_role", "-a", "name=role1"],
+        &["-m", "fail", "-a", "msg=boom"],
+        &["-m", "command", "-a", "true"],
+    ];
+    for case in cases {
+        let inv = "localhost,";
+        let mut k = keel(d.path());
+        k.args(["-i", inv, "localhost", "-c", "local"])
+            .args(*case)
+            .env("ANSIBLE_ROLES_PATH", "./roles");
+        let mut a = reference::tool(&bin, "ansible", d.path());
+        a.args(["-i", inv, "localhost", "-c", "local"])
+            .args(*case)
+            .arg("-e")
+            .arg(format!("ansible_python_interpreter={}", py.display()))
+            .env("ANSIBLE_ROLES_PATH", "./roles");
+        let (ko, ao) = (run(&mut k), run(&mut a));
+        assert_eq!(ko.status.code(), ao.status.code(), "{case:?}");
+    }
+    // What the module said is shown.
+    let out = run(keel(d.path())
+        .args(["-i", "localhost,", "localhost", "-c", "local"])
+        .args(["-m", "debug", "-a", "msg=hello-from-adhoc"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello-from-adhoc"));
+}
