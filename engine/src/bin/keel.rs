@@ -852,8 +852,17 @@ fn play(a: PlayArgs) -> Result<i32> {
     let prompter = std::io::stdin()
         .is_terminal()
         .then(|| keel::playbook::Prompter(Arc::new(ask_var_prompt)));
+    let collections_path: Vec<PathBuf> = cfg
+        .paths(Key::CollectionsPath)
+        .iter()
+        .map(|p| match p.strip_prefix("~") {
+            Ok(rest) => dirs::home_dir().map(|h| h.join(rest)).unwrap_or(p.clone()),
+            Err(_) => p.clone(),
+        })
+        .collect();
     let ropts = ResolveOptions {
         roles_path: roles_path.clone(),
+        collections_path: collections_path.clone(),
         extra_vars: extra_vars.clone(),
         prompter,
     };
@@ -947,6 +956,7 @@ fn play(a: PlayArgs) -> Result<i32> {
         verbosity: a.verbose,
         become_password: run.become_password,
         roles_path,
+        collections_path,
         inventory_sources,
         connection_vars: run.connection_vars,
         become_defaults: run.become_defaults,

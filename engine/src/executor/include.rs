@@ -117,6 +117,7 @@ pub(super) type Loaded = (
 pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> {
     let opts = crate::playbook::ResolveOptions {
         roles_path: ctx.shared.opts.roles_path.clone(),
+        collections_path: ctx.shared.opts.collections_path.clone(),
         extra_vars: ctx.shared.opts.extra_vars.clone(),
         prompter: None,
     };

@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub become_password: Option<String>,
     /// Extra role search paths (also passed to dynamic include_role).
     pub roles_path: Vec<PathBuf>,
+    /// `collections_path` (also passed to dynamic include_role).
+    pub collections_path: Vec<PathBuf>,
     /// Where the inventory came from, for `meta: refresh_inventory`.
     pub inventory_sources: Vec<String>,
     /// Connection variables the command line or `ansible.cfg` set
@@ -107,6 +109,7 @@ impl Default for RunOptions {
             verbosity: 0,
             become_password: None,
             roles_path: Vec::new(),
+            collections_path: Vec::new(),
             inventory_sources: Vec::new(),
             connection_vars: VarMap::new(),
             become_defaults: BecomeSettings::default(),

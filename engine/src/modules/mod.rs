@@ -14,6 +14,7 @@
 //! module uses, with "did you mean" errors for unknown arguments.
 
 pub mod args;
+mod collections;
 pub mod commands;
 pub mod context;
 pub mod database;

@@ -5,17 +5,6 @@ use std::sync::{Arc, OnceLock};
 
 use super::ModuleRef;
 
-/// Collections whose modules we implement under their short names.
-const KNOWN_COLLECTIONS: &[&str] = &[
-    "ansible.builtin.",
-    "ansible.legacy.",
-    "ansible.posix.",
-    "community.general.",
-    "community.mysql.",
-    "community.crypto.",
-    "community.postgresql.",
-];
-
 fn table() -> &'static HashMap<&'static str, ModuleRef> {
     static TABLE: OnceLock<HashMap<&'static str, ModuleRef>> = OnceLock::new();
     TABLE.get_or_init(|| {
@@ -46,14 +35,22 @@ pub const EXECUTOR_ACTIONS: &[&str] = &[
     "group_by",
 ];
 
-/// Strips a known collection prefix: `ansible.builtin.copy` → `copy`.
+/// Strips the collection of a fully qualified name that maps onto a native
+/// module (`ansible.builtin.copy` → `copy`, `community.general.ini_file` →
+/// `ini_file`); other names are returned as written (`community.general.copy`
+/// is not `copy`).
 pub fn canonical_name(name: &str) -> &str {
-    for prefix in KNOWN_COLLECTIONS {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            return rest;
-        }
-    }
-    name
+    super::collections::native_short(name).unwrap_or(name)
+}
+
+/// Whether `collection` has a module `short` that maps onto a native one.
+pub fn collection_has_native(collection: &str, short: &str) -> bool {
+    super::collections::collection_has(collection, short) && table().contains_key(short)
+}
+
+/// The collections holding modules Keel implements, for messages.
+pub fn native_collections() -> Vec<&'static str> {
+    super::collections::native_collections()
 }
 
 /// The implementation of a module, by short or fully qualified name.

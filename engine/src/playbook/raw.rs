@@ -614,11 +614,11 @@ pub fn read_task<'a>(
         let last = key.rsplit('.').next().unwrap_or(key);
         let hint = if short.contains('.') && modules.contains(&last) {
             let collection = key.rsplit_once('.').map(|(c, _)| c).unwrap_or("");
-            format!("`{collection}` is not a collection Keel implements; did you mean `ansible.builtin.{last}`?")
+            format!("`{collection}` has no module `{last}` that Keel implements natively; did you mean `ansible.builtin.{last}`?")
         } else if short.contains('.') {
             format!(
-                "Keel implements modules from ansible.builtin, ansible.posix, community.general and community.mysql; \
-                 nearest known modules: {}",
+                "Keel implements modules from {}; nearest known modules: {}",
+                registry::native_collections().join(", "),
                 keywords::nearest(last, &modules, 3).join(", ")
             )
         } else {
@@ -664,7 +664,7 @@ pub fn read_task<'a>(
             let action = if templated {
                 name.clone()
             } else {
-                registry::canonical_name(&name).to_string()
+                modules.action_name(&name)
             };
             let mut args = match rest {
                 // Free-form text is the module's business once it is known.
@@ -694,7 +694,7 @@ pub fn read_task<'a>(
             ));
         }
     };
-    let action = registry::canonical_name(&written).to_string();
+    let action = modules.action_name(&written);
     let mut args = match &value_node.kind {
         NodeKind::Null => VarMap::new(),
         NodeKind::Map(_) => var_map(value_node, &written)?,

@@ -33,6 +33,11 @@ pub struct ResolveOptions {
     /// and the playbook's own directory. `KEEL_ROLES_PATH` and
     /// `ANSIBLE_ROLES_PATH` (colon-separated) are searched after these.
     pub roles_path: Vec<PathBuf>,
+    /// `collections_path` (from `ansible.cfg` or the environment): where
+    /// `ansible_collections/` trees are found, after the playbook's own
+    /// `collections/`. Empty: `ANSIBLE_COLLECTIONS_PATH`, else Ansible's
+    /// defaults.
+    pub collections_path: Vec<PathBuf>,
     /// `-e` variables: they win when templating static paths (`vars_files`,
     /// `import_tasks`, `import_playbook`) and answer `vars_prompt`.
     pub extra_vars: VarMap,
@@ -204,6 +209,10 @@ pub(crate) enum RoleVia<'a> {
 
 impl<'o> Resolver<'o> {
     pub fn new(opts: &'o ResolveOptions, ids: Arc<AtomicUsize>) -> Resolver<'o> {
+        let mut modules = ModuleSearch::new();
+        if !opts.collections_path.is_empty() {
+            modules.set_collections_path(opts.collections_path.clone());
+        }
         Resolver {
             opts,
             ids,
@@ -218,7 +227,7 @@ impl<'o> Resolver<'o> {
             depth: 0,
             play_role_names: Vec::new(),
             dependent_role_names: Vec::new(),
-            modules: ModuleSearch::new(),
+            modules,
             exported_role_defaults: VarMap::new(),
             exported_role_vars: VarMap::new(),
         }
@@ -374,6 +383,23 @@ impl<'o> Resolver<'o> {
 
     fn play(&mut self, node: &Node, dir: &Path, import: &PlayImport) -> Result<Play, Diagnostic> {
         self.start_play(dir);
+        // The play's `collections:` search list (its roles use their own).
+        let list = match node.get("collections") {
+            Some(n) => collection_list(n)?,
+            None => Vec::new(),
+        };
+        let outer = self.modules.set_collection_list(list);
+        let play = self.play_body(node, dir, import);
+        self.modules.set_collection_list(outer);
+        play
+    }
+
+    fn play_body(
+        &mut self,
+        node: &Node,
+        dir: &Path,
+        import: &PlayImport,
+    ) -> Result<Play, Diagnostic> {
         let entries = node.as_map().expect("checked by caller");
         for (k, _) in entries {
             let key = raw::key_string(k)?;
@@ -983,7 +1009,7 @@ impl<'o> Resolver<'o> {
     ) -> Result<Option<Arc<PyModule>>, Diagnostic> {
         match self.modules.resolve(written) {
             Resolution::Python(m) => Ok(Some(m)),
-            Resolution::Native | Resolution::NotFound(_) => Ok(None),
+            Resolution::Native | Resolution::NativeAs(_) | Resolution::NotFound(_) => Ok(None),
             Resolution::Unusable(e) => Err(node
                 .error(format!("cannot run module '{written}': {e}"))
                 .hint("Keel runs a module it has no native port of with the host's Python, packed as Ansible packs it")),
@@ -1220,11 +1246,32 @@ impl<'o> Resolver<'o> {
         via: RoleVia<'_>,
         out: &mut Vec<plan::Node>,
     ) -> Result<Option<Arc<RoleInstance>>, Diagnostic> {
-        let base = self.playbook_dir.clone();
-        let path = roles::find_role(&entry.name, &self.role_search, &base, &entry.span)?;
-        self.modules.add_base(&path);
+        let (path, collection) = self.find_role(&entry.name, &entry.span)?;
+        if collection.is_none() {
+            self.modules.add_base(&path);
+        }
         let meta = self.meta(&path)?;
+        // The role's tasks, handlers and dependencies use the role's own
+        // search list, not the play's.
+        let list = role_collection_list(collection.as_deref(), &meta.collections);
+        let outer = self.modules.set_collection_list(list);
+        let r = self.role_body(entry, inh, files, dedup, via, out, path, meta);
+        self.modules.set_collection_list(outer);
+        r
+    }
 
+    #[allow(clippy::too_many_arguments)]
+    fn role_body(
+        &mut self,
+        entry: &RoleEntry,
+        inh: &Inherit,
+        files: &RoleFiles,
+        dedup: bool,
+        via: RoleVia<'_>,
+        out: &mut Vec<plan::Node>,
+        path: PathBuf,
+        meta: Arc<roles::RoleMeta>,
+    ) -> Result<Option<Arc<RoleInstance>>, Diagnostic> {
         // Cycle check over the dependency graph, before recursing.
         let first_visit = !self.graph.contains(&path);
         let from = self.graph.node(&path, &entry.name);
@@ -1342,6 +1389,56 @@ impl<'o> Resolver<'o> {
         Ok(Some(instance))
     }
 
+    /// A role's directory: a collection's role for `ns.coll.role` (or a bare
+    /// name found in a collection of the search list), else the roles path.
+    /// Also returns the role's collection, if it is in one.
+    fn find_role(
+        &self,
+        name: &str,
+        span: &crate::diag::Span,
+    ) -> Result<(PathBuf, Option<String>), Diagnostic> {
+        if !name.contains('/') {
+            if let Some((dir, coll)) = self.modules.collection_role(name) {
+                return Ok((dir, Some(coll)));
+            }
+            if name.split('.').count() == 3 {
+                let (coll, role) = name.rsplit_once('.').expect("three parts");
+                let roots: Vec<String> = self
+                    .modules
+                    .collection_roots()
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect();
+                let where_ = match coll
+                    .split_once('.')
+                    .and_then(|(ns, c)| self.modules.collection_dir(ns, c))
+                {
+                    Some(d) => format!(
+                        "the collection {coll} at {} has no role {role}",
+                        d.display()
+                    ),
+                    None => format!(
+                        "the collection {coll} is not installed (collection paths: {})",
+                        if roots.is_empty() {
+                            "none exists".to_string()
+                        } else {
+                            roots.join(", ")
+                        }
+                    ),
+                };
+                let found_legacy =
+                    roles::find_role(name, &self.role_search, &self.playbook_dir, span);
+                return match found_legacy {
+                    Ok(p) => Ok((p, None)),
+                    Err(_) => Err(Diagnostic::new(format!("the role '{name}' was not found"))
+                        .at(span.clone())
+                        .hint(format!("{where_}; install it with `keel galaxy install`"))),
+                };
+            }
+        }
+        roles::find_role(name, &self.role_search, &self.playbook_dir, span).map(|p| (p, None))
+    }
+
     /// `meta/main.yml` of a role, read once per resolve.
     fn meta(&mut self, path: &Path) -> Result<Arc<roles::RoleMeta>, Diagnostic> {
         if let Some(m) = self.metas.get(path) {
@@ -1358,9 +1455,8 @@ impl<'o> Resolver<'o> {
         path: &Path,
         meta: &roles::RoleMeta,
     ) -> Result<(), Diagnostic> {
-        let base = self.playbook_dir.clone();
         for dep in &meta.dependencies {
-            let dep_path = roles::find_role(&dep.name, &self.role_search, &base, &dep.span)?;
+            let (dep_path, _) = self.find_role(&dep.name, &dep.span)?;
             let seen = self.graph.contains(&dep_path);
             let to = self.graph.node(&dep_path, &dep.name);
             self.graph.add_dependency(from, to, dep.span.clone());
@@ -1563,6 +1659,57 @@ impl RoleFiles {
 }
 
 /// The dedup key of a role use: its parameters and chosen files.
+/// A `collections:` keyword's list of collection names.
+fn collection_list(node: &Node) -> Result<Vec<String>, Diagnostic> {
+    match &node.kind {
+        NodeKind::Null => Ok(Vec::new()),
+        NodeKind::Str { value, .. } => Ok(vec![value.clone()]),
+        NodeKind::Seq(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    i.error(format!(
+                        "`collections` must list collection names, found {}",
+                        i.type_name()
+                    ))
+                })
+            })
+            .collect(),
+        _ => Err(node.error(format!(
+            "`collections` must be a list of collection names, found {}",
+            node.type_name()
+        ))),
+    }
+}
+
+/// A role's search list as ansible-core builds it: its own collection first
+/// (for a role inside one), then its `meta/main.yml` `collections:`, then
+/// `ansible.builtin` (collection roles) or `ansible.legacy` (others) when
+/// the list is not empty.
+fn role_collection_list(own: Option<&str>, meta: &[String]) -> Vec<String> {
+    let mut list: Vec<String> = own.map(str::to_string).into_iter().collect();
+    for c in meta {
+        if !list.contains(c) {
+            list.push(c.clone());
+        }
+    }
+    if !list.is_empty()
+        && !list
+            .iter()
+            .any(|c| c == "ansible.builtin" || c == "ansible.legacy")
+    {
+        list.push(
+            if own.is_some() {
+                "ansible.builtin"
+            } else {
+                "ansible.legacy"
+            }
+            .to_string(),
+        );
+    }
+    list
+}
+
 fn params_key(params: &VarMap, files: &RoleFiles) -> String {
     let p = serde_json::to_string(params).unwrap_or_default();
     format!(

@@ -145,6 +145,8 @@ pub fn load_vars_file(path: &Path) -> Result<VarMap, Diagnostic> {
 pub struct RoleMeta {
     pub dependencies: Vec<RoleEntry>,
     pub allow_duplicates: bool,
+    /// The role's `collections:` search list.
+    pub collections: Vec<String>,
 }
 
 pub fn load_meta(role_dir: &Path, warnings: &mut Vec<Diagnostic>) -> Result<RoleMeta, Diagnostic> {
@@ -159,6 +161,22 @@ pub fn load_meta(role_dir: &Path, warnings: &mut Vec<Diagnostic>) -> Result<Role
     let mut meta = RoleMeta::default();
     if let Some(a) = node.get("allow_duplicates") {
         meta.allow_duplicates = raw::boolean(a, "allow_duplicates")?;
+    }
+    if let Some(c) = node.get("collections") {
+        match &c.kind {
+            NodeKind::Null => {}
+            NodeKind::Seq(items) => {
+                for i in items {
+                    meta.collections.push(raw::string(i, "collections")?);
+                }
+            }
+            _ => {
+                return Err(c.error(format!(
+                    "`collections` must be a list of collection names, found {}",
+                    c.type_name()
+                )))
+            }
+        }
     }
     if let Some(deps) = node.get("dependencies") {
         if !deps.is_null() {
