@@ -335,3 +335,30 @@ fn supervisorctl_drives_programs_and_groups_as_community_general_does() {
         assert_same("supervisorctl", mode, &got, &want);
     }
 }
+
+/// `apache2_module` on an sshd test host with Debian's apache2 package
+/// (`a2enmod`/`a2dismod`, confirmed with `apache2ctl -M`).
+#[test]
+fn apache2_module_enables_and_disables_as_community_general_does() {
+    if !Path::new("/usr/sbin/apache2ctl").exists() {
+        assert!(
+            std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+            "KEEL_REQUIRE_REAL is set, but apache2 is not installed (scripts/test installs it)"
+        );
+        eprintln!("skipping: apache2 is not installed");
+        return;
+    }
+    let th = TestHosts::start(1).expect("starting a test host");
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let got = keel_run(&th, "apache2_module", flags);
+        assert_same(
+            "apache2_module",
+            mode,
+            &got,
+            &reference("apache2_module", mode),
+        );
+    }
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::ModuleRef;
 
 pub mod alternatives;
+pub mod apache2_module;
 pub mod authorized_key;
 pub mod cron;
 pub mod getent;
@@ -55,4 +56,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("alternatives", Arc::new(alternatives::Alternatives));
     m.insert("locale_gen", Arc::new(locale_gen::LocaleGen));
     m.insert("supervisorctl", Arc::new(supervisorctl::Supervisorctl));
+    m.insert("apache2_module", Arc::new(apache2_module::Apache2Module));
 }
