@@ -553,8 +553,9 @@ def write_doc(results: dict[str, dict], known: dict[str, Target], keel_rev: str,
         f"(from its sdist's `test/integration/targets/`), run the way ansible-test runs them: a `testhost` "
         "with `ansible_connection=local` in `testgroup`, role targets applied by a generated play (facts "
         "gathered unless the aliases say `gather_facts/no`, `output_dir` as a play variable, the targets "
-        "folder as `ANSIBLE_ROLES_PATH`), `runme.sh` targets run with an `ansible-playbook` shim that calls "
-        "`keel play`. Each target runs once under ansible-core and once under Keel, in its own scratch "
+        "folder as `ANSIBLE_ROLES_PATH`), `runme.sh` targets run with shims first on `PATH` that call Keel "
+        "(`ansible-playbook` → `keel play`, `ansible-inventory`, `ansible-vault`, and `ansible` → `keel ansible`, "
+        "the ad-hoc command). Each target runs once under ansible-core and once under Keel, in its own scratch "
         "directory (with ansible-test's unicode suffix), HOME and TMPDIR.",
         "",
         f"Last run: {now()}, Keel at `{keel_rev}`.",
