@@ -1,4 +1,5 @@
-//! Command modules: `command`, `shell`, `raw`, `script`. Each runs in exactly
+//! Command modules: `command`, `shell`, `raw`, `script` (and `django_manage`,
+//! a project's `./manage.py`). Each runs in exactly
 //! one round trip: a small `sh` prelude handles `chdir`, `creates` and
 //! `removes` on the host before the command itself.
 //! The shared run-and-report path lives in [`kit::command`](super::kit::command).
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use super::ModuleRef;
 
 pub mod command;
+pub mod django_manage;
 pub mod raw;
 pub mod script;
 pub mod shell;
@@ -17,4 +19,5 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("shell", Arc::new(shell::Shell));
     m.insert("raw", Arc::new(raw::Raw));
     m.insert("script", Arc::new(script::Script));
+    m.insert("django_manage", Arc::new(django_manage::DjangoManage));
 }
