@@ -1582,8 +1582,15 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                 }
             };
             let names: Vec<String> = members.iter().map(|(h, _)| h.lock().name.clone()).collect();
+            // ansible-playbook names the tasks file, or the role by its name;
+            // `target` is the include's key (`tasks:<path>`, `role:<name>…`).
+            let shown = match (target.strip_prefix("tasks:"), target.strip_prefix("role:")) {
+                (Some(path), _) => path.to_string(),
+                (None, Some(role)) => role.split('\u{1f}').next().unwrap_or(role).to_string(),
+                (None, None) => target.clone(),
+            };
             shared.sink.emit(&Event::Included {
-                file: target.clone(),
+                file: shown,
                 hosts: names,
             });
             let group_hosts: Vec<Host> = members.iter().map(|(h, _)| h.clone()).collect();

@@ -638,6 +638,14 @@ async fn run_single(
     _item: Option<&Value>,
 ) -> SingleResult {
     let templar = &ctx.shared.templar;
+    let delegated;
+    let scope = match delegated_vars(ctx, task, scope, origin) {
+        Some(v) => {
+            delegated = scope.with_var("ansible_delegated_vars", v);
+            &delegated
+        }
+        None => scope,
+    };
     let mut single = match templar.first_false_condition(&task.when, scope, origin) {
         Ok(None) => match execute(ctx, task, host, name, scope, origin).await {
             Ok(s) => s,
@@ -667,6 +675,34 @@ async fn run_single(
         single.ignored = ignore_errors_of(ctx, task);
     }
     single
+}
+
+/// `ansible_delegated_vars` of a delegated task, as ansible-core sets it:
+/// the delegated host's name mapped to its variables (its `hostvars`
+/// entry; an empty mapping for a host the inventory does not know). `None`
+/// when the task is not delegated or its `delegate_to` does not template
+/// (the task then fails on that later, with the error).
+fn delegated_vars(
+    ctx: &PlayCtx,
+    task: &Task,
+    scope: &Scope,
+    origin: &TemplateOrigin,
+) -> Option<Value> {
+    let raw = task.delegate_to.as_ref()?;
+    let name = ctx
+        .shared
+        .templar
+        .render_str(raw, scope, origin)
+        .ok()?
+        .to_string();
+    let vars = scope
+        .get_raw("hostvars")
+        .and_then(|h| h.get_item(&Value::from(name.as_str())).ok())
+        .filter(|v| !v.is_undefined() && !v.is_none())
+        .unwrap_or_else(|| ser(VarMap::new()));
+    let mut m = VarMap::new();
+    m.insert(name, vars);
+    Some(ser(&m))
 }
 
 /// `changed_when` and `failed_when`, evaluated after each attempt with the

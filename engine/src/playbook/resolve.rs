@@ -1625,6 +1625,16 @@ impl RoleFiles {
         let mut f = RoleFiles::default();
         for (k, v) in args {
             let s = v.as_str().map(str::to_string);
+            // ansible-core refuses a non-string file choice when it loads
+            // the task, before any host runs it.
+            if k.ends_with("_from") && s.is_none() && !v.is_none() && !v.is_undefined() {
+                let kind = match v.kind() {
+                    minijinja::value::ValueKind::Seq => "a list".to_string(),
+                    minijinja::value::ValueKind::Map => "a mapping".to_string(),
+                    other => format!("{other}"),
+                };
+                return Err(node.error(format!("Expected a string for {k} but got {kind} instead")));
+            }
             match k.as_str() {
                 "name" | "role" => f.name = s,
                 "_raw_params" => f.name = f.name.take().or(s),
