@@ -25,6 +25,9 @@
 //! - `provision`: the provisioning flow as jobs (VM create, callback,
 //!   host-key check, role run), its compensation, the dynamic inventory;
 //!   `reconcile` the hypervisor compared with the store; `demo` seed data.
+//! - `automation`: playbook runs for admins (projects, credentials,
+//!   inventories, job templates, schedules, runs, notifications) on the
+//!   queue and the engine; beside `provision`, whose inventory it reuses.
 //! - `http`: what handlers share (state, error type, the authentication
 //!   middleware and extractors); `api` the JSON API under `/api/v1` and
 //!   `ui` the server-rendered HTML pages on top of it; `server` the router
@@ -36,6 +39,7 @@ pub mod alloc;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod automation;
 pub mod clock;
 pub mod config;
 pub mod db;

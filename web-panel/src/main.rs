@@ -2,7 +2,8 @@
 //! the `keel_panel` library: `serve` (HTTP server plus job workers),
 //! `worker` (workers only, for scale-out), `demo` (seeded data + libvirt),
 //! `admin migrate`,
-//! `admin create-user`, `admin reset-password`, `admin import-pool`.
+//! `admin create-user`, `admin reset-password`, `admin import-pool`,
+//! `admin template run NAME`, `admin schedule list`.
 
 use std::sync::Arc;
 
@@ -81,6 +82,16 @@ enum AdminCmd {
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
     },
+    /// Job templates (playbook runs).
+    Template {
+        #[command(subcommand)]
+        command: TemplateCmd,
+    },
+    /// Schedules of job templates.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCmd,
+    },
     /// Load an address pool from a YAML or CSV file.
     ImportPool {
         file: std::path::PathBuf,
@@ -91,6 +102,27 @@ enum AdminCmd {
         #[arg(long = "type")]
         pool_type: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum TemplateCmd {
+    /// Launch a run of the template NAME (as the system); prints the run's
+    /// id. Workers (`serve` or `worker`) carry it out.
+    Run {
+        name: String,
+        /// A survey answer, VARIABLE=VALUE (repeatable).
+        #[arg(long = "answer", value_name = "VARIABLE=VALUE")]
+        answers: Vec<String>,
+        /// Wait for the run to finish; exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCmd {
+    /// Every schedule with its template and next fire time (UTC).
+    List,
 }
 
 #[derive(clap::Args)]
@@ -130,9 +162,14 @@ fn panel_handlers(
 ) -> anyhow::Result<Vec<Schedule>> {
     let mut schedules = Vec::new();
     let driver = keel_panel::provision::driver_from_config(config)?;
-    let p = keel_panel::provision::Provisioner::new(db.clone(), driver.clone(), config)
-        .context("setting up the provisioning flow")?;
-    keel_panel::provision::register(registry, Arc::new(p));
+    let p = Arc::new(
+        keel_panel::provision::Provisioner::new(db.clone(), driver.clone(), config)
+            .context("setting up the provisioning flow")?,
+    );
+    keel_panel::provision::register(registry, p.clone());
+    let automation = keel_panel::automation::Automation::new(p)
+        .context("setting up playbook runs (the secret key file)")?;
+    keel_panel::automation::register(registry, Arc::new(automation));
     schedules.extend(keel_panel::services::lookup::refresh_schedule(&config.ldap));
     if let Some(driver) = driver {
         registry.register(
@@ -177,10 +214,10 @@ async fn run_workers(
     let mut registry = Registry::with_builtins();
     let db = keel_panel::db::Db::from_store(store.clone(), url).await?;
     let schedules = panel_handlers(&mut registry, &db, panel)?;
-    let mut worker = Worker::new(store.clone(), registry, config);
-    if !schedules.is_empty() {
-        worker = worker.with_scheduler(Scheduler::new(store, schedules));
-    }
+    let scheduler = Scheduler::new(store.clone(), schedules).with_source(Arc::new(
+        keel_panel::automation::schedules::DbSchedules(db.clone()),
+    ));
+    let worker = Worker::new(store.clone(), registry, config).with_scheduler(scheduler);
     let worker = Arc::new(worker);
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -231,10 +268,26 @@ fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// The built-in job templates, next to the playbook of new servers.
+async fn seed_builtin(db: &keel_panel::db::Db, config: &Config) {
+    let dir = config
+        .hypervisor
+        .playbook
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    match keel_panel::automation::builtin::seed(db, &dir).await {
+        Ok(0) => {}
+        Ok(n) => println!("seeded {n} built-in job templates (disabled)"),
+        Err(e) => eprintln!("warning: could not seed the built-in job templates: {e}"),
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     use keel_panel::http::AppState;
     use keel_panel::server;
     let db = open_panel_db(&config).await?;
+    seed_builtin(&db, &config).await;
     let listen = config.listen;
     let state = AppState::new(db.clone(), config.clone())?;
     let shutdown = CancellationToken::new();
@@ -262,10 +315,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?,
             ..WorkerConfig::default()
         };
-        let mut worker = Worker::new(db.store().clone(), registry, wc);
-        if !schedules.is_empty() {
-            worker = worker.with_scheduler(Scheduler::new(db.store().clone(), schedules));
-        }
+        let scheduler = Scheduler::new(db.store().clone(), schedules).with_source(Arc::new(
+            keel_panel::automation::schedules::DbSchedules(db.clone()),
+        ));
+        let worker = Worker::new(db.store().clone(), registry, wc).with_scheduler(scheduler);
         let worker = Arc::new(worker);
         Some(tokio::spawn(worker.run(shutdown.clone())))
     } else {
@@ -413,6 +466,93 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("no user named {name:?}"))?;
             keel_panel::auth::set_password(&db, &pw, &system, user.id, password).await?;
             println!("password of {name} reset; their sessions were ended");
+            Ok(())
+        }
+        Cmd::Admin {
+            command:
+                AdminCmd::Template {
+                    command:
+                        TemplateCmd::Run {
+                            name,
+                            answers,
+                            wait,
+                        },
+                },
+        } => {
+            let db = open_panel_db(&config).await?;
+            let tpl = keel_panel::automation::templates::by_name(&db, &system, &name).await?;
+            let mut launch = keel_panel::automation::templates::Launch::default();
+            for a in answers {
+                let (k, v) = a
+                    .split_once('=')
+                    .with_context(|| format!("--answer {a:?}: expected VARIABLE=VALUE"))?;
+                launch
+                    .answers
+                    .insert(k.to_string(), serde_json::Value::from(v));
+            }
+            let run =
+                keel_panel::automation::templates::launch(&db, &system, tpl.id, &launch).await?;
+            println!(
+                "run {} of template {} queued (job {})",
+                run.id,
+                tpl.name,
+                run.job_id.unwrap_or(0)
+            );
+            if !wait {
+                return Ok(());
+            }
+            loop {
+                let r = keel_panel::automation::runs::get(&db, &system, run.id).await?;
+                if r.status.is_finished() {
+                    if let Some(recap) = &r.recap {
+                        println!("{recap}");
+                    }
+                    println!("run {} {}", r.id, r.status);
+                    if r.status != keel_panel::automation::model::RunStatus::Successful {
+                        std::process::exit(1);
+                    }
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        Cmd::Admin {
+            command: AdminCmd::Schedule {
+                command: ScheduleCmd::List,
+            },
+        } => {
+            let db = open_panel_db(&config).await?;
+            let list = keel_panel::automation::schedules::list(&db, &system).await?;
+            let templates = keel_panel::automation::templates::list(&db, &system).await?;
+            println!(
+                "{:<5} {:<28} {:<28} {:<8} {:<22} NEXT (UTC)",
+                "ID", "SCHEDULE", "TEMPLATE", "ENABLED", "WHEN"
+            );
+            for v in list {
+                let s = &v.schedule;
+                let tpl = templates.iter().find(|t| t.id == s.template_id);
+                let when = match (&s.cron, s.every_secs) {
+                    (Some(c), _) => format!("{c} {}", s.time_zone),
+                    (None, Some(n)) => format!("every {n} s"),
+                    _ => "-".into(),
+                };
+                let enabled = s.enabled && tpl.is_some_and(|t| t.enabled);
+                let next = v
+                    .next_fires
+                    .first()
+                    .and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms))
+                    .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<5} {:<28} {:<28} {:<8} {:<22} {}",
+                    s.id,
+                    s.name,
+                    tpl.map(|t| t.name.as_str()).unwrap_or("?"),
+                    if enabled { "yes" } else { "no" },
+                    when,
+                    if enabled { next } else { "-".into() }
+                );
+            }
             Ok(())
         }
         Cmd::Admin {

@@ -422,7 +422,7 @@ async fn server_lifecycle(b: Backend) {
     for r in all {
         assert!(schemas[&r].is_object(), "dangling schema reference {r}");
     }
-    for (method, path, _, _) in keel_panel::api::ROUTES {
+    for (method, path, _, _) in keel_panel::api::all_routes() {
         assert!(
             api.json["paths"][path][method.to_ascii_lowercase()].is_object(),
             "{method} {path}"

@@ -3,11 +3,14 @@
 //! site, the site admin, a platform admin) and checks the answer against
 //! the route's declared access, on both backends. Lists are checked for
 //! leaks: an outsider and an SSH-only user see none of the site's services.
+//! The playbook-run routes (`automation`) are walked too: the SSH-only user
+//! is in the group of the world's job template, so `TemplateMember` routes
+//! answer them and platform admins, and 404 to everyone else.
 
 mod api_support;
 
 use api_support::{catalog_and_pool, start, Backend, Cred, Panel};
-use keel_panel::api::{Access, ROUTES};
+use keel_panel::api::{all_routes, Access};
 use keel_panel::domain::Principal;
 use keel_panel::services::{sites, unix_groups};
 use reqwest::StatusCode;
@@ -34,6 +37,16 @@ struct World {
     group: i64,
     /// A Unix group of the site with the SSH-only user in it.
     unix_group: i64,
+    /// Playbook runs: a credential, project, inventory, notification
+    /// target, a template (group `staff`, which holds the SSH-only user),
+    /// its schedule and a queued run.
+    credential: i64,
+    project: i64,
+    inventory: i64,
+    target: i64,
+    template: i64,
+    schedule: i64,
+    run: i64,
 }
 
 fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
@@ -68,6 +81,24 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
         "/sites/{id}/unix-groups/{group_id}/members" => json!({"user": w.ssh.name}),
         "/admin/groups" => json!({"name": format!("g{}", fastrand::u32(..))}),
         "/admin/groups/{id}/members" => json!({"user": "other"}),
+        "/credentials" => {
+            json!({"name": format!("c{}", fastrand::u32(..)), "kind": "become_password", "secret": "pw"})
+        }
+        "/credentials/{id}" => json!({"name": "vault", "kind": "vault_password", "secret": "pw2"}),
+        "/projects" => {
+            json!({"name": format!("p{}", fastrand::u32(..)), "kind": "directory", "path": "/tmp"})
+        }
+        "/projects/{id}" => json!({"name": "proj", "kind": "directory", "path": "/tmp"}),
+        "/inventories" => json!({"name": format!("i{}", fastrand::u32(..)), "kind": "panel"}),
+        "/notification-targets" => {
+            json!({"name": format!("n{}", fastrand::u32(..)), "kind": "webhook", "address": "http://127.0.0.1:9/x", "secret": "k"})
+        }
+        "/templates" => template_body(&format!("t{}", fastrand::u32(..)), w),
+        "/templates/{id}" => template_body("tpl", w),
+        "/templates/{id}/launch" => json!({"answers": {}}),
+        "/schedules" | "/schedules/{id}" => {
+            json!({"template_id": w.template, "name": "hourly", "every_secs": 3600})
+        }
         "/admin/quotas" => {
             json!({"subject_kind": "group", "subject_id": 999, "max_vms": 1, "max_vcpus": 1, "max_ram_mb": 1, "max_disk_gb": 1})
         }
@@ -75,8 +106,24 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
     })
 }
 
+fn template_body(name: &str, w: &World) -> Value {
+    json!({"name": name, "project_id": w.project, "playbook": "site.yml", "inventory_id": w.inventory,
+           "credentials": [w.credential], "groups": [w.group]})
+}
+
 fn concrete(path: &str, w: &World) -> String {
-    let id = if path.starts_with("/sites/") {
+    let automation = [
+        ("/credentials/", w.credential),
+        ("/projects/", w.project),
+        ("/inventories/", w.inventory),
+        ("/notification-targets/", w.target),
+        ("/templates/", w.template),
+        ("/schedules/", w.schedule),
+        ("/runs/", w.run),
+    ];
+    let id = if let Some((_, id)) = automation.iter().find(|(p, _)| path.starts_with(p)) {
+        *id
+    } else if path.starts_with("/sites/") {
         w.site
     } else if path.starts_with("/services/") {
         w.service
@@ -122,6 +169,14 @@ fn check(access: Access, role: Role, method: &str, path: &str, status: StatusCod
             assert!(!denied, "{what}")
         }
         (Access::JobOwner, _) => assert_eq!(status, StatusCode::FORBIDDEN, "{what}"),
+        (Access::TemplateMember, Role::SshOnly | Role::PlatformAdmin) => {
+            assert!(!denied && status != StatusCode::NOT_FOUND, "{what}")
+        }
+        (Access::TemplateMember, _) => assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "non-members must not learn the template exists: {what}"
+        ),
     }
 }
 
@@ -189,7 +244,18 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
         .await
         .unwrap();
     let unix_group = unix_group_with_ssh_user(p, site).await;
+    keel_panel::services::groups::add_member(p.db(), &Principal::system(), group, "sshuser")
+        .await
+        .unwrap();
+    let auto = automation_world(p, group).await;
     let world = World {
+        credential: auto[0],
+        project: auto[1],
+        inventory: auto[2],
+        target: auto[3],
+        template: auto[4],
+        schedule: auto[5],
+        run: auto[6],
         unix_group,
         group,
         site,
@@ -208,6 +274,60 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
         (Role::PlatformAdmin, Cred::Bearer(admin_t)),
     ];
     (world, roles)
+}
+
+/// A credential, project, inventory, target, template (launchable by
+/// `group`), schedule and queued run, made through the library.
+async fn automation_world(p: &Panel, group: i64) -> [i64; 7] {
+    use keel_panel::automation::{catalog, schedules, templates};
+    let system = Principal::system();
+    let sealer =
+        keel_panel::automation::secrets::Sealer::for_data_dir(&p.state.config.data_dir).unwrap();
+    let cred: catalog::NewCredential =
+        serde_json::from_value(json!({"name": "vault", "kind": "vault_password", "secret": "pw"}))
+            .unwrap();
+    let cred = catalog::create_credential(p.db(), &sealer, &system, &cred)
+        .await
+        .unwrap()
+        .id;
+    let proj = serde_json::from_value(json!({"name": "proj", "kind": "directory", "path": "/tmp"}))
+        .unwrap();
+    let proj = catalog::create_project(p.db(), &system, &proj)
+        .await
+        .unwrap()
+        .id;
+    let inv = serde_json::from_value(json!({"name": "servers", "kind": "panel"})).unwrap();
+    let inv = catalog::create_inventory(p.db(), &system, &inv)
+        .await
+        .unwrap()
+        .id;
+    let target = serde_json::from_value(
+        json!({"name": "hook", "kind": "webhook", "address": "http://127.0.0.1:9/x", "secret": "k"}),
+    )
+    .unwrap();
+    let target = catalog::create_target(p.db(), &sealer, &system, &target)
+        .await
+        .unwrap()
+        .id;
+    let tpl = serde_json::from_value(
+        json!({"name": "tpl", "project_id": proj, "playbook": "site.yml",
+        "inventory_id": inv, "credentials": [cred], "groups": [group]}),
+    )
+    .unwrap();
+    let tpl = templates::create(p.db(), &system, &tpl).await.unwrap().id;
+    let sched =
+        serde_json::from_value(json!({"template_id": tpl, "name": "hourly", "every_secs": 3600}))
+            .unwrap();
+    let sched = schedules::create(p.db(), &system, &sched)
+        .await
+        .unwrap()
+        .schedule
+        .id;
+    let run = templates::launch(p.db(), &system, tpl, &Default::default())
+        .await
+        .unwrap()
+        .id;
+    [cred, proj, inv, target, tpl, sched, run]
 }
 
 /// A Unix group of the site holding the SSH-only user.
@@ -230,7 +350,13 @@ async fn unix_group_with_ssh_user(p: &Panel, site: i64) -> i64 {
 }
 
 async fn every_route_for_every_role(b: Backend) {
-    let p = start(b, |c| c.auth.login_max_failures = 1000).await;
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let p = start(b, move |c| {
+        c.auth.login_max_failures = 1000;
+        c.data_dir = data_dir;
+    })
+    .await;
     let (mut w, roles) = setup(&p).await;
 
     // Lists leak nothing to outsiders or SSH-only users.
@@ -251,7 +377,7 @@ async fn every_route_for_every_role(b: Backend) {
     }
 
     let mut checked = 0;
-    for (method, path, access, _) in ROUTES {
+    for (method, path, access, _) in all_routes() {
         for (role, cred) in &roles {
             let url = concrete(path, &w);
             let r = p.call(method, &url, cred, body_for(method, path, &w)).await;
@@ -283,6 +409,6 @@ async fn every_route_for_every_role(b: Backend) {
             }
         }
     }
-    assert_eq!(checked, ROUTES.len() * roles.len());
+    assert_eq!(checked, all_routes().count() * roles.len());
 }
 both_backends!(matrix, every_route_for_every_role);

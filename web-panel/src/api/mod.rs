@@ -2,8 +2,10 @@
 //! domain layer with the authenticated caller (which checks authorisation
 //! itself), and shape the answer. [`ROUTES`] lists every route once; the
 //! OpenAPI document and the authorisation-matrix test are both built from
-//! it, so a new route cannot skip either.
+//! it, so a new route cannot skip either. The routes of playbook runs
+//! (`automation.rs`) keep their own table, joined by [`all_routes`].
 
+mod automation;
 mod events;
 
 pub use events::stop_live_streams;
@@ -39,6 +41,9 @@ pub enum Access {
     PlatformAdmin,
     /// The job's owner, and platform admins.
     JobOwner,
+    /// Members of the job template's groups, and platform admins (others
+    /// learn nothing: 404).
+    TemplateMember,
 }
 
 /// One API route: method, path (axum syntax, relative to `/api/v1`),
@@ -347,8 +352,14 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
+/// Every API route: [`ROUTES`] and those of `automation.rs`.
+pub fn all_routes() -> impl Iterator<Item = &'static Route> {
+    ROUTES.iter().chain(automation::ROUTES.iter())
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(automation::router())
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/me", get(me))
@@ -1166,7 +1177,13 @@ const ARRAYS: &[&str] = &[
 ];
 
 /// Routes whose GET answers one page (`{items, total, limit, offset}`).
-const PAGED: &[&str] = &["/sites", "/services", "/admin/users", "/admin/audit"];
+const PAGED: &[&str] = &[
+    "/sites",
+    "/services",
+    "/admin/users",
+    "/admin/audit",
+    "/runs",
+];
 
 /// The component schemas, derived with utoipa from the Rust types.
 pub fn schemas() -> utoipa::openapi::Components {
@@ -1176,7 +1193,7 @@ pub fn schemas() -> utoipa::openapi::Components {
     use crate::services::groups::Group;
     use crate::services::model::*;
     use crate::services::servers::Created;
-    utoipa::openapi::ComponentsBuilder::new()
+    let b = utoipa::openapi::ComponentsBuilder::new()
         .schema_from::<User>()
         .schema_from::<Site>()
         .schema_from::<SiteMember>()
@@ -1218,8 +1235,8 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<ServerAccess>()
         .schema_from::<Login>()
         .schema_from::<AccessRole>()
-        .schema_from::<crate::services::lookup::LookupGroupState>()
-        .build()
+        .schema_from::<crate::services::lookup::LookupGroupState>();
+    automation::schemas(b).build()
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -1230,7 +1247,7 @@ fn schema_ref(name: &str) -> Value {
 /// from [`schemas`].
 pub fn openapi_document() -> Value {
     let mut paths = serde_json::Map::new();
-    for (method, path, access, summary) in ROUTES {
+    for (method, path, access, summary) in all_routes() {
         let entry = paths
             .entry(path.to_string())
             .or_insert_with(|| json!({}))
@@ -1245,7 +1262,10 @@ pub fn openapi_document() -> Value {
                 json!({"name": name, "in": "path", "required": true, "schema": {"type": ty}})
             })
             .collect();
-        let body = BODIES.iter().find(|(m, p, _, _)| m == method && p == path);
+        let body = BODIES
+            .iter()
+            .chain(automation::BODIES.iter())
+            .find(|(m, p, _, _)| m == method && p == path);
         let request = body.and_then(|b| b.2).map(|name| {
             json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}})
         });

@@ -4,11 +4,19 @@
 //! transaction that enqueues its job, so however many nodes tick, each fire
 //! time runs once. Fires missed while no node was up follow the schedule's
 //! [`MissedFires`] policy.
+//!
+//! Schedules come from the panel's configuration (a fixed list) and from
+//! [`ScheduleSource`]s read at every tick (the job templates' schedules in
+//! the database, `automation::schedules`). A cron expression is read in its
+//! schedule's time zone, so `0 2 * * *` in `Europe/Berlin` fires at 02:00
+//! local time across daylight-saving changes.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use serde::Deserialize;
 
 use super::JobSpec;
@@ -26,13 +34,16 @@ pub enum ScheduleError {
     },
     #[error("schedule {0:?}: give exactly one of `cron` or `every_secs` (> 0)")]
     NoTiming(String),
+    #[error("schedule {name:?}: unknown time zone {zone:?} (an IANA name such as Europe/Berlin)")]
+    BadTimeZone { name: String, zone: String },
 }
 
 /// How often a schedule fires.
 #[derive(Debug, Clone)]
 pub enum Every {
-    /// Standard 5-field cron (minute precision) or 6/7-field with seconds, UTC.
-    Cron(Box<cron::Schedule>),
+    /// Standard 5-field cron (minute precision) or 6/7-field with seconds,
+    /// read in the time zone.
+    Cron(Box<cron::Schedule>, Tz),
     /// Every `interval`, counted from when the schedule was first seen.
     Interval(Duration),
 }
@@ -61,6 +72,11 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn cron(name: &str, expr: &str, job: JobSpec) -> Result<Self, ScheduleError> {
+        Self::cron_in(name, expr, Tz::UTC, job)
+    }
+
+    /// A cron schedule whose expression is read in time zone `tz`.
+    pub fn cron_in(name: &str, expr: &str, tz: Tz, job: JobSpec) -> Result<Self, ScheduleError> {
         // The cron crate wants seconds; accept the classic 5-field form.
         let full = if expr.split_whitespace().count() == 5 {
             format!("0 {expr}")
@@ -72,7 +88,7 @@ impl Schedule {
             expr: expr.to_string(),
             reason: e.to_string(),
         })?;
-        Ok(Self::new(name, Every::Cron(Box::new(parsed)), job))
+        Ok(Self::new(name, Every::Cron(Box::new(parsed), tz), job))
     }
 
     pub fn interval(name: &str, every: Duration, job: JobSpec) -> Self {
@@ -115,8 +131,8 @@ impl Schedule {
                 let latest = anchor + (upto - anchor) / step * step;
                 (latest > after).then_some(latest)
             }
-            Every::Cron(c) => {
-                let start = to_datetime(after)?;
+            Every::Cron(c, tz) => {
+                let start = to_datetime(after)?.with_timezone(tz);
                 let mut latest = None;
                 // Bounded walk: a long outage of a per-second schedule
                 // should not stall the tick.
@@ -144,8 +160,8 @@ impl Schedule {
                 };
                 Some(anchor + k * step)
             }
-            Every::Cron(c) => c
-                .after(&to_datetime(after)?)
+            Every::Cron(c, tz) => c
+                .after(&to_datetime(after)?.with_timezone(tz))
                 .next()
                 .map(|t| t.timestamp_millis()),
         }
@@ -199,23 +215,66 @@ pub struct Fired {
     pub job_id: Option<i64>,
 }
 
+/// Parses an IANA time zone name for schedule `name`.
+pub fn time_zone(name: &str, zone: &str) -> Result<Tz, ScheduleError> {
+    zone.parse().map_err(|_| ScheduleError::BadTimeZone {
+        name: name.to_string(),
+        zone: zone.to_string(),
+    })
+}
+
+/// Schedules that live elsewhere (in the database) and may change between
+/// two ticks; the scheduler asks for the current list at every tick.
+#[async_trait::async_trait]
+pub trait ScheduleSource: Send + Sync + 'static {
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+}
+
 /// Ticks schedules against the store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Scheduler {
     store: Store,
     schedules: Vec<Schedule>,
+    sources: Vec<Arc<dyn ScheduleSource>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("schedules", &self.schedules)
+            .field("sources", &self.sources.len())
+            .finish()
+    }
 }
 
 impl Scheduler {
     pub fn new(store: Store, schedules: Vec<Schedule>) -> Self {
-        Self { store, schedules }
+        Self {
+            store,
+            schedules,
+            sources: Vec::new(),
+        }
+    }
+
+    /// Also ticks the schedules `source` lists at each tick.
+    pub fn with_source(mut self, source: Arc<dyn ScheduleSource>) -> Self {
+        self.sources.push(source);
+        self
     }
 
     /// Claims every fire time due now. Safe to call from any number of
     /// nodes at once.
     pub async fn tick(&self) -> Result<Vec<Fired>, StoreError> {
         let mut fired = Vec::new();
-        for s in &self.schedules {
+        let mut dynamic = Vec::new();
+        for source in &self.sources {
+            match source.schedules().await {
+                Ok(list) => dynamic.extend(list),
+                // One source failing must not stop the configured schedules.
+                Err(e) => tracing::warn!(error = %e, "cannot read schedules"),
+            }
+        }
+        for s in self.schedules.iter().chain(dynamic.iter()) {
             let now = self.store.now();
             let anchor = self.store.schedule_anchor(&s.name, now).await?;
             let last = self.store.last_fire(&s.name).await?.unwrap_or(anchor);
@@ -270,6 +329,24 @@ mod tests {
         assert_eq!(s.latest_fire(1_000, 1_000, 11_000), Some(11_000));
         assert_eq!(s.latest_fire(1_000, 11_000, 45_000), Some(41_000));
         assert_eq!(s.next_fire(1_000, 41_000), Some(51_000));
+    }
+
+    /// 02:00 in Berlin is 01:00 UTC in winter and 00:00 UTC in summer.
+    #[test]
+    fn cron_is_read_in_its_time_zone() {
+        let tz = time_zone("n", "Europe/Berlin").expect("known zone");
+        let s = Schedule::cron_in(
+            "n",
+            "0 2 * * *",
+            tz,
+            JobSpec::new("k", serde_json::Value::Null),
+        )
+        .expect("valid");
+        let jan = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+        assert_eq!(s.next_fire(jan, jan), Some(jan + 3_600_000));
+        let jul = 1_719_792_000_000; // 2024-07-01T00:00:00Z
+        assert_eq!(s.next_fire(jul, jul), Some(jul + 86_400_000));
+        assert!(time_zone("n", "Mars/Olympus").is_err());
     }
 
     #[test]

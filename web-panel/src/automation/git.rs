@@ -1,0 +1,258 @@
+//! A git project's checkout. Each project has a bare mirror under
+//! `<data_dir>/projects/<id>/mirror`, fetched before every run, and one
+//! checkout per commit under `<data_dir>/projects/<id>/rev/<sha>`: a run
+//! resolves its branch to a commit once, records it on the run row, and
+//! every later attempt of that run uses the same commit, so a push during a
+//! run changes only the next run.
+//!
+//! git always runs as an argument vector (never through a shell); the URL
+//! and ref come after `--end-of-options`/`--` where git takes options, the
+//! URL was checked when the project was saved (`catalog::check_git_url`),
+//! remote helpers (`ext::`) are refused by `GIT_ALLOW_PROTOCOL`, and git
+//! never prompts. A deploy key is written for the fetch only, 0600 in a
+//! 0700 directory, and removed when the fetch ends.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::secrets::Secret;
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// git ran and refused; `stderr` is what it said (never a secret: no
+    /// credential is on git's command line).
+    #[error("git {action} failed: {stderr}")]
+    Failed {
+        action: &'static str,
+        stderr: String,
+    },
+    #[error("git {0} took longer than {1} s")]
+    Timeout(&'static str, u64),
+}
+
+const GIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One project's git settings, as a run needs them.
+pub struct Repo<'a> {
+    pub project_id: i64,
+    pub url: &'a str,
+    pub git_ref: Option<&'a str>,
+    pub deploy_key: Option<&'a Secret>,
+}
+
+fn project_dir(data_dir: &Path, id: i64) -> PathBuf {
+    data_dir.join("projects").join(id.to_string())
+}
+
+/// Serialises fetches of one project within this process (git's own lock
+/// files turn a clash between processes into a retryable failure).
+fn project_lock(id: i64) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut m = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    m.entry(id).or_default().clone()
+}
+
+/// A directory that exists only while the fetch runs, holding the deploy
+/// key (0600, in a 0700 directory).
+struct KeyDir(PathBuf);
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
+    let context = context.into();
+    move |source| GitError::Io { context, source }
+}
+
+async fn git(
+    action: &'static str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Result<String, GitError> {
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args([
+        "-c",
+        "protocol.ext.allow=never",
+        "-c",
+        "protocol.fd.allow=never",
+    ])
+    .args(args)
+    .env("GIT_TERMINAL_PROMPT", "0")
+    .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+    .env("GIT_CONFIG_NOSYSTEM", "1")
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(GIT_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| GitError::Timeout(action, GIT_TIMEOUT.as_secs()))?
+        .map_err(io(format!("running git {action}")))?;
+    if !out.status.success() {
+        return Err(GitError::Failed {
+            action,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Fetches the project and returns the commit `pinned` (when a previous
+/// attempt of the run resolved one) or the commit its ref names now, with
+/// a checkout of that commit.
+pub async fn checkout(
+    data_dir: &Path,
+    repo: &Repo<'_>,
+    pinned: Option<&str>,
+) -> Result<(PathBuf, String), GitError> {
+    let lock = project_lock(repo.project_id);
+    let _guard = lock.lock().await;
+    let base = project_dir(data_dir, repo.project_id);
+    let mirror = base.join("mirror");
+    std::fs::create_dir_all(&base).map_err(io(format!("creating {}", base.display())))?;
+
+    let mut env: Vec<(&str, String)> = Vec::new();
+    let _key_dir = match repo.deploy_key {
+        Some(key) => {
+            use std::io::Write as _;
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            let dir = base.join(format!("key-{}", fastrand::u64(..)));
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io(format!("creating {}", dir.display())))?;
+            let guard = KeyDir(dir.clone());
+            let path = dir.join("id");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io("writing the deploy key"))?;
+            let mut text = key.expose().trim_end().to_string();
+            text.push('\n');
+            f.write_all(text.as_bytes())
+                .map_err(io("writing the deploy key"))?;
+            let known = base.join("known_hosts");
+            // GIT_SSH_COMMAND is read by a shell: both paths are the panel's
+            // own, and quoted all the same.
+            env.push((
+                "GIT_SSH_COMMAND",
+                format!(
+                    "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
+                    keel::shell::quote(&path.display().to_string()),
+                    keel::shell::quote(&known.display().to_string())
+                ),
+            ));
+            Some(guard)
+        }
+        None => None,
+    };
+
+    let mirror_s = mirror.display().to_string();
+    if !mirror.join("HEAD").exists() {
+        git(
+            "init",
+            &["init", "--quiet", "--bare", "--", &mirror_s],
+            &env,
+        )
+        .await?;
+    }
+    let git_dir = format!("--git-dir={mirror_s}");
+    // The URL is given on every fetch, so a project whose URL changed
+    // fetches from the new one. Branches and tags are mirrored; the
+    // remote's HEAD is remembered as FETCH_HEAD's first line.
+    git(
+        "fetch",
+        &[
+            &git_dir,
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--force",
+            "--",
+            repo.url,
+            "+HEAD:refs/keel/head",
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        &env,
+    )
+    .await?;
+    let wanted = match (pinned, repo.git_ref) {
+        (Some(sha), _) => sha.to_string(),
+        (None, Some(r)) => r.to_string(),
+        (None, None) => "refs/keel/head".to_string(),
+    };
+    let spec = format!("{wanted}^{{commit}}");
+    let sha = git(
+        "rev-parse",
+        &[
+            &git_dir,
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &spec,
+        ],
+        &env,
+    )
+    .await
+    .map_err(|_| GitError::Failed {
+        action: "rev-parse",
+        stderr: format!("{wanted:?} names no commit of the repository"),
+    })?;
+
+    let rev = base.join("rev").join(&sha);
+    if !rev.join(".git").exists() {
+        let tmp = base
+            .join("rev")
+            .join(format!(".{sha}.{}", fastrand::u64(..)));
+        std::fs::create_dir_all(base.join("rev")).map_err(io("creating the checkout directory"))?;
+        let tmp_s = tmp.display().to_string();
+        git(
+            "clone",
+            &[
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                "--local",
+                "--",
+                &mirror_s,
+                &tmp_s,
+            ],
+            &[],
+        )
+        .await?;
+        git(
+            "checkout",
+            &["-C", &tmp_s, "checkout", "--quiet", "--detach", &sha, "--"],
+            &[],
+        )
+        .await?;
+        if let Err(e) = std::fs::rename(&tmp, &rev) {
+            // Another process made the same checkout first: use it.
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !rev.join(".git").exists() {
+                return Err(io("moving the checkout in place")(e));
+            }
+        }
+    }
+    Ok((rev, sha))
+}

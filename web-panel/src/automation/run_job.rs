@@ -1,0 +1,640 @@
+//! The `template_run` job: one run of a job template, from checkout to
+//! recap. In order: the run row goes to `running`; a git project is
+//! fetched and the run pinned to one commit (recorded before anything
+//! else, so every retry of the run uses that commit); the inventory is
+//! built (the panel's servers in memory, a project file, or an HTTP URL);
+//! the credentials are opened and handed over in memory (the vault
+//! password as the engine's keyring, the become password in `RunOptions`,
+//! the SSH key as a 0600 file in a 0700 directory that lives only while the
+//! run does, since the transport reads keys from files); the playbook runs
+//! with its events in the job log (the run's live output, through
+//! `output::VaultMask`); then the per-host counts, the PLAY RECAP, the
+//! status and the notifications it calls for commit in one transaction.
+//!
+//! A playbook that fails is a finished run (`failed`), not a failed job:
+//! the queue retries only what went wrong before the playbook started (a
+//! fetch, an HTTP inventory). When those retries run out, `on_failure`
+//! marks the run failed with the error and notifies.
+//!
+//! The engine's vault keyring is process-wide, so runs that carry a vault
+//! credential take [`keyring_lock`] for writing (one at a time in a
+//! process) and others take it for reading: no run ever sees another
+//! run's vault password.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{Map, Value};
+
+use super::catalog::{inventory_on, open_credential, project_on};
+use super::git;
+use super::jobs::{AutomationJob, NotifyEvent, NotifyJob, TemplateRunJob};
+use super::model::*;
+use super::secrets::Secret;
+use super::templates::template_row;
+use super::{Automation, AutomationError};
+use crate::db::{tx_conn, Conn};
+use crate::domain::PanelError;
+use crate::queue::log::JobLog;
+use crate::queue::{self, Failure, Job, JobContext, JobError, JobHandler, RetryPolicy};
+use crate::store::{Store, StoreError};
+use crate::{execute, fetch_all, fetch_opt, scalar};
+
+/// `template_run`.
+pub struct TemplateRunStep(pub Arc<Automation>);
+
+#[async_trait::async_trait]
+impl JobHandler for TemplateRunStep {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::exponential(
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(120),
+        )
+        .max_attempts(3)
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
+        let run_id = TemplateRunJob::decode(ctx.payload())?.run_id;
+        execute_run(&self.0, run_id, &ctx)
+            .await
+            .map_err(AutomationError::into_job_error)
+    }
+
+    async fn on_failure(
+        &self,
+        store: &Store,
+        job: &Job,
+        failure: Failure<'_>,
+    ) -> Result<(), StoreError> {
+        if let Ok(j) = TemplateRunJob::decode(&job.payload) {
+            if let Err(e) = finish_failed(&self.0, j.run_id, failure.error).await {
+                tracing::error!(run_id = j.run_id, error = %e, "cannot mark the run failed");
+            }
+        }
+        queue::worker::record_failure(store, job, failure.error).await
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RunFacts {
+    template_id: i64,
+    status: RunStatus,
+    revision: Option<String>,
+    limit_hosts: Option<String>,
+    extra_vars: String,
+}
+
+/// The engine's vault keyring is one per process: see the file's doc.
+fn keyring_lock() -> &'static tokio::sync::RwLock<()> {
+    static LOCK: OnceLock<tokio::sync::RwLock<()>> = OnceLock::new();
+    LOCK.get_or_init(Default::default)
+}
+
+/// A private directory for the run's SSH key, removed when dropped.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn private_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, AutomationError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| AutomationError::io("writing the run's SSH key", e))?;
+    let mut t = text.trim_end().to_string();
+    t.push('\n');
+    f.write_all(t.as_bytes())
+        .map_err(|e| AutomationError::io("writing the run's SSH key", e))?;
+    Ok(path)
+}
+
+/// The credentials of a template, opened.
+#[derive(Default)]
+struct Opened {
+    ssh_key: Option<(Option<String>, Secret, Option<Secret>)>,
+    become_password: Option<Secret>,
+    vault: Vec<(String, Secret)>,
+}
+
+async fn open_credentials(
+    a: &Automation,
+    conn: &mut Conn<'_>,
+    template_id: i64,
+) -> Result<Opened, AutomationError> {
+    let ids = fetch_all!(
+        conn,
+        (i64,),
+        "SELECT credential_id FROM template_credentials WHERE template_id = $1 ORDER BY credential_id",
+        template_id
+    )
+    .map_err(PanelError::from)?;
+    let mut out = Opened::default();
+    for (id,) in ids {
+        let (cred, sealed) = open_credential(conn, &a.sealer, id).await?;
+        match cred.kind {
+            CredentialKind::SshKey => {
+                out.ssh_key = Some((
+                    cred.username,
+                    Secret::new(sealed.secret),
+                    sealed.passphrase.map(Secret::new),
+                ))
+            }
+            CredentialKind::BecomePassword => {
+                out.become_password = Some(Secret::new(sealed.secret))
+            }
+            CredentialKind::VaultPassword => out.vault.push((
+                cred.vault_id
+                    .unwrap_or_else(|| keel::vault::DEFAULT_ID.to_string()),
+                Secret::new(sealed.secret),
+            )),
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON object as engine variables.
+fn to_varmap(m: &Map<String, Value>) -> keel::vars::VarMap {
+    m.iter()
+        .map(|(k, v)| (k.clone(), keel::template::value_from_json(v)))
+        .collect()
+}
+
+/// The template's extra-vars YAML read as the engine reads `-e @file`
+/// (YAML 1.1, `!vault` values).
+fn yaml_vars(text: &str) -> Result<keel::vars::VarMap, AutomationError> {
+    let mut out = keel::vars::VarMap::new();
+    if text.trim().is_empty() {
+        return Ok(out);
+    }
+    let docs = keel::yaml::load_str("<template extra vars>", text, &Default::default())
+        .map_err(|e| AutomationError::Playbook(e.to_string()))?;
+    for d in docs {
+        let v = d.to_value();
+        if v.kind() != minijinja::value::ValueKind::Map {
+            return Err(AutomationError::Playbook(
+                "extra vars must be a mapping".into(),
+            ));
+        }
+        for k in v
+            .try_iter()
+            .map_err(|e| AutomationError::Playbook(e.to_string()))?
+        {
+            out.insert(k.to_string(), v.get_item(&k).unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+/// ansible-playbook's PLAY RECAP, hosts sorted by name.
+pub fn recap_text(stats: &[(String, keel::output::HostStats)]) -> String {
+    let mut sorted: Vec<&(String, keel::output::HostStats)> = stats.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut s = String::from("PLAY RECAP");
+    for (h, st) in sorted {
+        s.push('\n');
+        s.push_str(&format!(
+            "{:<26} : ok={:<4} changed={:<4} unreachable={:<4} failed={:<4} skipped={:<4} rescued={:<4} ignored={:<4}",
+            h, st.ok, st.changed, st.unreachable, st.failed, st.skipped, st.rescued, st.ignored
+        ));
+    }
+    s
+}
+
+async fn execute_run(a: &Automation, run_id: i64, ctx: &JobContext) -> Result<(), AutomationError> {
+    let db = &a.db;
+    let facts = {
+        let mut rc = db.read().await?;
+        fetch_opt!(
+            &mut rc.conn(),
+            RunFacts,
+            "SELECT template_id, status, revision, limit_hosts, extra_vars FROM template_runs WHERE id = $1",
+            run_id
+        )
+        .map_err(PanelError::from)?
+    };
+    let Some(facts) = facts else {
+        return Ok(()); // the template and its runs were deleted
+    };
+    if facts.status.is_finished() {
+        return Ok(());
+    }
+    let now = db.now();
+    {
+        let mut tx = db.begin().await?;
+        let mut conn = tx_conn(&mut tx);
+        execute!(
+            &mut conn,
+            "UPDATE template_runs SET status = 'running', started_at = COALESCE(started_at, $1) WHERE id = $2",
+            now,
+            run_id
+        )
+        .map_err(PanelError::from)?;
+        tx.commit().await?;
+    }
+    let log = JobLog::open(ctx).await.map_err(PanelError::from)?;
+    ctx.set_output_ref(format!("job_log:{}", ctx.job.id));
+    let out = run_with_log(a, run_id, &facts, ctx, &log).await;
+    if let Err(e) = &out {
+        log.message(format!("run {run_id}: {e}"));
+    }
+    let _ = log.close().await;
+    out
+}
+
+async fn run_with_log(
+    a: &Automation,
+    run_id: i64,
+    facts: &RunFacts,
+    ctx: &JobContext,
+    log: &JobLog,
+) -> Result<(), AutomationError> {
+    let db = &a.db;
+    let (tpl, project, inv_src, opened, deploy_key) = {
+        let mut rc = db.read().await?;
+        let mut conn = rc.conn();
+        let tpl = template_row(&mut conn, facts.template_id).await?;
+        let project = project_on(&mut conn, tpl.project_id).await?;
+        let inv = inventory_on(&mut conn, tpl.inventory_id).await?;
+        let opened = open_credentials(a, &mut conn, tpl.id).await?;
+        let deploy_key = match project.deploy_key {
+            Some(k) => Some(Secret::new(
+                open_credential(&mut conn, &a.sealer, k).await?.1.secret,
+            )),
+            None => None,
+        };
+        (tpl, project, inv, opened, deploy_key)
+    };
+    log.message(format!(
+        "run {run_id} of template {:?} (project {:?})",
+        tpl.name, project.name
+    ));
+
+    // The project's files, pinned to one commit for the whole run.
+    let dir_of = |p: &Project| -> Result<PathBuf, AutomationError> {
+        Ok(PathBuf::from(p.path.clone().ok_or_else(|| {
+            AutomationError::Playbook(format!("project {:?} has no directory", p.name))
+        })?))
+    };
+    let root = match project.kind {
+        ProjectKind::Directory => dir_of(&project)?,
+        ProjectKind::Git => {
+            let url = project.git_url.clone().unwrap_or_default();
+            let repo = git::Repo {
+                project_id: project.id,
+                url: &url,
+                git_ref: project.git_ref.as_deref(),
+                deploy_key: deploy_key.as_ref(),
+            };
+            let (dir, sha) = git::checkout(&a.data_dir, &repo, facts.revision.as_deref()).await?;
+            let mut tx = db.begin().await?;
+            let mut conn = tx_conn(&mut tx);
+            execute!(
+                &mut conn,
+                "UPDATE template_runs SET revision = $1 WHERE id = $2 AND revision IS NULL",
+                sha.as_str(),
+                run_id
+            )
+            .map_err(PanelError::from)?;
+            execute!(
+                &mut conn,
+                "UPDATE projects SET revision = $1 WHERE id = $2",
+                sha.as_str(),
+                project.id
+            )
+            .map_err(PanelError::from)?;
+            tx.commit().await?;
+            log.message(format!("project {:?} at commit {sha}", project.name));
+            dir
+        }
+    };
+    let playbook_path = root.join(&tpl.playbook);
+
+    // Vault secrets are process-wide in the engine: hold the keyring for
+    // the whole run (exclusively when this run brings secrets).
+    let _keyring = if opened.vault.is_empty() {
+        Keyring::Shared(keyring_lock().read().await)
+    } else {
+        let guard = keyring_lock().write().await;
+        let secrets = opened
+            .vault
+            .iter()
+            .map(|(id, pw)| {
+                keel::vault::VaultSecret::new(id.clone(), pw.expose().as_bytes().to_vec())
+            })
+            .collect();
+        keel::vault::install(keel::vault::Keyring::of(secrets));
+        Keyring::Exclusive(guard)
+    };
+
+    // The inventory.
+    let mut inventory = match inv_src.kind {
+        InventoryKind::Panel => {
+            let data = a.panel_inventory(&inv_src).await?;
+            keel::inventory::Inventory::from_json(data)
+                .map_err(|d| AutomationError::Inventory(d.to_string()))?
+        }
+        InventoryKind::ProjectFile => {
+            let src_root = match inv_src.project_id {
+                Some(pid) if pid != project.id => {
+                    let other = {
+                        let mut rc = db.read().await?;
+                        project_on(&mut rc.conn(), pid).await?
+                    };
+                    if other.kind != ProjectKind::Directory {
+                        return Err(AutomationError::Inventory(format!(
+                            "the inventory's project {:?} is not the template's; only a directory project can lend a file",
+                            other.name
+                        )));
+                    }
+                    dir_of(&other)?
+                }
+                _ => root.clone(),
+            };
+            let path = src_root.join(inv_src.path.as_deref().unwrap_or(""));
+            keel::inventory::Inventory::load_async(
+                vec![path.display().to_string()],
+                Default::default(),
+            )
+            .await
+            .map_err(|d| AutomationError::Inventory(d.to_string()))?
+        }
+        InventoryKind::Http => {
+            let url = inv_src.url.clone().unwrap_or_default();
+            keel::inventory::Inventory::load_async(vec![url], Default::default())
+                .await
+                .map_err(|d| AutomationError::InventoryFetch(d.to_string()))?
+        }
+    };
+    if let Some(dir) = playbook_path.parent() {
+        inventory
+            .add_vars_dir(dir)
+            .map_err(|d| AutomationError::Inventory(d.to_string()))?;
+    }
+
+    // Variables: the template's YAML, then the run's survey answers.
+    let mut extra = yaml_vars(&tpl.extra_vars)?;
+    let answers: Map<String, Value> = serde_json::from_str(&facts.extra_vars).unwrap_or_default();
+    extra.extend(to_varmap(&answers));
+
+    // The SSH key, for the transport, which reads keys from files.
+    let mut connection_vars = keel::vars::VarMap::new();
+    let _run_dir = match &opened.ssh_key {
+        Some((user, key, passphrase)) => {
+            use std::os::unix::fs::DirBuilderExt;
+            let dir = a
+                .data_dir
+                .join("runs")
+                .join(format!("{run_id}-{}", fastrand::u64(..)));
+            std::fs::create_dir_all(a.data_dir.join("runs"))
+                .map_err(|e| AutomationError::io("creating the runs directory", e))?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| AutomationError::io("creating the run's directory", e))?;
+            let guard = RunDir(dir.clone());
+            let path = private_file(&dir, "id", key.expose())?;
+            connection_vars.insert(
+                "ansible_ssh_private_key_file".into(),
+                minijinja::Value::from(path.display().to_string()),
+            );
+            if let Some(u) = user {
+                connection_vars.insert("ansible_user".into(), minijinja::Value::from(u.clone()));
+            }
+            if let Some(p) = passphrase {
+                connection_vars.insert(
+                    "ansible_ssh_private_key_passphrase".into(),
+                    minijinja::Value::from(p.expose()),
+                );
+            }
+            Some(guard)
+        }
+        None => None,
+    };
+
+    let resolve = keel::playbook::ResolveOptions {
+        extra_vars: extra.clone(),
+        ..Default::default()
+    };
+    let pb_path = playbook_path.clone();
+    let playbook =
+        tokio::task::spawn_blocking(move || keel::playbook::load_playbook(&pb_path, &resolve))
+            .await
+            .map_err(|e| AutomationError::Playbook(e.to_string()))?
+            .map_err(|d| AutomationError::Playbook(d.to_string()))?;
+
+    let split = |s: &Option<String>| -> Vec<String> {
+        s.as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    let stop = keel::executor::StopSignal::default();
+    let opts = keel::executor::RunOptions {
+        forks: tpl.forks.clamp(1, 500) as usize,
+        check: tpl.check_mode,
+        diff: tpl.diff_mode,
+        tags: keel::executor::TagSelection {
+            only: split(&tpl.tags),
+            skip: split(&tpl.skip_tags),
+        },
+        limit: facts.limit_hosts.clone().or(tpl.limit_hosts.clone()),
+        extra_vars: extra,
+        verbosity: tpl.verbosity.clamp(0, 5) as u8,
+        become_password: opened
+            .become_password
+            .as_ref()
+            .map(|s| s.expose().to_string()),
+        connection_vars,
+        stop: stop.clone(),
+        ..Default::default()
+    };
+    if ctx.cancel.is_cancelled() {
+        return Err(AutomationError::Stopped);
+    }
+    let watcher = {
+        let (stop, cancel) = (stop.clone(), ctx.cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.stop();
+        })
+    };
+    let sink: Arc<dyn keel::output::Sink> = Arc::new(keel::output::VaultMask(
+        crate::queue::log::EngineSink(log.clone()),
+    ));
+    let summary = keel::executor::run_playbook(&playbook, inventory, opts, sink).await;
+    watcher.abort();
+    if !opened.vault.is_empty() {
+        keel::vault::install(keel::vault::Keyring::default());
+    }
+
+    if stop.is_stopped() {
+        // Cancelled by someone, or the lease was lost: only a cancel ends
+        // the run; otherwise the job's next owner runs it again.
+        let requested = {
+            let mut rc = db.read().await?;
+            scalar!(
+                &mut rc.conn(),
+                i64,
+                "SELECT cancel_requested FROM jobs WHERE id = $1",
+                ctx.job.id
+            )
+            .map_err(PanelError::from)?
+            .unwrap_or(0)
+        };
+        if requested != 0 {
+            log.message("run cancelled: stopped between two tasks");
+            finish(a, run_id, RunStatus::Cancelled, &summary, Some("cancelled")).await?;
+            return Err(AutomationError::Cancelled);
+        }
+        return Err(AutomationError::Stopped);
+    }
+    let status = if summary.exit_code() == 0 {
+        RunStatus::Successful
+    } else {
+        RunStatus::Failed
+    };
+    let error = (!summary.errors.is_empty()).then(|| summary.errors.join("; "));
+    finish(a, run_id, status, &summary, error.as_deref()).await?;
+    Ok(())
+}
+
+enum Keyring<'a> {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+/// Records the end of a run, its hosts and recap, and queues the
+/// notifications it calls for, in one transaction.
+async fn finish(
+    a: &Automation,
+    run_id: i64,
+    status: RunStatus,
+    summary: &keel::executor::RunSummary,
+    error: Option<&str>,
+) -> Result<(), AutomationError> {
+    let now = a.db.now();
+    let mut tx = a.db.begin().await?;
+    {
+        let mut conn = tx_conn(&mut tx);
+        execute!(&mut conn, "DELETE FROM run_hosts WHERE run_id = $1", run_id)
+            .map_err(PanelError::from)?;
+        for (h, s) in &summary.stats {
+            execute!(
+                &mut conn,
+                "INSERT INTO run_hosts (run_id, host, ok, changed, failed, unreachable, skipped, rescued, ignored) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                run_id,
+                h.as_str(),
+                s.ok as i64,
+                s.changed as i64,
+                s.failed as i64,
+                s.unreachable as i64,
+                s.skipped as i64,
+                s.rescued as i64,
+                s.ignored as i64
+            )
+            .map_err(PanelError::from)?;
+        }
+        execute!(
+            &mut conn,
+            "UPDATE template_runs SET status = $1, recap = $2, exit_code = $3, error = $4, finished_at = $5 \
+             WHERE id = $6",
+            status,
+            recap_text(&summary.stats),
+            summary.exit_code() as i64,
+            error,
+            now,
+            run_id
+        )
+        .map_err(PanelError::from)?;
+    }
+    let changed = summary.stats.iter().any(|(_, s)| s.changed > 0);
+    let unreachable = summary.stats.iter().any(|(_, s)| s.unreachable > 0);
+    let mut events = Vec::new();
+    match status {
+        RunStatus::Successful => events.push(NotifyEvent::Success),
+        RunStatus::Failed => events.push(NotifyEvent::Failure),
+        _ => {}
+    }
+    if changed && status != RunStatus::Cancelled {
+        events.push(NotifyEvent::Drift);
+    }
+    if unreachable {
+        events.push(NotifyEvent::DeadNodes);
+    }
+    queue_notifications(&mut tx, run_id, &events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Queues a `notify` job per target of the run's template that asked for
+/// one of `events` (dead nodes go to the failure targets).
+pub(crate) async fn queue_notifications(
+    tx: &mut crate::store::Tx,
+    run_id: i64,
+    events: &[NotifyEvent],
+) -> Result<(), AutomationError> {
+    let targets = {
+        let mut conn = tx_conn(tx);
+        fetch_all!(
+            &mut conn,
+            TemplateNotification,
+            "SELECT n.target_id, n.on_success, n.on_failure, n.on_drift FROM template_notifications n \
+             JOIN template_runs r ON r.template_id = n.template_id WHERE r.id = $1",
+            run_id
+        )
+        .map_err(PanelError::from)?
+    };
+    for t in targets {
+        for e in events {
+            let wanted = match e {
+                NotifyEvent::Success => t.on_success,
+                NotifyEvent::Failure | NotifyEvent::DeadNodes => t.on_failure,
+                NotifyEvent::Drift => t.on_drift,
+            };
+            if wanted {
+                let job = NotifyJob {
+                    target_id: t.target_id,
+                    run_id,
+                    event: *e,
+                };
+                queue::enqueue(tx, job.spec()).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A run whose job died before the playbook finished: failed, with the
+/// error, and its failure notifications.
+async fn finish_failed(a: &Automation, run_id: i64, error: &str) -> Result<(), AutomationError> {
+    let now = a.db.now();
+    let mut tx = a.db.begin().await?;
+    let n = {
+        let mut conn = tx_conn(&mut tx);
+        execute!(
+            &mut conn,
+            "UPDATE template_runs SET status = 'failed', error = $1, finished_at = $2 \
+             WHERE id = $3 AND status IN ('queued', 'running')",
+            error,
+            now,
+            run_id
+        )
+        .map_err(PanelError::from)?
+    };
+    if n > 0 {
+        queue_notifications(&mut tx, run_id, &[NotifyEvent::Failure]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
