@@ -347,6 +347,9 @@ struct PlayArgs {
     /// Resolve the playbook and stop.
     #[arg(long)]
     syntax_check: bool,
+    /// Ask before each task whether to run it.
+    #[arg(long)]
+    step: bool,
     #[arg(long)]
     list_hosts: bool,
     #[arg(long)]
@@ -966,6 +969,7 @@ fn play(a: PlayArgs) -> Result<i32> {
         poll_interval: cfg.int(Key::PollInterval).unwrap_or(15).max(0) as u64,
         // Only library callers (the panel) stop a run; Ctrl-C ends the CLI.
         stop: Default::default(),
+        step: a.step.then(step_prompt),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -979,6 +983,36 @@ fn play(a: PlayArgs) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// `--step`'s question, as ansible-playbook asks it: `y` runs the task,
+/// `c` runs it and every later one without asking, anything else skips it.
+fn step_prompt() -> keel::executor::StepPrompt {
+    use std::io::{BufRead, Write};
+    let go_on = std::sync::atomic::AtomicBool::new(false);
+    keel::executor::StepPrompt(Arc::new(move |name: &str| {
+        if go_on.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        let question = format!("Perform task: TASK: {name} (N)o/(y)es/(c)ontinue: ");
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{question}");
+        let _ = out.flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        // ansible-playbook then prints the question again as a banner.
+        let width = 80usize.saturating_sub(question.chars().count());
+        let _ = writeln!(out, "{question}{}", "*".repeat(width.max(3)));
+        let _ = out.flush();
+        match line.trim().to_lowercase().as_str() {
+            "y" | "yes" => true,
+            "c" | "continue" => {
+                go_on.store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }))
 }
 
 /// What `keel play` takes from its connection and privilege flags and the

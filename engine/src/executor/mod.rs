@@ -34,7 +34,7 @@ mod task;
 /// `--tags`/`--skip-tags`, by Ansible's rules (shared with the listings).
 pub use crate::playbook::TagFilter as TagSelection;
 pub use fact_cache::{FactCache, FactCacheError};
-pub use options::{Gathering, RunOptions, RunSummary, StopSignal};
+pub use options::{Gathering, RunOptions, RunSummary, StepPrompt, StopSignal};
 
 /// Runs every play of a playbook, emitting events to `sink`, and returns the
 /// recap. Connections are closed before it returns.

@@ -78,6 +78,19 @@ pub struct RunOptions {
     /// cancelling a job): the task in progress finishes on every host, no
     /// later task or handler starts, and the summary says where it stopped.
     pub stop: StopSignal,
+    /// `--step`: asked before each task (its banner name); `false` skips
+    /// the task on every host.
+    pub step: Option<StepPrompt>,
+}
+
+/// How `--step` asks whether to run a task (the CLI asks on its terminal).
+#[derive(Clone)]
+pub struct StepPrompt(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for StepPrompt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepPrompt")
+    }
 }
 
 /// A flag the caller raises to stop a run before its next task. Cloning
@@ -118,6 +131,7 @@ impl Default for RunOptions {
             fact_cache: FactCache::Memory,
             poll_interval: 15,
             stop: StopSignal::default(),
+            step: None,
         }
     }
 }

@@ -901,6 +901,13 @@ fn run_tasks<'a>(
                 Box::pin(run_meta(run, task, hosts));
             return fut.await;
         }
+        // `--step`: ansible-core asks before each task, handlers included,
+        // and a "no" skips it on every host with nothing shown.
+        if let Some(step) = &shared.opts.step {
+            if !(step.0)(&task.display_name()) {
+                return;
+            }
+        }
         shared.sink.emit(&Event::TaskStart {
             id: task.id,
             name: task.display_name(),
