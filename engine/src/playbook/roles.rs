@@ -76,20 +76,17 @@ pub fn read_entry(node: &Node, warnings: &mut Vec<Diagnostic>) -> Result<RoleEnt
     }
 }
 
-/// Finds a role directory: a path (absolute or relative to `base`) if the name
-/// contains `/`, else `<dir>/<name>` for each search directory.
+/// Finds a role directory: an absolute name as it is; else `<dir>/<name>`
+/// for each search directory (a name with `/` too, as ansible-core searches
+/// it), and last a name with `/` as a path relative to `base`.
 pub fn find_role(
     name: &str,
     search: &[PathBuf],
     base: &Path,
     span: &Span,
 ) -> Result<PathBuf, Diagnostic> {
-    if name.contains('/') {
-        let p = if Path::new(name).is_absolute() {
-            PathBuf::from(name)
-        } else {
-            base.join(name)
-        };
+    if Path::new(name).is_absolute() {
+        let p = PathBuf::from(name);
         if p.is_dir() {
             return Ok(p);
         }
@@ -99,11 +96,16 @@ pub fn find_role(
         ))
         .at(span.clone()));
     }
+    // A relative name with a `/` (`nested/dep_role`) is searched like any
+    // other name, as ansible-core does, and only then taken as a path.
     for dir in search {
         let p = dir.join(name);
         if p.is_dir() {
             return Ok(p);
         }
+    }
+    if name.contains('/') && base.join(name).is_dir() {
+        return Ok(base.join(name));
     }
     let searched: Vec<String> = search.iter().map(|p| p.display().to_string()).collect();
     Err(Diagnostic::new(format!("the role '{name}' was not found"))
