@@ -224,13 +224,33 @@ fn kill_namespace(pid: u32) {
     }
 }
 
+/// When the kernel started process `pid` (field 22 of `/proc/<pid>/stat`,
+/// in clock ticks since boot). With the pid it names one process for good:
+/// a pid alone may since belong to another run's host.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// Kills the hosts a crashed earlier run recorded in `dir`, but only a
+/// process that is still the one recorded: a recycled pid may now be a host
+/// of another test process, and killing its namespace would cut that test's
+/// connections mid-command.
 fn kill_recorded(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
-        if let Ok(pid) = fs::read_to_string(e.path().join("pid")) {
-            if let Ok(pid) = pid.trim().parse::<u32>() {
-                kill_namespace(pid);
-            }
+        let Ok(rec) = fs::read_to_string(e.path().join("pid")) else {
+            continue;
+        };
+        let mut parts = rec.split_whitespace();
+        let Some(pid) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        match (parts.next(), start_time(pid)) {
+            (Some(recorded), Some(now)) if recorded == now => kill_namespace(pid),
+            _ => {}
         }
     }
 }
@@ -682,7 +702,8 @@ fn start_host(
     // The host's log lives in its upper layer; link it for readers outside.
     let real_log = upper.join("etc/keel-test/sshd.log");
     let _ = std::os::unix::fs::symlink(&real_log, &log);
-    fs::write(hdir.join("pid"), pid.to_string())?;
+    let started = start_time(pid).unwrap_or_default();
+    fs::write(hdir.join("pid"), format!("{pid} {started}"))?;
     let pubkey = fs::read_to_string(kt.join("ssh_host_ed25519_key.pub"))?;
     let host_key: Vec<&str> = pubkey.split_whitespace().take(2).collect();
     // Wait for the exec into sshd (the chroot is the sign the setup is done).
