@@ -11,43 +11,17 @@
 //! the same messages, recap and changes, then converge to changed=0. A module
 //! no installed collection has stops the run before any connection.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/reference.rs"]
 mod reference;
 
+use cli::{git, run, text, write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use keel_testhosts::TestHosts;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("starting a command");
-    eprintln!(
-        "$ {cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
-}
-
-fn write(path: &Path, content: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-}
 
 const HELLO: &str = r#"#!/usr/bin/python
 # A module of the test's collection: writes "hello NAME" to PATH.

@@ -5,26 +5,15 @@
 //! `roles_path`/`collections_path` from `ansible.cfg`. Everything is local:
 //! the tests make their repositories and tarballs themselves.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/reference.rs"]
 mod reference;
 
+use cli::{git, run, text, write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("starting a command");
-    eprintln!(
-        "$ {cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
-}
+use std::process::Command;
 
 fn keel(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
@@ -37,21 +26,6 @@ fn workdir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
-}
-
-fn write(path: &Path, content: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
 }
 
 fn commit_and_tag(dir: &Path, tag: &str) {

@@ -10,33 +10,17 @@
 //! ansible-playbook 2.19.14, where it can be built, does the same with
 //! Keel's install.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/reference.rs"]
 mod reference;
 
+use cli::{run, text, write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use keel_testhosts::TestHosts;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("starting a command");
-    eprintln!(
-        "$ {cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
-}
-
-fn write(path: &Path, content: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
 
 fn git_repo(dir: &Path, tag: &str) {
     for args in [
