@@ -723,7 +723,9 @@ def main() -> int:
 
     if args.subset:
         bad = [n for n in names if results[n]["keel"]["status"] != "pass"]
-        ref_bad = [n for n in names if results[n]["reference"]["status"] != "pass"]
+        # With --no-reference and nothing cached, a target has no reference result.
+        ref_bad = [n for n in names
+                   if (results[n].get("reference") or {}).get("status", "pass") != "pass"]
         if ref_bad:
             log(f"reference fails subset targets (machine problem?): {', '.join(ref_bad)}")
         if bad:
