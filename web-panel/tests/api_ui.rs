@@ -330,3 +330,398 @@ async fn pages(b: Backend) {
     );
 }
 both_backends!(ui, pages);
+
+/// Logs `name` in through the form; the session cookie goes on `br`.
+async fn log_in(br: &mut Browser<'_>, name: &str) {
+    br.cookie = None;
+    let password = format!("{name}-password");
+    let (s, _, h) = br
+        .post("/login", &[("name", name), ("password", password.as_str())])
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{name} logs in");
+    br.cookie = Some(
+        h["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string(),
+    );
+}
+
+/// The playbook-run pages without a browser: every page answers, forms
+/// need the CSRF token, secrets are never shown back (not even on a form
+/// returned with an error), field errors come back next to their fields
+/// with what was typed, and the same authorisation as the API: platform
+/// admins manage, a template's group members see and launch it and its
+/// runs, others learn nothing (404).
+async fn automation_pages(b: Backend) {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let p = start(b, move |c| c.data_dir = data_dir).await;
+    p.user("root", true).await;
+    let (alice, _) = p.user("alice", false).await;
+    p.user("bob", false).await;
+    let root = keel_panel::domain::Principal::system();
+    let ops = keel_panel::services::groups::create(p.db(), &root, "ops")
+        .await
+        .unwrap();
+    keel_panel::services::groups::add_member(p.db(), &root, ops.id, &alice.name)
+        .await
+        .unwrap();
+    let mut br = Browser {
+        p: &p,
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+        cookie: None,
+    };
+    log_in(&mut br, "root").await;
+    for page in [
+        "/projects",
+        "/credentials",
+        "/inventories",
+        "/notifications",
+        "/templates",
+        "/templates/new",
+        "/runs",
+        "/schedules",
+    ] {
+        let (s, body, _) = br.get(page).await;
+        assert_eq!(s, StatusCode::OK, "{page}: {body}");
+    }
+    let (_, body, _) = br.get("/credentials").await;
+    let csrf = csrf_of(&body);
+
+    // Credentials: no token, no credential; the secret is never shown.
+    let secret = "pw-SECRET-7f3a";
+    let cred = [
+        ("name", "deploy become"),
+        ("kind", "become_password"),
+        ("secret", secret),
+    ];
+    let (s, _, _) = br
+        .post("/credentials", &[&cred[..], &[("csrf", "forged")]].concat())
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, body, _) = br.get("/credentials").await;
+    assert!(!body.contains("deploy become"), "{body}");
+    let (s, _, h) = br
+        .post(
+            "/credentials",
+            &[&cred[..], &[("csrf", csrf.as_str())]].concat(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h["location"], "/credentials");
+    let (_, body, _) = br.get("/credentials").await;
+    assert!(
+        body.contains("<td>deploy become</td><td>become_password</td>"),
+        "{body}"
+    );
+    assert!(!body.contains(secret));
+    // A public key where a private one belongs: the form comes back with
+    // the name kept and the error, never the pasted text.
+    let pasted =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH x";
+    let (s, body, _) = br
+        .post(
+            "/credentials",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "wrong key"),
+                ("kind", "ssh_key"),
+                ("secret", pasted),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("not a private key"), "{body}");
+    assert!(body.contains("value=\"wrong key\""), "{body}");
+    assert!(!body.contains("AAAAC3NzaC1lZDI1NTE5"), "{body}");
+
+    // Projects: a directory (synced: still there), a git URL refused.
+    let project_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project_dir.path().join("site.yml"),
+        "- hosts: all\n  tasks: []\n",
+    )
+    .unwrap();
+    let dir = project_dir.path().display().to_string();
+    let (s, _, _) = br
+        .post(
+            "/projects",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "ops"),
+                ("kind", "directory"),
+                ("path", dir.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (s, body, _) = br
+        .post(
+            "/projects",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "evil"),
+                ("kind", "git"),
+                ("git_url", "--upload-pack=touch /tmp/x"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("git_url: a git URL"), "{body}");
+    let project = keel_panel::automation::catalog::list_projects(p.db(), &root)
+        .await
+        .unwrap();
+    assert_eq!(project.len(), 1);
+    let project = project[0].id;
+    let (s, _, _) = br
+        .post(
+            &format!("/projects/{project}/sync"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+
+    // An inventory of the panel's servers; a webhook whose key stays hidden.
+    let (s, _, _) = br
+        .post(
+            "/inventories",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "all"),
+                ("kind", "panel"),
+                ("filter_site", "main"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (s, _, _) = br
+        .post(
+            "/notifications",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "hook"),
+                ("kind", "webhook"),
+                ("address", "http://127.0.0.1:9/hook"),
+                ("secret", "hook-SECRET-91"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/notifications").await;
+    assert!(
+        body.contains("127.0.0.1:9") && !body.contains("hook-SECRET-91"),
+        "{body}"
+    );
+    let inventory = keel_panel::automation::catalog::list_inventories(p.db(), &root)
+        .await
+        .unwrap()[0]
+        .id;
+    let target = keel_panel::automation::catalog::list_targets(p.db(), &root)
+        .await
+        .unwrap()[0]
+        .id;
+
+    // A template with a survey, launchable by the group ops.
+    let (project_s, inventory_s, group_s) = (
+        project.to_string(),
+        inventory.to_string(),
+        ops.id.to_string(),
+    );
+    let notify = format!("{target}:failure");
+    let (s, body, h) = br
+        .post(
+            "/templates",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "deploy"),
+                ("project_id", project_s.as_str()),
+                ("playbook", "site.yml"),
+                ("inventory_id", inventory_s.as_str()),
+                ("forks", "5"),
+                ("verbosity", "0"),
+                ("enabled", "1"),
+                ("groups", group_s.as_str()),
+                ("notify", notify.as_str()),
+                ("q0_variable", "n"),
+                ("q0_type", "integer"),
+                ("q0_required", "1"),
+                ("q0_max", "5"),
+                ("q1_variable", ""),
+                ("q1_type", "text"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let tpl_page = h["location"].to_str().unwrap().to_string();
+    let tpl_id: i64 = tpl_page.rsplit('/').next().unwrap().parse().unwrap();
+    let (_, body, _) = br.get(&format!("{tpl_page}/edit")).await;
+    assert!(body.contains("id=\"q0_variable\" value=\"n\""), "{body}");
+    assert!(
+        body.contains(&format!("value=\"{notify}\" checked")),
+        "{body}"
+    );
+    // A survey question with a bad name comes back on the form.
+    let (s, body, _) = br
+        .post(
+            &tpl_page,
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "deploy"),
+                ("project_id", project_s.as_str()),
+                ("playbook", "site.yml"),
+                ("inventory_id", inventory_s.as_str()),
+                ("forks", "5"),
+                ("verbosity", "0"),
+                ("q0_variable", "1bad"),
+                ("q0_type", "text"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("survey[0].variable"), "{body}");
+    assert!(body.contains("value=\"1bad\""), "{body}");
+
+    // Launch: a bad answer is a field error beside the field, the typed
+    // value kept, and no run; a good one goes to the run page.
+    let launch = format!("{tpl_page}/launch");
+    let (s, body, _) = br
+        .post(&launch, &[("csrf", csrf.as_str()), ("survey.n", "9")])
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.contains("id=\"error-n\">the value must be at most 5"),
+        "{body}"
+    );
+    assert!(body.contains("value=\"9\""), "{body}");
+    let (s, _, _) = br
+        .post(&launch, &[("csrf", "forged"), ("survey.n", "2")])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, body, _) = br.get("/runs").await;
+    assert!(body.contains("No run."), "{body}");
+    let (s, _, h) = br
+        .post(&launch, &[("csrf", csrf.as_str()), ("survey.n", "2")])
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let run_page = h["location"].to_str().unwrap().to_string();
+    assert!(run_page.starts_with("/runs/"), "{run_page}");
+    let (_, body, _) = br.get(&run_page).await;
+    assert!(
+        body.contains("<td id=\"status\" class=\"status-queued\">queued</td>"),
+        "{body}"
+    );
+    assert!(body.contains("data-events=\"/api/v1/runs/"), "{body}");
+
+    // Schedules: a bad cron is a field error; a good one lists its next
+    // fires until it is disabled.
+    let tpl_s = tpl_id.to_string();
+    let (s, body, _) = br
+        .post(
+            "/schedules",
+            &[
+                ("csrf", csrf.as_str()),
+                ("template_id", tpl_s.as_str()),
+                ("name", "nightly"),
+                ("cron", "61 * * * *"),
+                ("time_zone", "Europe/Paris"),
+                ("missed", "skip"),
+                ("enabled", "1"),
+                ("extra_vars", "n: 1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("id=\"error-cron\""), "{body}");
+    assert!(body.contains("value=\"61 * * * *\""), "{body}");
+    let (s, _, _) = br
+        .post(
+            "/schedules",
+            &[
+                ("csrf", csrf.as_str()),
+                ("template_id", tpl_s.as_str()),
+                ("name", "nightly"),
+                ("cron", "0 3 * * *"),
+                ("time_zone", "Europe/Paris"),
+                ("missed", "skip"),
+                ("enabled", "1"),
+                ("extra_vars", "n: 1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/schedules").await;
+    // 03:00 in Paris is 01:00 or 02:00 UTC.
+    assert!(body.contains(":00:00 UTC<br>"), "{body}");
+    assert!(body.contains("<td class=\"state\">enabled</td>"), "{body}");
+    let schedule = keel_panel::automation::schedules::list(p.db(), &root)
+        .await
+        .unwrap()[0]
+        .schedule
+        .id;
+    let (s, _, _) = br
+        .post(
+            &format!("/schedules/{schedule}/disable"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/schedules").await;
+    assert!(
+        body.contains("<td class=\"state\">disabled</td>")
+            && body.contains("<td class=\"next\">none</td>"),
+        "{body}"
+    );
+
+    // alice (group ops) sees and may launch the template and its runs, but
+    // not the admin pages; bob learns nothing.
+    log_in(&mut br, "alice").await;
+    let (_, body, _) = br.get("/templates").await;
+    assert!(body.contains(">deploy</a>"), "{body}");
+    for page in [
+        "/projects",
+        "/credentials",
+        "/inventories",
+        "/schedules",
+        "/notifications",
+        "/templates/new",
+    ] {
+        let (s, _, _) = br.get(page).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{page}");
+    }
+    let (s, _, _) = br.get(&run_page).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, body, _) = br.get(&run_page).await;
+    let alice_csrf = csrf_of(&body);
+    let (s, _, h) = br
+        .post(
+            &format!("{run_page}/cancel"),
+            &[("csrf", alice_csrf.as_str())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h["location"].to_str().unwrap(), run_page);
+    let (_, body, _) = br.get(&run_page).await;
+    assert!(
+        body.contains("class=\"status-cancelled\">cancelled</td>"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("data-events="),
+        "a finished run is not followed"
+    );
+    log_in(&mut br, "bob").await;
+    for page in [tpl_page.as_str(), run_page.as_str()] {
+        let (s, _, _) = br.get(page).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{page}");
+    }
+    let (_, body, _) = br.get("/templates").await;
+    assert!(!body.contains("deploy"), "{body}");
+}
+both_backends!(automation_ui, automation_pages);

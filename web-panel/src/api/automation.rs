@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::{created, no_content, ok, Access, ApiResult, Route};
 use crate::automation::catalog::{self, NewCredential, NewInventory, NewProject, NewTarget};
-use crate::automation::model::{LaunchedBy, RunStatus};
+use crate::automation::model::RunStatus;
 use crate::automation::runs::{self, RunFilter};
 use crate::automation::schedules::{self, NewSchedule};
 use crate::automation::secrets::Sealer;
@@ -85,6 +85,12 @@ pub const ROUTES: &[Route] = &[
         "/projects/{id}",
         Access::PlatformAdmin,
         "Delete a project no template uses",
+    ),
+    (
+        "POST",
+        "/projects/{id}/sync",
+        Access::PlatformAdmin,
+        "Fetch a git project now and record the commit its ref names",
     ),
     (
         "GET",
@@ -234,7 +240,7 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/runs/{id}/events",
         Access::TemplateMember,
-        "The run's live output as server-sent events (`log`, `status`, `end`)",
+        "The run's live output as server-sent events (`log` with the line and its `text`, `status`, `end`; `?after=SEQ`)",
     ),
     (
         "DELETE",
@@ -264,6 +270,7 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ("POST", "/projects", Some("NewProject"), Some("Project")),
     ("GET", "/projects/{id}", None, Some("Project")),
     ("PUT", "/projects/{id}", Some("NewProject"), Some("Project")),
+    ("POST", "/projects/{id}/sync", None, Some("Project")),
     ("GET", "/inventories", None, Some("InventorySource")),
     (
         "POST",
@@ -373,6 +380,7 @@ pub fn router() -> Router<AppState> {
             "/projects/{id}",
             get(get_project).put(update_project).delete(delete_project),
         )
+        .route("/projects/{id}/sync", post(sync_project))
         .route("/inventories", get(list_inventories).post(create_inventory))
         .route(
             "/inventories/{id}",
@@ -469,6 +477,10 @@ async fn update_project(
     Json(b): Json<NewProject>,
 ) -> ApiResult {
     ok(catalog::update_project(&st.db, &a.principal, id, &b).await?)
+}
+
+async fn sync_project(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    ok(catalog::sync_project(&st.db, &sealer(&st)?, &st.config.data_dir, &a.principal, id).await?)
 }
 
 async fn delete_project(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
@@ -603,37 +615,8 @@ fn fifty() -> i64 {
     50
 }
 
-/// Query-string filters: empty means "any"; a bad value is a field error.
-pub(crate) fn run_filter(
-    template_id: Option<&str>,
-    status: Option<&str>,
-    launched_by: Option<&str>,
-) -> Result<RunFilter, PanelError> {
-    let some = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(String::from);
-    Ok(RunFilter {
-        template_id: some(template_id)
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| PanelError::invalid("template_id", "a number"))
-            })
-            .transpose()?,
-        status: some(status)
-            .map(|s| {
-                s.parse::<RunStatus>()
-                    .map_err(|e| PanelError::invalid("status", e.to_string()))
-            })
-            .transpose()?,
-        launched_by: some(launched_by)
-            .map(|s| {
-                s.parse::<LaunchedBy>()
-                    .map_err(|e| PanelError::invalid("launched_by", e.to_string()))
-            })
-            .transpose()?,
-    })
-}
-
 async fn list_runs(State(st): State<AppState>, a: Auth, Query(q): Query<RunsQuery>) -> ApiResult {
-    let f = run_filter(
+    let f = RunFilter::parse(
         q.template_id.as_deref(),
         q.status.as_deref(),
         q.launched_by.as_deref(),
@@ -748,7 +731,10 @@ impl RunFollower {
             drained = lines.len() < 500;
             for l in lines {
                 self.after = l.seq;
-                let data = serde_json::to_string(&l).unwrap_or_default();
+                // The stored line, plus the one-line text the run page shows.
+                let mut data = serde_json::to_value(&l).unwrap_or_default();
+                data["text"] = log::summary(&l.line).into();
+                let data = data.to_string();
                 self.queue.push_back(
                     Event::default()
                         .event("log")
@@ -774,18 +760,28 @@ impl RunFollower {
     }
 }
 
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// Start after this line (a page that rendered the first lines itself).
+    #[serde(default)]
+    after: i64,
+}
+
 async fn run_events(
     State(st): State<AppState>,
     a: Auth,
     Path(id): Path<i64>,
+    Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     runs::get(&st.db, &a.principal, id).await?;
+    // A reconnecting EventSource says where it was; that wins over the
+    // page's starting point.
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(0);
+        .unwrap_or(q.after.max(0));
     let follower = RunFollower {
         st: st.clone(),
         who: a.principal.clone(),

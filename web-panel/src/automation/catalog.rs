@@ -530,6 +530,80 @@ pub async fn update_project(
     Ok(project)
 }
 
+/// Brings a project up to date now rather than at its next run: a git
+/// project is fetched and its ref resolved (the checkout of that commit is
+/// made ready and the commit recorded as the project's revision); a
+/// directory project is only checked to still exist.
+pub async fn sync_project(
+    db: &Db,
+    sealer: &Sealer,
+    data_dir: &std::path::Path,
+    who: &Principal,
+    id: i64,
+) -> Result<Project, PanelError> {
+    require_admin(who)?;
+    let (project, deploy_key) = {
+        let mut rc = db.read().await?;
+        let mut conn = rc.conn();
+        let project = project_on(&mut conn, id).await?;
+        let key = match project.deploy_key {
+            Some(k) => Some(super::secrets::Secret::new(
+                open_credential(&mut conn, sealer, k).await?.1.secret,
+            )),
+            None => None,
+        };
+        (project, key)
+    };
+    let revision = match project.kind {
+        ProjectKind::Directory => {
+            let dir = project.path.as_deref().unwrap_or("");
+            if !std::path::Path::new(dir).is_dir() {
+                return Err(PanelError::Unavailable(format!(
+                    "project {:?}: {dir} is not a directory any more",
+                    project.name
+                )));
+            }
+            None
+        }
+        ProjectKind::Git => {
+            let url = project.git_url.clone().unwrap_or_default();
+            let repo = super::git::Repo {
+                project_id: project.id,
+                url: &url,
+                git_ref: project.git_ref.as_deref(),
+                deploy_key: deploy_key.as_ref(),
+            };
+            let (_, sha) = super::git::checkout(data_dir, &repo, None)
+                .await
+                .map_err(|e| PanelError::Unavailable(format!("project {:?}: {e}", project.name)))?;
+            Some(sha)
+        }
+    };
+    let now = db.now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    if let Some(sha) = &revision {
+        execute!(
+            &mut conn,
+            "UPDATE projects SET revision = $1 WHERE id = $2",
+            sha.as_str(),
+            id
+        )?;
+    }
+    let after = project_on(&mut conn, id).await?;
+    audit::record(
+        &mut conn,
+        now,
+        who,
+        Change::new("project.sync", "project", id)
+            .before(&project)
+            .after(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
 pub async fn list_projects(db: &Db, who: &Principal) -> Result<Vec<Project>, PanelError> {
     require_admin(who)?;
     let mut rc = db.read().await?;

@@ -473,6 +473,13 @@ async fn run_with_log(
     ));
     let summary = keel::executor::run_playbook(&playbook, inventory, opts, sink).await;
     watcher.abort();
+    // The output is stored before the run is marked finished, so whoever
+    // follows the run (the run page) has every line, the recap included,
+    // by the time it sees the final status. A line the database refused
+    // now stays pending and is written when the log closes.
+    if let Err(e) = log.flush().await {
+        tracing::warn!(run_id, error = %e, "run output not flushed before the run's end");
+    }
     if !opened.vault.is_empty() {
         keel::vault::install(keel::vault::Keyring::default());
     }

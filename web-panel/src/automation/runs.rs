@@ -27,6 +27,37 @@ pub struct RunFilter {
     pub launched_by: Option<LaunchedBy>,
 }
 
+impl RunFilter {
+    /// Query-string (or form) filters: empty means "any"; a bad value is a field error.
+    pub fn parse(
+        template_id: Option<&str>,
+        status: Option<&str>,
+        launched_by: Option<&str>,
+    ) -> Result<RunFilter, PanelError> {
+        let some = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+        Ok(RunFilter {
+            template_id: some(template_id)
+                .map(|s| {
+                    s.parse()
+                        .map_err(|_| PanelError::invalid("template_id", "a number"))
+                })
+                .transpose()?,
+            status: some(status)
+                .map(|s| {
+                    s.parse::<RunStatus>()
+                        .map_err(|e| PanelError::invalid("status", e.to_string()))
+                })
+                .transpose()?,
+            launched_by: some(launched_by)
+                .map(|s| {
+                    s.parse::<LaunchedBy>()
+                        .map_err(|e| PanelError::invalid("launched_by", e.to_string()))
+                })
+                .transpose()?,
+        })
+    }
+}
+
 pub(crate) async fn run_on(conn: &mut Conn<'_>, id: i64) -> Result<Run, PanelError> {
     fetch_opt!(
         conn,

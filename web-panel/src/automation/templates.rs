@@ -445,6 +445,25 @@ pub async fn get(db: &Db, who: &Principal, id: i64) -> Result<JobTemplate, Panel
     full(&mut conn, row).await
 }
 
+/// The notifications a template asks for (platform admins: the edit form).
+pub async fn notifications(
+    db: &Db,
+    who: &Principal,
+    id: i64,
+) -> Result<Vec<TemplateNotification>, PanelError> {
+    require_admin(who)?;
+    let mut rc = db.read().await?;
+    let mut conn = rc.conn();
+    template_row(&mut conn, id).await?;
+    Ok(fetch_all!(
+        &mut conn,
+        TemplateNotification,
+        "SELECT target_id, on_success, on_failure, on_drift FROM template_notifications \
+         WHERE template_id = $1 ORDER BY target_id",
+        id
+    )?)
+}
+
 pub async fn by_name(db: &Db, who: &Principal, name: &str) -> Result<JobTemplate, PanelError> {
     let id = {
         let mut rc = db.read().await?;

@@ -1,139 +1,38 @@
 //! The HTML pages, rendered on the server with minijinja (templates in
 //! `web-panel/templates/`, auto-escaping on because every template name
-//! ends in `.html`). No JavaScript, except a small script on the server
-//! page that follows the live job output (the page works without it).
-//! Every form posts a `csrf` field that
+//! ends in `.html`). No JavaScript, except small scripts on the server
+//! page and the run page that follow the live job output (the pages work
+//! without them). Every form posts a `csrf` field that
 //! must match the session's token. Pages call the same domain functions
 //! as the API, so authorisation is the same.
+//!
+//! Layout: `kit.rs` (templates, rendering, CSRF, the error page) is below
+//! the page files; this file holds the end users' pages (servers, sites,
+//! keys, the admin views) and `automation.rs` the playbook-run pages.
 
-use std::sync::OnceLock;
+mod automation;
+mod kit;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use minijinja::value::Serde;
-use minijinja::{context, Environment, Value};
+use minijinja::{context, Value};
 use serde::Deserialize;
 
 use crate::alloc;
 use crate::audit::{self, AuditFilter};
 use crate::auth;
 use crate::domain::{Page, PanelError};
-use crate::http::{constant_eq, AppState, Auth, Peer, Via};
+use crate::http::{AppState, Auth, Peer};
 use crate::lifecycle::Status;
 use crate::queue::{JobFilter, JobState};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite};
 use crate::services::{catalog, jobs, keys, lookup, unix_groups};
-
-fn templates() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        for (name, src) in [
-            ("base.html", include_str!("../../templates/base.html")),
-            ("login.html", include_str!("../../templates/login.html")),
-            ("servers.html", include_str!("../../templates/servers.html")),
-            ("server.html", include_str!("../../templates/server.html")),
-            (
-                "new_server.html",
-                include_str!("../../templates/new_server.html"),
-            ),
-            ("keys.html", include_str!("../../templates/keys.html")),
-            ("sites.html", include_str!("../../templates/sites.html")),
-            ("site.html", include_str!("../../templates/site.html")),
-            (
-                "admin_jobs.html",
-                include_str!("../../templates/admin_jobs.html"),
-            ),
-            (
-                "admin_pools.html",
-                include_str!("../../templates/admin_pools.html"),
-            ),
-            (
-                "admin_audit.html",
-                include_str!("../../templates/admin_audit.html"),
-            ),
-            ("error.html", include_str!("../../templates/error.html")),
-        ] {
-            env.add_template(name, src)
-                .expect("built-in template parses");
-        }
-        env.add_filter("ts", |ms: Option<i64>| -> String {
-            ms.and_then(chrono::DateTime::from_timestamp_millis)
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_default()
-        });
-        env
-    })
-}
-
-/// An error page (or a redirect to the login page).
-pub struct UiError(PanelError);
-
-impl From<PanelError> for UiError {
-    fn from(e: PanelError) -> Self {
-        UiError(e)
-    }
-}
-
-impl From<crate::store::StoreError> for UiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        UiError(e.into())
-    }
-}
-
-impl IntoResponse for UiError {
-    fn into_response(self) -> Response {
-        if matches!(self.0, PanelError::Unauthenticated) {
-            return Redirect::to("/login").into_response();
-        }
-        let api = crate::http::ApiError::from(self.0);
-        let page = render(
-            "error.html",
-            context! { error => api.message, status => api.status.as_u16() },
-        )
-        .unwrap_or_else(|_| Html("error".to_string()));
-        (api.status, page).into_response()
-    }
-}
-
-type UiResult = Result<Response, UiError>;
-
-fn render(name: &str, ctx: Value) -> Result<Html<String>, PanelError> {
-    templates()
-        .get_template(name)
-        .and_then(|t| t.render(ctx))
-        .map(Html)
-        .map_err(|e| PanelError::Internal(format!("rendering {name}: {e:#}")))
-}
-
-/// Renders a page for a signed-in user.
-fn page(a: &Auth, name: &str, ctx: Value) -> UiResult {
-    let base = context! {
-        user => context! { name => a.principal.name.clone(), is_admin => a.principal.is_admin },
-        csrf => a.csrf(),
-    };
-    Ok(render(name, context! { ..ctx, ..base })?.into_response())
-}
-
-/// Form posts must carry the session's CSRF token.
-fn check_csrf(a: &Auth, sent: &str) -> Result<(), UiError> {
-    match &a.via {
-        Via::Session { csrf } if constant_eq(csrf, sent) => Ok(()),
-        Via::Session { .. } => Err(UiError(PanelError::Forbidden(
-            "the form's CSRF token is missing or stale; reload the page".into(),
-        ))),
-        Via::Token => Ok(()),
-    }
-}
-
-/// Signed-in users only; anonymous visitors go to the login page.
-fn signed_in(a: Option<Auth>) -> Result<Auth, UiError> {
-    a.ok_or(UiError(PanelError::Unauthenticated))
-}
+use kit::{admin_only, check_csrf, page, render, signed_in, UiResult};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -178,6 +77,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/jobs", get(admin_jobs))
         .route("/admin/pools", get(admin_pools))
         .route("/admin/audit", get(admin_audit))
+        .merge(automation::router())
 }
 
 async fn login_form() -> UiResult {
@@ -300,16 +200,6 @@ async fn admin_services(
     let a = signed_in(a)?;
     admin_only(&a)?;
     list_page(&st, &a, f, "All services").await
-}
-
-fn admin_only(a: &Auth) -> Result<(), UiError> {
-    if a.principal.is_admin {
-        Ok(())
-    } else {
-        Err(UiError(PanelError::Forbidden(
-            "platform admins only".into(),
-        )))
-    }
 }
 
 async fn new_server(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
