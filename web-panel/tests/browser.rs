@@ -3,6 +3,10 @@
 //! WebDriver crate). Logs in, creates a site and a server through the
 //! forms, sees the server queued, watches job output and a status change
 //! arrive live on the server page (EventSource), and finds the audit entry.
+//! An admin builds a job template from the playbook-run pages (credential,
+//! project, inventory, template with a survey), has a bad answer refused
+//! next to its field, launches it against real sshd test hosts and watches
+//! the run's task lines arrive live, then the recap.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages
 //! `chromium` and `chromium-driver`); the test installs them with apt when
@@ -188,6 +192,29 @@ impl Driver {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    async fn clear(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd("POST", &format!("/element/{e}/clear"), Some(json!({})))
+            .await;
+    }
+
+    /// Clicks something that does not leave the page (a checkbox, an
+    /// option of a select).
+    async fn pick(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
+            .await;
+    }
+
+    /// The page's HTML as the browser has it now.
+    async fn source(&self) -> String {
+        self.cmd("GET", "/source", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     async fn text(&self, css: &str) -> String {
@@ -445,4 +472,194 @@ async fn wait_for_text(d: &Driver, css: &str, want: &str) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+const RUN_PLAYBOOK: &str = r#"- name: Browser play
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Say hello
+      command: echo "hello {{ greeting }} x{{ count }}"
+    - name: Take a moment
+      command: sleep 3
+    - name: Write the mark
+      copy:
+        content: "{{ greeting }} {{ count }}\n"
+        dest: /tmp/keel-browser-run.txt
+"#;
+
+/// Waits (up to `secs`) until an element matching `css` exists and its
+/// text contains `want` (the element may come with a page load).
+async fn wait_for_element_text(d: &Driver, css: &str, want: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if d.count(css).await > 0 {
+            let text = d.text(css).await;
+            if text.contains(want) {
+                return text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {want:?}; the page is {}",
+            d.source().await
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_built_in_the_pages_runs_with_live_output() {
+    use std::sync::Arc;
+
+    let hosts = keel_testhosts::TestHosts::start(2).expect("sshd test hosts");
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let p = start(Backend::Sqlite, move |c| c.data_dir = data_dir).await;
+    p.user("root", true).await;
+
+    // The project: a directory with the playbook and the hosts.
+    let project_dir = tempfile::tempdir().unwrap();
+    std::fs::write(project_dir.path().join("site.yml"), RUN_PLAYBOOK).unwrap();
+    let mut inv = String::from("[web]\n");
+    for h in &hosts.hosts {
+        inv.push_str(&format!(
+            "{} ansible_host={} ansible_port={} ansible_ssh_common_args='-o UserKnownHostsFile={}'\n",
+            h.name,
+            h.addr,
+            h.port,
+            hosts.known_hosts.display()
+        ));
+    }
+    std::fs::write(project_dir.path().join("hosts.ini"), inv).unwrap();
+
+    let d = Driver::start().await;
+    d.goto(&format!("{}/login", p.base)).await;
+    d.type_into("#name", "root").await;
+    d.type_into("#password", "root-password").await;
+    d.click("#login").await;
+
+    // A credential: the key goes in and is never shown back.
+    let key_text = std::fs::read_to_string(&hosts.keys.ed25519).unwrap();
+    let key_body = key_text.lines().nth(1).unwrap().to_string();
+    d.goto(&format!("{}/credentials", p.base)).await;
+    d.type_into("#credential_name", "hosts key").await;
+    d.pick("#credential_kind option[value=ssh_key]").await;
+    d.type_into("#credential_username", "root").await;
+    d.type_into("#credential_secret", &key_text).await;
+    d.click("#create-credential").await;
+    assert!(d.url().await.ends_with("/credentials"));
+    let listed = words(&d.text("#credentials").await);
+    assert!(listed.contains("hosts key ssh_key root"), "{listed}");
+    assert!(
+        !d.source().await.contains(&key_body),
+        "the private key is shown back"
+    );
+
+    // A project over the directory, an inventory from its file.
+    d.goto(&format!("{}/projects", p.base)).await;
+    d.type_into("#project_name", "browser").await;
+    d.type_into("#project_path", &project_dir.path().display().to_string())
+        .await;
+    d.click("#create-project").await;
+    assert!(words(&d.text("#projects").await).contains("browser directory"));
+    d.goto(&format!("{}/inventories", p.base)).await;
+    d.type_into("#inventory_name", "test hosts").await;
+    d.pick("#inventory_kind option[value=project_file]").await;
+    d.pick("#inventory_project option:nth-child(2)").await;
+    d.type_into("#inventory_path", "hosts.ini").await;
+    d.click("#create-inventory").await;
+    assert!(
+        words(&d.text("#inventories").await).contains("test hosts project_file browser: hosts.ini")
+    );
+
+    // The template, with a two-question survey.
+    d.goto(&format!("{}/templates/new", p.base)).await;
+    d.type_into("#template_name", "browser run").await;
+    d.pick("#template_project option:nth-child(2)").await;
+    d.type_into("#template_playbook", "site.yml").await;
+    d.pick("#template_inventory option:nth-child(2)").await;
+    d.pick("input[data-credential='hosts key']").await;
+    d.clear("#template_forks").await;
+    d.type_into("#template_forks", "2").await;
+    d.type_into("#q0_variable", "greeting").await;
+    d.pick("#q0_required").await;
+    d.type_into("#q1_variable", "count").await;
+    d.pick("#q1_type option[value=integer]").await;
+    d.type_into("#q1_max", "3").await;
+    d.type_into("#q1_default", "1").await;
+    d.click("#save-template").await;
+    assert!(d.url().await.contains("/templates/"), "{}", d.url().await);
+    assert_eq!(d.text("h1").await, "Template browser run");
+
+    // A bad answer is refused next to its field, nothing is queued, and
+    // what was typed stays in the form.
+    d.type_into("#answer_greeting", "hi").await;
+    d.clear("#answer_count").await;
+    d.type_into("#answer_count", "9").await;
+    d.click("#launch-button").await;
+    let err = d.text("#error-count").await;
+    assert!(err.contains("at most 3"), "{err}");
+    assert_eq!(d.count("#recent-runs a").await, 0, "no run was queued");
+    d.clear("#answer_count").await;
+    d.type_into("#answer_count", "2").await;
+    d.click("#launch-button").await;
+    assert!(d.url().await.contains("/runs/"), "{}", d.url().await);
+    assert_eq!(d.text("#status").await, "queued");
+    wait_for_text(&d, "#output-note", "Live.").await;
+
+    // The worker runs it now, while the page is open.
+    let prov =
+        keel_panel::provision::Provisioner::new(p.db().clone(), None, &p.state.config).unwrap();
+    let a = keel_panel::automation::Automation::new(Arc::new(prov)).unwrap();
+    let mut reg = keel_panel::queue::worker::Registry::new();
+    keel_panel::automation::register(&mut reg, Arc::new(a));
+    let w = keel_panel::queue::worker::Worker::new(
+        p.db().store().clone(),
+        reg,
+        keel_panel::queue::worker::WorkerConfig::default(),
+    );
+    let worker = tokio::spawn(async move { w.run_until_idle().await });
+
+    // Task lines arrive while the run is still going (the second task
+    // sleeps 3 s), without a reload.
+    let live = wait_for_element_text(&d, "#output", "TASK [Take a moment]", 60).await;
+    assert_eq!(
+        d.text("#status").await,
+        "running",
+        "the output came before the run ended: {live}"
+    );
+    for h in &hosts.hosts {
+        assert!(live.contains(&format!("changed: [{}]", h.name)), "{live}");
+    }
+    assert!(live.contains("TASK [Say hello]"), "{live}");
+
+    // When the run ends the page reloads with the recap and the hosts.
+    let recap = wait_for_element_text(&d, "#recap", "PLAY RECAP", 60).await;
+    worker.await.unwrap().unwrap();
+    assert_eq!(d.text("#status").await, "successful");
+    for h in &hosts.hosts {
+        let line = recap
+            .lines()
+            .find(|l| l.starts_with(&h.name))
+            .unwrap_or_else(|| panic!("{} not in {recap}", h.name));
+        assert!(
+            line.contains("ok=3") && line.contains("changed=3") && line.contains("failed=0"),
+            "{line}"
+        );
+        let row = words(&d.text(&format!("#hosts tr[data-host='{}']", h.name)).await);
+        assert_eq!(row, format!("{} 3 3 0 0 0 0 0", h.name));
+    }
+    let output = d.text("#output").await;
+    assert!(output.contains("TASK [Write the mark]"), "{output}");
+    assert!(
+        output.contains("PLAY RECAP") || output.contains("ok=3"),
+        "{output}"
+    );
+    assert!(d.text("#output-note").await.contains("finished"));
+    for i in 0..hosts.hosts.len() {
+        assert_eq!(hosts.sh(i, "cat /tmp/keel-browser-run.txt"), "hi 2\n");
+    }
+    assert!(!d.source().await.contains(&key_body));
+    d.cmd("DELETE", "", None).await;
 }
