@@ -274,6 +274,16 @@ fn postgresql_user_creates_alters_and_drops_roles_as_community_postgresql_does()
     compare_postgres("postgresql_user");
 }
 
+/// Grants and revokes on tables (one, and `ALL_IN_SCHEMA`), a sequence, a
+/// function, a database, schemas, default privileges and a group
+/// membership, with and without the grant option; the result includes the
+/// ACLs the server ends with, so a grant that was reported but not made (or
+/// made in check mode) shows.
+#[test]
+fn postgresql_privs_grants_and_revokes_as_community_postgresql_does() {
+    compare_postgres("postgresql_privs");
+}
+
 /// `locale_gen` on an sshd test host (Debian's `locales`, glibc mechanism).
 /// community.general reports `changed: false` in check mode even where the
 /// run builds locales (l2, l3 here); Keel reports the same, with a warning
