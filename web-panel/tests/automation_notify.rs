@@ -6,6 +6,12 @@
 //! failure target gets an e-mail and a signed webhook for the failure and
 //! for the dead node, and the refused webhook is delivered on the queue's
 //! retry.
+//!
+//! Dead nodes: a template that waits ten minutes before calling a host
+//! dead; one of two hosts is stopped between runs; runs within the ten
+//! minutes report the failure only, the first run past them raises one
+//! dead-node notification naming that host alone, and later runs of the
+//! same outage do not repeat it.
 
 mod api_support;
 
@@ -113,8 +119,9 @@ impl Smtp {
 /// What the webhook receiver saw: (signature, event, body).
 type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
 
-/// A local HTTP receiver that answers 500 to the very first POST.
-async fn start_receiver() -> (String, Seen) {
+/// A local HTTP receiver; with `refuse_first` it answers 500 to the very
+/// first POST.
+async fn start_receiver(refuse_first: bool) -> (String, Seen) {
     let seen: Seen = Default::default();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = {
@@ -125,7 +132,8 @@ async fn start_receiver() -> (String, Seen) {
                 let seen = seen.clone();
                 let calls = calls.clone();
                 async move {
-                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 && refuse_first
+                    {
                         return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
                     }
                     let h = |k: &str| {
@@ -173,7 +181,7 @@ async fn ok(p: &Panel, method: &str, path: &str, c: &Cred, body: Option<Value>) 
 async fn failures_notify(backend: Backend) {
     let hosts = TestHosts::start(1).expect("sshd test host");
     let smtp = start_smtp();
-    let (hook, seen) = start_receiver().await;
+    let (hook, seen) = start_receiver(true).await;
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_path_buf();
     let panel = start(backend, move |c| c.data_dir = data_dir).await;
@@ -362,3 +370,233 @@ async fn failures_notify(backend: Backend) {
 }
 
 both_backends!(failed_runs_notify, failures_notify);
+
+/// Kills one test host's sshd and waits until it no longer answers.
+fn stop_host(h: &keel_testhosts::TestHost) {
+    let st = Command::new("kill")
+        .arg(h.pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect((h.addr.as_str(), h.port)).is_ok() {
+        assert!(Instant::now() < deadline, "sshd still answers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn dead_node_after_threshold(backend: Backend) {
+    let hosts = TestHosts::start(2).expect("sshd test hosts");
+    let (hook, seen) = start_receiver(false).await;
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let panel = start(backend, move |c| c.data_dir = data_dir).await;
+    let (_, token) = panel.user("ops", true).await;
+    let admin = Cred::Bearer(token);
+    let w = worker(&panel);
+
+    // The seeded node-liveness template waits ten minutes too, disabled.
+    let added = keel_panel::automation::builtin::seed(
+        panel.db(),
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../playbooks")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(added, 3);
+    let seeded = ok(&panel, "GET", "/api/v1/templates", &admin, None).await;
+    let liveness = seeded
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["builtin"] == "node_liveness")
+        .expect("the node-liveness template is seeded");
+    assert_eq!(
+        (&liveness["dead_after_secs"], &liveness["enabled"]),
+        (&json!(600), &json!(false))
+    );
+
+    let project_dir = tempfile::tempdir().unwrap();
+    let mut inv = String::new();
+    for h in &hosts.hosts {
+        inv.push_str(&format!(
+            "{} ansible_host={} ansible_port={} ansible_user=root ansible_ssh_private_key_file={} \
+             ansible_ssh_common_args='-o UserKnownHostsFile={}'\n",
+            h.name,
+            h.addr,
+            h.port,
+            hosts.client_key.display(),
+            hosts.known_hosts.display()
+        ));
+    }
+    std::fs::write(project_dir.path().join("hosts.ini"), inv).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../playbooks/builtin/node_liveness.yml"
+        ),
+        project_dir.path().join("liveness.yml"),
+    )
+    .unwrap();
+    let project = ok(
+        &panel,
+        "POST",
+        "/api/v1/projects",
+        &admin,
+        Some(json!({"name": "ops", "kind": "directory", "path": project_dir.path()})),
+    )
+    .await;
+    let inv = ok(
+        &panel,
+        "POST",
+        "/api/v1/inventories",
+        &admin,
+        Some(json!({"name": "ops", "kind": "project_file", "project_id": project["id"], "path": "hosts.ini"})),
+    )
+    .await;
+    let target = ok(
+        &panel,
+        "POST",
+        "/api/v1/notification-targets",
+        &admin,
+        Some(json!({"name": "oncall hook", "kind": "webhook", "address": hook, "secret": "k-1"})),
+    )
+    .await;
+    let tpl = ok(
+        &panel,
+        "POST",
+        "/api/v1/templates",
+        &admin,
+        Some(json!({"name": "liveness", "project_id": project["id"], "playbook": "liveness.yml",
+                    "inventory_id": inv["id"], "dead_after_secs": 600,
+                    "notifications": [
+                        {"target_id": target["id"], "on_success": false, "on_failure": true, "on_drift": false}
+                    ]})),
+    )
+    .await;
+    assert_eq!(tpl["dead_after_secs"], 600, "{tpl}");
+    let r = panel
+        .call(
+            "POST",
+            "/api/v1/templates",
+            &admin,
+            Some(
+                json!({"name": "bad", "project_id": project["id"], "playbook": "liveness.yml",
+                        "inventory_id": inv["id"], "dead_after_secs": -1}),
+            ),
+        )
+        .await;
+    assert_eq!(r.json["field"], "dead_after_secs", "{}", r.json);
+    let launch = format!("/api/v1/templates/{}/launch", tpl["id"]);
+    let run = |label: &'static str| {
+        let (panel, admin, launch, w) = (&panel, &admin, &launch, &w);
+        async move {
+            let r = ok(panel, "POST", launch, admin, None).await;
+            w.run_until_idle().await.unwrap();
+            let d = ok(
+                panel,
+                "GET",
+                &format!("/api/v1/runs/{}", r["id"]),
+                admin,
+                None,
+            )
+            .await;
+            eprintln!("{label}: run {} {}", d["id"], d["status"]);
+            d
+        }
+    };
+    // (run id, event) of every webhook received so far.
+    let events = || -> Vec<(i64, String, Value)> {
+        let mut out: Vec<(i64, String, Value)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, event, body)| {
+                let v: Value = serde_json::from_slice(body).unwrap();
+                (v["run"]["id"].as_i64().unwrap(), event.clone(), v)
+            })
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
+    };
+
+    // Both hosts answer: nothing to tell.
+    let d1 = run("both up").await;
+    assert_eq!(d1["status"], "successful", "{d1}");
+
+    // The second host stops. Within the ten minutes its runs fail (the
+    // failure targets hear that) but it is not a dead node yet.
+    let down = &hosts.hosts[1];
+    stop_host(down);
+    let d2 = run("just stopped").await;
+    assert_eq!(d2["status"], "failed", "{d2}");
+    let unreachable: Vec<(&str, i64)> = d2["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["host"].as_str().unwrap(),
+                h["unreachable"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        unreachable,
+        [(hosts.hosts[0].name.as_str(), 0), (down.name.as_str(), 1)]
+    );
+    panel.clock.advance(Duration::from_secs(300));
+    let d3 = run("five minutes down").await;
+    assert_eq!(d3["status"], "failed", "{d3}");
+    let got: Vec<(i64, String)> = events().into_iter().map(|e| (e.0, e.1)).collect();
+    let id = |d: &Value| d["id"].as_i64().unwrap();
+    assert_eq!(
+        got,
+        [
+            (id(&d2), "failure".to_string()),
+            (id(&d3), "failure".to_string())
+        ]
+    );
+
+    // Past ten minutes: this run reports the dead node, naming only it.
+    panel.clock.advance(Duration::from_secs(360));
+    let d4 = run("eleven minutes down").await;
+    let dead: Vec<Value> = events()
+        .into_iter()
+        .filter(|e| e.1 == "dead_nodes")
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["run"]["id"], d4["id"]);
+    assert_eq!(
+        dead[0]["dead_nodes"].as_array().unwrap().len(),
+        1,
+        "{}",
+        dead[0]
+    );
+    assert_eq!(dead[0]["dead_nodes"][0]["host"], down.name.as_str());
+    assert_eq!(
+        dead[0]["dead_nodes"][0]["unreachable_since"].as_i64(),
+        d2["finished_at"].as_i64(),
+        "the outage began with the first run that could not reach it"
+    );
+
+    // The outage goes on: failures, but no second dead-node alarm.
+    panel.clock.advance(Duration::from_secs(300));
+    let d5 = run("still down").await;
+    let got: Vec<(i64, String)> = events().into_iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(
+        got,
+        [
+            (id(&d2), "failure".to_string()),
+            (id(&d3), "failure".to_string()),
+            (id(&d4), "dead_nodes".to_string()),
+            (id(&d4), "failure".to_string()),
+            (id(&d5), "failure".to_string()),
+        ]
+    );
+}
+
+both_backends!(
+    stopped_host_raises_dead_node_once,
+    dead_node_after_threshold
+);

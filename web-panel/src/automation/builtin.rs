@@ -7,8 +7,9 @@
 //! - **Backup check** (`builtin/backup_check.yml`, every 6 h): the newest
 //!   file under `backup_dir` is younger than `backup_max_age_hours`;
 //! - **Node liveness** (`builtin/node_liveness.yml`, every 5 min): a server
-//!   that does not answer over SSH is a dead node (`dead_nodes`
-//!   notifications to the template's failure targets).
+//!   that has not answered over SSH for 10 minutes (three checks in a row) is a dead
+//!   node (one `dead_nodes` notification per outage to the template's
+//!   failure targets).
 //!
 //! Seeding is idempotent: each object is found by its `builtin` key or
 //! name, so restarts and several nodes starting at once add nothing twice.
@@ -29,6 +30,8 @@ struct Builtin {
     extra_vars: &'static str,
     cron: Option<&'static str>,
     every_secs: Option<i64>,
+    /// `job_templates.dead_after_secs`.
+    dead_after_secs: i64,
 }
 
 const TEMPLATES: &[Builtin] = &[
@@ -39,6 +42,7 @@ const TEMPLATES: &[Builtin] = &[
         extra_vars: "",
         cron: Some("0 3 * * *"),
         every_secs: None,
+        dead_after_secs: 0,
     },
     Builtin {
         key: "backup_check",
@@ -47,6 +51,7 @@ const TEMPLATES: &[Builtin] = &[
         extra_vars: "backup_dir: /var/backups/keel\nbackup_max_age_hours: 26\n",
         cron: None,
         every_secs: Some(6 * 3600),
+        dead_after_secs: 0,
     },
     Builtin {
         key: "node_liveness",
@@ -55,6 +60,9 @@ const TEMPLATES: &[Builtin] = &[
         extra_vars: "",
         cron: None,
         every_secs: Some(300),
+        // Down for 10 minutes (three failed checks 5 min apart): a reboot
+        // is not an alarm.
+        dead_after_secs: 600,
     },
 ];
 
@@ -117,8 +125,8 @@ pub async fn seed(db: &Db, playbooks: &Path) -> Result<usize, PanelError> {
             &mut conn,
             i64,
             "INSERT INTO job_templates (name, description, project_id, playbook, inventory_id, extra_vars, \
-             enabled, builtin, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-             ON CONFLICT DO NOTHING RETURNING id",
+             enabled, builtin, dead_after_secs, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9) ON CONFLICT DO NOTHING RETURNING id",
             b.name,
             "Seeded by Keel, disabled until an admin enables it",
             project,
@@ -127,7 +135,8 @@ pub async fn seed(db: &Db, playbooks: &Path) -> Result<usize, PanelError> {
             b.extra_vars,
             false,
             b.key,
-            now
+            now,
+            b.dead_after_secs
         )?;
         let Some(id) = id else { continue };
         execute!(

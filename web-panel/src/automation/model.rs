@@ -223,6 +223,7 @@ pub struct TemplateRow {
     pub survey: String,
     pub enabled: bool,
     pub builtin: Option<String>,
+    pub dead_after_secs: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -250,6 +251,10 @@ pub struct JobTemplate {
     pub enabled: bool,
     /// Set on the templates Keel seeds.
     pub builtin: Option<String>,
+    /// A host its runs cannot reach becomes a dead node (one `dead_nodes`
+    /// notification) once it has been unreachable this long; 0: at the
+    /// first unreachable run.
+    pub dead_after_secs: i64,
     pub credentials: Vec<i64>,
     /// Members of these groups may launch it; platform admins always may.
     pub groups: Vec<i64>,

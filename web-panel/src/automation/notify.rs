@@ -5,7 +5,9 @@
 //! receiver can check it came from this panel. A failed delivery is a
 //! retryable error: the queue tries again with its backoff. The message
 //! carries the run's status, revision, error, per-host counts and PLAY
-//! RECAP, never a credential.
+//! RECAP, the hosts it could not reach (`dead_hosts`) and those it reported
+//! as dead nodes with the start of their outage (`dead_nodes`), never a
+//! credential.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +87,18 @@ pub async fn message(
         .filter(|h| h.unreachable > 0)
         .map(|h| h.host.as_str())
         .collect();
+    // The hosts this run reported as dead nodes, with when their outage
+    // began (a host that answers again before delivery has no row left).
+    let dead_nodes: Vec<Value> = crate::fetch_all!(
+        &mut conn,
+        (String, i64),
+        "SELECT host, since FROM unreachable_hosts WHERE notified_run_id = $1 ORDER BY host",
+        run_id
+    )
+    .map_err(PanelError::from)?
+    .into_iter()
+    .map(|(host, since)| json!({ "host": host, "unreachable_since": since }))
+    .collect();
     let drifted: Vec<&str> = hosts
         .iter()
         .filter(|h| h.changed > 0)
@@ -104,6 +118,7 @@ pub async fn message(
             "hosts": hosts,
         },
         "dead_hosts": dead,
+        "dead_nodes": dead_nodes,
         "drifted_hosts": drifted,
     }))
 }
@@ -134,6 +149,20 @@ fn text_body(msg: &Value) -> String {
             let names: Vec<String> = list.iter().map(s).collect();
             t.push_str(&format!("{label}: {}\n", names.join(", ")));
         }
+    }
+    if let Some(list) = msg["dead_nodes"].as_array().filter(|l| !l.is_empty()) {
+        let names: Vec<String> = list
+            .iter()
+            .map(|d| {
+                let since = d["unreachable_since"]
+                    .as_i64()
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default();
+                format!("{} (unreachable since {since})", s(&d["host"]))
+            })
+            .collect();
+        t.push_str(&format!("Dead nodes: {}\n", names.join(", ")));
     }
     if let Some(r) = run["recap"].as_str() {
         t.push('\n');

@@ -9,7 +9,9 @@
 //! run does, since the transport reads keys from files); the playbook runs
 //! with its events in the job log (the run's live output, through
 //! `output::VaultMask`); then the per-host counts, the PLAY RECAP, the
-//! status and the notifications it calls for commit in one transaction.
+//! status, each host's outage (`unreachable_hosts`: a host unreachable for
+//! the template's `dead_after_secs` is a dead node, reported once) and the
+//! notifications it calls for commit in one transaction.
 //!
 //! A playbook that fails is a finished run (`failed`), not a failed job:
 //! the queue retries only what went wrong before the playbook started (a
@@ -565,8 +567,11 @@ async fn finish(
         )
         .map_err(PanelError::from)?;
     }
+    let dead = {
+        let mut conn = tx_conn(&mut tx);
+        track_outages(&mut conn, run_id, now, &summary.stats).await?
+    };
     let changed = summary.stats.iter().any(|(_, s)| s.changed > 0);
-    let unreachable = summary.stats.iter().any(|(_, s)| s.unreachable > 0);
     let mut events = Vec::new();
     match status {
         RunStatus::Successful => events.push(NotifyEvent::Success),
@@ -576,12 +581,90 @@ async fn finish(
     if changed && status != RunStatus::Cancelled {
         events.push(NotifyEvent::Drift);
     }
-    if unreachable {
+    if !dead.is_empty() {
+        tracing::warn!(run_id, hosts = ?dead, "dead nodes: unreachable for the template's threshold");
         events.push(NotifyEvent::DeadNodes);
     }
     queue_notifications(&mut tx, run_id, &events).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Keeps each host's outage for the run's template and returns the hosts
+/// that became dead nodes with this run.
+///
+/// A dead node is a host the template's runs have found unreachable, run
+/// after run, for at least the template's `dead_after_secs` (0: the first
+/// unreachable run counts). An outage starts at the first run that cannot
+/// reach the host and ends at the first run that reaches it again; a run
+/// that does not include the host (a limit) changes nothing. Each outage is
+/// reported once, by the run that crosses the threshold, so a template
+/// scheduled every few minutes does not repeat the alarm.
+async fn track_outages(
+    conn: &mut Conn<'_>,
+    run_id: i64,
+    now: i64,
+    stats: &[(String, keel::output::HostStats)],
+) -> Result<Vec<String>, AutomationError> {
+    let Some((template_id, dead_after_secs)) = fetch_opt!(
+        conn,
+        (i64, i64),
+        "SELECT t.id, t.dead_after_secs FROM template_runs r JOIN job_templates t ON t.id = r.template_id \
+         WHERE r.id = $1",
+        run_id
+    )
+    .map_err(PanelError::from)?
+    else {
+        return Ok(Vec::new());
+    };
+    for (host, s) in stats {
+        if s.unreachable > 0 {
+            execute!(
+                conn,
+                "INSERT INTO unreachable_hosts (template_id, host, since, last_run_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (template_id, host) DO UPDATE SET last_run_id = excluded.last_run_id",
+                template_id,
+                host.as_str(),
+                now,
+                run_id
+            )
+            .map_err(PanelError::from)?;
+        } else {
+            execute!(
+                conn,
+                "DELETE FROM unreachable_hosts WHERE template_id = $1 AND host = $2",
+                template_id,
+                host.as_str()
+            )
+            .map_err(PanelError::from)?;
+        }
+    }
+    let cutoff = now - dead_after_secs * 1000;
+    let due: Vec<String> = fetch_all!(
+        conn,
+        (String,),
+        "SELECT host FROM unreachable_hosts WHERE template_id = $1 AND last_run_id = $2 \
+         AND notified_run_id IS NULL AND since <= $3 ORDER BY host",
+        template_id,
+        run_id,
+        cutoff
+    )
+    .map_err(PanelError::from)?
+    .into_iter()
+    .map(|r| r.0)
+    .collect();
+    if !due.is_empty() {
+        execute!(
+            conn,
+            "UPDATE unreachable_hosts SET notified_run_id = $1 WHERE template_id = $2 AND last_run_id = $1 \
+             AND notified_run_id IS NULL AND since <= $3",
+            run_id,
+            template_id,
+            cutoff
+        )
+        .map_err(PanelError::from)?;
+    }
+    Ok(due)
 }
 
 /// Queues a `notify` job per target of the run's template that asked for

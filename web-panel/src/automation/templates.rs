@@ -56,7 +56,14 @@ pub struct NewTemplate {
     pub groups: Vec<i64>,
     #[serde(default)]
     pub notifications: Vec<TemplateNotification>,
+    /// Seconds a host must stay unreachable, run after run, before it is
+    /// reported as a dead node (0: at the first unreachable run).
+    #[serde(default)]
+    pub dead_after_secs: i64,
 }
+
+/// The longest wait before an unreachable host counts as dead: 30 days.
+const MAX_DEAD_AFTER_SECS: i64 = 30 * 24 * 3600;
 
 fn default_forks() -> i64 {
     5
@@ -106,6 +113,12 @@ async fn check_template(conn: &mut Conn<'_>, t: &NewTemplate) -> Result<String, 
     }
     if !(0..=5).contains(&t.verbosity) {
         return Err(PanelError::invalid("verbosity", "verbosity is 0 to 5"));
+    }
+    if !(0..=MAX_DEAD_AFTER_SECS).contains(&t.dead_after_secs) {
+        return Err(PanelError::invalid(
+            "dead_after_secs",
+            "0 to 2592000 seconds (30 days)",
+        ));
     }
     project_on(conn, t.project_id)
         .await
@@ -200,7 +213,7 @@ async fn write_lists(conn: &mut Conn<'_>, id: i64, t: &NewTemplate) -> Result<()
 
 pub(crate) const TEMPLATE_COLS: &str = "id, name, description, project_id, playbook, inventory_id, limit_hosts, \
      tags, skip_tags, extra_vars, check_mode, diff_mode, forks, verbosity, survey, enabled, builtin, \
-     created_at, updated_at";
+     dead_after_secs, created_at, updated_at";
 
 pub(crate) async fn template_row(conn: &mut Conn<'_>, id: i64) -> Result<TemplateRow, PanelError> {
     fetch_opt!(
@@ -253,6 +266,7 @@ async fn full(conn: &mut Conn<'_>, row: TemplateRow) -> Result<JobTemplate, Pane
         survey,
         enabled: row.enabled,
         builtin: row.builtin,
+        dead_after_secs: row.dead_after_secs,
         credentials,
         groups,
         created_at: row.created_at,
@@ -307,8 +321,9 @@ pub async fn create(db: &Db, who: &Principal, t: &NewTemplate) -> Result<JobTemp
         &mut conn,
         i64,
         "INSERT INTO job_templates (name, description, project_id, playbook, inventory_id, limit_hosts, tags, \
-         skip_tags, extra_vars, check_mode, diff_mode, forks, verbosity, survey, enabled, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) RETURNING id",
+         skip_tags, extra_vars, check_mode, diff_mode, forks, verbosity, survey, enabled, dead_after_secs, \
+         created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, $16, $16) RETURNING id",
         name.as_str(),
         t.description.as_str(),
         t.project_id,
@@ -324,7 +339,8 @@ pub async fn create(db: &Db, who: &Principal, t: &NewTemplate) -> Result<JobTemp
         t.verbosity,
         survey,
         t.enabled,
-        now
+        now,
+        t.dead_after_secs
     )
     .map_err(PanelError::from)
     .map_err(unique("job template", &name))?
@@ -361,7 +377,8 @@ pub async fn update(
         &mut conn,
         "UPDATE job_templates SET name = $1, description = $2, project_id = $3, playbook = $4, inventory_id = $5, \
          limit_hosts = $6, tags = $7, skip_tags = $8, extra_vars = $9, check_mode = $10, diff_mode = $11, \
-         forks = $12, verbosity = $13, survey = $14, enabled = $15, updated_at = $16 WHERE id = $17",
+         forks = $12, verbosity = $13, survey = $14, enabled = $15, updated_at = $16, dead_after_secs = $18 \
+         WHERE id = $17",
         name.as_str(),
         t.description.as_str(),
         t.project_id,
@@ -378,7 +395,8 @@ pub async fn update(
         survey,
         t.enabled,
         now,
-        id
+        id,
+        t.dead_after_secs
     )
     .map_err(PanelError::from)
     .map_err(unique("job template", &name))?;

@@ -546,6 +546,7 @@ struct TemplateForm {
     forks: String,
     verbosity: String,
     enabled: bool,
+    dead_after_secs: String,
     credentials: Vec<i64>,
     groups: Vec<i64>,
     /// `"<target id>:<event>"` for each ticked box.
@@ -562,6 +563,7 @@ impl TemplateForm {
         TemplateForm {
             forks: "5".into(),
             verbosity: "0".into(),
+            dead_after_secs: "0".into(),
             enabled: true,
             survey: vec![QuestionRow::default(); BLANK_QUESTIONS],
             ..Default::default()
@@ -623,6 +625,7 @@ impl TemplateForm {
             forks: t.forks.to_string(),
             verbosity: t.verbosity.to_string(),
             enabled: t.enabled,
+            dead_after_secs: t.dead_after_secs.to_string(),
             credentials: t.credentials.clone(),
             groups: t.groups.clone(),
             notify,
@@ -664,6 +667,7 @@ impl TemplateForm {
             forks: f.one("forks").to_string(),
             verbosity: f.one("verbosity").to_string(),
             enabled: f.checked("enabled"),
+            dead_after_secs: f.one("dead_after_secs").to_string(),
             credentials: f.ids("credentials").unwrap_or_default(),
             groups: f.ids("groups").unwrap_or_default(),
             notify: f.all("notify").into_iter().map(String::from).collect(),
@@ -761,6 +765,11 @@ impl TemplateForm {
             credentials: f.ids("credentials")?,
             groups: f.ids("groups")?,
             notifications,
+            dead_after_secs: if self.dead_after_secs.trim().is_empty() {
+                0
+            } else {
+                num("dead_after_secs", &self.dead_after_secs)?
+            },
         })
     }
 }
