@@ -2,7 +2,8 @@
 //! reference `ansible`: `--list-hosts` with patterns and `--limit` (empty
 //! items between commas ignored, as ansible-core's pattern splitting does),
 //! and a one-module run whose exit status matches (0 when it worked, 2 when
-//! the module failed), `include_role` of a role on the roles path included.
+//! the module failed), `include_role` of a role on the roles path included,
+//! and of one in the working directory's `roles/`.
 
 #[path = "common/reference.rs"]
 mod reference;
@@ -103,6 +104,18 @@ fn a_module_run_exits_as_ansible_does() {
         let (ko, ao) = (run(&mut k), run(&mut a));
         assert_eq!(ko.status.code(), ao.status.code(), "{case:?}");
     }
+    // With no roles path configured, the working directory's `roles/` is
+    // searched, as ansible's ad-hoc play has the working directory as base.
+    let mut k = keel(d.path());
+    k.args(["-i", "localhost,", "localhost", "-c", "local"])
+        .args(["-m", "include_role", "-a", "name=role1"]);
+    let mut a = reference::tool(&bin, "ansible", d.path());
+    a.args(["-i", "localhost,", "localhost", "-c", "local"])
+        .args(["-m", "include_role", "-a", "name=role1"]);
+    let (ko, ao) = (run(&mut k), run(&mut a));
+    assert_eq!(ao.status.code(), Some(0));
+    assert_eq!(ko.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&ko.stdout).contains("In role1"));
     // What the module said is shown.
     let out = run(keel(d.path())
         .args(["-i", "localhost,", "localhost", "-c", "local"])

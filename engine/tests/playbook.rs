@@ -245,7 +245,7 @@ fn dynamic_includes_load_at_run_time() {
     assert_eq!(t.display_name(), "web : install web");
     assert_eq!(got.role.as_ref().map(|r| r.name.as_str()), Some("web"));
     assert_eq!(got.handlers.len(), 1);
-    assert!(got.handlers[0].listen.contains(&"restart web".to_string()));
+    assert!(got.handlers[0].names.contains(&"restart web".to_string()));
 
     // The executor's path-based entry points give the same tasks.
     let nodes =

@@ -526,6 +526,15 @@ fn adhoc(a: AdhocArgs) -> Result<i32> {
         argv.push(flag.into());
         argv.push(v.into());
     };
+    // ansible's ad-hoc play has the working directory as its base, so
+    // `include_role`/`import_role` find `./roles/NAME` and `./NAME`; the
+    // temporary play's own directory has none.
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let mut roles_path = format!("{}:{}", cwd.join("roles").display(), cwd.display());
+    if let Ok(more) = std::env::var("KEEL_ROLES_PATH") {
+        roles_path = format!("{roles_path}:{more}");
+    }
+    push("--roles-path", &roles_path);
     for i in &a.inventory {
         push("-i", i);
     }

@@ -227,6 +227,9 @@ pub(crate) fn scope_for(
         s.push(play.exported_role_defaults.clone());
     }
     if let Some(role) = task.and_then(|t| t.role.as_ref()) {
+        for d in &role.chain_defaults {
+            s.push(d.clone());
+        }
         s.push(role.defaults.clone());
     }
     for l in &host.inventory_layers {
@@ -243,6 +246,9 @@ pub(crate) fn scope_for(
         s.push(play.exported_role_vars.clone());
     }
     if let Some(role) = task.and_then(|t| t.role.as_ref()) {
+        for v in &role.chain_vars {
+            s.push(v.clone());
+        }
         s.push(role.vars.clone());
     }
     if let Some(t) = task {

@@ -115,6 +115,40 @@ pub(super) type Loaded = (
 );
 
 pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> {
+    let loaded = load_target(ctx, task, key)?;
+    // A handler that includes tasks: as in a handler list, the file's own
+    // entries may be blocks but a block inside one is refused
+    // (ansible-core's `load_list_of_tasks(use_handlers=True)`).
+    if ctx
+        .play
+        .handlers
+        .iter()
+        .any(|h| std::ptr::eq(&*h.task, task))
+    {
+        for n in &loaded.0 {
+            if let Node::Block(b) = n {
+                let nested =
+                    b.block
+                        .iter()
+                        .chain(&b.rescue)
+                        .chain(&b.always)
+                        .find_map(|c| match c {
+                            Node::Block(inner) => Some(inner),
+                            _ => None,
+                        });
+                if let Some(inner) = nested {
+                    return Err(format!(
+                        "{}: Using a block as a handler is not supported.",
+                        inner.span
+                    ));
+                }
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> {
     let opts = crate::playbook::ResolveOptions {
         roles_path: ctx.shared.opts.roles_path.clone(),
         collections_path: ctx.shared.opts.collections_path.clone(),

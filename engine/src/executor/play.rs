@@ -1,7 +1,7 @@
 //! Plays: host selection, `serial` batches, fact gathering, the linear and
 //! free strategies, blocks with rescue/always, dynamic includes, handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -898,7 +898,7 @@ fn run_tasks<'a>(
         run.play_hosts.refresh();
         if task.action == "meta" {
             let fut: Pin<Box<dyn Future<Output = ()> + Send + '_>> =
-                Box::pin(run_meta(run, task, hosts));
+                Box::pin(run_meta(run, task, hosts, handler));
             return fut.await;
         }
         // `--step`: ansible-core asks before each task, handlers included,
@@ -1160,18 +1160,14 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
         }
     }
     if o.notify && !task.notify.is_empty() {
-        for n in &task.notify {
-            let mut found = false;
-            for (i, h) in run.handlers().iter().enumerate() {
-                let role_name =
-                    h.task.role.as_ref().map(|r| {
-                        format!("{} : {}", r.name, h.task.name.clone().unwrap_or_default())
-                    });
-                if h.listen.iter().any(|l| l == n) || role_name.as_deref() == Some(n.as_str()) {
-                    found = true;
-                    if !st.notified.contains(&i) {
-                        st.notified.push(i);
-                    }
+        let handlers = run.handlers();
+        let order = handler_search_order(&handlers, run.ctx.play.handlers.len());
+        for n in notifications(run, task, st) {
+            let hits = notified_by(&handlers, &order, &n, |h| handler_names(run, h, st));
+            let found = !hits.is_empty();
+            for i in hits {
+                if !st.notified.contains(&i) {
+                    st.notified.push(i);
                 }
             }
             if !found {
@@ -1183,6 +1179,132 @@ fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, re
             }
         }
     }
+}
+
+/// A task's `notify` for one host: each entry templated with the host's
+/// variables when it is a template, and a list result taken as several
+/// notifications, as ansible-core does. An entry that fails to template is
+/// kept as written (it then matches no handler and is warned about).
+fn notifications(run: &PlayRun, task: &Task, st: &HostState) -> Vec<String> {
+    if !task.notify.iter().any(|n| crate::template::is_template(n)) {
+        return task.notify.clone();
+    }
+    let scope = super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(task), st, None);
+    let origin = TemplateOrigin {
+        span: Some(task.span.clone()),
+        label: Some("notify".into()),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for n in &task.notify {
+        if !crate::template::is_template(n) {
+            out.push(n.clone());
+            continue;
+        }
+        match run.ctx.shared.templar.render_str(n, &scope, &origin) {
+            Ok(v) if v.kind() == minijinja::value::ValueKind::Seq => {
+                out.extend(v.try_iter().into_iter().flatten().map(|i| i.to_string()))
+            }
+            Ok(v) => out.push(v.to_string()),
+            Err(_) => out.push(n.clone()),
+        }
+    }
+    out
+}
+
+/// A handler's names as a notification sees them: a templated name is
+/// templated when the search reaches it (with this host's variables;
+/// ansible-core uses the play's), and a handler whose name fails to template
+/// answers to no name, only to its `listen` topics, which are never templated
+/// (warned about when it has none, as ansible-core does).
+fn handler_names(run: &PlayRun, h: &crate::playbook::plan::Handler, st: &HostState) -> Vec<String> {
+    if !h.names.iter().any(|n| crate::template::is_template(n)) {
+        return h.names.clone();
+    }
+    let scope = super::host::scope_for(&run.ctx.shared, &run.ctx.play, Some(&h.task), st, None);
+    let origin = TemplateOrigin {
+        span: Some(h.task.span.clone()),
+        label: Some("handler name".into()),
+        ..Default::default()
+    };
+    let rendered = h
+        .names
+        .iter()
+        .map(|n| run.ctx.shared.templar.render_str(n, &scope, &origin))
+        .map(|r| r.map(|v| v.to_string()))
+        .collect::<Result<Vec<_>, _>>();
+    match rendered {
+        Ok(names) => names,
+        Err(e) => {
+            if h.listen.is_empty() {
+                let why = match &e.undefined {
+                    Some(name) => format!("'{name}' is undefined"),
+                    None => e.to_string(),
+                };
+                run.ctx.shared.sink.emit(&Event::Warning {
+                    message: format!(
+                        "Handler '{}' is unusable because it has no listen topics and the name could not be templated (host-specific variables are not supported in handler names). The error: {why}",
+                        h.task.name.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// The order ansible-core's `search_handlers_by_notification` looks at the
+/// play's handlers in: handler blocks last first (handlers a role include
+/// added, then the play's own, then its roles'), each block's handlers in
+/// order. `resolved` is how many come from the play as resolved; the rest
+/// were added by `include_role`, later blocks of their own.
+fn handler_search_order(
+    handlers: &[Arc<crate::playbook::plan::Handler>],
+    resolved: usize,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..handlers.len()).collect();
+    order.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(i >= resolved),
+            std::cmp::Reverse(handlers[i].block),
+            i,
+        )
+    });
+    order
+}
+
+/// The handlers one notification reaches: the first handler (in search
+/// order) whose name it is, then every handler listening to it, one per
+/// handler name (unnamed listeners all run).
+fn notified_by(
+    handlers: &[Arc<crate::playbook::plan::Handler>],
+    order: &[usize],
+    notification: &str,
+    names_of: impl Fn(&crate::playbook::plan::Handler) -> Vec<String>,
+) -> Vec<usize> {
+    let mut hits = Vec::new();
+    if let Some(&i) = order
+        .iter()
+        .find(|&&i| names_of(&handlers[i]).iter().any(|n| n == notification))
+    {
+        hits.push(i);
+    }
+    let mut seen = HashSet::new();
+    for &i in order {
+        let h = &handlers[i];
+        if !h.listen.iter().any(|l| l == notification) {
+            continue;
+        }
+        if let Some(name) = &h.task.name {
+            if !seen.insert(name.as_str()) {
+                continue;
+            }
+        }
+        if !hits.contains(&i) {
+            hits.push(i);
+        }
+    }
+    hits
 }
 
 /// Runs notified handlers, in definition order.
@@ -1220,6 +1342,21 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
                 x.lock().failed = false;
             }
         }
+        if h.task.action == "meta" && super::actions::meta_name(&h.task) == "flush_handlers" {
+            // ansible-core's strategy refuses it when the handler comes to
+            // run, and the run stops there.
+            let msg = "flush_handlers cannot be used as a handler".to_string();
+            run.ctx.shared.sink.emit(&Event::Warning {
+                message: msg.clone(),
+            });
+            *run.fatal.lock() = Some(msg);
+            for x in hosts {
+                x.lock().ended = true;
+            }
+            run.end();
+            run.end_play();
+            return;
+        }
         if h.task.include.is_some() {
             // A handler may be an `include_tasks` (setup_remote_tmp_dir's
             // cleanup): its tasks run now, for the notified hosts.
@@ -1240,15 +1377,16 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
 /// `clear_host_errors`, `refresh_inventory`) run once, their `when` judged
 /// on the first host; the others run per host. A false `when` shows the
 /// task as skipped (not counted in the recap).
-async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host]) {
+async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], handler: bool) {
     let shared = &run.ctx.shared;
     let action = super::actions::meta_name(task);
+    // A meta handler (`noop`) gets the handler banner, as any handler does.
     let banner = || {
         shared.sink.emit(&Event::TaskStart {
             id: task.id,
             name: task.display_name(),
             path: format!("{}", task.span),
-            handler: false,
+            handler,
         })
     };
     let per_host = matches!(

@@ -95,7 +95,11 @@ pub fn dump_plan(pb: &Playbook) -> String {
         if !play.handlers.is_empty() {
             o.push_str("  handlers:\n");
             for h in &play.handlers {
-                let _ = write!(o, "    handler listen={:?} ", h.listen);
+                let _ = write!(
+                    o,
+                    "    handler names={:?} listen={:?} block={} ",
+                    h.names, h.listen, h.block
+                );
                 task_line(&mut o, &h.task, base);
             }
         }

@@ -178,11 +178,20 @@ pub struct Section {
 #[derive(Debug)]
 pub struct RoleInstance {
     pub name: String,
+    /// The collection the role came from (`ns.col`), if any: its handlers
+    /// answer to both `role : x` and `ns.col.role : x`.
+    pub collection: Option<String>,
     pub path: PathBuf,
     /// `defaults/main.yml` (lowest precedence).
     pub defaults: Arc<VarMap>,
     /// `vars/main.yml` (or `vars_from`).
     pub vars: Arc<VarMap>,
+    /// The `defaults` and `vars` of the roles whose tasks included or
+    /// imported this one, outermost first: ansible-core's dependency chain
+    /// (`get_default_vars(dep_chain)`, `get_inherited_vars`), below this
+    /// role's own.
+    pub chain_defaults: Vec<Arc<VarMap>>,
+    pub chain_vars: Vec<Arc<VarMap>>,
     /// Parameters given where the role was listed (`- role: x, foo: 1`, or
     /// `vars:` on it).
     pub params: Arc<VarMap>,
@@ -196,6 +205,26 @@ pub struct RoleInstance {
 }
 
 impl RoleInstance {
+    /// The names a notification may use for this role: as written, and for a
+    /// collection's role both its short name and its FQCN (ansible-core's
+    /// `get_name(include_role_fqcn=False/True)`).
+    pub fn notify_names(&self) -> Vec<String> {
+        let mut v = vec![self.name.clone()];
+        if let Some(c) = &self.collection {
+            let short = self
+                .name
+                .strip_prefix(c.as_str())
+                .and_then(|r| r.strip_prefix('.'))
+                .unwrap_or(&self.name);
+            for n in [short.to_string(), format!("{c}.{short}")] {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+            }
+        }
+        v
+    }
+
     /// This role's dependency chain, outermost first, ending with itself.
     pub fn chain(&self) -> Vec<PathBuf> {
         let mut c = self.parents.clone();
@@ -372,8 +401,19 @@ impl Task {
 #[derive(Debug, Clone)]
 pub struct Handler {
     pub task: Arc<Task>,
-    /// The handler's name and its `listen` topics.
+    /// The names that notify this handler: its `name`, and in a role also
+    /// `role : name` (both role names for a collection's role). When several
+    /// handlers share a name, only one of them is notified (see `block`).
+    pub names: Vec<String>,
+    /// Its `listen` topics (in a role also `role : topic`): a topic notifies
+    /// every handler listening to it, one per handler name.
     pub listen: Vec<String>,
+    /// Which handler block of its play it was written in (in order of
+    /// resolution): ansible-core searches blocks last first, and the handlers
+    /// of one block in order, so the first of a block wins a shared name but
+    /// a later block (the play's own handlers, after its roles') wins over an
+    /// earlier one. Consecutive handlers outside an explicit `block` share one.
+    pub block: u32,
 }
 
 /// What a dynamic include brought in.

@@ -175,6 +175,8 @@ pub struct Resolver<'o> {
     /// Variables visible to static templating (play vars, vars_files, extra vars).
     static_vars: VarMap,
     role_handlers: Vec<Arc<Handler>>,
+    /// The last handler block number given out ([`Handler::block`]).
+    handler_blocks: u32,
     seen_roles: HashSet<(PathBuf, String)>,
     graph: RoleGraph,
     metas: HashMap<PathBuf, Arc<roles::RoleMeta>>,
@@ -221,6 +223,7 @@ impl<'o> Resolver<'o> {
             role_search: Vec::new(),
             static_vars: VarMap::new(),
             role_handlers: Vec::new(),
+            handler_blocks: 0,
             seen_roles: HashSet::new(),
             graph: RoleGraph::default(),
             metas: HashMap::new(),
@@ -657,13 +660,16 @@ impl<'o> Resolver<'o> {
         }
         for t in tasks {
             for n in &t.notify {
-                if crate::template::is_template(n) || handlers.iter().any(|h| h.listen.contains(n))
+                if crate::template::is_template(n)
+                    || handlers
+                        .iter()
+                        .any(|h| h.names.contains(n) || h.listen.contains(n))
                 {
                     continue;
                 }
                 let names: Vec<&str> = handlers
                     .iter()
-                    .flat_map(|h| h.listen.iter().map(String::as_str))
+                    .flat_map(|h| h.names.iter().chain(&h.listen).map(String::as_str))
                     .collect();
                 let mut w = Diagnostic::new(format!("no handler is named or listens to `{n}`"))
                     .at(t.span.clone());
@@ -1144,22 +1150,47 @@ impl<'o> Resolver<'o> {
 
     /// Handlers: tasks whose names (and `listen` topics) can be notified.
     /// Blocks and `import_tasks` in a handler list are flattened.
+    /// Each explicit `block` is a handler block of its own, and so is each run
+    /// of handlers between them (as ansible-core's `load_list_of_blocks`
+    /// groups them); see [`Handler::block`].
     fn handlers(&mut self, nodes: &[Node], inh: &Inherit) -> Result<Vec<Arc<Handler>>, Diagnostic> {
         let mut out = Vec::new();
+        let mut implicit = None;
         for n in nodes {
-            self.handler(n, inh, &mut out)?;
+            let block = if n.get("block").is_some() {
+                implicit = None;
+                self.next_handler_block()
+            } else {
+                match implicit {
+                    Some(b) => b,
+                    None => *implicit.insert(self.next_handler_block()),
+                }
+            };
+            self.handler(n, inh, block, false, &mut out)?;
         }
         Ok(out)
+    }
+
+    fn next_handler_block(&mut self) -> u32 {
+        self.handler_blocks += 1;
+        self.handler_blocks
     }
 
     fn handler(
         &mut self,
         node: &Node,
         inh: &Inherit,
+        block_id: u32,
+        in_block: bool,
         out: &mut Vec<Arc<Handler>>,
     ) -> Result<(), Diagnostic> {
         let rt = raw::read_task(node, &mut self.warnings, true, &mut self.modules)?;
         match rt.kind {
+            // A handler list's own entries may be blocks (ansible-core's
+            // handler blocks); a block inside one is refused, as there.
+            RawKind::Block { .. } if in_block => {
+                return Err(node.error("Using a block as a handler is not supported."));
+            }
             RawKind::Block {
                 block,
                 rescue,
@@ -1168,7 +1199,7 @@ impl<'o> Resolver<'o> {
                 let child = inh.child(&rt.kw);
                 for list in [Some(block), rescue, always] {
                     for n in raw::task_list(list, "block")? {
-                        self.handler(n, &child, out)?;
+                        self.handler(n, &child, block_id, true, out)?;
                     }
                 }
             }
@@ -1186,9 +1217,14 @@ impl<'o> Resolver<'o> {
                     let mut child = inh.child(&rt.kw);
                     child.file_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
                     for n in raw::task_list(Some(&children), "the imported file")? {
-                        self.handler(n, &child, out)?;
+                        self.handler(n, &child, block_id, false, out)?;
                     }
                     return Ok(());
+                }
+                if matches!(action.as_str(), "include_role" | "import_role") {
+                    return Err(node.error(format!(
+                        "Using '{action_as_written}' as a handler is not supported."
+                    )));
                 }
                 let include = match action.as_str() {
                     "include_tasks" => Some(IncludeTarget::Tasks {
@@ -1197,15 +1233,26 @@ impl<'o> Resolver<'o> {
                     }),
                     _ => None,
                 };
-                let mut listen = Vec::new();
-                if let Some(n) = &rt.kw.name {
-                    listen.push(n.clone());
-                    if let Some(r) = &inh.role {
-                        listen.push(format!("{} : {n}", r.name));
+                // ansible-core's `Handler.get_name()` with and without the
+                // role's FQCN, and `_validate_listen`'s role-prefixed topics.
+                let role_names = inh
+                    .role
+                    .as_ref()
+                    .map(|r| r.notify_names())
+                    .unwrap_or_default();
+                let with_roles = |items: &[String]| {
+                    let mut v = Vec::new();
+                    union(&mut v, items);
+                    for r in &role_names {
+                        let prefixed: Vec<String> =
+                            items.iter().map(|i| format!("{r} : {i}")).collect();
+                        union(&mut v, &prefixed);
                     }
-                }
-                union(&mut listen, &rt.kw.listen);
-                if listen.is_empty() {
+                    v
+                };
+                let names = with_roles(rt.kw.name.as_slice());
+                let listen = with_roles(&rt.kw.listen);
+                if names.is_empty() && listen.is_empty() {
                     self.warnings.push(
                         node.error(
                             "this handler has no `name` or `listen`, so nothing can notify it",
@@ -1224,7 +1271,9 @@ impl<'o> Resolver<'o> {
                 )?;
                 out.push(Arc::new(Handler {
                     task: Arc::new(task),
+                    names,
                     listen,
+                    block: block_id,
                 }));
             }
         }
@@ -1255,7 +1304,7 @@ impl<'o> Resolver<'o> {
         // search list, not the play's.
         let list = role_collection_list(collection.as_deref(), &meta.collections);
         let outer = self.modules.set_collection_list(list);
-        let r = self.role_body(entry, inh, files, dedup, via, out, path, meta);
+        let r = self.role_body(entry, inh, files, dedup, via, out, path, meta, collection);
         self.modules.set_collection_list(outer);
         r
     }
@@ -1271,6 +1320,7 @@ impl<'o> Resolver<'o> {
         out: &mut Vec<plan::Node>,
         path: PathBuf,
         meta: Arc<roles::RoleMeta>,
+        collection: Option<String>,
     ) -> Result<Option<Arc<RoleInstance>>, Diagnostic> {
         // Cycle check over the dependency graph, before recursing.
         let first_visit = !self.graph.contains(&path);
@@ -1342,8 +1392,26 @@ impl<'o> Resolver<'o> {
             .extend(defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.exported_role_vars
             .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (chain_defaults, chain_vars) = match via {
+            RoleVia::Task(Some(r)) => (
+                r.chain_defaults
+                    .iter()
+                    .cloned()
+                    .chain([r.defaults.clone()])
+                    .collect(),
+                r.chain_vars
+                    .iter()
+                    .cloned()
+                    .chain([r.vars.clone()])
+                    .collect(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
         let instance = Arc::new(RoleInstance {
             name,
+            collection,
+            chain_defaults,
+            chain_vars,
             include_parents,
             path: path.clone(),
             defaults: Arc::new(defaults),
