@@ -453,7 +453,7 @@ async fn delegate_facts_go_to_the_delegated_host() {
 ///
 /// `expect.yml`: `recap` (host → counters, missing ones 0), optional `exit`
 /// (default 0 or 2 from the recap), `extra_vars`, `verbosity` (human output,
-/// default 1), `human_contains` and `human_lacks`.
+/// default 1), `debug` (`ANSIBLE_DEBUG`), `human_contains` and `human_lacks`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CaseExpect {
@@ -468,6 +468,9 @@ struct CaseExpect {
     human_contains: Vec<String>,
     #[serde(default)]
     human_lacks: Vec<String>,
+    /// `ANSIBLE_DEBUG` set.
+    #[serde(default)]
+    debug: bool,
 }
 
 async fn run_case(case: &Path) -> Result<(), String> {
@@ -510,6 +513,7 @@ async fn run_case(case: &Path) -> Result<(), String> {
         extra_vars: extra,
         forks: 5,
         verbosity: expect.verbosity.unwrap_or(1),
+        debug: expect.debug,
         ..RunOptions::default()
     };
     let summary = run_playbook(&pb, inv, opts, sink).await;

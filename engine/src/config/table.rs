@@ -36,6 +36,7 @@ pub enum Key {
     VaultEncryptIdentity,
     VaultIdMatch,
     ForceHandlers,
+    Debug,
     RetryFilesEnabled,
     HostKeyChecking,
     PollInterval,
@@ -363,6 +364,16 @@ pub(super) static TABLE: &[Def] = &[
         "DEFAULT_FORCE_HANDLERS",
         &[(D, "force_handlers")],
         &["ANSIBLE_FORCE_HANDLERS"],
+        Kind::Bool,
+        Default::Bool(false),
+    ),
+    // Only the executor's `META:` lines of implicit handler flushes, of
+    // ansible-core's debug output.
+    base(
+        Key::Debug,
+        "DEFAULT_DEBUG",
+        &[(D, "debug")],
+        &["ANSIBLE_DEBUG"],
         Kind::Bool,
         Default::Bool(false),
     ),

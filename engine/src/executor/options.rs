@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub extra_vars: VarMap,
     pub start_at_task: Option<String>,
     pub force_handlers: bool,
+    /// `ANSIBLE_DEBUG`: the `META:` line of each implicit handler flush that
+    /// runs handlers, as ansible-core's debug output has it.
+    pub debug: bool,
     pub verbosity: u8,
     /// `--ask-become-pass`, or the panel's stored secret.
     pub become_password: Option<String>,
@@ -119,6 +122,7 @@ impl Default for RunOptions {
             extra_vars: VarMap::new(),
             start_at_task: None,
             force_handlers: false,
+            debug: false,
             verbosity: 0,
             become_password: None,
             roles_path: Vec::new(),

@@ -404,7 +404,20 @@ pub(crate) async fn run_play(
                 break;
             }
             run_nodes(run.clone(), section.nodes.clone(), batch.clone(), false).await;
-            flush_handlers(&run, &batch).await;
+            if shared.opts.debug {
+                // ansible-core's implicit `flush_handlers` after each
+                // section, as its debug output shows it.
+                for h in &batch {
+                    let s = h.lock();
+                    if !s.notified.is_empty() && !s.unreachable {
+                        shared.sink.emit(&Event::Verbose {
+                            level: 0,
+                            message: format!("META: triggered running handlers for {}", s.name),
+                        });
+                    }
+                }
+            }
+            flush_handlers(&run, &batch, false).await;
         }
         if let Some(msg) = fatal.lock().clone() {
             summary.errors.push(msg);
@@ -863,6 +876,8 @@ fn run_tasks<'a>(
         if !handler && !shared.opts.tags.selects(&task.tags) {
             return;
         }
+        // Tasks a handler included are handlers too (their banner says so).
+        let handler = handler || IN_HANDLER.try_with(|h| *h).unwrap_or(false);
         {
             let mut w = run.waiting_for_start.lock();
             if let Some(start) = w.as_ref() {
@@ -898,7 +913,7 @@ fn run_tasks<'a>(
         run.play_hosts.refresh();
         if task.action == "meta" {
             let fut: Pin<Box<dyn Future<Output = ()> + Send + '_>> =
-                Box::pin(run_meta(run, task, hosts, handler));
+                Box::pin(run_meta(run, task, hosts, handler, rescuing));
             return fut.await;
         }
         // `--step`: ansible-core asks before each task, handlers included,
@@ -1307,8 +1322,16 @@ fn notified_by(
     hits
 }
 
+tokio::task_local! {
+    /// Set while a handler's `include_tasks` runs: the included tasks are
+    /// shown as handlers (`RUNNING HANDLER [...]`), as ansible-playbook does.
+    static IN_HANDLER: bool;
+}
+
 /// Runs notified handlers, in definition order.
-async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
+/// `rescuing`: a `meta: flush_handlers` inside a block with a `rescue`; a
+/// handler failing there is rescued by it, as in ansible-core.
+async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host], rescuing: bool) {
     // The play keyword, when given, wins over `--force-handlers`.
     let force = run
         .ctx
@@ -1360,9 +1383,11 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
         if h.task.include.is_some() {
             // A handler may be an `include_tasks` (setup_remote_tmp_dir's
             // cleanup): its tasks run now, for the notified hosts.
-            run_include(run, &h.task, &targets, false).await;
+            IN_HANDLER
+                .scope(true, run_include(run, &h.task, &targets, rescuing))
+                .await;
         } else {
-            run_tasks(run, &h.task, &targets, false, true).await;
+            run_tasks(run, &h.task, &targets, rescuing, true).await;
         }
         for (x, was) in targets.iter().zip(was_failed) {
             if was {
@@ -1377,7 +1402,13 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host]) {
 /// `clear_host_errors`, `refresh_inventory`) run once, their `when` judged
 /// on the first host; the others run per host. A false `when` shows the
 /// task as skipped (not counted in the recap).
-async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], handler: bool) {
+async fn run_meta(
+    run: &Arc<PlayRun>,
+    task: &Arc<Task>,
+    hosts: &[Host],
+    handler: bool,
+    rescuing: bool,
+) {
     let shared = &run.ctx.shared;
     let action = super::actions::meta_name(task);
     // A meta handler (`noop`) gets the handler banner, as any handler does.
@@ -1562,7 +1593,7 @@ async fn run_meta(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], handler:
         }
     }
     if !flush_for.is_empty() {
-        flush_handlers(run, &flush_for).await;
+        flush_handlers(run, &flush_for, rescuing).await;
     }
 }
 
