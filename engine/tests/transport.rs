@@ -662,3 +662,122 @@ async fn ssh_agent_key_logs_in() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// An OpenSSH client configuration in the test's run directory, and the
+/// variables of a host that names only `ansible_host` and `-F` (everything
+/// else comes from the configuration).
+fn config_vars(th: &TestHosts, conf: &str, extra: &[(&str, &str)]) -> VarMap {
+    let path = th.write_file("ssh_config", conf).unwrap();
+    let mut v = VarMap::new();
+    v.insert(
+        "ansible_ssh_common_args".into(),
+        Value::from(format!("-F {}", path.display())),
+    );
+    for (k, val) in extra {
+        v.insert(k.to_string(), Value::from(val.to_string()));
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_config_host_pattern_user_port_and_identity_file() {
+    let th = TestHosts::start(1).unwrap();
+    let h = &th.hosts[0];
+    // Only the ECDSA key, named by the configuration, is offered: no key in
+    // the inventory, and none at the default ~/.ssh/id_* places.
+    let conf = format!(
+        "Host keel-* !keel-other\n    HostName {}\n    Port {}\n    User keelnopw\n    \
+         IdentityFile {}\n    UserKnownHostsFile {}\nHost *\n    User nobody-at-all\n",
+        h.addr,
+        h.port,
+        th.keys.ecdsa.display(),
+        th.known_hosts.display()
+    );
+    let run = |extra: Vec<(&'static str, &'static str)>| {
+        let v = config_vars(&th, &conf, &extra);
+        async move {
+            let spec = ConnectSpec::from_vars("web", &v).unwrap();
+            let c = SshConnection::connect("web", &spec).await?;
+            let out = c.exec(&cmd("id -un; hostname")).await.unwrap();
+            c.close().await;
+            Ok::<_, TransportError>(out.stdout_str())
+        }
+    };
+    let out = run(vec![("ansible_host", "keel-web")]).await.unwrap();
+    assert_eq!(out, "keelnopw\nh1\n");
+    // The inventory's user wins over the configuration's.
+    let out = run(vec![("ansible_host", "keel-web"), ("ansible_user", "root")])
+        .await
+        .unwrap();
+    assert_eq!(out, "root\nh1\n");
+    // A negated pattern keeps the block away: no HostName, so the name
+    // itself is dialled, and it does not resolve.
+    let err = run(vec![
+        ("ansible_host", "keel-other"),
+        ("ansible_timeout", "3"),
+    ])
+    .await
+    .unwrap_err();
+    assert!(matches!(err, TransportError::Connect { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_config_proxy_jump_and_proxy_commands_reach_the_inner_host() {
+    let th = TestHosts::start_jump_chain(1).unwrap();
+    let (j, t) = (&th.hosts[0], &th.hosts[1]);
+    let cfg_path = th.dir.join("ssh_config");
+    let conf = format!(
+        "Host jump\n    HostName {}\n    Port {}\nHost inner\n    HostName {}\n    ProxyJump jump\n\
+         Host piped\n    HostName {}\n    ProxyCommand ssh -F {} -W %h:%p jump\n\
+         Host *\n    User root\n    IdentityFile {}\n    UserKnownHostsFile {}\n",
+        j.addr,
+        j.port,
+        t.addr,
+        t.addr,
+        cfg_path.display(),
+        th.client_key.display(),
+        th.known_hosts.display()
+    );
+    for alias in ["inner", "piped"] {
+        let v = config_vars(&th, &conf, &[("ansible_host", alias)]);
+        let spec = ConnectSpec::from_vars("t1", &v).unwrap();
+        let c = SshConnection::connect("t1", &spec)
+            .await
+            .unwrap_or_else(|e| panic!("{alias}: {e}"));
+        let out = c.exec(&cmd("hostname")).await.unwrap();
+        assert_eq!(out.stdout_str().trim(), "t1", "{alias}");
+        c.close().await;
+    }
+    // A ProxyCommand written in the inventory, with no configuration file.
+    let mut v = vars_for(&th, 1, &[]);
+    v.insert(
+        "ansible_ssh_common_args".into(),
+        Value::from(format!(
+            "-F none -o UserKnownHostsFile={} -o ProxyCommand=\"ssh -F {} -W %h:%p jump\"",
+            th.known_hosts.display(),
+            cfg_path.display()
+        )),
+    );
+    let spec = ConnectSpec::from_vars("t1", &v).unwrap();
+    let c = SshConnection::connect("t1", &spec).await.unwrap();
+    assert_eq!(
+        c.exec(&cmd("hostname")).await.unwrap().stdout_str().trim(),
+        "t1"
+    );
+    c.close().await;
+    // A ProxyCommand that fails says why, with what the command printed.
+    let mut v = vars_for(&th, 1, &[("ansible_timeout", "5")]);
+    v.insert(
+        "ansible_ssh_common_args".into(),
+        Value::from("-F none -o ProxyCommand='sh -c \"echo no route to %h >&2; exit 3\"'"),
+    );
+    let spec = ConnectSpec::from_vars("t1", &v).unwrap();
+    let err = SshConnection::connect("t1", &spec)
+        .await
+        .err()
+        .expect("a failing ProxyCommand connected");
+    assert!(
+        err.to_string().contains(&format!("no route to {}", t.addr)),
+        "{err}"
+    );
+}

@@ -405,9 +405,10 @@ struct PlayArgs {
     #[arg(short = 'c', long)]
     connection: Option<String>,
     /// Arguments for every ssh connection: `-o` options Keel understands
-    /// (ProxyJump, Port, User, IdentityFile, UserKnownHostsFile,
-    /// StrictHostKeyChecking, ConnectTimeout), `-J`, `-i`, `-p`, `-l`; the
-    /// rest are ignored.
+    /// (HostName, Port, User, IdentityFile, ProxyJump, ProxyCommand,
+    /// UserKnownHostsFile, GlobalKnownHostsFile, StrictHostKeyChecking,
+    /// ConnectTimeout), `-J`, `-i`, `-p`, `-l`, `-F`; the rest are named in
+    /// a warning.
     #[arg(long, allow_hyphen_values = true)]
     ssh_common_args: Option<String>,
     /// Like --ssh-common-args (ansible-core passes these to `ssh` only).
@@ -1139,6 +1140,10 @@ fn run_settings(a: &PlayArgs, inv: &Inventory) -> Result<RunSettings> {
     };
     let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(String::from);
     let connect = keel::transport::ConnectDefaults {
+        ssh_args: non_empty(cfg.str(Key::SshArgs)),
+        ssh_config: std::env::var_os("KEEL_SSH_CONFIG")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
         ssh_common_args: a
             .ssh_common_args
             .clone()

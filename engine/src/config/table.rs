@@ -428,7 +428,7 @@ pub(super) static TABLE: &[Def] = &[
         &["ANSIBLE_SSH_ARGS"],
         Kind::Str,
         Default::Str(Some("-C -o ControlMaster=auto -o ControlPersist=60s")),
-        KEEPS_ONE_CONNECTION,
+        H,
     ),
     ssh(
         Key::SshCommonArgs,

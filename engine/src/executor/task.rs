@@ -1307,6 +1307,7 @@ async fn connection_for(
     let vars = connection_vars(ctx, scope, origin)?;
     let spec = ConnectSpec::from_vars_with(name, &vars, &ctx.shared.opts.connect)
         .map_err(|d| ExecError::Failed(d.to_string()))?;
+    report_spec_warnings(ctx, &spec);
     match ctx.shared.pool.get(name, &spec).await {
         Ok(c) => {
             report_notices(ctx, &c);
@@ -1314,6 +1315,14 @@ async fn connection_for(
             Ok(c)
         }
         Err(e) => Err(ExecError::Unreachable(e.to_string())),
+    }
+}
+
+/// Warns, once per run, about connection settings Keel reads differently
+/// or does not apply (an ssh option, a `Match` block, `StrictHostKeyChecking=no`).
+fn report_spec_warnings(ctx: &PlayCtx, spec: &ConnectSpec) {
+    for message in ctx.shared.pool.new_warnings(spec) {
+        ctx.shared.sink.emit(&Event::Warning { message });
     }
 }
 
@@ -1347,6 +1356,7 @@ async fn delegate_connection(
     let vars = connection_vars(ctx, &scope, origin)?;
     let spec = ConnectSpec::from_vars_with(target, &vars, &ctx.shared.opts.connect)
         .map_err(|d| ExecError::Failed(d.to_string()))?;
+    report_spec_warnings(ctx, &spec);
     let conn = ctx
         .shared
         .pool

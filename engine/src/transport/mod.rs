@@ -11,6 +11,7 @@
 //! (russh client, channel cap, jump hosts), `known_hosts.rs` (host key
 //! checking, hashed entries, `accept-new` learning), `local.rs`, `become.rs` (wrapping a script in
 //! sudo/su), `spec.rs` (connection vars → [`ConnectSpec`]),
+//! `ssh_config.rs` (the OpenSSH client configuration for one host),
 //! `pool.rs` (one connection per host, opened concurrently).
 
 mod r#become;
@@ -20,6 +21,7 @@ mod local;
 mod pool;
 mod spec;
 mod ssh;
+pub mod ssh_config;
 
 pub use command::{Command, Output, TransportError};
 pub use known_hosts::default_known_hosts;

@@ -26,6 +26,8 @@ type Slot = Arc<OnceCell<Result<Arc<Connection>, Arc<TransportError>>>>;
 #[derive(Default)]
 pub struct ConnectionPool {
     hosts: Mutex<HashMap<String, Slot>>,
+    /// Connection warnings already shown in this run.
+    warned: Mutex<std::collections::HashSet<String>>,
 }
 
 impl ConnectionPool {
@@ -62,6 +64,17 @@ impl ConnectionPool {
             Ok(c) => Ok(c.clone()),
             Err(e) => Err(clone_error(e)),
         }
+    }
+
+    /// The warnings of a host's [`ConnectSpec`] not yet shown in this run
+    /// (an ssh option Keel does not apply is named once, not per host).
+    pub fn new_warnings(&self, spec: &ConnectSpec) -> Vec<String> {
+        let mut warned = self.warned.lock();
+        spec.warnings
+            .iter()
+            .filter(|w| warned.insert((*w).clone()))
+            .cloned()
+            .collect()
     }
 
     /// Forgets `host`: the next [`get`](Self::get) connects again. The old

@@ -3,7 +3,8 @@
 //!
 //! [`SshConnection::connect`] dials the host (through jump hosts if any,
 //! each hop a full SSH session tunnelled in a `direct-tcpip` channel of the
-//! previous one), checks every host key strictly against known_hosts, and
+//! previous one; the first connection of the chain over TCP, or over the
+//! stdin and stdout of a `ProxyCommand` child), checks every host key strictly against known_hosts, and
 //! authenticates: key files, then password, then the ssh-agent. Each
 //! [`Command`] then runs on its own session channel; a semaphore keeps the
 //! number of open channels below sshd's `MaxSessions`, and a guard closes
@@ -119,6 +120,8 @@ pub struct SshConnection {
     handle: Handle<HostKeyCheck>,
     /// Sessions of the jump hosts, kept open while the tunnel is in use.
     _hops: Vec<Handle<HostKeyCheck>>,
+    /// The `ProxyCommand` carrying the first connection; killed on drop.
+    _proxy: Option<tokio::process::Child>,
     channels: Arc<Semaphore>,
     /// Idle persistent shells (see [`Shell`]).
     shells: Mutex<Vec<Shell>>,
@@ -202,31 +205,57 @@ impl SshConnection {
     /// Connects and authenticates; every hop's host key is checked.
     pub async fn connect(name: &str, spec: &ConnectSpec) -> Result<SshConnection, TransportError> {
         let mut hops: Vec<Handle<HostKeyCheck>> = Vec::new();
-        let mut targets: Vec<(String, u16, String)> = spec
+        // Each hop is offered its own keys, then the target's.
+        let mut targets: Vec<(String, u16, String, Vec<PathBuf>)> = spec
             .jump
             .iter()
             .map(|h| {
+                let mut keys = h.identity_files.clone();
+                keys.extend(
+                    spec.identity_files
+                        .iter()
+                        .filter(|k| !h.identity_files.contains(k))
+                        .cloned(),
+                );
                 (
                     h.host.clone(),
                     h.port,
                     h.user.clone().unwrap_or_else(|| spec.user.clone()),
+                    keys,
                 )
             })
             .collect();
-        targets.push((spec.address.clone(), spec.port, spec.user.clone()));
+        targets.push((
+            spec.address.clone(),
+            spec.port,
+            spec.user.clone(),
+            spec.identity_files.clone(),
+        ));
         let last = targets.len() - 1;
         let learned = Arc::new(Mutex::new(Vec::new()));
-        for (i, (host, port, user)) in targets.into_iter().enumerate() {
+        let mut proxy: Option<tokio::process::Child> = None;
+        let proxy_stderr = Arc::new(Mutex::new(Vec::<u8>::new()));
+        for (i, (host, port, user, keys)) in targets.into_iter().enumerate() {
             let addr = format!("{host}:{port}");
             let via = if i == 0 {
                 String::new()
             } else {
                 format!(" (via jump host {})", i)
             };
-            let conn_err = |reason: String| TransportError::Connect {
-                host: name.to_string(),
-                addr: addr.clone(),
-                reason: format!("{reason}{via}"),
+            let conn_err = |reason: String| {
+                let said = String::from_utf8_lossy(&proxy_stderr.lock())
+                    .trim()
+                    .to_string();
+                let said = if i == 0 && !said.is_empty() {
+                    format!(" (ProxyCommand said: {said})")
+                } else {
+                    String::new()
+                };
+                TransportError::Connect {
+                    host: name.to_string(),
+                    addr: addr.clone(),
+                    reason: format!("{reason}{via}{said}"),
+                }
             };
             let refusal = Arc::new(Mutex::new(None));
             let handler = HostKeyCheck {
@@ -239,6 +268,15 @@ impl SshConnection {
             };
             let dial = async {
                 match hops.last() {
+                    None if spec.proxy_command.is_some() => {
+                        let command = spec.proxy_command.as_deref().unwrap_or_default();
+                        let (child, stream) =
+                            spawn_proxy(command, proxy_stderr.clone()).map_err(|e| {
+                                conn_err(format!("cannot run ProxyCommand `{command}`: {e}"))
+                            })?;
+                        proxy = Some(child);
+                        client::connect_stream(config(), stream, handler).await
+                    }
                     None => {
                         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
                             .await
@@ -274,8 +312,11 @@ impl SshConnection {
                     )))
                 }
             };
-            match tokio::time::timeout(spec.connect_timeout, authenticate(&mut handle, &user, spec))
-                .await
+            match tokio::time::timeout(
+                spec.connect_timeout,
+                authenticate(&mut handle, &user, &keys, spec),
+            )
+            .await
             {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => {
@@ -292,6 +333,7 @@ impl SshConnection {
                     name: name.to_string(),
                     handle,
                     _hops: hops,
+                    _proxy: proxy,
                     channels: Arc::new(Semaphore::new(spec.max_channels.max(1))),
                     shells: Mutex::new(Vec::new()),
                     shell_idle: tokio::sync::Notify::new(),
@@ -746,10 +788,11 @@ fn signal_number(sig: &russh::Sig) -> i32 {
 async fn authenticate(
     handle: &mut Handle<HostKeyCheck>,
     user: &str,
+    keys: &[PathBuf],
     spec: &ConnectSpec,
 ) -> Result<(), String> {
     let mut tried: Vec<String> = Vec::new();
-    let mut files = spec.identity_files.clone();
+    let mut files = keys.to_vec();
     if files.is_empty() && spec.password.is_none() {
         if let Some(home) = dirs::home_dir() {
             for k in ["id_ed25519", "id_ecdsa", "id_rsa"] {
@@ -831,6 +874,50 @@ async fn authenticate(
         tried.push("no key file, password or ssh-agent to try".into());
     }
     Err(tried.join("; "))
+}
+
+/// Starts a `ProxyCommand` as `ssh` does (`exec` of the line in the user's
+/// shell) and returns it with a stream over its stdin and stdout. What it
+/// writes to stderr is kept (the last 4 KiB) for the error message should
+/// the connection fail.
+fn spawn_proxy(
+    command: &str,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+) -> std::io::Result<(
+    tokio::process::Child,
+    tokio::io::Join<tokio::process::ChildStdout, tokio::process::ChildStdin>,
+)> {
+    use tokio::io::AsyncReadExt;
+    let shell = std::env::var("SHELL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".to_string());
+    let mut child = tokio::process::Command::new(shell)
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (Some(stdin), Some(stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(std::io::Error::other("the child has no pipes"));
+    };
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let mut tail = stderr_tail.lock();
+            tail.extend_from_slice(&buf[..n]);
+            let excess = tail.len().saturating_sub(4096);
+            tail.drain(..excess);
+        }
+    });
+    Ok((child, tokio::io::join(stdout, stdin)))
 }
 
 /// Position of `needle` in `hay`, searching from `from`.
