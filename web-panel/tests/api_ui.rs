@@ -360,7 +360,7 @@ async fn automation_pages(b: Backend) {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_path_buf();
     let p = start(b, move |c| c.data_dir = data_dir).await;
-    p.user("root", true).await;
+    let (_, root_token) = p.user("root", true).await;
     let (alice, _) = p.user("alice", false).await;
     p.user("bob", false).await;
     let root = keel_panel::domain::Principal::system();
@@ -487,6 +487,68 @@ async fn automation_pages(b: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
+
+    // A git URL's password is never shown: not on the page, not by the
+    // API or the audit log, not in what git says when the fetch fails.
+    let (s, _, _) = br
+        .post(
+            "/projects",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "private"),
+                ("kind", "git"),
+                ("git_url", "http://deploy:s3cret-pw@127.0.0.1:9/repo.git"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/projects").await;
+    assert!(body.contains("deploy:***@127.0.0.1:9"), "{body}");
+    let private = keel_panel::automation::catalog::list_projects(p.db(), &root)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.name == "private")
+        .unwrap()
+        .id;
+    let (s, body, _) = br
+        .post(
+            &format!("/projects/{private}/sync"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("git fetch failed"), "{body}");
+    let bearer = api_support::Cred::Bearer(root_token);
+    let mut said = body;
+    for path in ["/api/v1/projects", "/api/v1/admin/audit?limit=500"] {
+        said.push_str(&p.call("GET", path, &bearer, None).await.json.to_string());
+    }
+    assert!(said.contains("deploy:***@"), "{said}");
+    assert!(!said.contains("s3cret-pw"), "{said}");
+    // Saving the project back with the URL as shown keeps the real one.
+    let r = p
+        .call(
+            "PUT",
+            &format!("/api/v1/projects/{private}"),
+            &bearer,
+            Some(serde_json::json!({"name": "private", "kind": "git",
+                                    "git_url": "http://deploy:***@127.0.0.1:9/repo.git"})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.json);
+    let mut rc = p.db().read().await.unwrap();
+    let saved: Option<String> = keel_panel::scalar!(
+        &mut rc.conn(),
+        String,
+        "SELECT git_url FROM projects WHERE name = 'private'"
+    )
+    .unwrap();
+    drop(rc);
+    assert_eq!(
+        saved.as_deref(),
+        Some("http://deploy:s3cret-pw@127.0.0.1:9/repo.git")
+    );
 
     // An inventory of the panel's servers; a webhook whose key stays hidden.
     let (s, _, _) = br

@@ -439,6 +439,8 @@ async fn project_fields(conn: &mut Conn<'_>, p: &NewProject) -> Result<ProjectFi
 const PROJECT_COLS: &str =
     "id, name, kind, path, git_url, git_ref, deploy_key, revision, created_at, updated_at";
 
+/// A project as anyone may see it: a password or token in its git URL is
+/// hidden (`git::redact`); git itself gets [`project_git_url`].
 pub(crate) async fn project_on(conn: &mut Conn<'_>, id: i64) -> Result<Project, PanelError> {
     fetch_opt!(
         conn,
@@ -446,7 +448,27 @@ pub(crate) async fn project_on(conn: &mut Conn<'_>, id: i64) -> Result<Project, 
         sqlx::AssertSqlSafe(format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1")),
         id
     )?
+    .map(shown_project)
     .ok_or(PanelError::NotFound("project"))
+}
+
+fn shown_project(mut p: Project) -> Project {
+    p.git_url = p.git_url.as_deref().map(super::git::redact);
+    p
+}
+
+/// A git project's URL as saved, credentials included: for git only.
+pub(crate) async fn project_git_url(
+    conn: &mut Conn<'_>,
+    id: i64,
+) -> Result<Option<String>, PanelError> {
+    Ok(scalar!(
+        conn,
+        Option<String>,
+        "SELECT git_url FROM projects WHERE id = $1",
+        id
+    )?
+    .flatten())
 }
 
 pub async fn create_project(
@@ -500,7 +522,14 @@ pub async fn update_project(
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
     let old = project_on(&mut conn, id).await?;
-    let f = project_fields(&mut conn, p).await?;
+    // A client that sends back the URL as it was shown (its password
+    // hidden) keeps the saved one.
+    let saved = project_git_url(&mut conn, id).await?;
+    let mut p = p.clone();
+    if p.git_url.is_some() && p.git_url == old.git_url && saved != old.git_url {
+        p.git_url = saved;
+    }
+    let f = project_fields(&mut conn, &p).await?;
     execute!(
         &mut conn,
         "UPDATE projects SET name = $1, kind = $2, path = $3, git_url = $4, git_ref = $5, deploy_key = $6, \
@@ -542,17 +571,18 @@ pub async fn sync_project(
     id: i64,
 ) -> Result<Project, PanelError> {
     require_admin(who)?;
-    let (project, deploy_key) = {
+    let (project, url, deploy_key) = {
         let mut rc = db.read().await?;
         let mut conn = rc.conn();
         let project = project_on(&mut conn, id).await?;
+        let url = project_git_url(&mut conn, id).await?;
         let key = match project.deploy_key {
             Some(k) => Some(super::secrets::Secret::new(
                 open_credential(&mut conn, sealer, k).await?.1.secret,
             )),
             None => None,
         };
-        (project, key)
+        (project, url, key)
     };
     let revision = match project.kind {
         ProjectKind::Directory => {
@@ -566,7 +596,7 @@ pub async fn sync_project(
             None
         }
         ProjectKind::Git => {
-            let url = project.git_url.clone().unwrap_or_default();
+            let url = url.unwrap_or_default();
             let repo = super::git::Repo {
                 project_id: project.id,
                 url: &url,
@@ -611,7 +641,10 @@ pub async fn list_projects(db: &Db, who: &Principal) -> Result<Vec<Project>, Pan
         &mut rc.conn(),
         Project,
         sqlx::AssertSqlSafe(format!("SELECT {PROJECT_COLS} FROM projects ORDER BY name"))
-    )?)
+    )?
+    .into_iter()
+    .map(shown_project)
+    .collect())
 }
 
 pub async fn get_project(db: &Db, who: &Principal, id: i64) -> Result<Project, PanelError> {

@@ -28,8 +28,8 @@ pub enum GitError {
         #[source]
         source: std::io::Error,
     },
-    /// git ran and refused; `stderr` is what it said (never a secret: no
-    /// credential is on git's command line).
+    /// git ran and refused; `stderr` is what it said, with the passwords
+    /// of URLs hidden ([`redact`]).
     #[error("git {action} failed: {stderr}")]
     Failed {
         action: &'static str,
@@ -40,6 +40,45 @@ pub enum GitError {
 }
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `text` with the secrets of every URL's user part hidden: the password
+/// of `scheme://user:password@host` becomes `***`, and so does a lone user
+/// part of an `http(s)://` URL, which is how access tokens are written
+/// (`https://TOKEN@host/repo`). An SSH user (`ssh://git@host`) stays. For
+/// anything that shows a git URL or what git said about one: API answers,
+/// pages, audit rows, job errors and logs.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let web = head.ends_with("http://") || head.ends_with("https://");
+        // The authority ends where the path, a quote or a blank begins.
+        let end = tail
+            .find(|c: char| c == '/' || c == '\'' || c == '"' || c == '<' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let user = &authority[..at];
+                match user.split_once(':') {
+                    Some((name, _)) => {
+                        out.push_str(name);
+                        out.push_str(":***");
+                    }
+                    None if web => out.push_str("***"),
+                    None => out.push_str(user),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// One project's git settings, as a run needs them.
 pub struct Repo<'a> {
@@ -105,9 +144,10 @@ async fn git(
         .map_err(|_| GitError::Timeout(action, GIT_TIMEOUT.as_secs()))?
         .map_err(io(format!("running git {action}")))?;
     if !out.status.success() {
+        // git may repeat the URL, credentials and all, in what it says.
         return Err(GitError::Failed {
             action,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: redact(String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -255,4 +295,35 @@ pub async fn checkout(
         }
     }
     Ok((rev, sha))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn url_secrets_are_hidden() {
+        assert_eq!(
+            redact("fatal: unable to access 'https://deploy:s3cret@git.example.org/r.git/': 403"),
+            "fatal: unable to access 'https://deploy:***@git.example.org/r.git/': 403"
+        );
+        assert_eq!(
+            redact("https://ghp_T0KEN@github.com/o/r and http://u:p@h"),
+            "https://***@github.com/o/r and http://u:***@h"
+        );
+        // A password holding '@' or ':' is hidden whole.
+        assert_eq!(
+            redact("https://me:p@ss:w0rd@host/x"),
+            "https://me:***@host/x"
+        );
+        for kept in [
+            "ssh://git@host:22/repo.git",
+            "git@host:org/repo.git",
+            "https://host/repo.git",
+            "file:///srv/repo",
+            "no url here",
+        ] {
+            assert_eq!(redact(kept), kept);
+        }
+    }
 }

@@ -28,7 +28,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 
-use super::catalog::{inventory_on, open_credential, project_on};
+use super::catalog::{inventory_on, open_credential, project_git_url, project_on};
 use super::git;
 use super::jobs::{AutomationJob, NotifyEvent, NotifyJob, TemplateRunJob};
 use super::model::*;
@@ -259,11 +259,12 @@ async fn run_with_log(
     log: &JobLog,
 ) -> Result<(), AutomationError> {
     let db = &a.db;
-    let (tpl, project, inv_src, opened, deploy_key) = {
+    let (tpl, project, git_url, inv_src, opened, deploy_key) = {
         let mut rc = db.read().await?;
         let mut conn = rc.conn();
         let tpl = template_row(&mut conn, facts.template_id).await?;
         let project = project_on(&mut conn, tpl.project_id).await?;
+        let git_url = project_git_url(&mut conn, tpl.project_id).await?;
         let inv = inventory_on(&mut conn, tpl.inventory_id).await?;
         let opened = open_credentials(a, &mut conn, tpl.id).await?;
         let deploy_key = match project.deploy_key {
@@ -272,7 +273,7 @@ async fn run_with_log(
             )),
             None => None,
         };
-        (tpl, project, inv, opened, deploy_key)
+        (tpl, project, git_url, inv, opened, deploy_key)
     };
     log.message(format!(
         "run {run_id} of template {:?} (project {:?})",
@@ -288,7 +289,7 @@ async fn run_with_log(
     let root = match project.kind {
         ProjectKind::Directory => dir_of(&project)?,
         ProjectKind::Git => {
-            let url = project.git_url.clone().unwrap_or_default();
+            let url = git_url.clone().unwrap_or_default();
             let repo = git::Repo {
                 project_id: project.id,
                 url: &url,
