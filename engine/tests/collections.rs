@@ -6,7 +6,9 @@
 //! another module of the collection and to a native module), FQCN roles in
 //! `roles:`, `import_role` and `include_role`, a role inside the collection
 //! whose bare names find its own collection first, and a legacy role whose
-//! `meta/main.yml` lists the collection. It runs under `keel play` and
+//! `meta/main.yml` lists the collection; a dynamic `include_role` of a bare
+//! role name and `include_tasks` with a bare module name find them through
+//! the play's `collections:`. It runs under `keel play` and
 //! ansible-playbook 2.19.14 on the same real sshd test host; both must print
 //! the same messages, recap and changes, then converge to changed=0. A module
 //! no installed collection has stops the run before any connection.
@@ -103,6 +105,10 @@ const SITE: &str = r#"
         msg: "{{ fq.greeting }} / {{ bare.greeting }} / {{ old.greeting }}"
     - import_role: {name: acme.tools.thing}
     - include_role: {name: acme.tools.thing}
+    # Dynamic includes keep the play's `collections:`: a bare role name
+    # found in acme.tools, and included tasks with a bare module name.
+    - include_role: {name: thing}
+    - include_tasks: bare_tasks.yml
 "#;
 
 fn project(root: &Path, th: &TestHosts) -> PathBuf {
@@ -126,6 +132,10 @@ fn project(root: &Path, th: &TestHosts) -> PathBuf {
         ),
     );
     write(&p.join("site.yml"), SITE);
+    write(
+        &p.join("bare_tasks.yml"),
+        "- name: bare, in included tasks\n  hello: {name: included, path: /tmp/coll/included}\n",
+    );
     write(
         &p.join("roles/legacy/meta/main.yml"),
         "galaxy_info: {author: t}\ncollections: [acme.tools]\ndependencies: []\n",
@@ -201,7 +211,7 @@ fn a_git_installed_collection_runs_under_keel_as_under_ansible_playbook() {
     let after_keel = files();
     assert_eq!(
         after_keel,
-        "bare: hello bare\nfq: hello fq\nlegacy: hello legacy\nnative: native\nold: hello old\nrole: hello from-role\n"
+        "bare: hello bare\nfq: hello fq\nincluded: hello included\nlegacy: hello legacy\nnative: native\nold: hello old\nrole: hello from-role\n"
     );
     let second = play(&[]);
     assert!(second.status.success());
@@ -218,9 +228,14 @@ fn a_git_installed_collection_runs_under_keel_as_under_ansible_playbook() {
         assert_eq!(files(), after_keel, "the same changes on the host");
         let mut kl = comparable(&kout);
         let mut al = comparable(&text(&a.stdout));
-        // The include_role banner and its `included:` line are the
-        // executor's business (issue 14 leaves them as they are).
-        let not_include = |l: &String| !l.starts_with("included:") && !l.contains("include_role");
+        // The include_role/include_tasks banners and their `included:`
+        // lines are the executor's business (issue 14 leaves them as they
+        // are).
+        let not_include = |l: &String| {
+            !l.starts_with("included:")
+                && !l.contains("include_role")
+                && !l.starts_with("TASK [include_tasks]")
+        };
         kl.retain(not_include);
         al.retain(not_include);
         assert_eq!(kl, al);

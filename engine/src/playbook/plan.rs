@@ -108,6 +108,9 @@ pub struct Play {
     pub module_defaults: Vec<(String, VarMap)>,
     pub tags: Vec<String>,
     pub playbook_dir: PathBuf,
+    /// The play's `collections:` search list, for what a dynamic include
+    /// brings in at run time (bare module and role names outside roles).
+    pub collections: Vec<String>,
     /// `order`: how the selected hosts are ordered.
     pub order: HostOrder,
     /// Keywords written as templates (`strategy: "{{ s }}"`), raw: the

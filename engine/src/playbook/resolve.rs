@@ -391,10 +391,13 @@ impl<'o> Resolver<'o> {
             Some(n) => collection_list(n)?,
             None => Vec::new(),
         };
-        let outer = self.modules.set_collection_list(list);
+        let outer = self.modules.set_collection_list(list.clone());
         let play = self.play_body(node, dir, import);
         self.modules.set_collection_list(outer);
-        play
+        play.map(|p| Play {
+            collections: list,
+            ..p
+        })
     }
 
     fn play_body(
@@ -615,6 +618,7 @@ impl<'o> Resolver<'o> {
             module_defaults,
             tags,
             playbook_dir: dir.to_path_buf(),
+            collections: Vec::new(),
             order: match plain("order") {
                 Some(o) => plan::HostOrder::parse(&raw::string(o, "order")?)
                     .ok_or_else(|| o.error("`order` must be one of inventory, reverse_inventory, sorted, reverse_sorted, shuffle"))?,
@@ -1371,6 +1375,12 @@ impl<'o> Resolver<'o> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| entry.name.clone());
+        // A bare name found in a collection of the search list is that
+        // collection's role, and ansible-core names it by its FQCN.
+        let name = match &collection {
+            Some(c) if !name.contains('.') => format!("{c}.{name}"),
+            _ => name,
+        };
         // ansible-core lists a play role each time it is brought in; a
         // dependency once.
         match via {
@@ -1555,6 +1565,18 @@ impl<'o> Resolver<'o> {
         if let Some(r) = &include.role {
             self.modules.add_base(&r.path);
         }
+        // Bare names in what the include brings in are searched as they
+        // were where the include is written: the role's own search list
+        // inside a role, else the play's `collections:` (which also finds
+        // an `include_role` of a bare role name inside those collections).
+        let list = match &include.role {
+            Some(r) => {
+                let meta = self.meta(&r.path)?;
+                role_collection_list(r.collection.as_deref(), &meta.collections)
+            }
+            None => play.collections.clone(),
+        };
+        self.modules.set_collection_list(list);
         let mut vars = (*play.vars).clone();
         vars.extend(play.vars_files.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.static_vars = vars;
