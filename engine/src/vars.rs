@@ -28,3 +28,28 @@ pub fn unsafe_string(s: &str) -> Value {
 pub fn is_unsafe(v: &Value) -> bool {
     v.kind() == ValueKind::String && v.is_safe()
 }
+
+/// A registered result as the variables see it: every string in it marked
+/// `!unsafe`, so text a module or an error message returned (which may quote
+/// a `{{ template }}`) is never templated when it is read back, as
+/// ansible-core treats task results as untrusted data.
+pub fn untrusted(v: &Value) -> Value {
+    match v.kind() {
+        ValueKind::String if !v.is_safe() => unsafe_string(v.as_str().unwrap_or_default()),
+        ValueKind::Seq => match v.try_iter() {
+            Ok(items) => Value::from(items.map(|i| untrusted(&i)).collect::<Vec<_>>()),
+            Err(_) => v.clone(),
+        },
+        ValueKind::Map => match v.try_iter() {
+            Ok(keys) => Value::from_object(
+                keys.map(|k| {
+                    let item = v.get_item(&k).unwrap_or_default();
+                    (k, untrusted(&item))
+                })
+                .collect::<IndexMap<Value, Value>>(),
+            ),
+            Err(_) => v.clone(),
+        },
+        _ => v.clone(),
+    }
+}

@@ -1024,7 +1024,8 @@ fn run_tasks<'a>(
         if (task.run_once || templated_once || run.ctx.play.run_once) && hosts.len() > 1 {
             if let (Some(reg), Some((_, o))) = (&task.register, outcomes.first()) {
                 for h in &hosts[1..] {
-                    h.lock().set_fact(reg.clone(), o.result.clone());
+                    h.lock()
+                        .set_fact(reg.clone(), super::task::registered_value(task, &o.result));
                 }
             }
         }
@@ -1668,15 +1669,23 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
         match super::include::expand(&run.ctx, task, &scope, &origin) {
             Ok(list) => plan.push((h.clone(), list)),
             Err(msg) => {
+                // An include that fails before loading (its `when` or its
+                // arguments do not template) is a failed task like any other:
+                // `ignore_errors` applies and `register` gets the result.
                 let mut r = VarMap::new();
                 r.insert("failed".into(), Value::from(true));
                 r.insert("msg".into(), Value::from(msg));
+                r.insert("changed".into(), Value::from(false));
                 let o = Outcome {
                     status: Status::Failed,
-                    ignored: false,
+                    ignored: super::task::ignore_errors_of(&run.ctx, task),
                     result: ser(&r),
                     notify: false,
                 };
+                if let Some(reg) = &task.register {
+                    h.lock()
+                        .set_fact(reg.clone(), super::task::registered_value(task, &o.result));
+                }
                 shared.sink.emit(&Event::TaskStart {
                     id: task.id,
                     name: task.display_name(),
@@ -1689,7 +1698,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                         host: h.lock().name.clone(),
                         delegated_to: None,
                         status: Status::Failed,
-                        ignored: false,
+                        ignored: o.ignored,
                         item_label: None,
                         result: super::task::to_json(&o.result),
                         diff: vec![],

@@ -54,6 +54,17 @@ fn result_value(m: &VarMap) -> Value {
     ser(m)
 }
 
+/// What `register` stores: results are data, never templated again
+/// ([`crate::vars::untrusted`]), except those of `set_fact` and
+/// `include_vars`, whose values are the variables as given (ansible-core
+/// keeps their trust, so they stay templatable).
+pub(super) fn registered_value(task: &Task, result: &Value) -> Value {
+    match task.action.as_str() {
+        "set_fact" | "include_vars" => result.clone(),
+        _ => crate::vars::untrusted(result),
+    }
+}
+
 pub(crate) fn to_json(v: &Value) -> Json {
     crate::template::value_to_json(v)
 }
@@ -176,7 +187,8 @@ pub(crate) async fn run_task_on_host(
     };
 
     if let Some(reg) = &task.register {
-        host.lock().set_fact(reg.clone(), outcome.result.clone());
+        host.lock()
+            .set_fact(reg.clone(), registered_value(&task, &outcome.result));
     }
     outcome
 }
@@ -616,7 +628,7 @@ fn unreachable_single(msg: String) -> SingleResult {
 }
 
 /// Whether a failure of `task` is ignored (`ignore_errors`, task or play).
-fn ignore_errors_of(ctx: &PlayCtx, task: &Task) -> bool {
+pub(super) fn ignore_errors_of(ctx: &PlayCtx, task: &Task) -> bool {
     task.ignore_errors.unwrap_or(ctx.play.ignore_errors)
 }
 

@@ -35,6 +35,10 @@ macro_rules! add {
 }
 
 pub(super) fn register(env: &mut Environment<'static>) {
+    // ansible-core's internal filter that its own integration tests use to
+    // turn a template's result into plain data (tuples and other sequences
+    // become lists) before comparing it.
+    env.add_filter("ansible._protomatter.finalize", |v: &Value| finalize(v));
     env.add_filter("map", map);
     add!(env, "unique", unique);
     env.add_filter("map", map);
@@ -1476,4 +1480,26 @@ fn unique(state: &State, values: Value, kwargs: Kwargs) -> Result<Value, Error> 
         }
     }
     minijinja::filters::unique(state, values, kwargs)
+}
+
+/// Plain data: every sequence-like value (a `groupby` group, a tuple) a list,
+/// mappings with their values made plain, scalars as they are.
+fn finalize(v: &Value) -> Value {
+    match v.kind() {
+        ValueKind::Seq | ValueKind::Iterable => match v.try_iter() {
+            Ok(items) => Value::from(items.map(|i| finalize(&i)).collect::<Vec<_>>()),
+            Err(_) => v.clone(),
+        },
+        ValueKind::Map => match v.try_iter() {
+            Ok(keys) => Value::from_object(
+                keys.map(|k| {
+                    let val = v.get_item(&k).unwrap_or_default();
+                    (k, finalize(&val))
+                })
+                .collect::<super::native::ValueMap>(),
+            ),
+            Err(_) => v.clone(),
+        },
+        _ => v.clone(),
+    }
 }
