@@ -51,6 +51,7 @@ pub struct Config {
     pub hypervisor: HypervisorConfig,
     pub access: AccessConfig,
     pub ldap: LdapConfig,
+    pub dns: DnsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -69,6 +70,7 @@ impl fmt::Debug for Config {
             .field("hypervisor", &self.hypervisor)
             .field("access", &self.access)
             .field("ldap", &self.ldap)
+            .field("dns", &self.dns)
             .finish()
     }
 }
@@ -374,6 +376,99 @@ impl LdapConfig {
     }
 }
 
+/// DNS publishing (`dns.rs`, the `dns` job): each ready server's A, AAAA
+/// and SSHFP records sent to `server` as RFC 2136 updates signed with TSIG.
+/// Off while `server` is empty: then nothing is published and no job is
+/// queued. The TSIG secret is never in this file (nor in its `Debug`): it
+/// is read from `key_file` at each update.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The primary server that accepts the updates: `IP` or `IP:PORT`
+    /// (port 53 when omitted).
+    pub server: String,
+    /// The zones the panel may update; a record goes to the longest zone
+    /// its name ends with.
+    pub zones: Vec<String>,
+    /// The TSIG key's name, as the server knows it.
+    pub key_name: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub key_algorithm: String,
+    /// A file holding the key's base64 secret, alone or as the `key`
+    /// clause `tsig-keygen` prints.
+    pub key_file: String,
+    /// TTL of the published records, in seconds.
+    pub ttl: u32,
+    /// Connect and answer timeout of one update.
+    pub timeout_secs: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            server: String::new(),
+            zones: Vec::new(),
+            key_name: String::new(),
+            key_algorithm: "hmac-sha256".into(),
+            key_file: String::new(),
+            ttl: 300,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl DnsConfig {
+    pub const ALGORITHMS: [&'static str; 3] = ["hmac-sha256", "hmac-sha384", "hmac-sha512"];
+
+    pub fn enabled(&self) -> bool {
+        !self.server.trim().is_empty()
+    }
+
+    /// The server's address; port 53 unless given.
+    pub fn server_addr(&self) -> Result<SocketAddr, String> {
+        let s = self.server.trim();
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(addr);
+        }
+        s.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .map(|ip| SocketAddr::new(ip, 53))
+            .map_err(|_| format!("dns.server {s:?} is not an IP address or IP:PORT"))
+    }
+
+    /// Why this configuration cannot be used; the same check at load time
+    /// and before each update.
+    pub fn check(&self) -> Result<(), String> {
+        self.server_addr()?;
+        if self
+            .zones
+            .iter()
+            .all(|z| z.trim().trim_end_matches('.').is_empty())
+        {
+            return Err("dns.zones is needed when dns.server is set".into());
+        }
+        for (key, value) in [("key_name", &self.key_name), ("key_file", &self.key_file)] {
+            if value.trim().is_empty() {
+                return Err(format!(
+                    "dns.{key} is needed when dns.server is set (updates are signed with TSIG)"
+                ));
+            }
+        }
+        if !Self::ALGORITHMS.contains(&self.key_algorithm.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "dns.key_algorithm is one of {:?}, not {:?}",
+                Self::ALGORITHMS,
+                self.key_algorithm
+            ));
+        }
+        if self.ttl == 0 || self.timeout_secs == 0 {
+            return Err("dns.ttl and dns.timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl TlsConfig {
     pub fn enabled(&self) -> bool {
         !self.cert_file.is_empty() || !self.key_file.is_empty()
@@ -395,6 +490,7 @@ impl Default for Config {
             hypervisor: HypervisorConfig::default(),
             access: AccessConfig::default(),
             ldap: LdapConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -500,6 +596,9 @@ impl Config {
         self.access.validate()?;
         if self.ldap.enabled() {
             self.ldap.check().map_err(ConfigError::Invalid)?;
+        }
+        if self.dns.enabled() {
+            self.dns.check().map_err(ConfigError::Invalid)?;
         }
         if self.sso.enabled && self.sso.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid(
@@ -636,6 +735,40 @@ mod tests {
         let err =
             Config::load(None, env(&[("KEEL_LDAP_URL", "ldaps://ldap.example.org")])).unwrap_err();
         assert!(err.to_string().contains("ldap.bind_dn"), "{err}");
+    }
+
+    #[test]
+    fn dns_is_off_by_default_and_needs_zones_and_a_key_when_on() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(!c.dns.enabled());
+        let err = Config::load(None, env(&[("KEEL_DNS_SERVER", "192.0.2.53")])).unwrap_err();
+        assert!(err.to_string().contains("dns.zones"), "{err}");
+        let with = |server: &'static str, algorithm: &'static str| {
+            Config::load(
+                None,
+                env(&[
+                    ("KEEL_DNS_SERVER", server),
+                    ("KEEL_DNS_ZONES", "[\"example.org\"]"),
+                    ("KEEL_DNS_KEY_NAME", "keel-panel"),
+                    ("KEEL_DNS_KEY_FILE", "/etc/keel/dns.key"),
+                    ("KEEL_DNS_KEY_ALGORITHM", algorithm),
+                ]),
+            )
+        };
+        let c = with("192.0.2.53", "hmac-sha256").unwrap();
+        assert_eq!(
+            c.dns.server_addr().unwrap(),
+            "192.0.2.53:53".parse().unwrap()
+        );
+        let c = with("[2001:db8::53]:5353", "HMAC-SHA512").unwrap();
+        assert_eq!(
+            c.dns.server_addr().unwrap(),
+            "[2001:db8::53]:5353".parse().unwrap()
+        );
+        let err = with("ns.example.org", "hmac-sha256").unwrap_err();
+        assert!(err.to_string().contains("not an IP address"), "{err}");
+        let err = with("192.0.2.53", "hmac-md5").unwrap_err();
+        assert!(err.to_string().contains("dns.key_algorithm"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - `clock`: where queue logic reads the time (system or manual);
 //!   `hypervisor` the `Driver` trait and its drivers; `config` panel
 //!   configuration (defaults, TOML file, `KEEL_*` env); `ldap` the
-//!   directory behind lookup groups (reads groups and members, nothing else).
+//!   directory behind lookup groups (reads groups and members, nothing else);
+//!   `dns` the records a server gets and the TSIG-signed RFC 2136 updates
+//!   that publish them.
 //! - `job`: what a job is (spec, row, state, attempt outcome): plain data
 //!   the store persists and the queue runs.
 //! - `store`: the database behind the panel, SQLite or PostgreSQL, chosen
@@ -44,6 +46,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod dns;
 pub mod domain;
 pub mod http;
 pub mod hypervisor;

@@ -1206,6 +1206,8 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<JobView>()
         .schema_from::<Vhost>()
         .schema_from::<HostKeyView>()
+        .schema_from::<crate::services::model::DnsStatus>()
+        .schema_from::<crate::services::model::DnsState>()
         .schema_from::<ServiceDetail>()
         .schema_from::<ServerType>()
         .schema_from::<SshKey>()

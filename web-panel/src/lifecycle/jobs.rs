@@ -40,10 +40,11 @@ pub enum JobKind {
     Power,
     Access,
     LookupRefresh,
+    Dns,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 7] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -51,6 +52,7 @@ impl JobKind {
         JobKind::Power,
         JobKind::Access,
         JobKind::LookupRefresh,
+        JobKind::Dns,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -63,6 +65,7 @@ impl JobKind {
             JobKind::Power => "power",
             JobKind::Access => "access",
             JobKind::LookupRefresh => "lookup_refresh",
+            JobKind::Dns => "dns",
         }
     }
 
@@ -301,6 +304,32 @@ impl LookupRefreshJob {
     }
 }
 
+/// `dns`: the server's A, AAAA and SSHFP records (and its aliases'
+/// CNAMEs) published to the configured DNS server, or removed once it is
+/// deleted (`dns.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for DnsJob {
+    const KIND: JobKind = JobKind::Dns;
+}
+
+impl DnsJob {
+    /// Coalesced per server: the job reads the server's state when it
+    /// starts and replaces whole RRsets, so any number of changes while one
+    /// waits make that one update. Under the service's serialisation key,
+    /// so a publish and the removal after a delete run in order. The
+    /// default retry policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key(format!("dns:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +370,7 @@ mod tests {
             PowerJob::KIND,
             AccessJob::KIND,
             LookupRefreshJob::KIND,
+            DnsJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
@@ -386,6 +416,10 @@ mod tests {
         let s = AccessJob { service_id: 3 }.spec(Some(4));
         assert_eq!((s.kind.as_str(), s.queue.as_str()), ("access", "default"));
         assert_eq!(s.unique_key.as_deref(), Some("access:3"));
+        assert_eq!(s.serial_key.as_deref(), Some("service:3"));
+        let s = DnsJob { service_id: 3 }.spec(None);
+        assert_eq!((s.kind.as_str(), s.queue.as_str()), ("dns", "default"));
+        assert_eq!(s.unique_key.as_deref(), Some("dns:3"));
         assert_eq!(s.serial_key.as_deref(), Some("service:3"));
     }
 }

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{AccessConfig, Config, HypervisorConfig, LdapConfig};
+use crate::config::{AccessConfig, Config, DnsConfig, HypervisorConfig, LdapConfig};
 use crate::db::Db;
 use crate::domain::PanelError;
 use crate::hypervisor::seed::{HostKeys, SeedError};
@@ -52,6 +52,9 @@ pub enum ProvisionError {
     Panel(#[from] PanelError),
     #[error("seed: {0}")]
     Seed(#[from] SeedError),
+    /// Publishing DNS records failed (`dns` jobs).
+    #[error("dns: {0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -105,7 +108,9 @@ impl ProvisionError {
     pub fn into_job_error(self) -> JobError {
         match &self {
             ProvisionError::Driver(e) if e.is_retryable() => JobError::retryable(self),
+            ProvisionError::Dns(e) if e.is_retryable() => JobError::retryable(self),
             ProvisionError::Driver(_)
+            | ProvisionError::Dns(_)
             | ProvisionError::Seed(_)
             | ProvisionError::HostKeyMismatch { .. }
             | ProvisionError::PoolExhausted { .. }
@@ -267,6 +272,9 @@ pub struct Provisioner {
     pub access: AccessConfig,
     /// The directory behind lookup groups (`lookup_refresh` jobs).
     pub ldap: LdapConfig,
+    /// Where servers' records are published (`dns` jobs); off when its
+    /// `server` is empty.
+    pub dns: DnsConfig,
     pub data_dir: PathBuf,
     /// Port VMs call back on when `callback_url` is empty.
     pub callback_port: u16,
@@ -307,6 +315,7 @@ impl Provisioner {
             config: config.hypervisor.clone(),
             access: config.access.clone(),
             ldap: config.ldap.clone(),
+            dns: config.dns.clone(),
             data_dir: config.data_dir.clone(),
             callback_port,
             key,

@@ -182,6 +182,44 @@ pub struct ServerAccess {
     pub last_run: Option<JobView>,
 }
 
+/// The state of a server's records, as the `dns_publications` row keeps
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsState {
+    Published,
+    Removed,
+    Error,
+}
+
+impl DnsState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsState::Published => "published",
+            DnsState::Removed => "removed",
+            DnsState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DnsState> {
+        [DnsState::Published, DnsState::Removed, DnsState::Error]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
+/// The DNS part of a server's page: what the `dns` job published last,
+/// or why its last attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DnsStatus {
+    pub state: DnsState,
+    /// The records in DNS, as `dig` shows them (`NAME IN TYPE DATA`).
+    pub records: Vec<String>,
+    /// The last failed attempt's error, until a success clears it.
+    pub error: Option<String>,
+    pub updated_at: i64,
+}
+
 /// A service with everything its detail page shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ServiceDetail {
@@ -196,6 +234,9 @@ pub struct ServiceDetail {
     pub host_keys: Vec<HostKeyView>,
     /// Who logs in and how, and the last `access` job.
     pub access: ServerAccess,
+    /// Its DNS records; `None` when the `dns` job never ran for it (DNS
+    /// publishing off, or not ready yet).
+    pub dns: Option<DnsStatus>,
 }
 
 /// An SSH host key as users compare it: algorithm and SHA-256 fingerprint.

@@ -17,7 +17,7 @@ use crate::lifecycle::jobs::{AccessJob, DeprovisionJob, JobKind, ProvisionJob};
 use crate::lifecycle::{transition, Status};
 use crate::queue::{self, JobFilter};
 use crate::services::model::{
-    HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS,
+    DnsState, DnsStatus, HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
 use crate::services::{access, catalog};
@@ -395,6 +395,7 @@ pub async fn get(
         .find(|j| j.kind == JobKind::Access.as_str())
         .cloned();
     let access = access::server_access(&mut conn, service.site_id, admin_user, last_access).await?;
+    let dns = dns_status(&mut conn, id).await?;
     Ok(ServiceDetail {
         service,
         vm,
@@ -403,7 +404,31 @@ pub async fn get(
         vhosts,
         host_keys,
         access,
+        dns,
     })
+}
+
+/// A server's `dns_publications` row, for its page.
+async fn dns_status(conn: &mut Conn<'_>, id: i64) -> Result<Option<DnsStatus>, PanelError> {
+    let row = fetch_opt!(
+        conn,
+        (String, String, Option<String>, i64),
+        "SELECT state, records, error, updated_at FROM dns_publications WHERE service_id = $1",
+        id
+    )?;
+    let Some((state, records, error, updated_at)) = row else {
+        return Ok(None);
+    };
+    let state = DnsState::parse(&state)
+        .ok_or_else(|| PanelError::Internal(format!("unknown DNS state {state:?}")))?;
+    let records: Vec<crate::dns::DnsRecord> = serde_json::from_str(&records)
+        .map_err(|e| PanelError::Internal(format!("DNS records of service {id}: {e}")))?;
+    Ok(Some(DnsStatus {
+        state,
+        records: records.iter().map(|r| r.to_string()).collect(),
+        error,
+        updated_at,
+    }))
 }
 
 /// The jobs run for a service, newest first.

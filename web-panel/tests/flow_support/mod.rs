@@ -49,6 +49,16 @@ impl FlowPanel {
         addresses: u8,
         tweak: impl FnOnce(&mut keel_panel::config::Config) + Send + 'static,
     ) -> FlowPanel {
+        Self::start_on(Backend::Sqlite, subnet, addresses, tweak).await
+    }
+
+    /// [`Self::start_with`] on the given database backend.
+    pub async fn start_on(
+        backend: Backend,
+        subnet: u8,
+        addresses: u8,
+        tweak: impl FnOnce(&mut keel_panel::config::Config) + Send + 'static,
+    ) -> FlowPanel {
         let dir = tempfile::Builder::new()
             .prefix("keel-flow-test-")
             .tempdir_in("/var/tmp")
@@ -59,7 +69,7 @@ impl FlowPanel {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/provision_flow_data/site.yml");
         let dd = data_dir.clone();
         let pf = prefix.clone();
-        let panel = start(Backend::Sqlite, move |c| {
+        let panel = start(backend, move |c| {
             c.data_dir = dd;
             c.hypervisor.driver = "nspawn".into();
             c.hypervisor.vm_prefix = pf;

@@ -108,6 +108,7 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
         None,
     )
     .await?;
+    super::dns::queue_publish(p, &mut tx, id).await?;
     tx.commit().await?;
     tracing::info!(service_id = id, vm = %row.vm_name, "roles applied; service ready");
     Ok(())

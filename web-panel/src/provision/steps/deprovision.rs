@@ -1,5 +1,6 @@
 //! The `deprovision` job: power off and delete the VM, forget its host
-//! key, drop the VM row and release the address, then `deleted`.
+//! key, drop the VM row and release the address, then `deleted` (and,
+//! with DNS publishing on, the `dns` job that removes its records).
 
 use std::sync::Arc;
 
@@ -72,6 +73,7 @@ async fn deprovision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
         None,
     )
     .await?;
+    super::dns::queue_publish(p, &mut tx, id).await?;
     tx.commit().await?;
     Ok(())
 }

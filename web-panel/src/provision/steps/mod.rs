@@ -15,6 +15,7 @@
 //! | `power` (`power.rs`) | ready | hypervisor API | recorded for admins (status stays ready) |
 //! | `access` (`access.rs`) | ready (waits while configuring) | default (10 attempts, 1 s to 10 min) | recorded for admins |
 //! | `lookup_refresh` (`lookup_refresh.rs`) | — (a site's lookup groups, or all) | default | recorded for admins; the error stays on the groups |
+//! | `dns` (`dns.rs`, only with `[dns]` configured) | ready (publish), deleting/deleted (remove) | default | recorded for admins; the error stays on the server's DNS row |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -34,7 +35,8 @@
 //! and the step's logic: `create_vm.rs` (`provision`), `os_ready.rs`
 //! (`vm_os_ready`), `configure.rs` (`configure`, and the re-converge
 //! request), `deprovision.rs`, `power.rs`, `access.rs` (the people of the
-//! site on the server), `lookup_refresh.rs` (LDAP lookup groups mirrored). Below them, `role_run.rs` (the host-key check and
+//! site on the server), `lookup_refresh.rs` (LDAP lookup groups mirrored),
+//! `dns.rs` (the server's records published or removed). Below them, `role_run.rs` (the host-key check and
 //! role run `configure` and `access` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
 //! step for good and its compensation). This file only registers a handler
@@ -45,6 +47,7 @@ pub mod access;
 pub mod configure;
 pub mod create_vm;
 pub mod deprovision;
+pub mod dns;
 mod failure;
 mod kit;
 pub mod lookup_refresh;
@@ -62,8 +65,8 @@ pub use configure::reconverge;
 pub(crate) use failure::release_after_delete;
 
 /// Registers the flow's handlers, one per job kind of `lifecycle::jobs`:
-/// `provision`, `vm_os_ready`, `configure`, `deprovision`, `power` and
-/// `access`.
+/// `provision`, `vm_os_ready`, `configure`, `deprovision`, `power`,
+/// `access`, `lookup_refresh` and `dns`.
 /// Without a hypervisor driver they still run, and fail the service with
 /// a reason an admin can act on (or delete it, when asked to).
 pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
@@ -78,6 +81,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::Power => registry.register(k, power::PowerStep(p)),
             JobKind::Access => registry.register(k, access::AccessStep(p)),
             JobKind::LookupRefresh => registry.register(k, lookup_refresh::LookupRefreshStep(p)),
+            JobKind::Dns => registry.register(k, dns::DnsStep(p)),
         };
     }
 }
