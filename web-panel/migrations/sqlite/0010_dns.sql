@@ -1,4 +1,4 @@
--- DNS publishing (SQLite). Mirrors ../postgres/0009_dns.sql.
+-- DNS publishing (SQLite). Mirrors ../postgres/0010_dns.sql.
 --
 -- One row per server whose records the `dns` job has handled
 -- (`provision/steps/dns.rs`): `records` is what the panel last published

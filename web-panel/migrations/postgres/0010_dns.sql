@@ -1,4 +1,4 @@
--- DNS publishing (PostgreSQL). Mirrors ../sqlite/0009_dns.sql.
+-- DNS publishing (PostgreSQL). Mirrors ../sqlite/0010_dns.sql.
 --
 -- One row per server whose records the `dns` job has handled
 -- (`provision/steps/dns.rs`): `records` is what the panel last published
