@@ -10,7 +10,8 @@
 //!   computes from the host key the container's sshd really uses; then
 //!   OpenSSH itself, with `VerifyHostKeyDNS=yes`, `StrictHostKeyChecking=yes`
 //!   and an empty known_hosts file, logs in by trusting that key through
-//!   SSHFP alone. The zone is DNSSEC-signed and the answers come through a
+//!   SSHFP alone; a vhost's domain alias becomes a CNAME to the server.
+//!   The zone is DNSSEC-signed and the answers come through a
 //!   validating resolver, so ssh sees them as secure (AD bit): no
 //!   "accept unsigned answers" shortcut is taken. ssh uses the system
 //!   resolver, so it runs in a private mount namespace (`unshare -m`) whose
@@ -33,7 +34,10 @@ use std::time::{Duration, Instant};
 use api_support::{Backend, Cred};
 use dns_support::{sshfp_text, Bind};
 use flow_support::{FlowPanel, WAIT};
+use keel_panel::db::tx_conn;
 use keel_panel::dns::{self, DnsRecord, Publisher, RecordData};
+use keel_panel::lifecycle::jobs::DnsJob;
+use keel_panel::queue;
 use serde_json::Value;
 
 fn rec(name: &str, data: RecordData) -> DnsRecord {
@@ -301,6 +305,50 @@ async fn server_records(b: Backend) {
         .collect();
     assert!(actions.contains(&"service.dns_published"), "{actions:?}");
 
+    // Aliases (#17): a vhost's domain aliases become CNAMEs to the
+    // hostname on the server's next `dns` run, queued here in the same
+    // transaction as the alias, as a change to the aliases queues it.
+    let alias = format!("www{subnet}.example.org");
+    {
+        let db = f.panel.db();
+        let mut tx = db.begin().await.unwrap();
+        let mut conn = tx_conn(&mut tx);
+        keel_panel::execute!(
+            &mut conn,
+            "INSERT INTO vhosts (service_id, name) VALUES ($1, $2)",
+            id,
+            format!("site{subnet}.example.org")
+        )
+        .unwrap();
+        let vhost = keel_panel::scalar!(
+            &mut conn,
+            i64,
+            "SELECT id FROM vhosts WHERE service_id = $1",
+            id
+        )
+        .unwrap()
+        .unwrap();
+        keel_panel::execute!(
+            &mut conn,
+            "INSERT INTO domain_aliases (vhost_id, domain) VALUES ($1, $2)",
+            vhost,
+            alias.as_str()
+        )
+        .unwrap();
+        queue::enqueue(&mut tx, DnsJob { service_id: id }.spec(None))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    while bind.dig(&alias, "CNAME").is_empty() {
+        assert!(Instant::now() < deadline, "no CNAME for {alias}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(bind.dig(&alias, "CNAME"), [format!("{host}.")]);
+    // A resolver follows it to the server's address.
+    assert_eq!(bind.dig(&alias, "A"), [format!("{host}."), ip.clone()]);
+
     // Delete: the records go once the server is gone.
     let r = f
         .panel
@@ -313,7 +361,8 @@ async fn server_records(b: Backend) {
     for t in ["A", "SSHFP"] {
         assert!(bind.dig(&host, t).is_empty(), "{t}");
     }
-    assert_eq!(f.jobs_of_kind(id, "dns").await, 2);
+    assert!(bind.dig(&alias, "CNAME").is_empty());
+    assert_eq!(f.jobs_of_kind(id, "dns").await, 3);
 }
 
 both_backends!(server_records_on_a_container, server_records);
