@@ -261,6 +261,18 @@ async fn server_records(b: Backend) {
         ]
     );
     assert_eq!(detail["dns"]["error"], Value::Null);
+    // And so does the server's HTML page.
+    let session = api_support::session_of(&f.panel.login("owner", "owner-password").await);
+    let page = f
+        .panel
+        .call("GET", &format!("/servers/{id}"), &session, None)
+        .await;
+    let html = page.json.as_str().unwrap_or_default();
+    assert!(
+        html.contains(r#"id="dns" class="dns-published""#)
+            && html.contains(&format!("<code>{host}. IN SSHFP {}</code>", want[0])),
+        "{html}"
+    );
 
     // OpenSSH trusts the server through SSHFP alone: strict checking, an
     // empty known_hosts file, and the login works; without DNS it fails.
