@@ -39,6 +39,48 @@ pub(super) fn register(env: &mut Environment<'static>) {
     // turn a template's result into plain data (tuples and other sequences
     // become lists) before comparing it.
     env.add_filter("ansible._protomatter.finalize", |v: &Value| finalize(v));
+    env.add_filter("default", default);
+    env.add_filter(
+        "select",
+        |state: &mut State, v: Value, test: Option<String>, args: Rest<ValueOrKwargs>| {
+            undefined_or(v, |v| {
+                minijinja::filters::select(state, v, test.map(Into::into), args)
+            })
+        },
+    );
+    env.add_filter(
+        "reject",
+        |state: &mut State, v: Value, test: Option<String>, args: Rest<ValueOrKwargs>| {
+            undefined_or(v, |v| {
+                minijinja::filters::reject(state, v, test.map(Into::into), args)
+            })
+        },
+    );
+    env.add_filter(
+        "selectattr",
+        |state: &mut State,
+         v: Value,
+         attr: String,
+         test: Option<String>,
+         args: Rest<ValueOrKwargs>| {
+            undefined_or(v, |v| {
+                minijinja::filters::selectattr(state, v, attr.into(), test.map(Into::into), args)
+            })
+        },
+    );
+    env.add_filter(
+        "rejectattr",
+        |state: &mut State,
+         v: Value,
+         attr: String,
+         test: Option<String>,
+         args: Rest<ValueOrKwargs>| {
+            undefined_or(v, |v| {
+                minijinja::filters::rejectattr(state, v, attr.into(), test.map(Into::into), args)
+            })
+        },
+    );
+    env.add_filter("d", default);
     env.add_filter("map", map);
     add!(env, "unique", unique);
     env.add_filter("map", map);
@@ -1409,7 +1451,20 @@ fn urldecode(s: &str) -> String {
 /// `items | map(attribute='name')` over an item without `name` keeps an
 /// undefined value (so `select('defined')` can drop it), and a result still
 /// holding it fails with "object of type 'dict' has no attribute 'name'".
-fn map(state: &mut State, value: Value, args: Rest<ValueOrKwargs>) -> Result<Vec<Value>, Error> {
+fn map(state: &mut State, value: Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
+    // Ansible's wrappers of Jinja's map/select/reject pass an undefined
+    // value through (`not_defined | map('upper') is undefined`).
+    if value.is_undefined() {
+        return Ok(Value::UNDEFINED);
+    }
+    map_defined(state, value, args).map(Value::from)
+}
+
+fn map_defined(
+    state: &mut State,
+    value: Value,
+    args: Rest<ValueOrKwargs>,
+) -> Result<Vec<Value>, Error> {
     let attribute = args
         .iter()
         .filter(|a| a.is_kwargs())
@@ -1502,4 +1557,41 @@ fn finalize(v: &Value) -> Value {
         },
         _ => v.clone(),
     }
+}
+
+/// Jinja2's `default(default_value='', boolean=False)`: minijinja's own takes
+/// its arguments by position only, and Ansible content names them
+/// (`default('x', boolean=true)`).
+fn default(
+    value: &Value,
+    other: Option<Value>,
+    boolean: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let other = match other {
+        Some(o) => Some(o),
+        None => kwargs.get::<Option<Value>>("default_value")?,
+    };
+    let boolean = match boolean {
+        Some(b) => b,
+        None => kwargs.get::<Option<bool>>("boolean")?.unwrap_or(false),
+    };
+    kwargs.assert_all_used()?;
+    Ok(if value.is_undefined() || (boolean && !value.is_true()) {
+        other.unwrap_or_else(|| Value::from(""))
+    } else {
+        value.clone()
+    })
+}
+
+/// Undefined in, undefined out (Ansible's wrappers of Jinja's `select`,
+/// `reject`, `selectattr` and `rejectattr`); else the builtin's list.
+fn undefined_or(
+    v: Value,
+    f: impl FnOnce(Value) -> Result<Vec<Value>, Error>,
+) -> Result<Value, Error> {
+    if v.is_undefined() {
+        return Ok(Value::UNDEFINED);
+    }
+    f(v).map(Value::from)
 }
