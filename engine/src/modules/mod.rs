@@ -17,6 +17,7 @@ pub mod args;
 mod collections;
 pub mod commands;
 pub mod context;
+pub mod crypto;
 pub mod database;
 pub mod files;
 pub mod kit;

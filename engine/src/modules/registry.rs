@@ -17,6 +17,7 @@ fn table() -> &'static HashMap<&'static str, ModuleRef> {
         super::net::register(&mut m);
         super::source::register(&mut m);
         super::database::register(&mut m);
+        super::crypto::register(&mut m);
         m
     })
 }

@@ -79,6 +79,7 @@
 //! | [`accounts`] | `getent` records (`Passwd`, `GroupEntry`) |
 //! | [`mysql`] | the MySQL client: login arguments, SQL quoting, batches |
 //! | [`postgres`] | `psql` on the target: community.postgresql's login arguments, SQL quoting, sectioned batches |
+//! | [`pki`] | community.crypto's shared pieces: public keys read on the controller (`x509-parser`), fingerprints, a passphrase on stdin for `openssl` |
 //! | [`time`] | Ansible's `start`/`end` timestamps |
 
 pub mod accounts;
@@ -88,6 +89,7 @@ pub mod diff;
 pub mod edit;
 pub mod job;
 pub mod mysql;
+pub mod pki;
 pub mod plan;
 pub mod postgres;
 pub mod put;

@@ -146,6 +146,17 @@ impl Query {
         Ok(Answers::parse(&self.token, &out.stdout))
     }
 
+    /// Like [`Query::run`], with `stdin` for the script (a secret the
+    /// script reads before its sections, such as a passphrase).
+    pub async fn run_with_stdin(
+        &self,
+        ctx: &TaskContext<'_>,
+        stdin: Vec<u8>,
+    ) -> Result<Answers, ModuleError> {
+        let out = ctx.run(self.script.clone(), Some(stdin)).await?;
+        Ok(Answers::parse(&self.token, &out.stdout))
+    }
+
     /// Like [`Query::run`], but a non-zero exit status of the script (its
     /// last section) fails the module: for queries that must work, such as
     /// the stat of the file a module is about to change.
