@@ -14,7 +14,7 @@
 //! parent directory exists, and the public key `openssl pkey -pubout` reads
 //! with the given passphrase. Decide: community.crypto's
 //! `needs_regeneration` (`regenerate` modes, `force`) from the public key's
-//! type, size and curve (read by `x509-parser`, [`kit::pki`]), then the file
+//! type, size and curve (read by `x509-parser`, [`kit::pki`](crate::modules::kit::pki)), then the file
 //! attributes (`mode` defaults to `0600`). Apply: `openssl genpkey` into a
 //! temporary file beside the key (umask 077), re-encoded as community.crypto
 //! writes it (PKCS#1/SEC1 "traditional" PEM for RSA, DSA and ECC, PKCS#8

@@ -7,8 +7,10 @@
 //! controller, and at most one more batch makes the change. Check mode
 //! stops after the comparison. `postgresql_privs` compares what the server
 //! itself computes: it tries its statement between two ACL reads in a
-//! transaction that always rolls back, so its query changes nothing either. [`kit::mysql`](super::kit::mysql) holds the login arguments,
-//! SQL quoting and the batch runner.
+//! transaction that always rolls back, so its query changes nothing
+//! either. [`kit::mysql`](super::kit::mysql) and
+//! [`kit::postgres`](super::kit::postgres) hold the login arguments, SQL
+//! quoting and the batch runners.
 use std::collections::HashMap;
 use std::sync::Arc;
 
