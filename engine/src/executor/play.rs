@@ -396,7 +396,9 @@ pub(crate) async fn run_play(
             _ => batch.clone(),
         };
         if !gather.is_empty() {
-            let t = Arc::new(synthetic_task(&play, "setup", "Gathering Facts"));
+            let mut t = synthetic_task(&play, "setup", "Gathering Facts");
+            t.args = play.gather_args.clone();
+            let t = Arc::new(t);
             run_tasks(&run, &t, &gather, false, false).await;
         }
         for section in &play.sections {

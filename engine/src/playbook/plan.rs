@@ -108,6 +108,9 @@ pub struct Play {
     pub module_defaults: Vec<(String, VarMap)>,
     pub tags: Vec<String>,
     pub playbook_dir: PathBuf,
+    /// `gather_subset`, `gather_timeout` and `fact_path` as written: the
+    /// arguments of the play's implicit `setup` (templated like any task's).
+    pub gather_args: VarMap,
     /// The play's `collections:` search list, for what a dynamic include
     /// brings in at run time (bare module and role names outside roles).
     pub collections: Vec<String>,

@@ -539,8 +539,15 @@ impl<'o> Resolver<'o> {
         if let Some(t) = node.get("tags") {
             union(&mut tags, &raw::tags(t)?);
         }
-        // `gather_subset`, `gather_timeout`, `fact_path`, `throttle` and
+        // `gather_subset`, `gather_timeout` and `fact_path` become the
+        // arguments of the implicit fact gathering; `throttle` and
         // `timeout` are accepted at play level and not read here.
+        let mut gather_args = VarMap::new();
+        for key in ["gather_subset", "gather_timeout", "fact_path"] {
+            if let Some(v) = node.get(key).filter(|v| !v.is_null()) {
+                gather_args.insert(key.to_string(), v.to_value());
+            }
+        }
 
         // Tasks inherit the play's tags and the import's conditions.
         let base = Inherit {
@@ -619,6 +626,7 @@ impl<'o> Resolver<'o> {
             tags,
             playbook_dir: dir.to_path_buf(),
             collections: Vec::new(),
+            gather_args,
             order: match plain("order") {
                 Some(o) => plan::HostOrder::parse(&raw::string(o, "order")?)
                     .ok_or_else(|| o.error("`order` must be one of inventory, reverse_inventory, sorted, reverse_sorted, shuffle"))?,

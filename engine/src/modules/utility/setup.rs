@@ -2,6 +2,12 @@
 //! single `sh` script prints `key=value` lines plus tagged address/route
 //! lines and, last, the environment; the controller assembles Ansible's fact
 //! names (`ansible_` and the name, as the setup module returns them).
+//! `gather_subset` picks ansible-core's collectors (`min` always unless
+//! `!min`, `hardware`, `network`, `virtual`, or one by name, `!` taking one
+//! away); the hardware collector adds `ansible_mounts` (each mount's
+//! `statvfs` under `gather_timeout`), `ansible_devices` and
+//! `ansible_device_links`, shaped as ansible-core's Linux collector makes
+//! them.
 
 use minijinja::Value;
 
@@ -81,25 +87,57 @@ impl Module for Setup {
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new(&PARAMS, args);
-        let _subset = a.list(&["gather_subset"])?;
+        let subset = a
+            .list(&["gather_subset"])?
+            .unwrap_or_else(|| vec!["all".to_string()]);
         let filter = a.list(&["filter"])?.unwrap_or_default();
         let fact_path = a
             .string(&["fact_path"])?
             .unwrap_or_else(|| "/etc/ansible/facts.d".into());
-        a.ignore(&["gather_timeout", "parallel"]);
+        let timeout = match a.string(&["gather_timeout"])? {
+            Some(t) => t.trim().parse::<u64>().map_err(|_| {
+                ModuleError::Args(format!(
+                    "gather_timeout must be a whole number of seconds, got '{t}'"
+                ))
+            })?,
+            None => 10,
+        };
+        a.ignore(&["parallel"]);
         a.finish()?;
-        // Local facts come in the same round trip, after a marker.
-        let script = format!(
-            "( {SCRIPT}\n)\nprintf '%s' '{LOCAL_MARK}'\n{}",
+        let collectors = select_collectors(&subset).map_err(ModuleError::Failed)?;
+        let wants = |c: &str| collectors.iter().any(|x| x == c);
+        // Local facts and the hardware collector's mounts and devices come
+        // in the same round trip, after markers.
+        let mut script = format!("( {SCRIPT}\n)\n");
+        if wants("hardware") {
+            script.push_str(&format!(
+                "printf '%s' '{HW_MARK}'\n( {} )\n",
+                hardware_script(timeout)
+            ));
+        }
+        script.push_str(&format!(
+            "printf '%s' '{LOCAL_MARK}'\n{}",
             local_facts_script(&fact_path)
-        );
+        ));
         let out = ctx.run(script, None).await?;
         let all = out.stdout_str();
         let (text, local_out) = all.split_once(LOCAL_MARK).unwrap_or((&all, ""));
+        let (text, hw_out) = text.split_once(HW_MARK).unwrap_or((text, ""));
         let (main, env) = text.split_once(ENV_MARK).unwrap_or((text, ""));
         let mut facts = build_facts(main, env);
-        let (local, warnings) = local_facts(local_out);
+        let (local, mut warnings) = local_facts(local_out);
         facts.insert("local".into(), local);
+        if wants("hardware") {
+            let (hw, hw_warnings) = hardware_facts(hw_out);
+            facts.extend(hw);
+            warnings.extend(hw_warnings);
+        }
+        let interfaces: Vec<String> = facts
+            .get("interfaces")
+            .and_then(|v| v.try_iter().ok())
+            .map(|i| i.map(|v| v.to_string()).collect())
+            .unwrap_or_default();
+        facts.retain(|k, _| wants(fact_collector(k, &interfaces)));
         if !filter.is_empty() {
             let pats: Vec<glob::Pattern> = filter
                 .iter()
@@ -114,6 +152,18 @@ impl Module for Setup {
             .iter()
             .map(|(k, v)| (format!("ansible_{k}"), v.clone()))
             .collect();
+        // What setup itself says, whatever the subset.
+        let mut prefixed = prefixed;
+        prefixed.push((
+            "gather_subset".into(),
+            Value::from(
+                subset
+                    .iter()
+                    .map(|s| Value::from(s.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
+        ));
+        prefixed.push(("module_setup".into(), Value::from(true)));
         let mut res = ModuleResult::ok();
         if !warnings.is_empty() {
             res.data.insert("warnings".into(), Value::from(warnings));
@@ -127,6 +177,583 @@ impl Module for Setup {
 
 /// Printed after the main facts, before the local ones.
 const LOCAL_MARK: &str = "\u{1e}keel-local\u{1e}";
+
+/// Printed before the hardware collector's mounts and devices.
+const HW_MARK: &str = "\u{1e}keel-hardware\u{1e}";
+/// Every name ansible-core 2.19's `gather_subset` accepts (its error
+/// message lists them in this order).
+const VALID_SUBSETS: &[&str] = &[
+    "all",
+    "all_ipv4_addresses",
+    "all_ipv6_addresses",
+    "apparmor",
+    "architecture",
+    "caps",
+    "chroot",
+    "cmdline",
+    "date_time",
+    "default_ipv4",
+    "default_ipv6",
+    "devices",
+    "distribution",
+    "distribution_major_version",
+    "distribution_release",
+    "distribution_version",
+    "dns",
+    "effective_group_ids",
+    "effective_user_id",
+    "env",
+    "facter",
+    "fibre_channel_wwn",
+    "fips",
+    "hardware",
+    "interfaces",
+    "is_chroot",
+    "iscsi",
+    "kernel",
+    "kernel_version",
+    "loadavg",
+    "local",
+    "lsb",
+    "machine",
+    "machine_id",
+    "mounts",
+    "network",
+    "nvme",
+    "ohai",
+    "os_family",
+    "pkg_mgr",
+    "platform",
+    "processor",
+    "processor_cores",
+    "processor_count",
+    "python",
+    "python_version",
+    "real_user_id",
+    "selinux",
+    "service_mgr",
+    "ssh_host_key_dsa_public",
+    "ssh_host_key_ecdsa_public",
+    "ssh_host_key_ed25519_public",
+    "ssh_host_key_rsa_public",
+    "ssh_host_pub_keys",
+    "ssh_pub_keys",
+    "system",
+    "system_capabilities",
+    "system_capabilities_enforced",
+    "systemd",
+    "user",
+    "user_dir",
+    "user_gecos",
+    "user_gid",
+    "user_id",
+    "user_shell",
+    "user_uid",
+    "virtual",
+    "virtualization_role",
+    "virtualization_tech_guest",
+    "virtualization_tech_host",
+    "virtualization_type",
+];
+
+/// The three collectors outside `min`.
+const GROUPS: &[&str] = &["hardware", "network", "virtual"];
+
+/// The collectors of `min` (ansible-core's `minimal_gather_subset`).
+const MIN_PARTS: &[&str] = &[
+    "apparmor",
+    "caps",
+    "cmdline",
+    "date_time",
+    "distribution",
+    "dns",
+    "env",
+    "fips",
+    "local",
+    "lsb",
+    "pkg_mgr",
+    "platform",
+    "python",
+    "selinux",
+    "service_mgr",
+    "ssh_pub_keys",
+    "user",
+];
+
+/// The collector a `gather_subset` name stands for (a fact's name stands
+/// for the collector that gathers it).
+fn collector(name: &str) -> &str {
+    match name {
+        "devices" | "mounts" | "processor" | "processor_cores" | "processor_count" => "hardware",
+        "interfaces" | "all_ipv4_addresses" | "all_ipv6_addresses" | "default_ipv4"
+        | "default_ipv6" => "network",
+        n if n.starts_with("virtualization_") => "virtual",
+        "architecture" | "kernel" | "kernel_version" | "machine" | "machine_id" | "system" => {
+            "platform"
+        }
+        n if n.starts_with("distribution_") || n == "os_family" => "distribution",
+        "python_version" => "python",
+        "system_capabilities" | "system_capabilities_enforced" => "caps",
+        n if n.starts_with("ssh_host_") => "ssh_pub_keys",
+        "real_user_id" | "effective_user_id" | "effective_group_ids" => "user",
+        n if n.starts_with("user_") => "user",
+        n => n,
+    }
+}
+
+/// The collectors a `gather_subset` list selects, as ansible-core 2.19
+/// selects them (checked case by case against it): `min` always, unless
+/// `!min`; `all` adds every collector, `!all` keeps only what is named;
+/// a name adds its collector and `!name` takes it away. The hardware,
+/// network and virtual collectors bring `platform` with them.
+fn select_collectors(subsets: &[String]) -> Result<Vec<String>, String> {
+    let mut add: Vec<&str> = Vec::new();
+    let mut exclude: Vec<&str> = Vec::new();
+    let mut no_min = false;
+    for s in subsets {
+        let s = s.trim();
+        let (neg, name) = match s.strip_prefix('!') {
+            Some(n) => (true, n),
+            None => (false, s),
+        };
+        if !VALID_SUBSETS.contains(&name) && name != "min" {
+            return Err(format!(
+                "Bad subset '{name}' given to Ansible. gather_subset options allowed: {}",
+                VALID_SUBSETS.join(", ")
+            ));
+        }
+        match (neg, name) {
+            (false, "all") => {
+                add.extend(GROUPS);
+                add.extend(MIN_PARTS);
+            }
+            (false, "min") => add.extend(MIN_PARTS),
+            (true, "min") => no_min = true,
+            // Only what is named beside it is added: nothing to take away.
+            (true, "all") => {}
+            (false, n) => add.push(collector(n)),
+            (true, n) => exclude.push(collector(n)),
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |c: &str| {
+        if !out.iter().any(|o| o == c) {
+            out.push(c.to_string());
+        }
+    };
+    if !no_min {
+        MIN_PARTS.iter().for_each(|c| push(c));
+    }
+    for c in add {
+        push(c);
+    }
+    out.retain(|c| {
+        let min_part = MIN_PARTS.contains(&c.as_str());
+        !(exclude.contains(&c.as_str()) || no_min && min_part)
+    });
+    if out.iter().any(|c| GROUPS.contains(&c.as_str())) && !out.iter().any(|c| c == "platform") {
+        out.push("platform".to_string());
+    }
+    Ok(out)
+}
+
+/// The collector that gathers fact `key` (no `ansible_` prefix);
+/// `interfaces` names the per-interface facts.
+fn fact_collector(key: &str, interfaces: &[String]) -> &'static str {
+    match key {
+        "memfree_mb" | "memtotal_mb" | "memory_mb" | "swapfree_mb" | "swaptotal_mb"
+        | "uptime_seconds" | "mounts" | "devices" | "device_links" | "loadavg" | "lvm"
+        | "form_factor" => "hardware",
+        k if k.starts_with("processor")
+            || k.starts_with("bios_")
+            || k.starts_with("product_")
+            || k.starts_with("board_")
+            || k.starts_with("chassis_") =>
+        {
+            "hardware"
+        }
+        "all_ipv4_addresses"
+        | "all_ipv6_addresses"
+        | "interfaces"
+        | "default_ipv4"
+        | "default_ipv6"
+        | "locally_reachable_ips" => "network",
+        k if interfaces
+            .iter()
+            .any(|i| i.replace(['-', ':', '.'], "_") == k) =>
+        {
+            "network"
+        }
+        k if k.starts_with("virtualization_") => "virtual",
+        "env" => "env",
+        "local" => "local",
+        "pkg_mgr" => "pkg_mgr",
+        "python" | "python_version" => "python",
+        "service_mgr" => "service_mgr",
+        "date_time" => "date_time",
+        "dns" => "dns",
+        "lsb" => "lsb",
+        "apparmor" => "apparmor",
+        "fips" => "fips",
+        "cmdline" | "proc_cmdline" => "cmdline",
+        k if k.starts_with("selinux") => "selinux",
+        k if k.starts_with("system_capabilities") => "caps",
+        k if k.starts_with("ssh_host_key") => "ssh_pub_keys",
+        k if k.starts_with("distribution") || k == "os_family" => "distribution",
+        k if k.starts_with("user_") || k.starts_with("real_") || k.starts_with("effective_") => {
+            "user"
+        }
+        _ => "platform",
+    }
+}
+
+/// Mounts and block devices, for the hardware collector: ansible-core's
+/// `get_mount_facts` (the mount table, bind mounts from `findmnt`, UUIDs
+/// from `lsblk`, sizes from `statvfs` through `stat -f`, each under
+/// `gather_timeout`) and `get_device_facts` (`/sys/block`, `/dev/disk/by-*`).
+fn hardware_script(timeout: u64) -> String {
+    format!(
+        r#"exec 2>/dev/null
+T={timeout}
+command -v timeout >/dev/null 2>&1 && TO="timeout $T" || TO=
+command -v findmnt >/dev/null 2>&1 && findmnt -lnur -o TARGET,SOURCE | sed 's/^/BIND /'
+command -v lsblk >/dev/null 2>&1 && lsblk --list --noheadings --paths --output NAME,UUID --exclude 2 | sed 's/^/UUID /'
+MT=/etc/mtab; [ -r "$MT" ] || MT=/proc/mounts
+while read -r dev mnt fs opts dump pass rest; do
+  case "$dev" in /*|\\*|*:/*) ;; *) continue;; esac
+  [ "$fs" = none ] && continue
+  p=$(printf '%b' "$(printf '%s' "$mnt" | sed 's/\\\([0-7][0-7][0-7]\)/\\0\1/g')")
+  st=$($TO stat -f -c '%S %s %b %f %a %c %d' -- "$p"); rc=$?
+  printf 'MOUNT\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dev" "$mnt" "$fs" "$opts" "$dump" "$pass" "$rc" "$st"
+done < "$MT"
+for t in id uuid label; do
+  for l in /dev/disk/by-$t/*; do [ -L "$l" ] || continue; r=$(readlink -f "$l"); echo "LINK $t ${{r##*/}} ${{l##*/}}"; done
+done
+for s in /sys/block/*/slaves/*; do [ -e "$s" ] || continue; d=${{s#/sys/block/}}; echo "LINK master ${{s##*/}} ${{d%%/*}}"; done
+for b in /sys/block/*; do
+  [ -e "$b" ] || continue
+  n=${{b##*/}}
+  echo "DEV $n"
+  for k in device/vendor device/model device/sas_address device/sas_device_handle device/serial removable queue/discard_max_hw_bytes queue/discard_granularity queue/rotational queue/scheduler size queue/logical_block_size queue/hw_sector_size; do
+    [ -r "$b/$k" ] && printf 'DEVF %s %s\n' "${{k##*/}}" "$(cat "$b/$k" | tr '\n' ' ')"
+  done
+  for h in "$b"/holders/dm-*; do [ -e "$h" ] || continue; echo "HOLD $(cat "$h/dm/name" || echo "${{h##*/}}")"; done
+  for pdir in "$b"/"$n"*; do
+    [ -d "$pdir" ] || continue
+    pn=${{pdir##*/}}
+    echo "PART $pn $(cat "$pdir/start" || echo 0) $(cat "$pdir/size" || echo 0) $(cat "$pdir/queue/logical_block_size" || cat "$pdir/queue/hw_sector_size" || echo 512)"
+    for h in "$pdir"/holders/dm-*; do [ -e "$h" ] || continue; echo "PHOLD $pn $(cat "$h/dm/name" || echo "${{h##*/}}")"; done
+  done
+done
+"#
+    )
+}
+
+/// `bytes_to_human` of ansible-core: two decimals and the largest unit
+/// the size reaches (`0.00 Bytes`, `256.00 GB`).
+fn bytes_to_human(size: f64) -> String {
+    const UNITS: &[(&str, f64)] = &[
+        ("YB", 1208925819614629174706176.0),
+        ("ZB", 1180591620717411303424.0),
+        ("EB", 1152921504606846976.0),
+        ("PB", 1125899906842624.0),
+        ("TB", 1099511627776.0),
+        ("GB", 1073741824.0),
+        ("MB", 1048576.0),
+        ("KB", 1024.0),
+    ];
+    for (suffix, limit) in UNITS {
+        if size >= *limit {
+            return format!("{:.2} {suffix}", size / limit);
+        }
+    }
+    format!("{size:.2} Bytes")
+}
+
+/// A partition: its name and facts.
+type Part = (String, Vec<(String, Value)>);
+/// A block device as the script prints it: name, `/sys/block` files,
+/// holders, partitions.
+type Device = (String, Vec<(String, String)>, Vec<String>, Vec<Part>);
+
+/// `ansible_mounts`, `ansible_devices` and `ansible_device_links` from the
+/// output of [`hardware_script`], and the warnings of mounts whose size
+/// could not be read in time.
+fn hardware_facts(out: &str) -> (Vec<(String, Value)>, Vec<String>) {
+    let mut binds: Vec<&str> = Vec::new();
+    let mut uuids: Vec<(&str, &str)> = Vec::new();
+    let mut mounts: Vec<(String, Vec<(String, Value)>)> = Vec::new();
+    let mut warnings = Vec::new();
+    let mut links: Vec<(String, String, String)> = Vec::new();
+    let mut devices: Vec<Device> = Vec::new();
+    let unescape = |s: &str| -> String {
+        let mut out = String::new();
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\'
+                && i + 3 < b.len()
+                && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            {
+                let v = u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap_or(b'?');
+                out.push(v as char);
+                i += 4;
+            } else {
+                out.push(b[i] as char);
+                i += 1;
+            }
+        }
+        out
+    };
+    for line in out.lines() {
+        if let Some(r) = line.strip_prefix("BIND ") {
+            let f: Vec<&str> = r.split_whitespace().collect();
+            if f.len() >= 2 && f[1].ends_with(']') {
+                binds.push(f[0]);
+            }
+        } else if let Some(r) = line.strip_prefix("UUID ") {
+            let f: Vec<&str> = r.split_whitespace().collect();
+            if f.len() >= 2 {
+                uuids.push((f[0], f[1]));
+            }
+        } else if let Some(r) = line.strip_prefix("MOUNT\t") {
+            let f: Vec<&str> = r.splitn(8, '\t').collect();
+            if f.len() < 8 {
+                continue;
+            }
+            let (device, mount) = (unescape(f[0]), unescape(f[1]));
+            let mut options = unescape(f[3]);
+            if binds.iter().any(|b| unescape(b) == mount)
+                && !options.split(',').any(|o| o == "bind")
+            {
+                options.push_str(",bind");
+            }
+            let num = |s: &str| s.trim().parse::<i64>().unwrap_or(0);
+            let mut info: Vec<(String, Value)> = vec![
+                ("mount".into(), Value::from(mount.clone())),
+                ("device".into(), Value::from(device.clone())),
+                ("fstype".into(), Value::from(unescape(f[2]))),
+                ("options".into(), Value::from(options)),
+                ("dump".into(), Value::from(num(f[4]))),
+                ("passno".into(), Value::from(num(f[5]))),
+            ];
+            let st: Vec<u64> = f[7]
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            if f[6] == "124" {
+                warnings.push(format!(
+                    "Timeout exceeded when getting mount info for {mount}"
+                ));
+                info.push((
+                    "note".into(),
+                    Value::from("Could not get extra information due to timeout"),
+                ));
+            } else {
+                if let [frsize, bsize, blocks, bfree, bavail, files, ffree] = st[..] {
+                    info.extend([
+                        ("size_total".into(), Value::from(frsize * blocks)),
+                        ("size_available".into(), Value::from(frsize * bavail)),
+                        ("block_size".into(), Value::from(bsize)),
+                        ("block_total".into(), Value::from(blocks)),
+                        ("block_available".into(), Value::from(bavail)),
+                        (
+                            "block_used".into(),
+                            Value::from(blocks.saturating_sub(bfree)),
+                        ),
+                        ("inode_total".into(), Value::from(files)),
+                        ("inode_available".into(), Value::from(ffree)),
+                        (
+                            "inode_used".into(),
+                            Value::from(files.saturating_sub(ffree)),
+                        ),
+                    ]);
+                }
+                let uuid = uuids
+                    .iter()
+                    .find(|(d, _)| *d == device)
+                    .map(|(_, u)| *u)
+                    .unwrap_or("N/A");
+                info.push(("uuid".into(), Value::from(uuid)));
+            }
+            info.sort_by(|a, b| a.0.cmp(&b.0));
+            // A mount point listed twice keeps its first place and the
+            // last entry's information (a Python dict).
+            match mounts.iter_mut().find(|(m, _)| *m == mount) {
+                Some(slot) => slot.1 = info,
+                None => mounts.push((mount, info)),
+            }
+        } else if let Some(r) = line.strip_prefix("LINK ") {
+            let f: Vec<&str> = r.splitn(3, ' ').collect();
+            if f.len() == 3 {
+                links.push((f[0].to_string(), f[1].to_string(), f[2].to_string()));
+            }
+        } else if let Some(n) = line.strip_prefix("DEV ") {
+            devices.push((n.to_string(), Vec::new(), Vec::new(), Vec::new()));
+        } else if let Some(r) = line.strip_prefix("DEVF ") {
+            if let (Some(d), Some((k, v))) = (devices.last_mut(), r.split_once(' ')) {
+                d.1.push((k.to_string(), v.trim().to_string()));
+            }
+        } else if let Some(h) = line.strip_prefix("HOLD ") {
+            if let Some(d) = devices.last_mut() {
+                d.2.push(h.to_string());
+            }
+        } else if let Some(r) = line.strip_prefix("PART ") {
+            let f: Vec<&str> = r.split_whitespace().collect();
+            if let (Some(d), [name, start, size, sectorsize]) = (devices.last_mut(), &f[..]) {
+                let ss: u64 = sectorsize.parse().unwrap_or(512).max(1);
+                let sectors = size.parse::<u64>().unwrap_or(0) * 512 / ss;
+                d.3.push((
+                    name.to_string(),
+                    vec![
+                        ("start".into(), Value::from(*start)),
+                        ("sectorsize".into(), Value::from(*sectorsize)),
+                        ("sectors".into(), Value::from(sectors)),
+                        (
+                            "size".into(),
+                            Value::from(bytes_to_human(sectors as f64 * ss as f64)),
+                        ),
+                    ],
+                ));
+            }
+        } else if let Some(r) = line.strip_prefix("PHOLD ") {
+            if let (Some(d), Some((p, h))) = (devices.last_mut(), r.split_once(' ')) {
+                if let Some(part) = d.3.iter_mut().find(|(n, _)| n == p) {
+                    let mut hs: Vec<Value> = part
+                        .1
+                        .iter()
+                        .find(|(k, _)| k == "holders")
+                        .map(|(_, v)| v.try_iter().map(|i| i.collect()).unwrap_or_default())
+                        .unwrap_or_default();
+                    hs.push(Value::from(h));
+                    part.1.retain(|(k, _)| k != "holders");
+                    part.1.push(("holders".into(), Value::from(hs)));
+                }
+            }
+        }
+    }
+    // links[type][device] = sorted link names
+    let link_types = [
+        ("ids", "id"),
+        ("uuids", "uuid"),
+        ("labels", "label"),
+        ("masters", "master"),
+    ];
+    let links_of = |name: &str| -> Value {
+        dict(link_types.iter().map(|(key, t)| {
+            let mut v: Vec<String> = links
+                .iter()
+                .filter(|(lt, target, _)| lt == t && target == name)
+                .map(|(_, _, l)| l.clone())
+                .collect();
+            v.sort();
+            (key.to_string(), Value::from(v))
+        }))
+    };
+    let all_links = dict(link_types.iter().map(|(key, t)| {
+        let mut targets: Vec<String> = links
+            .iter()
+            .filter(|(lt, _, _)| lt == t)
+            .map(|(_, target, _)| target.clone())
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let per: Vec<(String, Value)> = targets
+            .iter()
+            .map(|target| {
+                let mut v: Vec<String> = links
+                    .iter()
+                    .filter(|(lt, tg, _)| lt == t && tg == target)
+                    .map(|(_, _, l)| l.clone())
+                    .collect();
+                v.sort();
+                (target.clone(), Value::from(v))
+            })
+            .collect();
+        (key.to_string(), dict(per))
+    }));
+    let mut devs: Vec<(String, Value)> = Vec::new();
+    for (name, fields, holders, parts) in devices {
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let opt = |k: &str| get(k).map(Value::from).unwrap_or(Value::from(()));
+        let sectorsize = get("logical_block_size")
+            .or(get("hw_sector_size"))
+            .unwrap_or_else(|| "512".into());
+        let ss: u64 = sectorsize.parse().unwrap_or(512).max(1);
+        let sectors = get("size").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512 / ss;
+        let scheduler = get("scheduler")
+            .and_then(|s| {
+                let open = s.find('[')?;
+                let close = s.rfind(']')?;
+                (close > open).then(|| s[open + 1..close].to_string())
+            })
+            .unwrap_or_default();
+        let uuid_of = |p: &str| {
+            links
+                .iter()
+                .find(|(t, target, _)| t == "uuid" && target == p)
+                .map(|(_, _, l)| Value::from(l.clone()))
+                .unwrap_or(Value::from(()))
+        };
+        let partitions = dict(parts.into_iter().map(|(pn, mut p)| {
+            p.push(("links".into(), links_of(&pn)));
+            p.push(("uuid".into(), uuid_of(&pn)));
+            if !p.iter().any(|(k, _)| k == "holders") {
+                p.push(("holders".into(), Value::from(Vec::<Value>::new())));
+            }
+            p.sort_by(|a, b| a.0.cmp(&b.0));
+            (pn, dict(p))
+        }));
+        let mut d: Vec<(String, Value)> = vec![
+            ("virtual".into(), Value::from(1)),
+            ("links".into(), links_of(&name)),
+            ("vendor".into(), opt("vendor")),
+            ("model".into(), opt("model")),
+            ("sas_address".into(), opt("sas_address")),
+            ("sas_device_handle".into(), opt("sas_device_handle")),
+            ("removable".into(), opt("removable")),
+            (
+                "support_discard".into(),
+                if get("discard_max_hw_bytes").as_deref() == Some("0") {
+                    Value::from("0")
+                } else {
+                    opt("discard_granularity")
+                },
+            ),
+            ("partitions".into(), partitions),
+            ("rotational".into(), opt("rotational")),
+            ("scheduler_mode".into(), Value::from(scheduler)),
+            ("sectorsize".into(), Value::from(sectorsize)),
+            ("sectors".into(), Value::from(sectors)),
+            (
+                "size".into(),
+                Value::from(bytes_to_human(sectors as f64 * ss as f64)),
+            ),
+            ("host".into(), Value::from("")),
+            ("holders".into(), Value::from(holders)),
+        ];
+        if let Some(serial) = get("serial") {
+            d.push(("serial".into(), Value::from(serial)));
+        }
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+        devs.push((name, dict(d)));
+    }
+    let mount_list: Vec<Value> = mounts.into_iter().map(|(_, m)| dict(m)).collect();
+    (
+        vec![
+            ("mounts".into(), Value::from(mount_list)),
+            ("devices".into(), dict(devs)),
+            ("device_links".into(), all_links),
+        ],
+        warnings,
+    )
+}
 
 /// Separates the `.fact` files [`local_facts_script`] prints.
 const FACT_MARK: &str = "\u{1e}keel-fact\u{1e}";
