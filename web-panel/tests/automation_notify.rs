@@ -7,6 +7,10 @@
 //! for the dead node, and the refused webhook is delivered on the queue's
 //! retry.
 //!
+//! STARTTLS: an SMTP server that requires it, with a certificate from a
+//! test CA: the target that trusts that CA delivers, one that does not
+//! gets no mail through (the certificate is checked).
+//!
 //! Dead nodes: a template that waits ten minutes before calling a host
 //! dead; one of two hosts is stopped between runs; runs within the ten
 //! minutes report the failure only, the first run past them raises one
@@ -77,11 +81,17 @@ fn free_port() -> u16 {
 }
 
 fn start_smtp() -> Smtp {
+    start_smtp_with(&[])
+}
+
+/// aiosmtpd with extra options (`--tlscert`/`--tlskey`: STARTTLS, required).
+fn start_smtp_with(extra: &[&str]) -> Smtp {
     let py = aiosmtpd();
     let maildir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = Command::new(py)
         .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .args(["-c", "aiosmtpd.handlers.Mailbox"])
         .arg(maildir.path().join("mail"))
         .stdin(Stdio::null())
@@ -600,3 +610,179 @@ both_backends!(
     stopped_host_raises_dead_node_once,
     dead_node_after_threshold
 );
+
+/// A test CA and a server certificate for 127.0.0.1 it signed, made with
+/// openssl: (dir, CA PEM path, server cert path, server key path).
+fn test_ca() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let script = "set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=keel-test-ca -keyout ca.key -out ca.pem
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile leaf.ext -out cert.pem";
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = dir.path().to_path_buf();
+    (dir, p.join("ca.pem"), p.join("cert.pem"), p.join("key.pem"))
+}
+
+async fn starttls_mail(backend: Backend) {
+    let hosts = TestHosts::start(1).expect("sshd test host");
+    let (_ca_dir, ca, cert, key) = test_ca();
+    let smtp = start_smtp_with(&[
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ]);
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let panel = start(backend, move |c| c.data_dir = data_dir).await;
+    let (_, token) = panel.user("ops", true).await;
+    let admin = Cred::Bearer(token);
+    let w = worker(&panel);
+
+    let project_dir = tempfile::tempdir().unwrap();
+    let h = &hosts.hosts[0];
+    std::fs::write(
+        project_dir.path().join("hosts.ini"),
+        format!(
+            "{} ansible_host={} ansible_port={} ansible_user=root ansible_ssh_private_key_file={} \
+             ansible_ssh_common_args='-o UserKnownHostsFile={}'\n",
+            h.name,
+            h.addr,
+            h.port,
+            hosts.client_key.display(),
+            hosts.known_hosts.display()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../playbooks/builtin/node_liveness.yml"
+        ),
+        project_dir.path().join("liveness.yml"),
+    )
+    .unwrap();
+    let project = ok(
+        &panel,
+        "POST",
+        "/api/v1/projects",
+        &admin,
+        Some(json!({"name": "ops", "kind": "directory", "path": project_dir.path()})),
+    )
+    .await;
+    let inv = ok(
+        &panel,
+        "POST",
+        "/api/v1/inventories",
+        &admin,
+        Some(json!({"name": "ops", "kind": "project_file", "project_id": project["id"], "path": "hosts.ini"})),
+    )
+    .await;
+    let server = format!("127.0.0.1:{}", smtp.port);
+    let r = panel
+        .call(
+            "POST",
+            "/api/v1/notification-targets",
+            &admin,
+            Some(json!({"name": "bad ca", "kind": "email", "address": "x@example.org",
+                        "smtp_server": server, "smtp_tls": "starttls", "smtp_ca": "not a certificate"})),
+        )
+        .await;
+    assert_eq!(r.json["field"], "smtp_ca", "{}", r.json);
+    let trusted = ok(
+        &panel,
+        "POST",
+        "/api/v1/notification-targets",
+        &admin,
+        Some(
+            json!({"name": "tls mail", "kind": "email", "address": "tls@example.org",
+                    "smtp_server": server, "sender": "keel@example.org", "smtp_tls": "starttls",
+                    "smtp_ca": std::fs::read_to_string(&ca).unwrap()}),
+        ),
+    )
+    .await;
+    assert_eq!(trusted["smtp_tls"], "starttls", "{trusted}");
+    let untrusted = ok(
+        &panel,
+        "POST",
+        "/api/v1/notification-targets",
+        &admin,
+        Some(
+            json!({"name": "no ca", "kind": "email", "address": "nope@example.org",
+                    "smtp_server": server, "smtp_tls": "starttls"}),
+        ),
+    )
+    .await;
+    let tpl = ok(
+        &panel,
+        "POST",
+        "/api/v1/templates",
+        &admin,
+        Some(json!({"name": "liveness", "project_id": project["id"], "playbook": "liveness.yml",
+                    "inventory_id": inv["id"],
+                    "notifications": [
+                        {"target_id": trusted["id"], "on_success": true, "on_failure": false, "on_drift": false},
+                        {"target_id": untrusted["id"], "on_success": true, "on_failure": false, "on_drift": false}
+                    ]})),
+    )
+    .await;
+    let run = ok(
+        &panel,
+        "POST",
+        &format!("/api/v1/templates/{}/launch", tpl["id"]),
+        &admin,
+        None,
+    )
+    .await;
+    w.run_until_idle().await.unwrap();
+    let d = ok(
+        &panel,
+        "GET",
+        &format!("/api/v1/runs/{}", run["id"]),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(d["status"], "successful", "{d}");
+
+    // The server refuses mail before STARTTLS, so a delivered message went
+    // over TLS; only the target that trusts the test CA got one through.
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains("To: tls@example.org"), "{}", msgs[0]);
+    assert!(
+        msgs[0].contains("Subject: [keel] liveness: success"),
+        "{}",
+        msgs[0]
+    );
+    let mut rc = panel.db().read().await.unwrap();
+    let pending: Vec<(String, Option<String>)> = keel_panel::fetch_all!(
+        &mut rc.conn(),
+        (String, Option<String>),
+        "SELECT state, last_error FROM jobs WHERE kind = 'notify' AND state <> 'succeeded'"
+    )
+    .unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let error = pending[0].1.clone().unwrap_or_default();
+    assert!(
+        error.contains("SMTP") && error.to_lowercase().contains("certificate"),
+        "{pending:?}"
+    );
+}
+
+both_backends!(starttls_delivers_to_trusted_servers_only, starttls_mail);

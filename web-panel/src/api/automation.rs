@@ -347,6 +347,7 @@ pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::Compon
         .schema_from::<NewInventory>()
         .schema_from::<NotificationTarget>()
         .schema_from::<TargetKind>()
+        .schema_from::<SmtpTls>()
         .schema_from::<NewTarget>()
         .schema_from::<TemplateNotification>()
         .schema_from::<JobTemplate>()

@@ -876,13 +876,25 @@ pub struct NewTarget {
     /// Webhook: the HMAC-SHA256 key the receiver checks signatures with.
     #[serde(default)]
     pub secret: Option<String>,
+    /// E-mail: how the connection is secured (default `none`).
+    #[serde(default = "plain_smtp")]
+    pub smtp_tls: SmtpTls,
+    /// E-mail: a CA certificate (PEM) to trust for the server, beyond the
+    /// system's.
+    #[serde(default)]
+    pub smtp_ca: Option<String>,
+}
+
+fn plain_smtp() -> SmtpTls {
+    SmtpTls::None
 }
 
 pub(crate) fn webhook_aad(id_name: &str) -> String {
     format!("webhook:{id_name}")
 }
 
-const TARGET_COLS: &str = "id, name, kind, address, smtp_server, sender, created_at";
+const TARGET_COLS: &str =
+    "id, name, kind, address, smtp_server, sender, smtp_tls, smtp_ca, created_at";
 
 pub async fn create_target(
     db: &Db,
@@ -892,7 +904,7 @@ pub async fn create_target(
 ) -> Result<NotificationTarget, PanelError> {
     require_admin(who)?;
     let name = check_name(&t.name)?;
-    let (address, smtp, sender, sealed) = match t.kind {
+    let (address, smtp, sender, sealed, tls, ca) = match t.kind {
         TargetKind::Email => {
             let a = t.address.trim();
             if !a.contains('@') || a.parse::<lettre::Address>().is_err() {
@@ -917,7 +929,32 @@ pub async fn create_target(
             if sender.parse::<lettre::Address>().is_err() {
                 return Err(PanelError::invalid("sender", "an e-mail address"));
             }
-            (a.to_string(), Some(smtp), Some(sender), None)
+            let ca = t
+                .smtp_ca
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from);
+            if let Some(pem) = &ca {
+                // At least one certificate, and nothing that fails to parse.
+                use rustls_pki_types::pem::PemObject;
+                let certs: Result<Vec<_>, _> =
+                    rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+                if !certs.is_ok_and(|c| !c.is_empty()) {
+                    return Err(PanelError::invalid(
+                        "smtp_ca",
+                        "not a PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    ));
+                }
+            }
+            (
+                a.to_string(),
+                Some(smtp),
+                Some(sender),
+                None,
+                t.smtp_tls,
+                ca,
+            )
         }
         TargetKind::Webhook => {
             let url = check_http_url("address", &t.address)?;
@@ -929,7 +966,7 @@ pub async fn create_target(
             let sealed = sealer
                 .seal(&webhook_aad(&name), secret)
                 .map_err(|e| PanelError::Internal(e.to_string()))?;
-            (url, None, None, Some(sealed))
+            (url, None, None, Some(sealed), SmtpTls::None, None)
         }
     };
     let now = db.now();
@@ -938,15 +975,17 @@ pub async fn create_target(
     let id = scalar!(
         &mut conn,
         i64,
-        "INSERT INTO notification_targets (name, kind, address, smtp_server, sender, sealed, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO notification_targets (name, kind, address, smtp_server, sender, sealed, created_at, \
+         smtp_tls, smtp_ca) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         name.as_str(),
         t.kind,
         address,
         smtp,
         sender,
         sealed,
-        now
+        now,
+        tls,
+        ca
     )
     .map_err(PanelError::from)
     .map_err(unique("notification target", &name))?

@@ -155,6 +155,18 @@ text_enum!(
 );
 
 text_enum!(
+    /// How an e-mail target's SMTP connection is secured.
+    SmtpTls, "SMTP security" {
+        /// Plain SMTP (a local relay).
+        None => "none",
+        /// STARTTLS, required: nothing is sent before the upgrade.
+        Starttls => "starttls",
+        /// TLS from the first byte (SMTPS, port 465).
+        Tls => "tls",
+    }
+);
+
+text_enum!(
     /// How a notification is delivered.
     TargetKind, "notification kind" {
         Email => "email",
@@ -337,6 +349,9 @@ pub struct NotificationTarget {
     pub address: String,
     pub smtp_server: Option<String>,
     pub sender: Option<String>,
+    pub smtp_tls: SmtpTls,
+    /// An extra CA certificate (PEM) trusted for the SMTP server.
+    pub smtp_ca: Option<String>,
     pub created_at: i64,
 }
 

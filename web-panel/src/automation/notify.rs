@@ -1,5 +1,6 @@
 //! The `notify` job: tells one target about one run. E-mail goes over SMTP
-//! (`lettre`) to the target's server; a webhook is a JSON POST whose body
+//! (`lettre`) to the target's server, plain or over TLS (STARTTLS or
+//! SMTPS, rustls, the system's roots plus the target's own CA); a webhook is a JSON POST whose body
 //! is signed with HMAC-SHA256 under the target's key (header
 //! `X-Keel-Signature: sha256=<hex>`, the event in `X-Keel-Event`), so the
 //! receiver can check it came from this panel. A failed delivery is a
@@ -192,6 +193,7 @@ async fn deliver(a: &Automation, job: NotifyJob) -> Result<(), AutomationError> 
     let msg = message(a, job.run_id, job.event).await?;
     match target.kind {
         TargetKind::Email => {
+            use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
             use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
             let (host, port) =
                 split_server(target.smtp_server.as_deref().unwrap_or("localhost:25"))
@@ -217,11 +219,30 @@ async fn deliver(a: &Automation, job: NotifyJob) -> Result<(), AutomationError> 
                 ))
                 .body(text_body(&msg))
                 .map_err(|e| bad(e.to_string()))?;
-            // Plain SMTP to the configured relay (a local MTA, typically).
-            let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            // Plain SMTP to a local relay, or TLS (STARTTLS required, or
+            // from the first byte) checked against the system's roots and
+            // the target's own CA.
+            let tls = |host: &str| -> Result<TlsParameters, AutomationError> {
+                let tls_err = |e: lettre::transport::smtp::Error| {
+                    AutomationError::Delivery(format!("SMTP TLS: {e}"))
+                };
+                let mut b = TlsParameters::builder(host.to_string());
+                if let Some(pem) = &target.smtp_ca {
+                    b = b.add_root_certificate(
+                        Certificate::from_pem(pem.as_bytes()).map_err(tls_err)?,
+                    );
+                }
+                b.build_rustls().map_err(tls_err)
+            };
+            let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
                 .port(port)
-                .timeout(Some(Duration::from_secs(30)))
-                .build();
+                .timeout(Some(Duration::from_secs(30)));
+            let builder = match target.smtp_tls {
+                SmtpTls::None => builder,
+                SmtpTls::Starttls => builder.tls(Tls::Required(tls(&host)?)),
+                SmtpTls::Tls => builder.tls(Tls::Wrapper(tls(&host)?)),
+            };
+            let mailer = builder.build();
             mailer
                 .send(email)
                 .await

@@ -467,6 +467,7 @@ async fn create_target(
     let typed = serde_json::json!({
         "name": f.one("name"), "kind": f.one("kind"), "address": f.one("address"),
         "smtp_server": f.one("smtp_server"), "sender": f.one("sender"),
+        "smtp_tls": f.one("smtp_tls"), "smtp_ca": f.one("smtp_ca"),
     });
     let made = async {
         let t = NewTarget {
@@ -476,6 +477,11 @@ async fn create_target(
             smtp_server: f.opt("smtp_server"),
             sender: f.opt("sender"),
             secret: f.opt("secret"),
+            smtp_tls: match f.opt("smtp_tls") {
+                Some(t) => kind("smtp_tls", &t)?,
+                None => SmtpTls::None,
+            },
+            smtp_ca: f.opt("smtp_ca"),
         };
         catalog::create_target(&st.db, &sealer(&st).map_err(|e| e.0)?, &a.principal, &t).await
     }
