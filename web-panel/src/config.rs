@@ -52,6 +52,7 @@ pub struct Config {
     pub access: AccessConfig,
     pub ldap: LdapConfig,
     pub dns: DnsConfig,
+    pub sites: SitesConfig,
 }
 
 impl fmt::Debug for Config {
@@ -71,6 +72,7 @@ impl fmt::Debug for Config {
             .field("access", &self.access)
             .field("ldap", &self.ldap)
             .field("dns", &self.dns)
+            .field("sites", &self.sites)
             .finish()
     }
 }
@@ -231,6 +233,24 @@ impl HypervisorConfig {
                 self.callback_listen
             ))
         })
+    }
+}
+
+/// What site admins do with their servers (`services::vhosts`): the
+/// playbooks of the jobs that apply it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SitesConfig {
+    /// The playbook a `vhosts` job runs against one ready server
+    /// (`roles/mwsvhosts`).
+    pub vhosts_playbook: PathBuf,
+}
+
+impl Default for SitesConfig {
+    fn default() -> Self {
+        SitesConfig {
+            vhosts_playbook: PathBuf::from("playbooks/vhosts.yml"),
+        }
     }
 }
 
@@ -491,6 +511,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             ldap: LdapConfig::default(),
             dns: DnsConfig::default(),
+            sites: SitesConfig::default(),
         }
     }
 }

@@ -123,51 +123,6 @@ async fn last_changed(f: &FlowPanel, id: i64) -> i64 {
     after["changed"].as_i64().unwrap()
 }
 
-/// ansible-playbook 2.19 runs the same playbook on the panel's inventory
-/// for this host; returns its output. `None` when it is not installed.
-fn ansible_run(f: &FlowPanel, dir: &Path, inventory: &Value, vm: &str) -> Option<String> {
-    let bin = Path::new("/opt/ansible-2.19/bin/ansible-playbook");
-    if !bin.exists() {
-        eprintln!("ansible-playbook 2.19 not installed: the cross-check is skipped");
-        return None;
-    }
-    let script = dir.join("inventory.sh");
-    let data = dir.join("inventory.json");
-    std::fs::write(&data, inventory.to_string()).unwrap();
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = --list ]; then cat {}; else echo '{{}}'; fi\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let known = f.prov.known_hosts_path(vm);
-    let key = &f.prov.panel_key().unwrap().private_path;
-    let out = Command::new(bin)
-        .env("ANSIBLE_ROLES_PATH", repo().join("roles"))
-        .env("ANSIBLE_HOST_KEY_CHECKING", "True")
-        .env("ANSIBLE_NOCOLOR", "1")
-        .arg("-i")
-        .arg(&script)
-        .arg("--private-key")
-        .arg(key)
-        .arg("--ssh-common-args")
-        .arg(format!("-o UserKnownHostsFile={}", known.display()))
-        .arg(repo().join("playbooks/access.yml"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "ansible-playbook failed:\n{text}");
-    Some(text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_added_in_the_panel_log_in_and_removed_keys_do_not() {
     if !e2e_support::can_run_nspawn() {
@@ -320,7 +275,12 @@ async fn keys_added_in_the_panel_log_in_and_removed_keys_do_not() {
         )
         .await
         .json;
-    if let Some(text) = ansible_run(&f, dir.path(), &inventory, &vm) {
+    if let Some(text) = f.ansible_run(
+        dir.path(),
+        &inventory,
+        &vm,
+        &repo().join("playbooks/access.yml"),
+    ) {
         assert!(
             text.contains("changed=0") && text.contains("failed=0"),
             "{text}"

@@ -37,6 +37,8 @@ struct World {
     group: i64,
     /// A Unix group of the site with the SSH-only user in it.
     unix_group: i64,
+    /// A vhost of the service.
+    vhost: i64,
     /// Playbook runs: a credential, project, inventory, notification
     /// target, a template (group `staff`, which holds the SSH-only user),
     /// its schedule and a queued run.
@@ -69,6 +71,8 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
         "/sites/{id}/members" => json!({"user": w.ssh.name, "role": "ssh"}),
         "/services" => json!({"site_id": w.site, "server_type": "small"}),
         "/services/{id}/power" => json!({"action": "start"}),
+        "/services/{id}/vhosts" => json!({"name": format!("v{}.example.org", fastrand::u32(..))}),
+        "/services/{id}/vhosts/{vhost_id}" => json!({"name": "matrix.example.org"}),
         "/admin/users" => {
             json!({"name": format!("u{}", fastrand::u32(..)), "password": "long-enough"})
         }
@@ -143,6 +147,7 @@ fn concrete(path: &str, w: &World) -> String {
         path.replace("{id}", &id.to_string())
             .replace("{user_id}", &w.ssh.user_id.to_string())
             .replace("{group_id}", &w.unix_group.to_string())
+            .replace("{vhost_id}", &w.vhost.to_string())
             .replace("{name}", "staff")
     )
 }
@@ -248,6 +253,18 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
         .await
         .unwrap();
     let auto = automation_world(p, group).await;
+    let vhost = keel_panel::services::vhosts::create(
+        p.db(),
+        &Principal::system(),
+        service,
+        &keel_panel::services::vhosts::VhostBody {
+            name: "www.matrix.example.org".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .id;
     let world = World {
         credential: auto[0],
         project: auto[1],
@@ -257,6 +274,7 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
         schedule: auto[5],
         run: auto[6],
         unix_group,
+        vhost,
         group,
         site,
         service,
@@ -400,6 +418,20 @@ async fn every_route_for_every_role(b: Backend) {
                         .unwrap()
                 }
                 None => w.unix_group = unix_group_with_ssh_user(&p, w.site).await,
+            }
+            let vhosts = keel_panel::services::vhosts::list(p.db(), &system, w.service)
+                .await
+                .unwrap();
+            if !vhosts.iter().any(|v| v.id == w.vhost) {
+                let body = keel_panel::services::vhosts::VhostBody {
+                    name: "www.matrix.example.org".into(),
+                    ..Default::default()
+                };
+                if let Ok(v) =
+                    keel_panel::services::vhosts::create(p.db(), &system, w.service, &body).await
+                {
+                    w.vhost = v.id;
+                }
             }
             let site = sites::get(p.db(), &system, w.site).await.unwrap();
             if site.site.state != "active" {

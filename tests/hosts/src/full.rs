@@ -363,6 +363,19 @@ fn ensure_repo(rootfs: &Path, stamp: &str, pkgs: &[String]) -> Result<(PathBuf, 
     })
 }
 
+/// The local apt repository with [`REPO_PACKAGES`] and `extra`, built if
+/// it is missing (and the base image with it): for tests that boot their
+/// own containers (the panel's nspawn driver) and point apt at it.
+pub fn local_repo(extra: &[&str]) -> Result<PathBuf> {
+    preflight()?;
+    let (rootfs, stamp, _) = ensure_base_image()?;
+    let mut pkgs: Vec<String> = REPO_PACKAGES.iter().map(|s| s.to_string()).collect();
+    pkgs.extend(extra.iter().map(|s| s.to_string()));
+    pkgs.sort();
+    pkgs.dedup();
+    Ok(ensure_repo(&rootfs, &stamp, &pkgs)?.0)
+}
+
 /// The prep layer: apt pointed at the repository (lists fetched), test
 /// users, sshd settings, cloud-init off.
 fn ensure_prep_layer(rootfs: &Path, repo: &Path) -> Result<(PathBuf, bool)> {

@@ -7,6 +7,7 @@
 
 mod automation;
 mod events;
+mod siteops;
 
 pub use events::stop_live_streams;
 
@@ -352,14 +353,19 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
-/// Every API route: [`ROUTES`] and those of `automation.rs`.
+/// Every API route: [`ROUTES`] and those of `automation.rs` and
+/// `siteops.rs`.
 pub fn all_routes() -> impl Iterator<Item = &'static Route> {
-    ROUTES.iter().chain(automation::ROUTES.iter())
+    ROUTES
+        .iter()
+        .chain(automation::ROUTES.iter())
+        .chain(siteops::ROUTES.iter())
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(automation::router())
+        .merge(siteops::router())
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/me", get(me))
@@ -1238,7 +1244,7 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<Login>()
         .schema_from::<AccessRole>()
         .schema_from::<crate::services::lookup::LookupGroupState>();
-    automation::schemas(b).build()
+    siteops::schemas(automation::schemas(b)).build()
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -1267,6 +1273,7 @@ pub fn openapi_document() -> Value {
         let body = BODIES
             .iter()
             .chain(automation::BODIES.iter())
+            .chain(siteops::BODIES.iter())
             .find(|(m, p, _, _)| m == method && p == path);
         let request = body.and_then(|b| b.2).map(|name| {
             json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}})
@@ -1277,7 +1284,9 @@ pub fn openapi_document() -> Value {
                     "items": {"type": "array", "items": schema_ref(name)},
                     "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}
                 }})
-            } else if *method == "GET" && (!path.contains('{') || ARRAYS.contains(path)) {
+            } else if *method == "GET"
+                && (!path.contains('{') || ARRAYS.contains(path) || siteops::ARRAYS.contains(path))
+            {
                 json!({"type": "array", "items": schema_ref(name)})
             } else {
                 schema_ref(name)

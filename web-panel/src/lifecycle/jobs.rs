@@ -41,10 +41,11 @@ pub enum JobKind {
     Access,
     LookupRefresh,
     Dns,
+    Vhosts,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 8] = [
+    pub const ALL: [JobKind; 9] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -53,6 +54,7 @@ impl JobKind {
         JobKind::Access,
         JobKind::LookupRefresh,
         JobKind::Dns,
+        JobKind::Vhosts,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -66,6 +68,7 @@ impl JobKind {
             JobKind::Access => "access",
             JobKind::LookupRefresh => "lookup_refresh",
             JobKind::Dns => "dns",
+            JobKind::Vhosts => "vhosts",
         }
     }
 
@@ -330,6 +333,30 @@ impl DnsJob {
     }
 }
 
+/// `vhosts`: the server's vhosts (Apache sites, their aliases, document
+/// roots and kinds) applied by a role run (`sites.vhosts_playbook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VhostsJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for VhostsJob {
+    const KIND: JobKind = JobKind::Vhosts;
+}
+
+impl VhostsJob {
+    /// Coalesced per server, as `access`: edits while a run waits make
+    /// that one run, which reads the vhosts when it starts; an edit during
+    /// a run gives exactly one more. Under the service's serialisation
+    /// key; the default retry policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key(format!("vhosts:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +398,7 @@ mod tests {
             AccessJob::KIND,
             LookupRefreshJob::KIND,
             DnsJob::KIND,
+            VhostsJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
@@ -420,6 +448,9 @@ mod tests {
         let s = DnsJob { service_id: 3 }.spec(None);
         assert_eq!((s.kind.as_str(), s.queue.as_str()), ("dns", "default"));
         assert_eq!(s.unique_key.as_deref(), Some("dns:3"));
+        let s = VhostsJob { service_id: 3 }.spec(None);
+        assert_eq!((s.kind.as_str(), s.queue.as_str()), ("vhosts", "default"));
+        assert_eq!(s.unique_key.as_deref(), Some("vhosts:3"));
         assert_eq!(s.serial_key.as_deref(), Some("service:3"));
     }
 }

@@ -23,7 +23,8 @@
 //! - `keel_groups`: the site's Unix groups, `{name, gid, members}`;
 //! - `keel_access_blocked`: true while the site is suspended (nobody the
 //!   panel manages may log in);
-//! - `keel_vhosts`: `[{name, aliases}]`.
+//! - `keel_vhosts`: `[{name, aliases, kind, document_root, target}]`
+//!   (`services::vhosts`; `kind` is `static`, `php`, `wsgi` or `proxy`).
 //!
 //! Only platform admins may read it (API tokens of admin accounts).
 
@@ -107,21 +108,10 @@ pub async fn hosts(
         (i64, String),
         "SELECT user_id, public_key FROM ssh_keys ORDER BY id"
     )?;
-    let vhosts = fetch_all!(
-        &mut conn,
-        (i64, String, Option<String>),
-        "SELECT v.service_id, v.name, d.domain FROM vhosts v \
-         LEFT JOIN domain_aliases d ON d.vhost_id = v.id ORDER BY v.name, d.domain"
-    )?;
-
+    let vhosts_of = crate::services::vhosts::by_service(&mut conn, service_id).await?;
     let mut keys_of: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for (uid, key) in keys {
         keys_of.entry(uid).or_default().push(key.trim().to_string());
-    }
-    let mut vhosts_of: BTreeMap<i64, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-    for (sid, name, alias) in vhosts {
-        let aliases = vhosts_of.entry(sid).or_default().entry(name).or_default();
-        aliases.extend(alias);
     }
 
     let mut out = Vec::with_capacity(rows.len());
@@ -167,7 +157,15 @@ pub async fn hosts(
             .get(&r.service_id)
             .into_iter()
             .flatten()
-            .map(|(name, aliases)| json!({"name": name, "aliases": aliases}))
+            .map(|v| {
+                json!({
+                    "name": v.name,
+                    "aliases": v.aliases,
+                    "kind": v.kind.as_str(),
+                    "document_root": v.document_root,
+                    "target": v.target,
+                })
+            })
             .collect();
         let vars = json!({
             "ansible_host": host,

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{AccessConfig, Config, DnsConfig, HypervisorConfig, LdapConfig};
+use crate::config::{AccessConfig, Config, DnsConfig, HypervisorConfig, LdapConfig, SitesConfig};
 use crate::db::Db;
 use crate::domain::PanelError;
 use crate::hypervisor::seed::{HostKeys, SeedError};
@@ -275,6 +275,8 @@ pub struct Provisioner {
     /// Where servers' records are published (`dns` jobs); off when its
     /// `server` is empty.
     pub dns: DnsConfig,
+    /// The playbooks of what site admins apply (`vhosts` jobs).
+    pub sites: SitesConfig,
     pub data_dir: PathBuf,
     /// Port VMs call back on when `callback_url` is empty.
     pub callback_port: u16,
@@ -316,6 +318,7 @@ impl Provisioner {
             access: config.access.clone(),
             ldap: config.ldap.clone(),
             dns: config.dns.clone(),
+            sites: config.sites.clone(),
             data_dir: config.data_dir.clone(),
             callback_port,
             key,

@@ -12,7 +12,8 @@
 //! `groups.rs` (user groups for quotas and lookup groups), `access.rs` (who
 //! logs in to a site's servers, UIDs, the `access` jobs every change to them
 //! queues), `unix_groups.rs` (the Unix groups site admins define),
-//! `lookup.rs` (lookup groups read from the LDAP directory and mirrored).
+//! `lookup.rs` (lookup groups read from the LDAP directory and mirrored),
+//! `vhosts.rs` (a server's Apache vhosts and aliases, the `vhosts` jobs).
 
 pub mod access;
 pub mod catalog;
@@ -25,3 +26,4 @@ pub mod power;
 pub mod servers;
 pub mod sites;
 pub mod unix_groups;
+pub mod vhosts;

@@ -282,11 +282,53 @@ pub struct SshKey {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+/// How Apache serves a vhost (`roles/mwsvhosts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VhostKind {
+    /// Files from the document root.
+    Static,
+    /// Files from the document root, `.php` run by mod_php.
+    Php,
+    /// A WSGI application (mod_wsgi); `target` is its script.
+    Wsgi,
+    /// A reverse proxy (mod_proxy); `target` is the backend URL.
+    Proxy,
+}
+
+impl VhostKind {
+    pub const ALL: [VhostKind; 4] = [
+        VhostKind::Static,
+        VhostKind::Php,
+        VhostKind::Wsgi,
+        VhostKind::Proxy,
+    ];
+
+    /// The name stored in `vhosts.kind` and used by the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VhostKind::Static => "static",
+            VhostKind::Php => "php",
+            VhostKind::Wsgi => "wsgi",
+            VhostKind::Proxy => "proxy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VhostKind> {
+        VhostKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A vhost of a server: the name Apache answers to, its aliases (each a
+/// domain name), where its files are and how it is served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Vhost {
     pub id: i64,
     pub service_id: i64,
     pub name: String,
-    /// Comma-separated aliases (data only for now).
-    pub aliases: String,
+    pub aliases: Vec<String>,
+    pub kind: VhostKind,
+    pub document_root: String,
+    /// The WSGI script (`wsgi`) or the backend URL (`proxy`).
+    pub target: Option<String>,
 }

@@ -17,7 +17,7 @@ use crate::lifecycle::jobs::{AccessJob, DeprovisionJob, JobKind, ProvisionJob};
 use crate::lifecycle::{transition, Status};
 use crate::queue::{self, JobFilter};
 use crate::services::model::{
-    DnsState, DnsStatus, HostKeyView, JobView, Service, ServiceDetail, Vhost, Vm, SERVICE_KINDS,
+    DnsState, DnsStatus, HostKeyView, JobView, Service, ServiceDetail, Vm, SERVICE_KINDS,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
 use crate::services::{access, catalog};
@@ -364,21 +364,7 @@ pub async fn get(
         id
     )?;
     let network = alloc::allocation_of(&mut conn, id).await?;
-    let agg = if conn.is_pg() {
-        "string_agg(d.domain, ',')"
-    } else {
-        "group_concat(d.domain, ',')"
-    };
-    let vhosts = fetch_all!(
-        &mut conn,
-        Vhost,
-        sqlx::AssertSqlSafe(format!(
-            "SELECT v.id, v.service_id, v.name, \
-               COALESCE((SELECT {agg} FROM domain_aliases d WHERE d.vhost_id = v.id), '') AS aliases \
-             FROM vhosts v WHERE v.service_id = $1 ORDER BY v.name"
-        )),
-        id
-    )?;
+    let vhosts = crate::services::vhosts::of_service(&mut conn, id).await?;
     let host_key = scalar!(
         &mut conn,
         String,

@@ -125,6 +125,13 @@ impl IntoResponse for UiError {
 
 pub type UiResult = Result<Response, UiError>;
 
+/// A form that carries nothing but the session's CSRF token (a button).
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
 pub fn render(name: &str, ctx: Value) -> Result<Html<String>, PanelError> {
     templates()
         .get_template(name)

@@ -8,10 +8,12 @@
 //!
 //! Layout: `kit.rs` (templates, rendering, CSRF, the error page) is below
 //! the page files; this file holds the end users' pages (servers, sites,
-//! keys, the admin views) and `automation.rs` the playbook-run pages.
+//! keys, the admin views), `automation.rs` the playbook-run pages and
+//! `siteops.rs` the server page's forms for web sites.
 
 mod automation;
 mod kit;
+mod siteops;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -32,10 +34,11 @@ use crate::queue::{JobFilter, JobState};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite};
 use crate::services::{catalog, jobs, keys, lookup, unix_groups};
-use kit::{admin_only, check_csrf, page, render, signed_in, UiResult};
+use kit::{admin_only, check_csrf, page, render, signed_in, CsrfForm, UiResult};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(siteops::router())
         .route("/", get(|| async { Redirect::to("/servers") }))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
@@ -124,12 +127,6 @@ async fn login(State(st): State<AppState>, Peer(ip): Peer, Form(f): Form<LoginFo
         }
         Err(e) => Err(e.into()),
     }
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 async fn logout(

@@ -207,6 +207,28 @@ impl Panel {
         }
     }
 
+    /// Posts an HTML form as a signed-in browser would (the session
+    /// cookie; the CSRF token goes in the form); the page comes back as a
+    /// JSON string.
+    pub async fn call_form(&self, path: &str, cred: &Cred, form: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .form(form);
+        if let Cred::Session { cookie, .. } = cred {
+            req = req.header("cookie", format!("keel_session={cookie}"));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        Reply {
+            status,
+            json: Value::String(text),
+            headers,
+        }
+    }
+
     /// Logs in through the API and returns the session credential.
     pub async fn login(&self, name: &str, password: &str) -> Reply {
         self.call(

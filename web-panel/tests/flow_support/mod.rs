@@ -279,6 +279,91 @@ impl FlowPanel {
     }
 }
 
+impl FlowPanel {
+    /// Points apt on service `id`'s container at the local repository of
+    /// the full test hosts (`keel_testhosts::full::local_repo`), copied
+    /// into it, so roles install packages without the internet.
+    pub fn use_local_repo(&self, id: i64) {
+        let repo = keel_testhosts::full::local_repo(&[]).expect("the local apt repository");
+        let root = self.driver.root_dir(&self.prov.vm_name(id));
+        let inside = root.join(keel_testhosts::full::REPO_MOUNT.trim_start_matches('/'));
+        std::fs::create_dir_all(&inside).unwrap();
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", repo.display()))
+            .arg(&inside)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "copying the repository: {out:?}");
+        std::fs::write(
+            root.join("etc/apt/sources.list"),
+            format!(
+                "deb [trusted=yes] file:{} ./\n",
+                keel_testhosts::full::REPO_MOUNT
+            ),
+        )
+        .unwrap();
+        if let Ok(dir) = std::fs::read_dir(root.join("etc/apt/sources.list.d")) {
+            for e in dir.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// ansible-playbook 2.19 runs `playbook` on the panel's inventory for
+    /// the VM `vm`, with the panel's key and the VM's known_hosts; returns
+    /// its output, `None` when it is not installed. Fails when it fails.
+    pub fn ansible_run(
+        &self,
+        dir: &Path,
+        inventory: &Value,
+        vm: &str,
+        playbook: &Path,
+    ) -> Option<String> {
+        let bin = Path::new("/opt/ansible-2.19/bin/ansible-playbook");
+        if !bin.exists() {
+            eprintln!("ansible-playbook 2.19 not installed: the cross-check is skipped");
+            return None;
+        }
+        let script = dir.join("inventory.sh");
+        let data = dir.join("inventory.json");
+        std::fs::write(&data, inventory.to_string()).unwrap();
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --list ]; then cat {}; else echo '{{}}'; fi\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let known = self.prov.known_hosts_path(vm);
+        let key = &self.prov.panel_key().unwrap().private_path;
+        let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles");
+        let out = std::process::Command::new(bin)
+            .env("ANSIBLE_ROLES_PATH", roles)
+            .env("ANSIBLE_HOST_KEY_CHECKING", "True")
+            .env("ANSIBLE_NOCOLOR", "1")
+            .arg("-i")
+            .arg(&script)
+            .arg("--private-key")
+            .arg(key)
+            .arg("--ssh-common-args")
+            .arg(format!("-o UserKnownHostsFile={}", known.display()))
+            .arg(playbook)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "ansible-playbook failed:\n{text}");
+        Some(text)
+    }
+}
+
 impl Drop for FlowPanel {
     fn drop(&mut self) {
         for w in &self.workers {

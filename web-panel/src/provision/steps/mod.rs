@@ -16,6 +16,7 @@
 //! | `access` (`access.rs`) | ready (waits while configuring) | default (10 attempts, 1 s to 10 min) | recorded for admins |
 //! | `lookup_refresh` (`lookup_refresh.rs`) | — (a site's lookup groups, or all) | default | recorded for admins; the error stays on the groups |
 //! | `dns` (`dns.rs`, only with `[dns]` configured) | ready (publish), deleting/deleted (remove) | default | recorded for admins; the error stays on the server's DNS row |
+//! | `vhosts` (`vhosts.rs`) | ready (waits while configuring) | default | recorded for admins |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -36,8 +37,9 @@
 //! (`vm_os_ready`), `configure.rs` (`configure`, and the re-converge
 //! request), `deprovision.rs`, `power.rs`, `access.rs` (the people of the
 //! site on the server), `lookup_refresh.rs` (LDAP lookup groups mirrored),
-//! `dns.rs` (the server's records published or removed). Below them, `role_run.rs` (the host-key check and
-//! role run `configure` and `access` share), `kit.rs` (the rows
+//! `dns.rs` (the server's records published or removed), `vhosts.rs` (the
+//! server's Apache vhosts). Below them, `role_run.rs` (the host-key check and
+//! role run `configure`, `access` and `vhosts` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
 //! step for good and its compensation). This file only registers a handler
 //! for every kind of `lifecycle::jobs::JobKind`, by an exhaustive match, so
@@ -54,6 +56,7 @@ pub mod lookup_refresh;
 pub mod os_ready;
 pub mod power;
 mod role_run;
+pub mod vhosts;
 
 use std::sync::Arc;
 
@@ -82,6 +85,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::Access => registry.register(k, access::AccessStep(p)),
             JobKind::LookupRefresh => registry.register(k, lookup_refresh::LookupRefreshStep(p)),
             JobKind::Dns => registry.register(k, dns::DnsStep(p)),
+            JobKind::Vhosts => registry.register(k, vhosts::VhostsStep(p)),
         };
     }
 }
