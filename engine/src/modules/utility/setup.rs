@@ -138,6 +138,10 @@ impl Module for Setup {
             .map(|i| i.map(|v| v.to_string()).collect())
             .unwrap_or_default();
         facts.retain(|k, _| wants(fact_collector(k, &interfaces)));
+        // The two facts about the gathering itself have no `ansible_`
+        // prefix, so only a filter written for them keeps them (as
+        // ansible-core: `module*` keeps `module_setup`, `ansible_*` does not).
+        let mut keep_own: Box<dyn Fn(&str) -> bool> = Box::new(|_| true);
         if !filter.is_empty() {
             let pats: Vec<glob::Pattern> = filter
                 .iter()
@@ -145,6 +149,12 @@ impl Module for Setup {
                 .collect::<Result<_, _>>()
                 .map_err(|e| ModuleError::Args(format!("invalid filter: {e}")))?;
             facts.retain(|k, _| pats.iter().any(|p| p.matches(k)));
+            let written: Vec<glob::Pattern> = filter
+                .iter()
+                .map(|f| glob::Pattern::new(f))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ModuleError::Args(format!("invalid filter: {e}")))?;
+            keep_own = Box::new(move |k| written.iter().any(|p| p.matches(k)));
         }
         // Named as the setup module returns them (`ansible_` prefix); the
         // executor strips the prefix under `ansible_facts`.
@@ -154,16 +164,20 @@ impl Module for Setup {
             .collect();
         // What setup itself says, whatever the subset.
         let mut prefixed = prefixed;
-        prefixed.push((
-            "gather_subset".into(),
-            Value::from(
-                subset
-                    .iter()
-                    .map(|s| Value::from(s.as_str()))
-                    .collect::<Vec<_>>(),
-            ),
-        ));
-        prefixed.push(("module_setup".into(), Value::from(true)));
+        if keep_own("gather_subset") {
+            prefixed.push((
+                "gather_subset".into(),
+                Value::from(
+                    subset
+                        .iter()
+                        .map(|s| Value::from(s.as_str()))
+                        .collect::<Vec<_>>(),
+                ),
+            ));
+        }
+        if keep_own("module_setup") {
+            prefixed.push(("module_setup".into(), Value::from(true)));
+        }
         let mut res = ModuleResult::ok();
         if !warnings.is_empty() {
             res.data.insert("warnings".into(), Value::from(warnings));
