@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{created, no_content, ok, Access, ApiResult, Route};
+use super::kit::{created, no_content, ok, Access, ApiResult, Route};
 use crate::automation::catalog::{self, NewCredential, NewInventory, NewProject, NewTarget};
 use crate::automation::model::RunStatus;
 use crate::automation::runs::{self, RunFilter};

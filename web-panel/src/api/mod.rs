@@ -7,13 +7,16 @@
 
 mod automation;
 mod events;
+mod kit;
 mod siteops;
 
 pub use events::stop_live_streams;
+use kit::{created, no_content, ok, ApiResult};
+pub use kit::{Access, Route};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -30,26 +33,6 @@ use crate::services::power::{self, PowerRequest};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite, SitePatch};
 use crate::services::{groups, jobs, keys, lookup, unix_groups};
-
-/// Who may call a route, for the docs and the authorisation matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Public,
-    /// Any signed-in user (the handler may narrow it to the user's own data).
-    User,
-    /// Site admins of the object, and platform admins.
-    SiteAdmin,
-    PlatformAdmin,
-    /// The job's owner, and platform admins.
-    JobOwner,
-    /// Members of the job template's groups, and platform admins (others
-    /// learn nothing: 404).
-    TemplateMember,
-}
-
-/// One API route: method, path (axum syntax, relative to `/api/v1`),
-/// access, summary.
-pub type Route = (&'static str, &'static str, Access, &'static str);
 
 pub const ROUTES: &[Route] = &[
     (
@@ -481,20 +464,6 @@ async fn inventory(
     )
     .await?;
     ok(inv)
-}
-
-type ApiResult = Result<Response, ApiError>;
-
-fn ok(v: impl serde::Serialize) -> ApiResult {
-    Ok(Json(v).into_response())
-}
-
-fn created(v: impl serde::Serialize) -> ApiResult {
-    Ok((StatusCode::CREATED, Json(v)).into_response())
-}
-
-fn no_content() -> ApiResult {
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn require_admin(p: &Principal) -> Result<(), ApiError> {

@@ -11,7 +11,7 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{created, no_content, ok, Access, ApiResult, Route};
+use super::kit::{created, no_content, ok, Access, ApiResult, Route};
 use crate::http::{AppState, Auth};
 use crate::services::vhosts::{self, VhostBody};
 

@@ -19,7 +19,7 @@
 //!    the playbook's `collections/`, `ANSIBLE_COLLECTIONS_PATH`,
 //!    `~/.ansible/collections` and `/usr/share/ansible/collections`;
 //! 4. ansible-core's own modules, when an ansible-core is importable on the
-//!    controller ([`find::ansible_core`]: `KEEL_ANSIBLE_PYTHON`, else
+//!    controller ([`ansible_core`]: `KEEL_ANSIBLE_PYTHON`, else
 //!    `python3`, else the Python behind `ansible-playbook` on `PATH`).
 //!
 //! New-style modules (those importing `ansible.module_utils`) are packed with
@@ -28,8 +28,10 @@
 //! `key=value` modules are sent as they are, with an arguments file.
 
 pub mod find;
+mod install;
 pub mod payload;
 mod run;
 
-pub use find::{ansible_core, AnsibleCore, ModuleSearch, Resolution};
+pub use find::{ModuleSearch, Resolution};
+pub use install::{ansible_core, AnsibleCore};
 pub use payload::{PayloadError, PyModule, Style};

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
-use super::find::AnsibleCore;
+use super::install::AnsibleCore;
 
 /// How a module takes its arguments.
 #[derive(Debug, Clone)]

@@ -157,7 +157,7 @@ impl PyModule {
                 )))
             }
         };
-        let version = super::find::ansible_core()
+        let version = super::install::ansible_core()
             .map(|c| c.version.clone())
             .unwrap_or_else(|| "2.19.14".into());
         let internal = json!({
