@@ -255,6 +255,7 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
     let auto = automation_world(p, group).await;
     let vhost = keel_panel::services::vhosts::create(
         p.db(),
+        &p.state.config.dns,
         &Principal::system(),
         service,
         &keel_panel::services::vhosts::VhostBody {
@@ -427,8 +428,14 @@ async fn every_route_for_every_role(b: Backend) {
                     name: "www.matrix.example.org".into(),
                     ..Default::default()
                 };
-                if let Ok(v) =
-                    keel_panel::services::vhosts::create(p.db(), &system, w.service, &body).await
+                if let Ok(v) = keel_panel::services::vhosts::create(
+                    p.db(),
+                    &p.state.config.dns,
+                    &system,
+                    w.service,
+                    &body,
+                )
+                .await
                 {
                     w.vhost = v.id;
                 }

@@ -10,7 +10,9 @@
 //!   computes from the host key the container's sshd really uses; then
 //!   OpenSSH itself, with `VerifyHostKeyDNS=yes`, `StrictHostKeyChecking=yes`
 //!   and an empty known_hosts file, logs in by trusting that key through
-//!   SSHFP alone; a vhost's domain alias becomes a CNAME to the server.
+//!   SSHFP alone; a domain alias added to a vhost through the API becomes
+//!   a CNAME to the server, and goes when the alias is replaced or its
+//!   vhost deleted (the vhost write queues the `dns` job).
 //!   The zone is DNSSEC-signed and the answers come through a
 //!   validating resolver, so ssh sees them as secure (AD bit): no
 //!   "accept unsigned answers" shortcut is taken. ssh uses the system
@@ -34,11 +36,8 @@ use std::time::{Duration, Instant};
 use api_support::{Backend, Cred};
 use dns_support::{sshfp_text, Bind};
 use flow_support::{FlowPanel, WAIT};
-use keel_panel::db::tx_conn;
 use keel_panel::dns::{self, DnsRecord, Publisher, RecordData};
-use keel_panel::lifecycle::jobs::DnsJob;
-use keel_panel::queue;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn rec(name: &str, data: RecordData) -> DnsRecord {
     DnsRecord {
@@ -170,6 +169,22 @@ async fn wait_dns(f: &FlowPanel, id: i64, state: &str) -> Value {
     }
 }
 
+/// Waits until `dig NAME TYPE` answers `want` (empty: no record).
+async fn wait_dig(bind: &Bind, name: &str, rtype: &str, want: &[String]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = bind.dig(name, rtype);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dig {name} {rtype} answers {got:?}, not {want:?}, after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// `ssh` to `host` as the panel's admin account with the panel's key,
 /// with no known host key at all: only SSHFP can make it trust the
 /// server. Runs in a private mount namespace whose `/etc/resolv.conf` is
@@ -208,7 +223,14 @@ async fn server_records(b: Backend) {
         Backend::Sqlite => 41,
         Backend::Postgres => 42,
     };
-    let mut f = FlowPanel::start_on(b, subnet, 1, move |c| c.dns = cfg).await;
+    // Vhost changes also queue `vhosts` role runs; the flow tests' small
+    // stand-in playbook keeps them quick (Apache is vhosts_flow.rs's).
+    let playbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/provision_flow_data/site.yml");
+    let mut f = FlowPanel::start_on(b, subnet, 1, move |c| {
+        c.dns = cfg;
+        c.sites.vhosts_playbook = playbook;
+    })
+    .await;
     f.worker(&["hypervisor", "default"]);
     let id = f.create().await;
     let ready = f.wait_status(id, "ready").await;
@@ -317,49 +339,86 @@ async fn server_records(b: Backend) {
         .collect();
     assert!(actions.contains(&"service.dns_published"), "{actions:?}");
 
-    // Aliases (#17): a vhost's domain aliases become CNAMEs to the
-    // hostname on the server's next `dns` run, queued here in the same
-    // transaction as the alias, as a change to the aliases queues it.
+    // Aliases (#15, #17): a vhost's domain aliases, added through the API,
+    // become CNAMEs to the hostname: the vhost's write queues the server's
+    // `dns` job in its own transaction. Replacing an alias removes the old
+    // CNAME and publishes the new one.
     let alias = format!("www{subnet}.example.org");
-    {
-        let db = f.panel.db();
-        let mut tx = db.begin().await.unwrap();
-        let mut conn = tx_conn(&mut tx);
-        keel_panel::execute!(
-            &mut conn,
-            "INSERT INTO vhosts (service_id, name) VALUES ($1, $2)",
-            id,
-            format!("site{subnet}.example.org")
+    let other = format!("shop{subnet}.example.org");
+    let dns_jobs = f.jobs_of_kind(id, "dns").await;
+    let vhost = f
+        .panel
+        .call(
+            "POST",
+            &format!("/api/v1/services/{id}/vhosts"),
+            &f.owner,
+            Some(json!({"name": format!("site{subnet}.example.org"), "aliases": [alias]})),
         )
-        .unwrap();
-        let vhost = keel_panel::scalar!(
-            &mut conn,
-            i64,
-            "SELECT id FROM vhosts WHERE service_id = $1",
-            id
-        )
-        .unwrap()
-        .unwrap();
-        keel_panel::execute!(
-            &mut conn,
-            "INSERT INTO domain_aliases (vhost_id, domain) VALUES ($1, $2)",
-            vhost,
-            alias.as_str()
-        )
-        .unwrap();
-        queue::enqueue(&mut tx, DnsJob { service_id: id }.spec(None))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
-    let deadline = Instant::now() + WAIT;
-    while bind.dig(&alias, "CNAME").is_empty() {
-        assert!(Instant::now() < deadline, "no CNAME for {alias}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(bind.dig(&alias, "CNAME"), [format!("{host}.")]);
+        .await;
+    assert_eq!(vhost.status, 201, "{}", vhost.json);
+    assert_eq!(f.jobs_of_kind(id, "dns").await, dns_jobs + 1);
+    wait_dig(&bind, &alias, "CNAME", &[format!("{host}.")]).await;
     // A resolver follows it to the server's address.
     assert_eq!(bind.dig(&alias, "A"), [format!("{host}."), ip.clone()]);
+    let vhost_id = vhost.json["id"].as_i64().unwrap();
+    let r = f
+        .panel
+        .call(
+            "PUT",
+            &format!("/api/v1/services/{id}/vhosts/{vhost_id}"),
+            &f.owner,
+            Some(json!({"name": format!("site{subnet}.example.org"), "aliases": [other]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    wait_dig(&bind, &alias, "CNAME", &[]).await;
+    assert_eq!(bind.dig(&other, "CNAME"), [format!("{host}.")]);
+    // The page lists the new alias once the job has recorded it.
+    let cname = json!(format!("{other}. IN CNAME {host}."));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = f.service(id).await;
+        let records = page["dns"]["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if records.contains(&cname) {
+            assert!(!records.iter().any(|r| r.to_string().contains(&alias)));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", page["dns"]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A change that leaves the aliases as they were queues no DNS run.
+    let dns_jobs = f.jobs_of_kind(id, "dns").await;
+    let r = f
+        .panel
+        .call(
+            "PUT",
+            &format!("/api/v1/services/{id}/vhosts/{vhost_id}"),
+            &f.owner,
+            Some(json!({
+                "name": format!("site{subnet}.example.org"),
+                "aliases": [other],
+                "document_root": "/srv/site"
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(f.jobs_of_kind(id, "dns").await, dns_jobs);
+    // Deleting the vhost takes its alias out of DNS.
+    let r = f
+        .panel
+        .call(
+            "DELETE",
+            &format!("/api/v1/services/{id}/vhosts/{vhost_id}"),
+            &f.owner,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.json);
+    wait_dig(&bind, &other, "CNAME", &[]).await;
+    assert_eq!(bind.dig(&host, "A"), [ip.as_str()]);
 
     // Delete: the records go once the server is gone.
     let r = f
@@ -374,7 +433,8 @@ async fn server_records(b: Backend) {
         assert!(bind.dig(&host, t).is_empty(), "{t}");
     }
     assert!(bind.dig(&alias, "CNAME").is_empty());
-    assert_eq!(f.jobs_of_kind(id, "dns").await, 3);
+    // Ready, three alias changes, the removal after the delete.
+    assert_eq!(f.jobs_of_kind(id, "dns").await, 5);
 }
 
 both_backends!(server_records_on_a_container, server_records);

@@ -98,7 +98,7 @@ async fn create_vhost(
     Path(id): Path<i64>,
     Json(b): Json<VhostBody>,
 ) -> ApiResult {
-    created(vhosts::create(&st.db, &a.principal, id, &b).await?)
+    created(vhosts::create(&st.db, &st.config.dns, &a.principal, id, &b).await?)
 }
 
 async fn update_vhost(
@@ -107,7 +107,7 @@ async fn update_vhost(
     Path((id, vhost_id)): Path<(i64, i64)>,
     Json(b): Json<VhostBody>,
 ) -> ApiResult {
-    ok(vhosts::update(&st.db, &a.principal, id, vhost_id, &b).await?)
+    ok(vhosts::update(&st.db, &st.config.dns, &a.principal, id, vhost_id, &b).await?)
 }
 
 async fn delete_vhost(
@@ -115,7 +115,7 @@ async fn delete_vhost(
     a: Auth,
     Path((id, vhost_id)): Path<(i64, i64)>,
 ) -> ApiResult {
-    vhosts::delete(&st.db, &a.principal, id, vhost_id).await?;
+    vhosts::delete(&st.db, &st.config.dns, &a.principal, id, vhost_id).await?;
     no_content()
 }
 

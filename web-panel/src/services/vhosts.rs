@@ -4,7 +4,10 @@
 //! whose role run (`roles/mwsvhosts`) writes the Apache sites, enables
 //! them, removes the deleted ones and reloads Apache when something
 //! changed. A server that is not ready yet gets its vhosts when
-//! `configure` makes it ready ([`queue_if_any`]).
+//! `configure` makes it ready ([`queue_if_any`]). A change to a ready
+//! server's aliases also queues, in the same transaction, its `dns` job
+//! (`provision/steps/dns.rs`) when DNS publishing is configured, since
+//! every alias is a CNAME to the server ([`queue_dns`]).
 //!
 //! Names (a vhost's name and its aliases) are host names
 //! ([`hostname_problem`]), lower-cased, and belong to one site: a name that
@@ -22,9 +25,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::{self, Change};
+use crate::config::DnsConfig;
 use crate::db::{tx_conn, Conn, Db};
 use crate::domain::{PanelError, Principal};
-use crate::lifecycle::jobs::VhostsJob;
+use crate::lifecycle::jobs::{DnsJob, VhostsJob};
 use crate::lifecycle::Status;
 use crate::queue;
 use crate::services::model::{Vhost, VhostKind};
@@ -372,6 +376,26 @@ pub async fn queue_if_any(tx: &mut Tx, service_id: i64) -> Result<(), PanelError
     Ok(())
 }
 
+/// Queues the server's `dns` job when its aliases changed (`before` and
+/// `after` are the aliases of the vhost that changed), DNS publishing is
+/// configured and the server is ready: its CNAMEs follow its aliases.
+/// Servers that are not ready publish everything when `configure` makes
+/// them ready, and removal after a delete empties what was published.
+/// The job is coalesced per server and reads the aliases when it starts.
+pub async fn queue_dns(
+    tx: &mut Tx,
+    dns: &DnsConfig,
+    service_id: i64,
+    status: Status,
+    before: &[String],
+    after: &[String],
+) -> Result<(), PanelError> {
+    if dns.enabled() && status == Status::Ready && before != after {
+        queue::enqueue(tx, DnsJob { service_id }.spec(None)).await?;
+    }
+    Ok(())
+}
+
 /// Refuses changes to a server on its way out.
 fn check_live(service: &Server) -> Result<(), PanelError> {
     if service.status.rules().leaving {
@@ -480,6 +504,7 @@ async fn load_vhost(
 /// Adds a vhost to a server and queues the run that applies it.
 pub async fn create(
     db: &Db,
+    dns: &DnsConfig,
     who: &Principal,
     service_id: i64,
     body: &VhostBody,
@@ -515,6 +540,15 @@ pub async fn create(
     )
     .await?;
     queue_run(&mut tx, who, &service).await?;
+    queue_dns(
+        &mut tx,
+        dns,
+        service_id,
+        service.status,
+        &[],
+        &vhost.aliases,
+    )
+    .await?;
     tx.commit().await?;
     Ok(vhost)
 }
@@ -523,6 +557,7 @@ pub async fn create(
 /// the run that applies it.
 pub async fn update(
     db: &Db,
+    dns: &DnsConfig,
     who: &Principal,
     service_id: i64,
     vhost_id: i64,
@@ -557,6 +592,15 @@ pub async fn update(
     )
     .await?;
     queue_run(&mut tx, who, &service).await?;
+    queue_dns(
+        &mut tx,
+        dns,
+        service_id,
+        service.status,
+        &before.aliases,
+        &after.aliases,
+    )
+    .await?;
     tx.commit().await?;
     Ok(after)
 }
@@ -564,6 +608,7 @@ pub async fn update(
 /// Deletes a vhost; the next run removes it from Apache (its files stay).
 pub async fn delete(
     db: &Db,
+    dns: &DnsConfig,
     who: &Principal,
     service_id: i64,
     vhost_id: i64,
@@ -588,6 +633,15 @@ pub async fn delete(
     )
     .await?;
     queue_run(&mut tx, who, &service).await?;
+    queue_dns(
+        &mut tx,
+        dns,
+        service_id,
+        service.status,
+        &before.aliases,
+        &[],
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -70,7 +70,7 @@ async fn vhost_create(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
-    vhosts::create(&st.db, &a.principal, id, &f.body()).await?;
+    vhosts::create(&st.db, &st.config.dns, &a.principal, id, &f.body()).await?;
     to_server(id)
 }
 
@@ -82,7 +82,15 @@ async fn vhost_update(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
-    vhosts::update(&st.db, &a.principal, id, vhost_id, &f.body()).await?;
+    vhosts::update(
+        &st.db,
+        &st.config.dns,
+        &a.principal,
+        id,
+        vhost_id,
+        &f.body(),
+    )
+    .await?;
     to_server(id)
 }
 
@@ -94,7 +102,7 @@ async fn vhost_delete(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
-    vhosts::delete(&st.db, &a.principal, id, vhost_id).await?;
+    vhosts::delete(&st.db, &st.config.dns, &a.principal, id, vhost_id).await?;
     to_server(id)
 }
 

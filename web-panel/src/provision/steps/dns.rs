@@ -7,7 +7,8 @@
 //! inside the transaction of the change that calls for it: `configure`
 //! moving a server to `ready` (which every new VM, new host key or
 //! re-claimed address passes through) and `deprovision` moving it to
-//! `deleted`, and by a change to a ready server's domain aliases. The job
+//! `deleted`, and by a change to a ready server's domain aliases
+//! (`services::vhosts::queue_dns`, in the vhost write's transaction). The job
 //! reads the server when it starts, so it is coalesced per server; it
 //! replaces whole RRsets, so a retry or a second run leaves the zone as
 //! one run does.
