@@ -244,12 +244,16 @@ pub struct SitesConfig {
     /// The playbook a `vhosts` job runs against one ready server
     /// (`roles/mwsvhosts`).
     pub vhosts_playbook: PathBuf,
+    /// The playbook a `packages` job runs against one ready server
+    /// (`roles/mwspackages`).
+    pub packages_playbook: PathBuf,
 }
 
 impl Default for SitesConfig {
     fn default() -> Self {
         SitesConfig {
             vhosts_playbook: PathBuf::from("playbooks/vhosts.yml"),
+            packages_playbook: PathBuf::from("playbooks/packages.yml"),
         }
     }
 }

@@ -39,6 +39,8 @@ struct World {
     unix_group: i64,
     /// A vhost of the service.
     vhost: i64,
+    /// An allowed system package (no server has it picked).
+    package: i64,
     /// Playbook runs: a credential, project, inventory, notification
     /// target, a template (group `staff`, which holds the SSH-only user),
     /// its schedule and a queued run.
@@ -73,6 +75,10 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
         "/services/{id}/power" => json!({"action": "start"}),
         "/services/{id}/vhosts" => json!({"name": format!("v{}.example.org", fastrand::u32(..))}),
         "/services/{id}/vhosts/{vhost_id}" => json!({"name": "matrix.example.org"}),
+        "/services/{id}/packages" => json!({"packages": ["matrix-pkg"]}),
+        "/admin/packages" => {
+            json!({"name": format!("p{}", fastrand::u32(..)), "description": "for the matrix"})
+        }
         "/admin/users" => {
             json!({"name": format!("u{}", fastrand::u32(..)), "password": "long-enough"})
         }
@@ -148,6 +154,7 @@ fn concrete(path: &str, w: &World) -> String {
             .replace("{user_id}", &w.ssh.user_id.to_string())
             .replace("{group_id}", &w.unix_group.to_string())
             .replace("{vhost_id}", &w.vhost.to_string())
+            .replace("{package_id}", &w.package.to_string())
             .replace("{name}", "staff")
     )
 }
@@ -266,6 +273,19 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
     .await
     .unwrap()
     .id;
+    let system = Principal::system();
+    let new_package = |name: &str| keel_panel::services::packages::NewAllowedPackage {
+        name: name.into(),
+        description: "for the matrix".into(),
+    };
+    keel_panel::services::packages::allow(p.db(), &system, &new_package("matrix-pkg"))
+        .await
+        .unwrap();
+    let package =
+        keel_panel::services::packages::allow(p.db(), &system, &new_package("matrix-gone"))
+            .await
+            .unwrap()
+            .id;
     let world = World {
         credential: auto[0],
         project: auto[1],
@@ -276,6 +296,7 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
         run: auto[6],
         unix_group,
         vhost,
+        package,
         group,
         site,
         service,

@@ -1,5 +1,7 @@
-//! The JSON API of what site admins do with their servers (`services::
-//! vhosts`): a server's vhosts and aliases, and one more run of them.
+//! The JSON API of what site admins do with their servers: a server's
+//! vhosts and aliases, and one more run of them (`services::vhosts`); the
+//! allowed system packages platform admins curate and each server's picks
+//! (`services::packages`).
 //! Handlers parse and shape; the domain functions authorise. [`ROUTES`]
 //! and [`BODIES`] join the API table in `mod.rs`, so the OpenAPI document
 //! and the authorisation matrix cover these routes too.
@@ -13,6 +15,7 @@ use serde_json::json;
 
 use super::kit::{created, no_content, ok, Access, ApiResult, Route};
 use crate::http::{AppState, Auth};
+use crate::services::packages::{self, AllowedPackage, NewAllowedPackage, ServerPackages};
 use crate::services::vhosts::{self, VhostBody};
 
 pub const ROUTES: &[Route] = &[
@@ -46,6 +49,36 @@ pub const ROUTES: &[Route] = &[
         Access::SiteAdmin,
         "Apply the server's vhosts once more (a `vhosts` job)",
     ),
+    (
+        "GET",
+        "/packages",
+        Access::User,
+        "The Debian packages site admins may install, with what each is for",
+    ),
+    (
+        "POST",
+        "/admin/packages",
+        Access::PlatformAdmin,
+        "Allow a Debian package (name, description). A name already listed is refused (409)",
+    ),
+    (
+        "DELETE",
+        "/admin/packages/{package_id}",
+        Access::PlatformAdmin,
+        "Take a package off the allowed list; refused (409) while a server has it picked",
+    ),
+    (
+        "GET",
+        "/services/{id}/packages",
+        Access::SiteAdmin,
+        "The system packages picked for the server",
+    ),
+    (
+        "PUT",
+        "/services/{id}/packages",
+        Access::SiteAdmin,
+        "Set the server's system packages (names from the allowed list; others are refused with 422); queues a `packages` job that installs them and removes the ones left out",
+    ),
 ];
 
 /// Request and answer schemas of [`ROUTES`], as in `mod.rs`.
@@ -63,6 +96,25 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         Some("VhostBody"),
         Some("Vhost"),
     ),
+    ("GET", "/packages", None, Some("AllowedPackage")),
+    (
+        "POST",
+        "/admin/packages",
+        Some("NewAllowedPackage"),
+        Some("AllowedPackage"),
+    ),
+    (
+        "GET",
+        "/services/{id}/packages",
+        None,
+        Some("ServerPackages"),
+    ),
+    (
+        "PUT",
+        "/services/{id}/packages",
+        Some("ServerPackages"),
+        Some("ServerPackages"),
+    ),
 ];
 
 /// Routes of this table whose GET answers a JSON array.
@@ -73,6 +125,9 @@ pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::Compon
     b.schema_from::<Vhost>()
         .schema_from::<VhostKind>()
         .schema_from::<VhostBody>()
+        .schema_from::<AllowedPackage>()
+        .schema_from::<NewAllowedPackage>()
+        .schema_from::<ServerPackages>()
 }
 
 pub fn router() -> Router<AppState> {
@@ -86,6 +141,16 @@ pub fn router() -> Router<AppState> {
             put(update_vhost).delete(delete_vhost),
         )
         .route("/services/{id}/vhosts/apply", post(apply_vhosts))
+        .route("/packages", axum::routing::get(allowed_packages))
+        .route("/admin/packages", post(allow_package))
+        .route(
+            "/admin/packages/{package_id}",
+            axum::routing::delete(disallow_package),
+        )
+        .route(
+            "/services/{id}/packages",
+            axum::routing::get(server_packages).put(set_server_packages),
+        )
 }
 
 async fn list_vhosts(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
@@ -122,4 +187,40 @@ async fn delete_vhost(
 async fn apply_vhosts(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
     let job = vhosts::apply(&st.db, &a.principal, id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
+}
+
+async fn allowed_packages(State(st): State<AppState>, _a: Auth) -> ApiResult {
+    ok(packages::allowed(&st.db).await?)
+}
+
+async fn allow_package(
+    State(st): State<AppState>,
+    a: Auth,
+    Json(b): Json<NewAllowedPackage>,
+) -> ApiResult {
+    created(packages::allow(&st.db, &a.principal, &b).await?)
+}
+
+async fn disallow_package(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(package_id): Path<i64>,
+) -> ApiResult {
+    packages::disallow(&st.db, &a.principal, package_id).await?;
+    no_content()
+}
+
+async fn server_packages(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    let names = packages::list(&st.db, &a.principal, id).await?;
+    ok(ServerPackages { packages: names })
+}
+
+async fn set_server_packages(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<ServerPackages>,
+) -> ApiResult {
+    let names = packages::set(&st.db, &a.principal, id, &b).await?;
+    ok(ServerPackages { packages: names })
 }

@@ -42,10 +42,11 @@ pub enum JobKind {
     LookupRefresh,
     Dns,
     Vhosts,
+    Packages,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 9] = [
+    pub const ALL: [JobKind; 10] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -55,6 +56,7 @@ impl JobKind {
         JobKind::LookupRefresh,
         JobKind::Dns,
         JobKind::Vhosts,
+        JobKind::Packages,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -69,6 +71,7 @@ impl JobKind {
             JobKind::LookupRefresh => "lookup_refresh",
             JobKind::Dns => "dns",
             JobKind::Vhosts => "vhosts",
+            JobKind::Packages => "packages",
         }
     }
 
@@ -357,6 +360,29 @@ impl VhostsJob {
     }
 }
 
+/// `packages`: the system packages the server's site admins picked from
+/// the allowed list, applied by a role run (`sites.packages_playbook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackagesJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for PackagesJob {
+    const KIND: JobKind = JobKind::Packages;
+}
+
+impl PackagesJob {
+    /// Coalesced per server, as `vhosts`: the run reads the picks when it
+    /// starts. Under the service's serialisation key; the default retry
+    /// policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key(format!("packages:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +425,7 @@ mod tests {
             LookupRefreshJob::KIND,
             DnsJob::KIND,
             VhostsJob::KIND,
+            PackagesJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
@@ -451,6 +478,9 @@ mod tests {
         let s = VhostsJob { service_id: 3 }.spec(None);
         assert_eq!((s.kind.as_str(), s.queue.as_str()), ("vhosts", "default"));
         assert_eq!(s.unique_key.as_deref(), Some("vhosts:3"));
+        let s = PackagesJob { service_id: 3 }.spec(None);
+        assert_eq!((s.kind.as_str(), s.queue.as_str()), ("packages", "default"));
+        assert_eq!(s.unique_key.as_deref(), Some("packages:3"));
         assert_eq!(s.serial_key.as_deref(), Some("service:3"));
     }
 }

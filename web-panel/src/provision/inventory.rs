@@ -24,7 +24,9 @@
 //! - `keel_access_blocked`: true while the site is suspended (nobody the
 //!   panel manages may log in);
 //! - `keel_vhosts`: `[{name, aliases, kind, document_root, target}]`
-//!   (`services::vhosts`; `kind` is `static`, `php`, `wsgi` or `proxy`).
+//!   (`services::vhosts`; `kind` is `static`, `php`, `wsgi` or `proxy`);
+//! - `keel_packages`: the Debian packages the site's admins picked from the
+//!   allowed list (`services::packages`), by name.
 //!
 //! Only platform admins may read it (API tokens of admin accounts).
 
@@ -109,6 +111,7 @@ pub async fn hosts(
         "SELECT user_id, public_key FROM ssh_keys ORDER BY id"
     )?;
     let vhosts_of = crate::services::vhosts::by_service(&mut conn, service_id).await?;
+    let mut packages_of = crate::services::packages::by_service(&mut conn, service_id).await?;
     let mut keys_of: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for (uid, key) in keys {
         keys_of.entry(uid).or_default().push(key.trim().to_string());
@@ -183,6 +186,7 @@ pub async fn hosts(
             "keel_groups": unix_groups,
             "keel_access_blocked": r.site_state == "suspended",
             "keel_vhosts": vh,
+            "keel_packages": packages_of.remove(&r.service_id).unwrap_or_default(),
         });
         let Json::Object(vars) = vars else {
             unreachable!("json! of an object literal is an object")

@@ -275,7 +275,7 @@ pub struct Provisioner {
     /// Where servers' records are published (`dns` jobs); off when its
     /// `server` is empty.
     pub dns: DnsConfig,
-    /// The playbooks of what site admins apply (`vhosts` jobs).
+    /// The playbooks of what site admins apply (`vhosts`, `packages` jobs).
     pub sites: SitesConfig,
     pub data_dir: PathBuf,
     /// Port VMs call back on when `callback_url` is empty.

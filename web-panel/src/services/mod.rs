@@ -13,7 +13,9 @@
 //! logs in to a site's servers, UIDs, the `access` jobs every change to them
 //! queues), `unix_groups.rs` (the Unix groups site admins define),
 //! `lookup.rs` (lookup groups read from the LDAP directory and mirrored),
-//! `vhosts.rs` (a server's Apache vhosts and aliases, the `vhosts` jobs).
+//! `vhosts.rs` (a server's Apache vhosts and aliases, the `vhosts` jobs),
+//! `packages.rs` (the allowed system packages, each server's picks, the
+//! `packages` jobs).
 
 pub mod access;
 pub mod catalog;
@@ -22,6 +24,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lookup;
 pub mod model;
+pub mod packages;
 pub mod power;
 pub mod servers;
 pub mod sites;

@@ -314,6 +314,17 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
         }
         None => (Vec::new(), None),
     };
+    // The packages section is for those who manage the server (site
+    // admins, platform admins); SSH-only members see none.
+    let picked = match crate::services::packages::list(&st.db, &a.principal, id).await {
+        Ok(names) => Some(names),
+        Err(PanelError::Forbidden(_) | PanelError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let allowed = match picked {
+        Some(_) => crate::services::packages::allowed(&st.db).await?,
+        None => Vec::new(),
+    };
     page(
         &a,
         "server.html",
@@ -321,6 +332,8 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
             s => Value::from(Serde(&detail)),
             log => Value::from(Serde(&log)),
             log_after => after,
+            packages => Value::from(Serde(&picked)),
+            allowed_packages => Value::from(Serde(&allowed)),
         },
     )
 }

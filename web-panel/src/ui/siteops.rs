@@ -1,17 +1,23 @@
 //! The server page's forms for what site admins do with their servers:
-//! add, change and delete vhosts, apply them again. Each form posts the
-//! session's `csrf` and calls the same domain functions as the API
-//! (`services::vhosts`), so a refusal (a bad host name, a name another site
-//! uses) is the same, shown as the error page with its message.
+//! add, change and delete vhosts, apply them again; pick system packages
+//! from the allowed list. Also the platform admins' page of allowed
+//! packages (`/admin/packages`). Each form posts the session's `csrf` and
+//! calls the same domain functions as the API (`services::vhosts`,
+//! `services::packages`), so a refusal (a bad host name, a name another
+//! site uses, a package outside the list) is the same, shown as the error
+//! page with its message and status.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Form, Router};
+use minijinja::value::Serde;
+use minijinja::{context, Value};
 use serde::Deserialize;
 
-use super::kit::{check_csrf, signed_in, CsrfForm, UiResult};
+use super::kit::{admin_only, check_csrf, page, signed_in, CsrfForm, UiResult};
 use crate::http::{AppState, Auth};
+use crate::services::packages::{self, NewAllowedPackage, ServerPackages};
 use crate::services::vhosts::{self, VhostBody};
 
 pub fn router() -> Router<AppState> {
@@ -20,6 +26,12 @@ pub fn router() -> Router<AppState> {
         .route("/servers/{id}/vhosts/apply", post(vhosts_apply))
         .route("/servers/{id}/vhosts/{vhost_id}", post(vhost_update))
         .route("/servers/{id}/vhosts/{vhost_id}/delete", post(vhost_delete))
+        .route("/servers/{id}/packages", post(packages_set))
+        .route("/admin/packages", get(admin_packages).post(package_allow))
+        .route(
+            "/admin/packages/{package_id}/delete",
+            post(package_disallow),
+        )
 }
 
 fn to_server(id: i64) -> UiResult {
@@ -116,4 +128,76 @@ async fn vhosts_apply(
     check_csrf(&a, &f.csrf)?;
     vhosts::apply(&st.db, &a.principal, id).await?;
     to_server(id)
+}
+
+/// The server page's packages form: one `package` checkbox per allowed
+/// package, the checked ones posted (repeated names).
+async fn packages_set(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<Vec<(String, String)>>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    let csrf = f.iter().find(|(k, _)| k == "csrf").map_or("", |(_, v)| v);
+    check_csrf(&a, csrf)?;
+    let want = ServerPackages {
+        packages: f
+            .iter()
+            .filter(|(k, _)| k == "package")
+            .map(|(_, v)| v.clone())
+            .collect(),
+    };
+    packages::set(&st.db, &a.principal, id, &want).await?;
+    to_server(id)
+}
+
+/// Platform admins: the allowed packages, a form to add one, a button to
+/// take each off.
+async fn admin_packages(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    admin_only(&a)?;
+    let list = packages::allowed(&st.db).await?;
+    page(
+        &a,
+        "admin_packages.html",
+        context! { packages => Value::from(Serde(&list)) },
+    )
+}
+
+#[derive(Deserialize)]
+struct PackageForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn package_allow(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Form(f): Form<PackageForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let new = NewAllowedPackage {
+        name: f.name,
+        description: f.description,
+    };
+    packages::allow(&st.db, &a.principal, &new).await?;
+    Ok(Redirect::to("/admin/packages").into_response())
+}
+
+async fn package_disallow(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(package_id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    packages::disallow(&st.db, &a.principal, package_id).await?;
+    Ok(Redirect::to("/admin/packages").into_response())
 }

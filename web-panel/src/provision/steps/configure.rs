@@ -111,6 +111,8 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     super::dns::queue_publish(p, &mut tx, id).await?;
     // The server's vhosts, stored before it was ready, are applied now.
     crate::services::vhosts::queue_if_any(&mut tx, id).await?;
+    // So are the system packages picked for it.
+    crate::services::packages::queue_if_any(&mut tx, id).await?;
     tx.commit().await?;
     tracing::info!(service_id = id, vm = %row.vm_name, "roles applied; service ready");
     Ok(())

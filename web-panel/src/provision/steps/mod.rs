@@ -17,6 +17,7 @@
 //! | `lookup_refresh` (`lookup_refresh.rs`) | — (a site's lookup groups, or all) | default | recorded for admins; the error stays on the groups |
 //! | `dns` (`dns.rs`, only with `[dns]` configured) | ready (publish), deleting/deleted (remove) | default | recorded for admins; the error stays on the server's DNS row |
 //! | `vhosts` (`vhosts.rs`) | ready (waits while configuring) | default | recorded for admins |
+//! | `packages` (`packages.rs`) | ready (waits while configuring) | default | recorded for admins |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -38,8 +39,9 @@
 //! request), `deprovision.rs`, `power.rs`, `access.rs` (the people of the
 //! site on the server), `lookup_refresh.rs` (LDAP lookup groups mirrored),
 //! `dns.rs` (the server's records published or removed), `vhosts.rs` (the
-//! server's Apache vhosts). Below them, `role_run.rs` (the host-key check and
-//! role run `configure`, `access` and `vhosts` share), `kit.rs` (the rows
+//! server's Apache vhosts), `packages.rs` (the system packages its site
+//! admins picked). Below them, `role_run.rs` (the host-key check and
+//! role run `configure`, `access`, `vhosts` and `packages` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
 //! step for good and its compensation). This file only registers a handler
 //! for every kind of `lifecycle::jobs::JobKind`, by an exhaustive match, so
@@ -54,6 +56,7 @@ mod failure;
 mod kit;
 pub mod lookup_refresh;
 pub mod os_ready;
+pub mod packages;
 pub mod power;
 mod role_run;
 pub mod vhosts;
@@ -86,6 +89,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::LookupRefresh => registry.register(k, lookup_refresh::LookupRefreshStep(p)),
             JobKind::Dns => registry.register(k, dns::DnsStep(p)),
             JobKind::Vhosts => registry.register(k, vhosts::VhostsStep(p)),
+            JobKind::Packages => registry.register(k, packages::PackagesStep(p)),
         };
     }
 }
