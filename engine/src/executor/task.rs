@@ -57,10 +57,15 @@ fn result_value(m: &VarMap) -> Value {
 /// What `register` stores: results are data, never templated again
 /// ([`crate::vars::untrusted`]), except those of `set_fact` and
 /// `include_vars`, whose values are the variables as given (ansible-core
-/// keeps their trust, so they stay templatable).
+/// keeps their trust, so they stay templatable). A failed one holds an error
+/// message instead, which may quote a template: that is data too.
 pub(super) fn registered_value(task: &Task, result: &Value) -> Value {
+    let failed = result
+        .get_attr("failed")
+        .map(|f| f.is_true())
+        .unwrap_or(false);
     match task.action.as_str() {
-        "set_fact" | "include_vars" => result.clone(),
+        "set_fact" | "include_vars" if !failed => result.clone(),
         _ => crate::vars::untrusted(result),
     }
 }

@@ -4,8 +4,10 @@
 //! it registers, and nothing imports it except the `Templar`, which hands
 //! [`build`] to the rendering core as its [`BuildEnv`](super::render::BuildEnv).
 
+use minijinja::value::Kwargs;
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
+use super::error::UNDEF_HINT;
 use super::render::{omit_token, SyntaxOverrides};
 use super::{datetime, filters, lookups, native, tests};
 
@@ -60,8 +62,42 @@ pub(super) fn build(strict: bool, o: &SyntaxOverrides) -> Result<Environment<'st
     env.add_global("True", Value::from(true));
     env.add_global("False", Value::from(false));
     env.add_global("None", Value::from(()));
-    // `undef(hint)`: an undefined value, for a default that must be overridden.
-    env.add_function("undef", |_hint: Option<Value>| Value::UNDEFINED);
+    // `undef(hint)`: an undefined value, for a default that must be
+    // overridden. minijinja's undefined carries no message, so in the strict
+    // environment the call itself fails as undefined, with the hint: using it
+    // fails with the hint, as in ansible-core. An expression that tests or
+    // defaults it is retried in the chainable environment, where it is a
+    // plain undefined (`undef() | default(1)` is 1).
+    env.add_function(
+        "undef",
+        move |hint: Option<Value>, kw: Kwargs| -> Result<Value, Error> {
+            let hint = match hint {
+                Some(h) => Some(h),
+                None => kw.get::<Option<Value>>("hint")?,
+            };
+            kw.assert_all_used()?;
+            let hint = match hint.filter(|h| !h.is_none()) {
+                None => "Mandatory variable has not been overridden".to_string(),
+                Some(h) => match h.as_str() {
+                    Some("") => "Mandatory variable has not been overridden".to_string(),
+                    Some(s) => s.to_string(),
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::InvalidOperation,
+                            "The 'hint' argument must be a str or None",
+                        ))
+                    }
+                },
+            };
+            if !strict {
+                return Ok(Value::UNDEFINED);
+            }
+            Err(Error::new(
+                ErrorKind::UndefinedError,
+                format!("{UNDEF_HINT}{hint}"),
+            ))
+        },
+    );
     filters::register(&mut env);
     datetime::register(&mut env);
     tests::register(&mut env);

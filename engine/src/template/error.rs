@@ -34,6 +34,10 @@ pub struct TemplateOrigin {
 /// (`render.rs`) can word it like Ansible without knowing the filter.
 pub(crate) const MANDATORY: &str = "mandatory variable not defined:";
 
+/// Detail prefix of the undefined value `undef(hint)` makes: using it fails
+/// with the hint (or ansible-core's default) as the whole message.
+pub(crate) const UNDEF_HINT: &str = "undef() used:";
+
 /// Detail of the error printing a list or dict that holds an undefined value
 /// raises; error reporting (`render.rs`) swaps in why that value was undefined.
 pub(crate) const CONTAINED_UNDEFINED: &str = "a printed value holds an undefined value";

@@ -92,8 +92,31 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "regex_replace", regex_replace);
     add!(env, "regex_search", regex_search);
     add!(env, "regex_findall", regex_findall);
-    add!(env, "regex_escape", |s: &str, _re_type: Option<&str>| {
-        py_re_escape(s)
+    add!(env, "regex_escape", |v: &Value,
+                               re_type: Option<String>,
+                               kw: Kwargs|
+     -> Result<String, Error> {
+        let re_type = match re_type {
+            Some(t) => t,
+            None => kw
+                .get::<Option<String>>("re_type")?
+                .unwrap_or_else(|| "python".into()),
+        };
+        kw.assert_all_used()?;
+        let s = text(v);
+        match re_type.as_str() {
+            "python" => Ok(py_re_escape(&s)),
+            // The characters special in a POSIX basic regular expression.
+            "posix_basic" => Ok(s
+                .chars()
+                .flat_map(|c| {
+                    let esc = "].[^$*\\".contains(c);
+                    esc.then_some('\\').into_iter().chain(std::iter::once(c))
+                })
+                .collect()),
+            "posix_extended" => Err(err(format!("Regex type ({re_type}) not yet implemented"))),
+            other => Err(err(format!("Invalid regex type ({other})"))),
+        }
     });
     // Vault filters; the vault module does the work.
     add!(env, "vault", |data: &Value, secret: &Value, kw: Kwargs| {
@@ -135,9 +158,16 @@ pub(super) fn register(env: &mut Environment<'static>) {
         kw.assert_all_used()?;
         Ok(native::to_nice_json(v, indent))
     });
-    add!(env, "to_yaml", |v: &Value, _kw: Kwargs| native::to_yaml(v));
-    add!(env, "to_nice_yaml", |v: &Value, _kw: Kwargs| {
-        native::to_nice_yaml(v)
+    add!(env, "to_yaml", |v: &Value,
+                          kw: Kwargs|
+     -> Result<String, Error> {
+        yaml_dump(v, native::YamlOptions::terse(), None, &kw)
+    });
+    add!(env, "to_nice_yaml", |v: &Value,
+                               indent: Option<usize>,
+                               kw: Kwargs|
+     -> Result<String, Error> {
+        yaml_dump(v, native::YamlOptions::nice(), indent, &kw)
     });
     add!(env, "from_json", |s: &str| -> Result<Value, Error> {
         serde_json::from_str::<serde_json::Value>(s)
@@ -150,17 +180,50 @@ pub(super) fn register(env: &mut Environment<'static>) {
             None => Ok(v.clone()),
         }
     });
-    add!(env, "from_yaml_all", |s: &str| -> Result<Value, Error> {
-        Ok(Value::from(from_yaml(s)?))
+    // None gives [] and other non-strings come back unchanged, as in
+    // ansible-core (which deprecates the latter).
+    add!(env, "from_yaml_all", |v: &Value| -> Result<Value, Error> {
+        match v.as_str() {
+            Some(s) => Ok(Value::from(from_yaml(s)?)),
+            None if v.is_none() => Ok(Value::from(Vec::<Value>::new())),
+            None => Ok(v.clone()),
+        }
     });
-    add!(env, "b64encode", |s: &str| {
-        base64::engine::general_purpose::STANDARD.encode(s)
+    add!(env, "b64encode", |s: &str,
+                            kw: Kwargs|
+     -> Result<String, Error> {
+        let (encoding, urlsafe) = b64_options(&kw)?;
+        let bytes = encode_text(s, &encoding)?;
+        Ok(if urlsafe {
+            base64::engine::general_purpose::URL_SAFE.encode(bytes)
+        } else {
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        })
     });
-    add!(env, "b64decode", |s: &str| -> Result<String, Error> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(s.trim())
+    add!(env, "b64decode", |s: &str,
+                            kw: Kwargs|
+     -> Result<String, Error> {
+        let (encoding, urlsafe) = b64_options(&kw)?;
+        // Python's b64decode drops characters outside the alphabet.
+        let keep = |c: &char| {
+            c.is_ascii_alphanumeric()
+                || *c == '='
+                || if urlsafe {
+                    *c == '-' || *c == '_'
+                } else {
+                    *c == '+' || *c == '/'
+                }
+        };
+        let clean: String = s.chars().filter(keep).collect();
+        let engine = if urlsafe {
+            base64::engine::general_purpose::URL_SAFE
+        } else {
+            base64::engine::general_purpose::STANDARD
+        };
+        let bytes = engine
+            .decode(clean)
             .map_err(|e| err(format!("b64decode: {e}")))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        decode_text(&bytes, &encoding)
     });
     add!(env, "basename", |s: &str| s
         .rsplit('/')
@@ -178,6 +241,8 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "path_join", |v: &Value| -> Result<String, Error> {
         path_join(v)
     });
+    add!(env, "fileglob", |s: &str| fileglob(s));
+    add!(env, "commonpath", commonpath);
     add!(env, "quote", |v: &Value| crate::shell::quote(&text(v)));
     add!(env, "flatten", flatten);
     add!(env, "difference", |a: &Value,
@@ -235,8 +300,22 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "type_debug", |v: &Value| native::python_type_name(v));
     add!(env, "random", random);
     add!(env, "shuffle", |v: &Value,
-                          seed: Option<Value>|
+                          seed: Option<Value>,
+                          kw: Kwargs|
      -> Result<Value, Error> {
+        let seed = match seed {
+            Some(s) => Some(s),
+            None => kw.get::<Option<Value>>("seed")?,
+        };
+        kw.assert_all_used()?;
+        // ansible-core's randomize_list gives back anything it cannot turn
+        // into a list unchanged.
+        if !matches!(
+            v.kind(),
+            ValueKind::Seq | ValueKind::Map | ValueKind::String | ValueKind::Iterable
+        ) {
+            return Ok(v.clone());
+        }
         let mut items = seq(v)?;
         items.shuffle(&mut rng_for(seed.as_ref()));
         Ok(Value::from(items))
@@ -276,10 +355,14 @@ pub(super) fn register(env: &mut Environment<'static>) {
         Ok(v)
     });
     add!(env, "subelements", |v: &Value,
-                              key: &str,
+                              key: &Value,
+                              skip: Option<bool>,
                               kw: Kwargs|
      -> Result<Value, Error> {
-        let skip = kw.get::<Option<bool>>("skip_missing")?.unwrap_or(false);
+        let skip = match skip {
+            Some(s) => s,
+            None => kw.get::<Option<bool>>("skip_missing")?.unwrap_or(false),
+        };
         kw.assert_all_used()?;
         Ok(Value::from(subelements(v, key, skip)?))
     });
@@ -359,9 +442,24 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "password_hash", password_hash);
     add!(env, "comment", comment);
     add!(env, "to_uuid", |v: &Value,
-                          ns: Option<&str>|
+                          ns: Option<Value>,
+                          kw: Kwargs|
      -> Result<String, Error> {
-        to_uuid(&text(v), ns)
+        let ns = match ns {
+            Some(n) => Some(n),
+            None => kw.get::<Option<Value>>("namespace")?,
+        };
+        kw.assert_all_used()?;
+        // Python fails on a namespace that is not text before parsing it.
+        if let Some(n) = ns.as_ref().filter(|n| n.as_str().is_none()) {
+            return Err(err(format!(
+                "Invalid value '{}' for 'namespace': '{}' object has no attribute 'replace'",
+                text(n),
+                native::python_type_name(n)
+            )));
+        }
+        let ns = ns.map(|n| text(&n));
+        to_uuid(&text(v), ns.as_deref())
     });
     add!(env, "urldecode", |s: &str| urldecode(s));
     add!(env, "urlsplit", urlsplit);
@@ -678,33 +776,44 @@ fn merge_maps(a: &Value, b: &Value, recursive: bool, list_merge: &str) -> Result
 }
 
 fn combine(v: &Value, rest: Rest<Value>, kw: Kwargs) -> Result<Value, Error> {
+    if kw.args().any(|k| k != "recursive" && k != "list_merge") {
+        return Err(err(
+            "'recursive' and 'list_merge' are the only valid keyword arguments",
+        ));
+    }
     let recursive = kw.get::<Option<bool>>("recursive")?.unwrap_or(false);
     let list_merge = kw
         .get::<Option<String>>("list_merge")?
         .unwrap_or_else(|| "replace".to_string());
     kw.assert_all_used()?;
-    // `[a, b] | combine` merges the items of a list.
-    let mut dicts: Vec<Value> = if v.kind() == ValueKind::Seq {
-        seq(v)?
-    } else {
-        vec![v.clone()]
-    };
-    for r in rest.iter() {
-        if r.kind() == ValueKind::Seq {
-            dicts.extend(seq(r)?);
+    // ansible-core flattens its arguments one level (so `[a, b] | combine`
+    // merges the items of a list), dropping nulls as its `flatten` does.
+    let mut dicts: Vec<Value> = Vec::new();
+    for t in std::iter::once(v).chain(rest.iter()) {
+        let items = if t.kind() == ValueKind::Seq {
+            seq(t)?
         } else {
-            dicts.push(r.clone());
-        }
+            vec![t.clone()]
+        };
+        dicts.extend(
+            items
+                .into_iter()
+                .filter(|x| !(x.is_none() || matches!(x.as_str(), Some("None" | "null")))),
+        );
     }
-    let mut acc = Value::from_object(ValueMap::new());
-    for d in dicts {
-        if d.kind() != ValueKind::Map {
+    // One term is returned as it is, whatever its type, as in ansible-core.
+    let Some(mut acc) = dicts.pop() else {
+        return Ok(Value::from_object(ValueMap::new()));
+    };
+    while let Some(d) = dicts.pop() {
+        if d.kind() != ValueKind::Map || acc.kind() != ValueKind::Map {
             return Err(err(format!(
-                "combine expects dictionaries, got {}",
-                native::python_type_name(&d)
+                "failed to combine variables, expected dicts but got a '{}' and a '{}'.",
+                native::python_type_name(&d),
+                native::python_type_name(&acc)
             )));
         }
-        acc = merge_maps(&acc, &d, recursive, &list_merge)?;
+        acc = merge_maps(&d, &acc, recursive, &list_merge)?;
     }
     Ok(acc)
 }
@@ -741,17 +850,37 @@ fn items2dict(v: &Value, kw: Kwargs) -> Result<Value, Error> {
         .get::<Option<String>>("value_name")?
         .unwrap_or_else(|| "value".into());
     kw.assert_all_used()?;
+    if !matches!(v.kind(), ValueKind::Seq | ValueKind::Iterable) {
+        return Err(err(format!(
+            "items2dict requires a list, got <class '{}'> instead.",
+            native::python_type_name(v)
+        )));
+    }
+    let items = seq(v)?;
     let mut m = ValueMap::new();
-    for item in seq(v)? {
-        let k = item.get_attr(&kn).ok().filter(|x| !x.is_undefined());
-        let val = item.get_attr(&vn).ok().filter(|x| !x.is_undefined());
+    for item in &items {
+        if item.kind() != ValueKind::Map {
+            return Err(err(format!(
+                "items2dict requires a list of dictionaries, got {} instead.",
+                native::python_repr(v)
+            )));
+        }
+        let k = item
+            .get_item(&Value::from(kn.as_str()))
+            .ok()
+            .filter(|x| !x.is_undefined());
+        let val = item
+            .get_item(&Value::from(vn.as_str()))
+            .ok()
+            .filter(|x| !x.is_undefined());
         match (k, val) {
             (Some(k), Some(val)) => {
                 m.insert(k, val);
             }
             _ => {
                 return Err(err(format!(
-                    "items2dict: each item needs '{kn}' and '{vn}' keys"
+                    "items2dict requires each dictionary in the list to contain the keys '{kn}' and '{vn}', got {} instead.",
+                    native::python_repr(v)
                 )))
             }
         }
@@ -837,7 +966,228 @@ fn splitext(s: &str) -> Value {
     }
 }
 
+/// `fileglob` as a filter: Python's `glob.glob` on the pattern as given
+/// (relative to the working directory, unlike the lookup, which searches the
+/// role's and playbook's `files/`), keeping regular files only. A `*` does not
+/// match a leading dot, as in Python.
+fn fileglob(pattern: &str) -> Value {
+    let opts = glob::MatchOptions {
+        require_literal_leading_dot: true,
+        ..Default::default()
+    };
+    let Ok(paths) = glob::glob_with(pattern, opts) else {
+        return Value::from(Vec::<Value>::new());
+    };
+    Value::from(
+        paths
+            .flatten()
+            .filter(|p| p.is_file())
+            .map(|p| Value::from(p.display().to_string()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The `encoding=` and `urlsafe=` arguments of `b64encode`/`b64decode`.
+fn b64_options(kw: &Kwargs) -> Result<(String, bool), Error> {
+    let encoding = kw
+        .get::<Option<String>>("encoding")?
+        .unwrap_or_else(|| "utf-8".into());
+    let urlsafe = kw.get::<Option<bool>>("urlsafe")?.unwrap_or(false);
+    kw.assert_all_used()?;
+    Ok((encoding, urlsafe))
+}
+
+/// Python's codec name, normalised the way its codec registry looks it up.
+fn codec(encoding: &str) -> Result<&'static str, Error> {
+    let n = encoding.to_ascii_lowercase().replace('_', "-");
+    Ok(match n.as_str() {
+        "utf-8" | "utf8" | "u8" => "utf-8",
+        "utf-16" | "utf16" => "utf-16",
+        "utf-16-le" | "utf-16le" => "utf-16-le",
+        "utf-16-be" | "utf-16be" => "utf-16-be",
+        "latin-1" | "latin1" | "iso-8859-1" | "iso8859-1" | "l1" => "latin-1",
+        "ascii" | "us-ascii" => "ascii",
+        _ => return Err(err(format!("unknown encoding: {encoding}"))),
+    })
+}
+
+/// `str.encode(encoding)` for the codecs Keel knows.
+fn encode_text(s: &str, encoding: &str) -> Result<Vec<u8>, Error> {
+    let units = |be: bool| -> Vec<u8> {
+        s.encode_utf16()
+            .flat_map(|u| if be { u.to_be_bytes() } else { u.to_le_bytes() })
+            .collect()
+    };
+    Ok(match codec(encoding)? {
+        "utf-8" => s.as_bytes().to_vec(),
+        // Python writes a byte-order mark, little-endian on every platform
+        // Keel runs on.
+        "utf-16" => [0xff, 0xfe].into_iter().chain(units(false)).collect(),
+        "utf-16-le" => units(false),
+        "utf-16-be" => units(true),
+        name => {
+            let max = if name == "ascii" { 0x7f } else { 0xff };
+            s.chars()
+                .map(|c| {
+                    u8::try_from(c as u32)
+                        .ok()
+                        .filter(|b| u32::from(*b) <= max)
+                        .ok_or_else(|| err(format!("'{name}' codec can't encode character {c:?}")))
+                })
+                .collect::<Result<_, _>>()?
+        }
+    })
+}
+
+/// `bytes.decode(encoding)` for the codecs Keel knows.
+fn decode_text(b: &[u8], encoding: &str) -> Result<String, Error> {
+    let utf16 = |b: &[u8], be: bool| -> Result<String, Error> {
+        let units: Vec<u16> = b
+            .chunks(2)
+            .map(|c| {
+                let pair = [c[0], c.get(1).copied().unwrap_or(0)];
+                if be {
+                    u16::from_be_bytes(pair)
+                } else {
+                    u16::from_le_bytes(pair)
+                }
+            })
+            .collect();
+        if b.len() % 2 == 1 {
+            return Err(err("'utf-16' codec can't decode: truncated data"));
+        }
+        String::from_utf16(&units).map_err(|e| err(format!("'utf-16' codec can't decode: {e}")))
+    };
+    match codec(encoding)? {
+        "utf-8" => String::from_utf8(b.to_vec())
+            .map_err(|e| err(format!("'utf-8' codec can't decode: {e}"))),
+        "utf-16" => match b {
+            [0xfe, 0xff, rest @ ..] => utf16(rest, true),
+            [0xff, 0xfe, rest @ ..] => utf16(rest, false),
+            _ => utf16(b, false),
+        },
+        "utf-16-le" => utf16(b, false),
+        "utf-16-be" => utf16(b, true),
+        "ascii" if !b.is_ascii() => Err(err("'ascii' codec can't decode byte")),
+        _ => Ok(b.iter().map(|&c| char::from(c)).collect()),
+    }
+}
+
+/// Python's `os.path.commonpath`: the longest common sub-path, by
+/// components; absolute and relative paths do not mix.
+fn commonpath(v: &Value) -> Result<String, Error> {
+    if !matches!(v.kind(), ValueKind::Seq | ValueKind::Iterable) {
+        return Err(err(format!(
+            "|commonpath expects sequence, got <class '{}'> instead.",
+            native::python_type_name(v)
+        )));
+    }
+    let paths: Vec<String> = seq(v)?.iter().map(text).collect();
+    if paths.is_empty() {
+        return Err(err("commonpath() arg is an empty sequence"));
+    }
+    let absolute = paths[0].starts_with('/');
+    if paths.iter().any(|p| p.starts_with('/') != absolute) {
+        return Err(err("Can't mix absolute and relative paths"));
+    }
+    let split = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    let mut common = split(&paths[0]);
+    for p in &paths[1..] {
+        let parts = split(p);
+        let n = common
+            .iter()
+            .zip(&parts)
+            .take_while(|(a, b)| a == b)
+            .count();
+        common.truncate(n);
+    }
+    let joined = common.join("/");
+    Ok(if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    })
+}
+
+/// `to_yaml`/`to_nice_yaml`: the keyword arguments ansible-core passes on to
+/// PyYAML's `yaml.dump`. Those that only change the encoding or the line
+/// width Keel does not wrap at are accepted and have no effect; any other
+/// name fails as `yaml.dump` does.
+fn yaml_dump(
+    v: &Value,
+    mut o: native::YamlOptions,
+    indent: Option<usize>,
+    kw: &Kwargs,
+) -> Result<String, Error> {
+    const KNOWN: [&str; 13] = [
+        "indent",
+        "default_flow_style",
+        "default_style",
+        "canonical",
+        "explicit_start",
+        "explicit_end",
+        "width",
+        "allow_unicode",
+        "sort_keys",
+        "line_break",
+        "encoding",
+        "version",
+        "tags",
+    ];
+    if let Some(bad) = kw.args().find(|k| !KNOWN.contains(k)) {
+        return Err(err(format!(
+            "dump_all() got an unexpected keyword argument '{bad}'"
+        )));
+    }
+    if let Some(i) = indent.or(kw.get::<Option<usize>>("indent")?) {
+        // PyYAML keeps its default outside 2..=9.
+        if (2..10).contains(&i) {
+            o.indent = i;
+        }
+    }
+    if let Some(f) = kw.get::<Option<Value>>("default_flow_style")? {
+        o.flow = if f.is_none() { None } else { Some(f.is_true()) };
+    }
+    if let Some(st) = kw.get::<Option<Value>>("default_style")? {
+        o.scalar_style = match st.as_str() {
+            None | Some("") => None,
+            Some(s @ ("|" | ">" | "'" | "\"")) => s.chars().next(),
+            Some(other) => return Err(err(format!("unknown default_style {other:?}"))),
+        };
+    }
+    o.canonical = kw.get::<Option<bool>>("canonical")?.unwrap_or(false);
+    o.explicit_start = kw.get::<Option<bool>>("explicit_start")?.unwrap_or(false);
+    o.explicit_end = kw.get::<Option<bool>>("explicit_end")?.unwrap_or(false);
+    for k in [
+        "width",
+        "allow_unicode",
+        "sort_keys",
+        "line_break",
+        "encoding",
+        "version",
+        "tags",
+    ] {
+        let _ = kw.get::<Option<Value>>(k)?;
+    }
+    kw.assert_all_used()?;
+    Ok(native::to_yaml_with(v, &o))
+}
+
 fn path_join(v: &Value) -> Result<String, Error> {
+    if let Some(s) = v.as_str() {
+        return Ok(s.to_string());
+    }
+    if !matches!(v.kind(), ValueKind::Seq | ValueKind::Iterable) {
+        return Err(err(format!(
+            "|path_join expects string or sequence, got <class '{}'> instead.",
+            native::python_type_name(v)
+        )));
+    }
     let mut p = PathBuf::new();
     for part in seq(v)? {
         p.push(text(&part));
@@ -908,6 +1258,15 @@ fn random(v: &Value, start: Option<i64>, step: Option<i64>, kw: Kwargs) -> Resul
         }
         let n = (end - start + step - 1) / step;
         return Ok(Value::from(start + rng.gen_range(0..n) * step));
+    }
+    if !matches!(
+        v.kind(),
+        ValueKind::Seq | ValueKind::Map | ValueKind::String | ValueKind::Iterable
+    ) {
+        return Err(err("random can only be used on sequences and integers"));
+    }
+    if start.unwrap_or(0) != 0 || step.unwrap_or(0) != 0 {
+        return Err(err("start and step can only be used with integer values"));
     }
     let items = seq(v)?;
     items
@@ -1026,21 +1385,72 @@ fn py_round(x: f64) -> f64 {
     }
 }
 
-fn subelements(v: &Value, key: &str, skip_missing: bool) -> Result<Vec<Value>, Error> {
+/// ansible-core's `subelements` filter: each element of a list of dicts (or
+/// of a dict's values) paired with each item of the list at `key` (a dotted
+/// path or a list of keys), with its error messages.
+fn subelements(v: &Value, key: &Value, skip_missing: bool) -> Result<Vec<Value>, Error> {
+    let elements = match v.kind() {
+        ValueKind::Map => v
+            .try_iter()?
+            .map(|k| v.get_item(&k))
+            .collect::<Result<Vec<_>, _>>()?,
+        ValueKind::Seq => seq(v)?,
+        _ => return Err(err("obj must be a list of dicts or a nested dict")),
+    };
+    let keys: Vec<Value> = match key.kind() {
+        ValueKind::Seq => seq(key)?,
+        ValueKind::String => text(key).split('.').map(Value::from).collect(),
+        _ => return Err(err("subelements must be a list or a string")),
+    };
     let mut out = Vec::new();
-    for item in seq(v)? {
+    for item in elements {
         let mut sub = item.clone();
-        for part in key.split('.') {
-            sub = sub.get_attr(part).unwrap_or(Value::UNDEFINED);
-        }
-        if sub.is_undefined() {
-            if skip_missing {
-                continue;
+        let mut missing = false;
+        for part in &keys {
+            if sub.kind() != ValueKind::Map {
+                // ansible-core appends Python's TypeError for a list.
+                let why = if sub.kind() == ValueKind::Seq {
+                    ": list indices must be integers or slices, not str"
+                } else {
+                    ""
+                };
+                return Err(err(format!(
+                    "the key {} should point to a dictionary, got '{}'{why}",
+                    text(part),
+                    native::python_repr(&sub)
+                )));
             }
-            return Err(err(format!("could not find '{key}' key in iterated item")));
+            match sub.get_item(part).ok().filter(|x| !x.is_undefined()) {
+                Some(x) => sub = x,
+                None if skip_missing => {
+                    missing = true;
+                    break;
+                }
+                None => {
+                    return Err(err(format!(
+                        "could not find {} key in iterated item {}",
+                        native::python_repr(part),
+                        native::python_repr(&sub)
+                    )))
+                }
+            }
         }
+        if missing {
+            continue;
+        }
+        if sub.kind() != ValueKind::Seq {
+            return Err(err(format!(
+                "the key {} should point to a list, got {}",
+                native::python_repr(&keys.last().cloned().unwrap_or_default()),
+                native::python_repr(&sub)
+            )));
+        }
+        // Python tuples, which compare unequal to lists, as in ansible-core.
         for s in seq(&sub)? {
-            out.push(Value::from(vec![item.clone(), s]));
+            out.push(Value::from(minijinja::value::Tuple::from([
+                item.clone(),
+                s,
+            ])));
         }
     }
     Ok(out)
@@ -1114,23 +1524,57 @@ pub(super) const CRYPT_CHARS: &[u8] =
 
 fn password_hash(
     v: &Value,
-    hashtype: Option<&str>,
+    hashtype: Option<String>,
     salt: Option<String>,
     kw: Kwargs,
 ) -> Result<String, Error> {
+    let hashtype = match hashtype {
+        Some(h) => h,
+        None => kw
+            .get::<Option<String>>("hashtype")?
+            .unwrap_or_else(|| "sha512".into()),
+    };
     let salt = match salt {
         Some(s) => Some(s),
         None => kw.get::<Option<String>>("salt")?,
     };
+    let salt_size = kw.get::<Option<Value>>("salt_size")?;
     let rounds = kw.get::<Option<usize>>("rounds")?;
     kw.assert_all_used()?;
+    // ansible-core's names and checks, with passlib installed (as its
+    // integration tests have it).
+    const PASSLIB: [(&str, &str); 4] = [
+        ("md5", "md5_crypt"),
+        ("blowfish", "bcrypt"),
+        ("sha256", "sha256_crypt"),
+        ("sha512", "sha512_crypt"),
+    ];
+    if !PASSLIB
+        .iter()
+        .any(|(short, long)| hashtype == *short || hashtype == *long)
+    {
+        return Err(err(format!(
+            "{hashtype} is not in the list of supported passlib algorithms: md5, blowfish, sha256, sha512"
+        )));
+    }
+    let salt_size = match salt_size.filter(|s| !s.is_none()) {
+        None => 16,
+        Some(s) => match s.as_i64().filter(|_| s.is_integer()) {
+            Some(n) => usize::try_from(n).map_err(|_| err("Could not hash the secret."))?,
+            None => return Err(err("salt_size must be an integer")),
+        },
+    };
     let salt = salt.unwrap_or_else(|| {
         let mut rng = rand::thread_rng();
-        (0..16)
+        (0..salt_size)
             .map(|_| CRYPT_CHARS[rng.gen_range(0..CRYPT_CHARS.len())] as char)
             .collect()
     });
-    crypt(&text(v), hashtype.unwrap_or("sha512"), &salt, rounds)
+    // passlib refuses rounds outside 1000..=999999999.
+    if rounds.is_some_and(|r| !(1000..=999_999_999).contains(&r)) {
+        return Err(err("Could not hash the secret."));
+    }
+    crypt(&text(v), &hashtype, &salt, rounds)
 }
 
 /// A crypt(3) hash of `pw` (`sha512_crypt`, `sha256_crypt`): what
@@ -1187,16 +1631,21 @@ pub fn crypt_hash(
 }
 
 /// Ansible's `comment` filter, parameter for parameter.
-fn comment(v: &Value, style: Option<&str>, kw: Kwargs) -> Result<String, Error> {
+fn comment(v: &Value, style: Option<String>, kw: Kwargs) -> Result<String, Error> {
     let text_in = text(v);
-    let style = style.unwrap_or("plain");
-    let (beginning, decoration, end) = match style {
+    let style = match style {
+        Some(s) => s,
+        None => kw
+            .get::<Option<String>>("style")?
+            .unwrap_or_else(|| "plain".into()),
+    };
+    let (beginning, decoration, end) = match style.as_str() {
         "plain" => ("", "# ", ""),
         "erlang" => ("", "% ", ""),
         "c" => ("", "// ", ""),
         "cblock" => ("/*", " * ", " */"),
         "xml" => ("<!--", " - ", "-->"),
-        other => return Err(err(format!("comment: unknown style {other:?}"))),
+        other => return Err(err(format!("Invalid style '{other}'."))),
     };
     let mut p: BTreeMap<&str, String> = BTreeMap::new();
     let prepost = kw
@@ -1264,8 +1713,21 @@ fn comment(v: &Value, style: Option<&str>, kw: Kwargs) -> Result<String, Error> 
 fn to_uuid(name: &str, ns: Option<&str>) -> Result<String, Error> {
     use sha1::Digest;
     let ns = ns.unwrap_or("361E6D51-FAEC-444A-9079-341386DA8E2E");
-    let ns_bytes = hex::decode(ns.replace('-', ""))
-        .map_err(|_| err(format!("to_uuid: invalid namespace {ns:?}")))?;
+    // Python's uuid.UUID() accepts the hex digits with or without braces,
+    // dashes and a `urn:uuid:` prefix.
+    let digits = ns
+        .trim_start_matches("urn:")
+        .trim_start_matches("uuid:")
+        .trim_matches(|c| c == '{' || c == '}')
+        .replace('-', "");
+    let ns_bytes = hex::decode(&digits)
+        .ok()
+        .filter(|b| b.len() == 16)
+        .ok_or_else(|| {
+            err(format!(
+                "Invalid value '{ns}' for 'namespace': badly formed hexadecimal UUID string"
+            ))
+        })?;
     let mut h = sha1::Sha1::new();
     h.update(&ns_bytes);
     h.update(name.as_bytes());

@@ -66,8 +66,8 @@ pub use render::{is_template, omit_token};
 pub use scope::Scope;
 
 use render::{
-    convert_error, eval_bare_in, eval_in, needs_render, render_str_in, render_text_in,
-    render_value_in, Inner, RenderCtx, SyntaxOverrides,
+    convert_error, eval_bare_in, eval_in, needs_render, render_file_text_in, render_str_in,
+    render_text_in, render_value_in, Inner, RenderCtx, SyntaxOverrides,
 };
 
 /// The templating engine, built once per run and shared by every host.
@@ -140,7 +140,14 @@ impl Templar {
         origin: &TemplateOrigin,
     ) -> Result<String, TemplateError> {
         let dirs = lookups::include_dirs(file, &origin.search_paths);
-        lookups::with_include_dirs(dirs, || self.render_text(text, scope, origin))
+        if !is_template(text) {
+            return Ok(text.to_string());
+        }
+        // A file's string literals take Python's escapes (`'a\nb'` is two
+        // lines), unlike those inside `{{ }}` of task arguments.
+        lookups::with_include_dirs(dirs, || {
+            render_file_text_in(&self.ctx(scope, origin), text, true)
+        })
     }
 
     /// Recursively renders every string inside a value (task args, loop lists).

@@ -622,26 +622,195 @@ fn write_py_json(out: &mut String, j: &serde_json::Value, indent: Option<usize>,
 
 // ---- YAML output ----
 
+/// The `yaml.dump` options `to_yaml` and `to_nice_yaml` pass on, as PyYAML
+/// reads them.
+#[derive(Clone, Debug)]
+pub struct YamlOptions {
+    /// Spaces per nesting level (`indent`).
+    pub indent: usize,
+    /// `default_flow_style`: `None` writes collections of scalars in flow
+    /// style, `Some(false)` nothing, `Some(true)` everything.
+    pub flow: Option<bool>,
+    /// `default_style`: every scalar quoted (`'`, `"`) or a block (`|`, `>`),
+    /// non-strings tagged `!`.
+    pub scalar_style: Option<char>,
+    /// `canonical`: explicit tags and flow collections throughout.
+    pub canonical: bool,
+    /// `explicit_start` (`---`) and `explicit_end` (`...`).
+    pub explicit_start: bool,
+    pub explicit_end: bool,
+}
+
+impl YamlOptions {
+    /// `to_yaml`'s defaults.
+    pub fn terse() -> Self {
+        YamlOptions {
+            indent: 2,
+            flow: None,
+            scalar_style: None,
+            canonical: false,
+            explicit_start: false,
+            explicit_end: false,
+        }
+    }
+
+    /// `to_nice_yaml`'s defaults.
+    pub fn nice() -> Self {
+        YamlOptions {
+            indent: 4,
+            flow: Some(false),
+            ..Self::terse()
+        }
+    }
+}
+
 /// `to_yaml`: keys sorted; collections that hold no collections are written
 /// in flow style (PyYAML's `default_flow_style=None`), as Ansible does.
 pub fn to_yaml(v: &Value) -> String {
-    let j = sort_json(value_to_json(v));
-    let mut out = String::new();
-    yaml_node(&mut out, &j, 2, 0, true, Ctx::Top);
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out
+    to_yaml_with(v, &YamlOptions::terse())
 }
 
 /// `to_nice_yaml`: block style everywhere, keys sorted, indent 4.
 pub fn to_nice_yaml(v: &Value) -> String {
+    to_yaml_with(v, &YamlOptions::nice())
+}
+
+/// `yaml.dump(v, **options)` with keys sorted, as PyYAML writes it.
+pub fn to_yaml_with(v: &Value, o: &YamlOptions) -> String {
     let j = sort_json(value_to_json(v));
     let mut out = String::new();
-    yaml_node(&mut out, &j, 4, 0, false, Ctx::Top);
+    if o.canonical {
+        out.push_str("---\n");
+        yaml_canonical(&mut out, &j, 0);
+        out.push('\n');
+        if o.explicit_end {
+            out.push_str("...\n");
+        }
+        return out;
+    }
+    if o.explicit_start {
+        out.push_str("--- ");
+    }
+    let mut w = YamlWriter {
+        out: &mut out,
+        o,
+        open_ended: false,
+    };
+    if o.flow == Some(true) {
+        let mut s = String::new();
+        yaml_flow(&mut s, &j);
+        w.out.push_str(&s);
+        w.out.push('\n');
+    } else {
+        // After `--- ` a block collection starts on the next line; a scalar
+        // or a flow collection stays on it.
+        if o.explicit_start && is_coll_json(&j) && !w.flow_leaf(&j) {
+            w.out.pop();
+            w.out.push('\n');
+        }
+        w.node(&j, 0, Ctx::Top);
+    }
+    let open_ended = w.open_ended;
     if !out.ends_with('\n') {
         out.push('\n');
     }
+    if o.explicit_end || open_ended {
+        out.push_str("...\n");
+    }
+    out
+}
+
+fn is_coll_json(j: &serde_json::Value) -> bool {
+    matches!(j, serde_json::Value::Array(a) if !a.is_empty())
+        || matches!(j, serde_json::Value::Object(m) if !m.is_empty())
+}
+
+/// PyYAML's canonical form: every node tagged, scalars double-quoted,
+/// collections in flow style one entry a line.
+fn yaml_canonical(out: &mut String, j: &serde_json::Value, level: usize) {
+    use serde_json::Value as J;
+    let pad = " ".repeat(level + 2);
+    match j {
+        J::Object(o) if o.is_empty() => out.push_str("!!map {}"),
+        J::Array(a) if a.is_empty() => out.push_str("!!seq []"),
+        J::Object(o) => {
+            out.push_str("!!map {");
+            for (k, x) in o {
+                out.push('\n');
+                out.push_str(&pad);
+                out.push_str("? ");
+                yaml_canonical(out, &J::String(k.clone()), level + 2);
+                out.push('\n');
+                out.push_str(&pad);
+                out.push_str(": ");
+                yaml_canonical(out, x, level + 2);
+                out.push(',');
+            }
+            out.push('\n');
+            out.push_str(&" ".repeat(level));
+            out.push('}');
+        }
+        J::Array(a) => {
+            out.push_str("!!seq [");
+            for x in a {
+                out.push('\n');
+                out.push_str(&pad);
+                yaml_canonical(out, x, level + 2);
+                out.push(',');
+            }
+            out.push('\n');
+            out.push_str(&" ".repeat(level));
+            out.push(']');
+        }
+        scalar => {
+            let (tag, text) = scalar_tag_text(scalar);
+            out.push_str(if tag.is_empty() {
+                "!!str"
+            } else {
+                tag.trim_end()
+            });
+            out.push(' ');
+            out.push_str(&yaml_double_quoted(&text));
+        }
+    }
+}
+
+/// A scalar's explicit tag (`!!int ` with its space; none for strings) and
+/// its text, for the forms that write non-strings tagged.
+fn scalar_tag_text(j: &serde_json::Value) -> (&'static str, String) {
+    use serde_json::Value as J;
+    match j {
+        J::Null => ("!!null ", "null".into()),
+        J::Bool(b) => ("!!bool ", b.to_string()),
+        J::Number(n) if n.is_f64() => {
+            let mut s = String::new();
+            write_py_json(&mut s, j, None, 0);
+            ("!!float ", s)
+        }
+        J::Number(n) => ("!!int ", n.to_string()),
+        J::String(s) => ("", s.clone()),
+        _ => ("", String::new()),
+    }
+}
+
+/// A double-quoted YAML scalar with PyYAML's escapes.
+fn yaml_double_quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\x{:02X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
     out
 }
 
@@ -690,88 +859,161 @@ fn yaml_flow(out: &mut String, j: &serde_json::Value) {
     }
 }
 
-/// Writes `j` whose first line continues the current line (after `key:` or
-/// `- `); `level` is the indentation of the enclosing block.
-fn yaml_node(
-    out: &mut String,
-    j: &serde_json::Value,
-    indent: usize,
-    level: usize,
-    flow_leaves: bool,
-    ctx: Ctx,
-) {
-    use serde_json::Value as J;
-    let empty =
-        matches!(j, J::Array(a) if a.is_empty()) || matches!(j, J::Object(o) if o.is_empty());
-    let is_coll = matches!(j, J::Array(_) | J::Object(_));
-    if !is_coll || empty || (flow_leaves && is_leaf_collection(j)) {
-        if ctx == Ctx::MapValue {
-            out.push(' ');
-        }
-        if is_coll {
-            yaml_flow(out, j);
-        } else {
-            yaml_scalar(out, j, false);
-        }
-        out.push('\n');
-        return;
+/// The block-style writer: the options, and whether the text written last
+/// was a `|+` block, which PyYAML ends the document after with `...`.
+struct YamlWriter<'a> {
+    out: &'a mut String,
+    o: &'a YamlOptions,
+    open_ended: bool,
+}
+
+impl YamlWriter<'_> {
+    /// Collections of scalars go in flow style under `default_flow_style:
+    /// None`, unless `default_style` gives their scalars a style of their
+    /// own (PyYAML then keeps them in block style).
+    fn flow_leaf(&self, j: &serde_json::Value) -> bool {
+        self.o.flow.is_none() && self.o.scalar_style.is_none() && is_leaf_collection(j)
     }
-    match j {
-        J::Object(o) => {
-            // In a sequence item the first key shares the `- ` line.
-            let child_level = match ctx {
-                Ctx::Top => 0,
-                Ctx::MapValue => level + indent,
-                Ctx::SeqItem => level,
-            };
-            if ctx == Ctx::MapValue {
+
+    /// A scalar, or a key (`key`), in the configured style; `col` is where
+    /// a block scalar's lines start.
+    fn scalar(&mut self, out: &mut String, j: &serde_json::Value, key: bool, col: usize) {
+        self.open_ended = false;
+        let Some(style) = self.o.scalar_style else {
+            yaml_scalar(out, j, false);
+            return;
+        };
+        // Ansible's dumper marks a styled non-string with the non-specific
+        // tag `!` (plain PyYAML would write `!!int` and the like).
+        let (tag, text) = scalar_tag_text(j);
+        if !tag.is_empty() {
+            out.push_str("! ");
+        }
+        let block = matches!(style, '|' | '>');
+        // A key cannot be a block scalar; PyYAML double-quotes it, as it does
+        // any text a block cannot hold.
+        let fits_block = !text.is_empty()
+            && !text.chars().any(|c| (c as u32) < 0x20 && c != '\n')
+            && !text.split('\n').any(|l| l.ends_with(' '));
+        if block && !key && fits_block {
+            self.block_scalar(out, &text, style, col);
+        } else if style == '\'' && !text.contains('\n') {
+            out.push('\'');
+            out.push_str(&text.replace('\'', "''"));
+            out.push('\'');
+        } else {
+            out.push_str(&yaml_double_quoted(&text));
+        }
+    }
+
+    /// `|` or `>` with its chomping indicator; the caller ends the last line.
+    fn block_scalar(&mut self, out: &mut String, text: &str, style: char, col: usize) {
+        let body = text.trim_end_matches('\n');
+        let trailing = text.len() - body.len();
+        out.push(style);
+        if body.starts_with(' ') || body.starts_with('\n') {
+            let _ = write!(out, "{}", self.o.indent);
+        }
+        out.push(match trailing {
+            0 => '-',
+            1 => ' ',
+            _ => '+',
+        });
+        if out.ends_with(' ') {
+            out.pop();
+        }
+        let pad = " ".repeat(col);
+        for (i, line) in body.split('\n').enumerate() {
+            // In a folded block a single line break is written as an empty
+            // line (a lone break would read back as a space).
+            if style == '>' && i > 0 {
                 out.push('\n');
             }
-            for (i, (k, x)) in o.iter().enumerate() {
-                if !(ctx == Ctx::SeqItem && i == 0) {
-                    out.push_str(&" ".repeat(child_level));
-                }
-                yaml_scalar(out, &J::String(k.clone()), false);
-                out.push(':');
-                yaml_node(out, x, indent, child_level, flow_leaves, Ctx::MapValue);
+            out.push('\n');
+            if !line.is_empty() {
+                out.push_str(&pad);
+                out.push_str(line);
             }
         }
-        J::Array(a) => {
-            // PyYAML does not indent a sequence under a mapping key.
-            let seq_level = match ctx {
-                Ctx::Top | Ctx::MapValue => level,
-                Ctx::SeqItem => level,
-            };
+        for _ in 1..trailing {
+            out.push('\n');
+        }
+        self.open_ended = trailing > 1;
+    }
+
+    /// Writes `j` whose first line continues the current line (after `key:`
+    /// or `- `); `level` is the indentation of the enclosing block.
+    fn node(&mut self, j: &serde_json::Value, level: usize, ctx: Ctx) {
+        use serde_json::Value as J;
+        let indent = self.o.indent;
+        let empty =
+            matches!(j, J::Array(a) if a.is_empty()) || matches!(j, J::Object(o) if o.is_empty());
+        let is_coll = matches!(j, J::Array(_) | J::Object(_));
+        if !is_coll || empty || self.flow_leaf(j) {
             if ctx == Ctx::MapValue {
-                out.push('\n');
+                self.out.push(' ');
             }
-            for (i, x) in a.iter().enumerate() {
-                if !(ctx == Ctx::SeqItem && i == 0) {
-                    out.push_str(&" ".repeat(seq_level));
-                }
-                out.push('-');
-                // PyYAML pads to the indent only before a nested block.
-                let nested_block = match x {
-                    serde_json::Value::Object(o) => {
-                        !(o.is_empty() || flow_leaves && is_leaf_collection(x))
-                    }
-                    serde_json::Value::Array(a) => {
-                        !(a.is_empty() || flow_leaves && is_leaf_collection(x))
-                    }
-                    _ => false,
+            let mut s = String::new();
+            if is_coll {
+                yaml_flow(&mut s, j);
+                self.open_ended = false;
+            } else {
+                let col = match ctx {
+                    Ctx::MapValue => level + indent,
+                    Ctx::SeqItem => level,
+                    Ctx::Top => indent,
                 };
-                out.push_str(&" ".repeat(if nested_block { indent - 1 } else { 1 }));
-                yaml_node(
-                    out,
-                    x,
-                    indent,
-                    seq_level + indent,
-                    flow_leaves,
-                    Ctx::SeqItem,
-                );
+                self.scalar(&mut s, j, false, col);
             }
+            self.out.push_str(&s);
+            self.out.push('\n');
+            return;
         }
-        _ => unreachable!("scalars handled above"),
+        match j {
+            J::Object(o) => {
+                // In a sequence item the first key shares the `- ` line.
+                let child_level = match ctx {
+                    Ctx::Top => 0,
+                    Ctx::MapValue => level + indent,
+                    Ctx::SeqItem => level,
+                };
+                if ctx == Ctx::MapValue {
+                    self.out.push('\n');
+                }
+                for (i, (k, x)) in o.iter().enumerate() {
+                    if !(ctx == Ctx::SeqItem && i == 0) {
+                        self.out.push_str(&" ".repeat(child_level));
+                    }
+                    let mut s = String::new();
+                    self.scalar(&mut s, &J::String(k.clone()), true, 0);
+                    self.out.push_str(&s);
+                    self.out.push(':');
+                    self.node(x, child_level, Ctx::MapValue);
+                }
+            }
+            J::Array(a) => {
+                // PyYAML does not indent a sequence under a mapping key.
+                if ctx == Ctx::MapValue {
+                    self.out.push('\n');
+                }
+                for (i, x) in a.iter().enumerate() {
+                    if !(ctx == Ctx::SeqItem && i == 0) {
+                        self.out.push_str(&" ".repeat(level));
+                    }
+                    self.out.push('-');
+                    // PyYAML pads to the indent only before a nested block.
+                    let nested_block = match x {
+                        J::Object(o) => !(o.is_empty() || self.flow_leaf(x)),
+                        J::Array(a) => !(a.is_empty() || self.flow_leaf(x)),
+                        _ => false,
+                    };
+                    self.out
+                        .push_str(&" ".repeat(if nested_block { indent - 1 } else { 1 }));
+                    self.node(x, level + indent, Ctx::SeqItem);
+                }
+            }
+            _ => unreachable!("scalars handled above"),
+        }
     }
 }
 

@@ -24,7 +24,9 @@ use indexmap::IndexMap;
 use minijinja::value::{Enumerator, Object, ObjectRepr, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
 
-use super::error::{error_msg, TemplateError, TemplateOrigin, CONTAINED_UNDEFINED, MANDATORY};
+use super::error::{
+    error_msg, TemplateError, TemplateOrigin, CONTAINED_UNDEFINED, MANDATORY, UNDEF_HINT,
+};
 use super::native::{self, ValueMap};
 use super::scope::Scope;
 
@@ -491,6 +493,9 @@ pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>)
             Some(f) => format!("'{}' holds an undefined value", f.trim()),
             None => detail.clone(),
         })
+    } else if let Some(hint) = detail.strip_prefix(UNDEF_HINT) {
+        undefined = Some("undef()".to_string());
+        hint.to_string()
     } else if let Some(custom) = detail.strip_prefix(MANDATORY) {
         // The filter only sees the value; the name is what precedes `|`.
         let name = match (err.template_source(), err.range()) {
