@@ -80,6 +80,7 @@
 //! | [`mysql`] | the MySQL client: login arguments, SQL quoting, batches |
 //! | [`postgres`] | `psql` on the target: community.postgresql's login arguments, SQL quoting, sectioned batches |
 //! | [`pki`] | community.crypto's shared pieces: public keys read on the controller (`x509-parser`), fingerprints, a passphrase on stdin for `openssl` |
+//! | [`x509`] | requests and certificates: DER built and read on the controller, signed by the host's key |
 //! | [`time`] | Ansible's `start`/`end` timestamps |
 
 pub mod accounts;
@@ -97,6 +98,7 @@ pub mod query;
 pub mod stat;
 pub mod time;
 pub mod write;
+pub mod x509;
 
 pub use attrs::{attr_commands, file_result_values, fill_attrs, resolve_mode, FileAttrs};
 pub use diff::{file_diff, path_state_diff, state_diff, text_diff};
