@@ -506,3 +506,105 @@ fn openssl_csr_makes_requests_as_community_crypto_does() {
         assert_same("openssl_csr", mode, &got, &want);
     }
 }
+
+/// Seconds since the epoch of community.crypto's `%Y%m%d%H%M%SZ` text.
+fn asn1_seconds(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%SZ")
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+        .and_utc()
+        .timestamp()
+}
+
+/// `x509_certificate`: a self-signed CA certificate from a request, again
+/// (not changed), server certificates signed by a CA (`ownca`) with
+/// relative validity (`+90d`, `-1h`), again, a new request, a self-signed
+/// certificate from a key alone, a certificate signed by the CA Keel made,
+/// errors, removal. Serial numbers, times, keys and identifiers differ from
+/// run to run, so they are masked in both results; the validity Keel wrote
+/// is checked against the relative times asked for, the fingerprints
+/// against the files on the host, and both chains are checked
+/// there with `openssl verify` (in `have`).
+#[test]
+fn x509_certificate_signs_as_community_crypto_does() {
+    let th = TestHosts::start(1).expect("starting a test host");
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let mut got = keel_run(&th, "x509_certificate", flags);
+        let mut want = reference("x509_certificate", mode);
+        if mode == "diff" {
+            for (name, span) in [
+                ("s1", 365 * 86_400),
+                ("o1", 90 * 86_400 + 3_600),
+                ("s3", 3650 * 86_400),
+            ] {
+                let r = &got[name];
+                let span_got = asn1_seconds(&r["notAfter"]) - asn1_seconds(&r["notBefore"]);
+                assert!(
+                    (span_got - span).abs() <= 2,
+                    "{name}: validity of {span_got}s, asked for {span}s"
+                );
+            }
+            assert_eq!(got["o2"]["serial_number"], got["o1"]["serial_number"]);
+            for (name, file) in [("o3", "server.crt"), ("s1", "ca.crt"), ("o4", "chain.crt")] {
+                let on_host = th.sh(
+                    0,
+                    &format!(
+                        "openssl x509 -in /etc/keel-pki/{file} -noout -serial -fingerprint -sha256"
+                    ),
+                );
+                let fp = got[name]["diff"]["after"]["fingerprints"]["sha256"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_uppercase();
+                assert!(
+                    on_host.contains(&format!("Fingerprint={fp}")),
+                    "{name}: {fp} is not the fingerprint of {file}: {on_host}"
+                );
+            }
+            let text = got["o3"]["certificate"].as_str().unwrap_or_default();
+            assert!(
+                text.starts_with("-----BEGIN CERTIFICATE-----\n"),
+                "o3: certificate is {text:?}"
+            );
+        }
+        for v in [&mut got, &mut want] {
+            mask_certificate(v);
+            mask_key_material(v);
+        }
+        assert_same("x509_certificate", mode, &got, &want);
+    }
+}
+
+/// Masks what differs between two runs that made different certificates:
+/// serial numbers, validity, the certificate text and digests, key
+/// identifiers.
+fn mask_certificate(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match k.as_str() {
+                    "serial_number"
+                    | "notBefore"
+                    | "notAfter"
+                    | "not_before"
+                    | "not_after"
+                    | "subject_key_identifier"
+                    | "authority_key_identifier"
+                        if !x.is_null() =>
+                    {
+                        *x = Value::from("<varies>")
+                    }
+                    "certificate" if x.is_string() => *x = Value::from("<certificate>"),
+                    "fingerprints" => *x = Value::from("<certificate digest>"),
+                    "2.5.29.14" | "2.5.29.35" => x["value"] = Value::from("<key id>"),
+                    _ => mask_certificate(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask_certificate),
+        _ => {}
+    }
+}

@@ -218,7 +218,8 @@ impl Wanted {
         let set = |v: Vec<String>| v.into_iter().collect::<std::collections::BTreeSet<_>>();
         // Alternative names, extended key usages, name constraints: as sets,
         // criticality compared when both have some.
-        let sets: [(&str, fn(&[u8]) -> Vec<String>); 2] = [
+        type Reader = fn(&[u8]) -> Vec<String>;
+        let sets: [(&str, Reader); 2] = [
             (x509::OID_SAN, x509::general_names),
             (x509::OID_EKU, x509::eku_oids),
         ];

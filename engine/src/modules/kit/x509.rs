@@ -120,8 +120,11 @@ pub fn pem_der(text: &str, label: &str) -> Option<Vec<u8>> {
 
 // ----------------------------------------------------------------- DER in
 
-/// Splits `data` into its elements: (tag, content, whole element).
-pub fn elements(mut data: &[u8]) -> Option<Vec<(u8, &[u8], &[u8])>> {
+/// One DER element: its tag, its content, and the whole element.
+pub type Element<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// Splits `data` into its elements.
+pub fn elements(mut data: &[u8]) -> Option<Vec<Element<'_>>> {
     let mut out = Vec::new();
     while !data.is_empty() {
         let tag = data[0];
@@ -280,9 +283,9 @@ pub fn name_pairs(n: &X509Name<'_>) -> Vec<(String, String)> {
         .map(|a| {
             (
                 a.attr_type().to_id_string(),
-                a.as_str().map(str::to_string).unwrap_or_else(|_| {
-                    String::from_utf8_lossy(a.attr_value().data.as_ref()).into_owned()
-                }),
+                a.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(a.attr_value().data).into_owned()),
             )
         })
         .collect()
@@ -893,6 +896,295 @@ pub fn signed(tbs: &[u8], alg: &[u8], signature: &[u8]) -> Vec<u8> {
     seq(&[tbs, alg, &tlv(0x03, &bits)])
 }
 
+// ----------------------------------------------------------- certificates
+
+/// A parsed certificate, owning its pieces.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    pub der: Vec<u8>,
+    pub subject: Vec<(String, String)>,
+    pub subject_der: Vec<u8>,
+    pub issuer: Vec<(String, String)>,
+    pub issuer_der: Vec<u8>,
+    pub spki_der: Vec<u8>,
+    pub extensions: Vec<Ext>,
+    /// Seconds since the epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub serial: Vec<u8>,
+    pub version: u32,
+    pub signature_oid: String,
+}
+
+impl Cert {
+    pub fn parse_der(der: &[u8]) -> Option<Cert> {
+        let (_, c) = X509Certificate::from_der(der).ok()?;
+        let t = &c.tbs_certificate;
+        Some(Cert {
+            der: der.to_vec(),
+            subject: name_pairs(&t.subject),
+            subject_der: t.subject.as_raw().to_vec(),
+            issuer: name_pairs(&t.issuer),
+            issuer_der: t.issuer.as_raw().to_vec(),
+            spki_der: t.subject_pki.raw.to_vec(),
+            extensions: t
+                .extensions()
+                .iter()
+                .map(|e| Ext {
+                    oid: e.oid.to_id_string(),
+                    critical: e.critical,
+                    value: e.value.to_vec(),
+                })
+                .collect(),
+            not_before: t.validity.not_before.timestamp(),
+            not_after: t.validity.not_after.timestamp(),
+            serial: t.raw_serial().to_vec(),
+            version: t.version.0 + 1,
+            signature_oid: c.signature_algorithm.algorithm.to_id_string(),
+        })
+    }
+
+    pub fn parse_pem(text: &str) -> Option<Cert> {
+        Cert::parse_der(&pem_der(text, "CERTIFICATE")?)
+    }
+
+    pub fn pem(&self) -> String {
+        pem("CERTIFICATE", &self.der)
+    }
+
+    pub fn ext(&self, o: &str) -> Option<&Ext> {
+        self.extensions.iter().find(|e| e.oid == o)
+    }
+
+    /// Whether the signature verifies with the public key `spki_der`.
+    pub fn signed_by(&self, spki_der: &[u8]) -> bool {
+        let Ok((_, c)) = X509Certificate::from_der(&self.der) else {
+            return false;
+        };
+        let Ok((_, spki)) = SubjectPublicKeyInfo::from_der(spki_der) else {
+            return false;
+        };
+        c.verify_signature(Some(&spki)).is_ok()
+    }
+
+    pub fn serial_value(&self) -> Value {
+        serial_value(&self.serial)
+    }
+
+    /// community.crypto's `get_certificate_info` (one fingerprint), plus
+    /// `can_parse_certificate`.
+    pub fn info(&self) -> Value {
+        let mut out: Vec<(&'static str, Value)> =
+            vec![("can_parse_certificate", Value::from(true))];
+        out.push((
+            "signature_algorithm",
+            Value::from(signature_name(&self.signature_oid)),
+        ));
+        subject_info("subject", &self.subject, &mut out);
+        subject_info("issuer", &self.issuer, &mut out);
+        out.push(("version", Value::from(self.version)));
+        extension_info(&self.extensions, &mut out);
+        out.retain(|(k, _)| !k.starts_with("name_constraints"));
+        out.push(("not_before", Value::from(asn1_text(self.not_before))));
+        out.push(("not_after", Value::from(asn1_text(self.not_after))));
+        out.push((
+            "expired",
+            Value::from(self.not_after < chrono::Utc::now().timestamp()),
+        ));
+        public_key_info(&self.spki_der, &mut out);
+        out.push(("fingerprints", fingerprints(&self.der, true)));
+        out.push(("serial_number", self.serial_value()));
+        let (ocsp, issuer) = self
+            .ext("1.3.6.1.5.5.7.1.1")
+            .map(|e| access_uris(&e.value))
+            .unwrap_or_default();
+        let opt = |s: Option<String>| s.map(Value::from).unwrap_or(Value::from(()));
+        out.push(("ocsp_uri", opt(ocsp)));
+        out.push(("issuer_uri", opt(issuer)));
+        dict(out)
+    }
+}
+
+/// A serial number as a number when it fits, else its decimal text.
+pub fn serial_value(bytes: &[u8]) -> Value {
+    let n = num_bigint::BigUint::from_bytes_be(bytes);
+    match u64::try_from(&n) {
+        Ok(v) if v <= i64::MAX as u64 => Value::from(v),
+        _ => Value::from(n.to_str_radix(10)),
+    }
+}
+
+/// The OCSP and CA issuers URIs of an `AuthorityInformationAccess` value.
+fn access_uris(value: &[u8]) -> (Option<String>, Option<String>) {
+    let mut ocsp = None;
+    let mut issuer = None;
+    for (_, ad, _) in inner(value, 0x30).and_then(elements).unwrap_or_default() {
+        if let Some([(0x06, o, _), (0x86, uri, _)]) = elements(ad).as_deref() {
+            let uri = String::from_utf8_lossy(uri).into_owned();
+            match dotted_of(o).as_str() {
+                "1.3.6.1.5.5.7.48.1" if ocsp.is_none() => ocsp = Some(uri),
+                "1.3.6.1.5.5.7.48.2" if issuer.is_none() => issuer = Some(uri),
+                _ => {}
+            }
+        }
+    }
+    (ocsp, issuer)
+}
+
+fn signature_name(o: &str) -> String {
+    match o {
+        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
+        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
+        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
+        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption",
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
+        "2.16.840.1.101.3.4.3.2" => "dsa_with_SHA256",
+        "1.3.101.112" => "ED25519",
+        "1.3.101.113" => "ED448",
+        other => other,
+    }
+    .to_string()
+}
+
+/// community.crypto's timestamp text, `%Y%m%d%H%M%SZ`.
+pub fn asn1_text(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|d| d.format("%Y%m%d%H%M%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// An X.509 `Time`: UTCTime through 2049, GeneralizedTime after.
+fn time_der(ts: i64) -> Vec<u8> {
+    let Some(d) = chrono::DateTime::from_timestamp(ts, 0) else {
+        return tlv(0x18, b"99991231235959Z");
+    };
+    use chrono::Datelike as _;
+    if (1950..2050).contains(&d.year()) {
+        tlv(0x17, d.format("%y%m%d%H%M%SZ").to_string().as_bytes())
+    } else {
+        tlv(0x18, d.format("%Y%m%d%H%M%SZ").to_string().as_bytes())
+    }
+}
+
+/// A time option: `+`/`-` and weeks/days/hours/minutes/seconds relative to
+/// `now`, or an absolute `YYYYMMDDHHMMSSZ`/`YYYYMMDDHHMMZ` (with `+hhmm`
+/// offsets too), as community.crypto's `get_relative_time_option` reads it.
+pub fn time_option(text: &str, name: &str, now: i64) -> Result<i64, X509Error> {
+    if let Some(sign) = text.chars().next().filter(|c| *c == '+' || *c == '-') {
+        let invalid = || err(format!("The timespec \"{text}\" for {name} is invalid"));
+        let rest = &text[1..];
+        if rest.is_empty() {
+            return Err(invalid());
+        }
+        let mut total: i64 = 0;
+        let mut num = String::new();
+        let mut last_rank = 0;
+        for c in rest.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let (rank, secs) = match c.to_ascii_lowercase() {
+                'w' => (1, 604_800),
+                'd' => (2, 86_400),
+                'h' => (3, 3_600),
+                'm' => (4, 60),
+                's' => (5, 1),
+                _ => return Err(invalid()),
+            };
+            if num.is_empty() || rank <= last_rank {
+                return Err(invalid());
+            }
+            last_rank = rank;
+            total += num.parse::<i64>().map_err(|_| invalid())? * secs;
+            num.clear();
+        }
+        if !num.is_empty() {
+            total += num.parse::<i64>().map_err(|_| invalid())?;
+        }
+        return Ok(if sign == '+' {
+            now + total
+        } else {
+            now - total
+        });
+    }
+    let formats: [(&str, usize); 4] = [
+        ("%Y%m%d%H%M%SZ", 15),
+        ("%Y%m%d%H%MZ", 13),
+        ("%Y%m%d%H%M%S%z", 19),
+        ("%Y%m%d%H%M%z", 17),
+    ];
+    for (f, len) in formats {
+        if text.len() != len {
+            continue;
+        }
+        if f.ends_with('Z') {
+            if let Ok(d) = chrono::NaiveDateTime::parse_from_str(text, f) {
+                return Ok(d.and_utc().timestamp());
+            }
+        } else if let Ok(d) = chrono::DateTime::parse_from_str(text, f) {
+            return Ok(d.timestamp());
+        }
+    }
+    Err(err(format!(
+        "The time spec \"{text}\" for {name} is invalid"
+    )))
+}
+
+/// A fresh serial number as `cryptography`'s `random_serial_number` makes
+/// one: 159 random bits.
+pub fn random_serial() -> Vec<u8> {
+    use rand::RngCore as _;
+    let mut b = [0u8; 20];
+    rand::thread_rng().fill_bytes(&mut b);
+    b[0] &= 0x7f;
+    b.to_vec()
+}
+
+/// The fields of a certificate to be signed.
+pub struct CertFields<'a> {
+    pub serial: &'a [u8],
+    pub alg: &'a [u8],
+    pub issuer_der: &'a [u8],
+    pub not_before: i64,
+    pub not_after: i64,
+    pub subject_der: &'a [u8],
+    pub spki_der: &'a [u8],
+    pub extensions: &'a [Ext],
+}
+
+/// The `TBSCertificate` (version 3).
+pub fn cert_tbs(f: &CertFields<'_>) -> Vec<u8> {
+    let version = tlv(0xa0, &uint(&[2]));
+    let validity = seq(&[&time_der(f.not_before), &time_der(f.not_after)]);
+    let mut parts: Vec<Vec<u8>> = vec![
+        version,
+        uint(f.serial),
+        f.alg.to_vec(),
+        f.issuer_der.to_vec(),
+        validity,
+        f.subject_der.to_vec(),
+        f.spki_der.to_vec(),
+    ];
+    if !f.extensions.is_empty() {
+        let exts: Vec<Vec<u8>> = f.extensions.iter().map(Ext::der).collect();
+        parts.push(tlv(0xa3, &tlv(0x30, &exts.concat())));
+    }
+    tlv(0x30, &parts.concat())
+}
+
+/// An `AuthorityKeyIdentifier` value holding only the key identifier.
+pub fn authority_key_id_value(key_id: &[u8]) -> Vec<u8> {
+    tlv(0x30, &tlv(0x80, key_id))
+}
+
+/// The key identifier a `SubjectKeyIdentifier` value holds.
+pub fn subject_key_id_of(value: &[u8]) -> Option<Vec<u8>> {
+    inner(value, 0x04).map(<[u8]>::to_vec)
+}
+
 // ---------------------------------------------------------------- signing
 
 /// How the host signs for a key: the `AlgorithmIdentifier` and the
@@ -1042,6 +1334,22 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "Cannot parse Subject Alternative Name \"www.example.test\" (forgot \"DNS:\" prefix?)"
+        );
+        let now = 1_700_000_000;
+        assert_eq!(time_option("+365d", "n", now).unwrap(), now + 365 * 86_400);
+        assert_eq!(time_option("-1h", "n", now).unwrap(), now - 3_600);
+        assert_eq!(time_option("+1w2d3h4m5s", "n", now).unwrap(), now + 788_645);
+        assert_eq!(time_option("+0s", "n", now).unwrap(), now);
+        assert_eq!(
+            time_option("20300101000000Z", "n", now).unwrap(),
+            1_893_456_000
+        );
+        assert!(time_option("+5x", "n", now).is_err());
+        assert!(time_option("+", "n", now).is_err());
+        assert_eq!(
+            asn1_text(1_893_456_000),
+            "20300101000000Z",
+            "the format community.crypto reports"
         );
         let net = general_name("IP:10.0.0.0/8", "x").unwrap();
         assert_eq!(decode_general_name(net[0], &net[2..]), "IP:10.0.0.0/8");
