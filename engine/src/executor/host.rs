@@ -102,6 +102,11 @@ pub(crate) struct HostState {
     pub vars_files: Option<Arc<VarMap>>,
     /// Loop and include parameters of dynamic includes being run.
     pub include_params: Vec<Arc<VarMap>>,
+    /// The `defaults` and `vars` of roles this host included with `public:
+    /// true`: visible to the rest of the play from then on, at the
+    /// precedence of the play's own roles' exports.
+    pub public_role_defaults: Vec<Arc<VarMap>>,
+    pub public_role_vars: Vec<Arc<VarMap>>,
     /// Magic variables fixed for the play (inventory_hostname, groups...).
     pub magic: Arc<VarMap>,
     /// The connection's settings under their variable names
@@ -226,6 +231,9 @@ pub(crate) fn scope_for(
     if !play.exported_role_defaults.is_empty() {
         s.push(play.exported_role_defaults.clone());
     }
+    for d in &host.public_role_defaults {
+        s.push(d.clone());
+    }
     if let Some(role) = task.and_then(|t| t.role.as_ref()) {
         for d in &role.chain_defaults {
             s.push(d.clone());
@@ -244,6 +252,9 @@ pub(crate) fn scope_for(
     );
     if !play.exported_role_vars.is_empty() {
         s.push(play.exported_role_vars.clone());
+    }
+    for v in &host.public_role_vars {
+        s.push(v.clone());
     }
     if let Some(role) = task.and_then(|t| t.role.as_ref()) {
         for v in &role.chain_vars {

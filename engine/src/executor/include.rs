@@ -63,6 +63,7 @@ pub(super) fn expand(
                     let mut cands = vec![base_dir.join(&f)];
                     if let Some(r) = &task.role {
                         cands.push(r.path.join("tasks").join(&f));
+                        cands.push(r.path.join(&f));
                     }
                     cands.push(ctx.play.playbook_dir.join(&f));
                     cands
@@ -92,12 +93,23 @@ pub(super) fn expand(
                     .render_str(name, &s, origin)
                     .map_err(|e| e.to_string())?
                     .to_string();
+                // `public: true` (possibly templated) exposes the role's
+                // defaults and vars to the rest of the play.
+                let public = match task.args.get("public") {
+                    Some(p) => crate::template::to_bool(
+                        &templar
+                            .render_value(p, &s, origin)
+                            .map_err(|e| e.to_string())?,
+                    ),
+                    None => false,
+                };
                 format!(
-                    "role:{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                    "role:{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
                     n,
                     r(tasks_from)?,
                     r(vars_from)?,
-                    r(defaults_from)?
+                    r(defaults_from)?,
+                    if public { "public" } else { "" }
                 )
             }
             None => return Err("include task without a target".into()),
@@ -108,10 +120,12 @@ pub(super) fn expand(
 }
 
 /// Loads an include target into plan nodes.
-/// Nodes to run, and handlers an included role brings.
+/// Nodes to run, handlers an included role brings, and the role itself when
+/// it was included with `public: true`.
 pub(super) type Loaded = (
     Vec<Node>,
     Vec<std::sync::Arc<crate::playbook::plan::Handler>>,
+    Option<std::sync::Arc<crate::playbook::plan::RoleInstance>>,
 );
 
 pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> {
@@ -157,7 +171,7 @@ fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> 
     };
     if let Some(path) = key.strip_prefix("tasks:") {
         crate::playbook::load_include_tasks(std::path::Path::new(path), task, &ctx.play, &opts)
-            .map(|nodes| (nodes, Vec::new()))
+            .map(|nodes| (nodes, Vec::new(), None))
             .map_err(|e| e.to_string())
     } else if let Some(rest) = key.strip_prefix("role:") {
         let parts: Vec<&str> = rest.split('\u{1f}').collect();
@@ -173,8 +187,9 @@ fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> 
             vars_from: opt(2),
             defaults_from: opt(3),
         };
+        let public = parts.get(4) == Some(&"public");
         crate::playbook::load_include(&ctx.play, task, &target, &opts)
-            .map(|inc| (inc.nodes, inc.handlers))
+            .map(|inc| (inc.nodes, inc.handlers, inc.role.filter(|_| public)))
             .map_err(|e| e.to_string())
     } else {
         Err(format!("bad include target {key}"))

@@ -276,6 +276,8 @@ pub(crate) async fn run_play(
                     set_facts: p.set_facts,
                     include_vars: Arc::new(VarMap::new()),
                     include_params: Vec::new(),
+                    public_role_defaults: Vec::new(),
+                    public_role_vars: Vec::new(),
                     magic: Arc::new(magic),
                     failed: false,
                     unreachable: false,
@@ -1031,6 +1033,32 @@ fn run_tasks<'a>(
                 }
             }
         }
+        // So do the variables a run-once `set_fact` sets (ansible-core gives
+        // a run-once task's facts to every host of the play).
+        if task.run_once || templated_once || run.ctx.play.run_once {
+            if let (true, Some((_, o))) = (task.action == "set_fact", outcomes.first()) {
+                if let Some(facts) = o
+                    .result
+                    .get_attr("ansible_facts")
+                    .ok()
+                    .and_then(|f| super::host::value_to_map(&f))
+                {
+                    // Every host of the play, not only those running this
+                    // task (an included task runs on the hosts that
+                    // included it).
+                    let ran = outcomes.first().map(|(h, _)| h.lock().name.clone());
+                    for (name, h) in &run.ctx.hosts {
+                        if Some(name) == ran.as_ref() {
+                            continue;
+                        }
+                        let mut st = h.lock();
+                        for (k, v) in &facts {
+                            st.set_fact(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
         let mut any_fatal = false;
         for (h, o) in &outcomes {
             let mut st = h.lock();
@@ -1652,8 +1680,27 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
     if !shared.opts.tags.selects(&task.tags) {
         return;
     }
+    // `run_once` on an include: only the first host processes it (and so
+    // only it runs what it brings in), as in ansible-core.
+    let hosts = if task.run_once || run.ctx.play.run_once {
+        &hosts[..1.min(hosts.len())]
+    } else {
+        hosts
+    };
+    if hosts.is_empty() {
+        return;
+    }
+    // ansible-playbook shows the include's own banner, then a line per
+    // host that skipped it and the `included:` lines.
+    shared.sink.emit(&Event::TaskStart {
+        id: task.id,
+        name: task.display_name(),
+        path: task.span.to_string(),
+        handler: false,
+    });
     // Per host: the list of (target, params) it includes.
     let mut plan: Vec<(Host, Vec<(String, VarMap)>)> = Vec::new();
+    let mut any_failed = false;
     for h in hosts {
         let (scope, name) = {
             let s = h.lock();
@@ -1669,8 +1716,73 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
             search_paths: super::task::search_paths(&run.ctx, task),
         };
         match super::include::expand(&run.ctx, task, &scope, &origin) {
-            Ok(list) => plan.push((h.clone(), list)),
+            Ok(list) if list.is_empty() => {
+                // Its `when` was false (or its loop empty): skipped, and
+                // registered so.
+                let mut r = VarMap::new();
+                r.insert("changed".into(), Value::from(false));
+                if task.loop_.is_none() {
+                    let false_cond = shared
+                        .templar
+                        .first_false_condition(&task.when, &scope, &origin)
+                        .ok()
+                        .flatten();
+                    if let Some(c) = false_cond {
+                        r.insert("false_condition".into(), c.as_value());
+                    }
+                }
+                r.insert("skipped".into(), Value::from(true));
+                r.insert(
+                    "skip_reason".into(),
+                    Value::from("Conditional result was False"),
+                );
+                let o = Outcome {
+                    status: Status::Skipped,
+                    ignored: false,
+                    result: ser(&r),
+                    notify: false,
+                };
+                if let Some(reg) = &task.register {
+                    h.lock()
+                        .set_fact(reg.clone(), super::task::registered_value(task, &o.result));
+                }
+                shared
+                    .sink
+                    .emit(&Event::HostResult(crate::output::HostResult {
+                        host: h.lock().name.clone(),
+                        delegated_to: None,
+                        status: Status::Skipped,
+                        ignored: false,
+                        item_label: None,
+                        result: super::task::to_json(&o.result),
+                        diff: vec![],
+                        is_item: false,
+                        error: None,
+                    }));
+                let mut st = h.lock();
+                apply_outcome(run, task, &mut st, &o, rescuing);
+            }
+            Ok(list) => {
+                // What ansible-core registers for an include that ran: the
+                // file and the other arguments (include_role: all of them).
+                if let Some(reg) = &task.register {
+                    let mut args = task.args.clone();
+                    let mut r = VarMap::new();
+                    r.insert("changed".into(), Value::from(false));
+                    if task.action.ends_with("include_tasks") {
+                        let file = args
+                            .shift_remove("file")
+                            .or_else(|| args.shift_remove("_raw_params"));
+                        r.insert("include".into(), file.unwrap_or_default());
+                    }
+                    r.insert("include_args".into(), ser(&args));
+                    h.lock()
+                        .set_fact(reg.clone(), super::task::registered_value(task, &ser(&r)));
+                }
+                plan.push((h.clone(), list))
+            }
             Err(msg) => {
+                any_failed = true;
                 // An include that fails before loading (its `when` or its
                 // arguments do not template) is a failed task like any other:
                 // `ignore_errors` applies and `register` gets the result.
@@ -1688,12 +1800,6 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                     h.lock()
                         .set_fact(reg.clone(), super::task::registered_value(task, &o.result));
                 }
-                shared.sink.emit(&Event::TaskStart {
-                    id: task.id,
-                    name: task.display_name(),
-                    path: task.span.to_string(),
-                    handler: false,
-                });
                 shared
                     .sink
                     .emit(&Event::HostResult(crate::output::HostResult {
@@ -1712,7 +1818,7 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
             }
         }
     }
-    if plan.len() < hosts.len() && fatal_task(run, task) && !rescuing {
+    if any_failed && fatal_task(run, task) && !rescuing {
         stop_fatally(run, hosts);
         return;
     }
@@ -1733,7 +1839,14 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
         }
         for (target, members) in groups {
             let nodes = match super::include::load(&run.ctx, task, &target) {
-                Ok((n, handlers)) => {
+                Ok((n, handlers, public_role)) => {
+                    if let Some(role) = public_role {
+                        for (h, _) in &members {
+                            let mut st = h.lock();
+                            st.public_role_defaults.push(role.defaults.clone());
+                            st.public_role_vars.push(role.vars.clone());
+                        }
+                    }
                     let mut extra = run.extra_handlers.lock();
                     for h in handlers {
                         if !extra.iter().any(|x| {

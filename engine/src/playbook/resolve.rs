@@ -900,6 +900,7 @@ impl<'o> Resolver<'o> {
             RawKind::Task { action, action_as_written, args, action_node, local } => match action.as_str() {
                 "import_tasks" => {
                     no_loop(&rt.kw, action_node, "import_tasks", "include_tasks")?;
+                    no_apply(&args, action_node, &action_as_written)?;
                     let file = include_file(&args, action_node, "import_tasks")?;
                     let path = self.import_path(&file, inh, &rt.kw, action_node)?;
                     let children = load_task_file(&path)?;
@@ -911,6 +912,7 @@ impl<'o> Resolver<'o> {
                 }
                 "import_role" => {
                     no_loop(&rt.kw, action_node, "import_role", "include_role")?;
+                    no_apply(&args, action_node, &action_as_written)?;
                     let files = RoleFiles::from_args(&args, action_node)?;
                     let name = files.name.clone().ok_or_else(|| action_node.error("`import_role` needs `name`"))?;
                     let name = self.render_import(&name, inh, &rt.kw, action_node, "import_role")?;
@@ -1055,7 +1057,10 @@ impl<'o> Resolver<'o> {
         }
         let mut candidates = vec![inh.file_dir.join(&file)];
         if let Some(r) = &inh.role {
+            // ansible-core's `path_dwim_relative` in a role: its `tasks/`,
+            // then the role's own directory (`tasks/x.yml` from a handler).
             candidates.push(r.path.join("tasks").join(&file));
+            candidates.push(r.path.join(&file));
         }
         candidates.push(self.playbook_dir.join(&file));
         for c in &candidates {
@@ -1617,6 +1622,7 @@ impl<'o> Resolver<'o> {
                 let mut candidates = vec![base_dir.join(file)];
                 if let Some(r) = &include.role {
                     candidates.push(r.path.join("tasks").join(file));
+                    candidates.push(r.path.join(file));
                 }
                 candidates.push(play.playbook_dir.join(file));
                 let path = if Path::new(file).is_absolute() {
@@ -1836,6 +1842,15 @@ fn no_loop(kw: &Keywords, node: &Node, what: &str, instead: &str) -> Result<(), 
 }
 
 /// The file of an `import_tasks`/`include_tasks`: `file:` or free-form text.
+/// `apply` is for dynamic includes only; ansible-core refuses it on an
+/// import when it loads the task, in these words.
+fn no_apply(args: &VarMap, node: &Node, action: &str) -> Result<(), Diagnostic> {
+    if args.contains_key("apply") {
+        return Err(node.error(format!("Invalid options for {action}: apply")));
+    }
+    Ok(())
+}
+
 fn include_file(args: &VarMap, node: &Node, what: &str) -> Result<String, Diagnostic> {
     args.get("file")
         .or_else(|| args.get("_raw_params"))

@@ -34,6 +34,10 @@ pub struct TemplateOrigin {
 /// (`render.rs`) can word it like Ansible without knowing the filter.
 pub(crate) const MANDATORY: &str = "mandatory variable not defined:";
 
+/// Detail of the error a filter or test raises when given an undefined value;
+/// error reporting swaps in why that value was undefined.
+pub(crate) const USED_UNDEFINED: &str = "an undefined value was used";
+
 /// Detail prefix of the undefined value `undef(hint)` makes: using it fails
 /// with the hint (or ansible-core's default) as the whole message.
 pub(crate) const UNDEF_HINT: &str = "undef() used:";

@@ -85,7 +85,10 @@ pub(super) fn register(env: &mut Environment<'static>) {
     add!(env, "unique", unique);
     env.add_filter("map", map);
     add!(env, "unique", unique);
-    add!(env, "bool", |v: &Value| to_bool(v));
+    add!(env, "bool", |v: &Value| -> Result<bool, Error> {
+        native::reject_undefined(v)?;
+        Ok(to_bool(v))
+    });
     add!(env, "int", int);
     add!(env, "float", float);
     add!(env, "ternary", ternary);

@@ -1066,6 +1066,19 @@ fn needs_quotes(s: &str, in_flow: bool) -> bool {
     in_flow && s.contains(|c| ",[]{}".contains(c))
 }
 
+/// For filters and tests that take any value: an undefined one fails as
+/// using it would (ansible-core passes undefined values only to `default`,
+/// `mandatory` and the `defined`/`undefined` tests).
+pub(crate) fn reject_undefined(v: &Value) -> Result<(), minijinja::Error> {
+    if v.is_undefined() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            super::error::USED_UNDEFINED,
+        ));
+    }
+    Ok(())
+}
+
 /// Python's type name, as `type_debug` shows it.
 pub(crate) fn python_type_name(v: &Value) -> &'static str {
     match v.kind() {

@@ -26,6 +26,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 
 use super::error::{
     error_msg, TemplateError, TemplateOrigin, CONTAINED_UNDEFINED, MANDATORY, UNDEF_HINT,
+    USED_UNDEFINED,
 };
 use super::native::{self, ValueMap};
 use super::scope::Scope;
@@ -274,13 +275,18 @@ fn ctx_value(ctx: &Arc<RenderCtx>) -> Value {
 }
 
 /// True when a strict-mode undefined error may be a chained lookup that
-/// Ansible would allow (`x.y is defined`, `x.y | default(...)`).
+/// Ansible would allow (`x.y is defined`, `x.y | default(...)`): the source
+/// applies the `defined`/`undefined` test or the `default` filter. Names that
+/// merely contain those words (`_undefined == 'yes'`) do not count: there the
+/// undefined value is used, which fails in ansible-core 2.19.
 fn may_chain(src: &str, err: &Error) -> bool {
-    err.kind() == ErrorKind::UndefinedError
-        && (src.contains("defined")
-            || src.contains("default")
-            || src.contains("|d(")
-            || src.contains("| d("))
+    static CHAIN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"\bis\s+(?:not\s+)?(?:ansible\.builtin\.)?(?:un)?defined\b|\|\s*(?:ansible\.builtin\.)?(?:default|d)\b",
+        )
+        .expect("valid pattern")
+    });
+    err.kind() == ErrorKind::UndefinedError && CHAIN.is_match(src)
 }
 
 /// Renders `src` to text with the given context, retrying in chainable mode as
@@ -493,6 +499,14 @@ pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>)
             Some(f) => format!("'{}' holds an undefined value", f.trim()),
             None => detail.clone(),
         })
+    } else if detail == USED_UNDEFINED {
+        let why = ctx.undefined_reason.lock().clone();
+        let why = why.unwrap_or_else(|| match &fragment {
+            Some(f) => format!("'{}' is undefined", native::root_name(f.trim())),
+            None => "an undefined value was used".to_string(),
+        });
+        undefined = Some(why.split('\'').nth(1).unwrap_or("value").to_string());
+        why
     } else if let Some(hint) = detail.strip_prefix(UNDEF_HINT) {
         undefined = Some("undef()".to_string());
         hint.to_string()

@@ -8,7 +8,7 @@ use minijinja::value::Kwargs;
 use minijinja::value::ValueKind;
 use minijinja::{Environment, Error, ErrorKind, Value};
 
-use super::native::{is_truthy, to_bool};
+use super::native::{self, is_truthy, to_bool};
 use super::pyre;
 
 pub(super) fn register(env: &mut Environment<'static>) {
@@ -55,10 +55,18 @@ pub(super) fn register(env: &mut Environment<'static>) {
     env.add_test("version", version_test);
     env.add_test("version_compare", version_test);
     env.add_test("truthy", |v: &Value, kw: Kwargs| -> Result<bool, Error> {
+        native::reject_undefined(v)?;
         truthy(v, kw)
     });
     env.add_test("falsy", |v: &Value, kw: Kwargs| -> Result<bool, Error> {
+        native::reject_undefined(v)?;
         truthy(v, kw).map(|b| !b)
+    });
+    // minijinja's `none` answers false for an undefined value; ansible-core
+    // fails, as with any test but `defined`/`undefined`.
+    env.add_test("none", |v: &Value| -> Result<bool, Error> {
+        native::reject_undefined(v)?;
+        Ok(v.is_none())
     });
     env.add_test("contains", |seq: &Value, item: &Value| contains(seq, item));
     for name in ["subset", "issubset"] {
