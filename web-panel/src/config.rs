@@ -247,6 +247,9 @@ pub struct SitesConfig {
     /// The playbook a `packages` job runs against one ready server
     /// (`roles/mwspackages`).
     pub packages_playbook: PathBuf,
+    /// The playbook a `db_password` job runs against one ready server
+    /// (`roles/mwsmariadb`), with the new password as an extra variable.
+    pub db_password_playbook: PathBuf,
 }
 
 impl Default for SitesConfig {
@@ -254,6 +257,7 @@ impl Default for SitesConfig {
         SitesConfig {
             vhosts_playbook: PathBuf::from("playbooks/vhosts.yml"),
             packages_playbook: PathBuf::from("playbooks/packages.yml"),
+            db_password_playbook: PathBuf::from("playbooks/dbpassword.yml"),
         }
     }
 }

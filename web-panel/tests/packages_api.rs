@@ -263,6 +263,16 @@ async fn story(b: Backend) {
         .await;
     assert_eq!(r.status, 204, "{}", r.json);
 
+    // The admins' page lists what is allowed; others may not see it.
+    let root = session_of(&p.login("root", "root-password").await);
+    let r = p.call("GET", "/admin/packages", &root, None).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let page = r.json.as_str().unwrap_or_default().to_string();
+    assert!(page.contains(r#"data-package="tree""#), "{page}");
+    assert!(page.contains("directory listings as a tree"), "{page}");
+    let r = p.call("GET", "/admin/packages", &session, None).await;
+    assert_eq!(r.status, 403, "{}", r.json);
+
     // Every change is audited.
     let audit = p
         .call("GET", "/api/v1/admin/audit?limit=200", &admin, None)

@@ -1,7 +1,8 @@
 //! The JSON API of what site admins do with their servers: a server's
 //! vhosts and aliases, and one more run of them (`services::vhosts`); the
 //! allowed system packages platform admins curate and each server's picks
-//! (`services::packages`).
+//! (`services::packages`); a new database root password, answered once
+//! (`services::dbpassword`).
 //! Handlers parse and shape; the domain functions authorise. [`ROUTES`]
 //! and [`BODIES`] join the API table in `mod.rs`, so the OpenAPI document
 //! and the authorisation matrix cover these routes too.
@@ -14,7 +15,11 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::kit::{created, no_content, ok, Access, ApiResult, Route};
+use crate::automation::secrets::Sealer;
+use crate::domain::PanelError;
+use crate::http::ApiError;
 use crate::http::{AppState, Auth};
+use crate::services::dbpassword::{self, NewDbPassword};
 use crate::services::packages::{self, AllowedPackage, NewAllowedPackage, ServerPackages};
 use crate::services::vhosts::{self, VhostBody};
 
@@ -79,6 +84,12 @@ pub const ROUTES: &[Route] = &[
         Access::SiteAdmin,
         "Set the server's system packages (names from the allowed list; others are refused with 422); queues a `packages` job that installs them and removes the ones left out",
     ),
+    (
+        "POST",
+        "/services/{id}/db-password",
+        Access::SiteAdmin,
+        "Change MariaDB's root password: answers a new random password once (202, `Cache-Control: no-store`) and queues the `db_password` job that sets it and writes it to a root-only /root/.my.cnf; the panel keeps no copy once the job has run",
+    ),
 ];
 
 /// Request and answer schemas of [`ROUTES`], as in `mod.rs`.
@@ -115,6 +126,12 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         Some("ServerPackages"),
         Some("ServerPackages"),
     ),
+    (
+        "POST",
+        "/services/{id}/db-password",
+        None,
+        Some("NewDbPassword"),
+    ),
 ];
 
 /// Routes of this table whose GET answers a JSON array.
@@ -128,6 +145,7 @@ pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::Compon
         .schema_from::<AllowedPackage>()
         .schema_from::<NewAllowedPackage>()
         .schema_from::<ServerPackages>()
+        .schema_from::<NewDbPassword>()
 }
 
 pub fn router() -> Router<AppState> {
@@ -147,6 +165,7 @@ pub fn router() -> Router<AppState> {
             "/admin/packages/{package_id}",
             axum::routing::delete(disallow_package),
         )
+        .route("/services/{id}/db-password", post(change_db_password))
         .route(
             "/services/{id}/packages",
             axum::routing::get(server_packages).put(set_server_packages),
@@ -223,4 +242,18 @@ async fn set_server_packages(
 ) -> ApiResult {
     let names = packages::set(&st.db, &a.principal, id, &b).await?;
     ok(ServerPackages { packages: names })
+}
+
+async fn change_db_password(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    let sealer = Sealer::for_data_dir(&st.config.data_dir).map_err(|e| {
+        ApiError::from(PanelError::Internal(format!("the panel's secret key: {e}")))
+    })?;
+    let answer = dbpassword::change(&st.db, &sealer, &a.principal, id).await?;
+    // The one place the password is shown: no cache may keep it.
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(answer),
+    )
+        .into_response())
 }

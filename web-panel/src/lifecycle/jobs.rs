@@ -43,10 +43,11 @@ pub enum JobKind {
     Dns,
     Vhosts,
     Packages,
+    DbPassword,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 10] = [
+    pub const ALL: [JobKind; 11] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -57,6 +58,7 @@ impl JobKind {
         JobKind::Dns,
         JobKind::Vhosts,
         JobKind::Packages,
+        JobKind::DbPassword,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -72,6 +74,7 @@ impl JobKind {
             JobKind::Dns => "dns",
             JobKind::Vhosts => "vhosts",
             JobKind::Packages => "packages",
+            JobKind::DbPassword => "db_password",
         }
     }
 
@@ -383,6 +386,30 @@ impl PackagesJob {
     }
 }
 
+/// `db_password`: a new MariaDB root password set by a role run
+/// (`sites.db_password_playbook`). The password itself is never in the
+/// payload: it waits sealed in `db_password_changes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbPasswordJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for DbPasswordJob {
+    const KIND: JobKind = JobKind::DbPassword;
+}
+
+impl DbPasswordJob {
+    /// Coalesced per server: requests while a run waits make that one
+    /// run, which sets the newest password. Under the service's
+    /// serialisation key; the default retry policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key(format!("db_password:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +453,7 @@ mod tests {
             DnsJob::KIND,
             VhostsJob::KIND,
             PackagesJob::KIND,
+            DbPasswordJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));

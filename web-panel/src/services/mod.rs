@@ -15,10 +15,12 @@
 //! `lookup.rs` (lookup groups read from the LDAP directory and mirrored),
 //! `vhosts.rs` (a server's Apache vhosts and aliases, the `vhosts` jobs),
 //! `packages.rs` (the allowed system packages, each server's picks, the
-//! `packages` jobs).
+//! `packages` jobs), `dbpassword.rs` (a server's new database root
+//! password, sealed until its `db_password` job has set it).
 
 pub mod access;
 pub mod catalog;
+pub mod dbpassword;
 pub mod groups;
 pub mod jobs;
 pub mod keys;

@@ -36,6 +36,14 @@ fn templates() -> &'static Environment<'static> {
                 include_str!("../../templates/admin_pools.html"),
             ),
             (
+                "admin_packages.html",
+                include_str!("../../templates/admin_packages.html"),
+            ),
+            (
+                "db_password.html",
+                include_str!("../../templates/db_password.html"),
+            ),
+            (
                 "admin_audit.html",
                 include_str!("../../templates/admin_audit.html"),
             ),

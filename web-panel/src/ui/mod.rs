@@ -332,6 +332,7 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
             s => Value::from(Serde(&detail)),
             log => Value::from(Serde(&log)),
             log_after => after,
+            manages => picked.is_some(),
             packages => Value::from(Serde(&picked)),
             allowed_packages => Value::from(Serde(&allowed)),
         },

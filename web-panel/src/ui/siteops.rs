@@ -16,7 +16,10 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::kit::{admin_only, check_csrf, page, signed_in, CsrfForm, UiResult};
+use crate::automation::secrets::Sealer;
+use crate::domain::PanelError;
 use crate::http::{AppState, Auth};
+use crate::services::dbpassword;
 use crate::services::packages::{self, NewAllowedPackage, ServerPackages};
 use crate::services::vhosts::{self, VhostBody};
 
@@ -27,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/servers/{id}/vhosts/{vhost_id}", post(vhost_update))
         .route("/servers/{id}/vhosts/{vhost_id}/delete", post(vhost_delete))
         .route("/servers/{id}/packages", post(packages_set))
+        .route("/servers/{id}/db-password", post(db_password_change))
         .route("/admin/packages", get(admin_packages).post(package_allow))
         .route(
             "/admin/packages/{package_id}/delete",
@@ -200,4 +204,29 @@ async fn package_disallow(
     check_csrf(&a, &f.csrf)?;
     packages::disallow(&st.db, &a.principal, package_id).await?;
     Ok(Redirect::to("/admin/packages").into_response())
+}
+
+/// "Change database root password": the new password is on the page this
+/// post answers, once, and on no other (`Cache-Control: no-store`).
+async fn db_password_change(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let sealer = Sealer::for_data_dir(&st.config.data_dir)
+        .map_err(|e| PanelError::Internal(format!("the panel's secret key: {e}")))?;
+    let answer = dbpassword::change(&st.db, &sealer, &a.principal, id).await?;
+    let mut resp = page(
+        &a,
+        "db_password.html",
+        context! { id => id, job_id => answer.job_id, password => answer.password },
+    )?;
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
 }

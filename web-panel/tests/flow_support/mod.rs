@@ -364,6 +364,123 @@ impl FlowPanel {
     }
 }
 
+impl FlowPanel {
+    /// Runs `command` on service `id`'s server over SSH as the panel's
+    /// admin account, with the panel's key and the server's pinned
+    /// known_hosts only (`StrictHostKeyChecking=yes`): it fails when the
+    /// server presents any other host key.
+    pub async fn ssh_admin(&self, id: i64, command: &str) -> std::process::Output {
+        let detail = self.service(id).await;
+        let ip = detail["ipv4"].as_str().expect("the server's address");
+        let vm = self.prov.vm_name(id);
+        std::process::Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "PasswordAuthentication=no"])
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.prov.known_hosts_path(&vm).display()
+            ))
+            .arg("-i")
+            .arg(&self.prov.panel_key().unwrap().private_path)
+            .arg(format!(
+                "{}@{ip}",
+                self.panel.state.config.hypervisor.admin_user
+            ))
+            .arg(command)
+            .output()
+            .unwrap()
+    }
+
+    /// The service's jobs of `kind`, newest first, as the API shows them.
+    pub async fn jobs_json(&self, id: i64, kind: &str) -> Vec<Value> {
+        self.service(id).await["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["kind"] == kind)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until more than `before` jobs of `kind` exist and all have
+    /// finished; each must have succeeded. Returns how many there are.
+    pub async fn settle_kind(&self, id: i64, kind: &str, before: usize) -> usize {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let jobs = self.jobs_json(id, kind).await;
+            if jobs.len() > before
+                && jobs
+                    .iter()
+                    .all(|j| j["state"] != "queued" && j["state"] != "running")
+            {
+                for j in &jobs {
+                    assert_eq!(j["state"], "succeeded", "{j}");
+                }
+                return jobs.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} jobs still running: {jobs:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The text of a job's log, one line per event.
+    pub async fn job_log(&self, job: i64) -> String {
+        let r = self
+            .panel
+            .call(
+                "GET",
+                &format!("/api/v1/jobs/{job}/log?limit=1000"),
+                &Cred::Bearer(self.admin_token.clone()),
+                None,
+            )
+            .await;
+        r.json["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|l| l["line"].to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_else(|| r.json.to_string())
+    }
+
+    /// Every audit row about service `id` with `action`, oldest first (the
+    /// rows' `after`, parsed).
+    pub async fn audit_after(&self, id: i64, action: &str) -> Vec<Value> {
+        let r = self
+            .panel
+            .call(
+                "GET",
+                &format!("/api/v1/admin/audit?object_type=service&object_id={id}&limit=500"),
+                &Cred::Bearer(self.admin_token.clone()),
+                None,
+            )
+            .await;
+        let mut rows: Vec<(i64, Value)> = r.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .map(|e| {
+                let after = e["after_json"]
+                    .as_str()
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or(Value::Null);
+                (e["id"].as_i64().unwrap(), after)
+            })
+            .collect();
+        rows.sort_by_key(|(id, _)| *id);
+        rows.into_iter().map(|(_, after)| after).collect()
+    }
+}
+
 impl Drop for FlowPanel {
     fn drop(&mut self) {
         for w in &self.workers {

@@ -18,6 +18,7 @@
 //! | `dns` (`dns.rs`, only with `[dns]` configured) | ready (publish), deleting/deleted (remove) | default | recorded for admins; the error stays on the server's DNS row |
 //! | `vhosts` (`vhosts.rs`) | ready (waits while configuring) | default | recorded for admins |
 //! | `packages` (`packages.rs`) | ready (waits while configuring) | default | recorded for admins |
+//! | `db_password` (`db_password.rs`) | ready (waits while configuring) | default | recorded for admins; the sealed password is dropped |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -40,8 +41,9 @@
 //! site on the server), `lookup_refresh.rs` (LDAP lookup groups mirrored),
 //! `dns.rs` (the server's records published or removed), `vhosts.rs` (the
 //! server's Apache vhosts), `packages.rs` (the system packages its site
-//! admins picked). Below them, `role_run.rs` (the host-key check and
-//! role run `configure`, `access`, `vhosts` and `packages` share), `kit.rs` (the rows
+//! admins picked), `db_password.rs` (MariaDB's root password). Below
+//! them, `role_run.rs` (the host-key check and role run `configure`,
+//! `access`, `vhosts`, `packages` and `db_password` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
 //! step for good and its compensation). This file only registers a handler
 //! for every kind of `lifecycle::jobs::JobKind`, by an exhaustive match, so
@@ -50,6 +52,7 @@
 pub mod access;
 pub mod configure;
 pub mod create_vm;
+pub mod db_password;
 pub mod deprovision;
 pub mod dns;
 mod failure;
@@ -90,6 +93,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::Dns => registry.register(k, dns::DnsStep(p)),
             JobKind::Vhosts => registry.register(k, vhosts::VhostsStep(p)),
             JobKind::Packages => registry.register(k, packages::PackagesStep(p)),
+            JobKind::DbPassword => registry.register(k, db_password::DbPasswordStep(p)),
         };
     }
 }

@@ -1,5 +1,5 @@
 //! The role run every job that converges a ready server shares
-//! (`configure`, `access`): the sshd banner wait and the exact host-key
+//! (`configure`, `access`, `vhosts`, `packages`, `db_password`): the sshd banner wait and the exact host-key
 //! check, then `keel::executor::run_playbook` of one playbook against this
 //! one host, with the panel's key, the VM's own known_hosts and the panel's
 //! inventory handed over in memory, its events streamed to the job log.
@@ -32,7 +32,22 @@ pub(super) async fn run_roles(
     ctx: &JobContext,
     log: JobLog,
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
-    let out = run(p, id, row, playbook, ctx, &log).await;
+    run_roles_with(p, id, row, playbook, ctx, log, keel::vars::VarMap::new()).await
+}
+
+/// [`run_roles`] with extra variables (`-e`), held in memory for this run
+/// only: how a secret such as a new database password reaches the role
+/// without entering the inventory, a payload or a log.
+pub(super) async fn run_roles_with(
+    p: &Provisioner,
+    id: i64,
+    row: &ProvRow,
+    playbook: &Path,
+    ctx: &JobContext,
+    log: JobLog,
+    extra_vars: keel::vars::VarMap,
+) -> Result<keel::executor::RunSummary, ProvisionError> {
+    let out = run(p, id, row, playbook, ctx, &log, extra_vars).await;
     if let Err(e) = &out {
         log.message(e.to_string());
     }
@@ -47,6 +62,7 @@ async fn run(
     playbook: &Path,
     ctx: &JobContext,
     log: &JobLog,
+    extra_vars: keel::vars::VarMap,
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
     // The endpoint recorded when the VM was created: asking the hypervisor
     // again here would let a transient API error use up a role-run attempt.
@@ -117,6 +133,7 @@ async fn run(
         forks: 1,
         limit: Some(host.name.clone()),
         stop: stop.clone(),
+        extra_vars,
         ..Default::default()
     };
     check_cancel(&ctx.cancel)?;
