@@ -932,10 +932,13 @@ fn spawn_host(
          for cg in /sys/fs/cgroup /sys/fs/cgroup/systemd /sys/fs/cgroup/unified; do\n\
          [ -e $cg/cgroup.procs ] && mkdir -p $cg/keel/{netns} && echo $$ > $cg/keel/{netns}/cgroup.procs\n\
          done 2>/dev/null\n\
+         # CAP_NET_ADMIN: firewall tests (iptables, ufw) change the netfilter\n\
+         # rules of the container's own network namespace.\n\
          # A reboot inside the container makes nspawn exit 133: boot it again.\n\
          while :; do\n\
          systemd-nspawn -q -D {m} -b --register=no --keep-unit -M {netns} \
          --hostname={name} --network-namespace-path=/run/netns/{netns} \
+         --capability=CAP_NET_ADMIN \
          --bind-ro={repo}:{REPO_MOUNT} --console=read-only\n\
          rc=$?; [ $rc -eq 133 ] || exit $rc\n\
          done\n",

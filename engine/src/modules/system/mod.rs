@@ -1,5 +1,5 @@
 //! System modules: accounts, SSH keys, cron, hostname, kernel settings,
-//! mounts, time zone, locales and services on the host.
+//! mounts, time zone, locales, services and the firewall on the host.
 //!
 //! Each module is query-then-apply over the [`kit`](super::kit): one query round trip
 //! reads every file and command output the comparison needs, the wanted
@@ -17,6 +17,7 @@ pub mod cron;
 pub mod getent;
 pub mod group;
 pub mod hostname;
+pub mod iptables;
 pub mod known_hosts;
 pub mod locale_gen;
 pub mod modprobe;
@@ -28,6 +29,7 @@ pub mod supervisorctl;
 pub mod sysctl;
 pub mod systemd;
 pub mod timezone;
+pub mod ufw;
 pub mod user;
 
 pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
@@ -45,6 +47,8 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("systemd", systemd.clone());
     m.insert("systemd_service", systemd);
     m.insert("hostname", Arc::new(hostname::Hostname));
+    m.insert("iptables", Arc::new(iptables::Iptables));
+    m.insert("ufw", Arc::new(ufw::Ufw));
     m.insert("sysctl", Arc::new(sysctl::Sysctl));
     m.insert("mount", Arc::new(mount::Mount));
     m.insert("timezone", Arc::new(timezone::Timezone));
