@@ -608,3 +608,95 @@ fn mask_certificate(v: &mut Value) {
         _ => {}
     }
 }
+
+/// `synchronize`, push form: a tree pushed (then not changed), with
+/// `delete`, `checksum` and an exclude in `rsync_opts`, a single file
+/// without `archive`. Everything but `cmd` is compared with ansible.posix's
+/// results (rsync's itemised lines included); `cmd` differs on purpose
+/// (Keel's `ssh` gets the connection's settings through its own
+/// `ssh_config`, host key checking included, where ansible.posix passes
+/// `StrictHostKeyChecking=no`), so its shape is checked here.
+#[test]
+fn synchronize_pushes_with_rsync_as_ansible_posix_does() {
+    let th = TestHosts::start(1).expect("starting a test host");
+    let addr = th.hosts[0].addr.clone();
+    for (mode, flags) in [
+        ("diff", &["--diff"][..]),
+        ("check", &["--check", "--diff"][..]),
+    ] {
+        let mut got = keel_run(&th, "synchronize", flags);
+        let mut want = reference("synchronize", mode);
+        for name in ["s1", "s2", "s3", "s4", "s5"] {
+            let cmd = got[name]["cmd"].as_str().unwrap_or_default().to_string();
+            assert!(
+                cmd.contains("ssh -F ") && cmd.contains(" -S none'"),
+                "{name}: {cmd}"
+            );
+            assert!(
+                cmd.ends_with(&format!(" root@{addr}:/srv/keel-sync/"))
+                    || cmd.ends_with(&format!(" root@{addr}:/srv/keel-sync/copy.html")),
+                "{name}: {cmd}"
+            );
+            assert_eq!(
+                cmd.contains(" --dry-run "),
+                mode == "check",
+                "{name}: {cmd}"
+            );
+            for v in [&mut got, &mut want] {
+                v[name]["cmd"] = Value::from("<cmd>");
+            }
+        }
+        assert_same("synchronize", mode, &got, &want);
+    }
+}
+
+/// `synchronize` to a host only a jump host reaches (`ProxyJump` in the
+/// connection's ssh arguments): rsync's ssh goes the same way, with the
+/// same key and known_hosts. ansible.posix would not use the jump host
+/// unless `use_ssh_args` is set, so there is no reference to compare with:
+/// the files on the inner host are checked.
+#[test]
+fn synchronize_goes_through_the_jump_host() {
+    let th = TestHosts::start_jump_chain(1).expect("starting a jump chain");
+    let tmp = tempfile::tempdir().unwrap();
+    let inv = tmp.path().join("hosts");
+    std::fs::write(&inv, th.inventory_ini("")).unwrap();
+    let play = tmp.path().join("site.yml");
+    std::fs::write(
+        &play,
+        format!(
+            "- hosts: {}\n  gather_facts: false\n  tasks:\n    - synchronize:\n        \
+             src: {}/\n        dest: /srv/keel-jump/\n      register: r\n    \
+             - copy:\n        content: \"{{{{ r | to_json }}}}\"\n        dest: {}\n      \
+             delegate_to: localhost\n",
+            th.hosts[1].name,
+            case_dir("synchronize").join("files/site").display(),
+            tmp.path().join("r.json").display()
+        ),
+    )
+    .unwrap();
+    th.sh(1, "rm -rf /srv/keel-jump");
+    for want_changed in [true, false] {
+        let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("play")
+            .arg("-i")
+            .arg(&inv)
+            .arg(&play)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value =
+            serde_json::from_str(&std::fs::read_to_string(tmp.path().join("r.json")).unwrap())
+                .unwrap();
+        assert_eq!(r["changed"], want_changed, "{r}");
+    }
+    assert_eq!(
+        th.sh(1, "cd /srv/keel-jump && find . -type f | sort"),
+        "./css/main.css\n./index.html\n./notes.tmp\n"
+    );
+}

@@ -1278,6 +1278,10 @@ impl modules::Reconnect for HostReconnect {
             }
         }
     }
+
+    fn spec(&self) -> Option<ConnectSpec> {
+        Some(self.spec.clone())
+    }
 }
 
 /// A [`HostReconnect`] for modules that ask for one (not when delegated).

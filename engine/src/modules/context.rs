@@ -86,6 +86,13 @@ pub trait Reconnect: Send + Sync {
         &self,
         connect_timeout: Option<std::time::Duration>,
     ) -> Result<Arc<Connection>, TransportError>;
+
+    /// How the host is reached (address, user, keys, known_hosts, jump
+    /// hosts), for a module that reaches it by other means than the
+    /// connection (`synchronize`'s rsync over `ssh`).
+    fn spec(&self) -> Option<crate::transport::ConnectSpec> {
+        None
+    }
 }
 
 tokio::task_local! {

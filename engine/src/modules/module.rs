@@ -57,8 +57,9 @@ pub trait Module: Send + Sync {
     }
 
     /// Whether the module drops the host's connection and dials it again
-    /// (`reboot`): the executor then gives it a [`Reconnect`] handle,
-    /// reachable through [`TaskContext::reconnect`].
+    /// (`reboot`), or reaches the host by other means with the same
+    /// settings (`synchronize`): the executor then gives it a [`Reconnect`]
+    /// handle, reachable through [`TaskContext::reconnect`].
     fn reconnects(&self) -> bool {
         false
     }

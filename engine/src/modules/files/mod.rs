@@ -3,6 +3,8 @@
 //! Each module is query, decide, apply over the [`kit`](super::kit): one
 //! query round trip, then at most one apply round trip. The kit's `put` and
 //! `edit` hold the content and read-modify-write paths these modules share.
+//! `synchronize` is the exception: rsync on the controller, over its own
+//! `ssh` set up as the connection is.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ pub mod lineinfile;
 pub mod replace;
 pub mod slurp;
 pub mod stat;
+pub mod synchronize;
 pub mod tempfile;
 pub mod template;
 pub mod unarchive;
@@ -31,6 +34,7 @@ pub(super) fn register(m: &mut HashMap<&'static str, ModuleRef>) {
     m.insert("blockinfile", Arc::new(blockinfile::BlockInFile));
     m.insert("replace", Arc::new(replace::Replace));
     m.insert("stat", Arc::new(stat::Stat));
+    m.insert("synchronize", Arc::new(synchronize::Synchronize));
     m.insert("slurp", Arc::new(slurp::Slurp));
     m.insert("fetch", Arc::new(fetch::Fetch));
     m.insert("find", Arc::new(find::Find));
