@@ -79,6 +79,7 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
         "/admin/packages" => {
             json!({"name": format!("p{}", fastrand::u32(..)), "description": "for the matrix"})
         }
+        "/services/{id}/tags" => json!({"tags": ["matrix"]}),
         "/admin/users" => {
             json!({"name": format!("u{}", fastrand::u32(..)), "password": "long-enough"})
         }

@@ -451,3 +451,566 @@ async fn git_project_run(backend: Backend) {
 }
 
 both_backends!(git_project_run_pins_revisions, git_project_run);
+
+/// The lines of a run's job log: the engine's events as JSON text, and the
+/// handler's messages as they are.
+async fn log_text(p: &Panel, c: &Cred, run: &Value) -> String {
+    let log = ok(
+        p,
+        "GET",
+        &format!("/api/v1/runs/{}/log?limit=1000", run["id"]),
+        c,
+        None,
+    )
+    .await;
+    log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| match l["line"]["message"].as_str() {
+            Some(m) => m.to_string(),
+            None => l["line"].to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A project's `roles/requirements.yml` and `collections/requirements.yml`
+/// (git+file:// repositories the test makes) are installed by the panel
+/// once per revision and used by its runs; a new commit that changes them
+/// installs again; a requirement that cannot be installed fails the sync
+/// and the run, with the installer's words in the answer and the job log.
+async fn project_requirements(backend: Backend) {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let panel = start(backend, move |c| c.data_dir = data_dir).await;
+    let (_, token) = panel.user("deps", true).await;
+    let admin = Cred::Bearer(token);
+    let w = worker(&panel);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A role with tags v1.0 and v2.0, and a collection holding a role.
+    let role = tmp.path().join("webby");
+    write(
+        &role,
+        "tasks/main.yml",
+        "- debug:\n    msg: webby says v1\n",
+    );
+    write(
+        &role,
+        "meta/main.yml",
+        "galaxy_info:\n  author: t\ndependencies: []\n",
+    );
+    git(&role, &["init", "--quiet", "-b", "main"]);
+    git(&role, &["add", "-A"]);
+    git(&role, &["commit", "--quiet", "-m", "v1"]);
+    git(&role, &["tag", "v1.0"]);
+    write(
+        &role,
+        "tasks/main.yml",
+        "- debug:\n    msg: webby says v2\n",
+    );
+    git(&role, &["commit", "--quiet", "-am", "v2"]);
+    git(&role, &["tag", "v2.0"]);
+    let coll = tmp.path().join("tools");
+    write(
+        &coll,
+        "galaxy.yml",
+        "namespace: acme\nname: tools\nversion: 1.0.0\nreadme: README.md\nauthors: [t]\n",
+    );
+    write(&coll, "README.md", "# tools\n");
+    write(
+        &coll,
+        "roles/thing/tasks/main.yml",
+        "- debug:\n    msg: thing from the collection\n",
+    );
+    git(&coll, &["init", "--quiet", "-b", "main"]);
+    git(&coll, &["add", "-A"]);
+    git(&coll, &["commit", "--quiet", "-m", "1.0.0"]);
+
+    // The project: a play using both, on the controller.
+    let rp = tmp.path().join("project");
+    std::fs::create_dir_all(&rp).unwrap();
+    git(&rp, &["init", "--quiet", "-b", "main"]);
+    write(
+        &rp,
+        "site.yml",
+        "- hosts: all\n  gather_facts: false\n  roles:\n    - webby\n  tasks:\n    - import_role:\n        name: acme.tools.thing\n",
+    );
+    write(&rp, "hosts.ini", "localhost ansible_connection=local\n");
+    let role_req = |version: &str, url: &Path| {
+        format!(
+            "- src: git+file://{}\n  name: webby\n  version: {version}\n",
+            url.display()
+        )
+    };
+    write(&rp, "roles/requirements.yml", &role_req("v1.0", &role));
+    write(
+        &rp,
+        "collections/requirements.yml",
+        &format!(
+            "collections:\n  - name: git+file://{}\n    type: git\n    version: main\n",
+            coll.display()
+        ),
+    );
+    git(&rp, &["add", "-A"]);
+    git(&rp, &["commit", "--quiet", "-m", "first"]);
+    let first = git(&rp, &["rev-parse", "HEAD"]);
+
+    let project = ok(
+        &panel,
+        "POST",
+        "/api/v1/projects",
+        &admin,
+        Some(json!({"name": "deps", "kind": "git", "git_url": rp.display().to_string(), "git_ref": "main"})),
+    )
+    .await;
+    let inventory = ok(
+        &panel,
+        "POST",
+        "/api/v1/inventories",
+        &admin,
+        Some(json!({"name": "local", "kind": "project_file", "project_id": project["id"], "path": "hosts.ini"})),
+    )
+    .await;
+    let tpl = ok(
+        &panel,
+        "POST",
+        "/api/v1/templates",
+        &admin,
+        Some(json!({"name": "deps", "project_id": project["id"], "playbook": "site.yml", "inventory_id": inventory["id"]})),
+    )
+    .await;
+    let launch = format!("/api/v1/templates/{}/launch", tpl["id"]);
+    let run = |what: &'static str| {
+        let (panel, admin, launch, w) = (&panel, &admin, &launch, &w);
+        async move {
+            let r = ok(panel, "POST", launch, admin, Some(json!({}))).await;
+            w.run_until_idle().await.unwrap();
+            let d = ok(
+                panel,
+                "GET",
+                &format!("/api/v1/runs/{}", r["id"]),
+                admin,
+                None,
+            )
+            .await;
+            let log = log_text(panel, admin, &r).await;
+            eprintln!("--- {what}\n{log}");
+            (d, log)
+        }
+    };
+
+    // First run: both installed for this commit, both used.
+    let (d1, log1) = run("first run").await;
+    assert_eq!(d1["status"], "successful", "{d1}\n{log1}");
+    assert!(
+        log1.contains("- webby (v1.0) was installed successfully"),
+        "{log1}"
+    );
+    assert!(
+        log1.contains("acme.tools:1.0.0 was installed successfully"),
+        "{log1}"
+    );
+    assert!(log1.contains("webby says v1"), "{log1}");
+    assert!(log1.contains("thing from the collection"), "{log1}");
+    let deps = panel
+        .state
+        .config
+        .data_dir
+        .join(format!("projects/{}/deps", project["id"]));
+    assert!(deps.join(&first).join(".installed").is_file());
+    assert!(deps
+        .join(&first)
+        .join("roles/webby/tasks/main.yml")
+        .is_file());
+
+    // The same commit again: nothing installed a second time.
+    let (d2, log2) = run("same commit").await;
+    assert_eq!(d2["status"], "successful", "{d2}");
+    assert!(log2.contains("already installed"), "{log2}");
+    assert!(!log2.contains("was installed successfully"), "{log2}");
+
+    // A commit asking for v2.0: a sync installs it, the run uses it.
+    write(&rp, "roles/requirements.yml", &role_req("v2.0", &role));
+    git(&rp, &["commit", "--quiet", "-am", "second"]);
+    let second = git(&rp, &["rev-parse", "HEAD"]);
+    let synced = ok(
+        &panel,
+        "POST",
+        &format!("/api/v1/projects/{}/sync", project["id"]),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(synced["revision"], second.as_str());
+    assert!(deps.join(&second).join(".installed").is_file());
+    let (d3, log3) = run("second commit").await;
+    assert_eq!(
+        (d3["status"].as_str(), d3["revision"].as_str()),
+        (Some("successful"), Some(second.as_str())),
+        "{log3}"
+    );
+    assert!(
+        log3.contains("webby says v2") && !log3.contains("webby says v1"),
+        "{log3}"
+    );
+
+    // A role that cannot be fetched: the sync says why, the run fails.
+    let missing = tmp.path().join("no-such-role");
+    write(&rp, "roles/requirements.yml", &role_req("v1.0", &missing));
+    git(&rp, &["commit", "--quiet", "-am", "broken"]);
+    let broken = git(&rp, &["rev-parse", "HEAD"]);
+    let r = panel
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{}/sync", project["id"]),
+            &admin,
+            None,
+        )
+        .await;
+    let said = r.json.to_string();
+    assert!(!r.status.is_success(), "{said}");
+    assert!(
+        said.contains("roles/requirements.yml")
+            && said.contains("webby was NOT installed successfully")
+            && said.contains("no-such-role"),
+        "{said}"
+    );
+    assert!(!deps.join(&broken).exists(), "a failed install is not kept");
+    let (d4, log4) = run("broken requirements").await;
+    assert_eq!(d4["status"], "failed", "{d4}");
+    assert!(
+        log4.contains("webby was NOT installed successfully"),
+        "{log4}"
+    );
+    assert!(
+        d4["error"].as_str().unwrap_or("").contains("requirements"),
+        "{d4}"
+    );
+    assert!(
+        !log4.contains("webby says"),
+        "the play did not start: {log4}"
+    );
+}
+
+both_backends!(
+    project_requirements_installed_per_revision,
+    project_requirements
+);
+
+/// Server tags: a site admin sets them (an outsider cannot, a bad tag is a
+/// field error), the server's answer shows them, the dynamic inventory
+/// gives them as `keel_tags`, and a panel inventory filtered by a tag runs
+/// a template on exactly the servers carrying it.
+async fn servers_by_tag(backend: Backend) {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let panel = start(backend, move |c| c.data_dir = data_dir).await;
+    api_support::catalog_and_pool(&panel, 10).await;
+    let (_, owner_t) = panel.user("owner", false).await;
+    let owner = Cred::Bearer(owner_t);
+    let (_, other_t) = panel.user("outsider", false).await;
+    let outsider = Cred::Bearer(other_t);
+    let (_, admin_t) = panel.user("boss", true).await;
+    let admin = Cred::Bearer(admin_t);
+    let site = ok(
+        &panel,
+        "POST",
+        "/api/v1/sites",
+        &owner,
+        Some(json!({"name": "main", "owner_email": "o@example.org"})),
+    )
+    .await["id"]
+        .clone();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let s = ok(
+            &panel,
+            "POST",
+            "/api/v1/services",
+            &owner,
+            Some(json!({"site_id": site, "server_type": "small"})),
+        )
+        .await;
+        servers.push((
+            s["service"]["id"].as_i64().unwrap(),
+            s["service"]["hostname"].as_str().unwrap().to_string(),
+        ));
+    }
+    let tags_of = |i: usize| format!("/api/v1/services/{}/tags", servers[i].0);
+    for (i, tags) in [
+        (0, json!(["web", "eu"])),
+        (1, json!(["db"])),
+        (2, json!(["web", "web"])),
+    ] {
+        ok(
+            &panel,
+            "PUT",
+            &tags_of(i),
+            &owner,
+            Some(json!({ "tags": tags })),
+        )
+        .await;
+    }
+    let r = panel
+        .call(
+            "PUT",
+            &tags_of(1),
+            &owner,
+            Some(json!({"tags": ["Not A Tag"]})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("tags")),
+        "{}",
+        r.json
+    );
+    let r = panel
+        .call(
+            "PUT",
+            &tags_of(1),
+            &outsider,
+            Some(json!({"tags": ["mine"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.json);
+    assert_eq!(
+        ok(&panel, "GET", &tags_of(2), &owner, None).await,
+        json!(["web"])
+    );
+    let detail = ok(
+        &panel,
+        "GET",
+        &format!("/api/v1/services/{}", servers[0].0),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(detail["tags"], json!(["eu", "web"]), "{detail}");
+
+    // The servers are ready (as if provisioned); the play runs on the
+    // controller and says which servers it was given.
+    {
+        let mut tx = panel.db().begin().await.unwrap();
+        keel_panel::execute!(
+            &mut keel_panel::db::tx_conn(&mut tx),
+            "UPDATE services SET status = 'ready'"
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let inv = ok(&panel, "GET", "/api/v1/inventory", &admin, None).await;
+    assert_eq!(
+        inv["_meta"]["hostvars"][&servers[1].1]["keel_tags"],
+        json!(["db"]),
+        "{inv}"
+    );
+    let project_dir = tempfile::tempdir().unwrap();
+    write(
+        project_dir.path(),
+        "tags.yml",
+        "- hosts: all\n  connection: local\n  gather_facts: false\n  tasks:\n    - debug:\n        msg: \"{{ keel_hostname }} {{ keel_tags | join(',') }}\"\n",
+    );
+    let project = ok(
+        &panel,
+        "POST",
+        "/api/v1/projects",
+        &admin,
+        Some(json!({"name": "tags", "kind": "directory", "path": project_dir.path()})),
+    )
+    .await;
+    let r = panel
+        .call(
+            "POST",
+            "/api/v1/inventories",
+            &admin,
+            Some(json!({"name": "bad", "kind": "panel", "filter_tag": "Web!"})),
+        )
+        .await;
+    assert_eq!(r.json["field"], "filter_tag", "{}", r.json);
+    let inventory = ok(
+        &panel,
+        "POST",
+        "/api/v1/inventories",
+        &admin,
+        Some(json!({"name": "web servers", "kind": "panel", "filter_tag": "web"})),
+    )
+    .await;
+    assert_eq!(inventory["filter_tag"], "web");
+    let tpl = ok(
+        &panel,
+        "POST",
+        "/api/v1/templates",
+        &admin,
+        Some(json!({"name": "tags", "project_id": project["id"], "playbook": "tags.yml", "inventory_id": inventory["id"]})),
+    )
+    .await;
+    let run = ok(
+        &panel,
+        "POST",
+        &format!("/api/v1/templates/{}/launch", tpl["id"]),
+        &admin,
+        Some(json!({})),
+    )
+    .await;
+    worker(&panel).run_until_idle().await.unwrap();
+    let d = ok(
+        &panel,
+        "GET",
+        &format!("/api/v1/runs/{}", run["id"]),
+        &admin,
+        None,
+    )
+    .await;
+    let log = log_text(&panel, &admin, &run).await;
+    assert_eq!(d["status"], "successful", "{d}\n{log}");
+    let mut ran: Vec<&str> = d["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    ran.sort();
+    let mut want = vec![servers[0].1.as_str(), servers[2].1.as_str()];
+    want.sort();
+    assert_eq!(ran, want, "{log}");
+    assert!(log.contains(&format!("{} eu,web", servers[0].1)), "{log}");
+}
+
+both_backends!(panel_inventory_selects_servers_by_tag, servers_by_tag);
+
+/// A run's output streams: while the run is still `running`, its job log
+/// already holds the first task's lines; and the lines keep the engine's
+/// order — each task's banner, then one result per host, the next banner
+/// only after every host of the task answered (the linear strategy), the
+/// recap last — with strictly increasing sequence numbers.
+async fn output_streams_in_order(backend: Backend) {
+    const HOSTS: usize = 3;
+    const TASKS: usize = 3;
+    let hosts = TestHosts::start(HOSTS).expect("sshd test hosts");
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let panel = start(backend, move |c| c.data_dir = data_dir).await;
+    let (_, token) = panel.user("streamer", true).await;
+    let admin = Cred::Bearer(token);
+    let project_dir = tempfile::tempdir().unwrap();
+    let mut play = String::from("- hosts: testhosts\n  gather_facts: false\n  tasks:\n");
+    for k in 0..TASKS {
+        play.push_str(&format!("    - name: step {k}\n      command: sleep 0.4\n"));
+    }
+    write(project_dir.path(), "stream.yml", &play);
+    write(project_dir.path(), "hosts.ini", &hosts.inventory_ini(""));
+    let project = ok(
+        &panel,
+        "POST",
+        "/api/v1/projects",
+        &admin,
+        Some(json!({"name": "stream", "kind": "directory", "path": project_dir.path()})),
+    )
+    .await;
+    let inventory = ok(
+        &panel,
+        "POST",
+        "/api/v1/inventories",
+        &admin,
+        Some(json!({"name": "hosts", "kind": "project_file", "project_id": project["id"], "path": "hosts.ini"})),
+    )
+    .await;
+    let tpl = ok(
+        &panel,
+        "POST",
+        "/api/v1/templates",
+        &admin,
+        Some(json!({"name": "stream", "project_id": project["id"], "playbook": "stream.yml", "inventory_id": inventory["id"], "forks": HOSTS})),
+    )
+    .await;
+    let run = ok(
+        &panel,
+        "POST",
+        &format!("/api/v1/templates/{}/launch", tpl["id"]),
+        &admin,
+        Some(json!({})),
+    )
+    .await;
+    let w = Arc::new(worker(&panel));
+    let job = tokio::spawn({
+        let w = w.clone();
+        async move { w.run_until_idle().await }
+    });
+    let log_path = format!("/api/v1/runs/{}/log?limit=1000", run["id"]);
+    let mut seen_live = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !job.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the run did not end");
+        let page = ok(&panel, "GET", &log_path, &admin, None).await;
+        let started = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["line"]["event"] == "task_start");
+        if page["status"] == "running" && started {
+            seen_live = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    job.await.unwrap().unwrap();
+    assert!(seen_live, "no task output was readable while the run ran");
+
+    let page = ok(&panel, "GET", &log_path, &admin, None).await;
+    assert_eq!(page["status"], "successful", "{page}");
+    let items = page["items"].as_array().unwrap();
+    let seqs: Vec<i64> = items.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The engine's run structure, as (event, task name or host).
+    let events: Vec<(String, String)> = items
+        .iter()
+        .filter_map(|l| {
+            let line = &l["line"];
+            let ev = line["event"].as_str()?;
+            let what = match ev {
+                "task_start" => line["name"].as_str().unwrap_or("").to_string(),
+                "host_result" => line["host"].as_str().unwrap_or("").to_string(),
+                _ => String::new(),
+            };
+            // Messages, warnings and verbose lines are not the structure.
+            let structural = [
+                "playbook_start",
+                "play_start",
+                "task_start",
+                "host_result",
+                "recap",
+            ];
+            structural.contains(&ev).then(|| (ev.to_string(), what))
+        })
+        .collect();
+    let mut want: Vec<(String, String)> = vec![
+        ("playbook_start".into(), String::new()),
+        ("play_start".into(), String::new()),
+    ];
+    let mut names: Vec<String> = hosts.hosts.iter().map(|h| h.name.clone()).collect();
+    names.sort();
+    for k in 0..TASKS {
+        want.push(("task_start".into(), format!("step {k}")));
+        for _ in 0..HOSTS {
+            want.push(("host_result".into(), "?".into()));
+        }
+    }
+    want.push(("recap".into(), String::new()));
+    assert_eq!(events.len(), want.len(), "{events:?}");
+    for (i, (got, w)) in events.iter().zip(&want).enumerate() {
+        assert_eq!(got.0, w.0, "line {i}: {events:?}");
+        if w.0 == "task_start" {
+            assert_eq!(got.1, w.1, "line {i}: {events:?}");
+        }
+    }
+    // Every host answered each task once.
+    for chunk in events[2..events.len() - 1].chunks(HOSTS + 1) {
+        let mut answered: Vec<String> = chunk[1..].iter().map(|e| e.1.clone()).collect();
+        answered.sort();
+        assert_eq!(answered, names, "{chunk:?}");
+    }
+}
+
+both_backends!(run_output_streams_in_order, output_streams_in_order);

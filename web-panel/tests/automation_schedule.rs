@@ -3,7 +3,10 @@
 //! mode), on SQLite and PostgreSQL. Time is a `FileClock` the test moves
 //! one interval at a time; every fire must become one `schedule_fire` job
 //! and one successful run (launched by the schedule, its survey defaults
-//! as variables), whichever process claims it.
+//! as variables), whichever process claims it. And ten templates
+//! scheduled for the same minute, with two worker processes on
+//! PostgreSQL: each fire runs exactly once, none is lost or doubled, and
+//! both processes take part.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -191,28 +194,7 @@ async fn fires_once_per_period(url: String) {
     .await
     .unwrap();
 
-    let exe = std::env::current_exe().unwrap();
-    let _children = Children(
-        (0..NODES)
-            .map(|_| {
-                Command::new(&exe)
-                    .args([
-                        "schedule_worker_child",
-                        "--exact",
-                        "--ignored",
-                        "--nocapture",
-                    ])
-                    .env("KEEL_SCHED_DB", &url)
-                    .env("KEEL_SCHED_CLOCK", &clock_path)
-                    .env("KEEL_SCHED_DATA", &data)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let _children = spawn_workers(NODES, &url, &clock_path, &data);
     wait_for(
         &db,
         "SELECT COUNT(*) FROM sched_nodes",
@@ -221,6 +203,42 @@ async fn fires_once_per_period(url: String) {
         "worker processes up",
     )
     .await;
+    fires_checked(&db, &clock, &sched).await;
+}
+
+/// `n` worker processes (this binary in child mode) on the database,
+/// clock and data directory given.
+fn spawn_workers(n: usize, url: &str, clock_path: &Path, data: &Path) -> Children {
+    let exe = std::env::current_exe().unwrap();
+    Children(
+        (0..n)
+            .map(|_| {
+                Command::new(&exe)
+                    .args([
+                        "schedule_worker_child",
+                        "--exact",
+                        "--ignored",
+                        "--nocapture",
+                    ])
+                    .env("KEEL_SCHED_DB", url)
+                    .env("KEEL_SCHED_CLOCK", clock_path)
+                    .env("KEEL_SCHED_DATA", data)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+async fn fires_checked(
+    db: &Db,
+    clock: &FileClock,
+    sched: &keel_panel::automation::model::ScheduleView,
+) {
+    let db = db.clone();
     wait_for(
         &db,
         "SELECT COUNT(*) FROM schedules",
@@ -313,4 +331,170 @@ async fn schedule_fires_once_per_period_postgres() {
         .fresh_database()
         .await;
     fires_once_per_period(url).await;
+}
+
+const TEMPLATES: usize = 10;
+const WORKERS: usize = 2;
+
+/// Ten templates, each with a schedule every minute, all due at the same
+/// instant, with two worker processes ticking: every fire becomes exactly
+/// one run (none lost, none doubled), and the runs are spread over both
+/// processes' workers.
+async fn ten_templates_same_minute(url: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock_path = dir.path().join("clock");
+    let clock = FileClock::create(&clock_path, T0);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    let db = Db::from_store(store, &url).await.unwrap();
+    {
+        let mut tx = db.begin().await.unwrap();
+        keel_panel::execute!(
+            &mut keel_panel::db::tx_conn(&mut tx),
+            "CREATE TABLE sched_nodes (pid BIGINT NOT NULL)"
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Each run takes a moment on the controller, so one process cannot
+    // take every run before the other claims any.
+    let project_dir = dir.path().join("project");
+    std::fs::create_dir_all(&project_dir).unwrap();
+    std::fs::write(
+        project_dir.join("slow.yml"),
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 0.5\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project_dir.join("hosts.ini"),
+        "localhost ansible_connection=local\n",
+    )
+    .unwrap();
+    let system = Principal::system();
+    use keel_panel::automation::{catalog, templates};
+    let project = catalog::create_project(
+        &db,
+        &system,
+        &serde_json::from_value(json!({"name": "local", "kind": "directory", "path": project_dir}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let inv = catalog::create_inventory(
+        &db,
+        &system,
+        &serde_json::from_value(
+            json!({"name": "local", "kind": "project_file", "project_id": project.id, "path": "hosts.ini"}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut schedule_ids = Vec::new();
+    for i in 0..TEMPLATES {
+        let tpl = templates::create(
+            &db,
+            &system,
+            &serde_json::from_value(json!({
+                "name": format!("slow {i}"), "project_id": project.id, "playbook": "slow.yml",
+                "inventory_id": inv.id
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let s = schedules::create(
+            &db,
+            &system,
+            &serde_json::from_value(
+                json!({"template_id": tpl.id, "name": "each minute", "cron": "* * * * *"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        schedule_ids.push(s.schedule.id);
+    }
+
+    let _children = spawn_workers(WORKERS, &url, &clock_path, &data);
+    wait_for(
+        &db,
+        "SELECT COUNT(*) FROM sched_nodes",
+        WORKERS as i64,
+        60,
+        "worker processes up",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM template_runs").await, 0);
+    // Two minutes: every schedule is due twice, at the same instants.
+    for minute in 1..=2_i64 {
+        clock.advance(Duration::from_secs(60));
+        wait_for(
+            &db,
+            "SELECT COUNT(*) FROM template_runs WHERE status IN ('successful', 'failed')",
+            minute * TEMPLATES as i64,
+            120,
+            "runs finished",
+        )
+        .await;
+    }
+    // Give a slow process one more round to (wrongly) fire again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut rc = db.read().await.unwrap();
+    let mut conn = rc.conn();
+    let runs: Vec<(i64, String, i64)> = keel_panel::fetch_all!(
+        &mut conn,
+        (i64, String, i64),
+        "SELECT r.schedule_id, r.status, COUNT(*) FROM template_runs r \
+         GROUP BY r.schedule_id, r.status ORDER BY r.schedule_id"
+    )
+    .unwrap();
+    let want: Vec<(i64, String, i64)> = schedule_ids
+        .iter()
+        .map(|id| (*id, "successful".to_string(), 2))
+        .collect();
+    assert_eq!(runs, want, "each schedule: two fires, two successful runs");
+    let fires = keel_panel::scalar!(
+        &mut conn,
+        i64,
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'schedule_fire'"
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        fires,
+        2 * TEMPLATES as i64,
+        "one fire job per schedule and minute"
+    );
+    let by_worker: Vec<(String, i64)> = keel_panel::fetch_all!(
+        &mut conn,
+        (String, i64),
+        "SELECT a.worker, COUNT(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id \
+         WHERE j.kind = 'template_run' GROUP BY a.worker ORDER BY a.worker"
+    )
+    .unwrap();
+    eprintln!("template runs per worker: {by_worker:?}");
+    let pids: std::collections::BTreeSet<&str> = by_worker
+        .iter()
+        .filter_map(|(w, _)| w.split('-').nth(1))
+        .collect();
+    assert_eq!(
+        pids.len(),
+        WORKERS,
+        "runs spread over both processes: {by_worker:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_templates_same_minute_run_once_postgres() {
+    let url = keel_panel::testsupport::PgServer::shared()
+        .fresh_database()
+        .await;
+    ten_templates_same_minute(url).await;
 }

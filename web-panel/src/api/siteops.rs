@@ -2,7 +2,7 @@
 //! vhosts and aliases, and one more run of them (`services::vhosts`); the
 //! allowed system packages platform admins curate and each server's picks
 //! (`services::packages`); a new database root password, answered once
-//! (`services::dbpassword`).
+//! (`services::dbpassword`); the server's tags (`services::tags`).
 //! Handlers parse and shape; the domain functions authorise. [`ROUTES`]
 //! and [`BODIES`] join the API table in `mod.rs`, so the OpenAPI document
 //! and the authorisation matrix cover these routes too.
@@ -90,6 +90,18 @@ pub const ROUTES: &[Route] = &[
         Access::SiteAdmin,
         "Change MariaDB's root password: answers a new random password once (202, `Cache-Control: no-store`) and queues the `db_password` job that sets it and writes it to a root-only /root/.my.cnf; the panel keeps no copy once the job has run",
     ),
+    (
+        "GET",
+        "/services/{id}/tags",
+        Access::SiteAdmin,
+        "The server's tags, sorted",
+    ),
+    (
+        "PUT",
+        "/services/{id}/tags",
+        Access::SiteAdmin,
+        "Replace the server's tags (each 1-40 characters of a-z, 0-9, '_', '-', '.'); panel inventories may select servers by tag",
+    ),
 ];
 
 /// Request and answer schemas of [`ROUTES`], as in `mod.rs`.
@@ -132,10 +144,11 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         None,
         Some("NewDbPassword"),
     ),
+    ("PUT", "/services/{id}/tags", Some("TagsBody"), None),
 ];
 
 /// Routes of this table whose GET answers a JSON array.
-pub const ARRAYS: &[&str] = &["/services/{id}/vhosts"];
+pub const ARRAYS: &[&str] = &["/services/{id}/vhosts", "/services/{id}/tags"];
 
 pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::ComponentsBuilder {
     use crate::services::model::{Vhost, VhostKind};
@@ -146,6 +159,7 @@ pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::Compon
         .schema_from::<NewAllowedPackage>()
         .schema_from::<ServerPackages>()
         .schema_from::<NewDbPassword>()
+        .schema_from::<crate::services::tags::TagsBody>()
 }
 
 pub fn router() -> Router<AppState> {
@@ -170,6 +184,23 @@ pub fn router() -> Router<AppState> {
             "/services/{id}/packages",
             axum::routing::get(server_packages).put(set_server_packages),
         )
+        .route(
+            "/services/{id}/tags",
+            axum::routing::get(list_tags).put(set_tags),
+        )
+}
+
+async fn list_tags(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    ok(crate::services::tags::list(&st.db, &a.principal, id).await?)
+}
+
+async fn set_tags(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<crate::services::tags::TagsBody>,
+) -> ApiResult {
+    ok(crate::services::tags::set(&st.db, &a.principal, id, &b).await?)
 }
 
 async fn list_vhosts(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {

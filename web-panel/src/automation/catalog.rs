@@ -53,6 +53,94 @@ pub(crate) fn unique(what: &str, name: &str) -> impl FnOnce(PanelError) -> Panel
     }
 }
 
+/// The rows of this file, as every create and update reads them back.
+trait Catalogued: serde::Serialize + Sized {
+    /// The audit rows' object type; actions are `<KIND>.<verb>`.
+    const KIND: &'static str;
+    /// The object in a name-clash message.
+    const NOUN: &'static str;
+    async fn read(conn: &mut Conn<'_>, id: i64) -> Result<Self, PanelError>;
+}
+
+impl Catalogued for Credential {
+    const KIND: &'static str = "credential";
+    const NOUN: &'static str = "credential";
+    async fn read(conn: &mut Conn<'_>, id: i64) -> Result<Self, PanelError> {
+        credential_on(conn, id).await
+    }
+}
+
+impl Catalogued for Project {
+    const KIND: &'static str = "project";
+    const NOUN: &'static str = "project";
+    async fn read(conn: &mut Conn<'_>, id: i64) -> Result<Self, PanelError> {
+        project_on(conn, id).await
+    }
+}
+
+impl Catalogued for InventorySource {
+    const KIND: &'static str = "inventory";
+    const NOUN: &'static str = "inventory";
+    async fn read(conn: &mut Conn<'_>, id: i64) -> Result<Self, PanelError> {
+        inventory_on(conn, id).await
+    }
+}
+
+impl Catalogued for NotificationTarget {
+    const KIND: &'static str = "notification_target";
+    const NOUN: &'static str = "notification target";
+    async fn read(conn: &mut Conn<'_>, id: i64) -> Result<Self, PanelError> {
+        target_on(conn, id).await
+    }
+}
+
+/// The id an `INSERT … RETURNING id` of a `T` gave; a clash of its unique
+/// name is a 409 naming it.
+fn inserted<T: Catalogued, E: Into<PanelError>>(
+    r: Result<Option<i64>, E>,
+    name: &str,
+) -> Result<i64, PanelError> {
+    r.map_err(Into::into)
+        .map_err(unique(T::NOUN, name))?
+        .ok_or_else(|| PanelError::Internal("no id returned".into()))
+}
+
+/// A name clash of an `UPDATE` of a `T` as a 409.
+fn updated<T: Catalogued, E: Into<PanelError>>(
+    r: Result<u64, E>,
+    name: &str,
+) -> Result<(), PanelError> {
+    r.map(|_| ())
+        .map_err(Into::into)
+        .map_err(unique(T::NOUN, name))
+}
+
+/// How every change here ends: the row read back in the change's
+/// transaction, its audit row (`before` is the row as it was, for an
+/// update), the commit; returns the row as it is now.
+async fn written<T: Catalogued>(
+    mut tx: crate::store::Tx,
+    who: &Principal,
+    now: i64,
+    verb: &str,
+    id: i64,
+    before: Option<&T>,
+) -> Result<T, PanelError> {
+    let after = {
+        let mut conn = tx_conn(&mut tx);
+        let after = T::read(&mut conn, id).await?;
+        let action = format!("{}.{verb}", T::KIND);
+        let mut change = Change::new(&action, T::KIND, id);
+        if let Some(b) = before {
+            change = change.before(b);
+        }
+        audit::record(&mut conn, now, who, change.after(&after)).await?;
+        after
+    };
+    tx.commit().await?;
+    Ok(after)
+}
+
 /// A path inside a project: relative, no `..`, nothing an option parser
 /// could take for a flag.
 pub fn check_relative(field: &str, path: &str) -> Result<String, PanelError> {
@@ -219,20 +307,9 @@ pub async fn create_credential(
         sealed,
         who.actor_id(),
         now
-    )
-    .map_err(PanelError::from)
-    .map_err(unique("credential", &name))?
-    .ok_or_else(|| PanelError::Internal("no id returned".into()))?;
-    let cred = credential_on(&mut conn, id).await?;
-    audit::record(
-        &mut conn,
-        now,
-        who,
-        Change::new("credential.create", "credential", id).after(&cred),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(cred)
+    );
+    let id = inserted::<Credential, _>(id, &name)?;
+    written(tx, who, now, "create", id, None::<&Credential>).await
 }
 
 /// Replaces a credential's secret (the old one is never shown).
@@ -253,7 +330,7 @@ pub async fn replace_secret(
     }
     let name = check_name(&c.name)?;
     let sealed = seal_credential(sealer, c)?;
-    execute!(
+    let n = execute!(
         &mut conn,
         "UPDATE credentials SET name = $1, username = $2, vault_id = $3, sealed = $4, updated_at = $5 WHERE id = $6",
         name.as_str(),
@@ -262,21 +339,9 @@ pub async fn replace_secret(
         sealed,
         now,
         id
-    )
-    .map_err(PanelError::from)
-    .map_err(unique("credential", &name))?;
-    let cred = credential_on(&mut conn, id).await?;
-    audit::record(
-        &mut conn,
-        now,
-        who,
-        Change::new("credential.replace", "credential", id)
-            .before(&old)
-            .after(&cred),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(cred)
+    );
+    updated::<Credential, _>(n, &name)?;
+    written(tx, who, now, "replace", id, Some(&old)).await
 }
 
 async fn credential_on(conn: &mut Conn<'_>, id: i64) -> Result<Credential, PanelError> {
@@ -494,20 +559,9 @@ pub async fn create_project(
         f.git_ref,
         f.deploy_key,
         now
-    )
-    .map_err(PanelError::from)
-    .map_err(unique("project", &name))?
-    .ok_or_else(|| PanelError::Internal("no id returned".into()))?;
-    let project = project_on(&mut conn, id).await?;
-    audit::record(
-        &mut conn,
-        now,
-        who,
-        Change::new("project.create", "project", id).after(&project),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(project)
+    );
+    let id = inserted::<Project, _>(id, &name)?;
+    written(tx, who, now, "create", id, None::<&Project>).await
 }
 
 pub async fn update_project(
@@ -530,7 +584,7 @@ pub async fn update_project(
         p.git_url = saved;
     }
     let f = project_fields(&mut conn, &p).await?;
-    execute!(
+    let n = execute!(
         &mut conn,
         "UPDATE projects SET name = $1, kind = $2, path = $3, git_url = $4, git_ref = $5, deploy_key = $6, \
          updated_at = $7 WHERE id = $8",
@@ -542,27 +596,17 @@ pub async fn update_project(
         f.deploy_key,
         now,
         id
-    )
-    .map_err(PanelError::from)
-    .map_err(unique("project", &name))?;
-    let project = project_on(&mut conn, id).await?;
-    audit::record(
-        &mut conn,
-        now,
-        who,
-        Change::new("project.update", "project", id)
-            .before(&old)
-            .after(&project),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(project)
+    );
+    updated::<Project, _>(n, &name)?;
+    written(tx, who, now, "update", id, Some(&old)).await
 }
 
 /// Brings a project up to date now rather than at its next run: a git
 /// project is fetched and its ref resolved (the checkout of that commit is
 /// made ready and the commit recorded as the project's revision); a
-/// directory project is only checked to still exist.
+/// directory project is only checked to still exist. Either way its
+/// requirements files are installed (`requirements.rs`), and a failed
+/// install is the sync's error, with what the installer said.
 pub async fn sync_project(
     db: &Db,
     sealer: &Sealer,
@@ -593,6 +637,7 @@ pub async fn sync_project(
                     project.name
                 )));
             }
+            install_requirements(data_dir, &project, None, std::path::Path::new(dir)).await?;
             None
         }
         ProjectKind::Git => {
@@ -603,9 +648,10 @@ pub async fn sync_project(
                 git_ref: project.git_ref.as_deref(),
                 deploy_key: deploy_key.as_ref(),
             };
-            let (_, sha) = super::git::checkout(data_dir, &repo, None)
+            let (dir, sha) = super::git::checkout(data_dir, &repo, None)
                 .await
                 .map_err(|e| PanelError::Unavailable(format!("project {:?}: {e}", project.name)))?;
+            install_requirements(data_dir, &project, Some(&sha), &dir).await?;
             Some(sha)
         }
     };
@@ -620,18 +666,26 @@ pub async fn sync_project(
             id
         )?;
     }
-    let after = project_on(&mut conn, id).await?;
-    audit::record(
-        &mut conn,
-        now,
-        who,
-        Change::new("project.sync", "project", id)
-            .before(&project)
-            .after(&after),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(after)
+    written(tx, who, now, "sync", id, Some(&project)).await
+}
+
+/// A sync's install of the project's requirements: what the installer
+/// said on failure is the error's text.
+async fn install_requirements(
+    data_dir: &std::path::Path,
+    project: &Project,
+    revision: Option<&str>,
+    root: &std::path::Path,
+) -> Result<(), PanelError> {
+    super::requirements::install(data_dir, project.id, revision, root, |_| {})
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            PanelError::Unavailable(super::git::redact(&format!(
+                "project {:?}: {e}",
+                project.name
+            )))
+        })
 }
 
 pub async fn list_projects(db: &Db, who: &Principal) -> Result<Vec<Project>, PanelError> {
@@ -723,15 +777,18 @@ pub struct NewInventory {
     /// `http`: the URL of a dynamic-inventory JSON document.
     #[serde(default)]
     pub url: Option<String>,
-    /// `panel`: only servers of this site / server type.
+    /// `panel`: only servers of this site / server type / carrying this
+    /// tag (all that are given must match).
     #[serde(default)]
     pub filter_site: Option<String>,
     #[serde(default)]
     pub filter_server_type: Option<String>,
+    #[serde(default)]
+    pub filter_tag: Option<String>,
 }
 
 const INVENTORY_COLS: &str =
-    "id, name, kind, project_id, path, url, filter_site, filter_server_type, created_at";
+    "id, name, kind, project_id, path, url, filter_site, filter_server_type, filter_tag, created_at";
 
 pub(crate) async fn inventory_on(
     conn: &mut Conn<'_>,
@@ -760,6 +817,13 @@ pub async fn create_inventory(
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(String::from)
+    };
+    let tag = match blank(&i.filter_tag) {
+        Some(t) if i.kind == InventoryKind::Panel => Some(
+            crate::services::tags::check_tag(&t)
+                .map_err(|m| PanelError::invalid("filter_tag", m))?,
+        ),
+        _ => None,
     };
     let (project_id, path, url, site, stype) = match i.kind {
         InventoryKind::Panel => (
@@ -795,8 +859,8 @@ pub async fn create_inventory(
     let id = scalar!(
         &mut conn,
         i64,
-        "INSERT INTO inventories (name, kind, project_id, path, url, filter_site, filter_server_type, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        "INSERT INTO inventories (name, kind, project_id, path, url, filter_site, filter_server_type, filter_tag, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         name.as_str(),
         i.kind,
         project_id,
@@ -804,21 +868,11 @@ pub async fn create_inventory(
         url,
         site,
         stype,
+        tag,
         now
-    )
-    .map_err(PanelError::from)
-    .map_err(unique("inventory", &name))?
-    .ok_or_else(|| PanelError::Internal("no id returned".into()))?;
-    let inv = inventory_on(&mut conn, id).await?;
-    audit::record(
-        &mut conn,
-        now,
-        who,
-        Change::new("inventory.create", "inventory", id).after(&inv),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(inv)
+    );
+    let id = inserted::<InventorySource, _>(id, &name)?;
+    written(tx, who, now, "create", id, None::<&InventorySource>).await
 }
 
 pub async fn list_inventories(
@@ -986,20 +1040,9 @@ pub async fn create_target(
         now,
         tls,
         ca
-    )
-    .map_err(PanelError::from)
-    .map_err(unique("notification target", &name))?
-    .ok_or_else(|| PanelError::Internal("no id returned".into()))?;
-    let target = target_on(&mut conn, id).await?;
-    audit::record(
-        &mut conn,
-        now,
-        who,
-        Change::new("notification_target.create", "notification_target", id).after(&target),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(target)
+    );
+    let id = inserted::<NotificationTarget, _>(id, &name)?;
+    written(tx, who, now, "create", id, None::<&NotificationTarget>).await
 }
 
 pub(crate) async fn target_on(

@@ -92,9 +92,9 @@ fn project_dir(data_dir: &Path, id: i64) -> PathBuf {
     data_dir.join("projects").join(id.to_string())
 }
 
-/// Serialises fetches of one project within this process (git's own lock
+/// Serialises fetches (and requirements installs) of one project within this process (git's own lock
 /// files turn a clash between processes into a retryable failure).
-fn project_lock(id: i64) -> Arc<tokio::sync::Mutex<()>> {
+pub(crate) fn project_lock(id: i64) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
     let mut m = LOCKS
         .get_or_init(Default::default)

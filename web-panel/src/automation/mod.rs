@@ -10,6 +10,8 @@
 //! - `jobs.rs`: the job kinds (`template_run`, `schedule_fire`, `notify`)
 //!   and their payloads;
 //! - `git.rs`: a git project's mirror, fetch and per-commit checkout;
+//! - `requirements.rs`: a project's `requirements.yml` roles and
+//!   collections, installed by the engine's galaxy installer per revision;
 //! - `catalog.rs`: credentials, projects, inventories, notification
 //!   targets (platform admins only; URLs and paths checked when saved);
 //! - `templates.rs`: job templates, who may launch them, launching;
@@ -32,6 +34,7 @@ pub mod git;
 pub mod jobs;
 pub mod model;
 pub mod notify;
+pub mod requirements;
 pub mod run_job;
 pub mod runs;
 pub mod schedules;
@@ -62,6 +65,8 @@ pub enum AutomationError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Git(#[from] git::GitError),
+    #[error("project requirements: {0}")]
+    Requirements(#[from] requirements::RequirementsError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -110,6 +115,7 @@ impl AutomationError {
             AutomationError::Panel(PanelError::NotFound(_) | PanelError::Invalid { .. }) => {
                 JobError::permanent(self)
             }
+            AutomationError::Requirements(e) if !e.is_retryable() => JobError::permanent(self),
             _ => JobError::retryable(self),
         }
     }
@@ -141,7 +147,8 @@ impl Automation {
         })
     }
 
-    /// The panel's ready servers matching the inventory's filters, with the
+    /// The panel's ready servers matching the inventory's filters (site,
+    /// server type, tag: each one given must match), with the
     /// panel's key and each VM's own known_hosts, as dynamic-inventory JSON.
     async fn panel_inventory(&self, src: &InventorySource) -> Result<Value, AutomationError> {
         let p = &self.provisioner;
@@ -159,6 +166,12 @@ impl Automation {
                     .filter_server_type
                     .as_ref()
                     .is_none_or(|t| var(h, "keel_server_type").as_ref() == Some(t))
+                && src.filter_tag.as_ref().is_none_or(|t| {
+                    h.vars
+                        .get("keel_tags")
+                        .and_then(Value::as_array)
+                        .is_some_and(|tags| tags.iter().any(|x| x.as_str() == Some(t)))
+                })
         });
         let key = p.key.as_ref().map(|k| k.private_path.display().to_string());
         for h in &mut list {

@@ -212,6 +212,8 @@ pub struct InventorySource {
     pub url: Option<String>,
     pub filter_site: Option<String>,
     pub filter_server_type: Option<String>,
+    /// `panel`: only servers carrying this tag (`services::tags`).
+    pub filter_tag: Option<String>,
     pub created_at: i64,
 }
 

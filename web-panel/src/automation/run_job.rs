@@ -286,8 +286,8 @@ async fn run_with_log(
             AutomationError::Playbook(format!("project {:?} has no directory", p.name))
         })?))
     };
-    let root = match project.kind {
-        ProjectKind::Directory => dir_of(&project)?,
+    let (root, revision) = match project.kind {
+        ProjectKind::Directory => (dir_of(&project)?, None),
         ProjectKind::Git => {
             let url = git_url.clone().unwrap_or_default();
             let repo = git::Repo {
@@ -315,10 +315,24 @@ async fn run_with_log(
             .map_err(PanelError::from)?;
             tx.commit().await?;
             log.message(format!("project {:?} at commit {sha}", project.name));
-            dir
+            (dir, Some(sha))
         }
     };
     let playbook_path = root.join(&tpl.playbook);
+
+    // The project's requirements, installed once per commit (a directory
+    // project: at every run), what the installer says in the run's log.
+    let deps = {
+        let log = log.clone();
+        super::requirements::install(
+            &a.data_dir,
+            project.id,
+            revision.as_deref(),
+            &root,
+            move |line| log.message(git::redact(&line)),
+        )
+        .await?
+    };
 
     // Vault secrets are process-wide in the engine: hold the keyring for
     // the whole run (exclusively when this run brings secrets).
@@ -422,8 +436,12 @@ async fn run_with_log(
         None => None,
     };
 
+    let roles_path: Vec<PathBuf> = deps.roles.iter().cloned().collect();
+    let collections_path: Vec<PathBuf> = deps.collections.iter().cloned().collect();
     let resolve = keel::playbook::ResolveOptions {
         extra_vars: extra.clone(),
+        roles_path: roles_path.clone(),
+        collections_path: collections_path.clone(),
         ..Default::default()
     };
     let pb_path = playbook_path.clone();
@@ -458,6 +476,8 @@ async fn run_with_log(
             .as_ref()
             .map(|s| s.expose().to_string()),
         connection_vars,
+        roles_path,
+        collections_path,
         stop: stop.clone(),
         ..Default::default()
     };

@@ -26,7 +26,8 @@
 //! - `keel_vhosts`: `[{name, aliases, kind, document_root, target}]`
 //!   (`services::vhosts`; `kind` is `static`, `php`, `wsgi` or `proxy`);
 //! - `keel_packages`: the Debian packages the site's admins picked from the
-//!   allowed list (`services::packages`), by name.
+//!   allowed list (`services::packages`), by name;
+//! - `keel_tags`: the server's tags, sorted (`services::tags`).
 //!
 //! Only platform admins may read it (API tokens of admin accounts).
 
@@ -112,6 +113,7 @@ pub async fn hosts(
     )?;
     let vhosts_of = crate::services::vhosts::by_service(&mut conn, service_id).await?;
     let mut packages_of = crate::services::packages::by_service(&mut conn, service_id).await?;
+    let mut tags_of = crate::services::tags::by_service(&mut conn, service_id).await?;
     let mut keys_of: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for (uid, key) in keys {
         keys_of.entry(uid).or_default().push(key.trim().to_string());
@@ -187,6 +189,7 @@ pub async fn hosts(
             "keel_access_blocked": r.site_state == "suspended",
             "keel_vhosts": vh,
             "keel_packages": packages_of.remove(&r.service_id).unwrap_or_default(),
+            "keel_tags": tags_of.remove(&r.service_id).unwrap_or_default(),
         });
         let Json::Object(vars) = vars else {
             unreachable!("json! of an object literal is an object")

@@ -16,7 +16,8 @@
 //! `vhosts.rs` (a server's Apache vhosts and aliases, the `vhosts` jobs),
 //! `packages.rs` (the allowed system packages, each server's picks, the
 //! `packages` jobs), `dbpassword.rs` (a server's new database root
-//! password, sealed until its `db_password` job has set it).
+//! password, sealed until its `db_password` job has set it), `tags.rs` (a
+//! server's tags, for people, playbooks and inventory filters).
 
 pub mod access;
 pub mod catalog;
@@ -30,5 +31,6 @@ pub mod packages;
 pub mod power;
 pub mod servers;
 pub mod sites;
+pub mod tags;
 pub mod unix_groups;
 pub mod vhosts;

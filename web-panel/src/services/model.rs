@@ -229,6 +229,8 @@ pub struct ServiceDetail {
     pub network: Option<Allocation>,
     pub jobs: Vec<JobView>,
     pub vhosts: Vec<Vhost>,
+    /// Its tags, sorted (`services::tags`).
+    pub tags: Vec<String>,
     /// The SSH host keys the panel generated for the VM (what users should
     /// see on first login).
     pub host_keys: Vec<HostKeyView>,

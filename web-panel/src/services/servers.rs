@@ -365,6 +365,7 @@ pub async fn get(
     )?;
     let network = alloc::allocation_of(&mut conn, id).await?;
     let vhosts = crate::services::vhosts::of_service(&mut conn, id).await?;
+    let tags = crate::services::tags::of_service(&mut conn, id).await?;
     let host_key = scalar!(
         &mut conn,
         String,
@@ -388,6 +389,7 @@ pub async fn get(
         network,
         jobs,
         vhosts,
+        tags,
         host_keys,
         access,
         dns,

@@ -404,7 +404,7 @@ async fn create_inventory(
     let typed = serde_json::json!({
         "name": f.one("name"), "kind": f.one("kind"), "project_id": f.one("project_id"),
         "path": f.one("path"), "url": f.one("url"), "filter_site": f.one("filter_site"),
-        "filter_server_type": f.one("filter_server_type"),
+        "filter_server_type": f.one("filter_server_type"), "filter_tag": f.one("filter_tag"),
     });
     let made = async {
         let i = NewInventory {
@@ -415,6 +415,7 @@ async fn create_inventory(
             url: f.opt("url"),
             filter_site: f.opt("filter_site"),
             filter_server_type: f.opt("filter_server_type"),
+            filter_tag: f.opt("filter_tag"),
         };
         catalog::create_inventory(&st.db, &a.principal, &i).await
     }

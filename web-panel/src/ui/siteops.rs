@@ -1,11 +1,12 @@
 //! The server page's forms for what site admins do with their servers:
 //! add, change and delete vhosts, apply them again; pick system packages
-//! from the allowed list. Also the platform admins' page of allowed
-//! packages (`/admin/packages`). Each form posts the session's `csrf` and
-//! calls the same domain functions as the API (`services::vhosts`,
-//! `services::packages`), so a refusal (a bad host name, a name another
-//! site uses, a package outside the list) is the same, shown as the error
-//! page with its message and status.
+//! from the allowed list; set the server's tags. Also the platform admins'
+//! page of allowed packages (`/admin/packages`). Each form posts the
+//! session's `csrf` and calls the same domain functions as the API
+//! (`services::vhosts`, `services::packages`, `services::tags`), so a
+//! refusal (a bad host name, a name another site uses, a package outside
+//! the list, a bad tag) is the same, shown as the error page with its
+//! message and status.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
@@ -21,6 +22,7 @@ use crate::domain::PanelError;
 use crate::http::{AppState, Auth};
 use crate::services::dbpassword;
 use crate::services::packages::{self, NewAllowedPackage, ServerPackages};
+use crate::services::tags::{self, TagsBody};
 use crate::services::vhosts::{self, VhostBody};
 
 pub fn router() -> Router<AppState> {
@@ -36,6 +38,7 @@ pub fn router() -> Router<AppState> {
             "/admin/packages/{package_id}/delete",
             post(package_disallow),
         )
+        .route("/servers/{id}/tags", post(tags_set))
 }
 
 fn to_server(id: i64) -> UiResult {
@@ -229,4 +232,33 @@ async fn db_password_change(
         axum::http::HeaderValue::from_static("no-store"),
     );
     Ok(resp)
+}
+
+/// The tags form: one text field, tags separated by spaces or commas.
+#[derive(Deserialize)]
+struct TagsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    tags: String,
+}
+
+async fn tags_set(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<TagsForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let body = TagsBody {
+        tags: f
+            .tags
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    tags::set(&st.db, &a.principal, id, &body).await?;
+    to_server(id)
 }
