@@ -128,6 +128,13 @@ pub(crate) struct HostState {
     /// `meta: end_role`: the role (by address) whose remaining tasks this
     /// host skips.
     pub ended_role: Option<usize>,
+    /// Run-time role deduplication: the identities of role uses that have
+    /// completed on this host, the role whose tasks it is in, and whether
+    /// one of them ran (a role whose tasks were all skipped has not
+    /// completed).
+    pub completed_roles: std::collections::HashSet<String>,
+    pub current_role: Option<Arc<crate::playbook::plan::RoleInstance>>,
+    pub role_task_ran: bool,
     /// Handler indexes notified and not yet run.
     pub notified: Vec<usize>,
     pub stats: HostStats,

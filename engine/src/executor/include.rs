@@ -22,7 +22,20 @@ pub(super) fn expand(
 ) -> Result<Vec<(String, VarMap)>, String> {
     let templar = &ctx.shared.templar;
     let looped: Vec<Value> = match &task.loop_ {
-        Some(_) => loop_items(ctx, task, scope, origin)?,
+        Some(_) => match loop_items(ctx, task, scope, origin) {
+            Ok(items) => items,
+            // A loop that does not template is no error when the `when`,
+            // judged without an item, is false (ansible-core skips it).
+            Err(e) => {
+                if matches!(
+                    templar.eval_conditions(&task.when, scope, origin),
+                    Ok(false)
+                ) {
+                    return Ok(Vec::new());
+                }
+                return Err(e);
+            }
+        },
         None => Vec::new(),
     };
     let all_items = Value::from(looped.clone());
@@ -80,12 +93,20 @@ pub(super) fn expand(
                 vars_from,
                 defaults_from,
             }) => {
+                // An option templated to `omit` is left out.
                 let r = |o: &Option<String>| -> Result<String, String> {
                     match o {
-                        Some(x) => Ok(templar
-                            .render_str(x, &s, origin)
-                            .map_err(|e| e.to_string())?
-                            .to_string()),
+                        Some(x) => {
+                            let v = templar
+                                .render_str(x, &s, origin)
+                                .map_err(|e| e.to_string())?
+                                .to_string();
+                            Ok(if v == crate::template::omit_token() {
+                                String::new()
+                            } else {
+                                v
+                            })
+                        }
                         None => Ok(String::new()),
                     }
                 };

@@ -287,6 +287,9 @@ pub(crate) async fn run_play(
                     errors_cleared: false,
                     ended: false,
                     ended_role: None,
+                    completed_roles: Default::default(),
+                    current_role: None,
+                    role_task_ran: false,
                     notified: Vec::new(),
                     stats: Default::default(),
                     conn: None,
@@ -702,6 +705,52 @@ fn active(hosts: &[Host]) -> Vec<Host> {
 
 type BoxFut = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Tasks that ran (not skipped) on a host so far.
+fn ran_count(s: &HostState) -> u32 {
+    s.stats.ok + s.stats.failed + s.stats.unreachable
+}
+
+/// Run-time role deduplication, as ansible-core's play iterator does it: a
+/// host leaving a role's tasks (for tasks outside it, not for a role nested
+/// in it) has completed that role use if one of its tasks ran; a task of a
+/// role use that does not allow duplicates is skipped, silently, on hosts
+/// where a use with the same identity has completed.
+fn skip_completed_roles(t: &Task, hosts: Vec<Host>) -> Vec<Host> {
+    hosts
+        .into_iter()
+        .filter(|h| {
+            let mut s = h.lock();
+            let same = match (&s.current_role, &t.role) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                let nested =
+                    |inner: &crate::playbook::plan::RoleInstance,
+                     outer: &crate::playbook::plan::RoleInstance| {
+                        inner.parents.contains(&outer.path)
+                            || inner.include_parents.iter().any(|(_, p)| *p == outer.path)
+                    };
+                if let Some(prev) = s.current_role.clone() {
+                    let inside = t.role.as_ref().is_some_and(|r| nested(r, &prev));
+                    if !inside && s.role_task_ran {
+                        if let Some(k) = &prev.dedup_key {
+                            s.completed_roles.insert(k.clone());
+                        }
+                    }
+                }
+                s.current_role = t.role.clone();
+                s.role_task_ran = false;
+            }
+            match t.role.as_ref().and_then(|r| r.dedup_key.as_ref()) {
+                Some(k) => !s.completed_roles.contains(k),
+                None => true,
+            }
+        })
+        .collect()
+}
+
 /// Runs a node list on a set of hosts. `rescuing` is true inside the `block`
 /// part of a block that has a `rescue` section.
 fn run_nodes(run: Arc<PlayRun>, nodes: Vec<Node>, hosts: Vec<Host>, rescuing: bool) -> BoxFut {
@@ -758,7 +807,19 @@ fn run_nodes_linear(
                             true
                         })
                         .collect();
+                    let act = skip_completed_roles(&t, act);
+                    if act.is_empty() {
+                        // Deduplicated everywhere: not even a banner.
+                        continue;
+                    }
+                    let before: Vec<u32> = act.iter().map(|h| ran_count(&h.lock())).collect();
                     run_tasks(&run, &t, &act, rescuing, false).await;
+                    for (h, b) in act.iter().zip(before) {
+                        let mut s = h.lock();
+                        if ran_count(&s) > b || s.failed {
+                            s.role_task_ran = true;
+                        }
+                    }
                     if active(&hosts).is_empty() && !rescuing && !run.ended() {
                         run.ctx.shared.sink.emit(&Event::NoMoreHosts);
                         return;

@@ -208,6 +208,10 @@ pub struct RoleInstance {
     /// `include_role`/`import_role` in their tasks), outermost first: Ansible's
     /// dependency chain, searched after this role for relative files.
     pub parents: Vec<PathBuf>,
+    /// The role use's identity when it does not allow duplicates: once it
+    /// has completed on a host, other uses with the same key are skipped
+    /// there (ansible-core's role cache and `_completed`).
+    pub dedup_key: Option<String>,
 }
 
 impl RoleInstance {

@@ -1,5 +1,6 @@
 //! Raw model → resolved [`plan`]: plays read, roles expanded (dependencies
-//! first, deduplicated), static imports inlined with the import's keywords
+//! first; each use kept, with the identity the executor deduplicates it by
+//! at run time), static imports inlined with the import's keywords
 //! copied onto each child, block keywords inherited, handlers indexed, task
 //! ids assigned. Dynamic includes stay as [`plan::Node::Include`] and are
 //! loaded at run time through [`Resolver::load_include`].
@@ -913,9 +914,16 @@ impl<'o> Resolver<'o> {
                 "import_role" => {
                     no_loop(&rt.kw, action_node, "import_role", "include_role")?;
                     no_apply(&args, action_node, &action_as_written)?;
-                    let files = RoleFiles::from_args(&args, action_node)?;
+                    let mut files = RoleFiles::from_args(&args, action_node)?;
                     let name = files.name.clone().ok_or_else(|| action_node.error("`import_role` needs `name`"))?;
                     let name = self.render_import(&name, inh, &rt.kw, action_node, "import_role")?;
+                    // The chosen files are templated at load time too, with
+                    // play, task and extra vars.
+                    for f in [&mut files.tasks_from, &mut files.vars_from, &mut files.defaults_from, &mut files.handlers_from] {
+                        if let Some(v) = f.as_ref() {
+                            *f = Some(self.render_import(v, inh, &rt.kw, action_node, "import_role")?);
+                        }
+                    }
                     let entry = RoleEntry { name, span: action_node.span(), params: VarMap::new(), kw: Keywords::default() };
                     let child = inh.child(&rt.kw);
                     self.role(&entry, &child, &files, false, RoleVia::Task(inh.role.as_ref()), out)?;
@@ -1347,12 +1355,33 @@ impl<'o> Resolver<'o> {
             self.graph.check_acyclic(from)?;
         }
 
-        // A role already expanded with the same parameters (and so its
-        // dependencies too) is not expanded again.
+        // ansible-core's `from_include`: the role was named by an
+        // `include_role`/`import_role` task (part of its identity).
+        let from_include = matches!(via, RoleVia::Task(_));
+        // Run-time deduplication (ansible-core's role cache): a role use
+        // that does not allow duplicates is skipped on a host where one with
+        // the same identity has already completed. `include_role` and
+        // `import_role` allow duplicates unless told otherwise (their
+        // `allow_duplicates` overrides the role's meta); play roles and
+        // dependencies follow the meta.
+        let allow = match via {
+            RoleVia::Task(_) => files.allow_duplicates.unwrap_or(true),
+            _ => meta.allow_duplicates,
+        };
+        let dedup_key = (!allow).then(|| {
+            format!(
+                "{}|{}|{:?}|{:?}|{from_include}",
+                path.display(),
+                params_key(&entry.params, files),
+                entry.kw.when,
+                entry.kw.tags,
+            )
+        });
+        // A role use the same as an earlier one is still expanded: whether
+        // it runs is decided per host at run time (the earlier one may have
+        // been skipped or failed there). Its handlers are not listed twice.
         let key = (path.clone(), params_key(&entry.params, files));
-        if dedup && !meta.allow_duplicates && !self.seen_roles.insert(key) {
-            return Ok(None);
-        }
+        let first_use = !dedup || meta.allow_duplicates || self.seen_roles.insert(key);
 
         // The roles that bring this one in, outermost first.
         let parents = match &inh.role {
@@ -1441,6 +1470,7 @@ impl<'o> Resolver<'o> {
             vars: Arc::new(vars),
             params: Arc::new(self.chain_params(via, inh, entry)),
             parents,
+            dedup_key,
         });
         let mut role_inh = kw_inh;
         role_inh.role = Some(instance.clone());
@@ -1465,7 +1495,9 @@ impl<'o> Resolver<'o> {
             }
             None => {}
         }
-        if let Some(f) = roles::role_file(&path, "handlers", files.handlers_from.as_deref()) {
+        let handlers_file = roles::role_file(&path, "handlers", files.handlers_from.as_deref())
+            .filter(|_| first_use);
+        if let Some(f) = handlers_file {
             let mut h_inh = role_inh.clone();
             h_inh.file_dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
             // Handlers are not filtered by the role entry's tags or conditions
@@ -1664,6 +1696,7 @@ impl<'o> Resolver<'o> {
                         .args
                         .get("handlers_from")
                         .and_then(|v| v.as_str().map(str::to_string)),
+                    allow_duplicates: include.args.get("allow_duplicates").and_then(static_bool),
                 };
                 let entry = RoleEntry {
                     name: name.clone(),
@@ -1722,6 +1755,9 @@ pub(crate) struct RoleFiles {
     pub vars_from: Option<String>,
     pub defaults_from: Option<String>,
     pub handlers_from: Option<String>,
+    /// `allow_duplicates` of `include_role`/`import_role`, when written as a
+    /// plain boolean.
+    pub allow_duplicates: Option<bool>,
 }
 
 impl RoleFiles {
@@ -1746,7 +1782,8 @@ impl RoleFiles {
                 "vars_from" => f.vars_from = s,
                 "defaults_from" => f.defaults_from = s,
                 "handlers_from" => f.handlers_from = s,
-                "apply" | "public" | "allow_duplicates" | "rolespec_validate" => {}
+                "allow_duplicates" => f.allow_duplicates = static_bool(v),
+                "apply" | "public" | "rolespec_validate" => {}
                 other => {
                     const KEYS: &[&str] = &[
                         "name",
@@ -1769,6 +1806,18 @@ impl RoleFiles {
             }
         }
         Ok(f)
+    }
+}
+
+/// A boolean role option as written, or templated with nothing but Jinja's
+/// own (`"{{ False | bool }}"`); `None` when it needs variables.
+fn static_bool(v: &Value) -> Option<bool> {
+    match v.as_str() {
+        Some(s) if crate::template::is_template(s) => crate::template::Templar::new()
+            .render_str(s, &crate::template::Scope::new(), &Default::default())
+            .ok()
+            .map(|r| crate::template::to_bool(&r)),
+        _ => Some(crate::template::to_bool(v)),
     }
 }
 

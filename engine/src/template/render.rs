@@ -353,9 +353,14 @@ fn eval_raw(ctx: &Arc<RenderCtx>, expr: &str, bare: bool) -> Result<Value, Templ
             .lookup(RESULT_VAR)
             .unwrap_or(Value::UNDEFINED))
     };
+    // `undef()` fails when called in the strict environment; passed along
+    // unused (`lookup('env', 'X', default=undef())`) it must not, so such an
+    // expression is retried where it is a plain undefined, and fails only
+    // if the result is undefined (below).
+    let undef_called = |e: &Error| e.detail().is_some_and(|d| d.starts_with(UNDEF_HINT));
     let result = match run(&ctx.inner.strict) {
         Ok(r) => r,
-        Err(e) if may_chain(expr, &e) => match run(&ctx.inner.chain) {
+        Err(e) if may_chain(expr, &e) || undef_called(&e) => match run(&ctx.inner.chain) {
             Ok(r) => r,
             Err(_) => return Err(convert_error(ctx, e, Some(&format!("{{{{ {expr} }}}}")))),
         },
