@@ -1,0 +1,14 @@
+//! Fuzz target: the INI inventory parser, through `Inventory::load` on a file
+//! without an extension (how most INI inventories are named).
+#![no_main]
+
+use keel::inventory::Inventory;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    if keel_fuzz::has_side_effects(text) {
+        return;
+    }
+    let path = keel_fuzz::write_scratch("hosts", text);
+    let _ = Inventory::load(&[path.display().to_string()]);
+});
