@@ -53,6 +53,7 @@ pub struct Config {
     pub ldap: LdapConfig,
     pub dns: DnsConfig,
     pub sites: SitesConfig,
+    pub acme: AcmeConfig,
 }
 
 impl fmt::Debug for Config {
@@ -73,6 +74,7 @@ impl fmt::Debug for Config {
             .field("ldap", &self.ldap)
             .field("dns", &self.dns)
             .field("sites", &self.sites)
+            .field("acme", &self.acme)
             .finish()
     }
 }
@@ -259,6 +261,52 @@ impl Default for SitesConfig {
             packages_playbook: PathBuf::from("playbooks/packages.yml"),
             db_password_playbook: PathBuf::from("playbooks/dbpassword.yml"),
         }
+    }
+}
+
+/// TLS certificates from an ACME server (`services::certificates`, the
+/// `certificate` job, `acme.rs`): off while `directory_url` is empty, and
+/// then only uploaded certificates are installed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The ACME server's directory (`https://…/directory`).
+    pub directory_url: String,
+    /// A PEM file of CA certificates the ACME server's own HTTPS
+    /// certificate is checked against, instead of the system's (a test or
+    /// private ACME server).
+    pub ca_file: String,
+    /// A contact address given to the ACME server when the panel's account
+    /// is created (`mailto:` is added); empty: none.
+    pub contact: String,
+    /// The playbook that writes (and removes) HTTP-01 challenge files on a
+    /// server for Apache to serve (`roles/mwsvhosts`, `tasks_from:
+    /// challenge`).
+    pub challenge_playbook: PathBuf,
+    /// A certificate from the ACME server is renewed this many days before
+    /// it expires.
+    pub renew_before_days: u32,
+    /// How often the `certificate_renewal` job looks for certificates due
+    /// for renewal; 0: never.
+    pub renew_check_secs: u64,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            directory_url: String::new(),
+            ca_file: String::new(),
+            contact: String::new(),
+            challenge_playbook: PathBuf::from("playbooks/acme-challenge.yml"),
+            renew_before_days: 30,
+            renew_check_secs: 86_400,
+        }
+    }
+}
+
+impl AcmeConfig {
+    pub fn enabled(&self) -> bool {
+        !self.directory_url.trim().is_empty()
     }
 }
 
@@ -520,6 +568,7 @@ impl Default for Config {
             ldap: LdapConfig::default(),
             dns: DnsConfig::default(),
             sites: SitesConfig::default(),
+            acme: AcmeConfig::default(),
         }
     }
 }

@@ -7,7 +7,9 @@
 //!   configuration (defaults, TOML file, `KEEL_*` env); `ldap` the
 //!   directory behind lookup groups (reads groups and members, nothing else);
 //!   `dns` the records a server gets and the TSIG-signed RFC 2136 updates
-//!   that publish them.
+//!   that publish them; `certs` TLS certificates read and checked (names,
+//!   issuer, expiry, the key's match); `acme` the ACME client's account and
+//!   orders.
 //! - `job`: what a job is (spec, row, state, attempt outcome): plain data
 //!   the store persists and the queue runs.
 //! - `store`: the database behind the panel, SQLite or PostgreSQL, chosen
@@ -37,11 +39,13 @@
 //! - `testsupport` (feature `testsupport`): throw-away PostgreSQL servers
 //!   for tests and benchmarks.
 
+pub mod acme;
 pub mod alloc;
 pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod automation;
+pub mod certs;
 pub mod clock;
 pub mod config;
 pub mod db;

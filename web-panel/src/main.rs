@@ -171,6 +171,9 @@ fn panel_handlers(
         .context("setting up playbook runs (the secret key file)")?;
     keel_panel::automation::register(registry, Arc::new(automation));
     schedules.extend(keel_panel::services::lookup::refresh_schedule(&config.ldap));
+    schedules.extend(keel_panel::services::certificates::renewal_schedule(
+        &config.acme,
+    ));
     if let Some(driver) = driver {
         registry.register(
             "reconcile",

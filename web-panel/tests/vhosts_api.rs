@@ -236,7 +236,8 @@ async fn story(b: Backend) {
     assert_eq!(
         vh[0],
         json!({"name": "api.ann.example", "aliases": [], "kind": "proxy",
-               "document_root": "/var/www/api.ann.example", "target": "http://127.0.0.1:8080/"})
+               "document_root": "/var/www/api.ann.example", "target": "http://127.0.0.1:8080/",
+               "tls": false})
     );
     assert_eq!(vh[1]["aliases"], json!(["ann.example", "shop.ann.example"]));
 

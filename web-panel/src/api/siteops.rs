@@ -1,8 +1,10 @@
 //! The JSON API of what site admins do with their servers: a server's
-//! vhosts and aliases, and one more run of them (`services::vhosts`); the
-//! allowed system packages platform admins curate and each server's picks
-//! (`services::packages`); a new database root password, answered once
-//! (`services::dbpassword`); the server's tags (`services::tags`).
+//! vhosts and aliases, and one more run of them (`services::vhosts`); each
+//! vhost's TLS certificate, ordered by ACME or uploaded
+//! (`services::certificates`); the allowed system packages platform admins
+//! curate and each server's picks (`services::packages`); a new database
+//! root password, answered once (`services::dbpassword`); the server's tags
+//! (`services::tags`).
 //! Handlers parse and shape; the domain functions authorise. [`ROUTES`]
 //! and [`BODIES`] join the API table in `mod.rs`, so the OpenAPI document
 //! and the authorisation matrix cover these routes too.
@@ -19,6 +21,7 @@ use crate::automation::secrets::Sealer;
 use crate::domain::PanelError;
 use crate::http::ApiError;
 use crate::http::{AppState, Auth};
+use crate::services::certificates::{self, CertificateUpload};
 use crate::services::dbpassword::{self, NewDbPassword};
 use crate::services::packages::{self, AllowedPackage, NewAllowedPackage, ServerPackages};
 use crate::services::vhosts::{self, VhostBody};
@@ -102,6 +105,24 @@ pub const ROUTES: &[Route] = &[
         Access::SiteAdmin,
         "Replace the server's tags (each 1-40 characters of a-z, 0-9, '_', '-', '.'); panel inventories may select servers by tag",
     ),
+    (
+        "GET",
+        "/services/{id}/vhosts/{vhost_id}/certificate",
+        Access::SiteAdmin,
+        "The vhost's TLS certificate (names, issuer, expiry, state, last error; never its key) and the names a certificate must cover",
+    ),
+    (
+        "POST",
+        "/services/{id}/vhosts/{vhost_id}/certificate/acme",
+        Access::SiteAdmin,
+        "Order a certificate for the vhost's name and aliases from the ACME server (a first one or a renewal now); queues a `certificate` job (202). 409 when no ACME server is configured or the server is not ready",
+    ),
+    (
+        "PUT",
+        "/services/{id}/vhosts/{vhost_id}/certificate",
+        Access::SiteAdmin,
+        "Upload a PEM certificate (with its chain) and key; refused with 422 naming the field when the key is not the certificate's, its names do not cover the vhost's name and aliases, or it is expired or not yet valid; queues the `certificate` job that installs it (202)",
+    ),
 ];
 
 /// Request and answer schemas of [`ROUTES`], as in `mod.rs`.
@@ -145,13 +166,32 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         Some("NewDbPassword"),
     ),
     ("PUT", "/services/{id}/tags", Some("TagsBody"), None),
+    (
+        "GET",
+        "/services/{id}/vhosts/{vhost_id}/certificate",
+        None,
+        Some("CertificateStatus"),
+    ),
+    (
+        "POST",
+        "/services/{id}/vhosts/{vhost_id}/certificate/acme",
+        None,
+        Some("CertificateRequested"),
+    ),
+    (
+        "PUT",
+        "/services/{id}/vhosts/{vhost_id}/certificate",
+        Some("CertificateUpload"),
+        Some("CertificateRequested"),
+    ),
 ];
 
 /// Routes of this table whose GET answers a JSON array.
 pub const ARRAYS: &[&str] = &["/services/{id}/vhosts", "/services/{id}/tags"];
 
 pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::ComponentsBuilder {
-    use crate::services::model::{Vhost, VhostKind};
+    use crate::services::certificates::{CertificateRequested, CertificateStatus};
+    use crate::services::model::{CertSource, CertState, CertificateView, Vhost, VhostKind};
     b.schema_from::<Vhost>()
         .schema_from::<VhostKind>()
         .schema_from::<VhostBody>()
@@ -160,6 +200,12 @@ pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::Compon
         .schema_from::<ServerPackages>()
         .schema_from::<NewDbPassword>()
         .schema_from::<crate::services::tags::TagsBody>()
+        .schema_from::<CertificateView>()
+        .schema_from::<CertSource>()
+        .schema_from::<CertState>()
+        .schema_from::<CertificateStatus>()
+        .schema_from::<CertificateRequested>()
+        .schema_from::<CertificateUpload>()
 }
 
 pub fn router() -> Router<AppState> {
@@ -187,6 +233,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/services/{id}/tags",
             axum::routing::get(list_tags).put(set_tags),
+        )
+        .route(
+            "/services/{id}/vhosts/{vhost_id}/certificate",
+            axum::routing::get(get_certificate).put(upload_certificate),
+        )
+        .route(
+            "/services/{id}/vhosts/{vhost_id}/certificate/acme",
+            post(request_certificate),
         )
 }
 
@@ -287,4 +341,31 @@ async fn change_db_password(State(st): State<AppState>, a: Auth, Path(id): Path<
         Json(answer),
     )
         .into_response())
+}
+
+async fn get_certificate(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, vhost_id)): Path<(i64, i64)>,
+) -> ApiResult {
+    ok(certificates::get(&st.db, &a.principal, id, vhost_id).await?)
+}
+
+async fn request_certificate(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, vhost_id)): Path<(i64, i64)>,
+) -> ApiResult {
+    let r = certificates::request_acme(&st.db, &st.config.acme, &a.principal, id, vhost_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(r)).into_response())
+}
+
+async fn upload_certificate(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, vhost_id)): Path<(i64, i64)>,
+    Json(b): Json<CertificateUpload>,
+) -> ApiResult {
+    let r = certificates::upload(&st.db, &a.principal, id, vhost_id, &b).await?;
+    Ok((StatusCode::ACCEPTED, Json(r)).into_response())
 }

@@ -44,10 +44,12 @@ pub enum JobKind {
     Vhosts,
     Packages,
     DbPassword,
+    Certificate,
+    CertificateRenewal,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 11] = [
+    pub const ALL: [JobKind; 13] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -59,6 +61,8 @@ impl JobKind {
         JobKind::Vhosts,
         JobKind::Packages,
         JobKind::DbPassword,
+        JobKind::Certificate,
+        JobKind::CertificateRenewal,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -75,6 +79,8 @@ impl JobKind {
             JobKind::Vhosts => "vhosts",
             JobKind::Packages => "packages",
             JobKind::DbPassword => "db_password",
+            JobKind::Certificate => "certificate",
+            JobKind::CertificateRenewal => "certificate_renewal",
         }
     }
 
@@ -410,6 +416,50 @@ impl DbPasswordJob {
     }
 }
 
+/// `certificate`: the server's vhost certificates that wait for work — an
+/// ACME order for those `requested`, then the installation of those
+/// `pending` (issued or uploaded) by a role run (`services::certificates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for CertificateJob {
+    const KIND: JobKind = JobKind::Certificate;
+}
+
+impl CertificateJob {
+    /// Coalesced per server: the job reads which certificates wait when
+    /// it starts, so requests while one waits make that one run. Under the
+    /// service's serialisation key, so it never runs beside the server's
+    /// `vhosts` run (both write Apache's sites). The default retry policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key(format!("certificate:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
+/// `certificate_renewal`: every ACME certificate due for renewal (or whose
+/// order failed) requested again, one `certificate` job per server; fired
+/// by the queue's cron.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRenewalJob {}
+
+impl FlowJob for CertificateRenewalJob {
+    const KIND: JobKind = JobKind::CertificateRenewal;
+}
+
+impl CertificateRenewalJob {
+    /// One at a time across the panel, coalesced.
+    pub fn spec(self) -> JobSpec {
+        JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key("certificate_renewal")
+            .serial_key("certificate_renewal")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +504,8 @@ mod tests {
             VhostsJob::KIND,
             PackagesJob::KIND,
             DbPasswordJob::KIND,
+            CertificateJob::KIND,
+            CertificateRenewalJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));

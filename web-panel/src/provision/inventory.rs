@@ -23,8 +23,9 @@
 //! - `keel_groups`: the site's Unix groups, `{name, gid, members}`;
 //! - `keel_access_blocked`: true while the site is suspended (nobody the
 //!   panel manages may log in);
-//! - `keel_vhosts`: `[{name, aliases, kind, document_root, target}]`
-//!   (`services::vhosts`; `kind` is `static`, `php`, `wsgi` or `proxy`);
+//! - `keel_vhosts`: `[{name, aliases, kind, document_root, target, tls}]`
+//!   (`services::vhosts`; `kind` is `static`, `php`, `wsgi` or `proxy`;
+//!   `tls`: a certificate was installed, so Apache serves it on 443 too);
 //! - `keel_packages`: the Debian packages the site's admins picked from the
 //!   allowed list (`services::packages`), by name;
 //! - `keel_tags`: the server's tags, sorted (`services::tags`).
@@ -169,6 +170,7 @@ pub async fn hosts(
                     "kind": v.kind.as_str(),
                     "document_root": v.document_root,
                     "target": v.target,
+                    "tls": v.tls(),
                 })
             })
             .collect();

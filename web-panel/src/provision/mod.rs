@@ -31,7 +31,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{AccessConfig, Config, DnsConfig, HypervisorConfig, LdapConfig, SitesConfig};
+use crate::config::{
+    AccessConfig, AcmeConfig, Config, DnsConfig, HypervisorConfig, LdapConfig, SitesConfig,
+};
 use crate::db::Db;
 use crate::domain::PanelError;
 use crate::hypervisor::seed::{HostKeys, SeedError};
@@ -55,6 +57,14 @@ pub enum ProvisionError {
     /// Publishing DNS records failed (`dns` jobs).
     #[error("dns: {0}")]
     Dns(#[from] crate::dns::DnsError),
+    /// Ordering a certificate from the ACME server failed (`certificate`
+    /// jobs).
+    #[error("{0}")]
+    Acme(#[from] crate::acme::AcmeError),
+    /// A certificate cannot be installed as it is (the ACME server's does
+    /// not cover the vhost, say): no retry helps.
+    #[error("certificate: {0}")]
+    Certificate(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -109,8 +119,11 @@ impl ProvisionError {
         match &self {
             ProvisionError::Driver(e) if e.is_retryable() => JobError::retryable(self),
             ProvisionError::Dns(e) if e.is_retryable() => JobError::retryable(self),
+            ProvisionError::Acme(e) if e.is_retryable() => JobError::retryable(self),
             ProvisionError::Driver(_)
             | ProvisionError::Dns(_)
+            | ProvisionError::Acme(_)
+            | ProvisionError::Certificate(_)
             | ProvisionError::Seed(_)
             | ProvisionError::HostKeyMismatch { .. }
             | ProvisionError::PoolExhausted { .. }
@@ -277,6 +290,9 @@ pub struct Provisioner {
     pub dns: DnsConfig,
     /// The playbooks of what site admins apply (`vhosts`, `packages` jobs).
     pub sites: SitesConfig,
+    /// The ACME server certificates are ordered from (`certificate` jobs);
+    /// off when its `directory_url` is empty.
+    pub acme: AcmeConfig,
     pub data_dir: PathBuf,
     /// Port VMs call back on when `callback_url` is empty.
     pub callback_port: u16,
@@ -319,6 +335,7 @@ impl Provisioner {
             ldap: config.ldap.clone(),
             dns: config.dns.clone(),
             sites: config.sites.clone(),
+            acme: config.acme.clone(),
             data_dir: config.data_dir.clone(),
             callback_port,
             key,

@@ -17,10 +17,13 @@
 //! `packages.rs` (the allowed system packages, each server's picks, the
 //! `packages` jobs), `dbpassword.rs` (a server's new database root
 //! password, sealed until its `db_password` job has set it), `tags.rs` (a
-//! server's tags, for people, playbooks and inventory filters).
+//! server's tags, for people, playbooks and inventory filters),
+//! `certificates.rs` (vhosts' TLS certificates: ACME orders, uploads,
+//! renewals, the `certificate` jobs).
 
 pub mod access;
 pub mod catalog;
+pub mod certificates;
 pub mod dbpassword;
 pub mod groups;
 pub mod jobs;

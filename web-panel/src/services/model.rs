@@ -333,4 +333,105 @@ pub struct Vhost {
     pub document_root: String,
     /// The WSGI script (`wsgi`) or the backend URL (`proxy`).
     pub target: Option<String>,
+    /// Its TLS certificate, if it has or wants one (`services::
+    /// certificates`); served on port 443 once installed.
+    pub certificate: Option<CertificateView>,
+}
+
+impl Vhost {
+    /// The vhost's name, then its aliases: the names its certificate must
+    /// cover.
+    pub fn names(&self) -> Vec<String> {
+        std::iter::once(self.name.clone())
+            .chain(self.aliases.iter().cloned())
+            .collect()
+    }
+
+    /// Whether a certificate was ever installed on the server for it, so
+    /// Apache has its files and serves it on 443.
+    pub fn tls(&self) -> bool {
+        self.certificate
+            .as_ref()
+            .is_some_and(|c| c.installed_at.is_some())
+    }
+}
+
+/// Where a vhost's certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertSource {
+    /// Ordered by the panel from the configured ACME server, and renewed.
+    Acme,
+    /// Uploaded by a site admin with its key.
+    Upload,
+}
+
+impl CertSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSource::Acme => "acme",
+            CertSource::Upload => "upload",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CertSource> {
+        [CertSource::Acme, CertSource::Upload]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+/// What the next `certificate` job does with a vhost's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertState {
+    /// An ACME order is wanted (first request, renewal, or a failed one).
+    Requested,
+    /// A certificate and its key wait to be installed.
+    Pending,
+    /// On the server.
+    Installed,
+}
+
+impl CertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertState::Requested => "requested",
+            CertState::Pending => "pending",
+            CertState::Installed => "installed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CertState> {
+        [
+            CertState::Requested,
+            CertState::Pending,
+            CertState::Installed,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// A vhost's certificate as the page and the API show it; never its key.
+/// `names` to `not_after` describe the latest certificate the panel holds
+/// (the installed one, or the one about to be installed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CertificateView {
+    pub source: CertSource,
+    pub state: CertState,
+    /// DNS names the certificate covers.
+    pub names: Vec<String>,
+    /// Its issuer's distinguished name.
+    pub issuer: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Valid from and until (Unix ms).
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    /// When a certificate was last installed on the server.
+    pub installed_at: Option<i64>,
+    /// The last failed attempt's error, until a success clears it.
+    pub error: Option<String>,
+    pub updated_at: i64,
 }

@@ -28,10 +28,10 @@ use crate::audit::{self, Change};
 use crate::config::DnsConfig;
 use crate::db::{tx_conn, Conn, Db};
 use crate::domain::{PanelError, Principal};
-use crate::lifecycle::jobs::{DnsJob, VhostsJob};
+use crate::lifecycle::jobs::{CertificateJob, DnsJob, VhostsJob};
 use crate::lifecycle::Status;
 use crate::queue;
-use crate::services::model::{Vhost, VhostKind};
+use crate::services::model::{CertSource, CertState, CertificateView, Vhost, VhostKind};
 use crate::services::sites::require_admin;
 use crate::store::Tx;
 use crate::{execute, fetch_all, fetch_opt, scalar};
@@ -277,6 +277,11 @@ pub async fn by_service(
     for (vhost, domain) in aliases {
         aliases_of.entry(vhost).or_default().push(domain);
     }
+    let mut certificate_of: BTreeMap<i64, CertificateView> =
+        certificates_by_vhost(conn, service_id)
+            .await?
+            .into_iter()
+            .collect();
     let mut out: BTreeMap<i64, Vec<Vhost>> = BTreeMap::new();
     for r in rows {
         let kind = VhostKind::parse(&r.kind).ok_or_else(|| {
@@ -293,11 +298,74 @@ pub async fn by_service(
             } else {
                 r.document_root
             },
+            certificate: certificate_of.remove(&r.id),
             name: r.name,
             target: r.target,
         });
     }
     Ok(out)
+}
+
+#[derive(sqlx::FromRow)]
+struct CertRow {
+    vhost_id: i64,
+    source: String,
+    state: String,
+    names: String,
+    issuer: String,
+    serial: String,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+    installed_at: Option<i64>,
+    error: Option<String>,
+    updated_at: i64,
+}
+
+impl CertRow {
+    fn view(self) -> Result<(i64, CertificateView), PanelError> {
+        let bad = |what: &str, v: &str| {
+            PanelError::Internal(format!(
+                "certificate of vhost {}: unknown {what} {v:?}",
+                self.vhost_id
+            ))
+        };
+        let source = CertSource::parse(&self.source).ok_or_else(|| bad("source", &self.source))?;
+        let state = CertState::parse(&self.state).ok_or_else(|| bad("state", &self.state))?;
+        Ok((
+            self.vhost_id,
+            CertificateView {
+                source,
+                state,
+                names: serde_json::from_str(&self.names).unwrap_or_default(),
+                issuer: self.issuer,
+                serial: self.serial,
+                not_before: self.not_before,
+                not_after: self.not_after,
+                installed_at: self.installed_at,
+                error: self.error,
+                updated_at: self.updated_at,
+            },
+        ))
+    }
+}
+
+/// The certificates (`services::certificates`) of one service's vhosts
+/// (`Some`) or of every service's, by vhost id.
+pub async fn certificates_by_vhost(
+    conn: &mut Conn<'_>,
+    service_id: Option<i64>,
+) -> Result<Vec<(i64, CertificateView)>, PanelError> {
+    fetch_all!(
+        conn,
+        CertRow,
+        "SELECT vhost_id, source, state, names, issuer, serial, not_before, not_after, \
+         installed_at, error, updated_at FROM certificates \
+         WHERE ($1 IS NULL OR service_id = $1) ORDER BY vhost_id",
+        service_id
+    )?
+    .into_iter()
+    .map(CertRow::view)
+    .collect()
 }
 
 /// One service's vhosts.
@@ -310,11 +378,13 @@ pub async fn of_service(conn: &mut Conn<'_>, service_id: i64) -> Result<Vec<Vhos
 
 /// What the checks need of the server whose vhosts change.
 #[derive(sqlx::FromRow)]
-struct Server {
-    id: i64,
-    site_id: i64,
-    status: Status,
+pub(crate) struct ManagedServer {
+    pub id: i64,
+    pub site_id: i64,
+    pub status: Status,
 }
+
+type Server = ManagedServer;
 
 /// The server `id`, if `who` may manage it: its site's admins and platform
 /// admins may; SSH-only users are refused; anyone else is told it does
@@ -335,6 +405,19 @@ async fn managed(conn: &mut Conn<'_>, who: &Principal, id: i64) -> Result<Server
         )),
         Err(e) => Err(e),
     }
+}
+
+/// The server `service_id` and its vhost `vhost_id`, if `who` may manage
+/// the server (as [`managed`]; a vhost of another server is not found).
+pub(crate) async fn managed_vhost(
+    conn: &mut Conn<'_>,
+    who: &Principal,
+    service_id: i64,
+    vhost_id: i64,
+) -> Result<(ManagedServer, Vhost), PanelError> {
+    let server = managed(conn, who, service_id).await?;
+    let vhost = load_vhost(conn, service_id, vhost_id).await?;
+    Ok((server, vhost))
 }
 
 /// The vhosts of a server its site admins manage.
@@ -601,6 +684,22 @@ pub async fn update(
         &after.aliases,
     )
     .await?;
+    // An ACME certificate follows the vhost's names: a new order for them.
+    let acme = after
+        .certificate
+        .as_ref()
+        .is_some_and(|c| c.source == CertSource::Acme);
+    if acme && before.names() != after.names() && service.status == Status::Ready {
+        let mut conn = tx_conn(&mut tx);
+        execute!(
+            &mut conn,
+            "UPDATE certificates SET state = 'requested', pending_key = NULL, updated_at = $1 \
+             WHERE vhost_id = $2",
+            now,
+            vhost_id
+        )?;
+        queue::enqueue(&mut tx, CertificateJob { service_id }.spec(who.actor_id())).await?;
+    }
     tx.commit().await?;
     Ok(after)
 }
@@ -622,6 +721,12 @@ pub async fn delete(
     execute!(
         &mut conn,
         "DELETE FROM domain_aliases WHERE vhost_id = $1",
+        vhost_id
+    )?;
+    // Its certificate goes with it (its files stay on the server).
+    execute!(
+        &mut conn,
+        "DELETE FROM certificates WHERE vhost_id = $1",
         vhost_id
     )?;
     execute!(&mut conn, "DELETE FROM vhosts WHERE id = $1", vhost_id)?;

@@ -1,12 +1,14 @@
 //! The server page's forms for what site admins do with their servers:
-//! add, change and delete vhosts, apply them again; pick system packages
-//! from the allowed list; set the server's tags. Also the platform admins'
-//! page of allowed packages (`/admin/packages`). Each form posts the
-//! session's `csrf` and calls the same domain functions as the API
-//! (`services::vhosts`, `services::packages`, `services::tags`), so a
-//! refusal (a bad host name, a name another site uses, a package outside
-//! the list, a bad tag) is the same, shown as the error page with its
-//! message and status.
+//! add, change and delete vhosts, apply them again; order a vhost's
+//! certificate from the ACME server (or renew it now), or upload one; pick
+//! system packages from the allowed list; set the server's tags. Also the
+//! platform admins' page of allowed packages (`/admin/packages`). Each form
+//! posts the session's `csrf` and calls the same domain functions as the
+//! API (`services::vhosts`, `services::certificates`, `services::packages`,
+//! `services::tags`), so a refusal (a bad host name, a name another site
+//! uses, a certificate that does not cover the vhost, a package outside the
+//! list, a bad tag) is the same, shown as the error page with its message
+//! and status.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
@@ -20,6 +22,7 @@ use super::kit::{admin_only, check_csrf, page, signed_in, CsrfForm, UiResult};
 use crate::automation::secrets::Sealer;
 use crate::domain::PanelError;
 use crate::http::{AppState, Auth};
+use crate::services::certificates::{self, CertificateUpload};
 use crate::services::dbpassword;
 use crate::services::packages::{self, NewAllowedPackage, ServerPackages};
 use crate::services::tags::{self, TagsBody};
@@ -39,6 +42,14 @@ pub fn router() -> Router<AppState> {
             post(package_disallow),
         )
         .route("/servers/{id}/tags", post(tags_set))
+        .route(
+            "/servers/{id}/vhosts/{vhost_id}/certificate/acme",
+            post(certificate_acme),
+        )
+        .route(
+            "/servers/{id}/vhosts/{vhost_id}/certificate",
+            post(certificate_upload),
+        )
 }
 
 fn to_server(id: i64) -> UiResult {
@@ -260,5 +271,44 @@ async fn tags_set(
             .collect(),
     };
     tags::set(&st.db, &a.principal, id, &body).await?;
+    to_server(id)
+}
+
+async fn certificate_acme(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path((id, vhost_id)): Path<(i64, i64)>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    certificates::request_acme(&st.db, &st.config.acme, &a.principal, id, vhost_id).await?;
+    to_server(id)
+}
+
+/// The upload form: the PEM texts pasted in two fields.
+#[derive(Deserialize)]
+struct UploadForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    certificate: String,
+    #[serde(default)]
+    key: String,
+}
+
+async fn certificate_upload(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path((id, vhost_id)): Path<(i64, i64)>,
+    Form(f): Form<UploadForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let body = CertificateUpload {
+        certificate: f.certificate,
+        key: f.key,
+    };
+    certificates::upload(&st.db, &a.principal, id, vhost_id, &body).await?;
     to_server(id)
 }

@@ -19,6 +19,8 @@
 //! | `vhosts` (`vhosts.rs`) | ready (waits while configuring) | default | recorded for admins |
 //! | `packages` (`packages.rs`) | ready (waits while configuring) | default | recorded for admins |
 //! | `db_password` (`db_password.rs`) | ready (waits while configuring) | default | recorded for admins; the sealed password is dropped |
+//! | `certificate` (`certificate.rs`) | ready (waits while configuring) | default | recorded for admins; the error stays on the certificate row |
+//! | `certificate_renewal` (`certificate_renewal.rs`, cron) | — (every ACME certificate due) | default | recorded for admins |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -41,15 +43,19 @@
 //! site on the server), `lookup_refresh.rs` (LDAP lookup groups mirrored),
 //! `dns.rs` (the server's records published or removed), `vhosts.rs` (the
 //! server's Apache vhosts), `packages.rs` (the system packages its site
-//! admins picked), `db_password.rs` (MariaDB's root password). Below
+//! admins picked), `db_password.rs` (MariaDB's root password),
+//! `certificate.rs` (vhost certificates ordered by ACME and installed),
+//! `certificate_renewal.rs` (ACME certificates due, requested again). Below
 //! them, `role_run.rs` (the host-key check and role run `configure`,
-//! `access`, `vhosts`, `packages` and `db_password` share), `kit.rs` (the rows
+//! `access`, `vhosts`, `packages`, `db_password` and `certificate` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
 //! step for good and its compensation). This file only registers a handler
 //! for every kind of `lifecycle::jobs::JobKind`, by an exhaustive match, so
 //! a kind without a handler does not compile.
 
 pub mod access;
+pub mod certificate;
+pub mod certificate_renewal;
 pub mod configure;
 pub mod create_vm;
 pub mod db_password;
@@ -75,7 +81,8 @@ pub(crate) use failure::release_after_delete;
 
 /// Registers the flow's handlers, one per job kind of `lifecycle::jobs`:
 /// `provision`, `vm_os_ready`, `configure`, `deprovision`, `power`,
-/// `access`, `lookup_refresh` and `dns`.
+/// `access`, `lookup_refresh`, `dns`, `vhosts`, `certificate` and
+/// `certificate_renewal`.
 /// Without a hypervisor driver they still run, and fail the service with
 /// a reason an admin can act on (or delete it, when asked to).
 pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
@@ -94,6 +101,10 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::Vhosts => registry.register(k, vhosts::VhostsStep(p)),
             JobKind::Packages => registry.register(k, packages::PackagesStep(p)),
             JobKind::DbPassword => registry.register(k, db_password::DbPasswordStep(p)),
+            JobKind::Certificate => registry.register(k, certificate::CertificateStep(p)),
+            JobKind::CertificateRenewal => {
+                registry.register(k, certificate_renewal::CertificateRenewalStep(p))
+            }
         };
     }
 }

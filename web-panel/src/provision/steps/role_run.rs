@@ -1,5 +1,6 @@
 //! The role run every job that converges a ready server shares
-//! (`configure`, `access`, `vhosts`, `packages`, `db_password`): the sshd banner wait and the exact host-key
+//! (`configure`, `access`, `vhosts`, `packages`, `db_password`,
+//! `certificate`): the sshd banner wait and the exact host-key
 //! check, then `keel::executor::run_playbook` of one playbook against this
 //! one host, with the panel's key, the VM's own known_hosts and the panel's
 //! inventory handed over in memory, its events streamed to the job log.
