@@ -125,7 +125,10 @@ impl Panel {
 
     async fn scalar(&self, sql: &'static str, id: i64) -> Option<i64> {
         let mut rc = self.db.read().await.expect("read");
-        keel_panel::scalar!(&mut rc.conn(), i64, sql, id).expect("query")
+        // MIN() of no rows is NULL.
+        keel_panel::scalar!(&mut rc.conn(), Option<i64>, sql, id)
+            .expect("query")
+            .flatten()
     }
 
     /// A directory project and a template of `playbook` on `inventory_id`
@@ -354,6 +357,17 @@ async fn fanout() {
     );
     let p = panel("root").await;
     let system = Principal::system();
+    // Servers are made by someone: an admin account.
+    let passwords = keel_panel::auth::Passwords::new(&Config::default().auth).expect("passwords");
+    let admin =
+        keel_panel::auth::create_user(&p.db, &passwords, &system, "bench", None, None, true)
+            .await
+            .expect("admin");
+    let maker = Principal {
+        user_id: admin.id,
+        name: admin.name,
+        is_admin: true,
+    };
 
     // n servers of the panel, ready, each answering on one of the sshds.
     keel_panel::services::catalog::create(
@@ -394,7 +408,7 @@ async fn fanout() {
     for _ in 0..n {
         let req: keel_panel::services::servers::CreateServer =
             serde_json::from_value(json!({"site_id": site.id, "server_type": "small"})).unwrap();
-        let made = keel_panel::services::servers::create(&p.db, &system, &req, None)
+        let made = keel_panel::services::servers::create(&p.db, &maker, &req, None)
             .await
             .expect("server");
         ids.push(made.created.service.id);
