@@ -217,9 +217,13 @@ async fn run_workers(
     let mut registry = Registry::with_builtins();
     let db = keel_panel::db::Db::from_store(store.clone(), url).await?;
     let schedules = panel_handlers(&mut registry, &db, panel)?;
-    let scheduler = Scheduler::new(store.clone(), schedules).with_source(Arc::new(
-        keel_panel::automation::schedules::DbSchedules(db.clone()),
-    ));
+    let scheduler = Scheduler::new(store.clone(), schedules)
+        .with_source(Arc::new(keel_panel::automation::schedules::DbSchedules(
+            db.clone(),
+        )))
+        .with_source(Arc::new(
+            keel_panel::services::snapshots::ScheduledSnapshots(db.clone()),
+        ));
     let worker = Worker::new(store.clone(), registry, config).with_scheduler(scheduler);
     let worker = Arc::new(worker);
     let shutdown = CancellationToken::new();
@@ -318,9 +322,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?,
             ..WorkerConfig::default()
         };
-        let scheduler = Scheduler::new(db.store().clone(), schedules).with_source(Arc::new(
-            keel_panel::automation::schedules::DbSchedules(db.clone()),
-        ));
+        let scheduler = Scheduler::new(db.store().clone(), schedules)
+            .with_source(Arc::new(keel_panel::automation::schedules::DbSchedules(
+                db.clone(),
+            )))
+            .with_source(Arc::new(
+                keel_panel::services::snapshots::ScheduledSnapshots(db.clone()),
+            ));
         let worker = Worker::new(db.store().clone(), registry, wc).with_scheduler(scheduler);
         let worker = Arc::new(worker);
         Some(tokio::spawn(worker.run(shutdown.clone())))

@@ -41,6 +41,8 @@ struct World {
     vhost: i64,
     /// An allowed system package (no server has it picked).
     package: i64,
+    /// A snapshot row of the service.
+    snapshot: i64,
     /// Playbook runs: a credential, project, inventory, notification
     /// target, a template (group `staff`, which holds the SSH-only user),
     /// its schedule and a queued run.
@@ -76,6 +78,8 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
         "/services/{id}/vhosts" => json!({"name": format!("v{}.example.org", fastrand::u32(..))}),
         "/services/{id}/vhosts/{vhost_id}" => json!({"name": "matrix.example.org"}),
         "/services/{id}/packages" => json!({"packages": ["matrix-pkg"]}),
+        "/services/{id}/snapshots/{snapshot_id}/restore" => json!({"confirm": "not-the-hostname"}),
+        "/sites/{id}/snapshot-schedule" => json!({"every_secs": 86400, "keep": 3, "enabled": true}),
         "/admin/packages" => {
             json!({"name": format!("p{}", fastrand::u32(..)), "description": "for the matrix"})
         }
@@ -161,6 +165,7 @@ fn concrete(path: &str, w: &World) -> String {
             .replace("{group_id}", &w.unix_group.to_string())
             .replace("{vhost_id}", &w.vhost.to_string())
             .replace("{package_id}", &w.package.to_string())
+            .replace("{snapshot_id}", &w.snapshot.to_string())
             .replace("{name}", "staff")
     )
 }
@@ -292,6 +297,20 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
             .await
             .unwrap()
             .id;
+    let snapshot = {
+        let mut tx = p.db().begin().await.unwrap();
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
+        let id = keel_panel::scalar!(
+            &mut conn,
+            i64,
+            "INSERT INTO snapshots (service_id, name, origin, created_at) VALUES ($1, 'keel-j1', 'manual', 0) RETURNING id",
+            service
+        )
+        .unwrap()
+        .unwrap();
+        tx.commit().await.unwrap();
+        id
+    };
     let world = World {
         credential: auto[0],
         project: auto[1],
@@ -303,6 +322,7 @@ async fn setup(p: &Panel) -> (World, Vec<(Role, Cred)>) {
         unix_group,
         vhost,
         package,
+        snapshot,
         group,
         site,
         service,

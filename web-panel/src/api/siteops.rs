@@ -4,7 +4,9 @@
 //! (`services::certificates`); the allowed system packages platform admins
 //! curate and each server's picks (`services::packages`); a new database
 //! root password, answered once (`services::dbpassword`); the server's tags
-//! (`services::tags`).
+//! (`services::tags`);
+//! snapshots, restores and the site's snapshot schedule
+//! (`services::snapshots`).
 //! Handlers parse and shape; the domain functions authorise. [`ROUTES`]
 //! and [`BODIES`] join the API table in `mod.rs`, so the OpenAPI document
 //! and the authorisation matrix cover these routes too.
@@ -24,6 +26,7 @@ use crate::http::{AppState, Auth};
 use crate::services::certificates::{self, CertificateUpload};
 use crate::services::dbpassword::{self, NewDbPassword};
 use crate::services::packages::{self, AllowedPackage, NewAllowedPackage, ServerPackages};
+use crate::services::snapshots::{self, RestoreBody, Schedule, Snapshot};
 use crate::services::vhosts::{self, VhostBody};
 
 pub const ROUTES: &[Route] = &[
@@ -123,6 +126,36 @@ pub const ROUTES: &[Route] = &[
         Access::SiteAdmin,
         "Upload a PEM certificate (with its chain) and key; refused with 422 naming the field when the key is not the certificate's, its names do not cover the vhost's name and aliases, or it is expired or not yet valid; queues the `certificate` job that installs it (202)",
     ),
+    (
+        "GET",
+        "/services/{id}/snapshots",
+        Access::SiteAdmin,
+        "The server's snapshots, newest first",
+    ),
+    (
+        "POST",
+        "/services/{id}/snapshots",
+        Access::SiteAdmin,
+        "Take a snapshot of the ready server now (a `snapshot` job, 202); the oldest beyond the site's `keep` go",
+    ),
+    (
+        "POST",
+        "/services/{id}/snapshots/{snapshot_id}/restore",
+        Access::SiteAdmin,
+        "Put the server back to a snapshot (a `restore` job, 202); `confirm` must be the server's hostname (422 otherwise). Host key and addresses stay the panel's; people, vhosts and packages are applied again",
+    ),
+    (
+        "GET",
+        "/sites/{id}/snapshot-schedule",
+        Access::SiteAdmin,
+        "The site's snapshot schedule (default: daily, keep 7)",
+    ),
+    (
+        "PUT",
+        "/sites/{id}/snapshot-schedule",
+        Access::SiteAdmin,
+        "Replace the site's snapshot schedule (`every_secs` ≥ 3600, `keep` 1 to 100, `enabled`)",
+    ),
 ];
 
 /// Request and answer schemas of [`ROUTES`], as in `mod.rs`.
@@ -184,10 +217,33 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         Some("CertificateUpload"),
         Some("CertificateRequested"),
     ),
+    ("GET", "/services/{id}/snapshots", None, Some("Snapshot")),
+    (
+        "POST",
+        "/services/{id}/snapshots/{snapshot_id}/restore",
+        Some("RestoreBody"),
+        None,
+    ),
+    (
+        "GET",
+        "/sites/{id}/snapshot-schedule",
+        None,
+        Some("Schedule"),
+    ),
+    (
+        "PUT",
+        "/sites/{id}/snapshot-schedule",
+        Some("Schedule"),
+        Some("Schedule"),
+    ),
 ];
 
 /// Routes of this table whose GET answers a JSON array.
-pub const ARRAYS: &[&str] = &["/services/{id}/vhosts", "/services/{id}/tags"];
+pub const ARRAYS: &[&str] = &[
+    "/services/{id}/vhosts",
+    "/services/{id}/tags",
+    "/services/{id}/snapshots",
+];
 
 pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::ComponentsBuilder {
     use crate::services::certificates::{CertificateRequested, CertificateStatus};
@@ -206,6 +262,9 @@ pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::Compon
         .schema_from::<CertificateStatus>()
         .schema_from::<CertificateRequested>()
         .schema_from::<CertificateUpload>()
+        .schema_from::<Snapshot>()
+        .schema_from::<RestoreBody>()
+        .schema_from::<Schedule>()
 }
 
 pub fn router() -> Router<AppState> {
@@ -226,6 +285,18 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(disallow_package),
         )
         .route("/services/{id}/db-password", post(change_db_password))
+        .route(
+            "/services/{id}/snapshots",
+            axum::routing::get(list_snapshots).post(take_snapshot),
+        )
+        .route(
+            "/services/{id}/snapshots/{snapshot_id}/restore",
+            post(restore_snapshot),
+        )
+        .route(
+            "/sites/{id}/snapshot-schedule",
+            axum::routing::get(snapshot_schedule).put(set_snapshot_schedule),
+        )
         .route(
             "/services/{id}/packages",
             axum::routing::get(server_packages).put(set_server_packages),
@@ -368,4 +439,36 @@ async fn upload_certificate(
 ) -> ApiResult {
     let r = certificates::upload(&st.db, &a.principal, id, vhost_id, &b).await?;
     Ok((StatusCode::ACCEPTED, Json(r)).into_response())
+}
+
+async fn list_snapshots(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    ok(snapshots::list(&st.db, &a.principal, id).await?)
+}
+
+async fn take_snapshot(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    let job = snapshots::take(&st.db, &a.principal, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
+}
+
+async fn restore_snapshot(
+    State(st): State<AppState>,
+    a: Auth,
+    Path((id, snapshot_id)): Path<(i64, i64)>,
+    Json(b): Json<RestoreBody>,
+) -> ApiResult {
+    let job = snapshots::restore(&st.db, &a.principal, id, snapshot_id, &b).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
+}
+
+async fn snapshot_schedule(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    ok(snapshots::schedule(&st.db, &a.principal, id).await?)
+}
+
+async fn set_snapshot_schedule(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<Schedule>,
+) -> ApiResult {
+    ok(snapshots::set_schedule(&st.db, &a.principal, id, &b).await?)
 }

@@ -46,10 +46,12 @@ pub enum JobKind {
     DbPassword,
     Certificate,
     CertificateRenewal,
+    Snapshot,
+    Restore,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 13] = [
+    pub const ALL: [JobKind; 15] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -63,6 +65,8 @@ impl JobKind {
         JobKind::DbPassword,
         JobKind::Certificate,
         JobKind::CertificateRenewal,
+        JobKind::Snapshot,
+        JobKind::Restore,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -81,6 +85,8 @@ impl JobKind {
             JobKind::DbPassword => "db_password",
             JobKind::Certificate => "certificate",
             JobKind::CertificateRenewal => "certificate_renewal",
+            JobKind::Snapshot => "snapshot",
+            JobKind::Restore => "restore",
         }
     }
 
@@ -441,6 +447,50 @@ impl CertificateJob {
     }
 }
 
+/// Why a snapshot is taken: a site admin asked, or the site's schedule
+/// fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotOrigin {
+    Manual,
+    Scheduled,
+}
+
+impl SnapshotOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotOrigin::Manual => "manual",
+            SnapshotOrigin::Scheduled => "scheduled",
+        }
+    }
+}
+
+/// `snapshot`: one snapshot of the server through the driver, named after
+/// the job (so a retry takes none twice), then the oldest beyond the
+/// site's `keep` deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotJob {
+    pub service_id: i64,
+    pub origin: SnapshotOrigin,
+}
+
+impl FlowJob for SnapshotJob {
+    const KIND: JobKind = JobKind::Snapshot;
+}
+
+impl SnapshotJob {
+    /// On the hypervisor queue, coalesced per server (a request while one
+    /// waits is that one), under the service's serialisation key (never
+    /// during a restore or a role run); the default retry policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .queue(HYPERVISOR_QUEUE)
+            .unique_key(format!("snapshot:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
 /// `certificate_renewal`: every ACME certificate due for renewal (or whose
 /// order failed) requested again, one `certificate` job per server; fired
 /// by the queue's cron.
@@ -457,6 +507,31 @@ impl CertificateRenewalJob {
         JobSpec::new(Self::KIND.as_str(), self.payload())
             .unique_key("certificate_renewal")
             .serial_key("certificate_renewal")
+    }
+}
+
+/// `restore`: the server put back to one of its snapshots through the
+/// driver, its host key checked, the panel's records applied again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreJob {
+    pub service_id: i64,
+    pub snapshot_id: i64,
+}
+
+impl FlowJob for RestoreJob {
+    const KIND: JobKind = JobKind::Restore;
+}
+
+impl RestoreJob {
+    /// On the hypervisor queue, coalesced per server (the newer request
+    /// waits for the next run), under the service's serialisation key;
+    /// the default retry policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .queue(HYPERVISOR_QUEUE)
+            .unique_key(format!("restore:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
     }
 }
 
@@ -506,6 +581,8 @@ mod tests {
             DbPasswordJob::KIND,
             CertificateJob::KIND,
             CertificateRenewalJob::KIND,
+            SnapshotJob::KIND,
+            RestoreJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));

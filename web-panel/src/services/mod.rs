@@ -20,6 +20,8 @@
 //! server's tags, for people, playbooks and inventory filters),
 //! `certificates.rs` (vhosts' TLS certificates: ACME orders, uploads,
 //! renewals, the `certificate` jobs).
+//! `snapshots.rs` (snapshots on demand and on the site's schedule,
+//! restores).
 
 pub mod access;
 pub mod catalog;
@@ -34,6 +36,7 @@ pub mod packages;
 pub mod power;
 pub mod servers;
 pub mod sites;
+pub mod snapshots;
 pub mod tags;
 pub mod unix_groups;
 pub mod vhosts;

@@ -325,6 +325,17 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
         Some(_) => crate::services::packages::allowed(&st.db).await?,
         None => Vec::new(),
     };
+    let (snapshots, schedule) = match picked {
+        Some(_) => {
+            let mut rc = st.db.read().await?;
+            let mut conn = rc.conn();
+            let list = crate::services::snapshots::of_server(&mut conn, id).await?;
+            let schedule =
+                crate::services::snapshots::schedule_of(&mut conn, detail.service.site_id).await?;
+            (list, Some(schedule))
+        }
+        None => (Vec::new(), None),
+    };
     page(
         &a,
         "server.html",
@@ -333,6 +344,8 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
             log => Value::from(Serde(&log)),
             log_after => after,
             manages => picked.is_some(),
+            snapshots => Value::from(Serde(&snapshots)),
+            snapshot_schedule => Value::from(Serde(&schedule)),
             packages => Value::from(Serde(&picked)),
             allowed_packages => Value::from(Serde(&allowed)),
         },

@@ -25,6 +25,7 @@ use crate::http::{AppState, Auth};
 use crate::services::certificates::{self, CertificateUpload};
 use crate::services::dbpassword;
 use crate::services::packages::{self, NewAllowedPackage, ServerPackages};
+use crate::services::snapshots::{self, RestoreBody, Schedule};
 use crate::services::tags::{self, TagsBody};
 use crate::services::vhosts::{self, VhostBody};
 
@@ -36,6 +37,12 @@ pub fn router() -> Router<AppState> {
         .route("/servers/{id}/vhosts/{vhost_id}/delete", post(vhost_delete))
         .route("/servers/{id}/packages", post(packages_set))
         .route("/servers/{id}/db-password", post(db_password_change))
+        .route("/servers/{id}/snapshots", post(snapshot_take))
+        .route(
+            "/servers/{id}/snapshots/{snapshot_id}/restore",
+            post(snapshot_restore),
+        )
+        .route("/sites/{id}/snapshot-schedule", post(snapshot_schedule_set))
         .route("/admin/packages", get(admin_packages).post(package_allow))
         .route(
             "/admin/packages/{package_id}/delete",
@@ -311,4 +318,68 @@ async fn certificate_upload(
     };
     certificates::upload(&st.db, &a.principal, id, vhost_id, &body).await?;
     to_server(id)
+}
+
+async fn snapshot_take(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    snapshots::take(&st.db, &a.principal, id).await?;
+    to_server(id)
+}
+
+#[derive(Deserialize)]
+struct RestoreForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// The restore form: the server's hostname typed in `confirm`.
+async fn snapshot_restore(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path((id, snapshot_id)): Path<(i64, i64)>,
+    Form(f): Form<RestoreForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let body = RestoreBody { confirm: f.confirm };
+    snapshots::restore(&st.db, &a.principal, id, snapshot_id, &body).await?;
+    to_server(id)
+}
+
+#[derive(Deserialize)]
+struct ScheduleForm {
+    #[serde(default)]
+    csrf: String,
+    /// Hours between two snapshots.
+    every_hours: i64,
+    keep: i64,
+    #[serde(default)]
+    enabled: Option<String>,
+    /// The server page the form was on, to go back to.
+    back: i64,
+}
+
+async fn snapshot_schedule_set(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(site): Path<i64>,
+    Form(f): Form<ScheduleForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let want = Schedule {
+        every_secs: f.every_hours.saturating_mul(3600),
+        keep: f.keep,
+        enabled: f.enabled.is_some(),
+    };
+    snapshots::set_schedule(&st.db, &a.principal, site, &want).await?;
+    to_server(f.back)
 }

@@ -21,6 +21,8 @@
 //! | `db_password` (`db_password.rs`) | ready (waits while configuring) | default | recorded for admins; the sealed password is dropped |
 //! | `certificate` (`certificate.rs`) | ready (waits while configuring) | default | recorded for admins; the error stays on the certificate row |
 //! | `certificate_renewal` (`certificate_renewal.rs`, cron) | — (every ACME certificate due) | default | recorded for admins |
+//! | `snapshot` (`snapshots.rs`, hypervisor queue) | ready | default | recorded for admins |
+//! | `restore` (`snapshots.rs`, hypervisor queue) | ready | default | recorded for admins |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -45,7 +47,8 @@
 //! server's Apache vhosts), `packages.rs` (the system packages its site
 //! admins picked), `db_password.rs` (MariaDB's root password),
 //! `certificate.rs` (vhost certificates ordered by ACME and installed),
-//! `certificate_renewal.rs` (ACME certificates due, requested again). Below
+//! `certificate_renewal.rs` (ACME certificates due, requested again),
+//! `snapshots.rs` (snapshots and restores through the driver). Below
 //! them, `role_run.rs` (the host-key check and role run `configure`,
 //! `access`, `vhosts`, `packages`, `db_password` and `certificate` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
@@ -68,6 +71,7 @@ pub mod os_ready;
 pub mod packages;
 pub mod power;
 mod role_run;
+pub mod snapshots;
 pub mod vhosts;
 
 use std::sync::Arc;
@@ -105,6 +109,8 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::CertificateRenewal => {
                 registry.register(k, certificate_renewal::CertificateRenewalStep(p))
             }
+            JobKind::Snapshot => registry.register(k, snapshots::SnapshotStep(p)),
+            JobKind::Restore => registry.register(k, snapshots::RestoreStep(p)),
         };
     }
 }

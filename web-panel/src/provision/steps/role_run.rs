@@ -65,54 +65,8 @@ async fn run(
     log: &JobLog,
     extra_vars: keel::vars::VarMap,
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
-    // The endpoint recorded when the VM was created: asking the hypervisor
-    // again here would let a transient API error use up a role-run attempt.
-    let stored: Option<SocketAddr> = row.ssh_endpoint.as_deref().and_then(|e| e.parse().ok());
-    // Every person of the site needs their UID before `keel_users` lists them.
-    access::ensure_unix_ids(&p.db, &p.access, None).await?;
-    let host = inventory::hosts(&p.db, &p.config.admin_user, Some(id))
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ProvisionError::Missing("the service has no address".into()))?;
-    let addr: SocketAddr = match stored {
-        Some(a) => a,
-        None => {
-            let h = host
-                .vars
-                .get("ansible_host")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            let ip = h
-                .parse()
-                .map_err(|_| ProvisionError::Missing(format!("no IP address to reach {h:?}")))?;
-            SocketAddr::new(ip, 22)
-        }
-    };
-    log.message(format!("waiting for sshd of {} at {addr}", row.vm_name));
-    hostkey::wait_for_banner(addr, Duration::from_secs(p.config.ssh_wait_secs)).await?;
-    if let Err(e) = hostkey::verify(addr, &row.host_key_public).await {
-        if let ProvisionError::HostKeyMismatch { expected, seen } = &e {
-            audit_alarm(&p.db, id, expected, seen).await;
-        }
-        return Err(e);
-    }
+    let host = check_reachable(p, id, row, log).await?;
     let known = p.known_hosts_path(&row.vm_name);
-    hostkey::write_known_hosts(
-        &known,
-        &addr.ip().to_string(),
-        addr.port(),
-        &row.host_key_public,
-    )?;
-    log.message(format!("host key of {} verified", row.vm_name));
-    hostkey::wait_for_login(
-        addr,
-        &row.host_key_public,
-        &p.config.admin_user,
-        &p.panel_key()?.private_path,
-        Duration::from_secs(p.config.ssh_wait_secs),
-    )
-    .await?;
 
     // The role run: the panel's inventory for this one host, with its key
     // and its known_hosts, handed to the engine in memory.
@@ -177,6 +131,69 @@ async fn run(
     }
 
     Ok(summary)
+}
+
+/// Waits for the server's sshd, checks its host key byte for byte against
+/// the one the panel generated (an alarm in the audit log when it differs),
+/// writes the VM's known_hosts from the panel's record and waits until the
+/// panel's key logs in. Returns the server's inventory entry. The role run
+/// starts with it; a `restore` uses it to prove the restored server is
+/// still the one the panel knows.
+pub(super) async fn check_reachable(
+    p: &Provisioner,
+    id: i64,
+    row: &ProvRow,
+    log: &JobLog,
+) -> Result<inventory::InventoryHost, ProvisionError> {
+    // The endpoint recorded when the VM was created: asking the hypervisor
+    // again here would let a transient API error use up a role-run attempt.
+    let stored: Option<SocketAddr> = row.ssh_endpoint.as_deref().and_then(|e| e.parse().ok());
+    // Every person of the site needs their UID before `keel_users` lists them.
+    access::ensure_unix_ids(&p.db, &p.access, None).await?;
+    let host = inventory::hosts(&p.db, &p.config.admin_user, Some(id))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProvisionError::Missing("the service has no address".into()))?;
+    let addr: SocketAddr = match stored {
+        Some(a) => a,
+        None => {
+            let h = host
+                .vars
+                .get("ansible_host")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let ip = h
+                .parse()
+                .map_err(|_| ProvisionError::Missing(format!("no IP address to reach {h:?}")))?;
+            SocketAddr::new(ip, 22)
+        }
+    };
+    log.message(format!("waiting for sshd of {} at {addr}", row.vm_name));
+    hostkey::wait_for_banner(addr, Duration::from_secs(p.config.ssh_wait_secs)).await?;
+    if let Err(e) = hostkey::verify(addr, &row.host_key_public).await {
+        if let ProvisionError::HostKeyMismatch { expected, seen } = &e {
+            audit_alarm(&p.db, id, expected, seen).await;
+        }
+        return Err(e);
+    }
+    let known = p.known_hosts_path(&row.vm_name);
+    hostkey::write_known_hosts(
+        &known,
+        &addr.ip().to_string(),
+        addr.port(),
+        &row.host_key_public,
+    )?;
+    log.message(format!("host key of {} verified", row.vm_name));
+    hostkey::wait_for_login(
+        addr,
+        &row.host_key_public,
+        &p.config.admin_user,
+        &p.panel_key()?.private_path,
+        Duration::from_secs(p.config.ssh_wait_secs),
+    )
+    .await?;
+    Ok(host)
 }
 
 /// Forwards the role run's events to the job log and remembers the last
