@@ -109,7 +109,12 @@ fn is_ipv6_like(p: &str) -> bool {
     let inner = match p.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((addr, port))
-                if port.is_empty() || port[1..].bytes().all(|b| b.is_ascii_digit()) =>
+                // `[addr]` or `[addr]:port`; anything else after the bracket
+                // (found by fuzzing: a multi-byte character there) is no address.
+                if port.is_empty()
+                    || port
+                        .strip_prefix(':')
+                        .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit())) =>
             {
                 addr
             }
@@ -322,6 +327,18 @@ mod tests {
         );
         assert_eq!(split_patterns("fe80::1"), ["fe80::1"]);
         assert_eq!(split_patterns("2001:db8::1,web"), ["2001:db8::1", "web"]);
+        assert_eq!(split_patterns("[::1]:22"), ["[::1]:22"]);
+    }
+
+    /// Regression (fuzz target `host_pattern`): a non-ASCII character right
+    /// after `[...]` made the port check slice inside it and panic.
+    #[test]
+    fn bracket_then_multibyte_char() {
+        assert!(!is_ipv6_like("[::1]\u{19b}:22."));
+        assert_eq!(split_patterns("[::1]\u{e9}:22"), ["[::1]\u{e9}", "22"]);
+        let inv = Inventory::default();
+        // An error is a fine answer; a panic is the bug.
+        let _ = inv.select_detailed("[:?:zK \0jqmp`e03]\u{19b}:22.");
     }
 
     #[test]
