@@ -493,7 +493,7 @@ pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>)
         .map(str::to_string)
         .unwrap_or_else(|| err.kind().to_string());
     let fragment = match (err.template_source(), err.range()) {
-        (Some(s), Some(r)) if r.end <= s.len() => Some(s[r].to_string()),
+        (Some(s), Some(r)) => s.get(r).map(str::to_string),
         _ => None,
     };
     let mut undefined = None;
@@ -642,4 +642,22 @@ fn missing_attribute(ctx: &Arc<RenderCtx>, path: &str) -> Option<String> {
         rest = after;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::template::{Scope, Templar, TemplateOrigin};
+
+    /// Found by the `template` fuzz target: an error whose source range ends
+    /// inside a multi-byte character must be reported, not panic while the
+    /// failing fragment is cut out.
+    #[test]
+    fn error_range_inside_a_multibyte_char_does_not_panic() {
+        let templar = Templar::new();
+        let scope = Scope::new();
+        let origin = TemplateOrigin::default();
+        let src = "{{ [1] is subset([1, 2])\u{702}}";
+        assert!(templar.render_str(src, &scope, &origin).is_err());
+        assert!(templar.render_text(src, &scope, &origin).is_err());
+    }
 }

@@ -148,11 +148,15 @@ struct Lines<'s> {
 
 impl<'s> Lines<'s> {
     fn new(text: &'s str) -> Lines<'s> {
+        // YAML's line breaks are `\n`, `\r\n` and a lone `\r`; the parser's
+        // marks count all three, so the table must too.
+        let bytes = text.as_bytes();
         let mut starts = vec![0];
         starts.extend(
-            text.bytes()
+            bytes
+                .iter()
                 .enumerate()
-                .filter(|&(_, b)| b == b'\n')
+                .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
                 .map(|(i, _)| i + 1),
         );
         Lines {
@@ -176,7 +180,9 @@ impl<'s> Lines<'s> {
     fn offset(&self, line: usize, col: usize) -> Option<usize> {
         let start = *self.starts.get(line.checked_sub(1)?)?;
         if self.ascii {
-            return Some(start + col);
+            // A column past the end of the text (a mark the parser placed
+            // after a break this table does not know) has no offset.
+            return Some(start + col).filter(|&o| o <= self.text.len());
         }
         let rest = &self.text[start..];
         rest.char_indices()
@@ -934,5 +940,21 @@ fn mark_unsafe(node: &mut Node) {
             mark_unsafe(v);
         }),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `yaml_load` fuzz target: a lone `\r` ends a line for the
+    /// parser but not for [`Lines`], so a mark's column could point past the
+    /// end of the text while looking for tabs before an error. Such input
+    /// must give an error, never a panic.
+    #[test]
+    fn lone_carriage_returns_and_tabs_do_not_panic() {
+        let text =
+            "- hos- hosts: all\r  tastA: all\r  tasug: mname:\tweb\nportname:\tweb\npor0\n\t:t8";
+        let _ = load_str_with_warnings("fuzz.yml", text, &LoadOptions::default());
     }
 }
