@@ -994,8 +994,10 @@ fn run_tasks<'a>(
             path: format!("{}", task.span),
             handler,
         });
-        // `add_host` bypasses the host loop as in Ansible: it runs once, for
-        // the first host, and its result counts for all of them.
+        // `add_host` and `pause` bypass the host loop as in ansible-core
+        // (their actions' BYPASS_HOST_LOOP): they run once, for the first
+        // host, and only that host's result is shown, counted and
+        // registered.
         // A templated `run_once` is judged on the first host, as Ansible does.
         let templated_once = task.late.iter().any(|(k, _)| k == "run_once")
             && hosts.first().is_some_and(|h| {
@@ -1015,7 +1017,7 @@ fn run_tasks<'a>(
                     .is_ok_and(|t| t.run_once)
             });
         let once =
-            task.run_once || templated_once || run.ctx.play.run_once || task.action == "add_host";
+            task.run_once || templated_once || run.ctx.play.run_once || bypasses_host_loop(task);
         let targets: Vec<Host> = if once {
             hosts[..1.min(hosts.len())].to_vec()
         } else {
@@ -1966,4 +1968,9 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
             }
         }
     }
+}
+
+/// Actions whose ansible-core action plugin sets BYPASS_HOST_LOOP.
+fn bypasses_host_loop(task: &Task) -> bool {
+    matches!(task.action.as_str(), "add_host" | "pause")
 }

@@ -1322,8 +1322,18 @@ async fn connection_for(
             return delegate_connection(ctx, d, origin).await;
         }
     }
-    if let Some(c) = host.lock().conn.clone() {
-        return Ok(c);
+    let cached = host.lock().conn.clone();
+    match cached {
+        Some(c) if !c.is_closed() => return Ok(c),
+        // The session ended between tasks (sshd restarted with its
+        // sessions, a NAT or firewall timeout): open it again, as
+        // ansible-core's ssh connection opens a new master. A connection
+        // lost in the middle of a task still makes the host unreachable.
+        Some(_) => {
+            host.lock().conn = None;
+            ctx.shared.pool.invalidate(name).await;
+        }
+        None => {}
     }
     let vars = connection_vars(ctx, scope, origin)?;
     let spec = ConnectSpec::from_vars_with(name, &vars, &ctx.shared.opts.connect)

@@ -28,7 +28,7 @@ pub use known_hosts::default_known_hosts;
 pub use local::LocalConnection;
 pub use pool::ConnectionPool;
 pub use r#become::{Become, BecomeMethod};
-pub use spec::{ConnectDefaults, ConnectSpec, ConnectionKind, HostKeyPolicy, JumpHop};
+pub use spec::{ConnectDefaults, ConnectSpec, ConnectionKind, HostKeyPolicy, JumpHop, Keepalive};
 pub use ssh::SshConnection;
 
 tokio::task_local! {
@@ -70,6 +70,15 @@ impl Connection {
         match self {
             Connection::Local(c) => c.exec(cmd).await,
             Connection::Ssh(c) => c.exec(cmd).await,
+        }
+    }
+
+    /// Whether the server or the network has ended the connection (a local
+    /// one never ends).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Connection::Local(_) => false,
+            Connection::Ssh(c) => c.is_closed(),
         }
     }
 

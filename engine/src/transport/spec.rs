@@ -146,6 +146,28 @@ impl std::fmt::Debug for ConnectDefaults {
     }
 }
 
+/// SSH keepalives: after `interval` without a word from the server the
+/// client asks for one, and after `max` unanswered asks it drops the
+/// connection, so a host that stops answering is unreachable within about
+/// `interval × (max + 1)` instead of hanging until TCP gives up.
+/// OpenSSH's `ServerAliveInterval` and `ServerAliveCountMax` set it (an
+/// interval of 0 turns keepalives off, as for `ssh`). Keel's default is
+/// 15 s × 3, where plain `ssh` (and so ansible-core) sends none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub interval: Option<Duration>,
+    pub max: usize,
+}
+
+impl Default for Keepalive {
+    fn default() -> Keepalive {
+        Keepalive {
+            interval: Some(Duration::from_secs(15)),
+            max: 3,
+        }
+    }
+}
+
 /// Everything needed to open a connection to one host, taken from its
 /// connection variables (`ansible_host`, `ansible_port`, `ansible_user`, ...).
 #[derive(Clone, Default)]
@@ -171,6 +193,8 @@ pub struct ConnectSpec {
     /// if there are hops, else the target's).
     pub proxy_command: Option<String>,
     pub connect_timeout: Duration,
+    /// How a connection that stops answering is noticed.
+    pub keepalive: Keepalive,
     /// Concurrent channels on the connection (below sshd's MaxSessions).
     pub max_channels: usize,
     pub become_method: BecomeMethod,
@@ -199,6 +223,7 @@ impl std::fmt::Debug for ConnectSpec {
             .field("jump", &self.jump)
             .field("proxy_command", &self.proxy_command)
             .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive)
             .field("max_channels", &self.max_channels)
             .field("become_method", &self.become_method)
             .field("become_user", &self.become_user)
@@ -285,6 +310,29 @@ fn duration_secs(name: &str, var: &str, s: &str) -> Result<Duration, Diagnostic>
         return Err(bad(name, format!("{var} must be positive, got `{s}`")));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `ServerAliveInterval` as `ssh` reads it: seconds, or a time with a unit
+/// (`30s`, `2m`, `1h`); 0 turns keepalives off.
+fn alive_interval(name: &str, s: &str) -> Result<Option<Duration>, Diagnostic> {
+    let t = s.trim().to_ascii_lowercase();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t.as_str(), ""),
+    };
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => 0,
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if factor > 0 => Ok((n > 0).then(|| Duration::from_secs(n * factor))),
+        _ => Err(bad(
+            name,
+            format!("ServerAliveInterval must be a time such as 15 or 1m, got `{s}`"),
+        )),
+    }
 }
 
 /// The ssh command-line arguments that `ansible_ssh_args`,
@@ -700,6 +748,23 @@ impl ConnectSpec {
             spec.connect_timeout = t;
         }
 
+        if let Some(t) = args.first("serveraliveinterval") {
+            spec.keepalive.interval = alive_interval(name, &t)?;
+        } else if let Some(t) = conf.server_alive_interval {
+            spec.keepalive.interval = (!t.is_zero()).then_some(t);
+        }
+        if let Some(n) = args
+            .first("serveralivecountmax")
+            .or_else(|| conf.server_alive_count_max.clone())
+        {
+            spec.keepalive.max = n.trim().parse().map_err(|_| {
+                bad(
+                    name,
+                    format!("ServerAliveCountMax must be a whole number, got `{n}`"),
+                )
+            })?;
+        }
+
         // The way there: `keel_jump_host` (Keel's own variable) over the
         // first ProxyJump/ProxyCommand of the arguments, over the
         // configuration's.
@@ -847,6 +912,40 @@ mod tests {
         // StrictHostKeyChecking=no; ControlMaster needs no word.
         assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
         assert_eq!(s.host_key_policy, HostKeyPolicy::AcceptNew);
+    }
+
+    #[test]
+    fn server_alive_options_set_the_keepalive() {
+        let with = |args: &str| {
+            let v = vars(&[("ansible_ssh_common_args", Value::from(args))]);
+            ConnectSpec::from_vars("h", &v)
+        };
+        assert_eq!(with("").unwrap().keepalive, Keepalive::default());
+        let s = with("-o ServerAliveInterval=2 -o ServerAliveCountMax=4").unwrap();
+        assert_eq!(
+            s.keepalive,
+            Keepalive {
+                interval: Some(Duration::from_secs(2)),
+                max: 4
+            }
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(
+            with("-o ServerAliveInterval=1m")
+                .unwrap()
+                .keepalive
+                .interval,
+            Some(Duration::from_secs(60))
+        );
+        // As for `ssh`: 0 sends none.
+        assert_eq!(
+            with("-o ServerAliveInterval=0").unwrap().keepalive.interval,
+            None
+        );
+        let e = with("-o ServerAliveInterval=soon").unwrap_err().to_string();
+        assert!(e.contains("ServerAliveInterval"), "{e}");
+        let e = with("-o ServerAliveCountMax=-1").unwrap_err().to_string();
+        assert!(e.contains("ServerAliveCountMax"), "{e}");
     }
 
     #[test]

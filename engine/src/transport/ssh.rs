@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use super::command::{Command, Output, TransportError};
 use super::known_hosts::{self, Verdict};
 use super::r#become::{self, Wrapped};
-use super::spec::{ConnectSpec, HostKeyPolicy};
+use super::spec::{ConnectSpec, HostKeyPolicy, Keepalive};
 use crate::shell::quote;
 
 /// Verifies the server key of one hop and remembers why it was refused.
@@ -36,10 +36,52 @@ struct HostKeyCheck {
     refusal: Arc<Mutex<Option<String>>>,
     /// Keys learned under `accept-new`, as warnings for the user.
     learned: Arc<Mutex<Vec<String>>>,
+    /// Why the session ended, in words for the user, once it has.
+    ended: Arc<Mutex<Option<String>>>,
+    /// The keepalive in force, to explain a keepalive timeout.
+    keepalive: Keepalive,
 }
 
 impl client::Handler for HostKeyCheck {
     type Error = russh::Error;
+
+    /// Keeps why the session ended, so the host's unreachable message says
+    /// it (a host that stopped answering, a reset, the server's goodbye)
+    /// rather than only that a command's channel went away.
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        let (why, result) = match reason {
+            client::DisconnectReason::ReceivedDisconnect(info) => (
+                format!(
+                    "the server ended the session ({:?}{}{})",
+                    info.reason_code,
+                    if info.message.is_empty() { "" } else { ": " },
+                    info.message
+                ),
+                Ok(()),
+            ),
+            client::DisconnectReason::Error(russh::Error::KeepaliveTimeout) => {
+                let every = self
+                    .keepalive
+                    .interval
+                    .map(|d| format!(" sent every {}s", d.as_secs_f64()))
+                    .unwrap_or_default();
+                (
+                    format!(
+                        "the host stopped answering: no reply to {} keepalives{every} \
+                         (ServerAliveInterval/ServerAliveCountMax)",
+                        self.keepalive.max
+                    ),
+                    Err(russh::Error::KeepaliveTimeout),
+                )
+            }
+            client::DisconnectReason::Error(e) => (format!("the connection ended: {e}"), Err(e)),
+        };
+        self.ended.lock().get_or_insert(why);
+        result
+    }
 
     async fn check_server_key(
         &mut self,
@@ -133,6 +175,8 @@ pub struct SshConnection {
     nonce: u64,
     /// Host keys learned while connecting (`accept-new`), not yet reported.
     notices: Mutex<Vec<String>>,
+    /// Why the session (or a jump host's) ended, once it has.
+    ended: Arc<Mutex<Option<String>>>,
 }
 
 /// A long-lived `/bin/sh` on its own channel, fed one command at a time.
@@ -191,11 +235,11 @@ impl Drop for ChannelGuard {
     }
 }
 
-fn config() -> Arc<client::Config> {
+fn config(keepalive: Keepalive) -> Arc<client::Config> {
     Arc::new(client::Config {
         nodelay: true,
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 3,
+        keepalive_interval: keepalive.interval,
+        keepalive_max: keepalive.max,
         inactivity_timeout: None,
         ..Default::default()
     })
@@ -233,6 +277,7 @@ impl SshConnection {
         ));
         let last = targets.len() - 1;
         let learned = Arc::new(Mutex::new(Vec::new()));
+        let ended = Arc::new(Mutex::new(None));
         let mut proxy: Option<tokio::process::Child> = None;
         let proxy_stderr = Arc::new(Mutex::new(Vec::<u8>::new()));
         for (i, (host, port, user, keys)) in targets.into_iter().enumerate() {
@@ -265,6 +310,8 @@ impl SshConnection {
                 policy: spec.host_key_policy,
                 refusal: refusal.clone(),
                 learned: learned.clone(),
+                ended: ended.clone(),
+                keepalive: spec.keepalive,
             };
             let dial = async {
                 match hops.last() {
@@ -275,14 +322,14 @@ impl SshConnection {
                                 conn_err(format!("cannot run ProxyCommand `{command}`: {e}"))
                             })?;
                         proxy = Some(child);
-                        client::connect_stream(config(), stream, handler).await
+                        client::connect_stream(config(spec.keepalive), stream, handler).await
                     }
                     None => {
                         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
                             .await
                             .map_err(|e| conn_err(e.to_string()))?;
                         let _ = tcp.set_nodelay(true);
-                        client::connect_stream(config(), tcp, handler).await
+                        client::connect_stream(config(spec.keepalive), tcp, handler).await
                     }
                     Some(prev) => {
                         let ch = prev
@@ -291,7 +338,8 @@ impl SshConnection {
                             .map_err(|e| {
                                 conn_err(format!("jump host could not open a tunnel: {e}"))
                             })?;
-                        client::connect_stream(config(), ch.into_stream(), handler).await
+                        client::connect_stream(config(spec.keepalive), ch.into_stream(), handler)
+                            .await
                     }
                 }
                 .map_err(|e| match refusal.lock().take() {
@@ -340,6 +388,7 @@ impl SshConnection {
                     counter: std::sync::atomic::AtomicU64::new(0),
                     nonce: rand::random::<u64>(),
                     notices: Mutex::new(std::mem::take(&mut *learned.lock())),
+                    ended,
                 });
             }
             hops.push(handle);
@@ -352,10 +401,29 @@ impl SshConnection {
         std::mem::take(&mut *self.notices.lock())
     }
 
+    /// Like [`lost`](Self::lost), after giving the session a moment to say
+    /// why it ended: a command's channel can end just before the session
+    /// reports its keepalive timeout or reset.
+    async fn lost_settled(&self, e: &str) -> TransportError {
+        for _ in 0..50 {
+            if self.ended.lock().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.lost(e)
+    }
+
+    /// The session went away under a command: said by why it ended, when
+    /// the session recorded that, else by what the command saw.
     fn lost(&self, e: impl std::fmt::Display) -> TransportError {
+        let reason = match self.ended.lock().clone() {
+            Some(why) => format!("{why}; {e}"),
+            None => e.to_string(),
+        };
         TransportError::Lost {
             host: self.name.clone(),
-            reason: e.to_string(),
+            reason,
         }
     }
 
@@ -537,7 +605,9 @@ impl SshConnection {
             }
             _ => {
                 let _ = sh.writer.close().await;
-                Err(self.lost("the remote shell exited in the middle of a command"))
+                Err(self
+                    .lost_settled("the remote shell exited in the middle of a command")
+                    .await)
             }
         }
     }
@@ -707,7 +777,9 @@ impl SshConnection {
         }
         if !got_status {
             if self.handle.is_closed() {
-                return Err(self.lost("the connection closed while a command was running"));
+                return Err(self
+                    .lost_settled("the connection closed while a command was running")
+                    .await);
             }
             return Err(TransportError::Other {
                 host: self.name.clone(),
@@ -725,6 +797,12 @@ impl SshConnection {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the session has ended (the server closed it, the network
+    /// reset it, or keepalives went unanswered).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
     }
 
     /// Closes the session (and with it every channel and tunnel).

@@ -42,7 +42,7 @@ pub enum SshConfigError {
 
 /// Options that only tune a connection Keel makes its own way, so ignoring
 /// them changes nothing a playbook can see: Keel keeps one connection per
-/// host (the `Control*` options), sends keepalives, never prompts, and
+/// host (the `Control*` options), never prompts, and
 /// Debian's `/etc/ssh/ssh_config` sets some of these for every host.
 const NO_EFFECT: &[&str] = &[
     "addkeystoagent",
@@ -63,8 +63,6 @@ const NO_EFFECT: &[&str] = &[
     "passwordauthentication",
     "preferredauthentications",
     "sendenv",
-    "serveraliveinterval",
-    "serveralivecountmax",
     "tcpkeepalive",
     "updatehostkeys",
     "usekeychain",
@@ -82,6 +80,8 @@ const HONOURED: &[&str] = &[
     "proxyjump",
     "proxycommand",
     "connecttimeout",
+    "serveraliveinterval",
+    "serveralivecountmax",
     "userknownhostsfile",
     "globalknownhostsfile",
     "stricthostkeychecking",
@@ -116,6 +116,10 @@ pub struct HostOptions {
     pub identity_files: Vec<String>,
     pub proxy: Option<Proxy>,
     pub connect_timeout: Option<Duration>,
+    /// `ServerAliveInterval` (zero: no keepalives).
+    pub server_alive_interval: Option<Duration>,
+    /// `ServerAliveCountMax`, as written.
+    pub server_alive_count_max: Option<String>,
     pub user_known_hosts: Option<Vec<String>>,
     pub global_known_hosts: Option<Vec<String>>,
     pub strict_host_key_checking: Option<String>,
@@ -282,6 +286,8 @@ impl SshConfigFiles {
             .collect();
         out.proxy = proxy;
         out.connect_timeout = p.connect_timeout;
+        out.server_alive_interval = p.server_alive_interval;
+        out.server_alive_count_max = field("serveralivecountmax");
         out.user_known_hosts = list("userknownhostsfile");
         out.global_known_hosts = list("globalknownhostsfile");
         out.strict_host_key_checking = field("stricthostkeychecking");
