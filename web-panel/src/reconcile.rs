@@ -226,7 +226,10 @@ pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Rep
 fn step_for(s: &StalledRow) -> Option<JobSpec> {
     let id = s.id;
     Some(match s.status.owner()? {
-        Step::CreateVm => ProvisionJob { service_id: id }.spec(None),
+        // No status is a clone's own: a test server it took over is in
+        // `creating_vm`, which `provision` resumes (from the image, or the
+        // copy already made) when the clone's job was lost.
+        Step::CreateVm | Step::Clone => ProvisionJob { service_id: id }.spec(None),
         // The wait that was lost expired long ago (the service sat past the
         // grace with no job), so the check runs at once: a power cycle, or
         // the give-up that was never recorded.

@@ -80,6 +80,11 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
         "/services/{id}/packages" => json!({"packages": ["matrix-pkg"]}),
         "/services/{id}/snapshots/{snapshot_id}/restore" => json!({"confirm": "not-the-hostname"}),
         "/sites/{id}/snapshot-schedule" => json!({"every_secs": 86400, "keep": 3, "enabled": true}),
+        // The world's service is a production server: the site admin makes
+        // its test server (201), the platform admin is refused a second
+        // (409); a clone of a production server is refused (409).
+        "/services/{id}/test-server" => json!({}),
+        "/services/{id}/clone" => json!({"confirm": "not-the-hostname"}),
         "/admin/packages" => {
             json!({"name": format!("p{}", fastrand::u32(..)), "description": "for the matrix"})
         }

@@ -240,18 +240,9 @@ async fn snapshots_create_list_revert_delete() {
 async fn clone_makes_an_independent_vm_once() {
     let e = env();
     let src = e.driver.create(&spec("keel-t-src", 13)).await.unwrap();
-    let n = net("keel-t-dst", 14);
-    let seed = seed_for("keel-t-dst", &n);
-    let a = e
-        .driver
-        .clone_vm("keel-t-src", "keel-t-dst", &seed)
-        .await
-        .unwrap();
-    let b = e
-        .driver
-        .clone_vm("keel-t-src", "keel-t-dst", &seed)
-        .await
-        .unwrap();
+    let dst = spec("keel-t-dst", 14);
+    let a = e.driver.clone_vm("keel-t-src", &dst).await.unwrap();
+    let b = e.driver.clone_vm("keel-t-src", &dst).await.unwrap();
     assert_eq!(a, b, "clone is idempotent by target");
     assert_ne!(a.vm_ref, src.vm_ref);
     assert_ne!(
@@ -270,8 +261,17 @@ async fn clone_makes_an_independent_vm_once() {
     assert!(iso.contains("keel-t-dst") && iso.contains("10.66.0.14/24"));
 
     assert!(matches!(
-        e.driver.clone_vm("keel-t-missing", "keel-t-x", &seed).await,
+        e.driver
+            .clone_vm("keel-t-missing", &spec("keel-t-x", 15))
+            .await,
         Err(DriverError::NotFound(_))
+    ));
+    // A clone keeps its source's image, and its disk is at least as large.
+    let mut other = spec("keel-t-y", 16);
+    other.image = "another-image".into();
+    assert!(matches!(
+        e.driver.clone_vm("keel-t-src", &other).await,
+        Err(DriverError::Permanent(_))
     ));
     // Deleting the source leaves the clone intact.
     e.driver.delete("keel-t-src").await.unwrap();

@@ -283,10 +283,13 @@ async fn debian_vm_phones_home_and_presents_its_host_key() {
     clone_params.net.ipv4 = Some(Ipv4Addr::new(10, 77, 0, 11));
     clone_params.host_keys = HostKeys::generate(&clone_name).unwrap();
     let t = Instant::now();
-    let clone = driver
-        .clone_vm(&name, &clone_name, &seed::render(&clone_params).unwrap())
-        .await
-        .unwrap();
+    let clone_spec = VmSpec {
+        name: clone_name.clone(),
+        seed: seed::render(&clone_params).unwrap(),
+        net: clone_params.net.clone(),
+        ..spec.clone()
+    };
+    let clone = driver.clone_vm(&name, &clone_spec).await.unwrap();
     let clone_took = t.elapsed();
     assert_eq!(clone.power, PowerState::Stopped);
     assert_ne!(clone.ssh_endpoint, Some(endpoint));

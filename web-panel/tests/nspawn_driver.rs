@@ -643,10 +643,10 @@ async fn snapshot_revert_and_clone_with_its_own_identity() {
     let cname = clone.spec.name.as_str();
     fx.track(cname);
     let t = Instant::now();
-    let info = d.clone_vm(name, cname, &clone.spec.seed).await.unwrap();
+    let info = d.clone_vm(name, &clone.spec).await.unwrap();
     eprintln!("timings: clone (running source) {:?}", t.elapsed());
     assert_eq!(info.power, PowerState::Stopped);
-    d.clone_vm(name, cname, &clone.spec.seed).await.unwrap(); // idempotent
+    d.clone_vm(name, &clone.spec).await.unwrap(); // idempotent
     let t = Instant::now();
     d.start(cname).await.unwrap();
     let ph = cb.wait_for(cname).await;

@@ -693,11 +693,10 @@ impl Driver for HookedDriver {
     }
     async fn clone_vm(
         &self,
-        name: &str,
-        target: &str,
-        seed: &keel_panel::hypervisor::SeedData,
+        source: &str,
+        spec: &keel_panel::hypervisor::VmSpec,
     ) -> Result<keel_panel::hypervisor::VmInfo, DriverError> {
-        self.inner.clone_vm(name, target, seed).await
+        self.inner.clone_vm(source, spec).await
     }
 }
 

@@ -6,7 +6,8 @@
 //! root password, answered once (`services::dbpassword`); the server's tags
 //! (`services::tags`);
 //! snapshots, restores and the site's snapshot schedule
-//! (`services::snapshots`).
+//! (`services::snapshots`); a production server's test server and "clone
+//! production to test" (`services::testservers`).
 //! Handlers parse and shape; the domain functions authorise. [`ROUTES`]
 //! and [`BODIES`] join the API table in `mod.rs`, so the OpenAPI document
 //! and the authorisation matrix cover these routes too.
@@ -27,6 +28,7 @@ use crate::services::certificates::{self, CertificateUpload};
 use crate::services::dbpassword::{self, NewDbPassword};
 use crate::services::packages::{self, AllowedPackage, NewAllowedPackage, ServerPackages};
 use crate::services::snapshots::{self, RestoreBody, Schedule, Snapshot};
+use crate::services::testservers::{self, CloneBody, NewTestServer};
 use crate::services::vhosts::{self, VhostBody};
 
 pub const ROUTES: &[Route] = &[
@@ -156,6 +158,24 @@ pub const ROUTES: &[Route] = &[
         Access::SiteAdmin,
         "Replace the site's snapshot schedule (`every_secs` ≥ 3600, `keep` 1 to 100, `enabled`)",
     ),
+    (
+        "GET",
+        "/services/{id}/test-server",
+        Access::SiteAdmin,
+        "The production server and test server this server belongs to (as either), with the test server's last clone",
+    ),
+    (
+        "POST",
+        "/services/{id}/test-server",
+        Access::SiteAdmin,
+        "Make the production server's test server (201): its own hostname and addresses from the pool, counted by the quotas; `server_type` defaults to production's and must have its OS image and at least its disk (422 otherwise); one test server per production server (409)",
+    ),
+    (
+        "POST",
+        "/services/{id}/clone",
+        Access::SiteAdmin,
+        "Replace the test server's disk with a copy of its production server's (a `clone` job, 202); `confirm` must be the test server's hostname (422 otherwise). The copy boots with the test server's hostname, addresses and new host keys, then the roles run again",
+    ),
 ];
 
 /// Request and answer schemas of [`ROUTES`], as in `mod.rs`.
@@ -236,6 +256,14 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         Some("Schedule"),
         Some("Schedule"),
     ),
+    ("GET", "/services/{id}/test-server", None, Some("TestPair")),
+    (
+        "POST",
+        "/services/{id}/test-server",
+        Some("NewTestServer"),
+        Some("Created"),
+    ),
+    ("POST", "/services/{id}/clone", Some("CloneBody"), None),
 ];
 
 /// Routes of this table whose GET answers a JSON array.
@@ -265,6 +293,11 @@ pub fn schemas(b: utoipa::openapi::ComponentsBuilder) -> utoipa::openapi::Compon
         .schema_from::<Snapshot>()
         .schema_from::<RestoreBody>()
         .schema_from::<Schedule>()
+        .schema_from::<NewTestServer>()
+        .schema_from::<CloneBody>()
+        .schema_from::<testservers::TestPair>()
+        .schema_from::<testservers::CloneRun>()
+        .schema_from::<testservers::CloneState>()
 }
 
 pub fn router() -> Router<AppState> {
@@ -297,6 +330,11 @@ pub fn router() -> Router<AppState> {
             "/sites/{id}/snapshot-schedule",
             axum::routing::get(snapshot_schedule).put(set_snapshot_schedule),
         )
+        .route(
+            "/services/{id}/test-server",
+            axum::routing::get(test_pair).post(create_test_server),
+        )
+        .route("/services/{id}/clone", post(clone_to_test))
         .route(
             "/services/{id}/packages",
             axum::routing::get(server_packages).put(set_server_packages),
@@ -471,4 +509,27 @@ async fn set_snapshot_schedule(
     Json(b): Json<Schedule>,
 ) -> ApiResult {
     ok(snapshots::set_schedule(&st.db, &a.principal, id, &b).await?)
+}
+
+async fn test_pair(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    ok(testservers::pair(&st.db, &a.principal, id).await?)
+}
+
+async fn create_test_server(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<NewTestServer>,
+) -> ApiResult {
+    created(testservers::create(&st.db, &a.principal, id, &b).await?)
+}
+
+async fn clone_to_test(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<CloneBody>,
+) -> ApiResult {
+    let job = testservers::clone(&st.db, &a.principal, id, &b).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
 }

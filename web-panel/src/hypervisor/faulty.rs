@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Driver, DriverError, DriverResult, SeedData, SnapshotInfo, VmInfo, VmSpec};
+use super::{Driver, DriverError, DriverResult, SnapshotInfo, VmInfo, VmSpec};
 
 /// Where an injected fault struck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,8 +152,8 @@ impl<D: Driver> Driver for FaultyDriver<D> {
         )
         .await
     }
-    async fn clone_vm(&self, name: &str, target: &str, seed: &SeedData) -> DriverResult<VmInfo> {
-        self.call("clone_vm", self.inner.clone_vm(name, target, seed))
+    async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo> {
+        self.call("clone_vm", self.inner.clone_vm(source, spec))
             .await
     }
 }
@@ -215,7 +215,7 @@ mod tests {
         async fn snapshot_delete(&self, _: &str, _: &str) -> DriverResult<()> {
             self.hit()
         }
-        async fn clone_vm(&self, _: &str, _: &str, _: &SeedData) -> DriverResult<VmInfo> {
+        async fn clone_vm(&self, _: &str, _: &VmSpec) -> DriverResult<VmInfo> {
             unimplemented!()
         }
     }

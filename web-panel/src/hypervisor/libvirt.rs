@@ -959,14 +959,15 @@ impl Driver for LibvirtDriver {
         .await
     }
 
-    async fn clone_vm(&self, name: &str, target: &str, seed: &SeedData) -> DriverResult<VmInfo> {
-        check_name("VM", target)?;
+    async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo> {
+        check_name("VM", &spec.name)?;
+        let target = spec.name.as_str();
         let _guard = self.ops.lock().await;
         if let Some(info) = self.status_opt(target).await? {
             return Ok(info);
         }
-        let n = name.to_string();
-        let meta = self
+        let n = source.to_string();
+        let src_meta = self
             .with_conn(move |c| {
                 let d = Self::lookup(c, &n)?;
                 Self::meta_of(&d).ok_or_else(|| {
@@ -974,10 +975,26 @@ impl Driver for LibvirtDriver {
                 })
             })
             .await?;
-        let image_dir = self.cfg.images.image_dir(&meta.image)?;
+        if src_meta.image != spec.image {
+            return Err(DriverError::Permanent(format!(
+                "a clone of {source} runs its image {}, not {}",
+                src_meta.image, spec.image
+            )));
+        }
+        let image_dir = self.cfg.images.image_dir(&spec.image)?;
         let base = image_dir.join("disk.qcow2");
-        let source = self.vm_dir(name).join("disk.qcow2");
+        let from = self.vm_dir(source).join("disk.qcow2");
+        let want = spec.disk_gb.saturating_mul(1 << 30);
+        let have = virtual_size(&from).await?;
+        if want < have {
+            return Err(DriverError::Permanent(format!(
+                "disk_gb {} is smaller than the disk of {source} ({have} bytes)",
+                spec.disk_gb
+            )));
+        }
         let dir = self.make_vm_dir(target).await?;
+        // Not defined yet, so any disk here is a leftover of a failed
+        // attempt that nothing uses: start over.
         let disk = dir.join("disk.qcow2");
         let _ = tokio::fs::remove_file(&disk).await;
         // Only what differs from the base image is copied; the new disk is
@@ -995,25 +1012,43 @@ impl Driver for LibvirtDriver {
                 base.as_os_str(),
                 "-F".as_ref(),
                 "qcow2".as_ref(),
-                source.as_os_str(),
+                from.as_os_str(),
                 disk.as_os_str(),
             ],
         )
         .await?;
+        if want > have {
+            let size_arg = format!("{}G", spec.disk_gb);
+            run(
+                "qemu-img",
+                &[
+                    "resize".as_ref(),
+                    "-q".as_ref(),
+                    disk.as_os_str(),
+                    size_arg.as_ref(),
+                ],
+            )
+            .await?;
+        }
         set_mode(&disk, 0o600).await?;
-        // A clone only has its seed to say where it lives.
-        let addr = seed::static_ipv4(&seed.network_config);
-        self.define(
-            target,
-            VmMeta {
-                ssh_port: None,
-                ..meta
-            },
-            seed,
-            &image_dir,
-            addr,
-        )
-        .await
+        let meta = VmMeta {
+            image: spec.image.clone(),
+            cpus: spec.cpus.max(1),
+            ram_mb: spec.ram_mb,
+            disk_gb: spec.disk_gb,
+            ssh_port: None,
+        };
+        let addr = spec
+            .net
+            .ipv4
+            .map(|address| StaticIpv4 {
+                address,
+                prefix: spec.net.prefix4.min(32),
+                gateway: spec.net.gateway4,
+            })
+            .or_else(|| seed::static_ipv4(&spec.seed.network_config));
+        self.define(target, meta, &spec.seed, &image_dir, addr)
+            .await
     }
 }
 

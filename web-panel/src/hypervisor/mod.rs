@@ -171,9 +171,15 @@ pub trait Driver: Send + Sync + 'static {
     async fn snapshot_list(&self, name: &str) -> DriverResult<Vec<SnapshotInfo>>;
     async fn snapshot_revert(&self, name: &str, snapshot: &str) -> DriverResult<()>;
     async fn snapshot_delete(&self, name: &str, snapshot: &str) -> DriverResult<()>;
-    /// Copies a (stopped or running) VM's disk into a new VM `target` that
-    /// boots with `seed` (its own identity). Idempotent by `target`.
-    async fn clone_vm(&self, name: &str, target: &str, seed: &SeedData) -> DriverResult<VmInfo>;
+    /// Creates the VM `spec` describes (not started), as `create` does,
+    /// but with a copy of VM `source`'s disk instead of a fresh one from the
+    /// image: `spec.name`, its sizes, its seed and its network are the new
+    /// VM's own, so it boots as itself with the source's data. The source
+    /// may be running: the copy is then what a power cut would leave.
+    /// `spec.image` must be the source's image, and the new disk cannot be
+    /// smaller than the source's (`Permanent` otherwise). Idempotent by
+    /// `spec.name`: a VM of that name is returned as it is.
+    async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo>;
 }
 
 /// Where drivers find base images: `<dir>/<image>/{disk.qcow2,vmlinuz,initrd.img,rootfs/}`

@@ -554,53 +554,58 @@ impl NspawnDriver {
         Ok(())
     }
 
-    async fn clone_locked(
-        &self,
-        name: &str,
-        target: &str,
-        seed: &SeedData,
-    ) -> DriverResult<VmInfo> {
-        check_name(name)?;
-        check_name(target)?;
+    async fn clone_locked(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo> {
+        check_name(source)?;
+        check_name(&spec.name)?;
+        let target = spec.name.as_str();
         if self.load(target).await.is_ok() {
             return Ok(self.info(target, self.power(target).await));
         }
-        let src = self.load(name).await?;
-        let net = container_net(target, seed)?;
-        let mut spec = src.spec.clone();
-        spec.name = target.to_string();
-        spec.seed = seed.clone();
-        // The clone's identity is the one in its seed.
-        spec.net.ipv4 = net.ipv4;
-        spec.net.gateway4 = net.gateway4;
-        spec.net.ipv6 = net.ipv6;
-        spec.net.gateway6 = net.gateway6;
-        if let Some(p) = super::seed::static_ipv4(&seed.network_config) {
-            spec.net.prefix4 = p.prefix;
+        let src = self.load(source).await?;
+        if src.spec.image != spec.image {
+            return Err(DriverError::Permanent(format!(
+                "a clone of {source} runs its image {}, not {}",
+                src.spec.image, spec.image
+            )));
         }
-        if let Some(h) = yaml_serde::from_str::<Json>(&seed.meta_data)
-            .ok()
-            .and_then(|m| m.get("local-hostname")?.as_str().map(str::to_string))
-        {
-            spec.net.hostname = h;
-        }
+        // The clone's identity is the spec's (as `create` reads it), never
+        // the source's.
+        let net = if spec.net.ipv4.is_some() || spec.net.ipv6.is_some() {
+            ContainerNet {
+                veth: veth_name(target),
+                ipv4: spec.net.ipv4,
+                gateway4: spec.net.gateway4,
+                ipv6: spec.net.ipv6,
+                gateway6: spec.net.gateway6,
+            }
+        } else {
+            container_net(target, &spec.seed)?
+        };
         let meta = Meta {
             net,
-            spec,
+            spec: spec.clone(),
             lower: src.lower.clone(),
             created_at: chrono::Utc::now().timestamp(),
         };
         let tmp = self.fresh_tmp(target).await?;
         let built = async {
-            copy_tree(&self.container_dir(name).join("upper"), &tmp.join("upper")).await?;
+            // The source's upper layer is its disk: a copy of a running
+            // container's is what a power cut would leave.
+            copy_tree(
+                &self.container_dir(source).join("upper"),
+                &tmp.join("upper"),
+            )
+            .await?;
             for d in ["work", "merged", "snapshots"] {
                 mkdir(&tmp.join(d)).await?;
             }
             // The clone is a new machine: a new machine-id (the image's is
             // empty, so systemd makes one) and the new seed, whose new
-            // instance-id makes cloud-init run its first-boot modules again.
+            // instance-id makes cloud-init run its first-boot modules again
+            // (hostname, network, the seed's host keys after deleting the
+            // copied ones, phone_home).
             let _ = tokio::fs::remove_file(tmp.join("upper/etc/machine-id")).await;
-            self.write_seed(&tmp, seed).await?;
+            self.write_seed(&tmp, &spec.seed).await?;
             write_private(
                 &tmp.join("meta.json"),
                 &serde_json::to_vec_pretty(&meta).unwrap(),
@@ -745,10 +750,10 @@ impl Driver for NspawnDriver {
         }
     }
 
-    async fn clone_vm(&self, name: &str, target: &str, seed: &SeedData) -> DriverResult<VmInfo> {
-        let lock = self.lock(target);
+    async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo> {
+        let lock = self.lock(&spec.name);
         let _g = lock.lock().await;
-        self.clone_locked(name, target, seed).await
+        self.clone_locked(source, spec).await
     }
 }
 

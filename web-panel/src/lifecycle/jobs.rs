@@ -48,10 +48,11 @@ pub enum JobKind {
     CertificateRenewal,
     Snapshot,
     Restore,
+    CloneProduction,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 15] = [
+    pub const ALL: [JobKind; 16] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -67,6 +68,7 @@ impl JobKind {
         JobKind::CertificateRenewal,
         JobKind::Snapshot,
         JobKind::Restore,
+        JobKind::CloneProduction,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -87,6 +89,7 @@ impl JobKind {
             JobKind::CertificateRenewal => "certificate_renewal",
             JobKind::Snapshot => "snapshot",
             JobKind::Restore => "restore",
+            JobKind::CloneProduction => "clone",
         }
     }
 
@@ -535,6 +538,33 @@ impl RestoreJob {
     }
 }
 
+/// `clone`: a test server's disk replaced by a copy of its production
+/// server's, booted with the test server's own identity (hostname,
+/// addresses, new host keys), then handed to the flow's OS-ready wait and
+/// `configure`, which reruns the roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneJob {
+    /// The test server.
+    pub service_id: i64,
+}
+
+impl FlowJob for CloneJob {
+    const KIND: JobKind = JobKind::CloneProduction;
+}
+
+impl CloneJob {
+    /// On the hypervisor queue, coalesced per test server (a request while
+    /// one waits is that one), under the test server's serialisation key
+    /// (never beside its other jobs); the default retry policy.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .queue(HYPERVISOR_QUEUE)
+            .unique_key(format!("clone:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +613,7 @@ mod tests {
             CertificateRenewalJob::KIND,
             SnapshotJob::KIND,
             RestoreJob::KIND,
+            CloneJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));

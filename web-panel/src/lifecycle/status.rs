@@ -42,6 +42,10 @@ pub enum Step {
     Configure,
     /// The `deprovision` job: VM delete, address release.
     Deprovision,
+    /// The `clone` job: a test server's disk replaced by a copy of its
+    /// production server's, booted with the test server's identity. It
+    /// moves the test server through `creating_vm` as `provision` does.
+    Clone,
 }
 
 /// What one status means. Built only by [`Status::rules`], so every status
@@ -182,12 +186,13 @@ impl Status {
 }
 
 impl Step {
-    pub const ALL: [Step; 5] = [
+    pub const ALL: [Step; 6] = [
         Step::CreateVm,
         Step::OsReady,
         Step::HostKey,
         Step::Configure,
         Step::Deprovision,
+        Step::Clone,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -197,6 +202,7 @@ impl Step {
             Step::HostKey => "host_key",
             Step::Configure => "configure",
             Step::Deprovision => "deprovision",
+            Step::Clone => "clone",
         }
     }
 
@@ -205,7 +211,7 @@ impl Step {
     /// configuration failed is kept for inspection.
     pub const fn deletes_vm_on_failure(self) -> bool {
         match self {
-            Step::CreateVm | Step::OsReady => true,
+            Step::CreateVm | Step::OsReady | Step::Clone => true,
             Step::HostKey | Step::Configure | Step::Deprovision => false,
         }
     }
@@ -216,7 +222,8 @@ impl Step {
     pub const fn may_fail(self, status: Status, called_back: bool) -> bool {
         let r = status.rules();
         match self {
-            Step::CreateVm => matches!(r.owner, Some(Step::CreateVm)),
+            // A clone holds its test server in the statuses `provision` owns.
+            Step::CreateVm | Step::Clone => matches!(r.owner, Some(Step::CreateVm)),
             Step::OsReady => matches!(r.owner, Some(Step::OsReady)) && !called_back,
             // The role run also fails a ready server it re-converges; only
             // a service already failed or going away is left alone.
@@ -372,6 +379,10 @@ mod tests {
         assert!(!Step::OsReady.may_fail(Status::Configuring, false));
         // The provision step only fails what it has not handed on.
         assert!(!Step::CreateVm.may_fail(Status::InstallingOs, false));
+        // A clone fails its test server only once it has taken it over.
+        assert!(Step::Clone.may_fail(Status::CreatingVm, false));
+        assert!(!Step::Clone.may_fail(Status::Ready, false));
+        assert!(!Step::Clone.may_fail(Status::InstallingOs, false));
         // A role run fails a ready server, never a deleted or failed one.
         assert!(Step::Configure.may_fail(Status::Ready, true));
         for s in [Status::Failed, Status::Deleting, Status::Deleted] {

@@ -96,6 +96,9 @@ pub enum ProvisionError {
     /// A fact the flow needs is missing (no address, no state row).
     #[error("{0}")]
     Missing(String),
+    /// A clone's production server is not ready to be copied.
+    #[error("the production server is {status}, not ready")]
+    SourceNotReady { status: crate::lifecycle::Status },
     /// The server is not ready for this job yet (an `access` job waiting
     /// for `configure` to finish): try again later.
     #[error("not ready yet: {0}")]
@@ -129,6 +132,7 @@ impl ProvisionError {
             | ProvisionError::PoolExhausted { .. }
             | ProvisionError::NoCallback { .. }
             | ProvisionError::Playbook(_)
+            | ProvisionError::SourceNotReady { .. }
             | ProvisionError::Missing(_) => JobError::permanent(self),
             ProvisionError::Panel(_)
             | ProvisionError::Io { .. }

@@ -36,6 +36,10 @@ pub enum FailureReason {
     SshUnreachable,
     /// Any other failure of the role run.
     ConfigureRun,
+    /// A clone could not start: the production server was not ready.
+    CloneSourceNotReady,
+    /// Any other failure while a clone copied production's disk.
+    CloneFailed,
 }
 
 impl FailureReason {
@@ -52,6 +56,11 @@ impl FailureReason {
                     power_cycles: os_ready_resets,
                 },
                 _ => FailureReason::PowerCycle,
+            },
+            Step::Clone => match error {
+                ProvisionError::PoolExhausted { .. } => FailureReason::NoFreeAddress,
+                ProvisionError::SourceNotReady { .. } => FailureReason::CloneSourceNotReady,
+                _ => FailureReason::CloneFailed,
             },
             Step::HostKey | Step::Configure | Step::Deprovision => match error {
                 ProvisionError::HostKeyMismatch { .. } => FailureReason::HostKeyMismatch,
@@ -72,6 +81,7 @@ impl FailureReason {
             Step::OsReady => FailureReason::PowerCycle,
             Step::HostKey => FailureReason::HostKeyMismatch,
             Step::Configure | Step::Deprovision => FailureReason::ConfigureRun,
+            Step::Clone => FailureReason::CloneFailed,
         }
     }
 
@@ -85,6 +95,7 @@ impl FailureReason {
             FailureReason::TaskFailed { .. }
             | FailureReason::SshUnreachable
             | FailureReason::ConfigureRun => Step::Configure,
+            FailureReason::CloneSourceNotReady | FailureReason::CloneFailed => Step::Clone,
         }
     }
 
@@ -120,6 +131,10 @@ impl fmt::Display for FailureReason {
                 "the configuration run failed: the VM's SSH server could not be reached",
             ),
             FailureReason::ConfigureRun => f.write_str("the configuration run failed"),
+            FailureReason::CloneSourceNotReady => {
+                f.write_str("the clone did not start: the production server is not ready")
+            }
+            FailureReason::CloneFailed => f.write_str("the clone of the production server failed"),
         }
     }
 }

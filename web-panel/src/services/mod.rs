@@ -21,7 +21,8 @@
 //! `certificates.rs` (vhosts' TLS certificates: ACME orders, uploads,
 //! renewals, the `certificate` jobs).
 //! `snapshots.rs` (snapshots on demand and on the site's schedule,
-//! restores).
+//! restores), `testservers.rs` (a production server's test server and
+//! "clone production to test", the `clone` job).
 
 pub mod access;
 pub mod catalog;
@@ -38,5 +39,6 @@ pub mod servers;
 pub mod sites;
 pub mod snapshots;
 pub mod tags;
+pub mod testservers;
 pub mod unix_groups;
 pub mod vhosts;

@@ -76,6 +76,8 @@ pub struct Service {
     pub hostname: Option<String>,
     pub ipv4: Option<String>,
     pub ipv6: Option<String>,
+    /// For a test server: the production server it is a copy of.
+    pub test_of: Option<i64>,
 }
 
 /// The virtual machine behind a service.

@@ -17,16 +17,17 @@ use crate::lifecycle::jobs::{AccessJob, DeprovisionJob, JobKind, ProvisionJob};
 use crate::lifecycle::{transition, Status};
 use crate::queue::{self, JobFilter};
 use crate::services::model::{
-    DnsState, DnsStatus, HostKeyView, JobView, Service, ServiceDetail, Vm, SERVICE_KINDS,
+    DnsState, DnsStatus, HostKeyView, JobView, ServerType, Service, ServiceDetail, Vm,
+    SERVICE_KINDS,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
 use crate::services::{access, catalog};
-use crate::store::Store;
+use crate::store::{Store, Tx};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 const SELECT: &str = "SELECT s.id, s.site_id, si.name AS site_name, s.kind, t.name AS server_type, s.status, \
      s.failure_reason, s.cpus, s.ram_mb, s.disk_gb, s.created_by, s.created_at, s.updated_at, \
-     a.hostname, a.ipv4, a.ipv6 \
+     a.hostname, a.ipv4, a.ipv6, s.test_of \
      FROM services s JOIN sites si ON si.id = s.site_id JOIN server_types t ON t.id = s.server_type_id \
      LEFT JOIN pool_addresses a ON a.service_id = s.id";
 
@@ -157,55 +158,19 @@ pub async fn create(
                 format!("no server type named {:?}", req.server_type),
             )
         })?;
-    alloc::check_quota(
-        &mut conn,
-        who.user_id,
-        Resources {
-            vms: 1,
-            vcpus: stype.cpus,
-            ram_mb: stype.ram_mb,
-            disk_gb: stype.disk_gb,
+    let created = insert(
+        &mut tx,
+        who,
+        now,
+        NewServer {
+            site_id: req.site_id,
+            kind: &req.kind,
+            server_type: &stype,
+            pool_type: &req.pool_type,
+            test_of: None,
         },
     )
     .await?;
-    let service_id = scalar!(
-        &mut conn,
-        i64,
-        "INSERT INTO services (site_id, kind, server_type_id, status, cpus, ram_mb, disk_gb, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
-        req.site_id,
-        req.kind.as_str(),
-        stype.id,
-        Status::Requested,
-        stype.cpus,
-        stype.ram_mb,
-        stype.disk_gb,
-        who.user_id,
-        now
-    )?
-    .ok_or_else(|| PanelError::Internal("service insert returned nothing".into()))?;
-    if alloc::claim(&mut conn, &req.pool_type, service_id, now)
-        .await?
-        .is_none()
-    {
-        return Err(PanelError::PoolExhausted(format!(
-            "no free addresses left in the {} pools",
-            req.pool_type
-        )));
-    }
-    let service = load(&mut conn, service_id).await?;
-    audit::record(
-        &mut conn,
-        now,
-        who,
-        Change::new("service.create", "service", service_id).after(&service),
-    )
-    .await?;
-    let job = queue::enqueue(&mut tx, ProvisionJob { service_id }.spec(who.actor_id())).await?;
-    let created = Created {
-        service,
-        job_id: job.job_id,
-    };
     if let Some(key) = idempotency_key {
         let body =
             serde_json::to_string(&created).map_err(|e| PanelError::Internal(e.to_string()))?;
@@ -221,6 +186,82 @@ pub async fn create(
     Ok(CreateOutcome {
         created,
         replayed: false,
+    })
+}
+
+/// What a new server is made of, once the caller has checked the site
+/// and who asks.
+pub(crate) struct NewServer<'a> {
+    pub site_id: i64,
+    /// `production` or `test`.
+    pub kind: &'a str,
+    pub server_type: &'a ServerType,
+    pub pool_type: &'a str,
+    /// For a test server: its production server.
+    pub test_of: Option<i64>,
+}
+
+/// The part of making a server every kind shares, in the caller's
+/// transaction: the quota check (every server counts, test servers too),
+/// the service row, the address claim, the audit row and the `provision`
+/// job.
+pub(crate) async fn insert(
+    tx: &mut Tx,
+    who: &Principal,
+    now: i64,
+    new: NewServer<'_>,
+) -> Result<Created, PanelError> {
+    let mut conn = tx_conn(tx);
+    let stype = new.server_type;
+    alloc::check_quota(
+        &mut conn,
+        who.user_id,
+        Resources {
+            vms: 1,
+            vcpus: stype.cpus,
+            ram_mb: stype.ram_mb,
+            disk_gb: stype.disk_gb,
+        },
+    )
+    .await?;
+    let service_id = scalar!(
+        &mut conn,
+        i64,
+        "INSERT INTO services (site_id, kind, server_type_id, status, cpus, ram_mb, disk_gb, created_by, created_at, updated_at, test_of) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING id",
+        new.site_id,
+        new.kind,
+        stype.id,
+        Status::Requested,
+        stype.cpus,
+        stype.ram_mb,
+        stype.disk_gb,
+        who.user_id,
+        now,
+        new.test_of
+    )?
+    .ok_or_else(|| PanelError::Internal("service insert returned nothing".into()))?;
+    if alloc::claim(&mut conn, new.pool_type, service_id, now)
+        .await?
+        .is_none()
+    {
+        return Err(PanelError::PoolExhausted(format!(
+            "no free addresses left in the {} pools",
+            new.pool_type
+        )));
+    }
+    let service = load(&mut conn, service_id).await?;
+    audit::record(
+        &mut conn,
+        now,
+        who,
+        Change::new("service.create", "service", service_id).after(&service),
+    )
+    .await?;
+    let job = queue::enqueue(tx, ProvisionJob { service_id }.spec(who.actor_id())).await?;
+    Ok(Created {
+        service,
+        job_id: job.job_id,
     })
 }
 

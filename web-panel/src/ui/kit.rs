@@ -21,6 +21,10 @@ fn templates() -> &'static Environment<'static> {
             ("servers.html", include_str!("../../templates/servers.html")),
             ("server.html", include_str!("../../templates/server.html")),
             (
+                "server_test.html",
+                include_str!("../../templates/server_test.html"),
+            ),
+            (
                 "new_server.html",
                 include_str!("../../templates/new_server.html"),
             ),

@@ -336,6 +336,10 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
         }
         None => (Vec::new(), None),
     };
+    let test_pair = match picked {
+        Some(_) => Some(crate::services::testservers::pair(&st.db, &a.principal, id).await?),
+        None => None,
+    };
     page(
         &a,
         "server.html",
@@ -346,6 +350,7 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
             manages => picked.is_some(),
             snapshots => Value::from(Serde(&snapshots)),
             snapshot_schedule => Value::from(Serde(&schedule)),
+            test_pair => Value::from(Serde(&test_pair)),
             packages => Value::from(Serde(&picked)),
             allowed_packages => Value::from(Serde(&allowed)),
         },

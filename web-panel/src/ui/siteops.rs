@@ -2,7 +2,8 @@
 //! add, change and delete vhosts, apply them again; order a vhost's
 //! certificate from the ACME server (or renew it now), or upload one; pick
 //! system packages from the allowed list; set the server's tags. Also the
-//! platform admins' page of allowed packages (`/admin/packages`). Each form
+//! platform admins' page of allowed packages (`/admin/packages`); make a
+//! production server's test server, clone production to test. Each form
 //! posts the session's `csrf` and calls the same domain functions as the
 //! API (`services::vhosts`, `services::certificates`, `services::packages`,
 //! `services::tags`), so a refusal (a bad host name, a name another site
@@ -27,6 +28,7 @@ use crate::services::dbpassword;
 use crate::services::packages::{self, NewAllowedPackage, ServerPackages};
 use crate::services::snapshots::{self, RestoreBody, Schedule};
 use crate::services::tags::{self, TagsBody};
+use crate::services::testservers::{self, CloneBody, NewTestServer};
 use crate::services::vhosts::{self, VhostBody};
 
 pub fn router() -> Router<AppState> {
@@ -43,6 +45,8 @@ pub fn router() -> Router<AppState> {
             post(snapshot_restore),
         )
         .route("/sites/{id}/snapshot-schedule", post(snapshot_schedule_set))
+        .route("/servers/{id}/test-server", post(test_server_create))
+        .route("/servers/{id}/clone", post(clone_to_test))
         .route("/admin/packages", get(admin_packages).post(package_allow))
         .route(
             "/admin/packages/{package_id}/delete",
@@ -382,4 +386,42 @@ async fn snapshot_schedule_set(
     };
     snapshots::set_schedule(&st.db, &a.principal, site, &want).await?;
     to_server(f.back)
+}
+
+#[derive(Deserialize)]
+struct TestServerForm {
+    #[serde(default)]
+    csrf: String,
+    /// Empty for production's own type.
+    #[serde(default)]
+    server_type: String,
+}
+
+async fn test_server_create(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<TestServerForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let body = NewTestServer {
+        server_type: Some(f.server_type.trim().to_string()).filter(|t| !t.is_empty()),
+        pool_type: None,
+    };
+    let created = testservers::create(&st.db, &a.principal, id, &body).await?;
+    to_server(created.service.id)
+}
+
+/// The clone form: the test server's hostname typed in `confirm`.
+async fn clone_to_test(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<RestoreForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    testservers::clone(&st.db, &a.principal, id, &CloneBody { confirm: f.confirm }).await?;
+    to_server(id)
 }

@@ -108,6 +108,8 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
         None,
     )
     .await?;
+    // A test server rebuilt from production's disk is now its copy.
+    crate::services::testservers::finish_booting(&mut conn, now, id, None).await?;
     super::dns::queue_publish(p, &mut tx, id).await?;
     // The server's vhosts, stored before it was ready, are applied now.
     crate::services::vhosts::queue_if_any(&mut tx, id).await?;

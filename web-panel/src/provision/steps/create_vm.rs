@@ -10,12 +10,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::failure::{fail, step_error};
-use super::kit::{check_cancel, hypervisor_policy, prov, read_state, vm_exists};
+use super::kit::{
+    check_cancel, hypervisor_policy, prov, read_state, vm_exists, ProvRow, ServiceFacts,
+};
 use crate::alloc;
 use crate::db::tx_conn;
 use crate::domain::Principal;
 use crate::hypervisor::seed::{self, HostKeys, SeedParams};
-use crate::hypervisor::{NetIdentity, PowerState, VmSpec};
+use crate::hypervisor::{NetIdentity, PowerState, VmInfo, VmSpec};
 use crate::lifecycle::jobs::{ConfigureJob, FlowJob, OsReadyJob, ProvisionJob};
 use crate::lifecycle::{transition, Status, Step};
 use crate::provision::{callback, FailureReason, ProvisionError, Provisioner};
@@ -225,6 +227,32 @@ async fn provision(
     tx.commit().await?;
 
     // creating_vm: the driver builds the VM from the seed (idempotent by name).
+    let spec = vm_spec(p, &name, &svc, &allocation, &row)?;
+    check_cancel(cancel)?;
+    let info = driver.create(&spec).await?;
+    check_cancel(cancel)?;
+    driver.start(&name).await?;
+
+    // installing_os: record the VM, forget the private host key, arm the timeout.
+    let mut tx = p.db.begin().await?;
+    if hand_over(p, &mut tx, id, driver.kind(), &svc, &info, row.generation).await? {
+        tx.commit().await?;
+        tracing::info!(service_id = id, vm = %name, "VM created and started");
+    }
+    Ok(())
+}
+
+/// What the driver builds the service's VM from: its sizes and image, and
+/// the seed of its provisioning row's generation (its address, the host
+/// keys the panel generated, the signed phone-home URL). `row` must still
+/// hold the private host key.
+pub(super) fn vm_spec(
+    p: &Provisioner,
+    name: &str,
+    svc: &ServiceFacts,
+    allocation: &crate::alloc::Allocation,
+    row: &ProvRow,
+) -> Result<VmSpec, ProvisionError> {
     let private = row
         .host_key_private
         .clone()
@@ -234,7 +262,7 @@ async fn provision(
         ed25519_public: row.host_key_public.clone(),
         fingerprint: String::new(),
     };
-    let net = net_identity(&allocation)?;
+    let net = net_identity(allocation)?;
     let spec_net = net.clone();
     let base = p.callback_base(allocation.gateway4.as_deref())?;
     let mut params = SeedParams::new(format!("{name}-g{}", row.generation), net, host_keys);
@@ -244,27 +272,41 @@ async fn provision(
     params.phone_home_url = Some(callback::callback_url(
         &base,
         &row.callback_secret,
-        &name,
+        name,
         row.generation,
     ));
-    let spec = VmSpec {
-        name: name.clone(),
+    Ok(VmSpec {
+        name: name.to_string(),
         cpus: svc.cpus.max(1) as u32,
         ram_mb: svc.ram_mb.max(1) as u64,
         disk_gb: svc.disk_gb.max(1) as u64,
         image: svc.os_image.clone(),
         seed: seed::render(&params)?,
         net: spec_net,
-    };
-    check_cancel(cancel)?;
-    let info = driver.create(&spec).await?;
-    check_cancel(cancel)?;
-    driver.start(&name).await?;
+    })
+}
 
-    // installing_os: record the VM, forget the private host key, arm the timeout.
+/// A VM built from the seed of `generation` is running: in `tx`, record it
+/// (`vms`), forget the private host key and move the service from
+/// `creating_vm` on to `installing_os` with its OS-ready wait, or straight
+/// to `configuring` with `configure` queued when the VM has called back
+/// already (it boots while the step is between `start` and this commit,
+/// or the step was cut off and run again; cloud-init phones home once per
+/// instance, so waiting now would time out a healthy VM). False, changing
+/// nothing, when the service left `creating_vm` meanwhile (deleted:
+/// `deprovision` removes the VM). `provision` and `clone` end with it.
+pub(super) async fn hand_over(
+    p: &Provisioner,
+    tx: &mut crate::store::Tx,
+    id: i64,
+    hypervisor: &str,
+    svc: &ServiceFacts,
+    info: &VmInfo,
+    generation: i64,
+) -> Result<bool, ProvisionError> {
+    let system = Principal::system();
     let now = p.db.now();
-    let mut tx = p.db.begin().await?;
-    let mut conn = tx_conn(&mut tx);
+    let mut conn = tx_conn(tx);
     let status = scalar!(
         &mut conn,
         Status,
@@ -272,8 +314,7 @@ async fn provision(
         id
     )?;
     if status != Some(Status::CreatingVm) {
-        // Deleted meanwhile: `deprovision` removes the VM.
-        return Ok(());
+        return Ok(false);
     }
     execute!(
         &mut conn,
@@ -283,7 +324,7 @@ async fn provision(
            cpus = excluded.cpus, ram_mb = excluded.ram_mb, disk_gb = excluded.disk_gb, \
            power_state = excluded.power_state, updated_at = excluded.updated_at",
         id,
-        driver.kind(),
+        hypervisor,
         info.vm_ref.as_str(),
         svc.cpus,
         svc.ram_mb,
@@ -299,17 +340,13 @@ async fn provision(
         info.ssh_endpoint.map(|a| a.to_string()),
         now
     )?;
-    // The VM may have called back already (it boots while this step is
-    // still between `start` and this commit, or this step was cut off and
-    // re-run). cloud-init phones home once per instance, so waiting for a
-    // callback now would time out a healthy VM: go on to `configure`.
     let called_back = scalar!(
         &mut conn,
         i64,
         "SELECT callback_at FROM vm_provisioning \
          WHERE service_id = $1 AND generation = $2 AND callback_at IS NOT NULL",
         id,
-        row.generation
+        generation
     )?
     .is_some();
     transition(
@@ -335,27 +372,27 @@ async fn provision(
             None,
         )
         .await?;
-        queue::enqueue(&mut tx, ConfigureJob { service_id: id }.spec(None)).await?;
-        tx.commit().await?;
-        tracing::info!(service_id = id, vm = %name, "VM created and already called back; configure queued");
-        return Ok(());
+        queue::enqueue(tx, ConfigureJob { service_id: id }.spec(None)).await?;
+        tracing::info!(
+            service_id = id,
+            "the VM has already called back; configure queued"
+        );
+        return Ok(true);
     }
     let wait = OsReadyJob {
         service_id: id,
-        generation: row.generation,
+        generation,
         resets: 0,
     };
     queue::enqueue(
-        &mut tx,
+        tx,
         wait.spec(Duration::from_secs(p.config.os_ready_timeout_secs)),
     )
     .await?;
-    tx.commit().await?;
-    tracing::info!(service_id = id, vm = %name, "VM created and started; waiting for its callback");
-    Ok(())
+    Ok(true)
 }
 
-fn net_identity(a: &crate::alloc::Allocation) -> Result<NetIdentity, ProvisionError> {
+pub(super) fn net_identity(a: &crate::alloc::Allocation) -> Result<NetIdentity, ProvisionError> {
     let bad =
         |what: &str, v: &str| ProvisionError::Missing(format!("address {what} {v:?} is invalid"));
     let ipv4 = a

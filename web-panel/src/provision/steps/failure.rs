@@ -100,6 +100,8 @@ async fn mark_failed(
         step,
         now
     )?;
+    // A clone that was booting ends with the server.
+    crate::services::testservers::finish_booting(&mut conn, now, id, Some(reason)).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -23,6 +23,7 @@
 //! | `certificate_renewal` (`certificate_renewal.rs`, cron) | — (every ACME certificate due) | default | recorded for admins |
 //! | `snapshot` (`snapshots.rs`, hypervisor queue) | ready | default | recorded for admins |
 //! | `restore` (`snapshots.rs`, hypervisor queue) | ready | default | recorded for admins |
+//! | `clone` (`clone.rs`, hypervisor queue) | a test server: ready or failed, then creating_vm | default | failed (if taken over); VM deleted, then address released |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -48,7 +49,9 @@
 //! admins picked), `db_password.rs` (MariaDB's root password),
 //! `certificate.rs` (vhost certificates ordered by ACME and installed),
 //! `certificate_renewal.rs` (ACME certificates due, requested again),
-//! `snapshots.rs` (snapshots and restores through the driver). Below
+//! `snapshots.rs` (snapshots and restores through the driver), `clone.rs`
+//! (a test server rebuilt from its production server's disk; it shares
+//! `create_vm.rs`'s seed and hand-over). Below
 //! them, `role_run.rs` (the host-key check and role run `configure`,
 //! `access`, `vhosts`, `packages`, `db_password` and `certificate` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
@@ -59,6 +62,7 @@
 pub mod access;
 pub mod certificate;
 pub mod certificate_renewal;
+pub mod clone;
 pub mod configure;
 pub mod create_vm;
 pub mod db_password;
@@ -111,6 +115,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             }
             JobKind::Snapshot => registry.register(k, snapshots::SnapshotStep(p)),
             JobKind::Restore => registry.register(k, snapshots::RestoreStep(p)),
+            JobKind::CloneProduction => registry.register(k, clone::CloneStep(p)),
         };
     }
 }
