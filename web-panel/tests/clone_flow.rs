@@ -14,6 +14,7 @@
 //! - has production's file;
 //! - had its roles run again with its own inventory (`/etc/keel-provisioned`
 //!   names it), and its clone is `done`.
+//!
 //! Production is untouched: same host key, same hostname. Needs root and
 //! the built image; skips otherwise, or fails when `KEEL_REQUIRE_REAL` is
 //! set.
@@ -152,7 +153,7 @@ async fn a_clone_carries_production_content_under_the_test_servers_own_identity(
     assert!(addrs.contains(&format!("{test_ip}/")), "{addrs}");
     assert!(!addrs.contains(&format!("{prod_ip}/")), "{addrs}");
     assert_eq!(ssh_text(&f, test, "sudo cat /root/prod-file").await, marker);
-    let keys = ssh_text(&f, test, "cat /etc/ssh/ssh_host_ed25519_key.pub").await;
+    let keys = ssh_text(&f, test, "sudo cat /etc/ssh/ssh_host_ed25519_key.pub").await;
     assert_eq!(key_body(&keys), new_key);
 
     // The roles ran again, with the test server's own inventory.
