@@ -18,6 +18,8 @@
 //!   `PanelError`, `Page`.
 //! - `db`: the two-backend query layer (`Db`, `Conn`, `fetch_all!`…) over the
 //!   store, below every module that writes SQL.
+//! - `backup`: `admin backup`/`admin restore` (the database copied online
+//!   plus the data directory's secrets, in one archive).
 //! - `audit` the change log; `queue`: durable jobs: enqueue in the caller's
 //!   transaction, leased claims, retries, coalescing and serialisation keys,
 //!   cron, cancellation, the job log.
@@ -45,6 +47,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod automation;
+pub mod backup;
 pub mod certs;
 pub mod clock;
 pub mod config;

@@ -1,7 +1,7 @@
 //! `keel-panel`: the panel's command line. It parses arguments and calls
 //! the `keel_panel` library: `serve` (HTTP server plus job workers),
 //! `worker` (workers only, for scale-out), `demo` (seeded data + libvirt),
-//! `admin migrate`,
+//! `admin migrate`, `admin backup FILE`, `admin restore FILE`,
 //! `admin create-user`, `admin reset-password`, `admin import-pool`,
 //! `admin template run NAME`, `admin schedule list`.
 
@@ -66,6 +66,13 @@ enum Cmd {
 enum AdminCmd {
     /// Create or upgrade the database schema.
     Migrate,
+    /// Write a consistent backup of the running panel to FILE (a new file,
+    /// 0600): the database (SQLite `VACUUM INTO`, or `pg_dump`) and the data
+    /// directory's secrets (automation.key, ssh/, acme/, known_hosts.d/).
+    Backup { file: std::path::PathBuf },
+    /// Restore a backup into an empty data directory and an empty database
+    /// (the ones configured); refuses anything else.
+    Restore { file: std::path::PathBuf },
     /// Create a local user; the password is read from stdin or a file.
     CreateUser {
         name: String,
@@ -263,6 +270,14 @@ async fn open_panel_db(config: &Config) -> anyhow::Result<keel_panel::db::Db> {
         .context("opening the database")
 }
 
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     let text = match file {
         Some(f) => {
@@ -430,6 +445,44 @@ async fn main() -> anyhow::Result<()> {
         } => {
             open_panel_db(&config).await?;
             println!("database schema is up to date");
+            Ok(())
+        }
+        Cmd::Admin {
+            command: AdminCmd::Backup { file },
+        } => {
+            let m = keel_panel::backup::backup(&config, &file)
+                .await
+                .with_context(|| format!("backing up into {}", file.display()))?;
+            println!(
+                "backup written to {} ({:?} database, schema {}, {} entries):",
+                file.display(),
+                m.backend,
+                m.schema_version,
+                m.entries.len()
+            );
+            for e in &m.entries {
+                println!("  {} ({} bytes)", e.path, e.bytes);
+            }
+            println!(
+                "it holds the panel's secrets: keep it private (mode 0600) and encrypted at rest"
+            );
+            Ok(())
+        }
+        Cmd::Admin {
+            command: AdminCmd::Restore { file },
+        } => {
+            let r = keel_panel::backup::restore(&config, &file)
+                .await
+                .with_context(|| format!("restoring {}", file.display()))?;
+            println!(
+                "restored {} ({:?} database, schema {}, {} entries) into {} and {}",
+                file.display(),
+                r.manifest.backend,
+                r.manifest.schema_version,
+                r.manifest.entries.len(),
+                r.data_dir.display(),
+                redact_url(&config.database_url())
+            );
             Ok(())
         }
         Cmd::Admin {
