@@ -54,6 +54,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub sites: SitesConfig,
     pub acme: AcmeConfig,
+    pub analytics: AnalyticsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -75,6 +76,7 @@ impl fmt::Debug for Config {
             .field("dns", &self.dns)
             .field("sites", &self.sites)
             .field("acme", &self.acme)
+            .field("analytics", &self.analytics)
             .finish()
     }
 }
@@ -300,6 +302,38 @@ impl Default for AcmeConfig {
             challenge_playbook: PathBuf::from("playbooks/acme-challenge.yml"),
             renew_before_days: 30,
             renew_check_secs: 86_400,
+        }
+    }
+}
+
+/// System analytics (`services::analytics`, the `metrics_collect` job):
+/// how often figures are read from every ready server, and where on the
+/// server's loopback its exporters answer (fetched through its SSH
+/// connection, `provision/scrape.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Seconds between two collections (each makes a raw point per
+    /// server); 0: never.
+    pub every_secs: u64,
+    /// Servers read at once.
+    pub concurrency: usize,
+    /// How long one server's reading may take.
+    pub timeout_secs: u64,
+    /// The node exporter's port (`roles/metrics_service`, `metrics_port`).
+    pub node_exporter_port: u16,
+    /// Apache's port, whose `/server-status?auto` gives the request count.
+    pub apache_port: u16,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            every_secs: 60,
+            concurrency: 16,
+            timeout_secs: 20,
+            node_exporter_port: 9100,
+            apache_port: 80,
         }
     }
 }
@@ -569,6 +603,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             sites: SitesConfig::default(),
             acme: AcmeConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }

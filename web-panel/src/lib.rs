@@ -9,7 +9,8 @@
 //!   `dns` the records a server gets and the TSIG-signed RFC 2136 updates
 //!   that publish them; `certs` TLS certificates read and checked (names,
 //!   issuer, expiry, the key's match); `acme` the ACME client's account and
-//!   orders.
+//!   orders; `exposition` the text a server's exporters serve (Prometheus'
+//!   format, Apache's status page), parsed.
 //! - `job`: what a job is (spec, row, state, attempt outcome): plain data
 //!   the store persists and the queue runs.
 //! - `store`: the database behind the panel, SQLite or PostgreSQL, chosen
@@ -55,6 +56,7 @@ pub mod db;
 pub mod demo;
 pub mod dns;
 pub mod domain;
+pub mod exposition;
 pub mod http;
 pub mod hypervisor;
 pub mod job;

@@ -181,6 +181,13 @@ fn panel_handlers(
     schedules.extend(keel_panel::services::certificates::renewal_schedule(
         &config.acme,
     ));
+    if driver.is_some() {
+        // Figures are read through the panel's key, which exists with a
+        // driver only.
+        schedules.extend(keel_panel::services::analytics::collect_schedule(
+            &config.analytics,
+        ));
+    }
     if let Some(driver) = driver {
         registry.register(
             "reconcile",

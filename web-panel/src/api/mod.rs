@@ -5,6 +5,7 @@
 //! it, so a new route cannot skip either. The routes of playbook runs
 //! (`automation.rs`) keep their own table, joined by [`all_routes`].
 
+mod analytics;
 mod automation;
 mod events;
 mod kit;
@@ -343,12 +344,14 @@ pub fn all_routes() -> impl Iterator<Item = &'static Route> {
         .iter()
         .chain(automation::ROUTES.iter())
         .chain(siteops::ROUTES.iter())
+        .chain(analytics::ROUTES.iter())
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(automation::router())
         .merge(siteops::router())
+        .merge(analytics::router())
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/me", get(me))
@@ -1213,7 +1216,7 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<Login>()
         .schema_from::<AccessRole>()
         .schema_from::<crate::services::lookup::LookupGroupState>();
-    siteops::schemas(automation::schemas(b)).build()
+    analytics::schemas(siteops::schemas(automation::schemas(b))).build()
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -1243,6 +1246,7 @@ pub fn openapi_document() -> Value {
             .iter()
             .chain(automation::BODIES.iter())
             .chain(siteops::BODIES.iter())
+            .chain(analytics::BODIES.iter())
             .find(|(m, p, _, _)| m == method && p == path);
         let request = body.and_then(|b| b.2).map(|name| {
             json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}})

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Driver, DriverError, DriverResult, SnapshotInfo, VmInfo, VmSpec};
+use super::{Driver, DriverError, DriverResult, SnapshotInfo, VmInfo, VmSpec, VmStats};
 
 /// Where an injected fault struck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +155,9 @@ impl<D: Driver> Driver for FaultyDriver<D> {
     async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo> {
         self.call("clone_vm", self.inner.clone_vm(source, spec))
             .await
+    }
+    async fn stats(&self, name: &str) -> DriverResult<VmStats> {
+        self.call("stats", self.inner.stats(name)).await
     }
 }
 

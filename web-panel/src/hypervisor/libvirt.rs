@@ -18,6 +18,13 @@
 //! loopback, so a guest reaches a panel listening on `127.0.0.1` at its
 //! gateway IP: phone-home URLs must use that IP.
 //!
+//! Figures (`stats`): the domain's CPU time and vCPUs (`virDomainGetInfo`),
+//! the guest's own memory view from the balloon driver's statistics
+//! (`available` − `usable`, reported every 10 s), block I/O of `vda`, and
+//! with a bridge the interface counters by MAC address; a user-mode NIC
+//! is QEMU's own, which libvirt does not see, so its traffic comes from
+//! the guest's exporter.
+//!
 //! libvirt calls block, so each runs on `spawn_blocking` with one shared
 //! connection (reopened after a connection error). Errors are classified:
 //! connection/RPC/timeouts are [`DriverError::Unavailable`], a missing
@@ -38,7 +45,7 @@ use virt::sys;
 use super::seed::{self, StaticIpv4};
 use super::{
     Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo, VmInfo,
-    VmSpec,
+    VmSpec, VmStats,
 };
 
 /// XML namespace of the driver's domain metadata.
@@ -323,6 +330,7 @@ pub fn domain_xml(p: &DomainParams) -> String {
       <target port='0'/>
     </serial>
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+    <memballoon model='virtio'><stats period='10'/></memballoon>
     <panic model='isa'/>
   </devices>
 {qemu_args}</domain>
@@ -955,6 +963,44 @@ impl Driver for LibvirtDriver {
                 Err(e) if is_code(&e, ErrorNumber::NoDomainSnapshot) => Ok(()),
                 Err(e) => Err(classify(e)),
             }
+        })
+        .await
+    }
+
+    async fn stats(&self, name: &str) -> DriverResult<VmStats> {
+        check_name("VM", name)?;
+        let name = name.to_string();
+        let bridged = matches!(self.cfg.networking, Networking::Bridge { .. });
+        self.with_conn(move |c| {
+            let dom = Self::lookup(c, &name)?;
+            let info = dom.get_info().map_err(classify)?;
+            let mut out = VmStats {
+                cpu_ns: Some(info.cpu_time),
+                cpus: info.nr_virt_cpu.max(1),
+                memory_total: Some(info.max_mem.saturating_mul(1024)),
+                ..VmStats::default()
+            };
+            if let Ok(mem) = dom.memory_stats(0) {
+                let tag = |t: u32| mem.iter().find(|m| m.tag == t).map(|m| m.val);
+                let available = tag(sys::VIR_DOMAIN_MEMORY_STAT_AVAILABLE);
+                let free = tag(sys::VIR_DOMAIN_MEMORY_STAT_USABLE)
+                    .or(tag(sys::VIR_DOMAIN_MEMORY_STAT_UNUSED));
+                if let (Some(a), Some(f)) = (available, free) {
+                    out.memory_used = Some(a.saturating_sub(f).saturating_mul(1024));
+                    out.memory_total = Some(a.saturating_mul(1024));
+                }
+            }
+            if let Ok(b) = dom.get_block_stats("vda") {
+                out.disk_read_bytes = u64::try_from(b.rd_bytes).ok();
+                out.disk_write_bytes = u64::try_from(b.wr_bytes).ok();
+            }
+            if bridged {
+                if let Ok(n) = dom.interface_stats(&mac_for(&name)) {
+                    out.net_rx_bytes = u64::try_from(n.rx_bytes).ok();
+                    out.net_tx_bytes = u64::try_from(n.tx_bytes).ok();
+                }
+            }
+            Ok(out)
         })
         .await
     }

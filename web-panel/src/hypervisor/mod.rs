@@ -1,7 +1,8 @@
 //! Hypervisor drivers: the only code in the panel that talks to a hypervisor.
 //!
 //! One [`Driver`] trait covers what the provisioning flow needs (create by
-//! name, power, status, delete, snapshots, clone). Drivers:
+//! name, power, status, delete, snapshots, clone) and the figures the
+//! system analytics collect (`stats`). Drivers:
 //! - `libvirt`: KVM/QEMU (or TCG when `/dev/kvm` cannot boot a guest) and
 //!   Xen through libvirt; a VM is a domain on a qcow2 overlay of the base
 //!   image, installed by a cloud-init NoCloud seed ISO. Built only with the
@@ -118,6 +119,32 @@ pub struct SnapshotInfo {
     pub created_at: i64,
 }
 
+/// A running VM's figures as its hypervisor accounts them (the analytics
+/// collector, `provision/steps/metrics.rs`, turns counters into rates).
+/// Counters are cumulative since the VM started; a figure the driver
+/// cannot see is `None`, and the collector then takes it from the guest's
+/// node exporter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStats {
+    /// CPU time the guest used, in nanoseconds (libvirt's domain CPU time,
+    /// a container's cgroup `usage_usec`).
+    pub cpu_ns: Option<u64>,
+    /// vCPUs the guest has: CPU time over wall time over this is the
+    /// guest's CPU use as a share of what it was given.
+    pub cpus: u32,
+    /// Memory in use, in bytes, as the guest sees it (libvirt's balloon
+    /// figures when the guest reports them; a container's cgroup memory).
+    pub memory_used: Option<u64>,
+    /// Memory the guest was given, in bytes.
+    pub memory_total: Option<u64>,
+    /// Bytes read from and written to the guest's disk.
+    pub disk_read_bytes: Option<u64>,
+    pub disk_write_bytes: Option<u64>,
+    /// Bytes the guest received and sent on its network interface.
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+}
+
 /// Why a driver call failed, classified for the retry policy.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -180,6 +207,16 @@ pub trait Driver: Send + Sync + 'static {
     /// smaller than the source's (`Permanent` otherwise). Idempotent by
     /// `spec.name`: a VM of that name is returned as it is.
     async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo>;
+
+    /// A running VM's CPU, memory, disk and network figures; `NotFound`
+    /// when it does not exist. A driver that accounts nothing keeps this
+    /// default, and the collector relies on the guest's exporter alone.
+    async fn stats(&self, name: &str) -> DriverResult<VmStats> {
+        Err(DriverError::Permanent(format!(
+            "the {} driver reports no figures for {name}",
+            self.kind()
+        )))
+    }
 }
 
 /// Where drivers find base images: `<dir>/<image>/{disk.qcow2,vmlinuz,initrd.img,rootfs/}`

@@ -22,6 +22,14 @@
 //! `--network-namespace-path`, so the driver grants it explicitly; it only
 //! reaches the container's own netns.
 //!
+//! Figures (`stats`): CPU time, memory and disk I/O from the container's
+//! own cgroup (`keel/<name>` in the unified hierarchy: `cpu.stat`'s
+//! `usage_usec`, `memory.current`, `io.stat`), network bytes from its
+//! network namespace (`/proc/<init>/net/dev`, every interface but `lo`).
+//! On a hybrid cgroup host whose unified hierarchy has no memory
+//! controller, memory is the resident set of the container's processes
+//! instead, and disk I/O is unknown.
+//!
 //! Nothing is kept in memory: status comes from the pid file and `/proc`,
 //! so a restarted panel finds its running containers again. nspawn runs in
 //! its own process group and outlives the panel process.
@@ -40,7 +48,7 @@ use serde_json::Value as Json;
 
 use super::{
     Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo, VmInfo,
-    VmSpec,
+    VmSpec, VmStats,
 };
 
 /// Where container state lives unless configured otherwise.
@@ -755,6 +763,112 @@ impl Driver for NspawnDriver {
         let _g = lock.lock().await;
         self.clone_locked(source, spec).await
     }
+
+    async fn stats(&self, name: &str) -> DriverResult<VmStats> {
+        check_name(name)?;
+        let meta = self.load(name).await?;
+        let Some(pid) = self.running_pid(name) else {
+            return Err(DriverError::Unavailable(format!(
+                "container {name} is not running"
+            )));
+        };
+        let name = name.to_string();
+        let mut stats = tokio::task::spawn_blocking(move || container_stats(&name, pid))
+            .await
+            .map_err(|e| DriverError::Unavailable(format!("reading figures: {e}")))?;
+        stats.cpus = meta.spec.cpus.max(1);
+        stats.memory_total = Some(meta.spec.ram_mb.saturating_mul(1 << 20));
+        Ok(stats)
+    }
+}
+
+/// The figures of the container whose nspawn is `pid` (blocking reads of
+/// `/sys/fs/cgroup` and `/proc`).
+fn container_stats(name: &str, pid: u32) -> VmStats {
+    let mut out = VmStats::default();
+    for root in cgroup_roots() {
+        let dir = root.join("keel").join(name);
+        if let Ok(text) = std::fs::read_to_string(dir.join("cpu.stat")) {
+            if let Some(usec) = cgroup_key(&text, "usage_usec") {
+                out.cpu_ns = Some(usec.saturating_mul(1000));
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("memory.current")) {
+            out.memory_used = text.trim().parse().ok();
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("io.stat")) {
+            let (r, w) = io_stat_bytes(&text);
+            out.disk_read_bytes = Some(r);
+            out.disk_write_bytes = Some(w);
+        }
+    }
+    // The container's init (nspawn's child) lives in its network namespace.
+    let procs = netns_pids(name);
+    if out.memory_used.is_none() {
+        let page = 4096u64;
+        let rss: u64 = procs
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/statm")).ok())
+            .filter_map(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.memory_used = Some(rss * page);
+    }
+    let init = children_of(pid)
+        .into_iter()
+        .next()
+        .or(procs.first().copied());
+    if let Some(init) = init {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{init}/net/dev")) {
+            let (rx, tx) = net_dev_bytes(&text);
+            out.net_rx_bytes = Some(rx);
+            out.net_tx_bytes = Some(tx);
+        }
+    }
+    out
+}
+
+/// A `key value` line of a cgroup file such as `cpu.stat`.
+fn cgroup_key(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Bytes read and written over every device of a cgroup's `io.stat`
+/// (`8:0 rbytes=… wbytes=… rios=…`).
+fn io_stat_bytes(text: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0u64, 0u64);
+    for field in text.split_whitespace() {
+        if let Some(v) = field.strip_prefix("rbytes=") {
+            r += v.parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = field.strip_prefix("wbytes=") {
+            w += v.parse::<u64>().unwrap_or(0);
+        }
+    }
+    (r, w)
+}
+
+/// Received and sent bytes over every interface but loopback in
+/// `/proc/net/dev` (two header lines, then `iface: rx_bytes … tx_bytes …`,
+/// the ninth value being the first sent one).
+fn net_dev_bytes(text: &str) -> (u64, u64) {
+    let (mut rx, mut tx) = (0u64, 0u64);
+    for line in text.lines().skip(2) {
+        let Some((iface, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if iface.trim() == "lo" {
+            continue;
+        }
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        rx += v.first().copied().unwrap_or(0);
+        tx += v.get(8).copied().unwrap_or(0);
+    }
+    (rx, tx)
 }
 
 /// Container names become directory, netns and machine names.
@@ -1239,6 +1353,20 @@ fn io_err(path: &Path, e: std::io::Error) -> DriverError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_and_proc_figures_parse() {
+        let cpu = "usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\n";
+        assert_eq!(cgroup_key(cpu, "usage_usec"), Some(123_456));
+        assert_eq!(cgroup_key(cpu, "usage"), None);
+        let io = "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:1 rbytes=1 wbytes=2 rios=1 wios=1\n";
+        assert_eq!(io_stat_bytes(io), (4097, 8194));
+        let dev = "Inter-|   Receive                                                |  Transmit\n \
+                   face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+                   lo:  500       5    0    0    0     0          0         0      500       5    0    0    0     0       0          0\n  \
+                   eth0: 1000      10    0    0    0     0          0         0     2000      20    0    0    0     0       0          0\n";
+        assert_eq!(net_dev_bytes(dev), (1000, 2000));
+    }
 
     #[test]
     fn names_are_checked() {

@@ -49,10 +49,11 @@ pub enum JobKind {
     Snapshot,
     Restore,
     CloneProduction,
+    MetricsCollect,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 16] = [
+    pub const ALL: [JobKind; 17] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -69,6 +70,7 @@ impl JobKind {
         JobKind::Snapshot,
         JobKind::Restore,
         JobKind::CloneProduction,
+        JobKind::MetricsCollect,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -90,6 +92,7 @@ impl JobKind {
             JobKind::Snapshot => "snapshot",
             JobKind::Restore => "restore",
             JobKind::CloneProduction => "clone",
+            JobKind::MetricsCollect => "metrics_collect",
         }
     }
 
@@ -565,6 +568,27 @@ impl CloneJob {
     }
 }
 
+/// `metrics_collect`: every ready server's figures read once (driver,
+/// node exporter, Apache's status page) and stored, then the rollups;
+/// fired by the queue's cron every `analytics.every_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsCollectJob {}
+
+impl FlowJob for MetricsCollectJob {
+    const KIND: JobKind = JobKind::MetricsCollect;
+}
+
+impl MetricsCollectJob {
+    /// One at a time across the panel, coalesced: a fire while one runs
+    /// is that one. Not under any service's key, so a long role run never
+    /// holds up the graphs.
+    pub fn spec(self) -> JobSpec {
+        JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key("metrics_collect")
+            .serial_key("metrics_collect")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,6 +638,7 @@ mod tests {
             SnapshotJob::KIND,
             RestoreJob::KIND,
             CloneJob::KIND,
+            MetricsCollectJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));

@@ -81,7 +81,7 @@ impl client::Handler for Recorder {
 
 /// Client settings for talking to a new VM: only the key type the panel
 /// generated counts, so ask for that one.
-fn client_config() -> Arc<client::Config> {
+pub(super) fn client_config() -> Arc<client::Config> {
     Arc::new(client::Config {
         preferred: russh::Preferred {
             key: std::borrow::Cow::Borrowed(&[russh::keys::Algorithm::Ed25519]),
@@ -118,8 +118,8 @@ pub async fn presented_key(addr: SocketAddr) -> Result<String, ProvisionError> {
 }
 
 /// Accepts exactly one host key (the VM's, already verified).
-struct Pinned {
-    expected: String,
+pub(super) struct Pinned {
+    pub(super) expected: String,
 }
 
 impl client::Handler for Pinned {

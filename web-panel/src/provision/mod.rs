@@ -16,7 +16,9 @@
 //! Layout: `steps/` the step handlers and their compensation, `callback.rs`
 //! the VM-ready callback (HMAC, replay safety), `hostkey.rs` the SSH banner
 //! wait, host-key check and known_hosts files, `inventory.rs` the dynamic
-//! inventory (served to consumers and used by the role run).
+//! inventory (served to consumers and used by the role run), `scrape.rs`
+//! the pages a server serves only to itself (its node exporter, Apache's
+//! status page), fetched through its SSH connection for the analytics.
 //!
 //! Only the hypervisor drivers talk to the hypervisor; this module decides
 //! what to ask them and records what they answered.
@@ -25,6 +27,7 @@ pub mod callback;
 pub mod hostkey;
 pub mod inventory;
 pub mod reason;
+pub mod scrape;
 pub mod steps;
 
 use std::net::SocketAddr;
@@ -32,7 +35,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{
-    AccessConfig, AcmeConfig, Config, DnsConfig, HypervisorConfig, LdapConfig, SitesConfig,
+    AccessConfig, AcmeConfig, AnalyticsConfig, Config, DnsConfig, HypervisorConfig, LdapConfig,
+    SitesConfig,
 };
 use crate::db::Db;
 use crate::domain::PanelError;
@@ -297,6 +301,8 @@ pub struct Provisioner {
     /// The ACME server certificates are ordered from (`certificate` jobs);
     /// off when its `directory_url` is empty.
     pub acme: AcmeConfig,
+    /// How figures are read from servers (`metrics_collect` jobs).
+    pub analytics: AnalyticsConfig,
     pub data_dir: PathBuf,
     /// Port VMs call back on when `callback_url` is empty.
     pub callback_port: u16,
@@ -340,6 +346,7 @@ impl Provisioner {
             dns: config.dns.clone(),
             sites: config.sites.clone(),
             acme: config.acme.clone(),
+            analytics: config.analytics.clone(),
             data_dir: config.data_dir.clone(),
             callback_port,
             key,

@@ -22,9 +22,11 @@
 //! renewals, the `certificate` jobs).
 //! `snapshots.rs` (snapshots on demand and on the site's schedule,
 //! restores), `testservers.rs` (a production server's test server and
-//! "clone production to test", the `clone` job).
+//! "clone production to test", the `clone` job). `analytics.rs` (system analytics: each server's figures
+//! stored with downsampling, and the graphs' series).
 
 pub mod access;
+pub mod analytics;
 pub mod catalog;
 pub mod certificates;
 pub mod dbpassword;

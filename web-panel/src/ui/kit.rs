@@ -52,6 +52,7 @@ fn templates() -> &'static Environment<'static> {
                 include_str!("../../templates/admin_audit.html"),
             ),
             ("error.html", include_str!("../../templates/error.html")),
+            ("graphs.html", include_str!("../../templates/graphs.html")),
             (
                 "auto_projects.html",
                 include_str!("../../templates/auto_projects.html"),

@@ -8,9 +8,11 @@
 //!
 //! Layout: `kit.rs` (templates, rendering, CSRF, the error page) is below
 //! the page files; this file holds the end users' pages (servers, sites,
-//! keys, the admin views), `automation.rs` the playbook-run pages and
-//! `siteops.rs` the server page's forms for web sites.
+//! keys, the admin views), `automation.rs` the playbook-run pages,
+//! `siteops.rs` the server page's forms for web sites and `analytics.rs`
+//! a server's graphs (SVG drawn on the server, no script).
 
+mod analytics;
 mod automation;
 mod kit;
 mod siteops;
@@ -39,6 +41,7 @@ use kit::{admin_only, check_csrf, page, render, signed_in, CsrfForm, UiResult};
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(siteops::router())
+        .merge(analytics::router())
         .route("/", get(|| async { Redirect::to("/servers") }))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))

@@ -24,6 +24,7 @@
 //! | `snapshot` (`snapshots.rs`, hypervisor queue) | ready | default | recorded for admins |
 //! | `restore` (`snapshots.rs`, hypervisor queue) | ready | default | recorded for admins |
 //! | `clone` (`clone.rs`, hypervisor queue) | a test server: ready or failed, then creating_vm | default | failed (if taken over); VM deleted, then address released |
+//! | `metrics_collect` (`metrics.rs`, cron) | — (every ready server) | one attempt: the next fire is the retry | recorded for admins |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -51,7 +52,8 @@
 //! `certificate_renewal.rs` (ACME certificates due, requested again),
 //! `snapshots.rs` (snapshots and restores through the driver), `clone.rs`
 //! (a test server rebuilt from its production server's disk; it shares
-//! `create_vm.rs`'s seed and hand-over). Below
+//! `create_vm.rs`'s seed and hand-over),
+//! `metrics.rs` (every ready server's figures read for the analytics). Below
 //! them, `role_run.rs` (the host-key check and role run `configure`,
 //! `access`, `vhosts`, `packages`, `db_password` and `certificate` share), `kit.rs` (the rows
 //! steps read, the retry policy, cancellation) and `failure.rs` (failing a
@@ -71,6 +73,7 @@ pub mod dns;
 mod failure;
 mod kit;
 pub mod lookup_refresh;
+pub mod metrics;
 pub mod os_ready;
 pub mod packages;
 pub mod power;
@@ -116,6 +119,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::Snapshot => registry.register(k, snapshots::SnapshotStep(p)),
             JobKind::Restore => registry.register(k, snapshots::RestoreStep(p)),
             JobKind::CloneProduction => registry.register(k, clone::CloneStep(p)),
+            JobKind::MetricsCollect => registry.register(k, metrics::MetricsCollectStep(p)),
         };
     }
 }
