@@ -264,7 +264,7 @@ go_gc_duration_seconds{quantile="0.5"} NaN
     #[test]
     fn node_exporter_text_gives_the_graphs_figures() {
         let samples = parse(NODE).unwrap();
-        assert_eq!(samples.len(), 19);
+        assert_eq!(samples.len(), 18);
         let f = NodeFigures::from_samples(&samples);
         assert_eq!(f.cpus, 2);
         assert_eq!(f.cpu_total_secs, Some(2110.0));
