@@ -55,6 +55,8 @@ pub struct Config {
     pub sites: SitesConfig,
     pub acme: AcmeConfig,
     pub analytics: AnalyticsConfig,
+    pub metrics: MetricsConfig,
+    pub outbound: OutboundConfig,
 }
 
 impl fmt::Debug for Config {
@@ -77,6 +79,8 @@ impl fmt::Debug for Config {
             .field("sites", &self.sites)
             .field("acme", &self.acme)
             .field("analytics", &self.analytics)
+            .field("metrics", &self.metrics)
+            .field("outbound", &self.outbound)
             .finish()
     }
 }
@@ -121,6 +125,44 @@ pub struct WorkersConfig {
 pub struct AllocConfig {
     /// Quarantine for pools created without one, in seconds.
     pub default_quarantine_secs: i64,
+}
+
+/// Who may scrape `GET /metrics`. Both empty (the default) leaves it open
+/// to anyone who reaches the listener, as the panel always did; either one
+/// set closes it to everyone else, both set need both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A file holding the bearer token scrapers send
+    /// (`Authorization: Bearer TOKEN`); read at each scrape, so it can be
+    /// replaced without a restart. Empty: no token needed.
+    pub token_file: String,
+    /// Peer networks (CIDRs) allowed to scrape. Empty: any address.
+    pub allow_from: Vec<IpNet>,
+}
+
+/// Where the panel may connect for locations users type in (HTTP
+/// inventories, git URLs, webhooks, the ACME directory): `outbound.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// The networks such connections may reach at all.
+    pub allow: Vec<IpNet>,
+    /// Loopback, link-local (the metadata address 169.254.169.254 among
+    /// them) and unspecified addresses are refused unless listed here too.
+    pub allow_internal: Vec<IpNet>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow: vec![
+                "0.0.0.0/0".parse().expect("a network"),
+                "::/0".parse().expect("a network"),
+            ],
+            allow_internal: vec![],
+        }
+    }
 }
 
 /// TLS served by the panel itself. Both files empty (the default) means
@@ -604,6 +646,8 @@ impl Default for Config {
             sites: SitesConfig::default(),
             acme: AcmeConfig::default(),
             analytics: AnalyticsConfig::default(),
+            metrics: MetricsConfig::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }

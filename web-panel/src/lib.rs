@@ -10,7 +10,8 @@
 //!   that publish them; `certs` TLS certificates read and checked (names,
 //!   issuer, expiry, the key's match); `acme` the ACME client's account and
 //!   orders; `exposition` the text a server's exporters serve (Prometheus'
-//!   format, Apache's status page), parsed.
+//!   format, Apache's status page), parsed; `outbound` where connections
+//!   to user-supplied locations may go (the SSRF guard).
 //! - `job`: what a job is (spec, row, state, attempt outcome): plain data
 //!   the store persists and the queue runs.
 //! - `store`: the database behind the panel, SQLite or PostgreSQL, chosen
@@ -63,6 +64,7 @@ pub mod job;
 pub mod ldap;
 pub mod lifecycle;
 pub mod metrics;
+pub mod outbound;
 pub mod provision;
 pub mod queue;
 pub mod reconcile;

@@ -1,7 +1,8 @@
 //! The HTTP server on top of everything: the router that mounts the JSON
-//! API (`api`) under `/api/v1`, the HTML pages (`ui`) and `/metrics` behind
-//! the authentication middleware and request metrics, and serving it over
-//! plain TCP or TLS until shutdown. `api` and `ui` build on `http` (state,
+//! API (`api`) under `/api/v1` and the HTML pages (`ui`) behind the
+//! authentication middleware and request metrics, `/metrics` behind its own
+//! network and token check, the browser guards (`http::guard`) around all
+//! of it, and serving it over plain TCP or TLS (with HSTS) until shutdown. `api` and `ui` build on `http` (state,
 //! error type, extractors); this file alone imports them all.
 
 use std::net::SocketAddr;
@@ -9,14 +10,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{authenticate, ApiError, AppState};
+use crate::http::guard::{self, same_origin};
+use crate::http::{authenticate, constant_eq, ApiError, AppState, Peer};
 
 /// Counts requests and their latency per matched route.
 async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -34,19 +36,62 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
     resp
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `/metrics`, closed to the networks and token `[metrics]` names. It sits
+/// outside the authentication middleware: its token is the scraper's own,
+/// not an API token, and a session means nothing here.
+async fn metrics(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let cfg = &state.config.metrics;
+    if !cfg.allow_from.is_empty() && !cfg.allow_from.iter().any(|n| n.contains(&peer)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "metrics are not served to this address",
+        ));
+    }
+    if !cfg.token_file.is_empty() {
+        let want = std::fs::read_to_string(&cfg.token_file).map_err(|e| {
+            tracing::error!(file = %cfg.token_file, error = %e, "reading metrics.token_file");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the metrics token cannot be read",
+            )
+        })?;
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let want = want.trim();
+        if want.is_empty() || !sent.is_some_and(|s| constant_eq(s, want)) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "metrics need Authorization: Bearer with the metrics token",
+            ));
+        }
+    }
     let text = state.metrics.render(&state.db).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
-/// The whole application.
+/// The whole application. Outermost first: the security headers on every
+/// answer, the cross-origin refusal of state-changing browser requests,
+/// then (except for `/metrics`) the caller's authentication and the
+/// request metrics.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let app = Router::new()
         .nest("/api/v1", crate::api::router())
         .merge(crate::ui::router())
-        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    app.route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), same_origin))
+        .layer(middleware::from_fn(guard::headers))
         .with_state(state)
 }
 
@@ -105,7 +150,9 @@ pub async fn serve_tls(
         shutdown.cancelled().await;
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state)
+        .layer(middleware::from_fn(guard::hsts))
+        .into_make_service_with_connect_info::<SocketAddr>();
     axum_server::from_tcp_rustls(
         listener,
         axum_server::tls_rustls::RustlsConfig::from_config(tls),

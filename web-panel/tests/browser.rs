@@ -663,3 +663,275 @@ async fn template_built_in_the_pages_runs_with_live_output() {
     assert!(!d.source().await.contains(&key_body));
     d.cmd("DELETE", "", None).await;
 }
+
+/// The attack pass's stored XSS (issue 18): a payload that would set
+/// `window.__xss` and the title is planted in every field a user can fill
+/// and the pages render back (site name, description and owner e-mail, a
+/// server's tags, an SSH key's comment and name, a Unix group, a vhost
+/// name where the API takes it, job output live and stored, a job's error,
+/// an LDAP display name, the audit log, playbook-run objects). Each page
+/// is opened in the browser: no payload script runs, no element carries a
+/// payload's handler, and the payload shows as text. The page's own script
+/// runs under the CSP (the live log still follows), so the CSP blocked
+/// nothing the pages need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_xss_never_runs() {
+    const MARK: &str = "XSSMARK";
+    // Under 100 characters, the longest names the panel takes.
+    let payload = format!(
+        "{MARK}\"'><img src=x onerror=window.__xss=1><script>window.__xss=2</script><svg onload=alert(3)>"
+    );
+    assert!(payload.len() <= 100, "{}", payload.len());
+    let p = start(Backend::Sqlite, |_| {}).await;
+    catalog_and_pool(&p, 3).await;
+    let (_, token) = p.user("root", true).await;
+    let root = api_support::Cred::Bearer(token);
+    let mut accepted: Vec<String> = vec![];
+    let mut try_call = |what: &str, r: &api_support::Reply| {
+        if r.status.is_success() {
+            accepted.push(what.to_string());
+        } else {
+            assert!(
+                r.status.is_client_error(),
+                "{what}: {} {}",
+                r.status,
+                r.json
+            );
+        }
+    };
+    let r = p
+        .call("POST", "/api/v1/sites", &root, Some(json!({"name": payload, "description": payload, "owner_email": format!("x\"><img/src=x/onerror=window.__xss=4>{MARK}@example.org")})))
+        .await;
+    try_call("site", &r);
+    let site = r.json["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("the site with a payload name: {}", r.json));
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/services",
+            &root,
+            Some(json!({"site_id": site, "server_type": "small"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let service = r.json["service"]["id"].as_i64().unwrap();
+    {
+        use keel_panel::lifecycle::Status;
+        let mut tx = p.db().begin().await.unwrap();
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
+        keel_panel::lifecycle::transition::transition(
+            &mut conn,
+            p.db().now(),
+            &keel_panel::domain::Principal::system(),
+            service,
+            &[Status::Requested],
+            Status::Ready,
+            None,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let key = format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH {payload}");
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/me/ssh-keys",
+            &root,
+            Some(json!({"public_key": key, "name": payload})),
+        )
+        .await;
+    try_call("ssh key", &r);
+    let r = p
+        .call(
+            "PUT",
+            &format!("/api/v1/services/{service}/tags"),
+            &root,
+            Some(json!({"tags": [payload]})),
+        )
+        .await;
+    try_call("tags", &r);
+    let r = p
+        .call(
+            "POST",
+            &format!("/api/v1/services/{service}/vhosts"),
+            &root,
+            Some(json!({"name": payload})),
+        )
+        .await;
+    try_call("vhost", &r);
+    let r = p
+        .call(
+            "POST",
+            &format!("/api/v1/sites/{site}/unix-groups"),
+            &root,
+            Some(json!({"name": payload})),
+        )
+        .await;
+    try_call("unix group", &r);
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/admin/packages",
+            &root,
+            Some(json!({"name": "xss-pkg", "description": payload})),
+        )
+        .await;
+    try_call("package description", &r);
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/projects",
+            &root,
+            Some(json!({"name": payload, "kind": "directory", "path": "/tmp"})),
+        )
+        .await;
+    try_call("project", &r);
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/credentials",
+            &root,
+            Some(json!({"name": payload, "kind": "become_password", "secret": "pw"})),
+        )
+        .await;
+    try_call("credential", &r);
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/inventories",
+            &root,
+            Some(json!({"name": payload, "kind": "panel"})),
+        )
+        .await;
+    try_call("inventory", &r);
+    // An LDAP person's display name (written as the directory refresh
+    // does) who is a member of the site.
+    {
+        let mut tx = p.db().begin().await.unwrap();
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
+        let id = keel_panel::scalar!(&mut conn, i64, "INSERT INTO users (name, display_name, source, created_at) VALUES ('ldapxss', $1, 'ldap', 0) RETURNING id", payload.as_str())
+            .unwrap()
+            .unwrap();
+        keel_panel::execute!(
+            &mut conn,
+            "INSERT INTO site_members (site_id, user_id, role) VALUES ($1, $2, 'ssh')",
+            site,
+            id
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Job output, stored now and live later; and a job's error.
+    let job = p
+        .db()
+        .store()
+        .jobs(&keel_panel::queue::JobFilter {
+            serial_key: Some(format!("service:{service}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .last()
+        .map(|j| j.id)
+        .expect("a job of the server");
+    let log = keel_panel::queue::log::JobLog::open_with(
+        p.db().store(),
+        job,
+        1,
+        keel_panel::queue::log::JobLogConfig::default(),
+    )
+    .await
+    .unwrap();
+    log.message(format!("stored {payload}"));
+    log.flush().await.unwrap();
+    {
+        let mut tx = p.db().begin().await.unwrap();
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
+        keel_panel::execute!(
+            &mut conn,
+            "UPDATE jobs SET last_error = $1 WHERE id = $2",
+            payload.as_str(),
+            job
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    for must in ["site", "ssh key", "credential", "project", "inventory"] {
+        assert!(
+            accepted.iter().any(|a| a == must),
+            "{must} refused the payload; accepted: {accepted:?}"
+        );
+    }
+
+    let d = Driver::start().await;
+    d.goto(&format!("{}/login", p.base)).await;
+    d.type_into("#name", "root").await;
+    d.type_into("#password", "root-password").await;
+    d.click("#login").await;
+    let check = |path: String| {
+        let d = &d;
+        let base = p.base.clone();
+        async move {
+            d.goto(&format!("{base}{path}")).await;
+            let v = d
+                .cmd(
+                    "POST",
+                    "/execute/sync",
+                    Some(json!({"script": "return [String(window.__xss), document.title, document.querySelectorAll('[onerror],[onload],script:not([src])').length, document.body.innerText.indexOf(arguments[0]) >= 0]", "args": [MARK]})),
+                )
+                .await;
+            assert_eq!(v[0], "undefined", "{path}: a payload ran: {v}");
+            assert!(!v[1].as_str().unwrap().contains("pwned"), "{path}: {v}");
+            assert_eq!(v[2], 0, "{path}: a payload's element is in the page: {v}");
+            v[3].as_bool().unwrap()
+        }
+    };
+    let mut shown = vec![];
+    for path in [
+        "/sites".to_string(),
+        format!("/sites/{site}"),
+        "/servers".to_string(),
+        format!("/servers/{service}"),
+        "/keys".to_string(),
+        "/admin/services".to_string(),
+        "/admin/jobs".to_string(),
+        "/admin/audit".to_string(),
+        "/admin/packages".to_string(),
+        "/projects".to_string(),
+        "/credentials".to_string(),
+        "/inventories".to_string(),
+        "/servers/new".to_string(),
+    ] {
+        if check(path.clone()).await {
+            shown.push(path);
+        }
+    }
+    for must in [
+        "/sites".to_string(),
+        format!("/sites/{site}"),
+        format!("/servers/{service}"),
+        "/keys".to_string(),
+        "/admin/audit".to_string(),
+        "/projects".to_string(),
+    ] {
+        assert!(
+            shown.contains(&must),
+            "the payload is not shown as text on {must}: shown on {shown:?}"
+        );
+    }
+    // Live output: the payload arrives through the EventSource while the
+    // server page is open, and is text there too.
+    d.goto(&format!("{}/servers/{service}", p.base)).await;
+    wait_for_text(&d, "#joblog-note", "Live.").await;
+    log.message(format!("live {payload}"));
+    log.flush().await.unwrap();
+    wait_for_text(&d, "#joblog", &format!("live {MARK}")).await;
+    let v = d
+        .cmd("POST", "/execute/sync", Some(json!({"script": "return [String(window.__xss), document.querySelectorAll('[onerror],[onload],script:not([src])').length]", "args": []})))
+        .await;
+    assert_eq!(v[0], "undefined", "live output ran: {v}");
+    assert_eq!(v[1], 0, "{v}");
+    d.cmd("DELETE", "", None).await;
+}

@@ -481,7 +481,15 @@ async fn update_project(
 }
 
 async fn sync_project(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
-    ok(catalog::sync_project(&st.db, &sealer(&st)?, &st.config.data_dir, &a.principal, id).await?)
+    ok(catalog::sync_project(
+        &st.db,
+        &sealer(&st)?,
+        &st.config.data_dir,
+        &st.outbound,
+        &a.principal,
+        id,
+    )
+    .await?)
 }
 
 async fn delete_project(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {

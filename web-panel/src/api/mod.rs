@@ -483,7 +483,12 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(st): State<AppState>, Peer(ip): Peer, Json(b): Json<LoginBody>) -> ApiResult {
+async fn login(
+    State(st): State<AppState>,
+    Peer(ip): Peer,
+    headers: HeaderMap,
+    Json(b): Json<LoginBody>,
+) -> ApiResult {
     let p = auth::login(
         &st.db,
         &st.config.auth,
@@ -493,6 +498,11 @@ async fn login(State(st): State<AppState>, Peer(ip): Peer, Json(b): Json<LoginBo
         ip,
     )
     .await?;
+    // Against session fixation: whatever session the browser came with
+    // ends here; the login always gets a new secret.
+    if let Some(old) = crate::http::cookie(&headers, crate::http::SESSION_COOKIE) {
+        auth::end_session(&st.db, &old).await?;
+    }
     let session = auth::create_session(&st.db, &st.config.auth, p.user_id).await?;
     Ok((
         [(header::SET_COOKIE, st.session_cookie(&session.secret))],

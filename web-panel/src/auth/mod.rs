@@ -282,6 +282,13 @@ pub async fn list_users(db: &Db, who: &Principal, page: Page) -> Result<Paged<Us
 /// Checks a user name and password, with throttling: after
 /// `login_max_failures` failures the account and the source address are
 /// both blocked for `login_block_secs`, whichever was attacked.
+///
+/// Each attempt is charged to both keys *before* the password is checked,
+/// in one transaction whose upserts queue on the rows (PostgreSQL's row
+/// locks, SQLite's one writer), so however many attempts arrive at once,
+/// from however many nodes, no more than `login_max_failures` per key and
+/// window reach the password hash. A successful login clears the
+/// account's count and gives the address its attempt back.
 pub async fn login(
     db: &Db,
     cfg: &AuthConfig,
@@ -292,6 +299,10 @@ pub async fn login(
 ) -> Result<Principal, PanelError> {
     let now = db.now();
     let keys = [format!("user:{name}"), format!("ip:{source}")];
+    let throttled = |until: i64| PanelError::Throttled {
+        retry_after_secs: (until - now + 999) / 1000,
+    };
+    // A cheap read first, so a flood against a blocked key costs no writes.
     {
         let mut rc = db.read().await?;
         let mut conn = rc.conn();
@@ -304,11 +315,49 @@ pub async fn login(
             )?
             .unwrap_or(0);
             if until > now {
-                return Err(PanelError::Throttled {
-                    retry_after_secs: (until - now + 999) / 1000,
-                });
+                return Err(throttled(until));
             }
         }
+    }
+    let block_ms = cfg.login_block_secs * 1000;
+    let mut charged = [0i64; 2];
+    {
+        let mut tx = db.begin().await?;
+        let mut conn = tx_conn(&mut tx);
+        for (i, key) in keys.iter().enumerate() {
+            // Attempts older than a block window no longer count; a blocked
+            // key is left as it is.
+            let row = fetch_opt!(
+                &mut conn,
+                ThrottleRow,
+                "INSERT INTO login_throttle (key, failures, blocked_until, updated_at) VALUES ($1, 1, 0, $2) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                   failures = CASE WHEN login_throttle.blocked_until > $2 THEN login_throttle.failures \
+                     WHEN login_throttle.updated_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
+                   updated_at = CASE WHEN login_throttle.blocked_until > $2 THEN login_throttle.updated_at ELSE $2 END \
+                 RETURNING failures, blocked_until",
+                key.as_str(),
+                now,
+                now - block_ms
+            )?
+            .ok_or_else(|| PanelError::Internal("login_throttle upsert returned nothing".into()))?;
+            if row.blocked_until > now {
+                return Err(throttled(row.blocked_until));
+            }
+            if row.failures > cfg.login_max_failures {
+                // Concurrent attempts used up the window before this one.
+                execute!(
+                    &mut conn,
+                    "UPDATE login_throttle SET failures = 0, blocked_until = $2 WHERE key = $1",
+                    key.as_str(),
+                    now + block_ms
+                )?;
+                tx.commit().await?;
+                return Err(throttled(now + block_ms));
+            }
+            charged[i] = row.failures;
+        }
+        tx.commit().await?;
     }
     let creds = {
         let mut rc = db.read().await?;
@@ -324,10 +373,17 @@ pub async fn login(
     match creds {
         Some(c) if ok && !c.disabled => {
             let mut tx = db.begin().await?;
+            let mut conn = tx_conn(&mut tx);
             execute!(
-                &mut tx_conn(&mut tx),
+                &mut conn,
                 "DELETE FROM login_throttle WHERE key = $1",
                 keys[0].as_str()
+            )?;
+            execute!(
+                &mut conn,
+                "UPDATE login_throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END \
+                 WHERE key = $1",
+                keys[1].as_str()
             )?;
             tx.commit().await?;
             Ok(Principal {
@@ -337,24 +393,12 @@ pub async fn login(
             })
         }
         _ => {
+            // The attempt is already counted; the one that reached the
+            // limit starts the block.
             let mut tx = db.begin().await?;
             let mut conn = tx_conn(&mut tx);
-            let block_ms = cfg.login_block_secs * 1000;
-            for key in &keys {
-                // Failures older than a block window no longer count.
-                let failures = scalar!(
-                    &mut conn,
-                    i64,
-                    "INSERT INTO login_throttle (key, failures, blocked_until, updated_at) VALUES ($1, 1, 0, $2) \
-                     ON CONFLICT (key) DO UPDATE SET updated_at = $2, failures = CASE \
-                       WHEN login_throttle.updated_at < $3 THEN 1 ELSE login_throttle.failures + 1 END \
-                     RETURNING failures",
-                    key.as_str(),
-                    now,
-                    now - block_ms
-                )?
-                .unwrap_or(1);
-                if failures >= cfg.login_max_failures {
+            for (key, n) in keys.iter().zip(charged) {
+                if n >= cfg.login_max_failures {
                     execute!(
                         &mut conn,
                         "UPDATE login_throttle SET failures = 0, blocked_until = $2 WHERE key = $1",
@@ -367,6 +411,12 @@ pub async fn login(
             Err(PanelError::BadCredentials)
         }
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct ThrottleRow {
+    failures: i64,
+    blocked_until: i64,
 }
 
 /// An API token as listed (the secret itself is shown only once).

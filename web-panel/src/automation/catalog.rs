@@ -611,6 +611,7 @@ pub async fn sync_project(
     db: &Db,
     sealer: &Sealer,
     data_dir: &std::path::Path,
+    outbound: &crate::outbound::Outbound,
     who: &Principal,
     id: i64,
 ) -> Result<Project, PanelError> {
@@ -643,14 +644,22 @@ pub async fn sync_project(
         ProjectKind::Git => {
             let url = url.unwrap_or_default();
             let repo = super::git::Repo {
+                outbound,
                 project_id: project.id,
                 url: &url,
                 git_ref: project.git_ref.as_deref(),
                 deploy_key: deploy_key.as_ref(),
             };
-            let (dir, sha) = super::git::checkout(data_dir, &repo, None)
-                .await
-                .map_err(|e| PanelError::Unavailable(format!("project {:?}: {e}", project.name)))?;
+            let (dir, sha) =
+                super::git::checkout(data_dir, &repo, None)
+                    .await
+                    .map_err(|e| match e {
+                        super::git::GitError::Refused(
+                            r @ (crate::outbound::OutboundError::Internal { .. }
+                            | crate::outbound::OutboundError::NotAllowed { .. }),
+                        ) => PanelError::invalid("git_url", r.to_string()),
+                        e => PanelError::Unavailable(format!("project {:?}: {e}", project.name)),
+                    })?;
             install_requirements(data_dir, &project, Some(&sha), &dir).await?;
             Some(sha)
         }

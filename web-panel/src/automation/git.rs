@@ -37,6 +37,46 @@ pub enum GitError {
     },
     #[error("git {0} took longer than {1} s")]
     Timeout(&'static str, u64),
+    /// The URL's host is somewhere the panel does not connect to.
+    #[error("git fetch refused: {0}")]
+    Refused(#[from] crate::outbound::OutboundError),
+}
+
+/// The host, port and whether git fetches it with curl, of a remote URL;
+/// `None` for a local one (`file://`, a path).
+fn remote_host(url: &str) -> Option<(String, u16, bool)> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // scp-like user@host:path (check_git_url admits no other form).
+        if url.starts_with('/') {
+            return None;
+        }
+        let head = url.split_once(':')?.0;
+        return Some((head.rsplit('@').next()?.to_string(), 22, false));
+    };
+    let (default_port, curl) = match scheme {
+        "https" => (443, true),
+        "http" => (80, true),
+        "ssh" => (22, false),
+        "git" => (9418, false),
+        _ => return None,
+    };
+    let authority = rest.split('/').next()?;
+    let hostport = authority.rsplit('@').next()?;
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']')?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default_port,
+    };
+    (!host.is_empty()).then(|| (host.to_string(), port, curl))
 }
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -82,6 +122,8 @@ pub fn redact(text: &str) -> String {
 
 /// One project's git settings, as a run needs them.
 pub struct Repo<'a> {
+    /// Where the fetch may connect (the SSRF guard).
+    pub outbound: &'a crate::outbound::Outbound,
     pub project_id: i64,
     pub url: &'a str,
     pub git_ref: Option<&'a str>,
@@ -215,26 +257,51 @@ pub async fn checkout(
         .await?;
     }
     let git_dir = format!("--git-dir={mirror_s}");
+    // The SSRF guard: the remote's host must resolve only to addresses the
+    // panel may reach. curl (http, https) is then pinned to exactly those
+    // addresses and follows no redirect, so neither a second DNS answer nor
+    // a redirect leads it elsewhere; ssh and git:// resolve again
+    // themselves, so for them the check is as of now.
+    let mut pin: Vec<String> = Vec::new();
+    if let Some((host, port, curl)) = remote_host(repo.url) {
+        let addrs = repo.outbound.resolve(&host, port).await?;
+        let literal = host.parse::<std::net::IpAddr>().is_ok();
+        if curl && !literal {
+            let list: Vec<String> = addrs
+                .iter()
+                .map(|a| match a.ip() {
+                    std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                    v4 => v4.to_string(),
+                })
+                .collect();
+            pin.push("-c".into());
+            pin.push(format!(
+                "http.curloptResolve={host}:{port}:{}",
+                list.join(",")
+            ));
+        }
+        if curl {
+            pin.push("-c".into());
+            pin.push("http.followRedirects=false".into());
+        }
+    }
+    let mut args: Vec<&str> = vec![git_dir.as_str()];
+    args.extend(pin.iter().map(String::as_str));
     // The URL is given on every fetch, so a project whose URL changed
     // fetches from the new one. Branches and tags are mirrored; the
     // remote's HEAD is remembered as FETCH_HEAD's first line.
-    git(
+    args.extend([
         "fetch",
-        &[
-            &git_dir,
-            "fetch",
-            "--quiet",
-            "--prune",
-            "--force",
-            "--",
-            repo.url,
-            "+HEAD:refs/keel/head",
-            "+refs/heads/*:refs/heads/*",
-            "+refs/tags/*:refs/tags/*",
-        ],
-        &env,
-    )
-    .await?;
+        "--quiet",
+        "--prune",
+        "--force",
+        "--",
+        repo.url,
+        "+HEAD:refs/keel/head",
+        "+refs/heads/*:refs/heads/*",
+        "+refs/tags/*:refs/tags/*",
+    ]);
+    git("fetch", &args, &env).await?;
     let wanted = match (pinned, repo.git_ref) {
         (Some(sha), _) => sha.to_string(),
         (None, Some(r)) => r.to_string(),
@@ -299,7 +366,35 @@ pub async fn checkout(
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, remote_host};
+
+    #[test]
+    fn remote_hosts_of_git_urls() {
+        let h = |u: &str| remote_host(u).map(|(h, p, c)| (h, p, c));
+        assert_eq!(
+            h("https://git.example.org/r.git"),
+            Some(("git.example.org".into(), 443, true))
+        );
+        assert_eq!(
+            h("http://u:p@127.0.0.1:8080/r"),
+            Some(("127.0.0.1".into(), 8080, true))
+        );
+        assert_eq!(h("https://[::1]:8443/r"), Some(("::1".into(), 8443, true)));
+        assert_eq!(
+            h("ssh://git@host:2222/r"),
+            Some(("host".into(), 2222, false))
+        );
+        assert_eq!(
+            h("git://169.254.169.254/r"),
+            Some(("169.254.169.254".into(), 9418, false))
+        );
+        assert_eq!(
+            h("git@github.com:o/r.git"),
+            Some(("github.com".into(), 22, false))
+        );
+        assert_eq!(h("file:///srv/repo"), None);
+        assert_eq!(h("/srv/repo"), None);
+    }
 
     #[test]
     fn url_secrets_are_hidden() {

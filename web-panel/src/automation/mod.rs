@@ -76,6 +76,10 @@ pub enum AutomationError {
     /// The inventory does not load: no retry will help.
     #[error("inventory: {0}")]
     Inventory(String),
+    /// A location the panel does not connect to (`outbound`, the SSRF
+    /// guard): no retry will help.
+    #[error("refused: {0}")]
+    Refused(#[from] crate::outbound::OutboundError),
     /// An HTTP inventory could not be fetched: try again.
     #[error("inventory: {0}")]
     InventoryFetch(String),
@@ -109,6 +113,14 @@ impl AutomationError {
                 action: "rev-parse",
                 ..
             })
+            | AutomationError::Git(git::GitError::Refused(
+                crate::outbound::OutboundError::Internal { .. }
+                | crate::outbound::OutboundError::NotAllowed { .. },
+            ))
+            | AutomationError::Refused(
+                crate::outbound::OutboundError::Internal { .. }
+                | crate::outbound::OutboundError::NotAllowed { .. },
+            )
             | AutomationError::Inventory(_)
             | AutomationError::Playbook(_)
             | AutomationError::Secret(_) => JobError::permanent(self),

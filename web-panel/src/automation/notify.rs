@@ -255,10 +255,12 @@ async fn deliver(a: &Automation, job: NotifyJob) -> Result<(), AutomationError> 
             let body =
                 serde_json::to_vec(&msg).map_err(|e| AutomationError::Delivery(e.to_string()))?;
             let sig = signature(key.expose().as_bytes(), &body);
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
+            // Only where `outbound` allows (the SSRF guard): a literal
+            // address here, a name at each connection; no redirects.
+            let outbound = &a.provisioner.outbound;
+            outbound.check_literal(&target.address)?;
+            let client = outbound
+                .client(Duration::from_secs(30), 0)
                 .map_err(|e| AutomationError::Delivery(e.to_string()))?;
             let resp = client
                 .post(&target.address)
@@ -268,7 +270,10 @@ async fn deliver(a: &Automation, job: NotifyJob) -> Result<(), AutomationError> 
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| AutomationError::Delivery(format!("webhook: {e}")))?;
+                .map_err(|e| match crate::outbound::refusal(&e) {
+                    Some(r) => AutomationError::Refused(r),
+                    None => AutomationError::Delivery(format!("webhook: {e}")),
+                })?;
             if !resp.status().is_success() {
                 return Err(AutomationError::Delivery(format!(
                     "webhook answered {}",

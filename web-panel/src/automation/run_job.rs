@@ -291,6 +291,7 @@ async fn run_with_log(
         ProjectKind::Git => {
             let url = git_url.clone().unwrap_or_default();
             let repo = git::Repo {
+                outbound: &a.provisioner.outbound,
                 project_id: project.id,
                 url: &url,
                 git_ref: project.git_ref.as_deref(),
@@ -385,9 +386,9 @@ async fn run_with_log(
         }
         InventoryKind::Http => {
             let url = inv_src.url.clone().unwrap_or_default();
-            keel::inventory::Inventory::load_async(vec![url], Default::default())
-                .await
-                .map_err(|d| AutomationError::InventoryFetch(d.to_string()))?
+            let data = fetch_http_inventory(&a.provisioner.outbound, &url).await?;
+            keel::inventory::Inventory::from_json(data)
+                .map_err(|d| AutomationError::Inventory(d.to_string()))?
         }
     };
     if let Some(dir) = playbook_path.parent() {
@@ -748,4 +749,67 @@ async fn finish_failed(a: &Automation, run_id: i64, error: &str) -> Result<(), A
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// An HTTP inventory's `--list` JSON, fetched by the panel itself through
+/// the SSRF guard (`outbound`: every hop's address checked, at most 3
+/// redirects) rather than by the engine's client, which knows no policy.
+/// As with a dynamic inventory script, a document without
+/// `_meta.hostvars` has each host's variables fetched from `?host=NAME`.
+async fn fetch_http_inventory(
+    outbound: &crate::outbound::Outbound,
+    url: &str,
+) -> Result<Value, AutomationError> {
+    let fail = |e: String| AutomationError::InventoryFetch(format!("inventory URL: {e}"));
+    outbound.check_literal(url)?;
+    let client = outbound
+        .client(std::time::Duration::from_secs(30), 3)
+        .map_err(|e| fail(e.to_string()))?;
+    async fn get(client: &reqwest::Client, url: &str) -> Result<Value, AutomationError> {
+        let fail = |e: String| AutomationError::InventoryFetch(format!("inventory URL: {e}"));
+        let resp = client
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                if let Some(r) = crate::outbound::refusal(&e) {
+                    return AutomationError::Refused(r);
+                }
+                let mut s = e.to_string();
+                let mut cur = std::error::Error::source(&e);
+                while let Some(inner) = cur {
+                    s.push_str(": ");
+                    s.push_str(&inner.to_string());
+                    cur = inner.source();
+                }
+                fail(s)
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(fail(format!("answered {status}")));
+        }
+        resp.json::<Value>()
+            .await
+            .map_err(|e| fail(format!("not inventory JSON: {e}")))
+    }
+    let mut data = get(&client, url).await?;
+    let has_meta = data.pointer("/_meta/hostvars").is_some();
+    if !has_meta {
+        let names: Vec<String> = keel::inventory::Inventory::from_json(data.clone())
+            .map_err(|d| AutomationError::Inventory(d.to_string()))?
+            .hosts
+            .into_keys()
+            .collect();
+        let mut hostvars = Map::new();
+        for name in names {
+            let mut u = reqwest::Url::parse(url).map_err(|e| fail(e.to_string()))?;
+            u.query_pairs_mut().append_pair("host", &name);
+            hostvars.insert(name, get(&client, u.as_str()).await?);
+        }
+        if let Value::Object(m) = &mut data {
+            m.insert("_meta".into(), serde_json::json!({ "hostvars": hostvars }));
+        }
+    }
+    Ok(data)
 }

@@ -5,10 +5,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 
 use crate::auth;
 use crate::domain::{PanelError, Principal};
@@ -102,13 +103,27 @@ fn is_unsafe(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Resolves the caller. A bearer token wins; otherwise the session cookie
-/// (and, for state-changing API calls, the CSRF header must match its
-/// token); otherwise the SSO header, trusted only from configured proxy
-/// addresses, which starts a session. HTML form posts check the CSRF form
-/// field in their handlers.
+/// The logins: they act on the credentials in their body, not on the
+/// session's authority, so the session's CSRF token is not asked of them
+/// (a browser may come to the login page with a live session; the login
+/// ends it). Cross-site posts to them are refused by `guard::same_origin`.
+const LOGIN_PATHS: [&str; 2] = ["/login", "/api/v1/auth/login"];
+
+/// What a page's form post without the session's token gets.
+const CSRF_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Forbidden</title></head>\
+<body><p>The form's CSRF token is missing or stale; reload the page and try again.</p></body></html>";
+
+/// The largest form body the CSRF check reads (axum's own form limit).
+const FORM_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Resolves the caller. A bearer token wins; otherwise the session cookie;
+/// otherwise the SSO header, trusted only from configured proxy addresses,
+/// which starts a session. Every state-changing request a session
+/// authenticates must carry the session's CSRF token, whatever its route:
+/// the `X-CSRF-Token` header, or for an HTML form the `csrf` field (the
+/// page handlers check the field again).
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     let mut set_cookie = None;
     let auth = match resolve(&state, &parts, &mut set_cookie).await {
         Ok(a) => a,
@@ -116,11 +131,15 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     };
     if let Some(a) = &auth {
         if let Via::Session { csrf } = &a.via {
-            let is_api = parts.uri.path().starts_with("/api/");
-            if is_api && is_unsafe(&parts.method) {
-                let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-                if !sent.is_some_and(|s| constant_eq(s, csrf)) {
-                    return ApiError::csrf().into_response();
+            if is_unsafe(&parts.method) && !LOGIN_PATHS.contains(&parts.uri.path()) {
+                let (ok, kept) = csrf_sent(&parts, body, csrf).await;
+                body = kept;
+                if !ok {
+                    tracing::warn!(path = %parts.uri.path(), user = %a.principal.name, "request without the session's CSRF token refused");
+                    if parts.uri.path().starts_with("/api/") {
+                        return ApiError::csrf().into_response();
+                    }
+                    return (StatusCode::FORBIDDEN, Html(CSRF_PAGE)).into_response();
                 }
             }
         }
@@ -131,6 +150,34 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     resp
+}
+
+/// Whether the request carries the session's CSRF token: the header, or
+/// the `csrf` field of a URL-encoded form (read whole, then handed on).
+async fn csrf_sent(parts: &Parts, body: Body, csrf: &str) -> (bool, Body) {
+    let header = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if header.is_some_and(|s| constant_eq(s, csrf)) {
+        return (true, body);
+    }
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if header.is_some() || !is_form {
+        return (false, body);
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
+        return (false, Body::empty());
+    };
+    let ok = form_urlencoded_field(&bytes, "csrf").is_some_and(|s| constant_eq(&s, csrf));
+    (ok, Body::from(bytes))
+}
+
+/// The first value of `name` in a URL-encoded form.
+fn form_urlencoded_field(bytes: &[u8], name: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes).ok()?;
+    pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
 /// Compares secrets without an early exit.

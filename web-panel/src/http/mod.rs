@@ -7,6 +7,7 @@
 
 pub mod caller;
 pub mod error;
+pub mod guard;
 pub mod state;
 
 pub use caller::{authenticate, constant_eq, cookie, Auth, Peer, Via, CSRF_HEADER};

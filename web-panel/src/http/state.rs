@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::domain::PanelError;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "keel_session";
@@ -20,6 +21,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub passwords: Passwords,
     pub metrics: Arc<Metrics>,
+    /// Where connections to user-supplied locations may go.
+    pub outbound: Outbound,
 }
 
 impl AppState {
@@ -27,9 +30,10 @@ impl AppState {
         let passwords = Passwords::new(&config.auth)?;
         Ok(AppState {
             db,
-            config: Arc::new(config),
             passwords,
             metrics: Arc::new(Metrics::default()),
+            outbound: Outbound::new(&config.outbound),
+            config: Arc::new(config),
         })
     }
 

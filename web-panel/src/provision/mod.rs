@@ -309,6 +309,8 @@ pub struct Provisioner {
     /// `None` without a hypervisor driver: no VM will ever need it, and a
     /// panel without one leaves no key behind.
     pub key: Option<PanelKey>,
+    /// Where connections to user-supplied locations may go (`outbound.rs`).
+    pub outbound: crate::outbound::Outbound,
 }
 
 impl std::fmt::Debug for Provisioner {
@@ -350,6 +352,7 @@ impl Provisioner {
             data_dir: config.data_dir.clone(),
             callback_port,
             key,
+            outbound: crate::outbound::Outbound::new(&config.outbound),
         })
     }
 

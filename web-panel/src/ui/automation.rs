@@ -284,8 +284,15 @@ async fn sync_project(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
-    let done =
-        catalog::sync_project(&st.db, &sealer(&st)?, &st.config.data_dir, &a.principal, id).await;
+    let done = catalog::sync_project(
+        &st.db,
+        &sealer(&st)?,
+        &st.config.data_dir,
+        &st.outbound,
+        &a.principal,
+        id,
+    )
+    .await;
     match or_again(done, Json::Null, |r| projects_view(&st, &a, r)).await? {
         Ok(_) => to("/projects".into()),
         Err(page) => Ok(page),

@@ -43,6 +43,8 @@ pub fn router() -> Router<AppState> {
         .merge(siteops::router())
         .merge(analytics::router())
         .route("/", get(|| async { Redirect::to("/servers") }))
+        .route("/static/panel.css", get(style_sheet))
+        .route("/static/panel.js", get(script))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/servers", get(my_servers).post(create_server))
@@ -86,6 +88,28 @@ pub fn router() -> Router<AppState> {
         .merge(automation::router())
 }
 
+/// The one style sheet and the one script: files, because the
+/// Content-Security-Policy (`http::guard`) allows no inline style or script.
+async fn style_sheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../../static/panel.css"),
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../../static/panel.js"),
+    )
+}
+
 async fn login_form() -> UiResult {
     Ok(render("login.html", context! { name => "" })?.into_response())
 }
@@ -96,7 +120,12 @@ struct LoginForm {
     password: String,
 }
 
-async fn login(State(st): State<AppState>, Peer(ip): Peer, Form(f): Form<LoginForm>) -> UiResult {
+async fn login(
+    State(st): State<AppState>,
+    Peer(ip): Peer,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> UiResult {
     match auth::login(
         &st.db,
         &st.config.auth,
@@ -108,6 +137,11 @@ async fn login(State(st): State<AppState>, Peer(ip): Peer, Form(f): Form<LoginFo
     .await
     {
         Ok(p) => {
+            // Against session fixation: the session the browser came with
+            // ends; the login always gets a new secret.
+            if let Some(old) = crate::http::cookie(&headers, crate::http::SESSION_COOKIE) {
+                auth::end_session(&st.db, &old).await?;
+            }
             let s = auth::create_session(&st.db, &st.config.auth, p.user_id).await?;
             Ok((
                 [(header::SET_COOKIE, st.session_cookie(&s.secret))],

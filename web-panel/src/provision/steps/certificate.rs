@@ -116,6 +116,12 @@ async fn order(
     ctx: &JobContext,
 ) -> Result<(), ProvisionError> {
     let names = vhost.names();
+    // The SSRF guard: the directory's host must be somewhere the panel may
+    // connect (checked after resolution; the ACME client resolves again).
+    p.outbound
+        .check_url(p.acme.directory_url.trim())
+        .await
+        .map_err(|e| ProvisionError::Certificate(format!("acme.directory_url: {e}")))?;
     let client = AcmeClient::connect(&p.acme, &p.data_dir).await?;
     let pending = client.order(&names).await?;
     if !pending.challenges.is_empty() {
