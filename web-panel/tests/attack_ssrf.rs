@@ -11,7 +11,6 @@
 mod api_support;
 
 use std::net::{IpAddr, TcpListener};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -212,7 +211,7 @@ async fn defaults_refuse_internal_addresses(b: Backend) {
         ),
         (format!("git://127.0.0.1:{}/r.git", lo.port), "loopback"),
         (format!("ssh://git@127.0.0.1:{}/r.git", lo.port), "loopback"),
-        (format!("git@localhost:r.git"), "loopback"),
+        ("git@localhost:r.git".to_string(), "loopback"),
         ("http://0.0.0.0/r.git".to_string(), "unspecified"),
     ] {
         let (status, body) = sync_git(&p, &admin, &url).await;
@@ -393,5 +392,4 @@ fn test_config_allows_loopback_explicitly() {
         .allow_internal
         .iter()
         .any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
-    let _ = Path::new("");
 }
