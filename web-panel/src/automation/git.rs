@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn remote_hosts_of_git_urls() {
-        let h = |u: &str| remote_host(u).map(|(h, p, c)| (h, p, c));
+        let h = remote_host;
         assert_eq!(
             h("https://git.example.org/r.git"),
             Some(("git.example.org".into(), 443, true))
