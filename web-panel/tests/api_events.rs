@@ -400,7 +400,15 @@ async fn streams_resumes_and_tails_the_table(b: Backend) {
         !html.contains(">p1"),
         "older jobs are left to the stream: {html}"
     );
-    assert!(html.contains("new EventSource(url)"), "{html}");
+    // The follower is the panel's one script (the CSP allows no inline one).
+    assert!(
+        html.contains(r#"<script src="/static/panel.js" defer></script>"#),
+        "{html}"
+    );
+    let script = p.call("GET", "/static/panel.js", &w.owner, None).await;
+    assert_eq!(script.status, StatusCode::OK);
+    let script = script.json.as_str().unwrap().to_string();
+    assert!(script.contains("new EventSource(url)"), "{script}");
 }
 both_backends!(streams, streams_resumes_and_tails_the_table);
 
