@@ -61,6 +61,42 @@ impl PanelError {
     }
 }
 
+/// Checks a display name (a site's, an SSH key's): trimmed, 1 to `max`
+/// characters, starting with a letter or digit, then letters, digits,
+/// spaces and `. _ - @ + ( ) :`. No control characters, no markup, nothing
+/// that breaks a layout. Returns the trimmed name, or a 422 naming
+/// `field`.
+pub fn check_name<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, PanelError> {
+    let name = value.trim();
+    let count = name.chars().count();
+    if count == 0 {
+        return Err(PanelError::invalid(field, "a name is required"));
+    }
+    if count > max {
+        return Err(PanelError::invalid(
+            field,
+            format!("a name has at most {max} characters; this one has {count}"),
+        ));
+    }
+    let first_ok = name.chars().next().is_some_and(char::is_alphanumeric);
+    let bad = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || " ._-@+():".contains(*c)));
+    match (first_ok, bad) {
+        (_, Some(c)) => Err(PanelError::invalid(
+            field,
+            format!(
+                "{c:?} is not allowed in a name: use letters, digits, spaces and . _ - @ + ( ) :"
+            ),
+        )),
+        (false, None) => Err(PanelError::invalid(
+            field,
+            "a name starts with a letter or a digit",
+        )),
+        (true, None) => Ok(name),
+    }
+}
+
 /// Who is acting. Built by the HTTP layer from a token, a session or the
 /// SSO header; the CLI uses [`Principal::system`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,4 +169,31 @@ pub struct Paged<T> {
     pub total: i64,
     pub limit: i64,
     pub offset: i64,
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    fn refused(v: &str) -> String {
+        match check_name("name", v, 100) {
+            Err(PanelError::Invalid { field, message }) => {
+                assert_eq!(field, "name");
+                message
+            }
+            other => panic!("{v:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_are_bounded_and_plain() {
+        assert_eq!(check_name("name", "  Main Site ", 63).unwrap(), "Main Site");
+        assert_eq!(check_name("name", "ann@laptop (work)", 100).unwrap(), "ann@laptop (work)");
+        assert_eq!(check_name("name", "physics-web.2", 63).unwrap(), "physics-web.2");
+        assert!(refused(&"x".repeat(100_000)).contains("at most 100 characters"));
+        assert!(refused("<script>alert(1)</script>").contains("'<' is not allowed"));
+        assert!(refused("   ").contains("required"));
+        assert!(refused("-dash").contains("starts with a letter or a digit"));
+        assert!(refused("tab\there").contains("not allowed"));
+    }
 }

@@ -170,7 +170,7 @@ async fn collected_figures_are_graphed() {
     }
 
     // The graphs page in a real browser.
-    let b = browser_support::Browser::start().await;
+    let b = browser_support::Driver::start().await;
     b.goto(&format!("{}/login", f.panel.base)).await;
     b.type_into("#name", "owner").await;
     b.type_into("#password", "owner-password").await;
@@ -184,7 +184,7 @@ async fn collected_figures_are_graphed() {
     );
     for g in ["cpu", "memory", "disk", "network", "http"] {
         let n = b
-            .eval(&format!(
+            .script(&format!(
                 "const l = document.querySelector('#graph-{g} svg polyline'); \
                  return l ? l.points.numberOfItems : 0;"
             ))

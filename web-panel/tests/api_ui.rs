@@ -94,10 +94,28 @@ async fn pages(b: Backend) {
     assert_eq!(s, StatusCode::OK);
     assert!(form.contains("You administer no site yet"));
     let csrf = csrf_of(&form);
-    let site = [
+    // A name that is not a name is refused beside its field, with what
+    // was typed kept (escaped).
+    let bad = [
         ("name", "<script>alert(1)</script>"),
         ("owner_email", "a@example.org"),
-        ("description", ""),
+        ("description", "kept"),
+        ("csrf", csrf.as_str()),
+    ];
+    let (s, body, _) = br.post("/sites", &bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.contains("id=\"error-name\" role=\"alert\">&#x27;&lt;&#x27; is not allowed in a name"),
+        "{body}"
+    );
+    assert!(body.contains("value=\"&lt;script&gt;alert(1)&lt;&#x2f;script&gt;\""), "{body}");
+    assert!(body.contains("value=\"kept\""), "{body}");
+    assert!(!body.contains("<script>alert(1)"));
+    assert!(body.contains("id=\"logout\""), "the form keeps the navigation");
+    let site = [
+        ("name", "alice-site"),
+        ("owner_email", "a@example.org"),
+        ("description", "<script>alert(1)</script>"),
     ];
     let (s, _, _) = br
         .post("/sites", &[&site[..], &[("csrf", "forged")]].concat())
@@ -144,16 +162,19 @@ async fn pages(b: Backend) {
     assert_eq!(s, StatusCode::OK);
     assert!(page.contains("mws-00001.example.org"));
     assert!(
-        page.contains("<td id=\"status\" class=\"status-requested\">requested</td>"),
+        page.contains("<span class=\"badge status-requested\" id=\"status\">requested</span>"),
         "{page}"
     );
     assert!(
-        page.contains("<td>provision</td><td class=\"job-state\">queued</td>"),
+        page.contains(">provision</a></td><td><span class=\"badge status-queued job-state\">queued</span>"),
         "{page}"
     );
     // Power buttons only show on a ready server; the form needs the CSRF
     // token, and the domain layer refuses a server that is not ready.
-    assert!(!page.contains("id=\"power\""), "{page}");
+    assert!(page.contains("data-action=\"start\" hidden>"), "{page}");
+    assert!(page.contains("data-action=\"power_off\" data-confirm="), "{page}");
+    // The connection line waits for a ready server.
+    assert!(page.contains("id=\"connection\" hidden"), "{page}");
     let power = format!("{location}/power");
     let (s, _, _) = br
         .post(&power, &[("csrf", "forged"), ("action", "start")])
@@ -255,16 +276,19 @@ async fn pages(b: Backend) {
     assert_eq!(h["location"].to_str().unwrap(), "/servers");
     let (_, page, _) = br.get(&location).await;
     assert!(
-        page.contains("<td>provision</td><td class=\"job-state\">cancelled</td>"),
+        page.contains(">provision</a></td><td><span class=\"badge status-cancelled job-state\">cancelled</span>"),
         "{page}"
     );
 
-    let (_, list, _) = br.get("/servers").await;
+    let (_, body, _) = br.get(&site_page).await;
     assert!(
-        list.contains("&lt;script&gt;alert(1)&lt;"),
-        "site names are escaped: {list}"
+        body.contains("&lt;script&gt;alert(1)&lt;"),
+        "descriptions are escaped: {body}"
     );
-    assert!(!list.contains("<script>alert(1)"));
+    assert!(!body.contains("<script>alert(1)"));
+    let (_, list, _) = br.get("/servers").await;
+    assert!(list.contains(">alice-site</a>"), "{list}");
+    assert!(!list.contains("None"), "{list}");
 
     // Not an admin: the admin pages are refused.
     let (s, _, _) = br.get("/admin/audit").await;
@@ -325,7 +349,7 @@ async fn pages(b: Backend) {
     assert!(!page.contains("id=\"access-blocked\""), "{page}");
     let (_, pools, _) = br.get("/admin/pools").await;
     assert!(
-        pools.contains("<td>public-a</td><td>public</td><td>3</td><td>2</td><td>0</td><td>1</td>"),
+        pools.contains(">public-a</a></td><td><a href=\"&#x2f;admin&#x2f;pools&#x2f;1\">public</a></td><td class=\"num\">3</td><td class=\"num\">2</td><td class=\"num\">0</td><td class=\"num\">1</td>"),
         "{pools}"
     );
 }
@@ -787,3 +811,164 @@ async fn automation_pages(b: Backend) {
     assert!(!body.contains("deploy"), "{body}");
 }
 both_backends!(automation_ui, automation_pages);
+
+/// Error pages and refusals (issue #19): an unknown path is a real 404
+/// page, refusals keep the navigation of the signed-in user, a form's
+/// target opened as a link says so, names and keys are checked in the
+/// domain layer (so the API refuses the same), and a deleted server's
+/// page shows neither "None" nor its old host keys.
+async fn errors_and_validation(b: Backend) {
+    let p = start(b, |_| {}).await;
+    catalog_and_pool(&p, 3).await;
+    let (_, token) = p.user("alice", false).await;
+    let alice = api_support::Cred::Bearer(token);
+    let mut br = Browser {
+        p: &p,
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+        cookie: None,
+    };
+    // Anonymous: the 404 page offers the login, under /api/ it is JSON.
+    let (s, body, _) = br.get("/no/such/page").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body.contains("<h1 id=\"error-title\">Not found</h1>"), "{body}");
+    assert!(body.contains("href=\"/login\""), "{body}");
+    let (s, body, _) = br.get("/api/v1/no/such/route").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body.contains("\"error\":\"not_found\""), "{body}");
+
+    log_in(&mut br, "alice").await;
+    let (s, body, _) = br.get("/no/such/page").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body.contains("id=\"logout\""), "signed in on the 404 page: {body}");
+    assert!(body.contains("alice"), "{body}");
+    let (s, body, _) = br.get("/servers/424242").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body.contains("service not found") && body.contains("id=\"logout\""), "{body}");
+    let (s, body, _) = br.get("/admin/users").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body.contains("<h1 id=\"error-title\">Not allowed</h1>") && body.contains("id=\"logout\""), "{body}");
+    let (s, body, _) = br.get("/servers/1/delete").await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(body.contains("id=\"logout\""), "{body}");
+    // The stylesheet and the script come from the panel itself.
+    let (s, css, h) = br.get("/static/keel.css").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(css.contains(".badge"));
+    let (_, page, _) = br.get("/").await;
+    assert!(page.contains("href=\"/static/keel.css\""), "{page}");
+    assert!(!page.contains("http://") && !page.contains("https://"), "nothing from elsewhere: {page}");
+    assert!(page.contains("id=\"first-server\""), "{page}");
+
+    // Keys: a 100,000-character name and a junk key are refused, by the
+    // API and the form alike, naming the field.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH a@b";
+    let long = "k".repeat(100_000);
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/me/ssh-keys",
+            &alice,
+            Some(serde_json::json!({"name": long, "public_key": key})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
+    assert_eq!(r.json["field"], "name");
+    assert!(r.json["message"].as_str().unwrap().contains("at most 100 characters"));
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/me/ssh-keys",
+            &alice,
+            Some(serde_json::json!({"name": "x", "public_key": "ssh-ed25519 AAAA"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
+    assert_eq!(r.json["field"], "public_key");
+    let message = r.json["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("not an OpenSSH public key: expected a type such as ssh-ed25519 followed by base64 data"),
+        "{message}"
+    );
+    let (_, body, _) = br.get("/keys").await;
+    let csrf = csrf_of(&body);
+    let (s, body, _) = br
+        .post(
+            "/keys",
+            &[("csrf", csrf.as_str()), ("name", "laptop"), ("public_key", "hello")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("id=\"error-public_key\""), "{body}");
+    assert!(body.contains(">hello</textarea>"), "the key typed is kept: {body}");
+    assert!(body.contains("value=\"laptop\""), "{body}");
+    // Site names: the API refuses what the form refuses.
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/sites",
+            &alice,
+            Some(serde_json::json!({"name": "x".repeat(64), "owner_email": "a@example.org"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
+    assert_eq!(r.json["field"], "name");
+
+    // A deleted server: no "None", no buttons. (That its host keys go is
+    // `browser_ui.rs`'s, on a real server that had some.)
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/sites",
+            &alice,
+            Some(serde_json::json!({"name": "alice-site", "owner_email": "a@example.org"})),
+        )
+        .await;
+    let site = r.json["id"].as_i64().unwrap();
+    let r = p
+        .call(
+            "POST",
+            "/api/v1/services",
+            &alice,
+            Some(serde_json::json!({"site_id": site, "server_type": "small"})),
+        )
+        .await;
+    let id = r.json["service"]["id"].as_i64().unwrap();
+    // Deleting needs the hostname typed.
+    let hostname = r.json["service"]["hostname"].as_str().unwrap().to_string();
+    let (s, body, _) = br
+        .post(&format!("/servers/{id}/delete"), &[("csrf", csrf.as_str()), ("confirm", "nope")])
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("That is not the server's name."), "{body}");
+    {
+        use keel_panel::lifecycle::Status;
+        let mut tx = p.db().begin().await.unwrap();
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
+        assert!(keel_panel::lifecycle::transition::transition(
+            &mut conn,
+            p.db().now(),
+            &keel_panel::domain::Principal::system(),
+            id,
+            &[Status::Requested],
+            Status::Deleted,
+            None,
+        )
+        .await
+        .unwrap());
+        tx.commit().await.unwrap();
+    }
+    let (_, page, _) = br.get(&format!("/servers/{id}")).await;
+    assert!(!page.contains("None") && !page.contains(">none<"), "{page}");
+    assert!(page.contains("The server is deleted"), "{page}");
+    assert!(page.contains("data-action=\"delete\" hidden"), "{page}");
+    assert!(page.contains(&hostname));
+    let (s, _, _) = br
+        .post(&format!("/servers/{id}/delete"), &[("csrf", csrf.as_str()), ("confirm", hostname.as_str())])
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "deleted already");
+}
+both_backends!(errors_ui, errors_and_validation);

@@ -107,7 +107,7 @@ async fn security_headers_on_every_answer(b: Backend) {
         ("GET", "/api/v1/me", Cred::Anonymous),
         ("GET", "/api/v1/openapi.json", Cred::Anonymous),
         ("GET", "/metrics", Cred::Anonymous),
-        ("GET", "/static/panel.js", Cred::Anonymous),
+        ("GET", "/static/keel.js", Cred::Anonymous),
         ("GET", "/no/such/page", Cred::Anonymous),
         ("POST", "/api/v1/auth/login", Cred::Anonymous),
     ] {
@@ -120,7 +120,7 @@ async fn security_headers_on_every_answer(b: Backend) {
     }
     // What the pages load instead of inline code, with its real type.
     let r = p
-        .call("GET", "/static/panel.js", &Cred::Anonymous, None)
+        .call("GET", "/static/keel.js", &Cred::Anonymous, None)
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.headers["content-type"]
@@ -128,7 +128,7 @@ async fn security_headers_on_every_answer(b: Backend) {
         .unwrap()
         .starts_with("text/javascript"));
     let r = p
-        .call("GET", "/static/panel.css", &Cred::Anonymous, None)
+        .call("GET", "/static/keel.css", &Cred::Anonymous, None)
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.headers["content-type"]

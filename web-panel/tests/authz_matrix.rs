@@ -98,6 +98,8 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
             json!({"name": format!("u{}", fastrand::u32(..)), "password": "long-enough"})
         }
         "/admin/users/{id}/password" => json!({"password": "another-long-one"}),
+        // Enabling an enabled account: allowed or refused, it changes nothing.
+        "/admin/users/{id}/disabled" => json!({"disabled": false}),
         "/admin/pools" => {
             json!({"name": format!("p{}", fastrand::u32(..)), "type": "v6only", "cidr6": format!("2001:db8:{:x}::/64", fastrand::u16(1..)), "hostname_pattern": format!("v{}-{{n}}", fastrand::u32(..)), "count": 2})
         }

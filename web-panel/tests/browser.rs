@@ -8,232 +8,14 @@
 //! next to its field, launches it against real sshd test hosts and watches
 //! the run's task lines arrive live, then the recap.
 //!
-//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages
-//! `chromium` and `chromium-driver`); the test installs them with apt when
-//! they are missing.
+//! The harness (chromedriver, chromium) is `browser_support/`.
 
 mod api_support;
-
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod browser_support;
 
 use api_support::{catalog_and_pool, start, Backend};
-use serde_json::{json, Value};
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-fn ensure_browser() {
-    if std::path::Path::new("/usr/bin/chromedriver").exists()
-        && std::path::Path::new("/usr/bin/chromium").exists()
-    {
-        return;
-    }
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver",
-        ])
-        .status()
-        .expect("run apt-get");
-    assert!(
-        status.success(),
-        "installing chromium and chromium-driver with apt failed"
-    );
-}
-
-/// chromedriver, stopped when dropped.
-struct Driver {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-    session: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    async fn start() -> Driver {
-        ensure_browser();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let mut d = Driver {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            session: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while d
-            .http
-            .get(format!("{}/status", d.base))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-            }
-        }}});
-        let r = d.cmd("POST", "/session", Some(caps)).await;
-        d.session = r["sessionId"].as_str().expect("a session id").to_string();
-        d
-    }
-
-    async fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let url = if path == "/session" {
-            format!("{}/session", self.base)
-        } else {
-            format!("{}/session/{}{}", self.base, self.session, path)
-        };
-        let mut req = self.http.request(method.parse().unwrap(), url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let v: Value = req.send().await.unwrap().json().await.unwrap();
-        assert!(
-            v["value"]["error"].is_null(),
-            "webdriver {method} {path}: {v}"
-        );
-        v["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", Some(json!({ "url": url }))).await;
-    }
-
-    async fn find(&self, css: &str) -> String {
-        let v = self
-            .cmd(
-                "POST",
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        v[ELEMENT].as_str().unwrap().to_string()
-    }
-
-    /// How many elements match `css`.
-    async fn count(&self, css: &str) -> usize {
-        self.cmd(
-            "POST",
-            "/elements",
-            Some(json!({"using": "css selector", "value": css})),
-        )
-        .await
-        .as_array()
-        .map_or(0, |a| a.len())
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let e = self.find(css).await;
-        self.cmd(
-            "POST",
-            &format!("/element/{e}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
-    }
-
-    /// Clicks a button that submits a form, then waits for the next page:
-    /// until the clicked element is gone (stale) and the new document has
-    /// loaded. Without this, the next lookup can race the navigation.
-    async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
-            .await;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let url = format!("{}/session/{}/element/{e}/name", self.base, self.session);
-            let v: Value = self
-                .http
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let stale = !v["value"]["error"].is_null();
-            if stale {
-                let ready = self
-                    .cmd(
-                        "POST",
-                        "/execute/sync",
-                        Some(json!({"script": "return document.readyState", "args": []})),
-                    )
-                    .await;
-                if ready == "complete" {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no page load after clicking {css}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn clear(&self, css: &str) {
-        let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{e}/clear"), Some(json!({})))
-            .await;
-    }
-
-    /// Clicks something that does not leave the page (a checkbox, an
-    /// option of a select).
-    async fn pick(&self, css: &str) {
-        let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
-            .await;
-    }
-
-    /// The page's HTML as the browser has it now.
-    async fn source(&self) -> String {
-        self.cmd("GET", "/source", None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn text(&self, css: &str) -> String {
-        let e = self.find(css).await;
-        self.cmd("GET", &format!("/element/{e}/text"), None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn url(&self) -> String {
-        self.cmd("GET", "/url", None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-}
+use browser_support::{wait_for_element_text, wait_for_text, words, Driver};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_in_create_a_server_and_see_it_audited() {
@@ -250,13 +32,14 @@ async fn log_in_create_a_server_and_see_it_audited() {
     d.type_into("#name", "root").await;
     d.type_into("#password", "root-password").await;
     d.click("#login").await;
-    assert!(d.url().await.ends_with("/servers"));
+    assert_eq!(d.url().await, format!("{}/", p.base), "the dashboard");
 
-    d.goto(&format!("{}/servers/new", p.base)).await;
+    d.goto(&format!("{}/sites", p.base)).await;
     d.type_into("#site_name", "browser-site").await;
     d.type_into("#owner_email", "root@example.org").await;
     d.click("#create-site-button").await;
-    assert!(d.url().await.ends_with("/servers/new"));
+    assert!(d.url().await.ends_with("?created=1"), "{}", d.url().await);
+    d.goto(&format!("{}/servers/new", p.base)).await;
     d.click("#create").await;
 
     assert!(d.url().await.contains("/servers/"), "on the server page");
@@ -453,27 +236,6 @@ async fn site_admin_adds_a_user_and_a_key_and_watches_the_access_job() {
     d.cmd("DELETE", "", None).await;
 }
 
-/// Text with every run of whitespace (a table's cell separators) one space.
-fn words(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Waits (up to 15 s) until the element's text contains `want`.
-async fn wait_for_text(d: &Driver, css: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = d.text(css).await;
-        if text.contains(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{css} never showed {want:?}; it shows {text:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 const RUN_PLAYBOOK: &str = r#"- name: Browser play
   hosts: all
   gather_facts: false
@@ -487,26 +249,6 @@ const RUN_PLAYBOOK: &str = r#"- name: Browser play
         content: "{{ greeting }} {{ count }}\n"
         dest: /tmp/keel-browser-run.txt
 "#;
-
-/// Waits (up to `secs`) until an element matching `css` exists and its
-/// text contains `want` (the element may come with a page load).
-async fn wait_for_element_text(d: &Driver, css: &str, want: &str, secs: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if d.count(css).await > 0 {
-            let text = d.text(css).await;
-            if text.contains(want) {
-                return text;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{css} never showed {want:?}; the page is {}",
-            d.source().await
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_built_in_the_pages_runs_with_live_output() {

@@ -445,6 +445,67 @@ pub async fn pool_use(db: &Db) -> Result<Vec<PoolUse>, PanelError> {
     )?)
 }
 
+/// One address of a pool, as the pool's page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct PoolEntry {
+    pub id: i64,
+    pub hostname: String,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    /// `allocated`, `quarantined` (free, but not before `free_after`) or
+    /// `free`.
+    pub state: String,
+    pub service_id: Option<i64>,
+    pub free_after: i64,
+}
+
+/// A pool's addresses (at most `limit`, in id order). Platform admins only.
+pub async fn pool_entries(
+    db: &Db,
+    who: &Principal,
+    pool_id: i64,
+    limit: i64,
+) -> Result<(PoolUse, Vec<PoolEntry>), PanelError> {
+    if !who.is_admin {
+        return Err(PanelError::Forbidden(
+            "only platform admins manage pools".into(),
+        ));
+    }
+    let pool = pool_use(db)
+        .await?
+        .into_iter()
+        .find(|p| p.id == pool_id)
+        .ok_or(PanelError::NotFound("pool"))?;
+    let mut rc = db.read().await?;
+    let entries = fetch_all!(
+        &mut rc.conn(),
+        PoolEntry,
+        "SELECT id, hostname, ipv4, ipv6, \
+           CASE WHEN state = 'allocated' THEN 'allocated' WHEN free_after > $2 THEN 'quarantined' ELSE 'free' END AS state, \
+           service_id, free_after FROM pool_addresses WHERE pool_id = $1 ORDER BY id LIMIT $3",
+        pool_id,
+        db.now(),
+        limit.clamp(1, 10_000)
+    )?;
+    Ok((pool, entries))
+}
+
+/// The pool types that have at least one pool, in [`POOL_TYPES`] order:
+/// the create-server form offers only these.
+pub async fn pool_types_in_use(db: &Db) -> Result<Vec<String>, PanelError> {
+    let mut rc = db.read().await?;
+    let present = fetch_all!(
+        &mut rc.conn(),
+        (String,),
+        "SELECT DISTINCT pool_type FROM pools"
+    )?;
+    Ok(POOL_TYPES
+        .iter()
+        .filter(|t| present.iter().any(|(p,)| p == *t))
+        .map(|t| t.to_string())
+        .collect())
+}
+
 /// What a server takes from a quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Resources {
@@ -535,23 +596,7 @@ pub async fn check_quota(
         }
     }
     for q in &quotas {
-        let sql = if q.subject_kind == "user" {
-            "SELECT COUNT(*) AS vms, CAST(COALESCE(SUM(cpus), 0) AS BIGINT) AS vcpus, \
-             CAST(COALESCE(SUM(ram_mb), 0) AS BIGINT) AS ram_mb, CAST(COALESCE(SUM(disk_gb), 0) AS BIGINT) AS disk_gb \
-             FROM services WHERE created_by = $1 AND status <> $2"
-        } else {
-            "SELECT COUNT(*) AS vms, CAST(COALESCE(SUM(cpus), 0) AS BIGINT) AS vcpus, \
-             CAST(COALESCE(SUM(ram_mb), 0) AS BIGINT) AS ram_mb, CAST(COALESCE(SUM(disk_gb), 0) AS BIGINT) AS disk_gb \
-             FROM services WHERE status <> $2 \
-               AND created_by IN (SELECT user_id FROM group_members WHERE group_id = $1)"
-        };
-        let used =
-            fetch_opt!(conn, Resources, sql, q.subject_id, Status::Deleted)?.unwrap_or(Resources {
-                vms: 0,
-                vcpus: 0,
-                ram_mb: 0,
-                disk_gb: 0,
-            });
+        let used = quota_used(conn, q).await?;
         let over = [
             ("servers", used.vms, want.vms, q.max_vms),
             ("vCPUs", used.vcpus, want.vcpus, q.max_vcpus),
@@ -568,6 +613,106 @@ pub async fn check_quota(
         }
     }
     Ok(())
+}
+
+/// What the servers under quota `q` take now (deleted ones take nothing).
+async fn quota_used(conn: &mut Conn<'_>, q: &Quota) -> Result<Resources, PanelError> {
+    let sql = if q.subject_kind == "user" {
+        "SELECT COUNT(*) AS vms, CAST(COALESCE(SUM(cpus), 0) AS BIGINT) AS vcpus, \
+         CAST(COALESCE(SUM(ram_mb), 0) AS BIGINT) AS ram_mb, CAST(COALESCE(SUM(disk_gb), 0) AS BIGINT) AS disk_gb \
+         FROM services WHERE created_by = $1 AND status <> $2"
+    } else {
+        "SELECT COUNT(*) AS vms, CAST(COALESCE(SUM(cpus), 0) AS BIGINT) AS vcpus, \
+         CAST(COALESCE(SUM(ram_mb), 0) AS BIGINT) AS ram_mb, CAST(COALESCE(SUM(disk_gb), 0) AS BIGINT) AS disk_gb \
+         FROM services WHERE status <> $2 \
+           AND created_by IN (SELECT user_id FROM group_members WHERE group_id = $1)"
+    };
+    Ok(
+        fetch_opt!(conn, Resources, sql, q.subject_id, Status::Deleted)?.unwrap_or(Resources {
+            vms: 0,
+            vcpus: 0,
+            ram_mb: 0,
+            disk_gb: 0,
+        }),
+    )
+}
+
+/// A quota with the name of whom it limits and what is in use under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaUse {
+    #[serde(flatten)]
+    pub quota: Quota,
+    /// The user's or the group's name.
+    pub subject_name: String,
+    pub used: Resources,
+}
+
+const QUOTA_COLS: &str = "q.subject_kind, q.subject_id, q.max_vms, q.max_vcpus, q.max_ram_mb, q.max_disk_gb";
+
+async fn with_use(conn: &mut Conn<'_>, quotas: Vec<Quota>) -> Result<Vec<QuotaUse>, PanelError> {
+    let mut out = Vec::with_capacity(quotas.len());
+    for q in quotas {
+        let sql = if q.subject_kind == "user" {
+            "SELECT name FROM users WHERE id = $1"
+        } else {
+            "SELECT name FROM user_groups WHERE id = $1"
+        };
+        let subject_name = scalar!(conn, String, sql, q.subject_id)?.unwrap_or_default();
+        let used = quota_used(conn, &q).await?;
+        out.push(QuotaUse {
+            quota: q,
+            subject_name,
+            used,
+        });
+    }
+    Ok(out)
+}
+
+/// The quotas that limit `user_id` (their own and their groups'), with
+/// their use: for that user and platform admins.
+pub async fn quotas_of(
+    db: &Db,
+    who: &Principal,
+    user_id: i64,
+) -> Result<Vec<QuotaUse>, PanelError> {
+    if !who.is_admin && who.user_id != user_id {
+        return Err(PanelError::Forbidden(
+            "only platform admins see other users' quotas".into(),
+        ));
+    }
+    let mut rc = db.read().await?;
+    let mut conn = rc.conn();
+    let quotas = fetch_all!(
+        &mut conn,
+        Quota,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {QUOTA_COLS} FROM quotas q \
+             WHERE (q.subject_kind = 'user' AND q.subject_id = $1) \
+                OR (q.subject_kind = 'group' AND q.subject_id IN (SELECT group_id FROM group_members WHERE user_id = $1)) \
+             ORDER BY q.subject_kind DESC, q.subject_id"
+        )),
+        user_id
+    )?;
+    with_use(&mut conn, quotas).await
+}
+
+/// Every quota with its use. Platform admins only.
+pub async fn all_quotas(db: &Db, who: &Principal) -> Result<Vec<QuotaUse>, PanelError> {
+    if !who.is_admin {
+        return Err(PanelError::Forbidden(
+            "only platform admins list quotas".into(),
+        ));
+    }
+    let mut rc = db.read().await?;
+    let mut conn = rc.conn();
+    let quotas = fetch_all!(
+        &mut conn,
+        Quota,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {QUOTA_COLS} FROM quotas q ORDER BY q.subject_kind DESC, q.subject_id"
+        ))
+    )?;
+    with_use(&mut conn, quotas).await
 }
 
 #[cfg(test)]

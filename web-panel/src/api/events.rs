@@ -11,7 +11,8 @@
 //!
 //! Events: `log` (one stored line; its id is `<job_id>:<seq>`, which a
 //! client sends back as `Last-Event-ID` to resume), `status` (the service's
-//! status changed) and `job` (a job of the service appeared or changed
+//! status, its VM's power state, the actions it takes or the caller's
+//! connection line changed; it carries them all) and `job` (a job of the service appeared or changed
 //! state). Only `log` events carry ids, so status and job events never move
 //! the resume point. Comments every 15 s keep proxies from closing the
 //! connection.
@@ -142,7 +143,11 @@ struct Follower {
     /// not read again.
     quiet: HashMap<i64, u8>,
     drained: HashSet<i64>,
-    status: Option<(crate::lifecycle::Status, Option<String>)>,
+    status: Option<(
+        crate::lifecycle::Status,
+        Option<String>,
+        servers::LiveState,
+    )>,
     queue: VecDeque<Event>,
     wake: broadcast::Receiver<Flushed>,
     /// A read hit its limit: poll again without waiting.
@@ -230,11 +235,19 @@ impl Follower {
         let mut rc = self.db.read().await?;
         let mut conn = rc.conn();
         let service = servers::load_managed(&mut conn, &self.who, self.service_id).await?;
-        let status = (service.status, service.failure_reason.clone());
+        let live = servers::live_state(&mut conn, &self.who, &service).await?;
+        let status = (service.status, service.failure_reason.clone(), live);
         if self.status.as_ref() != Some(&status) {
             self.queue.push_back(json_event(
                 "status",
-                &json!({"service_id": self.service_id, "status": status.0, "failure_reason": status.1}),
+                &json!({
+                    "service_id": self.service_id,
+                    "status": status.0,
+                    "failure_reason": status.1,
+                    "power_state": status.2.power_state,
+                    "actions": status.2.actions,
+                    "connection": status.2.connection,
+                }),
             ));
             self.status = Some(status);
         }

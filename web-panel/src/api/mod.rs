@@ -276,6 +276,12 @@ pub const ROUTES: &[Route] = &[
         "Reset a user's password",
     ),
     (
+        "PUT",
+        "/admin/users/{id}/disabled",
+        Access::PlatformAdmin,
+        "Disable or enable an account (a disabled one cannot log in; its sessions end and its server accounts go)",
+    ),
+    (
         "GET",
         "/admin/pools",
         Access::PlatformAdmin,
@@ -406,6 +412,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/log", get(events::job_log))
         .route("/admin/users", get(list_users).post(create_user))
         .route("/admin/users/{id}/password", put(reset_password))
+        .route("/admin/users/{id}/disabled", put(set_user_disabled))
         .route("/admin/pools", get(list_pools).post(generate_pool))
         .route("/admin/quotas", put(set_quota))
         .route("/admin/groups", get(list_groups).post(create_group))
@@ -943,6 +950,20 @@ async fn reset_password(
     no_content()
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+struct DisabledBody {
+    disabled: bool,
+}
+
+async fn set_user_disabled(
+    State(st): State<AppState>,
+    a: Auth,
+    Path(id): Path<i64>,
+    Json(b): Json<DisabledBody>,
+) -> ApiResult {
+    ok(auth::set_disabled(&st.db, &a.principal, id, b.disabled).await?)
+}
+
 async fn list_pools(State(st): State<AppState>, a: Auth) -> ApiResult {
     require_admin(&a.principal)?;
     ok(alloc::pool_use(&st.db).await?)
@@ -1143,6 +1164,12 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
         Some("PasswordBody"),
         None,
     ),
+    (
+        "PUT",
+        "/admin/users/{id}/disabled",
+        Some("DisabledBody"),
+        Some("User"),
+    ),
     ("GET", "/admin/pools", None, Some("PoolUse")),
     ("POST", "/admin/pools", Some("GeneratePool"), None),
     ("PUT", "/admin/quotas", Some("Quota"), Some("Quota")),
@@ -1216,6 +1243,9 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<MemberBody>()
         .schema_from::<NewUser>()
         .schema_from::<PasswordBody>()
+        .schema_from::<DisabledBody>()
+        .schema_from::<crate::services::model::ServerActions>()
+        .schema_from::<crate::services::model::Connection>()
         .schema_from::<GeneratePool>()
         .schema_from::<LookupGroupBody>()
         .schema_from::<GroupBody>()

@@ -242,6 +242,71 @@ pub async fn set_password(
     Ok(())
 }
 
+/// Disables or enables an account. Platform admins only, never their own.
+/// A disabled account cannot log in, its sessions end, its tokens stop
+/// working, and the servers it could log in to get an `access` run that
+/// removes it.
+pub async fn set_disabled(
+    db: &Db,
+    who: &Principal,
+    user_id: i64,
+    disabled: bool,
+) -> Result<User, PanelError> {
+    if !who.is_admin {
+        return Err(PanelError::Forbidden(
+            "only platform admins disable users".into(),
+        ));
+    }
+    if who.user_id == user_id && disabled {
+        return Err(PanelError::Conflict(
+            "you cannot disable your own account".into(),
+        ));
+    }
+    let mut tx = db.begin().await?;
+    let mut conn = tx_conn(&mut tx);
+    let before = fetch_opt!(
+        &mut conn,
+        User,
+        sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")),
+        user_id
+    )?
+    .ok_or(PanelError::NotFound("user"))?;
+    execute!(
+        &mut conn,
+        "UPDATE users SET disabled = $1 WHERE id = $2",
+        disabled,
+        user_id
+    )?;
+    if disabled {
+        execute!(
+            &mut conn,
+            "DELETE FROM sessions WHERE user_id = $1",
+            user_id
+        )?;
+    }
+    let after = User {
+        disabled,
+        ..before.clone()
+    };
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new(action, "user", user_id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    crate::services::access::sync_user(&mut tx, who, user_id).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
 pub async fn user_by_name(db: &Db, name: &str) -> Result<Option<User>, PanelError> {
     let mut rc = db.read().await?;
     Ok(fetch_opt!(
@@ -445,12 +510,7 @@ pub async fn create_token(
             format!("tokens last 1 to {} days", cfg.token_max_days),
         ));
     }
-    if name.trim().is_empty() || name.len() > 100 {
-        return Err(PanelError::invalid(
-            "name",
-            "give the token a name of 1-100 characters",
-        ));
-    }
+    let name = crate::domain::check_name("name", name, 100)?;
     let secret = format!("keel_{}", random_secret());
     let now = db.now();
     let mut tx = db.begin().await?;

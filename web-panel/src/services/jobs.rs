@@ -84,3 +84,128 @@ pub async fn cancel(db: &Db, who: &Principal, job_id: i64) -> Result<Cancelled, 
         _ => Cancelled::Stopping,
     })
 }
+
+/// One job as its page shows it: the row, every attempt, and its stored
+/// output (summarised lines, up to [`JOB_PAGE_LINES`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDetail {
+    pub id: i64,
+    pub kind: String,
+    pub queue: String,
+    pub state: String,
+    pub attempts: u32,
+    pub owner: Option<i64>,
+    pub run_at: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub payload: serde_json::Value,
+    /// The server whose job it is (its serialisation key), if any.
+    pub service_id: Option<i64>,
+    pub history: Vec<AttemptView>,
+    pub lines: Vec<LineView>,
+    /// More output is stored than the page shows.
+    pub truncated: bool,
+    /// The `<job_id>:<seq>` of the last line shown, for the live stream.
+    pub after: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: i64,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LineView {
+    pub seq: i64,
+    pub attempt: u32,
+    pub text: String,
+}
+
+/// Lines of output a job page shows at most.
+pub const JOB_PAGE_LINES: u32 = 5000;
+
+/// The server a job belongs to, from its serialisation key.
+pub fn service_of(serial_key: Option<&str>) -> Option<i64> {
+    serial_key?.strip_prefix("service:")?.parse().ok()
+}
+
+/// A job with its attempts and output, for `who`: a server's job for those
+/// who manage the server, any other job for platform admins only. Jobs
+/// `who` may not see are "not found", so ids reveal nothing.
+pub async fn view(db: &Db, who: &Principal, job_id: i64) -> Result<JobDetail, PanelError> {
+    let job = db
+        .store()
+        .job(job_id)
+        .await?
+        .ok_or(PanelError::NotFound("job"))?;
+    let service_id = service_of(job.serial_key.as_deref());
+    let mut rc = db.read().await?;
+    let mut conn = rc.conn();
+    match service_id {
+        Some(sid) if !who.is_admin => {
+            match crate::services::servers::load_managed(&mut conn, who, sid).await {
+                Ok(_) => {}
+                Err(PanelError::NotFound(_) | PanelError::Forbidden(_)) => {
+                    return Err(PanelError::NotFound("job"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        None if !who.is_admin => return Err(PanelError::NotFound("job")),
+        _ => {}
+    }
+    let lines =
+        crate::queue::log::read_on(&mut conn, job_id, 0, JOB_PAGE_LINES + 1).await?;
+    drop(rc);
+    let truncated = lines.len() as u32 > JOB_PAGE_LINES;
+    let lines: Vec<LineView> = lines
+        .into_iter()
+        .take(JOB_PAGE_LINES as usize)
+        .map(|l| LineView {
+            seq: l.seq,
+            attempt: l.attempt,
+            text: crate::queue::log::summary(&l.line),
+        })
+        .collect();
+    let after = format!("{job_id}:{}", lines.last().map_or(0, |l| l.seq));
+    let history = db
+        .store()
+        .attempts(job_id)
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            attempt: a.attempt,
+            worker: a.worker,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            outcome: a.outcome,
+            error: a.error,
+        })
+        .collect();
+    Ok(JobDetail {
+        id: job.id,
+        kind: job.kind,
+        queue: job.queue,
+        state: job.state.as_str().to_string(),
+        attempts: job.attempts,
+        owner: job.owner,
+        run_at: job.run_at,
+        created_at: job.created_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+        last_error: job.last_error,
+        payload: job.payload,
+        service_id,
+        history,
+        lines,
+        truncated,
+        after,
+    })
+}

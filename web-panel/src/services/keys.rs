@@ -14,12 +14,64 @@ use crate::{execute, fetch_all, fetch_opt};
 
 const COLS: &str = "id, user_id, name, public_key, fingerprint, created_at";
 
+/// Longest key name (and key comment).
+pub const KEY_NAME_MAX: usize = 100;
+
+/// The key types OpenSSH writes in a `.pub` file.
+const KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-dss",
+];
+
+const NOT_A_KEY: &str =
+    "not an OpenSSH public key: expected a type such as ssh-ed25519 followed by base64 data";
+
+/// Why `line` is not a public key, in words a person can act on (the
+/// parser's own errors, such as "length invalid", say nothing to them).
+fn key_problem(line: &str) -> String {
+    let text = line.trim();
+    if text.is_empty() {
+        return "paste your public key: one line such as ssh-ed25519 AAAA… you@laptop".into();
+    }
+    if text.contains("PRIVATE KEY") {
+        return "this is a private key: never paste it anywhere; paste the public key (the .pub file) instead".into();
+    }
+    if text.starts_with("---- BEGIN SSH2") || text.starts_with("-----BEGIN") {
+        return "this is not in OpenSSH's format: convert it with `ssh-keygen -i -f FILE` and paste the line it prints".into();
+    }
+    if text.lines().count() > 1 {
+        return "paste one key, on one line".into();
+    }
+    let mut words = text.split_whitespace();
+    let kind = words.next().unwrap_or("");
+    if !KEY_TYPES.contains(&kind) {
+        let shown: String = kind.chars().take(40).collect();
+        return format!("{NOT_A_KEY}; {shown:?} is not a key type");
+    }
+    match words.next() {
+        None => format!("{NOT_A_KEY}; the base64 data after {kind} is missing"),
+        Some(_) => format!("{NOT_A_KEY}; the base64 data is damaged or cut short"),
+    }
+}
+
 /// Parses an OpenSSH public key line and returns it normalised (algorithm
-/// and key, with the comment) and its fingerprint.
+/// and key, with the comment) and its fingerprint. Refusals name
+/// `public_key` and say what is wrong.
 pub fn parse_public_key(line: &str) -> Result<(String, String), PanelError> {
-    let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
-        PanelError::invalid("public_key", format!("not an OpenSSH public key: {e}"))
-    })?;
+    let key = PublicKey::from_openssh(line.trim())
+        .map_err(|_| PanelError::invalid("public_key", key_problem(line)))?;
+    if key.comment().to_string().chars().count() > KEY_NAME_MAX {
+        return Err(PanelError::invalid(
+            "public_key",
+            format!("the key's comment (after the base64 data) has more than {KEY_NAME_MAX} characters; shorten it"),
+        ));
+    }
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     let text = key
         .to_openssh()
@@ -42,11 +94,17 @@ pub async fn list(db: &Db, who: &Principal) -> Result<Vec<SshKey>, PanelError> {
 pub async fn add(db: &Db, who: &Principal, name: &str, line: &str) -> Result<SshKey, PanelError> {
     let (text, fingerprint) = parse_public_key(line)?;
     let name = if name.trim().is_empty() {
-        PublicKey::from_openssh(&text)
+        let comment = PublicKey::from_openssh(&text)
             .map(|k| k.comment().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // A comment that is no good name leaves the key unnamed rather
+        // than refusing a key the user did not name.
+        match crate::domain::check_name("name", &comment, KEY_NAME_MAX) {
+            Ok(n) => n.to_string(),
+            Err(_) => String::new(),
+        }
     } else {
-        name.trim().to_string()
+        crate::domain::check_name("name", name, KEY_NAME_MAX)?.to_string()
     };
     let mut tx = db.begin().await?;
     let mut conn = tx_conn(&mut tx);
@@ -115,5 +173,33 @@ mod tests {
         assert_eq!(text, line);
         assert!(parse_public_key("ssh-ed25519 not-base64").is_err());
         assert!(parse_public_key("").is_err());
+    }
+
+    fn message(line: &str) -> String {
+        match parse_public_key(line) {
+            Err(PanelError::Invalid { field, message }) => {
+                assert_eq!(field, "public_key");
+                message
+            }
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        assert!(message("hello world").starts_with(NOT_A_KEY), "{}", message("hello"));
+        assert!(message("hello").contains("\"hello\" is not a key type"));
+        assert!(message("ssh-ed25519").contains("base64 data after ssh-ed25519 is missing"));
+        assert!(message("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R").contains("damaged or cut short"));
+        assert!(message("").starts_with("paste your public key"));
+        assert!(message("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n").contains("private key"));
+        let long = format!(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH {}",
+            "x".repeat(101)
+        );
+        assert!(message(&long).contains("comment"));
+        for m in [message("hello"), message("ssh-ed25519 AAAA")] {
+            assert!(!m.contains("length invalid") && !m.contains("invalid label"), "{m}");
+        }
     }
 }

@@ -241,6 +241,64 @@ pub struct ServiceDetail {
     /// Its DNS records; `None` when the `dns` job never ran for it (DNS
     /// publishing off, or not ready yet).
     pub dns: Option<DnsStatus>,
+    /// What may be asked of it now (from its status's rules and the VM's
+    /// power state).
+    pub actions: ServerActions,
+    /// How to log in; `None` until it is ready, and after it is deleted.
+    pub connection: Option<Connection>,
+}
+
+/// The requests a server takes in its current state: the page shows only
+/// these buttons, and the live stream sends them again on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ServerActions {
+    pub retry: bool,
+    pub delete: bool,
+    /// Power actions (`start`, `shutdown`, `power_off`, `reset`) that make
+    /// sense for the VM's power state.
+    pub power: Vec<String>,
+}
+
+impl ServerActions {
+    /// From the status's rules ([`Status::rules`]) and the VM's last known
+    /// power state: a running VM is not started, a stopped one not shut
+    /// down; an unknown state offers every action.
+    pub fn of(status: Status, power_state: Option<&str>) -> ServerActions {
+        use crate::lifecycle::jobs::PowerAction;
+        let rules = status.rules();
+        let power: Vec<String> = if rules.powerable {
+            PowerAction::ALL
+                .into_iter()
+                .filter(|a| match (power_state, a) {
+                    (Some("running"), PowerAction::Start) => false,
+                    (Some("stopped"), PowerAction::Start) => true,
+                    (Some("stopped"), _) => false,
+                    _ => true,
+                })
+                .map(|a| a.as_str().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ServerActions {
+            retry: rules.retryable,
+            delete: !rules.leaving,
+            power,
+        }
+    }
+}
+
+/// How a person logs in to a server: `ssh -p PORT USER@ADDRESS`, and the
+/// host keys to compare on the first connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Connection {
+    pub address: String,
+    pub port: u16,
+    /// The caller's own account on the server, when they have one;
+    /// otherwise `None` (the page says to use one's own name).
+    pub user: Option<String>,
+    /// The command to type.
+    pub command: String,
 }
 
 /// An SSH host key as users compare it: algorithm and SHA-256 fingerprint.
@@ -436,4 +494,38 @@ pub struct CertificateView {
     /// The last failed attempt's error, until a success clears it.
     pub error: Option<String>,
     pub updated_at: i64,
+}
+
+#[cfg(test)]
+mod actions_tests {
+    use super::*;
+
+    #[test]
+    fn buttons_follow_the_status_rules_and_the_power_state() {
+        let a = ServerActions::of(Status::Ready, Some("running"));
+        assert_eq!(a.power, ["shutdown", "power_off", "reset"]);
+        assert!(a.delete && !a.retry);
+        let a = ServerActions::of(Status::Ready, Some("stopped"));
+        assert_eq!(a.power, ["start"]);
+        let a = ServerActions::of(Status::Ready, Some("unknown"));
+        assert_eq!(a.power.len(), 4, "an unknown state offers everything");
+        let a = ServerActions::of(Status::Failed, None);
+        assert!(a.retry && a.delete && a.power.is_empty());
+        for s in [Status::Requested, Status::CreatingVm, Status::Configuring] {
+            let a = ServerActions::of(s, Some("running"));
+            assert!(a.power.is_empty() && !a.retry && a.delete, "{s}");
+        }
+        for s in [Status::Deleting, Status::Deleted] {
+            let a = ServerActions::of(s, Some("running"));
+            assert_eq!(
+                a,
+                ServerActions {
+                    retry: false,
+                    delete: false,
+                    power: vec![]
+                },
+                "{s}"
+            );
+        }
+    }
 }

@@ -17,8 +17,8 @@ use crate::lifecycle::jobs::{AccessJob, DeprovisionJob, JobKind, ProvisionJob};
 use crate::lifecycle::{transition, Status};
 use crate::queue::{self, JobFilter};
 use crate::services::model::{
-    DnsState, DnsStatus, HostKeyView, JobView, ServerType, Service, ServiceDetail, Vm,
-    SERVICE_KINDS,
+    Connection, DnsState, DnsStatus, HostKeyView, JobView, ServerActions, ServerType, Service,
+    ServiceDetail, Vm, SERVICE_KINDS,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
 use crate::services::{access, catalog};
@@ -413,8 +413,10 @@ pub async fn get(
         "SELECT host_key_public FROM vm_provisioning WHERE service_id = $1",
         id
     )?;
+    // A deleted server's keys are gone with it: nobody should trust them.
     let host_keys = host_key
         .iter()
+        .filter(|_| service.status != Status::Deleted)
         .filter_map(|line| HostKeyView::from_line(line))
         .collect();
     let jobs = job_log(db.store(), id).await?;
@@ -424,6 +426,8 @@ pub async fn get(
         .cloned();
     let access = access::server_access(&mut conn, service.site_id, admin_user, last_access).await?;
     let dns = dns_status(&mut conn, id).await?;
+    let actions = ServerActions::of(service.status, vm.as_ref().map(|v| v.power_state.as_str()));
+    let connection = connection(&mut conn, who, &service).await?;
     Ok(ServiceDetail {
         service,
         vm,
@@ -434,6 +438,91 @@ pub async fn get(
         host_keys,
         access,
         dns,
+        actions,
+        connection,
+    })
+}
+
+/// Where people reach a server's sshd: the endpoint the driver reported
+/// (a forwarded port), else its address on port 22 (IPv4 first, then
+/// IPv6, then the hostname).
+fn connection_of(
+    service: &Service,
+    endpoint: Option<&str>,
+    user: Option<String>,
+) -> Option<Connection> {
+    let (address, port) = match endpoint.and_then(|e| e.parse::<std::net::SocketAddr>().ok()) {
+        Some(a) => (a.ip().to_string(), a.port()),
+        None => (
+            service
+                .ipv4
+                .clone()
+                .or_else(|| service.ipv6.clone())
+                .or_else(|| service.hostname.clone())?,
+            22,
+        ),
+    };
+    let who = user.clone().unwrap_or_else(|| "YOUR-NAME".to_string());
+    let command = format!("ssh -p {port} {who}@{address}");
+    Some(Connection {
+        address,
+        port,
+        user,
+        command,
+    })
+}
+
+/// How `who` logs in to a ready server (`None` before it is ready and
+/// after it is deleted). The user is `who` when they have a role of their
+/// own on the site, so an account there.
+pub async fn connection(
+    conn: &mut Conn<'_>,
+    who: &Principal,
+    service: &Service,
+) -> Result<Option<Connection>, PanelError> {
+    if service.status != Status::Ready {
+        return Ok(None);
+    }
+    let endpoint = scalar!(
+        conn,
+        Option<String>,
+        "SELECT ssh_endpoint FROM vm_provisioning WHERE service_id = $1",
+        service.id
+    )?
+    .flatten();
+    let user = crate::services::sites::has_login(conn, who.user_id, service.site_id)
+        .await?
+        .then(|| who.name.clone());
+    Ok(connection_of(service, endpoint.as_deref(), user))
+}
+
+/// What the live stream of a server page sends on every status poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveState {
+    pub power_state: Option<String>,
+    pub actions: ServerActions,
+    pub connection: Option<Connection>,
+}
+
+/// The VM's power state, the requests the server takes now, and how
+/// `who` logs in to it.
+pub async fn live_state(
+    conn: &mut Conn<'_>,
+    who: &Principal,
+    service: &Service,
+) -> Result<LiveState, PanelError> {
+    let power_state = scalar!(
+        conn,
+        String,
+        "SELECT power_state FROM vms WHERE service_id = $1",
+        service.id
+    )?;
+    let actions = ServerActions::of(service.status, power_state.as_deref());
+    let connection = connection(conn, who, service).await?;
+    Ok(LiveState {
+        power_state,
+        actions,
+        connection,
     })
 }
 

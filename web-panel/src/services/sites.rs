@@ -74,6 +74,22 @@ pub async fn site_role(
     })
 }
 
+/// Whether `user_id` has a role of their own on `site_id` (directly or
+/// through a lookup group), so an account on its servers; a platform
+/// admin's power does not count here.
+pub async fn has_login(conn: &mut Conn<'_>, user_id: i64, site_id: i64) -> Result<bool, PanelError> {
+    let n = scalar!(
+        conn,
+        i64,
+        "SELECT COUNT(*) FROM (SELECT role FROM site_members WHERE site_id = $1 AND user_id = $2 \
+         UNION ALL SELECT l.role FROM site_lookup_groups l JOIN user_groups g ON g.name = l.group_name \
+           JOIN group_members m ON m.group_id = g.id WHERE l.site_id = $1 AND m.user_id = $2) r",
+        site_id,
+        user_id
+    )?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
 /// Checks that `who` may manage `site_id` in the panel. Users with no role
 /// get "not found", so the panel does not reveal which sites exist;
 /// SSH-only users are told they cannot manage it.
@@ -106,15 +122,13 @@ fn validate_email(field: &str, email: &str) -> Result<(), PanelError> {
     }
 }
 
-/// Creates a site; its creator becomes its first admin.
+/// Longest site name.
+pub const SITE_NAME_MAX: usize = 63;
+
+/// Creates a site; its creator becomes its first admin. Its name is
+/// checked by [`crate::domain::check_name`].
 pub async fn create(db: &Db, who: &Principal, new: &NewSite) -> Result<Site, PanelError> {
-    let name = new.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(PanelError::invalid(
-            "name",
-            "a site name has 1-100 characters",
-        ));
-    }
+    let name = crate::domain::check_name("name", &new.name, SITE_NAME_MAX)?;
     validate_email("owner_email", &new.owner_email)?;
     let now = db.now();
     let mut tx = db.begin().await?;

@@ -1,12 +1,21 @@
 //! What every page handler of `ui/` shares: the template environment (the
-//! HTML files of `web-panel/templates/`, compiled in), rendering a page for
-//! the signed-in user, the CSRF check of form posts, and the error page.
+//! HTML files of `web-panel/templates/`, compiled in; empty values print as
+//! "—", never "none"), the stylesheet and script the panel serves itself
+//! (`web-panel/static/`), rendering a page for the signed-in user, the CSRF
+//! check of form posts, form refusals shown beside their field, and the
+//! error pages (which keep the navigation and the signed-in user: the
+//! [`error_pages`] layer renders them, since it sees the request's caller).
 //! The lowest file of `ui/`: the page modules import it, never each other.
 
 use std::sync::OnceLock;
 
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::{context, Environment, Value};
+
+use minijinja::value::Serde;
 
 use crate::domain::PanelError;
 use crate::http::{constant_eq, Auth, Via};
@@ -17,6 +26,7 @@ fn templates() -> &'static Environment<'static> {
         let mut env = Environment::new();
         for (name, src) in [
             ("base.html", include_str!("../../templates/base.html")),
+            ("_macros.html", include_str!("../../templates/_macros.html")),
             ("login.html", include_str!("../../templates/login.html")),
             ("servers.html", include_str!("../../templates/servers.html")),
             ("server.html", include_str!("../../templates/server.html")),
@@ -53,6 +63,15 @@ fn templates() -> &'static Environment<'static> {
             ),
             ("error.html", include_str!("../../templates/error.html")),
             ("graphs.html", include_str!("../../templates/graphs.html")),
+            ("confirm.html", include_str!("../../templates/confirm.html")),
+            ("dashboard.html", include_str!("../../templates/dashboard.html")),
+            ("job.html", include_str!("../../templates/job.html")),
+            ("tokens.html", include_str!("../../templates/tokens.html")),
+            ("admin_users.html", include_str!("../../templates/admin_users.html")),
+            ("admin_groups.html", include_str!("../../templates/admin_groups.html")),
+            ("admin_quotas.html", include_str!("../../templates/admin_quotas.html")),
+            ("admin_types.html", include_str!("../../templates/admin_types.html")),
+            ("admin_pool.html", include_str!("../../templates/admin_pool.html")),
             (
                 "auto_projects.html",
                 include_str!("../../templates/auto_projects.html"),
@@ -100,14 +119,72 @@ fn templates() -> &'static Environment<'static> {
         env.add_filter("ts", |ms: Option<i64>| -> String {
             ms.and_then(chrono::DateTime::from_timestamp_millis)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_default()
+                .unwrap_or_else(|| EMPTY.to_string())
+        });
+        // A form field's value: an empty value is an empty field, not "—".
+        env.add_filter("v", |v: Value| -> Value {
+            if v.is_none() || v.is_undefined() {
+                Value::from("")
+            } else {
+                v
+            }
+        });
+        // Audit rows' JSON, indented so it wraps inside its cell.
+        env.add_filter("pretty", |v: Value| -> String {
+            let text = v.to_string();
+            serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|j| serde_json::to_string_pretty(&j).ok())
+                .unwrap_or(text)
+        });
+        // Printed values: none (a missing IPv6, no error) is "—", never
+        // the template language's "none".
+        env.set_formatter(|out, state, value| {
+            if value.is_none() {
+                out.write_str(EMPTY).map_err(minijinja::Error::from)
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
         });
         env
     })
 }
 
+/// How an empty value prints.
+pub const EMPTY: &str = "—";
+
+/// The stylesheet and the script, served from the binary.
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/keel.css"),
+    )
+        .into_response()
+}
+
+pub async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/keel.js"),
+    )
+        .into_response()
+}
+
 /// An error page (or a redirect to the login page).
 pub struct UiError(pub PanelError);
+
+/// What an error page says; put on the response by [`UiError`] and turned
+/// into the page by [`error_pages`], which knows who is signed in.
+#[derive(Clone)]
+struct ErrorPage {
+    message: String,
+}
 
 impl From<PanelError> for UiError {
     fn from(e: PanelError) -> Self {
@@ -127,13 +204,76 @@ impl IntoResponse for UiError {
             return Redirect::to("/login").into_response();
         }
         let api = crate::http::ApiError::from(self.0);
-        let page = render(
-            "error.html",
-            context! { error => api.message, status => api.status.as_u16() },
-        )
-        .unwrap_or_else(|_| Html("error".to_string()));
-        (api.status, page).into_response()
+        let mut resp = api.status.into_response();
+        resp.extensions_mut().insert(ErrorPage {
+            message: api.message,
+        });
+        resp
     }
+}
+
+/// The error page for `status`, with the navigation of `who` (or of an
+/// anonymous visitor).
+fn error_page(who: Option<&Auth>, status: StatusCode, message: &str) -> Response {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::CONFLICT => "Not possible now",
+        StatusCode::UNPROCESSABLE_ENTITY => "Not accepted",
+        StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
+        StatusCode::METHOD_NOT_ALLOWED => "Not a page",
+        StatusCode::SERVICE_UNAVAILABLE => "Unavailable",
+        s if s.is_server_error() => "Something went wrong",
+        _ => "Error",
+    };
+    let ctx = context! { error => message, status => status.as_u16(), title };
+    let html = match who {
+        Some(a) => render("error.html", context! { ..ctx, ..base_ctx(a) }),
+        None => render("error.html", ctx),
+    }
+    .unwrap_or_else(|_| Html(format!("{} {title}", status.as_u16())));
+    (status, html).into_response()
+}
+
+/// The layer over every page route: a refused request's [`UiError`]
+/// becomes the error page, with the caller's navigation.
+pub async fn error_pages(req: Request, next: Next) -> Response {
+    let who = req.extensions().get::<Auth>().cloned();
+    let mut resp = next.run(req).await;
+    if let Some(e) = resp.extensions_mut().remove::<ErrorPage>() {
+        return error_page(who.as_ref(), resp.status(), &e.message);
+    }
+    resp
+}
+
+/// Paths nothing answers: a 404 page (JSON under `/api/`).
+pub async fn not_found(who: Option<Auth>, uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return crate::http::ApiError::from(PanelError::NotFound("route")).into_response();
+    }
+    error_page(
+        who.as_ref(),
+        StatusCode::NOT_FOUND,
+        "There is no page at this address.",
+    )
+}
+
+/// A path that exists, asked with a method it does not answer (a form's
+/// target opened as a link).
+pub async fn wrong_method(who: Option<Auth>, uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return crate::http::ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not answer that method",
+        )
+        .into_response();
+    }
+    error_page(
+        who.as_ref(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "This address takes a form's button, not a visit; go back and use the button.",
+    )
 }
 
 pub type UiResult = Result<Response, UiError>;
@@ -153,13 +293,64 @@ pub fn render(name: &str, ctx: Value) -> Result<Html<String>, PanelError> {
         .map_err(|e| PanelError::Internal(format!("rendering {name}: {e:#}")))
 }
 
-/// Renders a page for a signed-in user.
-pub fn page(a: &Auth, name: &str, ctx: Value) -> UiResult {
-    let base = context! {
+fn base_ctx(a: &Auth) -> Value {
+    context! {
         user => context! { name => a.principal.name.clone(), is_admin => a.principal.is_admin },
         csrf => a.csrf(),
+    }
+}
+
+/// Renders a page for a signed-in user. `errors` and `form` are always
+/// there (empty), so a form's fields can look themselves up.
+pub fn page(a: &Auth, name: &str, ctx: Value) -> UiResult {
+    let defaults = context! {
+        errors => Value::from(Serde(serde_json::json!({}))),
+        form => Value::from(Serde(serde_json::json!({}))),
     };
-    Ok(render(name, context! { ..ctx, ..base })?.into_response())
+    // In `context!`, the first source that has a key wins.
+    Ok(render(name, context! { ..ctx, ..base_ctx(a), ..defaults })?.into_response())
+}
+
+/// A refusal a form shows beside its fields: the status, the message, and
+/// `{field: message}` when the domain layer named the field.
+pub struct Refused {
+    pub status: StatusCode,
+    pub message: String,
+    pub errors: serde_json::Value,
+}
+
+impl Refused {
+    /// The refusals a form shows on itself; anything else (not found, not
+    /// allowed, internal) stays an error for the error page.
+    pub fn of(e: PanelError) -> Result<Refused, UiError> {
+        let errors = match &e {
+            PanelError::Invalid { field, message } => serde_json::json!({ field: message }),
+            PanelError::Conflict(_)
+            | PanelError::QuotaExceeded(_)
+            | PanelError::PoolExhausted(_)
+            | PanelError::Unavailable(_) => serde_json::json!({}),
+            _ => return Err(UiError(e)),
+        };
+        let api = crate::http::ApiError::from(e);
+        Ok(Refused {
+            status: api.status,
+            message: api.message,
+            errors,
+        })
+    }
+
+    /// The form page again, with what was typed (`form`), the message and
+    /// the field errors, answered with the refusal's status.
+    pub fn again(self, a: &Auth, name: &str, ctx: Value, form: serde_json::Value) -> UiResult {
+        let extra = context! {
+            error => self.message,
+            errors => Value::from(Serde(self.errors)),
+            form => Value::from(Serde(form)),
+        };
+        let mut resp = page(a, name, context! { ..extra, ..ctx })?;
+        *resp.status_mut() = self.status;
+        Ok(resp)
+    }
 }
 
 /// Form posts must carry the session's CSRF token.

@@ -1,17 +1,24 @@
 //! The HTML pages, rendered on the server with minijinja (templates in
 //! `web-panel/templates/`, auto-escaping on because every template name
-//! ends in `.html`). No JavaScript, except small scripts on the server
-//! page and the run page that follow the live job output (the pages work
-//! without them). Every form posts a `csrf` field that
-//! must match the session's token. Pages call the same domain functions
-//! as the API, so authorisation is the same.
+//! ends in `.html`), styled by the one stylesheet the panel serves
+//! (`/static/keel.css`). One small script (`/static/keel.js`) asks before
+//! destructive posts and follows the server page live over its SSE stream;
+//! every page works without it (a destructive post without the script's
+//! `confirmed=yes` gets a confirmation page first). Every form posts a
+//! `csrf` field that must match the session's token. Pages call the same
+//! domain functions as the API, so authorisation is the same; a form the
+//! domain layer refuses comes back with what was typed and the message
+//! beside the field it names.
 //!
-//! Layout: `kit.rs` (templates, rendering, CSRF, the error page) is below
-//! the page files; this file holds the end users' pages (servers, sites,
-//! keys, the admin views), `automation.rs` the playbook-run pages,
+//! Layout: `kit.rs` (templates, rendering, CSRF, refusals, the error pages
+//! and the 404 page) is below the page files; this file holds the end
+//! users' pages (dashboard, login, servers, sites, keys, tokens, job pages),
+//! `admin.rs` the platform admins' pages (users, groups, quotas, server
+//! types, pools, jobs, audit), `automation.rs` the playbook-run pages,
 //! `siteops.rs` the server page's forms for web sites and `analytics.rs`
 //! a server's graphs (SVG drawn on the server, no script).
 
+mod admin;
 mod analytics;
 mod automation;
 mod kit;
@@ -32,19 +39,23 @@ use crate::auth;
 use crate::domain::{Page, PanelError};
 use crate::http::{AppState, Auth, Peer};
 use crate::lifecycle::Status;
-use crate::queue::{JobFilter, JobState};
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite};
 use crate::services::{catalog, jobs, keys, lookup, unix_groups};
-use kit::{admin_only, check_csrf, page, render, signed_in, CsrfForm, UiResult};
+use kit::{admin_only, check_csrf, page, render, signed_in, CsrfForm, Refused, UiError, UiResult};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(siteops::router())
+        .merge(admin::router())
         .merge(analytics::router())
-        .route("/", get(|| async { Redirect::to("/servers") }))
-        .route("/static/panel.css", get(style_sheet))
-        .route("/static/panel.js", get(script))
+        .route("/", get(dashboard))
+        .route("/static/keel.css", get(kit::stylesheet))
+        .route("/static/keel.js", get(kit::script))
+        .route("/jobs/{id}", get(job_page))
+        .route("/tokens", get(my_tokens).post(create_token))
+        .route("/tokens/{id}/revoke", post(revoke_token))
+        .route("/sites/{id}/edit", post(site_edit))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/servers", get(my_servers).post(create_server))
@@ -82,32 +93,11 @@ pub fn router() -> Router<AppState> {
         .route("/keys", get(my_keys).post(add_key))
         .route("/keys/{id}/delete", post(remove_key))
         .route("/admin/services", get(admin_services))
-        .route("/admin/jobs", get(admin_jobs))
-        .route("/admin/pools", get(admin_pools))
         .route("/admin/audit", get(admin_audit))
         .merge(automation::router())
-}
-
-/// The one style sheet and the one script: files, because the
-/// Content-Security-Policy (`http::guard`) allows no inline style or script.
-async fn style_sheet() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        include_str!("../../static/panel.css"),
-    )
-}
-
-async fn script() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        include_str!("../../static/panel.js"),
-    )
+        .fallback(kit::not_found)
+        .method_not_allowed_fallback(kit::wrong_method)
+        .layer(axum::middleware::from_fn(kit::error_pages))
 }
 
 async fn login_form() -> UiResult {
@@ -145,7 +135,7 @@ async fn login(
             let s = auth::create_session(&st.db, &st.config.auth, p.user_id).await?;
             Ok((
                 [(header::SET_COOKIE, st.session_cookie(&s.secret))],
-                Redirect::to("/servers"),
+                Redirect::to("/"),
             )
                 .into_response())
         }
@@ -223,7 +213,7 @@ async fn my_servers(
     Query(f): Query<ListForm>,
 ) -> UiResult {
     let a = signed_in(a)?;
-    list_page(&st, &a, f, "My servers").await
+    list_page(&st, &a, f, "Your servers").await
 }
 
 async fn admin_services(
@@ -233,11 +223,12 @@ async fn admin_services(
 ) -> UiResult {
     let a = signed_in(a)?;
     admin_only(&a)?;
-    list_page(&st, &a, f, "All services").await
+    list_page(&st, &a, f, "All servers").await
 }
 
-async fn new_server(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
-    let a = signed_in(a)?;
+/// What the create-server form shows: the sites one administers, the
+/// server types, and the network kinds that have a pool.
+async fn new_server_ctx(st: &AppState, a: &Auth) -> Result<Value, UiError> {
     let my_sites = sites::list(
         &st.db,
         &a.principal,
@@ -253,23 +244,32 @@ async fn new_server(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
         .filter(|s| s.state == "active")
         .collect();
     let types = catalog::list(&st.db).await?;
-    page(
-        &a,
-        "new_server.html",
-        context! {
-            sites => Value::from(Serde(&active)),
-            types => Value::from(Serde(&types)),
-            idempotency_key => auth::random_secret(),
-        },
-    )
+    let networks = alloc::pool_types_in_use(&st.db).await?;
+    Ok(context! {
+        sites => Value::from(Serde(&active)),
+        types => Value::from(Serde(&types)),
+        networks => networks,
+        idempotency_key => auth::random_secret(),
+    })
 }
 
-#[derive(Deserialize)]
+async fn new_server(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    let ctx = new_server_ctx(&st, &a).await?;
+    page(&a, "new_server.html", ctx)
+}
+
+#[derive(Deserialize, serde::Serialize)]
 struct CreateForm {
+    #[serde(default)]
     csrf: String,
-    site_id: i64,
+    #[serde(default)]
+    site_id: String,
+    #[serde(default)]
     server_type: String,
+    #[serde(default)]
     kind: String,
+    #[serde(default)]
     pool_type: String,
     #[serde(default)]
     idempotency_key: String,
@@ -282,23 +282,44 @@ async fn create_server(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
-    let req = CreateServer {
-        site_id: f.site_id,
-        kind: f.kind,
-        server_type: f.server_type,
-        pool_type: f.pool_type,
+    let site_id = f
+        .site_id
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| PanelError::invalid("site_id", "pick one of your sites"));
+    let result = match site_id {
+        Ok(site_id) => {
+            let req = CreateServer {
+                site_id,
+                kind: f.kind.clone(),
+                server_type: f.server_type.clone(),
+                pool_type: f.pool_type.clone(),
+            };
+            // The form carries a key made when it was shown, so a double
+            // submit creates one server.
+            let key = Some(f.idempotency_key.as_str()).filter(|k| !k.is_empty());
+            servers::create(&st.db, &a.principal, &req, key).await
+        }
+        Err(e) => Err(e),
     };
-    // The form carries a key made when it was shown, so a double submit
-    // creates one server.
-    let key = Some(f.idempotency_key.as_str()).filter(|k| !k.is_empty());
-    let out = servers::create(&st.db, &a.principal, &req, key).await?;
-    Ok(Redirect::to(&format!("/servers/{}", out.created.service.id)).into_response())
+    match result {
+        Ok(out) => Ok(Redirect::to(&format!("/servers/{}", out.created.service.id)).into_response()),
+        Err(e) => {
+            let refused = Refused::of(e)?;
+            let ctx = new_server_ctx(&st, &a).await?;
+            let form = serde_json::to_value(&f).unwrap_or_default();
+            refused.again(&a, "new_server.html", ctx, form)
+        }
+    }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 struct SiteForm {
+    #[serde(default)]
     csrf: String,
+    #[serde(default)]
     name: String,
+    #[serde(default)]
     owner_email: String,
     #[serde(default)]
     description: String,
@@ -311,17 +332,20 @@ async fn create_site(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
-    sites::create(
-        &st.db,
-        &a.principal,
-        &NewSite {
-            name: f.name,
-            description: f.description,
-            owner_email: f.owner_email,
-        },
-    )
-    .await?;
-    Ok(Redirect::to("/servers/new").into_response())
+    let new = NewSite {
+        name: f.name.clone(),
+        description: f.description.clone(),
+        owner_email: f.owner_email.clone(),
+    };
+    match sites::create(&st.db, &a.principal, &new).await {
+        Ok(site) => Ok(Redirect::to(&format!("/sites/{}?created=1", site.id)).into_response()),
+        Err(e) => {
+            let refused = Refused::of(e)?;
+            let ctx = sites_ctx(&st, &a).await?;
+            let form = serde_json::to_value(&f).unwrap_or_default();
+            refused.again(&a, "sites.html", ctx, form)
+        }
+    }
 }
 
 /// Job output lines the server page renders before its script takes over.
@@ -406,14 +430,51 @@ async fn retry(
     Ok(Redirect::to(&format!("/servers/{id}")).into_response())
 }
 
+#[derive(Deserialize)]
+struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    /// The server's hostname, typed by the user.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Deleting a server asks for its hostname, typed: a mismatch (or none)
+/// shows the confirmation page again.
 async fn delete(
     State(st): State<AppState>,
     a: Option<Auth>,
     Path(id): Path<i64>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<DeleteForm>,
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    let detail = servers::get(&st.db, &a.principal, id, &st.config.hypervisor.admin_user).await?;
+    let name = detail
+        .service
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("server-{id}"));
+    if f.confirm.trim() != name {
+        let mut resp = page(
+            &a,
+            "confirm.html",
+            context! {
+                title => format!("Delete {name}?"),
+                message => "The server, its disk and its address go away for good; this cannot be undone.",
+                action => format!("/servers/{id}/delete"),
+                button => "Delete the server",
+                type_name => name,
+                typed => f.confirm.clone(),
+                back => format!("/servers/{id}"),
+                wrong => !f.confirm.is_empty(),
+            },
+        )?;
+        if !f.confirm.is_empty() {
+            *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+        }
+        return Ok(resp);
+    }
     servers::delete(&st.db, &a.principal, id).await?;
     Ok(Redirect::to(&format!("/servers/{id}")).into_response())
 }
@@ -425,6 +486,10 @@ struct PowerForm {
     /// Which button was pressed; an unknown one is refused by the domain layer.
     #[serde(default)]
     action: String,
+    /// `yes` once the user confirmed (the script's dialog, or the
+    /// confirmation page).
+    #[serde(default)]
+    confirmed: String,
 }
 
 async fn power(
@@ -435,6 +500,28 @@ async fn power(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    let question = match f.action.as_str() {
+        "shutdown" => Some("Shut the server down? Its services stop until it is powered on."),
+        "power_off" => Some("Power the server off at once? Unsaved data in its memory is lost."),
+        "reset" => Some("Reset the server at once? Unsaved data in its memory is lost."),
+        _ => None,
+    };
+    if let (Some(message), false) = (question, f.confirmed == "yes") {
+        let detail =
+            servers::get(&st.db, &a.principal, id, &st.config.hypervisor.admin_user).await?;
+        return page(
+            &a,
+            "confirm.html",
+            context! {
+                title => format!("{}: {}", detail.service.hostname.unwrap_or_default(), f.action.replace('_', " ")),
+                message,
+                action => format!("/servers/{id}/power"),
+                button => "Yes, do it",
+                fields => vec![vec!["action".to_string(), f.action.clone()]],
+                back => format!("/servers/{id}"),
+            },
+        );
+    }
     crate::services::power::request(&st.db, &a.principal, id, &f.action).await?;
     Ok(Redirect::to(&format!("/servers/{id}")).into_response())
 }
@@ -449,11 +536,13 @@ async fn my_keys(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 struct KeyForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     name: String,
+    #[serde(default)]
     public_key: String,
 }
 
@@ -462,91 +551,197 @@ async fn add_key(State(st): State<AppState>, a: Option<Auth>, Form(f): Form<KeyF
     check_csrf(&a, &f.csrf)?;
     match keys::add(&st.db, &a.principal, &f.name, &f.public_key).await {
         Ok(_) => Ok(Redirect::to("/keys").into_response()),
-        Err(e @ (PanelError::Invalid { .. } | PanelError::Conflict(_))) => {
+        Err(e) => {
+            let refused = Refused::of(e)?;
             let list = keys::list(&st.db, &a.principal).await?;
-            let mut resp = page(
+            let form = serde_json::to_value(&f).unwrap_or_default();
+            refused.again(
                 &a,
                 "keys.html",
-                context! { keys => Value::from(Serde(&list)), error => e.to_string() },
-            )?;
-            *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            Ok(resp)
+                context! { keys => Value::from(Serde(&list)) },
+                form,
+            )
         }
-        Err(e) => Err(e.into()),
     }
+}
+
+#[derive(Deserialize)]
+struct ConfirmForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirmed: String,
 }
 
 async fn remove_key(
     State(st): State<AppState>,
     a: Option<Auth>,
     Path(id): Path<i64>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<ConfirmForm>,
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    if f.confirmed != "yes" {
+        let list = keys::list(&st.db, &a.principal).await?;
+        let key = list
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or(PanelError::NotFound("ssh key"))?;
+        return page(
+            &a,
+            "confirm.html",
+            context! {
+                title => format!("Remove the key {}?", key.name),
+                message => format!("{} will no longer let you log in to your servers once their access runs.", key.fingerprint),
+                action => format!("/keys/{id}/delete"),
+                button => "Remove the key",
+                back => "/keys",
+            },
+        );
+    }
     keys::remove(&st.db, &a.principal, id).await?;
     Ok(Redirect::to("/keys").into_response())
 }
 
-#[derive(Deserialize, Default)]
-struct JobsForm {
-    #[serde(default)]
-    state: String,
+async fn tokens_ctx(st: &AppState, a: &Auth) -> Result<Value, UiError> {
+    let list = auth::list_tokens(&st.db, &a.principal).await?;
+    Ok(context! { tokens => Value::from(Serde(&list)) })
 }
 
-async fn admin_jobs(
+async fn my_tokens(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    let ctx = tokens_ctx(&st, &a).await?;
+    page(&a, "tokens.html", ctx)
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    expires_in_days: String,
+}
+
+/// A new token: its secret is on the page this post answers, once, and
+/// on no other (`Cache-Control: no-store`).
+async fn create_token(
     State(st): State<AppState>,
     a: Option<Auth>,
-    Query(f): Query<JobsForm>,
+    Form(f): Form<TokenForm>,
 ) -> UiResult {
     let a = signed_in(a)?;
-    admin_only(&a)?;
-    let jobs = st
-        .db
-        .store()
-        .jobs(&JobFilter {
-            state: JobState::parse(&f.state),
-            limit: Some(200),
-            ..JobFilter::default()
-        })
-        .await?;
-    let jobs: Vec<_> = jobs
-        .into_iter()
-        .map(|j| {
-            context! { id => j.id, kind => j.kind, queue => j.queue, state => j.state.as_str(), attempts => j.attempts, run_at => j.run_at, last_error => j.last_error }
-        })
-        .collect();
-    let failures: Vec<_> = st
-        .db
-        .store()
-        .failures()
-        .await?
-        .into_iter()
-        .map(|f| context! { job_id => f.job_id, kind => f.kind, attempts => f.attempts, failed_at => f.failed_at, error => f.error })
-        .collect();
-    let states = [
-        "queued",
-        "running",
-        "succeeded",
-        "dead",
-        "cancelled",
-        "superseded",
-    ];
+    check_csrf(&a, &f.csrf)?;
+    let days = match f.expires_in_days.trim() {
+        "" => Ok(90),
+        d => d
+            .parse::<i64>()
+            .map_err(|_| PanelError::invalid("expires_in_days", "a whole number of days")),
+    };
+    let made = match days {
+        Ok(days) => auth::create_token(&st.db, &st.config.auth, &a.principal, &f.name, days).await,
+        Err(e) => Err(e),
+    };
+    match made {
+        Ok((token, secret)) => {
+            let ctx = tokens_ctx(&st, &a).await?;
+            let mut resp = page(
+                &a,
+                "tokens.html",
+                context! { ..ctx, ..context! { new_token => Value::from(Serde(&token)), secret } },
+            )?;
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            Ok(resp)
+        }
+        Err(e) => {
+            let refused = Refused::of(e)?;
+            let ctx = tokens_ctx(&st, &a).await?;
+            let form = serde_json::to_value(&f).unwrap_or_default();
+            refused.again(&a, "tokens.html", ctx, form)
+        }
+    }
+}
+
+async fn revoke_token(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<ConfirmForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    if f.confirmed != "yes" {
+        return page(
+            &a,
+            "confirm.html",
+            context! {
+                title => "Revoke this API token?",
+                message => "Scripts that use it stop working at once.",
+                action => format!("/tokens/{id}/revoke"),
+                button => "Revoke",
+                back => "/tokens",
+            },
+        );
+    }
+    auth::revoke_token(&st.db, &a.principal, id).await?;
+    Ok(Redirect::to("/tokens").into_response())
+}
+
+/// The landing page: a platform admin's overview, or a user's servers and
+/// quotas (with a prompt when they have none yet).
+async fn dashboard(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    let mine = servers::list(
+        &st.db,
+        &a.principal,
+        &ServiceFilter::default(),
+        Page {
+            limit: 20,
+            offset: 0,
+        },
+    )
+    .await?;
+    let quotas = alloc::quotas_of(&st.db, &a.principal, a.principal.user_id).await?;
+    let site_count = sites::list(
+        &st.db,
+        &a.principal,
+        Page {
+            limit: 1,
+            offset: 0,
+        },
+    )
+    .await?
+    .total;
+    let admin = if a.principal.is_admin {
+        Some(admin::overview(&st, &a).await?)
+    } else {
+        None
+    };
     page(
         &a,
-        "admin_jobs.html",
-        context! { jobs, failures, states, state => f.state },
+        "dashboard.html",
+        context! {
+            servers => Value::from(Serde(&mine)),
+            quotas => Value::from(Serde(&quotas)),
+            site_count,
+            admin,
+        },
     )
 }
 
-async fn admin_pools(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+/// One job: its attempts and its whole stored output; a server's job
+/// follows live on the server's stream.
+async fn job_page(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) -> UiResult {
     let a = signed_in(a)?;
-    admin_only(&a)?;
-    let pools = alloc::pool_use(&st.db).await?;
+    let job = jobs::view(&st.db, &a.principal, id).await?;
     page(
         &a,
-        "admin_pools.html",
-        context! { pools => Value::from(Serde(&pools)) },
+        "job.html",
+        context! { job => Value::from(Serde(&job)) },
     )
 }
 
@@ -579,8 +774,7 @@ async fn admin_audit(
     )
 }
 
-async fn my_sites(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
-    let a = signed_in(a)?;
+async fn sites_ctx(st: &AppState, a: &Auth) -> Result<Value, UiError> {
     let data = sites::list(
         &st.db,
         &a.principal,
@@ -590,15 +784,57 @@ async fn my_sites(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
         },
     )
     .await?;
-    page(
-        &a,
-        "sites.html",
-        context! { page => Value::from(Serde(&data)) },
-    )
+    Ok(context! { page => Value::from(Serde(&data)) })
 }
 
-async fn site(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) -> UiResult {
+async fn my_sites(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
     let a = signed_in(a)?;
+    let ctx = sites_ctx(&st, &a).await?;
+    page(&a, "sites.html", ctx)
+}
+
+#[derive(Deserialize, Default)]
+struct SiteQuery {
+    #[serde(default)]
+    created: Option<String>,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct SiteEditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    owner_email: String,
+}
+
+/// Site admins change the description and the owner's address.
+async fn site_edit(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<SiteEditForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let patch = sites::SitePatch {
+        description: Some(f.description.clone()),
+        owner_email: Some(f.owner_email.trim().to_string()),
+        state: None,
+    };
+    match sites::update(&st.db, &a.principal, id, &patch).await {
+        Ok(_) => to_site(id),
+        Err(e) => {
+            let refused = Refused::of(e)?;
+            let ctx = site_ctx(&st, &a, id).await?;
+            let form = serde_json::to_value(&f).unwrap_or_default();
+            refused.again(&a, "site.html", ctx, form)
+        }
+    }
+}
+
+async fn site_ctx(st: &AppState, a: &Auth, id: i64) -> Result<Value, UiError> {
     let detail = sites::get(&st.db, &a.principal, id).await?;
     let groups = unix_groups::list(&st.db, &a.principal, id).await?;
     let lookup_groups = lookup::states(&st.db, &a.principal, id).await?;
@@ -611,18 +847,40 @@ async fn site(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) 
             Err(PanelError::Unavailable(message)) => (Vec::new(), Some(message)),
             Err(e) => return Err(e.into()),
         };
-    page(
-        &a,
-        "site.html",
-        context! {
-            s => Value::from(Serde(&detail)),
-            unix_groups => Value::from(Serde(&groups)),
-            lookup_groups => Value::from(Serde(&lookup_groups)),
-            ldap => st.config.ldap.enabled(),
-            directory => directory,
-            directory_error => directory_error,
+    let servers = servers::list(
+        &st.db,
+        &a.principal,
+        &ServiceFilter {
+            site_id: Some(id),
+            ..ServiceFilter::default()
+        },
+        Page {
+            limit: 200,
+            offset: 0,
         },
     )
+    .await?;
+    Ok(context! {
+        s => Value::from(Serde(&detail)),
+        servers => Value::from(Serde(&servers)),
+        unix_groups => Value::from(Serde(&groups)),
+        lookup_groups => Value::from(Serde(&lookup_groups)),
+        ldap => st.config.ldap.enabled(),
+        directory => directory,
+        directory_error => directory_error,
+    })
+}
+
+async fn site(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Query(q): Query<SiteQuery>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    let ctx = site_ctx(&st, &a, id).await?;
+    let notice = q.created.map(|_| "The site is created; you are its admin. Add people below, then create a server.");
+    page(&a, "site.html", context! { ..ctx, ..context! { notice } })
 }
 
 async fn site_lookup_refresh(
