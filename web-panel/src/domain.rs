@@ -188,8 +188,14 @@ mod name_tests {
     #[test]
     fn names_are_bounded_and_plain() {
         assert_eq!(check_name("name", "  Main Site ", 63).unwrap(), "Main Site");
-        assert_eq!(check_name("name", "ann@laptop (work)", 100).unwrap(), "ann@laptop (work)");
-        assert_eq!(check_name("name", "physics-web.2", 63).unwrap(), "physics-web.2");
+        assert_eq!(
+            check_name("name", "ann@laptop (work)", 100).unwrap(),
+            "ann@laptop (work)"
+        );
+        assert_eq!(
+            check_name("name", "physics-web.2", 63).unwrap(),
+            "physics-web.2"
+        );
         assert!(refused(&"x".repeat(100_000)).contains("at most 100 characters"));
         assert!(refused("<script>alert(1)</script>").contains("'<' is not allowed"));
         assert!(refused("   ").contains("required"));

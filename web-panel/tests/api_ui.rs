@@ -108,10 +108,16 @@ async fn pages(b: Backend) {
         body.contains("id=\"error-name\" role=\"alert\">&#x27;&lt;&#x27; is not allowed in a name"),
         "{body}"
     );
-    assert!(body.contains("value=\"&lt;script&gt;alert(1)&lt;&#x2f;script&gt;\""), "{body}");
+    assert!(
+        body.contains("value=\"&lt;script&gt;alert(1)&lt;&#x2f;script&gt;\""),
+        "{body}"
+    );
     assert!(body.contains("value=\"kept\""), "{body}");
     assert!(!body.contains("<script>alert(1)"));
-    assert!(body.contains("id=\"logout\""), "the form keeps the navigation");
+    assert!(
+        body.contains("id=\"logout\""),
+        "the form keeps the navigation"
+    );
     let site = [
         ("name", "alice-site"),
         ("owner_email", "a@example.org"),
@@ -166,13 +172,18 @@ async fn pages(b: Backend) {
         "{page}"
     );
     assert!(
-        page.contains(">provision</a></td><td><span class=\"badge status-queued job-state\">queued</span>"),
+        page.contains(
+            ">provision</a></td><td><span class=\"badge status-queued job-state\">queued</span>"
+        ),
         "{page}"
     );
     // Power buttons only show on a ready server; the form needs the CSRF
     // token, and the domain layer refuses a server that is not ready.
     assert!(page.contains("data-action=\"start\" hidden>"), "{page}");
-    assert!(page.contains("data-action=\"power_off\" data-confirm="), "{page}");
+    assert!(
+        page.contains("data-action=\"power_off\" data-confirm="),
+        "{page}"
+    );
     // The connection line waits for a ready server.
     assert!(page.contains("id=\"connection\" hidden"), "{page}");
     let power = format!("{location}/power");
@@ -833,7 +844,10 @@ async fn errors_and_validation(b: Backend) {
     // Anonymous: the 404 page offers the login, under /api/ it is JSON.
     let (s, body, _) = br.get("/no/such/page").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(body.contains("<h1 id=\"error-title\">Not found</h1>"), "{body}");
+    assert!(
+        body.contains("<h1 id=\"error-title\">Not found</h1>"),
+        "{body}"
+    );
     assert!(body.contains("href=\"/login\""), "{body}");
     let (s, body, _) = br.get("/api/v1/no/such/route").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -842,14 +856,23 @@ async fn errors_and_validation(b: Backend) {
     log_in(&mut br, "alice").await;
     let (s, body, _) = br.get("/no/such/page").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(body.contains("id=\"logout\""), "signed in on the 404 page: {body}");
+    assert!(
+        body.contains("id=\"logout\""),
+        "signed in on the 404 page: {body}"
+    );
     assert!(body.contains("alice"), "{body}");
     let (s, body, _) = br.get("/servers/424242").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(body.contains("service not found") && body.contains("id=\"logout\""), "{body}");
+    assert!(
+        body.contains("server not found") && body.contains("id=\"logout\""),
+        "{body}"
+    );
     let (s, body, _) = br.get("/admin/users").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert!(body.contains("<h1 id=\"error-title\">Not allowed</h1>") && body.contains("id=\"logout\""), "{body}");
+    assert!(
+        body.contains("<h1 id=\"error-title\">Not allowed</h1>") && body.contains("id=\"logout\""),
+        "{body}"
+    );
     let (s, body, _) = br.get("/servers/1/delete").await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert!(body.contains("id=\"logout\""), "{body}");
@@ -860,12 +883,16 @@ async fn errors_and_validation(b: Backend) {
     assert!(css.contains(".badge"));
     let (_, page, _) = br.get("/").await;
     assert!(page.contains("href=\"/static/keel.css\""), "{page}");
-    assert!(!page.contains("http://") && !page.contains("https://"), "nothing from elsewhere: {page}");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing from elsewhere: {page}"
+    );
     assert!(page.contains("id=\"first-server\""), "{page}");
 
     // Keys: a 100,000-character name and a junk key are refused, by the
     // API and the form alike, naming the field.
-    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH a@b";
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH a@b";
     let long = "k".repeat(100_000);
     let r = p
         .call(
@@ -877,7 +904,10 @@ async fn errors_and_validation(b: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
     assert_eq!(r.json["field"], "name");
-    assert!(r.json["message"].as_str().unwrap().contains("at most 100 characters"));
+    assert!(r.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 100 characters"));
     let r = p
         .call(
             "POST",
@@ -898,12 +928,19 @@ async fn errors_and_validation(b: Backend) {
     let (s, body, _) = br
         .post(
             "/keys",
-            &[("csrf", csrf.as_str()), ("name", "laptop"), ("public_key", "hello")],
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "laptop"),
+                ("public_key", "hello"),
+            ],
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body.contains("id=\"error-public_key\""), "{body}");
-    assert!(body.contains(">hello</textarea>"), "the key typed is kept: {body}");
+    assert!(
+        body.contains(">hello</textarea>"),
+        "the key typed is kept: {body}"
+    );
     assert!(body.contains("value=\"laptop\""), "{body}");
     // Site names: the API refuses what the form refuses.
     let r = p
@@ -937,10 +974,115 @@ async fn errors_and_validation(b: Backend) {
         )
         .await;
     let id = r.json["service"]["id"].as_i64().unwrap();
+    // A cancelled flow step is retried from the server's page, not on
+    // its own; a cancelled access run runs again as a new job.
+    let provision_job = r.json["job_id"].as_i64().unwrap();
+    let r2 = p
+        .call(
+            "POST",
+            &format!("/api/v1/jobs/{provision_job}/retry"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(r2.status, StatusCode::CONFLICT, "{}", r2.json);
+    assert!(r2.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("only a dead or cancelled job"));
+    let r2 = p
+        .call(
+            "POST",
+            &format!("/api/v1/jobs/{provision_job}/cancel"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(r2.status, StatusCode::OK, "{}", r2.json);
+    let r2 = p
+        .call(
+            "POST",
+            &format!("/api/v1/jobs/{provision_job}/retry"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(r2.status, StatusCode::CONFLICT, "{}", r2.json);
+    assert!(r2.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("use Retry on the server's page"));
+    {
+        use keel_panel::lifecycle::Status;
+        let mut tx = p.db().begin().await.unwrap();
+        let mut conn = keel_panel::db::tx_conn(&mut tx);
+        assert!(keel_panel::lifecycle::transition::transition(
+            &mut conn,
+            p.db().now(),
+            &keel_panel::domain::Principal::system(),
+            id,
+            &[Status::Requested],
+            Status::Ready,
+            None,
+        )
+        .await
+        .unwrap());
+        tx.commit().await.unwrap();
+    }
+    let r2 = p
+        .call(
+            "POST",
+            &format!("/api/v1/services/{id}/access"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(r2.status, StatusCode::ACCEPTED, "{}", r2.json);
+    let access_job = r2.json["job_id"].as_i64().unwrap();
+    p.call(
+        "POST",
+        &format!("/api/v1/jobs/{access_job}/cancel"),
+        &alice,
+        None,
+    )
+    .await;
+    let (_, body, _) = br.get(&format!("/jobs/{access_job}")).await;
+    assert!(body.contains("id=\"retry-job\""), "{body}");
+    let (s, _, h) = br
+        .post(
+            &format!("/jobs/{access_job}/retry"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let new_page = h["location"].to_str().unwrap().to_string();
+    assert_ne!(new_page, format!("/jobs/{access_job}"));
+    let (s, body, _) = br.get(&new_page).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains("Job ") && body.contains(": access</h1>"),
+        "{body}"
+    );
+    assert!(body.contains("id=\"job-state\">queued</span>"), "{body}");
+    // Another user's job: refused.
+    let (_, bob) = p.user("bob", false).await;
+    let r2 = p
+        .call(
+            "POST",
+            &format!("/api/v1/jobs/{access_job}/retry"),
+            &api_support::Cred::Bearer(bob),
+            None,
+        )
+        .await;
+    assert_eq!(r2.status, StatusCode::FORBIDDEN, "{}", r2.json);
+
     // Deleting needs the hostname typed.
     let hostname = r.json["service"]["hostname"].as_str().unwrap().to_string();
     let (s, body, _) = br
-        .post(&format!("/servers/{id}/delete"), &[("csrf", csrf.as_str()), ("confirm", "nope")])
+        .post(
+            &format!("/servers/{id}/delete"),
+            &[("csrf", csrf.as_str()), ("confirm", "nope")],
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body.contains("That is not the server's name."), "{body}");
@@ -953,7 +1095,7 @@ async fn errors_and_validation(b: Backend) {
             p.db().now(),
             &keel_panel::domain::Principal::system(),
             id,
-            &[Status::Requested],
+            &[Status::Ready],
             Status::Deleted,
             None,
         )
@@ -967,8 +1109,206 @@ async fn errors_and_validation(b: Backend) {
     assert!(page.contains("data-action=\"delete\" hidden"), "{page}");
     assert!(page.contains(&hostname));
     let (s, _, _) = br
-        .post(&format!("/servers/{id}/delete"), &[("csrf", csrf.as_str()), ("confirm", hostname.as_str())])
+        .post(
+            &format!("/servers/{id}/delete"),
+            &[("csrf", csrf.as_str()), ("confirm", hostname.as_str())],
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "deleted already");
 }
 both_backends!(errors_ui, errors_and_validation);
+
+/// The admin pages' forms over HTTP: a pool generated from a CIDR (and a
+/// bad CIDR refused beside its field, the input kept), a pasted CSV pool,
+/// a pool's addresses, a server type, a group and its member, a quota,
+/// and a user disabled (logged out, refused at login) and enabled again.
+async fn admin_forms(b: Backend) {
+    let p = start(b, |_| {}).await;
+    p.user("root", true).await;
+    p.user("dave", false).await;
+    let mut br = Browser {
+        p: &p,
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+        cookie: None,
+    };
+    log_in(&mut br, "root").await;
+    let (_, body, _) = br.get("/admin/pools").await;
+    let csrf = csrf_of(&body);
+    let pool = |cidr: &'static str| {
+        vec![
+            ("name", "gen"),
+            ("pool_type", "public"),
+            ("cidr4", cidr),
+            ("cidr6", ""),
+            ("hostname_pattern", "g-{n:03}.example.org"),
+            ("count", "4"),
+            ("quarantine_secs", ""),
+        ]
+    };
+    let mut bad: Vec<(&str, &str)> = pool("192.0.2.0/33");
+    bad.push(("csrf", csrf.as_str()));
+    let (s, body, _) = br.post("/admin/pools", &bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("id=\"error-cidr4\""), "{body}");
+    assert!(body.contains("value=\"g-{n:03}.example.org\""), "{body}");
+    let mut good: Vec<(&str, &str)> = pool("192.0.2.0/28");
+    good.push(("csrf", csrf.as_str()));
+    let (s, _, _) = br.post("/admin/pools", &good).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let csv = "hostname,ipv4,ipv6,gateway4,netmask4,gateway6\nc1.example.org,198.51.100.10,,198.51.100.1,255.255.255.0,\nc2.example.org,198.51.100.11,,198.51.100.1,255.255.255.0,\n";
+    let (s, _, _) = br
+        .post(
+            "/admin/pools/import",
+            &[
+                ("csrf", csrf.as_str()),
+                ("format", "csv"),
+                ("text", csv),
+                ("pool", "pasted"),
+                ("pool_type", "private"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/admin/pools").await;
+    assert!(
+        body.contains(">gen</a>") && body.contains(">pasted</a>"),
+        "{body}"
+    );
+    let pools = keel_panel::alloc::pool_use(p.db()).await.unwrap();
+    let gen = pools.iter().find(|x| x.name == "gen").unwrap();
+    assert_eq!((gen.total, gen.free), (4, 4));
+    let (_, body, _) = br.get(&format!("/admin/pools/{}", gen.id)).await;
+    assert!(
+        body.contains("<td>g-001.example.org</td><td>192.0.2.2</td>"),
+        "{body}"
+    );
+    assert!(body.contains("status-free"), "{body}");
+
+    // Server type, group and member, quota.
+    let (s, _, _) = br
+        .post(
+            "/admin/server-types",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "medium"),
+                ("cpus", "2"),
+                ("ram_mb", "2048"),
+                ("disk_gb", "20"),
+                ("os_image", "debian-13"),
+                ("roles", ""),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (s, body, _) = br
+        .post(
+            "/admin/server-types",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "big"),
+                ("cpus", "two"),
+                ("ram_mb", "2048"),
+                ("disk_gb", "20"),
+                ("os_image", "debian-13"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("id=\"error-cpus\""), "{body}");
+    assert!(body.contains("value=\"two\""), "{body}");
+    let (_, body, _) = br.get("/admin/server-types").await;
+    assert!(
+        body.contains("<tr data-type=\"medium\"><td>medium</td>"),
+        "{body}"
+    );
+    let (s, _, _) = br
+        .post(
+            "/admin/groups",
+            &[("csrf", csrf.as_str()), ("name", "staff")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let group =
+        keel_panel::services::groups::list(p.db(), &keel_panel::domain::Principal::system())
+            .await
+            .unwrap()[0]
+            .id;
+    let (s, _, _) = br
+        .post(
+            &format!("/admin/groups/{group}/members"),
+            &[("csrf", csrf.as_str()), ("user", "dave")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/admin/groups").await;
+    assert!(
+        body.contains("<td class=\"group-members\">dave</td>"),
+        "{body}"
+    );
+    let (s, _, _) = br
+        .post(
+            "/admin/quotas",
+            &[
+                ("csrf", csrf.as_str()),
+                ("subject", &format!("group:{group}")),
+                ("max_vms", "3"),
+                ("max_vcpus", "6"),
+                ("max_ram_mb", "6000"),
+                ("max_disk_gb", "60"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/admin/quotas").await;
+    assert!(body.contains("data-quota=\"group:staff\""), "{body}");
+
+    // Disable dave: his login is refused until he is enabled again.
+    let dave = keel_panel::auth::user_by_name(p.db(), "dave")
+        .await
+        .unwrap()
+        .unwrap();
+    let (s, body, _) = br
+        .post(
+            &format!("/admin/users/{}/disable", dave.id),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "a confirmation page first");
+    assert!(body.contains("Disable this account?"), "{body}");
+    let (s, _, _) = br
+        .post(
+            &format!("/admin/users/{}/disable", dave.id),
+            &[("csrf", csrf.as_str()), ("confirmed", "yes")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/admin/users").await;
+    assert!(
+        body.contains("<tr data-user=\"dave\">") && body.contains("disabled</span>"),
+        "{body}"
+    );
+    let mut other = Browser {
+        p: &p,
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+        cookie: None,
+    };
+    let (s, _, _) = other
+        .post("/login", &[("name", "dave"), ("password", "dave-password")])
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = br
+        .post(
+            &format!("/admin/users/{}/enable", dave.id),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    log_in(&mut other, "dave").await;
+}
+both_backends!(admin_ui, admin_forms);

@@ -30,14 +30,19 @@ use browser_support::{wait_for_element_text, wait_for_text, words, Driver};
 use flow_support::FlowPanel;
 use serde_json::json;
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH carol@laptop";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH carol@laptop";
 
 async fn log_in(d: &Driver, base: &str, name: &str, password: &str) {
     d.goto(&format!("{base}/login")).await;
     d.type_into("#name", name).await;
     d.type_into("#password", password).await;
     d.click("#login").await;
-    assert_eq!(d.url().await, format!("{base}/"), "the dashboard after login");
+    assert_eq!(
+        d.url().await,
+        format!("{base}/"),
+        "the dashboard after login"
+    );
 }
 
 async fn log_out(d: &Driver) {
@@ -121,14 +126,20 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     d.type_into("#quota_disk", "40").await;
     d.click("#set-quota").await;
     let quotas = words(&d.text("#quotas").await);
-    assert!(quotas.contains("user carol 0 / 2 0 / 4 0 / 4096 0 / 40"), "{quotas}");
+    assert!(
+        quotas.contains("user carol 0 / 2 0 / 4 0 / 4096 0 / 40"),
+        "{quotas}"
+    );
     accessible(&d, "quotas").await;
     d.screenshot("admin-quotas").await;
     log_out(&d).await;
 
     // The user: the dashboard's prompt and quota.
     log_in(&d, &base, "carol", "carol-password-1").await;
-    assert!(d.text("#first-server").await.contains("Create your first server"));
+    assert!(d
+        .text("#first-server")
+        .await
+        .contains("Create your first server"));
     assert!(words(&d.text("#quota-table").await).contains("user carol 0 of 2 (2 left)"));
     accessible(&d, "user dashboard").await;
     d.screenshot("dashboard-new-user").await;
@@ -148,14 +159,22 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     let kept = d
         .script("return [document.querySelector('#key_name').value, document.querySelector('#public_key').value]")
         .await;
-    assert_eq!(kept, json!(["laptop", "hello world"]), "the form keeps the input");
-    assert!(d.count("#logout").await == 1, "the refused form keeps the navigation");
+    assert_eq!(
+        kept,
+        json!(["laptop", "hello world"]),
+        "the form keeps the input"
+    );
+    assert!(
+        d.count("#logout").await == 1,
+        "the refused form keeps the navigation"
+    );
     accessible(&d, "keys with an error").await;
     d.screenshot("keys-error").await;
     d.clear("#public_key").await;
     d.type_into("#public_key", KEY).await;
     d.click("#add-key").await;
-    assert!(words(&d.text("#keys").await).contains("laptop SHA256:4dAX5WVUziy1Syy1iPHTuqm9GHR3uu2VvxZ9Al0IfxM"));
+    assert!(words(&d.text("#keys").await)
+        .contains("laptop SHA256:4dAX5WVUziy1Syy1iPHTuqm9GHR3uu2VvxZ9Al0IfxM"));
 
     // Create the server; the page follows it to ready, live.
     d.goto(&format!("{base}/servers/new")).await;
@@ -164,9 +183,10 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     d.click("#create").await;
     let url = d.url().await;
     let id: i64 = url.rsplit('/').next().unwrap().parse().unwrap();
-    assert!(
-        d.text("#connection-none").await.contains("appears here when the server is ready")
-    );
+    assert!(d
+        .text("#connection-none")
+        .await
+        .contains("appears here when the server is ready"));
     wait_for_text(&d, "#joblog-note", "Live.").await;
     let deadline = Instant::now() + flow_support::WAIT;
     loop {
@@ -186,7 +206,10 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     assert!(hidden(&d, "#connection-none").await);
     wait_for_text(&d, "#power-state", "running").await;
     wait_hidden(&d, "[data-action=power_off]", false).await;
-    assert!(hidden(&d, "[data-action=start]").await, "a running VM is not started");
+    assert!(
+        hidden(&d, "[data-action=start]").await,
+        "a running VM is not started"
+    );
     assert!(hidden(&d, "[data-action=retry]").await);
     assert!(
         d.count("#jobs tr[data-kind=provision]").await == 1,
@@ -204,7 +227,8 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     let provision_job = d
         .script("return document.querySelector('#jobs tr[data-kind=provision] .job-link').getAttribute('href')")
         .await;
-    d.goto(&format!("{base}{}", provision_job.as_str().unwrap())).await;
+    d.goto(&format!("{base}{}", provision_job.as_str().unwrap()))
+        .await;
     assert!(d.text("h1").await.contains("provision"));
     assert_eq!(d.text("#job-state").await, "succeeded");
     assert!(d.count("#attempts tbody tr").await >= 1);
@@ -215,9 +239,13 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     // Power off: the dialog asks, the job runs, the page follows.
     wait_for_text(&d, "#joblog-note", "Live.").await;
     d.pick("#power-off").await;
-    assert!(d.dialog_text().await.contains("Power flow61-0.example.org off"));
+    assert!(d
+        .dialog_text()
+        .await
+        .contains("Power flow61-0.example.org off"));
     d.accept_dialog().await;
-    d.wait_for_url(|u| u.ends_with(&format!("/servers/{id}"))).await;
+    d.wait_for_url(|u| u.ends_with(&format!("/servers/{id}")))
+        .await;
     wait_for_element_text(&d, "#power-state", "stopped", 60).await;
     wait_hidden(&d, "[data-action=start]", false).await;
     assert!(hidden(&d, "[data-action=power_off]").await);
@@ -231,8 +259,15 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     d.pick("#delete-open").await;
     d.type_into("#delete-confirm", "flow61-0").await;
     d.click("#delete").await;
-    assert!(d.text("#error-confirm").await.contains("not the server's name"));
-    assert_eq!(d.count("#status").await, 0, "still on the confirmation page");
+    assert!(d
+        .text("#error-confirm")
+        .await
+        .contains("not the server's name"));
+    assert_eq!(
+        d.count("#status").await,
+        0,
+        "still on the confirmation page"
+    );
     accessible(&d, "delete confirmation").await;
     d.screenshot("delete-confirm").await;
     d.clear("#confirm").await;
@@ -241,7 +276,11 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     assert!(d.url().await.ends_with(&format!("/servers/{id}")));
     wait_for_element_text(&d, "#status", "deleted", 120).await;
     d.goto(&url).await;
-    assert_eq!(d.count("#host-keys").await, 0, "a deleted server's keys are gone");
+    assert_eq!(
+        d.count("#host-keys").await,
+        0,
+        "a deleted server's keys are gone"
+    );
     assert!(d.text("#connection-none").await.contains("deleted"));
     assert!(hidden(&d, "[data-action=delete]").await);
     assert!(!d.source().await.contains(">None<"));
@@ -353,7 +392,10 @@ async fn main_pages_are_accessible_and_keep_their_navigation() {
     d.type_into("#owner_email", "root@example.org").await;
     d.type_into("#site_description", "kept").await;
     d.click("#create-site-button").await;
-    assert!(d.text("#error-name").await.contains("not allowed in a name"));
+    assert!(d
+        .text("#error-name")
+        .await
+        .contains("not allowed in a name"));
     let kept = d
         .script("return [document.querySelector('#site_name').value, document.querySelector('#site_description').value]")
         .await;
@@ -367,7 +409,9 @@ async fn main_pages_are_accessible_and_keep_their_navigation() {
     accessible(&d, "server on a phone").await;
     d.screenshot("server-phone").await;
     let overflow = d
-        .script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        )
         .await;
     assert_eq!(overflow, json!(0), "the page scrolls sideways on a phone");
     d.cmd("DELETE", "", None).await;

@@ -647,7 +647,8 @@ pub struct QuotaUse {
     pub used: Resources,
 }
 
-const QUOTA_COLS: &str = "q.subject_kind, q.subject_id, q.max_vms, q.max_vcpus, q.max_ram_mb, q.max_disk_gb";
+const QUOTA_COLS: &str =
+    "q.subject_kind, q.subject_id, q.max_vms, q.max_vcpus, q.max_ram_mb, q.max_disk_gb";
 
 async fn with_use(conn: &mut Conn<'_>, quotas: Vec<Quota>) -> Result<Vec<QuotaUse>, PanelError> {
     let mut out = Vec::with_capacity(quotas.len());

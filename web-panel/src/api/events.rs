@@ -143,11 +143,7 @@ struct Follower {
     /// not read again.
     quiet: HashMap<i64, u8>,
     drained: HashSet<i64>,
-    status: Option<(
-        crate::lifecycle::Status,
-        Option<String>,
-        servers::LiveState,
-    )>,
+    status: Option<(crate::lifecycle::Status, Option<String>, servers::LiveState)>,
     queue: VecDeque<Event>,
     wake: broadcast::Receiver<Flushed>,
     /// A read hit its limit: poll again without waiting.

@@ -257,6 +257,12 @@ pub const ROUTES: &[Route] = &[
         "Cancel a job: a queued one at once, a running one at its next checkpoint (between role tasks)",
     ),
     (
+        "POST",
+        "/jobs/{id}/retry",
+        Access::JobOwner,
+        "Run a dead or cancelled job again (not the provisioning flow's steps, a password change or a restore); answers the new job's id",
+    ),
+    (
         "GET",
         "/jobs/{id}/log",
         Access::SiteAdmin,
@@ -403,6 +409,7 @@ pub fn router() -> Router<AppState> {
             get(service_access).post(sync_service_access),
         )
         .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/retry", post(retry_job))
         .route("/services", get(list_services).post(create_service))
         .route("/services/{id}", get(get_service).delete(delete_service))
         .route("/services/{id}/retry", post(retry_service))
@@ -870,6 +877,11 @@ async fn sync_service_access(
     Path(id): Path<i64>,
 ) -> ApiResult {
     let job = servers::sync_access(&st.db, &a.principal, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
+}
+
+async fn retry_job(State(st): State<AppState>, a: Auth, Path(id): Path<i64>) -> ApiResult {
+    let job = jobs::retry(&st.db, &a.principal, id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job }))).into_response())
 }
 

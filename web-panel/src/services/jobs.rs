@@ -1,4 +1,4 @@
-//! Cancelling a job from the API or the pages. The job's owner may cancel
+//! Cancelling, running again and viewing a job from the API or the pages. The job's owner may cancel
 //! it, and platform admins any job. A queued job is cancelled at once; a
 //! running one is asked to stop, which its worker passes on at its next
 //! heartbeat: a role run then stops between two tasks and the job ends
@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::audit::{self, Change};
 use crate::db::{tx_conn, Db};
 use crate::domain::{PanelError, Principal};
+use crate::lifecycle::jobs::JobKind;
 use crate::queue::{CancelOutcome, JobState};
 use crate::{execute, fetch_opt};
 
@@ -161,8 +162,7 @@ pub async fn view(db: &Db, who: &Principal, job_id: i64) -> Result<JobDetail, Pa
         None if !who.is_admin => return Err(PanelError::NotFound("job")),
         _ => {}
     }
-    let lines =
-        crate::queue::log::read_on(&mut conn, job_id, 0, JOB_PAGE_LINES + 1).await?;
+    let lines = crate::queue::log::read_on(&mut conn, job_id, 0, JOB_PAGE_LINES + 1).await?;
     drop(rc);
     let truncated = lines.len() as u32 > JOB_PAGE_LINES;
     let lines: Vec<LineView> = lines
@@ -208,4 +208,90 @@ pub async fn view(db: &Db, who: &Principal, job_id: i64) -> Result<JobDetail, Pa
         truncated,
         after,
     })
+}
+
+/// Whether a finished job of `kind` may be run again as a copy. Runs that
+/// read what to do when they start (people, web sites, packages, DNS,
+/// certificates, a snapshot, a power action) may; the provisioning flow's
+/// own steps move a server's status, so a failed server is retried from
+/// its page ([`crate::services::servers::retry`]); a password change or a
+/// restore carries what the user confirmed once, so they are asked again.
+fn rerunnable(kind: JobKind) -> bool {
+    match kind {
+        JobKind::Access
+        | JobKind::LookupRefresh
+        | JobKind::Dns
+        | JobKind::Vhosts
+        | JobKind::Packages
+        | JobKind::Certificate
+        | JobKind::CertificateRenewal
+        | JobKind::Snapshot
+        | JobKind::Power => true,
+        JobKind::Provision
+        | JobKind::OsReady
+        | JobKind::Configure
+        | JobKind::Deprovision
+        | JobKind::DbPassword
+        | JobKind::Restore => false,
+    }
+}
+
+/// Runs a job that ended `dead` or `cancelled` again: a new job with the
+/// same kind, payload, queue and keys, for its owner or a platform admin,
+/// with its audit row in the same transaction. Returns the new job's id.
+pub async fn retry(db: &Db, who: &Principal, job_id: i64) -> Result<i64, PanelError> {
+    let job = db
+        .store()
+        .job(job_id)
+        .await?
+        .ok_or(PanelError::NotFound("job"))?;
+    if !who.is_admin && job.owner != who.actor_id() {
+        return Err(PanelError::Forbidden(
+            "only the job's owner or a platform admin may run it again".into(),
+        ));
+    }
+    if !matches!(job.state, JobState::Dead | JobState::Cancelled) {
+        return Err(PanelError::Conflict(format!(
+            "the job is {}; only a dead or cancelled job runs again",
+            job.state.as_str()
+        )));
+    }
+    match JobKind::parse(&job.kind) {
+        Some(kind) if rerunnable(kind) => {}
+        Some(_) if service_of(job.serial_key.as_deref()).is_some() => {
+            return Err(PanelError::Conflict(format!(
+                "a {} job is not run again on its own: use Retry on the server's page",
+                job.kind
+            )))
+        }
+        _ => {
+            return Err(PanelError::Conflict(format!(
+                "a {} job is not run again on its own",
+                job.kind
+            )))
+        }
+    }
+    let spec = crate::queue::JobSpec {
+        kind: job.kind.clone(),
+        payload: job.payload.clone(),
+        queue: job.queue.clone(),
+        priority: job.priority,
+        run_at: crate::queue::RunAt::Now,
+        unique_key: job.unique_key.clone(),
+        serial_key: job.serial_key.clone(),
+        owner: job.owner,
+    };
+    let mut tx = db.begin().await?;
+    let out = crate::queue::enqueue(&mut tx, spec).await?;
+    let mut conn = tx_conn(&mut tx);
+    audit::record(
+        &mut conn,
+        db.now(),
+        who,
+        Change::new("job.retry", "job", job_id)
+            .after(&serde_json::json!({ "kind": job.kind, "new_job_id": out.job_id })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(out.job_id)
 }

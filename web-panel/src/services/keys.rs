@@ -187,10 +187,16 @@ mod tests {
 
     #[test]
     fn refusals_say_what_is_wrong() {
-        assert!(message("hello world").starts_with(NOT_A_KEY), "{}", message("hello"));
+        assert!(
+            message("hello world").starts_with(NOT_A_KEY),
+            "{}",
+            message("hello")
+        );
         assert!(message("hello").contains("\"hello\" is not a key type"));
         assert!(message("ssh-ed25519").contains("base64 data after ssh-ed25519 is missing"));
-        assert!(message("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R").contains("damaged or cut short"));
+        assert!(
+            message("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R").contains("damaged or cut short")
+        );
         assert!(message("").starts_with("paste your public key"));
         assert!(message("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n").contains("private key"));
         let long = format!(
@@ -199,7 +205,10 @@ mod tests {
         );
         assert!(message(&long).contains("comment"));
         for m in [message("hello"), message("ssh-ed25519 AAAA")] {
-            assert!(!m.contains("length invalid") && !m.contains("invalid label"), "{m}");
+            assert!(
+                !m.contains("length invalid") && !m.contains("invalid label"),
+                "{m}"
+            );
         }
     }
 }

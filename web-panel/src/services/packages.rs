@@ -223,12 +223,12 @@ async fn managed(
         "SELECT site_id, status FROM services WHERE id = $1",
         id
     )?
-    .ok_or(PanelError::NotFound("service"))?;
+    .ok_or(PanelError::NotFound("server"))?;
     match require_admin(conn, who, site).await {
         Ok(()) => Ok((site, status)),
-        Err(PanelError::NotFound(_)) => Err(PanelError::NotFound("service")),
+        Err(PanelError::NotFound(_)) => Err(PanelError::NotFound("server")),
         Err(PanelError::Forbidden(_)) => Err(PanelError::Forbidden(
-            "SSH-only users cannot manage this service in the panel".into(),
+            "SSH-only users cannot manage this server in the panel".into(),
         )),
         Err(e) => Err(e),
     }

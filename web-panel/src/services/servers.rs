@@ -291,7 +291,7 @@ async fn load(conn: &mut Conn<'_>, id: i64) -> Result<Service, PanelError> {
         sqlx::AssertSqlSafe(format!("{SELECT} WHERE s.id = $1")),
         id
     )?
-    .ok_or(PanelError::NotFound("service"))
+    .ok_or(PanelError::NotFound("server"))
 }
 
 /// Loads a service `who` may manage. Platform admins and site admins may;
@@ -304,9 +304,9 @@ pub async fn load_managed(
     let service = load(conn, id).await?;
     match require_admin(conn, who, service.site_id).await {
         Ok(()) => Ok(service),
-        Err(PanelError::NotFound(_)) => Err(PanelError::NotFound("service")),
+        Err(PanelError::NotFound(_)) => Err(PanelError::NotFound("server")),
         Err(PanelError::Forbidden(_)) => Err(PanelError::Forbidden(
-            "SSH-only users cannot manage this service in the panel".into(),
+            "SSH-only users cannot manage this server in the panel".into(),
         )),
         Err(e) => Err(e),
     }

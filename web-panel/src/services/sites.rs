@@ -77,7 +77,11 @@ pub async fn site_role(
 /// Whether `user_id` has a role of their own on `site_id` (directly or
 /// through a lookup group), so an account on its servers; a platform
 /// admin's power does not count here.
-pub async fn has_login(conn: &mut Conn<'_>, user_id: i64, site_id: i64) -> Result<bool, PanelError> {
+pub async fn has_login(
+    conn: &mut Conn<'_>,
+    user_id: i64,
+    site_id: i64,
+) -> Result<bool, PanelError> {
     let n = scalar!(
         conn,
         i64,

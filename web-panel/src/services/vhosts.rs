@@ -396,12 +396,12 @@ async fn managed(conn: &mut Conn<'_>, who: &Principal, id: i64) -> Result<Server
         "SELECT id, site_id, status FROM services WHERE id = $1",
         id
     )?
-    .ok_or(PanelError::NotFound("service"))?;
+    .ok_or(PanelError::NotFound("server"))?;
     match require_admin(conn, who, server.site_id).await {
         Ok(()) => Ok(server),
-        Err(PanelError::NotFound(_)) => Err(PanelError::NotFound("service")),
+        Err(PanelError::NotFound(_)) => Err(PanelError::NotFound("server")),
         Err(PanelError::Forbidden(_)) => Err(PanelError::Forbidden(
-            "SSH-only users cannot manage this service in the panel".into(),
+            "SSH-only users cannot manage this server in the panel".into(),
         )),
         Err(e) => Err(e),
     }

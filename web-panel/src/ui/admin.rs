@@ -376,6 +376,24 @@ struct TypeForm {
     roles: String,
 }
 
+impl TypeForm {
+    fn server_type(&self) -> Result<NewServerType, PanelError> {
+        Ok(NewServerType {
+            name: self.name.trim().to_string(),
+            cpus: int("cpus", &self.cpus)?,
+            ram_mb: int("ram_mb", &self.ram_mb)?,
+            disk_gb: int("disk_gb", &self.disk_gb)?,
+            os_image: self.os_image.trim().to_string(),
+            roles: self
+                .roles
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+}
+
 async fn type_create(
     State(st): State<AppState>,
     a: Option<Auth>,
@@ -383,21 +401,7 @@ async fn type_create(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
-    let new = (|| {
-        Ok::<_, PanelError>(NewServerType {
-            name: f.name.trim().to_string(),
-            cpus: int("cpus", &f.cpus)?,
-            ram_mb: int("ram_mb", &f.ram_mb)?,
-            disk_gb: int("disk_gb", &f.disk_gb)?,
-            os_image: f.os_image.trim().to_string(),
-            roles: f
-                .roles
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|r| !r.is_empty())
-                .map(str::to_string)
-                .collect(),
-        })
-    })();
+    let new = f.server_type();
     let result = match new {
         Ok(t) => catalog::create(&st.db, &a.principal, &t).await.map(|_| ()),
         Err(e) => Err(e),
@@ -464,13 +468,19 @@ async fn pool_generate(
         let cidr4: Option<ipnet::Ipv4Net> = match f.cidr4.trim() {
             "" => None,
             c => Some(c.parse().map_err(|_| {
-                PanelError::invalid("cidr4", format!("{c:?} is not an IPv4 network such as 192.0.2.0/24"))
+                PanelError::invalid(
+                    "cidr4",
+                    format!("{c:?} is not an IPv4 network such as 192.0.2.0/24"),
+                )
             })?),
         };
         let cidr6: Option<ipnet::Ipv6Net> = match f.cidr6.trim() {
             "" => None,
             c => Some(c.parse().map_err(|_| {
-                PanelError::invalid("cidr6", format!("{c:?} is not an IPv6 network such as 2001:db8::/64"))
+                PanelError::invalid(
+                    "cidr6",
+                    format!("{c:?} is not an IPv6 network such as 2001:db8::/64"),
+                )
             })?),
         };
         let count = int("count", &f.count)?;
@@ -540,14 +550,15 @@ async fn pool_import(
         } else {
             "pasted.yaml"
         };
-        let file = alloc::parse_pool_file(name, &f.text, Some((f.pool.trim(), f.pool_type.as_str())))
-            .map_err(|e| match e {
-                // The file's own errors belong to the text box.
-                PanelError::Invalid { field, message } if field != "pool" => {
-                    PanelError::invalid("text", message)
-                }
-                other => other,
-            })?;
+        let file =
+            alloc::parse_pool_file(name, &f.text, Some((f.pool.trim(), f.pool_type.as_str())))
+                .map_err(|e| match e {
+                    // The file's own errors belong to the text box.
+                    PanelError::Invalid { field, message } if field != "pool" => {
+                        PanelError::invalid("text", message)
+                    }
+                    other => other,
+                })?;
         alloc::import(
             &st.db,
             &a.principal,

@@ -64,14 +64,32 @@ fn templates() -> &'static Environment<'static> {
             ("error.html", include_str!("../../templates/error.html")),
             ("graphs.html", include_str!("../../templates/graphs.html")),
             ("confirm.html", include_str!("../../templates/confirm.html")),
-            ("dashboard.html", include_str!("../../templates/dashboard.html")),
+            (
+                "dashboard.html",
+                include_str!("../../templates/dashboard.html"),
+            ),
             ("job.html", include_str!("../../templates/job.html")),
             ("tokens.html", include_str!("../../templates/tokens.html")),
-            ("admin_users.html", include_str!("../../templates/admin_users.html")),
-            ("admin_groups.html", include_str!("../../templates/admin_groups.html")),
-            ("admin_quotas.html", include_str!("../../templates/admin_quotas.html")),
-            ("admin_types.html", include_str!("../../templates/admin_types.html")),
-            ("admin_pool.html", include_str!("../../templates/admin_pool.html")),
+            (
+                "admin_users.html",
+                include_str!("../../templates/admin_users.html"),
+            ),
+            (
+                "admin_groups.html",
+                include_str!("../../templates/admin_groups.html"),
+            ),
+            (
+                "admin_quotas.html",
+                include_str!("../../templates/admin_quotas.html"),
+            ),
+            (
+                "admin_types.html",
+                include_str!("../../templates/admin_types.html"),
+            ),
+            (
+                "admin_pool.html",
+                include_str!("../../templates/admin_pool.html"),
+            ),
             (
                 "auto_projects.html",
                 include_str!("../../templates/auto_projects.html"),

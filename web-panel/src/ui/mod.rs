@@ -53,6 +53,7 @@ pub fn router() -> Router<AppState> {
         .route("/static/keel.css", get(kit::stylesheet))
         .route("/static/keel.js", get(kit::script))
         .route("/jobs/{id}", get(job_page))
+        .route("/jobs/{id}/retry", post(retry_job))
         .route("/tokens", get(my_tokens).post(create_token))
         .route("/tokens/{id}/revoke", post(revoke_token))
         .route("/sites/{id}/edit", post(site_edit))
@@ -303,7 +304,9 @@ async fn create_server(
         Err(e) => Err(e),
     };
     match result {
-        Ok(out) => Ok(Redirect::to(&format!("/servers/{}", out.created.service.id)).into_response()),
+        Ok(out) => {
+            Ok(Redirect::to(&format!("/servers/{}", out.created.service.id)).into_response())
+        }
         Err(e) => {
             let refused = Refused::of(e)?;
             let ctx = new_server_ctx(&st, &a).await?;
@@ -733,16 +736,25 @@ async fn dashboard(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
     )
 }
 
+/// Runs a dead or cancelled job again, then shows the new one.
+async fn retry_job(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    let new = jobs::retry(&st.db, &a.principal, id).await?;
+    Ok(Redirect::to(&format!("/jobs/{new}")).into_response())
+}
+
 /// One job: its attempts and its whole stored output; a server's job
 /// follows live on the server's stream.
 async fn job_page(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>) -> UiResult {
     let a = signed_in(a)?;
     let job = jobs::view(&st.db, &a.principal, id).await?;
-    page(
-        &a,
-        "job.html",
-        context! { job => Value::from(Serde(&job)) },
-    )
+    page(&a, "job.html", context! { job => Value::from(Serde(&job)) })
 }
 
 #[derive(Deserialize, Default)]
@@ -879,7 +891,9 @@ async fn site(
 ) -> UiResult {
     let a = signed_in(a)?;
     let ctx = site_ctx(&st, &a, id).await?;
-    let notice = q.created.map(|_| "The site is created; you are its admin. Add people below, then create a server.");
+    let notice = q
+        .created
+        .map(|_| "The site is created; you are its admin. Add people below, then create a server.");
     page(&a, "site.html", context! { ..ctx, ..context! { notice } })
 }
 

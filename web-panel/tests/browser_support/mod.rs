@@ -270,14 +270,21 @@ pub async fn wait_for_element_text(d: &Driver, css: &str, want: &str, secs: u64)
     }
 }
 
-
 impl Driver {
     /// Accepts the open `confirm()` dialog, waiting for it to appear.
     pub async fn accept_dialog(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let url = format!("{}/session/{}/alert/text", self.base, self.session);
-            let v: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+            let v: Value = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if v["value"]["error"].is_null() {
                 self.cmd("POST", "/alert/accept", Some(json!({}))).await;
                 return;

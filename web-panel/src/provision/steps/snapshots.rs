@@ -103,7 +103,7 @@ async fn take(p: &Provisioner, job: SnapshotJob, ctx: &JobContext) -> Result<(),
         "SELECT site_id FROM services WHERE id = $1",
         id
     )?
-    .ok_or(PanelError::NotFound("service"))?;
+    .ok_or(PanelError::NotFound("server"))?;
     let keep = snapshots::schedule_of(&mut conn, site).await?.keep.max(1) as usize;
     let all = snapshots::of_server(&mut conn, id).await?;
     tx.commit().await?;
