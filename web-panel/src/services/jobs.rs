@@ -215,7 +215,8 @@ pub async fn view(db: &Db, who: &Principal, job_id: i64) -> Result<JobDetail, Pa
 /// certificates, a snapshot, a power action) may; the provisioning flow's
 /// own steps move a server's status, so a failed server is retried from
 /// its page ([`crate::services::servers::retry`]); a password change or a
-/// restore carries what the user confirmed once, so they are asked again.
+/// restore or a clone from production carries what the user confirmed once
+/// (and a clone moves the test server's status), so they are asked again.
 fn rerunnable(kind: JobKind) -> bool {
     match kind {
         JobKind::Access
@@ -232,7 +233,8 @@ fn rerunnable(kind: JobKind) -> bool {
         | JobKind::Configure
         | JobKind::Deprovision
         | JobKind::DbPassword
-        | JobKind::Restore => false,
+        | JobKind::Restore
+        | JobKind::CloneProduction => false,
     }
 }
 
