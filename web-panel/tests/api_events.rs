@@ -402,10 +402,10 @@ async fn streams_resumes_and_tails_the_table(b: Backend) {
     );
     // The follower is the panel's one script (the CSP allows no inline one).
     assert!(
-        html.contains(r#"<script src="/static/panel.js" defer></script>"#),
+        html.contains(r#"<script src="/static/keel.js" defer></script>"#),
         "{html}"
     );
-    let script = p.call("GET", "/static/panel.js", &w.owner, None).await;
+    let script = p.call("GET", "/static/keel.js", &w.owner, None).await;
     assert_eq!(script.status, StatusCode::OK);
     let script = script.json.as_str().unwrap().to_string();
     assert!(script.contains("new EventSource(url)"), "{script}");
