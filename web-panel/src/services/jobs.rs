@@ -212,7 +212,7 @@ pub async fn view(db: &Db, who: &Principal, job_id: i64) -> Result<JobDetail, Pa
 
 /// Whether a finished job of `kind` may be run again as a copy. Runs that
 /// read what to do when they start (people, web sites, packages, DNS,
-/// certificates, a snapshot, a power action) may; the provisioning flow's
+/// certificates, a snapshot, a power action, a metrics collection) may; the provisioning flow's
 /// own steps move a server's status, so a failed server is retried from
 /// its page ([`crate::services::servers::retry`]); a password change or a
 /// restore or a clone from production carries what the user confirmed once
@@ -227,6 +227,7 @@ fn rerunnable(kind: JobKind) -> bool {
         | JobKind::Certificate
         | JobKind::CertificateRenewal
         | JobKind::Snapshot
+        | JobKind::MetricsCollect
         | JobKind::Power => true,
         JobKind::Provision
         | JobKind::OsReady
