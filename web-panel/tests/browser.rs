@@ -443,14 +443,26 @@ async fn stored_xss_never_runs() {
     };
     let owner_email = format!("x\"><img/src=x/onerror=window.__xss=4>{MARK}@example.org");
     let mut r = p
-        .call("POST", "/api/v1/sites", &root, Some(json!({"name": payload, "description": payload, "owner_email": owner_email})))
+        .call(
+            "POST",
+            "/api/v1/sites",
+            &root,
+            Some(json!({"name": payload, "description": payload, "owner_email": owner_email})),
+        )
         .await;
     if r.status == 422 {
         // Site names are names (`domain::check_name`): the payload is
         // refused there, naming the field, and stays in the description.
         assert_eq!(r.json["field"], "name", "{}", r.json);
         r = p
-            .call("POST", "/api/v1/sites", &root, Some(json!({"name": "xss site", "description": payload, "owner_email": owner_email})))
+            .call(
+                "POST",
+                "/api/v1/sites",
+                &root,
+                Some(
+                    json!({"name": "xss site", "description": payload, "owner_email": owner_email}),
+                ),
+            )
             .await;
     }
     try_call("site", &r);
@@ -691,12 +703,19 @@ async fn stored_xss_never_runs() {
     // value, and nothing of it runs.
     d.goto(&format!("{}/keys", p.base)).await;
     d.type_into("#key_name", &payload).await;
-    d.type_into("#public_key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH").await;
+    d.type_into(
+        "#public_key",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2R/PexT3/dDHyyYCLKHUSG/G4PBPN+czZHFBRrcxOH",
+    )
+    .await;
     d.click("#add-key").await;
     let v = d
         .cmd("POST", "/execute/sync", Some(json!({"script": "return [String(window.__xss), document.querySelectorAll('[onerror],[onload],script:not([src])').length, document.querySelector('#key_name').value, !!document.querySelector('#error-name')]", "args": []})))
         .await;
-    assert_eq!(v[0], "undefined", "the refused key form ran the payload: {v}");
+    assert_eq!(
+        v[0], "undefined",
+        "the refused key form ran the payload: {v}"
+    );
     assert_eq!(v[1], 0, "{v}");
     assert_eq!(v[2], payload.as_str(), "the input is kept as typed: {v}");
     assert_eq!(v[3], true, "the refusal is beside the name field: {v}");
