@@ -37,6 +37,62 @@
 
   followRun();
   followServer();
+  followRuns();
+
+  // The runs list: every few seconds, while the tab is shown, the same
+  // filter and page from the JSON API (`data-live`); rows take their new
+  // status and finish time, and the first page adds new runs at the top.
+  // A list, not one stream per run: a browser keeps only a few
+  // connections to one server open at once.
+  function followRuns() {
+    var table = byId('runs');
+    if (!table || !table.dataset.live || !window.fetch) return;
+    var body = table.tBodies[0];
+    var tpl = byId('run-row');
+    function when(ms) {
+      return ms ? new Date(ms).toISOString().slice(0, 19).replace('T', ' ') + ' UTC' : '—';
+    }
+    function row(r) {
+      var tr = body.querySelector('tr[data-run="' + r.id + '"]');
+      if (!tr) {
+        if (!table.dataset.firstPage || !tpl) return;
+        tr = tpl.content.firstElementChild.cloneNode(true);
+        tr.dataset.run = r.id;
+        tr.querySelectorAll('a').forEach(function (a) { a.href = '/runs/' + r.id; });
+        tr.querySelector('.run-link').textContent = '#' + r.id;
+        tr.querySelector('.run-template a').textContent = r.template_name;
+        tr.querySelector('.run-launcher').textContent = r.launched_by +
+          (r.launched_user_name ? ' (' + r.launched_user_name + ')' : '');
+        tr.querySelector('.run-created').textContent = when(r.created_at);
+        body.insertBefore(tr, body.firstElementChild);
+        var none = byId('no-runs');
+        if (none) none.hidden = true;
+        var wrap = byId('runs-wrap');
+        if (wrap) wrap.hidden = false;
+      }
+      badge(tr.querySelector('.run-status'), r.status);
+      tr.querySelector('.run-finished').textContent = when(r.finished_at);
+      if (r.revision) {
+        var code = document.createElement('code');
+        code.textContent = r.revision.slice(0, 12);
+        var cell = tr.querySelector('.run-revision');
+        cell.textContent = '';
+        cell.appendChild(code);
+      }
+    }
+    function poll() {
+      if (document.hidden) return;
+      fetch(table.dataset.live, { credentials: 'same-origin', headers: { Accept: 'application/json' } })
+        .then(function (resp) { return resp.ok ? resp.json() : null; })
+        .then(function (page) {
+          if (!page || !page.items) return;
+          // Oldest first, so new runs end up newest on top.
+          page.items.slice().reverse().forEach(row);
+        })
+        .catch(function () {});
+    }
+    setInterval(poll, 3000);
+  }
 
   // The run page: follow the run's output live; when the run ends, reload
   // once for the recap and the per-host table.

@@ -66,7 +66,7 @@ async fn pages(b: Backend) {
     };
     let (s, _, h) = br.get("/servers").await;
     assert_eq!(s, StatusCode::SEE_OTHER);
-    assert_eq!(h["location"], "/login");
+    assert_eq!(h["location"], "/login?next=%2Fservers");
 
     let (s, body, _) = br
         .post("/login", &[("name", "alice"), ("password", "nope-nope")])
@@ -693,7 +693,7 @@ async fn automation_pages(b: Backend) {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        body.contains("id=\"error-n\">the value must be at most 5"),
+        body.contains("id=\"error-n\" role=\"alert\">the value must be at most 5"),
         "{body}"
     );
     assert!(body.contains("value=\"9\""), "{body}");
@@ -711,7 +711,7 @@ async fn automation_pages(b: Backend) {
     assert!(run_page.starts_with("/runs/"), "{run_page}");
     let (_, body, _) = br.get(&run_page).await;
     assert!(
-        body.contains("<td id=\"status\" class=\"status-queued\">queued</td>"),
+        body.contains("<span class=\"badge status-queued\" id=\"status\">queued</span>"),
         "{body}"
     );
     assert!(body.contains("data-events=\"/api/v1/runs/"), "{body}");
@@ -776,6 +776,60 @@ async fn automation_pages(b: Backend) {
         "{body}"
     );
 
+    // Deletes ask first: without `confirmed=yes` (what the script's dialog
+    // adds) the answer is a confirmation page and nothing is deleted; the
+    // page's button posts it again, confirmed.
+    let credential = keel_panel::automation::catalog::list_credentials(p.db(), &root)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "deploy become")
+        .unwrap()
+        .id;
+    for (what, list, path) in [
+        (
+            "schedule",
+            "/schedules",
+            format!("/schedules/{schedule}/delete"),
+        ),
+        (
+            "credential",
+            "/credentials",
+            format!("/credentials/{credential}/delete"),
+        ),
+    ] {
+        let (s, body, _) = br.post(&path, &[("csrf", csrf.as_str())]).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+        // minijinja escapes '/' in attributes as `&#x2f;`.
+        let body = body.replace("&#x2f;", "/");
+        assert!(
+            body.contains(&format!("Delete the {what} "))
+                && body.contains(&format!("action=\"{path}\""))
+                && body.contains("name=\"confirmed\" value=\"yes\""),
+            "{body}"
+        );
+        let (_, body, _) = br.get(list).await;
+        assert!(
+            body.contains(&format!("action=\"{path}\"")),
+            "{what} still there: {body}"
+        );
+        let (s, _, h) = br
+            .post(&path, &[("csrf", csrf.as_str()), ("confirmed", "yes")])
+            .await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(h["location"], list);
+        let (_, body, _) = br.get(list).await;
+        assert!(
+            !body.contains(&format!("action=\"{path}\"")),
+            "{what} deleted: {body}"
+        );
+    }
+    // One the caller cannot see is the domain layer's 404, asked or not.
+    let (s, _, _) = br
+        .post("/projects/987654/delete", &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
     // alice (group ops) sees and may launch the template and its runs, but
     // not the admin pages; bob learns nothing.
     log_in(&mut br, "alice").await;
@@ -806,7 +860,7 @@ async fn automation_pages(b: Backend) {
     assert_eq!(h["location"].to_str().unwrap(), run_page);
     let (_, body, _) = br.get(&run_page).await;
     assert!(
-        body.contains("class=\"status-cancelled\">cancelled</td>"),
+        body.contains("<span class=\"badge status-cancelled\" id=\"status\">cancelled</span>"),
         "{body}"
     );
     assert!(
@@ -1312,3 +1366,88 @@ async fn admin_forms(b: Backend) {
     log_in(&mut other, "dave").await;
 }
 both_backends!(admin_ui, admin_forms);
+
+/// The login returns to the page the visitor asked for (`next`), and only
+/// to a page of this panel: an absolute URL, `//host`, `/\host` or a path
+/// with a tab or line break (which browsers drop) sends the login to the
+/// dashboard instead, never to another site.
+async fn login_returns_to_the_page(b: Backend) {
+    let p = start(b, |_| {}).await;
+    p.user("alice", false).await;
+    let br = Browser {
+        p: &p,
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+        cookie: None,
+    };
+    // An anonymous visit goes to the login page with the page as `next`,
+    // query included; the login page carries it in its form.
+    let (s, _, h) = br.get("/runs?status=failed&offset=0").await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(
+        h["location"],
+        "/login?next=%2Fruns%3Fstatus%3Dfailed%26offset%3D0"
+    );
+    let (s, body, _) = br
+        .get("/login?next=%2Fruns%3Fstatus%3Dfailed%26offset%3D0")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains(
+            r#"<input type="hidden" name="next" value="&#x2f;runs?status=failed&amp;offset=0">"#
+        ),
+        "{body}"
+    );
+    // The dashboard itself needs no `next`.
+    let (_, _, h) = br.get("/").await;
+    assert_eq!(h["location"], "/login");
+    // A failed login keeps `next` for the second try.
+    let (s, body, _) = br
+        .post(
+            "/login",
+            &[
+                ("name", "alice"),
+                ("password", "wrong-password"),
+                ("next", "/keys"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains(r#"name="next" value="&#x2f;keys""#), "{body}");
+    for (next, to) in [
+        ("/keys", "/keys"),
+        (
+            "/runs?status=failed&offset=0",
+            "/runs?status=failed&offset=0",
+        ),
+        ("", "/"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/keys", "/"),
+        ("/\\evil.example", "/"),
+        ("\\\\evil.example", "/"),
+        ("/\t/evil.example", "/"),
+        ("/\r\n/evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("keys", "/"),
+    ] {
+        let (s, _, h) = br
+            .post(
+                "/login",
+                &[
+                    ("name", "alice"),
+                    ("password", "alice-password"),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(h["location"], to, "next = {next:?}");
+        assert!(h.contains_key("set-cookie"), "{next:?} logs in");
+    }
+    // A foreign `next` on the login page is dropped, not carried.
+    let (_, body, _) = br.get("/login?next=%2F%2Fevil.example").await;
+    assert!(!body.contains("evil.example"), "{body}");
+}
+both_backends!(login_next, login_returns_to_the_page);

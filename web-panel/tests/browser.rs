@@ -26,13 +26,18 @@ async fn log_in_create_a_server_and_see_it_audited() {
 
     d.goto(&format!("{}/servers", p.base)).await;
     assert!(
-        d.url().await.ends_with("/login"),
-        "anonymous visitors go to the login page"
+        d.url().await.ends_with("/login?next=%2Fservers"),
+        "anonymous visitors go to the login page: {}",
+        d.url().await
     );
     d.type_into("#name", "root").await;
     d.type_into("#password", "root-password").await;
     d.click("#login").await;
-    assert_eq!(d.url().await, format!("{}/", p.base), "the dashboard");
+    assert_eq!(
+        d.url().await,
+        format!("{}/servers", p.base),
+        "back where they were going"
+    );
 
     d.goto(&format!("{}/sites", p.base)).await;
     d.type_into("#site_name", "browser-site").await;
@@ -258,7 +263,7 @@ async fn template_built_in_the_pages_runs_with_live_output() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_path_buf();
     let p = start(Backend::Sqlite, move |c| c.data_dir = data_dir).await;
-    p.user("root", true).await;
+    let (_, root_token) = p.user("root", true).await;
 
     // The project: a directory with the playbook and the hosts.
     let project_dir = tempfile::tempdir().unwrap();
@@ -333,6 +338,9 @@ async fn template_built_in_the_pages_runs_with_live_output() {
     d.click("#save-template").await;
     assert!(d.url().await.contains("/templates/"), "{}", d.url().await);
     assert_eq!(d.text("h1").await, "Template browser run");
+    let v = d.serious_a11y_violations().await;
+    assert!(v.is_empty(), "the template page: {v:#?}");
+    d.screenshot("template").await;
 
     // A bad answer is refused next to its field, nothing is queued, and
     // what was typed stays in the form.
@@ -399,10 +407,77 @@ async fn template_built_in_the_pages_runs_with_live_output() {
         "{output}"
     );
     assert!(d.text("#output-note").await.contains("finished"));
+    let v = d.serious_a11y_violations().await;
+    assert!(v.is_empty(), "the run page: {v:#?}");
+    d.screenshot("run").await;
     for i in 0..hosts.hosts.len() {
         assert_eq!(hosts.sh(i, "cat /tmp/keel-browser-run.txt"), "hi 2\n");
     }
     assert!(!d.source().await.contains(&key_body));
+
+    // The runs list follows without a reload: a run launched while it is
+    // open shows up at the top, queued, and turns successful when the
+    // worker has run it.
+    d.goto(&format!("{}/runs", p.base)).await;
+    assert_eq!(d.count("#runs tbody tr").await, 1);
+    let tpl = d
+        .script("return document.querySelector('#runs tbody tr').dataset.run")
+        .await;
+    let first_run = tpl.as_str().unwrap().to_string();
+    let template_id =
+        keel_panel::automation::templates::list(p.db(), &keel_panel::domain::Principal::system())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.name == "browser run")
+            .unwrap()
+            .id;
+    let r = p
+        .call(
+            "POST",
+            &format!("/api/v1/templates/{template_id}/launch"),
+            &api_support::Cred::Bearer(root_token),
+            Some(json!({"answers": {"greeting": "again", "count": 1}})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.json);
+    let second = r.json["id"].as_i64().unwrap();
+    let row = format!("#runs tr[data-run='{second}'] .run-status");
+    wait_for_element_text(&d, &row, "queued", 20).await;
+    assert_eq!(
+        d.script("return document.querySelector('#runs tbody tr').dataset.run")
+            .await,
+        json!(second.to_string()),
+        "the new run is on top"
+    );
+    assert_eq!(
+        words(
+            &d.text(&format!("#runs tr[data-run='{first_run}'] .run-status"))
+                .await
+        ),
+        "successful"
+    );
+    let w = keel_panel::queue::worker::Worker::new(
+        p.db().store().clone(),
+        {
+            let prov =
+                keel_panel::provision::Provisioner::new(p.db().clone(), None, &p.state.config)
+                    .unwrap();
+            let a = keel_panel::automation::Automation::new(Arc::new(prov)).unwrap();
+            let mut reg = keel_panel::queue::worker::Registry::new();
+            keel_panel::automation::register(&mut reg, Arc::new(a));
+            reg
+        },
+        keel_panel::queue::worker::WorkerConfig::default(),
+    );
+    w.run_until_idle().await.unwrap();
+    wait_for_element_text(&d, &row, "successful", 20).await;
+    assert!(
+        !d.text(&format!("#runs tr[data-run='{second}'] .run-finished"))
+            .await
+            .contains('—'),
+        "the finish time came with the status"
+    );
     d.cmd("DELETE", "", None).await;
 }
 

@@ -329,7 +329,17 @@ async fn main_pages_are_accessible_and_keep_their_navigation() {
 
     let d = Driver::start().await;
     d.set_window(1280, 900).await;
-    log_in(&d, &p.base, "root", "root-password").await;
+    // A page opened before the login: the login comes back to it.
+    d.goto(&format!("{}/admin/jobs?state=queued", p.base)).await;
+    assert_eq!(
+        d.url().await,
+        format!("{}/login?next=%2Fadmin%2Fjobs%3Fstate%3Dqueued", p.base)
+    );
+    d.type_into("#name", "root").await;
+    d.type_into("#password", "root-password").await;
+    d.click("#login").await;
+    assert_eq!(d.url().await, format!("{}/admin/jobs?state=queued", p.base));
+    d.goto(&format!("{}/", p.base)).await;
     assert!(d.text("#admin-overview").await.contains("jobs queued"));
     let pages = [
         ("dashboard-admin", "/".to_string()),
@@ -347,7 +357,13 @@ async fn main_pages_are_accessible_and_keep_their_navigation() {
         ("job-queued", format!("/jobs/{job}")),
         ("audit", "/admin/audit".into()),
         ("templates", "/templates".into()),
+        ("template-new", "/templates/new".into()),
         ("runs", "/runs".into()),
+        ("projects", "/projects".into()),
+        ("credentials", "/credentials".into()),
+        ("inventories", "/inventories".into()),
+        ("schedules", "/schedules".into()),
+        ("notifications", "/notifications".into()),
     ];
     for (name, path) in &pages {
         d.goto(&format!("{}{path}", p.base)).await;

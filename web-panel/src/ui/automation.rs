@@ -219,6 +219,41 @@ where
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
+    /// `yes` once the person confirmed a delete (keel.js's dialog sets it;
+    /// without the script, [`ask_first`]'s page does).
+    #[serde(default)]
+    confirmed: String,
+}
+
+/// A delete posted without `confirmed=yes` gets a confirmation page first
+/// (the script's dialog adds the field; without the script this page asks).
+/// `name` is the object's name, or `None` when the caller may not see it
+/// (which is then the domain layer's 404).
+fn ask_first(
+    a: &Auth,
+    f: &CsrfForm,
+    what: &'static str,
+    name: Option<&str>,
+    action: String,
+    back: &str,
+) -> Option<UiResult> {
+    if f.confirmed == "yes" {
+        return None;
+    }
+    let Some(name) = name else {
+        return Some(Err(UiError(PanelError::NotFound(what))));
+    };
+    Some(page(
+        a,
+        "confirm.html",
+        context! {
+            title => format!("Delete the {what} {name}?"),
+            message => format!("The {what} {name} is deleted for good."),
+            action,
+            button => format!("Delete the {what}"),
+            back,
+        },
+    ))
 }
 
 // ----------------------------------------------------------------- projects
@@ -307,6 +342,23 @@ async fn delete_project(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    if f.confirmed != "yes" {
+        let name = catalog::list_projects(&st.db, &a.principal)
+            .await?
+            .into_iter()
+            .find(|x| x.id == id)
+            .map(|x| x.name);
+        if let Some(page) = ask_first(
+            &a,
+            &f,
+            "project",
+            name.as_deref(),
+            format!("/projects/{id}/delete"),
+            "/projects",
+        ) {
+            return page;
+        }
+    }
     let done = catalog::delete_project(&st.db, &a.principal, id).await;
     match or_again(done, Json::Null, |r| projects_view(&st, &a, r)).await? {
         Ok(_) => to("/projects".into()),
@@ -370,6 +422,23 @@ async fn delete_credential(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    if f.confirmed != "yes" {
+        let name = catalog::list_credentials(&st.db, &a.principal)
+            .await?
+            .into_iter()
+            .find(|x| x.id == id)
+            .map(|x| x.name);
+        if let Some(page) = ask_first(
+            &a,
+            &f,
+            "credential",
+            name.as_deref(),
+            format!("/credentials/{id}/delete"),
+            "/credentials",
+        ) {
+            return page;
+        }
+    }
     let done = catalog::delete_credential(&st.db, &a.principal, id).await;
     match or_again(done, Json::Null, |r| credentials_view(&st, &a, r)).await? {
         Ok(_) => to("/credentials".into()),
@@ -441,6 +510,23 @@ async fn delete_inventory(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    if f.confirmed != "yes" {
+        let name = catalog::list_inventories(&st.db, &a.principal)
+            .await?
+            .into_iter()
+            .find(|x| x.id == id)
+            .map(|x| x.name);
+        if let Some(page) = ask_first(
+            &a,
+            &f,
+            "inventory",
+            name.as_deref(),
+            format!("/inventories/{id}/delete"),
+            "/inventories",
+        ) {
+            return page;
+        }
+    }
     let done = catalog::delete_inventory(&st.db, &a.principal, id).await;
     match or_again(done, Json::Null, |r| inventories_view(&st, &a, r)).await? {
         Ok(_) => to("/inventories".into()),
@@ -508,6 +594,23 @@ async fn delete_target(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    if f.confirmed != "yes" {
+        let name = catalog::list_targets(&st.db, &a.principal)
+            .await?
+            .into_iter()
+            .find(|x| x.id == id)
+            .map(|x| x.name);
+        if let Some(page) = ask_first(
+            &a,
+            &f,
+            "notification target",
+            name.as_deref(),
+            format!("/notifications/{id}/delete"),
+            "/notifications",
+        ) {
+            return page;
+        }
+    }
     let done = catalog::delete_target(&st.db, &a.principal, id).await;
     match or_again(done, Json::Null, |r| notifications_view(&st, &a, r)).await? {
         Ok(_) => to("/notifications".into()),
@@ -1037,6 +1140,19 @@ async fn delete_template(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    if f.confirmed != "yes" {
+        let name = Some(templates::get(&st.db, &a.principal, id).await?.name);
+        if let Some(page) = ask_first(
+            &a,
+            &f,
+            "template",
+            name.as_deref(),
+            format!("/templates/{id}/delete"),
+            "/templates",
+        ) {
+            return page;
+        }
+    }
     let done = templates::delete(&st.db, &a.principal, id).await;
     let none = Map::new();
     match or_again(done, Json::Null, |r| template_view(&st, &a, id, &none, r)).await? {
@@ -1296,6 +1412,24 @@ async fn delete_schedule(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
+    if f.confirmed != "yes" {
+        let name = Some(
+            schedules::get(&st.db, &a.principal, id)
+                .await?
+                .schedule
+                .name,
+        );
+        if let Some(page) = ask_first(
+            &a,
+            &f,
+            "schedule",
+            name.as_deref(),
+            format!("/schedules/{id}/delete"),
+            "/schedules",
+        ) {
+            return page;
+        }
+    }
     schedules::delete(&st.db, &a.principal, id).await?;
     to("/schedules".into())
 }

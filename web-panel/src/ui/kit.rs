@@ -216,10 +216,17 @@ impl From<crate::store::StoreError> for UiError {
     }
 }
 
+/// Put on the login redirect of an anonymous visit, so [`error_pages`],
+/// which sees the request, can add where the visitor was going.
+#[derive(Clone, Copy)]
+struct LoginFirst;
+
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         if matches!(self.0, PanelError::Unauthenticated) {
-            return Redirect::to("/login").into_response();
+            let mut resp = Redirect::to("/login").into_response();
+            resp.extensions_mut().insert(LoginFirst);
+            return resp;
         }
         let api = crate::http::ApiError::from(self.0);
         let mut resp = api.status.into_response();
@@ -255,13 +262,40 @@ fn error_page(who: Option<&Auth>, status: StatusCode, message: &str) -> Response
 
 /// The layer over every page route: a refused request's [`UiError`]
 /// becomes the error page, with the caller's navigation.
+/// An anonymous visit to a page goes to the login page with the page as
+/// its `next`, so the login comes back to it.
 pub async fn error_pages(req: Request, next: Next) -> Response {
     let who = req.extensions().get::<Auth>().cloned();
+    let back = (req.method() == axum::http::Method::GET)
+        .then(|| req.uri().path_and_query().map(|p| p.as_str().to_string()))
+        .flatten()
+        .filter(|p| local_path(p).is_some());
     let mut resp = next.run(req).await;
     if let Some(e) = resp.extensions_mut().remove::<ErrorPage>() {
         return error_page(who.as_ref(), resp.status(), &e.message);
     }
+    if resp.extensions_mut().remove::<LoginFirst>().is_some() {
+        if let Some(back) = back.filter(|b| b != "/") {
+            let query = serde_urlencoded::to_string([("next", back.as_str())]).unwrap_or_default();
+            return Redirect::to(&format!("/login?{query}")).into_response();
+        }
+    }
     resp
+}
+
+/// `next` if it is a path on this panel, to go to after the login; else
+/// nothing (the caller goes to the dashboard). Only a path that starts
+/// with exactly one `/` and holds nothing but visible ASCII, without a
+/// backslash: `//host`, `/\host`, a scheme (`https:`, `javascript:`), and
+/// tabs or line breaks (which browsers drop, turning `/\t/host` into
+/// `//host`) would each send the browser to another site.
+pub fn local_path(next: &str) -> Option<&str> {
+    let mut chars = next.chars();
+    let ok = next.len() <= 2048
+        && chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && next.chars().all(|c| c.is_ascii_graphic() && c != '\\');
+    ok.then_some(next)
 }
 
 /// Paths nothing answers: a 404 page (JSON under `/api/`).
@@ -394,5 +428,40 @@ pub fn admin_only(a: &Auth) -> Result<(), UiError> {
         Err(UiError(PanelError::Forbidden(
             "platform admins only".into(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn only_local_paths_are_next() {
+        for ok in [
+            "/",
+            "/servers",
+            "/servers/7?tab=jobs#jobs",
+            "/runs?status=failed&offset=50",
+        ] {
+            assert_eq!(local_path(ok), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "servers",
+            "//evil.example",
+            "//evil.example/servers",
+            "/\\evil.example",
+            "/servers\\..\\",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/caf\u{e9}",
+            "\\\\evil.example",
+        ] {
+            assert_eq!(local_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(local_path(&format!("/{}", "a".repeat(3000))), None);
     }
 }

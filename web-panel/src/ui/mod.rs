@@ -101,14 +101,25 @@ pub fn router() -> Router<AppState> {
         .layer(axum::middleware::from_fn(kit::error_pages))
 }
 
-async fn login_form() -> UiResult {
-    Ok(render("login.html", context! { name => "" })?.into_response())
+#[derive(Deserialize)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// The login page; `next` (a page of this panel, see [`kit::local_path`])
+/// is where the login goes afterwards.
+async fn login_form(Query(q): Query<NextQuery>) -> UiResult {
+    let next = kit::local_path(&q.next).unwrap_or("");
+    Ok(render("login.html", context! { name => "", next })?.into_response())
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     name: String,
     password: String,
+    #[serde(default)]
+    next: String,
 }
 
 async fn login(
@@ -134,9 +145,12 @@ async fn login(
                 auth::end_session(&st.db, &old).await?;
             }
             let s = auth::create_session(&st.db, &st.config.auth, p.user_id).await?;
+            // Back to the page the visitor asked for, if it is one of ours:
+            // never another site (an open redirect).
+            let to = kit::local_path(&f.next).unwrap_or("/");
             Ok((
                 [(header::SET_COOKIE, st.session_cookie(&s.secret))],
-                Redirect::to("/"),
+                Redirect::to(to),
             )
                 .into_response())
         }
@@ -149,7 +163,11 @@ async fn login(
             };
             let html = render(
                 "login.html",
-                context! { name => f.name, error => e.to_string() },
+                context! {
+                    name => f.name,
+                    error => e.to_string(),
+                    next => kit::local_path(&f.next).unwrap_or(""),
+                },
             )?;
             Ok((status, html).into_response())
         }
