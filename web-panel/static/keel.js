@@ -168,11 +168,12 @@
           var name = el.getAttribute('data-action');
           var on = name === 'retry' ? d.actions.retry
             : name === 'delete' ? d.actions['delete']
+            : name === 'converge' ? d.actions.converge
             : (d.actions.power || []).indexOf(name) >= 0;
           el.hidden = !on;
         });
         var none = byId('no-actions');
-        if (none) none.hidden = d.actions.retry || d.actions['delete'] || (d.actions.power || []).length > 0;
+        if (none) none.hidden = d.actions.retry || d.actions['delete'] || d.actions.converge || (d.actions.power || []).length > 0;
       }
       // The connection line comes with the ready server and goes with it.
       var conn = byId('connection');

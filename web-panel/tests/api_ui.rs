@@ -249,9 +249,12 @@ async fn pages(b: Backend) {
         sites.contains(&format!("<a href=\"{site_page}\">")),
         "{sites}"
     );
-    // Suspending is for platform admins.
+    // Suspending is for platform admins (confirmed or not).
     let (s, _, _) = br
-        .post(&format!("{site_page}/suspend"), &[("csrf", csrf.as_str())])
+        .post(
+            &format!("{site_page}/suspend"),
+            &[("csrf", csrf.as_str()), ("confirmed", "yes")],
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (_, page, _) = br.get(&location).await;
@@ -334,8 +337,31 @@ async fn pages(b: Backend) {
     // on the server page; unsuspending lets people in again.
     let (_, body, _) = br.get(&site_page).await;
     let csrf = csrf_of(&body);
+    // Without the script's `confirmed=yes`, a confirmation page first
+    // (kit::ask_first), posting the same form again, confirmed; the site
+    // is not suspended yet.
+    let (s, body, _) = br
+        .post(
+            &format!("{site_page}/suspend"),
+            &[("csrf", csrf.as_str()), ("note", "kept")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let unescaped = body.replace("&#x2f;", "/");
+    assert!(
+        unescaped.contains("<h1>Suspend this site?</h1>")
+            && unescaped.contains(&format!("action=\"{site_page}/suspend\""))
+            && unescaped.contains("name=\"confirmed\" value=\"yes\"")
+            && unescaped.contains("name=\"note\" value=\"kept\""),
+        "{body}"
+    );
+    let (_, body, _) = br.get(&site_page).await;
+    assert!(body.contains("<td id=\"site-state\">active</td>"), "{body}");
     let (s, _, h) = br
-        .post(&format!("{site_page}/suspend"), &[("csrf", csrf.as_str())])
+        .post(
+            &format!("{site_page}/suspend"),
+            &[("csrf", csrf.as_str()), ("confirmed", "yes")],
+        )
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(h["location"].to_str().unwrap(), site_page);

@@ -254,6 +254,9 @@ pub struct ServiceDetail {
 pub struct ServerActions {
     pub retry: bool,
     pub delete: bool,
+    /// Run the server's roles again (`provision::reconverge`): a ready
+    /// server whose VM is not known to be stopped (the run needs SSH).
+    pub converge: bool,
     /// Power actions (`start`, `shutdown`, `power_off`, `reset`) that make
     /// sense for the VM's power state.
     pub power: Vec<String>,
@@ -283,6 +286,7 @@ impl ServerActions {
         ServerActions {
             retry: rules.retryable,
             delete: !rules.leaving,
+            converge: status == Status::Ready && power_state != Some("stopped"),
             power,
         }
     }
@@ -504,16 +508,20 @@ mod actions_tests {
     fn buttons_follow_the_status_rules_and_the_power_state() {
         let a = ServerActions::of(Status::Ready, Some("running"));
         assert_eq!(a.power, ["shutdown", "power_off", "reset"]);
-        assert!(a.delete && !a.retry);
+        assert!(a.delete && !a.retry && a.converge);
         let a = ServerActions::of(Status::Ready, Some("stopped"));
         assert_eq!(a.power, ["start"]);
+        assert!(!a.converge, "the roles need the VM running");
         let a = ServerActions::of(Status::Ready, Some("unknown"));
         assert_eq!(a.power.len(), 4, "an unknown state offers everything");
         let a = ServerActions::of(Status::Failed, None);
-        assert!(a.retry && a.delete && a.power.is_empty());
+        assert!(a.retry && a.delete && a.power.is_empty() && !a.converge);
         for s in [Status::Requested, Status::CreatingVm, Status::Configuring] {
             let a = ServerActions::of(s, Some("running"));
-            assert!(a.power.is_empty() && !a.retry && a.delete, "{s}");
+            assert!(
+                a.power.is_empty() && !a.retry && a.delete && !a.converge,
+                "{s}"
+            );
         }
         for s in [Status::Deleting, Status::Deleted] {
             let a = ServerActions::of(s, Some("running"));
@@ -522,6 +530,7 @@ mod actions_tests {
                 ServerActions {
                     retry: false,
                     delete: false,
+                    converge: false,
                     power: vec![]
                 },
                 "{s}"

@@ -298,6 +298,68 @@ pub fn local_path(next: &str) -> Option<&str> {
     ok.then_some(next)
 }
 
+/// What [`ask_first`] asks before a destructive form post.
+#[derive(Clone, Copy)]
+pub struct Question {
+    pub title: &'static str,
+    pub message: &'static str,
+    pub button: &'static str,
+}
+
+/// The largest form body [`ask_first`] reads (axum's own form limit).
+const FORM_LIMIT: usize = 2 * 1024 * 1024;
+
+/// A layer for a destructive form route whose handler does not ask by
+/// itself: a post without `confirmed=yes` (what keel.js's dialog adds to a
+/// `data-confirm` form) gets a confirmation page instead, whose button
+/// posts the same fields again, confirmed. So the pages ask without the
+/// script too. Runs after the authentication middleware has checked the
+/// CSRF token; an anonymous post goes on to the handler (and the login).
+pub async fn ask_first(
+    axum::extract::State(q): axum::extract::State<Question>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let who = req.extensions().get::<Auth>().cloned();
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+    let confirmed = pairs.iter().any(|(k, v)| k == "confirmed" && v == "yes");
+    let Some(a) = who.filter(|_| !confirmed) else {
+        return next
+            .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+            .await;
+    };
+    let fields: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(k, _)| k != "csrf" && k != "confirmed")
+        .collect();
+    // Back to the page the form was on, when the browser says which.
+    let back = parts
+        .headers
+        .get(header::REFERER)
+        .and_then(|r| r.to_str().ok())
+        .and_then(|r| r.parse::<axum::http::Uri>().ok())
+        .and_then(|u| u.path_and_query().map(|p| p.as_str().to_string()))
+        .filter(|p| local_path(p).is_some())
+        .unwrap_or_else(|| "/".to_string());
+    page(
+        &a,
+        "confirm.html",
+        context! {
+            title => q.title,
+            message => q.message,
+            button => q.button,
+            action => parts.uri.path(),
+            back,
+            fields => Value::from(Serde(&fields)),
+        },
+    )
+    .into_response()
+}
+
 /// Paths nothing answers: a 404 page (JSON under `/api/`).
 pub async fn not_found(who: Option<Auth>, uri: axum::http::Uri) -> Response {
     if uri.path().starts_with("/api/") {

@@ -26,6 +26,7 @@ mod siteops;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -42,7 +43,9 @@ use crate::lifecycle::Status;
 use crate::services::servers::{self, CreateServer, ServiceFilter};
 use crate::services::sites::{self, NewSite};
 use crate::services::{catalog, jobs, keys, lookup, unix_groups};
-use kit::{admin_only, check_csrf, page, render, signed_in, CsrfForm, Refused, UiError, UiResult};
+use kit::{
+    admin_only, check_csrf, page, render, signed_in, CsrfForm, Question, Refused, UiError, UiResult,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -63,6 +66,7 @@ pub fn router() -> Router<AppState> {
         .route("/servers/new", get(new_server))
         .route("/servers/{id}", get(server))
         .route("/servers/{id}/retry", post(retry))
+        .route("/servers/{id}/converge", post(converge))
         .route("/servers/{id}/delete", post(delete))
         .route("/servers/{id}/power", post(power))
         .route("/sites", get(my_sites).post(create_site))
@@ -70,24 +74,55 @@ pub fn router() -> Router<AppState> {
         .route("/sites/{id}/members", post(site_member))
         .route(
             "/sites/{id}/members/{user_id}/delete",
-            post(site_member_remove),
+            post(site_member_remove).layer(from_fn_with_state(
+                Question {
+                    title: "Remove this person from the site?",
+                    message: "They lose their account on the site's servers at the next access run, unless a lookup group still names them.",
+                    button: "Remove from the site",
+                },
+                kit::ask_first,
+            )),
         )
         .route("/sites/{id}/lookup-groups", post(site_lookup_group))
         .route(
             "/sites/{id}/lookup-groups/delete",
-            post(site_lookup_group_remove),
+            post(site_lookup_group_remove).layer(from_fn_with_state(
+                Question {
+                    title: "Remove this lookup group from the site?",
+                    message: "Its members lose what the group gave them on the site's servers at the next access run.",
+                    button: "Remove the group",
+                },
+                kit::ask_first,
+            )),
         )
         .route("/sites/{id}/unix-groups", post(unix_group_create))
         .route(
             "/sites/{id}/unix-groups/{group_id}/delete",
-            post(unix_group_delete),
+            post(unix_group_delete).layer(from_fn_with_state(
+                Question {
+                    title: "Delete this Unix group?",
+                    message: "It is removed from the site's servers at the next access run.",
+                    button: "Delete the group",
+                },
+                kit::ask_first,
+            )),
         )
         .route(
             "/sites/{id}/unix-groups/{group_id}/members",
             post(unix_group_member),
         )
         .route("/sites/{id}/lookup-refresh", post(site_lookup_refresh))
-        .route("/sites/{id}/suspend", post(site_suspend))
+        .route(
+            "/sites/{id}/suspend",
+            post(site_suspend).layer(from_fn_with_state(
+                Question {
+                    title: "Suspend this site?",
+                    message: "Nobody can log in to its servers any more, and they are shut down, until the site is unsuspended.",
+                    button: "Suspend the site",
+                },
+                kit::ask_first,
+            )),
+        )
         .route("/sites/{id}/unsuspend", post(site_unsuspend))
         .route("/servers/{id}/access", post(server_access_sync))
         .route("/jobs/{id}/cancel", post(cancel_job))
@@ -449,6 +484,19 @@ async fn retry(
     check_csrf(&a, &f.csrf)?;
     servers::retry(&st.db, &a.principal, id).await?;
     Ok(Redirect::to(&format!("/servers/{id}")).into_response())
+}
+
+/// Runs the server's roles again (one more run at most while one runs).
+async fn converge(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    crate::provision::reconverge(&st.db, &a.principal, id).await?;
+    Ok(Redirect::to(&format!("/servers/{id}#jobs-section")).into_response())
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@
 //! and status.
 
 use axum::extract::{Path, State};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -19,7 +20,7 @@ use minijinja::value::Serde;
 use minijinja::{context, Value};
 use serde::Deserialize;
 
-use super::kit::{admin_only, check_csrf, page, signed_in, CsrfForm, UiResult};
+use super::kit::{admin_only, check_csrf, page, signed_in, CsrfForm, Question, UiResult};
 use crate::automation::secrets::Sealer;
 use crate::domain::PanelError;
 use crate::http::{AppState, Auth};
@@ -36,7 +37,17 @@ pub fn router() -> Router<AppState> {
         .route("/servers/{id}/vhosts", post(vhost_create))
         .route("/servers/{id}/vhosts/apply", post(vhosts_apply))
         .route("/servers/{id}/vhosts/{vhost_id}", post(vhost_update))
-        .route("/servers/{id}/vhosts/{vhost_id}/delete", post(vhost_delete))
+        .route(
+            "/servers/{id}/vhosts/{vhost_id}/delete",
+            post(vhost_delete).layer(from_fn_with_state(
+                Question {
+                    title: "Delete this web site?",
+                    message: "Its configuration and certificate leave the server at the next web-site run; the files under its document root stay.",
+                    button: "Delete the web site",
+                },
+                super::kit::ask_first,
+            )),
+        )
         .route("/servers/{id}/packages", post(packages_set))
         .route("/servers/{id}/db-password", post(db_password_change))
         .route("/servers/{id}/snapshots", post(snapshot_take))
@@ -50,7 +61,14 @@ pub fn router() -> Router<AppState> {
         .route("/admin/packages", get(admin_packages).post(package_allow))
         .route(
             "/admin/packages/{package_id}/delete",
-            post(package_disallow),
+            post(package_disallow).layer(from_fn_with_state(
+                Question {
+                    title: "Take this package off the allowed list?",
+                    message: "Nobody can pick it for a server any more.",
+                    button: "Take it off the list",
+                },
+                super::kit::ask_first,
+            )),
         )
         .route("/servers/{id}/tags", post(tags_set))
         .route(
