@@ -80,7 +80,7 @@ async fn wait_hidden(d: &Driver, css: &str, want: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
-    let mut f = FlowPanel::start(61, 2).await;
+    let mut f = FlowPanel::start(62, 2).await;
     f.worker(&["hypervisor", "default"]);
     let base = f.panel.base.clone();
     let d = Driver::start().await;
@@ -200,9 +200,9 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     }
     // Without a reload: the connection line, the power state, the buttons.
     let hostname = d.text("#hostname").await;
-    assert_eq!(hostname, "flow61-0.example.org");
+    assert_eq!(hostname, "flow62-0.example.org");
     wait_hidden(&d, "#connection", false).await;
-    assert_eq!(d.text("#ssh-command").await, "ssh -p 22 carol@10.233.61.10");
+    assert_eq!(d.text("#ssh-command").await, "ssh -p 22 carol@10.233.62.10");
     assert!(hidden(&d, "#connection-none").await);
     wait_for_text(&d, "#power-state", "running").await;
     wait_hidden(&d, "[data-action=power_off]", false).await;
@@ -219,7 +219,7 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     // The host keys to compare on first login are on the page.
     d.goto(&url).await;
     assert!(d.count("#host-keys .hostkey").await >= 1);
-    assert_eq!(d.text("#ssh-command").await, "ssh -p 22 carol@10.233.61.10");
+    assert_eq!(d.text("#ssh-command").await, "ssh -p 22 carol@10.233.62.10");
     accessible(&d, "ready server").await;
     d.screenshot("server-ready").await;
 
@@ -242,7 +242,7 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     assert!(d
         .dialog_text()
         .await
-        .contains("Power flow61-0.example.org off"));
+        .contains("Power flow62-0.example.org off"));
     d.accept_dialog().await;
     d.wait_for_url(|u| u.ends_with(&format!("/servers/{id}")))
         .await;
@@ -257,7 +257,7 @@ async fn admin_sets_up_a_user_who_runs_a_server_through_its_life() {
     // Delete: the wrong name is refused on the confirmation page; the
     // right one deletes, and the page follows it to deleted.
     d.pick("#delete-open").await;
-    d.type_into("#delete-confirm", "flow61-0").await;
+    d.type_into("#delete-confirm", "flow62-0").await;
     d.click("#delete").await;
     assert!(d
         .text("#error-confirm")
