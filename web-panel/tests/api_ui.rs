@@ -235,6 +235,58 @@ async fn pages(b: Backend) {
     let (_, body, _) = br.get(&site_page).await;
     assert!(body.contains("<td>devs</td><td>60000</td>"), "{body}");
     assert!(body.contains("<td>bob</td><td>ssh</td>"), "{body}");
+    // Taking bob out of the group asks first, then does it; he goes back
+    // in for what follows.
+    let remove = format!("{site_page}/unix-groups/{group_id}/members/remove");
+    assert!(
+        body.contains("aria-label=\"Take bob out of devs\""),
+        "{body}"
+    );
+    let (s, page, _) = br
+        .post(&remove, &[("csrf", csrf.as_str()), ("user", "bob")])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        page.contains("Take this person out of the Unix group?")
+            && page.contains("name=\"user\" value=\"bob\""),
+        "{page}"
+    );
+    let (_, body, _) = br.get(&site_page).await;
+    assert!(
+        body.contains("aria-label=\"Take bob out of devs\""),
+        "{body}"
+    );
+    let (s, _, _) = br
+        .post(
+            &remove,
+            &[
+                ("csrf", csrf.as_str()),
+                ("user", "bob"),
+                ("confirmed", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get(&site_page).await;
+    assert!(!body.contains("Take bob out of devs"), "{body}");
+    let (s, _, _) = br
+        .post(
+            &remove,
+            &[
+                ("csrf", csrf.as_str()),
+                ("user", "nobody-here"),
+                ("confirmed", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = br
+        .post(
+            &format!("{site_page}/unix-groups/{group_id}/members"),
+            &[("csrf", csrf.as_str()), ("user", "bob")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
     let (s, _, _) = br
         .post(
             &format!("{site_page}/lookup-groups"),

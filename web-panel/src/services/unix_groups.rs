@@ -150,6 +150,31 @@ pub async fn add_member(
     Ok(())
 }
 
+/// [`remove_member`] by the person's user name, as the site page lists
+/// the group's members. The site's admin is checked first, so the answer
+/// says nothing about other names to anyone else.
+pub async fn remove_member_named(
+    db: &Db,
+    who: &Principal,
+    site_id: i64,
+    group_id: i64,
+    user_name: &str,
+) -> Result<(), PanelError> {
+    let user_id = {
+        let mut rc = db.read().await?;
+        let mut conn = rc.conn();
+        require_admin(&mut conn, who, site_id).await?;
+        scalar!(
+            &mut conn,
+            i64,
+            "SELECT id FROM users WHERE name = $1",
+            user_name
+        )?
+    };
+    let user_id = user_id.ok_or(PanelError::NotFound("group member"))?;
+    remove_member(db, who, site_id, group_id, user_id).await
+}
+
 /// Takes a person out of the group.
 pub async fn remove_member(
     db: &Db,

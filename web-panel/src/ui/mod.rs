@@ -111,6 +111,17 @@ pub fn router() -> Router<AppState> {
             "/sites/{id}/unix-groups/{group_id}/members",
             post(unix_group_member),
         )
+        .route(
+            "/sites/{id}/unix-groups/{group_id}/members/remove",
+            post(unix_group_member_remove).layer(from_fn_with_state(
+                Question {
+                    title: "Take this person out of the Unix group?",
+                    message: "They leave the group on the site's servers at the next access run.",
+                    button: "Take them out",
+                },
+                kit::ask_first,
+            )),
+        )
         .route("/sites/{id}/lookup-refresh", post(site_lookup_refresh))
         .route(
             "/sites/{id}/suspend",
@@ -1099,6 +1110,18 @@ async fn unix_group_member(
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
     unix_groups::add_member(&st.db, &a.principal, id, group_id, f.user.trim()).await?;
+    to_site(id)
+}
+
+async fn unix_group_member_remove(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path((id, group_id)): Path<(i64, i64)>,
+    Form(f): Form<UserForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    unix_groups::remove_member_named(&st.db, &a.principal, id, group_id, f.user.trim()).await?;
     to_site(id)
 }
 
