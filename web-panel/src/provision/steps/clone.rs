@@ -37,7 +37,7 @@ use serde_json::json;
 
 use super::create_vm::{hand_over, vm_spec};
 use super::failure::{fail, step_error};
-use super::kit::{check_cancel, facts, prov, read_state};
+use super::kit::{check_cancel, facts, insert_seed, prov, read_state, renew_seed};
 use crate::alloc;
 use crate::audit::{self, Change};
 use crate::db::tx_conn;
@@ -45,7 +45,7 @@ use crate::domain::{PanelError, Principal};
 use crate::hypervisor::seed::HostKeys;
 use crate::lifecycle::jobs::{CloneJob, FlowJob};
 use crate::lifecycle::{transition, Status, Step};
-use crate::provision::{callback, FailureReason, ProvisionError, Provisioner};
+use crate::provision::{FailureReason, ProvisionError, Provisioner};
 use crate::queue::log::JobLog;
 use crate::queue::worker::record_failure;
 use crate::queue::{Failure, Job, JobContext, JobError, JobHandler, RetryPolicy};
@@ -280,37 +280,14 @@ async fn take_over(
     let keys = HostKeys::generate(&name)?;
     match current {
         Some(_) => {
-            execute!(
-                &mut conn,
-                "UPDATE vm_provisioning SET callback_secret = $2, host_key_public = $3, \
-                   host_key_private = $4, generation = generation + 1, resets = 0, \
-                   callback_at = NULL, callback_generation = NULL, failed_step = NULL, \
-                   ssh_endpoint = NULL, updated_at = $5 WHERE service_id = $1",
-                id,
-                callback::new_secret()?,
-                keys.ed25519_public.as_str(),
-                keys.ed25519_private.as_str(),
-                now
-            )?;
+            renew_seed(&mut conn, id, &keys, now).await?;
         }
         None => {
             let pool_type = alloc::allocation_of(&mut conn, id)
                 .await?
                 .map(|a| a.pool_type)
                 .unwrap_or_else(|| "public".to_string());
-            execute!(
-                &mut conn,
-                "INSERT INTO vm_provisioning (service_id, vm_name, pool_type, callback_secret, \
-                   host_key_public, host_key_private, generation, resets, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 1, 0, $7, $7)",
-                id,
-                name.as_str(),
-                pool_type.as_str(),
-                callback::new_secret()?,
-                keys.ed25519_public.as_str(),
-                keys.ed25519_private.as_str(),
-                now
-            )?;
+            insert_seed(&mut conn, id, &name, pool_type.as_str(), &keys, now).await?;
         }
     }
     let generation = prov(&mut conn, id)

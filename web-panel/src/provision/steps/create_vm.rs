@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::failure::{fail, step_error};
 use super::kit::{
-    check_cancel, hypervisor_policy, prov, read_state, vm_exists, ProvRow, ServiceFacts,
+    check_cancel, hypervisor_policy, insert_seed, prov, read_state, renew_seed, vm_exists, ProvRow,
+    ServiceFacts,
 };
 use crate::alloc;
 use crate::db::tx_conn;
@@ -180,34 +181,19 @@ async fn provision(
     match &current {
         None => {
             let keys = HostKeys::generate(&name)?;
-            execute!(
+            insert_seed(
                 &mut conn,
-                "INSERT INTO vm_provisioning (service_id, vm_name, pool_type, callback_secret, \
-                   host_key_public, host_key_private, generation, resets, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 1, 0, $7, $7)",
                 id,
-                name.as_str(),
+                &name,
                 allocation.pool_type.as_str(),
-                callback::new_secret()?,
-                keys.ed25519_public.as_str(),
-                keys.ed25519_private.as_str(),
-                now
-            )?;
+                &keys,
+                now,
+            )
+            .await?;
         }
         Some(r) if fresh_seed || r.host_key_private.is_none() => {
             let keys = HostKeys::generate(&name)?;
-            execute!(
-                &mut conn,
-                "UPDATE vm_provisioning SET callback_secret = $2, host_key_public = $3, \
-                   host_key_private = $4, generation = generation + 1, resets = 0, \
-                   callback_at = NULL, callback_generation = NULL, failed_step = NULL, \
-                   ssh_endpoint = NULL, updated_at = $5 WHERE service_id = $1",
-                id,
-                callback::new_secret()?,
-                keys.ed25519_public.as_str(),
-                keys.ed25519_private.as_str(),
-                now
-            )?;
+            renew_seed(&mut conn, id, &keys, now).await?;
         }
         Some(_) => {}
     }

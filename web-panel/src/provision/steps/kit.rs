@@ -8,11 +8,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Conn, Db};
-use crate::fetch_opt;
+use crate::hypervisor::seed::HostKeys;
 use crate::hypervisor::DriverError;
 use crate::lifecycle::{Status, Step};
-use crate::provision::{ProvisionError, Provisioner};
+use crate::provision::{callback, ProvisionError, Provisioner};
 use crate::queue::RetryPolicy;
+use crate::{execute, fetch_opt};
 
 /// The retry policy of steps that mostly wait on the hypervisor's API.
 pub(super) fn hypervisor_policy(p: &Provisioner) -> RetryPolicy {
@@ -50,6 +51,56 @@ pub(super) struct ProvRow {
 pub(super) const PROV_SELECT: &str =
     "SELECT vm_name, pool_type, callback_secret, host_key_public, host_key_private, \
      generation, resets, callback_at, failed_step, ssh_endpoint FROM vm_provisioning WHERE service_id = $1";
+
+/// A server's first seed: its provisioning row, generation 1, with a new
+/// callback secret and the host keys the VM will be given.
+pub(super) async fn insert_seed(
+    conn: &mut Conn<'_>,
+    id: i64,
+    vm_name: &str,
+    pool_type: &str,
+    keys: &HostKeys,
+    now: i64,
+) -> Result<(), ProvisionError> {
+    execute!(
+        conn,
+        "INSERT INTO vm_provisioning (service_id, vm_name, pool_type, callback_secret, \
+           host_key_public, host_key_private, generation, resets, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, 0, $7, $7)",
+        id,
+        vm_name,
+        pool_type,
+        callback::new_secret()?,
+        keys.ed25519_public.as_str(),
+        keys.ed25519_private.as_str(),
+        now
+    )?;
+    Ok(())
+}
+
+/// A new seed generation for a server that has one: a new callback secret
+/// and host keys; the last generation's callback, failure and SSH
+/// endpoint are forgotten, so only the new VM's callback counts.
+pub(super) async fn renew_seed(
+    conn: &mut Conn<'_>,
+    id: i64,
+    keys: &HostKeys,
+    now: i64,
+) -> Result<(), ProvisionError> {
+    execute!(
+        conn,
+        "UPDATE vm_provisioning SET callback_secret = $2, host_key_public = $3, \
+           host_key_private = $4, generation = generation + 1, resets = 0, \
+           callback_at = NULL, callback_generation = NULL, failed_step = NULL, \
+           ssh_endpoint = NULL, updated_at = $5 WHERE service_id = $1",
+        id,
+        callback::new_secret()?,
+        keys.ed25519_public.as_str(),
+        keys.ed25519_private.as_str(),
+        now
+    )?;
+    Ok(())
+}
 
 pub(super) async fn facts(
     conn: &mut Conn<'_>,
