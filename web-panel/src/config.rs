@@ -57,6 +57,8 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub metrics: MetricsConfig,
     pub outbound: OutboundConfig,
+    /// Fault injection for the chaos soak; off unless set.
+    pub chaos: ChaosConfig,
 }
 
 impl fmt::Debug for Config {
@@ -81,6 +83,7 @@ impl fmt::Debug for Config {
             .field("analytics", &self.analytics)
             .field("metrics", &self.metrics)
             .field("outbound", &self.outbound)
+            .field("chaos", &self.chaos)
             .finish()
     }
 }
@@ -162,6 +165,43 @@ impl Default for OutboundConfig {
             ],
             allow_internal: vec![],
         }
+    }
+}
+
+/// Fault injection, for the chaos soak (`tests/e2e/chaos_soak.rs`,
+/// `scripts/soak`) only: every share is 0 by default, which injects
+/// nothing. A panel in production never sets these.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChaosConfig {
+    /// Share of hypervisor driver calls that fail, half before and half
+    /// after the real call (`hypervisor::faulty::FaultyDriver`), 0 to 1.
+    pub driver_fault_fraction: f64,
+    /// Seed of those faults; 0 draws one per process.
+    pub driver_fault_seed: u64,
+    /// Share of VM-ready callbacks answered 503 and otherwise ignored, as
+    /// if lost on the way (the VM's cloud-init tries again), 0 to 1.
+    pub callback_drop_fraction: f64,
+}
+
+impl ChaosConfig {
+    /// Whether any fault is injected.
+    pub fn enabled(&self) -> bool {
+        self.driver_fault_fraction > 0.0 || self.callback_drop_fraction > 0.0
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("chaos.driver_fault_fraction", self.driver_fault_fraction),
+            ("chaos.callback_drop_fraction", self.callback_drop_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} is a share between 0 and 1, not {v}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -648,6 +688,7 @@ impl Default for Config {
             analytics: AnalyticsConfig::default(),
             metrics: MetricsConfig::default(),
             outbound: OutboundConfig::default(),
+            chaos: ChaosConfig::default(),
         }
     }
 }
@@ -751,6 +792,7 @@ impl Config {
         }
         self.hypervisor.callback_listen()?;
         self.access.validate()?;
+        self.chaos.validate()?;
         if self.ldap.enabled() {
             self.ldap.check().map_err(ConfigError::Invalid)?;
         }
@@ -960,6 +1002,32 @@ mod tests {
         std::fs::write(&path, "[auth]\nlogin_max_failure = 5\n").unwrap();
         let err = Config::load(Some(&path), env(&[])).unwrap_err();
         assert!(err.to_string().contains("login_max_failure"), "{err}");
+    }
+
+    #[test]
+    fn chaos_is_off_by_default_and_takes_shares_only() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(!c.chaos.enabled());
+        let c = Config::load(
+            None,
+            env(&[
+                ("KEEL_CHAOS_DRIVER_FAULT_FRACTION", "0.3"),
+                ("KEEL_CHAOS_CALLBACK_DROP_FRACTION", "0.25"),
+                ("KEEL_CHAOS_DRIVER_FAULT_SEED", "7"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.chaos.enabled());
+        assert_eq!(c.chaos.driver_fault_fraction, 0.3);
+        assert_eq!(c.chaos.callback_drop_fraction, 0.25);
+        assert_eq!(c.chaos.driver_fault_seed, 7);
+        for (var, value) in [
+            ("KEEL_CHAOS_DRIVER_FAULT_FRACTION", "1.5"),
+            ("KEEL_CHAOS_CALLBACK_DROP_FRACTION", "-0.1"),
+        ] {
+            let err = Config::load(None, env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().contains("between 0 and 1"), "{err}");
+        }
     }
 
     #[test]

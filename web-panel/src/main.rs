@@ -315,6 +315,11 @@ async fn seed_builtin(db: &keel_panel::db::Db, config: &Config) {
 async fn serve(config: Config) -> anyhow::Result<()> {
     use keel_panel::http::AppState;
     use keel_panel::server;
+    if config.chaos.enabled() {
+        eprintln!(
+            "warning: fault injection is on ([chaos] in the configuration): for the chaos soak only"
+        );
+    }
     let db = open_panel_db(&config).await?;
     seed_builtin(&db, &config).await;
     let listen = config.listen;

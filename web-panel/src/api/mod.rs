@@ -452,6 +452,16 @@ async fn vm_ready_callback(
     Peer(ip): Peer,
     Query(q): Query<crate::provision::callback::CallbackQuery>,
 ) -> ApiResult {
+    let drop = st.config.chaos.callback_drop_fraction;
+    if drop > 0.0 && fastrand::f64() < drop {
+        // Fault injection (the chaos soak): lost on the way, so nothing is
+        // recorded; cloud-init's phone_home tries again.
+        tracing::warn!(
+            vm = q.vm.as_deref().unwrap_or(""),
+            "fault injection: VM-ready callback dropped (chaos.callback_drop_fraction)"
+        );
+        return Err(PanelError::Unavailable("callback dropped by fault injection".into()).into());
+    }
     let outcome = crate::provision::callback::vm_ready(
         &st.db,
         &q,

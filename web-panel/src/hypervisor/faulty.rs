@@ -80,7 +80,7 @@ impl<D: Driver> FaultyDriver<D> {
             None => f.await,
             Some(FaultPoint::Before) => {
                 self.injected_before.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(op, "injected fault before the call");
+                tracing::info!(op, "fault injection: failed before the call");
                 Err(DriverError::Unavailable(format!(
                     "injected fault before {op}"
                 )))
@@ -89,7 +89,7 @@ impl<D: Driver> FaultyDriver<D> {
                 let result = f.await?;
                 drop(result);
                 self.injected_after.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(op, "injected fault after a successful call");
+                tracing::info!(op, "fault injection: failed after a successful call");
                 Err(DriverError::Unavailable(format!(
                     "injected fault after {op}"
                 )))

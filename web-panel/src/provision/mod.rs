@@ -243,7 +243,9 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProvisionEr
         .map_err(|e| ProvisionError::io(format!("renaming to {}", path.display()), e))
 }
 
-/// The driver `hypervisor.driver` names; `None` for `none`.
+/// The driver `hypervisor.driver` names; `None` for `none`. With
+/// `chaos.driver_fault_fraction` above 0 (the chaos soak only) it is
+/// wrapped in [`FaultyDriver`](crate::hypervisor::faulty::FaultyDriver).
 pub fn driver_from_config(config: &Config) -> Result<Option<Arc<dyn Driver>>, ProvisionError> {
     use crate::hypervisor::{nspawn, ImageStore};
     let h = &config.hypervisor;
@@ -256,7 +258,7 @@ pub fn driver_from_config(config: &Config) -> Result<Option<Arc<dyn Driver>>, Pr
             use crate::hypervisor::libvirt;
             let mut cfg = libvirt::LibvirtConfig::new(&h.uri, images, state_dir);
             cfg.prefix = h.vm_prefix.clone();
-            Some(Arc::new(libvirt::LibvirtDriver::new(cfg)))
+            Some(with_chaos(libvirt::LibvirtDriver::new(cfg), config))
         }
         // The config check refuses this already; `keel-panel demo` picks
         // the driver after that check.
@@ -271,7 +273,7 @@ pub fn driver_from_config(config: &Config) -> Result<Option<Arc<dyn Driver>>, Pr
             let mut cfg = nspawn::NspawnConfig::new(images);
             cfg.state_dir = state_dir;
             cfg.prefix = h.vm_prefix.clone();
-            Some(Arc::new(nspawn::NspawnDriver::new(cfg)))
+            Some(with_chaos(nspawn::NspawnDriver::new(cfg), config))
         }
         other => {
             return Err(ProvisionError::Missing(format!(
@@ -279,6 +281,26 @@ pub fn driver_from_config(config: &Config) -> Result<Option<Arc<dyn Driver>>, Pr
             )))
         }
     })
+}
+
+/// `driver`, behind the fault wrapper when `chaos` asks for faults.
+fn with_chaos<D: Driver + 'static>(driver: D, config: &Config) -> Arc<dyn Driver> {
+    use crate::hypervisor::faulty::FaultyDriver;
+    let chaos = &config.chaos;
+    if chaos.driver_fault_fraction <= 0.0 {
+        return Arc::new(driver);
+    }
+    // Each process draws its own sequence unless a seed is given.
+    let seed = match chaos.driver_fault_seed {
+        0 => fastrand::u64(1..),
+        s => s,
+    };
+    tracing::warn!(
+        fraction = chaos.driver_fault_fraction,
+        seed,
+        "fault injection: chaos.driver_fault_fraction of hypervisor calls will fail"
+    );
+    Arc::new(FaultyDriver::new(driver, chaos.driver_fault_fraction, seed))
 }
 
 /// What the step handlers share: the database, the driver (none when
