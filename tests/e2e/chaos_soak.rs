@@ -760,28 +760,36 @@ async fn settle(
 // ---------------------------------------------------------------------------
 // The soak
 
-fn serve_config(
-    path: &Path,
-    listen: u16,
-    callback_port: u16,
-    data_dir: &Path,
-    url: &str,
-    hypervisor: &str,
-    chaos: &str,
-    workers: &str,
-) {
-    let text = format!(
-        "listen = \"127.0.0.1:{listen}\"\n\
-         data_dir = \"{data}\"\n\
-         database_url = \"{url}\"\n\
-         \n[auth]\nargon2_memory_kib = 256\nargon2_iterations = 1\n\
-         \n[workers]\n{workers}\n\
-         \n[hypervisor]\n{hypervisor}callback_listen = \"0.0.0.0:{callback_port}\"\n\
-         \n[analytics]\nevery_secs = 0\n\
-         \n[chaos]\n{chaos}\n",
-        data = data_dir.display(),
-    );
-    std::fs::write(path, text).unwrap();
+/// What every process's configuration file shares.
+struct SharedConfig {
+    data_dir: PathBuf,
+    url: String,
+    /// The `[hypervisor]` table's body, but `callback_listen`.
+    hypervisor: String,
+    /// The `[chaos]` table's body.
+    chaos: String,
+}
+
+impl SharedConfig {
+    /// Writes one process's file: its HTTP port, the callback port its
+    /// seeds point at (and, for `serve`, listens on) and its `[workers]`.
+    fn write(&self, path: &Path, listen: u16, callback_port: u16, workers: &str) {
+        let text = format!(
+            "listen = \"127.0.0.1:{listen}\"\n\
+             data_dir = \"{data}\"\n\
+             database_url = \"{url}\"\n\
+             \n[auth]\nargon2_memory_kib = 256\nargon2_iterations = 1\n\
+             \n[workers]\n{workers}\n\
+             \n[hypervisor]\n{hv}callback_listen = \"0.0.0.0:{callback_port}\"\n\
+             \n[analytics]\nevery_secs = 0\n\
+             \n[chaos]\n{chaos}\n",
+            data = self.data_dir.display(),
+            url = self.url,
+            hv = self.hypervisor,
+            chaos = self.chaos,
+        );
+        std::fs::write(path, text).unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -898,6 +906,12 @@ async fn chaos_soak() {
         "driver_fault_fraction = {}\ncallback_drop_fraction = {}\n",
         p.driver_fault_fraction, p.callback_drop_fraction
     );
+    let shared = SharedConfig {
+        data_dir: data_dir.clone(),
+        url: url.clone(),
+        hypervisor: hv,
+        chaos,
+    };
     let limit = p.hypervisor_limit;
     let serve_workers = format!("concurrency = 2\nqueues = [\"default\", \"hypervisor={limit}\"]");
     let ports: Vec<(u16, u16)> = (0..2)
@@ -906,36 +920,18 @@ async fn chaos_soak() {
     let mut procs = Vec::new();
     for (i, (listen, cb)) in ports.iter().enumerate() {
         let cfg = scratch.path().join(format!("serve{i}.toml"));
-        serve_config(
-            &cfg,
-            *listen,
-            *cb,
-            &data_dir,
-            &url,
-            &hv,
-            &chaos,
-            &serve_workers,
-        );
+        shared.write(&cfg, *listen, *cb, &serve_workers);
         procs.push(Proc::new(
             &format!("serve{i}"),
             vec!["--config".into(), cfg.display().to_string(), "serve".into()],
             scratch.path(),
         ));
     }
-    for i in 0..2 {
+    for (i, (_, cb)) in ports.iter().enumerate() {
         // A worker's callback URL points at one of the serve nodes'
         // callback listeners (it binds none itself).
         let cfg = scratch.path().join(format!("worker{i}.toml"));
-        serve_config(
-            &cfg,
-            support::free_port(),
-            ports[i].1,
-            &data_dir,
-            &url,
-            &hv,
-            &chaos,
-            "concurrency = 0",
-        );
+        shared.write(&cfg, support::free_port(), *cb, "concurrency = 0");
         procs.push(Proc::new(
             &format!("worker{i}"),
             vec![
