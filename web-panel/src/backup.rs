@@ -14,8 +14,10 @@
 //! - `data/…`: the data directory's secrets, without which the database is
 //!   of little use: `automation.key` (every sealed credential, webhook key
 //!   and pending database password opens only with it), `ssh/` (the panel's
-//!   key, which every VM trusts), `acme/` (ACME account keys) and
-//!   `known_hosts.d/` (rewritable from the database, but cheap to keep).
+//!   key, which every VM trusts), `acme/` (ACME account keys),
+//!   `git_known_hosts` (the git servers' host keys the operator vouched
+//!   for) and `known_hosts.d/` (rewritable from the database, but cheap to
+//!   keep).
 //!
 //! Not in it: `vms/` (the hypervisor's disks and seeds, backed up with the
 //! VMs), `projects/` (git mirrors and installed requirements, fetched again
@@ -50,7 +52,7 @@ const MANIFEST: &str = "keel-backup.json";
 const SQLITE_ENTRY: &str = "database/panel.sqlite";
 const PG_ENTRY: &str = "database/panel.pgdump";
 /// What of the data directory a backup carries: files, or whole folders.
-const DATA_FILES: &[&str] = &["automation.key"];
+const DATA_FILES: &[&str] = &["automation.key", "git_known_hosts"];
 const DATA_DIRS: &[&str] = &["ssh", "acme", "known_hosts.d"];
 
 /// Why a backup or a restore failed.

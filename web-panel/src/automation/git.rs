@@ -10,7 +10,9 @@
 //! URL was checked when the project was saved (`catalog::check_git_url`),
 //! remote helpers (`ext::`) are refused by `GIT_ALLOW_PROTOCOL`, and git
 //! never prompts. A deploy key is written for the fetch only, 0600 in a
-//! 0700 directory, and removed when the fetch ends.
+//! 0700 directory, and removed when the fetch ends; the server's host key
+//! must already be in [`known_hosts_file`] (or the panel user's
+//! `~/.ssh/known_hosts`), since nothing is learned on first use.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,24 @@ pub enum GitError {
     /// The URL's host is somewhere the panel does not connect to.
     #[error("git fetch refused: {0}")]
     Refused(#[from] crate::outbound::OutboundError),
+    /// The git server's SSH host key is not one the panel knows: the panel
+    /// never learns a key on first use.
+    #[error(
+        "the git server's SSH host key is not in {} (or does not match the key there): \
+         check the server's fingerprint by other means, then add its key line to that file \
+         (ssh-keyscan -p PORT HOST prints it); ssh said: {stderr}",
+        file.display()
+    )]
+    HostKey { file: PathBuf, stderr: String },
+}
+
+/// Where the panel keeps the SSH host keys of git servers that projects
+/// fetch from with a deploy key: `<data_dir>/git_known_hosts`, in OpenSSH's
+/// known_hosts format, written by the operator (nothing is learned on
+/// first use) and taken by `admin backup`. The panel user's own
+/// `~/.ssh/known_hosts` is read after it.
+pub fn known_hosts_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("git_known_hosts")
 }
 
 /// The host, port and whether git fetches it with curl, of a remote URL;
@@ -231,15 +251,20 @@ pub async fn checkout(
             text.push('\n');
             f.write_all(text.as_bytes())
                 .map_err(io("writing the deploy key"))?;
-            let known = base.join("known_hosts");
             // GIT_SSH_COMMAND is read by a shell: both paths are the panel's
-            // own, and quoted all the same.
+            // own, and quoted all the same. An unknown or changed host key
+            // fails the fetch (never accept-new: a first fetch through a
+            // hijacked name would pin the attacker's key).
+            let known = format!(
+                "UserKnownHostsFile={} ~/.ssh/known_hosts",
+                known_hosts_file(data_dir).display()
+            );
             env.push((
                 "GIT_SSH_COMMAND",
                 format!(
-                    "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
+                    "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o {}",
                     keel::shell::quote(&path.display().to_string()),
-                    keel::shell::quote(&known.display().to_string())
+                    keel::shell::quote(&known)
                 ),
             ));
             Some(guard)
@@ -301,7 +326,15 @@ pub async fn checkout(
         "+refs/heads/*:refs/heads/*",
         "+refs/tags/*:refs/tags/*",
     ]);
-    git("fetch", &args, &env).await?;
+    git("fetch", &args, &env).await.map_err(|e| match e {
+        GitError::Failed { stderr, .. } if stderr.contains("Host key verification failed") => {
+            GitError::HostKey {
+                file: known_hosts_file(data_dir),
+                stderr,
+            }
+        }
+        e => e,
+    })?;
     let wanted = match (pinned, repo.git_ref) {
         (Some(sha), _) => sha.to_string(),
         (None, Some(r)) => r.to_string(),
