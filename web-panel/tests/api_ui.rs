@@ -854,6 +854,83 @@ async fn automation_pages(b: Backend) {
         "{body}"
     );
 
+    // Editing: `?edit=ID` fills the page's form with the object and posts
+    // it to the object; a refusal keeps the form on that object.
+    let (_, body, _) = br.get(&format!("/schedules?edit={schedule}")).await;
+    let unescaped = body.replace("&#x2f;", "/");
+    assert!(
+        unescaped.contains(&format!("action=\"/schedules/{schedule}\""))
+            && body.contains("value=\"0 3 * * *\"")
+            && body.contains("Edit the schedule nightly"),
+        "{body}"
+    );
+    let edit = [
+        ("csrf", csrf.as_str()),
+        ("template_id", tpl_s.as_str()),
+        ("name", "nightly"),
+        ("time_zone", "Europe/Paris"),
+        ("missed", "skip"),
+        ("enabled", "1"),
+        ("extra_vars", "n: 1"),
+    ];
+    let (s, body, _) = br
+        .post(
+            &format!("/schedules/{schedule}"),
+            &[&edit[..], &[("cron", "0 99 * * *")]].concat(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.replace("&#x2f;", "/")
+            .contains(&format!("action=\"/schedules/{schedule}\""))
+            && body.contains("id=\"error-cron\""),
+        "{body}"
+    );
+    let (s, _, _) = br
+        .post(
+            &format!("/schedules/{schedule}"),
+            &[&edit[..], &[("cron", "30 4 * * *")]].concat(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, body, _) = br.get("/schedules").await;
+    assert!(
+        body.contains("<code>30 4 * * *</code>")
+            && body.contains("<td class=\"state\">enabled</td>"),
+        "{body}"
+    );
+    // A git project's form shows the URL's password masked; saved back as
+    // shown, the real one stays.
+    let (_, body, _) = br.get(&format!("/projects?edit={private}")).await;
+    assert!(body.contains("deploy:***@127.0.0.1:9"), "{body}");
+    assert!(!body.contains("s3cret-pw"), "{body}");
+    let (s, _, _) = br
+        .post(
+            &format!("/projects/{private}"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "private renamed"),
+                ("kind", "git"),
+                ("git_url", "http://deploy:***@127.0.0.1:9/repo.git"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let mut rc = p.db().read().await.unwrap();
+    let saved: Option<String> = keel_panel::scalar!(
+        &mut rc.conn(),
+        String,
+        "SELECT git_url FROM projects WHERE name = 'private renamed'"
+    )
+    .unwrap();
+    drop(rc);
+    assert_eq!(
+        saved.as_deref(),
+        Some("http://deploy:s3cret-pw@127.0.0.1:9/repo.git")
+    );
+    let (s, _, _) = br.get("/projects?edit=987654").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
     // Deletes ask first: without `confirmed=yes` (what the script's dialog
     // adds) the answer is a confirmation page and nothing is deleted; the
     // page's button posts it again, confirmed.

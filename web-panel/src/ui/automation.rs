@@ -38,6 +38,7 @@ use crate::services::groups;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/projects", get(projects_page).post(create_project))
+        .route("/projects/{id}", post(update_project))
         .route("/projects/{id}/sync", post(sync_project))
         .route("/projects/{id}/delete", post(delete_project))
         .route(
@@ -65,6 +66,7 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/relaunch", post(relaunch))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/schedules", get(schedules_page).post(create_schedule))
+        .route("/schedules/{id}", post(update_schedule))
         .route("/schedules/{id}/enable", post(enable_schedule))
         .route("/schedules/{id}/disable", post(disable_schedule))
         .route("/schedules/{id}/delete", post(delete_schedule))
@@ -172,6 +174,8 @@ struct Refusal {
     error: Option<String>,
     errors: Json,
     form: Json,
+    /// The object the page's form edits (`?edit=ID`), else a new one.
+    editing: Option<i64>,
 }
 
 impl Refusal {
@@ -185,6 +189,7 @@ impl Refusal {
             error => self.error.clone(),
             errors => Value::from(Serde(map(&self.errors))),
             form => Value::from(Serde(map(&self.form))),
+            editing => self.editing,
         }
     }
 }
@@ -208,6 +213,7 @@ where
                 error: Some(error),
                 errors,
                 form,
+                editing: None,
             })
             .await;
             Ok(Err(refused(page, status)?))
@@ -276,15 +282,58 @@ async fn projects_view(st: &AppState, a: &Auth, r: Refusal) -> UiResult {
     )
 }
 
-async fn projects_page(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+/// `?edit=ID`: the page's form edits that object instead of making one.
+#[derive(Deserialize, Default)]
+struct EditQuery {
+    edit: Option<i64>,
+}
+
+async fn projects_page(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Query(q): Query<EditQuery>,
+) -> UiResult {
     let a = signed_in(a)?;
-    projects_view(&st, &a, Refusal::default()).await
+    let mut r = Refusal::default();
+    if let Some(id) = q.edit {
+        let p = catalog::list_projects(&st.db, &a.principal)
+            .await?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or(PanelError::NotFound("project"))?;
+        r.form = serde_json::json!({
+            "name": p.name, "kind": p.kind, "path": p.path, "git_url": p.git_url,
+            "git_ref": p.git_ref, "deploy_key": p.deploy_key.map(|k| k.to_string()),
+        });
+        r.editing = Some(id);
+    }
+    projects_view(&st, &a, r).await
 }
 
 async fn create_project(
     State(st): State<AppState>,
     a: Option<Auth>,
     Form(f): Form<Vec<(String, String)>>,
+) -> UiResult {
+    save_project(&st, a, None, f).await
+}
+
+/// Saves the project form back (`catalog::update_project`; a git URL sent
+/// back as the page showed it, its password masked, keeps the real one).
+async fn update_project(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<Vec<(String, String)>>,
+) -> UiResult {
+    save_project(&st, a, Some(id), f).await
+}
+
+async fn save_project(
+    st: &AppState,
+    a: Option<Auth>,
+    id: Option<i64>,
+    f: Vec<(String, String)>,
 ) -> UiResult {
     let a = signed_in(a)?;
     let f = Fields(f);
@@ -302,10 +351,14 @@ async fn create_project(
             git_ref: f.opt("git_ref"),
             deploy_key: f.int("deploy_key")?,
         };
-        catalog::create_project(&st.db, &a.principal, &p).await
+        match id {
+            Some(id) => catalog::update_project(&st.db, &a.principal, id, &p).await,
+            None => catalog::create_project(&st.db, &a.principal, &p).await,
+        }
     }
     .await;
-    match or_again(made, typed, |r| projects_view(&st, &a, r)).await? {
+    let again = |r: Refusal| projects_view(st, &a, Refusal { editing: id, ..r });
+    match or_again(made, typed, again).await? {
         Ok(_) => to("/projects".into()),
         Err(page) => Ok(page),
     }
@@ -1328,15 +1381,47 @@ async fn schedules_view(st: &AppState, a: &Auth, r: Refusal) -> UiResult {
     )
 }
 
-async fn schedules_page(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+async fn schedules_page(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Query(q): Query<EditQuery>,
+) -> UiResult {
     let a = signed_in(a)?;
-    schedules_view(&st, &a, Refusal::default()).await
+    let mut r = Refusal::default();
+    if let Some(id) = q.edit {
+        let s = schedules::get(&st.db, &a.principal, id).await?.schedule;
+        r.form = serde_json::json!({
+            "template_id": s.template_id.to_string(), "name": s.name, "cron": s.cron,
+            "every_secs": s.every_secs.map(|n| n.to_string()), "time_zone": s.time_zone,
+            "missed": s.missed, "enabled": s.enabled, "extra_vars": s.extra_vars,
+        });
+        r.editing = Some(id);
+    }
+    schedules_view(&st, &a, r).await
 }
 
 async fn create_schedule(
     State(st): State<AppState>,
     a: Option<Auth>,
     Form(f): Form<Vec<(String, String)>>,
+) -> UiResult {
+    save_schedule(&st, a, None, f).await
+}
+
+async fn update_schedule(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<Vec<(String, String)>>,
+) -> UiResult {
+    save_schedule(&st, a, Some(id), f).await
+}
+
+async fn save_schedule(
+    st: &AppState,
+    a: Option<Auth>,
+    id: Option<i64>,
+    f: Vec<(String, String)>,
 ) -> UiResult {
     let a = signed_in(a)?;
     let f = Fields(f);
@@ -1359,10 +1444,14 @@ async fn create_schedule(
             enabled: f.checked("enabled"),
             extra_vars: f.one("extra_vars").to_string(),
         };
-        schedules::create(&st.db, &a.principal, &s).await
+        match id {
+            Some(id) => schedules::update(&st.db, &a.principal, id, &s).await,
+            None => schedules::create(&st.db, &a.principal, &s).await,
+        }
     }
     .await;
-    match or_again(made, typed, |r| schedules_view(&st, &a, r)).await? {
+    let again = |r: Refusal| schedules_view(st, &a, Refusal { editing: id, ..r });
+    match or_again(made, typed, again).await? {
         Ok(_) => to("/schedules".into()),
         Err(page) => Ok(page),
     }
