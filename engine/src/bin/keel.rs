@@ -1154,6 +1154,10 @@ fn run_settings(a: &PlayArgs, inv: &Inventory) -> Result<RunSettings> {
             .or(non_empty(cfg.str(Key::SshExtraArgs))),
         host_key_checking: cfg.bool(Key::SshHostKeyChecking),
         password,
+        retries: cfg
+            .int(Key::SshRetries)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(0),
     };
     let gathering = cfg
         .str(Key::Gathering)

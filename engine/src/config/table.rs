@@ -42,6 +42,7 @@ pub enum Key {
     PollInterval,
     SshHostKeyChecking,
     SshTimeout,
+    SshRetries,
     SshArgs,
     SshCommonArgs,
     SshExtraArgs,
@@ -419,6 +420,15 @@ pub(super) static TABLE: &[Def] = &[
         &["ANSIBLE_TIMEOUT", "ANSIBLE_SSH_TIMEOUT"],
         Kind::Int,
         Default::Int(Some(10)),
+        H,
+    ),
+    ssh(
+        Key::SshRetries,
+        "reconnection_retries",
+        &[("connection", "retries"), (SSH, "retries")],
+        &["ANSIBLE_SSH_RETRIES"],
+        Kind::Int,
+        Default::Int(Some(0)),
         H,
     ),
     ssh(

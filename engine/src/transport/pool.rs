@@ -53,7 +53,7 @@ impl ConnectionPool {
                     ConnectionKind::Local => {
                         Ok(Arc::new(Connection::Local(LocalConnection::new(host))))
                     }
-                    ConnectionKind::Ssh => SshConnection::connect(host, spec)
+                    ConnectionKind::Ssh => connect_with_retries(host, spec)
                         .await
                         .map(|c| Arc::new(Connection::Ssh(Box::new(c))))
                         .map_err(Arc::new),
@@ -99,6 +99,43 @@ impl ConnectionPool {
     }
 }
 
+/// Opens an SSH connection, trying again `spec.retries` times when the
+/// host could not be reached (refused, reset, timed out), as ansible-core's
+/// ssh connection retries on ssh's exit code 255: after 0, 1, 3, 7, 15 and
+/// then 30 s. A host key or authentication refusal is final at once, since
+/// asking again gets the same answer.
+async fn connect_with_retries(
+    host: &str,
+    spec: &ConnectSpec,
+) -> Result<SshConnection, TransportError> {
+    let mut attempt: u32 = 0;
+    loop {
+        match SshConnection::connect(host, spec).await {
+            Ok(c) => return Ok(c),
+            Err(e @ (TransportError::Connect { .. } | TransportError::Timeout { .. }))
+                if attempt < spec.retries =>
+            {
+                let pause = retry_pause(attempt);
+                tracing::debug!(
+                    host,
+                    attempt = attempt + 1,
+                    pause_secs = pause.as_secs(),
+                    "ssh_retry: {e}"
+                );
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The pause before retry `attempt + 1`: 2^attempt - 1 seconds, at most 30.
+fn retry_pause(attempt: u32) -> std::time::Duration {
+    let secs = 2u64.saturating_pow(attempt).saturating_sub(1).min(30);
+    std::time::Duration::from_secs(secs)
+}
+
 fn clone_error(e: &TransportError) -> TransportError {
     use TransportError::*;
     match e {
@@ -138,5 +175,17 @@ fn clone_error(e: &TransportError) -> TransportError {
             host: host.clone(),
             reason: reason.clone(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_pause;
+
+    #[test]
+    fn retry_pauses_follow_ansible_core() {
+        let secs: Vec<u64> = (0..8).map(|a| retry_pause(a).as_secs()).collect();
+        assert_eq!(secs, [0, 1, 3, 7, 15, 30, 30, 30]);
+        assert_eq!(retry_pause(200).as_secs(), 30);
     }
 }

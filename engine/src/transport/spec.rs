@@ -118,6 +118,9 @@ pub struct ConnectDefaults {
     pub host_key_checking: bool,
     /// `-k`/`--ask-pass`.
     pub password: Option<String>,
+    /// `[ssh_connection] retries` (`ANSIBLE_SSH_RETRIES`), where
+    /// `ansible_ssh_retries` is not set.
+    pub retries: u32,
 }
 
 impl Default for ConnectDefaults {
@@ -129,6 +132,7 @@ impl Default for ConnectDefaults {
             ssh_extra_args: None,
             host_key_checking: true,
             password: None,
+            retries: 0,
         }
     }
 }
@@ -142,6 +146,7 @@ impl std::fmt::Debug for ConnectDefaults {
             .field("ssh_extra_args", &self.ssh_extra_args)
             .field("host_key_checking", &self.host_key_checking)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("retries", &self.retries)
             .finish()
     }
 }
@@ -193,6 +198,10 @@ pub struct ConnectSpec {
     /// if there are hops, else the target's).
     pub proxy_command: Option<String>,
     pub connect_timeout: Duration,
+    /// How many times a connection that cannot be opened is tried again
+    /// (`ansible_ssh_retries`, ansible-core's `reconnection_retries`;
+    /// default 0), after pauses of 0, 1, 3, 7, 15 and then 30 s.
+    pub retries: u32,
     /// How a connection that stops answering is noticed.
     pub keepalive: Keepalive,
     /// Concurrent channels on the connection (below sshd's MaxSessions).
@@ -223,6 +232,7 @@ impl std::fmt::Debug for ConnectSpec {
             .field("jump", &self.jump)
             .field("proxy_command", &self.proxy_command)
             .field("connect_timeout", &self.connect_timeout)
+            .field("retries", &self.retries)
             .field("keepalive", &self.keepalive)
             .field("max_channels", &self.max_channels)
             .field("become_method", &self.become_method)
@@ -747,6 +757,16 @@ impl ConnectSpec {
         } else if let Some(t) = conf.connect_timeout {
             spec.connect_timeout = t;
         }
+
+        spec.retries = match get(vars, &["ansible_ssh_retries"]) {
+            Some(r) => r.trim().parse().map_err(|_| {
+                bad(
+                    name,
+                    format!("ansible_ssh_retries must be a whole number, got `{r}`"),
+                )
+            })?,
+            None => defaults.retries,
+        };
 
         if let Some(t) = args.first("serveraliveinterval") {
             spec.keepalive.interval = alive_interval(name, &t)?;
