@@ -930,6 +930,67 @@ async fn automation_pages(b: Backend) {
     );
     let (s, _, _) = br.get("/projects?edit=987654").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // A credential gets a new secret on its page's form, keeping its kind;
+    // the form never holds the old one.
+    let cred_id = keel_panel::automation::catalog::list_credentials(p.db(), &root)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "deploy become")
+        .unwrap()
+        .id;
+    let sealed = || async {
+        let mut rc = p.db().read().await.unwrap();
+        keel_panel::scalar!(
+            &mut rc.conn(),
+            String,
+            "SELECT sealed FROM credentials WHERE id = $1",
+            cred_id
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let before = sealed().await;
+    let (_, body, _) = br.get(&format!("/credentials?edit={cred_id}")).await;
+    assert!(
+        body.replace("&#x2f;", "/")
+            .contains(&format!("action=\"/credentials/{cred_id}\""))
+            && body.contains("value=\"deploy become\"")
+            && !body.contains(secret),
+        "{body}"
+    );
+    let (s, body, _) = br
+        .post(
+            &format!("/credentials/{cred_id}"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "deploy become"),
+                ("kind", "vault_password"),
+                ("secret", "new-SECRET-1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.contains("keeps its kind") && !body.contains("new-SECRET-1"),
+        "{body}"
+    );
+    assert_eq!(sealed().await, before, "nothing changed");
+    let (s, _, _) = br
+        .post(
+            &format!("/credentials/{cred_id}"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "deploy become"),
+                ("kind", "become_password"),
+                ("secret", "new-SECRET-1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_ne!(sealed().await, before, "the secret was replaced");
+    let (_, body, _) = br.get("/credentials").await;
+    assert!(!body.contains("new-SECRET-1"), "{body}");
 
     // Deletes ask first: without `confirmed=yes` (what the script's dialog
     // adds) the answer is a confirmation page and nothing is deleted; the

@@ -45,6 +45,7 @@ pub fn router() -> Router<AppState> {
             "/credentials",
             get(credentials_page).post(create_credential),
         )
+        .route("/credentials/{id}", post(replace_credential))
         .route("/credentials/{id}/delete", post(delete_credential))
         .route("/inventories", get(inventories_page).post(create_inventory))
         .route("/inventories/{id}/delete", post(delete_inventory))
@@ -431,15 +432,52 @@ async fn credentials_view(st: &AppState, a: &Auth, r: Refusal) -> UiResult {
     )
 }
 
-async fn credentials_page(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+async fn credentials_page(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Query(q): Query<EditQuery>,
+) -> UiResult {
     let a = signed_in(a)?;
-    credentials_view(&st, &a, Refusal::default()).await
+    let mut r = Refusal::default();
+    if let Some(id) = q.edit {
+        // Never the secret: only what the list shows.
+        let c = catalog::list_credentials(&st.db, &a.principal)
+            .await?
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or(PanelError::NotFound("credential"))?;
+        r.form = serde_json::json!({
+            "name": c.name, "kind": c.kind, "username": c.username, "vault_id": c.vault_id,
+        });
+        r.editing = Some(id);
+    }
+    credentials_view(&st, &a, r).await
 }
 
 async fn create_credential(
     State(st): State<AppState>,
     a: Option<Auth>,
     Form(f): Form<Vec<(String, String)>>,
+) -> UiResult {
+    save_credential(&st, a, None, f).await
+}
+
+/// A new secret (and name, user, vault id) for a credential, which keeps
+/// its kind (`catalog::replace_secret`, the API's `PUT`).
+async fn replace_credential(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<Vec<(String, String)>>,
+) -> UiResult {
+    save_credential(&st, a, Some(id), f).await
+}
+
+async fn save_credential(
+    st: &AppState,
+    a: Option<Auth>,
+    id: Option<i64>,
+    f: Vec<(String, String)>,
 ) -> UiResult {
     let a = signed_in(a)?;
     let f = Fields(f);
@@ -458,10 +496,15 @@ async fn create_credential(
             secret: f.one("secret").to_string(),
             passphrase: f.opt("passphrase"),
         };
-        catalog::create_credential(&st.db, &sealer(&st).map_err(|e| e.0)?, &a.principal, &c).await
+        let sealer = sealer(st).map_err(|e| e.0)?;
+        match id {
+            Some(id) => catalog::replace_secret(&st.db, &sealer, &a.principal, id, &c).await,
+            None => catalog::create_credential(&st.db, &sealer, &a.principal, &c).await,
+        }
     }
     .await;
-    match or_again(made, typed, |r| credentials_view(&st, &a, r)).await? {
+    let again = |r: Refusal| credentials_view(st, &a, Refusal { editing: id, ..r });
+    match or_again(made, typed, again).await? {
         Ok(_) => to("/credentials".into()),
         Err(page) => Ok(page),
     }
