@@ -109,9 +109,40 @@ fn is_unsafe(method: &Method) -> bool {
 /// ends it). Cross-site posts to them are refused by `guard::same_origin`.
 const LOGIN_PATHS: [&str; 2] = ["/login", "/api/v1/auth/login"];
 
-/// What a page's form post without the session's token gets.
-const CSRF_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Forbidden</title></head>\
-<body><p>The form's CSRF token is missing or stale; reload the page and try again.</p></body></html>";
+/// What a page's form post without the session's token gets: a page in the
+/// panel's layout (its style sheet, the header and the links every
+/// signed-in user has), answered here, before any page code runs, so it
+/// does not know the user's admin menus.
+const CSRF_PAGE: &str = r##"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Form expired · Keel panel</title>
+<link rel="stylesheet" href="/static/keel.css">
+</head>
+<body>
+<a class="skip" href="#main">Skip to the content</a>
+<header class="top">
+<div class="bar">
+<a class="brand" href="/">Keel</a>
+<nav class="main" aria-label="Main">
+<a href="/">Dashboard</a>
+<a href="/servers">Servers</a>
+<a href="/sites">Sites</a>
+<a href="/keys">SSH keys</a>
+<a href="/tokens">API tokens</a>
+<a href="/runs">Runs</a>
+</nav>
+</div>
+</header>
+<main id="main">
+<h1>Form expired</h1>
+<p class="error" id="error" role="alert">The form's CSRF token is missing or stale (the page was opened before a new login, or in another session). Nothing was changed: go back, reload the page and send the form again.</p>
+</main>
+</body>
+</html>
+"##;
 
 /// The largest form body the CSRF check reads (axum's own form limit).
 const FORM_LIMIT: usize = 2 * 1024 * 1024;
