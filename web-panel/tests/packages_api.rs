@@ -206,9 +206,15 @@ async fn story(b: Backend) {
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
     let page = r.json.as_str().unwrap_or_default().to_string();
+    // The refused-then-accepted form shows the package ticked in its row.
+    let row = page
+        .split(r#"<tr data-package="tree">"#)
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for tree: {page}"));
     assert!(
-        page.contains(r#"name="package" value="tree" checked"#),
-        "{page}"
+        row.contains(r#"name="package""#) && row.contains(r#"value="tree" checked"#),
+        "{row}"
     );
 
     // Once the server is ready, changes queue one coalesced run.
