@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "keel-panel", version, about = "Keel's VM self-service panel")]
 struct Cli {
     /// sqlite:PATH (embedded, default) or postgres://… (several nodes).
-    /// Without it, `serve` and `admin` use the configured one (SQLite in
-    /// the data dir by default); `worker` uses sqlite://keel-panel.db.
+    /// Without it, every command uses the configured one (`database_url` in
+    /// the config file or `KEEL_DATABASE_URL`; SQLite in the data dir by
+    /// default), so `serve` and `worker` given the same config share a queue.
     #[arg(long, env = "KEEL_DATABASE_URL", global = true)]
     database_url: Option<String>,
     /// Panel configuration file (TOML); `KEEL_*` variables override it.
@@ -445,10 +446,13 @@ async fn main() -> anyhow::Result<()> {
             serve(config).await
         }
         Cmd::Worker(args) => {
-            let url = cli
-                .database_url
-                .clone()
-                .unwrap_or_else(|| "sqlite://keel-panel.db".to_string());
+            // The same database as `serve` with the same configuration: a
+            // worker started beside it must claim from its queue.
+            let url = config.database_url();
+            if url.starts_with("sqlite:") {
+                std::fs::create_dir_all(&config.data_dir)
+                    .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            }
             let store = Store::connect(&url).await.context("opening the database")?;
             run_workers(store, &url, &config, args).await
         }

@@ -347,3 +347,60 @@ async fn sigterm_gives_back_a_job_that_outlasts_the_grace_postgres() {
         .await;
     sigterm_gives_back_a_job_that_outlasts_the_grace(url).await;
 }
+
+/// `keel-panel worker --config FILE` claims from the database the file
+/// names, as `serve` with the same file does (it used to fall back to
+/// `sqlite://keel-panel.db` in the working directory unless
+/// `--database-url` was given).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_uses_the_configured_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("configured.db").display());
+    let config = dir.path().join("panel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{url}\"\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    let id = queue::enqueue_now(
+        &store,
+        JobSpec::new(SLEEP_KIND, serde_json::json!({"ms": 10})),
+    )
+    .await
+    .unwrap()
+    .job_id;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel-panel"))
+        .arg("--config")
+        .arg(&config)
+        .args(["worker", "--queue", "default"])
+        .env_remove("KEEL_DATABASE_URL")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn keel-panel worker");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let state = store.job(id).await.unwrap().unwrap().state;
+        if state == JobState::Succeeded || Instant::now() > deadline {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    sigterm(&child);
+    wait_exit(&mut child, Duration::from_secs(15)).await;
+    assert_eq!(
+        state,
+        JobState::Succeeded,
+        "the worker ran the configured queue's job"
+    );
+    assert!(
+        !dir.path().join("keel-panel.db").exists(),
+        "no stray database in the working directory"
+    );
+}
