@@ -1240,7 +1240,9 @@ async fn chaos_soak() {
         prefix4: 24,
         gateway4: Some(std::net::Ipv4Addr::new(10, 234, SUBNET, 1)),
         ipv6: None,
+        prefix6: keel_panel::hypervisor::DEFAULT_PREFIX6,
         gateway6: None,
+        attach: keel_panel::hypervisor::Attachment::Private,
     };
     let params = SeedParams::new(
         format!("{stray}-g1"),

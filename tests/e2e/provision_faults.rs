@@ -477,7 +477,9 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
             prefix4: 24,
             gateway4: Some(Ipv4Addr::new(10, 234, 3, 1)),
             ipv6: None,
+            prefix6: keel_panel::hypervisor::DEFAULT_PREFIX6,
             gateway6: None,
+            attach: keel_panel::hypervisor::Attachment::Private,
         };
         let params = SeedParams::new(
             format!("{name}-g1"),

@@ -4,8 +4,9 @@
 //! `./keel-panel-data/panel.db` and listens on 127.0.0.1:8080. Every key and
 //! its default is listed in `docs/panel.md`.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -57,6 +58,10 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub metrics: MetricsConfig,
     pub outbound: OutboundConfig,
+    /// The network of each address pool, by pool name
+    /// (`[networks.<pool>]`); a pool without one uses the driver's private
+    /// network (QEMU user-mode, a routed veth), the single-machine default.
+    pub networks: BTreeMap<String, NetworkConfig>,
     /// Fault injection for the chaos soak; off unless set.
     pub chaos: ChaosConfig,
 }
@@ -83,6 +88,7 @@ impl fmt::Debug for Config {
             .field("analytics", &self.analytics)
             .field("metrics", &self.metrics)
             .field("outbound", &self.outbound)
+            .field("networks", &self.networks)
             .field("chaos", &self.chaos)
             .finish()
     }
@@ -319,6 +325,55 @@ impl HypervisorConfig {
                 self.callback_listen
             ))
         })
+    }
+}
+
+/// The network the servers of one address pool live on
+/// (`[networks.<pool name>]`): the addresses, gateways and prefixes come
+/// from the pool; this says where the NIC goes and what else the seed
+/// tells the guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// A Linux bridge on the hypervisor host (`br0`) the VMs' NICs join;
+    /// the panel then reaches each VM at its allocated address, port 22.
+    /// Empty: the driver's private network, as for a pool with no section.
+    pub bridge: String,
+    /// Resolvers the seed gives these VMs, instead of
+    /// `hypervisor.nameservers`.
+    pub nameservers: Vec<IpAddr>,
+    /// Base URL these VMs call back to, instead of `hypervisor.callback_url`
+    /// (on a bridge the pool's gateway is usually a router, not the panel).
+    pub callback_url: String,
+}
+
+impl NetworkConfig {
+    /// Where a VM on this network attaches.
+    pub fn attachment(&self) -> crate::hypervisor::Attachment {
+        match self.bridge.trim() {
+            "" => crate::hypervisor::Attachment::Private,
+            b => crate::hypervisor::Attachment::Bridge {
+                bridge: b.to_string(),
+            },
+        }
+    }
+
+    fn validate(&self, pool: &str) -> Result<(), ConfigError> {
+        let bridge = self.bridge.trim();
+        if !bridge.is_empty() && !crate::hypervisor::valid_interface_name(bridge) {
+            return Err(ConfigError::Invalid(format!(
+                "networks.{pool}.bridge {:?} is not a Linux interface name (at most 15 letters, digits, '-', '_' or '.')",
+                self.bridge
+            )));
+        }
+        let url = self.callback_url.trim();
+        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "networks.{pool}.callback_url {:?} is not an http:// or https:// URL",
+                self.callback_url
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -688,6 +743,7 @@ impl Default for Config {
             analytics: AnalyticsConfig::default(),
             metrics: MetricsConfig::default(),
             outbound: OutboundConfig::default(),
+            networks: BTreeMap::new(),
             chaos: ChaosConfig::default(),
         }
     }
@@ -791,6 +847,9 @@ impl Config {
             )));
         }
         self.hypervisor.callback_listen()?;
+        for (pool, network) in &self.networks {
+            network.validate(pool)?;
+        }
         self.access.validate()?;
         self.chaos.validate()?;
         if self.ldap.enabled() {
@@ -1068,6 +1127,51 @@ mod tests {
                 err.contains("without the libvirt driver") && err.contains("libvirt-dev"),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn networks_are_per_pool_and_default_to_the_private_network() {
+        use crate::hypervisor::Attachment;
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.networks.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("panel.toml");
+        std::fs::write(
+            &path,
+            "[networks.campus]\nbridge = \"br0\"\nnameservers = [\"192.0.2.53\", \"2001:db8::53\"]\n\
+             callback_url = \"http://192.0.2.1:8081\"\n[networks.demo]\nnameservers = [\"10.0.0.3\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        let campus = &c.networks["campus"];
+        assert_eq!(
+            campus.attachment(),
+            Attachment::Bridge {
+                bridge: "br0".into()
+            }
+        );
+        assert_eq!(campus.nameservers.len(), 2);
+        assert_eq!(campus.callback_url, "http://192.0.2.1:8081");
+        assert_eq!(c.networks["demo"].attachment(), Attachment::Private);
+        for (bad, key) in [
+            (
+                "[networks.p]\nbridge = \"br0; reboot\"\n",
+                "networks.p.bridge",
+            ),
+            (
+                "[networks.p]\nbridge = \"a-bridge-name-too-long\"\n",
+                "networks.p.bridge",
+            ),
+            (
+                "[networks.p]\ncallback_url = \"ftp://x\"\n",
+                "networks.p.callback_url",
+            ),
+            ("[networks.p]\nbrige = \"br0\"\n", "brige"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = Config::load(Some(&path), env(&[])).unwrap_err();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
         }
     }
 

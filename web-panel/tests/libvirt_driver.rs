@@ -76,7 +76,9 @@ fn net(host: &str, last: u8) -> NetIdentity {
         prefix4: 24,
         gateway4: Some(Ipv4Addr::new(10, 66, 0, 1)),
         ipv6: None,
+        prefix6: keel_panel::hypervisor::DEFAULT_PREFIX6,
         gateway6: None,
+        attach: keel_panel::hypervisor::Attachment::Private,
     }
 }
 
@@ -430,5 +432,63 @@ async fn ports_are_distinct_per_vm() {
     );
     for name in ["keel-t-p1", "keel-t-p2", "keel-t-p3"] {
         e.driver.delete(name).await.unwrap();
+    }
+}
+
+/// The domain XML libvirt holds for `name` (a second connection to the
+/// test hypervisor shares the process's `test:///default` state).
+fn domain_xml_of(name: &str) -> String {
+    let conn = virt::connect::Connect::open(Some("test:///default")).unwrap();
+    let dom = virt::domain::Domain::lookup_by_name(&conn, name).unwrap();
+    dom.get_xml_desc(0).unwrap()
+}
+
+/// A VM whose pool is on a bridge gets a virtio NIC on that bridge, takes
+/// no forwarding port and reports no SSH endpoint (the panel then connects
+/// to its address, port 22); so does its clone. A VM of a pool without a
+/// network keeps user-mode networking, whatever ran before.
+#[tokio::test]
+async fn a_bridged_pools_vm_has_its_nic_on_the_bridge_and_no_forwarded_port() {
+    let e = env();
+    let bridged = |name: &str, last: u8| {
+        let mut s = spec(name, last);
+        s.net.attach = keel_panel::hypervisor::Attachment::Bridge {
+            bridge: "br0".into(),
+        };
+        s
+    };
+    let name = "keel-t-bridge";
+    let info = e.driver.create(&bridged(name, 30)).await.unwrap();
+    assert_eq!(info.ssh_endpoint, None);
+    let xml = domain_xml_of(name);
+    assert!(xml.contains("<interface type='bridge'>"), "{xml}");
+    assert!(xml.contains("<source bridge='br0'/>"), "{xml}");
+    assert!(xml.contains("<model type='virtio'/>"), "{xml}");
+    assert!(!xml.contains("hostfwd"), "{xml}");
+    assert_eq!(e.driver.status(name).await.unwrap().ssh_endpoint, None);
+
+    let copy = "keel-t-bridge-clone";
+    let info = e.driver.clone_vm(name, &bridged(copy, 31)).await.unwrap();
+    assert_eq!(info.ssh_endpoint, None);
+    assert!(domain_xml_of(copy).contains("<source bridge='br0'/>"));
+
+    let private = "keel-t-bridge-private";
+    let info = e.driver.create(&spec(private, 32)).await.unwrap();
+    assert!(info.ssh_endpoint.is_some());
+    let xml = domain_xml_of(private);
+    // (The test hypervisor drops QEMU's own command-line arguments, where
+    // the user-mode NIC lives; the forwarded port above is its trace.)
+    assert!(!xml.contains("<interface"), "{xml}");
+
+    let mut bad = bridged("keel-t-bridge-bad", 33);
+    bad.net.attach = keel_panel::hypervisor::Attachment::Bridge {
+        bridge: "br0'/><x".into(),
+    };
+    assert!(matches!(
+        e.driver.create(&bad).await,
+        Err(DriverError::Permanent(_))
+    ));
+    for n in [name, copy, private] {
+        e.driver.delete(n).await.unwrap();
     }
 }

@@ -172,7 +172,9 @@ async fn debian_vm_phones_home_and_presents_its_host_key() {
         prefix4: 24,
         gateway4: Some(gateway),
         ipv6: None,
+        prefix6: keel_panel::hypervisor::DEFAULT_PREFIX6,
         gateway6: None,
+        attach: keel_panel::hypervisor::Attachment::Private,
     };
     let host_keys = HostKeys::generate(&name).unwrap();
     let admin = HostKeys::generate("admin@test").unwrap();

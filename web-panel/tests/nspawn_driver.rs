@@ -132,7 +132,9 @@ fn plan(name: &str, host: &str, subnet: u8, octet: u8, port: u16, admin: &HostKe
             0,
             octet.into(),
         )),
+        prefix6: keel_panel::hypervisor::DEFAULT_PREFIX6,
         gateway6: Some(Ipv6Addr::new(0xfd00, 0x231, subnet.into(), 0, 0, 0, 0, 1)),
+        attach: keel_panel::hypervisor::Attachment::Private,
     };
     let host_keys = HostKeys::generate(name).unwrap();
     let seed = seed_for(name, &net, &host_keys, port, admin, name);

@@ -37,6 +37,9 @@ pub struct Allocation {
     pub gateway4: Option<String>,
     pub netmask4: Option<String>,
     pub gateway6: Option<String>,
+    /// Prefix length of `ipv6`'s network; `None` (stored before pools
+    /// carried it) means /64.
+    pub prefix6: Option<i64>,
 }
 
 /// One address record before it is stored.
@@ -54,6 +57,9 @@ pub struct AddressRecord {
     pub netmask4: Option<String>,
     #[serde(default)]
     pub gateway6: Option<String>,
+    /// Prefix length of `ipv6`'s network (0–128); none given: /64.
+    #[serde(default)]
+    pub prefix6: Option<u8>,
 }
 
 /// A pool and its addresses, as a file describes it.
@@ -69,7 +75,7 @@ pub struct PoolFile {
 }
 
 /// Reads a pool file. YAML holds a [`PoolFile`]; CSV has a header row
-/// `hostname,ipv4,ipv6,gateway4,netmask4,gateway6` (columns in any order,
+/// `hostname,ipv4,ipv6,gateway4,netmask4,gateway6[,prefix6]` (columns in any order,
 /// empty cells for none) and takes the pool name and type from the caller.
 pub fn parse_pool_file(
     name: &str,
@@ -107,7 +113,7 @@ fn parse_csv(text: &str) -> Result<Vec<AddressRecord>, PanelError> {
         .map(|c| c.trim().to_ascii_lowercase())
         .collect();
     let known = [
-        "hostname", "ipv4", "ipv6", "gateway4", "netmask4", "gateway6",
+        "hostname", "ipv4", "ipv6", "gateway4", "netmask4", "gateway6", "prefix6",
     ];
     if let Some(bad) = cols.iter().find(|c| !known.contains(&c.as_str())) {
         return Err(PanelError::invalid(
@@ -145,6 +151,16 @@ fn parse_csv(text: &str) -> Result<Vec<AddressRecord>, PanelError> {
             gateway4: get("gateway4"),
             netmask4: get("netmask4"),
             gateway6: get("gateway6"),
+            prefix6: get("prefix6")
+                .map(|v| {
+                    v.parse::<u8>().map_err(|_| {
+                        PanelError::invalid(
+                            "prefix6",
+                            format!("line {}: {v:?} is not a prefix length", n + 1),
+                        )
+                    })
+                })
+                .transpose()?,
         });
     }
     Ok(out)
@@ -173,6 +189,17 @@ fn validate_pool(file: &PoolFile) -> Result<(), PanelError> {
         for (field, v) in [("ipv6", &a.ipv6), ("gateway6", &a.gateway6)] {
             if let Some(v) = v {
                 v.parse::<Ipv6Addr>().map_err(|_| bad(field, v))?;
+            }
+        }
+        if let Some(p) = a.prefix6 {
+            if p > 128 || a.ipv6.is_none() {
+                return Err(PanelError::invalid(
+                    "prefix6",
+                    format!(
+                        "{}: prefix6 is an IPv6 address's prefix length, 0 to 128",
+                        a.hostname
+                    ),
+                ));
             }
         }
         if a.hostname.is_empty() || a.hostname.contains(char::is_whitespace) {
@@ -274,6 +301,7 @@ pub fn generate(
             gateway4: gateway4.map(|a| a.to_string()),
             netmask4: cidr4.map(|c| c.netmask().to_string()),
             gateway6: gateway6.map(|g| Ipv6Addr::from(g).to_string()),
+            prefix6: cidr6.map(|c| c.prefix_len()),
         });
     }
     let file = PoolFile {
@@ -327,15 +355,16 @@ pub async fn import(
     for a in &file.addresses {
         let r = execute!(
             &mut conn,
-            "INSERT INTO pool_addresses (pool_id, hostname, ipv4, ipv6, gateway4, netmask4, gateway6) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO pool_addresses (pool_id, hostname, ipv4, ipv6, gateway4, netmask4, gateway6, prefix6) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             pool_id,
             a.hostname.as_str(),
             a.ipv4.as_deref(),
             a.ipv6.as_deref(),
             a.gateway4.as_deref(),
             a.netmask4.as_deref(),
-            a.gateway6.as_deref()
+            a.gateway6.as_deref(),
+            a.prefix6.map(i64::from)
         );
         if let Err(e) = r {
             let e = PanelError::from(e);
@@ -359,7 +388,7 @@ pub async fn import(
 
 const ALLOCATION_SELECT: &str =
     "SELECT a.id, p.name AS pool, p.pool_type, a.hostname, a.ipv4, a.ipv6, \
-     a.gateway4, a.netmask4, a.gateway6 FROM pool_addresses a JOIN pools p ON p.id = a.pool_id";
+     a.gateway4, a.netmask4, a.gateway6, a.prefix6 FROM pool_addresses a JOIN pools p ON p.id = a.pool_id";
 
 /// Claims one free address of a pool of `pool_type` for `service_id`, in
 /// the caller's transaction. `None` when the pools of that type are empty.
@@ -750,6 +779,19 @@ mod tests {
         assert_eq!(first.netmask4.as_deref(), Some("255.255.255.248"));
         assert_eq!(first.ipv6.as_deref(), Some("2001:db8::2"));
         assert_eq!(first.gateway6.as_deref(), Some("2001:db8::1"));
+        assert_eq!(first.prefix6, Some(64));
+        // The IPv6 prefix is the network's, whatever its length.
+        let p = generate(
+            "v6",
+            "v6only",
+            None,
+            Some("fd00:233:81::/112".parse().unwrap()),
+            "h{n}",
+            2,
+        )
+        .unwrap();
+        assert_eq!(p.addresses[1].ipv6.as_deref(), Some("fd00:233:81::3"));
+        assert_eq!(p.addresses[1].prefix6, Some(112));
         // A /29 has 6 hosts: one gateway and five addresses; a sixth does not fit.
         assert!(generate(
             "pub",
@@ -776,5 +818,16 @@ mod tests {
         assert_eq!(p.pool_type, "v6only");
         let missing = "pool: v4\ntype: public\naddresses:\n  - hostname: h1\n";
         assert!(parse_pool_file("pool.yaml", missing, None).is_err());
+        let csv = "hostname,ipv4,ipv6,prefix6\nh1,192.0.2.10,fd00::10,112\n";
+        let p = parse_pool_file("pool.csv", csv, Some(("a", "public"))).unwrap();
+        assert_eq!(p.addresses[0].prefix6, Some(112));
+        for bad in [
+            "hostname,ipv4,ipv6,prefix6\nh1,192.0.2.10,fd00::10,129\n",
+            "hostname,ipv4,ipv6,prefix6\nh1,192.0.2.10,fd00::10,x\n",
+            "hostname,ipv4,prefix6\nh1,192.0.2.10,64\n",
+        ] {
+            let err = parse_pool_file("pool.csv", bad, Some(("a", "public"))).unwrap_err();
+            assert!(err.to_string().contains("prefix"), "{bad}: {err}");
+        }
     }
 }

@@ -44,8 +44,8 @@ use virt::sys;
 
 use super::seed::{self, StaticIpv4};
 use super::{
-    Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo, VmInfo,
-    VmSpec, VmStats,
+    Attachment, Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo,
+    VmInfo, VmSpec, VmStats,
 };
 
 /// XML namespace of the driver's domain metadata.
@@ -349,6 +349,23 @@ pub fn domain_xml(p: &DomainParams) -> String {
     )
 }
 
+/// How one VM is networked: on its own bridge when its pool's network
+/// names one (no forwarded port: the panel reaches it at its address),
+/// else as the driver is configured.
+pub fn networking_for(driver: &Networking, attach: &Attachment) -> DriverResult<Networking> {
+    match attach {
+        Attachment::Private => Ok(driver.clone()),
+        Attachment::Bridge { bridge } if super::valid_interface_name(bridge) => {
+            Ok(Networking::Bridge {
+                bridge: bridge.clone(),
+            })
+        }
+        Attachment::Bridge { bridge } => Err(DriverError::Permanent(format!(
+            "bridge {bridge:?} is not an interface name"
+        ))),
+    }
+}
+
 /// A stable, locally administered MAC (QEMU's 52:54:00 prefix) for a name.
 fn mac_for(name: &str) -> String {
     use sha2::Digest;
@@ -584,22 +601,26 @@ impl LibvirtDriver {
         )))
     }
 
-    /// Writes the seed ISO and defines the domain around an existing disk.
+    /// Writes the seed ISO and defines the domain around an existing disk,
+    /// its NIC on the VM's own bridge when `attach` names one (its pool's
+    /// network), else as the driver's `networking` says.
     async fn define(
         &self,
         name: &str,
         meta: VmMeta,
         seed_data: &SeedData,
         image_dir: &Path,
+        attach: &Attachment,
         addr: Option<StaticIpv4>,
     ) -> DriverResult<VmInfo> {
+        let networking = networking_for(&self.cfg.networking, attach)?;
         let dir = self.vm_dir(name);
         let iso = dir.join("seed.iso");
         seed::write_iso(seed_data, &iso).await.map_err(seed_err)?;
         set_mode(&iso, 0o600).await?;
         let mut meta = meta;
-        let net = match &self.cfg.networking {
-            Networking::Bridge { bridge } => NetAttachment::Bridge(bridge.clone()),
+        let net = match networking {
+            Networking::Bridge { bridge } => NetAttachment::Bridge(bridge),
             Networking::UserMode { ssh_ports } => {
                 let StaticIpv4 {
                     address,
@@ -618,7 +639,7 @@ impl LibvirtDriver {
                 };
                 let network = Ipv4Addr::from(u32::from(address) & mask);
                 let host = gateway.unwrap_or(Ipv4Addr::from(u32::from(network) + 2));
-                let port = self.allocate_port(name, ssh_ports).await?;
+                let port = self.allocate_port(name, &ssh_ports).await?;
                 meta.ssh_port = Some(port);
                 NetAttachment::UserMode {
                     network,
@@ -783,8 +804,15 @@ impl Driver for LibvirtDriver {
                 gateway: spec.net.gateway4,
             })
             .or_else(|| seed::static_ipv4(&spec.seed.network_config));
-        self.define(&spec.name, meta, &spec.seed, &image_dir, addr)
-            .await
+        self.define(
+            &spec.name,
+            meta,
+            &spec.seed,
+            &image_dir,
+            &spec.net.attach,
+            addr,
+        )
+        .await
     }
 
     async fn start(&self, name: &str) -> DriverResult<()> {
@@ -1093,7 +1121,7 @@ impl Driver for LibvirtDriver {
                 gateway: spec.net.gateway4,
             })
             .or_else(|| seed::static_ipv4(&spec.seed.network_config));
-        self.define(target, meta, &spec.seed, &image_dir, addr)
+        self.define(target, meta, &spec.seed, &image_dir, &spec.net.attach, addr)
             .await
     }
 }
@@ -1176,6 +1204,41 @@ mod tests {
         assert!(xml.contains("<cpu mode='host-passthrough'/>"));
         assert!(xml.contains("<interface type='bridge'><source bridge='br0'/>"));
         assert!(!xml.contains("<qemu:commandline>"));
+    }
+
+    /// A VM whose pool is on a bridge gets a virtio NIC on that bridge and
+    /// no forwarded port, whatever the driver's default; a VM of a pool
+    /// without a network keeps the driver's user-mode network.
+    #[test]
+    fn a_bridged_pool_puts_the_nic_on_its_bridge() {
+        let user = Networking::default();
+        let br = Attachment::Bridge {
+            bridge: "br0".into(),
+        };
+        assert_eq!(
+            networking_for(&user, &br).unwrap(),
+            Networking::Bridge {
+                bridge: "br0".into()
+            }
+        );
+        assert_eq!(networking_for(&user, &Attachment::Private).unwrap(), user);
+        let bad = Attachment::Bridge {
+            bridge: "br0'/><x".into(),
+        };
+        assert!(matches!(
+            networking_for(&user, &bad),
+            Err(DriverError::Permanent(_))
+        ));
+        let mut p = params(NetAttachment::Bridge("br0".into()), DomainType::Qemu);
+        p.meta.ssh_port = None;
+        let xml = domain_xml(&p);
+        assert!(xml.contains(&format!(
+            "<interface type='bridge'><source bridge='br0'/><mac address='{}'/><model type='virtio'/></interface>",
+            mac_for("keel-7")
+        )));
+        assert!(!xml.contains("hostfwd") && !xml.contains("<qemu:commandline>"));
+        assert!(!xml.contains("ssh-port"), "no forwarded port on a bridge");
+        assert_eq!(parse_metadata(&xml).unwrap().ssh_port, None);
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub struct SeedData {
     pub network_config: String,
 }
 
-/// The network identity a VM is built with (from its pool allocation).
+/// The network a VM is built with: the identity from its pool allocation,
+/// and where its NIC attaches (the pool's network, `[networks.<pool>]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetIdentity {
     pub hostname: String,
@@ -75,7 +76,59 @@ pub struct NetIdentity {
     pub prefix4: u8,
     pub gateway4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
+    /// Prefix length of `ipv6`'s network, as the pool gives it. Absent in
+    /// what was written before pools carried it, and then /64.
+    #[serde(default = "default_prefix6")]
+    pub prefix6: u8,
     pub gateway6: Option<Ipv6Addr>,
+    /// The driver's own private network, or an operator's bridge.
+    #[serde(default)]
+    pub attach: Attachment,
+}
+
+/// The IPv6 prefix length of an address whose pool names none.
+pub const DEFAULT_PREFIX6: u8 = 64;
+
+fn default_prefix6() -> u8 {
+    DEFAULT_PREFIX6
+}
+
+/// Where a VM's NIC is attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Attachment {
+    /// The driver's own network for this one VM, the single-machine
+    /// default: QEMU user-mode networking with the VM's sshd forwarded to a
+    /// loopback port (libvirt), a veth routed from the host (nspawn).
+    #[default]
+    Private,
+    /// A NIC on an existing Linux bridge of the hypervisor host (say
+    /// `br0`), on the network the VM's pool addresses belong to; the VM is
+    /// reached at its allocated address, port 22.
+    Bridge { bridge: String },
+}
+
+impl Attachment {
+    /// The bridge, when the NIC is on one.
+    pub fn bridge(&self) -> Option<&str> {
+        match self {
+            Attachment::Private => None,
+            Attachment::Bridge { bridge } => Some(bridge),
+        }
+    }
+}
+
+/// Whether `name` can be a Linux interface name (at most 15 bytes, no
+/// slash, colon or white space, not `.` or `..`): the one check the config
+/// and the drivers share for bridge names.
+pub fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Power state as the hypervisor reports it.

@@ -16,9 +16,17 @@
 //!
 //! Networking: a netns `/run/netns/<name>` holds the container side of a
 //! veth pair (renamed `eth0`, configured by cloud-init's ifupdown renderer
-//! from the seed); the host side carries the gateway address (/32) and a
-//! host route to the container's address, so the panel reaches its sshd at
-//! the allocated address. nspawn does not keep `CAP_NET_ADMIN` with
+//! from the seed: addresses with their pool's prefixes, gateways). By
+//! default (the container's private network) the host side carries the
+//! gateway address (/32) and a host route to the container's address, so
+//! the panel reaches its sshd at the allocated address. When the VM's pool
+//! is on a bridge (`NetIdentity::attach`), the host side joins that bridge
+//! instead and carries nothing: the container is then a host on the
+//! bridge's network, reached (and calling back) at its own address through
+//! whatever the bridge connects to. That is what `systemd-nspawn
+//! --network-bridge` does, but the driver keeps making the pair itself, so
+//! the netns stays the one it names and finds again (power state, stats,
+//! cleanup). nspawn does not keep `CAP_NET_ADMIN` with
 //! `--network-namespace-path`, so the driver grants it explicitly; it only
 //! reaches the container's own netns.
 //!
@@ -88,6 +96,9 @@ pub struct ContainerNet {
     pub gateway4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
     pub gateway6: Option<Ipv6Addr>,
+    /// The host bridge the veth joins; `None`: routed from the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
 }
 
 /// `meta.json`: what was created, so a later process can manage it.
@@ -196,17 +207,7 @@ impl NspawnDriver {
                 lower.display()
             )));
         }
-        let net = if spec.net.ipv4.is_some() || spec.net.ipv6.is_some() {
-            ContainerNet {
-                veth: veth_name(&spec.name),
-                ipv4: spec.net.ipv4,
-                gateway4: spec.net.gateway4,
-                ipv6: spec.net.ipv6,
-                gateway6: spec.net.gateway6,
-            }
-        } else {
-            container_net(&spec.name, &spec.seed)?
-        };
+        let net = net_of(&spec.name, spec)?;
         let meta = Meta {
             spec: spec.clone(),
             net,
@@ -578,17 +579,7 @@ impl NspawnDriver {
         }
         // The clone's identity is the spec's (as `create` reads it), never
         // the source's.
-        let net = if spec.net.ipv4.is_some() || spec.net.ipv6.is_some() {
-            ContainerNet {
-                veth: veth_name(target),
-                ipv4: spec.net.ipv4,
-                gateway4: spec.net.gateway4,
-                ipv6: spec.net.ipv6,
-                gateway6: spec.net.gateway6,
-            }
-        } else {
-            container_net(target, &spec.seed)?
-        };
+        let net = net_of(target, spec)?;
         let meta = Meta {
             net,
             spec: spec.clone(),
@@ -916,6 +907,32 @@ pub fn veth_name(name: &str) -> String {
     format!("vk{:012x}", h & 0xffff_ffff_ffff)
 }
 
+/// What the host side of `name`'s veth needs: the spec's addresses (else
+/// the seed's) and the bridge its pool's network names, if any.
+fn net_of(name: &str, spec: &VmSpec) -> DriverResult<ContainerNet> {
+    let mut net = if spec.net.ipv4.is_some() || spec.net.ipv6.is_some() {
+        ContainerNet {
+            veth: veth_name(name),
+            ipv4: spec.net.ipv4,
+            gateway4: spec.net.gateway4,
+            ipv6: spec.net.ipv6,
+            gateway6: spec.net.gateway6,
+            bridge: None,
+        }
+    } else {
+        container_net(name, &spec.seed)?
+    };
+    if let Some(bridge) = spec.net.attach.bridge() {
+        if !super::valid_interface_name(bridge) {
+            return Err(DriverError::Permanent(format!(
+                "bridge {bridge:?} is not an interface name"
+            )));
+        }
+        net.bridge = Some(bridge.to_string());
+    }
+    Ok(net)
+}
+
 /// Reads the addresses the host side needs from the seed's network-config
 /// (version 1 as `seed::render` writes it, or version 2).
 pub fn container_net(name: &str, seed: &SeedData) -> DriverResult<ContainerNet> {
@@ -928,6 +945,7 @@ pub fn container_net(name: &str, seed: &SeedData) -> DriverResult<ContainerNet> 
         gateway4: None,
         ipv6: None,
         gateway6: None,
+        bridge: None,
     };
     let mut take = |addr: &str, gateway: Option<&str>| {
         let ip = addr.split('/').next().unwrap_or_default();
@@ -1018,6 +1036,18 @@ pub fn container_net(name: &str, seed: &SeedData) -> DriverResult<ContainerNet> 
 async fn setup_network(name: &str, net: &ContainerNet) -> DriverResult<()> {
     let ns_path = PathBuf::from(format!("/run/netns/{name}"));
     let veth = net.veth.as_str();
+    if let Some(bridge) = &net.bridge {
+        // A missing bridge is the operator's to create; retrying cannot help.
+        if !Path::new("/sys/class/net")
+            .join(bridge)
+            .join("bridge")
+            .is_dir()
+        {
+            return Err(DriverError::Permanent(format!(
+                "bridge {bridge} does not exist on this host (networks.<pool>.bridge)"
+            )));
+        }
+    }
     let host_side = Path::new("/sys/class/net").join(veth).exists();
     if !ns_path.exists() {
         // A veth left from an earlier netns points nowhere useful.
@@ -1034,6 +1064,14 @@ async fn setup_network(name: &str, net: &ContainerNet) -> DriverResult<()> {
             ],
         )
         .await?;
+    }
+    if let Some(bridge) = &net.bridge {
+        // On the bridge the container is a host of the bridge's network:
+        // no address or route on the host side.
+        run("ip", &["link", "set", veth, "master", bridge]).await?;
+        run("ip", &["link", "set", veth, "up"]).await?;
+        run("ip", &["-n", name, "link", "set", "lo", "up"]).await?;
+        return Ok(());
     }
     if let Some(gw) = net.gateway4 {
         run("ip", &["addr", "replace", &format!("{gw}/32"), "dev", veth]).await?;

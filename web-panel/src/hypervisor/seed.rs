@@ -32,8 +32,6 @@ use super::{NetIdentity, SeedData};
 pub const DEFAULT_INTERFACE: &str = "eth0";
 /// The admin account the panel logs in as.
 pub const DEFAULT_ADMIN_USER: &str = "keeladmin";
-/// IPv6 prefix length assumed for a VM's static IPv6 address.
-pub const IPV6_PREFIX: u8 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
@@ -169,6 +167,12 @@ pub fn render(p: &SeedParams) -> Result<SeedData, SeedError> {
             p.net.prefix4
         )));
     }
+    if p.net.prefix6 > 128 {
+        return Err(SeedError::Invalid(format!(
+            "IPv6 prefix /{}",
+            p.net.prefix6
+        )));
+    }
     let short = p
         .net
         .hostname
@@ -247,7 +251,7 @@ pub fn render(p: &SeedParams) -> Result<SeedData, SeedError> {
         None => subnets.push(json!({"type": "dhcp"})),
     }
     if let Some(ip6) = p.net.ipv6 {
-        let mut s = json!({"type": "static6", "address": format!("{ip6}/{IPV6_PREFIX}")});
+        let mut s = json!({"type": "static6", "address": format!("{ip6}/{}", p.net.prefix6)});
         if let Some(gw) = p.net.gateway6 {
             s["gateway"] = json!(gw.to_string());
         }
@@ -409,7 +413,9 @@ mod tests {
             prefix4: 24,
             gateway4: Some(Ipv4Addr::new(10, 20, 0, 1)),
             ipv6: Some("fd00:20::7".parse::<Ipv6Addr>().unwrap()),
+            prefix6: 64,
             gateway6: Some("fd00:20::1".parse().unwrap()),
+            attach: super::super::Attachment::Private,
         }
     }
 
@@ -510,6 +516,33 @@ mod tests {
                 gateway: Some(Ipv4Addr::new(10, 20, 0, 1)),
             })
         );
+    }
+
+    /// The pool's own IPv6 prefix reaches the guest (a /112 here), and
+    /// IPv6 resolvers are written like IPv4 ones.
+    #[test]
+    fn ipv6_prefix_is_the_pools_and_resolvers_may_be_ipv6() {
+        let mut p = params();
+        p.net.ipv6 = Some("fd00:233:81::10".parse().unwrap());
+        p.net.prefix6 = 112;
+        p.net.gateway6 = Some("fd00:233:81::1".parse().unwrap());
+        p.nameservers = vec![
+            "10.20.0.3".parse().unwrap(),
+            "fd00:233:81::53".parse().unwrap(),
+        ];
+        let seed = render(&p).unwrap();
+        let n = yaml(&seed.network_config);
+        let v6 = &n["config"][0]["subnets"][1];
+        assert_eq!(v6["type"], "static6");
+        assert_eq!(v6["address"], "fd00:233:81::10/112");
+        assert_eq!(v6["gateway"], "fd00:233:81::1");
+        let user = yaml(&seed.user_data);
+        assert_eq!(
+            user["write_files"][0]["content"],
+            json!("nameserver 10.20.0.3\nnameserver fd00:233:81::53\n")
+        );
+        p.net.prefix6 = 129;
+        assert!(matches!(render(&p), Err(SeedError::Invalid(_))));
     }
 
     #[test]

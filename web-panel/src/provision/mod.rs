@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use crate::config::{
     AccessConfig, AcmeConfig, AnalyticsConfig, Config, DnsConfig, HypervisorConfig, LdapConfig,
-    SitesConfig,
+    NetworkConfig, SitesConfig,
 };
 use crate::db::Db;
 use crate::domain::PanelError;
@@ -333,6 +333,8 @@ pub struct Provisioner {
     pub key: Option<PanelKey>,
     /// Where connections to user-supplied locations may go (`outbound.rs`).
     pub outbound: crate::outbound::Outbound,
+    /// Each pool's network (`[networks.<pool>]`), by pool name.
+    pub networks: std::collections::BTreeMap<String, crate::config::NetworkConfig>,
 }
 
 impl std::fmt::Debug for Provisioner {
@@ -375,6 +377,7 @@ impl Provisioner {
             callback_port,
             key,
             outbound: crate::outbound::Outbound::new(&config.outbound),
+            networks: config.networks.clone(),
         })
     }
 
@@ -398,11 +401,28 @@ impl Provisioner {
         self.data_dir.join("known_hosts.d").join(vm)
     }
 
-    /// The resolvers a VM gets: the configured ones, else QEMU user-mode's
-    /// built-in one (network address + 3) under libvirt.
-    pub fn nameservers(&self, net: &crate::hypervisor::NetIdentity) -> Vec<std::net::IpAddr> {
+    /// The network of pool `pool`, when `[networks.<pool>]` names it.
+    pub fn network_of(&self, pool: &str) -> Option<&NetworkConfig> {
+        self.networks.get(pool)
+    }
+
+    /// The resolvers a VM gets: its network's, else the configured ones,
+    /// else QEMU user-mode's built-in one (network address + 3) under
+    /// libvirt's private network. A VM on a bridge with none configured
+    /// gets none: its network's resolvers are the operator's to name.
+    pub fn nameservers(
+        &self,
+        network: Option<&NetworkConfig>,
+        net: &crate::hypervisor::NetIdentity,
+    ) -> Vec<std::net::IpAddr> {
+        if let Some(n) = network.filter(|n| !n.nameservers.is_empty()) {
+            return n.nameservers.clone();
+        }
         if !self.config.nameservers.is_empty() {
             return self.config.nameservers.clone();
+        }
+        if net.attach.bridge().is_some() {
+            return Vec::new();
         }
         match (self.driver.as_ref().map(|d| d.kind()), net.ipv4) {
             (Some("libvirt"), Some(ip)) => {
@@ -416,9 +436,21 @@ impl Provisioner {
         }
     }
 
-    /// The base of the callback URL for a VM whose IPv4 gateway is `gateway4`.
-    pub fn callback_base(&self, gateway4: Option<&str>) -> Result<String, ProvisionError> {
-        let base = self.config.callback_url.trim().trim_end_matches('/');
+    /// The base of the callback URL for a VM on `network` whose IPv4
+    /// gateway is `gateway4`: the network's `callback_url`, else
+    /// `hypervisor.callback_url`, else the panel's port at the gateway.
+    pub fn callback_base(
+        &self,
+        network: Option<&NetworkConfig>,
+        gateway4: Option<&str>,
+    ) -> Result<String, ProvisionError> {
+        let own = network.map(|n| n.callback_url.trim()).unwrap_or_default();
+        let base = if own.is_empty() {
+            self.config.callback_url.trim()
+        } else {
+            own
+        }
+        .trim_end_matches('/');
         if !base.is_empty() {
             return Ok(base.to_string());
         }

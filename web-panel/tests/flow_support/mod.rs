@@ -121,6 +121,7 @@ impl FlowPanel {
                     gateway4: Some(Ipv4Addr::new(10, 233, subnet, 1).to_string()),
                     netmask4: Some("255.255.255.0".into()),
                     gateway6: None,
+                    prefix6: None,
                 })
                 .collect(),
         };

@@ -248,13 +248,16 @@ pub(super) fn vm_spec(
         ed25519_public: row.host_key_public.clone(),
         fingerprint: String::new(),
     };
-    let net = net_identity(allocation)?;
+    // The pool's network: where the NIC goes, the resolvers, the callback.
+    let network = p.network_of(&allocation.pool);
+    let mut net = net_identity(allocation)?;
+    net.attach = network.map(|n| n.attachment()).unwrap_or_default();
     let spec_net = net.clone();
-    let base = p.callback_base(allocation.gateway4.as_deref())?;
+    let base = p.callback_base(network, allocation.gateway4.as_deref())?;
     let mut params = SeedParams::new(format!("{name}-g{}", row.generation), net, host_keys);
     params.admin_user = p.config.admin_user.clone();
     params.authorized_keys = vec![p.panel_key()?.public_line.clone()];
-    params.nameservers = p.nameservers(&spec_net);
+    params.nameservers = p.nameservers(network, &spec_net);
     params.phone_home_url = Some(callback::callback_url(
         &base,
         &row.callback_secret,
@@ -407,10 +410,18 @@ pub(super) fn net_identity(a: &crate::alloc::Allocation) -> Result<NetIdentity, 
             .as_deref()
             .map(|v| v.parse().map_err(|_| bad("ipv6", v)))
             .transpose()?,
+        prefix6: match a.prefix6 {
+            Some(p) => u8::try_from(p)
+                .ok()
+                .filter(|p| *p <= 128)
+                .ok_or_else(|| bad("prefix6", &p.to_string()))?,
+            None => crate::hypervisor::DEFAULT_PREFIX6,
+        },
         gateway6: a
             .gateway6
             .as_deref()
             .map(|v| v.parse().map_err(|_| bad("gateway6", v)))
             .transpose()?,
+        attach: crate::hypervisor::Attachment::Private,
     })
 }
