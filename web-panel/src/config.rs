@@ -367,7 +367,7 @@ impl NetworkConfig {
             )));
         }
         let url = self.callback_url.trim();
-        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(
                 "networks.{pool}.callback_url {:?} is not an http:// or https:// URL",
                 self.callback_url
