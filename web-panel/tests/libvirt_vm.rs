@@ -4,6 +4,11 @@
 //! user-mode network's gateway), start sshd on the forwarded port and present
 //! exactly the host key the panel generated; delete must leave nothing.
 //!
+//! `a_bridged_vm_is_reached_at_its_own_addresses` boots one on a bridge of
+//! its own (10.233.82.0/24, fd00:233:82::/112): it calls back from its
+//! allocated address, and answers SSH with its pinned key at that address,
+//! port 22, on IPv4 and IPv6 — no forwarded port.
+//!
 //! Needs root, a running libvirtd (`scripts/libvirt-up`) and the image
 //! (`images/build-debian`); skips with a message when the image is missing.
 
@@ -45,17 +50,24 @@ impl Drop for Cleanup {
 struct Request {
     line: String,
     body: String,
+    /// Where the request came from.
+    peer: std::net::SocketAddr,
 }
 
 /// A minimal HTTP/1.0 endpoint: answers 200 to everything and reports what
 /// it received.
 async fn phone_home_listener() -> (u16, mpsc::UnboundedReceiver<Request>) {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    phone_home_listener_on(Ipv4Addr::LOCALHOST).await
+}
+
+/// [`phone_home_listener`] on address `ip`.
+async fn phone_home_listener_on(ip: Ipv4Addr) -> (u16, mpsc::UnboundedReceiver<Request>) {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 return;
             };
             let tx = tx.clone();
@@ -86,6 +98,7 @@ async fn phone_home_listener() -> (u16, mpsc::UnboundedReceiver<Request>) {
                 let _ = tx.send(Request {
                     line: line.trim().to_string(),
                     body: String::from_utf8_lossy(&body).into_owned(),
+                    peer,
                 });
             });
         }
@@ -320,4 +333,149 @@ async fn debian_vm_phones_home_and_presents_its_host_key() {
     let listed = driver.list().await.unwrap();
     assert!(listed.iter().all(|v| v.name != name));
     driver.delete(&name).await.unwrap();
+}
+
+/// The bridged test's own bridge, removed when dropped.
+struct TestBridge(&'static str);
+
+impl TestBridge {
+    fn up(name: &'static str, v4: &str, v6: &str) -> TestBridge {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", name])
+            .output();
+        let bridge = TestBridge(name);
+        for args in [
+            vec!["link", "add", name, "type", "bridge"],
+            vec!["addr", "add", v4, "dev", name],
+            vec!["-6", "addr", "add", v6, "dev", name, "nodad"],
+            vec!["link", "set", name, "up"],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+        bridge
+    }
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", self.0])
+            .output();
+    }
+}
+
+/// The host key sshd at `addr` presents (`type base64`).
+async fn presented_key(addr: std::net::SocketAddr) -> String {
+    let seen = Arc::new(Mutex::new(None));
+    let handle = russh::client::connect(
+        Arc::new(russh::client::Config::default()),
+        addr,
+        KeyRecorder(seen.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("SSH handshake with {addr}: {e}"));
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
+    let key = seen.lock().unwrap().clone().expect("a host key");
+    key_body(&key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_vm_is_reached_at_its_own_addresses() {
+    if !Path::new(IMAGES).join(IMAGE).join("BUILT").is_file() {
+        assert!(
+            std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+            "KEEL_REQUIRE_REAL is set, so this test may not skip: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian"
+        );
+        eprintln!("SKIP: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian");
+        return;
+    }
+    // Dropped last: the domain goes before its bridge.
+    let _bridge = TestBridge::up("kbr82", "10.233.82.1/24", "fd00:233:82::1/112");
+    std::fs::create_dir_all("/var/lib/keel").unwrap();
+    let state = tempfile::Builder::new()
+        .prefix("libvirt-test-")
+        .tempdir_in("/var/lib/keel")
+        .unwrap();
+    let driver = LibvirtDriver::new(LibvirtConfig::new(
+        "qemu:///system",
+        ImageStore::new(IMAGES),
+        state.path(),
+    ));
+    let name = format!("keel-vmbridge-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let gateway = Ipv4Addr::new(10, 233, 82, 1);
+    let (http_port, mut requests) = phone_home_listener_on(gateway).await;
+    let v4 = Ipv4Addr::new(10, 233, 82, 10);
+    let v6: std::net::Ipv6Addr = "fd00:233:82::10".parse().unwrap();
+    let net = NetIdentity {
+        hostname: format!("{name}.test"),
+        ipv4: Some(v4),
+        prefix4: 24,
+        gateway4: Some(gateway),
+        ipv6: Some(v6),
+        prefix6: 112,
+        gateway6: Some("fd00:233:82::1".parse().unwrap()),
+        attach: keel_panel::hypervisor::Attachment::Bridge {
+            bridge: "kbr82".into(),
+        },
+    };
+    let host_keys = HostKeys::generate(&name).unwrap();
+    let mut params = SeedParams::new(&name, net.clone(), host_keys.clone());
+    params.authorized_keys = vec![HostKeys::generate("admin@test").unwrap().ed25519_public];
+    params.phone_home_url = Some(format!(
+        "http://{gateway}:{http_port}/phone-home?vm={name}&sig=deadbeef"
+    ));
+    let spec = VmSpec {
+        name: name.clone(),
+        cpus: 1,
+        ram_mb: 1024,
+        disk_gb: 4,
+        image: IMAGE.into(),
+        seed: seed::render(&params).unwrap(),
+        net,
+    };
+    let info = driver.create(&spec).await.unwrap();
+    assert_eq!(info.ssh_endpoint, None, "nothing is forwarded on a bridge");
+    driver.start(&name).await.unwrap();
+    let console = driver.vm_dir(&name).join("console.log");
+    let req = match tokio::time::timeout(Duration::from_secs(300), requests.recv()).await {
+        Ok(Some(req)) => req,
+        _ => panic!(
+            "no phone-home within 300 s; console tail:\n{}",
+            console_tail(&console)
+        ),
+    };
+    assert_eq!(
+        req.peer.ip(),
+        std::net::IpAddr::V4(v4),
+        "the callback comes from the VM's own address: {req:?}"
+    );
+    for addr in [
+        std::net::SocketAddr::from((v4, 22)),
+        std::net::SocketAddr::from((v6, 22)),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while ssh_banner(addr).await.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd never answered on {addr}; console tail:\n{}",
+                console_tail(&console)
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        assert_eq!(
+            presented_key(addr).await,
+            key_body(&host_keys.ed25519_public),
+            "{addr}"
+        );
+    }
+    assert_eq!(driver.status(&name).await.unwrap().ssh_endpoint, None);
+    driver.delete(&name).await.unwrap();
+    assert!(!driver.vm_dir(&name).exists(), "VM files must be gone");
 }
