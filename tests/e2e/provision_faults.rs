@@ -503,7 +503,7 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
     let vanished_vm = p.prov.vm_name(vanished);
     driver.delete(&vanished_vm).await.unwrap();
 
-    let report = reconcile::reconcile(&p.db, driver.as_ref(), &prefix)
+    let report = reconcile::reconcile(&p.db, driver.clone(), &prefix)
         .await
         .unwrap();
     assert_eq!(
@@ -569,7 +569,7 @@ async fn reconcile_deletes_orphans_reports_missing_and_keeps_healthy_vms() {
         .any(|e| e["action"] == "reconcile.orphan_deleted"));
 
     // A second pass finds nothing new to do and writes no second alarm.
-    let again = reconcile::reconcile(&p.db, driver.as_ref(), &prefix)
+    let again = reconcile::reconcile(&p.db, driver.clone(), &prefix)
         .await
         .unwrap();
     assert!(again.orphans_deleted.is_empty(), "{again:?}");
@@ -658,7 +658,7 @@ async fn reconcile_resumes_a_flow_whose_job_was_lost() {
     let live_jobs = configure_jobs(live).await;
     let recent_jobs = configure_jobs(recent).await;
 
-    let report = reconcile::reconcile(&p.db, driver.as_ref(), &prefix)
+    let report = reconcile::reconcile(&p.db, driver.clone(), &prefix)
         .await
         .unwrap();
     assert_eq!(report.resumed, [lost], "{report:?}");
@@ -680,7 +680,7 @@ async fn reconcile_resumes_a_flow_whose_job_was_lost() {
     }
 
     // Nothing is stalled any more: a second pass resumes nothing.
-    let again = reconcile::reconcile(&p.db, driver.as_ref(), &prefix)
+    let again = reconcile::reconcile(&p.db, driver.clone(), &prefix)
         .await
         .unwrap();
     assert!(again.resumed.is_empty(), "{again:?}");

@@ -273,7 +273,68 @@ pub struct HypervisorConfig {
     /// How often the reconciliation job compares the hypervisor's VMs with
     /// the store (0: never).
     pub reconcile_every_secs: u64,
+    /// Several hypervisor hosts (`[[hypervisor.hosts]]`), each with its
+    /// driver, capacity and what it may serve; servers are placed on them
+    /// by free capacity (`services::hosts`). Empty: the one host that
+    /// `driver` and `uri` describe, named `default`, without a capacity
+    /// limit (none at all when `driver = "none"`).
+    pub hosts: Vec<HostConfig>,
 }
+
+/// One hypervisor host (`[[hypervisor.hosts]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// The host's name in the panel (letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// `libvirt` or `nspawn`.
+    pub driver: String,
+    /// libvirt connection URI (`qemu:///system`, `qemu+ssh://root@hv2/system`).
+    pub uri: String,
+    /// Where this host's VM disks, seeds and machine state live (the
+    /// machine root of an nspawn host); empty: `hypervisor.state_dir`.
+    pub state_dir: PathBuf,
+    /// What the host has: vCPUs, MB of RAM, GB of disk; 0 is no limit.
+    pub vcpus: u64,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    /// Overcommit: the host takes up to `vcpus × cpu_overcommit` vCPUs of
+    /// servers, and so on.
+    pub cpu_overcommit: f64,
+    pub ram_overcommit: f64,
+    pub disk_overcommit: f64,
+    /// Names of the sites whose servers it may hold; empty: any.
+    pub sites: Vec<String>,
+    /// Names of the server types it may hold; empty: any.
+    pub server_types: Vec<String>,
+    /// `active`, `draining` or `down`: the state the host gets when the
+    /// panel first meets it. Afterwards the database's state counts,
+    /// which admins change (`PUT /api/v1/admin/hosts/{name}/state`).
+    pub state: String,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            name: String::new(),
+            driver: String::new(),
+            uri: "qemu:///system".to_string(),
+            state_dir: PathBuf::new(),
+            vcpus: 0,
+            ram_mb: 0,
+            disk_gb: 0,
+            cpu_overcommit: 1.0,
+            ram_overcommit: 1.0,
+            disk_overcommit: 1.0,
+            sites: Vec::new(),
+            server_types: Vec::new(),
+            state: "active".to_string(),
+        }
+    }
+}
+
+/// The name of the one host a config without `[[hypervisor.hosts]]` has.
+pub const DEFAULT_HOST: &str = "default";
 
 impl Default for HypervisorConfig {
     fn default() -> Self {
@@ -297,6 +358,7 @@ impl Default for HypervisorConfig {
             configure_attempts: 3,
             configure_retry_secs: 30,
             reconcile_every_secs: 600,
+            hosts: Vec::new(),
         }
     }
 }
@@ -312,6 +374,100 @@ impl HypervisorConfig {
         } else {
             self.state_dir.clone()
         }
+    }
+
+    /// The hypervisor hosts: `hosts`, or the one host `driver` and `uri`
+    /// describe (named [`DEFAULT_HOST`], no capacity limit), or none for
+    /// `driver = "none"`.
+    pub fn host_list(&self) -> Vec<HostConfig> {
+        if !self.hosts.is_empty() {
+            return self.hosts.clone();
+        }
+        if self.driver == "none" {
+            return Vec::new();
+        }
+        vec![HostConfig {
+            name: DEFAULT_HOST.to_string(),
+            driver: self.driver.clone(),
+            uri: self.uri.clone(),
+            ..HostConfig::default()
+        }]
+    }
+
+    /// Where one host's per-VM state lives.
+    pub fn host_state_dir(&self, host: &HostConfig, data_dir: &Path) -> PathBuf {
+        if host.state_dir.as_os_str().is_empty() {
+            self.state_dir(data_dir)
+        } else {
+            host.state_dir.clone()
+        }
+    }
+
+    fn validate_hosts(&self) -> Result<(), ConfigError> {
+        if !self.hosts.is_empty() && self.driver != "none" {
+            return Err(ConfigError::Invalid(format!(
+                "hypervisor.driver = {:?} and [[hypervisor.hosts]] both name hypervisors: \
+                 give each host its driver in hypervisor.hosts and leave hypervisor.driver out",
+                self.driver
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            let at = |key: &str| format!("hypervisor.hosts[{i}].{key}");
+            let good_name = !h.name.is_empty()
+                && h.name.len() <= 64
+                && h.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !good_name {
+                return Err(ConfigError::Invalid(format!(
+                    "{} {:?}: a host name has 1-64 letters, digits, '.', '_' or '-'",
+                    at("name"),
+                    h.name
+                )));
+            }
+            if !seen.insert(h.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: two hosts are named {:?}",
+                    at("name"),
+                    h.name
+                )));
+            }
+            if !["libvirt", "nspawn"].contains(&h.driver.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{} is \"libvirt\" or \"nspawn\", not {:?}",
+                    at("driver"),
+                    h.driver
+                )));
+            }
+            if h.driver == "libvirt" && !crate::hypervisor::LIBVIRT_BUILT {
+                return Err(ConfigError::Invalid(format!(
+                    "{} = \"libvirt\": {}",
+                    at("driver"),
+                    crate::hypervisor::LIBVIRT_NOT_BUILT
+                )));
+            }
+            for (key, v) in [
+                ("cpu_overcommit", h.cpu_overcommit),
+                ("ram_overcommit", h.ram_overcommit),
+                ("disk_overcommit", h.disk_overcommit),
+            ] {
+                if !(v.is_finite() && v > 0.0 && v <= 100.0) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{} is a ratio above 0 and at most 100, not {v}",
+                        at(key)
+                    )));
+                }
+            }
+            if !["active", "draining", "down"].contains(&h.state.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{} is \"active\", \"draining\" or \"down\", not {:?}",
+                    at("state"),
+                    h.state
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The callback-only listener, when configured.
@@ -850,6 +1006,7 @@ impl Config {
         for (pool, network) in &self.networks {
             network.validate(pool)?;
         }
+        self.hypervisor.validate_hosts()?;
         self.access.validate()?;
         self.chaos.validate()?;
         if self.ldap.enabled() {
@@ -1112,6 +1269,45 @@ mod tests {
             Some("0.0.0.0:8081".parse().unwrap())
         );
         assert_eq!(c.hypervisor.state_dir(Path::new("/d")), Path::new("/d/vms"));
+    }
+
+    #[test]
+    fn hosts_list_or_the_one_legacy_host() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.hypervisor.host_list().is_empty());
+        let c = Config::load(None, env(&[("KEEL_HYPERVISOR_DRIVER", "nspawn")])).unwrap();
+        let hosts = c.hypervisor.host_list();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].name, DEFAULT_HOST);
+        assert_eq!(
+            (hosts[0].vcpus, hosts[0].ram_mb, hosts[0].disk_gb),
+            (0, 0, 0)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("panel.toml");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write(
+            "[[hypervisor.hosts]]\nname = \"hv1\"\ndriver = \"nspawn\"\nvcpus = 8\ncpu_overcommit = 4.0\n\
+             sites = [\"web\"]\n[[hypervisor.hosts]]\nname = \"hv2\"\ndriver = \"nspawn\"\nstate = \"draining\"\n",
+        );
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        let hosts = c.hypervisor.host_list();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].cpu_overcommit, 4.0);
+        assert_eq!(hosts[0].sites, vec!["web".to_string()]);
+        assert_eq!(hosts[1].state, "draining");
+        for (text, needle) in [
+            ("[[hypervisor.hosts]]\nname = \"a b\"\ndriver = \"nspawn\"\n", "hosts[0].name"),
+            ("[[hypervisor.hosts]]\nname = \"a\"\ndriver = \"xen\"\n", "hosts[0].driver"),
+            ("[[hypervisor.hosts]]\nname = \"a\"\ndriver = \"nspawn\"\nram_overcommit = 0.0\n", "hosts[0].ram_overcommit"),
+            ("[[hypervisor.hosts]]\nname = \"a\"\ndriver = \"nspawn\"\nstate = \"off\"\n", "hosts[0].state"),
+            ("[[hypervisor.hosts]]\nname = \"a\"\ndriver = \"nspawn\"\n[[hypervisor.hosts]]\nname = \"a\"\ndriver = \"nspawn\"\n", "two hosts"),
+            ("[hypervisor]\ndriver = \"nspawn\"\n[[hypervisor.hosts]]\nname = \"a\"\ndriver = \"nspawn\"\n", "both name"),
+        ] {
+            write(text);
+            let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 
     /// A build without the `libvirt` feature refuses a config that selects

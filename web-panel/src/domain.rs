@@ -29,6 +29,10 @@ pub enum PanelError {
     PoolExhausted(String),
     #[error("{0}")]
     QuotaExceeded(String),
+    /// No hypervisor host may take the server (full, draining, down, or
+    /// not serving its site or type); the message says why for each.
+    #[error("{0}")]
+    NoCapacity(String),
     #[error("too many failed logins; try again in {retry_after_secs} s")]
     Throttled { retry_after_secs: i64 },
     /// A service the panel depends on (the LDAP directory) cannot be read

@@ -169,9 +169,9 @@ fn panel_handlers(
     config: &Config,
 ) -> anyhow::Result<Vec<Schedule>> {
     let mut schedules = Vec::new();
-    let driver = keel_panel::provision::driver_from_config(config)?;
+    let hosts = keel_panel::provision::HostDrivers::from_config(config)?;
     let p = Arc::new(
-        keel_panel::provision::Provisioner::new(db.clone(), driver.clone(), config)
+        keel_panel::provision::Provisioner::with_hosts(db.clone(), hosts.clone(), config)
             .context("setting up the provisioning flow")?,
     );
     keel_panel::provision::register(registry, p.clone());
@@ -182,19 +182,19 @@ fn panel_handlers(
     schedules.extend(keel_panel::services::certificates::renewal_schedule(
         &config.acme,
     ));
-    if driver.is_some() {
+    if !hosts.is_empty() {
         // Figures are read through the panel's key, which exists with a
         // driver only.
         schedules.extend(keel_panel::services::analytics::collect_schedule(
             &config.analytics,
         ));
     }
-    if let Some(driver) = driver {
+    if !hosts.is_empty() {
         registry.register(
             "reconcile",
             keel_panel::reconcile::ReconcileHandler {
                 db: db.clone(),
-                driver,
+                hosts,
                 prefix: config.hypervisor.vm_prefix.clone(),
             },
         );
@@ -231,6 +231,7 @@ async fn run_workers(
     };
     let mut registry = Registry::with_builtins();
     let db = keel_panel::db::Db::from_store(store.clone(), url).await?;
+    sync_hosts(&db, panel).await?;
     let schedules = panel_handlers(&mut registry, &db, panel)?;
     let scheduler = Scheduler::new(store.clone(), schedules)
         .with_source(Arc::new(keel_panel::automation::schedules::DbSchedules(
@@ -265,6 +266,18 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         config.database_url = url.clone();
     }
     Ok(config)
+}
+
+/// The hypervisor hosts of the configuration into the database
+/// (`services::hosts::sync`), before anything places a server.
+async fn sync_hosts(db: &keel_panel::db::Db, config: &Config) -> anyhow::Result<()> {
+    let added = keel_panel::services::hosts::sync(db, &config.hypervisor)
+        .await
+        .context("recording the hypervisor hosts")?;
+    for name in added {
+        tracing::info!(host = %name, "hypervisor host added");
+    }
+    Ok(())
 }
 
 async fn open_panel_db(config: &Config) -> anyhow::Result<keel_panel::db::Db> {
@@ -323,6 +336,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let db = open_panel_db(&config).await?;
     seed_builtin(&db, &config).await;
+    sync_hosts(&db, &config).await?;
     let listen = config.listen;
     let state = AppState::new(db.clone(), config.clone())?;
     let shutdown = CancellationToken::new();
@@ -424,7 +438,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(l) = listen {
                 config.listen = l;
             }
-            if config.hypervisor.driver == "none" {
+            if config.hypervisor.driver == "none" && config.hypervisor.hosts.is_empty() {
                 config.hypervisor.driver = "libvirt".to_string();
             }
             let db = open_panel_db(&config).await?;

@@ -29,6 +29,15 @@
 //!   will find nothing to do: such a service is resumed on the first pass
 //!   after that wait has fired.
 //!
+//! With several hypervisor hosts the pass lists each host with its own
+//! driver. A VM counts for its service only on the service's host
+//! (`services.host_id`); a live service's VM found on another host (a move
+//! that stopped half-way) is reported, never deleted. **A host that cannot
+//! be listed never causes deletions:** a host marked down is skipped, and
+//! one whose `list` fails is left out of the pass, so none of its VMs is
+//! deleted, none of its services is reported missing, and no compensation
+//! on it is finished (which would release an address).
+//!
 //! VMs whose name does not follow the pattern (say, an admin's own test VM
 //! under the same prefix) are reported as unknown and left alone.
 
@@ -43,7 +52,9 @@ use crate::domain::{PanelError, Principal};
 use crate::hypervisor::Driver;
 use crate::lifecycle::jobs::{ConfigureJob, DeprovisionJob, OsReadyJob, ProvisionJob};
 use crate::lifecycle::{Status, Step};
+use crate::provision::HostDrivers;
 use crate::queue::{self, JobContext, JobError, JobHandler, JobSpec, RetryPolicy};
+use crate::services::hosts::HostState;
 use crate::{execute, fetch_all};
 
 /// What one reconciliation pass found and did.
@@ -63,6 +74,16 @@ pub struct Report {
     /// Services in a transitional status that had no live job, whose step
     /// this pass enqueued again.
     pub resumed: Vec<i64>,
+    /// Hosts marked down, left out of the pass.
+    pub hosts_skipped: Vec<String>,
+    /// Hosts whose VMs could not be listed, left out of the pass.
+    pub hosts_unreachable: Vec<String>,
+    /// Services with a VM on a host that was left out: nothing is known
+    /// about them this pass.
+    pub unreachable: Vec<i64>,
+    /// VMs of live services found on another host than the service's
+    /// (`<vm> on <host>`): a move that stopped half-way. Left alone.
+    pub elsewhere: Vec<String>,
 }
 
 /// How long a stalled-looking service is left alone: twice the worker's
@@ -103,12 +124,15 @@ struct ServiceRow {
     has_vm: bool,
     power_state: Option<String>,
     failed_step: Option<Step>,
+    /// The host that holds its VM.
+    host: Option<String>,
 }
 
 const ROWS: &str =
-    "SELECT s.id, s.status, (v.id IS NOT NULL) AS has_vm, v.power_state, p.failed_step \
+    "SELECT s.id, s.status, (v.id IS NOT NULL) AS has_vm, v.power_state, p.failed_step, h.name AS host \
      FROM services s LEFT JOIN vms v ON v.service_id = s.id \
-     LEFT JOIN vm_provisioning p ON p.service_id = s.id";
+     LEFT JOIN vm_provisioning p ON p.service_id = s.id \
+     LEFT JOIN hypervisor_hosts h ON h.id = s.host_id";
 
 /// Failed before the OS came up: compensation deletes the VM.
 fn compensates(s: &ServiceRow) -> bool {
@@ -124,66 +148,127 @@ pub fn service_id_of(name: &str, prefix: &str) -> Option<i64> {
     rest.parse().ok()
 }
 
-/// One pass; see the module docs.
-pub async fn reconcile(db: &Db, driver: &dyn Driver, prefix: &str) -> Result<Report, PanelError> {
-    let vms = driver
-        .list()
-        .await
-        .map_err(|e| PanelError::Internal(format!("listing VMs: {e}")))?;
+/// One pass over a single hypervisor (one host, named
+/// [`DEFAULT_HOST`](crate::config::DEFAULT_HOST) unless the service rows
+/// name another): see the module docs.
+pub async fn reconcile(
+    db: &Db,
+    driver: Arc<dyn Driver>,
+    prefix: &str,
+) -> Result<Report, PanelError> {
+    let hosts = HostDrivers::single(crate::config::DEFAULT_HOST, driver);
+    reconcile_hosts(db, &hosts, prefix).await
+}
+
+/// One pass over every host; see the module docs. A host marked down, or
+/// whose driver cannot list its VMs, is left out of the whole pass: none
+/// of its VMs is deleted, and none of its services is reported missing or
+/// has its compensation finished (which would release its address).
+pub async fn reconcile_hosts(
+    db: &Db,
+    hosts: &HostDrivers,
+    prefix: &str,
+) -> Result<Report, PanelError> {
+    let states = {
+        let mut rc = db.read().await?;
+        crate::services::hosts::states(&mut rc.conn()).await?
+    };
+    let mut report = Report::default();
+    let mut listed: Vec<(&str, &Arc<dyn Driver>, Vec<crate::hypervisor::VmInfo>)> = Vec::new();
+    for (name, driver) in hosts.iter() {
+        if states.get(name) == Some(&HostState::Down) {
+            report.hosts_skipped.push(name.to_string());
+            continue;
+        }
+        match driver.list().await {
+            Ok(vms) => listed.push((name, driver, vms)),
+            Err(e) => {
+                tracing::error!(host = name, error = %e, "reconcile: the host's VMs cannot be listed; nothing on it is touched this pass");
+                report.hosts_unreachable.push(name.to_string());
+            }
+        }
+    }
     let mut rc = db.read().await?;
     let rows = fetch_all!(&mut rc.conn(), ServiceRow, ROWS)?;
     drop(rc);
     let services: HashMap<i64, &ServiceRow> = rows.iter().map(|r| (r.id, r)).collect();
+    // The host a service's VM should be on: its own, or the only host for
+    // a service placed before hosts were recorded.
+    let only = hosts.only().map(|(n, _)| n.to_string());
+    let home = |s: &ServiceRow| s.host.clone().or_else(|| only.clone());
 
-    let mut report = Report::default();
+    // Services whose VM was seen on their own host.
     let mut seen = std::collections::HashSet::new();
-    for vm in &vms {
-        let Some(id) = service_id_of(&vm.name, prefix) else {
-            report.unknown.push(vm.name.clone());
-            continue;
-        };
-        seen.insert(id);
-        if services.get(&id).is_some_and(|s| compensates(s)) {
-            // Looked at again: a retry may have taken the service back.
-            if !fresh(db, id).await?.as_ref().is_some_and(compensates) {
+    for (host, driver, vms) in &listed {
+        for vm in vms {
+            let Some(id) = service_id_of(&vm.name, prefix) else {
+                report.unknown.push(vm.name.clone());
+                continue;
+            };
+            let service = services.get(&id);
+            let at_home = service.is_some_and(|s| home(s).as_deref() == Some(*host));
+            if at_home {
+                seen.insert(id);
+            }
+            if service.is_some_and(|s| !at_home && !is_orphan(s)) {
+                // A live service's VM on another host than its own: a move
+                // that stopped half-way (its job finishes or undoes it).
+                // Never deleted here.
+                report.elsewhere.push(format!("{} on {host}", vm.name));
+                continue;
+            }
+            if service.is_some_and(|s| compensates(s)) {
+                // Looked at again: a retry may have taken the service back.
+                if !fresh(db, id).await?.as_ref().is_some_and(compensates) {
+                    continue;
+                }
+                match driver.delete(&vm.name).await {
+                    Ok(()) => {
+                        crate::provision::steps::release_after_delete(db, id).await?;
+                        tracing::warn!(vm = %vm.name, host, "reconcile: finished the compensation of a failed service");
+                        note(db, id, "reconcile.compensated", &vm.name).await?;
+                        report.compensated.push(id);
+                    }
+                    Err(e) => {
+                        tracing::error!(vm = %vm.name, host, error = %e, "reconcile: could not delete a failed service's VM");
+                        report.orphans_failed.push(vm.name.clone());
+                    }
+                }
+                continue;
+            }
+            if !service.is_none_or(|s| is_orphan(s)) {
+                continue;
+            }
+            // The snapshot above may be seconds old (deletes are slow): a retry
+            // may have re-created this VM for its service since. Look again.
+            if !still_orphan(db, id).await? {
                 continue;
             }
             match driver.delete(&vm.name).await {
                 Ok(()) => {
-                    crate::provision::steps::release_after_delete(db, id).await?;
-                    tracing::warn!(vm = %vm.name, "reconcile: finished the compensation of a failed service");
-                    note(db, id, "reconcile.compensated", &vm.name).await?;
-                    report.compensated.push(id);
+                    tracing::warn!(vm = %vm.name, host, "reconcile: deleted an orphaned VM");
+                    note(db, id, "reconcile.orphan_deleted", &vm.name).await?;
+                    report.orphans_deleted.push(vm.name.clone());
                 }
                 Err(e) => {
-                    tracing::error!(vm = %vm.name, error = %e, "reconcile: could not delete a failed service's VM");
+                    tracing::error!(vm = %vm.name, host, error = %e, "reconcile: could not delete an orphaned VM");
                     report.orphans_failed.push(vm.name.clone());
                 }
-            }
-            continue;
-        }
-        if !services.get(&id).is_none_or(|s| is_orphan(s)) {
-            continue;
-        }
-        // The snapshot above may be seconds old (deletes are slow): a retry
-        // may have re-created this VM for its service since. Look again.
-        if !still_orphan(db, id).await? {
-            continue;
-        }
-        match driver.delete(&vm.name).await {
-            Ok(()) => {
-                tracing::warn!(vm = %vm.name, "reconcile: deleted an orphaned VM");
-                note(db, id, "reconcile.orphan_deleted", &vm.name).await?;
-                report.orphans_deleted.push(vm.name.clone());
-            }
-            Err(e) => {
-                tracing::error!(vm = %vm.name, error = %e, "reconcile: could not delete an orphaned VM");
-                report.orphans_failed.push(vm.name.clone());
             }
         }
     }
 
     for s in &rows {
+        // Only a host whose list was read says anything about what is
+        // missing from it.
+        let home_listed = home(s).is_some_and(|h| listed.iter().any(|(n, _, _)| *n == h));
+        if !home_listed {
+            let should_exist = s.has_vm && !s.status.rules().leaving;
+            if should_exist && s.host.is_some() {
+                report.unreachable.push(s.id);
+            }
+            continue;
+        }
         if compensates(s) && !seen.contains(&s.id) {
             // The VM is gone already; only the release is missing.
             if fresh(db, s.id).await?.as_ref().is_some_and(compensates) {
@@ -325,7 +410,7 @@ async fn note(db: &Db, id: i64, action: &str, vm: &str) -> Result<(), PanelError
 #[derive(Clone)]
 pub struct ReconcileHandler {
     pub db: Db,
-    pub driver: Arc<dyn Driver>,
+    pub hosts: HostDrivers,
     pub prefix: String,
 }
 
@@ -337,7 +422,7 @@ impl JobHandler for ReconcileHandler {
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
-        let report = reconcile(&self.db, self.driver.as_ref(), &self.prefix)
+        let report = reconcile_hosts(&self.db, &self.hosts, &self.prefix)
             .await
             .map_err(JobError::retryable)?;
         ctx.set_output_ref(serde_json::to_string(&report).unwrap_or_default());

@@ -89,6 +89,11 @@ fn body_for(method: &str, path: &str, w: &World) -> Option<Value> {
             json!({"name": format!("p{}", fastrand::u32(..)), "description": "for the matrix"})
         }
         "/services/{id}/tags" => json!({"tags": ["matrix"]}),
+        // No host is configured: the platform admin's move is refused
+        // (422, no such host), everyone else's before that.
+        "/services/{id}/migrate" => json!({"host": "nowhere"}),
+        // The world has no hosts: 404 for the platform admin.
+        "/admin/hosts/{name}/state" => json!({"state": "draining"}),
         // Well-formed, so the domain layer answers (the world's server is
         // not ready: 409 for those who may).
         "/services/{id}/vhosts/{vhost_id}/certificate" => {

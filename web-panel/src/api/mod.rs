@@ -8,6 +8,7 @@
 mod analytics;
 mod automation;
 mod events;
+mod hosts;
 mod kit;
 mod siteops;
 
@@ -357,6 +358,7 @@ pub fn all_routes() -> impl Iterator<Item = &'static Route> {
         .chain(automation::ROUTES.iter())
         .chain(siteops::ROUTES.iter())
         .chain(analytics::ROUTES.iter())
+        .chain(hosts::ROUTES.iter())
 }
 
 pub fn router() -> Router<AppState> {
@@ -364,6 +366,7 @@ pub fn router() -> Router<AppState> {
         .merge(automation::router())
         .merge(siteops::router())
         .merge(analytics::router())
+        .merge(hosts::router())
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/me", get(me))
@@ -1278,7 +1281,7 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<Login>()
         .schema_from::<AccessRole>()
         .schema_from::<crate::services::lookup::LookupGroupState>();
-    analytics::schemas(siteops::schemas(automation::schemas(b))).build()
+    hosts::schemas(analytics::schemas(siteops::schemas(automation::schemas(b)))).build()
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -1309,6 +1312,7 @@ pub fn openapi_document() -> Value {
             .chain(automation::BODIES.iter())
             .chain(siteops::BODIES.iter())
             .chain(analytics::BODIES.iter())
+            .chain(hosts::BODIES.iter())
             .find(|(m, p, _, _)| m == method && p == path);
         let request = body.and_then(|b| b.2).map(|name| {
             json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}})

@@ -58,6 +58,7 @@ impl From<PanelError> for ApiError {
             PanelError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             PanelError::PoolExhausted(_) => (StatusCode::CONFLICT, "pool_exhausted"),
             PanelError::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
+            PanelError::NoCapacity(_) => (StatusCode::CONFLICT, "no_capacity"),
             PanelError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             PanelError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ if e.is_unique_violation() => (StatusCode::CONFLICT, "conflict"),

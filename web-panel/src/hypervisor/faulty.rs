@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Driver, DriverError, DriverResult, SnapshotInfo, VmInfo, VmSpec, VmStats};
+use super::{Driver, DriverError, DriverResult, SnapshotInfo, VmExport, VmInfo, VmSpec, VmStats};
 
 /// Where an injected fault struck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +158,20 @@ impl<D: Driver> Driver for FaultyDriver<D> {
     }
     async fn stats(&self, name: &str) -> DriverResult<VmStats> {
         self.call("stats", self.inner.stats(name)).await
+    }
+    async fn export_vm(&self, name: &str) -> DriverResult<VmExport> {
+        self.call("export_vm", self.inner.export_vm(name)).await
+    }
+    async fn import_vm(&self, name: &str, from: &VmExport) -> DriverResult<VmInfo> {
+        self.call("import_vm", self.inner.import_vm(name, from))
+            .await
+    }
+    fn live_migration_uri(&self) -> Option<String> {
+        self.inner.live_migration_uri()
+    }
+    async fn migrate_live(&self, name: &str, target_uri: &str) -> DriverResult<()> {
+        self.call("migrate_live", self.inner.migrate_live(name, target_uri))
+            .await
     }
 }
 

@@ -1033,6 +1033,34 @@ impl Driver for LibvirtDriver {
         .await
     }
 
+    fn live_migration_uri(&self) -> Option<String> {
+        Some(self.cfg.uri.clone())
+    }
+
+    /// libvirt's own migration, peer to peer (this host's libvirtd
+    /// connects to the target's): live while the domain runs, offline (the
+    /// definition only) while it is stopped; the target keeps the domain
+    /// defined and the source forgets it. The VM's files are not copied:
+    /// both hosts must see `<state_dir>/<name>/` and the image store at
+    /// the same paths (shared storage), as a cluster of libvirt hosts does.
+    async fn migrate_live(&self, name: &str, target_uri: &str) -> DriverResult<()> {
+        check_name("VM", name)?;
+        let target = target_uri.to_string();
+        self.on_domain(name, move |d| {
+            let active = d.is_active().map_err(classify)?;
+            let mut flags = sys::VIR_MIGRATE_PEER2PEER
+                | sys::VIR_MIGRATE_PERSIST_DEST
+                | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+            flags |= if active {
+                sys::VIR_MIGRATE_LIVE
+            } else {
+                sys::VIR_MIGRATE_OFFLINE
+            };
+            d.migrate_to_uri(&target, flags, None, 0).map_err(classify)
+        })
+        .await
+    }
+
     async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo> {
         check_name("VM", &spec.name)?;
         let target = spec.name.as_str();

@@ -198,6 +198,19 @@ pub struct VmStats {
     pub net_tx_bytes: Option<u64>,
 }
 
+/// A stopped VM's files as its driver lays them out, for another host's
+/// driver of the same kind to copy (a cold migration): [`Driver::export_vm`]
+/// on the source host, [`Driver::import_vm`] on the target. The directory
+/// must be readable where the target's driver runs (the panel's machine:
+/// local disks, or the hosts' state directories mounted there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmExport {
+    /// The driver kind that wrote it (`nspawn`, `libvirt`).
+    pub kind: String,
+    /// The VM's directory on the source host.
+    pub dir: PathBuf,
+}
+
 /// Why a driver call failed, classified for the retry policy.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -260,6 +273,45 @@ pub trait Driver: Send + Sync + 'static {
     /// smaller than the source's (`Permanent` otherwise). Idempotent by
     /// `spec.name`: a VM of that name is returned as it is.
     async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo>;
+
+    /// Where a stopped VM's files are, for [`Driver::import_vm`] on another
+    /// host (cold migration). `Permanent` while it runs, and from a driver
+    /// that cannot move VMs.
+    async fn export_vm(&self, name: &str) -> DriverResult<VmExport> {
+        Err(DriverError::Permanent(format!(
+            "the {} driver cannot move {name} to another host",
+            self.kind()
+        )))
+    }
+
+    /// Makes VM `name` on this host (not started) from a copy of another
+    /// host's export of the same VM: its disk (and snapshots, where the
+    /// driver keeps them in its files), its seed and its network, so it
+    /// boots as the same machine with the same host keys. Idempotent by
+    /// name: a VM of that name is returned as it is.
+    async fn import_vm(&self, name: &str, from: &VmExport) -> DriverResult<VmInfo> {
+        let _ = from;
+        Err(DriverError::Permanent(format!(
+            "the {} driver cannot take {name} from another host",
+            self.kind()
+        )))
+    }
+
+    /// This host's address for a live migration to it (libvirt's
+    /// connection URI); `None` for a driver that cannot take one.
+    fn live_migration_uri(&self) -> Option<String> {
+        None
+    }
+
+    /// Moves running VM `name` to the host at `target_uri` without
+    /// stopping it (libvirt's migration with its disk copied along).
+    async fn migrate_live(&self, name: &str, target_uri: &str) -> DriverResult<()> {
+        let _ = target_uri;
+        Err(DriverError::Permanent(format!(
+            "the {} driver cannot move {name} while it runs",
+            self.kind()
+        )))
+    }
 
     /// A running VM's CPU, memory, disk and network figures; `NotFound`
     /// when it does not exist. A driver that accounts nothing keeps this

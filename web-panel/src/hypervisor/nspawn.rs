@@ -55,8 +55,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::{
-    Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo, VmInfo,
-    VmSpec, VmStats,
+    Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo, VmExport,
+    VmInfo, VmSpec, VmStats,
 };
 
 /// Where container state lives unless configured otherwise.
@@ -563,6 +563,55 @@ impl NspawnDriver {
         Ok(())
     }
 
+    /// A container copied from another host's state directory: its upper
+    /// layer (the disk, the seed inside it), its snapshots, its seed copy
+    /// and its `meta.json` (spec and addresses), with the overlay's lower
+    /// directory taken from this host's image store.
+    async fn import_locked(&self, name: &str, from: &VmExport) -> DriverResult<VmInfo> {
+        check_name(name)?;
+        if self.load(name).await.is_ok() {
+            return Ok(self.info(name, self.power(name).await));
+        }
+        if from.kind != self.kind() {
+            return Err(DriverError::Permanent(format!(
+                "{name} comes from a {} host; an nspawn host takes containers only",
+                from.kind
+            )));
+        }
+        if from.dir == self.container_dir(name) {
+            return Err(DriverError::Permanent(format!(
+                "{name}: the source and target hosts share one state directory"
+            )));
+        }
+        let meta_path = from.dir.join("meta.json");
+        let text = tokio::fs::read(&meta_path)
+            .await
+            .map_err(|e| io_err(&meta_path, e))?;
+        let mut meta: Meta = serde_json::from_slice(&text)
+            .map_err(|e| DriverError::Permanent(format!("corrupt {}: {e}", meta_path.display())))?;
+        meta.lower = self.cfg.images.image_dir(&meta.spec.image)?.join("rootfs");
+        let tmp = self.fresh_tmp(name).await?;
+        let built = async {
+            copy_tree(&from.dir.join("upper"), &tmp.join("upper")).await?;
+            for d in ["seed", "snapshots"] {
+                if from.dir.join(d).is_dir() {
+                    copy_tree(&from.dir.join(d), &tmp.join(d)).await?;
+                }
+            }
+            for d in ["work", "merged", "snapshots"] {
+                mkdir(&tmp.join(d)).await?;
+            }
+            write_private(
+                &tmp.join("meta.json"),
+                &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+            )
+            .await
+        }
+        .await;
+        self.commit_tmp(&tmp, name, built).await?;
+        Ok(self.info(name, PowerState::Stopped))
+    }
+
     async fn clone_locked(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo> {
         check_name(source)?;
         check_name(&spec.name)?;
@@ -747,6 +796,26 @@ impl Driver for NspawnDriver {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(&dir, e)),
         }
+    }
+
+    async fn export_vm(&self, name: &str) -> DriverResult<VmExport> {
+        check_name(name)?;
+        self.load(name).await?;
+        if self.running_pid(name).is_some() {
+            return Err(DriverError::Permanent(format!(
+                "container {name} runs: stop it before moving it"
+            )));
+        }
+        Ok(VmExport {
+            kind: self.kind().to_string(),
+            dir: self.container_dir(name),
+        })
+    }
+
+    async fn import_vm(&self, name: &str, from: &VmExport) -> DriverResult<VmInfo> {
+        let lock = self.lock(name);
+        let _g = lock.lock().await;
+        self.import_locked(name, from).await
     }
 
     async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo> {

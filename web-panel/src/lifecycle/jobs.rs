@@ -50,10 +50,11 @@ pub enum JobKind {
     Restore,
     CloneProduction,
     MetricsCollect,
+    Migrate,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 17] = [
+    pub const ALL: [JobKind; 18] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -71,6 +72,7 @@ impl JobKind {
         JobKind::Restore,
         JobKind::CloneProduction,
         JobKind::MetricsCollect,
+        JobKind::Migrate,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -93,6 +95,7 @@ impl JobKind {
             JobKind::Restore => "restore",
             JobKind::CloneProduction => "clone",
             JobKind::MetricsCollect => "metrics_collect",
+            JobKind::Migrate => "migrate",
         }
     }
 
@@ -497,6 +500,30 @@ impl SnapshotJob {
     }
 }
 
+/// `migrate`: a server moved to the host its `services.migrate_to` names
+/// (`provision/steps/migrate.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateJob {
+    pub service_id: i64,
+}
+
+impl FlowJob for MigrateJob {
+    const KIND: JobKind = JobKind::Migrate;
+}
+
+impl MigrateJob {
+    /// On the hypervisor queue, one per server at a time (coalesced), under
+    /// the service's serialisation key: never beside a power action, a
+    /// snapshot or a delete of the same server.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .queue(HYPERVISOR_QUEUE)
+            .unique_key(format!("migrate:{}", self.service_id))
+            .serial_key(service_key(self.service_id));
+        owned(spec, owner)
+    }
+}
+
 /// `certificate_renewal`: every ACME certificate due for renewal (or whose
 /// order failed) requested again, one `certificate` job per server; fired
 /// by the queue's cron.
@@ -639,6 +666,7 @@ mod tests {
             RestoreJob::KIND,
             CloneJob::KIND,
             MetricsCollectJob::KIND,
+            MigrateJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));

@@ -25,6 +25,7 @@
 
 pub mod callback;
 pub mod hostkey;
+pub mod hosts;
 pub mod inventory;
 pub mod reason;
 pub mod scrape;
@@ -45,6 +46,7 @@ use crate::hypervisor::{Driver, DriverError};
 use crate::lifecycle::Step;
 use crate::queue::JobError;
 
+pub use hosts::HostDrivers;
 pub use reason::FailureReason;
 pub use steps::{reconverge, register};
 
@@ -81,6 +83,9 @@ pub enum ProvisionError {
     /// The pools of the service's type have no free address left.
     #[error("no free address left in the {pool_type} pools")]
     PoolExhausted { pool_type: String },
+    /// No hypervisor host may take the server (the reason for each).
+    #[error("{0}")]
+    NoCapacity(String),
     /// The OS-ready wait gives up: no callback, power cycles included.
     #[error("the VM did not call back within {timeout_secs} s, {resets} power cycle(s) included")]
     NoCallback { timeout_secs: u64, resets: i64 },
@@ -134,6 +139,7 @@ impl ProvisionError {
             | ProvisionError::Seed(_)
             | ProvisionError::HostKeyMismatch { .. }
             | ProvisionError::PoolExhausted { .. }
+            | ProvisionError::NoCapacity(_)
             | ProvisionError::NoCallback { .. }
             | ProvisionError::Playbook(_)
             | ProvisionError::SourceNotReady { .. }
@@ -153,6 +159,16 @@ impl ProvisionError {
     pub fn into_step_error(self, step: Step, os_ready_resets: u32) -> JobError {
         let reason = FailureReason::of(step, &self, os_ready_resets);
         self.into_job_error().with_detail(reason.to_detail())
+    }
+}
+
+impl ProvisionError {
+    /// A domain error, with "no host has room" kept apart: no retry helps.
+    pub fn from_panel(e: PanelError) -> Self {
+        match e {
+            PanelError::NoCapacity(why) => ProvisionError::NoCapacity(why),
+            e => ProvisionError::Panel(e),
+        }
     }
 }
 
@@ -243,73 +259,16 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProvisionEr
         .map_err(|e| ProvisionError::io(format!("renaming to {}", path.display()), e))
 }
 
-/// The driver `hypervisor.driver` names; `None` for `none`. With
-/// `chaos.driver_fault_fraction` above 0 (the chaos soak only) it is
-/// wrapped in [`FaultyDriver`](crate::hypervisor::faulty::FaultyDriver).
-pub fn driver_from_config(config: &Config) -> Result<Option<Arc<dyn Driver>>, ProvisionError> {
-    use crate::hypervisor::{nspawn, ImageStore};
-    let h = &config.hypervisor;
-    let images = ImageStore::new(&h.image_dir);
-    let state_dir = h.state_dir(&config.data_dir);
-    Ok(match h.driver.as_str() {
-        "none" => None,
-        #[cfg(feature = "libvirt")]
-        "libvirt" => {
-            use crate::hypervisor::libvirt;
-            let mut cfg = libvirt::LibvirtConfig::new(&h.uri, images, state_dir);
-            cfg.prefix = h.vm_prefix.clone();
-            Some(with_chaos(libvirt::LibvirtDriver::new(cfg), config))
-        }
-        // The config check refuses this already; `keel-panel demo` picks
-        // the driver after that check.
-        #[cfg(not(feature = "libvirt"))]
-        "libvirt" => {
-            return Err(ProvisionError::Missing(format!(
-                "hypervisor driver \"libvirt\": {}",
-                crate::hypervisor::LIBVIRT_NOT_BUILT
-            )))
-        }
-        "nspawn" => {
-            let mut cfg = nspawn::NspawnConfig::new(images);
-            cfg.state_dir = state_dir;
-            cfg.prefix = h.vm_prefix.clone();
-            Some(with_chaos(nspawn::NspawnDriver::new(cfg), config))
-        }
-        other => {
-            return Err(ProvisionError::Missing(format!(
-                "unknown hypervisor driver {other:?}"
-            )))
-        }
-    })
-}
-
-/// `driver`, behind the fault wrapper when `chaos` asks for faults.
-fn with_chaos<D: Driver + 'static>(driver: D, config: &Config) -> Arc<dyn Driver> {
-    use crate::hypervisor::faulty::FaultyDriver;
-    let chaos = &config.chaos;
-    if chaos.driver_fault_fraction <= 0.0 {
-        return Arc::new(driver);
-    }
-    // Each process draws its own sequence unless a seed is given.
-    let seed = match chaos.driver_fault_seed {
-        0 => fastrand::u64(1..),
-        s => s,
-    };
-    tracing::warn!(
-        fraction = chaos.driver_fault_fraction,
-        seed,
-        "fault injection: chaos.driver_fault_fraction of hypervisor calls will fail"
-    );
-    Arc::new(FaultyDriver::new(driver, chaos.driver_fault_fraction, seed))
-}
-
-/// What the step handlers share: the database, the driver (none when
-/// `hypervisor.driver = "none"`), the flow's configuration and the panel's
-/// files (SSH key, known_hosts).
+/// What the step handlers share: the database, the driver of each
+/// hypervisor host (none when `hypervisor.driver = "none"` and no hosts
+/// are configured), the flow's configuration and the panel's files (SSH
+/// key, known_hosts).
 #[derive(Clone)]
 pub struct Provisioner {
     pub db: Db,
-    pub driver: Option<Arc<dyn Driver>>,
+    /// The driver of each host; [`Provisioner::driver_for`] finds the one
+    /// that holds a server's VM.
+    pub hosts: HostDrivers,
     pub config: HypervisorConfig,
     /// UID and GID ranges and the playbook of `access` jobs.
     pub access: AccessConfig,
@@ -340,7 +299,7 @@ pub struct Provisioner {
 impl std::fmt::Debug for Provisioner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provisioner")
-            .field("driver", &self.driver.as_ref().map(|d| d.kind()))
+            .field("hosts", &self.hosts)
             .field("data_dir", &self.data_dir)
             .field("callback_port", &self.callback_port)
             .finish()
@@ -348,24 +307,46 @@ impl std::fmt::Debug for Provisioner {
 }
 
 impl Provisioner {
-    /// Builds the flow's context from the panel configuration; with a
+    /// Builds the flow's context from the panel configuration with one
+    /// driver (or none), registered as the configured host's (the only
+    /// one, or [`DEFAULT_HOST`](crate::config::DEFAULT_HOST)); with a
     /// driver, generates the panel's SSH key on first use.
     pub fn new(
         db: Db,
         driver: Option<Arc<dyn Driver>>,
         config: &Config,
     ) -> Result<Provisioner, ProvisionError> {
+        let hosts = match driver {
+            Some(d) => {
+                let list = config.hypervisor.host_list();
+                let name = match list.as_slice() {
+                    [only] => only.name.clone(),
+                    _ => crate::config::DEFAULT_HOST.to_string(),
+                };
+                HostDrivers::single(&name, d)
+            }
+            None => HostDrivers::default(),
+        };
+        Self::with_hosts(db, hosts, config)
+    }
+
+    /// The flow's context with the driver of each host.
+    pub fn with_hosts(
+        db: Db,
+        hosts: HostDrivers,
+        config: &Config,
+    ) -> Result<Provisioner, ProvisionError> {
         let callback_port = match config.hypervisor.callback_listen() {
             Ok(Some(addr)) => addr.port(),
             _ => config.listen.port(),
         };
-        let key = match driver {
-            Some(_) => Some(PanelKey::load_or_create(&config.data_dir.join("ssh"))?),
-            None => None,
+        let key = match hosts.is_empty() {
+            false => Some(PanelKey::load_or_create(&config.data_dir.join("ssh"))?),
+            true => None,
         };
         Ok(Provisioner {
             db,
-            driver,
+            hosts,
             config: config.hypervisor.clone(),
             access: config.access.clone(),
             ldap: config.ldap.clone(),
@@ -379,6 +360,50 @@ impl Provisioner {
             outbound: crate::outbound::Outbound::new(&config.outbound),
             networks: config.networks.clone(),
         })
+    }
+
+    /// The driver of the host that holds service `id`'s VM; `None` when
+    /// no driver is configured, or when the service holds no host and
+    /// several are configured (its VM was deleted and its room given back,
+    /// or it was never placed). A host marked down answers "unavailable",
+    /// which the steps retry, so nothing is done to (or concluded about) a
+    /// VM on it until it is back.
+    pub async fn driver_for(&self, id: i64) -> Result<Option<Arc<dyn Driver>>, ProvisionError> {
+        let placement = {
+            let mut rc = self.db.read().await?;
+            crate::services::hosts::placement_of(&mut rc.conn(), id).await?
+        };
+        self.driver_at(placement.host.as_deref(), placement.host_state.as_deref())
+    }
+
+    /// [`Self::driver_for`] with the host already read.
+    pub fn driver_at(
+        &self,
+        host: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Option<Arc<dyn Driver>>, ProvisionError> {
+        let Some(name) = host else {
+            return Ok(self.hosts.only().map(|(_, d)| d.clone()));
+        };
+        if state == Some(crate::services::hosts::HostState::Down.as_str()) {
+            return Err(
+                DriverError::Unavailable(format!("hypervisor host {name} is marked down")).into(),
+            );
+        }
+        match self.hosts.get(name) {
+            Some(d) => Ok(Some(d.clone())),
+            None => Err(DriverError::Unavailable(format!(
+                "hypervisor host {name} is not configured in this process"
+            ))
+            .into()),
+        }
+    }
+
+    /// [`Self::driver_for`], which must find one.
+    pub async fn require_driver_for(&self, id: i64) -> Result<Arc<dyn Driver>, ProvisionError> {
+        self.driver_for(id)
+            .await?
+            .ok_or_else(|| ProvisionError::Missing("no hypervisor driver is configured".into()))
     }
 
     /// The panel's SSH key, which seeds and role runs need.
@@ -424,7 +449,7 @@ impl Provisioner {
         if net.attach.bridge().is_some() {
             return Vec::new();
         }
-        match (self.driver.as_ref().map(|d| d.kind()), net.ipv4) {
+        match (self.hosts.common_kind(), net.ipv4) {
             (Some("libvirt"), Some(ip)) => {
                 let Ok(network) = ipnet::Ipv4Net::new(ip, net.prefix4) else {
                     return Vec::new();

@@ -22,6 +22,8 @@ use crate::lifecycle::Step;
 pub enum FailureReason {
     /// The pools of the service's type have no free address.
     NoFreeAddress,
+    /// No hypervisor host has room for the server (or may serve it).
+    NoHostCapacity,
     /// Any other failure before the VM runs.
     VmCreate,
     /// The VM never called back, even after its power cycles.
@@ -49,6 +51,7 @@ impl FailureReason {
         match step {
             Step::CreateVm => match error {
                 ProvisionError::PoolExhausted { .. } => FailureReason::NoFreeAddress,
+                ProvisionError::NoCapacity(_) => FailureReason::NoHostCapacity,
                 _ => FailureReason::VmCreate,
             },
             Step::OsReady => match error {
@@ -89,7 +92,9 @@ impl FailureReason {
     /// configure job before its role run.
     pub fn step(&self) -> Step {
         match self {
-            FailureReason::NoFreeAddress | FailureReason::VmCreate => Step::CreateVm,
+            FailureReason::NoFreeAddress
+            | FailureReason::NoHostCapacity
+            | FailureReason::VmCreate => Step::CreateVm,
             FailureReason::NoCallback { .. } | FailureReason::PowerCycle => Step::OsReady,
             FailureReason::HostKeyMismatch => Step::HostKey,
             FailureReason::TaskFailed { .. }
@@ -117,6 +122,9 @@ impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FailureReason::NoFreeAddress => f.write_str("no free address is left in the pool"),
+            FailureReason::NoHostCapacity => {
+                f.write_str("no hypervisor host has room for the server")
+            }
             FailureReason::VmCreate => f.write_str("the hypervisor could not create the VM"),
             FailureReason::NoCallback { power_cycles } => write!(
                 f,

@@ -235,7 +235,9 @@ fn rerunnable(kind: JobKind) -> bool {
         | JobKind::Deprovision
         | JobKind::DbPassword
         | JobKind::Restore
-        | JobKind::CloneProduction => false,
+        | JobKind::CloneProduction
+        // A move takes its target's room when asked for: ask again.
+        | JobKind::Migrate => false,
     }
 }
 

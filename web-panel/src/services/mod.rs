@@ -9,6 +9,8 @@
 //! Layout: `model.rs` row types, `sites.rs`, `servers.rs` (create/list/delete servers, the provision
 //! job), `power.rs` (power actions on ready servers, the `power` job),
 //! `keys.rs` (SSH public keys), `catalog.rs` (server types),
+//! `hosts.rs` (the hypervisor hosts, their capacity and state, placement
+//! by free capacity, migration requests),
 //! `groups.rs` (user groups for quotas and lookup groups), `access.rs` (who
 //! logs in to a site's servers, UIDs, the `access` jobs every change to them
 //! queues), `unix_groups.rs` (the Unix groups site admins define),
@@ -31,6 +33,7 @@ pub mod catalog;
 pub mod certificates;
 pub mod dbpassword;
 pub mod groups;
+pub mod hosts;
 pub mod jobs;
 pub mod keys;
 pub mod lookup;

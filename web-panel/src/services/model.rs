@@ -78,6 +78,11 @@ pub struct Service {
     pub ipv6: Option<String>,
     /// For a test server: the production server it is a copy of.
     pub test_of: Option<i64>,
+    /// The hypervisor host that holds (or will hold) its VM.
+    pub host: Option<String>,
+    /// Its host is marked down: the server cannot be reached now, and
+    /// nothing of it is deleted or released until the host is back.
+    pub host_down: bool,
 }
 
 /// The virtual machine behind a service.

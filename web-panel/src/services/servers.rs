@@ -21,15 +21,17 @@ use crate::services::model::{
     ServiceDetail, Vm, SERVICE_KINDS,
 };
 use crate::services::sites::{require_admin, ADMIN_SITES};
-use crate::services::{access, catalog};
+use crate::services::{access, catalog, hosts};
 use crate::store::{Store, Tx};
 use crate::{execute, fetch_all, fetch_opt, scalar};
 
 const SELECT: &str = "SELECT s.id, s.site_id, si.name AS site_name, s.kind, t.name AS server_type, s.status, \
      s.failure_reason, s.cpus, s.ram_mb, s.disk_gb, s.created_by, s.created_at, s.updated_at, \
-     a.hostname, a.ipv4, a.ipv6, s.test_of \
+     a.hostname, a.ipv4, a.ipv6, s.test_of, h.name AS host, \
+     (h.state IS NOT NULL AND h.state = 'down') AS host_down \
      FROM services s JOIN sites si ON si.id = s.site_id JOIN server_types t ON t.id = s.server_type_id \
-     LEFT JOIN pool_addresses a ON a.service_id = s.id";
+     LEFT JOIN pool_addresses a ON a.service_id = s.id \
+     LEFT JOIN hypervisor_hosts h ON h.id = s.host_id";
 
 /// A request for a new server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -250,6 +252,7 @@ pub(crate) async fn insert(
             new.pool_type
         )));
     }
+    place_new(&mut conn, service_id, &new).await?;
     let service = load(&mut conn, service_id).await?;
     audit::record(
         &mut conn,
@@ -263,6 +266,34 @@ pub(crate) async fn insert(
         service,
         job_id: job.job_id,
     })
+}
+
+/// The host of a new server, in its transaction: a test server goes on its
+/// production server's host when that has room (a clone copies the disk
+/// there), anything else on the host with the most room.
+async fn place_new(
+    conn: &mut Conn<'_>,
+    service_id: i64,
+    new: &NewServer<'_>,
+) -> Result<(), PanelError> {
+    let want = hosts::Want {
+        vcpus: new.server_type.cpus,
+        ram_mb: new.server_type.ram_mb,
+        disk_gb: new.server_type.disk_gb,
+    };
+    let (site, stype) = (new.site_id, new.server_type.id);
+    if let Some(prod) = new.test_of {
+        if let Some(host) = hosts::placement_of(conn, prod).await?.host {
+            let only = hosts::Among::Only(&host);
+            match hosts::place(conn, service_id, site, stype, want, only).await {
+                Err(PanelError::NoCapacity(_)) => {}
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+    hosts::place(conn, service_id, site, stype, want, hosts::Among::Any)
+        .await
+        .map(|_| ())
 }
 
 fn replay(row: Option<IdemRow>, request_hash: &str) -> Result<CreateOutcome, PanelError> {

@@ -1,7 +1,8 @@
 //! The platform admins' pages: users (create, reset a password, disable
 //! and enable), groups and their members, quotas with what is in use under
 //! each, server types, address pools (generate from a CIDR, import a YAML
-//! or CSV file, see a pool's addresses with their quarantine), the job
+//! or CSV file, see a pool's addresses with their quarantine), the
+//! hypervisor hosts (capacity, use, state; drain or mark down), the job
 //! queue (filter by state and kind; every job opens on its page) and the
 //! overview the dashboard shows them.
 //!
@@ -27,7 +28,7 @@ use crate::domain::{Page, PanelError};
 use crate::http::{AppState, Auth};
 use crate::queue::{JobFilter, JobState};
 use crate::services::catalog::{self, NewServerType};
-use crate::services::groups;
+use crate::services::{groups, hosts};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,6 +44,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/pools/import", post(pool_import))
         .route("/admin/pools/{id}", get(pool_page))
         .route("/admin/jobs", get(jobs_page))
+        .route("/admin/hosts", get(hosts_page))
+        .route("/admin/hosts/{name}/state", post(host_state))
 }
 
 fn to(path: &str) -> UiResult {
@@ -414,6 +417,41 @@ async fn type_create(
             refused.again(&a, "admin_types.html", ctx, form_json(&f))
         }
     }
+}
+
+// ------------------------------------------------------------------- hosts
+
+async fn hosts_page(State(st): State<AppState>, a: Option<Auth>) -> UiResult {
+    let a = signed_in(a)?;
+    let list = hosts::list(&st.db, &a.principal).await?;
+    page(
+        &a,
+        "admin_hosts.html",
+        context! {
+            hosts => Value::from(Serde(&list)),
+            states => hosts::HostState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct HostStateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    state: String,
+}
+
+async fn host_state(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(name): Path<String>,
+    Form(f): Form<HostStateForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    hosts::set_state(&st.db, &a.principal, &name, &f.state).await?;
+    to("/admin/hosts")
 }
 
 // ------------------------------------------------------------------- pools

@@ -50,6 +50,10 @@ fn templates() -> &'static Environment<'static> {
                 include_str!("../../templates/admin_pools.html"),
             ),
             (
+                "admin_hosts.html",
+                include_str!("../../templates/admin_hosts.html"),
+            ),
+            (
                 "admin_packages.html",
                 include_str!("../../templates/admin_packages.html"),
             ),
@@ -442,6 +446,7 @@ impl Refused {
             PanelError::Conflict(_)
             | PanelError::QuotaExceeded(_)
             | PanelError::PoolExhausted(_)
+            | PanelError::NoCapacity(_)
             | PanelError::Unavailable(_) => serde_json::json!({}),
             _ => return Err(UiError(e)),
         };

@@ -69,6 +69,7 @@ pub fn router() -> Router<AppState> {
         .route("/servers/{id}/converge", post(converge))
         .route("/servers/{id}/delete", post(delete))
         .route("/servers/{id}/power", post(power))
+        .route("/servers/{id}/migrate", post(migrate))
         .route("/sites", get(my_sites).post(create_site))
         .route("/sites/{id}", get(site))
         .route("/sites/{id}/members", post(site_member))
@@ -468,6 +469,13 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
         Some(_) => Some(crate::services::testservers::pair(&st.db, &a.principal, id).await?),
         None => None,
     };
+    // The hosts a server may be moved to: for those the domain layer lets
+    // see them (platform admins).
+    let hosts = match crate::services::hosts::list(&st.db, &a.principal).await {
+        Ok(list) => list,
+        Err(PanelError::Forbidden(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     page(
         &a,
         "server.html",
@@ -481,8 +489,30 @@ async fn server(State(st): State<AppState>, a: Option<Auth>, Path(id): Path<i64>
             test_pair => Value::from(Serde(&test_pair)),
             packages => Value::from(Serde(&picked)),
             allowed_packages => Value::from(Serde(&allowed)),
+            hosts => Value::from(Serde(&hosts)),
         },
     )
+}
+
+#[derive(Deserialize)]
+struct MigrateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    host: String,
+}
+
+/// Moves the server to another hypervisor host (platform admins).
+async fn migrate(
+    State(st): State<AppState>,
+    a: Option<Auth>,
+    Path(id): Path<i64>,
+    Form(f): Form<MigrateForm>,
+) -> UiResult {
+    let a = signed_in(a)?;
+    check_csrf(&a, &f.csrf)?;
+    crate::services::hosts::request_migration(&st.db, &a.principal, id, &f.host).await?;
+    Ok(Redirect::to(&format!("/servers/{id}#jobs-section")).into_response())
 }
 
 async fn retry(

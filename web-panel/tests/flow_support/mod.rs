@@ -27,7 +27,11 @@ pub const WAIT: Duration = Duration::from_secs(240);
 /// A panel with the provisioning flow on a real driver.
 pub struct FlowPanel {
     pub panel: Panel,
+    /// The driver of the first (or only) host.
     pub driver: Arc<NspawnDriver>,
+    /// With `[[hypervisor.hosts]]` configured: each host's driver, each in
+    /// a state directory of its own (`<tmp>/state-<host>`).
+    pub host_drivers: Vec<(String, Arc<NspawnDriver>)>,
     pub prov: Arc<Provisioner>,
     pub owner: Cred,
     pub admin_token: String,
@@ -79,13 +83,34 @@ impl FlowPanel {
             tweak(c);
         })
         .await;
-        let mut cfg = NspawnConfig::new(ImageStore::new(IMAGES));
-        cfg.state_dir = dir.path().join("state");
-        cfg.prefix = prefix;
-        let driver = Arc::new(NspawnDriver::new(cfg));
-        let dyn_driver: Arc<dyn Driver> = driver.clone();
-        let mut prov =
-            Provisioner::new(panel.db().clone(), Some(dyn_driver), &panel.state.config).unwrap();
+        let hosts = panel.state.config.hypervisor.hosts.clone();
+        let nspawn = |state: &str| {
+            let mut cfg = NspawnConfig::new(ImageStore::new(IMAGES));
+            cfg.state_dir = dir.path().join(state);
+            cfg.prefix = prefix.clone();
+            Arc::new(NspawnDriver::new(cfg))
+        };
+        let (driver, host_drivers, mut prov) = if hosts.is_empty() {
+            let driver = nspawn("state");
+            let dyn_driver: Arc<dyn Driver> = driver.clone();
+            let prov = Provisioner::new(panel.db().clone(), Some(dyn_driver), &panel.state.config)
+                .unwrap();
+            (driver, Vec::new(), prov)
+        } else {
+            let mut registry = provision::HostDrivers::default();
+            let mut list = Vec::new();
+            for h in &hosts {
+                let d = nspawn(&format!("state-{}", h.name));
+                registry.insert(&h.name, d.clone());
+                list.push((h.name.clone(), d));
+            }
+            keel_panel::services::hosts::sync(panel.db(), &panel.state.config.hypervisor)
+                .await
+                .unwrap();
+            let prov =
+                Provisioner::with_hosts(panel.db().clone(), registry, &panel.state.config).unwrap();
+            (list[0].1.clone(), list, prov)
+        };
         // The callback-only listener, on every address: containers reach it
         // at their gateway (the host side of their veth).
         let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
@@ -145,6 +170,7 @@ impl FlowPanel {
         FlowPanel {
             panel,
             driver,
+            host_drivers,
             prov: Arc::new(prov),
             owner,
             admin_token: admin_t,

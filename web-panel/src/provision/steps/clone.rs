@@ -49,6 +49,7 @@ use crate::provision::{FailureReason, ProvisionError, Provisioner};
 use crate::queue::log::JobLog;
 use crate::queue::worker::record_failure;
 use crate::queue::{Failure, Job, JobContext, JobError, JobHandler, RetryPolicy};
+use crate::services::hosts;
 use crate::services::testservers::CloneState;
 use crate::store::{Store, StoreError};
 use crate::{execute, fetch_opt};
@@ -134,10 +135,25 @@ async fn clone(
     else {
         return Ok(());
     };
-    let driver = p
-        .driver
-        .clone()
-        .ok_or_else(|| ProvisionError::Missing("no hypervisor driver is configured".into()))?;
+    // The copy is made on production's host, where its disk is: the test
+    // server must be there too (its placement prefers that host).
+    let (test_host, prod_host) = {
+        let mut rc = p.db.read().await?;
+        let mut conn = rc.conn();
+        (
+            hosts::placement_of(&mut conn, id).await?.host,
+            hosts::placement_of(&mut conn, source_id).await?.host,
+        )
+    };
+    if let (Some(t), Some(s)) = (&test_host, &prod_host) {
+        if t != s {
+            return Err(ProvisionError::Missing(format!(
+                "the test server is on host {t} and its production server on host {s}: a clone \
+                 copies the disk within one host, so move the test server to {s} first"
+            )));
+        }
+    }
+    let driver = p.require_driver_for(source_id).await?;
     let name = p.vm_name(id);
     let source = p.vm_name(source_id);
 
@@ -276,6 +292,16 @@ async fn take_over(
             .await?
             .ok_or(ProvisionError::PoolExhausted { pool_type })?;
     }
+    // A test server whose failure gave its host's room back takes room
+    // again, on production's host, where the copy is made.
+    let prod_host = hosts::placement_of(&mut conn, source_id).await?.host;
+    let among = match &prod_host {
+        Some(h) => hosts::Among::Only(h),
+        None => hosts::Among::Any,
+    };
+    hosts::place_again(&mut conn, id, among)
+        .await
+        .map_err(ProvisionError::from_panel)?;
     let name = p.vm_name(id);
     let keys = HostKeys::generate(&name)?;
     match current {

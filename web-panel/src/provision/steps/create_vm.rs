@@ -70,7 +70,7 @@ async fn provision(
     if !owned.contains(&svc.status) {
         return Ok(());
     }
-    let Some(driver) = p.driver.clone() else {
+    if p.hosts.is_empty() {
         let now = p.db.now();
         let mut tx = p.db.begin().await?;
         let mut conn = tx_conn(&mut tx);
@@ -86,9 +86,9 @@ async fn provision(
         .await?;
         tx.commit().await?;
         return Ok(());
-    };
+    }
     let name = p.vm_name(id);
-    let exists = vm_exists(p, &name).await?;
+    let exists = vm_exists(p, id, &name).await?;
     // `requested` with a provisioning row: a retry of a failed service (a
     // first run has no row yet, and a resumed one is past `requested`).
     let retrying = svc.status == Status::Requested && existing.is_some();
@@ -139,7 +139,7 @@ async fn provision(
             .as_ref()
             .is_some_and(|r| r.host_key_private.is_none());
     if fresh_seed && exists {
-        driver.delete(&name).await?;
+        p.require_driver_for(id).await?.delete(&name).await?;
     }
 
     // allocating -> creating_vm: address, provisioning row, (new) seed identity.
@@ -178,6 +178,11 @@ async fn provision(
                 .ok_or(ProvisionError::PoolExhausted { pool_type })?
         }
     };
+    // A retry after a failure that gave the host's room back takes room
+    // again, in the transaction that re-claims the address.
+    crate::services::hosts::place_again(&mut conn, id, crate::services::hosts::Among::Any)
+        .await
+        .map_err(ProvisionError::from_panel)?;
     match &current {
         None => {
             let keys = HostKeys::generate(&name)?;
@@ -212,7 +217,9 @@ async fn provision(
         .ok_or_else(|| ProvisionError::Missing("provisioning row vanished".into()))?;
     tx.commit().await?;
 
-    // creating_vm: the driver builds the VM from the seed (idempotent by name).
+    // creating_vm: the driver of the host the service was placed on builds
+    // the VM from the seed (idempotent by name).
+    let driver = p.require_driver_for(id).await?;
     let spec = vm_spec(p, &name, &svc, &allocation, &row)?;
     check_cancel(cancel)?;
     let info = driver.create(&spec).await?;

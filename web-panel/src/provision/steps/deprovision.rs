@@ -41,7 +41,7 @@ async fn deprovision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
         return Ok(());
     }
     let name = p.vm_name(id);
-    if let Some(driver) = &p.driver {
+    if let Some(driver) = p.driver_for(id).await? {
         match driver.power_off(&name).await {
             Ok(()) | Err(DriverError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
@@ -63,6 +63,7 @@ async fn deprovision(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
     }
     execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)?;
     alloc::release(&mut conn, id, now).await?;
+    crate::services::hosts::release(&mut conn, id).await?;
     transition(
         &mut conn,
         now,

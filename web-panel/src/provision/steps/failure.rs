@@ -43,7 +43,20 @@ pub(super) async fn fail(p: &Provisioner, id: i64, reason: &FailureReason) {
     if !step.deletes_vm_on_failure() {
         return;
     }
-    if let Some(driver) = &p.driver {
+    let driver = match p.driver_for(id).await {
+        Ok(d) => d,
+        Err(e) => {
+            // A host that is down or unknown: nothing is concluded about
+            // the VM, so the address and the host's room stay taken.
+            tracing::error!(
+                service_id = id,
+                error = %e,
+                "compensation: the VM's host cannot be reached; its address stays allocated until a retry or delete removes it"
+            );
+            return;
+        }
+    };
+    if let Some(driver) = driver {
         if let Err(e) = driver.delete(&p.vm_name(id)).await {
             tracing::error!(
                 service_id = id,
@@ -127,6 +140,7 @@ pub(crate) async fn release_after_delete(db: &Db, id: i64) -> Result<(), PanelEr
     }
     execute!(&mut conn, "DELETE FROM vms WHERE service_id = $1", id)?;
     alloc::release(&mut conn, id, now).await?;
+    crate::services::hosts::release(&mut conn, id).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -128,9 +128,13 @@ pub(super) async fn read_state(
     Ok((facts(&mut conn, id).await?, prov(&mut conn, id).await?))
 }
 
-/// Whether the VM exists on the hypervisor.
-pub(super) async fn vm_exists(p: &Provisioner, name: &str) -> Result<bool, ProvisionError> {
-    let Some(driver) = &p.driver else {
+/// Whether service `id`'s VM exists on the host that holds it.
+pub(super) async fn vm_exists(
+    p: &Provisioner,
+    id: i64,
+    name: &str,
+) -> Result<bool, ProvisionError> {
+    let Some(driver) = p.driver_for(id).await? else {
         return Ok(false);
     };
     match driver.status(name).await {

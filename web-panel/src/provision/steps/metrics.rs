@@ -117,15 +117,19 @@ pub async fn collect(p: &Provisioner) -> Result<Collected, ProvisionError> {
 /// One server's reading; `None` when neither the driver nor the exporter
 /// answered.
 async fn read_server(p: &Provisioner, s: &Server) -> Option<Reading> {
-    let stats = match &p.driver {
-        Some(d) => match d.stats(&s.vm_name).await {
+    let stats = match p.driver_for(s.id).await {
+        Ok(Some(d)) => match d.stats(&s.vm_name).await {
             Ok(st) => Some(st),
             Err(e) => {
                 tracing::warn!(service_id = s.id, error = %e, "no hypervisor figures");
                 None
             }
         },
-        None => None,
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(service_id = s.id, error = %e, "no hypervisor figures: its host cannot be reached");
+            None
+        }
     };
     let (node, http) = match scrape_pages(p, s).await {
         Ok(pages) => pages,

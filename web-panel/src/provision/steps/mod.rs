@@ -25,6 +25,7 @@
 //! | `restore` (`snapshots.rs`, hypervisor queue) | ready | default | recorded for admins |
 //! | `clone` (`clone.rs`, hypervisor queue) | a test server: ready or failed, then creating_vm | default | failed (if taken over); VM deleted, then address released |
 //! | `metrics_collect` (`metrics.rs`, cron) | — (every ready server) | one attempt: the next fire is the retry | recorded for admins |
+//! | `migrate` (`migrate.rs`, hypervisor queue) | ready, with a target host | hypervisor API | the target's copy deleted and its room given back while the source still holds the VM |
 //!
 //! `retry` (in `services::servers`) puts a failed service back to
 //! `requested` with a new `provision` job; `provision` resumes from the
@@ -74,6 +75,7 @@ mod failure;
 mod kit;
 pub mod lookup_refresh;
 pub mod metrics;
+pub mod migrate;
 pub mod os_ready;
 pub mod packages;
 pub mod power;
@@ -120,6 +122,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::Restore => registry.register(k, snapshots::RestoreStep(p)),
             JobKind::CloneProduction => registry.register(k, clone::CloneStep(p)),
             JobKind::MetricsCollect => registry.register(k, metrics::MetricsCollectStep(p)),
+            JobKind::Migrate => registry.register(k, migrate::MigrateStep(p)),
         };
     }
 }

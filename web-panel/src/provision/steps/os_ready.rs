@@ -95,10 +95,7 @@ async fn os_ready(
     // Claimed (now, or by an earlier attempt of this job whose driver call
     // failed): the VM still has not called back, so power-cycle it.
     check_cancel(cancel)?;
-    let driver = p
-        .driver
-        .as_ref()
-        .ok_or_else(|| ProvisionError::Missing("no hypervisor driver is configured".into()))?;
+    let driver = p.require_driver_for(id).await?;
     match driver.reset(&row.vm_name).await {
         Ok(()) => {}
         // A stopped VM cannot be reset; start it instead.

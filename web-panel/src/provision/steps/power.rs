@@ -49,11 +49,7 @@ async fn power(
     if !is_ready(&p.db, id).await? {
         return Ok(());
     }
-    let Some(driver) = &p.driver else {
-        return Err(ProvisionError::Missing(
-            "no hypervisor driver is configured".into(),
-        ));
-    };
+    let driver = p.require_driver_for(id).await?;
     let name = p.vm_name(id);
     match action {
         PowerAction::Start => driver.start(&name).await?,

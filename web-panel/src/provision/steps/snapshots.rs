@@ -46,10 +46,11 @@ impl JobHandler for SnapshotStep {
     }
 }
 
-fn driver(p: &Provisioner) -> Result<&Arc<dyn crate::hypervisor::Driver>, ProvisionError> {
-    p.driver
-        .as_ref()
-        .ok_or_else(|| ProvisionError::Missing("no hypervisor driver is configured".into()))
+async fn driver(
+    p: &Provisioner,
+    id: i64,
+) -> Result<Arc<dyn crate::hypervisor::Driver>, ProvisionError> {
+    p.require_driver_for(id).await
 }
 
 async fn take(p: &Provisioner, job: SnapshotJob, ctx: &JobContext) -> Result<(), ProvisionError> {
@@ -60,7 +61,7 @@ async fn take(p: &Provisioner, job: SnapshotJob, ctx: &JobContext) -> Result<(),
     if svc.status != Status::Ready {
         return Ok(());
     }
-    let driver = driver(p)?;
+    let driver = driver(p, id).await?;
     let vm = p.vm_name(id);
     let name = format!("keel-j{}", ctx.job.id);
     driver.snapshot_create(&vm, &name).await?;
@@ -179,7 +180,7 @@ async fn restore(p: &Provisioner, job: RestoreJob, ctx: &JobContext) -> Result<(
     let vm = p.vm_name(id);
     log.message(format!("restoring {vm} to snapshot {name}"));
     let out = async {
-        driver(p)?.snapshot_revert(&vm, &name).await?;
+        driver(p, id).await?.snapshot_revert(&vm, &name).await?;
         log.message(format!(
             "{vm} reverted; checking that it is still the server the panel knows"
         ));
