@@ -110,6 +110,14 @@ enum AdminCmd {
         #[arg(long = "type")]
         pool_type: Option<String>,
     },
+    /// List the hypervisor hosts, or set one's state (active, draining,
+    /// down) without a restart: `admin host hv2 draining`.
+    Host {
+        /// The host whose state to set; none lists every host.
+        name: Option<String>,
+        /// The new state.
+        state: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -671,6 +679,39 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             println!("imported {n} addresses into pool {}", parsed.pool);
+            Ok(())
+        }
+        Cmd::Admin {
+            command: AdminCmd::Host { name, state },
+        } => {
+            let db = open_panel_db(&config).await?;
+            sync_hosts(&db, &config).await?;
+            use keel_panel::services::hosts;
+            match (name, state) {
+                (Some(name), Some(state)) => {
+                    let h = hosts::set_state(&db, &system, &name, &state).await?;
+                    println!("{} is {}", h.name, h.state);
+                }
+                (Some(_), None) => anyhow::bail!("give the new state: active, draining or down"),
+                _ => {
+                    for h in hosts::list(&db, &system).await? {
+                        let lim = |l: Option<i64>| l.map_or("-".to_string(), |v| v.to_string());
+                        println!(
+                            "{}\t{}\t{}\t{} servers\tvCPUs {}/{}\tRAM {}/{} MB\tdisk {}/{} GB",
+                            h.name,
+                            h.driver,
+                            h.state,
+                            h.servers,
+                            h.used_vcpus,
+                            lim(h.limit_vcpus),
+                            h.used_ram_mb,
+                            lim(h.limit_ram_mb),
+                            h.used_disk_gb,
+                            lim(h.limit_disk_gb)
+                        );
+                    }
+                }
+            }
             Ok(())
         }
     }

@@ -703,7 +703,8 @@ impl Driver for HookedDriver {
 /// Puts `driver` under the flow (before any worker starts).
 fn use_driver(f: &mut FlowPanel, driver: Arc<HookedDriver>) {
     let d: Arc<dyn Driver> = driver;
-    Arc::get_mut(&mut f.prov).unwrap().driver = Some(d);
+    Arc::get_mut(&mut f.prov).unwrap().hosts =
+        keel_panel::provision::HostDrivers::single(keel_panel::config::DEFAULT_HOST, d);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
