@@ -64,8 +64,29 @@ pub(crate) fn translate(pat: &str) -> String {
     out
 }
 
+/// Python's `re` refuses `\g` in a pattern ("bad escape"); it belongs to
+/// replacement templates only. fancy_regex reads `\g<name>` as a call of
+/// that group, and a group that calls itself compiled without end (the
+/// `template` fuzz target found a pattern that used 2 GB), so it is refused
+/// here, before fancy_regex sees it, with Python's message.
+fn refuse_python_bad_escapes(pat: &str) -> Result<(), String> {
+    let mut chars = pat.chars().enumerate();
+    while let Some((i, c)) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some((_, 'g')) => return Err(format!("bad escape \\g at position {i}")),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Compiles a Python pattern with Ansible's `ignorecase`/`multiline` flags.
 pub(crate) fn compile(pat: &str, ignorecase: bool, multiline: bool) -> Result<Regex, Error> {
+    refuse_python_bad_escapes(pat)
+        .map_err(|e| err(format!("invalid regular expression {pat:?}: {e}")))?;
     let mut flags = String::new();
     if ignorecase {
         flags.push('i');
@@ -90,6 +111,7 @@ pub(crate) fn compile(pat: &str, ignorecase: bool, multiline: bool) -> Result<Re
 /// ansible-core's).
 pub(crate) fn compile_python(pat: &str) -> Result<Regex, String> {
     use fancy_regex::{Error as E, ParseError as P};
+    refuse_python_bad_escapes(pat)?;
     RegexBuilder::new(&translate(pat))
         .build()
         .map_err(|e| match e {
@@ -239,6 +261,22 @@ mod unit {
         assert_eq!(translate(r"[$\Z]"), r"[$\Z]");
         assert_eq!(translate(r"[]$]x$"), r"[]$]x(?:$|(?=\n\z))");
         assert_eq!(translate(r"\$"), r"\$");
+    }
+
+    /// Found by the `template` fuzz target: `\g<first>` inside the group
+    /// `first` made fancy_regex compile a self-call until memory ran out.
+    /// Python refuses `\g` in a pattern; so does Keel, at once.
+    #[test]
+    fn backslash_g_in_a_pattern_is_a_bad_escape() {
+        let pat = r"(?P<first>a\w+, \g<first>Tv|b)c";
+        let e = compile_python(pat).unwrap_err();
+        assert_eq!(e, "bad escape \\g at position 16");
+        assert!(compile(pat, false, false).is_err());
+        // An escaped backslash before `g` is a literal backslash and a `g`.
+        assert!(compile_python(r"a\\g").is_ok());
+        // In the replacement, `\g<name>` is still the group.
+        let re = compile(r"(?P<w>\w+)", false, false).unwrap();
+        assert_eq!(sub(&re, r"<\g<w>>", "hi", 0).unwrap().0, "<hi>");
     }
 
     #[test]
