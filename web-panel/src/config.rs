@@ -62,6 +62,8 @@ pub struct Config {
     /// (`[networks.<pool>]`); a pool without one uses the driver's private
     /// network (QEMU user-mode, a routed veth), the single-machine default.
     pub networks: BTreeMap<String, NetworkConfig>,
+    /// The vCenter the `vsphere` driver works in (`hypervisor.driver = "vsphere"`).
+    pub vsphere: VsphereConfig,
     /// Fault injection for the chaos soak; off unless set.
     pub chaos: ChaosConfig,
 }
@@ -89,6 +91,7 @@ impl fmt::Debug for Config {
             .field("metrics", &self.metrics)
             .field("outbound", &self.outbound)
             .field("networks", &self.networks)
+            .field("vsphere", &self.vsphere)
             .field("chaos", &self.chaos)
             .finish()
     }
@@ -226,8 +229,8 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HypervisorConfig {
-    /// `none` (servers fail with a reason an admin can act on), `libvirt`
-    /// or `nspawn`.
+    /// `none` (servers fail with a reason an admin can act on), `libvirt`,
+    /// `nspawn` or `vsphere` (configured in `[vsphere]`).
     pub driver: String,
     /// libvirt connection URI.
     pub uri: String,
@@ -365,7 +368,7 @@ impl Default for HypervisorConfig {
 
 impl HypervisorConfig {
     /// Drivers `driver` may name.
-    pub const DRIVERS: &'static [&'static str] = &["none", "libvirt", "nspawn"];
+    pub const DRIVERS: &'static [&'static str] = &["none", "libvirt", "nspawn", "vsphere"];
 
     /// Where per-VM state lives.
     pub fn state_dir(&self, data_dir: &Path) -> PathBuf {
@@ -433,9 +436,9 @@ impl HypervisorConfig {
                     h.name
                 )));
             }
-            if !["libvirt", "nspawn"].contains(&h.driver.as_str()) {
+            if !["libvirt", "nspawn", "vsphere"].contains(&h.driver.as_str()) {
                 return Err(ConfigError::Invalid(format!(
-                    "{} is \"libvirt\" or \"nspawn\", not {:?}",
+                    "{} is \"libvirt\", \"nspawn\" or \"vsphere\", not {:?}",
                     at("driver"),
                     h.driver
                 )));
@@ -528,6 +531,112 @@ impl NetworkConfig {
                 "networks.{pool}.callback_url {:?} is not an http:// or https:// URL",
                 self.callback_url
             )));
+        }
+        Ok(())
+    }
+}
+
+/// The vCenter (or ESXi host) the `vsphere` driver works in
+/// (`hypervisor/vsphere.rs`): where new VMs are cloned from, and where they
+/// go. Inventory paths are as vSphere's `FindByInventoryPath` reads them,
+/// relative to the datacenter. The password is never in this file (nor in
+/// its `Debug`): it is read from `password_file` at each login. The
+/// server's certificate is always verified, against `ca_file` or else the
+/// system's roots; there is no switch to turn that off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VsphereConfig {
+    /// The SDK endpoint, `https://vcenter.example.org/sdk`.
+    pub url: String,
+    /// The user the panel logs in as (`keel@vsphere.local`).
+    pub username: String,
+    /// A file holding the password (trailing newline ignored).
+    pub password_file: String,
+    /// PEM file of the CA certificates the server's certificate is checked
+    /// against (a vCenter's own VMCA root, say); empty: the system's.
+    pub ca_file: String,
+    /// The datacenter's name.
+    pub datacenter: String,
+    /// The cluster (or standalone host) whose resources new VMs use, under
+    /// the datacenter's host folder.
+    pub cluster: String,
+    /// A resource pool under the cluster's root pool (`keel` or
+    /// `tenants/keel`); empty: the root pool itself.
+    pub resource_pool: String,
+    /// The VM folder new VMs go into, under the datacenter's VM folder;
+    /// it must exist. Empty: the VM folder itself.
+    pub folder: String,
+    /// The folder of the templates, under the datacenter's VM folder: a
+    /// server type's `os_image` names the template cloned for it.
+    pub template_folder: String,
+    /// The datastore new VMs' disks go to; empty: the template's.
+    pub datastore: String,
+    /// Timeout of one API request, and how long one vSphere task is
+    /// waited for.
+    pub request_timeout_secs: u64,
+    pub task_timeout_secs: u64,
+}
+
+impl Default for VsphereConfig {
+    fn default() -> Self {
+        VsphereConfig {
+            url: String::new(),
+            username: String::new(),
+            password_file: String::new(),
+            ca_file: String::new(),
+            datacenter: String::new(),
+            cluster: String::new(),
+            resource_pool: String::new(),
+            folder: String::new(),
+            template_folder: "templates".into(),
+            datastore: String::new(),
+            request_timeout_secs: 60,
+            task_timeout_secs: 1800,
+        }
+    }
+}
+
+impl VsphereConfig {
+    /// Why this configuration cannot be used (checked at load time when
+    /// `hypervisor.driver = "vsphere"`).
+    pub fn check(&self) -> Result<(), String> {
+        if !self.url.starts_with("https://") {
+            return Err(format!(
+                "vsphere.url {:?}: an https:// URL of the SDK endpoint is needed (the API is only spoken over TLS)",
+                self.url
+            ));
+        }
+        for (key, value) in [
+            ("username", &self.username),
+            ("password_file", &self.password_file),
+            ("datacenter", &self.datacenter),
+            ("cluster", &self.cluster),
+            ("template_folder", &self.template_folder),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!(
+                    "vsphere.{key} is needed when hypervisor.driver = \"vsphere\""
+                ));
+            }
+        }
+        for (key, value) in [
+            ("datacenter", &self.datacenter),
+            ("cluster", &self.cluster),
+            ("resource_pool", &self.resource_pool),
+            ("folder", &self.folder),
+            ("template_folder", &self.template_folder),
+        ] {
+            if value.starts_with('/') || value.ends_with('/') || value.contains("//") {
+                return Err(format!(
+                    "vsphere.{key} {value:?} is a path relative to its parent, without a leading, trailing or doubled '/'"
+                ));
+            }
+        }
+        if self.request_timeout_secs == 0 || self.task_timeout_secs == 0 {
+            return Err(
+                "vsphere.request_timeout_secs and vsphere.task_timeout_secs must be at least 1"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -900,6 +1009,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             outbound: OutboundConfig::default(),
             networks: BTreeMap::new(),
+            vsphere: VsphereConfig::default(),
             chaos: ChaosConfig::default(),
         }
     }
@@ -1007,6 +1117,11 @@ impl Config {
             network.validate(pool)?;
         }
         self.hypervisor.validate_hosts()?;
+        if self.hypervisor.driver == "vsphere"
+            || self.hypervisor.hosts.iter().any(|h| h.driver == "vsphere")
+        {
+            self.vsphere.check().map_err(ConfigError::Invalid)?;
+        }
         self.access.validate()?;
         self.chaos.validate()?;
         if self.ldap.enabled() {
@@ -1308,6 +1423,44 @@ mod tests {
             let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn vsphere_needs_its_section_over_https() {
+        let base = [
+            ("KEEL_HYPERVISOR_DRIVER", "vsphere"),
+            ("KEEL_VSPHERE_USERNAME", "keel@vsphere.local"),
+            ("KEEL_VSPHERE_PASSWORD_FILE", "/etc/keel/vsphere.pw"),
+            ("KEEL_VSPHERE_DATACENTER", "DC1"),
+            ("KEEL_VSPHERE_CLUSTER", "Cluster A"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            Config::load(None, env(&all))
+        };
+        let err = with(&[("KEEL_VSPHERE_URL", "http://vc.example.org/sdk")]).unwrap_err();
+        assert!(err.to_string().contains("vsphere.url"), "{err}");
+        let c = with(&[("KEEL_VSPHERE_URL", "https://vc.example.org/sdk")]).unwrap();
+        assert_eq!(c.vsphere.cluster, "Cluster A");
+        assert_eq!(c.vsphere.template_folder, "templates");
+        let err = with(&[
+            ("KEEL_VSPHERE_URL", "https://vc.example.org/sdk"),
+            ("KEEL_VSPHERE_FOLDER", "/keel"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("vsphere.folder"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[
+                ("KEEL_HYPERVISOR_DRIVER", "vsphere"),
+                ("KEEL_VSPHERE_URL", "https://vc.example.org/sdk"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("vsphere.username"), "{err}");
+        // Not checked while another driver is chosen.
+        assert!(Config::load(None, env(&[("KEEL_VSPHERE_URL", "ftp://x")])).is_ok());
     }
 
     /// A build without the `libvirt` feature refuses a config that selects

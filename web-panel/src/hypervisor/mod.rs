@@ -10,6 +10,8 @@
 //!   [`LIBVIRT_BUILT`] tells the config and the driver factory.
 //! - `nspawn`: containers booted with `systemd-nspawn --boot` from the same
 //!   base rootfs and the same seed, each in its own network namespace.
+//! - `vsphere`: VMs cloned from templates in a vCenter over the vSphere Web
+//!   Services API (our own small SOAP client), the seed in `guestinfo`.
 //! - `faulty`: a wrapper that makes a share of calls fail, for fault tests.
 //!
 //! Every operation is idempotent where the flow retries it: `create` of a
@@ -21,6 +23,7 @@ pub mod faulty;
 pub mod libvirt;
 pub mod nspawn;
 pub mod seed;
+pub mod vsphere;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;

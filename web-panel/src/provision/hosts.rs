@@ -117,6 +117,30 @@ fn driver_for_host(host: &HostConfig, config: &Config) -> Result<Arc<dyn Driver>
             cfg.prefix = h.vm_prefix.clone();
             with_chaos(nspawn::NspawnDriver::new(cfg), config)
         }
+        // One vCenter, `[vsphere]`; the host's `uri` is not used.
+        "vsphere" => {
+            use crate::hypervisor::vsphere::{VsphereDriver, VsphereSettings};
+            let v = &config.vsphere;
+            let driver = VsphereDriver::new(VsphereSettings {
+                url: v.url.clone(),
+                username: v.username.clone(),
+                password_file: v.password_file.clone().into(),
+                ca_file: (!v.ca_file.is_empty()).then(|| v.ca_file.clone().into()),
+                datacenter: v.datacenter.clone(),
+                cluster: v.cluster.clone(),
+                resource_pool: v.resource_pool.clone(),
+                folder: v.folder.clone(),
+                template_folder: v.template_folder.clone(),
+                datastore: v.datastore.clone(),
+                prefix: h.vm_prefix.clone(),
+                request_timeout: std::time::Duration::from_secs(v.request_timeout_secs),
+                task_timeout: std::time::Duration::from_secs(v.task_timeout_secs),
+            })
+            .map_err(|e| {
+                ProvisionError::Missing(format!("host {}: driver \"vsphere\": {e}", host.name))
+            })?;
+            with_chaos(driver, config)
+        }
         other => {
             return Err(ProvisionError::Missing(format!(
                 "host {}: unknown hypervisor driver {other:?}",
