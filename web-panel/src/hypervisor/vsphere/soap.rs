@@ -631,10 +631,7 @@ impl Client {
         ));
         let mut resp = self.invoke(&call).await?;
         let mut out = Vec::new();
-        loop {
-            let Some(rv) = resp.child("returnval") else {
-                break;
-            };
+        while let Some(rv) = resp.child("returnval") {
             for o in rv.all("objects") {
                 let obj = o.child("obj").and_then(MoRef::from_node).ok_or_else(|| {
                     SoapError::protocol("RetrievePropertiesEx", "an object without obj")
@@ -744,17 +741,28 @@ fn soap_fault(context: &str, fault: &Node) -> SoapError {
 
 /// A reqwest error as a transport error, noting a refused certificate.
 fn transport(context: &str, e: &reqwest::Error) -> SoapError {
-    // The chain carries rustls' own error; its text names the certificate
-    // problem ("invalid peer certificate: UnknownIssuer").
     let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
     let mut untrusted = false;
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        let text = s.to_string();
-        if text.contains("certificate") {
+        message = format!("{message}: {s}");
+        // rustls' verdict travels inside an io::Error, whose `source`
+        // skips it: look through the io::Error too.
+        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+            s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        // When the layers between reqwest and rustls hide the typed error,
+        // its text is all there is: rustls words a refused certificate
+        // "invalid peer certificate: …".
+        if matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) || s.to_string().starts_with("invalid peer certificate")
+        {
             untrusted = true;
         }
-        message = format!("{message}: {text}");
         source = s.source();
     }
     SoapError::Transport {
