@@ -196,7 +196,9 @@ fn spec(name: &str, host: &str, octet: u8, cpus: u32, ram_mb: u64, disk_gb: u64)
         prefix4: 24,
         gateway4: Some(Ipv4Addr::new(192, 0, 2, 1)),
         ipv6: None,
+        prefix6: keel_panel::hypervisor::DEFAULT_PREFIX6,
         gateway6: None,
+        attach: Default::default(),
     };
     let keys = HostKeys::generate(host).unwrap();
     let mut p = SeedParams::new(format!("{name}-g1"), net.clone(), keys);
@@ -749,6 +751,7 @@ async fn panel_flow_create_callback_delete() {
             gateway4: Some("198.51.100.1".into()),
             netmask4: Some("255.255.255.0".into()),
             gateway6: None,
+            prefix6: None,
         }],
     };
     alloc::import(panel.db(), &system, &pool, 3600)
