@@ -718,3 +718,26 @@ fn script_group_shorthand_is_a_single_host() {
         Value::from("10.9.9.9")
     );
 }
+
+/// A host listed again, in the same group or through an overlapping range,
+/// is one member, in the order first seen; a large range line loads (the
+/// inventory_ini fuzz target found membership checks that scanned the
+/// group's whole host list for every host).
+#[test]
+fn repeated_members_are_kept_once_in_first_seen_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hosts");
+    std::fs::write(&path, "[web]\nh[1:3]\nh2\n[db]\nh2\n[web]\nh[0:59999]\n").unwrap();
+    let inv = Inventory::load(&[path.display().to_string()]).unwrap();
+    let web = &inv.groups["web"].hosts;
+    assert_eq!(web.len(), 60_000);
+    assert_eq!(&web[..5], ["h1", "h2", "h3", "h0", "h4"]);
+    assert_eq!(inv.groups["db"].hosts, ["h2"]);
+    let h2: Vec<&str> = inv.hosts["h2"]
+        .groups
+        .iter()
+        .map(String::as_str)
+        .filter(|g| *g != "all")
+        .collect();
+    assert_eq!(h2, ["web", "db"]);
+}

@@ -344,14 +344,17 @@ impl Inventory {
     pub(crate) fn add_host(&mut self, host: &str, group: &str, source: Option<&Path>) {
         self.ensure_host(host, source);
         self.ensure_group(group);
-        let g = self.groups.get_mut(group).expect("group exists");
-        if !g.hosts.iter().any(|h| h == host) {
-            g.hosts.push(host.to_string());
-        }
+        // Membership is kept on both sides (the host's groups, the group's
+        // hosts), so the host's own short list answers whether the group
+        // has it. Scanning the group's hosts instead made a range line of
+        // 69 097 hosts take minutes (found by the inventory_ini fuzz target).
         let h = self.hosts.get_mut(host).expect("host exists");
-        if !h.groups.iter().any(|x| x == group) {
-            h.groups.push(group.to_string());
+        if h.groups.iter().any(|x| x == group) {
+            return;
         }
+        h.groups.push(group.to_string());
+        let g = self.groups.get_mut(group).expect("group exists");
+        g.hosts.push(host.to_string());
     }
 
     pub(crate) fn set_host_var(&mut self, host: &str, key: &str, value: Value) {
