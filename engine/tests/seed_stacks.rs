@@ -471,6 +471,8 @@ fn calipsoplus_converges_and_serves() {
 struct PrivateNet {
     bridge_ns: String,
     outside_ns: String,
+    /// `10.79.S`, S being the harness's slot (from `keelf-S-i`).
+    prefix: String,
 }
 
 impl PrivateNet {
@@ -482,12 +484,14 @@ impl PrivateNet {
         assert!(st.success(), "ip {args}");
     }
 
-    /// Joins each host to `prefix.(10+k)/24`, and the outside namespace at
-    /// `prefix.50`.
-    fn new(fh: &FullHosts, prefix: &str, tag: &str) -> PrivateNet {
+    /// Joins host `k` to `10.79.S.(10+k)/24` ([`PrivateNet::addr`]), and the
+    /// outside namespace at `10.79.S.50`.
+    fn new(fh: &FullHosts) -> PrivateNet {
+        let tag = fh.host(0).netns.split('-').nth(1).unwrap().to_string();
         let net = PrivateNet {
             bridge_ns: format!("keelem-{tag}"),
             outside_ns: format!("keelem-{tag}-out"),
+            prefix: format!("10.79.{tag}"),
         };
         for ns in [&net.bridge_ns, &net.outside_ns] {
             // Left over by a killed run, if at all.
@@ -513,11 +517,16 @@ impl PrivateNet {
             Self::ip(&format!("-n {ns} link set eth1 up"));
         };
         for (k, h) in fh.hosts.iter().enumerate() {
-            join(k, &h.netns, &format!("{prefix}.{}", 10 + k));
+            join(k, &h.netns, &net.addr(k));
         }
-        join(9, &net.outside_ns, &format!("{prefix}.50"));
+        join(9, &net.outside_ns, &format!("{}.50", net.prefix));
         Self::ip(&format!("-n {} link set lo up", net.outside_ns));
         net
+    }
+
+    /// Host `i`'s address on the private network.
+    fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.prefix, 10 + i)
     }
 
     /// Runs `cmd` with `sh -c` in the outside namespace.
@@ -561,11 +570,8 @@ fn emission_stack_through_a_jump_host() {
         .names(&["webapp", "analysis", "notebook", "db"])
         .start(4)
         .expect("starting four full hosts");
-    // 10.79.S.0/24, S being the harness's slot (from `keelf-S-i`).
-    let slot = fh.host(0).netns.split('-').nth(1).unwrap().to_string();
-    let prefix = format!("10.79.{slot}");
-    let private = |i: usize| format!("{prefix}.{}", 10 + i);
-    let net = PrivateNet::new(&fh, &prefix, &slot);
+    let net = PrivateNet::new(&fh);
+    let private = |i: usize| net.addr(i);
     // The database host loses its link to this machine: from here on it is
     // reachable only over the private network.
     let db_public = fh.host(DB).addr.clone();
@@ -797,10 +803,8 @@ fn ccserver_with_a_tls_docker_node() {
         .expect("starting two full hosts");
     // The full hosts reach only this machine: the server and the node
     // talk over a private network, as a cluster's hosts would.
-    let slot = fh.host(0).netns.split('-').nth(1).unwrap().to_string();
-    let prefix = format!("10.79.{slot}");
-    let _net = PrivateNet::new(&fh, &prefix, &slot);
-    let node_addr = format!("{prefix}.{}", 10 + NODE);
+    let net = PrivateNet::new(&fh);
+    let node_addr = net.addr(NODE);
     let dir = tempfile::tempdir().unwrap();
     let name = "cc.keel.test";
     let mut lines: Vec<String> = fh
