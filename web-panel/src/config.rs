@@ -1056,6 +1056,21 @@ impl Default for AllocConfig {
 }
 
 impl Config {
+    /// Whether hypervisor hosts `a` and `b` keep their VMs' files in one
+    /// directory (shared storage): a move between two such libvirt hosts is
+    /// libvirt's own migration, and live; otherwise the files are copied
+    /// and the VM must be stopped.
+    pub fn hosts_share_storage(&self, a: &str, b: &str) -> bool {
+        let hosts = self.hypervisor.host_list();
+        let dir = |name: &str| {
+            hosts
+                .iter()
+                .find(|h| h.name == name)
+                .map(|h| self.hypervisor.host_state_dir(h, &self.data_dir))
+        };
+        matches!((dir(a), dir(b)), (Some(x), Some(y)) if x == y)
+    }
+
     /// Defaults, then `file` (if any), then `KEEL_*` variables from `env`.
     pub fn load(
         file: Option<&Path>,

@@ -479,3 +479,416 @@ async fn a_bridged_vm_is_reached_at_its_own_addresses() {
     driver.delete(&name).await.unwrap();
     assert!(!driver.vm_dir(&name).exists(), "VM files must be gone");
 }
+
+/// A second libvirt host on this machine: another `libvirtd` (with its own
+/// `virtlogd`) in a mount namespace of its own, where libvirt's
+/// configuration, state, cache, log and run directories are empty
+/// directories of the test's, so it knows none of the first daemon's
+/// domains and has a host UUID of its own. It listens on a socket under
+/// the test's directory; the VMs' files are on the one filesystem both see,
+/// as with hosts whose state directories are mounted on the panel's
+/// machine. Both daemons are killed (with the domains of the second) when
+/// dropped.
+struct SecondLibvirtd {
+    dir: tempfile::TempDir,
+}
+
+impl SecondLibvirtd {
+    fn start() -> SecondLibvirtd {
+        let dir = tempfile::Builder::new()
+            .prefix("keel-lv2-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path();
+        for sub in ["etc", "run", "lib", "cache", "log", "sock"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg("/etc/libvirt/.")
+            .arg(d.join("etc"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "copy /etc/libvirt: {out:?}");
+        // Persistent domains of the first daemon are not the second's.
+        for entry in std::fs::read_dir(d.join("etc/qemu")).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "xml") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+        let mut conf = std::fs::read_to_string(d.join("etc/libvirtd.conf")).unwrap();
+        conf.push_str(&format!(
+            "\nunix_sock_dir = \"{}\"\nhost_uuid = \"{}\"\n",
+            d.join("sock").display(),
+            uuid.trim()
+        ));
+        std::fs::write(d.join("etc/libvirtd.conf"), conf).unwrap();
+        let mut script = String::from("set -e\n");
+        for (ours, theirs) in [
+            ("etc", "/etc/libvirt"),
+            ("run", "/run/libvirt"),
+            ("lib", "/var/lib/libvirt"),
+            ("cache", "/var/cache/libvirt"),
+            ("log", "/var/log/libvirt"),
+        ] {
+            script.push_str(&format!(
+                "mkdir -p {theirs}\nmount --bind {} {theirs}\n",
+                d.join(ours).display()
+            ));
+        }
+        script.push_str(&format!(
+            "virtlogd -d -p {}\nexec libvirtd -d -p {}\n",
+            d.join("virtlogd.pid").display(),
+            d.join("libvirtd.pid").display()
+        ));
+        std::fs::write(d.join("start.sh"), script).unwrap();
+        // The daemons detach; their output goes to a file, not to a pipe
+        // that would stay open.
+        let log = std::fs::File::create(d.join("start.log")).unwrap();
+        let status = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh"])
+            .arg(d.join("start.sh"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "second libvirtd: {status}: {}",
+            std::fs::read_to_string(d.join("start.log")).unwrap_or_default()
+        );
+        let lv = SecondLibvirtd { dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = std::process::Command::new("virsh")
+                .args(["-q", "-c", &lv.uri(), "version"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the second libvirtd never answered");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        lv
+    }
+
+    fn uri(&self) -> String {
+        format!(
+            "qemu:///system?socket={}",
+            self.dir.path().join("sock/libvirt-sock").display()
+        )
+    }
+
+    fn virsh(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("virsh")
+            .args(["-q", "-c", &self.uri()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for SecondLibvirtd {
+    fn drop(&mut self) {
+        if let Ok(out) = std::process::Command::new("virsh")
+            .args(["-q", "-c", &self.uri(), "list", "--all", "--name"])
+            .output()
+        {
+            for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.virsh(&["destroy", name]);
+                let _ = self.virsh(&["undefine", "--snapshots-metadata", name]);
+            }
+        }
+        for pid in ["libvirtd.pid", "virtlogd.pid"] {
+            if let Ok(p) = std::fs::read_to_string(self.dir.path().join(pid)) {
+                let _ = std::process::Command::new("kill")
+                    .arg(p.trim())
+                    .output();
+            }
+        }
+    }
+}
+
+/// `qemu-io` on a disk image; whether the command succeeded (a `read -P`
+/// fails when the data differs from the pattern).
+fn qemu_io(disk: &Path, cmd: &str) -> bool {
+    let out = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", cmd])
+        .arg(disk)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && !text.contains("Pattern verification failed")
+}
+
+fn image_or_skip() -> bool {
+    if Path::new(IMAGES).join(IMAGE).join("BUILT").is_file() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
+        "KEEL_REQUIRE_REAL is set, so this test may not skip: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian"
+    );
+    eprintln!("SKIP: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian");
+    false
+}
+
+/// Two libvirt hosts, each with a state directory of its own (no shared
+/// storage), as `[[hypervisor.hosts]]` describes them.
+fn two_hosts(
+    lv2: &SecondLibvirtd,
+) -> (tempfile::TempDir, LibvirtDriver, LibvirtDriver) {
+    use keel_panel::hypervisor::libvirt::Networking;
+    std::fs::create_dir_all("/var/lib/keel").unwrap();
+    let state = tempfile::Builder::new()
+        .prefix("libvirt-move-")
+        .tempdir_in("/var/lib/keel")
+        .unwrap();
+    let mut a = LibvirtConfig::new("qemu:///system", ImageStore::new(IMAGES), state.path().join("hv-a"));
+    a.networking = Networking::UserMode {
+        ssh_ports: 23400..=23449,
+    };
+    let mut b = LibvirtConfig::new(lv2.uri(), ImageStore::new(IMAGES), state.path().join("hv-b"));
+    b.networking = Networking::UserMode {
+        ssh_ports: 23450..=23499,
+    };
+    (state, LibvirtDriver::new(a), LibvirtDriver::new(b))
+}
+
+fn plain_spec(name: &str, params: &SeedParams) -> VmSpec {
+    VmSpec {
+        name: name.to_string(),
+        cpus: 1,
+        ram_mb: 1024,
+        disk_gb: 4,
+        image: IMAGE.into(),
+        seed: seed::render(params).unwrap(),
+        net: params.net.clone(),
+    }
+}
+
+fn user_mode_net(name: &str, last: u8) -> NetIdentity {
+    NetIdentity {
+        hostname: format!("{name}.test"),
+        ipv4: Some(Ipv4Addr::new(10, 77, 0, last)),
+        prefix4: 24,
+        gateway4: Some(Ipv4Addr::new(10, 77, 0, 1)),
+        ipv6: None,
+        prefix6: keel_panel::hypervisor::DEFAULT_PREFIX6,
+        gateway6: None,
+        attach: keel_panel::hypervisor::Attachment::Private,
+    }
+}
+
+/// A cold move between two libvirt daemons without shared storage, without
+/// booting: the disk (with its internal snapshot) and seed are copied into
+/// the target's own directory, the domain is defined there with the same
+/// UUID and a port of the target's range, the snapshot is redefined around
+/// the copy (reverting it gives the data of that moment, read on the
+/// copied disk), and the source's deletion leaves the copy whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_vm_moves_to_a_host_without_shared_storage() {
+    if !image_or_skip() {
+        return;
+    }
+    let lv2 = SecondLibvirtd::start();
+    let (_state, a, b) = two_hosts(&lv2);
+    let name = format!("keel-move-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let params = SeedParams::new(
+        &name,
+        user_mode_net(&name, 20),
+        HostKeys::generate(&name).unwrap(),
+    );
+    let on_a = a.create(&plain_spec(&name, &params)).await.unwrap();
+    let disk_a = a.vm_dir(&name).join("disk.qcow2");
+    assert!(qemu_io(&disk_a, "write -P 0x5a 1M 64k"));
+    a.snapshot_create(&name, "before").await.unwrap();
+    assert!(qemu_io(&disk_a, "write -P 0xa5 1M 64k"));
+
+    let export = a.export_vm(&name).await.unwrap();
+    // A host on hv-a's storage would share its files: a copy there would
+    // be deleted with the source's, so it is refused (libvirt's migration
+    // moves such VMs).
+    let shared = LibvirtDriver::new(LibvirtConfig::new(
+        lv2.uri(),
+        ImageStore::new(IMAGES),
+        a.config().state_dir.clone(),
+    ));
+    assert!(
+        matches!(shared.import_vm(&name, &export).await, Err(DriverError::Permanent(m)) if m.contains("share")),
+    );
+    assert!(lv2.virsh(&["dominfo", &name]).stdout.is_empty(), "nothing defined");
+    let on_b = b.import_vm(&name, &export).await.unwrap();
+    assert_eq!(on_b.power, PowerState::Stopped);
+    assert_eq!(on_b.vm_ref, on_a.vm_ref, "the domain keeps its UUID");
+    let port_b = on_b.ssh_endpoint.expect("a forwarded port").port();
+    assert!((23450..=23499).contains(&port_b), "port {port_b} is not hv-b's");
+    assert_eq!(
+        b.import_vm(&name, &export).await.unwrap().vm_ref,
+        on_b.vm_ref,
+        "a second import finds the first"
+    );
+
+    let disk_b = b.vm_dir(&name).join("disk.qcow2");
+    assert!(b.vm_dir(&name).join("seed.iso").is_file());
+    assert!(qemu_io(&disk_b, "read -P 0xa5 1M 64k"), "the copy has the latest data");
+    let xml = String::from_utf8(lv2.virsh(&["dumpxml", &name]).stdout).unwrap();
+    let dir_a = a.vm_dir(&name).display().to_string();
+    assert!(!xml.contains(&dir_a), "hv-b's domain points at hv-a's files:\n{xml}");
+    assert!(xml.contains(&format!("hostfwd=tcp:127.0.0.1:{port_b}-")), "{xml}");
+
+    // The source's copy goes; the target's stays whole.
+    a.delete(&name).await.unwrap();
+    assert!(!a.vm_dir(&name).exists());
+    assert!(a.list().await.unwrap().iter().all(|v| v.name != name));
+    let snaps: Vec<_> = b
+        .snapshot_list(&name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(snaps, ["before"]);
+    b.snapshot_revert(&name, "before").await.unwrap();
+    assert!(
+        qemu_io(&disk_b, "read -P 0x5a 1M 64k"),
+        "reverting on hv-b gives the data of the snapshot"
+    );
+    let xml = String::from_utf8(lv2.virsh(&["dumpxml", &name]).stdout).unwrap();
+    assert!(!xml.contains(&dir_a), "after the revert:\n{xml}");
+
+    b.delete(&name).await.unwrap();
+    assert!(!b.vm_dir(&name).exists());
+    assert!(b.list().await.unwrap().iter().all(|v| v.name != name));
+}
+
+/// Runs `cmd` on the guest as `keeladmin` with OpenSSH, trusting only the
+/// host key the panel generated.
+fn guest_ssh(dir: &Path, endpoint: std::net::SocketAddr, host_key: &str, cmd: &str) -> String {
+    let known = dir.join("known_hosts");
+    keel_panel::provision::hostkey::write_known_hosts(
+        &known,
+        &endpoint.ip().to_string(),
+        endpoint.port(),
+        host_key,
+    )
+    .unwrap();
+    let out = std::process::Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .arg("-i")
+        .arg(dir.join("admin_key"))
+        .arg("-p")
+        .arg(endpoint.port().to_string())
+        .arg(format!("keeladmin@{}", endpoint.ip()))
+        .arg(cmd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh {cmd:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits for sshd at `endpoint` and returns the key it presents.
+async fn wait_for_sshd(endpoint: std::net::SocketAddr, console: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while ssh_banner(endpoint).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "sshd never answered on {endpoint}; console tail:\n{}",
+            console_tail(console)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    presented_key(endpoint).await
+}
+
+/// The whole cold move on real guests: a VM booted on the first daemon
+/// gets a file written over SSH, is refused an export while it runs, is
+/// powered off, copied to the second daemon and deleted from the first,
+/// and boots there: its sshd presents the host key the panel generated at
+/// the new forwarded port, and the file is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booted_vm_moves_cold_and_keeps_its_data_and_host_key() {
+    use std::os::unix::fs::PermissionsExt;
+    if !image_or_skip() {
+        return;
+    }
+    let lv2 = SecondLibvirtd::start();
+    let (state, a, b) = two_hosts(&lv2);
+    let name = format!("keel-movevm-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let (http_port, mut requests) = phone_home_listener().await;
+    let host_keys = HostKeys::generate(&name).unwrap();
+    let admin = HostKeys::generate("admin@test").unwrap();
+    let key_file = state.path().join("admin_key");
+    std::fs::write(&key_file, &admin.ed25519_private).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut params = SeedParams::new(&name, user_mode_net(&name, 21), host_keys.clone());
+    params.authorized_keys = vec![admin.ed25519_public.clone()];
+    params.phone_home_url = Some(format!(
+        "http://10.77.0.1:{http_port}/phone-home?vm={name}&sig=cafe"
+    ));
+
+    let t0 = Instant::now();
+    let info = a.create(&plain_spec(&name, &params)).await.unwrap();
+    a.start(&name).await.unwrap();
+    let endpoint_a = info.ssh_endpoint.expect("a forwarded port");
+    let console_a = a.vm_dir(&name).join("console.log");
+    match tokio::time::timeout(Duration::from_secs(300), requests.recv()).await {
+        Ok(Some(_)) => {}
+        _ => panic!("no phone-home within 300 s:\n{}", console_tail(&console_a)),
+    }
+    assert_eq!(
+        wait_for_sshd(endpoint_a, &console_a).await,
+        key_body(&host_keys.ed25519_public)
+    );
+    let marker = format!("moved-{}", std::process::id());
+    guest_ssh(
+        state.path(),
+        endpoint_a,
+        &host_keys.ed25519_public,
+        &format!("echo {marker} > marker && sync"),
+    );
+    let booted = t0.elapsed();
+
+    assert!(
+        matches!(a.export_vm(&name).await, Err(DriverError::Permanent(m)) if m.contains("stop")),
+        "a running VM is not exported"
+    );
+    a.power_off(&name).await.unwrap();
+    let t1 = Instant::now();
+    let export = a.export_vm(&name).await.unwrap();
+    let on_b = b.import_vm(&name, &export).await.unwrap();
+    a.delete(&name).await.unwrap();
+    let copied = t1.elapsed();
+    assert!(!a.vm_dir(&name).exists());
+
+    b.start(&name).await.unwrap();
+    let endpoint_b = on_b.ssh_endpoint.expect("a forwarded port on hv-b");
+    assert_ne!(endpoint_a, endpoint_b);
+    let console_b = b.vm_dir(&name).join("console.log");
+    assert_eq!(
+        wait_for_sshd(endpoint_b, &console_b).await,
+        key_body(&host_keys.ed25519_public),
+        "on hv-b the VM presents the same host key"
+    );
+    assert_eq!(
+        guest_ssh(state.path(), endpoint_b, &host_keys.ed25519_public, "cat marker"),
+        marker
+    );
+    eprintln!(
+        "cold move: boot on hv-a {:.1} s, export+copy+define+delete {:.1} s, start on hv-b to login {:.1} s",
+        booted.as_secs_f64(),
+        copied.as_secs_f64(),
+        t1.elapsed().as_secs_f64() - copied.as_secs_f64()
+    );
+    b.delete(&name).await.unwrap();
+    assert!(!b.vm_dir(&name).exists());
+}

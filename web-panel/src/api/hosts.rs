@@ -86,7 +86,11 @@ async fn migrate(
     Path(id): Path<i64>,
     Json(b): Json<MigrateBody>,
 ) -> ApiResult {
-    let started = hosts::request_migration(&st.db, &a.principal, id, &b.host).await?;
+    let cfg = st.config.clone();
+    let started = hosts::request_migration(&st.db, &a.principal, id, &b.host, |x, y| {
+        cfg.hosts_share_storage(x, y)
+    })
+    .await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(started)).into_response())
 }
 

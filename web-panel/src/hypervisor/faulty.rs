@@ -169,6 +169,9 @@ impl<D: Driver> Driver for FaultyDriver<D> {
     fn live_migration_uri(&self) -> Option<String> {
         self.inner.live_migration_uri()
     }
+    fn files_dir(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.inner.files_dir(name)
+    }
     async fn migrate_live(&self, name: &str, target_uri: &str) -> DriverResult<()> {
         self.call("migrate_live", self.inner.migrate_live(name, target_uri))
             .await

@@ -25,6 +25,18 @@
 //! is QEMU's own, which libvirt does not see, so its traffic comes from
 //! the guest's exporter.
 //!
+//! Moves between hosts: [`Driver::export_vm`] writes a stopped domain's
+//! definition and its snapshots' definitions into `<vm dir>/export/`, and
+//! [`Driver::import_vm`] on another host copies the disk (internal
+//! snapshots included) and the seed into its own state directory, defines
+//! the domain there with the same UUID, MAC and network (a new forwarded
+//! port under user-mode networking) and redefines the snapshots around the
+//! copied files. Both hosts' state directories must be reachable from the
+//! panel (local, or mounted), and the image store is shared: the copied
+//! overlay keeps its backing image. Hosts whose state directory is the same
+//! (shared storage) move with libvirt's own migration instead
+//! ([`Driver::migrate_live`]).
+//!
 //! libvirt calls block, so each runs on `spawn_blocking` with one shared
 //! connection (reopened after a connection error). Errors are classified:
 //! connection/RPC/timeouts are [`DriverError::Unavailable`], a missing
@@ -45,7 +57,7 @@ use virt::sys;
 use super::seed::{self, StaticIpv4};
 use super::{
     Attachment, Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo,
-    VmInfo, VmSpec, VmStats,
+    VmExport, VmInfo, VmSpec, VmStats,
 };
 
 /// XML namespace of the driver's domain metadata.
@@ -153,6 +165,9 @@ pub struct VmMeta {
 #[derive(Debug, Clone)]
 pub struct DomainParams {
     pub name: String,
+    /// The domain's UUID; `None` lets libvirt choose one. A VM moved to
+    /// another host keeps its own (snapshot definitions name it).
+    pub uuid: Option<String>,
     pub domain_type: DomainType,
     pub meta: VmMeta,
     pub kernel: PathBuf,
@@ -165,7 +180,7 @@ pub struct DomainParams {
 }
 
 /// The NIC part of [`DomainParams`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetAttachment {
     /// `-netdev user,…` via `<qemu:commandline>` (libvirt 9.0 has no native
     /// way to forward ports of a slirp interface).
@@ -299,7 +314,7 @@ pub fn domain_xml(p: &DomainParams) -> String {
     format!(
         "<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{name}</name>
-  <metadata>{meta}</metadata>
+{uuid}  <metadata>{meta}</metadata>
   <memory unit='MiB'>{ram}</memory>
   <vcpu>{cpus}</vcpu>
   <os>
@@ -337,6 +352,11 @@ pub fn domain_xml(p: &DomainParams) -> String {
 ",
         dtype = p.domain_type.as_str(),
         name = xml_escape(&p.name),
+        uuid = p
+            .uuid
+            .as_deref()
+            .map(|u| format!("  <uuid>{}</uuid>\n", xml_escape(u)))
+            .unwrap_or_default(),
         meta = metadata_xml(&p.meta),
         ram = p.meta.ram_mb,
         cpus = p.meta.cpus,
@@ -364,6 +384,87 @@ pub fn networking_for(driver: &Networking, attach: &Attachment) -> DriverResult<
             "bridge {bridge:?} is not an interface name"
         ))),
     }
+}
+
+/// The value of attribute `name` in the first tag of `xml` (either quote).
+fn attr_value<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    for quote in ['\'', '"'] {
+        let key = format!(" {name}={quote}");
+        if let Some(i) = tag.find(&key) {
+            let rest = &tag[i + key.len()..];
+            return rest.find(quote).map(|end| &rest[..end]);
+        }
+    }
+    None
+}
+
+/// The NIC of a domain this driver defined, read back from its XML (as
+/// [`domain_xml`] wrote it, or as libvirt returns it): the bridge of an
+/// `<interface type='bridge'>`, or the user-mode network of the
+/// `-netdev user,id=keelnet0,…` argument.
+pub fn net_attachment_of(xml: &str) -> Option<NetAttachment> {
+    let mut from = 0;
+    while let Some(i) = xml[from..].find("<interface") {
+        let start = from + i;
+        let end = start + xml[start..].find("</interface>")?;
+        let iface = &xml[start..end];
+        let head = &iface[..iface.find('>')?];
+        if attr_value(head, "type") == Some("bridge") {
+            let src = iface.find("<source")?;
+            return attr_value(&iface[src..], "bridge").map(|b| NetAttachment::Bridge(unescape(b)));
+        }
+        from = end;
+    }
+    let i = xml.find("user,id=keelnet0,")?;
+    let rest = &xml[i..];
+    let value = &rest[..rest.find(['\'', '"', '<'])?];
+    let (mut network, mut prefix, mut host, mut fwd) = (None, None, None, None);
+    for field in value.split(',') {
+        if let Some(v) = field.strip_prefix("net=") {
+            let (n, p) = v.split_once('/')?;
+            network = n.parse::<Ipv4Addr>().ok();
+            prefix = p.parse::<u8>().ok();
+        } else if let Some(v) = field.strip_prefix("host=") {
+            host = v.parse::<Ipv4Addr>().ok();
+        } else if let Some(v) = field.strip_prefix("hostfwd=tcp:127.0.0.1:") {
+            // `<port>-<guest>:22`
+            let (port, guest) = v.split_once('-')?;
+            let guest = guest.strip_suffix(":22")?;
+            fwd = Some((port.parse::<u16>().ok()?, guest.parse::<Ipv4Addr>().ok()?));
+        }
+    }
+    let (ssh_port, guest) = fwd?;
+    Some(NetAttachment::UserMode {
+        network: network?,
+        prefix: prefix?,
+        host: host?,
+        guest,
+        ssh_port,
+    })
+}
+
+/// One snapshot in an export's `snapshots.json`, parents first.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ExportedSnapshot {
+    /// The file under `export/snapshots/` holding its definition.
+    file: String,
+    /// Whether it was the domain's current snapshot.
+    current: bool,
+}
+
+/// Copies `from` to `to` through a temporary name, so a half-copied file is
+/// never taken for a whole one; the copy is private to root.
+async fn copy_private(from: &Path, to: &Path) -> DriverResult<()> {
+    let part = to.with_extension("part");
+    tokio::fs::copy(from, &part).await.map_err(io_err(format!(
+        "copy {} to {}",
+        from.display(),
+        part.display()
+    )))?;
+    set_mode(&part, 0o600).await?;
+    tokio::fs::rename(&part, to)
+        .await
+        .map_err(io_err(format!("rename {}", part.display())))
 }
 
 /// A stable, locally administered MAC (QEMU's 52:54:00 prefix) for a name.
@@ -652,6 +753,7 @@ impl LibvirtDriver {
         };
         let params = DomainParams {
             name: name.to_string(),
+            uuid: None,
             domain_type: self.domain_type,
             meta,
             kernel: image_dir.join("vmlinuz"),
@@ -735,6 +837,34 @@ async fn virtual_size(image: &Path) -> DriverResult<u64> {
     v["virtual-size"]
         .as_u64()
         .ok_or_else(|| DriverError::Permanent("qemu-img info: no virtual-size".into()))
+}
+
+/// The backing file a qcow2 overlay names, if any.
+async fn backing_file(disk: &Path) -> DriverResult<Option<PathBuf>> {
+    let out = run(
+        "qemu-img",
+        &[
+            "info".as_ref(),
+            "-U".as_ref(),
+            "--output=json".as_ref(),
+            disk.as_os_str(),
+        ],
+    )
+    .await?;
+    let v: serde_json::Value = serde_json::from_slice(&out)
+        .map_err(|e| DriverError::Permanent(format!("qemu-img info: {e}")))?;
+    Ok(v["full-backing-filename"]
+        .as_str()
+        .or_else(|| v["backing-filename"].as_str())
+        .map(PathBuf::from))
+}
+
+/// Writes a file only root can read.
+async fn write_private(path: &Path, data: &[u8]) -> DriverResult<()> {
+    tokio::fs::write(path, data)
+        .await
+        .map_err(io_err(format!("write {}", path.display())))?;
+    set_mode(path, 0o600).await
 }
 
 fn snapshot_xml(name: &str) -> String {
@@ -1033,6 +1163,234 @@ impl Driver for LibvirtDriver {
         .await
     }
 
+    fn files_dir(&self, name: &str) -> Option<PathBuf> {
+        Some(self.vm_dir(name))
+    }
+
+    /// Writes the stopped domain's definition and its snapshots'
+    /// definitions (parents first) into `<vm dir>/export/`, for
+    /// [`Driver::import_vm`] on another host; `Permanent` while it runs.
+    async fn export_vm(&self, name: &str) -> DriverResult<VmExport> {
+        check_name("VM", name)?;
+        let _guard = self.ops.lock().await;
+        let n = name.to_string();
+        let (xml, snapshots) = self
+            .with_conn(move |c| {
+                let d = Self::lookup(c, &n)?;
+                if d.is_active().map_err(classify)? {
+                    return Err(DriverError::Permanent(format!(
+                        "VM {n} runs: stop it before moving it to a host without shared storage"
+                    )));
+                }
+                let xml = d
+                    .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE)
+                    .map_err(classify)?;
+                let mut snapshots = Vec::new();
+                for s in d
+                    .list_all_snapshots(sys::VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
+                    .map_err(classify)?
+                {
+                    let sx = s
+                        .get_xml_desc(sys::VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+                        .map_err(classify)?;
+                    snapshots.push((sx, s.is_current(0).map_err(classify)?));
+                }
+                Ok((xml, snapshots))
+            })
+            .await?;
+        let dir = self.vm_dir(name);
+        let out = dir.join("export");
+        match tokio::fs::remove_dir_all(&out).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("remove {}", out.display()))(e)),
+        }
+        let snap_dir = out.join("snapshots");
+        tokio::fs::create_dir_all(&snap_dir)
+            .await
+            .map_err(io_err(format!("create {}", snap_dir.display())))?;
+        set_mode(&out, 0o700).await?;
+        let mut manifest = Vec::new();
+        for (i, (sx, current)) in snapshots.iter().enumerate() {
+            let file = format!("{:04}.xml", i + 1);
+            write_private(&snap_dir.join(&file), sx.as_bytes()).await?;
+            manifest.push(ExportedSnapshot {
+                file,
+                current: *current,
+            });
+        }
+        let manifest = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| DriverError::Permanent(format!("snapshot list: {e}")))?;
+        write_private(&out.join("snapshots.json"), &manifest).await?;
+        // Written last: its presence says the export is complete.
+        write_private(&out.join("domain.xml"), xml.as_bytes()).await?;
+        Ok(VmExport {
+            kind: self.kind().to_string(),
+            dir,
+        })
+    }
+
+    /// Makes VM `name` here from another libvirt host's export: its disk
+    /// (with its internal snapshots) and seed are copied into this host's
+    /// state directory, the domain is defined with the source's UUID, MAC,
+    /// sizes and network (under user-mode networking with a forwarded port
+    /// of this host's range), and the snapshots are redefined around the
+    /// copied files. Nothing is defined unless all of it succeeds.
+    async fn import_vm(&self, name: &str, from: &VmExport) -> DriverResult<VmInfo> {
+        check_name("VM", name)?;
+        let _guard = self.ops.lock().await;
+        if let Some(info) = self.status_opt(name).await? {
+            return Ok(info);
+        }
+        if from.kind != self.kind() {
+            return Err(DriverError::Permanent(format!(
+                "{name} comes from a {} host; a libvirt host takes libvirt VMs only",
+                from.kind
+            )));
+        }
+        let dir = self.vm_dir(name);
+        if from.dir == dir {
+            return Err(DriverError::Permanent(format!(
+                "{name}: the source and target hosts share one state directory; \
+                 move it with libvirt's migration"
+            )));
+        }
+        let export = from.dir.join("export");
+        let read = |p: PathBuf| async move {
+            tokio::fs::read_to_string(&p).await.map_err(|e| {
+                DriverError::Permanent(format!(
+                    "{}: {e} (the source host's export is incomplete)",
+                    p.display()
+                ))
+            })
+        };
+        let xml = read(export.join("domain.xml")).await?;
+        let corrupt = |what: &str| {
+            DriverError::Permanent(format!(
+                "{}: no {what} in the exported definition",
+                export.join("domain.xml").display()
+            ))
+        };
+        let mut meta = parse_metadata(&xml).ok_or_else(|| corrupt("Keel metadata"))?;
+        let uuid = xml_text(&xml, "uuid")
+            .map(str::to_string)
+            .ok_or_else(|| corrupt("uuid"))?;
+        let old_net = net_attachment_of(&xml).ok_or_else(|| corrupt("Keel network"))?;
+        let manifest: Vec<ExportedSnapshot> =
+            serde_json::from_str(&read(export.join("snapshots.json")).await?)
+                .map_err(|e| corrupt(&format!("readable snapshot list ({e})")))?;
+        let mut snapshots = Vec::new();
+        for s in &manifest {
+            if s.file.contains('/') || s.file.starts_with('.') {
+                return Err(corrupt("safe snapshot file name"));
+            }
+            snapshots.push((read(export.join("snapshots").join(&s.file)).await?, s.current));
+        }
+        let image_dir = self.cfg.images.image_dir(&meta.image)?;
+
+        let dir = self.make_vm_dir(name).await?;
+        let disk = dir.join("disk.qcow2");
+        copy_private(&from.dir.join("disk.qcow2"), &disk).await?;
+        let base = image_dir.join("disk.qcow2");
+        let backing = backing_file(&disk).await?;
+        if backing.as_deref() != Some(base.as_path()) {
+            return Err(DriverError::Permanent(format!(
+                "{name}'s disk is an overlay of {}, not of this host's {}: \
+                 both hosts must share the image store",
+                backing
+                    .map(|b| b.display().to_string())
+                    .unwrap_or_else(|| "no image".into()),
+                base.display()
+            )));
+        }
+        let iso = dir.join("seed.iso");
+        copy_private(&from.dir.join("seed.iso"), &iso).await?;
+
+        let old_port = match &old_net {
+            NetAttachment::UserMode { ssh_port, .. } => Some(*ssh_port),
+            NetAttachment::Bridge(_) => None,
+        };
+        let net = match old_net {
+            NetAttachment::Bridge(b) => NetAttachment::Bridge(b),
+            NetAttachment::UserMode {
+                network,
+                prefix,
+                host,
+                guest,
+                ..
+            } => {
+                let Networking::UserMode { ssh_ports } = &self.cfg.networking else {
+                    return Err(DriverError::Permanent(format!(
+                        "{name} uses user-mode networking, which this host does not offer"
+                    )));
+                };
+                let ssh_port = self.allocate_port(name, ssh_ports).await?;
+                meta.ssh_port = Some(ssh_port);
+                NetAttachment::UserMode {
+                    network,
+                    prefix,
+                    host,
+                    guest,
+                    ssh_port,
+                }
+            }
+        };
+        // Snapshot definitions hold the domain as it was then: point them
+        // at this host's files and port.
+        let old_files = format!("{}/", path_xml(&from.dir));
+        let new_files = format!("{}/", path_xml(&dir));
+        let snapshots: Vec<(String, bool)> = snapshots
+            .into_iter()
+            .map(|(sx, current)| {
+                let mut sx = sx.replace(&old_files, &new_files);
+                if let (Some(old), Some(new)) = (old_port, meta.ssh_port) {
+                    sx = sx
+                        .replace(
+                            &format!("hostfwd=tcp:127.0.0.1:{old}-"),
+                            &format!("hostfwd=tcp:127.0.0.1:{new}-"),
+                        )
+                        .replace(
+                            &format!("ssh-port>{old}<"),
+                            &format!("ssh-port>{new}<"),
+                        );
+                }
+                (sx, current)
+            })
+            .collect();
+        let params = DomainParams {
+            name: name.to_string(),
+            uuid: Some(uuid),
+            domain_type: self.domain_type,
+            meta,
+            kernel: image_dir.join("vmlinuz"),
+            initrd: image_dir.join("initrd.img"),
+            disk,
+            seed_iso: iso,
+            console_log: dir.join("console.log"),
+            mac: mac_for(name),
+            net,
+        };
+        let dxml = domain_xml(&params);
+        let n = name.to_string();
+        self.with_conn(move |c| {
+            let dom = Domain::define_xml(c, &dxml).map_err(classify)?;
+            for (sx, current) in &snapshots {
+                let mut flags = sys::VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE;
+                if *current {
+                    flags |= sys::VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT;
+                }
+                if let Err(e) = DomainSnapshot::create_xml(&dom, sx, flags) {
+                    // Not half-made: the next attempt starts over.
+                    let _ = dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA);
+                    return Err(classify(e));
+                }
+            }
+            tracing::info!(vm = %n, snapshots = snapshots.len(), "imported libvirt domain");
+            Self::info_of(&dom)
+        })
+        .await
+    }
+
     fn live_migration_uri(&self) -> Option<String> {
         Some(self.cfg.uri.clone())
     }
@@ -1161,6 +1519,7 @@ mod tests {
     fn params(net: NetAttachment, dtype: DomainType) -> DomainParams {
         DomainParams {
             name: "keel-7".into(),
+            uuid: None,
             domain_type: dtype,
             meta: VmMeta {
                 image: "debian-bookworm".into(),
@@ -1267,6 +1626,36 @@ mod tests {
         assert!(!xml.contains("hostfwd") && !xml.contains("<qemu:commandline>"));
         assert!(!xml.contains("ssh-port"), "no forwarded port on a bridge");
         assert_eq!(parse_metadata(&xml).unwrap().ssh_port, None);
+    }
+
+    #[test]
+    fn the_network_reads_back_from_the_domain_xml() {
+        let user = NetAttachment::UserMode {
+            network: Ipv4Addr::new(10, 77, 0, 0),
+            prefix: 24,
+            host: Ipv4Addr::new(10, 77, 0, 1),
+            guest: Ipv4Addr::new(10, 77, 0, 20),
+            ssh_port: 23456,
+        };
+        let bridge = NetAttachment::Bridge("br-pub".into());
+        for net in [user, bridge] {
+            let xml = domain_xml(&params(net.clone(), DomainType::Qemu));
+            assert_eq!(net_attachment_of(&xml), Some(net));
+        }
+        // As libvirt gives a bridged NIC back: other elements first, and
+        // an earlier interface of another type.
+        let returned = "<domain><devices><interface type='network'><source network='x'/></interface>\n\
+            <interface type='bridge'>\n  <mac address='52:54:00:00:00:01'/>\n  \
+            <source bridge='br0'/>\n  <model type='virtio'/>\n</interface></devices></domain>";
+        assert_eq!(
+            net_attachment_of(returned),
+            Some(NetAttachment::Bridge("br0".into()))
+        );
+        assert_eq!(net_attachment_of("<domain><devices/></domain>"), None);
+        let uuid = "0b6f7f43-7a3c-4d1a-9d0e-2f1f5f2a6e11";
+        let mut p = params(NetAttachment::Bridge("br0".into()), DomainType::Qemu);
+        p.uuid = Some(uuid.into());
+        assert_eq!(xml_text(&domain_xml(&p), "uuid"), Some(uuid));
     }
 
     #[test]

@@ -277,6 +277,15 @@ pub trait Driver: Send + Sync + 'static {
     /// `spec.name`: a VM of that name is returned as it is.
     async fn clone_vm(&self, source: &str, spec: &VmSpec) -> DriverResult<VmInfo>;
 
+    /// The directory this host keeps VM `name`'s files in, for a driver
+    /// that keeps them in one the panel sees (`None` otherwise). Two hosts
+    /// that answer the same directory share storage: a move between them
+    /// copies nothing.
+    fn files_dir(&self, name: &str) -> Option<std::path::PathBuf> {
+        let _ = name;
+        None
+    }
+
     /// Where a stopped VM's files are, for [`Driver::import_vm`] on another
     /// host (cold migration). `Permanent` while it runs, and from a driver
     /// that cannot move VMs.

@@ -798,6 +798,10 @@ impl Driver for NspawnDriver {
         }
     }
 
+    fn files_dir(&self, name: &str) -> Option<PathBuf> {
+        Some(self.container_dir(name))
+    }
+
     async fn export_vm(&self, name: &str) -> DriverResult<VmExport> {
         check_name(name)?;
         self.load(name).await?;

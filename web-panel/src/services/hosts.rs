@@ -26,7 +26,8 @@
 //! **Migration** ([`request_migration`]): a platform admin moves a stopped
 //! server to another host (cold: its disk is copied, the VM defined and
 //! started there and its host key checked), or a running one between two
-//! libvirt hosts (live, through libvirt's own migration). The room on the
+//! libvirt hosts on shared storage (live, through libvirt's own
+//! migration). The room on the
 //! target is taken when the move is asked for, in the same transaction as
 //! its `migrate` job.
 
@@ -690,9 +691,9 @@ pub struct MigrationStarted {
     pub service_id: i64,
     pub from: String,
     pub to: String,
-    /// `live` (libvirt to libvirt: the VM keeps running, or is moved
-    /// offline when stopped) or `cold` (the stopped VM's files copied,
-    /// then started on the target and its host key checked).
+    /// `live` (libvirt to libvirt on shared storage: the VM keeps running,
+    /// or is moved offline when stopped) or `cold` (the stopped VM's files
+    /// copied, then started on the target and its host key checked).
     pub mode: String,
     pub job_id: i64,
 }
@@ -714,13 +715,15 @@ struct MoveFacts {
 /// Moves a ready server to host `to` (platform admins): the target's room
 /// is taken (`services.migrate_to`, its row locked as in a placement), the
 /// audit row written and the `migrate` job queued, in one transaction.
-/// Between two libvirt hosts the move is libvirt's own (live while the VM
-/// runs); otherwise it is cold and the VM must be stopped.
+/// Between two libvirt hosts on shared storage (`shared_storage`: both
+/// keep VM files in one directory) the move is libvirt's own (live while
+/// the VM runs); otherwise it is cold and the VM must be stopped.
 pub async fn request_migration(
     db: &Db,
     who: &Principal,
     service_id: i64,
     to: &str,
+    shared_storage: impl Fn(&str, &str) -> bool,
 ) -> Result<MigrationStarted, PanelError> {
     require_platform_admin(who)?;
     let now = db.now();
@@ -775,11 +778,17 @@ pub async fn request_migration(
             ),
         ));
     }
-    let live = from_driver == "libvirt";
+    let live = from_driver == "libvirt" && shared_storage(&from, to);
     if !live && f.power_state.as_deref() != Some("stopped") {
-        return Err(PanelError::Conflict(format!(
-            "a {from_driver} server moves only while stopped (cold migration): power it off first"
-        )));
+        let why = if from_driver == "libvirt" {
+            format!(
+                "{from} and {to} share no storage, so the server's disk is copied \
+                 (cold migration): power it off first"
+            )
+        } else {
+            format!("a {from_driver} server moves only while stopped (cold migration): power it off first")
+        };
+        return Err(PanelError::Conflict(why));
     }
     let want = Want {
         vcpus: f.cpus,

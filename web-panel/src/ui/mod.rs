@@ -511,7 +511,11 @@ async fn migrate(
 ) -> UiResult {
     let a = signed_in(a)?;
     check_csrf(&a, &f.csrf)?;
-    crate::services::hosts::request_migration(&st.db, &a.principal, id, &f.host).await?;
+    let cfg = st.config.clone();
+    crate::services::hosts::request_migration(&st.db, &a.principal, id, &f.host, |x, y| {
+        cfg.hosts_share_storage(x, y)
+    })
+    .await?;
     Ok(Redirect::to(&format!("/servers/{id}#jobs-section")).into_response())
 }
 

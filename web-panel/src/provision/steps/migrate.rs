@@ -2,13 +2,15 @@
 //! `services.migrate_to` names (`services::hosts::request_migration` took
 //! the room there and queued this job).
 //!
-//! - **libvirt to libvirt**: libvirt's own migration, peer to peer, live
-//!   while the VM runs and offline (the definition only) while it is
-//!   stopped; the VM's files must be on storage both hosts share
-//!   (`LibvirtDriver::migrate_live`).
-//! - **cold** (nspawn, or any other pair of one driver): the stopped VM's
-//!   files are exported by the source's driver and imported by the
-//!   target's, the source's copy is deleted, the move is committed
+//! - **libvirt to libvirt on shared storage** (both hosts keep the VM's
+//!   files in the same directory, `Driver::files_dir`): libvirt's own
+//!   migration, peer to peer, live while the VM runs and offline (the
+//!   definition only) while it is stopped (`LibvirtDriver::migrate_live`).
+//! - **cold** (nspawn, libvirt hosts with storage of their own, or any
+//!   other pair of one driver): the stopped VM's files are exported by the
+//!   source's driver and imported by the target's (for libvirt: the disk
+//!   with its snapshots, the seed, the definition with its UUID and MAC),
+//!   the source's copy is deleted, the move is committed
 //!   (`services.host_id` ← the target), then the VM is started on the
 //!   target and its host key is checked byte for byte before the server
 //!   counts as moved (`role_run::check_reachable`).
@@ -109,6 +111,14 @@ async fn hosts_of(p: &Provisioner, id: i64) -> Result<Option<Move>, ProvisionErr
     }))
 }
 
+/// Whether both hosts keep VM `name`'s files in the same directory.
+fn shares_storage(m: &Move, name: &str) -> bool {
+    matches!(
+        (m.source.files_dir(name), m.target.files_dir(name)),
+        (Some(a), Some(b)) if a == b
+    )
+}
+
 /// Whether `driver` has VM `name`.
 async fn has(driver: &dyn Driver, name: &str) -> Result<Option<PowerState>, ProvisionError> {
     match driver.status(name).await {
@@ -133,7 +143,9 @@ async fn migrate(p: &Provisioner, id: i64, log: &JobLog) -> Result<(), Provision
         return Ok(());
     }
     let name = p.vm_name(id);
-    let live = m.source.kind() == "libvirt" && m.target.kind() == "libvirt";
+    let live = m.source.kind() == "libvirt"
+        && m.target.kind() == "libvirt"
+        && shares_storage(&m, &name);
     log.message(format!(
         "moving {name} from {} to {} ({})",
         m.from,
@@ -260,9 +272,10 @@ async fn give_up(p: &Provisioner, id: i64) -> Result<(), ProvisionError> {
         let info = m.target.status(&name).await?;
         return commit(p, id, &m, &info.vm_ref, info.power).await;
     }
-    // libvirt hosts share the VM's files: the target holds no copy of its
-    // own, and a failed libvirt migration leaves the domain on the source.
-    if on_source.is_some() && m.target.kind() != "libvirt" {
+    // Hosts on shared storage hold one set of files (a failed libvirt
+    // migration leaves the domain on the source): the target has no copy
+    // of its own to delete.
+    if on_source.is_some() && !shares_storage(&m, &name) {
         match m.target.delete(&name).await {
             Ok(()) | Err(DriverError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
