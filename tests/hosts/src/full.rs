@@ -934,11 +934,14 @@ fn spawn_host(
          done 2>/dev/null\n\
          # CAP_NET_ADMIN: firewall tests (iptables, ufw) change the netfilter\n\
          # rules of the container's own network namespace.\n\
+         # The key-management calls: Docker's runc (CC-Server's nodes) makes\n\
+         # a session keyring for each container, which nspawn's default\n\
+         # system-call filter refuses.\n\
          # A reboot inside the container makes nspawn exit 133: boot it again.\n\
          while :; do\n\
          systemd-nspawn -q -D {m} -b --register=no --keep-unit -M {netns} \
          --hostname={name} --network-namespace-path=/run/netns/{netns} \
-         --capability=CAP_NET_ADMIN \
+         --capability=CAP_NET_ADMIN --system-call-filter='add_key keyctl request_key' \
          --bind-ro={repo}:{REPO_MOUNT} --console=read-only\n\
          rc=$?; [ $rc -eq 133 ] || exit $rc\n\
          done\n",
