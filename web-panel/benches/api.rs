@@ -54,6 +54,7 @@ async fn catalog_and_big_pool(p: &Panel, n: u64) {
             disk_gb: 20,
             os_image: "debian-12".into(),
             roles: vec!["web".into()],
+            stack: None,
         },
     )
     .await

@@ -380,6 +380,7 @@ async fn fanout() {
             disk_gb: 5,
             os_image: "debian-12".into(),
             roles: vec![],
+            stack: None,
         },
     )
     .await

@@ -101,6 +101,7 @@ pub async fn seed(
                 disk_gb: 4,
                 os_image: image.to_string(),
                 roles: vec!["common".to_string(), "mwscommon".to_string()],
+                stack: None,
             },
         )
         .await?;

@@ -50,6 +50,7 @@ async fn server_type(p: &Panel, name: &str, disk_gb: i64, os_image: &str) {
             disk_gb,
             os_image: os_image.into(),
             roles: vec![],
+            stack: None,
         },
     )
     .await

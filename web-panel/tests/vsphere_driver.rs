@@ -736,6 +736,7 @@ async fn panel_flow_create_callback_delete() {
             disk_gb: 20,
             os_image: IMAGE.into(),
             roles: vec![],
+            stack: None,
         },
     )
     .await

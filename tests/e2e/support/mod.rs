@@ -246,6 +246,7 @@ pub async fn seed_fixture(db: &Db, subnet: u8, count: u64, quarantine_secs: i64)
             disk_gb: 4,
             os_image: IMAGE.into(),
             roles: vec![],
+            stack: None,
         },
     )
     .await

@@ -278,13 +278,34 @@ pub async fn for_consumer(
 /// the engine reads in memory (`keel::inventory::Inventory::from_json`):
 /// the consumer's vars plus the panel's key and the VM's own known_hosts
 /// file.
-pub fn for_role_run(host: &InventoryHost, private_key: &str, known_hosts: &str) -> Json {
+/// `groups`: more groups the host is in for this run (a stack's).
+pub fn for_role_run(
+    host: &InventoryHost,
+    private_key: &str,
+    known_hosts: &str,
+    groups: &[String],
+) -> Json {
     let mut host = host.clone();
     host.vars
         .insert("ansible_ssh_private_key_file".into(), json!(private_key));
     host.vars
         .insert("keel_known_hosts".into(), json!(known_hosts));
-    dynamic_json(std::slice::from_ref(&host))
+    let mut out = dynamic_json(std::slice::from_ref(&host));
+    if let Json::Object(map) = &mut out {
+        for g in groups {
+            if map.contains_key(g) {
+                continue;
+            }
+            map.insert(g.clone(), json!({"hosts": [host.name]}));
+            if let Some(Json::Array(children)) = map
+                .get_mut("all")
+                .and_then(|a| a.get_mut("children"))
+            {
+                children.push(json!(g));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -311,10 +332,18 @@ mod tests {
             service_id: 7,
             vars,
         };
-        let data = for_role_run(&host, "/data/ssh/id_ed25519", "/data/known_hosts.d/keel-7");
+        let data = for_role_run(
+            &host,
+            "/data/ssh/id_ed25519",
+            "/data/known_hosts.d/keel-7",
+            &["weblab".to_string()],
+        );
         let inv = keel::inventory::Inventory::from_json(data).unwrap();
         assert_eq!(inv.group_hosts("site_main"), ["vm7.example"]);
-        assert_eq!(inv.group_names("vm7.example"), ["site_main"]);
+        assert_eq!(inv.group_hosts("weblab"), ["vm7.example"]);
+        let mut groups = inv.group_names("vm7.example");
+        groups.sort();
+        assert_eq!(groups, ["site_main", "weblab"]);
         let got = inv.host_vars("vm7.example");
         let text = |k: &str| got.get(k).map(|v| v.to_string());
         assert_eq!(text("ansible_host").as_deref(), Some("10.0.0.7"));

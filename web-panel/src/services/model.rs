@@ -340,6 +340,11 @@ pub struct ServerType {
     pub os_image: String,
     /// Comma-separated role names applied when configuring.
     pub roles: String,
+    /// The stack this type deploys (`services::catalog::Stack` as JSON),
+    /// empty for a plain server; shown as an object, or null.
+    #[serde(serialize_with = "crate::services::catalog::stack_as_object")]
+    #[schema(value_type = Option<crate::services::catalog::Stack>)]
+    pub stack: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]

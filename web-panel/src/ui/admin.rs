@@ -377,6 +377,20 @@ struct TypeForm {
     os_image: String,
     #[serde(default)]
     roles: String,
+    #[serde(default, rename = "stack.playbook")]
+    stack_playbook: String,
+    #[serde(default, rename = "stack.groups")]
+    stack_groups: String,
+    #[serde(default, rename = "stack.secrets")]
+    stack_secrets: String,
+}
+
+/// Names separated by commas or white space.
+fn name_list(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl TypeForm {
@@ -387,12 +401,12 @@ impl TypeForm {
             ram_mb: int("ram_mb", &self.ram_mb)?,
             disk_gb: int("disk_gb", &self.disk_gb)?,
             os_image: self.os_image.trim().to_string(),
-            roles: self
-                .roles
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|r| !r.is_empty())
-                .map(str::to_string)
-                .collect(),
+            roles: name_list(&self.roles),
+            stack: (!self.stack_playbook.trim().is_empty()).then(|| catalog::Stack {
+                playbook: self.stack_playbook.trim().to_string(),
+                groups: name_list(&self.stack_groups),
+                secrets: name_list(&self.stack_secrets),
+            }),
         })
     }
 }

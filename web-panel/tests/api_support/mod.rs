@@ -274,6 +274,7 @@ pub async fn catalog_and_pool(p: &Panel, n: u64) {
             disk_gb: 20,
             os_image: "debian-12".into(),
             roles: vec!["web".into()],
+            stack: None,
         },
     )
     .await

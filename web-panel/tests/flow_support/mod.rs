@@ -130,6 +130,7 @@ impl FlowPanel {
                 disk_gb: 4,
                 os_image: IMAGE.into(),
                 roles: vec![],
+                stack: None,
             },
         )
         .await

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::failure::{fail, step_error};
 use super::kit::read_state;
-use super::role_run::run_roles;
+use super::role_run::run_roles_then;
 use crate::audit::{self, Change};
 use crate::db::{tx_conn, Db};
 use crate::domain::{PanelError, Principal};
@@ -93,7 +93,21 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     let log = crate::queue::log::JobLog::open(ctx)
         .await
         .map_err(PanelError::from)?;
-    run_roles(p, id, &row, &p.config.playbook, ctx, log).await?;
+    // A stack server type's playbook runs after the panel's own.
+    let then = match super::stack::stack_of(p, id).await {
+        Ok(Some(stack)) => super::stack::then_run(p, id, &stack).await.map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let then = match then {
+        Ok(t) => t,
+        Err(e) => {
+            log.message(e.to_string());
+            let _ = log.close().await;
+            return Err(e);
+        }
+    };
+    run_roles_then(p, id, &row, &p.config.playbook, then, ctx, log).await?;
 
     let now = p.db.now();
     let mut tx = p.db.begin().await?;

@@ -81,6 +81,7 @@ pub mod packages;
 pub mod power;
 mod role_run;
 pub mod snapshots;
+mod stack;
 pub mod vhosts;
 
 use std::sync::Arc;

@@ -36,6 +36,37 @@ pub(super) async fn run_roles(
     run_roles_with(p, id, row, playbook, ctx, log, keel::vars::VarMap::new()).await
 }
 
+/// A second playbook a job runs after its first, in the same log (a stack
+/// server type's, `stack.rs`): its extra variables and the inventory
+/// groups the server is in for it.
+pub(super) struct Then {
+    pub playbook: std::path::PathBuf,
+    pub extra_vars: keel::vars::VarMap,
+    pub groups: Vec<String>,
+}
+
+/// [`run_roles`], then `then`'s playbook when the first succeeded.
+pub(super) async fn run_roles_then(
+    p: &Provisioner,
+    id: i64,
+    row: &ProvRow,
+    playbook: &Path,
+    then: Option<Then>,
+    ctx: &JobContext,
+    log: JobLog,
+) -> Result<keel::executor::RunSummary, ProvisionError> {
+    let mut out = run(p, id, row, playbook, ctx, &log, keel::vars::VarMap::new(), &[]).await;
+    if let (Ok(_), Some(t)) = (&out, then) {
+        log.message(format!("running the stack's playbook {}", t.playbook.display()));
+        out = run(p, id, row, &t.playbook, ctx, &log, t.extra_vars, &t.groups).await;
+    }
+    if let Err(e) = &out {
+        log.message(e.to_string());
+    }
+    let _ = log.close().await;
+    out
+}
+
 /// [`run_roles`] with extra variables (`-e`), held in memory for this run
 /// only: how a secret such as a new database password reaches the role
 /// without entering the inventory, a payload or a log.
@@ -48,7 +79,7 @@ pub(super) async fn run_roles_with(
     log: JobLog,
     extra_vars: keel::vars::VarMap,
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
-    let out = run(p, id, row, playbook, ctx, &log, extra_vars).await;
+    let out = run(p, id, row, playbook, ctx, &log, extra_vars, &[]).await;
     if let Err(e) = &out {
         log.message(e.to_string());
     }
@@ -64,6 +95,7 @@ async fn run(
     ctx: &JobContext,
     log: &JobLog,
     extra_vars: keel::vars::VarMap,
+    groups: &[String],
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
     let host = check_reachable(p, id, row, log).await?;
     let known = p.known_hosts_path(&row.vm_name);
@@ -74,6 +106,7 @@ async fn run(
         &host,
         &p.panel_key()?.private_path.display().to_string(),
         &known.display().to_string(),
+        groups,
     ))
     .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
     let playbook_path = playbook.to_path_buf();
