@@ -1554,7 +1554,8 @@ mod tests {
             std::fs::write(&path, format!("{hosts}\n{vsphere}\n{networks}")).unwrap();
             Config::load(Some(&path), env(&[]))
         };
-        let networks = "[networks.campus]\nbridge = \"VM Network\"\n[networks.lab]\nbridge = \"DC0_DVPG0\"\n";
+        let networks =
+            "[networks.campus]\nbridge = \"VM Network\"\n[networks.lab]\nbridge = \"DC0_DVPG0\"\n";
         let one = "[hypervisor]\ndriver = \"vsphere\"\n";
         let c = load(one, networks).unwrap();
         assert_eq!(
@@ -1595,7 +1596,11 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-        assert!(load(one, &format!("[networks.campus]\nbridge = \"{}\"\n", "p".repeat(80))).is_ok());
+        assert!(load(
+            one,
+            &format!("[networks.campus]\nbridge = \"{}\"\n", "p".repeat(80))
+        )
+        .is_ok());
     }
 
     #[test]

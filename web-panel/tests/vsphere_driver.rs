@@ -500,10 +500,7 @@ async fn create_power_snapshots_clone_list_and_delete() {
 
 /// The first network adapter (lowest key) of a VM as vSphere reports it.
 async fn first_nic(c: &soap::Client, vm: &MoRef) -> soap::Node {
-    let p = c
-        .properties(vm, &["config.hardware.device"])
-        .await
-        .unwrap();
+    let p = c.properties(vm, &["config.hardware.device"]).await.unwrap();
     p.get("config.hardware.device")
         .unwrap()
         .children
@@ -550,13 +547,21 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
         }
     };
 
-    // vcsim's networks: the standard "VM Network" and the distributed
-    // switch DC0_DVS with DC0_DVPG0, which its VMs (and so the template)
-    // are on. A second distributed port group, so that "on the requested
-    // one" differs from "as the template".
+    // vcsim's networks: the standard "VM Network" and a distributed
+    // switch with DC0_DVPG0, which its VMs (and so the template) are on.
+    // A second distributed port group, so that "on the requested one"
+    // differs from "as the template".
     let vm_network = find("/DC0/network/VM Network").await;
     assert_eq!(vm_network.kind, "Network");
-    let dvs = find("/DC0/network/DC0_DVS").await;
+    let dvpg0 = find("/DC0/network/DC0_DVPG0").await;
+    let dvs = MoRef::from_node(
+        c.properties(&dvpg0, &["config.distributedVirtualSwitch"])
+            .await
+            .unwrap()
+            .get("config.distributedVirtualSwitch")
+            .unwrap(),
+    )
+    .unwrap();
     let dvs_uuid = c
         .properties(&dvs, &["uuid"])
         .await
@@ -565,8 +570,9 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
         .unwrap()
         .to_string();
     c.run_task(
-        &Call::new("AddDVPortgroup_Task", &dvs)
-            .raw("<spec><name>keel-dvpg</name><numPorts>16</numPorts><type>earlyBinding</type></spec>"),
+        &Call::new("AddDVPortgroup_Task", &dvs).raw(
+            "<spec><name>keel-dvpg</name><numPorts>16</numPorts><type>earlyBinding</type></spec>",
+        ),
         TIMEOUT,
     )
     .await
@@ -582,7 +588,7 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
                 .to_string()
         }
     };
-    let dvpg0_key = key_of(find("/DC0/network/DC0_DVPG0").await).await;
+    let dvpg0_key = key_of(dvpg0).await;
     let keel_pg = find("/DC0/network/keel-dvpg").await;
     assert_eq!(keel_pg.kind, "DistributedVirtualPortgroup");
     let keel_key = key_of(keel_pg.clone()).await;
@@ -618,7 +624,10 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
     assert_eq!(anic.xsi_type, tnic.xsi_type);
     assert_eq!(anic.text_at("addressType"), tnic.text_at("addressType"));
     assert_eq!(networks_of(&c, &avm).await, [vm_network.clone()]);
-    assert_eq!(d.extra_config("kn-1").await.unwrap()[KEY_CONFIGURED], "kn-1");
+    assert_eq!(
+        d.extra_config("kn-1").await.unwrap()[KEY_CONFIGURED],
+        "kn-1"
+    );
     // Create again: the same VM.
     assert_eq!(d.create(&a).await.unwrap().vm_ref, ainfo.vm_ref);
 
@@ -641,7 +650,11 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
     // The template's own port group, named: nothing to change.
     let b0 = bridged(spec("kn-3", "b0.example.org", 12, 1, 1024, 20), "DC0_DVPG0");
     let b0vm = MoRef::new("VirtualMachine", &d.create(&b0).await.unwrap().vm_ref);
-    let back = first_nic(&c, &b0vm).await.child("backing").cloned().unwrap();
+    let back = first_nic(&c, &b0vm)
+        .await
+        .child("backing")
+        .cloned()
+        .unwrap();
     assert_eq!(back.text_at("port/portgroupKey"), Some(dvpg0_key.as_str()));
     assert_eq!(back.text_at("port/switchUuid"), Some(dvs_uuid.as_str()));
 
@@ -654,15 +667,29 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
     // A clone of the VM on "VM Network": a private clone keeps its
     // source's network, a bridged one goes where its pool says.
     let cp = spec("kn-5", "c.example.org", 14, 1, 1024, 20);
-    let cpvm = MoRef::new("VirtualMachine", &d.clone_vm("kn-1", &cp).await.unwrap().vm_ref);
-    let back = first_nic(&c, &cpvm).await.child("backing").cloned().unwrap();
+    let cpvm = MoRef::new(
+        "VirtualMachine",
+        &d.clone_vm("kn-1", &cp).await.unwrap().vm_ref,
+    );
+    let back = first_nic(&c, &cpvm)
+        .await
+        .child("backing")
+        .cloned()
+        .unwrap();
     assert_eq!(
         back.child("network").and_then(MoRef::from_node),
         Some(vm_network.clone())
     );
     let cb = bridged(spec("kn-6", "d.example.org", 15, 1, 1024, 20), "keel-dvpg");
-    let cbvm = MoRef::new("VirtualMachine", &d.clone_vm("kn-1", &cb).await.unwrap().vm_ref);
-    let back = first_nic(&c, &cbvm).await.child("backing").cloned().unwrap();
+    let cbvm = MoRef::new(
+        "VirtualMachine",
+        &d.clone_vm("kn-1", &cb).await.unwrap().vm_ref,
+    );
+    let back = first_nic(&c, &cbvm)
+        .await
+        .child("backing")
+        .cloned()
+        .unwrap();
     assert_eq!(back.text_at("port/portgroupKey"), Some(keel_key.as_str()));
 
     // A clone interrupted before its reconfiguration gets its network
@@ -678,12 +705,19 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
         ));
     c.run_task(&half, TIMEOUT).await.unwrap();
     let hvm = find("/DC0/vm/keel/kn-7").await;
-    let mac = first_nic(&c, &hvm).await.text_at("macAddress").unwrap().to_string();
+    let mac = first_nic(&c, &hvm)
+        .await
+        .text_at("macAddress")
+        .unwrap()
+        .to_string();
     let h = bridged(spec("kn-7", "h.example.org", 16, 1, 1024, 20), "VM Network");
     assert_eq!(d.create(&h).await.unwrap().vm_ref, hvm.value);
     let hnic = first_nic(&c, &hvm).await;
     assert_eq!(
-        hnic.child("backing").unwrap().child("network").and_then(MoRef::from_node),
+        hnic.child("backing")
+            .unwrap()
+            .child("network")
+            .and_then(MoRef::from_node),
         Some(vm_network.clone())
     );
     assert_eq!(hnic.text_at("macAddress"), Some(mac.as_str()));
@@ -691,7 +725,10 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
     // A network no one has: permanent, named, and no VM is made (neither
     // by a create nor by a clone).
     let before = names(&d.list().await.unwrap());
-    let bad = bridged(spec("kn-8", "e.example.org", 17, 1, 1024, 20), "no-such-net");
+    let bad = bridged(
+        spec("kn-8", "e.example.org", 17, 1, 1024, 20),
+        "no-such-net",
+    );
     for err in [
         d.create(&bad).await.unwrap_err(),
         d.clone_vm("kn-1", &bad).await.unwrap_err(),

@@ -305,7 +305,11 @@ fn first_nic(devices: Option<&Node>) -> Option<Node> {
     devices?
         .children
         .iter()
-        .filter(|d| d.xsi_type.as_deref().is_some_and(|t| NIC_TYPES.contains(&t)))
+        .filter(|d| {
+            d.xsi_type
+                .as_deref()
+                .is_some_and(|t| NIC_TYPES.contains(&t))
+        })
         .min_by_key(|d| {
             d.text_at("key")
                 .and_then(|k| k.parse::<i64>().ok())
@@ -1416,7 +1420,14 @@ mod tests {
         let order: Vec<&str> = edited.children.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             order,
-            ["key", "deviceInfo", "backing", "connectable", "addressType", "macAddress"]
+            [
+                "key",
+                "deviceInfo",
+                "backing",
+                "connectable",
+                "addressType",
+                "macAddress"
+            ]
         );
         assert_eq!(edited.text_at("macAddress"), Some("00:50:56:01:02:03"));
         assert_eq!(edited.text_at("addressType"), Some("generated"));
