@@ -623,7 +623,10 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
     assert_eq!(anic.text_at("key"), tnic.text_at("key"));
     assert_eq!(anic.xsi_type, tnic.xsi_type);
     assert_eq!(anic.text_at("addressType"), tnic.text_at("addressType"));
-    assert_eq!(networks_of(&c, &avm).await, [vm_network.clone()]);
+    assert_eq!(
+        networks_of(&c, &avm).await,
+        std::slice::from_ref(&vm_network)
+    );
     assert_eq!(
         d.extra_config("kn-1").await.unwrap()[KEY_CONFIGURED],
         "kn-1"
@@ -645,7 +648,7 @@ async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
     assert_eq!(back.text_at("port/portgroupKey"), Some(keel_key.as_str()));
     assert_eq!(back.text_at("port/switchUuid"), Some(dvs_uuid.as_str()));
     assert_eq!(bnic.text_at("key"), tnic.text_at("key"));
-    assert_eq!(networks_of(&c, &bvm).await, [keel_pg.clone()]);
+    assert_eq!(networks_of(&c, &bvm).await, std::slice::from_ref(&keel_pg));
 
     // The template's own port group, named: nothing to change.
     let b0 = bridged(spec("kn-3", "b0.example.org", 12, 1, 1024, 20), "DC0_DVPG0");
