@@ -494,9 +494,12 @@ impl HypervisorConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
-    /// A Linux bridge on the hypervisor host (`br0`) the VMs' NICs join;
-    /// the panel then reaches each VM at its allocated address, port 22.
-    /// Empty: the driver's private network, as for a pool with no section.
+    /// The network the VMs' NICs join: on libvirt and nspawn hosts a Linux
+    /// bridge of the host (`br0`), on vSphere hosts the datacenter's port
+    /// group of that name, standard or distributed (`VM Network`). The
+    /// panel then reaches each VM at its allocated address, port 22.
+    /// Empty: the driver's private network (under vSphere: the template's
+    /// network), as for a pool with no section.
     pub bridge: String,
     /// Resolvers the seed gives these VMs, instead of
     /// `hypervisor.nameservers`.
@@ -517,13 +520,27 @@ impl NetworkConfig {
         }
     }
 
-    fn validate(&self, pool: &str) -> Result<(), ConfigError> {
+    /// `vsphere_only`: every hypervisor host is a vSphere one, so `bridge`
+    /// names a port group and need not be a Linux interface name. With
+    /// any libvirt or nspawn host (or none configured yet) it must be one,
+    /// since a pool's servers may be placed on any host.
+    fn validate(&self, pool: &str, vsphere_only: bool) -> Result<(), ConfigError> {
         let bridge = self.bridge.trim();
-        if !bridge.is_empty() && !crate::hypervisor::valid_interface_name(bridge) {
-            return Err(ConfigError::Invalid(format!(
-                "networks.{pool}.bridge {:?} is not a Linux interface name (at most 15 letters, digits, '-', '_' or '.')",
-                self.bridge
-            )));
+        if !bridge.is_empty() {
+            if vsphere_only {
+                if !crate::hypervisor::valid_port_group_name(bridge) {
+                    return Err(ConfigError::Invalid(format!(
+                        "networks.{pool}.bridge {:?} is not a vSphere port group name (1 to 80 characters, no control characters)",
+                        self.bridge
+                    )));
+                }
+            } else if !crate::hypervisor::valid_interface_name(bridge) {
+                return Err(ConfigError::Invalid(format!(
+                    "networks.{pool}.bridge {:?} is not a Linux interface name (at most 15 letters, digits, '-', '_' or '.'), \
+                     which libvirt and nspawn hosts need (when every host is a vSphere one, it may name any port group)",
+                    self.bridge
+                )));
+            }
         }
         let url = self.callback_url.trim();
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
@@ -1128,8 +1145,10 @@ impl Config {
             )));
         }
         self.hypervisor.callback_listen()?;
+        let hosts = self.hypervisor.host_list();
+        let vsphere_only = !hosts.is_empty() && hosts.iter().all(|h| h.driver == "vsphere");
         for (pool, network) in &self.networks {
-            network.validate(pool)?;
+            network.validate(pool, vsphere_only)?;
         }
         self.hypervisor.validate_hosts()?;
         if self.hypervisor.driver == "vsphere"
@@ -1537,6 +1556,66 @@ mod tests {
             let err = Config::load(Some(&path), env(&[])).unwrap_err();
             assert!(err.to_string().contains(key), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bridge_names_a_port_group_when_every_host_is_a_vsphere_one() {
+        use crate::hypervisor::Attachment;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("panel.toml");
+        let vsphere = "[vsphere]\nurl = \"https://vc.example.org/sdk\"\nusername = \"keel\"\n\
+                       password_file = \"/etc/keel/vsphere.pw\"\ndatacenter = \"DC0\"\ncluster = \"C0\"\n";
+        let load = |hosts: &str, networks: &str| {
+            std::fs::write(&path, format!("{hosts}\n{vsphere}\n{networks}")).unwrap();
+            Config::load(Some(&path), env(&[]))
+        };
+        let networks =
+            "[networks.campus]\nbridge = \"VM Network\"\n[networks.lab]\nbridge = \"DC0_DVPG0\"\n";
+        let one = "[hypervisor]\ndriver = \"vsphere\"\n";
+        let c = load(one, networks).unwrap();
+        assert_eq!(
+            c.networks["campus"].attachment(),
+            Attachment::Bridge {
+                bridge: "VM Network".into()
+            }
+        );
+        assert_eq!(
+            c.networks["lab"].attachment(),
+            Attachment::Bridge {
+                bridge: "DC0_DVPG0".into()
+            }
+        );
+        let two = "[[hypervisor.hosts]]\nname = \"vc1\"\ndriver = \"vsphere\"\n\
+                   [[hypervisor.hosts]]\nname = \"vc2\"\ndriver = \"vsphere\"\n";
+        assert!(load(two, networks).is_ok());
+        // A pool's servers may land on any host: with an nspawn host among
+        // them the name must also be a Linux bridge's.
+        let mixed = "[[hypervisor.hosts]]\nname = \"vc1\"\ndriver = \"vsphere\"\n\
+                     [[hypervisor.hosts]]\nname = \"n1\"\ndriver = \"nspawn\"\n";
+        let err = load(mixed, networks).unwrap_err().to_string();
+        assert!(
+            err.contains("networks.campus.bridge") && err.contains("Linux interface name"),
+            "{err}"
+        );
+        assert!(load(mixed, "[networks.campus]\nbridge = \"br0\"\n").is_ok());
+        // No host yet (driver "none"): the Linux rule, as before.
+        let err = load("", networks).unwrap_err().to_string();
+        assert!(err.contains("Linux interface name"), "{err}");
+        for bad in [
+            "[networks.campus]\nbridge = \"VM\\tNetwork\"\n".to_string(),
+            format!("[networks.campus]\nbridge = \"{}\"\n", "p".repeat(81)),
+        ] {
+            let err = load(one, &bad).unwrap_err().to_string();
+            assert!(
+                err.contains("networks.campus.bridge") && err.contains("port group"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(load(
+            one,
+            &format!("[networks.campus]\nbridge = \"{}\"\n", "p".repeat(80))
+        )
+        .is_ok());
     }
 
     #[test]

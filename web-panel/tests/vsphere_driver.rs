@@ -16,6 +16,9 @@
 //! Covered: create (clone from a template into a folder and resource pool,
 //! vCPUs, memory, disk, seed), idempotent create, power on/off/reset and
 //! guest shutdown, list by name prefix, snapshots, clone of a VM, delete;
+//! a bridged pool's VM put on the standard or distributed port group its
+//! network names (a private one left on the template's; an unknown name
+//! refused before anything is made);
 //! certificate, login and connection failures classified; a session that
 //! vCenter forgot is logged in again; 30% injected faults over a batch of
 //! creates and deletes end with no duplicate and no orphan VM; and the
@@ -44,7 +47,7 @@ use keel_panel::hypervisor::faulty::FaultyDriver;
 use keel_panel::hypervisor::seed::{self, HostKeys, SeedParams};
 use keel_panel::hypervisor::vsphere::soap::{self, Call, MoRef};
 use keel_panel::hypervisor::vsphere::{VsphereDriver, VsphereSettings, KEY_CONFIGURED, KEY_IMAGE};
-use keel_panel::hypervisor::{Driver, DriverError, NetIdentity, PowerState, VmSpec};
+use keel_panel::hypervisor::{Attachment, Driver, DriverError, NetIdentity, PowerState, VmSpec};
 use keel_panel::provision::{self, Provisioner};
 use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
 use keel_panel::services::catalog;
@@ -493,6 +496,263 @@ async fn create_power_snapshots_clone_list_and_delete() {
     assert!(!left.iter().any(|n| n.starts_with("kv-")), "{left:?}");
     assert!(left.contains(&"other-1".to_string()), "{left:?}");
     d.logout().await.unwrap();
+}
+
+/// The first network adapter (lowest key) of a VM as vSphere reports it.
+async fn first_nic(c: &soap::Client, vm: &MoRef) -> soap::Node {
+    let p = c.properties(vm, &["config.hardware.device"]).await.unwrap();
+    p.get("config.hardware.device")
+        .unwrap()
+        .children
+        .iter()
+        .filter(|d| d.child("macAddress").is_some() && d.child("backing").is_some())
+        .min_by_key(|d| d.text_at("key").unwrap().parse::<i64>().unwrap())
+        .cloned()
+        .expect("a network adapter")
+}
+
+/// The VM's `network` property: the networks vSphere counts it on.
+async fn networks_of(c: &soap::Client, vm: &MoRef) -> Vec<MoRef> {
+    let p = c.properties(vm, &["network"]).await.unwrap();
+    p.get("network")
+        .map(|n| n.children.iter().filter_map(MoRef::from_node).collect())
+        .unwrap_or_default()
+}
+
+fn bridged(mut s: VmSpec, network: &str) -> VmSpec {
+    s.net.attach = Attachment::Bridge {
+        bridge: network.into(),
+    };
+    s
+}
+
+/// A pool on a network (`networks.<pool>.bridge`) puts its VMs' first
+/// adapter on the vSphere network of that name, a standard or a
+/// distributed port group, read back from the device's backing; a private
+/// pool keeps the template's; a name no network has is a permanent error
+/// that makes no VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridged_pools_put_the_first_adapter_on_their_port_group() {
+    let Some(bin) = vcsim_binary() else { return };
+    let sim = Vcsim::start(&bin);
+    let d = sim.driver("kn-").await;
+    let c = d.client().await.unwrap();
+    let find = |path: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find_by_inventory_path(path)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("vcsim has {path}"))
+        }
+    };
+
+    // vcsim's networks: the standard "VM Network" and a distributed
+    // switch with DC0_DVPG0, which its VMs (and so the template) are on.
+    // A second distributed port group, so that "on the requested one"
+    // differs from "as the template".
+    let vm_network = find("/DC0/network/VM Network").await;
+    assert_eq!(vm_network.kind, "Network");
+    let dvpg0 = find("/DC0/network/DC0_DVPG0").await;
+    let dvs = MoRef::from_node(
+        c.properties(&dvpg0, &["config.distributedVirtualSwitch"])
+            .await
+            .unwrap()
+            .get("config.distributedVirtualSwitch")
+            .unwrap(),
+    )
+    .unwrap();
+    let dvs_uuid = c
+        .properties(&dvs, &["uuid"])
+        .await
+        .unwrap()
+        .text("uuid")
+        .unwrap()
+        .to_string();
+    c.run_task(
+        &Call::new("AddDVPortgroup_Task", &dvs).raw(
+            "<spec><name>keel-dvpg</name><numPorts>16</numPorts><type>earlyBinding</type></spec>",
+        ),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let key_of = |pg: MoRef| {
+        let c = c.clone();
+        async move {
+            c.properties(&pg, &["key"])
+                .await
+                .unwrap()
+                .text("key")
+                .unwrap()
+                .to_string()
+        }
+    };
+    let dvpg0_key = key_of(dvpg0).await;
+    let keel_pg = find("/DC0/network/keel-dvpg").await;
+    assert_eq!(keel_pg.kind, "DistributedVirtualPortgroup");
+    let keel_key = key_of(keel_pg.clone()).await;
+    assert_ne!(keel_key, dvpg0_key);
+
+    let template = find("/DC0/vm/templates/debian-bookworm").await;
+    let tnic = first_nic(&c, &template).await;
+    let tback = tnic.child("backing").unwrap();
+    assert_eq!(
+        tback.xsi_type.as_deref(),
+        Some("VirtualEthernetCardDistributedVirtualPortBackingInfo")
+    );
+    assert_eq!(tback.text_at("port/portgroupKey"), Some(dvpg0_key.as_str()));
+
+    // The standard port group: its name and its Network in the backing.
+    let a = bridged(spec("kn-1", "a.example.org", 10, 1, 1024, 20), "VM Network");
+    let ainfo = d.create(&a).await.unwrap();
+    let avm = MoRef::new("VirtualMachine", &ainfo.vm_ref);
+    let anic = first_nic(&c, &avm).await;
+    let back = anic.child("backing").unwrap();
+    assert_eq!(
+        back.xsi_type.as_deref(),
+        Some("VirtualEthernetCardNetworkBackingInfo"),
+        "{back:?}"
+    );
+    assert_eq!(back.text_at("deviceName"), Some("VM Network"));
+    assert_eq!(
+        back.child("network").and_then(MoRef::from_node),
+        Some(vm_network.clone())
+    );
+    // The same adapter, edited: its key, type and MAC policy kept.
+    assert_eq!(anic.text_at("key"), tnic.text_at("key"));
+    assert_eq!(anic.xsi_type, tnic.xsi_type);
+    assert_eq!(anic.text_at("addressType"), tnic.text_at("addressType"));
+    assert_eq!(
+        networks_of(&c, &avm).await,
+        std::slice::from_ref(&vm_network)
+    );
+    assert_eq!(
+        d.extra_config("kn-1").await.unwrap()[KEY_CONFIGURED],
+        "kn-1"
+    );
+    // Create again: the same VM.
+    assert_eq!(d.create(&a).await.unwrap().vm_ref, ainfo.vm_ref);
+
+    // A distributed port group: its switch's UUID and its key.
+    let b = bridged(spec("kn-2", "b.example.org", 11, 1, 1024, 20), "keel-dvpg");
+    let binfo = d.create(&b).await.unwrap();
+    let bvm = MoRef::new("VirtualMachine", &binfo.vm_ref);
+    let bnic = first_nic(&c, &bvm).await;
+    let back = bnic.child("backing").unwrap();
+    assert_eq!(
+        back.xsi_type.as_deref(),
+        Some("VirtualEthernetCardDistributedVirtualPortBackingInfo"),
+        "{back:?}"
+    );
+    assert_eq!(back.text_at("port/portgroupKey"), Some(keel_key.as_str()));
+    assert_eq!(back.text_at("port/switchUuid"), Some(dvs_uuid.as_str()));
+    assert_eq!(bnic.text_at("key"), tnic.text_at("key"));
+    assert_eq!(networks_of(&c, &bvm).await, std::slice::from_ref(&keel_pg));
+
+    // The template's own port group, named: nothing to change.
+    let b0 = bridged(spec("kn-3", "b0.example.org", 12, 1, 1024, 20), "DC0_DVPG0");
+    let b0vm = MoRef::new("VirtualMachine", &d.create(&b0).await.unwrap().vm_ref);
+    let back = first_nic(&c, &b0vm)
+        .await
+        .child("backing")
+        .cloned()
+        .unwrap();
+    assert_eq!(back.text_at("port/portgroupKey"), Some(dvpg0_key.as_str()));
+    assert_eq!(back.text_at("port/switchUuid"), Some(dvs_uuid.as_str()));
+
+    // A private pool: the template's network, untouched.
+    let p = spec("kn-4", "p.example.org", 13, 1, 1024, 20);
+    let pvm = MoRef::new("VirtualMachine", &d.create(&p).await.unwrap().vm_ref);
+    let pnic = first_nic(&c, &pvm).await;
+    assert_eq!(pnic.child("backing"), tnic.child("backing"));
+
+    // A clone of the VM on "VM Network": a private clone keeps its
+    // source's network, a bridged one goes where its pool says.
+    let cp = spec("kn-5", "c.example.org", 14, 1, 1024, 20);
+    let cpvm = MoRef::new(
+        "VirtualMachine",
+        &d.clone_vm("kn-1", &cp).await.unwrap().vm_ref,
+    );
+    let back = first_nic(&c, &cpvm)
+        .await
+        .child("backing")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        back.child("network").and_then(MoRef::from_node),
+        Some(vm_network.clone())
+    );
+    let cb = bridged(spec("kn-6", "d.example.org", 15, 1, 1024, 20), "keel-dvpg");
+    let cbvm = MoRef::new(
+        "VirtualMachine",
+        &d.clone_vm("kn-1", &cb).await.unwrap().vm_ref,
+    );
+    let back = first_nic(&c, &cbvm)
+        .await
+        .child("backing")
+        .cloned()
+        .unwrap();
+    assert_eq!(back.text_at("port/portgroupKey"), Some(keel_key.as_str()));
+
+    // A clone interrupted before its reconfiguration gets its network
+    // (and keeps its MAC address) when the next create finishes it.
+    let keel_folder = find("/DC0/vm/keel").await;
+    let pool_ref = find("/DC0/host/DC0_C0/Resources/DC0_C0_RP1").await;
+    let half = Call::new("CloneVM_Task", &template)
+        .moref("folder", &keel_folder)
+        .text("name", "kn-7")
+        .raw(&format!(
+            "<spec><location>{}</location><template>false</template><powerOn>false</powerOn></spec>",
+            pool_ref.xml("pool")
+        ));
+    c.run_task(&half, TIMEOUT).await.unwrap();
+    let hvm = find("/DC0/vm/keel/kn-7").await;
+    let mac = first_nic(&c, &hvm)
+        .await
+        .text_at("macAddress")
+        .unwrap()
+        .to_string();
+    let h = bridged(spec("kn-7", "h.example.org", 16, 1, 1024, 20), "VM Network");
+    assert_eq!(d.create(&h).await.unwrap().vm_ref, hvm.value);
+    let hnic = first_nic(&c, &hvm).await;
+    assert_eq!(
+        hnic.child("backing")
+            .unwrap()
+            .child("network")
+            .and_then(MoRef::from_node),
+        Some(vm_network.clone())
+    );
+    assert_eq!(hnic.text_at("macAddress"), Some(mac.as_str()));
+
+    // A network no one has: permanent, named, and no VM is made (neither
+    // by a create nor by a clone).
+    let before = names(&d.list().await.unwrap());
+    let bad = bridged(
+        spec("kn-8", "e.example.org", 17, 1, 1024, 20),
+        "no-such-net",
+    );
+    for err in [
+        d.create(&bad).await.unwrap_err(),
+        d.clone_vm("kn-1", &bad).await.unwrap_err(),
+    ] {
+        assert!(
+            !err.is_retryable() && err.to_string().contains("no-such-net"),
+            "{err}"
+        );
+    }
+    assert_eq!(names(&d.list().await.unwrap()), before);
+    assert!(!before.contains(&"kn-8".to_string()));
+    assert!(!inventory(&c).await.contains(&"kn-8".to_string()));
+    assert!(matches!(
+        d.status("kn-8").await,
+        Err(DriverError::NotFound(_))
+    ));
+
+    for vm in &before {
+        d.delete(vm).await.unwrap();
+    }
+    assert!(d.list().await.unwrap().is_empty());
 }
 
 fn names_of(snaps: &[keel_panel::hypervisor::SnapshotInfo]) -> Vec<String> {

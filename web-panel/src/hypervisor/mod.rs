@@ -105,9 +105,11 @@ pub enum Attachment {
     /// loopback port (libvirt), a veth routed from the host (nspawn).
     #[default]
     Private,
-    /// A NIC on an existing Linux bridge of the hypervisor host (say
-    /// `br0`), on the network the VM's pool addresses belong to; the VM is
-    /// reached at its allocated address, port 22.
+    /// A NIC on the network the VM's pool addresses belong to, named by
+    /// `bridge`: an existing Linux bridge of the hypervisor host (say
+    /// `br0`) under libvirt and nspawn, the datacenter's port group of that
+    /// name (standard or distributed, say `VM Network`) under vSphere. The
+    /// VM is reached at its allocated address, port 22.
     Bridge { bridge: String },
 }
 
@@ -132,6 +134,14 @@ pub fn valid_interface_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Whether `name` can name a vSphere network (a port group): 1 to 80
+/// characters, none of them a control character. vSphere's own limit;
+/// spaces, slashes and the like are fine, because the name never reaches a
+/// shell or a path (the driver compares it with the networks' names).
+pub fn valid_port_group_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= 80 && !name.chars().any(char::is_control)
 }
 
 /// Power state as the hypervisor reports it.

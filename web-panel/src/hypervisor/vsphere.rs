@@ -17,6 +17,28 @@
 //! half-building. A clone copies its source's `extraConfig`, which is why
 //! the mark holds the VM's own name.
 //!
+//! Network: a VM whose pool is on a network (`Attachment::Bridge`, from
+//! `networks.<pool>.bridge`) gets its first network adapter (the lowest
+//! device key) put on the datacenter's network of that name: the config's
+//! `bridge` key names a port group under vSphere, as it names a Linux
+//! bridge under libvirt and nspawn, so one key says where a pool's network
+//! is whatever the host. The name is looked up among the networks in the
+//! datacenter's network folder and the folders below it; a standard port
+//! group becomes a `VirtualEthernetCardNetworkBackingInfo` (its name and
+//! its `Network`), a distributed one a
+//! `VirtualEthernetCardDistributedVirtualPortBackingInfo` (its switch's
+//! UUID and its key). The adapter is edited in the reconfiguration, keeping
+//! its key, type, MAC address and MAC policy, so an interrupted clone gets
+//! its network with the rest of its configuration on the next `create`.
+//! The name is looked up before the clone, so a network that does not
+//! exist is a permanent error naming it, and no VM is made. A private
+//! attachment leaves the adapter as the template (or the cloned VM) has it.
+//!
+//! Limits: only the first adapter is placed (a template's further
+//! adapters keep their networks); a name two networks share (a standard
+//! and a distributed port group, say) is refused as ambiguous; NSX opaque
+//! networks are not supported.
+//!
 //! Power: on, off and reset are the VM's tasks; a guest shutdown goes
 //! through VMware Tools (`ShutdownGuest`). When Tools do not run in the
 //! guest, vSphere has no other way to ask the OS (there is no ACPI button
@@ -70,7 +92,8 @@ use rustls_pki_types::CertificateDer;
 
 use self::soap::{el, option_value, Call, MoRef, Node, SoapError};
 use super::{
-    Driver, DriverError, DriverResult, PowerState, SeedData, SnapshotInfo, VmInfo, VmSpec,
+    Attachment, Driver, DriverError, DriverResult, PowerState, SeedData, SnapshotInfo, VmInfo,
+    VmSpec,
 };
 
 /// extraConfig key holding the image a VM was cloned from.
@@ -90,6 +113,21 @@ const RETRYABLE_FAULTS: &[&str] = &[
     "Timedout",
     "NotAuthenticated",
 ];
+
+/// The device types of network adapters (`VirtualEthernetCard`'s subtypes).
+const NIC_TYPES: &[&str] = &[
+    "VirtualE1000",
+    "VirtualE1000e",
+    "VirtualPCNet32",
+    "VirtualVmxnet",
+    "VirtualVmxnet2",
+    "VirtualVmxnet3",
+    "VirtualVmxnet3Vrdma",
+    "VirtualSriovEthernetCard",
+];
+
+const STANDARD_BACKING: &str = "VirtualEthernetCardNetworkBackingInfo";
+const DISTRIBUTED_BACKING: &str = "VirtualEthernetCardDistributedVirtualPortBackingInfo";
 
 /// Where the driver works and how it logs in (from `[vsphere]` of the
 /// panel's configuration).
@@ -142,6 +180,10 @@ impl VsphereSettings {
         )
     }
 
+    fn network_folder_path(&self) -> String {
+        format!("/{}/network", self.dc())
+    }
+
     fn datastore_path(&self) -> Option<String> {
         (!self.datastore.is_empty())
             .then(|| format!("/{}/datastore/{}", self.dc(), escape_name(&self.datastore)))
@@ -159,6 +201,136 @@ fn join_path(base: &str, rest: &str) -> String {
 /// A single inventory name inside a path: `/` is written `%2f`, `%` `%25`.
 fn escape_name(name: &str) -> String {
     name.replace('%', "%25").replace('/', "%2f")
+}
+
+/// An entity's `name` as vSphere reports it, with its escapes (`%2f` for
+/// `/`, `%5c` for `\`, `%25` for `%`) undone, to compare with a name an
+/// operator wrote.
+fn unescape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 3)
+            .filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit()));
+        match code.and_then(|c| u8::from_str_radix(c, 16).ok()) {
+            Some(b) if b.is_ascii() => {
+                out.push(char::from(b));
+                rest = &rest[i + 3..];
+            }
+            _ => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A vSphere network a VM's adapter can be put on, found by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PortGroup {
+    /// A standard port group (a `Network`): the backing names it and
+    /// refers to it.
+    Standard { name: String, network: MoRef },
+    /// A distributed port group: the backing names its switch's UUID and
+    /// the port group's key.
+    Distributed {
+        name: String,
+        switch_uuid: String,
+        key: String,
+    },
+}
+
+impl PortGroup {
+    /// The adapter backing that puts an adapter on this network.
+    fn backing(&self) -> Node {
+        match self {
+            PortGroup::Standard { name, network } => Node::typed(
+                "backing",
+                STANDARD_BACKING,
+                vec![Node::leaf("deviceName", name), network.node("network")],
+            ),
+            PortGroup::Distributed {
+                switch_uuid, key, ..
+            } => Node::typed(
+                "backing",
+                DISTRIBUTED_BACKING,
+                vec![Node {
+                    name: "port".into(),
+                    children: vec![
+                        Node::leaf("switchUuid", switch_uuid),
+                        Node::leaf("portgroupKey", key),
+                    ],
+                    ..Node::default()
+                }],
+            ),
+        }
+    }
+
+    /// Whether an adapter with `backing` is on this network already.
+    fn backs(&self, backing: Option<&Node>) -> bool {
+        let Some(b) = backing else { return false };
+        match self {
+            PortGroup::Standard { network, .. } => {
+                b.xsi_type.as_deref() == Some(STANDARD_BACKING)
+                    && b.child("network").and_then(MoRef::from_node).as_ref() == Some(network)
+            }
+            PortGroup::Distributed {
+                switch_uuid, key, ..
+            } => {
+                b.xsi_type.as_deref() == Some(DISTRIBUTED_BACKING)
+                    && b.text_at("port/portgroupKey") == Some(key.as_str())
+                    && b.text_at("port/switchUuid") == Some(switch_uuid.as_str())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for PortGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortGroup::Standard { name, .. } => write!(f, "port group {name:?}"),
+            PortGroup::Distributed { name, .. } => write!(f, "distributed port group {name:?}"),
+        }
+    }
+}
+
+/// The first network adapter (the lowest device key) among a VM's
+/// `config.hardware.device`. By key rather than by position, because an
+/// edited device may come back last.
+fn first_nic(devices: Option<&Node>) -> Option<Node> {
+    devices?
+        .children
+        .iter()
+        .filter(|d| {
+            d.xsi_type
+                .as_deref()
+                .is_some_and(|t| NIC_TYPES.contains(&t))
+        })
+        .min_by_key(|d| {
+            d.text_at("key")
+                .and_then(|k| k.parse::<i64>().ok())
+                .unwrap_or(i64::MAX)
+        })
+        .cloned()
+}
+
+/// `nic` with its backing replaced by `backing`, in the backing's place
+/// (the API reads a device's fields in order: key, deviceInfo, backing, …).
+fn with_backing(mut nic: Node, backing: Node) -> Node {
+    if let Some(b) = nic.child_mut("backing") {
+        *b = backing;
+    } else {
+        let at = ["deviceInfo", "key"]
+            .iter()
+            .find_map(|n| nic.children.iter().position(|c| c.name == *n))
+            .map_or(0, |i| i + 1);
+        nic.children.insert(at, backing);
+    }
+    nic
 }
 
 /// The cloud-init seed as the `guestinfo` extraConfig keys VMware's
@@ -362,6 +534,103 @@ impl Api {
         }
     }
 
+    /// The network named `name` among the networks in the datacenter's
+    /// network folder and the folders below it.
+    async fn port_group(&self, name: &str) -> OpResult<PortGroup> {
+        let dc = &self.s.datacenter;
+        let folder = self
+            .find("network folder", &self.s.network_folder_path())
+            .await?;
+        let found: Vec<(MoRef, String)> = self
+            .c
+            .properties_under(&folder, "Network", &["name"])
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let reported = o.text("name")?.to_string();
+                (unescape_name(&reported) == name).then_some((o.obj, reported))
+            })
+            .collect();
+        let (net, reported) = match found.as_slice() {
+            [] => {
+                return Err(DriverError::Permanent(format!(
+                    "vSphere has no network named {name:?} in datacenter {dc:?} \
+                     (the port group networks.<pool>.bridge names)"
+                ))
+                .into())
+            }
+            [one] => one.clone(),
+            many => {
+                let refs: Vec<String> = many.iter().map(|(r, _)| r.to_string()).collect();
+                return Err(DriverError::Permanent(format!(
+                    "{} networks are named {name:?} in datacenter {dc:?} ({}): rename one",
+                    many.len(),
+                    refs.join(", ")
+                ))
+                .into());
+            }
+        };
+        match net.kind.as_str() {
+            "Network" => Ok(PortGroup::Standard {
+                name: reported,
+                network: net,
+            }),
+            "DistributedVirtualPortgroup" => {
+                let p = self
+                    .c
+                    .properties(&net, &["key", "config.distributedVirtualSwitch"])
+                    .await?;
+                let incomplete = |what: &str| {
+                    Failure::Driver(DriverError::Permanent(format!(
+                        "distributed port group {name:?} ({net}) has no {what}"
+                    )))
+                };
+                let key = p
+                    .text("key")
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| incomplete("key"))?
+                    .to_string();
+                let switch = p
+                    .get("config.distributedVirtualSwitch")
+                    .and_then(MoRef::from_node)
+                    .ok_or_else(|| incomplete("switch"))?;
+                let switch_uuid = self
+                    .c
+                    .properties(&switch, &["uuid"])
+                    .await?
+                    .text("uuid")
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| incomplete("switch UUID"))?
+                    .to_string();
+                Ok(PortGroup::Distributed {
+                    name: name.to_string(),
+                    switch_uuid,
+                    key,
+                })
+            }
+            other => Err(DriverError::Permanent(format!(
+                "network {name:?} in datacenter {dc:?} is a {other}; Keel puts VMs on standard \
+                 and distributed port groups only"
+            ))
+            .into()),
+        }
+    }
+
+    /// The network the VM's first adapter goes on: `None` (a private
+    /// attachment) keeps the template's or the source VM's.
+    async fn nic_network(&self, attach: &Attachment) -> OpResult<Option<PortGroup>> {
+        let Some(name) = attach.bridge() else {
+            return Ok(None);
+        };
+        if !super::valid_port_group_name(name) {
+            return Err(DriverError::Permanent(format!(
+                "{name:?} cannot name a vSphere network (1 to 80 characters, no control characters)"
+            ))
+            .into());
+        }
+        Ok(Some(self.port_group(name).await?))
+    }
+
     /// The VM `name` in the driver's folder, if there is one.
     async fn lookup(&self, name: &str) -> OpResult<Option<MoRef>> {
         let folder = self.folder().await?;
@@ -452,8 +721,9 @@ impl Api {
     }
 
     /// Brings a powered-off clone to the spec: vCPUs, memory, the disk
-    /// grown, the seed, and last the mark that says it is done.
-    async fn configure(&self, vm: &MoRef, spec: &VmSpec) -> OpResult<()> {
+    /// grown, the first adapter on `net` (if given), the seed, and last the
+    /// mark that says it is done.
+    async fn configure(&self, vm: &MoRef, spec: &VmSpec, net: Option<&PortGroup>) -> OpResult<()> {
         let p = self
             .c
             .properties(vm, &["config.hardware.device", "runtime.powerState"])
@@ -491,6 +761,23 @@ impl Api {
                 body.push_str("</deviceChange>");
             }
         }
+        if let Some(net) = net {
+            let nic = first_nic(p.get("config.hardware.device")).ok_or_else(|| {
+                Failure::Driver(DriverError::Permanent(format!(
+                    "VM {} has no network adapter to put on {net} (its template has none)",
+                    spec.name
+                )))
+            })?;
+            if !net.backs(nic.child("backing")) {
+                // The adapter as read, new backing only: its key, type,
+                // MAC address and MAC policy stay.
+                let nic = with_backing(nic, net.backing());
+                body.push_str("<deviceChange>");
+                body.push_str(&el("operation", "edit"));
+                body.push_str(&nic.to_xml("device"));
+                body.push_str("</deviceChange>");
+            }
+        }
         let mut keys = guestinfo(&spec.seed)?;
         keys.push((KEY_IMAGE.into(), spec.image.clone()));
         keys.push((KEY_CONFIGURED.into(), spec.name.clone()));
@@ -509,17 +796,28 @@ impl Api {
 
     /// The VM `spec.name`, configured: an existing one is finished if its
     /// configuration was interrupted, and otherwise returned as it is.
-    async fn converge(&self, vm: &MoRef, spec: &VmSpec) -> OpResult<VmInfo> {
+    /// `net` is the adapter's network when the caller looked it up already
+    /// (`Some(None)`: keep the adapter's); `None` looks it up if needed.
+    async fn converge(
+        &self,
+        vm: &MoRef,
+        spec: &VmSpec,
+        net: Option<Option<PortGroup>>,
+    ) -> OpResult<VmInfo> {
         let extra = self.extra_config(vm).await?;
         if extra.get(KEY_CONFIGURED) != Some(&spec.name) {
-            self.configure(vm, spec).await?;
+            let net = match net {
+                Some(net) => net,
+                None => self.nic_network(&spec.net.attach).await?,
+            };
+            self.configure(vm, spec, net.as_ref()).await?;
         }
         self.info(&spec.name, vm).await
     }
 
     async fn create(&self, spec: &VmSpec) -> OpResult<VmInfo> {
         if let Some(vm) = self.lookup(&spec.name).await? {
-            return self.converge(&vm, spec).await;
+            return self.converge(&vm, spec, None).await;
         }
         let template = self
             .find(
@@ -527,13 +825,15 @@ impl Api {
                 &self.s.template_path(&spec.image),
             )
             .await?;
+        // Before the clone, so that a network that does not exist makes no VM.
+        let net = self.nic_network(&spec.net.attach).await?;
         let vm = self.clone_from(&template, spec).await?;
-        self.converge(&vm, spec).await
+        self.converge(&vm, spec, Some(net)).await
     }
 
     async fn clone_vm(&self, source: &str, spec: &VmSpec) -> OpResult<VmInfo> {
         if let Some(vm) = self.lookup(&spec.name).await? {
-            return self.converge(&vm, spec).await;
+            return self.converge(&vm, spec, None).await;
         }
         let src = self.vm(source).await?;
         let p = self
@@ -567,8 +867,9 @@ impl Api {
                 .into());
             }
         }
+        let net = self.nic_network(&spec.net.attach).await?;
         let vm = self.clone_from(&src, spec).await?;
-        self.converge(&vm, spec).await
+        self.converge(&vm, spec, Some(net)).await
     }
 
     async fn start(&self, name: &str) -> OpResult<()> {
@@ -1079,6 +1380,70 @@ mod tests {
             .decode(meta["network"].as_str().unwrap())
             .unwrap();
         assert_eq!(String::from_utf8(net).unwrap(), seed.network_config);
+    }
+
+    #[test]
+    fn reported_names_are_unescaped_before_they_are_compared() {
+        assert_eq!(unescape_name("VM Network"), "VM Network");
+        assert_eq!(unescape_name("lab%2fvlan 12"), "lab/vlan 12");
+        assert_eq!(unescape_name("a%5cb%25c"), "a\\b%c");
+        assert_eq!(unescape_name("100%"), "100%");
+        assert_eq!(unescape_name("%+1%zz"), "%+1%zz");
+        assert_eq!(unescape_name(&escape_name("x/%2f")), "x/%2f");
+    }
+
+    #[test]
+    fn the_first_adapter_gets_the_new_backing_and_keeps_the_rest() {
+        let devices = Node::parse(
+            r#"<val xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+            <VirtualDevice xsi:type="VirtualVmxnet3"><key>4001</key><backing xsi:type="VirtualEthernetCardNetworkBackingInfo"><deviceName>b</deviceName></backing></VirtualDevice>
+            <VirtualDevice xsi:type="VirtualDisk"><key>2000</key></VirtualDevice>
+            <VirtualDevice xsi:type="VirtualE1000"><key>4000</key><deviceInfo><label>Network adapter 1</label></deviceInfo><backing xsi:type="VirtualEthernetCardDistributedVirtualPortBackingInfo"><port><switchUuid>u-1</switchUuid><portgroupKey>dvportgroup-9</portgroupKey><portKey>7</portKey></port></backing><connectable><connected>true</connected></connectable><addressType>generated</addressType><macAddress>00:50:56:01:02:03</macAddress></VirtualDevice>
+            </val>"#,
+        )
+        .unwrap();
+        let nic = first_nic(Some(&devices)).unwrap();
+        assert_eq!(nic.text_at("key"), Some("4000"));
+        let dv = PortGroup::Distributed {
+            name: "DC0_DVPG0".into(),
+            switch_uuid: "u-1".into(),
+            key: "dvportgroup-9".into(),
+        };
+        assert!(dv.backs(nic.child("backing")));
+        let std = PortGroup::Standard {
+            name: "VM Network".into(),
+            network: MoRef::new("Network", "network-7"),
+        };
+        assert!(!std.backs(nic.child("backing")));
+        let edited = with_backing(nic, std.backing());
+        assert!(std.backs(edited.child("backing")));
+        let order: Vec<&str> = edited.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "key",
+                "deviceInfo",
+                "backing",
+                "connectable",
+                "addressType",
+                "macAddress"
+            ]
+        );
+        assert_eq!(edited.text_at("macAddress"), Some("00:50:56:01:02:03"));
+        assert_eq!(edited.text_at("addressType"), Some("generated"));
+        assert_eq!(
+            edited.child("backing").unwrap().to_xml("backing"),
+            "<backing xsi:type=\"VirtualEthernetCardNetworkBackingInfo\"><deviceName>VM Network</deviceName><network type=\"Network\">network-7</network></backing>"
+        );
+        let bare = Node::parse(
+            r#"<d xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="VirtualE1000"><key>4000</key><deviceInfo><label>n</label></deviceInfo><connectable><connected>true</connected></connectable></d>"#,
+        )
+        .unwrap();
+        let edited = with_backing(bare, dv.backing());
+        let order: Vec<&str> = edited.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(order, ["key", "deviceInfo", "backing", "connectable"]);
+        assert!(dv.backs(edited.child("backing")));
+        assert!(first_nic(Some(&Node::default())).is_none());
     }
 
     #[test]

@@ -107,6 +107,17 @@ impl MoRef {
         )
     }
 
+    /// The reference as an element named `tag`, to put inside a [`Node`]
+    /// that is sent back.
+    pub fn node(&self, tag: &str) -> Node {
+        Node {
+            name: tag.to_string(),
+            attrs: vec![("type".to_string(), self.kind.clone())],
+            text: self.value.clone(),
+            ..Node::default()
+        }
+    }
+
     /// A reference read from an answer (`type` attribute and text).
     pub fn from_node(node: &Node) -> Option<MoRef> {
         let kind = node.attr("type")?;
@@ -135,6 +146,26 @@ pub struct Node {
 }
 
 impl Node {
+    /// An element holding only text, for building a data object to send.
+    pub fn leaf(name: &str, text: &str) -> Node {
+        Node {
+            name: name.to_string(),
+            text: text.to_string(),
+            ..Node::default()
+        }
+    }
+
+    /// An element of data type `xsi_type` with `children`, for building a
+    /// data object to send.
+    pub fn typed(name: &str, xsi_type: &str, children: Vec<Node>) -> Node {
+        Node {
+            name: name.to_string(),
+            xsi_type: Some(xsi_type.to_string()),
+            children,
+            ..Node::default()
+        }
+    }
+
     pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
@@ -821,6 +852,18 @@ mod tests {
         assert_eq!(
             xml,
             "<device xsi:type=\"VirtualDisk\"><key>2000</key><backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>[ds] a/a.vmdk</fileName></backing></device>"
+        );
+        let built = Node::typed(
+            "backing",
+            "VirtualEthernetCardNetworkBackingInfo",
+            vec![
+                Node::leaf("deviceName", "VM <Network>"),
+                MoRef::new("Network", "network-7").node("network"),
+            ],
+        );
+        assert_eq!(
+            built.to_xml("backing"),
+            "<backing xsi:type=\"VirtualEthernetCardNetworkBackingInfo\"><deviceName>VM &lt;Network&gt;</deviceName><network type=\"Network\">network-7</network></backing>"
         );
     }
 }
