@@ -962,7 +962,10 @@ fn ccserver_with_a_tls_docker_node() {
         &format!("curl -sS --fail {tls} -X POST {api}/containers/{id}/wait"),
     );
     let waited: serde_json::Value = serde_json::from_str(&waited).expect("wait answer");
-    assert_eq!(waited["StatusCode"], 0, "the container ran /bin/true: {waited}");
+    assert_eq!(
+        waited["StatusCode"], 0,
+        "the container ran /bin/true: {waited}"
+    );
     // The client certificate also allows removing it.
     let removed = fh.sh(
         SERVER,

@@ -571,7 +571,10 @@ impl SecondLibvirtd {
             if ok {
                 break;
             }
-            assert!(Instant::now() < deadline, "the second libvirtd never answered");
+            assert!(
+                Instant::now() < deadline,
+                "the second libvirtd never answered"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         lv
@@ -606,9 +609,7 @@ impl Drop for SecondLibvirtd {
         }
         for pid in ["libvirtd.pid", "virtlogd.pid"] {
             if let Ok(p) = std::fs::read_to_string(self.dir.path().join(pid)) {
-                let _ = std::process::Command::new("kill")
-                    .arg(p.trim())
-                    .output();
+                let _ = std::process::Command::new("kill").arg(p.trim()).output();
             }
         }
     }
@@ -640,20 +641,26 @@ fn image_or_skip() -> bool {
 
 /// Two libvirt hosts, each with a state directory of its own (no shared
 /// storage), as `[[hypervisor.hosts]]` describes them.
-fn two_hosts(
-    lv2: &SecondLibvirtd,
-) -> (tempfile::TempDir, LibvirtDriver, LibvirtDriver) {
+fn two_hosts(lv2: &SecondLibvirtd) -> (tempfile::TempDir, LibvirtDriver, LibvirtDriver) {
     use keel_panel::hypervisor::libvirt::Networking;
     std::fs::create_dir_all("/var/lib/keel").unwrap();
     let state = tempfile::Builder::new()
         .prefix("libvirt-move-")
         .tempdir_in("/var/lib/keel")
         .unwrap();
-    let mut a = LibvirtConfig::new("qemu:///system", ImageStore::new(IMAGES), state.path().join("hv-a"));
+    let mut a = LibvirtConfig::new(
+        "qemu:///system",
+        ImageStore::new(IMAGES),
+        state.path().join("hv-a"),
+    );
     a.networking = Networking::UserMode {
         ssh_ports: 23400..=23449,
     };
-    let mut b = LibvirtConfig::new(lv2.uri(), ImageStore::new(IMAGES), state.path().join("hv-b"));
+    let mut b = LibvirtConfig::new(
+        lv2.uri(),
+        ImageStore::new(IMAGES),
+        state.path().join("hv-b"),
+    );
     b.networking = Networking::UserMode {
         ssh_ports: 23450..=23499,
     };
@@ -723,12 +730,18 @@ async fn a_stopped_vm_moves_to_a_host_without_shared_storage() {
     assert!(
         matches!(shared.import_vm(&name, &export).await, Err(DriverError::Permanent(m)) if m.contains("share")),
     );
-    assert!(lv2.virsh(&["dominfo", &name]).stdout.is_empty(), "nothing defined");
+    assert!(
+        lv2.virsh(&["dominfo", &name]).stdout.is_empty(),
+        "nothing defined"
+    );
     let on_b = b.import_vm(&name, &export).await.unwrap();
     assert_eq!(on_b.power, PowerState::Stopped);
     assert_eq!(on_b.vm_ref, on_a.vm_ref, "the domain keeps its UUID");
     let port_b = on_b.ssh_endpoint.expect("a forwarded port").port();
-    assert!((23450..=23499).contains(&port_b), "port {port_b} is not hv-b's");
+    assert!(
+        (23450..=23499).contains(&port_b),
+        "port {port_b} is not hv-b's"
+    );
     assert_eq!(
         b.import_vm(&name, &export).await.unwrap().vm_ref,
         on_b.vm_ref,
@@ -737,11 +750,20 @@ async fn a_stopped_vm_moves_to_a_host_without_shared_storage() {
 
     let disk_b = b.vm_dir(&name).join("disk.qcow2");
     assert!(b.vm_dir(&name).join("seed.iso").is_file());
-    assert!(qemu_io(&disk_b, "read -P 0xa5 1M 64k"), "the copy has the latest data");
+    assert!(
+        qemu_io(&disk_b, "read -P 0xa5 1M 64k"),
+        "the copy has the latest data"
+    );
     let xml = String::from_utf8(lv2.virsh(&["dumpxml", &name]).stdout).unwrap();
     let dir_a = a.vm_dir(&name).display().to_string();
-    assert!(!xml.contains(&dir_a), "hv-b's domain points at hv-a's files:\n{xml}");
-    assert!(xml.contains(&format!("hostfwd=tcp:127.0.0.1:{port_b}-")), "{xml}");
+    assert!(
+        !xml.contains(&dir_a),
+        "hv-b's domain points at hv-a's files:\n{xml}"
+    );
+    assert!(
+        xml.contains(&format!("hostfwd=tcp:127.0.0.1:{port_b}-")),
+        "{xml}"
+    );
 
     // The source's copy goes; the target's stays whole.
     a.delete(&name).await.unwrap();
@@ -780,7 +802,14 @@ fn guest_ssh(dir: &Path, endpoint: std::net::SocketAddr, host_key: &str, cmd: &s
     )
     .unwrap();
     let out = std::process::Command::new("ssh")
-        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known.display()))
         .arg("-i")
@@ -880,7 +909,12 @@ async fn a_booted_vm_moves_cold_and_keeps_its_data_and_host_key() {
         "on hv-b the VM presents the same host key"
     );
     assert_eq!(
-        guest_ssh(state.path(), endpoint_b, &host_keys.ed25519_public, "cat marker"),
+        guest_ssh(
+            state.path(),
+            endpoint_b,
+            &host_keys.ed25519_public,
+            "cat marker"
+        ),
         marker
     );
     eprintln!(

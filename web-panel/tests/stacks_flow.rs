@@ -31,9 +31,18 @@ async fn a_stack_server_type_runs_its_playbook_with_generated_secrets() {
 
     for (stack, field) in [
         (json!({"playbook": "../site.yml"}), "stack.playbook"),
-        (json!({"playbook": "teststack.yml", "groups": ["all"]}), "stack.groups"),
-        (json!({"playbook": "teststack.yml", "groups": ["a-b"]}), "stack.groups"),
-        (json!({"playbook": "teststack.yml", "secrets": ["ansible_password"]}), "stack.secrets"),
+        (
+            json!({"playbook": "teststack.yml", "groups": ["all"]}),
+            "stack.groups",
+        ),
+        (
+            json!({"playbook": "teststack.yml", "groups": ["a-b"]}),
+            "stack.groups",
+        ),
+        (
+            json!({"playbook": "teststack.yml", "secrets": ["ansible_password"]}),
+            "stack.secrets",
+        ),
     ] {
         let r = f
             .panel
@@ -41,8 +50,10 @@ async fn a_stack_server_type_runs_its_playbook_with_generated_secrets() {
                 "POST",
                 "/api/v1/server-types",
                 &admin,
-                Some(json!({"name": "bad", "cpus": 1, "ram_mb": 512, "disk_gb": 4,
-                            "os_image": IMAGE, "stack": stack})),
+                Some(
+                    json!({"name": "bad", "cpus": 1, "ram_mb": 512, "disk_gb": 4,
+                            "os_image": IMAGE, "stack": stack}),
+                ),
             )
             .await;
         assert_eq!(r.status, 422, "{stack}: {}", r.json);
@@ -56,8 +67,10 @@ async fn a_stack_server_type_runs_its_playbook_with_generated_secrets() {
             "POST",
             "/api/v1/server-types",
             &admin,
-            Some(json!({"name": "stacked", "cpus": 1, "ram_mb": 512, "disk_gb": 4,
-                        "os_image": IMAGE, "stack": stack})),
+            Some(
+                json!({"name": "stacked", "cpus": 1, "ram_mb": 512, "disk_gb": 4,
+                        "os_image": IMAGE, "stack": stack}),
+            ),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
@@ -94,7 +107,10 @@ async fn a_stack_server_type_runs_its_playbook_with_generated_secrets() {
     assert!(groups.split(',').any(|g| g == "teststack"), "{groups}");
     let secret = read(f.ssh_admin(id, "sudo cat /etc/teststack.secret").await);
     assert_eq!(secret.len(), 32, "{secret}");
-    assert!(secret.chars().all(|c| c.is_ascii_alphanumeric()), "{secret}");
+    assert!(
+        secret.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{secret}"
+    );
 
     // Stored sealed only, and in no job log.
     let mut rc = f.panel.db().read().await.unwrap();
@@ -112,13 +128,21 @@ async fn a_stack_server_type_runs_its_playbook_with_generated_secrets() {
     let configure = f.jobs_json(id, "configure").await;
     assert_eq!(configure.len(), 1);
     let log = f.job_log(configure[0]["id"].as_i64().unwrap()).await;
-    assert!(log.contains("teststack.yml"), "the stack's run is in the log: {log}");
+    assert!(
+        log.contains("teststack.yml"),
+        "the stack's run is in the log: {log}"
+    );
     assert!(!log.contains(&secret), "the secret is in the job log");
 
     // A re-converge runs the stack again with the same secret.
     let r = f
         .panel
-        .call("POST", &format!("/api/v1/services/{id}/converge"), &f.owner, None)
+        .call(
+            "POST",
+            &format!("/api/v1/services/{id}/converge"),
+            &f.owner,
+            None,
+        )
         .await;
     assert!(r.status == 202 || r.status == 200, "{}", r.json);
     f.settle_kind(id, "configure", 1).await;

@@ -1284,7 +1284,10 @@ impl Driver for LibvirtDriver {
             if s.file.contains('/') || s.file.starts_with('.') {
                 return Err(corrupt("safe snapshot file name"));
             }
-            snapshots.push((read(export.join("snapshots").join(&s.file)).await?, s.current));
+            snapshots.push((
+                read(export.join("snapshots").join(&s.file)).await?,
+                s.current,
+            ));
         }
         let image_dir = self.cfg.images.image_dir(&meta.image)?;
 
@@ -1349,10 +1352,7 @@ impl Driver for LibvirtDriver {
                             &format!("hostfwd=tcp:127.0.0.1:{old}-"),
                             &format!("hostfwd=tcp:127.0.0.1:{new}-"),
                         )
-                        .replace(
-                            &format!("ssh-port>{old}<"),
-                            &format!("ssh-port>{new}<"),
-                        );
+                        .replace(&format!("ssh-port>{old}<"), &format!("ssh-port>{new}<"));
                 }
                 (sx, current)
             })
@@ -1644,7 +1644,8 @@ mod tests {
         }
         // As libvirt gives a bridged NIC back: other elements first, and
         // an earlier interface of another type.
-        let returned = "<domain><devices><interface type='network'><source network='x'/></interface>\n\
+        let returned =
+            "<domain><devices><interface type='network'><source network='x'/></interface>\n\
             <interface type='bridge'>\n  <mac address='52:54:00:00:00:01'/>\n  \
             <source bridge='br0'/>\n  <model type='virtio'/>\n</interface></devices></domain>";
         assert_eq!(

@@ -297,9 +297,8 @@ pub fn for_role_run(
                 continue;
             }
             map.insert(g.clone(), json!({"hosts": [host.name]}));
-            if let Some(Json::Array(children)) = map
-                .get_mut("all")
-                .and_then(|a| a.get_mut("children"))
+            if let Some(Json::Array(children)) =
+                map.get_mut("all").and_then(|a| a.get_mut("children"))
             {
                 children.push(json!(g));
             }

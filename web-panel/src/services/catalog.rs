@@ -81,7 +81,10 @@ impl Stack {
                 && s.len() <= 64
                 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         };
-        for (field, list) in [("stack.groups", &self.groups), ("stack.secrets", &self.secrets)] {
+        for (field, list) in [
+            ("stack.groups", &self.groups),
+            ("stack.secrets", &self.secrets),
+        ] {
             if list.len() > STACK_LIST_MAX {
                 return Err(PanelError::invalid(
                     field,
@@ -95,7 +98,11 @@ impl Stack {
                 ));
             }
         }
-        if let Some(g) = self.groups.iter().find(|g| *g == "all" || *g == "ungrouped") {
+        if let Some(g) = self
+            .groups
+            .iter()
+            .find(|g| *g == "all" || *g == "ungrouped")
+        {
             return Err(PanelError::invalid(
                 "stack.groups",
                 format!("{g:?} is an implicit group"),

@@ -143,9 +143,8 @@ async fn migrate(p: &Provisioner, id: i64, log: &JobLog) -> Result<(), Provision
         return Ok(());
     }
     let name = p.vm_name(id);
-    let live = m.source.kind() == "libvirt"
-        && m.target.kind() == "libvirt"
-        && shares_storage(&m, &name);
+    let live =
+        m.source.kind() == "libvirt" && m.target.kind() == "libvirt" && shares_storage(&m, &name);
     log.message(format!(
         "moving {name} from {} to {} ({})",
         m.from,

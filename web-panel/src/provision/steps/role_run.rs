@@ -55,9 +55,22 @@ pub(super) async fn run_roles_then(
     ctx: &JobContext,
     log: JobLog,
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
-    let mut out = run(p, id, row, playbook, ctx, &log, keel::vars::VarMap::new(), &[]).await;
+    let mut out = run(
+        p,
+        id,
+        row,
+        playbook,
+        ctx,
+        &log,
+        keel::vars::VarMap::new(),
+        &[],
+    )
+    .await;
     if let (Ok(_), Some(t)) = (&out, then) {
-        log.message(format!("running the stack's playbook {}", t.playbook.display()));
+        log.message(format!(
+            "running the stack's playbook {}",
+            t.playbook.display()
+        ));
         out = run(p, id, row, &t.playbook, ctx, &log, t.extra_vars, &t.groups).await;
     }
     if let Err(e) = &out {
