@@ -36,9 +36,9 @@ pub(super) async fn run_roles(
     run_roles_with(p, id, row, playbook, ctx, log, keel::vars::VarMap::new()).await
 }
 
-/// A second playbook a job runs after its first, in the same log (a stack
-/// server type's, `stack.rs`): its extra variables and the inventory
-/// groups the server is in for it.
+/// A playbook a job runs — for a stack server type a second one after the
+/// panel's, in the same log (`stack.rs`) —: its extra variables and the
+/// inventory groups the server is in for it.
 pub(super) struct Then {
     pub playbook: std::path::PathBuf,
     pub extra_vars: keel::vars::VarMap,
@@ -55,23 +55,18 @@ pub(super) async fn run_roles_then(
     ctx: &JobContext,
     log: JobLog,
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
-    let mut out = run(
-        p,
-        id,
-        row,
-        playbook,
-        ctx,
-        &log,
-        keel::vars::VarMap::new(),
-        &[],
-    )
-    .await;
+    let first = Then {
+        playbook: playbook.to_path_buf(),
+        extra_vars: keel::vars::VarMap::new(),
+        groups: Vec::new(),
+    };
+    let mut out = run(p, id, row, first, ctx, &log).await;
     if let (Ok(_), Some(t)) = (&out, then) {
         log.message(format!(
             "running the stack's playbook {}",
             t.playbook.display()
         ));
-        out = run(p, id, row, &t.playbook, ctx, &log, t.extra_vars, &t.groups).await;
+        out = run(p, id, row, t, ctx, &log).await;
     }
     if let Err(e) = &out {
         log.message(e.to_string());
@@ -92,7 +87,12 @@ pub(super) async fn run_roles_with(
     log: JobLog,
     extra_vars: keel::vars::VarMap,
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
-    let out = run(p, id, row, playbook, ctx, &log, extra_vars, &[]).await;
+    let spec = Then {
+        playbook: playbook.to_path_buf(),
+        extra_vars,
+        groups: Vec::new(),
+    };
+    let out = run(p, id, row, spec, ctx, &log).await;
     if let Err(e) = &out {
         log.message(e.to_string());
     }
@@ -100,16 +100,21 @@ pub(super) async fn run_roles_with(
     out
 }
 
+/// One playbook run: `spec`'s playbook with its extra variables, the
+/// server in its groups too.
 async fn run(
     p: &Provisioner,
     id: i64,
     row: &ProvRow,
-    playbook: &Path,
+    spec: Then,
     ctx: &JobContext,
     log: &JobLog,
-    extra_vars: keel::vars::VarMap,
-    groups: &[String],
 ) -> Result<keel::executor::RunSummary, ProvisionError> {
+    let Then {
+        playbook,
+        extra_vars,
+        groups,
+    } = spec;
     let host = check_reachable(p, id, row, log).await?;
     let known = p.known_hosts_path(&row.vm_name);
 
@@ -119,10 +124,10 @@ async fn run(
         &host,
         &p.panel_key()?.private_path.display().to_string(),
         &known.display().to_string(),
-        groups,
+        &groups,
     ))
     .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
-    let playbook_path = playbook.to_path_buf();
+    let playbook_path = playbook;
     let playbook = tokio::task::spawn_blocking(move || {
         keel::playbook::load_playbook(&playbook_path, &Default::default())
     })
