@@ -34,11 +34,22 @@ fn case_dir(name: &str) -> PathBuf {
 }
 
 fn start() -> FullHosts {
-    FullHosts::builder()
+    let fh = FullHosts::builder()
         .packages(PACKAGES)
         .preinstall(PACKAGES)
         .start(1)
-        .expect("starting a full test host")
+        .expect("starting a full test host");
+    // ufw reports the routed policy as "disabled" unless the host forwards
+    // IPv4, and a new network namespace takes that setting from this
+    // machine's, which another test's daemon (dockerd) may have turned on.
+    // The recorded reference results were made without forwarding.
+    let out = Command::new("nsenter")
+        .args(["-t", &fh.init_pid(0).to_string(), "-n"])
+        .args(["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip_forward in the test host: {out:?}");
+    fh
 }
 
 enum Engine<'a> {

@@ -66,8 +66,9 @@ def ensure_sdist() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     if not SDIST_TGZ.exists():
         log(f"downloading the ansible-core {VERSION} sdist into {CACHE}")
+        # pip's progress goes to stderr: stdout carries only what --ensure-venv answers.
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        f"ansible-core=={VERSION}", "-d", str(CACHE)], check=True)
+                        f"ansible-core=={VERSION}", "-d", str(CACHE)], check=True, stdout=sys.stderr)
     log(f"unpacking {SDIST_TGZ.name}")
     with tarfile.open(SDIST_TGZ) as tar:
         tar.extractall(CACHE, filter="tar") if hasattr(tarfile, "data_filter") else tar.extractall(CACHE)
@@ -100,10 +101,11 @@ def ensure_venv() -> Path:
         log(f"reference venv is {' '.join(found) or 'broken'}, recreating from {base}")
         shutil.rmtree(VENV)
     log(f"creating the reference venv {VENV} from {base}")
-    subprocess.run([base, "-m", "venv", str(VENV)], check=True)
+    subprocess.run([base, "-m", "venv", str(VENV)], check=True, stdout=sys.stderr)
     # passlib is what ansible-test's setup_passlib_controller installs; having it up front
     # keeps the runs themselves off the network.
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", str(SDIST_TGZ), "passlib"], check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", str(SDIST_TGZ), "passlib"], check=True,
+                   stdout=sys.stderr)
     return VENV
 
 

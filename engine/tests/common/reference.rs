@@ -17,7 +17,10 @@ pub fn reference_bin() -> Option<PathBuf> {
         .output();
     match out {
         Ok(o) if o.status.success() => {
-            let bin = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            // The last line: the runner's answer, after anything a tool it
+            // ran while building the venv printed.
+            let text = String::from_utf8_lossy(&o.stdout);
+            let bin = PathBuf::from(text.trim().lines().last().unwrap_or_default());
             if bin.join("ansible-playbook").exists() {
                 return Some(bin);
             }
