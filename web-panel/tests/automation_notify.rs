@@ -38,6 +38,10 @@ const VENV: &str = "/tmp/keel-aiosmtpd-venv";
 /// A Python venv with aiosmtpd, made once per machine.
 fn aiosmtpd() -> PathBuf {
     let py = Path::new(VENV).join("bin/python");
+    // The SQLite and PostgreSQL runs start at once on a fresh machine: one
+    // builds the venv while the other waits.
+    let lock = std::fs::File::create(format!("{VENV}.lock")).unwrap();
+    lock.lock().unwrap();
     let ok = |py: &Path| {
         Command::new(py)
             .args(["-c", "import aiosmtpd"])

@@ -1258,6 +1258,7 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<NewSite>()
         .schema_from::<SitePatch>()
         .schema_from::<NewServerType>()
+        .schema_from::<catalog::Stack>()
         .schema_from::<Group>()
         .schema_from::<Quota>()
         .schema_from::<PoolUse>()
