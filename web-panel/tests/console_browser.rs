@@ -213,6 +213,8 @@ async fn a_site_admin_runs_a_command_in_the_console_and_logout_closes_it() {
     let text = wait_terminal(&d, "keel-42 as ann").await;
     eprintln!("terminal:\n{text}");
     d.screenshot("console").await;
+    let a11y = d.serious_a11y_violations().await;
+    assert!(a11y.is_empty(), "console page: {a11y:#?}");
 
     // Refusals on the upgrade itself.
     let (bob_status, bob_body) = upgrade(
