@@ -271,3 +271,52 @@ async fn still_allowed(
         Err(_) => Some(CloseReason::NoLongerAllowed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn only_the_panels_own_origin_may_open_a_console() {
+        let session = Via::Session { csrf: "c".into() };
+        let public = "https://panel.example.org";
+        let own = headers(&[("host", "10.0.0.5:8080"), ("origin", "http://10.0.0.5:8080")]);
+        assert_eq!(origin_refused(&own, &session, public), None);
+        let public_name = headers(&[
+            ("host", "internal:8080"),
+            ("origin", "https://panel.example.org"),
+        ]);
+        assert_eq!(origin_refused(&public_name, &session, public), None);
+        let evil = headers(&[("host", "10.0.0.5:8080"), ("origin", "https://evil.example")]);
+        assert!(origin_refused(&evil, &session, public).is_some());
+        assert!(origin_refused(&evil, &Via::Token, public).is_some());
+        let fetch_says_cross = headers(&[
+            ("host", "10.0.0.5:8080"),
+            ("origin", "http://10.0.0.5:8080"),
+            ("sec-fetch-site", "cross-site"),
+        ]);
+        assert!(origin_refused(&fetch_says_cross, &session, public).is_some());
+        // A cookie needs an Origin; a token (a script, not a browser) not.
+        let none = headers(&[("host", "10.0.0.5:8080")]);
+        assert!(origin_refused(&none, &session, public).is_some());
+        assert_eq!(origin_refused(&none, &Via::Token, public), None);
+    }
+
+    #[test]
+    fn text_frames_are_resizes_and_nothing_else() {
+        let r: Control = serde_json::from_str(r#"{"type":"resize","cols":120,"rows":40}"#).unwrap();
+        let Control::Resize { cols, rows } = r;
+        assert_eq!((cols, rows), (120, 40));
+        assert!(serde_json::from_str::<Control>(r#"{"type":"exec","cmd":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Control>(r#"{"type":"resize","cols":-1,"rows":4}"#).is_err());
+    }
+}

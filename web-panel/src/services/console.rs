@@ -245,3 +245,45 @@ pub async fn closed(
     tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(endpoint: Option<&str>, v4: Option<&str>, v6: Option<&str>) -> ConsoleTarget {
+        ConsoleTarget {
+            service_id: 1,
+            hostname: "h".into(),
+            vm_name: "vm".into(),
+            host_key: "ssh-ed25519 AAAA".into(),
+            ssh_endpoint: endpoint.map(str::to_string),
+            ipv4: v4.map(str::to_string),
+            ipv6: v6.map(str::to_string),
+            account: None,
+            no_account: "you are not a member of the server's site",
+        }
+    }
+
+    #[test]
+    fn sshd_is_the_drivers_forward_else_port_22_of_the_address() {
+        let t = target(Some("127.0.0.1:22123"), Some("10.1.2.3"), None);
+        assert_eq!(t.ssh_addr(), Some("127.0.0.1:22123".parse().unwrap()));
+        let t = target(None, Some("10.1.2.3"), Some("fd00::3"));
+        assert_eq!(t.ssh_addr(), Some("10.1.2.3:22".parse().unwrap()));
+        let t = target(None, None, Some("fd00::3"));
+        assert_eq!(t.ssh_addr(), Some("[fd00::3]:22".parse().unwrap()));
+        assert_eq!(target(None, None, None).ssh_addr(), None);
+    }
+
+    #[test]
+    fn no_account_no_shell_and_the_refusal_says_why() {
+        let t = target(None, Some("10.1.2.3"), None);
+        let e = t.shell_account().unwrap_err();
+        assert!(matches!(&e, PanelError::Forbidden(m) if m.contains("not a member")), "{e}");
+        let t = ConsoleTarget {
+            account: Some("ann".into()),
+            ..t
+        };
+        assert_eq!(t.shell_account().unwrap(), "ann");
+    }
+}
