@@ -59,18 +59,17 @@ async fn access_settled(f: &FlowPanel, id: i64) {
             }
             return;
         }
-        assert!(Instant::now() < deadline, "access jobs still running: {jobs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "access jobs still running: {jobs:?}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
 /// A WebSocket upgrade request for the console, as a browser would send
 /// it; returns the status and the JSON error, if any.
-async fn upgrade(
-    base: &str,
-    id: i64,
-    headers: &[(&str, String)],
-) -> (reqwest::StatusCode, Value) {
+async fn upgrade(base: &str, id: i64, headers: &[(&str, String)]) -> (reqwest::StatusCode, Value) {
     let client = reqwest::Client::new();
     let mut req = client
         .get(format!("{base}/api/v1/services/{id}/console"))
@@ -208,8 +207,11 @@ async fn a_site_admin_runs_a_command_in_the_console_and_logout_closes_it() {
     wait_state(&d, "open", 30).await;
     // A prompt first, then the command; Enter is WebDriver's U+E007.
     wait_terminal(&d, "$").await;
-    d.type_into(".xterm-helper-textarea", "echo keel-$((6*7)) as $(id -un)\u{E007}")
-        .await;
+    d.type_into(
+        ".xterm-helper-textarea",
+        "echo keel-$((6*7)) as $(id -un)\u{E007}",
+    )
+    .await;
     let text = wait_terminal(&d, "keel-42 as ann").await;
     eprintln!("terminal:\n{text}");
     d.screenshot("console").await;
@@ -217,23 +219,13 @@ async fn a_site_admin_runs_a_command_in_the_console_and_logout_closes_it() {
     assert!(a11y.is_empty(), "console page: {a11y:#?}");
 
     // Refusals on the upgrade itself.
-    let (bob_status, bob_body) = upgrade(
-        &base,
-        id,
-        &[("Authorization", format!("Bearer {bob_t}"))],
-    )
-    .await;
+    let (bob_status, bob_body) =
+        upgrade(&base, id, &[("Authorization", format!("Bearer {bob_t}"))]).await;
     assert_eq!(bob_status, 403, "SSH-only member: {bob_body}");
-    let (carl_status, _) = upgrade(
-        &base,
-        id,
-        &[("Authorization", format!("Bearer {carl_t}"))],
-    )
-    .await;
+    let (carl_status, _) =
+        upgrade(&base, id, &[("Authorization", format!("Bearer {carl_t}"))]).await;
     assert_eq!(carl_status, 404, "an outsider learns nothing");
-    let cookie = d
-        .cmd("GET", "/cookie/keel_session", None)
-        .await["value"]
+    let cookie = d.cmd("GET", "/cookie/keel_session", None).await["value"]
         .as_str()
         .expect("the session cookie")
         .to_string();
@@ -292,7 +284,10 @@ async fn a_site_admin_runs_a_command_in_the_console_and_logout_closes_it() {
         if closes.len() >= opens.len() {
             break closes;
         }
-        assert!(Instant::now() < deadline, "closes {closes:?} for opens {opens:?}");
+        assert!(
+            Instant::now() < deadline,
+            "closes {closes:?} for opens {opens:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let reasons: Vec<String> = closes
@@ -303,9 +298,15 @@ async fn a_site_admin_runs_a_command_in_the_console_and_logout_closes_it() {
             after["reason"].as_str().unwrap().to_string()
         })
         .collect();
-    assert!(reasons.contains(&"session_ended".to_string()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"session_ended".to_string()),
+        "{reasons:?}"
+    );
     for row in opens.iter().chain(closes.iter()) {
         let text = row["after_json"].as_str().unwrap();
-        assert!(!text.contains("keel-"), "keystrokes in the audit log: {text}");
+        assert!(
+            !text.contains("keel-"),
+            "keystrokes in the audit log: {text}"
+        );
     }
 }

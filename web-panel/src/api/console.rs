@@ -166,9 +166,7 @@ async fn open(
     let principal = a.principal;
     Ok(ws.on_upgrade(move |socket| async move {
         let reason = carry(&st, &credential, &target, kind, backend, socket).await;
-        if let Err(e) =
-            console::closed(&st.db, &principal, id, kind, opened_at, reason).await
-        {
+        if let Err(e) = console::closed(&st.db, &principal, id, kind, opened_at, reason).await {
             tracing::error!(service_id = id, error = %e, "recording the console's close");
         }
     }))
@@ -289,14 +287,20 @@ mod tests {
     fn only_the_panels_own_origin_may_open_a_console() {
         let session = Via::Session { csrf: "c".into() };
         let public = "https://panel.example.org";
-        let own = headers(&[("host", "10.0.0.5:8080"), ("origin", "http://10.0.0.5:8080")]);
+        let own = headers(&[
+            ("host", "10.0.0.5:8080"),
+            ("origin", "http://10.0.0.5:8080"),
+        ]);
         assert_eq!(origin_refused(&own, &session, public), None);
         let public_name = headers(&[
             ("host", "internal:8080"),
             ("origin", "https://panel.example.org"),
         ]);
         assert_eq!(origin_refused(&public_name, &session, public), None);
-        let evil = headers(&[("host", "10.0.0.5:8080"), ("origin", "https://evil.example")]);
+        let evil = headers(&[
+            ("host", "10.0.0.5:8080"),
+            ("origin", "https://evil.example"),
+        ]);
         assert!(origin_refused(&evil, &session, public).is_some());
         assert!(origin_refused(&evil, &Via::Token, public).is_some());
         let fetch_says_cross = headers(&[
@@ -317,6 +321,8 @@ mod tests {
         let Control::Resize { cols, rows } = r;
         assert_eq!((cols, rows), (120, 40));
         assert!(serde_json::from_str::<Control>(r#"{"type":"exec","cmd":"x"}"#).is_err());
-        assert!(serde_json::from_str::<Control>(r#"{"type":"resize","cols":-1,"rows":4}"#).is_err());
+        assert!(
+            serde_json::from_str::<Control>(r#"{"type":"resize","cols":-1,"rows":4}"#).is_err()
+        );
     }
 }

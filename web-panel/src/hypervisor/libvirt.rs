@@ -77,7 +77,8 @@ fn serial_pump(
         let conn = Connect::open(Some(uri))
             .map_err(|e| DriverError::Unavailable(format!("connect to {uri}: {}", e.message())))?;
         let dom = LibvirtDriver::lookup(&conn, name)?;
-        let stream = virt::stream::Stream::new(&conn, sys::VIR_STREAM_NONBLOCK).map_err(classify)?;
+        let stream =
+            virt::stream::Stream::new(&conn, sys::VIR_STREAM_NONBLOCK).map_err(classify)?;
         // No FORCE flag: a console someone else has open stays theirs,
         // and this one fails with libvirt's "active console session".
         dom.open_console(None, &stream, 0).map_err(classify)?;
@@ -99,9 +100,8 @@ fn serial_pump(
         let mut busy = false;
         // SAFETY: the stream is open for this loop's whole life and `buf`
         // is a valid buffer of the length given.
-        let got = unsafe {
-            sys::virStreamRecv(stream.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let got =
+            unsafe { sys::virStreamRecv(stream.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         match got {
             n if n > 0 => {
                 busy = true;

@@ -90,7 +90,9 @@ fn driver_of(
         return Ok(hosts.only().map(|(_, d)| d.clone()));
     };
     if placement.host_state.as_deref() == Some(crate::services::hosts::HostState::Down.as_str()) {
-        return Err(DriverError::Unavailable(format!("hypervisor host {name} is marked down")).into());
+        return Err(
+            DriverError::Unavailable(format!("hypervisor host {name} is marked down")).into(),
+        );
     }
     Ok(hosts.get(name).cloned())
 }

@@ -279,7 +279,10 @@ mod tests {
     fn no_account_no_shell_and_the_refusal_says_why() {
         let t = target(None, Some("10.1.2.3"), None);
         let e = t.shell_account().unwrap_err();
-        assert!(matches!(&e, PanelError::Forbidden(m) if m.contains("not a member")), "{e}");
+        assert!(
+            matches!(&e, PanelError::Forbidden(m) if m.contains("not a member")),
+            "{e}"
+        );
         let t = ConsoleTarget {
             account: Some("ann".into()),
             ..t

@@ -32,8 +32,8 @@
 pub mod access;
 pub mod analytics;
 pub mod catalog;
-pub mod console;
 pub mod certificates;
+pub mod console;
 pub mod dbpassword;
 pub mod groups;
 pub mod hosts;
