@@ -335,6 +335,14 @@ pub trait Driver: Send + Sync + 'static {
         )))
     }
 
+    /// The VM's serial console, for the panel's console page; `None` when
+    /// the driver has none (containers and vSphere VMs: the panel opens a
+    /// shell over SSH instead). `NotFound` when the VM does not exist.
+    async fn serial_console(&self, name: &str) -> DriverResult<Option<Console>> {
+        let _ = name;
+        Ok(None)
+    }
+
     /// A running VM's CPU, memory, disk and network figures; `NotFound`
     /// when it does not exist. A driver that accounts nothing keeps this
     /// default, and the collector relies on the guest's exporter alone.
@@ -344,6 +352,24 @@ pub trait Driver: Send + Sync + 'static {
             self.kind()
         )))
     }
+}
+
+/// What a console carries towards the server: keystrokes, or the size of
+/// the terminal that shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleInput {
+    Data(Vec<u8>),
+    Resize { cols: u16, rows: u16 },
+}
+
+/// An open console, whatever carries it (a VM's serial line through its
+/// hypervisor, or a terminal over SSH): what the server writes arrives on
+/// `output`, which ends when the console does; what is sent on `input`
+/// goes to the server, and dropping `input` closes the console.
+#[derive(Debug)]
+pub struct Console {
+    pub output: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    pub input: tokio::sync::mpsc::Sender<ConsoleInput>,
 }
 
 /// Where drivers find base images: `<dir>/<image>/{disk.qcow2,vmlinuz,initrd.img,rootfs/}`
