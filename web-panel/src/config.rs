@@ -1575,6 +1575,65 @@ mod tests {
         }
     }
 
+    /// A Docker node is its unix socket or TCP with TLS client
+    /// certificates; plain TCP is refused, as is a half-set TLS table.
+    #[test]
+    fn docker_hosts_speak_tls_over_tcp_or_use_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("panel.toml");
+        let host = |table: &str| {
+            format!("[[hypervisor.hosts]]\nname = \"d1\"\ndriver = \"docker\"\n[hypervisor.hosts.docker]\n{table}")
+        };
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path), env(&[]))
+        };
+        if !crate::hypervisor::DOCKER_BUILT {
+            let err = load(&host("")).unwrap_err().to_string();
+            assert!(err.contains("without the docker driver"), "{err}");
+            return;
+        }
+        let c = load(&host("")).unwrap();
+        let h = &c.hypervisor.host_list()[0];
+        assert_eq!(h.docker.endpoint, "unix:///var/run/docker.sock");
+        assert_eq!(
+            h.docker.check("x"),
+            Ok(DockerApi::Unix("/var/run/docker.sock".into()))
+        );
+        let c = load(&host(
+            "endpoint = \"tcp://dock1.example.org:2376\"\nca_file = \"/etc/keel/ca.pem\"\n\
+             cert_file = \"/etc/keel/cert.pem\"\nkey_file = \"/etc/keel/key.pem\"\n\
+             network = \"keel\"\n[hypervisor.hosts.docker.images]\ndebian-bookworm = \"keel/debian:12\"\n",
+        ))
+        .unwrap();
+        let d = &c.hypervisor.host_list()[0].docker;
+        assert_eq!(
+            d.check("x"),
+            Ok(DockerApi::Tls {
+                address: "dock1.example.org:2376".into()
+            })
+        );
+        assert_eq!(d.images["debian-bookworm"], "keel/debian:12");
+        for (table, needle) in [
+            ("endpoint = \"tcp://dock1:2375\"\n", "plain TCP"),
+            ("endpoint = \"tcp://dock1:2376\"\nca_file = \"/ca\"\ncert_file = \"/c\"\n", "docker.key_file"),
+            ("endpoint = \"http://dock1:2375\"\n", "docker.endpoint"),
+            ("endpoint = \"tcp://dock1\"\n", "tcp://host:port"),
+            ("endpoint = \"unix://run/docker.sock\"\n", "absolute path"),
+            ("cert_file = \"/c\"\n", "docker.cert_file is set"),
+            ("network = \"\"\n", "docker.network"),
+            ("stop_timeout_secs = 200\n", "request_timeout_secs"),
+            ("socket = \"/x\"\n", "socket"),
+        ] {
+            let err = load(&host(table)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{table}: {err}");
+            assert!(err.contains("hosts[0]") || needle == "socket", "{table}: {err}");
+        }
+        // The one legacy host may be a docker node too: this machine's socket.
+        let c = Config::load(None, env(&[("KEEL_HYPERVISOR_DRIVER", "docker")])).unwrap();
+        assert_eq!(c.hypervisor.host_list()[0].driver, "docker");
+    }
+
     #[test]
     fn vsphere_needs_its_section_over_https() {
         let base = [
