@@ -659,7 +659,7 @@ async fn cpu_and_memory_limits_are_enforced_by_the_kernel() {
         "only the process over the limit dies"
     );
 
-    // CPU: three busy loops for three seconds get one CPU between them,
+    // CPU: four busy loops for four seconds get one CPU between them,
     // and the kernel throttles the group to keep it there. The largest
     // weight makes the container win against whatever else runs here, so
     // it reaches its limit even on a busy machine.
@@ -680,7 +680,7 @@ async fn cpu_and_memory_limits_are_enforced_by_the_kernel() {
     let (code, out) = d
         .exec(
             name,
-            "p=; for n in 1 2 3; do (while :; do :; done) & p=\"$p $!\"; done; sleep 3; kill $p",
+            "p=; for n in 1 2 3 4; do (while :; do :; done) & p=\"$p $!\"; done; sleep 4; kill $p",
         )
         .await;
     assert_eq!(code, 0, "{out}");
@@ -690,7 +690,7 @@ async fn cpu_and_memory_limits_are_enforced_by_the_kernel() {
     let used = (stats.cpu_ns.unwrap() - cpu_before) as f64 / wall.as_nanos() as f64;
     eprintln!("busy loops used {used:.2} CPUs; throttled {} times", after - before);
     assert!(after > before, "the CPU limit throttled the loops");
-    assert!(used < 1.3, "three loops used {used:.2} CPUs under a 1-CPU limit");
+    assert!(used < 1.3, "four loops used {used:.2} CPUs under a 1-CPU limit");
     assert!(used > 0.3, "the loops ran at all ({used:.2} CPUs)");
     assert_eq!(stats.cpus, 1);
     assert_eq!(stats.memory_total, Some(64 << 20));
