@@ -400,9 +400,9 @@ impl DockerHostConfig {
             DockerApi::Unix(PathBuf::from(path))
         } else if let Some(address) = self.endpoint.strip_prefix("tcp://") {
             let address = address.trim_end_matches('/');
-            let port_ok = address
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
             if !port_ok || address.contains('/') {
                 return Err(format!(
                     "{at}.endpoint {:?}: want tcp://host:port (Docker's TLS port is 2376)",
@@ -432,9 +432,15 @@ impl DockerHostConfig {
             ));
         };
         if self.network.is_empty() {
-            return Err(format!("{at}.network is empty (Docker's default is \"bridge\")"));
+            return Err(format!(
+                "{at}.network is empty (Docker's default is \"bridge\")"
+            ));
         }
-        if let Some((name, _)) = self.images.iter().find(|(k, v)| k.is_empty() || v.is_empty()) {
+        if let Some((name, _)) = self
+            .images
+            .iter()
+            .find(|(k, v)| k.is_empty() || v.is_empty())
+        {
             return Err(format!("{at}.images: {name:?} maps to an empty image"));
         }
         if self.request_timeout_secs <= self.stop_timeout_secs {
@@ -592,7 +598,9 @@ impl HypervisorConfig {
                         crate::hypervisor::DOCKER_NOT_BUILT
                     )));
                 }
-                h.docker.check(&at("docker")).map_err(ConfigError::Invalid)?;
+                h.docker
+                    .check(&at("docker"))
+                    .map_err(ConfigError::Invalid)?;
             }
             for (key, v) in [
                 ("cpu_overcommit", h.cpu_overcommit),
@@ -1616,7 +1624,10 @@ mod tests {
         assert_eq!(d.images["debian-bookworm"], "keel/debian:12");
         for (table, needle) in [
             ("endpoint = \"tcp://dock1:2375\"\n", "plain TCP"),
-            ("endpoint = \"tcp://dock1:2376\"\nca_file = \"/ca\"\ncert_file = \"/c\"\n", "docker.key_file"),
+            (
+                "endpoint = \"tcp://dock1:2376\"\nca_file = \"/ca\"\ncert_file = \"/c\"\n",
+                "docker.key_file",
+            ),
             ("endpoint = \"http://dock1:2375\"\n", "docker.endpoint"),
             ("endpoint = \"tcp://dock1\"\n", "tcp://host:port"),
             ("endpoint = \"unix://run/docker.sock\"\n", "absolute path"),
@@ -1627,7 +1638,10 @@ mod tests {
         ] {
             let err = load(&host(table)).unwrap_err().to_string();
             assert!(err.contains(needle), "{table}: {err}");
-            assert!(err.contains("hosts[0]") || needle == "socket", "{table}: {err}");
+            assert!(
+                err.contains("hosts[0]") || needle == "socket",
+                "{table}: {err}"
+            );
         }
         // The one legacy host may be a docker node too: this machine's socket.
         let c = Config::load(None, env(&[("KEEL_HYPERVISOR_DRIVER", "docker")])).unwrap();

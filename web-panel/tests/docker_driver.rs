@@ -179,7 +179,12 @@ impl Daemon {
             // test that needs a network makes its own.
             .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
             // Its own containerd, not a system one.
-            .args(["--containerd-namespace", "keel-test", "--containerd-plugins-namespace", "keel-test-plugins"]);
+            .args([
+                "--containerd-namespace",
+                "keel-test",
+                "--containerd-plugins-namespace",
+                "keel-test-plugins",
+            ]);
         let mut tcp = None;
         let mut pki = None;
         if tls {
@@ -221,9 +226,11 @@ impl Daemon {
                 panic!("dockerd exited with {status}:\n{}", d.log_tail());
             }
             if d.socket.exists() {
-                if let Ok(c) =
-                    Docker::connect_with_unix(&d.socket.to_string_lossy(), 60, bollard::API_DEFAULT_VERSION)
-                {
+                if let Ok(c) = Docker::connect_with_unix(
+                    &d.socket.to_string_lossy(),
+                    60,
+                    bollard::API_DEFAULT_VERSION,
+                ) {
                     if let Ok(c) = c.negotiate_version().await {
                         if c.ping().await.is_ok() {
                             d.docker = c;
@@ -272,7 +279,11 @@ impl Daemon {
                 .build();
             let mut s = self
                 .docker
-                .create_image(Some(options), Some(bollard::body_full(tar.clone().into())), None)
+                .create_image(
+                    Some(options),
+                    Some(bollard::body_full(tar.clone().into())),
+                    None,
+                )
                 .boxed();
             while let Some(r) = s.next().await {
                 r.unwrap();
@@ -452,7 +463,13 @@ impl Drop for Daemon {
 /// the libraries they load.
 fn tiny_rootfs_tar() -> Vec<u8> {
     let mut files: Vec<PathBuf> = Vec::new();
-    let bins = ["/bin/dash", "/bin/sleep", "/bin/cat", "/usr/bin/head", "/usr/bin/tail"];
+    let bins = [
+        "/bin/dash",
+        "/bin/sleep",
+        "/bin/cat",
+        "/usr/bin/head",
+        "/usr/bin/tail",
+    ];
     for bin in bins {
         files.push(PathBuf::from(bin));
         let out = Command::new("ldd").arg(bin).output().expect("ldd");
@@ -472,7 +489,9 @@ fn tiny_rootfs_tar() -> Vec<u8> {
         h.set_size(0);
         b.append_data(&mut h, path, std::io::empty()).unwrap();
     };
-    for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "data", "usr", "usr/bin"] {
+    for d in [
+        "bin", "proc", "sys", "dev", "etc", "tmp", "data", "usr", "usr/bin",
+    ] {
         dir(&mut b, d);
     }
     for f in &files {
@@ -542,7 +561,10 @@ async fn cgroup_file(d: &Daemon, name: &str, v2: &str, v1: &str) -> String {
 
 fn stat_key(text: &str, key: &str) -> u64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse::<u64>().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.trim().parse::<u64>().unwrap())
+        })
         .unwrap_or_else(|| panic!("no {key} in {text}"))
 }
 
@@ -586,7 +608,12 @@ async fn create_twice_gives_one_container_with_the_specs_limits() {
     s2.image = "debian-bookworm".into();
     mapped.create(&s2).await.unwrap();
     assert_eq!(
-        d.inspect("keel-t-mapped").await.config.unwrap().image.as_deref(),
+        d.inspect("keel-t-mapped")
+            .await
+            .config
+            .unwrap()
+            .image
+            .as_deref(),
         Some("keel-test/tiny:latest")
     );
 
@@ -605,9 +632,16 @@ async fn create_twice_gives_one_container_with_the_specs_limits() {
         spec("other-prefix", 1, 64),
     ] {
         let err = driver.create(&bad).await.unwrap_err();
-        assert!(matches!(err, DriverError::Permanent(_)), "{}: {err:?}", bad.name);
+        assert!(
+            matches!(err, DriverError::Permanent(_)),
+            "{}: {err:?}",
+            bad.name
+        );
     }
-    assert_eq!(d.container_names().await, ["keel-t-create", "keel-t-mapped"]);
+    assert_eq!(
+        d.container_names().await,
+        ["keel-t-create", "keel-t-mapped"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,7 +664,12 @@ async fn cpu_and_memory_limits_are_enforced_by_the_kernel() {
     } else {
         cgroup_file(&d, name, "cpu.max", "cpu/cpu.cfs_period_us").await
     };
-    let quota = quota.split_whitespace().next().unwrap().parse::<u64>().unwrap();
+    let quota = quota
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
     let period = period.trim().parse::<u64>().unwrap();
     assert_eq!(quota, period, "one CPU's worth of time per period");
 
@@ -688,9 +727,15 @@ async fn cpu_and_memory_limits_are_enforced_by_the_kernel() {
     let stats = driver.stats(name).await.unwrap();
     let after = stat_key(&d.exec(name, stat).await.1, "nr_throttled ");
     let used = (stats.cpu_ns.unwrap() - cpu_before) as f64 / wall.as_nanos() as f64;
-    eprintln!("busy loops used {used:.2} CPUs; throttled {} times", after - before);
+    eprintln!(
+        "busy loops used {used:.2} CPUs; throttled {} times",
+        after - before
+    );
     assert!(after > before, "the CPU limit throttled the loops");
-    assert!(used < 1.3, "four loops used {used:.2} CPUs under a 1-CPU limit");
+    assert!(
+        used < 1.3,
+        "four loops used {used:.2} CPUs under a 1-CPU limit"
+    );
     assert!(used > 0.3, "the loops ran at all ({used:.2} CPUs)");
     assert_eq!(stats.cpus, 1);
     assert_eq!(stats.memory_total, Some(64 << 20));
@@ -715,26 +760,39 @@ async fn power_operations_and_their_idempotency() {
     let running = driver.status(name).await.unwrap();
     assert_eq!(running.power, PowerState::Running);
     assert_eq!(running.vm_ref, created.vm_ref);
-    let pid = |c: &bollard::models::ContainerInspectResponse| c.state.as_ref().unwrap().pid.unwrap();
+    let pid =
+        |c: &bollard::models::ContainerInspectResponse| c.state.as_ref().unwrap().pid.unwrap();
     let first_pid = pid(&d.inspect(name).await);
 
     driver.reset(name).await.unwrap();
     let after_reset = d.inspect(name).await;
-    assert_eq!(driver.status(name).await.unwrap().power, PowerState::Running);
+    assert_eq!(
+        driver.status(name).await.unwrap().power,
+        PowerState::Running
+    );
     assert_ne!(pid(&after_reset), first_pid, "a reset starts new processes");
 
     // Shutdown: the container's init gets SIGTERM and exits by itself.
     let t0 = Instant::now();
     driver.shutdown(name).await.unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(8), "it stopped at SIGTERM, not at the kill");
-    assert_eq!(driver.status(name).await.unwrap().power, PowerState::Stopped);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "it stopped at SIGTERM, not at the kill"
+    );
+    assert_eq!(
+        driver.status(name).await.unwrap().power,
+        PowerState::Stopped
+    );
     assert_eq!(d.inspect(name).await.state.unwrap().exit_code, Some(0));
     driver.shutdown(name).await.unwrap();
 
     // Power off: SIGKILL.
     driver.start(name).await.unwrap();
     driver.power_off(name).await.unwrap();
-    assert_eq!(driver.status(name).await.unwrap().power, PowerState::Stopped);
+    assert_eq!(
+        driver.status(name).await.unwrap().power,
+        PowerState::Stopped
+    );
     assert_eq!(d.inspect(name).await.state.unwrap().exit_code, Some(137));
     driver.power_off(name).await.unwrap();
     assert_eq!(
@@ -783,7 +841,10 @@ async fn snapshots_create_list_revert_delete() {
         .collect();
     assert_eq!(names, ["s1", "s2"]);
     assert!(driver.snapshot_list(name).await.unwrap()[0].created_at > 1_600_000_000);
-    assert!(d.image_tags().await.contains(&"keel-snapshot/keel-t-snap:s1".to_string()));
+    assert!(d
+        .image_tags()
+        .await
+        .contains(&"keel-snapshot/keel-t-snap:s1".to_string()));
 
     // Back to s1, taken while running: running again, with s1's files,
     // the same name, labels and limits, in a new container.
@@ -791,7 +852,10 @@ async fn snapshots_create_list_revert_delete() {
     driver.snapshot_revert(name, "s1").await.unwrap();
     let after = d.inspect(name).await;
     assert_ne!(after.id, before.id);
-    assert_eq!(driver.status(name).await.unwrap().power, PowerState::Running);
+    assert_eq!(
+        driver.status(name).await.unwrap().power,
+        PowerState::Running
+    );
     assert_eq!(d.exec(name, "cat /tmp/state").await.1.trim(), "one");
     let (hb, ha) = (
         before.host_config.clone().unwrap(),
@@ -803,14 +867,22 @@ async fn snapshots_create_list_revert_delete() {
     let mut la = labels_of(&after);
     // Snapshot images carry their own marks; the container's are the VM's.
     for l in [&mut lb, &mut la] {
-        l.retain(|k, _| k.starts_with("org.keel.") && k != LABEL_SNAPSHOT_OF && k != LABEL_CLONE_FOR && k != "org.keel.snapshot-running");
+        l.retain(|k, _| {
+            k.starts_with("org.keel.")
+                && k != LABEL_SNAPSHOT_OF
+                && k != LABEL_CLONE_FOR
+                && k != "org.keel.snapshot-running"
+        });
     }
     assert_eq!(la, lb);
     assert_eq!(d.container_names().await, [name], "no container left over");
 
     // s2 was taken stopped: the VM is stopped after the revert.
     driver.snapshot_revert(name, "s2").await.unwrap();
-    assert_eq!(driver.status(name).await.unwrap().power, PowerState::Stopped);
+    assert_eq!(
+        driver.status(name).await.unwrap().power,
+        PowerState::Stopped
+    );
     driver.start(name).await.unwrap();
     assert_eq!(d.exec(name, "cat /tmp/state").await.1.trim(), "two");
 
@@ -828,7 +900,10 @@ async fn snapshots_create_list_revert_delete() {
     driver.snapshot_delete(name, "s2").await.unwrap();
     driver.snapshot_delete(name, "s1").await.unwrap();
     assert!(driver.snapshot_list(name).await.unwrap().is_empty());
-    assert_eq!(driver.status(name).await.unwrap().power, PowerState::Running);
+    assert_eq!(
+        driver.status(name).await.unwrap().power,
+        PowerState::Running
+    );
 
     driver.snapshot_create(name, "s3").await.unwrap();
     driver.delete(name).await.unwrap();
@@ -838,7 +913,10 @@ async fn snapshots_create_list_revert_delete() {
     ));
     assert_eq!(d.images_labelled(LABEL_SNAPSHOT_OF, name).await, 0);
     assert!(
-        !d.image_tags().await.iter().any(|t| t.starts_with("keel-snapshot/")),
+        !d.image_tags()
+            .await
+            .iter()
+            .any(|t| t.starts_with("keel-snapshot/")),
         "{:?}",
         d.image_tags().await
     );
@@ -853,7 +931,10 @@ async fn clone_copies_the_disk_once_with_its_own_identity() {
     let driver = d.driver();
     let src = driver.create(&spec("keel-t-src", 1, 64)).await.unwrap();
     driver.start("keel-t-src").await.unwrap();
-    assert_eq!(d.exec("keel-t-src", "echo from-src > /tmp/state").await.0, 0);
+    assert_eq!(
+        d.exec("keel-t-src", "echo from-src > /tmp/state").await.0,
+        0
+    );
 
     let dst = spec("keel-t-dst", 2, 128);
     let a = driver.clone_vm("keel-t-src", &dst).await.unwrap();
@@ -862,19 +943,33 @@ async fn clone_copies_the_disk_once_with_its_own_identity() {
     assert_ne!(a.vm_ref, src.vm_ref);
     assert_eq!(a.power, PowerState::Stopped);
     driver.start("keel-t-dst").await.unwrap();
-    assert_eq!(d.exec("keel-t-dst", "cat /tmp/state").await.1.trim(), "from-src");
+    assert_eq!(
+        d.exec("keel-t-dst", "cat /tmp/state").await.1.trim(),
+        "from-src"
+    );
     let c = d.inspect("keel-t-dst").await;
     let host = c.host_config.clone().unwrap();
     assert_eq!(host.nano_cpus, Some(2_000_000_000));
     assert_eq!(host.memory, Some(128 << 20));
-    assert_eq!(c.config.as_ref().unwrap().hostname.as_deref(), Some("keel-t-dst"));
+    assert_eq!(
+        c.config.as_ref().unwrap().hostname.as_deref(),
+        Some("keel-t-dst")
+    );
     assert_eq!(labels_of(&c)[LABEL_VM], "keel-t-dst");
     // The clone writes its own disk.
-    assert_eq!(d.exec("keel-t-dst", "echo from-dst > /tmp/state").await.0, 0);
-    assert_eq!(d.exec("keel-t-src", "cat /tmp/state").await.1.trim(), "from-src");
+    assert_eq!(
+        d.exec("keel-t-dst", "echo from-dst > /tmp/state").await.0,
+        0
+    );
+    assert_eq!(
+        d.exec("keel-t-src", "cat /tmp/state").await.1.trim(),
+        "from-src"
+    );
 
     assert!(matches!(
-        driver.clone_vm("keel-t-missing", &spec("keel-t-x", 1, 64)).await,
+        driver
+            .clone_vm("keel-t-missing", &spec("keel-t-x", 1, 64))
+            .await,
         Err(DriverError::NotFound(_))
     ));
     let mut other = spec("keel-t-y", 1, 64);
@@ -891,8 +986,14 @@ async fn clone_copies_the_disk_once_with_its_own_identity() {
     ));
     // Deleting the source leaves the clone as it was.
     driver.delete("keel-t-src").await.unwrap();
-    assert_eq!(driver.status("keel-t-dst").await.unwrap().power, PowerState::Running);
-    assert_eq!(d.exec("keel-t-dst", "cat /tmp/state").await.1.trim(), "from-dst");
+    assert_eq!(
+        driver.status("keel-t-dst").await.unwrap().power,
+        PowerState::Running
+    );
+    assert_eq!(
+        d.exec("keel-t-dst", "cat /tmp/state").await.1.trim(),
+        "from-dst"
+    );
     driver.delete("keel-t-dst").await.unwrap();
     assert_eq!(d.images_labelled(LABEL_CLONE_FOR, "keel-t-dst").await, 0);
     assert!(d.container_names().await.is_empty());
@@ -1005,7 +1106,10 @@ async fn list_shows_only_keels_containers_with_the_prefix() {
         driver.delete("keel-foreign").await,
         Err(DriverError::Permanent(_))
     ));
-    assert!(d.container_names().await.contains(&"keel-foreign".to_string()));
+    assert!(d
+        .container_names()
+        .await
+        .contains(&"keel-foreign".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1014,7 +1118,8 @@ async fn a_dead_daemon_is_unavailable() {
         return;
     }
     // A socket that never existed.
-    let mut settings = DockerSettings::new(DockerEndpoint::Unix("/run/keel-no-such-docker.sock".into()));
+    let mut settings =
+        DockerSettings::new(DockerEndpoint::Unix("/run/keel-no-such-docker.sock".into()));
     settings.image_prefix = "keel-test/".into();
     let nowhere = DockerDriver::new(settings);
     for err in [
@@ -1022,7 +1127,10 @@ async fn a_dead_daemon_is_unavailable() {
         nowhere.list().await.unwrap_err(),
         nowhere.create(&spec("keel-t-x", 1, 64)).await.unwrap_err(),
     ] {
-        assert!(matches!(err, DriverError::Unavailable(_)) && err.is_retryable(), "{err:?}");
+        assert!(
+            matches!(err, DriverError::Unavailable(_)) && err.is_retryable(),
+            "{err:?}"
+        );
     }
 
     // A daemon that goes away under a working driver.
@@ -1036,7 +1144,10 @@ async fn a_dead_daemon_is_unavailable() {
         driver.start("keel-t-dead").await.unwrap_err(),
         driver.delete("keel-t-dead").await.unwrap_err(),
     ] {
-        assert!(matches!(err, DriverError::Unavailable(_)) && err.is_retryable(), "{err:?}");
+        assert!(
+            matches!(err, DriverError::Unavailable(_)) && err.is_retryable(),
+            "{err:?}"
+        );
     }
 }
 
@@ -1067,7 +1178,10 @@ async fn tcp_with_tls_needs_the_client_certificate() {
     let stranger = tls("stranger.pem", "stranger-key.pem");
     assert!(stranger.list().await.is_err());
     assert!(stranger.delete("keel-t-tls").await.is_err());
-    assert_eq!(driver.status("keel-t-tls").await.unwrap().power, PowerState::Running);
+    assert_eq!(
+        driver.status("keel-t-tls").await.unwrap().power,
+        PowerState::Running
+    );
     driver.delete("keel-t-tls").await.unwrap();
 }
 
@@ -1126,7 +1240,10 @@ async fn a_user_network_gives_the_container_its_pool_address() {
 
     driver.snapshot_create(name, "s").await.unwrap();
     driver.snapshot_revert(name, "s").await.unwrap();
-    assert_eq!(driver.status(name).await.unwrap().power, PowerState::Running);
+    assert_eq!(
+        driver.status(name).await.unwrap().power,
+        PowerState::Running
+    );
     assert_eq!(addr_of(d.inspect(name).await), "10.233.27.10");
     driver.delete(name).await.unwrap();
     d.docker.remove_network(network).await.unwrap();
@@ -1178,7 +1295,11 @@ async fn thirty_percent_faults_converge_without_duplicates() {
     let mut all = wanted.clone();
     all.push(clone.name.clone());
     all.sort();
-    assert_eq!(d.container_names().await, all, "one container per VM, nothing else");
+    assert_eq!(
+        d.container_names().await,
+        all,
+        "one container per VM, nothing else"
+    );
     let listed: Vec<String> = retry("list", || faulty.list())
         .await
         .into_iter()
@@ -1186,7 +1307,10 @@ async fn thirty_percent_faults_converge_without_duplicates() {
         .collect();
     assert_eq!(listed, all);
     for s in &specs {
-        assert_eq!(clean.status(&s.name).await.unwrap().power, PowerState::Running);
+        assert_eq!(
+            clean.status(&s.name).await.unwrap().power,
+            PowerState::Running
+        );
         let snaps = clean.snapshot_list(&s.name).await.unwrap();
         assert_eq!(snaps.len(), 1, "{}: {snaps:?}", s.name);
     }

@@ -202,8 +202,14 @@ impl Plan {
         l.insert(LABEL_DISK_GB.to_string(), self.disk_gb.to_string());
         l.insert(LABEL_HOSTNAME.to_string(), self.hostname.clone());
         let opt = |v: Option<String>| v.unwrap_or_default();
-        l.insert(LABEL_IPV4.to_string(), opt(self.ipv4.map(|a| a.to_string())));
-        l.insert(LABEL_IPV6.to_string(), opt(self.ipv6.map(|a| a.to_string())));
+        l.insert(
+            LABEL_IPV4.to_string(),
+            opt(self.ipv4.map(|a| a.to_string())),
+        );
+        l.insert(
+            LABEL_IPV6.to_string(),
+            opt(self.ipv6.map(|a| a.to_string())),
+        );
         // Images made from this container carry its labels; these two
         // belong only to the images the driver labels itself.
         l.insert(LABEL_SNAPSHOT_OF.to_string(), String::new());
@@ -432,7 +438,11 @@ impl DockerDriver {
     }
 
     /// `None` when there is no container `name`.
-    async fn find(&self, docker: &Docker, name: &str) -> DriverResult<Option<ContainerInspectResponse>> {
+    async fn find(
+        &self,
+        docker: &Docker,
+        name: &str,
+    ) -> DriverResult<Option<ContainerInspectResponse>> {
         match self.inspect(docker, name).await {
             Ok(c) => Ok(Some(c)),
             Err(DriverError::NotFound(_)) => Ok(None),
@@ -817,8 +827,7 @@ impl Driver for DockerDriver {
                 .as_ref()
                 .and_then(|l| l.get(LABEL_VM))
                 .is_some_and(|v| *v == name);
-            if !labelled || !name.starts_with(&self.settings.prefix) || check_name(&name).is_err()
-            {
+            if !labelled || !name.starts_with(&self.settings.prefix) || check_name(&name).is_err() {
                 continue;
             }
             use bollard::models::ContainerSummaryStateEnum as S;
@@ -862,7 +871,10 @@ impl Driver for DockerDriver {
         self.inspect(&docker, name).await?;
         let prefix = format!("{SNAPSHOT_REPO}/{name}:");
         let mut out = Vec::new();
-        for image in self.images_labelled(&docker, LABEL_SNAPSHOT_OF, name).await? {
+        for image in self
+            .images_labelled(&docker, LABEL_SNAPSHOT_OF, name)
+            .await?
+        {
             for tag in &image.repo_tags {
                 if let Some(snapshot) = tag.strip_prefix(&prefix) {
                     out.push(SnapshotInfo {
@@ -893,9 +905,10 @@ impl Driver for DockerDriver {
                 }
             }
         };
-        let shot = docker.inspect_image(&image).await.map_err(|e| {
-            classify(&format!("snapshot {snapshot} of {name}"), e)
-        })?;
+        let shot = docker
+            .inspect_image(&image)
+            .await
+            .map_err(|e| classify(&format!("snapshot {snapshot} of {name}"), e))?;
         let was_running = shot
             .config
             .as_ref()
@@ -1109,11 +1122,26 @@ mod tests {
             status_code,
             message: "m".into(),
         };
-        assert!(matches!(classify("x", server(404)), DriverError::NotFound(_)));
-        assert!(matches!(classify("x", server(409)), DriverError::Permanent(_)));
-        assert!(matches!(classify("x", server(400)), DriverError::Permanent(_)));
-        assert!(matches!(classify("x", server(500)), DriverError::Unavailable(_)));
-        assert!(matches!(classify("x", server(503)), DriverError::Unavailable(_)));
+        assert!(matches!(
+            classify("x", server(404)),
+            DriverError::NotFound(_)
+        ));
+        assert!(matches!(
+            classify("x", server(409)),
+            DriverError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify("x", server(400)),
+            DriverError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify("x", server(500)),
+            DriverError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify("x", server(503)),
+            DriverError::Unavailable(_)
+        ));
         assert!(matches!(
             classify("x", DockerError::RequestTimeoutError),
             DriverError::Unavailable(_)
@@ -1127,9 +1155,14 @@ mod tests {
     #[test]
     fn images_map_through_the_table_then_the_prefix() {
         let mut s = DockerSettings::new(DockerEndpoint::Unix("/var/run/docker.sock".into()));
-        s.images
-            .insert("debian-bookworm".into(), "registry.example.org/deb:12".into());
-        assert_eq!(s.image_ref("debian-bookworm"), "registry.example.org/deb:12");
+        s.images.insert(
+            "debian-bookworm".into(),
+            "registry.example.org/deb:12".into(),
+        );
+        assert_eq!(
+            s.image_ref("debian-bookworm"),
+            "registry.example.org/deb:12"
+        );
         assert_eq!(s.image_ref("alpine"), "keel/alpine");
     }
 }
