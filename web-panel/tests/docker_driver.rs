@@ -12,6 +12,8 @@
 //! instead when `KEEL_REQUIRE_REAL` is set (scripts/test sets it and
 //! installs docker.io).
 
+mod api_support;
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -1328,4 +1330,194 @@ async fn thirty_percent_faults_converge_without_duplicates() {
         d.image_tags().await,
         ["keel-test/tiny-vol:latest", "keel-test/tiny:latest"]
     );
+}
+
+/// The panel with a `[[hypervisor.hosts]]` entry of driver `docker` (built
+/// by `HostDrivers::from_config`, as `serve` builds it): a server created
+/// through the API is placed on the Docker host, its container gets the
+/// server type's limits, the host's capacity refuses a server too many,
+/// and deleting a server removes its container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_panel_places_servers_on_a_docker_host() {
+    use api_support::{Backend, Cred};
+    use keel_panel::alloc::{self, AddressRecord, PoolFile};
+    use keel_panel::config::HostConfig;
+    use keel_panel::domain::Principal;
+    use keel_panel::provision::{self, HostDrivers, Provisioner};
+    use keel_panel::queue::worker::{QueueConfig, Registry, Worker, WorkerConfig};
+    use keel_panel::services::catalog;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start().await;
+    let socket = d.socket.clone();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let panel = api_support::start(Backend::Sqlite, move |c| {
+        c.data_dir = data_dir;
+        c.hypervisor.driver = "none".into();
+        c.hypervisor.vm_prefix = "kd-".into();
+        c.hypervisor.api_retry_secs = 1;
+        // No guest calls back: the flow waits, it does not power-cycle.
+        c.hypervisor.os_ready_timeout_secs = 3600;
+        let mut host = HostConfig {
+            name: "dock1".into(),
+            driver: "docker".into(),
+            vcpus: 2,
+            ..HostConfig::default()
+        };
+        host.docker.endpoint = format!("unix://{}", socket.display());
+        host.docker.network = "none".into();
+        host.docker.command = vec!["/bin/sh".into(), "-c".into(), INIT.into()];
+        host.docker
+            .images
+            .insert("debian-bookworm".into(), "keel-test/tiny:latest".into());
+        c.hypervisor.hosts = vec![host];
+    })
+    .await;
+    let config = &panel.state.config;
+    let drivers = HostDrivers::from_config(config).unwrap();
+    assert_eq!(drivers.common_kind(), Some("docker"));
+    keel_panel::services::hosts::sync(panel.db(), &config.hypervisor)
+        .await
+        .unwrap();
+    let prov = Arc::new(Provisioner::with_hosts(panel.db().clone(), drivers, config).unwrap());
+    let mut registry = Registry::new();
+    provision::register(&mut registry, prov.clone());
+    let worker = Arc::new(Worker::new(
+        panel.db().store().clone(),
+        registry,
+        WorkerConfig {
+            concurrency: 4,
+            queues: vec![QueueConfig::new("hypervisor"), QueueConfig::new("default")],
+            poll_every: Duration::from_millis(200),
+            heartbeat_every: Duration::from_millis(500),
+            ..WorkerConfig::default()
+        },
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(worker.run(stop.clone()));
+
+    let system = Principal::system();
+    catalog::create(
+        panel.db(),
+        &system,
+        &catalog::NewServerType {
+            name: "small".into(),
+            cpus: 1,
+            ram_mb: 256,
+            disk_gb: 4,
+            os_image: "debian-bookworm".into(),
+            roles: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let pool = PoolFile {
+        pool: "dock".into(),
+        pool_type: "public".into(),
+        quarantine_secs: Some(3600),
+        addresses: (0..4)
+            .map(|i| AddressRecord {
+                hostname: format!("dock-{i}.example.org"),
+                ipv4: Some(Ipv4Addr::new(10, 233, 27, 20 + i).to_string()),
+                ipv6: None,
+                gateway4: Some("10.233.27.1".into()),
+                netmask4: Some("255.255.255.0".into()),
+                gateway6: None,
+                prefix6: None,
+            })
+            .collect(),
+    };
+    alloc::import(panel.db(), &system, &pool, 3600)
+        .await
+        .unwrap();
+    let (_, owner) = panel.user("owner", false).await;
+    let owner = Cred::Bearer(owner);
+    let (_, admin) = panel.user("root", true).await;
+    let admin = Cred::Bearer(admin);
+    let site = panel
+        .call(
+            "POST",
+            "/api/v1/sites",
+            &owner,
+            Some(json!({"name": "Dock Site", "owner_email": "o@example.org"})),
+        )
+        .await
+        .json["id"]
+        .as_i64()
+        .unwrap();
+    let create = || {
+        panel.call(
+            "POST",
+            "/api/v1/services",
+            &owner,
+            Some(json!({"site_id": site, "server_type": "small"})),
+        )
+    };
+    async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !check().await {
+            assert!(Instant::now() < deadline, "{what} within 120 s");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = create().await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        assert_eq!(r.json["service"]["host"], "dock1", "{}", r.json);
+        ids.push(r.json["service"]["id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        let vm = prov.vm_name(*id);
+        wait_until(&format!("{vm} running on dockerd"), async || {
+            d.docker
+                .inspect_container(&vm, None)
+                .await
+                .ok()
+                .and_then(|c| c.state)
+                .and_then(|s| s.running)
+                .unwrap_or(false)
+        })
+        .await;
+        let c = d.inspect(&vm).await;
+        let host = c.host_config.clone().unwrap();
+        assert_eq!(host.nano_cpus, Some(1_000_000_000));
+        assert_eq!(host.memory, Some(256 << 20));
+        assert_eq!(labels_of(&c)[LABEL_VM], vm);
+        let detail = panel
+            .call("GET", &format!("/api/v1/services/{id}"), &owner, None)
+            .await;
+        assert_eq!(detail.json["host"], "dock1", "{}", detail.json);
+    }
+    let hosts = panel.call("GET", "/api/v1/admin/hosts", &admin, None).await;
+    assert_eq!(hosts.json[0]["name"], "dock1", "{}", hosts.json);
+    assert_eq!(hosts.json[0]["used_vcpus"], json!(2), "{}", hosts.json);
+    // Two vCPUs, both taken: a third server is refused and holds nothing.
+    let r = create().await;
+    assert_eq!(r.status, 409, "{}", r.json);
+    assert_eq!(r.json["error"], "no_capacity");
+
+    // Deleting a server removes its container.
+    let gone = prov.vm_name(ids[0]);
+    let r = panel
+        .call(
+            "DELETE",
+            &format!("/api/v1/services/{}", ids[0]),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json);
+    wait_until(&format!("{gone} removed"), async || {
+        !d.container_names().await.contains(&gone)
+    })
+    .await;
+    assert_eq!(d.container_names().await, [prov.vm_name(ids[1])]);
+    stop.cancel();
 }
