@@ -12,12 +12,20 @@
 //!   base rootfs and the same seed, each in its own network namespace.
 //! - `vsphere`: VMs cloned from templates in a vCenter over the vSphere Web
 //!   Services API (our own small SOAP client), the seed in `guestinfo`.
+//! - `docker`: containers on Docker Engine nodes through the Engine API
+//!   (`bollard`), over the node's unix socket or TCP with TLS client
+//!   certificates; CPU and memory limits enforced by the container's
+//!   cgroup, snapshots and clones as committed images. Built only with the
+//!   cargo feature `docker` (on by default); [`DOCKER_BUILT`] tells the
+//!   config and the driver factory.
 //! - `faulty`: a wrapper that makes a share of calls fail, for fault tests.
 //!
 //! Every operation is idempotent where the flow retries it: `create` of a
 //! name that exists returns the existing VM, `delete` of a missing VM is
 //! `Ok`. Errors say whether a retry can help ([`DriverError::is_retryable`]).
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod faulty;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
@@ -39,6 +47,13 @@ pub const LIBVIRT_NOT_BUILT: &str = "this keel-panel was built without the libvi
      (cargo feature `libvirt`): rebuild it with the default features, which needs \
      libvirt's development files (apt install libvirt-dev pkg-config), or choose \
      hypervisor.driver = \"nspawn\" or \"none\"";
+
+/// Whether this build has the docker driver (cargo feature `docker`).
+pub const DOCKER_BUILT: bool = cfg!(feature = "docker");
+
+/// What to do about a config that names `docker` in a build without it.
+pub const DOCKER_NOT_BUILT: &str = "this keel-panel was built without the docker driver \
+     (cargo feature `docker`): rebuild it with the default features";
 
 /// What a driver needs to create one VM. Everything is decided by the panel
 /// before the driver is called, so a retried `create` builds the same VM.
