@@ -179,7 +179,15 @@ impl Daemon {
             .arg(format!("unix://{}", socket.display()))
             // No docker0 and no rules in this machine's firewall; the
             // test that needs a network makes its own.
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            // No forwarding: dockerd would turn on this machine's IPv4
+            // forwarding, which other tests' namespaces inherit.
+            .args([
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--ip-forward=false",
+            ])
             // Its own containerd, not a system one.
             .args([
                 "--containerd-namespace",
