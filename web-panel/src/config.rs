@@ -230,7 +230,8 @@ pub struct TlsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HypervisorConfig {
     /// `none` (servers fail with a reason an admin can act on), `libvirt`,
-    /// `nspawn` or `vsphere` (configured in `[vsphere]`).
+    /// `nspawn`, `vsphere` (configured in `[vsphere]`) or `docker` (this
+    /// machine's Docker Engine socket; other nodes are `[[hypervisor.hosts]]`).
     pub driver: String,
     /// libvirt connection URI.
     pub uri: String,
@@ -290,7 +291,7 @@ pub struct HypervisorConfig {
 pub struct HostConfig {
     /// The host's name in the panel (letters, digits, `.`, `_`, `-`).
     pub name: String,
-    /// `libvirt` or `nspawn`.
+    /// `libvirt`, `nspawn`, `vsphere` or `docker`.
     pub driver: String,
     /// libvirt connection URI (`qemu:///system`, `qemu+ssh://root@hv2/system`).
     pub uri: String,
@@ -314,6 +315,143 @@ pub struct HostConfig {
     /// panel first meets it. Afterwards the database's state counts,
     /// which admins change (`PUT /api/v1/admin/hosts/{name}/state`).
     pub state: String,
+    /// A Docker node's API and container settings (`driver = "docker"`).
+    pub docker: DockerHostConfig,
+}
+
+/// How the `docker` driver reaches one Docker node and makes containers
+/// there (`[hypervisor.hosts.docker]`, `hypervisor/docker.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerHostConfig {
+    /// `unix:///var/run/docker.sock`, or `tcp://host:port` with TLS client
+    /// certificates (`ca_file`, `cert_file`, `key_file`, all needed):
+    /// plain TCP is refused, as whoever reaches it is root on the node.
+    pub endpoint: String,
+    /// PEM CA that signed the daemon's certificate.
+    pub ca_file: String,
+    /// PEM certificate and key the panel presents to the daemon.
+    pub cert_file: String,
+    pub key_file: String,
+    /// The Docker image of a server type's `os_image` is this prefix and
+    /// the name (`keel/debian-bookworm`), unless `images` maps the name.
+    pub image_prefix: String,
+    /// `os_image` name → Docker image reference, ahead of `image_prefix`.
+    pub images: BTreeMap<String, String>,
+    /// The Docker network containers join; on a user-defined network they
+    /// get their pool addresses.
+    pub network: String,
+    /// The container's command; empty: the image's own `CMD`.
+    pub command: Vec<String>,
+    /// How long a shutdown waits before Docker kills the container.
+    pub stop_timeout_secs: u64,
+    /// Timeout of one API request (more than `stop_timeout_secs`).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for DockerHostConfig {
+    fn default() -> Self {
+        DockerHostConfig {
+            endpoint: "unix:///var/run/docker.sock".to_string(),
+            ca_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            image_prefix: "keel/".to_string(),
+            images: BTreeMap::new(),
+            network: "bridge".to_string(),
+            command: Vec::new(),
+            stop_timeout_secs: 30,
+            request_timeout_secs: 120,
+        }
+    }
+}
+
+/// Where a Docker node's API is, as `DockerHostConfig::endpoint` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerApi {
+    /// A unix socket on this machine.
+    Unix(PathBuf),
+    /// `host:port`, over TLS with client certificates.
+    Tls { address: String },
+}
+
+impl DockerHostConfig {
+    /// The endpoint, checked, with the rest of the table; the error names
+    /// the key under `at` (`hypervisor.hosts[0].docker`).
+    pub fn check(&self, at: &str) -> Result<DockerApi, String> {
+        let tls_files = [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ];
+        let api = if let Some(path) = self.endpoint.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "{at}.endpoint {:?}: a unix socket needs an absolute path (unix:///var/run/docker.sock)",
+                    self.endpoint
+                ));
+            }
+            if let Some((key, _)) = tls_files.iter().find(|(_, v)| !v.is_empty()) {
+                return Err(format!(
+                    "{at}.{key} is set, but TLS files apply only to tcp:// endpoints, not {:?}",
+                    self.endpoint
+                ));
+            }
+            DockerApi::Unix(PathBuf::from(path))
+        } else if let Some(address) = self.endpoint.strip_prefix("tcp://") {
+            let address = address.trim_end_matches('/');
+            let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !port_ok || address.contains('/') {
+                return Err(format!(
+                    "{at}.endpoint {:?}: want tcp://host:port (Docker's TLS port is 2376)",
+                    self.endpoint
+                ));
+            }
+            let missing: Vec<&str> = tls_files
+                .iter()
+                .filter(|(_, v)| v.is_empty())
+                .map(|(k, _)| *k)
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "{at}.endpoint {:?} needs TLS with client certificates: set {at}.{} \
+                     (Keel never uses the Docker API over plain TCP: whoever reaches it is root on the node)",
+                    self.endpoint,
+                    missing.join(format!(", {at}.").as_str())
+                ));
+            }
+            DockerApi::Tls {
+                address: address.to_string(),
+            }
+        } else {
+            return Err(format!(
+                "{at}.endpoint is unix:///path or tcp://host:port (with TLS), not {:?}",
+                self.endpoint
+            ));
+        };
+        if self.network.is_empty() {
+            return Err(format!(
+                "{at}.network is empty (Docker's default is \"bridge\")"
+            ));
+        }
+        if let Some((name, _)) = self
+            .images
+            .iter()
+            .find(|(k, v)| k.is_empty() || v.is_empty())
+        {
+            return Err(format!("{at}.images: {name:?} maps to an empty image"));
+        }
+        if self.request_timeout_secs <= self.stop_timeout_secs {
+            return Err(format!(
+                "{at}.request_timeout_secs ({}) must be more than {at}.stop_timeout_secs ({}): \
+                 a shutdown waits within one request",
+                self.request_timeout_secs, self.stop_timeout_secs
+            ));
+        }
+        Ok(api)
+    }
 }
 
 impl Default for HostConfig {
@@ -332,6 +470,7 @@ impl Default for HostConfig {
             sites: Vec::new(),
             server_types: Vec::new(),
             state: "active".to_string(),
+            docker: DockerHostConfig::default(),
         }
     }
 }
@@ -368,7 +507,8 @@ impl Default for HypervisorConfig {
 
 impl HypervisorConfig {
     /// Drivers `driver` may name.
-    pub const DRIVERS: &'static [&'static str] = &["none", "libvirt", "nspawn", "vsphere"];
+    pub const DRIVERS: &'static [&'static str] =
+        &["none", "libvirt", "nspawn", "vsphere", "docker"];
 
     /// Where per-VM state lives.
     pub fn state_dir(&self, data_dir: &Path) -> PathBuf {
@@ -436,9 +576,9 @@ impl HypervisorConfig {
                     h.name
                 )));
             }
-            if !["libvirt", "nspawn", "vsphere"].contains(&h.driver.as_str()) {
+            if !["libvirt", "nspawn", "vsphere", "docker"].contains(&h.driver.as_str()) {
                 return Err(ConfigError::Invalid(format!(
-                    "{} is \"libvirt\", \"nspawn\" or \"vsphere\", not {:?}",
+                    "{} is \"libvirt\", \"nspawn\", \"vsphere\" or \"docker\", not {:?}",
                     at("driver"),
                     h.driver
                 )));
@@ -449,6 +589,18 @@ impl HypervisorConfig {
                     at("driver"),
                     crate::hypervisor::LIBVIRT_NOT_BUILT
                 )));
+            }
+            if h.driver == "docker" {
+                if !crate::hypervisor::DOCKER_BUILT {
+                    return Err(ConfigError::Invalid(format!(
+                        "{} = \"docker\": {}",
+                        at("driver"),
+                        crate::hypervisor::DOCKER_NOT_BUILT
+                    )));
+                }
+                h.docker
+                    .check(&at("docker"))
+                    .map_err(ConfigError::Invalid)?;
             }
             for (key, v) in [
                 ("cpu_overcommit", h.cpu_overcommit),
@@ -1144,6 +1296,12 @@ impl Config {
                 crate::hypervisor::LIBVIRT_NOT_BUILT
             )));
         }
+        if self.hypervisor.driver == "docker" && !crate::hypervisor::DOCKER_BUILT {
+            return Err(ConfigError::Invalid(format!(
+                "hypervisor.driver = \"docker\": {}",
+                crate::hypervisor::DOCKER_NOT_BUILT
+            )));
+        }
         self.hypervisor.callback_listen()?;
         let hosts = self.hypervisor.host_list();
         let vsphere_only = !hosts.is_empty() && hosts.iter().all(|h| h.driver == "vsphere");
@@ -1457,6 +1615,71 @@ mod tests {
             let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    /// A Docker node is its unix socket or TCP with TLS client
+    /// certificates; plain TCP is refused, as is a half-set TLS table.
+    #[test]
+    fn docker_hosts_speak_tls_over_tcp_or_use_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("panel.toml");
+        let host = |table: &str| {
+            format!("[[hypervisor.hosts]]\nname = \"d1\"\ndriver = \"docker\"\n[hypervisor.hosts.docker]\n{table}")
+        };
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path), env(&[]))
+        };
+        if !crate::hypervisor::DOCKER_BUILT {
+            let err = load(&host("")).unwrap_err().to_string();
+            assert!(err.contains("without the docker driver"), "{err}");
+            return;
+        }
+        let c = load(&host("")).unwrap();
+        let h = &c.hypervisor.host_list()[0];
+        assert_eq!(h.docker.endpoint, "unix:///var/run/docker.sock");
+        assert_eq!(
+            h.docker.check("x"),
+            Ok(DockerApi::Unix("/var/run/docker.sock".into()))
+        );
+        let c = load(&host(
+            "endpoint = \"tcp://dock1.example.org:2376\"\nca_file = \"/etc/keel/ca.pem\"\n\
+             cert_file = \"/etc/keel/cert.pem\"\nkey_file = \"/etc/keel/key.pem\"\n\
+             network = \"keel\"\n[hypervisor.hosts.docker.images]\ndebian-bookworm = \"keel/debian:12\"\n",
+        ))
+        .unwrap();
+        let d = &c.hypervisor.host_list()[0].docker;
+        assert_eq!(
+            d.check("x"),
+            Ok(DockerApi::Tls {
+                address: "dock1.example.org:2376".into()
+            })
+        );
+        assert_eq!(d.images["debian-bookworm"], "keel/debian:12");
+        for (table, needle) in [
+            ("endpoint = \"tcp://dock1:2375\"\n", "plain TCP"),
+            (
+                "endpoint = \"tcp://dock1:2376\"\nca_file = \"/ca\"\ncert_file = \"/c\"\n",
+                "docker.key_file",
+            ),
+            ("endpoint = \"http://dock1:2375\"\n", "docker.endpoint"),
+            ("endpoint = \"tcp://dock1\"\n", "tcp://host:port"),
+            ("endpoint = \"unix://run/docker.sock\"\n", "absolute path"),
+            ("cert_file = \"/c\"\n", "docker.cert_file is set"),
+            ("network = \"\"\n", "docker.network"),
+            ("stop_timeout_secs = 200\n", "request_timeout_secs"),
+            ("socket = \"/x\"\n", "socket"),
+        ] {
+            let err = load(&host(table)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{table}: {err}");
+            assert!(
+                err.contains("hosts[0]") || needle == "socket",
+                "{table}: {err}"
+            );
+        }
+        // The one legacy host may be a docker node too: this machine's socket.
+        let c = Config::load(None, env(&[("KEEL_HYPERVISOR_DRIVER", "docker")])).unwrap();
+        assert_eq!(c.hypervisor.host_list()[0].driver, "docker");
     }
 
     #[test]

@@ -346,8 +346,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     seed_builtin(&db, &config).await;
     sync_hosts(&db, &config).await?;
     let listen = config.listen;
-    let state = AppState::new(db.clone(), config.clone())?;
     let shutdown = CancellationToken::new();
+    // The console page's serial lines go through the drivers too.
+    let mut state = AppState::new(db.clone(), config.clone())?
+        .with_drivers(keel_panel::provision::HostDrivers::from_config(&config)?);
+    state.shutdown = shutdown.clone();
     let signal = shutdown.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use keel_panel::hypervisor::libvirt::{LibvirtConfig, LibvirtDriver};
 use keel_panel::hypervisor::seed::{self, HostKeys, SeedParams};
-use keel_panel::hypervisor::{Driver, DriverError, ImageStore, NetIdentity, PowerState, VmSpec};
+use keel_panel::hypervisor::{
+    ConsoleInput, Driver, DriverError, ImageStore, NetIdentity, PowerState, VmSpec,
+};
 use russh::keys::PublicKeyOrCertificate;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -272,6 +274,54 @@ async fn debian_vm_phones_home_and_presents_its_host_key() {
         "the VM must present the host key the panel generated"
     );
 
+    // The serial console, the console page's backend for libvirt VMs: the
+    // guest's login prompt answers a keystroke; a second console is refused
+    // while the first is open, and one can open again once it is closed;
+    // console.log still has what the serial line printed since boot.
+    let t = Instant::now();
+    let mut serial = driver
+        .serial_console(&name)
+        .await
+        .unwrap()
+        .expect("a libvirt VM has a serial console");
+    assert!(
+        driver.serial_console(&name).await.is_err(),
+        "a second console while one is open"
+    );
+    let mut shown = Vec::new();
+    while !String::from_utf8_lossy(&shown).contains("login:") {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no login prompt on the serial console: {:?}",
+            String::from_utf8_lossy(&shown)
+        );
+        serial
+            .input
+            .send(ConsoleInput::Data(b"\r".to_vec()))
+            .await
+            .unwrap();
+        if let Ok(Some(chunk)) =
+            tokio::time::timeout(Duration::from_secs(3), serial.output.recv()).await
+        {
+            shown.extend(chunk);
+        }
+    }
+    drop(serial);
+    let reopened = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match driver.serial_console(&name).await {
+            Ok(c) => break c,
+            Err(e) => assert!(
+                t.elapsed() < Duration::from_secs(130),
+                "the console did not open again after it was closed: {e}"
+            ),
+        }
+    };
+    drop(reopened);
+    let serial_took = t.elapsed();
+    let log = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(log.contains("Linux version"), "console.log: {log}");
+
     // Internal snapshots of a running VM (memory included), and a clone
     // of its running disk.
     let t = Instant::now();
@@ -312,7 +362,8 @@ async fn debian_vm_phones_home_and_presents_its_host_key() {
     assert!(!driver.vm_dir(&clone_name).exists());
 
     eprintln!(
-        "running VM: snapshot {:.1} s, revert {:.1} s, clone {:.1} s",
+        "running VM: serial console to a login prompt {:.1} s, snapshot {:.1} s, revert {:.1} s, clone {:.1} s",
+        serial_took.as_secs_f64(),
         snap_took.as_secs_f64(),
         revert_took.as_secs_f64(),
         clone_took.as_secs_f64()

@@ -3,10 +3,13 @@
 //! itself), and shape the answer. [`ROUTES`] lists every route once; the
 //! OpenAPI document and the authorisation-matrix test are both built from
 //! it, so a new route cannot skip either. The routes of playbook runs
-//! (`automation.rs`) keep their own table, joined by [`all_routes`].
+//! (`automation.rs`) keep their own table, joined by [`all_routes`], as do
+//! the console's WebSocket (`console.rs`), site operations, analytics and
+//! hosts.
 
 mod analytics;
 mod automation;
+mod console;
 mod events;
 mod hosts;
 mod kit;
@@ -359,6 +362,7 @@ pub fn all_routes() -> impl Iterator<Item = &'static Route> {
         .chain(siteops::ROUTES.iter())
         .chain(analytics::ROUTES.iter())
         .chain(hosts::ROUTES.iter())
+        .chain(console::ROUTES.iter())
 }
 
 pub fn router() -> Router<AppState> {
@@ -367,6 +371,7 @@ pub fn router() -> Router<AppState> {
         .merge(siteops::router())
         .merge(analytics::router())
         .merge(hosts::router())
+        .merge(console::router())
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/me", get(me))

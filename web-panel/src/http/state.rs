@@ -10,6 +10,7 @@ use crate::db::Db;
 use crate::domain::PanelError;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::provision::HostDrivers;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "keel_session";
@@ -23,6 +24,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Where connections to user-supplied locations may go.
     pub outbound: Outbound,
+    /// Each hypervisor host's driver, for the console page (a libvirt
+    /// VM's serial line); empty where this process has none, and then
+    /// consoles go over SSH.
+    pub drivers: HostDrivers,
+    /// Ends the open consoles when the panel shuts down.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -33,8 +40,17 @@ impl AppState {
             passwords,
             metrics: Arc::new(Metrics::default()),
             outbound: Outbound::new(&config.outbound),
+            drivers: HostDrivers::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             config: Arc::new(config),
         })
+    }
+
+    /// The same state with each hypervisor host's driver (the console's
+    /// serial lines).
+    pub fn with_drivers(mut self, drivers: HostDrivers) -> AppState {
+        self.drivers = drivers;
+        self
     }
 
     /// A `Set-Cookie` value for a session secret (empty to clear it).

@@ -156,6 +156,10 @@ impl<D: Driver> Driver for FaultyDriver<D> {
         self.call("clone_vm", self.inner.clone_vm(source, spec))
             .await
     }
+    async fn serial_console(&self, name: &str) -> DriverResult<Option<super::Console>> {
+        self.call("serial_console", self.inner.serial_console(name))
+            .await
+    }
     async fn stats(&self, name: &str) -> DriverResult<VmStats> {
         self.call("stats", self.inner.stats(name)).await
     }

@@ -4,7 +4,10 @@
 //! A VM is a persistent domain named `<prefix><…>` whose files live in
 //! `<state_dir>/<name>/`: `disk.qcow2` (an overlay of the image's
 //! `disk.qcow2`), `seed.iso` (the cloud-init NoCloud seed) and `console.log`
-//! (the serial console). The guest kernel is booted directly from the image
+//! (everything the serial console printed). The serial console is a pty
+//! that libvirt also logs to that file, so the panel's console page can
+//! attach to it (`serial_console`, a stream polled on a thread of its own)
+//! while the log keeps the boot messages. The guest kernel is booted directly from the image
 //! (`vmlinuz`, `initrd.img`, `root=/dev/vda`), with `panic=-1`, a pvpanic
 //! device and `on_crash=destroy` so a broken guest stops instead of looping.
 //!
@@ -56,8 +59,8 @@ use virt::sys;
 
 use super::seed::{self, StaticIpv4};
 use super::{
-    Attachment, Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo,
-    VmExport, VmInfo, VmSpec, VmStats,
+    Attachment, Console, ConsoleInput, Driver, DriverError, DriverResult, ImageStore, PowerState,
+    SeedData, SnapshotInfo, VmExport, VmInfo, VmSpec, VmStats,
 };
 
 /// XML namespace of the driver's domain metadata.
@@ -67,6 +70,96 @@ const METADATA_PREFIX: &str = "keel";
 /// the name the seed's network-config uses.
 pub const KERNEL_CMDLINE: &str =
     "root=/dev/vda rw console=ttyS0 net.ifnames=0 no_timer_check panic=-1";
+
+/// Carries one serial console between libvirt and the panel, on a thread
+/// of its own for the console's whole life: libvirt's stream calls block,
+/// so the stream is opened non-blocking and polled, the guest's output
+/// handed to `output`, and what arrives on `input` written to the guest.
+/// The console holds its own connection, so a long session never holds
+/// the driver's shared one. It ends when the guest's side closes (the VM
+/// stops), when libvirt fails, or when the panel drops its side.
+fn serial_pump(
+    uri: &str,
+    name: &str,
+    ready: tokio::sync::oneshot::Sender<DriverResult<()>>,
+    output: tokio::sync::mpsc::Sender<Vec<u8>>,
+    mut input: tokio::sync::mpsc::Receiver<ConsoleInput>,
+) {
+    let opened = (|| {
+        let conn = Connect::open(Some(uri))
+            .map_err(|e| DriverError::Unavailable(format!("connect to {uri}: {}", e.message())))?;
+        let dom = LibvirtDriver::lookup(&conn, name)?;
+        let stream =
+            virt::stream::Stream::new(&conn, sys::VIR_STREAM_NONBLOCK).map_err(classify)?;
+        // No FORCE flag: a console someone else has open stays theirs,
+        // and this one fails with libvirt's "active console session".
+        dom.open_console(None, &stream, 0).map_err(classify)?;
+        Ok((conn, stream))
+    })();
+    let (mut conn, stream) = match opened {
+        Ok(pair) => {
+            let _ = ready.send(Ok(()));
+            pair
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    'pump: loop {
+        let mut busy = false;
+        // SAFETY: the stream is open for this loop's whole life and `buf`
+        // is a valid buffer of the length given.
+        let got =
+            unsafe { sys::virStreamRecv(stream.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match got {
+            n if n > 0 => {
+                busy = true;
+                let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+                if output.blocking_send(buf[..n].to_vec()).is_err() {
+                    break 'pump;
+                }
+            }
+            0 => break 'pump, // the guest's side closed
+            -2 => {}          // nothing to read yet
+            _ => break 'pump,
+        }
+        loop {
+            if pending.is_empty() {
+                match input.try_recv() {
+                    Ok(ConsoleInput::Data(d)) => pending = d,
+                    // A serial line has no size to change.
+                    Ok(ConsoleInput::Resize { .. }) => continue,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break 'pump,
+                }
+            }
+            // SAFETY: as above; `pending` is valid for its length.
+            let sent = unsafe {
+                sys::virStreamSend(stream.as_ptr(), pending.as_ptr().cast(), pending.len())
+            };
+            match sent {
+                n if n > 0 => {
+                    busy = true;
+                    let n = usize::try_from(n).unwrap_or(0).min(pending.len());
+                    pending.drain(..n);
+                }
+                -2 => break, // libvirt's buffer is full: try again later
+                _ => break 'pump,
+            }
+        }
+        if output.is_closed() {
+            break;
+        }
+        if !busy {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let _ = stream.abort();
+    let _ = conn.close();
+}
 
 /// How VMs are attached to a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,8 +433,8 @@ pub fn domain_xml(p: &DomainParams) -> String {
       <target dev='hdc' bus='ide'/>
       <readonly/>
     </disk>
-{nic}    <serial type='file'>
-      <source path='{console}'/>
+{nic}    <serial type='pty'>
+      <log file='{console}' append='on'/>
       <target port='0'/>
     </serial>
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
@@ -1391,6 +1484,26 @@ impl Driver for LibvirtDriver {
         .await
     }
 
+    async fn serial_console(&self, name: &str) -> DriverResult<Option<Console>> {
+        check_name("VM", name)?;
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel(64);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let uri = self.cfg.uri.clone();
+        let name = name.to_string();
+        std::thread::Builder::new()
+            .name("libvirt-console".into())
+            .spawn(move || serial_pump(&uri, &name, ready_tx, out_tx, in_rx))
+            .map_err(|e| DriverError::Unavailable(format!("starting the console thread: {e}")))?;
+        ready_rx
+            .await
+            .map_err(|_| DriverError::Permanent("the console thread ended early".into()))??;
+        Ok(Some(Console {
+            output: out_rx,
+            input: in_tx,
+        }))
+    }
+
     fn live_migration_uri(&self) -> Option<String> {
         Some(self.cfg.uri.clone())
     }
@@ -1562,7 +1675,7 @@ mod tests {
         assert!(xml.contains("<panic model='isa'/>"));
         assert!(xml.contains("<source file='/st/keel-7/disk.qcow2'/>"));
         assert!(xml.contains("device='cdrom' snapshot='no'"));
-        assert!(xml.contains("<source path='/st/keel-7/console.log'/>"));
+        assert!(xml.contains("<log file='/st/keel-7/console.log' append='on'/>"));
         assert!(xml.contains(
             "<qemu:arg value='user,id=keelnet0,net=10.9.0.0/24,host=10.9.0.1,hostfwd=tcp:127.0.0.1:22123-10.9.0.7:22'/>"
         ));

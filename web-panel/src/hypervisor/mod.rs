@@ -12,12 +12,20 @@
 //!   base rootfs and the same seed, each in its own network namespace.
 //! - `vsphere`: VMs cloned from templates in a vCenter over the vSphere Web
 //!   Services API (our own small SOAP client), the seed in `guestinfo`.
+//! - `docker`: containers on Docker Engine nodes through the Engine API
+//!   (`bollard`), over the node's unix socket or TCP with TLS client
+//!   certificates; CPU and memory limits enforced by the container's
+//!   cgroup, snapshots and clones as committed images. Built only with the
+//!   cargo feature `docker` (on by default); [`DOCKER_BUILT`] tells the
+//!   config and the driver factory.
 //! - `faulty`: a wrapper that makes a share of calls fail, for fault tests.
 //!
 //! Every operation is idempotent where the flow retries it: `create` of a
 //! name that exists returns the existing VM, `delete` of a missing VM is
 //! `Ok`. Errors say whether a retry can help ([`DriverError::is_retryable`]).
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod faulty;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
@@ -39,6 +47,13 @@ pub const LIBVIRT_NOT_BUILT: &str = "this keel-panel was built without the libvi
      (cargo feature `libvirt`): rebuild it with the default features, which needs \
      libvirt's development files (apt install libvirt-dev pkg-config), or choose \
      hypervisor.driver = \"nspawn\" or \"none\"";
+
+/// Whether this build has the docker driver (cargo feature `docker`).
+pub const DOCKER_BUILT: bool = cfg!(feature = "docker");
+
+/// What to do about a config that names `docker` in a build without it.
+pub const DOCKER_NOT_BUILT: &str = "this keel-panel was built without the docker driver \
+     (cargo feature `docker`): rebuild it with the default features";
 
 /// What a driver needs to create one VM. Everything is decided by the panel
 /// before the driver is called, so a retried `create` builds the same VM.
@@ -335,6 +350,14 @@ pub trait Driver: Send + Sync + 'static {
         )))
     }
 
+    /// The VM's serial console, for the panel's console page; `None` when
+    /// the driver has none (containers and vSphere VMs: the panel opens a
+    /// shell over SSH instead). `NotFound` when the VM does not exist.
+    async fn serial_console(&self, name: &str) -> DriverResult<Option<Console>> {
+        let _ = name;
+        Ok(None)
+    }
+
     /// A running VM's CPU, memory, disk and network figures; `NotFound`
     /// when it does not exist. A driver that accounts nothing keeps this
     /// default, and the collector relies on the guest's exporter alone.
@@ -344,6 +367,24 @@ pub trait Driver: Send + Sync + 'static {
             self.kind()
         )))
     }
+}
+
+/// What a console carries towards the server: keystrokes, or the size of
+/// the terminal that shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleInput {
+    Data(Vec<u8>),
+    Resize { cols: u16, rows: u16 },
+}
+
+/// An open console, whatever carries it (a VM's serial line through its
+/// hypervisor, or a terminal over SSH): what the server writes arrives on
+/// `output`, which ends when the console does; what is sent on `input`
+/// goes to the server, and dropping `input` closes the console.
+#[derive(Debug)]
+pub struct Console {
+    pub output: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    pub input: tokio::sync::mpsc::Sender<ConsoleInput>,
 }
 
 /// Where drivers find base images: `<dir>/<image>/{disk.qcow2,vmlinuz,initrd.img,rootfs/}`

@@ -141,6 +141,17 @@ fn driver_for_host(host: &HostConfig, config: &Config) -> Result<Arc<dyn Driver>
             })?;
             with_chaos(driver, config)
         }
+        #[cfg(feature = "docker")]
+        "docker" => with_chaos(docker_driver(host, h)?, config),
+        // Refused by the config check, as for libvirt.
+        #[cfg(not(feature = "docker"))]
+        "docker" => {
+            return Err(ProvisionError::Missing(format!(
+                "host {}: hypervisor driver \"docker\": {}",
+                host.name,
+                crate::hypervisor::DOCKER_NOT_BUILT
+            )))
+        }
         other => {
             return Err(ProvisionError::Missing(format!(
                 "host {}: unknown hypervisor driver {other:?}",
@@ -148,6 +159,39 @@ fn driver_for_host(host: &HostConfig, config: &Config) -> Result<Arc<dyn Driver>
             )))
         }
     })
+}
+
+/// The docker driver of one host, from its `[hypervisor.hosts.docker]`.
+#[cfg(feature = "docker")]
+fn docker_driver(
+    host: &HostConfig,
+    h: &crate::config::HypervisorConfig,
+) -> Result<crate::hypervisor::docker::DockerDriver, ProvisionError> {
+    use crate::config::DockerApi;
+    use crate::hypervisor::docker::{DockerDriver, DockerEndpoint, DockerSettings};
+    use std::time::Duration;
+    let d = &host.docker;
+    let api = d
+        .check(&format!("host {}: docker", host.name))
+        .map_err(ProvisionError::Missing)?;
+    let endpoint = match api {
+        DockerApi::Unix(path) => DockerEndpoint::Unix(path),
+        DockerApi::Tls { address } => DockerEndpoint::Tls {
+            address,
+            ca_file: d.ca_file.clone().into(),
+            cert_file: d.cert_file.clone().into(),
+            key_file: d.key_file.clone().into(),
+        },
+    };
+    let mut settings = DockerSettings::new(endpoint);
+    settings.prefix = h.vm_prefix.clone();
+    settings.images = d.images.clone();
+    settings.image_prefix = d.image_prefix.clone();
+    settings.network = d.network.clone();
+    settings.command = d.command.clone();
+    settings.stop_timeout = Duration::from_secs(d.stop_timeout_secs);
+    settings.request_timeout = Duration::from_secs(d.request_timeout_secs);
+    Ok(DockerDriver::new(settings))
 }
 
 /// `driver`, behind the fault wrapper when `chaos` asks for faults.

@@ -18,12 +18,15 @@
 //! wait, host-key check and known_hosts files, `inventory.rs` the dynamic
 //! inventory (served to consumers and used by the role run), `scrape.rs`
 //! the pages a server serves only to itself (its node exporter, Apache's
-//! status page), fetched through its SSH connection for the analytics.
+//! status page), fetched through its SSH connection for the analytics,
+//! `console.rs` the backends of the console page (a libvirt VM's serial
+//! line, or a shell over SSH with the pinned host key).
 //!
 //! Only the hypervisor drivers talk to the hypervisor; this module decides
 //! what to ask them and records what they answered.
 
 pub mod callback;
+pub mod console;
 pub mod hostkey;
 pub mod hosts;
 pub mod inventory;

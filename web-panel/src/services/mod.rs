@@ -25,12 +25,15 @@
 //! `snapshots.rs` (snapshots on demand and on the site's schedule,
 //! restores), `testservers.rs` (a production server's test server and
 //! "clone production to test", the `clone` job). `analytics.rs` (system analytics: each server's figures
-//! stored with downsampling, and the graphs' series).
+//! stored with downsampling, and the graphs' series). `console.rs` (who may
+//! open a server's console in the browser, as which account, and its audit
+//! rows).
 
 pub mod access;
 pub mod analytics;
 pub mod catalog;
 pub mod certificates;
+pub mod console;
 pub mod dbpassword;
 pub mod groups;
 pub mod hosts;

@@ -67,6 +67,7 @@ fn templates() -> &'static Environment<'static> {
             ),
             ("error.html", include_str!("../../templates/error.html")),
             ("graphs.html", include_str!("../../templates/graphs.html")),
+            ("console.html", include_str!("../../templates/console.html")),
             ("confirm.html", include_str!("../../templates/confirm.html")),
             (
                 "dashboard.html",

@@ -15,12 +15,14 @@
 //! users' pages (dashboard, login, servers, sites, keys, tokens, job pages),
 //! `admin.rs` the platform admins' pages (users, groups, quotas, server
 //! types, pools, jobs, audit), `automation.rs` the playbook-run pages,
-//! `siteops.rs` the server page's forms for web sites and `analytics.rs`
-//! a server's graphs (SVG drawn on the server, no script).
+//! `siteops.rs` the server page's forms for web sites, `analytics.rs`
+//! a server's graphs (SVG drawn on the server, no script) and `console.rs`
+//! the console page (xterm.js, vendored, over the console's WebSocket).
 
 mod admin;
 mod analytics;
 mod automation;
+mod console;
 mod kit;
 mod siteops;
 
@@ -52,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .merge(siteops::router())
         .merge(admin::router())
         .merge(analytics::router())
+        .merge(console::router())
         .route("/", get(dashboard))
         .route("/static/keel.css", get(kit::stylesheet))
         .route("/static/keel.js", get(kit::script))
