@@ -1272,21 +1272,7 @@ async fn thirty_percent_faults_converge_without_duplicates() {
         .unwrap_or_else(|| fastrand::u64(1..));
     eprintln!("fault seed {seed} (KEEL_DOCKER_FAULT_SEED replays it)");
     let faulty = FaultyDriver::new(d.driver(), 0.3, seed);
-    /// Retries as the job queue would; only injected faults may interrupt.
-    async fn retry<T, F, Fut>(what: &str, f: F) -> T
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, DriverError>>,
-    {
-        for _ in 0..60 {
-            match f().await {
-                Ok(v) => return v,
-                Err(e) if e.is_retryable() => continue,
-                Err(e) => panic!("{what}: permanent error {e}"),
-            }
-        }
-        panic!("{what}: still failing after 60 attempts");
-    }
+    use keel_panel::hypervisor::faulty::retry_faults as retry;
     let specs: Vec<VmSpec> = (0..5).map(|i| spec(&format!("keel-f{i}"), 1, 64)).collect();
     let wanted: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     // Two passes, as a retried job and a resumed flow would.

@@ -157,12 +157,7 @@ fn console_tail(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debian_vm_phones_home_and_presents_its_host_key() {
-    if !Path::new(IMAGES).join(IMAGE).join("BUILT").is_file() {
-        assert!(
-            std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
-            "KEEL_REQUIRE_REAL is set, so this test may not skip: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian"
-        );
-        eprintln!("SKIP: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian");
+    if !image_or_skip() {
         return;
     }
     std::fs::create_dir_all("/var/lib/keel").unwrap();
@@ -438,12 +433,7 @@ async fn presented_key(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridged_vm_is_reached_at_its_own_addresses() {
-    if !Path::new(IMAGES).join(IMAGE).join("BUILT").is_file() {
-        assert!(
-            std::env::var_os("KEEL_REQUIRE_REAL").is_none(),
-            "KEEL_REQUIRE_REAL is set, so this test may not skip: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian"
-        );
-        eprintln!("SKIP: {IMAGES}/{IMAGE}/BUILT is missing; build it with images/build-debian");
+    if !image_or_skip() {
         return;
     }
     // Dropped last: the domain goes before its bridge.

@@ -859,22 +859,7 @@ async fn thirty_percent_faults_leave_no_duplicate_and_no_orphan() {
         .unwrap_or_else(|| fastrand::u64(1..));
     eprintln!("fault seed {seed} (KEEL_VSPHERE_FAULT_SEED replays it)");
     let faulty = FaultyDriver::new(VsphereDriver::new(sim.settings("kf-")).unwrap(), 0.3, seed);
-    /// Retries a call as the job queue would, until it succeeds; only
-    /// injected (retryable) faults may interrupt it.
-    async fn retry<T, F, Fut>(what: &str, f: F) -> T
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, DriverError>>,
-    {
-        for _ in 0..60 {
-            match f().await {
-                Ok(v) => return v,
-                Err(e) if e.is_retryable() => continue,
-                Err(e) => panic!("{what}: permanent error {e}"),
-            }
-        }
-        panic!("{what}: still failing after 60 attempts");
-    }
+    use keel_panel::hypervisor::faulty::retry_faults as retry;
 
     let specs: Vec<VmSpec> = (0..8)
         .map(|i| {

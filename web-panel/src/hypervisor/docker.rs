@@ -59,7 +59,10 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
-use super::{Driver, DriverError, DriverResult, PowerState, SnapshotInfo, VmInfo, VmSpec, VmStats};
+use super::{
+    check_snapshot_name, Driver, DriverError, DriverResult, PowerState, SnapshotInfo, VmInfo,
+    VmSpec, VmStats,
+};
 
 /// The container's VM name: what marks a container as Keel's.
 pub const LABEL_VM: &str = "org.keel.vm";
@@ -263,23 +266,6 @@ pub fn check_name(name: &str) -> DriverResult<()> {
         Err(DriverError::Permanent(format!(
             "invalid container name {name:?} (want [a-z0-9-], at most 60 characters, \
              no '-' at either end)"
-        )))
-    }
-}
-
-/// Snapshot names become image tags.
-fn check_snapshot_name(name: &str) -> DriverResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 60
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(DriverError::Permanent(format!(
-            "invalid snapshot name {name:?} (want [A-Za-z0-9_-], at most 60 characters)"
         )))
     }
 }

@@ -16,6 +16,24 @@ use async_trait::async_trait;
 
 use super::{Driver, DriverError, DriverResult, SnapshotInfo, VmExport, VmInfo, VmSpec, VmStats};
 
+/// Runs `call` until it succeeds, as the job queue retries a step: a
+/// retryable error (an injected fault) runs it again, up to 60 times; a
+/// permanent one panics, naming `what`. For fault tests of the drivers.
+pub async fn retry_faults<T, F, Fut>(what: &str, call: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = DriverResult<T>>,
+{
+    for _ in 0..60 {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) if e.is_retryable() => continue,
+            Err(e) => panic!("{what}: permanent error {e}"),
+        }
+    }
+    panic!("{what}: still failing after 60 attempts");
+}
+
 /// Where an injected fault struck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultPoint {

@@ -598,25 +598,13 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> DriverError {
     move |e| DriverError::Permanent(format!("{context}: {e}"))
 }
 
-fn seed_err(e: seed::SeedError) -> DriverError {
-    DriverError::Permanent(format!("seed: {e}"))
-}
-
 /// Names of VMs and snapshots become file and XML names: keep them plain.
 fn check_name(what: &str, name: &str) -> DriverResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(DriverError::Permanent(format!(
-            "invalid {what} name {name:?}"
-        )))
-    }
+    super::check_plain_name(what, name, 64)
+}
+
+fn seed_err(e: seed::SeedError) -> DriverError {
+    DriverError::Permanent(format!("seed: {e}"))
 }
 
 /// See the module documentation.

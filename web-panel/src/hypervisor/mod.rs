@@ -138,6 +138,43 @@ impl Attachment {
     }
 }
 
+/// Checks a VM or snapshot name a driver turns into file, XML or inventory
+/// names: 1 to `max` bytes of letters, digits, `-`, `_` and `.`, not
+/// starting with `.`.
+pub(crate) fn check_plain_name(what: &str, name: &str, max: usize) -> DriverResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::Permanent(format!(
+            "invalid {what} name {name:?}"
+        )))
+    }
+}
+
+/// Checks a snapshot name the container drivers turn into directory names
+/// and image tags: 1 to 60 of `[A-Za-z0-9_-]`, not starting with `-`.
+pub(crate) fn check_snapshot_name(name: &str) -> DriverResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 60
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::Permanent(format!(
+            "invalid snapshot name {name:?} (want [A-Za-z0-9_-], at most 60 characters)"
+        )))
+    }
+}
+
 /// Whether `name` can be a Linux interface name (at most 15 bytes, no
 /// slash, colon or white space, not `.` or `..`): the one check the config
 /// and the drivers share for bridge names.

@@ -55,8 +55,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::{
-    Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData, SnapshotInfo, VmExport,
-    VmInfo, VmSpec, VmStats,
+    check_snapshot_name, Driver, DriverError, DriverResult, ImageStore, PowerState, SeedData,
+    SnapshotInfo, VmExport, VmInfo, VmSpec, VmStats,
 };
 
 /// Where container state lives unless configured otherwise.
@@ -948,22 +948,6 @@ pub fn check_name(name: &str) -> DriverResult<()> {
     } else {
         Err(DriverError::Permanent(format!(
             "invalid container name {name:?} (want [a-z0-9-], at most 60 characters)"
-        )))
-    }
-}
-
-fn check_snapshot_name(name: &str) -> DriverResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 60
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(DriverError::Permanent(format!(
-            "invalid snapshot name {name:?}"
         )))
     }
 }

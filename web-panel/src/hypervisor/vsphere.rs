@@ -358,19 +358,7 @@ pub fn guestinfo(seed: &SeedData) -> DriverResult<Vec<(String, String)>> {
 }
 
 fn check_name(what: &str, name: &str) -> DriverResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 80
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(DriverError::Permanent(format!(
-            "invalid {what} name {name:?}"
-        )))
-    }
+    super::check_plain_name(what, name, 80)
 }
 
 /// What went wrong inside one operation: a SOAP error (classified at the
