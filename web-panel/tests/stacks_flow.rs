@@ -151,3 +151,270 @@ async fn a_stack_server_type_runs_its_playbook_with_generated_secrets() {
         secret
     );
 }
+
+/// Waits until every server in `ids` is ready; a stack run that fails
+/// on the way fails the test with its log.
+async fn wait_stack_ready(f: &FlowPanel, first: i64, ids: &[i64]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let mut ready = true;
+        for id in ids {
+            ready &= f.service(*id).await["status"] == "ready";
+        }
+        if ready {
+            return;
+        }
+        for j in f.jobs_json(first, "stack_configure").await {
+            if !j["last_error"].is_null() {
+                let log = f.job_log(j["id"].as_i64().unwrap()).await;
+                panic!("the stack's run failed: {j}\n{log}");
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready: {ids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+const BRIDGE: &str = "kbr65";
+
+/// The test's bridge with the pool's gateway address; removed when
+/// dropped (a leftover of a killed run is removed first).
+struct Bridge;
+
+impl Bridge {
+    fn up() -> Bridge {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", BRIDGE])
+            .output();
+        for args in [
+            ["link", "add", BRIDGE, "type", "bridge"].as_slice(),
+            &["addr", "add", "10.233.65.1/24", "dev", BRIDGE],
+            &["link", "set", BRIDGE, "up"],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+        Bridge
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", BRIDGE])
+            .output();
+    }
+}
+
+/// Removes a host firewall rule when dropped (a failed assertion too).
+struct HostRule(Vec<String>);
+
+impl HostRule {
+    fn insert(rule: &[&str]) -> HostRule {
+        let rule: Vec<String> = rule.iter().map(|s| s.to_string()).collect();
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "-I"])
+            .args(&rule)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "iptables: {out:?}");
+        HostRule(rule)
+    }
+}
+
+impl Drop for HostRule {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .args(["-w", "-D"])
+            .args(&self.0)
+            .output();
+    }
+}
+
+/// A multi-server stack type: one request makes both servers, each gets
+/// the panel's playbook, then the stack's playbook runs once against
+/// both, the `db` member reached only through `web`. With the panel's
+/// own direct way to `db` blocked, a re-converge still reaches it through
+/// `web`. Deleting one server deletes the stack. Addresses from
+/// 10.233.65.0/24, on the bridge `kbr65`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_server_stack_is_made_configured_through_its_jump_host_and_deleted_together() {
+    if !e2e_support::can_run_nspawn() {
+        return;
+    }
+    // The servers share a bridge (so web reaches db) whose host address
+    // is the pool's gateway.
+    let _bridge = Bridge::up();
+    let mut f = FlowPanel::start_with(65, 2, |c| {
+        c.networks.insert(
+            "flow-65".into(),
+            keel_panel::config::NetworkConfig {
+                bridge: BRIDGE.into(),
+                nameservers: vec![],
+                callback_url: String::new(),
+            },
+        );
+    })
+    .await;
+    f.worker(&["hypervisor", "default"]);
+    let admin = Cred::Bearer(f.admin_token.clone());
+    let member = |name: &str, groups: &[&str]| json!({"name": name, "groups": groups});
+    for (members, why) in [
+        (json!([member("web", &[])]), "2 to 8 members"),
+        (
+            json!([member("web", &[]), member("web", &[])]),
+            "two members are named",
+        ),
+        (
+            json!([member("web", &[]), {"name": "db", "jump": "cache"}]),
+            "which is not a member",
+        ),
+        (
+            json!([{"name": "web", "jump": "db"}, member("db", &[])]),
+            "must be reached directly",
+        ),
+        (
+            json!([member("web", &[]), member("db", &["all"])]),
+            "not a group it can be put in",
+        ),
+    ] {
+        let r = f
+            .panel
+            .call(
+                "POST",
+                "/api/v1/server-types",
+                &admin,
+                Some(
+                    json!({"name": "bad", "cpus": 1, "ram_mb": 512, "disk_gb": 4,
+                            "os_image": IMAGE,
+                            "stack": {"playbook": "multistack.yml", "members": members}}),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{members}: {}", r.json);
+        let said = r.json.to_string();
+        assert!(
+            said.contains("stack.members") && said.contains(why),
+            "{said}"
+        );
+    }
+    let stack = json!({"playbook": "multistack.yml", "groups": ["mstack"],
+                       "secrets": ["mstack_password"],
+                       "vars": {"mstack_addr": "{{ keel_ipv4 }}"},
+                       "members": [{"name": "web", "groups": ["mstack_web"]},
+                                   {"name": "db", "groups": ["mstack_db"], "jump": "web"}]});
+    let r = f
+        .panel
+        .call(
+            "POST",
+            "/api/v1/server-types",
+            &admin,
+            Some(
+                json!({"name": "mstack", "cpus": 1, "ram_mb": 512, "disk_gb": 4,
+                        "os_image": IMAGE, "stack": stack}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+
+    let r = f
+        .panel
+        .call(
+            "POST",
+            "/api/v1/services",
+            &f.owner,
+            Some(json!({"site_id": f.site, "server_type": "mstack"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let ids: Vec<i64> = r.json["stack_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{}", r.json);
+    let (web, db) = (ids[0], ids[1]);
+    assert_eq!(r.json["service"]["id"], web);
+    wait_stack_ready(&f, web, &[web, db]).await;
+    let detail = f.service(db).await;
+    let members: Vec<(i64, String)> = detail["stack_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_i64().unwrap(),
+                m["member"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(members, [(web, "web".to_string()), (db, "db".to_string())]);
+    let web_ip = f.service(web).await["ipv4"].as_str().unwrap().to_string();
+    let db_ip = detail["ipv4"].as_str().unwrap().to_string();
+
+    // Both had the panel's playbook, then the stack's, in their groups.
+    for id in [web, db] {
+        assert!(f.role_file(id).exists(), "site.yml ran on {id}");
+    }
+    let root = |id: i64| f.driver.root_dir(&f.prov.vm_name(id));
+    let groups = std::fs::read_to_string(root(web).join("etc/mstack.groups")).unwrap();
+    assert_eq!(groups.trim(), "mstack,mstack_web,site_main_site");
+    let seen = std::fs::read_to_string(root(db).join("etc/mstack.seen")).unwrap();
+    assert!(
+        seen.contains(&format!("client={web_ip}\n")),
+        "db was reached through web: {seen}"
+    );
+    assert!(seen.contains(&format!("web={web_ip}\n")), "{seen}");
+    assert!(seen.contains(&format!("own={db_ip}\n")), "{seen}");
+    assert!(
+        seen.contains("groups=mstack,mstack_db,site_main_site\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("secret=32\n"), "{seen}");
+    // One stack run, in the first server's job log, with no secret in it.
+    let runs = f.jobs_json(web, "stack_configure").await;
+    assert!(!runs.is_empty());
+    assert!(runs.iter().all(|j| j["state"] == "succeeded"), "{runs:?}");
+    let log = f.job_log(runs[0]["id"].as_i64().unwrap()).await;
+    assert!(log.contains("multistack.yml"), "{log}");
+    assert!(log.contains("is reached through"), "{log}");
+
+    // The panel can no longer reach db directly; the stack's run still
+    // can, through web.
+    let rule = HostRule::insert(&[
+        "OUTPUT", "-d", &db_ip, "-p", "tcp", "--dport", "22", "-j", "REJECT",
+    ]);
+    assert!(
+        !f.ssh_admin(db, "true").await.status.success(),
+        "db is still reachable directly"
+    );
+    std::fs::remove_file(root(db).join("etc/mstack.seen")).unwrap();
+    let before = runs.len();
+    let r = f
+        .panel
+        .call(
+            "POST",
+            &format!("/api/v1/services/{web}/converge"),
+            &f.owner,
+            None,
+        )
+        .await;
+    assert!(r.status == 202 || r.status == 200, "{}", r.json);
+    f.settle_kind(web, "stack_configure", before).await;
+    let seen = std::fs::read_to_string(root(db).join("etc/mstack.seen")).unwrap();
+    assert!(seen.contains(&format!("client={web_ip}\n")), "{seen}");
+    drop(rule);
+
+    // Deleting one server deletes the stack; both addresses go back.
+    let r = f
+        .panel
+        .call("DELETE", &format!("/api/v1/services/{db}"), &f.owner, None)
+        .await;
+    assert!(r.status == 202 || r.status == 200, "{}", r.json);
+    f.wait_status(web, "deleted").await;
+    f.wait_status(db, "deleted").await;
+}

@@ -51,10 +51,11 @@ pub enum JobKind {
     CloneProduction,
     MetricsCollect,
     Migrate,
+    StackConfigure,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 18] = [
+    pub const ALL: [JobKind; 19] = [
         JobKind::Provision,
         JobKind::OsReady,
         JobKind::Configure,
@@ -73,6 +74,7 @@ impl JobKind {
         JobKind::CloneProduction,
         JobKind::MetricsCollect,
         JobKind::Migrate,
+        JobKind::StackConfigure,
     ];
 
     /// The name stored in the job row, which selects the handler.
@@ -96,6 +98,7 @@ impl JobKind {
             JobKind::CloneProduction => "clone",
             JobKind::MetricsCollect => "metrics_collect",
             JobKind::Migrate => "migrate",
+            JobKind::StackConfigure => "stack_configure",
         }
     }
 
@@ -524,6 +527,29 @@ impl MigrateJob {
     }
 }
 
+/// `stack_configure`: a multi-server stack's playbook against all its
+/// servers, once each has had its own configure run
+/// (`provision/steps/stack.rs`). `stack_id` is the stack's first server,
+/// whose job log it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackConfigureJob {
+    pub stack_id: i64,
+}
+
+impl FlowJob for StackConfigureJob {
+    const KIND: JobKind = JobKind::StackConfigure;
+}
+
+impl StackConfigureJob {
+    /// Coalesced per stack: members finishing at once give one more run.
+    pub fn spec(self, owner: Option<i64>) -> JobSpec {
+        let spec = JobSpec::new(Self::KIND.as_str(), self.payload())
+            .unique_key(format!("stack:{}", self.stack_id))
+            .serial_key(service_key(self.stack_id));
+        owned(spec, owner)
+    }
+}
+
 /// `certificate_renewal`: every ACME certificate due for renewal (or whose
 /// order failed) requested again, one `certificate` job per server; fired
 /// by the queue's cron.
@@ -667,6 +693,7 @@ mod tests {
             CloneJob::KIND,
             MetricsCollectJob::KIND,
             MigrateJob::KIND,
+            StackConfigureJob::KIND,
         ];
         for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));

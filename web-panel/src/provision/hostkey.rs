@@ -241,13 +241,27 @@ pub fn write_known_hosts(
     port: u16,
     key: &str,
 ) -> Result<(), ProvisionError> {
+    write_known_hosts_lines(path, &[(host, port, key)])
+}
+
+/// A known_hosts file of several entries, `(host, port, key line)` each,
+/// replaced whole (written beside it, then renamed).
+pub fn write_known_hosts_lines(
+    path: &Path,
+    entries: &[(&str, u16, &str)],
+) -> Result<(), ProvisionError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| ProvisionError::io(format!("creating {}", dir.display()), e))?;
     }
-    let line = format!("{} {}\n", known_hosts_name(host, port), key_material(key));
+    let text: String = entries
+        .iter()
+        .map(|(host, port, key)| {
+            format!("{} {}\n", known_hosts_name(host, *port), key_material(key))
+        })
+        .collect();
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, line)
+    std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| ProvisionError::io(format!("writing {}", path.display()), e))
 }

@@ -287,20 +287,45 @@ pub fn for_role_run(
 ) -> Json {
     let mut host = host.clone();
     host.vars
-        .insert("ansible_ssh_private_key_file".into(), json!(private_key));
-    host.vars
         .insert("keel_known_hosts".into(), json!(known_hosts));
-    let mut out = dynamic_json(std::slice::from_ref(&host));
+    for_hosts_run(&[(host, groups.to_vec())], private_key)
+}
+
+/// The inventory of a run against several of the panel's servers (a
+/// multi-server stack's): each host with its own vars (its
+/// `keel_known_hosts`, a `keel_jump_host` where it has one) and the
+/// panel's key, in its site group and in the extra groups beside it.
+pub fn for_hosts_run(hosts: &[(InventoryHost, Vec<String>)], private_key: &str) -> Json {
+    let plain: Vec<InventoryHost> = hosts
+        .iter()
+        .map(|(h, _)| {
+            let mut h = h.clone();
+            h.vars
+                .insert("ansible_ssh_private_key_file".into(), json!(private_key));
+            h
+        })
+        .collect();
+    let mut out = dynamic_json(&plain);
     if let Json::Object(map) = &mut out {
-        for g in groups {
-            if map.contains_key(g) {
-                continue;
-            }
-            map.insert(g.clone(), json!({"hosts": [host.name]}));
-            if let Some(Json::Array(children)) =
-                map.get_mut("all").and_then(|a| a.get_mut("children"))
-            {
-                children.push(json!(g));
+        for (host, groups) in hosts {
+            for g in groups {
+                if *g == host.group {
+                    continue;
+                }
+                let fresh = !map.contains_key(g);
+                let entry = map.entry(g.clone()).or_insert_with(|| json!({"hosts": []}));
+                if let Some(Json::Array(list)) = entry.get_mut("hosts") {
+                    if !list.iter().any(|n| n == &json!(host.name)) {
+                        list.push(json!(host.name));
+                    }
+                }
+                if fresh {
+                    if let Some(Json::Array(children)) =
+                        map.get_mut("all").and_then(|a| a.get_mut("children"))
+                    {
+                        children.push(json!(g));
+                    }
+                }
             }
         }
     }

@@ -50,10 +50,40 @@ pub struct Stack {
     /// extra variables (`weblab_db_password`).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// A multi-server stack: one server per member, made together by one
+    /// request, and the playbook run once against all of them when each
+    /// has had the panel's own playbook. Empty: one server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<StackMember>,
+    /// Host variables every server of the stack gets for the stack's run,
+    /// as group variables would be; strings may be templates of the
+    /// panel's own variables (`"{{ keel_ipv4 }}"`), resolved for each host.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vars: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// One server of a multi-server stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StackMember {
+    /// The member's name in the stack (`webapp`, `db`), unique in it.
+    pub name: String,
+    /// Inventory groups this member is in for the stack's run, besides
+    /// the stack's own `groups`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Another member through which the stack's run reaches this one
+    /// (an SSH jump host): the run connects to this member's allocated
+    /// address from there, never directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump: Option<String>,
 }
 
 /// At most this many groups and secrets per stack.
 const STACK_LIST_MAX: usize = 16;
+
+/// At most this many servers in one stack.
+pub const STACK_MEMBERS_MAX: usize = 8;
 
 impl Stack {
     /// Checks the names: a plain `.yml`/`.yaml` file name (no directory),
@@ -118,7 +148,117 @@ impl Stack {
                 format!("{v:?} would shadow a connection or panel variable"),
             ));
         }
+        if self.vars.len() > STACK_LIST_MAX {
+            return Err(PanelError::invalid(
+                "stack.vars",
+                format!("at most {STACK_LIST_MAX} variables"),
+            ));
+        }
+        if let Some(v) = self.vars.keys().find(|v| {
+            !ident(v)
+                || v.starts_with("ansible_")
+                || v.starts_with("keel_")
+                || self.secrets.contains(v)
+        }) {
+            return Err(PanelError::invalid(
+                "stack.vars",
+                format!("{v:?} is not a variable the stack may set (a name, not ansible_*, keel_* or a secret)"),
+            ));
+        }
+        self.validate_members(ident)
+    }
+
+    fn validate_members(&self, ident: impl Fn(&str) -> bool) -> Result<(), PanelError> {
+        let field = "stack.members";
+        if self.members.len() == 1 || self.members.len() > STACK_MEMBERS_MAX {
+            return Err(PanelError::invalid(
+                field,
+                format!("a multi-server stack has 2 to {STACK_MEMBERS_MAX} members"),
+            ));
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            if !ident(&m.name) || m.name.len() > 32 {
+                return Err(PanelError::invalid(
+                    field,
+                    format!(
+                        "{:?} is not a member name (a letter or '_', then letters, digits or '_', at most 32)",
+                        m.name
+                    ),
+                ));
+            }
+            if self.members[..i].iter().any(|o| o.name == m.name) {
+                return Err(PanelError::invalid(
+                    field,
+                    format!("two members are named {:?}", m.name),
+                ));
+            }
+            if m.groups.len() > STACK_LIST_MAX {
+                return Err(PanelError::invalid(
+                    field,
+                    format!("at most {STACK_LIST_MAX} groups per member"),
+                ));
+            }
+            if let Some(g) = m
+                .groups
+                .iter()
+                .find(|g| !ident(g) || *g == "all" || *g == "ungrouped")
+            {
+                return Err(PanelError::invalid(
+                    field,
+                    format!("member {:?}: {g:?} is not a group it can be put in", m.name),
+                ));
+            }
+            if let Some(j) = &m.jump {
+                let via = self.members.iter().find(|o| &o.name == j);
+                match via {
+                    None => {
+                        return Err(PanelError::invalid(
+                            field,
+                            format!(
+                                "member {:?} jumps through {j:?}, which is not a member",
+                                m.name
+                            ),
+                        ))
+                    }
+                    Some(v) if v.name == m.name || v.jump.is_some() => {
+                        return Err(PanelError::invalid(
+                            field,
+                            format!(
+                                "member {:?} jumps through {j:?}, which must be reached directly",
+                                m.name
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if self.members.first().is_some_and(|m| m.jump.is_some()) {
+            return Err(PanelError::invalid(
+                field,
+                "the first member (the server the request returns) must be reached directly",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether servers of this type come as a multi-server stack.
+    pub fn is_multi(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// The inventory groups of member `name` for the stack's run: the
+    /// stack's own, then the member's.
+    pub fn groups_of(&self, name: &str) -> Vec<String> {
+        let mut out = self.groups.clone();
+        if let Some(m) = self.members.iter().find(|m| m.name == name) {
+            for g in &m.groups {
+                if !out.contains(g) {
+                    out.push(g.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The stack a server type's `stack` column holds, if any.

@@ -236,6 +236,7 @@ fn rerunnable(kind: JobKind) -> bool {
         | JobKind::DbPassword
         | JobKind::Restore
         | JobKind::CloneProduction
+        | JobKind::StackConfigure
         // A move takes its target's room when asked for: ask again.
         | JobKind::Migrate => false,
     }

@@ -251,6 +251,10 @@ pub struct ServiceDetail {
     pub actions: ServerActions,
     /// How to log in; `None` until it is ready, and after it is deleted.
     pub connection: Option<Connection>,
+    /// For a server of a multi-server stack: every server of the stack,
+    /// the first member (whose job log has the stack's runs) first; empty
+    /// otherwise.
+    pub stack_members: Vec<crate::services::servers::StackMemberRow>,
 }
 
 /// The requests a server takes in its current state: the page shows only

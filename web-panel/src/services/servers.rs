@@ -62,6 +62,10 @@ impl CreateServer {
 pub struct Created {
     pub service: Service,
     pub job_id: i64,
+    /// For a multi-server stack type: every server the request made, this
+    /// one first (`GET /services/{id}` shows each one's member name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack_members: Vec<i64>,
 }
 
 /// The outcome of [`create`].
@@ -160,19 +164,18 @@ pub async fn create(
                 format!("no server type named {:?}", req.server_type),
             )
         })?;
-    let created = insert(
-        &mut tx,
-        who,
-        now,
-        NewServer {
-            site_id: req.site_id,
-            kind: &req.kind,
-            server_type: &stype,
-            pool_type: &req.pool_type,
-            test_of: None,
-        },
-    )
-    .await?;
+    let new = NewServer {
+        site_id: req.site_id,
+        kind: &req.kind,
+        server_type: &stype,
+        pool_type: &req.pool_type,
+        test_of: None,
+    };
+    let mut created = insert(&mut tx, who, now, new).await?;
+    if let Some(stack) = catalog::Stack::of_column(&stype.stack).filter(|s| s.is_multi()) {
+        created.stack_members =
+            insert_stack(&mut tx, who, now, req, &stype, &stack, &created).await?;
+    }
     if let Some(key) = idempotency_key {
         let body =
             serde_json::to_string(&created).map_err(|e| PanelError::Internal(e.to_string()))?;
@@ -265,7 +268,81 @@ pub(crate) async fn insert(
     Ok(Created {
         service,
         job_id: job.job_id,
+        stack_members: Vec::new(),
     })
+}
+
+/// The other servers of a multi-server stack, in the request's
+/// transaction: one per member after the first (which is `first`), each
+/// counted against the quota and given an address like any server, all
+/// tied to `first` (`services.stack_id`). A quota or pool that runs out
+/// part-way rolls the whole request back.
+async fn insert_stack(
+    tx: &mut Tx,
+    who: &Principal,
+    now: i64,
+    req: &CreateServer,
+    stype: &ServerType,
+    stack: &catalog::Stack,
+    first: &Created,
+) -> Result<Vec<i64>, PanelError> {
+    let stack_id = first.service.id;
+    let mut ids = vec![stack_id];
+    for (i, member) in stack.members.iter().enumerate() {
+        let id = if i == 0 {
+            stack_id
+        } else {
+            let new = NewServer {
+                site_id: req.site_id,
+                kind: &req.kind,
+                server_type: stype,
+                pool_type: &req.pool_type,
+                test_of: None,
+            };
+            let id = insert(tx, who, now, new).await?.service.id;
+            ids.push(id);
+            id
+        };
+        execute!(
+            &mut tx_conn(tx),
+            "UPDATE services SET stack_id = $2, stack_member = $3 WHERE id = $1",
+            id,
+            stack_id,
+            member.name.as_str()
+        )?;
+    }
+    Ok(ids)
+}
+
+/// The servers of the stack service `id` belongs to (itself included),
+/// first member first; empty for a server of no stack.
+pub async fn stack_members(
+    conn: &mut Conn<'_>,
+    id: i64,
+) -> Result<Vec<StackMemberRow>, PanelError> {
+    Ok(fetch_all!(
+        conn,
+        StackMemberRow,
+        "SELECT m.id, m.stack_member AS member, m.status, m.stack_base_at AS base_at, a.hostname \
+         FROM services s JOIN services m ON m.stack_id = s.stack_id \
+         LEFT JOIN pool_addresses a ON a.service_id = m.id \
+         WHERE s.id = $1 ORDER BY m.id",
+        id
+    )?)
+}
+
+/// One server of a stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StackMemberRow {
+    pub id: i64,
+    /// Its name in the stack (`webapp`, `db`).
+    pub member: String,
+    pub status: Status,
+    /// When its own configure run last finished (the stack's run waits
+    /// for every member's).
+    #[serde(skip)]
+    pub base_at: Option<i64>,
+    pub hostname: Option<String>,
 }
 
 /// The host of a new server, in its transaction: a test server goes on its
@@ -459,6 +536,7 @@ pub async fn get(
     let dns = dns_status(&mut conn, id).await?;
     let actions = ServerActions::of(service.status, vm.as_ref().map(|v| v.power_state.as_str()));
     let connection = connection(&mut conn, who, &service).await?;
+    let stack_members = stack_members(&mut conn, id).await?;
     Ok(ServiceDetail {
         service,
         vm,
@@ -471,6 +549,7 @@ pub async fn get(
         dns,
         actions,
         connection,
+        stack_members,
     })
 }
 
@@ -618,6 +697,12 @@ pub async fn retry(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError>
             service.status
         )));
     }
+    // A stack member's own run starts over; the stack's run waits for it.
+    execute!(
+        &mut tx_conn(&mut tx),
+        "UPDATE services SET stack_base_at = NULL WHERE id = $1",
+        id
+    )?;
     let job = queue::enqueue(
         &mut tx,
         ProvisionJob { service_id: id }.spec(who.actor_id()),
@@ -641,13 +726,38 @@ pub async fn delete(db: &Db, who: &Principal, id: i64) -> Result<i64, PanelError
             service.status
         )));
     }
-    let job = queue::enqueue(
-        &mut tx,
-        DeprovisionJob { service_id: id }.spec(who.actor_id()),
-    )
-    .await?;
+    // A stack's servers go together: one without the others is no
+    // working deployment.
+    let others: Vec<i64> = stack_members(&mut conn, id)
+        .await?
+        .into_iter()
+        .map(|m| m.id)
+        .filter(|m| *m != id)
+        .collect();
+    let mut leaving = vec![id];
+    for other in others {
+        if transition(
+            &mut conn,
+            now,
+            who,
+            other,
+            &deletable,
+            Status::Deleting,
+            None,
+        )
+        .await?
+        {
+            leaving.push(other);
+        }
+    }
+    let mut first = None;
+    for service_id in leaving {
+        let job =
+            queue::enqueue(&mut tx, DeprovisionJob { service_id }.spec(who.actor_id())).await?;
+        first.get_or_insert(job.job_id);
+    }
     tx.commit().await?;
-    Ok(job.job_id)
+    Ok(first.unwrap_or_default())
 }
 
 /// Asks for one more `access` run of a server (coalesced with any already

@@ -383,6 +383,51 @@ struct TypeForm {
     stack_groups: String,
     #[serde(default, rename = "stack.secrets")]
     stack_secrets: String,
+    #[serde(default, rename = "stack.members")]
+    stack_members: String,
+    #[serde(default, rename = "stack.vars")]
+    stack_vars: String,
+}
+
+/// The members field: one member per line, `name group group… [via=member]`.
+fn member_lines(text: &str) -> Result<Vec<catalog::StackMember>, PanelError> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        let mut member = catalog::StackMember {
+            name,
+            ..Default::default()
+        };
+        for w in words {
+            match w.strip_prefix("via=") {
+                Some(j) if member.jump.is_none() => member.jump = Some(j.to_string()),
+                Some(_) => {
+                    return Err(PanelError::invalid(
+                        "stack.members",
+                        format!("{line:?}: one via= per member"),
+                    ))
+                }
+                None => member.groups.push(w.to_string()),
+            }
+        }
+        out.push(member);
+    }
+    Ok(out)
+}
+
+/// The variables field: one `name=value` per line.
+fn var_lines(
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, PanelError> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once('=').ok_or_else(|| {
+            PanelError::invalid("stack.vars", format!("{line:?} is not name=value"))
+        })?;
+        out.insert(k.trim().to_string(), serde_json::Value::from(v.trim()));
+    }
+    Ok(out)
 }
 
 /// Names separated by commas or white space.
@@ -402,11 +447,16 @@ impl TypeForm {
             disk_gb: int("disk_gb", &self.disk_gb)?,
             os_image: self.os_image.trim().to_string(),
             roles: name_list(&self.roles),
-            stack: (!self.stack_playbook.trim().is_empty()).then(|| catalog::Stack {
-                playbook: self.stack_playbook.trim().to_string(),
-                groups: name_list(&self.stack_groups),
-                secrets: name_list(&self.stack_secrets),
-            }),
+            stack: match self.stack_playbook.trim() {
+                "" => None,
+                playbook => Some(catalog::Stack {
+                    playbook: playbook.to_string(),
+                    groups: name_list(&self.stack_groups),
+                    secrets: name_list(&self.stack_secrets),
+                    members: member_lines(&self.stack_members)?,
+                    vars: var_lines(&self.stack_vars)?,
+                }),
+            },
         })
     }
 }

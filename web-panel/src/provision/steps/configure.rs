@@ -93,11 +93,16 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     let log = crate::queue::log::JobLog::open(ctx)
         .await
         .map_err(PanelError::from)?;
-    // A stack server type's playbook runs after the panel's own.
-    let then = match super::stack::stack_of(p, id).await {
-        Ok(Some(stack)) => super::stack::then_run(p, id, &stack).await.map(Some),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e),
+    // A stack server type's playbook runs after the panel's own; a
+    // multi-server stack's runs later, against all its servers at once.
+    let (then, stack_id) = match super::stack::stack_id_of(p, id).await {
+        Err(e) => (Err(e), None),
+        Ok(Some(stack_id)) => (Ok(None), Some(stack_id)),
+        Ok(None) => match super::stack::stack_of(p, id).await {
+            Ok(Some(stack)) => (super::stack::then_run(p, id, &stack).await.map(Some), None),
+            Ok(None) => (Ok(None), None),
+            Err(e) => (Err(e), None),
+        },
     };
     let then = match then {
         Ok(t) => t,
@@ -109,9 +114,34 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     };
     run_roles_then(p, id, &row, &p.config.playbook, then, ctx, log).await?;
 
+    if let Some(stack_id) = stack_id {
+        // The stack's run makes it ready, once every member got here.
+        super::stack::base_done(p, id, stack_id).await?;
+        tracing::info!(
+            service_id = id,
+            stack_id,
+            "roles applied; waiting for the stack's run"
+        );
+        return Ok(());
+    }
     let now = p.db.now();
     let mut tx = p.db.begin().await?;
-    let mut conn = tx_conn(&mut tx);
+    make_ready(p, &mut tx, now, id).await?;
+    tx.commit().await?;
+    tracing::info!(service_id = id, vm = %row.vm_name, "roles applied; service ready");
+    Ok(())
+}
+
+/// A configured server becomes `ready` in `tx`, and what waited for that
+/// is queued: a test server's clone is done, its DNS records, the vhosts
+/// and system packages stored before it was ready.
+pub(super) async fn make_ready(
+    p: &Provisioner,
+    tx: &mut crate::store::Tx,
+    now: i64,
+    id: i64,
+) -> Result<(), ProvisionError> {
+    let mut conn = tx_conn(tx);
     transition(
         &mut conn,
         now,
@@ -124,12 +154,10 @@ async fn configure(p: &Provisioner, id: i64, ctx: &JobContext) -> Result<(), Pro
     .await?;
     // A test server rebuilt from production's disk is now its copy.
     crate::services::testservers::finish_booting(&mut conn, now, id, None).await?;
-    super::dns::queue_publish(p, &mut tx, id).await?;
+    super::dns::queue_publish(p, tx, id).await?;
     // The server's vhosts, stored before it was ready, are applied now.
-    crate::services::vhosts::queue_if_any(&mut tx, id).await?;
+    crate::services::vhosts::queue_if_any(tx, id).await?;
     // So are the system packages picked for it.
-    crate::services::packages::queue_if_any(&mut tx, id).await?;
-    tx.commit().await?;
-    tracing::info!(service_id = id, vm = %row.vm_name, "roles applied; service ready");
+    crate::services::packages::queue_if_any(tx, id).await?;
     Ok(())
 }

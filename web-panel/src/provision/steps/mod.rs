@@ -124,6 +124,7 @@ pub fn register(registry: &mut Registry, p: Arc<Provisioner>) {
             JobKind::CloneProduction => registry.register(k, clone::CloneStep(p)),
             JobKind::MetricsCollect => registry.register(k, metrics::MetricsCollectStep(p)),
             JobKind::Migrate => registry.register(k, migrate::MigrateStep(p)),
+            JobKind::StackConfigure => registry.register(k, stack::StackConfigureStep(p)),
         };
     }
 }

@@ -43,6 +43,8 @@ pub(super) struct Then {
     pub playbook: std::path::PathBuf,
     pub extra_vars: keel::vars::VarMap,
     pub groups: Vec<String>,
+    /// Host variables added to the server's for this run.
+    pub host_vars: serde_json::Map<String, serde_json::Value>,
 }
 
 /// [`run_roles`], then `then`'s playbook when the first succeeded.
@@ -59,6 +61,7 @@ pub(super) async fn run_roles_then(
         playbook: playbook.to_path_buf(),
         extra_vars: keel::vars::VarMap::new(),
         groups: Vec::new(),
+        host_vars: Default::default(),
     };
     let mut out = run(p, id, row, first, ctx, &log).await;
     if let (Ok(_), Some(t)) = (&out, then) {
@@ -91,6 +94,7 @@ pub(super) async fn run_roles_with(
         playbook: playbook.to_path_buf(),
         extra_vars,
         groups: Vec::new(),
+        host_vars: Default::default(),
     };
     let out = run(p, id, row, spec, ctx, &log).await;
     if let Err(e) = &out {
@@ -114,19 +118,44 @@ async fn run(
         playbook,
         extra_vars,
         groups,
+        host_vars,
     } = spec;
-    let host = check_reachable(p, id, row, log).await?;
+    let mut host = check_reachable(p, id, row, log).await?;
+    for (k, v) in host_vars {
+        host.vars.entry(k).or_insert(v);
+    }
     let known = p.known_hosts_path(&row.vm_name);
 
     // The role run: the panel's inventory for this one host, with its key
     // and its known_hosts, handed to the engine in memory.
-    let inventory = keel::inventory::Inventory::from_json(inventory::for_role_run(
+    let inventory = inventory::for_role_run(
         &host,
         &p.panel_key()?.private_path.display().to_string(),
         &known.display().to_string(),
         &groups,
-    ))
-    .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
+    );
+    let opts = keel::executor::RunOptions {
+        forks: 1,
+        limit: Some(host.name.clone()),
+        extra_vars,
+        ..Default::default()
+    };
+    execute(inventory, playbook, opts, ctx, log).await
+}
+
+/// Runs `playbook` against `inventory` (the engine's dynamic-inventory
+/// JSON, handed over in memory) with `opts`, whose stop signal the job's
+/// cancellation sets; the events go to `log`. A failed run is
+/// [`ProvisionError::RoleRun`] naming the task that failed.
+pub(super) async fn execute(
+    inventory: serde_json::Value,
+    playbook: std::path::PathBuf,
+    mut opts: keel::executor::RunOptions,
+    ctx: &JobContext,
+    log: &JobLog,
+) -> Result<keel::executor::RunSummary, ProvisionError> {
+    let inventory = keel::inventory::Inventory::from_json(inventory)
+        .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
     let playbook_path = playbook;
     let playbook = tokio::task::spawn_blocking(move || {
         keel::playbook::load_playbook(&playbook_path, &Default::default())
@@ -135,13 +164,7 @@ async fn run(
     .map_err(|e| ProvisionError::Playbook(e.to_string()))?
     .map_err(|d| ProvisionError::Playbook(d.to_string()))?;
     let stop = keel::executor::StopSignal::default();
-    let opts = keel::executor::RunOptions {
-        forks: 1,
-        limit: Some(host.name.clone()),
-        stop: stop.clone(),
-        extra_vars,
-        ..Default::default()
-    };
+    opts.stop = stop.clone();
     check_cancel(&ctx.cancel)?;
     // The job's token stops the run between two tasks: when the job is
     // cancelled, and after a lost lease, when another worker runs the
