@@ -1264,6 +1264,8 @@ pub fn schemas() -> utoipa::openapi::Components {
         .schema_from::<SitePatch>()
         .schema_from::<NewServerType>()
         .schema_from::<catalog::Stack>()
+        .schema_from::<catalog::StackMember>()
+        .schema_from::<crate::services::servers::StackMemberRow>()
         .schema_from::<Group>()
         .schema_from::<Quota>()
         .schema_from::<PoolUse>()
