@@ -299,8 +299,17 @@ pub async fn list_after(
     // with them as parameters PostgreSQL keeps planning the statement anew
     // (its generic plan cannot know the limit), and planning this join
     // costs more than running it.
+    // With a hostname search, PostgreSQL's generic plan (it cannot see the
+    // pattern) would walk the services in id order and test each hostname;
+    // `s.id + 0` hides that order, so it starts from the trigram index and
+    // sorts the few it finds.
+    let order = if filter.q.is_some() && conn.is_pg() {
+        "s.id + 0"
+    } else {
+        "s.id"
+    };
     let mut sql = format!(
-        "{SELECT} {} ORDER BY s.id DESC LIMIT {}",
+        "{SELECT} {} ORDER BY {order} DESC LIMIT {}",
         q.where_(),
         page.limit + 1
     );
