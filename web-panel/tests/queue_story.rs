@@ -186,7 +186,7 @@ async fn enqueue_many_matches_enqueue_one_by_one(store: Store) {
         .unwrap();
         let specs = batch(round);
         let out = if many {
-            let mut wake = store.wake();
+            let wake = store.wake();
             let mut tx = store.begin().await.unwrap();
             let out = queue::enqueue_many(&mut tx, &specs).await.unwrap();
             assert!(!wake.has_changed().unwrap(), "no wake-up before commit");
