@@ -152,7 +152,7 @@ async fn walk(p: &Panel, cred: &Cred, query: &str) -> (Vec<i64>, Value) {
 async fn cursor_pages_walk_exactly_what_each_caller_may_see(backend: Backend) {
     let p = start(backend, |_| {}).await;
     catalog_and_pool(&p, 300).await;
-    let (admin, admin_token) = p.user("root", true).await;
+    let (_, admin_token) = p.user("root", true).await;
     let (ann, ann_token) = p.user("ann", false).await;
     let (_, bob_token) = p.user("bob", false).await;
     let (_, carl_token) = p.user("carl", false).await;
@@ -378,7 +378,6 @@ async fn cursor_pages_walk_exactly_what_each_caller_may_see(backend: Backend) {
     assert_eq!(page.status, StatusCode::OK);
     let page = page.json.as_str().unwrap();
     assert!(page.contains("First page"), "{page}");
-    let _ = admin;
 }
 both_backends!(
     cursor_pages,
