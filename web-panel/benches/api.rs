@@ -7,8 +7,11 @@
 //! on a throw-away PostgreSQL (`KEEL_BENCH_PG=0` skips PostgreSQL).
 //!
 //! `cargo bench -p keel-panel --bench api --features testsupport --profile bench-fast`;
-//! knobs: `KEEL_BENCH_SERVICES`, `KEEL_BENCH_CREATES`, `KEEL_BENCH_CLIENTS`,
-//! `KEEL_BENCH_SECS`. Quick check in debug:
+//! knobs: `KEEL_BENCH_SERVICES` (100000 for the large run), `KEEL_BENCH_CREATES`,
+//! `KEEL_BENCH_CLIENTS`, `KEEL_BENCH_SECS`, `KEEL_BENCH_PG=0` (SQLite only),
+//! `KEEL_BENCH_SQLITE=0` (PostgreSQL only), `KEEL_BENCH_PG_LOG=1` (PostgreSQL
+//! logs every statement of the creates with its duration, to see where a
+//! create's time goes; the log's path is printed). Quick check in debug:
 //! `KEEL_BENCH_SERVICES=500 KEEL_BENCH_CREATES=50 KEEL_BENCH_SECS=1 cargo test -p keel-panel --features testsupport --bench api`.
 
 #[path = "../tests/api_support/mod.rs"]
@@ -40,8 +43,8 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// The server type `small` and one public pool of `n` addresses (a /16,
-/// larger than the test harness's pool).
+/// The server type `small` and one public pool of `n` addresses (in a
+/// /15, room for 131,072: larger than the test harness's pool).
 async fn catalog_and_big_pool(p: &Panel, n: u64) {
     let admin = keel_panel::domain::Principal::system();
     keel_panel::services::catalog::create(
@@ -62,7 +65,7 @@ async fn catalog_and_big_pool(p: &Panel, n: u64) {
     let file = keel_panel::alloc::generate(
         "public-a",
         "public",
-        Some("10.0.0.0/16".parse().unwrap()),
+        Some("10.0.0.0/15".parse().unwrap()),
         Some("2001:db8::/64".parse().unwrap()),
         "mws-{n:05}.example.org",
         n,
@@ -178,6 +181,10 @@ async fn run(backend: Backend) {
 
     // Creates through the API: allocation, quota check, audit and the
     // provision job, each in one transaction.
+    let pg_log = p.db().is_pg() && std::env::var("KEEL_BENCH_PG_LOG").is_ok_and(|v| v == "1");
+    if pg_log {
+        pg_log_statements(&p, true).await;
+    }
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -207,6 +214,9 @@ async fn run(backend: Backend) {
     }
     lat.sort();
     let took = started.elapsed();
+    if pg_log {
+        pg_log_statements(&p, false).await;
+    }
     println!(
         "{backend:?}: POST /api/v1/services x{creates} on top of {n}, {clients} clients: {:.0}/s, p50 {}, p99 {}, max {}",
         creates as f64 / took.as_secs_f64(),
@@ -217,7 +227,7 @@ async fn run(backend: Backend) {
 
     let total = n + creates;
     let failed = (1..=n).filter(|i| i % SEED_STATUSES.len() == 2).count();
-    let shapes: [(&str, String); 4] = [
+    let shapes: [(&str, String); 5] = [
         ("default page", "/api/v1/services".to_string()),
         (
             "status=failed",
@@ -228,31 +238,61 @@ async fn run(backend: Backend) {
             "q=hostname",
             format!("/api/v1/services?q=mws-{:04}", (n / 20).max(1)),
         ),
+        // Keyset paging from the middle: the `next` of a page there.
         (
-            "deep page",
+            "cursor page",
+            format!("/api/v1/services?limit=50&cursor={}", total / 2),
+        ),
+        (
+            "offset page",
             format!("/api/v1/services?limit=50&offset={}", total / 2),
         ),
     ];
     for (label, path) in shapes {
         let check: fn(&serde_json::Value) = match label {
-            "default page" | "deep page" => |j| assert!(j["total"].as_u64().unwrap() >= 10),
+            "default page" | "offset page" => |j| assert!(j["total"].as_u64().unwrap() >= 10),
+            "cursor page" => |j| assert_eq!(j["items"].as_array().unwrap().len(), 50),
             _ => |j| assert!(j["items"].is_array()),
         };
         let lat = hammer(&p, &cred, &path, clients, secs, check).await;
         let probe = p.call("GET", &path, &cred, None).await.json;
         match label {
-            "default page" | "deep page" => assert_eq!(probe["total"], total),
+            "default page" | "offset page" | "cursor page" => assert_eq!(probe["total"], total),
             "status=failed" => assert_eq!(probe["total"], failed),
             _ => assert!(probe["total"].as_u64().unwrap() >= 1),
         }
         println!(
-            "{backend:?}: GET {path} ({label}, {} of {total} match) x{} with {clients} clients: {:.0} req/s, p50 {}, p99 {}",
+            "{backend:?}: GET {path} ({label}, {} of {total} match, total_estimated {}) x{} with {clients} clients: {:.0} req/s, p50 {}, p99 {}",
             probe["total"],
+            probe["total_estimated"],
             lat.len(),
             lat.len() as f64 / secs as f64,
             ms(pct(&lat, 0.50)),
             ms(pct(&lat, 0.99))
         );
+    }
+}
+
+/// Turns PostgreSQL's logging of every statement with its duration on or
+/// off (`log_min_duration_statement`), and says where the log is.
+async fn pg_log_statements(p: &Panel, on: bool) {
+    let pool = p.db().store().as_postgres_pool().unwrap();
+    let value = if on { "0" } else { "-1" };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER SYSTEM SET log_min_duration_statement = {value}"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(pool)
+        .await
+        .unwrap();
+    if on {
+        let log = keel_panel::testsupport::PgServer::shared()
+            .dir
+            .join("postgres.log");
+        println!("PostgreSQL logs every statement to {}", log.display());
     }
 }
 
@@ -262,7 +302,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(Backend::Sqlite));
+    if !std::env::var("KEEL_BENCH_SQLITE").is_ok_and(|v| v == "0") {
+        rt.block_on(run(Backend::Sqlite));
+    }
     if !std::env::var("KEEL_BENCH_PG").is_ok_and(|v| v == "0") {
         rt.block_on(run(Backend::Postgres));
     }

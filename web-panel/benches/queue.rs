@@ -3,8 +3,13 @@
 //!
 //! - throughput: enqueue `KEEL_BENCH_JOBS` no-op jobs (default 10,000) in
 //!   transactions of 100 while the workers run, and time until every job is
-//!   claimed, run and recorded. Pickup latency (enqueue to handler start) in
-//!   this mode is mostly time spent waiting behind the backlog.
+//!   claimed, run and recorded. Each transaction enqueues its 100 jobs
+//!   either one statement per job (`queue::enqueue`, column `enqueue` =
+//!   `one`) or in one statement (`queue::enqueue_many`, `many`);
+//!   `KEEL_BENCH_ENQUEUE=one|many` runs only one of them, and
+//!   `KEEL_BENCH_WORKERS=4` (a comma list) only those worker counts. Pickup latency
+//!   (enqueue to handler start) in this mode is mostly time spent waiting
+//!   behind the backlog.
 //! - idle latency: with the workers idle, enqueue one job at a time and time
 //!   enqueue to handler start (the wake-up path: in-process notification,
 //!   and LISTEN/NOTIFY on PostgreSQL).
@@ -180,20 +185,46 @@ fn cpu_ms(pg: &PgServer) -> f64 {
     (cpu_ticks(std::process::id()) + pg_cpu_ticks(pg)) as f64 * 10.0
 }
 
+/// How the throughput run enqueues each transaction's 100 jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enqueue {
+    /// `queue::enqueue`, one statement per job.
+    One,
+    /// `queue::enqueue_many`, one statement per transaction.
+    Many,
+}
+
+impl Enqueue {
+    fn label(self) -> &'static str {
+        match self {
+            Enqueue::One => "one",
+            Enqueue::Many => "many",
+        }
+    }
+}
+
 /// Returns jobs/s and the sorted pickup latencies (µs).
-async fn throughput(store: &Store, workers: usize, jobs: usize) -> (f64, Vec<u64>) {
+async fn throughput(store: &Store, workers: usize, jobs: usize, how: Enqueue) -> (f64, Vec<u64>) {
     let pool = start_workers(store, workers);
     let t0 = pool.t0;
     for chunk in 0..jobs / 100 {
         let mut tx = store.begin().await.expect("begin");
-        for i in 0..100 {
+        let spec = |i: usize| {
             let t = t0.elapsed().as_micros() as u64;
-            queue::enqueue(
-                &mut tx,
-                JobSpec::new("noop", serde_json::json!({"t": t, "i": chunk * 100 + i})),
-            )
-            .await
-            .expect("enqueue");
+            JobSpec::new("noop", serde_json::json!({"t": t, "i": chunk * 100 + i}))
+        };
+        match how {
+            Enqueue::One => {
+                for i in 0..100 {
+                    queue::enqueue(&mut tx, spec(i)).await.expect("enqueue");
+                }
+            }
+            Enqueue::Many => {
+                let specs: Vec<JobSpec> = (0..100).map(spec).collect();
+                queue::enqueue_many(&mut tx, &specs)
+                    .await
+                    .expect("enqueue_many");
+            }
         }
         tx.commit().await.expect("commit");
     }
@@ -249,31 +280,43 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
     let only = std::env::var("KEEL_BENCH_BACKEND").ok();
+    let modes: Vec<Enqueue> = match std::env::var("KEEL_BENCH_ENQUEUE").ok().as_deref() {
+        Some("one") => vec![Enqueue::One],
+        Some("many") => vec![Enqueue::Many],
+        _ => vec![Enqueue::One, Enqueue::Many],
+    };
+    let worker_counts: Vec<usize> = std::env::var("KEEL_BENCH_WORKERS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|w| w.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 4, 16]);
     let pg = PgServer::start(true);
     println!(
-        "| backend | workers | jobs | jobs/s | CPU ms / 1k jobs | backlog p50 | backlog p99 | idle p50 | idle p99 |"
+        "| backend | enqueue | workers | jobs | jobs/s | CPU ms / 1k jobs | backlog p50 | backlog p99 | idle p50 | idle p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for backend in ["sqlite", "postgres"] {
         if only.as_deref().is_some_and(|b| b != backend) {
             continue;
         }
-        for workers in [1usize, 4, 16] {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let store = open(backend, &pg, &dir).await;
-            let cpu0 = cpu_ms(&pg);
-            let (rate, backlog) = throughput(&store, workers, jobs).await;
-            let cpu = (cpu_ms(&pg) - cpu0) / jobs as f64 * 1000.0;
-            let dir2 = tempfile::tempdir().expect("temp dir");
-            let store = open(backend, &pg, &dir2).await;
-            let idle = idle_latency(&store, workers).await;
-            println!(
-                "| {backend} | {workers} | {jobs} | {rate:.0} | {cpu:.0} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
-                pct(&backlog, 0.50),
-                pct(&backlog, 0.99),
-                pct(&idle, 0.50),
-                pct(&idle, 0.99),
-            );
+        for &how in &modes {
+            for &workers in &worker_counts {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = open(backend, &pg, &dir).await;
+                let cpu0 = cpu_ms(&pg);
+                let (rate, backlog) = throughput(&store, workers, jobs, how).await;
+                let cpu = (cpu_ms(&pg) - cpu0) / jobs as f64 * 1000.0;
+                let dir2 = tempfile::tempdir().expect("temp dir");
+                let store = open(backend, &pg, &dir2).await;
+                let idle = idle_latency(&store, workers).await;
+                println!(
+                    "| {backend} | {} | {workers} | {jobs} | {rate:.0} | {cpu:.0} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
+                    how.label(),
+                    pct(&backlog, 0.50),
+                    pct(&backlog, 0.99),
+                    pct(&idle, 0.50),
+                    pct(&idle, 0.99),
+                );
+            }
         }
     }
 }

@@ -11,8 +11,10 @@
 //! the domain's error type; `audit`, `alloc`, `auth`, `lifecycle`,
 //! `queue::log`, `services` and the flow all build their statements on it.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -29,6 +31,91 @@ pub struct Db {
     /// SQLite only: readers beside the store's single writer connection, so
     /// page views do not queue behind write transactions.
     reader: Option<SqlitePool>,
+    /// Totals of long lists, shared by this node's requests.
+    counts: Arc<CountCache>,
+}
+
+/// Row counts too costly to take on every request (the total of a list of
+/// thousands), kept per query for a few seconds. Each node keeps its own;
+/// nothing invalidates an entry, so a cached total may lag the table by up
+/// to the caller's time-to-live plus one refresh.
+#[derive(Debug, Default)]
+pub struct CountCache {
+    entries: Mutex<HashMap<String, CachedCount>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CachedCount {
+    value: i64,
+    at: Instant,
+    /// A refresh is under way; other callers keep the old value meanwhile.
+    refreshing: bool,
+}
+
+/// What [`CountCache::get`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// Younger than the time-to-live.
+    Fresh(i64),
+    /// Older: the caller should refresh it (it is now marked as refreshing,
+    /// so concurrent callers get `Fresh` of the old value instead).
+    Stale(i64),
+    Missing,
+}
+
+impl CountCache {
+    /// Entries kept at most; past that the oldest half is dropped.
+    const MAX_ENTRIES: usize = 4096;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedCount>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: &str, ttl: Duration) -> Cached {
+        let mut entries = self.lock();
+        let Some(e) = entries.get_mut(key) else {
+            return Cached::Missing;
+        };
+        let age = e.at.elapsed();
+        // A refresh that never came back (its task died) is retried after
+        // a while.
+        if age < ttl || (e.refreshing && age < ttl * 6) {
+            return Cached::Fresh(e.value);
+        }
+        e.refreshing = true;
+        Cached::Stale(e.value)
+    }
+
+    /// Stores a count, or with `None` forgets it (the list got short enough
+    /// to count on every request again).
+    pub fn put(&self, key: String, value: Option<i64>) {
+        let mut entries = self.lock();
+        let Some(value) = value else {
+            entries.remove(&key);
+            return;
+        };
+        if entries.len() >= Self::MAX_ENTRIES && !entries.contains_key(&key) {
+            let mut ages: Vec<Instant> = entries.values().map(|e| e.at).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            entries.retain(|_, e| e.at > cut);
+        }
+        entries.insert(
+            key,
+            CachedCount {
+                value,
+                at: Instant::now(),
+                refreshing: false,
+            },
+        );
+    }
+
+    /// Lets the next caller refresh a count whose refresh failed.
+    pub fn refresh_failed(&self, key: &str) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.refreshing = false;
+        }
+    }
 }
 
 /// A connection on either backend, borrowed from a transaction or a pool.
@@ -92,11 +179,20 @@ impl Db {
             }
             BackendKind::Postgres => None,
         };
-        Ok(Db { store, reader })
+        Ok(Db {
+            store,
+            reader,
+            counts: Arc::default(),
+        })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// This node's cache of list totals.
+    pub fn counts(&self) -> &CountCache {
+        &self.counts
     }
 
     pub fn now(&self) -> i64 {

@@ -126,6 +126,194 @@ async fn enqueue_is_part_of_the_callers_transaction(store: Store) {
         .unwrap();
 }
 
+/// The jobs of `specs`, enqueued one by one in one transaction: what
+/// `enqueue_many` must match.
+async fn one_by_one(store: &Store, specs: &[JobSpec]) -> Vec<(i64, bool)> {
+    let mut tx = store.begin().await.unwrap();
+    let mut out = Vec::new();
+    for spec in specs {
+        let o = queue::enqueue(&mut tx, spec.clone()).await.unwrap();
+        out.push((o.job_id, o.coalesced));
+    }
+    tx.commit().await.unwrap();
+    out
+}
+
+async fn enqueue_many_matches_enqueue_one_by_one(store: Store) {
+    let (store, _clock) = setup(store);
+    let (h, _runs) = scripted(0, RetryPolicy::default());
+    let mut reg = Registry::new();
+    reg.register("converge", h);
+    let w = default_worker(&store, reg);
+    // Per round: a key already queued, a key already running, and keys
+    // that only this batch uses (twice, so the second coalesces into the
+    // first), between jobs without keys.
+    let batch = |round: &str| {
+        let k = |n: &str| format!("{round}:{n}");
+        vec![
+            JobSpec::new("converge", json!({"n": 0})),
+            JobSpec::new("converge", json!({"n": 1})).unique_key(k("queued")),
+            JobSpec::new("converge", json!({"n": 2})).unique_key(k("new")),
+            JobSpec::new("converge", json!({"n": 3}))
+                .unique_key(k("running"))
+                .priority(5),
+            JobSpec::new("converge", json!({"n": 4})).unique_key(k("new")),
+            JobSpec::new("converge", json!({"n": 5}))
+                .queue("slow")
+                .serial_key(k("serial"))
+                .owner(7)
+                .run_at(RunAt::After(Duration::from_secs(60))),
+            JobSpec::new("converge", json!({"n": 6})).unique_key(k("running")),
+            JobSpec::new("converge", json!({"n": 7, "deep": {"list": [1, 2.5, "x"]}})),
+        ]
+    };
+    let mut shapes = Vec::new();
+    for (round, many) in [("one", false), ("many", true)] {
+        let pre_running = queue::enqueue_now(
+            &store,
+            JobSpec::new("converge", json!({})).unique_key(format!("{round}:running")),
+        )
+        .await
+        .unwrap();
+        let claimed = w.claim(4).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id, pre_running.job_id);
+        let pre_queued = queue::enqueue_now(
+            &store,
+            JobSpec::new("converge", json!({})).unique_key(format!("{round}:queued")),
+        )
+        .await
+        .unwrap();
+        let specs = batch(round);
+        let out = if many {
+            let wake = store.wake();
+            let mut tx = store.begin().await.unwrap();
+            let out = queue::enqueue_many(&mut tx, &specs).await.unwrap();
+            assert!(!wake.has_changed().unwrap(), "no wake-up before commit");
+            tx.commit().await.unwrap();
+            assert!(wake.has_changed().unwrap(), "commit wakes workers");
+            out.into_iter().map(|o| (o.job_id, o.coalesced)).collect()
+        } else {
+            one_by_one(&store, &specs).await
+        };
+        assert_eq!(out.len(), specs.len());
+        // What each spec got, named by what it points at.
+        let shape: Vec<(String, bool)> = out
+            .iter()
+            .enumerate()
+            .map(|(i, &(id, coalesced))| {
+                let who = if id == pre_queued.job_id {
+                    "pre-queued".to_string()
+                } else if id == pre_running.job_id {
+                    "pre-running".to_string()
+                } else {
+                    let first = out.iter().position(|&(other, _)| other == id).unwrap();
+                    format!("spec {first}")
+                };
+                assert!(
+                    who != format!("spec {i}") || !coalesced,
+                    "a new job is not coalesced"
+                );
+                (who, coalesced)
+            })
+            .collect();
+        // Every new job is stored as its spec asked.
+        for (i, &(id, coalesced)) in out.iter().enumerate() {
+            if coalesced {
+                continue;
+            }
+            let job = store.job(id).await.unwrap().unwrap();
+            let spec = &specs[i];
+            assert_eq!(job.state, JobState::Queued);
+            assert_eq!(job.payload, spec.payload);
+            assert_eq!(job.queue, spec.queue);
+            assert_eq!(job.priority, spec.priority);
+            assert_eq!(job.unique_key, spec.unique_key);
+            assert_eq!(job.serial_key.as_deref(), spec.effective_serial_key());
+            assert_eq!(job.owner, spec.owner);
+            assert_eq!(job.created_at, T0);
+            let due = match spec.run_at {
+                RunAt::After(d) => T0 + d.as_millis() as i64,
+                _ => T0,
+            };
+            assert_eq!(job.run_at, due);
+        }
+        shapes.push(shape);
+        // Leave nothing running or queued for the next round.
+        for j in claimed {
+            let done = w.execute(j).await;
+            w.finish(vec![done]).await.unwrap();
+        }
+        for job in store.jobs(&JobFilter::default()).await.unwrap() {
+            if job.state == JobState::Queued {
+                queue::cancel(
+                    &store,
+                    job.id,
+                    Actor {
+                        user_id: 0,
+                        is_admin: true,
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+    assert_eq!(shapes[0], shapes[1], "enqueue_many = enqueue one by one");
+    let expect: Vec<(String, bool)> = [
+        ("spec 0", false),
+        ("pre-queued", true),
+        ("spec 2", false),
+        ("spec 3", false),
+        ("spec 2", true),
+        ("spec 5", false),
+        ("spec 3", true),
+        ("spec 7", false),
+    ]
+    .into_iter()
+    .map(|(w, c)| (w.to_string(), c))
+    .collect();
+    assert_eq!(shapes[1], expect);
+
+    // A rolled-back batch leaves nothing; an empty one does nothing.
+    let before = store.jobs(&JobFilter::default()).await.unwrap().len();
+    let mut tx = store.begin().await.unwrap();
+    let out = queue::enqueue_many(&mut tx, &batch("gone")).await.unwrap();
+    assert_eq!(out.len(), 8);
+    tx.rollback().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(queue::enqueue_many(&mut tx, &[]).await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.jobs(&JobFilter::default()).await.unwrap().len(),
+        before
+    );
+
+    // Single and batch enqueues mix in one transaction, coalescing across
+    // both.
+    let mut tx = store.begin().await.unwrap();
+    let single = queue::enqueue(
+        &mut tx,
+        JobSpec::new("converge", json!({})).unique_key("mixed"),
+    )
+    .await
+    .unwrap();
+    let out = queue::enqueue_many(
+        &mut tx,
+        &[
+            JobSpec::new("converge", json!({})).unique_key("mixed"),
+            JobSpec::new("converge", json!({})),
+        ],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(out[0].job_id, single.job_id);
+    assert!(out[0].coalesced);
+    assert!(!out[1].coalesced);
+    assert!(out[1].job_id > single.job_id);
+}
+
 async fn retryable_errors_follow_the_policy_then_die(store: Store) {
     let (store, clock) = setup(store);
     let policy = RetryPolicy::fixed(Duration::from_secs(300)).max_attempts(3);
@@ -800,6 +988,7 @@ macro_rules! stories {
 
 stories!(
     enqueue_is_part_of_the_callers_transaction,
+    enqueue_many_matches_enqueue_one_by_one,
     retryable_errors_follow_the_policy_then_die,
     a_deadline_ends_retries,
     permanent_errors_die_at_once,

@@ -102,8 +102,10 @@ where
     out
 }
 
-const SQLITE_TABLES: &str =
-    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name";
+/// Plain tables only: a full-text index (a virtual table and its shadow
+/// tables, which hold binary blocks) is derived data, not compared.
+const SQLITE_TABLES: &str = "SELECT name FROM pragma_table_list \
+     WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name";
 const SQLITE_COLUMNS: &str = "SELECT name FROM pragma_table_info($1) ORDER BY cid";
 const PG_TABLES: &str =
     "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' \

@@ -40,6 +40,24 @@ pub async fn enqueue(tx: &mut Tx, spec: JobSpec) -> Result<EnqueueOutcome, Store
     Ok(outcome)
 }
 
+/// Enqueues several jobs inside the caller's transaction, in one statement
+/// (`unnest` on PostgreSQL, `json_each` on SQLite) instead of one round trip
+/// per job. The outcomes are those of calling [`enqueue`] on each spec in
+/// order, coalescing keys included: a spec whose key matches a queued job,
+/// or an earlier spec of the batch, gets that job back as `coalesced`.
+pub async fn enqueue_many(
+    tx: &mut Tx,
+    specs: &[JobSpec],
+) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let store = tx.store.clone();
+    let outcomes = store.enqueue_many(tx, specs, store.now()).await?;
+    tx.enqueued = true;
+    Ok(outcomes)
+}
+
 /// Enqueues one job in a transaction of its own.
 pub async fn enqueue_now(store: &Store, spec: JobSpec) -> Result<EnqueueOutcome, StoreError> {
     let mut tx = store.begin().await?;

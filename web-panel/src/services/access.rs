@@ -217,16 +217,11 @@ async fn enqueue_for_sites(
             );
         }
     }
-    for service_id in &services {
-        queue::enqueue(
-            tx,
-            AccessJob {
-                service_id: *service_id,
-            }
-            .spec(who.actor_id()),
-        )
-        .await?;
-    }
+    let specs: Vec<_> = services
+        .iter()
+        .map(|&service_id| AccessJob { service_id }.spec(who.actor_id()))
+        .collect();
+    queue::enqueue_many(tx, &specs).await?;
     Ok(services.len())
 }
 
@@ -270,13 +265,17 @@ pub(crate) async fn start_servers(
         .map(|(id,)| id)
         .collect()
     };
-    for service_id in &services {
-        let job = PowerJob {
-            service_id: *service_id,
-            action: PowerAction::Start,
-        };
-        queue::enqueue(tx, job.spec(who.actor_id())).await?;
-    }
+    let specs: Vec<_> = services
+        .iter()
+        .map(|&service_id| {
+            PowerJob {
+                service_id,
+                action: PowerAction::Start,
+            }
+            .spec(who.actor_id())
+        })
+        .collect();
+    queue::enqueue_many(tx, &specs).await?;
     Ok(services.len())
 }
 

@@ -312,9 +312,11 @@ pub async fn request_renewals(
             servers.push(service_id);
         }
     }
-    for &service_id in &servers {
-        queue::enqueue(tx, CertificateJob { service_id }.spec(None)).await?;
-    }
+    let specs: Vec<_> = servers
+        .iter()
+        .map(|&service_id| CertificateJob { service_id }.spec(None))
+        .collect();
+    queue::enqueue_many(tx, &specs).await?;
     Ok(servers)
 }
 

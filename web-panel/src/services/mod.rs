@@ -6,8 +6,9 @@
 //! (`Principal`, `PanelError`, `Page`) live in `domain`, and their SQL goes
 //! through the query layer in `db`, both below this module.
 //!
-//! Layout: `model.rs` row types, `sites.rs`, `servers.rs` (create/list/delete servers, the provision
-//! job), `power.rs` (power actions on ready servers, the `power` job),
+//! Layout: `model.rs` row types, `sites.rs`, `servers.rs` (create/show/delete servers, the provision
+//! job), `server_list.rs` (the service list: keyset pages, cached totals,
+//! indexed hostname search), `power.rs` (power actions on ready servers, the `power` job),
 //! `keys.rs` (SSH public keys), `catalog.rs` (server types),
 //! `hosts.rs` (the hypervisor hosts, their capacity and state, placement
 //! by free capacity, migration requests),
@@ -43,6 +44,7 @@ pub mod lookup;
 pub mod model;
 pub mod packages;
 pub mod power;
+pub mod server_list;
 pub mod servers;
 pub mod sites;
 pub mod snapshots;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::alloc::{self, Resources, POOL_TYPES};
 use crate::audit::{self, Change};
 use crate::db::{tx_conn, Conn, Db};
-use crate::domain::{Page, Paged, PanelError, Principal};
+use crate::domain::{PanelError, Principal};
 use crate::lifecycle::jobs::{AccessJob, DeprovisionJob, JobKind, ProvisionJob};
 use crate::lifecycle::{transition, Status};
 use crate::queue::{self, JobFilter};
@@ -20,12 +20,12 @@ use crate::services::model::{
     Connection, DnsState, DnsStatus, HostKeyView, JobView, ServerActions, ServerType, Service,
     ServiceDetail, Vm, SERVICE_KINDS,
 };
-use crate::services::sites::{require_admin, ADMIN_SITES};
+use crate::services::sites::require_admin;
 use crate::services::{access, catalog, hosts};
 use crate::store::{Store, Tx};
-use crate::{execute, fetch_all, fetch_opt, scalar};
+use crate::{execute, fetch_opt, scalar};
 
-const SELECT: &str = "SELECT s.id, s.site_id, si.name AS site_name, s.kind, t.name AS server_type, s.status, \
+pub(crate) const SELECT: &str = "SELECT s.id, s.site_id, si.name AS site_name, s.kind, t.name AS server_type, s.status, \
      s.failure_reason, s.cpus, s.ram_mb, s.disk_gb, s.created_by, s.created_at, s.updated_at, \
      a.hostname, a.ipv4, a.ipv6, s.test_of, h.name AS host, \
      (h.state IS NOT NULL AND h.state = 'down') AS host_down \
@@ -83,6 +83,7 @@ struct IdemRow {
 }
 
 pub use crate::lifecycle::jobs::service_key;
+pub use crate::services::server_list::{list, list_after, ServiceFilter, ServiceList};
 
 /// Creates a server for a site: see the module docs.
 pub async fn create(
@@ -418,78 +419,6 @@ pub async fn load_managed(
         )),
         Err(e) => Err(e),
     }
-}
-
-/// Filters for the service list. Deleted services are left out unless
-/// asked for by status.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ServiceFilter {
-    pub status: Option<String>,
-    pub site_id: Option<i64>,
-    /// Substring of the hostname.
-    pub q: Option<String>,
-}
-
-pub async fn list(
-    db: &Db,
-    who: &Principal,
-    filter: &ServiceFilter,
-    page: Page,
-) -> Result<Paged<Service>, PanelError> {
-    let page = page.checked()?;
-    let status = filter
-        .status
-        .as_deref()
-        .map(str::parse::<Status>)
-        .transpose()
-        .map_err(|_| {
-            PanelError::invalid("status", format!("status is one of {:?}", Status::names()))
-        })?;
-    let where_ = format!(
-        "WHERE ($1 OR s.site_id IN {ADMIN_SITES}) \
-         AND (($3 IS NULL AND s.status <> '{deleted}') OR s.status = $3) \
-         AND ($4 IS NULL OR s.site_id = $4) AND ($5 IS NULL OR a.hostname LIKE $5)",
-        deleted = Status::Deleted
-    );
-    let like = filter
-        .q
-        .as_ref()
-        .map(|q| format!("%{}%", q.replace(['%', '_'], "")));
-    let mut rc = db.read().await?;
-    let mut conn = rc.conn();
-    let total = scalar!(
-        &mut conn,
-        i64,
-        sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM services s LEFT JOIN pool_addresses a ON a.service_id = s.id {where_}"
-        )),
-        who.is_admin,
-        who.user_id,
-        status,
-        filter.site_id,
-        like.clone()
-    )?
-    .unwrap_or(0);
-    let items = fetch_all!(
-        &mut conn,
-        Service,
-        sqlx::AssertSqlSafe(format!(
-            "{SELECT} {where_} ORDER BY s.id DESC LIMIT $6 OFFSET $7"
-        )),
-        who.is_admin,
-        who.user_id,
-        status,
-        filter.site_id,
-        like,
-        page.limit,
-        page.offset
-    )?;
-    Ok(Paged {
-        items,
-        total,
-        limit: page.limit,
-        offset: page.offset,
-    })
 }
 
 /// A service with its VM, network, vhosts, job log and who logs in to it

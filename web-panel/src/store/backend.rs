@@ -136,6 +136,16 @@ pub trait StoreBackend: Send + Sync + 'static {
         spec: &JobSpec,
         now: UnixMillis,
     ) -> Result<EnqueueOutcome, StoreError>;
+    /// Enqueues several jobs in one statement, with the meaning of calling
+    /// [`StoreBackend::enqueue`] on each in order: a spec whose coalescing
+    /// key matches a queued job (or an earlier spec of the same batch)
+    /// returns that job, `coalesced`. One outcome per spec, in order.
+    async fn enqueue_many(
+        &self,
+        tx: &mut Tx,
+        specs: &[JobSpec],
+        now: UnixMillis,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError>;
     async fn claim(&self, req: ClaimRequest<'_>) -> Result<Vec<Job>, StoreError>;
     async fn heartbeat(
         &self,

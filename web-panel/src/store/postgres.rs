@@ -75,6 +75,34 @@ const FINISH_BATCH: &str = "WITH input AS ( \
        ON CONFLICT (job_id, attempt) DO NOTHING) \
      SELECT id, serial_key, queue FROM done";
 
+/// Enqueues a batch in one statement. Each input row draws its id up front
+/// (`nextval` in a materialised CTE), so an outcome is matched to its spec
+/// by id, not by the order of `RETURNING`. Rows go in in input order, so
+/// when two specs share a coalescing key the first is inserted and the
+/// second conflicts and gets the first's id from `ins`; a conflict with a
+/// job queued before this statement gets that job's id from `jobs`. A
+/// NULL `job_id` means the conflicting job was not in this statement's
+/// snapshot (claimed, or committed by another transaction meanwhile): the
+/// caller enqueues that spec again on its own. `$10` asks for the wake-up
+/// NOTIFY, sent at commit, once per transaction.
+const ENQUEUE_MANY: &str = "WITH input AS MATERIALIZED ( \
+       SELECT t.*, nextval('jobs_id_seq') AS id \
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], \
+                   $7::text[], $8::bigint[]) WITH ORDINALITY \
+         AS t(kind, queue, payload, priority, run_at, unique_key, serial_key, owner, ord)), \
+     ins AS ( \
+       INSERT INTO jobs (id, kind, queue, payload, priority, state, run_at, attempts, unique_key, \
+                         serial_key, owner, cancel_requested, reclaimed, created_at) \
+       SELECT id, kind, queue, payload, priority, 'queued', run_at, 0, unique_key, serial_key, owner, 0, 0, $9 \
+       FROM input ORDER BY ord \
+       ON CONFLICT (unique_key) WHERE state = 'queued' DO NOTHING \
+       RETURNING id, unique_key), \
+     wake AS MATERIALIZED (SELECT CASE WHEN $10::boolean THEN pg_notify($11, '') END AS sent) \
+     SELECT i.ord, n.id IS NOT NULL AS inserted, \
+       COALESCE(n.id, (SELECT d.id FROM ins d WHERE d.unique_key = i.unique_key), \
+         (SELECT j.id FROM jobs j WHERE j.unique_key = i.unique_key AND j.state = 'queued')) AS job_id \
+     FROM input i CROSS JOIN wake LEFT JOIN ins n ON n.id = i.id ORDER BY i.ord";
+
 /// Extends a batch of leases; jobs not returned have lost theirs.
 const HEARTBEAT_BATCH: &str = "UPDATE jobs SET lease_until = $1 \
      FROM unnest($2::bigint[], $3::bigint[]) AS l(id, token) \
@@ -317,6 +345,73 @@ impl StoreBackend for PgStore {
                 .bind(CHANNEL)
                 .execute(&mut *conn)
                 .await?;
+        }
+        Ok(out)
+    }
+
+    async fn enqueue_many(
+        &self,
+        tx: &mut Tx,
+        specs: &[JobSpec],
+        now: UnixMillis,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        use sqlx::Row as _;
+        let first = !tx.enqueued;
+        let conn = tx.as_postgres().ok_or(StoreError::WrongBackend)?;
+        let n = specs.len();
+        let (mut kinds, mut queues, mut payloads) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut priorities, mut run_ats) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut uniques, mut serials, mut owners) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for spec in specs {
+            kinds.push(spec.kind.as_str());
+            queues.push(spec.queue.as_str());
+            payloads.push(spec.payload.to_string());
+            priorities.push(i64::from(spec.priority));
+            run_ats.push(spec.first_run(now));
+            uniques.push(spec.unique_key.as_deref());
+            serials.push(spec.effective_serial_key());
+            owners.push(spec.owner);
+        }
+        let rows = sqlx::query(ENQUEUE_MANY)
+            .bind(&kinds)
+            .bind(&queues)
+            .bind(&payloads)
+            .bind(&priorities)
+            .bind(&run_ats)
+            .bind(&uniques)
+            .bind(&serials)
+            .bind(&owners)
+            .bind(now)
+            .bind(first)
+            .bind(CHANNEL)
+            .fetch_all(&mut *conn)
+            .await?;
+        if rows.len() != n {
+            return Err(StoreError::Corrupt {
+                table: "jobs",
+                detail: format!("a batch of {n} jobs gave {} outcomes", rows.len()),
+            });
+        }
+        let mut out = Vec::with_capacity(n);
+        for (spec, row) in specs.iter().zip(&rows) {
+            let inserted: bool = row.try_get("inserted")?;
+            match row.try_get::<Option<i64>, _>("job_id")? {
+                Some(job_id) => out.push(EnqueueOutcome {
+                    job_id,
+                    coalesced: !inserted,
+                }),
+                // The queued job we collided with is not in our snapshot:
+                // the one-job path retries until it inserts or finds one.
+                None => out.push(Self::enqueue_shared(&mut *conn, spec, now).await?),
+            }
         }
         Ok(out)
     }

@@ -68,6 +68,22 @@ const INSERT_ATTEMPTS_BATCH: &str = "INSERT INTO job_attempts \
        json_extract(value, '$[6]'), json_extract(value, '$[7]') \
      FROM json_each($1) WHERE true ON CONFLICT (job_id, attempt) DO NOTHING";
 
+/// Enqueues a batch given as a JSON array of
+/// `[kind, queue, payload, priority, run_at, unique_key, serial_key, owner]`,
+/// in array order, in one statement. Rows whose coalescing key is already
+/// queued (or was inserted by an earlier row) are not inserted.
+const ENQUEUE_MANY: &str = "INSERT INTO jobs (kind, queue, payload, priority, state, run_at, attempts, \
+       unique_key, serial_key, owner, cancel_requested, reclaimed, created_at) \
+     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
+       json_extract(value, '$[3]'), 'queued', json_extract(value, '$[4]'), 0, json_extract(value, '$[5]'), \
+       json_extract(value, '$[6]'), json_extract(value, '$[7]'), 0, 0, $2 \
+     FROM json_each($1) WHERE true ORDER BY key \
+     ON CONFLICT (unique_key) WHERE state = 'queued' DO NOTHING RETURNING id, unique_key";
+
+/// The queued jobs holding any of the coalescing keys in the JSON array `$1`.
+const QUEUED_BY_KEYS: &str = "SELECT unique_key, id FROM jobs \
+     WHERE state = 'queued' AND unique_key IN (SELECT value FROM json_each($1))";
+
 /// The SQLite store.
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -197,6 +213,92 @@ impl StoreBackend for SqliteStore {
     ) -> Result<EnqueueOutcome, StoreError> {
         let conn = tx.as_sqlite().ok_or(StoreError::WrongBackend)?;
         Self::enqueue_shared(conn, spec, now).await
+    }
+
+    async fn enqueue_many(
+        &self,
+        tx: &mut Tx,
+        specs: &[JobSpec],
+        now: UnixMillis,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        use serde_json::json;
+        use sqlx::Row as _;
+        let conn = tx.as_sqlite().ok_or(StoreError::WrongBackend)?;
+        let rows: Vec<serde_json::Value> = specs
+            .iter()
+            .map(|s| {
+                json!([
+                    s.kind,
+                    s.queue,
+                    s.payload.to_string(),
+                    s.priority,
+                    s.first_run(now),
+                    s.unique_key,
+                    s.effective_serial_key(),
+                    s.owner
+                ])
+            })
+            .collect();
+        let mut inserted: Vec<(i64, Option<String>)> = sqlx::query(ENQUEUE_MANY)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("unique_key")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        // The transaction holds SQLite's write lock, so rowids grow in
+        // insertion order, which is input order: sorted by id, the inserted
+        // rows line up with the specs that were not coalesced.
+        inserted.sort_unstable_by_key(|(id, _)| *id);
+        let mut fresh = inserted.into_iter().peekable();
+        let mut out: Vec<Option<EnqueueOutcome>> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let this_one = fresh
+                .peek()
+                .is_some_and(|(_, key)| key.as_deref() == spec.unique_key.as_deref());
+            if spec.unique_key.is_none() || this_one {
+                let (job_id, _) = fresh.next().ok_or_else(|| StoreError::Corrupt {
+                    table: "jobs",
+                    detail: "a batch insert returned fewer rows than it inserted".into(),
+                })?;
+                out.push(Some(EnqueueOutcome {
+                    job_id,
+                    coalesced: false,
+                }));
+            } else {
+                out.push(None);
+            }
+        }
+        if out.iter().any(Option::is_none) {
+            let keys: Vec<&str> = specs
+                .iter()
+                .zip(&out)
+                .filter(|(_, o)| o.is_none())
+                .filter_map(|(s, _)| s.unique_key.as_deref())
+                .collect();
+            let queued: std::collections::HashMap<String, i64> = sqlx::query(QUEUED_BY_KEYS)
+                .bind(json!(keys).to_string())
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("unique_key")?, r.try_get("id")?)))
+                .collect::<Result<_, sqlx::Error>>()?;
+            for (spec, o) in specs.iter().zip(out.iter_mut()) {
+                if o.is_some() {
+                    continue;
+                }
+                let key = spec.unique_key.as_deref().unwrap_or_default();
+                *o = Some(match queued.get(key) {
+                    Some(&job_id) => EnqueueOutcome {
+                        job_id,
+                        coalesced: true,
+                    },
+                    None => Self::enqueue_shared(&mut *conn, spec, now).await?,
+                });
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     async fn claim(&self, req: ClaimRequest<'_>) -> Result<Vec<Job>, StoreError> {

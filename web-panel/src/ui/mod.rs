@@ -251,6 +251,9 @@ struct ListForm {
     q: String,
     #[serde(default)]
     offset: i64,
+    /// The page after this cursor (the list's `next`): "Next" links use it.
+    #[serde(default)]
+    cursor: String,
 }
 
 async fn list_page(st: &AppState, a: &Auth, f: ListForm, heading: &str) -> UiResult {
@@ -259,20 +262,22 @@ async fn list_page(st: &AppState, a: &Auth, f: ListForm, heading: &str) -> UiRes
         site_id: None,
         q: Some(f.q.clone()).filter(|s| !s.is_empty()),
     };
-    let page_data = servers::list(
+    let cursor = Some(f.cursor.as_str()).filter(|c| !c.is_empty());
+    let page_data = servers::list_after(
         &st.db,
         &a.principal,
         &filter,
         Page {
             limit: 50,
-            offset: f.offset.max(0),
+            offset: if cursor.is_some() { 0 } else { f.offset.max(0) },
         },
+        cursor,
     )
     .await?;
     page(
         a,
         "servers.html",
-        context! { heading, page => Value::from(Serde(&page_data)), statuses => Status::names(), status => f.status, q => f.q },
+        context! { heading, page => Value::from(Serde(&page_data)), statuses => Status::names(), status => f.status, q => f.q, cursor => f.cursor },
     )
 }
 
