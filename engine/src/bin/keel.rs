@@ -1298,7 +1298,13 @@ fn inventory(a: InventoryArgs) -> Result<i32> {
             cli::try_graph(&inv, Some(g.as_str()), a.vars).map_err(|e| anyhow::anyhow!("{e}"))?
         );
     } else {
-        println!("{}", cli::to_ansible_json(&cli::list_json(&inv)));
+        let doc = cli::list_json(&inv);
+        println!("{}", cli::to_ansible_json(&doc));
+        // The process ends next: freeing a 10,000-host document and its
+        // inventory piece by piece cost a tenth of the command's time.
+        std::mem::forget(doc);
+        std::mem::forget(inv);
+        return Ok(0);
     }
     Ok(0)
 }

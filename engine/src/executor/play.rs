@@ -127,6 +127,87 @@ impl PlayRun {
     }
 }
 
+/// The magic variables that are the same for every host of a play, each
+/// built once and given to every host by reference.
+struct PlayMagic(Vec<(&'static str, Value)>);
+
+impl PlayMagic {
+    fn new(shared: &Shared, play: &Play, selected: &[String]) -> PlayMagic {
+        let hosts = ser(selected);
+        // `--tags` (`all` when none) and `--skip-tags`, each once.
+        let tag_set = |tags: &[String], default: &[&str]| {
+            let mut out: Vec<String> = Vec::new();
+            for t in tags.iter().flat_map(|t| t.split(',')).map(str::trim) {
+                if !t.is_empty() && !out.iter().any(|o| o == t) {
+                    out.push(t.to_string());
+                }
+            }
+            if out.is_empty() {
+                out.extend(default.iter().map(|t| t.to_string()));
+            }
+            ser(&out)
+        };
+        let role_names = ser(&play.play_role_names);
+        // A set in ansible-core: each name once.
+        let mut all_roles: Vec<String> = Vec::new();
+        for r in play
+            .play_role_names
+            .iter()
+            .chain(&play.dependent_role_names)
+        {
+            if !all_roles.contains(r) {
+                all_roles.push(r.clone());
+            }
+        }
+        PlayMagic(vec![
+            (
+                "playbook_dir",
+                Value::from(play.playbook_dir.display().to_string()),
+            ),
+            ("ansible_play_hosts_all", hosts.clone()),
+            ("ansible_play_hosts", hosts.clone()),
+            ("play_hosts", hosts.clone()),
+            ("ansible_play_batch", hosts),
+            ("ansible_check_mode", Value::from(shared.opts.check)),
+            ("ansible_diff_mode", Value::from(shared.opts.diff)),
+            ("ansible_verbosity", Value::from(shared.opts.verbosity)),
+            (
+                "ansible_run_tags",
+                tag_set(&shared.opts.tags.only, &["all"]),
+            ),
+            ("ansible_skip_tags", tag_set(&shared.opts.tags.skip, &[])),
+            ("ansible_play_name", Value::from(play.name.as_str())),
+            ("ansible_play_role_names", role_names.clone()),
+            ("role_names", role_names),
+            (
+                "ansible_dependent_role_names",
+                ser(&play.dependent_role_names),
+            ),
+            ("ansible_role_names", ser(&all_roles)),
+            ("omit", Value::from(crate::template::omit_token())),
+            // Inventories point interpreters at it; Keel runs no Python,
+            // so it names the controller's python3.
+            (
+                "ansible_playbook_python",
+                Value::from(crate::inventory::controller_python()),
+            ),
+            (
+                "ansible_version",
+                ser(
+                    serde_json::json!({"full": "2.17.0", "major": 2, "minor": 17, "revision": 0, "string": "2.17.0 (keel)"}),
+                ),
+            ),
+        ])
+    }
+
+    /// Adds the shared values to one host's magic variables, in order.
+    fn insert_into(&self, magic: &mut VarMap) {
+        for (k, v) in &self.0 {
+            magic.insert((*k).into(), v.clone());
+        }
+    }
+}
+
 pub(crate) async fn run_play(
     shared: &Arc<Shared>,
     play: &Play,
@@ -203,6 +284,12 @@ pub(crate) async fn run_play(
     let (groups_map, states): (Value, Vec<Host>) = {
         let inv = shared.inventory.read();
         let groups = ser(inv.groups_map());
+        // Every value that is the same for all hosts is built once and
+        // shared (a `Value` clone is a reference count): a host list per
+        // host made the play's start quadratic in the number of hosts
+        // (about 100 MB at 1,000 hosts).
+        let common = PlayMagic::new(shared, &play, &selected);
+        let order = inv.group_order();
         let states = selected
             .iter()
             .map(|h| {
@@ -215,59 +302,13 @@ pub(crate) async fn run_play(
                 );
                 magic.insert("group_names".into(), ser(inv.group_names(h)));
                 magic.insert("groups".into(), groups.clone());
-                magic.insert("playbook_dir".into(), Value::from(play.playbook_dir.display().to_string()));
-                magic.insert("ansible_play_hosts_all".into(), ser(&selected));
-                magic.insert("ansible_play_hosts".into(), ser(&selected));
-                magic.insert("play_hosts".into(), ser(&selected));
-                magic.insert("ansible_play_batch".into(), ser(&selected));
-                magic.insert("ansible_check_mode".into(), Value::from(shared.opts.check));
-                magic.insert("ansible_diff_mode".into(), Value::from(shared.opts.diff));
-                magic.insert("ansible_verbosity".into(), Value::from(shared.opts.verbosity));
-                // `--tags` (`all` when none) and `--skip-tags`, each once.
-                let tag_set = |tags: &[String], default: &[&str]| {
-                    let mut out: Vec<String> = Vec::new();
-                    for t in tags.iter().flat_map(|t| t.split(',')).map(str::trim) {
-                        if !t.is_empty() && !out.iter().any(|o| o == t) {
-                            out.push(t.to_string());
-                        }
-                    }
-                    if out.is_empty() {
-                        out.extend(default.iter().map(|t| t.to_string()));
-                    }
-                    ser(&out)
-                };
-                magic.insert("ansible_run_tags".into(), tag_set(&shared.opts.tags.only, &["all"]));
-                magic.insert("ansible_skip_tags".into(), tag_set(&shared.opts.tags.skip, &[]));
-                magic.insert("ansible_play_name".into(), Value::from(play.name.as_str()));
-                magic.insert("ansible_play_role_names".into(), ser(&play.play_role_names));
-                magic.insert("role_names".into(), ser(&play.play_role_names));
-                magic.insert(
-                    "ansible_dependent_role_names".into(),
-                    ser(&play.dependent_role_names),
-                );
-                // A set in ansible-core: each name once.
-                let mut all_roles: Vec<String> = Vec::new();
-                for r in play.play_role_names.iter().chain(&play.dependent_role_names) {
-                    if !all_roles.contains(r) {
-                        all_roles.push(r.clone());
-                    }
-                }
-                magic.insert("ansible_role_names".into(), ser(&all_roles));
-                magic.insert("omit".into(), Value::from(crate::template::omit_token()));
-                // Inventories point interpreters at it; Keel runs no Python,
-                // so it names the controller's python3.
-                magic.insert("ansible_playbook_python".into(), Value::from(crate::inventory::controller_python()));
-                magic.insert(
-                    "ansible_version".into(),
-                    ser(serde_json::json!({"full": "2.17.0", "major": 2, "minor": 17, "revision": 0, "string": "2.17.0 (keel)"})),
-                );
-                let inventory_layers = inv.host_layers(h);
-                let connection_defaults =
-                    Arc::new(super::host::connection_defaults(
-                        h,
-                        &inventory_layers,
-                        &shared.opts.connection_vars,
-                    ));
+                common.insert_into(&mut magic);
+                let inventory_layers = inv.host_layers_in(h, &order);
+                let connection_defaults = Arc::new(super::host::connection_defaults(
+                    h,
+                    &inventory_layers,
+                    &shared.opts.connection_vars,
+                ));
                 Arc::new(Mutex::new(HostState {
                     name: h.clone(),
                     inventory_layers,
@@ -366,9 +407,10 @@ pub(crate) async fn run_play(
                 hosts: selected.clone(),
             });
         }
+        let batch_value = ser(&names);
         for h in &batch {
             let mut st = h.lock();
-            Arc::make_mut(&mut st.magic).insert("ansible_play_batch".into(), ser(&names));
+            Arc::make_mut(&mut st.magic).insert("ansible_play_batch".into(), batch_value.clone());
         }
         let run = Arc::new(PlayRun {
             ctx: ctx.clone(),
@@ -1061,10 +1103,13 @@ fn run_tasks<'a>(
                 None => None,
             };
             let fork_slot = shared.forks.clone().acquire_owned().await.ok();
-            handles.push(tokio::spawn(async move {
+            // Boxed: a finished task keeps its cell until it is joined, in
+            // host order after every host was started, and an unboxed cell
+            // is as large as the whole task future (about 9 KB a host).
+            handles.push(tokio::spawn(Box::pin(async move {
                 let _slots = (throttle_slot, fork_slot);
                 run_task_on_host(ctx, t, h2, rescuing).await
-            }));
+            })));
         }
         let mut outcomes: Vec<(Host, Outcome)> = Vec::with_capacity(targets.len());
         for (h, jh) in targets.iter().zip(handles) {

@@ -20,8 +20,9 @@ pub fn list_json(inv: &Inventory) -> Json {
     let mut seen = HashSet::new();
     format_group(inv, "all", &available, &mut seen, &mut out);
     let mut hostvars = Map::new();
+    let order = inv.group_order();
     for h in &hosts {
-        let vars = inv.host_vars(h);
+        let vars = inv.host_vars_in(h, &order);
         if !vars.is_empty() {
             hostvars.insert(h.clone(), vars_json(&vars));
         }
@@ -31,7 +32,9 @@ pub fn list_json(inv: &Inventory) -> Json {
     // ansible-core 2.19 names the serialization profile in every `--list`.
     meta.insert("profile".into(), Json::String("inventory_legacy".into()));
     out.insert("_meta".into(), Json::Object(meta));
-    sorted(Json::Object(out))
+    let mut out = Json::Object(out);
+    sort_keys(&mut out);
+    out
 }
 
 fn format_group(
@@ -218,7 +221,9 @@ pub fn try_host_json(inv: &Inventory, host: &str) -> Result<Json, InventoryError
         let d = Diagnostic::new(format!("host '{host}' is not in the inventory"));
         return Err(with_suggestion(d, host, inv.hosts.keys()));
     }
-    Ok(sorted(vars_json(&inv.host_vars(host))))
+    let mut vars = vars_json(&inv.host_vars(host));
+    sort_keys(&mut vars);
+    Ok(vars)
 }
 
 fn vars_json(vars: &VarMap) -> Json {
@@ -230,16 +235,16 @@ fn vars_json(vars: &VarMap) -> Json {
     Json::Object(m)
 }
 
-/// Sorts object keys recursively, as `json.dumps(sort_keys=True)` does.
-fn sorted(v: Json) -> Json {
+/// Sorts object keys recursively, as `json.dumps(sort_keys=True)` does, in
+/// place (rebuilding a 10,000-host `--list` document cost a tenth of its time).
+fn sort_keys(v: &mut Json) {
     match v {
         Json::Object(m) => {
-            let mut entries: Vec<(String, Json)> = m.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Json::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            m.sort_keys();
+            m.values_mut().for_each(sort_keys);
         }
-        Json::Array(a) => Json::Array(a.into_iter().map(sorted).collect()),
-        other => other,
+        Json::Array(a) => a.iter_mut().for_each(sort_keys),
+        _ => {}
     }
 }
 
@@ -252,13 +257,22 @@ pub fn to_ansible_json(v: &Json) -> String {
 }
 
 fn write_json(v: &Json, level: usize, out: &mut String) {
-    let pad = |n: usize| "    ".repeat(n);
+    use std::fmt::Write as _;
+    let pad = |out: &mut String, n: usize| {
+        for _ in 0..n {
+            out.push_str("    ");
+        }
+    };
     match v {
         Json::Null => out.push_str("null"),
         Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Json::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => out.push_str(&i.to_string()),
-            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (Some(i), _, _) => {
+                let _ = write!(out, "{i}");
+            }
+            (_, Some(u), _) => {
+                let _ = write!(out, "{u}");
+            }
             (_, _, Some(f)) => out.push_str(&python_float(f)),
             _ => out.push_str(&n.to_string()),
         },
@@ -267,26 +281,28 @@ fn write_json(v: &Json, level: usize, out: &mut String) {
         Json::Array(items) => {
             out.push_str("[\n");
             for (i, item) in items.iter().enumerate() {
-                out.push_str(&pad(level + 1));
+                pad(out, level + 1);
                 write_json(item, level + 1, out);
                 out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
             }
-            out.push_str(&pad(level));
+            pad(out, level);
             out.push(']');
         }
         Json::Object(m) if m.is_empty() => out.push_str("{}"),
         Json::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
+            let mut entries: Vec<(&String, &Json)> = m.iter().collect();
+            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+            }
             out.push_str("{\n");
-            for (i, k) in keys.iter().enumerate() {
-                out.push_str(&pad(level + 1));
+            for (i, (k, v)) in entries.iter().enumerate() {
+                pad(out, level + 1);
                 write_str(k, out);
                 out.push_str(": ");
-                write_json(&m[*k], level + 1, out);
-                out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+                write_json(v, level + 1, out);
+                out.push_str(if i + 1 < entries.len() { ",\n" } else { "\n" });
             }
-            out.push_str(&pad(level));
+            pad(out, level);
             out.push('}');
         }
     }
@@ -294,6 +310,14 @@ fn write_json(v: &Json, level: usize, out: &mut String) {
 
 fn write_str(s: &str, out: &mut String) {
     out.push('"');
+    // Most strings are printable ASCII with nothing to escape.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -84,6 +84,11 @@ pub struct Group {
     pub priority: Option<i64>,
 }
 
+/// Each group's depth below `all`, which orders the groups' variables
+/// ([`Inventory::group_order`]).
+#[derive(Debug, Clone)]
+pub struct GroupOrder(HashMap<String, usize>);
+
 /// Knobs for loading. [`Default`] reads the token from [`TOKEN_ENV`].
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -151,30 +156,62 @@ impl Inventory {
     /// host's inline vars; `host_vars/` from inventory dirs, then playbook dirs.
     /// Empty layers are left out. Layers replace whole keys (no deep merge).
     pub fn host_layers(&self, host: &str) -> Vec<Arc<VarMap>> {
-        let implicit = self.implicit_localhost(host);
-        let h = match (self.hosts.get(host), &implicit) {
-            (Some(h), _) => h,
-            (None, Some(h)) => h,
-            (None, None) => return Vec::new(),
+        self.host_layers_in(host, &self.group_order())
+    }
+
+    /// How the groups' variables are ordered (each group's depth), for
+    /// [`host_layers_in`](Self::host_layers_in) and
+    /// [`host_vars_in`](Self::host_vars_in): computed once for many hosts
+    /// instead of once per host. Stale once the inventory's groups change.
+    pub fn group_order(&self) -> GroupOrder {
+        GroupOrder(self.depths())
+    }
+
+    /// [`host_layers`](Self::host_layers) with the group order computed
+    /// beforehand, for callers that ask for many hosts.
+    pub fn host_layers_in(&self, host: &str, order: &GroupOrder) -> Vec<Arc<VarMap>> {
+        self.layer_parts(host, order)
+            .into_iter()
+            .filter_map(|parts| {
+                let mut m = VarMap::new();
+                for p in parts {
+                    p.merge_into(&mut m);
+                }
+                (!m.is_empty()).then(|| Arc::new(m))
+            })
+            .collect()
+    }
+
+    /// What each of the host's variable layers merges, in order (see
+    /// [`host_layers`](Self::host_layers)), borrowed: so that
+    /// [`host_vars_in`](Self::host_vars_in) merges every map once instead
+    /// of copying it into a layer first.
+    fn layer_parts<'a>(&'a self, host: &'a str, order: &GroupOrder) -> Vec<Vec<LayerPart<'a>>> {
+        // A host of the inventory, or the implicit localhost (in no group,
+        // its variables made on demand).
+        let (h, implicit) = match self.hosts.get(host) {
+            Some(h) => (Some(h), None),
+            None => match self.implicit_localhost(host) {
+                Some(h) => (None, Some(h)),
+                None => return Vec::new(),
+            },
         };
         let groups = if implicit.is_some() {
             Vec::new()
         } else {
-            self.sorted_groups_of(host)
+            self.sorted_groups_of(host, &order.0)
         };
-        let mut layers: Vec<VarMap> = Vec::new();
+        let mut layers: Vec<Vec<LayerPart<'a>>> = Vec::new();
 
         // Inventory-source group vars: `all` first (depth 0), then by depth.
-        let mut inv_groups = self.groups["all"].vars.clone();
-        for g in &groups {
-            extend(&mut inv_groups, &self.groups[g].vars);
-        }
+        let mut inv_groups = vec![LayerPart::Map(&self.groups["all"].vars)];
+        inv_groups.extend(groups.iter().map(|g| LayerPart::Map(&self.groups[g].vars)));
         layers.push(inv_groups);
 
         let (inv_dirs, pb_dirs): (Vec<_>, Vec<_>) =
             self.vars_dirs.iter().partition(|d| !d.playbook);
-        let gather = |dirs: &[&vars_dirs::VarsDir], names: &[&str], hosts: bool| {
-            let mut m = VarMap::new();
+        let gather = |dirs: &[&'a vars_dirs::VarsDir], names: &[&str], hosts: bool| {
+            let mut parts = Vec::new();
             for d in dirs {
                 for n in names {
                     let found = if hosts {
@@ -183,11 +220,11 @@ impl Inventory {
                         d.groups.get(*n)
                     };
                     if let Some(vars) = found {
-                        extend(&mut m, vars);
+                        parts.push(LayerPart::Map(vars.as_ref()));
                     }
                 }
             }
-            m
+            parts
         };
         let group_names: Vec<&str> = groups.iter().map(String::as_str).collect();
         layers.push(gather(&inv_dirs, &["all"], false));
@@ -195,36 +232,39 @@ impl Inventory {
         layers.push(gather(&inv_dirs, &group_names, false));
         layers.push(gather(&pb_dirs, &group_names, false));
 
-        let mut inline = VarMap::new();
-        if let Some(src) = &h.source {
-            inline.insert(
-                "inventory_file".into(),
-                Value::from(src.display().to_string()),
-            );
-            let dir = src
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            inline.insert("inventory_dir".into(), Value::from(dir));
+        let mut inline = Vec::new();
+        match (h, implicit) {
+            (Some(h), _) => {
+                if let Some(src) = &h.source {
+                    inline.push(LayerPart::Source(src));
+                }
+                inline.push(LayerPart::Map(&h.vars));
+            }
+            // The implicit localhost comes from no source.
+            (None, Some(h)) => inline.push(LayerPart::Owned(h.vars)),
+            (None, None) => {}
         }
-        extend(&mut inline, &h.vars);
         layers.push(inline);
         layers.push(gather(&inv_dirs, &[host], true));
         layers.push(gather(&pb_dirs, &[host], true));
-
         layers
-            .into_iter()
-            .filter(|l| !l.is_empty())
-            .map(Arc::new)
-            .collect()
     }
 
     /// The host's variables merged the way `ansible-inventory --host` shows
     /// them (internal `inventory_file`/`inventory_dir` left out).
     pub fn host_vars(&self, host: &str) -> VarMap {
+        self.host_vars_in(host, &self.group_order())
+    }
+
+    /// [`host_vars`](Self::host_vars) with the group order computed
+    /// beforehand, for callers that ask for many hosts.
+    pub fn host_vars_in(&self, host: &str, order: &GroupOrder) -> VarMap {
         let mut out = VarMap::new();
-        for layer in self.host_layers(host) {
-            extend(&mut out, &layer);
+        for part in self.layer_parts(host, order).into_iter().flatten() {
+            // Left out below anyway: not worth inserting.
+            if !matches!(part, LayerPart::Source(_)) {
+                part.merge_into(&mut out);
+            }
         }
         out.shift_remove("inventory_file");
         out.shift_remove("inventory_dir");
@@ -518,14 +558,15 @@ impl Inventory {
 
     /// The host's groups (transitively, without `all`) sorted as Ansible
     /// merges their vars: by depth, then `ansible_group_priority`, then name.
-    fn sorted_groups_of(&self, host: &str) -> Vec<String> {
-        let depths = self.depths();
+    fn sorted_groups_of(&self, host: &str, depths: &HashMap<String, usize>) -> Vec<String> {
         let mut groups: Vec<String> = self
             .ancestors_of_host(host)
             .into_iter()
             .filter(|g| g != "all")
             .collect();
-        groups.sort_by_key(|g| (depths[g], self.group_priority(g), g.clone()));
+        groups.sort_by(|a, b| {
+            (depths[a], self.group_priority(a), a).cmp(&(depths[b], self.group_priority(b), b))
+        });
         groups
     }
 
@@ -552,6 +593,35 @@ impl Inventory {
     fn vars_host_names(&self) -> Vec<String> {
         let known = self.hosts.keys().map(String::as_str);
         known.chain(LOCALHOST_NAMES).map(str::to_string).collect()
+    }
+}
+
+/// One piece of a host's variable layer ([`Inventory::layer_parts`]).
+enum LayerPart<'a> {
+    Map(&'a VarMap),
+    /// The implicit localhost's variables, made on demand.
+    Owned(VarMap),
+    /// `inventory_file` and `inventory_dir` of the source that declared the host.
+    Source(&'a Path),
+}
+
+impl LayerPart<'_> {
+    fn merge_into(&self, dst: &mut VarMap) {
+        match self {
+            LayerPart::Map(m) => extend(dst, m),
+            LayerPart::Owned(m) => extend(dst, m),
+            LayerPart::Source(src) => {
+                dst.insert(
+                    "inventory_file".into(),
+                    Value::from(src.display().to_string()),
+                );
+                let dir = src
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                dst.insert("inventory_dir".into(), Value::from(dir));
+            }
+        }
     }
 }
 

@@ -313,6 +313,8 @@ pub fn to_listing_json(v: &minijinja::Value) -> serde_json::Value {
                 None => Json::String(text.to_string()),
             }
         }
+        // The common case, without going through serde.
+        ValueKind::String => Json::String(v.as_str().unwrap_or_default().to_string()),
         ValueKind::Map => {
             let mut m = serde_json::Map::new();
             if let Ok(keys) = v.try_iter() {
