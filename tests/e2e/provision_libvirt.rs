@@ -28,7 +28,7 @@ use keel_panel::services::sites;
 use serde_json::Value;
 use support::{Api, PanelProcess, Scratch, ServeConfig, Sweeper, IMAGE, IMAGES};
 
-/// TCG boots take 70-80 s on an idle machine and minutes on a loaded one.
+/// TCG boots take 35-40 s on an idle machine and minutes on a loaded one.
 const READY_WAIT: Duration = Duration::from_secs(600);
 const DELETE_WAIT: Duration = Duration::from_secs(300);
 /// Short, so the test sees the address come back.
