@@ -70,6 +70,21 @@ const METADATA_PREFIX: &str = "keel";
 /// the name the seed's network-config uses.
 pub const KERNEL_CMDLINE: &str =
     "root=/dev/vda rw console=ttyS0 net.ifnames=0 no_timer_check panic=-1";
+/// Added to [`KERNEL_CMDLINE`] when QEMU emulates the CPU (TCG, no usable
+/// KVM: development and test machines): no address-space randomisation.
+/// QEMU keys its cache of translated code by guest virtual address, so with
+/// randomised mappings every process start translates its code again; without
+/// them a process starts in about half the time (docs/benchmarks.md), and a
+/// boot and a role run are mostly process starts. KVM guests keep it.
+pub const TCG_CMDLINE_EXTRA: &str = "norandmaps";
+
+/// The kernel command line of a domain of type `t`.
+pub fn kernel_cmdline(t: DomainType) -> String {
+    match t {
+        DomainType::Kvm => KERNEL_CMDLINE.to_string(),
+        DomainType::Qemu => format!("{KERNEL_CMDLINE} {TCG_CMDLINE_EXTRA}"),
+    }
+}
 
 /// Carries one serial console between libvirt and the panel, on a thread
 /// of its own for the console's whole life: libvirt's stream calls block,
@@ -455,7 +470,7 @@ pub fn domain_xml(p: &DomainParams) -> String {
         cpus = p.meta.cpus,
         kernel = path_xml(&p.kernel),
         initrd = path_xml(&p.initrd),
-        cmdline = KERNEL_CMDLINE,
+        cmdline = kernel_cmdline(p.domain_type),
         disk = path_xml(&p.disk),
         seed = path_xml(&p.seed_iso),
         console = path_xml(&p.console_log),
@@ -1656,7 +1671,9 @@ mod tests {
         ));
         assert!(xml.contains("<kernel>/img/vmlinuz</kernel>"));
         assert!(xml.contains("<initrd>/img/initrd.img</initrd>"));
-        assert!(xml.contains(&format!("<cmdline>{KERNEL_CMDLINE}</cmdline>")));
+        assert!(xml.contains(&format!(
+            "<cmdline>{KERNEL_CMDLINE} {TCG_CMDLINE_EXTRA}</cmdline>"
+        )));
         assert!(KERNEL_CMDLINE.contains("panic=-1") && KERNEL_CMDLINE.contains("root=/dev/vda"));
         assert!(xml.contains("<on_crash>destroy</on_crash>"));
         assert!(xml.contains("<on_reboot>restart</on_reboot>"));
@@ -1690,6 +1707,8 @@ mod tests {
         ));
         assert!(xml.starts_with("<domain type='kvm'"));
         assert!(xml.contains("<cpu mode='host-passthrough'/>"));
+        // Address-space randomisation stays on under KVM.
+        assert!(xml.contains(&format!("<cmdline>{KERNEL_CMDLINE}</cmdline>")));
         assert!(xml.contains("<interface type='bridge'><source bridge='br0'/>"));
         assert!(!xml.contains("<qemu:commandline>"));
     }

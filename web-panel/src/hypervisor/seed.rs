@@ -13,6 +13,13 @@
 //!   `match: name: en*` globs are not honoured by the ENI renderer, so the
 //!   libvirt driver boots with `net.ifnames=0` and the seed names `eth0`.
 //! - with `ssh_keys` present, `cc_ssh` writes those keys and generates none.
+//! - the seed passes cloud-init's schema check (an invalid one costs a
+//!   warning on the console and in the log of every boot): no `locale: false`
+//!   (Keel's image does not run the locale module) and no empty
+//!   `ssh_genkeytypes`.
+//! - Keel's image (`images/build-debian`) runs every module the seed uses in
+//!   cloud-init's network stage, `phone_home` last, right before sshd starts:
+//!   the panel's host-key check waits for sshd's banner after the callback.
 //! - `phone_home` POSTs `instance_id` and `hostname` form-encoded to the URL
 //!   during the final stage; any per-VM authentication rides in the URL.
 
@@ -190,7 +197,6 @@ pub fn render(p: &SeedParams) -> Result<SeedData, SeedError> {
         "hostname": short,
         "preserve_hostname": false,
         "manage_etc_hosts": true,
-        "locale": false,
         "disable_root": true,
         "ssh_pwauth": false,
         "users": [{
@@ -201,10 +207,9 @@ pub fn render(p: &SeedParams) -> Result<SeedData, SeedError> {
             "sudo": "ALL=(ALL) NOPASSWD:ALL",
             "ssh_authorized_keys": p.authorized_keys.iter().map(|k| k.trim()).collect::<Vec<_>>(),
         }],
-        // Our keys, and only ours: delete whatever the image might carry
-        // and generate nothing.
+        // Our keys, and only ours: delete whatever the image might carry;
+        // with `ssh_keys` given, cc_ssh generates none.
         "ssh_deletekeys": true,
-        "ssh_genkeytypes": [],
         "ssh_keys": {
             "ed25519_private": p.host_keys.ed25519_private,
             "ed25519_public": p.host_keys.ed25519_public.trim(),
@@ -463,9 +468,9 @@ mod tests {
         assert_eq!(u["fqdn"], "web1.example.net");
         assert_eq!(u["preserve_hostname"], false);
         assert_eq!(u["manage_etc_hosts"], true);
-        assert_eq!(u["locale"], false);
         assert_eq!(u["disable_root"], true);
-        assert_eq!(u["ssh_genkeytypes"], json!([]));
+        // Keys cloud-init's schema refuses (a warning on every boot).
+        assert!(u.get("locale").is_none() && u.get("ssh_genkeytypes").is_none());
         assert_eq!(
             u["ssh_keys"]["ed25519_private"],
             p.host_keys.ed25519_private.as_str()

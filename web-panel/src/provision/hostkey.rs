@@ -30,7 +30,8 @@ pub async fn wait_for_banner(addr: SocketAddr, wait: Duration) -> Result<(), Pro
                 wait.as_secs()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Often: the callback comes right before the guest starts sshd.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -245,6 +245,7 @@ pub(super) async fn check_reachable(
     };
     log.message(format!("waiting for sshd of {} at {addr}", row.vm_name));
     hostkey::wait_for_banner(addr, Duration::from_secs(p.config.ssh_wait_secs)).await?;
+    log.message(format!("sshd of {} answered", row.vm_name));
     if let Err(e) = hostkey::verify(addr, &row.host_key_public).await {
         if let ProvisionError::HostKeyMismatch { expected, seen } = &e {
             audit_alarm(&p.db, id, expected, seen).await;
