@@ -124,7 +124,7 @@ fn slowest_tasks(lines: &[Value], n: usize) -> String {
             Some((next - at, *name))
         })
         .collect();
-    took.sort_by(|a, b| b.0.cmp(&a.0));
+    took.sort_by_key(|t| std::cmp::Reverse(t.0));
     took.iter()
         .take(n)
         .map(|(ms, name)| format!("{name} {:.1} s", secs(*ms)))
