@@ -208,7 +208,8 @@ async fn cursor_pages_walk_exactly_what_each_caller_may_see(backend: Backend) {
         ("bob", &bob_c, |r, _, b| r.site_id == b),
         ("carl", &carl_c, |_, _, _| false),
     ];
-    let filters: Vec<(String, Box<dyn Fn(&Row) -> bool>)> = vec![
+    type Keep = Box<dyn Fn(&Row) -> bool>;
+    let filters: Vec<(String, Keep)> = vec![
         ("limit=7".into(), Box::new(|r: &Row| r.status != "deleted")),
         (
             "limit=7&status=failed".into(),

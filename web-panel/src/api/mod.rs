@@ -1234,9 +1234,11 @@ const PAGED: &[&str] = &[
     "/runs",
 ];
 
-/// Query parameters of list routes: `(path of a GET, [(name, type,
-/// description)])`.
-const QUERIES: &[(&str, &[(&str, &str, &str)])] = &[(
+/// One documented field or parameter: name, JSON type, description.
+type Field = (&'static str, &'static str, &'static str);
+
+/// Query parameters of list routes: `(path of a GET, fields)`.
+const QUERIES: &[(&str, &[Field])] = &[(
     "/services",
     &[
         (
@@ -1265,7 +1267,7 @@ const QUERIES: &[(&str, &[(&str, &str, &str)])] = &[(
 )];
 
 /// Extra fields of paged answers beyond `{items, total, limit, offset}`.
-const PAGED_EXTRA: &[(&str, &[(&str, &str, &str)])] = &[(
+const PAGED_EXTRA: &[(&str, &[Field])] = &[(
     "/services",
     &[
         (
