@@ -23,7 +23,7 @@ use crate::services::model::{
 use crate::services::sites::require_admin;
 use crate::services::{access, catalog, hosts};
 use crate::store::{Store, Tx};
-use crate::{execute, fetch_opt, scalar};
+use crate::{execute, fetch_all, fetch_opt, scalar};
 
 pub(crate) const SELECT: &str = "SELECT s.id, s.site_id, si.name AS site_name, s.kind, t.name AS server_type, s.status, \
      s.failure_reason, s.cpus, s.ram_mb, s.disk_gb, s.created_by, s.created_at, s.updated_at, \
