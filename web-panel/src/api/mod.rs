@@ -1277,7 +1277,7 @@ const PAGED_EXTRA: &[(&str, &[Field])] = &[(
         ),
         (
             "next",
-            "string",
+            "string?",
             "pass as `cursor` for the next page; null on the last page; opaque",
         ),
     ],
@@ -1394,6 +1394,11 @@ pub fn openapi_document() -> Value {
                 }});
                 for (_, extra) in PAGED_EXTRA.iter().filter(|(p, _)| p == path) {
                     for (field, ty, doc) in extra.iter() {
+                        // `T?`: a value of type T, or null (OpenAPI 3.1).
+                        let ty = match ty.strip_suffix('?') {
+                            Some(t) => json!([t, "null"]),
+                            None => json!(ty),
+                        };
                         page["properties"][*field] = json!({"type": ty, "description": doc});
                     }
                 }
