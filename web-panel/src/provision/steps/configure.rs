@@ -45,14 +45,20 @@ pub async fn reconverge(db: &Db, who: &Principal, service_id: i64) -> Result<i64
     Ok(job.job_id)
 }
 
+/// The retry policy of a role run that configures servers (`configure`,
+/// and a stack's `stack_configure`).
+pub(super) fn policy(p: &Provisioner) -> RetryPolicy {
+    RetryPolicy::fixed(Duration::from_secs(p.config.configure_retry_secs))
+        .max_attempts(p.config.configure_attempts)
+}
+
 /// `configure`: host-key check, then `playbook` against this one host.
 pub struct ConfigureStep(pub Arc<Provisioner>);
 
 #[async_trait::async_trait]
 impl JobHandler for ConfigureStep {
     fn policy(&self) -> RetryPolicy {
-        RetryPolicy::fixed(Duration::from_secs(self.0.config.configure_retry_secs))
-            .max_attempts(self.0.config.configure_attempts)
+        policy(&self.0)
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {

@@ -26,7 +26,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -100,8 +99,7 @@ pub struct StackConfigureStep(pub Arc<Provisioner>);
 #[async_trait::async_trait]
 impl JobHandler for StackConfigureStep {
     fn policy(&self) -> RetryPolicy {
-        RetryPolicy::fixed(Duration::from_secs(self.0.config.configure_retry_secs))
-            .max_attempts(self.0.config.configure_attempts)
+        super::configure::policy(&self.0)
     }
 
     async fn run(&self, ctx: JobContext) -> Result<(), JobError> {
