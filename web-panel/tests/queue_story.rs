@@ -186,7 +186,16 @@ async fn enqueue_many_matches_enqueue_one_by_one(store: Store) {
         .unwrap();
         let specs = batch(round);
         let out = if many {
-            let wake = store.wake();
+            let mut wake = store.wake();
+            // PostgreSQL's NOTIFYs for the jobs enqueued above arrive on
+            // the listener's own connection, so let them land first.
+            loop {
+                wake.borrow_and_update();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if !wake.has_changed().unwrap() {
+                    break;
+                }
+            }
             let mut tx = store.begin().await.unwrap();
             let out = queue::enqueue_many(&mut tx, &specs).await.unwrap();
             assert!(!wake.has_changed().unwrap(), "no wake-up before commit");

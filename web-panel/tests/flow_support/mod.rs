@@ -336,6 +336,17 @@ impl FlowPanel {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+        // The image carries the package lists of its build. Within the hour
+        // after a build, `cache_valid_time: 3600` (as Ansible does) trusts
+        // them and would look for packages at the build's mirror, so drop
+        // them: the roles' `update_cache` then reads the local repository.
+        if let Ok(dir) = std::fs::read_dir(root.join("var/lib/apt/lists")) {
+            for e in dir.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) && e.file_name() != "lock" {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 
     /// ansible-playbook 2.19 runs `playbook` on the panel's inventory for
