@@ -13,7 +13,7 @@
 //!
 //! Needs root and the built image; skips otherwise, or fails when
 //! `KEEL_REQUIRE_REAL` is set. Addresses from 10.235.1.0/25 on the bridge
-//! `kbr235`.
+//! `kbr235` (e-mission) and 10.235.1.128/25 on `kbr235c` (CC-Server).
 
 mod api_support;
 #[path = "../../tests/e2e/support/mod.rs"]
@@ -29,6 +29,7 @@ use flow_support::{pool_name, Bridge, FlowPanel, HostRule, RepoServer};
 use serde_json::json;
 
 const BRIDGE: &str = "kbr235";
+const CC_BRIDGE: &str = "kbr235c";
 
 /// The panel's playbook in this test (`@REPO@`: the repository's URL).
 /// A server the test marked with `/etc/keel-hold` waits in it until the
@@ -385,3 +386,123 @@ async fn emission_is_a_server_type_whose_four_servers_one_request_makes() {
     );
 }
 
+/// CC-Server from docs/panel.md's JSON (plus the Docker settings a
+/// container needs): one request makes the server and a Docker node; the
+/// stack's run makes the Docker CA and the certificates on the server (the
+/// group `ccpki`), never on this machine; the node's Docker API takes the
+/// server's client certificate and only it, and CC-Server's API, through
+/// Apache with TLS, reports the node reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccserver_is_a_server_type_whose_certificates_are_made_on_its_server() {
+    if !e2e_support::can_run_nspawn() {
+        return;
+    }
+    let started = Instant::now();
+    let (_net, f) = stack_panel(
+        Ipv4Addr::new(10, 235, 1, 129),
+        CC_BRIDGE,
+        &["playbooks/ccserver.yml"],
+        2,
+    )
+    .await;
+    let admin = Cred::Bearer(f.admin_token.clone());
+    let r = f
+        .panel
+        .call(
+            "POST",
+            "/api/v1/server-types",
+            &admin,
+            Some(json!(
+            {"name": "ccserver", "cpus": 2, "ram_mb": 2048, "disk_gb": 20, "os_image": "debian-bookworm",
+             "stack": {"playbook": "ccserver.yml",
+                       // The containers' /proc/sys is read-only (docs/stacks.md).
+                       "vars": {"cc_docker_extra": {"ip-forward": false, "iptables": false, "bridge": "none"}},
+                       "members": [{"name": "server", "groups": ["ccserver", "ccpki"]},
+                                   {"name": "node", "groups": ["ccnodes"]}]}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let ids = request_stack(&f, "ccserver").await;
+    let [server, node] = ids[..] else {
+        panic!("two servers: {ids:?}");
+    };
+    f.wait_stack_ready(server, &ids).await;
+    let stack_ready = started.elapsed();
+    let root = |id: i64| f.driver.root_dir(&f.prov.vm_name(id));
+
+    // The CA lives on the server, root only; the node has its certificate,
+    // signed by that CA for its address, and no CA key.
+    let pki = root(server).join("var/lib/cc-server-pki");
+    let mode = std::fs::metadata(&pki)
+        .expect("the PKI on the server")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    assert!(pki.join("ca-key.pem").is_file());
+    assert!(!root(node).join("var/lib/cc-server-pki").exists());
+    let node_ip = f.service(node).await["ipv4"].as_str().unwrap().to_string();
+    let verify = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(pki.join("ca.pem"))
+        .arg("-verify_ip")
+        .arg(&node_ip)
+        .arg(root(node).join("etc/docker/tls/cert.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+
+    // The node's Docker API answers the server's client certificate, and
+    // refuses a client without one.
+    let tls = "/home/ccuser/.config/cc-server/tls";
+    let ping = |cert: bool| {
+        let cert = if cert {
+            format!("--cert {tls}/client.pem --key {tls}/client-key.pem")
+        } else {
+            String::new()
+        };
+        format!(
+            "sudo curl -sS --max-time 10 --cacert {tls}/ca.pem {cert} https://{node_ip}:2376/_ping"
+        )
+    };
+    let out = f.ssh_admin(server, &ping(true)).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "OK", "{out:?}");
+    let out = f.ssh_admin(server, &ping(false)).await;
+    assert!(
+        !out.status.success(),
+        "Docker took a client without a certificate"
+    );
+
+    // CC-Server's API, through Apache with TLS, reaches the node.
+    let name = f.service(server).await["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let out = f
+            .ssh_admin(
+                server,
+                &format!(
+                    "curl -sS --max-time 10 --cacert /etc/ssl/certs/cc-server.pem \
+                     --resolve {name}:443:127.0.0.1 https://{name}/cc/"
+                ),
+            )
+            .await;
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "CC-Server's API: {out:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(answer["service"], "cc-server", "{answer}");
+    let nodes = answer["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 1, "{answer}");
+    assert!(nodes.values().all(|v| v == "ok"), "{answer}");
+    eprintln!(
+        "stacks_seed_flow: CC-Server's two servers ready after {stack_ready:?}, checked after {:?}",
+        started.elapsed()
+    );
+}
