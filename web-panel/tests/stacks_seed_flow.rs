@@ -1,8 +1,9 @@
-//! A shipped stack as a panel server type, end to end on the real
-//! container driver: e-mission (`playbooks/emission.yml` and the
-//! `emission_*` roles), made a multi-server type exactly as docs/panel.md
-//! shows it, requested with one request, and checked with the smoke
-//! checks `engine/tests/seed_stacks.rs` runs on it through `keel play`.
+//! The shipped multi-server stacks as panel server types, end to end on
+//! the real container driver: e-mission (`playbooks/emission.yml` and the
+//! `emission_*` roles) and CC-Server (`playbooks/ccserver.yml`, its PKI on
+//! its server), each made a type as docs/panel.md shows it, requested with
+//! one request, and checked with smoke checks `engine/tests/seed_stacks.rs`
+//! runs on them through `keel play`.
 //!
 //! The panel's own playbook is a stand-in for `playbooks/site.yml` (the
 //! stack's playbook sits beside it with the repository's roles): it
