@@ -17,32 +17,9 @@ use std::time::{Duration, Instant};
 use keel_testhosts::full::FullHosts;
 
 /// What the stacks install beyond `keel_testhosts::full::REPO_PACKAGES`,
-/// one list for every test here so the hosts' local repository is built
-/// once for all of them.
-const STACK_PACKAGES: &[&str] = &[
-    // WebLab-Deusto
-    "redis-server",
-    "supervisor",
-    "python3-venv",
-    "python3-gunicorn",
-    "python3-redis",
-    "python3-pymysql",
-    "openssl",
-    // CalipsoPlus
-    "python3-django",
-    "python3-mysqldb",
-    "uwsgi",
-    "uwsgi-plugin-python3",
-    // e-mission
-    "postgresql",
-    "postgresql-client",
-    "python3-psycopg2",
-    "ufw",
-    "jupyter-notebook",
-    // CC-Server's Docker nodes (busybox-static: the test's image)
-    "docker.io",
-    "busybox-static",
-];
+/// one list for every test here (and the panel's, which installs the same
+/// stacks) so the hosts' local repository is built once for all of them.
+const STACK_PACKAGES: &[&str] = keel_testhosts::full::SEED_STACK_PACKAGES;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -15,7 +15,7 @@ mod e2e_support;
 mod flow_support;
 
 use api_support::Cred;
-use flow_support::FlowPanel;
+use flow_support::{Bridge, FlowPanel, HostRule};
 use serde_json::json;
 
 const IMAGE: &str = "debian-bookworm";
@@ -152,87 +152,7 @@ async fn a_stack_server_type_runs_its_playbook_with_generated_secrets() {
     );
 }
 
-/// Waits until every server in `ids` is ready; a stack run that fails
-/// on the way fails the test with its log.
-async fn wait_stack_ready(f: &FlowPanel, first: i64, ids: &[i64]) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        let mut ready = true;
-        for id in ids {
-            ready &= f.service(*id).await["status"] == "ready";
-        }
-        if ready {
-            return;
-        }
-        for j in f.jobs_json(first, "stack_configure").await {
-            if !j["last_error"].is_null() {
-                let log = f.job_log(j["id"].as_i64().unwrap()).await;
-                panic!("the stack's run failed: {j}\n{log}");
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "not ready: {ids:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-}
-
 const BRIDGE: &str = "kbr65";
-
-/// The test's bridge with the pool's gateway address; removed when
-/// dropped (a leftover of a killed run is removed first).
-struct Bridge;
-
-impl Bridge {
-    fn up() -> Bridge {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", BRIDGE])
-            .output();
-        for args in [
-            ["link", "add", BRIDGE, "type", "bridge"].as_slice(),
-            &["addr", "add", "10.233.65.1/24", "dev", BRIDGE],
-            &["link", "set", BRIDGE, "up"],
-        ] {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
-        }
-        Bridge
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", BRIDGE])
-            .output();
-    }
-}
-
-/// Removes a host firewall rule when dropped (a failed assertion too).
-struct HostRule(Vec<String>);
-
-impl HostRule {
-    fn insert(rule: &[&str]) -> HostRule {
-        let rule: Vec<String> = rule.iter().map(|s| s.to_string()).collect();
-        let out = std::process::Command::new("iptables")
-            .args(["-w", "-I"])
-            .args(&rule)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "iptables: {out:?}");
-        HostRule(rule)
-    }
-}
-
-impl Drop for HostRule {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("iptables")
-            .args(["-w", "-D"])
-            .args(&self.0)
-            .output();
-    }
-}
 
 /// A multi-server stack type: one request makes both servers, each gets
 /// the panel's playbook, then the stack's playbook runs once against
@@ -247,7 +167,7 @@ async fn a_multi_server_stack_is_made_configured_through_its_jump_host_and_delet
     }
     // The servers share a bridge (so web reaches db) whose host address
     // is the pool's gateway.
-    let _bridge = Bridge::up();
+    let _bridge = Bridge::up(BRIDGE, "10.233.65.1/24");
     let mut f = FlowPanel::start_with(65, 2, |c| {
         c.networks.insert(
             "flow-65".into(),
@@ -339,7 +259,7 @@ async fn a_multi_server_stack_is_made_configured_through_its_jump_host_and_delet
     assert_eq!(ids.len(), 2, "{}", r.json);
     let (web, db) = (ids[0], ids[1]);
     assert_eq!(r.json["service"]["id"], web);
-    wait_stack_ready(&f, web, &[web, db]).await;
+    f.wait_stack_ready(web, &[web, db]).await;
     let detail = f.service(db).await;
     let members: Vec<(i64, String)> = detail["stack_members"]
         .as_array()

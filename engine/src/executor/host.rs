@@ -313,9 +313,13 @@ pub(crate) fn refresh_inventory_view(ctx: &PlayCtx) {
 
 /// `hostvars`: every host's variables, looked up on demand. Hosts of the
 /// play come from their state; other inventory hosts (those `add_host`
-/// created, or outside the play's pattern) from the inventory.
+/// created, or outside the play's pattern) and the implicit localhost from
+/// the inventory and what earlier plays left them (facts and `set_fact`s),
+/// as in ansible-core.
 pub(crate) struct HostVars {
     pub hosts: HashMap<String, Arc<Mutex<HostState>>>,
+    /// Facts and `set_fact`s of every host from the plays before this one.
+    pub carried: HashMap<String, Persistent>,
     pub extra: Arc<VarMap>,
     pub shared: Arc<Shared>,
 }
@@ -332,7 +336,7 @@ impl HostVars {
     /// The variables of an inventory host that has no state in this play.
     fn inventory_host(&self, name: &str) -> Option<Value> {
         let inv = self.shared.inventory.read();
-        if !inv.hosts.contains_key(name) {
+        if !inv.hosts.contains_key(name) && inv.implicit_localhost(name).is_none() {
             return None;
         }
         let mut merged = VarMap::new();
@@ -341,8 +345,15 @@ impl HostVars {
                 merged.insert(k.clone(), v.clone());
             }
         }
-        for (k, v) in self.extra.iter() {
-            merged.insert(k.clone(), v.clone());
+        let carried = self.carried.get(name);
+        let (facts, set_facts) = match carried {
+            Some(p) => (Some(&p.facts), Some(&p.set_facts)),
+            None => (None, None),
+        };
+        for layer in [facts, set_facts, Some(&self.extra)].into_iter().flatten() {
+            for (k, v) in layer.iter() {
+                merged.insert(k.clone(), v.clone());
+            }
         }
         merged.insert("inventory_hostname".into(), Value::from(name));
         merged.insert(

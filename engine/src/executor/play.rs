@@ -373,6 +373,7 @@ pub(crate) async fn run_play(
             .cloned()
             .zip(states.iter().cloned())
             .collect(),
+        carried: persistent.clone(),
         extra: shared.extra_vars.clone(),
         shared: shared.clone(),
     });

@@ -66,6 +66,36 @@ pub const REPO_PACKAGES: &[&str] = &[
     "less",
 ];
 
+/// What the shipped stacks (`playbooks/weblab.yml`, `calipsoplus.yml`,
+/// `ccserver.yml`, `emission.yml`) install beyond [`REPO_PACKAGES`]: the
+/// extra packages of `engine/tests/seed_stacks.rs` and of the panel's
+/// stack tests, one list so both use one repository
+/// ([`local_repo`]`(SEED_STACK_PACKAGES)`, built once).
+pub const SEED_STACK_PACKAGES: &[&str] = &[
+    // WebLab-Deusto
+    "redis-server",
+    "supervisor",
+    "python3-venv",
+    "python3-gunicorn",
+    "python3-redis",
+    "python3-pymysql",
+    "openssl",
+    // CalipsoPlus
+    "python3-django",
+    "python3-mysqldb",
+    "uwsgi",
+    "uwsgi-plugin-python3",
+    // e-mission
+    "postgresql",
+    "postgresql-client",
+    "python3-psycopg2",
+    "ufw",
+    "jupyter-notebook",
+    // CC-Server's Docker nodes (busybox-static: the test's image)
+    "docker.io",
+    "busybox-static",
+];
+
 /// Where the repository is mounted inside every host.
 pub const REPO_MOUNT: &str = "/srv/keel-repo";
 

@@ -40,6 +40,16 @@ pub struct FlowPanel {
     _dir: tempfile::TempDir,
 }
 
+/// The name of the flow's pool with `gateway`: `flow-<third octet>` for
+/// 10.233.X.1, else `flow-<the address with dashes>` (a network
+/// configured for the pool takes this name).
+pub fn pool_name(gateway: Ipv4Addr) -> String {
+    match gateway.octets() {
+        [10, 233, x, 1] => format!("flow-{x}"),
+        o => format!("flow-{}-{}-{}-{}", o[0], o[1], o[2], o[3]),
+    }
+}
+
 impl FlowPanel {
     /// `subnet`: the third octet of this test's 10.233.X.0/24 pool, so
     /// tests running at once never share addresses; `addresses`: pool size.
@@ -63,16 +73,39 @@ impl FlowPanel {
         addresses: u8,
         tweak: impl FnOnce(&mut keel_panel::config::Config) + Send + 'static,
     ) -> FlowPanel {
+        Self::start_in(
+            backend,
+            Ipv4Addr::new(10, 233, subnet, 1),
+            24,
+            addresses,
+            tweak,
+        )
+        .await
+    }
+
+    /// [`Self::start_on`] with the pool in `gateway/prefix`: the gateway
+    /// is its first address, the servers' addresses follow from the
+    /// gateway's plus 9, and the pool is named [`pool_name`]`(gateway)`.
+    pub async fn start_in(
+        backend: Backend,
+        gateway: Ipv4Addr,
+        prefix: u8,
+        addresses: u8,
+        tweak: impl FnOnce(&mut keel_panel::config::Config) + Send + 'static,
+    ) -> FlowPanel {
+        let subnet = gateway.octets()[2];
+        let addr = |n: u8| Ipv4Addr::from(u32::from(gateway) + u32::from(n) - 1).to_string();
+        let netmask = Ipv4Addr::from(u32::MAX << (32 - u32::from(prefix))).to_string();
         let dir = tempfile::Builder::new()
             .prefix("keel-flow-test-")
             .tempdir_in("/var/tmp")
             .unwrap();
         let data_dir = dir.path().join("data");
-        let prefix = format!("kf{subnet}x{}-", fastrand::u16(..));
+        let vm_prefix = format!("kf{subnet}x{}-", fastrand::u16(..));
         let playbook =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/provision_flow_data/site.yml");
         let dd = data_dir.clone();
-        let pf = prefix.clone();
+        let pf = vm_prefix.clone();
         let panel = start(backend, move |c| {
             c.data_dir = dd;
             c.hypervisor.driver = "nspawn".into();
@@ -87,7 +120,7 @@ impl FlowPanel {
         let nspawn = |state: &str| {
             let mut cfg = NspawnConfig::new(ImageStore::new(IMAGES));
             cfg.state_dir = dir.path().join(state);
-            cfg.prefix = prefix.clone();
+            cfg.prefix = vm_prefix.clone();
             Arc::new(NspawnDriver::new(cfg))
         };
         let (driver, host_drivers, mut prov) = if hosts.is_empty() {
@@ -136,16 +169,16 @@ impl FlowPanel {
         .await
         .unwrap();
         let pool = PoolFile {
-            pool: format!("flow-{subnet}"),
+            pool: pool_name(gateway),
             pool_type: "public".into(),
             quarantine_secs: Some(3600),
             addresses: (0..addresses)
                 .map(|i| AddressRecord {
                     hostname: format!("flow{subnet}-{i}.example.org"),
-                    ipv4: Some(Ipv4Addr::new(10, 233, subnet, 10 + i).to_string()),
+                    ipv4: Some(addr(10 + i)),
                     ipv6: None,
-                    gateway4: Some(Ipv4Addr::new(10, 233, subnet, 1).to_string()),
-                    netmask4: Some("255.255.255.0".into()),
+                    gateway4: Some(addr(1)),
+                    netmask4: Some(netmask.clone()),
                     gateway6: None,
                     prefix6: None,
                 })
@@ -520,6 +553,146 @@ impl FlowPanel {
     }
 }
 
+impl FlowPanel {
+    /// Waits until every server in `ids` is ready; a stack run (in
+    /// `first`'s job log) that fails on the way fails the test with its log.
+    pub async fn wait_stack_ready(&self, first: i64, ids: &[i64]) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let mut ready = true;
+            for id in ids {
+                ready &= self.service(*id).await["status"] == "ready";
+            }
+            if ready {
+                return;
+            }
+            for j in self.jobs_json(first, "stack_configure").await {
+                if !j["last_error"].is_null() {
+                    let log = self.job_log(j["id"].as_i64().unwrap()).await;
+                    panic!("the stack's run failed: {j}\n{log}");
+                }
+            }
+            assert!(Instant::now() < deadline, "not ready: {ids:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// A bridge of the test's own with the pool's gateway address (`cidr`,
+/// e.g. `10.233.65.1/24`), for servers that must reach each other (a
+/// network configured with `bridge`); removed when dropped (a leftover
+/// of a killed run is removed first).
+pub struct Bridge(&'static str);
+
+impl Bridge {
+    pub fn up(name: &'static str, cidr: &str) -> Bridge {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", name])
+            .output();
+        for args in [
+            ["link", "add", name, "type", "bridge"].as_slice(),
+            &["addr", "add", cidr, "dev", name],
+            &["link", "set", name, "up"],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+        Bridge(name)
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", self.0])
+            .output();
+    }
+}
+
+/// A host firewall rule (`iptables -I`), removed when dropped (a failed
+/// assertion too).
+pub struct HostRule(Vec<String>);
+
+impl HostRule {
+    pub fn insert(rule: &[&str]) -> HostRule {
+        let rule: Vec<String> = rule.iter().map(|s| s.to_string()).collect();
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "-I"])
+            .args(&rule)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "iptables: {out:?}");
+        HostRule(rule)
+    }
+}
+
+impl Drop for HostRule {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .args(["-w", "-D"])
+            .args(&self.0)
+            .output();
+    }
+}
+
+/// A local apt repository (`keel_testhosts::full::local_repo`) served
+/// over HTTP on one host address, so servers install from it
+/// (`deb [trusted=yes] <url> ./`) and fetch only the packages they
+/// install, instead of a copy of the whole repository each. Stops when
+/// dropped.
+pub struct RepoServer {
+    pub url: String,
+    stop: CancellationToken,
+}
+
+impl RepoServer {
+    pub async fn start(repo: std::path::PathBuf, on: Ipv4Addr) -> RepoServer {
+        use axum::extract::{Path as UrlPath, State};
+        use axum::http::StatusCode;
+        async fn file(
+            State(root): State<Arc<std::path::PathBuf>>,
+            UrlPath(path): UrlPath<String>,
+        ) -> Result<Vec<u8>, StatusCode> {
+            // A flat repository: file names only (apt asks for `./Packages`).
+            let parts: Vec<&str> = path
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .collect();
+            let [name] = parts[..] else {
+                return Err(StatusCode::NOT_FOUND);
+            };
+            if name.starts_with('.') {
+                return Err(StatusCode::NOT_FOUND);
+            }
+            tokio::fs::read(root.join(name))
+                .await
+                .map_err(|_| StatusCode::NOT_FOUND)
+        }
+        let app = axum::Router::new()
+            .route("/{*path}", axum::routing::get(file))
+            .with_state(Arc::new(repo));
+        let listener = tokio::net::TcpListener::bind((on, 0)).await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until.cancelled_owned())
+                .await
+        });
+        RepoServer { url, stop }
+    }
+}
+
+impl Drop for RepoServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Drop for FlowPanel {
     fn drop(&mut self) {
         for w in &self.workers {
@@ -531,10 +704,16 @@ impl Drop for FlowPanel {
                 .enable_all()
                 .build()
                 .unwrap();
+            // All at once: removing a converged server's files takes a
+            // while, and a stack has several.
             if let Ok(vms) = rt.block_on(driver.list()) {
+                let _in = rt.enter();
+                let mut all = tokio::task::JoinSet::new();
                 for vm in vms {
-                    let _ = rt.block_on(driver.delete(&vm.name));
+                    let driver = driver.clone();
+                    all.spawn(async move { driver.delete(&vm.name).await });
                 }
+                rt.block_on(all.join_all());
             }
         })
         .join();
