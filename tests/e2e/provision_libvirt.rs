@@ -362,7 +362,7 @@ async fn create_configure_check_over_ssh_and_delete_a_real_vm() {
         secs(sshd_wait - at("configuring"))
     );
     eprintln!(
-        "  host-key check          {:>7.1} s (key exchange)",
+        "  host-key check + login  {:>7.1} s (one connection)",
         secs(host_key)
     );
     eprintln!("  roles (site.yml)        {:>7.1} s", secs(roles));

@@ -1,9 +1,10 @@
 //! The host-key check after the callback: wait until the VM's sshd speaks
 //! (an `SSH-` banner, not just an accepted TCP connection, because
 //! user-mode port forwards accept early), run an SSH key exchange that
-//! records the key the server proves it holds, and compare it with the key
-//! the panel generated for the VM. Only a match is written to the VM's
-//! known_hosts file, which is all the role run trusts.
+//! records the key the server proves it holds, compare it with the key the
+//! panel generated for the VM, and log in with the panel's key on that same
+//! connection. Only a match is written to the VM's known_hosts file, which
+//! is all the role run trusts.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -61,25 +62,6 @@ async fn read_banner(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-struct Recorder {
-    seen: Arc<Mutex<Option<String>>>,
-}
-
-impl client::Handler for Recorder {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        if let PublicKeyOrCertificate::PublicKey { key, .. } = key {
-            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = key.to_openssh().ok();
-        }
-        // Never go further: this connection only learns the key.
-        Ok(false)
-    }
-}
-
 /// Client settings for talking to a new VM: only the key type the panel
 /// generated counts, so ask for that one.
 pub(super) fn client_config() -> Arc<client::Config> {
@@ -91,31 +73,6 @@ pub(super) fn client_config() -> Arc<client::Config> {
         nodelay: true,
         ..Default::default()
     })
-}
-
-/// The host key `addr` presents in a key exchange, as an OpenSSH line.
-pub async fn presented_key(addr: SocketAddr) -> Result<String, ProvisionError> {
-    let seen = Arc::new(Mutex::new(None));
-    let config = client_config();
-    let handler = Recorder { seen: seen.clone() };
-    let result = tokio::time::timeout(
-        Duration::from_secs(30),
-        client::connect(config, addr, handler),
-    )
-    .await;
-    let key = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
-    match (key, result) {
-        (Some(k), _) => Ok(k),
-        (None, Err(_)) => Err(ProvisionError::Ssh(format!(
-            "key exchange with {addr} timed out"
-        ))),
-        (None, Ok(Err(e))) => Err(ProvisionError::Ssh(format!(
-            "key exchange with {addr}: {e}"
-        ))),
-        (None, Ok(Ok(_))) => Err(ProvisionError::Ssh(format!(
-            "{addr} completed a handshake without showing a host key"
-        ))),
-    }
 }
 
 /// Accepts exactly one host key (the VM's, already verified).
@@ -140,12 +97,18 @@ impl client::Handler for Pinned {
     }
 }
 
-/// Waits until `user` can log in to `addr` with the panel's key, talking
-/// only to the host that holds `expected`. Right after the callback a
-/// Debian guest still refuses logins for a moment (`/run/nologin` until
-/// `systemd-user-sessions` has run), which is not a reason to spend one of
-/// the role run's attempts.
-pub async fn wait_for_login(
+/// Checks the VM's host key and waits until `user` can log in with the
+/// panel's key, over one SSH connection per attempt: the key exchange
+/// records the key `addr` proves it holds, and the handshake goes on only
+/// when it is exactly `expected` (a mismatch ends at once with
+/// [`ProvisionError::HostKeyMismatch`], an alarm, never retried). Right
+/// after the callback a Debian guest still refuses logins for a moment
+/// (`/run/nologin` until `systemd-user-sessions` has run), which is not a
+/// reason to spend one of the role run's attempts, so refusals, resets and
+/// timeouts are retried until `wait` has passed. One connection instead of
+/// a key exchange for the check and another for the login: under TCG each
+/// exchange costs the guest's sshd about a second.
+pub async fn verify_and_log_in(
     addr: SocketAddr,
     expected: &str,
     user: &str,
@@ -159,7 +122,13 @@ pub async fn wait_for_login(
     loop {
         let last = match try_login(addr, expected, user, key.clone()).await {
             Ok(()) => return Ok(()),
-            Err(e) => e,
+            Err(Attempt::Mismatch(seen)) => {
+                return Err(ProvisionError::HostKeyMismatch {
+                    expected: key_material(expected),
+                    seen: key_material(&seen),
+                })
+            }
+            Err(Attempt::Retry(e)) => e,
         };
         if Instant::now() >= deadline {
             return Err(ProvisionError::Ssh(format!(
@@ -167,7 +136,40 @@ pub async fn wait_for_login(
                 wait.as_secs()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Why one login attempt did not get in.
+enum Attempt {
+    /// The server proved a key other than the expected one.
+    Mismatch(String),
+    /// Anything that may pass: refused, reset, timed out.
+    Retry(String),
+}
+
+/// Accepts exactly the expected host key, and remembers the key shown.
+struct Checked {
+    expected: String,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Checked {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let line = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.to_openssh().ok(),
+            _ => None,
+        };
+        let ok = line
+            .as_deref()
+            .is_some_and(|l| key_material(l) == key_material(&self.expected));
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = line;
+        Ok(ok)
     }
 }
 
@@ -176,13 +178,14 @@ async fn try_login(
     expected: &str,
     user: &str,
     key: Arc<russh::keys::PrivateKey>,
-) -> Result<(), String> {
-    let config = client_config();
-    let handler = Pinned {
+) -> Result<(), Attempt> {
+    let seen = Arc::new(Mutex::new(None));
+    let handler = Checked {
         expected: expected.to_string(),
+        seen: seen.clone(),
     };
     let attempt = async {
-        let mut handle = client::connect(config, addr, handler)
+        let mut handle = client::connect(client_config(), addr, handler)
             .await
             .map_err(|e| e.to_string())?;
         let auth = handle
@@ -199,9 +202,18 @@ async fn try_login(
             Err("the key was refused".to_string())
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), attempt)
-        .await
-        .map_err(|_| "login timed out".to_string())?
+    let out = tokio::time::timeout(Duration::from_secs(30), attempt).await;
+    // Whatever else happened, a key that is not the expected one decides.
+    if let Some(shown) = seen.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if key_material(&shown) != key_material(expected) {
+            return Err(Attempt::Mismatch(shown));
+        }
+    }
+    match out {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Attempt::Retry(e)),
+        Err(_) => Err(Attempt::Retry("login timed out".into())),
+    }
 }
 
 /// `algorithm base64` of an OpenSSH public key line (the comment dropped).
@@ -210,20 +222,6 @@ pub fn key_material(line: &str) -> String {
         .take(2)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Checks that the VM at `addr` presents exactly `expected` (an OpenSSH
-/// public key line). A mismatch is an alarm, never a reason to trust.
-pub async fn verify(addr: SocketAddr, expected: &str) -> Result<(), ProvisionError> {
-    let seen = presented_key(addr).await?;
-    if key_material(&seen) == key_material(expected) {
-        Ok(())
-    } else {
-        Err(ProvisionError::HostKeyMismatch {
-            expected: key_material(expected),
-            seen: key_material(&seen),
-        })
-    }
 }
 
 /// The known_hosts host field: `host` for port 22, `[host]:port` otherwise.

@@ -208,9 +208,9 @@ pub(super) async fn execute(
 }
 
 /// Waits for the server's sshd, checks its host key byte for byte against
-/// the one the panel generated (an alarm in the audit log when it differs),
-/// writes the VM's known_hosts from the panel's record and waits until the
-/// panel's key logs in. Returns the server's inventory entry. The role run
+/// the one the panel generated (an alarm in the audit log when it differs)
+/// and waits until the panel's key logs in, on the same connection, then
+/// writes the VM's known_hosts from the panel's record. Returns the server's inventory entry. The role run
 /// starts with it; a `restore` uses it to prove the restored server is
 /// still the one the panel knows.
 pub(super) async fn check_reachable(
@@ -246,7 +246,15 @@ pub(super) async fn check_reachable(
     log.message(format!("waiting for sshd of {} at {addr}", row.vm_name));
     hostkey::wait_for_banner(addr, Duration::from_secs(p.config.ssh_wait_secs)).await?;
     log.message(format!("sshd of {} answered", row.vm_name));
-    if let Err(e) = hostkey::verify(addr, &row.host_key_public).await {
+    if let Err(e) = hostkey::verify_and_log_in(
+        addr,
+        &row.host_key_public,
+        &p.config.admin_user,
+        &p.panel_key()?.private_path,
+        Duration::from_secs(p.config.ssh_wait_secs),
+    )
+    .await
+    {
         if let ProvisionError::HostKeyMismatch { expected, seen } = &e {
             audit_alarm(&p.db, id, expected, seen).await;
         }
@@ -260,14 +268,6 @@ pub(super) async fn check_reachable(
         &row.host_key_public,
     )?;
     log.message(format!("host key of {} verified", row.vm_name));
-    hostkey::wait_for_login(
-        addr,
-        &row.host_key_public,
-        &p.config.admin_user,
-        &p.panel_key()?.private_path,
-        Duration::from_secs(p.config.ssh_wait_secs),
-    )
-    .await?;
     Ok(host)
 }
 
