@@ -1,9 +1,11 @@
 //! The shipped multi-server stacks as panel server types, end to end on
 //! the real container driver: e-mission (`playbooks/emission.yml` and the
-//! `emission_*` roles) and CC-Server (`playbooks/ccserver.yml`, its PKI on
-//! its server), each made a type as docs/panel.md shows it, requested with
-//! one request, and checked with smoke checks `engine/tests/seed_stacks.rs`
-//! runs on them through `keel play`.
+//! `emission_*` roles), CC-Server (`playbooks/ccserver.yml`, its PKI on
+//! its server) and the single-server WebLab-Deusto (`playbooks/weblab.yml`)
+//! and CalipsoPlus backend (`playbooks/calipsoplus.yml`), each made a type
+//! as docs/panel.md shows it, requested with one request, and checked with
+//! smoke checks `engine/tests/seed_stacks.rs` runs on them through
+//! `keel play`.
 //!
 //! The panel's own playbook is a stand-in for `playbooks/site.yml` (the
 //! stack's playbook sits beside it with the repository's roles): it
