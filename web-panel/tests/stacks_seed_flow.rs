@@ -1,9 +1,11 @@
 //! The shipped multi-server stacks as panel server types, end to end on
 //! the real container driver: e-mission (`playbooks/emission.yml` and the
-//! `emission_*` roles) and CC-Server (`playbooks/ccserver.yml`, its PKI on
-//! its server), each made a type as docs/panel.md shows it, requested with
-//! one request, and checked with smoke checks `engine/tests/seed_stacks.rs`
-//! runs on them through `keel play`.
+//! `emission_*` roles), CC-Server (`playbooks/ccserver.yml`, its PKI on
+//! its server) and the single-server WebLab-Deusto (`playbooks/weblab.yml`)
+//! and CalipsoPlus backend (`playbooks/calipsoplus.yml`), each made a type
+//! as docs/panel.md shows it, requested with one request, and checked with
+//! smoke checks `engine/tests/seed_stacks.rs` runs on them through
+//! `keel play`.
 //!
 //! The panel's own playbook is a stand-in for `playbooks/site.yml` (the
 //! stack's playbook sits beside it with the repository's roles): it
@@ -14,7 +16,9 @@
 //!
 //! Needs root and the built image; skips otherwise, or fails when
 //! `KEEL_REQUIRE_REAL` is set. Addresses from 10.235.1.0/25 on the bridge
-//! `kbr235` (e-mission) and 10.235.1.128/25 on `kbr235c` (CC-Server).
+//! `kbr235` (e-mission) and 10.235.1.128/25 on `kbr235c` (CC-Server);
+//! the single-server stacks from 10.235.2.0/25 on `kbr235w` (WebLab-Deusto)
+//! and 10.235.2.128/25 on `kbr235k` (CalipsoPlus).
 
 mod api_support;
 #[path = "../../tests/e2e/support/mod.rs"]
@@ -31,6 +35,8 @@ use serde_json::json;
 
 const BRIDGE: &str = "kbr235";
 const CC_BRIDGE: &str = "kbr235c";
+const WEBLAB_BRIDGE: &str = "kbr235w";
+const CALIPSO_BRIDGE: &str = "kbr235k";
 
 /// The panel's playbook in this test (`@REPO@`: the repository's URL).
 /// A server the test marked with `/etc/keel-hold` waits in it until the
@@ -504,6 +510,221 @@ async fn ccserver_is_a_server_type_whose_certificates_are_made_on_its_server() {
     assert!(nodes.values().all(|v| v == "ok"), "{answer}");
     eprintln!(
         "stacks_seed_flow: CC-Server's two servers ready after {stack_ready:?}, checked after {:?}",
+        started.elapsed()
+    );
+}
+
+/// A single-server stack type from docs/panel.md's JSON, one server of it
+/// `ready` (the panel's playbook and then the stack's in one configure
+/// job): the server's id, its hostname and that job's log.
+async fn single_stack(f: &FlowPanel, server_type: serde_json::Value) -> (i64, String, String) {
+    let admin = Cred::Bearer(f.admin_token.clone());
+    let name = server_type["name"].as_str().unwrap().to_string();
+    let playbook = server_type["stack"]["playbook"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = f
+        .panel
+        .call("POST", "/api/v1/server-types", &admin, Some(server_type))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let r = f
+        .panel
+        .call(
+            "POST",
+            "/api/v1/services",
+            &f.owner,
+            Some(json!({"site_id": f.site, "server_type": name})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let id = r.json["service"]["id"].as_i64().unwrap();
+    let s = f.wait_status(id, "ready").await;
+    let hostname = s["hostname"].as_str().unwrap().to_string();
+    assert!(f.role_file(id).exists(), "site.yml ran");
+    let configure = f.jobs_json(id, "configure").await;
+    assert_eq!(configure.len(), 1, "{configure:?}");
+    assert_eq!(configure[0]["state"], "succeeded");
+    let log = f.job_log(configure[0]["id"].as_i64().unwrap()).await;
+    assert!(
+        log.contains(&playbook),
+        "the stack's run is in the log: {log}"
+    );
+    (id, hostname, log)
+}
+
+/// The value of a `key = value`, `key value` or `KEY = "value"` line in
+/// a file of the server's (read from its container's root): the generated
+/// secret the role wrote there.
+fn setting(root: &Path, file: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let value = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix(key)?;
+            let rest = rest.trim_start();
+            let rest = rest.strip_prefix('=').unwrap_or(rest).trim();
+            Some(rest.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| panic!("no {key} in {file}"));
+    assert_eq!(value.len(), 32, "{file}: {value}");
+    value
+}
+
+/// Service `id`'s command's standard output, trimmed; it must succeed.
+async fn out_of(f: &FlowPanel, id: i64, cmd: &str) -> String {
+    let out = f.ssh_admin(id, cmd).await;
+    assert!(out.status.success(), "{cmd}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// WebLab-Deusto from docs/panel.md's JSON: one server `ready` after the
+/// panel's playbook and `weblab.yml` in one job; HTTPS through Apache
+/// reaches the application, which reaches Redis and MariaDB; plain HTTP
+/// redirects; Redis keeps no snapshots and wants the generated password,
+/// which is in no job log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weblab_is_a_single_server_type() {
+    if !e2e_support::can_run_nspawn() {
+        return;
+    }
+    let started = Instant::now();
+    let (_net, f) = stack_panel(
+        Ipv4Addr::new(10, 235, 2, 1),
+        WEBLAB_BRIDGE,
+        &["playbooks/weblab.yml"],
+        1,
+    )
+    .await;
+    let (id, name, log) = single_stack(
+        &f,
+        json!(
+        {"name": "weblab", "cpus": 2, "ram_mb": 2048, "disk_gb": 10, "os_image": "debian-bookworm",
+         "stack": {"playbook": "weblab.yml", "groups": ["weblab"],
+                   "secrets": ["weblab_db_password", "weblab_redis_password"]}}),
+    )
+    .await;
+    let ready = started.elapsed();
+    let root = f.driver.root_dir(&f.prov.vm_name(id));
+    let redis_pw = setting(&root, "etc/redis/redis.conf", "requirepass");
+    assert!(!log.contains(&redis_pw), "the Redis password is in the log");
+
+    let save = out_of(
+        &f,
+        id,
+        &format!("sudo redis-cli -a '{redis_pw}' --no-auth-warning CONFIG GET save"),
+    )
+    .await;
+    let save: Vec<&str> = save.lines().collect();
+    assert_eq!(save.first(), Some(&"save"), "{save:?}");
+    assert_eq!(save.get(1).copied().unwrap_or(""), "", "{save:?}");
+    let noauth = out_of(&f, id, "redis-cli PING 2>&1").await;
+    assert!(noauth.contains("NOAUTH"), "{noauth}");
+
+    let url = format!("https://{name}/weblab/");
+    let body = out_of(
+        &f,
+        id,
+        &format!(
+            "curl -sS --max-time 10 --cacert /etc/ssl/certs/weblab.pem \
+             --resolve {name}:443:127.0.0.1 {url}"
+        ),
+    )
+    .await;
+    let app: serde_json::Value = serde_json::from_str(&body).expect("the application's JSON");
+    assert_eq!(app["service"], "weblab-deusto", "{app}");
+    assert_eq!(app["scheme"], "https", "{app}");
+    assert_eq!(app["redis"], "ok", "{app}");
+    assert_eq!(app["database"], "ok", "{app}");
+    let redirect = out_of(
+        &f,
+        id,
+        &format!(
+            "curl -sS --max-time 10 -o /dev/null -w '%{{http_code}} %{{redirect_url}}' \
+             --resolve {name}:80:127.0.0.1 http://{name}/weblab/"
+        ),
+    )
+    .await;
+    assert_eq!(redirect, format!("301 {url}"));
+    eprintln!(
+        "stacks_seed_flow: WebLab-Deusto ready after {ready:?}, checked after {:?}",
+        started.elapsed()
+    );
+}
+
+/// The CalipsoPlus backend from docs/panel.md's JSON: one server `ready`
+/// after the panel's playbook and `calipsoplus.yml` in one job; the option
+/// files are mode 555 and log the Django user in; the site answers through
+/// Apache from the database; the three generated
+/// secrets are in no job log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calipsoplus_is_a_single_server_type() {
+    if !e2e_support::can_run_nspawn() {
+        return;
+    }
+    let started = Instant::now();
+    let (_net, f) = stack_panel(
+        Ipv4Addr::new(10, 235, 2, 129),
+        CALIPSO_BRIDGE,
+        &["playbooks/calipsoplus.yml"],
+        1,
+    )
+    .await;
+    let (id, name, log) = single_stack(
+        &f,
+        json!(
+        {"name": "calipsoplus", "cpus": 2, "ram_mb": 2048, "disk_gb": 10, "os_image": "debian-bookworm",
+         "stack": {"playbook": "calipsoplus.yml", "groups": ["calipsoplus"],
+                   "secrets": ["calipso_db_password", "calipso_guacamole_db_password", "calipso_secret_key"]}}),
+    )
+    .await;
+    let ready = started.elapsed();
+    let root = f.driver.root_dir(&f.prov.vm_name(id));
+    let dbdir = "var/www/calipsoplus/config/database";
+    for (file, user) in [("default.cnf", "calipso@localhost"), ("guacamole.cnf", "")] {
+        let path = format!("{dbdir}/{file}");
+        let mode = std::fs::metadata(root.join(&path)).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o555,
+            "{file}"
+        );
+        let pw = setting(&root, &path, "password");
+        assert!(!log.contains(&pw), "{file}'s password is in the log");
+        if !user.is_empty() {
+            let who = out_of(
+                &f,
+                id,
+                &format!("sudo mysql --defaults-file=/{path} -N -e 'select current_user()'"),
+            )
+            .await;
+            assert_eq!(who, user);
+        }
+    }
+
+    let key = setting(
+        &root,
+        "var/www/calipsoplus/calipsoplus/local_settings.py",
+        "SECRET_KEY",
+    );
+    assert!(!log.contains(&key), "Django's secret key is in the log");
+
+    let body = out_of(
+        &f,
+        id,
+        &format!(
+            "curl -sS --max-time 10 --resolve {name}:80:127.0.0.1 \
+             http://{name}/calipsoplus-services/"
+        ),
+    )
+    .await;
+    let app: serde_json::Value = serde_json::from_str(&body).expect("the site's JSON");
+    assert_eq!(app["service"], "calipsoplus-backend", "{app}");
+    assert_eq!(app["users"], 0, "{app}");
+    assert_eq!(app["guacamole_database"], "guacamole", "{app}");
+    eprintln!(
+        "stacks_seed_flow: CalipsoPlus ready after {ready:?}, checked after {:?}",
         started.elapsed()
     );
 }
