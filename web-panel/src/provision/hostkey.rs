@@ -87,13 +87,7 @@ impl client::Handler for Pinned {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        Ok(match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key
-                .to_openssh()
-                .map(|line| key_material(&line) == key_material(&self.expected))
-                .unwrap_or(false),
-            _ => false,
-        })
+        Ok(shown(key).is_some_and(|line| same_key(&line, &self.expected)))
     }
 }
 
@@ -161,13 +155,8 @@ impl client::Handler for Checked {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let line = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.to_openssh().ok(),
-            _ => None,
-        };
-        let ok = line
-            .as_deref()
-            .is_some_and(|l| key_material(l) == key_material(&self.expected));
+        let line = shown(key);
+        let ok = line.as_deref().is_some_and(|l| same_key(l, &self.expected));
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = line;
         Ok(ok)
     }
@@ -204,9 +193,9 @@ async fn try_login(
     };
     let out = tokio::time::timeout(Duration::from_secs(30), attempt).await;
     // Whatever else happened, a key that is not the expected one decides.
-    if let Some(shown) = seen.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        if key_material(&shown) != key_material(expected) {
-            return Err(Attempt::Mismatch(shown));
+    if let Some(line) = seen.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if !same_key(&line, expected) {
+            return Err(Attempt::Mismatch(line));
         }
     }
     match out {
@@ -214,6 +203,20 @@ async fn try_login(
         Ok(Err(e)) => Err(Attempt::Retry(e)),
         Err(_) => Err(Attempt::Retry("login timed out".into())),
     }
+}
+
+/// The plain public key a server showed, as an OpenSSH line (a
+/// certificate is never what the panel generated).
+fn shown(key: &PublicKeyOrCertificate) -> Option<String> {
+    match key {
+        PublicKeyOrCertificate::PublicKey { key, .. } => key.to_openssh().ok(),
+        _ => None,
+    }
+}
+
+/// Whether two OpenSSH public key lines hold the same key.
+fn same_key(a: &str, b: &str) -> bool {
+    key_material(a) == key_material(b)
 }
 
 /// `algorithm base64` of an OpenSSH public key line (the comment dropped).
