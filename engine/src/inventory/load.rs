@@ -41,7 +41,7 @@ impl Inventory {
         }
         // Like Ansible, reconcile once after every source is read: a group
         // hangs off `all` only if no source gave it a parent.
-        inv.reconcile();
+        inv.reconcile()?;
         inv.reload_vars_dirs()?;
         if parsed == 0 && !sources.is_empty() {
             inv.warnings.push(Diagnostic::new(
@@ -65,7 +65,7 @@ impl Inventory {
         script::apply_json(&mut inv, data, "in-memory inventory", None, &mut |_| {
             Ok(serde_json::Value::Null)
         })?;
-        inv.reconcile();
+        inv.reconcile()?;
         Ok(inv)
     }
 

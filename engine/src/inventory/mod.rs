@@ -432,7 +432,7 @@ impl Inventory {
         }
         if self.group_ancestors(parent).contains(child) {
             return Err(format!(
-                "adding group '{child}' as child to '{parent}' creates a recursive dependency loop"
+                "Adding group '{child}' as child to '{parent}' creates a recursive dependency loop."
             ));
         }
         self.groups[parent].children.push(child.to_string());
@@ -444,7 +444,9 @@ impl Inventory {
     /// reconcile step again, and the `group_vars/`/`host_vars/` files of the
     /// new groups and hosts.
     pub(crate) fn reconcile_runtime(&mut self) {
-        self.reconcile();
+        if let Err(e) = self.reconcile() {
+            self.warnings.push(e);
+        }
         if let Err(e) = self.reload_vars_dirs() {
             self.warnings.push(e);
         }
@@ -452,7 +454,9 @@ impl Inventory {
 
     /// Ansible's reconcile step, run once after all sources: parentless groups
     /// hang off `all`, and `ungrouped` holds exactly the hosts in no other group.
-    fn reconcile(&mut self) {
+    /// A source that made `all` the child of a parentless group fails here,
+    /// as in Ansible: hanging that group off `all` would close a loop.
+    fn reconcile(&mut self) -> Result<(), InventoryError> {
         let orphans: Vec<String> = self
             .groups
             .values()
@@ -460,7 +464,9 @@ impl Inventory {
             .map(|g| g.name.clone())
             .collect();
         for g in orphans {
-            self.add_child("all", &g).expect("all cannot form a cycle");
+            self.add_child("all", &g).map_err(|e| {
+                Diagnostic::new(e).hint("`all` holds every group already; remove it from the `children` that close the loop")
+            })?;
         }
         let names: Vec<String> = self.hosts.keys().cloned().collect();
         for name in names {
@@ -479,6 +485,7 @@ impl Inventory {
                 )));
             }
         }
+        Ok(())
     }
 
     // ----- graph queries -----

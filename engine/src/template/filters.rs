@@ -582,7 +582,7 @@ fn int(v: &Value, default: Option<Value>, kw: Kwargs) -> Result<Value, Error> {
             .get::<Option<Value>>("default")?
             .unwrap_or(Value::from(0)),
     };
-    let base = kw.get::<Option<u32>>("base")?.unwrap_or(10);
+    let base = kw.get::<Option<i64>>("base")?.unwrap_or(10);
     kw.assert_all_used()?;
     Ok(match v.kind() {
         ValueKind::Bool => Value::from(v.is_true() as i64),
@@ -593,36 +593,93 @@ fn int(v: &Value, default: Option<Value>, kw: Kwargs) -> Result<Value, Error> {
                 .unwrap_or(default),
         },
         ValueKind::String => {
-            let s = v.as_str().unwrap_or_default().trim().replace('_', "");
-            let (neg, body) = match s.strip_prefix('-') {
-                Some(b) => (true, b.to_string()),
-                None => (false, s.trim_start_matches('+').to_string()),
-            };
-            let body = match base {
-                16 => body
-                    .trim_start_matches("0x")
-                    .trim_start_matches("0X")
-                    .to_string(),
-                8 => body
-                    .trim_start_matches("0o")
-                    .trim_start_matches("0O")
-                    .to_string(),
-                2 => body
-                    .trim_start_matches("0b")
-                    .trim_start_matches("0B")
-                    .to_string(),
-                _ => body,
-            };
-            match i64::from_str_radix(&body, base) {
-                Ok(i) => Value::from(if neg { -i } else { i }),
-                Err(_) => match s.parse::<f64>() {
-                    Ok(f) if base == 10 && f.is_finite() => Value::from(f.trunc() as i64),
+            let text = v.as_str().unwrap_or_default();
+            // Jinja's `int`: Python's `int(value, base)`, and when that
+            // raises (a bad digit, or a base outside 0 and 2..=36),
+            // `int(float(value))`, and when that raises too, the default.
+            match python_int(text, base) {
+                Some(i) => Value::from(i),
+                None => match python_float(text) {
+                    Some(f) if f.is_finite() => Value::from(f.trunc() as i64),
                     _ => default,
                 },
             }
         }
         _ => default,
     })
+}
+
+/// Python's `int(text, base)` for what fits an `i64`: surrounding
+/// whitespace, one sign, the `0x`/`0o`/`0b` prefix that matches the base
+/// (any of them with base 0, which otherwise means decimal), and `_`
+/// between digits. `None` where Python raises `ValueError`, including for a
+/// base that is neither 0 nor in 2..=36.
+fn python_int(text: &str, base: i64) -> Option<i64> {
+    let text = text.trim();
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let prefixed = |p: char| {
+        let b = body.as_bytes();
+        (b.len() > 2 && b[0] == b'0' && b[1].eq_ignore_ascii_case(&(p as u8))).then(|| &body[2..])
+    };
+    let (radix, digits) = match base {
+        0 => match [('x', 16), ('o', 8), ('b', 2)]
+            .iter()
+            .find_map(|&(p, r)| prefixed(p).map(|d| (r, d)))
+        {
+            Some((r, d)) => (r, d.strip_prefix('_').unwrap_or(d)),
+            // Decimal, where a leading zero is only allowed for zero itself.
+            None if body.len() > 1 && body.starts_with('0') => {
+                return body.bytes().all(|c| c == b'0' || c == b'_').then_some(0)
+            }
+            None => (10, body),
+        },
+        16 | 8 | 2 => {
+            let p = match base {
+                16 => 'x',
+                8 => 'o',
+                _ => 'b',
+            };
+            match prefixed(p) {
+                Some(d) => (base as u32, d.strip_prefix('_').unwrap_or(d)),
+                None => (base as u32, body),
+            }
+        }
+        2..=36 => (base as u32, body),
+        _ => return None,
+    };
+    // Underscores only between digits.
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
+        return None;
+    }
+    let digits = digits.replace('_', "");
+    if !digits.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let n = i64::from_str_radix(&digits, radix).ok()?;
+    Some(if neg { -n } else { n })
+}
+
+/// Python's `float(text)` as far as Rust's parser agrees with it, with
+/// Python's rule that `_` may only stand between two digits.
+fn python_float(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let b = text.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'_' {
+            let digit = |j: Option<usize>| j.and_then(|j| b.get(j)).is_some_and(u8::is_ascii_digit);
+            if !digit(i.checked_sub(1)) || !digit(Some(i + 1)) {
+                return None;
+            }
+        }
+    }
+    text.replace('_', "").parse::<f64>().ok()
 }
 
 fn float(v: &Value, default: Option<Value>) -> Value {
