@@ -9,6 +9,7 @@
 //! split on their colons.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use regex::Regex;
 
@@ -93,8 +94,9 @@ pub fn split_patterns(pattern: &str) -> Vec<String> {
         vec![pattern.to_string()]
     } else {
         // Runs of anything but blanks, ':' and brackets, or whole `[...]` groups.
-        let re = Regex::new(r"(?:[^\s:\[\]]|\[[^\]]*\])+").expect("static regex");
-        re.find_iter(pattern)
+        static TERM: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r"(?:[^\s:\[\]]|\[[^\]]*\])+").expect("static regex"));
+        TERM.find_iter(pattern)
             .map(|m| m.as_str().to_string())
             .collect()
     };
@@ -159,8 +161,10 @@ fn parse_subscript(pattern: &str) -> (&str, Option<Subscript>) {
     if pattern.starts_with('~') {
         return (pattern, None);
     }
-    let re = Regex::new(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$").expect("static regex");
-    let Some(c) = re.captures(pattern) else {
+    static SUBSCRIPT: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$").expect("static regex")
+    });
+    let Some(c) = SUBSCRIPT.captures(pattern) else {
         return (pattern, None);
     };
     let base = c.get(1).unwrap().as_str();
@@ -239,13 +243,30 @@ fn match_one(
     })
 }
 
+/// What one term matches names with.
+enum Matcher {
+    /// A term without `*`, `?` or `[`: its glob matches only itself.
+    Exact(String),
+    Regex(Regex),
+}
+
+impl Matcher {
+    fn is_match(&self, name: &str) -> bool {
+        match self {
+            Matcher::Exact(e) => e == name,
+            Matcher::Regex(re) => re.is_match(name),
+        }
+    }
+}
+
 /// `~regex` (anchored at the start, like Python's `re.match`) or a glob.
-fn compile(expr: &str) -> Result<Regex, Diagnostic> {
+fn compile(expr: &str) -> Result<Matcher, Diagnostic> {
     let src = match expr.strip_prefix('~') {
         Some(re) => format!("^(?:{re})"),
+        None if !expr.contains(['*', '?', '[']) => return Ok(Matcher::Exact(expr.to_string())),
         None => format!("^(?s:{})$", glob_to_regex(expr)),
     };
-    Regex::new(&src).map_err(|e| {
+    Regex::new(&src).map(Matcher::Regex).map_err(|e| {
         Diagnostic::new(format!("invalid host pattern '{expr}'")).hint(
             e.to_string()
                 .lines()
