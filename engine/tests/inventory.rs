@@ -513,7 +513,7 @@ fn unmatched_pattern_warns() {
     let warnings: Vec<String> = sel.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(
         warnings,
-        ["could not match supplied host pattern, ignoring: nothere"]
+        ["Could not match supplied host pattern, ignoring: nothere"]
     );
 }
 

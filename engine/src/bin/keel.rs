@@ -347,6 +347,10 @@ struct PlayArgs {
     /// Resolve the playbook and stop.
     #[arg(long)]
     syntax_check: bool,
+    /// Set by `keel ansible`, whose one-task play is not checked as a
+    /// playbook's host list is (ansible's ad-hoc command has its own rules).
+    #[arg(skip)]
+    adhoc: bool,
     /// Ask before each task whether to run it.
     #[arg(long)]
     step: bool,
@@ -589,7 +593,10 @@ fn adhoc(a: AdhocArgs) -> Result<i32> {
         argv.push("--ask-vault-pass".into());
     }
     match Cli::try_parse_from(argv)?.cmd {
-        Cmd::Play(p) => play(*p),
+        Cmd::Play(mut p) => {
+            p.adhoc = true;
+            play(*p)
+        }
         _ => unreachable!("the ad-hoc play is parsed as `keel play`"),
     }
 }
@@ -846,6 +853,39 @@ fn load_inventory(sources: &[String]) -> Result<Inventory> {
     Inventory::load(sources).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// ansible-playbook's check of the inventory before anything else, even
+/// `--syntax-check` and the listings: a warning when it holds no host (only
+/// the implicit localhost, which `all` does not match), and an error when it
+/// holds hosts but `--limit` leaves none of them. `--limit localhost` is
+/// such a limit when localhost is not in the inventory.
+fn check_host_list(inv: &Inventory, limit: Option<&str>, cfg: &Config) -> Result<()> {
+    let all = inv.select("all").map_err(|e| anyhow::anyhow!("{e}"))?;
+    if all.is_empty() {
+        if cfg.bool(Key::LocalhostWarning) {
+            eprintln!(
+                "[WARNING]: provided hosts list is empty, only localhost is available. \
+                 Note that the implicit localhost does not match 'all'"
+            );
+        }
+        return Ok(());
+    }
+    if let Some(limit) = limit {
+        let allowed = inv
+            .select_detailed(limit)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !all.iter().any(|h| allowed.hosts.contains(h)) {
+            // The run that goes on prints these itself.
+            for w in &allowed.warnings {
+                eprintln!("[WARNING]: {w}");
+            }
+            anyhow::bail!(
+                "Specified inventory, host pattern and/or --limit leaves us with no hosts to target."
+            );
+        }
+    }
+    Ok(())
+}
+
 fn play(a: PlayArgs) -> Result<i32> {
     let cfg = config();
     a.vault.install()?;
@@ -901,15 +941,18 @@ fn play(a: PlayArgs) -> Result<i32> {
         only: split_list(&a.tags),
         skip: split_list(&a.skip_tags),
     };
+    let mut inv = load_inventory(&inventory_sources)?;
+    for w in &inv.warnings {
+        eprintln!("[WARNING]: {w}");
+    }
+    if !a.adhoc {
+        check_host_list(&inv, a.limit.as_deref(), cfg)?;
+    }
     if a.syntax_check {
         for p in &a.playbooks {
             println!("\nplaybook: {}", p.display());
         }
         return Ok(0);
-    }
-    let mut inv = load_inventory(&inventory_sources)?;
-    for w in &inv.warnings {
-        eprintln!("[WARNING]: {w}");
     }
     if let Some(dir) = playbooks.first().and_then(|p| p.parent()) {
         inv.add_vars_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;

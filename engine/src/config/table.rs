@@ -36,6 +36,7 @@ pub enum Key {
     VaultEncryptIdentity,
     VaultIdMatch,
     ForceHandlers,
+    LocalhostWarning,
     Debug,
     RetryFilesEnabled,
     HostKeyChecking,
@@ -367,6 +368,15 @@ pub(super) static TABLE: &[Def] = &[
         &["ANSIBLE_FORCE_HANDLERS"],
         Kind::Bool,
         Default::Bool(false),
+    ),
+    // `keel play`'s warning when the inventory holds no host.
+    base(
+        Key::LocalhostWarning,
+        "LOCALHOST_WARNING",
+        &[(D, "localhost_warning")],
+        &["ANSIBLE_LOCALHOST_WARNING"],
+        Kind::Bool,
+        Default::Bool(true),
     ),
     // Only the executor's `META:` lines of implicit handler flushes, of
     // ansible-core's debug output.

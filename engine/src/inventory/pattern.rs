@@ -234,7 +234,7 @@ fn match_one(
     }
     if results.is_empty() && groups.is_empty() && expr != "all" {
         warnings.push(Diagnostic::new(format!(
-            "could not match supplied host pattern, ignoring: {expr}"
+            "Could not match supplied host pattern, ignoring: {expr}"
         )));
     }
     Ok(match sub {
