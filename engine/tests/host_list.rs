@@ -46,6 +46,14 @@ const NO_MATCH: &str = "Could not match supplied host pattern, ignoring: nomatch
 const LOOP: &str =
     "Adding group 'acharacterall' as child to 'all' creates a recursive dependency loop.";
 
+/// Arguments, environment, lines both must print on stderr, lines neither may.
+type Case<'a> = (
+    &'a [&'a str],
+    &'a [(&'a str, &'a str)],
+    &'a [&'a str],
+    &'a [&'a str],
+);
+
 #[test]
 fn host_list_checks_match_ansible_playbook() {
     let Some(bin) = reference::reference_bin() else {
@@ -53,8 +61,7 @@ fn host_list_checks_match_ansible_playbook() {
     };
     let d = workdir();
     let py = bin.join("python");
-    // (arguments, environment, lines both must print on stderr, lines neither may)
-    let cases: &[(&[&str], &[(&str, &str)], &[&str], &[&str])] = &[
+    let cases: &[Case] = &[
         (
             &["-i", "hosts", "--limit", "nomatch"],
             &[],
