@@ -561,6 +561,60 @@ fn labels_of(c: &bollard::models::ContainerInspectResponse) -> HashMap<String, S
         .unwrap_or_default()
 }
 
+/// The CPU weight of the cgroup that holds a container's own group, raised
+/// to the largest while this lives and put back when it is dropped.
+struct ParentWeight {
+    file: PathBuf,
+    old: String,
+}
+
+impl ParentWeight {
+    /// From the container's init process's `/proc/PID/cgroup`: cgroup v1's
+    /// `cpu.shares` in the hierarchy that has the `cpu` controller, or v2's
+    /// `cpu.weight`. `None` when neither can be written (the test then runs
+    /// with the weights as they are).
+    fn raise(pid: i64) -> Option<ParentWeight> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let Some(parent) = Path::new(path).parent() else {
+                continue;
+            };
+            let rel = parent.strip_prefix("/").unwrap_or(parent);
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            let (file, value) = if ctrls.split(',').any(|c| c == "cpu") {
+                let base = Path::new("/sys/fs/cgroup").join(ctrls);
+                (base.join(rel).join("cpu.shares"), "262144")
+            } else if ctrls.is_empty() {
+                let base = Path::new("/sys/fs/cgroup");
+                (base.join(rel).join("cpu.weight"), "10000")
+            } else {
+                continue;
+            };
+            let Ok(old) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            if std::fs::write(&file, value).is_ok() {
+                eprintln!("{} raised from {} to {value}", file.display(), old.trim());
+                return Some(ParentWeight {
+                    file,
+                    old: old.trim().to_string(),
+                });
+            }
+        }
+        None
+    }
+}
+
+impl Drop for ParentWeight {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.file, &self.old);
+    }
+}
+
 /// Reads a cgroup file of the container, v2 name first, then v1.
 async fn cgroup_file(d: &Daemon, name: &str, v2: &str, v1: &str) -> String {
     let script = format!("cat /sys/fs/cgroup/{v2} 2>/dev/null || cat /sys/fs/cgroup/{v1}");
@@ -711,7 +765,11 @@ async fn cpu_and_memory_limits_are_enforced_by_the_kernel() {
     // CPU: four busy loops for four seconds get one CPU between them,
     // and the kernel throttles the group to keep it there. The largest
     // weight makes the container win against whatever else runs here, so
-    // it reaches its limit even on a busy machine.
+    // it reaches its limit even on a busy machine: its own weight counts
+    // only against other containers, so the group holding the containers
+    // (`/docker`) gets the largest weight too for the while. (Without it,
+    // on a machine busy with other tests' VMs and containers, the loops got
+    // 0.39 CPUs and were never throttled.)
     d.docker
         .update_container(
             name,
@@ -722,6 +780,15 @@ async fn cpu_and_memory_limits_are_enforced_by_the_kernel() {
         )
         .await
         .unwrap();
+    let pid = d
+        .docker
+        .inspect_container(name, None)
+        .await
+        .unwrap()
+        .state
+        .and_then(|s| s.pid)
+        .expect("the container's init pid");
+    let _weight = ParentWeight::raise(pid);
     let stat = "cat /sys/fs/cgroup/cpu.stat 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.stat";
     let before = stat_key(&d.exec(name, stat).await.1, "nr_throttled ");
     let cpu_before = driver.stats(name).await.unwrap().cpu_ns.unwrap();

@@ -8,6 +8,8 @@
 //! apt when they are missing.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,7 +36,8 @@ pub fn ensure_browser() {
     );
 }
 
-/// chromedriver, stopped when dropped.
+/// chromedriver, stopped when dropped together with the browser it
+/// started: chromedriver's SIGKILL alone left chromium's processes running.
 pub struct Driver {
     child: Child,
     pub base: String,
@@ -44,6 +47,26 @@ pub struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // Ending the session makes chromedriver close the browser. Drop is
+        // not async, so this is one plain HTTP/1.1 request.
+        if !self.session.is_empty() {
+            let addr = self.base.trim_start_matches("http://");
+            if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    s,
+                    "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                    self.session
+                );
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        }
+        // Whatever is left of chromedriver's process group (its own group,
+        // made at spawn), the browser's helpers included.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -61,6 +84,7 @@ impl Driver {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
         let mut d = Driver {
