@@ -11,9 +11,10 @@
 //! has Python's attributes (`year`, `month`... `microsecond`) and methods
 //! (`strftime`, `isoformat`, `timestamp`, `weekday`, `isoweekday`).
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
-use chrono::format::{Parsed, StrftimeItems};
+use chrono::format::{Item, Parsed, StrftimeItems};
 use chrono::{Datelike, Local, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use minijinja::value::{DynObject, Kwargs, Object, ObjectRepr};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
@@ -178,8 +179,18 @@ pub(crate) fn py_strftime(dt: &NaiveDateTime, fmt: &str, zone: Option<(i32, &str
                 } else {
                     format!("%{code}")
                 };
-                let items: Vec<_> = StrftimeItems::new(&chrono_spec).collect();
-                let mut piece = dt.format_with_items(items.into_iter()).to_string();
+                // chrono refuses a flag on its composite codes (`%_r`,
+                // `%-D`: found by the template fuzz target, which made its
+                // Display fail and `to_string` panic); glibc ignores it.
+                let plain = format!("%{code}");
+                let mut items: Vec<_> = StrftimeItems::new(&chrono_spec).collect();
+                if items.iter().any(|i| matches!(i, Item::Error)) {
+                    items = StrftimeItems::new(&plain).collect();
+                }
+                let mut piece = String::new();
+                if write!(piece, "{}", dt.format_with_items(items.into_iter())).is_err() {
+                    piece = spec.to_string();
+                }
                 if flags.contains('^') {
                     piece = piece.to_uppercase();
                 }
