@@ -408,6 +408,35 @@ async fn git_project_run(backend: Backend) {
     .await;
     assert_eq!(relaunched["items"][0]["id"], run4["id"]);
 
+    // A limit that leaves none of the inventory's hosts fails the run
+    // before anything runs, with ansible-playbook's message (ansible-core
+    // 2.19.14 exits 1 with it, and AWX fails the job).
+    let run5 = ok(
+        &panel,
+        "POST",
+        &launch,
+        &admin,
+        Some(json!({"answers": {"greeting": "fifth"}, "limit": "nomatch"})),
+    )
+    .await;
+    w.run_until_idle().await.unwrap();
+    let d5 = ok(
+        &panel,
+        "GET",
+        &format!("/api/v1/runs/{}", run5["id"]),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(d5["status"], "failed", "{d5}");
+    let err = d5["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(keel::inventory::NO_HOSTS_TO_TARGET)
+            && err.contains("Could not match supplied host pattern, ignoring: nomatch"),
+        "{d5}"
+    );
+    assert_eq!(d5["hosts"].as_array().map_or(0, Vec::len), 0, "{d5}");
+
     // The live output is the job log: task banners of the run are there.
     let log = ok(
         &panel,

@@ -854,34 +854,22 @@ fn load_inventory(sources: &[String]) -> Result<Inventory> {
 }
 
 /// ansible-playbook's check of the inventory before anything else, even
-/// `--syntax-check` and the listings: a warning when it holds no host (only
-/// the implicit localhost, which `all` does not match), and an error when it
-/// holds hosts but `--limit` leaves none of them. `--limit localhost` is
-/// such a limit when localhost is not in the inventory.
+/// `--syntax-check` and the listings: a warning when it holds no host, and
+/// an error when `--limit` leaves none of its hosts.
 fn check_host_list(inv: &Inventory, limit: Option<&str>, cfg: &Config) -> Result<()> {
-    let all = inv.select("all").map_err(|e| anyhow::anyhow!("{e}"))?;
-    if all.is_empty() {
-        if cfg.bool(Key::LocalhostWarning) {
-            eprintln!(
-                "[WARNING]: provided hosts list is empty, only localhost is available. \
-                 Note that the implicit localhost does not match 'all'"
-            );
-        }
-        return Ok(());
+    use keel::inventory::{EMPTY_HOST_LIST, NO_HOSTS_TO_TARGET};
+    let check = inv
+        .check_host_list(limit)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if check.empty && cfg.bool(Key::LocalhostWarning) {
+        eprintln!("[WARNING]: {EMPTY_HOST_LIST}");
     }
-    if let Some(limit) = limit {
-        let allowed = inv
-            .select_detailed(limit)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if !all.iter().any(|h| allowed.hosts.contains(h)) {
-            // The run that goes on prints these itself.
-            for w in &allowed.warnings {
-                eprintln!("[WARNING]: {w}");
-            }
-            anyhow::bail!(
-                "Specified inventory, host pattern and/or --limit leaves us with no hosts to target."
-            );
+    if check.no_hosts {
+        // A run that goes on prints the limit's warnings itself.
+        for w in &check.warnings {
+            eprintln!("[WARNING]: {w}");
         }
+        bail!("{NO_HOSTS_TO_TARGET}");
     }
     Ok(())
 }

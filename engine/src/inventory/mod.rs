@@ -47,7 +47,7 @@ mod yaml;
 
 pub use address::{expand_host_pattern, parse_address};
 pub use literal::literal_eval;
-pub use pattern::Selection;
+pub use pattern::{HostListCheck, Selection, EMPTY_HOST_LIST, NO_HOSTS_TO_TARGET};
 
 /// An inventory error (a file problem, a script that failed, a bad pattern).
 pub type InventoryError = Diagnostic;

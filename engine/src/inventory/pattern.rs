@@ -16,6 +16,29 @@ use regex::Regex;
 use super::{Inventory, InventoryError, LOCALHOST_NAMES};
 use crate::diag::Diagnostic;
 
+/// What ansible-playbook's check of the host list found, before it runs
+/// anything (see [`Inventory::check_host_list`]).
+#[derive(Debug, Clone, Default)]
+pub struct HostListCheck {
+    /// The inventory has no host: only the implicit localhost, which `all`
+    /// does not match. ansible-playbook warns (`localhost_warning`).
+    pub empty: bool,
+    /// The inventory has hosts and the limit leaves none of them: an error
+    /// ([`NO_HOSTS_TO_TARGET`]) before anything runs.
+    pub no_hosts: bool,
+    /// The limit's own warnings (a term that matched nothing).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// ansible-playbook's error when `--limit` leaves no host of a non-empty
+/// inventory.
+pub const NO_HOSTS_TO_TARGET: &str =
+    "Specified inventory, host pattern and/or --limit leaves us with no hosts to target.";
+
+/// ansible-playbook's warning for an inventory without hosts.
+pub const EMPTY_HOST_LIST: &str = "provided hosts list is empty, only localhost is available. \
+                                   Note that the implicit localhost does not match 'all'";
+
 /// The hosts a pattern selected and the warnings it raised.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -33,6 +56,28 @@ impl Inventory {
             tracing::warn!("{w}");
         }
         Ok(sel.hosts)
+    }
+
+    /// ansible-playbook's check before a run, even `--syntax-check`: is the
+    /// inventory empty, and does `limit` leave any of its hosts?
+    /// `--limit localhost` leaves none when localhost is only implicit.
+    pub fn check_host_list(&self, limit: Option<&str>) -> Result<HostListCheck, InventoryError> {
+        let all = self.select_detailed("all")?.hosts;
+        if all.is_empty() {
+            return Ok(HostListCheck {
+                empty: true,
+                ..Default::default()
+            });
+        }
+        let Some(limit) = limit else {
+            return Ok(HostListCheck::default());
+        };
+        let allowed = self.select_detailed(limit)?;
+        Ok(HostListCheck {
+            empty: false,
+            no_hosts: !all.iter().any(|h| allowed.hosts.contains(h)),
+            warnings: allowed.warnings,
+        })
     }
 
     /// Like [`Inventory::select`], returning the warnings instead of logging them.

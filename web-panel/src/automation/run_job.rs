@@ -396,6 +396,19 @@ async fn run_with_log(
             .add_vars_dir(dir)
             .map_err(|d| AutomationError::Inventory(d.to_string()))?;
     }
+    // As ansible-playbook (and so AWX): a limit that leaves none of the
+    // inventory's hosts fails the run before anything runs.
+    let limit = facts.limit_hosts.clone().or(tpl.limit_hosts.clone());
+    let check = inventory
+        .check_host_list(limit.as_deref())
+        .map_err(|d| AutomationError::Inventory(d.to_string()))?;
+    if check.no_hosts {
+        let mut msg = keel::inventory::NO_HOSTS_TO_TARGET.to_string();
+        for w in &check.warnings {
+            msg.push_str(&format!(" ({w})"));
+        }
+        return Err(AutomationError::Inventory(msg));
+    }
 
     // Variables: the template's YAML, then the run's survey answers.
     let mut extra = yaml_vars(&tpl.extra_vars)?;
@@ -469,7 +482,7 @@ async fn run_with_log(
             only: split(&tpl.tags),
             skip: split(&tpl.skip_tags),
         },
-        limit: facts.limit_hosts.clone().or(tpl.limit_hosts.clone()),
+        limit,
         extra_vars: extra,
         verbosity: tpl.verbosity.clamp(0, 5) as u8,
         become_password: opened
