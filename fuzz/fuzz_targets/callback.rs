@@ -30,7 +30,9 @@ fn panel() -> &'static Panel {
         let app = rt.block_on(async {
             let dir = keel_fuzz::scratch();
             let url = format!("sqlite://{}", dir.join("panel.db").display());
-            let db = keel_panel::db::Db::open(&url).await.expect("scratch database");
+            let db = keel_panel::db::Db::open(&url)
+                .await
+                .expect("scratch database");
             let mut config =
                 keel_panel::config::Config::load(None, std::iter::empty()).expect("defaults");
             config.data_dir = dir.to_path_buf();
@@ -51,7 +53,9 @@ fuzz_target!(|text: &str| {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Body::from(body.to_string()))
     {
-        let res = p.rt.block_on(p.app.clone().oneshot(req)).expect("infallible");
+        let res =
+            p.rt.block_on(p.app.clone().oneshot(req))
+                .expect("infallible");
         assert!(
             !res.status().is_server_error() && res.status() != StatusCode::NOT_FOUND,
             "{uri:?} answered {}",
