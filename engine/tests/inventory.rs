@@ -71,6 +71,19 @@ fn ini_graph_matches_ansible_inventory() {
     );
 }
 
+/// Hosts written first without a group and again under one leave
+/// `ungrouped`; the others stay there in the order written. (The removal
+/// once went host by host, quadratic in the inventory's size.)
+#[test]
+fn hosts_listed_ungrouped_and_again_in_a_group_match_ansible_inventory() {
+    let inv = load(&[&fx("ini/ungrouped.ini")]);
+    assert_eq!(list(&inv), expected("ini-ungrouped.list.json"));
+    assert_eq!(
+        cli::graph(&inv, None, false).trim_end(),
+        expected("ini-ungrouped.graph.txt")
+    );
+}
+
 #[test]
 fn ini_host_matches_ansible_inventory() {
     let inv = load(&[&fx("ini/basic.ini")]);

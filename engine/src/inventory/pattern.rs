@@ -73,9 +73,10 @@ impl Inventory {
             return Ok(HostListCheck::default());
         };
         let allowed = self.select_detailed(limit)?;
+        let allowed_set: HashSet<&String> = allowed.hosts.iter().collect();
         Ok(HostListCheck {
             empty: false,
-            no_hosts: !all.iter().any(|h| allowed.hosts.contains(h)),
+            no_hosts: !all.iter().any(|h| allowed_set.contains(h)),
             warnings: allowed.warnings,
         })
     }
