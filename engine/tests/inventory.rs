@@ -174,6 +174,27 @@ fn script_with_meta_matches_ansible_inventory() {
     assert_eq!(list(&inv), expected("script-meta.list.json"));
 }
 
+/// `-i meta.sh` from the script's own directory runs that file, not a
+/// `meta.sh` looked up in $PATH (ansible-inventory does the same).
+#[test]
+fn script_named_without_a_directory_runs_from_the_current_one() {
+    ensure_executable("script/meta.sh");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["inventory", "-i", "meta.sh", "--list"])
+        .current_dir(fx("script"))
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&expected("script-meta.list.json")).unwrap();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn script_without_meta_is_asked_per_host() {
     ensure_executable("script/nometa.sh");

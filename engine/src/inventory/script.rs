@@ -80,6 +80,16 @@ struct Output {
 }
 
 fn run_with_timeout(path: &Path, args: &[&str], timeout: Duration) -> Result<Output, String> {
+    // `-i inv.sh` names the file in the current directory, as it does for
+    // ansible-playbook; a bare name given to `Command` would be looked up
+    // in $PATH instead.
+    let dotted;
+    let path = if path.parent() == Some(Path::new("")) {
+        dotted = Path::new(".").join(path);
+        dotted.as_path()
+    } else {
+        path
+    };
     let mut child = Command::new(path)
         .args(args)
         .stdin(Stdio::null())
