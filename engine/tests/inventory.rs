@@ -195,6 +195,64 @@ fn script_named_without_a_directory_runs_from_the_current_one() {
     assert_eq!(got, want);
 }
 
+/// `{"__ansible_unsafe": "…"}` in a script's vars is a string that is never
+/// templated, at host and group level and inside lists, while a plain
+/// string still is. The `msg` lines are ansible-playbook 2.19.14's for the
+/// same script and playbook; had a lookup run, it would have made a file.
+#[test]
+fn ansible_unsafe_values_from_a_script_are_never_templated() {
+    ensure_executable("script/unsafe.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "play",
+            "-i",
+            &fx("script/unsafe.sh"),
+            &fx("unsafe_play.yml"),
+        ])
+        .env("KEEL_MARKER", &marker)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msgs: Vec<&str> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("\"msg\""))
+        .collect();
+    let m = marker.display();
+    assert_eq!(
+        msgs,
+        [
+            format!("\"msg\": \"{{{{ lookup('pipe', 'touch {m}-host') }}}}\""),
+            format!("\"msg\": \"{{{{ lookup('pipe', 'touch {m}-nested') }}}}\""),
+            format!("\"msg\": \"{{{{ lookup('pipe', 'touch {m}-group') }}}}\""),
+            "\"msg\": 2".to_string(),
+        ]
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "a lookup ran: {left:?}");
+}
+
+/// A `__ansible_unsafe` that is not a string is refused, naming the var.
+#[test]
+fn ansible_unsafe_must_hold_a_string() {
+    let err = Inventory::from_json(serde_json::json!({
+        "web": {"hosts": ["h1"], "vars": {"motd": {"__ansible_unsafe": 3}}}
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("var 'motd' of group 'web': __ansible_unsafe must be a string, got a number"),
+        "{err}"
+    );
+}
+
 #[test]
 fn script_without_meta_is_asked_per_host() {
     ensure_executable("script/nometa.sh");

@@ -29,10 +29,14 @@ fn repo() -> PathBuf {
 
 /// A fresh ed25519 key pair in `dir`; returns (private key path, public line).
 fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    keypair_with_comment(dir, name, &format!("{name}@test"))
+}
+
+fn keypair_with_comment(dir: &Path, name: &str, comment: &str) -> (PathBuf, String) {
     let path = dir.join(name);
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C"])
-        .arg(format!("{name}@test"))
+        .arg(comment)
         .arg("-f")
         .arg(&path)
         .output()
@@ -180,8 +184,15 @@ async fn keys_added_in_the_panel_log_in_and_removed_keys_do_not() {
         .await;
     assert_eq!(r.status, 204, "{}", r.json);
 
-    // Each adds a key of their own.
-    let (ann_key, ann_pub) = keypair(dir.path(), "ann");
+    // Each adds a key of their own. Ann's comment is a template: the
+    // access role must write it as text, not run its lookup on the panel's
+    // machine (the inventory hands it over as `__ansible_unsafe`).
+    let marker = dir.path().join("lookup-ran");
+    let (ann_key, ann_pub) = keypair_with_comment(
+        dir.path(),
+        "ann",
+        &format!("{{{{ lookup('pipe', 'touch {}') }}}}", marker.display()),
+    );
     let (bob_key, bob_pub) = keypair(dir.path(), "bob");
     let mut bob_key_id = 0;
     for (cred, line) in [(&ann, &ann_pub), (&bob, &bob_pub)] {
@@ -206,6 +217,7 @@ async fn keys_added_in_the_panel_log_in_and_removed_keys_do_not() {
     // The keys reached the container; ssh logs in as each.
     let authorized = std::fs::read_to_string(root.join("home/ann/.ssh/authorized_keys")).unwrap();
     assert_eq!(authorized.trim(), ann_pub);
+    assert!(!marker.exists(), "a key comment was templated");
     let out = ssh(
         &known,
         &ann_key,

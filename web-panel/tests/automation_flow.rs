@@ -309,7 +309,9 @@ async fn git_project_run(backend: Backend) {
         "POST",
         &launch,
         &admin,
-        Some(json!({"answers": {"greeting": "again", "count": "2"}})),
+        // An answer is text, never a template (AWX marks answers `!unsafe`
+        // too): templated, this one would have been written as 42.
+        Some(json!({"answers": {"greeting": "{{ 7 * 6 }}", "count": "2"}})),
     )
     .await;
     w.run_until_idle().await.unwrap();
@@ -327,7 +329,7 @@ async fn git_project_run(backend: Backend) {
     );
     assert_eq!(
         hosts.sh(1, "cat /tmp/keel-run.txt"),
-        format!("again {secret_word} two\n")
+        format!("{{{{ 7 * 6 }}}} {secret_word} two\n")
     );
     let d1 = ok(
         &panel,

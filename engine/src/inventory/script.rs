@@ -131,6 +131,47 @@ fn run_with_timeout(path: &Path, args: &[&str], timeout: Duration) -> Result<Out
     })
 }
 
+/// A variable's value from inventory JSON, read as ansible-core's
+/// `inventory_legacy` JSON profile reads it: an object holding the key
+/// `__ansible_unsafe` stands for that string marked `!unsafe`, so a value
+/// an inventory took from its users is data and never a template. (Other
+/// keys beside it are ignored, as there.)
+pub(crate) fn var_value(v: &Json) -> Result<Value, String> {
+    Ok(match v {
+        Json::Null => Value::from(()),
+        Json::Bool(b) => Value::from(*b),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Array(items) => {
+            Value::from(items.iter().map(var_value).collect::<Result<Vec<_>, _>>()?)
+        }
+        Json::Object(m) => {
+            if let Some(u) = m.get("__ansible_unsafe") {
+                return match u {
+                    Json::String(s) => Ok(crate::vars::unsafe_string(s)),
+                    other => Err(format!(
+                        "__ansible_unsafe must be a string, got {}",
+                        json_type(other)
+                    )),
+                };
+            }
+            let mut out = crate::template::ValueMap::new();
+            for (k, v) in m {
+                out.insert(Value::from(k.as_str()), var_value(v)?);
+            }
+            Value::from_object(out)
+        }
+    })
+}
+
 /// Applies `--list` JSON to the inventory. When there is no `_meta.hostvars`,
 /// `host_vars` is asked for each host's vars (the `--host` call).
 pub(super) fn apply_json(
@@ -169,7 +210,10 @@ pub(super) fn apply_json(
             Json::Null => {}
             Json::Object(vars) => {
                 for (k, v) in vars {
-                    inv.set_host_var(&host, &k, Value::from(minijinja::value::Serde(&v)));
+                    let value = var_value(&v).map_err(|e| {
+                        Diagnostic::new(format!("{origin}: var '{k}' of host '{host}': {e}"))
+                    })?;
+                    inv.set_host_var(&host, &k, value);
                 }
             }
             other => {
@@ -239,7 +283,10 @@ fn apply_group(
         None | Some(Json::Null) => {}
         Some(Json::Object(vars)) => {
             for (k, v) in vars {
-                inv.set_group_var(group, &k, Value::from(minijinja::value::Serde(&v)));
+                let value = var_value(&v).map_err(|e| {
+                    Diagnostic::new(format!("{origin}: var '{k}' of group '{group}': {e}"))
+                })?;
+                inv.set_group_var(group, &k, value);
             }
         }
         Some(other) => return Err(bad("vars", &other)),

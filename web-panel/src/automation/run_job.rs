@@ -162,10 +162,18 @@ async fn open_credentials(
     Ok(out)
 }
 
-/// A JSON object as engine variables.
-fn to_varmap(m: &Map<String, Value>) -> keel::vars::VarMap {
+/// A run's survey answers as engine variables, every string in them marked
+/// `!unsafe` (as AWX marks survey answers): whoever may launch a template
+/// types them, and `{{ lookup('pipe', …) }}` in an answer must stay text
+/// rather than run on the panel's machine when the playbook reads it. The
+/// template's own extra vars, written by platform admins, are templated
+/// as usual.
+fn answers_as_data(m: &Map<String, Value>) -> keel::vars::VarMap {
     m.iter()
-        .map(|(k, v)| (k.clone(), keel::template::value_from_json(v)))
+        .map(|(k, v)| {
+            let value = keel::template::value_from_json(v);
+            (k.clone(), keel::vars::untrusted(&value))
+        })
         .collect()
 }
 
@@ -413,7 +421,7 @@ async fn run_with_log(
     // Variables: the template's YAML, then the run's survey answers.
     let mut extra = yaml_vars(&tpl.extra_vars)?;
     let answers: Map<String, Value> = serde_json::from_str(&facts.extra_vars).unwrap_or_default();
-    extra.extend(to_varmap(&answers));
+    extra.extend(answers_as_data(&answers));
 
     // The SSH key, for the transport, which reads keys from files.
     let mut connection_vars = keel::vars::VarMap::new();

@@ -193,9 +193,10 @@ pub async fn hosts(
             "keel_packages": packages_of.remove(&r.service_id).unwrap_or_default(),
             "keel_tags": tags_of.remove(&r.service_id).unwrap_or_default(),
         });
-        let Json::Object(vars) = vars else {
+        let Json::Object(mut vars) = vars else {
             unreachable!("json! of an object literal is an object")
         };
+        vars.values_mut().for_each(data_only);
         out.push(InventoryHost {
             name: r.hostname.clone(),
             group: site_group(&r.site_name),
@@ -204,6 +205,25 @@ pub async fn hosts(
         });
     }
     Ok(out)
+}
+
+/// Marks every string in `v` that the engine (or Ansible) would template
+/// as data: `{"__ansible_unsafe": "…"}`, the form ansible-core's inventory
+/// JSON reads as an `!unsafe` string and the engine too. The host vars are
+/// what people typed (key comments, vhost names, package names), and an
+/// SSH key's comment of `{{ lookup('pipe', …) }}` must not run a command on
+/// the panel's machine when a role reads it. Strings without a template
+/// delimiter stay plain: they are never templated anyway, and the JSON
+/// keeps its shape for other readers.
+fn data_only(v: &mut Json) {
+    match v {
+        Json::String(s) if keel::template::is_template(s) => {
+            *v = json!({ "__ansible_unsafe": std::mem::take(s) });
+        }
+        Json::Array(items) => items.iter_mut().for_each(data_only),
+        Json::Object(m) => m.values_mut().for_each(data_only),
+        _ => {}
+    }
 }
 
 fn endpoint(r: &HostRow) -> (String, u16) {
