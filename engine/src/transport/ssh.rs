@@ -317,12 +317,19 @@ impl SshConnection {
                 match hops.last() {
                     None if spec.proxy_command.is_some() => {
                         let command = spec.proxy_command.as_deref().unwrap_or_default();
-                        let (child, stream) =
-                            spawn_proxy(command, proxy_stderr.clone()).map_err(|e| {
+                        let (child, stream, said) = spawn_proxy(command, proxy_stderr.clone())
+                            .map_err(|e| {
                                 conn_err(format!("cannot run ProxyCommand `{command}`: {e}"))
                             })?;
                         proxy = Some(child);
-                        client::connect_stream(config(spec.keepalive), stream, handler).await
+                        let r =
+                            client::connect_stream(config(spec.keepalive), stream, handler).await;
+                        if r.is_err() {
+                            // What the command printed says why; its stdout
+                            // can close before its stderr has been read.
+                            let _ = tokio::time::timeout(PROXY_STDERR_WAIT, said).await;
+                        }
+                        r
                     }
                     None => {
                         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -954,16 +961,21 @@ async fn authenticate(
     Err(tried.join("; "))
 }
 
+/// How long a failed connection waits for the rest of its `ProxyCommand`'s
+/// stderr before it reports.
+const PROXY_STDERR_WAIT: Duration = Duration::from_secs(1);
+
 /// Starts a `ProxyCommand` as `ssh` does (`exec` of the line in the user's
 /// shell) and returns it with a stream over its stdin and stdout. What it
 /// writes to stderr is kept (the last 4 KiB) for the error message should
-/// the connection fail.
+/// the connection fail; the task returned ends when its stderr closes.
 fn spawn_proxy(
     command: &str,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
 ) -> std::io::Result<(
     tokio::process::Child,
     tokio::io::Join<tokio::process::ChildStdout, tokio::process::ChildStdin>,
+    tokio::task::JoinHandle<()>,
 )> {
     use tokio::io::AsyncReadExt;
     let shell = std::env::var("SHELL")
@@ -983,7 +995,7 @@ fn spawn_proxy(
     else {
         return Err(std::io::Error::other("the child has no pipes"));
     };
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut buf = [0u8; 1024];
         while let Ok(n) = stderr.read(&mut buf).await {
             if n == 0 {
@@ -995,7 +1007,7 @@ fn spawn_proxy(
             tail.drain(..excess);
         }
     });
-    Ok((child, tokio::io::join(stdout, stdin)))
+    Ok((child, tokio::io::join(stdout, stdin), reader))
 }
 
 /// Position of `needle` in `hay`, searching from `from`.
