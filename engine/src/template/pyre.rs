@@ -69,16 +69,60 @@ pub(crate) fn translate(pat: &str) -> String {
 /// that group, and a group that calls itself compiled without end (the
 /// `template` fuzz target found a pattern that used 2 GB), so it is refused
 /// here, before fancy_regex sees it, with Python's message.
+///
+/// The same holds for the group extensions Python does not have: fancy_regex
+/// reads `(?P>name)` (and `(?P>0)`, the whole pattern) as a call too, and
+/// a pattern that called itself used more than 4 GB (the same fuzz target,
+/// 2026-12-07). Python refuses every `(?X` it does not know with "unknown
+/// extension"; so does this, outside character classes, with Python's
+/// message and position (that of the `?`).
 fn refuse_python_bad_escapes(pat: &str) -> Result<(), String> {
-    let mut chars = pat.chars().enumerate();
-    while let Some((i, c)) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some((_, 'g')) => return Err(format!("bad escape \\g at position {i}")),
-                Some(_) => {}
-                None => break,
+    let chars: Vec<char> = pat.chars().collect();
+    let mut in_class = false;
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => {
+                if chars.get(i + 1) == Some(&'g') {
+                    return Err(format!("bad escape \\g at position {i}"));
+                }
+                i += 2;
+                continue;
             }
+            '[' if !in_class => {
+                in_class = true;
+                // A `]` first in the class (after an optional `^`) is literal.
+                if chars.get(i + 1) == Some(&'^') {
+                    i += 1;
+                }
+                if chars.get(i + 1) == Some(&']') {
+                    i += 1;
+                }
+            }
+            ']' if in_class => in_class = false,
+            '(' if !in_class && chars.get(i + 1) == Some(&'?') => {
+                let q = i + 1;
+                let known = match chars.get(q + 1) {
+                    None => true,
+                    Some('P') => matches!(chars.get(q + 2), None | Some('<' | '=')),
+                    Some('<') => matches!(chars.get(q + 2), None | Some('=' | '!')),
+                    Some(c) => ":#=!(>-aiLmsux".contains(*c),
+                };
+                if !known {
+                    let ext: String = chars[q..(q + 3).min(chars.len())]
+                        .iter()
+                        .take(if matches!(chars[q + 1], 'P' | '<') {
+                            3
+                        } else {
+                            2
+                        })
+                        .collect();
+                    return Err(format!("unknown extension {ext} at position {q}"));
+                }
+            }
+            _ => {}
         }
+        i += 1;
     }
     Ok(())
 }
@@ -277,6 +321,38 @@ mod unit {
         // In the replacement, `\g<name>` is still the group.
         let re = compile(r"(?P<w>\w+)", false, false).unwrap();
         assert_eq!(sub(&re, r"<\g<w>>", "hi", 0).unwrap().0, "<hi>");
+    }
+
+    /// Found by the `template` fuzz target: `(?P>0)` made fancy_regex call
+    /// the whole pattern from inside itself, past 4 GB. Each message here is
+    /// Python 3.11's `re.compile` error for the same pattern.
+    #[test]
+    fn group_extensions_python_lacks_are_refused_with_its_words() {
+        for (pat, want) in [
+            ("a(?P>0)b", "unknown extension ?P> at position 2"),
+            ("a(?R)", "unknown extension ?R at position 2"),
+            ("a(?1)", "unknown extension ?1 at position 2"),
+            ("(?&x)", "unknown extension ?& at position 1"),
+            ("(?<x>a)", "unknown extension ?<x at position 1"),
+            ("(?Px)", "unknown extension ?Px at position 1"),
+            ("(?+1)", "unknown extension ?+ at position 1"),
+        ] {
+            assert_eq!(compile_python(pat).unwrap_err(), want, "{pat}");
+            assert!(compile(pat, false, false).is_err(), "{pat}");
+        }
+        // What Python has still compiles, and inside a class `(?R)` is text.
+        for pat in [
+            "[(?R)]",
+            "(?i)a",
+            "(?>a)",
+            "(?P<n>a)(?P=n)",
+            "(?:a)(?#c)",
+            "(?=a)(?!b)(?<=c)(?<!d)",
+            "(a)?(?(1)b|c)",
+            r"[]?(]x",
+        ] {
+            assert!(compile_python(pat).is_ok(), "{pat}");
+        }
     }
 
     #[test]
