@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[path = "common/cli.rs"]
+mod cli_run;
+
+use cli_run::{run, text};
 use keel::inventory::cli::{self, to_ansible_json};
 use keel::inventory::{Inventory, LoadOptions};
 use minijinja::Value;
@@ -179,17 +183,11 @@ fn script_with_meta_matches_ansible_inventory() {
 #[test]
 fn script_named_without_a_directory_runs_from_the_current_one() {
     ensure_executable("script/meta.sh");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["inventory", "-i", "meta.sh", "--list"])
         .current_dir(fx("script"))
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("PATH", "/usr/bin:/bin"));
+    assert!(out.status.success());
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want: serde_json::Value = serde_json::from_str(&expected("script-meta.list.json")).unwrap();
     assert_eq!(got, want);
@@ -204,22 +202,16 @@ fn ansible_unsafe_values_from_a_script_are_never_templated() {
     ensure_executable("script/unsafe.sh");
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("ran");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
         .args([
             "play",
             "-i",
             &fx("script/unsafe.sh"),
             &fx("unsafe_play.yml"),
         ])
-        .env("KEEL_MARKER", &marker)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("KEEL_MARKER", &marker));
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
     let msgs: Vec<&str> = stdout
         .lines()
         .map(str::trim)

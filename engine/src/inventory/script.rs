@@ -137,38 +137,14 @@ fn run_with_timeout(path: &Path, args: &[&str], timeout: Duration) -> Result<Out
 /// an inventory took from its users is data and never a template. (Other
 /// keys beside it are ignored, as there.)
 pub(crate) fn var_value(v: &Json) -> Result<Value, String> {
-    Ok(match v {
-        Json::Null => Value::from(()),
-        Json::Bool(b) => Value::from(*b),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                Value::from(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Json::String(s) => Value::from(s.as_str()),
-        Json::Array(items) => {
-            Value::from(items.iter().map(var_value).collect::<Result<Vec<_>, _>>()?)
-        }
-        Json::Object(m) => {
-            if let Some(u) = m.get("__ansible_unsafe") {
-                return match u {
-                    Json::String(s) => Ok(crate::vars::unsafe_string(s)),
-                    other => Err(format!(
-                        "__ansible_unsafe must be a string, got {}",
-                        json_type(other)
-                    )),
-                };
-            }
-            let mut out = crate::template::ValueMap::new();
-            for (k, v) in m {
-                out.insert(Value::from(k.as_str()), var_value(v)?);
-            }
-            Value::from_object(out)
-        }
+    crate::template::value_from_json_with(v, &|m| {
+        m.get("__ansible_unsafe").map(|u| match u {
+            Json::String(s) => Ok(crate::vars::unsafe_string(s)),
+            other => Err(format!(
+                "__ansible_unsafe must be a string, got {}",
+                json_type(other)
+            )),
+        })
     })
 }
 

@@ -58,7 +58,7 @@ pub use error::{TemplateError, TemplateOrigin};
 pub use file_vars::{hostname, template_file_vars};
 pub use filters::crypt_hash;
 pub use lazy::{LazyMap, LazySource};
-pub(crate) use native::ValueMap;
+pub(crate) use native::value_from_json_with;
 pub use native::{
     display_text, is_truthy, python_repr, to_bool, to_nice_json, to_nice_yaml, to_yaml,
     value_from_json, value_to_json,

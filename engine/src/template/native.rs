@@ -510,8 +510,25 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
 
 /// Converts JSON to a runtime value, keeping key order.
 pub fn value_from_json(j: &serde_json::Value) -> Value {
+    match value_from_json_with::<std::convert::Infallible>(j, &|_| None) {
+        Ok(v) => v,
+    }
+}
+
+/// What [`value_from_json_with`] asks about each JSON object.
+pub(crate) type ObjectHook<'a, E> =
+    dyn Fn(&serde_json::Map<String, serde_json::Value>) -> Option<Result<Value, E>> + 'a;
+
+/// [`value_from_json`], asking `object` first about every JSON object: what
+/// it returns stands for the object (an error stops the conversion), `None`
+/// converts the object as usual. The inventory reads `__ansible_unsafe`
+/// this way.
+pub(crate) fn value_from_json_with<E>(
+    j: &serde_json::Value,
+    object: &ObjectHook<'_, E>,
+) -> Result<Value, E> {
     use serde_json::Value as J;
-    match j {
+    Ok(match j {
         J::Null => Value::from(()),
         J::Bool(b) => Value::from(*b),
         J::Number(n) => {
@@ -524,15 +541,22 @@ pub fn value_from_json(j: &serde_json::Value) -> Value {
             }
         }
         J::String(s) => Value::from(s.as_str()),
-        J::Array(a) => Value::from(a.iter().map(value_from_json).collect::<Vec<_>>()),
+        J::Array(a) => Value::from(
+            a.iter()
+                .map(|v| value_from_json_with(v, object))
+                .collect::<Result<Vec<_>, E>>()?,
+        ),
         J::Object(o) => {
+            if let Some(r) = object(o) {
+                return r;
+            }
             let mut m = ValueMap::new();
             for (k, v) in o {
-                m.insert(Value::from(k.as_str()), value_from_json(v));
+                m.insert(Value::from(k.as_str()), value_from_json_with(v, object)?);
             }
             Value::from_object(m)
         }
-    }
+    })
 }
 
 fn sort_json(j: serde_json::Value) -> serde_json::Value {

@@ -109,14 +109,13 @@ fn refuse_python_bad_escapes(pat: &str) -> Result<(), String> {
                     Some(c) => ":#=!(>-aiLmsux".contains(*c),
                 };
                 if !known {
-                    let ext: String = chars[q..(q + 3).min(chars.len())]
-                        .iter()
-                        .take(if matches!(chars[q + 1], 'P' | '<') {
-                            3
-                        } else {
-                            2
-                        })
-                        .collect();
+                    // Python names `?P` and `?<` with the character after them.
+                    let len = if matches!(chars[q + 1], 'P' | '<') {
+                        3
+                    } else {
+                        2
+                    };
+                    let ext: String = chars[q..q + len].iter().collect();
                     return Err(format!("unknown extension {ext} at position {q}"));
                 }
             }
