@@ -682,11 +682,7 @@ fn the_inventory_listing_shows_inline_vaults_as_ciphertext() {
         "--vault-password-file",
         "pw",
     ])));
-    let ciphertext = inline
-        .lines()
-        .skip(1)
-        .map(|l| format!("{}\n", l.trim()))
-        .collect::<String>();
+    let ciphertext = ciphertext_of(&inline);
     assert_eq!(ours, serde_json::json!({ "__ansible_vault": ciphertext }));
     let Some(bin) = reference_bin() else { return };
     let theirs = listing(&ok(tool(&bin, "ansible-inventory", d).args([
@@ -869,4 +865,129 @@ fn keel_vault_pipes_and_creates_like_ansible_vault() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr)
         .contains("sub/new.yml exists, please use 'edit' instead"));
+}
+
+/// The ciphertext of an `encrypt_string` result (`name: !vault |` and the
+/// indented envelope), as a JSON inventory carries it.
+fn ciphertext_of(inline: &str) -> String {
+    inline
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.trim()))
+        .collect()
+}
+
+#[test]
+fn a_script_inventory_s_ansible_vault_values_open_like_inline_vaults() {
+    let dir = workdir();
+    let d = dir.path();
+    let encrypt = |name: &str, plain: &str| {
+        ciphertext_of(&ok(keel(d).args([
+            "vault",
+            "encrypt_string",
+            "--vault-password-file",
+            "pw",
+            "--name",
+            name,
+            plain,
+        ])))
+    };
+    let (secret, gsecret) = (encrypt("secret", "s3cret"), encrypt("gsecret", "g-s3cret"));
+    // ansible-core's inventory JSON profile: `{"__ansible_vault": …}` is an
+    // inline vault, for a host's var and for a group's.
+    let data = serde_json::json!({
+        "local": {"hosts": ["localhost"], "vars": {"gsecret": {"__ansible_vault": gsecret}}},
+        "_meta": {"hostvars": {"localhost": {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": reference_python(),
+            "secret": {"__ansible_vault": secret},
+        }}},
+    });
+    std::fs::write(d.join("inv.json"), data.to_string()).unwrap();
+    let script = d.join("inv.sh");
+    std::fs::write(&script, "#!/bin/sh\ncat \"$(dirname \"$0\")/inv.json\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.join("pb.yml"),
+        "- hosts: local\n  gather_facts: false\n  tasks:\n    - debug: msg=hello\n    - debug:\n        msg: \"{{ secret }} {{ secret | length }} {{ secret is vault_encrypted }} {{ gsecret }}\"\n",
+    )
+    .unwrap();
+    // What ansible-playbook 2.19.14 prints for this inventory and playbook.
+    let opened = "\"msg\": \"s3cret 6 True g-s3cret\"";
+    let out = ok(keel(d).args([
+        "play",
+        "-i",
+        "inv.sh",
+        "pb.yml",
+        "--vault-password-file",
+        "pw",
+    ]));
+    assert!(out.contains(opened) && out.contains("ok=2"), "{out}");
+    // Without the password the value fails where it is used, not before.
+    let out = run(keel(d).args(["play", "-i", "inv.sh", "pb.yml"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("\"msg\": \"hello\"")
+            && stdout.contains(
+                "Attempt to use undecryptable variable: Attempting to decrypt but no vault secrets found"
+            )
+            && stdout.contains("ok=1")
+            && stdout.contains("failed=1"),
+        "{stdout}"
+    );
+    // The listing gives the ciphertext back, as ansible-inventory does.
+    let listing = |out: &str| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["_meta"]["hostvars"]["localhost"]["secret"].clone()
+    };
+    let ours = listing(&ok(keel(d).args([
+        "inventory",
+        "-i",
+        "inv.sh",
+        "--list",
+        "--vault-password-file",
+        "pw",
+    ])));
+    assert_eq!(ours, serde_json::json!({ "__ansible_vault": secret }));
+
+    let Some(bin) = reference_bin() else { return };
+    let theirs = ok(tool(&bin, "ansible-playbook", d).args([
+        "-i",
+        "inv.sh",
+        "pb.yml",
+        "--vault-password-file",
+        "pw",
+    ]));
+    assert!(theirs.contains(opened), "{theirs}");
+    let theirs = listing(&ok(tool(&bin, "ansible-inventory", d).args([
+        "-i",
+        "inv.sh",
+        "--list",
+        "--vault-password-file",
+        "pw",
+    ])));
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn an_ansible_vault_value_must_hold_a_string() {
+    let dir = workdir();
+    let d = dir.path();
+    let script = d.join("inv.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho '{\"all\": {\"hosts\": [\"h1\"]}, \"_meta\": {\"hostvars\": {\"h1\": {\"x\": {\"__ansible_vault\": 5}}}}}'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(keel(d).args(["inventory", "-i", "inv.sh", "--list"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("var 'x' of host 'h1': __ansible_vault must be a string, got"),
+        "{stderr}"
+    );
 }

@@ -134,17 +134,22 @@ fn run_with_timeout(path: &Path, args: &[&str], timeout: Duration) -> Result<Out
 /// A variable's value from inventory JSON, read as ansible-core's
 /// `inventory_legacy` JSON profile reads it: an object holding the key
 /// `__ansible_unsafe` stands for that string marked `!unsafe`, so a value
-/// an inventory took from its users is data and never a template. (Other
-/// keys beside it are ignored, as there.)
-pub(crate) fn var_value(v: &Json) -> Result<Value, String> {
+/// an inventory took from its users is data and never a template; one
+/// holding `__ansible_vault` stands for that inline vault, decrypted with the
+/// run's secrets (or failing where it is used when they do not open it).
+/// Other keys beside either are ignored, as there.
+pub(crate) fn var_value(v: &Json, place: &dyn std::fmt::Display) -> Result<Value, String> {
     crate::template::value_from_json_with(v, &|m| {
-        m.get("__ansible_unsafe").map(|u| match u {
-            Json::String(s) => Ok(crate::vars::unsafe_string(s)),
-            other => Err(format!(
-                "__ansible_unsafe must be a string, got {}",
-                json_type(other)
-            )),
-        })
+        let string = |key: &str| {
+            m.get(key).map(|u| match u {
+                Json::String(s) => Ok(s.as_str()),
+                other => Err(format!("{key} must be a string, got {}", json_type(other))),
+            })
+        };
+        if let Some(s) = string("__ansible_unsafe") {
+            return Some(s.map(crate::vars::unsafe_string));
+        }
+        string("__ansible_vault").map(|c| c.map(|c| crate::vault::inline_value(c, place)))
     })
 }
 
@@ -186,9 +191,9 @@ pub(super) fn apply_json(
             Json::Null => {}
             Json::Object(vars) => {
                 for (k, v) in vars {
-                    let value = var_value(&v).map_err(|e| {
-                        Diagnostic::new(format!("{origin}: var '{k}' of host '{host}': {e}"))
-                    })?;
+                    let place = format_args!("{origin}: var '{k}' of host '{host}'");
+                    let value = var_value(&v, &place)
+                        .map_err(|e| Diagnostic::new(format!("{place}: {e}")))?;
                     inv.set_host_var(&host, &k, value);
                 }
             }
@@ -259,9 +264,9 @@ fn apply_group(
         None | Some(Json::Null) => {}
         Some(Json::Object(vars)) => {
             for (k, v) in vars {
-                let value = var_value(&v).map_err(|e| {
-                    Diagnostic::new(format!("{origin}: var '{k}' of group '{group}': {e}"))
-                })?;
+                let place = format_args!("{origin}: var '{k}' of group '{group}'");
+                let value =
+                    var_value(&v, &place).map_err(|e| Diagnostic::new(format!("{place}: {e}")))?;
                 inv.set_group_var(group, &k, value);
             }
         }

@@ -258,6 +258,31 @@ pub fn mask(text: &str) -> std::borrow::Cow<'_, str> {
     out
 }
 
+/// The value of an inline vault: a `!vault` YAML scalar, or
+/// `{"__ansible_vault": …}` in inventory JSON. Opened with the installed
+/// secrets, it is its plaintext as an `!unsafe` string (a vaulted value is
+/// never templated), remembered with its ciphertext for listings and diffs.
+/// Otherwise it is an invalid value that fails whatever template uses it,
+/// naming `place`, as ansible-core fails only when the value is used.
+pub fn inline_value(ciphertext: &str, place: &dyn std::fmt::Display) -> minijinja::Value {
+    match decrypt(ciphertext).map(String::from_utf8) {
+        Ok(Ok(plain)) => {
+            remember_inline(&plain, ciphertext);
+            crate::vars::unsafe_string(&plain)
+        }
+        outcome => {
+            let why = match outcome {
+                Err(e) => e.to_string(),
+                _ => VaultError::NotText.to_string(),
+            };
+            minijinja::Value::from(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("Attempt to use undecryptable variable: {why} ({place})"),
+            ))
+        }
+    }
+}
+
 /// The ciphertext an inline vault value was decrypted from, when `plaintext`
 /// is one. Callers check the value is `!unsafe` first, as every decrypted
 /// inline value is.

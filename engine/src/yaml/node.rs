@@ -151,28 +151,9 @@ fn to_value(node: &Node) -> minijinja::Value {
 
 /// An inline `!vault` the loader could not open (`vault_scalar` in
 /// `load.rs`). The secrets may have been installed since; otherwise the value
-/// is an invalid one, which fails whatever template uses it, naming where the
-/// vault was written.
+/// is an invalid one naming where the vault was written.
 fn undecrypted(node: &Node, ciphertext: &str) -> minijinja::Value {
-    match crate::vault::decrypt(ciphertext).map(String::from_utf8) {
-        Ok(Ok(plain)) => {
-            crate::vault::remember_inline(&plain, ciphertext);
-            crate::vars::unsafe_string(&plain)
-        }
-        outcome => {
-            let why = match outcome {
-                Err(e) => e.to_string(),
-                _ => crate::vault::VaultError::NotText.to_string(),
-            };
-            minijinja::Value::from(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                format!(
-                    "Attempt to use undecryptable variable: {why} (vault at {:?})",
-                    node.span()
-                ),
-            ))
-        }
-    }
+    crate::vault::inline_value(ciphertext, &format_args!("vault at {:?}", node.span()))
 }
 
 fn key_value(node: &Node) -> minijinja::Value {
