@@ -193,9 +193,32 @@ fn conditions_follow_ansible() {
     assert!(c(&["true"]).unwrap());
     assert!(!c(&["False"]).unwrap());
     assert!(c(&[]).unwrap());
-    // Python truthiness: a non-empty string is true, an empty list false.
-    assert!(c(&["s"]).unwrap());
-    assert!(!c(&["empty"]).unwrap());
+    // ansible-core 2.19: a result that is not a boolean fails, naming its
+    // type ("Conditional result (False) was derived from value of type
+    // 'list' at ..."), unless ALLOW_BROKEN_CONDITIONALS asks for Python's
+    // truthiness (a non-empty string is true, an empty list false).
+    for (cond, held, ty) in [
+        ("s", "True", "str"),
+        ("empty", "False", "list"),
+        ("x", "True", "int"),
+    ] {
+        let err = c(&[cond]).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "Conditional result ({held}) was derived from value of type '{ty}' at "
+            )) && err.contains("Conditionals must have a boolean result.")
+                && err.contains("ALLOW_BROKEN_CONDITIONALS"),
+            "{err}"
+        );
+    }
+    let lenient = Templar::with_broken_conditionals(true);
+    let judged = |v: &str| lenient.eval_conditions(&[Condition::expr(v)], &scope, &o);
+    assert!(judged("s").unwrap());
+    assert!(!judged("empty").unwrap());
+    // `and`/`or` give one of their operands, as in Python: `x > 2 and s`
+    // is the string.
+    assert!(c(&["x > 2 and s"]).is_err());
+    assert!(c(&["s and x > 2"]).unwrap());
     // A whole `{{ expr }}` is accepted (with a warning); templates inside a
     // larger expression are a syntax error, as in ansible-core 2.19.
     assert!(c(&["{{ x == 3 }}"]).unwrap());

@@ -997,6 +997,7 @@ fn play(a: PlayArgs) -> Result<i32> {
         extra_vars,
         start_at_task: a.start_at_task.clone(),
         force_handlers: a.force_handlers || cfg.bool(Key::ForceHandlers),
+        allow_broken_conditionals: cfg.bool(Key::AllowBrokenConditionals),
         debug: cfg.bool(Key::Debug),
         verbosity: a.verbose,
         become_password: run.become_password,

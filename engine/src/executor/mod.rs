@@ -44,7 +44,7 @@ pub async fn run_playbook(
     opts: RunOptions,
     sink: Arc<dyn Sink>,
 ) -> RunSummary {
-    let templar = Templar::new();
+    let templar = Templar::with_broken_conditionals(opts.allow_broken_conditionals);
     let pool = Arc::new(ConnectionPool::new());
     let shared = Arc::new(host::Shared::new(
         inventory,

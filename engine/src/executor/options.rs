@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub extra_vars: VarMap,
     pub start_at_task: Option<String>,
     pub force_handlers: bool,
+    /// `ALLOW_BROKEN_CONDITIONALS`: judge a condition that gives no boolean
+    /// by its truthiness instead of failing the task.
+    pub allow_broken_conditionals: bool,
     /// `ANSIBLE_DEBUG`: the `META:` line of each implicit handler flush that
     /// runs handlers, as ansible-core's debug output has it.
     pub debug: bool,
@@ -122,6 +125,7 @@ impl Default for RunOptions {
             extra_vars: VarMap::new(),
             start_at_task: None,
             force_handlers: false,
+            allow_broken_conditionals: false,
             debug: false,
             verbosity: 0,
             become_password: None,

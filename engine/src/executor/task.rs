@@ -969,10 +969,32 @@ async fn prepare(
     for (k, v) in &task.args {
         raw_args.insert(k.clone(), v.clone());
     }
+    // `assert` evaluates `that` itself, as conditions, so ansible-core does
+    // not template it first (the module may resolve a whole template to a
+    // list of conditions).
+    let raw_that = if task.python.is_none() && modules::canonical_name(&action) == "assert" {
+        raw_args.shift_remove("that")
+    } else {
+        None
+    };
     let args_value = templar
         .render_value(&ser(&raw_args), scope, origin)
         .map_err(|e| ExecError::Failed(e.to_string()))?;
-    let args: Args = super::host::value_to_map(&args_value).unwrap_or_default();
+    let mut args: Args = super::host::value_to_map(&args_value).unwrap_or_default();
+    // Arguments given as one whole template: its mapping, under the others.
+    if let Some(whole) = args.shift_remove(crate::playbook::VARIABLE_PARAMS) {
+        let Some(mut from_template) = super::host::value_to_map(&whole) else {
+            return Err(ExecError::Failed(format!(
+                "the arguments of '{action}' are a template that must give a mapping, got {}",
+                crate::template::display_text(&whole)
+            )));
+        };
+        from_template.extend(std::mem::take(&mut args));
+        args = from_template;
+    }
+    if let Some(that) = raw_that {
+        args.insert("that".into(), that);
+    }
 
     let delegate = match &task.delegate_to {
         Some(d) => Some(

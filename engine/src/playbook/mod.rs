@@ -23,6 +23,7 @@ pub mod keywords;
 mod listing;
 pub mod plan;
 mod raw;
+pub use raw::VARIABLE_PARAMS;
 mod resolve;
 pub(crate) mod roles;
 

@@ -126,9 +126,14 @@ pub fn conditions(node: &Node, what: &str) -> Result<Vec<Condition>, Diagnostic>
     let one = |n: &Node| -> Result<Condition, Diagnostic> {
         match &n.kind {
             NodeKind::Bool(b) => Ok(Condition::literal(*b)),
-            NodeKind::Int(i) => Ok(Condition::expr(i.to_string())),
-            NodeKind::Float(f) => Ok(Condition::expr(f.to_string())),
-            NodeKind::Str { value, .. } => Ok(Condition::expr(value.clone())),
+            NodeKind::Int(i) => Ok(Condition::number(i.to_string()).at(n.span())),
+            NodeKind::Float(f) => Ok(Condition::number(f.to_string()).at(n.span())),
+            NodeKind::Str {
+                value,
+                unsafe_: true,
+                ..
+            } => Ok(Condition::untrusted(value.clone()).at(n.span())),
+            NodeKind::Str { value, .. } => Ok(Condition::expr(value.clone()).at(n.span())),
             _ => Err(n.error(format!(
                 "`{what}` must be a condition (a string), found {}",
                 n.type_name()
@@ -756,6 +761,21 @@ fn action_form(v: &Node) -> Result<(String, ActionArgs), Diagnostic> {
                 .shift_remove("module")
                 .and_then(|n| n.as_str().map(str::to_string))
                 .ok_or_else(|| v.error("`action` given as a mapping needs a `module` key"))?;
+            // An `args` key inside the mapping holds more arguments (a
+            // mapping, or `key=value` text); ansible-core merges them over
+            // the others.
+            if let Some(more) = m.shift_remove("args") {
+                match more.as_str() {
+                    Some(text) => m.extend(crate::kv::parse_kv(&name, text).0),
+                    None if more.kind() == minijinja::value::ValueKind::Map => {
+                        for k in more.try_iter().into_iter().flatten() {
+                            let item = more.get_item(&k).unwrap_or_default();
+                            m.insert(k.to_string(), item);
+                        }
+                    }
+                    None => return Err(v.error("`args` inside `action` must be a mapping")),
+                }
+            }
             Ok((name, ActionArgs::Map(m)))
         }
         _ => Err(v.error(format!(
@@ -765,7 +785,22 @@ fn action_form(v: &Node) -> Result<(String, ActionArgs), Diagnostic> {
     }
 }
 
+/// Where a task whose arguments are one whole template (`debug: "{{ my_args
+/// }}"`) keeps it: the executor renders it to a mapping at run time and lays
+/// the task's other arguments over it, as ansible-core does.
+pub const VARIABLE_PARAMS: &str = "_variable_params";
+
 fn kv_args(action: &str, text: &str, node: &Node) -> Result<VarMap, Diagnostic> {
+    let whole = text.trim();
+    if !RAW_PARAM_ACTIONS.contains(&action)
+        && whole.starts_with("{{")
+        && whole.ends_with("}}")
+        && crate::kv::split_args(whole).len() == 1
+    {
+        let mut args = VarMap::new();
+        args.insert(VARIABLE_PARAMS.into(), Value::from(whole));
+        return Ok(args);
+    }
     let (args, has_raw) = crate::kv::parse_kv(action, text);
     if has_raw && !RAW_PARAM_ACTIONS.contains(&action) {
         let raw = args
@@ -793,6 +828,9 @@ fn check_arg_names(
     at: &Node,
     args_node: Option<&Node>,
 ) -> Result<(), Diagnostic> {
+    if args.contains_key(VARIABLE_PARAMS) {
+        return Ok(());
+    }
     let Some(bad) = registry::check_arg_names(action, args.keys().map(String::as_str)) else {
         return Ok(());
     };

@@ -8,12 +8,33 @@ use std::fmt;
 
 use minijinja::Value;
 
+use crate::diag::Span;
+
 /// One condition: a bare Jinja expression, or a boolean literal.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Condition {
     expr: String,
     literal: Option<bool>,
+    /// Written as a YAML number (`when: 1`), which ansible-core refuses
+    /// when it evaluates the condition.
+    number: bool,
+    /// Written as an `!unsafe` string (or taken from untrusted data), which
+    /// ansible-core refuses to evaluate.
+    untrusted: bool,
+    /// Where the condition is written, when it came from a file.
+    at: Option<Span>,
 }
+
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+            && self.literal == other.literal
+            && self.number == other.number
+            && self.untrusted == other.untrusted
+    }
+}
+
+impl Eq for Condition {}
 
 impl Condition {
     /// A condition written as text (a bare Jinja expression).
@@ -21,6 +42,9 @@ impl Condition {
         Condition {
             expr: text.into(),
             literal: None,
+            number: false,
+            untrusted: false,
+            at: None,
         }
     }
 
@@ -29,7 +53,49 @@ impl Condition {
         Condition {
             expr: if b { "True" } else { "False" }.to_string(),
             literal: Some(b),
+            number: false,
+            untrusted: false,
+            at: None,
         }
+    }
+
+    /// A condition written as a YAML number: kept as its text for results,
+    /// an error once evaluated ("Conditional expressions must be strings.").
+    pub fn number(text: impl Into<String>) -> Self {
+        Condition {
+            number: true,
+            ..Condition::expr(text)
+        }
+    }
+
+    /// A condition whose text is untrusted (`!unsafe`, or a module's
+    /// result): evaluating it is refused.
+    pub fn untrusted(text: impl Into<String>) -> Self {
+        Condition {
+            untrusted: true,
+            ..Condition::expr(text)
+        }
+    }
+
+    /// Whether its text is untrusted.
+    pub fn is_untrusted(&self) -> bool {
+        self.untrusted
+    }
+
+    /// The condition, written at `span`.
+    pub fn at(mut self, span: Span) -> Self {
+        self.at = Some(span);
+        self
+    }
+
+    /// Where the condition is written.
+    pub fn span(&self) -> Option<&Span> {
+        self.at.as_ref()
+    }
+
+    /// Whether it was written as a number.
+    pub fn is_number(&self) -> bool {
+        self.number
     }
 
     /// The expression text (`True`/`False` for a boolean).

@@ -17,6 +17,16 @@ pub struct TemplateError {
     pub undefined: Option<String>,
 }
 
+impl TemplateError {
+    /// The error with a hint line (what to do about it).
+    pub fn hint(self, hint: impl Into<String>) -> TemplateError {
+        TemplateError {
+            diag: self.diag.hint(hint),
+            ..self
+        }
+    }
+}
+
 /// Where a template is evaluated, for error messages and relative lookups.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateOrigin {

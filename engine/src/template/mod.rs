@@ -74,15 +74,26 @@ use render::{
 /// The templating engine, built once per run and shared by every host.
 pub struct Templar {
     inner: Arc<Inner>,
+    /// `ALLOW_BROKEN_CONDITIONALS`: a condition whose result is not a
+    /// boolean is judged by its truthiness instead of failing.
+    allow_broken_conditionals: bool,
 }
 
 impl Templar {
     pub fn new() -> Arc<Templar> {
+        Templar::with_broken_conditionals(false)
+    }
+
+    /// A templar that judges non-boolean conditions by their truthiness
+    /// when `allow` is set (`ALLOW_BROKEN_CONDITIONALS`), as ansible-core
+    /// before 2.19 did.
+    pub fn with_broken_conditionals(allow: bool) -> Arc<Templar> {
         Arc::new(Templar {
             inner: Arc::new(
                 Inner::new(env::build, &SyntaxOverrides::default())
                     .expect("default delimiters are valid"),
             ),
+            allow_broken_conditionals: allow,
         })
     }
 
@@ -260,35 +271,8 @@ impl Templar {
                 None if c.is_empty() => true,
                 None => {
                     let ctx = ctx.get_or_insert_with(|| self.ctx(scope, origin));
-                    let templated = is_template(c);
-                    let expr = if templated {
-                        tracing::warn!(
-                            "conditional statements should not include jinja2 templating delimiters such as {{{{ }}}} or {{% %}}. Found: {c}"
-                        );
-                        // Only a whole `{{ expr }}` is accepted: ansible-core
-                        // 2.19 no longer templates text into an expression
-                        // (its result could be data that runs lookups).
-                        match native::single_expression(c) {
-                            Some(inner) => inner.to_string(),
-                            None => {
-                                return Err(error::error_msg(
-                                    origin,
-                                    format!(
-                                        "Syntax error in expression. Template delimiters are not supported in expressions: {c}"
-                                    ),
-                                    None,
-                                ))
-                            }
-                        }
-                    } else {
-                        c.to_string()
-                    };
-                    let v = if templated {
-                        eval_in(ctx, &expr)?
-                    } else {
-                        eval_bare_in(ctx, &expr)?
-                    };
-                    is_truthy(&v)
+                    let v = condition_value(ctx, cond, c, origin)?;
+                    self.judge(cond, &v, origin)?
                 }
             };
             if !held {
@@ -296,6 +280,40 @@ impl Templar {
             }
         }
         Ok(None)
+    }
+
+    /// A condition's value as a boolean. ansible-core 2.19 requires a
+    /// boolean: anything else fails, naming its type, unless
+    /// `ALLOW_BROKEN_CONDITIONALS` asks for the old truthiness.
+    fn judge(
+        &self,
+        cond: &Condition,
+        v: &Value,
+        origin: &TemplateOrigin,
+    ) -> Result<bool, TemplateError> {
+        let held = is_truthy(v);
+        if v.kind() == ValueKind::Bool || v.is_undefined() || self.allow_broken_conditionals {
+            return Ok(held);
+        }
+        // ansible-core names where the value was made; Keel knows where the
+        // condition is written (a value without an origin, such as `None`,
+        // is `<unknown>` there too).
+        let at = match cond.span().or(origin.span.as_ref()) {
+            Some(span) if !v.is_none() => span.to_string(),
+            _ => "<unknown>".to_string(),
+        };
+        let e = error::error_msg(
+            origin,
+            format!(
+                "Conditional result ({}) was derived from value of type '{}' at '{at}'. Conditionals must have a boolean result.",
+                if held { "True" } else { "False" },
+                native::python_type_name(v),
+            ),
+            None,
+        );
+        Err(e.hint(
+            "Broken conditionals can be temporarily allowed with the `ALLOW_BROKEN_CONDITIONALS` configuration option.",
+        ))
     }
 
     /// Runs a lookup plugin (`lookup('name', ...)`, `with_<name>` loops) and
@@ -325,4 +343,146 @@ impl Templar {
     pub fn names_known(&self) -> usize {
         self.inner.strict.templates().count()
     }
+}
+
+/// What a condition evaluates to, by ansible-core 2.19's rules: a bare
+/// expression is evaluated. A condition that is one whole `{{ expr }}` is
+/// evaluated too; when that gives a string, the string is evaluated as an
+/// expression in turn if it is a variable's own text from the playbook
+/// (trusted), and refused if the template made it or a module returned it
+/// (untrusted), since such text could run lookups.
+fn condition_value(
+    ctx: &Arc<RenderCtx>,
+    cond: &Condition,
+    c: &str,
+    origin: &TemplateOrigin,
+) -> Result<Value, TemplateError> {
+    if cond.is_untrusted() {
+        return Err(untrusted_error(origin));
+    }
+    if cond.is_number() {
+        return Err(error::error_msg(
+            origin,
+            "Conditional expressions must be strings.".to_string(),
+            None,
+        ));
+    }
+    if !is_template(c) {
+        return eval_bare_in(ctx, c);
+    }
+    // Only a whole `{{ expr }}` is accepted: ansible-core 2.19 no longer
+    // templates text into an expression.
+    let Some(inner) = native::single_expression(c) else {
+        return Err(error::error_msg(
+            origin,
+            format!(
+                "Syntax error in expression. Template delimiters are not supported in expressions: {c}"
+            ),
+            None,
+        ));
+    };
+    let v = eval_in(ctx, inner)?;
+    let Some(text) = v.as_str().filter(|_| v.kind() == ValueKind::String) else {
+        tracing::warn!(
+            "Conditionals should not be surrounded by templating delimiters such as {{{{ }}}} or {{% %}}. This feature will be removed from ansible-core version 2.23. Found: {c}"
+        );
+        return Ok(v);
+    };
+    if names_trusted_text(&ctx.scope, inner, text) {
+        return eval_bare_in(ctx, text);
+    }
+    Err(untrusted_error(origin))
+}
+
+/// ansible-core's refusal of a template or expression that came from data.
+fn untrusted_error(origin: &TemplateOrigin) -> TemplateError {
+    error::error_msg(
+        origin,
+        "Encountered untrusted template or expression.".to_string(),
+        None,
+    )
+    .hint(
+        "Templates and expressions must be defined by trusted sources such as playbooks or roles, not untrusted sources such as module results.",
+    )
+}
+
+/// Whether `expr` (the inside of a `{{ }}`) names a variable whose value,
+/// as the playbook, inventory or `set_fact` wrote it, is the plain string
+/// `text`: a variable path (`x`, `x.y`, `x['y']`, `x[0]`), optionally
+/// through `default(...)`/`d(...)`, which hands its input back unchanged.
+/// A value that was itself a template, an `!unsafe` string or a module's
+/// result (registered results are `!unsafe`) is not such text.
+fn names_trusted_text(scope: &Scope, expr: &str, text: &str) -> bool {
+    let mut expr = expr.trim();
+    if let Some((path, filter)) = expr.split_once('|') {
+        let filter = filter.trim();
+        let passes_through = ["default(", "d("]
+            .iter()
+            .any(|f| filter.starts_with(f) && filter.ends_with(')') && !filter.contains('|'));
+        if !passes_through {
+            return false;
+        }
+        expr = path.trim();
+    }
+    let Some(steps) = variable_path(expr) else {
+        return false;
+    };
+    let Some((root, rest)) = steps.split_first() else {
+        return false;
+    };
+    let Some(mut v) = scope.get_raw(root.as_str().unwrap_or_default()).cloned() else {
+        return false;
+    };
+    for step in rest {
+        match v.get_item(step) {
+            Ok(next) if !next.is_undefined() => v = next,
+            _ => return false,
+        }
+    }
+    v.kind() == ValueKind::String
+        && !crate::vars::is_unsafe(&v)
+        && v.as_str().is_some_and(|s| s == text && !is_template(s))
+}
+
+/// The steps of a variable path (`a.b['c'][0]`): the root name, then each
+/// key or index. `None` for anything else.
+fn variable_path(expr: &str) -> Option<Vec<Value>> {
+    fn ident(s: &str) -> usize {
+        s.char_indices()
+            .take_while(|(i, ch)| {
+                ch.is_ascii_alphabetic() || *ch == '_' || (*i > 0 && ch.is_ascii_digit())
+            })
+            .count()
+    }
+    let n = ident(expr);
+    if n == 0 {
+        return None;
+    }
+    let mut steps = vec![Value::from(&expr[..n])];
+    let mut rest = &expr[n..];
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = ident(r);
+            if n == 0 {
+                return None;
+            }
+            steps.push(Value::from(&r[..n]));
+            rest = &r[n..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']')?;
+            let key = r[..close].trim();
+            let quoted = [('\'', '\''), ('"', '"')]
+                .iter()
+                .find_map(|(a, b)| key.strip_prefix(*a)?.strip_suffix(*b));
+            match quoted {
+                Some(k) if !k.contains(['\'', '"', '\\']) => steps.push(Value::from(k)),
+                Some(_) => return None,
+                None => steps.push(Value::from(key.parse::<i64>().ok()?)),
+            }
+            rest = &r[close + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(steps)
 }

@@ -31,29 +31,46 @@ impl Module for Assert {
         ctx: &'a TaskContext<'a>,
     ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new(&PARAMS, args);
-        // Booleans stay booleans: a failed result quotes the condition as
-        // written (`assertion: false`). A templated `that` ("{{ x is none }}")
-        // arrives as a bool too.
+        // `that` arrives untemplated. Booleans stay booleans: a failed result
+        // quotes the condition as written (`assertion: false`). A string is
+        // a condition, `{{ }}` and all (the condition rules decide what a
+        // template in it may do), unless it is one whole template that names
+        // a list: then the list's items are the conditions, as in
+        // ansible-core.
         let condition = |v: &Value| match v.kind() {
             minijinja::value::ValueKind::Bool => Condition::literal(v.is_true()),
+            _ if crate::vars::is_unsafe(v) => Condition::untrusted(v.as_str().unwrap_or_default()),
             _ => Condition::expr(
                 v.as_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| v.to_string()),
             ),
         };
-        let that: Vec<Condition> = match a.value(&["that"]) {
-            None => return Err(a.missing("that")),
-            Some(v) if v.as_str().is_some() || v.kind() == minijinja::value::ValueKind::Bool => {
-                vec![condition(&v)]
-            }
-            Some(v) => v
-                .try_iter()
+        let listed = |v: &Value| -> Result<Vec<Condition>, ModuleError> {
+            Ok(v.try_iter()
                 .map_err(|_| {
                     ModuleError::Args("'that' must be a string or a list of conditions".into())
                 })?
                 .map(|c| condition(&c))
-                .collect(),
+                .collect())
+        };
+        let that: Vec<Condition> = match a.value(&["that"]) {
+            None => return Err(a.missing("that")),
+            Some(v) if v.kind() == minijinja::value::ValueKind::Bool => vec![condition(&v)],
+            Some(v) => match v.as_str() {
+                Some(text) => {
+                    let whole = text.trim();
+                    let list = (whole.starts_with("{{") && whole.ends_with("}}"))
+                        .then(|| ctx.templar.render_str(text, ctx.scope, ctx.origin).ok())
+                        .flatten()
+                        .filter(|l| l.kind() == minijinja::value::ValueKind::Seq);
+                    match list {
+                        Some(l) => listed(&l)?,
+                        None => vec![condition(&v)],
+                    }
+                }
+                None => listed(&v)?,
+            },
         };
         let fail_msg = a.value(&["fail_msg", "msg"]);
         let success_msg = a.value(&["success_msg"]);
