@@ -285,6 +285,30 @@ impl Config {
         }
     }
 
+    /// A base setting by its ansible-core name (`DEFAULT_FORKS`), with
+    /// where its value came from as ansible-core words it (`default`,
+    /// `env: ANSIBLE_FORKS`, or the file's path). `None` for a name Keel
+    /// does not know and for connection-plugin options.
+    pub fn setting(&self, name: &str) -> Option<(&Value, String)> {
+        let (_, value, origin) = self.values.iter().find(|(key, _, _)| {
+            let def = table::def(*key);
+            !def.plugin && def.name == name
+        })?;
+        Some((value, self.origin_text(origin)))
+    }
+
+    fn origin_text(&self, origin: &Origin) -> String {
+        match origin {
+            Origin::Default => "default".to_string(),
+            Origin::Env(n) => format!("env: {n}"),
+            Origin::File => self
+                .file
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The warning about file entries Keel does not act on, if there are any.
     pub fn ignored_warning(&self) -> Option<String> {
         if self.ignored.is_empty() {
@@ -320,15 +344,7 @@ impl Config {
             if def.plugin || (only_changed && *origin == Origin::Default) {
                 continue;
             }
-            let origin = match origin {
-                Origin::Default => "default".to_string(),
-                Origin::Env(n) => format!("env: {n}"),
-                Origin::File => self
-                    .file
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            };
+            let origin = self.origin_text(origin);
             lines.push((
                 def.name.to_string(),
                 format!("{}({origin}) = {}", def.name, python_repr(value)),

@@ -197,6 +197,7 @@ pub(super) fn run(
             }
             Ok(out)
         }
+        "config" => config_lookup(&terms, kw),
         "pipe" => {
             let mut out = Vec::new();
             for t in &terms {
@@ -1239,4 +1240,77 @@ fn printf_int(fmt: &str, n: i64) -> Result<String, Error> {
         return Err(err(format!("bad formatting string: {fmt}")));
     }
     Ok(out)
+}
+
+/// The `config` lookup: base settings by their ansible-core names, read
+/// from `ansible.cfg` and the environment as the CLI reads them (once per
+/// process). Settings Keel does not know are missing, with `on_missing`
+/// saying what that does (`error`, `warn`, `skip`).
+fn config_lookup(terms: &[Value], kw: &VarMap) -> Result<Vec<Value>, Error> {
+    static CONFIG: std::sync::OnceLock<Result<crate::config::Config, String>> =
+        std::sync::OnceLock::new();
+    if kw.contains_key("plugin_type") || kw.contains_key("plugin_name") {
+        if !(kw.contains_key("plugin_type") && kw.contains_key("plugin_name")) {
+            return Err(err(
+                "Both plugin_type and plugin_name are required, cannot use one without the other.",
+            ));
+        }
+        return Err(err(
+            "Keel's config lookup reads base settings only, not the options of a plugin",
+        ));
+    }
+    let on_missing = kw.get("on_missing").map_or("error".to_string(), text);
+    if !["error", "warn", "skip"].contains(&on_missing.as_str()) {
+        return Err(err(format!(
+            "Invalid value '{on_missing}' for config 'on_missing' for 'config' lookup plugin. Valid values are: error, warn, skip"
+        )));
+    }
+    let show_origin = kw.get("show_origin").is_some_and(native::to_bool);
+    let config = CONFIG
+        .get_or_init(|| crate::config::Config::load().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| err(e.clone()))?;
+    let mut out = Vec::new();
+    for term in terms {
+        let Some(name) = term.as_str().filter(|_| term.kind() == ValueKind::String) else {
+            return Err(err(format!(
+                "Invalid setting identifier, {} is not a <class 'str'>, its a <class '{}'>.",
+                native::python_repr(term),
+                native::python_type_name(term)
+            )));
+        };
+        let Some((value, origin)) = config.setting(name) else {
+            let missing = format!("No config definition exists for '{name}'.");
+            match on_missing.as_str() {
+                "error" => return Err(err(missing)),
+                "warn" => tracing::warn!("Skipping {name}: {missing}"),
+                _ => {}
+            }
+            continue;
+        };
+        let value = config_value(value);
+        out.push(if show_origin {
+            Value::from(vec![value, Value::from(origin)])
+        } else {
+            value
+        });
+    }
+    Ok(out)
+}
+
+fn config_value(v: &crate::config::Value) -> Value {
+    use crate::config::Value as C;
+    let path = |p: &std::path::Path| Value::from(p.display().to_string());
+    match v {
+        C::Bool(b) => Value::from(*b),
+        C::Int(i) => i.map_or(Value::from(()), Value::from),
+        C::Str(s) => s.as_deref().map_or(Value::from(()), Value::from),
+        C::Path(p) => p.as_deref().map_or(Value::from(()), path),
+        C::Paths(ps) => Value::from(ps.iter().map(|p| path(p)).collect::<Vec<_>>()),
+        C::List(l) => Value::from(
+            l.iter()
+                .map(|s| Value::from(s.as_str()))
+                .collect::<Vec<_>>(),
+        ),
+    }
 }

@@ -370,16 +370,20 @@ fn condition_value(
     if !is_template(c) {
         return eval_bare_in(ctx, c);
     }
-    // Only a whole `{{ expr }}` is accepted: ansible-core 2.19 no longer
-    // templates text into an expression.
+    // ansible-core 2.19 no longer templates text into an expression: a
+    // whole `{{ expr }}` is accepted, and so are templates inside the
+    // expression's string constants (`'{{ x }}' == 'a'`), rendered first.
     let Some(inner) = native::single_expression(c) else {
-        return Err(error::error_msg(
-            origin,
-            format!(
-                "Syntax error in expression. Template delimiters are not supported in expressions: {c}"
-            ),
-            None,
-        ));
+        let Some(expr) = render_string_constants(ctx, c)? else {
+            return Err(error::error_msg(
+                origin,
+                format!(
+                    "Syntax error in expression. Template delimiters are not supported in expressions: {c}"
+                ),
+                None,
+            ));
+        };
+        return eval_bare_in(ctx, &expr);
     };
     let v = eval_in(ctx, inner)?;
     let Some(text) = v.as_str().filter(|_| v.kind() == ValueKind::String) else {
@@ -485,4 +489,71 @@ fn variable_path(expr: &str) -> Option<Vec<Value>> {
         }
     }
     Some(steps)
+}
+
+/// `expr` with each string constant that holds a template (`'{{ x }}'`)
+/// replaced by the constant of its rendered text. `None` when a template
+/// delimiter stands outside any string constant, which is a syntax error.
+fn render_string_constants(
+    ctx: &Arc<RenderCtx>,
+    expr: &str,
+) -> Result<Option<String>, TemplateError> {
+    let mut out = String::with_capacity(expr.len());
+    let mut rest = expr;
+    loop {
+        let Some(open) = rest.find(['\'', '"']) else {
+            if is_template(rest) {
+                return Ok(None);
+            }
+            out.push_str(rest);
+            return Ok(Some(out));
+        };
+        let (outside, literal) = rest.split_at(open);
+        if is_template(outside) {
+            return Ok(None);
+        }
+        out.push_str(outside);
+        let quote = literal.as_bytes()[0] as char;
+        // The constant's text, up to its closing quote (a backslash escapes
+        // the next character).
+        let mut text = String::new();
+        let mut chars = literal[1..].char_indices();
+        let mut end = None;
+        while let Some((i, ch)) = chars.next() {
+            match ch {
+                '\\' => match chars.next() {
+                    Some((_, e)) if e == quote || e == '\\' => text.push(e),
+                    Some((_, e)) => {
+                        text.push('\\');
+                        text.push(e);
+                    }
+                    None => {}
+                },
+                ch if ch == quote => {
+                    end = Some(i + 2);
+                    break;
+                }
+                ch => text.push(ch),
+            }
+        }
+        let Some(end) = end else {
+            // An unclosed constant: left for the parser to report.
+            out.push_str(literal);
+            return Ok(Some(out));
+        };
+        if is_template(&text) {
+            let rendered = render_text_in(ctx, &text)?;
+            out.push(quote);
+            for ch in rendered.chars() {
+                if ch == quote || ch == '\\' {
+                    out.push('\\');
+                }
+                out.push(ch);
+            }
+            out.push(quote);
+        } else {
+            out.push_str(&literal[..end]);
+        }
+        rest = &literal[end..];
+    }
 }
