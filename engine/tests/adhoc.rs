@@ -122,3 +122,61 @@ fn a_module_run_exits_as_ansible_does() {
         .args(["-m", "debug", "-a", "msg=hello-from-adhoc"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello-from-adhoc"));
 }
+
+/// What `ansible` 2.19.14 printed (its `minimal` callback) for each case,
+/// run in the working directory with `-c local`.
+const MINIMAL_OUTPUT: &[(&[&str], &str)] = &[
+    (
+        &["-m", "debug", "-a", "msg=hello"],
+        "localhost | SUCCESS => {\n    \"msg\": \"hello\"\n}\n",
+    ),
+    (
+        &["-m", "command", "-a", "echo hi"],
+        "localhost | CHANGED | rc=0 >>\nhi\n",
+    ),
+    (
+        &["-m", "shell", "-a", "echo out; echo err >&2; exit 3"],
+        "[ERROR]: Task failed: Module failed: non-zero return code\nOrigin: <adhoc 'shell' task>\n\n\
+         {'action': 'shell', 'args': {'_raw_params': 'echo out; echo err >&2; exit 3'}, 'timeout': 0, 'async_val': 0, 'poll': 15}\n\n\
+         localhost | FAILED | rc=3 >>\nouterrnon-zero return code\n",
+    ),
+    (
+        &["-m", "include_vars", "-a", "vars/inc.yml"],
+        "localhost | SUCCESS => {\n    \"ansible_facts\": {\n        \"porter\": \"cable\"\n    },\n    \
+         \"ansible_included_var_files\": [\n        \"WORKDIR/vars/inc.yml\"\n    ],\n    \"changed\": false\n}\n",
+    ),
+    (
+        &["-m", "ping"],
+        "localhost | SUCCESS => {\n    \"changed\": false,\n    \"ping\": \"pong\"\n}\n",
+    ),
+];
+
+#[test]
+fn output_is_the_minimal_callback_s() {
+    let d = workdir();
+    std::fs::create_dir_all(d.path().join("vars")).unwrap();
+    std::fs::write(d.path().join("vars/inc.yml"), "porter: cable\n").unwrap();
+    let workdir = std::fs::canonicalize(d.path()).unwrap();
+    let base = |c: &mut Command| {
+        c.args(["-i", "localhost,", "localhost", "-c", "local"]);
+    };
+    for (args, expected) in MINIMAL_OUTPUT {
+        let expected = expected.replace("WORKDIR", &workdir.display().to_string());
+        let mut k = keel(d.path());
+        base(&mut k);
+        let out = run(k.args(*args));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{args:?}");
+        let Some(bin) = reference::reference_bin() else {
+            continue;
+        };
+        let mut a = reference::tool(&bin, "ansible", d.path());
+        base(&mut a);
+        a.args(*args).arg("-e").arg(format!(
+            "ansible_python_interpreter={}",
+            bin.join("python").display()
+        ));
+        let theirs = run(&mut a);
+        assert_eq!(out.stdout, theirs.stdout, "{args:?}");
+        assert_eq!(out.status.code(), theirs.status.code(), "{args:?}");
+    }
+}

@@ -15,7 +15,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use keel::config::{Config, Key};
 use keel::executor::{run_playbook, FactCache, Gathering, RunOptions, TagSelection};
 use keel::inventory::Inventory;
-use keel::output::{Fanout, HumanSink, JsonSink, Sink, VaultMask};
+use keel::output::{Fanout, HumanSink, JsonSink, MinimalSink, Sink, VaultMask};
 use keel::playbook::{load_playbook, ResolveOptions};
 use keel::vars::VarMap;
 
@@ -351,6 +351,11 @@ struct PlayArgs {
     /// playbook's host list is (ansible's ad-hoc command has its own rules).
     #[arg(skip)]
     adhoc: bool,
+    /// The module `keel ansible` runs and the task as ansible's error
+    /// blocks show it: its output is the ad-hoc command's (`host | SUCCESS
+    /// => …`), not the playbook's.
+    #[arg(skip)]
+    adhoc_module: Option<(String, String)>,
     /// Ask before each task whether to run it.
     #[arg(long)]
     step: bool,
@@ -595,6 +600,16 @@ fn adhoc(a: AdhocArgs) -> Result<i32> {
     match Cli::try_parse_from(argv)?.cmd {
         Cmd::Play(mut p) => {
             p.adhoc = true;
+            // ansible's error blocks show the ad-hoc task as Python sees it.
+            let (parsed, _) = keel::kv::parse_kv(&a.module_name, a.args.as_deref().unwrap_or(""));
+            let task = format!(
+                "{{'action': {}, 'args': {}, 'timeout': 0, 'async_val': 0, 'poll': 15}}",
+                keel::template::python_repr(&minijinja::Value::from(a.module_name.as_str())),
+                keel::template::python_repr(&minijinja::Value::from_pairs(
+                    parsed.into_iter().collect::<Vec<_>>()
+                ))
+            );
+            p.adhoc_module = Some((a.module_name.clone(), task));
             play(*p)
         }
         _ => unreachable!("the ad-hoc play is parsed as `keel play`"),
@@ -920,6 +935,15 @@ fn play(a: PlayArgs) -> Result<i32> {
         // Nothing is contacted when a playbook fails to resolve.
         books.push(load_playbook(p, &ropts).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
+    // The ad-hoc play's base is the working directory, as ansible's is:
+    // `include_vars`, `copy src=` and `playbook_dir` look there, not in the
+    // temporary directory the play was written to.
+    if a.adhoc {
+        let cwd = std::env::current_dir().context("reading the working directory")?;
+        for p in books.iter_mut().flat_map(|b| b.plays.iter_mut()) {
+            p.playbook_dir = cwd.clone();
+        }
+    }
     for b in &books {
         for w in &b.warnings {
             eprintln!("[WARNING]: {w}");
@@ -966,10 +990,17 @@ fn play(a: PlayArgs) -> Result<i32> {
     let mut fan = Fanout::new();
     let human_to_stdout = !(a.events.is_some() && a.events_to == "-");
     if human_to_stdout {
-        fan.add(Box::new(HumanSink::new(
-            Box::new(std::io::stdout()),
-            a.verbose,
-        )));
+        match &a.adhoc_module {
+            Some((module, task)) => fan.add(Box::new(MinimalSink::new(
+                Box::new(std::io::stdout()),
+                module,
+                task,
+            ))),
+            None => fan.add(Box::new(HumanSink::new(
+                Box::new(std::io::stdout()),
+                a.verbose,
+            ))),
+        }
     }
     if a.events.is_some() {
         let w: Box<dyn std::io::Write + Send> = if a.events_to == "-" {

@@ -62,7 +62,7 @@ fn dump(v: &Json) -> String {
 
 /// Sorted JSON indented by four, how results flagged to show at every
 /// verbosity (`debug`, `assert`) are dumped.
-fn dump_indented(v: &Json) -> String {
+pub(super) fn dump_indented(v: &Json) -> String {
     use serde::Serialize;
     let compact: Json = serde_json::from_str(&dump(v)).unwrap_or_else(|_| v.clone());
     let mut buf = Vec::new();
@@ -100,7 +100,7 @@ fn python_separators(compact: &str) -> String {
 /// Drops the keys the default callback hides from per-host output. The
 /// status keys (`failed`, `skipped`) never show: the line's first word says
 /// it. An item's result keeps its loop variable (`ansible_loop_var`, `item`).
-fn abridged(result: &Json, is_item: bool) -> Json {
+pub(super) fn abridged(result: &Json, is_item: bool) -> Json {
     let mut r = result.clone();
     if let Json::Object(m) = &mut r {
         for k in [

@@ -11,9 +11,11 @@ use serde_json::Value as Json;
 
 mod events;
 mod human;
+mod minimal;
 
 pub use events::JsonSink;
 pub use human::HumanSink;
+pub use minimal::MinimalSink;
 
 /// The counters ansible-playbook prints in its PLAY RECAP.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
