@@ -146,6 +146,11 @@ const MINIMAL_OUTPUT: &[(&[&str], &str)] = &[
          \"ansible_included_var_files\": [\n        \"WORKDIR/vars/inc.yml\"\n    ],\n    \"changed\": false\n}\n",
     ),
     (
+        &["-m", "include_vars", "-a", "dir=vars"],
+        "localhost | SUCCESS => {\n    \"ansible_facts\": {\n        \"porter\": \"cable\"\n    },\n    \
+         \"ansible_included_var_files\": [\n        \"vars/inc.yml\"\n    ],\n    \"changed\": false\n}\n",
+    ),
+    (
         &["-m", "ping"],
         "localhost | SUCCESS => {\n    \"changed\": false,\n    \"ping\": \"pong\"\n}\n",
     ),

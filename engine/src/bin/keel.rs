@@ -940,8 +940,8 @@ fn play(a: PlayArgs) -> Result<i32> {
     // temporary directory the play was written to.
     if a.adhoc {
         let cwd = std::env::current_dir().context("reading the working directory")?;
-        for p in books.iter_mut().flat_map(|b| b.plays.iter_mut()) {
-            p.playbook_dir = cwd.clone();
+        for b in &mut books {
+            b.rebase_on_working_dir(&cwd);
         }
     }
     for b in &books {

@@ -26,6 +26,27 @@ pub struct Playbook {
     pub warnings: Vec<Diagnostic>,
 }
 
+impl Playbook {
+    /// Makes the working directory `cwd` the base of every play and of the
+    /// plays' own tasks, as ansible's ad-hoc command has it although its
+    /// one-task play is written elsewhere: `playbook_dir` is `cwd`, and the
+    /// tasks' directory is the empty relative path, so what they find there
+    /// is named relative (`include_vars dir=vars` gives `vars/a.yml`, as
+    /// in ansible).
+    pub fn rebase_on_working_dir(&mut self, cwd: &std::path::Path) {
+        for play in &mut self.plays {
+            play.playbook_dir = cwd.to_path_buf();
+            for node in play.sections.iter_mut().flat_map(|s| s.nodes.iter_mut()) {
+                if let Node::Task(t) | Node::Include(t) = node {
+                    let mut task = (**t).clone();
+                    task.file_dir = PathBuf::new();
+                    *t = Arc::new(task);
+                }
+            }
+        }
+    }
+}
+
 /// `serial:` one batch size.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Serial {
