@@ -478,6 +478,34 @@ fn is_omit(v: &Value) -> bool {
 
 /// Turns a minijinja error into a [`TemplateError`], recovering errors raised
 /// while templating a lazy variable and naming undefined variables.
+/// Python's words (3.11, which ansible-core 2.19 runs on) for a division by
+/// zero, which minijinja reports as `unable to calculate 5 / 0`.
+fn zero_division(detail: &str) -> Option<&'static str> {
+    let rest = detail.strip_prefix("unable to calculate ")?;
+    let ops = [
+        (
+            " // ",
+            "integer division or modulo by zero",
+            "float floor division by zero",
+        ),
+        (" / ", "division by zero", "float division by zero"),
+        (" % ", "integer modulo by zero", "float modulo"),
+    ];
+    ops.into_iter().find_map(|(op, int, float)| {
+        let (lhs, rhs) = rest.rsplit_once(op)?;
+        if rhs.trim().parse::<f64>().ok()? != 0.0 {
+            return None;
+        }
+        let is_float =
+            |s: &str| s.contains(['.', 'e', 'E']) || s.contains("inf") || s.contains("nan");
+        Some(if is_float(lhs) || is_float(rhs) {
+            float
+        } else {
+            int
+        })
+    })
+}
+
 pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>) -> TemplateError {
     // An error that came out of a nested template (a variable's value, a
     // lookup) already carries its full description.
@@ -567,6 +595,8 @@ pub(crate) fn convert_error(ctx: &Arc<RenderCtx>, err: Error, src: Option<&str>)
             name.as_str()
         };
         missing_attribute(ctx, path).unwrap_or_else(|| format!("'{name}' is undefined"))
+    } else if let Some(python) = zero_division(&detail) {
+        python.to_string()
     } else {
         detail
     };
