@@ -991,3 +991,33 @@ fn an_ansible_vault_value_must_hold_a_string() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_template_lookup_decrypts_a_vaulted_template() {
+    let dir = workdir();
+    let d = dir.path();
+    std::fs::create_dir(d.join("templates")).unwrap();
+    std::fs::write(
+        d.join("templates/vaulted.j2"),
+        "Unvaulted {{ greeting }} World!\n",
+    )
+    .unwrap();
+    ok(keel(d).args([
+        "vault",
+        "encrypt",
+        "--vault-password-file",
+        "pw",
+        "templates/vaulted.j2",
+    ]));
+    std::fs::write(
+        d.join("pb.yml"),
+        "- hosts: local\n  gather_facts: false\n  vars:\n    greeting: Hello\n  tasks:\n    - set_fact:\n        text: \"{{ lookup('template', 'vaulted.j2') }}\"\n    - assert:\n        that: text | trim == 'Unvaulted Hello World!'\n",
+    )
+    .unwrap();
+    let args = ["-i", "hosts", "pb.yml", "--vault-password-file", "pw"];
+    let out = ok(keel(d).arg("play").args(args));
+    assert!(out.contains("ok=2") && out.contains("failed=0"), "{out}");
+    let Some(bin) = reference_bin() else { return };
+    let theirs = ok(tool(&bin, "ansible-playbook", d).args(args));
+    assert!(theirs.contains("ok=2"), "{theirs}");
+}

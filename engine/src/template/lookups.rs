@@ -498,13 +498,18 @@ pub(super) fn render_template_file_as(
             None,
         )
     })?;
-    let src = std::fs::read_to_string(&found).map_err(|e| {
-        error_msg(
-            &ctx.origin,
-            format!("could not read template {}: {e}", found.display()),
-            None,
-        )
-    })?;
+    // A vaulted template file is decrypted with the run's secrets, as
+    // ansible-core's template lookup does.
+    let src = crate::vault::read_file(&found)
+        .map_err(|e| e.to_string())
+        .and_then(|b| String::from_utf8(b).map_err(|_| "it is not UTF-8 text".to_string()))
+        .map_err(|e| {
+            error_msg(
+                &ctx.origin,
+                format!("could not read template {}: {e}", found.display()),
+                None,
+            )
+        })?;
     let full = absolute(&found);
     // ansible-core puts these over the task's variables; `ansible_managed`
     // only when the task has none.
