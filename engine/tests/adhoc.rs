@@ -185,3 +185,34 @@ fn output_is_the_minimal_callback_s() {
         assert_eq!(out.status.code(), theirs.status.code(), "{args:?}");
     }
 }
+
+#[test]
+fn no_matching_host_is_two_warnings_on_stderr() {
+    let d = workdir();
+    let out = run(keel(d.path()).args(["-i", "localhost,", "nomatch", "-m", "ping"]));
+    // What ansible 2.19.14 prints, all on stderr, exiting 0.
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "[WARNING]: Could not match supplied host pattern, ignoring: nomatch\n\
+         [WARNING]: No hosts matched, nothing to do\n"
+    );
+    let Some(bin) = reference::reference_bin() else {
+        return;
+    };
+    let theirs = run(reference::tool(&bin, "ansible", d.path()).args([
+        "-i",
+        "localhost,",
+        "nomatch",
+        "-m",
+        "ping",
+    ]));
+    assert_eq!(theirs.status.code(), out.status.code());
+    assert_eq!(theirs.stdout, out.stdout);
+    assert!(
+        String::from_utf8_lossy(&theirs.stderr).ends_with(&*String::from_utf8_lossy(&out.stderr)),
+        "{}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+}

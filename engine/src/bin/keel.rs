@@ -466,13 +466,59 @@ struct InventoryArgs {
     vault: VaultFlags,
 }
 
+/// How warnings reach the terminal when `KEEL_LOG` does not ask for logs:
+/// as ansible-core shows them (`[WARNING]: …`), each text once per run.
+#[derive(Default)]
+struct AnsibleStyle {
+    shown: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for AnsibleStyle
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut text = String::new();
+        ctx.field_format().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut text),
+            event,
+        )?;
+        if !self
+            .shown
+            .lock()
+            .map(|mut s| s.insert(text.clone()))
+            .unwrap_or(true)
+        {
+            return Ok(());
+        }
+        let label = match *event.metadata().level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARNING",
+            _ => "DEBUG",
+        };
+        writeln!(writer, "[{label}]: {text}")
+    }
+}
+
 fn main() -> ExitCode {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    match tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG") {
+        // Logs asked for: the full format, with times and targets.
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(std::io::stderr)
+            .event_format(AnsibleStyle::default())
+            .init(),
+    }
     let cli = Cli::parse();
     let result = load_config().and_then(|()| match cli.cmd {
         Cmd::Play(a) => play(*a),

@@ -123,8 +123,11 @@ impl Sink for MinimalSink {
     fn emit(&self, event: &Event) {
         let text = match event {
             Event::HostResult(r) if !r.is_item => self.host_block(r),
-            Event::Warning { message } => format!("[WARNING]: {message}"),
-            Event::NoHostsMatched { .. } => "[WARNING]: No hosts matched, nothing to do".into(),
+            // Warnings go to stderr, as ansible's do.
+            Event::Warning { message } => return eprintln!("[WARNING]: {message}"),
+            Event::NoHostsMatched { .. } => {
+                return eprintln!("[WARNING]: No hosts matched, nothing to do")
+            }
             _ => return,
         };
         let mut out = self.out.lock();

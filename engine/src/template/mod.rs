@@ -388,7 +388,7 @@ fn condition_value(
     let v = eval_in(ctx, inner)?;
     let Some(text) = v.as_str().filter(|_| v.kind() == ValueKind::String) else {
         tracing::warn!(
-            "Conditionals should not be surrounded by templating delimiters such as {{{{ }}}} or {{% %}}. This feature will be removed from ansible-core version 2.23. Found: {c}"
+            "Conditionals should not be surrounded by templating delimiters such as {{{{ }}}} or {{% %}}. This feature will be removed from ansible-core version 2.23."
         );
         return Ok(v);
     };
