@@ -867,6 +867,14 @@ fn keel_vault_pipes_and_creates_like_ansible_vault() {
         .contains("sub/new.yml exists, please use 'edit' instead"));
 }
 
+/// `inv.sh` in `d`, executable, with `text`.
+fn inventory_script(d: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = d.join("inv.sh");
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// The ciphertext of an `encrypt_string` result (`name: !vault |` and the
 /// indented envelope), as a JSON inventory carries it.
 fn ciphertext_of(inline: &str) -> String {
@@ -904,10 +912,7 @@ fn a_script_inventory_s_ansible_vault_values_open_like_inline_vaults() {
         }}},
     });
     std::fs::write(d.join("inv.json"), data.to_string()).unwrap();
-    let script = d.join("inv.sh");
-    std::fs::write(&script, "#!/bin/sh\ncat \"$(dirname \"$0\")/inv.json\"\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    inventory_script(d, "#!/bin/sh\ncat \"$(dirname \"$0\")/inv.json\"\n");
     std::fs::write(
         d.join("pb.yml"),
         "- hosts: local\n  gather_facts: false\n  tasks:\n    - debug: msg=hello\n    - debug:\n        msg: \"{{ secret }} {{ secret | length }} {{ secret is vault_encrypted }} {{ gsecret }}\"\n",
@@ -975,14 +980,7 @@ fn a_script_inventory_s_ansible_vault_values_open_like_inline_vaults() {
 fn an_ansible_vault_value_must_hold_a_string() {
     let dir = workdir();
     let d = dir.path();
-    let script = d.join("inv.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\necho '{\"all\": {\"hosts\": [\"h1\"]}, \"_meta\": {\"hostvars\": {\"h1\": {\"x\": {\"__ansible_vault\": 5}}}}}'\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    inventory_script(d, "#!/bin/sh\necho '{\"all\": {\"hosts\": [\"h1\"]}, \"_meta\": {\"hostvars\": {\"h1\": {\"x\": {\"__ansible_vault\": 5}}}}}'\n");
     let out = run(keel(d).args(["inventory", "-i", "inv.sh", "--list"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
