@@ -36,6 +36,7 @@ use crate::vars::VarMap;
 
 mod address;
 pub mod cli;
+mod glob;
 mod http;
 mod ini;
 mod literal;
