@@ -28,6 +28,7 @@
 pub mod config;
 pub mod diag;
 pub mod executor;
+pub(crate) mod fnmatch;
 pub mod galaxy;
 pub mod inventory;
 pub mod kv;

@@ -23,7 +23,12 @@ fn inventory() -> &'static Inventory {
 }
 
 fuzz_target!(|text: &str| {
-    let _ = inventory().select_detailed(text);
+    // A term starting with `~` is handed to the regex crate, whose compiler
+    // is fuzzed upstream; left in, it took over four fifths of this target's
+    // time and corpus. Without `~` every run exercises Keel's own parsing:
+    // splitting, subscripts, globs, group expansion. Keel's handling of a
+    // regex term (anchoring it, reporting a bad one) has unit tests.
+    let _ = inventory().select_detailed(&text.replace('~', ""));
     let _ = parse_address(text, true);
     let _ = parse_address(text, false);
     let _ = expand_host_pattern(text);

@@ -241,18 +241,7 @@ struct Candidate {
 }
 
 fn python_fnmatch(pattern: &str, name: &str) -> bool {
-    glob::Pattern::new(pattern)
-        .map(|p| {
-            p.matches_with(
-                name,
-                glob::MatchOptions {
-                    case_sensitive: true,
-                    require_literal_separator: false,
-                    require_literal_leading_dot: false,
-                },
-            )
-        })
-        .unwrap_or(false)
+    crate::fnmatch::Glob::new(pattern).is_match(name)
 }
 
 /// What a collection build keeps: (relative path, is a directory), in a

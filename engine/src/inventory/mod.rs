@@ -36,7 +36,6 @@ use crate::vars::VarMap;
 
 mod address;
 pub mod cli;
-mod glob;
 mod http;
 mod ini;
 mod literal;

@@ -13,9 +13,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::glob::Glob;
 use super::{Inventory, InventoryError, LOCALHOST_NAMES};
 use crate::diag::Diagnostic;
+use crate::fnmatch::Glob;
 
 /// What ansible-playbook's check of the host list found, before it runs
 /// anything (see [`Inventory::check_host_list`]).

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::Value;
 
+use crate::fnmatch::Glob;
 use crate::modules::args::{ModuleArgs, Params};
 use crate::modules::kit::{FileKind, RemoteStat};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
@@ -14,7 +15,7 @@ use crate::shell::quote;
 pub struct Find;
 
 enum NameMatcher {
-    Glob(Vec<glob::Pattern>),
+    Glob(Vec<Glob>),
     Regex(Vec<regex::Regex>),
 }
 
@@ -29,18 +30,14 @@ impl NameMatcher {
                 .collect::<Result<_, _>>()
                 .map(NameMatcher::Regex)
         } else {
-            pats.iter()
-                .map(|p| {
-                    glob::Pattern::new(p)
-                        .map_err(|e| ModuleError::Args(format!("invalid pattern {p:?}: {e}")))
-                })
-                .collect::<Result<_, _>>()
-                .map(NameMatcher::Glob)
+            Ok(NameMatcher::Glob(
+                pats.iter().map(|p| Glob::new(p)).collect(),
+            ))
         }
     }
     fn any(&self, name: &str) -> bool {
         match self {
-            NameMatcher::Glob(g) => g.iter().any(|p| p.matches(name)),
+            NameMatcher::Glob(g) => g.iter().any(|p| p.is_match(name)),
             NameMatcher::Regex(r) => r.iter().any(|p| p.is_match(name)),
         }
     }

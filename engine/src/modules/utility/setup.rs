@@ -11,6 +11,7 @@
 
 use minijinja::Value;
 
+use crate::fnmatch::Glob;
 use crate::modules::args::{dict, ModuleArgs, Params};
 use crate::modules::{Args, Module, ModuleError, ModuleResult, Plan, TaskContext};
 use crate::vars::VarMap;
@@ -143,18 +144,13 @@ impl Module for Setup {
         // ansible-core: `module*` keeps `module_setup`, `ansible_*` does not).
         let mut keep_own: Box<dyn Fn(&str) -> bool> = Box::new(|_| true);
         if !filter.is_empty() {
-            let pats: Vec<glob::Pattern> = filter
+            let pats: Vec<Glob> = filter
                 .iter()
-                .map(|f| glob::Pattern::new(f.strip_prefix("ansible_").unwrap_or(f)))
-                .collect::<Result<_, _>>()
-                .map_err(|e| ModuleError::Args(format!("invalid filter: {e}")))?;
-            facts.retain(|k, _| pats.iter().any(|p| p.matches(k)));
-            let written: Vec<glob::Pattern> = filter
-                .iter()
-                .map(|f| glob::Pattern::new(f))
-                .collect::<Result<_, _>>()
-                .map_err(|e| ModuleError::Args(format!("invalid filter: {e}")))?;
-            keep_own = Box::new(move |k| written.iter().any(|p| p.matches(k)));
+                .map(|f| Glob::new(f.strip_prefix("ansible_").unwrap_or(f)))
+                .collect();
+            facts.retain(|k, _| pats.iter().any(|p| p.is_match(k)));
+            let written: Vec<Glob> = filter.iter().map(|f| Glob::new(f)).collect();
+            keep_own = Box::new(move |k| written.iter().any(|p| p.is_match(k)));
         }
         // Named as the setup module returns them (`ansible_` prefix); the
         // executor strips the prefix under `ansible_facts`.

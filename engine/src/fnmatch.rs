@@ -1,10 +1,13 @@
-//! Shell globs in host patterns (`web*`, `db-[0-9]`, `h[!x]?`), read the way
-//! ansible-core reads them: Python's `fnmatch.translate`, then `re.match`.
+//! Shell globs read the way Python's `fnmatch` reads them (`translate`, then
+//! `re.match`), which is how ansible-core matches host pattern terms
+//! (`web*`, `db-[0-9]`), `find`'s `patterns` and `excludes`, `setup`'s
+//! `filter` and a collection's `build_ignore`.
 //!
 //! A glob is parsed once into tokens and matched directly, without building a
 //! regex. Every glob has a meaning (fnmatch never rejects one), so parsing
 //! cannot fail:
-//! - `*` is any run of characters, `?` any one character, newlines included;
+//! - `*` is any run of characters, `?` any one character, newlines and `/`
+//!   included;
 //! - `[...]` is a set and `[!...]` its complement; a `]` right after `[` or
 //!   `[!` is a member; a `[` without a closing `]` is itself;
 //! - inside a set, `a-z` is a range, a `-` first or last is a member, and a
@@ -15,7 +18,7 @@
 
 /// A parsed glob.
 #[derive(Debug, Clone)]
-pub(crate) struct Glob {
+pub struct Glob {
     tokens: Vec<Token>,
 }
 
@@ -49,7 +52,7 @@ impl Token {
 }
 
 impl Glob {
-    pub(crate) fn new(pattern: &str) -> Glob {
+    pub fn new(pattern: &str) -> Glob {
         let p: Vec<char> = pattern.chars().collect();
         let mut tokens = Vec::new();
         let mut i = 0;
@@ -77,7 +80,7 @@ impl Glob {
     }
 
     /// Whether the whole of `name` matches.
-    pub(crate) fn is_match(&self, name: &str) -> bool {
+    pub fn is_match(&self, name: &str) -> bool {
         let s: Vec<char> = name.chars().collect();
         let t = &self.tokens;
         let (mut ti, mut si) = (0, 0);
@@ -229,7 +232,7 @@ mod tests {
     #[test]
     fn matches_what_ansible_core_matches() {
         let data: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/inventory/expected/fnmatch.json"
+            "../tests/fixtures/inventory/expected/fnmatch.json"
         ))
         .unwrap();
         let names: Vec<&str> = data["names"]
