@@ -118,6 +118,11 @@ pub(crate) struct HostState {
     /// Failed (not rescued) or unreachable in this play, and not cleared by
     /// `meta: clear_host_errors`: the run's list of failed hosts.
     pub run_failed: bool,
+    /// An include could not be loaded here (ansible-core's strategy puts
+    /// the host in the task queue's failed hosts): later plays leave it out
+    /// even when a `rescue` caught the failure, until `meta:
+    /// clear_host_errors`. The exit code does not see it.
+    pub include_failed: bool,
     /// `meta: end_host`, or removed by `any_errors_fatal`.
     pub ended: bool,
     /// Ended by `any_errors_fatal` (`always` sections still run for it).
@@ -181,7 +186,7 @@ impl HostState {
         Persistent {
             facts: self.facts.clone(),
             set_facts: self.set_facts.clone(),
-            failed: self.run_failed,
+            failed: self.run_failed || self.include_failed,
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use minijinja::Value;
 
 use crate::playbook::plan::{IncludeTarget, Node, Task};
+use crate::playbook::IncludeError;
 use crate::template::{Scope, TemplateOrigin};
 use crate::vars::VarMap;
 
@@ -149,7 +150,24 @@ pub(super) type Loaded = (
     Option<std::sync::Arc<crate::playbook::plan::RoleInstance>>,
 );
 
-pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> {
+/// Why an include target could not be loaded.
+pub(super) enum LoadError {
+    /// The including hosts fail (a `rescue` may catch it).
+    Fail(String),
+    /// The whole run stops, as on ansible-core's parser errors.
+    Abort(String),
+}
+
+impl From<IncludeError> for LoadError {
+    fn from(e: IncludeError) -> LoadError {
+        match e {
+            IncludeError::Missing(d) => LoadError::Fail(d.to_string()),
+            IncludeError::Invalid(d) => LoadError::Abort(d.to_string()),
+        }
+    }
+}
+
+pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, LoadError> {
     let loaded = load_target(ctx, task, key)?;
     // A handler that includes tasks: as in a handler list, the file's own
     // entries may be blocks but a block inside one is refused
@@ -172,10 +190,10 @@ pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, Stri
                             _ => None,
                         });
                 if let Some(inner) = nested {
-                    return Err(format!(
+                    return Err(LoadError::Fail(format!(
                         "{}: Using a block as a handler is not supported.",
                         inner.span
-                    ));
+                    )));
                 }
             }
         }
@@ -183,7 +201,7 @@ pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, Stri
     Ok(loaded)
 }
 
-fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> {
+fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, LoadError> {
     let opts = crate::playbook::ResolveOptions {
         roles_path: ctx.shared.opts.roles_path.clone(),
         collections_path: ctx.shared.opts.collections_path.clone(),
@@ -193,7 +211,7 @@ fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> 
     if let Some(path) = key.strip_prefix("tasks:") {
         crate::playbook::load_include_tasks(std::path::Path::new(path), task, &ctx.play, &opts)
             .map(|nodes| (nodes, Vec::new(), None))
-            .map_err(|e| e.to_string())
+            .map_err(LoadError::from)
     } else if let Some(rest) = key.strip_prefix("role:") {
         let parts: Vec<&str> = rest.split('\u{1f}').collect();
         let opt = |i: usize| {
@@ -211,8 +229,8 @@ fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, String> 
         let public = parts.get(4) == Some(&"public");
         crate::playbook::load_include(&ctx.play, task, &target, &opts)
             .map(|inc| (inc.nodes, inc.handlers, inc.role.filter(|_| public)))
-            .map_err(|e| e.to_string())
+            .map_err(LoadError::from)
     } else {
-        Err(format!("bad include target {key}"))
+        Err(LoadError::Fail(format!("bad include target {key}")))
     }
 }

@@ -106,8 +106,10 @@ pub async fn run_playbook(
             });
         }
     }
-    sink.emit(&crate::output::Event::Recap {
-        stats: summary.stats.clone(),
-    });
+    if !summary.parse_error {
+        sink.emit(&crate::output::Event::Recap {
+            stats: summary.stats.clone(),
+        });
+    }
     summary
 }

@@ -151,6 +151,9 @@ pub struct RunSummary {
     pub stats: Vec<(String, HostStats)>,
     /// A play could not run at all (bad pattern, template error in `hosts`).
     pub errors: Vec<String>,
+    /// The run stopped on an included file that does not parse, which
+    /// ansible-core raises as a parser error: exit code 4, no recap.
+    pub parse_error: bool,
     /// Hosts still failed when the last play that ran ended: failed and not
     /// rescued or cleared by `meta: clear_host_errors`, in that play or an
     /// earlier one. What ansible-core's exit code is judged on, not the
@@ -164,10 +167,11 @@ pub struct RunSummary {
 
 impl RunSummary {
     /// ansible-playbook's exit code, as its strategy returns it at the end
-    /// of the last play: 4 for unreachable hosts (before failed ones), 2 for
+    /// of the last play: 4 for a parser error or unreachable hosts (before
+    /// failed ones), 2 for
     /// hosts still failed, 1 for other errors, 0 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if !self.unreachable_hosts.is_empty() {
+        if self.parse_error || !self.unreachable_hosts.is_empty() {
             4
         } else if !self.failed_hosts.is_empty() {
             2

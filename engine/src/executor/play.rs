@@ -27,6 +27,24 @@ pub(crate) enum PlayEnd {
 
 type Host = Arc<Mutex<HostState>>;
 
+/// An error that stops the whole run.
+#[derive(Clone)]
+struct Fatal {
+    message: String,
+    /// One of ansible-core's parser errors (an included file that does not
+    /// parse): exit code 4, and no recap.
+    parse: bool,
+}
+
+impl Fatal {
+    fn new(message: String) -> Option<Fatal> {
+        Some(Fatal {
+            message,
+            parse: false,
+        })
+    }
+}
+
 /// Mutable state of a play while it runs.
 struct PlayRun {
     ctx: Arc<PlayCtx>,
@@ -47,7 +65,7 @@ struct PlayRun {
     fatal_stop: std::sync::atomic::AtomicBool,
     /// An error that stops the whole run (a bad `throttle`), as
     /// ansible-playbook's fatal errors do.
-    fatal: Arc<Mutex<Option<String>>>,
+    fatal: Arc<Mutex<Option<Fatal>>>,
     /// Who is still in the play, for `ansible_play_hosts`/`ansible_play_batch`.
     play_hosts: PlayHosts,
 }
@@ -324,6 +342,7 @@ pub(crate) async fn run_play(
                     unreachable: false,
                     vars_files: None,
                     run_failed: false,
+                    include_failed: false,
                     fatal_ended: false,
                     errors_cleared: false,
                     ended: false,
@@ -394,7 +413,7 @@ pub(crate) async fn run_play(
     });
     let mut end = PlayEnd::Continue;
     let play_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fatal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let fatal: Arc<Mutex<Option<Fatal>>> = Arc::new(Mutex::new(None));
     let removed_hosts: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     for (batch_no, batch) in batches(&play.serial, &states).into_iter().enumerate() {
         if play_ended.load(std::sync::atomic::Ordering::SeqCst) {
@@ -469,14 +488,18 @@ pub(crate) async fn run_play(
             }
             flush_handlers(&run, &batch, false).await;
         }
-        if let Some(msg) = fatal.lock().clone() {
-            summary.errors.push(msg);
+        if let Some(f) = fatal.lock().clone() {
+            summary.errors.push(f.message);
+            summary.parse_error |= f.parse;
             end = PlayEnd::AbortRun;
             break;
         }
         // Every host of the batch failed: ansible-playbook stops here, this
         // play and the ones after it.
-        let failed_all = batch.iter().all(|h| h.lock().run_failed);
+        let failed_all = batch.iter().all(|h| {
+            let s = h.lock();
+            s.run_failed || s.include_failed
+        });
         if failed_all {
             end = PlayEnd::AbortRun;
             break;
@@ -1005,7 +1028,7 @@ fn run_tasks<'a>(
             // the way a fatal error does.
             let mut fatal = run.fatal.lock();
             if fatal.is_none() {
-                *fatal = Some(format!(
+                *fatal = Fatal::new(format!(
                     "the run was stopped before task {:?}",
                     task.display_name()
                 ));
@@ -1074,7 +1097,7 @@ fn run_tasks<'a>(
                     shared.sink.emit(&Event::Warning {
                         message: msg.clone(),
                     });
-                    *run.fatal.lock() = Some(msg);
+                    *run.fatal.lock() = Fatal::new(msg);
                     for h in hosts {
                         h.lock().ended = true;
                     }
@@ -1260,6 +1283,20 @@ fn throttle_value(
         }
     };
     Ok(usize::try_from(n).ok().filter(|n| *n > 0))
+}
+
+/// An include that could not be loaded, on one host, as ansible-core's
+/// strategy fails it: the host fails whatever `ignore_errors` says, a
+/// `rescue` still runs, yet the recap counts a failure (not a rescue), no
+/// `ansible_failed_result` is set and later plays leave the host out.
+fn fail_include(run: &PlayRun, st: &mut HostState, rescuing: bool) {
+    st.failed = true;
+    st.include_failed = true;
+    st.stats.failed += 1;
+    if !rescuing {
+        st.run_failed = true;
+        run.play_hosts.remove(&st.name);
+    }
 }
 
 fn apply_outcome(run: &PlayRun, task: &Task, st: &mut HostState, o: &Outcome, rescuing: bool) {
@@ -1512,7 +1549,7 @@ async fn flush_handlers(run: &Arc<PlayRun>, hosts: &[Host], rescuing: bool) {
             run.ctx.shared.sink.emit(&Event::Warning {
                 message: msg.clone(),
             });
-            *run.fatal.lock() = Some(msg);
+            *run.fatal.lock() = Fatal::new(msg);
             for x in hosts {
                 x.lock().ended = true;
             }
@@ -1700,6 +1737,7 @@ async fn run_meta(
                 for x in all() {
                     let mut s = x.lock();
                     s.run_failed = false;
+                    s.include_failed = false;
                     s.errors_cleared = true;
                 }
             }
@@ -1966,22 +2004,50 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                     }
                     n
                 }
-                Err(msg) => {
-                    shared.sink.emit(&Event::Warning {
+                Err(super::include::LoadError::Abort(msg)) => {
+                    // ansible-core re-raises a parser error from an included
+                    // file: no rescue runs, the run ends here with exit code
+                    // 4 and without a recap.
+                    shared.sink.emit(&Event::Error {
                         message: msg.clone(),
                     });
+                    *run.fatal.lock() = Some(Fatal {
+                        message: msg,
+                        parse: true,
+                    });
+                    for h in hosts {
+                        h.lock().ended = true;
+                    }
+                    run.end();
+                    run.end_play();
+                    return;
+                }
+                Err(super::include::LoadError::Fail(msg)) => {
+                    shared.sink.emit(&Event::Error {
+                        message: msg.clone(),
+                    });
+                    let mut r = VarMap::new();
+                    r.insert("changed".into(), Value::from(false));
+                    if let Some(file) = target.strip_prefix("tasks:") {
+                        r.insert("include".into(), Value::from(file));
+                    }
+                    r.insert("reason".into(), Value::from(msg.clone()));
+                    let result = ser(&r);
                     for (h, _) in &members {
-                        let mut r = VarMap::new();
-                        r.insert("failed".into(), Value::from(true));
-                        r.insert("msg".into(), Value::from(msg.clone()));
-                        let o = Outcome {
-                            status: Status::Failed,
-                            ignored: false,
-                            result: ser(&r),
-                            notify: false,
-                        };
-                        let mut st = h.lock();
-                        apply_outcome(run, task, &mut st, &o, rescuing);
+                        shared
+                            .sink
+                            .emit(&Event::HostResult(crate::output::HostResult {
+                                host: h.lock().name.clone(),
+                                delegated_to: None,
+                                status: Status::Failed,
+                                ignored: false,
+                                item_label: None,
+                                result: super::task::to_json(&result),
+                                diff: vec![],
+                                is_item: false,
+                                error: None,
+                            }));
+                        fail_include(run, &mut h.lock(), rescuing);
                     }
                     if fatal_task(run, task) && !rescuing {
                         stop_fatally(run, hosts);

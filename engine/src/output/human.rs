@@ -267,6 +267,7 @@ impl Sink for HumanSink {
                 s
             }
             Event::Warning { message } => format!("[WARNING]: {message}"),
+            Event::Error { message } => format!("[ERROR]: {message}"),
             Event::Included { file, hosts } => {
                 format!("included: {} for {}", file, hosts.join(", "))
             }

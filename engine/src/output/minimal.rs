@@ -125,6 +125,7 @@ impl Sink for MinimalSink {
             Event::HostResult(r) if !r.is_item => self.host_block(r),
             // Warnings go to stderr, as ansible's do.
             Event::Warning { message } => return eprintln!("[WARNING]: {message}"),
+            Event::Error { message } => return eprintln!("[ERROR]: {message}"),
             Event::NoHostsMatched { .. } => {
                 return eprintln!("[WARNING]: No hosts matched, nothing to do")
             }

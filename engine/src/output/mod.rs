@@ -90,6 +90,11 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// ansible-playbook's `[ERROR]` line: an include that could not be
+    /// loaded, or an error that ends the run.
+    Error {
+        message: String,
+    },
     /// A dynamic include was loaded for these hosts.
     Included {
         file: String,

@@ -53,6 +53,43 @@ fn include_ids() -> Arc<AtomicUsize> {
         .clone()
 }
 
+/// Why a dynamic include could not be loaded. ansible-core's strategy
+/// treats the two kinds differently, and so does the executor.
+#[derive(Debug)]
+pub enum IncludeError {
+    /// The tasks file or the role is not there, or the tasks file holds no
+    /// list of tasks: the including hosts fail, and a `rescue` may catch it.
+    Missing(Diagnostic),
+    /// What was found does not parse (bad YAML, an unknown keyword or
+    /// action) or names a file the role does not have (`tasks_from`).
+    /// ansible-core re-raises its parser errors, which stops the whole run
+    /// (exit code 4).
+    Invalid(Diagnostic),
+}
+
+impl IncludeError {
+    pub fn diagnostic(&self) -> &Diagnostic {
+        match self {
+            IncludeError::Missing(d) | IncludeError::Invalid(d) => d,
+        }
+    }
+}
+
+impl std::fmt::Display for IncludeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.diagnostic().fmt(f)
+    }
+}
+
+impl std::error::Error for IncludeError {}
+
+/// Whatever is not known to be missing is a parse error.
+impl From<Diagnostic> for IncludeError {
+    fn from(d: Diagnostic) -> IncludeError {
+        IncludeError::Invalid(d)
+    }
+}
+
 /// Loads a dynamic include at run time. `target` is `include.include` with
 /// its strings already templated for the host. The children inherit the
 /// include's vars, become, environment, delegation and role, but not its
@@ -64,7 +101,7 @@ pub fn load_include(
     include: &plan::Task,
     target: &plan::IncludeTarget,
     opts: &ResolveOptions,
-) -> Result<Included, Diagnostic> {
+) -> Result<Included, IncludeError> {
     let mut r = resolve::Resolver::new(opts, include_ids());
     let out = r.load_include(play, include, target)?;
     for w in r.warnings {
@@ -79,7 +116,7 @@ pub fn load_include_tasks(
     include: &plan::Task,
     play: &plan::Play,
     opts: &ResolveOptions,
-) -> Result<Vec<plan::Node>, Diagnostic> {
+) -> Result<Vec<plan::Node>, IncludeError> {
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let file = path
         .file_name()
@@ -99,7 +136,7 @@ pub fn load_include_role(
     include: &plan::Task,
     play: &plan::Play,
     opts: &ResolveOptions,
-) -> Result<Vec<plan::Node>, Diagnostic> {
+) -> Result<Vec<plan::Node>, IncludeError> {
     let target = plan::IncludeTarget::Role {
         name: name.to_string(),
         tasks_from,

@@ -19,6 +19,7 @@ use super::plan::{
 };
 use super::raw::{self, Keywords, RawKind};
 use super::roles::{self, RoleEntry, RoleGraph};
+use super::IncludeError;
 use crate::diag::{suggest, Diagnostic};
 use crate::modules::python::{ModuleSearch, PyModule, Resolution};
 use crate::modules::registry;
@@ -1604,7 +1605,7 @@ impl<'o> Resolver<'o> {
         play: &Play,
         include: &Task,
         target: &IncludeTarget,
-    ) -> Result<Included, Diagnostic> {
+    ) -> Result<Included, IncludeError> {
         self.start_play(&play.playbook_dir);
         // The including task's role brought its `library/` in at load time.
         if let Some(r) = &include.role {
@@ -1667,12 +1668,23 @@ impl<'o> Resolver<'o> {
                         .ok_or_else(|| {
                             let list: Vec<String> =
                                 candidates.iter().map(|p| p.display().to_string()).collect();
-                            Diagnostic::new(format!("the file '{file}' to include was not found"))
+                            IncludeError::Missing(
+                                Diagnostic::new(format!(
+                                    "the file '{file}' to include was not found"
+                                ))
                                 .at(include.span.clone())
-                                .hint(format!("looked in: {}", list.join(", ")))
+                                .hint(format!("looked in: {}", list.join(", "))),
+                            )
                         })?
                 };
                 let node = load_task_file(&path)?;
+                if !node.is_null() && node.as_seq().is_none() {
+                    // ansible-core's own words; a run-time error, not a
+                    // parser error.
+                    return Err(IncludeError::Missing(
+                        node.error("included task files must contain a list of tasks"),
+                    ));
+                }
                 inh.file_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 nodes = self.tasks(raw::task_list(Some(&node), "the included file")?, &inh)?;
                 Ok(Included {
@@ -1704,6 +1716,11 @@ impl<'o> Resolver<'o> {
                     params: VarMap::new(),
                     kw: Keywords::default(),
                 };
+                // A role that is not there fails the hosts; anything wrong
+                // inside it (a missing `tasks_from` file included) stops
+                // the run, as in ansible-core.
+                self.find_role(name, &include.span)
+                    .map_err(IncludeError::Missing)?;
                 inh.role_parents = include.role.as_ref().map(|r| r.chain()).unwrap_or_default();
                 inh.role = None;
                 let via = RoleVia::Task(include.role.as_ref());
