@@ -180,6 +180,10 @@ pub struct Resolver<'o> {
     /// The last handler block number given out ([`Handler::block`]).
     handler_blocks: u32,
     seen_roles: HashSet<(PathBuf, String)>,
+    /// The last error was an `import_tasks` file that is not there (how a
+    /// dynamic include tells ansible-core's AnsibleFileNotFound from its
+    /// parser errors).
+    file_not_found: std::cell::Cell<bool>,
     graph: RoleGraph,
     metas: HashMap<PathBuf, Arc<roles::RoleMeta>>,
     depth: usize,
@@ -220,6 +224,7 @@ impl<'o> Resolver<'o> {
         Resolver {
             opts,
             ids,
+            file_not_found: std::cell::Cell::new(false),
             warnings: Vec::new(),
             playbook_dir: PathBuf::new(),
             role_search: Vec::new(),
@@ -903,7 +908,7 @@ impl<'o> Resolver<'o> {
                 "import_tasks" => {
                     no_loop(&rt.kw, action_node, "import_tasks", "include_tasks")?;
                     no_apply(&args, action_node, &action_as_written)?;
-                    let file = include_file(&args, action_node, "import_tasks")?;
+                    let file = include_file(&args, node, &action_as_written, "import_tasks")?;
                     let path = self.import_path(&file, inh, &rt.kw, action_node)?;
                     let children = load_task_file(&path)?;
                     let mut child = inh.child(&rt.kw);
@@ -937,7 +942,7 @@ impl<'o> Resolver<'o> {
                 "include_tasks" | "include_role" => {
                     let target = match action.as_str() {
                         "include_tasks" => IncludeTarget::Tasks {
-                            file: include_file(&args, action_node, "include_tasks")?,
+                            file: include_file(&args, node, &action_as_written, "include_tasks")?,
                             base_dir: inh.file_dir.clone(),
                         },
                         _ => {
@@ -1078,8 +1083,10 @@ impl<'o> Resolver<'o> {
             }
         }
         let list: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        // Inside a dynamic include this fails the hosts, not the run.
+        self.file_not_found.set(true);
         Err(node
-            .error(format!("the file '{file}' to import was not found"))
+            .error(file_not_found(candidates.last().expect("one candidate")))
             .hint(format!("looked in: {}", list.join(", "))))
     }
 
@@ -1237,7 +1244,7 @@ impl<'o> Resolver<'o> {
                 local,
             } => {
                 if action == "import_tasks" {
-                    let file = include_file(&args, action_node, "import_tasks")?;
+                    let file = include_file(&args, node, &action_as_written, "import_tasks")?;
                     let path = self.import_path(&file, inh, &rt.kw, action_node)?;
                     let children = load_task_file(&path)?;
                     let mut child = inh.child(&rt.kw);
@@ -1254,7 +1261,7 @@ impl<'o> Resolver<'o> {
                 }
                 let include = match action.as_str() {
                     "include_tasks" => Some(IncludeTarget::Tasks {
-                        file: include_file(&args, action_node, "include_tasks")?,
+                        file: include_file(&args, node, &action_as_written, "include_tasks")?,
                         base_dir: inh.file_dir.clone(),
                     }),
                     _ => None,
@@ -1669,8 +1676,8 @@ impl<'o> Resolver<'o> {
                             let list: Vec<String> =
                                 candidates.iter().map(|p| p.display().to_string()).collect();
                             IncludeError::Missing(
-                                Diagnostic::new(format!(
-                                    "the file '{file}' to include was not found"
+                                Diagnostic::new(file_not_found(
+                                    candidates.last().expect("one candidate"),
                                 ))
                                 .at(include.span.clone())
                                 .hint(format!("looked in: {}", list.join(", "))),
@@ -1686,7 +1693,19 @@ impl<'o> Resolver<'o> {
                     ));
                 }
                 inh.file_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                nodes = self.tasks(raw::task_list(Some(&node), "the included file")?, &inh)?;
+                self.file_not_found.set(false);
+                nodes = self
+                    .tasks(raw::task_list(Some(&node), "the included file")?, &inh)
+                    .map_err(|d| {
+                        // An `import_tasks` of a missing file in it is
+                        // ansible-core's AnsibleFileNotFound, not a parser
+                        // error.
+                        if self.file_not_found.get() {
+                            IncludeError::Missing(d)
+                        } else {
+                            IncludeError::Invalid(d)
+                        }
+                    })?;
                 Ok(Included {
                     nodes,
                     role: None,
@@ -1917,14 +1936,33 @@ fn no_apply(args: &VarMap, node: &Node, action: &str) -> Result<(), Diagnostic> 
     Ok(())
 }
 
-fn include_file(args: &VarMap, node: &Node, what: &str) -> Result<String, Diagnostic> {
+/// `written` is the action as the task names it, which ansible-core's
+/// message repeats (`ansible.builtin.include_tasks`).
+fn include_file(
+    args: &VarMap,
+    node: &Node,
+    written: &str,
+    what: &str,
+) -> Result<String, Diagnostic> {
     args.get("file")
         .or_else(|| args.get("_raw_params"))
         .and_then(|v| v.as_str().map(str::to_string))
         .ok_or_else(|| {
-            node.error(format!("`{what}` needs a file name"))
+            node.error(format!("No file specified for {written}"))
                 .hint(format!("write `{what}: other.yml`"))
         })
+}
+
+/// ansible-core's words for a tasks file that is not there (its
+/// AnsibleFileNotFound), naming the last place it looked.
+fn file_not_found(path: &Path) -> String {
+    let p = path.display();
+    format!(
+        "Could not find or access '{p}' on the Ansible Controller: Unable to retrieve file contents.\n\
+         Could not find or access '{p}' on the Ansible Controller.\n\
+         If you are using a module and expect the file to exist on the remote, see the remote_src option: \
+         [Errno 2] No such file or directory: '{p}'"
+    )
 }
 
 /// Loads a tasks file (a list of tasks, or empty).
