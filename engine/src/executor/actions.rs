@@ -69,7 +69,18 @@ pub(super) fn run_action(
                 let r = templar
                     .render_value(v, scope, origin)
                     .map_err(|e| fail(e.to_string()))?;
+                // A value that is `omit` leaves the argument out, as it
+                // does for every action in ansible-core.
+                if r.as_str() == Some(crate::template::omit_token()) {
+                    continue;
+                }
                 facts.insert(key, r);
+            }
+            if facts.is_empty() {
+                return Err(fail(
+                    "No key/value pairs provided, at least one is required for this action to succeed"
+                        .into(),
+                ));
             }
             {
                 let mut h = host.lock();

@@ -250,6 +250,15 @@ pub(crate) async fn run_play(
         ..Default::default()
     };
     let pattern = match shared.templar.render_str(&play.hosts, &pscope, &origin) {
+        // A template that gives a list (`hosts: "{{ targets }}"`) names
+        // each of its entries, as a list written in the play does.
+        Ok(v) if v.kind() == minijinja::value::ValueKind::Seq => v
+            .try_iter()
+            .into_iter()
+            .flatten()
+            .map(|h| crate::template::display_text(&h))
+            .collect::<Vec<_>>()
+            .join(","),
         Ok(v) => v.to_string(),
         Err(e) => {
             summary.errors.push(e.to_string());

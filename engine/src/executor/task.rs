@@ -969,6 +969,17 @@ async fn prepare(
     for (k, v) in &task.args {
         raw_args.insert(k.clone(), v.clone());
     }
+    // Free-form text for an action that takes none: the resolver warned,
+    // and the task fails now that it runs, as in ansible-core.
+    let bare = modules::canonical_name(&action);
+    if raw_args.contains_key("_raw_params")
+        && !crate::playbook::keywords::RAW_PARAM_ACTIONS.contains(&bare)
+    {
+        return Err(ExecError::Failed(format!(
+            "Task failed: Action '{}' does not support raw params.",
+            modules::registry::qualified_name(&task.action_as_written)
+        )));
+    }
     // `assert` evaluates `that` itself, as conditions, so ansible-core does
     // not template it first (the module may resolve a whole template to a
     // list of conditions).
@@ -994,6 +1005,15 @@ async fn prepare(
     }
     if let Some(that) = raw_that {
         args.insert("that".into(), that);
+    }
+    // Names the module does not take (the resolver warned about those it
+    // could see; a whole-template's come to light only now).
+    if task.python.is_none() {
+        if let Some(bad) =
+            modules::registry::check_arg_names(&action, args.keys().map(String::as_str))
+        {
+            return Err(ExecError::Failed(bad.message));
+        }
     }
 
     let delegate = match &task.delegate_to {

@@ -129,6 +129,16 @@ pub(super) fn native_short(name: &str) -> Option<&str> {
         .then_some(short)
 }
 
+/// A native module's fully qualified name, as ansible-core names it in
+/// messages: the collection that has it, else `ansible.builtin`.
+pub(super) fn qualified(short: &str) -> String {
+    let owner = OWNERS
+        .iter()
+        .find(|(_, names)| names.contains(&short))
+        .map_or("ansible.builtin", |(c, _)| *c);
+    format!("{owner}.{short}")
+}
+
 /// The collections that hold native modules, for messages.
 pub(super) fn native_collections() -> Vec<&'static str> {
     let mut v = vec!["ansible.builtin"];

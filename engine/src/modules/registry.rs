@@ -44,6 +44,16 @@ pub fn canonical_name(name: &str) -> &str {
     super::collections::native_short(name).unwrap_or(name)
 }
 
+/// A name as ansible-core's messages give it: fully qualified names as
+/// written, bare names of native modules with the collection that has them.
+pub fn qualified_name(name: &str) -> String {
+    if name.contains('.') {
+        name.to_string()
+    } else {
+        super::collections::qualified(name)
+    }
+}
+
 /// Whether `collection` has a module `short` that maps onto a native one.
 pub fn collection_has_native(collection: &str, short: &str) -> bool {
     super::collections::collection_has(collection, short) && table().contains_key(short)

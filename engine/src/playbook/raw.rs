@@ -533,7 +533,7 @@ pub fn read_task<'a>(
                 continue;
             }
             if !keywords::accepts(BLOCK, &key) {
-                let mut e = k.error(format!("`{key}` is not a valid keyword for a block"));
+                let mut e = k.error(format!("'{key}' is not a valid attribute for a Block"));
                 if let Some(s) = suggest(&key, keywords::names(BLOCK)) {
                     e = e.hint(format!("did you mean `{s}`?"));
                 } else if keywords::is_module(&key) {
@@ -674,13 +674,13 @@ pub fn read_task<'a>(
             let mut args = match rest {
                 // Free-form text is the module's business once it is known.
                 ActionArgs::Text(t) if templated => crate::kv::parse_kv(&action, &t).0,
-                ActionArgs::Text(t) => kv_args(&action, &t, av)?,
+                ActionArgs::Text(t) => kv_args(&action, &t, av, warnings)?,
                 ActionArgs::Map(m) => m,
             };
-            merge_args(&mut args, args_node, &action)?;
+            merge_args(&mut args, args_node, &action, warnings)?;
             reserved_args(&name, &args, av)?;
             if !templated {
-                check_arg_names(&action, &args, av, args_node)?;
+                check_arg_names(&action, &args, av, args_node, warnings);
             }
             return Ok(RawTask {
                 kind: RawKind::Task {
@@ -703,7 +703,7 @@ pub fn read_task<'a>(
     let mut args = match &value_node.kind {
         NodeKind::Null => VarMap::new(),
         NodeKind::Map(_) => var_map(value_node, &written)?,
-        NodeKind::Str { value, .. } => kv_args(&action, value, value_node)?,
+        NodeKind::Str { value, .. } => kv_args(&action, value, value_node, warnings)?,
         NodeKind::Int(_) | NodeKind::Float(_) | NodeKind::Bool(_)
             if RAW_PARAM_ACTIONS.contains(&action.as_str()) =>
         {
@@ -718,9 +718,9 @@ pub fn read_task<'a>(
             )))
         }
     };
-    merge_args(&mut args, args_node, &action)?;
+    merge_args(&mut args, args_node, &action, warnings)?;
     reserved_args(&written, &args, value_node)?;
-    check_arg_names(&action, &args, value_node, args_node)?;
+    check_arg_names(&action, &args, value_node, args_node, warnings);
     Ok(RawTask {
         kind: RawKind::Task {
             action,
@@ -790,7 +790,15 @@ fn action_form(v: &Node) -> Result<(String, ActionArgs), Diagnostic> {
 /// the task's other arguments over it, as ansible-core does.
 pub const VARIABLE_PARAMS: &str = "_variable_params";
 
-fn kv_args(action: &str, text: &str, node: &Node) -> Result<VarMap, Diagnostic> {
+/// Free-form text given to an action that takes none is kept (as
+/// `_raw_params`) and warned about: ansible-core fails such a task only when
+/// it runs (`ignore_errors` and `when` apply), and so does the executor.
+fn kv_args(
+    action: &str,
+    text: &str,
+    node: &Node,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<VarMap, Diagnostic> {
     let whole = text.trim();
     if !RAW_PARAM_ACTIONS.contains(&action)
         && whole.starts_with("{{")
@@ -807,14 +815,16 @@ fn kv_args(action: &str, text: &str, node: &Node) -> Result<VarMap, Diagnostic> 
             .get("_raw_params")
             .map(|v| v.to_string())
             .unwrap_or_default();
-        return Err(node
-            .error(format!(
-                "`{action}` takes `key=value` arguments, but `{raw}` is not one"
+        warnings.push(
+            node.error(format!(
+                "`{action}` takes `key=value` arguments, but `{raw}` is not one; \
+                 the task will fail if it runs"
             ))
             .hint(format!(
                 "only {} accept free-form text",
                 crate::kv::FREE_FORM_MODULES.join(", ")
-            )));
+            )),
+        );
     }
     Ok(args)
 }
@@ -827,12 +837,17 @@ fn check_arg_names(
     args: &VarMap,
     at: &Node,
     args_node: Option<&Node>,
-) -> Result<(), Diagnostic> {
+    warnings: &mut Vec<Diagnostic>,
+) {
     if args.contains_key(VARIABLE_PARAMS) {
-        return Ok(());
+        return;
     }
-    let Some(bad) = registry::check_arg_names(action, args.keys().map(String::as_str)) else {
-        return Ok(());
+    let keys = args
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "_raw_params");
+    let Some(bad) = registry::check_arg_names(action, keys) else {
+        return;
     };
     let node = [Some(at), args_node]
         .into_iter()
@@ -842,11 +857,11 @@ fn check_arg_names(
         .find(|(k, _)| k.as_str().is_some_and(|k| bad.names.iter().any(|n| n == k)))
         .map(|(k, _)| k)
         .unwrap_or(at);
-    let mut e = node.error(bad.message);
+    let mut e = node.error(format!("{} The task will fail if it runs.", bad.message));
     if let Some(s) = bad.suggestion {
         e = e.hint(format!("did you mean `{s}`?"));
     }
-    Err(e)
+    warnings.push(e);
 }
 
 /// `args:` merges under the module's own arguments (the module's win).
@@ -862,10 +877,15 @@ fn reserved_args(action: &str, args: &VarMap, at: &Node) -> Result<(), Diagnosti
     }
 }
 
-fn merge_args(args: &mut VarMap, args_node: Option<&Node>, action: &str) -> Result<(), Diagnostic> {
+fn merge_args(
+    args: &mut VarMap,
+    args_node: Option<&Node>,
+    action: &str,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<(), Diagnostic> {
     let Some(n) = args_node else { return Ok(()) };
     let extra = match &n.kind {
-        NodeKind::Str { value, .. } => kv_args(action, value, n)?,
+        NodeKind::Str { value, .. } => kv_args(action, value, n, warnings)?,
         _ => var_map(n, "args")?,
     };
     for (k, v) in extra {

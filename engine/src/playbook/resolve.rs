@@ -430,7 +430,7 @@ impl<'o> Resolver<'o> {
                 continue;
             }
             if !keywords::accepts(PLAY, &key) {
-                let mut e = k.error(format!("`{key}` is not a valid play keyword"));
+                let mut e = k.error(format!("'{key}' is not a valid attribute for a Play"));
                 if let Some(s) = suggest(&key, keywords::names(PLAY)) {
                     e = e.hint(format!("did you mean `{s}`?"));
                 } else if keywords::is_module(&key) {

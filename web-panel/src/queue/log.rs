@@ -574,6 +574,7 @@ pub fn summary(line: &Value) -> String {
     match s("event") {
         "message" => s("message").to_string(),
         "warning" => format!("[WARNING]: {}", s("message")),
+        "error" => format!("[ERROR]: {}", s("message")),
         "playbook_start" => format!("PLAYBOOK [{}]", s("path")),
         "play_start" => format!("PLAY [{}]", s("name")),
         "task_start" if line["handler"] == true => format!("RUNNING HANDLER [{}]", s("name")),
@@ -590,7 +591,10 @@ pub fn summary(line: &Value) -> String {
                 out.push_str(&format!(" => (item={item})"));
             }
             if s("status") == "failed" {
-                if let Some(msg) = line["result"].get("msg").and_then(Value::as_str) {
+                // An include that could not be loaded gives a `reason`.
+                let result = &line["result"];
+                let msg = result.get("msg").or_else(|| result.get("reason"));
+                if let Some(msg) = msg.and_then(Value::as_str) {
                     out.push_str(&format!(": {msg}"));
                 }
             }
