@@ -155,6 +155,19 @@ pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
             "host pattern '{pattern}' expands to {total} names, more than the limit of {MAX_EXPANSION}"
         ));
     }
+    // The names' text is bounded too: a long pattern with a few small
+    // ranges stays under the count yet asks for gigabytes.
+    let rest_bytes: usize = rest.iter().map(String::len).sum();
+    let item_bytes: usize = items.iter().map(String::len).sum();
+    let bytes = total
+        .saturating_mul(head.len())
+        .saturating_add(item_bytes.saturating_mul(rest.len()))
+        .saturating_add(rest_bytes.saturating_mul(items.len()));
+    if bytes > MAX_EXPANSION_BYTES {
+        return Err(format!(
+            "host pattern expands to {total} names of {bytes} bytes in all, more than the limit of {MAX_EXPANSION_BYTES} bytes"
+        ));
+    }
     let mut out = Vec::with_capacity(total);
     for item in &items {
         for r in &rest {
@@ -166,6 +179,10 @@ pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
 
 /// The most names one host pattern may expand to.
 pub const MAX_EXPANSION: usize = 1_000_000;
+
+/// The most text (the names' bytes added up) one host pattern may expand to:
+/// a million names of 64 bytes.
+pub const MAX_EXPANSION_BYTES: usize = 64 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -195,6 +212,23 @@ mod tests {
             expand_host_pattern("h[0:999][0:999]").unwrap().len(),
             1_000_000
         );
+    }
+
+    /// Found by the `host_pattern` fuzz target (finding 14): a 2 KB pattern
+    /// with nineteen `[:1]` ranges stays under the name limit (524 288
+    /// names) but asked for over 2 GB of text and hit libFuzzer's memory
+    /// limit.
+    #[test]
+    fn a_long_pattern_past_the_byte_limit_is_refused() {
+        let pattern = format!("{}{}", "h".repeat(2000), "[:1]x".repeat(19));
+        let err = expand_host_pattern(&pattern).unwrap_err();
+        assert!(
+            err.contains("more than the limit of 67108864 bytes"),
+            "{err}"
+        );
+        // The same ranges on a short name are fine.
+        let names = expand_host_pattern(&"[:1]x".repeat(19)).unwrap();
+        assert_eq!(names.len(), 1 << 19);
     }
 
     #[test]
