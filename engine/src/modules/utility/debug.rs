@@ -26,6 +26,32 @@ impl Module for Debug {
     ) -> Result<Plan<'a>, ModuleError> {
         let mut a = ModuleArgs::new(&PARAMS, args);
         let msg = a.value(&["msg"]);
+        // `var` is an expression; an `!unsafe` one is never evaluated
+        // (ansible-core 2.19 refuses it in these words).
+        if a.value(&["var"])
+            .is_some_and(|v| crate::vars::is_unsafe(&v))
+        {
+            return Err(ModuleError::Failed(
+                "Task failed: Error while resolving `var` expression: \
+                 Encountered untrusted template or expression."
+                    .into(),
+            ));
+        }
+        // `var` must be text: ansible-core's debug does not convert.
+        if let Some(v) = a.value(&["var"]).filter(|v| v.as_str().is_none()) {
+            let ty = match v.kind() {
+                minijinja::value::ValueKind::Map => Some("dict"),
+                minijinja::value::ValueKind::Seq => Some("list"),
+                _ => None,
+            };
+            if let Some(ty) = ty {
+                let repr = crate::template::python_repr(&v);
+                return Err(ModuleError::Failed(format!(
+                    "argument 'var' is of type {ty} and we were unable to convert to \
+                     _check_type_str_no_conversion: '{repr}' is not a string and conversion is not allowed"
+                )));
+            }
+        }
         let var = a.string(&["var"])?;
         let verbosity = a.int(&["verbosity"])?.unwrap_or(0);
         a.finish()?;
