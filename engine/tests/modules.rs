@@ -400,7 +400,7 @@ fn copy_remote_src() {
 }
 
 #[test]
-fn unknown_argument_suggests_the_close_one() {
+fn unknown_argument_gets_ansible_cores_message() {
     let s = Sandbox::new();
     let err = s
         .try_run("copy", json!({"content": "x", "dets": "/tmp/x"}), NORMAL)

@@ -272,7 +272,7 @@ fn unsupported_states_and_bad_arguments_fail_cleanly() {
         (
             "mysql_user",
             json!({"name": "u", "pasword": "x"}),
-            "did you mean 'password'",
+            "Unsupported parameters for (mysql_user) module: pasword.",
         ),
         (
             "mysql_user",

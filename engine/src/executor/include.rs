@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use minijinja::Value;
 
+use crate::diag::Diagnostic;
 use crate::playbook::plan::{IncludeTarget, Node, Task};
 use crate::playbook::IncludeError;
 use crate::template::{Scope, TemplateOrigin};
@@ -150,24 +151,8 @@ pub(super) type Loaded = (
     Option<std::sync::Arc<crate::playbook::plan::RoleInstance>>,
 );
 
-/// Why an include target could not be loaded.
-pub(super) enum LoadError {
-    /// The including hosts fail (a `rescue` may catch it).
-    Fail(String),
-    /// The whole run stops, as on ansible-core's parser errors.
-    Abort(String),
-}
-
-impl From<IncludeError> for LoadError {
-    fn from(e: IncludeError) -> LoadError {
-        match e {
-            IncludeError::Missing(d) => LoadError::Fail(d.to_string()),
-            IncludeError::Invalid(d) => LoadError::Abort(d.to_string()),
-        }
-    }
-}
-
-pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, LoadError> {
+/// `Err(Missing)` fails the including hosts; `Err(Invalid)` stops the run.
+pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, IncludeError> {
     let loaded = load_target(ctx, task, key)?;
     // A handler that includes tasks: as in a handler list, the file's own
     // entries may be blocks but a block inside one is refused
@@ -190,10 +175,10 @@ pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, Load
                             _ => None,
                         });
                 if let Some(inner) = nested {
-                    return Err(LoadError::Fail(format!(
-                        "{}: Using a block as a handler is not supported.",
-                        inner.span
-                    )));
+                    return Err(IncludeError::Missing(
+                        Diagnostic::new("Using a block as a handler is not supported.")
+                            .at(inner.span.clone()),
+                    ));
                 }
             }
         }
@@ -201,7 +186,7 @@ pub(super) fn load(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, Load
     Ok(loaded)
 }
 
-fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, LoadError> {
+fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, IncludeError> {
     let opts = crate::playbook::ResolveOptions {
         roles_path: ctx.shared.opts.roles_path.clone(),
         collections_path: ctx.shared.opts.collections_path.clone(),
@@ -211,7 +196,6 @@ fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, LoadErro
     if let Some(path) = key.strip_prefix("tasks:") {
         crate::playbook::load_include_tasks(std::path::Path::new(path), task, &ctx.play, &opts)
             .map(|nodes| (nodes, Vec::new(), None))
-            .map_err(LoadError::from)
     } else if let Some(rest) = key.strip_prefix("role:") {
         let parts: Vec<&str> = rest.split('\u{1f}').collect();
         let opt = |i: usize| {
@@ -229,8 +213,9 @@ fn load_target(ctx: &PlayCtx, task: &Task, key: &str) -> Result<Loaded, LoadErro
         let public = parts.get(4) == Some(&"public");
         crate::playbook::load_include(&ctx.play, task, &target, &opts)
             .map(|inc| (inc.nodes, inc.handlers, inc.role.filter(|_| public)))
-            .map_err(LoadError::from)
     } else {
-        Err(LoadError::Fail(format!("bad include target {key}")))
+        Err(IncludeError::Missing(Diagnostic::new(format!(
+            "bad include target {key}"
+        ))))
     }
 }

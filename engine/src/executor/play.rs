@@ -1685,17 +1685,12 @@ async fn run_meta(
                 );
                 shared
                     .sink
-                    .emit(&Event::HostResult(crate::output::HostResult {
-                        host: name,
-                        delegated_to: None,
-                        status: Status::Failed,
-                        ignored: false,
-                        item_label: None,
-                        result: super::task::to_json(&ser(&r)),
-                        diff: vec![],
-                        is_item: false,
-                        error: None,
-                    }));
+                    .emit(&Event::HostResult(crate::output::HostResult::plain(
+                        name,
+                        Status::Failed,
+                        false,
+                        super::task::to_json(&ser(&r)),
+                    )));
                 let o = Outcome {
                     status: Status::Failed,
                     ignored: false,
@@ -1717,17 +1712,12 @@ async fn run_meta(
             };
             shared
                 .sink
-                .emit(&Event::HostResult(crate::output::HostResult {
-                    host: name,
-                    delegated_to: None,
-                    status: Status::Skipped,
-                    ignored: false,
-                    item_label: None,
-                    result: serde_json::json!({"msg": shown, "skip_reason": reason}),
-                    diff: vec![],
-                    is_item: false,
-                    error: None,
-                }));
+                .emit(&Event::HostResult(crate::output::HostResult::plain(
+                    name,
+                    Status::Skipped,
+                    false,
+                    serde_json::json!({"msg": shown, "skip_reason": reason}),
+                )));
             continue;
         }
         verbose(msg);
@@ -1904,17 +1894,12 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                 }
                 shared
                     .sink
-                    .emit(&Event::HostResult(crate::output::HostResult {
-                        host: h.lock().name.clone(),
-                        delegated_to: None,
-                        status: Status::Skipped,
-                        ignored: false,
-                        item_label: None,
-                        result: super::task::to_json(&o.result),
-                        diff: vec![],
-                        is_item: false,
-                        error: None,
-                    }));
+                    .emit(&Event::HostResult(crate::output::HostResult::plain(
+                        h.lock().name.clone(),
+                        Status::Skipped,
+                        false,
+                        super::task::to_json(&o.result),
+                    )));
                 let mut st = h.lock();
                 apply_outcome(run, task, &mut st, &o, rescuing);
             }
@@ -1958,17 +1943,12 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                 }
                 shared
                     .sink
-                    .emit(&Event::HostResult(crate::output::HostResult {
-                        host: h.lock().name.clone(),
-                        delegated_to: None,
-                        status: Status::Failed,
-                        ignored: o.ignored,
-                        item_label: None,
-                        result: super::task::to_json(&o.result),
-                        diff: vec![],
-                        is_item: false,
-                        error: None,
-                    }));
+                    .emit(&Event::HostResult(crate::output::HostResult::plain(
+                        h.lock().name.clone(),
+                        Status::Failed,
+                        o.ignored,
+                        super::task::to_json(&o.result),
+                    )));
                 let mut st = h.lock();
                 apply_outcome(run, task, &mut st, &o, rescuing);
             }
@@ -2013,7 +1993,8 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                     }
                     n
                 }
-                Err(super::include::LoadError::Abort(msg)) => {
+                Err(crate::playbook::IncludeError::Invalid(d)) => {
+                    let msg = d.to_string();
                     // ansible-core re-raises a parser error from an included
                     // file: no rescue runs, the run ends here with exit code
                     // 4 and without a recap.
@@ -2031,7 +2012,8 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                     run.end_play();
                     return;
                 }
-                Err(super::include::LoadError::Fail(msg)) => {
+                Err(crate::playbook::IncludeError::Missing(d)) => {
+                    let msg = d.to_string();
                     shared.sink.emit(&Event::Error {
                         message: msg.clone(),
                     });
@@ -2045,17 +2027,12 @@ async fn run_include(run: &Arc<PlayRun>, task: &Arc<Task>, hosts: &[Host], rescu
                     for (h, _) in &members {
                         shared
                             .sink
-                            .emit(&Event::HostResult(crate::output::HostResult {
-                                host: h.lock().name.clone(),
-                                delegated_to: None,
-                                status: Status::Failed,
-                                ignored: false,
-                                item_label: None,
-                                result: super::task::to_json(&result),
-                                diff: vec![],
-                                is_item: false,
-                                error: None,
-                            }));
+                            .emit(&Event::HostResult(crate::output::HostResult::plain(
+                                h.lock().name.clone(),
+                                Status::Failed,
+                                false,
+                                super::task::to_json(&result),
+                            )));
                         fail_include(run, &mut h.lock(), rescuing);
                     }
                     if fatal_task(run, task) && !rescuing {

@@ -1006,15 +1006,6 @@ async fn prepare(
     if let Some(that) = raw_that {
         args.insert("that".into(), that);
     }
-    // Names the module does not take (the resolver warned about those it
-    // could see; a whole-template's come to light only now).
-    if task.python.is_none() {
-        if let Some(bad) =
-            modules::registry::check_arg_names(&action, args.keys().map(String::as_str))
-        {
-            return Err(ExecError::Failed(bad.message));
-        }
-    }
 
     let delegate = match &task.delegate_to {
         Some(d) => Some(

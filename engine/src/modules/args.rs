@@ -431,26 +431,22 @@ impl<'a> ModuleArgs<'a> {
         self.known.extend_from_slice(names);
     }
 
-    /// Rejects any argument the module does not declare. The resolver has
-    /// checked the names it could see; this catches what templating or
+    /// Rejects any argument the module does not declare, as ansible-core
+    /// does when the task runs (the resolver only warns, so `when` and
+    /// `ignore_errors` apply); this also catches what templating or
     /// `module_defaults` brought in.
     pub fn finish(self) -> Result<(), ModuleError> {
-        for key in self.args.keys() {
-            if self.known.contains(&key.as_str()) || self.params.accepts(key) {
-                continue;
-            }
-            let mut msg = format!("unsupported parameter '{key}' for module {}", self.module);
-            if let Some(s) = self.params.suggest(key) {
-                msg.push_str(&format!("; did you mean '{s}'?"));
-            } else {
-                let mut k: Vec<&str> = self.params.names().collect();
-                k.sort_unstable();
-                k.dedup();
-                msg.push_str(&format!(" (supported: {})", k.join(", ")));
-            }
-            return Err(ModuleError::Args(msg));
+        let unknown = self.params.unsupported(
+            self.args
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !self.known.contains(k)),
+        );
+        if unknown.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // ansible-core's words; the resolver's warning gave the did-you-mean.
+        Err(ModuleError::Args(self.params.unsupported_message(&unknown)))
     }
 }
 
@@ -460,9 +456,9 @@ pub type Param = &'static [&'static str];
 /// The arguments a module accepts, declared once in the module's file.
 ///
 /// The resolver checks a task's argument names against it before any
-/// connection opens ([`Params::unsupported`]); [`ModuleArgs::finish`] checks
-/// again at run time, for what only templating reveals (a whole-argument
-/// template, `module_defaults`). `sets` lets a module add a kit's shared
+/// connection opens ([`Params::unsupported`]) and warns; the task fails on
+/// them when it runs, in [`ModuleArgs::finish`], which also sees what only
+/// templating reveals (a whole-argument template, `module_defaults`). `sets` lets a module add a kit's shared
 /// arguments (`FILE_ATTR_PARAMS`, `RUN_OPT_PARAMS`) to its own.
 #[derive(Debug)]
 pub struct Params {

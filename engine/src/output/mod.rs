@@ -66,6 +66,24 @@ pub struct HostResult {
     pub error: Option<String>,
 }
 
+impl HostResult {
+    /// A result the executor makes itself (an include, a `meta` action): no
+    /// delegation, loop item, diff or error block.
+    pub fn plain(host: String, status: Status, ignored: bool, result: Json) -> HostResult {
+        HostResult {
+            host,
+            delegated_to: None,
+            status,
+            ignored,
+            item_label: None,
+            result,
+            diff: vec![],
+            is_item: false,
+            error: None,
+        }
+    }
+}
+
 /// Everything a run reports, in order.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
